@@ -1,0 +1,170 @@
+"""HF Trainer (defaults; group_by_length) vs tunelab: the same 4,000 SST-2 rows, MiniLM, identical
+hyperparameters (bs 32, lr 5e-5, 1 epoch, max_length 128, warmup 6 %), the same seeds.
+
+    python benchmarks/classification.py [--rows 4000] [--seeds 1,2,3] [--eval-rows 0]
+
+Prints wall time (training loop only, model load and tokenisation excluded for both), real
+(non-pad) tokens/s, model-FLOPs utilisation against this machine's fp32 matmul peak measured in the
+same run, and validation accuracy (mean over seeds). Writes benchmarks/results/classification.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TUNELAB_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common import (  # noqa: E402
+    SHARED,
+    encoder_train_flops,
+    matmul_peak_gflops,
+    print_table,
+    read_jsonl,
+    write_json,
+)
+
+BS, LR, EPOCHS, MAX_LEN, WARMUP = 32, 5e-5, 1, 128, 0.06
+
+
+def load_data(rows: int, eval_rows: int) -> tuple[list[dict], list[dict]]:
+    train = read_jsonl(SHARED / "sst2" / "train.jsonl", rows)
+    val = read_jsonl(SHARED / "sst2" / "validation.jsonl", eval_rows or None)
+    return train, val
+
+
+def run_hf(train: list[dict], val: list[dict], seed: int, group: bool, model_dir: str) -> dict:
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    labels = sorted({r["label"] for r in train})
+    tok = AutoTokenizer.from_pretrained(model_dir)
+
+    class DS(torch.utils.data.Dataset):
+        def __init__(self, rows: list[dict]) -> None:
+            enc = tok([r["text"] for r in rows], truncation=True, max_length=MAX_LEN)
+            self.items = [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                           "attention_mask": enc["attention_mask"][i], "labels": labels.index(r["label"])}
+                          for i, r in enumerate(rows)]
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+        def __getitem__(self, i: int) -> dict:
+            return self.items[i]
+
+    tr, va = DS(train), DS(val)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(labels))
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=BS, per_device_eval_batch_size=64, learning_rate=LR,
+            num_train_epochs=EPOCHS, warmup_steps=WARMUP, seed=seed, save_strategy="no", report_to=[],
+            logging_steps=50, disable_tqdm=True, use_cpu=True,
+            train_sampling_strategy="group_by_length" if group else "random",
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=tr, data_collator=DataCollatorWithPadding(tok))
+        wall = trainer.train().metrics["train_runtime"]
+        pred = trainer.predict(va)
+    acc = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
+    return {"wall_s": wall, "accuracy": acc, "real_tokens": sum(len(x["input_ids"]) for x in tr.items)}
+
+
+def run_tunelab(train_path: str, val_path: str, seed: int, out: str) -> dict:
+    from tunelab.config import build_config
+    from tunelab.pipeline import run
+
+    cfg = build_config({
+        "task": "classification", "model": "minilm", "output_dir": out,
+        "data": {"train": train_path, "validation": val_path, "max_length": MAX_LEN},
+        "train": {"epochs": EPOCHS, "batch_size": BS, "lr": LR, "warmup": WARMUP, "seed": seed,
+                  "save_steps": 0, "eval_batch_size": 64, "eval_steps": 10**9},
+    })
+    m = run(cfg)
+    t = m["train"]
+    return {"wall_s": t["wall_s"], "accuracy": m["validation"]["accuracy"],
+            "real_tokens": round(t["real_tokens_per_s"] * t["wall_s"]), "precision": t["precision"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=4000)
+    ap.add_argument("--eval-rows", type=int, default=0, help="0 = the whole validation split")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--only", default="hf_default,hf_grouped,tunelab")
+    args = ap.parse_args()
+    from transformers import AutoConfig
+
+    from tunelab.models import resolve_model
+
+    model_dir = resolve_model("minilm")
+    config = AutoConfig.from_pretrained(model_dir)
+    train, val = load_data(args.rows, args.eval_rows)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    peak = matmul_peak_gflops()
+    with tempfile.TemporaryDirectory() as tmp:
+        import json
+
+        tp, vp = Path(tmp) / "train.jsonl", Path(tmp) / "val.jsonl"
+        tp.write_text("".join(json.dumps(r) + "\n" for r in train))
+        vp.write_text("".join(json.dumps(r) + "\n" for r in val))
+        runners = {
+            "hf_default": lambda s: run_hf(train, val, s, False, model_dir),
+            "hf_grouped": lambda s: run_hf(train, val, s, True, model_dir),
+            "tunelab": lambda s: run_tunelab(str(tp), str(vp), s, str(Path(tmp) / f"run{s}")),
+        }
+        results = {}
+        for name in args.only.split(","):
+            runs = []
+            for s in seeds:
+                r = runners[name](s)
+                print(f"{name} seed {s}: {r}", file=sys.stderr, flush=True)
+                runs.append(r)
+            wall = statistics.mean(r["wall_s"] for r in runs)
+            tokens = runs[0]["real_tokens"]
+            mean_len = tokens / len(train)
+            flops = encoder_train_flops(config, tokens, mean_len)
+            results[name] = {
+                "wall_s": round(wall, 2), "real_tok_per_s": round(tokens / wall, 1),
+                "mfu_pct": round(100 * flops / wall / (peak * 1e9), 1),
+                "accuracy": round(100 * statistics.mean(r["accuracy"] for r in runs), 2),
+                "accuracy_std": round(100 * (statistics.stdev(r["accuracy"] for r in runs) if len(runs) > 1 else 0), 2),
+                "runs": runs,
+            }
+    best_hf = min((v["wall_s"], k) for k, v in results.items() if k.startswith("hf"))[1] if any(
+        k.startswith("hf") for k in results) else None
+    rows = []
+    for name, r in results.items():
+        row = {"config": name, **{k: v for k, v in r.items() if k != "runs"}}
+        if best_hf and name == "tunelab":
+            row["speedup_vs_best_hf"] = round(results[best_hf]["wall_s"] / r["wall_s"], 2)
+            row["acc_delta_vs_best_hf"] = round(r["accuracy"] - results[best_hf]["accuracy"], 2)
+        rows.append(row)
+    print(f"\nSST-2 {len(train)} rows, MiniLM, bs {BS}, lr {LR}, {EPOCHS} epoch, max_length {MAX_LEN}, "
+          f"warmup {WARMUP:.0%}, seeds {seeds}; fp32 matmul peak {peak:.0f} GFLOP/s; "
+          f"validation {len(val)} rows; threads {torch.get_num_threads()}\n")
+    print_table(rows, ["config", "wall_s", "real_tok_per_s", "mfu_pct", "accuracy", "accuracy_std",
+                       "speedup_vs_best_hf", "acc_delta_vs_best_hf"])
+    path = write_json("classification", {"rows": len(train), "seeds": seeds, "peak_gflops": peak,
+                                         "results": results, "table": rows, "numpy": np.__version__})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

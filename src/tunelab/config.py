@@ -1,0 +1,232 @@
+"""The one configuration object, `RunConfig`, and how YAML + `--set` overrides become one.
+
+    YAML file ──┐
+                ├─► dict ─► RunConfig (pydantic, frozen, extra=forbid) ─► saved as config.yaml
+    --set k=v ──┘
+
+Task and method options are nested sub-configs owned by their registry entries
+(`method: {name: lora, r: 16}`); a bare string is shorthand for `{name: ...}` with defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from tunelab.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(Section):
+    """Base of task sub-configs; each task subclasses it with `name: Literal[...]`."""
+
+    name: str
+
+
+class MethodConfig(Section):
+    """Base of method sub-configs; each method subclasses it with `name: Literal[...]`."""
+
+    name: str
+
+
+class DataConfig(Section):
+    train: str | None = Field(None, description="Training file (JSONL, CSV, TSV or Parquet).")
+    validation: str | None = Field(None, description="Validation file; if absent, split from train.")
+    test: str | None = Field(None, description="Test file; when given, the final evaluation also runs on it.")
+    text_field: str = Field("text", description="Column holding the input text.")
+    text_pair_field: str | None = Field(None, description="Column holding the second text of a pair.")
+    label_field: str = Field("label", description="Column holding the label (a list for multi-label).")
+    max_length: int = Field(256, ge=8, le=131072, description="Longest input in tokens; longer is truncated.")
+    validation_split: float = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="Fraction of train held out (stratified, seeded by train.seed) when no validation file.",
+    )
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(16, ge=1, description="Examples per forward pass.")
+    eval_batch_size: int = Field(64, ge=1, description="Examples per forward pass in evaluation.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; default is the method's own.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on biases and norms).")
+    warmup: float = Field(0.0, ge=0, description="Warmup: a fraction of all steps if < 1, else a step count.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial"] = Field(
+        "linear", description="Learning-rate schedule after warmup."
+    )
+    grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null disables.")
+    seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps; default once per epoch.")
+    save_steps: int | None = Field(
+        None, ge=0, description="Checkpoint every N steps; default once per epoch; 0 = no checkpoints."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Keep this many newest checkpoints.")
+    log_steps: int = Field(10, ge=1, description="Write a metrics.jsonl line every N steps.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 autocast where the CPU/GPU runs bf16 natively, else fp32."
+    )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding, same randomness per epoch)."
+    )
+
+
+_MODEL_HELP = "Alias (see `tunelab models`), a local model directory (e.g. a previous run's model/), or a hub id."
+
+
+def _load_plugins() -> None:
+    """Import every module of tunelab.tasks and tunelab.methods so they register themselves."""
+    for package in ("tunelab.tasks", "tunelab.methods"):
+        pkg = importlib.import_module(package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def _union(configs: list[type[BaseModel]]) -> Any:
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[tuple(configs)], Field(discriminator="name")]  # noqa: UP007
+
+
+@functools.cache
+def run_config_class() -> type[BaseModel]:
+    """Build `RunConfig` from the registered tasks and methods (done once)."""
+    _load_plugins()
+    from tunelab.methods import METHODS
+    from tunelab.tasks import TASKS
+
+    task_t = _union([cls.Config for _, cls in TASKS.items()])
+    method_t = _union([cls.Config for _, cls in METHODS.items()])
+    return create_model(
+        "RunConfig",
+        __base__=_RunConfigBase,
+        task=(task_t, Field(description="What to train: " + ", ".join(TASKS.names()) + ".")),
+        model=(str, Field(description=_MODEL_HELP)),
+        method=(method_t, Field(default_factory=lambda: METHODS.get("full").Config(name="full"),
+                                description="How to train: " + ", ".join(METHODS.names()) + ".")),
+        output_dir=(str, Field("", description="Run directory; default runs/<task>-<time>.")),
+        data=(DataConfig, Field(default_factory=DataConfig, description="Input files and columns.")),
+        train=(TrainConfig, Field(default_factory=TrainConfig, description="Optimisation settings.")),
+    )
+
+
+class _RunConfigBase(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            values = dict(values)
+            for key in ("task", "method"):
+                if isinstance(values.get(key), str):
+                    values[key] = {"name": values[key]}
+            if not values.get("output_dir"):
+                task = values.get("task", {}).get("name", "run") if isinstance(values.get("task"), dict) else "run"
+                values["output_dir"] = f"runs/{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return values
+
+    @model_validator(mode="after")
+    def _check_model(self) -> _RunConfigBase:
+        from tunelab.models.aliases import check_model_name
+
+        check_model_name(self.model)  # type: ignore[attr-defined]
+        return self
+
+
+RunConfig = BaseModel  # type alias for annotations; the real class is run_config_class()
+
+
+# ---------------------------------------------------------------------------- loading & overrides
+def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value (e.g. train.lr=1e-4)")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip().split("."), value))
+    return out
+
+
+def apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and ".".join(path[: i + 1]) in ("task", "method"):
+            child = {"name": child}  # `method: lora` then `--set method.r=8`
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+        node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def format_validation_error(err: ValidationError, names: set[str]) -> str:
+    """One line naming the full dotted path of the first problem."""
+    e = err.errors()[0]
+    loc = [str(p) for p in e["loc"]]
+    if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in names:
+        loc.pop(1)  # drop the union tag pydantic inserts: method.lora.r -> method.r
+    path = ".".join(loc) or "config"
+    if e["type"] == "extra_forbidden":
+        return f"config: {path}: unknown key"
+    if e["type"] == "missing":
+        return f"config: {path}: required key is missing"
+    msg = e["msg"].replace("Value error, ", "")
+    got = e.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return f"config: {path}: {msg}{shown}"
+
+
+def build_config(data: dict) -> Any:
+    cls = run_config_class()
+    from tunelab.methods import METHODS
+    from tunelab.tasks import TASKS
+
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, set(TASKS.names()) | set(METHODS.names()))) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """YAML file (optional) + `key=value` overrides → validated, frozen RunConfig."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}" if mark else str(p)
+            raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the config must be a mapping of keys to values")
+        data = loaded
+    for keys, value in parse_overrides(overrides or []):
+        apply_override(data, keys, value)
+    return build_config(data)
+
+
+def config_to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

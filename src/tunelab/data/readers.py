@@ -1,0 +1,150 @@
+"""JSONL / JSON / CSV / TSV / Parquet → `Table` of `Record`s that remember their file and line.
+
+Every malformed file or row raises `DataError("file:line: field: problem")`; nothing is dropped.
+Accepted as valid: a UTF-8 BOM, CRLF line ends, blank lines (skipped, not rows), quoted CSV fields
+holding commas and newlines, any Unicode text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import DataError
+
+csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
+
+
+@dataclass(frozen=True)
+class Record:
+    source: str
+    line: int  # 1-based line where the row starts (row number for Parquet / JSON arrays)
+    data: dict[str, Any]
+
+
+@dataclass
+class Table:
+    source: str
+    records: list[Record]
+    columns: list[str] | None = None  # tabular formats have a fixed header
+    fields_seen: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {col})") from None
+    return text.removeprefix("\ufeff")
+
+
+def _read_jsonl(path: Path) -> list[Record]:
+    records = []
+    for number, line in enumerate(_decode(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(str(path), number, "json", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(str(path), number, "json", f"expected a JSON object, got {type(obj).__name__}")
+        records.append(Record(str(path), number, obj))
+    return records
+
+
+def _read_json(path: Path) -> list[Record]:
+    text = _decode(path)
+    if not text.lstrip().startswith("["):
+        return _read_jsonl(path)  # a .json file with one object per line
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(str(path), exc.lineno, "json", f"invalid JSON ({exc.msg})") from None
+    out = []
+    for i, obj in enumerate(items, start=1):
+        if not isinstance(obj, dict):
+            raise DataError(str(path), i, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
+        out.append(Record(str(path), i, obj))
+    return out
+
+
+def _read_delimited(path: Path, delimiter: str) -> tuple[list[Record], list[str]]:
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    records = []
+    start = 1
+    for row in reader:
+        line, start = start, reader.line_num + 1
+        if not row or all(not cell.strip() for cell in row) and len(row) <= 1:
+            continue  # blank line
+        if header is None:
+            header = [h.strip() for h in row]
+            continue
+        if len(row) != len(header):
+            raise DataError(str(path), line, "row", f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
+        records.append(Record(str(path), line, dict(zip(header, row, strict=True))))
+    return records, header or []
+
+
+def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(str(path), None, None, f"cannot read Parquet: {exc}") from None
+    rows = table.to_pylist()
+    return [Record(str(path), i, r) for i, r in enumerate(rows, start=1)], list(table.column_names)
+
+
+def read_table(path: str | Path) -> Table:
+    """Read one data file; the format comes from its extension."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(str(p), None, None, "file not found")
+    suffix = p.suffix.lower()
+    columns = None
+    if suffix in (".jsonl", ".ndjson"):
+        records = _read_jsonl(p)
+    elif suffix == ".json":
+        records = _read_json(p)
+    elif suffix in (".csv", ".tsv", ".tab"):
+        records, columns = _read_delimited(p, "," if suffix == ".csv" else "\t")
+    elif suffix in (".parquet", ".pq"):
+        records, columns = _read_parquet(p)
+    else:
+        raise DataError(str(p), None, None, f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv or .parquet")
+    if not records:
+        raise DataError(str(p), None, None, "empty file: no data rows")
+    return Table(str(p), records, columns)
+
+
+def require_field(record: Record, name: str, columns: list[str] | None) -> Any:
+    """The value of `name`, or a DataError naming the missing field (the header line for CSV)."""
+    if name not in record.data:
+        if columns is not None:
+            raise DataError(record.source, 1, name, f"missing column (columns: {', '.join(columns)})")
+        raise DataError(record.source, record.line, name, "missing field")
+    return record.data[name]
+
+
+def require_text(record: Record, name: str, columns: list[str] | None) -> str:
+    value = require_field(record, name, columns)
+    if value is None:
+        raise DataError(record.source, record.line, name, "is null; expected text")
+    if not isinstance(value, str):
+        raise DataError(record.source, record.line, name, f"expected text, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(record.source, record.line, name, "empty text")
+    return value

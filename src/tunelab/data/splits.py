@@ -1,0 +1,32 @@
+"""Holding out a validation split: stratified by a key, reproducible by seed."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def split_validation(
+    items: Sequence[T], fraction: float, seed: int, key: Callable[[T], Hashable] | None = None
+) -> tuple[list[T], list[T]]:
+    """Split `items` into (train, validation). With `key`, each group keeps its share (stratified);
+    groups too small to share keep their rows in train. Order inside each part follows the input."""
+    if fraction <= 0 or len(items) < 2:
+        return list(items), []
+    rng = random.Random(seed)
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        groups[key(item) if key else 0].append(i)
+    held: set[int] = set()
+    for members in groups.values():
+        take = round(len(members) * fraction) if len(members) > 1 else 0
+        held.update(rng.sample(members, take))
+    if not held:  # tiny data: still hold out one row
+        held.add(rng.randrange(len(items)))
+    train = [it for i, it in enumerate(items) if i not in held]
+    val = [it for i, it in enumerate(items) if i in held]
+    return train, val

@@ -1,0 +1,49 @@
+"""Scoring a model on examples, and printing metrics for people."""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from tunelab.engine import forward_logits
+
+
+def logits_for(task: Any, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
+               batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> np.ndarray:
+    feats = features if features is not None else task.encode(examples, tokenizer)
+    return forward_logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
+
+
+def evaluate(task: Any, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
+             batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return task.metrics(logits_for(task, model, tokenizer, examples, batch_size, features), examples)
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar metrics (nested tables such as per_class are left out)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def print_metrics(results: dict[str, dict[str, Any]], console: Console | None = None) -> None:
+    """A human table of the scalar metrics of each split, on stderr."""
+    console = console or Console(file=sys.stderr)
+    table = RichTable(title="metrics")
+    names = sorted({k for m in results.values() for k in headline(m)})
+    table.add_column("metric")
+    for split in results:
+        table.add_column(split, justify="right")
+    for name in names:
+        table.add_row(name, *[_fmt(headline(m).get(name)) for m in results.values()])
+    console.print(table)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)

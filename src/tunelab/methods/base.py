@@ -1,0 +1,35 @@
+"""What every method provides: make the right parameters trainable, and export the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from tunelab.config import MethodConfig
+
+
+class Method:
+    """`apply` prepares the model for training; `export` writes plain-transformers weights."""
+
+    Config: ClassVar[type[MethodConfig]]
+    default_lr: ClassVar[float] = 5e-5
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+
+    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+        """`heads`: names of task-head modules, which stay trainable under every method."""
+        return model
+
+    def export(self, model: torch.nn.Module, model_dir: Path, adapter_dir: Path) -> torch.nn.Module:
+        """Save plain weights into `model_dir` (and adapters into `adapter_dir`); return the saved module."""
+        model.save_pretrained(model_dir)
+        return model
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, Any]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable, "trainable_pct": round(100.0 * trainable / max(total, 1), 3)}

@@ -1,0 +1,53 @@
+"""Freezing: the task head and the top-k transformer layers train; embeddings and lower layers are
+frozen. k=0 is a linear probe (head only, plus the pooler/final norm that feeds it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from tunelab.config import MethodConfig
+from tunelab.errors import ConfigError
+from tunelab.methods import METHODS
+from tunelab.methods.base import Method
+
+
+class FreezeConfig(MethodConfig):
+    name: Literal["freeze"] = "freeze"
+    k: int = Field(2, ge=0, description="Number of top transformer layers that train (0 = head only).")
+
+
+def layer_stack(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The model's main stack of transformer blocks: its longest ModuleList."""
+    best: tuple[str, torch.nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best is None:
+        raise ConfigError("method.k: this model has no stack of layers to freeze")
+    return best
+
+
+@METHODS.register("freeze")
+class Freeze(Method):
+    Config = FreezeConfig
+    default_lr = 1e-4
+    cfg: FreezeConfig
+
+    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+        stack_name, stack = layer_stack(model)
+        if self.cfg.k > len(stack):
+            raise ConfigError(f"method.k: {self.cfg.k} is more than the model's {len(stack)} layers")
+        top = {f"{stack_name}.{i}." for i in range(len(stack) - self.cfg.k, len(stack))}
+        for name, p in model.named_parameters():
+            in_stack = name.startswith(stack_name + ".")
+            trainable = (
+                any(name.startswith(h + ".") for h in heads)
+                or any(name.startswith(t) for t in top)
+                # after the stack and before the head: BERT's pooler, a decoder's final norm
+                or (not in_stack and "embed" not in name)
+            )
+            p.requires_grad_(trainable)
+        return model

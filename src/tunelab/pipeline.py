@@ -1,0 +1,69 @@
+"""One run, top to bottom: config → data → task → model + method → engine → evaluate → export."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab import engine
+from tunelab.checkpoint import write_json_atomic
+from tunelab.config import config_to_yaml
+from tunelab.data.load import load_splits
+from tunelab.evaluate import evaluate
+from tunelab.export import save_model
+from tunelab.methods import METHODS
+from tunelab.methods.base import count_parameters
+from tunelab.models import resolve_model
+from tunelab.tasks import TASKS
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """Train, evaluate and export one run; returns the final metrics (also in metrics.json)."""
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    engine.seed_everything(cfg.train.seed)
+
+    task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
+    splits = load_splits(cfg.data, task, cfg.train.seed)
+    model, tokenizer = task.build_model(resolve_model(cfg.model), splits["train"])
+    method = METHODS.get(cfg.method.name)(cfg.method)
+    model = method.apply(model, task.head_modules(model))
+    params = count_parameters(model)
+    features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
+
+    def score(m: torch.nn.Module, split: str = "validation") -> dict[str, Any]:
+        return evaluate(task, m, tokenizer, splits[split], cfg.train.eval_batch_size, features[split])
+
+    result = engine.train(
+        model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
+        lr=cfg.train.lr or method.default_lr, out_dir=out,
+        evaluate=score if "validation" in splits else None,
+    )
+    model = save_model(model, tokenizer, task, method, cfg, out)
+    metrics: dict[str, Any] = {name: score(model, name) for name in splits if name != "train"}
+    metrics["train"] = {
+        "loss": result.train_loss, "steps": result.steps, "epochs": result.epochs,
+        "wall_s": round(result.wall_s, 2), "real_tokens_per_s": round(result.real_tokens_per_s, 1),
+        "padding_pct": round(100 * (1 - result.real_tokens / max(result.padded_tokens, 1)), 2),
+        "precision": result.precision, "parameters": params,
+        "rows": {name: len(ex) for name, ex in splits.items()},
+        "hardware": {"device": "cuda" if torch.cuda.is_available() else "cpu",
+                     "threads": torch.get_num_threads(), "machine": platform.machine()},
+        "total_wall_s": round(time.perf_counter() - t0, 2),
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+    with (out / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        for name, m in metrics.items():
+            if name != "train":
+                f.write(json.dumps({"step": result.steps, "final": name,
+                                    **{k: v for k, v in m.items() if isinstance(v, int | float)}}) + "\n")
+    return metrics

@@ -1,0 +1,91 @@
+"""What every task provides: parse rows, build the model, encode, collate, score, predict."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from tunelab.config import DataConfig, TaskConfig
+from tunelab.data.readers import Table
+
+Example = dict[str, Any]
+Features = dict[str, Any]
+
+
+class Task(ABC):
+    """One task. `Config` is its pydantic sub-config (`task: {name: ..., ...}`)."""
+
+    Config: ClassVar[type[TaskConfig]]
+    auto_model_class: ClassVar[str]  # transformers Auto* class name used to reload the exported model
+
+    def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
+        self.cfg = cfg
+        self.data = data
+
+    # -- data --------------------------------------------------------------------------------
+    @abstractmethod
+    def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
+        """Validate rows into examples; raise DataError(file:line: field: problem) on bad input."""
+
+    def check_train(self, examples: list[Example]) -> None:  # noqa: B027 - optional hook
+        """Whole-split checks on training data (e.g. at least two classes)."""
+
+    def stratify_key(self, example: Example) -> Hashable | None:
+        return None
+
+    # -- model -------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
+        """Load (model, tokenizer) for training, sizing any head from the training examples."""
+
+    def head_modules(self, model: torch.nn.Module) -> list[str]:
+        """Names of freshly initialised task-head modules (always trainable, saved with adapters)."""
+        return []
+
+    @abstractmethod
+    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        """Tokenise examples into features; each has `input_ids` (a list) and, if labelled, `labels`."""
+
+    def collate(self, features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
+        return pad_batch(features, pad_id)
+
+    # -- scoring -----------------------------------------------------------------------------
+    @abstractmethod
+    def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
+        """Metrics of one evaluation split; the headline metric first."""
+
+    @abstractmethod
+    def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """One output row per example."""
+
+    # -- saved with the model ----------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    def load_metadata(self, meta: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore state saved by `metadata()` (e.g. the label map) when loading a tuned model."""
+
+
+def pad_batch(features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad `input_ids` (and `token_type_ids`) to the longest row; add the attention mask."""
+    width = max(len(f["input_ids"]) for f in features)
+    n = len(features)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in features[0] else None
+    for i, f in enumerate(features):
+        k = len(f["input_ids"])
+        ids[i, :k] = torch.as_tensor(f["input_ids"])
+        mask[i, :k] = 1
+        if types is not None:
+            types[i, :k] = torch.as_tensor(f["token_type_ids"])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    if "labels" in features[0]:
+        batch["labels"] = torch.as_tensor(np.asarray([f["labels"] for f in features]))
+    return batch

