@@ -129,13 +129,15 @@ def main() -> None:
             "hf_grouped": lambda s: run_hf(train, val, s, True, model_dir),
             "tunelab": lambda s: run_tunelab(str(tp), str(vp), s, str(Path(tmp) / f"run{s}")),
         }
-        results = {}
-        for name in args.only.split(","):
-            runs = []
-            for s in seeds:
+        names = args.only.split(",")
+        all_runs: dict[str, list[dict]] = {n: [] for n in names}
+        for s in seeds:  # interleaved, so a slow patch of the machine hits every configuration alike
+            for name in names:
                 r = runners[name](s)
                 print(f"{name} seed {s}: {r}", file=sys.stderr, flush=True)
-                runs.append(r)
+                all_runs[name].append(r)
+        results = {}
+        for name, runs in all_runs.items():
             wall = statistics.mean(r["wall_s"] for r in runs)
             tokens = runs[0]["real_tokens"]
             mean_len = tokens / len(train)

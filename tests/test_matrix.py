@@ -25,6 +25,7 @@ CASES = [
     ("bert", "freeze", {"k": 1}),
     ("bert", "freeze", {"k": 0}),
     ("bert", "lora", {"r": 4}),
+    ("bert", "dora", {"r": 4}),
     ("llama", "full", {}),
     ("llama", "lora", {"r": 4}),
 ]
@@ -60,7 +61,7 @@ def test_train_freeze_export(
     assert any("classifier" in n or "score" in n for n in trainable), "the head must train"
     if method == "freeze":
         assert not any("embed" in n for n in trainable)
-    if method == "lora":
+    if method in ("lora", "dora"):
         assert all("lora_" in n or "modules_to_save" in n for n in trainable), sorted(trainable)
 
     feats = task.encode(examples, tok)
@@ -75,7 +76,7 @@ def test_train_freeze_export(
     want = logits_for(task, model, tok, examples)
     saved = save_model(model, tok, task, m, cfg, tmp_path)
     assert (tmp_path / "model" / "tunelab.json").is_file()
-    assert (tmp_path / "adapter").is_dir() == (method == "lora")
+    assert (tmp_path / "adapter").is_dir() == (method in ("lora", "dora"))
     task2, model2, tok2 = load_model(tmp_path / "model")
     got = logits_for(task2, model2, tok2, task2.parse(_table(sentiment_rows(24)), labelled=False))
     np.testing.assert_allclose(got, want, atol=1e-5)

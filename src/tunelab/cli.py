@@ -62,6 +62,8 @@ def train(
     from tunelab.pipeline import run
 
     metrics = run(cfg)
+    if not metrics:  # a non-main process of a distributed run
+        return
     print_metrics({k: v for k, v in metrics.items() if k != "train"})
     t = metrics["train"]
     typer.echo(f"trained {t['steps']} steps in {t['wall_s']} s ({t['real_tokens_per_s']} real tok/s, "

@@ -26,7 +26,8 @@ from tunelab.errors import ConfigError
 class Section(BaseModel):
     """Base of every config section: immutable, unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # coerce_numbers_to_str: `--set output_dir=2024` and `labels: [0, 1]` arrive from YAML as numbers
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class TaskConfig(Section):
@@ -138,8 +139,12 @@ class _RunConfigBase(Section):
 
     @model_validator(mode="after")
     def _check_model(self) -> _RunConfigBase:
-        from tunelab.models.aliases import check_model_name
+        from tunelab.models.aliases import ALIASES, check_model_name
 
+        if not self.model.strip():  # type: ignore[attr-defined]
+            # Path("") is the current directory, which check_model_name would accept
+            raise ConfigError(f"config: model: is empty; give an alias ({', '.join(ALIASES)}), "
+                              "a local model directory or a hub id")
         check_model_name(self.model)  # type: ignore[attr-defined]
         return self
 
@@ -177,11 +182,13 @@ def apply_override(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def format_validation_error(err: ValidationError, names: set[str]) -> str:
-    """One line naming the full dotted path of the first problem."""
+def format_validation_error(err: ValidationError, names: set[str] | dict[str, set[str]]) -> str:
+    """One line naming the full dotted path of the first problem. `names`: the union tags pydantic
+    inserts into paths, per section (`{"method": {...}}`) or one set for both task and method."""
     e = err.errors()[0]
     loc = [str(p) for p in e["loc"]]
-    if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in names:
+    tags = names.get(loc[0], set()) if isinstance(names, dict) and loc else names
+    if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in tags:
         loc.pop(1)  # drop the union tag pydantic inserts: method.lora.r -> method.r
     path = ".".join(loc) or "config"
     if e["type"] == "extra_forbidden":
@@ -194,15 +201,30 @@ def format_validation_error(err: ValidationError, names: set[str]) -> str:
     return f"config: {path}: {msg}{shown}"
 
 
+def _check_names(data: dict, registries: dict[str, Any]) -> None:
+    """Unknown or missing task / method names, said plainly (pydantic's union errors are not)."""
+    for key, reg in registries.items():
+        value = data.get(key)
+        if isinstance(value, dict) and "name" not in value and len(reg.names()) > 1:
+            raise ConfigError(f"config: {key}.name: required key is missing; choose one of {', '.join(reg.names())}")
+        name = value.get("name") if isinstance(value, dict) else value
+        if isinstance(name, str) and name not in reg.names():
+            raise ConfigError(f"config: {key}: unknown {key} {name!r}; choose one of {', '.join(reg.names())}")
+
+
 def build_config(data: dict) -> Any:
     cls = run_config_class()
     from tunelab.methods import METHODS
     from tunelab.tasks import TASKS
 
+    registries = {"task": TASKS, "method": METHODS}
+    _check_names(data, registries)
+    # a section with one entry is a plain model, not a union: pydantic inserts no tag into its paths
+    tags = {key: set(reg.names()) if len(reg.names()) > 1 else set() for key, reg in registries.items()}
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, set(TASKS.names()) | set(METHODS.names()))) from None
+        raise ConfigError(format_validation_error(err, tags)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
@@ -212,12 +234,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
+        raw = p.read_bytes()
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+        try:
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark else str(p)
-            raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+            raise ConfigError(_yaml_error(p, text, exc)) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -226,6 +252,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for keys, value in parse_overrides(overrides or []):
         apply_override(data, keys, value)
     return build_config(data)
+
+
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """`file:line: invalid YAML: problem`, on one line (a ReaderError's own text spans two)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line: int | None = mark.line + 1
+    elif isinstance(getattr(exc, "position", None), int):  # yaml.reader.ReaderError: bad character
+        line = text.count("\n", 0, exc.position) + 1  # type: ignore[attr-defined]
+    else:
+        line = None
+    problem = getattr(exc, "problem", None)
+    if problem is None and isinstance(exc, yaml.reader.ReaderError):
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    where = f"{path}:{line}" if line is not None else str(path)
+    return f"{where}: invalid YAML: {' '.join(str(problem or exc).split())}"
 
 
 def config_to_yaml(cfg: BaseModel) -> str:

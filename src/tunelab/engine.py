@@ -25,6 +25,7 @@ import torch
 
 from tunelab.checkpoint import save_checkpoint
 from tunelab.config import TrainConfig
+from tunelab.errors import TunelabError
 from tunelab.progress import TrainProgress
 
 Collate = Callable[[Sequence[dict[str, Any]]], dict[str, torch.Tensor]]
@@ -136,8 +137,13 @@ def train(
     lr: float,
     out_dir: Path | None = None,
     evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    on_eval: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Optimise `model` on tokenised `features`; evaluate and checkpoint as configured."""
+    """Optimise `model` on tokenised `features`; evaluate and checkpoint as configured.
+
+    `loss_fn(model, batch)` replaces the model's own loss (class weights, focal loss, ...);
+    `on_eval(step, metrics)` sees every evaluation (e.g. a hyperparameter-search pruner)."""
     from accelerate import Accelerator
     from transformers import get_scheduler
 
@@ -149,7 +155,10 @@ def train(
         mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
     )
     lengths = [len(f["input_ids"]) for f in features]
-    n_batches = math.ceil(len(features) / cfg.batch_size)
+    n_batches = math.ceil(len(features) / cfg.batch_size) // acc.num_processes  # per process
+    if n_batches == 0:
+        raise TunelabError(f"train: {len(features)} training rows make fewer batches than the "
+                           f"{acc.num_processes} processes; lower train.batch_size")
     total = plan_steps(cfg, n_batches)
     warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
     optimizer = make_optimizer(model, cfg, lr)
@@ -176,7 +185,7 @@ def train(
             for ids in order[acc.process_index : usable : acc.num_processes]:
                 batch = {k: v.to(acc.device) for k, v in collate([features[i] for i in ids]).items()}
                 with acc.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm:
                         acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -192,7 +201,7 @@ def train(
                 step += 1
                 if step % cfg.log_steps == 0 or step == total:
                     now = time.perf_counter()
-                    mean_loss = float(loss_sum) / max(loss_n, 1)
+                    mean_loss = float(acc.reduce(loss_sum, "mean")) / max(loss_n, 1)  # over processes
                     if not math.isfinite(mean_loss):
                         raise FloatingPointError(f"train: loss is {mean_loss} at step {step}")
                     all_loss, all_n = all_loss + mean_loss * loss_n, all_n + loss_n
@@ -209,6 +218,8 @@ def train(
                     result = {"step": step, **{f"eval/{k}": v for k, v in evaluate(acc.unwrap_model(model)).items()}}
                     evals.append(result)
                     log.write(result)
+                    if on_eval is not None:
+                        on_eval(step, result)
                     model.train()
                 if out_dir and save_every and (step % save_every == 0) and acc.is_main_process:
                     save_checkpoint(out_dir / "checkpoints", step, acc.unwrap_model(model), optimizer, scheduler,

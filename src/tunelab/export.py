@@ -57,6 +57,6 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     task_cls = TASKS.get(meta["task"]["name"])
     task = task_cls(task_cls.Config(**meta["task"]), DataConfig(**meta["data"]))
     task.load_metadata(meta)
-    model = getattr(transformers, task_cls.auto_model_class).from_pretrained(str(path))
+    model = task.optimize(getattr(transformers, task_cls.auto_model_class).from_pretrained(str(path)))
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     return task, model, tokenizer

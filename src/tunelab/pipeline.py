@@ -25,11 +25,15 @@ from tunelab.tasks import TASKS
 
 def run(cfg: Any) -> dict[str, Any]:
     """Train, evaluate and export one run; returns the final metrics (also in metrics.json)."""
+    from accelerate import PartialState
+
     t0 = time.perf_counter()
+    state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch` / torchrun: one of several processes
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
-    (out / "metrics.jsonl").unlink(missing_ok=True)
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -46,8 +50,11 @@ def run(cfg: Any) -> dict[str, Any]:
     result = engine.train(
         model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
         lr=cfg.train.lr or method.default_lr, out_dir=out,
-        evaluate=score if "validation" in splits else None,
+        evaluate=score if "validation" in splits else None, loss_fn=task.loss_fn(),
     )
+    if not state.is_main_process:  # the main process exports and scores; the others are done
+        state.wait_for_everyone()
+        return {}
     model = save_model(model, tokenizer, task, method, cfg, out)
     metrics: dict[str, Any] = {name: score(model, name) for name in splits if name != "train"}
     metrics["train"] = {
@@ -57,10 +64,12 @@ def run(cfg: Any) -> dict[str, Any]:
         "precision": result.precision, "parameters": params,
         "rows": {name: len(ex) for name, ex in splits.items()},
         "hardware": {"device": "cuda" if torch.cuda.is_available() else "cpu",
-                     "threads": torch.get_num_threads(), "machine": platform.machine()},
+                     "threads": torch.get_num_threads(), "machine": platform.machine(),
+                     "processes": state.num_processes},
         "total_wall_s": round(time.perf_counter() - t0, 2),
     }
     write_json_atomic(out / "metrics.json", metrics)
+    state.wait_for_everyone()
     with (out / "metrics.jsonl").open("a", encoding="utf-8") as f:
         for name, m in metrics.items():
             if name != "train":

@@ -44,7 +44,8 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {col})") from None
+        problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {col})"
+        raise DataError(str(path), line, "bytes", problem) from None
     return text.removeprefix("\ufeff")
 
 
@@ -90,9 +91,14 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[Record], list[str]
             continue  # blank line
         if header is None:
             header = [h.strip() for h in row]
+            named = [h for h in header if h]
+            if len(set(named)) < len(named):  # a dict of the row would silently keep only the last one
+                dup = next(h for h in named if named.count(h) > 1)
+                raise DataError(str(path), line, dup, "duplicate column name in the header")
             continue
         if len(row) != len(header):
-            raise DataError(str(path), line, "row", f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
+            expected = f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}"
+            raise DataError(str(path), line, "row", expected)
         records.append(Record(str(path), line, dict(zip(header, row, strict=True))))
     return records, header or []
 
@@ -147,4 +153,17 @@ def require_text(record: Record, name: str, columns: list[str] | None) -> str:
         raise DataError(record.source, record.line, name, f"expected text, got {type(value).__name__}")
     if not value.strip():
         raise DataError(record.source, record.line, name, "empty text")
+    check_unicode(record, name, value)
     return value
+
+
+def check_unicode(record: Record, name: str, value: str) -> None:
+    """Reject text holding an unpaired surrogate (valid JSON escape `\\ud800`, invalid Unicode):
+    tokenizers and UTF-8 writers fail on it later with a traceback."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        problem = f"invalid Unicode: unpaired surrogate {value[exc.start]!r} at character {exc.start + 1}"
+        raise DataError(record.source, record.line, name, problem) from None

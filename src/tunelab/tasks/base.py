@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,6 +42,10 @@ class Task(ABC):
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
         """Load (model, tokenizer) for training, sizing any head from the training examples."""
 
+    def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Task-aware speed-ups that leave outputs unchanged (applied for training and inference)."""
+        return model
+
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         """Names of freshly initialised task-head modules (always trainable, saved with adapters)."""
         return []
@@ -49,6 +53,10 @@ class Task(ABC):
     @abstractmethod
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         """Tokenise examples into features; each has `input_ids` (a list) and, if labelled, `labels`."""
+
+    def loss_fn(self) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None:
+        """A custom training loss `f(model, batch)`, or None for the model's own loss."""
+        return None
 
     def collate(self, features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
         return pad_batch(features, pad_id)

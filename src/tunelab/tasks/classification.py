@@ -7,18 +7,20 @@ new ones, growing the head (incremental fine-tuning).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tunelab.config import TaskConfig
-from tunelab.data.readers import Record, Table, require_field, require_text
+from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
 from tunelab.errors import DataError
 from tunelab.metrics import classification as cm
+from tunelab.models.first_token import first_token_only
 from tunelab.tasks import TASKS
 from tunelab.tasks.base import Example, Features, Task
 
@@ -29,17 +31,38 @@ class ClassificationConfig(TaskConfig):
     threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold on probabilities.")
     labels: list[str] | None = Field(None, description="Label order; default: sorted labels of the train split.")
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_in_data(cls, value: Any) -> Any:
+        """`labels: [0, 1]` or `[true, false]` name the labels the data's numbers and bools become."""
+        if not isinstance(value, list):
+            return value
+        out = [label_string(v) or v for v in value]  # non-scalars stay as they are: pydantic rejects them
+        dup = next((v for i, v in enumerate(out) if v in out[:i]), None)
+        if dup is not None:
+            raise ValueError(f"duplicate label {dup!r}")
+        return out
 
-def _label_text(record: Record, field: str, value: Any) -> str:
+
+def label_string(value: Any) -> str | None:
+    """A scalar label as the string the model knows it by (bools as true/false); None if not a scalar."""
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | str):
         return str(value)
-    if isinstance(value, str):
-        if not value.strip():
-            raise DataError(record.source, record.line, field, "empty label")
-        return value
-    raise DataError(record.source, record.line, field, f"expected a label string, got {type(value).__name__}")
+    return None
+
+
+def _label_text(record: Record, field: str, value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):  # NaN: how pandas writes a missing label
+        raise DataError(record.source, record.line, field, f"missing label ({value})")
+    text = label_string(value)
+    if text is None:
+        raise DataError(record.source, record.line, field, f"expected a label string, got {type(value).__name__}")
+    if not text.strip():
+        raise DataError(record.source, record.line, field, "empty label")
+    check_unicode(record, field, text)
+    return text
 
 
 @TASKS.register("classification")
@@ -119,7 +142,11 @@ class Classification(Task):
         if tokenizer.pad_token is None:  # decoder LMs: pad with EOS; the head reads the last real token
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-        return model, tokenizer
+        return self.optimize(model), tokenizer
+
+    def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
+        first_token_only(model)  # the head reads [CLS] only: skip the rest of the last layer
+        return model
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]

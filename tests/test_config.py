@@ -1,0 +1,275 @@
+"""The config: YAML + `--set` overrides → one frozen, validated RunConfig; every mistake is one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from tunelab.cli import app
+from tunelab.config import config_to_yaml, load_config
+from tunelab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ["task=classification", "model=minilm"]  # an alias is checked by name only: nothing is loaded
+runner = CliRunner()
+
+
+def cfg_of(*sets: str, path: Path | None = None) -> Any:
+    return load_config(path, [*BASE, *sets])
+
+
+def config_error(*sets: str, path: Path | None = None, base: bool = True) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, [*(BASE if base else []), *sets])
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def train_cli(*args: str, sets: list[str]) -> Any:
+    argv = ["train", *args]
+    for s in sets:
+        argv += ["--set", s]
+    return runner.invoke(app, argv)
+
+
+def assert_cli_error(res: Any, *fragments: str) -> str:
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert "Traceback" not in res.output
+    for fragment in fragments:
+        assert fragment in res.stderr
+    return res.stderr
+
+
+# ------------------------------------------------------------------------------------ unknown keys
+UNKNOWN = [
+    (["train.lerning_rate=1e-4"], "train.lerning_rate"),
+    (["data.txt_field=review"], "data.txt_field"),
+    (["method=lora", "method.rr=4"], "method.rr"),
+    (["method=full", "method.r=4"], "method.r"),  # r belongs to lora, not full
+    (["foo=1"], "foo"),
+    (["task.lora=1"], "task.lora"),  # a key spelled like a method name is still named in full
+]
+
+
+@pytest.mark.parametrize(("sets", "dotted"), UNKNOWN, ids=[d for _, d in UNKNOWN])
+def test_unknown_key_names_full_path(sets: list[str], dotted: str, tmp_path: Path) -> None:
+    assert config_error(*sets) == f"config: {dotted}: unknown key"
+
+    # the same key from a YAML file, at its depth
+    tree: dict[str, Any] = {"task": "classification", "model": "minilm"}
+    for s in sets:
+        key, value = s.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node[part] = {"name": node[part]} if isinstance(node.get(part), str) else node.get(part, {})
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+    path = write_yaml(tmp_path / "run.yaml", yaml.safe_dump(tree))
+    assert config_error(path=path, base=False) == f"config: {dotted}: unknown key"
+
+
+def test_cli_rejects_unknown_key_before_loading_anything(tmp_path: Path) -> None:
+    not_a_model = tmp_path / "not-a-model"  # an empty directory: loading it would fail differently
+    not_a_model.mkdir()
+    out = tmp_path / "run"
+    res = train_cli(
+        sets=[
+            "task=classification",
+            f"model={not_a_model}",
+            f"data.train={tmp_path / 'absent.jsonl'}",
+            f"output_dir={out}",
+            "train.lerning_rate=1e-4",
+        ]
+    )
+    assert res.stderr == "error: config: train.lerning_rate: unknown key\n"
+    assert_cli_error(res)
+    assert not out.exists()  # nothing was written: the config failed first
+
+
+# ------------------------------------------------------------------------------------ types & values
+def test_wrong_type_names_the_key() -> None:
+    message = config_error("train.batch_size=abc")
+    assert message.startswith("config: train.batch_size: ") and "'abc'" in message
+    assert config_error("method=lora", "method.r=abc").startswith("config: method.r: ")
+    assert config_error("data.max_length=4").startswith("config: data.max_length: ")
+    assert config_error("train.precision=fp8").startswith("config: train.precision: ")
+
+
+def test_cli_wrong_type(tmp_path: Path) -> None:
+    res = train_cli(sets=[*BASE, "train.batch_size=abc", f"output_dir={tmp_path / 'run'}"])
+    assert_cli_error(res, "error: config: train.batch_size: ", "'abc'")
+
+
+def test_numbers_where_text_is_expected() -> None:
+    """`--set` values are parsed as YAML: a number given for a text key means that text."""
+    assert cfg_of("output_dir=2024").output_dir == "2024"
+    assert cfg_of("data.text_field=123").data.text_field == "123"
+    assert cfg_of("task.labels=[0, 1]").task.labels == ["0", "1"]  # how integer labels in the data read
+    assert cfg_of("task.labels=[true, false]").task.labels == ["true", "false"]
+    assert "duplicate label 'a'" in config_error("task.labels=[a, b, a]")
+
+
+def test_missing_required_keys() -> None:
+    assert config_error("model=minilm", base=False) == "config: task: required key is missing"
+    assert config_error("task=classification", base=False) == "config: model: required key is missing"
+
+
+# ------------------------------------------------------------------------------------ YAML files
+def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "bad.yaml", "task: classification\nmodel: minilm\n  lr: 1\n")
+    assert config_error(path=path, base=False).startswith(f"{path}:3: invalid YAML: ")
+    res = train_cli(str(path), sets=[])
+    assert_cli_error(res, f"error: {path}:3: invalid YAML: ")
+
+
+def test_yaml_with_bad_bytes_or_characters(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"task: classification\nmodel: minilm\noutput_dir: caf\xe9\n")
+    assert config_error(path=latin1, base=False) == f"{latin1}:3: not valid UTF-8 (byte 0xe9)"
+    nul = write_yaml(tmp_path / "nul.yaml", "task: classification\nmodel: mini\x00lm\n")
+    assert config_error(path=nul, base=False).startswith(
+        f"{nul}:2: invalid YAML: unacceptable character #x0000"
+    )
+
+
+def test_yaml_must_be_a_mapping(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "list.yaml", "- task: classification\n- model: minilm\n")
+    assert config_error(path=path, base=False) == f"{path}: the config must be a mapping of keys to values"
+    assert_cli_error(train_cli(str(path), sets=[]), f"error: {path}: the config must be a mapping")
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    assert config_error(path=path) == f"{path}: config file not found"
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path / "run.yaml", "task: classification\nmodel: minilm\ntrain: {lr: 1.0e-4, epochs: 2}\n"
+    )
+    cfg = load_config(path, ["train.epochs=5"])
+    assert (cfg.train.lr, cfg.train.epochs) == (1e-4, 5.0)
+
+
+# ------------------------------------------------------------------------------------ model names
+def test_unknown_model_alias_lists_aliases(tmp_path: Path) -> None:
+    message = config_error("model=minlm")
+    assert message.startswith("config: model: 'minlm' is not a known alias")
+    for alias in ("minilm", "smollm2-135m", "gemma3-270m"):
+        assert alias in message
+    assert_cli_error(train_cli(sets=["task=classification", "model=minlm"]), "'minlm'", "smollm2-135m")
+
+
+def test_model_names_that_pass(tmp_path: Path) -> None:
+    assert cfg_of(f"model={tmp_path}").model == str(tmp_path)  # an existing directory
+    assert cfg_of("model=someorg/some-model").model == "someorg/some-model"  # a hub id (not fetched)
+
+
+def test_empty_model_name() -> None:
+    assert config_error("model=").startswith("config: model: is empty")  # not "the current directory"
+
+
+# ------------------------------------------------------------------------------------ task & method
+def test_method_shorthand(tmp_path: Path) -> None:
+    assert cfg_of().method.name == "full"  # the default
+    lora = cfg_of("method=lora").method
+    assert (lora.name, lora.r) == ("lora", 16)
+    assert cfg_of("method=lora", "method.r=8").method.r == 8
+    assert cfg_of("method={name: lora, r: 2}").method.r == 2
+
+    path = write_yaml(
+        tmp_path / "lora.yaml", "task: classification\nmodel: minilm\nmethod: {name: lora, r: 4}\n"
+    )
+    assert load_config(path).method.r == 4
+    full = load_config(path, ["method=full"]).method
+    assert full.name == "full" and not hasattr(full, "r")
+    shorthand = write_yaml(tmp_path / "short.yaml", "task: classification\nmodel: minilm\nmethod: lora\n")
+    assert load_config(shorthand, ["method.r=8"]).method.r == 8
+
+
+def test_unknown_method_or_task_name() -> None:
+    message = config_error("method=qlora")
+    assert message.startswith("config: method: unknown method 'qlora'; choose one of ")
+    assert all(name in message for name in ("full", "lora", "freeze"))
+    assert config_error("task=regression", base=False) == (
+        "config: task: unknown task 'regression'; choose one of classification"
+    )
+    assert config_error("method.r=8").startswith(
+        "config: method.name: required key is missing; choose one of "
+    )
+
+
+def test_config_is_frozen() -> None:
+    cfg = cfg_of("method=lora")
+    with pytest.raises(ValidationError):
+        cfg.model = "other"
+    with pytest.raises(ValidationError):
+        cfg.train.lr = 1.0
+    with pytest.raises(ValidationError):
+        cfg.method.r = 2
+
+
+def test_output_dir_default() -> None:
+    assert cfg_of().output_dir.startswith("runs/classification-")
+    assert cfg_of("output_dir=runs/mine").output_dir == "runs/mine"
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    cfg = cfg_of(
+        "method=lora",
+        "method.r=8",
+        "method.target_modules=[query, value]",
+        "task.multi_label=true",
+        "task.labels=[b, a]",
+        "task.threshold=0.3",
+        "data.train=train.jsonl",
+        "data.text_pair_field=premise",
+        "data.max_length=64",
+        "train.lr=3e-4",
+        "train.max_steps=7",
+        "train.scheduler=cosine",
+        "train.max_grad_norm=null",
+    )
+    path = write_yaml(tmp_path / "saved.yaml", config_to_yaml(cfg))
+    again = load_config(path)
+    assert again == cfg
+    assert again.output_dir == cfg.output_dir  # not a new timestamp
+    assert config_to_yaml(again) == config_to_yaml(cfg)
+
+
+# ------------------------------------------------------------------------------------ docs & examples
+def test_schema_matches_committed_docs() -> None:
+    docs = ROOT / "docs" / "config.md"
+    if not docs.is_file():
+        pytest.skip("docs/config.md not generated yet")
+    res = runner.invoke(app, ["schema"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == docs.read_text(encoding="utf-8"), (
+        "docs/config.md is stale: tunelab schema > docs/config.md"
+    )
+
+
+EXAMPLES = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, id=p.name) for p in EXAMPLES]
+    or [pytest.param(None, marks=pytest.mark.skip("no examples"))],
+)
+def test_example_config_validates(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.task.name and cfg.model and cfg.output_dir

@@ -1,0 +1,351 @@
+"""Bad data fails with one line naming `file:line: field`; awkward but valid data loads exactly.
+
+Errors are checked twice: at library level (`read_table` + the classification task's `parse`, which
+raise `DataError`) and through `tunelab train`, which must exit 2 with `error: <the same line>` and
+no traceback. `train` validates the data before it loads the model, so these runs take milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.config import DataConfig, run_config_class
+from tunelab.data.readers import read_table
+from tunelab.errors import DataError
+
+runner = CliRunner()
+
+
+def make_task(data: DataConfig | None = None, **task_options: Any) -> Any:
+    run_config_class()  # registers the tasks
+    from tunelab.tasks import TASKS
+
+    cls = TASKS.get("classification")
+    return cls(cls.Config(**task_options), data or DataConfig())
+
+
+def parse(path: Path, **task_options: Any) -> list[dict[str, Any]]:
+    return make_task(**task_options).parse(read_table(path))
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8", newline="")  # keep \r\n exactly as written
+    return path
+
+
+def train_cli(model: Path, out: Path, train: Path, *sets: str) -> Any:
+    args = ["train"]
+    for s in ("task=classification", f"model={model}", f"data.train={train}", f"output_dir={out}", *sets):
+        args += ["--set", s]
+    return runner.invoke(app, args)
+
+
+def assert_one_line_error(res: Any, expected: str) -> None:
+    """Exit code 2 and exactly `error: <expected>` on stderr: no traceback, nothing else."""
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert res.stderr == f"error: {expected}\n", res.stderr
+    assert "Traceback" not in res.output
+
+
+def where(path: Path, line: int | None, field: str | None) -> str:
+    """The `file:line: field: ` prefix of a DataError message."""
+    head = f"{path}:{line}" if line is not None else str(path)
+    return f"{head}: {field}: " if field else f"{head}: "
+
+
+GOOD = '{"text": "good film", "label": "pos"}\n{"text": "bad film", "label": "neg"}\n'
+
+J = "train.jsonl"
+
+# id, file name, content, line, field, words the problem must contain
+ERRORS = [
+    ("empty-file", J, "", None, None, "empty file"),
+    ("blank-only-file", J, "\n   \n\r\n\t\n", None, None, "empty file"),
+    ("truncated-json", J, GOOD + '{"text": "cut off", "lab', 3, "json", "invalid JSON"),
+    ("not-an-object", J, GOOD + '["a list", "pos"]\n', 3, "json", "expected a JSON object, got list"),
+    ("missing-label", J, GOOD + '{"text": "no label"}\n', 3, "label", "missing field"),
+    ("null-label", J, GOOD + '{"text": "x", "label": null}\n', 3, "label", "missing label"),
+    ("nan-label", J, GOOD + '{"text": "x", "label": NaN}\n', 3, "label", "missing label"),
+    ("dict-label", J, GOOD + '{"text": "x", "label": {"a": 1}}\n', 3, "label", "got dict"),
+    ("empty-label", J, GOOD + '{"text": "x", "label": " "}\n', 3, "label", "empty label"),
+    ("missing-text", J, GOOD + '{"label": "pos"}\n', 3, "text", "missing field"),
+    ("null-text", J, GOOD + '{"text": null, "label": "pos"}\n', 3, "text", "is null"),
+    ("empty-text", J, GOOD + '{"text": "  \\t ", "label": "pos"}\n', 3, "text", "empty text"),
+    ("number-text", J, GOOD + '{"text": 42, "label": "pos"}\n', 3, "text", "expected text, got int"),
+    (
+        "list-label-single-label-mode",
+        J,
+        GOOD + '{"text": "x", "label": ["pos", "neg"]}\n',
+        3,
+        "label",
+        "task.multi_label=true",
+    ),
+    (
+        "unpaired-surrogate",
+        J,
+        GOOD + '{"text": "broken \\ud800 escape", "label": "pos"}\n',
+        3,
+        "text",
+        "unpaired surrogate",
+    ),
+    ("surrogate-label", J, GOOD + '{"text": "x", "label": "\\udc00"}\n', 3, "label", "unpaired surrogate"),
+    ("not-utf8", J, GOOD.encode() + b'{"text": "caf\xe9", "label": "pos"}\n', 3, "bytes", "UTF-8"),
+    (
+        # the quoted field on lines 2-3 spans two lines: the bad row starts on line 5, not row 4
+        "csv-wrong-field-count",
+        "train.csv",
+        'text,label\n"first line\nsecond line",pos\nok,neg\nbad,neg,extra\n',
+        5,
+        "row",
+        "expected 2 fields",
+    ),
+    ("csv-missing-column", "train.csv", "review,label\ngood,pos\nbad,neg\n", 1, "text", "missing column"),
+    ("csv-duplicate-column", "train.csv", "text,label,text\na,pos,b\n", 1, "text", "duplicate column"),
+    ("csv-empty-text-cell", "train.csv", "text,label\ngood,pos\n,neg\n", 3, "text", "empty text"),
+    ("tsv-missing-label-cell", "train.tsv", "text\tlabel\ngood\tpos\nbad\n", 3, "row", "expected 2 fields"),
+    ("unknown-extension", "train.txt", "good film\tpos\n", None, None, "unknown file type '.txt'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "field", "problem"),
+    [pytest.param(*case[1:], id=case[0]) for case in ERRORS],
+)
+def test_data_error(
+    name: str,
+    content: str | bytes,
+    line: int | None,
+    field: str | None,
+    problem: str,
+    tiny_bert: Path,
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path / name, content)
+    with pytest.raises(DataError) as info:
+        parse(path)
+    err = info.value
+    assert (err.source, err.line, err.field) == (str(path), line, field)
+    assert problem in err.problem
+    assert str(err).startswith(where(path, line, field))
+
+    res = train_cli(tiny_bert, tmp_path / "run", path)
+    assert_one_line_error(res, str(err))
+
+
+def test_data_is_checked_before_the_model_loads(tmp_path: Path) -> None:
+    """An empty directory passes the config's model check but cannot be loaded: the data error wins."""
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    bad = write(tmp_path / "train.jsonl", GOOD + '{"text": "no label"}\n')
+    res = train_cli(not_a_model, tmp_path / "run", bad)
+    assert_one_line_error(res, f"{where(bad, 3, 'label')}missing field")
+
+
+def test_single_class(tiny_bert: Path, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [{"text": f"text {i}", "label": "pos"} for i in range(6)])
+    task = make_task()
+    with pytest.raises(DataError) as info:
+        task.check_train(task.parse(read_table(path)))
+    assert (info.value.source, info.value.field) == (str(path), "label")
+    assert "single class ('pos')" in info.value.problem
+
+    res = train_cli(tiny_bert, tmp_path / "run", path)
+    assert_one_line_error(res, str(info.value))
+
+
+def test_validation_label_not_in_training_labels(tiny_bert: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(12))
+    val_rows = sentiment_rows(3, seed=1) + [{"text": "the plot", "label": "neutral"}]
+    val = write_jsonl(tmp_path / "validation.jsonl", val_rows)
+    expected = (
+        f"{where(val, 4, 'label')}label 'neutral' is not among the training labels (negative, positive)"
+    )
+
+    task = make_task()
+    task.labels = sorted({ex["label"] for ex in task.parse(read_table(train))})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    with pytest.raises(DataError) as info:
+        task.encode(task.parse(read_table(val)), tokenizer)
+    assert str(info.value) == expected
+
+    res = train_cli(tiny_bert, tmp_path / "run", train, f"data.validation={val}", "train.max_steps=1")
+    assert_one_line_error(res, expected)
+
+
+# ---------------------------------------------------------------------------------------- valid input
+def texts_labels(examples: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    return [(ex["text"], ex["label"]) for ex in examples]
+
+
+def test_utf8_bom_jsonl_and_csv(tmp_path: Path) -> None:
+    jsonl = write(tmp_path / "bom.jsonl", "\ufeff" + GOOD)
+    csv = write(tmp_path / "bom.csv", "\ufefftext,label\ngood film,pos\nbad film,neg\n")
+    expected = [("good film", "pos"), ("bad film", "neg")]
+    assert texts_labels(parse(jsonl)) == expected
+    assert texts_labels(parse(csv)) == expected  # the header's first column is `text`, not `\ufefftext`
+
+
+def test_crlf_line_ends(tmp_path: Path) -> None:
+    jsonl = write(tmp_path / "crlf.jsonl", GOOD.replace("\n", "\r\n"))
+    csv = write(tmp_path / "crlf.csv", "text,label\r\ngood film,pos\r\nbad film,neg\r\n")
+    for path in (jsonl, csv):
+        examples = parse(path)
+        assert texts_labels(examples) == [("good film", "pos"), ("bad film", "neg")]
+    assert [ex["line"] for ex in parse(csv)] == [2, 3]
+
+
+def test_blank_lines_are_skipped_and_line_numbers_kept(tmp_path: Path) -> None:
+    a, b = '{"text": "a", "label": "x"}', '{"text": "b", "label": "y"}'
+    path = write(tmp_path / "blank.jsonl", f"\n{a}\n\n  \n{b}\n\n\n \n")
+    examples = parse(path)
+    assert texts_labels(examples) == [("a", "x"), ("b", "y")]
+    assert [ex["line"] for ex in examples] == [2, 5]
+    csv = write(tmp_path / "blank.csv", "text,label\na,x\nb,y\n\n\n")
+    assert len(parse(csv)) == 2
+
+
+def test_quoted_csv_fields_with_commas_and_newlines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "quoted.csv",
+        'text,label\n"good, very good",pos\n"line one\nline two, with a comma",neg\n"say ""hi""",pos\n',
+    )
+    examples = parse(path)
+    assert texts_labels(examples) == [
+        ("good, very good", "pos"),
+        ("line one\nline two, with a comma", "neg"),
+        ('say "hi"', "pos"),
+    ]
+    assert [ex["line"] for ex in examples] == [2, 3, 5]
+
+
+def test_tsv(tmp_path: Path) -> None:
+    path = write(tmp_path / "data.tsv", "text\tlabel\ngood, fine film\tpos\nbad film\tneg\n")
+    assert texts_labels(parse(path)) == [("good, fine film", "pos"), ("bad film", "neg")]
+
+
+def test_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": ["good film", "bad film", "电影很好"], "label": [1, 0, 1]}), path)
+    examples = parse(path)
+    assert texts_labels(examples) == [("good film", "1"), ("bad film", "0"), ("电影很好", "1")]
+    assert [ex["line"] for ex in examples] == [1, 2, 3]  # row numbers
+
+    multi = tmp_path / "multi.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"], "label": [["x", "y"], []]}), multi)
+    assert texts_labels(parse(multi, multi_label=True)) == [("a", ["x", "y"]), ("b", [])]
+
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"], "label": ["x", None]}), missing)
+    with pytest.raises(DataError, match=r"missing\.parquet:2: label: missing label"):
+        parse(missing)
+
+
+def test_chinese_and_emoji_text(tmp_path: Path) -> None:
+    rows = [{"text": "这部电影非常好看！", "label": "正面"}, {"text": "terrible 😡👎 film", "label": "😞"}]
+    jsonl = write_jsonl(tmp_path / "zh.jsonl", rows)
+    csv = write(tmp_path / "zh.csv", "text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))
+    for path in (jsonl, csv):
+        assert texts_labels(parse(path)) == [(r["text"], r["label"]) for r in rows]
+
+
+def test_two_megabyte_text_loads_and_truncates(tiny_bert: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    big = "good film " * 200_000  # 2,000,000 characters, 400,000 words
+    rows = [{"text": big, "label": "pos"}, {"text": "short text", "label": "neg"}]
+    jsonl = write_jsonl(tmp_path / "big.jsonl", rows)
+    # 2 MB is far above the csv module's default field limit (128 KiB)
+    csv = write(tmp_path / "big.csv", f"text,label\n{big},pos\nshort text,neg\n")
+    for path in (jsonl, csv):
+        assert [len(ex["text"]) for ex in parse(path)] == [2_000_000, 10]
+
+    task = make_task(DataConfig(max_length=32))
+    examples = task.parse(read_table(jsonl))
+    task.labels = ["neg", "pos"]
+    features = task.encode(examples, AutoTokenizer.from_pretrained(tiny_bert))
+    assert [len(f["input_ids"]) for f in features] == [32, 4]  # [CLS] short text [SEP]
+    batch = task.collate(features, pad_id=0)
+    assert tuple(batch["input_ids"].shape) == (2, 32) and batch["labels"].tolist() == [1, 0]
+
+
+def test_multi_label_lists(tmp_path: Path) -> None:
+    rows = [
+        {"text": "a", "label": ["sports", "news"]},
+        {"text": "b", "label": []},
+        {"text": "c", "label": "news"},  # a single label is a one-item list
+        {"text": "d", "label": [1, True]},
+    ]
+    path = write_jsonl(tmp_path / "multi.jsonl", rows)
+    assert [ex["label"] for ex in parse(path, multi_label=True)] == [
+        ["sports", "news"],
+        [],
+        ["news"],
+        ["1", "true"],
+    ]
+
+
+def test_integer_and_bool_labels_become_strings(tmp_path: Path) -> None:
+    rows = [{"text": t, "label": lab} for t, lab in zip("abcd", [1, 0, True, 2.5], strict=True)]
+    path = write_jsonl(tmp_path / "numbers.jsonl", rows)
+    assert [ex["label"] for ex in parse(path)] == ["1", "0", "true", "2.5"]
+    csv = write(tmp_path / "numbers.csv", "text,label\na,1\nb,0\n")
+    assert [ex["label"] for ex in parse(csv)] == ["1", "0"]  # the same strings as JSON numbers
+    # task.labels given as YAML numbers / bools names the same strings; duplicates are refused
+    assert make_task(labels=[0, 1, True]).cfg.labels == ["0", "1", "true"]
+    with pytest.raises(ValueError, match="duplicate label '1'"):
+        make_task(labels=[1, "1"])
+
+
+# ---------------------------------------------------------------------------------------- data check
+def test_data_check_json_report(tiny_bert: Path, tmp_path: Path) -> None:
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"text": "good movie", "label": "pos"},
+            {"text": "good movie", "label": "pos"},  # exact duplicate
+            {"text": "Good   MOVIE", "label": "pos"},  # duplicate after case/space normalisation
+            {"text": "bad plot", "label": "neg"},
+        ],
+    )
+    val = write_jsonl(
+        tmp_path / "validation.jsonl",
+        [
+            {"text": "GOOD movie", "label": "pos"},  # also in train (normalised)
+            {"text": "awful film", "label": "neg"},
+            {"text": "sad story", "label": "neg"},
+        ],
+    )
+    res = runner.invoke(app, ["data", "check", str(train), str(val), "--model", str(tiny_bert), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    t, v = report["files"][str(train)], report["files"][str(val)]
+    assert (t["rows"], t["labels"]) == (4, {"pos": 3, "neg": 1})
+    assert (v["rows"], v["labels"]) == (3, {"neg": 2, "pos": 1})
+    assert (t["duplicates_exact"], t["duplicates_normalised"]) == (1, 2)
+    assert (v["duplicates_exact"], v["duplicates_normalised"]) == (0, 0)
+    assert report["overlap"] == [{"a": str(train), "b": str(val), "shared_texts": 1}]
+    assert t["token_length"]["max"] == 4 and t["over_max_length"] == 0  # [CLS] good movie [SEP]
+
+
+def test_data_check_bad_file(tiny_bert: Path, tmp_path: Path) -> None:
+    good = write_jsonl(tmp_path / "good.jsonl", sentiment_rows(4))
+    bad = write(tmp_path / "bad.jsonl", GOOD + '{"text": "x", "label": null}\n')
+    res = runner.invoke(app, ["data", "check", str(good), str(bad), "--model", str(tiny_bert), "--json"])
+    assert_one_line_error(res, f"{where(bad, 3, 'label')}missing label (null)")
+    assert res.stdout == ""
