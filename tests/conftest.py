@@ -109,7 +109,10 @@ def _tokenizer(vocab_words: list[str], bert: bool):
 
 
 def make_tiny_bert(path: Path) -> Path:
+    import torch
     from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)  # the same tiny model in every session
 
     tok = _tokenizer(WORDS, bert=True)
     cfg = BertConfig(
@@ -127,7 +130,10 @@ def make_tiny_bert(path: Path) -> Path:
 
 
 def make_tiny_llama(path: Path) -> Path:
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
 
     tok = _tokenizer(WORDS, bert=False)
     cfg = LlamaConfig(

@@ -249,6 +249,8 @@ def forward_logits(
         batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items() if k != "labels"}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(**batch).logits.float().cpu().numpy()
-        for j, i in enumerate(chunk):
-            out[i] = logits[j]
-    return np.stack(out) if out else np.zeros((0,))
+        for j, i in enumerate(chunk):  # per-token logits: cut each row back to its own length
+            out[i] = logits[j][: len(features[i]["input_ids"])] if logits.ndim == 3 else logits[j]
+    if not out:
+        return np.zeros((0,))
+    return np.stack(out) if len({o.shape for o in out}) == 1 else np.asarray(out, dtype=object)

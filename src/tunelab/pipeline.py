@@ -28,7 +28,8 @@ def run(cfg: Any) -> dict[str, Any]:
     from accelerate import PartialState
 
     t0 = time.perf_counter()
-    state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch` / torchrun: one of several processes
+    # under `accelerate launch` / torchrun this is one of several processes
+    state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,34 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[Record], list[str]
     return records, header or []
 
 
+def _read_conll(path: Path) -> list[Record]:
+    """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
+    lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line."""
+    records: list[Record] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for number, line in enumerate(_decode(path).split("\n"), start=1):
+        line = line.rstrip("\r")
+        cols = line.split()
+        if cols and cols[0] == "-DOCSTART-":
+            continue
+        if not cols:
+            if tokens:
+                records.append(Record(str(path), start, {"tokens": tokens, "tags": tags}))
+            tokens, tags = [], []
+            continue
+        if len(cols) < 2:
+            raise DataError(str(path), number, "tags", "expected a token and a tag separated by whitespace")
+        if not tokens:
+            start = number
+        tokens.append(cols[0])
+        tags.append(cols[-1])
+    if tokens:
+        records.append(Record(str(path), start, {"tokens": tokens, "tags": tags}))
+    return records
+
+
 def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
     import pyarrow.parquet as pq
 
@@ -127,10 +155,13 @@ def read_table(path: str | Path) -> Table:
         records = _read_json(p)
     elif suffix in (".csv", ".tsv", ".tab"):
         records, columns = _read_delimited(p, "," if suffix == ".csv" else "\t")
+    elif suffix in (".conll", ".bio", ".bmes", ".iob"):
+        records = _read_conll(p)
     elif suffix in (".parquet", ".pq"):
         records, columns = _read_parquet(p)
     else:
-        raise DataError(str(p), None, None, f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv or .parquet")
+        raise DataError(str(p), None, None,
+                        f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet or .conll")
     if not records:
         raise DataError(str(p), None, None, "empty file: no data rows")
     return Table(str(p), records, columns)

@@ -95,5 +95,12 @@ def pad_batch(features: Sequence[Features], pad_id: int) -> dict[str, torch.Tens
     if types is not None:
         batch["token_type_ids"] = types
     if "labels" in features[0]:
-        batch["labels"] = torch.as_tensor(np.asarray([f["labels"] for f in features]))
+        first = features[0]["labels"]
+        if isinstance(first, list) and first and isinstance(first[0], int):  # token labels (multi-hot are floats)
+            labels = torch.full((n, width), -100, dtype=torch.long)
+            for i, f in enumerate(features):
+                labels[i, : len(f["labels"])] = torch.as_tensor(f["labels"])
+            batch["labels"] = labels
+        else:
+            batch["labels"] = torch.as_tensor(np.asarray([f["labels"] for f in features]))
     return batch

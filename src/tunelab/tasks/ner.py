@@ -1,0 +1,227 @@
+"""Token classification (NER), English word-level or Chinese character-level.
+
+Rows: `{"tokens": [...], "tags": [...]}` (JSONL) or CoNLL column files. BIO, IOB1 and BIOES/BMES tags
+are normalised to BIO; the label set comes from train and is saved with the model. Subwords: the first
+subword of a word carries its label, the rest are ignored (`task.label_all_subwords` labels them too).
+A word the tokenizer drops entirely (or cut by max_length) is predicted `O`.
+
+Predict takes pre-tokenised rows or raw `{"text": ...}` (split into words and punctuation, Chinese
+into characters) and returns entity spans `{type, text, start, end}` with `text[start:end] == span`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tunelab.config import TaskConfig
+from tunelab.data.readers import Record, Table, require_field
+from tunelab.errors import DataError
+from tunelab.metrics.ner import entity_metrics
+from tunelab.tasks import TASKS
+from tunelab.tasks.base import Example, Features, Task
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}\w]|[^\W{_CJK}]+", re.UNICODE)
+_TAG = re.compile(r"^([BIESM])-(.+)$")
+
+
+class NerConfig(TaskConfig):
+    name: Literal["ner"] = "ner"
+    tokens_field: str = Field("tokens", description="Column holding the list of tokens.")
+    tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
+    label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")
+    strict: bool = Field(False, description="Score with seqeval's strict IOB2 mode.")
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Words, single punctuation marks and single CJK characters, with character offsets."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
+    """BIOES/BMES/IOB1 → BIO; an I- that does not continue an entity of its type starts one."""
+    out: list[str] = []
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, str):
+            raise DataError(record.source, record.line, field, f"tag {i + 1} is not a string: {tag!r}")
+        if tag == "O":
+            out.append("O")
+            continue
+        m = _TAG.match(tag)
+        if not m:
+            raise DataError(record.source, record.line, field, f"invalid tag {tag!r} at token {i + 1}")
+        kind, typ = m.groups()
+        inside = kind in ("I", "E", "M") and out and out[-1] in (f"B-{typ}", f"I-{typ}")
+        if kind in ("E", "M", "I") and inside and not (i > 0 and tags[i - 1].startswith(("S-", "E-"))):
+            out.append(f"I-{typ}")
+        else:
+            out.append(f"B-{typ}")
+    return out
+
+
+def spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first word, last word + 1) for each entity of a BIO sequence."""
+    found: list[tuple[str, int, int]] = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("B-") or (tag.startswith("I-") and (not found or found[-1][2] != i
+                                                              or found[-1][0] != tag[2:])):
+            found.append((tag[2:], i, i + 1))
+        elif tag.startswith("I-"):
+            typ, s, _ = found[-1]
+            found[-1] = (typ, s, i + 1)
+    return found
+
+
+@TASKS.register("ner")
+class Ner(Task):
+    Config = NerConfig
+    auto_model_class = "AutoModelForTokenClassification"
+    cfg: NerConfig
+
+    def __init__(self, cfg: NerConfig, data: Any) -> None:
+        super().__init__(cfg, data)
+        self.labels: list[str] = []
+
+    # -- data --------------------------------------------------------------------------------
+    def _tokens(self, rec: Record, columns: list[str] | None) -> list[str]:
+        tokens = require_field(rec, self.cfg.tokens_field, columns)
+        if not isinstance(tokens, list) or not tokens:
+            raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")
+        for i, t in enumerate(tokens):
+            if not isinstance(t, str) or not t.strip():
+                raise DataError(rec.source, rec.line, self.cfg.tokens_field, f"token {i + 1} is not a non-empty string")
+        return tokens
+
+    def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
+        out = []
+        for rec in table.records:
+            if not labelled and self.cfg.tokens_field not in rec.data and self.data.text_field in rec.data:
+                text = rec.data[self.data.text_field]
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(rec.source, rec.line, self.data.text_field, "expected non-empty text")
+                words = split_words(text)
+                out.append({"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words],
+                            "text": text, "source": rec.source, "line": rec.line, "row": rec.data})
+                continue
+            ex: Example = {"tokens": self._tokens(rec, table.columns), "source": rec.source, "line": rec.line,
+                           "row": rec.data}
+            if labelled:
+                tags = require_field(rec, self.cfg.tags_field, table.columns)
+                if not isinstance(tags, list):
+                    raise DataError(rec.source, rec.line, self.cfg.tags_field, "expected a list of tags")
+                if len(tags) != len(ex["tokens"]):
+                    raise DataError(rec.source, rec.line, self.cfg.tags_field,
+                                    f"{len(tags)} tags for {len(ex['tokens'])} tokens")
+                ex["tags"] = to_bio(tags, rec, self.cfg.tags_field)
+            out.append(ex)
+        return out
+
+    def check_train(self, examples: list[Example]) -> None:
+        if not any(t != "O" for ex in examples for t in ex["tags"]):
+            raise DataError(examples[0]["source"], None, self.cfg.tags_field, "training data has no entities")
+
+    # -- model -------------------------------------------------------------------------------
+    def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        types = sorted({t[2:] for ex in train for t in ex["tags"] if t != "O"})
+        self.labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_path, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+            label2id={n: i for i, n in enumerate(self.labels)},
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    def head_modules(self, model: torch.nn.Module) -> list[str]:
+        return [n for n, _ in model.named_children() if n in ("classifier", "score")]
+
+    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True,
+                        max_length=self.data.max_length)
+        index = {n: i for i, n in enumerate(self.labels)}
+        feats: list[Features] = []
+        for i, ex in enumerate(examples):
+            word_ids = enc.word_ids(i)
+            ex["word_ids"] = word_ids  # decoding maps subword logits back to words
+            f: Features = {"input_ids": enc["input_ids"][i]}
+            if "token_type_ids" in enc:
+                f["token_type_ids"] = enc["token_type_ids"][i]
+            if "tags" in ex:
+                f["labels"] = self._align(ex, word_ids, index)
+            feats.append(f)
+        return feats
+
+    def _align(self, ex: Example, word_ids: list[int | None], index: dict[str, int]) -> list[int]:
+        labels, previous = [], None
+        for w in word_ids:
+            if w is None:
+                labels.append(-100)
+            elif w != previous:
+                tag = ex["tags"][w]
+                if tag not in index:
+                    raise DataError(ex["source"], ex["line"], self.cfg.tags_field,
+                                    f"tag {tag!r} is not among the training tags")
+                labels.append(index[tag])
+            elif self.cfg.label_all_subwords:
+                tag = ex["tags"][w]
+                labels.append(index["I-" + tag[2:]] if tag != "O" else index["O"])
+            else:
+                labels.append(-100)
+            previous = w
+        return labels
+
+    # -- scoring -----------------------------------------------------------------------------
+    def word_tags(self, logits: np.ndarray, ex: Example) -> list[str]:
+        """Each word's tag from its first subword; words without subwords are `O`."""
+        tags = ["O"] * len(ex["tokens"])
+        seen: set[int] = set()
+        for pos, w in enumerate(ex["word_ids"]):
+            if w is not None and w not in seen and pos < len(logits):
+                seen.add(w)
+                tags[w] = self.labels[int(np.argmax(logits[pos]))]
+        return tags
+
+    def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
+        pred = [self.word_tags(lg, ex) for lg, ex in zip(logits, examples, strict=True)]
+        return entity_metrics([ex["tags"] for ex in examples], pred, strict=self.cfg.strict)
+
+    def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        out = []
+        for lg, ex in zip(logits, examples, strict=True):
+            tags = self.word_tags(lg, ex)
+            if "offsets" in ex:
+                text, offsets = ex["text"], ex["offsets"]
+            else:  # pre-tokenised: offsets into the tokens joined by spaces (no space between CJK chars)
+                text, offsets = _join(ex["tokens"])
+            entities = [{"type": typ, "text": text[offsets[s][0]:offsets[e - 1][1]],
+                         "start": offsets[s][0], "end": offsets[e - 1][1]} for typ, s, e in spans(tags)]
+            out.append({**ex["row"], "tags": tags, "entities": entities})
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {"labels": self.labels}
+
+    def load_metadata(self, meta: dict[str, Any]) -> None:
+        self.labels = list(meta["labels"])
+
+
+def _join(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    cjk = re.compile(rf"^[{_CJK}]$")
+    parts, offsets, pos = [], [], 0
+    for i, tok in enumerate(tokens):
+        if i and not (cjk.match(tok) and cjk.match(tokens[i - 1])):
+            parts.append(" ")
+            pos += 1
+        parts.append(tok)
+        offsets.append((pos, pos + len(tok)))
+        pos += len(tok)
+    return "".join(parts), offsets

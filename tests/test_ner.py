@@ -1,0 +1,198 @@
+"""NER: tag schemes, subword alignment (incl. Chinese characters, [UNK] and dropped characters), spans
+with character offsets, CoNLL files, errors, and train → eval → predict from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_jsonl
+from tunelab.cli import app
+from tunelab.config import DataConfig, run_config_class
+from tunelab.data.readers import Record, Table, read_table
+from tunelab.errors import DataError
+
+run_config_class()
+from tunelab.tasks.ner import Ner, NerConfig, spans, split_words, to_bio  # noqa: E402
+
+REC = Record("t.jsonl", 3, {})
+
+
+@pytest.mark.parametrize(
+    ("tags", "bio"),
+    [
+        (["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "B-LOC"]),  # BIO unchanged
+        (["I-PER", "I-PER", "B-PER", "O", "I-LOC"], ["B-PER", "I-PER", "B-PER", "O", "B-LOC"]),  # IOB1
+        (["S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"], ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC"]),  # BIOES
+        (["B-ORG", "M-ORG", "E-ORG", "S-ORG"], ["B-ORG", "I-ORG", "I-ORG", "B-ORG"]),  # BMES
+    ],
+)
+def test_to_bio(tags: list[str], bio: list[str]) -> None:
+    assert to_bio(tags, REC, "tags") == bio
+
+
+def test_invalid_tag_names_line() -> None:
+    with pytest.raises(DataError, match=r"t.jsonl:3: tags: invalid tag 'PER' at token 2"):
+        to_bio(["O", "PER"], REC, "tags")
+
+
+def test_spans_and_offsets() -> None:
+    assert spans(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == [
+        ("PER", 0, 2),
+        ("LOC", 3, 4),
+        ("LOC", 4, 5),
+        ("ORG", 5, 6),
+    ]
+    text = "Dr. Smith went to 北京大学, 2024!"
+    words = split_words(text)
+    assert [w for w, _, _ in words] == ["Dr", ".", "Smith", "went", "to", "北", "京", "大", "学", ",", "2024", "!"]
+    assert all(text[s:e] == w for w, s, e in words)
+
+
+def _task(**kw: object) -> Ner:
+    return Ner(NerConfig(**kw), DataConfig(max_length=64))
+
+
+def _wordpiece(tmp_path: Path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "play", "##ing", "paris", "北", "京", "we"]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    # NFKC + strip of format characters: U+200B disappears, so its word gets no subword at all
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace("\u200b", ""), normalizers.Lowercase()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def test_alignment_split_unk_dropped(tmp_path: Path) -> None:
+    tok = _wordpiece(tmp_path)
+    task = _task()
+    task.labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    # "playing" splits into two subwords; "上" is [UNK]; "\u200b" vanishes; 北 京 are one char each
+    ex = {
+        "tokens": ["we", "playing", "上", "\u200b", "北", "京"],
+        "tags": ["O", "B-PER", "O", "O", "B-LOC", "I-LOC"],
+        "source": "x",
+        "line": 1,
+        "row": {},
+    }
+    (f,) = task.encode([ex], tok)
+    assert ex["word_ids"] == [None, 0, 1, 1, 2, 4, 5, None]
+    assert f["labels"] == [-100, 0, 3, -100, 0, 1, 2, -100]
+    task_all = _task(label_all_subwords=True)
+    task_all.labels = task.labels
+    (g,) = task_all.encode([dict(ex)], tok)
+    assert g["labels"] == [-100, 0, 3, 4, 0, 1, 2, -100]
+    # decoding: first subword decides the word; the dropped word is O
+    logits = np.full((8, 5), -5.0)
+    for pos, lab in [(1, 0), (2, 3), (3, 1), (4, 0), (5, 1), (6, 2)]:
+        logits[pos, lab] = 5.0
+    assert task.word_tags(logits, ex) == ["O", "B-PER", "O", "O", "B-LOC", "I-LOC"]
+
+
+def _ner_rows(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        if i % 2:
+            rows.append({"tokens": ["the", "actor", "is", "good"], "tags": ["O", "B-PER", "O", "O"]})
+        else:
+            rows.append({"tokens": ["a", "film", "story", "was", "bad"], "tags": ["O", "B-LOC", "I-LOC", "O", "O"]})
+    return rows
+
+
+def test_conll_reader(tmp_path: Path) -> None:
+    p = tmp_path / "x.conll"
+    p.write_text("-DOCSTART- -X- O O\n\nEU NNP B-ORG\nrejects VBZ O\n\n\nPeter NNP B-PER\r\n", encoding="utf-8")
+    t = read_table(p)
+    assert [(r.line, r.data) for r in t.records] == [
+        (3, {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}),
+        (7, {"tokens": ["Peter"], "tags": ["B-PER"]}),
+    ]
+
+
+def test_length_mismatch_is_an_error(tmp_path: Path) -> None:
+    task = _task()
+    table = Table(
+        "d.jsonl", [Record("d.jsonl", 1, _ner_rows(1)[0]), Record("d.jsonl", 2, {"tokens": ["a", "b"], "tags": ["O"]})]
+    )
+    with pytest.raises(DataError, match=r"^d.jsonl:2: tags: 1 tags for 2 tokens$"):
+        task.parse(table)
+
+
+def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", _ner_rows(40))
+    val = tmp_path / "val.conll"
+    val.write_text(
+        "".join(
+            "\n".join(f"{t} {g}" for t, g in zip(r["tokens"], r["tags"], strict=True)) + "\n\n" for r in _ner_rows(6)
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--set",
+            "task=ner",
+            "--set",
+            f"model={tiny_bert}",
+            "--set",
+            f"data.train={train}",
+            "--set",
+            f"data.validation={val}",
+            "--set",
+            f"output_dir={out}",
+            "--set",
+            "train.epochs=8",
+            "--set",
+            "train.lr=5e-3",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.save_steps=0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())["validation"]
+    assert {"f1", "precision", "recall", "token_accuracy", "per_type"} <= set(m)
+    assert m["f1"] > 0.9, m
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(val)])
+    assert res.exit_code == 0 and json.loads(res.stdout.splitlines()[-1])["f1"] == m["f1"]
+    text = "the actor is good, a film story was bad!"
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input=text + "\n")
+    row = json.loads(res.stdout)
+    assert row["entities"] and all(row["text"][e["start"] : e["end"]] == e["text"] for e in row["entities"])
+    assert {e["text"] for e in row["entities"]} >= {"actor", "film story"}
+
+
+def test_pretokenised_predictions_offsets() -> None:
+    task = _task()
+    task.labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    ex = {
+        "tokens": ["Li", "visited", "北", "京", "today"],
+        "word_ids": [None, 0, 1, 2, 3, 4, None],
+        "source": "x",
+        "line": 1,
+        "row": {"id": 7},
+    }
+    logits = np.zeros((7, 5))
+    for pos, lab in [(1, 3), (2, 0), (3, 1), (4, 2), (5, 0)]:
+        logits[pos, lab] = 1.0
+    (row,) = task.predictions([logits], [ex])
+    assert row["id"] == 7 and row["tags"] == ["B-PER", "O", "B-LOC", "I-LOC", "O"]
+    assert [(e["type"], e["text"], e["start"], e["end"]) for e in row["entities"]] == [
+        ("PER", "Li", 0, 2),
+        ("LOC", "北京", 11, 13),
+    ]
