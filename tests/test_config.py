@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from tunelab.cli import app
 from tunelab.config import config_to_yaml, load_config
 from tunelab.errors import ConfigError
+from tunelab.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["task=classification", "model=minilm"]  # an alias is checked by name only: nothing is loaded
@@ -205,7 +206,7 @@ def test_unknown_method_or_task_name() -> None:
     assert message.startswith("config: method: unknown method 'qlora'; choose one of ")
     assert all(name in message for name in ("full", "lora", "freeze"))
     assert config_error("task=regression", base=False) == (
-        "config: task: unknown task 'regression'; choose one of classification"
+        f"config: task: unknown task 'regression'; choose one of {', '.join(TASKS.names())}"
     )
     assert config_error("method.r=8").startswith(
         "config: method.name: required key is missing; choose one of "

@@ -77,7 +77,8 @@ ERRORS = [
     ("missing-label", J, GOOD + '{"text": "no label"}\n', 3, "label", "missing field"),
     ("null-label", J, GOOD + '{"text": "x", "label": null}\n', 3, "label", "missing label"),
     ("nan-label", J, GOOD + '{"text": "x", "label": NaN}\n', 3, "label", "missing label"),
-    ("dict-label", J, GOOD + '{"text": "x", "label": {"a": 1}}\n', 3, "label", "got dict"),
+    # a {label: probability} object is a soft label; its probabilities must be valid
+    ("dict-label", J, GOOD + '{"text": "x", "label": {"a": 2}}\n', 3, "label", "probability of 'a' must be in [0, 1]"),
     ("empty-label", J, GOOD + '{"text": "x", "label": " "}\n', 3, "label", "empty label"),
     ("missing-text", J, GOOD + '{"label": "pos"}\n', 3, "text", "missing field"),
     ("null-text", J, GOOD + '{"text": null, "label": "pos"}\n', 3, "text", "is null"),

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperCommand
 
 from tunelab.errors import TunelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune pretrained language models: data → train → evaluate → export.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect data files.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and augment data files.")
 app.add_typer(data_app, name="data")
 
 
@@ -48,11 +49,29 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@app.command()
+class _OptionalResumeValue(TyperCommand):
+    """`--resume` alone (last, or before another option or the config file) means `--resume=auto`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            following = args[i + 1] if i + 1 < len(args) else None
+            if arg == "--resume" and (following is None or following.startswith("-") or Path(following).is_file()):
+                args[i] = "--resume=auto"
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_OptionalResumeValue)
 @user_errors
 def train(
     config: Path | None = typer.Argument(None, help="YAML config; optional when --set gives every required key."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set train.lr=1e-4 (repeatable)."),
+    resume: str | None = typer.Option(
+        None, "--resume", metavar="[PATH]",
+        help="Continue from the newest complete checkpoint in OUTPUT_DIR, or from PATH (a checkpoint or run dir).",
+    ),
 ) -> None:
     """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
     from tunelab.config import load_config
@@ -61,7 +80,7 @@ def train(
     from tunelab.evaluate import print_metrics
     from tunelab.pipeline import run
 
-    metrics = run(cfg)
+    metrics = run(cfg, resume=resume)
     if not metrics:  # a non-main process of a distributed run
         return
     print_metrics({k: v for k, v in metrics.items() if k != "train"})
@@ -146,6 +165,29 @@ def models() -> None:
 
 
 @app.command()
+@user_errors
+def env(
+    config: Path | None = typer.Argument(None, help="A run config, to show its seed and resolved precision."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON on stdout."),
+) -> None:
+    """Versions (python, torch, transformers, peft, accelerate, tunelab), CPU/GPU, threads, bf16, seed."""
+    from tunelab.envinfo import environment
+
+    cfg = None
+    if config is not None or set_:
+        from tunelab.config import load_config
+
+        cfg = load_config(config, set_)
+    info = environment(cfg)
+    if as_json:
+        typer.echo(json.dumps(info, ensure_ascii=False, indent=2))
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:16} {', '.join(value) if isinstance(value, list) else value}")
+
+
+@app.command()
 def schema() -> None:
     """Print the config reference (Markdown) generated from the schema."""
     from tunelab.config_docs import config_reference
@@ -170,6 +212,23 @@ def data_check(
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         print_report(report)
+
+
+@data_app.command("augment")
+@user_errors
+def data_augment(
+    file: Path = typer.Argument(..., help="Labelled (or unlabelled) file to augment."),
+    output: Path = typer.Option(..., "--output", help="JSONL to write: the rows, then their augmented copies."),
+    set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.augment.ops=[delete,swap]."),
+    model: str | None = typer.Option(None, "--model", help="Model whose input-embedding neighbours are synonyms."),
+    seed: int = typer.Option(42, "--seed", help="Seed (train.seed in a run)."),
+) -> None:
+    """Write augmented copies (each with `augmented_from`: the original's line) to inspect data.augment."""
+    from tunelab.data.augment import augment_file
+
+    stats = augment_file(str(file), str(output), set_, model, seed)
+    typer.echo(f"wrote {stats['rows']} rows + {stats['copies_added']} augmented copies to {output} "
+               f"(by op: {stats['by_op']}; unchanged, not added: {stats['unchanged_not_added']})", err=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -20,12 +20,23 @@ def _default(field: Any) -> str:
     return f"`{field.default!r}`" if field.default is not None else "`None`"
 
 
+def _section(field: Any) -> type[BaseModel] | None:
+    """The sub-section class of a field such as `early_stopping: EarlyStoppingConfig | None`."""
+    for t in (field.annotation, *get_args(field.annotation)):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
+
+
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         if name == "name" and prefix:
             continue
         rows.append(f"| `{prefix}{name}` | `{_type(field)}` | {_default(field)} | {field.description or ''} |")
+        sub = _section(field)
+        if sub is not None:
+            rows += _rows(sub, f"{prefix}{name}.")
     return rows
 
 

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 
 from tunelab import engine
-from tunelab.checkpoint import write_json_atomic
+from tunelab.checkpoint import discard_after, find_checkpoint, read_trainer_state, truncate_metrics, write_json_atomic
 from tunelab.config import config_to_yaml
 from tunelab.data.load import load_splits
+from tunelab.data.prepare import prepare_training
+from tunelab.data.report import DataReport
 from tunelab.evaluate import evaluate
 from tunelab.export import save_model
 from tunelab.methods import METHODS
@@ -23,23 +25,34 @@ from tunelab.models import resolve_model
 from tunelab.tasks import TASKS
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """Train, evaluate and export one run; returns the final metrics (also in metrics.json)."""
+def run(cfg: Any, resume: str | None = None) -> dict[str, Any]:
+    """Train, evaluate and export one run; returns the final metrics (also in metrics.json).
+    `resume`: `auto` (the newest checkpoint in output_dir) or a checkpoint path to continue from."""
     from accelerate import PartialState
 
     t0 = time.perf_counter()
     # under `accelerate launch` / torchrun this is one of several processes
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
+    resume_from = find_checkpoint(resume, out) if resume else None
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        if resume_from is None:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        else:  # the log continues from the checkpoint; later checkpoints belong to the replaced history
+            step = read_trainer_state(resume_from)["step"]
+            truncate_metrics(out / "metrics.jsonl", step)
+            discard_after(out / "checkpoints", step)
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
-    splits = load_splits(cfg.data, task, cfg.train.seed)
+    report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
+    splits = load_splits(cfg.data, task, cfg.train.seed, report)
     model, tokenizer = task.build_model(resolve_model(cfg.model), splits["train"])
+    splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
+    if state.is_main_process:
+        report.write(out, splits)
     method = METHODS.get(cfg.method.name)(cfg.method)
     model = method.apply(model, task.head_modules(model))
     params = count_parameters(model)
@@ -51,7 +64,7 @@ def run(cfg: Any) -> dict[str, Any]:
     result = engine.train(
         model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
         lr=cfg.train.lr or method.default_lr, out_dir=out,
-        evaluate=score if "validation" in splits else None, loss_fn=task.loss_fn(),
+        evaluate=score if "validation" in splits else None, loss_fn=task.loss_fn(), resume_from=resume_from,
     )
     if not state.is_main_process:  # the main process exports and scores; the others are done
         state.wait_for_everyone()
@@ -69,6 +82,11 @@ def run(cfg: Any) -> dict[str, Any]:
                      "processes": state.num_processes},
         "total_wall_s": round(time.perf_counter() - t0, 2),
     }
+    if result.best_step is not None:
+        metrics["train"]["best"] = {"metric": result.best_metric, "value": result.best_value, "step": result.best_step,
+                                    "selected_step": result.selected_step, "stopped_early": result.stopped_early}
+    if result.resumed_from:
+        metrics["train"]["resumed_from"] = result.resumed_from
     write_json_atomic(out / "metrics.json", metrics)
     state.wait_for_everyone()
     with (out / "metrics.jsonl").open("a", encoding="utf-8") as f:

@@ -1,30 +1,60 @@
-"""`data.*` config → parsed, validated examples per split (train / validation / test)."""
+"""`data.*` config → parsed, validated, cleaned and deduplicated examples per split."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tunelab.config import DataConfig
+from tunelab.data.hygiene import clean_split, dedup_across, dedup_within
 from tunelab.data.readers import read_table
+from tunelab.data.report import DataReport
 from tunelab.data.splits import split_validation
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, DataError
 
 
-def load_splits(data: DataConfig, task: Any, seed: int) -> dict[str, list[dict[str, Any]]]:
+def _read(path: str, split: str, data: DataConfig, task: Any, report: DataReport) -> list[dict[str, Any]]:
+    """Parse one file, then clean it and drop its duplicates (before any validation hold-out)."""
+    examples = task.parse(read_table(path))
+    report.read(split, len(examples))
+    if data.clean is not None:
+        examples = clean_split(examples, data.clean, split, report, filter_length=split == "train")
+    if data.dedup:
+        examples = dedup_within(examples, split, report)
+    _check_left(examples, path, split, report)
+    return examples
+
+
+def _check_left(examples: list[dict[str, Any]], path: str, split: str, report: DataReport) -> None:
+    if not examples:
+        why = ", ".join(f"{reason}: {n}" for reason, n in report.removed_counts().get(split, {}).items())
+        raise DataError(path, None, None, f"no rows left after data.clean / data.dedup ({why})")
+
+
+def load_splits(data: DataConfig, task: Any, seed: int, report: DataReport | None = None,
+                ) -> dict[str, list[dict[str, Any]]]:
     """Read and validate every configured file. Without `data.validation`, a stratified, seeded
-    `data.validation_split` of train is held out instead."""
+    `data.validation_split` of train is held out instead. `data.clean` / `data.dedup` drop rows into
+    `report` (see data/report.py)."""
+    report = report if report is not None else DataReport()
+    report.applied["clean"] = data.clean.model_dump() if data.clean is not None else None
+    report.applied["dedup"] = data.dedup
     if not data.train:
         raise ConfigError("config: data.train: required key is missing")
-    train = task.parse(read_table(data.train))
+    train = _read(data.train, "train", data, task, report)
     task.check_train(train)
     splits: dict[str, list[dict[str, Any]]] = {}
     if data.validation:
-        splits["validation"] = task.parse(read_table(data.validation))
+        splits["validation"] = _read(data.validation, "validation", data, task, report)
     else:
         train, held = split_validation(train, data.validation_split, seed, task.stratify_key)
         if held:
             splits["validation"] = held
     splits = {"train": train, **splits}
     if data.test:
-        splits["test"] = task.parse(read_table(data.test))
+        splits["test"] = _read(data.test, "test", data, task, report)
+    if data.dedup:
+        splits = dedup_across(splits, report)
+        for split, rows in splits.items():
+            _check_left(rows, getattr(data, split) or data.train, split, report)
+        task.check_train(splits["train"])
     return splits

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from tunelab.config import DataConfig, TaskConfig
+from tunelab.config import DataConfig, TaskConfig, TrainConfig
 from tunelab.data.readers import Table
+from tunelab.errors import ConfigError
 
 Example = dict[str, Any]
 Features = dict[str, Any]
@@ -53,6 +54,14 @@ class Task(ABC):
     @abstractmethod
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         """Tokenise examples into features; each has `input_ids` (a list) and, if labelled, `labels`."""
+
+    def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
+        """Set up the training loss from `train.class_weights / focal_gamma / label_smoothing` and the
+        final training examples (before `loss_fn()` is asked); returns what was applied, for the run summary."""
+        used = next((k for k in ("class_weights", "focal_gamma", "label_smoothing") if getattr(train, k)), None)
+        if used is not None:
+            raise ConfigError(f"config: train.{used}: not supported by task {self.cfg.name} yet")
+        return {"type": "model"}
 
     def loss_fn(self) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None:
         """A custom training loss `f(model, batch)`, or None for the model's own loss."""

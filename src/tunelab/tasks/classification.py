@@ -1,8 +1,9 @@
 """Text classification: single-label or multi-label, one text or a text pair.
 
 Rows: `{text, [text_pair], label}`; labels are strings (or numbers) in the data, and the label map is
-saved in the model's config (`id2label`). Continuing from a tuned model keeps its labels and appends
-new ones, growing the head (incremental fine-tuning).
+saved in the model's config (`id2label`). A label may also be a `{label: probability}` object, a soft
+target (trained with soft cross-entropy; scored against its most probable label). Continuing from a
+tuned model keeps its labels and appends new ones, growing the head (incremental fine-tuning).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from tunelab.config import TaskConfig
+from tunelab.config import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
+from tunelab.data.sampling import label_counts
 from tunelab.errors import DataError
+from tunelab.losses import LossSpec, class_weights, make_loss_fn
 from tunelab.metrics import classification as cm
 from tunelab.models.first_token import first_token_only
 from tunelab.tasks import TASKS
@@ -65,6 +68,22 @@ def _label_text(record: Record, field: str, value: Any) -> str:
     return text
 
 
+def _soft_label(record: Record, field: str, value: dict[str, Any], multi_label: bool) -> dict[str, float]:
+    """`{label: probability}`: probabilities in [0, 1]; for single-label they must sum to 1."""
+    if not value:
+        raise DataError(record.source, record.line, field, "empty label distribution {}")
+    out: dict[str, float] = {}
+    for key, p in value.items():
+        name = _label_text(record, field, key)
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise DataError(record.source, record.line, field, f"probability of {name!r} must be in [0, 1], got {p!r}")
+        out[name] = float(p)
+    total = sum(out.values())
+    if not multi_label and abs(total - 1) > 1e-3:
+        raise DataError(record.source, record.line, field, f"label probabilities sum to {total:g}; expected 1")
+    return out
+
+
 @TASKS.register("classification")
 class Classification(Task):
     Config = ClassificationConfig
@@ -74,13 +93,16 @@ class Classification(Task):
     def __init__(self, cfg: ClassificationConfig, data: Any) -> None:
         super().__init__(cfg, data)
         self.labels: list[str] = list(cfg.labels or [])
+        self._loss: LossSpec | None = None  # set by configure_loss
 
     # -- data --------------------------------------------------------------------------------
-    def _parse_label(self, record: Record, columns: list[str] | None) -> str | list[str]:
+    def _parse_label(self, record: Record, columns: list[str] | None) -> str | list[str] | dict[str, float]:
         field = self.data.label_field
         value = require_field(record, field, columns)
         if value is None:
             raise DataError(record.source, record.line, field, "missing label (null)")
+        if isinstance(value, dict):
+            return _soft_label(record, field, value, self.cfg.multi_label)
         if self.cfg.multi_label:
             items = value if isinstance(value, list) else [value]
             return [_label_text(record, field, v) for v in items]
@@ -112,11 +134,15 @@ class Classification(Task):
 
     def stratify_key(self, example: Example) -> Hashable | None:
         lab = example["label"]
+        if isinstance(lab, dict):  # soft: the most probable label (multi-label: those >= 0.5)
+            if self.cfg.multi_label:
+                return tuple(sorted(k for k, p in lab.items() if p >= 0.5))
+            return max(lab, key=lab.get)
         return tuple(sorted(lab)) if isinstance(lab, list) else lab
 
     @staticmethod
-    def _as_list(label: str | list[str]) -> list[str]:
-        return label if isinstance(label, list) else [label]
+    def _as_list(label: str | list[str] | dict[str, float]) -> list[str]:
+        return list(label) if isinstance(label, list | dict) else [label]
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
@@ -151,32 +177,54 @@ class Classification(Task):
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]
 
+    def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
+        soft = any(isinstance(ex.get("label"), dict) for ex in examples)
+        labels = self.labels or sorted({lab for ex in examples for lab in self._as_list(ex["label"])})
+        weights = class_weights(train.class_weights, labels, label_counts(examples), len(examples),
+                                self.cfg.multi_label)
+        multi = self.cfg.multi_label
+        custom = weights is not None or train.focal_gamma or train.label_smoothing or (soft and not multi)
+        self._loss = LossSpec(multi, weights, train.focal_gamma, train.label_smoothing) if custom else None
+        if self._loss is None:
+            return {"type": "model", "soft_labels": soft}
+        return {"type": self._loss.kind(), "soft_labels": soft,
+                "class_weights": dict(zip(labels, (round(w, 6) for w in weights), strict=True)) if weights else None,
+                "weights_as": ("pos_weight" if multi else "class weight") if weights else None,
+                "focal_gamma": train.focal_gamma, "label_smoothing": train.label_smoothing}
+
+    def loss_fn(self) -> Any:
+        return make_loss_fn(self._loss) if self._loss is not None else None
+
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         texts = [ex["text"] for ex in examples]
         pairs = [ex["text_pair"] for ex in examples] if self.data.text_pair_field else None
         enc = tokenizer(texts, pairs, truncation=True, max_length=self.data.max_length)
         index = {n: i for i, n in enumerate(self.labels)}
+        # one soft label makes the whole split distributions (a batch needs one label shape)
+        soft = not self.cfg.multi_label and any(isinstance(ex.get("label"), dict) for ex in examples)
         feats: list[Features] = []
         for i, ex in enumerate(examples):
             f: Features = {"input_ids": enc["input_ids"][i]}
             if "token_type_ids" in enc:
                 f["token_type_ids"] = enc["token_type_ids"][i]
             if "label" in ex:
-                f["labels"] = self._target(ex, index)
+                f["labels"] = self._target(ex, index, soft)
             feats.append(f)
         return feats
 
-    def _target(self, ex: Example, index: dict[str, int]) -> int | list[float]:
-        for lab in self._as_list(ex["label"]):
+    def _target(self, ex: Example, index: dict[str, int], soft: bool = False) -> int | list[float]:
+        """Class id; a 0/1 (or probability) vector for multi-label, and for single-label when `soft`."""
+        label = ex["label"]
+        for lab in self._as_list(label):
             if lab not in index:
                 raise DataError(ex["source"], ex["line"], self.data.label_field,
                                 f"label {lab!r} is not among the training labels ({', '.join(self.labels)})")
-        if not self.cfg.multi_label:
-            return index[ex["label"]]
-        hot = [0.0] * len(self.labels)
-        for lab in ex["label"]:
-            hot[index[lab]] = 1.0
-        return hot
+        if not self.cfg.multi_label and not soft:
+            return index[max(label, key=label.get) if isinstance(label, dict) else label]
+        vec = [0.0] * len(self.labels)
+        for lab, p in label.items() if isinstance(label, dict) else ((lab, 1.0) for lab in self._as_list(label)):
+            vec[index[lab]] = p
+        return vec
 
     # -- scoring -----------------------------------------------------------------------------
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -185,8 +233,8 @@ class Classification(Task):
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         probs = self.probabilities(logits)
         index = {n: i for i, n in enumerate(self.labels)}
-        if self.cfg.multi_label:
-            truth = np.asarray([self._target(ex, index) for ex in examples])
+        if self.cfg.multi_label:  # soft multi-label truth: the labels with probability >= 0.5
+            truth = (np.asarray([self._target(ex, index) for ex in examples]) >= 0.5).astype(int)
             return cm.multi_label(truth, probs, self.labels, self.cfg.threshold)
         truth = np.asarray([self._target(ex, index) for ex in examples])
         return cm.single_label(truth, probs, self.labels)

@@ -1,0 +1,220 @@
+"""Easy data augmentation (EDA) of training rows: random deletion, swap, synonym insertion and
+synonym replacement, reproducible by seed.
+
+English (any whitespace-separated language) works on words; Chinese on characters, or on jieba
+words when `jieba` is importable. Each op maps a list of units to `[(unit, origin)]`, where origin is
+the index of the unit it came from (-1: inserted), so token-level tasks (NER) can carry tags along.
+Back-translation is not implemented.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import AugmentConfig
+from tunelab.errors import ConfigError
+
+Synonyms = Callable[[str], list[str]]
+Units = list[tuple[str, int]]
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_ZH_UNIT = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\s\w]")  # a character, a latin word or a mark
+_CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
+NEEDS_SYNONYMS = ("insert", "synonym")
+
+
+# ---------------------------------------------------------------------------- units
+def is_chinese(text: str) -> bool:
+    """At least 30 % of the non-space characters are CJK ideographs."""
+    chars = [c for c in text if not c.isspace()]
+    return bool(chars) and sum(bool(_CJK_CHAR.match(c)) for c in chars) >= 0.3 * len(chars)
+
+
+def _jieba() -> Any:
+    try:
+        import jieba
+    except ImportError:
+        return None
+    return jieba
+
+
+def split_units(text: str, language: str) -> tuple[list[str], str]:
+    """(units, language): words for en; for zh, jieba words if installed, else single characters
+    (a run of letters or digits, such as `Python`, stays one unit)."""
+    lang = language if language != "auto" else ("zh" if is_chinese(text) else "en")
+    if lang == "en":
+        return text.split(), lang
+    jieba = _jieba()
+    if jieba is not None:
+        return [w for w in jieba.lcut(text) if w.strip()], lang
+    return _ZH_UNIT.findall(text), lang
+
+
+def _latin(char: str) -> bool:
+    return char.isalnum() and not _CJK_CHAR.match(char)
+
+
+def join_units(units: Sequence[str], language: str) -> str:
+    if language == "en":
+        return " ".join(units)
+    out = ""
+    for unit in units:  # a space only between two latin words or numbers (`Python 3`)
+        if out and _latin(out[-1]) and _latin(unit[0]):
+            out += " "
+        out += unit
+    return out
+
+
+# ---------------------------------------------------------------------------- ops
+def _count(n: int, ratio: float) -> int:
+    return max(1, round(ratio * n))
+
+
+def _synonyms_of(unit: str, lookup: Synonyms) -> tuple[str, str, str, list[str]]:
+    """(leading punctuation, word, trailing punctuation, synonyms of word)."""
+    lead, core, trail = _CORE.match(unit).groups()  # type: ignore[union-attr]
+    return lead, core, trail, (lookup(core) if core else [])
+
+
+def _cased(syn: str, like: str) -> str:
+    if like.isupper() and len(like) > 1:
+        return syn.upper()
+    if like[:1].isupper():
+        return syn[:1].upper() + syn[1:]
+    return syn
+
+
+def op_delete(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
+    """Delete ratio·n units (at least one; never the last)."""
+    if len(units) < 2:
+        return [(u, i) for i, u in enumerate(units)]
+    gone = set(rng.sample(range(len(units)), min(_count(len(units), ratio), len(units) - 1)))
+    return [(u, i) for i, u in enumerate(units) if i not in gone]
+
+
+def op_swap(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
+    """Swap two random units, ratio·n times (at least once)."""
+    out = [(u, i) for i, u in enumerate(units)]
+    if len(out) < 2:
+        return out
+    for _ in range(_count(len(units), ratio)):
+        a, b = rng.sample(range(len(out)), 2)
+        out[a], out[b] = out[b], out[a]
+    return out
+
+
+def op_synonym(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
+    """Replace ratio·n units (at least one) that have synonyms by a random synonym."""
+    out = [(u, i) for i, u in enumerate(units)]
+    todo = _count(len(units), ratio)
+    for i in rng.sample(range(len(units)), len(units)):
+        if todo == 0 or lookup is None:
+            break
+        lead, core, trail, syns = _synonyms_of(units[i], lookup)
+        if syns:
+            out[i] = (lead + _cased(rng.choice(syns), core) + trail, i)
+            todo -= 1
+    return out
+
+
+def op_insert(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
+    """ratio·n times (at least once): a synonym of a random unit is inserted at a random position."""
+    out = [(u, i) for i, u in enumerate(units)]
+    for _ in range(_count(len(units), ratio)):
+        for i in rng.sample(range(len(units)), len(units)):
+            syns = _synonyms_of(units[i], lookup)[3] if lookup else []
+            if syns:
+                out.insert(rng.randint(0, len(out)), (rng.choice(syns), -1))
+                break
+        else:
+            break  # no unit has a synonym
+    return out
+
+
+OPS: dict[str, Callable[[list[str], random.Random, float, Synonyms | None], Units]] = {
+    "delete": op_delete, "swap": op_swap, "insert": op_insert, "synonym": op_synonym,
+}
+
+
+def augment_text(text: str, ops: Sequence[str], rng: random.Random, ratio: float, lookup: Synonyms | None,
+                 language: str = "auto") -> tuple[str, str] | None:
+    """(new text, op) with the first op, in a seeded random order, that changes the text; None if none does."""
+    units, lang = split_units(text, language)
+    order = list(ops)
+    rng.shuffle(order)
+    for name in order:
+        if name in NEEDS_SYNONYMS and lookup is None:
+            continue
+        changed = [u for u, _ in OPS[name](units, rng, ratio, lookup)]
+        if changed != units:
+            return join_units(changed, lang), name
+    return None
+
+
+# ---------------------------------------------------------------------------- examples & files
+def augment_examples(examples: list[dict[str, Any]], cfg: AugmentConfig, seed: int, lookup: Synonyms | None,
+                     text_field: str = "text") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The examples followed by `cfg.copies` augmented copies of each (in order). A copy carries
+    `augmented_from` (the original's line) in the example and its `row`. Copy j of row i draws from
+    its own RNG, seeded by (seed, i, j): the output depends only on the seed and the input."""
+    if lookup is None and set(cfg.ops) <= set(NEEDS_SYNONYMS):
+        raise ConfigError("config: data.augment.ops: insert and synonym need data.augment.synonyms "
+                          "(or a model for embedding neighbours)")
+    out = list(examples)
+    by_op: Counter[str] = Counter()
+    unchanged = 0
+    for i, ex in enumerate(examples):
+        if "text" not in ex:
+            raise ConfigError("config: data.augment: this task's rows have no text to augment")
+        for copy in range(cfg.copies):
+            rng = random.Random(f"augment:{seed}:{i}:{copy}")
+            result = augment_text(ex["text"], cfg.ops, rng, cfg.ratio, lookup, cfg.language)
+            if result is None:
+                unchanged += 1
+                continue
+            text, op = result
+            by_op[op] += 1
+            row = {**ex.get("row", {}), text_field: text, "augmented_from": ex.get("line")}
+            out.append({**ex, "text": text, "augmented_from": ex.get("line"), "row": row})
+    stats = {"copies_added": len(out) - len(examples), "by_op": dict(sorted(by_op.items())),
+             "unchanged_not_added": unchanged}
+    return out, stats
+
+
+def augment_file(path: str, output: str, overrides: list[str], model: str | None, seed: int) -> dict[str, Any]:
+    """`tunelab data augment`: write the file's rows followed by their augmented copies as JSONL."""
+    from tunelab.data.check import _configs
+    from tunelab.data.readers import read_table
+    from tunelab.data.synonyms import synonym_source
+
+    task, data = _configs("classification", overrides)
+    cfg = data.augment or AugmentConfig()
+    table = read_table(path)
+    labelled = all(data.label_field in r.data for r in table.records)
+    examples = task.parse(table, labelled=labelled)
+    tokenizer = net = None
+    if model is not None and not cfg.synonyms and set(cfg.ops) & set(NEEDS_SYNONYMS):
+        from transformers import AutoModel, AutoTokenizer
+
+        from tunelab.models import resolve_model
+
+        where = resolve_model(model)
+        tokenizer, net = AutoTokenizer.from_pretrained(where), AutoModel.from_pretrained(where)
+    lookup, source = synonym_source(cfg.synonyms, cfg.neighbours, tokenizer, net)
+    if lookup is None and set(cfg.ops) & set(NEEDS_SYNONYMS):
+        raise ConfigError("config: data.augment.ops: insert and synonym need --model (embedding neighbours) or "
+                          "--set data.augment.synonyms=FILE; or use --set data.augment.ops=[delete,swap]")
+    rows, stats = augment_examples(examples, cfg, seed, lookup, data.text_field)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("".join(json.dumps(ex["row"], ensure_ascii=False) + "\n" for ex in rows), encoding="utf-8")
+    tmp.replace(out)
+    return {"rows": len(examples), **stats, "synonym_source": source, "output": str(out)}

@@ -1,0 +1,171 @@
+"""Data hygiene as actions: clean texts (`data.clean`) and drop duplicates (`data.dedup`).
+
+Works on parsed examples of any task: string fields `text` / `text_pair` are cleaned and compared;
+a list field `tokens` (NER) is cleaned token by token (never dropping a token, so tags stay aligned)
+and compared as the space-joined sentence. Every dropped row goes to the `DataReport`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+from tunelab.config import CleanConfig
+from tunelab.data.report import DataReport
+
+TEXT_KEYS = ("text", "text_pair", "tokens")
+# later splits win: a training row that repeats a validation or test row is the one removed
+SPLIT_PRIORITY = ("test", "validation", "train")
+
+_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)\b[^<>]*>")
+_BLOCK = {"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr", "blockquote", "section",
+          "article", "header", "footer", "h1", "h2", "h3", "h4", "h5", "h6"}
+# zero-width space, word joiner, BOM, soft hyphen (ZWJ / ZWNJ stay: emoji sequences, Persian)
+_INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad]")
+
+
+def strip_html(text: str) -> str:
+    if "<" not in text and "&" not in text:
+        return text
+    text = _SCRIPT.sub(" ", text)
+    text = _TAG.sub(lambda m: " " if m.group(1).lower() in _BLOCK else "", text)
+    return html.unescape(text)
+
+
+def normalize_unicode(text: str) -> str:
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c for c in text if c in "\t\n\r" or unicodedata.category(c) != "Cc")
+
+
+def clean_text(text: str, cfg: CleanConfig) -> str:
+    if cfg.strip_html:
+        text = strip_html(text)
+    if cfg.normalize_unicode:
+        text = normalize_unicode(text)
+    if cfg.collapse_whitespace:
+        text = " ".join(text.split())
+    return text
+
+
+def _clean_value(value: Any, cfg: CleanConfig) -> Any:
+    if isinstance(value, str):
+        return clean_text(value, cfg)
+    if isinstance(value, list):  # tokens: each stays (an emptied token keeps its original text)
+        return [(clean_text(t, cfg) or t) if isinstance(t, str) else t for t in value]
+    return value
+
+
+def text_length(example: dict[str, Any]) -> int:
+    """Characters of the example's texts (tokens joined by spaces)."""
+    return sum(len(v) if isinstance(v, str) else len(" ".join(map(str, v)))
+               for k in TEXT_KEYS if isinstance(v := example.get(k), str | list))
+
+
+def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, report: DataReport,
+                filter_length: bool) -> list[dict[str, Any]]:
+    """Clean every text; drop rows left empty, and (with `filter_length`) rows outside min/max_chars."""
+    out = []
+    for ex in examples:
+        new = dict(ex)
+        for key in TEXT_KEYS:
+            if key in ex:
+                new[key] = _clean_value(ex[key], cfg)
+        empty = next((k for k in TEXT_KEYS if isinstance(new.get(k), str) and not new[k].strip()), None)
+        if empty is not None:
+            report.remove(split, ex, "empty_after_cleaning", field=empty)
+            continue
+        n = text_length(new)
+        if filter_length and cfg.min_chars is not None and n < cfg.min_chars:
+            report.remove(split, ex, "too_short", chars=n, min_chars=cfg.min_chars)
+            continue
+        if filter_length and cfg.max_chars is not None and n > cfg.max_chars:
+            report.remove(split, ex, "too_long", chars=n, max_chars=cfg.max_chars)
+            continue
+        if any(new[k] != ex[k] for k in TEXT_KEYS if k in ex):
+            report.cleaned[split] += 1
+        out.append(new)
+    return out
+
+
+# ---------------------------------------------------------------------------- duplicates
+def _parts(example: dict[str, Any]) -> list[str]:
+    return [v if isinstance(v, str) else " ".join(map(str, v))
+            for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
+
+
+def exact_key(example: dict[str, Any]) -> str:
+    return "\x00".join(_parts(example))
+
+
+def normalised_key(example: dict[str, Any]) -> str:
+    """NFKC, case-folded, whitespace-collapsed texts: `Great  Movie` and `great movie` are one row."""
+    return "\x00".join(" ".join(unicodedata.normalize("NFKC", p).casefold().split()) for p in _parts(example))
+
+
+def _target(example: dict[str, Any]) -> Any:
+    return example.get("label", example.get("tags"))
+
+
+def _where(example: dict[str, Any]) -> str:
+    return f"{example.get('source')}:{example.get('line')}"
+
+
+class _Seen:
+    """Exact and normalised keys of the rows kept so far, each pointing at its first row."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.normal: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def match(self, ex: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        if (hit := self.exact.get(exact_key(ex))) is not None:
+            return "exact", *hit
+        if (hit := self.normal.get(normalised_key(ex))) is not None:
+            return "normalised", *hit
+        return None
+
+    def add(self, split: str, examples: Iterable[dict[str, Any]]) -> None:
+        for ex in examples:
+            self.exact.setdefault(exact_key(ex), (split, ex))
+            self.normal.setdefault(normalised_key(ex), (split, ex))
+
+
+def _drop(examples: list[dict[str, Any]], split: str, seen: _Seen, report: DataReport, within: bool,
+          ) -> list[dict[str, Any]]:
+    kept = []
+    for ex in examples:
+        hit = seen.match(ex)
+        if hit is None:
+            kept.append(ex)
+            if within:
+                seen.add(split, [ex])
+            continue
+        match, other_split, first = hit
+        detail: dict[str, Any] = {"match": match, "duplicate_of": _where(first)}
+        if _target(first) != _target(ex):
+            detail["label_differs"] = True
+        report.remove(split, ex, "duplicate" if within else f"in_{other_split}", **detail)
+    return kept
+
+
+def dedup_within(examples: list[dict[str, Any]], split: str, report: DataReport) -> list[dict[str, Any]]:
+    """Keep the first of rows whose texts are equal exactly or after normalisation."""
+    return _drop(examples, split, _Seen(), report, within=True)
+
+
+def dedup_across(splits: dict[str, list[dict[str, Any]]], report: DataReport) -> dict[str, list[dict[str, Any]]]:
+    """Remove rows that repeat a row of a higher-priority split: train loses rows found in validation
+    or test, validation loses rows found in test."""
+    seen = _Seen()
+    out = dict(splits)
+    for split in SPLIT_PRIORITY:
+        if split in out:
+            out[split] = _drop(out[split], split, seen, report, within=False)
+            seen.add(split, out[split])
+    return out

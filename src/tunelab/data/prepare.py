@@ -1,0 +1,40 @@
+"""The training split after loading: sampling → augmentation → loss set-up, each step recorded in the
+`DataReport` (class distribution before and after sampling, what was applied)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tunelab.data.augment import augment_examples
+from tunelab.data.report import DataReport
+from tunelab.data.sampling import label_counts, resample
+from tunelab.data.synonyms import synonym_source
+from tunelab.errors import ConfigError
+
+
+def prepare_training(train: list[dict[str, Any]], cfg: Any, task: Any, tokenizer: Any, model: torch.nn.Module,
+                     report: DataReport) -> list[dict[str, Any]]:
+    """Apply `data.sampling` and `data.augment` to the training examples (seeded by train.seed), then
+    set up the task's loss from `train.class_weights / focal_gamma / label_smoothing` on the result."""
+    data, seed = cfg.data, cfg.train.seed
+    report.distribution["before_sampling"] = label_counts(train)
+    report.applied["sampling"] = None
+    if data.sampling:
+        if task.stratify_key(train[0]) is None:
+            raise ConfigError(f"config: data.sampling: task {cfg.task.name} has no classes to balance")
+        before = len(train)
+        train = resample(train, data.sampling, seed, task.stratify_key)
+        report.applied["sampling"] = {"method": data.sampling, "rows_before": before, "rows_after": len(train)}
+        report.distribution["after_sampling"] = label_counts(train)
+    report.applied["augment"] = None
+    if data.augment is not None:
+        lookup, source = synonym_source(data.augment.synonyms, data.augment.neighbours, tokenizer, model)
+        before = len(train)
+        train, stats = augment_examples(train, data.augment, seed, lookup, data.text_field)
+        report.applied["augment"] = {**data.augment.model_dump(), "synonym_source": source,
+                                     "rows_before": before, **stats}
+        report.distribution["after_augment"] = label_counts(train)
+    report.applied["loss"] = task.configure_loss(cfg.train, train)
+    return train

@@ -1,0 +1,62 @@
+"""What data preparation did to a run's data: `RUN/data_summary.json` and `RUN/removed.jsonl`.
+
+Every row that cleaning or deduplication drops is recorded with its file, line, reason and the row
+itself, and counted per split and reason: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FILE = "data_summary.json"
+REMOVED_FILE = "removed.jsonl"
+
+
+class DataReport:
+    """Collects removals and the steps applied while the splits are prepared."""
+
+    def __init__(self) -> None:
+        self.removed: list[dict[str, Any]] = []
+        self.rows_read: dict[str, int] = {}
+        self.cleaned: Counter[str] = Counter()
+        self.applied: dict[str, Any] = {}
+        self.distribution: dict[str, dict[str, float]] = {}
+
+    def read(self, split: str, n: int) -> None:
+        self.rows_read[split] = self.rows_read.get(split, 0) + n
+
+    def remove(self, split: str, example: dict[str, Any], reason: str, **detail: Any) -> None:
+        self.removed.append({"split": split, "file": example.get("source"), "line": example.get("line"),
+                             "reason": reason, **detail, "row": example.get("row")})
+
+    def removed_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, Counter[str]] = defaultdict(Counter)
+        for r in self.removed:
+            counts[r["split"]][r["reason"]] += 1
+        return {split: dict(c) for split, c in counts.items()}
+
+    def summary(self, splits: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"rows_read": dict(self.rows_read)}
+        if splits is not None:
+            out["rows_used"] = {name: len(rows) for name, rows in splits.items()}
+        out["removed"] = self.removed_counts()
+        out["removed_total"] = len(self.removed)
+        out["removed_file"] = REMOVED_FILE
+        if self.cleaned:
+            out["rows_changed_by_cleaning"] = dict(self.cleaned)
+        out["applied"] = self.applied
+        out["class_distribution"] = self.distribution
+        return out
+
+    def write(self, out_dir: Path, splits: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+        """Write removed.jsonl (always, empty when nothing was removed) and data_summary.json."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.removed)
+        (out_dir / REMOVED_FILE).write_text(lines, encoding="utf-8")
+        summary = self.summary(splits)
+        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
+                                            encoding="utf-8")
+        return summary

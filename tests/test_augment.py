@@ -1,0 +1,189 @@
+"""Augmentation: EDA ops, determinism by seed, Chinese characters, synonym sources, `tunelab data augment`."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import WORDS, sentiment_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.config import AugmentConfig, DataConfig
+from tunelab.data import augment as aug
+from tunelab.data.synonyms import EmbeddingNeighbours, SynonymTable, whole_word_tokens
+from tunelab.errors import ConfigError, DataError
+
+SYN = SynonymTable({"good": ["great", "fine"], "movie": ["film"], "bad": ["awful"]})
+TEXT = "the movie was really good but the plot was bad"
+
+
+def _examples(n: int = 12) -> list[dict]:
+    return [{"text": r["text"], "label": r["label"], "source": "t.jsonl", "line": i + 1, "row": r}
+            for i, r in enumerate(sentiment_rows(n, 3))]
+
+
+def test_same_seed_same_output_other_seed_differs() -> None:
+    cfg = AugmentConfig(ratio=0.3, copies=2)
+    first, stats = aug.augment_examples(_examples(), cfg, 7, SYN)
+    again, _ = aug.augment_examples(_examples(), cfg, 7, SYN)
+    other, _ = aug.augment_examples(_examples(), cfg, 8, SYN)
+    assert [e["text"] for e in first] == [e["text"] for e in again]
+    assert [e["text"] for e in first] != [e["text"] for e in other]
+    assert len(first) == 12 + stats["copies_added"] and stats["copies_added"] + stats["unchanged_not_added"] == 24
+    assert sum(stats["by_op"].values()) == stats["copies_added"]
+    copy = first[12]
+    assert copy["augmented_from"] == 1 and copy["row"]["augmented_from"] == 1 and copy["label"] == first[0]["label"]
+    assert copy["row"]["text"] == copy["text"] != first[0]["text"]
+    assert all("augmented_from" not in e for e in first[:12])  # originals untouched
+
+
+def test_each_op() -> None:
+    words = TEXT.split()
+    rng = random.Random(0)
+    deleted = [u for u, _ in aug.op_delete(words, rng, 0.2, None)]
+    assert len(deleted) == len(words) - 2 and all(w in words for w in deleted)
+    assert aug.op_delete(["one"], rng, 0.5, None) == [("one", 0)]  # never empties a row
+    swapped = aug.op_swap(words, rng, 0.1, None)
+    assert Counter(u for u, _ in swapped) == Counter(words) and [u for u, _ in swapped] != words
+    assert sorted(i for _, i in swapped) == list(range(len(words)))  # origins: a permutation
+    replaced = aug.op_synonym(words, rng, 0.2, SYN)
+    changed = [(words[i], u) for u, i in replaced if u != words[i]]
+    assert len(changed) == 2 and all(new in SYN(old) for old, new in changed)
+    inserted = aug.op_insert(words, rng, 0.1, SYN)
+    new = [u for u, i in inserted if i == -1]
+    assert len(inserted) == len(words) + 1 and new[0] in {"great", "fine", "film", "awful"}
+    assert [u for u, i in inserted if i != -1] == words
+    assert aug.op_insert(["zzz", "qqq"], rng, 0.5, SYN) == [("zzz", 0), ("qqq", 1)]  # no synonyms: no change
+
+
+def test_synonym_keeps_punctuation_and_case() -> None:
+    out = aug.op_synonym(["Good!", "MOVIE,"], random.Random(0), 1.0, SYN)
+    assert out[0][0] in ("Great!", "Fine!") and out[1][0] == "FILM,"
+
+
+def test_augment_text_falls_back_to_an_op_that_changes_the_text() -> None:
+    # no word has a synonym: insert/synonym cannot change anything, delete or swap is used
+    text, op = aug.augment_text("zzz qqq xxx", ["insert", "synonym", "delete"], random.Random(1), 0.3, SYN)
+    assert op == "delete" and len(text.split()) == 2
+    assert aug.augment_text("zzz", ["swap", "synonym"], random.Random(1), 0.3, SYN) is None
+    with pytest.raises(ConfigError, match="data.augment.ops: insert and synonym need"):
+        aug.augment_examples(_examples(2), AugmentConfig(ops=["synonym"]), 0, None)
+
+
+def test_chinese_character_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aug, "_jieba", lambda: None)
+    assert aug.is_chinese("这部电影很好看") and not aug.is_chinese("a good movie 好")
+    units, lang = aug.split_units("这部电影很好看，Python 3 不错", "auto")
+    assert lang == "zh" and units == ["这", "部", "电", "影", "很", "好", "看", "，", "Python", "3", "不", "错"]
+    assert aug.join_units(units, "zh") == "这部电影很好看，Python 3不错"
+    syn = SynonymTable({"好": ["棒"]})
+    text, op = aug.augment_text("这部电影很好看", ["synonym"], random.Random(0), 0.1, syn)
+    assert (text, op) == ("这部电影很棒看", "synonym")
+    text, _ = aug.augment_text("这部电影很好看", ["delete"], random.Random(0), 0.3, None)
+    assert len(text) == 5 and " " not in text
+    en, lang = aug.split_units("这部电影很好看", "en")  # forced word level: one whitespace word
+    assert en == ["这部电影很好看"] and lang == "en"
+
+
+def test_chinese_uses_jieba_words_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeJieba:
+        @staticmethod
+        def lcut(text: str) -> list[str]:
+            return ["这部", "电影", "很", "好看"]
+
+    monkeypatch.setattr(aug, "_jieba", lambda: FakeJieba)
+    assert aug.split_units("这部电影很好看", "zh") == (["这部", "电影", "很", "好看"], "zh")
+
+
+def test_synonym_file(tmp_path: Path) -> None:
+    tsv = tmp_path / "syn.tsv"
+    tsv.write_text("# comment\ngood\tgreat, fine\n\nMovie\tfilm\ngood\tnice\n", encoding="utf-8")
+    table = SynonymTable.load(tsv)
+    assert table("good") == ["great", "fine", "nice"] and table("Good") == ["great", "fine", "nice"]
+    assert table("movie") == ["film"] and table("plot") == []
+    js = tmp_path / "syn.json"
+    js.write_text(json.dumps({"good": ["great", "good"], "bad": "awful,poor"}), encoding="utf-8")
+    assert SynonymTable.load(js)("good") == ["great"] and SynonymTable.load(js)("bad") == ["awful", "poor"]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("good\tgreat\nmovie film\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.tsv:2: synonyms: expected word<TAB>synonym"):
+        SynonymTable.load(bad)
+    (tmp_path / "e.tsv").write_text("good\t , \n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"e.tsv:1: synonyms: expected a word and at least one synonym"):
+        SynonymTable.load(tmp_path / "e.tsv")
+    with pytest.raises(DataError, match="synonym file not found"):
+        SynonymTable.load(tmp_path / "missing.tsv")
+
+
+def test_embedding_neighbours_on_tiny_bert(tiny_bert: Path) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert)
+    words = whole_word_tokens(tok)
+    assert set(words) == {w for w in WORDS if len(w) > 1}  # no specials, no single characters
+    emb = model.get_input_embeddings().weight
+    near = EmbeddingNeighbours(tok, emb, k=3)
+    got = near("good")
+    vecs = torch.nn.functional.normalize(emb[list(words.values())].detach(), dim=-1)
+    sims = vecs @ vecs[list(words).index("good")]
+    ranked = [w for _, w in sorted(zip(sims.tolist(), words, strict=True), reverse=True) if w != "good"]
+    assert got == ranked[:3]
+    assert near("GOOD") == got and near("unknownword") == []
+
+
+def test_whole_word_tokens_of_subword_vocabularies() -> None:
+    class Tok:
+        all_special_tokens = ["<s>"]
+
+        def __init__(self, vocab: list[str]) -> None:
+            self.vocab = {t: i for i, t in enumerate(vocab)}
+
+        def get_vocab(self) -> dict[str, int]:
+            return self.vocab
+
+    assert set(whole_word_tokens(Tok(["<s>", "good", "##ness", "a", "好", "12", "bad"]))) == {"good", "好", "bad"}
+    assert set(whole_word_tokens(Tok(["<s>", "\u2581good", "ness", "\u2581bad", "\u2581x"]))) == {"good", "bad"}
+    assert set(whole_word_tokens(Tok(["\u0120good", "ness", "\u0120film"]))) == {"good", "film"}
+
+
+def test_augment_config() -> None:
+    assert DataConfig(augment=True).augment == AugmentConfig()
+    assert AugmentConfig().ops == ["delete", "swap", "insert", "synonym"]
+    with pytest.raises(ValueError, match="ops"):
+        AugmentConfig(ops=[])
+
+
+def test_cli_data_augment(tiny_bert: Path, tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"review": r["text"], "label": r["label"], "id": i}
+                                               for i, r in enumerate(sentiment_rows(6, 0))])
+    syn = tmp_path / "syn.tsv"
+    syn.write_text("".join(f"{w}\t{WORDS[(i + 1) % len(WORDS)]}\n" for i, w in enumerate(WORDS)), encoding="utf-8")
+    out = tmp_path / "out" / "aug.jsonl"
+    runner = CliRunner()
+    args = ["data", "augment", str(src), "--output", str(out), "--set", "data.text_field=review",
+            "--set", "data.augment={copies: 2, ratio: 0.3}", "--set", f"data.augment.synonyms={syn}"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    originals = [json.loads(x) for x in src.read_text().splitlines()]
+    assert rows[:6] == originals and len(rows) == 6 + 12
+    for row in rows[6:]:
+        first = originals[row["augmented_from"] - 1]
+        assert row["id"] == first["id"] and row["label"] == first["label"] and row["review"] != first["review"]
+    assert "wrote 6 rows + 12 augmented copies" in res.output
+    assert runner.invoke(app, args).exit_code == 0 and [json.loads(x) for x in out.read_text().splitlines()] == rows
+    # embedding neighbours of a model instead of a file
+    res = runner.invoke(app, [*args[:-2], "--model", str(tiny_bert), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    # ops needing synonyms without a source: one line, exit 2
+    res = runner.invoke(app, ["data", "augment", str(src), "--output", str(out), "--set", "data.text_field=review"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert "insert and synonym need --model" in res.output
+    res = runner.invoke(app, ["data", "augment", str(src), "--output", str(out), "--set", "data.text_field=review",
+                              "--set", "data.augment.ops=[delete,swap]"])
+    assert res.exit_code == 0, res.output

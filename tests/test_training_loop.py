@@ -1,0 +1,239 @@
+"""The training loop's safety and selection features on a tiny model: NaN/inf stops, early stopping
+with best-checkpoint export, optimizers and schedules, L1, dropout override, and `tunelab env`."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab import checkpoint as ckpt
+from tunelab import engine
+from tunelab.cli import app
+from tunelab.config import build_config
+from tunelab.data.readers import Record, Table
+from tunelab.early_stopping import MetricTracker
+from tunelab.errors import TunelabError
+from tunelab.methods import METHODS
+from tunelab.optim import PlateauWithWarmup, set_dropout
+from tunelab.tasks import TASKS
+
+runner = CliRunner()
+
+
+def _table(rows: list[dict]) -> Table:
+    return Table("mem.jsonl", [Record("mem.jsonl", i + 1, r) for i, r in enumerate(rows)])
+
+
+def _setup(model_path: Path, method: str = "full", **train: object):
+    cfg = build_config({"task": "classification", "model": str(model_path), "method": method,
+                        "train": {"batch_size": 8, "lr": 1e-3, "log_steps": 1, **train}})
+    engine.seed_everything(0)
+    task = TASKS.get("classification")(cfg.task, cfg.data)
+    examples = task.parse(_table(sentiment_rows(24)))
+    model, tok = task.build_model(str(model_path), examples)
+    model = METHODS.get(method)(cfg.method).apply(model, task.head_modules(model))
+    return cfg, model, task.encode(examples, tok), partial(task.collate, pad_id=tok.pad_token_id)
+
+
+# ------------------------------------------------------------------------ NaN / inf
+def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=10, save_steps=2)
+    calls = 0
+
+    def loss_fn(m: torch.nn.Module, batch: dict) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        loss = m(**batch).loss
+        return loss * float("nan") if calls == 5 else loss
+
+    with pytest.raises(FloatingPointError) as err:
+        engine.train(model, feats, collate, cfg.train, 1e-3, tmp_path, loss_fn=loss_fn)
+    assert str(err.value) == f"train: loss is nan at step 5; last good checkpoint: {tmp_path}/checkpoints/step-00000004"
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [2, 4]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_nan_gradient_is_caught_when_clipping(tiny_bert: Path) -> None:
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=6, save_steps=0)
+    calls = 0
+
+    def loss_fn(m: torch.nn.Module, batch: dict) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        loss = m(**batch).loss
+        if calls == 3:  # adds 0 to the loss, NaN to the gradient: d sqrt(x^2)/dx at 0
+            w = next(p for p in m.parameters() if p.requires_grad)
+            x = w.sum() - w.sum().detach()
+            loss = loss + torch.sqrt(x * x)
+        return loss
+
+    with pytest.raises(FloatingPointError, match=r"^train: gradient norm is nan at step 3; no checkpoint was saved$"):
+        engine.train(model, feats, collate, cfg.train, 1e-3, None, loss_fn=loss_fn)
+
+
+def test_cli_nan_exits_1_with_one_line(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunelab.tasks.classification import Classification
+
+    calls = 0
+
+    def nan_at_3(m: torch.nn.Module, batch: dict) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        loss = m(**batch).loss
+        return loss + float("inf") if calls == 3 else loss
+
+    monkeypatch.setattr(Classification, "loss_fn", lambda self: nan_at_3)
+    data = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--set", "task=classification", "--set", f"model={tiny_bert}",
+                              "--set", f"data.train={data}", "--set", f"output_dir={out}", "--set", "train.max_steps=6",
+                              "--set", "train.batch_size=8", "--set", "train.save_steps=2"])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [
+        f"error: train: loss is inf at step 3; last good checkpoint: {out}/checkpoints/step-00000002"]
+    assert not (out / "model").exists()
+
+
+# ------------------------------------------------------------------------ early stopping, best model
+def _scripted(values: list[float]):
+    """An `evaluate` that returns the next accuracy of `values` each time it is called."""
+    it = iter(values)
+    return lambda m: {"accuracy": next(it), "n": 8}
+
+
+@pytest.mark.parametrize("checkpoints", [True, False], ids=["best-from-checkpoint", "best-in-memory"])
+def test_early_stopping_exports_the_best_step(checkpoints: bool, tiny_bert: Path, tmp_path: Path) -> None:
+    cfg, model, feats, collate = _setup(
+        tiny_bert, max_steps=20, eval_steps=1, save_steps=1 if checkpoints else 0, save_total_limit=1,
+        early_stopping={"metric": "accuracy", "patience": 2},
+    )
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    result = engine.train(model, feats, collate, cfg.train, 1e-2, tmp_path, evaluate=_scripted([0.5, 0.8, 0.7, 0.75]),
+                          on_eval=lambda step, _: snapshots.__setitem__(step, ckpt.trainable_state(model)))
+    assert (result.steps, result.stopped_early, result.best_step, result.selected_step) == (4, True, 2, 2)
+    assert (result.best_metric, result.best_value) == ("accuracy", 0.8)
+    now = ckpt.trainable_state(model)
+    assert all(torch.equal(now[k], snapshots[2][k]) for k in now), "the model must hold the best step's weights"
+    assert not all(torch.equal(now[k], snapshots[4][k]) for k in now)
+    if checkpoints:  # the newest one (save_total_limit 1) plus the best, never pruned
+        assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [2, 4]
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    stop = {"metric": "accuracy", "best_step": 2, "best_value": 0.8, "bad": 2}
+    assert rows[-1] == {"step": 4, "early_stopping": stop}
+
+
+def test_unknown_metric_is_a_user_error(tiny_bert: Path) -> None:
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=2, eval_steps=1, save_steps=0, best_metric="nope")
+    with pytest.raises(TunelabError, match=r"metric 'nope' is not among the evaluation metrics \(accuracy, n\)"):
+        engine.train(model, feats, collate, cfg.train, 1e-3, None, evaluate=_scripted([0.5]))
+
+
+def test_best_tracking_needs_evaluations(tiny_bert: Path) -> None:
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=2, early_stopping={"patience": 1})
+    with pytest.raises(TunelabError, match="need evaluations"):
+        engine.train(model, feats, collate, cfg.train, 1e-3, None)
+
+
+def test_metric_tracker_modes() -> None:
+    t = MetricTracker("eval_loss", min_delta=0.1, patience=2)  # auto: lower is better for a loss
+    assert t.update(1, {"eval_loss": 1.0}) and not t.update(2, {"eval_loss": 0.95})  # within min_delta
+    assert t.update(3, {"eval_loss": 0.8}) and t.best_step == 3
+    assert not t.update(4, {"eval_loss": 0.9}) and not t.update(5, {"eval_loss": float("nan")}) and t.should_stop
+    h = MetricTracker(None)  # the headline: the first float metric
+    h.update(1, {"n": 3, "f1_micro": 0.4, "accuracy": 0.9})
+    assert h.metric == "f1_micro"
+
+
+def test_cli_early_stopping_exports_the_selected_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40, 0))
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(16, 1))
+    out = tmp_path / "run"
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={out}", "train.max_steps=10", "train.batch_size=8", "train.lr=5e-3", "train.eval_steps=2",
+            "train.save_steps=2", "train.save_total_limit=1", "train.early_stopping.metric=f1_macro",
+            "train.early_stopping.patience=2"]
+    res = runner.invoke(app, ["train", *(x for s in sets for x in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    best = json.loads((out / "metrics.json").read_text())["train"]["best"]
+    assert best["metric"] == "f1_macro" and best["selected_step"] == best["step"]
+    saved = load_file(str(out / "checkpoints" / f"step-{best['step']:08d}" / "trainable.safetensors"))
+    exported = load_file(str(out / "model" / "model.safetensors"))
+    assert torch.allclose(exported["classifier.weight"], saved["classifier.weight"])
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r["eval/f1_macro"] for r in rows if "eval/f1_macro" in r}
+    assert best["value"] == max(evals.values()) and evals[best["step"]] == best["value"]
+
+
+# ------------------------------------------------------------------------ optimizers, schedules, regularisers
+@pytest.mark.parametrize("train", [
+    {"optimizer": "sgd", "momentum": 0.9, "lr": 0.05},
+    {"optimizer": "adafactor"},
+    {"optimizer": "adamw", "scheduler": "reduce_on_plateau", "warmup": 2},
+], ids=["sgd", "adafactor", "adamw-plateau"])
+def test_optimizers_train(train: dict, tiny_bert: Path) -> None:
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=4, save_steps=0, eval_steps=2, **train)
+    before = ckpt.trainable_state(model)
+    result = engine.train(model, feats, collate, cfg.train, cfg.train.lr, None, evaluate=_scripted([0.5, 0.4]))
+    assert result.steps == 4 and result.train_loss == pytest.approx(result.train_loss)  # finite
+    after = ckpt.trainable_state(model)
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
+
+
+def test_plateau_with_warmup() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = PlateauWithWarmup(opt, warmup=2, factor=0.5, patience=1)
+    lrs = [sched.get_last_lr()[0]]
+    for _ in range(3):
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert lrs == [0.0, 0.5, 1.0, 1.0]  # linear warmup, as transformers' schedules
+    for score in (1.0, 0.5, 0.5):  # best, then two evaluations without improvement (> patience 1)
+        sched.step_metric(score)
+    assert sched.get_last_lr() == [0.5]
+    state = sched.state_dict()
+    other = PlateauWithWarmup(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 2, 0.5, 1)
+    other.load_state_dict(state)
+    assert other.get_last_lr() == [0.5] and other.state_dict() == state
+
+
+def test_l1_adds_the_penalty_to_the_loss(tiny_bert: Path) -> None:
+    losses = []
+    for l1 in (0.0, 1e-3):
+        cfg, model, feats, collate = _setup(tiny_bert, max_steps=1, save_steps=0, dropout=0.0, l1=l1)
+        penalty = sum(float(p.detach().abs().sum()) for p in model.parameters() if p.requires_grad)
+        losses.append(engine.train(model, feats, collate, cfg.train, 1e-3, None).train_loss)
+    assert losses[1] - losses[0] == pytest.approx(1e-3 * penalty, rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_dropout_override(arch: str, tiny_bert: Path, tiny_llama: Path) -> None:
+    _, model, _, _ = _setup(tiny_bert if arch == "bert" else tiny_llama, method="lora")
+    set_dropout(model, 0.3)
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(p == 0.3 for p in drops)
+    fields = {k: v for k, v in vars(model.config).items() if "dropout" in k and isinstance(v, float)}
+    assert fields and all(v == 0.3 for v in fields.values()), fields
+    attrs = [v for m in model.modules() for k, v in vars(m).items() if "dropout" in k and isinstance(v, float)]
+    assert all(v == 0.3 for v in attrs)
+
+
+def test_env_command(tiny_bert: Path) -> None:
+    res = runner.invoke(app, ["env", "--set", "task=classification", "--set", f"model={tiny_bert}",
+                              "--set", "train.seed=7", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["seed"] == 7 and info["torch"] == torch.__version__
+    assert {"python", "transformers", "peft", "accelerate", "tunelab", "cpu", "gpu", "torch_threads",
+            "cpu_bf16_native", "precision_auto"} <= set(info)
+    res = runner.invoke(app, ["env"])
+    assert res.exit_code == 0 and "torch" in res.stdout
