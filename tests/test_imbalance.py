@@ -221,14 +221,28 @@ def test_over_and_undersampling() -> None:
         {("x",): 4, ("x", "y"): 4}
 
 
-def test_ner_rejects_loss_options() -> None:
+def test_ner_token_weighted_loss() -> None:
+    """NER: per-tag weights (a type name covers B- and I-), -100 positions ignored, as torch's own."""
     from tunelab.tasks import TASKS
 
     ner = TASKS.get("ner")
     task = ner(ner.Config(), DataConfig())
-    with pytest.raises(ConfigError, match="config: train.class_weights: not supported by task ner yet"):
-        task.configure_loss(TrainConfig(class_weights="auto"), [])
-    assert task.configure_loss(TrainConfig(), []) == {"type": "model"}
+    task.labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    examples = [{"tags": ["O", "O", "O", "B-PER", "I-PER"]}, {"tags": ["O", "B-LOC", "O", "O", "O"]}]
+    assert task.configure_loss(TrainConfig(), examples) == {"type": "model"}
+    applied = task.configure_loss(TrainConfig(class_weights={"PER": 3.0, "B-LOC": 2.0}), examples)
+    assert applied["class_weights"] == {"O": 1.0, "B-PER": 3.0, "I-PER": 3.0, "B-LOC": 2.0, "I-LOC": 1.0}
+    auto = task.configure_loss(TrainConfig(class_weights="auto"), examples)["class_weights"]
+    assert auto["O"] == pytest.approx(10 / (4 * 7)) and auto["B-LOC"] == pytest.approx(10 / 4)
+    assert auto["I-LOC"] == 1.0  # absent from the data
+    logits = torch.randn(2, 6, 5)
+    labels = torch.tensor([[-100, 0, 0, 0, 1, 2], [-100, 0, 3, -100, 0, 0]])
+    got = task.loss_fn()(_Logits(logits), _batch(labels))
+    w = torch.tensor([auto[t] for t in task.labels])
+    want = F.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), weight=w, ignore_index=-100)
+    assert torch.allclose(got, want, atol=1e-6)
+    with pytest.raises(ConfigError, match="unknown label 'ORG'"):
+        task.configure_loss(TrainConfig(class_weights={"ORG": 2.0}), examples)
 
 
 def test_train_end_to_end_with_imbalance_and_augmentation(tiny_bert: Path, tmp_path: Path) -> None:

@@ -162,9 +162,13 @@ def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
             "train.batch_size=8",
             "--set",
             "train.save_steps=0",
+            "--set",
+            "train.class_weights=auto",
         ],
     )
     assert res.exit_code == 0, res.output
+    loss = json.loads((out / "data_summary.json").read_text())["applied"]["loss"]
+    assert loss["type"] == "token_cross_entropy" and loss["class_weights"]["O"] < 1 < loss["class_weights"]["B-PER"]
     m = json.loads((out / "metrics.json").read_text())["validation"]
     assert {"f1", "precision", "recall", "token_accuracy", "per_type"} <= set(m)
     assert m["f1"] > 0.9, m

@@ -89,6 +89,41 @@ def train(
                f"{t['precision']}); model: {Path(cfg.output_dir) / 'model'}", err=True)
 
 
+@app.command()
+@user_errors
+def tune(
+    config: Path = typer.Argument(..., help="YAML config with a `search` section (metric, direction, space)."),
+    trials: int = typer.Option(..., "--trials", min=1, help="Trials in the study in all: finished (complete or "
+                               "pruned) trials count, so rerunning continues up to this many."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna storage: a SQLite file path or a database "
+                                       "URL (default: OUTPUT_DIR/tune/study.db)."),
+    study: str | None = typer.Option(None, "--study", help="Study name in the storage (default: tunelab)."),
+) -> None:
+    """Hyperparameter search with Optuna (TPE, median pruning); resumable; writes OUTPUT_DIR/tune/best.yaml."""
+    from tunelab.config import load_config
+    from tunelab.search import run_search
+
+    run_search(load_config(config, set_), trials, storage=storage, study_name=study)
+
+
+@app.command()
+@user_errors
+def cv(
+    config: Path = typer.Argument(..., help="YAML config; data.train is split into folds."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Number of folds."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+) -> None:
+    """k-fold cross-validation over data.train: OUTPUT_DIR/cv/fold-k runs and cv.json (mean ± std)."""
+    from tunelab.config import load_config
+    from tunelab.crossval import print_cv, run_cv
+
+    cfg = load_config(config, set_)
+    result = run_cv(cfg, folds)
+    print_cv(result)
+    typer.echo(f"cv: {result['folds']} folds; results: {Path(cfg.output_dir) / 'cv' / 'cv.json'}", err=True)
+
+
 @app.command("eval")
 @user_errors
 def eval_(

@@ -75,6 +75,19 @@ class DataConfig(Section):
     text_pair_field: str | None = Field(None, description="Column holding the second text of a pair.")
     label_field: str = Field("label", description="Column holding the label (a list for multi-label).")
     max_length: int = Field(256, ge=8, le=131072, description="Longest input in tokens; longer is truncated.")
+    truncation: Literal["head", "tail", "head+tail", "sliding_window"] = Field(
+        "head", description="Classification: how a text over max_length is cut. head: its first tokens; tail: its "
+        "last; head+tail: the first half and the last half of the token budget (max_length minus special "
+        "tokens; the head gets the smaller half); sliding_window: overlapping windows of max_length, each a "
+        "training row with the row's label, whose logits are combined (window_aggregate) in evaluation and "
+        "prediction. With text pairs the longer text is cut first (windows slide over `text` only)."
+    )
+    window_stride: int = Field(
+        32, ge=0, description="sliding_window: tokens shared by consecutive windows (at most max_length / 2)."
+    )
+    window_aggregate: Literal["mean", "max"] = Field(
+        "mean", description="sliding_window: a row's logits are the mean or the maximum of its windows' logits."
+    )
     validation_split: float = Field(
         0.1, ge=0.0, lt=1.0,
         description="Fraction of train held out (stratified, seeded by train.seed) when no validation file.",
@@ -98,6 +111,13 @@ class DataConfig(Section):
     def _on_off(cls, value: Any) -> Any:
         """`clean: true` means the defaults, `clean: false` means off."""
         return {} if value is True else None if value is False else value
+
+    @model_validator(mode="after")
+    def _window(self) -> DataConfig:
+        if self.truncation == "sliding_window" and self.window_stride > self.max_length // 2:
+            raise ConfigError(f"config: data.window_stride: {self.window_stride} is more than half of "
+                              f"data.max_length ({self.max_length}); windows would barely advance")
+        return self
 
 
 class EarlyStoppingConfig(Section):
@@ -173,6 +193,10 @@ class TrainConfig(Section):
         "augmentation) or {label: weight} (unlisted labels: 1)."
     )
     focal_gamma: float = Field(0.0, ge=0, description="Focal loss focusing parameter; 0 = plain cross-entropy.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        [], description="Also log every metrics.jsonl row to these trackers, offline, inside OUTPUT_DIR "
+        "(tensorboard/, mlflow.db, wandb/); each needs its package (pip install 'tunelab[track]')."
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Mix this much of a uniform distribution into targets.")
 
     @field_validator("class_weights", mode="before")
@@ -188,6 +212,20 @@ class TrainConfig(Section):
                 raise ValueError(f"weight of {key!r} must be a number > 0, got {weight!r}")
             out[str(key).lower() if isinstance(key, bool) else str(key)] = float(weight)
         return out
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if isinstance(names, list):
+            import importlib.util
+
+            from tunelab.tracking import PACKAGES
+
+            for name in names:
+                if name in PACKAGES and importlib.util.find_spec(PACKAGES[name]) is None:
+                    raise ValueError(f"{name} is not installed; pip install 'tunelab[track]' (or {PACKAGES[name]})")
+        return names
 
     def tracks_best(self) -> bool:
         """A best checkpoint is tracked (and never pruned) when a selection metric is configured."""
@@ -219,6 +257,7 @@ def run_config_class() -> type[BaseModel]:
     """Build `RunConfig` from the registered tasks and methods (done once)."""
     _load_plugins()
     from tunelab.methods import METHODS
+    from tunelab.search import SearchConfig
     from tunelab.tasks import TASKS
 
     task_t = _union([cls.Config for _, cls in TASKS.items()])
@@ -233,6 +272,7 @@ def run_config_class() -> type[BaseModel]:
         output_dir=(str, Field("", description="Run directory; default runs/<task>-<time>.")),
         data=(DataConfig, Field(default_factory=DataConfig, description="Input files and columns.")),
         train=(TrainConfig, Field(default_factory=TrainConfig, description="Optimisation settings.")),
+        search=(SearchConfig | None, Field(None, description="Hyperparameter search space for `tunelab tune`.")),
     )
 
 
@@ -384,4 +424,7 @@ def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
 
 
 def config_to_yaml(cfg: BaseModel) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = cfg.model_dump(mode="json")
+    if "search" in data and data["search"] is None:  # only `tunelab tune` configs carry a search section
+        del data["search"]
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

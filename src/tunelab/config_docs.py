@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -22,6 +22,8 @@ def _default(field: Any) -> str:
 
 def _section(field: Any) -> type[BaseModel] | None:
     """The sub-section class of a field such as `early_stopping: EarlyStoppingConfig | None`."""
+    if get_origin(field.annotation) is dict:  # a mapping of sub-sections (search.space) is documented apart
+        return None
     for t in (field.annotation, *get_args(field.annotation)):
         if isinstance(t, type) and issubclass(t, BaseModel):
             return t
@@ -43,6 +45,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 def config_reference() -> str:
     from tunelab.config import DataConfig, TrainConfig, run_config_class
     from tunelab.methods import METHODS
+    from tunelab.search import ParamSpec, SearchConfig
     from tunelab.tasks import TASKS
 
     cls = run_config_class()
@@ -59,6 +62,9 @@ def config_reference() -> str:
         default = "required" if name in ("task", "model") else ("`full`" if name == "method" else _default(f))
         parts.append(f"| `{name}` | | {default} | {f.description} |")
     parts += ["\n## data\n", head, *_rows(DataConfig, "data."), "\n## train\n", head, *_rows(TrainConfig, "train.")]
+    parts += ["\n## search\n", "Hyperparameter search space, used by `tunelab tune` only (`tunelab train` ignores it). "
+              "Each key of `search.space` is a dotted config key, as for `--set`.\n",
+              head, *_rows(SearchConfig, "search."), *_rows(ParamSpec, "search.space.<key>.")]
     for kind, reg in (("task", TASKS), ("method", METHODS)):
         for name, entry in reg.items():
             rows = _rows(entry.Config, f"{kind}.")

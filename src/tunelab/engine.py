@@ -14,12 +14,12 @@ with the same weights, optimizer, schedule and RNG states (checkpoint.py).
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tunelab.early_stopping import MetricTracker
 from tunelab.errors import TunelabError
 from tunelab.optim import l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.progress import TrainProgress
+from tunelab.tracking import MetricsLog
 
 Collate = Callable[[Sequence[dict[str, Any]]], dict[str, torch.Tensor]]
 
@@ -130,24 +131,6 @@ def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-class MetricsLog:
-    """`metrics.jsonl`: one JSON object per log step or evaluation, flushed as written."""
-
-    def __init__(self, path: Path | None) -> None:
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = path.open("a", encoding="utf-8") if path else None
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self._f:
-            self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            self._f.flush()
-
-    def close(self) -> None:
-        if self._f:
-            self._f.close()
-
-
 def check_finite(acc: Any, value: torch.Tensor, what: str, step: int, last: Path | None, reduce: bool) -> None:
     """Stop before the optimizer applies a NaN/inf; the last good checkpoint stays as it is."""
     if reduce and acc.num_processes > 1:  # a NaN on any process stops all of them together
@@ -222,7 +205,7 @@ class Loop:
         needs_metric = evaluate is not None and (self.keep_best or cfg.scheduler == "reduce_on_plateau")
         self.tracker = MetricTracker.from_config(cfg) if needs_metric else None
         self.best_weights: dict[str, torch.Tensor] | None = None  # the best, in memory, when no checkpoints
-        self.log = MetricsLog(out_dir / "metrics.jsonl" if out_dir and acc.is_main_process else None)
+        self.log = MetricsLog(out_dir / "metrics.jsonl" if out_dir and acc.is_main_process else None, cfg.report_to)
         self.s, self.rng = LoopState(), None  # rng: the RNG states to restore right before the next step
         self.resumed_from: Path | None = None
         self.last_saved: Path | None = None
@@ -258,7 +241,7 @@ class Loop:
         self.model.train()
         if self.rng is not None:
             ckpt.set_rng_state(self.rng)  # last: nothing may draw from the RNGs before the next step
-        with bar:
+        with bar, closing(self.log):  # closed on an exception too (on_eval's optuna.TrialPruned)
             bar.update(s.step)
             while s.step < self.total and not s.stopped:
                 order = batch_order(self.lengths, cfg.batch_size, cfg.seed + s.epoch, cfg.group_by_length)
@@ -277,7 +260,6 @@ class Loop:
                         break
                 else:
                     s.epoch, s.batch = s.epoch + 1, 0
-        self.log.close()
         return self.finish(time.perf_counter() - self.start)
 
     def forward_backward(self, ids: list[int]) -> bool:
@@ -380,6 +362,9 @@ class Loop:
         )
 
 
+_TARGETS = ("labels", "start_positions", "end_positions")  # training targets, not model inputs, in evaluation
+
+
 @torch.inference_mode()
 def forward_logits(
     model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: Collate, batch_size: int,
@@ -394,9 +379,11 @@ def forward_logits(
     out: list[np.ndarray | None] = [None] * len(features)
     for s in range(0, len(order), batch_size):
         chunk = order[s : s + batch_size]
-        batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items() if k != "labels"}
+        batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items() if k not in _TARGETS}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(**batch).logits.float().cpu().numpy()
+            output = model(**batch)  # extractive QA: start and end logits per token, stacked as [..., 2]
+            logits = output.logits if "logits" in output else torch.stack([output.start_logits, output.end_logits], -1)
+            logits = logits.float().cpu().numpy()
         for j, i in enumerate(chunk):  # per-token logits: cut each row back to its own length
             out[i] = logits[j][: len(features[i]["input_ids"])] if logits.ndim == 3 else logits[j]
     if not out:

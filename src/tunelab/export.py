@@ -26,8 +26,9 @@ def save_model(
         saved = method.export(model, model_tmp, adapter_tmp)
         tokenizer.save_pretrained(model_tmp)
         meta = {"tunelab_version": __version__, "task": cfg.task.model_dump(mode="json"),
-                "data": cfg.data.model_dump(mode="json", include={"text_field", "text_pair_field",
-                                                                  "label_field", "max_length"}),
+                "data": cfg.data.model_dump(mode="json", include={"text_field", "text_pair_field", "label_field",
+                                                                  "max_length", "truncation", "window_stride",
+                                                                  "window_aggregate"}),
                 "method": cfg.method.model_dump(mode="json"), "base_model": cfg.model, **task.metadata()}
         (model_tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for f in model_tmp.rglob("*"):

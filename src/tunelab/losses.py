@@ -23,8 +23,13 @@ from tunelab.errors import ConfigError
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 0.0,
                weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Single-label loss; `target` holds class ids (n,) or distributions (n, k)."""
+    """Single-label loss; `target` holds class ids (n,) or distributions (n, k). Per-token logits
+    (n, seq, k) with ids (n, seq) are scored on the positions whose id is not -100 (NER)."""
     k = logits.shape[-1]
+    if logits.dim() == 3:
+        logits, target = logits.reshape(-1, k), target.reshape(-1)
+        keep = target != -100
+        logits, target = logits[keep], target[keep]
     logp = F.log_softmax(logits.float(), dim=-1)
     hard = not target.is_floating_point()
     t = F.one_hot(target, k).float() if hard else target.float()
@@ -58,20 +63,22 @@ def binary_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: floa
 
 
 def class_weights(spec: str | dict[str, float] | None, labels: list[str], counts: dict[str, float],
-                  rows: int, multi_label: bool) -> list[float] | None:
+                  rows: int, multi_label: bool, aliases: dict[str, list[str]] | None = None) -> list[float] | None:
     """`train.class_weights` as one weight per label (in `labels` order).
 
     auto, single-label: n / (classes · count_c), sklearn's "balanced" (classes absent from the data: 1);
     auto, multi-label: negatives / positives per label, the BCE pos_weight; a mapping: its weights, 1
-    for labels it does not list."""
+    for labels it does not list. `aliases` lets a mapping name a group (NER: `PER` → B-PER and I-PER)."""
     if spec is None:
         return None
     if isinstance(spec, dict):
-        unknown = [name for name in spec if name not in labels]
+        groups = {**(aliases or {}), **{name: [name] for name in labels}}
+        unknown = [name for name in spec if name not in groups]
         if unknown:
             raise ConfigError(f"config: train.class_weights: unknown label {unknown[0]!r} "
-                              f"(labels: {', '.join(labels)})")
-        return [float(spec.get(name, 1.0)) for name in labels]
+                              f"(labels: {', '.join(groups)})")
+        by_label = {label: float(w) for name, w in spec.items() for label in groups[name]}
+        return [by_label.get(name, 1.0) for name in labels]
     if multi_label:
         return [(rows - counts[n]) / counts[n] if counts.get(n) and rows > counts[n] else 1.0 for n in labels]
     present = [n for n in labels if counts.get(n)]

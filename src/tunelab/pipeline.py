@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,12 @@ from tunelab.models import resolve_model
 from tunelab.tasks import TASKS
 
 
-def run(cfg: Any, resume: str | None = None) -> dict[str, Any]:
+def run(cfg: Any, resume: str | None = None,
+        on_eval: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, evaluate and export one run; returns the final metrics (also in metrics.json).
-    `resume`: `auto` (the newest checkpoint in output_dir) or a checkpoint path to continue from."""
+    `resume`: `auto` (the newest checkpoint in output_dir) or a checkpoint path to continue from.
+    `on_eval(step, {"step", "eval/<metric>": ...})`: sees every evaluation during training (search pruning);
+    an exception it raises (optuna.TrialPruned) ends the run there."""
     from accelerate import PartialState
 
     t0 = time.perf_counter()
@@ -65,6 +69,7 @@ def run(cfg: Any, resume: str | None = None) -> dict[str, Any]:
         model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
         lr=cfg.train.lr or method.default_lr, out_dir=out,
         evaluate=score if "validation" in splits else None, loss_fn=task.loss_fn(), resume_from=resume_from,
+        on_eval=on_eval,
     )
     if not state.is_main_process:  # the main process exports and scores; the others are done
         state.wait_for_everyone()

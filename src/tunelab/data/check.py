@@ -36,6 +36,8 @@ def _configs(task_name: str, overrides: list[str]) -> tuple[Any, DataConfig]:
 
 
 def _key(ex: dict[str, Any]) -> str:
+    if "context" in ex:  # extractive QA
+        return ex["question"] + "\t" + ex["context"]
     return ex["text"] + ("\t" + ex["text_pair"] if "text_pair" in ex else "")
 
 
@@ -57,12 +59,16 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     keys: dict[str, set[str]] = {}
     for path in files:
         examples = task.parse(read_table(path))
-        texts = [ex["text"] for ex in examples]
-        pairs = [ex["text_pair"] for ex in examples] if data.text_pair_field else None
+        if "context" in examples[0]:  # extractive QA: over max_length = the context needs several windows
+            texts, pairs = [ex["question"] for ex in examples], [ex["context"] for ex in examples]
+            labels = Counter("answerable" if ex["answers"] else "unanswerable" for ex in examples)
+        else:
+            texts = [ex["text"] for ex in examples]
+            pairs = [ex["text_pair"] for ex in examples] if data.text_pair_field else None
+            labels = Counter(
+                lab for ex in examples for lab in (ex["label"] if isinstance(ex["label"], list) else [ex["label"]])
+            )
         lengths = np.asarray([len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]])
-        labels = Counter(
-            lab for ex in examples for lab in (ex["label"] if isinstance(ex["label"], list) else [ex["label"]])
-        )
         exact = Counter(_key(ex) for ex in examples)
         normal = Counter(_norm(_key(ex)) for ex in examples)
         keys[path] = set(normal)

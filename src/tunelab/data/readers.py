@@ -2,7 +2,8 @@
 
 Every malformed file or row raises `DataError("file:line: field: problem")`; nothing is dropped.
 Accepted as valid: a UTF-8 BOM, CRLF line ends, blank lines (skipped, not rows), quoted CSV fields
-holding commas and newlines, any Unicode text.
+holding commas and newlines, any Unicode text. A `.json` file in SQuAD shape (`{"data": [...]}`) becomes
+one record per question, placed by its index path instead of a line.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
 @dataclass(frozen=True)
 class Record:
     source: str
-    line: int  # 1-based line where the row starts (row number for Parquet / JSON arrays)
+    line: int | None  # 1-based line of the row (row number for Parquet / JSON arrays; None for SQuAD JSON)
     data: dict[str, Any]
 
 
@@ -64,8 +65,49 @@ def _read_jsonl(path: Path) -> list[Record]:
     return records
 
 
+def _read_squad(path: Path, obj: dict[str, Any]) -> list[Record]:
+    """SQuAD JSON (`{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}`) → one record per
+    question `{id, title, context, question, answers}`; `is_impossible: true` means no answers. The
+    record's source names its place (`file.json: data[3].paragraphs[0].qas[2]`); it has no line."""
+    out = []
+
+    def items(value: Any, where: str, field: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise DataError(f"{path}: {where}", None, field, f"expected a list, got {type(value).__name__}")
+        return value
+
+    for i, article in enumerate(obj["data"]):
+        if not isinstance(article, dict):
+            raise DataError(f"{path}: data[{i}]", None, None, "expected a JSON object")
+        for j, para in enumerate(items(article.get("paragraphs"), f"data[{i}]", "paragraphs")):
+            where = f"data[{i}].paragraphs[{j}]"
+            if not isinstance(para, dict):
+                raise DataError(f"{path}: {where}", None, None, "expected a JSON object")
+            for k, qa in enumerate(items(para.get("qas"), where, "qas")):
+                if not isinstance(qa, dict):
+                    raise DataError(f"{path}: {where}.qas[{k}]", None, None, "expected a JSON object")
+                row = {key: qa[key] for key in ("id",) if key in qa}
+                if "title" in article:
+                    row["title"] = article["title"]
+                if "context" in para:
+                    row["context"] = para["context"]
+                row.update({key: value for key, value in qa.items() if key not in ("id", "is_impossible")})
+                if qa.get("is_impossible") is True:
+                    row["answers"] = []
+                out.append(Record(f"{path}: {where}.qas[{k}]", None, row))
+    return out
+
+
 def _read_json(path: Path) -> list[Record]:
     text = _decode(path)
+    if text.lstrip().startswith("{"):  # a SQuAD file is one object holding `data`
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None  # several objects: one per line
+        data = obj.get("data") if isinstance(obj, dict) else None
+        if isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]:
+            return _read_squad(path, obj)
     if not text.lstrip().startswith("["):
         return _read_jsonl(path)  # a .json file with one object per line
     try:

@@ -71,6 +71,14 @@ class Task(ABC):
         return pad_batch(features, pad_id)
 
     # -- scoring -----------------------------------------------------------------------------
+    def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],
+               batch_size: int) -> np.ndarray:
+        """What `metrics` / `predictions` receive: one entry per example. Tasks whose examples become
+        several features (sliding windows; features carry `example_index`) combine them here."""
+        from tunelab.engine import forward_logits
+
+        return forward_logits(model, features, collate, batch_size)
+
     @abstractmethod
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         """Metrics of one evaluation split; the headline metric first."""

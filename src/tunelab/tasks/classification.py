@@ -4,6 +4,10 @@ Rows: `{text, [text_pair], label}`; labels are strings (or numbers) in the data,
 saved in the model's config (`id2label`). A label may also be a `{label: probability}` object, a soft
 target (trained with soft cross-entropy; scored against its most probable label). Continuing from a
 tuned model keeps its labels and appends new ones, growing the head (incremental fine-tuning).
+
+Long texts: `data.truncation` keeps the head, the tail or head+tail of a text, or cuts it into sliding
+windows (`data.window_stride` tokens of overlap): each window trains with the row's label, and evaluation /
+prediction combine a row's window logits (`data.window_aggregate`: mean or max) back into one row.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pydantic import Field, field_validator
 from tunelab.config import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
 from tunelab.data.sampling import label_counts
-from tunelab.errors import DataError
+from tunelab.errors import ConfigError, DataError
 from tunelab.losses import LossSpec, class_weights, make_loss_fn
 from tunelab.metrics import classification as cm
 from tunelab.models.first_token import first_token_only
@@ -198,19 +202,37 @@ class Classification(Task):
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         texts = [ex["text"] for ex in examples]
         pairs = [ex["text_pair"] for ex in examples] if self.data.text_pair_field else None
-        enc = tokenizer(texts, pairs, truncation=True, max_length=self.data.max_length)
+        mode, owners = self.data.truncation, None
+        if mode == "head":
+            enc = tokenizer(texts, pairs, truncation=True, max_length=self.data.max_length)
+        elif mode == "sliding_window":  # several features per long row, each knows its row
+            enc = tokenizer(texts, pairs, truncation="only_first" if pairs else True, max_length=self.data.max_length,
+                            stride=self.data.window_stride, return_overflowing_tokens=True)
+            owners = enc["overflow_to_sample_mapping"]
+        else:
+            enc = cut_tokens(tokenizer, texts, pairs, self.data.max_length, mode)
         index = {n: i for i, n in enumerate(self.labels)}
         # one soft label makes the whole split distributions (a batch needs one label shape)
         soft = not self.cfg.multi_label and any(isinstance(ex.get("label"), dict) for ex in examples)
         feats: list[Features] = []
-        for i, ex in enumerate(examples):
-            f: Features = {"input_ids": enc["input_ids"][i]}
+        for j in range(len(enc["input_ids"])):
+            i = owners[j] if owners is not None else j
+            ex = examples[i]
+            f: Features = {"input_ids": enc["input_ids"][j]}
             if "token_type_ids" in enc:
-                f["token_type_ids"] = enc["token_type_ids"][i]
+                f["token_type_ids"] = enc["token_type_ids"][j]
+            if owners is not None:
+                f["example_index"] = i
             if "label" in ex:
                 f["labels"] = self._target(ex, index, soft)
             feats.append(f)
         return feats
+
+    def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Any, batch_size: int) -> Any:
+        raw = super().logits(model, features, collate, batch_size)
+        if not features or "example_index" not in features[0]:
+            return raw
+        return aggregate_windows(raw, [f["example_index"] for f in features], self.data.window_aggregate)
 
     def _target(self, ex: Example, index: dict[str, int], soft: bool = False) -> int | list[float]:
         """Class id; a 0/1 (or probability) vector for multi-label, and for single-label when `soft`."""
@@ -256,6 +278,63 @@ class Classification(Task):
 
     def load_metadata(self, meta: dict[str, Any]) -> None:
         self.labels = list(meta["labels"])
+
+
+def _share(a: int, b: int, budget: int) -> tuple[int, int]:
+    """Tokens kept of a text pair of a and b tokens: the longer text is cut first (as longest_first)."""
+    if a + b <= budget:
+        return a, b
+    if a >= b:
+        keep_a = budget - min(b, budget // 2)
+        return keep_a, budget - keep_a
+    keep_b = budget - min(a, budget // 2)
+    return budget - keep_b, keep_b
+
+
+def _pick(positions: list[int], k: int, mode: str) -> list[int]:
+    if k >= len(positions):
+        return positions
+    if mode == "head":
+        return positions[:k]
+    if mode == "tail":
+        return positions[len(positions) - k:] if k else []
+    head = k // 2  # head+tail: the head gets the smaller half of an odd budget
+    return positions[:head] + positions[len(positions) - (k - head):]
+
+
+def cut_tokens(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int, mode: str,
+               ) -> dict[str, list[list[int]]]:
+    """Tokenise whole, then keep `max_length` tokens: every special token, and of each text its first
+    (head), last (tail) or first-half-and-last-half (head+tail) tokens of its share of the budget."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"config: data.truncation: {mode} needs a fast tokenizer")
+    enc = tokenizer(texts, pairs, truncation=False)
+    out: dict[str, list[list[int]]] = {key: [] for key in ("input_ids", "token_type_ids") if key in enc}
+    for i, ids in enumerate(enc["input_ids"]):
+        keep = range(len(ids))
+        if len(ids) > max_length:
+            seq = enc.sequence_ids(i)
+            special = [p for p, s in enumerate(seq) if s is None]
+            first, second = ([p for p, s in enumerate(seq) if s == k] for k in (0, 1))
+            k0, k1 = _share(len(first), len(second), max(max_length - len(special), 0))
+            keep = sorted(special + _pick(first, k0, mode) + _pick(second, k1, mode))
+        for key, rows in out.items():
+            rows.append([enc[key][i][p] for p in keep])
+    return out
+
+
+def aggregate_windows(logits: np.ndarray, owners: Sequence[int], how: str) -> np.ndarray:
+    """One row of logits per example: the mean or the maximum over its windows (`owners[j]`: the example
+    of window j; every example has at least one window)."""
+    idx = np.asarray(owners)
+    n = int(idx.max()) + 1
+    if how == "max":
+        out = np.full((n, *logits.shape[1:]), -np.inf, dtype=logits.dtype)
+        np.maximum.at(out, idx, logits)
+        return out
+    out = np.zeros((n, *logits.shape[1:]), dtype=logits.dtype)
+    np.add.at(out, idx, logits)
+    return out / np.bincount(idx, minlength=n).reshape(-1, *([1] * (logits.ndim - 1))).astype(logits.dtype)
 
 
 def grow_head(model: torch.nn.Module, heads: list[str], num_labels: int) -> None:

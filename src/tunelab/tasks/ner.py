@@ -12,6 +12,7 @@ into characters) and returns entity spans `{type, text, start, end}` with `text[
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tunelab.config import TaskConfig
+from tunelab.config import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, require_field
 from tunelab.errors import DataError
+from tunelab.losses import LossSpec, class_weights, make_loss_fn
 from tunelab.metrics.ner import entity_metrics
 from tunelab.tasks import TASKS
 from tunelab.tasks.base import Example, Features, Task
@@ -87,6 +89,7 @@ class Ner(Task):
     def __init__(self, cfg: NerConfig, data: Any) -> None:
         super().__init__(cfg, data)
         self.labels: list[str] = []
+        self._loss: LossSpec | None = None
 
     # -- data --------------------------------------------------------------------------------
     def _tokens(self, rec: Record, columns: list[str] | None) -> list[str]:
@@ -140,6 +143,24 @@ class Ner(Task):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
+
+    def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
+        """Token-level cross-entropy with class weights (per BIO tag; a mapping may name an entity type
+        for both its B- and I- tags), focal loss and label smoothing; counts are of word-level tags."""
+        counts = Counter(t for ex in examples for t in ex["tags"])
+        types = {label[2:] for label in self.labels if label != "O"}
+        aliases = {t: [f"B-{t}", f"I-{t}"] for t in types}
+        weights = class_weights(train.class_weights, self.labels, counts, len(examples), False, aliases)
+        custom = weights is not None or train.focal_gamma or train.label_smoothing
+        self._loss = LossSpec(False, weights, train.focal_gamma, train.label_smoothing) if custom else None
+        if self._loss is None:
+            return {"type": "model"}
+        shown = dict(zip(self.labels, (round(w, 6) for w in weights), strict=True)) if weights else None
+        return {"type": "token_" + self._loss.kind(), "class_weights": shown,
+                "focal_gamma": train.focal_gamma, "label_smoothing": train.label_smoothing}
+
+    def loss_fn(self) -> Any:
+        return make_loss_fn(self._loss) if self._loss is not None else None
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]

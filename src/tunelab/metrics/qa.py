@@ -1,0 +1,125 @@
+"""Extractive QA metrics: exact match and F1, max over the gold answers.
+
+English (and any text without CJK characters): the official SQuAD v1.1/v2.0 evaluation — lowercase,
+strip ASCII punctuation, drop the articles a/an/the, collapse whitespace; F1 over the bag of words.
+Chinese (the context holds CJK characters): CMRC 2018 style — lowercase, drop punctuation, split into
+single CJK characters and non-CJK words; F1 from the longest common substring of those segments, as in
+the official CMRC 2018 script (which uses nltk for the non-CJK words; a regex does that here).
+
+An unanswerable question (no gold answers) scores 1 only for the empty prediction. Scores are 0–1.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+CJK_CHAR = re.compile(f"[{_CJK}]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+# the official CMRC 2018 list (symbols that are not Unicode punctuation are among them)
+_CMRC_EXTRA = set("-:_*^/\\~`+=，。：？！“”；’《》…·、「」（）－～『』")
+_SEGMENT = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]", re.UNICODE)
+
+
+# -- SQuAD (English) -----------------------------------------------------------------------------
+def normalize_answer(text: str) -> str:
+    """The official SQuAD normalisation."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def _squad_em(pred: str, gold: str) -> float:
+    return float(normalize_answer(pred) == normalize_answer(gold))
+
+
+def _squad_f1(pred: str, gold: str) -> float:
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    if not p or not g:  # SQuAD 2.0: an empty answer matches only an empty answer
+        return float(p == g)
+    common = sum((Counter(p) & Counter(g)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+# -- CMRC 2018 (Chinese) -------------------------------------------------------------------------
+def _is_punct(ch: str) -> bool:
+    return ch in _CMRC_EXTRA or ch in _PUNCT or unicodedata.category(ch).startswith("P")
+
+
+def remove_punctuation(text: str) -> str:
+    return "".join(ch for ch in text.lower().strip() if not _is_punct(ch))
+
+
+def segments(text: str) -> list[str]:
+    """Single CJK characters and non-CJK words, lowercased, punctuation dropped."""
+    return _SEGMENT.findall(remove_punctuation(text))
+
+
+def _longest_common_substring(a: Sequence[str], b: Sequence[str]) -> int:
+    best = 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b, start=1):
+            if x == y:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def _cmrc_em(pred: str, gold: str) -> float:
+    return float(remove_punctuation(pred) == remove_punctuation(gold))
+
+
+def _cmrc_f1(pred: str, gold: str) -> float:
+    p, g = segments(pred), segments(gold)
+    if not p or not g:
+        return float(p == g)
+    common = _longest_common_substring(g, p)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+# -- scoring -------------------------------------------------------------------------------------
+def is_chinese(text: str) -> bool:
+    return CJK_CHAR.search(text) is not None
+
+
+def score(pred: str, golds: Sequence[str], chinese: bool = False) -> tuple[float, float]:
+    """(exact match, F1) of one prediction, max over the gold answers; no golds = unanswerable."""
+    if not golds:
+        return float(pred == ""), float(pred == "")
+    em, f1 = (_cmrc_em, _cmrc_f1) if chinese else (_squad_em, _squad_f1)
+    return max(em(pred, g) for g in golds), max(f1(pred, g) for g in golds)
+
+
+def qa_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]], chinese: Sequence[bool]) -> dict[str, Any]:
+    """`f1` (headline), `exact_match`, `n`; with unanswerable questions in the set also
+    `has_answer_f1` / `has_answer_exact_match` / `has_answer_n` and the same for `no_answer_`."""
+    scores = [score(p, g, c) for p, g, c in zip(preds, golds, chinese, strict=True)]
+    n = len(scores)
+    out: dict[str, Any] = {
+        "f1": sum(f for _, f in scores) / max(n, 1),
+        "exact_match": sum(e for e, _ in scores) / max(n, 1),
+        "n": n,
+    }
+    if any(not g for g in golds):
+        for name, keep in (("has_answer", True), ("no_answer", False)):
+            part = [s for s, g in zip(scores, golds, strict=True) if bool(g) == keep]
+            out[f"{name}_f1"] = sum(f for _, f in part) / len(part) if part else 0.0
+            out[f"{name}_exact_match"] = sum(e for e, _ in part) / len(part) if part else 0.0
+            out[f"{name}_n"] = len(part)
+    return out

@@ -1,0 +1,266 @@
+"""Extractive question answering (SQuAD v1.1 / v2.0 style), English or Chinese.
+
+Rows: `{id, context, question, answers: {text: [...], answer_start: [...]}}` (JSONL; `answers` may also
+be a list of `{text, answer_start}`), or a SQuAD JSON file (`{"data": [{"paragraphs": [...]}]}`).
+`answer_start` must point at the answer in the context (`context[s:s+len(text)] == text`); -1 marks an
+answer that is not located in the context, allowed outside training (scored on its text only). Empty
+`answers` make a question unanswerable; a model trained with such questions may answer "" (when the
+[CLS] score beats the best span's by more than `task.null_threshold`).
+
+Long contexts become windows of `data.max_length` tokens overlapping by `task.doc_stride` (the question,
+cut to `task.max_question_length` tokens, repeats in each). A training window that does not hold the
+whole answer points at [CLS] (position 0). Decoding takes, per window, the `task.n_best` best start and
+end positions within the context, keeps pairs with start ≤ end < start + `task.max_answer_length`, and
+picks the best-scoring span over all windows; its character offsets come from the tokenizer's offset
+mapping, so `context[start:end] == answer` always. Features outnumber examples, so each carries its
+`example_index` (and its `offset_mapping`, neither of which reaches the model).
+
+Predict returns each input row plus `{answer, score, start, end}` (score: the answer's probability among
+the n-best candidates; start/end: character offsets in the context, null for "").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tunelab.config import TaskConfig
+from tunelab.data.readers import Record, Table, require_field, require_text
+from tunelab.errors import ConfigError, DataError
+from tunelab.metrics.qa import is_chinese, qa_metrics
+from tunelab.tasks import TASKS
+from tunelab.tasks.base import Example, Features, Task, pad_batch
+
+_SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
+
+
+class QaConfig(TaskConfig):
+    name: Literal["qa"] = "qa"
+    context_field: str = Field("context", description="Column holding the context passage.")
+    question_field: str = Field("question", description="Column holding the question.")
+    answers_field: str = Field(
+        "answers", description="Column holding the answers: {text: [...], answer_start: [...]}; empty = unanswerable."
+    )
+    doc_stride: int = Field(
+        128, ge=0, description="Tokens shared by consecutive windows of a long context (data.max_length each)."
+    )
+    max_question_length: int = Field(64, ge=1, description="Questions longer than this many tokens are cut.")
+    max_answer_length: int = Field(30, ge=1, description="Longest predicted answer, in tokens.")
+    n_best: int = Field(20, ge=1, description="Best start and end positions per window combined into candidate spans.")
+    null_threshold: float = Field(
+        0.0, description="Unanswerable training data only: answer \"\" when the [CLS] score exceeds the best "
+        "span's score by more than this."
+    )
+
+
+@TASKS.register("qa")
+class Qa(Task):
+    Config = QaConfig
+    auto_model_class = "AutoModelForQuestionAnswering"
+    cfg: QaConfig
+
+    def __init__(self, cfg: QaConfig, data: Any) -> None:
+        super().__init__(cfg, data)
+        self.unanswerable = False  # the training data had unanswerable questions: "" is a possible answer
+        for key in ("clean", "dedup", "sampling", "augment"):
+            if getattr(data, key, None):
+                raise ConfigError(f"config: data.{key}: not supported by task qa (answer offsets index the "
+                                  "context as it is)")
+        if getattr(data, "truncation", "head") != "head":
+            raise ConfigError("config: data.truncation: task qa always cuts long contexts into windows "
+                              "(see task.doc_stride)")
+        room = data.max_length - cfg.max_question_length - 4  # 4: the most special tokens of a pair
+        if cfg.doc_stride >= room:
+            raise ConfigError(f"config: task.doc_stride: {cfg.doc_stride} leaves windows no room to advance; it "
+                              f"must be < data.max_length - task.max_question_length - 4 = {room}")
+
+    # -- data --------------------------------------------------------------------------------
+    def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
+        out = []
+        for rec in table.records:
+            context = require_text(rec, self.cfg.context_field, table.columns)
+            ex: Example = {"context": context,
+                           "question": require_text(rec, self.cfg.question_field, table.columns),
+                           "source": rec.source, "line": rec.line, "row": rec.data}
+            if labelled:
+                ex["answers"] = self._answers(rec, context, table.columns)
+            out.append(ex)
+        return out
+
+    def _answers(self, rec: Record, context: str, columns: list[str] | None) -> list[tuple[str, int]]:
+        field = self.cfg.answers_field
+        value = require_field(rec, field, columns)
+
+        def fail(problem: str) -> DataError:
+            return DataError(rec.source, rec.line, field, problem)
+
+        if isinstance(value, dict):
+            texts, starts = value.get("text"), value.get("answer_start")
+            if not isinstance(texts, list) or not isinstance(starts, list):
+                raise fail(_SHAPE)
+            if len(texts) != len(starts):
+                raise fail(f"{len(texts)} answer texts for {len(starts)} answer_start values")
+            pairs = list(zip(texts, starts, strict=True))
+        elif isinstance(value, list):
+            if not all(isinstance(a, dict) and "text" in a and "answer_start" in a for a in value):
+                raise fail(_SHAPE)
+            pairs = [(a["text"], a["answer_start"]) for a in value]
+        else:
+            raise fail(_SHAPE)
+        out = []
+        for k, (text, start) in enumerate(pairs, start=1):
+            if not isinstance(text, str) or not text.strip():
+                raise fail(f"answer {k}: expected non-empty text, got {text!r}")
+            if isinstance(start, bool) or not isinstance(start, int):
+                raise fail(f"answer {k}: answer_start must be an integer, got {start!r}")
+            if start != -1:
+                found = context[start : start + len(text)] if start >= 0 else ""
+                if found != text:
+                    raise fail(f"answer {k} {text!r} does not match the context at answer_start {start} "
+                               f"(the context there: {found!r}); fix the offset, or use -1 outside training")
+            out.append((text, start))
+        return out
+
+    def check_train(self, examples: list[Example]) -> None:
+        for ex in examples:
+            if any(start < 0 for _, start in ex["answers"]):
+                raise DataError(ex["source"], ex["line"], self.cfg.answers_field,
+                                "answer_start -1 (answer not located in the context) is allowed only outside "
+                                "training; training needs the answer's offset")
+        if not any(ex["answers"] for ex in examples):
+            raise DataError(examples[0]["source"], None, self.cfg.answers_field, "training data has no answers")
+
+    # -- model -------------------------------------------------------------------------------
+    def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        self.unanswerable = any(not ex["answers"] for ex in train)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConfigError(f"config: model: task qa needs a fast tokenizer (offset mapping); {model_path} has none")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForQuestionAnswering.from_pretrained(model_path)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return model, tokenizer
+
+    def head_modules(self, model: torch.nn.Module) -> list[str]:
+        return [n for n, _ in model.named_children() if n == "qa_outputs"]
+
+    def _questions(self, examples: Sequence[Example], tokenizer: Any) -> list[str]:
+        """Questions cut to `max_question_length` tokens (at a token's end, by character offset)."""
+        questions = [ex["question"] for ex in examples]
+        limit = self.cfg.max_question_length
+        enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+        return [q if len(ids) <= limit else q[: offsets[limit - 1][1]]
+                for q, ids, offsets in zip(questions, enc["input_ids"], enc["offset_mapping"], strict=True)]
+
+    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        if not examples:
+            return []
+        enc = tokenizer(self._questions(examples, tokenizer), [ex["context"] for ex in examples],
+                        truncation="only_second", max_length=self.data.max_length, stride=self.cfg.doc_stride,
+                        return_overflowing_tokens=True, return_offsets_mapping=True)
+        feats: list[Features] = []
+        for j, i in enumerate(enc["overflow_to_sample_mapping"]):
+            seq = enc.sequence_ids(j)
+            offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][j], seq, strict=True)]
+            f: Features = {"input_ids": enc["input_ids"][j], "example_index": i, "offset_mapping": offsets}
+            if "token_type_ids" in enc:
+                f["token_type_ids"] = enc["token_type_ids"][j]
+            if "answers" in examples[i]:
+                f["start_positions"], f["end_positions"] = answer_positions(examples[i]["answers"], offsets)
+            feats.append(f)
+        return feats
+
+    def collate(self, features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
+        """The padded batch (offsets and example indices stay behind) plus the answer positions."""
+        batch = pad_batch(features, pad_id)
+        if "start_positions" in features[0]:
+            batch["start_positions"] = torch.as_tensor([f["start_positions"] for f in features])
+            batch["end_positions"] = torch.as_tensor([f["end_positions"] for f in features])
+        return batch
+
+    # -- scoring -----------------------------------------------------------------------------
+    def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],
+               batch_size: int) -> np.ndarray:
+        """Per example, the list of its windows as (logits [tokens, 2] = start, end; offset mapping)."""
+        raw = super().logits(model, features, collate, batch_size)
+        n = max((f["example_index"] for f in features), default=-1) + 1
+        per: list[list[tuple[np.ndarray, list[Any]]]] = [[] for _ in range(n)]
+        for f, lg in zip(features, raw, strict=True):
+            per[f["example_index"]].append((lg, f["offset_mapping"]))
+        out = np.empty(n, dtype=object)
+        for i, windows in enumerate(per):
+            out[i] = windows
+        return out
+
+    def decode(self, windows: Sequence[tuple[np.ndarray, list[Any]]], context: str) -> dict[str, Any]:
+        return best_span(windows, context, self.cfg.n_best, self.cfg.max_answer_length,
+                         self.cfg.null_threshold if self.unanswerable else None)
+
+    def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
+        preds = [self.decode(w, ex["context"])["answer"] for w, ex in zip(logits, examples, strict=True)]
+        return qa_metrics(preds, [[t for t, _ in ex["answers"]] for ex in examples],
+                          [is_chinese(ex["context"]) for ex in examples])
+
+    def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        return [{**ex["row"], **self.decode(w, ex["context"])} for w, ex in zip(logits, examples, strict=True)]
+
+    def metadata(self) -> dict[str, Any]:
+        return {"unanswerable": self.unanswerable}
+
+    def load_metadata(self, meta: dict[str, Any]) -> None:
+        self.unanswerable = bool(meta.get("unanswerable", False))
+
+
+def answer_positions(answers: list[tuple[str, int]], offsets: list[tuple[int, int] | None]) -> tuple[int, int]:
+    """Token positions of the first answer in one window, or (0, 0) ([CLS]) when the window does not hold
+    all of it (or there is no located answer)."""
+    if not answers or answers[0][1] < 0:
+        return 0, 0
+    text, char_start = answers[0]
+    char_end = char_start + len(text)
+    ctx = [k for k, o in enumerate(offsets) if o is not None]
+    if not ctx or offsets[ctx[0]][0] > char_start or offsets[ctx[-1]][1] < char_end:
+        return 0, 0
+    start = next(k for k in ctx if offsets[k][1] > char_start)  # the token holding the answer's first char
+    end = next(k for k in reversed(ctx) if offsets[k][0] < char_end)  # ... and its last char
+    return start, max(start, end)
+
+
+def best_span(windows: Sequence[tuple[np.ndarray, list[Any]]], context: str, n_best: int, max_answer_length: int,
+              null_threshold: float | None = None) -> dict[str, Any]:
+    """The best answer over all windows of one example: per window the `n_best` highest start and end
+    logits among context tokens, pairs with start ≤ end < start + max_answer_length, score = start + end
+    logit. `null_threshold` (unanswerable allowed): "" when the lowest [CLS] score over the windows beats
+    the best span by more than it. `score`: softmax probability among the n-best candidates (and "")."""
+    spans: dict[tuple[int, int], float] = {}
+    null = np.inf
+    for logits, offsets in windows:
+        start_lg, end_lg = logits[:, 0], logits[:, 1]
+        null = min(null, float(start_lg[0] + end_lg[0]))
+        ctx = np.asarray([k for k, o in enumerate(offsets[: len(logits)]) if o is not None], dtype=int)
+        if not len(ctx):
+            continue
+        starts = ctx[np.argsort(-start_lg[ctx], kind="stable")[:n_best]]
+        ends = ctx[np.argsort(-end_lg[ctx], kind="stable")[:n_best]]
+        for a in starts:
+            for b in ends:
+                if a <= b < a + max_answer_length:
+                    key = (offsets[a][0], offsets[b][1])
+                    s = float(start_lg[a] + end_lg[b])
+                    if s > spans.get(key, -np.inf):
+                        spans[key] = s
+    ranked = sorted(spans.items(), key=lambda kv: -kv[1])[:n_best]
+    scores = [s for _, s in ranked] + ([null] if null_threshold is not None and np.isfinite(null) else [])
+    probs = np.exp(np.asarray(scores) - max(scores)) if scores else np.zeros(0)
+    probs = probs / probs.sum() if len(probs) else probs
+    if ranked and (null_threshold is None or null - ranked[0][1] <= null_threshold):
+        (s, e), _ = ranked[0]
+        return {"answer": context[s:e], "score": round(float(probs[0]), 6), "start": s, "end": e}
+    return {"answer": "", "score": round(float(probs[-1]), 6) if len(probs) else 0.0, "start": None, "end": None}

@@ -1,0 +1,297 @@
+"""Extractive QA: SQuAD / CMRC metrics, n-best span decoding over windows, stride windows and answer
+positions, SQuAD JSON and JSONL readers, answer-offset errors, unanswerable questions, and
+train → eval → predict from the CLI on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import POS, WORDS, write_jsonl
+from tunelab.cli import app
+from tunelab.config import build_config
+from tunelab.data.readers import Record, Table, read_table
+from tunelab.errors import ConfigError, DataError
+from tunelab.metrics.qa import normalize_answer, qa_metrics, score, segments
+from tunelab.tasks import TASKS
+from tunelab.tasks.qa import answer_positions, best_span
+
+FILL = [w for w in WORDS[14:] if w not in ("the", "a")]  # never answers: articles vanish in normalisation
+
+
+def _task(tiny: Path | str = "minilm", task: dict | None = None, **data: object):
+    cfg = build_config({"task": {"name": "qa", **(task or {})}, "model": str(tiny), "data": data})
+    return TASKS.get("qa")(cfg.task, cfg.data)
+
+
+def _table(rows: list[dict], source: str = "t.jsonl") -> Table:
+    return Table(source, [Record(source, i + 1, r) for i, r in enumerate(rows)])
+
+
+def _row(words: list[str], k: int, n: int = 1, **extra: object) -> dict:
+    """A row whose answer is words[k : k + n], with its exact character offset."""
+    ctx = " ".join(words)
+    start = len(" ".join(words[:k])) + (1 if k else 0)
+    ans = " ".join(words[k : k + n])
+    assert ctx[start : start + len(ans)] == ans
+    return {"context": ctx, "question": "good", "answers": {"text": [ans], "answer_start": [start]}, **extra}
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def test_squad_normalisation_em_f1() -> None:
+    assert normalize_answer("  The Cat,  sat!  ") == "cat sat"
+    assert normalize_answer("an apple a day") == "apple day"
+    assert score("the cat", ["A cat!"]) == (1.0, 1.0)
+    em, f1 = score("black cat sat", ["the cat", "dog"])  # max over golds: 'cat' → P 1/3, R 1
+    assert em == 0.0 and f1 == pytest.approx(0.5)
+    assert score("", ["cat"]) == (0.0, 0.0)
+
+
+def test_chinese_character_f1() -> None:
+    assert segments("2018年，北京!") == ["2018", "年", "北", "京"]
+    assert score("北京。", ["北京"], chinese=True) == (1.0, 1.0)  # punctuation dropped
+    em, f1 = score("北京大学", ["北京", "上海"], chinese=True)  # LCS 2 of 4 predicted, 2 gold
+    assert em == 0.0 and f1 == pytest.approx(2 * 0.5 * 1 / 1.5)
+    # without the Chinese rule the whole string is one token and scores 0
+    assert score("北京大学", ["北京"], chinese=False) == (0.0, 0.0)
+
+
+def test_unanswerable_metrics() -> None:
+    m = qa_metrics(["", "cat", "dog", ""], [[], [], ["dog"], ["a cat"]], [False] * 4)
+    assert m["n"] == 4 and m["exact_match"] == pytest.approx(0.5) and m["f1"] == pytest.approx(0.5)
+    assert m["no_answer_f1"] == pytest.approx(0.5) and m["has_answer_f1"] == pytest.approx(0.5)
+    assert m["no_answer_n"] == 2 and m["has_answer_n"] == 2
+    assert "no_answer_f1" not in qa_metrics(["cat"], [["cat"]], [False])
+    assert list(qa_metrics(["cat"], [["cat"]], [False]))[:3] == ["f1", "exact_match", "n"]
+
+
+# -- decoding ------------------------------------------------------------------------------------
+def _window(n: int, ctx_from: int = 2, chars: int = 4) -> tuple[np.ndarray, list]:
+    """A window of n tokens: [CLS], question, then context tokens covering chars*k .. chars*k+3."""
+    offsets = [None] * ctx_from + [(chars * k, chars * k + 3) for k in range(n - ctx_from - 1)] + [None]
+    return np.zeros((n, 2), dtype=np.float32), offsets
+
+
+CONTEXT = " ".join(f"w{k:02d}" for k in range(40))  # token k of _window covers CONTEXT[4k : 4k+3]
+
+
+def test_best_span_is_best_valid_pair_not_two_argmaxes() -> None:
+    lg, off = _window(12)
+    lg[7, 0], lg[3, 1] = 9.0, 8.0  # independent argmaxes: start 7 after end 3 (invalid)
+    lg[4, 0], lg[5, 1] = 5.0, 6.0  # best valid: start token 4, end token 5
+    lg[1, 0] = lg[1, 1] = 20.0  # a question token: never part of an answer
+    out = best_span([(lg, off)], CONTEXT, n_best=5, max_answer_length=30)
+    assert (out["start"], out["end"]) == (8, 15) and out["answer"] == CONTEXT[8:15] == "w02 w03"
+    assert 0 < out["score"] <= 1
+    # too long for max_answer_length=1: of the single-token spans token 3 (0 + 8) beats 5 (0 + 6) and 4 (5 + 0)
+    out = best_span([(lg, off)], CONTEXT, n_best=5, max_answer_length=1)
+    assert out["answer"] == "w01" and out["start"] == 4
+    # n_best=1 sees only the top start (7) and the top end (3): no valid pair
+    assert best_span([(lg, off)], CONTEXT, n_best=1, max_answer_length=30)["answer"] == ""
+
+
+def test_best_span_picks_the_best_window() -> None:
+    a, off_a = _window(10)
+    b, _ = _window(10)
+    off_b = [None, None] + [(4 * k, 4 * k + 3) for k in range(6, 13)] + [None]  # a later window
+    a[3, 0], a[3, 1] = 2.0, 2.0
+    b[4, 0], b[5, 1] = 3.0, 4.0
+    out = best_span([(a, off_a), (b, off_b)], CONTEXT, n_best=3, max_answer_length=5)
+    assert out["answer"] == "w08 w09" and CONTEXT[out["start"] : out["end"]] == out["answer"]
+
+
+def test_null_answer_only_when_unanswerable_allowed() -> None:
+    lg, off = _window(8)
+    lg[0] = 6.0  # [CLS] start + end = 12
+    lg[3, 0], lg[3, 1] = 5.0, 5.0  # best span 10
+    assert best_span([(lg, off)], CONTEXT, 5, 30)["answer"] == "w01"  # SQuAD 1.1: always a span
+    out = best_span([(lg, off)], CONTEXT, 5, 30, null_threshold=0.0)
+    assert out == {"answer": "", "score": out["score"], "start": None, "end": None} and out["score"] > 0.5
+    assert best_span([(lg, off)], CONTEXT, 5, 30, null_threshold=3.0)["answer"] == "w01"
+    # the lowest [CLS] score over the windows counts: a window sure of an answer wins
+    other, _ = _window(8)
+    other[0] = -5.0
+    assert best_span([(lg, off), (other, off)], CONTEXT, 5, 30, null_threshold=0.0)["answer"] == "w01"
+
+
+# -- windows and positions -----------------------------------------------------------------------
+def test_stride_windows_answer_at_boundary(tiny_bert: Path) -> None:
+    task = _task(tiny_bert, {"doc_stride": 4, "max_question_length": 4}, max_length=16)
+    words = (FILL * 2)[:30]
+    # window 1 holds context tokens 0-11, window 2 tokens 8-19: the answer (tokens 11-12) straddles the end of 1
+    ex = task.parse(_table([_row(words, 11, 2)]))
+    tok = task.build_model(str(tiny_bert), ex)[1]
+    feats = task.encode(ex, tok)
+    assert len(feats) == 4 and {f["example_index"] for f in feats} == {0}
+    ctx = ex[0]["context"]
+    for f in feats:  # offsets map context tokens back to the exact words; others are None
+        toks = [ctx[o[0] : o[1]] for o in f["offset_mapping"] if o is not None]
+        assert toks and all(t in words for t in toks)
+        assert f["offset_mapping"][0] is None and len(f["offset_mapping"]) == len(f["input_ids"])
+    assert (feats[0]["start_positions"], feats[0]["end_positions"]) == (0, 0)  # answer cut: [CLS]
+    s, e = feats[1]["start_positions"], feats[1]["end_positions"]
+    off = feats[1]["offset_mapping"]
+    assert s > 0 and ctx[off[s][0] : off[e][1]] == ex[0]["answers"][0][0] == "really quite"
+    # decoding from the window that holds it finds it exactly
+    lg = np.zeros((len(feats[1]["input_ids"]), 2), dtype=np.float32)
+    lg[s, 0] = lg[e, 1] = 5.0
+    windows = [(np.zeros((len(f["input_ids"]), 2), dtype=np.float32), f["offset_mapping"]) for f in feats]
+    windows[1] = (lg, off)
+    assert task.decode(windows, ctx)["answer"] == "really quite"
+    batch = task.collate(feats, tok.pad_token_id)  # offsets and example indices never reach the model
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions"}
+
+
+def test_answer_positions_inside_tokens() -> None:
+    offsets = [None, None, (0, 5), (6, 11), (11, 12), None]  # "hello world!" as hello / world / !
+    assert answer_positions([("world", 6)], offsets) == (3, 3)
+    assert answer_positions([("world!", 6)], offsets) == (3, 4)
+    assert answer_positions([("ello", 1)], offsets) == (2, 2)  # inside a token: that token
+    assert answer_positions([("far", 40)], offsets) == (0, 0)  # outside this window
+    assert answer_positions([], offsets) == (0, 0) and answer_positions([("x", -1)], offsets) == (0, 0)
+
+
+# -- readers and errors --------------------------------------------------------------------------
+def _squad(tmp_path: Path, answers: list, pretty: bool = True) -> Path:
+    doc = {"version": "v2.0", "data": [{"title": "T", "paragraphs": [
+        {"context": "The cat sat on the mat.", "qas": [
+            {"id": "a1", "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]},
+            {"id": "a2", "question": "Where?", "answers": [], "plausible_answers": [], "is_impossible": True}]},
+        {"context": "Dogs bark loudly.", "qas": [{"id": "b1", "question": "What do dogs do?", "answers": answers}]},
+    ]}]}
+    p = tmp_path / "squad.json"
+    p.write_text(json.dumps(doc, indent=2 if pretty else None), encoding="utf-8")
+    return p
+
+
+def test_squad_json_reader(tmp_path: Path) -> None:
+    table = read_table(_squad(tmp_path, [{"text": "bark", "answer_start": 5}], pretty=False))
+    assert [r.data["id"] for r in table.records] == ["a1", "a2", "b1"]
+    assert table.records[0].data == {"id": "a1", "title": "T", "context": "The cat sat on the mat.",
+                                     "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]}
+    assert table.records[1].data["answers"] == []
+    assert table.records[2].source.endswith("squad.json: data[0].paragraphs[1].qas[0]")
+    ex = _task().parse(table)
+    assert [e["answers"] for e in ex] == [[("The cat", 0)], [], [("bark", 5)]]
+
+
+def test_answer_offset_mismatch_names_the_place(tmp_path: Path) -> None:
+    table = read_table(_squad(tmp_path, [{"text": "bark", "answer_start": 4}]))
+    where = r"squad.json: data\[0\].paragraphs\[1\].qas\[0\]: answers: "
+    with pytest.raises(DataError, match=where + r"answer 1 'bark' does not match the context at answer_start 4 "
+                                                r"\(the context there: ' bar'\)"):
+        _task().parse(table)
+    p = write_jsonl(tmp_path / "t.jsonl", [_row(FILL[:5], 1), {**_row(FILL[:5], 2), "answers": {
+        "text": ["plot"], "answer_start": [3]}}])
+    with pytest.raises(DataError, match=r"t.jsonl:2: answers: answer 1 'plot' does not match"):
+        _task().parse(read_table(p))
+    bad = {**_row(FILL[:5], 2), "answers": {"text": ["plot"], "answer_start": []}}
+    with pytest.raises(DataError, match=r"t.jsonl:1: answers: 1 answer texts for 0 answer_start values"):
+        _task().parse(_table([bad]))
+
+
+def test_answer_start_minus_one_only_outside_training(tiny_bert: Path) -> None:
+    row = {"context": "cats and dogs", "question": "who?", "answers": {"text": ["Cats"], "answer_start": [-1]}}
+    task = _task()
+    ex = task.parse(_table([_row(FILL[:5], 1), row]))  # an evaluation file: fine
+    assert ex[1]["answers"] == [("Cats", -1)]
+    with pytest.raises(DataError, match=r"t.jsonl:2: answers: answer_start -1 .* allowed only outside training"):
+        task.check_train(ex)
+    # scored on text only: 'cats' matches 'Cats'
+    task = _task(tiny_bert, {"doc_stride": 4, "max_question_length": 4}, max_length=16)
+    ex = task.parse(_table([row]))
+    tok = task.build_model(str(tiny_bert), task.parse(_table([_row(FILL[:5], 1)])))[1]
+    (f,) = task.encode(ex, tok)
+    assert (f["start_positions"], f["end_positions"]) == (0, 0)
+    lg = np.zeros((len(f["input_ids"]), 2), dtype=np.float32)
+    k = next(i for i, o in enumerate(f["offset_mapping"]) if o is not None)
+    lg[k] = 5.0
+    assert task.metrics(_one([(lg, f["offset_mapping"])]), ex)["exact_match"] == 1.0
+    # unanswerable questions in training: the model may answer "" from then on (saved with the model)
+    no_answer = {**_row(FILL[:5], 1), "answers": {"text": [], "answer_start": []}}
+    task.build_model(str(tiny_bert), task.parse(_table([_row(FILL[:5], 1), no_answer])))
+    assert task.unanswerable and task.metadata() == {"unanswerable": True}
+    lg[0] = 9.0  # [CLS] wins
+    assert task.predictions(_one([(lg, f["offset_mapping"])]), ex)[0]["answer"] == ""
+
+
+def _one(windows: list) -> np.ndarray:
+    out = np.empty(1, dtype=object)
+    out[0] = windows
+    return out
+
+
+def test_config_checks() -> None:
+    with pytest.raises(ConfigError, match=r"task.doc_stride: 128 leaves windows no room .* = 60"):
+        _task(max_length=128)
+    with pytest.raises(ConfigError, match=r"data.dedup: not supported by task qa"):
+        _task(dedup=True)
+    with pytest.raises(ConfigError, match=r"data.truncation"):
+        _task(truncation="tail")
+
+
+def test_lora_keeps_the_qa_head_trainable(tiny_bert: Path) -> None:
+    from tunelab.methods import METHODS
+
+    task = _task(tiny_bert, {"doc_stride": 4, "max_question_length": 4}, max_length=16)
+    model, _ = task.build_model(str(tiny_bert), task.parse(_table([_row(FILL[:5], 1)])))
+    assert task.head_modules(model) == ["qa_outputs"]
+    method = METHODS.get("lora")(build_config({"task": "qa", "model": "minilm", "method": "lora"}).method)
+    model = method.apply(model, task.head_modules(model))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("qa_outputs" in n and "modules_to_save" in n for n in trainable), sorted(trainable)
+
+
+# -- end to end ----------------------------------------------------------------------------------
+def _qa_rows(n: int, seed: int) -> list[dict]:
+    """Learnable: the answer is the one positive word among filler words; up to 40 words, so a context
+    often spans two windows of 32 tokens."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [rng.choice(FILL) for _ in range(rng.randint(6, 40))]
+        k = rng.randrange(len(words))
+        words[k] = rng.choice(POS)
+        rows.append({"id": f"q{seed}-{i}", **_row(words, k)})
+    return rows
+
+
+def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", _qa_rows(40, 0))
+    val = tmp_path / "val.json"  # validation as a SQuAD JSON file
+    val.write_text(json.dumps({"data": [{"title": "synthetic", "paragraphs": [
+        {"context": r["context"], "qas": [{"id": r["id"], "question": r["question"], "answers": [
+            {"text": r["answers"]["text"][0], "answer_start": r["answers"]["answer_start"][0]}]}]}
+        for r in _qa_rows(24, 1)]}]}), encoding="utf-8")
+    out = tmp_path / "run"
+    runner = CliRunner()
+    sets = ["task={name: qa, doc_stride: 8, max_question_length: 4, n_best: 5}", f"model={tiny_bert}",
+            f"data.train={train}", f"data.validation={val}", f"output_dir={out}", "data.max_length=32",
+            "train.epochs=3", "train.lr=1e-2", "train.batch_size=8", "train.save_steps=0"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())["validation"]
+    assert set(m) == {"f1", "exact_match", "n"} and m["n"] == 24
+    assert m["exact_match"] >= 0.9, m
+    meta = json.loads((out / "model" / "tunelab.json").read_text())
+    assert meta["task"]["doc_stride"] == 8 and meta["unanswerable"] is False
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(val)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[-1])["exact_match"] == m["exact_match"]
+    unlabelled = write_jsonl(tmp_path / "ask.jsonl", [{k: r[k] for k in ("id", "context", "question")}
+                                                      for r in _qa_rows(6, 2)])
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(unlabelled)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [f"q2-{i}" for i in range(6)]
+    for r in rows:
+        assert {"answer", "score", "start", "end", "context", "question"} <= set(r)
+        assert r["context"][r["start"] : r["end"]] == r["answer"] and r["answer"] in POS
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(write_jsonl(tmp_path / "bad.jsonl", [
+        {**_qa_rows(1, 3)[0], "answers": {"text": ["zzz"], "answer_start": [0]}}]))])
+    assert res.exit_code == 2 and "bad.jsonl:1: answers: answer 1 'zzz' does not match" in res.output

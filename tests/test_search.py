@@ -1,0 +1,234 @@
+"""`tunelab tune` (Optuna search: table, SQLite study, best.yaml, pruning, resume) and `tunelab cv` (k folds)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tunelab.cli import app
+from tunelab.config import load_config
+
+optuna = pytest.importorskip("optuna")
+runner = CliRunner()
+
+SPACE = {
+    "train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "train.batch_size": {"type": "categorical", "choices": [8, 16]},
+    "train.warmup": {"type": "float", "low": 0.0, "high": 0.1},
+    "train.grad_accum": {"type": "int", "low": 1, "high": 2},
+}
+
+
+def _config(tmp_path: Path, tiny_bert: Path, sentiment_files: tuple[Path, Path], search: dict | None,
+            **train: object) -> Path:
+    tr, val = sentiment_files
+    cfg = {
+        "task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "out"),
+        "data": {"train": str(tr), "validation": str(val)},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 5e-3, "log_steps": 2, **train},
+    }
+    if search is not None:
+        cfg["search"] = search
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def _study(out: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tunelab", storage=f"sqlite:///{out / 'tune' / 'study.db'}")
+
+
+def test_tune_four_trials(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"metric": "roc_auc", "direction": "maximize",
+                                                          "space": SPACE})
+    res = runner.invoke(app, ["tune", str(path), "--trials", "4"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    # the table: a header with the metric and every searched key, one row per trial
+    for word in ("roc_auc", "train.lr", "train.batch_size", "train.warmup", "train.grad_accum", "best: trial"):
+        assert word in res.output, word
+    assert res.output.count("COMPLETE") == 4
+    # the SQLite study: 4 finished trials, each its own run directory without checkpoints
+    study = _study(out)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert {"train.lr", "train.batch_size", "train.warmup", "train.grad_accum"} == set(study.trials[0].params)
+    for t in study.trials:
+        run = out / "tune" / f"trial-{t.number:03d}"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert t.value == pytest.approx(metrics["validation"]["roc_auc"])
+        assert not (run / "checkpoints").exists()
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["train"]["lr"] == pytest.approx(t.params["train.lr"]) and "search" not in saved
+        assert saved["train"]["batch_size"] == t.params["train.batch_size"]
+    results = json.loads((out / "tune" / "results.json").read_text())
+    assert [r["trial"] for r in results["trials"]] == [0, 1, 2, 3]
+    assert (out / "tune" / "results.csv").read_text().count("\n") == 5
+    # best.yaml: a plain train config with the best trial's values and a fresh output_dir
+    best = study.best_trial
+    assert best.value == max(t.value for t in study.trials)
+    assert results["best"]["trial"] == best.number
+    cfg = load_config(out / "tune" / "best.yaml")
+    assert cfg.search is None
+    assert cfg.train.lr == pytest.approx(best.params["train.lr"])
+    assert cfg.train.batch_size == best.params["train.batch_size"]
+    assert cfg.train.warmup == pytest.approx(best.params["train.warmup"])
+    assert cfg.train.grad_accum == best.params["train.grad_accum"]
+    assert cfg.train.save_steps is None and cfg.train.epochs == 1  # the base config's, not the trials' save_steps=0
+    assert Path(cfg.output_dir) == out / f"best-trial-{best.number:03d}" and not Path(cfg.output_dir).exists()
+    assert "search" not in yaml.safe_load((out / "tune" / "best.yaml").read_text())
+
+
+def test_tune_resumes_the_study(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"metric": "roc_auc", "space": SPACE})
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
+    assert res.exit_code == 0, res.output
+    first = _study(out).trials[0].params
+    stamp = (out / "tune" / "trial-000" / "metrics.json").stat().st_mtime_ns
+    _study(out).ask()  # trial 1: left RUNNING, as by a process killed mid-trial
+
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])  # --trials is the total: one more
+    assert res.exit_code == 0, res.output
+    assert "trial 1 was interrupted" in res.output
+    assert "has 1 finished trials; running 1 more" in res.output
+    study = _study(out)
+    assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
+    assert study.trials[0].params == first  # the old trial is kept as it was
+    assert study.trials[2].params != first  # a new point, not a repeat of the first draw
+    assert (out / "tune" / "trial-000" / "metrics.json").stat().st_mtime_ns == stamp
+    assert (out / "tune" / "trial-002" / "metrics.json").is_file()
+    assert json.loads((out / "tune" / "results.json").read_text())["best"]["trial"] in (0, 2)
+
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])  # complete: nothing to run
+    assert res.exit_code == 0, res.output
+    assert "running 0 more" in res.output and len(_study(out).trials) == 3
+    assert not (out / "tune" / "trial-003").exists()
+
+
+def test_tune_diverging_trial_fails(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """A NaN loss fails its trial (recorded, not counted) instead of ending the search with a traceback."""
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": {"train.lr": {"type": "categorical",
+                                                                                 "choices": [1.0e30]}}})
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
+    assert res.exit_code == 2, res.output
+    assert "tune: trial 0 failed: train: loss is nan" in res.output
+    assert res.output.strip().splitlines()[-1].startswith("error: tune: no trial of study 'tunelab' completed")
+    results = json.loads((tmp_path / "out" / "tune" / "results.json").read_text())
+    assert results["best"] is None and [r["state"] for r in results["trials"]] == ["FAIL"]
+    assert "Traceback" not in res.output
+
+
+def test_tune_prunes_a_bad_trial(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """A good trial completes; a trial that does not learn (lr 1e-8) falls below its median at an evaluation
+    and is pruned there: optuna.TrialPruned raised in on_eval ends the run cleanly and the search goes on."""
+    search = {"metric": "roc_auc", "space": {"train.lr": {"type": "categorical", "choices": [5.0e-3, 1.0e-8]}},
+              "pruner": {"startup_trials": 1}}
+    path = _config(tmp_path, tiny_bert, sentiment_files, search, epochs=2, eval_steps=2)
+    out = tmp_path / "out"
+    (out / "tune").mkdir(parents=True)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'tune' / 'study.db'}", study_name="tunelab",
+                                direction="maximize")
+    study.enqueue_trial({"train.lr": 5.0e-3})  # the order matters for pruning: fix it
+    study.enqueue_trial({"train.lr": 1.0e-8})
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 0, res.output  # the search ends normally after a pruned trial: table, best.yaml
+    good, bad = _study(out).trials
+    assert good.state.name == "COMPLETE"
+    assert bad.state.name == "PRUNED", res.output
+    step = bad.user_attrs["pruned_at_step"]
+    assert 2 <= step < 12 and "PRUNED" in res.output and "pruned at step" in res.output
+    assert set(bad.intermediate_values) == set(range(2, step + 1, 2))
+    assert max(bad.intermediate_values.values()) < good.intermediate_values[step]
+    run = out / "tune" / "trial-001"
+    evals = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if "eval/roc_auc" in x]
+    assert evals[-1] == step  # training ended at the pruning evaluation
+    assert not (run / "model").exists() and not (run / "metrics.json").exists()
+    assert (out / "tune" / "trial-000" / "model").is_dir()
+    assert load_config(out / "tune" / "best.yaml").train.lr == 5.0e-3
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"train.lerning_rate": {"type": "float", "low": 0.1, "high": 0.2}},
+         "config: search.space.train.lerning_rate: unknown key"),
+        ({"method.r": {"type": "int", "low": 4, "high": 16}}, "config: search.space.method.r: unknown key"),
+        ({"train.batch_size": {"type": "categorical", "choices": [8, 0]}},
+         "config: search.space.train.batch_size: Input should be greater than or equal to 1 (got 0)"),
+        ({"train.lr.x": {"type": "float", "low": 0.1, "high": 0.2}},
+         "config: search.space.train.lr.x: train.lr is not a section"),
+        ({"train.lr": {"type": "float", "low": 0.0, "high": 0.2, "log": True}},
+         "config: search.space.train.lr: log: true needs low > 0"),
+        ({"output_dir": {"type": "categorical", "choices": ["a"]}},
+         "config: search.space: output_dir: cannot be searched (set by tunelab tune)"),
+    ],
+)
+def test_tune_bad_space_is_one_line(space: dict, message: str, tiny_bert: Path,
+                                    sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": space})
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "out" / "tune").exists()  # checked before any study or trial
+
+
+def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, None)), "--trials", "2"])
+    assert res.exit_code == 2 and res.output.startswith("error: config: search: required for tunelab tune")
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: tune: optuna is not installed; pip install tunelab[tune]"
+
+
+def test_cv_three_folds(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    path = _config(tmp_path, tiny_bert, sentiment_files, None, save_steps=0)
+    res = runner.invoke(app, ["cv", str(path), "--folds", "3"])
+    assert res.exit_code == 0, res.output
+    assert "data.validation" in res.output and "is ignored" in res.output
+    root = tmp_path / "out" / "cv"
+    result = json.loads((root / "cv.json").read_text())
+    assert result["folds"] == 3 and result["stratified"] and result["rows"] == 48
+    acc = result["metrics"]["validation"]["accuracy"]
+    assert len(acc["values"]) == 3
+    assert acc["mean"] == pytest.approx(statistics.mean(acc["values"]))
+    assert acc["std"] == pytest.approx(statistics.stdev(acc["values"]))  # sample std
+    assert {"f1_macro", "roc_auc"} <= set(result["metrics"]["validation"])
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["fold-1", "fold-2", "fold-3"]
+
+    source = sentiment_files[0].read_text().splitlines()
+    held: Counter[str] = Counter()
+    for k in (1, 2, 3):
+        fold = root / f"fold-{k}"
+        train, val = ((fold / f"{s}.jsonl").read_text().splitlines() for s in ("train", "validation"))
+        assert Counter(train) + Counter(val) == Counter(source)  # each fold: every row once, fields as they were
+        assert Counter(json.loads(x)["label"] for x in val) == {"negative": 8, "positive": 8}  # stratified
+        held += Counter(val)
+        cfg = yaml.safe_load((fold / "config.yaml").read_text())
+        assert cfg["data"]["train"] == str(fold / "train.jsonl")
+        assert cfg["data"]["validation"] == str(fold / "validation.jsonl")
+        assert (fold / "metrics.json").is_file() and (fold / "model").is_dir()
+    assert held == Counter(source)  # the held-out parts are disjoint and cover every row
+
+
+def test_cv_folds_without_classes_are_plain_kfold() -> None:
+    from tunelab.config import DataConfig, run_config_class
+    from tunelab.crossval import fold_indices
+    from tunelab.tasks import TASKS
+
+    run_config_class()  # registers the tasks
+    multi = TASKS.get("classification")(TASKS.get("classification").Config(multi_label=True), DataConfig())
+    rows = [{"text": f"t{i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(10)]
+    folds, stratified = fold_indices(rows, multi, 5, seed=0)
+    assert not stratified and len(folds) == 5
+    assert sorted(i for _, held in folds for i in held) == list(range(10))
