@@ -59,6 +59,8 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     keys: dict[str, set[str]] = {}
     for path in files:
         examples = task.parse(read_table(path))
+        if "messages" in examples[0]:
+            raise ConfigError(f"data check: task {task_name} is not supported yet")
         if "context" in examples[0]:  # extractive QA: over max_length = the context needs several windows
             texts, pairs = [ex["question"] for ex in examples], [ex["context"] for ex in examples]
             labels = Counter("answerable" if ex["answers"] else "unanswerable" for ex in examples)

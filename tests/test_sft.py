@@ -1,0 +1,216 @@
+"""SFT: row formats → messages, one-line data errors, assistant-only loss masks on ChatML (end-of-turn
+token trained), truncation, batch-wise validation loss, LoRA on Llama, and train → eval → predict from the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import WORDS, write_jsonl
+from tunelab.cli import app
+from tunelab.config import DataConfig, run_config_class
+from tunelab.data.readers import Record, Table
+from tunelab.errors import ConfigError, DataError
+
+run_config_class()
+from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids  # noqa: E402
+
+
+def _table(rows: list[dict]) -> Table:
+    return Table("d.jsonl", [Record("d.jsonl", i + 1, r) for i, r in enumerate(rows)])
+
+
+def _task(max_length: int = 64, **kw: object) -> Sft:
+    return Sft(SftConfig(**kw), DataConfig(max_length=max_length))
+
+
+U, A, S = "user", "assistant", "system"
+
+
+def test_formats_become_messages() -> None:
+    rows = [
+        {"instruction": "say good", "input": "now", "output": "good"},
+        {"instruction": "say bad", "output": "bad"},
+        {"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "hi"},
+                           {"from": "gpt", "value": "yo"}]},
+        {"messages": [{"role": U, "content": "a"}, {"role": A, "content": "b"}, {"role": U, "content": "c"},
+                      {"role": A, "content": "d"}]},
+        {"prompt": "p", "completion": "c"},
+    ]
+    got = [ex["messages"] for ex in _task().parse(_table(rows))]
+    assert got == [
+        [{"role": U, "content": "say good\n\nnow"}, {"role": A, "content": "good"}],
+        [{"role": U, "content": "say bad"}, {"role": A, "content": "bad"}],
+        [{"role": S, "content": "s"}, {"role": U, "content": "hi"}, {"role": A, "content": "yo"}],
+        [{"role": U, "content": "a"}, {"role": A, "content": "b"}, {"role": U, "content": "c"},
+         {"role": A, "content": "d"}],
+        [{"role": U, "content": "p"}, {"role": A, "content": "c"}],
+    ]
+    # unlabelled (predict): the final assistant turn is dropped, the output is optional, plain text is a user turn
+    unl = _task().parse(_table([rows[3], {"instruction": "x"}, {"text": "say good"}]), labelled=False)
+    assert [ex["messages"] for ex in unl] == [
+        [{"role": U, "content": "a"}, {"role": A, "content": "b"}, {"role": U, "content": "c"}],
+        [{"role": U, "content": "x"}],
+        [{"role": U, "content": "say good"}],
+    ]
+    # a forced format requires its fields
+    with pytest.raises(DataError, match=r"^d.jsonl:1: messages: missing field$"):
+        _task(format="messages").parse(_table([rows[0]]))
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        ({"instruction": "x"}, "d.jsonl:1: output: missing field"),
+        ({"conversations": []}, "d.jsonl:1: conversations: expected a non-empty list of turns"),
+        ({"messages": [{"role": "bot", "content": "x"}]},
+         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected system, user, assistant)"),
+        ({"conversations": [{"from": "human", "value": "x"}]}, "d.jsonl:1: conversations: no assistant turn"),
+        ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": 3}]},
+         "d.jsonl:1: messages: turn 2: content is not a string: int"),
+        ({"prompt": "x", "completion": None}, "d.jsonl:1: completion: missing field"),
+        ({"text": "x"}, "d.jsonl:1: no messages, conversations, instruction or prompt field"),
+    ],
+)
+def test_malformed_rows(row: dict, error: str) -> None:
+    with pytest.raises(DataError) as info:
+        _task().parse(_table([row]))
+    assert str(info.value) == error
+
+
+def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
+    """The tiny tokenizer has no template: ChatML is set, its markers added as special tokens, and only the
+    tokens of each assistant reply plus the <|im_end|> closing it carry labels."""
+    task = _task()
+    msgs = [{"role": S, "content": "be nice"}, {"role": U, "content": "say good"}, {"role": A, "content": "good"},
+            {"role": U, "content": "say bad"}, {"role": A, "content": "bad movie"}]
+    examples = task.parse(_table([{"messages": msgs}]))
+    model, tok = task.build_model(str(tiny_llama), examples)
+    assert "<|im_start|>" in tok.chat_template and len(tok) == model.get_input_embeddings().num_embeddings
+    (f,) = task.encode(examples, tok)
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    assert toks == [
+        "<|im_start|>", "<unk>", "<unk>", "nice", "<|im_end|>",  # system (unknown words are <unk>)
+        "<|im_start|>", "<unk>", "<unk>", "good", "<|im_end|>",  # user
+        "<|im_start|>", "<unk>", "good", "<|im_end|>",  # assistant: header, reply, end of turn
+        "<|im_start|>", "<unk>", "<unk>", "bad", "<|im_end|>",  # user
+        "<|im_start|>", "<unk>", "bad", "movie", "<|im_end|>",  # assistant
+    ]
+    trained = [i for i, v in enumerate(f["labels"]) if v != -100]
+    assert trained == [12, 13, 21, 22, 23]
+    assert all(f["labels"][i] == f["input_ids"][i] for i in trained)
+    assert [toks[i] for i in trained] == ["good", "<|im_end|>", "bad", "movie", "<|im_end|>"]
+    assert end_of_turn_ids(tok)[0] == tok.convert_tokens_to_ids("<|im_end|>")
+
+    # validation loss: per batch, equal to the model's own mean token loss on the same labels
+    batch = task.collate([f], pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        want = model(**batch).loss.item()
+    sums = task.logits(model, [f], partial(task.collate, pad_id=tok.pad_token_id), 4)
+    m = task.metrics(sums, examples)
+    assert m["tokens"] == 5 and m["loss"] == pytest.approx(want, rel=1e-5)
+    assert m["perplexity"] == pytest.approx(math.exp(want), rel=1e-5)
+
+
+def test_truncation_counted_and_fully_cut_is_an_error(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
+    task = _task(max_length=11)
+    long_user = " ".join(["good"] * 20)
+    rows = [{"prompt": "say bad", "completion": "bad movie plot"},  # 11 tokens: fits exactly
+            {"prompt": "say bad", "completion": "bad movie plot story"}]  # 12: reply tail cut
+    examples = task.parse(_table(rows))
+    _, tok = task.build_model(str(tiny_llama), examples)
+    feats = task.encode(examples, tok)
+    assert [len(f["input_ids"]) for f in feats] == [11, 11] and task.truncated == 1
+    assert "sft: 1 of 2 examples cut at data.max_length=11 tokens" in capsys.readouterr().err
+    bad = task.parse(_table([rows[0], {"prompt": long_user, "completion": "bad"}]))
+    with pytest.raises(DataError, match=r"^d.jsonl:2: completion: the assistant reply starts after "
+                                        r"data.max_length=11 tokens"):
+        task.encode(bad, tok)
+    # a template that rejects a conversation names the row; one that is not prefix-stable is refused
+    tok.chat_template = "{{ raise_exception('roles must alternate') }}"
+    with pytest.raises(DataError, match=r"^d.jsonl:1: completion: chat template: roles must alternate$"):
+        task.encode(examples[:1], tok)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}|{{ messages | length }}{% endfor %}"
+    with pytest.raises(ConfigError, match="not prefix-stable"):
+        task.encode(examples[:1], tok)
+
+
+def test_lora_on_llama(tiny_llama: Path, tmp_path: Path) -> None:
+    from tunelab import engine
+    from tunelab.config import build_config
+    from tunelab.methods import METHODS
+
+    cfg = build_config({"task": "sft", "model": str(tiny_llama), "output_dir": str(tmp_path), "method": {"name": "lora",
+                        "r": 4}, "train": {"max_steps": 3, "batch_size": 4, "lr": 1e-2, "save_steps": 0}})
+    task = Sft(cfg.task, cfg.data)
+    examples = task.parse(_table([{"prompt": f"say {w}", "completion": w} for w in WORDS[:8]]))
+    model, tok = task.build_model(str(tiny_llama), examples)
+    assert task.head_modules(model) == []
+    model = METHODS.get("lora")(cfg.method).apply(model, [])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("q_proj" in n for n in trainable) and any("down_proj" in n for n in trainable)
+    feats = task.encode(examples, tok)
+    result = engine.train(model, feats, partial(task.collate, pad_id=tok.pad_token_id), cfg.train, lr=1e-2)
+    assert result.steps == 3 and math.isfinite(result.train_loss)
+
+
+def _say(words: list[str]) -> list[dict]:
+    return [{"messages": [{"role": U, "content": f"say {w}"}, {"role": A, "content": w}]} for w in words]
+
+
+def test_cli_train_eval_predict(tiny_llama: Path, tmp_path: Path) -> None:
+    words = WORDS[:10]
+    train = write_jsonl(tmp_path / "train.jsonl", _say(words * 3))
+    val = write_jsonl(tmp_path / "val.jsonl", [{"instruction": f"say {w}", "output": w} for w in words[:6]])
+    out = tmp_path / "run"
+    # the untrained loss of the same (resized) model
+    task = _task()
+    val_ex = task.parse(_table([{"instruction": f"say {w}", "output": w} for w in words[:6]]))
+    torch.manual_seed(0)
+    model0, tok0 = task.build_model(str(tiny_llama), val_ex)
+    feats = task.encode(val_ex, tok0)
+    untrained = task.metrics(task.logits(model0, feats, partial(task.collate, pad_id=tok0.pad_token_id), 8),
+                             val_ex)["loss"]
+
+    runner = CliRunner()
+    sets = ["task=sft", f"model={tiny_llama}", f"data.train={train}", f"data.validation={val}", f"output_dir={out}",
+            "train.epochs=25", "train.lr=5e-3", "train.batch_size=8", "train.save_steps=0"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())["validation"]
+    assert m["loss"] < 0.1 * untrained, (m, untrained)
+    assert m["perplexity"] == pytest.approx(math.exp(m["loss"]))
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(str(out / "model"))  # the built-in template is saved with the model
+    assert saved.chat_template == tok0.chat_template and "<|im_end|>" in saved.get_vocab()
+
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(val)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[-1])["loss"] == pytest.approx(m["loss"], rel=1e-4)
+
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input="say nice\nsay great\n")
+    assert res.exit_code == 0, res.output
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["text"] for r in got] == ["say nice", "say great"]
+    assert [r["response"] for r in got] == ["nice", "great"]
+    rows = write_jsonl(tmp_path / "rows.jsonl", _say(["fine"]))
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(rows)])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)
+    assert row["messages"] == _say(["fine"])[0]["messages"] and row["response"] == "fine"
+
+
+def test_unsupported_options_are_refused(tiny_llama: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^config: data.dedup: not supported by task sft yet$"):
+        Sft(SftConfig(), DataConfig(dedup=True))
+    rows = write_jsonl(tmp_path / "rows.jsonl", _say(["good"]))
+    res = CliRunner().invoke(app, ["data", "check", str(rows), "--task", "sft", "--model", str(tiny_llama)])
+    assert res.exit_code == 2 and "data check: task sft is not supported yet" in res.output
