@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, get_args, get_origin
 
@@ -10,7 +11,7 @@ from pydantic_core import PydanticUndefined
 
 
 def _type(field: Any) -> str:
-    text = str(field.annotation).replace("typing.", "")
+    text = re.sub(r"\btunelab(\.\w+)*\.(?=[A-Z])", "", str(field.annotation).replace("typing.", ""))  # bare class names
     return text.replace("<class '", "").replace("'>", "").replace("|", "\\|")
 
 
