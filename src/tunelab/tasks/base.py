@@ -32,6 +32,13 @@ class Task(ABC):
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         """Validate rows into examples; raise DataError(file:line: field: problem) on bad input."""
 
+    def refuse_row_edits(self, why: str) -> None:
+        """For tasks whose rows must stay exactly as read (offsets, chat turns): `data.clean / dedup /
+        sampling / augment` are config errors `config: data.<key>: <why>`."""
+        for key in ("clean", "dedup", "sampling", "augment"):
+            if getattr(self.data, key, None):
+                raise ConfigError(f"config: data.{key}: {why}")
+
     def check_train(self, examples: list[Example]) -> None:  # noqa: B027 - optional hook
         """Whole-split checks on training data (e.g. at least two classes)."""
 

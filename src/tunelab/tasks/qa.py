@@ -66,10 +66,7 @@ class Qa(Task):
     def __init__(self, cfg: QaConfig, data: Any) -> None:
         super().__init__(cfg, data)
         self.unanswerable = False  # the training data had unanswerable questions: "" is a possible answer
-        for key in ("clean", "dedup", "sampling", "augment"):
-            if getattr(data, key, None):
-                raise ConfigError(f"config: data.{key}: not supported by task qa (answer offsets index the "
-                                  "context as it is)")
+        self.refuse_row_edits("not supported by task qa (answer offsets index the context as it is)")
         if getattr(data, "truncation", "head") != "head":
             raise ConfigError("config: data.truncation: task qa always cuts long contexts into windows "
                               "(see task.doc_stride)")

@@ -168,9 +168,7 @@ class Sft(Task):
         super().__init__(cfg, data)
         self._tokenizer: Any = None
         self.truncated = 0
-        for key in ("clean", "dedup", "sampling", "augment"):
-            if getattr(data, key, None):
-                raise ConfigError(f"config: data.{key}: not supported by task sft yet")
+        self.refuse_row_edits("not supported by task sft yet")
         if getattr(data, "truncation", "head") != "head":
             raise ConfigError("config: data.truncation: task sft cuts rows at the end (head) only")
 
