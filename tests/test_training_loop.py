@@ -237,3 +237,19 @@ def test_env_command(tiny_bert: Path) -> None:
             "cpu_bf16_native", "precision_auto"} <= set(info)
     res = runner.invoke(app, ["env"])
     assert res.exit_code == 0 and "torch" in res.stdout
+
+
+# ------------------------------------------------------------------------ bf16 on CPU
+def test_bf16_training_then_plain_fp32_forward(tiny_bert: Path) -> None:
+    """`precision: bf16` trains under autocast (any CPU runs it, natively or emulated); afterwards the model's
+    forward is plain fp32 again, so evaluation and export see the precision they ask for."""
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=2, precision="bf16")
+    result = engine.train(model, feats, collate, cfg.train, lr=1e-3)
+    assert result.precision == "bf16" and result.steps == 2 and result.train_loss == result.train_loss
+    assert not hasattr(model.forward, "__wrapped__")  # accelerate's autocast wrapper is gone
+    batch = {k: v for k, v in collate(feats[:4]).items() if k != "labels"}
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(**batch).logits
+    assert plain.dtype == torch.float32 and not torch.equal(plain, low.float())

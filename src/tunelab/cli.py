@@ -124,20 +124,125 @@ def cv(
     typer.echo(f"cv: {result['folds']} folds; results: {Path(cfg.output_dir) / 'cv' / 'cv.json'}", err=True)
 
 
+@app.command()
+@user_errors
+def curve(
+    config: Path = typer.Argument(..., help="YAML config; data.train is subsampled, validation stays fixed."),
+    fractions: str = typer.Option("0.1,0.3,1", "--fractions", help="Fractions of the training rows, e.g. 0.1,0.3,1."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+) -> None:
+    """Learning curve: one run per training fraction in OUTPUT_DIR/curve/frac-F; curve.json and curve.png."""
+    from tunelab.config import load_config
+    from tunelab.curve import parse_fractions, print_curve, run_curve
+
+    cfg = load_config(config, set_)
+    result = run_curve(cfg, parse_fractions(fractions))
+    print_curve(result)
+    typer.echo(f"curve: {len(result['points'])} runs; results: {Path(cfg.output_dir) / 'curve' / 'curve.json'}",
+               err=True)
+
+
+@app.command()
+@user_errors
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories; the first is the baseline."),
+    split: str = typer.Option("validation", "--split", help="Evaluation split to compare (validation, test)."),
+    output: Path = typer.Option(Path("compare.html"), "--output", help="HTML report; a .txt is written next to it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+    resamples: int = typer.Option(2000, "--resamples", help="Paired bootstrap resamples (non-classification)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
+) -> None:
+    """Compare runs on the same examples: metric table, significance vs the first run, curves (HTML + text)."""
+    from tunelab.compare import compare_runs, print_tables, write_outputs
+
+    result, runs = compare_runs(run_dirs, split, resamples, seed)
+    result["output"] = write_outputs(result, runs, output)
+    print_tables(result)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    typer.echo(f"compare: wrote {result['output']['html']} and {result['output']['text']}", err=True)
+
+
+@app.command()
+@user_errors
+def baseline(
+    config: Path | None = typer.Argument(None, help="YAML run config; the splits are loaded as training loads them."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    zero_shot_model: str | None = typer.Option(None, "--zero-shot-model", help="Causal LM for the zero-shot LLM "
+                                               "baseline (alias or path), e.g. smollm2-135m."),
+    embedding_model: str | None = typer.Option(None, "--embedding-model", help="Encoder for the zero-shot "
+                                               "embedding baseline (alias or path), e.g. minilm."),
+    label_descriptions: Path | None = typer.Option(None, "--label-descriptions", help="JSON {label: description} "
+                                                   "used by the zero-shot baselines instead of bare label names."),
+    analyzer: str = typer.Option("auto", "--analyzer", help="TF-IDF features: auto | word | char."),
+    llm_limit: int | None = typer.Option(None, "--llm-limit", help="Score the LLM on a seeded sample of this "
+                                         "many rows per split."),
+    ngram_order: int = typer.Option(5, "--ngram-order", help="Order of the character n-gram LM (sft, pretrain)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Texts per forward pass (zero-shot)."),
+) -> None:
+    """Baselines to beat: TF-IDF + NB / LogReg, zero-shot (embedding, LLM), char n-gram LM; writes baselines.json."""
+    from tunelab.baselines import print_baselines, run_baselines
+    from tunelab.config import load_config
+
+    cfg = load_config(config, set_)
+    result = run_baselines(cfg, zero_shot_model=zero_shot_model, embedding_model=embedding_model,
+                           label_descriptions=label_descriptions, analyzer=analyzer, llm_limit=llm_limit,
+                           ngram_order=ngram_order, batch_size=batch_size)
+    print_baselines(result)
+    typer.echo(json.dumps(result, ensure_ascii=False))
+    typer.echo(f"baseline: wrote {Path(cfg.output_dir) / 'baselines.json'}", err=True)
+
+
 @app.command("eval")
 @user_errors
 def eval_(
-    model_dir: Path = typer.Argument(..., help="A tuned model directory (RUN/model)."),
+    model_dirs: list[Path] = typer.Argument(..., help="A tuned model directory (RUN/model); several: an "
+                                            "ensemble (classification, probabilities averaged)."),
     data: Path = typer.Option(..., "--data", help="Labelled file to score."),
     batch_size: int = typer.Option(64, help="Examples per forward pass."),
+    report: Path | None = typer.Option(None, "--report", help="Also write an HTML report here (and the "
+                                       "per-example records as <report stem>.predictions.jsonl)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows (one model)."),
+    generate: bool | None = typer.Option(None, "--generate/--no-generate", help="SFT: also generate each last "
+                                         "assistant reply and score it (exact match, BLEU, chrF, ROUGE); default on."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="SFT: most tokens per reply "
+                                              "(default: the model's task.generation)."),
+    num_beams: int | None = typer.Option(None, "--num-beams", min=1, help="SFT: beam search width."),
+    temperature: float | None = typer.Option(None, "--temperature", help="SFT: 0 = greedy; above 0: sampling."),
+    top_p: float | None = typer.Option(None, "--top-p", help="SFT: nucleus sampling mass (with --temperature)."),
+    predictions: Path | None = typer.Option(None, "--predictions", help="SFT: replies file (JSONL; default "
+                                            "RUN/predictions/eval-<data stem>.generations.jsonl next to MODEL_DIR)."),
 ) -> None:
     """Score a tuned model: metrics as one JSON object on stdout, a table on stderr."""
     from tunelab.data.readers import read_table
     from tunelab.evaluate import evaluate, print_metrics
     from tunelab.export import load_model
 
-    task, model, tokenizer = load_model(model_dir)
-    metrics = evaluate(task, model, tokenizer, task.parse(read_table(data)), batch_size)
+    if report is not None and len(model_dirs) > 1:
+        raise TunelabError("eval: --report takes one model directory")
+    if (report is not None or len(model_dirs) > 1) and (limit or generate or predictions):
+        raise TunelabError("eval: --limit, --generate and --predictions take one model directory and no --report")
+    if report is not None:
+        from tunelab.report import evaluation_report
+
+        metrics = evaluation_report(model_dirs[0], data, report, batch_size)
+        typer.echo(f"eval: wrote {report}", err=True)
+    elif len(model_dirs) > 1:
+        from tunelab.ensemble import Ensemble
+
+        metrics = Ensemble(model_dirs).evaluate(read_table(data), batch_size)
+    else:
+        from tunelab.generation import eval_generation
+
+        task, model, tokenizer = load_model(model_dirs[0])
+        examples = task.parse(read_table(data))[:limit]
+        metrics = evaluate(task, model, tokenizer, examples, batch_size)
+        gen, path = eval_generation(task, model, tokenizer, examples, batch_size, model_dirs[0], data,
+                                    generate=generate, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                    temperature=temperature, top_p=top_p, predictions=predictions)
+        metrics.update(gen)
+        if path is not None:
+            typer.echo(f"eval: {gen['generated']} replies with their scores in {path}", err=True)
     print_metrics({str(data): metrics})
     typer.echo(json.dumps(metrics, ensure_ascii=False))
 
@@ -149,7 +254,8 @@ def _stdin_rows(field: str) -> list[dict[str, Any]]:
 @app.command()
 @user_errors
 def predict(
-    model_dirs: list[Path] = typer.Argument(..., help="A tuned model directory (RUN/model)."),
+    model_dirs: list[Path] = typer.Argument(..., help="A tuned model directory (RUN/model); several: an "
+                                            "ensemble (classification, probabilities averaged)."),
     input_: str = typer.Option(..., "--input", help="File to label, or - for one text per line on stdin."),
     output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout)."),
     batch_size: int = typer.Option(64, help="Examples per forward pass."),
@@ -159,9 +265,14 @@ def predict(
     from tunelab.evaluate import logits_for
     from tunelab.export import load_model
 
-    if len(model_dirs) != 1:
-        raise TunelabError("predict: pass one model directory")
-    task, model, tokenizer = load_model(model_dirs[0])
+    ensemble = None
+    if len(model_dirs) > 1:
+        from tunelab.ensemble import Ensemble
+
+        ensemble = Ensemble(model_dirs)  # checks the members' task and label map before any weights load
+        task = ensemble.task
+    else:
+        task, model, tokenizer = load_model(model_dirs[0])
     if input_ == "-":
         rows = _stdin_rows(task.data.text_field)
         if not rows:
@@ -169,8 +280,11 @@ def predict(
         table = Table("<stdin>", [Record("<stdin>", i, r) for i, r in enumerate(rows, start=1)])
     else:
         table = read_table(input_)
-    examples = task.parse(table, labelled=False)
-    rows_out = task.predictions(logits_for(task, model, tokenizer, examples, batch_size), examples)
+    if ensemble is not None:
+        rows_out = ensemble.predict(table, batch_size)
+    else:
+        examples = task.parse(table, labelled=False)
+        rows_out = task.predictions(logits_for(task, model, tokenizer, examples, batch_size), examples)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_out)
     if output is None:
         sys.stdout.write(lines)
@@ -183,88 +297,47 @@ def predict(
 
 
 @app.command()
-def models() -> None:
-    """List the embedded model aliases: parameters, languages, whether installed."""
-    from rich.console import Console
-    from rich.table import Table as RichTable
+@user_errors
+def chat(
+    model_dir: Path = typer.Argument(..., help="A model tuned with task sft (RUN/model)."),
+    system: str | None = typer.Option(None, "--system", help="System message that opens the conversation."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Most tokens per reply "
+                                              "(default: the model's task.generation)."),
+    temperature: float | None = typer.Option(None, "--temperature", help="0 = greedy; above 0: sampling at it "
+                                             "(default: the model's task.generation)."),
+) -> None:
+    """Talk to a tuned chat model in the terminal; replies stream as they are generated. exit / Ctrl-D ends."""
+    from tunelab.chat import run_chat
 
-    from tunelab.models import ALIASES
-
-    table = RichTable(title="embedded models (any local directory or hub id org/name also works)")
-    for col in ("alias", "kind", "params", "languages", "installed", "package"):
-        table.add_column(col)
-    for a in ALIASES.values():
-        table.add_row(a.name, a.kind, a.params, a.languages, "yes" if a.installed() else "no",
-                      f"{a.package} (make {a.extra})")
-    Console().print(table)
+    run_chat(model_dir, system=system, max_new_tokens=max_new_tokens, temperature=temperature)
 
 
 @app.command()
 @user_errors
-def env(
-    config: Path | None = typer.Argument(None, help="A run config, to show its seed and resolved precision."),
-    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON on stdout."),
+def export(
+    path: Path = typer.Argument(..., help="A LoRA / DoRA run directory (or its model/ or adapter/)."),
+    merge: bool = typer.Option(False, "--merge", help="Merge RUN/adapter into the base weights (required)."),
+    output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="Largest allowed |logit| difference "
+                                    "between the merged model and the adapter model (and RUN/model)."),
 ) -> None:
-    """Versions (python, torch, transformers, peft, accelerate, tunelab), CPU/GPU, threads, bf16, seed."""
-    from tunelab.envinfo import environment
+    """Merge a run's adapter into plain transformers weights, checked on sample inputs before writing."""
+    from tunelab.merge import ParityError, merge_run
 
-    cfg = None
-    if config is not None or set_:
-        from tunelab.config import load_config
-
-        cfg = load_config(config, set_)
-    info = environment(cfg)
-    if as_json:
-        typer.echo(json.dumps(info, ensure_ascii=False, indent=2))
-    else:
-        for key, value in info.items():
-            typer.echo(f"{key:16} {', '.join(value) if isinstance(value, list) else value}")
-
-
-@app.command()
-def schema() -> None:
-    """Print the config reference (Markdown) generated from the schema."""
-    from tunelab.config_docs import config_reference
-
-    typer.echo(config_reference(), nl=False)
+    if not merge:
+        raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights)")
+    try:
+        r = merge_run(path, output, tolerance)
+    except ParityError as exc:
+        _fail(str(exc), code=1)
+        return
+    typer.echo(f"export: merged {r.adapter} into {r.base}; max |Δlogit| on {r.samples} samples: "
+               f"{r.max_diff_adapter:.3g} vs the adapter model, {r.max_diff_saved:.3g} vs "
+               f"{r.adapter.parent / 'model'} (tolerance {tolerance:g}); wrote {r.output}", err=True)
 
 
-@data_app.command("check")
-@user_errors
-def data_check(
-    files: list[Path] = typer.Argument(..., help="One or more files (e.g. train and validation)."),
-    task: str = typer.Option("classification", help="Task whose format the rows must have."),
-    model: str = typer.Option("minilm", help="Model whose tokenizer measures lengths."),
-    set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.text_field=review."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
-) -> None:
-    """Rows, labels, token lengths, truncation at max_length, duplicates and overlap between files."""
-    from tunelab.data.check import check_files, print_report
-
-    report = check_files([str(f) for f in files], task, model, set_)
-    if as_json:
-        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
-
-
-@data_app.command("augment")
-@user_errors
-def data_augment(
-    file: Path = typer.Argument(..., help="Labelled (or unlabelled) file to augment."),
-    output: Path = typer.Option(..., "--output", help="JSONL to write: the rows, then their augmented copies."),
-    set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.augment.ops=[delete,swap]."),
-    model: str | None = typer.Option(None, "--model", help="Model whose input-embedding neighbours are synonyms."),
-    seed: int = typer.Option(42, "--seed", help="Seed (train.seed in a run)."),
-) -> None:
-    """Write augmented copies (each with `augmented_from`: the original's line) to inspect data.augment."""
-    from tunelab.data.augment import augment_file
-
-    stats = augment_file(str(file), str(output), set_, model, seed)
-    typer.echo(f"wrote {stats['rows']} rows + {stats['copies_added']} augmented copies to {output} "
-               f"(by op: {stats['by_op']}; unchanged, not added: {stats['unchanged_not_added']})", err=True)
-
+# the inspecting commands live in cli_info.py (imported for its registrations)
+from tunelab import cli_info  # noqa: E402,F401
 
 if __name__ == "__main__":
     app()

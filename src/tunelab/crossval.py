@@ -55,8 +55,16 @@ def fold_indices(examples: list[dict[str, Any]], task: Any, folds: int, seed: in
             raise ConfigError(f"cv: --folds {folds}: {exc}") from None
 
 
-def _write_rows(path: Path, examples: list[dict[str, Any]]) -> None:
+def write_rows(path: Path, examples: list[dict[str, Any]]) -> None:
+    """The examples' original rows (all their fields) as JSONL."""
     path.write_text("".join(json.dumps(ex["row"], ensure_ascii=False) + "\n" for ex in examples), encoding="utf-8")
+
+
+def sub_run_config(cfg: Any, output_dir: Path, **data: str) -> Any:
+    """`cfg` as a run in `output_dir` with `data.*` keys replaced and no `search` section (cv folds, curve points)."""
+    tree = cfg.model_dump(mode="json")
+    tree.pop("search", None)
+    return build_config({**tree, "output_dir": str(output_dir), "data": {**tree["data"], **data}})
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -84,18 +92,15 @@ def run_cv(cfg: Any, folds: int) -> dict[str, Any]:
     splits, stratified = fold_indices(rows, task, folds, cfg.train.seed)
     _say(f"cv: {len(rows)} rows, {folds} folds ({'stratified by label' if stratified else 'not stratified'}), "
          f"seed {cfg.train.seed} → {root}")
-    base = cfg.model_dump(mode="json")
-    base.pop("search", None)
     per_fold = []
     for k, (train_idx, held_idx) in enumerate(splits, start=1):
         out = root / f"fold-{k}"
         out.mkdir(parents=True, exist_ok=True)
-        _write_rows(out / "train.jsonl", [rows[i] for i in train_idx])
-        _write_rows(out / "validation.jsonl", [rows[i] for i in held_idx])
+        write_rows(out / "train.jsonl", [rows[i] for i in train_idx])
+        write_rows(out / "validation.jsonl", [rows[i] for i in held_idx])
         files = {"train": str(out / "train.jsonl"), "validation": str(out / "validation.jsonl")}
-        tree = {**base, "output_dir": str(out), "data": {**base["data"], **files}}
         _say(f"cv: fold {k}/{folds}: {len(train_idx)} training rows, {len(held_idx)} validation rows → {out}")
-        metrics = run(build_config(tree))
+        metrics = run(sub_run_config(cfg, out, **files))
         per_fold.append({
             "fold": k, "output_dir": str(out), "rows": {"train": len(train_idx), "validation": len(held_idx)},
             **{split: _scalars(m) for split, m in metrics.items() if split != "train"},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import random
 import sys
 import time
@@ -81,12 +82,19 @@ class LoopState:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto` picks bf16 only where the hardware runs it natively: on a CPU without AVX-512-BF16 or
     AMX, bf16 matmuls are ~3x slower than fp32 (measured 44 vs 147 GFLOP/s on this project's CI CPU)."""
+    if precision == "auto":  # TUNELAB_PRECISION=fp32|bf16|fp16 fixes what `auto` means (tests pin fp32)
+        precision = os.environ.get("TUNELAB_PRECISION", "auto")
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return "bf16" if native else "fp32"
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for inference at `precision` (None: plain fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))
 
 
 def keep_freed_memory() -> None:
@@ -174,16 +182,19 @@ class Loop:
                  cfg: TrainConfig, lr: float, out_dir: Path | None, evaluate: Callable[..., dict[str, Any]] | None,
                  loss_fn: Callable[..., torch.Tensor] | None, on_eval: Callable[[int, dict[str, Any]], None] | None,
                  ) -> None:
-        from accelerate import Accelerator
+        from accelerate import Accelerator, PartialState
+        from accelerate.state import AcceleratorState
 
         keep_freed_memory()
         if cfg.dropout is not None:
             set_dropout(model, cfg.dropout)
-        probe = Accelerator(cpu=not torch.cuda.is_available())
-        self.precision = resolve_precision(cfg.precision, probe.device)
+        # the device from PartialState: an Accelerator probe would fix the process's mixed precision to "no"
+        self.precision = resolve_precision(cfg.precision, PartialState(cpu=not torch.cuda.is_available()).device)
+        mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision]
+        if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+            AcceleratorState._reset_state()  # an earlier run in this process (tests, tune trials) chose another
         self.acc = acc = Accelerator(
-            cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum,
-            mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision],
+            cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed,
         )
         self.features, self.collate, self.cfg = features, collate, cfg
         self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
@@ -355,6 +366,7 @@ class Loop:
                 ckpt.copy_trainable(self.best_weights, self.unwrapped, "the best weights")
             elif self.ckpt_root is not None:
                 ckpt.load_trainable(self.ckpt_root / f"step-{selected:08d}", self.unwrapped)
+        self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
         return TrainResult(
             s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
             self.precision, s.evals, t.metric if t else None, t.best_value if t else None,
@@ -373,8 +385,7 @@ def forward_logits(
     """Logits for every feature, in input order; batches are formed by length (little padding)."""
     model.eval()
     device = next(model.parameters()).device
-    precision = resolve_precision(precision, device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = autocast_dtype(device, precision)
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     out: list[np.ndarray | None] = [None] * len(features)
     for s in range(0, len(order), batch_size):

@@ -15,6 +15,7 @@ from tunelab.checkpoint import atomic_dir, commit_dir
 from tunelab.errors import TunelabError
 
 META_FILE = "tunelab.json"
+PROMPT_ADAPTER = "adapter"  # RUN/model/adapter: the prefix / prompt-tuning adapter (peft cannot merge it)
 
 
 def save_model(
@@ -42,10 +43,8 @@ def save_model(
     return saved
 
 
-def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
-    """(task, model, tokenizer) from a tunelab model directory."""
-    import transformers
-
+def load_task(model_dir: str | Path) -> Any:
+    """The task (config, data settings, label map) of a tunelab model directory; no weights are loaded."""
     from tunelab.config import DataConfig, run_config_class
     from tunelab.tasks import TASKS
 
@@ -58,6 +57,22 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     task_cls = TASKS.get(meta["task"]["name"])
     task = task_cls(task_cls.Config(**meta["task"]), DataConfig(**meta["data"]))
     task.load_metadata(meta)
-    model = task.optimize(getattr(transformers, task_cls.auto_model_class).from_pretrained(str(path)))
+    return task
+
+
+def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
+    """(task, model, tokenizer) from a tunelab model directory."""
+    import transformers
+
+    path = Path(model_dir)
+    task = load_task(path)
+    from tunelab.models.decoder_heads import load_head  # token/QA heads for decoders transformers lacks
+
+    model = load_head(task.auto_model_class, str(path))  # the instance's: pretrain sets it per objective
+    if (path / PROMPT_ADAPTER / "adapter_config.json").is_file():  # prefix / prompt tuning: base + virtual tokens
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path / PROMPT_ADAPTER))
+    model = task.optimize(model)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     return task, model, tokenizer

@@ -20,9 +20,11 @@ from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
 from tunelab.evaluate import evaluate
 from tunelab.export import save_model
+from tunelab.generation import final_generation
 from tunelab.methods import METHODS
 from tunelab.methods.base import count_parameters
 from tunelab.models import resolve_model
+from tunelab.records import evaluate_and_record
 from tunelab.tasks import TASKS
 
 
@@ -51,16 +53,20 @@ def run(cfg: Any, resume: str | None = None,
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
+    task.check_method(cfg.method.name)
     report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
     splits = load_splits(cfg.data, task, cfg.train.seed, report)
     model, tokenizer = task.build_model(resolve_model(cfg.model), splits["train"])
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
     if state.is_main_process:
         report.write(out, splits)
+    baseline = (evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size)
+                if task.baseline_eval and "validation" in splits and state.is_main_process else None)
     method = METHODS.get(cfg.method.name)(cfg.method)
     model = method.apply(model, task.head_modules(model))
     params = count_parameters(model)
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
+    features["train"] = task.train_features(features["train"])  # e.g. packed
 
     def score(m: torch.nn.Module, split: str = "validation") -> dict[str, Any]:
         return evaluate(task, m, tokenizer, splits[split], cfg.train.eval_batch_size, features[split])
@@ -75,7 +81,14 @@ def run(cfg: Any, resume: str | None = None,
         state.wait_for_everyone()
         return {}
     model = save_model(model, tokenizer, task, method, cfg, out)
-    metrics: dict[str, Any] = {name: score(model, name) for name in splits if name != "train"}
+    # sft with task.generation.eval_generate: replies scored, RUN/predictions/<split>.generations.jsonl
+    generated = final_generation(task, model, tokenizer, splits, cfg.train.eval_batch_size, out)
+    metrics: dict[str, Any] = {  # + per-example records: RUN/predictions/<split>.jsonl
+        name: {**evaluate_and_record(task, model, tokenizer, splits[name], cfg.train.eval_batch_size,
+                                     out / "predictions" / f"{name}.jsonl", features[name]), **generated.get(name, {})}
+        for name in splits if name != "train"}
+    if baseline is not None:  # the untrained model, scored before training (task.baseline_eval)
+        metrics["baseline"] = baseline
     metrics["train"] = {
         "loss": result.train_loss, "steps": result.steps, "epochs": result.epochs,
         "wall_s": round(result.wall_s, 2), "real_tokens_per_s": round(result.real_tokens_per_s, 1),
@@ -99,4 +112,7 @@ def run(cfg: Any, resume: str | None = None,
             if name != "train":
                 f.write(json.dumps({"step": result.steps, "final": name,
                                     **{k: v for k, v in m.items() if isinstance(v, int | float)}}) + "\n")
+    from tunelab.report import write_run_report  # RUN/report.html; a failure is a warning, never an error
+
+    write_run_report(out, task=task, model=model, tokenizer=tokenizer, splits=splits)
     return metrics

@@ -68,7 +68,8 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
             texts = [ex["text"] for ex in examples]
             pairs = [ex["text_pair"] for ex in examples] if data.text_pair_field else None
             labels = Counter(
-                lab for ex in examples for lab in (ex["label"] if isinstance(ex["label"], list) else [ex["label"]])
+                lab for ex in examples if "label" in ex  # pretrain documents have none
+                for lab in (ex["label"] if isinstance(ex["label"], list) else [ex["label"]])
             )
         lengths = np.asarray([len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]])
         exact = Counter(_key(ex) for ex in examples)

@@ -1,4 +1,4 @@
-"""JSONL / JSON / CSV / TSV / Parquet → `Table` of `Record`s that remember their file and line.
+"""JSONL / JSON / CSV / TSV / Parquet / plain text → `Table` of `Record`s that remember their file and line.
 
 Every malformed file or row raises `DataError("file:line: field: problem")`; nothing is dropped.
 Accepted as valid: a UTF-8 BOM, CRLF line ends, blank lines (skipped, not rows), quoted CSV fields
@@ -173,6 +173,24 @@ def _read_conll(path: Path) -> list[Record]:
     return records
 
 
+def _read_txt(path: Path) -> list[Record]:
+    """Plain text: one record `{"text": paragraph}` per run of non-blank lines (paragraphs are separated by
+    blank or whitespace-only lines; the lines of a paragraph are joined with a newline), at its first line."""
+    records: list[Record] = []
+    lines: list[str] = []
+    start = 0
+    for number, line in enumerate([*_decode(path).split("\n"), ""], start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            if not lines:
+                start = number
+            lines.append(line)
+        elif lines:
+            records.append(Record(str(path), start, {"text": "\n".join(lines)}))
+            lines = []
+    return records
+
+
 def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
     import pyarrow.parquet as pq
 
@@ -201,9 +219,11 @@ def read_table(path: str | Path) -> Table:
         records = _read_conll(p)
     elif suffix in (".parquet", ".pq"):
         records, columns = _read_parquet(p)
+    elif suffix == ".txt":
+        records = _read_txt(p)
     else:
         raise DataError(str(p), None, None,
-                        f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet or .conll")
+                        f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, .conll or .txt")
     if not records:
         raise DataError(str(p), None, None, "empty file: no data rows")
     return Table(str(p), records, columns)

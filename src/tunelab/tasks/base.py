@@ -22,6 +22,7 @@ class Task(ABC):
 
     Config: ClassVar[type[TaskConfig]]
     auto_model_class: ClassVar[str]  # transformers Auto* class name used to reload the exported model
+    baseline_eval: ClassVar[bool] = False  # also score the untrained model on validation (metrics.json `baseline`)
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg = cfg
@@ -70,6 +71,14 @@ class Task(ABC):
             raise ConfigError(f"config: train.{used}: not supported by task {self.cfg.name} yet")
         return {"type": "model"}
 
+    def check_method(self, method: str) -> None:  # noqa: B027 - optional hook
+        """Refuse (ConfigError) a method this task's config cannot work with; called before loading."""
+
+    def train_features(self, features: list[Features]) -> list[Features]:
+        """The encoded training split as the engine batches it (sft packs several examples per row);
+        evaluation always gets `encode`'s one feature per example."""
+        return features
+
     def loss_fn(self) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None:
         """A custom training loss `f(model, batch)`, or None for the model's own loss."""
         return None
@@ -93,6 +102,11 @@ class Task(ABC):
     @abstractmethod
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """One output row per example."""
+
+    def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """Per-example evaluation rows `{text, gold, prediction, correct, score, ...}` (see tunelab.records);
+        a task without them raises NotImplementedError and no records are written."""
+        raise NotImplementedError
 
     # -- saved with the model ----------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

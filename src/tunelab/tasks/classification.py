@@ -273,6 +273,23 @@ class Classification(Task):
             out.append({**ex["row"], "label": label, "scores": scores})
         return out
 
+    def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """Gold and predicted label (multi-label: sorted lists), 1/0 score, `probs` in label order;
+        `labels` on the first row. A soft gold label counts as its most probable label(s)."""
+        probs, index, out = self.probabilities(logits), {n: i for i, n in enumerate(self.labels)}, []
+        for i, (ex, p) in enumerate(zip(examples, probs, strict=True)):
+            if self.cfg.multi_label:
+                target = self._target(ex, index)
+                gold: Any = sorted(n for n, v in zip(self.labels, target, strict=True) if v >= 0.5)
+                pred: Any = sorted(n for n, v in zip(self.labels, p, strict=True) if v >= self.cfg.threshold)
+            else:
+                gold, pred = self.labels[self._target(ex, index)], self.labels[int(p.argmax())]
+            text = ex["text"] + ("\n" + ex["text_pair"] if "text_pair" in ex else "")
+            row = {"text": text, "gold": gold, "prediction": pred, "correct": gold == pred,
+                   "score": float(gold == pred), "probs": [round(float(v), 6) for v in p]}
+            out.append({**row, "labels": list(self.labels)} if i == 0 else row)
+        return out
+
     def metadata(self) -> dict[str, Any]:
         return {"labels": self.labels}
 

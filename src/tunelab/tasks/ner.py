@@ -39,6 +39,10 @@ class NerConfig(TaskConfig):
     tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
     label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")
     strict: bool = Field(False, description="Score with seqeval's strict IOB2 mode.")
+    bidirectional: bool = Field(
+        False, description="Decoder models (gemma3-270m, smollm2-135m): attend to later tokens too (non-causal "
+        "attention); an error for encoders, which already do."
+    )
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
@@ -131,18 +135,26 @@ class Ner(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from tunelab.models.decoder_heads import load_head  # decoders without a transformers head: generic one
 
         types = sorted({t[2:] for ex in train for t in ex["tags"] if t != "O"})
         self.labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
-        model = AutoModelForTokenClassification.from_pretrained(
-            model_path, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+        model = load_head(
+            self.auto_model_class, model_path, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
             label2id={n: i for i, n in enumerate(self.labels)},
         )
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return self.optimize(model), tokenizer
+
+    def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
+        from tunelab.models.decoder_heads import make_bidirectional
+
+        return make_bidirectional(model) if self.cfg.bidirectional else model
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
         """Token-level cross-entropy with class weights (per BIO tag; a mapping may name an entity type
@@ -226,6 +238,18 @@ class Ner(Task):
             entities = [{"type": typ, "text": text[offsets[s][0]:offsets[e - 1][1]],
                          "start": offsets[s][0], "end": offsets[e - 1][1]} for typ, s, e in spans(tags)]
             out.append({**ex["row"], "tags": tags, "entities": entities})
+        return out
+
+    def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """Gold and predicted BIO tags per token; score: the sentence's entity F1 (exact type and span;
+        1.0 when neither has entities); correct: the same entities."""
+        out = []
+        for lg, ex in zip(logits, examples, strict=True):
+            pred = self.word_tags(lg, ex)
+            g, p = set(spans(ex["tags"])), set(spans(pred))
+            f1 = 1.0 if not g and not p else 2 * len(g & p) / (len(g) + len(p))
+            out.append({"text": _join(ex["tokens"])[0], "gold": ex["tags"], "prediction": pred,
+                        "correct": g == p, "score": f1, "tokens": ex["tokens"]})
         return out
 
     def metadata(self) -> dict[str, Any]:

@@ -55,6 +55,10 @@ class QaConfig(TaskConfig):
         0.0, description="Unanswerable training data only: answer \"\" when the [CLS] score exceeds the best "
         "span's score by more than this."
     )
+    bidirectional: bool = Field(
+        False, description="Decoder models (gemma3-270m, smollm2-135m): attend to later tokens too (non-causal "
+        "attention); an error for encoders, which already do."
+    )
 
 
 @TASKS.register("qa")
@@ -133,7 +137,9 @@ class Qa(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from tunelab.models.decoder_heads import load_head  # decoders without a transformers head: generic one
 
         self.unanswerable = any(not ex["answers"] for ex in train)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -141,9 +147,14 @@ class Qa(Task):
             raise ConfigError(f"config: model: task qa needs a fast tokenizer (offset mapping); {model_path} has none")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForQuestionAnswering.from_pretrained(model_path)
+        model = load_head(self.auto_model_class, model_path)
         model.config.pad_token_id = tokenizer.pad_token_id
-        return model, tokenizer
+        return self.optimize(model), tokenizer
+
+    def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
+        from tunelab.models.decoder_heads import make_bidirectional
+
+        return make_bidirectional(model) if self.cfg.bidirectional else model
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n == "qa_outputs"]
@@ -208,6 +219,19 @@ class Qa(Task):
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         return [{**ex["row"], **self.decode(w, ex["context"])} for w, ex in zip(logits, examples, strict=True)]
 
+    def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """Gold answer texts and the predicted answer; score: SQuAD token F1 (CMRC character F1 for
+        Chinese), max over the golds; correct: exact match."""
+        from tunelab.metrics.qa import score
+
+        out = []
+        for w, ex in zip(logits, examples, strict=True):
+            pred, golds = self.decode(w, ex["context"])["answer"], [t for t, _ in ex["answers"]]
+            em, f1 = score(pred, golds, is_chinese(ex["context"]))
+            out.append({"text": ex["question"] + "\n" + ex["context"], "gold": golds, "prediction": pred,
+                        "correct": bool(em), "score": f1, "question": ex["question"]})
+        return out
+
     def metadata(self) -> dict[str, Any]:
         return {"unanswerable": self.unanswerable}
 
@@ -249,9 +273,9 @@ def best_span(windows: Sequence[tuple[np.ndarray, list[Any]]], context: str, n_b
         for a in starts:
             for b in ends:
                 if a <= b < a + max_answer_length:
-                    key = (offsets[a][0], offsets[b][1])
+                    key = _strip_space(context, offsets[a][0], offsets[b][1])
                     s = float(start_lg[a] + end_lg[b])
-                    if s > spans.get(key, -np.inf):
+                    if key[0] < key[1] and s > spans.get(key, -np.inf):  # not a lone space token
                         spans[key] = s
     ranked = sorted(spans.items(), key=lambda kv: -kv[1])[:n_best]
     scores = [s for _, s in ranked] + ([null] if null_threshold is not None and np.isfinite(null) else [])
@@ -261,3 +285,10 @@ def best_span(windows: Sequence[tuple[np.ndarray, list[Any]]], context: str, n_b
         (s, e), _ = ranked[0]
         return {"answer": context[s:e], "score": round(float(probs[0]), 6), "start": s, "end": e}
     return {"answer": "", "score": round(float(probs[-1]), 6) if len(probs) else 0.0, "start": None, "end": None}
+
+
+def _strip_space(context: str, start: int, end: int) -> tuple[int, int]:
+    """A span without the leading space that SentencePiece/BPE tokens (`▁word`, `Ġword`) carry in their offsets."""
+    while start < end and context[start].isspace():
+        start += 1
+    return start, end

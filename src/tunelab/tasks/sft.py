@@ -16,26 +16,30 @@ Truncation (`data.max_length`): rows are cut at the end; the number cut is repor
 assistant tokens are all cut is a DataError naming file:line (nothing is dropped silently).
 
 Evaluation: mean token cross-entropy over assistant tokens (`loss`) and `perplexity` = exp(loss), computed
-per batch. Predict: greedy generation of the next assistant reply (`response`), stopped at the template's
-end-of-turn token or eos.
+per batch. Predict: generation of the next assistant reply (`response`; `task.generation`, greedy by
+default), stopped at the template's end-of-turn token or eos. Generation metrics: tunelab.generation.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tunelab.config import TaskConfig
+from tunelab.data.prompt_template import check_template, template_messages
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
+from tunelab.generation import GenerationConfig, generate
+from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.tasks import TASKS
-from tunelab.tasks.base import Example, Features, Task
+from tunelab.tasks.base import Example, Features, Task, pad_batch
+from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll
+from tunelab.tasks.packing import collate_packed, pack
 
 CHATML = (
     "{% for message in messages %}"
@@ -61,7 +65,34 @@ class SftConfig(TaskConfig):
         "auto", description="Chat template. auto: the tokenizer's own chat_template, ChatML when it has none; "
         "chatml: always the built-in ChatML template. A built-in template is saved with the tokenizer."
     )
-    max_new_tokens: int = Field(128, ge=1, description="Predict: most tokens generated per reply (greedy).")
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="Reply generation for predict, eval and chat (greedy by "
+        "default), and generation metrics in train's final evaluation (eval_generate)."
+    )
+    prompt_template: str | None = Field(
+        None, description="Build the user turn from the row's fields, e.g. 'Translate into Chinese:\\n{source}' "
+        "({field} placeholders); the reply is task.response_field. Overrides task.format."
+    )
+    response_field: str | None = Field(None, description="With prompt_template: the column holding the reply.")
+    packing: bool = Field(
+        False, description="Training: pack several examples into each row of up to data.max_length tokens "
+        "(best-fit decreasing; positions restart and attention stays within each example). train.batch_size "
+        "then counts packed rows. Not with prefix or prompt tuning. Evaluation is never packed."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_max_new_tokens(cls, values: Any) -> Any:
+        """`task.max_new_tokens` (model directories saved before task.generation) → generation.max_new_tokens."""
+        if isinstance(values, dict) and "max_new_tokens" in values:
+            values = dict(values)
+            values["generation"] = {"max_new_tokens": values.pop("max_new_tokens"), **(values.get("generation") or {})}
+        return values
+
+    @model_validator(mode="after")
+    def _check_template(self) -> SftConfig:
+        check_template(self.prompt_template, self.response_field)
+        return self
 
 
 def _message(rec: Record, field: str, i: int, role: Any, content: Any, roles: dict[str, str]) -> dict[str, str]:
@@ -178,7 +209,10 @@ class Sft(Task):
         text_field = self.data.text_field
         for rec in table.records:
             plain = not labelled and text_field in rec.data and not any(k in rec.data for k, _ in _DETECT)
-            if plain:  # predict: one user message per row (`--input -`)
+            if self.cfg.prompt_template is not None:  # the row's fields fill the user turn
+                field, msgs = template_messages(rec, self.cfg.prompt_template, self.cfg.response_field or "",
+                                                labelled, text_field)
+            elif plain:  # predict: one user message per row (`--input -`)
                 field, msgs = text_field, [{"role": "user", "content": _text(rec, text_field)}]
             else:
                 field, msgs = row_messages(rec, self.cfg.format, labelled)
@@ -247,65 +281,66 @@ class Sft(Task):
                   "(their tail is not trained)", file=sys.stderr)
         return feats
 
+    # -- training: loss on trained positions only, optional packing ----------------------------
+    def check_method(self, method: str) -> None:
+        if self.cfg.packing and method in ("prefix", "prompt"):
+            raise ConfigError(f"config: task.packing: {method} tuning cannot be packed (its virtual tokens "
+                              "would be shared by every example of a row); set task.packing: false")
+
+    def train_features(self, features: list[Features]) -> list[Features]:
+        return pack(features, self.data.max_length) if self.cfg.packing else features
+
+    def collate(self, features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate_packed(features, pad_id) if "position_ids" in features[0] else pad_batch(features, pad_id)
+
+    def loss_fn(self) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
+        return causal_lm_loss
+
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],
                batch_size: int) -> np.ndarray:
         """Labelled features: per example [sum of assistant-token NLL, token count], computed batch by batch
-        (no (B, L, V) logits kept). Unlabelled: per example the generated token ids (object array)."""
+        from the logits of the trained positions only (at most 2048 per forward; tasks/causal_loss.py).
+        Unlabelled: per example the generated token ids (object array)."""
         if features and "labels" not in features[0]:
             return self._generate(model, features, batch_size)
-        from tunelab.engine import resolve_precision
+        from tunelab.engine import autocast_dtype
 
         model.eval()
         device = next(model.parameters()).device
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision("auto", device))
+        dtype = autocast_dtype(device)
         out = np.zeros((len(features), 2), dtype=np.float64)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         with torch.no_grad():
-            for s in range(0, len(order), batch_size):
-                chunk = order[s: s + batch_size]
+            trained = [sum(v != -100 for v in f["labels"][1:]) for f in features]
+            for chunk in eval_batches(order, trained, batch_size):
                 batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
-                labels = batch.pop("labels")
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    logits = model(**batch).logits
-                target = labels[:, 1:]
-                nll = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
-                )
-                out[chunk, 0] = nll.sum(1).double().cpu().numpy()
-                out[chunk, 1] = (target != -100).sum(1).cpu().numpy()
+                    sums, counts = example_nll(model, batch)  # logits of the trained positions only
+                out[chunk, 0] = sums.cpu().numpy()
+                out[chunk, 1] = counts.cpu().numpy()
         return out
 
     def _generate(self, model: torch.nn.Module, features: Sequence[Features], batch_size: int) -> np.ndarray:
-        """Greedy replies; a batch holds prompts of one length only, so no padding is ever needed."""
+        """Replies as `task.generation` says (tunelab.generation.generate: left-padded batches)."""
         tok = self._tokenizer
-        stop = end_of_turn_ids(tok)
-        model.eval()
-        device = next(model.parameters()).device
-        groups: dict[int, list[int]] = {}
-        for i, f in enumerate(features):
-            groups.setdefault(len(f["input_ids"]), []).append(i)
         out = np.empty(len(features), dtype=object)
-        with torch.no_grad():
-            for idx in groups.values():
-                for s in range(0, len(idx), batch_size):
-                    chunk = idx[s: s + batch_size]
-                    ids = torch.as_tensor([features[i]["input_ids"] for i in chunk], device=device)
-                    gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                         max_new_tokens=self.cfg.max_new_tokens, eos_token_id=stop,
-                                         pad_token_id=tok.pad_token_id)
-                    for j, i in enumerate(chunk):
-                        new = gen[j, ids.shape[1]:].tolist()
-                        cut = next((k for k, t in enumerate(new) if t in stop), len(new))
-                        out[i] = new[:cut]
+        replies = generate(model, tok, [f["input_ids"] for f in features], self.cfg.generation, batch_size,
+                           end_of_turn_ids(tok))
+        for i, reply in enumerate(replies):
+            out[i] = reply
         return out
 
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
-        total, count = float(np.sum(logits[:, 0])), int(np.sum(logits[:, 1]))
-        loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
+        return perplexity_metrics(logits)
 
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         tok = self._tokenizer
         return [{**ex["row"], "response": tok.decode(ids, skip_special_tokens=True).strip()}
                 for ids, ex in zip(logits, examples, strict=True)]
+
+    def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """Prompt, reference reply and per-example loss (see tunelab.records.sft_records)."""
+        from tunelab.records import sft_records
+
+        return sft_records(logits, examples)

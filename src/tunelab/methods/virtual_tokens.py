@@ -1,0 +1,93 @@
+"""Prefix tuning and prompt tuning with peft (`method: prefix`, `method: prompt`): the base model stays frozen;
+only `num_virtual_tokens` trainable vectors are learnt — per layer as attention keys/values (prefix) or as
+input embeddings put before the text (prompt). For causal LMs only (tasks sft and pretrain with objective clm):
+peft's prefix tuning needs past key values, which transformers 5 encoders (BERT) no longer take, and prompt
+tuning would push the virtual tokens in front of an encoder's [CLS], the position its classifier reads.
+
+Export: peft cannot merge virtual tokens into weights, so `RUN/model` holds the base model (as trained: e.g.
+with the ChatML tokens SFT added), the tokenizer and the adapter in `RUN/model/adapter/` (also in
+`RUN/adapter/`); `tunelab eval / predict` load both. Plain transformers users:
+`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("RUN/model"), "RUN/model/adapter")`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from tunelab.config import MethodConfig
+from tunelab.errors import ConfigError
+from tunelab.export import PROMPT_ADAPTER
+from tunelab.methods import METHODS
+from tunelab.methods.base import Method
+
+
+class PrefixConfig(MethodConfig):
+    name: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(20, ge=1, description="Virtual key/value positions learnt in every layer.")
+
+
+class PromptConfig(MethodConfig):
+    name: Literal["prompt"] = "prompt"
+    num_virtual_tokens: int = Field(20, ge=1, description="Learnt input embeddings put before every text.")
+
+
+def require_causal_lm(model: torch.nn.Module, method: str) -> None:
+    """A one-line ConfigError unless `model` is a transformers causal LM."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = type(model).__name__
+    if name not in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
+        raise ConfigError(f"config: method: {method} tuning works with causal LMs only (task sft, or pretrain with "
+                          f"objective clm); this run builds a {name}; use lora")
+
+
+class _VirtualTokens(Method):
+    """Shared by prefix and prompt tuning: a peft prompt-learning adapter on a frozen causal LM."""
+
+    kind: ClassVar[str]
+    cfg: PrefixConfig | PromptConfig
+
+    def peft_config(self) -> object:
+        raise NotImplementedError
+
+    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+        from peft import get_peft_model
+
+        require_causal_lm(model, self.kind)
+        return get_peft_model(model, self.peft_config())
+
+    def export(self, model: torch.nn.Module, model_dir: Path, adapter_dir: Path) -> torch.nn.Module:
+        model.save_pretrained(adapter_dir)
+        model.save_pretrained(model_dir / PROMPT_ADAPTER)
+        model.get_base_model().save_pretrained(model_dir)
+        return model
+
+
+@METHODS.register("prefix")
+class Prefix(_VirtualTokens):
+    Config = PrefixConfig
+    kind = "prefix"
+    default_lr = 1e-2
+
+    def peft_config(self) -> object:
+        from peft import PrefixTuningConfig
+
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.cfg.num_virtual_tokens)
+
+
+@METHODS.register("prompt")
+class Prompt(_VirtualTokens):
+    Config = PromptConfig
+    kind = "prompt"
+    default_lr = 3e-2
+
+    def peft_config(self) -> object:
+        from peft import PromptTuningConfig, PromptTuningInit
+
+        # initialised from randomly chosen vocabulary embeddings: the scale of real input embeddings
+        return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.cfg.num_virtual_tokens,
+                                  prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)

@@ -1,0 +1,116 @@
+"""Scores of generated text against one reference each: exact match, BLEU, chrF, ROUGE-1/2/L.
+
+- `exact_match` (0–1): equal after collapsing whitespace runs to one space and trimming (case kept).
+- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when the references are mostly
+  CJK) and chrF (character 6-grams, β = 2, whitespace ignored).
+- `rouge1`, `rouge2`, `rougeL` (0–1): rouge-score F-measures, averaged over samples. rouge-score's own
+  tokenizer keeps only `[a-z0-9]` and so drops Chinese entirely; for mostly-CJK references the texts are
+  segmented here instead — jieba words when `jieba` is installed, single CJK characters otherwise — with
+  Latin words and numbers kept as tokens (lower-cased) and punctuation dropped.
+
+Per sample: sentence BLEU (effective order, exponential smoothing), sentence chrF and ROUGE-L F.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_LATIN = re.compile(r"[^\W_]", re.UNICODE)
+_ZH_TOKEN = re.compile(rf"[{_CJK}]|[a-z0-9]+")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def normalise(text: str) -> str:
+    """Whitespace runs → one space, trimmed."""
+    return " ".join(text.split())
+
+
+def mostly_cjk(texts: Sequence[str]) -> bool:
+    """True when CJK characters are the majority of the letters (CJK or other word characters) in `texts`."""
+    cjk = sum(len(_CJK_CHAR.findall(t)) for t in texts)
+    letters = sum(len(_LATIN.findall(t)) for t in texts)  # CJK characters are word characters too
+    return cjk > 0 and cjk * 2 > letters
+
+
+@cache
+def _jieba() -> Any:
+    try:
+        import jieba
+    except ImportError:
+        return None
+    jieba.setLogLevel(60)  # no "Building prefix dict" chatter on stderr
+    return jieba
+
+
+def segment_zh(text: str) -> list[str]:
+    """Tokens for ROUGE on Chinese: jieba words when jieba is installed, else single CJK characters; Latin
+    words and numbers lower-cased; punctuation and whitespace dropped."""
+    text = text.lower()
+    jieba = _jieba()
+    if jieba is None:
+        return _ZH_TOKEN.findall(text)
+    out = []
+    for word in jieba.lcut(text):
+        word = word.strip()
+        if word and (_CJK_CHAR.search(word) or re.fullmatch(r"[a-z0-9]+", word)):
+            out.append(word)
+        elif word:
+            out += re.findall(r"[a-z0-9]+", word)
+    return out
+
+
+class _ZhTokenizer:
+    """rouge-score tokenizer interface (`tokenize(text) -> list[str]`)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return segment_zh(text)
+
+
+def _rouge(zh: bool) -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_ZhTokenizer() if zh else None)
+
+
+def score_generations(predictions: Sequence[str], references: Sequence[str],
+                      language: str | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """(corpus metrics, per-sample {exact_match, bleu, chrf, rouge_l}). `language`: `zh`, `en` or None
+    (decided from the references: mostly CJK → zh)."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        return {"exact_match": 0.0, "bleu": 0.0, "chrf": 0.0, **dict.fromkeys(ROUGE_TYPES, 0.0), "generated": 0}, []
+    zh = mostly_cjk(references) if language is None else language == "zh"
+    tokenize = "zh" if zh else "13a"
+    preds, refs = list(predictions), list(references)
+    bleu, chrf = BLEU(tokenize=tokenize), CHRF()
+    sentence_bleu = BLEU(tokenize=tokenize, effective_order=True)
+    rouge = _rouge(zh)
+    samples, sums = [], dict.fromkeys(ROUGE_TYPES, 0.0)
+    for p, r in zip(preds, refs, strict=True):
+        rs = rouge.score(r, p)
+        for k in ROUGE_TYPES:
+            sums[k] += float(rs[k].fmeasure)
+        samples.append({
+            "exact_match": float(normalise(p) == normalise(r)),
+            "bleu": round(sentence_bleu.sentence_score(p, [r]).score, 4),
+            "chrf": round(chrf.sentence_score(p, [r]).score, 4),
+            "rouge_l": round(float(rs["rougeL"].fmeasure), 6),
+        })
+    n = len(refs)
+    corpus = {
+        "exact_match": sum(s["exact_match"] for s in samples) / n,
+        "bleu": round(bleu.corpus_score(preds, [refs]).score, 6),
+        "chrf": round(chrf.corpus_score(preds, [refs]).score, 6),
+        **{k: v / n for k, v in sums.items()},
+        "generated": n,
+        "bleu_tokenize": tokenize,
+    }
+    return corpus, samples

@@ -1,0 +1,41 @@
+"""The HTML evaluation report (`RUN/report.html`, `tunelab eval --report`): see report/html.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from tunelab.report.html import build_report
+
+__all__ = ["build_report", "write_run_report"]
+
+
+def write_run_report(out_dir: Path, **objects: Any) -> Path | None:
+    """`OUTPUT_DIR/report.html` for a finished run; a failure is one warning line on stderr, never an error
+    (the trained model is already saved)."""
+    try:
+        return build_report(out_dir / "report.html", out_dir, **objects)
+    except Exception as e:  # noqa: BLE001 - the report is a by-product of training
+        print(f"report: {out_dir / 'report.html'} not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def evaluation_report(model_dir: Path, data: Path, path: Path, batch_size: int = 64) -> dict[str, Any]:
+    """`tunelab eval MODEL_DIR --data F --report PATH`: score F, write its records next to the report
+    (`<PATH stem>.predictions.jsonl`) and the report itself; returns the metrics. The training run's
+    summary and curves are included when MODEL_DIR sits in a run directory."""
+    from tunelab.data.readers import read_table
+    from tunelab.export import load_model
+    from tunelab.records import evaluate_and_record, read_records
+
+    task, model, tokenizer = load_model(model_dir)
+    examples = task.parse(read_table(data))
+    records_path = path.with_name(f"{path.stem}.predictions.jsonl")
+    split = data.stem
+    metrics = evaluate_and_record(task, model, tokenizer, examples, batch_size, records_path)
+    run_dir = model_dir.parent if (model_dir.parent / "config.yaml").is_file() else None
+    records = {split: read_records(records_path)} if records_path.is_file() else {}
+    build_report(path, run_dir, title=f"tunelab evaluation: {model_dir} on {data.name}", task=task, model=model,
+                 tokenizer=tokenizer, splits={split: examples}, records=records, metrics={split: metrics})
+    return metrics

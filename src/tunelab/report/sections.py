@@ -1,0 +1,251 @@
+"""Report sections that do not depend on the task: run summary, data, training curves, baselines,
+learning curve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from tunelab.report import plots
+from tunelab.report.html import Context, esc, figs, img, note, table
+
+LENGTH_SAMPLE = 5000  # token lengths are counted on at most this many rows per split (seeded sample)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _json_file(ctx: Context, *parts: str) -> Any:
+    if ctx.out_dir is None:
+        return None
+    path = ctx.out_dir.joinpath(*parts)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def max_length(ctx: Context) -> int | None:
+    data = ctx.config.get("data") or {}
+    return data.get("max_length") or getattr(getattr(ctx.task, "data", None), "max_length", None)
+
+
+# -- run summary ---------------------------------------------------------------------------------
+def summary_section(ctx: Context) -> str:
+    train = ctx.metrics.get("train") or {}
+    method = ctx.config.get("method") or {}
+    params = train.get("parameters") or {}
+    hw = train.get("hardware") or {}
+    rows: list[tuple[str, Any]] = [
+        ("task", ctx.task_name or "-"),
+        ("model", ctx.config.get("model", "-")),
+        ("method", ", ".join(f"{k}={v}" for k, v in method.items()) if isinstance(method, dict) else method),
+    ]
+    if params:
+        share = params.get("trainable_pct", "-")
+        rows.append(("parameters (trainable / total)",
+                     f"{params.get('trainable', 0):,} / {params.get('total', 0):,} ({share} %)"))
+    if train.get("rows"):
+        rows.append(("rows", ", ".join(f"{k}: {v:,}" for k, v in train["rows"].items())))
+    for key, label in (("steps", "optimizer steps"), ("epochs", "epochs"), ("loss", "final training loss"),
+                       ("wall_s", "training time (s)"), ("total_wall_s", "total run time (s)"),
+                       ("real_tokens_per_s", "throughput (real tokens / s)"), ("padding_pct", "padding (%)"),
+                       ("precision", "precision")):
+        if key in train:
+            rows.append((label, train[key]))
+    if hw:
+        rows.append(("hardware", ", ".join(f"{k}: {v}" for k, v in hw.items())))
+    if train.get("best"):
+        b = train["best"]
+        rows.append(("best evaluation", f"{b.get('metric')} = {b.get('value')} at step {b.get('step')}"
+                     + (" (stopped early)" if b.get("stopped_early") else "")))
+    for split, recs in ctx.records.items():
+        if split not in (train.get("rows") or {}):
+            rows.append((f"evaluated rows ({split})", len(recs)))
+    out = table(["item", "value"], rows)
+    heads = {s: _scalars(m) for s, m in ctx.metrics.items() if s != "train" and isinstance(m, dict)}
+    if heads:
+        names = list(dict.fromkeys(k for m in heads.values() for k in m))
+        out += "<h3>Final metrics</h3>" + table(["metric", *heads], [[n, *(m.get(n) for m in heads.values())]
+                                                                    for n in names])
+    return out
+
+
+# -- data ----------------------------------------------------------------------------------------
+@contextmanager
+def _quiet_tokenizer() -> Any:
+    """No 'sequence longer than the maximum' warnings while counting full lengths."""
+    log = logging.getLogger("transformers.tokenization_utils_base")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def token_lengths(task_name: str, tokenizer: Any, examples: Sequence[dict[str, Any]]) -> list[int]:
+    """Untruncated model-input length of each example (special tokens included)."""
+    if not examples:
+        return []
+    with _quiet_tokenizer():
+        if task_name == "ner":
+            ids = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True)["input_ids"]
+        elif task_name == "qa":
+            ids = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples])["input_ids"]
+        elif task_name == "sft":
+            from tunelab.tasks.sft import render
+
+            texts = [render(tokenizer, ex["messages"]) for ex in examples]
+            ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        else:
+            pairs = [ex["text_pair"] for ex in examples] if "text_pair" in examples[0] else None
+            ids = tokenizer([ex["text"] for ex in examples], pairs)["input_ids"]
+    return [len(x) for x in ids]
+
+
+def label_counts(task_name: str, examples: Sequence[dict[str, Any]] = (), records: Sequence[dict[str, Any]] = (),
+                 ) -> Counter[str]:
+    """Classification: gold labels; NER: gold entity types; other tasks: nothing."""
+    counts: Counter[str] = Counter()
+    if task_name == "classification":
+        for ex in examples:
+            lab = ex.get("label")
+            if isinstance(lab, dict):
+                lab = max(lab, key=lab.get)
+            counts.update(lab if isinstance(lab, list) else [lab] if lab is not None else [])
+        for r in records if not examples else ():
+            counts.update(r["gold"] if isinstance(r["gold"], list) else [r["gold"]])
+    elif task_name == "ner":
+        from tunelab.tasks.ner import spans
+
+        for tags in [ex["tags"] for ex in examples if "tags" in ex] or [r["gold"] for r in records]:
+            counts.update(t for t, _, _ in spans(tags))
+    return counts
+
+
+def data_section(ctx: Context) -> str:
+    out = []
+    summary = None if ctx.run_dir is None else _json_file(ctx, "data_summary.json")
+    if summary:
+        read, used = summary.get("rows_read") or {}, summary.get("rows_used") or {}
+        removed = summary.get("removed") or {}
+        gone = {s: ", ".join(f"{k}: {v}" for k, v in (removed.get(s) or {}).items()) or "0" for s in read}
+        out.append(table(["split", "rows read", "rows used", "removed"],
+                         [[s, read.get(s), used.get(s), gone[s]] for s in read]))
+        applied = {k: v for k, v in (summary.get("applied") or {}).items() if v}
+        if applied:
+            out.append(note("applied: " + json.dumps(applied, ensure_ascii=False)[:600]))
+    split_names = list(dict.fromkeys([*ctx.splits, *ctx.records]))
+    dist = {s: label_counts(ctx.task_name, ctx.splits.get(s, ()), ctx.records.get(s, ())) for s in split_names}
+    dist = {s: c for s, c in dist.items() if c}
+    if dist:
+        what = "entity type" if ctx.task_name == "ner" else "label"
+        out.append(f"<h3>{esc(what.capitalize())} distribution</h3>")
+        shares = {s: {k: v / max(sum(c.values()), 1) for k, v in sorted(c.items())} for s, c in dist.items()}
+        keys = sorted({k for c in dist.values() for k in c})
+        out.append(table([what, *dist], [[k, *(f"{c.get(k, 0)} ({100 * shares[s].get(k, 0):.1f} %)"
+                                               for s, c in dist.items())] for k in keys]))
+        out.append(figs(img(plots.bars(shares, f"{what} share per split", "share"), f"{what} distribution")))
+    out.append(_lengths(ctx))
+    return "".join(out)
+
+
+def _lengths(ctx: Context) -> str:
+    if ctx.tokenizer is None or not ctx.splits:
+        return note("Token lengths: not available (no tokenizer or examples in memory).")
+    if ctx.task_name not in ("classification", "ner", "qa", "sft"):
+        return note(f"Token lengths: not counted for task {ctx.task_name!r}.")
+    limit = max_length(ctx)
+    rng = random.Random(0)
+    lengths: dict[str, list[int]] = {}
+    sampled = []
+    for split, examples in ctx.splits.items():
+        if len(examples) > LENGTH_SAMPLE:
+            sampled.append(f"{split}: {LENGTH_SAMPLE:,} of {len(examples):,}")
+            examples = rng.sample(list(examples), LENGTH_SAMPLE)
+        lengths[split] = token_lengths(ctx.task_name, ctx.tokenizer, examples)
+    rows = []
+    for split, ls in lengths.items():
+        if not ls:
+            continue
+        srt = sorted(ls)
+        over = sum(n > limit for n in ls) if limit else 0
+        rows.append([split, len(ls), srt[len(srt) // 2], srt[min(len(srt) - 1, int(0.95 * len(srt)))], srt[-1],
+                     f"{100 * over / len(ls):.1f} %"])
+    how = {"qa": "longer contexts become several windows", "sft": "rows are cut at the end"}.get(
+        ctx.task_name, f"truncation: {(ctx.config.get('data') or {}).get('truncation', 'head')}")
+    out = ["<h3>Token lengths</h3>",
+           table(["split", "rows counted", "median", "p95", "max", f"over max_length ({limit})"], rows),
+           note(f"Untruncated lengths in model tokens, special tokens included; {how}."
+                + (f" Sampled: {'; '.join(sampled)}." if sampled else ""))]
+    out.append(figs(img(plots.histogram(lengths, "token length", "tokens", vline=limit,
+                                        vlabel=f"max_length {limit}"), "token length histogram")))
+    return "".join(out)
+
+
+# -- training curves -----------------------------------------------------------------------------
+def curves_section(ctx: Context) -> str | None:
+    path = None if ctx.run_dir is None else ctx.run_dir / "metrics.jsonl"
+    if path is None or not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    steps = [r for r in rows if "loss" in r and "final" not in r and not any(k.startswith("eval/") for k in r)]
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    images = []
+    if steps:
+        x = [r["step"] for r in steps]
+        images.append(img(plots.lines({"training loss": (x, [r["loss"] for r in steps])}, "training loss",
+                                      "step"), "training loss"))
+        if any("lr" in r for r in steps):
+            images.append(img(plots.lines({"lr": (x, [r.get("lr", 0) for r in steps])}, "learning rate", "step"),
+                              "learning rate"))
+    if evals:
+        names = [k for k in dict.fromkeys(k for r in evals for k in r)
+                 if k.startswith("eval/") and k not in ("eval/n", "eval/tokens")
+                 and all(isinstance(r.get(k), int | float) and not isinstance(r.get(k), bool) for r in evals)]
+        unit = [n for n in names if all(0 <= r[n] <= 1 for r in evals)][:8]
+        x = [r["step"] for r in evals]
+        if unit:
+            images.append(img(plots.lines({n[5:]: (x, [r[n] for r in evals]) for n in unit}, "evaluation", "step",
+                                          markers=True), "evaluation metrics"))
+        for n in [n for n in names if not all(0 <= r[n] <= 1 for r in evals)][:3]:
+            images.append(img(plots.lines({n[5:]: (x, [r[n] for r in evals])}, n[5:], "step", markers=True), n))
+    if not images:
+        return note("metrics.jsonl has no training or evaluation rows yet.")
+    return figs(*images) + note(f"{len(steps)} logged steps, {len(evals)} evaluations (RUN/metrics.jsonl).")
+
+
+# -- baselines and learning curve ------------------------------------------------------------------
+def baselines_section(ctx: Context) -> str | None:
+    data = _json_file(ctx, "baselines.json")
+    if not isinstance(data, dict):
+        return None
+    out = []
+    for split, by_name in data.items():
+        if split == "meta" or not isinstance(by_name, dict):
+            continue
+        ours = _scalars(ctx.metrics.get(split) or {})
+        names = list(dict.fromkeys(k for m in by_name.values() if isinstance(m, dict) for k in _scalars(m)))
+        rows = [[b, *(m.get(n) for n in names)] for b, m in by_name.items() if isinstance(m, dict)]
+        if ours:
+            rows.append(["fine-tuned (this run)", *(ours.get(n) for n in names)])
+        out.append(f"<h3>{esc(split)}</h3>" + table(["model", *names], rows))
+    if "meta" in data:
+        out.append(note("meta: " + json.dumps(data["meta"], ensure_ascii=False)[:600]))
+    return "".join(out) or None
+
+
+def learning_curve_section(ctx: Context) -> str | None:
+    data = _json_file(ctx, "curve", "curve.json")
+    if not isinstance(data, dict) or not data.get("points"):
+        return None
+    pts = sorted(data["points"], key=lambda p: p.get("rows", 0))
+    metric = str(data.get("metric", "metric"))
+    png = plots.lines({metric: ([p["rows"] for p in pts], [p["value"] for p in pts])}, "learning curve",
+                      "training rows", metric, markers=True)
+    return figs(img(png, "learning curve")) + table(["fraction", "rows", metric],
+                                                    [[p.get("fraction"), p.get("rows"), p.get("value")] for p in pts])

@@ -1,0 +1,358 @@
+"""Continued (domain-adaptive) pretraining on raw text (`task: pretrain`): causal LM (clm) or masked LM (mlm).
+
+Input: `.txt` files (one document per paragraph: runs of non-blank lines, separated by blank lines) or any
+table format with one document per row in `data.text_field`. An empty document is a DataError (file:line).
+
+CLM: each document is tokenised as the tokenizer does by default (Llama/Gemma add their BOS) and followed by
+EOS; the stream of all documents is cut into blocks of `data.max_length` tokens ("group texts"); the last,
+shorter block is kept (nothing is dropped). Labels are the inputs (the model shifts them).
+MLM: documents tokenised with their special tokens ([CLS] ... [SEP]), concatenated and cut the same way.
+Training masks are drawn afresh for every batch (dynamic masking; seeded, restored on resume); evaluation
+masks are fixed per block (seed EVAL_MASK_SEED + block index), so perplexities are comparable between runs.
+`task.whole_word_mask` masks whole words (the tokenizer's word_ids; every CJK character is a word).
+
+Metrics: `loss` (mean NLL per predicted token: every next token for clm, the masked tokens for mlm),
+`perplexity` = exp(loss), `tokens`. The run also scores the untrained model on validation (`baseline` in
+metrics.json). Predict: clm continues each `text` greedily (`continuation`); mlm fills every [MASK] of
+`text` with its `task.top_k` most likely tokens (`masks`, and `filled` with the best ones put in).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tunelab.config import TaskConfig
+from tunelab.data.lm import IGNORE, mask_block, pack_blocks, token_units, word_units
+from tunelab.data.readers import Table, require_text
+from tunelab.errors import ConfigError, DataError
+from tunelab.metrics.perplexity import perplexity_metrics
+from tunelab.tasks import TASKS
+from tunelab.tasks.base import Example, Features, Task, pad_batch
+
+EVAL_MASK_SEED = 1234
+MASK_LITERAL = "[MASK]"
+
+
+class PretrainConfig(TaskConfig):
+    name: Literal["pretrain"] = "pretrain"
+    objective: Literal["auto", "clm", "mlm"] = Field(
+        "auto", description="clm: next-token prediction (causal LMs); mlm: masked-token prediction (encoders); "
+        "auto: mlm for encoder models (not is_decoder, a masked-LM class exists), clm for causal LMs."
+    )
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens (or words) masked; of "
+                                   "those 80 % become [MASK], 10 % a random token, 10 % stay.")
+    whole_word_mask: bool = Field(False, description="mlm: mask all pieces of a word together (the tokenizer's "
+                                  "words; each Chinese character is a word).")
+    max_new_tokens: int = Field(64, ge=1, description="Predict (clm): tokens generated per prompt (greedy).")
+    top_k: int = Field(5, ge=1, description="Predict (mlm): candidates listed per [MASK].")
+
+
+def resolve_objective(objective: str, model_path: str) -> str:
+    """`auto` → mlm for encoders with a masked-LM class (is_decoder false), clm for causal LMs."""
+    if objective != "auto":
+        return objective
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    cfg = AutoConfig.from_pretrained(model_path)
+    archs = cfg.architectures or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        return "clm"
+    if any(a.endswith("ForMaskedLM") for a in archs):
+        return "mlm"
+    if cfg.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(cfg, "is_decoder", False):
+        return "mlm"
+    if cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "clm"
+    raise ConfigError(f"config: task.objective: cannot tell whether {model_path} ({cfg.model_type}) is a masked or "
+                      "a causal LM; set task.objective to mlm or clm")
+
+
+def fresh_modules(model: torch.nn.Module, missing: set[str]) -> list[str]:
+    """The outermost modules all of whose parameters were missing from the checkpoint (a new head)."""
+    def fresh(name: str) -> bool:
+        params = list(model.get_submodule(name).named_parameters())
+        return bool(params) and all(f"{name}.{n}" in missing for n, _ in params)
+
+    out = set()
+    for key in missing:
+        parts, best = key.split("."), None
+        for i in range(len(parts) - 1, 0, -1):
+            try:
+                if not fresh(".".join(parts[:i])):
+                    break
+            except AttributeError:
+                break
+            best = ".".join(parts[:i])
+        if best:
+            out.add(best)
+    return sorted(out)
+
+
+def keep_pooler(model: torch.nn.Module, model_path: str, unexpected: set[str]) -> bool:
+    """BERT-family masked LMs have no pooler, so the checkpoint's pooler would be lost on export and a
+    classifier fine-tuned later would start from a random one: attach the base model's (unused, untrained)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if base is None or getattr(base, "pooler", 0) is not None or not any(".pooler." in f".{k}" for k in unexpected):
+        return False
+    from transformers import AutoModel
+
+    base.pooler = AutoModel.from_pretrained(model_path).pooler
+    return True
+
+
+@TASKS.register("pretrain")
+class Pretrain(Task):
+    Config = PretrainConfig
+    auto_model_class = "AutoModelForCausalLM"  # per instance: AutoModelForMaskedLM for mlm
+    baseline_eval: ClassVar[bool] = True
+    cfg: PretrainConfig
+
+    def __init__(self, cfg: PretrainConfig, data: Any) -> None:
+        super().__init__(cfg, data)
+        for key, why in (("sampling", "there are no classes to balance"), ("augment", "EDA edits would corrupt "
+                         "the corpus"), ("text_pair_field", "documents are single texts")):
+            if getattr(data, key, None):
+                raise ConfigError(f"config: data.{key}: not supported by task pretrain ({why})")
+        if getattr(data, "truncation", "head") != "head":
+            raise ConfigError("config: data.truncation: task pretrain packs documents into blocks of "
+                              "data.max_length tokens; nothing is truncated")
+        self.objective = None if cfg.objective == "auto" else cfg.objective
+        self._tok: Any = None
+
+    def _set_objective(self, objective: str) -> None:
+        self.objective = objective
+        self.auto_model_class = "AutoModelForMaskedLM" if objective == "mlm" else "AutoModelForCausalLM"
+        if objective == "clm" and self.cfg.whole_word_mask:
+            raise ConfigError("config: task.whole_word_mask: applies to objective mlm only; this model trains clm")
+
+    # -- data --------------------------------------------------------------------------------
+    def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
+        field = "text" if table.source.lower().endswith(".txt") else self.data.text_field
+        return [{"text": require_text(rec, field, table.columns), "source": rec.source, "line": rec.line,
+                 "row": rec.data, "labelled": labelled} for rec in table.records]
+
+    # -- model -------------------------------------------------------------------------------
+    def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+        self._set_objective(resolve_objective(self.cfg.objective, model_path))
+        tok = AutoTokenizer.from_pretrained(model_path)
+        if self.objective == "mlm":
+            if tok.mask_token_id is None:
+                raise ConfigError(f"config: task.objective: mlm needs a tokenizer with a mask token; {model_path} "
+                                  "has none (use clm for causal LMs)")
+            if self.cfg.whole_word_mask and not tok.is_fast:
+                raise ConfigError("config: task.whole_word_mask: needs a fast tokenizer (word ids)")
+            try:
+                model, info = AutoModelForMaskedLM.from_pretrained(model_path, output_loading_info=True)
+            except ValueError as e:
+                raise ConfigError(f"config: task.objective: mlm needs a masked-LM model class: {e}".split("\n")[0]
+                                  ) from None
+            self.fresh = fresh_modules(model, set(info["missing_keys"]))
+            if self.fresh:
+                print(f"pretrain: {model_path} has no masked-LM head: {', '.join(self.fresh)} start from random "
+                      "weights (the baseline perplexity reflects that)", file=sys.stderr)
+            keep_pooler(model, model_path, set(info["unexpected_keys"]))
+        else:
+            if tok.eos_token_id is None:
+                raise ConfigError(f"config: model: clm pretraining needs an eos token between documents; the "
+                                  f"tokenizer of {model_path} has none")
+            try:
+                model = AutoModelForCausalLM.from_pretrained(model_path)
+            except ValueError as e:
+                raise ConfigError(f"config: task.objective: clm needs a causal-LM model class: {e}".split("\n")[0]
+                                  ) from None
+            self.fresh = []
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+        limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        if limit is not None and self.data.max_length > limit:
+            raise ConfigError(f"config: data.max_length: {self.data.max_length} is more than the model's "
+                              f"{limit} positions")
+        return model, tok
+
+    def head_modules(self, model: torch.nn.Module) -> list[str]:
+        return list(getattr(self, "fresh", []))
+
+    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        self._tok = tokenizer
+        if self.objective is None:
+            self._set_objective("mlm" if tokenizer.mask_token_id is not None else "clm")
+        if examples and not examples[0]["labelled"]:
+            return self._prompts(examples, tokenizer)
+        texts = [ex["text"] for ex in examples]
+        special_ids = set(tokenizer.all_special_ids)
+        if self.objective == "clm":
+            eos = tokenizer.eos_token_id
+            stream: list[int] = []
+            for ids in tokenizer(texts)["input_ids"]:
+                stream += ids if ids and ids[-1] == eos else [*ids, eos]
+            blocks = pack_blocks(len(stream), self.data.max_length, lambda s: len(stream) - s >= 2)
+            feats = [{"input_ids": stream[b], "labels": stream[b]} for b in blocks]
+        else:
+            wwm = self.cfg.whole_word_mask
+            enc = tokenizer(texts, return_offsets_mapping=wwm)
+            stream, units, nxt = [], [], 0
+            for i, ids in enumerate(enc["input_ids"]):
+                special = [t in special_ids for t in ids]
+                if wwm:
+                    u, nxt = word_units(enc.word_ids(i), enc["offset_mapping"][i], texts[i], special, nxt)
+                else:
+                    u, nxt = token_units(special, nxt)
+                stream += ids
+                units += u
+            blocks = pack_blocks(len(stream), self.data.max_length, lambda s: any(u >= 0 for u in units[s:]))
+            feats = [{"input_ids": stream[b], "units": units[b]} for b in blocks]
+        print(f"pretrain ({self.objective}): {len(examples)} documents, {len(stream)} tokens -> {len(feats)} "
+              f"blocks of up to {self.data.max_length}", file=sys.stderr)
+        return feats
+
+    def _prompts(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        feats = []
+        for ex in examples:
+            text = ex["text"]
+            if self.objective == "mlm":
+                text = text.replace(MASK_LITERAL, tokenizer.mask_token)
+                ids = tokenizer(text)["input_ids"]
+                if tokenizer.mask_token_id not in ids:
+                    raise DataError(ex["source"], ex["line"], self.data.text_field,
+                                    f"no {MASK_LITERAL} token to fill")
+            else:
+                ids = tokenizer(text)["input_ids"]
+                if ids and ids[-1] == tokenizer.eos_token_id:
+                    ids = ids[:-1]
+            if len(ids) > self.data.max_length:
+                raise DataError(ex["source"], ex["line"], self.data.text_field,
+                                f"{len(ids)} tokens, more than data.max_length={self.data.max_length}")
+            feats.append({"input_ids": ids})
+        return feats
+
+    def _masking(self) -> tuple[int, np.ndarray]:
+        tok = self._tok
+        special = set(tok.all_special_ids)
+        return tok.mask_token_id, np.array([i for i in range(len(tok)) if i not in special], dtype=np.int64)
+
+    def _masked(self, features: Sequence[Features], rngs: Sequence[np.random.Generator]) -> list[Features]:
+        mask_id, random_ids = self._masking()
+        out = []
+        for f, rng in zip(features, rngs, strict=True):
+            ids, labels = mask_block(f["input_ids"], f["units"], rng, self.cfg.mlm_probability, mask_id, random_ids)
+            out.append({"input_ids": ids, "labels": labels})
+        return out
+
+    def collate(self, features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
+        """Training batches; mlm blocks get fresh masks, drawn from torch's (seeded, checkpointed) RNG."""
+        if features and "units" in features[0]:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+            features = self._masked(features, [rng] * len(features))
+        return pad_batch(features, pad_id)
+
+    # -- scoring -----------------------------------------------------------------------------
+    def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],
+               batch_size: int) -> np.ndarray:
+        """Labelled blocks: per block [sum of token NLL, predicted tokens]. Prompts: per prompt the generated
+        ids (clm) or, per [MASK], the top-k (ids, probabilities) (mlm); object arrays."""
+        if not features:
+            return np.zeros((0, 2))
+        if "labels" not in features[0] and "units" not in features[0]:
+            return self._generate(model, features, batch_size) if self.objective == "clm" else \
+                self._fill(model, features, batch_size)
+        from tunelab.tasks.causal_loss import eval_batches, example_nll
+
+        if "units" in features[0]:  # the fixed evaluation masks
+            features = self._masked(features, [np.random.default_rng([EVAL_MASK_SEED, i])
+                                               for i in range(len(features))])
+        model.eval()
+        device = next(model.parameters()).device
+        dtype = _autocast_dtype(device)
+        out = np.zeros((len(features), 2), dtype=np.float64)
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        lengths = [len(f["input_ids"]) for f in features]
+        with torch.no_grad():
+            for chunk in eval_batches(order, lengths, batch_size, max_trained=2048):
+                batch = {k: v.to(device) for k, v in pad_batch([features[i] for i in chunk], self._tok.pad_token_id
+                                                               ).items()}
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    if self.objective == "clm":
+                        sums, counts = example_nll(model, batch)
+                    else:
+                        sums, counts = _masked_nll(model, batch)
+                out[chunk, 0] = sums.double().cpu().numpy()
+                out[chunk, 1] = counts.cpu().numpy()
+        return out
+
+    def _generate(self, model: torch.nn.Module, features: Sequence[Features], batch_size: int) -> np.ndarray:
+        from tunelab.generation import GenerationConfig, generate
+
+        gen = generate(model, self._tok, [f["input_ids"] for f in features],
+                       GenerationConfig(max_new_tokens=self.cfg.max_new_tokens), batch_size,
+                       stop_ids=[self._tok.eos_token_id])
+        out = np.empty(len(features), dtype=object)
+        out[:] = gen
+        return out
+
+    def _fill(self, model: torch.nn.Module, features: Sequence[Features], batch_size: int) -> np.ndarray:
+        model.eval()
+        device = next(model.parameters()).device
+        mask_id = self._tok.mask_token_id
+        out = np.empty(len(features), dtype=object)
+        with torch.no_grad():
+            for s in range(0, len(features), batch_size):
+                chunk = list(range(s, min(s + batch_size, len(features))))
+                batch = pad_batch([features[i] for i in chunk], self._tok.pad_token_id)
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+                for j, i in enumerate(chunk):
+                    where = (batch["input_ids"][j] == mask_id).nonzero()[:, 0].to(device)
+                    top = torch.softmax(logits[j, where], -1).topk(self.cfg.top_k, dim=-1)
+                    out[i] = [list(zip(ix.tolist(), p.tolist(), strict=True))
+                              for ix, p in zip(top.indices, top.values, strict=True)]
+        return out
+
+    def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
+        return perplexity_metrics(logits)
+
+    def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        tok, out = self._tok, []
+        for res, ex in zip(logits, examples, strict=True):
+            if self.objective == "clm":
+                out.append({**ex["row"], "continuation": tok.decode(res, skip_special_tokens=True)})
+                continue
+            masks = [[{"token": tok.decode([i]).strip(), "score": round(p, 6)} for i, p in cands] for cands in res]
+            parts = re.split(re.escape(MASK_LITERAL) + "|" + re.escape(tok.mask_token), ex["text"])
+            best = [m[0]["token"] for m in masks] + [tok.mask_token] * len(parts)
+            filled = parts[0] + "".join(best[i] + p for i, p in enumerate(parts[1:]))
+            out.append({**ex["row"], "masks": masks, "filled": filled})
+        return out
+
+    # -- saved with the model ----------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {"objective": self.objective}
+
+    def load_metadata(self, meta: dict[str, Any]) -> None:
+        if meta.get("objective"):
+            self._set_objective(meta["objective"])
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    from tunelab.engine import autocast_dtype
+
+    return autocast_dtype(device)
+
+
+def _masked_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of NLL over the masked tokens, their count) per row."""
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, -labels.shape[1]:].float()
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    return nll.sum(1), (labels != IGNORE).sum(1)

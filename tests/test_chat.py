@@ -1,0 +1,75 @@
+"""`tunelab chat`: a tuned tiny model answers over stdin, the conversation is kept, replies stream and stop
+at end-of-turn, exit / EOF end it, old turns are left out when the context is full, Ctrl-C stops generating."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tunelab.chat import fit_prompt, run_chat, stream_reply
+from tunelab.cli import app
+from tunelab.export import load_model
+from tunelab.generation import GenerationConfig, prompt_ids
+from tunelab.tasks.sft import end_of_turn_ids
+
+
+def test_cli_chat_answers_each_line_until_exit(tiny_chat_run: Path) -> None:
+    res = CliRunner().invoke(app, ["chat", str(tiny_chat_run / "model"), "--max-new-tokens", "6"],
+                             input="say nice\n\n/reset\nsay great\nexit\nsay bad\n")
+    assert res.exit_code == 0, res.output
+    # prompts and replies on stdout; the reply stops at <|im_end|> (no more tokens, no marker shown); an empty
+    # line only prompts again; the model learnt single-turn rows only, so /reset before the next question
+    assert res.stdout.splitlines() == [">>> nice", ">>> >>> >>> great", ">>> "]
+    assert "(conversation cleared)" in res.stderr
+    assert "chat with" in res.stderr and "greedy" in res.stderr
+
+
+def test_eof_ends_and_the_conversation_is_kept(tiny_chat_run: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    n = run_chat(tiny_chat_run / "model", system="be brief", temperature=0.0, stdin=io.StringIO("say fine\nsay good\n"),
+                 stdout=out, stderr=err)
+    assert n == 2 and out.getvalue().splitlines()[0] == ">>> fine"
+    assert out.getvalue().endswith(">>> \n")  # end of input: a new line after the last prompt
+
+
+def test_streamed_text_is_the_reply_and_history_is_rendered(tiny_chat_run: Path) -> None:
+    _, model, tok = load_model(tiny_chat_run / "model")
+    stop = end_of_turn_ids(tok)
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say happy"}]
+    out = io.StringIO()
+    reply = stream_reply(model, tok, prompt_ids(tok, msgs), GenerationConfig(max_new_tokens=8), stop, out)
+    assert reply == "happy" and out.getvalue().strip() == "happy"
+    # the next prompt holds the whole conversation, rendered with the saved template
+    history = [*msgs, {"role": "assistant", "content": reply}, {"role": "user", "content": "say love"}]
+    ids, dropped = fit_prompt(tok, history, None)
+    assert dropped == 0 and tok.decode(ids).count("<|im_start|>") == 5
+    # too long for the budget: the oldest exchange goes, the system message and the last turn stay
+    short, dropped = fit_prompt(tok, history, len(ids) - 1)
+    assert dropped == 2 and short == prompt_ids(tok, [history[0], history[3]])
+
+
+def test_interrupt_stops_generation(tiny_llama: Path) -> None:
+    from tunelab.config import DataConfig, run_config_class
+
+    run_config_class()
+    from tunelab.tasks.sft import Sft, SftConfig
+
+    task = Sft(SftConfig(), DataConfig())
+    model, tok = task.build_model(str(tiny_llama), [])  # untrained: replies run on for many tokens
+    stop = [-1]  # no end-of-turn: each reply runs to max_new_tokens unless interrupted
+    ids = prompt_ids(tok, [{"role": "user", "content": "say sad"}])
+    cfg = GenerationConfig(max_new_tokens=12)
+    full = stream_reply(model, tok, ids, cfg, stop, io.StringIO())
+    event = threading.Event()
+    event.set()  # as Ctrl-C does: the stopping criterion ends generation after the first token
+    cut = stream_reply(model, tok, ids, cfg, stop, io.StringIO(), event)
+    assert len(tok(full, add_special_tokens=False)["input_ids"]) > 2
+    assert len(tok(cut, add_special_tokens=False)["input_ids"]) <= 1 and full.startswith(cut)
+
+
+def test_chat_needs_an_sft_model(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["chat", str(tmp_path)], input="hi\n")
+    assert res.exit_code == 2 and "not a tunelab model directory" in res.output

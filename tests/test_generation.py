@@ -1,0 +1,232 @@
+"""SFT generation: metrics on hand-made strings, batched = unbatched greedy generation, end-of-turn stops,
+prompt templates, `tunelab eval` generation (metrics, replies file, --limit, --no-generate) and
+generation in train's final evaluation (task.generation.eval_generate)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import WORDS, say_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.config import DataConfig, run_config_class
+from tunelab.data.readers import Record, Table
+from tunelab.errors import ConfigError, DataError, TunelabError
+from tunelab.generation import GenerationConfig, eval_generation, generate, prompt_ids, with_overrides
+from tunelab.metrics.generation import _jieba, mostly_cjk, score_generations, segment_zh
+
+run_config_class()
+from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids  # noqa: E402
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def test_identical_texts_score_perfectly() -> None:
+    refs = ["the cat sat on the mat", "a dog barked twice at the door"]
+    corpus, samples = score_generations(refs, refs)
+    assert corpus["bleu"] == pytest.approx(100.0) and corpus["chrf"] == pytest.approx(100.0)
+    assert corpus["exact_match"] == 1.0 and corpus["generated"] == 2 and corpus["bleu_tokenize"] == "13a"
+    assert corpus["rouge1"] == corpus["rouge2"] == corpus["rougeL"] == 1.0
+    assert samples == [{"exact_match": 1.0, "bleu": 100.0, "chrf": 100.0, "rouge_l": 1.0}] * 2
+
+
+def test_partial_overlap_english() -> None:
+    ref = "the cat sat on the mat"
+    corpus, (s,) = score_generations(["the cat sat on the"], [ref])
+    # ROUGE-1: all 5 predicted unigrams match, 5 of 6 reference ones: F = 2·1·(5/6) / (11/6) = 10/11; ROUGE-L too
+    assert corpus["rouge1"] == pytest.approx(10 / 11) and s["rouge_l"] == pytest.approx(10 / 11, abs=1e-6)
+    # ROUGE-2: the 4 predicted bigrams are among the reference's 5: P 1, R 4/5 → F = 8/9
+    assert corpus["rouge2"] == pytest.approx(8 / 9)
+    assert 0 < corpus["bleu"] < 100 and 0 < corpus["chrf"] < 100 and corpus["exact_match"] == 0.0
+    closer, _ = score_generations(["the cat sat on the mat ."], [ref])
+    assert closer["chrf"] > corpus["chrf"]
+    none, _ = score_generations(["xyz"], [ref])
+    assert none["bleu"] == 0.0 and none["rouge1"] == 0.0
+
+
+def test_exact_match_normalises_whitespace_only() -> None:
+    corpus, samples = score_generations(["  Hello \n world ", "hello world"], ["Hello world", "Hello world"])
+    assert [s["exact_match"] for s in samples] == [1.0, 0.0] and corpus["exact_match"] == 0.5
+
+
+def test_chinese_is_segmented_for_rouge_and_bleu() -> None:
+    assert mostly_cjk(["我爱北京天安门", "hello"]) and not mostly_cjk(["hello world", "天"])
+    if _jieba() is None:
+        assert segment_zh("我爱 NLP 2024！北京") == ["我", "爱", "nlp", "2024", "北", "京"]
+    ref, pred = "我爱北京天安门", "我爱北京"
+    corpus, (s,) = score_generations([pred], [ref])
+    assert corpus["bleu_tokenize"] == "zh" and 0 < corpus["bleu"] < 100
+    if _jieba() is None:  # characters: P = 4/4, R = 4/7 → F = 8/11; bigrams P = 3/3, R = 3/6 → F = 2/3
+        assert corpus["rouge1"] == pytest.approx(8 / 11) and corpus["rouge2"] == pytest.approx(2 / 3)
+    else:
+        assert 0 < corpus["rouge1"] < 1
+    # rouge-score's own tokenizer keeps [a-z0-9] only: Chinese would score 0
+    english, _ = score_generations([pred], [ref], language="en")
+    assert english["rouge1"] == 0.0
+    same, _ = score_generations([ref], [ref])
+    assert same["bleu"] == pytest.approx(100.0) and same["rougeL"] == 1.0 and same["chrf"] == pytest.approx(100.0)
+
+
+# -- generation ------------------------------------------------------------------------------------
+def _table(rows: list[dict]) -> Table:
+    return Table("d.jsonl", [Record("d.jsonl", i + 1, r) for i, r in enumerate(rows)])
+
+
+@pytest.fixture(scope="module")
+def chatml_llama(tiny_llama: Path) -> tuple:
+    task = Sft(SftConfig(), DataConfig())
+    model, tok = task.build_model(str(tiny_llama), task.parse(_table(say_rows(["good"]))))
+    return model, tok
+
+
+def _prompts(tok: object) -> list[list[int]]:
+    texts = ["good", "bad movie plot story", "the film was very boring and the actor sad", "nice", "a b c"]
+    return [prompt_ids(tok, [{"role": "user", "content": t}]) for t in texts]
+
+
+def test_batched_greedy_equals_one_by_one(chatml_llama: tuple) -> None:
+    model, tok = chatml_llama
+    prompts = _prompts(tok)
+    assert len({len(p) for p in prompts}) > 2  # different lengths: the batch is left-padded
+    cfg = GenerationConfig(max_new_tokens=8)
+    alone = [generate(model, tok, [p], cfg, 1, stop_ids=[-1])[0] for p in prompts]
+    batched = generate(model, tok, prompts, cfg, 4, stop_ids=[-1])
+    assert batched == alone and all(len(r) == 8 for r in alone)
+
+
+def test_stops_at_end_of_turn(chatml_llama: tuple) -> None:
+    model, tok = chatml_llama
+    prompts = _prompts(tok)
+    cfg = GenerationConfig(max_new_tokens=8)
+    free = generate(model, tok, prompts, cfg, 8, stop_ids=[-1])
+    k = next(i for i in range(1, 8) if free[0][i] not in free[0][:i])
+    stopped = generate(model, tok, prompts, cfg, 8, stop_ids=[free[0][k]])
+    assert stopped[0] == free[0][:k]  # cut before the stop id, nothing after it
+    for full, cut in zip(free, stopped, strict=True):  # every reply: up to its first stop id
+        assert cut == full[: full.index(free[0][k])] if free[0][k] in full else cut == full
+    assert end_of_turn_ids(tok)[0] == tok.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_beam_search_and_seeded_sampling(chatml_llama: tuple) -> None:
+    model, tok = chatml_llama
+    prompts = _prompts(tok)[:3]
+    beams = generate(model, tok, prompts, GenerationConfig(max_new_tokens=5, num_beams=3), 2, stop_ids=[-1])
+    assert [len(b) for b in beams] == [5, 5, 5]
+    sample = with_overrides(GenerationConfig(max_new_tokens=6, seed=3), temperature=1.5, top_p=0.9)
+    assert sample.do_sample and sample.temperature == 1.5
+    a, b = (generate(model, tok, prompts, sample, 3, stop_ids=[-1]) for _ in range(2))
+    assert a == b  # seeded
+    assert not with_overrides(sample, temperature=0).do_sample
+    with pytest.raises(ConfigError, match="--temperature"):
+        with_overrides(sample, temperature=-1)
+
+
+# -- prompt templates ------------------------------------------------------------------------------
+def test_prompt_template_builds_the_user_turn() -> None:
+    task = Sft(SftConfig(prompt_template="Translate into Chinese:\n{source}", response_field="target"),
+               DataConfig())
+    (ex,) = task.parse(_table([{"source": "Hi.", "target": "你好。", "attribution": "x"}]))
+    assert ex["messages"] == [{"role": "user", "content": "Translate into Chinese:\nHi."},
+                              {"role": "assistant", "content": "你好。"}]
+    # predict: no reply needed; a stdin line fills the template's only placeholder
+    rows = task.parse(_table([{"source": "Bye."}, {"text": "Good night."}]), labelled=False)
+    assert [r["messages"] for r in rows] == [[{"role": "user", "content": "Translate into Chinese:\nBye."}],
+                                             [{"role": "user", "content": "Translate into Chinese:\nGood night."}]]
+    with pytest.raises(DataError, match=r"^d.jsonl:1: source: missing field \(used by task.prompt_template\)$"):
+        task.parse(_table([{"target": "x"}]))
+    with pytest.raises(DataError, match=r"^d.jsonl:1: target: missing field$"):
+        task.parse(_table([{"source": "x"}]))
+    two = Sft(SftConfig(prompt_template="{a} + {b} = {{sum}}", response_field="c"), DataConfig())
+    (ex,) = two.parse(_table([{"a": 1, "b": "two", "c": "3"}]))
+    assert ex["messages"][0]["content"] == "1 + two = {sum}"  # {{ and }} are literal braces
+
+
+@pytest.mark.parametrize(("kw", "error"), [
+    ({"prompt_template": "no fields"}, "config: task.prompt_template: no {field} placeholder"),
+    ({"prompt_template": "Summarise: {document}"}, "config: task.response_field: required with"),
+    ({"response_field": "summary"}, "config: task.response_field: only used with task.prompt_template"),
+])
+def test_prompt_template_config_errors(kw: dict, error: str) -> None:
+    with pytest.raises(ConfigError, match="^" + error.replace("{", r"\{").replace("}", r"\}")):
+        SftConfig(**kw)
+
+
+def test_legacy_max_new_tokens_moves_into_generation() -> None:
+    assert SftConfig(max_new_tokens=7).generation.max_new_tokens == 7
+
+
+# -- eval / train ------------------------------------------------------------------------------------
+def test_train_final_evaluation_generates(tiny_chat_run: Path) -> None:
+    m = json.loads((tiny_chat_run / "metrics.json").read_text())["validation"]
+    assert list(m)[0] == "loss" and m["generated"] == 4 and m["exact_match"] == 1.0
+    assert m["chrf"] == pytest.approx(100.0) and m["rougeL"] == 1.0
+    assert m["bleu"] == 0.0  # corpus BLEU: one-word replies have no 4-grams (sentence BLEU uses effective order)
+    rows = [json.loads(x) for x in (tiny_chat_run / "predictions" / "validation.generations.jsonl").open()]
+    assert [(r["prompt"], r["reference"], r["prediction"]) for r in rows] == [(f"say {w}", w, w) for w in WORDS[:4]]
+    assert rows[0]["line"] == 1 and rows[0]["turns"] == 1
+    assert (rows[0]["bleu"], rows[0]["chrf"], rows[0]["rouge_l"]) == (pytest.approx(100.0), 100.0, 1.0)
+    records = [json.loads(x) for x in (tiny_chat_run / "predictions" / "validation.jsonl").open()]
+    assert [r["prediction"] for r in records] == [*WORDS[:4], None, None]  # only eval_limit rows generated
+
+
+def test_cli_eval_generates_and_writes_replies(tiny_chat_run: Path, tmp_path: Path) -> None:
+    model_dir = tiny_chat_run / "model"
+    val = write_jsonl(tmp_path / "val.jsonl", [{"prompt": f"say {w}", "completion": w} for w in WORDS[:5]]
+                      + [{"prompt": "say fine", "completion": "not fine"}])
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val)])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.splitlines()[-1])
+    assert m["generated"] == 6 and m["exact_match"] == pytest.approx(5 / 6) and "perplexity" in m
+    assert {"bleu", "chrf", "rouge1", "rouge2", "rougeL"} <= set(m)
+    path = tiny_chat_run / "predictions" / "eval-val.generations.jsonl"
+    rows = [json.loads(x) for x in path.open()]
+    assert [r["prediction"] for r in rows] == [*WORDS[:5], "fine"] and rows[-1]["exact_match"] == 0.0
+    assert rows[-1]["reference"] == "not fine" and rows[0]["bleu"] == pytest.approx(100.0, abs=1e-3)
+
+    out = tmp_path / "replies.jsonl"
+    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val), "--limit", "2", "--predictions", str(out),
+                              "--num-beams", "2", "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.splitlines()[-1])
+    assert m["generated"] == 2 and m["exact_match"] == 1.0 and len(out.read_text().splitlines()) == 2
+
+    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val), "--no-generate"])
+    assert res.exit_code == 0, res.output
+    assert "bleu" not in json.loads(res.stdout.splitlines()[-1])
+
+
+def test_generation_options_need_an_sft_model() -> None:
+    from tunelab.tasks import TASKS
+
+    cls = TASKS.get("classification")
+    task = cls(cls.Config(), DataConfig())
+    with pytest.raises(TunelabError, match=r"^eval: --num-beams: generation is for models of task sft"):
+        eval_generation(task, None, None, [], 8, Path("m"), Path("d.jsonl"), num_beams=2)
+    assert eval_generation(task, None, None, [], 8, Path("m"), Path("d.jsonl")) == ({}, None)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["tatoeba-en-zh-gemma3", "scitldr-smollm2-lora", "csl-title-gemma3",
+                                  "alpaca-zh-gemma3"])
+def test_example_configs_read_their_data(name: str) -> None:
+    """The generation example configs map their real rows to a user turn and the reference reply."""
+    from tunelab.config import load_config
+
+    cfg = load_config(ROOT / "examples" / "configs" / f"{name}.yaml")
+    path = ROOT / cfg.data.validation
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    with path.open(encoding="utf-8") as f:
+        rows = [json.loads(next(f)) for _ in range(20)]
+    examples = Sft(cfg.task, cfg.data).parse(_table(rows))
+    for ex, row in zip(examples, rows, strict=True):
+        user, reply = ex["messages"]
+        assert user["role"] == "user" and reply == {"role": "assistant",
+                                                    "content": row[cfg.task.response_field or "output"]}
+        source = row.get("source") or row.get("document") or row["instruction"]
+        assert source in user["content"]

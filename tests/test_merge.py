@@ -1,0 +1,117 @@
+"""`tunelab export RUN --merge`: LoRA and DoRA adapters (SFT on Llama with added ChatML tokens, and a
+classification head on BERT) merged into plain transformers weights that match the adapter model; a
+corrupted RUN/model or a zero tolerance fails with one line and nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from conftest import WORDS, say_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.merge import load_adapter_model, locate, logits_of, max_diff, sample_inputs
+
+
+def _train(tmp: Path, sets: list[str]) -> Path:
+    out = tmp / "run"
+    base = [f"output_dir={out}", "train.max_steps=3", "train.lr=1e-2", "train.batch_size=4", "train.save_steps=0",
+            "train.precision=fp32"]
+    res = CliRunner().invoke(app, ["train", *[a for s in base + sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module", params=["lora", "dora"])
+def sft_adapter_run(request: pytest.FixtureRequest, tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp(f"merge-{request.param}")
+    train = write_jsonl(tmp / "train.jsonl", say_rows(WORDS[:8]))
+    return _train(tmp, ["task=sft", f"model={tiny_llama}", f"data.train={train}", "data.validation_split=0.25",
+                        f"method={request.param}", "method.r=4"])
+
+
+def test_merge_matches_the_adapter(sft_adapter_run: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    res = CliRunner().invoke(app, ["export", str(sft_adapter_run), "--merge"])
+    assert res.exit_code == 0, res.output
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("export: merged ") and line.endswith(f"wrote {sft_adapter_run / 'merged'}")
+    merged_dir = sft_adapter_run / "merged"
+    meta = json.loads((merged_dir / "tunelab.json").read_text())
+    assert meta["task"]["name"] == "sft" and meta["merged_from"]["adapter"].endswith("adapter")
+    # a plain transformers model: no peft modules, the grown vocabulary, the same outputs as base + adapter
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir))
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    tok = AutoTokenizer.from_pretrained(str(merged_dir))
+    assert "<|im_end|>" in tok.get_vocab() and merged.get_input_embeddings().num_embeddings == len(tok)
+    adapter, model_dir = locate(sft_adapter_run)
+    peft_model, _, _ = load_adapter_model(adapter, model_dir)
+    inputs = sample_inputs(tok)
+    assert max_diff(logits_of(peft_model, inputs), logits_of(merged, inputs)) < 1e-4
+    # the adapter really changes the outputs (the check would be empty otherwise)
+    with peft_model.disable_adapter():
+        assert max_diff(logits_of(peft_model, inputs), logits_of(merged, inputs)) > 1e-3
+    # the model directory or the adapter directory name the same run; --output chooses where
+    res = CliRunner().invoke(app, ["export", str(model_dir), "--merge", "--output", str(sft_adapter_run / "m2")])
+    assert res.exit_code == 0, res.output
+    assert (sft_adapter_run / "m2" / "model.safetensors").is_file()
+
+
+def test_corrupted_model_or_zero_tolerance_fails(sft_adapter_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(sft_adapter_run, run, ignore=shutil.ignore_patterns("merged", "m2"))
+    res = CliRunner().invoke(app, ["export", str(run), "--merge", "--tolerance", "0"])
+    if res.exit_code == 0:  # merging can be exact in fp32; then the largest difference printed is 0
+        assert "max |Δlogit| on 6 samples: 0 vs the adapter model" in res.stderr
+    else:
+        assert res.exit_code == 1 and "> tolerance 0" in res.stderr and not (run / "merged").exists()
+    weights = run / "model" / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k in state if "q_proj" in k)
+    state[name] = state[name] + 0.5
+    weights.chmod(0o644)
+    save_file(state, str(weights), metadata={"format": "pt"})
+    shutil.rmtree(run / "merged", ignore_errors=True)
+    res = CliRunner().invoke(app, ["export", str(run), "--merge"])
+    assert res.exit_code == 1
+    (line,) = res.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"error: export --merge: {run / 'model'} differs from base + adapter by ")
+    assert line.endswith("> tolerance 0.0001 (base " + str(json.loads((run / "adapter" / "adapter_config.json")
+                                                                         .read_text())["base_model_name_or_path"])
+                         + " changed?); nothing written")
+    assert not (run / "merged").exists()
+
+
+def test_classification_head_is_merged(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    train, val = sentiment_files
+    run = _train(tmp_path, ["task=classification", f"model={tiny_bert}", f"data.train={train}",
+                            f"data.validation={val}", "method=lora", "method.r=4"])
+    res = CliRunner().invoke(app, ["export", str(run), "--merge", "--output", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    merged = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out"))
+    saved = AutoModelForSequenceClassification.from_pretrained(str(run / "model"))
+    assert merged.config.id2label == saved.config.id2label and len(saved.config.id2label) == 2
+    x = {"input_ids": torch.tensor([[2, 5, 6, 7, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    merged.eval()
+    saved.eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(**x).logits, saved(**x).logits, atol=1e-5)
+
+
+def test_export_errors(tiny_chat_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", str(tiny_chat_run)])
+    assert res.exit_code == 2 and "export: say what to export: --merge" in res.output
+    res = runner.invoke(app, ["export", str(tiny_chat_run), "--merge"])  # method full: no adapter
+    assert res.exit_code == 2 and "no adapter" in res.output and "method full / freeze" in res.output
+    res = runner.invoke(app, ["export", str(tmp_path / "nope"), "--merge"])
+    assert res.exit_code == 2 and "no such directory" in res.output

@@ -1,0 +1,90 @@
+"""tunelab.text: edit distance, token overlap and embedding cosine, with hand-checked values."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tunelab.text import (
+    cjk_share,
+    cosine_embedding,
+    cosine_tokens,
+    embed,
+    jaccard,
+    levenshtein,
+    normalize,
+    normalized_levenshtein,
+    tokens,
+)
+
+
+def _reference(a: str, b: str) -> int:
+    """Full Wagner-Fischer table."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    return d[-1][-1]
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ("kitten", "sitting", 3), ("flaw", "lawn", 2), ("", "abc", 3), ("abc", "", 3), ("", "", 0),
+    ("same", "same", 0), ("我爱北京", "我爱南京", 1), ("北京大学", "北京", 2), ("天安门", "门安天", 2),
+])
+def test_levenshtein_hand_checked(a: str, b: str, expected: int) -> None:
+    assert levenshtein(a, b) == expected
+    assert levenshtein(b, a) == expected
+
+
+def test_levenshtein_matches_the_full_table_and_limit_is_exact_up_to_limit() -> None:
+    rng = random.Random(0)
+    for _ in range(3000):
+        a = "".join(rng.choice("ab好") for _ in range(rng.randint(0, 9)))
+        b = "".join(rng.choice("ab好") for _ in range(rng.randint(0, 9)))
+        d = _reference(a, b)
+        assert levenshtein(a, b) == d
+        k = rng.randint(0, 4)
+        assert levenshtein(a, b, limit=k) == min(d, k + 1)
+
+
+def test_normalized_levenshtein() -> None:
+    assert normalized_levenshtein("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert normalized_levenshtein("我爱北京", "我爱南京") == pytest.approx(0.75)
+    assert normalized_levenshtein("", "") == 1.0
+    assert normalized_levenshtein("abc", "") == 0.0
+
+
+def test_tokens_words_and_cjk_characters() -> None:
+    assert tokens("Hello, World! 我爱北京 it's 2024") == ["hello", "world", "我", "爱", "北", "京", "it", "s", "2024"]
+    assert tokens("...") == []
+    assert normalize("  ＡＢＣ\tdef  ") == "abc def"  # NFKC full-width, case-folded, whitespace collapsed
+    assert cjk_share(["我爱 abc"]) == pytest.approx(2 / 5)
+    assert cjk_share(["   "]) == 0.0
+
+
+def test_jaccard_and_cosine_tokens() -> None:
+    assert jaccard("the cat sat", "The cat ran!") == pytest.approx(2 / 4)
+    assert jaccard("我爱北京", "我爱南京") == pytest.approx(3 / 5)
+    assert jaccard("", "...") == 1.0
+    assert jaccard("a", "") == 0.0
+    assert cosine_tokens("a a b", "a b b") == pytest.approx(4 / 5)
+    assert cosine_tokens("好好学习", "好学") == pytest.approx(3 / math.sqrt(12))
+    assert cosine_tokens("x y", "z") == 0.0
+    assert cosine_tokens("", "z") == 0.0
+
+
+def test_cosine_embedding_mean_pools_real_tokens_only(tiny_bert: Path) -> None:
+    model = str(tiny_bert)
+    assert cosine_embedding("good movie", "good movie", model) == pytest.approx(1.0, abs=1e-6)
+    ab = cosine_embedding("good movie", "bad plot", model)
+    assert ab == pytest.approx(cosine_embedding("bad plot", "good movie", model), abs=1e-6)
+    assert -1.0 <= ab < 0.9999
+    # padding does not change a text's vector: batched with a longer text == alone
+    together = embed(["good", "good movie and a very nice story"], model)
+    alone = embed(["good"], model)
+    np.testing.assert_allclose(together[0], alone[0], atol=1e-5)
+    assert np.linalg.norm(together, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
