@@ -201,7 +201,8 @@ def main() -> None:
                "real_tok_per_s": round(r["real_tokens"] / max(r["wall_s"], 1e-9), 1), **scores[name],
                "peak_rss_gb": r["peak_rss_gb"], "precision": r["precision"]}
         if name != "trl" and "trl" in runs:
-            row["speedup_vs_trl"] = round(runs["trl"]["wall_s"] / r["wall_s"], 2)
+            trl_speed = runs["trl"]["real_tokens"] / max(runs["trl"]["wall_s"], 1e-9)  # = wall ratio on equal data
+            row["speedup_vs_trl"] = round(row["real_tok_per_s"] / trl_speed, 2)
             row["rss_vs_trl"] = round(r["peak_rss_gb"] / runs["trl"]["peak_rss_gb"], 2)
         table.append(row)
     import torch

@@ -101,10 +101,13 @@ def test_through_peft_lora(tiny_llama: Path, dora: bool) -> None:
     _check_same(model, pad_batch(_features(model.config.vocab_size), pad_id=0))
 
 
-def test_prompt_tuning_falls_back_to_full_logits(tiny_llama: Path) -> None:
-    from peft import PromptTuningConfig, get_peft_model
+@pytest.mark.parametrize("kind", ["prompt", "prefix"])
+def test_prompt_learning_falls_back_to_full_logits(tiny_llama: Path, kind: str) -> None:
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
-    model = get_peft_model(_llama(tiny_llama), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    config = (PromptTuningConfig if kind == "prompt" else PrefixTuningConfig)(task_type="CAUSAL_LM",
+                                                                               num_virtual_tokens=3)
+    model = get_peft_model(_llama(tiny_llama), config)
     assert causal_model(model) is None
     _check_same(model, pad_batch(_features(model.config.vocab_size), pad_id=0))
 
@@ -192,3 +195,44 @@ def test_eval_batches_bound_trained_tokens() -> None:
     trained = [900, 800, 700, 600, 3000, 10]
     assert eval_batches(list(range(6)), trained, 64, 2048) == [[0, 1], [2, 3], [4], [5]]
     assert eval_batches(list(range(6)), [1] * 6, 4, 2048) == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_cli_refuses_packing_with_prefix_tuning(tiny_llama: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    sets = ["task.name=sft", "task.packing=true", f"model={tiny_llama}", "method=prefix",
+            f"data.train={tmp_path / 'absent.jsonl'}", f"output_dir={tmp_path / 'run'}"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 2, res.output
+    assert "config: task.packing: prefix tuning cannot be packed" in res.output  # before any file is read
+
+
+def test_cli_train_packed(tiny_llama: Path, tmp_path: Path) -> None:
+    """Packing through the whole pipeline: training batches are packed rows, evaluation is per example."""
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from conftest import write_jsonl
+    from tunelab.cli import app
+    from tunelab.data.readers import read_table
+
+    rows = [{"prompt": f"say {w}", "completion": w} for w in ("good", "bad", "nice", "movie", "plot", "story")]
+    train = write_jsonl(tmp_path / "train.jsonl", rows * 2)
+    out = tmp_path / "run"
+    sets = ["task.name=sft", "task.packing=true", f"model={tiny_llama}", f"data.train={train}",
+            f"data.validation={write_jsonl(tmp_path / 'val.jsonl', rows[:3])}", "data.max_length=32",
+            f"output_dir={out}", "train.epochs=1", "train.batch_size=2", "train.save_steps=0"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    task = Sft(SftConfig(packing=True), DataConfig(max_length=32))
+    examples = task.parse(read_table(train))
+    _, tok = task.build_model(str(tiny_llama), examples)
+    packed = task.train_features(task.encode(examples, tok))
+    assert len(packed) < len(examples)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train"]["steps"] == math.ceil(len(packed) / 2) and m["train"]["rows"]["train"] == 12
+    assert m["validation"]["tokens"] == 3 * 2  # one reply token + <|im_end|> per validation row

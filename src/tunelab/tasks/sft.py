@@ -12,6 +12,9 @@ in the rendered text is render(messages[:i+1]) minus render(messages[:i], add_ge
 (trailing whitespace dropped); a token is trained when its character offsets overlap a span. Works for any
 prefix-stable template (no `{% generation %}` markers needed).
 
+Training loss: cross-entropy over the trained positions only (tasks/causal_loss.py); `task.packing` packs
+several examples per training row (tasks/packing.py).
+
 Truncation (`data.max_length`): rows are cut at the end; the number cut is reported on stderr. A row whose
 assistant tokens are all cut is a DataError naming file:line (nothing is dropped silently).
 
