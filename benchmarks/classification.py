@@ -4,8 +4,9 @@ hyperparameters (bs 32, lr 5e-5, 1 epoch, max_length 128, warmup 6 %), the same 
     python benchmarks/classification.py [--rows 4000] [--seeds 1,2,3] [--eval-rows 0]
 
 Prints wall time (training loop only, model load and tokenisation excluded for both), real
-(non-pad) tokens/s, model-FLOPs utilisation against this machine's fp32 matmul peak measured in the
-same run, and validation accuracy (mean over seeds). Writes benchmarks/results/classification.json.
+(non-pad) tokens/s, model-FLOPs utilisation against this machine's matmul peak (fp32, or bf16 for a
+bf16 run) measured in the same run, and validation accuracy (mean over seeds).
+Writes benchmarks/results/classification.json.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def main() -> None:
     config = AutoConfig.from_pretrained(model_dir)
     train, val = load_data(args.rows, args.eval_rows)
     seeds = [int(s) for s in args.seeds.split(",")]
-    peak = matmul_peak_gflops()
+    peaks = {"fp32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(torch.bfloat16)}
     with tempfile.TemporaryDirectory() as tmp:
         import json
 
@@ -142,7 +143,9 @@ def main() -> None:
             tokens = runs[0]["real_tokens"]
             mean_len = tokens / len(train)
             flops = encoder_train_flops(config, tokens, mean_len)
-            results[name] = {
+            precision = runs[0].get("precision", "fp32")  # HF Trainer runs fp32 (its default on CPU)
+            peak = peaks.get(precision, peaks["fp32"])
+            results[name] = {"precision": precision,
                 "wall_s": round(wall, 2), "real_tok_per_s": round(tokens / wall, 1),
                 "mfu_pct": round(100 * flops / wall / (peak * 1e9), 1),
                 "accuracy": round(100 * statistics.mean(r["accuracy"] for r in runs), 2),
@@ -159,11 +162,12 @@ def main() -> None:
             row["acc_delta_vs_best_hf"] = round(r["accuracy"] - results[best_hf]["accuracy"], 2)
         rows.append(row)
     print(f"\nSST-2 {len(train)} rows, MiniLM, bs {BS}, lr {LR}, {EPOCHS} epoch, max_length {MAX_LEN}, "
-          f"warmup {WARMUP:.0%}, seeds {seeds}; fp32 matmul peak {peak:.0f} GFLOP/s; "
+          f"warmup {WARMUP:.0%}, seeds {seeds}; matmul peak fp32 {peaks['fp32']:.0f}, "
+          f"bf16 {peaks['bf16']:.0f} GFLOP/s (MFU against the run's precision); "
           f"validation {len(val)} rows; threads {torch.get_num_threads()}\n")
-    print_table(rows, ["config", "wall_s", "real_tok_per_s", "mfu_pct", "accuracy", "accuracy_std",
+    print_table(rows, ["config", "precision", "wall_s", "real_tok_per_s", "mfu_pct", "accuracy", "accuracy_std",
                        "speedup_vs_best_hf", "acc_delta_vs_best_hf"])
-    path = write_json("classification", {"rows": len(train), "seeds": seeds, "peak_gflops": peak,
+    path = write_json("classification", {"rows": len(train), "seeds": seeds, "peak_gflops": peaks,
                                          "results": results, "table": rows, "numpy": np.__version__})
     print(f"\nwrote {path}")
 

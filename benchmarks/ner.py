@@ -80,7 +80,12 @@ def run_hf(train: list[dict], val: list[dict], labels: list[str], epochs: float,
             model=model, args=args, train_dataset=tr, data_collator=DataCollatorForTokenClassification(tok)
         )
         wall = trainer.train().metrics["train_runtime"]
-        logits = trainer.predict(va).predictions
+        # transformers 5 also length-groups (shuffles) evaluation batches under group_by_length, so
+        # predictions would come back out of order: predict with a plain sequential Trainer
+        pred_args = TrainingArguments(output_dir=out, per_device_eval_batch_size=64, report_to=[],
+                                      disable_tqdm=True, use_cpu=True)
+        logits = Trainer(model=model, args=pred_args, data_collator=DataCollatorForTokenClassification(tok)
+                         ).predict(va).predictions
     per_row = [lg[: len(f["input_ids"])] for lg, f in zip(logits, va, strict=True)]
     m = task.metrics(per_row, va_ex)
     real = sum(len(f["input_ids"]) for f in tr) * epochs

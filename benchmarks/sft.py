@@ -50,7 +50,7 @@ def peak_rss_gb() -> float:
 def precision() -> str:
     import torch
 
-    from tunelab.engine import resolve_precision
+    from tunelab.precision import resolve_precision
 
     return resolve_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 

@@ -246,7 +246,8 @@ def say_rows(words: list[str]) -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_chat_run(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run of tiny_llama fully fine-tuned (fp32) with task sft to answer `say W` with `W` (ChatML added),
-    its final evaluation generating the first 4 validation replies (task.generation.eval_generate)."""
+    its final evaluation generating the first 4 validation replies (task.generation.eval_generate), the
+    untrained model scored and generating first (train.baseline_eval)."""
     from typer.testing import CliRunner
 
     from tunelab.cli import app
@@ -257,7 +258,7 @@ def tiny_chat_run(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) ->
     sets = ["task=sft", f"model={tiny_llama}", f"data.train={train}", f"data.validation={val}",
             f"output_dir={tmp / 'run'}", "train.epochs=25", "train.lr=5e-3", "train.batch_size=8",
             "train.save_steps=0", "train.precision=fp32", "task.generation.eval_generate=true",
-            "task.generation.eval_limit=4"]
+            "task.generation.eval_limit=4", "train.baseline_eval=true"]
     res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
     return tmp / "run"

@@ -140,6 +140,20 @@ def test_zero_shot_llm_scores_restricted_labels(tiny_llama: Path, sentiment_file
     assert zs["n"] == 10 and 0.0 <= zs["accuracy"] <= 1.0
     assert sum(sum(r) for r in zs["confusion_matrix"]["matrix"]) == 10
     assert any("seeded sample of 10 of 16" in n for n in result["meta"]["notes"])
+    cal = result["validation"]["zero_shot_llm_calibrated"]
+    assert cal["n"] == 10 and set(result["meta"]["zero_shot_llm_prior"]) == {"negative", "positive"}
+
+
+def test_contextual_calibration_removes_a_label_prior() -> None:
+    from tunelab.zero_shot import calibrate, softmax
+
+    evidence = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, -0.5], [-0.5, 0.5]])  # what the texts say
+    bias = np.array([0.0, 3.0])  # the model says label 1 whatever the text
+    biased = evidence + bias
+    assert (biased.argmax(1) == 1).all()
+    fixed = calibrate(biased, np.zeros((3, 2)) + bias)  # content-free texts show only the bias
+    assert (fixed.argmax(1) == evidence.argmax(1)).all()
+    np.testing.assert_allclose(softmax(fixed), softmax(evidence), atol=1e-12)
 
 
 def test_ngram_lm_prefers_in_domain_text() -> None:

@@ -171,6 +171,15 @@ def test_train_final_evaluation_generates(tiny_chat_run: Path) -> None:
     assert [r["prediction"] for r in records] == [*WORDS[:4], None, None]  # only eval_limit rows generated
 
 
+def test_baseline_eval_scores_the_untrained_model_first(tiny_chat_run: Path) -> None:
+    metrics = json.loads((tiny_chat_run / "metrics.json").read_text())
+    before, after = metrics["baseline"], metrics["validation"]
+    assert before["loss"] > 2 * after["loss"] and before["generated"] == 4
+    assert before["exact_match"] < after["exact_match"] == 1.0
+    rows = [json.loads(x) for x in (tiny_chat_run / "predictions" / "baseline-validation.generations.jsonl").open()]
+    assert [r["reference"] for r in rows] == WORDS[:4] and [r["prediction"] for r in rows] != WORDS[:4]
+
+
 def test_cli_eval_generates_and_writes_replies(tiny_chat_run: Path, tmp_path: Path) -> None:
     model_dir = tiny_chat_run / "model"
     val = write_jsonl(tmp_path / "val.jsonl", [{"prompt": f"say {w}", "completion": w} for w in WORDS[:5]]

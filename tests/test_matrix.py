@@ -18,6 +18,7 @@ from tunelab.data.readers import Record, Table
 from tunelab.evaluate import logits_for
 from tunelab.export import load_model, save_model
 from tunelab.methods import METHODS
+from tunelab.precision import resolve_precision
 from tunelab.tasks import TASKS
 
 CASES = [
@@ -120,9 +121,9 @@ def test_batch_order_groups_and_covers() -> None:
 
 
 def test_resolve_precision_auto_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert engine.resolve_precision("auto", torch.device("cpu")) == "fp32"  # TUNELAB_PRECISION=fp32 (conftest)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # TUNELAB_PRECISION=fp32 (conftest)
     monkeypatch.delenv("TUNELAB_PRECISION")
-    p = engine.resolve_precision("auto", torch.device("cpu"))
+    p = resolve_precision("auto", torch.device("cpu"))
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert p == ("bf16" if native else "fp32")
-    assert engine.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"

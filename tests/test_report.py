@@ -193,6 +193,16 @@ def _eval_report_cli(out: Path, tmp_path: Path) -> None:
     html = report.read_text(encoding="utf-8")
     assert "confusion matrix" in html and "Training curves" in html and "could not be built" not in html
     assert "training split is not available" in html or "leakage is not available" in html
+    # baselines run after training: `tunelab report RUN` rebuilds the run's report with them
+    assert "Baselines" not in (out / "report.html").read_text(encoding="utf-8")
+    res = CliRunner().invoke(app, ["baseline", str(out / "config.yaml")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["report", str(out)])
+    assert res.exit_code == 0, res.output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "tfidf_logreg" in html and "fine-tuned (this run)" in html and "Most confused label pairs" in html
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "is not a finished run" in res.output
 
 
 # -- pieces ----------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
         want = model(**batch).loss.item()
     sums = task.logits(model, [f], partial(task.collate, pad_id=tok.pad_token_id), 4)
     m = task.metrics(sums, examples)
-    from tunelab.engine import resolve_precision  # evaluation runs under bf16 autocast where bf16 is native
+    from tunelab.precision import resolve_precision  # evaluation runs under bf16 autocast where bf16 is native
 
     rel = 1e-5 if resolve_precision("auto", torch.device("cpu")) == "fp32" else 1e-3
     assert m["tokens"] == 5 and m["loss"] == pytest.approx(want, rel=rel)

@@ -1,4 +1,4 @@
-"""Commands that inspect rather than train: models, env, schema, data check, data augment."""
+"""Commands that inspect rather than train: models, env, schema, report, data check, data augment."""
 
 from __future__ import annotations
 
@@ -25,6 +25,26 @@ def models() -> None:
         table.add_row(a.name, a.kind, a.params, a.languages, "yes" if a.installed() else "no",
                       f"{a.package} (make {a.extra})")
     Console().print(table)
+
+
+@app.command()
+@user_errors
+def report(run_dir: Path = typer.Argument(..., help="A finished training run (its OUTPUT_DIR).")) -> None:
+    """Rebuild RUN/report.html from the run's files, e.g. after `tunelab baseline` or `tunelab curve` added to it."""
+    from tunelab.config import load_config
+    from tunelab.data.load import load_splits
+    from tunelab.data.report import DataReport
+    from tunelab.errors import TunelabError
+    from tunelab.export import load_model
+    from tunelab.report import build_report
+
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model").is_dir():
+        raise TunelabError(f"report: {run_dir} is not a finished run (config.yaml or model/ missing)")
+    cfg = load_config(run_dir / "config.yaml", [])
+    task, model, tokenizer = load_model(run_dir / "model")
+    splits = load_splits(cfg.data, task, cfg.train.seed, DataReport())  # data paths as the run read them
+    path = build_report(run_dir / "report.html", run_dir, task=task, model=model, tokenizer=tokenizer, splits=splits)
+    typer.echo(f"report: wrote {path}", err=True)
 
 
 @app.command()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import random
 import sys
 import time
@@ -33,6 +32,7 @@ from tunelab.config import TrainConfig
 from tunelab.early_stopping import MetricTracker
 from tunelab.errors import TunelabError
 from tunelab.optim import l1_penalty, make_optimizer, make_scheduler, set_dropout
+from tunelab.precision import autocast_dtype, resolve_precision
 from tunelab.progress import TrainProgress
 from tunelab.tracking import MetricsLog
 
@@ -77,24 +77,6 @@ class LoopState:
     elapsed: float = 0.0
     stopped: bool = False  # early stopping has ended the run
     evals: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` picks bf16 only where the hardware runs it natively: on a CPU without AVX-512-BF16 or
-    AMX, bf16 matmuls are ~3x slower than fp32 (measured 44 vs 147 GFLOP/s on this project's CI CPU)."""
-    if precision == "auto":  # TUNELAB_PRECISION=fp32|bf16|fp16 fixes what `auto` means (tests pin fp32)
-        precision = os.environ.get("TUNELAB_PRECISION", "auto")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native else "fp32"
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for inference at `precision` (None: plain fp32)."""
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))
 
 
 def keep_freed_memory() -> None:

@@ -20,7 +20,7 @@ def _version(package: str) -> str:
 def environment(cfg: Any = None) -> dict[str, Any]:
     import torch
 
-    from tunelab.engine import resolve_precision
+    from tunelab.precision import resolve_precision
 
     info: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
     for package in ("torch", "transformers", "peft", "accelerate", "tunelab"):

@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 
 from tunelab.errors import ConfigError, DataError
+from tunelab.precision import autocast_dtype
 from tunelab.sections import Section
 
 
@@ -57,12 +58,6 @@ def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, 
     return GenerationConfig(**{**cfg.model_dump(), **update})
 
 
-def _precision(device: torch.device) -> torch.dtype | None:
-    from tunelab.engine import autocast_dtype
-
-    return autocast_dtype(device)
-
-
 def generate_kwargs(cfg: GenerationConfig, tokenizer: Any, stop: Sequence[int]) -> dict[str, Any]:
     """`model.generate` keyword arguments for `cfg`, stopping at `stop` (settings that `cfg` does not name,
     e.g. repetition_penalty, come from the model's generation_config.json)."""
@@ -93,7 +88,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
         torch.manual_seed(cfg.seed)
     model.eval()
     device = next(model.parameters()).device
-    dtype = _precision(device)
+    dtype = autocast_dtype(device)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     with torch.no_grad():
@@ -164,10 +159,10 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def final_generation(task: Any, model: torch.nn.Module, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
-                     batch_size: int, out_dir: Path) -> dict[str, dict[str, Any]]:
+                     batch_size: int, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
     """With `task.generation.eval_generate`: generation metrics of each evaluation split (the first
-    `eval_limit` rows), replies written to `RUN/predictions/<split>.generations.jsonl` and set as
-    `example["generated"]` (picked up by the per-example records). Otherwise {}."""
+    `eval_limit` rows), replies written to `RUN/predictions/<prefix><split>.generations.jsonl` and, without a
+    prefix, set as `example["generated"]` (picked up by the per-example records). Otherwise {}."""
     cfg = getattr(task.cfg, "generation", None)
     if not isinstance(cfg, GenerationConfig) or not cfg.eval_generate:
         return {}
@@ -177,9 +172,10 @@ def final_generation(task: Any, model: torch.nn.Module, tokenizer: Any, splits: 
             continue
         chosen = examples[: cfg.eval_limit] if cfg.eval_limit else examples
         metrics, rows = evaluate_generation(task, model, tokenizer, chosen, batch_size, cfg)
-        for ex, row in zip(chosen, rows, strict=True):
-            ex["generated"] = row["prediction"]
-        write_jsonl(out_dir / "predictions" / f"{name}.generations.jsonl", rows)
+        if not prefix:
+            for ex, row in zip(chosen, rows, strict=True):
+                ex["generated"] = row["prediction"]
+        write_jsonl(out_dir / "predictions" / f"{prefix}{name}.generations.jsonl", rows)
         out[name] = metrics
     return out
 

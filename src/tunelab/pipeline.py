@@ -60,8 +60,12 @@ def run(cfg: Any, resume: str | None = None,
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
     if state.is_main_process:
         report.write(out, splits)
-    baseline = (evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size)
-                if task.baseline_eval and "validation" in splits and state.is_main_process else None)
+    baseline = None  # the untrained model on validation (train.baseline_eval; default: the task's own)
+    want_baseline = task.baseline_eval if cfg.train.baseline_eval is None else cfg.train.baseline_eval
+    if want_baseline and "validation" in splits and state.is_main_process:
+        baseline = evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size)
+        baseline.update(final_generation(task, model, tokenizer, {"validation": splits["validation"]},
+                                         cfg.train.eval_batch_size, out, prefix="baseline-").get("validation", {}))
     method = METHODS.get(cfg.method.name)(cfg.method)
     model = method.apply(model, task.head_modules(model))
     params = count_parameters(model)

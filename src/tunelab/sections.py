@@ -169,6 +169,10 @@ class TrainConfig(Section):
         "early_stopping or best_metric is set."
     )
     log_steps: int = Field(10, ge=1, description="Write a metrics.jsonl line every N steps.")
+    baseline_eval: bool | None = Field(
+        None, description="Score the untrained model on validation before training (metrics.json `baseline`; sft "
+        "with generation.eval_generate also generates with it); default: true for pretrain, else false."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 autocast where the CPU/GPU runs bf16 natively, else fp32."
     )

@@ -6,6 +6,10 @@
   model's chat template (plain text when it has none), and each label is scored by the summed
   log-likelihood of its tokens as the assistant's answer (restricted scoring: no free generation);
   scores are the softmax over labels of those log-likelihoods.
+- LLM, calibrated: contextual calibration (Zhao et al., 2021, "Calibrate before use"): the same scores for
+  content-free texts (`CONTENT_FREE`) measure the model's prior for each label; every probability is
+  divided by its label's mean content-free probability. Small LLMs that answer one label for almost
+  everything (SmolLM2 on SST-2) are mostly corrected by it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import numpy as np
 
 from tunelab.errors import TunelabError
 from tunelab.metrics.classification import softmax
+from tunelab.tasks.causal_loss import IGNORE, example_nll
 from tunelab.text import embed
 
 TEMPERATURE = 0.05
 MAX_TEXT_CHARS = 2000
+CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
 def embedding_scores(texts: list[str], label_texts: list[str], model: str, batch_size: int = 64) -> np.ndarray:
@@ -94,13 +100,21 @@ def llm_scores(texts: list[str], labels: list[str], model: str, descriptions: di
             width = max(len(b[2]) for b in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (_, _, seq, _) in enumerate(batch):  # right padding: positions stay 0..len-1
+            labels_ = torch.full((len(batch), width), IGNORE, dtype=torch.long)  # only the answer is scored
+            for r, (_, _, seq, n_ans) in enumerate(batch):  # right padding: positions stay 0..len-1
                 ids[r, : len(seq)] = torch.tensor(seq)
                 mask[r, : len(seq)] = 1
-            logits = lm(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            for r, (i, k, seq, n_ans) in enumerate(batch):
-                start = len(seq) - n_ans
-                logp = torch.log_softmax(logits[r, start - 1: len(seq) - 1], dim=-1)
-                target = torch.tensor(seq[start:], device=logp.device)
-                out[i, k] = float(logp.gather(1, target[:, None]).sum())
+                labels_[r, len(seq) - n_ans: len(seq)] = torch.tensor(seq[len(seq) - n_ans:])
+            # the vocabulary projection runs for the answer positions only (tasks/causal_loss.py)
+            nll, _ = example_nll(lm, {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+                                      "labels": labels_.to(device)})
+            for r, (i, k, _, _) in enumerate(batch):
+                out[i, k] = -float(nll[r])
     return out
+
+
+def calibrate(loglik: np.ndarray, content_free_loglik: np.ndarray) -> np.ndarray:
+    """Contextual calibration: log p(label | text) - log of the label's mean p(label | content-free text);
+    a softmax over labels of the result gives the calibrated probabilities."""
+    prior = softmax(content_free_loglik).mean(axis=0)
+    return np.log(softmax(loglik)) - np.log(prior)

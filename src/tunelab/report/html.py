@@ -42,8 +42,10 @@ def fmt(value: Any, digits: int = 4) -> str:
     """Numbers rounded for tables (ints as they are); other values as text."""
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.3g}"
+    if isinstance(value, float):  # scores in [0, 1] keep `digits`; times, rates and counts fewer
+        if abs(value) >= 1e6:
+            return f"{value:.3g}"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.{digits if abs(value) < 1 else 2}f}"
     return str(value)
 
 

@@ -33,6 +33,7 @@ from tunelab.data.lm import IGNORE, mask_block, pack_blocks, token_units, word_u
 from tunelab.data.readers import Table, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
+from tunelab.precision import autocast_dtype
 from tunelab.tasks import TASKS
 from tunelab.tasks.base import Example, Features, Task, pad_batch
 
@@ -275,7 +276,7 @@ class Pretrain(Task):
                                                for i in range(len(features))])
         model.eval()
         device = next(model.parameters()).device
-        dtype = _autocast_dtype(device)
+        dtype = autocast_dtype(device)
         out = np.zeros((len(features), 2), dtype=np.float64)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         lengths = [len(f["input_ids"]) for f in features]
@@ -342,12 +343,6 @@ class Pretrain(Task):
     def load_metadata(self, meta: dict[str, Any]) -> None:
         if meta.get("objective"):
             self._set_objective(meta["objective"])
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    from tunelab.engine import autocast_dtype
-
-    return autocast_dtype(device)
 
 
 def _masked_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -307,7 +307,7 @@ class Sft(Task):
         Unlabelled: per example the generated token ids (object array)."""
         if features and "labels" not in features[0]:
             return self._generate(model, features, batch_size)
-        from tunelab.engine import autocast_dtype
+        from tunelab.precision import autocast_dtype
 
         model.eval()
         device = next(model.parameters()).device
