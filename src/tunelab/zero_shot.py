@@ -8,8 +8,8 @@
   scores are the softmax over labels of those log-likelihoods.
 - LLM, calibrated: contextual calibration (Zhao et al., 2021, "Calibrate before use"): the same scores for
   content-free texts (`CONTENT_FREE`) measure the model's prior for each label; every probability is
-  divided by its label's mean content-free probability. Small LLMs that answer one label for almost
-  everything (SmolLM2 on SST-2) are mostly corrected by it.
+  divided by its label's mean content-free probability. It corrects a label prior (Gemma-3-270M on
+  ChnSentiCorp: 40.0 -> 69.5 % accuracy), not a bias in how the texts are read (SmolLM2 on SST-2: 61 -> 62 %).
 """
 
 from __future__ import annotations
@@ -100,14 +100,14 @@ def llm_scores(texts: list[str], labels: list[str], model: str, descriptions: di
             width = max(len(b[2]) for b in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            labels_ = torch.full((len(batch), width), IGNORE, dtype=torch.long)  # only the answer is scored
+            targets = torch.full((len(batch), width), IGNORE, dtype=torch.long)  # only the answer is scored
             for r, (_, _, seq, n_ans) in enumerate(batch):  # right padding: positions stay 0..len-1
                 ids[r, : len(seq)] = torch.tensor(seq)
                 mask[r, : len(seq)] = 1
-                labels_[r, len(seq) - n_ans: len(seq)] = torch.tensor(seq[len(seq) - n_ans:])
+                targets[r, len(seq) - n_ans: len(seq)] = torch.tensor(seq[len(seq) - n_ans:])
             # the vocabulary projection runs for the answer positions only (tasks/causal_loss.py)
             nll, _ = example_nll(lm, {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-                                      "labels": labels_.to(device)})
+                                      "labels": targets.to(device)})
             for r, (i, k, _, _) in enumerate(batch):
                 out[i, k] = -float(nll[r])
     return out
