@@ -145,13 +145,13 @@ def test_zero_shot_llm_scores_restricted_labels(tiny_llama: Path, sentiment_file
 
 
 def test_contextual_calibration_removes_a_label_prior() -> None:
-    from tunelab.zero_shot import calibrate, softmax
+    from tunelab.zero_shot import calibrate, label_prior, softmax
 
     evidence = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, -0.5], [-0.5, 0.5]])  # what the texts say
     bias = np.array([0.0, 3.0])  # the model says label 1 whatever the text
     biased = evidence + bias
     assert (biased.argmax(1) == 1).all()
-    fixed = calibrate(biased, np.zeros((3, 2)) + bias)  # content-free texts show only the bias
+    fixed = calibrate(biased, label_prior(np.zeros((3, 2)) + bias))  # content-free texts show only the bias
     assert (fixed.argmax(1) == evidence.argmax(1)).all()
     np.testing.assert_allclose(softmax(fixed), softmax(evidence), atol=1e-12)
 

@@ -177,8 +177,8 @@ def _classification(cfg: Any, task: Any, splits: dict[str, list[dict[str, Any]]]
         meta["zero_shot_model"] = opts["zero_shot_model"]
         content_free = zero_shot.llm_scores(list(zero_shot.CONTENT_FREE), labels, opts["zero_shot_model"],
                                             descriptions, opts["batch_size"])
-        meta["zero_shot_llm_prior"] = dict(zip(labels, zero_shot.softmax(content_free).mean(axis=0).round(4).tolist(),
-                                               strict=True))
+        prior = zero_shot.label_prior(content_free)
+        meta["zero_shot_llm_prior"] = dict(zip(labels, prior.round(4).tolist(), strict=True))
         for split in evals:
             examples = splits[split]
             limit = opts["llm_limit"]
@@ -194,7 +194,7 @@ def _classification(cfg: Any, task: Any, splits: dict[str, list[dict[str, Any]]]
                                           descriptions, opts["batch_size"])
             result[split]["zero_shot_llm"] = _score(task, zero_shot.softmax(loglik), examples)
             result[split]["zero_shot_llm_calibrated"] = _score(
-                task, zero_shot.softmax(zero_shot.calibrate(loglik, content_free)), examples)
+                task, zero_shot.softmax(zero_shot.calibrate(loglik, prior)), examples)
         meta["wall_s"]["zero_shot_llm"] = round(time.perf_counter() - t0, 2)
 
 

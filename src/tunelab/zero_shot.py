@@ -113,8 +113,12 @@ def llm_scores(texts: list[str], labels: list[str], model: str, descriptions: di
     return out
 
 
-def calibrate(loglik: np.ndarray, content_free_loglik: np.ndarray) -> np.ndarray:
-    """Contextual calibration: log p(label | text) - log of the label's mean p(label | content-free text);
-    a softmax over labels of the result gives the calibrated probabilities."""
-    prior = softmax(content_free_loglik).mean(axis=0)
+def label_prior(content_free_loglik: np.ndarray) -> np.ndarray:
+    """Each label's mean probability over the content-free texts."""
+    return softmax(content_free_loglik).mean(axis=0)
+
+
+def calibrate(loglik: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Contextual calibration: log p(label | text) - log prior(label) (`label_prior`); a softmax over labels
+    of the result gives the calibrated probabilities."""
     return np.log(softmax(loglik)) - np.log(prior)
