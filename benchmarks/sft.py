@@ -4,6 +4,7 @@ epoch, the same seed and precision (bf16 autocast only where the CPU runs bf16 n
 
     python benchmarks/sft.py [--rows 300] [--val-rows 100] [--max-steps 0] [--only trl,tunelab,tunelab_packed]
     python benchmarks/sft.py --rows 16 --val-rows 8 --max-steps 2          # smoke run
+    python benchmarks/sft.py --only tunelab_packed --seed 1                # another seed (sft-seed1.json)
 
 Each trainer runs in its own subprocess, so its peak RSS (ru_maxrss of that process: model load, data
 preparation, training, saving) is its own. Wall time is the training loop only (TRL: `train_runtime`;
@@ -163,7 +164,8 @@ def child(args: argparse.Namespace) -> None:
 
 
 def spawn(name: str, work: Path, max_steps: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", name, "--work", str(work), "--max-steps", str(max_steps)]
+    cmd = [sys.executable, __file__, "--child", name, "--work", str(work), "--max-steps", str(max_steps),
+           "--seed", str(SEED)]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{name}: subprocess failed with exit code {proc.returncode}")
@@ -171,14 +173,17 @@ def spawn(name: str, work: Path, max_steps: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    global SEED
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=300, help="alpaca_en training rows (the first N)")
     ap.add_argument("--val-rows", type=int, default=100, help="alpaca_en validation rows (the first N)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop each trainer after N optimizer steps (0: 1 epoch)")
     ap.add_argument("--only", default=",".join(TRAINERS))
+    ap.add_argument("--seed", type=int, default=SEED, help="seed of both trainers (LoRA init, data order, dropout)")
     ap.add_argument("--child", choices=[*TRAINERS, "eval"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    SEED = args.seed
     if args.child:
         return child(args)
     names = args.only.split(",")
@@ -214,7 +219,8 @@ def main() -> None:
     print_table(table, ["trainer", "wall_s", "steps", "real_tok_per_s", "val_loss", "peak_rss_gb", "precision",
                         "speedup_vs_trl", "rss_vs_trl"])
     smoke = bool(args.max_steps) or args.rows < 300  # a smoke run does not overwrite the real result
-    path = write_json("sft-smoke" if smoke else "sft", {
+    name = "sft-smoke" if smoke else "sft" if SEED == 42 else f"sft-seed{SEED}"
+    path = write_json(name, {
         "rows": args.rows, "val_rows": args.val_rows, "max_steps": args.max_steps,
         "settings": {"max_length": MAX_LEN, "batch_size": BS, "lr": LR, "epochs": EPOCHS, "warmup": WARMUP,
                      "seed": SEED, "lora": LORA},

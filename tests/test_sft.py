@@ -19,7 +19,7 @@ from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
 
 run_config_class()
-from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids  # noqa: E402
+from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids, render  # noqa: E402
 
 
 def _table(rows: list[dict]) -> Table:
@@ -96,6 +96,7 @@ def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
     (f,) = task.encode(examples, tok)
     toks = tok.convert_ids_to_tokens(f["input_ids"])
     assert toks == [
+        "<s>",  # the tokenizer adds BOS to plain text, so the built-in template starts with it
         "<|im_start|>", "<unk>", "<unk>", "nice", "<|im_end|>",  # system (unknown words are <unk>)
         "<|im_start|>", "<unk>", "<unk>", "good", "<|im_end|>",  # user
         "<|im_start|>", "<unk>", "good", "<|im_end|>",  # assistant: header, reply, end of turn
@@ -103,7 +104,7 @@ def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
         "<|im_start|>", "<unk>", "bad", "movie", "<|im_end|>",  # assistant
     ]
     trained = [i for i, v in enumerate(f["labels"]) if v != -100]
-    assert trained == [12, 13, 21, 22, 23]
+    assert trained == [13, 14, 22, 23, 24]
     assert all(f["labels"][i] == f["input_ids"][i] for i in trained)
     assert [toks[i] for i in trained] == ["good", "<|im_end|>", "bad", "movie", "<|im_end|>"]
     assert end_of_turn_ids(tok)[0] == tok.convert_tokens_to_ids("<|im_end|>")
@@ -121,19 +122,48 @@ def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
     assert m["perplexity"] == pytest.approx(math.exp(want), rel=rel)
 
 
+def test_gemma_turn_markers_select_the_gemma_template(tiny_llama: Path, tmp_path: Path) -> None:
+    """A template-less tokenizer whose vocabulary has <start_of_turn>/<end_of_turn> (Gemma base) gets Gemma's turn
+    format on its existing ids (no new embeddings); the system message opens the first user turn."""
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    tok.add_tokens([AddedToken(t, normalized=False) for t in ("<start_of_turn>", "<end_of_turn>")])
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    model.resize_token_embeddings(len(tok))
+    base = tmp_path / "gemma-like"
+    tok.save_pretrained(base)
+    model.save_pretrained(base)
+    task = _task()
+    msgs = [{"role": S, "content": "be nice"}, {"role": U, "content": "say good"}, {"role": A, "content": "good"}]
+    examples = task.parse(_table([{"messages": msgs}]))
+    model, tok = task.build_model(str(base), examples)
+    assert len(tok) == model.get_input_embeddings().num_embeddings == len(AutoTokenizer.from_pretrained(base))
+    assert render(tok, msgs) == ("<s><start_of_turn>user\nbe nice\n\nsay good<end_of_turn>\n"
+                                 "<start_of_turn>model\ngood<end_of_turn>\n")
+    assert render(tok, msgs[:2], generation_prompt=True).endswith("<end_of_turn>\n<start_of_turn>model\n")
+    (f,) = task.encode(examples, tok)
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    assert [toks[i] for i, v in enumerate(f["labels"]) if v != -100] == ["good", "<end_of_turn>"]
+    assert end_of_turn_ids(tok)[0] == tok.convert_tokens_to_ids("<end_of_turn>")
+    assert Sft(SftConfig(template="chatml"), DataConfig()).build_model(str(base), examples)[1].chat_template.count(
+        "<|im_start|>") > 0  # forced ChatML still wins
+
+
 def test_truncation_counted_and_fully_cut_is_an_error(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
-    task = _task(max_length=11)
+    task = _task(max_length=12)
     long_user = " ".join(["good"] * 20)
-    rows = [{"prompt": "say bad", "completion": "bad movie plot"},  # 11 tokens: fits exactly
-            {"prompt": "say bad", "completion": "bad movie plot story"}]  # 12: reply tail cut
+    rows = [{"prompt": "say bad", "completion": "bad movie plot"},  # 12 tokens (BOS first): fits exactly
+            {"prompt": "say bad", "completion": "bad movie plot story"}]  # 13: reply tail cut
     examples = task.parse(_table(rows))
     _, tok = task.build_model(str(tiny_llama), examples)
     feats = task.encode(examples, tok)
-    assert [len(f["input_ids"]) for f in feats] == [11, 11] and task.truncated == 1
-    assert "sft: 1 of 2 examples cut at data.max_length=11 tokens" in capsys.readouterr().err
+    assert [len(f["input_ids"]) for f in feats] == [12, 12] and task.truncated == 1
+    assert "sft: 1 of 2 examples cut at data.max_length=12 tokens" in capsys.readouterr().err
     bad = task.parse(_table([rows[0], {"prompt": long_user, "completion": "bad"}]))
     with pytest.raises(DataError, match=r"^d.jsonl:2: completion: the assistant reply starts after "
-                                        r"data.max_length=11 tokens"):
+                                        r"data.max_length=12 tokens"):
         task.encode(bad, tok)
     # a template that rejects a conversation names the row; one that is not prefix-stable is refused
     tok.chat_template = "{{ raise_exception('roles must alternate') }}"

@@ -189,6 +189,14 @@ def test_optimizers_train(train: dict, tiny_bert: Path) -> None:
     assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
 
 
+def test_warmup_fraction_rounds_up_as_hf() -> None:
+    from tunelab.optim import warmup_steps
+    from tunelab.sections import TrainConfig
+
+    assert [warmup_steps(TrainConfig(warmup=0.03), n) for n in (9, 100, 101)] == [1, 3, 4]
+    assert warmup_steps(TrainConfig(warmup=0.0), 9) == 0 and warmup_steps(TrainConfig(warmup=5), 9) == 5
+
+
 def test_plateau_with_warmup() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = PlateauWithWarmup(opt, warmup=2, factor=0.5, patience=1)

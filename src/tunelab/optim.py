@@ -3,6 +3,7 @@ reduce-on-plateau after warmup), and the regularisers `train.l1` and `train.drop
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -31,7 +32,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch
 
 
 def warmup_steps(cfg: TrainConfig, total: int) -> int:
-    return int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
+    """A fraction rounds up, as HF Trainer's warmup_ratio: 3 % of 9 steps is 1 warmup step (at lr 0, so
+    AdamW's moments see one gradient before the first update), not 0."""
+    return math.ceil(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: int) -> Any:

@@ -79,7 +79,7 @@ def run(cfg: Any, resume: str | None = None,
         model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
         lr=cfg.train.lr or method.default_lr, out_dir=out,
         evaluate=score if "validation" in splits else None, loss_fn=task.loss_fn(), resume_from=resume_from,
-        on_eval=on_eval,
+        on_eval=on_eval, loss_units=task.loss_units,
     )
     if not state.is_main_process:  # the main process exports and scores; the others are done
         state.wait_for_everyone()

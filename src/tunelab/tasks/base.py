@@ -83,6 +83,14 @@ class Task(ABC):
         """A custom training loss `f(model, batch)`, or None for the model's own loss."""
         return None
 
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """What the training loss is a mean over, counted in `batch`: its labelled tokens for token-level
+        labels (-100 = not trained), else its rows. The engine weights the passes of a split batch by it."""
+        labels = batch.get("labels")
+        if labels is not None and labels.dim() == 2 and not labels.is_floating_point():
+            return int((labels != -100).sum())
+        return len(batch["input_ids"])
+
     def collate(self, features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
         return pad_batch(features, pad_id)
 

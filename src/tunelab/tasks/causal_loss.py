@@ -43,6 +43,11 @@ def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return keep, labels[:, 1:][keep[:, :-1]]
 
 
+def trained_count(batch: dict[str, torch.Tensor]) -> int:
+    """The positions the causal loss is a mean over (labels shifted by one): a batch's loss units."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
 def causal_model(model: torch.nn.Module) -> torch.nn.Module | None:
     """The transformers causal LM inside DDP / peft wrappers; None under peft prompt learning."""
     m = getattr(model, "module", model)  # DistributedDataParallel

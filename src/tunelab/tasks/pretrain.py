@@ -252,6 +252,13 @@ class Pretrain(Task):
             out.append({"input_ids": ids, "labels": labels})
         return out
 
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        if self.objective == "clm":  # the model's own loss predicts every next token: labels shifted by one
+            from tunelab.tasks.causal_loss import trained_count
+
+            return trained_count(batch)
+        return super().loss_units(batch)
+
     def collate(self, features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
         """Training batches; mlm blocks get fresh masks, drawn from torch's (seeded, checkpointed) RNG."""
         if features and "units" in features[0]:

@@ -4,8 +4,10 @@ Rows, detected per row (or forced with `task.format`), all become a list of `{ro
 alpaca `{instruction, input?, output}`, sharegpt `{conversations: [{from: human|gpt|system, value}]}`,
 OpenAI `{messages: [{role: system|user|assistant, content}]}` and `{prompt, completion}`.
 
-Template: the tokenizer's own `chat_template`; a model without one gets the built-in ChatML template (and
-`<|im_start|>` / `<|im_end|>` as special tokens, embeddings resized), saved with the tokenizer.
+Template: the tokenizer's own `chat_template`; a model without one gets a built-in template, saved with the
+tokenizer: Gemma's `<start_of_turn>` / `<end_of_turn>` format when those tokens are in the vocabulary (Gemma
+base models, whose embeddings for them exist), else ChatML (`<|im_start|>` / `<|im_end|>` added as special
+tokens, embeddings resized). Either starts with the BOS token when the tokenizer adds one by default.
 
 Loss only on assistant tokens, for every assistant turn, end-of-turn marker included. The span of turn i
 in the rendered text is render(messages[:i+1]) minus render(messages[:i], add_generation_prompt=True)
@@ -41,7 +43,7 @@ from tunelab.generation import GenerationConfig, generate
 from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.tasks import TASKS
 from tunelab.tasks.base import Example, Features, Task, pad_batch
-from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll
+from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count
 from tunelab.tasks.packing import collate_packed, pack
 
 CHATML = (
@@ -50,7 +52,18 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"])}
+GEMMA = (  # Gemma's turn format; a system message opens the first user turn (Gemma has no system role)
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n'"
+    " + (system if loop.first else '') + message['content'] + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# name -> (template, its turn markers: special tokens, added to the vocabulary when missing)
+TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA, ["<start_of_turn>", "<end_of_turn>"])}
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion")
@@ -64,9 +77,11 @@ class SftConfig(TaskConfig):
         "auto", description="Row format. auto: detected per row from its fields (messages, conversations, "
         "instruction, prompt); otherwise every row must have that format's fields."
     )
-    template: Literal["auto", "chatml"] = Field(
-        "auto", description="Chat template. auto: the tokenizer's own chat_template, ChatML when it has none; "
-        "chatml: always the built-in ChatML template. A built-in template is saved with the tokenizer."
+    template: Literal["auto", "chatml", "gemma"] = Field(
+        "auto", description="Chat template. auto: the tokenizer's own chat_template; without one, gemma when the "
+        "vocabulary has Gemma's <start_of_turn>/<end_of_turn> (Gemma base models), else ChatML. chatml / gemma: "
+        "always that built-in template. A built-in template starts with the BOS token when the tokenizer adds "
+        "one, and is saved with the tokenizer."
     )
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="Reply generation for predict, eval and chat (greedy by "
@@ -176,6 +191,20 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str
     return full, spans
 
 
+def builtin_template(tokenizer: Any, setting: str) -> str:
+    """The built-in template for `task.template`: auto picks gemma when Gemma's turn markers are in the vocabulary."""
+    if setting != "auto":
+        return setting
+    vocab = tokenizer.get_vocab()
+    return "gemma" if all(t in vocab for t in TEMPLATES["gemma"][1]) else "chatml"
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether plain tokenisation starts with BOS (the model was pretrained on BOS-led text: Llama, Gemma)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
     """eos plus the first special token the template puts after an assistant reply (e.g. <|im_end|>)."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -238,13 +267,11 @@ class Sft(Task):
             raise ConfigError(f"config: model: task sft needs a fast tokenizer (offset mapping); {model_path} has none")
         model = AutoModelForCausalLM.from_pretrained(model_path)
         if self.cfg.template != "auto" or not tokenizer.chat_template:
-            name = "chatml" if self.cfg.template == "auto" else self.cfg.template
-            template, specials = TEMPLATES[name]
-            tokenizer.chat_template = template
-            vocab = tokenizer.get_vocab()
-            new = [AddedToken(t, special=True, normalized=False) for t in specials if t not in vocab]
-            if new:
-                tokenizer.add_tokens(new, special_tokens=True)
+            template, specials = TEMPLATES[builtin_template(tokenizer, self.cfg.template)]
+            tokenizer.chat_template = ("{{ bos_token }}" if adds_bos(tokenizer) else "") + template
+            # the markers as special tokens: never split, and found by end_of_turn_ids (existing ids are kept)
+            tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials],
+                                 special_tokens=True)
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
                 model.resize_token_embeddings(len(tokenizer))
         if tokenizer.pad_token is None:
@@ -298,6 +325,9 @@ class Sft(Task):
 
     def loss_fn(self) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
         return causal_lm_loss
+
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        return trained_count(batch)
 
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],
