@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import sentiment_rows
-from tunelab import engine
+from tunelab import batching, engine
 from tunelab.config import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.evaluate import logits_for
@@ -109,12 +109,12 @@ def test_adapter_holds_the_head(tiny_bert: Path, tmp_path: Path) -> None:
 
 def test_batch_order_groups_and_covers() -> None:
     lengths = [int(x) for x in np.random.default_rng(0).integers(2, 100, size=1000)]
-    order = engine.batch_order(lengths, 16, seed=3, group_by_length=True)
+    order = batching.batch_order(lengths, 16, seed=3, group_by_length=True)
     assert sorted(i for b in order for i in b) == list(range(1000))
-    assert order == engine.batch_order(lengths, 16, seed=3, group_by_length=True)
-    assert order != engine.batch_order(lengths, 16, seed=4, group_by_length=True)
+    assert order == batching.batch_order(lengths, 16, seed=3, group_by_length=True)
+    assert order != batching.batch_order(lengths, 16, seed=4, group_by_length=True)
     pad = sum(len(b) * max(lengths[i] for i in b) for b in order)
-    plain = engine.batch_order(lengths, 16, seed=3, group_by_length=False)
+    plain = batching.batch_order(lengths, 16, seed=3, group_by_length=False)
     pad_plain = sum(len(b) * max(lengths[i] for i in b) for b in plain)
     assert pad < 0.7 * pad_plain
     assert max(lengths[i] for i in order[0]) == max(lengths)  # longest first: OOM shows at step 1

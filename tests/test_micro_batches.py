@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import sentiment_rows
-from tunelab import engine
+from tunelab import batching, engine
 from tunelab.config import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.methods import METHODS
@@ -22,20 +22,20 @@ def _rows(n: int, width: int = 10) -> list[dict]:
 
 
 def test_split_batch_bounds_padded_tokens() -> None:
-    assert [len(p) for p in engine.split_batch(_rows(8, 512), 2048)] == [4, 4]
-    assert [len(p) for p in engine.split_batch(_rows(5, 512), 2048)] == [4, 1]
-    assert [len(p) for p in engine.split_batch(_rows(8, 512), None)] == [8]
+    assert [len(p) for p in batching.split_batch(_rows(8, 512), 2048)] == [4, 4]
+    assert [len(p) for p in batching.split_batch(_rows(5, 512), 2048)] == [4, 1]
+    assert [len(p) for p in batching.split_batch(_rows(8, 512), None)] == [8]
     # rows x longest row of the part; a row longer than the budget is a part of its own
     rows = [{"input_ids": [1] * n} for n in (30, 10, 10, 10, 10, 5)]
-    assert [[len(f["input_ids"]) for f in p] for p in engine.split_batch(rows, 25)] == [[30], [10, 10], [10, 10], [5]]
-    assert engine.pass_weights([3, 1], [2, 2]) == [0.75, 0.25]
-    assert engine.pass_weights([0, 0], [3, 1]) == [0.75, 0.25]  # no trained units: by rows
+    assert [[len(f["input_ids"]) for f in p] for p in batching.split_batch(rows, 25)] == [[30], [10, 10], [10, 10], [5]]
+    assert batching.pass_weights([3, 1], [2, 2]) == [0.75, 0.25]
+    assert batching.pass_weights([0, 0], [3, 1]) == [0.75, 0.25]  # no trained units: by rows
 
 
 def test_auto_budget_is_cpu_only() -> None:
-    assert engine.micro_batch_tokens("auto", torch.device("cpu")) == 1024
-    assert engine.micro_batch_tokens("auto", torch.device("cuda")) is None
-    assert engine.micro_batch_tokens(512, torch.device("cuda")) == 512
+    assert batching.micro_batch_tokens("auto", torch.device("cpu")) == 1024
+    assert batching.micro_batch_tokens("auto", torch.device("cuda")) is None
+    assert batching.micro_batch_tokens(512, torch.device("cuda")) == 512
 
 
 def _sft(tiny_llama: Path, budget: int | None):
@@ -73,7 +73,7 @@ def test_split_passes_give_the_whole_batch_update(kind: str, tiny_llama: Path, t
     trained = {}
     for budget in (None, 24):
         cfg, task, model, feats, collate = setup(budget)
-        passes = engine.split_batch(feats, budget)
+        passes = batching.split_batch(feats, budget)
         assert (len(passes) > 2) == (budget is not None)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         result = engine.train(model, feats, collate, cfg.train, lr=cfg.train.lr, loss_fn=task.loss_fn(),
@@ -91,10 +91,10 @@ def test_split_passes_weighted_by_rows_would_differ(tiny_llama: Path) -> None:
     """The negative case: the rows' trained-token counts differ, so the unit weighting is what makes it exact."""
     cfg, task, model, feats, collate = _sft(tiny_llama, 24)
     with torch.no_grad():
-        parts = [collate(p) for p in engine.split_batch(feats, 24)]
+        parts = [collate(p) for p in batching.split_batch(feats, 24)]
         losses = [task.loss_fn()(model, b).item() for b in parts]
         whole = task.loss_fn()(model, collate(feats)).item()
-    by_units = engine.pass_weights([task.loss_units(b) for b in parts], [len(b["input_ids"]) for b in parts])
-    by_rows = engine.pass_weights([0] * len(parts), [len(b["input_ids"]) for b in parts])
+    by_units = batching.pass_weights([task.loss_units(b) for b in parts], [len(b["input_ids"]) for b in parts])
+    by_rows = batching.pass_weights([0] * len(parts), [len(b["input_ids"]) for b in parts])
     assert sum(w * v for w, v in zip(by_units, losses, strict=True)) == pytest.approx(whole, abs=1e-5)
     assert abs(sum(w * v for w, v in zip(by_rows, losses, strict=True)) - whole) > 1e-3

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tunelab import checkpoint as ckpt
+from tunelab.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
 from tunelab.config import TrainConfig
 from tunelab.dropout import use_fast_dropout
 from tunelab.early_stopping import MetricTracker
@@ -103,63 +104,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def batch_order(lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
-    """Shuffled batches of indices. With grouping, each window of 50 batches is sorted by length
-    before it is cut into batches (as HF's LengthGroupedSampler), then the batch order is shuffled;
-    the longest batch goes first so an out-of-memory shows at step 1."""
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(lengths))
-    if not group_by_length:
-        return [idx[i : i + batch_size].tolist() for i in range(0, len(idx), batch_size)]
-    window = batch_size * 50
-    batches: list[list[int]] = []
-    for start in range(0, len(idx), window):
-        chunk = sorted(idx[start : start + window].tolist(), key=lambda i: -lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = rng.permutation(len(batches)).tolist()
-    longest = max(range(len(batches)), key=lambda b: lengths[batches[b][0]])
-    order.remove(longest)
-    return [batches[longest]] + [batches[b] for b in order]
-
-
-def micro_batch_tokens(setting: int | str | None, device: torch.device) -> int | None:
-    """`train.micro_batch_tokens` resolved: auto = 1024 on CPU, no limit on GPU. Measured on 2 cores, SmolLM2
-    all-linear LoRA, packed batches of 8 x 512 tokens: 5 steps took 69 s in one 4096-token pass (10.0 GB peak
-    RSS) and 57 s in 2048-token passes (6.3 GB); 9 steps took 121 s in 2048-token passes (7.2 GB) and 119 s in
-    1024-token passes (5.3 GB). MiniLM SST-2 classification (batches of 32 short rows) ran as fast either way."""
-    if setting == "auto":
-        return 1024 if device.type == "cpu" else None
-    return setting  # type: ignore[return-value]
-
-
-def split_batch(features: list[dict[str, Any]], max_tokens: int | None) -> list[list[dict[str, Any]]]:
-    """A batch cut into consecutive parts of at most `max_tokens` padded tokens (rows x longest row of the
-    part; a row longer than that alone is a part of its own)."""
-    if max_tokens is None:
-        return [features]
-    parts: list[list[dict[str, Any]]] = [[]]
-    width = 0
-    for f in features:
-        n = len(f["input_ids"])
-        if parts[-1] and max(width, n) * (len(parts[-1]) + 1) > max_tokens:
-            parts.append([])
-            width = 0
-        parts[-1].append(f)
-        width = max(width, n)
-    return parts
-
-
-def rows(batch: dict[str, torch.Tensor]) -> int:
-    return len(batch["input_ids"])
-
-
-def pass_weights(units: list[int], row_counts: list[int]) -> list[float]:
-    """Each pass's share of the batch's loss units (by rows when the batch has no units at all)."""
-    counts = units if sum(units) > 0 else row_counts
-    total = sum(counts)
-    return [c / total for c in counts]
 
 
 def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
