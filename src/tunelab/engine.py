@@ -257,11 +257,12 @@ class Loop:
         step. Each pass's loss is weighted by its share of the batch's loss units, so the summed gradients and
         the logged loss are those of the whole batch in one pass."""
         s, acc = self.s, self.acc
-        passes = [{k: v.to(acc.device) for k, v in self.collate(part).items()}
-                  for part in split_batch([self.features[i] for i in ids], self.pass_tokens)]
+        passes = [self.collate(part) for part in split_batch([self.features[i] for i in ids], self.pass_tokens)]
+        # counted on the host copies: no device sync
         weights = pass_weights([self.loss_units(b) for b in passes], [len(b["input_ids"]) for b in passes])
         with acc.accumulate(self.model):
-            for j, (batch, weight) in enumerate(zip(passes, weights, strict=True)):
+            for j, (cpu_batch, weight) in enumerate(zip(passes, weights, strict=True)):
+                batch = {k: v.to(acc.device) for k, v in cpu_batch.items()}
                 last = j == len(passes) - 1
                 with nullcontext() if last else acc.no_sync(self.model):  # DDP: all-reduce once, after the last
                     loss = self.loss_fn(self.model, batch) if self.loss_fn else self.model(**batch).loss
