@@ -4,7 +4,7 @@ epoch, the same seed and precision (bf16 autocast only where the CPU runs bf16 n
 
     python benchmarks/sft.py [--rows 300] [--val-rows 100] [--max-steps 0] [--only trl,tunelab,tunelab_packed]
     python benchmarks/sft.py --rows 16 --val-rows 8 --max-steps 2          # smoke run
-    python benchmarks/sft.py --only tunelab_packed --seed 1                # another seed (sft-seed1.json)
+    python benchmarks/sft.py --only tunelab_packed --seed 1                # sft-seed1-tunelab_packed.json
 
 Each trainer runs in its own subprocess, so its peak RSS (ru_maxrss of that process: model load, data
 preparation, training, saving) is its own. Wall time is the training loop only (TRL: `train_runtime`;
@@ -219,7 +219,7 @@ def main() -> None:
     print_table(table, ["trainer", "wall_s", "steps", "real_tok_per_s", "val_loss", "peak_rss_gb", "precision",
                         "speedup_vs_trl", "rss_vs_trl"])
     smoke = bool(args.max_steps) or args.rows < 300  # a smoke run does not overwrite the real result
-    name = "sft-smoke" if smoke else "sft" if SEED == 42 else f"sft-seed{SEED}"
+    name = "sft-smoke" if smoke else "sft" if SEED == 42 else f"sft-seed{SEED}-{'+'.join(names)}"
     path = write_json(name, {
         "rows": args.rows, "val_rows": args.val_rows, "max_steps": args.max_steps,
         "settings": {"max_length": MAX_LEN, "batch_size": BS, "lr": LR, "epochs": EPOCHS, "warmup": WARMUP,
