@@ -259,7 +259,7 @@ class Loop:
         s, acc = self.s, self.acc
         passes = [self.collate(part) for part in split_batch([self.features[i] for i in ids], self.pass_tokens)]
         # counted on the host copies: no device sync
-        weights = pass_weights([self.loss_units(b) for b in passes], [len(b["input_ids"]) for b in passes])
+        weights = pass_weights([self.loss_units(b) for b in passes], [rows(b) for b in passes])
         with acc.accumulate(self.model):
             for j, (cpu_batch, weight) in enumerate(zip(passes, weights, strict=True)):
                 batch = {k: v.to(acc.device) for k, v in cpu_batch.items()}

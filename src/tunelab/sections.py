@@ -127,7 +127,9 @@ class TrainConfig(Section):
     micro_batch_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="Run a batch of more than this many tokens (rows x longest row) as several "
         "forward/backward passes of at most this many; gradients, loss and optimizer step stay those of the whole "
-        "batch (each pass's loss is weighted by its share of the batch's trained tokens, or rows). Less memory, "
+        "batch (each pass's loss is weighted by its share of the batch's trained tokens, or rows; with class_weights "
+        "on hard labels the passes are weighted by rows, not by summed class weights, so that case is close, not "
+        "exact). Less memory, "
         "and on CPUs no slower (docs/benchmarks.md). auto: 1024 on CPU, no splitting on GPU; null: never split."
     )
     eval_batch_size: int = Field(64, ge=1, description="Examples per forward pass in evaluation.")

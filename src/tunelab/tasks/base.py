@@ -85,7 +85,9 @@ class Task(ABC):
 
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         """What the training loss is a mean over, counted in `batch`: its labelled tokens for token-level
-        labels (-100 = not trained), else its rows. The engine weights the passes of a split batch by it."""
+        labels (-100 = not trained), else its rows. The engine weights the passes of a split batch by it. A loss
+        that is a class-weighted mean (train.class_weights on hard labels) divides by the summed weights instead,
+        so its split passes are weighted approximately."""
         labels = batch.get("labels")
         if labels is not None and labels.dim() == 2 and not labels.is_floating_point():
             return int((labels != -100).sum())
