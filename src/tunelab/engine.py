@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tunelab import checkpoint as ckpt
+from tunelab.attention import restore_attention, use_short_row_attention
 from tunelab.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
 from tunelab.config import TrainConfig
 from tunelab.dropout import use_fast_dropout
@@ -173,6 +174,7 @@ class Loop:
         self.acc = acc = Accelerator(
             cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed,
         )
+        self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
         self.features, self.collate, self.cfg = features, collate, cfg
         self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
         self.loss_units = loss_units or rows
@@ -354,6 +356,7 @@ class Loop:
             elif self.ckpt_root is not None:
                 ckpt.load_trainable(self.ckpt_root / f"step-{selected:08d}", self.unwrapped)
         self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
+        restore_attention(self.unwrapped, self.attention)
         return TrainResult(
             s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
             self.precision, s.evals, t.metric if t else None, t.best_value if t else None,
