@@ -185,13 +185,39 @@ def test_lora_on_llama(tiny_llama: Path, tmp_path: Path) -> None:
     examples = task.parse(_table([{"prompt": f"say {w}", "completion": w} for w in WORDS[:8]]))
     model, tok = task.build_model(str(tiny_llama), examples)
     assert task.head_modules(model) == []
-    model = METHODS.get("lora")(cfg.method).apply(model, [])
+    new = task.new_token_ids  # the ChatML markers this tokenizer lacked
+    assert [tok.convert_ids_to_tokens(i) for i in new] == ["<|im_start|>", "<|im_end|>"]
+    embed0 = model.get_input_embeddings().weight.detach().clone()
+    head0 = model.get_output_embeddings().weight.detach().clone()
+    method = METHODS.get("lora")(cfg.method)
+    model = method.apply(model, [], new)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
+    rows = [n for n in trainable if "trainable_tokens_delta" in n]  # only the new rows, embedding and (untied) head
+    assert len(rows) == 2 and any("embed_tokens" in n for n in rows) and any("lm_head" in n for n in rows)
+    assert all("lora_" in n for n in trainable if n not in rows)
     assert any("q_proj" in n for n in trainable) and any("down_proj" in n for n in trainable)
     feats = task.encode(examples, tok)
     result = engine.train(model, feats, partial(task.collate, pad_id=tok.pad_token_id), cfg.train, lr=1e-2)
     assert result.steps == 3 and math.isfinite(result.train_loss)
+    merged = method.export(model, tmp_path / "model", tmp_path / "adapter")
+    for got, before in ((merged.get_input_embeddings().weight, embed0), (merged.get_output_embeddings().weight, head0)):
+        old = [i for i in range(len(before)) if i not in new]
+        assert torch.equal(got[old], before[old])  # the rest of the vocabulary is untouched
+        assert (got[new] - before[new]).abs().amax(dim=1).min() > 1e-3  # every new row trained
+
+
+def test_methods_that_freeze_embeddings_say_so(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
+    from tunelab.methods import METHODS
+
+    task = _task()
+    model, tok = task.build_model(str(tiny_llama), [])
+    freeze = METHODS.get("freeze")(METHODS.get("freeze").Config(k=1))
+    capsys.readouterr()
+    model = freeze.apply(model, [], task.new_token_ids)
+    first, last = task.new_token_ids[0], task.new_token_ids[-1]
+    assert capsys.readouterr().err == (f"method freeze: the 2 tokens added to the vocabulary (ids {first}-{last}) keep "
+                                       "their initial embeddings; lora, dora and full train them\n")
+    assert not model.get_input_embeddings().weight.requires_grad
 
 
 def _say(words: list[str]) -> list[dict]:
@@ -241,9 +267,60 @@ def test_cli_train_eval_predict(tiny_llama: Path, tmp_path: Path) -> None:
     assert row["messages"] == _say(["fine"])[0]["messages"] and row["response"] == "fine"
 
 
-def test_unsupported_options_are_refused(tiny_llama: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^config: data.dedup: not supported by task sft yet$"):
-        Sft(SftConfig(), DataConfig(dedup=True))
-    rows = write_jsonl(tmp_path / "rows.jsonl", _say(["good"]))
-    res = CliRunner().invoke(app, ["data", "check", str(rows), "--task", "sft", "--model", str(tiny_llama)])
-    assert res.exit_code == 2 and "data check: task sft is not supported yet" in res.output
+def test_unsupported_options_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^config: data.augment: not supported by task sft \(no classes"):
+        Sft(SftConfig(), DataConfig(augment={"ops": ["swap"]}))
+    with pytest.raises(ConfigError, match=r"^config: data.sampling: not supported by task sft"):
+        Sft(SftConfig(), DataConfig(sampling="oversample"))
+
+
+def test_clean_and_dedup_conversations(tmp_path: Path) -> None:
+    from tunelab.data.load import load_splits
+    from tunelab.data.report import DataReport
+
+    def chat(user: str, reply: str) -> dict:
+        return {"messages": [{"role": U, "content": user}, {"role": A, "content": reply}]}
+
+    train = write_jsonl(tmp_path / "train.jsonl", [
+        chat("say <b>good</b>", "good"),
+        chat("Say   GOOD", "good"),  # a duplicate of row 1 once cleaned and normalised
+        chat("say good", "bad"),  # same prompt, another reply: not a duplicate
+        chat("say nice", "<br>"),  # the reply is empty once the HTML is stripped
+        {"instruction": "say fine", "output": "fine"},  # alpaca, also in validation
+        chat("say great", "great"),
+    ])
+    val = write_jsonl(tmp_path / "val.jsonl", [chat("say fine", "fine"), chat("say ok", "ok")])
+    data = DataConfig(train=str(train), validation=str(val), clean=True, dedup=True)
+    report = DataReport()
+    splits = load_splits(data, Sft(SftConfig(), data), 0, report)
+    assert [ex["line"] for ex in splits["train"]] == [1, 3, 6] and len(splits["validation"]) == 2
+    assert splits["train"][0]["messages"][0]["content"] == "say good"  # cleaned
+    removed = {r["line"]: r for r in report.removed}
+    assert removed[2]["reason"] == "duplicate" and removed[2]["duplicate_of"] == f"{train}:1"
+    assert removed[4]["reason"] == "empty_after_cleaning"
+    assert (removed[4]["field"], removed[4]["turn"], removed[4]["role"]) == ("messages", 2, A)
+    assert removed[5]["reason"] == "in_validation" and removed[5]["row"] == {"instruction": "say fine",
+                                                                             "output": "fine"}
+
+
+def test_data_check_sft(tiny_llama: Path, tmp_path: Path) -> None:
+    rows = [*_say(["good", "good", "nice"]),
+            {"messages": [{"role": S, "content": "be brief"}, {"role": U, "content": "say " + "fine " * 30},
+                          {"role": A, "content": "fine"}]},
+            {"prompt": "say great", "completion": "great " * 20}]
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--json",
+                                   "--set", "data.max_length=24"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)["files"][str(path)]
+    assert (r["rows"], r["turns"], r["duplicates_exact"]) == (5, {U: 5, A: 5, S: 1}, 1)
+    assert r["replies_fully_cut"] == [f"{path}:4"]  # its reply starts after 24 tokens: training refuses this row
+    assert r["replies_partly_cut"] == 1 and r["over_max_length"] == 2
+    task = _task()
+    tok = task.load_tokenizer(str(tiny_llama))  # the lengths are those of the ChatML rendering training uses
+    feats = task.encode(task.parse(_table(rows[:1])), tok)
+    assert r["token_length"]["p50"] == len(feats[0]["input_ids"])
+    assert r["assistant_tokens"]["p50"] == sum(t != -100 for t in feats[0]["labels"])
+    res = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["data", "check", str(path), "--task", "sft", "--model",
+                                                          str(tiny_llama), "--set", "data.max_length=24"])
+    assert res.exit_code == 0 and "1 partly; 1 entirely" in res.output and f"{path.name}:4" in res.output

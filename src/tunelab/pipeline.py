@@ -67,7 +67,7 @@ def run(cfg: Any, resume: str | None = None,
         baseline.update(final_generation(task, model, tokenizer, {"validation": splits["validation"]},
                                          cfg.train.eval_batch_size, out, prefix="baseline-").get("validation", {}))
     method = METHODS.get(cfg.method.name)(cfg.method)
-    model = method.apply(model, task.head_modules(model))
+    model = method.apply(model, task.head_modules(model), task.new_token_ids)
     params = count_parameters(model)
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
     features["train"] = task.train_features(features["train"])  # e.g. packed

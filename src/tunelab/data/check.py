@@ -38,7 +38,27 @@ def _configs(task_name: str, overrides: list[str]) -> tuple[Any, DataConfig]:
 def _key(ex: dict[str, Any]) -> str:
     if "context" in ex:  # extractive QA
         return ex["question"] + "\t" + ex["context"]
+    if "messages" in ex:  # sft: the whole conversation
+        return "\t".join(f"{m['role']}: {m['content']}" for m in ex["messages"])
     return ex["text"] + ("\t" + ex["text_pair"] if "text_pair" in ex else "")
+
+
+def _chat_lengths(task: Any, examples: list[dict[str, Any]], path: str, model: str) -> dict[str, Any]:
+    """SFT: token lengths as rendered by the chat template (not cut), assistant tokens, and replies cut."""
+    tokenizer = task.load_tokenizer(model)
+    uncut = task.data.model_copy(update={"max_length": 1 << 30})
+    feats = type(task)(task.cfg, uncut).encode(examples, tokenizer)
+    limit = task.data.max_length
+    first = [next((i for i, t in enumerate(f["labels"]) if t != -100), len(f["labels"])) for f in feats]
+    last = [max((i for i, t in enumerate(f["labels"]) if t != -100), default=-1) for f in feats]
+    trained = [sum(t != -100 for t in f["labels"]) for f in feats]
+    return {
+        "lengths": np.asarray([len(f["input_ids"]) for f in feats]),
+        "turns": dict(Counter(m["role"] for ex in examples for m in ex["messages"]).most_common()),
+        "assistant_tokens": {"total": sum(trained), "p50": int(np.percentile(trained, 50)), "max": max(trained)},
+        "replies_partly_cut": sum(a < limit <= b for a, b in zip(first, last, strict=True)),
+        "replies_fully_cut": [f"{path}:{ex['line']}" for ex, a in zip(examples, first, strict=True) if a >= limit],
+    }
 
 
 def _norm(text: str) -> str:
@@ -59,9 +79,11 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     keys: dict[str, set[str]] = {}
     for path in files:
         examples = task.parse(read_table(path))
-        if "messages" in examples[0]:
-            raise ConfigError(f"data check: task {task_name} is not supported yet")
-        if "context" in examples[0]:  # extractive QA: over max_length = the context needs several windows
+        chat: dict[str, Any] = {}
+        if "messages" in examples[0]:  # sft: lengths as the chat template renders them
+            chat = _chat_lengths(task, examples, path, resolve_model(model))
+            lengths, labels = chat.pop("lengths"), Counter()
+        elif "context" in examples[0]:  # extractive QA: over max_length = the context needs several windows
             texts, pairs = [ex["question"] for ex in examples], [ex["context"] for ex in examples]
             labels = Counter("answerable" if ex["answers"] else "unanswerable" for ex in examples)
         else:
@@ -71,7 +93,8 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
                 lab for ex in examples if "label" in ex  # pretrain documents have none
                 for lab in (ex["label"] if isinstance(ex["label"], list) else [ex["label"]])
             )
-        lengths = np.asarray([len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]])
+        if not chat:
+            lengths = np.asarray([len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]])
         exact = Counter(_key(ex) for ex in examples)
         normal = Counter(_norm(_key(ex)) for ex in examples)
         keys[path] = set(normal)
@@ -84,6 +107,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
             "truncation_rate": round(float((lengths > data.max_length).mean()), 4),
             "duplicates_exact": sum(c - 1 for c in exact.values()),
             "duplicates_normalised": sum(c - 1 for c in normal.values()),
+            **chat,
         }
     for i, a in enumerate(files):
         for b in files[i + 1 :]:
@@ -99,7 +123,15 @@ def print_report(report: dict[str, Any]) -> None:
     for path, r in report["files"].items():
         t = Table(title=f"{path}  ({report['model']}, max_length {report['max_length']})", show_header=False)
         t.add_row("rows", str(r["rows"]))
-        t.add_row("labels", ", ".join(f"{k}: {v} ({100 * v / r['rows']:.1f}%)" for k, v in r["labels"].items()))
+        if r["labels"]:
+            t.add_row("labels", ", ".join(f"{k}: {v} ({100 * v / r['rows']:.1f}%)" for k, v in r["labels"].items()))
+        if "turns" in r:  # sft
+            t.add_row("turns", ", ".join(f"{k}: {v}" for k, v in r["turns"].items()))
+            t.add_row("assistant tokens", "  ".join(f"{k} {v}" for k, v in r["assistant_tokens"].items()))
+            cut, partly = r["replies_fully_cut"], r["replies_partly_cut"]
+            where = ", ".join(cut[:3]) + (" ..." if len(cut) > 3 else "")
+            t.add_row("replies cut", f"{partly} partly; {len(cut)} entirely (training refuses these: {where})" if cut
+                      else f"{partly} partly, none entirely")
         t.add_row("token length", "  ".join(f"{k} {v}" for k, v in r["token_length"].items()))
         t.add_row("over max_length", f"{r['over_max_length']} ({100 * r['truncation_rate']:.2f}% truncated)")
         t.add_row("duplicates",

@@ -2,7 +2,8 @@
 
 Works on parsed examples of any task: string fields `text` / `text_pair` are cleaned and compared;
 a list field `tokens` (NER) is cleaned token by token (never dropping a token, so tags stay aligned)
-and compared as the space-joined sentence. Every dropped row goes to the `DataReport`.
+and compared as the space-joined sentence; `messages` (SFT) has the content of every turn cleaned and is
+compared turn by turn, roles included. Every dropped row goes to the `DataReport`.
 """
 
 from __future__ import annotations
@@ -61,10 +62,24 @@ def _clean_value(value: Any, cfg: CleanConfig) -> Any:
     return value
 
 
+def _clean_messages(messages: list[dict[str, Any]], cfg: CleanConfig) -> list[dict[str, Any]]:
+    return [{**m, "content": clean_text(m["content"], cfg)} for m in messages]
+
+
+def _emptied(cleaned: dict[str, Any], original: dict[str, Any]) -> dict[str, Any] | None:
+    """Where cleaning left a text empty (for SFT: the first turn it emptied), or None."""
+    for k in TEXT_KEYS:
+        if isinstance(cleaned.get(k), str) and not cleaned[k].strip():
+            return {"field": k}
+    for i, (m, o) in enumerate(zip(cleaned.get("messages", ()), original.get("messages", ()), strict=True)):
+        if o["content"].strip() and not m["content"].strip():
+            return {"field": original.get("field"), "turn": i + 1, "role": m["role"]}
+    return None
+
+
 def text_length(example: dict[str, Any]) -> int:
-    """Characters of the example's texts (tokens joined by spaces)."""
-    return sum(len(v) if isinstance(v, str) else len(" ".join(map(str, v)))
-               for k in TEXT_KEYS if isinstance(v := example.get(k), str | list))
+    """Characters of the example's texts (tokens joined by spaces; every turn's content for SFT)."""
+    return sum(len(p) for p in _parts(example, roles=False))
 
 
 def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, report: DataReport,
@@ -76,9 +91,11 @@ def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, re
         for key in TEXT_KEYS:
             if key in ex:
                 new[key] = _clean_value(ex[key], cfg)
-        empty = next((k for k in TEXT_KEYS if isinstance(new.get(k), str) and not new[k].strip()), None)
+        if "messages" in ex:
+            new["messages"] = _clean_messages(ex["messages"], cfg)
+        empty = _emptied(new, ex)
         if empty is not None:
-            report.remove(split, ex, "empty_after_cleaning", field=empty)
+            report.remove(split, ex, "empty_after_cleaning", **empty)
             continue
         n = text_length(new)
         if filter_length and cfg.min_chars is not None and n < cfg.min_chars:
@@ -87,16 +104,18 @@ def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, re
         if filter_length and cfg.max_chars is not None and n > cfg.max_chars:
             report.remove(split, ex, "too_long", chars=n, max_chars=cfg.max_chars)
             continue
-        if any(new[k] != ex[k] for k in TEXT_KEYS if k in ex):
+        if any(new[k] != ex[k] for k in (*TEXT_KEYS, "messages") if k in ex):
             report.cleaned[split] += 1
         out.append(new)
     return out
 
 
 # ---------------------------------------------------------------------------- duplicates
-def _parts(example: dict[str, Any]) -> list[str]:
-    return [v if isinstance(v, str) else " ".join(map(str, v))
-            for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
+def _parts(example: dict[str, Any], roles: bool = True) -> list[str]:
+    """The texts compared for duplicates: text fields, NER tokens joined, SFT turns as `role: content`."""
+    parts = [v if isinstance(v, str) else " ".join(map(str, v))
+             for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
+    return parts + [f"{m['role']}: {m['content']}" if roles else m["content"] for m in example.get("messages", ())]
 
 
 def exact_key(example: dict[str, Any]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,14 +21,22 @@ class Method:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
-        """`heads`: names of task-head modules, which stay trainable under every method."""
+    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
+        """`heads`: names of task-head modules, which stay trainable under every method. `new_tokens`: ids the
+        task added to the vocabulary (e.g. chat-template markers), whose embedding rows start untrained."""
         return model
 
     def export(self, model: torch.nn.Module, model_dir: Path, adapter_dir: Path) -> torch.nn.Module:
         """Save plain weights into `model_dir` (and adapters into `adapter_dir`); return the saved module."""
         model.save_pretrained(model_dir)
         return model
+
+
+def warn_untrained_tokens(method: str, new_tokens: Sequence[int]) -> None:
+    """For methods that leave embedding rows frozen: the added tokens keep their initial embeddings."""
+    if new_tokens:
+        print(f"method {method}: the {len(new_tokens)} tokens added to the vocabulary (ids {min(new_tokens)}-"
+              f"{max(new_tokens)}) keep their initial embeddings; lora, dora and full train them", file=sys.stderr)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, Any]:

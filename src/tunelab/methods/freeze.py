@@ -3,6 +3,7 @@ frozen. k=0 is a linear probe (head only, plus the pooler/final norm that feeds 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -11,7 +12,7 @@ from pydantic import Field
 from tunelab.config import MethodConfig
 from tunelab.errors import ConfigError
 from tunelab.methods import METHODS
-from tunelab.methods.base import Method
+from tunelab.methods.base import Method, warn_untrained_tokens
 
 
 class FreezeConfig(MethodConfig):
@@ -36,7 +37,7 @@ class Freeze(Method):
     default_lr = 1e-4
     cfg: FreezeConfig
 
-    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         stack_name, stack = layer_stack(model)
         if self.cfg.k > len(stack):
             raise ConfigError(f"method.k: {self.cfg.k} is more than the model's {len(stack)} layers")
@@ -50,4 +51,5 @@ class Freeze(Method):
                 or (not in_stack and "embed" not in name)
             )
             p.requires_grad_(trainable)
+        warn_untrained_tokens("freeze", new_tokens)
         return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -20,7 +21,7 @@ class Full(Method):
     Config = FullConfig
     default_lr = 5e-5
 
-    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         return model

@@ -1,11 +1,15 @@
 """LoRA with peft. The task head stays fully trainable (`modules_to_save`) and is saved with the
 adapter — forgetting this is a known peft pitfall that leaves a random head in the exported model.
+Tokens the task added to the vocabulary (e.g. SFT's ChatML markers) train their embedding rows, and their
+output rows when the head is not tied, through peft's trainable tokens (`trainable_token_indices`): only those
+rows, not the whole matrix.
 
 Export: the adapter goes to `RUN/adapter/` and the merged weights to `RUN/model/`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +31,19 @@ class LoraConfig(MethodConfig):
     )
 
 
+def token_rows(model: torch.nn.Module, new_tokens: Sequence[int]) -> dict[str, list[int]]:
+    """peft's `trainable_token_indices`: the new ids in the input embedding and, unless tied to it (peft
+    follows tied weights itself), the output embedding."""
+    if not new_tokens:
+        return {}
+    names = {module: name for name, module in model.named_modules()}
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    rows = {names[embed]: list(new_tokens)}
+    if isinstance(head, torch.nn.Linear) and head.weight is not embed.weight:
+        rows[names[head]] = list(new_tokens)
+    return rows
+
+
 @METHODS.register("lora")
 class Lora(Method):
     Config = LoraConfig
@@ -34,7 +51,7 @@ class Lora(Method):
     cfg: LoraConfig
     use_dora = False
 
-    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 
@@ -42,6 +59,7 @@ class Lora(Method):
             r=self.cfg.r, lora_alpha=self.cfg.alpha, lora_dropout=self.cfg.dropout,
             target_modules=self.cfg.target_modules, modules_to_save=heads or None,
             exclude_modules=heads or None, use_dora=self.use_dora,
+            trainable_token_indices=token_rows(model, new_tokens) or None,
         )
         return get_peft_model(model, peft_cfg)
 

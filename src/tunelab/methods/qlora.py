@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +53,7 @@ class Qlora(Lora):
     Config = QloraConfig
     cfg: QloraConfig
 
-    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         """Reload the task's model (head, resized embeddings and all) in 4-bit NF4 on the GPU, then add LoRA."""
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
@@ -64,7 +65,7 @@ class Qlora(Lora):
                                    bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=heads or None)
         model = type(model).from_pretrained(self._full, quantization_config=quant, device_map={"": 0})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return super().apply(model, heads)
+        return super().apply(model, heads, new_tokens)
 
     def export(self, model: torch.nn.Module, model_dir: Path, adapter_dir: Path) -> torch.nn.Module:
         from peft import PeftModel

@@ -12,6 +12,7 @@ with the ChatML tokens SFT added), the tokenizer and the adapter in `RUN/model/a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -22,7 +23,7 @@ from tunelab.config import MethodConfig
 from tunelab.errors import ConfigError
 from tunelab.export import PROMPT_ADAPTER
 from tunelab.methods import METHODS
-from tunelab.methods.base import Method
+from tunelab.methods.base import Method, warn_untrained_tokens
 
 
 class PrefixConfig(MethodConfig):
@@ -54,10 +55,11 @@ class _VirtualTokens(Method):
     def peft_config(self) -> object:
         raise NotImplementedError
 
-    def apply(self, model: torch.nn.Module, heads: list[str]) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         from peft import get_peft_model
 
         require_causal_lm(model, self.kind)
+        warn_untrained_tokens(self.kind, new_tokens)
         return get_peft_model(model, self.peft_config())
 
     def export(self, model: torch.nn.Module, model_dir: Path, adapter_dir: Path) -> torch.nn.Module:

@@ -27,16 +27,17 @@ class Task(ABC):
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg = cfg
         self.data = data
+        self.new_token_ids: list[int] = []  # tokens build_model added to the vocabulary (their rows start untrained)
 
     # -- data --------------------------------------------------------------------------------
     @abstractmethod
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         """Validate rows into examples; raise DataError(file:line: field: problem) on bad input."""
 
-    def refuse_row_edits(self, why: str) -> None:
-        """For tasks whose rows must stay exactly as read (offsets, chat turns): `data.clean / dedup /
-        sampling / augment` are config errors `config: data.<key>: <why>`."""
-        for key in ("clean", "dedup", "sampling", "augment"):
+    def refuse_row_edits(self, why: str, keys: tuple[str, ...] = ("clean", "dedup", "sampling", "augment")) -> None:
+        """For tasks whose rows must stay exactly as read (offsets, chat turns): these `data.*` keys are config
+        errors `config: data.<key>: <why>`."""
+        for key in keys:
             if getattr(self.data, key, None):
                 raise ConfigError(f"config: data.{key}: {why}")
 

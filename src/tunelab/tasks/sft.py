@@ -7,7 +7,8 @@ OpenAI `{messages: [{role: system|user|assistant, content}]}` and `{prompt, comp
 Template: the tokenizer's own `chat_template`; a model without one gets a built-in template, saved with the
 tokenizer: Gemma's `<start_of_turn>` / `<end_of_turn>` format when those tokens are in the vocabulary (Gemma
 base models, whose embeddings for them exist), else ChatML (`<|im_start|>` / `<|im_end|>` added as special
-tokens, embeddings resized). Either starts with the BOS token when the tokenizer adds one by default.
+tokens, embeddings resized). Either starts with the BOS token when the tokenizer adds one by default. Added
+tokens are `Task.new_token_ids`: LoRA / DoRA train just their embedding (and untied output) rows.
 
 Loss only on assistant tokens, for every assistant turn, end-of-turn marker included. The span of turn i
 in the rendered text is render(messages[:i+1]) minus render(messages[:i], add_generation_prompt=True)
@@ -231,7 +232,8 @@ class Sft(Task):
         super().__init__(cfg, data)
         self._tokenizer: Any = None
         self.truncated = 0
-        self.refuse_row_edits("not supported by task sft yet")
+        self.refuse_row_edits("not supported by task sft (no classes to balance; word edits would corrupt replies)",
+                              ("sampling", "augment"))
         if getattr(data, "truncation", "head") != "head":
             raise ConfigError("config: data.truncation: task sft cuts rows at the end (head) only")
 
@@ -259,24 +261,33 @@ class Sft(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = self.load_tokenizer(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        return model, tokenizer
+
+    def load_tokenizer(self, model_path: str) -> Any:
+        """The model's fast tokenizer with the chat template of `task.template`: its own, or a built-in one whose
+        markers are added as special tokens (never split; found by end_of_turn_ids; existing ids are kept)."""
         from tokenizers import AddedToken
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if not tokenizer.is_fast:
             raise ConfigError(f"config: model: task sft needs a fast tokenizer (offset mapping); {model_path} has none")
-        model = AutoModelForCausalLM.from_pretrained(model_path)
         if self.cfg.template != "auto" or not tokenizer.chat_template:
             template, specials = TEMPLATES[builtin_template(tokenizer, self.cfg.template)]
             tokenizer.chat_template = ("{{ bos_token }}" if adds_bos(tokenizer) else "") + template
-            # the markers as special tokens: never split, and found by end_of_turn_ids (existing ids are kept)
+            vocab = tokenizer.get_vocab()
             tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials],
                                  special_tokens=True)
-            if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-                model.resize_token_embeddings(len(tokenizer))
+            self.new_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in specials if t not in vocab]
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
+        return tokenizer
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         self._tokenizer = tokenizer
