@@ -216,7 +216,7 @@ def test_methods_that_freeze_embeddings_say_so(tiny_llama: Path, capsys: pytest.
     model = freeze.apply(model, [], task.new_token_ids)
     first, last = task.new_token_ids[0], task.new_token_ids[-1]
     assert capsys.readouterr().err == (f"method freeze: the 2 tokens added to the vocabulary (ids {first}-{last}) keep "
-                                       "their initial embeddings; lora, dora and full train them\n")
+                                       "their initial embeddings; lora, dora, qlora and full train them\n")
     assert not model.get_input_embeddings().weight.requires_grad
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.config import DataConfig, apply_override, format_validation_error, parse_overrides
+from tunelab.data.hygiene import exact_key, normalised_key
 from tunelab.data.readers import read_table
 from tunelab.errors import ConfigError
 
@@ -35,12 +36,13 @@ def _configs(task_name: str, overrides: list[str]) -> tuple[Any, DataConfig]:
     return cls(task_cfg, data_cfg), data_cfg
 
 
-def _key(ex: dict[str, Any]) -> str:
-    if "context" in ex:  # extractive QA
-        return ex["question"] + "\t" + ex["context"]
-    if "messages" in ex:  # sft: the whole conversation
-        return "\t".join(f"{m['role']}: {m['content']}" for m in ex["messages"])
-    return ex["text"] + ("\t" + ex["text_pair"] if "text_pair" in ex else "")
+def _keys(ex: dict[str, Any]) -> tuple[str, str]:
+    """(exact, normalised) duplicate keys: data.dedup's, so the counts are the rows dedup would drop (for QA, which
+    has no dedup: question + context, case and whitespace folded)."""
+    if "context" in ex:
+        key = ex["question"] + "\t" + ex["context"]
+        return key, " ".join(key.lower().split())
+    return exact_key(ex), normalised_key(ex)
 
 
 def _chat_lengths(task: Any, examples: list[dict[str, Any]], path: str, model: str) -> dict[str, Any]:
@@ -59,10 +61,6 @@ def _chat_lengths(task: Any, examples: list[dict[str, Any]], path: str, model: s
         "replies_partly_cut": sum(a < limit <= b for a, b in zip(first, last, strict=True)),
         "replies_fully_cut": [f"{path}:{ex['line']}" for ex, a in zip(examples, first, strict=True) if a >= limit],
     }
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def check_files(files: list[str], task_name: str, model: str, overrides: list[str]) -> dict[str, Any]:
@@ -95,8 +93,8 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
             )
         if not chat:
             lengths = np.asarray([len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]])
-        exact = Counter(_key(ex) for ex in examples)
-        normal = Counter(_norm(_key(ex)) for ex in examples)
+        keyed = [_keys(ex) for ex in examples]
+        exact, normal = Counter(k for k, _ in keyed), Counter(n for _, n in keyed)
         keys[path] = set(normal)
         report["files"][path] = {
             "rows": len(examples),

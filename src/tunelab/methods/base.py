@@ -36,7 +36,8 @@ def warn_untrained_tokens(method: str, new_tokens: Sequence[int]) -> None:
     """For methods that leave embedding rows frozen: the added tokens keep their initial embeddings."""
     if new_tokens:
         print(f"method {method}: the {len(new_tokens)} tokens added to the vocabulary (ids {min(new_tokens)}-"
-              f"{max(new_tokens)}) keep their initial embeddings; lora, dora and full train them", file=sys.stderr)
+              f"{max(new_tokens)}) keep their initial embeddings; lora, dora, qlora and full train them",
+              file=sys.stderr)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, Any]:
