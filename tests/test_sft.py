@@ -288,13 +288,15 @@ def test_clean_and_dedup_conversations(tmp_path: Path) -> None:
         chat("say nice", "<br>"),  # the reply is empty once the HTML is stripped
         {"instruction": "say fine", "output": "fine"},  # alpaca, also in validation
         chat("say great", "great"),
+        chat("list two", "1. a  \n\n\n\n    b，c \n"),  # layout kept: lines, indentation, full-width comma
     ])
     val = write_jsonl(tmp_path / "val.jsonl", [chat("say fine", "fine"), chat("say ok", "ok")])
     data = DataConfig(train=str(train), validation=str(val), clean=True, dedup=True)
     report = DataReport()
     splits = load_splits(data, Sft(SftConfig(), data), 0, report)
-    assert [ex["line"] for ex in splits["train"]] == [1, 3, 6] and len(splits["validation"]) == 2
+    assert [ex["line"] for ex in splits["train"]] == [1, 3, 6, 7] and len(splits["validation"]) == 2
     assert splits["train"][0]["messages"][0]["content"] == "say good"  # cleaned
+    assert splits["train"][3]["messages"][1]["content"] == "1. a\n\n    b，c"
     removed = {r["line"]: r for r in report.removed}
     assert removed[2]["reason"] == "duplicate" and removed[2]["duplicate_of"] == f"{train}:1"
     assert removed[4]["reason"] == "empty_after_cleaning"

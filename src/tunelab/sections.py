@@ -31,9 +31,13 @@ class MethodConfig(Section):
 
 
 class CleanConfig(Section):
-    normalize_unicode: bool = Field(True, description="NFKC-normalise and drop zero-width and control characters.")
-    strip_html: bool = Field(True, description="Remove HTML tags, comments, scripts; unescape entities (&amp;).")
-    collapse_whitespace: bool = Field(True, description="Runs of whitespace (newlines too) become one space; trim.")
+    normalize_unicode: bool = Field(True, description="NFKC-normalise and drop zero-width and control characters "
+                                    "(SFT turns: NFC, so full-width punctuation stays).")
+    strip_html: bool = Field(True, description="Remove HTML tags, comments, scripts; unescape entities (&amp;). SFT: "
+                             "also HTML a reply means to show; turn off for code data.")
+    collapse_whitespace: bool = Field(True, description="Runs of whitespace (newlines too) become one space; trim. "
+                                      "SFT turns keep lines and indentation: trailing spaces cut, blank-line runs "
+                                      "made one.")
     min_chars: int | None = Field(None, ge=1, description="Drop training rows shorter than this after cleaning.")
     max_chars: int | None = Field(None, ge=1, description="Drop training rows longer than this after cleaning.")
 
