@@ -206,6 +206,29 @@ def test_lora_on_llama(tiny_llama: Path, tmp_path: Path) -> None:
         assert (got[new] - before[new]).abs().amax(dim=1).min() > 1e-3  # every new row trained
 
 
+def test_new_token_rows(tiny_llama: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM, PhiConfig, PhiForCausalLM
+
+    from tunelab.methods.lora import token_rows
+
+    short = tmp_path / "short"  # a tokenizer two tokens longer than the embeddings: the resize adds those rows too
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    n = model.get_input_embeddings().num_embeddings
+    LlamaForCausalLM(model.config.__class__(**{**model.config.to_dict(), "vocab_size": n - 2})).save_pretrained(short)
+    for f in tiny_llama.glob("tok*"):
+        (short / f.name).write_bytes(f.read_bytes())
+    task = _task()
+    model, tok = task.build_model(str(short), [])
+    assert task.new_token_ids == [n - 2, n - 1, n, n + 1]  # the two untrained rows, then <|im_start|>, <|im_end|>
+    assert token_rows(model, task.new_token_ids) == {"model.embed_tokens": task.new_token_ids,
+                                                     "lm_head": task.new_token_ids}
+    assert token_rows(model, []) == {}
+    phi = PhiForCausalLM(PhiConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4))
+    assert phi.lm_head.bias is not None  # peft's trainable-token head would drop the bias: the embedding only
+    assert token_rows(phi, [62, 63]) == {"model.embed_tokens": [62, 63]}
+
+
 def test_methods_that_freeze_embeddings_say_so(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
     from tunelab.methods import METHODS
 
@@ -288,7 +311,7 @@ def test_clean_and_dedup_conversations(tmp_path: Path) -> None:
         chat("say nice", "<br>"),  # the reply is empty once the HTML is stripped
         {"instruction": "say fine", "output": "fine"},  # alpaca, also in validation
         chat("say great", "great"),
-        chat("list two", "1. a  \n\n\n\n    b，c \n"),  # layout kept: lines, indentation, full-width comma
+        chat("list two", "  1. a  \n\n\n\n    b，c \n"),  # layout kept: lines, indentation, full-width comma
     ])
     val = write_jsonl(tmp_path / "val.jsonl", [chat("say fine", "fine"), chat("say ok", "ok")])
     data = DataConfig(train=str(train), validation=str(val), clean=True, dedup=True)
@@ -296,7 +319,7 @@ def test_clean_and_dedup_conversations(tmp_path: Path) -> None:
     splits = load_splits(data, Sft(SftConfig(), data), 0, report)
     assert [ex["line"] for ex in splits["train"]] == [1, 3, 6, 7] and len(splits["validation"]) == 2
     assert splits["train"][0]["messages"][0]["content"] == "say good"  # cleaned
-    assert splits["train"][3]["messages"][1]["content"] == "1. a\n\n    b，c"
+    assert splits["train"][3]["messages"][1]["content"] == "  1. a\n\n    b，c"
     removed = {r["line"]: r for r in report.removed}
     assert removed[2]["reason"] == "duplicate" and removed[2]["duplicate_of"] == f"{train}:1"
     assert removed[4]["reason"] == "empty_after_cleaning"

@@ -47,8 +47,10 @@ def normalize_unicode(text: str, form: str = "NFKC") -> str:
 
 
 def tidy_lines(text: str) -> str:
-    """Whitespace cleaning that keeps lines and indentation: trailing spaces cut, blank-line runs made one."""
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in text.splitlines())).strip()
+    """Whitespace cleaning that keeps lines and indentation (the first line's too): trailing spaces cut,
+    blank-line runs made one, leading blank lines dropped."""
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in text.splitlines()))
+    return text.lstrip("\n").rstrip()
 
 
 def clean_text(text: str, cfg: CleanConfig, layout: bool = False) -> str:

@@ -33,13 +33,14 @@ class LoraConfig(MethodConfig):
 
 def token_rows(model: torch.nn.Module, new_tokens: Sequence[int]) -> dict[str, list[int]]:
     """peft's `trainable_token_indices`: the new ids in the input embedding and, unless tied to it (peft
-    follows tied weights itself), the output embedding."""
+    follows tied weights itself), the output embedding. A head with a bias (Phi, GPT-J) keeps its rows frozen:
+    peft's trainable-token head drops the bias."""
     if not new_tokens:
         return {}
     names = {module: name for name, module in model.named_modules()}
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     rows = {names[embed]: list(new_tokens)}
-    if isinstance(head, torch.nn.Linear) and head.weight is not embed.weight:
+    if isinstance(head, torch.nn.Linear) and head.weight is not embed.weight and head.bias is None:
         rows[names[head]] = list(new_tokens)
     return rows
 

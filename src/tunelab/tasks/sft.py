@@ -265,8 +265,10 @@ class Sft(Task):
 
         tokenizer = self.load_tokenizer(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        rows = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > rows:  # every row the resize creates is new, not only the template's markers
             model.resize_token_embeddings(len(tokenizer))
+            self.new_token_ids = sorted({*self.new_token_ids, *range(rows, len(tokenizer))})
         return model, tokenizer
 
     def load_tokenizer(self, model_path: str) -> Any:
