@@ -88,7 +88,7 @@ def run_hf(train: list[dict], val: list[dict], seed: int, group: bool, model_dir
 
 
 def run_tunelab(train_path: str, val_path: str, seed: int, out: str) -> dict:
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
     from tunelab.pipeline import run
 
     cfg = build_config({

@@ -28,7 +28,8 @@ BS, LR, MAX_LEN, WARMUP = 32, 1e-4, 128, 0.06
 
 
 def _task(labels: list[str]):
-    from tunelab.config import DataConfig, run_config_class
+    from tunelab.config.run import run_config_class
+    from tunelab.config.sections import DataConfig
 
     run_config_class()
     from tunelab.tasks.ner import Ner, NerConfig
@@ -93,7 +94,7 @@ def run_hf(train: list[dict], val: list[dict], labels: list[str], epochs: float,
 
 
 def run_tunelab(train_path: str, val_path: str, epochs: float, seed: int, out: str) -> dict:
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
     from tunelab.pipeline import run
 
     cfg = build_config(

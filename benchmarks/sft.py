@@ -51,7 +51,7 @@ def peak_rss_gb() -> float:
 def precision() -> str:
     import torch
 
-    from tunelab.precision import resolve_precision
+    from tunelab.models.precision import resolve_precision
 
     return resolve_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -94,7 +94,7 @@ def run_trl(work: Path, max_steps: int, model_dir: str) -> dict[str, Any]:
 
 
 def run_tunelab(work: Path, max_steps: int, packing: bool, name: str) -> dict[str, Any]:
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
     from tunelab.pipeline import run
 
     train: dict[str, Any] = {"epochs": EPOCHS, "batch_size": BS, "lr": LR, "warmup": WARMUP, "seed": SEED,
@@ -119,7 +119,8 @@ def evaluate_models(work: Path, runs: dict[str, dict[str, Any]], model_dir: str)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.config import DataConfig, run_config_class
+    from tunelab.config.run import run_config_class
+    from tunelab.config.sections import DataConfig
     from tunelab.data.readers import read_table
 
     run_config_class()

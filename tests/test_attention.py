@@ -13,8 +13,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModel, AutoModelForCausalLM
 
-import tunelab.attention as attention
-from tunelab.attention import SHORT_ROW_ATTENTION, restore_attention, use_short_row_attention
+import tunelab.train.attention as attention
+from tunelab.train.attention import SHORT_ROW_ATTENTION, restore_attention, use_short_row_attention
 
 CPU = torch.device("cpu")
 
@@ -141,9 +141,9 @@ def test_switch_is_runtime_state_through_peft(llama: torch.nn.Module, tmp_path: 
 
 
 def test_training_runs_short_rows_and_restores_sdpa(tiny_llama: Path) -> None:
-    from tunelab import engine
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
     from tunelab.tasks import TASKS
+    from tunelab.train import engine
 
     updates, seen = {}, []
     for switch in (False, True):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import WORDS, sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.config import AugmentConfig, DataConfig
+from tunelab.config.sections import AugmentConfig, DataConfig
 from tunelab.data import augment as aug
 from tunelab.data.synonyms import EmbeddingNeighbours, SynonymTable, whole_word_tokens
 from tunelab.errors import ConfigError, DataError

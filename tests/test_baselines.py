@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import WORDS, sentiment_rows, write_jsonl
-from tunelab.baselines import choose_analyzer, run_baselines
 from tunelab.cli import app
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.errors import TunelabError
-from tunelab.ngram_lm import CharNgramLM
-from tunelab.zero_shot import build_prompt, llm_scores
+from tunelab.studies.baselines import choose_analyzer, run_baselines
+from tunelab.studies.ngram_lm import CharNgramLM
+from tunelab.studies.zero_shot import build_prompt, llm_scores
 
 runner = CliRunner()
 
@@ -145,7 +145,7 @@ def test_zero_shot_llm_scores_restricted_labels(tiny_llama: Path, sentiment_file
 
 
 def test_contextual_calibration_removes_a_label_prior() -> None:
-    from tunelab.zero_shot import calibrate, label_prior, softmax
+    from tunelab.studies.zero_shot import calibrate, label_prior, softmax
 
     evidence = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, -0.5], [-0.5, 0.5]])  # what the texts say
     bias = np.array([0.0, 3.0])  # the model says label 1 whatever the text

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tunelab.chat import fit_prompt, run_chat, stream_reply
 from tunelab.cli import app
-from tunelab.export import load_model
-from tunelab.generation import GenerationConfig, prompt_ids
+from tunelab.cli.chat import fit_prompt, run_chat, stream_reply
+from tunelab.export.save import load_model
+from tunelab.tasks.chat_template import prompt_ids
+from tunelab.tasks.generation import GenerationConfig
 from tunelab.tasks.sft import end_of_turn_ids
 
 
@@ -52,7 +53,8 @@ def test_streamed_text_is_the_reply_and_history_is_rendered(tiny_chat_run: Path)
 
 
 def test_interrupt_stops_generation(tiny_llama: Path) -> None:
-    from tunelab.config import DataConfig, run_config_class
+    from tunelab.config.run import run_config_class
+    from tunelab.config.sections import DataConfig
 
     run_config_class()
     from tunelab.tasks.sft import Sft, SftConfig

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.compare import mcnemar, paired_bootstrap
+from tunelab.studies.compare import mcnemar, paired_bootstrap
 
 runner = CliRunner()
 
@@ -24,7 +24,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def two_runs(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two tiny classification runs scored on the same validation file (different lr and seed)."""
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
     from tunelab.pipeline import run
 
     root = tmp_path_factory.mktemp("compare")

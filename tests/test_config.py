@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from tunelab.cli import app
-from tunelab.config import config_to_yaml, load_config
+from tunelab.config.run import config_to_yaml, load_config
 from tunelab.errors import ConfigError
 from tunelab.tasks import TASKS
 

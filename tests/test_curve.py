@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.curve import nested_subsets, parse_fractions
 from tunelab.errors import ConfigError
+from tunelab.studies.curve import nested_subsets, parse_fractions
 
 runner = CliRunner()
 
@@ -37,7 +37,7 @@ def test_curve_two_fractions(tiny_bert: Path, tmp_path: Path) -> None:
     assert result["metric"] == "accuracy" and result["seed"] == 7
     assert [p["fraction"] for p in result["points"]] == [0.5, 1.0]
     # validation held out once, exactly as a normal run with this seed would, and never trained on
-    from tunelab.config import load_config
+    from tunelab.config.run import load_config
     from tunelab.data.load import load_splits
     from tunelab.tasks import TASKS
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.config import DataConfig, run_config_class
+from tunelab.config.run import run_config_class
+from tunelab.config.sections import DataConfig
 from tunelab.data.readers import read_table
 from tunelab.errors import DataError
 

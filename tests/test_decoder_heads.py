@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import POS, WORDS, ZH, write_jsonl
 from tunelab.cli import app
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError
 from tunelab.models.decoder_heads import (
@@ -181,7 +181,7 @@ def test_chinese_character_alignment(tiny_gemma3: Path) -> None:
 def test_three_steps_then_save_and_reload_same_logits(
     tiny_gemma3: Path, tmp_path: Path, name: str, method_name: str
 ) -> None:
-    from tunelab.export import load_model, save_model
+    from tunelab.export.save import load_model, save_model
     from tunelab.methods import METHODS
 
     if name == "ner":

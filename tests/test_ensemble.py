@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.ensemble import as_logits
+from tunelab.studies.ensemble import as_logits
 
 runner = CliRunner()
 
@@ -20,7 +20,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def two_models(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """Two tiny classifiers trained differently, and a labelled file to score."""
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
     from tunelab.pipeline import run
 
     root = tmp_path_factory.mktemp("ensemble")

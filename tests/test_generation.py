@@ -12,11 +12,15 @@ from typer.testing import CliRunner
 
 from conftest import WORDS, say_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.config import DataConfig, run_config_class
+from tunelab.config.run import run_config_class
+from tunelab.config.sections import DataConfig
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError, TunelabError
-from tunelab.generation import GenerationConfig, eval_generation, generate, prompt_ids, with_overrides
-from tunelab.metrics.generation import _jieba, mostly_cjk, score_generations, segment_zh
+from tunelab.evaluation.generation import eval_generation
+from tunelab.metrics.generation import _jieba, score_generations, segment_zh
+from tunelab.tasks.chat_template import prompt_ids
+from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
+from tunelab.text import is_chinese
 
 run_config_class()
 from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids  # noqa: E402
@@ -52,7 +56,7 @@ def test_exact_match_normalises_whitespace_only() -> None:
 
 
 def test_chinese_is_segmented_for_rouge_and_bleu() -> None:
-    assert mostly_cjk(["我爱北京天安门", "hello"]) and not mostly_cjk(["hello world", "天"])
+    assert is_chinese(["我爱北京天安门", "hello"]) and not is_chinese(["hello world", "天"])
     if _jieba() is None:
         assert segment_zh("我爱 NLP 2024！北京") == ["我", "爱", "nlp", "2024", "北", "京"]
     ref, pred = "我爱北京天安门", "我爱北京"
@@ -224,7 +228,7 @@ ROOT = Path(__file__).resolve().parents[1]
                                   "alpaca-zh-gemma3"])
 def test_example_configs_read_their_data(name: str) -> None:
     """The generation example configs map their real rows to a user turn and the reference reply."""
-    from tunelab.config import load_config
+    from tunelab.config.run import load_config
 
     cfg = load_config(ROOT / "examples" / "configs" / f"{name}.yaml")
     path = ROOT / cfg.data.validation

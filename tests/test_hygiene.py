@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jsonl
-from tunelab.config import CleanConfig, DataConfig
+from tunelab.config.sections import CleanConfig, DataConfig
 from tunelab.data.hygiene import clean_text, normalised_key
 from tunelab.data.load import load_splits
 from tunelab.data.report import DataReport

@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.config import DataConfig, TrainConfig, load_config
+from tunelab.config.run import load_config
+from tunelab.config.sections import DataConfig, TrainConfig
 from tunelab.data.readers import read_table
 from tunelab.data.sampling import label_counts, resample
 from tunelab.errors import ConfigError, DataError
-from tunelab.losses import binary_focal_loss, class_weights, focal_loss
 from tunelab.tasks.classification import Classification, ClassificationConfig
+from tunelab.tasks.losses import binary_focal_loss, class_weights, focal_loss
 
 BASE = ["task=classification", "model=/tmp"]
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
+from tunelab.data.leakage import near_duplicates
 from tunelab.errors import TunelabError
-from tunelab.leakage import near_duplicates
 from tunelab.text import normalize, normalized_levenshtein
 
 VOCAB = [

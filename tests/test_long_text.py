@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from conftest import WORDS, sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
-from tunelab.engine import forward_logits
 from tunelab.errors import ConfigError
-from tunelab.evaluate import logits_for
+from tunelab.evaluation.evaluate import logits_for
+from tunelab.models.inference import forward_logits
 from tunelab.tasks import TASKS
 from tunelab.tasks.classification import _share, aggregate_windows, cut_tokens
 

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from conftest import sentiment_rows
-from tunelab import batching, engine
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
-from tunelab.evaluate import logits_for
-from tunelab.export import load_model, save_model
+from tunelab.evaluation.evaluate import logits_for
+from tunelab.export.save import load_model, save_model
 from tunelab.methods import METHODS
-from tunelab.precision import resolve_precision
+from tunelab.models.precision import resolve_precision
 from tunelab.tasks import TASKS
+from tunelab.train import batching, engine
 
 CASES = [
     ("bert", "full", {}),

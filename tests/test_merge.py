@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import WORDS, say_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.merge import load_adapter_model, locate, logits_of, max_diff, sample_inputs
+from tunelab.export.merge import load_adapter_model, locate, logits_of, max_diff, sample_inputs
 
 
 def _train(tmp: Path, sets: list[str]) -> Path:

@@ -10,11 +10,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import sentiment_rows
-from tunelab import batching, engine
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
+from tunelab.train import batching, engine
 
 
 def _rows(n: int, width: int = 10) -> list[dict]:

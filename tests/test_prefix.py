@@ -12,15 +12,15 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import WORDS, write_jsonl
-from tunelab import engine
 from tunelab.cli import app
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError
-from tunelab.evaluate import logits_for
-from tunelab.export import load_model, save_model
+from tunelab.evaluation.evaluate import logits_for
+from tunelab.export.save import load_model, save_model
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
+from tunelab.train import engine
 
 
 def _table(rows: list[dict]) -> Table:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import POS, WORDS, write_jsonl
 from tunelab.cli import app
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.qa import normalize_answer, qa_metrics, score, segments

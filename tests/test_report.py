@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from conftest import NEG, POS, WORDS, sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.config import build_config
-from tunelab.records import read_records
+from tunelab.config.run import build_config
+from tunelab.evaluation.records import read_records
 
 CHROMIUM = next((p for p in (os.environ.get("TUNELAB_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
@@ -207,8 +207,8 @@ def _eval_report_cli(out: Path, tmp_path: Path) -> None:
 
 # -- pieces ----------------------------------------------------------------------------------------
 def test_integrated_gradients_are_informative(tiny_bert: Path) -> None:
-    from tunelab.config import DataConfig
-    from tunelab.report.attribution import explain, render_tokens
+    from tunelab.config.sections import DataConfig
+    from tunelab.models.attribution import explain, render_tokens
     from tunelab.tasks.classification import Classification, ClassificationConfig
 
     task = Classification(ClassificationConfig(), DataConfig(max_length=32))
@@ -227,7 +227,8 @@ def test_integrated_gradients_are_informative(tiny_bert: Path) -> None:
 
 
 def test_cjk_labels_and_escaping(tmp_path: Path) -> None:
-    from tunelab.report import build_report, plots
+    from tunelab import plots
+    from tunelab.report import build_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no missing-glyph or font warnings, with or without a CJK font

@@ -20,12 +20,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import sentiment_rows, write_jsonl
-from tunelab import checkpoint as ckpt
-from tunelab import engine
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
+from tunelab.train import checkpoint as ckpt
+from tunelab.train import engine
 
 TOL = 1e-6
 
@@ -169,7 +169,7 @@ def _build(model_path: Path, method: str, options: dict, out: Path, **train: obj
     feats, collate = task.encode(examples, tok), partial(task.collate, pad_id=tok.pad_token_id)
 
     def score(m: torch.nn.Module) -> dict:
-        from tunelab.evaluate import evaluate
+        from tunelab.evaluation.evaluate import evaluate
 
         return evaluate(task, m, tok, val, 16)
 

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tunelab.cli import app
-from tunelab.config import load_config
+from tunelab.config.run import load_config
 
 optuna = pytest.importorskip("optuna")
 runner = CliRunner()
@@ -222,8 +222,9 @@ def test_cv_three_folds(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp
 
 
 def test_cv_folds_without_classes_are_plain_kfold() -> None:
-    from tunelab.config import DataConfig, run_config_class
-    from tunelab.crossval import fold_indices
+    from tunelab.config.run import run_config_class
+    from tunelab.config.sections import DataConfig
+    from tunelab.studies.cv import fold_indices
     from tunelab.tasks import TASKS
 
     run_config_class()  # registers the tasks

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from conftest import WORDS, write_jsonl
 from tunelab.cli import app
-from tunelab.config import DataConfig, run_config_class
+from tunelab.config.run import run_config_class
+from tunelab.config.sections import DataConfig
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
 
@@ -115,7 +116,7 @@ def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
         want = model(**batch).loss.item()
     sums = task.logits(model, [f], partial(task.collate, pad_id=tok.pad_token_id), 4)
     m = task.metrics(sums, examples)
-    from tunelab.precision import resolve_precision  # evaluation runs under bf16 autocast where bf16 is native
+    from tunelab.models.precision import resolve_precision  # evaluation runs under bf16 autocast where bf16 is native
 
     rel = 1e-5 if resolve_precision("auto", torch.device("cpu")) == "fp32" else 1e-3
     assert m["tokens"] == 5 and m["loss"] == pytest.approx(want, rel=rel)
@@ -175,9 +176,9 @@ def test_truncation_counted_and_fully_cut_is_an_error(tiny_llama: Path, capsys: 
 
 
 def test_lora_on_llama(tiny_llama: Path, tmp_path: Path) -> None:
-    from tunelab import engine
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
     from tunelab.methods import METHODS
+    from tunelab.train import engine
 
     cfg = build_config({"task": "sft", "model": str(tiny_llama), "output_dir": str(tmp_path), "method": {"name": "lora",
                         "r": 4}, "train": {"max_steps": 3, "batch_size": 4, "lr": 1e-2, "save_steps": 0}})

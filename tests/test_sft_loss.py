@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from tunelab.config import DataConfig, run_config_class
+from tunelab.config.run import run_config_class
+from tunelab.config.sections import DataConfig
 from tunelab.errors import ConfigError
 from tunelab.tasks.base import pad_batch
 
@@ -176,8 +177,8 @@ def test_packing_refused_for_prefix_and_prompt_tuning() -> None:
 
 
 def test_packed_training_counts_real_tokens(tiny_llama: Path) -> None:
-    from tunelab import engine
-    from tunelab.config import build_config
+    from tunelab.config.run import build_config
+    from tunelab.train import engine
 
     cfg = build_config({"task": {"name": "sft", "packing": True}, "model": str(tiny_llama), "data": {"max_length": 32},
                         "train": {"epochs": 1, "batch_size": 2, "lr": 1e-3, "save_steps": 0}})

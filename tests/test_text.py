@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tunelab.models.embeddings import cosine_embedding, embed
 from tunelab.text import (
     cjk_share,
-    cosine_embedding,
     cosine_tokens,
-    embed,
     jaccard,
     levenshtein,
     normalize,

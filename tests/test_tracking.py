@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
-from tunelab import tracking
 from tunelab.cli import app
-from tunelab.config import load_config
+from tunelab.config.run import load_config
+from tunelab.config.sections import TRACKER_PACKAGES
 from tunelab.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def _train(tiny_bert: Path, tmp_path: Path, trackers: str) -> tuple[Path, list[d
 @pytest.mark.parametrize("backend", ["tensorboard", "mlflow", "wandb"])
 def test_tracker_receives_the_metrics(backend: str, tiny_bert: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip(tracking.PACKAGES[backend])  # each is an optional extra; `make install` has all three
+    pytest.importorskip(TRACKER_PACKAGES[backend])  # each is an optional extra; `make install` has all three
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out, rows = _train(tiny_bert, tmp_path, f"[{backend}]")
@@ -66,7 +66,7 @@ def test_missing_or_unknown_tracker_is_a_config_error(tmp_path: Path, monkeypatc
     base = ["task=classification", "model=/tmp"]
     with pytest.raises(ConfigError, match=r"^config: train.report_to.0: "):
         load_config(None, [*base, "train.report_to=[comet]"])
-    monkeypatch.setitem(tracking.PACKAGES, "wandb", "no_such_package_tunelab")
+    monkeypatch.setitem(TRACKER_PACKAGES, "wandb", "no_such_package_tunelab")
     with pytest.raises(ConfigError, match=r"wandb is not installed; pip install 'tunelab\[track\]'"):
         load_config(None, [*base, "train.report_to=wandb"])
     assert load_config(None, [*base, "train.report_to=tensorboard"]).train.report_to == ["tensorboard"]

@@ -13,16 +13,16 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
-from tunelab import checkpoint as ckpt
-from tunelab import engine
 from tunelab.cli import app
-from tunelab.config import build_config
+from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
-from tunelab.early_stopping import MetricTracker
 from tunelab.errors import TunelabError
 from tunelab.methods import METHODS
-from tunelab.optim import PlateauWithWarmup, set_dropout
 from tunelab.tasks import TASKS
+from tunelab.train import checkpoint as ckpt
+from tunelab.train import engine
+from tunelab.train.early_stopping import MetricTracker
+from tunelab.train.optim import PlateauWithWarmup, set_dropout
 
 runner = CliRunner()
 
@@ -190,8 +190,8 @@ def test_optimizers_train(train: dict, tiny_bert: Path) -> None:
 
 
 def test_warmup_fraction_rounds_up_as_hf() -> None:
-    from tunelab.optim import warmup_steps
-    from tunelab.sections import TrainConfig
+    from tunelab.config.sections import TrainConfig
+    from tunelab.train.optim import warmup_steps
 
     assert [warmup_steps(TrainConfig(warmup=0.03), n) for n in (9, 100, 101)] == [1, 3, 4]
     assert warmup_steps(TrainConfig(warmup=0.0), 9) == 0 and warmup_steps(TrainConfig(warmup=5), 9) == 5

@@ -1,8 +1,35 @@
-"""tunelab: fine-tune pretrained language models, from data to production."""
+"""tunelab: fine-tune pretrained language models, from data to production.
 
+    import tunelab
+    run = tunelab.train("run.yaml", **{"train.epochs": 1})   # or a dict / RunConfig
+    model = tunelab.load(run.dir)                            # any task
+    model.predict(["great film", "dull"])                   # -> the rows of `tunelab predict`
+    model.evaluate("validation.jsonl")                      # -> metrics dict
+
+The names load on first use (PEP 562), so `import tunelab` stays light until a model is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
 import warnings
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 # peft calls this transformers 5 property on every LoRA model; the message is theirs to fix, not the user's
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+_API = {"train": "tunelab.api", "load": "tunelab.api", "make_config": "tunelab.api", "Run": "tunelab.api",
+        "Model": "tunelab.api", "RunConfig": "tunelab.config.run"}
+__all__ = ["Model", "Run", "RunConfig", "__version__", "load", "make_config", "train"]
+
+if TYPE_CHECKING:
+    from tunelab.api import Model, Run, load, make_config, train
+    from tunelab.config.run import RunConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'tunelab' has no attribute {name!r}")

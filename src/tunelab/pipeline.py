@@ -11,32 +11,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 
-from tunelab import engine
-from tunelab.checkpoint import discard_after, find_checkpoint, read_trainer_state, truncate_metrics, write_json_atomic
-from tunelab.config import config_to_yaml
+from tunelab.config.run import RunConfig, config_to_yaml
 from tunelab.data.load import load_splits
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
-from tunelab.evaluate import evaluate
-from tunelab.export import save_model
-from tunelab.generation import final_generation
-from tunelab.methods import METHODS
-from tunelab.methods.base import count_parameters
+from tunelab.evaluation.evaluate import evaluate
+from tunelab.evaluation.generation import final_generation
+from tunelab.evaluation.records import evaluate_and_record
+from tunelab.export.save import save_model
+from tunelab.io import write_json_atomic
+from tunelab.methods.base import Method, count_parameters
+from tunelab.metrics import scalars
 from tunelab.models import resolve_model
-from tunelab.records import evaluate_and_record
-from tunelab.tasks import TASKS
+from tunelab.registry import METHODS, TASKS
+from tunelab.report import write_run_report
+from tunelab.train import engine
+from tunelab.train.checkpoint import discard_after, find_checkpoint, read_trainer_state, truncate_metrics
 
 
-def run(cfg: Any, resume: str | None = None,
+def resolved(cfg: RunConfig, method: Method) -> RunConfig:
+    """`cfg` with the values the run will use where the config left them to tunelab (`train.lr`: the method's
+    default), so that RUN/config.yaml says what ran."""
+    if cfg.train.lr is None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": method.default_lr})})
+    return cfg
+
+
+def run(cfg: RunConfig, resume: str | None = None,
         on_eval: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, evaluate and export one run; returns the final metrics (also in metrics.json).
     `resume`: `auto` (the newest checkpoint in output_dir) or a checkpoint path to continue from.
     `on_eval(step, {"step", "eval/<metric>": ...})`: sees every evaluation during training (search pruning);
     an exception it raises (optuna.TrialPruned) ends the run there."""
-    from accelerate import PartialState
-
     t0 = time.perf_counter()
+    method = METHODS.get(cfg.method.name)(cfg.method)
+    cfg = resolved(cfg, method)
     # under `accelerate launch` / torchrun this is one of several processes
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
@@ -66,7 +77,6 @@ def run(cfg: Any, resume: str | None = None,
         baseline = evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size)
         baseline.update(final_generation(task, model, tokenizer, {"validation": splits["validation"]},
                                          cfg.train.eval_batch_size, out, prefix="baseline-").get("validation", {}))
-    method = METHODS.get(cfg.method.name)(cfg.method)
     model = method.apply(model, task.head_modules(model), task.new_token_ids)
     params = count_parameters(model)
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
@@ -77,7 +87,7 @@ def run(cfg: Any, resume: str | None = None,
 
     result = engine.train(
         model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
-        lr=cfg.train.lr or method.default_lr, out_dir=out,
+        lr=cfg.train.lr, out_dir=out,
         evaluate=score if "validation" in splits else None, loss_fn=task.loss_fn(), resume_from=resume_from,
         on_eval=on_eval, loss_units=task.loss_units,
     )
@@ -115,8 +125,6 @@ def run(cfg: Any, resume: str | None = None,
         for name, m in metrics.items():
             if name != "train":
                 f.write(json.dumps({"step": result.steps, "final": name,
-                                    **{k: v for k, v in m.items() if isinstance(v, int | float)}}) + "\n")
-    from tunelab.report import write_run_report  # RUN/report.html; a failure is a warning, never an error
-
+                                    **scalars(m)}) + "\n")
     write_run_report(out, task=task, model=model, tokenizer=tokenizer, splits=splits)
     return metrics

@@ -1,20 +1,28 @@
-"""The two registries, `TASKS` and `METHODS`. An entry is a class with a pydantic `Config` whose
-`name` field is a `Literal` of the registered name; the config schema is built from them."""
+"""The two registries, `TASKS` and `METHODS`. An entry is a class with a pydantic `Config` whose `name` field is a
+`Literal` of the registered name; the config schema is built from them.
+
+Entries register themselves when their module is imported (`@TASKS.register("ner")`). A registry knows the package
+that holds its entries and imports it on first use, so looking a task up never needs an import of `tunelab.tasks`
+by the code that asks: the config (a lower layer) builds its schema from whatever is registered.
+"""
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import importlib
+from collections.abc import Callable
+from typing import Any
 
-T = TypeVar("T")
+from tunelab.errors import ConfigError
 
 
-class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+class Registry:
+    def __init__(self, kind: str, package: str) -> None:
         self.kind = kind
-        self._entries: dict[str, type[T]] = {}
+        self.package = package  # imported on first use: its __init__ imports every entry module
+        self._entries: dict[str, type[Any]] = {}
 
-    def register(self, name: str):
-        def add(cls: type[T]) -> type[T]:
+    def register(self, name: str) -> Callable[[type[Any]], type[Any]]:
+        def add(cls: type[Any]) -> type[Any]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = cls
@@ -22,15 +30,23 @@ class Registry(Generic[T]):
 
         return add
 
-    def get(self, name: str) -> type[T]:
-        from tunelab.errors import ConfigError
+    def _entries_loaded(self) -> dict[str, type[Any]]:
+        importlib.import_module(self.package)
+        return self._entries
 
-        if name not in self._entries:
+    def get(self, name: str) -> type[Any]:
+        entries = self._entries_loaded()
+        if name not in entries:
             raise ConfigError(f"{self.kind}: unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}")
-        return self._entries[name]
+        return entries[name]
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def names(self, where: Callable[[type[Any]], bool] | None = None) -> list[str]:
+        """The registered names, sorted; `where(cls)` keeps only the entries it accepts."""
+        return sorted(n for n, cls in self._entries_loaded().items() if where is None or where(cls))
 
-    def items(self) -> list[tuple[str, type[T]]]:
-        return sorted(self._entries.items())
+    def items(self) -> list[tuple[str, type[Any]]]:
+        return sorted(self._entries_loaded().items())
+
+
+TASKS = Registry("task", "tunelab.tasks")
+METHODS = Registry("method", "tunelab.methods")

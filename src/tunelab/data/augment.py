@@ -9,34 +9,30 @@ Back-translation is not implemented.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from tunelab.config import AugmentConfig
+from tunelab.config.sections import AugmentConfig
+from tunelab.data.check import _configs
+from tunelab.data.readers import read_table
+from tunelab.data.synonyms import synonym_source
 from tunelab.errors import ConfigError
+from tunelab.io import write_jsonl_atomic
+from tunelab.models import resolve_model
+from tunelab.text import CJK, is_chinese, is_cjk
 
 Synonyms = Callable[[str], list[str]]
 Units = list[tuple[str, int]]
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_ZH_UNIT = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\s\w]")  # a character, a latin word or a mark
+_ZH_UNIT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\s\w]")  # a character, a latin word or a mark
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 NEEDS_SYNONYMS = ("insert", "synonym")
 
 
 # ---------------------------------------------------------------------------- units
-def is_chinese(text: str) -> bool:
-    """At least 30 % of the non-space characters are CJK ideographs."""
-    chars = [c for c in text if not c.isspace()]
-    return bool(chars) and sum(bool(_CJK_CHAR.match(c)) for c in chars) >= 0.3 * len(chars)
-
-
 def _jieba() -> Any:
     try:
         import jieba
@@ -58,7 +54,7 @@ def split_units(text: str, language: str) -> tuple[list[str], str]:
 
 
 def _latin(char: str) -> bool:
-    return char.isalnum() and not _CJK_CHAR.match(char)
+    return char.isalnum() and not is_cjk(char)
 
 
 def join_units(units: Sequence[str], language: str) -> str:
@@ -190,10 +186,6 @@ def augment_examples(examples: list[dict[str, Any]], cfg: AugmentConfig, seed: i
 
 def augment_file(path: str, output: str, overrides: list[str], model: str | None, seed: int) -> dict[str, Any]:
     """`tunelab data augment`: write the file's rows followed by their augmented copies as JSONL."""
-    from tunelab.data.check import _configs
-    from tunelab.data.readers import read_table
-    from tunelab.data.synonyms import synonym_source
-
     task, data = _configs("classification", overrides)
     cfg = data.augment or AugmentConfig()
     table = read_table(path)
@@ -203,7 +195,6 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     if model is not None and not cfg.synonyms and set(cfg.ops) & set(NEEDS_SYNONYMS):
         from transformers import AutoModel, AutoTokenizer
 
-        from tunelab.models import resolve_model
 
         where = resolve_model(model)
         tokenizer, net = AutoTokenizer.from_pretrained(where), AutoModel.from_pretrained(where)
@@ -212,9 +203,5 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
         raise ConfigError("config: data.augment.ops: insert and synonym need --model (embedding neighbours) or "
                           "--set data.augment.synonyms=FILE; or use --set data.augment.ops=[delete,swap]")
     rows, stats = augment_examples(examples, cfg, seed, lookup, data.text_field)
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("".join(json.dumps(ex["row"], ensure_ascii=False) + "\n" for ex in rows), encoding="utf-8")
-    tmp.replace(out)
+    out = write_jsonl_atomic(output, [ex["row"] for ex in rows])
     return {"rows": len(examples), **stats, "synonym_source": source, "output": str(out)}

@@ -8,17 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.config import DataConfig, apply_override, format_validation_error, parse_overrides
+from tunelab.config.run import apply_override, format_validation_error, parse_overrides, run_config_class
+from tunelab.config.sections import DataConfig
 from tunelab.data.hygiene import exact_key, normalised_key
 from tunelab.data.readers import read_table
 from tunelab.errors import ConfigError
+from tunelab.models import resolve_model
+from tunelab.registry import TASKS
 
 
 def _configs(task_name: str, overrides: list[str]) -> tuple[Any, DataConfig]:
     from pydantic import ValidationError
-
-    from tunelab.config import run_config_class
-    from tunelab.tasks import TASKS
 
     run_config_class()
     tree: dict[str, Any] = {}
@@ -68,7 +68,6 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from tunelab.models import resolve_model
 
     task, data = _configs(task_name, overrides)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-from tunelab.config import CleanConfig
+from tunelab.config.sections import CleanConfig
 from tunelab.data.report import DataReport
 
 TEXT_KEYS = ("text", "text_pair", "tokens")

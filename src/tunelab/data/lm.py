@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tunelab.text import is_cjk
+
 IGNORE = -100
 
 
@@ -26,13 +28,6 @@ def pack_blocks(n: int, size: int, tail_ok: Callable[[int], bool]) -> list[slice
             start -= 1
         cuts[-2] = start
     return [slice(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
-
-
-def is_cjk(ch: str) -> bool:
-    """CJK ideographs (incl. extensions and compatibility ideographs)."""
-    cp = ord(ch)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2EBEF or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
 
 
 def word_units(word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]], text: str,

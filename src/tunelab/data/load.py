@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.config import DataConfig
+from tunelab.config.sections import DataConfig
 from tunelab.data.hygiene import clean_split, dedup_across, dedup_within
 from tunelab.data.readers import read_table
 from tunelab.data.report import DataReport

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,11 @@ def read_table(path: str | Path) -> Table:
     if not records:
         raise DataError(str(p), None, None, "empty file: no data rows")
     return Table(str(p), records, columns)
+
+
+def rows_table(rows: Sequence[dict[str, Any]], source: str = "<input>") -> Table:
+    """In-memory rows as a Table; errors name `source:N` (N: the row's 1-based position)."""
+    return Table(source, [Record(source, i, r) for i, r in enumerate(rows, start=1)])
 
 
 def require_field(record: Record, name: str, columns: list[str] | None) -> Any:

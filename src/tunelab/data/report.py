@@ -11,6 +11,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from tunelab.io import write_json_atomic, write_text_atomic
+
 SUMMARY_FILE = "data_summary.json"
 REMOVED_FILE = "removed.jsonl"
 
@@ -53,10 +55,8 @@ class DataReport:
 
     def write(self, out_dir: Path, splits: dict[str, list[Any]] | None = None) -> dict[str, Any]:
         """Write removed.jsonl (always, empty when nothing was removed) and data_summary.json."""
-        out_dir.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.removed)
-        (out_dir / REMOVED_FILE).write_text(lines, encoding="utf-8")
+        write_text_atomic(out_dir / REMOVED_FILE, lines)
         summary = self.summary(splits)
-        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
-                                            encoding="utf-8")
+        write_json_atomic(out_dir / SUMMARY_FILE, summary)
         return summary

@@ -4,15 +4,13 @@ input-embedding space. Each is a callable `word -> [synonyms]` (empty when it kn
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tunelab.errors import DataError
-
-_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+from tunelab.text import is_cjk
 
 
 class SynonymTable:
@@ -89,7 +87,7 @@ def whole_word_tokens(tokenizer: Any) -> dict[str, int]:
         if token in special or token.startswith("##") or (marker and not token.startswith(marker)):
             continue
         word = token[len(marker):]
-        if word.isalpha() and (len(word) > 1 or _CJK.match(word)):
+        if word.isalpha() and (len(word) > 1 or is_cjk(word)):
             out.setdefault(word, idx)
     return out
 

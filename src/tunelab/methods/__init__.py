@@ -1,8 +1,13 @@
-"""The method registry: how a model is trained (which parameters, which adapters)."""
+"""The methods: how a model is trained (which parameters, which adapters), one module each, registering a `Method`
+subclass in `METHODS`. Importing this package imports every method module."""
+
+import importlib
+import pkgutil
 
 from tunelab.methods.base import Method
-from tunelab.registry import Registry
+from tunelab.registry import METHODS
 
-METHODS: Registry[Method] = Registry("method")
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["METHODS", "Method"]

@@ -9,7 +9,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from tunelab.config import MethodConfig
+from tunelab.config.sections import MethodConfig
+
+PROMPT_ADAPTER = "adapter"  # RUN/model/adapter: the prefix / prompt-tuning adapter (peft cannot merge it)
 
 
 class Method:

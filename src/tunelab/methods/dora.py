@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from tunelab.methods import METHODS
 from tunelab.methods.lora import Lora, LoraConfig
+from tunelab.registry import METHODS
 
 
 class DoraConfig(LoraConfig):

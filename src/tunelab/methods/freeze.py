@@ -9,10 +9,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from tunelab.config import MethodConfig
+from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError
-from tunelab.methods import METHODS
 from tunelab.methods.base import Method, warn_untrained_tokens
+from tunelab.registry import METHODS
 
 
 class FreezeConfig(MethodConfig):

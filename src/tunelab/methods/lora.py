@@ -16,9 +16,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from tunelab.config import MethodConfig
-from tunelab.methods import METHODS
+from tunelab.config.sections import MethodConfig
 from tunelab.methods.base import Method
+from tunelab.registry import METHODS
 
 
 class LoraConfig(MethodConfig):

@@ -20,8 +20,8 @@ import torch
 from pydantic import model_validator
 
 from tunelab.errors import ConfigError
-from tunelab.methods import METHODS
 from tunelab.methods.lora import Lora, LoraConfig
+from tunelab.registry import METHODS
 
 
 def qlora_missing() -> str | None:

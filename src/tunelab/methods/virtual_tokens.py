@@ -19,11 +19,10 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from tunelab.config import MethodConfig
+from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError
-from tunelab.export import PROMPT_ADAPTER
-from tunelab.methods import METHODS
-from tunelab.methods.base import Method, warn_untrained_tokens
+from tunelab.methods.base import PROMPT_ADAPTER, Method, warn_untrained_tokens
+from tunelab.registry import METHODS
 
 
 class PrefixConfig(MethodConfig):

@@ -18,23 +18,15 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_LATIN = re.compile(r"[^\W_]", re.UNICODE)
-_ZH_TOKEN = re.compile(rf"[{_CJK}]|[a-z0-9]+")
+from tunelab.text import CJK, CJK_CHAR, is_chinese
+
+_ZH_TOKEN = re.compile(rf"[{CJK}]|[a-z0-9]+")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 def normalise(text: str) -> str:
     """Whitespace runs → one space, trimmed."""
     return " ".join(text.split())
-
-
-def mostly_cjk(texts: Sequence[str]) -> bool:
-    """True when CJK characters are the majority of the letters (CJK or other word characters) in `texts`."""
-    cjk = sum(len(_CJK_CHAR.findall(t)) for t in texts)
-    letters = sum(len(_LATIN.findall(t)) for t in texts)  # CJK characters are word characters too
-    return cjk > 0 and cjk * 2 > letters
 
 
 @cache
@@ -57,7 +49,7 @@ def segment_zh(text: str) -> list[str]:
     out = []
     for word in jieba.lcut(text):
         word = word.strip()
-        if word and (_CJK_CHAR.search(word) or re.fullmatch(r"[a-z0-9]+", word)):
+        if word and (CJK_CHAR.search(word) or re.fullmatch(r"[a-z0-9]+", word)):
             out.append(word)
         elif word:
             out += re.findall(r"[a-z0-9]+", word)
@@ -87,7 +79,7 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         return {"exact_match": 0.0, "bleu": 0.0, "chrf": 0.0, **dict.fromkeys(ROUGE_TYPES, 0.0), "generated": 0}, []
-    zh = mostly_cjk(references) if language is None else language == "zh"
+    zh = is_chinese(references) if language is None else language == "zh"
     tokenize = "zh" if zh else "13a"
     preds, refs = list(predictions), list(references)
     bleu, chrf = BLEU(tokenize=tokenize), CHRF()

@@ -26,3 +26,16 @@ def entity_metrics(truth: list[list[str]], pred: list[list[str]], strict: bool =
         "per_type": per_type,
         "n": len(truth),
     }
+
+
+def spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first word, last word + 1) for each entity of a BIO sequence."""
+    found: list[tuple[str, int, int]] = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("B-") or (tag.startswith("I-") and (not found or found[-1][2] != i
+                                                              or found[-1][0] != tag[2:])):
+            found.append((tag[2:], i, i + 1))
+        elif tag.startswith("I-"):
+            typ, s, _ = found[-1]
+            found[-1] = (typ, s, i + 1)
+    return found

@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-CJK_CHAR = re.compile(f"[{_CJK}]")
+from tunelab.text import CJK
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 # the official CMRC 2018 list (symbols that are not Unicode punctuation are among them)
 _CMRC_EXTRA = set("-:_*^/\\~`+=，。：？！“”；’《》…·、「」（）－～『』")
-_SEGMENT = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]", re.UNICODE)
+_SEGMENT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\w\s]", re.UNICODE)
 
 
 # -- SQuAD (English) -----------------------------------------------------------------------------
@@ -94,10 +94,6 @@ def _cmrc_f1(pred: str, gold: str) -> float:
 
 
 # -- scoring -------------------------------------------------------------------------------------
-def is_chinese(text: str) -> bool:
-    return CJK_CHAR.search(text) is not None
-
-
 def score(pred: str, golds: Sequence[str], chinese: bool = False) -> tuple[float, float]:
     """(exact match, F1) of one prediction, max over the gold answers; no golds = unanswerable."""
     if not golds:

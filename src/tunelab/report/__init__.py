@@ -1,4 +1,4 @@
-"""The HTML evaluation report (`RUN/report.html`, `tunelab eval --report`): see report/html.py."""
+"""The HTML evaluation report (`RUN/report.html`, `tunelab eval --report`): see report/page.py."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunelab.report.html import build_report
+import torch
 
-__all__ = ["build_report", "write_run_report"]
+from tunelab.data.readers import read_table
+from tunelab.evaluation.records import evaluate_and_record, read_records
+from tunelab.report.page import build_report
+from tunelab.tasks.base import Task
+
+__all__ = ["build_report", "evaluation_report", "write_run_report"]
 
 
 def write_run_report(out_dir: Path, **objects: Any) -> Path | None:
@@ -21,15 +26,11 @@ def write_run_report(out_dir: Path, **objects: Any) -> Path | None:
         return None
 
 
-def evaluation_report(model_dir: Path, data: Path, path: Path, batch_size: int = 64) -> dict[str, Any]:
+def evaluation_report(task: Task, model: torch.nn.Module, tokenizer: Any, model_dir: Path, data: Path, path: Path,
+                      batch_size: int = 64) -> dict[str, Any]:
     """`tunelab eval MODEL_DIR --data F --report PATH`: score F, write its records next to the report
     (`<PATH stem>.predictions.jsonl`) and the report itself; returns the metrics. The training run's
     summary and curves are included when MODEL_DIR sits in a run directory."""
-    from tunelab.data.readers import read_table
-    from tunelab.export import load_model
-    from tunelab.records import evaluate_and_record, read_records
-
-    task, model, tokenizer = load_model(model_dir)
     examples = task.parse(read_table(data))
     records_path = path.with_name(f"{path.stem}.predictions.jsonl")
     split = data.stem

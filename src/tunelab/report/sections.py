@@ -6,19 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import Counter
-from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tunelab.report import plots
-from tunelab.report.html import Context, esc, figs, img, note, table
+from tunelab import plots
+from tunelab.html import esc, figs, img, note, table
+from tunelab.metrics import scalars
+from tunelab.report.context import Context
 
 LENGTH_SAMPLE = 5000  # token lengths are counted on at most this many rows per split (seeded sample)
-
-
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _json_file(ctx: Context, *parts: str) -> Any:
@@ -66,7 +62,7 @@ def summary_section(ctx: Context) -> str:
         if split not in (train.get("rows") or {}):
             rows.append((f"evaluated rows ({split})", len(recs)))
     out = table(["item", "value"], rows)
-    heads = {s: _scalars(m) for s, m in ctx.metrics.items() if s != "train" and isinstance(m, dict)}
+    heads = {s: scalars(m) for s, m in ctx.metrics.items() if s != "train" and isinstance(m, dict)}
     if heads:
         names = list(dict.fromkeys(k for m in heads.values() for k in m))
         out += "<h3>Final metrics</h3>" + table(["metric", *heads], [[n, *(m.get(n) for m in heads.values())]
@@ -87,46 +83,6 @@ def _quiet_tokenizer() -> Any:
         log.setLevel(level)
 
 
-def token_lengths(task_name: str, tokenizer: Any, examples: Sequence[dict[str, Any]]) -> list[int]:
-    """Untruncated model-input length of each example (special tokens included)."""
-    if not examples:
-        return []
-    with _quiet_tokenizer():
-        if task_name == "ner":
-            ids = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True)["input_ids"]
-        elif task_name == "qa":
-            ids = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples])["input_ids"]
-        elif task_name == "sft":
-            from tunelab.tasks.sft import render
-
-            texts = [render(tokenizer, ex["messages"]) for ex in examples]
-            ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        else:
-            pairs = [ex["text_pair"] for ex in examples] if "text_pair" in examples[0] else None
-            ids = tokenizer([ex["text"] for ex in examples], pairs)["input_ids"]
-    return [len(x) for x in ids]
-
-
-def label_counts(task_name: str, examples: Sequence[dict[str, Any]] = (), records: Sequence[dict[str, Any]] = (),
-                 ) -> Counter[str]:
-    """Classification: gold labels; NER: gold entity types; other tasks: nothing."""
-    counts: Counter[str] = Counter()
-    if task_name == "classification":
-        for ex in examples:
-            lab = ex.get("label")
-            if isinstance(lab, dict):
-                lab = max(lab, key=lab.get)
-            counts.update(lab if isinstance(lab, list) else [lab] if lab is not None else [])
-        for r in records if not examples else ():
-            counts.update(r["gold"] if isinstance(r["gold"], list) else [r["gold"]])
-    elif task_name == "ner":
-        from tunelab.tasks.ner import spans
-
-        for tags in [ex["tags"] for ex in examples if "tags" in ex] or [r["gold"] for r in records]:
-            counts.update(t for t, _, _ in spans(tags))
-    return counts
-
-
 def data_section(ctx: Context) -> str:
     out = []
     summary = None if ctx.run_dir is None else _json_file(ctx, "data_summary.json")
@@ -140,10 +96,11 @@ def data_section(ctx: Context) -> str:
         if applied:
             out.append(note("applied: " + json.dumps(applied, ensure_ascii=False)[:600]))
     split_names = list(dict.fromkeys([*ctx.splits, *ctx.records]))
-    dist = {s: label_counts(ctx.task_name, ctx.splits.get(s, ()), ctx.records.get(s, ())) for s in split_names}
+    dist = {s: ctx.task.label_counts(ctx.splits.get(s, ()), ctx.records.get(s, ())) for s in split_names} \
+        if ctx.task is not None else {}
     dist = {s: c for s, c in dist.items() if c}
     if dist:
-        what = "entity type" if ctx.task_name == "ner" else "label"
+        what = ctx.task.count_kind
         out.append(f"<h3>{esc(what.capitalize())} distribution</h3>")
         shares = {s: {k: v / max(sum(c.values()), 1) for k, v in sorted(c.items())} for s, c in dist.items()}
         keys = sorted({k for c in dist.values() for k in c})
@@ -157,7 +114,7 @@ def data_section(ctx: Context) -> str:
 def _lengths(ctx: Context) -> str:
     if ctx.tokenizer is None or not ctx.splits:
         return note("Token lengths: not available (no tokenizer or examples in memory).")
-    if ctx.task_name not in ("classification", "ner", "qa", "sft"):
+    if ctx.task is None or ctx.task.token_lengths(ctx.tokenizer, []) is None:
         return note(f"Token lengths: not counted for task {ctx.task_name!r}.")
     limit = max_length(ctx)
     rng = random.Random(0)
@@ -167,7 +124,8 @@ def _lengths(ctx: Context) -> str:
         if len(examples) > LENGTH_SAMPLE:
             sampled.append(f"{split}: {LENGTH_SAMPLE:,} of {len(examples):,}")
             examples = rng.sample(list(examples), LENGTH_SAMPLE)
-        lengths[split] = token_lengths(ctx.task_name, ctx.tokenizer, examples)
+        with _quiet_tokenizer():
+            lengths[split] = ctx.task.token_lengths(ctx.tokenizer, examples) or []
     rows = []
     for split, ls in lengths.items():
         if not ls:
@@ -176,8 +134,7 @@ def _lengths(ctx: Context) -> str:
         over = sum(n > limit for n in ls) if limit else 0
         rows.append([split, len(ls), srt[len(srt) // 2], srt[min(len(srt) - 1, int(0.95 * len(srt)))], srt[-1],
                      f"{100 * over / len(ls):.1f} %"])
-    how = {"qa": "longer contexts become several windows", "sft": "rows are cut at the end"}.get(
-        ctx.task_name, f"truncation: {(ctx.config.get('data') or {}).get('truncation', 'head')}")
+    how = ctx.task.length_note()
     out = ["<h3>Token lengths</h3>",
            table(["split", "rows counted", "median", "p95", "max", f"over max_length ({limit})"], rows),
            note(f"Untruncated lengths in model tokens, special tokens included; {how}."
@@ -228,8 +185,8 @@ def baselines_section(ctx: Context) -> str | None:
     for split, by_name in data.items():
         if split == "meta" or not isinstance(by_name, dict):
             continue
-        ours = _scalars(ctx.metrics.get(split) or {})
-        names = list(dict.fromkeys(k for m in by_name.values() if isinstance(m, dict) for k in _scalars(m)))
+        ours = scalars(ctx.metrics.get(split) or {})
+        names = list(dict.fromkeys(k for m in by_name.values() if isinstance(m, dict) for k in scalars(m)))
         rows = [[b, *(m.get(n) for n in names)] for b, m in by_name.items() if isinstance(m, dict)]
         if ours:
             rows.append(["fine-tuned (this run)", *(ours.get(n) for n in names)])

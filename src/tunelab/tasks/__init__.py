@@ -1,8 +1,13 @@
-"""The task registry. A task is one module here that registers a `Task` subclass."""
+"""The tasks: one module each, registering a `Task` subclass in `TASKS`. Importing this package imports every
+task module (a new module here is a new task)."""
 
-from tunelab.registry import Registry
+import importlib
+import pkgutil
+
+from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
-TASKS: Registry[Task] = Registry("task")
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["TASKS", "Task"]

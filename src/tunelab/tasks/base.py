@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from tunelab.config import DataConfig, TaskConfig, TrainConfig
+from tunelab.config.sections import DataConfig, TaskConfig, TrainConfig
 from tunelab.data.readers import Table
 from tunelab.errors import ConfigError
+from tunelab.models.inference import forward_logits
 
 Example = dict[str, Any]
 Features = dict[str, Any]
@@ -23,6 +25,12 @@ class Task(ABC):
     Config: ClassVar[type[TaskConfig]]
     auto_model_class: ClassVar[str]  # transformers Auto* class name used to reload the exported model
     baseline_eval: ClassVar[bool] = False  # also score the untrained model on validation (metrics.json `baseline`)
+    # What the rest of tunelab asks of a task, so that no code outside tasks/ names one:
+    generates_replies: ClassVar[bool] = False  # answers conversations: chat, eval generation (cfg.generation)
+    paired_test: ClassVar[Literal["mcnemar", "bootstrap"]] = "bootstrap"  # compare: on correctness or on score
+    baselines: ClassVar[Literal["labels", "language_model"] | None] = None  # tunelab baseline: which family
+    ensembles: ClassVar[bool] = False  # several tuned models of the task can average their scores
+    count_kind: ClassVar[str] = "label"  # what `label_counts` counts, as the report names it
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg = cfg
@@ -102,8 +110,6 @@ class Task(ABC):
                batch_size: int) -> np.ndarray:
         """What `metrics` / `predictions` receive: one entry per example. Tasks whose examples become
         several features (sliding windows; features carry `example_index`) combine them here."""
-        from tunelab.engine import forward_logits
-
         return forward_logits(model, features, collate, batch_size)
 
     @abstractmethod
@@ -118,6 +124,41 @@ class Task(ABC):
         """Per-example evaluation rows `{text, gold, prediction, correct, score, ...}` (see tunelab.records);
         a task without them raises NotImplementedError and no records are written."""
         raise NotImplementedError
+
+    # -- what reports, checks and studies ask (defaults: nothing task-specific) ------------------
+    def example_text(self, example: Example) -> str:
+        """The example's input as one text (near-duplicate search in the report, records)."""
+        return str(example.get("text", "")) + ("\n" + example["text_pair"] if "text_pair" in example else "")
+
+    def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int] | None:
+        """Untruncated model-input length of each example (special tokens included); None: not counted."""
+        return None
+
+    def length_note(self) -> str:
+        """How an input longer than data.max_length is cut (the report's token-length note)."""
+        return f"truncation: {getattr(self.data, 'truncation', 'head')}"
+
+    def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
+        """Gold `count_kind` counts of a split, from its examples or else its records (report's distribution)."""
+        return Counter()
+
+    def report_results(self, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
+                       generations: Sequence[dict[str, Any]] | None = None) -> str | None:
+        """This task's part of the report's Results section for one split (HTML; tunelab.html blocks), or None."""
+        return None
+
+    def report_errors(self, records: Sequence[dict[str, Any]], examples: Sequence[Example] | None, model: Any,
+                      tokenizer: Any) -> str | None:
+        """This task's error analysis of one split (HTML), or None."""
+        return None
+
+    def ensemble_mismatch(self, other: Task) -> str | None:
+        """Why `other` (a tuned model of the same task) cannot join this one's ensemble, or None."""
+        return None
+
+    def stop_ids(self, tokenizer: Any) -> list[int]:
+        """Token ids that end a generated reply."""
+        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
     # -- saved with the model ----------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

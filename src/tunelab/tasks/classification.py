@@ -21,15 +21,17 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from tunelab.config import TaskConfig, TrainConfig
+from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
 from tunelab.data.sampling import label_counts
-from tunelab.errors import ConfigError, DataError
-from tunelab.losses import LossSpec, class_weights, make_loss_fn
+from tunelab.errors import DataError
 from tunelab.metrics import classification as cm
 from tunelab.models.first_token import first_token_only
-from tunelab.tasks import TASKS
+from tunelab.registry import TASKS
+from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task
+from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
+from tunelab.tasks.truncation import _share, aggregate_windows, cut_tokens  # noqa: F401 - _share: tests
 
 
 class ClassificationConfig(TaskConfig):
@@ -296,62 +298,46 @@ class Classification(Task):
     def load_metadata(self, meta: dict[str, Any]) -> None:
         self.labels = list(meta["labels"])
 
+    # -- what reports, compare, baselines and ensembles ask --------------------------------------
+    paired_test = "mcnemar"
+    baselines = "labels"
+    ensembles = True
 
-def _share(a: int, b: int, budget: int) -> tuple[int, int]:
-    """Tokens kept of a text pair of a and b tokens: the longer text is cut first (as longest_first)."""
-    if a + b <= budget:
-        return a, b
-    if a >= b:
-        keep_a = budget - min(b, budget // 2)
-        return keep_a, budget - keep_a
-    keep_b = budget - min(a, budget // 2)
-    return budget - keep_b, keep_b
+    def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
+        pairs = [ex["text_pair"] for ex in examples] if examples and "text_pair" in examples[0] else None
+        return [len(x) for x in tokenizer([ex["text"] for ex in examples], pairs)["input_ids"]] if examples else []
 
+    def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for ex in examples:
+            lab = ex.get("label")
+            if isinstance(lab, dict):
+                lab = max(lab, key=lab.get)
+            counts.update(lab if isinstance(lab, list) else [lab] if lab is not None else [])
+        for r in records if not examples else ():
+            counts.update(r["gold"] if isinstance(r["gold"], list) else [r["gold"]])
+        return counts
 
-def _pick(positions: list[int], k: int, mode: str) -> list[int]:
-    if k >= len(positions):
-        return positions
-    if mode == "head":
-        return positions[:k]
-    if mode == "tail":
-        return positions[len(positions) - k:] if k else []
-    head = k // 2  # head+tail: the head gets the smaller half of an odd budget
-    return positions[:head] + positions[len(positions) - (k - head):]
+    def report_results(self, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
+                       generations: Sequence[dict[str, Any]] | None = None) -> str:
+        return classification_report.results(records, metrics)
 
+    def report_errors(self, records: Sequence[dict[str, Any]], examples: Sequence[Example] | None, model: Any,
+                      tokenizer: Any) -> str:
+        return (classification_report.mistakes(self, records, examples, model, tokenizer)
+                + classification_report.confused(records))
 
-def cut_tokens(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int, mode: str,
-               ) -> dict[str, list[list[int]]]:
-    """Tokenise whole, then keep `max_length` tokens: every special token, and of each text its first
-    (head), last (tail) or first-half-and-last-half (head+tail) tokens of its share of the budget."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"config: data.truncation: {mode} needs a fast tokenizer")
-    enc = tokenizer(texts, pairs, truncation=False)
-    out: dict[str, list[list[int]]] = {key: [] for key in ("input_ids", "token_type_ids") if key in enc}
-    for i, ids in enumerate(enc["input_ids"]):
-        keep = range(len(ids))
-        if len(ids) > max_length:
-            seq = enc.sequence_ids(i)
-            special = [p for p, s in enumerate(seq) if s is None]
-            first, second = ([p for p, s in enumerate(seq) if s == k] for k in (0, 1))
-            k0, k1 = _share(len(first), len(second), max(max_length - len(special), 0))
-            keep = sorted(special + _pick(first, k0, mode) + _pick(second, k1, mode))
-        for key, rows in out.items():
-            rows.append([enc[key][i][p] for p in keep])
-    return out
-
-
-def aggregate_windows(logits: np.ndarray, owners: Sequence[int], how: str) -> np.ndarray:
-    """One row of logits per example: the mean or the maximum over its windows (`owners[j]`: the example
-    of window j; every example has at least one window)."""
-    idx = np.asarray(owners)
-    n = int(idx.max()) + 1
-    if how == "max":
-        out = np.full((n, *logits.shape[1:]), -np.inf, dtype=logits.dtype)
-        np.maximum.at(out, idx, logits)
-        return out
-    out = np.zeros((n, *logits.shape[1:]), dtype=logits.dtype)
-    np.add.at(out, idx, logits)
-    return out / np.bincount(idx, minlength=n).reshape(-1, *([1] * (logits.ndim - 1))).astype(logits.dtype)
+    def ensemble_mismatch(self, other: Task) -> str | None:
+        mine, theirs = self.cfg, other.cfg  # type: ignore[attr-defined]
+        if theirs.multi_label != mine.multi_label:
+            return (f"task.multi_label={str(theirs.multi_label).lower()} differs from {{first}} "
+                    f"({str(mine.multi_label).lower()})")
+        if theirs.multi_label and theirs.threshold != mine.threshold:
+            return f"task.threshold={theirs.threshold} differs from {{first}} ({mine.threshold})"
+        if list(other.labels) != list(self.labels):  # type: ignore[attr-defined]
+            return (f"label map [{', '.join(other.labels)}] differs from {{first}}'s "  # type: ignore[attr-defined]
+                    f"[{', '.join(self.labels)}]")
+        return None
 
 
 def grow_head(model: torch.nn.Module, heads: list[str], num_labels: int) -> None:

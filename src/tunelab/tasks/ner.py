@@ -20,16 +20,18 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tunelab.config import TaskConfig, TrainConfig
+from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, require_field
 from tunelab.errors import DataError
-from tunelab.losses import LossSpec, class_weights, make_loss_fn
-from tunelab.metrics.ner import entity_metrics
-from tunelab.tasks import TASKS
+from tunelab.metrics.ner import entity_metrics, spans
+from tunelab.models.decoder_heads import load_head, make_bidirectional
+from tunelab.registry import TASKS
+from tunelab.tasks import ner_report
 from tunelab.tasks.base import Example, Features, Task
+from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
+from tunelab.text import CJK, is_cjk
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}\w]|[^\W{_CJK}]+", re.UNICODE)
+_WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
 _TAG = re.compile(r"^([BIESM])-(.+)$")
 
 
@@ -69,19 +71,6 @@ def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
         else:
             out.append(f"B-{typ}")
     return out
-
-
-def spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """(type, first word, last word + 1) for each entity of a BIO sequence."""
-    found: list[tuple[str, int, int]] = []
-    for i, tag in enumerate(tags):
-        if tag.startswith("B-") or (tag.startswith("I-") and (not found or found[-1][2] != i
-                                                              or found[-1][0] != tag[2:])):
-            found.append((tag[2:], i, i + 1))
-        elif tag.startswith("I-"):
-            typ, s, _ = found[-1]
-            found[-1] = (typ, s, i + 1)
-    return found
 
 
 @TASKS.register("ner")
@@ -137,7 +126,6 @@ class Ner(Task):
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
         from transformers import AutoTokenizer
 
-        from tunelab.models.decoder_heads import load_head  # decoders without a transformers head: generic one
 
         types = sorted({t[2:] for ex in train for t in ex["tags"] if t != "O"})
         self.labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
@@ -152,8 +140,6 @@ class Ner(Task):
         return self.optimize(model), tokenizer
 
     def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
-        from tunelab.models.decoder_heads import make_bidirectional
-
         return make_bidirectional(model) if self.cfg.bidirectional else model
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
@@ -258,12 +244,31 @@ class Ner(Task):
     def load_metadata(self, meta: dict[str, Any]) -> None:
         self.labels = list(meta["labels"])
 
+    # -- what reports ask ------------------------------------------------------------------------
+    count_kind = "entity type"
+
+    def example_text(self, example: Example) -> str:
+        return _join(example["tokens"])[0]
+
+    def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
+        if not examples:
+            return []
+        ids = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True)["input_ids"]
+        return [len(x) for x in ids]
+
+    def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
+        tags = [ex["tags"] for ex in examples if "tags" in ex] or [r["gold"] for r in records]
+        return Counter(t for seq in tags for t, _, _ in spans(seq))
+
+    def report_results(self, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
+                       generations: Sequence[dict[str, Any]] | None = None) -> str:
+        return ner_report.results(records, metrics)
+
 
 def _join(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
-    cjk = re.compile(rf"^[{_CJK}]$")
     parts, offsets, pos = [], [], 0
     for i, tok in enumerate(tokens):
-        if i and not (cjk.match(tok) and cjk.match(tokens[i - 1])):
+        if i and not (is_cjk(tok) and is_cjk(tokens[i - 1])):
             parts.append(" ")
             pos += 1
         parts.append(tok)

@@ -28,14 +28,16 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tunelab.config import TaskConfig
+from tunelab.config.sections import TaskConfig
 from tunelab.data.lm import IGNORE, mask_block, pack_blocks, token_units, word_units
 from tunelab.data.readers import Table, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
-from tunelab.precision import autocast_dtype
-from tunelab.tasks import TASKS
+from tunelab.models.precision import autocast_dtype
+from tunelab.registry import TASKS
 from tunelab.tasks.base import Example, Features, Task, pad_batch
+from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
+from tunelab.tasks.generation import GenerationConfig, generate
 
 EVAL_MASK_SEED = 1234
 MASK_LITERAL = "[MASK]"
@@ -254,7 +256,6 @@ class Pretrain(Task):
 
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         if self.objective == "clm":  # the model's own loss predicts every next token: labels shifted by one
-            from tunelab.tasks.causal_loss import trained_count
 
             return trained_count(batch)
         return super().loss_units(batch)
@@ -276,7 +277,6 @@ class Pretrain(Task):
         if "labels" not in features[0] and "units" not in features[0]:
             return self._generate(model, features, batch_size) if self.objective == "clm" else \
                 self._fill(model, features, batch_size)
-        from tunelab.tasks.causal_loss import eval_batches, example_nll
 
         if "units" in features[0]:  # the fixed evaluation masks
             features = self._masked(features, [np.random.default_rng([EVAL_MASK_SEED, i])
@@ -301,8 +301,6 @@ class Pretrain(Task):
         return out
 
     def _generate(self, model: torch.nn.Module, features: Sequence[Features], batch_size: int) -> np.ndarray:
-        from tunelab.generation import GenerationConfig, generate
-
         gen = generate(model, self._tok, [f["input_ids"] for f in features],
                        GenerationConfig(max_new_tokens=self.cfg.max_new_tokens), batch_size,
                        stop_ids=[self._tok.eos_token_id])
@@ -350,6 +348,8 @@ class Pretrain(Task):
     def load_metadata(self, meta: dict[str, Any]) -> None:
         if meta.get("objective"):
             self._set_objective(meta["objective"])
+
+    baselines = "language_model"  # tunelab baseline: the character n-gram LM
 
 
 def _masked_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

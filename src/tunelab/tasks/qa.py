@@ -28,12 +28,15 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tunelab.config import TaskConfig
+from tunelab.config.sections import TaskConfig
 from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.errors import ConfigError, DataError
-from tunelab.metrics.qa import is_chinese, qa_metrics
-from tunelab.tasks import TASKS
+from tunelab.metrics.qa import qa_metrics, score
+from tunelab.models.decoder_heads import load_head, make_bidirectional
+from tunelab.registry import TASKS
+from tunelab.tasks import qa_report
 from tunelab.tasks.base import Example, Features, Task, pad_batch
+from tunelab.text import is_chinese
 
 _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
 
@@ -139,7 +142,6 @@ class Qa(Task):
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
         from transformers import AutoTokenizer
 
-        from tunelab.models.decoder_heads import load_head  # decoders without a transformers head: generic one
 
         self.unanswerable = any(not ex["answers"] for ex in train)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -152,8 +154,6 @@ class Qa(Task):
         return self.optimize(model), tokenizer
 
     def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
-        from tunelab.models.decoder_heads import make_bidirectional
-
         return make_bidirectional(model) if self.cfg.bidirectional else model
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
@@ -222,8 +222,6 @@ class Qa(Task):
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """Gold answer texts and the predicted answer; score: SQuAD token F1 (CMRC character F1 for
         Chinese), max over the golds; correct: exact match."""
-        from tunelab.metrics.qa import score
-
         out = []
         for w, ex in zip(logits, examples, strict=True):
             pred, golds = self.decode(w, ex["context"])["answer"], [t for t, _ in ex["answers"]]
@@ -237,6 +235,23 @@ class Qa(Task):
 
     def load_metadata(self, meta: dict[str, Any]) -> None:
         self.unanswerable = bool(meta.get("unanswerable", False))
+
+    # -- what reports ask ------------------------------------------------------------------------
+    def example_text(self, example: Example) -> str:
+        return example["question"] + "\n" + example["context"]
+
+    def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
+        if not examples:
+            return []
+        ids = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples])["input_ids"]
+        return [len(x) for x in ids]
+
+    def length_note(self) -> str:
+        return "longer contexts become several windows"
+
+    def report_results(self, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
+                       generations: Sequence[dict[str, Any]] | None = None) -> str:
+        return qa_report.results(records, metrics)
 
 
 def answer_positions(answers: list[tuple[str, int]], offsets: list[tuple[int, int] | None]) -> tuple[int, int]:

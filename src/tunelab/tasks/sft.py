@@ -36,35 +36,20 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from tunelab.config import TaskConfig
+from tunelab.config.sections import TaskConfig
 from tunelab.data.prompt_template import check_template, template_messages
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
-from tunelab.generation import GenerationConfig, generate
 from tunelab.metrics.perplexity import perplexity_metrics
-from tunelab.tasks import TASKS
+from tunelab.models.precision import autocast_dtype
+from tunelab.registry import TASKS
+from tunelab.tasks import sft_report
 from tunelab.tasks.base import Example, Features, Task, pad_batch
-from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count
+from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, sft_records, trained_count
+from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
+from tunelab.tasks.generation import GenerationConfig, generate
 from tunelab.tasks.packing import collate_packed, pack
 
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-GEMMA = (  # Gemma's turn format; a system message opens the first user turn (Gemma has no system role)
-    "{% if messages and messages[0]['role'] == 'system' %}"
-    "{% set system = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}"
-    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
-    "{% for message in turns %}"
-    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n'"
-    " + (system if loop.first else '') + message['content'] + '<end_of_turn>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-)
-# name -> (template, its turn markers: special tokens, added to the vocabulary when missing)
-TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA, ["<start_of_turn>", "<end_of_turn>"])}
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion")
@@ -168,58 +153,6 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
     completion = _text(rec, "completion", required=labelled)
     msgs = [{"role": "user", "content": prompt}]
     return "completion", msgs + ([{"role": "assistant", "content": completion}] if completion is not None else [])
-
-
-def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character span of every assistant turn (reply + end-of-turn)."""
-    full = render(tokenizer, messages)
-    spans = []
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        prefix = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        upto = render(tokenizer, messages[: i + 1])
-        if not upto.startswith(prefix) or not full.startswith(upto):
-            raise ConfigError("config: task.template: the chat template is not prefix-stable (rendering fewer "
-                              "turns is not a prefix of rendering more); assistant tokens cannot be located")
-        end = len(upto.rstrip())
-        if end > len(prefix):
-            spans.append((len(prefix), end))
-    return full, spans
-
-
-def builtin_template(tokenizer: Any, setting: str) -> str:
-    """The built-in template for `task.template`: auto picks gemma when Gemma's turn markers are in the vocabulary."""
-    if setting != "auto":
-        return setting
-    vocab = tokenizer.get_vocab()
-    return "gemma" if all(t in vocab for t in TEMPLATES["gemma"][1]) else "chatml"
-
-
-def adds_bos(tokenizer: Any) -> bool:
-    """Whether plain tokenisation starts with BOS (the model was pretrained on BOS-led text: Llama, Gemma)."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
-
-
-def end_of_turn_ids(tokenizer: Any) -> list[int]:
-    """eos plus the first special token the template puts after an assistant reply (e.g. <|im_end|>)."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    marker = "\u2063REPLY\u2063"
-    user = [{"role": "user", "content": "x"}]
-    try:
-        after = render(tokenizer, [*user, {"role": "assistant", "content": marker}]).split(marker, 1)[1]
-    except Exception:  # noqa: BLE001 - a template may reject the probe conversation; eos alone then
-        return ids
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
-    for t in tokenizer(after, add_special_tokens=False)["input_ids"]:
-        if t in special:
-            return list(dict.fromkeys([t, *ids]))
-    return ids
 
 
 @TASKS.register("sft")
@@ -350,7 +283,6 @@ class Sft(Task):
         Unlabelled: per example the generated token ids (object array)."""
         if features and "labels" not in features[0]:
             return self._generate(model, features, batch_size)
-        from tunelab.precision import autocast_dtype
 
         model.eval()
         device = next(model.parameters()).device
@@ -386,7 +318,26 @@ class Sft(Task):
                 for ids, ex in zip(logits, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        """Prompt, reference reply and per-example loss (see tunelab.records.sft_records)."""
-        from tunelab.records import sft_records
-
+        """Prompt, reference reply and per-example loss (see tasks.causal_loss.sft_records)."""
         return sft_records(logits, examples)
+
+    # -- what reports, baselines, chat and eval ask ----------------------------------------------
+    generates_replies = True
+    baselines = "language_model"
+
+    def example_text(self, example: Example) -> str:
+        return "\n".join(m["content"] for m in example["messages"] if m["role"] != "assistant")
+
+    def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
+        texts = [render(tokenizer, ex["messages"]) for ex in examples]
+        return [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+    def length_note(self) -> str:
+        return "rows are cut at the end"
+
+    def report_results(self, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
+                       generations: Sequence[dict[str, Any]] | None = None) -> str:
+        return sft_report.results(records, metrics, generations)
+
+    def stop_ids(self, tokenizer: Any) -> list[int]:
+        return end_of_turn_ids(tokenizer)

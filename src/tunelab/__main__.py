@@ -1,0 +1,5 @@
+"""`python -m tunelab`: the command line."""
+
+from tunelab.cli import app
+
+app()

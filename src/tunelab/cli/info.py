@@ -1,0 +1,114 @@
+"""Commands that inspect rather than train: models, env, schema, report, data check, data augment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from tunelab.cli.common import app, data_app, user_errors
+
+
+@app.command()
+def models() -> None:
+    """List the embedded model aliases: parameters, languages, whether installed."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from tunelab.models import ALIASES
+
+    table = RichTable(title="embedded models (any local directory or hub id org/name also works)")
+    for col in ("alias", "kind", "params", "languages", "installed", "package"):
+        table.add_column(col)
+    for a in ALIASES.values():
+        table.add_row(a.name, a.kind, a.params, a.languages, "yes" if a.installed() else "no",
+                      f"{a.package} (make {a.extra})")
+    Console().print(table)
+
+
+@app.command()
+@user_errors
+def report(run_dir: Path = typer.Argument(..., help="A finished training run (its OUTPUT_DIR).")) -> None:
+    """Rebuild RUN/report.html from the run's files, e.g. after `tunelab baseline` or `tunelab curve` added to it."""
+    from tunelab.config.run import load_config
+    from tunelab.data.load import load_splits
+    from tunelab.data.report import DataReport
+    from tunelab.errors import TunelabError
+    from tunelab.export.save import load_model
+    from tunelab.report import build_report
+
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model").is_dir():
+        raise TunelabError(f"report: {run_dir} is not a finished run (config.yaml or model/ missing)")
+    cfg = load_config(run_dir / "config.yaml", [])
+    task, model, tokenizer = load_model(run_dir / "model")
+    splits = load_splits(cfg.data, task, cfg.train.seed, DataReport())  # data paths as the run read them
+    path = build_report(run_dir / "report.html", run_dir, task=task, model=model, tokenizer=tokenizer, splits=splits)
+    typer.echo(f"report: wrote {path}", err=True)
+
+
+@app.command()
+@user_errors
+def env(
+    config: Path | None = typer.Argument(None, help="A run config, to show its seed and resolved precision."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON on stdout."),
+) -> None:
+    """Versions (python, torch, transformers, peft, accelerate, tunelab), CPU/GPU, threads, bf16, seed."""
+    from tunelab.train.environment import environment
+
+    cfg = None
+    if config is not None or set_:
+        from tunelab.config.run import load_config
+
+        cfg = load_config(config, set_)
+    info = environment(cfg)
+    if as_json:
+        typer.echo(json.dumps(info, ensure_ascii=False, indent=2))
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:16} {', '.join(value) if isinstance(value, list) else value}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the config reference (Markdown) generated from the schema."""
+    from tunelab.config.reference import config_reference
+
+    typer.echo(config_reference(), nl=False)
+
+
+@data_app.command("check")
+@user_errors
+def data_check(
+    files: list[Path] = typer.Argument(..., help="One or more files (e.g. train and validation)."),
+    task: str = typer.Option("classification", help="Task whose format the rows must have."),
+    model: str = typer.Option("minilm", help="Model whose tokenizer measures lengths."),
+    set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.text_field=review."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Rows, labels, token lengths, truncation at max_length, duplicates and overlap between files."""
+    from tunelab.data.check import check_files, print_report
+
+    report = check_files([str(f) for f in files], task, model, set_)
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print_report(report)
+
+
+@data_app.command("augment")
+@user_errors
+def data_augment(
+    file: Path = typer.Argument(..., help="Labelled (or unlabelled) file to augment."),
+    output: Path = typer.Option(..., "--output", help="JSONL to write: the rows, then their augmented copies."),
+    set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.augment.ops=[delete,swap]."),
+    model: str | None = typer.Option(None, "--model", help="Model whose input-embedding neighbours are synonyms."),
+    seed: int = typer.Option(42, "--seed", help="Seed (train.seed in a run)."),
+) -> None:
+    """Write augmented copies (each with `augmented_from`: the original's line) to inspect data.augment."""
+    from tunelab.data.augment import augment_file
+
+    stats = augment_file(str(file), str(output), set_, model, seed)
+    typer.echo(f"wrote {stats['rows']} rows + {stats['copies_added']} augmented copies to {output} "
+               f"(by op: {stats['by_op']}; unchanged, not added: {stats['unchanged_not_added']})", err=True)

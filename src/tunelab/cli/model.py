@@ -1,0 +1,144 @@
+"""Commands that use a tuned model: eval, predict, chat, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tunelab.cli.common import _fail, app, user_errors
+from tunelab.errors import TunelabError
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    model_dirs: list[Path] = typer.Argument(..., help="A tuned model directory (RUN/model); several: an "
+                                            "ensemble (classification, probabilities averaged)."),
+    data: Path = typer.Option(..., "--data", help="Labelled file to score."),
+    batch_size: int = typer.Option(64, help="Examples per forward pass."),
+    report: Path | None = typer.Option(None, "--report", help="Also write an HTML report here (and the "
+                                       "per-example records as <report stem>.predictions.jsonl)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows (one model)."),
+    generate: bool | None = typer.Option(None, "--generate/--no-generate", help="SFT: also generate each last "
+                                         "assistant reply and score it (exact match, BLEU, chrF, ROUGE); default on."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="SFT: most tokens per reply "
+                                              "(default: the model's task.generation)."),
+    num_beams: int | None = typer.Option(None, "--num-beams", min=1, help="SFT: beam search width."),
+    temperature: float | None = typer.Option(None, "--temperature", help="SFT: 0 = greedy; above 0: sampling."),
+    top_p: float | None = typer.Option(None, "--top-p", help="SFT: nucleus sampling mass (with --temperature)."),
+    predictions: Path | None = typer.Option(None, "--predictions", help="SFT: replies file (JSONL; default "
+                                            "RUN/predictions/eval-<data stem>.generations.jsonl next to MODEL_DIR)."),
+) -> None:
+    """Score a tuned model: metrics as one JSON object on stdout, a table on stderr."""
+    from tunelab.api import load
+    from tunelab.data.readers import read_table
+    from tunelab.evaluation.evaluate import evaluate, print_metrics
+    from tunelab.evaluation.generation import eval_generation
+    from tunelab.report import evaluation_report
+    from tunelab.studies.ensemble import Ensemble
+
+    if report is not None and len(model_dirs) > 1:
+        raise TunelabError("eval: --report takes one model directory")
+    if (report is not None or len(model_dirs) > 1) and (limit or generate or predictions):
+        raise TunelabError("eval: --limit, --generate and --predictions take one model directory and no --report")
+    if len(model_dirs) > 1:
+        metrics = Ensemble(model_dirs).evaluate(read_table(data), batch_size)
+    else:
+        model = load(model_dirs[0])
+        if report is not None:
+            metrics = evaluation_report(model.task, model.module, model.tokenizer, model.path, data, report,
+                                        batch_size)
+            typer.echo(f"eval: wrote {report}", err=True)
+        else:
+            examples = model.task.parse(read_table(data))[:limit]
+            metrics = evaluate(model.task, model.module, model.tokenizer, examples, batch_size)
+            gen, path = eval_generation(model.task, model.module, model.tokenizer, examples, batch_size,
+                                        model_dirs[0], data, generate=generate, max_new_tokens=max_new_tokens,
+                                        num_beams=num_beams, temperature=temperature, top_p=top_p,
+                                        predictions=predictions)
+            metrics.update(gen)
+            if path is not None:
+                typer.echo(f"eval: {gen['generated']} replies with their scores in {path}", err=True)
+    print_metrics({str(data): metrics})
+    typer.echo(json.dumps(metrics, ensure_ascii=False))
+
+
+def _stdin_rows(field: str) -> list[dict[str, Any]]:
+    return [{field: line.rstrip("\r\n")} for line in sys.stdin if line.strip()]
+
+
+@app.command()
+@user_errors
+def predict(
+    model_dirs: list[Path] = typer.Argument(..., help="A tuned model directory (RUN/model); several: an "
+                                            "ensemble (classification, probabilities averaged)."),
+    input_: str = typer.Option(..., "--input", help="File to label, or - for one text per line on stdin."),
+    output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout)."),
+    batch_size: int = typer.Option(64, help="Examples per forward pass."),
+) -> None:
+    """Label new rows: each output row is the input row plus `label` and `scores`."""
+    from tunelab.api import load
+    from tunelab.data.readers import read_table, rows_table
+    from tunelab.io import json_line, write_jsonl_atomic
+    from tunelab.studies.ensemble import Ensemble
+
+    ensemble = Ensemble(model_dirs) if len(model_dirs) > 1 else None  # members checked before weights load
+    model = load(model_dirs[0]) if ensemble is None else None
+    task = ensemble.task if ensemble is not None else model.task  # type: ignore[union-attr]
+    if input_ == "-":
+        rows = _stdin_rows(task.data.text_field)
+        if not rows:
+            raise TunelabError("<stdin>: empty input: no texts")
+        table = rows_table(rows, "<stdin>")
+    else:
+        table = read_table(input_)
+    rows_out = ensemble.predict(table, batch_size) if ensemble is not None else model.predict(table, batch_size)
+    if output is None:
+        sys.stdout.write("".join(json_line(r) for r in rows_out))
+    else:
+        write_jsonl_atomic(output, rows_out)
+        typer.echo(f"wrote {len(rows_out)} rows to {output}", err=True)
+
+
+@app.command()
+@user_errors
+def chat(
+    model_dir: Path = typer.Argument(..., help="A model tuned with task sft (RUN/model)."),
+    system: str | None = typer.Option(None, "--system", help="System message that opens the conversation."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Most tokens per reply "
+                                              "(default: the model's task.generation)."),
+    temperature: float | None = typer.Option(None, "--temperature", help="0 = greedy; above 0: sampling at it "
+                                             "(default: the model's task.generation)."),
+) -> None:
+    """Talk to a tuned chat model in the terminal; replies stream as they are generated. exit / Ctrl-D ends."""
+    from tunelab.cli.chat import run_chat
+
+    run_chat(model_dir, system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+
+
+@app.command()
+@user_errors
+def export(
+    path: Path = typer.Argument(..., help="A LoRA / DoRA run directory (or its model/ or adapter/)."),
+    merge: bool = typer.Option(False, "--merge", help="Merge RUN/adapter into the base weights (required)."),
+    output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="Largest allowed |logit| difference "
+                                    "between the merged model and the adapter model (and RUN/model)."),
+) -> None:
+    """Merge a run's adapter into plain transformers weights, checked on sample inputs before writing."""
+    from tunelab.export.merge import ParityError, merge_run
+
+    if not merge:
+        raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights)")
+    try:
+        r = merge_run(path, output, tolerance)
+    except ParityError as exc:
+        _fail(str(exc), code=1)
+        return
+    typer.echo(f"export: merged {r.adapter} into {r.base}; max |Δlogit| on {r.samples} samples: "
+               f"{r.max_diff_adapter:.3g} vs the adapter model, {r.max_diff_saved:.3g} vs "
+               f"{r.adapter.parent / 'model'} (tolerance {tolerance:g}); wrote {r.output}", err=True)

@@ -1,0 +1,139 @@
+"""Commands that train: train, tune, cv, curve, compare, baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from tunelab.cli.common import _OptionalResumeValue, app, user_errors
+
+
+@app.command(cls=_OptionalResumeValue)
+@user_errors
+def train(
+    config: Path | None = typer.Argument(None, help="YAML config; optional when --set gives every required key."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set train.lr=1e-4 (repeatable)."),
+    resume: str | None = typer.Option(
+        None, "--resume", metavar="[PATH]",
+        help="Continue from the newest complete checkpoint in OUTPUT_DIR, or from PATH (a checkpoint or run dir).",
+    ),
+) -> None:
+    """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
+    from tunelab import api
+    from tunelab.config.run import load_config
+    from tunelab.evaluation.evaluate import print_metrics
+
+    run = api.train(load_config(config, set_), resume=resume)
+    metrics, cfg = run.metrics, run.config
+    if not metrics:  # a non-main process of a distributed run
+        return
+    print_metrics({k: v for k, v in metrics.items() if k != "train"})
+    t = metrics["train"]
+    typer.echo(f"trained {t['steps']} steps in {t['wall_s']} s ({t['real_tokens_per_s']} real tok/s, "
+               f"{t['precision']}); model: {Path(cfg.output_dir) / 'model'}", err=True)
+
+
+@app.command()
+@user_errors
+def tune(
+    config: Path = typer.Argument(..., help="YAML config with a `search` section (metric, direction, space)."),
+    trials: int = typer.Option(..., "--trials", min=1, help="Trials in the study in all: finished (complete or "
+                               "pruned) trials count, so rerunning continues up to this many."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna storage: a SQLite file path or a database "
+                                       "URL (default: OUTPUT_DIR/tune/study.db)."),
+    study: str | None = typer.Option(None, "--study", help="Study name in the storage (default: tunelab)."),
+) -> None:
+    """Hyperparameter search with Optuna (TPE, median pruning); resumable; writes OUTPUT_DIR/tune/best.yaml."""
+    from tunelab.config.run import load_config
+    from tunelab.studies.tune import run_search
+
+    run_search(load_config(config, set_), trials, storage=storage, study_name=study)
+
+
+@app.command()
+@user_errors
+def cv(
+    config: Path = typer.Argument(..., help="YAML config; data.train is split into folds."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Number of folds."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+) -> None:
+    """k-fold cross-validation over data.train: OUTPUT_DIR/cv/fold-k runs and cv.json (mean ± std)."""
+    from tunelab.config.run import load_config
+    from tunelab.studies.cv import print_cv, run_cv
+
+    cfg = load_config(config, set_)
+    result = run_cv(cfg, folds)
+    print_cv(result)
+    typer.echo(f"cv: {result['folds']} folds; results: {Path(cfg.output_dir) / 'cv' / 'cv.json'}", err=True)
+
+
+@app.command()
+@user_errors
+def curve(
+    config: Path = typer.Argument(..., help="YAML config; data.train is subsampled, validation stays fixed."),
+    fractions: str = typer.Option("0.1,0.3,1", "--fractions", help="Fractions of the training rows, e.g. 0.1,0.3,1."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+) -> None:
+    """Learning curve: one run per training fraction in OUTPUT_DIR/curve/frac-F; curve.json and curve.png."""
+    from tunelab.config.run import load_config
+    from tunelab.studies.curve import parse_fractions, print_curve, run_curve
+
+    cfg = load_config(config, set_)
+    result = run_curve(cfg, parse_fractions(fractions))
+    print_curve(result)
+    typer.echo(f"curve: {len(result['points'])} runs; results: {Path(cfg.output_dir) / 'curve' / 'curve.json'}",
+               err=True)
+
+
+@app.command()
+@user_errors
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories; the first is the baseline."),
+    split: str = typer.Option("validation", "--split", help="Evaluation split to compare (validation, test)."),
+    output: Path = typer.Option(Path("compare.html"), "--output", help="HTML report; a .txt is written next to it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+    resamples: int = typer.Option(2000, "--resamples", help="Paired bootstrap resamples (non-classification)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
+) -> None:
+    """Compare runs on the same examples: metric table, significance vs the first run, curves (HTML + text)."""
+    from tunelab.studies.compare import compare_runs, print_tables, write_outputs
+
+    result, runs = compare_runs(run_dirs, split, resamples, seed)
+    result["output"] = write_outputs(result, runs, output)
+    print_tables(result)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    typer.echo(f"compare: wrote {result['output']['html']} and {result['output']['text']}", err=True)
+
+
+@app.command()
+@user_errors
+def baseline(
+    config: Path | None = typer.Argument(None, help="YAML run config; the splits are loaded as training loads them."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    zero_shot_model: str | None = typer.Option(None, "--zero-shot-model", help="Causal LM for the zero-shot LLM "
+                                               "baseline (alias or path), e.g. smollm2-135m."),
+    embedding_model: str | None = typer.Option(None, "--embedding-model", help="Encoder for the zero-shot "
+                                               "embedding baseline (alias or path), e.g. minilm."),
+    label_descriptions: Path | None = typer.Option(None, "--label-descriptions", help="JSON {label: description} "
+                                                   "used by the zero-shot baselines instead of bare label names."),
+    analyzer: str = typer.Option("auto", "--analyzer", help="TF-IDF features: auto | word | char."),
+    llm_limit: int | None = typer.Option(None, "--llm-limit", help="Score the LLM on a seeded sample of this "
+                                         "many rows per split."),
+    ngram_order: int = typer.Option(5, "--ngram-order", help="Order of the character n-gram LM (sft, pretrain)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Texts per forward pass (zero-shot)."),
+) -> None:
+    """Baselines to beat: TF-IDF + NB / LogReg, zero-shot (embedding, LLM), char n-gram LM; writes baselines.json."""
+    from tunelab.config.run import load_config
+    from tunelab.studies.baselines import print_baselines, run_baselines
+
+    cfg = load_config(config, set_)
+    result = run_baselines(cfg, zero_shot_model=zero_shot_model, embedding_model=embedding_model,
+                           label_descriptions=label_descriptions, analyzer=analyzer, llm_limit=llm_limit,
+                           ngram_order=ngram_order, batch_size=batch_size)
+    print_baselines(result)
+    typer.echo(json.dumps(result, ensure_ascii=False))
+    typer.echo(f"baseline: wrote {Path(cfg.output_dir) / 'baselines.json'}", err=True)

@@ -1,0 +1,217 @@
+"""The one configuration object, `RunConfig`, and how YAML + `--set` overrides become one.
+
+    YAML file ──┐
+                ├─► dict ─► RunConfig (pydantic, frozen, extra=forbid) ─► saved as config.yaml
+    --set k=v ──┘
+
+Task and method options are nested sub-configs owned by their registry entries
+(`method: {name: lora, r: 16}`); a bare string is shorthand for `{name: ...}` with defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+
+from tunelab.config.search import SearchConfig
+from tunelab.config.sections import (  # noqa: F401 - re-exported: `from tunelab.config.run import TrainConfig`
+    AugmentConfig,
+    CleanConfig,
+    DataConfig,
+    EarlyStoppingConfig,
+    MethodConfig,
+    Section,
+    TaskConfig,
+    TrainConfig,
+)
+from tunelab.errors import ConfigError
+from tunelab.models.aliases import ALIASES, check_model_name
+from tunelab.registry import METHODS, TASKS
+
+_MODEL_HELP = "Alias (see `tunelab models`), a local model directory (e.g. a previous run's model/), or a hub id."
+
+
+def _union(configs: list[type[BaseModel]]) -> Any:
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[tuple(configs)], Field(discriminator="name")]  # noqa: UP007
+
+
+class RunConfig(Section):
+    """One run, every section typed. `task` and `method` hold the registered entry's own sub-config (`LoraConfig`,
+    `NerConfig`, ...): `run_config_class()` narrows them to the union of what `TASKS` / `METHODS` hold, and every
+    config that `load_config` / `build_config` return is an instance of that subclass."""
+
+    task: TaskConfig = Field(description="What to train.")
+    model: str = Field(description=_MODEL_HELP)
+    method: MethodConfig = Field(description="How to train.")
+    output_dir: str = Field("", description="Run directory; default runs/<task>-<time>.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Input files and columns.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
+    search: SearchConfig | None = Field(None, description="Hyperparameter search space for `tunelab tune`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            values = dict(values)
+            for key in ("task", "method"):
+                if isinstance(values.get(key), str):
+                    values[key] = {"name": values[key]}
+            if not values.get("output_dir"):
+                task = values.get("task", {}).get("name", "run") if isinstance(values.get("task"), dict) else "run"
+                values["output_dir"] = f"runs/{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return values
+
+    @model_validator(mode="after")
+    def _check_model(self) -> RunConfig:
+        if not self.model.strip():
+            # Path("") is the current directory, which check_model_name would accept
+            raise ConfigError(f"config: model: is empty; give an alias ({', '.join(ALIASES)}), "
+                              "a local model directory or a hub id")
+        check_model_name(self.model)
+        return self
+
+
+@functools.cache
+def run_config_class() -> type[RunConfig]:
+    """`RunConfig` with `task` / `method` narrowed to the registered entries' configs (built once)."""
+    task_t = _union([cls.Config for _, cls in TASKS.items()])
+    method_t = _union([cls.Config for _, cls in METHODS.items()])
+    return create_model(
+        "RunConfig",
+        __base__=RunConfig,
+        task=(task_t, Field(description="What to train: " + ", ".join(TASKS.names()) + ".")),
+        method=(method_t, Field(default_factory=lambda: METHODS.get("full").Config(name="full"),
+                                description="How to train: " + ", ".join(METHODS.names()) + ".")),
+    )
+
+
+# ---------------------------------------------------------------------------- loading & overrides
+def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value (e.g. train.lr=1e-4)")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip().split("."), value))
+    return out
+
+
+def apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and ".".join(path[: i + 1]) in ("task", "method"):
+            child = {"name": child}  # `method: lora` then `--set method.r=8`
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+        node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def format_validation_error(err: ValidationError, names: set[str] | dict[str, set[str]]) -> str:
+    """One line naming the full dotted path of the first problem. `names`: the union tags pydantic
+    inserts into paths, per section (`{"method": {...}}`) or one set for both task and method."""
+    e = err.errors()[0]
+    loc = [str(p) for p in e["loc"]]
+    tags = names.get(loc[0], set()) if isinstance(names, dict) and loc else names
+    if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in tags:
+        loc.pop(1)  # drop the union tag pydantic inserts: method.lora.r -> method.r
+    path = ".".join(loc) or "config"
+    if e["type"] == "extra_forbidden":
+        return f"config: {path}: unknown key"
+    if e["type"] == "missing":
+        return f"config: {path}: required key is missing"
+    msg = e["msg"].replace("Value error, ", "")
+    got = e.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return f"config: {path}: {msg}{shown}"
+
+
+def _check_names(data: dict, registries: dict[str, Any]) -> None:
+    """Unknown or missing task / method names, said plainly (pydantic's union errors are not)."""
+    for key, reg in registries.items():
+        value = data.get(key)
+        if isinstance(value, dict) and "name" not in value and len(reg.names()) > 1:
+            raise ConfigError(f"config: {key}.name: required key is missing; choose one of {', '.join(reg.names())}")
+        name = value.get("name") if isinstance(value, dict) else value
+        if isinstance(name, str) and name not in reg.names():
+            raise ConfigError(f"config: {key}: unknown {key} {name!r}; choose one of {', '.join(reg.names())}")
+
+
+def build_config(data: dict) -> RunConfig:
+    cls = run_config_class()
+    registries = {"task": TASKS, "method": METHODS}
+    _check_names(data, registries)
+    # a section with one entry is a plain model, not a union: pydantic inserts no tag into its paths
+    tags = {key: set(reg.names()) if len(reg.names()) > 1 else set() for key, reg in registries.items()}
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, tags)) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a config file; one-line ConfigError (file:line) for a missing file, bad UTF-8 or YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_error(p, text, exc)) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: the config must be a mapping of keys to values")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """YAML file (optional) + `key=value` overrides → validated, frozen RunConfig."""
+    data = read_config_file(path) if path is not None else {}
+    for keys, value in parse_overrides(overrides or []):
+        apply_override(data, keys, value)
+    return build_config(data)
+
+
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """`file:line: invalid YAML: problem`, on one line (a ReaderError's own text spans two)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line: int | None = mark.line + 1
+    elif isinstance(getattr(exc, "position", None), int):  # yaml.reader.ReaderError: bad character
+        line = text.count("\n", 0, exc.position) + 1  # type: ignore[attr-defined]
+    else:
+        line = None
+    problem = getattr(exc, "problem", None)
+    if problem is None and isinstance(exc, yaml.reader.ReaderError):
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    where = f"{path}:{line}" if line is not None else str(path)
+    return f"{where}: invalid YAML: {' '.join(str(problem or exc).split())}"
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    data = cfg.model_dump(mode="json")
+    if "search" in data and data["search"] is None:  # only `tunelab tune` configs carry a search section
+        del data["search"]
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

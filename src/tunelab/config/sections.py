@@ -1,0 +1,259 @@
+"""The config sections: the typed schema of each part of a run (`data`, `train`, and the bases of the
+task and method sub-configs). `config.py` assembles them into `RunConfig` and loads YAML + overrides;
+every field's description is the generated reference in docs/config.md."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunelab.errors import ConfigError
+
+# train.report_to: tracker name -> the package it needs
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+class Section(BaseModel):
+    """Base of every config section: immutable, unknown keys are errors."""
+
+    # coerce_numbers_to_str: `--set output_dir=2024` and `labels: [0, 1]` arrive from YAML as numbers
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+def metric_mode(metric: str, mode: str = "auto") -> str:
+    """`auto`: lower is better for losses and error rates, higher for everything else."""
+    if mode != "auto":
+        return mode
+    return "min" if any(w in metric for w in ("loss", "error", "perplexity")) else "max"
+
+
+class TaskConfig(Section):
+    """Base of task sub-configs; each task subclasses it with `name: Literal[...]`."""
+
+    name: str
+
+
+class MethodConfig(Section):
+    """Base of method sub-configs; each method subclasses it with `name: Literal[...]`."""
+
+    name: str
+
+
+class CleanConfig(Section):
+    normalize_unicode: bool = Field(True, description="NFKC-normalise and drop zero-width and control characters "
+                                    "(SFT turns: NFC, so full-width punctuation stays).")
+    strip_html: bool = Field(True, description="Remove HTML tags, comments, scripts; unescape entities (&amp;). SFT: "
+                             "also HTML a reply means to show; turn off for code data.")
+    collapse_whitespace: bool = Field(True, description="Runs of whitespace (newlines too) become one space; trim. "
+                                      "SFT turns keep lines and indentation: trailing spaces cut, blank-line runs "
+                                      "made one.")
+    min_chars: int | None = Field(None, ge=1, description="Drop training rows shorter than this after cleaning.")
+    max_chars: int | None = Field(None, ge=1, description="Drop training rows longer than this after cleaning.")
+
+
+class AugmentConfig(Section):
+    ops: list[Literal["delete", "swap", "insert", "synonym"]] = Field(
+        ["delete", "swap", "insert", "synonym"], min_length=1,
+        description="EDA operations; each copy applies one, picked at random (seeded by train.seed).",
+    )
+    ratio: float = Field(0.1, gt=0, le=1, description="Share of the words (characters for Chinese) each op changes.")
+    copies: int = Field(1, ge=1, le=100, description="Augmented copies added per training row.")
+    synonyms: str | None = Field(
+        None, description="Synonym file (`word<TAB>syn1,syn2` lines or JSON {word: [...]}); null: nearest "
+        "neighbours in the model's input-embedding space."
+    )
+    neighbours: int = Field(5, ge=1, description="Embedding neighbours per word used as synonyms (synonyms: null).")
+    language: Literal["auto", "en", "zh"] = Field(
+        "auto", description="en: whitespace words; zh: characters (jieba words if installed); auto: per row."
+    )
+
+
+class DataConfig(Section):
+    train: str | None = Field(None, description="Training file (JSONL, CSV, TSV or Parquet).")
+    validation: str | None = Field(None, description="Validation file; if absent, split from train.")
+    test: str | None = Field(None, description="Test file; when given, the final evaluation also runs on it.")
+    text_field: str = Field("text", description="Column holding the input text.")
+    text_pair_field: str | None = Field(None, description="Column holding the second text of a pair.")
+    label_field: str = Field("label", description="Column holding the label (a list for multi-label).")
+    max_length: int = Field(256, ge=8, le=131072, description="Longest input in tokens; longer is truncated.")
+    truncation: Literal["head", "tail", "head+tail", "sliding_window"] = Field(
+        "head", description="Classification: how a text over max_length is cut. head: its first tokens; tail: its "
+        "last; head+tail: the first half and the last half of the token budget (max_length minus special "
+        "tokens; the head gets the smaller half); sliding_window: overlapping windows of max_length, each a "
+        "training row with the row's label, whose logits are combined (window_aggregate) in evaluation and "
+        "prediction. With text pairs the longer text is cut first (windows slide over `text` only)."
+    )
+    window_stride: int = Field(
+        32, ge=0, description="sliding_window: tokens shared by consecutive windows (at most max_length / 2)."
+    )
+    window_aggregate: Literal["mean", "max"] = Field(
+        "mean", description="sliding_window: a row's logits are the mean or the maximum of its windows' logits."
+    )
+    validation_split: float = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="Fraction of train held out (stratified, seeded by train.seed) when no validation file.",
+    )
+    clean: CleanConfig | None = Field(
+        None, description="Clean texts of every split (true = the defaults); removals go to removed.jsonl."
+    )
+    dedup: bool = Field(
+        False, description="Drop exact and normalised (NFKC, case, whitespace) duplicates within each split, "
+        "and training/validation rows that repeat a validation/test row."
+    )
+    sampling: Literal["oversample", "undersample"] | None = Field(
+        None, description="Balance the training classes by seeded random over- or undersampling."
+    )
+    augment: AugmentConfig | None = Field(
+        None, description="Add EDA-augmented copies of training rows (true = the defaults)."
+    )
+
+    @field_validator("clean", "augment", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """`clean: true` means the defaults, `clean: false` means off."""
+        return {} if value is True else None if value is False else value
+
+    @model_validator(mode="after")
+    def _window(self) -> DataConfig:
+        if self.truncation == "sliding_window" and self.window_stride > self.max_length // 2:
+            raise ConfigError(f"config: data.window_stride: {self.window_stride} is more than half of "
+                              f"data.max_length ({self.max_length}); windows would barely advance")
+        return self
+
+
+class EarlyStoppingConfig(Section):
+    metric: str | None = Field(
+        None, description="Eval metric to watch (a key of the task's metrics, e.g. accuracy, f1_macro); "
+        "default: the task's headline metric (the first)."
+    )
+    patience: int = Field(3, ge=1, description="Stop after this many evaluations without improvement.")
+    min_delta: float = Field(0.0, ge=0, description="An improvement must exceed this much.")
+    mode: Literal["auto", "max", "min"] = Field(
+        "auto", description="max: higher is better; min: lower is better; auto: min if the name has loss or error."
+    )
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(16, ge=1, description="Examples (rows) per batch; see micro_batch_tokens.")
+    micro_batch_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto", description="Run a batch of more than this many tokens (rows x longest row) as several "
+        "forward/backward passes of at most this many; gradients, loss and optimizer step stay those of the whole "
+        "batch (each pass's loss is weighted by its share of the batch's trained tokens, or rows; with class_weights "
+        "on hard labels the passes are weighted by rows, not by summed class weights, so that case is close, not "
+        "exact). Less memory, "
+        "and on CPUs no slower (docs/benchmarks.md). auto: 1024 on CPU, no splitting on GPU; null: never split."
+    )
+    eval_batch_size: int = Field(64, ge=1, description="Examples per forward pass in evaluation.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; default is the method's own.")
+    optimizer: Literal["adamw", "adafactor", "sgd"] = Field(
+        "adamw", description="adamw (fused), adafactor (lr as the absolute step size) or sgd (see momentum)."
+    )
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (optimizer: sgd only).")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (not on biases and norms).")
+    l1: float = Field(
+        0.0, ge=0, description="L1 penalty: this times the sum of absolute trainable weights is added to the loss."
+    )
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Set every dropout probability of the model (and its config) to this; "
+        "null keeps the model's own."
+    )
+    fast_dropout: bool = Field(
+        True, description="Train with tunelab.dropout.FastDropout in place of every nn.Dropout module (LoRA's "
+        "too): the same dropout from 16-bit draws (p exact to 1/131072) with a bool mask, ~4x less time and memory."
+    )
+    short_row_attention: bool = Field(
+        True, description="On the CPU, a model that runs sdpa attention computes rows of at most 256 tokens by "
+        "matmul-softmax-matmul (tunelab.attention) instead of the flash kernel: the same function, 10-20 % "
+        "faster steps on short rows; longer rows and GPUs keep sdpa."
+    )
+    warmup: float = Field(
+        0.0, ge=0, description="Warmup: a fraction of all steps if < 1 (rounded up, as HF's warmup_ratio), "
+        "else a step count."
+    )
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "reduce_on_plateau"] = (
+        Field("linear", description="Learning-rate schedule after warmup; reduce_on_plateau steps on the eval "
+              "metric (best_metric / early_stopping.metric / headline).")
+    )
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="reduce_on_plateau: multiply the lr by this.")
+    plateau_patience: int = Field(
+        1, ge=0, description="reduce_on_plateau: evaluations without improvement tolerated before reducing."
+    )
+    grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null disables.")
+    seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps; default once per epoch.")
+    save_steps: int | None = Field(
+        None, ge=0, description="Checkpoint every N steps; default once per epoch; 0 = no checkpoints."
+    )
+    save_total_limit: int = Field(
+        2, ge=1, description="Keep this many newest checkpoints, plus the best one when a best metric is tracked."
+    )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Stop when the eval metric stops improving, e.g. {metric: accuracy, patience: 3}."
+    )
+    best_metric: str | None = Field(
+        None, description="Eval metric that picks the best checkpoint (kept, never pruned); "
+        "default: early_stopping.metric."
+    )
+    select_best: bool | None = Field(
+        None, description="Export the best checkpoint's weights instead of the last; default: true when "
+        "early_stopping or best_metric is set."
+    )
+    log_steps: int = Field(10, ge=1, description="Write a metrics.jsonl line every N steps.")
+    baseline_eval: bool | None = Field(
+        None, description="Score the untrained model on validation before training (metrics.json `baseline`; sft "
+        "with generation.eval_generate also generates with it); default: true for pretrain, else false."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 autocast where the CPU/GPU runs bf16 natively, else fp32."
+    )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding, same randomness per epoch)."
+    )
+    class_weights: Literal["auto"] | dict[str, float] | None = Field(
+        None, description="Weighted loss: auto (n / (classes * count), as sklearn 'balanced'; multi-label: "
+        "negatives / positives as BCE pos_weight; counted on the final training rows, after sampling and "
+        "augmentation) or {label: weight} (unlisted labels: 1)."
+    )
+    focal_gamma: float = Field(0.0, ge=0, description="Focal loss focusing parameter; 0 = plain cross-entropy.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        [], description="Also log every metrics.jsonl row to these trackers, offline, inside OUTPUT_DIR "
+        "(tensorboard/, mlflow.db, wandb/); each needs its package (pip install 'tunelab[track]')."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Mix this much of a uniform distribution into targets.")
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if value is None or value == "auto":
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("expected auto or a mapping {label: weight}")
+        out = {}
+        for key, weight in value.items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+                raise ValueError(f"weight of {key!r} must be a number > 0, got {weight!r}")
+            out[str(key).lower() if isinstance(key, bool) else str(key)] = float(weight)
+        return out
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if isinstance(names, list):
+            for name in names:
+                if name in TRACKER_PACKAGES and importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+                    raise ValueError(f"{name} is not installed; pip install 'tunelab[track]' "
+                                     f"(or {TRACKER_PACKAGES[name]})")
+        return names
+
+    def tracks_best(self) -> bool:
+        """A best checkpoint is tracked (and never pruned) when a selection metric is configured."""
+        return bool(self.early_stopping or self.best_metric or self.select_best)
+
+    def selects_best(self) -> bool:
+        return self.select_best if self.select_best is not None else self.tracks_best()

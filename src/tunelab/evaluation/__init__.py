@@ -1,0 +1,1 @@
+"""Scoring a trained model: metrics of a split, per-example records, generation scoring, predictions."""

@@ -1,0 +1,104 @@
+"""Scoring generated replies (SFT evaluation).
+
+`evaluate_generation` generates the last assistant reply of held-out conversations from the turns before it and
+scores it against the reference (`metrics.generation`); `final_generation` does that for a run's final evaluation
+when `task.generation.eval_generate` is on; `eval_generation` is `tunelab eval`'s generation step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.errors import DataError, TunelabError
+from tunelab.io import write_jsonl_atomic
+from tunelab.metrics.generation import score_generations
+from tunelab.registry import TASKS
+from tunelab.tasks.base import Task
+from tunelab.tasks.chat_template import prompt_ids, split_reply
+from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
+
+
+def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
+                        batch_size: int, cfg: GenerationConfig | None = None,
+                        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Generate the last assistant reply of each labelled SFT example and score it. Returns the corpus
+    metrics and one row per example: file, line, prompt (the last turn before the reply), turns (how many
+    turns precede the reply), reference, prediction and the per-sample scores."""
+    cfg = cfg or task.cfg.generation
+    prompts, refs, ids = [], [], []
+    for ex in examples:
+        before, ref = split_reply(ex["messages"])
+        try:
+            ids.append(prompt_ids(tokenizer, before))
+        except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
+            raise DataError(ex["source"], ex["line"], ex["field"], f"chat template: {e}") from None
+        prompts.append(before)
+        refs.append(ref)
+    replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer))
+    preds = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies]
+    metrics, samples = score_generations(preds, refs)
+    rows = [{"file": ex["source"], "line": ex["line"], "prompt": before[-1]["content"] if before else "",
+             "turns": len(before), "reference": ref, "prediction": pred, **sc}
+            for ex, before, ref, pred, sc in zip(examples, prompts, refs, preds, samples, strict=True)]
+    return metrics, rows
+
+
+def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
+                     batch_size: int, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """With `task.generation.eval_generate`: generation metrics of each evaluation split (the first
+    `eval_limit` rows), replies written to `RUN/predictions/<prefix><split>.generations.jsonl` and, without a
+    prefix, set as `example["generated"]` (picked up by the per-example records). Otherwise {}."""
+    cfg = getattr(task.cfg, "generation", None)
+    if not isinstance(cfg, GenerationConfig) or not cfg.eval_generate:
+        return {}
+    out = {}
+    for name, examples in splits.items():
+        if name == "train":
+            continue
+        chosen = examples[: cfg.eval_limit] if cfg.eval_limit else examples
+        metrics, rows = evaluate_generation(task, model, tokenizer, chosen, batch_size, cfg)
+        if not prefix:
+            for ex, row in zip(chosen, rows, strict=True):
+                ex["generated"] = row["prediction"]
+        write_jsonl_atomic(out_dir / "predictions" / f"{prefix}{name}.generations.jsonl", rows)
+        out[name] = metrics
+    return out
+
+
+def default_predictions_path(model_dir: Path, data: Path) -> Path:
+    """`tunelab eval`'s replies file: RUN/predictions/eval-<data file stem>.generations.jsonl, RUN being the
+    model directory's parent."""
+    return Path(model_dir).resolve().parent / "predictions" / f"eval-{Path(data).stem}.generations.jsonl"
+
+
+def eval_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
+                    batch_size: int, model_dir: Path, data: Path, *, generate: bool | None = None,
+                    max_new_tokens: int | None = None, num_beams: int | None = None, temperature: float | None = None,
+                    top_p: float | None = None, predictions: Path | None = None,
+                    ) -> tuple[dict[str, Any], Path | None]:
+    """`tunelab eval`'s generation step: for an SFT model (unless generate is False) the generation metrics
+    and the path of the replies file written; ({}, None) otherwise. Generation options on a model of
+    another task are an error."""
+    given = [flag for flag, v in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams),
+                                  ("--temperature", temperature), ("--top-p", top_p), ("--predictions", predictions))
+             if v is not None] + (["--generate"] if generate else [])
+    if not task.generates_replies:
+        if given:
+            able = ", ".join(TASKS.names(lambda cls: cls.generates_replies))
+            raise TunelabError(f"eval: {given[0]}: generation is for models of task {able} (this one: {task.cfg.name})")
+        return {}, None
+    if generate is False:
+        return {}, None
+    cfg = with_overrides(task.cfg.generation, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                         temperature=temperature, top_p=top_p)
+    metrics, rows = evaluate_generation(task, model, tokenizer, examples, batch_size, cfg)
+    path = Path(predictions) if predictions is not None else default_predictions_path(model_dir, data)
+    try:
+        write_jsonl_atomic(path, rows)
+    except OSError as e:
+        raise TunelabError(f"--predictions: cannot write {path}: {e.strerror or e}") from None
+    return metrics, path

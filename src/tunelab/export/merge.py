@@ -1,0 +1,180 @@
+"""`tunelab export RUN --merge`: LoRA / DoRA adapter + base weights → one plain transformers model,
+checked against the adapter before it is written.
+
+What a LoRA / DoRA run holds: `RUN/adapter/` is the peft adapter (adapter_config.json naming the base model,
+the low-rank — and DoRA magnitude — weights, trained heads, and the embeddings when the vocabulary grew);
+`RUN/model/` was already merged at the end of training. `--merge` re-derives the merged model from the base
+and the adapter alone: load the base (head sized from RUN/model's config, vocabulary resized to the
+adapter's), apply the adapter, merge, save to OUTPUT (default RUN/merged; written to a temp dir and renamed
+only after the check passes). The check runs fixed sample inputs (in float64) through the unmerged adapter model and
+through the merged model reloaded from disk, and, when RUN/model exists, through it too; the largest
+absolute logit difference of each pair must be within the tolerance, else nothing is written and the
+command fails (exit code 1).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.config.run import run_config_class
+from tunelab.errors import TunelabError
+from tunelab.export.save import META_FILE
+from tunelab.io import atomic_dir, commit_dir
+from tunelab.models import resolve_model
+from tunelab.registry import TASKS
+
+SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
+                "the outputs.", "一只敏捷的狐狸跳过了懒狗。", "1 2 3 4 5")
+HEAD_KEYS = ("id2label", "label2id", "problem_type", "pad_token_id")  # head / padding settings set by the task
+
+
+class ParityError(TunelabError):
+    """The merged model's outputs differ from the adapter's by more than the tolerance."""
+
+
+@dataclass
+class MergeReport:
+    output: Path
+    adapter: Path
+    base: str
+    max_diff_adapter: float
+    max_diff_saved: float | None  # vs RUN/model, when it exists
+    samples: int
+
+
+def locate(path: Path) -> tuple[Path, Path]:
+    """(adapter dir, model dir) for a run dir, its model/ or its adapter/."""
+    path = Path(path)
+    if not path.exists():
+        raise TunelabError(f"{path}: no such directory")
+    run = path.parent if (path / META_FILE).is_file() or (path / "adapter_config.json").is_file() else path
+    adapter, model = run / "adapter", run / "model"
+    if not (adapter / "adapter_config.json").is_file():
+        raise TunelabError(f"{path}: no adapter ({adapter}/adapter_config.json); export --merge needs the run of a "
+                           "LoRA or DoRA model (method full / freeze: RUN/model already holds plain weights)")
+    if not (model / META_FILE).is_file():
+        raise TunelabError(f"{path}: no tunelab model next to the adapter ({model}/{META_FILE})")
+    return adapter, model
+
+
+def _base_path(adapter_cfg: dict[str, Any], meta: dict[str, Any]) -> str:
+    recorded = adapter_cfg.get("base_model_name_or_path") or ""
+    if recorded and Path(recorded).is_dir():
+        return recorded
+    return resolve_model(meta["base_model"])
+
+
+def sample_inputs(tokenizer: Any, n_random: int = 2, length: int = 24) -> list[dict[str, torch.Tensor]]:
+    """Fixed texts (rendered as a chat when the tokenizer has a template) and seeded random token ids that
+    reach every part of the vocabulary, added tokens included; one input per sample (no padding)."""
+    out = []
+    for text in SAMPLE_TEXTS:
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        enc = tokenizer(text, return_tensors="pt")
+        out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(n_random):
+        ids = torch.randint(0, len(tokenizer), (1, length), generator=gen)
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    return out
+
+
+def logits_of(model: torch.nn.Module, inputs: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """Every `*logits` output (start/end logits for QA) of every sample, computed in float64 so that the
+    comparison measures the weights, not float32 rounding in 30 layers (≈2e-4 on SmolLM2-135M); the model
+    goes back to its own dtype afterwards (the round trip is exact)."""
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    model.to(torch.float64)
+    out = []
+    try:
+        with torch.no_grad():
+            for x in inputs:
+                res = model(**x)
+                out += [v for k, v in res.items() if k.endswith("logits") and isinstance(v, torch.Tensor)]
+    finally:
+        model.to(dtype)
+    return out
+
+
+def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=True)):
+        raise ParityError("export --merge: the merged model's outputs do not have the adapter model's shapes")
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def _auto_class(meta: dict[str, Any]) -> Any:
+    import transformers
+
+    run_config_class()  # registers the tasks
+    return getattr(transformers, TASKS.get(meta["task"]["name"]).auto_model_class)
+
+
+def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module, Any, str]:
+    """(peft model, its auto class, base path): the base as trained (head labels from RUN/model's config,
+    vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode."""
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    adapter_cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    if adapter_cfg.get("peft_type") != "LORA":
+        raise TunelabError(f"{adapter}: a {adapter_cfg.get('peft_type')} adapter cannot be merged into the weights "
+                           "(only LoRA and DoRA)")
+    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    base = _base_path(adapter_cfg, meta)
+    auto = _auto_class(meta)
+    config, saved = AutoConfig.from_pretrained(base), AutoConfig.from_pretrained(str(model_dir))
+    for key in HEAD_KEYS:
+        if getattr(saved, key, None) is not None:
+            setattr(config, key, getattr(saved, key))
+    model = auto.from_pretrained(base, config=config)
+    vocab = getattr(saved, "vocab_size", None)
+    if vocab and vocab != model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab, mean_resizing=False)  # the adapter holds the resized embeddings
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated for v6
+        warnings.simplefilter("ignore", FutureWarning)
+        return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
+
+
+def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -> MergeReport:
+    """Merge RUN/adapter into its base, check it, and write a plain transformers model to `output`."""
+    from transformers import AutoTokenizer
+
+    adapter, model_dir = locate(path)
+    output = Path(output) if output is not None else adapter.parent / "merged"
+    if output.resolve() == adapter.resolve():
+        raise TunelabError(f"--output: {output} is the adapter directory")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    inputs = sample_inputs(tokenizer)
+    peft_model, auto, base = load_adapter_model(adapter, model_dir)
+    want = logits_of(peft_model, inputs)
+    merged = peft_model.merge_and_unload()
+    tmp = atomic_dir(output)
+    try:
+        merged.save_pretrained(tmp)
+        del merged, peft_model
+        tokenizer.save_pretrained(tmp)
+        meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+        meta["merged_from"] = {"adapter": str(adapter.resolve()), "base": base}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        diff = max_diff(want, logits_of(auto.from_pretrained(str(tmp)), inputs))
+        saved = max_diff(want, logits_of(auto.from_pretrained(str(model_dir)), inputs))
+        if diff > tolerance:
+            raise ParityError(f"export --merge: merged model differs from the adapter model by {diff:.3g} "
+                              f"(max |Δlogit|) > tolerance {tolerance:g}; nothing written")
+        if saved > tolerance:
+            raise ParityError(f"export --merge: {model_dir} differs from base + adapter by {saved:.3g} (max "
+                              f"|Δlogit|) > tolerance {tolerance:g} (base {base} changed?); nothing written")
+        commit_dir(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return MergeReport(output, adapter, base, diff, saved, len(inputs))

@@ -1,0 +1,78 @@
+"""The run's `model/` directory: plain-transformers weights (LoRA merged), tokenizer, label map
+and `tunelab.json`; and loading it back for eval / predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab import __version__
+from tunelab.config.run import run_config_class
+from tunelab.config.sections import DataConfig
+from tunelab.errors import TunelabError
+from tunelab.io import atomic_dir, commit_dir
+from tunelab.methods.base import PROMPT_ADAPTER
+from tunelab.models.decoder_heads import load_head
+from tunelab.registry import TASKS
+
+META_FILE = "tunelab.json"
+
+
+def save_model(
+    model: torch.nn.Module, tokenizer: Any, task: Any, method: Any, cfg: Any, run_dir: Path
+) -> torch.nn.Module:
+    """Write RUN/model (and RUN/adapter for adapter methods) atomically; return the saved module."""
+    model_tmp, adapter_tmp = atomic_dir(run_dir / "model"), atomic_dir(run_dir / "adapter")
+    try:
+        saved = method.export(model, model_tmp, adapter_tmp)
+        tokenizer.save_pretrained(model_tmp)
+        meta = {"tunelab_version": __version__, "task": cfg.task.model_dump(mode="json"),
+                "data": cfg.data.model_dump(mode="json", include={"text_field", "text_pair_field", "label_field",
+                                                                  "max_length", "truncation", "window_stride",
+                                                                  "window_aggregate"}),
+                "method": cfg.method.model_dump(mode="json"), "base_model": cfg.model, **task.metadata()}
+        (model_tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for f in model_tmp.rglob("*"):
+            f.chmod(0o644 if f.is_file() else 0o755)
+        commit_dir(model_tmp, run_dir / "model")
+        if any(adapter_tmp.iterdir()):
+            commit_dir(adapter_tmp, run_dir / "adapter")
+    finally:
+        for tmp in (model_tmp, adapter_tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return saved
+
+
+def load_task(model_dir: str | Path) -> Any:
+    """The task (config, data settings, label map) of a tunelab model directory; no weights are loaded."""
+    path = Path(model_dir)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); pass RUN_DIR/model")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    run_config_class()  # registers the tasks
+    task_cls = TASKS.get(meta["task"]["name"])
+    task = task_cls(task_cls.Config(**meta["task"]), DataConfig(**meta["data"]))
+    task.load_metadata(meta)
+    return task
+
+
+def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
+    """(task, model, tokenizer) from a tunelab model directory."""
+    import transformers
+
+    path = Path(model_dir)
+    task = load_task(path)
+
+    model = load_head(task.auto_model_class, str(path))  # the instance's: pretrain sets it per objective
+    if (path / PROMPT_ADAPTER / "adapter_config.json").is_file():  # prefix / prompt tuning: base + virtual tokens
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path / PROMPT_ADAPTER))
+    model = task.optimize(model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    return task, model, tokenizer

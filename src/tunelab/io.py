@@ -1,0 +1,86 @@
+"""Files written so that a crash never leaves half of one: every write goes to a temp file next to the target
+and is renamed into place (atomic on POSIX). JSON and JSONL readers and writers for the run directory's files,
+and temp directories committed the same way (`atomic_dir` + `commit_dir`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
+    """Write `data` to a temp file next to `path`, then rename it into place; parents are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and arrays as JSON values (the `default=` of json.dumps)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def json_line(row: Any) -> str:
+    """One JSONL line (UTF-8 text kept as it is, numpy values as plain ones)."""
+    return json.dumps(row, ensure_ascii=False, default=plain) + "\n"
+
+
+def write_json_atomic(path: Path | str, data: Any) -> Path:
+    """Indented JSON, UTF-8 kept as it is, newline at the end."""
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=plain) + "\n")
+
+
+def write_jsonl_atomic(path: Path | str, rows: Iterable[Any]) -> Path:
+    return write_text_atomic(path, "".join(json_line(r) for r in rows))
+
+
+def read_json(path: Path | str) -> Any:
+    """The parsed file, or None when it does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_jsonl(path: Path | str) -> list[Any]:
+    """Every non-blank line parsed, in order."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def atomic_dir(final: Path) -> Path:
+    """A fresh temp dir next to `final`; call `commit_dir(tmp, final)` when it is complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
+    return tmp
+
+
+def commit_dir(tmp: Path, final: Path) -> None:
+    """Put the finished temp dir `tmp` in place of `final` (an existing `final` is replaced)."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)

@@ -1,0 +1,136 @@
+"""The `tunelab compare` HTML page: one file, no external assets (charts are base64 PNGs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from typing import Any
+
+from tunelab.plots import data_uri, lines
+
+TRAIN_KEYS = ("steps", "loss", "wall_s")  # the training summary shown beside the metrics
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+.note { color: #555; font-size: 0.9em; }
+img { max-width: 100%; margin: 0.5em 0; }
+"""
+
+
+def eval_series(runs: Sequence[Any], metric: str) -> tuple[dict[str, list[tuple[float, float]]],
+                                                         dict[str, list[tuple[float, float]]]]:
+    """Per run: (step, eval/<metric>) of the evaluations during training, and the final validation score."""
+    lines, finals = {}, {}
+    for r in runs:
+        key = f"eval/{metric}"
+        lines[r.name] = [(row["step"], row[key]) for row in r.log if isinstance(row.get(key), int | float)]
+        finals[r.name] = [(row["step"], row[metric]) for row in r.log
+                          if row.get("final") == "validation" and isinstance(row.get(metric), int | float)]
+    return lines, finals
+
+
+def loss_series(runs: Sequence[Any]) -> dict[str, list[tuple[float, float]]]:
+    """Per run: (step, training loss) of the log steps."""
+    return {r.name: [(row["step"], row["loss"]) for row in r.log
+                     if "lr" in row and "final" not in row and isinstance(row.get("loss"), int | float)]
+            for r in runs}
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _xy(series: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[Sequence[float], Sequence[float]]]:
+    """{name: [(x, y), ...]} as {name: (xs, ys)}, the form plots.lines takes."""
+    return {name: (tuple(p[0] for p in pts), tuple(p[1] for p in pts)) for name, pts in series.items()}
+
+
+def charts(result: dict[str, Any], runs: Sequence[Any]) -> list[tuple[str, str]]:
+    """(caption, data URI) of the overlaid curves that have any points."""
+    out = []
+    metric = result["metric"]
+    if metric:
+        steps, finals = eval_series(runs, metric)
+        if any(steps.values()) or any(finals.values()):
+            png = lines(_xy(steps), f"validation {metric} during training (★ final model)", "step", metric,
+                        finals=_xy(finals))
+            out.append((f"validation {metric} by step", data_uri(png)))
+    losses = loss_series(runs)
+    if any(losses.values()):
+        out.append(("training loss by step", data_uri(lines(_xy(losses), "training loss", "step", "loss"))))
+    return out
+
+
+def render_html(result: dict[str, Any], runs: Sequence[Any]) -> str:
+    """The whole page: runs, metric table, significance table with how it was tested, curves."""
+    names = [r["name"] for r in result["runs"]]
+    run_list = "".join(f"<li><b>{escape(r['name'])}</b>: <code>{escape(r['run_dir'])}</code></li>"
+                       for r in result["runs"])
+    metrics = _table(["metric", *names], [[n, *cells] for n, cells in metric_rows(result)])
+    head, rows = significance_rows(result)
+    if mcnemar(result):
+        how = ("McNemar's exact test on paired correctness: a two-sided binomial test (p = 1/2) on the examples "
+               "exactly one of the two runs labels correctly.")
+    else:
+        c = result["comparisons"][0]
+        how = (f"Paired bootstrap of the mean per-example score difference (run − baseline): {c['resamples']} "
+               f"resamples of the examples, seed {c['seed']}, percentile 95 % interval.")
+    images = "".join(f"<figure><img alt='{escape(cap)}' src='{uri}'><figcaption class='note'>{escape(cap)}"
+                     "</figcaption></figure>" for cap, uri in charts(result, runs))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tunelab compare: {escape(", ".join(names))}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>Compare runs</h1>
+<p>{escape(result['split'])} split, {result['examples']} examples, task {escape(result['task'])};
+headline metric {escape(str(result['metric']))}.</p>
+<ul>{run_list}</ul>
+<h2>Metrics</h2>
+{metrics}
+<h2>Significance vs {escape(names[0])}</h2>
+{_table(head, rows)}
+<p class="note">{escape(how)}</p>
+<h2>Training curves</h2>
+{images or '<p class="note">no training curves in metrics.jsonl</p>'}
+</body></html>
+"""
+
+
+def mcnemar(result: dict[str, Any]) -> bool:
+    """Whether the runs were tested by McNemar (hard decisions) rather than a paired bootstrap."""
+    return bool(result["comparisons"]) and result["comparisons"][0]["test"] == "mcnemar_exact"
+
+
+def metric_rows(result: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(metric, one formatted cell per run): the split's scalar metrics, then the training summary."""
+    names = list(dict.fromkeys(k for r in result["runs"] for k in r["metrics"]))
+    rows = [(n, [_fmt(r["metrics"].get(n)) for r in result["runs"]]) for n in names]
+    rows += [(f"train {k}", [_fmt(r["train"].get(k)) for r in result["runs"]]) for k in TRAIN_KEYS]
+    return rows
+
+
+def significance_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per compared run."""
+    if mcnemar(result):
+        head = ["run", "vs", "test", "only baseline right", "only run right", "accuracy diff", "p-value", "p < 0.05"]
+        rows = [[c["name"], c["baseline"], "McNemar exact", str(c["first_only_correct"]),
+                 str(c["other_only_correct"]), f"{c['accuracy_difference']:+.4f}", f"{c['p_value']:.4g}",
+                 "yes" if c["significant"] else "no"] for c in result["comparisons"]]
+        return head, rows
+    head = ["run", "vs", "test", "mean score diff", "95% CI", "CI excludes 0"]
+    rows = [[c["name"], c["baseline"], f"paired bootstrap ({c['resamples']})", f"{c['mean_difference']:+.4f}",
+             f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", "yes" if c["significant"] else "no"]
+            for c in result["comparisons"]]
+    return head, rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,136 @@
+"""k-fold cross-validation (`tunelab cv`): each fold is a normal run on fold files.
+
+    data.train ─► load_splits (read, clean, dedup; no validation hold-out) ─► K folds, seeded by train.seed
+                  classification: StratifiedKFold on the label; multi-label and NER: KFold
+    OUTPUT_DIR/cv/fold-k/{train,validation}.jsonl   the fold's rows, each the original row with all its fields
+    OUTPUT_DIR/cv/fold-k/                           pipeline.run with data.train / data.validation pointing there
+    OUTPUT_DIR/cv/cv.json                           mean and sample std (ddof=1) of every numeric metric
+
+The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
+(`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
+augmentation and the loss set-up apply to each fold's training part only. `data.validation` and
+`data.validation_split` are not used (each fold validates on its held-out part); `data.test`, when given,
+is scored by every fold.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunelab.config.run import build_config
+from tunelab.data.load import load_splits
+from tunelab.errors import ConfigError
+from tunelab.io import write_json_atomic, write_jsonl_atomic
+from tunelab.pipeline import run
+from tunelab.registry import TASKS
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def fold_indices(examples: list[dict[str, Any]], task: Any, folds: int, seed: int) -> tuple[list[Any], bool]:
+    """[(train_idx, held_idx)] per fold, and whether they are stratified (single-label classes)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    keys = [task.stratify_key(ex) for ex in examples]
+    stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
+    index = np.arange(len(examples))
+    if not stratified:
+        return list(KFold(folds, shuffle=True, random_state=seed).split(index)), False
+    small = {k: n for k, n in Counter(keys).items() if n < folds}
+    if small:
+        _say(f"cv: classes with fewer rows than folds ({', '.join(f'{k}: {n}' for k, n in small.items())}); "
+             "some folds validate without them")
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # said in the line above
+        try:
+            return list(splitter.split(index, [str(k) for k in keys])), True
+        except ValueError as exc:  # every class has fewer rows than folds
+            raise ConfigError(f"cv: --folds {folds}: {exc}") from None
+
+
+def write_rows(path: Path, examples: list[dict[str, Any]]) -> None:
+    """The examples' original rows (all their fields) as JSONL."""
+    write_jsonl_atomic(path, [ex["row"] for ex in examples])
+
+
+def sub_run_config(cfg: Any, output_dir: Path, **data: str) -> Any:
+    """`cfg` as a run in `output_dir` with `data.*` keys replaced and no `search` section (cv folds, curve points)."""
+    tree = cfg.model_dump(mode="json")
+    tree.pop("search", None)
+    return build_config({**tree, "output_dir": str(output_dir), "data": {**tree["data"], **data}})
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+            "values": [float(v) for v in arr]}
+
+
+def run_cv(cfg: Any, folds: int) -> dict[str, Any]:
+    """Train `folds` runs; returns (and writes to OUTPUT_DIR/cv/cv.json) per-fold and mean ± std metrics."""
+    if folds < 2:
+        raise ConfigError(f"cv: --folds must be at least 2, got {folds}")
+    root = Path(cfg.output_dir) / "cv"
+    if cfg.data.validation:
+        _say(f"cv: data.validation ({cfg.data.validation}) is ignored: each fold validates on its held-out part")
+    # the rows a normal run would train on, with nothing held out: read, clean, dedup (also against data.test)
+    data = cfg.data.model_copy(update={"validation": None, "validation_split": 0.0})
+    task = TASKS.get(cfg.task.name)(cfg.task, data)
+    rows = load_splits(data, task, cfg.train.seed)["train"]
+    if folds > len(rows):
+        raise ConfigError(f"cv: --folds {folds} is more than the {len(rows)} training rows")
+    splits, stratified = fold_indices(rows, task, folds, cfg.train.seed)
+    _say(f"cv: {len(rows)} rows, {folds} folds ({'stratified by label' if stratified else 'not stratified'}), "
+         f"seed {cfg.train.seed} → {root}")
+    per_fold = []
+    for k, (train_idx, held_idx) in enumerate(splits, start=1):
+        out = root / f"fold-{k}"
+        out.mkdir(parents=True, exist_ok=True)
+        write_rows(out / "train.jsonl", [rows[i] for i in train_idx])
+        write_rows(out / "validation.jsonl", [rows[i] for i in held_idx])
+        files = {"train": str(out / "train.jsonl"), "validation": str(out / "validation.jsonl")}
+        _say(f"cv: fold {k}/{folds}: {len(train_idx)} training rows, {len(held_idx)} validation rows → {out}")
+        metrics = run(sub_run_config(cfg, out, **files))
+        per_fold.append({
+            "fold": k, "output_dir": str(out), "rows": {"train": len(train_idx), "validation": len(held_idx)},
+            **{split: _scalars(m) for split, m in metrics.items() if split != "train"},
+        })
+    summary: dict[str, dict[str, Any]] = {}
+    for split in (s for s in per_fold[0] if s not in ("fold", "output_dir", "rows")):
+        names = [n for n in per_fold[0][split] if all(n in f[split] for f in per_fold)]
+        summary[split] = {n: _summary([f[split][n] for f in per_fold]) for n in names}
+    result = {"folds": folds, "rows": len(rows), "stratified": stratified, "seed": cfg.train.seed,
+              "std": "sample standard deviation over folds (ddof=1)", "metrics": summary, "per_fold": per_fold}
+    write_json_atomic(root / "cv.json", result)
+    return result
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def print_cv(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    table = RichTable(title=f"cv: {result['folds']} folds, mean ± sample std")
+    table.add_column("metric")
+    for split in result["metrics"]:
+        table.add_column(split, justify="right")
+    names = list(dict.fromkeys(n for m in result["metrics"].values() for n in m))
+    for name in names:
+        cells = []
+        for m in result["metrics"].values():
+            s = m.get(name)
+            cells.append("-" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}")
+        table.add_row(name, *cells)
+    Console(file=sys.stderr, width=120).print(table)

@@ -1,0 +1,272 @@
+"""Hyperparameter search (`tunelab tune`): an Optuna study over runs (the `search` section: config/search.py).
+
+    run.yaml (+ search.space) ─► trial k: the same config with the sampled dotted keys overridden,
+                                 output_dir OUTPUT_DIR/tune/trial-NNN, no checkpoints ─► pipeline.run
+                                 every evaluation → trial.report → median pruner (optuna.TrialPruned)
+    OUTPUT_DIR/tune/study.db     Optuna's SQLite storage: rerunning continues the study
+    OUTPUT_DIR/tune/results.*    one row per trial (json, csv); best.yaml: the best trial as a train config
+
+`--trials N` is the study's total: finished trials (complete or pruned) count, failed or interrupted ones do
+not, so rerunning the same command runs only the missing trials. Optuna is an optional extra (`tune`).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.config.run import apply_override, build_config
+from tunelab.config.search import SearchConfig
+from tunelab.errors import ConfigError, TunelabError
+from tunelab.io import write_json_atomic
+from tunelab.pipeline import run
+
+
+# ---------------------------------------------------------------------------- trials' configs
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _override(tree: dict, key: str, value: Any) -> dict:
+    """A copy of `tree` with the dotted `key` set, through load_config's own override rules."""
+    tree = copy.deepcopy(tree)
+    try:
+        apply_override(tree, key.split("."), value)
+    except ConfigError as exc:  # "--set a.b: a is not a section"
+        raise ConfigError(f"config: search.space.{key}: {str(exc).split(': ', 1)[-1]}") from None
+    return tree
+
+
+def base_tree(cfg: Any) -> dict:
+    """The resolved run config as a plain dict, without the `search` section."""
+    tree = cfg.model_dump(mode="json")
+    tree.pop("search", None)
+    return tree
+
+
+def check_space(cfg: Any, search: SearchConfig) -> None:
+    """Every key must be a real config path and every bound / choice a valid value: checked before any trial,
+    one line naming `search.space.<key>`."""
+    base = base_tree(cfg)
+    for key, spec in search.space.items():
+        for value in spec.values():
+            try:
+                build_config(_override(base, key, value))
+            except ConfigError as exc:
+                msg = str(exc)
+                if msg.startswith("config: search.space."):
+                    raise
+                rest = msg.removeprefix(f"config: {key}: ") if msg.startswith(f"config: {key}: ") else \
+                    msg.removeprefix("config: ")
+                raise ConfigError(f"config: search.space.{key}: {rest}") from None
+
+
+def trial_config(cfg: Any, params: dict[str, Any], output_dir: Path | str, **fixed: Any) -> Any:
+    """The run config of one trial: the base with the sampled keys (and `fixed` dotted keys) set."""
+    tree = base_tree(cfg)
+    for key, value in {**params, **fixed}.items():
+        tree = _override(tree, key, value)
+    tree["output_dir"] = str(output_dir)
+    return build_config(tree)
+
+
+def metric_value(metrics: dict[str, Any], metric: str | None, prefix: str = "") -> tuple[str, float]:
+    """(name, value) of the searched metric in one evaluation; the headline (first float) when not set."""
+    scalars = {k[len(prefix):]: v for k, v in metrics.items()
+               if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)}
+    name = metric or next((k for k, v in scalars.items() if isinstance(v, float)), None)
+    if name is None or name not in scalars:
+        raise ConfigError(f"config: search.metric: {name!r} is not among the validation metrics "
+                          f"({', '.join(scalars)})")
+    return name, float(scalars[name])
+
+
+# ---------------------------------------------------------------------------- the study
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise TunelabError("tune: optuna is not installed; pip install tunelab[tune]") from None
+    return optuna
+
+
+def storage_url(storage: str | Path) -> str:
+    text = str(storage)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def run_search(cfg: Any, trials: int, storage: str | Path | None = None, study_name: str | None = None,
+               ) -> dict[str, Any]:
+    """Run (or continue) the study until it holds `trials` finished trials; write results and best.yaml.
+    Returns the results (as written to OUTPUT_DIR/tune/results.json)."""
+    search: SearchConfig | None = cfg.search
+    if search is None:
+        raise ConfigError("config: search: required for tunelab tune (search: {metric, direction, space: "
+                          "{train.lr: {type: float, low: 1.0e-5, high: 1.0e-4, log: true}}})")
+    if trials < 1:
+        raise TunelabError("tune: --trials must be at least 1")
+    if not cfg.data.validation and cfg.data.validation_split <= 0:
+        raise ConfigError("config: data.validation: tune scores trials on validation data; give "
+                          "data.validation or keep data.validation_split > 0")
+    check_space(cfg, search)
+    optuna = import_optuna()
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say it
+    root = Path(cfg.output_dir) / "tune"
+    root.mkdir(parents=True, exist_ok=True)
+    url = storage_url(storage if storage is not None else root / "study.db")
+    name = study_name or "tunelab"
+    direction = search.study_direction()
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
+                                          n_warmup_steps=search.pruner.warmup_steps)
+              if search.pruner is not None else optuna.pruners.NopPruner())
+    rdb = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=rdb, study_name=name, direction=direction, pruner=pruner,
+                                load_if_exists=True)
+    _check_resumed(study, rdb, search, direction, url, TrialState)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    missing = trials - len(finished)
+    if study.trials:
+        _say(f"tune: study {name!r} in {url} has {len(finished)} finished trials; running {max(missing, 0)} "
+             f"more (--trials {trials} is the total)")
+    # seeded by train.seed; offset by the trials already there so a resumed study draws new points
+    study.sampler = optuna.samplers.TPESampler(seed=cfg.train.seed + len(study.trials))
+    if missing > 0:
+        objective = _objective(cfg, search, root, optuna)
+        study.optimize(objective, n_trials=missing, gc_after_trial=True)
+    return _report(cfg, study, search, root, url)
+
+
+def _check_resumed(study: Any, storage: Any, search: SearchConfig, direction: str, url: str, states: Any,
+                   ) -> None:
+    """A continued study must optimise the same thing; trials left RUNNING by a killed process are failed."""
+    if study.direction.name.lower() != direction:
+        raise ConfigError(f"config: search.direction: study {study.study_name!r} in {url} is "
+                          f"{study.direction.name.lower()}; use another --study or --storage")
+    saved = study.user_attrs.get("metric")
+    if saved is not None and search.metric is not None and saved != search.metric:
+        raise ConfigError(f"config: search.metric: study {study.study_name!r} in {url} optimises {saved!r}, "
+                          f"not {search.metric!r}; use another --study or --storage")
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(states.RUNNING,)):  # one process per study
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_state_values(trial_id, states.FAIL)
+        _say(f"tune: trial {t.number} was interrupted (still RUNNING in the storage); marked FAIL")
+
+
+def _objective(cfg: Any, search: SearchConfig, root: Path, optuna: Any) -> Any:
+    def objective(trial: Any) -> float:
+        params = {key: spec.suggest(trial, key) for key, spec in search.space.items()}
+        out = root / f"trial-{trial.number:03d}"
+        trial.set_user_attr("output_dir", str(out))
+        tcfg = trial_config(cfg, params, out, **{"train.save_steps": 0})
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        _say(f"tune: trial {trial.number}: {shown} → {out}")
+
+        def on_eval(step: int, result: dict[str, Any]) -> None:
+            metric, value = metric_value(result, search.metric, "eval/")
+            trial.set_user_attr("metric", metric)
+            trial.report(value, step)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_step", step)
+                _say(f"tune: trial {trial.number} pruned at step {step} ({metric}={value:.4g})")
+                raise optuna.TrialPruned(f"step {step}: {metric}={value:.4g}")
+
+        try:
+            metrics = run(tcfg, on_eval=on_eval)
+        except FloatingPointError as exc:  # a diverging trial fails (state FAIL, NaN); the search goes on
+            trial.set_user_attr("error", str(exc))
+            _say(f"tune: trial {trial.number} failed: {exc}")
+            return math.nan
+        metric, value = metric_value(metrics["validation"], search.metric)
+        if "metric" not in trial.study.user_attrs:
+            trial.study.set_user_attr("metric", metric)
+        trial.set_user_attr("metric", metric)
+        trial.set_user_attr("steps", metrics["train"]["steps"])
+        trial.set_user_attr("validation", {k: v for k, v in metrics["validation"].items()
+                                           if isinstance(v, int | float) and not isinstance(v, bool)})
+        _say(f"tune: trial {trial.number}: {metric}={value:.4g}")
+        return value
+
+    return objective
+
+
+# ---------------------------------------------------------------------------- results
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def _rows(study: Any) -> list[dict[str, Any]]:
+    rows = []
+    for t in sorted(study.trials, key=lambda t: t.number):
+        rows.append({
+            "trial": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+            "steps": t.user_attrs.get("steps"), "pruned_at_step": t.user_attrs.get("pruned_at_step"),
+            "wall_s": round(t.duration.total_seconds(), 2) if t.duration else None,
+            "output_dir": t.user_attrs.get("output_dir"),
+        })
+    return rows
+
+
+def _report(cfg: Any, study: Any, search: SearchConfig, root: Path, url: str) -> dict[str, Any]:
+    """The table (stderr), results.json / results.csv, and best.yaml when a trial completed."""
+    rows = _rows(study)
+    best = study.best_trial if any(r["state"] == "COMPLETE" for r in rows) else None
+    metric = study.user_attrs.get("metric") or search.metric or "value"
+    keys = list(dict.fromkeys(k for r in rows for k in r["params"]))
+    _print_table(study, rows, keys, metric, best.number if best else None)
+    results = {"study": study.study_name, "storage": url, "metric": metric,
+               "direction": study.direction.name.lower(), "best": None, "trials": rows}
+    if best is not None:
+        results["best"] = {"trial": best.number, "value": best.value, "params": best.params,
+                           "config": str(root / "best.yaml")}
+        best_cfg = trial_config(cfg, best.params, Path(cfg.output_dir) / f"best-trial-{best.number:03d}")
+        tree = best_cfg.model_dump(mode="json")
+        tree.pop("search", None)
+        header = (f"# the best trial ({best.number}) of study {study.study_name!r}: {metric}={best.value:.6g}\n"
+                  f"# train it with: tunelab train {root / 'best.yaml'}\n")
+        (root / "best.yaml").write_text(header + yaml.safe_dump(tree, sort_keys=False, allow_unicode=True),
+                                        encoding="utf-8")
+    write_json_atomic(root / "results.json", results)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["trial", "state", metric, *keys, "steps", "pruned_at_step", "wall_s", "output_dir"])
+    for r in rows:
+        writer.writerow([r["trial"], r["state"], r["value"], *[r["params"].get(k) for k in keys],
+                         r["steps"], r["pruned_at_step"], r["wall_s"], r["output_dir"]])
+    (root / "results.csv").write_text(buf.getvalue(), encoding="utf-8")
+    if best is None:
+        raise TunelabError(f"tune: no trial of study {study.study_name!r} completed; see {root / 'results.json'}")
+    _say(f"tune: best trial {best.number}: {metric}={best.value:.4g}; config: {root / 'best.yaml'} "
+         f"(results: {root / 'results.json'})")
+    return results
+
+
+def _print_table(study: Any, rows: list[dict[str, Any]], keys: list[str], metric: str, best: int | None) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    title = f"tune: {study.study_name} — {metric} ({study.direction.name.lower()})"
+    table = RichTable(title=title + (f"; best: trial {best}" if best is not None else ""))
+    for col in ("trial", "state", metric, *keys, "steps", "wall s"):
+        table.add_column(col, justify="left" if col == "state" else "right")
+    for r in rows:
+        pruned = r["pruned_at_step"] is not None and r["state"] == "PRUNED"
+        steps = f"{r['pruned_at_step']} (pruned)" if pruned else r["steps"]
+        table.add_row(str(r["trial"]) + (" *" if r["trial"] == best else ""), r["state"], _fmt(r["value"]),
+                      *[_fmt(r["params"].get(k)) for k in keys], _fmt(steps), _fmt(r["wall_s"]))
+    Console(file=sys.stderr, width=max(120, 24 + 12 * len(keys))).print(table)

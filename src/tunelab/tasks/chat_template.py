@@ -1,0 +1,89 @@
+"""Chat templates: the built-in ChatML and Gemma turn formats, rendering a conversation, locating the assistant
+turns in it, the end-of-turn ids generation stops at, and a conversation's generation prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.errors import ConfigError
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+GEMMA = (  # Gemma's turn format; a system message opens the first user turn (Gemma has no system role)
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n'"
+    " + (system if loop.first else '') + message['content'] + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# name -> (template, its turn markers: special tokens, added to the vocabulary when missing)
+TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA, ["<start_of_turn>", "<end_of_turn>"])}
+
+def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character span of every assistant turn (reply + end-of-turn)."""
+    full = render(tokenizer, messages)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prefix = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
+        upto = render(tokenizer, messages[: i + 1])
+        if not upto.startswith(prefix) or not full.startswith(upto):
+            raise ConfigError("config: task.template: the chat template is not prefix-stable (rendering fewer "
+                              "turns is not a prefix of rendering more); assistant tokens cannot be located")
+        end = len(upto.rstrip())
+        if end > len(prefix):
+            spans.append((len(prefix), end))
+    return full, spans
+
+
+def builtin_template(tokenizer: Any, setting: str) -> str:
+    """The built-in template for `task.template`: auto picks gemma when Gemma's turn markers are in the vocabulary."""
+    if setting != "auto":
+        return setting
+    vocab = tokenizer.get_vocab()
+    return "gemma" if all(t in vocab for t in TEMPLATES["gemma"][1]) else "chatml"
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether plain tokenisation starts with BOS (the model was pretrained on BOS-led text: Llama, Gemma)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """eos plus the first special token the template puts after an assistant reply (e.g. <|im_end|>)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    marker = "\u2063REPLY\u2063"
+    user = [{"role": "user", "content": "x"}]
+    try:
+        after = render(tokenizer, [*user, {"role": "assistant", "content": marker}]).split(marker, 1)[1]
+    except Exception:  # noqa: BLE001 - a template may reject the probe conversation; eos alone then
+        return ids
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    for t in tokenizer(after, add_special_tokens=False)["input_ids"]:
+        if t in special:
+            return list(dict.fromkeys([t, *ids]))
+    return ids
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of the conversation rendered with the generation prompt (the assistant's turn opened)."""
+    return tokenizer(render(tokenizer, messages, generation_prompt=True), add_special_tokens=False)["input_ids"]
+
+
+def split_reply(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """(the turns before the last assistant turn, that turn's content)."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"]

@@ -1,0 +1,104 @@
+"""Reply generation for causal LMs, and scoring generated replies (SFT evaluation).
+
+`generate` runs batches of prompts sorted by length, left-padded with an attention mask (positions come
+from the mask, so a padded prompt generates what it would alone), greedy, beam search or sampling
+(`task.generation`), and cuts each reply at the first end-of-turn id (`tasks.chat_template.end_of_turn_ids`).
+Scoring generated replies against references is evaluation/generation.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from tunelab.config.sections import Section
+from tunelab.errors import ConfigError
+from tunelab.models.precision import autocast_dtype
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per reply (predict, eval, chat).")
+    num_beams: int = Field(1, ge=1, description="Beam search width; 1 = no beam search.")
+    do_sample: bool = Field(False, description="Sample (temperature, top_p) instead of taking the likeliest token.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: the smallest token set with this "
+                         "probability mass (with do_sample; top-k is off).")
+    seed: int = Field(0, description="Seed for sampling; replies also depend on how prompts are batched.")
+    eval_generate: bool = Field(False, description="tunelab train: also generate the validation / test replies in "
+                                "the final evaluation and score them (exact_match, BLEU, chrF, ROUGE). Slow, so "
+                                "off by default; `tunelab eval` generates unless --no-generate.")
+    eval_limit: int | None = Field(None, ge=1, description="tunelab train with eval_generate: generate only the "
+                                   "first N rows of each split (null: all).")
+
+
+def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, num_beams: int | None = None,
+                   temperature: float | None = None, top_p: float | None = None) -> GenerationConfig:
+    """`cfg` with command-line overrides; a temperature of 0 means greedy, above 0 sampling at it."""
+    update: dict[str, Any] = {}
+    if max_new_tokens is not None:
+        update["max_new_tokens"] = max_new_tokens
+    if num_beams is not None:
+        update["num_beams"] = num_beams
+    if temperature is not None:
+        if temperature < 0:
+            raise ConfigError(f"--temperature: must be 0 (greedy) or positive, got {temperature}")
+        update.update(do_sample=temperature > 0, **({"temperature": temperature} if temperature > 0 else {}))
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"--top-p: must be in (0, 1], got {top_p}")
+        update["top_p"] = top_p
+    return GenerationConfig(**{**cfg.model_dump(), **update})
+
+
+def generate_kwargs(cfg: GenerationConfig, tokenizer: Any, stop: Sequence[int]) -> dict[str, Any]:
+    """`model.generate` keyword arguments for `cfg`, stopping at `stop` (settings that `cfg` does not name,
+    e.g. repetition_penalty, come from the model's generation_config.json)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else 0)
+    kwargs: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams,
+                              "do_sample": cfg.do_sample, "pad_token_id": pad, "eos_token_id": list(stop) or None}
+    if cfg.do_sample:
+        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+    return kwargs
+
+
+def stop_ids_of(tokenizer: Any, stop_ids: Sequence[int] | None) -> list[int]:
+    if stop_ids:
+        return list(stop_ids)
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
+             batch_size: int, stop_ids: Sequence[int] | None = None) -> list[list[int]]:
+    """The new token ids of each prompt's reply (in prompt order), cut before the first stop id
+    (default: eos)."""
+    if batch_size < 1:
+        raise ConfigError("config: batch size must be at least 1")
+    stop = stop_ids_of(tokenizer, stop_ids)
+    kwargs = generate_kwargs(cfg, tokenizer, stop)
+    pad = kwargs["pad_token_id"]
+    if cfg.do_sample:
+        torch.manual_seed(cfg.seed)
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            chunk = order[s: s + batch_size]
+            width = max(len(prompts[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):  # left padding: every prompt ends at the last column
+                n = len(prompts[i])
+                ids[row, width - n:] = torch.as_tensor(list(prompts[i]), dtype=torch.long)
+                mask[row, width - n:] = 1
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+            for row, i in enumerate(chunk):
+                new = gen[row, width:].tolist()
+                out[i] = new[: next((k for k, t in enumerate(new) if t in stop), len(new))]
+    return out

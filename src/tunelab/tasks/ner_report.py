@@ -1,0 +1,76 @@
+"""The NER part of the report: per-type scores, error kinds, and the worst sentences with gold and predicted
+entities highlighted."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from tunelab import plots
+from tunelab.html import esc, figs, img, metric_table, table
+from tunelab.metrics import scalars
+from tunelab.metrics.ner import spans
+from tunelab.text import is_cjk
+
+
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    return set(spans(list(tags)))
+
+
+def highlight(tokens: Sequence[str], ents: set[tuple[str, int, int]], other: set[tuple[str, int, int]],
+              kind: str) -> str:
+    """Tokens with `ents` as <mark class="{kind}"> (class "match" when `other` has the same entity)."""
+    start = {s: (t, s, e) for t, s, e in ents}
+    cjk = sum(is_cjk(w) for w in tokens)
+    glue = "" if cjk * 2 > len(tokens) else " "  # Chinese character-level tokens join without spaces
+    parts, i = [], 0
+    while i < len(tokens):
+        if i in start:
+            t, s, e = start[i]
+            cls = "match" if (t, s, e) in other else kind
+            words = glue.join(esc(w) for w in tokens[s:e])
+            parts.append(f'<mark class="{cls} t-{esc(re.sub(r"[^A-Za-z0-9_-]", "_", t))}">{words}'
+                         f'<span class="etype">{esc(t)}</span></mark>')
+            i = e
+        else:
+            parts.append(esc(tokens[i]))
+            i += 1
+    return glue.join(parts)
+
+
+def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any], shown: int = 15) -> str:
+    out = [metric_table(scalars(metrics))]
+    per = metrics.get("per_type") or {}
+    if per:
+        out.append("<h4>Per entity type</h4>" + table(
+            ["type", "precision", "recall", "f1", "support"],
+            [[t, m["precision"], m["recall"], m["f1"], m["support"]] for t, m in sorted(per.items())]))
+        out.append(figs(img(plots.bars({"f1": {t: m["f1"] for t, m in sorted(per.items())}}, "F1 per entity type"),
+                            "F1 per entity type")))
+    kinds: dict[str, int] = defaultdict(int)
+    for r in recs:
+        g, p = entity_spans(r["gold"]), entity_spans(r["prediction"])
+        for _t, s, e in g - p:
+            same_span = any((s, e) == (s2, e2) for _, s2, e2 in p)
+            overlap = any(s < e2 and s2 < e for _, s2, e2 in p)
+            kinds["wrong type" if same_span else "wrong boundary" if overlap else "missed"] += 1
+        for _t, s, e in p - g:
+            if not any(s < e2 and s2 < e for _, s2, e2 in g):
+                kinds["spurious"] += 1
+    if kinds:
+        out.append("<h4>Error kinds</h4>" + table(["kind", "count"], sorted(kinds.items(), key=lambda kv: -kv[1])))
+    wrong = sorted((r for r in recs if not r["correct"]), key=lambda r: r["score"])[:shown]
+    if wrong:
+        rows = []
+        for r in wrong:
+            tokens = r.get("tokens") or r["text"].split()
+            g, p = entity_spans(r["gold"]), entity_spans(r["prediction"])
+            rows.append([r["index"], highlight(tokens, g, p, "gold"), highlight(tokens, p, g, "pred"), r["score"]])
+        out.append(f"<h4>Error examples (the {len(wrong)} lowest sentence F1)</h4>"
+                   '<p class="legend"><mark class="gold">gold only</mark><mark class="pred">predicted only</mark>'
+                   '<mark class="match">both</mark></p>' + table(["#", "gold", "predicted", "F1"], rows, (1, 2)))
+    return "".join(out)
+
+

@@ -1,0 +1,180 @@
+"""Atomic checkpoints and resuming from them.
+
+Everything is written into a temp directory (`.tmp-step-N-*`) that is renamed into place, so a crash
+mid-save never leaves a half-written `step-N/` behind; resume only ever looks at `step-N/` names.
+
+    checkpoints/step-00000040/
+      trainable.safetensors   trainable parameters by `named_parameters()` name (peft: adapter + head)
+      state.pt                optimizer, scheduler, AMP scaler, RNG states (python, numpy, torch, cuda)
+      trainer_state.json      step, epoch, batches consumed in the epoch, loss sums, best metric, evaluations
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tunelab.errors import TunelabError
+from tunelab.io import atomic_dir, commit_dir, write_text_atomic
+
+STEP_DIR = re.compile(r"step-(\d+)")
+FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")
+
+
+def pause_for_tests(where: str, step: int) -> None:
+    """Test hook: with TUNELAB_TEST_PAUSE=`where:step` (e.g. `save:8`, `step:5`) the run sleeps there,
+    so a test can SIGKILL it at a known point."""
+    if os.environ.get("TUNELAB_TEST_PAUSE") == f"{where}:{step}":
+        time.sleep(3600)
+
+
+# ---------------------------------------------------------------------------- RNG states
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step draws from, in a form `torch.load(weights_only=True)` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                             "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- save
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy (never a view of the live parameters) of the trainable weights."""
+    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    root: Path, step: int, model: torch.nn.Module, optimizer: Any, scheduler: Any, trainer_state: dict[str, Any],
+    keep: int, protect: int | None = None, scaler: Any = None,
+) -> Path:
+    """Write `root/step-N` atomically, then prune to the newest `keep` plus step `protect` (the best)."""
+    final = root / f"step-{step:08d}"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a run killed mid-save; only the main process saves
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = atomic_dir(final)
+    try:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        pause_for_tests("save", step)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},
+                   tmp / "state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}) + "\n")
+        commit_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old_step, path in list_checkpoints(root)[:-keep]:
+        if old_step != protect:
+            shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+# ---------------------------------------------------------------------------- find & load
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under `root`, oldest first (temp dirs of an interrupted save are never listed)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        m = STEP_DIR.fullmatch(path.name)
+        if m and path.is_dir() and all((path / f).is_file() for f in FILES):
+            found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+def find_checkpoint(resume: str, run_dir: Path) -> Path:
+    """`--resume` (`auto`: the run's newest checkpoint) or `--resume PATH` (a step-N directory, a
+    checkpoints directory or a run directory) → one complete checkpoint directory."""
+    path = run_dir if resume == "auto" else Path(resume)
+    if STEP_DIR.fullmatch(path.name) and path.is_dir():
+        if not all((path / f).is_file() for f in FILES):
+            raise TunelabError(f"--resume: {path} is not a complete checkpoint (missing {', '.join(FILES)})")
+        return path
+    for root in (path / "checkpoints", path):
+        found = list_checkpoints(root)
+        if found:
+            return found[-1][1]
+    if resume == "auto":
+        raise TunelabError(f"--resume: no complete checkpoint in {path / 'checkpoints'} "
+                           "(set output_dir to the interrupted run's directory)")
+    raise TunelabError(f"--resume: no complete checkpoint in {path}")
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def load_trainable(path: Path, model: torch.nn.Module) -> None:
+    """Copy a checkpoint's trainable weights into `model`."""
+    copy_trainable(load_file(str(path / "trainable.safetensors")), model, str(path))
+
+
+def copy_trainable(saved: dict[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint") -> None:
+    """Copy weights by name into `model`'s trainable parameters; the names must be exactly those."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(saved) != set(params):
+        extra, missing = sorted(set(saved) - set(params)), sorted(set(params) - set(saved))
+        raise TunelabError(f"--resume: {source} does not match this model and method "
+                           f"(not in the model: {extra[:3]}; not in the checkpoint: {missing[:3]})")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name])
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore weights, optimizer, scheduler and scaler; return (trainer state, RNG state). Set the RNG
+    state last, right before the next step, so nothing in between draws from it."""
+    load_trainable(path, model)
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return read_trainer_state(path), state["rng"]
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metrics.jsonl lines up to `step` (drop later ones, final scores and a torn last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", step + 1) <= step and "final" not in row:
+            kept.append(line + "\n")
+    write_text_atomic(path, "".join(kept))
+
+
+def discard_after(root: Path, step: int) -> list[Path]:
+    """Before a resume from `step`: remove newer checkpoints (they belong to the history the resume
+    replaces) and temp dirs of interrupted saves."""
+    gone = [p for s, p in list_checkpoints(root) if s > step] + list(root.glob(".tmp-step-*"))
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone

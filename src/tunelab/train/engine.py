@@ -1,0 +1,363 @@
+"""The training loop — the only module that runs optimisation. A plain loop on `accelerate`
+(device placement, DDP/FSDP/DeepSpeed via `accelerate launch`, mixed precision), measured faster
+on a 2-core CPU than `transformers.Trainer` for the same work (benchmarks/classification.py).
+
+Why it is fast: examples are tokenised once and batched by similar length (little padding); the
+collate is a few tensor copies; AdamW runs as one fused kernel; per optimizer step the only host sync
+is one finiteness check of the loss (and of the gradient norm when clipping).
+
+Resumable: the batch order of an epoch is a function of seed + epoch only, and a checkpoint holds the
+`LoopState` (step, epoch, batches consumed), so a resume skips exactly the consumed batches and continues
+with the same weights, optimizer, schedule and RNG states (checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import closing, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunelab.config.sections import TrainConfig
+from tunelab.errors import TunelabError
+from tunelab.models.inference import Collate
+from tunelab.models.precision import resolve_precision
+from tunelab.train import checkpoint as ckpt
+from tunelab.train.attention import restore_attention, use_short_row_attention
+from tunelab.train.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
+from tunelab.train.dropout import use_fast_dropout
+from tunelab.train.early_stopping import MetricTracker
+from tunelab.train.optim import l1_penalty, make_optimizer, make_scheduler, set_dropout
+from tunelab.train.progress import TrainProgress
+from tunelab.train.tracking import MetricsLog
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: float
+    wall_s: float
+    train_loss: float
+    real_tokens: int
+    padded_tokens: int
+    precision: str
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: str | None = None  # the tracked eval metric, its best value and step
+    best_value: float | None = None
+    best_step: int | None = None
+    selected_step: int | None = None  # select_best: the step whose weights the model holds now
+    stopped_early: bool = False
+    resumed_from: str | None = None
+
+    @property
+    def real_tokens_per_s(self) -> float:
+        return self.real_tokens / max(self.wall_s, 1e-9)
+
+
+@dataclass
+class LoopState:
+    """Where training stands; saved in every checkpoint so that a resume continues exactly there."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of this epoch already consumed (by this process)
+    real: int = 0
+    padded: int = 0
+    log_loss: float = 0.0  # loss summed over the batches since the last log line, and their count
+    log_n: int = 0
+    all_loss: float = 0.0  # over all log lines: the run's mean training loss
+    all_n: int = 0
+    elapsed: float = 0.0
+    stopped: bool = False  # early stopping has ended the run
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+
+MMAP_THRESHOLD = 256 << 20  # blocks below it are reused from the heap (see keep_freed_memory)
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc from returning freed blocks to the OS after every step: gradient and activation
+    buffers are then reused instead of page-faulted in afresh (MiniLM on SST-2: 44.7 -> 40.8 s).
+    Blocks from MMAP_THRESHOLD up still get their own mapping: with a 1 GiB threshold, the 671 MB
+    embedding gradient of a 262k-vocabulary model fragmented the heap until the process held 20.5 GB
+    (Gemma-3-270M full fine-tuning, 60 steps at batch 16: 150 s; 256 MiB: 8.7 GB, 169 s; 64 MiB: 7.4 GB,
+    209 s; without this function 7.4 GB)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            return
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD: smaller blocks come from the heap
+        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: keep up to 2 GiB of freed heap
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
+    per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+
+
+def check_finite(acc: Any, value: torch.Tensor, what: str, step: int, last: Path | None, reduce: bool) -> None:
+    """Stop before the optimizer applies a NaN/inf; the last good checkpoint stays as it is."""
+    if reduce and acc.num_processes > 1:  # a NaN on any process stops all of them together
+        value = acc.reduce(value.detach().float(), "sum")
+    v = float(value)
+    if not math.isfinite(v):
+        where = f"last good checkpoint: {last}" if last else "no checkpoint was saved"
+        raise FloatingPointError(f"train: {what} is {v} at step {step}; {where}")
+
+
+def train(
+    model: torch.nn.Module,
+    features: Sequence[dict[str, Any]],
+    collate: Collate,
+    cfg: TrainConfig,
+    lr: float,
+    out_dir: Path | None = None,
+    evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    on_eval: Callable[[int, dict[str, Any]], None] | None = None,
+    resume_from: Path | None = None,
+    loss_units: Callable[[dict[str, torch.Tensor]], int] | None = None,
+) -> TrainResult:
+    """Optimise `model` on tokenised `features`; evaluate and checkpoint as configured.
+
+    `loss_fn(model, batch)` replaces the model's own loss (class weights, focal loss, ...);
+    `loss_units(batch)`: what the loss is a mean over (trained tokens, rows: the default), counted in a
+    batch; it weights the passes of a batch split by `train.micro_batch_tokens`;
+    `on_eval(step, metrics)` sees every evaluation (e.g. a hyperparameter-search pruner);
+    `resume_from`: a checkpoint directory to continue from (see checkpoint.py)."""
+    if cfg.tracks_best() and evaluate is None:
+        raise TunelabError("train: early_stopping / best_metric / select_best need evaluations; "
+                           "give data.validation or keep data.validation_split > 0")
+    loop = Loop(model, features, collate, cfg, lr, out_dir, evaluate, loss_fn, on_eval, loss_units)
+    if resume_from is not None:
+        loop.resume(resume_from)
+    return loop.run()
+
+
+class Loop:
+    """One training run; `run()` reads top to bottom: batches → optimizer steps → log, evaluate, checkpoint."""
+
+    def __init__(self, model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: Collate,
+                 cfg: TrainConfig, lr: float, out_dir: Path | None, evaluate: Callable[..., dict[str, Any]] | None,
+                 loss_fn: Callable[..., torch.Tensor] | None, on_eval: Callable[[int, dict[str, Any]], None] | None,
+                 loss_units: Callable[[dict[str, torch.Tensor]], int] | None = None) -> None:
+        from accelerate import Accelerator, PartialState
+        from accelerate.state import AcceleratorState
+
+        keep_freed_memory()
+        if cfg.dropout is not None:
+            set_dropout(model, cfg.dropout)
+        if cfg.fast_dropout:
+            use_fast_dropout(model)
+        # the device from PartialState: an Accelerator probe would fix the process's mixed precision to "no"
+        self.precision = resolve_precision(cfg.precision, PartialState(cpu=not torch.cuda.is_available()).device)
+        mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision]
+        if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+            AcceleratorState._reset_state()  # an earlier run in this process (tests, tune trials) chose another
+        self.acc = acc = Accelerator(
+            cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed,
+        )
+        self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
+        self.features, self.collate, self.cfg = features, collate, cfg
+        self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
+        self.loss_units = loss_units or rows
+        self.pass_tokens = micro_batch_tokens(cfg.micro_batch_tokens, acc.device)
+        self.lengths = [len(f["input_ids"]) for f in features]
+        n_batches = math.ceil(len(features) / cfg.batch_size) // acc.num_processes  # per process
+        if n_batches == 0:
+            raise TunelabError(f"train: {len(features)} training rows make fewer batches than the "
+                               f"{acc.num_processes} processes; lower train.batch_size")
+        self.total = plan_steps(cfg, n_batches)
+        self.per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
+        self.eval_every = cfg.eval_steps or self.per_epoch
+        self.save_every = self.per_epoch if cfg.save_steps is None else cfg.save_steps
+        self.ckpt_root = out_dir / "checkpoints" if out_dir is not None and self.save_every else None
+        optimizer = make_optimizer(model, cfg, lr)
+        self.scheduler = make_scheduler(cfg, optimizer, self.total)  # not prepared: stepped once per optimizer step
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.keep_best, self.select = cfg.tracks_best(), cfg.selects_best() and evaluate is not None
+        needs_metric = evaluate is not None and (self.keep_best or cfg.scheduler == "reduce_on_plateau")
+        self.tracker = MetricTracker.from_config(cfg) if needs_metric else None
+        self.best_weights: dict[str, torch.Tensor] | None = None  # the best, in memory, when no checkpoints
+        self.log = MetricsLog(out_dir / "metrics.jsonl" if out_dir and acc.is_main_process else None, cfg.report_to)
+        self.s, self.rng = LoopState(), None  # rng: the RNG states to restore right before the next step
+        self.resumed_from: Path | None = None
+        self.last_saved: Path | None = None
+
+    def data_order(self) -> dict[str, Any]:
+        """What the batch order depends on: a resume must see the same, or skipping batches means nothing."""
+        c = self.cfg
+        return {"rows": len(self.features), "batch_size": c.batch_size, "grad_accum": c.grad_accum, "seed": c.seed,
+                "group_by_length": c.group_by_length, "processes": self.acc.num_processes}
+
+    def resume(self, path: Path) -> None:
+        saved = ckpt.read_trainer_state(path)
+        for key, value in self.data_order().items():
+            if saved.get("data_order", {}).get(key, value) != value:
+                raise TunelabError(f"--resume: {key} was {saved['data_order'][key]} in {path}, now {value}; "
+                                   "resume with the interrupted run's config and data")
+        saved, self.rng = ckpt.load_checkpoint(path, self.unwrapped, self.optimizer, self.scheduler, self.acc.scaler)
+        self.s = LoopState(**saved["loop"])
+        if self.tracker is not None and saved.get("tracker"):
+            self.tracker.load_state_dict(saved["tracker"])
+        self.resumed_from = self.last_saved = path
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.acc.unwrap_model(self.model)
+
+    def run(self) -> TrainResult:
+        s, acc, cfg = self.s, self.acc, self.cfg
+        self.loss_sum = torch.tensor(s.log_loss, device=acc.device)
+        self.start = self.last_t = time.perf_counter() - s.elapsed
+        self.last_real = s.real
+        bar = self.bar = TrainProgress(self.total, enabled=acc.is_main_process)
+        self.model.train()
+        if self.rng is not None:
+            ckpt.set_rng_state(self.rng)  # last: nothing may draw from the RNGs before the next step
+        with bar, closing(self.log):  # closed on an exception too (on_eval's optuna.TrialPruned)
+            bar.update(s.step)
+            while s.step < self.total and not s.stopped:
+                order = batch_order(self.lengths, cfg.batch_size, cfg.seed + s.epoch, cfg.group_by_length)
+                # each process takes every n-th batch (same count on all, as DDP needs)
+                usable = len(order) - len(order) % acc.num_processes
+                for ids in order[acc.process_index : usable : acc.num_processes][s.batch :]:
+                    s.batch += 1
+                    if not self.forward_backward(ids):
+                        continue
+                    self.optimizer_step()  # an optimizer-step boundary: the only place a checkpoint is taken
+                    self.log_step()
+                    improved = self.evaluate_step()
+                    self.checkpoint(improved)
+                    ckpt.pause_for_tests("step", s.step)
+                    if s.step >= self.total or s.stopped:
+                        break
+                else:
+                    s.epoch, s.batch = s.epoch + 1, 0
+        return self.finish(time.perf_counter() - self.start)
+
+    def forward_backward(self, ids: list[int]) -> bool:
+        """One batch (in passes of at most `pass_tokens` tokens); True when its gradients complete an optimizer
+        step. Each pass's loss is weighted by its share of the batch's loss units, so the summed gradients and
+        the logged loss are those of the whole batch in one pass."""
+        s, acc = self.s, self.acc
+        passes = [self.collate(part) for part in split_batch([self.features[i] for i in ids], self.pass_tokens)]
+        # counted on the host copies: no device sync
+        weights = pass_weights([self.loss_units(b) for b in passes], [rows(b) for b in passes])
+        with acc.accumulate(self.model):
+            for j, (cpu_batch, weight) in enumerate(zip(passes, weights, strict=True)):
+                batch = {k: v.to(acc.device) for k, v in cpu_batch.items()}
+                last = j == len(passes) - 1
+                with nullcontext() if last else acc.no_sync(self.model):  # DDP: all-reduce once, after the last
+                    loss = self.loss_fn(self.model, batch) if self.loss_fn else self.model(**batch).loss
+                    if self.cfg.l1:
+                        loss = loss + self.cfg.l1 * l1_penalty(self.params)
+                    acc.backward(loss if weight == 1.0 else loss * weight)
+                self.loss_sum += loss.detach().float() * weight
+                s.real += int(batch["attention_mask"].sum())
+                s.padded += batch["attention_mask"].numel()
+        s.log_n += 1
+        return acc.sync_gradients
+
+    def optimizer_step(self) -> None:
+        step = self.s.step + 1
+        check_finite(self.acc, self.loss_sum, "loss", step, self.last_saved, reduce=True)
+        if self.cfg.max_grad_norm:
+            norm = self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            if norm is not None:
+                check_finite(self.acc, norm, "gradient norm", step, self.last_saved, reduce=False)
+        self.optimizer.step()
+        if not self.optimizer.step_was_skipped:  # fp16: a step with overflowing gradients is skipped
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.s.step = step
+
+    def log_step(self) -> None:
+        s = self.s
+        if s.step % self.cfg.log_steps and s.step != self.total:
+            self.bar.update(s.step)
+            return
+        now = time.perf_counter()
+        mean_loss = float(self.acc.reduce(self.loss_sum, "mean")) / max(s.log_n, 1)  # over processes
+        s.all_loss, s.all_n = s.all_loss + mean_loss * s.log_n, s.all_n + s.log_n
+        row = {"step": s.step, "epoch": round(s.step / self.per_epoch, 4),
+               "loss": round(mean_loss, 6), "lr": self.scheduler.get_last_lr()[0],
+               "tokens_per_s": round((s.real - self.last_real) / max(now - self.last_t, 1e-9), 1),
+               "elapsed_s": round(now - self.start, 2)}
+        self.log.write(row)
+        self.bar.update(s.step, mean_loss, row["tokens_per_s"])
+        self.loss_sum.zero_()
+        s.log_n, self.last_t, self.last_real = 0, now, s.real
+
+    def evaluate_step(self) -> bool:
+        """Evaluate when due; True if this is the best evaluation so far. The final evaluation is the
+        pipeline's, unless a best step is tracked (the last step may be the best)."""
+        s, tracker = self.s, self.tracker
+        due = s.step % self.eval_every == 0 and s.step < self.total or self.keep_best and s.step == self.total
+        if self.evaluate is None or not due:
+            return False
+        metrics = self.evaluate(self.unwrapped)
+        result = {"step": s.step, **{f"eval/{k}": v for k, v in metrics.items()}}
+        s.evals.append(result)
+        self.log.write(result)
+        if self.on_eval is not None:
+            self.on_eval(s.step, result)
+        self.model.train()
+        if tracker is None:
+            return False
+        improved = tracker.update(s.step, metrics)
+        if hasattr(self.scheduler, "step_metric"):
+            self.scheduler.step_metric(tracker.last_score)
+        s.stopped = self.cfg.early_stopping is not None and tracker.should_stop
+        if s.stopped:
+            self.log.write({"step": s.step, "early_stopping": tracker.state_dict()})
+        return improved
+
+    def checkpoint(self, improved: bool) -> None:
+        """Every `save_every` steps, and at each new best when a best is tracked (so it is on disk)."""
+        s, tracker = self.s, self.tracker
+        if self.ckpt_root is None:
+            if self.select and improved:
+                self.best_weights = ckpt.trainable_state(self.unwrapped)
+            return
+        if not self.acc.is_main_process or not (s.step % self.save_every == 0 or self.keep_best and improved):
+            return
+        s.log_loss, s.elapsed = float(self.loss_sum), time.perf_counter() - self.start
+        self.last_saved = ckpt.save_checkpoint(
+            self.ckpt_root, s.step, self.unwrapped, self.optimizer, self.scheduler,
+            {"loop": asdict(s), "tracker": tracker.state_dict() if tracker else None, "data_order": self.data_order()},
+            self.cfg.save_total_limit, tracker.best_step if tracker and self.keep_best else None, self.acc.scaler)
+
+    def finish(self, wall: float) -> TrainResult:
+        """With select_best, the model gets the best step's weights back before it is exported."""
+        s, t = self.s, self.tracker
+        selected = t.best_step if self.select and t is not None else None
+        if selected is not None and selected != s.step and self.acc.is_main_process:
+            if self.best_weights is not None:
+                ckpt.copy_trainable(self.best_weights, self.unwrapped, "the best weights")
+            elif self.ckpt_root is not None:
+                ckpt.load_trainable(self.ckpt_root / f"step-{selected:08d}", self.unwrapped)
+        self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
+        restore_attention(self.unwrapped, self.attention)
+        return TrainResult(
+            s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
+            self.precision, s.evals, t.metric if t else None, t.best_value if t else None,
+            t.best_step if t else None, selected, s.stopped, str(self.resumed_from) if self.resumed_from else None,
+        )

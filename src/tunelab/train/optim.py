@@ -1,0 +1,115 @@
+"""What the training loop optimises with: the optimizer, the learning-rate schedule (including
+reduce-on-plateau after warmup), and the regularisers `train.l1` and `train.dropout`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from tunelab.config.sections import TrainConfig
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only, not on biases and norm weights (as HF Trainer does)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adafactor":  # lr as an absolute step size, as HF Trainer's `adafactor`
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    return torch.optim.AdamW(groups, lr=lr, fused=True)  # one fused kernel for all parameters
+
+
+def warmup_steps(cfg: TrainConfig, total: int) -> int:
+    """A fraction rounds up, as HF Trainer's warmup_ratio: 3 % of 9 steps is 1 warmup step (at lr 0, so
+    AdamW's moments see one gradient before the first update), not 0."""
+    return math.ceil(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: int) -> Any:
+    """A per-optimizer-step schedule. `reduce_on_plateau` also has `step_metric(score)`, called after
+    each evaluation with a score that is better when higher."""
+    warmup = warmup_steps(cfg, total)
+    if cfg.scheduler == "reduce_on_plateau":
+        return PlateauWithWarmup(optimizer, warmup, cfg.plateau_factor, cfg.plateau_patience)
+    from transformers import get_scheduler
+
+    return get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+class PlateauWithWarmup:
+    """Linear warmup (as transformers' schedules: lr = peak * step / warmup), then the learning rate is
+    multiplied by `factor` whenever the eval score has not improved for more than `patience` evaluations."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, factor: float, patience: int) -> None:
+        self.optimizer, self.warmup = optimizer, warmup
+        self.factor, self.patience = factor, patience
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.count, self.scale, self.best, self.bad = 0, 1.0, None, 0
+        self._apply()
+
+    def _apply(self) -> None:
+        ramp = min(1.0, self.count / self.warmup) if self.warmup else 1.0
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * ramp * self.scale
+
+    def step(self) -> None:
+        self.count += 1
+        self._apply()
+
+    def step_metric(self, score: float) -> None:
+        if self.count < self.warmup:
+            return
+        if self.best is None or score > self.best:
+            self.best, self.bad = score, 0
+            return
+        self.bad += 1
+        if self.bad > self.patience:
+            self.scale, self.bad = self.scale * self.factor, 0
+            self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("base_lrs", "count", "scale", "best", "bad")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._apply()
+
+
+def l1_penalty(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.stack([p.abs().sum() for p in params]).sum()
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> int:
+    """Set every dropout probability of `model` to `p`: each nn.Dropout, float `*dropout*` attributes of
+    modules (attention implementations read e.g. `self.attention_dropout`) and the config's `*dropout*`
+    fields (so the exported config says the same). Returns how many modules changed."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p, changed = p, changed + 1
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, p)
+                changed += 1
+    config = getattr(model, "config", None)
+    if config is not None:
+        for name, value in vars(config).items():
+            if "dropout" in name and isinstance(value, float | int) and not isinstance(value, bool):
+                setattr(config, name, p)
+    return changed
