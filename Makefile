@@ -47,6 +47,7 @@ demo: install
 test: install
 	@# headless Chromium for the report's browser test (tests/test_report.py; with CI=true it is required)
 	@command -v chromium >/dev/null || $(call APT_GET,chromium) || echo "note: chromium not installed; browser test skipped"
+	$(VENV)/bin/lint-imports --no-cache   # the stages' layers (.importlinter): no upward import, no loop
 	$(PY) -m pytest -q
 
 smoke: install
@@ -54,6 +55,7 @@ smoke: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 docs: install
 	$(VENV)/bin/tunelab schema > docs/config.md

@@ -13,8 +13,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModel, AutoModelForCausalLM
 
-import tunelab.train.attention as attention
-from tunelab.train.attention import SHORT_ROW_ATTENTION, restore_attention, use_short_row_attention
+import tunelab.training.attention as attention
+from tunelab.training.attention import SHORT_ROW_ATTENTION, restore_attention, use_short_row_attention
 
 CPU = torch.device("cpu")
 
@@ -143,7 +143,7 @@ def test_switch_is_runtime_state_through_peft(llama: torch.nn.Module, tmp_path: 
 def test_training_runs_short_rows_and_restores_sdpa(tiny_llama: Path) -> None:
     from tunelab.config.run import build_config
     from tunelab.tasks import TASKS
-    from tunelab.train import engine
+    from tunelab.training import engine
 
     updates, seen = {}, []
     for switch in (False, True):

@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tunelab.train.dropout import FastDropout, fast_dropout, keep_mask, use_fast_dropout
+from tunelab.training.dropout import FastDropout, fast_dropout, keep_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])

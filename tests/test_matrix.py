@@ -19,7 +19,7 @@ from tunelab.export.save import load_model, save_model
 from tunelab.methods import METHODS
 from tunelab.models.precision import resolve_precision
 from tunelab.tasks import TASKS
-from tunelab.train import batching, engine
+from tunelab.training import batching, engine
 
 CASES = [
     ("bert", "full", {}),

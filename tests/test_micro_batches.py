@@ -14,7 +14,7 @@ from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
-from tunelab.train import batching, engine
+from tunelab.training import batching, engine
 
 
 def _rows(n: int, width: int = 10) -> list[dict]:

@@ -20,7 +20,7 @@ from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.save import load_model, save_model
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
-from tunelab.train import engine
+from tunelab.training import engine
 
 
 def _table(rows: list[dict]) -> Table:

@@ -24,8 +24,8 @@ from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
-from tunelab.train import checkpoint as ckpt
-from tunelab.train import engine
+from tunelab.training import checkpoint as ckpt
+from tunelab.training import engine
 
 TOL = 1e-6
 

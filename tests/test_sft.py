@@ -178,7 +178,7 @@ def test_truncation_counted_and_fully_cut_is_an_error(tiny_llama: Path, capsys: 
 def test_lora_on_llama(tiny_llama: Path, tmp_path: Path) -> None:
     from tunelab.config.run import build_config
     from tunelab.methods import METHODS
-    from tunelab.train import engine
+    from tunelab.training import engine
 
     cfg = build_config({"task": "sft", "model": str(tiny_llama), "output_dir": str(tmp_path), "method": {"name": "lora",
                         "r": 4}, "train": {"max_steps": 3, "batch_size": 4, "lr": 1e-2, "save_steps": 0}})

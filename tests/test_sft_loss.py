@@ -178,7 +178,7 @@ def test_packing_refused_for_prefix_and_prompt_tuning() -> None:
 
 def test_packed_training_counts_real_tokens(tiny_llama: Path) -> None:
     from tunelab.config.run import build_config
-    from tunelab.train import engine
+    from tunelab.training import engine
 
     cfg = build_config({"task": {"name": "sft", "packing": True}, "model": str(tiny_llama), "data": {"max_length": 32},
                         "train": {"epochs": 1, "batch_size": 2, "lr": 1e-3, "save_steps": 0}})

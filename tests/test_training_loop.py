@@ -19,10 +19,10 @@ from tunelab.data.readers import Record, Table
 from tunelab.errors import TunelabError
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
-from tunelab.train import checkpoint as ckpt
-from tunelab.train import engine
-from tunelab.train.early_stopping import MetricTracker
-from tunelab.train.optim import PlateauWithWarmup, set_dropout
+from tunelab.training import checkpoint as ckpt
+from tunelab.training import engine
+from tunelab.training.early_stopping import MetricTracker
+from tunelab.training.optim import PlateauWithWarmup, set_dropout
 
 runner = CliRunner()
 
@@ -191,7 +191,7 @@ def test_optimizers_train(train: dict, tiny_bert: Path) -> None:
 
 def test_warmup_fraction_rounds_up_as_hf() -> None:
     from tunelab.config.sections import TrainConfig
-    from tunelab.train.optim import warmup_steps
+    from tunelab.training.optim import warmup_steps
 
     assert [warmup_steps(TrainConfig(warmup=0.03), n) for n in (9, 100, 101)] == [1, 3, 4]
     assert warmup_steps(TrainConfig(warmup=0.0), 9) == 0 and warmup_steps(TrainConfig(warmup=5), 9) == 5

@@ -23,6 +23,7 @@ from tunelab.data.readers import Table, read_table, rows_table
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate, logits_for
 from tunelab.export.save import load_model
+from tunelab.pipeline import resolved
 from tunelab.pipeline import run as run_pipeline
 from tunelab.tasks.base import Task
 
@@ -66,7 +67,7 @@ class Run:
 def train(config: ConfigSource = None, *, resume: str | None = None, **overrides: Any) -> Run:
     """Train, evaluate and export one run, as `tunelab train`. `resume`: `auto` or a checkpoint path.
     Under a multi-process launch the processes other than the main one return a Run with empty metrics."""
-    cfg = make_config(config, **overrides)
+    cfg = resolved(make_config(config, **overrides))
     metrics = run_pipeline(cfg, resume=resume)
     return Run(Path(cfg.output_dir), cfg, metrics)
 

@@ -22,20 +22,21 @@ from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.save import save_model
 from tunelab.io import write_json_atomic
-from tunelab.methods.base import Method, count_parameters
+from tunelab.methods.base import count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
 from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
-from tunelab.train import engine
-from tunelab.train.checkpoint import discard_after, find_checkpoint, read_trainer_state, truncate_metrics
+from tunelab.training import engine
+from tunelab.training.checkpoint import discard_after, find_checkpoint, read_trainer_state, truncate_metrics
 
 
-def resolved(cfg: RunConfig, method: Method) -> RunConfig:
+def resolved(cfg: RunConfig) -> RunConfig:
     """`cfg` with the values the run will use where the config left them to tunelab (`train.lr`: the method's
     default), so that RUN/config.yaml says what ran."""
     if cfg.train.lr is None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": method.default_lr})})
+        lr = METHODS.get(cfg.method.name).default_lr
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": lr})})
     return cfg
 
 
@@ -46,8 +47,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     `on_eval(step, {"step", "eval/<metric>": ...})`: sees every evaluation during training (search pruning);
     an exception it raises (optuna.TrialPruned) ends the run there."""
     t0 = time.perf_counter()
+    cfg = resolved(cfg)
     method = METHODS.get(cfg.method.name)(cfg.method)
-    cfg = resolved(cfg, method)
     # under `accelerate launch` / torchrun this is one of several processes
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)

@@ -13,7 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib import font_manager
+from matplotlib.figure import Figure
 
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans SC", "Source Han Sans SC",
              "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback", "AR PL UMing CN",
@@ -23,8 +26,6 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto S
 @lru_cache(maxsize=1)
 def cjk_font() -> str | None:
     """The first installed font family able to draw Chinese, or None."""
-    from matplotlib import font_manager
-
     installed = {f.name for f in font_manager.fontManager.ttflist}
     found = next((name for name in CJK_FONTS if name in installed), None)
     if found is None:  # matplotlib's font cache predates the font's installation: look at the files
@@ -44,8 +45,6 @@ def cjk_font() -> str | None:
 def _style() -> Any:
     """A CJK font first in the fallback list when one exists, and no missing-glyph warnings
     (without a CJK font Chinese characters draw as boxes)."""
-    import matplotlib
-
     families = [f for f in (cjk_font(), "DejaVu Sans") if f]
     with matplotlib.rc_context({"font.family": "sans-serif", "font.sans-serif": families, "font.size": 9,
                          "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100}), \
@@ -60,8 +59,6 @@ class _Figures:
 
     @staticmethod
     def subplots(figsize: tuple[float, float]) -> tuple[Any, Any]:
-        from matplotlib.figure import Figure
-
         fig = Figure(figsize=figsize)
         return fig, fig.subplots()
 

@@ -55,7 +55,7 @@ def env(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON on stdout."),
 ) -> None:
     """Versions (python, torch, transformers, peft, accelerate, tunelab), CPU/GPU, threads, bf16, seed."""
-    from tunelab.train.environment import environment
+    from tunelab.training.environment import environment
 
     cfg = None
     if config is not None or set_:

@@ -1,5 +1,5 @@
 """The config sections: the typed schema of each part of a run (`data`, `train`, and the bases of the
-task and method sub-configs). `config.py` assembles them into `RunConfig` and loads YAML + overrides;
+task and method sub-configs). `config/run.py` assembles them into `RunConfig` and loads YAML + overrides;
 every field's description is the generated reference in docs/config.md."""
 
 from __future__ import annotations

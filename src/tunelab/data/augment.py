@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from transformers import AutoModel, AutoTokenizer
+
 from tunelab.config.sections import AugmentConfig
 from tunelab.data.check import _configs
 from tunelab.data.readers import read_table
@@ -193,8 +195,6 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     examples = task.parse(table, labelled=labelled)
     tokenizer = net = None
     if model is not None and not cfg.synonyms and set(cfg.ops) & set(NEEDS_SYNONYMS):
-        from transformers import AutoModel, AutoTokenizer
-
 
         where = resolve_model(model)
         tokenizer, net = AutoTokenizer.from_pretrained(where), AutoModel.from_pretrained(where)

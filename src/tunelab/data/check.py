@@ -7,6 +7,11 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from tunelab.config.run import apply_override, format_validation_error, parse_overrides, run_config_class
 from tunelab.config.sections import DataConfig
@@ -18,8 +23,6 @@ from tunelab.registry import TASKS
 
 
 def _configs(task_name: str, overrides: list[str]) -> tuple[Any, DataConfig]:
-    from pydantic import ValidationError
-
     run_config_class()
     tree: dict[str, Any] = {}
     for keys, value in parse_overrides(overrides):
@@ -65,10 +68,6 @@ def _chat_lengths(task: Any, examples: list[dict[str, Any]], path: str, model: s
 
 def check_files(files: list[str], task_name: str, model: str, overrides: list[str]) -> dict[str, Any]:
     """Validate every file (first error raises) and summarise each, plus pairwise overlap."""
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-
     task, data = _configs(task_name, overrides)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
@@ -113,9 +112,6 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console(file=sys.stdout)
     for path, r in report["files"].items():
         t = Table(title=f"{path}  ({report['model']}, max_length {report['max_length']})", show_header=False)

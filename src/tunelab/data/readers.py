@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from tunelab.errors import DataError
 
 csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
@@ -193,8 +195,6 @@ def _read_txt(path: Path) -> list[Record]:
 
 
 def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files

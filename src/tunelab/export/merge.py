@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from peft import PeftModel
+from transformers import AutoConfig, AutoTokenizer
 
 from tunelab.config.run import run_config_class
 from tunelab.errors import TunelabError
@@ -113,8 +116,6 @@ def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 def _auto_class(meta: dict[str, Any]) -> Any:
-    import transformers
-
     run_config_class()  # registers the tasks
     return getattr(transformers, TASKS.get(meta["task"]["name"]).auto_model_class)
 
@@ -122,9 +123,6 @@ def _auto_class(meta: dict[str, Any]) -> Any:
 def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module, Any, str]:
     """(peft model, its auto class, base path): the base as trained (head labels from RUN/model's config,
     vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode."""
-    from peft import PeftModel
-    from transformers import AutoConfig
-
     adapter_cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     if adapter_cfg.get("peft_type") != "LORA":
         raise TunelabError(f"{adapter}: a {adapter_cfg.get('peft_type')} adapter cannot be merged into the weights "
@@ -147,8 +145,6 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
 
 def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -> MergeReport:
     """Merge RUN/adapter into its base, check it, and write a plain transformers model to `output`."""
-    from transformers import AutoTokenizer
-
     adapter, model_dir = locate(path)
     output = Path(output) if output is not None else adapter.parent / "merged"
     if output.resolve() == adapter.resolve():

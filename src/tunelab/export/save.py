@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from peft import PeftModel
 
 from tunelab import __version__
 from tunelab.config.run import run_config_class
@@ -63,14 +65,11 @@ def load_task(model_dir: str | Path) -> Any:
 
 def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     """(task, model, tokenizer) from a tunelab model directory."""
-    import transformers
-
     path = Path(model_dir)
     task = load_task(path)
 
     model = load_head(task.auto_model_class, str(path))  # the instance's: pretrain sets it per objective
     if (path / PROMPT_ADAPTER / "adapter_config.json").is_file():  # prefix / prompt tuning: base + virtual tokens
-        from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(path / PROMPT_ADAPTER))
     model = task.optimize(model)

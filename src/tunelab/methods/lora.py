@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
 from pydantic import Field
 
 from tunelab.config.sections import MethodConfig
@@ -53,9 +55,6 @@ class Lora(Method):
     use_dora = False
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import get_peft_model
-
         peft_cfg = PeftLoraConfig(
             r=self.cfg.r, lora_alpha=self.cfg.alpha, lora_dropout=self.cfg.dropout,
             target_modules=self.cfg.target_modules, modules_to_save=heads or None,

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
+from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
 from pydantic import Field
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError
@@ -37,8 +39,6 @@ class PromptConfig(MethodConfig):
 
 def require_causal_lm(model: torch.nn.Module, method: str) -> None:
     """A one-line ConfigError unless `model` is a transformers causal LM."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
     name = type(model).__name__
     if name not in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
         raise ConfigError(f"config: method: {method} tuning works with causal LMs only (task sft, or pretrain with "
@@ -55,8 +55,6 @@ class _VirtualTokens(Method):
         raise NotImplementedError
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
-        from peft import get_peft_model
-
         require_causal_lm(model, self.kind)
         warn_untrained_tokens(self.kind, new_tokens)
         return get_peft_model(model, self.peft_config())
@@ -75,8 +73,6 @@ class Prefix(_VirtualTokens):
     default_lr = 1e-2
 
     def peft_config(self) -> object:
-        from peft import PrefixTuningConfig
-
         return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.cfg.num_virtual_tokens)
 
 
@@ -87,8 +83,6 @@ class Prompt(_VirtualTokens):
     default_lr = 3e-2
 
     def peft_config(self) -> object:
-        from peft import PromptTuningConfig, PromptTuningInit
-
         # initialised from randomly chosen vocabulary embeddings: the scale of real input embeddings
         return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.cfg.num_virtual_tokens,
                                   prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
+
 from tunelab.text import CJK, CJK_CHAR, is_chinese
 
 _ZH_TOKEN = re.compile(rf"[{CJK}]|[a-z0-9]+")
@@ -64,8 +67,6 @@ class _ZhTokenizer:
 
 
 def _rouge(zh: bool) -> Any:
-    from rouge_score import rouge_scorer
-
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_ZhTokenizer() if zh else None)
 
 
@@ -73,8 +74,6 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
                       language: str | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """(corpus metrics, per-sample {exact_match, bleu, chrf, rouge_l}). `language`: `zh`, `en` or None
     (decided from the references: mostly CJK → zh)."""
-    from sacrebleu.metrics import BLEU, CHRF
-
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:

@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from tunelab.errors import ConfigError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -94,8 +96,6 @@ def resolve_model(name: str) -> str:
 
 def materialise_gguf(gguf_path: Path, target: Path) -> None:
     """Dequantise a GGUF model once into plain safetensors (written to a temp dir, then renamed)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     target.parent.mkdir(parents=True, exist_ok=True)
     kw = {"gguf_file": gguf_path.name}
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)

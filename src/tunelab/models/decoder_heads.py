@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -52,8 +53,6 @@ class Gemma3TextForQuestionAnswering(GenericForQuestionAnswering, Gemma3PreTrain
 
 
 def _auto(auto_class: str) -> Any:
-    import transformers
-
     return getattr(transformers, auto_class)
 
 

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from html import escape
 from typing import Any
 
+from tunelab.html import table
 from tunelab.plots import data_uri, lines
+from tunelab.report.templates import render_template
 
 TRAIN_KEYS = ("steps", "loss", "wall_s")  # the training summary shown beside the metrics
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f3f3f3; }
-.note { color: #555; font-size: 0.9em; }
-img { max-width: 100%; margin: 0.5em 0; }
-"""
-
 
 def eval_series(runs: Sequence[Any], metric: str) -> tuple[dict[str, list[tuple[float, float]]],
                                                          dict[str, list[tuple[float, float]]]]:
@@ -38,12 +28,6 @@ def loss_series(runs: Sequence[Any]) -> dict[str, list[tuple[float, float]]]:
     return {r.name: [(row["step"], row["loss"]) for row in r.log
                      if "lr" in row and "final" not in row and isinstance(row.get("loss"), int | float)]
             for r in runs}
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _xy(series: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[Sequence[float], Sequence[float]]]:
@@ -70,9 +54,6 @@ def charts(result: dict[str, Any], runs: Sequence[Any]) -> list[tuple[str, str]]
 def render_html(result: dict[str, Any], runs: Sequence[Any]) -> str:
     """The whole page: runs, metric table, significance table with how it was tested, curves."""
     names = [r["name"] for r in result["runs"]]
-    run_list = "".join(f"<li><b>{escape(r['name'])}</b>: <code>{escape(r['run_dir'])}</code></li>"
-                       for r in result["runs"])
-    metrics = _table(["metric", *names], [[n, *cells] for n, cells in metric_rows(result)])
     head, rows = significance_rows(result)
     if mcnemar(result):
         how = ("McNemar's exact test on paired correctness: a two-sided binomial test (p = 1/2) on the examples "
@@ -81,25 +62,9 @@ def render_html(result: dict[str, Any], runs: Sequence[Any]) -> str:
         c = result["comparisons"][0]
         how = (f"Paired bootstrap of the mean per-example score difference (run − baseline): {c['resamples']} "
                f"resamples of the examples, seed {c['seed']}, percentile 95 % interval.")
-    images = "".join(f"<figure><img alt='{escape(cap)}' src='{uri}'><figcaption class='note'>{escape(cap)}"
-                     "</figcaption></figure>" for cap, uri in charts(result, runs))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tunelab compare: {escape(", ".join(names))}</title>
-<style>{STYLE}</style></head>
-<body>
-<h1>Compare runs</h1>
-<p>{escape(result['split'])} split, {result['examples']} examples, task {escape(result['task'])};
-headline metric {escape(str(result['metric']))}.</p>
-<ul>{run_list}</ul>
-<h2>Metrics</h2>
-{metrics}
-<h2>Significance vs {escape(names[0])}</h2>
-{_table(head, rows)}
-<p class="note">{escape(how)}</p>
-<h2>Training curves</h2>
-{images or '<p class="note">no training curves in metrics.jsonl</p>'}
-</body></html>
-"""
+    return render_template("compare.html.j2", result=result, names=names, how=how, charts=charts(result, runs),
+                           metric_table=table(["metric", *names], [[n, *cells] for n, cells in metric_rows(result)]),
+                           significance_table=table(head, rows))
 
 
 def mcnemar(result: dict[str, Any]) -> bool:

@@ -25,25 +25,12 @@ from tunelab.report.sections import (
     learning_curve_section,
     summary_section,
 )
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","WenQuanYi Micro Hei",sans-serif;
- margin:0 auto;max-width:1180px;padding:1rem 2rem;color:#222;line-height:1.45}
-h1{font-size:1.6rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}h3{margin-top:1.4rem}
-nav a{margin-right:1rem}table{border-collapse:collapse;margin:.6rem 0;font-size:.86rem}
-th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:100%;border:1px solid #eee}
-.note{color:#666;font-size:.85rem}.warn{color:#a40}.text{max-width:46rem;white-space:pre-wrap;word-break:break-word}
-mark{padding:0 .15rem;border-radius:.2rem}mark.gold{background:#c8f0c8}mark.pred{background:#ffd8a8}
-mark.match{background:#b8dcff}mark .etype{font-size:.65rem;color:#555;margin-left:.15rem}
-.tok{padding:0 .1rem;border-radius:.15rem}.legend span{padding:0 .4rem;margin-right:.4rem}
-"""
+from tunelab.report.templates import render_template
 
 
 def render(ctx: Context, sections: Sequence[tuple[str, str, Section]]) -> str:
-    """The document: title, a table of contents, then each section that has content."""
-    parts, toc = [], []
+    """The document (templates/report.html.j2): title, a table of contents, then each section that has content."""
+    built = []
     for key, title, build in sections:
         t0 = time.perf_counter()
         try:
@@ -52,14 +39,9 @@ def render(ctx: Context, sections: Sequence[tuple[str, str, Section]]) -> str:
             body = f'<p class="warn">This section could not be built: {esc(type(e).__name__)}: {esc(e)}</p>'
         ctx.timings[key] = round(time.perf_counter() - t0, 3)
         if body:
-            toc.append(f'<a href="#{key}">{esc(title)}</a>')
-            parts.append(f'<section id="{key}"><h2>{esc(title)}</h2>{body}</section>')
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(ctx.title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{esc(ctx.title)}</h1><p class=\"note\">tunelab report, {esc(stamp)}</p>"
-            f"<nav>{''.join(toc)}</nav>{''.join(parts)}</body></html>\n")
+            built.append((key, title, body))
+    return render_template("report.html.j2", title=ctx.title, stamp=time.strftime("%Y-%m-%d %H:%M:%S"),
+                           sections=built)
 
 
 def build_report(path: Path | str, run_dir: Path | str | None = None, *, title: str | None = None,

@@ -27,6 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.naive_bayes import MultinomialNB
+from sklearn.preprocessing import MultiLabelBinarizer
 
 from tunelab.data.load import load_splits
 from tunelab.data.report import DataReport
@@ -71,8 +78,6 @@ def choose_analyzer(texts: list[str], analyzer: str = "auto") -> str:
 
 
 def _vectorizer(analyzer: str) -> Any:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
 
     if analyzer == "char":
         return TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, dtype=np.float32)
@@ -88,11 +93,6 @@ def _classical(splits: dict[str, list[dict[str, Any]]], task: Any, labels: list[
                ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """({baseline: {split: probabilities}}, {baseline: seconds}) for tfidf_nb and tfidf_logreg; the
     vectoriser's fit counts in both."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.naive_bayes import MultinomialNB
-    from sklearn.preprocessing import MultiLabelBinarizer
-
     t_vec = time.perf_counter()
     vec = _vectorizer(analyzer)
     x_train = vec.fit_transform([_text(ex) for ex in splits["train"]])
@@ -267,9 +267,6 @@ _COLUMNS = ("accuracy", "f1_micro", "f1_macro", "subset_accuracy", "roc_auc", "p
 
 def print_baselines(result: dict[str, Any], console: Any = None) -> None:
     """One rich table on stderr: a row per split and baseline."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console(file=sys.stderr)
     rows = [(split, name, m) for split, by in result.items() if split != "meta" for name, m in by.items()]
     cols = [c for c in _COLUMNS if any(m.get(c) is not None for _, _, m in rows)]

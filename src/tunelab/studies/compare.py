@@ -1,7 +1,7 @@
 """Comparing finished runs (`tunelab compare RUN_DIR RUN_DIR ...`) on the same evaluation split.
 
 Reads each run's `metrics.json` (final metrics), `metrics.jsonl` (training curves) and
-`predictions/<split>.jsonl` (per-example records, tunelab.records). The runs must have scored the same
+`predictions/<split>.jsonl` (per-example records, tunelab.evaluation.records). The runs must have scored the same
 examples (same count, and the same text and gold label at every index). Each run after the first is
 tested against the first, on the paired per-example records:
 
@@ -10,7 +10,7 @@ tested against the first, on the paired per-example records:
 - other tasks: a paired bootstrap (seeded) of the mean per-example `score` difference, with its
   percentile 95 % confidence interval; significant when the interval excludes 0.
 
-Writes a plain-text report and a self-contained HTML page (compare_html.py); returns the same as JSON.
+Writes a plain-text report and a self-contained HTML page (report/compare.py); returns the same as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+from rich.console import Console
+from rich.table import Table as RichTable
+from scipy.stats import binomtest
 
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.records import read_records
@@ -98,8 +101,6 @@ def check_same_examples(runs: list[Run], split: str) -> None:
 
 def mcnemar(first: list[bool], other: list[bool]) -> dict[str, Any]:
     """McNemar's exact test on paired correctness: binomial test of the discordant pairs against 1/2."""
-    from scipy.stats import binomtest
-
     a, b = np.asarray(first, dtype=bool), np.asarray(other, dtype=bool)
     only_first, only_other = int((a & ~b).sum()), int((~a & b).sum())
     n = only_first + only_other
@@ -172,9 +173,6 @@ def compare_runs(run_dirs: list[Path], split: str = "validation", resamples: int
 
 def print_tables(result: dict[str, Any], file: Any = None, width: int = 140) -> None:
     """The metric table and the significance table (rich), on stderr by default."""
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
     console = Console(file=file or sys.stderr, width=width)
     table = RichTable(title=f"{result['split']}: {result['examples']} examples")
     table.add_column("metric")

@@ -21,6 +21,9 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table as RichTable
+
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError
 from tunelab.io import write_bytes_atomic, write_json_atomic
@@ -115,9 +118,6 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
 
 
 def print_curve(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
     table = RichTable(title=f"learning curve: validation {result['metric']}")
     for col in ("fraction", "rows", result["metric"], "run"):
         table.add_column(col, justify="left" if col == "run" else "right")

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table as RichTable
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from tunelab.config.run import build_config
 from tunelab.data.load import load_splits
@@ -37,8 +40,6 @@ def _say(message: str) -> None:
 
 def fold_indices(examples: list[dict[str, Any]], task: Any, folds: int, seed: int) -> tuple[list[Any], bool]:
     """[(train_idx, held_idx)] per fold, and whether they are stratified (single-label classes)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
     keys = [task.stratify_key(ex) for ex in examples]
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
     index = np.arange(len(examples))
@@ -119,9 +120,6 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def print_cv(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
     table = RichTable(title=f"cv: {result['folds']} folds, mean ± sample std")
     table.add_column("metric")
     for split in result["metrics"]:

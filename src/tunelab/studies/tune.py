@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
+from rich.table import Table as RichTable
 
 from tunelab.config.run import apply_override, build_config
 from tunelab.config.search import SearchConfig
@@ -257,9 +259,6 @@ def _report(cfg: Any, study: Any, search: SearchConfig, root: Path, url: str) ->
 
 
 def _print_table(study: Any, rows: list[dict[str, Any]], keys: list[str], metric: str, best: int | None) -> None:
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
     title = f"tune: {study.study_name} — {metric} ({study.direction.name.lower()})"
     table = RichTable(title=title + (f"; best: trial {best}" if best is not None else ""))
     for col in ("trial", "state", metric, *keys, "steps", "wall s"):

@@ -18,6 +18,8 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.errors import TunelabError
 from tunelab.metrics.classification import softmax
@@ -40,10 +42,6 @@ def embedding_scores(texts: list[str], label_texts: list[str], model: str, batch
 @lru_cache(maxsize=2)
 def load_causal_lm(model: str) -> tuple[Any, Any, Any]:
     """(tokenizer, model, device) of a causal LM named as in a config; loaded once per process."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-
     path = resolve_model(model)
     try:
         lm = AutoModelForCausalLM.from_pretrained(path)
@@ -80,8 +78,6 @@ def llm_scores(texts: list[str], labels: list[str], model: str, descriptions: di
                batch_size: int = 16, max_text_chars: int = MAX_TEXT_CHARS) -> np.ndarray:
     """(len(texts), len(labels)) summed log-likelihood of each label's tokens as the answer. A text longer
     than `max_text_chars` characters is cut to its first `max_text_chars`."""
-    import torch
-
     tokenizer, lm, device = load_causal_lm(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     seqs: list[tuple[int, int, list[int], int]] = []  # (text, label, ids, answer length)

@@ -121,7 +121,7 @@ class Task(ABC):
         """One output row per example."""
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        """Per-example evaluation rows `{text, gold, prediction, correct, score, ...}` (see tunelab.records);
+        """Per-example evaluation rows `{text, gold, prediction, correct, score, ...}` (see tunelab.evaluation.records);
         a task without them raises NotImplementedError and no records are written."""
         raise NotImplementedError
 

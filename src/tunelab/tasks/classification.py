@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field, field_validator
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
@@ -152,8 +153,6 @@ class Classification(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
         base = AutoConfig.from_pretrained(model_path)
         archs = getattr(base, "architectures", None) or []
         old = ([base.id2label[i] for i in range(len(base.id2label))]

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from transformers import AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, require_field
@@ -124,8 +125,6 @@ class Ner(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoTokenizer
-
 
         types = sorted({t[2:] for ex in train for t in ex["tags"] if t != "O"})
         self.labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]

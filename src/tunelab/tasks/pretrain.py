@@ -27,6 +27,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from tunelab.config.sections import TaskConfig
 from tunelab.data.lm import IGNORE, mask_block, pack_blocks, token_units, word_units
@@ -61,12 +63,6 @@ def resolve_objective(objective: str, model_path: str) -> str:
     """`auto` → mlm for encoders with a masked-LM class (is_decoder false), clm for causal LMs."""
     if objective != "auto":
         return objective
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
     cfg = AutoConfig.from_pretrained(model_path)
     archs = cfg.architectures or []
     if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
@@ -108,7 +104,6 @@ def keep_pooler(model: torch.nn.Module, model_path: str, unexpected: set[str]) -
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if base is None or getattr(base, "pooler", 0) is not None or not any(".pooler." in f".{k}" for k in unexpected):
         return False
-    from transformers import AutoModel
 
     base.pooler = AutoModel.from_pretrained(model_path).pooler
     return True
@@ -147,8 +142,6 @@ class Pretrain(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
         self._set_objective(resolve_objective(self.cfg.objective, model_path))
         tok = AutoTokenizer.from_pretrained(model_path)
         if self.objective == "mlm":

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from transformers import AutoTokenizer
 
 from tunelab.config.sections import TaskConfig
 from tunelab.data.readers import Record, Table, require_field, require_text
@@ -140,8 +141,6 @@ class Qa(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoTokenizer
-
 
         self.unanswerable = any(not ex["answers"] for ex in train)
         tokenizer = AutoTokenizer.from_pretrained(model_path)

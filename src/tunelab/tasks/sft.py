@@ -23,7 +23,7 @@ assistant tokens are all cut is a DataError naming file:line (nothing is dropped
 
 Evaluation: mean token cross-entropy over assistant tokens (`loss`) and `perplexity` = exp(loss), computed
 per batch. Predict: generation of the next assistant reply (`response`; `task.generation`, greedy by
-default), stopped at the template's end-of-turn token or eos. Generation metrics: tunelab.generation.
+default), stopped at the template's end-of-turn token or eos. Generation metrics: evaluation/generation.py.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field, model_validator
+from tokenizers import AddedToken
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig
 from tunelab.data.prompt_template import check_template, template_messages
@@ -194,8 +196,6 @@ class Sft(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        from transformers import AutoModelForCausalLM
-
         tokenizer = self.load_tokenizer(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
         rows = model.get_input_embeddings().num_embeddings
@@ -207,9 +207,6 @@ class Sft(Task):
     def load_tokenizer(self, model_path: str) -> Any:
         """The model's fast tokenizer with the chat template of `task.template`: its own, or a built-in one whose
         markers are added as special tokens (never split; found by end_of_turn_ids; existing ids are kept)."""
-        from tokenizers import AddedToken
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if not tokenizer.is_fast:
             raise ConfigError(f"config: model: task sft needs a fast tokenizer (offset mapping); {model_path} has none")
@@ -300,7 +297,7 @@ class Sft(Task):
         return out
 
     def _generate(self, model: torch.nn.Module, features: Sequence[Features], batch_size: int) -> np.ndarray:
-        """Replies as `task.generation` says (tunelab.generation.generate: left-padded batches)."""
+        """Replies as `task.generation` says (tasks/generation.py generate: left-padded batches)."""
         tok = self._tokenizer
         out = np.empty(len(features), dtype=object)
         replies = generate(model, tok, [f["input_ids"] for f in features], self.cfg.generation, batch_size,

@@ -31,6 +31,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 SHORT_ROW_ATTENTION = "tunelab_short_rows"
 SHORT_ROWS = 256
@@ -41,8 +44,6 @@ MATMUL_DTYPES = (torch.bfloat16, torch.float16)  # in float32 sdpa is as fast or
 def short_row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                         is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
     b, h, q_len, dim = query.shape
     k_len = key.shape[2]
     # under autocast the matmuls run in its dtype (RoPE turns a llama's bf16 queries back into float32)
@@ -72,17 +73,12 @@ def short_row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
 
 
 def register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(SHORT_ROW_ATTENTION, short_row_attention)
     AttentionMaskInterface.register(SHORT_ROW_ATTENTION, sdpa_mask)
 
 
 def transformers_model(model: torch.nn.Module) -> Any:
     """The transformers `PreTrainedModel` inside DDP / peft wrappers, or None."""
-    from transformers import PreTrainedModel
-
     m = getattr(model, "module", model)
     if hasattr(m, "get_base_model"):
         m = m.get_base_model()

@@ -1,4 +1,6 @@
-"""`metrics.jsonl` and experiment trackers: every row of `metrics.jsonl` (training log lines and
+"""`metrics.jsonl` and experiment trackers (accelerate's TensorBoard and W&B trackers; MLflow through its own client,
+because accelerate's MLflowTracker logs to the process-wide active run and tracking URI, which cannot keep the store
+inside the run directory): every row of `metrics.jsonl` (training log lines and
 evaluations) also goes to the trackers named in `train.report_to`, each offline and inside the run directory:
 
     tensorboard → OUTPUT_DIR/tensorboard/   (`tensorboard --logdir OUTPUT_DIR/tensorboard`)
@@ -6,7 +8,7 @@ evaluations) also goes to the trackers named in `train.report_to`, each offline 
                                              MLFLOW_TRACKING_URI, when set, wins)
     wandb       → OUTPUT_DIR/wandb/         (offline mode; `wandb sync OUTPUT_DIR/wandb/offline-run-*`)
 
-Each is an optional extra (`pip install tunelab[track]`); a missing one is a config error (config.py),
+Each is an optional extra (`pip install tunelab[track]`); a missing one is a config error (config/sections.py),
 before any model is loaded. The run's resolved config (OUTPUT_DIR/config.yaml) is logged as parameters.
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from accelerate.tracking import TensorBoardTracker, WandBTracker
 
 
 class Tracker(Protocol):
@@ -45,18 +48,18 @@ def _numbers(row: dict[str, Any]) -> dict[str, float]:
 
 
 class TensorBoard:
-    def __init__(self, out: Path, params: dict[str, Any]) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+    """accelerate's TensorBoardTracker, writing OUTPUT_DIR/tensorboard; training rows under `train/`."""
 
-        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
-        self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in params.items()))
+    def __init__(self, out: Path, params: dict[str, Any]) -> None:
+        self.tracker = TensorBoardTracker("tensorboard", out)
+        self.tracker.start()
+        self.tracker.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in params.items()))
 
     def log(self, row: dict[str, Any]) -> None:
-        for key, value in _numbers(row).items():
-            self.writer.add_scalar(key if "/" in key else f"train/{key}", value, row["step"])
+        self.tracker.log({k if "/" in k else f"train/{k}": v for k, v in _numbers(row).items()}, step=row["step"])
 
     def close(self) -> None:
-        self.writer.close()
+        self.tracker.finish()
 
 
 class MLflow:
@@ -81,18 +84,21 @@ class MLflow:
 
 
 class WandB:
+    """accelerate's WandBTracker, offline, writing OUTPUT_DIR/wandb (`wandb sync` uploads it later)."""
+
     def __init__(self, out: Path, params: dict[str, Any]) -> None:
-        import wandb
+        import wandb  # optional extra (tunelab[track])
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(mode="offline", dir=str(out), project="tunelab", name=out.name, config=params,
-                              settings=wandb.Settings(console="off"))
+        self.tracker = WandBTracker("tunelab", mode="offline", dir=str(out), name=out.name, config=params,
+                                    settings=wandb.Settings(console="off"))
+        self.tracker.start()
 
     def log(self, row: dict[str, Any]) -> None:
-        self.run.log(_numbers(row), step=row["step"])
+        self.tracker.log(_numbers(row), step=row["step"])
 
     def close(self) -> None:
-        self.run.finish()
+        self.tracker.finish()
 
 
 BACKENDS: dict[str, type] = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}

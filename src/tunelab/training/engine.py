@@ -26,19 +26,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 
 from tunelab.config.sections import TrainConfig
 from tunelab.errors import TunelabError
 from tunelab.models.inference import Collate
 from tunelab.models.precision import resolve_precision
-from tunelab.train import checkpoint as ckpt
-from tunelab.train.attention import restore_attention, use_short_row_attention
-from tunelab.train.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
-from tunelab.train.dropout import use_fast_dropout
-from tunelab.train.early_stopping import MetricTracker
-from tunelab.train.optim import l1_penalty, make_optimizer, make_scheduler, set_dropout
-from tunelab.train.progress import TrainProgress
-from tunelab.train.tracking import MetricsLog
+from tunelab.training import checkpoint as ckpt
+from tunelab.training.attention import restore_attention, use_short_row_attention
+from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
+from tunelab.training.dropout import use_fast_dropout
+from tunelab.training.early_stopping import MetricTracker
+from tunelab.training.optim import l1_penalty, make_optimizer, make_scheduler, set_dropout
+from tunelab.training.progress import TrainProgress
+from tunelab.training.tracking import MetricsLog
 
 
 @dataclass
@@ -157,9 +159,6 @@ class Loop:
                  cfg: TrainConfig, lr: float, out_dir: Path | None, evaluate: Callable[..., dict[str, Any]] | None,
                  loss_fn: Callable[..., torch.Tensor] | None, on_eval: Callable[[int, dict[str, Any]], None] | None,
                  loss_units: Callable[[dict[str, torch.Tensor]], int] | None = None) -> None:
-        from accelerate import Accelerator, PartialState
-        from accelerate.state import AcceleratorState
-
         keep_freed_memory()
         if cfg.dropout is not None:
             set_dropout(model, cfg.dropout)

@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 import torch
+from transformers import get_scheduler
+from transformers.optimization import Adafactor
 
 from tunelab.config.sections import TrainConfig
 
@@ -25,7 +27,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
     if cfg.optimizer == "adafactor":  # lr as an absolute step size, as HF Trainer's `adafactor`
-        from transformers.optimization import Adafactor
 
         return Adafactor(groups, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
     return torch.optim.AdamW(groups, lr=lr, fused=True)  # one fused kernel for all parameters
@@ -43,7 +44,6 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: in
     warmup = warmup_steps(cfg, total)
     if cfg.scheduler == "reduce_on_plateau":
         return PlateauWithWarmup(optimizer, warmup, cfg.plateau_factor, cfg.plateau_patience)
-    from transformers import get_scheduler
 
     return get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 

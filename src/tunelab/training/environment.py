@@ -9,6 +9,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+import torch
+
 from tunelab.models.precision import resolve_precision
 
 
@@ -20,8 +22,6 @@ def _version(package: str) -> str:
 
 
 def environment(cfg: Any = None) -> dict[str, Any]:
-    import torch
-
 
     info: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
     for package in ("torch", "transformers", "peft", "accelerate", "tunelab"):
