@@ -16,6 +16,7 @@ from transformers.utils import logging as hf_logging
 from tunelab.config.run import apply_override, format_validation_error, parse_overrides, run_config_class
 from tunelab.config.sections import DataConfig
 from tunelab.data.hygiene import exact_key, normalised_key
+from tunelab.data.load import RowTask
 from tunelab.data.readers import read_table
 from tunelab.errors import ConfigError
 from tunelab.models import resolve_model
@@ -48,7 +49,7 @@ def _keys(ex: dict[str, Any]) -> tuple[str, str]:
     return exact_key(ex), normalised_key(ex)
 
 
-def _chat_lengths(task: Any, examples: list[dict[str, Any]], path: str, model: str) -> dict[str, Any]:
+def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, model: str) -> dict[str, Any]:
     """SFT: token lengths as rendered by the chat template (not cut), assistant tokens, and replies cut."""
     tokenizer = task.load_tokenizer(model)
     uncut = task.data.model_copy(update={"max_length": 1 << 30})

@@ -11,10 +11,11 @@ Search is exact (every pair at or above the threshold is found) without aligning
 - q-gram count filter: texts within edit distance d share at least max(|a|, |b|) - q + 1 - q·d of their
   q-grams counted with multiplicity (Ukkonen 1992); the shared counts of a whole chunk come from one
   sparse matrix product of binary text × numbered-q-gram matrices;
-- the survivors are aligned with a banded edit distance that stops past the allowed number of edits.
+- the survivors are aligned with rapidfuzz's edit distance, which stops past the allowed number of edits.
 Texts too short for a positive count bound are compared with every training text of a possible length.
-SST-2 train (60,614) × validation (6,735) takes ~16 s on one core. Thresholds below ~0.6 make the
-filters weak (q-gram size 1) and the search slow on large sets.
+SST-2 train (60,614) × validation (6,735): 2,864 pairs in 3.5 s on the 2-core CPU (4.5 s with the hand-written
+banded distance that rapidfuzz replaced). Thresholds below ~0.6 make the filters weak (q-gram size 1) and the search
+slow on large sets.
 """
 
 from __future__ import annotations

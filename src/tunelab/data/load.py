@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol
 
-from tunelab.config.sections import DataConfig
+from tunelab.config.sections import DataConfig, TaskConfig
 from tunelab.data.hygiene import clean_split, dedup_across, dedup_within
-from tunelab.data.readers import read_table
+from tunelab.data.readers import Table, read_table
 from tunelab.data.report import DataReport
 from tunelab.data.splits import split_validation
 from tunelab.errors import ConfigError, DataError
 
 
-def _read(path: str, split: str, data: DataConfig, task: Any, report: DataReport) -> list[dict[str, Any]]:
+class RowTask(Protocol):
+    """What the data stage asks of a task (tunelab.tasks.base.Task provides it; data sits below tasks)."""
+
+    cfg: TaskConfig
+    data: DataConfig
+
+    def parse(self, table: Table, *, labelled: bool = True) -> list[dict[str, Any]]: ...
+
+    def stratify_key(self, example: dict[str, Any]) -> Hashable | None: ...
+
+    def check_train(self, examples: list[dict[str, Any]]) -> None: ...
+
+    def configure_loss(self, train: Any, examples: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]: ...
+
+
+def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport) -> list[dict[str, Any]]:
     """Parse one file, then clean it and drop its duplicates (before any validation hold-out)."""
     examples = task.parse(read_table(path))
     report.read(split, len(examples))
@@ -30,7 +48,7 @@ def _check_left(examples: list[dict[str, Any]], path: str, split: str, report: D
         raise DataError(path, None, None, f"no rows left after data.clean / data.dedup ({why})")
 
 
-def load_splits(data: DataConfig, task: Any, seed: int, report: DataReport | None = None,
+def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None,
                 ) -> dict[str, list[dict[str, Any]]]:
     """Read and validate every configured file. Without `data.validation`, a stratified, seeded
     `data.validation_split` of train is held out instead. `data.clean` / `data.dedup` drop rows into

@@ -7,14 +7,16 @@ from typing import Any
 
 import torch
 
+from tunelab.config.run import RunConfig
 from tunelab.data.augment import augment_examples
+from tunelab.data.load import RowTask
 from tunelab.data.report import DataReport
 from tunelab.data.sampling import label_counts, resample
 from tunelab.data.synonyms import synonym_source
 from tunelab.errors import ConfigError
 
 
-def prepare_training(train: list[dict[str, Any]], cfg: Any, task: Any, tokenizer: Any, model: torch.nn.Module,
+def prepare_training(train: list[dict[str, Any]], cfg: RunConfig, task: RowTask, tokenizer: Any, model: torch.nn.Module,
                      report: DataReport) -> list[dict[str, Any]]:
     """Apply `data.sampling` and `data.augment` to the training examples (seeded by train.seed), then
     set up the task's loss from `train.class_weights / focal_gamma / label_smoothing` on the result."""

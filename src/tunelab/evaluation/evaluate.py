@@ -11,14 +11,16 @@ import torch
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tunelab.tasks.base import Task
 
-def logits_for(task: Any, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
+
+def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
                batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> np.ndarray:
     feats = features if features is not None else task.encode(examples, tokenizer)
     return task.logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
 
 
-def evaluate(task: Any, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
+def evaluate(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
              batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return task.metrics(logits_for(task, model, tokenizer, examples, batch_size, features), examples)
 

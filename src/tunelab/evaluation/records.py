@@ -27,6 +27,7 @@ import torch
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.io import read_jsonl as read_records  # noqa: F401 - the records of one split, in order
 from tunelab.io import write_jsonl_atomic
+from tunelab.tasks.base import Task
 
 TEXT_LIMIT = 1000
 
@@ -36,7 +37,7 @@ def clip(text: str, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def build_records(task: Any, logits: Any, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def build_records(task: Task, logits: Any, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The task's records with `index` first and `text` clipped; None when the task has none."""
     try:
         rows = task.records(logits, examples)
@@ -50,7 +51,7 @@ def build_records(task: Any, logits: Any, examples: Sequence[dict[str, Any]]) ->
     return out
 
 
-def write_records(task: Any, logits: Any, examples: Sequence[dict[str, Any]], path: Path | str) -> Path | None:
+def write_records(task: Task, logits: Any, examples: Sequence[dict[str, Any]], path: Path | str) -> Path | None:
     """Write the task's per-example records as JSONL atomically (temp file, then rename); returns the
     path, or None (nothing written) when the task provides no records."""
     rows = build_records(task, logits, examples)
@@ -59,7 +60,7 @@ def write_records(task: Any, logits: Any, examples: Sequence[dict[str, Any]], pa
     return write_jsonl_atomic(path, rows)
 
 
-def evaluate_and_record(task: Any, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
+def evaluate_and_record(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
                         batch_size: int, path: Path | str, features: list[dict[str, Any]] | None = None,
                         ) -> dict[str, Any]:
     """Metrics of one split (as `evaluate.evaluate`), and its records written to `path` from the same logits."""

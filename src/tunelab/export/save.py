@@ -13,19 +13,20 @@ import transformers
 from peft import PeftModel
 
 from tunelab import __version__
-from tunelab.config.run import run_config_class
+from tunelab.config.run import RunConfig, run_config_class
 from tunelab.config.sections import DataConfig
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_dir, commit_dir
-from tunelab.methods.base import PROMPT_ADAPTER
+from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.decoder_heads import load_head
 from tunelab.registry import TASKS
+from tunelab.tasks.base import Task
 
 META_FILE = "tunelab.json"
 
 
 def save_model(
-    model: torch.nn.Module, tokenizer: Any, task: Any, method: Any, cfg: Any, run_dir: Path
+    model: torch.nn.Module, tokenizer: Any, task: Task, method: Method, cfg: RunConfig, run_dir: Path
 ) -> torch.nn.Module:
     """Write RUN/model (and RUN/adapter for adapter methods) atomically; return the saved module."""
     model_tmp, adapter_tmp = atomic_dir(run_dir / "model"), atomic_dir(run_dir / "adapter")

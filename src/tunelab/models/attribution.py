@@ -12,10 +12,16 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+
+class Encodes(Protocol):
+    """What attributions ask of a task: its encoding of examples (tunelab.tasks.base.Task; models sit below tasks)."""
+
+    def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -55,7 +61,7 @@ def integrated_gradients(model: torch.nn.Module, input_ids: Sequence[int], targe
     return scores.detach().cpu().numpy(), delta
 
 
-def explain(task: Any, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
+def explain(task: Encodes, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
             targets: Sequence[int], steps: int = 20) -> list[Attribution]:
     """Attributions for each example towards its target class (the first window of a long text)."""
     feats = task.encode([{k: v for k, v in ex.items() if k != "label"} for ex in examples], tokenizer)

@@ -39,7 +39,7 @@ class Context:
 Section = Callable[[Context], str | None]
 
 
-def load_context(title: str, run_dir: Path | None = None, *, task: Any = None, model: Any = None,
+def load_context(title: str, run_dir: Path | None = None, *, task: Task | None = None, model: Any = None,
                  tokenizer: Any = None, splits: dict[str, list[dict[str, Any]]] | None = None,
                  records: dict[str, list[dict[str, Any]]] | None = None, metrics: dict[str, Any] | None = None,
                  task_name: str | None = None, out_dir: Path | None = None) -> Context:

@@ -35,6 +35,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.preprocessing import MultiLabelBinarizer
 
+from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
 from tunelab.data.report import DataReport
 from tunelab.errors import TunelabError
@@ -42,6 +43,7 @@ from tunelab.io import write_json_atomic
 from tunelab.registry import TASKS
 from tunelab.studies import zero_shot
 from tunelab.studies.ngram_lm import CharNgramLM
+from tunelab.tasks.base import Task
 from tunelab.text import is_chinese, tokens
 
 ANALYZERS = ("auto", "word", "char")
@@ -89,7 +91,7 @@ def _text(ex: dict[str, Any]) -> str:
     return ex["text"] + (" | " + ex["text_pair"] if "text_pair" in ex else "")
 
 
-def _classical(splits: dict[str, list[dict[str, Any]]], task: Any, labels: list[str], analyzer: str,
+def _classical(splits: dict[str, list[dict[str, Any]]], task: Task, labels: list[str], analyzer: str,
                ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """({baseline: {split: probabilities}}, {baseline: seconds}) for tfidf_nb and tfidf_logreg; the
     vectoriser's fit counts in both."""
@@ -126,21 +128,21 @@ def _classical(splits: dict[str, list[dict[str, Any]]], task: Any, labels: list[
     return out, walls
 
 
-def _score(task: Any, probs: np.ndarray, examples: list[dict[str, Any]]) -> dict[str, Any]:
+def _score(task: Task, probs: np.ndarray, examples: list[dict[str, Any]]) -> dict[str, Any]:
     """The task's own metrics from probabilities (as logits: log p, or log-odds for multi-label)."""
     p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
     logits = np.log(p / (1 - p)) if getattr(task.cfg, "multi_label", False) else np.log(p)
     return task.metrics(logits, examples)
 
 
-def _labels(task: Any, train: list[dict[str, Any]]) -> list[str]:
+def _labels(task: Task, train: list[dict[str, Any]]) -> list[str]:
     configured = getattr(task.cfg, "labels", None)
     if configured:
         return list(configured)
     return sorted({lab for ex in train for lab in task._as_list(ex["label"])})
 
 
-def _classification(cfg: Any, task: Any, splits: dict[str, list[dict[str, Any]]], result: dict[str, Any],
+def _classification(cfg: RunConfig, task: Task, splits: dict[str, list[dict[str, Any]]], result: dict[str, Any],
                     opts: dict[str, Any]) -> None:
     meta = result["meta"]
     labels = _labels(task, splits["train"])
@@ -221,7 +223,7 @@ def _language_model(splits: dict[str, list[dict[str, Any]]], result: dict[str, A
     result["meta"]["ngram_order"] = order
 
 
-def run_baselines(cfg: Any, zero_shot_model: str | None = None, embedding_model: str | None = None,
+def run_baselines(cfg: RunConfig, zero_shot_model: str | None = None, embedding_model: str | None = None,
                   label_descriptions: str | Path | None = None, analyzer: str = "auto", llm_limit: int | None = None,
                   ngram_order: int = 5, batch_size: int = 16, write: bool = True) -> dict[str, Any]:
     """Baselines for the run config `cfg` (see the module doc); writes OUTPUT_DIR/baselines.json."""

@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError
 from tunelab.io import write_bytes_atomic, write_json_atomic
@@ -71,7 +72,7 @@ def _headline(metrics: dict[str, Any]) -> tuple[str, float]:
     return metric_value(metrics, None)
 
 
-def run_curve(cfg: Any, fractions: list[float]) -> dict[str, Any]:
+def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
     """Train one run per fraction; returns (and writes to OUTPUT_DIR/curve/curve.json, with curve.png) the
     validation headline metric at each fraction."""
     root = Path(cfg.output_dir) / "curve"

@@ -26,19 +26,20 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from tunelab.config.run import build_config
+from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError
 from tunelab.io import write_json_atomic, write_jsonl_atomic
 from tunelab.pipeline import run
 from tunelab.registry import TASKS
+from tunelab.tasks.base import Task
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def fold_indices(examples: list[dict[str, Any]], task: Any, folds: int, seed: int) -> tuple[list[Any], bool]:
+def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: int) -> tuple[list[Any], bool]:
     """[(train_idx, held_idx)] per fold, and whether they are stratified (single-label classes)."""
     keys = [task.stratify_key(ex) for ex in examples]
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
@@ -63,7 +64,7 @@ def write_rows(path: Path, examples: list[dict[str, Any]]) -> None:
     write_jsonl_atomic(path, [ex["row"] for ex in examples])
 
 
-def sub_run_config(cfg: Any, output_dir: Path, **data: str) -> Any:
+def sub_run_config(cfg: RunConfig, output_dir: Path, **data: str) -> RunConfig:
     """`cfg` as a run in `output_dir` with `data.*` keys replaced and no `search` section (cv folds, curve points)."""
     tree = cfg.model_dump(mode="json")
     tree.pop("search", None)
@@ -76,7 +77,7 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "values": [float(v) for v in arr]}
 
 
-def run_cv(cfg: Any, folds: int) -> dict[str, Any]:
+def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
     """Train `folds` runs; returns (and writes to OUTPUT_DIR/cv/cv.json) per-fold and mean ± std metrics."""
     if folds < 2:
         raise ConfigError(f"cv: --folds must be at least 2, got {folds}")

@@ -1,4 +1,5 @@
-"""A character n-gram language model with interpolated Kneser-Ney smoothing (pure Python).
+"""A character n-gram language model with interpolated Kneser-Ney smoothing (pure Python; none of the kept
+dependencies has one, and nltk.lm would be a new dependency for the baseline's ~90 lines).
 
 Each text is one sequence: `order - 1` start symbols, its characters, one end symbol. The highest order
 uses raw counts, lower orders continuation counts (the number of distinct characters seen before the

@@ -24,7 +24,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from tunelab.config.run import apply_override, build_config
+from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.io import write_json_atomic
@@ -46,14 +46,14 @@ def _override(tree: dict, key: str, value: Any) -> dict:
     return tree
 
 
-def base_tree(cfg: Any) -> dict:
+def base_tree(cfg: RunConfig) -> dict:
     """The resolved run config as a plain dict, without the `search` section."""
     tree = cfg.model_dump(mode="json")
     tree.pop("search", None)
     return tree
 
 
-def check_space(cfg: Any, search: SearchConfig) -> None:
+def check_space(cfg: RunConfig, search: SearchConfig) -> None:
     """Every key must be a real config path and every bound / choice a valid value: checked before any trial,
     one line naming `search.space.<key>`."""
     base = base_tree(cfg)
@@ -70,7 +70,7 @@ def check_space(cfg: Any, search: SearchConfig) -> None:
                 raise ConfigError(f"config: search.space.{key}: {rest}") from None
 
 
-def trial_config(cfg: Any, params: dict[str, Any], output_dir: Path | str, **fixed: Any) -> Any:
+def trial_config(cfg: RunConfig, params: dict[str, Any], output_dir: Path | str, **fixed: Any) -> RunConfig:
     """The run config of one trial: the base with the sampled keys (and `fixed` dotted keys) set."""
     tree = base_tree(cfg)
     for key, value in {**params, **fixed}.items():
@@ -108,7 +108,7 @@ def storage_url(storage: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
-def run_search(cfg: Any, trials: int, storage: str | Path | None = None, study_name: str | None = None,
+def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, study_name: str | None = None,
                ) -> dict[str, Any]:
     """Run (or continue) the study until it holds `trials` finished trials; write results and best.yaml.
     Returns the results (as written to OUTPUT_DIR/tune/results.json)."""
@@ -168,7 +168,7 @@ def _check_resumed(study: Any, storage: Any, search: SearchConfig, direction: st
         _say(f"tune: trial {t.number} was interrupted (still RUNNING in the storage); marked FAIL")
 
 
-def _objective(cfg: Any, search: SearchConfig, root: Path, optuna: Any) -> Any:
+def _objective(cfg: RunConfig, search: SearchConfig, root: Path, optuna: Any) -> Any:
     def objective(trial: Any) -> float:
         params = {key: spec.suggest(trial, key) for key, spec in search.space.items()}
         out = root / f"trial-{trial.number:03d}"
@@ -224,7 +224,7 @@ def _rows(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _report(cfg: Any, study: Any, search: SearchConfig, root: Path, url: str) -> dict[str, Any]:
+def _report(cfg: RunConfig, study: Any, search: SearchConfig, root: Path, url: str) -> dict[str, Any]:
     """The table (stderr), results.json / results.csv, and best.yaml when a trial completed."""
     rows = _rows(study)
     best = study.best_trial if any(r["state"] == "COMPLETE" for r in rows) else None

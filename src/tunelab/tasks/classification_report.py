@@ -22,6 +22,7 @@ from tunelab import plots
 from tunelab.html import esc, figs, img, metric_table, note, table
 from tunelab.metrics import scalars
 from tunelab.models.attribution import explain, render_tokens
+from tunelab.tasks.base import Task
 
 MAX_CURVES = 12  # one-vs-rest curves drawn (the most frequent classes)
 MISTAKES = 10  # most confident mistakes shown per split, each with attributions
@@ -97,7 +98,7 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
 
 
 
-def mistakes(task: Any, recs: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]] | None, model: Any,
+def mistakes(task: Task, recs: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]] | None, model: Any,
              tokenizer: Any) -> str:
     wrong = [r for r in recs if not r["correct"]]
     if not wrong:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from tunelab.config.run import RunConfig
 from tunelab.models.precision import resolve_precision
 
 
@@ -21,7 +22,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def environment(cfg: Any = None) -> dict[str, Any]:
+def environment(cfg: RunConfig | None = None) -> dict[str, Any]:
 
     info: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
     for package in ("torch", "transformers", "peft", "accelerate", "tunelab"):
