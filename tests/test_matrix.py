@@ -1,9 +1,12 @@
 """Task x method matrix on tiny random models: a few steps train what they should, freeze what they
-should, and the exported model reloads and predicts exactly like the trained one."""
+should, and the exported model reloads and predicts exactly like the trained one. Every registered task meets
+every registered method: a pair is either a case (trained, exported, reloaded) or a documented refusal."""
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -11,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import sentiment_rows
+from conftest import POS, WORDS, say_rows, sentiment_rows
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.save import load_model, save_model
 from tunelab.methods import METHODS
+from tunelab.methods.qlora import qlora_missing
 from tunelab.models.precision import resolve_precision
 from tunelab.tasks import TASKS
 from tunelab.training import batching, engine
@@ -36,7 +41,8 @@ def _table(rows: list[dict]) -> Table:
     return Table("mem.jsonl", [Record("mem.jsonl", i + 1, r) for i, r in enumerate(rows)])
 
 
-@pytest.mark.parametrize(("arch", "method", "options"), CASES)
+@pytest.mark.parametrize(("arch", "method", "options"), CASES,
+                         ids=[f"{a}-{m}" + "".join(f"-{k}{v}" for k, v in o.items()) for a, m, o in CASES])
 def test_train_freeze_export(
     arch: str, method: str, options: dict, tiny_bert: Path, tiny_llama: Path, tmp_path: Path
 ) -> None:
@@ -127,3 +133,142 @@ def test_resolve_precision_auto_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert p == ("bf16" if native else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+# -- every registered task x every registered method ------------------------------------------------
+FILL = [w for w in WORDS[14:] if w not in ("the", "a")]  # QA filler words: never an answer
+
+
+def _ner_rows() -> list[dict]:
+    return [{"tokens": ["the", "actor", "is", "good"], "tags": ["O", "B-PER", "O", "O"]} if i % 2 else
+            {"tokens": ["a", "film", "story", "was", "bad"], "tags": ["O", "B-LOC", "I-LOC", "O", "O"]}
+            for i in range(8)]
+
+
+def _qa_rows() -> list[dict]:
+    """The answer is the one positive word among 6-30 filler words: long contexts take two windows."""
+    rng, rows = random.Random(0), []
+    for _ in range(8):
+        words = [rng.choice(FILL) for _ in range(rng.randint(6, 30))]
+        k = rng.randrange(len(words))
+        words[k] = rng.choice(POS)
+        start = len(" ".join(words[:k])) + (1 if k else 0)
+        rows.append({"context": " ".join(words), "question": "good",
+                     "answers": {"text": [words[k]], "answer_start": [start]}})
+    return rows
+
+
+def _docs() -> list[dict]:
+    return [{"text": " ".join(WORDS[i : i + 8])} for i in range(0, 24, 2)]
+
+
+# variant -> (task, tiny model, task options, rows): every registered task, and the task settings that change
+# which methods it accepts (packing; the masked-LM objective)
+VARIANTS: dict[str, tuple[str, str, dict, Callable[[], list[dict]]]] = {
+    "classification": ("classification", "bert", {}, lambda: sentiment_rows(8)),
+    "ner": ("ner", "bert", {}, _ner_rows),
+    "qa": ("qa", "bert", {"doc_stride": 4, "max_question_length": 4}, _qa_rows),
+    "sft": ("sft", "llama", {}, lambda: say_rows(WORDS[:8])),  # ChatML added: new tokens
+    "sft_packed": ("sft", "llama", {"packing": True}, lambda: say_rows(WORDS[:8])),
+    "pretrain": ("pretrain", "llama", {}, _docs),  # objective auto: clm
+    "pretrain_mlm": ("pretrain", "bert", {}, _docs),  # objective auto: mlm, on a fresh masked-LM head
+}
+METHOD_OPTIONS = {"freeze": {"k": 1}, "lora": {"r": 4}, "dora": {"r": 4}, "qlora": {"r": 4},
+                  "prefix": {"num_virtual_tokens": 3}, "prompt": {"num_virtual_tokens": 3}}
+_CAUSAL_ONLY = (r"^config: method: {m} tuning works with causal LMs only \(task sft, or pretrain with objective "
+                r"clm\); this run builds a {cls}; use lora$")
+REFUSED = {  # (variant, method) -> the one-line message of the ConfigError
+    **{(v, m): _CAUSAL_ONLY.format(m=m, cls=cls) for v, cls in (
+        ("classification", "BertForSequenceClassification"), ("ner", "BertForTokenClassification"),
+        ("qa", "BertForQuestionAnswering"), ("pretrain_mlm", "BertForMaskedLM")) for m in ("prefix", "prompt")},
+    **{("sft_packed", m): rf"^config: task.packing: {m} tuning cannot be packed \(its virtual tokens would be "
+                          r"shared by every example of a row\); set task.packing: false$"
+       for m in ("prefix", "prompt")},
+}
+PAIRS = [(v, m) for v in VARIANTS for m in METHODS.names()]
+
+
+def test_the_matrix_is_complete() -> None:
+    assert {task for task, *_ in VARIANTS.values()} == set(TASKS.names())
+    assert set(METHODS.names()) == {"full", *METHOD_OPTIONS}
+    assert set(REFUSED) < set(PAIRS)
+
+
+def _prepare(variant: str, method: str, model_path: Path, tmp_path: Path) -> tuple:
+    """What pipeline.run does before training, in its order; refusals surface here."""
+    name, _, task_options, rows = VARIANTS[variant]
+    cfg = build_config({"task": {"name": name, **task_options}, "model": str(model_path),
+                        "output_dir": str(tmp_path), "method": {"name": method, **METHOD_OPTIONS.get(method, {})},
+                        "data": {"max_length": 24},
+                        "train": {"max_steps": 3, "batch_size": 4, "lr": 1e-2, "save_steps": 0}})
+    engine.seed_everything(0)
+    task = TASKS.get(name)(cfg.task, cfg.data)
+    task.check_method(method)
+    examples = task.parse(_table(rows()))
+    model, tok = task.build_model(str(model_path), examples)
+    task.configure_loss(cfg.train, examples)
+    m = METHODS.get(method)(cfg.method)
+    return cfg, task, examples, m.apply(model, task.head_modules(model), task.new_token_ids), tok, m
+
+
+def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.detach().reshape(-1).view(torch.uint8), b.detach().reshape(-1).view(torch.uint8))
+
+
+def _numbers(scores: object) -> np.ndarray:
+    """Every number of a task's scores, flat: classification and NER arrays, QA's (window logits, offsets) lists,
+    sft / pretrain per-example [loss sum, token count]."""
+    if isinstance(scores, np.ndarray) and scores.dtype != object:
+        return scores.astype(np.float64).ravel()
+    if isinstance(scores, list | tuple | np.ndarray):
+        return np.concatenate([np.zeros(0), *(_numbers(s) for s in scores)])
+    return np.zeros(0) if scores is None else np.asarray([float(scores)])
+
+
+@pytest.mark.parametrize(("variant", "method"), [pytest.param(v, m, id=f"{v}-{m}") for v, m in PAIRS
+                                                 if (v, m) not in REFUSED])
+def test_task_method(variant: str, method: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    model_path = request.getfixturevalue(f"tiny_{VARIANTS[variant][1]}")
+    if method == "qlora" and qlora_missing():
+        with pytest.raises(ConfigError) as err:  # refused before anything loads, in one line
+            _prepare(variant, method, model_path, tmp_path)
+        assert "\n" not in str(err.value) and "qlora needs a CUDA GPU" in str(err.value)
+        pytest.skip("qlora needs a CUDA GPU (and bitsandbytes); on CPU tunelab refuses it")
+    cfg, task, examples, model, tok, m = _prepare(variant, method, model_path, tmp_path)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and (method == "full") == (trainable == set(before)), sorted(trainable)
+
+    untrained = logits_for(task, model, tok, examples)
+    feats = task.train_features(task.encode(examples, tok))
+    result = engine.train(model, feats, partial(task.collate, pad_id=tok.pad_token_id), cfg.train, lr=cfg.train.lr,
+                          loss_fn=task.loss_fn(), loss_units=task.loss_units)
+    assert result.steps == 3 and math.isfinite(result.train_loss)
+    changed = {n for n, p in model.named_parameters() if not _same_bytes(before[n], p)}
+    assert changed <= trainable, f"frozen parameters changed: {sorted(changed - trainable)}"
+    # lora_A is not guaranteed to move first; a module nothing reads gets no gradient (the pooler a masked LM keeps
+    # for export, and its LoRA adapters)
+    moved = {n for n in trainable if "lora_A" not in n}
+    assert len(moved - changed) <= len(moved) // 4, f"trainable parameters did not move: {sorted(moved - changed)}"
+
+    want = logits_for(task, model, tok, examples)  # sft / pretrain: per example [loss sum, tokens]
+    assert np.abs(_numbers(want) - _numbers(untrained)).max() > 1e-4, "training left the scores as they were"
+    save_model(model, tok, task, m, cfg, tmp_path)
+    assert (tmp_path / "adapter").is_dir() == (method not in ("full", "freeze"))
+    task2, model2, tok2 = load_model(tmp_path / "model")
+    got = logits_for(task2, model2, tok2, task2.parse(_table(VARIANTS[variant][3]())))
+    # qlora (GPU only, not run on CPU) trains on NF4-quantised base weights and exports the adapter merged into the
+    # unquantised ones: the reloaded model differs from the trained one by the quantisation error
+    atol = 1e-5 if method != "qlora" else 0.1 * np.abs(_numbers(want)).max()
+    np.testing.assert_allclose(_numbers(got), _numbers(want), atol=atol)
+
+
+@pytest.mark.parametrize(("variant", "method", "message"), [pytest.param(v, m, msg, id=f"{v}-{m}")
+                                                            for (v, m), msg in REFUSED.items()])
+def test_task_refuses_method(variant: str, method: str, message: str, request: pytest.FixtureRequest,
+                             tmp_path: Path) -> None:
+    model_path = request.getfixturevalue(f"tiny_{VARIANTS[variant][1]}")
+    with pytest.raises(TunelabError, match=message) as err:
+        _prepare(variant, method, model_path, tmp_path)
+    assert isinstance(err.value, ConfigError) and "\n" not in str(err.value)
