@@ -53,6 +53,7 @@ def test_config_yaml_holds_the_lr_the_run_used(tiny_bert: Path, tmp_path: Path) 
 def test_load_predict_matches_the_cli(api_run: tunelab.Run, tmp_path: Path) -> None:
     model = tunelab.load(api_run.dir)  # a run directory or its model/
     assert model.task.cfg.name == "classification" and "classification" in repr(model)
+    assert repr(api_run.load()) == repr(model) and api_run.load().path == api_run.model_dir
     texts = ["good great fine movie", "awful boring bad plot"]
     rows = model.predict(texts)
     assert [r["text"] for r in rows] == texts and all({"label", "scores"} <= set(r) for r in rows)

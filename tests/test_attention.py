@@ -142,7 +142,7 @@ def test_switch_is_runtime_state_through_peft(llama: torch.nn.Module, tmp_path: 
 
 def test_training_runs_short_rows_and_restores_sdpa(tiny_llama: Path) -> None:
     from tunelab.config.run import build_config
-    from tunelab.tasks import TASKS
+    from tunelab.registry import TASKS
     from tunelab.training import engine
 
     updates, seen = {}, []

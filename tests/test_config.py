@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tunelab.cli import app
 from tunelab.config.run import config_to_yaml, load_config
 from tunelab.errors import ConfigError
-from tunelab.tasks import TASKS
+from tunelab.registry import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["task=classification", "model=minilm"]  # an alias is checked by name only: nothing is loaded

@@ -39,7 +39,7 @@ def test_curve_two_fractions(tiny_bert: Path, tmp_path: Path) -> None:
     # validation held out once, exactly as a normal run with this seed would, and never trained on
     from tunelab.config.run import load_config
     from tunelab.data.load import load_splits
-    from tunelab.tasks import TASKS
+    from tunelab.registry import TASKS
 
     full = load_config(path, ["train.seed=7"])
     splits = load_splits(full.data, TASKS.get("classification")(full.task, full.data), 7)

@@ -26,7 +26,7 @@ runner = CliRunner()
 
 def make_task(data: DataConfig | None = None, **task_options: Any) -> Any:
     run_config_class()  # registers the tasks
-    from tunelab.tasks import TASKS
+    from tunelab.registry import TASKS
 
     cls = TASKS.get("classification")
     return cls(cls.Config(**task_options), data or DataConfig())

@@ -27,7 +27,7 @@ from tunelab.models.decoder_heads import (
     load_head,
     make_bidirectional,
 )
-from tunelab.tasks import TASKS
+from tunelab.registry import TASKS
 
 FILL = [w for w in WORDS[14:] if w not in ("the", "a")]
 
@@ -182,7 +182,7 @@ def test_three_steps_then_save_and_reload_same_logits(
     tiny_gemma3: Path, tmp_path: Path, name: str, method_name: str
 ) -> None:
     from tunelab.export.save import load_model, save_model
-    from tunelab.methods import METHODS
+    from tunelab.registry import METHODS
 
     if name == "ner":
         task, cfg = _task("ner", tiny_gemma3, {"bidirectional": True}, max_length=32)

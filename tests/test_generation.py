@@ -212,7 +212,7 @@ def test_cli_eval_generates_and_writes_replies(tiny_chat_run: Path, tmp_path: Pa
 
 
 def test_generation_options_need_an_sft_model() -> None:
-    from tunelab.tasks import TASKS
+    from tunelab.registry import TASKS
 
     cls = TASKS.get("classification")
     task = cls(cls.Config(), DataConfig())

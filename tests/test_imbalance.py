@@ -224,7 +224,7 @@ def test_over_and_undersampling() -> None:
 
 def test_ner_token_weighted_loss() -> None:
     """NER: per-tag weights (a type name covers B- and I-), -100 positions ignored, as torch's own."""
-    from tunelab.tasks import TASKS
+    from tunelab.registry import TASKS
 
     ner = TASKS.get("ner")
     task = ner(ner.Config(), DataConfig())

@@ -9,7 +9,13 @@ import pytest
 
 from tunelab.data.leakage import near_duplicates
 from tunelab.errors import TunelabError
-from tunelab.text import normalize, normalized_levenshtein
+from tunelab.text import levenshtein, normalize
+
+
+def normalized_levenshtein(a: str, b: str) -> float:
+    """The similarity near_duplicates reports: 1 - distance / the longer length (1.0 for two empty strings)."""
+    longest = max(len(a), len(b))
+    return 1.0 if longest == 0 else 1.0 - levenshtein(a, b) / longest
 
 VOCAB = [
     "movie", "film", "story", "actor", "scene", "music", "plot", "drama", "comedy", "script", "camera", "light",

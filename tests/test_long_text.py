@@ -18,8 +18,8 @@ from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.models.inference import forward_logits
-from tunelab.tasks import TASKS
-from tunelab.tasks.classification import _share, aggregate_windows, cut_tokens
+from tunelab.registry import TASKS
+from tunelab.tasks.truncation import _share, aggregate_windows, cut_tokens
 
 TEXT = " ".join(WORDS[:20])  # 20 words, one token each
 

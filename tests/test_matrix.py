@@ -20,10 +20,9 @@ from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.save import load_model, save_model
-from tunelab.methods import METHODS
 from tunelab.methods.qlora import qlora_missing
 from tunelab.models.precision import resolve_precision
-from tunelab.tasks import TASKS
+from tunelab.registry import METHODS, TASKS
 from tunelab.training import batching, engine
 
 CASES = [

@@ -12,8 +12,7 @@ from transformers import AutoModelForCausalLM
 from conftest import sentiment_rows
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
-from tunelab.methods import METHODS
-from tunelab.tasks import TASKS
+from tunelab.registry import METHODS, TASKS
 from tunelab.training import batching, engine
 
 

@@ -18,8 +18,7 @@ from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.save import load_model, save_model
-from tunelab.methods import METHODS
-from tunelab.tasks import TASKS
+from tunelab.registry import METHODS, TASKS
 from tunelab.training import engine
 
 

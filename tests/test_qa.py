@@ -18,7 +18,7 @@ from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.qa import normalize_answer, qa_metrics, score, segments
-from tunelab.tasks import TASKS
+from tunelab.registry import TASKS
 from tunelab.tasks.qa import answer_positions, best_span
 
 FILL = [w for w in WORDS[14:] if w not in ("the", "a")]  # never answers: articles vanish in normalisation
@@ -236,7 +236,7 @@ def test_config_checks() -> None:
 
 
 def test_lora_keeps_the_qa_head_trainable(tiny_bert: Path) -> None:
-    from tunelab.methods import METHODS
+    from tunelab.registry import METHODS
 
     task = _task(tiny_bert, {"doc_stride": 4, "max_question_length": 4}, max_length=16)
     model, _ = task.build_model(str(tiny_bert), task.parse(_table([_row(FILL[:5], 1)])))

@@ -22,8 +22,7 @@ from safetensors.torch import load_file
 from conftest import sentiment_rows, write_jsonl
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
-from tunelab.methods import METHODS
-from tunelab.tasks import TASKS
+from tunelab.registry import METHODS, TASKS
 from tunelab.training import checkpoint as ckpt
 from tunelab.training import engine
 

@@ -224,8 +224,8 @@ def test_cv_three_folds(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp
 def test_cv_folds_without_classes_are_plain_kfold() -> None:
     from tunelab.config.run import run_config_class
     from tunelab.config.sections import DataConfig
+    from tunelab.registry import TASKS
     from tunelab.studies.cv import fold_indices
-    from tunelab.tasks import TASKS
 
     run_config_class()  # registers the tasks
     multi = TASKS.get("classification")(TASKS.get("classification").Config(multi_label=True), DataConfig())

@@ -177,7 +177,7 @@ def test_truncation_counted_and_fully_cut_is_an_error(tiny_llama: Path, capsys: 
 
 def test_lora_on_llama(tiny_llama: Path, tmp_path: Path) -> None:
     from tunelab.config.run import build_config
-    from tunelab.methods import METHODS
+    from tunelab.registry import METHODS
     from tunelab.training import engine
 
     cfg = build_config({"task": "sft", "model": str(tiny_llama), "output_dir": str(tmp_path), "method": {"name": "lora",
@@ -231,7 +231,7 @@ def test_new_token_rows(tiny_llama: Path, tmp_path: Path) -> None:
 
 
 def test_methods_that_freeze_embeddings_say_so(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
-    from tunelab.methods import METHODS
+    from tunelab.registry import METHODS
 
     task = _task()
     model, tok = task.build_model(str(tiny_llama), [])

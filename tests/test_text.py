@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tunelab.models.embeddings import cosine_embedding, embed
+from tunelab.models.embeddings import embed
 from tunelab.text import (
     cjk_share,
-    cosine_tokens,
-    jaccard,
     levenshtein,
     normalize,
-    normalized_levenshtein,
     tokens,
 )
 
@@ -50,13 +46,6 @@ def test_levenshtein_matches_the_full_table_and_limit_is_exact_up_to_limit() -> 
         assert levenshtein(a, b, limit=k) == min(d, k + 1)
 
 
-def test_normalized_levenshtein() -> None:
-    assert normalized_levenshtein("kitten", "sitting") == pytest.approx(1 - 3 / 7)
-    assert normalized_levenshtein("我爱北京", "我爱南京") == pytest.approx(0.75)
-    assert normalized_levenshtein("", "") == 1.0
-    assert normalized_levenshtein("abc", "") == 0.0
-
-
 def test_tokens_words_and_cjk_characters() -> None:
     assert tokens("Hello, World! 我爱北京 it's 2024") == ["hello", "world", "我", "爱", "北", "京", "it", "s", "2024"]
     assert tokens("...") == []
@@ -65,23 +54,13 @@ def test_tokens_words_and_cjk_characters() -> None:
     assert cjk_share(["   "]) == 0.0
 
 
-def test_jaccard_and_cosine_tokens() -> None:
-    assert jaccard("the cat sat", "The cat ran!") == pytest.approx(2 / 4)
-    assert jaccard("我爱北京", "我爱南京") == pytest.approx(3 / 5)
-    assert jaccard("", "...") == 1.0
-    assert jaccard("a", "") == 0.0
-    assert cosine_tokens("a a b", "a b b") == pytest.approx(4 / 5)
-    assert cosine_tokens("好好学习", "好学") == pytest.approx(3 / math.sqrt(12))
-    assert cosine_tokens("x y", "z") == 0.0
-    assert cosine_tokens("", "z") == 0.0
-
-
-def test_cosine_embedding_mean_pools_real_tokens_only(tiny_bert: Path) -> None:
+def test_embed_mean_pools_real_tokens_only(tiny_bert: Path) -> None:
     model = str(tiny_bert)
-    assert cosine_embedding("good movie", "good movie", model) == pytest.approx(1.0, abs=1e-6)
-    ab = cosine_embedding("good movie", "bad plot", model)
-    assert ab == pytest.approx(cosine_embedding("bad plot", "good movie", model), abs=1e-6)
-    assert -1.0 <= ab < 0.9999
+    same = embed(["good movie", "good movie"], model)
+    assert float(same[0] @ same[1]) == pytest.approx(1.0, abs=1e-6)
+    ab, ba = embed(["good movie", "bad plot"], model), embed(["bad plot", "good movie"], model)
+    assert float(ab[0] @ ab[1]) == pytest.approx(float(ba[0] @ ba[1]), abs=1e-6)
+    assert -1.0 <= float(ab[0] @ ab[1]) < 0.9999
     # padding does not change a text's vector: batched with a longer text == alone
     together = embed(["good", "good movie and a very nice story"], model)
     alone = embed(["good"], model)

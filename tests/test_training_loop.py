@@ -17,8 +17,7 @@ from tunelab.cli import app
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.errors import TunelabError
-from tunelab.methods import METHODS
-from tunelab.tasks import TASKS
+from tunelab.registry import METHODS, TASKS
 from tunelab.training import checkpoint as ckpt
 from tunelab.training import engine
 from tunelab.training.early_stopping import MetricTracker

@@ -7,10 +7,8 @@ kana), so every measure works on Chinese without a word segmenter. Embedding sim
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
@@ -34,11 +32,6 @@ def levenshtein(a: str, b: str, *, limit: int | None = None) -> int:
     is exact up to `limit` and `limit + 1` for anything larger (rapidfuzz stops early past the cutoff)."""
     return Levenshtein.distance(a, b, score_cutoff=limit)
 
-
-def normalized_levenshtein(a: str, b: str) -> float:
-    """Similarity in [0, 1]: 1 - distance / length of the longer string (1.0 for two empty strings)."""
-    longest = max(len(a), len(b))
-    return 1.0 if longest == 0 else 1.0 - levenshtein(a, b) / longest
 
 
 def tokens(text: str) -> list[str]:
@@ -64,22 +57,3 @@ def is_chinese(texts: str | Sequence[str]) -> bool:
     """The one "is this Chinese" rule: at least CHINESE_SHARE of the non-space characters are CJK (QA scoring,
     word-level augmentation, ROUGE segmentation and the baselines' analyzer all ask it)."""
     return cjk_share(texts) >= CHINESE_SHARE
-
-
-def jaccard(a: str, b: str) -> float:
-    """|A ∩ B| / |A ∪ B| of the two token sets (1.0 when both have no tokens)."""
-    sa, sb = set(tokens(a)), set(tokens(b))
-    if not sa and not sb:
-        return 1.0
-    return len(sa & sb) / len(sa | sb)
-
-
-def cosine_tokens(a: str, b: str) -> float:
-    """Cosine of the two token-count vectors (1.0 when both have no tokens, 0.0 when one has none)."""
-    ca, cb = Counter(tokens(a)), Counter(tokens(b))
-    if not ca and not cb:
-        return 1.0
-    dot = sum(n * cb[t] for t, n in ca.items())
-    na = math.sqrt(sum(n * n for n in ca.values()))
-    nb = math.sqrt(sum(n * n for n in cb.values()))
-    return dot / (na * nb) if na and nb else 0.0

@@ -19,16 +19,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from tunelab.config.search import SearchConfig
-from tunelab.config.sections import (  # noqa: F401 - re-exported: `from tunelab.config.run import TrainConfig`
-    AugmentConfig,
-    CleanConfig,
-    DataConfig,
-    EarlyStoppingConfig,
-    MethodConfig,
-    Section,
-    TaskConfig,
-    TrainConfig,
-)
+from tunelab.config.sections import DataConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError
 from tunelab.models.aliases import ALIASES, check_model_name
 from tunelab.registry import METHODS, TASKS

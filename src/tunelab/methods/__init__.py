@@ -4,10 +4,5 @@ subclass in `METHODS`. Importing this package imports every method module."""
 import importlib
 import pkgutil
 
-from tunelab.methods.base import Method
-from tunelab.registry import METHODS
-
 for _info in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_info.name}")
-
-__all__ = ["METHODS", "Method"]

@@ -42,9 +42,3 @@ def embed(texts: list[str], model: str = "minilm", batch_size: int = 64, max_len
                 out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
-def cosine_embedding(a: str, b: str, model: str = "minilm") -> float:
-    """Cosine of the mean-pooled embeddings of `a` and `b` under `model`."""
-    va, vb = embed([a, b], model)
-    return float(np.clip(va @ vb, -1.0, 1.0))

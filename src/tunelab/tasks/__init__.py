@@ -4,10 +4,5 @@ task module (a new module here is a new task)."""
 import importlib
 import pkgutil
 
-from tunelab.registry import TASKS
-from tunelab.tasks.base import Task
-
 for _info in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_info.name}")
-
-__all__ = ["TASKS", "Task"]

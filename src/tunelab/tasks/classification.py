@@ -32,7 +32,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
-from tunelab.tasks.truncation import _share, aggregate_windows, cut_tokens  # noqa: F401 - _share: tests
+from tunelab.tasks.truncation import aggregate_windows, cut_tokens
 
 
 class ClassificationConfig(TaskConfig):

@@ -54,7 +54,6 @@ from tunelab.tasks.packing import collate_packed, pack
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion")
 _DETECT = (("messages", "messages"), ("conversations", "sharegpt"), ("instruction", "alpaca"),
            ("prompt", "prompt_completion"))
 
