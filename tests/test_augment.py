@@ -76,7 +76,7 @@ def test_augment_text_falls_back_to_an_op_that_changes_the_text() -> None:
 
 
 def test_chinese_character_level(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aug, "_jieba", lambda: None)
+    monkeypatch.setattr(aug, "jieba_or_none", lambda: None)
     assert aug.is_chinese("这部电影很好看") and not aug.is_chinese("a good movie 好")
     units, lang = aug.split_units("这部电影很好看，Python 3 不错", "auto")
     assert lang == "zh" and units == ["这", "部", "电", "影", "很", "好", "看", "，", "Python", "3", "不", "错"]
@@ -96,7 +96,7 @@ def test_chinese_uses_jieba_words_when_installed(monkeypatch: pytest.MonkeyPatch
         def lcut(text: str) -> list[str]:
             return ["这部", "电影", "很", "好看"]
 
-    monkeypatch.setattr(aug, "_jieba", lambda: FakeJieba)
+    monkeypatch.setattr(aug, "jieba_or_none", lambda: FakeJieba)
     assert aug.split_units("这部电影很好看", "zh") == (["这部", "电影", "很", "好看"], "zh")
 
 

@@ -17,10 +17,10 @@ from tunelab.config.sections import DataConfig
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.evaluation.generation import eval_generation
-from tunelab.metrics.generation import _jieba, score_generations, segment_zh
+from tunelab.metrics.generation import score_generations, segment_zh
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
-from tunelab.text import is_chinese
+from tunelab.text import is_chinese, jieba_or_none
 
 run_config_class()
 from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids  # noqa: E402
@@ -57,12 +57,12 @@ def test_exact_match_normalises_whitespace_only() -> None:
 
 def test_chinese_is_segmented_for_rouge_and_bleu() -> None:
     assert is_chinese(["我爱北京天安门", "hello"]) and not is_chinese(["hello world", "天"])
-    if _jieba() is None:
+    if jieba_or_none() is None:
         assert segment_zh("我爱 NLP 2024！北京") == ["我", "爱", "nlp", "2024", "北", "京"]
     ref, pred = "我爱北京天安门", "我爱北京"
     corpus, (s,) = score_generations([pred], [ref])
     assert corpus["bleu_tokenize"] == "zh" and 0 < corpus["bleu"] < 100
-    if _jieba() is None:  # characters: P = 4/4, R = 4/7 → F = 8/11; bigrams P = 3/3, R = 3/6 → F = 2/3
+    if jieba_or_none() is None:  # characters: P = 4/4, R = 4/7 → F = 8/11; bigrams P = 3/3, R = 3/6 → F = 2/3
         assert corpus["rouge1"] == pytest.approx(8 / 11) and corpus["rouge2"] == pytest.approx(2 / 3)
     else:
         assert 0 < corpus["rouge1"] < 1

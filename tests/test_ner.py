@@ -201,3 +201,16 @@ def test_pretokenised_predictions_offsets() -> None:
         ("PER", "Li", 0, 2),
         ("LOC", "北京", 11, 13),
     ]
+
+
+def test_data_check_ner(tiny_bert: Path, tmp_path: Path) -> None:
+    """`data check --task ner` (was a KeyError: 'text'): entity types, token lengths of the words, duplicates."""
+    rows = _ner_rows(12)
+    path = write_jsonl(tmp_path / "ner.jsonl", [*rows, rows[0]])
+    res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "ner", "--model", str(tiny_bert), "--json"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)["files"][str(path)]
+    assert r["rows"] == 13 and r["duplicates_exact"] == 11  # _ner_rows repeats two sentences
+    want = {t: sum(1 for row in [*rows, rows[0]] for tag in row["tags"] if tag == f"B-{t}") for t in r["labels"]}
+    assert r["labels"] and r["labels"] == want
+    assert r["token_length"]["max"] >= max(len(row["tokens"]) for row in rows) + 2  # [CLS] ... [SEP]

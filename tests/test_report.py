@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from conftest import NEG, POS, WORDS, sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import build_config
-from tunelab.evaluation.records import read_records
+from tunelab.io import read_jsonl as read_records
 
 CHROMIUM = next((p for p in (os.environ.get("TUNELAB_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)

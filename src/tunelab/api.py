@@ -1,5 +1,6 @@
 """The public Python API: `tunelab.train` runs a config and returns the `Run`; `tunelab.load` opens a tuned model of
 any task as a `Model` that predicts and evaluates. The command line is a shell over these functions.
+`tunelab.RunConfig` is the type of every config; build one with `make_config` (a path, a mapping or a RunConfig).
 
     import tunelab
     run = tunelab.train("run.yaml", **{"train.epochs": 1})   # or a dict / RunConfig; overrides are dotted keys
@@ -86,7 +87,7 @@ class Model:
         """One output row per input, as `tunelab predict` writes them. `inputs`: texts (each fills the
         model's text field), rows with the data fields (`text`, `text_pair`, `question`, `context`, `messages`,
         ...), one text as a str, or a file as a Path (or a read Table)."""
-        table = self._table(inputs, labelled=False)
+        table = self._table(inputs)
         examples = self.task.parse(table, labelled=False)
         return self.task.predictions(logits_for(self.task, self.module, self.tokenizer, examples, batch_size),
                                      examples)
@@ -95,11 +96,11 @@ class Model:
                  limit: int | None = None) -> dict[str, Any]:
         """The task's metrics on labelled rows: a file (path) or rows with the data and label fields; `limit`
         scores only the first rows."""
-        table = read_table(data) if isinstance(data, str | Path) else self._table(data, labelled=True)
+        table = read_table(data) if isinstance(data, str | Path) else self._table(data)
         examples = self.task.parse(table)[:limit]
         return evaluate(self.task, self.module, self.tokenizer, examples, batch_size)
 
-    def _table(self, inputs: Any, *, labelled: bool) -> Table:
+    def _table(self, inputs: Any) -> Table:
         if isinstance(inputs, Table):
             return inputs
         if isinstance(inputs, Path):
@@ -115,8 +116,6 @@ class Model:
 def load(path: str | Path) -> Model:
     """A tuned model from a run directory or its model/ directory (any task)."""
     path = Path(path)
-    if not path.exists():
-        raise TunelabError(f"{path}: no such run or model directory")
-    model_dir = path / "model" if (path / "model" / "tunelab.json").is_file() else path
+    model_dir = path / "model" if (path / "model" / "tunelab.json").is_file() else path  # else load_model says why
     task, module, tokenizer = load_model(model_dir)
     return Model(model_dir, task, module, tokenizer)

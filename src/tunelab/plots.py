@@ -63,7 +63,7 @@ class _Figures:
         return fig, fig.subplots()
 
 
-def _png(fig: Any, plt: Any) -> bytes:
+def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -98,7 +98,7 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
         if len(series) > 1 or finals:
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        return _png(fig, plt)
+        return _png(fig)
 
 
 def data_uri(png: bytes) -> str:
@@ -119,7 +119,7 @@ def histogram(values: dict[str, Sequence[float]], title: str, xlabel: str, vline
             ax.axvline(vline, color="crimson", ls="--", lw=1.2, label=vlabel or None)
         ax.set(title=title, xlabel=xlabel, ylabel="rows")
         ax.legend(fontsize=7)
-        return _png(fig, plt)
+        return _png(fig)
 
 
 def bars(groups: dict[str, dict[str, float]], title: str, ylabel: str = "") -> bytes:
@@ -135,7 +135,7 @@ def bars(groups: dict[str, dict[str, float]], title: str, ylabel: str = "") -> b
         ax.set(title=title, ylabel=ylabel)
         if len(groups) > 1:
             ax.legend(fontsize=7)
-        return _png(fig, plt)
+        return _png(fig)
 
 
 def confusion(matrix: np.ndarray, labels: Sequence[str], title: str = "confusion matrix") -> bytes:
@@ -155,7 +155,7 @@ def confusion(matrix: np.ndarray, labels: Sequence[str], title: str = "confusion
                     ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
                             color="white" if share[i, j] > 0.6 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of gold row")
-        return _png(fig, plt)
+        return _png(fig)
 
 
 def curves(series: dict[str, tuple[np.ndarray, np.ndarray, float]], kind: str) -> bytes:
@@ -172,7 +172,7 @@ def curves(series: dict[str, tuple[np.ndarray, np.ndarray, float]], kind: str) -
             ax.set(xlabel="recall", ylabel="precision", title="precision-recall")
         ax.set(xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(fontsize=6, loc="lower right" if kind == "roc" else "lower left")
-        return _png(fig, plt)
+        return _png(fig)
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> tuple[bytes, float]:
@@ -194,4 +194,4 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
                title=f"reliability (ECE {ece:.3f})")
         ax.legend(fontsize=7, loc="upper left")
-        return _png(fig, plt), ece
+        return _png(fig), ece

@@ -1,5 +1,5 @@
 """Text utilities shared by every stage: the one CJK character class and "is this Chinese" rule, normalisation,
-edit distance (rapidfuzz), token overlap and bag-of-tokens cosine.
+edit distance (rapidfuzz), tokens, and the optional jieba segmenter.
 
 Tokens are lowercased words for alphabetic scripts and single characters for CJK (Chinese, Japanese
 kana), so every measure works on Chinese without a word segmenter. Embedding similarity is models/embeddings.py.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
@@ -17,9 +19,12 @@ from rapidfuzz.distance import Levenshtein
 # The one CJK class: Japanese kana, CJK ideographs (extension A, the unified block, compatibility ideographs,
 # extensions B and later). Each such character is a word of its own (Chinese needs no segmenter for that).
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+HANGUL = "\uac00-\ud7af"  # Korean syllables: words are space-separated, so they join CJK only where asked (BLEU/ROUGE)
 CJK_CHAR = re.compile(f"[{CJK}]")
 CHINESE_SHARE = 0.3  # is_chinese: at least this share of the non-space characters are CJK
 _TOKEN = re.compile(rf"[{CJK}]|(?:(?![{CJK}])\w)+")
+# a CJK character, a run of other word characters, or one mark: Chinese segmented without a segmenter
+CJK_UNIT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\w\s]", re.UNICODE)
 
 
 def normalize(text: str) -> str:
@@ -33,7 +38,6 @@ def levenshtein(a: str, b: str, *, limit: int | None = None) -> int:
     return Levenshtein.distance(a, b, score_cutoff=limit)
 
 
-
 def tokens(text: str) -> list[str]:
     """Lowercased words (letters, digits, underscore) for alphabetic scripts; one token per CJK
     character. Punctuation and whitespace are dropped."""
@@ -45,15 +49,29 @@ def is_cjk(char: str) -> bool:
     return CJK_CHAR.fullmatch(char) is not None
 
 
-def cjk_share(texts: str | Sequence[str]) -> float:
-    """Share of CJK characters among the non-space characters of `texts` (0.0 when there are none)."""
+def cjk_share(texts: str | Sequence[str], extra: str = "") -> float:
+    """Share of CJK characters (and of the `extra` class, e.g. HANGUL) among the non-space characters of `texts`
+    (0.0 when there are none)."""
     texts = [texts] if isinstance(texts, str) else texts
-    cjk = sum(len(CJK_CHAR.findall(t)) for t in texts)
-    total = sum(len(t) - t.count(" ") - t.count("\n") - t.count("\t") for t in texts)
+    pattern = re.compile(f"[{CJK}{extra}]") if extra else CJK_CHAR
+    cjk = sum(len(pattern.findall(t)) for t in texts)
+    total = sum(not c.isspace() for t in texts for c in t)
     return cjk / total if total else 0.0
 
 
-def is_chinese(texts: str | Sequence[str]) -> bool:
+def is_chinese(texts: str | Sequence[str], extra: str = "") -> bool:
     """The one "is this Chinese" rule: at least CHINESE_SHARE of the non-space characters are CJK (QA scoring,
-    word-level augmentation, ROUGE segmentation and the baselines' analyzer all ask it)."""
-    return cjk_share(texts) >= CHINESE_SHARE
+    word-level augmentation, ROUGE segmentation and the baselines' analyzer all ask it; `extra` adds a class)."""
+    return cjk_share(texts, extra) >= CHINESE_SHARE
+
+
+@cache
+def jieba_or_none() -> Any:
+    """The jieba module when installed (Chinese word segmentation), else None (callers fall back to characters)."""
+    try:
+        import jieba  # optional: tunelab[zh]
+
+        jieba.setLogLevel(60)
+        return jieba
+    except ImportError:
+        return None

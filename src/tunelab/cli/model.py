@@ -57,7 +57,7 @@ def eval_(
             examples = model.task.parse(read_table(data))[:limit]
             metrics = evaluate(model.task, model.module, model.tokenizer, examples, batch_size)
             gen, path = eval_generation(model.task, model.module, model.tokenizer, examples, batch_size,
-                                        model_dirs[0], data, generate=generate, max_new_tokens=max_new_tokens,
+                                        model.path, data, generate=generate, max_new_tokens=max_new_tokens,
                                         num_beams=num_beams, temperature=temperature, top_p=top_p,
                                         predictions=predictions)
             metrics.update(gen)

@@ -162,12 +162,12 @@ class TrainConfig(Section):
         "null keeps the model's own."
     )
     fast_dropout: bool = Field(
-        True, description="Train with tunelab.dropout.FastDropout in place of every nn.Dropout module (LoRA's "
+        True, description="Train with tunelab.training.dropout.FastDropout in place of every nn.Dropout module (LoRA's "
         "too): the same dropout from 16-bit draws (p exact to 1/131072) with a bool mask, ~4x less time and memory."
     )
     short_row_attention: bool = Field(
         True, description="On the CPU, a model that runs sdpa attention computes rows of at most 256 tokens by "
-        "matmul-softmax-matmul (tunelab.attention) instead of the flash kernel: the same function, 10-20 % "
+        "matmul-softmax-matmul (tunelab.training.attention) instead of the flash kernel: the same function, 10-20 % "
         "faster steps on short rows; longer rows and GPUs keep sdpa."
     )
     warmup: float = Field(

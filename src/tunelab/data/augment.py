@@ -24,35 +24,26 @@ from tunelab.data.synonyms import synonym_source
 from tunelab.errors import ConfigError
 from tunelab.io import write_jsonl_atomic
 from tunelab.models import resolve_model
-from tunelab.text import CJK, is_chinese, is_cjk
+from tunelab.text import CJK_UNIT, is_chinese, is_cjk, jieba_or_none
 
 Synonyms = Callable[[str], list[str]]
 Units = list[tuple[str, int]]
 
-_ZH_UNIT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\s\w]")  # a character, a latin word or a mark
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 NEEDS_SYNONYMS = ("insert", "synonym")
 
 
 # ---------------------------------------------------------------------------- units
-def _jieba() -> Any:
-    try:
-        import jieba
-    except ImportError:
-        return None
-    return jieba
-
-
 def split_units(text: str, language: str) -> tuple[list[str], str]:
     """(units, language): words for en; for zh, jieba words if installed, else single characters
     (a run of letters or digits, such as `Python`, stays one unit)."""
     lang = language if language != "auto" else ("zh" if is_chinese(text) else "en")
     if lang == "en":
         return text.split(), lang
-    jieba = _jieba()
+    jieba = jieba_or_none()
     if jieba is not None:
         return [w for w in jieba.lcut(text) if w.strip()], lang
-    return _ZH_UNIT.findall(text), lang
+    return CJK_UNIT.findall(text), lang
 
 
 def _latin(char: str) -> bool:

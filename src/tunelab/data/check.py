@@ -10,12 +10,10 @@ import numpy as np
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from tunelab.config.run import apply_override, format_validation_error, parse_overrides, run_config_class
+from tunelab.config.run import apply_override, format_validation_error, parse_overrides
 from tunelab.config.sections import DataConfig
-from tunelab.data.hygiene import exact_key, normalised_key
 from tunelab.data.load import RowTask
 from tunelab.data.readers import read_table
 from tunelab.errors import ConfigError
@@ -23,8 +21,7 @@ from tunelab.models import resolve_model
 from tunelab.registry import TASKS
 
 
-def _configs(task_name: str, overrides: list[str]) -> tuple[Any, DataConfig]:
-    run_config_class()
+def _configs(task_name: str, overrides: list[str]) -> tuple[RowTask, DataConfig]:
     tree: dict[str, Any] = {}
     for keys, value in parse_overrides(overrides):
         apply_override(tree, keys, value)
@@ -40,18 +37,9 @@ def _configs(task_name: str, overrides: list[str]) -> tuple[Any, DataConfig]:
     return cls(task_cfg, data_cfg), data_cfg
 
 
-def _keys(ex: dict[str, Any]) -> tuple[str, str]:
-    """(exact, normalised) duplicate keys: data.dedup's, so the counts are the rows dedup would drop (for QA, which
-    has no dedup: question + context, case and whitespace folded)."""
-    if "context" in ex:
-        key = ex["question"] + "\t" + ex["context"]
-        return key, " ".join(key.lower().split())
-    return exact_key(ex), normalised_key(ex)
-
-
-def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, model: str) -> dict[str, Any]:
-    """SFT: token lengths as rendered by the chat template (not cut), assistant tokens, and replies cut."""
-    tokenizer = task.load_tokenizer(model)
+def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, tokenizer: Any) -> dict[str, Any]:
+    """A task that answers conversations: token lengths as its chat template renders them (not cut), assistant
+    tokens, and replies cut."""
     uncut = task.data.model_copy(update={"max_length": 1 << 30})
     feats = type(task)(task.cfg, uncut).encode(examples, tokenizer)
     limit = task.data.max_length
@@ -71,28 +59,19 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     """Validate every file (first error raises) and summarise each, plus pairwise overlap."""
     task, data = _configs(task_name, overrides)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    tokenizer = task.load_tokenizer(resolve_model(model))  # the one the task encodes with (sft: its chat template)
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "files": {}, "overlap": []}
     keys: dict[str, set[str]] = {}
     for path in files:
         examples = task.parse(read_table(path))
         chat: dict[str, Any] = {}
-        if "messages" in examples[0]:  # sft: lengths as the chat template renders them
-            chat = _chat_lengths(task, examples, path, resolve_model(model))
-            lengths, labels = chat.pop("lengths"), Counter()
-        elif "context" in examples[0]:  # extractive QA: over max_length = the context needs several windows
-            texts, pairs = [ex["question"] for ex in examples], [ex["context"] for ex in examples]
-            labels = Counter("answerable" if ex["answers"] else "unanswerable" for ex in examples)
-        else:
-            texts = [ex["text"] for ex in examples]
-            pairs = [ex["text_pair"] for ex in examples] if data.text_pair_field else None
-            labels = Counter(
-                lab for ex in examples if "label" in ex  # pretrain documents have none
-                for lab in (ex["label"] if isinstance(ex["label"], list) else [ex["label"]])
-            )
-        if not chat:
-            lengths = np.asarray([len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]])
-        keyed = [_keys(ex) for ex in examples]
+        if task.generates_replies:  # lengths as the chat template renders them, replies cut
+            chat = _chat_lengths(task, examples, path, tokenizer)
+            lengths = chat.pop("lengths")
+        else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
+            lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
+        labels = task.label_counts(examples)
+        keyed = [task.dedup_keys(ex) for ex in examples]
         exact, normal = Counter(k for k, _ in keyed), Counter(n for _, n in keyed)
         keys[path] = set(normal)
         report["files"][path] = {

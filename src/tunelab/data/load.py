@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
@@ -28,6 +29,17 @@ class RowTask(Protocol):
     def configure_loss(self, train: Any, examples: list[dict[str, Any]]) -> dict[str, Any]: ...
 
     def encode(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]: ...
+
+    # what `data check` asks too
+    generates_replies: bool
+
+    def load_tokenizer(self, model_path: str) -> Any: ...
+
+    def token_lengths(self, tokenizer: Any, examples: Sequence[dict[str, Any]]) -> list[int] | None: ...
+
+    def label_counts(self, examples: Sequence[dict[str, Any]] = ()) -> Counter[str]: ...
+
+    def dedup_keys(self, example: dict[str, Any]) -> tuple[str, str]: ...
 
 
 def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport) -> list[dict[str, Any]]:

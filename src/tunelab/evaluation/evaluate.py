@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tunelab.metrics import scalars
 from tunelab.tasks.base import Task
 
 
@@ -25,25 +26,21 @@ def evaluate(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[
     return task.metrics(logits_for(task, model, tokenizer, examples, batch_size, features), examples)
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar metrics (nested tables such as per_class are left out)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
 def print_metrics(results: dict[str, dict[str, Any]], console: Console | None = None) -> None:
     """A human table of the scalar metrics of each split, on stderr."""
     console = console or Console(file=sys.stderr)
     table = RichTable(title="metrics")
-    names = sorted({k for m in results.values() for k in headline(m)})
+    names = sorted({k for m in results.values() for k in scalars(m)})
     table.add_column("metric")
     for split in results:
         table.add_column(split, justify="right")
     for name in names:
-        table.add_row(name, *[_fmt(headline(m).get(name)) for m in results.values()])
+        table.add_row(name, *[format_value(scalars(m).get(name)) for m in results.values()])
     console.print(table)
 
 
-def _fmt(v: float | None) -> str:
+def format_value(v: Any) -> str:
+    """A metric for a plain table: floats to 4 decimals, None as -."""
     if v is None:
         return "-"
     return f"{v:.4f}" if isinstance(v, float) else str(v)

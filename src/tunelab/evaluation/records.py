@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from tunelab.evaluation.evaluate import logits_for
-from tunelab.io import read_jsonl as read_records  # noqa: F401 - the records of one split, in order
 from tunelab.io import write_jsonl_atomic
 from tunelab.tasks.base import Task
 

@@ -26,7 +26,6 @@ import transformers
 from peft import PeftModel
 from transformers import AutoConfig, AutoTokenizer
 
-from tunelab.config.run import run_config_class
 from tunelab.errors import TunelabError
 from tunelab.export.save import META_FILE
 from tunelab.io import atomic_dir, commit_dir
@@ -116,7 +115,6 @@ def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 def _auto_class(meta: dict[str, Any]) -> Any:
-    run_config_class()  # registers the tasks
     return getattr(transformers, TASKS.get(meta["task"]["name"]).auto_model_class)
 
 

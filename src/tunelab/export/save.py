@@ -13,7 +13,7 @@ import transformers
 from peft import PeftModel
 
 from tunelab import __version__
-from tunelab.config.run import RunConfig, run_config_class
+from tunelab.config.run import RunConfig
 from tunelab.config.sections import DataConfig
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_dir, commit_dir
@@ -57,7 +57,6 @@ def load_task(model_dir: str | Path) -> Any:
     if not meta_path.is_file():
         raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); pass RUN_DIR/model")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    run_config_class()  # registers the tasks
     task_cls = TASKS.get(meta["task"]["name"])
     task = task_cls(task_cls.Config(**meta["task"]), DataConfig(**meta["data"]))
     task.load_metadata(meta)

@@ -1,12 +1,12 @@
 """Scores of generated text against one reference each: exact match, BLEU, chrF, ROUGE-1/2/L.
 
 - `exact_match` (0–1): equal after collapsing whitespace runs to one space and trimming (case kept).
-- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when the references are mostly
-  CJK) and chrF (character 6-grams, β = 2, whitespace ignored).
+- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when the references are Chinese
+  or Korean: `text.is_chinese` with Hangul counted) and chrF (character 6-grams, β = 2, whitespace ignored).
 - `rouge1`, `rouge2`, `rougeL` (0–1): rouge-score F-measures, averaged over samples. rouge-score's own
-  tokenizer keeps only `[a-z0-9]` and so drops Chinese entirely; for mostly-CJK references the texts are
-  segmented here instead — jieba words when `jieba` is installed, single CJK characters otherwise — with
-  Latin words and numbers kept as tokens (lower-cased) and punctuation dropped.
+  tokenizer keeps only `[a-z0-9]` and so drops Chinese entirely; for such references the texts are
+  segmented here instead — jieba words when `jieba` is installed, single CJK characters (and Hangul syllables)
+  otherwise — with Latin words and numbers kept as tokens (lower-cased) and punctuation dropped.
 
 Per sample: sentence BLEU (effective order, exponential smoothing), sentence chrF and ROUGE-L F.
 """
@@ -21,9 +21,11 @@ from typing import Any
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from tunelab.text import CJK, CJK_CHAR, is_chinese
+from tunelab.text import CJK, HANGUL, is_chinese, jieba_or_none
 
-_ZH_TOKEN = re.compile(rf"[{CJK}]|[a-z0-9]+")
+_ZH_CHAR = re.compile(f"[{CJK}{HANGUL}]")
+
+_ZH_TOKEN = re.compile(rf"[{CJK}{HANGUL}]|[a-z0-9]+")  # Korean syllables segmented as before
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
@@ -33,26 +35,17 @@ def normalise(text: str) -> str:
 
 
 @cache
-def _jieba() -> Any:
-    try:
-        import jieba
-    except ImportError:
-        return None
-    jieba.setLogLevel(60)  # no "Building prefix dict" chatter on stderr
-    return jieba
-
-
 def segment_zh(text: str) -> list[str]:
     """Tokens for ROUGE on Chinese: jieba words when jieba is installed, else single CJK characters; Latin
     words and numbers lower-cased; punctuation and whitespace dropped."""
     text = text.lower()
-    jieba = _jieba()
+    jieba = jieba_or_none()
     if jieba is None:
         return _ZH_TOKEN.findall(text)
     out = []
     for word in jieba.lcut(text):
         word = word.strip()
-        if word and (CJK_CHAR.search(word) or re.fullmatch(r"[a-z0-9]+", word)):
+        if word and (_ZH_CHAR.search(word) or re.fullmatch(r"[a-z0-9]+", word)):
             out.append(word)
         elif word:
             out += re.findall(r"[a-z0-9]+", word)
@@ -73,12 +66,12 @@ def _rouge(zh: bool) -> Any:
 def score_generations(predictions: Sequence[str], references: Sequence[str],
                       language: str | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """(corpus metrics, per-sample {exact_match, bleu, chrf, rouge_l}). `language`: `zh`, `en` or None
-    (decided from the references: mostly CJK → zh)."""
+    (decided from the references: `is_chinese` with Hangul counted → zh)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         return {"exact_match": 0.0, "bleu": 0.0, "chrf": 0.0, **dict.fromkeys(ROUGE_TYPES, 0.0), "generated": 0}, []
-    zh = is_chinese(references) if language is None else language == "zh"
+    zh = is_chinese(references, extra=HANGUL) if language is None else language == "zh"
     tokenize = "zh" if zh else "13a"
     preds, refs = list(predictions), list(references)
     bleu, chrf = BLEU(tokenize=tokenize), CHRF()

@@ -1,8 +1,8 @@
 """Extractive QA metrics: exact match and F1, max over the gold answers.
 
-English (and any text without CJK characters): the official SQuAD v1.1/v2.0 evaluation — lowercase,
+English (any context that `text.is_chinese` does not call Chinese): the official SQuAD v1.1/v2.0 evaluation — lowercase,
 strip ASCII punctuation, drop the articles a/an/the, collapse whitespace; F1 over the bag of words.
-Chinese (the context holds CJK characters): CMRC 2018 style — lowercase, drop punctuation, split into
+Chinese (at least 30 % of the context's characters are CJK): CMRC 2018 style — lowercase, drop punctuation, split into
 single CJK characters and non-CJK words; F1 from the longest common substring of those segments, as in
 the official CMRC 2018 script (which uses nltk for the non-CJK words; a regex does that here).
 
@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tunelab.text import CJK
+from tunelab.text import CJK_UNIT
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 # the official CMRC 2018 list (symbols that are not Unicode punctuation are among them)
 _CMRC_EXTRA = set("-:_*^/\\~`+=，。：？！“”；’《》…·、「」（）－～『』")
-_SEGMENT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\w\s]", re.UNICODE)
+_SEGMENT = CJK_UNIT  # a CJK character, a word or a mark
 
 
 # -- SQuAD (English) -----------------------------------------------------------------------------

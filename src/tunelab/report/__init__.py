@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from tunelab.data.readers import read_table
-from tunelab.evaluation.records import evaluate_and_record, read_records
+from tunelab.evaluation.records import evaluate_and_record
+from tunelab.io import read_jsonl
 from tunelab.report.page import build_report
 from tunelab.tasks.base import Task
 
@@ -36,7 +37,7 @@ def evaluation_report(task: Task, model: torch.nn.Module, tokenizer: Any, model_
     split = data.stem
     metrics = evaluate_and_record(task, model, tokenizer, examples, batch_size, records_path)
     run_dir = model_dir.parent if (model_dir.parent / "config.yaml").is_file() else None
-    records = {split: read_records(records_path)} if records_path.is_file() else {}
+    records = {split: read_jsonl(records_path)} if records_path.is_file() else {}
     build_report(path, run_dir, title=f"tunelab evaluation: {model_dir} on {data.name}", task=task, model=model,
                  tokenizer=tokenizer, splits={split: examples}, records=records, metrics={split: metrics})
     return metrics

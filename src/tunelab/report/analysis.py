@@ -27,8 +27,10 @@ def errors_section(ctx: Context) -> str | None:
 def _near_duplicates(ctx: Context) -> str:
     head = "<h3>Near-duplicates between train and evaluation</h3>"
     train = ctx.splits.get("train")
-    if not train or ctx.task is None:
+    if not train:
         return head + note("Skipped: the training split is not available (evaluation-only report).")
+    if ctx.task is None:
+        return head + note(f"Skipped: task {ctx.task_name!r} is not known to this tunelab version.")
     train_texts = [ctx.task.example_text(ex) for ex in train]
     out = [head]
     for split, examples in ctx.splits.items():

@@ -5,22 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tunelab.evaluation.evaluate import format_value
 from tunelab.html import table
 from tunelab.plots import data_uri, lines
 from tunelab.report.templates import render_template
 
 TRAIN_KEYS = ("steps", "loss", "wall_s")  # the training summary shown beside the metrics
 
+
 def eval_series(runs: Sequence[Any], metric: str) -> tuple[dict[str, list[tuple[float, float]]],
                                                          dict[str, list[tuple[float, float]]]]:
     """Per run: (step, eval/<metric>) of the evaluations during training, and the final validation score."""
-    lines, finals = {}, {}
+    steps, finals = {}, {}
     for r in runs:
         key = f"eval/{metric}"
-        lines[r.name] = [(row["step"], row[key]) for row in r.log if isinstance(row.get(key), int | float)]
+        steps[r.name] = [(row["step"], row[key]) for row in r.log if isinstance(row.get(key), int | float)]
         finals[r.name] = [(row["step"], row[metric]) for row in r.log
                           if row.get("final") == "validation" and isinstance(row.get(metric), int | float)]
-    return lines, finals
+    return steps, finals
 
 
 def loss_series(runs: Sequence[Any]) -> dict[str, list[tuple[float, float]]]:
@@ -75,8 +77,8 @@ def mcnemar(result: dict[str, Any]) -> bool:
 def metric_rows(result: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """(metric, one formatted cell per run): the split's scalar metrics, then the training summary."""
     names = list(dict.fromkeys(k for r in result["runs"] for k in r["metrics"]))
-    rows = [(n, [_fmt(r["metrics"].get(n)) for r in result["runs"]]) for n in names]
-    rows += [(f"train {k}", [_fmt(r["train"].get(k)) for r in result["runs"]]) for k in TRAIN_KEYS]
+    rows = [(n, [format_value(r["metrics"].get(n)) for r in result["runs"]]) for n in names]
+    rows += [(f"train {k}", [format_value(r["train"].get(k)) for r in result["runs"]]) for k in TRAIN_KEYS]
     return rows
 
 
@@ -93,9 +95,3 @@ def significance_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]
              f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", "yes" if c["significant"] else "no"]
             for c in result["comparisons"]]
     return head, rows
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)

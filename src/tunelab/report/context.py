@@ -71,5 +71,3 @@ def load_context(title: str, run_dir: Path | None = None, *, task: Task | None =
         except (ValueError, TunelabError):  # a config.yaml of another version: the task-specific parts go
             ctx.task = None
     return ctx
-
-

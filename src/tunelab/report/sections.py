@@ -11,6 +11,7 @@ from typing import Any
 
 from tunelab import plots
 from tunelab.html import esc, figs, img, note, table
+from tunelab.io import read_json, read_jsonl
 from tunelab.metrics import scalars
 from tunelab.report.context import Context
 
@@ -18,10 +19,7 @@ LENGTH_SAMPLE = 5000  # token lengths are counted on at most this many rows per 
 
 
 def _json_file(ctx: Context, *parts: str) -> Any:
-    if ctx.out_dir is None:
-        return None
-    path = ctx.out_dir.joinpath(*parts)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return None if ctx.out_dir is None else read_json(ctx.out_dir.joinpath(*parts))
 
 
 def max_length(ctx: Context) -> int | None:
@@ -149,7 +147,7 @@ def curves_section(ctx: Context) -> str | None:
     path = None if ctx.run_dir is None else ctx.run_dir / "metrics.jsonl"
     if path is None or not path.is_file():
         return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     steps = [r for r in rows if "loss" in r and "final" not in r and not any(k.startswith("eval/") for k in r)]
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     images = []

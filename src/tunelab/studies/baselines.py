@@ -6,11 +6,11 @@ with `RUN/metrics.json`:
 
 - `tfidf_nb`, `tfidf_logreg`: TF-IDF (sublinear tf) + multinomial naive Bayes (alpha 0.1) / logistic
   regression (C 1.0; liblinear for two classes or one-vs-rest, else lbfgs), trained on the train split.
-  Features: word uni+bigrams (`text.tokens`), or character 1–3-grams when most characters of the
-  training texts are CJK (`analyzer`: auto | word | char). Multi-label: one-vs-rest. Text pairs are
-  joined with " | ".
+  Features: word uni+bigrams (`text.tokens`), or character 1–3-grams when the training texts are Chinese
+  (`text.is_chinese`: at least 30 % CJK characters; `analyzer`: auto | word | char). Multi-label:
+  one-vs-rest. Text pairs are joined with " | ".
 - `zero_shot_embedding` (with `embedding_model`) and `zero_shot_llm` (with `zero_shot_model`):
-  see `tunelab.zero_shot`; single-label, single-text only.
+  see `studies/zero_shot.py`; single-label, single-text only.
 - `sft` and `pretrain`: `ngram_lm`, a character Kneser-Ney model trained on the
   train split's assistant replies (or texts); validation perplexity per character.
 

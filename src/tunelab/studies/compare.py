@@ -29,8 +29,7 @@ from rich.table import Table as RichTable
 from scipy.stats import binomtest
 
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.evaluation.records import read_records
-from tunelab.io import write_bytes_atomic
+from tunelab.io import read_jsonl, write_bytes_atomic
 from tunelab.metrics import scalars
 from tunelab.registry import TASKS
 from tunelab.report.compare import TRAIN_KEYS, metric_rows, render_html, significance_rows
@@ -50,7 +49,7 @@ class Run:
     name: str = ""
 
 
-def _task_name(path: Path, records: list[dict[str, Any]]) -> str:
+def _task_name(path: Path) -> str:
     cfg_path = path / "config.yaml"
     if cfg_path.is_file():
         task = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("task")
@@ -76,12 +75,9 @@ def load_run(path: Path, split: str) -> Run:
     if not rec_path.is_file():
         raise TunelabError(f"{path}: no predictions/{split}.jsonl (per-example records); "
                            "train the run again with this tunelab version")
-    records = read_records(rec_path)
-    log_path = path / "metrics.jsonl"
-    log = []
-    if log_path.is_file():
-        log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return Run(path, _task_name(path, records), metrics, records, log)
+    records = read_jsonl(rec_path)
+    log = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+    return Run(path, _task_name(path), metrics, records, log)
 
 
 def check_same_examples(runs: list[Run], split: str) -> None:

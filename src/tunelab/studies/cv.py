@@ -30,6 +30,7 @@ from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError
 from tunelab.io import write_json_atomic, write_jsonl_atomic
+from tunelab.metrics import scalars
 from tunelab.pipeline import run
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
@@ -104,7 +105,7 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
         metrics = run(sub_run_config(cfg, out, **files))
         per_fold.append({
             "fold": k, "output_dir": str(out), "rows": {"train": len(train_idx), "validation": len(held_idx)},
-            **{split: _scalars(m) for split, m in metrics.items() if split != "train"},
+            **{split: scalars(m) for split, m in metrics.items() if split != "train"},
         })
     summary: dict[str, dict[str, Any]] = {}
     for split in (s for s in per_fold[0] if s not in ("fold", "output_dir", "rows")):
@@ -114,10 +115,6 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
               "std": "sample standard deviation over folds (ddof=1)", "metrics": summary, "per_fold": per_fold}
     write_json_atomic(root / "cv.json", result)
     return result
-
-
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def print_cv(result: dict[str, Any]) -> None:

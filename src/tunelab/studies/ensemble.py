@@ -35,9 +35,9 @@ def check_members(dirs: Sequence[Path], tasks: Sequence[Task]) -> None:
     for d, t in zip(dirs[1:], tasks[1:], strict=True):
         if t.cfg.name != ref.cfg.name:
             raise TunelabError(f"{d}: task {t.cfg.name} differs from {first} ({ref.cfg.name}); {_SAME}")
-        why = ref.ensemble_mismatch(t)
+        why = ref.ensemble_mismatch(t, str(first))
         if why is not None:
-            raise TunelabError(f"{d}: {why.format(first=first)}; {_SAME}")
+            raise TunelabError(f"{d}: {why}; {_SAME}")
 
 
 def as_logits(probs: np.ndarray, multi_label: bool) -> np.ndarray:

@@ -28,6 +28,7 @@ from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.io import write_json_atomic
+from tunelab.metrics import scalars
 from tunelab.pipeline import run
 
 
@@ -81,13 +82,12 @@ def trial_config(cfg: RunConfig, params: dict[str, Any], output_dir: Path | str,
 
 def metric_value(metrics: dict[str, Any], metric: str | None, prefix: str = "") -> tuple[str, float]:
     """(name, value) of the searched metric in one evaluation; the headline (first float) when not set."""
-    scalars = {k[len(prefix):]: v for k, v in metrics.items()
-               if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)}
-    name = metric or next((k for k, v in scalars.items() if isinstance(v, float)), None)
-    if name is None or name not in scalars:
+    values = {k[len(prefix):]: v for k, v in scalars(metrics).items() if k.startswith(prefix)}
+    name = metric or next((k for k, v in values.items() if isinstance(v, float)), None)
+    if name is None or name not in values:
         raise ConfigError(f"config: search.metric: {name!r} is not among the validation metrics "
-                          f"({', '.join(scalars)})")
-    return name, float(scalars[name])
+                          f"({', '.join(values)})")
+    return name, float(values[name])
 
 
 # ---------------------------------------------------------------------------- the study
@@ -197,8 +197,7 @@ def _objective(cfg: RunConfig, search: SearchConfig, root: Path, optuna: Any) ->
             trial.study.set_user_attr("metric", metric)
         trial.set_user_attr("metric", metric)
         trial.set_user_attr("steps", metrics["train"]["steps"])
-        trial.set_user_attr("validation", {k: v for k, v in metrics["validation"].items()
-                                           if isinstance(v, int | float) and not isinstance(v, bool)})
+        trial.set_user_attr("validation", scalars(metrics["validation"]))
         _say(f"tune: trial {trial.number}: {metric}={value:.4g}")
         return value
 

@@ -1,5 +1,5 @@
 """The tasks: one module each, registering a `Task` subclass in `TASKS`. Importing this package imports every
-task module (a new module here is a new task)."""
+module (a task module registers itself; the others are its helpers: report parts, chat templates, losses)."""
 
 import importlib
 import pkgutil

@@ -9,11 +9,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from tunelab.config.sections import DataConfig, TaskConfig, TrainConfig
+from tunelab.data.hygiene import exact_key, normalised_key
 from tunelab.data.readers import Table
 from tunelab.errors import ConfigError
 from tunelab.models.inference import forward_logits
+from tunelab.tasks.generation import stop_ids_of
 
 Example = dict[str, Any]
 Features = dict[str, Any]
@@ -131,8 +134,14 @@ class Task(ABC):
         return str(example.get("text", "")) + ("\n" + example["text_pair"] if "text_pair" in example else "")
 
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int] | None:
-        """Untruncated model-input length of each example (special tokens included); None: not counted."""
-        return None
+        """Untruncated model-input length of each example (special tokens included): `text` (+ `text_pair`) by
+        default; None: not counted."""
+        if not examples:
+            return []
+        if "text" not in examples[0]:
+            return None
+        pairs = [ex["text_pair"] for ex in examples] if "text_pair" in examples[0] else None
+        return [len(x) for x in tokenizer([ex["text"] for ex in examples], pairs)["input_ids"]]
 
     def length_note(self) -> str:
         """How an input longer than data.max_length is cut (the report's token-length note)."""
@@ -152,13 +161,22 @@ class Task(ABC):
         """This task's error analysis of one split (HTML), or None."""
         return None
 
-    def ensemble_mismatch(self, other: Task) -> str | None:
-        """Why `other` (a tuned model of the same task) cannot join this one's ensemble, or None."""
+    def ensemble_mismatch(self, other: Task, first: str) -> str | None:
+        """Why `other` (a tuned model of the same task) cannot join the ensemble of this one, loaded from `first`;
+        or None."""
         return None
 
     def stop_ids(self, tokenizer: Any) -> list[int]:
         """Token ids that end a generated reply."""
-        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        return stop_ids_of(tokenizer, None)
+
+    def load_tokenizer(self, model_path: str) -> Any:
+        """The tokenizer this task encodes with (sft adds its chat template)."""
+        return AutoTokenizer.from_pretrained(model_path)
+
+    def dedup_keys(self, example: Example) -> tuple[str, str]:
+        """(exact, normalised) duplicate keys of an example: data.dedup's, so `data check` counts what dedup drops."""
+        return exact_key(example), normalised_key(example)
 
     # -- saved with the model ----------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

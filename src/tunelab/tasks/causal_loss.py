@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -127,22 +125,3 @@ def eval_batches(order: list[int], trained: list[int], batch_size: int, max_trai
         cur.append(i)
         tokens += trained[i]
     return batches + [cur] if cur else batches
-
-
-def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """SFT rows from the per-example [assistant-token NLL sum, token count]: the prompt (the turns before
-    the last assistant reply, as `role: content` lines), the reference reply, no prediction (a generated
-    reply is added as `prediction` when the task generates one: `ex["generated"]`), `loss` (mean NLL per
-    assistant token), score 1 - min(1, loss / 10), correct: score >= 0.5."""
-    out = []
-    for lg, ex in zip(logits, examples, strict=True):
-        msgs = ex["messages"]
-        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))
-        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in msgs[:last])
-        tokens = int(lg[1])
-        loss = float(lg[0]) / max(tokens, 1)
-        s = 1.0 - min(1.0, loss / 10.0)
-        out.append({"text": prompt, "gold": msgs[last]["content"] if last < len(msgs) else "",
-                    "prediction": ex.get("generated"), "correct": s >= 0.5, "score": s,
-                    "loss": round(loss, 6), "tokens": tokens})
-    return out

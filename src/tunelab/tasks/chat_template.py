@@ -26,6 +26,7 @@ GEMMA = (  # Gemma's turn format; a system message opens the first user turn (Ge
 # name -> (template, its turn markers: special tokens, added to the vocabulary when missing)
 TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA, ["<start_of_turn>", "<end_of_turn>"])}
 
+
 def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 

@@ -302,10 +302,6 @@ class Classification(Task):
     baselines = "labels"
     ensembles = True
 
-    def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
-        pairs = [ex["text_pair"] for ex in examples] if examples and "text_pair" in examples[0] else None
-        return [len(x) for x in tokenizer([ex["text"] for ex in examples], pairs)["input_ids"]] if examples else []
-
     def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
         counts: Counter[str] = Counter()
         for ex in examples:
@@ -326,15 +322,15 @@ class Classification(Task):
         return (classification_report.mistakes(self, records, examples, model, tokenizer)
                 + classification_report.confused(records))
 
-    def ensemble_mismatch(self, other: Task) -> str | None:
+    def ensemble_mismatch(self, other: Task, first: str) -> str | None:
         mine, theirs = self.cfg, other.cfg  # type: ignore[attr-defined]
         if theirs.multi_label != mine.multi_label:
-            return (f"task.multi_label={str(theirs.multi_label).lower()} differs from {{first}} "
+            return (f"task.multi_label={str(theirs.multi_label).lower()} differs from {first} "
                     f"({str(mine.multi_label).lower()})")
         if theirs.multi_label and theirs.threshold != mine.threshold:
-            return f"task.threshold={theirs.threshold} differs from {{first}} ({mine.threshold})"
+            return f"task.threshold={theirs.threshold} differs from {first} ({mine.threshold})"
         if list(other.labels) != list(self.labels):  # type: ignore[attr-defined]
-            return (f"label map [{', '.join(other.labels)}] differs from {{first}}'s "  # type: ignore[attr-defined]
+            return (f"label map [{', '.join(other.labels)}] differs from {first}'s "  # type: ignore[attr-defined]
                     f"[{', '.join(self.labels)}]")
         return None
 

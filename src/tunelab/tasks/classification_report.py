@@ -97,7 +97,6 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
     return "".join(out)
 
 
-
 def mistakes(task: Task, recs: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]] | None, model: Any,
              tokenizer: Any) -> str:
     wrong = [r for r in recs if not r["correct"]]

@@ -1,4 +1,4 @@
-"""Reply generation for causal LMs, and scoring generated replies (SFT evaluation).
+"""Reply generation for causal LMs: the `task.generation` settings and batched generation.
 
 `generate` runs batches of prompts sorted by length, left-padded with an attention mask (positions come
 from the mask, so a padded prompt generates what it would alone), greedy, beam search or sampling

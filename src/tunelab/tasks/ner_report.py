@@ -72,5 +72,3 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any], shown: int 
                    '<p class="legend"><mark class="gold">gold only</mark><mark class="pred">predicted only</mark>'
                    '<mark class="match">both</mark></p>' + table(["#", "gold", "predicted", "F1"], rows, (1, 2)))
     return "".join(out)
-
-

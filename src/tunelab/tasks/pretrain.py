@@ -344,6 +344,9 @@ class Pretrain(Task):
 
     baselines = "language_model"  # tunelab baseline: the character n-gram LM
 
+    def length_note(self) -> str:
+        return "documents are packed into blocks of data.max_length tokens (nothing is cut)"
+
 
 def _masked_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of NLL over the masked tokens, their count) per row."""

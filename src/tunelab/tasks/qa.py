@@ -21,6 +21,7 @@ the n-best candidates; start/end: character offsets in the context, null for "")
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -245,8 +246,18 @@ class Qa(Task):
         ids = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples])["input_ids"]
         return [len(x) for x in ids]
 
+    count_kind = "answer"
+
     def length_note(self) -> str:
         return "longer contexts become several windows"
+
+    def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
+        return Counter("answerable" if ex["answers"] else "unanswerable" for ex in examples)
+
+    def dedup_keys(self, example: Example) -> tuple[str, str]:
+        """QA has no data.dedup: question + context, case and whitespace folded."""
+        key = example["question"] + "\t" + example["context"]
+        return key, " ".join(key.lower().split())
 
     def report_results(self, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
                        generations: Sequence[dict[str, Any]] | None = None) -> str:

@@ -65,5 +65,3 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any], shown: int 
         out.append(f"<h4>Errors (the {len(wrong)} lowest F1)</h4>"
                    + table(["#", "question", "gold", "predicted", "F1"], rows))
     return "".join(out)
-
-

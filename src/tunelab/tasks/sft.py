@@ -47,7 +47,7 @@ from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
 from tunelab.tasks.base import Example, Features, Task, pad_batch
-from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, sft_records, trained_count
+from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
 from tunelab.tasks.generation import GenerationConfig, generate
 from tunelab.tasks.packing import collate_packed, pack
@@ -154,6 +154,25 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
     completion = _text(rec, "completion", required=labelled)
     msgs = [{"role": "user", "content": prompt}]
     return "completion", msgs + ([{"role": "assistant", "content": completion}] if completion is not None else [])
+
+
+def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SFT rows from the per-example [assistant-token NLL sum, token count]: the prompt (the turns before
+    the last assistant reply, as `role: content` lines), the reference reply, no prediction (a generated
+    reply is added as `prediction` when the task generates one: `ex["generated"]`), `loss` (mean NLL per
+    assistant token), score 1 - min(1, loss / 10), correct: score >= 0.5."""
+    out = []
+    for lg, ex in zip(logits, examples, strict=True):
+        msgs = ex["messages"]
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in msgs[:last])
+        tokens = int(lg[1])
+        loss = float(lg[0]) / max(tokens, 1)
+        s = 1.0 - min(1.0, loss / 10.0)
+        out.append({"text": prompt, "gold": msgs[last]["content"] if last < len(msgs) else "",
+                    "prediction": ex.get("generated"), "correct": s >= 0.5, "score": s,
+                    "loss": round(loss, 6), "tokens": tokens})
+    return out
 
 
 @TASKS.register("sft")
@@ -314,7 +333,7 @@ class Sft(Task):
                 for ids, ex in zip(logits, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        """Prompt, reference reply and per-example loss (see tasks.causal_loss.sft_records)."""
+        """Prompt, reference reply and per-example loss (see sft_records)."""
         return sft_records(logits, examples)
 
     # -- what reports, baselines, chat and eval ask ----------------------------------------------
