@@ -221,9 +221,10 @@ def _fake_checkpoint(root: Path, step: int, complete: bool = True, name: str | N
     d = root / (name or f"step-{step:08d}")
     d.mkdir(parents=True)
     (d / "trainable.safetensors").write_bytes(b"x")
-    if complete:
+    if complete:  # with the checksums a real save writes, which resume verifies
         (d / "state.pt").write_bytes(b"x")
-        (d / "trainer_state.json").write_text(json.dumps({"step": step}))
+        sums = {f: ckpt.sha256(d / f) for f in ("trainable.safetensors", "state.pt")}
+        (d / "trainer_state.json").write_text(json.dumps({"step": step, "sha256": sums}))
     return d
 
 
@@ -271,3 +272,22 @@ def test_resume_refuses_a_different_data_order(tiny_bert: Path, tmp_path: Path) 
     path = ckpt.find_checkpoint("auto", tmp_path)
     with pytest.raises(TunelabError, match=r"--resume: batch_size was 4 in .*step-00000003, now 2"):
         engine.train(model, feats, collate, cfg.train, 5e-3, tmp_path, resume_from=path)
+
+
+def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tiny_bert: Path, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) after a checkpoint: one line naming it and the exact command that resumes; exit code 130."""
+    out = tmp_path / "run"
+    cmd = _cmd(tiny_bert, _data(tmp_path), out, [])
+    proc = subprocess.Popen(cmd, env={**ENV, "TUNELAB_TEST_PAUSE": "step:5"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "step-00000004").is_dir() or not (out / "metrics.jsonl").is_file() or \
+            '"step": 5' not in (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach step 5"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"interrupted: the newest checkpoint is {out / 'checkpoints' / 'step-00000004'}"), err
+    assert line.endswith("--resume") and f"output_dir={out}" in line and "Traceback" not in err

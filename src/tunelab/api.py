@@ -65,11 +65,13 @@ class Run:
         return load(self.model_dir)
 
 
-def train(config: ConfigSource = None, *, resume: str | None = None, **overrides: Any) -> Run:
-    """Train, evaluate and export one run, as `tunelab train`. `resume`: `auto` or a checkpoint path.
+def train(config: ConfigSource = None, *, resume: str | None = None, overwrite: bool = False,
+          **overrides: Any) -> Run:
+    """Train, evaluate and export one run, as `tunelab train`. `resume`: `auto` or a checkpoint path; `overwrite`:
+    replace what output_dir holds (else only a finished run of the same config is replaced, anything else refused).
     Under a multi-process launch the processes other than the main one return a Run with empty metrics."""
     cfg = resolved(make_config(config, **overrides))
-    metrics = run_pipeline(cfg, resume=resume)
+    metrics = run_pipeline(cfg, resume=resume, overwrite=overwrite)
     return Run(Path(cfg.output_dir), cfg, metrics)
 
 

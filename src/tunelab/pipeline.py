@@ -17,18 +17,21 @@ from tunelab.config.run import RunConfig, config_to_yaml
 from tunelab.data.load import load_splits
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
+from tunelab.errors import ConfigError
 from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.save import save_model
 from tunelab.io import write_json_atomic
-from tunelab.methods.base import count_parameters
+from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
 from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
+from tunelab.tasks.base import Task
 from tunelab.training import engine
-from tunelab.training.checkpoint import discard_after, find_checkpoint, read_trainer_state, truncate_metrics
+from tunelab.training.checkpoint import find_checkpoint
+from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
@@ -41,27 +44,25 @@ def resolved(cfg: RunConfig) -> RunConfig:
 
 
 def run(cfg: RunConfig, resume: str | None = None,
-        on_eval: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        on_eval: Callable[[int, dict[str, Any]], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train, evaluate and export one run; returns the final metrics (also in metrics.json).
     `resume`: `auto` (the newest checkpoint in output_dir) or a checkpoint path to continue from.
     `on_eval(step, {"step", "eval/<metric>": ...})`: sees every evaluation during training (search pruning);
-    an exception it raises (optuna.TrialPruned) ends the run there."""
+    an exception it raises (optuna.TrialPruned) ends the run there. `overwrite`: replace whatever run output_dir
+    holds (otherwise only a finished run of this same config is replaced; see training/run_dir.py).
+
+    Nothing is written into output_dir until the config, the data, the model and the method have all been checked
+    (a failure before that leaves the directory exactly as it was), and then only under its lock."""
     t0 = time.perf_counter()
     cfg = resolved(cfg)
+    config_yaml = config_to_yaml(cfg)
     method = METHODS.get(cfg.method.name)(cfg.method)
     # under `accelerate launch` / torchrun this is one of several processes
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
     resume_from = find_checkpoint(resume, out) if resume else None
     if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
-        if resume_from is None:
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        else:  # the log continues from the checkpoint; later checkpoints belong to the replaced history
-            step = read_trainer_state(resume_from)["step"]
-            truncate_metrics(out / "metrics.jsonl", step)
-            discard_after(out / "checkpoints", step)
+        check_output_dir(out, config_yaml, resume=resume_from is not None, overwrite=overwrite)
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -69,7 +70,34 @@ def run(cfg: RunConfig, resume: str | None = None,
     report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
     splits = load_splits(cfg.data, task, cfg.train.seed, report)
     model, tokenizer = task.build_model(resolve_model(cfg.model), splits["train"])
+    method.check_model(model)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
+    features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
+    check_positions(model, features, cfg.data.max_length)
+    if not state.is_main_process:
+        return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
+                      on_eval, t0)
+    with RunDirLock(out):
+        start_run_dir(out, config_yaml, resume_from, overwrite=overwrite)
+        return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
+                      on_eval, t0)
+
+
+def check_positions(model: torch.nn.Module, features: dict[str, list[dict[str, Any]]], max_length: int) -> None:
+    """data.max_length above the model's position limit is refused when an input would reach past it (today a
+    RuntimeError mid-training): one line before anything is written."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    longest = max((len(f["input_ids"]) for feats in features.values() for f in feats), default=0)
+    if isinstance(limit, int) and longest > limit:
+        raise ConfigError(f"config: data.max_length: {max_length} is above the model's {limit} positions and "
+                          f"inputs of {longest} tokens reach past them; set data.max_length to at most {limit}")
+
+
+def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: Method, model: torch.nn.Module,
+           tokenizer: Any, splits: dict[str, list[dict[str, Any]]], features: dict[str, list[dict[str, Any]]],
+           report: DataReport, resume_from: Path | None, on_eval: Callable[[int, dict[str, Any]], None] | None,
+           t0: float) -> dict[str, Any]:
+    """The run once its output_dir is claimed: baseline, training, export, final evaluation, report."""
     if state.is_main_process:
         report.write(out, splits)
     baseline = None  # the untrained model on validation (train.baseline_eval; default: the task's own)

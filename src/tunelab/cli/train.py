@@ -19,20 +19,41 @@ def train(
         None, "--resume", metavar="[PATH]",
         help="Continue from the newest complete checkpoint in OUTPUT_DIR, or from PATH (a checkpoint or run dir).",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what OUTPUT_DIR holds (by default only a "
+                                   "finished run of the same config is replaced; anything else is refused)."),
 ) -> None:
     """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
     from tunelab import api
     from tunelab.config.run import load_config
     from tunelab.evaluation.evaluate import print_metrics
 
-    run = api.train(load_config(config, set_), resume=resume)
-    metrics, cfg = run.metrics, run.config
+    cfg = load_config(config, set_)
+    try:
+        run = api.train(cfg, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        typer.echo(interrupted_line(Path(cfg.output_dir), config, set_), err=True)
+        raise typer.Exit(130) from None
+    metrics = run.metrics
     if not metrics:  # a non-main process of a distributed run
         return
     print_metrics({k: v for k, v in metrics.items() if k != "train"})
     t = metrics["train"]
     typer.echo(f"trained {t['steps']} steps in {t['wall_s']} s ({t['real_tokens_per_s']} real tok/s, "
                f"{t['precision']}); model: {Path(cfg.output_dir) / 'model'}", err=True)
+
+
+def interrupted_line(out: Path, config: Path | None, sets: list[str]) -> str:
+    """Ctrl-C: where the run stopped, and the command that continues it."""
+    from shlex import join
+
+    from tunelab.training.checkpoint import list_checkpoints, verify
+
+    intact = [p for _, p in list_checkpoints(out / "checkpoints") if verify(p) is None]
+    command = join(["tunelab", "train", *([str(config)] if config else []),
+                    *(x for s in sets for x in ("--set", s)), "--resume"])
+    if not intact:
+        return f"interrupted: no checkpoint in {out / 'checkpoints'} yet (train.save_steps); run the command again"
+    return f"interrupted: the newest checkpoint is {intact[-1]}; continue with: {command}"
 
 
 @app.command()

@@ -23,6 +23,10 @@ class Method:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
+    def check_model(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
+        """Refuse (ConfigError) a model this method cannot train; called right after the model loads, before the
+        run writes anything."""
+
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         """`heads`: names of task-head modules, which stay trainable under every method. `new_tokens`: ids the
         task added to the vocabulary (e.g. chat-template markers), whose embedding rows start untrained."""

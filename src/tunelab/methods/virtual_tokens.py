@@ -54,8 +54,11 @@ class _VirtualTokens(Method):
     def peft_config(self) -> object:
         raise NotImplementedError
 
-    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
+    def check_model(self, model: torch.nn.Module) -> None:
         require_causal_lm(model, self.kind)
+
+    def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
+        self.check_model(model)
         warn_untrained_tokens(self.kind, new_tokens)
         return get_peft_model(model, self.peft_config())
 

@@ -98,7 +98,8 @@ def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         write_rows(out / "train.jsonl", [rows[i] for i in subsets[f]])
         _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
-        metrics = run(sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation))
+        metrics = run(sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation),
+                      overwrite=True)  # the study owns its sub-run directories
         metric, value = _headline(metrics["validation"])
         points.append({"fraction": f, "rows": len(subsets[f]), "value": value, "run_dir": str(out)})
     result = {"metric": metric, "split": "validation", "seed": cfg.train.seed, "train_rows": len(rows),

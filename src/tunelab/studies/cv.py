@@ -102,7 +102,7 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
         write_rows(out / "validation.jsonl", [rows[i] for i in held_idx])
         files = {"train": str(out / "train.jsonl"), "validation": str(out / "validation.jsonl")}
         _say(f"cv: fold {k}/{folds}: {len(train_idx)} training rows, {len(held_idx)} validation rows → {out}")
-        metrics = run(sub_run_config(cfg, out, **files))
+        metrics = run(sub_run_config(cfg, out, **files), overwrite=True)  # the study owns its fold directories
         per_fold.append({
             "fold": k, "output_dir": str(out), "rows": {"train": len(train_idx), "validation": len(held_idx)},
             **{split: scalars(m) for split, m in metrics.items() if split != "train"},

@@ -187,7 +187,7 @@ def _objective(cfg: RunConfig, search: SearchConfig, root: Path, optuna: Any) ->
                 raise optuna.TrialPruned(f"step {step}: {metric}={value:.4g}")
 
         try:
-            metrics = run(tcfg, on_eval=on_eval)
+            metrics = run(tcfg, on_eval=on_eval, overwrite=True)  # the study owns its trial directories
         except FloatingPointError as exc:  # a diverging trial fails (state FAIL, NaN); the search goes on
             trial.set_user_attr("error", str(exc))
             _say(f"tune: trial {trial.number} failed: {exc}")

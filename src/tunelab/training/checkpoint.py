@@ -11,17 +11,20 @@ mid-save never leaves a half-written `step-N/` behind; resume only ever looks at
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TunelabError
@@ -80,7 +83,8 @@ def save_checkpoint(
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},
                    tmp / "state.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}) + "\n")
+        sums = {name: sha256(tmp / name) for name in FILES[:2]}  # resume verifies them (and skips a bad checkpoint)
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state, "sha256": sums}) + "\n")
         commit_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -92,29 +96,59 @@ def save_checkpoint(
 
 # ---------------------------------------------------------------------------- find & load
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under `root`, oldest first (temp dirs of an interrupted save are never listed)."""
+    """Checkpoint directories `step-N` under `root`, oldest first (temp dirs of an interrupted save are never
+    listed; whether one is complete and intact is `verify`'s question)."""
     if not root.is_dir():
         return []
-    found = []
-    for path in root.iterdir():
-        m = STEP_DIR.fullmatch(path.name)
-        if m and path.is_dir() and all((path / f).is_file() for f in FILES):
-            found.append((int(m.group(1)), path))
-    return sorted(found)
+    return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.fullmatch(p.name)) and p.is_dir())
+
+
+def sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be resumed (a file missing, unreadable state, a checksum that does not
+    match, weights that do not parse), or None when it is intact."""
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        state = read_trainer_state(path)
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json unreadable ({e})"
+    for name, digest in (state.get("sha256") or {}).items():
+        if sha256(path / name) != digest:
+            return f"{name} does not match its checksum (truncated or changed)"
+    if not state.get("sha256"):  # written before checkpoints carried checksums: the weights must at least parse
+        try:
+            with safe_open(str(path / FILES[0]), "pt"):
+                pass
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+            return f"{FILES[0]} unreadable ({type(e).__name__})"
+    return None
 
 
 def find_checkpoint(resume: str, run_dir: Path) -> Path:
-    """`--resume` (`auto`: the run's newest checkpoint) or `--resume PATH` (a step-N directory, a
-    checkpoints directory or a run directory) → one complete checkpoint directory."""
+    """`--resume` (`auto`: the run's newest intact checkpoint) or `--resume PATH` (a step-N directory, a
+    checkpoints directory or a run directory) → one complete, verified checkpoint directory. A damaged newest
+    checkpoint is skipped, with one line on stderr naming it and why, for the newest one that verifies."""
     path = run_dir if resume == "auto" else Path(resume)
     if STEP_DIR.fullmatch(path.name) and path.is_dir():
-        if not all((path / f).is_file() for f in FILES):
-            raise TunelabError(f"--resume: {path} is not a complete checkpoint (missing {', '.join(FILES)})")
+        why = verify(path)
+        if why is not None:
+            raise TunelabError(f"--resume: {path} is not a complete checkpoint ({why})")
         return path
     for root in (path / "checkpoints", path):
         found = list_checkpoints(root)
+        for _, candidate in reversed(found):
+            why = verify(candidate)
+            if why is None:
+                return candidate
+            print(f"resume: skipped {candidate}: {why}", file=sys.stderr)
         if found:
-            return found[-1][1]
+            break
     if resume == "auto":
         raise TunelabError(f"--resume: no complete checkpoint in {path / 'checkpoints'} "
                            "(set output_dir to the interrupted run's directory)")

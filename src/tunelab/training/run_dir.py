@@ -1,0 +1,105 @@
+"""The run directory (`output_dir`) is never lost by accident: a run writes into it only after everything it can
+check has been checked, one process at a time, and never over something that is not a finished run of the same
+config unless told to (`--overwrite`, or `--resume` to continue it).
+
+    check_output_dir   read-only, before any model is loaded: a file, foreign files, a run of another config,
+                       an unfinished run (resume it) → one-line TunelabError, exit 2
+    RunDirLock         `OUTPUT_DIR/.tunelab.lock` under an OS file lock (fcntl.flock): a second run into the same
+                       directory is refused with the holder's pid; the OS drops the lock of a killed process
+    start_run_dir      after the model is loaded and the data encoded: --overwrite clears the old run's files,
+                       config.yaml written, metrics.jsonl reset (or cut back to the resumed checkpoint)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from tunelab.errors import TunelabError
+from tunelab.io import write_text_atomic
+from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
+
+LOCK = ".tunelab.lock"
+# what a training run writes into its output_dir (and --overwrite removes)
+RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_summary.json", "removed.jsonl",
+                       "checkpoints", "model", "adapter", "merged", "predictions", "report.html", "tensorboard",
+                       "mlflow.db", "wandb"})
+# what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
+STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports", LOCK})
+
+
+def check_output_dir(out: Path, config_yaml: str, *, resume: bool, overwrite: bool) -> None:
+    """Refuse (one line) an output_dir that a run would clobber: not a directory, or a non-empty one that is not a
+    finished run of this same config (`config_yaml`, as the run would write it). `resume` / `overwrite` allow it."""
+    if out.exists() and not out.is_dir():
+        raise TunelabError(f"output_dir: {out} is a file, not a directory; choose another output_dir")
+    if resume or overwrite or not out.is_dir():
+        return
+    names = {p.name for p in out.iterdir()}
+    foreign = sorted(names - RUN_FILES - STUDY_FILES)
+    if foreign:
+        what = f"files that no tunelab run wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+    elif not names & RUN_FILES:
+        return  # empty, or only what baseline / curve / tune put there
+    else:
+        saved = out / "config.yaml"
+        old = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else None
+        if old != yaml.safe_load(config_yaml):
+            what = "a run of another config" if old is not None else "files of a run without its config.yaml"
+        elif not (out / "metrics.json").is_file():
+            what = "an unfinished run of this config (--resume continues it)"
+        else:
+            return  # a finished run of this config: training it again replaces it
+    raise TunelabError(f"output_dir: {out} holds {what}; pass --overwrite to replace it, or choose another "
+                       "output_dir")
+
+
+class RunDirLock:
+    """`with RunDirLock(out):` — the directory is this process's until the block ends (or the process dies)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.path, self.fd = out, out / LOCK, -1
+
+    def __enter__(self) -> RunDirLock:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise TunelabError(f"output_dir: cannot write {self.out}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise TunelabError(f"output_dir: {self.out} is in use by process {holder} (a run is writing it); wait "
+                               "for it to end or choose another output_dir") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)  # closing releases the lock
+
+
+def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None, *, overwrite: bool) -> None:
+    """The first writes of a run, once it is sure to start: clear the old run (--overwrite), config.yaml, the log."""
+    if overwrite and resume_from is None:
+        for name in RUN_FILES:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    write_text_atomic(out / "config.yaml", config_yaml)
+    if resume_from is None:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    else:  # the log continues from the checkpoint; later checkpoints belong to the replaced history
+        step = read_trainer_state(resume_from)["step"]
+        truncate_metrics(out / "metrics.jsonl", step)
+        discard_after(out / "checkpoints", step)

@@ -1,0 +1,127 @@
+"""Nothing lost: a run writes into output_dir only after every check passed, one process at a time, never over what is
+not a finished run of the same config (unless --overwrite), and resume skips a damaged newest checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import WORDS, sentiment_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.training.run_dir import LOCK, RunDirLock
+
+runner = CliRunner()
+
+
+def _sets(tiny_bert: Path, tmp_path: Path, out: Path, **extra: str) -> list[str]:
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(24, 0))
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(8, 1))
+    base = {"task": "classification", "model": str(tiny_bert), "data.train": str(train), "data.validation": str(val),
+            "output_dir": str(out), "train.max_steps": "2", "train.batch_size": "8", "train.save_steps": "1",
+            "train.lr": "1e-3", **extra}
+    return [x for k, v in base.items() for x in ("--set", f"{k}={v}")]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _fails(args: list[str], match: str) -> str:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert "\n" not in line and "Traceback" not in line and match in line, line
+    return line
+
+
+@pytest.fixture()
+def finished(tiny_bert: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    out = tmp_path / "run"
+    sets = _sets(tiny_bert, tmp_path, out)
+    res = runner.invoke(app, ["train", *sets])
+    assert res.exit_code == 0, res.output
+    return out, sets
+
+
+def test_a_failed_rerun_leaves_the_run_as_it_was(finished: tuple[Path, list[str]], tiny_bert: Path,
+                                                 tmp_path: Path) -> None:
+    out, sets = finished
+    before = _snapshot(out)
+    other = _sets(tiny_bert, tmp_path, out, **{"train.lr": "5e-4"})  # another config into the same directory
+    _fails(["train", *other], "holds a run of another config; pass --overwrite")
+    train = tmp_path / "train.jsonl"
+    good = train.read_bytes()
+    train.write_text('{"text": "good", "label": "positive"}\n{"text": "bad"}\n', encoding="utf-8")
+    _fails(["train", *sets], "train.jsonl:2")  # the same config, its data now broken: nothing touched
+    train.write_bytes(good)
+    # even --overwrite loses nothing when the run fails its checks (here after the model loaded)
+    _fails(["train", *sets, "--set", "method=prefix", "--overwrite"], "prefix tuning works with causal LMs only")
+    assert _snapshot(out) == before
+    res = runner.invoke(app, ["train", *sets])  # the same config again: allowed, it replaces the finished run
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", *other, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "lr: 0.0005" in (out / "config.yaml").read_text()
+    assert not (out / LOCK).exists()  # the lock goes with the run
+
+
+def test_user_files_and_unfinished_runs_are_not_clobbered(tiny_bert: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "weights.bin").write_bytes(b"precious")
+    (mine / "notes.txt").write_text("mine", encoding="utf-8")
+    _fails(["train", *_sets(tiny_bert, tmp_path, mine)], "holds files that no tunelab run wrote (notes.txt)")
+    (mine / "notes.txt").unlink()
+    _fails(["train", *_sets(tiny_bert, tmp_path, mine)], "holds files of a run without its config.yaml")
+    assert (mine / "model" / "weights.bin").read_bytes() == b"precious"
+
+    out = tmp_path / "run"
+    sets = _sets(tiny_bert, tmp_path, out)
+    res = runner.invoke(app, ["train", *sets])
+    assert res.exit_code == 0, res.output
+    (out / "metrics.json").unlink()  # as a run killed before its end leaves it
+    _fails(["train", *sets], "holds an unfinished run of this config (--resume continues it)")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x", encoding="utf-8")
+    _fails(["train", *_sets(tiny_bert, tmp_path, a_file)], "is a file, not a directory")
+    study = tmp_path / "study"  # what baseline / curve put into a run's output_dir is not in the way
+    study.mkdir()
+    (study / "baselines.json").write_text("{}", encoding="utf-8")
+    assert runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, study)]).exit_code == 0
+    assert (study / "baselines.json").read_text() == "{}"
+
+
+def test_a_second_run_into_a_busy_directory_is_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    sets = _sets(tiny_bert, tmp_path, out)
+    with RunDirLock(out):
+        _fails(["train", *sets], f"is in use by process {os.getpid()}")
+    assert not (out / LOCK).exists()
+    (out / LOCK).write_text("999999999\n", encoding="utf-8")  # a dead process's lock file, no OS lock held
+    res = runner.invoke(app, ["train", *sets])
+    assert res.exit_code == 0, res.output
+    assert not (out / LOCK).exists()
+
+
+def test_max_length_above_the_positions_is_refused_before_writing(tiny_bert: Path, tmp_path: Path) -> None:
+    long = [{"text": " ".join(WORDS * 6), "label": lab} for lab in ("positive", "negative")] * 4  # > 128 tokens
+    train = write_jsonl(tmp_path / "long.jsonl", long)
+    out = tmp_path / "run"
+    sets = _sets(tiny_bert, tmp_path, out, **{"data.train": str(train), "data.max_length": "512"})
+    _fails(["train", *sets], "config: data.max_length: 512 is above the model's 128 positions")
+    assert not out.exists()
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(finished: tuple[Path, list[str]]) -> None:
+    out, sets = finished
+    newest = sorted((out / "checkpoints").iterdir())[-1]
+    weights = newest / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as a full disk leaves it
+    res = runner.invoke(app, ["train", *sets, "--resume"])
+    assert res.exit_code == 0, res.output
+    assert f"resume: skipped {newest}: trainable.safetensors does not match its checksum" in res.output
+    (newest / "state.pt").unlink()  # the resumed run wrote it again; now damage it another way
+    _fails(["train", *sets, "--resume", str(newest)], "is not a complete checkpoint (missing state.pt)")  # named: refused
