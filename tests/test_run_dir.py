@@ -124,4 +124,35 @@ def test_resume_skips_a_damaged_newest_checkpoint(finished: tuple[Path, list[str
     assert res.exit_code == 0, res.output
     assert f"resume: skipped {newest}: trainable.safetensors does not match its checksum" in res.output
     (newest / "state.pt").unlink()  # the resumed run wrote it again; now damage it another way
-    _fails(["train", *sets, "--resume", str(newest)], "is not a complete checkpoint (missing state.pt)")  # named: refused
+    # asked for by name, a damaged checkpoint is refused in one line
+    _fails(["train", *sets, "--resume", str(newest)], "is not a complete checkpoint (missing state.pt)")
+
+
+def test_model_card_adapter_base_and_report_off(tiny_bert: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, out, method="lora", **{"train.report": "false"})])
+    assert res.exit_code == 0, res.output
+    assert not (out / "report.html").exists()  # train.report: false
+    card = (out / "model" / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\nlicense: unknown") and f"base_model: {tiny_bert}" in card
+    assert "Labels (2): `negative`, `positive`" in card and "| accuracy |" in card
+    assert f"tunelab train {out / 'config.yaml'}" in card and "| train |" in card
+    import json
+
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        tiny_bert)
+    res = runner.invoke(app, ["export", str(out), "--merge"])  # merging still finds the base
+    assert res.exit_code == 0, res.output
+
+
+def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    (empty / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    out = tmp_path / "run"
+    for model, said in ((empty, "no file named model.safetensors"), ("no-such-org/no-such-model", "cannot load")):
+        sets = ["--set", "task=classification", "--set", f"model={model}", "--set", f"output_dir={out}",
+                "--set", f"data.train={write_jsonl(tmp_path / 't.jsonl', sentiment_rows(6))}"]
+        line = _fails(["train", *sets], f"config: model: cannot load {model}")
+        assert said in line
+        assert not out.exists()

@@ -21,8 +21,9 @@ from tunelab.errors import ConfigError
 from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
+from tunelab.export.model_card import model_card
 from tunelab.export.save import save_model
-from tunelab.io import write_json_atomic
+from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
@@ -69,7 +70,10 @@ def run(cfg: RunConfig, resume: str | None = None,
     task.check_method(cfg.method.name)
     report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
     splits = load_splits(cfg.data, task, cfg.train.seed, report)
-    model, tokenizer = task.build_model(resolve_model(cfg.model), splits["train"])
+    try:
+        model, tokenizer = task.build_model(resolve_model(cfg.model), splits["train"])
+    except OSError as e:  # transformers: a hub id unreachable offline, a directory without config or weights
+        raise ConfigError(f"config: model: cannot load {cfg.model}: {_first_line(e)}") from None
     method.check_model(model)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
@@ -81,6 +85,11 @@ def run(cfg: RunConfig, resume: str | None = None,
         start_run_dir(out, config_yaml, resume_from, overwrite=overwrite)
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0)
+
+
+def _first_line(error: BaseException) -> str:
+    text = " ".join(str(error).split("\n")[:1]).strip()
+    return text[:300] or type(error).__name__
 
 
 def check_positions(model: torch.nn.Module, features: dict[str, list[dict[str, Any]]], max_length: int) -> None:
@@ -149,11 +158,13 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
     if result.resumed_from:
         metrics["train"]["resumed_from"] = result.resumed_from
     write_json_atomic(out / "metrics.json", metrics)
+    write_text_atomic(out / "model" / "README.md", model_card(cfg, task, metrics))
     state.wait_for_everyone()
     with (out / "metrics.jsonl").open("a", encoding="utf-8") as f:
         for name, m in metrics.items():
             if name != "train":
                 f.write(json.dumps({"step": result.steps, "final": name,
                                     **scalars(m)}) + "\n")
-    write_run_report(out, task=task, model=model, tokenizer=tokenizer, splits=splits)
+    if cfg.train.report:  # RUN/report.html (train.report: false for many small runs)
+        write_run_report(out, task=task, model=model, tokenizer=tokenizer, splits=splits)
     return metrics

@@ -19,10 +19,10 @@ def models() -> None:
     from tunelab.models import ALIASES
 
     table = RichTable(title="embedded models (any local directory or hub id org/name also works)")
-    for col in ("alias", "kind", "params", "languages", "installed", "package"):
+    for col in ("alias", "kind", "params", "languages", "licence", "installed", "package"):
         table.add_column(col)
     for a in ALIASES.values():
-        table.add_row(a.name, a.kind, a.params, a.languages, "yes" if a.installed() else "no",
+        table.add_row(a.name, a.kind, a.params, a.languages, a.licence, "yes" if a.installed() else "no",
                       f"{a.package} (make {a.extra})")
     Console().print(table)
 

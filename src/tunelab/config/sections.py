@@ -204,6 +204,8 @@ class TrainConfig(Section):
         "early_stopping or best_metric is set."
     )
     log_steps: int = Field(10, ge=1, description="Write a metrics.jsonl line every N steps.")
+    report: bool = Field(True, description="Write RUN/report.html at the end of the run (off: tune trials, cv folds "
+                         "and curve points that need no report each; `tunelab report RUN` builds it later).")
     baseline_eval: bool | None = Field(
         None, description="Score the untrained model on validation before training (metrics.json `baseline`; sft "
         "with generation.eval_generate also generates with it); default: true for pretrain, else false."

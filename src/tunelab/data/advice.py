@@ -1,0 +1,83 @@
+"""What `tunelab data check` warns about beyond counting (each a line, none an error): a tokenizer that does not
+cover the text's language, labels that look like one class, validation labels training never saw, conversations
+that start with the assistant or end on a user turn."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tunelab.models.aliases import ALIASES
+from tunelab.text import is_chinese
+
+UNKNOWN_SHARE = 0.05  # warn when more than this share of the tokens are the tokenizer's unknown token
+SAMPLE = 2000  # rows tokenised for the unknown-token share
+
+
+def unknown_tokens(tokenizer: Any, texts: Sequence[str], model: str) -> str | None:
+    """A warning when the tokenizer turns a large share of the text into its unknown token (an English vocabulary
+    on Chinese text), naming a model that fits; None when it covers the text or has no unknown token."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not texts:
+        return None
+    sample = random.Random(0).sample(list(texts), min(len(texts), SAMPLE))
+    ids = [t for row in tokenizer(sample, add_special_tokens=False)["input_ids"] for t in row]
+    share = sum(t == unk for t in ids) / max(len(ids), 1)
+    if share <= UNKNOWN_SHARE:
+        return None
+    chinese = is_chinese(sample)
+    fits = [a.name for a in ALIASES.values()
+            if a.name != model and ("zh" if chinese else "multilingual") in a.languages]
+    hint = f"; a model for it: {', '.join(fits)}" if fits else ""
+    return (f"{model} turns {100 * share:.0f} % of the tokens into {tokenizer.unk_token}: its vocabulary does not "
+            f"cover this {'Chinese ' if chinese else ''}text{hint}")
+
+
+def look_alike_labels(labels: Iterable[str]) -> str | None:
+    """Labels that are one value written differently (`1`, `1.0`, `true`): three classes where one was meant."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(_canonical(label), []).append(label)
+    alike = [names for names in groups.values() if len(names) > 1]
+    if not alike:
+        return None
+    shown = "; ".join(", ".join(names) for names in alike)
+    return f"labels {shown} look like one class written differently (each is a class of its own)"
+
+
+def _canonical(label: str) -> str:
+    low = label.strip().lower()
+    if low in ("true", "yes"):
+        return "1"
+    if low in ("false", "no"):
+        return "0"
+    try:
+        number = float(low)
+    except ValueError:
+        return low
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) -> str | None:
+    missing = sorted(set(labels) - set(train))
+    if not missing:
+        return None
+    return (f"labels absent from {train_path}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            "(train refuses a validation label it never saw)")
+
+
+def conversation_order(examples: Sequence[dict[str, Any]], path: str, shown: int = 3) -> list[str]:
+    """Conversations that start with the assistant or end on a user turn (nothing to learn after it)."""
+    first = [ex for ex in examples if ex["messages"] and _first_turn(ex["messages"]) == "assistant"]
+    last = [ex for ex in examples if ex["messages"] and ex["messages"][-1]["role"] == "user"]
+    out = []
+    for rows, what in ((first, "start with the assistant"), (last, "end on a user turn (no reply to learn)")):
+        if rows:
+            where = ", ".join(f"{path}:{ex['line']}" for ex in rows[:shown]) + (" ..." if len(rows) > shown else "")
+            out.append(f"{len(rows)} conversations {what}: {where}")
+    return out
+
+
+def _first_turn(messages: Sequence[dict[str, str]]) -> str:
+    return next((m["role"] for m in messages if m["role"] != "system"), "")

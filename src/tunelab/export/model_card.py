@@ -1,0 +1,71 @@
+"""`RUN/model/README.md`: the model card of a tuned model — what it does, what it was made from and with, how well
+it did, how to make it again, and the base model's licence (the front matter follows the Hugging Face card format)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from tunelab import __version__
+from tunelab.config.run import RunConfig
+from tunelab.metrics import scalars
+from tunelab.models.aliases import ALIASES
+from tunelab.tasks.base import Task
+
+
+def base_licence(model: str) -> str:
+    """The base model's licence: the alias table's, a local model directory's card front matter, else unknown."""
+    if model in ALIASES:
+        return ALIASES[model].licence
+    card = Path(model) / "README.md"
+    if card.is_file():
+        found = re.search(r"^licen[cs]e:\s*(\S.*)$", card.read_text(encoding="utf-8", errors="replace"), re.M)
+        if found:
+            return found.group(1).strip().strip("'\"")
+    return "unknown (see the base model's own card)"
+
+
+def model_card(cfg: RunConfig, task: Task, metrics: dict[str, Any]) -> str:
+    """The card's Markdown from the run's config, its task (label map) and its final metrics."""
+    licence = base_licence(cfg.model)
+    train = metrics.get("train") or {}
+    method = ", ".join(f"{k}={v}" for k, v in cfg.method.model_dump(mode="json").items())
+    files = {"train": cfg.data.train, "validation": cfg.data.validation, "test": cfg.data.test}
+    rows = train.get("rows") or {}
+    data_lines = [f"| {split} | {files.get(split) or 'held out of train (data.validation_split)'} | {n:,} |"
+                  for split, n in rows.items()]
+    splits = {s: scalars(m) for s, m in metrics.items() if s not in ("train", "baseline") and isinstance(m, dict)}
+    names = list(dict.fromkeys(k for m in splits.values() for k in m))
+    metric_lines = [f"| {n} | " + " | ".join(_num(m.get(n)) for m in splits.values()) + " |" for n in names]
+    labels = task.metadata().get("labels")
+    argv = shlex.join(["tunelab", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("tunelab", "__main__.py") else None
+    parts = [
+        "---", f"license: {licence}", f"base_model: {cfg.model}", "library_name: transformers",
+        f"tags: [tunelab, {cfg.task.name}, {cfg.method.name}]", "---", "",
+        f"# {Path(cfg.output_dir).name}", "",
+        f"A `{cfg.task.name}` model fine-tuned with tunelab {__version__} from `{cfg.model}` ({method}). "
+        "It loads with plain transformers (`RUN/model`), or with `tunelab.load()` / `tunelab predict`.", "",
+    ]
+    if labels:
+        parts += [f"Labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels), ""]
+    parts += ["## Data", "", "| split | file | rows |", "|---|---|---|", *data_lines, ""]
+    if metric_lines:
+        parts += ["## Metrics", "", "| metric | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|",
+                  *metric_lines, ""]
+    parts += ["## Training", "",
+              f"{train.get('steps', '-')} optimizer steps ({train.get('epochs', '-')} epochs), lr {cfg.train.lr}, "
+              f"batch size {cfg.train.batch_size}, precision {train.get('precision', '-')}, "
+              f"{train.get('wall_s', '-')} s on {((train.get('hardware') or {}).get('device') or '-')}.", "",
+              "## Reproduce", "", "```bash", f"tunelab train {Path(cfg.output_dir) / 'config.yaml'}", "```", ""]
+    if argv:
+        parts += [f"Made by: `{argv}`", ""]
+    parts += ["## Licence", "", f"The weights derive from `{cfg.model}`, whose licence is: {licence}. "
+              "The training data's licence applies as well.", ""]
+    return "\n".join(parts)
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,60 @@
+"""`tunelab data check` runs the checks train runs and warns about what train would not say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from conftest import say_rows, sentiment_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens
+
+runner = CliRunner()
+
+
+def _check(*args: str) -> dict:
+    res = runner.invoke(app, ["data", "check", *args, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_warnings(tiny_bert: Path, tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(12) + [{"text": "ok", "label": "1"},
+                                                                        {"text": "fine", "label": "1.0"}])
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(4) + [{"text": "meh", "label": "neutral"}])
+    report = _check(str(train), str(val), "--model", str(tiny_bert))
+    t, v = report["files"][str(train)]["warnings"], report["files"][str(val)]["warnings"]
+    assert t == ["labels 1, 1.0 look like one class written differently (each is a class of its own)"]
+    assert v == [f"labels absent from {train}: neutral (train refuses a validation label it never saw)"]
+
+
+def test_a_one_class_training_file_is_refused_as_train_refuses_it(tiny_bert: Path, tmp_path: Path) -> None:
+    one = write_jsonl(tmp_path / "one.jsonl", [{"text": "good film", "label": "pos"}] * 3)
+    res = runner.invoke(app, ["data", "check", str(one), "--model", str(tiny_bert)])
+    assert res.exit_code == 2 and res.output.strip().startswith(f"error: {one}: label: training data has a single")
+
+
+def test_unknown_tokens_name_a_model_that_fits(tiny_bert: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))  # an English word-level vocabulary
+    assert unknown_tokens(tok, ["good movie", "bad plot"], "tiny") is None
+    said = unknown_tokens(tok, ["这部电影很好看", "酒店很干净"], "tiny")
+    assert said is not None and "tiny turns 100 % of the tokens into [UNK]" in said and "gemma3-270m" in said
+    assert look_alike_labels(["pos", "neg"]) is None and "true, yes" in look_alike_labels(["true", "yes", "no"])
+
+
+def test_conversation_order(tiny_llama: Path, tmp_path: Path) -> None:
+    rows = say_rows(["good", "bad"]) + [
+        {"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"},
+                      {"role": "assistant", "content": "y"}]},
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                      {"role": "user", "content": "z"}]}]
+    path = write_jsonl(tmp_path / "chat.jsonl", rows)
+    report = _check(str(path), "--task", "sft", "--model", str(tiny_llama))
+    assert [w for w in report["files"][str(path)]["warnings"] if "conversations" in w] == [
+        f"1 conversations start with the assistant: {path}:3",
+        f"1 conversations end on a user turn (no reply to learn): {path}:4"]
+    assert conversation_order([], "x") == []
