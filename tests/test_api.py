@@ -56,7 +56,7 @@ def test_load_predict_matches_the_cli(api_run: tunelab.Run, tmp_path: Path) -> N
     assert repr(api_run.load()) == repr(model) and api_run.load().path == api_run.model_dir
     texts = ["good great fine movie", "awful boring bad plot"]
     rows = model.predict(texts)
-    assert [r["text"] for r in rows] == texts and all({"label", "scores"} <= set(r) for r in rows)
+    assert [r["text"] for r in rows] == texts and all({"pred_label", "scores"} <= set(r) for r in rows)
     assert model.predict("good great fine") == model.predict(["good great fine"])
     assert model.predict([{"text": t} for t in texts]) == rows
     inp = tmp_path / "in.jsonl"

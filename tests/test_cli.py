@@ -70,8 +70,9 @@ def test_train_eval_predict(tiny_bert: Path, sentiment_files: tuple[Path, Path],
     rows = [json.loads(x) for x in pred_path.read_text().splitlines()]
     src = [json.loads(x) for x in val.read_text().splitlines()]
     assert len(rows) == len(src)
-    assert all(
-        r["text"] == s["text"] and r["label"] in ("negative", "positive") for r, s in zip(rows, src, strict=True)
+    assert all(  # the input row kept whole (gold label included), the prediction in its own fields
+        r["text"] == s["text"] and r["label"] == s["label"] and r["pred_label"] in ("negative", "positive")
+        for r, s in zip(rows, src, strict=True)
     )
     assert all(abs(sum(r["scores"].values()) - 1) < 1e-4 for r in rows)
 
@@ -137,7 +138,7 @@ def test_multi_label_and_pairs(tiny_bert: Path, tmp_path: Path) -> None:
     assert {"f1_micro", "f1_macro", "subset_accuracy", "per_class"} <= set(m)
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(data)])
     first = json.loads(res.stdout.splitlines()[0])
-    assert isinstance(first["label"], list) and set(first["scores"]) == {"music", "negative", "positive"}
+    assert isinstance(first["pred_label"], list) and set(first["scores"]) == {"music", "negative", "positive"}
 
 
 def test_models_lists_aliases() -> None:
@@ -150,3 +151,26 @@ def test_models_lists_aliases() -> None:
 def test_not_a_model_dir(tmp_path: Path) -> None:
     res = runner.invoke(app, ["eval", str(tmp_path), "--data", str(tmp_path / "x.jsonl")])
     assert res.exit_code == 2 and "not a tunelab model directory" in res.stderr
+
+
+def test_predict_input_forms(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """stdin takes plain lines and JSONL lines; a .txt file is one text per line; a predicted field never
+    overwrites an input column (a column named `scores` becomes `pred_scores`)."""
+    train, val = sentiment_files
+    out = tmp_path / "run"
+    assert _train("task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
+                  f"output_dir={out}", "train.max_steps=2", "train.save_steps=0").exit_code == 0
+    stdin = 'good great film\n{"text": "awful plot", "scores": "mine", "label": "negative"}\n\n'
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input=stdin)
+    assert res.exit_code == 0, res.output
+    plain, row = [json.loads(x) for x in res.stdout.splitlines()]
+    assert plain["text"] == "good great film" and "pred_label" in plain and "scores" in plain
+    assert row["scores"] == "mine" and row["label"] == "negative" and set(row["pred_scores"]) == {"negative",
+                                                                                                   "positive"}
+    txt = tmp_path / "in.txt"
+    txt.write_text("good great film\n\nawful boring plot\n", encoding="utf-8")
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(txt)])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(x)["text"] for x in res.stdout.splitlines()] == ["good great film", "awful boring plot"]
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input='{"text": \n')
+    assert res.exit_code == 2 and res.output.strip().startswith("error: <stdin>:1: invalid JSON")

@@ -254,7 +254,7 @@ def test_cli_ner_gemma3(tiny_gemma3: Path, tmp_path: Path) -> None:
                              input="张三在北京工作\nthe actor is good\n")
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    assert [len(r["tags"]) for r in rows] == [7, 4]
+    assert [len(r["pred_tags"]) for r in rows] == [7, 4]
     assert all(r["text"][e["start"] : e["end"]] == e["text"] for r in rows for e in r["entities"])
 
 

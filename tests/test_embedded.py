@@ -54,7 +54,7 @@ def test_minilm_train_predict(tmp_path: Path) -> None:
         ["predict", str(out / "model"), "--input", "-"],
         input="WINNER!! Claim your free prize now, call 09061701461\nSee you at lunch tomorrow?\n",
     )
-    labels = [json.loads(x)["label"] for x in res.stdout.splitlines()]
+    labels = [json.loads(x)["pred_label"] for x in res.stdout.splitlines()]
     assert labels == ["spam", "ham"], res.stdout
     # plain transformers loads the exported directory
     from transformers import AutoModelForSequenceClassification

@@ -54,14 +54,15 @@ def test_ensemble_averages_probabilities(two_models: tuple[Path, Path, Path], tm
     pe = np.array([[r["scores"][n] for n in labels] for r in both])
     assert np.abs(p1 - p2).max() > 1e-3  # the members differ, so the average is a real test
     np.testing.assert_allclose(pe, (p1 + p2) / 2, atol=2e-6)
-    assert [r["label"] for r in both] == [labels[int(i)] for i in pe.argmax(axis=1)]
+    assert [r["pred_label"] for r in both] == [labels[int(i)] for i in pe.argmax(axis=1)]
     assert [r["id"] for r in both] == list(range(12)) and all("text" in r for r in both)  # input row kept
     # eval: the metrics of the averaged probabilities
     res = runner.invoke(app, ["eval", str(m1), str(m2), "--data", str(val)])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
     gold = [json.loads(line)["label"] for line in val.read_text().splitlines()]
-    assert metrics["accuracy"] == pytest.approx(np.mean([g == r["label"] for g, r in zip(gold, both, strict=True)]))
+    hits = [g == r["pred_label"] for g, r in zip(gold, both, strict=True)]
+    assert metrics["accuracy"] == pytest.approx(np.mean(hits))
     assert metrics["n"] == 12
 
 

@@ -196,7 +196,7 @@ def test_pretokenised_predictions_offsets() -> None:
     for pos, lab in [(1, 3), (2, 0), (3, 1), (4, 2), (5, 0)]:
         logits[pos, lab] = 1.0
     (row,) = task.predictions([logits], [ex])
-    assert row["id"] == 7 and row["tags"] == ["B-PER", "O", "B-LOC", "I-LOC", "O"]
+    assert row["id"] == 7 and row["pred_tags"] == ["B-PER", "O", "B-LOC", "I-LOC", "O"]
     assert [(e["type"], e["text"], e["start"], e["end"]) for e in row["entities"]] == [
         ("PER", "Li", 0, 2),
         ("LOC", "北京", 11, 13),

@@ -20,7 +20,7 @@ def models() -> None:
 
     table = RichTable(title="embedded models (any local directory or hub id org/name also works)")
     for col in ("alias", "kind", "params", "languages", "licence", "installed", "package"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "alias")
     for a in ALIASES.values():
         table.add_row(a.name, a.kind, a.params, a.languages, a.licence, "yes" if a.installed() else "no",
                       f"{a.package} (make {a.extra})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -67,22 +66,19 @@ def eval_(
     typer.echo(json.dumps(metrics, ensure_ascii=False))
 
 
-def _stdin_rows(field: str) -> list[dict[str, Any]]:
-    return [{field: line.rstrip("\r\n")} for line in sys.stdin if line.strip()]
-
-
 @app.command()
 @user_errors
 def predict(
     model_dirs: list[Path] = typer.Argument(..., help="A tuned model directory (RUN/model); several: an "
                                             "ensemble (classification, probabilities averaged)."),
-    input_: str = typer.Option(..., "--input", help="File to label, or - for one text per line on stdin."),
+    input_: str = typer.Option(..., "--input", help="File to label (a .txt: one text per line), or - for stdin: "
+                               "one text or one JSON object per line."),
     output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout)."),
     batch_size: int = typer.Option(64, help="Examples per forward pass."),
 ) -> None:
-    """Label new rows: each output row is the input row plus `label` and `scores`."""
+    """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...)."""
     from tunelab.api import load
-    from tunelab.data.readers import read_table, rows_table
+    from tunelab.data.readers import lines_table, read_table
     from tunelab.io import json_line, write_jsonl_atomic
     from tunelab.studies.ensemble import Ensemble
 
@@ -90,10 +86,10 @@ def predict(
     model = load(model_dirs[0]) if ensemble is None else None
     task = ensemble.task if ensemble is not None else model.task  # type: ignore[union-attr]
     if input_ == "-":
-        rows = _stdin_rows(task.data.text_field)
-        if not rows:
-            raise TunelabError("<stdin>: empty input: no texts")
-        table = rows_table(rows, "<stdin>")
+        table = lines_table(sys.stdin.readlines(), "<stdin>", task.data.text_field)
+    elif input_.lower().endswith(".txt"):
+        table = lines_table(Path(input_).read_text(encoding="utf-8").splitlines(), input_, task.data.text_field) \
+            if Path(input_).is_file() else read_table(input_)
     else:
         table = read_table(input_)
     rows_out = ensemble.predict(table, batch_size) if ensemble is not None else model.predict(table, batch_size)

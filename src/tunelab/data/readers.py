@@ -230,6 +230,29 @@ def read_table(path: str | Path) -> Table:
     return Table(str(p), records, columns)
 
 
+def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
+    """Rows to label, one per non-blank line (`predict --input -`, a .txt file for predict): a line that starts
+    with `{` is a JSON object (JSONL), any other line the text of `field`."""
+    records = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(source, number, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(source, number, None, "a line starting with { must be a JSON object")
+            records.append(Record(source, number, obj))
+        else:
+            records.append(Record(source, number, {field: line}))
+    if not records:
+        raise DataError(source, None, None, "empty input: no rows")
+    return Table(source, records)
+
+
 def rows_table(rows: Sequence[dict[str, Any]], source: str = "<input>") -> Table:
     """In-memory rows as a Table; errors name `source:N` (N: the row's 1-based position)."""
     return Table(source, [Record(source, i, r) for i, r in enumerate(rows, start=1)])

@@ -186,6 +186,18 @@ class Task(ABC):
         """Restore state saved by `metadata()` (e.g. the label map) when loading a tuned model."""
 
 
+def with_row(row: dict[str, Any], predicted: dict[str, Any]) -> dict[str, Any]:
+    """An output row of `predict`: the input row, then the predicted fields. A prediction never overwrites an input
+    column (gold labels survive): a predicted field whose name the row already has is written as `pred_<name>`."""
+    out = dict(row)
+    for key, value in predicted.items():
+        name = key
+        while name in row:
+            name = f"pred_{name}"
+        out[name] = value
+    return out
+
+
 def pad_batch(features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad `input_ids` (and `token_type_ids`) to the longest row; add the attention mask."""
     width = max(len(f["input_ids"]) for f in features)

@@ -30,7 +30,7 @@ from tunelab.metrics import classification as cm
 from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
-from tunelab.tasks.base import Example, Features, Task
+from tunelab.tasks.base import Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
 from tunelab.tasks.truncation import aggregate_windows, cut_tokens
 
@@ -271,7 +271,7 @@ class Classification(Task):
                 label: Any = [n for n, v in scores.items() if v >= self.cfg.threshold]
             else:
                 label = self.labels[int(p.argmax())]
-            out.append({**ex["row"], "label": label, "scores": scores})
+            out.append(with_row(ex["row"], {"pred_label": label, "scores": scores}))
         return out
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from tunelab.metrics.ner import entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
-from tunelab.tasks.base import Example, Features, Task
+from tunelab.tasks.base import Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
 from tunelab.text import CJK, is_cjk
 
@@ -222,7 +222,7 @@ class Ner(Task):
                 text, offsets = _join(ex["tokens"])
             entities = [{"type": typ, "text": text[offsets[s][0]:offsets[e - 1][1]],
                          "start": offsets[s][0], "end": offsets[e - 1][1]} for typ, s, e in spans(tags)]
-            out.append({**ex["row"], "tags": tags, "entities": entities})
+            out.append(with_row(ex["row"], {"pred_tags": tags, "entities": entities}))
         return out
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:

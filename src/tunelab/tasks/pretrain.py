@@ -37,7 +37,7 @@ from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
-from tunelab.tasks.base import Example, Features, Task, pad_batch
+from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
 from tunelab.tasks.generation import GenerationConfig, generate
 
@@ -325,13 +325,13 @@ class Pretrain(Task):
         tok, out = self._tok, []
         for res, ex in zip(logits, examples, strict=True):
             if self.objective == "clm":
-                out.append({**ex["row"], "continuation": tok.decode(res, skip_special_tokens=True)})
+                out.append(with_row(ex["row"], {"continuation": tok.decode(res, skip_special_tokens=True)}))
                 continue
             masks = [[{"token": tok.decode([i]).strip(), "score": round(p, 6)} for i, p in cands] for cands in res]
             parts = re.split(re.escape(MASK_LITERAL) + "|" + re.escape(tok.mask_token), ex["text"])
             best = [m[0]["token"] for m in masks] + [tok.mask_token] * len(parts)
             filled = parts[0] + "".join(best[i] + p for i, p in enumerate(parts[1:]))
-            out.append({**ex["row"], "masks": masks, "filled": filled})
+            out.append(with_row(ex["row"], {"masks": masks, "filled": filled}))
         return out
 
     # -- saved with the model ----------------------------------------------------------------

@@ -37,7 +37,7 @@ from tunelab.metrics.qa import qa_metrics, score
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
-from tunelab.tasks.base import Example, Features, Task, pad_batch
+from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
 from tunelab.text import is_chinese
 
 _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
@@ -217,7 +217,7 @@ class Qa(Task):
                           [is_chinese(ex["context"]) for ex in examples])
 
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        return [{**ex["row"], **self.decode(w, ex["context"])} for w, ex in zip(logits, examples, strict=True)]
+        return [with_row(ex["row"], self.decode(w, ex["context"])) for w, ex in zip(logits, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """Gold answer texts and the predicted answer; score: SQuAD token F1 (CMRC character F1 for

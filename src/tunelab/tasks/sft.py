@@ -46,7 +46,7 @@ from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
-from tunelab.tasks.base import Example, Features, Task, pad_batch
+from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
 from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
 from tunelab.tasks.generation import GenerationConfig, generate
@@ -329,7 +329,7 @@ class Sft(Task):
 
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         tok = self._tokenizer
-        return [{**ex["row"], "response": tok.decode(ids, skip_special_tokens=True).strip()}
+        return [with_row(ex["row"], {"response": tok.decode(ids, skip_special_tokens=True).strip()})
                 for ids, ex in zip(logits, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
