@@ -222,8 +222,16 @@ def test_integrated_gradients_are_informative(tiny_bert: Path) -> None:
     assert a.scores[0] == 0 and a.scores[-1] == 0  # special tokens keep their embedding: no attribution
     # completeness: the attributions add up to F(x) - F(baseline), up to the Riemann-sum error
     assert a.delta < 0.05 * max(float(np.abs(a.scores).sum()), 1e-3), (a.delta, a.scores)
-    html = render_tokens(a)
-    assert html.count('class="tok"') == 8 and "rgba(" in html
+    html = render_tokens(a)  # words, not pieces, and no [CLS] / [SEP]
+    assert html.count('class="tok"') == 6 and "rgba(" in html and "[CLS]" not in html
+    assert [w for w, _ in a.words()] == a.tokens[1:-1]  # tiny_bert's vocabulary holds whole words
+    from tunelab.models.attribution import Attribution
+
+    pieces = Attribution(["[CLS]", "un", "##believ", "##able", "film", "[SEP]"], np.array([0, 1.0, 2.0, 3.0, 4.0, 0]),
+                         0, 0.0, [True, False, False, False, False, True])
+    assert pieces.words() == [("unbelievable", 6.0), ("film", 4.0)]
+    sp = Attribution(["<s>", "▁un", "believ", "able", "▁film"], np.ones(5), 0, 0.0, [True, False, False, False, False])
+    assert [w for w, _ in sp.words()] == ["unbelievable", "film"]
 
 
 def test_cjk_labels_and_escaping(tmp_path: Path) -> None:

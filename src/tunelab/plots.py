@@ -17,6 +17,7 @@ import matplotlib
 import numpy as np
 from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans SC", "Source Han Sans SC",
              "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback", "AR PL UMing CN",
@@ -73,9 +74,10 @@ def _png(fig: Any) -> bytes:
 def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str = "",
           markers: bool = False, vline: float | None = None, logy: bool = False, *, logx: bool = False,
           finals: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-          annotate: dict[str, Sequence[str]] | None = None) -> bytes:
+          annotate: dict[str, Sequence[str]] | None = None, integer_x: bool = False) -> bytes:
     """One line per named (xs, ys) series; `finals` adds unconnected star points per name (same colour),
-    `annotate` a text label at each point of a series, `vline` a dashed vertical line."""
+    `annotate` a text label at each point of a series, `vline` a dashed vertical line; `integer_x`: whole-number
+    ticks (steps)."""
     with _style() as plt:
         fig, ax = plt.subplots(figsize=(5.2, 3.2))
         for i, name in enumerate(dict.fromkeys([*series, *(finals or {})])):
@@ -92,6 +94,8 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
             ax.axvline(vline, color="grey", ls="--", lw=1)
         if logx:
             ax.set_xscale("log")
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if logy:
             ax.set_yscale("log")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)

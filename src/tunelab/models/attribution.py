@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,6 +30,25 @@ class Attribution:
     scores: np.ndarray  # one per token
     target: int
     delta: float  # |sum(scores) - (F(x) - F(baseline))|
+    special: list[bool] = field(default_factory=list)  # per token: [CLS], [SEP], <s>, padding ...
+
+    def words(self) -> list[tuple[str, float]]:
+        """(word, summed score) for what a reader sees: subword pieces joined (WordPiece `##`, SentencePiece `▁`,
+        byte-level `Ġ` markers), special tokens left out."""
+        special = self.special or [False] * len(self.tokens)
+        plain = [t for t, sp in zip(self.tokens, special, strict=True) if not sp]
+        marked = any(t.startswith(("▁", "Ġ")) for t in plain)
+        words: list[tuple[str, float]] = []
+        for tok, score, sp in zip(self.tokens, self.scores, special, strict=True):
+            if sp:
+                continue
+            if tok.startswith("##") and words:
+                words[-1] = (words[-1][0] + tok[2:], words[-1][1] + float(score))
+            elif marked and not tok.startswith(("▁", "Ġ")) and words:
+                words[-1] = (words[-1][0] + tok, words[-1][1] + float(score))
+            else:
+                words.append((tok.lstrip("▁Ġ") or tok, float(score)))
+        return words
 
 
 def integrated_gradients(model: torch.nn.Module, input_ids: Sequence[int], target: int, *, steps: int = 20,
@@ -77,19 +96,21 @@ def explain(task: Encodes, model: torch.nn.Module, tokenizer: Any, examples: Seq
         scores, delta = integrated_gradients(model, ids, int(target), steps=steps,
                                              token_type_ids=f.get("token_type_ids"), baseline_id=pad,
                                              special_mask=[t in special for t in ids])
-        out.append(Attribution(tokenizer.convert_ids_to_tokens(ids), scores, int(target), delta))
+        out.append(Attribution(tokenizer.convert_ids_to_tokens(ids), scores, int(target), delta,
+                               [t in special for t in ids]))
     return out
 
 
 def render_tokens(attr: Attribution, limit: int = 200) -> str:
-    """Tokens as HTML spans coloured by attribution: green pushes towards the target class, red away from it
-    (scaled by the largest absolute value); the score is in each token's title."""
-    peak = float(np.max(np.abs(attr.scores))) or 1.0
+    """Words as HTML spans coloured by attribution (a word's pieces summed; special tokens left out): green pushes
+    towards the target class, red away from it (scaled by the largest absolute value); the score is in the title."""
+    words = attr.words()
+    peak = max((abs(s) for _, s in words), default=0.0) or 1.0
     parts = []
-    for tok, s in list(zip(attr.tokens, attr.scores, strict=True))[:limit]:
+    for tok, s in words[:limit]:
         a = min(1.0, abs(float(s)) / peak) * 0.85
         rgb = "30,160,60" if s >= 0 else "220,50,50"
         parts.append(f'<span class="tok" style="background:rgba({rgb},{a:.2f})" title="{float(s):+.4f}">'
                      f"{html.escape(tok)}</span>")
-    more = f" … (+{len(attr.tokens) - limit} tokens)" if len(attr.tokens) > limit else ""
+    more = f" … (+{len(words) - limit} words)" if len(words) > limit else ""
     return " ".join(parts) + html.escape(more)

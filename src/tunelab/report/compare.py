@@ -45,11 +45,12 @@ def charts(result: dict[str, Any], runs: Sequence[Any]) -> list[tuple[str, str]]
         steps, finals = eval_series(runs, metric)
         if any(steps.values()) or any(finals.values()):
             png = lines(_xy(steps), f"validation {metric} during training (★ final model)", "step", metric,
-                        finals=_xy(finals))
+                        finals=_xy(finals), integer_x=True)
             out.append((f"validation {metric} by step", data_uri(png)))
     losses = loss_series(runs)
     if any(losses.values()):
-        out.append(("training loss by step", data_uri(lines(_xy(losses), "training loss", "step", "loss"))))
+        out.append(("training loss by step", data_uri(lines(_xy(losses), "training loss", "step", "loss",
+                                                                         integer_x=True))))
     return out
 
 

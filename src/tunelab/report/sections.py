@@ -22,6 +22,25 @@ def _json_file(ctx: Context, *parts: str) -> Any:
     return None if ctx.out_dir is None else read_json(ctx.out_dir.joinpath(*parts))
 
 
+def _last_logged_loss(ctx: Context) -> float | None:
+    path = None if ctx.run_dir is None else ctx.run_dir / "metrics.jsonl"
+    if path is None or not path.is_file():
+        return None
+    losses = [r["loss"] for r in read_jsonl(path) if "loss" in r and "final" not in r and isinstance(r["loss"], float)]
+    return losses[-1] if losses else None
+
+
+def _plain(value: Any, limit: int = 300) -> str:
+    """A summary value as words: `key: value` pairs, lists joined — no JSON braces in the report."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        text = ", ".join(_plain(v) for v in value)
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def max_length(ctx: Context) -> int | None:
     data = ctx.config.get("data") or {}
     return data.get("max_length") or getattr(getattr(ctx.task, "data", None), "max_length", None)
@@ -44,7 +63,11 @@ def summary_section(ctx: Context) -> str:
                      f"{params.get('trainable', 0):,} / {params.get('total', 0):,} ({share} %)"))
     if train.get("rows"):
         rows.append(("rows", ", ".join(f"{k}: {v:,}" for k, v in train["rows"].items())))
-    for key, label in (("steps", "optimizer steps"), ("epochs", "epochs"), ("loss", "final training loss"),
+    last = _last_logged_loss(ctx)
+    if last is not None:
+        rows.append(("final training loss (last logged step)", last))
+    for key, label in (("steps", "optimizer steps"), ("epochs", "epochs"),
+                       ("loss", "training loss (mean over the run)"),
                        ("wall_s", "training time (s)"), ("total_wall_s", "total run time (s)"),
                        ("real_tokens_per_s", "throughput (real tokens / s)"), ("padding_pct", "padding (%)"),
                        ("precision", "precision")):
@@ -92,7 +115,8 @@ def data_section(ctx: Context) -> str:
                          [[s, read.get(s), used.get(s), gone[s]] for s in read]))
         applied = {k: v for k, v in (summary.get("applied") or {}).items() if v}
         if applied:
-            out.append(note("applied: " + json.dumps(applied, ensure_ascii=False)[:600]))
+            out.append("<h4>Applied to the data</h4>" + table(["step", "settings"],
+                                                             [[k, _plain(v)] for k, v in applied.items()]))
     split_names = list(dict.fromkeys([*ctx.splits, *ctx.records]))
     dist = {s: ctx.task.label_counts(ctx.splits.get(s, ()), ctx.records.get(s, ())) for s in split_names} \
         if ctx.task is not None else {}
@@ -154,9 +178,10 @@ def curves_section(ctx: Context) -> str | None:
     if steps:
         x = [r["step"] for r in steps]
         images.append(img(plots.lines({"training loss": (x, [r["loss"] for r in steps])}, "training loss",
-                                      "step"), "training loss"))
+                                      "step", integer_x=True), "training loss"))
         if any("lr" in r for r in steps):
-            images.append(img(plots.lines({"lr": (x, [r.get("lr", 0) for r in steps])}, "learning rate", "step"),
+            images.append(img(plots.lines({"lr": (x, [r.get("lr", 0) for r in steps])}, "learning rate", "step",
+                                          integer_x=True),
                               "learning rate"))
     if evals:
         names = [k for k in dict.fromkeys(k for r in evals for k in r)
@@ -166,9 +191,10 @@ def curves_section(ctx: Context) -> str | None:
         x = [r["step"] for r in evals]
         if unit:
             images.append(img(plots.lines({n[5:]: (x, [r[n] for r in evals]) for n in unit}, "evaluation", "step",
-                                          markers=True), "evaluation metrics"))
+                                          markers=True, integer_x=True), "evaluation metrics"))
         for n in [n for n in names if not all(0 <= r[n] <= 1 for r in evals)][:3]:
-            images.append(img(plots.lines({n[5:]: (x, [r[n] for r in evals])}, n[5:], "step", markers=True), n))
+            images.append(img(plots.lines({n[5:]: (x, [r[n] for r in evals])}, n[5:], "step", markers=True,
+                                          integer_x=True), n))
     if not images:
         return note("metrics.jsonl has no training or evaluation rows yet.")
     return figs(*images) + note(f"{len(steps)} logged steps, {len(evals)} evaluations (RUN/metrics.jsonl).")
