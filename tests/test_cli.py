@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -174,3 +175,21 @@ def test_predict_input_forms(tiny_bert: Path, sentiment_files: tuple[Path, Path]
     assert [json.loads(x)["text"] for x in res.stdout.splitlines()] == ["good great film", "awful boring plot"]
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input='{"text": \n')
     assert res.exit_code == 2 and res.output.strip().startswith("error: <stdin>:1: invalid JSON")
+
+
+def test_progress_lines_in_a_log(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr not a terminal (CI, nohup): plain progress lines as the run goes, and a line per evaluation."""
+    monkeypatch.delenv("TUNELAB_NO_PROGRESS", raising=False)
+    monkeypatch.setenv("TUNELAB_PROGRESS_EVERY", "0")
+    train, val = sentiment_files
+    out = tmp_path / "run"
+    res = _train("task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
+                 f"output_dir={out}", "train.max_steps=4", "train.eval_steps=2", "train.log_steps=1",
+                 "train.batch_size=8", "train.save_steps=0")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert any(x.startswith("train: 2/4 steps (50 %), loss ") for x in lines), res.output
+    assert any(x.startswith("eval at step 2: accuracy ") for x in lines), res.output
+    assert any(x.startswith("score: 16/16 rows (100 %)") for x in lines), res.output  # the final evaluation
+    assert any(x.startswith("report: 7/7 sections") for x in lines), res.output

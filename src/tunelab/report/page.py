@@ -15,6 +15,7 @@ from typing import Any
 
 from tunelab.html import esc
 from tunelab.io import write_text_atomic
+from tunelab.progress import Steps
 from tunelab.report.analysis import errors_section
 from tunelab.report.context import Context, Section, load_context
 from tunelab.report.results import results_section
@@ -31,15 +32,17 @@ from tunelab.report.templates import render_template
 def render(ctx: Context, sections: Sequence[tuple[str, str, Section]]) -> str:
     """The document (templates/report.html.j2): title, a table of contents, then each section that has content."""
     built = []
-    for key, title, build in sections:
-        t0 = time.perf_counter()
-        try:
-            body = build(ctx)
-        except Exception as e:  # noqa: BLE001 - one broken section must not cost the whole report
-            body = f'<p class="warn">This section could not be built: {esc(type(e).__name__)}: {esc(e)}</p>'
-        ctx.timings[key] = round(time.perf_counter() - t0, 3)
-        if body:
-            built.append((key, title, body))
+    with Steps("report", len(sections), "sections") as progress:
+        for key, title, build in sections:
+            t0 = time.perf_counter()
+            try:
+                body = build(ctx)
+            except Exception as e:  # noqa: BLE001 - one broken section must not cost the whole report
+                body = f'<p class="warn">This section could not be built: {esc(type(e).__name__)}: {esc(e)}</p>'
+            ctx.timings[key] = round(time.perf_counter() - t0, 3)
+            if body:
+                built.append((key, title, body))
+            progress.advance()
     return render_template("report.html.j2", title=ctx.title, stamp=time.strftime("%Y-%m-%d %H:%M:%S"),
                            sections=built)
 

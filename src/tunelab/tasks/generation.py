@@ -17,6 +17,7 @@ from pydantic import Field
 from tunelab.config.sections import Section
 from tunelab.errors import ConfigError
 from tunelab.models.precision import autocast_dtype
+from tunelab.progress import Steps
 
 
 class GenerationConfig(Section):
@@ -86,7 +87,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     dtype = autocast_dtype(device)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
-    with torch.no_grad():
+    with torch.no_grad(), Steps("generate", len(prompts), "replies") as progress:
         for s in range(0, len(order), batch_size):
             chunk = order[s: s + batch_size]
             width = max(len(prompts[i]) for i in chunk)
@@ -101,4 +102,5 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
             for row, i in enumerate(chunk):
                 new = gen[row, width:].tolist()
                 out[i] = new[: next((k for k, t in enumerate(new) if t in stop), len(new))]
+            progress.advance(len(chunk))
     return out

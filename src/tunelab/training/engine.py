@@ -31,8 +31,10 @@ from accelerate.state import AcceleratorState
 
 from tunelab.config.sections import TrainConfig
 from tunelab.errors import TunelabError
+from tunelab.metrics import scalars
 from tunelab.models.inference import Collate
 from tunelab.models.precision import resolve_precision
+from tunelab.progress import say
 from tunelab.training import checkpoint as ckpt
 from tunelab.training.attention import restore_attention, use_short_row_attention
 from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
@@ -313,6 +315,9 @@ class Loop:
         if self.evaluate is None or not due:
             return False
         metrics = self.evaluate(self.unwrapped)
+        if self.acc.is_main_process:  # one line per evaluation, above the bar or in the log
+            say(f"eval at step {s.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                                      for k, v in list(scalars(metrics).items())[:6]))
         result = {"step": s.step, **{f"eval/{k}": v for k, v in metrics.items()}}
         s.evals.append(result)
         self.log.write(result)

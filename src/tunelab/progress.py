@@ -1,0 +1,85 @@
+"""Progress of long work on stderr: a rich bar on a terminal; elsewhere (CI, nohup, a pipe) a plain line every few
+seconds (`TUNELAB_PROGRESS_EVERY`, default 10) and at the end, so a log shows the work as it goes.
+`TUNELAB_NO_PROGRESS=1` turns both off.
+
+One bar at a time: work nested inside another's progress (an evaluation during training) reports nothing of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+PLAIN_EVERY_S = 10.0  # seconds between plain progress lines (TUNELAB_PROGRESS_EVERY overrides)
+_active: list[Steps] = []
+
+
+def wanted() -> bool:
+    return not os.environ.get("TUNELAB_NO_PROGRESS")
+
+
+def say(line: str) -> None:
+    """One line on stderr, above the bar when one is drawn (e.g. an evaluation's scores during training)."""
+    if _active and _active[0].bar is not None:
+        _active[0].bar.console.print(line, highlight=False, markup=False)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+class Steps:
+    """`with Steps("eval", total, "rows") as p: ... p.advance(n)` — `fields` (e.g. loss) show beside the count."""
+
+    def __init__(self, label: str, total: int, unit: str = "", enabled: bool = True, **fields: str) -> None:
+        self.label, self.total, self.unit, self.fields = label, total, unit, dict(fields)
+        self.enabled = enabled and wanted() and not _active
+        self.done, self.bar, self._task, self._shown = 0, None, None, -1
+        self._t0 = self._last = time.perf_counter()
+
+    def __enter__(self) -> Steps:
+        if not self.enabled:
+            return self
+        _active.append(self)
+        console = Console(file=sys.stderr)
+        if console.is_terminal:
+            columns = [TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn()]
+            columns += [TextColumn(f"{k} {{task.fields[{k}]}}") for k in self.fields]
+            columns += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+            self.bar = Progress(*columns, console=console, transient=False)
+            self.bar.__enter__()
+            self._task = self.bar.add_task(self.label, total=self.total, **self.fields)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.__exit__(kind, exc, tb)
+        elif kind is None and self.done != self._shown:  # the last count, unless just printed
+            self._plain()
+        _active.remove(self)
+
+    def update(self, done: int, **fields: Any) -> None:
+        self.done = done
+        self.fields.update({k: str(v) for k, v in fields.items()})
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(self._task, completed=done, **self.fields)  # type: ignore[arg-type]
+        elif time.perf_counter() - self._last >= float(os.environ.get("TUNELAB_PROGRESS_EVERY", PLAIN_EVERY_S)):
+            self._plain()
+
+    def advance(self, n: int = 1) -> None:
+        self.update(self.done + n)
+
+    def _plain(self) -> None:
+        self._last, self._shown = time.perf_counter(), self.done
+        share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
+        extra = "".join(f", {k} {v}" for k, v in self.fields.items() if v != "-")
+        print(f"{self.label}: {self.done:,}/{self.total:,}{' ' + self.unit if self.unit else ''}{share}{extra}, "
+              f"{self._last - self._t0:.0f} s", file=sys.stderr, flush=True)
