@@ -58,3 +58,14 @@ def test_conversation_order(tiny_llama: Path, tmp_path: Path) -> None:
         f"1 conversations start with the assistant: {path}:3",
         f"1 conversations end on a user turn (no reply to learn): {path}:4"]
     assert conversation_order([], "x") == []
+
+
+def test_a_huge_line_is_counted_from_its_head(tiny_bert: Path, tmp_path: Path) -> None:
+    """A multi-megabyte text costs what a 16 x max_length one does: its head is tokenised, its count scaled."""
+    from conftest import WORDS
+
+    huge = " ".join(WORDS * 60_000)  # ~2.3 MB, ~1.7 M tokens
+    path = write_jsonl(tmp_path / "huge.jsonl", [{"text": huge, "label": "pos"}, {"text": "good", "label": "neg"}])
+    r = _check(str(path), "--model", str(tiny_bert), "--set", "data.max_length=64")["files"][str(path)]
+    words = len(huge.split())
+    assert r["over_max_length"] == 1 and abs(r["token_length"]["max"] - (words + 2)) < 0.02 * words

@@ -42,7 +42,9 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
     """A task that answers conversations: token lengths as its chat template renders them (not cut), assistant
     tokens, and replies cut."""
     uncut = task.data.model_copy(update={"max_length": 1 << 30})
-    feats = type(task)(task.cfg, uncut).encode(examples, tokenizer)
+    cap = task.length_cap()  # a turn's head only: beyond it every token is past max_length anyway
+    capped = [{**ex, "messages": [{**m, "content": m["content"][:cap]} for m in ex["messages"]]} for ex in examples]
+    feats = type(task)(task.cfg, uncut).encode(capped, tokenizer)
     limit = task.data.max_length
     first = [next((i for i, t in enumerate(f["labels"]) if t != -100), len(f["labels"])) for f in feats]
     last = [max((i for i, t in enumerate(f["labels"]) if t != -100), default=-1) for f in feats]
@@ -77,7 +79,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
         labels = task.label_counts(examples)
         train_labels = labels if i == 0 else train_labels
         warnings = [w for w in (
-            unknown_tokens(tokenizer, [task.example_text(ex) for ex in examples], model),
+            unknown_tokens(tokenizer, [task.example_text(ex) for ex in examples], model, task.length_cap()),
             look_alike_labels(labels),
             unseen_labels(labels, train_labels, files[0]) if i else None,
         ) if w] + (conversation_order(examples, path) if task.generates_replies else [])

@@ -43,6 +43,8 @@ class RowTask(Protocol):
 
     def example_text(self, example: dict[str, Any]) -> str: ...
 
+    def length_cap(self) -> int: ...
+
 
 def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport) -> list[dict[str, Any]]:
     """Parse one file, then clean it and drop its duplicates (before any validation hold-out)."""

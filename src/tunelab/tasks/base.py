@@ -141,7 +141,12 @@ class Task(ABC):
         if "text" not in examples[0]:
             return None
         pairs = [ex["text_pair"] for ex in examples] if "text_pair" in examples[0] else None
-        return [len(x) for x in tokenizer([ex["text"] for ex in examples], pairs)["input_ids"]]
+        return head_lengths(tokenizer, [ex["text"] for ex in examples], pairs, self.length_cap())
+
+    def length_cap(self) -> int:
+        """Characters of one text that are tokenised to count its length (16 per token of data.max_length): a
+        longer text is counted from its head, so a 50 MB line costs what a 16 × max_length one does."""
+        return CHARS_PER_TOKEN * int(getattr(self.data, "max_length", 512))
 
     def length_note(self) -> str:
         """How an input longer than data.max_length is cut (the report's token-length note)."""
@@ -184,6 +189,24 @@ class Task(ABC):
 
     def load_metadata(self, meta: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restore state saved by `metadata()` (e.g. the label map) when loading a tuned model."""
+
+
+CHARS_PER_TOKEN = 16  # no tokenizer makes a token of more characters than this on real text
+
+
+def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, cap: int,
+                 **kwargs: Any) -> list[int]:
+    """Token counts of `texts` (and `pairs`): exact for a text of at most `cap` characters; a longer one is
+    tokenised from its first `cap` characters and its count scaled by its length (memory bounded by `cap`)."""
+    cut = [t[:cap] for t in texts]
+    cut_pairs = [p[:cap] for p in pairs] if pairs is not None else None
+    ids = tokenizer(cut, cut_pairs, **kwargs)["input_ids"] if cut else []
+    out = []
+    for i, row in enumerate(ids):
+        whole = len(texts[i]) + (len(pairs[i]) if pairs is not None else 0)
+        head = len(cut[i]) + (len(cut_pairs[i]) if cut_pairs is not None else 0)
+        out.append(len(row) if whole == head else round(len(row) * whole / max(head, 1)))
+    return out
 
 
 def with_row(row: dict[str, Any], predicted: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from tunelab.metrics.ner import entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
-from tunelab.tasks.base import Example, Features, Task, with_row
+from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
 from tunelab.text import CJK, is_cjk
 
@@ -252,8 +252,10 @@ class Ner(Task):
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
         if not examples:
             return []
-        ids = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True)["input_ids"]
-        return [len(x) for x in ids]
+        cap = self.length_cap() // CHARS_PER_TOKEN * 4  # words: at most 4 × max_length tokenised per sentence
+        ids = tokenizer([ex["tokens"][:cap] for ex in examples], is_split_into_words=True)["input_ids"]
+        return [len(x) if len(ex["tokens"]) <= cap else round(len(x) * len(ex["tokens"]) / cap)
+                for x, ex in zip(ids, examples, strict=True)]
 
     def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
         tags = [ex["tags"] for ex in examples if "tags" in ex] or [r["gold"] for r in records]

@@ -37,7 +37,7 @@ from tunelab.metrics.qa import qa_metrics, score
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
-from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
+from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
 from tunelab.text import is_chinese
 
 _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
@@ -243,8 +243,8 @@ class Qa(Task):
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
         if not examples:
             return []
-        ids = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples])["input_ids"]
-        return [len(x) for x in ids]
+        return head_lengths(tokenizer, [ex["question"] for ex in examples], [ex["context"] for ex in examples],
+                            self.length_cap())
 
     count_kind = "answer"
 

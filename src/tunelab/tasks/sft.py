@@ -46,7 +46,7 @@ from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
-from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
+from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
 from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
 from tunelab.tasks.generation import GenerationConfig, generate
@@ -345,7 +345,7 @@ class Sft(Task):
 
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
         texts = [render(tokenizer, ex["messages"]) for ex in examples]
-        return [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        return head_lengths(tokenizer, texts, None, self.length_cap(), add_special_tokens=False)
 
     def length_note(self) -> str:
         return "rows are cut at the end"
