@@ -351,3 +351,28 @@ def test_data_check_bad_file(tiny_bert: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["data", "check", str(good), str(bad), "--model", str(tiny_bert), "--json"])
     assert_one_line_error(res, f"{where(bad, 3, 'label')}missing label (null)")
     assert res.stdout == ""
+
+
+def test_datasets_folders_are_read(tmp_path: Path) -> None:
+    """A `datasets` save_to_disk folder, a DatasetDict (one split's folder), a Parquet folder: rows in order."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": f"row {i}", "label": "a" if i % 2 else "b"} for i in range(5)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    table = read_table(tmp_path / "ds")
+    assert [r.data for r in table.records] == rows and table.records[2].line == 3
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(DataError, match=r"a DatasetDict: give one split's folder, e.g. .*dd/train"):
+        read_table(tmp_path / "dd")
+    assert [r.data for r in read_table(tmp_path / "dd" / "train").records] == rows
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:2]), tmp_path / "pq" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[2:]), tmp_path / "pq" / "part-1.parquet")
+    assert [r.data for r in read_table(tmp_path / "pq").records] == rows
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="a folder without data"):
+        read_table(tmp_path / "empty")
+    res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "ds"), "--json"])  # as data.train takes it too
+    assert res.exit_code == 0 and json.loads(res.stdout)["files"][str(tmp_path / "ds")]["rows"] == 5, res.output

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tunelab.errors import DataError
@@ -203,9 +204,44 @@ def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
     return [Record(str(path), i, r) for i, r in enumerate(rows, start=1)], list(table.column_names)
 
 
+def _read_folder(path: Path) -> tuple[list[Record], list[str]]:
+    """A Hugging Face `datasets` folder (`save_to_disk`: Arrow files named in state.json) or a folder of Parquet or
+    Arrow files (in name order); rows are numbered across the files. Read with pyarrow: no `datasets` needed."""
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits") or []
+        raise DataError(str(path), None, None, "a DatasetDict: give one split's folder, e.g. "
+                        + ", ".join(str(path / s) for s in splits[:3]))
+    state = path / "state.json"
+    if state.is_file():
+        files = [path / f["filename"] for f in json.loads(state.read_text(encoding="utf-8")).get("_data_files", [])]
+    else:
+        files = sorted(path.glob("*.parquet")) or sorted(path.glob("*.arrow"))
+    if not files:
+        raise DataError(str(path), None, None, "a folder without data: expected a datasets save_to_disk folder or "
+                        ".parquet / .arrow files")
+    tables = []
+    for f in files:
+        try:
+            if f.suffix == ".parquet":
+                tables.append(pq.read_table(f))
+            else:
+                with pa.memory_map(str(f)) as source:
+                    tables.append(pa.ipc.open_stream(source).read_all())
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise DataError(str(f), None, None, f"cannot read: {exc}") from None
+    table = pa.concat_tables(tables, promote_options="default")
+    return ([Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)],
+            list(table.column_names))
+
+
 def read_table(path: str | Path) -> Table:
-    """Read one data file; the format comes from its extension."""
+    """Read one data file (the format comes from its extension) or a datasets / Parquet / Arrow folder."""
     p = Path(path)
+    if p.is_dir():
+        records, columns = _read_folder(p)
+        if not records:
+            raise DataError(str(p), None, None, "empty dataset: no data rows")
+        return Table(str(p), records, columns)
     if not p.is_file():
         raise DataError(str(p), None, None, "file not found")
     suffix = p.suffix.lower()
