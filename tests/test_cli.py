@@ -193,3 +193,10 @@ def test_progress_lines_in_a_log(tiny_bert: Path, sentiment_files: tuple[Path, P
     assert any(x.startswith("eval at step 2: accuracy ") for x in lines), res.output
     assert any(x.startswith("score: 16/16 rows (100 %)") for x in lines), res.output  # the final evaluation
     assert any(x.startswith("report: 7/7 sections") for x in lines), res.output
+
+
+def test_version_and_short_help() -> None:
+    from tunelab import __version__
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"tunelab {__version__}"
+    assert "Usage: " in runner.invoke(app, ["-h"]).output and "--resume" in runner.invoke(app, ["train", "-h"]).output

@@ -10,12 +10,26 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
+from tunelab import __version__
 from tunelab.errors import TunelabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=HELP,
                   help="Fine-tune pretrained language models: data → train → evaluate → export.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect and augment data files.")
+data_app = typer.Typer(no_args_is_help=True, context_settings=HELP, help="Inspect and augment data files.")
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tunelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print tunelab's version and exit.")) -> None:
+    """Fine-tune pretrained language models: data → train → evaluate → export."""
 
 
 def _quiet_transformers() -> None:
