@@ -20,6 +20,10 @@ PLAIN_EVERY_S = 10.0  # seconds between plain progress lines (TUNELAB_PROGRESS_E
 _active: list[Steps] = []
 
 
+def _every() -> float:
+    return float(os.environ.get("TUNELAB_PROGRESS_EVERY", PLAIN_EVERY_S))
+
+
 def wanted() -> bool:
     return not os.environ.get("TUNELAB_NO_PROGRESS")
 
@@ -60,7 +64,7 @@ class Steps:
             return
         if self.bar is not None:
             self.bar.__exit__(kind, exc, tb)
-        elif kind is None and self.done != self._shown:  # the last count, unless just printed
+        elif kind is None and self._shown >= 0 and self.done != self._shown:  # the last count, after earlier ones
             self._plain()
         _active.remove(self)
 
@@ -71,7 +75,7 @@ class Steps:
             return
         if self.bar is not None:
             self.bar.update(self._task, completed=done, **self.fields)  # type: ignore[arg-type]
-        elif time.perf_counter() - self._last >= float(os.environ.get("TUNELAB_PROGRESS_EVERY", PLAIN_EVERY_S)):
+        elif time.perf_counter() - self._last >= _every():
             self._plain()
 
     def advance(self, n: int = 1) -> None:
