@@ -1,0 +1,85 @@
+"""README.md and README.zh-CN.md stay counterparts: same heading structure, same commands, no dead relative links."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+README_ZH = ROOT / "README.zh-CN.md"
+
+FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+HEADING = re.compile(r"^(#{1,6})\s+\S")
+LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+COMMENT = re.compile(r"\s+#(?:\s.*)?$")
+COMMAND_PREFIXES = ("tunelab ", "make ")
+
+
+def _split(text: str) -> tuple[list[str], list[str]]:
+    """The lines outside fenced code blocks and the lines inside them."""
+    prose: list[str] = []
+    code: list[str] = []
+    fence = ""
+    for line in text.splitlines():
+        match = FENCE.match(line)
+        if not fence:
+            if match:
+                fence = match.group(1)
+            else:
+                prose.append(line)
+        elif match and match.group(1).startswith(fence) and not line.strip().strip(fence[0]):
+            fence = ""  # a closing fence: the opening's character, at least as many, nothing else
+        else:
+            code.append(line)
+    assert not fence, "unclosed code fence"
+    return prose, code
+
+
+def _levels(path: Path) -> list[int]:
+    prose, _ = _split(path.read_text(encoding="utf-8"))
+    return [len(m.group(1)) for line in prose if (m := HEADING.match(line))]
+
+
+def _commands(path: Path) -> list[str]:
+    """`tunelab ...` / `make ...` lines of the fenced code blocks, trailing `# comment` and spaces removed."""
+    _, code = _split(path.read_text(encoding="utf-8"))
+    stripped = (COMMENT.sub("", line.strip()).rstrip() for line in code)
+    return [line for line in stripped if line.startswith(COMMAND_PREFIXES)]
+
+
+def _relative_links(path: Path) -> list[str]:
+    prose, _ = _split(path.read_text(encoding="utf-8"))
+    targets = [m.group(1) for line in prose for m in LINK.finditer(line)]
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.IGNORECASE) and not t.startswith("#")]
+
+
+def test_same_heading_levels() -> None:
+    english, chinese = _levels(README), _levels(README_ZH)
+    assert english.count(1) == 1 and english.count(2) >= 5, english
+    assert [english.count(n) for n in (1, 2, 3)] == [chinese.count(n) for n in (1, 2, 3)], (english, chinese)
+    assert english == chinese
+
+
+def test_commands_kept_verbatim() -> None:
+    english = _commands(README)
+    assert len(english) >= 10, english
+    chinese = set(_commands(README_ZH))
+    missing = [cmd for cmd in english if cmd not in chinese]
+    assert not missing, f"commands of README.md missing from README.zh-CN.md: {missing}"
+
+
+@pytest.mark.parametrize("readme", [README, README_ZH], ids=lambda p: p.name)
+def test_relative_links_exist(readme: Path) -> None:
+    targets = _relative_links(readme)
+    assert targets, f"no relative links found in {readme.name}"
+    dead = [t for t in targets if not (readme.parent / t.split("#", 1)[0]).exists()]
+    assert not dead, f"{readme.name}: links to missing files: {dead}"
+
+
+def test_readmes_link_each_other() -> None:
+    assert README_ZH.name in _relative_links(README)
+    assert README.name in _relative_links(README_ZH)
+    assert README_ZH.read_text(encoding="utf-8").splitlines()[0].endswith(f"({README.name})")
