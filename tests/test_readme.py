@@ -83,3 +83,34 @@ def test_readmes_link_each_other() -> None:
     assert README_ZH.name in _relative_links(README)
     assert README.name in _relative_links(README_ZH)
     assert README_ZH.read_text(encoding="utf-8").splitlines()[0].endswith(f"({README.name})")
+
+
+def _tunelab_lines(path: Path) -> list[str]:
+    """The `tunelab ...` command lines of a Markdown file's code blocks (after a pipe too), comments cut."""
+    _, code = _split(path.read_text(encoding="utf-8"))
+    out = []
+    for line in code:
+        line = COMMENT.sub("", line).strip()
+        if "tunelab " in line and (line.startswith("tunelab ") or "| tunelab " in line):
+            out.append(line[line.index("tunelab "):].rstrip("\\").strip())
+    return out
+
+
+DOC_PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[p.name for p in DOC_PAGES])
+def test_every_documented_command_and_option_exists(page: Path) -> None:
+    """Each `tunelab ...` line the docs show names a real command and only real options: the line is parsed with
+    `--help` appended (click rejects an unknown command or option before it prints help)."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    runner = CliRunner()
+    for line in _tunelab_lines(page):
+        args = [a for a in shlex.split(line)[1:] if a != "..."]
+        res = runner.invoke(app, [*args, "--help"])
+        assert res.exit_code == 0 and "Usage:" in res.output, f"{page.name}: `{line}`: {res.output.strip()[-300:]}"
