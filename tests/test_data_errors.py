@@ -376,3 +376,13 @@ def test_datasets_folders_are_read(tmp_path: Path) -> None:
         read_table(tmp_path / "empty")
     res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "ds"), "--json"])  # as data.train takes it too
     assert res.exit_code == 0 and json.loads(res.stdout)["files"][str(tmp_path / "ds")]["rows"] == 5, res.output
+
+
+def test_a_hub_dataset_offline_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf:org/name:split` goes through datasets.load_dataset; offline it is one DataError line naming the spec."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = CliRunner().invoke(app, ["data", "check", "hf:no-org/no-dataset:validation", "--model", "minilm"])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith("error: hf:no-org/no-dataset:validation: cannot load the hub dataset: ") and "\n" not in line

@@ -19,6 +19,7 @@ from tunelab.data.load import RowTask
 from tunelab.data.readers import read_table
 from tunelab.errors import ConfigError
 from tunelab.models import resolve_model
+from tunelab.progress import Steps
 from tunelab.registry import TASKS
 
 
@@ -66,38 +67,40 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "files": {}, "overlap": []}
     keys: dict[str, set[str]] = {}
     train_labels: Counter[str] = Counter()
-    for i, path in enumerate(files):
-        examples = task.parse(read_table(path))
-        if i == 0:  # the first file is the training file: the checks train runs on it
-            task.check_train(examples)
-        chat: dict[str, Any] = {}
-        if task.generates_replies:  # lengths as the chat template renders them, replies cut
-            chat = _chat_lengths(task, examples, path, tokenizer)
-            lengths = chat.pop("lengths")
-        else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
-            lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
-        labels = task.label_counts(examples)
-        train_labels = labels if i == 0 else train_labels
-        warnings = [w for w in (
-            unknown_tokens(tokenizer, [task.example_text(ex) for ex in examples], model, task.length_cap()),
-            look_alike_labels(labels),
-            unseen_labels(labels, train_labels, files[0]) if i else None,
-        ) if w] + (conversation_order(examples, path) if task.generates_replies else [])
-        keyed = [task.dedup_keys(ex) for ex in examples]
-        exact, normal = Counter(k for k, _ in keyed), Counter(n for _, n in keyed)
-        keys[path] = set(normal)
-        report["files"][path] = {
-            "rows": len(examples),
-            "labels": dict(labels.most_common()),
-            "token_length": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
-            | {"max": int(lengths.max())},
-            "over_max_length": int((lengths > data.max_length).sum()),
-            "truncation_rate": round(float((lengths > data.max_length).mean()), 4),
-            "duplicates_exact": sum(c - 1 for c in exact.values()),
-            "duplicates_normalised": sum(c - 1 for c in normal.values()),
-            **chat,
-            "warnings": warnings,
-        }
+    with Steps("data check", len(files), "files") as progress:
+        for i, path in enumerate(files):
+            examples = task.parse(read_table(path))
+            if i == 0:  # the first file is the training file: the checks train runs on it
+                task.check_train(examples)
+            chat: dict[str, Any] = {}
+            if task.generates_replies:  # lengths as the chat template renders them, replies cut
+                chat = _chat_lengths(task, examples, path, tokenizer)
+                lengths = chat.pop("lengths")
+            else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
+                lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
+            labels = task.label_counts(examples)
+            train_labels = labels if i == 0 else train_labels
+            warnings = [w for w in (
+                unknown_tokens(tokenizer, [task.example_text(ex) for ex in examples], model, task.length_cap()),
+                look_alike_labels(labels),
+                unseen_labels(labels, train_labels, files[0]) if i else None,
+            ) if w] + (conversation_order(examples, path) if task.generates_replies else [])
+            keyed = [task.dedup_keys(ex) for ex in examples]
+            exact, normal = Counter(k for k, _ in keyed), Counter(n for _, n in keyed)
+            keys[path] = set(normal)
+            report["files"][path] = {
+                "rows": len(examples),
+                "labels": dict(labels.most_common()),
+                "token_length": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
+                | {"max": int(lengths.max())},
+                "over_max_length": int((lengths > data.max_length).sum()),
+                "truncation_rate": round(float((lengths > data.max_length).mean()), 4),
+                "duplicates_exact": sum(c - 1 for c in exact.values()),
+                "duplicates_normalised": sum(c - 1 for c in normal.values()),
+                **chat,
+                "warnings": warnings,
+            }
+            progress.advance()
     for i, a in enumerate(files):
         for b in files[i + 1 :]:
             report["overlap"].append({"a": a, "b": b, "shared_texts": len(keys[a] & keys[b])})

@@ -234,8 +234,28 @@ def _read_folder(path: Path) -> tuple[list[Record], list[str]]:
             list(table.column_names))
 
 
+def _read_hub(spec: str) -> Table:
+    """`hf:org/name` or `hf:org/name:split` (default train): a Hugging Face hub dataset through `datasets.load_dataset`
+    (an optional package; the network, or its cache, must have the data)."""
+    name, _, split = spec.removeprefix("hf:").partition(":")
+    try:
+        import datasets  # optional: pip install datasets
+    except ImportError:
+        raise DataError(spec, None, None, "reading a hub dataset needs the datasets package: pip install datasets") \
+            from None
+    try:
+        rows = datasets.load_dataset(name, split=split or "train").to_list()
+    except Exception as exc:  # noqa: BLE001 - offline, unknown name, unknown split: datasets' own error types
+        first = " ".join(str(exc).split("\n")[:1])[:300]
+        raise DataError(spec, None, None, f"cannot load the hub dataset: {type(exc).__name__}: {first}") from None
+    return Table(spec, [Record(spec, i, r) for i, r in enumerate(rows, start=1)], list(rows[0]) if rows else None)
+
+
 def read_table(path: str | Path) -> Table:
-    """Read one data file (the format comes from its extension) or a datasets / Parquet / Arrow folder."""
+    """Read one data file (the format comes from its extension), a datasets / Parquet / Arrow folder, or a hub
+    dataset named `hf:org/name[:split]`."""
+    if isinstance(path, str) and path.startswith("hf:"):
+        return _read_hub(path)
     p = Path(path)
     if p.is_dir():
         records, columns = _read_folder(p)

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from tunelab.models.aliases import resolve_model
+from tunelab.progress import Steps
 
 
 @lru_cache(maxsize=4)
@@ -29,7 +30,7 @@ def embed(texts: list[str], model: str = "minilm", batch_size: int = 64, max_len
     tokenizer, encoder, device = load_encoder(model)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: np.ndarray | None = None
-    with torch.inference_mode():
+    with torch.inference_mode(), Steps("embed", len(texts), "texts") as progress:
         for s in range(0, len(order), batch_size):
             idx = order[s: s + batch_size]
             enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
@@ -41,4 +42,5 @@ def embed(texts: list[str], model: str = "minilm", batch_size: int = 64, max_len
             if out is None:
                 out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled
+            progress.advance(len(idx))
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)

@@ -25,6 +25,7 @@ from tunelab.errors import TunelabError
 from tunelab.metrics.classification import softmax
 from tunelab.models import resolve_model
 from tunelab.models.embeddings import embed
+from tunelab.progress import Steps
 from tunelab.tasks.causal_loss import IGNORE, example_nll
 
 TEMPERATURE = 0.05
@@ -90,7 +91,7 @@ def llm_scores(texts: list[str], labels: list[str], model: str, descriptions: di
             seqs.append((i, k, p + a, len(a)))
     out = np.zeros((len(texts), len(labels)), dtype=np.float64)
     order = sorted(range(len(seqs)), key=lambda s: len(seqs[s][2]))
-    with torch.inference_mode():
+    with torch.inference_mode(), Steps("zero-shot", len(seqs), "scores") as progress:
         for s in range(0, len(order), batch_size):
             batch = [seqs[j] for j in order[s: s + batch_size]]
             width = max(len(b[2]) for b in batch)
@@ -106,6 +107,7 @@ def llm_scores(texts: list[str], labels: list[str], model: str, descriptions: di
                                       "labels": targets.to(device)})
             for r, (i, k, _, _) in enumerate(batch):
                 out[i, k] = -float(nll[r])
+            progress.advance(len(batch))
     return out
 
 
