@@ -173,6 +173,9 @@ def test_predict_input_forms(tiny_bert: Path, sentiment_files: tuple[Path, Path]
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(txt)])
     assert res.exit_code == 0, res.output
     assert [json.loads(x)["text"] for x in res.stdout.splitlines()] == ["good great film", "awful boring plot"]
+    txt.write_bytes(b"\xef\xbb\xbfgood film\nbad \xff bytes\n")  # a BOM is dropped; bad bytes are one line
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(txt)])
+    assert res.exit_code == 2 and res.output.strip().startswith(f"error: {txt}:2") and "\n" not in res.output.strip()
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input='{"text": \n')
     assert res.exit_code == 2 and res.output.strip().startswith("error: <stdin>:1: invalid JSON")
 

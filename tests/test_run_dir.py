@@ -65,7 +65,7 @@ def test_a_failed_rerun_leaves_the_run_as_it_was(finished: tuple[Path, list[str]
     res = runner.invoke(app, ["train", *other, "--overwrite"])
     assert res.exit_code == 0, res.output
     assert "lr: 0.0005" in (out / "config.yaml").read_text()
-    assert not (out / LOCK).exists()  # the lock goes with the run
+    assert (out / LOCK).read_text() == ""  # the lock file stays, held by nobody
 
 
 def test_user_files_and_unfinished_runs_are_not_clobbered(tiny_bert: Path, tmp_path: Path) -> None:
@@ -99,11 +99,11 @@ def test_a_second_run_into_a_busy_directory_is_refused(tiny_bert: Path, tmp_path
     sets = _sets(tiny_bert, tmp_path, out)
     with RunDirLock(out):
         _fails(["train", *sets], f"is in use by process {os.getpid()}")
-    assert not (out / LOCK).exists()
+    assert (out / LOCK).read_text() == ""
     (out / LOCK).write_text("999999999\n", encoding="utf-8")  # a dead process's lock file, no OS lock held
     res = runner.invoke(app, ["train", *sets])
     assert res.exit_code == 0, res.output
-    assert not (out / LOCK).exists()
+    assert (out / LOCK).read_text() == ""
 
 
 def test_max_length_above_the_positions_is_refused_before_writing(tiny_bert: Path, tmp_path: Path) -> None:
@@ -156,3 +156,24 @@ def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
         line = _fails(["train", *sets], f"config: model: cannot load {model}")
         assert said in line
         assert not out.exists()
+
+
+def test_resume_from_elsewhere_and_a_rerun_that_replaces(finished: tuple[Path, list[str]], tiny_bert: Path,
+                                                        tmp_path: Path) -> None:
+    """--resume PATH into another run's output_dir is checked like any run (it would have clobbered it); re-running a
+    finished run of the same config replaces its files (old checkpoints never mix with the new ones); hidden files
+    are nobody's work; a config.yaml of an older version (fields added since) is still the same config."""
+    out, sets = finished
+    other = tmp_path / "other"
+    assert runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, other, **{"train.lr": "5e-4"})]).exit_code == 0
+    before = _snapshot(other)
+    step = sorted((out / "checkpoints").iterdir())[0]
+    _fails(["train", *_sets(tiny_bert, tmp_path, other), "--resume", str(step)], "holds a run of another config")
+    assert _snapshot(other) == before
+    (out / ".DS_Store").write_bytes(b"finder")
+    (out / "checkpoints" / "step-00000099").mkdir()  # a stale checkpoint of an earlier run
+    saved = (out / "config.yaml").read_text().replace("  report: true\n", "")  # as a config.yaml before train.report
+    (out / "config.yaml").write_text(saved)
+    res = runner.invoke(app, ["train", *sets])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]

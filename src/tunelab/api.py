@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tunelab.config.run import RunConfig, apply_override, build_config, read_config_file
-from tunelab.data.readers import Table, read_table, rows_table
+from tunelab.data.readers import Table, read_rows, read_table, rows_table
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate, logits_for
 from tunelab.export.save import load_model
@@ -106,7 +106,7 @@ class Model:
         if isinstance(inputs, Table):
             return inputs
         if isinstance(inputs, Path):
-            return read_table(inputs)
+            return read_rows(inputs, self.task.data.text_field)
         if isinstance(inputs, str):
             inputs = [inputs]
         rows = [{self.task.data.text_field: x} if isinstance(x, str) else dict(x) for x in inputs]

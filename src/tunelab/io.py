@@ -61,10 +61,19 @@ def read_json(path: Path | str) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def read_jsonl(path: Path | str) -> list[Any]:
-    """Every non-blank line parsed, in order."""
+def read_jsonl(path: Path | str, torn_tail: bool = False) -> list[Any]:
+    """Every non-blank line parsed, in order. `torn_tail`: a last line that does not parse (a log whose writer was
+    killed mid-line) is left out instead of raising."""
     with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if not (torn_tail and i == len(lines) - 1):
+                raise
+    return rows
 
 
 def atomic_dir(final: Path) -> Path:

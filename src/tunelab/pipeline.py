@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
-from tunelab.config.run import RunConfig, config_to_yaml
+from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
@@ -62,8 +62,9 @@ def run(cfg: RunConfig, resume: str | None = None,
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
     resume_from = find_checkpoint(resume, out) if resume else None
-    if state.is_main_process:
-        check_output_dir(out, config_yaml, resume=resume_from is not None, overwrite=overwrite)
+    if state.is_main_process:  # resuming this directory's own checkpoint is the one way past its checks
+        own = resume_from is not None and out.resolve() in resume_from.resolve().parents
+        check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite)
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -82,7 +83,7 @@ def run(cfg: RunConfig, resume: str | None = None,
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0)
     with RunDirLock(out):
-        start_run_dir(out, config_yaml, resume_from, overwrite=overwrite)
+        start_run_dir(out, config_yaml, resume_from)
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0)
 
@@ -92,10 +93,21 @@ def _first_line(error: BaseException) -> str:
     return text[:300] or type(error).__name__
 
 
+def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
+    """Whether a saved config.yaml describes this run, read through today's schema (fields added since then take
+    their defaults; a saved `lr: null` is the method's default)."""
+    try:
+        return config_to_yaml(resolved(build_config(saved))) == config_yaml
+    except TunelabError:
+        return False
+
+
 def check_positions(model: torch.nn.Module, features: dict[str, list[dict[str, Any]]], max_length: int) -> None:
     """data.max_length above the model's position limit is refused when an input would reach past it (today a
     RuntimeError mid-training): one line before anything is written."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    learned = any(isinstance(m, torch.nn.Embedding) and (n.endswith("position_embeddings") or n.endswith("wpe"))
+                  for n, m in model.named_modules())  # rotary / relative positions extrapolate: not refused
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) if learned else None
     longest = max((len(f["input_ids"]) for feats in features.values() for f in feats), default=0)
     if isinstance(limit, int) and longest > limit:
         raise ConfigError(f"config: data.max_length: {max_length} is above the model's {limit} positions and "
@@ -117,7 +129,6 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
                                          cfg.train.eval_batch_size, out, prefix="baseline-").get("validation", {}))
     model = method.apply(model, task.head_modules(model), task.new_token_ids)
     params = count_parameters(model)
-    features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
     features["train"] = task.train_features(features["train"])  # e.g. packed
 
     def score(m: torch.nn.Module, split: str = "validation") -> dict[str, Any]:

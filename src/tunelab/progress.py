@@ -1,5 +1,6 @@
 """Progress of long work on stderr: a rich bar on a terminal; elsewhere (CI, nohup, a pipe) a plain line every few
-seconds (`TUNELAB_PROGRESS_EVERY`, default 10) and at the end, so a log shows the work as it goes.
+seconds (`TUNELAB_PROGRESS_EVERY`, default 10) and the last count, so a log shows work that takes a while as it goes
+(short work prints nothing).
 `TUNELAB_NO_PROGRESS=1` turns both off.
 
 One bar at a time: work nested inside another's progress (an evaluation during training) reports nothing of its own.
@@ -41,14 +42,16 @@ class Steps:
 
     def __init__(self, label: str, total: int, unit: str = "", enabled: bool = True, **fields: str) -> None:
         self.label, self.total, self.unit, self.fields = label, total, unit, dict(fields)
-        self.enabled = enabled and wanted() and not _active
+        self.nested = bool(_active)  # inside another's progress: quiet
+        self.enabled = enabled and wanted() and not self.nested
         self.done, self.bar, self._task, self._shown = 0, None, None, -1
         self._t0 = self._last = time.perf_counter()
 
     def __enter__(self) -> Steps:
+        if not self.nested:  # also when disabled (another process's training): the work inside stays quiet
+            _active.append(self)
         if not self.enabled:
             return self
-        _active.append(self)
         console = Console(file=sys.stderr)
         if console.is_terminal:
             columns = [TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn()]
@@ -60,13 +63,14 @@ class Steps:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self in _active:
+            _active.remove(self)
         if not self.enabled:
             return
         if self.bar is not None:
             self.bar.__exit__(kind, exc, tb)
         elif kind is None and self._shown >= 0 and self.done != self._shown:  # the last count, after earlier ones
             self._plain()
-        _active.remove(self)
 
     def update(self, done: int, **fields: Any) -> None:
         self.done = done

@@ -78,7 +78,7 @@ def predict(
 ) -> None:
     """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...)."""
     from tunelab.api import load
-    from tunelab.data.readers import lines_table, read_table
+    from tunelab.data.readers import lines_table, read_rows
     from tunelab.io import json_line, write_jsonl_atomic
     from tunelab.studies.ensemble import Ensemble
 
@@ -87,11 +87,8 @@ def predict(
     task = ensemble.task if ensemble is not None else model.task  # type: ignore[union-attr]
     if input_ == "-":
         table = lines_table(sys.stdin.readlines(), "<stdin>", task.data.text_field)
-    elif input_.lower().endswith(".txt"):
-        table = lines_table(Path(input_).read_text(encoding="utf-8").splitlines(), input_, task.data.text_field) \
-            if Path(input_).is_file() else read_table(input_)
     else:
-        table = read_table(input_)
+        table = read_rows(input_, task.data.text_field)
     rows_out = ensemble.predict(table, batch_size) if ensemble is not None else model.predict(table, batch_size)
     if output is None:
         sys.stdout.write("".join(json_line(r) for r in rows_out))

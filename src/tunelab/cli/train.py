@@ -46,14 +46,16 @@ def interrupted_line(out: Path, config: Path | None, sets: list[str]) -> str:
     """Ctrl-C: where the run stopped, and the command that continues it."""
     from shlex import join
 
-    from tunelab.training.checkpoint import list_checkpoints, verify
+    from tunelab.training.checkpoint import newest_intact
 
-    intact = [p for _, p in list_checkpoints(out / "checkpoints") if verify(p) is None]
-    command = join(["tunelab", "train", *([str(config)] if config else []),
-                    *(x for s in sets for x in ("--set", s)), "--resume"])
-    if not intact:
-        return f"interrupted: no checkpoint in {out / 'checkpoints'} yet (train.save_steps); run the command again"
-    return f"interrupted: the newest checkpoint is {intact[-1]}; continue with: {command}"
+    named = any(s.split("=", 1)[0].strip() == "output_dir" for s in sets)  # else a config without one gets a new dir
+    command = ["tunelab", "train", *([str(config)] if config else []), *(x for s in sets for x in ("--set", s)),
+               *([] if named else ["--set", f"output_dir={out}"])]
+    newest = newest_intact(out / "checkpoints")
+    if newest is None:
+        return (f"interrupted before the first checkpoint (train.save_steps); start again with: "
+                f"{join([*command, '--overwrite'])}")
+    return f"interrupted: the newest checkpoint is {newest}; continue with: {join([*command, '--resume'])}"
 
 
 @app.command()

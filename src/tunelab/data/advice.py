@@ -63,8 +63,7 @@ def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) 
     missing = sorted(set(labels) - set(train))
     if not missing:
         return None
-    return (f"labels absent from {train_path}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
-            "(train refuses a validation label it never saw)")
+    return f"labels absent from {train_path}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
 
 
 def conversation_order(examples: Sequence[dict[str, Any]], path: str, shown: int = 3) -> list[str]:

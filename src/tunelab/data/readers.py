@@ -286,6 +286,15 @@ def read_table(path: str | Path) -> Table:
     return Table(str(p), records, columns)
 
 
+def read_rows(path: str | Path, field: str) -> Table:
+    """Rows to label from a file (`predict`, `tunelab.load(...).predict(Path)`): a .txt is one text (or JSON object)
+    per line, decoded as every other file (BOM, bad bytes named by line); any other format as `read_table` reads it."""
+    p = Path(path)
+    if p.suffix.lower() == ".txt" and p.is_file():
+        return lines_table(_decode(p).split("\n"), str(p), field)
+    return read_table(p)
+
+
 def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
     """Rows to label, one per non-blank line (`predict --input -`, a .txt file for predict): a line that starts
     with `{` is a JSON object (JSONL), any other line the text of `field`."""
@@ -296,11 +305,9 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
             continue
         if line.lstrip().startswith("{"):
             try:
-                obj = json.loads(line)
+                obj = json.loads(line)  # valid JSON that starts with { is an object
             except json.JSONDecodeError as e:
                 raise DataError(source, number, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(source, number, None, "a line starting with { must be a JSON object")
             records.append(Record(source, number, obj))
         else:
             records.append(Record(source, number, {field: line}))

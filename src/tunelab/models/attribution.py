@@ -93,11 +93,11 @@ def explain(task: Encodes, model: torch.nn.Module, tokenizer: Any, examples: Seq
     for i, target in enumerate(targets):
         f = first[i]
         ids = list(f["input_ids"])
+        is_special = [t in special for t in ids]
         scores, delta = integrated_gradients(model, ids, int(target), steps=steps,
                                              token_type_ids=f.get("token_type_ids"), baseline_id=pad,
-                                             special_mask=[t in special for t in ids])
-        out.append(Attribution(tokenizer.convert_ids_to_tokens(ids), scores, int(target), delta,
-                               [t in special for t in ids]))
+                                             special_mask=is_special)
+        out.append(Attribution(tokenizer.convert_ids_to_tokens(ids), scores, int(target), delta, is_special))
     return out
 
 

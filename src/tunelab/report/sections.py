@@ -26,7 +26,8 @@ def _last_logged_loss(ctx: Context) -> float | None:
     path = None if ctx.run_dir is None else ctx.run_dir / "metrics.jsonl"
     if path is None or not path.is_file():
         return None
-    losses = [r["loss"] for r in read_jsonl(path) if "loss" in r and "final" not in r and isinstance(r["loss"], float)]
+    losses = [r["loss"] for r in read_jsonl(path, torn_tail=True)
+              if "loss" in r and "final" not in r and isinstance(r["loss"], float)]
     return losses[-1] if losses else None
 
 
@@ -171,7 +172,7 @@ def curves_section(ctx: Context) -> str | None:
     path = None if ctx.run_dir is None else ctx.run_dir / "metrics.jsonl"
     if path is None or not path.is_file():
         return None
-    rows = read_jsonl(path)
+    rows = read_jsonl(path, torn_tail=True)
     steps = [r for r in rows if "loss" in r and "final" not in r and not any(k.startswith("eval/") for k in r)]
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     images = []

@@ -87,7 +87,7 @@ class Ensemble:
         return as_logits(probs, self.task.cfg.multi_label), examples
 
     def predict(self, table: Any, batch_size: int = 64) -> list[dict[str, Any]]:
-        """Each row of `table` plus `label` and `scores`, as single-model predict."""
+        """Each row of `table` plus the prediction (`pred_label`, `scores`), as single-model predict."""
         logits, examples = self.logits(table, batch_size)
         return self.task.predictions(logits, examples)
 

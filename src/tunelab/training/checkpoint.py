@@ -103,9 +103,12 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.fullmatch(p.name)) and p.is_dir())
 
 
-def sha256(path: Path) -> str:
+def sha256(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def verify(path: Path) -> str | None:
@@ -128,6 +131,11 @@ def verify(path: Path) -> str | None:
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
             return f"{FILES[0]} unreadable ({type(e).__name__})"
     return None
+
+
+def newest_intact(root: Path) -> Path | None:
+    """The newest checkpoint under `root` that verifies (checked newest first, stopping at the first good one)."""
+    return next((p for _, p in reversed(list_checkpoints(root)) if verify(p) is None), None)
 
 
 def find_checkpoint(resume: str, run_dir: Path) -> Path:

@@ -6,8 +6,9 @@ config unless told to (`--overwrite`, or `--resume` to continue it).
                        an unfinished run (resume it) → one-line TunelabError, exit 2
     RunDirLock         `OUTPUT_DIR/.tunelab.lock` under an OS file lock (fcntl.flock): a second run into the same
                        directory is refused with the holder's pid; the OS drops the lock of a killed process
-    start_run_dir      after the model is loaded and the data encoded: --overwrite clears the old run's files,
-                       config.yaml written, metrics.jsonl reset (or cut back to the resumed checkpoint)
+                       (the file stays, empty, between runs)
+    start_run_dir      after the model is loaded and the data encoded: the old run's files cleared (unless
+                       resuming), config.yaml written, metrics.jsonl reset (or cut back to the resumed checkpoint)
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -33,14 +36,16 @@ RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_sum
 STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports", LOCK})
 
 
-def check_output_dir(out: Path, config_yaml: str, *, resume: bool, overwrite: bool) -> None:
+def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,
+                     overwrite: bool) -> None:
     """Refuse (one line) an output_dir that a run would clobber: not a directory, or a non-empty one that is not a
-    finished run of this same config (`config_yaml`, as the run would write it). `resume` / `overwrite` allow it."""
+    finished run of this same config (`same_config(saved config.yaml)`). `resume` (this directory's own checkpoint)
+    and `overwrite` allow it. Hidden files (.DS_Store, .ipynb_checkpoints) are nobody's work."""
     if out.exists() and not out.is_dir():
         raise TunelabError(f"output_dir: {out} is a file, not a directory; choose another output_dir")
     if resume or overwrite or not out.is_dir():
         return
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     foreign = sorted(names - RUN_FILES - STUDY_FILES)
     if foreign:
         what = f"files that no tunelab run wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
@@ -48,8 +53,11 @@ def check_output_dir(out: Path, config_yaml: str, *, resume: bool, overwrite: bo
         return  # empty, or only what baseline / curve / tune put there
     else:
         saved = out / "config.yaml"
-        old = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else None
-        if old != yaml.safe_load(config_yaml):
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else None
+        except yaml.YAMLError:
+            old = {}  # unreadable: not this config
+        if not isinstance(old, dict) or not same_config(old):
             what = "a run of another config" if old is not None else "files of a run without its config.yaml"
         elif not (out / "metrics.json").is_file():
             what = "an unfinished run of this config (--resume continues it)"
@@ -78,18 +86,22 @@ class RunDirLock:
             os.close(self.fd)
             raise TunelabError(f"output_dir: {self.out} is in use by process {holder} (a run is writing it); wait "
                                "for it to end or choose another output_dir") from None
+        except OSError as e:  # a filesystem without locks (some network mounts)
+            os.close(self.fd)
+            raise TunelabError(f"output_dir: cannot lock {self.path}: {e.strerror or e}") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.path.unlink(missing_ok=True)
+        os.ftruncate(self.fd, 0)  # the file stays (deleting it would let two processes lock two files); no holder
         os.close(self.fd)  # closing releases the lock
 
 
-def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None, *, overwrite: bool) -> None:
-    """The first writes of a run, once it is sure to start: clear the old run (--overwrite), config.yaml, the log."""
-    if overwrite and resume_from is None:
+def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None) -> None:
+    """The first writes of a run, once it is sure to start: clear the old run it replaces (a finished run of the same
+    config, or any with --overwrite: its checkpoints must not mix with the new ones), config.yaml, the log."""
+    if resume_from is None:
         for name in RUN_FILES:
             path = out / name
             if path.is_dir() and not path.is_symlink():
