@@ -11,6 +11,7 @@ from typing import Any
 
 from tunelab import __version__
 from tunelab.config.run import RunConfig
+from tunelab.evaluation.evaluate import format_value
 from tunelab.metrics import scalars
 from tunelab.models.aliases import ALIASES
 from tunelab.tasks.base import Task
@@ -39,7 +40,7 @@ def model_card(cfg: RunConfig, task: Task, metrics: dict[str, Any]) -> str:
                   for split, n in rows.items()]
     splits = {s: scalars(m) for s, m in metrics.items() if s not in ("train", "baseline") and isinstance(m, dict)}
     names = list(dict.fromkeys(k for m in splits.values() for k in m))
-    metric_lines = [f"| {n} | " + " | ".join(_num(m.get(n)) for m in splits.values()) + " |" for n in names]
+    metric_lines = [f"| {n} | " + " | ".join(format_value(m.get(n)) for m in splits.values()) + " |" for n in names]
     labels = task.metadata().get("labels")
     argv = shlex.join(["tunelab", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("tunelab", "__main__.py") else None
     parts = [
@@ -65,7 +66,3 @@ def model_card(cfg: RunConfig, task: Task, metrics: dict[str, Any]) -> str:
     parts += ["## Licence", "", f"The weights derive from `{cfg.model}`, whose licence is: {licence}. "
               "The training data's licence applies as well.", ""]
     return "\n".join(parts)
-
-
-def _num(v: Any) -> str:
-    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)

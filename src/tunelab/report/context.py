@@ -32,6 +32,7 @@ class Context:
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     generations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    log: list[dict[str, Any]] | None = None  # RUN/metrics.jsonl (a torn last line left out); None: no such file
     task_name: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -50,6 +51,8 @@ def load_context(title: str, run_dir: Path | None = None, *, task: Task | None =
         cfg_path = run_dir / "config.yaml"
         ctx.config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
         ctx.metrics = read_json(run_dir / "metrics.json") or {}
+        if (run_dir / "metrics.jsonl").is_file():
+            ctx.log = read_jsonl(run_dir / "metrics.jsonl", torn_tail=True)
         for p in sorted((run_dir / "predictions").glob("*.jsonl")):
             if "." not in p.stem:  # <split>.jsonl; <split>.generations.jsonl: SFT replies with their scores
                 ctx.records[p.stem] = read_jsonl(p)

@@ -11,7 +11,7 @@ from typing import Any
 
 from tunelab import plots
 from tunelab.html import esc, figs, img, note, table
-from tunelab.io import read_json, read_jsonl
+from tunelab.io import read_json
 from tunelab.metrics import scalars
 from tunelab.report.context import Context
 
@@ -23,11 +23,7 @@ def _json_file(ctx: Context, *parts: str) -> Any:
 
 
 def _last_logged_loss(ctx: Context) -> float | None:
-    path = None if ctx.run_dir is None else ctx.run_dir / "metrics.jsonl"
-    if path is None or not path.is_file():
-        return None
-    losses = [r["loss"] for r in read_jsonl(path, torn_tail=True)
-              if "loss" in r and "final" not in r and isinstance(r["loss"], float)]
+    losses = [r["loss"] for r in ctx.log or () if "loss" in r and "final" not in r and isinstance(r["loss"], float)]
     return losses[-1] if losses else None
 
 
@@ -169,10 +165,9 @@ def _lengths(ctx: Context) -> str:
 
 # -- training curves -----------------------------------------------------------------------------
 def curves_section(ctx: Context) -> str | None:
-    path = None if ctx.run_dir is None else ctx.run_dir / "metrics.jsonl"
-    if path is None or not path.is_file():
+    if ctx.log is None:
         return None
-    rows = read_jsonl(path, torn_tail=True)
+    rows = ctx.log
     steps = [r for r in rows if "loss" in r and "final" not in r and not any(k.startswith("eval/") for k in r)]
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     images = []

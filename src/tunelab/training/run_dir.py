@@ -33,7 +33,7 @@ RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_sum
                        "checkpoints", "model", "adapter", "merged", "predictions", "report.html", "tensorboard",
                        "mlflow.db", "wandb"})
 # what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
-STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports", LOCK})
+STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports"})  # hidden files (the lock) are skipped
 
 
 def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,
