@@ -116,17 +116,50 @@ def chat(
 @app.command()
 @user_errors
 def export(
-    path: Path = typer.Argument(..., help="A LoRA / DoRA run directory (or its model/ or adapter/)."),
-    merge: bool = typer.Option(False, "--merge", help="Merge RUN/adapter into the base weights (required)."),
-    output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged)."),
-    tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="Largest allowed |logit| difference "
-                                    "between the merged model and the adapter model (and RUN/model)."),
+    path: Path = typer.Argument(..., help="A run directory (or its model/; for --merge also its adapter/)."),
+    merge: bool = typer.Option(False, "--merge", help="Merge RUN/adapter into the base weights (LoRA / DoRA runs)."),
+    format_: str | None = typer.Option(None, "--format", help="onnx: an onnxruntime graph (classification, ner, "
+                                       "qa), checked beside the original before it is written."),
+    quantize: str | None = typer.Option(None, "--quantize", help="int8: onnxruntime dynamic quantisation (int8 "
+                                        "weights per channel)."),
+    output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged; "
+                                       "RUN/exports/<format>-<quantize or fp32>)."),
+    data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
+                                     "run's validation split)."),
+    min_agreement: float = typer.Option(99.0, "--min-agreement", min=0.0, max=100.0, help="Parity gate: least % "
+                                        "of rows predicted as the original predicts them."),
+    max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
+                                   "metric may fall."),
+    force: bool = typer.Option(False, "--force", help="Write the export even when the parity gate refuses it."),
+    batch_size: int = typer.Option(64, help="Examples per forward pass while scoring."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="--merge: largest allowed |logit| "
+                                    "difference between the merged model and the adapter model (and RUN/model)."),
 ) -> None:
-    """Merge a run's adapter into plain transformers weights, checked on sample inputs before writing."""
+    """Merge a run's adapter (--merge), or export its model for a faster runtime (--format onnx [--quantize int8]).
+    Every artifact is loaded back and checked before it is written; a refused one exits 1 and writes nothing."""
+    if merge == (format_ is not None):
+        raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
+                           "--format onnx")
+    if format_ is None:
+        _merge(path, output, tolerance)
+        return
+    from tunelab.export.artifact import Gate, ParityError, export_run
+    from tunelab.export.parity import print_rows
+
+    try:
+        r = export_run(path, format_, quantize, output, data, Gate(min_agreement / 100, max_drop), force,
+                       batch_size)
+    except ParityError as exc:
+        _fail(str(exc), code=1)
+        return
+    print_rows(r.rows, f"export on {r.data}")
+    note = f" although the gate refused it (--force): {r.refused}" if r.refused else ""
+    typer.echo(f"export: wrote {r.output}{note}", err=True)
+
+
+def _merge(path: Path, output: Path | None, tolerance: float) -> None:
     from tunelab.export.merge import ParityError, merge_run
 
-    if not merge:
-        raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights)")
     try:
         r = merge_run(path, output, tolerance)
     except ParityError as exc:

@@ -27,6 +27,7 @@ from peft import PeftModel
 from transformers import AutoConfig, AutoTokenizer
 
 from tunelab.errors import TunelabError
+from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE
 from tunelab.io import atomic_dir, commit_dir
 from tunelab.models import resolve_model
@@ -35,10 +36,6 @@ from tunelab.registry import TASKS
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
                 "the outputs.", "一只敏捷的狐狸跳过了懒狗。", "1 2 3 4 5")
 HEAD_KEYS = ("id2label", "label2id", "problem_type", "pad_token_id")  # head / padding settings set by the task
-
-
-class ParityError(TunelabError):
-    """The merged model's outputs differ from the adapter's by more than the tolerance."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from tunelab.errors import TunelabError
 from tunelab.io import atomic_dir, commit_dir
 from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.decoder_heads import load_head
+from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
@@ -77,11 +78,11 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     """(task, model, tokenizer) from a tunelab model directory."""
     path = Path(model_dir)
     task = load_task(path)
-
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    if (path / ONNX_FILE).is_file():  # `tunelab export --format onnx`: run by onnxruntime
+        return task, OnnxModule(path / ONNX_FILE), tokenizer
     model = load_head(task.auto_model_class, str(path))  # the instance's: pretrain sets it per objective
     if (path / PROMPT_ADAPTER / "adapter_config.json").is_file():  # prefix / prompt tuning: base + virtual tokens
 
         model = PeftModel.from_pretrained(model, str(path / PROMPT_ADAPTER))
-    model = task.optimize(model)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-    return task, model, tokenizer
+    return task, task.optimize(model), tokenizer

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
+
+_SCOPE: ContextVar[str | None] = ContextVar("tunelab_precision", default=None)
+
+
+@contextmanager
+def precision_scope(precision: str) -> Iterator[None]:
+    """`auto` means `precision` inside the block (e.g. scoring the fp32 weights an export was made from)."""
+    token = _SCOPE.set(precision)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto` picks bf16 only where the hardware runs it natively: on a CPU without AVX-512-BF16 or
     AMX, bf16 matmuls are ~3x slower than fp32 (measured 44 vs 147 GFLOP/s on this project's CI CPU)."""
-    if precision == "auto":  # TUNELAB_PRECISION=fp32|bf16|fp16 fixes what `auto` means (tests pin fp32)
-        precision = os.environ.get("TUNELAB_PRECISION", "auto")
+    if precision == "auto":  # precision_scope, else TUNELAB_PRECISION=fp32|bf16|fp16, fixes what `auto` means
+        precision = _SCOPE.get() or os.environ.get("TUNELAB_PRECISION", "auto")
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -34,6 +34,8 @@ class Task(ABC):
     baselines: ClassVar[Literal["labels", "language_model"] | None] = None  # tunelab baseline: which family
     ensembles: ClassVar[bool] = False  # several tuned models of the task can average their scores
     count_kind: ClassVar[str] = "label"  # what `label_counts` counts, as the report names it
+    export_formats: ClassVar[tuple[str, ...]] = ()  # what `tunelab export --format` makes of this task's models
+    onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg = cfg

@@ -95,6 +95,8 @@ def _soft_label(record: Record, field: str, value: dict[str, Any], multi_label: 
 class Classification(Task):
     Config = ClassificationConfig
     auto_model_class = "AutoModelForSequenceClassification"
+    export_formats = ("onnx",)
+    onnx_outputs = ("logits",)
     cfg: ClassificationConfig
 
     def __init__(self, cfg: ClassificationConfig, data: Any) -> None:

@@ -78,6 +78,8 @@ def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
 class Ner(Task):
     Config = NerConfig
     auto_model_class = "AutoModelForTokenClassification"
+    export_formats = ("onnx",)
+    onnx_outputs = ("logits",)
     cfg: NerConfig
 
     def __init__(self, cfg: NerConfig, data: Any) -> None:

@@ -70,6 +70,8 @@ class QaConfig(TaskConfig):
 class Qa(Task):
     Config = QaConfig
     auto_model_class = "AutoModelForQuestionAnswering"
+    export_formats = ("onnx",)
+    onnx_outputs = ("start_logits", "end_logits")
     cfg: QaConfig
 
     def __init__(self, cfg: QaConfig, data: Any) -> None:

@@ -1,0 +1,152 @@
+"""`tunelab export RUN --format onnx [--quantize int8]`: build the artifact in a temp dir next to its target, load it
+back, score it beside the run's model on labelled rows, and move it into place only when it passes the parity gate.
+
+The artifact is a model directory like RUN/model: the graph, the tokenizer, config.json, tunelab.json (the task
+settings plus an `export` record) and report.json (the measured rows), so `tunelab eval` / `predict` / the API load
+it by its path. Default place: RUN/exports/<format>-<quantize or fp32>.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab import __version__
+from tunelab.config.run import build_config, read_config_file
+from tunelab.data.load import load_splits
+from tunelab.data.readers import read_table
+from tunelab.errors import TunelabError
+from tunelab.export.onnx import export_onnx
+from tunelab.export.parity import Gate, ParityError, check, measure
+from tunelab.export.save import META_FILE, load_model
+from tunelab.io import atomic_dir, commit_dir, read_json, write_json_atomic
+from tunelab.methods.base import count_parameters
+from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
+from tunelab.tasks.base import Task
+
+REPORT_FILE = "report.json"
+FORMATS = ("onnx",)
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    rows: list[dict[str, Any]]
+    refused: str | None  # why the gate refused it (written anyway with --force)
+    data: str
+
+
+def locate_model(path: Path) -> tuple[Path, Path | None]:
+    """(model dir, run dir or None) for a run directory, its model/ or another tunelab model directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TunelabError(f"{path}: no such directory")
+    if (path / "adapter_config.json").is_file() and not (path / META_FILE).is_file():
+        raise TunelabError(f"{path}: an adapter directory holds no full weights; pass the run directory (its model/ "
+                           "holds the merged model)")
+    if (path / "model" / META_FILE).is_file():
+        return path / "model", path
+    if (path / META_FILE).is_file():
+        meta = read_json(path / META_FILE)
+        if "export" in meta:
+            raise TunelabError(f"{path}: already an exported {meta['export'].get('format')} model; export from the "
+                               "run directory")
+        run = path.parent if (path.parent / "config.yaml").is_file() else None
+        return path, run
+    raise TunelabError(f"{path}: not a run or model directory (no model/{META_FILE}); pass a run's output_dir")
+
+
+def labelled_rows(task: Task, run: Path | None, data: Path | None) -> tuple[list[dict[str, Any]], str]:
+    """(examples, where they came from): --data, else the run's validation split as training made it."""
+    if data is not None:
+        return task.parse(read_table(data)), str(data)
+    if run is None:
+        raise TunelabError("export: no run config.yaml next to the model to find its validation split; pass --data "
+                           "FILE (labelled rows)")
+    cfg = build_config(read_config_file(run / "config.yaml"))
+    splits = load_splits(cfg.data, task, cfg.train.seed)
+    if "validation" not in splits:
+        raise TunelabError(f"export: the run {run} has no validation split; pass --data FILE (labelled rows)")
+    return splits["validation"], cfg.data.validation or f"{cfg.data.train} (held-out validation split)"
+
+
+def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str | None) -> Path:
+    return (run or model_dir.parent) / "exports" / f"{fmt}-{quantize or 'fp32'}"
+
+
+def _check_output(output: Path, model_dir: Path) -> None:
+    if output.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
+        raise TunelabError(f"--output: {output} would replace the model it exports")
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / REPORT_FILE).is_file())):
+        raise TunelabError(f"--output: {output} exists and is not a tunelab export; choose another --output")
+
+
+def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path | None = None,
+               data: Path | None = None, gate: Gate | None = None, force: bool = False,
+               batch_size: int = 64) -> ExportResult:
+    """Export, measure and gate; raises ParityError (nothing written) when the gate refuses and not `force`."""
+    if fmt not in FORMATS:
+        raise TunelabError(f"export --format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    gate = gate or Gate()
+    require_onnxruntime()  # before minutes of loading and scoring
+    model_dir, run = locate_model(path)
+    task, module, tokenizer = load_model(model_dir)
+    if fmt not in task.export_formats:
+        raise TunelabError(f"export --format {fmt}: task {task.cfg.name} does not export to {fmt} "
+                           f"({', '.join(task.export_formats) or 'no format yet'})")
+    output = Path(output) if output is not None else _default_output(model_dir, run, fmt, quantize)
+    _check_output(output, model_dir)
+    examples, source = labelled_rows(task, run, data)
+    if not examples:
+        raise TunelabError(f"{source}: no labelled rows to check the export on")
+    features = task.encode(examples, tokenizer)
+    size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
+                                  parameters=count_parameters(module)["total"], precision="fp32",
+                                  batch_size=batch_size)
+    tmp = atomic_dir(output)
+    try:
+        graph = export_onnx(task, module, tokenizer, tmp, quantize)
+        del module
+        tokenizer.save_pretrained(tmp)
+        shutil.copy2(model_dir / "config.json", tmp / "config.json")
+        meta = read_json(model_dir / META_FILE)
+        meta["export"] = {"format": fmt, "quantize": quantize, "from": str(model_dir.resolve()),
+                          "tunelab_version": __version__}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        artifact = OnnxModule(graph)
+        row, _ = measure("onnx", task, artifact, tokenizer, examples, features,
+                         size_bytes=artifact.file_bytes(), parameters=onnx_parameters(graph),
+                         precision=quantize or "fp32", batch_size=batch_size, reference=reference)
+        refused = check(original, row, gate)
+        rows = [original, row]
+        write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
+                                              "max_drop_points": gate.max_drop}, "refused": refused,
+                                              "forced": bool(refused and force), "rows": rows})
+        if refused and not force:
+            raise ParityError(f"export: refused, nothing written: {refused}; --force writes it anyway")
+        commit_dir(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(output, rows, refused, source)
+
+
+def onnx_parameters(graph: Path) -> int:
+    """Elements of the graph's weights (initializers), quantisation scales included."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    return sum(int(_numel(t.dims)) for t in model.graph.initializer)
+
+
+def _numel(dims: Any) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+__all__ = ["FORMATS", "ONNX_FILE", "ExportResult", "Gate", "ParityError", "export_run", "locate_model"]

@@ -1,0 +1,129 @@
+"""What an exported or compressed model is measured on before it is written, beside the model it came from: size
+on disk, parameters, latency p50 / p95 and throughput at batch 1 and 32, the task metric on labelled rows and label
+agreement with the original; and the parity gate that refuses an artifact that no longer does the job."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunelab.errors import TunelabError
+from tunelab.models.precision import autocast_dtype, precision_scope
+from tunelab.tasks.base import Task
+
+LATENCY_ROWS = 64  # batch-1 calls timed (the first rows of the split)
+LATENCY_BATCHES = 8  # batch-32 calls timed
+
+
+class ParityError(TunelabError):
+    """The artifact disagrees with the original model beyond the gate; exit code 1 (the input was fine)."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_agreement: float = 0.99  # fraction of rows whose prediction equals the original's
+    max_drop: float = 0.5  # points (0-100 scale) the headline metric may fall
+
+
+def timed_calls(module: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]], precision: str) -> list[float]:
+    """Seconds per forward call (one untimed warm-up call first), under the autocast `tunelab eval` uses."""
+    dtype = autocast_dtype(torch.device("cpu"), precision)
+    out = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        for i, batch in enumerate([batches[0], *batches]):
+            start = time.perf_counter()
+            module(**batch)
+            if i:
+                out.append(time.perf_counter() - start)
+    return out
+
+
+def speed(task: Task, module: torch.nn.Module, tokenizer: Any, features: list[dict[str, Any]],
+          precision: str = "auto") -> dict[str, Any]:
+    """Latency p50 / p95 (ms) and throughput (rows/s) at batch 1 and batch 32, rows in the split's order."""
+    collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
+    targets = ("labels", "start_positions", "end_positions")
+    out: dict[str, Any] = {}
+    for size, calls in ((1, LATENCY_ROWS), (32, LATENCY_BATCHES)):
+        chunks = [features[s : s + size] for s in range(0, min(len(features), size * calls), size)]
+        if not chunks:
+            continue
+        batches = [{k: v for k, v in collate(c).items() if k not in targets} for c in chunks]
+        seconds = timed_calls(module, batches, precision)
+        out[f"batch{size}"] = {"p50_ms": round(1000 * float(np.percentile(seconds, 50)), 3),
+                               "p95_ms": round(1000 * float(np.percentile(seconds, 95)), 3),
+                               "rows_per_s": round(sum(len(c) for c in chunks) / sum(seconds), 1)}
+    return out
+
+
+def score(task: Task, module: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
+          features: list[dict[str, Any]], batch_size: int) -> tuple[dict[str, Any], list[Any]]:
+    """(metrics, each row's prediction as the task's records give it)."""
+    logits = task.logits(module, features, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
+    return task.metrics(logits, examples), [r["prediction"] for r in task.records(logits, examples)]
+
+
+def headline(metrics: dict[str, Any]) -> tuple[str, float]:
+    """The task's headline metric: its first scalar."""
+    for name, value in metrics.items():
+        if isinstance(value, float | int) and not isinstance(value, bool) and name != "n":
+            return name, float(value)
+    raise TunelabError("export: the task reported no scalar metric")
+
+
+def agreement(a: Sequence[Any], b: Sequence[Any]) -> float:
+    return sum(x == y for x, y in zip(a, b, strict=True)) / max(len(a), 1)
+
+
+def check(original: dict[str, Any], artifact: dict[str, Any], gate: Gate) -> str | None:
+    """Why the artifact fails the gate, or None."""
+    name = original["metric_name"]
+    drop = 100 * (original["metric"] - artifact["metric"])
+    if artifact["agreement"] < gate.min_agreement:
+        return (f"label agreement with the original {100 * artifact['agreement']:.2f}% < "
+                f"{100 * gate.min_agreement:g}% (--min-agreement)")
+    if drop > gate.max_drop:
+        return (f"{name} {artifact['metric']:.4f} is {drop:.2f} points under the original's {original['metric']:.4f} "
+                f"(--max-drop {gate.max_drop:g})")
+    return None
+
+
+def measure(name: str, task: Task, module: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
+            features: list[dict[str, Any]], *, size_bytes: int, parameters: int, precision: str,
+            batch_size: int, reference: list[Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """One row of the report (and the row's predictions, the reference of the next rows)."""
+    with precision_scope(precision):
+        metrics, predictions = score(task, module, tokenizer, examples, features, batch_size)
+    metric_name, value = headline(metrics)
+    row = {"name": name, "precision": precision, "size_bytes": size_bytes, "parameters": parameters,
+           "metric_name": metric_name, "metric": value,
+           "agreement": agreement(reference, predictions) if reference is not None else 1.0,
+           "rows": len(examples), **speed(task, module, tokenizer, features, precision)}
+    return row, predictions
+
+
+def print_rows(rows: Sequence[dict[str, Any]], title: str) -> None:
+    """The report's rows as a table on stderr."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    metric = rows[0]["metric_name"] if rows else "metric"
+    table = Table(title=f"{title} (latency ms, throughput rows/s)")
+    for col in ("model", "MB", metric, "agree %", "b1 p50", "b1 p95", "b1 /s", "b32 p50", "b32 p95", "b32 /s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        cells = []
+        for size in (1, 32):
+            b = r.get(f"batch{size}") or {}
+            cells += [f"{b.get('p50_ms', 0):.2f}", f"{b.get('p95_ms', 0):.2f}", f"{b.get('rows_per_s', 0):.0f}"]
+        table.add_row(f"{r['name']} {r['precision']}", f"{r['size_bytes'] / 1e6:.1f}", f"{r['metric']:.4f}",
+                      f"{100 * r['agreement']:.2f}", *cells)
+    Console(file=sys.stderr, width=max(Console(file=sys.stderr).width, 110)).print(table)

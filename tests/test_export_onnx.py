@@ -1,0 +1,173 @@
+"""`tunelab export RUN --format onnx [--quantize int8]`: a classification, NER and QA model exported, loaded back by
+onnxruntime, scored beside the original and written only past the parity gate; eval / predict / the API take the
+export like a model directory; a broken artifact is refused with nothing written; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from test_ner import _ner_rows
+from test_qa import _qa_rows
+from tunelab.cli import app
+
+pytest.importorskip("onnxruntime")
+
+
+def _train(out: Path, sets: list[str]) -> Path:
+    base = [f"output_dir={out}", "train.batch_size=8", "train.save_steps=0", "train.precision=fp32"]
+    res = CliRunner().invoke(app, ["train", *[a for s in base + sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def cls_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("onnx-cls")
+    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(64, 0))
+    val = write_jsonl(tmp / "val.jsonl", sentiment_rows(40, 1))
+    return _train(tmp / "run", ["task=classification", f"model={tiny_bert}", f"data.train={train}",
+                                f"data.validation={val}", "train.epochs=6", "train.lr=5e-3"])
+
+
+def _export(*args: str) -> object:
+    return CliRunner().invoke(app, ["export", *args])
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith((".tmp-", ".old-"))] if folder.is_dir() else []
+
+
+def test_int8_export_is_checked_written_and_loads_like_a_model(cls_run: Path) -> None:
+    res = _export(str(cls_run), "--format", "onnx", "--quantize", "int8")
+    assert res.exit_code == 0, res.output
+    out = cls_run / "exports" / "onnx-int8"
+    assert res.stderr.strip().splitlines()[-1] == f"export: wrote {out}"
+    assert {"model.onnx", "tunelab.json", "report.json", "config.json", "tokenizer.json"} <= {p.name for p in
+                                                                                               out.iterdir()}
+    meta = json.loads((out / "tunelab.json").read_text())
+    assert meta["export"]["format"] == "onnx" and meta["export"]["quantize"] == "int8"
+    report = json.loads((out / "report.json").read_text())
+    torch_row, onnx_row = report["rows"]
+    assert report["refused"] is None and report["data"].endswith("val.jsonl")
+    assert torch_row["metric_name"] == "accuracy" and torch_row["metric"] > 0.9  # a model worth checking
+    assert onnx_row["agreement"] >= 0.99 and onnx_row["rows"] == 40
+    for row in (torch_row, onnx_row):
+        assert row["size_bytes"] > 0 and row["parameters"] > 0
+        for b in ("batch1", "batch32"):
+            assert 0 < row[b]["p50_ms"] <= row[b]["p95_ms"] and row[b]["rows_per_s"] > 0
+    # eval, predict and the API take the export like any model directory
+    val = Path(report["data"])
+    res = CliRunner().invoke(app, ["eval", str(out), "--data", str(val)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[-1])["accuracy"] == pytest.approx(onnx_row["metric"])
+    text = "good great film\nawful boring plot\n"
+    got = CliRunner().invoke(app, ["predict", str(out), "--input", "-"], input=text)
+    want = CliRunner().invoke(app, ["predict", str(cls_run), "--input", "-"], input=text)
+    assert got.exit_code == 0 and [json.loads(x)["pred_label"] for x in got.stdout.splitlines()] == [
+        json.loads(x)["pred_label"] for x in want.stdout.splitlines()] == ["positive", "negative"]
+    import tunelab
+
+    model = tunelab.load(out)
+    assert type(model.module).__name__ == "OnnxModule"
+    assert model.predict(["love this happy movie"])[0]["pred_label"] == "positive"
+    assert not _leftovers(cls_run / "exports")
+    # an export is not exported again
+    res = _export(str(out), "--format", "onnx")
+    assert res.exit_code == 2 and "already an exported onnx model" in res.stderr
+
+
+def test_the_gate_refuses_a_broken_artifact(cls_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real ONNX graph of the model with its classifier negated (every decision flips) goes through the real
+    load-back, scoring and gate: refused with exit 1 and nothing written; --force writes it with the refusal."""
+    import tunelab.export.artifact as artifact
+
+    real = artifact.export_onnx
+
+    def broken(task, model, tokenizer, out_dir, quantize):  # noqa: ANN001, ANN202
+        with torch.no_grad():
+            model.classifier.weight.neg_()
+            model.classifier.bias.neg_()
+        return real(task, model, tokenizer, out_dir, quantize)
+
+    monkeypatch.setattr(artifact, "export_onnx", broken)
+    out = cls_run / "exports" / "broken"
+    res = _export(str(cls_run), "--format", "onnx", "--output", str(out))
+    assert res.exit_code == 1, res.output
+    line = res.stderr.strip()
+    assert line.startswith("error: export: refused, nothing written: label agreement with the original ")
+    assert "--force" in line and len(line.splitlines()) == 1
+    assert not out.exists() and not _leftovers(out.parent)
+    res = _export(str(cls_run), "--format", "onnx", "--output", str(out), "--force")
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["forced"] and report["refused"].startswith("label agreement")
+    assert report["rows"][1]["agreement"] < 0.5
+    # a loose gate (agreement 0 %, any drop) lets the same artifact through without --force
+    res = _export(str(cls_run), "--format", "onnx", "--output", str(out), "--min-agreement", "0", "--max-drop",
+                  "100")
+    assert res.exit_code == 0 and json.loads((out / "report.json").read_text())["refused"] is None
+
+
+def test_ner_and_qa_export(tiny_bert: Path, tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "ner.jsonl", _ner_rows(40))
+    ner = _train(tmp_path / "ner", ["task=ner", f"model={tiny_bert}", f"data.train={train}",
+                                    "data.validation_split=0.25", "train.epochs=4", "train.lr=5e-3"])
+    res = _export(str(ner), "--format", "onnx")
+    assert res.exit_code == 0, res.output
+    rows = json.loads((ner / "exports" / "onnx-fp32" / "report.json").read_text())["rows"]
+    assert rows[1]["metric_name"] == "f1" and rows[1]["agreement"] == 1.0 and rows[1]["metric"] == rows[0]["metric"]
+    train = write_jsonl(tmp_path / "qa.jsonl", _qa_rows(40, 0))
+    val = write_jsonl(tmp_path / "qa-val.jsonl", _qa_rows(12, 1))
+    qa = _train(tmp_path / "qa", ["task={name: qa, doc_stride: 8, max_question_length: 4}", f"model={tiny_bert}",
+                                  f"data.train={train}", f"data.validation={val}", "data.max_length=32",
+                                  "train.epochs=3", "train.lr=1e-2"])
+    res = _export(str(qa / "model"), "--format", "onnx", "--quantize", "int8", "--min-agreement", "90")
+    assert res.exit_code == 0, res.output
+    out = qa / "exports" / "onnx-int8"
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert rows[1]["metric_name"] == "f1" and rows[1]["agreement"] >= 0.9
+    row = json.loads(CliRunner().invoke(app, ["predict", str(out), "--input", str(val)]).stdout.splitlines()[0])
+    assert "answer" in row
+
+
+def test_bad_input_is_one_line(cls_run: Path, tiny_chat_run: Path, tmp_path: Path) -> None:
+    cases = [
+        ([str(tiny_chat_run), "--format", "onnx"], "task sft does not export to onnx"),
+        ([str(cls_run), "--format", "onnx", "--quantize", "q8_0"], "'q8_0' is not an ONNX quantisation"),
+        ([str(cls_run), "--format", "tflite"], "'tflite' is not one of onnx"),
+        ([str(cls_run), "--format", "onnx", "--merge"], "say what to export"),
+        ([str(cls_run)], "say what to export"),
+        ([str(tmp_path / "nowhere"), "--format", "onnx"], "no such directory"),
+        ([str(cls_run), "--format", "onnx", "--output", str(cls_run / "model")], "would replace the model"),
+        ([str(cls_run), "--format", "onnx", "--data", str(tmp_path / "none.jsonl")], "none.jsonl"),
+    ]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    cases.append(([str(adapter), "--format", "onnx"], "an adapter directory holds no full weights"))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    cases.append(([str(cls_run), "--format", "onnx", "--output", str(busy)], "is not a tunelab export"))
+    for args, words in cases:
+        res = _export(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
+    assert (busy / "notes.txt").read_text() == "mine" and not _leftovers(cls_run / "exports")
+
+
+def test_missing_onnxruntime_names_the_install(cls_run: Path) -> None:
+    code = ("import sys; sys.modules['onnxruntime'] = None; from tunelab.cli import app; "
+            f"sys.argv = ['tunelab', 'export', {str(cls_run)!r}, '--format', 'onnx']; app()")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == ["error: onnxruntime is not installed; install onnxruntime: pip install "
+                                               "'tunelab[onnx]' (or pip install onnx onnxruntime)"]
