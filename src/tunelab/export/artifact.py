@@ -1,5 +1,6 @@
-"""`tunelab export RUN --format onnx [--quantize int8]`: build the artifact in a temp dir next to its target, load it
-back, score it beside the run's model on labelled rows, and move it into place only when it passes the parity gate.
+"""`tunelab export RUN --format onnx [--quantize int8]` / `--format gguf [--quantize f16|q8_0]`: build the artifact
+in a temp dir next to its target, load it back, score it beside the run's model on labelled rows, and move it into
+place only when it passes the parity gate.
 
 The artifact is a model directory like RUN/model: the graph, the tokenizer, config.json, tunelab.json (the task
 settings plus an `export` record) and report.json (the measured rows), so `tunelab eval` / `predict` / the API load
@@ -14,21 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import load_splits
 from tunelab.data.readers import read_table
 from tunelab.errors import TunelabError
+from tunelab.evaluation.evaluate import logits_for
+from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
-from tunelab.export.parity import Gate, ParityError, check, measure
-from tunelab.export.save import META_FILE, load_model
+from tunelab.export.parity import Gate, ParityError, check, headline, measure
+from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
 from tunelab.io import atomic_dir, commit_dir, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
+from tunelab.models.precision import precision_scope
 from tunelab.tasks.base import Task
 
 REPORT_FILE = "report.json"
-FORMATS = ("onnx",)
+FORMATS = {"onnx": (None, "int8"), "gguf": (None, "f16", "q8_0")}  # format: its --quantize values
 
 
 @dataclass
@@ -90,8 +96,12 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     """Export, measure and gate; raises ParityError (nothing written) when the gate refuses and not `force`."""
     if fmt not in FORMATS:
         raise TunelabError(f"export --format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if quantize not in FORMATS[fmt]:
+        raise TunelabError(f"export --quantize: {fmt} takes {' or '.join(q for q in FORMATS[fmt] if q)}, not "
+                           f"{quantize!r}")
     gate = gate or Gate()
-    require_onnxruntime()  # before minutes of loading and scoring
+    if fmt == "onnx":
+        require_onnxruntime()  # before minutes of loading and scoring
     model_dir, run = locate_model(path)
     task, module, tokenizer = load_model(model_dir)
     if fmt not in task.export_formats:
@@ -104,25 +114,18 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         raise TunelabError(f"{source}: no labelled rows to check the export on")
     features = task.encode(examples, tokenizer)
     size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
-    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
-                                  parameters=count_parameters(module)["total"], precision="fp32",
-                                  batch_size=batch_size)
+    build = _onnx if fmt == "onnx" else _gguf
     tmp = atomic_dir(output)
     try:
-        graph = export_onnx(task, module, tokenizer, tmp, quantize)
-        del module
         tokenizer.save_pretrained(tmp)
         shutil.copy2(model_dir / "config.json", tmp / "config.json")
         meta = read_json(model_dir / META_FILE)
         meta["export"] = {"format": fmt, "quantize": quantize, "from": str(model_dir.resolve()),
                           "tunelab_version": __version__}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        artifact = OnnxModule(graph)
-        row, _ = measure("onnx", task, artifact, tokenizer, examples, features,
-                         size_bytes=artifact.file_bytes(), parameters=onnx_parameters(graph),
-                         precision=quantize or "fp32", batch_size=batch_size, reference=reference)
-        refused = check(original, row, gate)
-        rows = [original, row]
+        rows = build(task, module, tokenizer, examples, features, tmp, quantize, size, batch_size)
+        del module
+        refused = check(rows[0], rows[1], gate, metric=fmt == "onnx")
         write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
                                               "max_drop_points": gate.max_drop}, "refused": refused,
                                               "forced": bool(refused and force), "rows": rows})
@@ -132,6 +135,59 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(output, rows, refused, source)
+
+
+def _onnx(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],
+          tmp: Path, quantize: str | None, size: int, batch_size: int) -> list[dict[str, Any]]:
+    """The fp32 original (the weights the graph is made of) and the onnxruntime graph, measured alike."""
+    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
+                                  parameters=count_parameters(module)["total"], precision="fp32",
+                                  batch_size=batch_size)
+    graph = export_onnx(task, module, tokenizer, tmp, quantize)
+    artifact = OnnxModule(graph)
+    row, _ = measure("onnx", task, artifact, tokenizer, examples, features, size_bytes=artifact.file_bytes(),
+                     parameters=onnx_parameters(graph), precision=quantize or "fp32", batch_size=batch_size,
+                     reference=reference)
+    return [original, row]
+
+
+def _gguf(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],
+          tmp: Path, quantize: str | None, size: int, batch_size: int) -> list[dict[str, Any]]:
+    """The tuned model and the GGUF file as transformers reads it back: next-token logits on the first rows'
+    tokens (max |Δ|, greedy agreement) and the task metric (validation loss) of each."""
+    quantize = quantize or "f16"
+    check_exportable(module, tokenizer)
+    write_gguf(module, tokenizer, tmp / GGUF_FILE, quantize, name=str(read_json(tmp / META_FILE)["base_model"]))
+    back = load_gguf(task, tmp)
+    params = count_parameters(module)["total"]
+    rows = []
+    for name, model, precision, nbytes in (("torch", module, "fp32", size),
+                                           ("gguf", back, quantize, (tmp / GGUF_FILE).stat().st_size)):
+        with precision_scope("fp32"):
+            metrics = task.metrics(logits_for(task, model, tokenizer, examples, batch_size, features), examples)
+        metric_name, value = headline(metrics)
+        rows.append({"name": name, "precision": precision, "size_bytes": nbytes, "parameters": params,
+                     "metric_name": metric_name, "metric": value, "agreement": 1.0, "rows": len(examples)})
+    rows[1]["agreement"], rows[1]["max_abs_logit_diff"], rows[1]["positions"] = next_token_parity(
+        module, back, features[:GGUF_ROWS])
+    return rows
+
+
+GGUF_ROWS = 50  # rows whose every position is compared token by token
+
+
+def next_token_parity(a: Any, b: Any, features: list[dict[str, Any]]) -> tuple[float, float, int]:
+    """(greedy next-token agreement, max |Δlogit|, positions compared) of two causal LMs on the features' tokens."""
+    same = total = 0
+    worst = 0.0
+    with torch.inference_mode():
+        for f in features:
+            ids = torch.as_tensor([f["input_ids"]])
+            x, y = a(input_ids=ids).logits.float(), b(input_ids=ids).logits.float()
+            worst = max(worst, float((x - y).abs().max()))
+            same += int((x.argmax(-1) == y.argmax(-1)).sum())
+            total += ids.shape[1]
+    return same / max(total, 1), round(worst, 6), total
 
 
 def onnx_parameters(graph: Path) -> int:

@@ -81,14 +81,14 @@ def agreement(a: Sequence[Any], b: Sequence[Any]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / max(len(a), 1)
 
 
-def check(original: dict[str, Any], artifact: dict[str, Any], gate: Gate) -> str | None:
-    """Why the artifact fails the gate, or None."""
+def check(original: dict[str, Any], artifact: dict[str, Any], gate: Gate, metric: bool = True) -> str | None:
+    """Why the artifact fails the gate, or None. `metric=False`: agreement only (a loss is no accuracy)."""
     name = original["metric_name"]
     drop = 100 * (original["metric"] - artifact["metric"])
     if artifact["agreement"] < gate.min_agreement:
         return (f"label agreement with the original {100 * artifact['agreement']:.2f}% < "
                 f"{100 * gate.min_agreement:g}% (--min-agreement)")
-    if drop > gate.max_drop:
+    if metric and drop > gate.max_drop:
         return (f"{name} {artifact['metric']:.4f} is {drop:.2f} points under the original's {original['metric']:.4f} "
                 f"(--max-drop {gate.max_drop:g})")
     return None
@@ -122,8 +122,8 @@ def print_rows(rows: Sequence[dict[str, Any]], title: str) -> None:
     for r in rows:
         cells = []
         for size in (1, 32):
-            b = r.get(f"batch{size}") or {}
-            cells += [f"{b.get('p50_ms', 0):.2f}", f"{b.get('p95_ms', 0):.2f}", f"{b.get('rows_per_s', 0):.0f}"]
+            b = r.get(f"batch{size}")
+            cells += [f"{b['p50_ms']:.2f}", f"{b['p95_ms']:.2f}", f"{b['rows_per_s']:.0f}"] if b else ["-"] * 3
         table.add_row(f"{r['name']} {r['precision']}", f"{r['size_bytes'] / 1e6:.1f}", f"{r['metric']:.4f}",
                       f"{100 * r['agreement']:.2f}", *cells)
     Console(file=sys.stderr, width=max(Console(file=sys.stderr).width, 110)).print(table)

@@ -24,6 +24,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
 META_FILE = "tunelab.json"
+GGUF_FILE = "model.gguf"  # written by tunelab.export.gguf
 
 
 def save_model(
@@ -74,6 +75,11 @@ def load_task(model_dir: str | Path) -> Any:
     return task
 
 
+def load_gguf(task: Task, path: Path) -> torch.nn.Module:
+    """The model of PATH/model.gguf as transformers reads it (weights dequantised to float32), in eval mode."""
+    return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE).eval()
+
+
 def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     """(task, model, tokenizer) from a tunelab model directory."""
     path = Path(model_dir)
@@ -81,6 +87,8 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     if (path / ONNX_FILE).is_file():  # `tunelab export --format onnx`: run by onnxruntime
         return task, OnnxModule(path / ONNX_FILE), tokenizer
+    if (path / GGUF_FILE).is_file():  # `tunelab export --format gguf`: dequantised by transformers
+        return task, load_gguf(task, path), tokenizer
     model = load_head(task.auto_model_class, str(path))  # the instance's: pretrain sets it per objective
     if (path / PROMPT_ADAPTER / "adapter_config.json").is_file():  # prefix / prompt tuning: base + virtual tokens
 

@@ -131,6 +131,7 @@ class Pretrain(Task):
     def _set_objective(self, objective: str) -> None:
         self.objective = objective
         self.auto_model_class = "AutoModelForMaskedLM" if objective == "mlm" else "AutoModelForCausalLM"
+        self.export_formats = () if objective == "mlm" else ("gguf",)
         if objective == "clm" and self.cfg.whole_word_mask:
             raise ConfigError("config: task.whole_word_mask: applies to objective mlm only; this model trains clm")
 

@@ -179,6 +179,7 @@ def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]]) -> list[
 class Sft(Task):
     Config = SftConfig
     auto_model_class = "AutoModelForCausalLM"
+    export_formats = ("gguf",)
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:

@@ -1,0 +1,90 @@
+"""`tunelab export RUN --format gguf [--quantize f16|q8_0]`: an SFT run of a tiny Llama with a byte-level BPE tokenizer
+(built here) written as one GGUF file, read back by transformers (`gguf_file=`): logits, greedy tokens, tokenizer
+and chat template match; eval takes the export; a model GGUF cannot hold is refused in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import WORDS, say_rows, write_jsonl
+from tunelab.cli import app
+
+
+@pytest.fixture(scope="module")
+def bpe_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator([" ".join(WORDS)] * 20 + [f"say {w}" for w in WORDS], trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    path = tmp_path_factory.mktemp("bpe-llama") / "model"
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sft_run(bpe_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("gguf-sft")
+    train = write_jsonl(tmp / "train.jsonl", say_rows(WORDS[:12] * 2))
+    val = write_jsonl(tmp / "val.jsonl", say_rows(WORDS[:6]))
+    sets = ["task=sft", f"model={bpe_llama}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={tmp / 'run'}", "train.epochs=2", "train.lr=5e-3", "train.batch_size=8", "train.save_steps=0",
+            "train.precision=fp32"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return tmp / "run"
+
+
+@pytest.mark.parametrize("quantize", ["f16", "q8_0"])
+def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str) -> None:
+    from transformers import AutoTokenizer
+
+    res = CliRunner().invoke(app, ["export", str(sft_run), "--format", "gguf", "--quantize", quantize])
+    assert res.exit_code == 0, res.output
+    out = sft_run / "exports" / f"gguf-{quantize}"
+    assert res.stderr.strip().splitlines()[-1] == f"export: wrote {out}"
+    report = json.loads((out / "report.json").read_text())
+    torch_row, gguf_row = report["rows"]
+    assert report["refused"] is None and gguf_row["precision"] == quantize
+    assert gguf_row["agreement"] >= 0.99 and gguf_row["positions"] > 20
+    assert 0 < gguf_row["max_abs_logit_diff"] < (0.01 if quantize == "f16" else 0.1)
+    assert gguf_row["metric_name"] == "loss" and abs(gguf_row["metric"] - torch_row["metric"]) < 0.01
+    model_bytes = (sft_run / "model" / "model.safetensors").stat().st_size
+    assert gguf_row["size_bytes"] < model_bytes * (0.6 if quantize == "f16" else 0.4)
+    # the tokenizer and chat template travel inside the file
+    original = AutoTokenizer.from_pretrained(str(sft_run / "model"))
+    back = AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
+    text = "say good movie, the actor was awful"
+    assert back(text)["input_ids"] == original(text)["input_ids"]
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(out / "model.gguf")).fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == original.chat_template  # what llama.cpp / ollama read
+    # eval loads the export (transformers dequantises the file)
+    res = CliRunner().invoke(app, ["eval", str(out), "--data", report["data"], "--no-generate"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[-1])["loss"] == pytest.approx(gguf_row["metric"], abs=1e-6)
+
+
+def test_gguf_refuses_what_it_cannot_hold(tiny_chat_run: Path) -> None:
+    """tiny_chat_run's tokenizer is word-level: llama.cpp could not tokenise like it, so nothing is written."""
+    res = CliRunner().invoke(app, ["export", str(tiny_chat_run), "--format", "gguf"])
+    assert res.exit_code == 2 and "not a byte-level BPE tokenizer" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tiny_chat_run / "exports" / "gguf-f16").exists()
