@@ -52,11 +52,13 @@ def sft_run(bpe_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "run"
 
 
-@pytest.mark.parametrize("quantize", ["f16", "q8_0"])
-def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str) -> None:
+@pytest.mark.parametrize("quantize", [None, "q8_0"])
+def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str | None) -> None:
     from transformers import AutoTokenizer
 
-    res = CliRunner().invoke(app, ["export", str(sft_run), "--format", "gguf", "--quantize", quantize])
+    res = CliRunner().invoke(app, ["export", str(sft_run), "--format", "gguf", *(["--quantize", quantize] if quantize
+                                                                                 else [])])
+    quantize = quantize or "f16"  # the default
     assert res.exit_code == 0, res.output
     out = sft_run / "exports" / f"gguf-{quantize}"
     assert res.stderr.strip().splitlines()[-1] == f"export: wrote {out}"

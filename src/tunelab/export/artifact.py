@@ -100,6 +100,8 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         raise TunelabError(f"export --quantize: {fmt} takes {' or '.join(q for q in FORMATS[fmt] if q)}, not "
                            f"{quantize!r}")
     gate = gate or Gate()
+    if fmt == "gguf":
+        quantize = quantize or "f16"  # GGUF's own default type (llama.cpp's converter writes f16 too)
     if fmt == "onnx":
         require_onnxruntime()  # before minutes of loading and scoring
     model_dir, run = locate_model(path)
