@@ -127,10 +127,11 @@ def export(
                                        "RUN/exports/<format>-<quantize or fp32>)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
                                      "run's validation split)."),
-    min_agreement: float = typer.Option(99.0, "--min-agreement", min=0.0, max=100.0, help="Parity gate: least % "
-                                        "of rows predicted as the original predicts them."),
+    min_agreement: float | None = typer.Option(None, "--min-agreement", min=0.0, max=100.0, help="Parity gate: "
+                                               "least % of predictions equal to the original's (default onnx: 99; "
+                                               "gguf: not gated, the loss is)."),
     max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
-                                   "metric may fall."),
+                                   "metric may fall (a loss, gguf: most % it may rise)."),
     force: bool = typer.Option(False, "--force", help="Write the export even when the parity gate refuses it."),
     batch_size: int = typer.Option(64, help="Examples per forward pass while scoring."),
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="--merge: largest allowed |logit| "
@@ -148,7 +149,8 @@ def export(
     from tunelab.export.parity import print_rows
 
     try:
-        r = export_run(path, format_, quantize, output, data, Gate(min_agreement / 100, max_drop), force,
+        floor = None if min_agreement is None else min_agreement / 100
+        r = export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
                        batch_size)
     except ParityError as exc:
         _fail(str(exc), code=1)

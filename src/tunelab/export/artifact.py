@@ -127,7 +127,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         rows = build(task, module, tokenizer, examples, features, tmp, quantize, size, batch_size)
         del module
-        refused = check(rows[0], rows[1], gate, metric=fmt == "onnx")
+        refused = check(rows[0], rows[1], gate, loss=fmt == "gguf")
         write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
                                               "max_drop_points": gate.max_drop}, "refused": refused,
                                               "forced": bool(refused and force), "rows": rows})
@@ -155,8 +155,8 @@ def _onnx(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]
 
 def _gguf(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],
           tmp: Path, quantize: str | None, size: int, batch_size: int) -> list[dict[str, Any]]:
-    """The tuned model and the GGUF file as transformers reads it back: next-token logits on the first rows'
-    tokens (max |Δ|, greedy agreement) and the task metric (validation loss) of each."""
+    """The tuned model and the GGUF file as transformers reads it back: next-token logits on the first rows' trained
+    positions (max |Δ|, greedy agreement) and the task metric (validation loss) of each."""
     quantize = quantize or "f16"
     check_exportable(module, tokenizer)
     write_gguf(module, tokenizer, tmp / GGUF_FILE, quantize, name=str(read_json(tmp / META_FILE)["base_model"]))
@@ -179,16 +179,23 @@ GGUF_ROWS = 50  # rows whose every position is compared token by token
 
 
 def next_token_parity(a: Any, b: Any, features: list[dict[str, Any]]) -> tuple[float, float, int]:
-    """(greedy next-token agreement, max |Δlogit|, positions compared) of two causal LMs on the features' tokens."""
+    """(greedy next-token agreement, max |Δlogit|, positions compared) of two causal LMs on the features' tokens:
+    the positions that predict a trained token (an SFT reply, every token of a pretraining block), where the model's
+    greedy choice is what generation emits; the prompt's positions are near-ties that no one samples from."""
     same = total = 0
     worst = 0.0
     with torch.inference_mode():
         for f in features:
             ids = torch.as_tensor([f["input_ids"]])
-            x, y = a(input_ids=ids).logits.float(), b(input_ids=ids).logits.float()
+            labels = torch.as_tensor(f.get("labels", f["input_ids"]))
+            keep = torch.zeros(ids.shape[1], dtype=torch.bool)
+            keep[:-1] = labels[1:] != -100
+            x, y = a(input_ids=ids).logits[0, keep].float(), b(input_ids=ids).logits[0, keep].float()
+            if not len(x):
+                continue
             worst = max(worst, float((x - y).abs().max()))
             same += int((x.argmax(-1) == y.argmax(-1)).sum())
-            total += ids.shape[1]
+            total += len(x)
     return same / max(total, 1), round(worst, 6), total
 
 
