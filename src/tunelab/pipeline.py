@@ -22,16 +22,18 @@ from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
-from tunelab.export.save import save_model
+from tunelab.export.save import load_model, save_model
 from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
+from tunelab.models.student import STUDENT_LAYERS
 from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
 from tunelab.training import engine
 from tunelab.training.checkpoint import find_checkpoint
+from tunelab.training.distill import DistillLoss, same_vocabulary, student_from_teacher, teacher_model_dir
 from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
 
 
@@ -71,21 +73,44 @@ def run(cfg: RunConfig, resume: str | None = None,
     task.check_method(cfg.method.name)
     report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
     splits = load_splits(cfg.data, task, cfg.train.seed, report)
+    student = (student_from_teacher(cfg.model, teacher_model_dir(cfg.distill.teacher), task.auto_model_class)
+               if cfg.distill is not None and cfg.model.startswith(STUDENT_LAYERS) else None)
     try:
-        model, tokenizer = task.build_model(resolve_model(cfg.model), splits["train"])
+        model, tokenizer = task.build_model(student.name if student else resolve_model(cfg.model), splits["train"])
     except OSError as e:  # transformers: a hub id unreachable offline, a directory without config or weights
         raise ConfigError(f"config: model: cannot load {cfg.model}: {_first_line(e)}") from None
+    finally:
+        if student is not None:
+            student.cleanup()
+    distill = _distill_loss(cfg, task, tokenizer)
     method.check_model(model)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
     check_positions(model, features, cfg.data.max_length)
     if not state.is_main_process:
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
-                      on_eval, t0)
+                      on_eval, t0, distill)
     with RunDirLock(out):
         start_run_dir(out, config_yaml, resume_from)
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
-                      on_eval, t0)
+                      on_eval, t0, distill)
+
+
+def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | None:
+    """The training loss of a `distill:` run: the teacher loaded, checked to share the task, labels and vocabulary."""
+    if cfg.distill is None:
+        return None
+    if type(task).soft_target_loss is Task.soft_target_loss:
+        task.soft_target_loss(None, None, {}, 1.0)  # raises: this task has no soft targets yet
+    teacher_dir = teacher_model_dir(cfg.distill.teacher)
+    teacher_task, teacher, teacher_tok = load_model(teacher_dir)
+    if teacher_task.cfg.name != task.cfg.name or teacher_task.metadata() != task.metadata():
+        raise ConfigError(f"config: distill.teacher: {teacher_dir} is a {teacher_task.cfg.name} model with other "
+                          "labels than this run's; the teacher must be tuned for the same task and labels")
+    if not same_vocabulary(teacher_tok, tokenizer):
+        raise ConfigError(f"config: distill.teacher: {teacher_dir} and model {cfg.model} have different vocabularies; "
+                          "the student must share the teacher's tokenizer")
+    return DistillLoss(task, teacher, task.loss_fn(), cfg.distill.temperature, cfg.distill.alpha)
 
 
 def _first_line(error: BaseException) -> str:
@@ -117,7 +142,7 @@ def check_positions(model: torch.nn.Module, features: dict[str, list[dict[str, A
 def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: Method, model: torch.nn.Module,
            tokenizer: Any, splits: dict[str, list[dict[str, Any]]], features: dict[str, list[dict[str, Any]]],
            report: DataReport, resume_from: Path | None, on_eval: Callable[[int, dict[str, Any]], None] | None,
-           t0: float) -> dict[str, Any]:
+           t0: float, distill: DistillLoss | None = None) -> dict[str, Any]:
     """The run once its output_dir is claimed: baseline, training, export, final evaluation, report."""
     if state.is_main_process:
         report.write(out, splits)
@@ -137,7 +162,7 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
     result = engine.train(
         model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
         lr=cfg.train.lr, out_dir=out,
-        evaluate=score if "validation" in splits else None, loss_fn=task.loss_fn(), resume_from=resume_from,
+        evaluate=score if "validation" in splits else None, loss_fn=distill or task.loss_fn(), resume_from=resume_from,
         on_eval=on_eval, loss_units=task.loss_units,
     )
     if not state.is_main_process:  # the main process exports and scores; the others are done

@@ -160,3 +160,30 @@ def baseline(
     print_baselines(result)
     typer.echo(json.dumps(result, ensure_ascii=False))
     typer.echo(f"baseline: wrote {Path(cfg.output_dir) / 'baselines.json'}", err=True)
+
+
+@app.command()
+@user_errors
+def distill(
+    teacher: Path = typer.Argument(..., help="The teacher: a finished run directory (classification, ner, qa)."),
+    student: str = typer.Option(..., "--student", help="layers:0,2,4 (the teacher with only those layers) or a "
+                                "model (alias, directory, hub id) that shares the teacher's tokenizer."),
+    temperature: float = typer.Option(2.0, "--temperature", min=0.01, help="Softmax temperature of the soft "
+                                      "targets."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Weight of the soft targets; 1 - alpha "
+                                "weighs the gold labels."),
+    output: Path | None = typer.Option(None, "--output", help="The student's run directory (default: "
+                                       "TEACHER-distilled)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key of the student's config, as for train "
+                                   "(e.g. train.epochs=3)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what the output directory holds."),
+) -> None:
+    """Train a smaller student on the teacher's soft targets and the gold labels; a run directory like train's,
+    plus distill.json: teacher and student side by side (size, metric, agreement, latency)."""
+    from tunelab.export.parity import print_rows
+    from tunelab.studies.distill import distill_run
+
+    r = distill_run(teacher, student, temperature, alpha, output, set_, overwrite)
+    if r.rows:
+        print_rows(r.rows, "teacher and student on the validation split")
+    typer.echo(f"distill: student run {r.output} (model: {r.output / 'model'})", err=True)

@@ -19,9 +19,10 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from tunelab.config.search import SearchConfig
-from tunelab.config.sections import DataConfig, MethodConfig, Section, TaskConfig, TrainConfig
+from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError
 from tunelab.models.aliases import ALIASES, check_model_name
+from tunelab.models.student import STUDENT_LAYERS, parse_layers
 from tunelab.registry import METHODS, TASKS
 
 _MODEL_HELP = "Alias (see `tunelab models`), a local model directory (e.g. a previous run's model/), or a hub id."
@@ -45,6 +46,8 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Input files and columns.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search space for `tunelab tune`.")
+    distill: DistillConfig | None = Field(None, description="Knowledge distillation from a tuned teacher "
+                                          "(`tunelab distill`).")
 
     @model_validator(mode="before")
     @classmethod
@@ -65,7 +68,13 @@ class RunConfig(Section):
             # Path("") is the current directory, which check_model_name would accept
             raise ConfigError(f"config: model: is empty; give an alias ({', '.join(ALIASES)}), "
                               "a local model directory or a hub id")
-        check_model_name(self.model)
+        if self.model.startswith(STUDENT_LAYERS):
+            if self.distill is None:
+                raise ConfigError(f"config: model: {self.model!r}: a layer subset of the teacher needs a distill "
+                                  "section (distill.teacher)")
+            parse_layers(self.model)
+        else:
+            check_model_name(self.model)
         return self
 
 

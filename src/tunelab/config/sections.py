@@ -123,6 +123,15 @@ class DataConfig(Section):
         return self
 
 
+class DistillConfig(Section):
+    teacher: str = Field(description="The teacher: a run directory (or its model/) of the same task and tokenizer. "
+                         "`model: layers:0,2,4` then starts the student from the teacher with only those layers.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the soft targets (KL at T, scaled "
+                               "by T²).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target loss; 1 - alpha weighs the "
+                         "task's own loss on the gold labels.")
+
+
 class EarlyStoppingConfig(Section):
     metric: str | None = Field(
         None, description="Eval metric to watch (a key of the task's metrics, e.g. accuracy, f1_macro); "

@@ -97,6 +97,12 @@ class Task(ABC):
         """A custom training loss `f(model, batch)`, or None for the model's own loss."""
         return None
 
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
+                         temperature: float) -> torch.Tensor:
+        """Distillation (`distill:`): the student's outputs against the teacher's on one training batch."""
+        raise ConfigError(f"config: distill: task {self.cfg.name} cannot be distilled yet (classification, ner, qa "
+                          "can)")
+
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         """What the training loss is a mean over, counted in `batch`: its labelled tokens for token-level
         labels (-100 = not trained), else its rows. The engine weights the passes of a split batch by it. A loss

@@ -31,7 +31,7 @@ from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
-from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
+from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.truncation import aggregate_windows, cut_tokens
 
 
@@ -183,6 +183,12 @@ class Classification(Task):
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]
+
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
+                         temperature: float) -> torch.Tensor:
+        if self.cfg.multi_label:
+            return soft_binary_kl(student.logits, teacher.logits, temperature)
+        return soft_kl(student.logits, teacher.logits, temperature)
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
         soft = any(isinstance(ex.get("label"), dict) for ex in examples)

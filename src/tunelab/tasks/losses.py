@@ -116,3 +116,25 @@ def make_loss_fn(spec: LossSpec) -> Callable[[torch.nn.Module, dict[str, torch.T
         return focal_loss(logits, target, gamma=spec.gamma, weight=w, label_smoothing=spec.label_smoothing)
 
     return loss_fn
+
+
+def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss: KL(teacher ‖ student) of the softmaxes at `temperature` over the last dim,
+    × T² (so its gradients keep their scale as T changes), averaged over the rows `mask` keeps (all by default)."""
+    t = temperature
+    log_s = torch.log_softmax(student.float() / t, -1)
+    log_t = torch.log_softmax(teacher.float() / t, -1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+    if mask is not None:
+        kl = kl[mask]
+    return kl.mean() * t * t if kl.numel() else student.sum() * 0
+
+
+def soft_binary_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """soft_kl for independent sigmoid outputs (multi-label): each label's two-way KL, averaged, × T²."""
+    s = student.float() / temperature
+    p = torch.sigmoid(teacher.float() / temperature)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(s, p, reduction="mean")
+    entropy = torch.nn.functional.binary_cross_entropy(p, p, reduction="mean")
+    return (bce - entropy) * temperature * temperature

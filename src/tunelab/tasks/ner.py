@@ -29,7 +29,7 @@ from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
-from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn
+from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.text import CJK, is_cjk
 
 _WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
@@ -160,6 +160,11 @@ class Ner(Task):
 
     def loss_fn(self) -> Any:
         return make_loss_fn(self._loss) if self._loss is not None else None
+
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
+                         temperature: float) -> torch.Tensor:
+        """Per token, on the tokens that carry a word's tag (the first piece of each word)."""
+        return soft_kl(student.logits, teacher.logits, temperature, batch["labels"] != -100)
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]

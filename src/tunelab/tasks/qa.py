@@ -38,6 +38,7 @@ from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
+from tunelab.tasks.losses import soft_kl
 from tunelab.text import is_chinese
 
 _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
@@ -160,6 +161,13 @@ class Qa(Task):
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n == "qa_outputs"]
+
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
+                         temperature: float) -> torch.Tensor:
+        """Start and end distributions over the window's positions (padding excluded), averaged."""
+        pad = batch["attention_mask"] == 0
+        return sum(soft_kl(getattr(student, k).masked_fill(pad, -1e4), getattr(teacher, k).masked_fill(pad, -1e4),
+                           temperature) for k in ("start_logits", "end_logits")) / 2
 
     def _questions(self, examples: Sequence[Example], tokenizer: Any) -> list[str]:
         """Questions cut to `max_question_length` tokens (at a token's end, by character offset)."""

@@ -1,0 +1,72 @@
+"""`tunelab distill TEACHER_RUN --student layers:0,2,4|MODEL`: a student run configured from the teacher's own config
+(same task, data and labels; `model:` the student, `method: full` unless --set says otherwise, a `distill:` section
+naming the teacher), trained by the pipeline like any run, then scored beside the teacher on the student's
+validation split: size, parameters, metric, label agreement with the teacher, latency and throughput at batch 1
+and 32 (STUDENT/distill.json). A student is a new model, not a copy: no parity gate applies; its run's metrics do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.config.run import apply_override, build_config, parse_overrides, read_config_file
+from tunelab.data.load import load_splits
+from tunelab.errors import TunelabError
+from tunelab.export.parity import measure
+from tunelab.export.save import load_model
+from tunelab.io import write_json_atomic
+from tunelab.methods.base import count_parameters
+from tunelab.pipeline import run as run_pipeline
+from tunelab.training.distill import teacher_model_dir
+
+REPORT = "distill.json"
+
+
+@dataclass
+class DistillResult:
+    output: Path
+    metrics: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def distill_config(teacher: Path, student: str, temperature: float, alpha: float, output: Path | None,
+                   sets: list[str]) -> Any:
+    """The student's RunConfig: the teacher run's config.yaml with the student, the distill section and --set."""
+    teacher = Path(teacher)
+    if not (teacher / "config.yaml").is_file() or not (teacher_model_dir(str(teacher)) / "tunelab.json").is_file():
+        raise TunelabError(f"{teacher}: not a finished run directory (config.yaml and model/); pass the teacher's "
+                           "output_dir")
+    tree = read_config_file(teacher / "config.yaml")
+    tree.pop("search", None)
+    tree.update({"model": student, "method": {"name": "full"},
+                 "distill": {"teacher": str(teacher), "temperature": temperature, "alpha": alpha},
+                 "output_dir": str(output if output is not None else teacher.with_name(teacher.name + "-distilled"))})
+    for keys, value in parse_overrides(sets):
+        apply_override(tree, keys, value)
+    return build_config(tree)
+
+
+def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: float = 0.5, output: Path | None = None,
+                sets: list[str] | None = None, overwrite: bool = False, batch_size: int = 64) -> DistillResult:
+    cfg = distill_config(teacher, student, temperature, alpha, output, sets or [])
+    metrics = run_pipeline(cfg, overwrite=overwrite)
+    out = Path(cfg.output_dir)
+    rows: list[dict[str, Any]] = []
+    reference = None
+    for name, model_dir in (("teacher", teacher_model_dir(str(teacher))), ("student", out / "model")):
+        task, module, tokenizer = load_model(model_dir)
+        if not rows:
+            examples = load_splits(cfg.data, task, cfg.train.seed).get("validation") or []
+            if not examples:
+                break
+            features = task.encode(examples, tokenizer)
+        size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+        row, predictions = measure(name, task, module, tokenizer, examples, features, size_bytes=size,
+                                   parameters=count_parameters(module)["total"], precision="fp32",
+                                   batch_size=batch_size, reference=reference)
+        reference = reference or predictions
+        rows.append(row)
+    write_json_atomic(out / REPORT, {"teacher": str(teacher), "student": cfg.model, "temperature": temperature,
+                                     "alpha": alpha, "rows": rows})
+    return DistillResult(out, metrics, rows)

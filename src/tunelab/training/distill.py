@@ -1,0 +1,69 @@
+"""Knowledge distillation (`distill:` in the config, `tunelab distill`): the student trains on
+`alpha · soft + (1 - alpha) · hard`, where hard is the task's own loss on the gold labels and soft is the task's
+`soft_target_loss` of the student's outputs against a frozen teacher's on the same batch (Hinton et al. 2015: KL
+at temperature T, × T²). The teacher runs in the training step, under the same autocast as the student."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.models.decoder_heads import load_head
+from tunelab.models.student import keep_layers, parse_layers
+from tunelab.tasks.base import Task
+
+TARGETS = ("labels", "start_positions", "end_positions")
+
+
+class DistillLoss:
+    """`loss(model, batch)` for the engine: the student's hard loss blended with the soft targets of `teacher`."""
+
+    def __init__(self, task: Task, teacher: torch.nn.Module, hard: Callable[..., torch.Tensor] | None,
+                 temperature: float, alpha: float) -> None:
+        self.task, self.teacher, self.hard = task, teacher.eval().requires_grad_(False), hard
+        self.temperature, self.alpha = temperature, alpha
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(**batch)
+        hard = self.hard(model, batch) if self.hard is not None else out.loss
+        if self.alpha == 0:
+            return hard
+        device = batch["input_ids"].device
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        with torch.no_grad():
+            teacher = self.teacher(**{k: v for k, v in batch.items() if k not in TARGETS})
+        soft = self.task.soft_target_loss(out, teacher, batch, self.temperature)
+        return self.alpha * soft + (1 - self.alpha) * hard
+
+
+def teacher_model_dir(teacher: str) -> Path:
+    """The teacher's model directory: a run directory's model/, or the directory itself."""
+    path = Path(teacher).expanduser()
+    return path / "model" if (path / "model" / "tunelab.json").is_file() else path
+
+
+def student_from_teacher(spec: str, teacher_dir: Path, auto_class: str) -> tempfile.TemporaryDirectory[str]:
+    """`layers:0,2,4`: the teacher's model with only those layers (its tokenizer too), written to a temp directory
+    the caller builds the student from (and then cleans up)."""
+    from transformers import AutoTokenizer
+
+    keep = parse_layers(spec)
+    model = keep_layers(load_head(auto_class, str(teacher_dir)), keep)
+    tmp = tempfile.TemporaryDirectory(prefix="tunelab-student-")
+    try:
+        model.save_pretrained(tmp.name)
+        AutoTokenizer.from_pretrained(str(teacher_dir)).save_pretrained(tmp.name)
+    except BaseException:
+        shutil.rmtree(tmp.name, ignore_errors=True)
+        raise
+    return tmp
+
+
+def same_vocabulary(a: Any, b: Any) -> bool:
+    return a.get_vocab() == b.get_vocab()

@@ -1,0 +1,114 @@
+"""`tunelab distill TEACHER --student layers:...`: a one-layer student cut from a two-layer classification teacher
+learns from the soft targets (with alpha = 1 it never sees a gold label), is a run like any other, and is reported
+beside the teacher; the soft-target losses of NER and QA vanish only when student and teacher agree; bad input is
+one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("distill")
+    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(64, 0))
+    val = write_jsonl(tmp / "val.jsonl", sentiment_rows(40, 1))
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={tmp / 'teacher'}", "train.epochs=6", "train.lr=5e-3", "train.batch_size=8",
+            "train.save_steps=0", "train.precision=fp32"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp / "teacher" / "metrics.json").read_text())["validation"]["accuracy"] > 0.9
+    return tmp / "teacher"
+
+
+def test_a_student_cut_from_the_teacher(teacher: Path) -> None:
+    out = teacher.with_name("student")
+    res = CliRunner().invoke(app, ["distill", str(teacher), "--student", "layers:1", "--output", str(out),
+                                   "--set", "train.epochs=2"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.strip().splitlines()[-1] == f"distill: student run {out} (model: {out / 'model'})"
+    assert json.loads((out / "model" / "config.json").read_text())["num_hidden_layers"] == 1
+    config = (out / "config.yaml").read_text()
+    assert "model: layers:1" in config and "alpha: 0.5" in config and "temperature: 2.0" in config
+    assert str(teacher) in config and "name: full" in config
+    report = json.loads((out / "distill.json").read_text())
+    t, s = report["rows"]
+    assert (t["name"], s["name"]) == ("teacher", "student") and s["parameters"] < t["parameters"]
+    assert s["agreement"] > 0.8 and s["batch32"]["rows_per_s"] > 0
+    assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] == s["metric"]
+
+
+def test_a_student_learns_from_soft_targets_alone(teacher: Path, tiny_bert: Path) -> None:
+    """alpha = 1: the gold labels weigh nothing; a student from the untrained base (same tokenizer) that ends up
+    right learned it from the teacher's soft targets."""
+    out = teacher.with_name("soft-only")
+    res = CliRunner().invoke(app, ["distill", str(teacher), "--student", str(tiny_bert), "--alpha", "1", "--output",
+                                   str(out), "--set", "train.epochs=6", "--set", "train.lr=5e-3", "--set",
+                                   "train.baseline_eval=true"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    student = json.loads((out / "distill.json").read_text())["rows"][1]
+    assert metrics["baseline"]["accuracy"] <= 0.6 < 0.85 < student["metric"], (metrics["baseline"], student)
+    assert student["agreement"] > 0.85
+
+
+def test_soft_target_losses_vanish_only_at_agreement(tiny_bert: Path) -> None:
+    from types import SimpleNamespace
+
+    from tunelab.config.sections import DataConfig
+    from tunelab.tasks.ner import Ner, NerConfig
+    from tunelab.tasks.qa import Qa, QaConfig
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 3, generator=gen)
+    labels = torch.tensor([[-100, 0, 1, -100, -100], [-100, 2, -100, -100, -100]])
+    ner = Ner(NerConfig(name="ner"), DataConfig())
+    same = ner.soft_target_loss(SimpleNamespace(logits=logits), SimpleNamespace(logits=logits.clone()),
+                                {"labels": labels}, 2.0)
+    other = logits.clone()
+    other[0, 3, 0] += 5  # a position without a tag: ignored
+    assert float(same) == pytest.approx(0, abs=1e-6)
+    assert float(ner.soft_target_loss(SimpleNamespace(logits=logits), SimpleNamespace(logits=other),
+                                      {"labels": labels}, 2.0)) == pytest.approx(0, abs=1e-6)
+    other[0, 1, 0] += 5  # a tagged position: counted
+    assert float(ner.soft_target_loss(SimpleNamespace(logits=logits), SimpleNamespace(logits=other),
+                                      {"labels": labels}, 2.0)) > 0.01
+    qa = Qa(QaConfig(name="qa"), DataConfig())
+    start, end = torch.randn(2, 6, generator=gen), torch.randn(2, 6, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    s_out = SimpleNamespace(start_logits=start.requires_grad_(), end_logits=end)
+    t_out = SimpleNamespace(start_logits=start.detach().clone(), end_logits=end.clone())
+    t_out.start_logits[0, 5] += 9  # padding: ignored
+    agreed = qa.soft_target_loss(s_out, t_out, {"attention_mask": mask}, 2.0).detach()
+    assert float(agreed) == pytest.approx(0, abs=1e-5)
+    t_out.end_logits[1, 5] += 3
+    loss = qa.soft_target_loss(s_out, t_out, {"attention_mask": mask}, 2.0)
+    assert float(loss) > 0.01
+    loss.backward()
+    assert s_out.start_logits.grad is not None
+
+
+def test_bad_input_is_one_line(teacher: Path, tiny_chat_run: Path, tmp_path: Path, tiny_bert: Path) -> None:
+    cases = [
+        ([str(teacher), "--student", "layers:5"], "the teacher has 2 layers (0-1)"),
+        ([str(teacher), "--student", "layers:a,b"], "expected layers:<i>,<j>,..."),
+        ([str(tmp_path), "--student", "layers:0"], "not a finished run directory"),
+        ([str(tiny_chat_run), "--student", "layers:0"], "task sft cannot be distilled yet"),
+    ]
+    for args, words in cases:
+        res = CliRunner().invoke(app, ["distill", *args, "--output", str(tmp_path / "s")])
+        assert res.exit_code == 2, (args, res.output)
+        assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
+        assert not (tmp_path / "s").exists()
+    res = CliRunner().invoke(app, ["train", "--set", "task=classification", "--set", "model=layers:0", "--set",
+                                   f"data.train={teacher.parent / 'train.jsonl'}"])
+    assert res.exit_code == 2 and "needs a distill section" in res.stderr
