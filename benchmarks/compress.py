@@ -5,7 +5,9 @@ natively), onnxruntime fp32 and onnxruntime int8, all in this one process on the
     python benchmarks/compress.py --run runs/sst2-minilm --rows 2000
 
 The model is exported with `tunelab export RUN --format onnx [--quantize int8]` (the parity gate on the run's
-validation split); then every variant is scored here on two splits — `validation` (the run's, which the gate
+validation split, --force so that a refused export is still measured; its verdict is the `gate` column), and a
+3-layer student (`tunelab distill RUN --student layers:0,2,4`, same rows, one epoch) is trained and exported to
+int8 too; then every variant is scored here on two splits — `validation` (the run's, which the gate
 saw) and `heldout` (SST-2 rows neither training nor the gate saw) — and timed at batch 1 (64 calls) and
 batch 32 (8 calls). Prints a table and writes benchmarks/results/compress.json with the CPU's flags.
 """
@@ -59,11 +61,22 @@ def export(run: Path, quantize: str | None) -> Path:
     return run / "exports" / f"onnx-{quantize or 'fp32'}"
 
 
-def variants(run: Path) -> list[tuple[str, str, Path]]:
+def distill(run: Path, layers: str) -> Path:
+    """The 3-layer student (the teacher's layers 0, 2, 4) distilled on the same rows for the same epoch."""
+    student = run.with_name(run.name + "-student")
+    if not (student / "metrics.json").is_file():
+        subprocess.run([sys.executable, "-m", "tunelab", "distill", str(run), "--student", layers, "--output",
+                        str(student)], check=True, cwd=ROOT)
+    return student
+
+
+def variants(run: Path, layers: str) -> list[tuple[str, str, Path]]:
     out = [("torch eager", "fp32", run / "model")]
     if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
         out.append(("torch eager", "bf16", run / "model"))  # the peer at its best precision on this CPU
     out += [("onnxruntime", "fp32", export(run, None)), ("onnxruntime", "int8", export(run, "int8"))]
+    student = distill(run, layers)
+    out += [("student torch", "fp32", student / "model"), ("student onnxruntime", "int8", export(student, "int8"))]
     return out
 
 
@@ -76,6 +89,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "bench-compress")
     parser.add_argument("--train-rows", type=int, default=8000)
     parser.add_argument("--rows", type=int, default=2000, help="rows of each split scored")
+    parser.add_argument("--student", default="layers:0,2,4", help="the distilled student (tunelab distill --student)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     os.environ["OMP_NUM_THREADS"] = "2"
@@ -84,9 +98,9 @@ def main() -> None:
               "heldout": read_jsonl(data / "heldout.jsonl", args.rows)}
     rows: list[dict[str, Any]] = []
     reference: dict[str, list[Any]] = {}
-    for runtime, precision, path in variants(args.run):
+    for runtime, precision, path in variants(args.run, args.student):
         task, module, tokenizer = load_model(path)
-        params = count_parameters(module)["total"] if runtime.startswith("torch") else None
+        params = count_parameters(module)["total"] if "torch" in runtime else None
         row: dict[str, Any] = {"model": f"{runtime} {precision}", "size_mb": round(size_of(path) / 1e6, 1)}
         if (path / "report.json").is_file():
             row["gate"] = json.loads((path / "report.json").read_text())["refused"] or "passed"
@@ -114,7 +128,10 @@ def main() -> None:
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "flags": cpu_flags(), "torch": torch.__version__}
     print(f"machine: {machine}")
+    for r in rows:
+        r["teacher_acc_pct"] = round(100 * r["validation_acc"] / base["validation_acc"], 2)
     print_table(rows, ["model", "size_mb", "smaller_x", "validation_acc", "heldout_acc", "val_drop_pts",
+                       "teacher_acc_pct",
                        "validation_agree", "batch1_p50_ms", "batch1_rows_s", "b1_x", "batch32_p50_ms",
                        "batch32_rows_s", "b32_x", "gate"])
     print(f"wrote {write_json('compress', {'machine': machine, 'run': str(args.run), 'rows': rows})}")

@@ -11,7 +11,7 @@ from pydantic_core import PydanticUndefined
 
 from tunelab.config.run import run_config_class
 from tunelab.config.search import ParamSpec, SearchConfig
-from tunelab.config.sections import DataConfig, TrainConfig
+from tunelab.config.sections import DataConfig, DistillConfig, TrainConfig
 from tunelab.registry import METHODS, TASKS
 
 
@@ -66,6 +66,9 @@ def config_reference() -> str:
     parts += ["\n## search\n", "Hyperparameter search space, used by `tunelab tune` only (`tunelab train` ignores it). "
               "Each key of `search.space` is a dotted config key, as for `--set`.\n",
               head, *_rows(SearchConfig, "search."), *_rows(ParamSpec, "search.space.<key>.")]
+    parts += ["\n## distill\n", "Knowledge distillation from a tuned teacher (`tunelab distill` writes this section). "
+              "`model: layers:0,2,4` starts the student from the teacher with only those layers.\n",
+              head, *_rows(DistillConfig, "distill.")]
     for kind, reg in (("task", TASKS), ("method", METHODS)):
         for name, entry in reg.items():
             rows = _rows(entry.Config, f"{kind}.")
