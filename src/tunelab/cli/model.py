@@ -171,3 +171,36 @@ def _merge(path: Path, output: Path | None, tolerance: float) -> None:
     typer.echo(f"export: merged {r.adapter} into {r.base}; max |Δlogit| on {r.samples} samples: "
                f"{r.max_diff_adapter:.3g} vs the adapter model, {r.max_diff_saved:.3g} vs "
                f"{r.adapter.parent / 'model'} (tolerance {tolerance:g}); wrote {r.output}", err=True)
+
+
+@app.command()
+@user_errors
+def compress(
+    path: Path = typer.Argument(..., help="A run directory (classification, ner, qa on a BERT-family encoder)."),
+    prune: str = typer.Option(..., "--prune", help="heads:0.3 (the least important 30 % of attention heads, "
+                              "removed from the matrices) or magnitude:0.5 (the smallest 50 % of the encoder's "
+                              "weights set to zero: smaller compressed, not faster)."),
+    recover_epochs: float = typer.Option(1.0, "--recover-epochs", min=0.0, help="Fine-tune on the run's training "
+                                         "data after pruning (0: none)."),
+    output: Path | None = typer.Option(None, "--output", help="Directory to write (default: "
+                                       "RUN/exports/<kind>-<fraction>)."),
+    data: Path | None = typer.Option(None, "--data", help="Labelled rows the result is checked on (default: the "
+                                     "run's validation split)."),
+    min_agreement: float = typer.Option(99.0, "--min-agreement", min=0.0, max=100.0, help="Parity gate: least % "
+                                        "of rows predicted as the original predicts them."),
+    max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
+                                   "metric may fall."),
+    force: bool = typer.Option(False, "--force", help="Write the result even when the parity gate refuses it."),
+) -> None:
+    """Prune a run's model, fine-tune it briefly to recover, and write it only past the parity gate."""
+    from tunelab.export.compress import compress_run
+    from tunelab.export.parity import Gate, ParityError, print_rows
+
+    try:
+        r = compress_run(path, prune, recover_epochs, output, data, Gate(min_agreement / 100, max_drop), force)
+    except ParityError as exc:
+        _fail(str(exc), code=1)
+        return
+    print_rows(r.rows, f"compress on {r.data}")
+    note = f" although the gate refused it (--force): {r.refused}" if r.refused else ""
+    typer.echo(f"compress: wrote {r.output}{note}", err=True)

@@ -60,7 +60,8 @@ def locate_model(path: Path) -> tuple[Path, Path | None]:
         if "export" in meta:
             raise TunelabError(f"{path}: already an exported {meta['export'].get('format')} model; export from the "
                                "run directory")
-        run = path.parent if (path.parent / "config.yaml").is_file() else None
+        source = Path(meta.get("compressed", {}).get("from", path))  # a compressed model: the run it came from
+        run = next((d for d in (path.parent, source.parent) if (d / "config.yaml").is_file()), None)
         return path, run
     raise TunelabError(f"{path}: not a run or model directory (no model/{META_FILE}); pass a run's output_dir")
 
@@ -80,10 +81,13 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None) -> tuple[list
 
 
 def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str | None) -> Path:
-    return (run or model_dir.parent) / "exports" / f"{fmt}-{quantize or 'fp32'}"
+    name = f"{fmt}-{quantize or 'fp32'}"
+    if model_dir.parent.name == "exports":  # a compressed model in RUN/exports/: its export beside it
+        return model_dir.parent / f"{model_dir.name}-{name}"
+    return (run or model_dir.parent) / "exports" / name
 
 
-def _check_output(output: Path, model_dir: Path) -> None:
+def check_output(output: Path, model_dir: Path) -> None:
     if output.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
         raise TunelabError(f"--output: {output} would replace the model it exports")
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / REPORT_FILE).is_file())):
@@ -110,7 +114,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         raise TunelabError(f"export --format {fmt}: task {task.cfg.name} does not export to {fmt} "
                            f"({', '.join(task.export_formats) or 'no format yet'})")
     output = Path(output) if output is not None else _default_output(model_dir, run, fmt, quantize)
-    _check_output(output, model_dir)
+    check_output(output, model_dir)
     examples, source = labelled_rows(task, run, data)
     if not examples:
         raise TunelabError(f"{source}: no labelled rows to check the export on")

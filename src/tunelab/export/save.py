@@ -11,11 +11,13 @@ from typing import Any
 import torch
 import transformers
 from peft import PeftModel
+from safetensors.torch import load_model as load_safetensors
 
 from tunelab import __version__
 from tunelab.config.run import RunConfig
 from tunelab.config.sections import DataConfig
 from tunelab.errors import TunelabError
+from tunelab.export.prune import apply_pruned_heads
 from tunelab.io import atomic_dir, commit_dir
 from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.decoder_heads import load_head
@@ -89,6 +91,12 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
         return task, OnnxModule(path / ONNX_FILE), tokenizer
     if (path / GGUF_FILE).is_file():  # `tunelab export --format gguf`: dequantised by transformers
         return task, load_gguf(task, path), tokenizer
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("pruned_heads"):  # `tunelab compress --prune heads`: cut as recorded, then read the smaller weights
+        model = getattr(transformers, task.auto_model_class).from_config(transformers.AutoConfig.from_pretrained(
+            str(path)))
+        load_safetensors(apply_pruned_heads(model, meta["pruned_heads"]), str(path / "model.safetensors"))
+        return task, task.optimize(model.eval()), tokenizer
     model = load_head(task.auto_model_class, str(path))  # the instance's: pretrain sets it per objective
     if (path / PROMPT_ADAPTER / "adapter_config.json").is_file():  # prefix / prompt tuning: base + virtual tokens
 

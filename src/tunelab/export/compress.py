@@ -1,0 +1,131 @@
+"""`tunelab compress RUN --prune heads:0.3|magnitude:0.5`: prune the run's model, fine-tune it briefly on the run's
+training data to recover (`--recover-epochs`, default 1; 0 skips it), then load it back, score it beside the
+original like an export (export/parity.py: size, metric, agreement, latency) and write it past the parity gate to
+RUN/exports/<kind>-<fraction>/ — a model directory that eval, predict, the API and `tunelab export --format onnx`
+take. The pruning itself: export/prune.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zlib
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_model
+
+from tunelab import __version__
+from tunelab.config.run import build_config, read_config_file
+from tunelab.data.load import load_splits
+from tunelab.errors import TunelabError
+from tunelab.export.artifact import REPORT_FILE, ExportResult, check_output, labelled_rows, locate_model
+from tunelab.export.parity import Gate, ParityError, check, measure
+from tunelab.export.prune import (
+    apply_pruned_heads,
+    choose_heads,
+    head_counts,
+    head_importance,
+    magnitude_prune,
+    make_permanent,
+    parse_prune,
+    sparsity,
+)
+from tunelab.export.save import META_FILE, load_model
+from tunelab.io import atomic_dir, commit_dir, read_json, write_json_atomic
+from tunelab.methods.base import count_parameters
+from tunelab.training import engine
+
+IMPORTANCE_ROWS = 512  # training rows whose gradients score the heads
+
+
+def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Path | None = None,
+                 data: Path | None = None, gate: Gate | None = None, force: bool = False,
+                 batch_size: int = 64) -> ExportResult:
+    kind, fraction = parse_prune(prune)
+    gate = gate or Gate()
+    model_dir, run = locate_model(path)
+    if run is None or not (run / "config.yaml").is_file():
+        raise TunelabError(f"{path}: compress needs the run directory (its config.yaml names the training data)")
+    output = Path(output) if output is not None else run / "exports" / f"{kind}-{fraction:g}"
+    check_output(output, model_dir)
+    cfg = build_config(read_config_file(run / "config.yaml"))
+    task, module, tokenizer = load_model(model_dir)
+    examples, source = labelled_rows(task, run, data)
+    features = task.encode(examples, tokenizer)
+    size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
+                                  parameters=count_parameters(module)["total"], precision="fp32",
+                                  batch_size=batch_size)
+    train = load_splits(cfg.data, task, cfg.train.seed)["train"]
+    task.configure_loss(cfg.train, train)
+    train_features = task.encode(train, tokenizer)
+    collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
+    record: dict[str, Any] = {"prune": prune, "from": str(model_dir.resolve()), "recover_epochs": recover_epochs,
+                              "tunelab_version": __version__}
+    module = module.float()
+    if kind == "heads":
+        rows = train_features[:IMPORTANCE_ROWS]
+        batches = [collate(rows[s : s + 16]) for s in range(0, len(rows), 16)]
+        before = head_counts(module)
+        pruned = choose_heads(head_importance(module, batches, task.loss_fn()), before, fraction)
+        apply_pruned_heads(module, pruned)
+        record.update(heads_before=sum(before), heads_after=sum(head_counts(module)),
+                      pruned_heads={str(k): v for k, v in pruned.items()})
+        masks = None
+    else:
+        masks = magnitude_prune(module, fraction)
+    if recover_epochs > 0:
+        with tempfile.TemporaryDirectory(prefix="tunelab-recover-") as tmp_dir:
+            train_cfg = cfg.train.model_copy(update={"epochs": recover_epochs, "max_steps": None, "save_steps": 0,
+                                                     "early_stopping": None, "best_metric": None,
+                                                     "select_best": False, "report_to": []})
+            engine.train(module, train_features, collate, train_cfg, lr=cfg.train.lr or 5e-5, out_dir=Path(tmp_dir),
+                         loss_fn=task.loss_fn(), loss_units=task.loss_units)
+    if masks is not None:
+        make_permanent(masks)
+        record["sparsity"] = round(sparsity(module), 4)
+    module = module.float().eval()
+    tmp = atomic_dir(output)
+    try:
+        _save(module, tokenizer, model_dir, tmp, record)
+        del module
+        task2, back, _ = load_model(tmp)
+        nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        row, _ = measure("pruned", task2, back, tokenizer, examples, features, size_bytes=nbytes,
+                         parameters=int(sum(p.numel() for p in back.parameters())), precision="fp32",
+                         batch_size=batch_size, reference=reference)
+        if kind == "magnitude":
+            row["zlib_bytes"] = _zlib_size(tmp / "model.safetensors")
+            original["zlib_bytes"] = _zlib_size(model_dir / "model.safetensors")
+        row.update({k: v for k, v in record.items() if k in ("heads_before", "heads_after", "sparsity")})
+        refused = check(original, row, gate)
+        rows = [original, row]
+        write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
+                                              "max_drop_points": gate.max_drop}, "refused": refused,
+                                              "forced": bool(refused and force), "compress": record, "rows": rows})
+        if refused and not force:
+            raise ParityError(f"compress: refused, nothing written: {refused}; --force writes it anyway")
+        commit_dir(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(output, rows, refused, source)
+
+
+def _save(module: torch.nn.Module, tokenizer: Any, model_dir: Path, out: Path, record: dict[str, Any]) -> None:
+    """config.json as the run's (the full-size shapes), the pruned weights, tokenizer, tunelab.json + `compressed`."""
+    shutil.copy2(model_dir / "config.json", out / "config.json")
+    save_model(module, str(out / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(out)
+    meta = read_json(model_dir / META_FILE)
+    meta["compressed"] = record
+    if "pruned_heads" in record:
+        meta["pruned_heads"] = record["pruned_heads"]
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _zlib_size(path: Path) -> int:
+    """Size of the file compressed by zlib (level 1): what zeros save on disk or on the wire."""
+    return len(zlib.compress(path.read_bytes(), 1))

@@ -1,0 +1,108 @@
+"""`tunelab compress RUN --prune heads:F|magnitude:F`: heads scored by gradient importance and cut out of the matrices
+(a dead head goes without changing a logit), a brief recovery fine-tune, the result reloaded (tunelab.json records the
+cut), scored beside the original and gated; magnitude pruning zeroes weights (smaller compressed, same size); bad
+input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.export.prune import apply_pruned_heads, attentions, choose_heads, head_counts, head_importance
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("compress")
+    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(64, 0))
+    val = write_jsonl(tmp / "val.jsonl", sentiment_rows(40, 1))
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={tmp / 'run'}", "train.epochs=6", "train.lr=5e-3", "train.batch_size=8",
+            "train.save_steps=0", "train.precision=fp32"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return tmp / "run"
+
+
+def _compress(*args: str) -> object:
+    return CliRunner().invoke(app, ["compress", *args])
+
+
+def test_head_pruning_cuts_reloads_and_exports(run: Path) -> None:
+    res = _compress(str(run), "--prune", "heads:0.5", "--force")
+    assert res.exit_code == 0, res.output
+    out = run / "exports" / "heads-0.5"
+    assert res.stderr.strip().splitlines()[-1].startswith(f"compress: wrote {out}")
+    report = json.loads((out / "report.json").read_text())
+    original, pruned = report["rows"]
+    assert report["compress"]["heads_before"] == 8 and report["compress"]["heads_after"] == 4
+    assert pruned["parameters"] < original["parameters"] and pruned["size_bytes"] < original["size_bytes"]
+    meta = json.loads((out / "tunelab.json").read_text())
+    assert sum(len(h) for h in meta["pruned_heads"].values()) == 4
+    import tunelab
+
+    model = tunelab.load(out)
+    assert head_counts(model.module) == [4 - len(meta["pruned_heads"].get(str(i), [])) for i in range(2)]
+    assert model.evaluate(report["data"])["accuracy"] == pytest.approx(pruned["metric"])
+    # the pruned model exports like any other; its export lands beside it
+    res = CliRunner().invoke(app, ["export", str(out), "--format", "onnx", "--force"])
+    assert res.exit_code == 0, res.output
+    assert (run / "exports" / "heads-0.5-onnx-fp32" / "model.onnx").is_file()
+
+
+def test_a_dead_head_goes_without_changing_a_logit(run: Path) -> None:
+    from tunelab.export.save import load_model
+
+    task, model, tok = load_model(run / "model")
+    sa = attentions(model)[0].self
+    d = sa.attention_head_size
+    with torch.no_grad():  # head 2 of layer 0 attends but contributes nothing
+        sa.value.weight[2 * d : 3 * d] = 0
+        sa.value.bias[2 * d : 3 * d] = 0
+    batch = tok(["good great film", "awful plot was boring and bad"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**batch).logits
+        after = apply_pruned_heads(model, {0: [2]})(**batch).logits
+    assert head_counts(model)[0] == 3 and torch.allclose(before, after, atol=1e-6)
+    scores = head_importance(model, [{**batch, "labels": torch.tensor([1, 0])}])
+    assert scores.shape == (2, 4) and torch.allclose(scores.norm(dim=1), torch.ones(2))
+
+
+def test_choose_heads_keeps_one_per_layer() -> None:
+    importance = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.9, 0.8, 0.7, 0.6]])
+    assert choose_heads(importance, [4, 4], 0.25) == {0: [0, 1]}
+    assert choose_heads(importance, [4, 4], 0.9) == {0: [0, 1, 2], 1: [1, 2, 3]}  # one head stays in each layer
+
+
+def test_magnitude_pruning_and_the_gate(run: Path) -> None:
+    res = _compress(str(run), "--prune", "magnitude:0.5", "--recover-epochs", "0.5", "--force")
+    assert res.exit_code == 0, res.output
+    report = json.loads((run / "exports" / "magnitude-0.5" / "report.json").read_text())
+    original, pruned = report["rows"]
+    assert report["compress"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert pruned["zlib_bytes"] < original["zlib_bytes"] and pruned["parameters"] == original["parameters"]
+    # the gate: nearly every weight gone and no recovery is refused, nothing written
+    out = run / "exports" / "gone"
+    res = _compress(str(run), "--prune", "magnitude:0.99", "--recover-epochs", "0", "--output", str(out),
+                    "--max-drop", "0", "--min-agreement", "100")
+    assert res.exit_code == 1, res.output
+    assert res.stderr.startswith("error: compress: refused, nothing written: ") and not out.exists()
+
+
+def test_bad_input_is_one_line(run: Path, tiny_chat_run: Path, tmp_path: Path) -> None:
+    cases = [
+        ([str(run), "--prune", "rows:0.3"], "expected heads:<fraction> or magnitude:<fraction>"),
+        ([str(run), "--prune", "heads:1.5"], "expected heads:<fraction> or magnitude:<fraction>"),
+        ([str(tiny_chat_run), "--prune", "heads:0.3"], "not a BERT-family encoder"),
+        ([str(tmp_path), "--prune", "heads:0.3"], "not a run or model directory"),
+    ]
+    for args, words in cases:
+        res = _compress(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
