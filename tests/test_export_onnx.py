@@ -170,3 +170,23 @@ def test_missing_onnxruntime_names_the_install(cls_run: Path, monkeypatch: pytes
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().splitlines() == ["error: onnxruntime is not installed; install onnxruntime: pip install "
                                                "'tunelab[onnx]' (or pip install onnx onnxruntime)"]
+
+
+def test_torchao_int8_export(cls_run: Path) -> None:
+    """--format torch --quantize int8: torchao int8 linear layers in the encoder, the head fp32; reloaded from model.pt
+    and taken by eval like any model directory."""
+    pytest.importorskip("torchao")
+    res = _export(str(cls_run), "--format", "torch", "--quantize", "int8")
+    assert res.exit_code == 0, res.output
+    out = cls_run / "exports" / "torch-int8"
+    report = json.loads((out / "report.json").read_text())
+    row = report["rows"][1]
+    assert report["refused"] is None and row["name"] == "torchao" and row["agreement"] >= 0.99
+    import tunelab
+
+    model = tunelab.load(out)
+    kinds = {type(m.weight).__name__ for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert "Parameter" in kinds and len(kinds) == 2  # quantised encoder weights beside the fp32 head
+    assert model.evaluate(report["data"])["accuracy"] == pytest.approx(row["metric"])
+    res = _export(str(cls_run), "--format", "torch")
+    assert res.exit_code == 2 and "torch takes int8, not None" in res.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ from typer.core import TyperCommand
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
+
+# transformers imports torchao when it is installed: torchao then logs a warning for every CUDA kernel library it
+# cannot load, and torch one for each of its enums — noise on every command of a CPU machine
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=HELP,

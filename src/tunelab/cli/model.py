@@ -119,10 +119,12 @@ def export(
     path: Path = typer.Argument(..., help="A run directory (or its model/; for --merge also its adapter/)."),
     merge: bool = typer.Option(False, "--merge", help="Merge RUN/adapter into the base weights (LoRA / DoRA runs)."),
     format_: str | None = typer.Option(None, "--format", help="onnx: an onnxruntime graph (classification, ner, "
-                                       "qa); gguf: one file for llama.cpp / ollama (sft, causal pretrain). Checked "
-                                       "beside the original before it is written."),
+                                       "qa); gguf: one file for llama.cpp / ollama (sft, causal pretrain); torch: a "
+                                       "PyTorch module (with --quantize int8: torchao). Checked beside the original "
+                                       "before it is written."),
     quantize: str | None = typer.Option(None, "--quantize", help="onnx: int8 (onnxruntime dynamic quantisation, "
-                                        "int8 weights per channel); gguf: f16 (default) or q8_0."),
+                                        "int8 weights per channel); gguf: f16 (default) or q8_0; torch: int8 "
+                                        "(torchao)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged; "
                                        "RUN/exports/<format>-<quantize or fp32>)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
@@ -141,7 +143,7 @@ def export(
     Every artifact is loaded back and checked before it is written; a refused one exits 1 and writes nothing."""
     if merge == (format_ is not None):
         raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
-                           "--format onnx|gguf")
+                           "--format onnx|gguf|torch")
     if format_ is None:
         _merge(path, output, tolerance)
         return

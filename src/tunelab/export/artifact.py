@@ -27,6 +27,7 @@ from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
 from tunelab.export.parity import Gate, ParityError, check, headline, measure
 from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
+from tunelab.export.torch_int8 import TORCH_FILE, load_int8, quantize_int8, require_torchao, save_int8
 from tunelab.io import atomic_dir, commit_dir, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
@@ -34,7 +35,7 @@ from tunelab.models.precision import precision_scope
 from tunelab.tasks.base import Task
 
 REPORT_FILE = "report.json"
-FORMATS = {"onnx": (None, "int8"), "gguf": (None, "f16", "q8_0")}  # format: its --quantize values
+FORMATS = {"onnx": (None, "int8"), "gguf": (None, "f16", "q8_0"), "torch": ("int8",)}  # format: its --quantize values
 
 
 @dataclass
@@ -108,6 +109,8 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         quantize = quantize or "f16"  # GGUF's own default type (llama.cpp's converter writes f16 too)
     if fmt == "onnx":
         require_onnxruntime()  # before minutes of loading and scoring
+    if fmt == "torch":
+        require_torchao()
     model_dir, run = locate_model(path)
     task, module, tokenizer = load_model(model_dir)
     if fmt not in task.export_formats:
@@ -120,7 +123,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         raise TunelabError(f"{source}: no labelled rows to check the export on")
     features = task.encode(examples, tokenizer)
     size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
-    build = _onnx if fmt == "onnx" else _gguf
+    build = {"onnx": _onnx, "gguf": _gguf, "torch": _torch}[fmt]
     tmp = atomic_dir(output)
     try:
         tokenizer.save_pretrained(tmp)
@@ -154,6 +157,20 @@ def _onnx(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]
     row, _ = measure("onnx", task, artifact, tokenizer, examples, features, size_bytes=artifact.file_bytes(),
                      parameters=onnx_parameters(graph), precision=quantize or "fp32", batch_size=batch_size,
                      reference=reference)
+    return [original, row]
+
+
+def _torch(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],
+           tmp: Path, quantize: str | None, size: int, batch_size: int) -> list[dict[str, Any]]:
+    """The fp32 original and the torchao int8 module reloaded from disk, measured alike."""
+    params = count_parameters(module)["total"]
+    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
+                                  parameters=params, precision="fp32", batch_size=batch_size)
+    save_int8(quantize_int8(task, module), tmp)
+    back = load_int8(task, tmp)
+    row, _ = measure("torchao", task, back, tokenizer, examples, features,
+                     size_bytes=(tmp / TORCH_FILE).stat().st_size, parameters=params, precision="int8",
+                     batch_size=batch_size, reference=reference)
     return [original, row]
 
 

@@ -18,6 +18,7 @@ from tunelab.config.run import RunConfig
 from tunelab.config.sections import DataConfig
 from tunelab.errors import TunelabError
 from tunelab.export.prune import apply_pruned_heads
+from tunelab.export.torch_int8 import TORCH_FILE, load_int8
 from tunelab.io import atomic_dir, commit_dir
 from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.decoder_heads import load_head
@@ -91,6 +92,8 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
         return task, OnnxModule(path / ONNX_FILE), tokenizer
     if (path / GGUF_FILE).is_file():  # `tunelab export --format gguf`: dequantised by transformers
         return task, load_gguf(task, path), tokenizer
+    if (path / TORCH_FILE).is_file():  # `tunelab export --format torch --quantize int8`: torchao
+        return task, load_int8(task, path), tokenizer
     meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
     if meta.get("pruned_heads"):  # `tunelab compress --prune heads`: cut as recorded, then read the smaller weights
         model = getattr(transformers, task.auto_model_class).from_config(transformers.AutoConfig.from_pretrained(

@@ -95,7 +95,7 @@ def _soft_label(record: Record, field: str, value: dict[str, Any], multi_label: 
 class Classification(Task):
     Config = ClassificationConfig
     auto_model_class = "AutoModelForSequenceClassification"
-    export_formats = ("onnx",)
+    export_formats = ("onnx", "torch")
     onnx_outputs = ("logits",)
     cfg: ClassificationConfig
 

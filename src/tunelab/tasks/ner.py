@@ -78,7 +78,7 @@ def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
 class Ner(Task):
     Config = NerConfig
     auto_model_class = "AutoModelForTokenClassification"
-    export_formats = ("onnx",)
+    export_formats = ("onnx", "torch")
     onnx_outputs = ("logits",)
     cfg: NerConfig
 

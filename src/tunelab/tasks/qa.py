@@ -71,7 +71,7 @@ class QaConfig(TaskConfig):
 class Qa(Task):
     Config = QaConfig
     auto_model_class = "AutoModelForQuestionAnswering"
-    export_formats = ("onnx",)
+    export_formats = ("onnx", "torch")
     onnx_outputs = ("start_logits", "end_logits")
     cfg: QaConfig
 
