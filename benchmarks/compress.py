@@ -7,9 +7,11 @@ natively), onnxruntime fp32 and onnxruntime int8, all in this one process on the
 The model is exported with `tunelab export RUN --format onnx [--quantize int8]` (the parity gate on the run's
 validation split, --force so that a refused export is still measured; its verdict is the `gate` column), and a
 3-layer student (`tunelab distill RUN --student layers:0,2,4`, same rows, one epoch) is trained and exported to
-int8 too; then every variant is scored here on two splits — `validation` (the run's, which the gate
-saw) and `heldout` (SST-2 rows neither training nor the gate saw) — and timed at batch 1 (64 calls) and
-batch 32 (8 calls). Prints a table and writes benchmarks/results/compress.json with the CPU's flags.
+int8 too, the torchao int8 module (`--format torch --quantize int8`) and the model with 30 % of its heads pruned
+(`tunelab compress RUN --prune heads:0.3`, one recovery epoch) join them; then every variant is scored here on
+two splits — `validation` (the run's, which the gate saw) and `heldout` (SST-2 rows neither training nor the gate
+saw) — and timed at batch 1 (64 calls) and batch 32 (8 calls). Prints a table and writes
+benchmarks/results/compress.json with the CPU's flags.
 """
 
 from __future__ import annotations
@@ -53,12 +55,20 @@ def train_run(out: Path, rows: int) -> Path:
     return data
 
 
-def export(run: Path, quantize: str | None) -> Path:
-    args = [sys.executable, "-m", "tunelab", "export", str(run), "--format", "onnx", "--force"]  # gate: see report
+def export(run: Path, quantize: str | None, fmt: str = "onnx") -> Path:
+    args = [sys.executable, "-m", "tunelab", "export", str(run), "--format", fmt, "--force"]  # gate: see report
     if quantize:
         args += ["--quantize", quantize]
     subprocess.run(args, check=True, cwd=ROOT)
-    return run / "exports" / f"onnx-{quantize or 'fp32'}"
+    return run / "exports" / f"{fmt}-{quantize or 'fp32'}"
+
+
+def prune(run: Path, spec: str) -> Path:
+    """`tunelab compress RUN --prune heads:0.3` with its default recovery (one epoch of the run's rows)."""
+    out = run / "exports" / spec.replace(":", "-")
+    subprocess.run([sys.executable, "-m", "tunelab", "compress", str(run), "--prune", spec, "--force", "--output",
+                    str(out)], check=True, cwd=ROOT)
+    return out
 
 
 def distill(run: Path, layers: str) -> Path:
@@ -74,7 +84,8 @@ def variants(run: Path, layers: str) -> list[tuple[str, str, Path]]:
     out = [("torch eager", "fp32", run / "model")]
     if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
         out.append(("torch eager", "bf16", run / "model"))  # the peer at its best precision on this CPU
-    out += [("onnxruntime", "fp32", export(run, None)), ("onnxruntime", "int8", export(run, "int8"))]
+    out += [("onnxruntime", "fp32", export(run, None)), ("onnxruntime", "int8", export(run, "int8")),
+            ("torchao", "int8", export(run, "int8", "torch")), ("heads -30% torch", "fp32", prune(run, "heads:0.3"))]
     student = distill(run, layers)
     out += [("student torch", "fp32", student / "model"), ("student onnxruntime", "int8", export(student, "int8"))]
     return out
@@ -101,6 +112,9 @@ def main() -> None:
     for runtime, precision, path in variants(args.run, args.student):
         task, module, tokenizer = load_model(path)
         params = count_parameters(module)["total"] if "torch" in runtime else None
+        if (path / "report.json").is_file():
+            row_params = json.loads((path / "report.json").read_text())["rows"][-1]["parameters"]
+            params = params or row_params
         row: dict[str, Any] = {"model": f"{runtime} {precision}", "size_mb": round(size_of(path) / 1e6, 1)}
         if (path / "report.json").is_file():
             row["gate"] = json.loads((path / "report.json").read_text())["refused"] or "passed"

@@ -112,3 +112,35 @@ def test_bad_input_is_one_line(teacher: Path, tiny_chat_run: Path, tmp_path: Pat
     res = CliRunner().invoke(app, ["train", "--set", "task=classification", "--set", "model=layers:0", "--set",
                                    f"data.train={teacher.parent / 'train.jsonl'}"])
     assert res.exit_code == 2 and "needs a distill section" in res.stderr
+
+
+def test_sft_token_level_distillation(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """A one-layer student of the tiny chat model on the teacher's reply-token distributions (JSD); the soft loss of
+    a model against itself is 0 and against a changed copy is not."""
+    import copy
+    from functools import partial
+
+    from tunelab.export.save import load_model
+
+    out = tmp_path / "student"
+    res = CliRunner().invoke(app, ["distill", str(tiny_chat_run), "--student", "layers:1", "--alpha", "0.8",
+                                   "--output", str(out), "--set", "distill.loss=jsd", "--set", "train.epochs=2",
+                                   "--set", "task.generation.eval_generate=false", "--set",
+                                   "train.baseline_eval=false"])
+    assert res.exit_code == 0, res.output
+    assert "loss: jsd" in (out / "config.yaml").read_text()
+    teacher_row, student_row = json.loads((out / "distill.json").read_text())["rows"]
+    assert teacher_row["metric_name"] == "loss" and student_row["positions"] > 0
+    assert 0 <= student_row["agreement"] <= 1 and student_row["parameters"] < teacher_row["parameters"]
+
+    task, model, tok = load_model(tiny_chat_run / "model")
+    rows = [{"messages": [{"role": "user", "content": "say good"}, {"role": "assistant", "content": "good"}]}]
+    from tunelab.data.readers import rows_table
+
+    batch = partial(task.collate, pad_id=tok.pad_token_id)(task.encode(task.parse(rows_table(rows)), tok))
+    same = task.distill_step(model, model, batch, None, 2.0, 1.0, "kl")
+    assert float(same.detach()) == pytest.approx(0, abs=1e-6)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.get_output_embeddings().weight.mul_(3)
+    assert float(task.distill_step(model, other, batch, None, 2.0, 1.0, "jsd").detach()) > 1e-4

@@ -100,7 +100,7 @@ def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | N
     """The training loss of a `distill:` run: the teacher loaded, checked to share the task, labels and vocabulary."""
     if cfg.distill is None:
         return None
-    if type(task).soft_target_loss is Task.soft_target_loss:
+    if not task.distillable():
         task.soft_target_loss(None, None, {}, 1.0)  # raises: this task has no soft targets yet
     teacher_dir = teacher_model_dir(cfg.distill.teacher)
     teacher_task, teacher, teacher_tok = load_model(teacher_dir)
@@ -110,7 +110,7 @@ def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | N
     if not same_vocabulary(teacher_tok, tokenizer):
         raise ConfigError(f"config: distill.teacher: {teacher_dir} and model {cfg.model} have different vocabularies; "
                           "the student must share the teacher's tokenizer")
-    return DistillLoss(task, teacher, task.loss_fn(), cfg.distill.temperature, cfg.distill.alpha)
+    return DistillLoss(task, teacher, task.loss_fn(), cfg.distill.temperature, cfg.distill.alpha, cfg.distill.loss)
 
 
 def _first_line(error: BaseException) -> str:

@@ -130,6 +130,8 @@ class DistillConfig(Section):
                                "by T²).")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target loss; 1 - alpha weighs the "
                          "task's own loss on the gold labels.")
+    loss: Literal["kl", "jsd"] = Field("kl", description="Soft-target divergence: kl (forward KL, teacher to "
+                                       "student) or jsd (Jensen-Shannon, symmetric).")
 
 
 class EarlyStoppingConfig(Section):

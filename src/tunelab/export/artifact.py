@@ -192,11 +192,11 @@ def _gguf(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]
         rows.append({"name": name, "precision": precision, "size_bytes": nbytes, "parameters": params,
                      "metric_name": metric_name, "metric": value, "agreement": 1.0, "rows": len(examples)})
     rows[1]["agreement"], rows[1]["max_abs_logit_diff"], rows[1]["positions"] = next_token_parity(
-        module, back, features[:GGUF_ROWS])
+        module, back, features[:PARITY_ROWS])
     return rows
 
 
-GGUF_ROWS = 50  # rows whose every position is compared token by token
+PARITY_ROWS = 50  # rows whose every position is compared token by token
 
 
 def next_token_parity(a: Any, b: Any, features: list[dict[str, Any]]) -> tuple[float, float, int]:

@@ -64,9 +64,9 @@ def speed(task: Task, module: torch.nn.Module, tokenizer: Any, features: list[di
 
 def score(task: Task, module: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
           features: list[dict[str, Any]], batch_size: int) -> tuple[dict[str, Any], list[Any]]:
-    """(metrics, each row's prediction as the task's records give it)."""
+    """(metrics, each row's prediction as the task's records give it; None where they give none, as for sft)."""
     logits = task.logits(module, features, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
-    return task.metrics(logits, examples), [r["prediction"] for r in task.records(logits, examples)]
+    return task.metrics(logits, examples), [r.get("prediction") for r in task.records(logits, examples)]
 
 
 def headline(metrics: dict[str, Any]) -> tuple[str, float]:

@@ -13,6 +13,7 @@ from typing import Any
 from tunelab.config.run import apply_override, build_config, parse_overrides, read_config_file
 from tunelab.data.load import load_splits
 from tunelab.errors import TunelabError
+from tunelab.export.artifact import PARITY_ROWS, next_token_parity
 from tunelab.export.parity import measure
 from tunelab.export.save import load_model
 from tunelab.io import write_json_atomic
@@ -54,6 +55,7 @@ def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: fl
     out = Path(cfg.output_dir)
     rows: list[dict[str, Any]] = []
     reference = None
+    teacher_module = None
     for name, model_dir in (("teacher", teacher_model_dir(str(teacher))), ("student", out / "model")):
         task, module, tokenizer = load_model(model_dir)
         if not rows:
@@ -66,6 +68,12 @@ def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: fl
                                    parameters=count_parameters(module)["total"], precision="fp32",
                                    batch_size=batch_size, reference=reference)
         reference = reference or predictions
+        if task.generates_replies:  # replies: agreement of the greedy next token over the first rows' reply tokens
+            if teacher_module is None:
+                teacher_module = module
+            else:
+                row["agreement"], row["max_abs_logit_diff"], row["positions"] = next_token_parity(
+                    teacher_module, module, features[:PARITY_ROWS])
         rows.append(row)
     write_json_atomic(out / REPORT, {"teacher": str(teacher), "student": cfg.model, "temperature": temperature,
                                      "alpha": alpha, "rows": rows})

@@ -20,6 +20,7 @@ from tunelab.tasks.generation import stop_ids_of
 
 Example = dict[str, Any]
 Features = dict[str, Any]
+TARGETS = ("labels", "start_positions", "end_positions")  # training targets, not model inputs
 
 
 class Task(ABC):
@@ -97,11 +98,29 @@ class Task(ABC):
         """A custom training loss `f(model, batch)`, or None for the model's own loss."""
         return None
 
-    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
-                         temperature: float) -> torch.Tensor:
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
+                         divergence: str = "kl") -> torch.Tensor:
         """Distillation (`distill:`): the student's outputs against the teacher's on one training batch."""
-        raise ConfigError(f"config: distill: task {self.cfg.name} cannot be distilled yet (classification, ner, qa "
-                          "can)")
+        raise ConfigError(f"config: distill: task {self.cfg.name} cannot be distilled yet (classification, ner, qa, "
+                          "sft can)")
+
+    def distill_step(self, model: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
+                     hard: Callable[..., torch.Tensor] | None, temperature: float, alpha: float,
+                     divergence: str = "kl") -> torch.Tensor:
+        """One batch of distillation: `alpha · soft + (1 − alpha) · hard`, hard the task's loss on the gold labels
+        (`hard(model, batch)`, or the model's own), soft `soft_target_loss` against the frozen teacher's outputs."""
+        out = model(**batch)
+        hard_loss = hard(model, batch) if hard is not None else out.loss
+        if alpha == 0:
+            return hard_loss
+        with torch.no_grad():
+            target = teacher(**{k: v for k, v in batch.items() if k not in TARGETS})
+        soft = self.soft_target_loss(out, target, batch, temperature, divergence)
+        return alpha * soft + (1 - alpha) * hard_loss
+
+    def distillable(self) -> bool:
+        return type(self).distill_step is not Task.distill_step or type(self).soft_target_loss is not \
+            Task.soft_target_loss
 
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         """What the training loss is a mean over, counted in `batch`: its labelled tokens for token-level

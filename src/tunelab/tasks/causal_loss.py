@@ -77,8 +77,8 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
 
 
-def token_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll, rows): the float32 cross-entropy of every trained token of the batch and its row index."""
+def trained_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets): the (N, V) logits of the positions whose next token is trained, and those tokens."""
     labels = batch["labels"]
     keep, targets = trained_positions(labels)
     inputs = model_inputs(batch)
@@ -93,7 +93,14 @@ def token_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     if logits.shape[0] != targets.shape[0]:
         raise RuntimeError(f"causal loss: the model returned {logits.shape[0]} rows of logits for "
                            f"{targets.shape[0]} trained positions")
+    return logits, targets
+
+
+def token_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nll, rows): the float32 cross-entropy of every trained token of the batch and its row index."""
+    logits, targets = trained_logits(model, batch)
     nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    keep, _ = trained_positions(batch["labels"])
     return nll, keep.nonzero()[:, 0]
 
 

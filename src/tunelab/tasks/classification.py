@@ -184,11 +184,11 @@ class Classification(Task):
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]
 
-    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
-                         temperature: float) -> torch.Tensor:
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
+                         divergence: str = "kl") -> torch.Tensor:
         if self.cfg.multi_label:
             return soft_binary_kl(student.logits, teacher.logits, temperature)
-        return soft_kl(student.logits, teacher.logits, temperature)
+        return soft_kl(student.logits, teacher.logits, temperature, divergence=divergence)
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
         soft = any(isinstance(ex.get("label"), dict) for ex in examples)

@@ -11,6 +11,7 @@ is weighted by the targets' class weights; soft targets: a plain mean over rows)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -119,16 +120,21 @@ def make_loss_fn(spec: LossSpec) -> Callable[[torch.nn.Module, dict[str, torch.T
 
 
 def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
-            mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Hinton et al.'s soft-target loss: KL(teacher ‖ student) of the softmaxes at `temperature` over the last dim,
-    × T² (so its gradients keep their scale as T changes), averaged over the rows `mask` keeps (all by default)."""
+            mask: torch.Tensor | None = None, divergence: str = "kl") -> torch.Tensor:
+    """Hinton et al.'s soft-target loss: KL(teacher ‖ student) of the softmaxes at `temperature` over the last dim
+    (`divergence="jsd"`: the Jensen-Shannon divergence of the two, symmetric and bounded), × T² (so its gradients
+    keep their scale as T changes), averaged over the rows `mask` keeps (all by default)."""
     t = temperature
     log_s = torch.log_softmax(student.float() / t, -1)
     log_t = torch.log_softmax(teacher.float() / t, -1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+    if divergence == "jsd":
+        log_m = torch.logsumexp(torch.stack([log_s, log_t]), 0) - math.log(2)
+        div = 0.5 * (log_t.exp() * (log_t - log_m)).sum(-1) + 0.5 * (log_s.exp() * (log_s - log_m)).sum(-1)
+    else:
+        div = (log_t.exp() * (log_t - log_s)).sum(-1)
     if mask is not None:
-        kl = kl[mask]
-    return kl.mean() * t * t if kl.numel() else student.sum() * 0
+        div = div[mask]
+    return div.mean() * t * t if div.numel() else student.sum() * 0
 
 
 def soft_binary_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

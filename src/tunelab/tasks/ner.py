@@ -161,10 +161,10 @@ class Ner(Task):
     def loss_fn(self) -> Any:
         return make_loss_fn(self._loss) if self._loss is not None else None
 
-    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
-                         temperature: float) -> torch.Tensor:
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
+                         divergence: str = "kl") -> torch.Tensor:
         """Per token, on the tokens that carry a word's tag (the first piece of each word)."""
-        return soft_kl(student.logits, teacher.logits, temperature, batch["labels"] != -100)
+        return soft_kl(student.logits, teacher.logits, temperature, batch["labels"] != -100, divergence)
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]

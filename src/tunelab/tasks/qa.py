@@ -162,12 +162,12 @@ class Qa(Task):
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n == "qa_outputs"]
 
-    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor],
-                         temperature: float) -> torch.Tensor:
+    def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
+                         divergence: str = "kl") -> torch.Tensor:
         """Start and end distributions over the window's positions (padding excluded), averaged."""
         pad = batch["attention_mask"] == 0
         return sum(soft_kl(getattr(student, k).masked_fill(pad, -1e4), getattr(teacher, k).masked_fill(pad, -1e4),
-                           temperature) for k in ("start_logits", "end_logits")) / 2
+                           temperature, divergence=divergence) for k in ("start_logits", "end_logits")) / 2
 
     def _questions(self, examples: Sequence[Example], tokenizer: Any) -> list[str]:
         """Questions cut to `max_question_length` tokens (at a token's end, by character offset)."""

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -47,9 +48,10 @@ from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
-from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count
+from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count, trained_logits
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
 from tunelab.tasks.generation import GenerationConfig, generate
+from tunelab.tasks.losses import soft_kl
 from tunelab.tasks.packing import collate_packed, pack
 
 ROLES = ("system", "user", "assistant")
@@ -290,6 +292,19 @@ class Sft(Task):
 
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         return trained_count(batch)
+
+    def distill_step(self, model: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
+                     hard: Callable[..., torch.Tensor] | None, temperature: float, alpha: float,
+                     divergence: str = "kl") -> torch.Tensor:
+        """Token-level logit distillation: the student's and the teacher's distributions over the vocabulary at the
+        reply positions only (the logits of those positions alone are computed, as for the loss)."""
+        logits, targets = trained_logits(model, batch)
+        hard_loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0
+        if alpha == 0:
+            return hard_loss
+        with torch.no_grad():
+            target, _ = trained_logits(teacher, batch)
+        return alpha * soft_kl(logits, target, temperature, divergence=divergence) + (1 - alpha) * hard_loss
 
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],

@@ -17,29 +17,21 @@ from tunelab.models.decoder_heads import load_head
 from tunelab.models.student import keep_layers, parse_layers
 from tunelab.tasks.base import Task
 
-TARGETS = ("labels", "start_positions", "end_positions")
-
 
 class DistillLoss:
     """`loss(model, batch)` for the engine: the student's hard loss blended with the soft targets of `teacher`."""
 
     def __init__(self, task: Task, teacher: torch.nn.Module, hard: Callable[..., torch.Tensor] | None,
-                 temperature: float, alpha: float) -> None:
+                 temperature: float, alpha: float, divergence: str = "kl") -> None:
         self.task, self.teacher, self.hard = task, teacher.eval().requires_grad_(False), hard
-        self.temperature, self.alpha = temperature, alpha
+        self.temperature, self.alpha, self.divergence = temperature, alpha, divergence
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = model(**batch)
-        hard = self.hard(model, batch) if self.hard is not None else out.loss
-        if self.alpha == 0:
-            return hard
         device = batch["input_ids"].device
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
-        with torch.no_grad():
-            teacher = self.teacher(**{k: v for k, v in batch.items() if k not in TARGETS})
-        soft = self.task.soft_target_loss(out, teacher, batch, self.temperature)
-        return self.alpha * soft + (1 - self.alpha) * hard
+        return self.task.distill_step(model, self.teacher, batch, self.hard, self.temperature, self.alpha,
+                                      self.divergence)
 
 
 def teacher_model_dir(teacher: str) -> Path:
