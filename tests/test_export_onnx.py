@@ -141,9 +141,9 @@ def test_bad_input_is_one_line(cls_run: Path, tiny_chat_run: Path, tmp_path: Pat
     cases = [
         ([str(tiny_chat_run), "--format", "onnx"], "task sft does not export to onnx"),
         ([str(cls_run), "--format", "onnx", "--quantize", "q8_0"], "onnx takes int8, not 'q8_0'"),
-        ([str(cls_run), "--format", "tflite"], "'tflite' is not one of onnx, gguf"),
+        ([str(cls_run), "--format", "tflite"], "'tflite' is not one of onnx, gguf, torch"),
         ([str(cls_run), "--format", "onnx", "--merge"], "say what to export"),
-        ([str(cls_run), "--format", "gguf"], "task classification does not export to gguf (onnx)"),
+        ([str(cls_run), "--format", "gguf"], "task classification does not export to gguf (onnx, torch)"),
         ([str(cls_run)], "say what to export"),
         ([str(tmp_path / "nowhere"), "--format", "onnx"], "no such directory"),
         ([str(cls_run), "--format", "onnx", "--output", str(cls_run / "model")], "would replace the model"),
