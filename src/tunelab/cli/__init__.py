@@ -6,6 +6,7 @@ baseline), `model` (eval, predict, chat, export), `info` (models, env, schema, r
 from tunelab.cli import train  # noqa: F401 - imported for its command registrations
 from tunelab.cli import model  # noqa: F401
 from tunelab.cli import info  # noqa: F401
+from tunelab.cli import serve  # noqa: F401
 from tunelab.cli.common import app
 
 # isort: on

@@ -1,0 +1,46 @@
+"""`tunelab serve`: the HTTP API (tunelab.serve) on uvicorn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from tunelab.cli.common import app, user_errors
+
+
+@app.command()
+@user_errors
+def serve(
+    paths: list[Path] = typer.Argument(..., help="Run directories (or model / export directories) to serve; a run's "
+                                       "ONNX export is used when it passed its parity gate."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="TUNELAB_API_KEY", help="Require `Authorization: "
+                                       "Bearer <key>` (also TUNELAB_API_KEY)."),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most inputs per forward pass (predict)."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0, help="How long a predict request waits for "
+                                      "others to share its forward pass."),
+    max_queue: int = typer.Option(1024, "--max-queue", min=1, help="Most inputs waiting; beyond: 503."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most new tokens a completion may ask for."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
+                                          "(repeatable; default: none)."),
+    torch_only: bool = typer.Option(False, "--torch", help="Serve RUN/model even when an ONNX export exists."),
+) -> None:
+    """Serve tuned models over HTTP: /v1/predict, OpenAI-compatible /v1/chat/completions and /v1/completions,
+    /v1/models, /health, /metrics. Binds 127.0.0.1 unless told otherwise."""
+    import uvicorn
+
+    from tunelab.serve.app import create_app
+    from tunelab.serve.models import served_models
+    from tunelab.serve.schemas import Settings
+
+    models = served_models(paths, prefer_exports=not torch_only)
+    settings = Settings(api_key=api_key or os.environ.get("TUNELAB_API_KEY") or None, max_batch=max_batch,
+                        max_wait_ms=max_wait_ms, max_queue=max_queue, max_tokens=max_tokens,
+                        cors_origins=tuple(cors_origin))
+    for s in models:
+        typer.echo(f"serve: {s.name} ({s.model.task.cfg.name}) from {s.model.path}", err=True)
+    uvicorn.run(create_app(models, settings), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=30)

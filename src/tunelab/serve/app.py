@@ -1,0 +1,295 @@
+"""The FastAPI application of `tunelab serve`.
+
+- `POST /v1/predict` — classification / NER / QA models: one output row per input, the rows `tunelab predict` writes;
+  concurrent requests share forward passes (serve/batcher.py).
+- `POST /v1/chat/completions`, `POST /v1/completions` — OpenAI-compatible, for chat (sft) models: `max_tokens`,
+  `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts. Replies are generated one at
+  a time per model (continuous batching of several conversations is not built yet).
+- `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue).
+- A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
+  bad field (named), 503 with Retry-After when the queue is full. CORS only for the origins named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from tunelab.api import Model
+from tunelab.errors import TunelabError
+from tunelab.serve.batcher import MicroBatcher, QueueFull
+from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
+from tunelab.tasks.chat_template import prompt_ids
+from tunelab.tasks.generation import with_overrides
+from tunelab.tasks.streaming import stream_reply
+
+
+@dataclass
+class Served:
+    """One model the server answers for, under `name`."""
+
+    name: str
+    model: Model
+    batcher: MicroBatcher | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def chat(self) -> bool:
+        return self.model.task.generates_replies
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("tunelab_requests", "HTTP requests", ["path", "status"], registry=r)
+        self.latency = Histogram("tunelab_request_seconds", "Request latency", ["path"], registry=r,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.batch = Histogram("tunelab_batch_size", "Inputs per forward pass", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.tokens = Counter("tunelab_generated_tokens", "Tokens generated", ["model"], registry=r)
+        self.token_rate = Gauge("tunelab_tokens_per_second", "Decode speed of the last reply", ["model"], registry=r)
+        self.queue = Gauge("tunelab_queue_inputs", "Inputs waiting or running", ["model"], registry=r)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status, headers=headers)
+
+
+def _invalid(field: str, message: str) -> HTTPException:
+    """A 422 naming the field, shaped like FastAPI's own validation errors."""
+    return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
+class Server:
+    """The endpoints over the served models; `create_app` routes them."""
+
+    def __init__(self, models: list[Served], settings: Settings) -> None:
+        self.models, self.settings, self.metrics = models, settings, Metrics()
+        self.by_name = {s.name: s for s in models}
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        for s in self.models:
+            if not s.chat:
+                s.batcher = MicroBatcher(lambda rows, m=s.model: m.predict(rows, batch_size=len(rows)),
+                                         self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
+                                         on_batch=lambda n, _s: self.metrics.batch.observe(n))
+                await s.batcher.start()
+        yield
+        for s in self.models:  # graceful: what is queued is answered first
+            if s.batcher is not None:
+                await s.batcher.stop()
+
+    async def guard(self, request: Request, call_next: Any) -> Any:
+        start, path, key = time.perf_counter(), request.url.path, self.settings.api_key
+        if key and path != "/health" and request.headers.get("authorization") != f"Bearer {key}":
+            response = _error(401, "missing or wrong API key: send Authorization: Bearer <key>")
+        elif int(request.headers.get("content-length") or 0) > self.settings.max_body_bytes:
+            response = _error(413, f"request body over {self.settings.max_body_bytes} bytes")
+        else:
+            response = await call_next(request)
+        self.metrics.requests.labels(path, str(response.status_code)).inc()
+        self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    def pick(self, name: str | None, chat: bool) -> Served:
+        if name is not None:
+            served = self.by_name.get(name)
+            if served is None:
+                raise HTTPException(404, f"model {name!r} is not served (GET /v1/models lists them)")
+            if served.chat != chat:
+                use = "/v1/chat/completions" if served.chat else "/v1/predict"
+                raise HTTPException(400, f"model {name!r} is a {'chat' if served.chat else 'predict'} model; use {use}")
+            return served
+        fits = [s for s in self.models if s.chat == chat]
+        if not fits:
+            raise HTTPException(400, f"no {'chat' if chat else 'predict'} model is served")
+        return fits[0]
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "models": [s.name for s in self.models]}
+
+    async def prometheus(self) -> PlainTextResponse:
+        for s in self.models:
+            self.metrics.queue.labels(s.name).set(s.batcher.waiting if s.batcher else int(s.lock.locked()))
+        return PlainTextResponse(generate_latest(self.metrics.registry).decode(),
+                                 media_type="text/plain; version=0.0.4")
+
+    async def list_models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": s.name, "object": "model", "owned_by": "tunelab",
+                                            "task": s.model.task.cfg.name, "path": str(s.model.path)}
+                                           for s in self.models]}
+
+    async def predict(self, body: PredictRequest) -> Any:
+        served = self.pick(body.model, chat=False)
+        if len(body.inputs) > self.settings.max_inputs:
+            return _error(413, f"inputs: {len(body.inputs)} inputs, at most {self.settings.max_inputs} per request")
+        assert served.batcher is not None
+        try:
+            outputs = await served.batcher.submit(list(body.inputs))
+        except QueueFull as exc:
+            return _error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
+        except TunelabError as exc:  # a row the task cannot read: the same one line as the CLI's
+            raise _invalid("inputs", str(exc)) from None
+        return {"model": served.name, "outputs": outputs}
+
+    async def chat_completions(self, body: ChatRequest) -> Any:
+        served = self.pick(body.model, chat=True)
+        ids = prompt_ids(served.model.tokenizer, [m.model_dump() for m in body.messages])
+        return await Completion(self, served, ids, body, chat=True).respond()
+
+    async def completions(self, body: CompletionRequest) -> Any:
+        served = self.pick(body.model, chat=True)
+        ids = served.model.tokenizer(body.prompt, add_special_tokens=False)["input_ids"]
+        return await Completion(self, served, ids, body, chat=False).respond()
+
+
+def create_app(models: list[Served], settings: Settings | None = None) -> FastAPI:
+    server = Server(models, settings or Settings())
+    app = FastAPI(title="tunelab serve", lifespan=server.lifespan)
+    if server.settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(server.settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+    app.middleware("http")(server.guard)
+    app.add_api_route("/health", server.health, methods=["GET"])
+    app.add_api_route("/metrics", server.prometheus, methods=["GET"])
+    app.add_api_route("/v1/models", server.list_models, methods=["GET"])
+    app.add_api_route("/v1/predict", server.predict, methods=["POST"])
+    app.add_api_route("/v1/chat/completions", server.chat_completions, methods=["POST"])
+    app.add_api_route("/v1/completions", server.completions, methods=["POST"])
+    app.state.server = server
+    return app
+
+
+class Completion:
+    """One chat or text completion: checked against the limits, generated in a worker thread (one reply at a time
+    per model), answered as one JSON object or as server-sent events."""
+
+    def __init__(self, server: Server, served: Served, ids: list[int], body: Any, chat: bool) -> None:
+        self.server, self.served, self.ids, self.body, self.chat = server, served, ids, body, chat
+        self.cfg = self._config()
+        self.stream = _Stream([body.stop] if isinstance(body.stop, str) else list(body.stop or []))
+        self.info: dict[str, Any] = {}
+        self.ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    def _config(self) -> Any:
+        body, settings, model = self.body, self.server.settings, self.served.model
+        if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
+            raise _invalid("max_tokens", f"at most {settings.max_tokens}")
+        positions = getattr(model.module.config, "max_position_embeddings", None) or settings.max_prompt_tokens
+        limit = min(settings.max_prompt_tokens, positions)
+        if len(self.ids) > limit:
+            raise _invalid("messages" if self.chat else "prompt", f"prompt is {len(self.ids)} tokens, at most {limit}")
+        cfg = with_overrides(model.task.cfg.generation, max_new_tokens=body.max_tokens, temperature=body.temperature,
+                             top_p=body.top_p)
+        if body.seed is not None:
+            cfg = cfg.model_copy(update={"seed": body.seed})
+        return cfg.model_copy(update={"max_new_tokens": max(1, min(cfg.max_new_tokens, positions - len(self.ids)))})
+
+    async def respond(self) -> Any:
+        loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.stream.emit = lambda text: loop.call_soon_threadsafe(self.queue.put_nowait, text)
+        self.done = loop.run_in_executor(None, self._work, loop)
+        if self.body.stream:
+            return StreamingResponse(self._events(), media_type="text/event-stream")
+        parts = []
+        while (piece := await self.queue.get()) is not None:
+            parts.append(piece)
+        await self.done
+        text = "".join(parts).strip()
+        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self._finish()}
+                  if self.chat else {"index": 0, "text": text, "finish_reason": self._finish()})
+        return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
+                "created": self.created, "model": self.served.name, "choices": [choice], "usage": self._usage()}
+
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        model, metrics = self.served.model, self.server.metrics
+        with self.served.lock:  # one reply at a time per model
+            start = time.perf_counter()
+            try:
+                stream_reply(model.module, model.tokenizer, self.ids, self.cfg, model.task.stop_ids(model.tokenizer),
+                             self.stream, self.stream.stopped, self.info)
+            finally:
+                self.stream.flush()
+                loop.call_soon_threadsafe(self.queue.put_nowait, None)
+            tokens = self.info.get("tokens", 0)
+            metrics.tokens.labels(self.served.name).inc(tokens)
+            metrics.token_rate.labels(self.served.name).set(tokens / max(time.perf_counter() - start, 1e-9))
+
+    def _usage(self) -> dict[str, int]:
+        n = self.info.get("tokens", 0)
+        return {"prompt_tokens": len(self.ids), "completion_tokens": n, "total_tokens": len(self.ids) + n}
+
+    def _finish(self) -> str:
+        return "stop" if self.stream.hit else self.info.get("finish", "stop")
+
+    def _chunk(self, delta: dict[str, Any] | str, reason: str | None, usage: bool = False) -> str:
+        choice = ({"index": 0, "delta": delta, "finish_reason": reason} if self.chat
+                  else {"index": 0, "text": delta, "finish_reason": reason})
+        data: dict[str, Any] = {"id": self.ident, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                                "created": self.created, "model": self.served.name, "choices": [choice]}
+        if usage:
+            data["usage"] = self._usage()
+        return "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
+
+    async def _events(self) -> AsyncIterator[str]:
+        if self.chat:
+            yield self._chunk({"role": "assistant", "content": ""}, None)
+        while (piece := await self.queue.get()) is not None:
+            yield self._chunk({"content": piece} if self.chat else piece, None)
+        await self.done
+        yield self._chunk({} if self.chat else "", self._finish(), usage=True)
+        yield "data: [DONE]\n\n"
+
+
+class _Stream:
+    """The reply's text as it streams, cut at the first `stop` string: text that could still begin a stop string is
+    held back until it cannot; once one appears, generation is told to end (`stopped`)."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.keep = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer, self.hit = "", False
+        self.stopped = threading.Event()
+        self.emit: Any = None
+
+    def write(self, text: str) -> None:
+        if self.hit:
+            return
+        self.buffer += text
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.hit = True
+            self.stopped.set()
+            self._send(self.buffer[:cut])
+            self.buffer = ""
+            return
+        safe = len(self.buffer) - self.keep
+        if safe > 0:
+            self._send(self.buffer[:safe])
+            self.buffer = self.buffer[safe:]
+
+    def flush(self) -> None:
+        if not self.hit and self.buffer:
+            self._send(self.buffer)
+        self.buffer = ""
+
+    def _send(self, text: str) -> None:
+        if text:
+            self.emit(text)

@@ -1,0 +1,84 @@
+"""Replies streamed as they are generated (transformers' TextIteratorStreamer, generation in a thread), for
+`tunelab chat` and `tunelab serve`; and fitting a conversation into the model's context."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, TextIO
+
+import torch
+from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+from tunelab.tasks.chat_template import prompt_ids
+from tunelab.tasks.generation import GenerationConfig, generate_kwargs
+
+
+class _Interrupt:
+    """A stopping criterion that ends generation once `event` is set (Ctrl-C in the main thread)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: GenerationConfig, stop: list[int],
+                 out: TextIO, interrupted: threading.Event | None = None, info: dict[str, Any] | None = None) -> str:
+    """Generate one reply to the prompt `ids`, writing its text to `out` as it comes; returns the reply
+    (cut at the first end-of-turn id, special tokens left out, stripped). `info` receives `tokens` (generated, the
+    end-of-turn token included) and `finish` (`stop`, or `length` when max_new_tokens ran out)."""
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    interrupted = interrupted or threading.Event()
+    kwargs = {**generate_kwargs(cfg.model_copy(update={"num_beams": 1}), tokenizer, stop), "streamer": streamer,
+              "stopping_criteria": StoppingCriteriaList([_Interrupt(interrupted)])}
+    device = next(model.parameters()).device
+    input_ids = torch.as_tensor([ids], device=device)
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            with torch.no_grad():
+                result["sequences"] = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                                     **kwargs)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            result["error"] = e
+            streamer.end()
+
+    if cfg.do_sample:
+        torch.manual_seed(cfg.seed)
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        for text in streamer:
+            out.write(text)
+            out.flush()
+    except BaseException:  # Ctrl-C (or a broken output): stop generating before leaving
+        interrupted.set()
+        thread.join()
+        raise
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    new = result["sequences"][0, len(ids):].tolist()
+    end = next((k for k, t in enumerate(new) if t in stop), None)
+    if info is not None:
+        info.update(tokens=len(new) if end is None else end + 1,
+                    finish="length" if end is None and len(new) >= cfg.max_new_tokens else "stop")
+    new = new[: end if end is not None else len(new)]
+    return tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def fit_prompt(tokenizer: Any, messages: list[dict[str, str]], budget: int | None) -> tuple[list[int], int]:
+    """Prompt ids of the conversation, leaving out the oldest turns (never the system message or the last
+    user turn) until it fits `budget` tokens; returns (ids, turns left out)."""
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    dropped = 0
+    while True:
+        ids = prompt_ids(tokenizer, system + turns)
+        if budget is None or len(ids) <= budget or len(turns) <= 1:
+            return ids, dropped
+        # drop the oldest exchange (user + assistant) so roles keep alternating
+        step = 2 if len(turns) > 2 else 1
+        turns, dropped = turns[step:], dropped + step

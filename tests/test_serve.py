@@ -1,0 +1,189 @@
+"""`tunelab serve`: a real uvicorn server on loopback over a tiny classifier and the tiny chat model — predict with
+micro-batching, OpenAI-compatible chat (JSON, server-sent events, and the real `openai` client), completions with a
+stop string, models, health, Prometheus metrics; 401 / 413 / 422 / 503 as documented."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+pytest.importorskip("fastapi")
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def cls_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("serve")
+    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(64, 0))
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"output_dir={tmp / 'sentiment'}",
+            "train.epochs=6", "train.lr=5e-3", "train.batch_size=8", "train.save_steps=0", "train.precision=fp32",
+            "data.validation_split=0.25"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return tmp / "sentiment"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(paths: list[Path], **settings: object) -> Iterator[tuple[str, object]]:
+    import uvicorn
+
+    from tunelab.serve.app import create_app
+    from tunelab.serve.models import served_models
+    from tunelab.serve.schemas import Settings
+
+    application = create_app(served_models(paths), Settings(**settings))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}", application.state.server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(cls_run: Path, tiny_chat_run: Path) -> Iterator[tuple[str, object]]:
+    yield from _start([cls_run, tiny_chat_run], api_key=KEY, max_inputs=8, max_body_bytes=20_000, max_tokens=16,
+                      max_wait_ms=30)
+
+
+def test_auth_health_models_metrics(served: tuple[str, object]) -> None:
+    url, _ = served
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"  # open: load balancers probe it
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    models = httpx.get(f"{url}/v1/models", headers=AUTH).json()["data"]
+    assert [(m["id"], m["task"]) for m in models] == [("sentiment", "classification"), ("run", "sft")]
+    text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    assert "tunelab_requests_total" in text and "tunelab_request_seconds_bucket" in text
+
+
+def test_predict_matches_the_library_and_batches(served: tuple[str, object], cls_run: Path) -> None:
+    import tunelab
+
+    url, server = served
+    inputs = ["good great film", {"text": "awful boring plot"}]
+    res = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["model"] == "sentiment"
+    assert body["outputs"] == tunelab.load(cls_run).predict(inputs)
+    assert [o["pred_label"] for o in body["outputs"]] == ["positive", "negative"]
+
+    def one(i: int) -> str:
+        r = httpx.post(f"{url}/v1/predict", json={"model": "sentiment", "inputs": [f"good film {i}"]}, headers=AUTH)
+        return r.json()["outputs"][0]["pred_label"]
+
+    with ThreadPoolExecutor(12) as pool:
+        labels = list(pool.map(one, range(24)))
+    assert set(labels) == {"positive"}
+    sizes = server.by_name["sentiment"].batcher.stats.sizes  # type: ignore[attr-defined]
+    assert max(sizes) > 1, sizes  # concurrent requests shared forward passes
+
+
+def test_limits_and_validation(served: tuple[str, object]) -> None:
+    url, _ = served
+    res = httpx.post(f"{url}/v1/predict", json={"inputs": ["x"] * 9}, headers=AUTH)
+    assert res.status_code == 413 and "at most 8" in res.json()["error"]["message"]
+    res = httpx.post(f"{url}/v1/predict", content=json.dumps({"inputs": ["x" * 30_000]}), headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert res.status_code == 413
+    for body, field in (({}, "inputs"), ({"inputs": []}, "inputs"), ({"inputs": [3]}, "inputs"),
+                        ({"inputs": ["a"], "temperature": 1}, "temperature")):
+        res = httpx.post(f"{url}/v1/predict", json=body, headers=AUTH)
+        assert res.status_code == 422 and field in json.dumps(res.json()["detail"]), (body, res.text)
+    res = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "say good"}],
+                                                         "max_tokens": 17}, headers=AUTH)
+    assert res.status_code == 422 and "max_tokens" in res.text
+    res = httpx.post(f"{url}/v1/predict", json={"model": "run", "inputs": ["x"]}, headers=AUTH)
+    assert res.status_code == 400 and "/v1/chat/completions" in res.text
+    res = httpx.post(f"{url}/v1/predict", json={"model": "nope", "inputs": ["x"]}, headers=AUTH)
+    assert res.status_code == 404
+
+
+def test_chat_json_stream_and_the_openai_client(served: tuple[str, object]) -> None:
+    url, _ = served
+    request = {"model": "run", "messages": [{"role": "user", "content": "say good"}], "max_tokens": 8,
+               "temperature": 0}
+    res = httpx.post(f"{url}/v1/chat/completions", json=request, headers=AUTH, timeout=60)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    reply = body["choices"][0]["message"]["content"]
+    assert body["object"] == "chat.completion" and reply.startswith("good")
+    assert body["usage"]["completion_tokens"] > 0 and body["usage"]["prompt_tokens"] > 3
+    chunks = []
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json={**request, "stream": True}, headers=AUTH,
+                      timeout=60) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                chunks.append(line[6:])
+    assert chunks[-1] == "[DONE]"
+    parsed = [json.loads(c) for c in chunks[:-1]]
+    streamed = "".join(p["choices"][0]["delta"].get("content", "") for p in parsed)
+    assert streamed.strip() == reply and parsed[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="run", messages=[{"role": "user", "content": "say good"}], max_tokens=8, temperature=0, stream=True)
+        if c.choices]
+    assert "".join(pieces).strip() == reply
+    done = client.chat.completions.create(model="run", messages=[{"role": "user", "content": "say good"}],
+                                          max_tokens=8, temperature=0)
+    assert done.choices[0].message.content == reply
+
+
+def test_completion_stops_at_a_stop_string(served: tuple[str, object]) -> None:
+    url, _ = served
+    base = {"prompt": "<|im_start|>user\nsay good<|im_end|>\n<|im_start|>assistant\n", "max_tokens": 8,
+            "temperature": 0}
+    full = httpx.post(f"{url}/v1/completions", json=base, headers=AUTH, timeout=60).json()["choices"][0]["text"]
+    assert full
+    stop = full.strip()[1:3] or full.strip()[:1]
+    cut = httpx.post(f"{url}/v1/completions", json={**base, "stop": [stop]}, headers=AUTH, timeout=60).json()
+    assert stop not in cut["choices"][0]["text"] and cut["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_full_queue_is_refused_with_retry_after(cls_run: Path) -> None:
+    """At most 3 inputs may wait; the first request of 2 waits 400 ms for company, so the next ones do not fit."""
+    for url, _ in _start([cls_run], max_queue=3, max_wait_ms=400):
+        def call(_: int, url: str = url) -> httpx.Response:
+            return httpx.post(f"{url}/v1/predict", json={"inputs": ["good", "bad"]}, timeout=30)
+
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(call, range(4)))
+        assert httpx.post(f"{url}/v1/predict", json={"inputs": ["good"]}, timeout=30).status_code == 200  # drained
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) >= 1 and 503 in statuses, statuses
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and "server busy" in busy.json()["error"]["message"]
+
+
+def test_bad_path_is_one_line(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["serve", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "no such directory" in res.stderr
