@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -85,10 +86,45 @@ async def load(url: str, clients: int, seconds: float) -> dict[str, Any]:
         wall = time.perf_counter() - t0
     ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
     metrics = httpx.get(f"{url}/metrics").text
-    return {"clients": clients, "requests": len(latencies), "errors": sum(errors.values()), "error_kinds": dict(errors),
+    return {"clients": clients, "client": "httpx", "requests": len(latencies), "errors": sum(errors.values()),
+            "error_kinds": dict(errors),
             "rps": round(len(latencies) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "batch_sizes": batch_histogram(metrics)}
+
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"inputs": ["a gorgeous, witty, seductive movie that is also quite long"]}'
+"""
+
+
+def load_wrk(url: str, clients: int, seconds: float) -> dict[str, Any]:
+    """The same load from wrk (a C load generator: the Python client's own CPU cost stays out of the numbers)."""
+    script = Path("/tmp/tunelab-wrk.lua")
+    script.write_text(WRK_SCRIPT)
+    out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "--timeout", "60s",
+                          "-s", str(script), f"{url}/v1/predict"], capture_output=True, text=True, check=True).stdout
+
+    def ms(text: str) -> float:
+        value = float(text.rstrip("usm"))
+        return value / 1000 if text.endswith("us") else value * 1000 if text.endswith("s") and not text.endswith(
+            "ms") else value
+
+    pct = {line.split()[0]: ms(line.split()[1]) for line in out.splitlines() if line.strip().startswith(
+        ("50%", "90%", "99%"))}
+    requests = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
+    errors = 0
+    for line in out.splitlines():
+        if "Non-2xx" in line:
+            errors += int(line.split(":")[1])
+        elif "Socket errors" in line:  # Socket errors: connect 0, read 0, write 0, timeout 0
+            errors += sum(int(part.split()[-1]) for part in line.split(":", 1)[1].split(","))
+    rps = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    metrics = httpx.get(f"{url}/metrics").text
+    return {"clients": clients, "client": "wrk", "requests": requests, "errors": errors, "rps": round(rps, 1),
+            "p50_ms": round(pct.get("50%", 0), 2), "p90_ms": round(pct.get("90%", 0), 2),
+            "p99_ms": round(pct.get("99%", 0), 2), "batch_sizes": batch_histogram(metrics)}
 
 
 def batch_histogram(metrics: str) -> dict[str, int]:
@@ -148,7 +184,10 @@ def main() -> None:
         try:
             for clients in ((1, args.clients) if not extra else (args.clients,)):
                 seconds = args.seconds if clients > 1 else min(args.seconds, 10)
-                rows.append({"server": label, **asyncio.run(load(url, clients, seconds))})
+                if clients > 1 and shutil.which("wrk"):
+                    rows.append({"server": label, **load_wrk(url, clients, seconds)})
+                else:
+                    rows.append({"server": label, **asyncio.run(load(url, clients, seconds))})
         finally:
             stop(proc)
     direct = in_process(args.run)
@@ -161,7 +200,8 @@ def main() -> None:
             stop(proc)
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     print(f"machine: {machine}; in-process Model.predict p50: {direct} ms")
-    print_table(rows, ["server", "clients", "requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms", "batch_sizes"])
+    print_table(rows, ["server", "client", "clients", "requests", "errors", "rps", "p50_ms", "p90_ms", "p95_ms",
+                       "p99_ms", "batch_sizes"])
     if chat:
         print_table(chat, ["streams", "tokens", "wall_s", "tokens_per_s"])
     result = {"machine": machine, "in_process_p50_ms": direct, "predict": rows, "chat": chat}

@@ -170,13 +170,14 @@ def test_completion_stops_at_a_stop_string(served: tuple[str, object]) -> None:
 
 
 def test_a_full_queue_is_refused_with_retry_after(cls_run: Path) -> None:
-    """At most 3 inputs may wait; the first request of 2 waits 400 ms for company, so the next ones do not fit."""
+    """At most 3 inputs may wait: of 16 requests of 2 inputs sent at once, those that arrive while another is queued
+    or running do not fit (under load each batch also waits 400 ms for company, so they overlap)."""
     for url, _ in _start([cls_run], max_queue=3, max_wait_ms=400):
         def call(_: int, url: str = url) -> httpx.Response:
             return httpx.post(f"{url}/v1/predict", json={"inputs": ["good", "bad"]}, timeout=30)
 
-        with ThreadPoolExecutor(4) as pool:
-            responses = list(pool.map(call, range(4)))
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(call, range(16)))
         assert httpx.post(f"{url}/v1/predict", json={"inputs": ["good"]}, timeout=30).status_code == 200  # drained
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) >= 1 and 503 in statuses, statuses

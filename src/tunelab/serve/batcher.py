@@ -1,7 +1,9 @@
-"""Dynamic micro-batching: concurrent `/v1/predict` requests wait at most `max_wait_ms` for each other and run as one
-forward pass of at most `max_batch` inputs (a request larger than that runs alone), in one worker thread so that the
-event loop keeps accepting requests. The queue is bounded (`max_queue` inputs waiting): beyond it a request is refused
-at once (HTTP 503 with Retry-After), never left in an unbounded backlog. TEI and Triton batch the same way."""
+"""Dynamic micro-batching: concurrent `/v1/predict` requests run as one forward pass of at most `max_batch` inputs
+(a request larger than that runs alone), in one worker thread so that the event loop keeps accepting requests. Each
+batch takes what queued up while the previous one ran; under load (several requests at once) it also waits up to
+`max_wait_ms` for more, while a lone request on an idle server runs at once. The queue is bounded (`max_queue`
+inputs waiting): beyond it a request is refused at once (HTTP 503 with Retry-After), never left in an unbounded
+backlog. TEI and Triton batch the same way."""
 
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[tuple[list[Any], asyncio.Future[list[Any]]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-batch")
+        self._busy = False  # the last batch held several requests: wait for company
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -73,7 +76,13 @@ class MicroBatcher:
         while True:
             first = await self._queue.get()
             group, size = [first], len(first[0])
-            deadline = loop.time() + self.max_wait
+            while size < self.max_batch and not self._queue.empty():  # what arrived while the last batch ran
+                nxt = self._queue.get_nowait()
+                group.append(nxt)
+                size += len(nxt[0])
+            # wait for company only under load (several requests now or in the last batch): a lone request on an
+            # idle server goes at once instead of paying max_wait_ms
+            deadline = loop.time() + (self.max_wait if len(group) > 1 or self._busy else 0)
             while size < self.max_batch:
                 left = deadline - loop.time()
                 if left <= 0:
@@ -84,6 +93,7 @@ class MicroBatcher:
                     break
                 group.append(nxt)
                 size += len(nxt[0])
+            self._busy = len(group) > 1
             items = [x for request, _ in group for x in request]
             start = time.perf_counter()
             try:
