@@ -103,8 +103,9 @@ def load_wrk(url: str, clients: int, seconds: float) -> dict[str, Any]:
     """The same load from wrk (a C load generator: the Python client's own CPU cost stays out of the numbers)."""
     script = Path("/tmp/tunelab-wrk.lua")
     script.write_text(WRK_SCRIPT)
-    out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "--timeout", "60s",
-                          "-s", str(script), f"{url}/v1/predict"], capture_output=True, text=True, check=True).stdout
+    command = ["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "--timeout", "60s",
+               "-s", str(script), f"{url}/v1/predict"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
     def ms(text: str) -> float:
         value = float(text.rstrip("usm"))
@@ -184,7 +185,7 @@ def main() -> None:
         try:
             for clients in ((1, args.clients) if not extra else (args.clients,)):
                 seconds = args.seconds if clients > 1 else min(args.seconds, 10)
-                if clients > 1 and shutil.which("wrk"):
+                if shutil.which("wrk"):
                     rows.append({"server": label, **load_wrk(url, clients, seconds)})
                 else:
                     rows.append({"server": label, **asyncio.run(load(url, clients, seconds))})

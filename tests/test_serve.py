@@ -188,3 +188,20 @@ def test_a_full_queue_is_refused_with_retry_after(cls_run: Path) -> None:
 def test_bad_path_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["serve", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no such directory" in res.stderr
+
+
+def test_concurrent_chats_share_generate_calls(served: tuple[str, object]) -> None:
+    url, server = served
+    words = ["good", "film", "bad", "plot"]
+
+    def ask(word: str) -> str:
+        body = {"messages": [{"role": "user", "content": f"say {word}"}], "max_tokens": 6, "temperature": 0}
+        res = httpx.post(f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=60)
+        assert res.status_code == 200, res.text
+        return res.json()["choices"][0]["message"]["content"]
+
+    alone = [ask(w) for w in words]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(ask, words * 2))
+    assert together == alone * 2  # left-padded rows of one batch answer as they do alone
+    assert max(server.by_name["run"].chat_batcher.sizes) > 1  # type: ignore[attr-defined]

@@ -3,8 +3,8 @@
 - `POST /v1/predict` — classification / NER / QA models: one output row per input, the rows `tunelab predict` writes;
   concurrent requests share forward passes (serve/batcher.py).
 - `POST /v1/chat/completions`, `POST /v1/completions` — OpenAI-compatible, for chat (sft) models: `max_tokens`,
-  `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts. Replies are generated one at
-  a time per model (continuous batching of several conversations is not built yet).
+  `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts. Concurrent requests share
+  `generate()` calls (serve/chat_batcher.py).
 - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue).
 - A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
   bad field (named), 503 with Retry-After when the queue is full. CORS only for the origins named.
@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -29,10 +29,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from tunelab.api import Model
 from tunelab.errors import TunelabError
 from tunelab.serve.batcher import MicroBatcher, QueueFull
+from tunelab.serve.chat_batcher import ChatBatcher, Job
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import with_overrides
-from tunelab.tasks.streaming import stream_reply
 
 
 @dataclass
@@ -41,8 +41,8 @@ class Served:
 
     name: str
     model: Model
-    batcher: MicroBatcher | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    batcher: MicroBatcher | None = None  # predict models
+    chat_batcher: ChatBatcher | None = None  # chat models
 
     @property
     def chat(self) -> bool:
@@ -82,7 +82,11 @@ class Server:
     @asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         for s in self.models:
-            if not s.chat:
+            if s.chat:
+                tok = s.model.tokenizer
+                s.chat_batcher = ChatBatcher(s.model.module, tok, s.model.task.stop_ids(tok),
+                                             self.settings.max_chat_batch)
+            else:
                 s.batcher = MicroBatcher(lambda rows, m=s.model: m.predict(rows, batch_size=len(rows)),
                                          self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
                                          on_batch=lambda n, _s: self.metrics.batch.observe(n))
@@ -123,7 +127,8 @@ class Server:
 
     async def prometheus(self) -> PlainTextResponse:
         for s in self.models:
-            self.metrics.queue.labels(s.name).set(s.batcher.waiting if s.batcher else int(s.lock.locked()))
+            waiting = s.batcher.waiting if s.batcher else len(s.chat_batcher.pending) if s.chat_batcher else 0
+            self.metrics.queue.labels(s.name).set(waiting)
         return PlainTextResponse(generate_latest(self.metrics.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 
@@ -205,7 +210,7 @@ class Completion:
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.stream.emit = lambda text: loop.call_soon_threadsafe(self.queue.put_nowait, text)
-        self.done = loop.run_in_executor(None, self._work, loop)
+        self.done = asyncio.ensure_future(self._generate())
         if self.body.stream:
             return StreamingResponse(self._events(), media_type="text/event-stream")
         parts = []
@@ -218,19 +223,19 @@ class Completion:
         return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.served.name, "choices": [choice], "usage": self._usage()}
 
-    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
-        model, metrics = self.served.model, self.server.metrics
-        with self.served.lock:  # one reply at a time per model
-            start = time.perf_counter()
-            try:
-                stream_reply(model.module, model.tokenizer, self.ids, self.cfg, model.task.stop_ids(model.tokenizer),
-                             self.stream, self.stream.stopped, self.info)
-            finally:
-                self.stream.flush()
-                loop.call_soon_threadsafe(self.queue.put_nowait, None)
-            tokens = self.info.get("tokens", 0)
-            metrics.tokens.labels(self.served.name).inc(tokens)
-            metrics.token_rate.labels(self.served.name).set(tokens / max(time.perf_counter() - start, 1e-9))
+    async def _generate(self) -> None:
+        assert self.served.chat_batcher is not None
+        job = Job(self.ids, self.cfg, self.stream.write, self.stream.stopped)
+        start = time.perf_counter()
+        try:
+            await self.served.chat_batcher.submit(job)
+        finally:
+            self.stream.flush()
+            self.queue.put_nowait(None)
+        self.info.update(tokens=len(job.tokens), finish=job.finish)
+        metrics = self.server.metrics
+        metrics.tokens.labels(self.served.name).inc(len(job.tokens))
+        metrics.token_rate.labels(self.served.name).set(len(job.tokens) / max(time.perf_counter() - start, 1e-9))
 
     def _usage(self) -> dict[str, int]:
         n = self.info.get("tokens", 0)

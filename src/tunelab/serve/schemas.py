@@ -17,6 +17,7 @@ class Settings:
     max_inputs: int = 256  # inputs per /v1/predict request
     max_body_bytes: int = 1 << 20  # request body; beyond: 413
     max_tokens: int = 1024  # most new tokens a completion may ask for
+    max_chat_batch: int = 8  # concurrent completions of one model in one generate() call
     max_prompt_tokens: int = 4096  # longest prompt accepted (also bounded by the model's positions)
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
 

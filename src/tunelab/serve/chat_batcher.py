@@ -1,0 +1,130 @@
+"""Batched generation for concurrent chat / completion requests of one model: requests that arrive while a batch is
+generating (or within `max_wait_ms` of each other under load) and share their sampling settings are left-padded into
+one `generate()` call, and each row's tokens stream to its own request as they come. This is static batching — a
+batch runs until its longest reply ends, and a request arriving meanwhile waits for the next batch — not the
+continuous batching of vLLM / TGI, which would also need paged attention; on a CPU it already puts several sequences
+in each forward pass, where LLaMA-Factory's HF engine answers one request at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from tunelab.tasks.generation import GenerationConfig, generate_kwargs
+
+
+@dataclass
+class Job:
+    ids: list[int]
+    cfg: GenerationConfig
+    emit: Callable[[str], None]  # called from the generating thread with each new piece of text
+    stopped: threading.Event  # set by the request (a stop string appeared): its row stops emitting
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    done: bool = False
+    finish: str = "stop"
+
+    def key(self) -> tuple[Any, ...]:
+        c = self.cfg
+        return (c.do_sample, c.temperature, c.top_p, c.seed if c.do_sample else None)
+
+
+class _Rows(BaseStreamer):
+    """Splits generate()'s per-step tokens (one per row) to the rows' jobs, decoding each row incrementally."""
+
+    def __init__(self, jobs: list[Job], tokenizer: Any, stop: list[int]) -> None:
+        self.jobs, self.tokenizer, self.stop, self.prompt_seen = jobs, tokenizer, set(stop), False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # the first call carries the prompts
+            self.prompt_seen = True
+            return
+        for job, token in zip(self.jobs, value.reshape(len(self.jobs), -1)[:, -1].tolist(), strict=True):
+            if job.done:
+                continue
+            if token in self.stop:
+                job.tokens.append(token)
+                job.done = True
+                continue
+            job.tokens.append(token)
+            text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # a character still incomplete: wait for its other bytes
+                if not job.stopped.is_set():
+                    job.emit(text[len(job.text):])
+                job.text = text
+            if len(job.tokens) >= job.cfg.max_new_tokens:
+                job.done, job.finish = True, "length"
+
+    def end(self) -> None:
+        for job in self.jobs:
+            if not job.done and job.tokens:
+                text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
+                if text != job.text and not job.stopped.is_set():
+                    job.emit(text[len(job.text):])
+                job.text = text
+            job.done = True
+
+
+class ChatBatcher:
+    """`await batcher.submit(job)` → the job, its reply streamed through `job.emit` meanwhile."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, stop: list[int], max_batch: int = 8,
+                 max_wait_ms: float = 10.0) -> None:
+        self.model, self.tokenizer, self.stop = model, tokenizer, stop
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self.pending: list[tuple[Job, asyncio.Future[Job]]] = []
+        self.running = False
+        self.sizes: list[int] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-generate")
+
+    async def submit(self, job: Job) -> Job:
+        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self.pending.append((job, future))
+        if not self.running:
+            self.running = True
+            asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                if len(self.pending) > 1:  # under load: a moment for more to join
+                    await asyncio.sleep(self.max_wait)
+                key = self.pending[0][0].key()
+                group = [p for p in self.pending if p[0].key() == key][: self.max_batch]
+                self.pending = [p for p in self.pending if p not in group]
+                self.sizes.append(len(group))
+                try:
+                    await loop.run_in_executor(self._pool, self._generate, [j for j, _ in group])
+                except Exception as exc:  # noqa: BLE001 - every request of the batch gets it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for job, future in group:
+                    if not future.done():
+                        future.set_result(job)
+        finally:
+            self.running = False
+
+    def _generate(self, jobs: list[Job]) -> None:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop[0]
+        width = max(len(j.ids) for j in jobs)
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([[pad] * (width - len(j.ids)) + j.ids for j in jobs], device=device)
+        mask = torch.tensor([[0] * (width - len(j.ids)) + [1] * len(j.ids) for j in jobs], device=device)
+        cfg = jobs[0].cfg.model_copy(update={"max_new_tokens": max(j.cfg.max_new_tokens for j in jobs),
+                                             "num_beams": 1})
+        if cfg.do_sample:
+            torch.manual_seed(cfg.seed)
+        with torch.no_grad():
+            self.model.generate(input_ids=ids, attention_mask=mask, streamer=_Rows(jobs, self.tokenizer, self.stop),
+                                **generate_kwargs(cfg, self.tokenizer, self.stop))
