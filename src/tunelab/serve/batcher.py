@@ -1,6 +1,6 @@
 """Dynamic micro-batching: concurrent `/v1/predict` requests run as one forward pass of at most `max_batch` inputs
-(a request larger than that runs alone), in one worker thread so that the event loop keeps accepting requests. Each
-batch takes what queued up while the previous one ran; under load (several requests at once) it also waits up to
+(a request larger than that runs alone), on the event loop's thread (see `_run`). Each batch takes what queued up
+while the previous one ran; under load (several requests at once) it also waits up to
 `max_wait_ms` for more, while a lone request on an idle server runs at once. The queue is bounded (`max_queue`
 inputs waiting): beyond it a request is refused at once (HTTP 503 with Retry-After), never left in an unbounded
 backlog. TEI and Triton batch the same way."""
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,6 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue[tuple[list[Any], asyncio.Future[list[Any]]]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-batch")
         self._busy = False  # the last batch held several requests: wait for company
 
     async def start(self) -> None:
@@ -55,7 +53,6 @@ class MicroBatcher:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
-        self._pool.shutdown(wait=True)
 
     async def submit(self, items: list[Any]) -> list[Any]:
         if self._queue is None:
@@ -97,7 +94,10 @@ class MicroBatcher:
             items = [x for request, _ in group for x in request]
             start = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._pool, self.fn, items)
+                # on the event loop's own thread: torch's OpenMP thread team belongs to the thread that created it, and
+                # a second team (a worker thread's) made every forward pass ~2x slower on this project's CPUs; requests
+                # that arrive meanwhile wait in the socket backlog and form the next batch
+                results = self.fn(items)
             except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
                 for _, future in group:
                     if not future.done():
