@@ -12,22 +12,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import sentiment_rows, write_jsonl
+from conftest import train_sentiment
 from tunelab.cli import app
 from tunelab.export.prune import apply_pruned_heads, attentions, choose_heads, head_counts, head_importance
 
 
 @pytest.fixture(scope="module")
 def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("compress")
-    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(64, 0))
-    val = write_jsonl(tmp / "val.jsonl", sentiment_rows(40, 1))
-    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
-            f"output_dir={tmp / 'run'}", "train.epochs=6", "train.lr=5e-3", "train.batch_size=8",
-            "train.save_steps=0", "train.precision=fp32"]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    return tmp / "run"
+    return train_sentiment(tiny_bert, tmp_path_factory.mktemp("compress") / "run")
 
 
 def _compress(*args: str) -> object:

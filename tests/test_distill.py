@@ -12,22 +12,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import sentiment_rows, write_jsonl
+from conftest import train_sentiment
 from tunelab.cli import app
 
 
 @pytest.fixture(scope="module")
 def teacher(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("distill")
-    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(64, 0))
-    val = write_jsonl(tmp / "val.jsonl", sentiment_rows(40, 1))
-    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
-            f"output_dir={tmp / 'teacher'}", "train.epochs=6", "train.lr=5e-3", "train.batch_size=8",
-            "train.save_steps=0", "train.precision=fp32"]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    assert json.loads((tmp / "teacher" / "metrics.json").read_text())["validation"]["accuracy"] > 0.9
-    return tmp / "teacher"
+    out = train_sentiment(tiny_bert, tmp_path_factory.mktemp("distill") / "teacher")
+    assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] > 0.9
+    return out
 
 
 def test_a_student_cut_from_the_teacher(teacher: Path) -> None:

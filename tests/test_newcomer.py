@@ -52,8 +52,8 @@ def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     assert rows[0]["pred_label"] in ("ham", "spam") and set(rows[0]["scores"]) == {"ham", "spam"}
     api = (f"import tunelab; m = tunelab.load({str(run)!r}); "
            "print(m.predict(['WINNER!! call now to claim'])[0]['pred_label']); "
-           f"print(m.evaluate({VAL!r})['n'])")
+           f"print(m.evaluate({VAL!r}, limit=50)['n'])")  # the first 50 rows: the whole file was scored by eval
     res = subprocess.run([sys.executable, "-c", api], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     label, n = res.stdout.split()
-    assert label in ("ham", "spam") and int(n) == metrics["n"]
+    assert label in ("ham", "spam") and int(n) == 50

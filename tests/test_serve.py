@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import sentiment_rows, write_jsonl
+from conftest import train_sentiment
 from tunelab.cli import app
 
 pytest.importorskip("fastapi")
@@ -26,14 +26,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def cls_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("serve")
-    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(64, 0))
-    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"output_dir={tmp / 'sentiment'}",
-            "train.epochs=6", "train.lr=5e-3", "train.batch_size=8", "train.save_steps=0", "train.precision=fp32",
-            "data.validation_split=0.25"]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    return tmp / "sentiment"
+    return train_sentiment(tiny_bert, tmp_path_factory.mktemp("serve") / "sentiment", validation=False)
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -147,19 +148,26 @@ def export(
     if format_ is None:
         _merge(path, output, tolerance)
         return
-    from tunelab.export.artifact import Gate, ParityError, export_run
-    from tunelab.export.parity import print_rows
+    from tunelab.export.artifact import Gate, export_run
+
+    floor = None if min_agreement is None else min_agreement / 100
+    _gated("export", lambda: export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
+                                        batch_size))
+
+
+def _gated(verb: str, make: Any) -> None:
+    """Run an export-like command: exit 1 with its one line when the parity gate refuses, else the table and where
+    the result went."""
+    from tunelab.export.parity import ParityError, print_rows
 
     try:
-        floor = None if min_agreement is None else min_agreement / 100
-        r = export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
-                       batch_size)
+        r = make()
     except ParityError as exc:
         _fail(str(exc), code=1)
         return
-    print_rows(r.rows, f"export on {r.data}")
+    print_rows(r.rows, f"{verb} on {r.data}")
     note = f" although the gate refused it (--force): {r.refused}" if r.refused else ""
-    typer.echo(f"export: wrote {r.output}{note}", err=True)
+    typer.echo(f"{verb}: wrote {r.output}{note}", err=True)
 
 
 def _merge(path: Path, output: Path | None, tolerance: float) -> None:
@@ -196,13 +204,7 @@ def compress(
 ) -> None:
     """Prune a run's model, fine-tune it briefly to recover, and write it only past the parity gate."""
     from tunelab.export.compress import compress_run
-    from tunelab.export.parity import Gate, ParityError, print_rows
+    from tunelab.export.parity import Gate
 
-    try:
-        r = compress_run(path, prune, recover_epochs, output, data, Gate(min_agreement / 100, max_drop), force)
-    except ParityError as exc:
-        _fail(str(exc), code=1)
-        return
-    print_rows(r.rows, f"compress on {r.data}")
-    note = f" although the gate refused it (--force): {r.refused}" if r.refused else ""
-    typer.echo(f"compress: wrote {r.output}{note}", err=True)
+    _gated("compress", lambda: compress_run(path, prune, recover_epochs, output, data,
+                                            Gate(min_agreement / 100, max_drop), force))

@@ -134,16 +134,24 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         rows = build(task, module, tokenizer, examples, features, tmp, quantize, size, batch_size)
         del module
-        refused = check(rows[0], rows[1], gate, loss=fmt == "gguf")
-        write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
-                                              "max_drop_points": gate.max_drop}, "refused": refused,
-                                              "forced": bool(refused and force), "rows": rows})
-        if refused and not force:
-            raise ParityError(f"export: refused, nothing written: {refused}; --force writes it anyway")
-        commit_dir(tmp, output)
+        refused = gate_and_commit("export", tmp, output, rows, gate, force, source, loss=fmt == "gguf")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(output, rows, refused, source)
+
+
+def gate_and_commit(verb: str, tmp: Path, output: Path, rows: list[dict[str, Any]], gate: Gate, force: bool,
+                    source: str, loss: bool = False, **extra: Any) -> str | None:
+    """Judge the artifact (rows[1]) against the original (rows[0]); write TMP/report.json; move TMP into place unless
+    the gate refuses it without --force (then ParityError: nothing written). Returns the refusal, or None."""
+    refused = check(rows[0], rows[1], gate, loss=loss)
+    write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
+                                          "max_drop_points": gate.max_drop}, "refused": refused,
+                                          "forced": bool(refused and force), **extra, "rows": rows})
+    if refused and not force:
+        raise ParityError(f"{verb}: refused, nothing written: {refused}; --force writes it anyway")
+    commit_dir(tmp, output)
+    return refused
 
 
 def _onnx(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],

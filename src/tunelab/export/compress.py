@@ -21,8 +21,8 @@ from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import load_splits
 from tunelab.errors import TunelabError
-from tunelab.export.artifact import REPORT_FILE, ExportResult, check_output, labelled_rows, locate_model
-from tunelab.export.parity import Gate, ParityError, check, measure
+from tunelab.export.artifact import ExportResult, check_output, gate_and_commit, labelled_rows, locate_model
+from tunelab.export.parity import Gate, measure
 from tunelab.export.prune import (
     apply_pruned_heads,
     choose_heads,
@@ -34,7 +34,7 @@ from tunelab.export.prune import (
     sparsity,
 )
 from tunelab.export.save import META_FILE, load_model
-from tunelab.io import atomic_dir, commit_dir, read_json, write_json_atomic
+from tunelab.io import atomic_dir, read_json
 from tunelab.methods.base import count_parameters
 from tunelab.training import engine
 
@@ -101,14 +101,8 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
             row["zlib_bytes"] = _zlib_size(tmp / "model.safetensors")
             original["zlib_bytes"] = _zlib_size(model_dir / "model.safetensors")
         row.update({k: v for k, v in record.items() if k in ("heads_before", "heads_after", "sparsity")})
-        refused = check(original, row, gate)
         rows = [original, row]
-        write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
-                                              "max_drop_points": gate.max_drop}, "refused": refused,
-                                              "forced": bool(refused and force), "compress": record, "rows": rows})
-        if refused and not force:
-            raise ParityError(f"compress: refused, nothing written: {refused}; --force writes it anyway")
-        commit_dir(tmp, output)
+        refused = gate_and_commit("compress", tmp, output, rows, gate, force, source, compress=record)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(output, rows, refused, source)
