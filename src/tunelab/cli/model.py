@@ -140,8 +140,7 @@ def export(
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="--merge: largest allowed |logit| "
                                     "difference between the merged model and the adapter model (and RUN/model)."),
 ) -> None:
-    """Merge a run's adapter (--merge), or export its model for a faster runtime (--format onnx [--quantize int8]).
-    Every artifact is loaded back and checked before it is written; a refused one exits 1 and writes nothing."""
+    """Merge an adapter (--merge) or export to onnx / torch int8 / gguf, checked before it is written."""
     if merge == (format_ is not None):
         raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
                            "--format onnx|gguf|torch")

@@ -28,8 +28,7 @@ def serve(
                                           "(repeatable; default: none)."),
     torch_only: bool = typer.Option(False, "--torch", help="Serve RUN/model even when an ONNX export exists."),
 ) -> None:
-    """Serve tuned models over HTTP: /v1/predict, OpenAI-compatible /v1/chat/completions and /v1/completions,
-    /v1/models, /health, /metrics. Binds 127.0.0.1 unless told otherwise."""
+    """Serve tuned models over HTTP (/v1/predict, OpenAI-style chat, /metrics); binds 127.0.0.1 by default."""
     import uvicorn
 
     from tunelab.serve.app import create_app

@@ -178,8 +178,7 @@ def distill(
                                    "(e.g. train.epochs=3)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what the output directory holds."),
 ) -> None:
-    """Train a smaller student on the teacher's soft targets and the gold labels; a run directory like train's,
-    plus distill.json: teacher and student side by side (size, metric, agreement, latency)."""
+    """Train a smaller student on a teacher's soft targets and the gold labels; a run, plus distill.json beside."""
     from tunelab.export.parity import print_rows
     from tunelab.studies.distill import distill_run
 
