@@ -137,3 +137,13 @@ def test_sft_token_level_distillation(tiny_chat_run: Path, tmp_path: Path) -> No
     with torch.no_grad():
         other.get_output_embeddings().weight.mul_(3)
     assert float(task.distill_step(model, other, batch, None, 2.0, 1.0, "jsd").detach()) > 1e-4
+
+
+def test_a_task_without_soft_targets_is_refused() -> None:
+    from tunelab.config.sections import DataConfig
+    from tunelab.errors import ConfigError
+    from tunelab.registry import TASKS
+
+    pretrain = TASKS.get("pretrain")
+    with pytest.raises(ConfigError, match="task pretrain cannot be distilled yet"):
+        pretrain(pretrain.Config(name="pretrain"), DataConfig()).check_distillable()

@@ -100,8 +100,7 @@ def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | N
     """The training loss of a `distill:` run: the teacher loaded, checked to share the task, labels and vocabulary."""
     if cfg.distill is None:
         return None
-    if not task.distillable():
-        task.soft_target_loss(None, None, {}, 1.0)  # raises: this task has no soft targets yet
+    task.check_distillable()
     teacher_dir = teacher_model_dir(cfg.distill.teacher)
     teacher_task, teacher, teacher_tok = load_model(teacher_dir)
     if teacher_task.cfg.name != task.cfg.name or teacher_task.metadata() != task.metadata():

@@ -67,15 +67,17 @@ def locate_model(path: Path) -> tuple[Path, Path | None]:
     raise TunelabError(f"{path}: not a run or model directory (no model/{META_FILE}); pass a run's output_dir")
 
 
-def labelled_rows(task: Task, run: Path | None, data: Path | None) -> tuple[list[dict[str, Any]], str]:
-    """(examples, where they came from): --data, else the run's validation split as training made it."""
+def labelled_rows(task: Task, run: Path | None, data: Path | None,
+                  splits: dict[str, list[dict[str, Any]]] | None = None) -> tuple[list[dict[str, Any]], str]:
+    """(examples, where they came from): --data, else the run's validation split as training made it (`splits`:
+    the run's splits when the caller has read them already)."""
     if data is not None:
         return task.parse(read_table(data)), str(data)
     if run is None:
         raise TunelabError("export: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")
     cfg = build_config(read_config_file(run / "config.yaml"))
-    splits = load_splits(cfg.data, task, cfg.train.seed)
+    splits = splits if splits is not None else load_splits(cfg.data, task, cfg.train.seed)
     if "validation" not in splits:
         raise TunelabError(f"export: the run {run} has no validation split; pass --data FILE (labelled rows)")
     return splits["validation"], cfg.data.validation or f"{cfg.data.train} (held-out validation split)"

@@ -53,13 +53,14 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     check_output(output, model_dir)
     cfg = build_config(read_config_file(run / "config.yaml"))
     task, module, tokenizer = load_model(model_dir)
-    examples, source = labelled_rows(task, run, data)
+    splits = load_splits(cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's rows
+    examples, source = labelled_rows(task, run, data, splits)
     features = task.encode(examples, tokenizer)
     size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
     original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
                                   parameters=count_parameters(module)["total"], precision="fp32",
                                   batch_size=batch_size)
-    train = load_splits(cfg.data, task, cfg.train.seed)["train"]
+    train = splits["train"]
     task.configure_loss(cfg.train, train)
     train_features = task.encode(train, tokenizer)
     collate = partial(task.collate, pad_id=tokenizer.pad_token_id)

@@ -101,8 +101,7 @@ class Task(ABC):
     def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
                          divergence: str = "kl") -> torch.Tensor:
         """Distillation (`distill:`): the student's outputs against the teacher's on one training batch."""
-        raise ConfigError(f"config: distill: task {self.cfg.name} cannot be distilled yet (classification, ner, qa, "
-                          "sft can)")
+        raise NotImplementedError
 
     def distill_step(self, model: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
                      hard: Callable[..., torch.Tensor] | None, temperature: float, alpha: float,
@@ -118,9 +117,11 @@ class Task(ABC):
         soft = self.soft_target_loss(out, target, batch, temperature, divergence)
         return alpha * soft + (1 - alpha) * hard_loss
 
-    def distillable(self) -> bool:
-        return type(self).distill_step is not Task.distill_step or type(self).soft_target_loss is not \
-            Task.soft_target_loss
+    def check_distillable(self) -> None:
+        """Refuse (ConfigError) a `distill:` run of a task that overrides neither distillation hook."""
+        if type(self).distill_step is Task.distill_step and type(self).soft_target_loss is Task.soft_target_loss:
+            raise ConfigError(f"config: distill: task {self.cfg.name} cannot be distilled yet (classification, ner, "
+                              "qa, sft can)")
 
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         """What the training loss is a mean over, counted in `batch`: its labelled tokens for token-level
