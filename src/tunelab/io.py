@@ -55,6 +55,11 @@ def write_jsonl_atomic(path: Path | str, rows: Iterable[Any]) -> Path:
     return write_text_atomic(path, "".join(json_line(r) for r in rows))
 
 
+def dir_bytes(path: Path | str) -> int:
+    """Size on disk of every file under `path`."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
 def read_json(path: Path | str) -> Any:
     """The parsed file, or None when it does not exist."""
     path = Path(path)

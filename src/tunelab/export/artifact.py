@@ -9,7 +9,7 @@ it by its path. Default place: RUN/exports/<format>-<quantize or fp32>.
 
 from __future__ import annotations
 
-import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +25,10 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
-from tunelab.export.parity import Gate, ParityError, check, headline, measure
+from tunelab.export.parity import Gate, ParityError, check, headline, measure, measure_fp32
 from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8, quantize_int8, require_torchao, save_int8
-from tunelab.io import atomic_dir, commit_dir, read_json, write_json_atomic
+from tunelab.io import atomic_dir, commit_dir, dir_bytes, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
@@ -124,7 +124,6 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     if not examples:
         raise TunelabError(f"{source}: no labelled rows to check the export on")
     features = task.encode(examples, tokenizer)
-    size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
     build = {"onnx": _onnx, "gguf": _gguf, "torch": _torch}[fmt]
     tmp = atomic_dir(output)
     try:
@@ -133,8 +132,8 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         meta = read_json(model_dir / META_FILE)
         meta["export"] = {"format": fmt, "quantize": quantize, "from": str(model_dir.resolve()),
                           "tunelab_version": __version__}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        rows = build(task, module, tokenizer, examples, features, tmp, quantize, size, batch_size)
+        write_json_atomic(tmp / META_FILE, meta)
+        rows = build(task, module, tokenizer, examples, features, tmp, quantize, model_dir, batch_size)
         del module
         refused = gate_and_commit("export", tmp, output, rows, gate, force, source, loss=fmt == "gguf")
     finally:
@@ -157,11 +156,9 @@ def gate_and_commit(verb: str, tmp: Path, output: Path, rows: list[dict[str, Any
 
 
 def _onnx(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],
-          tmp: Path, quantize: str | None, size: int, batch_size: int) -> list[dict[str, Any]]:
+          tmp: Path, quantize: str | None, model_dir: Path, batch_size: int) -> list[dict[str, Any]]:
     """The fp32 original (the weights the graph is made of) and the onnxruntime graph, measured alike."""
-    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
-                                  parameters=count_parameters(module)["total"], precision="fp32",
-                                  batch_size=batch_size)
+    original, reference = measure_fp32("torch", task, module, tokenizer, examples, features, model_dir, batch_size)
     graph = export_onnx(task, module, tokenizer, tmp, quantize)
     artifact = OnnxModule(graph)
     row, _ = measure("onnx", task, artifact, tokenizer, examples, features, size_bytes=artifact.file_bytes(),
@@ -171,30 +168,28 @@ def _onnx(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]
 
 
 def _torch(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],
-           tmp: Path, quantize: str | None, size: int, batch_size: int) -> list[dict[str, Any]]:
+           tmp: Path, quantize: str | None, model_dir: Path, batch_size: int) -> list[dict[str, Any]]:
     """The fp32 original and the torchao int8 module reloaded from disk, measured alike."""
-    params = count_parameters(module)["total"]
-    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
-                                  parameters=params, precision="fp32", batch_size=batch_size)
+    original, reference = measure_fp32("torch", task, module, tokenizer, examples, features, model_dir, batch_size)
     save_int8(quantize_int8(task, module), tmp)
     back = load_int8(task, tmp)
     row, _ = measure("torchao", task, back, tokenizer, examples, features,
-                     size_bytes=(tmp / TORCH_FILE).stat().st_size, parameters=params, precision="int8",
+                     size_bytes=(tmp / TORCH_FILE).stat().st_size, parameters=original["parameters"], precision="int8",
                      batch_size=batch_size, reference=reference)
     return [original, row]
 
 
 def _gguf(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]],
-          tmp: Path, quantize: str | None, size: int, batch_size: int) -> list[dict[str, Any]]:
+          tmp: Path, quantize: str | None, model_dir: Path, batch_size: int) -> list[dict[str, Any]]:
     """The tuned model and the GGUF file as transformers reads it back: next-token logits on the first rows' trained
     positions (max |Δ|, greedy agreement) and the task metric (validation loss) of each."""
-    quantize = quantize or "f16"
+    assert quantize is not None  # export_run: f16 unless asked otherwise
     check_exportable(module, tokenizer)
     write_gguf(module, tokenizer, tmp / GGUF_FILE, quantize, name=str(read_json(tmp / META_FILE)["base_model"]))
     back = load_gguf(task, tmp)
     params = count_parameters(module)["total"]
     rows = []
-    for name, model, precision, nbytes in (("torch", module, "fp32", size),
+    for name, model, precision, nbytes in (("torch", module, "fp32", dir_bytes(model_dir)),
                                            ("gguf", back, quantize, (tmp / GGUF_FILE).stat().st_size)):
         with precision_scope("fp32"):
             metrics = task.metrics(logits_for(task, model, tokenizer, examples, batch_size, features), examples)
@@ -235,14 +230,7 @@ def onnx_parameters(graph: Path) -> int:
     import onnx
 
     model = onnx.load(str(graph), load_external_data=False)
-    return sum(int(_numel(t.dims)) for t in model.graph.initializer)
-
-
-def _numel(dims: Any) -> int:
-    n = 1
-    for d in dims:
-        n *= int(d)
-    return n
+    return sum(math.prod(t.dims) for t in model.graph.initializer)
 
 
 __all__ = ["FORMATS", "ONNX_FILE", "ExportResult", "Gate", "ParityError", "export_run", "locate_model"]

@@ -6,7 +6,6 @@ take. The pruning itself: export/prune.py."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import zlib
@@ -22,7 +21,7 @@ from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import load_splits
 from tunelab.errors import TunelabError
 from tunelab.export.artifact import ExportResult, check_output, gate_and_commit, labelled_rows, locate_model
-from tunelab.export.parity import Gate, measure
+from tunelab.export.parity import Gate, measure_fp32
 from tunelab.export.prune import (
     apply_pruned_heads,
     choose_heads,
@@ -34,8 +33,7 @@ from tunelab.export.prune import (
     sparsity,
 )
 from tunelab.export.save import META_FILE, load_model
-from tunelab.io import atomic_dir, read_json
-from tunelab.methods.base import count_parameters
+from tunelab.io import atomic_dir, read_json, write_json_atomic
 from tunelab.training import engine
 
 IMPORTANCE_ROWS = 512  # training rows whose gradients score the heads
@@ -56,10 +54,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     splits = load_splits(cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's rows
     examples, source = labelled_rows(task, run, data, splits)
     features = task.encode(examples, tokenizer)
-    size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
-    original, reference = measure("torch", task, module, tokenizer, examples, features, size_bytes=size,
-                                  parameters=count_parameters(module)["total"], precision="fp32",
-                                  batch_size=batch_size)
+    original, reference = measure_fp32("torch", task, module, tokenizer, examples, features, model_dir, batch_size)
     train = splits["train"]
     task.configure_loss(cfg.train, train)
     train_features = task.encode(train, tokenizer)
@@ -88,16 +83,13 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     if masks is not None:
         make_permanent(masks)
         record["sparsity"] = round(sparsity(module), 4)
-    module = module.float().eval()
+    module = module.float().eval()  # as saved: fp32, whatever the recovery's precision
     tmp = atomic_dir(output)
     try:
         _save(module, tokenizer, model_dir, tmp, record)
         del module
         task2, back, _ = load_model(tmp)
-        nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-        row, _ = measure("pruned", task2, back, tokenizer, examples, features, size_bytes=nbytes,
-                         parameters=int(sum(p.numel() for p in back.parameters())), precision="fp32",
-                         batch_size=batch_size, reference=reference)
+        row, _ = measure_fp32("pruned", task2, back, tokenizer, examples, features, tmp, batch_size, reference)
         if kind == "magnitude":
             row["zlib_bytes"] = _zlib_size(tmp / "model.safetensors")
             original["zlib_bytes"] = _zlib_size(model_dir / "model.safetensors")
@@ -118,7 +110,7 @@ def _save(module: torch.nn.Module, tokenizer: Any, model_dir: Path, out: Path, r
     meta["compressed"] = record
     if "pruned_heads" in record:
         meta["pruned_heads"] = record["pruned_heads"]
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(out / META_FILE, meta)
 
 
 def _zlib_size(path: Path) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, require
 from tunelab.models.onnx_module import ONNX_FILE, require_onnxruntime
 from tunelab.tasks.base import Task
 
@@ -51,12 +51,8 @@ def sample_batch(tokenizer: Any) -> dict[str, torch.Tensor]:
 def export_onnx(task: Task, model: torch.nn.Module, tokenizer: Any, out_dir: Path, quantize: str | None) -> Path:
     """Write OUT_DIR/model.onnx (fp32, or int8 weights with `quantize="int8"`); return its path."""
     require_onnxruntime()
-    try:
-        import onnx  # noqa: F401 - the exporter's own requirement, checked here for a clear message
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise TunelabError("export --format onnx needs the onnx and onnxscript packages: "
-                           "pip install 'tunelab[onnx]'") from None
+    for package in ("onnx", "onnxscript"):  # the exporter's own requirements, checked here for a clear message
+        require(package, "export --format onnx needs the onnx and onnxscript packages: pip install 'tunelab[onnx]'")
     if not task.onnx_outputs:
         raise TunelabError(f"export --format onnx: task {task.cfg.name} has no ONNX export (classification, ner, qa "
                            "have); causal LMs export with --format gguf")

@@ -8,12 +8,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from tunelab.errors import TunelabError
+from tunelab.io import dir_bytes
+from tunelab.methods.base import count_parameters
+from tunelab.models.inference import TARGETS
 from tunelab.models.precision import autocast_dtype, precision_scope
 from tunelab.tasks.base import Task
 
@@ -48,13 +52,12 @@ def speed(task: Task, module: torch.nn.Module, tokenizer: Any, features: list[di
           precision: str = "auto") -> dict[str, Any]:
     """Latency p50 / p95 (ms) and throughput (rows/s) at batch 1 and batch 32, rows in the split's order."""
     collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
-    targets = ("labels", "start_positions", "end_positions")
     out: dict[str, Any] = {}
     for size, calls in ((1, LATENCY_ROWS), (32, LATENCY_BATCHES)):
         chunks = [features[s : s + size] for s in range(0, min(len(features), size * calls), size)]
         if not chunks:
             continue
-        batches = [{k: v for k, v in collate(c).items() if k not in targets} for c in chunks]
+        batches = [{k: v for k, v in collate(c).items() if k not in TARGETS} for c in chunks]
         seconds = timed_calls(module, batches, precision)
         out[f"batch{size}"] = {"p50_ms": round(1000 * float(np.percentile(seconds, 50)), 3),
                                "p95_ms": round(1000 * float(np.percentile(seconds, 95)), 3),
@@ -116,6 +119,15 @@ def measure(name: str, task: Task, module: torch.nn.Module, tokenizer: Any, exam
            "agreement": agreement(reference, predictions) if reference is not None else 1.0,
            "rows": len(examples), **speed(task, module, tokenizer, features, precision)}
     return row, predictions
+
+
+def measure_fp32(name: str, task: Task, module: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
+                 features: list[dict[str, Any]], directory: Path, batch_size: int,
+                 reference: list[Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """`measure` for a PyTorch model saved in `directory` (its size on disk), in fp32, with its parameter count."""
+    return measure(name, task, module, tokenizer, examples, features, size_bytes=dir_bytes(directory),
+                   parameters=count_parameters(module)["total"], precision="fp32", batch_size=batch_size,
+                   reference=reference)
 
 
 def print_rows(rows: Sequence[dict[str, Any]], title: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import transformers
 
-from tunelab.errors import TunelabError
+from tunelab.errors import require
 from tunelab.tasks.base import Task
 
 TORCH_FILE = "model.pt"
@@ -25,11 +25,8 @@ INSTALL_HINT = "pip install 'tunelab[torchao]' (or pip install torchao)"
 
 
 def _config() -> Any:
-    try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-    except ImportError:
-        raise TunelabError(f"torchao is not installed; {INSTALL_HINT}") from None
-    return quantize_, Int8DynamicActivationInt8WeightConfig()
+    quantization = require("torchao.quantization", f"torchao is not installed; {INSTALL_HINT}")
+    return quantization.quantize_, quantization.Int8DynamicActivationInt8WeightConfig()
 
 
 def require_torchao() -> None:

@@ -13,7 +13,7 @@ from tunelab.progress import Steps
 
 Collate = Callable[[Sequence[dict[str, Any]]], dict[str, torch.Tensor]]
 
-_TARGETS = ("labels", "start_positions", "end_positions")  # training targets, not model inputs, in evaluation
+TARGETS = ("labels", "start_positions", "end_positions")  # training targets, not model inputs
 
 
 @torch.inference_mode()
@@ -30,7 +30,7 @@ def forward_logits(
     with Steps("score", len(features), "rows") as progress:
         for s in range(0, len(order), batch_size):
             chunk = order[s : s + batch_size]
-            batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items() if k not in _TARGETS}
+            batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items() if k not in TARGETS}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 output = model(**batch)  # extractive QA: start and end logits per token, stacked as [..., 2]
                 logits = output.logits if "logits" in output else torch.stack([output.start_logits,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, require
 
 ONNX_FILE = "model.onnx"
 INSTALL_HINT = "install onnxruntime: pip install 'tunelab[onnx]' (or pip install onnx onnxruntime)"
@@ -22,11 +22,7 @@ INSTALL_HINT = "install onnxruntime: pip install 'tunelab[onnx]' (or pip install
 
 def require_onnxruntime() -> Any:
     """The onnxruntime module, or a one-line TunelabError naming the install command."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise TunelabError(f"onnxruntime is not installed; {INSTALL_HINT}") from None
-    return onnxruntime
+    return require("onnxruntime", f"onnxruntime is not installed; {INSTALL_HINT}")
 
 
 class Outputs(dict):

@@ -14,10 +14,9 @@ from tunelab.config.run import apply_override, build_config, parse_overrides, re
 from tunelab.data.load import load_splits
 from tunelab.errors import TunelabError
 from tunelab.export.artifact import PARITY_ROWS, next_token_parity
-from tunelab.export.parity import measure
+from tunelab.export.parity import measure_fp32
 from tunelab.export.save import load_model
 from tunelab.io import write_json_atomic
-from tunelab.methods.base import count_parameters
 from tunelab.pipeline import run as run_pipeline
 from tunelab.training.distill import teacher_model_dir
 
@@ -63,10 +62,8 @@ def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: fl
             if not examples:
                 break
             features = task.encode(examples, tokenizer)
-        size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
-        row, predictions = measure(name, task, module, tokenizer, examples, features, size_bytes=size,
-                                   parameters=count_parameters(module)["total"], precision="fp32",
-                                   batch_size=batch_size, reference=reference)
+        row, predictions = measure_fp32(name, task, module, tokenizer, examples, features, model_dir, batch_size,
+                                        reference)
         reference = reference or predictions
         if task.generates_replies:  # replies: agreement of the greedy next token over the first rows' reply tokens
             if teacher_module is None:

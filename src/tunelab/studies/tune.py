@@ -26,7 +26,7 @@ from rich.table import Table as RichTable
 
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import ConfigError, TunelabError, require
 from tunelab.io import write_json_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
@@ -92,11 +92,7 @@ def metric_value(metrics: dict[str, Any], metric: str | None, prefix: str = "") 
 
 # ---------------------------------------------------------------------------- the study
 def import_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise TunelabError("tune: optuna is not installed; pip install tunelab[tune]") from None
-    return optuna
+    return require("optuna", "tune: optuna is not installed; pip install tunelab[tune]")
 
 
 def storage_url(storage: str | Path) -> str:

@@ -15,12 +15,11 @@ from tunelab.config.sections import DataConfig, TaskConfig, TrainConfig
 from tunelab.data.hygiene import exact_key, normalised_key
 from tunelab.data.readers import Table
 from tunelab.errors import ConfigError
-from tunelab.models.inference import forward_logits
+from tunelab.models.inference import TARGETS, forward_logits
 from tunelab.tasks.generation import stop_ids_of
 
 Example = dict[str, Any]
 Features = dict[str, Any]
-TARGETS = ("labels", "start_positions", "end_positions")  # training targets, not model inputs
 
 
 class Task(ABC):
