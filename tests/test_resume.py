@@ -110,9 +110,9 @@ def test_sigkill_then_resume_equals_uninterrupted(
 ) -> None:
     data = _data(tmp_path)
     ref, run = tmp_path / "ref", tmp_path / "run"
-    res = subprocess.run(_cmd(tiny_bert, data, ref, extra), env=ENV, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-
+    # the uninterrupted reference runs beside the killed run (one thread each: the same numbers, half the wait)
+    reference = subprocess.Popen(_cmd(tiny_bert, data, ref, extra), env=ENV, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
     cmd = _cmd(tiny_bert, data, run, extra)
     step = int(pause.split(":")[1])
     if pause.startswith("save:"):
@@ -127,6 +127,8 @@ def test_sigkill_then_resume_equals_uninterrupted(
     resume = ["--resume"] + ([str(run / resume_arg)] if resume_arg else [])
     res = subprocess.run(cmd + resume, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
 
     want, got = _rows(ref), _rows(run)
     assert sorted(got) == sorted(want)

@@ -5,9 +5,7 @@ stop string, models, health, Prometheus metrics; 401 / 413 / 422 / 503 as docume
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import train_sentiment
+from conftest import serve_on_loopback, train_sentiment
 from tunelab.cli import app
 
 pytest.importorskip("fastapi")
@@ -29,39 +27,10 @@ def cls_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_sentiment(tiny_bert, tmp_path_factory.mktemp("serve") / "sentiment", validation=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(paths: list[Path], **settings: object) -> Iterator[tuple[str, object]]:
-    import uvicorn
-
-    from tunelab.serve.app import create_app
-    from tunelab.serve.models import served_models
-    from tunelab.serve.schemas import Settings
-
-    application = create_app(served_models(paths), Settings(**settings))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}", application.state.server
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def served(cls_run: Path, tiny_chat_run: Path) -> Iterator[tuple[str, object]]:
-    yield from _start([cls_run, tiny_chat_run], api_key=KEY, max_inputs=8, max_body_bytes=20_000, max_tokens=16,
-                      max_wait_ms=30)
+    yield from serve_on_loopback([cls_run, tiny_chat_run], api_key=KEY, max_inputs=8, max_body_bytes=20_000,
+                                 max_tokens=16, max_wait_ms=30)
 
 
 def test_auth_health_models_metrics(served: tuple[str, object]) -> None:
@@ -165,7 +134,7 @@ def test_completion_stops_at_a_stop_string(served: tuple[str, object]) -> None:
 def test_a_full_queue_is_refused_with_retry_after(cls_run: Path) -> None:
     """At most 3 inputs may wait: of 16 requests of 2 inputs sent at once, those that arrive while another is queued
     or running do not fit (under load each batch also waits 400 ms for company, so they overlap)."""
-    for url, _ in _start([cls_run], max_queue=3, max_wait_ms=400):
+    for url, _ in serve_on_loopback([cls_run], max_queue=3, max_wait_ms=400):
         def call(_: int, url: str = url) -> httpx.Response:
             return httpx.post(f"{url}/v1/predict", json={"inputs": ["good", "bad"]}, timeout=30)
 
@@ -187,7 +156,6 @@ def test_concurrent_chats_share_generate_calls(served: tuple[str, object], tiny_
     """Requests waiting together are left-padded into one generate() call and answer as they do alone (over HTTP
     and, deterministically batched, through the batcher itself)."""
     import asyncio
-    import threading
 
     import tunelab
     from tunelab.serve.chat_batcher import ChatBatcher, Job
@@ -221,3 +189,65 @@ def test_concurrent_chats_share_generate_calls(served: tuple[str, object], tiny_
     assert batcher.sizes == [4]  # submitted together: one generate() call
     assert [j.text.strip() for j in done] == alone
     assert ["".join(pieces[i]).strip() for i in range(len(words))] == alone  # each row streamed its own text
+
+
+def test_the_api_fuzzed_from_its_openapi_schema_never_500s(served: tuple[str, object]) -> None:
+    """schemathesis generates bodies from the server's own OpenAPI schema — valid ones and ones that break it (wrong
+    types, missing fields, out-of-range numbers) — and sends them to the running server: no answer is a 5xx."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    url, _ = served
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=AUTH)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.label for op in operations} >= {"POST /v1/predict", "POST /v1/chat/completions",
+                                              "POST /v1/completions", "GET /v1/models", "GET /health"}
+    seen: dict[str, set[int]] = {}
+
+    def fuzz(case: object) -> None:
+        label = case.operation.label  # type: ignore[attr-defined]
+        response = case.call(base_url=url, headers=AUTH, timeout=60)  # type: ignore[attr-defined]
+        seen.setdefault(label, set()).add(response.status_code)
+        assert response.status_code < 500, (label, case, response.text[:300])
+
+    for operation in operations:
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            run = settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                           suppress_health_check=list(HealthCheck))(given(case=operation.as_strategy(
+                               generation_mode=mode))(fuzz))
+            try:
+                run()
+            except Unsatisfiable:  # no way to break an operation without inputs (GET /health)
+                assert mode == schemathesis.GenerationMode.NEGATIVE and operation.method.upper() == "GET"
+    assert 422 in seen["POST /v1/predict"] and 200 in seen["POST /v1/predict"], seen
+
+
+def test_lora_runs_share_one_base_and_the_model_name_picks_the_adapter(
+        tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two LoRA runs of one base (opposite labellings of the same texts) are served over one copy of the base; each
+    request's `model` switches adapter, and each answers as its own merged model does (`tunelab.load`)."""
+    import tunelab
+
+    lora = ("method=lora", "method.r=4", "train.epochs=10", "train.lr=2e-2")
+    a = train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora-a") / "plain", sets=lora)
+    b = train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora-b") / "flipped", sets=lora,
+                        labels=("positive", "negative"))
+    texts = ["a wonderful , delightful film", "a dull and tedious mess", "wonderful", "tedious"]
+    for url, server in serve_on_loopback([a, b], max_wait_ms=20):
+        shared = [server.by_name[n].model.module for n in ("plain", "flipped")]  # type: ignore[attr-defined]
+        assert shared[0].peft is shared[1].peft and sorted(shared[0].peft.peft_config) == ["flipped", "plain"]
+        def ask(name: str, url: str = url) -> tuple[str, list[dict]]:
+            res = httpx.post(f"{url}/v1/predict", json={"model": name, "inputs": texts}, timeout=60)
+            return name, res.json()["outputs"]
+
+        with ThreadPoolExecutor(4) as pool:  # interleaved requests to both adapters
+            answers = list(pool.map(ask, ["plain", "flipped"] * 3))
+        for name, outputs in answers:
+            merged = tunelab.load(a if name == "plain" else b).predict(texts)
+            assert [o["pred_label"] for o in outputs] == [m["pred_label"] for m in merged]
+            for o, m in zip(outputs, merged, strict=True):
+                assert all(abs(o["scores"][k] - m["scores"][k]) < 1e-4 for k in m["scores"]), (o, m)
+        plain = dict(answers)["plain"]
+        flipped = dict(answers)["flipped"]
+        assert [o["pred_label"] for o in plain] != [o["pred_label"] for o in flipped]

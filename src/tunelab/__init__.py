@@ -12,6 +12,7 @@ The names load on first use (PEP 562), so `import tunelab` stays light until a m
 from __future__ import annotations
 
 import importlib
+import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,10 @@ __version__ = "0.1.0"
 
 # peft calls this transformers 5 property on every LoRA model; the message is theirs to fix, not the user's
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+# transformers imports torchao whenever it is installed (the torchao extra); on a CPU its CUDA kernels fail to load and
+# it registers enums torch now handles itself — four warnings on every command that are about nothing the user does
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 _API = {"train": "tunelab.api", "load": "tunelab.api", "make_config": "tunelab.api", "Run": "tunelab.api",
         "Model": "tunelab.api", "RunConfig": "tunelab.config.run"}

@@ -7,6 +7,7 @@ from tunelab.cli import train  # noqa: F401 - imported for its command registrat
 from tunelab.cli import model  # noqa: F401
 from tunelab.cli import info  # noqa: F401
 from tunelab.cli import serve  # noqa: F401
+from tunelab.cli import ui  # noqa: F401
 from tunelab.cli.common import app
 
 # isort: on

@@ -13,8 +13,9 @@ from tunelab.cli.common import app, user_errors
 @app.command()
 @user_errors
 def serve(
-    paths: list[Path] = typer.Argument(..., help="Run directories (or model / export directories) to serve; a run's "
-                                       "ONNX export is used when it passed its parity gate."),
+    paths: list[Path] = typer.Argument(..., help="Run directories (or model / export directories), or an embedded chat "
+                                       "model's alias (smollm2-135m); a run's ONNX export is used when it passed its "
+                                       "parity gate; LoRA runs of one base share one copy of it."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     api_key: str | None = typer.Option(None, "--api-key", envvar="TUNELAB_API_KEY", help="Require `Authorization: "

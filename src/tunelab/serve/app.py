@@ -198,6 +198,8 @@ class Completion:
             raise _invalid("max_tokens", f"at most {settings.max_tokens}")
         positions = getattr(model.module.config, "max_position_embeddings", None) or settings.max_prompt_tokens
         limit = min(settings.max_prompt_tokens, positions)
+        if not self.ids:
+            raise _invalid("messages" if self.chat else "prompt", "empty: no tokens to continue from")
         if len(self.ids) > limit:
             raise _invalid("messages" if self.chat else "prompt", f"prompt is {len(self.ids)} tokens, at most {limit}")
         cfg = with_overrides(model.task.cfg.generation, max_new_tokens=body.max_tokens, temperature=body.temperature,

@@ -1,12 +1,16 @@
-"""Which model directory `tunelab serve PATH` answers with, and under which name."""
+"""Which models `tunelab serve PATH|ALIAS ...` answers with, and under which names: a run's fastest artifact (an ONNX
+export that passed its gate), an embedded chat model by alias, and LoRA runs of one base served as adapters over one
+shared copy of it (serve/adapters.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tunelab.api import load
+from tunelab.api import Model, load
 from tunelab.errors import TunelabError
+from tunelab.models.aliases import ALIASES
+from tunelab.serve.adapters import adapter_groups, load_group
 from tunelab.serve.app import Served
 
 FASTEST = ("onnx-int8", "onnx-fp32")  # exports preferred over RUN/model when they passed their parity gate
@@ -26,17 +30,49 @@ def fastest_artifact(path: Path) -> Path:
     return path
 
 
+def alias_model(name: str) -> Model:
+    """An embedded causal LM, untuned, as a chat model (its own chat template)."""
+    from tunelab.config.sections import DataConfig
+    from tunelab.models.aliases import resolve_model
+    from tunelab.models.decoder_heads import load_head
+    from tunelab.registry import TASKS
+
+    alias = ALIASES[name]
+    if alias.kind != "causal-lm":
+        raise TunelabError(f"{name}: an encoder has no task head until it is tuned; serve a run trained from it "
+                           f"(tunelab train ... --set model={name})")
+    task_cls = next(cls for _, cls in TASKS.items() if cls.generates_replies)
+    task = task_cls(task_cls.Config(), DataConfig())
+    path = resolve_model(name)
+    module = load_head(task.auto_model_class, path)
+    return Model(Path(path), task, task.optimize(module.eval()), task.load_tokenizer(path))
+
+
 def served_models(paths: list[Path], prefer_exports: bool = True) -> list[Served]:
-    """Load each path (a run directory, its model/, an export); names are the run directories' names."""
-    out: list[Served] = []
+    """Load each path (a run directory, its model/, an export, or an embedded model's alias); names are the run
+    directories' names (the alias for an alias). LoRA runs that share a base are loaded over one copy of it."""
+    names: list[str] = []
     for path in paths:
         path = Path(path)
-        if not path.exists():
-            raise TunelabError(f"{path}: no such directory")
-        chosen = fastest_artifact(path) if prefer_exports else path
-        model = load(chosen)
-        name = path.name if path.name != "model" else path.parent.name
-        while any(s.name == name for s in out):
+        if not path.exists() and str(path) not in ALIASES:
+            raise TunelabError(f"{path}: no such directory (nor an embedded model: {', '.join(ALIASES)})")
+        name = str(path) if not path.exists() else path.name if path.name != "model" else path.parent.name
+        while name in names:
             name += "-2"
-        out.append(Served(name, model))
+        names.append(name)
+    shared: dict[int, Model] = {}
+    for group in adapter_groups([Path(p) for p in paths]):
+        for i, model in zip(group, load_group([Path(paths[i]) for i in group], [names[i] for i in group]),
+                            strict=True):
+            shared[i] = model
+    out: list[Served] = []
+    for i, path in enumerate(paths):
+        path = Path(path)
+        if i in shared:
+            model = shared[i]
+        elif not path.exists():
+            model = alias_model(str(path))
+        else:
+            model = load(fastest_artifact(path) if prefer_exports else path)
+        out.append(Served(names[i], model))
     return out

@@ -156,6 +156,10 @@ class Task(ABC):
         raise NotImplementedError
 
     # -- what reports, checks and studies ask (defaults: nothing task-specific) ------------------
+    def input_fields(self) -> tuple[str, ...]:
+        """The fields of one input row to `predict` (the UI playground's form): the text field (+ the pair's)."""
+        return (self.data.text_field, *([self.data.text_pair_field] if self.data.text_pair_field else []))
+
     def example_text(self, example: Example) -> str:
         """The example's input as one text (near-duplicate search in the report, records)."""
         return str(example.get("text", "")) + ("\n" + example["text_pair"] if "text_pair" in example else "")

@@ -37,7 +37,8 @@ class GenerationConfig(Section):
 
 def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, num_beams: int | None = None,
                    temperature: float | None = None, top_p: float | None = None) -> GenerationConfig:
-    """`cfg` with command-line overrides; a temperature of 0 means greedy, above 0 sampling at it."""
+    """`cfg` with command-line overrides; a temperature of 0 means greedy, above 0 sampling at it (below 1e-4 is
+    greedy too: sampling at it is greedy in all but name, and dividing logits by 1e-200 overflows to inf)."""
     update: dict[str, Any] = {}
     if max_new_tokens is not None:
         update["max_new_tokens"] = max_new_tokens
@@ -46,7 +47,8 @@ def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, 
     if temperature is not None:
         if temperature < 0:
             raise ConfigError(f"--temperature: must be 0 (greedy) or positive, got {temperature}")
-        update.update(do_sample=temperature > 0, **({"temperature": temperature} if temperature > 0 else {}))
+        sample = temperature >= 1e-4
+        update.update(do_sample=sample, **({"temperature": temperature} if sample else {}))
     if top_p is not None:
         if not 0 < top_p <= 1:
             raise ConfigError(f"--top-p: must be in (0, 1], got {top_p}")

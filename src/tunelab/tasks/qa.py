@@ -88,6 +88,9 @@ class Qa(Task):
                               f"must be < data.max_length - task.max_question_length - 4 = {room}")
 
     # -- data --------------------------------------------------------------------------------
+    def input_fields(self) -> tuple[str, ...]:
+        return (self.cfg.question_field, self.cfg.context_field)
+
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         out = []
         for rec in table.records:

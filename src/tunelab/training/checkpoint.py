@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import time
@@ -29,9 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_dir, commit_dir, write_text_atomic
-
-STEP_DIR = re.compile(r"step-(\d+)")
-FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")
+from tunelab.training.layout import FILES, STEP_DIR, list_checkpoints
 
 
 def pause_for_tests(where: str, step: int) -> None:
@@ -95,14 +92,6 @@ def save_checkpoint(
 
 
 # ---------------------------------------------------------------------------- find & load
-def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """Checkpoint directories `step-N` under `root`, oldest first (temp dirs of an interrupted save are never
-    listed; whether one is complete and intact is `verify`'s question)."""
-    if not root.is_dir():
-        return []
-    return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.fullmatch(p.name)) and p.is_dir())
-
-
 def sha256(path: Path, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

@@ -26,14 +26,7 @@ import yaml
 from tunelab.errors import TunelabError
 from tunelab.io import write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
-
-LOCK = ".tunelab.lock"
-# what a training run writes into its output_dir (and --overwrite removes)
-RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_summary.json", "removed.jsonl",
-                       "checkpoints", "model", "adapter", "merged", "predictions", "report.html", "tensorboard",
-                       "mlflow.db", "wandb"})
-# what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
-STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports"})  # hidden files (the lock) are skipped
+from tunelab.training.layout import LOCK, RUN_FILES, STUDY_FILES
 
 
 def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,

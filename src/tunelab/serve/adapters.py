@@ -1,0 +1,93 @@
+"""LoRA runs of one base model served as adapters over one shared copy of it (as vLLM / TGI serve multi-LoRA): the
+base is loaded once, each run's `RUN/adapter` joins it under the run's name (peft `load_adapter`), and the request's
+`model` picks the adapter. Runs share a base when their base model, task and head shape agree; a lone LoRA run is
+served from its merged `RUN/model` (no adapter overhead)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from tunelab.api import Model
+
+ADAPTER = "adapter"
+
+
+def _run_dir(path: Path) -> Path | None:
+    """The run directory of PATH (a run or its model/) when it holds a LoRA adapter beside its model."""
+    run = path.parent if path.name == "model" else path
+    try:
+        config = json.loads((run / ADAPTER / "adapter_config.json").read_text(encoding="utf-8"))
+        meta = json.loads((run / "model" / "tunelab.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run if config.get("peft_type") == "LORA" and meta.get("base_model") else None
+
+
+def _key(run: Path) -> str:
+    meta = json.loads((run / "model" / "tunelab.json").read_text(encoding="utf-8"))
+    config = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
+    return json.dumps([meta["base_model"], meta["task"].get("name"), config.get("architectures"),
+                       len(config.get("id2label") or {}), config.get("vocab_size")])
+
+
+def adapter_groups(paths: list[Path]) -> list[list[int]]:
+    """Indices of the paths that can share a base, in groups of two or more."""
+    groups: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        run = _run_dir(path) if path.exists() else None
+        if run is not None:
+            groups.setdefault(_key(run), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+class AdapterView:
+    """One adapter of a shared PeftModel, called like a model: each forward, and each whole `generate`, runs with
+    its adapter switched on under the group's lock (the chat batcher generates in a worker thread)."""
+
+    def __init__(self, peft: Any, name: str, lock: threading.RLock) -> None:
+        self.__dict__.update(peft=peft, name=name, lock=lock)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.peft.set_adapter(self.name)
+            return self.peft(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.peft.set_adapter(self.name)
+            return self.peft.generate(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:  # config, device, parameters(), eval() ... of the shared model
+        return getattr(self.peft, attr)
+
+
+def load_group(runs: list[Path], names: list[str]) -> list[Model]:
+    """One base model, every run's adapter on it; a Model per run whose module is its AdapterView."""
+    import transformers
+    from peft import PeftModel
+
+    from tunelab.export.save import load_task
+    from tunelab.models.aliases import resolve_model
+    from tunelab.models.decoder_heads import load_head
+
+    runs = [r.parent if r.name == "model" else r for r in runs]
+    tasks = [load_task(r / "model") for r in runs]
+    base_name = json.loads((runs[0] / "model" / "tunelab.json").read_text(encoding="utf-8"))["base_model"]
+    config = transformers.AutoConfig.from_pretrained(str(runs[0] / "model"))  # the head's shape, as trained
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "newly initialised head": the adapters carry the trained heads
+    try:
+        base = load_head(tasks[0].auto_model_class, resolve_model(base_name), config=config)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    peft = PeftModel.from_pretrained(base, str(runs[0] / ADAPTER), adapter_name=names[0])
+    for run, name in zip(runs[1:], names[1:], strict=True):
+        peft.load_adapter(str(run / ADAPTER), adapter_name=name)
+    peft.eval()
+    lock = threading.RLock()
+    return [Model(run / "model", task, AdapterView(peft, name, lock),  # type: ignore[arg-type]
+                  transformers.AutoTokenizer.from_pretrained(str(run / "model")))
+            for run, task, name in zip(runs, tasks, names, strict=True)]

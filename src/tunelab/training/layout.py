@@ -1,0 +1,26 @@
+"""The names in a run directory that the stages and the web UI read without loading a model: the lock file, the
+files a run and the studies write, checkpoint folders `step-N` and what one holds. No torch here, so `tunelab ui`
+lists runs without importing it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+LOCK = ".tunelab.lock"
+# what a training run writes into its output_dir (and --overwrite removes)
+RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_summary.json", "removed.jsonl",
+                       "checkpoints", "model", "adapter", "merged", "predictions", "report.html", "tensorboard",
+                       "mlflow.db", "wandb"})
+# what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
+STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports"})  # hidden files (the lock) are skipped
+STEP_DIR = re.compile(r"step-(\d+)")
+FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Checkpoint directories `step-N` under `root`, oldest first (temp dirs of an interrupted save are never
+    listed; whether one is complete and intact is `verify`'s question)."""
+    if not root.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.fullmatch(p.name)) and p.is_dir())

@@ -1,0 +1,281 @@
+"""The FastAPI application of `tunelab ui`: server-side pages (Jinja2, SVG charts) over a runs folder.
+
+    GET  /                      the runs: status, task, model, method, key metrics, started, duration
+    GET  /runs/NAME             one run: live curves, log tail, config, report link, stop / resume
+    GET  /runs/NAME/live        the part of that page that refreshes every 2 s while the run runs
+    GET  /runs/NAME/report      the run's HTML report
+    POST /runs/NAME/stop|resume SIGINT to the job / `tunelab train --resume` (ui/jobs.py)
+    GET  /launch, POST /launch  the form that writes a config and starts `tunelab train` detached
+    GET  /compare?a=&b=         two runs side by side: the settings that differ, metrics, curves
+    GET  /play?run=NAME         the playground; POST /api/play/NAME (predict rows) and /api/play/NAME/chat (SSE)
+    GET  /api/runs              the runs list as JSON
+Every page takes ?lang=en|zh (remembered in a cookie)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from tunelab.errors import TunelabError
+from tunelab.registry import METHODS, TASKS
+from tunelab.ui import jobs
+from tunelab.ui.charts import line_chart
+from tunelab.ui.i18n import pick_language, translator
+from tunelab.ui.runs import RunView, curves, list_runs, log_tail, view
+
+if TYPE_CHECKING:
+    from tunelab.api import Model
+
+FORM_NUMBERS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.batch_size",
+                "max_length": "data.max_length"}
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+class Models:
+    """Tuned models the playground has loaded, the two most recent kept."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep, self.lock = keep, threading.Lock()
+        self.loaded: OrderedDict[Path, Model] = OrderedDict()
+
+    def get(self, path: Path) -> Model:
+        with self.lock:
+            if path not in self.loaded:
+                from tunelab.api import load  # torch: imported when the playground first needs a model
+
+                self.loaded[path] = load(path)
+                while len(self.loaded) > self.keep:
+                    self.loaded.popitem(last=False)
+            self.loaded.move_to_end(path)
+            return self.loaded[path]
+
+
+class UI:
+    def __init__(self, runs: Path, lang: str = "auto") -> None:
+        self.runs, self.lang, self.models = runs, lang, Models()
+        self.env = Environment(loader=PackageLoader("tunelab.ui", "templates"), autoescape=True,
+                               undefined=StrictUndefined)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def page(self, request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        query = request.query_params.get("lang")
+        lang = pick_language(query, request.cookies.get("lang"), request.headers.get("accept-language"), self.lang)
+        html = self.env.get_template(template).render(t=translator(lang), lang=lang, path=request.url.path,
+                                                      **values)
+        response = HTMLResponse(html, status_code=status)
+        if query in ("en", "zh"):
+            response.set_cookie("lang", query, samesite="lax")
+        return response
+
+    def run(self, name: str) -> RunView:
+        v = view(self.runs / name)
+        if "/" in name or name.startswith(".") or v.status == "empty" and not v.path.is_dir():
+            raise HTTPException(404, f"no run {name!r} in {self.runs}")
+        return v
+
+    def live(self, v: RunView) -> dict[str, Any]:
+        return {"run": v, "chart": line_chart(curves(v.path)), "log": log_tail(v)}
+
+    # -- pages ---------------------------------------------------------------------------------
+    async def index(self, request: Request) -> HTMLResponse:
+        return self.page(request, "runs.html", runs=list_runs(self.runs), folder=str(self.runs))
+
+    async def api_runs(self) -> list[dict[str, Any]]:
+        return [{"name": v.name, "status": v.status, "task": v.task, "model": v.model, "method": v.method,
+                 "metrics": v.metrics, "started": v.started, "duration": v.duration, "step": v.step}
+                for v in list_runs(self.runs)]
+
+    async def run_page(self, request: Request, name: str) -> HTMLResponse:
+        v = self.run(name)
+        try:
+            config = (v.path / "config.yaml").read_text(encoding="utf-8")
+        except OSError:
+            config = ""
+        return self.page(request, "run.html", config=config, has_report=(v.path / "report.html").is_file(),
+                         **self.live(v))
+
+    async def run_live(self, request: Request, name: str) -> HTMLResponse:
+        return self.page(request, "live.html", **self.live(self.run(name)))
+
+    async def report(self, name: str) -> FileResponse:
+        path = self.run(name).path / "report.html"
+        if not path.is_file():
+            raise HTTPException(404, f"{name} has no report.html yet")
+        return FileResponse(path)
+
+    async def stop(self, name: str) -> RedirectResponse:
+        v = self.run(name)
+        try:
+            jobs.stop(v)
+        except TunelabError as exc:
+            raise HTTPException(409, str(exc)) from None
+        await asyncio.to_thread(jobs.wait_stopped, v.path)
+        return RedirectResponse(f"/runs/{name}", status_code=303)
+
+    async def resume(self, name: str) -> RedirectResponse:
+        try:
+            jobs.resume(self.run(name))
+        except TunelabError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return RedirectResponse(f"/runs/{name}", status_code=303)
+
+    async def launch_form(self, request: Request) -> HTMLResponse:
+        return self.page(request, "launch.html", error="", values={}, tasks=TASKS.names(),
+                         methods=METHODS.names())
+
+    async def launch(self, request: Request) -> Any:
+        form = {k: str(v).strip() for k, v in (await request.form()).items()}
+        tree: dict[str, Any] = {"task": {"name": form.get("task", "")}, "model": form.get("model", ""),
+                                "method": {"name": form.get("method", "")},
+                                "data": {"train": form.get("train", "")}}
+        if form.get("validation"):
+            tree["data"]["validation"] = form["validation"]
+        error = ""
+        try:
+            for key, dotted in FORM_NUMBERS.items():
+                if form.get(key):
+                    _set(tree, dotted, yaml.safe_load(form[key]))
+            for line in form.get("extra", "").splitlines():
+                if line.strip():
+                    key, sep, value = line.partition("=")
+                    if not sep:
+                        raise TunelabError(f"more settings: {line.strip()!r} is not key=value")
+                    _set(tree, key.strip(), yaml.safe_load(value))
+            await asyncio.to_thread(jobs.launch, self.runs, form.get("name", ""), tree)
+        except (TunelabError, yaml.YAMLError) as exc:
+            error = str(exc).splitlines()[0]
+        if error:
+            return self.page(request, "launch.html", status=422, error=error, values=form, tasks=TASKS.names(),
+                             methods=METHODS.names())
+        return RedirectResponse(f"/runs/{form['name']}", status_code=303)
+
+    async def compare(self, request: Request, a: str = "", b: str = "") -> HTMLResponse:
+        runs = list_runs(self.runs)
+        pair: list[RunView] = [self.run(x) for x in (a, b) if x]
+        diff: list[tuple[str, str, str]] = []
+        chart = ""
+        if len(pair) == 2:
+            flat = [_flat(_yaml(v.path / "config.yaml")) for v in pair]
+            keys = sorted(set(flat[0]) | set(flat[1]))
+            diff = [(k, str(flat[0].get(k, "")), str(flat[1].get(k, ""))) for k in keys
+                    if flat[0].get(k) != flat[1].get(k) and k != "output_dir"]
+            chart = line_chart({f"{v.name} {k}": pts for v in pair for k, pts in curves(v.path).items()})
+        return self.page(request, "compare.html", runs=runs, pair=pair, diff=diff, chart=chart, a=a, b=b)
+
+    async def play(self, request: Request, run: str = "") -> HTMLResponse:
+        finished = [v for v in list_runs(self.runs) if v.status == "finished"]
+        chosen, fields, chat = None, (), False
+        if run:
+            chosen = self.run(run)
+            model = await asyncio.to_thread(self.models.get, chosen.path)
+            chat, fields = model.task.generates_replies, model.task.input_fields()
+        return self.page(request, "play.html", runs=finished, chosen=chosen, fields=fields, chat=chat)
+
+    async def play_predict(self, name: str, request: Request) -> Any:
+        body = await request.json()
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not inputs:
+            raise HTTPException(422, "inputs: a non-empty list of texts or rows")
+        model = await asyncio.to_thread(self.models.get, self.run(name).path)
+        try:
+            return {"outputs": await asyncio.to_thread(model.predict, inputs)}
+        except TunelabError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    async def play_chat(self, name: str, request: Request) -> StreamingResponse:
+        from tunelab.tasks.chat_template import prompt_ids
+        from tunelab.tasks.streaming import stream_reply
+
+        body = await request.json()
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise HTTPException(422, "messages: a non-empty list of {role, content}")
+        model = await asyncio.to_thread(self.models.get, self.run(name).path)
+        ids = prompt_ids(model.tokenizer, messages)
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue[str | None]()
+
+        class Out:
+            def write(self, text: str) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, text)
+
+            def flush(self) -> None:
+                pass
+
+        def work() -> None:
+            try:
+                stream_reply(model.module, model.tokenizer, ids, model.task.cfg.generation,
+                             model.task.stop_ids(model.tokenizer), Out())  # type: ignore[arg-type]
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        async def events() -> AsyncIterator[str]:
+            task = asyncio.ensure_future(asyncio.to_thread(work))
+            while (piece := await queue.get()) is not None:
+                yield "data: " + json.dumps({"text": piece}, ensure_ascii=False) + "\n\n"
+            await task
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _warm_up() -> None:
+    """Import the library (torch, transformers, the tasks) in the background: the page answers at once, and the launch
+    form and the playground's first model do not wait for imports."""
+    import tunelab.api  # noqa: F401
+
+    TASKS.names()
+
+
+def create_app(runs: Path, lang: str = "auto") -> FastAPI:
+    threading.Thread(target=_warm_up, daemon=True, name="tunelab-ui-warm-up").start()
+    ui = UI(runs, lang)
+    app = FastAPI(title="tunelab ui", docs_url=None, redoc_url=None)
+    app.add_api_route("/", ui.index, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/api/runs", ui.api_runs, methods=["GET"])
+    app.add_api_route("/runs/{name}", ui.run_page, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/runs/{name}/live", ui.run_live, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/runs/{name}/report", ui.report, methods=["GET"])
+    app.add_api_route("/runs/{name}/stop", ui.stop, methods=["POST"])
+    app.add_api_route("/runs/{name}/resume", ui.resume, methods=["POST"])
+    app.add_api_route("/launch", ui.launch_form, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/launch", ui.launch, methods=["POST"])
+    app.add_api_route("/compare", ui.compare, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/play", ui.play, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/api/play/{name}", ui.play_predict, methods=["POST"])
+    app.add_api_route("/api/play/{name}/chat", ui.play_chat, methods=["POST"])
+    app.state.ui = ui
+    return app

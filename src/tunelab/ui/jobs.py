@@ -1,0 +1,109 @@
+"""Training jobs the web UI starts: `tunelab train` as a detached process (its own session, stdin closed, output to
+`RUNS/.ui/NAME/train.log`), so closing the page, the laptop sleeping or this server restarting neither stops nor
+loses it; the run page re-reads its files. Stop sends SIGINT — the run ends as Ctrl-C ends it, its newest
+checkpoint kept — and resume starts `tunelab train --resume` on the same config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.errors import TunelabError
+from tunelab.io import write_text_atomic
+from tunelab.ui.runs import UI_DIR, RunView, alive, view
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Wait for the job in a thread, so that it does not linger as a zombie while this server lives."""
+    threading.Thread(target=process.wait, daemon=True).start()
+
+
+def _start(runs: Path, name: str, args: list[str]) -> int:
+    job_dir = runs / UI_DIR / name
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with (job_dir / "train.log").open("ab") as log:
+        log.write(f"$ tunelab {' '.join(args)}\n".encode())
+        log.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNELAB_PROGRESS_EVERY": os.environ.get(
+            "TUNELAB_PROGRESS_EVERY", "5")}
+        process = subprocess.Popen([sys.executable, "-m", "tunelab", *args], stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, cwd=Path.cwd(), env=env)
+    _reap(process)
+    job = _read(job_dir) | {"pid": process.pid, "args": args}
+    job.setdefault("started", time.time())
+    write_text_atomic(job_dir / "job.json", json.dumps(job, ensure_ascii=False, indent=1))
+    return process.pid
+
+
+def _read(job_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
+    """Validate the config, write it to RUNS/.ui/NAME/config.yaml and start training into RUNS/NAME. A bad field or
+    a name already taken is a TunelabError (one line, nothing written or started)."""
+    if not NAME.match(name):
+        raise TunelabError(f"name: {name!r} — letters, digits, '.', '_' and '-' only (a folder name under {runs})")
+    run = runs / name
+    if run.exists() and any(not p.name.startswith(".") for p in run.iterdir()):
+        raise TunelabError(f"name: {run} already holds a run; choose another name")
+    if (runs / UI_DIR / name / "job.json").is_file():
+        raise TunelabError(f"name: a job named {name!r} was launched before; choose another name")
+    tree = {**tree, "output_dir": str(run.resolve())}
+    from tunelab.api import make_config
+
+    make_config(tree)  # every field checked here, before a process is started
+    job_dir = runs / UI_DIR / name
+    job_dir.mkdir(parents=True, exist_ok=True)
+    config = job_dir / "config.yaml"
+    write_text_atomic(config, yaml.safe_dump(tree, allow_unicode=True, sort_keys=False))
+    (job_dir / "job.json").write_text(json.dumps({"config": tree, "started": time.time()}), encoding="utf-8")
+    return _start(runs, name, ["train", str(config.resolve())])
+
+
+def stop(v: RunView) -> None:
+    """Ctrl-C for the job: SIGINT to its process group; the run keeps its newest checkpoint."""
+    if v.status != "running" or not v.pid:
+        raise TunelabError(f"{v.name} is not running")
+    try:
+        os.killpg(os.getpgid(v.pid), signal.SIGINT)
+    except (ProcessLookupError, PermissionError):
+        os.kill(v.pid, signal.SIGINT)
+
+
+def wait_stopped(run: Path, timeout: float = 30.0) -> RunView:
+    deadline = time.time() + timeout
+    v = view(run)
+    while v.status == "running" and time.time() < deadline:
+        time.sleep(0.2)
+        v = view(run)
+    return v
+
+
+def resume(v: RunView) -> int:
+    """Continue a stopped run from its newest checkpoint (`tunelab train CONFIG --resume`)."""
+    if v.status != "stopped":
+        raise TunelabError(f"{v.name} is {v.status}; only a stopped run (one with a checkpoint) can be resumed")
+    config = v.job_dir / "config.yaml"
+    if not config.is_file():
+        config = v.path / "config.yaml"
+    if alive(_read(v.job_dir).get("pid")):
+        raise TunelabError(f"{v.name} is still starting")
+    return _start(v.path.parent, v.name, ["train", str(config.resolve()), "--set", f"output_dir={v.path.resolve()}",
+                                          "--resume"])

@@ -1,0 +1,189 @@
+"""What the web UI shows of a runs folder, read from the files a run writes — `config.yaml`, `metrics.jsonl`,
+`metrics.json`, the holder of `.tunelab.lock`, its checkpoints — and, for runs the UI launched, the job file and
+log under `RUNS/.ui/NAME/` (ui/jobs.py). Nothing here writes: a run started from the command line shows the same."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.training.layout import FILES, LOCK, list_checkpoints
+
+UI_DIR = ".ui"  # RUNS/.ui/NAME/: job.json, config.yaml, train.log of runs launched from the page
+
+
+def alive(pid: int | None) -> bool:
+    """A live process (not a zombie) with this pid whose command line is a tunelab one."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        return b"tunelab" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal check is all there is
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def metric_rows(run: Path) -> list[dict[str, Any]]:
+    """`metrics.jsonl` as rows (a half-written last line, while the run writes it, is left out)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def scalars(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        return {}
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            and k != "n"}
+
+
+@dataclass
+class RunView:
+    """One run as the runs list and the run page show it."""
+
+    name: str
+    path: Path
+    status: str  # running | finished | stopped | failed | empty
+    task: str = ""
+    model: str = ""
+    method: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)  # the key metrics of the last evaluation
+    started: float | None = None  # epoch seconds
+    duration: float | None = None  # seconds trained (so far)
+    pid: int | None = None
+    launched: bool = False  # by the UI (it has a job file and a log)
+    step: int | None = None
+
+    @property
+    def job_dir(self) -> Path:
+        return self.path.parent / UI_DIR / self.name
+
+
+def holder(run: Path) -> int | None:
+    """The pid in the run's lock file: written by the training process while it holds the directory."""
+    try:
+        text = (run / LOCK).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def view(run: Path) -> RunView:
+    name = run.name
+    job = read_json(run.parent / UI_DIR / name / "job.json") or {}
+    config: dict[str, Any] = {}
+    try:
+        loaded = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        config = loaded if isinstance(loaded, dict) else {}
+    except (OSError, yaml.YAMLError):
+        config = job.get("config") or {}
+    rows = metric_rows(run)
+    final = read_json(run / "metrics.json")
+    pid = holder(run) if alive(holder(run)) else job.get("pid") if alive(job.get("pid")) else None
+    if pid:
+        status = "running"
+    elif isinstance(final, dict) and (run / "model").is_dir():
+        status = "finished"
+    elif any(all((p / f).is_file() for f in FILES) for _, p in list_checkpoints(run / "checkpoints")):
+        status = "stopped"  # resumable (--resume verifies the checkpoint's checksums; hashing here every 2 s would not)
+    elif job or rows:
+        status = "failed"
+    else:
+        status = "empty"
+    task = config.get("task")
+    method = config.get("method")
+    out = RunView(name, run, status, task=(task or {}).get("name", "") if isinstance(task, dict) else str(task or ""),
+                  model=str(config.get("model") or ""),
+                  method=(method or {}).get("name", "") if isinstance(method, dict) else str(method or ""),
+                  pid=pid, launched=bool(job))
+    out.metrics = _key_metrics(final, rows)
+    steps = [r for r in rows if "elapsed_s" in r]
+    out.step = int(rows[-1]["step"]) if rows and isinstance(rows[-1].get("step"), int) else None
+    if isinstance(final, dict) and isinstance(final.get("train"), dict) and "wall_s" in final["train"]:
+        out.duration = float(final["train"]["wall_s"])
+    elif steps:
+        out.duration = float(steps[-1]["elapsed_s"])
+    started = job.get("started")
+    if started is None and (run / "config.yaml").exists():
+        started = (run / "config.yaml").stat().st_mtime
+    out.started = started
+    return out
+
+
+def _key_metrics(final: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The first three scalars of the final evaluation (validation first), else of the last evaluation so far."""
+    if isinstance(final, dict):
+        for split in ("validation", "test", *final):
+            if split != "train" and scalars(final.get(split)):
+                return dict(list(scalars(final[split]).items())[:3])
+    for row in reversed(rows):
+        evals = {k[5:]: v for k, v in scalars(row).items() if k.startswith("eval/")}
+        if evals:
+            return dict(list(evals.items())[:3])
+    return {}
+
+
+def list_runs(runs: Path) -> list[RunView]:
+    """Every run directory under `runs` (one with a config, metrics or a UI job), newest first."""
+    if not runs.is_dir():
+        return []
+    names = {p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and any((p / f).exists() for f in ("config.yaml", "metrics.jsonl", "metrics.json", LOCK))}
+    ui = runs / UI_DIR
+    if ui.is_dir():
+        names |= {p.name for p in ui.iterdir() if (p / "job.json").is_file()}
+    views = [view(runs / n) for n in names]
+    return sorted(views, key=lambda v: -(v.started or 0))
+
+
+def curves(run: Path) -> dict[str, list[tuple[float, float]]]:
+    """Training loss and each evaluation metric by step (the run's final evaluation rows excluded)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for row in metric_rows(run):
+        step = row.get("step")
+        if not isinstance(step, int | float) or "final" in row:
+            continue
+        for key, value in scalars(row).items():
+            if key == "loss" or key.startswith("eval/"):
+                out.setdefault(key, []).append((float(step), value))
+    return out
+
+
+def log_tail(v: RunView, lines: int = 200) -> str:
+    """The end of the job's log (UI-launched runs), else the metric rows as the log."""
+    path = v.job_dir / "train.log"
+    if path.is_file():
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
+            text = f.read().decode("utf-8", errors="replace")
+        # a progress bar redraws with carriage returns: keep the last state of each line
+        return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:])
+    return "\n".join(json.dumps(r, ensure_ascii=False) for r in metric_rows(v.path)[-lines:])

@@ -1,0 +1,184 @@
+"""`tunelab ui` in a real headless Chromium (Debian `chromium` driven by the `playwright` package through
+`executable_path`) against the real server started as a user starts it (`tunelab ui`, a separate process): launch a
+tiny run from the form, watch its curve, stop and resume it, close the page and restart the server while the job goes
+on, reopen and see the curve continue, open its report, get a prediction from the playground; the Chinese
+interface; a bad form answered with one line and nothing started."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port, sentiment_rows, write_jsonl
+
+pytest.importorskip("fastapi")
+CHROMIUM = next((p for p in (os.environ.get("TUNELAB_CHROMIUM"), shutil.which("chromium"),
+                             shutil.which("chromium-browser")) if p), None)
+
+
+class UIServer:
+    """`python -m tunelab ui --runs RUNS --port P` as a process of its own (so restarting it is real)."""
+
+    def __init__(self, runs: Path, log: Path) -> None:
+        self.runs, self.log, self.port, self.process = runs, log, free_port(), None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> UIServer:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "tunelab", "ui", "--runs", str(self.runs), "--port",
+                                         str(self.port)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/runs", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError(self.log.read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is not installed (apt-get install chromium); CI must run the UI test")
+        pytest.skip("chromium is not installed")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _points(page: object) -> int:
+    line = page.query_selector('#chart polyline[data-name="loss"]')  # type: ignore[attr-defined]
+    return int(line.get_attribute("data-points")) if line else 0
+
+
+def _status(server: UIServer, name: str) -> str:
+    runs = {r["name"]: r for r in httpx.get(f"{server.url}/api/runs", timeout=10).json()}
+    return runs[name]["status"] if name in runs else "absent"
+
+
+def test_launch_watch_restart_stop_resume_report_playground(tiny_bert: Path, tmp_path: Path, browser: object) -> None:
+    runs = tmp_path / "runs"
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(64, 0))
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(40, 1))
+    server = UIServer(runs, tmp_path / "ui.log").start()
+    try:
+        context = browser.new_context()  # type: ignore[attr-defined]
+        page = context.new_page()
+        page.goto(f"{server.url}/launch")
+        page.fill("input[name=name]", "tiny")
+        page.select_option("select[name=task]", "classification")
+        page.fill("input[name=model]", str(tiny_bert))
+        page.select_option("select[name=method]", "full")
+        page.fill("input[name=train]", str(train))
+        page.fill("input[name=validation]", str(val))
+        page.fill("input[name=epochs]", "100")  # 800 steps of ~5 ms
+        page.fill("input[name=lr]", "0.005")
+        page.fill("input[name=batch_size]", "8")
+        page.fill("textarea[name=extra]", "train.precision=fp32\ntrain.log_steps=20\ntrain.save_steps=100\n"
+                                          "train.eval_steps=600")
+        page.click("#start")
+        page.wait_for_url(f"{server.url}/runs/tiny")
+        page.wait_for_function("() => { const l = document.querySelector('#chart polyline[data-name=\"loss\"]');"
+                               " return l && +l.dataset.points >= 6; }", timeout=60_000)  # past the step-100 save
+        page.click("#stop")  # Ctrl-C for the job: it ends, its checkpoint kept
+        page.wait_for_selector("#resume", timeout=60_000)
+        assert _status(server, "tiny") == "stopped"
+        page.click("#resume")
+        page.wait_for_selector("#stop", timeout=60_000)
+        page.wait_for_function("() => +document.querySelector('#chart polyline[data-name=\"loss\"]')"
+                               ".dataset.points >= 8", timeout=60_000)  # the resumed job is writing
+        before = _points(page)
+        page.close()  # the tab closes and the server restarts: the job goes on
+        server.stop()
+        assert (runs / ".ui" / "tiny" / "job.json").is_file()
+        server.start()
+        assert _status(server, "tiny") in ("running", "finished")  # it went on without the server
+        page = context.new_page()
+        page.goto(f"{server.url}/runs/tiny")  # re-attached: the full curve and log
+        assert _points(page) >= before
+        page.wait_for_selector("#status.finished", timeout=120_000)  # the page follows it to the end
+        assert _points(page) == 40 > before  # 800 steps, a point every 20: the whole curve, none lost or doubled
+        log = page.inner_text("#log")
+        assert "tunelab train" in log and "interrupted" in log and "--resume" in log, log[-1500:]
+        metrics = json.loads((runs / "tiny" / "metrics.json").read_text())
+        assert metrics["validation"]["accuracy"] > 0.9
+        with context.expect_page() as report:
+            page.click("#report")
+        report.value.wait_for_load_state()
+        assert "tiny" in report.value.content()
+
+        page.goto(f"{server.url}/play?run=tiny")
+        page.fill("textarea[name=text]", "a wonderful , delightful film")
+        page.click("#send")
+        page.wait_for_function("() => document.getElementById('result').textContent.length > 0")
+        row = json.loads(page.inner_text("#result"))
+        assert row["pred_label"] in ("positive", "negative") and set(row["scores"]) == {"positive", "negative"}
+
+        page.goto(f"{server.url}/?lang=zh")  # Chinese interface, remembered
+        assert page.inner_text("h1") == "运行"
+        assert "已完成" in page.inner_text("#runs")
+        page.goto(f"{server.url}/compare?a=tiny&b=tiny")
+        assert page.inner_text("h1") == "对比两次运行"
+        context.close()
+    finally:
+        server.stop()
+        for job in runs.glob(".ui/*/job.json"):  # never leave a training process behind
+            pid = json.loads(job.read_text()).get("pid")
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_bad_form_is_one_line_and_starts_nothing(tiny_bert: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    client = TestClient(create_app(runs))
+    base = {"name": "a", "task": "classification", "model": str(tiny_bert), "method": "full",
+            "train": str(tmp_path / "t.jsonl")}
+    for change, said in (({"name": "../x"}, "name: '../x'"), ({"epochs": "many"}, "train.epochs"),
+                         ({"extra": "train.lr"}, "not key=value"), ({"method": "nope"}, "method")):
+        res = client.post("/launch", data={**base, **change})
+        assert res.status_code == 422
+        line = re.search(r'id="error">([^<]*)<', res.text)
+        assert line and said in line.group(1).replace("&#39;", "'"), (change, res.text[:300])
+    assert not any(runs.iterdir())  # nothing written, nothing started
+    assert client.get("/runs/nope").status_code == 404
+
+
+def test_every_interface_text_has_chinese() -> None:
+    from tunelab.ui.i18n import ZH
+
+    templates = Path(__file__).resolve().parents[1] / "src" / "tunelab" / "ui" / "templates"
+    used = {m for p in templates.glob("*.html") for m in re.findall(r'(?<![\w.])t\("([^"]+)"\)', p.read_text())}
+    used |= {"running", "finished", "stopped", "failed", "empty"}  # the statuses, through t(run.status)
+    assert used and not used - set(ZH), sorted(used - set(ZH))
