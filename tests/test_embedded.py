@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
+
+from conftest import serve_on_loopback
 
 from tunelab.cli import app
 from tunelab.models import ALIASES
@@ -84,3 +87,9 @@ def test_smollm2_gguf_materialises(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         logits = model(**tok("Hello", return_tensors="pt")).logits
     assert torch.isfinite(logits).all()
     assert resolve_model("smollm2-135m") == str(path)  # the second call reuses the cache
+    # `tunelab serve smollm2-135m`: the untuned chat model behind the OpenAI-style API
+    for url, _ in serve_on_loopback([Path("smollm2-135m")], max_tokens=8):
+        answer = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+            "model": "smollm2-135m", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 8}).json()
+        assert answer["choices"][0]["message"]["content"].strip() and answer["usage"]["completion_tokens"] <= 8

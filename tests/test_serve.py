@@ -147,6 +147,14 @@ def test_a_full_queue_is_refused_with_retry_after(cls_run: Path) -> None:
     assert busy.headers["retry-after"] == "1" and "server busy" in busy.json()["error"]["message"]
 
 
+def test_an_encoder_alias_is_refused_before_loading() -> None:
+    from tunelab.errors import TunelabError
+    from tunelab.serve.models import served_models
+
+    with pytest.raises(TunelabError, match="minilm: an encoder has no task head until it is tuned"):
+        served_models([Path("minilm")])
+
+
 def test_bad_path_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["serve", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no such directory" in res.stderr
@@ -251,3 +259,30 @@ def test_lora_runs_share_one_base_and_the_model_name_picks_the_adapter(
         plain = dict(answers)["plain"]
         flipped = dict(answers)["flipped"]
         assert [o["pred_label"] for o in plain] != [o["pred_label"] for o in flipped]
+
+
+def test_the_batcher_keeps_to_its_token_budget() -> None:
+    """Padded tokens per forward pass (inputs × the longest) stay within max_tokens; a request that does not fit
+    opens the next batch, none is lost or reordered; one request over the budget on its own still runs."""
+    import asyncio
+
+    from tunelab.serve.batcher import MicroBatcher
+
+    batches: list[list[str]] = []
+
+    def forward(rows: list[str]) -> list[str]:
+        batches.append(rows)
+        return [r.upper() for r in rows]
+
+    async def main() -> list[list[str]]:
+        batcher = MicroBatcher(forward, max_batch=32, max_wait_ms=50, max_tokens=40, cost=len)
+        await batcher.start()
+        requests = [["aaaaaaaaaa"], ["bbbbbbbbbb"], ["cc"], ["d" * 20], ["e" * 60], ["ffff", "gggg"]]
+        answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(main())
+    assert answers == [["AAAAAAAAAA"], ["BBBBBBBBBB"], ["CC"], ["D" * 20], ["E" * 60], ["FFFF", "GGGG"]]
+    assert all(len(b) * max(map(len, b)) <= 40 for b in batches if len(b) > 1)
+    assert ["e" * 60] in batches and len(batches) > 2

@@ -21,7 +21,9 @@ def ui(
 ) -> None:
     """A web page to launch, watch, stop, resume and compare runs, open their reports and try their models.
 
-    Jobs run detached: closing the page or stopping this server does not stop them; reopening re-attaches."""
+    Jobs run detached: closing the page or stopping this server does not stop them; reopening re-attaches.
+
+    Example: tunelab ui --runs runs --lang zh   (then open http://127.0.0.1:7860)"""
     import uvicorn
 
     from tunelab.ui.app import create_app

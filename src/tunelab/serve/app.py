@@ -63,6 +63,18 @@ class Metrics:
         self.queue = Gauge("tunelab_queue_inputs", "Inputs waiting or running", ["model"], registry=r)
 
 
+def _token_cost(model: Model) -> Any:
+    """An input's tokens as the batcher budgets them: its text fields joined, capped at the model's max_length
+    (a QA context longer than that runs as several windows: counted as one, so the budget is approximate there)."""
+    tokenizer, cap = model.tokenizer, model.task.data.max_length
+
+    def cost(row: Any) -> int:
+        text = " ".join(str(v) for v in row.values()) if isinstance(row, dict) else str(row)
+        return min(cap, len(tokenizer(text)["input_ids"]))
+
+    return cost
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "code": status}}, status_code=status, headers=headers)
 
@@ -89,7 +101,8 @@ class Server:
             else:
                 s.batcher = MicroBatcher(lambda rows, m=s.model: m.predict(rows, batch_size=len(rows)),
                                          self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
-                                         on_batch=lambda n, _s: self.metrics.batch.observe(n))
+                                         on_batch=lambda n, _s: self.metrics.batch.observe(n),
+                                         max_tokens=self.settings.max_batch_tokens, cost=_token_cost(s.model))
                 await s.batcher.start()
         yield
         for s in self.models:  # graceful: what is queued is answered first

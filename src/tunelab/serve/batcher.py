@@ -1,5 +1,6 @@
 """Dynamic micro-batching: concurrent `/v1/predict` requests run as one forward pass of at most `max_batch` inputs
-(a request larger than that runs alone), on the event loop's thread (see `_run`). Each batch takes what queued up
+(a request larger than that runs alone) and at most `max_tokens` padded tokens (inputs × the longest one's tokens, by
+`cost`; a request over it runs alone), on the event loop's thread (see `_run`). Each batch takes what queued up
 while the previous one ran; under load (several requests at once) it also waits up to
 `max_wait_ms` for more, while a lone request on an idle server runs at once. The queue is bounded (`max_queue`
 inputs waiting): beyond it a request is refused at once (HTTP 503 with Retry-After), never left in an unbounded
@@ -34,9 +35,11 @@ class MicroBatcher:
     """`await batcher.submit(items)` → `fn(items of several requests)[its slice]`."""
 
     def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0,
-                 max_queue: int = 1024, on_batch: Callable[[int, float], None] | None = None) -> None:
+                 max_queue: int = 1024, on_batch: Callable[[int, float], None] | None = None,
+                 max_tokens: int | None = None, cost: Callable[[Any], int] | None = None) -> None:
         self.fn, self.max_batch, self.max_wait, self.max_queue = fn, max_batch, max_wait_ms / 1000, max_queue
-        self.on_batch = on_batch
+        self.on_batch, self.max_tokens, self.cost = on_batch, max_tokens, cost
+        self._held: tuple[list[Any], asyncio.Future[list[Any]], int] | None = None  # did not fit: opens the next batch
         self.waiting = 0  # inputs queued or running
         self.stats = BatchStats()
         self._queue: asyncio.Queue[tuple[list[Any], asyncio.Future[list[Any]]]] | None = None
@@ -67,29 +70,48 @@ class MicroBatcher:
         finally:
             self.waiting -= len(items)
 
+    def _longest(self, items: list[Any]) -> int:
+        return max((self.cost(x) for x in items), default=0) if self.cost and self.max_tokens else 0
+
+    async def _take(self, group: list[Any], size: int, longest: int, wait: float | None) -> tuple[int, int, bool]:
+        """Add the next request to `group` if it fits (inputs and padded tokens); one that does not is held for the
+        next batch. Returns (size, longest, whether to go on); `wait` None: only what is queued already."""
+        assert self._queue is not None
+        if wait is None:
+            if self._queue.empty():
+                return size, longest, False
+            items, future = self._queue.get_nowait()
+        else:
+            try:
+                items, future = await asyncio.wait_for(self._queue.get(), wait)
+            except TimeoutError:
+                return size, longest, False
+        cost = self._longest(items)
+        if self.max_tokens and (size + len(items)) * max(longest, cost) > self.max_tokens:
+            self._held = (items, future, cost)
+            return size, longest, False
+        group.append((items, future))
+        return size + len(items), max(longest, cost), size + len(items) < self.max_batch
+
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            group, size = [first], len(first[0])
-            while size < self.max_batch and not self._queue.empty():  # what arrived while the last batch ran
-                nxt = self._queue.get_nowait()
-                group.append(nxt)
-                size += len(nxt[0])
+            if self._held is not None:
+                items, future, longest = self._held
+                self._held = None
+            else:
+                items, future = await self._queue.get()
+                longest = self._longest(items)
+            group, size, more = [(items, future)], len(items), len(items) < self.max_batch
+            while more:  # what arrived while the last batch ran
+                size, longest, more = await self._take(group, size, longest, None)
             # wait for company only under load (several requests now or in the last batch): a lone request on an
             # idle server goes at once instead of paying max_wait_ms
             deadline = loop.time() + (self.max_wait if len(group) > 1 or self._busy else 0)
-            while size < self.max_batch:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    nxt = await asyncio.wait_for(self._queue.get(), left)
-                except TimeoutError:
-                    break
-                group.append(nxt)
-                size += len(nxt[0])
+            more = size < self.max_batch and self._held is None
+            while more and (left := deadline - loop.time()) > 0:
+                size, longest, more = await self._take(group, size, longest, left)
             self._busy = len(group) > 1
             items = [x for request, _ in group for x in request]
             start = time.perf_counter()

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class Settings:
     api_key: str | None = None
     max_batch: int = 32  # inputs per forward pass of /v1/predict
+    max_batch_tokens: int = 8192  # padded tokens per forward pass of /v1/predict (inputs × the longest)
     max_wait_ms: float = 5.0  # how long a request waits for others to share its batch
     max_queue: int = 1024  # inputs waiting at most; beyond: 503 with Retry-After
     max_inputs: int = 256  # inputs per /v1/predict request
