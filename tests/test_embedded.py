@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import serve_on_loopback
-
 from tunelab.cli import app
 from tunelab.models import ALIASES
 
