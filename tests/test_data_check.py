@@ -43,6 +43,20 @@ def test_unknown_tokens_name_a_model_that_fits(tiny_bert: Path) -> None:
     assert unknown_tokens(tok, ["good movie", "bad plot"], "tiny") is None
     said = unknown_tokens(tok, ["这部电影很好看", "酒店很干净"], "tiny")
     assert said is not None and "tiny turns 100 % of the tokens into [UNK]" in said and "gemma3-270m" in said
+    assert "m3e-small" in said  # the Chinese encoder is named too
+
+
+def test_training_warns_too(tiny_bert: Path, tmp_path: Path) -> None:
+    """`tunelab train` says what `data check` says: an English vocabulary on Chinese text is mostly [UNK]."""
+    rows = [{"text": t, "label": y} for t, y in (("房间干净服务好", "pos"), ("房间很脏服务差", "neg"))] * 4
+    data = write_jsonl(tmp_path / "zh.jsonl", rows)
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={data}", f"data.validation={data}",
+            f"output_dir={tmp_path / 'run'}", "train.epochs=1", "train.save_steps=0", "train.report=false"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "100 % of the tokens into [UNK]" in res.output and "m3e-small" in res.output
+    summary = json.loads((tmp_path / "run" / "data_summary.json").read_text())
+    assert "[UNK]" in json.dumps(summary, ensure_ascii=False)
     assert look_alike_labels(["pos", "neg"]) is None and "true, yes" in look_alike_labels(["true", "yes", "no"])
 
 

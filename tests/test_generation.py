@@ -20,7 +20,7 @@ from tunelab.evaluation.generation import eval_generation
 from tunelab.metrics.generation import score_generations, segment_zh
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
-from tunelab.text import is_chinese, jieba_or_none
+from tunelab.text import is_chinese
 
 run_config_class()
 from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids  # noqa: E402
@@ -55,17 +55,26 @@ def test_exact_match_normalises_whitespace_only() -> None:
     assert [s["exact_match"] for s in samples] == [1.0, 0.0] and corpus["exact_match"] == 0.5
 
 
-def test_chinese_is_segmented_for_rouge_and_bleu() -> None:
+def test_chinese_is_segmented_for_rouge_and_bleu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunelab.metrics.generation as gen
+
     assert is_chinese(["我爱北京天安门", "hello"]) and not is_chinese(["hello world", "天"])
-    if jieba_or_none() is None:
-        assert segment_zh("我爱 NLP 2024！北京") == ["我", "爱", "nlp", "2024", "北", "京"]
     ref, pred = "我爱北京天安门", "我爱北京"
+    # jieba (the `zh` extra, installed by `make install`): words — 我 / 爱 / 北京 / 天安门
+    pytest.importorskip("jieba")
+    assert segment_zh("我爱 NLP 2024！北京天安门") == ["我", "爱", "nlp", "2024", "北京", "天安门"]
     corpus, (s,) = score_generations([pred], [ref])
     assert corpus["bleu_tokenize"] == "zh" and 0 < corpus["bleu"] < 100
-    if jieba_or_none() is None:  # characters: P = 4/4, R = 4/7 → F = 8/11; bigrams P = 3/3, R = 3/6 → F = 2/3
+    assert corpus["rouge1"] == pytest.approx(6 / 7)  # P = 3/3, R = 3/4
+    # without jieba: single characters — P = 4/4, R = 4/7 → F = 8/11; bigrams P = 3/3, R = 3/6 → F = 2/3
+    monkeypatch.setattr(gen, "jieba_or_none", lambda: None)
+    segment_zh.cache_clear()  # segmentations are cached per text
+    try:
+        assert segment_zh("我爱 NLP 2024！北京") == ["我", "爱", "nlp", "2024", "北", "京"]
+        corpus, _ = score_generations([pred], [ref])
         assert corpus["rouge1"] == pytest.approx(8 / 11) and corpus["rouge2"] == pytest.approx(2 / 3)
-    else:
-        assert 0 < corpus["rouge1"] < 1
+    finally:
+        segment_zh.cache_clear()
     # rouge-score's own tokenizer keeps [a-z0-9] only: Chinese would score 0
     english, _ = score_generations([pred], [ref], language="en")
     assert english["rouge1"] == 0.0

