@@ -77,7 +77,7 @@ def test_smollm2_gguf_materialises(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path))
     path = Path(resolve_model("smollm2-135m"))
     assert path.parent.parent == tmp_path and (path / "model.safetensors").is_file()
-    assert not list(path.parent.glob(".smollm2-135m-*")), "temp directory left behind"
+    assert not list(path.parent.glob(".tmp-*")), "temp directory left behind"
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
     assert getattr(model.config, "quantization_config", None) is None
@@ -114,7 +114,7 @@ def test_m3e_small_converts_once_and_learns_chinese(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
     path = Path(resolve_model("m3e-small"))
     assert path.parent.parent == tmp_path / "cache" and (path / "model.safetensors").is_file()
-    assert not (path / "pytorch_model.bin").exists() and not list(path.parent.glob(".m3e-small-*"))
+    assert not (path / "pytorch_model.bin").exists() and not list(path.parent.glob(".tmp-*"))
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert tokenizer.unk_token_id not in tokenizer("酒店自动把房间升级成套房，不错，赞一下！")["input_ids"]
     assert resolve_model("m3e-small") == str(path)  # converted once

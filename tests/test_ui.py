@@ -182,3 +182,20 @@ def test_every_interface_text_has_chinese() -> None:
     used = {m for p in templates.glob("*.html") for m in re.findall(r'(?<![\w.])t\("([^"]+)"\)', p.read_text())}
     used |= {"running", "finished", "stopped", "failed", "empty"}  # the statuses, through t(run.status)
     assert used and not used - set(ZH), sorted(used - set(ZH))
+
+
+def test_the_playground_streams_a_chat_reply(tiny_chat_run: Path) -> None:
+    """A chat model's playground: the reply comes as server-sent events, then [DONE]."""
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(tiny_chat_run.parent))
+    page = client.get(f"/play?run={tiny_chat_run.name}")
+    assert page.status_code == 200 and 'id="message"' in page.text  # the chat form, not the predict form
+    res = client.post(f"/api/play/{tiny_chat_run.name}/chat",
+                      json={"messages": [{"role": "user", "content": "say good"}]})
+    events = [line[6:] for line in res.text.splitlines() if line.startswith("data: ")]
+    assert res.status_code == 200 and events[-1] == "[DONE]"
+    assert "".join(json.loads(e)["text"] for e in events[:-1]).strip() == "good"
+    assert client.post(f"/api/play/{tiny_chat_run.name}/chat", json={"messages": []}).status_code == 422

@@ -12,13 +12,14 @@ import importlib.util
 import os
 import re
 import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.errors import ConfigError
+from tunelab.io import atomic_dir, commit_dir
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -102,31 +103,36 @@ def resolve_model(name: str) -> str:
     return str(target)
 
 
-def materialise_pickled(source: Path, target: Path) -> None:
-    """Convert a pickled `pytorch_model.bin` once into safetensors beside a copy of its config and tokenizer (temp
-    dir, then renamed). Read with `weights_only=True`: tensors only, no code from the pickle runs."""
-    import torch
-    from safetensors.torch import save_file
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+def _write_once(target: Path, fill: Callable[[Path], None]) -> None:
+    """`fill(tmp)` a temp dir beside `target`, then put it in place: an interrupted conversion leaves nothing."""
+    tmp = atomic_dir(target)
     try:
-        state = torch.load(source / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        for f in source.iterdir():
-            if f.is_file() and f.suffix in (".json", ".txt", ".model") or f.name == "README.md":
-                shutil.copy2(f, tmp / f.name)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        fill(tmp)
+        commit_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def materialise_pickled(source: Path, target: Path) -> None:
+    """Convert a pickled `pytorch_model.bin` once into safetensors beside a copy of its config and tokenizer.
+    Read with `weights_only=True`: tensors only, no code from the pickle runs."""
+    import torch
+    from safetensors.torch import save_file
+
+    def fill(tmp: Path) -> None:
+        state = torch.load(source / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        for f in source.iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt", ".model") or f.name == "README.md":
+                shutil.copy2(f, tmp / f.name)
+
+    _write_once(target, fill)
+
+
 def materialise_gguf(gguf_path: Path, target: Path) -> None:
-    """Dequantise a GGUF model once into plain safetensors (written to a temp dir, then renamed)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Dequantise a GGUF model once into plain safetensors."""
     kw = {"gguf_file": gguf_path.name}
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), **kw)
@@ -135,13 +141,4 @@ def materialise_gguf(gguf_path: Path, target: Path) -> None:
         del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    _write_once(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))

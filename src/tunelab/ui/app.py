@@ -187,12 +187,19 @@ class UI:
             chat, fields = model.task.generates_replies, model.task.input_fields()
         return self.page(request, "play.html", runs=finished, chosen=chosen, fields=fields, chat=chat)
 
+    async def _request(self, name: str, request: Request, key: str, what: str) -> tuple[Model, list[Any]]:
+        """The run's model (loaded in a worker thread) and the body's non-empty list `key` (else 422)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        items = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise HTTPException(422, f"{key}: a non-empty list of {what}")
+        return await asyncio.to_thread(self.models.get, self.run(name).path), items
+
     async def play_predict(self, name: str, request: Request) -> Any:
-        body = await request.json()
-        inputs = body.get("inputs") if isinstance(body, dict) else None
-        if not isinstance(inputs, list) or not inputs:
-            raise HTTPException(422, "inputs: a non-empty list of texts or rows")
-        model = await asyncio.to_thread(self.models.get, self.run(name).path)
+        model, inputs = await self._request(name, request, "inputs", "texts or rows")
         try:
             return {"outputs": await asyncio.to_thread(model.predict, inputs)}
         except TunelabError as exc:
@@ -202,11 +209,7 @@ class UI:
         from tunelab.tasks.chat_template import prompt_ids
         from tunelab.tasks.streaming import stream_reply
 
-        body = await request.json()
-        messages = body.get("messages") if isinstance(body, dict) else None
-        if not isinstance(messages, list) or not messages:
-            raise HTTPException(422, "messages: a non-empty list of {role, content}")
-        model = await asyncio.to_thread(self.models.get, self.run(name).path)
+        model, messages = await self._request(name, request, "messages", "{role, content}")
         ids = prompt_ids(model.tokenizer, messages)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue[str | None]()
 
@@ -252,6 +255,14 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+ROUTES = [("GET", "/", "index"), ("GET", "/api/runs", "api_runs"), ("GET", "/runs/{name}", "run_page"),
+          ("GET", "/runs/{name}/live", "run_live"), ("GET", "/runs/{name}/report", "report"),
+          ("POST", "/runs/{name}/stop", "stop"), ("POST", "/runs/{name}/resume", "resume"),
+          ("GET", "/launch", "launch_form"), ("POST", "/launch", "launch"), ("GET", "/compare", "compare"),
+          ("GET", "/play", "play"), ("POST", "/api/play/{name}", "play_predict"),
+          ("POST", "/api/play/{name}/chat", "play_chat")]
+
+
 def _warm_up() -> None:
     """Import the library (torch, transformers, the tasks) in the background: the page answers at once, and the launch
     form and the playground's first model do not wait for imports."""
@@ -264,18 +275,8 @@ def create_app(runs: Path, lang: str = "auto") -> FastAPI:
     threading.Thread(target=_warm_up, daemon=True, name="tunelab-ui-warm-up").start()
     ui = UI(runs, lang)
     app = FastAPI(title="tunelab ui", docs_url=None, redoc_url=None)
-    app.add_api_route("/", ui.index, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/api/runs", ui.api_runs, methods=["GET"])
-    app.add_api_route("/runs/{name}", ui.run_page, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/runs/{name}/live", ui.run_live, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/runs/{name}/report", ui.report, methods=["GET"])
-    app.add_api_route("/runs/{name}/stop", ui.stop, methods=["POST"])
-    app.add_api_route("/runs/{name}/resume", ui.resume, methods=["POST"])
-    app.add_api_route("/launch", ui.launch_form, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/launch", ui.launch, methods=["POST"])
-    app.add_api_route("/compare", ui.compare, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/play", ui.play, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/api/play/{name}", ui.play_predict, methods=["POST"])
-    app.add_api_route("/api/play/{name}/chat", ui.play_chat, methods=["POST"])
+    for method, path, handler in ROUTES:
+        page = {"response_class": HTMLResponse} if method == "GET" and not path.startswith("/api/") else {}
+        app.add_api_route(path, getattr(ui, handler), methods=[method], **page)
     app.state.ui = ui
     return app
