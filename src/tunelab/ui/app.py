@@ -84,8 +84,10 @@ class UI:
         return response
 
     def run(self, name: str) -> RunView:
+        if "/" in name or name.startswith(".") or not name:
+            raise HTTPException(404, f"no run {name!r} in {self.runs}")
         v = view(self.runs / name)
-        if "/" in name or name.startswith(".") or v.status == "empty" and not v.path.is_dir():
+        if v.status == "empty" and not v.path.is_dir():
             raise HTTPException(404, f"no run {name!r} in {self.runs}")
         return v
 
