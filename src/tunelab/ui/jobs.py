@@ -73,7 +73,7 @@ def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
     job_dir.mkdir(parents=True, exist_ok=True)
     config = job_dir / "config.yaml"
     write_text_atomic(config, yaml.safe_dump(tree, allow_unicode=True, sort_keys=False))
-    (job_dir / "job.json").write_text(json.dumps({"config": tree, "started": time.time()}), encoding="utf-8")
+    write_text_atomic(job_dir / "job.json", json.dumps({"config": tree, "started": time.time()}))
     return _start(runs, name, ["train", str(config.resolve())])
 
 
