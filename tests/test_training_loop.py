@@ -254,9 +254,10 @@ def test_bf16_training_then_plain_fp32_forward(tiny_bert: Path) -> None:
     result = engine.train(model, feats, collate, cfg.train, lr=1e-3)
     assert result.precision == "bf16" and result.steps == 2 and result.train_loss == result.train_loss
     assert not hasattr(model.forward, "__wrapped__")  # accelerate's autocast wrapper is gone
-    batch = {k: v for k, v in collate(feats[:4]).items() if k != "labels"}
+    device = next(model.parameters()).device  # cuda where a GPU trained it
+    batch = {k: v.to(device) for k, v in collate(feats[:4]).items() if k != "labels"}
     with torch.no_grad():
         plain = model(**batch).logits
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             low = model(**batch).logits
     assert plain.dtype == torch.float32 and not torch.equal(plain, low.float())

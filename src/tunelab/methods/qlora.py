@@ -34,6 +34,16 @@ def qlora_missing() -> str | None:
     return None if ok else ", ".join(found)
 
 
+def output_embeddings(model: torch.nn.Module) -> list[str]:
+    """The module name of the model's output embeddings (a causal LM's lm_head, a masked LM's decoder), kept out of
+    4-bit: its weight is tied to the input embeddings, and bitsandbytes loses a tied 4-bit weight's quantisation
+    state (seen on an H200: a BERT MLM decoder failed its first forward; transformers skips only `lm_head`-style
+    names by default)."""
+    get = getattr(model, "get_output_embeddings", None)
+    out = get() if callable(get) else None
+    return [name for name, module in model.named_modules() if out is not None and module is out]
+
+
 def require_qlora() -> None:
     missing = qlora_missing()
     if missing:
@@ -61,7 +71,8 @@ class Qlora(Lora):
         self._full = Path(tempfile.mkdtemp(prefix="tunelab-qlora-"))  # the unquantised weights, for export
         model.save_pretrained(self._full)
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=heads or None)
+                                   bnb_4bit_compute_dtype=torch.bfloat16,
+                                   llm_int8_skip_modules=[*heads, *output_embeddings(model)] or None)
         model = type(model).from_pretrained(self._full, quantization_config=quant, device_map={"": 0})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return super().apply(model, heads, new_tokens)

@@ -27,6 +27,7 @@ def environment(cfg: RunConfig | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
     for package in ("torch", "transformers", "peft", "accelerate", "tunelab"):
         info[package] = _version(package)
+    info["torch"] = torch.__version__  # the build too (2.11.0+cu130): the package metadata drops the local tag
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info["platform"] = f"{platform.system()} {platform.release()} {platform.machine()}"
     info["cpu"] = f"{_cpu_name()} ({os.cpu_count()} logical CPUs, {affinity} usable)"
