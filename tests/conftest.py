@@ -18,6 +18,8 @@ os.environ["TUNELAB_NO_PROGRESS"] = "1"
 # `precision: auto` means fp32 in tests on every CPU (bf16 where native would make exact comparisons
 # machine-dependent); tests of bf16 ask for it explicitly
 os.environ.setdefault("TUNELAB_PRECISION", "fp32")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on a 2-core machine: a thread each, and
+    os.environ["OMP_NUM_THREADS"] = "1"  # the processes a test starts inherit it (tiny models gain nothing from two)
 
 WORDS = [
     "good",
