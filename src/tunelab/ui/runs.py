@@ -107,7 +107,8 @@ def view(run: Path) -> RunView:
         config = job.get("config") or {}
     rows = metric_rows(run)
     final = read_json(run / "metrics.json")
-    pid = holder(run) if alive(holder(run)) else job.get("pid") if alive(job.get("pid")) else None
+    locked = holder(run)
+    pid = locked if alive(locked) else job.get("pid") if alive(job.get("pid")) else None
     if pid:
         status = "running"
     elif isinstance(final, dict) and (run / "model").is_dir():
