@@ -15,31 +15,29 @@ from tunelab.api import Model
 ADAPTER = "adapter"
 
 
-def _run_dir(path: Path) -> Path | None:
-    """The run directory of PATH (a run or its model/) when it holds a LoRA adapter beside its model."""
+def _lora_run(path: Path) -> tuple[Path, str] | None:
+    """(the run directory, its sharing key) when PATH (a run or its model/) holds a LoRA adapter beside its model:
+    runs share a base when their base model, task and head shape agree."""
     run = path.parent if path.name == "model" else path
     try:
-        config = json.loads((run / ADAPTER / "adapter_config.json").read_text(encoding="utf-8"))
+        adapter = json.loads((run / ADAPTER / "adapter_config.json").read_text(encoding="utf-8"))
         meta = json.loads((run / "model" / "tunelab.json").read_text(encoding="utf-8"))
+        config = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return run if config.get("peft_type") == "LORA" and meta.get("base_model") else None
+    if adapter.get("peft_type") != "LORA" or not meta.get("base_model"):
+        return None
+    return run, json.dumps([meta["base_model"], meta["task"].get("name"), config.get("architectures"),
+                            len(config.get("id2label") or {}), config.get("vocab_size")])
 
 
-def _key(run: Path) -> str:
-    meta = json.loads((run / "model" / "tunelab.json").read_text(encoding="utf-8"))
-    config = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
-    return json.dumps([meta["base_model"], meta["task"].get("name"), config.get("architectures"),
-                       len(config.get("id2label") or {}), config.get("vocab_size")])
-
-
-def adapter_groups(paths: list[Path]) -> list[list[int]]:
-    """Indices of the paths that can share a base, in groups of two or more."""
-    groups: dict[str, list[int]] = {}
+def adapter_groups(paths: list[Path]) -> list[dict[int, Path]]:
+    """The paths that can share a base, in groups of two or more: {index in `paths`: run directory}."""
+    groups: dict[str, dict[int, Path]] = {}
     for i, path in enumerate(paths):
-        run = _run_dir(path) if path.exists() else None
-        if run is not None:
-            groups.setdefault(_key(run), []).append(i)
+        found = _lora_run(path) if path.exists() else None
+        if found is not None:
+            groups.setdefault(found[1], {})[i] = found[0]
     return [g for g in groups.values() if len(g) > 1]
 
 
@@ -65,7 +63,8 @@ class AdapterView:
 
 
 def load_group(runs: list[Path], names: list[str]) -> list[Model]:
-    """One base model, every run's adapter on it; a Model per run whose module is its AdapterView."""
+    """One base model, every run's adapter on it (`runs`: run directories, as `adapter_groups` gives them); a Model
+    per run whose module is its AdapterView."""
     import transformers
     from peft import PeftModel
 
@@ -73,7 +72,6 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
     from tunelab.models.aliases import resolve_model
     from tunelab.models.decoder_heads import load_head
 
-    runs = [r.parent if r.name == "model" else r for r in runs]
     tasks = [load_task(r / "model") for r in runs]
     base_name = json.loads((runs[0] / "model" / "tunelab.json").read_text(encoding="utf-8"))["base_model"]
     config = transformers.AutoConfig.from_pretrained(str(runs[0] / "model"))  # the head's shape, as trained

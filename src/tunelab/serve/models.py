@@ -62,9 +62,7 @@ def served_models(paths: list[Path], prefer_exports: bool = True) -> list[Served
         names.append(name)
     shared: dict[int, Model] = {}
     for group in adapter_groups([Path(p) for p in paths]):
-        for i, model in zip(group, load_group([Path(paths[i]) for i in group], [names[i] for i in group]),
-                            strict=True):
-            shared[i] = model
+        shared.update(zip(group, load_group(list(group.values()), [names[i] for i in group]), strict=True))
     out: list[Served] = []
     for i, path in enumerate(paths):
         path = Path(path)

@@ -92,7 +92,7 @@ class UI:
         return v
 
     def live(self, v: RunView) -> dict[str, Any]:
-        return {"run": v, "chart": line_chart(curves(v.path)), "log": log_tail(v)}
+        return {"run": v, "chart": line_chart(curves(v)), "log": log_tail(v)}
 
     # -- pages ---------------------------------------------------------------------------------
     async def index(self, request: Request) -> HTMLResponse:
@@ -177,7 +177,7 @@ class UI:
             keys = sorted(set(flat[0]) | set(flat[1]))
             diff = [(k, str(flat[0].get(k, "")), str(flat[1].get(k, ""))) for k in keys
                     if flat[0].get(k) != flat[1].get(k) and k != "output_dir"]
-            chart = line_chart({f"{v.name} {k}": pts for v in pair for k, pts in curves(v.path).items()})
+            chart = line_chart({f"{v.name} {k}": pts for v in pair for k, pts in curves(v).items()})
         return self.page(request, "compare.html", runs=runs, pair=pair, diff=diff, chart=chart, a=a, b=b)
 
     async def play(self, request: Request, run: str = "") -> HTMLResponse:

@@ -30,7 +30,8 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=process.wait, daemon=True).start()
 
 
-def _start(runs: Path, name: str, args: list[str]) -> int:
+def _start(runs: Path, name: str, args: list[str], job: dict[str, Any] | None = None) -> int:
+    """Start `tunelab ARGS` detached and record its pid in the job file (`job`: a new job's first contents)."""
     job_dir = runs / UI_DIR / name
     job_dir.mkdir(parents=True, exist_ok=True)
     with (job_dir / "train.log").open("ab") as log:
@@ -41,7 +42,7 @@ def _start(runs: Path, name: str, args: list[str]) -> int:
         process = subprocess.Popen([sys.executable, "-m", "tunelab", *args], stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=Path.cwd(), env=env)
     _reap(process)
-    job = _read(job_dir) | {"pid": process.pid, "args": args}
+    job = (job if job is not None else _read(job_dir)) | {"pid": process.pid, "args": args}
     job.setdefault("started", time.time())
     write_text_atomic(job_dir / "job.json", json.dumps(job, ensure_ascii=False, indent=1))
     return process.pid
@@ -73,8 +74,7 @@ def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
     job_dir.mkdir(parents=True, exist_ok=True)
     config = job_dir / "config.yaml"
     write_text_atomic(config, yaml.safe_dump(tree, allow_unicode=True, sort_keys=False))
-    write_text_atomic(job_dir / "job.json", json.dumps({"config": tree, "started": time.time()}))
-    return _start(runs, name, ["train", str(config.resolve())])
+    return _start(runs, name, ["train", str(config.resolve())], {"config": tree, "started": time.time()})
 
 
 def stop(v: RunView) -> None:

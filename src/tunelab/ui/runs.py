@@ -81,6 +81,7 @@ class RunView:
     pid: int | None = None
     launched: bool = False  # by the UI (it has a job file and a log)
     step: int | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # metrics.jsonl, read once per view
 
     @property
     def job_dir(self) -> Path:
@@ -124,7 +125,7 @@ def view(run: Path) -> RunView:
     out = RunView(name, run, status, task=(task or {}).get("name", "") if isinstance(task, dict) else str(task or ""),
                   model=str(config.get("model") or ""),
                   method=(method or {}).get("name", "") if isinstance(method, dict) else str(method or ""),
-                  pid=pid, launched=bool(job))
+                  pid=pid, launched=bool(job), rows=rows)
     out.metrics = _key_metrics(final, rows)
     steps = [r for r in rows if "elapsed_s" in r]
     out.step = int(rows[-1]["step"]) if rows and isinstance(rows[-1].get("step"), int) else None
@@ -165,10 +166,10 @@ def list_runs(runs: Path) -> list[RunView]:
     return sorted(views, key=lambda v: -(v.started or 0))
 
 
-def curves(run: Path) -> dict[str, list[tuple[float, float]]]:
+def curves(v: RunView) -> dict[str, list[tuple[float, float]]]:
     """Training loss and each evaluation metric by step (the run's final evaluation rows excluded)."""
     out: dict[str, list[tuple[float, float]]] = {}
-    for row in metric_rows(run):
+    for row in v.rows:
         step = row.get("step")
         if not isinstance(step, int | float) or "final" in row:
             continue
@@ -187,4 +188,4 @@ def log_tail(v: RunView, lines: int = 200) -> str:
             text = f.read().decode("utf-8", errors="replace")
         # a progress bar redraws with carriage returns: keep the last state of each line
         return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:])
-    return "\n".join(json.dumps(r, ensure_ascii=False) for r in metric_rows(v.path)[-lines:])
+    return "\n".join(json.dumps(r, ensure_ascii=False) for r in v.rows[-lines:])
