@@ -1,31 +1,139 @@
-"""Two CPU processes (gloo) train one model with DDP through `torchrun`; only the main process
-writes the run directory."""
+"""Several CPU processes (gloo) through `tunelab train --nproc N` (torchrun): the loss curve and the weights equal a
+one-process run at the same global batch, whatever the number of processes — also across a SIGKILL and a resume,
+under DDP and under FSDP2 (resumed on another number of processes); checkpoints and the model hold full tensors;
+only the main process writes."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
 from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+REL = 1e-3  # the issue's bound on the relative difference of the loss curves
 
 
-def test_two_process_ddp(tiny_bert: Path, tmp_path: Path) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(64))
+def _sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
+    # 58 rows, global batch 8: 8 steps per epoch, the last batch of 2 rows (one per process)
+    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(58, 0))
+    val = write_jsonl(tmp / "val.jsonl", sentiment_rows(12, 1))
+    sets = [f"model={model}", "task=classification", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={out}", "train.epochs=2", "train.batch_size=8", "train.log_steps=1", "train.save_steps=4",
+            "train.dropout=0", "train.lr=5e-3", "train.report=false", *extra]
+    return [x for s in sets for x in ("--set", s)]
+
+
+def _train(args: list[str], *launch: str, pause: str | None = None, ready: Path | None = None) -> None:
+    """`tunelab train ARGS LAUNCH` as a user runs it; with `pause`, SIGKILL the whole process group once the run
+    sleeps at `pause` (TUNELAB_TEST_PAUSE) and `ready` exists."""
+    cmd = [sys.executable, "-m", "tunelab", "train", *args, *launch]
+    env = {**ENV, **({"TUNELAB_TEST_PAUSE": pause} if pause else {})}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    if pause is None:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+        return
+    deadline = time.monotonic() + 180
+    try:
+        while not (ready is not None and ready.is_dir()):
+            assert proc.poll() is None, f"ended (rc {proc.returncode}) before {pause}: {proc.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"the run did not reach {pause}"
+            time.sleep(0.1)
+        time.sleep(1.0)  # every process is past the checkpoint and asleep in the pause
+    finally:  # the launcher, torchrun and every worker (torchrun starts each in its own session), as a lost node
+        for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+            p.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def _losses(out: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    assert len(losses) == len(dict(losses)), "a loss row written twice"
+    return dict(losses)
+
+
+def _same_curve(got: dict[int, float], want: dict[int, float]) -> None:
+    assert sorted(got) == sorted(want) == list(range(1, 17))
+    worst = max(abs(got[s] - want[s]) / abs(want[s]) for s in want)
+    assert worst <= REL, f"loss curves differ by {worst:.2e} (relative)"
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one-process run (no launcher)."""
+    tmp = tmp_path_factory.mktemp("one-process")
+    _train(_sets(tiny_bert, tmp, tmp / "run", "train.precision=fp32"))
+    return tmp / "run"
+
+
+def _same_model(got: Path, want: Path) -> None:
+    a, b = load_file(str(got / "model" / "model.safetensors")), load_file(str(want / "model" / "model.safetensors"))
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    assert (got / "model" / "model.safetensors").stat().st_size == (want / "model" / "model.safetensors").stat().st_size
+    assert max(float((a[k] - b[k]).abs().max()) for k in b) < 1e-4
+
+
+def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tunelab.cli", "train", "--set", "task=classification", "--set", f"model={tiny_bert}",
-           "--set", f"data.train={train}", "--set", f"output_dir={out}", "--set", "train.epochs=1",
-           "--set", "train.batch_size=8", "--set", "train.log_steps=1"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32")
+    _train(args, "--nproc", "2", pause="step:6", ready=out / "checkpoints" / "step-00000004")
+    assert max(_losses(out)) == 6  # steps 5 and 6 were logged after checkpoint 4: the resume replaces them
+    _train(args, "--nproc", "2", "--resume")
+    _same_curve(_losses(out), _losses(reference))
+    _same_model(out, reference)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train"]["hardware"]["processes"] == 2
-    # 58 training rows (6 held out) = 8 batches of 8, split over 2 processes = 4 steps per epoch
-    assert metrics["train"]["steps"] == 4
-    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-    assert steps == [1, 2, 3, 4]  # written once, by the main process
-    assert (out / "model" / "model.safetensors").is_file()
+    assert metrics["train"]["hardware"]["processes"] == 2 and metrics["train"]["steps"] == 16
+    assert metrics["validation"]["accuracy"] == json.loads((reference / "metrics.json").read_text())[
+        "validation"]["accuracy"]
+    state = __import__("torch").load(out / "checkpoints" / "step-00000016" / "state.pt", weights_only=True)
+    assert len(state["rng_ranks"]) == 2  # every process's RNG states are kept
+
+
+def test_fsdp_killed_and_resumed_on_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "train.distributed.strategy=fsdp")
+    _train(args, "--nproc", "2", pause="step:9", ready=out / "checkpoints" / "step-00000008")
+    # the checkpoint holds full tensors, gathered from the two shards: as the one-process run's
+    got = load_file(str(out / "checkpoints" / "step-00000008" / "trainable.safetensors"))
+    want = load_file(str(reference / "checkpoints" / "step-00000016" / "trainable.safetensors"))
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
+    assert all(bool((v != 0).any()) for v in got.values())
+    _train(args, "--nproc", "1", "--resume")  # the sharded optimizer state re-sharded for one process
+    _same_curve(_losses(out), _losses(reference))
+    _same_model(out, reference)
+
+
+def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    sets = ["--set", "task=classification", "--set", f"model={tiny_bert}",
+            "--set", f"data.train={tmp_path / 't.jsonl'}", "--set", f"output_dir={tmp_path / 'runs'}"]
+    write_jsonl(tmp_path / "t.jsonl", sentiment_rows(4))
+    res = runner.invoke(app, ["train", *sets, "--nproc", "4", "--nnodes", "2", "--node-rank", "1",
+                              "--master-addr", "10.0.0.1", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert res.output.split()[1:] == ["-m", "torch.distributed.run", "--nproc-per-node", "4", "--nnodes", "2",
+                                      "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500",
+                                      "-m", "tunelab", "train", *sets]
+    res = runner.invoke(app, ["train", *sets, "--nproc", "2", "--nnodes", "2"])
+    assert res.exit_code == 2 and "--master-addr" in res.output and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["train", *sets, "--nproc", "2", "--set", "train.distributed.strategy=deepspeed"])
+    if not __import__("torch").cuda.is_available():
+        assert res.exit_code == 2 and "deepspeed needs CUDA GPUs" in res.output
+    res = runner.invoke(app, ["train", *sets, "--nproc", "2", "--set", "train.distributed.strategy=fsdp",
+                              "--set", "method=qlora"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1  # on a CPU: qlora needs CUDA first
+    assert not (tmp_path / "runs").exists()

@@ -34,6 +34,7 @@ from tunelab.tasks.base import Task
 from tunelab.training import engine
 from tunelab.training.checkpoint import find_checkpoint
 from tunelab.training.distill import DistillLoss, same_vocabulary, student_from_teacher, teacher_model_dir
+from tunelab.training.distributed import check_strategy, launched
 from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
 
 
@@ -60,6 +61,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     cfg = resolved(cfg)
     config_yaml = config_to_yaml(cfg)
     method = METHODS.get(cfg.method.name)(cfg.method)
+    if launched():  # train.distributed applies to launched runs (tunelab train --nproc, torchrun)
+        check_strategy(cfg.train, cfg.method.name, cfg.distill is not None)
     # under `accelerate launch` / torchrun this is one of several processes
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
@@ -110,6 +113,19 @@ def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | N
         raise ConfigError(f"config: distill.teacher: {teacher_dir} and model {cfg.model} have different vocabularies; "
                           "the student must share the teacher's tokenizer")
     return DistillLoss(task, teacher, task.loss_fn(), cfg.distill.temperature, cfg.distill.alpha, cfg.distill.loss)
+
+
+def _unsharded(cfg: RunConfig, task: Task, method: Method, train_rows: list[dict[str, Any]],
+               state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The model built as for training (task head, method), holding the full weights gathered from the shards."""
+    model, _ = task.build_model(resolve_model(cfg.model), train_rows)
+    model = method.apply(model, task.head_modules(model), task.new_token_ids)
+    own = model.state_dict()
+    unexpected = model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()},
+                                       strict=False).unexpected_keys
+    if unexpected:
+        raise TunelabError(f"train: the gathered weights do not fit the model ({unexpected[:3]})")
+    return model
 
 
 def _first_line(error: BaseException) -> str:
@@ -167,6 +183,8 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
     if not state.is_main_process:  # the main process exports and scores; the others are done
         state.wait_for_everyone()
         return {}
+    if result.full_state is not None:  # fsdp / deepspeed: an unsharded model of the same build takes the weights
+        model = _unsharded(cfg, task, method, splits["train"], result.full_state)
     model = save_model(model, tokenizer, task, method, cfg, out)
     # sft with task.generation.eval_generate: replies scored, RUN/predictions/<split>.generations.jsonl
     generated = final_generation(task, model, tokenizer, splits, cfg.train.eval_batch_size, out)

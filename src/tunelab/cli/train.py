@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from tunelab.cli.common import _OptionalResumeValue, app, user_errors
+from tunelab.cli.launch import Launch, run_launch, torchrun_command
+
+if TYPE_CHECKING:
+    from tunelab.config.run import RunConfig
 
 
 @app.command(cls=_OptionalResumeValue)
@@ -21,6 +26,14 @@ def train(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what OUTPUT_DIR holds (by default only a "
                                    "finished run of the same config is replaced; anything else is refused)."),
+    nproc: int | None = typer.Option(None, "--nproc", min=1, help="Train with N processes on this machine (one per "
+                                     "GPU, or CPU processes over gloo), relaunched under torchrun; "
+                                     "train.distributed picks ddp / fsdp / deepspeed."),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines in the run (each runs the same command)."),
+    node_rank: int = typer.Option(0, "--node-rank", min=0, help="This machine's index, 0 .. nnodes-1."),
+    master_addr: str | None = typer.Option(None, "--master-addr", help="Address of the node-rank 0 machine."),
+    master_port: int = typer.Option(29500, "--master-port", help="Its port for the rendezvous."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the torchrun command that --nproc runs; run nothing."),
 ) -> None:
     """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
     from tunelab import api
@@ -28,6 +41,10 @@ def train(
     from tunelab.evaluation.evaluate import print_metrics
 
     cfg = load_config(config, set_)
+    if nproc is not None or nnodes > 1 or dry_run:
+        _launch(cfg, config, set_, resume, overwrite, Launch(nproc or 1, nnodes, node_rank, master_addr, master_port),
+                dry_run)
+        return
     try:
         run = api.train(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
@@ -40,6 +57,24 @@ def train(
     t = metrics["train"]
     typer.echo(f"trained {t['steps']} steps in {t['wall_s']} s ({t['real_tokens_per_s']} real tok/s, "
                f"{t['precision']}); model: {Path(cfg.output_dir) / 'model'}", err=True)
+
+
+def _launch(cfg: RunConfig, config: Path | None, sets: list[str], resume: str | None, overwrite: bool,
+            launch: Launch, dry_run: bool) -> None:
+    """Check what can be checked here (the config, the strategy), then run (or print) the torchrun command."""
+    from shlex import join
+
+    from tunelab.training.distributed import check_strategy
+
+    launch.check()
+    check_strategy(cfg.train, cfg.method.name, cfg.distill is not None)
+    cmd = torchrun_command(launch, config, sets, resume, overwrite)
+    if dry_run:
+        typer.echo(join(cmd))
+        return
+    code = run_launch(cmd, launch.nproc)
+    if code:
+        raise typer.Exit(code)
 
 
 def interrupted_line(out: Path, config: Path | None, sets: list[str]) -> str:

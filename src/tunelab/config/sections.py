@@ -146,10 +146,34 @@ class EarlyStoppingConfig(Section):
     )
 
 
+class DistributedConfig(Section):
+    """How several processes (`tunelab train --nproc N`, torchrun, accelerate launch) share the work; one process
+    ignores it. `train.batch_size` stays the global batch: each process takes its share of every batch."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="ddp: a full copy of the model per process, gradients averaged (accelerate); fsdp: "
+        "PyTorch FSDP2 (`fully_shard` per transformer layer): parameters, gradients and optimizer state sharded "
+        "over the processes, CPU (gloo) or GPU; deepspeed: DeepSpeed ZeRO through accelerate (CUDA GPUs only, "
+        "`pip install deepspeed`)."
+    )
+    zero_stage: Literal[2, 3] = Field(
+        2, description="deepspeed: ZeRO-2 shards optimizer state and gradients; ZeRO-3 also the parameters."
+    )
+    offload: bool = Field(
+        False, description="Keep sharded state in CPU memory: deepspeed offloads optimizer state (and the parameters "
+        "at ZeRO-3); fsdp offloads parameters, gradients and optimizer state (CPUOffloadPolicy)."
+    )
+    reshard_after_forward: bool = Field(
+        True, description="fsdp: free each layer's gathered parameters after its forward (less memory, one more "
+        "all-gather in backward); false keeps them until backward (ZeRO-2-like)."
+    )
+
+
 class TrainConfig(Section):
     epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = Field(16, ge=1, description="Examples (rows) per batch; see micro_batch_tokens.")
+    batch_size: int = Field(16, ge=1, description="Examples (rows) per batch, over all processes together (each "
+                            "of N processes takes every N-th row of a batch); see micro_batch_tokens.")
     micro_batch_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="Run a batch of more than this many tokens (rows x longest row) as several "
         "forward/backward passes of at most this many; gradients, loss and optimizer step stay those of the whole "
@@ -194,6 +218,9 @@ class TrainConfig(Section):
         1, ge=0, description="reduce_on_plateau: evaluations without improvement tolerated before reducing."
     )
     grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
+    distributed: DistributedConfig = Field(
+        DistributedConfig(), description="Several processes: strategy ddp, fsdp or deepspeed (docs/distributed.md)."
+    )
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null disables.")
     seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
     eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps; default once per epoch.")

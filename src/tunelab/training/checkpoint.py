@@ -65,20 +65,27 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    root: Path, step: int, model: torch.nn.Module, optimizer: Any, scheduler: Any, trainer_state: dict[str, Any],
-    keep: int, protect: int | None = None, scaler: Any = None,
+    root: Path, step: int, weights: dict[str, torch.Tensor], optimizer: dict[str, Any] | None,
+    scheduler: Any, trainer_state: dict[str, Any], keep: int, protect: int | None = None, scaler: Any = None,
+    rng: list[dict[str, Any]] | None = None, tmp: Path | None = None,
 ) -> Path:
-    """Write `root/step-N` atomically, then prune to the newest `keep` plus step `protect` (the best)."""
+    """Write `root/step-N` atomically, then prune to the newest `keep` plus step `protect` (the best).
+    `weights`: the full trainable tensors (`trainable_state`, or gathered from FSDP shards); `optimizer`: its state
+    (None where the engine saved its own); `rng`: every process's RNG states, in rank
+    order (default: this process's); `tmp`: the temp dir (`new_temp_dir`) when an engine has already written
+    into it (DeepSpeed's `deepspeed/` folder of per-process optimizer partitions)."""
     final = root / f"step-{step:08d}"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-step-*"):  # left by a run killed mid-save; only the main process saves
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = atomic_dir(final)
+        if stale != tmp:
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = tmp or atomic_dir(final)
     try:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         pause_for_tests("save", step)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},
+        ranks = rng or [rng_state()]
+        torch.save({"optimizer": optimizer, "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": ranks[0], "rng_ranks": ranks},
                    tmp / "state.pt")
         sums = {name: sha256(tmp / name) for name in FILES[:2]}  # resume verifies them (and skips a bad checkpoint)
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state, "sha256": sums}) + "\n")
@@ -89,6 +96,11 @@ def save_checkpoint(
         if old_step != protect:
             shutil.rmtree(path, ignore_errors=True)
     return final
+
+
+def new_temp_dir(root: Path, step: int) -> Path:
+    """The temp dir that will become `root/step-N` (for an engine that writes into it before save_checkpoint)."""
+    return atomic_dir(root / f"step-{step:08d}")
 
 
 # ---------------------------------------------------------------------------- find & load
@@ -174,17 +186,22 @@ def copy_trainable(saved: dict[str, torch.Tensor], model: torch.nn.Module, sourc
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Restore weights, optimizer, scheduler and scaler; return (trainer state, RNG state). Set the RNG
-    state last, right before the next step, so nothing in between draws from it."""
-    load_trainable(path, model)
+    path: Path, model: torch.nn.Module | None, optimizer: Any, scheduler: Any, scaler: Any = None, rank: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Restore weights (unless `model` is None: FSDP shards them itself), optimizer, scheduler and scaler; return
+    (trainer state, this process's RNG state, the full state.pt). Set the RNG state last, right before the next
+    step, so nothing in between draws from it. A process without saved RNG states (a resume on more processes)
+    takes the main process's."""
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if model is not None:
+        load_trainable(path, model)
+    if model is not None and state["optimizer"] is not None:  # None: the engine keeps its own (DeepSpeed)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    return read_trainer_state(path), state["rng"]
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    return read_trainer_state(path), ranks[rank] if rank < len(ranks) else ranks[0], state
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -13,10 +13,8 @@ with the same weights, optimizer, schedule and RNG states (checkpoint.py).
 
 from __future__ import annotations
 
-import ctypes
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing, nullcontext
@@ -36,10 +34,12 @@ from tunelab.models.inference import Collate
 from tunelab.models.precision import resolve_precision
 from tunelab.progress import say
 from tunelab.training import checkpoint as ckpt
+from tunelab.training import distributed as dist
 from tunelab.training.attention import restore_attention, use_short_row_attention
 from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
 from tunelab.training.dropout import use_fast_dropout
 from tunelab.training.early_stopping import MetricTracker
+from tunelab.training.memory import keep_freed_memory
 from tunelab.training.optim import l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.training.progress import TrainProgress
 from tunelab.training.tracking import MetricsLog
@@ -61,6 +61,8 @@ class TrainResult:
     selected_step: int | None = None  # select_best: the step whose weights the model holds now
     stopped_early: bool = False
     resumed_from: str | None = None
+    # fsdp / deepspeed: the full trained state (main process), to load into an unsharded model of the same build
+    full_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def real_tokens_per_s(self) -> float:
@@ -85,25 +87,6 @@ class LoopState:
     evals: list[dict[str, Any]] = field(default_factory=list)
 
 
-MMAP_THRESHOLD = 256 << 20  # blocks below it are reused from the heap (see keep_freed_memory)
-
-
-def keep_freed_memory() -> None:
-    """Stop glibc from returning freed blocks to the OS after every step: gradient and activation
-    buffers are then reused instead of page-faulted in afresh (MiniLM on SST-2: 44.7 -> 40.8 s).
-    Blocks from MMAP_THRESHOLD up still get their own mapping: with a 1 GiB threshold, the 671 MB
-    embedding gradient of a 262k-vocabulary model fragmented the heap until the process held 20.5 GB
-    (Gemma-3-270M full fine-tuning, 60 steps at batch 16: 150 s; 256 MiB: 8.7 GB, 169 s; 64 MiB: 7.4 GB,
-    209 s; without this function 7.4 GB)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-        except OSError:
-            return
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD: smaller blocks come from the heap
-        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: keep up to 2 GiB of freed heap
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -115,9 +98,10 @@ def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-def check_finite(acc: Any, value: torch.Tensor, what: str, step: int, last: Path | None, reduce: bool) -> None:
+def check_finite(acc: Any, value: torch.Tensor | float, what: str, step: int, last: Path | None,
+                 reduce: bool) -> None:
     """Stop before the optimizer applies a NaN/inf; the last good checkpoint stays as it is."""
-    if reduce and acc.num_processes > 1:  # a NaN on any process stops all of them together
+    if reduce and acc.num_processes > 1 and isinstance(value, torch.Tensor):  # a NaN anywhere stops all
         value = acc.reduce(value.detach().float(), "sum")
     v = float(value)
     if not math.isfinite(v):
@@ -171,27 +155,39 @@ class Loop:
         mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision]
         if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
             AcceleratorState._reset_state()  # an earlier run in this process (tests, tune trials) chose another
+        # a strategy applies under a launcher (torchrun, --nproc), even with one process
+        self.strategy = cfg.distributed.strategy if dist.launched() else "ddp"
+        if self.strategy != "ddp":
+            dist.check_strategy(cfg)
+            dist.ensure_group()
+        extra = dist.accelerator_kwargs(cfg.distributed, cfg, dist.world()[1], mixed) if self.strategy != "ddp" else {}
         self.acc = acc = Accelerator(
             cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed,
+            **extra,
         )
         self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
         self.features, self.collate, self.cfg = features, collate, cfg
         self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
         self.loss_units = loss_units or rows
-        self.pass_tokens = micro_batch_tokens(cfg.micro_batch_tokens, acc.device)
+        # DeepSpeed's engine counts its own micro-steps: one backward per batch there
+        self.pass_tokens = None if self.strategy == "deepspeed" else micro_batch_tokens(cfg.micro_batch_tokens,
+                                                                                        acc.device)
         self.lengths = [len(f["input_ids"]) for f in features]
-        n_batches = math.ceil(len(features) / cfg.batch_size) // acc.num_processes  # per process
-        if n_batches == 0:
-            raise TunelabError(f"train: {len(features)} training rows make fewer batches than the "
-                               f"{acc.num_processes} processes; lower train.batch_size")
+        n_batches = math.ceil(len(features) / cfg.batch_size)  # global batches: each process takes its rows of each
         self.total = plan_steps(cfg, n_batches)
         self.per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
         self.eval_every = cfg.eval_steps or self.per_epoch
         self.save_every = self.per_epoch if cfg.save_steps is None else cfg.save_steps
         self.ckpt_root = out_dir / "checkpoints" if out_dir is not None and self.save_every else None
+        if self.strategy == "fsdp":  # sharded before the optimizer is made: it must hold the shards
+            model = dist.fully_shard_model(model.to(acc.device), cfg.distributed)
+        self.param_dtype = next(model.parameters()).dtype  # DeepSpeed casts the model: saved weights take this back
         optimizer = make_optimizer(model, cfg, lr)
         self.scheduler = make_scheduler(cfg, optimizer, self.total)  # not prepared: stepped once per optimizer step
-        self.model, self.optimizer = acc.prepare(model, optimizer)
+        if self.strategy == "fsdp":  # accelerate would wrap the FSDP model in DDP: only the optimizer is prepared
+            self.model, self.optimizer = model, acc.prepare(optimizer)
+        else:
+            self.model, self.optimizer = acc.prepare(model, optimizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.keep_best, self.select = cfg.tracks_best(), cfg.selects_best() and evaluate is not None
         needs_metric = evaluate is not None and (self.keep_best or cfg.scheduler == "reduce_on_plateau")
@@ -205,8 +201,11 @@ class Loop:
     def data_order(self) -> dict[str, Any]:
         """What the batch order depends on: a resume must see the same, or skipping batches means nothing."""
         c = self.cfg
-        return {"rows": len(self.features), "batch_size": c.batch_size, "grad_accum": c.grad_accum, "seed": c.seed,
-                "group_by_length": c.group_by_length, "processes": self.acc.num_processes}
+        order = {"rows": len(self.features), "batch_size": c.batch_size, "grad_accum": c.grad_accum, "seed": c.seed,
+                 "group_by_length": c.group_by_length}
+        if self.strategy == "deepspeed":  # ZeRO's optimizer partitions are per process: the same number to resume
+            order["processes"] = self.acc.num_processes
+        return order
 
     def resume(self, path: Path) -> None:
         saved = ckpt.read_trainer_state(path)
@@ -214,7 +213,14 @@ class Loop:
             if saved.get("data_order", {}).get(key, value) != value:
                 raise TunelabError(f"--resume: {key} was {saved['data_order'][key]} in {path}, now {value}; "
                                    "resume with the interrupted run's config and data")
-        saved, self.rng = ckpt.load_checkpoint(path, self.unwrapped, self.optimizer, self.scheduler, self.acc.scaler)
+        sharded = self.strategy in ("fsdp", "deepspeed")
+        saved, self.rng, state = ckpt.load_checkpoint(path, None if sharded else self.unwrapped, self.optimizer,
+                                                      self.scheduler, self.acc.scaler, self.acc.process_index)
+        if self.strategy == "deepspeed":  # weights, fp32 masters, optimizer partitions
+            self.model.load_checkpoint(str(path / "deepspeed"), tag="zero", load_module_strict=False,
+                                       load_optimizer_states=True, load_lr_scheduler_states=False)
+        elif sharded:
+            dist.load_sharded(self.model, self.optimizer, ckpt.load_file(str(path / ckpt.FILES[0])), state["optimizer"])
         self.s = LoopState(**saved["loop"])
         if self.tracker is not None and saved.get("tracker"):
             self.tracker.load_state_dict(saved["tracker"])
@@ -237,9 +243,7 @@ class Loop:
             bar.update(s.step)
             while s.step < self.total and not s.stopped:
                 order = batch_order(self.lengths, cfg.batch_size, cfg.seed + s.epoch, cfg.group_by_length)
-                # each process takes every n-th batch (same count on all, as DDP needs)
-                usable = len(order) - len(order) % acc.num_processes
-                for ids in order[acc.process_index : usable : acc.num_processes][s.batch :]:
+                for ids in order[s.batch :]:  # global batches: each process takes its rows (forward_backward)
                     s.batch += 1
                     if not self.forward_backward(ids):
                         continue
@@ -259,10 +263,18 @@ class Loop:
         step. Each pass's loss is weighted by its share of the batch's loss units, so the summed gradients and
         the logged loss are those of the whole batch in one pass."""
         s, acc = self.s, self.acc
-        passes = [self.collate(part) for part in split_batch([self.features[i] for i in ids], self.pass_tokens)]
+        n = acc.num_processes
+        mine = dist.rank_rows(ids, acc.process_index, n) if n > 1 else ids
+        passes = [self.collate(part) for part in split_batch([self.features[i] for i in mine or ids[:1]],
+                                                             self.pass_tokens)]
         # counted on the host copies: no device sync
-        weights = pass_weights([self.loss_units(b) for b in passes], [rows(b) for b in passes])
-        with acc.accumulate(self.model):
+        units = [self.loss_units(b) for b in passes] if mine else [0]
+        weights = pass_weights(units, [rows(b) for b in passes])
+        if n > 1:  # this process's share of the global batch (an all-reduce unless the units are rows)
+            total = len(ids) if self.loss_units is rows else dist.total_units(sum(units), acc.device)
+            share = dist.rank_weight(sum(units), total, n) if total else dist.rank_weight(len(mine), len(ids), n)
+            weights = [w * share for w in weights]
+        with acc.accumulate(self.model), acc.autocast() if self.strategy == "fsdp" else nullcontext():
             for j, (cpu_batch, weight) in enumerate(zip(passes, weights, strict=True)):
                 batch = {k: v.to(acc.device) for k, v in cpu_batch.items()}
                 last = j == len(passes) - 1
@@ -283,7 +295,7 @@ class Loop:
         if self.cfg.max_grad_norm:
             norm = self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
             if norm is not None:
-                check_finite(self.acc, norm, "gradient norm", step, self.last_saved, reduce=False)
+                check_finite(self.acc, dist.scalar(norm), "gradient norm", step, self.last_saved, reduce=False)
         self.optimizer.step()
         if not self.optimizer.step_was_skipped:  # fp16: a step with overflowing gradients is skipped
             self.scheduler.step()
@@ -339,29 +351,50 @@ class Loop:
         s, tracker = self.s, self.tracker
         if self.ckpt_root is None:
             if self.select and improved:
-                self.best_weights = ckpt.trainable_state(self.unwrapped)
+                self.best_weights = self.gathered(trainable_only=True)
             return
-        if not self.acc.is_main_process or not (s.step % self.save_every == 0 or self.keep_best and improved):
+        if not (s.step % self.save_every == 0 or self.keep_best and improved):
+            return
+        # every process takes part: shards are gathered, each process's RNG collected
+        weights, rng = self.gathered(trainable_only=True), dist.gather_objects(ckpt.rng_state())
+        tmp = None
+        if self.strategy == "deepspeed":  # ZeRO's optimizer partitions: each process writes its own, DeepSpeed's way
+            tmp = dist.broadcast_object(ckpt.new_temp_dir(self.ckpt_root, s.step) if self.acc.is_main_process else None)
+            self.model.save_checkpoint(str(tmp / "deepspeed"), tag="zero", client_state={}, save_latest=False,
+                                       exclude_frozen_parameters=True)
+            self.acc.wait_for_everyone()
+        optim = None if tmp else dist.optimizer_state(self.model, self.optimizer)
+        if not self.acc.is_main_process:
             return
         s.log_loss, s.elapsed = float(self.loss_sum), time.perf_counter() - self.start
         self.last_saved = ckpt.save_checkpoint(
-            self.ckpt_root, s.step, self.unwrapped, self.optimizer, self.scheduler,
+            self.ckpt_root, s.step, weights, optim, self.scheduler,
             {"loop": asdict(s), "tracker": tracker.state_dict() if tracker else None, "data_order": self.data_order()},
-            self.cfg.save_total_limit, tracker.best_step if tracker and self.keep_best else None, self.acc.scaler)
+            self.cfg.save_total_limit, tracker.best_step if tracker and self.keep_best else None, self.acc.scaler, rng,
+            tmp)
+
+    def gathered(self, trainable_only: bool) -> dict[str, torch.Tensor]:
+        """Full tensors on the main process's CPU; every process calls it (FSDP and ZeRO-3 gather)."""
+        return dist.gathered(self.strategy, self.acc, self.model, self.unwrapped, trainable_only, self.param_dtype)
 
     def finish(self, wall: float) -> TrainResult:
         """With select_best, the model gets the best step's weights back before it is exported."""
         s, t = self.s, self.tracker
         selected = t.best_step if self.select and t is not None else None
+        best = None
         if selected is not None and selected != s.step and self.acc.is_main_process:
-            if self.best_weights is not None:
-                ckpt.copy_trainable(self.best_weights, self.unwrapped, "the best weights")
-            elif self.ckpt_root is not None:
-                ckpt.load_trainable(self.ckpt_root / f"step-{selected:08d}", self.unwrapped)
+            best = self.best_weights or ckpt.load_file(str(self.ckpt_root / f"step-{selected:08d}" / ckpt.FILES[0]))
+        full = None
+        if self.strategy in ("fsdp", "deepspeed"):  # the trained weights, gathered: the caller builds the model anew
+            full = self.gathered(trainable_only=False)
+            full.update(best or {})
+        elif best is not None:
+            ckpt.copy_trainable(best, self.unwrapped, "the best weights")
         self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
         restore_attention(self.unwrapped, self.attention)
         return TrainResult(
             s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
             self.precision, s.evals, t.metric if t else None, t.best_value if t else None,
             t.best_step if t else None, selected, s.stopped, str(self.resumed_from) if self.resumed_from else None,
+            full if self.acc.is_main_process else None,
         )

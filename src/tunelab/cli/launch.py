@@ -1,0 +1,62 @@
+"""`tunelab train --nproc N`: the same command relaunched under `torchrun`, one process per device (or CPU share).
+
+torchrun (PyTorch's own launcher) starts the processes and sets their ranks; inside, accelerate and
+`train.distributed` (ddp, fsdp, deepspeed) take over. `--dry-run` prints the exact command instead."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Launch:
+    nproc: int
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int = 29500
+
+    def check(self) -> None:
+        if self.nnodes > 1 and not self.master_addr:
+            raise ConfigError("--nnodes: several machines need --master-addr (the address of the --node-rank 0 one)")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ConfigError(f"--node-rank: {self.node_rank} is not in 0..{self.nnodes - 1} (--nnodes {self.nnodes})")
+
+
+def torchrun_command(launch: Launch, config: Path | None, sets: list[str], resume: str | None,
+                     overwrite: bool) -> list[str]:
+    """The torchrun command line whose every process runs `python -m tunelab train` with these arguments."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(launch.nproc)]
+    if launch.nnodes == 1:
+        cmd += ["--standalone"]
+    else:
+        cmd += ["--nnodes", str(launch.nnodes), "--node-rank", str(launch.node_rank),
+                "--master-addr", str(launch.master_addr), "--master-port", str(launch.master_port)]
+    cmd += ["-m", "tunelab", "train", *([str(config)] if config else []), *(x for s in sets for x in ("--set", s))]
+    if resume is not None:
+        cmd += ["--resume", resume] if resume != "auto" else ["--resume"]
+    return cmd + (["--overwrite"] if overwrite else [])
+
+
+def launch_env(nproc: int) -> dict[str, str]:
+    """torchrun gives every process one thread; on CPUs each takes its share of the cores instead (unless set)."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return env
+
+
+def run_launch(cmd: list[str], nproc: int) -> int:
+    """Run torchrun in the foreground; its exit status is the command's. Ctrl-C reaches every process (each ends
+    as a one-process run does on Ctrl-C: the newest checkpoint kept)."""
+    print(f"launch: {shlex.join(cmd)}", file=sys.stderr)
+    try:
+        return subprocess.run(cmd, env=launch_env(nproc), check=False).returncode
+    except KeyboardInterrupt:
+        return 130
