@@ -31,7 +31,9 @@ def train(out: Path, sets: list[str], launch: list[str], resume: str | None = No
            *launch, *(["--resume", resume] if resume else [])]
     start = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TUNELAB_NO_PROGRESS": "1"})
-    return res.returncode, round(time.perf_counter() - start, 1), (res.stdout + res.stderr)[-2500:]
+    log = res.stdout + res.stderr
+    where = [line for line in log.splitlines() if "tunelab/" in line or "Error" in line][-12:]
+    return res.returncode, round(time.perf_counter() - start, 1), "\n".join(where) + "\n" + log[-800:]
 
 
 def losses(out: Path) -> dict[int, float]:
@@ -67,6 +69,7 @@ def compare(out: Path, ref: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nproc", type=int, default=1)
+    parser.add_argument("--only", action="append", default=[], help="JOB:STRATEGY rows to run (repeatable).")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_distributed.json"))
     args = parser.parse_args()
     import torch
@@ -79,7 +82,8 @@ def main() -> None:
         env["deepspeed"] = deepspeed.__version__
     except Exception as e:  # noqa: BLE001 - an import that fails for any reason means no ZeRO rows
         env["deepspeed"] = f"unavailable: {type(e).__name__}: {e}"[:300]
-    rows = []
+    rows: list[dict] = []
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bert, llama = make_tiny_bert(tmp / "bert"), make_tiny_llama(tmp / "llama")
@@ -102,6 +106,8 @@ def main() -> None:
                       ("deepspeed-zero2-offload", ["train.distributed.strategy=deepspeed",
                                                    "train.distributed.offload=true"])]
         for job, sets in jobs.items():
+            if args.only and not any(o.startswith(f"{job}:") for o in args.only):
+                continue
             ref = tmp / f"{job}-ref"
             rc, wall, log = train(ref, sets, [])
             rows.append({"job": job, "strategy": "one process (reference)", "rc": rc, "wall_s": wall,
@@ -109,6 +115,8 @@ def main() -> None:
                              (ref / "metrics.json").read_text())["validation"].get("accuracy")})})
             print(json.dumps(rows[-1]), flush=True)
             for name, extra in strategies:
+                if args.only and f"{job}:{name}" not in args.only:
+                    continue
                 out = tmp / f"{job}-{name}"
                 rc, wall, log = train(out, [*sets, *extra], ["--nproc", str(args.nproc)])
                 row: dict = {"job": job, "strategy": name, "nproc": args.nproc, "rc": rc, "wall_s": wall}
@@ -129,6 +137,7 @@ def main() -> None:
                         row["resume_error"] = log2
                 rows.append(row)
                 print(json.dumps(rows[-1]), flush=True)
+                Path(args.out).write_text(json.dumps({"environment": env, "runs": rows}, indent=1) + "\n")
                 shutil.rmtree(out, ignore_errors=True)
     print(f"\n{env}\n")
     print(f"{'job':20} {'strategy':24} {'rc':>3} {'wall s':>7} {'prec':>5} {'curve Δ':>9} {'weights Δ':>9} "

@@ -34,7 +34,7 @@ from tunelab.tasks.base import Task
 from tunelab.training import engine
 from tunelab.training.checkpoint import find_checkpoint
 from tunelab.training.distill import DistillLoss, same_vocabulary, student_from_teacher, teacher_model_dir
-from tunelab.training.distributed import check_strategy, launched
+from tunelab.training.distributed import check_strategy, launched, whole_models
 from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
 
 
@@ -118,8 +118,9 @@ def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | N
 def _unsharded(cfg: RunConfig, task: Task, method: Method, train_rows: list[dict[str, Any]],
                state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The model built as for training (task head, method), holding the full weights gathered from the shards."""
-    model, _ = task.build_model(resolve_model(cfg.model), train_rows)
-    model = method.apply(model, task.head_modules(model), task.new_token_ids)
+    with whole_models():
+        model, _ = task.build_model(resolve_model(cfg.model), train_rows)
+        model = method.apply(model, task.head_modules(model), task.new_token_ids)
     own = model.state_dict()
     unexpected = model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()},
                                        strict=False).unexpected_keys

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -131,6 +133,21 @@ def fully_shard_model(model: torch.nn.Module, d: DistributedConfig) -> torch.nn.
         fully_shard(unit, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+@contextmanager
+def whole_models() -> Iterator[None]:
+    """Build models whole inside: while accelerate's ZeRO-3 config is registered, transformers constructs every
+    model partitioned (deepspeed.zero.Init), the unsharded copy for saving too. transformers keeps that registration
+    in a module global with no public getter, hence the private name."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
