@@ -62,7 +62,7 @@ docs: install
 	$(VENV)/bin/tunelab schema > docs/config.md
 
 bench: install
-	$(PY) benchmarks/classification.py
+	$(PY) -m benchmarks all
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,9 +1,11 @@
 """What the training loop optimises with: the optimizer, the learning-rate schedule (including
-reduce-on-plateau after warmup), and the regularisers `train.l1` and `train.dropout`."""
+reduce-on-plateau after warmup), the regularisers `train.l1` and `train.dropout`, and the finiteness check before
+each step."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,3 +116,14 @@ def set_dropout(model: torch.nn.Module, p: float) -> int:
             if "dropout" in name and isinstance(value, float | int) and not isinstance(value, bool):
                 setattr(config, name, p)
     return changed
+
+
+def check_finite(acc: Any, value: torch.Tensor | float, what: str, step: int, last: Path | None,
+                 reduce: bool) -> None:
+    """Stop before the optimizer applies a NaN/inf; the last good checkpoint stays as it is."""
+    if reduce and acc.num_processes > 1 and isinstance(value, torch.Tensor):  # a NaN anywhere stops all
+        value = acc.reduce(value.detach().float(), "sum")
+    v = float(value)
+    if not math.isfinite(v):
+        where = f"last good checkpoint: {last}" if last else "no checkpoint was saved"
+        raise FloatingPointError(f"train: {what} is {v} at step {step}; {where}")
