@@ -200,11 +200,6 @@ class TrainConfig(Section):
         True, description="Train with tunelab.training.dropout.FastDropout in place of every nn.Dropout module (LoRA's "
         "too): the same dropout from 16-bit draws (p exact to 1/131072) with a bool mask, ~4x less time and memory."
     )
-    fast_embedding_grad: bool = Field(
-        True, description="In one process, keep one word-embedding gradient buffer for the run and zero only the rows "
-        "a step touched, instead of a fresh dense table per step (tunelab.training.embedding_grad): the same "
-        "gradients, 13 % faster MiniLM steps on 2 cores."
-    )
     short_row_attention: bool = Field(
         True, description="On the CPU, a model that runs sdpa attention computes rows of at most 256 tokens by "
         "matmul-softmax-matmul (tunelab.training.attention) instead of the flash kernel: the same function, 10-20 % "

@@ -39,7 +39,6 @@ from tunelab.training.attention import restore_attention, use_short_row_attentio
 from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
 from tunelab.training.dropout import use_fast_dropout
 from tunelab.training.early_stopping import MetricTracker
-from tunelab.training.embedding_grad import use_fast_embedding_grad
 from tunelab.training.memory import keep_freed_memory
 from tunelab.training.optim import check_finite, l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.training.progress import TrainProgress
@@ -156,8 +155,6 @@ class Loop:
             **extra,
         )
         self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
-        one = acc.num_processes == 1 and self.strategy == "ddp"  # (in one process the strategy is ignored)
-        self.embedding = use_fast_embedding_grad(model, 1) if cfg.fast_embedding_grad and one else None
         self.features, self.collate, self.cfg = features, collate, cfg
         self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
         self.loss_units = loss_units or rows
@@ -384,8 +381,6 @@ class Loop:
             ckpt.copy_trainable(best, self.unwrapped, "the best weights")
         self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
         restore_attention(self.unwrapped, self.attention)
-        if self.embedding is not None:
-            self.embedding.restore()
         return TrainResult(
             s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
             self.precision, s.evals, t.metric if t else None, t.best_value if t else None,
