@@ -76,8 +76,9 @@ def summary() -> Path:
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows()]
     cls = _load("classification.json") or {}
+    peaks = {k: round(v) for k, v in cls.get("peak_gflops", {}).items()}
     lines += ["", f"CPU: {cls.get('cpu', '?')}; native bf16: {cls.get('native_bf16', '?')}; matmul peak "
-              f"{cls.get('peak_gflops', {})} GFLOP/s (MFU is against the peak of the row's precision). "
+              f"{peaks} GFLOP/s (MFU is against the peak of the row's precision). "
               "Method and per-run numbers: docs/benchmarks.md and each JSON file."]
     path = RESULTS / "SUMMARY.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
