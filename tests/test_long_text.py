@@ -136,3 +136,25 @@ def test_cli_sliding_window_saved_with_the_model(tiny_bert: Path, tmp_path: Path
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(train)])
     assert res.exit_code == 0, res.output
     assert len(res.stdout.splitlines()) == len(long_rows)  # one row per input row, not per window
+
+
+@pytest.mark.parametrize("truncation", ["head", "head+tail", "sliding_window"])
+def test_encoding_in_chunks_is_encoding_at_once(tiny_bert: Path, truncation: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokenising in chunks (bounded peak memory) gives the features of one call, window owners included."""
+    import tunelab.tasks.base as base
+
+    tok = _tok(tiny_bert)
+    rows = [{"text": TEXT if i % 3 == 0 else f"bad movie {i}", "label": ("negative", "positive")[i % 2]}
+            for i in range(7)]
+    table = Table("m.jsonl", [Record("m.jsonl", i + 1, r) for i, r in enumerate(rows)])
+    task = _task(tiny_bert, max_length=8, truncation=truncation, window_stride=2)
+    task.labels = ["negative", "positive"]
+    examples = task.parse(table)
+    whole = task.encode(examples, tok)
+    lengths = task.token_lengths(tok, examples)
+    monkeypatch.setattr(base, "TOKENIZE_CHUNK", 2)
+    assert task.encode(examples, tok) == whole
+    assert task.token_lengths(tok, examples) == lengths
+    if truncation == "sliding_window":
+        assert sorted({f["example_index"] for f in whole}) == list(range(7))

@@ -209,6 +209,11 @@ class Classification(Task):
         return make_loss_fn(self._loss) if self._loss is not None else None
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        # one soft label makes the whole split distributions (a batch needs one label shape)
+        soft = not self.cfg.multi_label and any(isinstance(ex.get("label"), dict) for ex in examples)
+        return self.in_chunks(examples, lambda part, offset: self._encode(part, offset, tokenizer, soft))
+
+    def _encode(self, examples: Sequence[Example], offset: int, tokenizer: Any, soft: bool) -> list[Features]:
         texts = [ex["text"] for ex in examples]
         pairs = [ex["text_pair"] for ex in examples] if self.data.text_pair_field else None
         mode, owners = self.data.truncation, None
@@ -221,8 +226,6 @@ class Classification(Task):
         else:
             enc = cut_tokens(tokenizer, texts, pairs, self.data.max_length, mode)
         index = {n: i for i, n in enumerate(self.labels)}
-        # one soft label makes the whole split distributions (a batch needs one label shape)
-        soft = not self.cfg.multi_label and any(isinstance(ex.get("label"), dict) for ex in examples)
         feats: list[Features] = []
         for j in range(len(enc["input_ids"])):
             i = owners[j] if owners is not None else j
@@ -231,7 +234,7 @@ class Classification(Task):
             if "token_type_ids" in enc:
                 f["token_type_ids"] = enc["token_type_ids"][j]
             if owners is not None:
-                f["example_index"] = i
+                f["example_index"] = offset + i
             if "label" in ex:
                 f["labels"] = self._target(ex, index, soft)
             feats.append(f)

@@ -170,6 +170,9 @@ class Ner(Task):
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        return self.in_chunks(examples, lambda part, _: self._encode(part, tokenizer))
+
+    def _encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True,
                         max_length=self.data.max_length)
         index = {n: i for i, n in enumerate(self.labels)}

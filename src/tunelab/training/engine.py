@@ -191,7 +191,7 @@ class Loop:
         """What the batch order depends on: a resume must see the same, or skipping batches means nothing."""
         c = self.cfg
         order = {"rows": len(self.features), "batch_size": c.batch_size, "grad_accum": c.grad_accum, "seed": c.seed,
-                 "group_by_length": c.group_by_length}
+                 "group_by_length": c.group_by_length, "strategy": self.strategy}  # optimizer state layouts differ
         if self.strategy == "deepspeed":  # ZeRO's optimizer partitions are per process: the same number to resume
             order["processes"] = self.acc.num_processes
         return order
