@@ -24,6 +24,15 @@ from conftest import WORDS, make_tiny_bert, make_tiny_llama, say_rows, sentiment
 os.environ.pop("TUNELAB_PRECISION", None)  # the tests pin fp32; here `precision: auto` is what is checked
 
 
+def tiny_jobs(tmp: Path) -> tuple[Path, Path, Path, Path, Path, Path]:
+    """A tiny BERT and Llama built from configs, and their train / validation files (classification, chat)."""
+    return (make_tiny_bert(tmp / "bert"), make_tiny_llama(tmp / "llama"),
+            write_jsonl(tmp / "cls_train.jsonl", sentiment_rows(64, 0)),
+            write_jsonl(tmp / "cls_val.jsonl", sentiment_rows(40, 1)),
+            write_jsonl(tmp / "chat_train.jsonl", say_rows(WORDS[:10] * 3)),
+            write_jsonl(tmp / "chat_val.jsonl", say_rows(WORDS[:6])))
+
+
 def train(name: str, tmp: Path, sets: list[str]) -> dict:
     out = tmp / name
     start = time.perf_counter()
@@ -65,11 +74,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        bert, llama = make_tiny_bert(tmp / "bert"), make_tiny_llama(tmp / "llama")
-        cls_train = write_jsonl(tmp / "cls_train.jsonl", sentiment_rows(64, 0))
-        cls_val = write_jsonl(tmp / "cls_val.jsonl", sentiment_rows(40, 1))
-        chat_train = write_jsonl(tmp / "chat_train.jsonl", say_rows(WORDS[:10] * 3))
-        chat_val = write_jsonl(tmp / "chat_val.jsonl", say_rows(WORDS[:6]))
+        bert, llama, cls_train, cls_val, chat_train, chat_val = tiny_jobs(tmp)
         cls = ["task=classification", f"model={bert}", f"data.train={cls_train}", f"data.validation={cls_val}",
                "train.epochs=6", "train.lr=5e-3", "train.batch_size=8", "train.save_steps=0", "train.report=false"]
         sft = ["task=sft", f"model={llama}", f"data.train={chat_train}", f"data.validation={chat_val}",

@@ -20,8 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from conftest import WORDS, make_tiny_bert, make_tiny_llama, say_rows, sentiment_rows, write_jsonl  # noqa: E402
+from gpu_check import tiny_jobs  # noqa: E402
 
 os.environ.pop("TUNELAB_PRECISION", None)  # `precision: auto` (bf16 on the GPU) is what runs
 
@@ -86,11 +87,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        bert, llama = make_tiny_bert(tmp / "bert"), make_tiny_llama(tmp / "llama")
-        cls_train = write_jsonl(tmp / "cls_train.jsonl", sentiment_rows(64, 0))
-        cls_val = write_jsonl(tmp / "cls_val.jsonl", sentiment_rows(40, 1))
-        chat_train = write_jsonl(tmp / "chat_train.jsonl", say_rows(WORDS[:10] * 3))
-        chat_val = write_jsonl(tmp / "chat_val.jsonl", say_rows(WORDS[:6]))
+        bert, llama, cls_train, cls_val, chat_train, chat_val = tiny_jobs(tmp)
         common = ["train.batch_size=8", "train.save_steps=4", "train.report=false", "train.log_steps=1",
                   "train.dropout=0", "train.save_total_limit=10"]
         jobs = {
