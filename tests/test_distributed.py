@@ -1,7 +1,7 @@
 """Several CPU processes (gloo) through `tunelab train --nproc N` (torchrun): the loss curve and the weights equal a
-one-process run at the same global batch, whatever the number of processes — also across a SIGKILL and a resume,
-under DDP and under FSDP2 (resumed on another number of processes); checkpoints and the model hold full tensors;
-only the main process writes."""
+one-process run at the same global batch, whatever the number of processes — also across a SIGKILL and a resume:
+classification under DDP, SFT with LoRA (token-weighted) under FSDP2 resumed on another number of processes;
+checkpoints, the model and the LoRA adapter hold full tensors; only the main process writes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import sentiment_rows, write_jsonl
+from conftest import WORDS, say_rows, sentiment_rows, write_jsonl
 from tunelab.cli import app
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
@@ -61,13 +61,13 @@ def _train(args: list[str], *launch: str, pause: str | None = None, ready: Path 
 
 def _losses(out: Path) -> dict[int, float]:
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    losses = [(r["step"], r["loss"]) for r in rows if "loss" in r and "lr" in r]  # training log rows only
     assert len(losses) == len(dict(losses)), "a loss row written twice"
     return dict(losses)
 
 
-def _same_curve(got: dict[int, float], want: dict[int, float]) -> None:
-    assert sorted(got) == sorted(want) == list(range(1, 17))
+def _same_curve(got: dict[int, float], want: dict[int, float], steps: int = 16) -> None:
+    assert sorted(got) == sorted(want) == list(range(1, steps + 1))
     worst = max(abs(got[s] - want[s]) / abs(want[s]) for s in want)
     assert worst <= REL, f"loss curves differ by {worst:.2e} (relative)"
 
@@ -103,18 +103,36 @@ def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: P
     assert len(state["rng_ranks"]) == 2  # every process's RNG states are kept
 
 
-def test_fsdp_killed_and_resumed_on_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "train.distributed.strategy=fsdp")
-    _train(args, "--nproc", "2", pause="step:9", ready=out / "checkpoints" / "step-00000008")
-    # the checkpoint holds full tensors, gathered from the two shards: as the one-process run's
-    got = load_file(str(out / "checkpoints" / "step-00000008" / "trainable.safetensors"))
-    want = load_file(str(reference / "checkpoints" / "step-00000016" / "trainable.safetensors"))
+def _sft_sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
+    # 29 conversations, global batch 4: 8 steps in one epoch, the last batch of 1 row (the other process runs it with
+    # weight 0); the loss is a mean over reply tokens, so each process's share is weighted by its tokens (an
+    # all-reduce), not its rows
+    words = [f"{a} {b}" for a, b in zip(WORDS[:29], WORDS[5:34], strict=True)]
+    train = write_jsonl(tmp / "chat.jsonl", say_rows(words))
+    val = write_jsonl(tmp / "chat_val.jsonl", say_rows(WORDS[:6]))
+    sets = [f"model={model}", "task=sft", f"data.train={train}", f"data.validation={val}", f"output_dir={out}",
+            "method=lora", "method.r=4", "train.epochs=1", "train.batch_size=4", "train.log_steps=1",
+            "train.save_steps=4", "train.save_total_limit=5", "train.dropout=0", "train.lr=5e-3",
+            "train.report=false", "train.precision=fp32", *extra]
+    return [x for s in sets for x in ("--set", s)]
+
+
+def test_fsdp_lora_sft_killed_and_resumed_on_one_process(tiny_llama: Path, tmp_path: Path) -> None:
+    ref, out = tmp_path / "one", tmp_path / "fsdp"
+    _train(_sft_sets(tiny_llama, tmp_path, ref))
+    args = _sft_sets(tiny_llama, tmp_path, out, "train.distributed.strategy=fsdp")
+    _train(args, "--nproc", "2", pause="step:5", ready=out / "checkpoints" / "step-00000004")
+    # the LoRA tensors of the checkpoint are whole (gathered from the two shards), as the one-process run's
+    got = load_file(str(out / "checkpoints" / "step-00000004" / "trainable.safetensors"))
+    want = load_file(str(ref / "checkpoints" / "step-00000004" / "trainable.safetensors"))
     assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
-    assert all(bool((v != 0).any()) for v in got.values())
+    assert any("lora_A" in k for k in got) and all(bool((v != 0).any()) for k, v in got.items() if "lora_A" in k)
+    assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-4
     _train(args, "--nproc", "1", "--resume")  # the sharded optimizer state re-sharded for one process
-    _same_curve(_losses(out), _losses(reference))
-    _same_model(out, reference)
+    _same_curve(_losses(out), _losses(ref), steps=8)
+    _same_model(out, ref)
+    adapter = Path("adapter") / "adapter_model.safetensors"
+    assert (out / adapter).stat().st_size == (ref / adapter).stat().st_size
 
 
 def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path) -> None:
