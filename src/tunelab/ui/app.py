@@ -55,6 +55,7 @@ class Models:
         self.loaded: OrderedDict[Path, Model] = OrderedDict()
 
     def get(self, path: Path) -> Model:
+        LIBRARY.wait()  # the warm-up's imports first: two threads importing transformers at once can fail
         with self.lock:
             if path not in self.loaded:
                 from tunelab.api import load  # torch: imported when the playground first needs a model
@@ -138,10 +139,12 @@ class UI:
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
     async def launch_form(self, request: Request) -> HTMLResponse:
+        await asyncio.to_thread(LIBRARY.wait)
         return self.page(request, "launch.html", error="", values={}, tasks=TASKS.names(),
                          methods=METHODS.names())
 
     async def launch(self, request: Request) -> Any:
+        await asyncio.to_thread(LIBRARY.wait)
         form = {k: str(v).strip() for k, v in (await request.form()).items()}
         tree: dict[str, Any] = {"task": {"name": form.get("task", "")}, "model": form.get("model", ""),
                                 "method": {"name": form.get("method", "")},
@@ -208,6 +211,7 @@ class UI:
             return JSONResponse({"detail": str(exc)}, status_code=422)
 
     async def play_chat(self, name: str, request: Request) -> StreamingResponse:
+        await asyncio.to_thread(LIBRARY.wait)
         from tunelab.tasks.chat_template import prompt_ids
         from tunelab.tasks.streaming import stream_reply
 
@@ -265,12 +269,21 @@ ROUTES = [("GET", "/", "index"), ("GET", "/api/runs", "api_runs"), ("GET", "/run
           ("POST", "/api/play/{name}/chat", "play_chat")]
 
 
-def _warm_up() -> None:
-    """Import the library (torch, transformers, the tasks) in the background: the page answers at once, and the launch
-    form and the playground's first model do not wait for imports."""
-    import tunelab.api  # noqa: F401
+LIBRARY = threading.Event()  # set once the warm-up has imported the library
 
-    TASKS.names()
+
+def _warm_up() -> None:
+    """Import the library (torch, transformers, the tasks) in the background: the runs pages answer at once, and the
+    launch form and the playground wait for `LIBRARY` instead of importing themselves — two threads importing
+    transformers / accelerate at once can meet a partly initialised module (seen: "cannot import name
+    'AcceleratorState' from partially initialized module 'accelerate.state'" on the first /launch of a loaded
+    machine)."""
+    try:
+        import tunelab.api  # noqa: F401
+
+        TASKS.names()
+    finally:
+        LIBRARY.set()
 
 
 def create_app(runs: Path, lang: str = "auto") -> FastAPI:
