@@ -59,6 +59,13 @@ def _train(args: list[str], *launch: str, pause: str | None = None, ready: Path 
         proc.wait()
 
 
+def _in_process(args: list[str]) -> None:
+    """The one-process reference, through the Python API (no launcher, no process start-up to pay)."""
+    import tunelab
+
+    tunelab.train(None, **dict(a.split("=", 1) for a in args[1::2]))
+
+
 def _losses(out: Path) -> dict[int, float]:
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [(r["step"], r["loss"]) for r in rows if "loss" in r and "lr" in r]  # training log rows only
@@ -76,7 +83,7 @@ def _same_curve(got: dict[int, float], want: dict[int, float], steps: int = 16) 
 def reference(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The one-process run (no launcher)."""
     tmp = tmp_path_factory.mktemp("one-process")
-    _train(_sets(tiny_bert, tmp, tmp / "run", "train.precision=fp32"))
+    _in_process(_sets(tiny_bert, tmp, tmp / "run", "train.precision=fp32"))
     return tmp / "run"
 
 
@@ -119,7 +126,7 @@ def _sft_sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
 
 def test_fsdp_lora_sft_killed_and_resumed_on_one_process(tiny_llama: Path, tmp_path: Path) -> None:
     ref, out = tmp_path / "one", tmp_path / "fsdp"
-    _train(_sft_sets(tiny_llama, tmp_path, ref))
+    _in_process(_sft_sets(tiny_llama, tmp_path, ref))
     args = _sft_sets(tiny_llama, tmp_path, out, "train.distributed.strategy=fsdp")
     _train(args, "--nproc", "2", pause="step:5", ready=out / "checkpoints" / "step-00000004")
     # the LoRA tensors of the checkpoint are whole (gathered from the two shards), as the one-process run's
