@@ -244,9 +244,8 @@ def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | No
     """Token counts of `texts` (and `pairs`): exact for a text of at most `cap` characters; a longer one is
     tokenised from its first `cap` characters and its count scaled by its length (memory bounded by `cap`)."""
     out = []
-    chunk = TOKENIZE_CHUNK
-    for start in range(0, len(texts), chunk):  # one chunk's Encoding objects at a time
-        end = start + chunk
+    for start in range(0, len(texts), TOKENIZE_CHUNK):  # one chunk's Encoding objects at a time
+        end = start + TOKENIZE_CHUNK
         cut = [t[:cap] for t in texts[start:end]]
         cut_pairs = [p[:cap] for p in pairs[start:end]] if pairs is not None else None
         for j, row in enumerate(tokenizer(cut, cut_pairs, **kwargs)["input_ids"]):

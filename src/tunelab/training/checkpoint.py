@@ -195,8 +195,8 @@ def load_checkpoint(
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     if model is not None:
         load_trainable(path, model)
-    if model is not None and state["optimizer"] is not None:  # None: the engine keeps its own (DeepSpeed)
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:  # None: the engine keeps its own (DeepSpeed)
+            optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

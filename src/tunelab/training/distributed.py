@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from collections.abc import Iterator
@@ -73,11 +74,8 @@ def check_strategy(cfg: TrainConfig, method: str | None = None, distill: bool = 
         raise ConfigError(f"config: train.distributed.strategy: {d.strategy} with distill is not supported; use ddp")
     if d.strategy == "deepspeed" and not torch.cuda.is_available():
         raise ConfigError("config: train.distributed.strategy: deepspeed needs CUDA GPUs; on CPUs use fsdp or ddp")
-    if d.strategy == "deepspeed":
-        import importlib.util
-
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError("config: train.distributed.strategy: deepspeed is not installed; pip install deepspeed")
+    if d.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("config: train.distributed.strategy: deepspeed is not installed; pip install deepspeed")
     if d.strategy != "ddp" and method == "qlora":
         raise ConfigError(f"config: train.distributed.strategy: {d.strategy} with method qlora is not supported; "
                           "use ddp (every process holds the 4-bit base model)")
@@ -159,14 +157,13 @@ def is_sharded(model: torch.nn.Module) -> bool:
 def full_state(model: torch.nn.Module, trainable_only: bool = False) -> dict[str, torch.Tensor]:
     """The model's full tensors on the CPU: gathered from the shards onto the main process under FSDP (every
     process must call it; the others get {}), else a copy. `trainable_only`: the parameters that train."""
-    if is_sharded(model):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    if not is_sharded(model):
+        if trainable_only:
+            return trainable_state(model)
+        return {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    elif trainable_only:
-        return trainable_state(model)
-    else:
-        state = {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if trainable_only:
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         state = {n: t.contiguous() for n, t in state.items() if n in trainable}
