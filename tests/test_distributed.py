@@ -35,17 +35,18 @@ def _sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
     return [x for s in sets for x in ("--set", s)]
 
 
-def _train(args: list[str], *launch: str, pause: str | None = None, ready: Path | None = None) -> None:
-    """`tunelab train ARGS LAUNCH` as a user runs it; with `pause`, SIGKILL the whole process group once the run
-    sleeps at `pause` (TUNELAB_TEST_PAUSE) and `ready` exists."""
+def _train(args: list[str], *launch: str, pause: str | None = None, ready: Path | None = None,
+           env: dict[str, str] | None = None) -> str:
+    """`tunelab train ARGS LAUNCH` as a user runs it, returning its output; with `pause`, SIGKILL the whole process
+    group once the run sleeps at `pause` (TUNELAB_TEST_PAUSE) and `ready` exists."""
     cmd = [sys.executable, "-m", "tunelab", "train", *args, *launch]
-    env = {**ENV, **({"TUNELAB_TEST_PAUSE": pause} if pause else {})}
+    env = {**ENV, **(env or {}), **({"TUNELAB_TEST_PAUSE": pause} if pause else {})}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     if pause is None:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out[-3000:]
-        return
+        return out
     deadline = time.monotonic() + 180
     try:
         while not (ready is not None and ready.is_dir()):
@@ -57,6 +58,7 @@ def _train(args: list[str], *launch: str, pause: str | None = None, ready: Path 
         for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
             p.send_signal(signal.SIGKILL)
         proc.wait()
+    return proc.stdout.read()
 
 
 def _in_process(args: list[str]) -> None:
@@ -95,11 +97,16 @@ def _same_model(got: Path, want: Path) -> None:
 
 
 def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32")
-    _train(args, "--nproc", "2", pause="step:6", ready=out / "checkpoints" / "step-00000004")
+    """With the feature cache on (the reference tokenises in memory): the first process of the node tokenises and
+    writes the cache, the other maps it; the resumed processes both map it."""
+    out, cache = tmp_path / "run", {"TUNELAB_CACHE": str(tmp_path / "cache")}
+    args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "data.cache=true")
+    log = _train(args, "--nproc", "2", pause="step:6", ready=out / "checkpoints" / "step-00000004", env=cache)
+    assert log.count("58 tokenised training rows cached in") == log.count("58 tokenised training rows reused") == 1
     assert max(_losses(out)) == 6  # steps 5 and 6 were logged after checkpoint 4: the resume replaces them
-    _train(args, "--nproc", "2", "--resume")
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    log = _train(args, "--nproc", "2", "--resume", env=cache)
+    assert log.count("58 tokenised training rows reused from") == 2, log[-3000:]
     _same_curve(_losses(out), _losses(reference))
     _same_model(out, reference)
     metrics = json.loads((out / "metrics.json").read_text())

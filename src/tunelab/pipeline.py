@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from tunelab.models.student import STUDENT_LAYERS
 from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
+from tunelab.tasks.feature_cache import training_features
 from tunelab.training import engine
 from tunelab.training.checkpoint import find_checkpoint
 from tunelab.training.distill import DistillLoss, same_vocabulary, student_from_teacher, teacher_model_dir
@@ -88,8 +89,11 @@ def run(cfg: RunConfig, resume: str | None = None,
     distill = _distill_loss(cfg, task, tokenizer)
     method.check_model(model)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
-    features = {name: task.encode(examples, tokenizer) for name, examples in splits.items()}
-    check_positions(model, features, cfg.data.max_length)
+    # the training split from the feature cache where it is on (data.cache): one process per node tokenises
+    train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
+    features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
+    check_positions(model, features, cfg.data.max_length, train.longest)
+    features["train"] = train.features  # as the engine batches them (Task.train_features: e.g. packed)
     if not state.is_main_process:
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0, distill)
@@ -143,20 +147,22 @@ def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
         return False
 
 
-def check_positions(model: torch.nn.Module, features: dict[str, list[dict[str, Any]]], max_length: int) -> None:
+def check_positions(model: torch.nn.Module, features: dict[str, Sequence[dict[str, Any]]], max_length: int,
+                    longest_train: int = 0) -> None:
     """data.max_length above the model's position limit is refused when an input would reach past it (today a
-    RuntimeError mid-training): one line before anything is written."""
+    RuntimeError mid-training): one line before anything is written. `longest_train`: the training split's longest
+    encoded input, when its features are not among `features`."""
     learned = any(isinstance(m, torch.nn.Embedding) and (n.endswith("position_embeddings") or n.endswith("wpe"))
                   for n, m in model.named_modules())  # rotary / relative positions extrapolate: not refused
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) if learned else None
-    longest = max((len(f["input_ids"]) for feats in features.values() for f in feats), default=0)
+    longest = max([longest_train, *(len(f["input_ids"]) for feats in features.values() for f in feats)])
     if isinstance(limit, int) and longest > limit:
         raise ConfigError(f"config: data.max_length: {max_length} is above the model's {limit} positions and "
                           f"inputs of {longest} tokens reach past them; set data.max_length to at most {limit}")
 
 
 def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: Method, model: torch.nn.Module,
-           tokenizer: Any, splits: dict[str, list[dict[str, Any]]], features: dict[str, list[dict[str, Any]]],
+           tokenizer: Any, splits: dict[str, list[dict[str, Any]]], features: dict[str, Sequence[dict[str, Any]]],
            report: DataReport, resume_from: Path | None, on_eval: Callable[[int, dict[str, Any]], None] | None,
            t0: float, distill: DistillLoss | None = None) -> dict[str, Any]:
     """The run once its output_dir is claimed: baseline, training, export, final evaluation, report."""
@@ -170,7 +176,6 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
                                          cfg.train.eval_batch_size, out, prefix="baseline-").get("validation", {}))
     model = method.apply(model, task.head_modules(model), task.new_token_ids)
     params = count_parameters(model)
-    features["train"] = task.train_features(features["train"])  # e.g. packed
 
     def score(m: torch.nn.Module, split: str = "validation") -> dict[str, Any]:
         return evaluate(task, m, tokenizer, splits[split], cfg.train.eval_batch_size, features[split])

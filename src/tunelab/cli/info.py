@@ -1,4 +1,4 @@
-"""Commands that inspect rather than train: models, env, schema, report, data check, data augment."""
+"""Commands that inspect rather than train: models, env, schema, report, data check, data augment, data cache."""
 
 from __future__ import annotations
 
@@ -112,3 +112,21 @@ def data_augment(
     stats = augment_file(str(file), str(output), set_, model, seed)
     typer.echo(f"wrote {stats['rows']} rows + {stats['copies_added']} augmented copies to {output} "
                f"(by op: {stats['by_op']}; unchanged, not added: {stats['unchanged_not_added']})", err=True)
+
+
+@data_app.command("cache")
+@user_errors
+def data_cache(
+    clear: bool = typer.Option(False, "--clear", help="Delete every entry (runs re-tokenise on their next start)."),
+) -> None:
+    """The tokenised training splits kept on disk (data.cache): where, which, how large."""
+    from tunelab.data.feature_store import cache_entries, cache_root, clear_cache
+
+    if clear:
+        n, mb = clear_cache()
+        typer.echo(f"deleted {n} cached feature sets ({mb} MB) from {cache_root()}")
+        return
+    entries = cache_entries()
+    typer.echo(f"{cache_root()}: {len(entries)} cached feature sets, {sum(e['mb'] for e in entries):.1f} MB")
+    for e in entries:
+        typer.echo(f"  {e['key']}  {e['task']:<14} {e['examples']:>9} examples  {e['mb']:>8} MB")

@@ -108,6 +108,11 @@ class DataConfig(Section):
     augment: AugmentConfig | None = Field(
         None, description="Add EDA-augmented copies of training rows (true = the defaults)."
     )
+    cache: bool | None = Field(
+        None, description="Keep the tokenised training split on disk, memory-mapped, for later runs of the same "
+        "rows, task settings and tokenizer and for every process of a distributed run ($TUNELAB_CACHE, default "
+        "~/.cache/tunelab/features; `tunelab data cache` lists it). Default: on from 20,000 training examples."
+    )
 
     @field_validator("clean", "augment", mode="before")
     @classmethod

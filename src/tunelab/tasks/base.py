@@ -89,7 +89,18 @@ class Task(ABC):
 
     @abstractmethod
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
-        """Tokenise examples into features; each has `input_ids` (a list) and, if labelled, `labels`."""
+        """Tokenise examples into features; each has `input_ids` (a list) and, if labelled, `labels`. Whatever
+        state the task keeps from the tokenizer is set by `bind_tokenizer`, which encode calls."""
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: B027 - optional hook
+        """Keep what the task needs of `tokenizer` to collate, score and generate (called by `encode`, and by the
+        feature cache when the training split's features come from disk instead)."""
+
+    def encodes_in_parts(self) -> bool:
+        """Whether encoding a split part by part (each part's `example_index` shifted by its start), each part's
+        result through `train_features`, gives the split's training features: the feature cache then tokenises
+        a chunk at a time. Not so for rows packed across examples."""
+        return type(self).train_features is Task.train_features
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
         """Set up the training loss from `train.class_weights / focal_gamma / label_smoothing` and the

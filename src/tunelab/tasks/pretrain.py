@@ -182,10 +182,16 @@ class Pretrain(Task):
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return list(getattr(self, "fresh", []))
 
-    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+    def bind_tokenizer(self, tokenizer: Any) -> None:
         self._tok = tokenizer
         if self.objective is None:
             self._set_objective("mlm" if tokenizer.mask_token_id is not None else "clm")
+
+    def encodes_in_parts(self) -> bool:
+        return False  # documents are packed into blocks across examples
+
+    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        self.bind_tokenizer(tokenizer)
         if examples and not examples[0]["labelled"]:
             return self._prompts(examples, tokenizer)
         texts = [ex["text"] for ex in examples]

@@ -242,8 +242,14 @@ class Sft(Task):
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
-    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+    def bind_tokenizer(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
+
+    def encodes_in_parts(self) -> bool:
+        return not self.cfg.packing  # packing fills rows across examples
+
+    def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        self.bind_tokenizer(tokenizer)
         feats, cut = [], 0
         limit = self.data.max_length
         for ex in examples:

@@ -161,7 +161,8 @@ class Loop:
         # DeepSpeed's engine counts its own micro-steps: one backward per batch there
         self.pass_tokens = None if self.strategy == "deepspeed" else micro_batch_tokens(cfg.micro_batch_tokens,
                                                                                         acc.device)
-        self.lengths = [len(f["input_ids"]) for f in features]
+        lengths = getattr(features, "lengths", None)  # a FeatureStore knows them without reading its rows
+        self.lengths = list(lengths) if lengths is not None else [len(f["input_ids"]) for f in features]
         n_batches = math.ceil(len(features) / cfg.batch_size)  # global batches: each process takes its rows of each
         self.total = plan_steps(cfg, n_batches)
         self.per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))

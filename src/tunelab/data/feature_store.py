@@ -1,0 +1,215 @@
+"""Tokenised features on disk: an Arrow IPC file, memory-mapped, read as a sequence of feature dicts.
+
+What `tasks/feature_cache.py` keeps between runs. Arrow because it is the format the field's tools already use
+for tokenised data (the `datasets` library's cache is Arrow too) and pyarrow is a tunelab dependency; `datasets`
+itself is not (its fingerprinting hashes a `map` function, while tunelab knows exactly what the features depend
+on). Hand-written here is only the row access: a list-of-integers column is read through its offsets and values
+as NumPy views of the mapped file (about 1 µs a row; `Table.slice(i, 1).to_pylist()` takes about 30), so a
+training batch costs what it costs from a Python list, and the rows stay on disk — in the page cache, shared by
+every process of a distributed run — instead of in each process's heap.
+
+A row reads back as the dict it was written from: lists of integers, Python scalars, nested lists (tuples come back
+as lists), None where it was None.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+FEATURES_FILE = "features.arrow"
+META_FILE = "meta.json"  # what tasks/feature_cache.py notes beside the rows
+INT32_COLUMNS = ("input_ids", "labels", "token_type_ids", "attention_mask", "position_ids")  # token ids, positions
+
+
+class FeatureWriter:
+    """Append chunks of feature dicts to `path` (one Arrow record batch each). The first chunk fixes the schema;
+    token-id columns are stored as int32 (half of Python's int64)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sink: Any = None
+        self._writer: Any = None
+        self.schema: pa.Schema | None = None
+        self.rows = 0
+
+    def add(self, features: Sequence[dict[str, Any]]) -> None:
+        if not features:
+            return
+        if self.schema is None:
+            schema = pa.Table.from_pylist(list(features)).schema
+            self.schema = pa.schema([_narrow(f) for f in schema])
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = ipc.new_file(self._sink, self.schema)
+        self._writer.write_table(pa.Table.from_pylist(list(features), schema=self.schema))
+        self.rows += len(features)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+        elif not self.path.exists():  # no rows at all: an empty file with an empty schema
+            with pa.OSFile(str(self.path), "wb") as sink, ipc.new_file(sink, pa.schema([])):
+                pass
+
+
+def _narrow(field: pa.Field) -> pa.Field:
+    if field.name in INT32_COLUMNS and field.type == pa.list_(pa.int64()):
+        return pa.field(field.name, pa.list_(pa.int32()))
+    return field
+
+
+class FeatureStore(Sequence[dict[str, Any]]):
+    """The features in `path` (an Arrow IPC file), memory-mapped; `store[i]` is row i as a dict, `store[a:b]` a
+    list of them. `lengths` holds every row's `input_ids` length (what batching and the position check need)
+    without reading the rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        self._n = table.num_rows
+        # row i lives in record batch k (starts[k] <= i < starts[k + 1]); every column is chunked alike
+        sizes = [len(c) for c in table.column(0).chunks] if table.num_columns else []
+        self._starts = np.cumsum([0, *sizes])
+        self._lists: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._scalars: dict[str, list[np.ndarray]] = {}
+        self._other: dict[str, list[pa.Array]] = {}
+        for name in table.column_names:
+            chunks = table.column(name).chunks
+            if all(_primitive_list(a.type) and a.null_count == 0 and a.values.null_count == 0 for a in chunks):
+                self._lists[name] = [(np.asarray(a.offsets), a.values.to_numpy(zero_copy_only=False)) for a in chunks]
+            elif all(_primitive(a.type) and a.null_count == 0 for a in chunks):
+                self._scalars[name] = [a.to_numpy(zero_copy_only=False) for a in chunks]
+            else:
+                self._other[name] = list(chunks)
+        if "input_ids" in self._lists:
+            self.lengths: list[int] = np.concatenate(
+                [np.diff(offsets) for offsets, _ in self._lists["input_ids"]] or [np.zeros(0, np.int64)]).tolist()
+        else:
+            self.lengths = [len(f["input_ids"]) for f in self]
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        j = i - int(self._starts[k])
+        row: dict[str, Any] = {}
+        for name, chunks in self._lists.items():
+            offsets, values = chunks[k]
+            row[name] = values[offsets[j] : offsets[j + 1]].tolist()
+        for name, arrays in self._scalars.items():
+            row[name] = arrays[k][j].item()
+        for name, others in self._other.items():
+            row[name] = others[k][j].as_py()
+        return row
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(self._n))
+
+
+def _primitive(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def _primitive_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _primitive(t.value_type)
+
+
+def write_store(directory: Path, chunks: Iterable[Sequence[dict[str, Any]]],
+                finish: Callable[[Path], None] | None = None) -> int:
+    """Write the chunks into `directory`/features.arrow via a temporary sibling renamed into place, so a
+    directory that exists is always complete; `finish(tmp)` adds files once the chunks are written. Another
+    process that finished the same directory first wins (both wrote the same rows). Returns the rows written."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        writer = FeatureWriter(tmp / FEATURES_FILE)
+        try:
+            for chunk in chunks:
+                writer.add(chunk)
+        finally:
+            writer.close()
+        if finish is not None:
+            finish(tmp)
+        try:
+            tmp.rename(directory)
+        except OSError:
+            if not (directory / FEATURES_FILE).exists():
+                raise
+        return writer.rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_root() -> Path:
+    """Where the feature cache lives: $TUNELAB_CACHE, else $XDG_CACHE_HOME/tunelab/features, else
+    ~/.cache/tunelab/features."""
+    if os.environ.get("TUNELAB_CACHE"):
+        return Path(os.environ["TUNELAB_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tunelab" / "features"
+
+
+def cache_entries() -> list[dict[str, Any]]:
+    """What the cache holds: one row per entry (key, task, examples, MB, path)."""
+    root, rows = cache_root(), []
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (directory / FEATURES_FILE).exists():
+            continue
+        try:
+            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        size = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+        rows.append({"key": directory.name, "task": meta.get("task", "?"), "examples": meta.get("examples", "?"),
+                     "mb": round(size / 2**20, 1), "path": str(directory)})
+    return rows
+
+
+def clear_cache() -> tuple[int, float]:
+    """Delete every cache entry and any temporary left by a writer that died; returns (entries, MB) freed. A run
+    that has mapped an entry keeps reading it (the file lives on until it is closed)."""
+    root, n, size = cache_root(), 0, 0
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        if directory.is_dir() and ((directory / FEATURES_FILE).exists() or _dead_temporary(directory.name)):
+            size += sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+            n += not directory.name.endswith(".tmp")
+            shutil.rmtree(directory, ignore_errors=True)
+    return n, round(size / 2**20, 1)
+
+
+def _dead_temporary(name: str) -> bool:
+    """`.KEY.PID.tmp` of a writer no longer running."""
+    parts = name.split(".")
+    if not (name.startswith(".") and name.endswith(".tmp") and len(parts) == 4 and parts[2].isdigit()):
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
