@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TUNELAB_NO_PROGRESS"] = "1"
-os.environ["TUNELAB_CACHE"] = tempfile.mkdtemp(prefix="tunelab-test-cache-")  # data.cache never writes to ~/.cache
 # `precision: auto` means fp32 in tests on every CPU (bf16 where native would make exact comparisons
 # machine-dependent); tests of bf16 ask for it explicitly
 os.environ.setdefault("TUNELAB_PRECISION", "fp32")

@@ -104,7 +104,7 @@ def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: P
     log = _train(args, "--nproc", "2", pause="step:6", ready=out / "checkpoints" / "step-00000004", env=cache)
     assert log.count("58 tokenised training rows cached in") == log.count("58 tokenised training rows reused") == 1
     assert max(_losses(out)) == 6  # steps 5 and 6 were logged after checkpoint 4: the resume replaces them
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
     log = _train(args, "--nproc", "2", "--resume", env=cache)
     assert log.count("58 tokenised training rows reused from") == 2, log[-3000:]
     _same_curve(_losses(out), _losses(reference))

@@ -21,9 +21,8 @@ from tunelab.tasks.feature_cache import AUTO_ROWS, feature_key, training_feature
 
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("TUNELAB_CACHE", str(root))
-    return root
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "features"
 
 
 def test_store_reads_back_what_was_written(tmp_path: Path) -> None:

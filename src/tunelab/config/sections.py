@@ -110,8 +110,8 @@ class DataConfig(Section):
     )
     cache: bool | None = Field(
         None, description="Keep the tokenised training split on disk, memory-mapped, for later runs of the same "
-        "rows, task settings and tokenizer and for every process of a distributed run ($TUNELAB_CACHE, default "
-        "~/.cache/tunelab/features; `tunelab data cache` lists it). Default: on from 20,000 training examples."
+        "rows, task settings and tokenizer and for every process of a distributed run (~/.cache/tunelab/features; "
+        "$TUNELAB_CACHE moves it; `tunelab data cache` lists it). Default: on from 20,000 training examples."
     )
 
     @field_validator("clean", "augment", mode="before")

@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from tunelab.models.aliases import cache_dir
+
 FEATURES_FILE = "features.arrow"
 META_FILE = "meta.json"  # what tasks/feature_cache.py notes beside the rows
 INT32_COLUMNS = ("input_ids", "labels", "token_type_ids", "attention_mask", "position_ids")  # token ids, positions
@@ -165,12 +167,9 @@ def write_store(directory: Path, chunks: Iterable[Sequence[dict[str, Any]]],
 
 
 def cache_root() -> Path:
-    """Where the feature cache lives: $TUNELAB_CACHE, else $XDG_CACHE_HOME/tunelab/features, else
-    ~/.cache/tunelab/features."""
-    if os.environ.get("TUNELAB_CACHE"):
-        return Path(os.environ["TUNELAB_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tunelab" / "features"
+    """Where the feature cache lives: `features/` in tunelab's cache ($TUNELAB_CACHE, default ~/.cache/tunelab,
+    beside the materialised GGUF models)."""
+    return cache_dir() / "features"
 
 
 def cache_entries() -> list[dict[str, Any]]:

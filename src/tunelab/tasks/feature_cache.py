@@ -9,10 +9,10 @@ form, chat template and special tokens), the transformers / tokenizers versions 
 any of them is a new entry; nothing is ever served stale. The training config is not in the key: the runs of a
 `tune` study or a learning-rate sweep share one entry.
 
-`data.cache: true | false`, default on from `AUTO_ROWS` training examples. Where: `$TUNELAB_CACHE`, else
-`$XDG_CACHE_HOME/tunelab/features`, else `~/.cache/tunelab/features`; `tunelab data cache` lists it, `--clear`
-empties it. A cache that cannot be written (read-only, disk full) or read is a warning, and the run tokenises in
-memory as it would without one.
+`data.cache: true | false`, default on from `AUTO_ROWS` training examples. Where: `features/` in tunelab's cache
+directory (`$TUNELAB_CACHE`, default `~/.cache/tunelab`); `tunelab data cache` lists it, `--clear` empties it. A
+cache that cannot be written (read-only, disk full) or read is a warning, and the run tokenises in memory as it
+would without one.
 """
 
 from __future__ import annotations
