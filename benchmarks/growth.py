@@ -37,67 +37,92 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path) -> dict:
+    """One size: the file of `n` rows, `data check`, then `train` twice into one fresh feature cache (tunelab's
+    cache directory moved to a temporary one whose `models/` is the real one: the GGUF models stay materialised)."""
+    tunelab = [sys.executable, "-m", "tunelab"]
+    tp = tmp / f"{kind}-{n}.jsonl"
+    field = "text" if kind == "classification" else "instruction"
+    with tp.open("w") as f:
+        for i in range(n):
+            r, copy = dict(base[i % len(base)]), i // len(base)
+            r[field] += f" #{copy}" if copy else ""
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    model, extra = ("minilm", []) if kind == "classification" else (
+        "smollm2-135m", ["method=lora", "data.max_length=1024", "train.batch_size=8"])
+    check = measure([*tunelab, "data", "check", str(tp), "--task", kind, "--model", model,
+                     *(["--set", "data.max_length=1024"] if kind == "sft" else [])])
+    home = tmp / f"cache-{kind}-{n}"
+    home.mkdir()
+    models = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab")) / "models"
+    if models.is_dir():
+        (home / "models").symlink_to(models)
+    runs = []
+    for k in (1, 2):
+        sets = [f"task={kind}", f"model={model}", f"data.train={tp}", f"data.validation={val}",
+                f"output_dir={tmp / f'run-{kind}-{n}-{k}'}", "train.max_steps=10", "train.save_steps=0",
+                "train.report=false", *extra]
+        runs.append(measure([*tunelab, "train", *[a for s in sets for a in ("--set", s)]],
+                            {"TUNELAB_CACHE": str(home)}))
+    train, again = runs
+    cached = sum(f.stat().st_size for f in (home / "features").rglob("*") if f.is_file())
+    size_mb = round(tp.stat().st_size / 2**20, 1)
+    tp.unlink()
+    return {"task": kind, "rows": n, "file_mb": size_mb,
+            "check_s": check["wall_s"], "check_rss_mb": check["peak_rss_mb"],
+            "train10_s": train["wall_s"], "train10_rss_mb": train["peak_rss_mb"],
+            "again_s": again["wall_s"], "again_rss_mb": again["peak_rss_mb"], "cache_mb": round(cached / 2**20, 1),
+            "errors": (check["err"] + train["err"] + again["err"])[-400:]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--sft", type=int, default=200_000, help="conversations of the SFT row (0: none)")
     args = ap.parse_args()
-    base = read_jsonl(SHARED / "sst2" / "train.jsonl", None)
-    val = read_jsonl(SHARED / "sst2" / "validation.jsonl", 200)
-    tunelab = [sys.executable, "-m", "tunelab"]
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        vp = tmp / "val.jsonl"
-        vp.write_text("".join(json.dumps(r) + "\n" for r in val))
-        for n in [int(x) for x in args.sizes.split(",")]:
-            tp = tmp / f"train-{n}.jsonl"
-            with tp.open("w") as f:
-                for i in range(n):
-                    r = base[i % len(base)]
-                    copy = i // len(base)
-                    f.write(json.dumps({"text": r["text"] + (f" #{copy}" if copy else ""), "label": r["label"]}) + "\n")
-            size_mb = round(tp.stat().st_size / 2**20, 1)
-            check = measure([*tunelab, "data", "check", str(tp), "--task", "classification", "--model", "minilm"])
-            cache = {"TUNELAB_CACHE": str(tmp / f"cache-{n}")}
-            train, again = (measure([*tunelab, "train", "--set", "task=classification", "--set", "model=minilm",
-                                     "--set", f"data.train={tp}", "--set", f"data.validation={vp}",
-                                     "--set", f"output_dir={tmp / f'run-{n}-{k}'}", "--set", "train.max_steps=10",
-                                     "--set", "train.save_steps=0", "--set", "train.report=false"], cache)
-                            for k in (1, 2))
-            cached = sum(f.stat().st_size for f in (tmp / f"cache-{n}").rglob("*") if f.is_file())
-            row = {"rows": n, "file_mb": size_mb, "check_s": check["wall_s"], "check_rss_mb": check["peak_rss_mb"],
-                   "train10_s": train["wall_s"], "train10_rss_mb": train["peak_rss_mb"],
-                   "again_s": again["wall_s"], "again_rss_mb": again["peak_rss_mb"],
-                   "cache_mb": round(cached / 2**20, 1),
-                   "errors": (check["err"] + train["err"] + again["err"])[-400:]}
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            tp.unlink()
-    print_table(rows, ["rows", "file_mb", "check_s", "check_rss_mb", "train10_s", "train10_rss_mb", "again_s",
+        val = tmp / "val.jsonl"
+        val.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(SHARED / "sst2" / "validation.jsonl", 200)))
+        base = read_jsonl(SHARED / "sst2" / "train.jsonl", None)
+        for n in [int(x) for x in args.sizes.split(",") if x]:
+            rows.append(grow(tmp, "classification", n, base, val))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        if args.sft:
+            chat_val = tmp / "chat-val.jsonl"
+            chat_val.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                        for r in read_jsonl(SHARED / "alpaca_en" / "validation.jsonl", 200)))
+            rows.append(grow(tmp, "sft", args.sft, read_jsonl(SHARED / "alpaca_en" / "train.jsonl", None), chat_val))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print_table(rows, ["task", "rows", "file_mb", "check_s", "check_rss_mb", "train10_s", "train10_rss_mb", "again_s",
                        "again_rss_mb", "cache_mb"])
     print(f"\nwrote {write_json('growth', {'rows': rows})}")
     try:
+        if not any(r["task"] == "classification" for r in rows):
+            raise ImportError
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-        xs = [r["rows"] for r in rows]
+        grown = [r for r in rows if r["task"] == "classification"]
+        xs = [r["rows"] for r in grown]
         for key, label in (("check", "data check"), ("train10", "train, 10 steps"),
                            ("again", "train again (cached features)")):
-            a.plot(xs, [r[f"{key}_s"] for r in rows], marker="o", label=label)
-            b.plot(xs, [r[f"{key}_rss_mb"] / 1024 for r in rows], marker="o", label=label)
+            a.plot(xs, [r[f"{key}_s"] for r in grown], marker="o", label=label)
+            b.plot(xs, [r[f"{key}_rss_mb"] / 1024 for r in grown], marker="o", label=label)
         for ax, title in ((a, "wall time (s)"), (b, "peak RSS (GiB)")):
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("training rows")
+            ax.set_xlabel("training rows (SST-2 repeated)")
             ax.set_title(title)
             ax.legend()
         fig.tight_layout()
         fig.savefig(ROOT / "docs" / "growth.png", dpi=110)
     except ImportError:
-        print("matplotlib not installed: no plot", file=sys.stderr)
+        print("no plot (matplotlib missing, or no classification sizes)", file=sys.stderr)
 
 
 if __name__ == "__main__":
