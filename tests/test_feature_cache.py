@@ -173,3 +173,32 @@ def test_auto_caches_large_splits_only(tiny_bert: Path, cache: Path) -> None:
     many = examples * (AUTO_ROWS // len(examples) + 1)
     got = training_features(task, many, tok, use_cache=None)
     assert got.cached is not None and len(got.features) == len(many)
+
+
+def test_soft_labels_keep_one_shape_and_arrow_failures_fall_back(tiny_bert: Path, cache: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One soft label makes every label of the split a distribution: such a split is encoded whole, not in parts.
+    Forced into parts anyway, the parts' label shapes differ, Arrow refuses the second, and the run tokenises in
+    memory with a warning instead of failing."""
+    from tunelab.tasks import feature_cache
+    from tunelab.tasks.classification import Classification
+
+    rows = sentiment_rows(12)
+    rows[9]["label"] = {"positive": 0.7, "negative": 0.3}  # in the second part of 5
+    cfg = build_config({"task": "classification", "model": str(tiny_bert)})
+    task = TASKS.get("classification")(cfg.task, cfg.data)
+    examples = task.parse(_table(rows))
+    _, tok = task.build_model(str(tiny_bert), examples)
+    want = _as_lists(task.encode(examples, tok))
+    assert isinstance(want[0]["labels"], list) and not task.encodes_in_parts(examples)
+    monkeypatch.setattr(feature_cache, "TOKENIZE_CHUNK", 5)
+    assert list(training_features(task, examples, tok, use_cache=True).features) == want
+
+    monkeypatch.setattr(Classification, "encodes_in_parts", lambda self, examples: True)
+    examples = examples[:-1]  # another key
+    said: list[str] = []
+    monkeypatch.setattr(feature_cache, "say", said.append)
+    got = training_features(task, examples, tok, use_cache=True)
+    assert got.cached is None and list(got.features) == _as_lists(task.encode(examples, tok))
+    assert any("cannot be used" in line and "tokenising in memory" in line for line in said), said
+    assert len(cache_entries()) == 1 and not list(cache.glob(".*.tmp")), "the failed entry left nothing behind"

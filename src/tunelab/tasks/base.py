@@ -96,10 +96,10 @@ class Task(ABC):
         """Keep what the task needs of `tokenizer` to collate, score and generate (called by `encode`, and by the
         feature cache when the training split's features come from disk instead)."""
 
-    def encodes_in_parts(self) -> bool:
-        """Whether encoding a split part by part (each part's `example_index` shifted by its start), each part's
+    def encodes_in_parts(self, examples: Sequence[Example]) -> bool:
+        """Whether encoding `examples` part by part (each part's `example_index` shifted by its start), each part's
         result through `train_features`, gives the split's training features: the feature cache then tokenises
-        a chunk at a time. Not so for rows packed across examples."""
+        a chunk at a time. Not so for rows packed across examples, or where one row decides for the whole split."""
         return type(self).train_features is Task.train_features
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:

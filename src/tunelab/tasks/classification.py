@@ -208,9 +208,15 @@ class Classification(Task):
     def loss_fn(self) -> Any:
         return make_loss_fn(self._loss) if self._loss is not None else None
 
+    def encodes_in_parts(self, examples: Sequence[Example]) -> bool:
+        return not self._soft(examples)  # a part without the split's soft labels would get another label shape
+
+    def _soft(self, examples: Sequence[Example]) -> bool:
+        return not self.cfg.multi_label and any(isinstance(ex.get("label"), dict) for ex in examples)
+
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         # one soft label makes the whole split distributions (a batch needs one label shape)
-        soft = not self.cfg.multi_label and any(isinstance(ex.get("label"), dict) for ex in examples)
+        soft = self._soft(examples)
         return self.in_chunks(examples, lambda part, offset: self._encode(part, offset, tokenizer, soft))
 
     def _encode(self, examples: Sequence[Example], offset: int, tokenizer: Any, soft: bool) -> list[Features]:

@@ -30,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import tokenizers
 import transformers
 
@@ -74,8 +75,8 @@ def training_features(task: Task, examples: Sequence[Example], tokenizer: Any, u
             meta: dict[str, Any] = {"format": FORMAT, "task": task.cfg.name, "examples": len(examples)}
             write_store(directory, _built(task, examples, tokenizer, meta), lambda tmp: _write_meta(tmp, meta))
             return _open(directory, hit=False)
-        except OSError as e:
-            say(f"warning: the feature cache ({cache_root()}) cannot be used ({e}); tokenising in memory")
+        except (OSError, pa.ArrowException) as e:  # unwritable; features Arrow cannot hold in one schema
+            say(f"warning: the feature cache ({cache_root()}) cannot be used ({_first_line(e)}); tokenising in memory")
             feats = task.encode(examples, tokenizer)
             return TrainFeatures(task.train_features(feats), _longest(feats))
 
@@ -100,9 +101,9 @@ def _built(task: Task, examples: Sequence[Example], tokenizer: Any, meta: dict[s
     """The features in chunks; `meta` gets the longest input and the messages the task printed. A task that encodes
     rows alone (`Task.encodes_in_parts`) is tokenised a chunk at a time (memory: one chunk); others at once."""
     longest, said = 0, io.StringIO()
-    parts = (range(0, len(examples), TOKENIZE_CHUNK) if task.encodes_in_parts() else [0])
-    for start in parts:
-        part = examples[start : start + TOKENIZE_CHUNK] if task.encodes_in_parts() else examples
+    in_parts = task.encodes_in_parts(examples)
+    for start in range(0, len(examples), TOKENIZE_CHUNK) if in_parts else [0]:
+        part = examples[start : start + TOKENIZE_CHUNK] if in_parts else examples
         with _tee_stderr(said):
             feats = task.encode(part, tokenizer)
         longest = max(longest, _longest(feats))
@@ -134,6 +135,10 @@ def _tee_stderr(copy: io.StringIO) -> Iterator[None]:
         yield
     finally:
         sys.stderr = real
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
 def _longest(features: Sequence[Features]) -> int:

@@ -187,7 +187,7 @@ class Pretrain(Task):
         if self.objective is None:
             self._set_objective("mlm" if tokenizer.mask_token_id is not None else "clm")
 
-    def encodes_in_parts(self) -> bool:
+    def encodes_in_parts(self, examples: Sequence[Example]) -> bool:
         return False  # documents are packed into blocks across examples
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:

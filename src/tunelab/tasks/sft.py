@@ -245,7 +245,7 @@ class Sft(Task):
     def bind_tokenizer(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
 
-    def encodes_in_parts(self) -> bool:
+    def encodes_in_parts(self, examples: Sequence[Example]) -> bool:
         return not self.cfg.packing  # packing fills rows across examples
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
