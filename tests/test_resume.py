@@ -280,15 +280,20 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tiny_bert: Path, 
     """SIGINT (Ctrl-C) after a checkpoint: one line naming it and the exact command that resumes; exit code 130."""
     out = tmp_path / "run"
     cmd = _cmd(tiny_bert, _data(tmp_path), out, [])
-    proc = subprocess.Popen(cmd, env={**ENV, "TUNELAB_TEST_PAUSE": "step:5"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    paused = tmp_path / "paused"  # created by the run once it sleeps at step 5, after checkpoint 4
+    proc = subprocess.Popen(cmd, env={**ENV, "TUNELAB_TEST_PAUSE": "step:5", "TUNELAB_TEST_PAUSED": str(paused)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoints" / "step-00000004").is_dir() or not (out / "metrics.jsonl").is_file() or \
-            '"step": 5' not in (out / "metrics.jsonl").read_text():
+    while not paused.exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach step 5"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # what it was doing, for the report
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"still running 60 s after SIGINT; its stderr: {err[-3000:]}")
     assert proc.returncode == 130, err
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"interrupted: the newest checkpoint is {out / 'checkpoints' / 'step-00000004'}"), err
