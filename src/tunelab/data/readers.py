@@ -24,7 +24,7 @@ from tunelab.errors import DataError
 csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per row: no per-instance __dict__
 class Record:
     source: str
     line: int | None  # 1-based line of the row (row number for Parquet / JSON arrays; None for SQuAD JSON)
