@@ -4,9 +4,11 @@ What `tasks/feature_cache.py` keeps between runs. Arrow because it is the format
 for tokenised data (the `datasets` library's cache is Arrow too) and pyarrow is a tunelab dependency; `datasets`
 itself is not (its fingerprinting hashes a `map` function, while tunelab knows exactly what the features depend
 on). Hand-written here is only the row access: a list-of-integers column is read through its offsets and values
-as NumPy views of the mapped file (about 1 µs a row; `Table.slice(i, 1).to_pylist()` takes about 30), so a
-training batch costs what it costs from a Python list, and the rows stay on disk — in the page cache, shared by
-every process of a distributed run — instead of in each process's heap.
+as NumPy views of the mapped file — 4.3 µs for a classification row of three columns against 9.4 µs for
+`Table.slice(i, 1).to_pylist()` (measured on 50,000 random rows; a Python list: 0.4 µs), so a batch of 32 costs
+~0.14 ms, noise beside a training step — and every row's length comes from the offsets without reading a row. The
+rows stay on disk — in the page cache, shared by every process of a distributed run — instead of in each process's
+heap.
 
 A row reads back as the dict it was written from: lists of integers, Python scalars, nested lists (tuples come back
 as lists), None where it was None.
