@@ -77,7 +77,6 @@ class FeatureStore(Sequence[dict[str, Any]]):
     without reading the rows."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         self._n = table.num_rows
         # row i lives in record batch k (starts[k] <= i < starts[k + 1]); every column is chunked alike
@@ -184,9 +183,8 @@ def cache_entries() -> list[dict[str, Any]]:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
-        size = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
         rows.append({"key": directory.name, "task": meta.get("task", "?"), "examples": meta.get("examples", "?"),
-                     "mb": round(size / 2**20, 1), "path": str(directory)})
+                     "mb": round(_bytes(directory) / 2**20, 1), "path": str(directory)})
     return rows
 
 
@@ -196,10 +194,14 @@ def clear_cache() -> tuple[int, float]:
     root, n, size = cache_root(), 0, 0
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
         if directory.is_dir() and ((directory / FEATURES_FILE).exists() or _dead_temporary(directory.name)):
-            size += sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+            size += _bytes(directory)
             n += not directory.name.endswith(".tmp")
             shutil.rmtree(directory, ignore_errors=True)
     return n, round(size / 2**20, 1)
+
+
+def _bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def _dead_temporary(name: str) -> bool:

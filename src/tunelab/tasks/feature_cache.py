@@ -60,8 +60,7 @@ def training_features(task: Task, examples: Sequence[Example], tokenizer: Any, u
     examples). `first`: a context under which the node's first process goes first (accelerate's
     `PartialState.local_main_process_first()`), so that one process per node tokenises."""
     if not (use_cache if use_cache is not None else len(examples) >= AUTO_ROWS):
-        feats = task.encode(examples, tokenizer)
-        return TrainFeatures(task.train_features(feats), _longest(feats))
+        return _in_memory(task, examples, tokenizer)
     task.bind_tokenizer(tokenizer)
     with first if first is not None else contextlib.nullcontext():
         try:
@@ -73,12 +72,17 @@ def training_features(task: Task, examples: Sequence[Example], tokenizer: Any, u
                     say(f"warning: cached features at {directory} unreadable ({type(e).__name__}); tokenising again")
                     shutil.rmtree(directory, ignore_errors=True)
             meta: dict[str, Any] = {"format": FORMAT, "task": task.cfg.name, "examples": len(examples)}
-            write_store(directory, _built(task, examples, tokenizer, meta), lambda tmp: _write_meta(tmp, meta))
+            write_store(directory, _built(task, examples, tokenizer, meta),
+                        lambda tmp: write_json_atomic(tmp / META_FILE, meta))
             return _open(directory, hit=False)
         except (OSError, pa.ArrowException) as e:  # unwritable; features Arrow cannot hold in one schema
             say(f"warning: the feature cache ({cache_root()}) cannot be used ({_first_line(e)}); tokenising in memory")
-            feats = task.encode(examples, tokenizer)
-            return TrainFeatures(task.train_features(feats), _longest(feats))
+            return _in_memory(task, examples, tokenizer)
+
+
+def _in_memory(task: Task, examples: Sequence[Example], tokenizer: Any) -> TrainFeatures:
+    feats = task.encode(examples, tokenizer)
+    return TrainFeatures(task.train_features(feats), _longest(feats))
 
 
 def _open(directory: Path, hit: bool) -> TrainFeatures:
@@ -91,10 +95,6 @@ def _open(directory: Path, hit: bool) -> TrainFeatures:
     else:
         say(f"features: {len(store)} tokenised training rows cached in {directory}")
     return TrainFeatures(store, int(meta["longest"]), directory)
-
-
-def _write_meta(tmp: Path, meta: dict[str, Any]) -> None:
-    write_json_atomic(tmp / META_FILE, meta)
 
 
 def _built(task: Task, examples: Sequence[Example], tokenizer: Any, meta: dict[str, Any]) -> Iterator[list[Features]]:
