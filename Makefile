@@ -55,7 +55,7 @@ smoke: install
 	$(PY) -m pytest -q -m embedded
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/lint-imports --no-cache
 
 docs: install

@@ -315,3 +315,17 @@ def serve_on_loopback(paths: list[Path], **settings: object) -> Iterator[tuple[s
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def example_data_builder():
+    """`examples/get_data.py` as a module (it is a script, not part of the package)."""
+    import importlib.util
+    import sys
+
+    if "tunelab_get_data" not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "examples" / "get_data.py"
+        spec = importlib.util.spec_from_file_location("tunelab_get_data", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["tunelab_get_data"] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules["tunelab_get_data"]

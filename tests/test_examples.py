@@ -1,5 +1,6 @@
 """Every example config is valid, and the data it names is there: shipped in examples/data (with a NOTICE.md) or,
-for sets the repo may not redistribute, under ../shared/data (skipped where a checkout has none)."""
+for sets the repo may not redistribute, under ../shared/data, which `examples/get_data.py` builds (the files are
+read where a checkout has them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import example_data_builder
 from tunelab.config.run import load_config
 from tunelab.data.readers import read_table
 
@@ -26,6 +28,10 @@ def test_example_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert (Path(f).parent / "NOTICE.md").is_file(), f"{f}: shipped data needs its NOTICE.md"
     shared = [f for f in files if f.startswith("../shared/data/")]
     assert len(shipped) + len(shared) == len(files), f"data outside examples/data and ../shared/data: {files}"
+    for f in shared:  # ../shared/data/SET/SPLIT.jsonl: a set and split that examples/get_data.py builds
+        name, split = Path(f).parent.name, Path(f).stem
+        builds = name in example_data_builder().SOURCES and split in ("train", "validation")
+        assert builds, f"{f}: get_data.py does not build it"
     missing = [f for f in shared if not (ROOT / f).is_file()]
     if missing:
         pytest.skip(f"{missing[0]} is not in this checkout")

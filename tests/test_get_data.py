@@ -1,0 +1,152 @@
+"""examples/get_data.py: each converter on small files in its source's own format (written here, the quirks the
+real sources have included), the shipped split lists, and the script's failures (no network: one line, exit 2,
+nothing written). That the real sources rebuild ../shared/data byte for byte was checked against snapshots of the
+pinned commits (docs/data.md); the tests cannot download them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import example_data_builder
+
+get_data = example_data_builder()
+
+
+def files_of(name: str, files: dict[str, str], root: Path) -> Path:
+    """Lay source files out as the script's --sources cache: OWNER/NAME/COMMIT/PATH."""
+    source = get_data.SOURCES[name]
+    for path, text in files.items():
+        local = root / source.repo / source.commit / path
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(text, encoding="utf-8")
+    return root
+
+
+def built(name: str, files: dict[str, str], tmp_path: Path, splits: dict | None = None) -> dict[str, list[dict]]:
+    root = files_of(name, files, tmp_path / "sources")
+    return get_data.build(name, get_data.reader(get_data.SOURCES[name], root), splits or {})
+
+
+def test_bio_repairs_iob1_bmes_and_orphans() -> None:
+    assert get_data.bio(["I-ORG", "O", "I-MISC", "I-MISC", "B-MISC", "I-PER"]) == [
+        "B-ORG", "O", "B-MISC", "I-MISC", "B-MISC", "B-PER"]  # IOB1: B- only between two entities of one type
+    assert get_data.bio(["S-NAME", "B-ORG", "M-ORG", "E-ORG", "E-LOC"]) == [
+        "B-NAME", "B-ORG", "I-ORG", "I-ORG", "B-LOC"]  # BMES, and an entity that starts without B
+    assert get_data.bio(["B-PER.NAM", "I-PER.NAM", "I-LOC.NOM"]) == ["B-PER.NAM", "I-PER.NAM", "B-LOC.NOM"]
+
+
+def test_sst2_and_conll2003(tmp_path: Path) -> None:
+    rows = built("sst2", {"data/SST-2/train.tsv": "sentence\tlabel\nfine , warm \t1\ndull\t0\n",
+                          "data/SST-2/dev.tsv": "sentence\tlabel\nok\t1\n"}, tmp_path)
+    assert rows == {"train": [{"text": "fine , warm", "label": "positive"}, {"text": "dull", "label": "negative"}],
+                    "validation": [{"text": "ok", "label": "positive"}]}
+    conll = ("-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP I-MISC\n\n"
+             "Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n")
+    rows = built("conll2003", {"corpus/CoNLL-2003/eng.train": conll, "corpus/CoNLL-2003/eng.testa": conll},
+                 tmp_path)
+    assert rows["train"] == [{"tokens": ["EU", "rejects", "German"], "tags": ["B-ORG", "O", "B-MISC"]},
+                             {"tokens": ["Peter", "Blackburn"], "tags": ["B-PER", "I-PER"]}]
+
+
+def test_chinese_ner_sources(tmp_path: Path) -> None:
+    resume = "高 B-NAME\n勇 E-NAME\n： O\n\n中 S-CONT\n国 M-ORG\n"
+    rows = built("resume_ner", {"ResumeNER/train.char.bmes": resume, "ResumeNER/dev.char.bmes": resume}, tmp_path)
+    assert rows["validation"] == [{"tokens": ["高", "勇", "："], "tags": ["B-NAME", "I-NAME", "O"]},
+                                  {"tokens": ["中", "国"], "tags": ["B-CONT", "B-ORG"]}]
+    # the position of the character in its word follows it, one or two digits; "3" at position 10 is "310"
+    weibo = "张0\tB-PER.NAM\n三1\tI-PER.NAM\n310\tO\n\ufffd\ufffd0\tO\n1\tO\n"
+    rows = built("weibo_ner", {"data/weiboNER_2nd_conll.train": weibo, "data/weiboNER_2nd_conll.dev": weibo},
+                 tmp_path)
+    assert rows["train"] == [{"tokens": ["张", "三", "3", "\ufffd\ufffd", "1"],
+                              "tags": ["B-PER.NAM", "I-PER.NAM", "O", "O", "O"]}]
+
+
+def test_scitldr(tmp_path: Path) -> None:
+    paper = {"source": ["First sentence\n", "goes on.", "  Second one. "], "paper_id": "p1",
+             "target": ["a tldr", "another"], "source_labels": [0, 1, 0]}
+    line = json.dumps(paper) + "\n"
+    rows = built("scitldr", {"SciTLDR-Data/SciTLDR-A/train.jsonl": line, "SciTLDR-Data/SciTLDR-A/dev.jsonl": line},
+                 tmp_path)
+    assert rows["train"] == [{"id": "p1", "document": "First sentence goes on. Second one.", "summary": "a tldr",
+                              "references": ["a tldr", "another"]}]
+
+
+def test_records_are_picked_by_the_split_lists(tmp_path: Path) -> None:
+    csv = 'label,review\n1,"good, ""very"" good"\n0,bad\n1,\n0, awful \n'
+    rows = built("chnsenticorp_htl", {"datasets/ChnSentiCorp_htl_all/ChnSentiCorp_htl_all.csv": csv}, tmp_path,
+                 {"chnsenticorp_htl": {"train": [3, 0], "validation": [1]}})
+    assert rows["train"] == [{"text": "awful", "label": "negative"}, {"text": 'good, "very" good', "label": "positive"}]
+    assert rows["validation"] == [{"text": "bad", "label": "negative"}]
+    with pytest.raises(get_data.Failure, match="does not fit the 4 source records"):
+        built("chnsenticorp_htl", {}, tmp_path, {"chnsenticorp_htl": {"train": [4]}})
+
+
+def test_squad_from_the_explorer_pages(tmp_path: Path) -> None:
+    link = '<a href="/SQuAD-explorer/explore/1.1/dev/Oil.html{}">'
+    index = link.format("") + link.format("?model=x")  # each article is linked twice
+    page = ('<h1 id="title">Oil</h1><div class="para-wrap"><div class="row"><pre>'
+            'The &quot;first&quot; shock, 1973. In 1973</pre></div><div class="qas-wrap">'
+            '<div class="qa-wrap" data-id="q1"><p> <strong class="question">When?</strong></p>'
+            '<ul class="list-unstyled"><li><p><i>Ground Truth Answers: </i><span class="answer">1973</span>'
+            '<span class="answer">&quot;first&quot;</span></p></li>'
+            '<li class="prediction-holder"><p></p></li></ul></div></div></div>')
+    rows = built("squad_v1", {"explore/1.1/dev/index.html": index, "explore/1.1/dev/Oil.html": page}, tmp_path,
+                 {"squad_v1": {"train": [0], "validation": []}})
+    assert rows["train"] == [{"id": "q1", "title": "Oil", "context": 'The "first" shock, 1973. In 1973',
+                              "question": "When?",
+                              "answers": {"text": ["1973", '"first"'], "answer_start": [19, 4]}}]
+
+
+def test_the_shipped_split_lists() -> None:
+    """Every set built from records has a train and a validation list of the sizes DATA.md gives, no record twice."""
+    splits = get_data.load_splits()
+    sizes = {"ag_news": (8980, 1000), "chnsenticorp_htl": (6213, 776), "alpaca_en": (49976, 1000),
+             "alpaca_zh": (49956, 999), "cmrc2018": (900, 102), "squad_v1": (6026, 997)}
+    assert set(splits) == set(sizes)
+    for name, (train, validation) in sizes.items():
+        order = splits[name]
+        assert (len(order["train"]), len(order["validation"])) == (train, validation), name
+        picked = order["train"] + order["validation"]
+        assert len(set(picked)) == len(picked) and min(picked) >= 0, name
+
+
+def test_failures_are_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data"
+    assert get_data.main(["sst2", "--sources", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: cannot download https://raw.githubusercontent.com/forest-snow/alps/")
+    assert "put the file at" in error and len(error.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+    assert get_data.main(["sst3"]) == 2 and "unknown set 'sst3'" in capsys.readouterr().err
+    files_of("sst2", {"data/SST-2/train.tsv": "sentence\tlabel\nfine\t7\n", "data/SST-2/dev.tsv": ""}, tmp_path / "s")
+    assert get_data.main(["sst2", "--sources", str(tmp_path / "s"), "--out", str(out)]) == 2
+    assert "not in the expected format" in capsys.readouterr().err and not (out / "sst2").exists()
+
+
+def test_an_existing_set_is_kept_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sources = files_of("sst2", {"data/SST-2/train.tsv": "sentence\tlabel\nfine\t1\n",
+                                "data/SST-2/dev.tsv": "sentence\tlabel\nbad\t0\n"}, tmp_path / "s")
+    out = tmp_path / "data"
+    args = ["sst2", "--sources", str(sources), "--out", str(out)]
+    assert get_data.main(args) == 0
+    assert (out / "sst2" / "train.jsonl").read_text() == '{"text": "fine", "label": "positive"}\n'
+    (out / "sst2" / "train.jsonl").write_text("mine\n")
+    assert get_data.main(args) == 0 and "exists, kept" in capsys.readouterr().err
+    assert (out / "sst2" / "train.jsonl").read_text() == "mine\n"
+    assert get_data.main([*args, "--force"]) == 0
+    assert (out / "sst2" / "train.jsonl").read_text() == '{"text": "fine", "label": "positive"}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["sst2"]  # no temporary left
+
+
+def test_the_script_needs_only_the_standard_library() -> None:
+    """`python -S` (no site-packages at all): it runs before `make install`, as the README says."""
+    script = Path(__file__).resolve().parent.parent / "examples" / "get_data.py"
+    res = subprocess.run([sys.executable, "-S", str(script), "--list"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    listed = [line.split()[0] for line in res.stdout.splitlines()]
+    assert listed == list(get_data.SOURCES) and "github.com/forest-snow/alps @ 3c7ef2c98249" in res.stdout
