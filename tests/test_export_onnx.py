@@ -182,3 +182,55 @@ def test_torchao_int8_export(cls_run: Path) -> None:
     assert model.evaluate(report["data"])["accuracy"] == pytest.approx(row["metric"])
     res = _export(str(cls_run), "--format", "torch")
     assert res.exit_code == 2 and "torch takes int8, not None" in res.stderr
+
+
+def test_embedding_tables_become_int8_rows(cls_run: Path, tmp_path: Path) -> None:
+    """The per-row int8 embedding table (on by default above 1 M values, so forced here on the tiny model): the
+    rewritten graph reads int8 rows and their scales, and its logits stay within each row's quantisation step."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from tunelab.export.onnx import quantize_embeddings
+
+    res = _export(str(cls_run), "--format", "onnx", "--output", str(tmp_path / "fp32"))
+    assert res.exit_code == 0, res.output
+    path = tmp_path / "fp32" / "model.onnx"
+    before = onnx.load(str(path))
+    ops = {n.op_type for n in before.graph.node}
+    assert "Attention" in ops and not ops & {"Softmax", "Transpose", "IsNaN"}  # one fused node per layer
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    feeds = {"input_ids": np.array([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]), "attention_mask": mask,
+             "token_type_ids": np.zeros_like(mask)}
+    feeds = {k: v for k, v in feeds.items() if k in {i.name for i in before.graph.input}}
+    want = ort.InferenceSession(str(path)).run(None, feeds)[0]
+    assert quantize_embeddings(path, min_size=1 << 30) == 0  # nothing that large: the file is left alone
+    assert quantize_embeddings(path, min_size=1) >= 1
+    after = onnx.load(str(path))
+    int8 = [t for t in after.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert int8 and all(t.name.endswith("_int8") for t in int8)
+    assert sum(n.op_type == "Gather" for n in after.graph.node) > sum(n.op_type == "Gather" for n in before.graph.node)
+    got = ort.InferenceSession(str(path)).run(None, feeds)[0]
+    assert np.abs(got - want).max() < 0.05 * max(1.0, np.abs(want).max())
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_fused_attention_is_the_same_function(tiny_bert: Path) -> None:
+    """The attention the export traces (ONNX's `Attention` op, torch's reference eagerly) gives sdpa's logits on
+    padded rows, and the model gets its own attention back afterwards."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab.export.onnx import ONNX_ATTENTION, fused_attention
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3).eval()
+    ids = torch.tensor([[2, 5, 6, 7, 8, 3], [2, 9, 3, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits
+        with fused_attention(model) as opset:
+            assert opset == 23 and model.config._attn_implementation == ONNX_ATTENTION
+            got = model(input_ids=ids, attention_mask=mask).logits
+            unmasked = model(input_ids=ids).logits
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(unmasked[1], want[1], atol=1e-4)  # the padding mask is applied, not dropped

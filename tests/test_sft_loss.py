@@ -237,3 +237,13 @@ def test_cli_train_packed(tiny_llama: Path, tmp_path: Path) -> None:
     m = json.loads((out / "metrics.json").read_text())
     assert m["train"]["steps"] == math.ceil(len(packed) / 2) and m["train"]["rows"]["train"] == 12
     assert m["validation"]["tokens"] == 3 * 2  # one reply token + <|im_end|> per validation row
+
+
+def test_eval_batches_bound_padded_tokens() -> None:
+    """With lengths, a batch also stops before rows x its longest row passes max_tokens (the activations)."""
+    lengths = [800, 790, 600, 300, 300, 300, 10]
+    trained = [10] * len(lengths)
+    assert eval_batches(list(range(7)), trained, 64, 2048, lengths=lengths, max_tokens=1600) == [
+        [0, 1], [2, 3], [4, 5, 6]]  # 800 x 2, 600 x 2, 300 x 3 padded tokens
+    assert eval_batches(list(range(7)), trained, 64, 2048) == [list(range(7))]  # no lengths: rows and trained only
+    assert eval_batches([0], [10], 64, 2048, lengths=[5000], max_tokens=1600) == [[0]]  # one long row still runs

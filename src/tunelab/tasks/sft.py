@@ -48,7 +48,14 @@ from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
-from tunelab.tasks.causal_loss import causal_lm_loss, eval_batches, example_nll, trained_count, trained_logits
+from tunelab.tasks.causal_loss import (
+    causal_lm_loss,
+    eval_batches,
+    eval_tokens,
+    example_nll,
+    trained_count,
+    trained_logits,
+)
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
 from tunelab.tasks.generation import GenerationConfig, generate
 from tunelab.tasks.losses import soft_kl
@@ -328,7 +335,8 @@ class Sft(Task):
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         with torch.no_grad():
             trained = [sum(v != -100 for v in f["labels"][1:]) for f in features]
-            for chunk in eval_batches(order, trained, batch_size):
+            lengths = [len(f["input_ids"]) for f in features]
+            for chunk in eval_batches(order, trained, batch_size, lengths=lengths, max_tokens=eval_tokens(device)):
                 batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     sums, counts = example_nll(model, batch)  # logits of the trained positions only
