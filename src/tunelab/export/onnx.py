@@ -150,18 +150,14 @@ def fused_attention(model: torch.nn.Module) -> Any:
     the opset to export at). The graph the exporter makes from sdpa at opset 18 computes attention as a dozen
     nodes per layer (transposes, the mask's Where / IsNaN, Softmax), 37 % of onnxruntime's int8 time on SST-2
     MiniLM at batch 32; onnxruntime runs the `Attention` node as one fused kernel."""
-    from tunelab.training.attention import transformers_model
+    from tunelab.training.attention import register, transformers_model
 
     m = transformers_model(model)
     previous = getattr(getattr(m, "config", None), "_attn_implementation", None)
     if m is None or previous not in ("sdpa", "eager") or not hasattr(torch.onnx, "ops"):
         yield None
         return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(ONNX_ATTENTION, onnx_attention)
-    AttentionMaskInterface.register(ONNX_ATTENTION, sdpa_mask)
+    register(ONNX_ATTENTION, onnx_attention)
     try:
         m.set_attn_implementation(ONNX_ATTENTION)
     except (ValueError, ImportError):  # a model class that takes no custom attention: its own graph, opset 18

@@ -72,9 +72,10 @@ def short_row_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
-def register() -> None:
-    AttentionInterface.register(SHORT_ROW_ATTENTION, short_row_attention)
-    AttentionMaskInterface.register(SHORT_ROW_ATTENTION, sdpa_mask)
+def register(name: str = SHORT_ROW_ATTENTION, function: Any = short_row_attention) -> None:
+    """An attention implementation by name in transformers' interface, taking sdpa's masks."""
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, sdpa_mask)
 
 
 def transformers_model(model: torch.nn.Module) -> Any:
