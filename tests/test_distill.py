@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import train_sentiment
+from conftest import sentiment_rows, train_sentiment, write_jsonl
 from tunelab.cli import app
 
 
@@ -147,3 +147,103 @@ def test_a_task_without_soft_targets_is_refused() -> None:
     pretrain = TASKS.get("pretrain")
     with pytest.raises(ConfigError, match="task pretrain cannot be distilled yet"):
         pretrain(pretrain.Config(name="pretrain"), DataConfig()).check_distillable()
+
+
+@pytest.mark.parametrize("kind", ["classification", "ner", "qa"])
+def test_unlabelled_rows_count_in_the_soft_part_only(tiny_bert: Path, kind: str) -> None:
+    """A batch mixing gold rows and `data.unlabeled` rows: the hard loss is the model's own loss on the gold rows
+    alone, the soft loss reads every row, and a batch of unlabelled rows alone is alpha · soft."""
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    from tunelab.config.sections import DataConfig
+    from tunelab.tasks.base import UNLABELED
+    from tunelab.tasks.classification import Classification, ClassificationConfig
+    from tunelab.tasks.ner import Ner, NerConfig
+    from tunelab.tasks.qa import Qa, QaConfig
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 20, (4, 7), generator=gen)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if kind == "classification":
+        task, auto, kw = Classification(ClassificationConfig(name=kind), DataConfig()), \
+            AutoModelForSequenceClassification, {"num_labels": 2}
+        batch["labels"] = torch.tensor([0, 1, 1, 0])
+    elif kind == "ner":
+        task, auto, kw = Ner(NerConfig(name=kind), DataConfig()), AutoModelForTokenClassification, {"num_labels": 3}
+        batch["labels"] = torch.randint(0, 3, (4, 7), generator=gen).masked_fill(ids % 3 == 0, -100)
+    else:
+        task, auto, kw = Qa(QaConfig(name=kind), DataConfig()), AutoModelForQuestionAnswering, {}
+        batch["start_positions"], batch["end_positions"] = torch.tensor([1, 2, 3, 4]), torch.tensor([2, 2, 5, 6])
+    torch.manual_seed(1)
+    kw["initializer_range"] = 0.5  # random heads of some weight: rows differ, student and teacher disagree
+    student = auto.from_pretrained(str(tiny_bert), **kw).eval()
+    teacher = auto.from_pretrained(str(tiny_bert), **kw).eval()
+    rows = torch.tensor([False, True, False, True])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        hard = task.distill_step(student, teacher, {**batch, UNLABELED: rows}, None, 2.0, 0.0)
+        gold_only = student(**{k: v[~rows] for k, v in batch.items()}).loss
+        whole = student(**batch).loss
+        soft = task.distill_step(student, teacher, {**batch, UNLABELED: rows}, None, 2.0, 1.0)
+        expected = task.soft_target_loss(student(**inputs), teacher(**inputs), batch, 2.0)
+        alone = task.distill_step(student, teacher, {**batch, UNLABELED: torch.ones(4, dtype=torch.bool)}, None,
+                                  2.0, 0.5)
+    assert float(hard) == pytest.approx(float(gold_only), rel=1e-5) and abs(float(whole) - float(hard)) > 1e-4
+    assert float(soft) == pytest.approx(float(expected), rel=1e-5) and float(soft) > 1e-4
+    assert float(alone) == pytest.approx(0.5 * float(expected), rel=1e-5)
+    if kind == "classification":  # a custom hard loss (class weights) skips the unlabelled rows too
+        from tunelab.tasks.losses import LossSpec, focal_loss, make_loss_fn
+
+        weighted = make_loss_fn(LossSpec(False, [1.0, 3.0]))
+        with torch.no_grad():
+            hard = task.distill_step(student, teacher, {**batch, UNLABELED: rows}, weighted, 2.0, 0.0)
+            logits = student(**{k: v[~rows] for k, v in inputs.items()}).logits
+        assert float(hard) == pytest.approx(float(focal_loss(logits, batch["labels"][~rows],
+                                                              weight=torch.tensor([1.0, 3.0]))), rel=1e-5)
+
+
+def test_a_student_learns_from_unlabelled_rows(teacher: Path, tiny_bert: Path) -> None:
+    """Four gold rows and the teacher's soft targets on 64 unlabelled texts: the student from the untrained base
+    ends up right; the same run without the unlabelled rows does not."""
+    data = teacher.parent
+    few = write_jsonl(data / "few.jsonl", sentiment_rows(4, 7))
+    texts = write_jsonl(data / "texts.jsonl", [{"text": r["text"]} for r in sentiment_rows(64, 8)])
+    accuracy = {}
+    for name, extra in (("with", ["--unlabeled", str(texts)]), ("without", [])):
+        out = data / f"unlabelled-{name}"
+        res = CliRunner().invoke(app, ["distill", str(teacher), "--student", str(tiny_bert), "--output", str(out),
+                                       *extra, "--set", f"data.train={few}", "--set", "train.epochs=6",
+                                       "--set", "train.lr=5e-3"])
+        assert res.exit_code == 0, res.output
+        accuracy[name] = json.loads((out / "metrics.json").read_text())["validation"]["accuracy"]
+    summary = json.loads((data / "unlabelled-with" / "data_summary.json").read_text())
+    assert summary["applied"]["unlabeled"] == {"file": str(texts), "rows": 64, "features": 64}, summary["applied"]
+    assert accuracy["with"] > 0.85 and accuracy["without"] < 0.75, accuracy
+
+
+def test_unlabelled_rows_bad_input_is_one_line(teacher: Path, tiny_chat_run: Path, tmp_path: Path) -> None:
+    data = teacher.parent
+    good = write_jsonl(tmp_path / "texts.jsonl", [{"text": "good film"}])
+    broken = write_jsonl(tmp_path / "broken.jsonl", [{"text": "good film"}, {"words": "no text"}])
+    cases = [
+        (["train", "--set", "task=classification", "--set", f"model={teacher / 'model'}", "--set",
+          f"data.train={data / 'train.jsonl'}", "--set", f"data.unlabeled={good}"],
+         "config: data.unlabeled: unlabelled rows train only the soft-target part of distillation; add a distill"),
+        (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(good), "--alpha", "0"],
+         "distill.alpha is 0"),
+        (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(broken)], f"{broken}:2: text"),
+        (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(tmp_path / "none.jsonl")],
+         "none.jsonl"),
+        (["distill", str(tiny_chat_run), "--student", "layers:0", "--unlabeled", str(good)],
+         "task sft cannot distill from unlabelled rows yet"),
+    ]
+    for args, words in cases:
+        res = CliRunner().invoke(app, [*args, "--set", f"output_dir={tmp_path / 's'}"] if args[0] == "train"
+                                 else [*args, "--output", str(tmp_path / "s")])
+        assert res.exit_code == 2, (args, res.output)
+        assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
+        assert not (tmp_path / "s").exists()

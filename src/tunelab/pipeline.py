@@ -14,7 +14,7 @@ import torch
 from accelerate import PartialState
 
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
-from tunelab.data.load import load_splits
+from tunelab.data.load import load_splits, load_unlabeled
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
 from tunelab.errors import ConfigError, TunelabError
@@ -34,7 +34,15 @@ from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
 from tunelab.training import engine
 from tunelab.training.checkpoint import find_checkpoint
-from tunelab.training.distill import DistillLoss, same_vocabulary, student_from_teacher, teacher_model_dir
+from tunelab.training.distill import (
+    DistillLoss,
+    WithUnlabeled,
+    flag_unlabeled,
+    same_vocabulary,
+    student_from_teacher,
+    teacher_model_dir,
+    unlabeled_features,
+)
 from tunelab.training.distributed import check_strategy, launched, whole_models
 from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
 
@@ -77,6 +85,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     task.check_method(cfg.method.name)
     report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
     splits = load_splits(cfg.data, task, cfg.train.seed, report)
+    unlabeled = load_unlabeled(cfg.data, task)  # distillation's rows without labels (data.unlabeled)
     student = (student_from_teacher(cfg.model, teacher_model_dir(cfg.distill.teacher), task.auto_model_class)
                if cfg.distill is not None and cfg.model.startswith(STUDENT_LAYERS) else None)
     try:
@@ -92,8 +101,12 @@ def run(cfg: RunConfig, resume: str | None = None,
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises
     train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
-    check_positions(model, features, cfg.data.max_length, train.longest)
+    extra = unlabeled_features(task, unlabeled, tokenizer) if unlabeled else []
+    check_positions(model, {**features, "unlabeled": extra}, cfg.data.max_length, train.longest)
     features["train"] = train.features  # as the engine batches them (Task.train_features: e.g. packed)
+    if extra:  # soft targets only (Task.distill_step); batched with the training rows
+        features["train"] = WithUnlabeled(train.features, extra)
+        report.applied["unlabeled"] = {"file": cfg.data.unlabeled, "rows": len(unlabeled), "features": len(extra)}
     if not state.is_main_process:
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0, distill)
@@ -180,8 +193,10 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
     def score(m: torch.nn.Module, split: str = "validation") -> dict[str, Any]:
         return evaluate(task, m, tokenizer, splits[split], cfg.train.eval_batch_size, features[split])
 
+    collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
+    collate = flag_unlabeled(collate) if isinstance(features["train"], WithUnlabeled) else collate
     result = engine.train(
-        model, features["train"], partial(task.collate, pad_id=tokenizer.pad_token_id), cfg.train,
+        model, features["train"], collate, cfg.train,
         lr=cfg.train.lr, out_dir=out,
         evaluate=score if "validation" in splits else None, loss_fn=distill or task.loss_fn(), resume_from=resume_from,
         on_eval=on_eval, loss_units=task.loss_units,

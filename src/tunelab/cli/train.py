@@ -209,6 +209,9 @@ def distill(
                                 "weighs the gold labels."),
     output: Path | None = typer.Option(None, "--output", help="The student's run directory (default: "
                                        "TEACHER-distilled)."),
+    unlabeled: Path | None = typer.Option(None, "--unlabeled", help="Rows without labels (input fields only) the "
+                                          "student also learns from, on the teacher's soft targets alone "
+                                          "(data.unlabeled)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key of the student's config, as for train "
                                    "(e.g. train.epochs=3)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what the output directory holds."),
@@ -217,7 +220,7 @@ def distill(
     from tunelab.export.parity import print_rows
     from tunelab.studies.distill import distill_run
 
-    r = distill_run(teacher, student, temperature, alpha, output, set_, overwrite)
+    r = distill_run(teacher, student, temperature, alpha, output, set_, overwrite, unlabeled=unlabeled)
     if r.rows:
         print_rows(r.rows, "teacher and student on the validation split")
     typer.echo(f"distill: student run {r.output} (model: {r.output / 'model'})", err=True)

@@ -75,6 +75,10 @@ class RunConfig(Section):
             parse_layers(self.model)
         else:
             check_model_name(self.model)
+        if self.data.unlabeled is not None and (self.distill is None or self.distill.alpha == 0):
+            why = "add a distill section (tunelab distill)" if self.distill is None else "distill.alpha is 0"
+            raise ConfigError(f"config: data.unlabeled: unlabelled rows train only the soft-target part of "
+                              f"distillation; {why}")
         return self
 
 

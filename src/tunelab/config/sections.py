@@ -74,6 +74,8 @@ class DataConfig(Section):
     train: str | None = Field(None, description="Training file (JSONL, CSV, TSV or Parquet).")
     validation: str | None = Field(None, description="Validation file; if absent, split from train.")
     test: str | None = Field(None, description="Test file; when given, the final evaluation also runs on it.")
+    unlabeled: str | None = Field(None, description="Rows without labels (the input fields only) that distillation "
+                                  "trains on with the teacher's soft targets alone (needs a distill section).")
     text_field: str = Field("text", description="Column holding the input text.")
     text_pair_field: str | None = Field(None, description="Column holding the second text of a pair.")
     label_field: str = Field("label", description="Column holding the label (a list for multi-label).")

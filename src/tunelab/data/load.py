@@ -22,6 +22,8 @@ class RowTask(Protocol):
 
     def parse(self, table: Table, *, labelled: bool = True) -> list[dict[str, Any]]: ...
 
+    def check_unlabeled(self) -> None: ...
+
     def stratify_key(self, example: dict[str, Any]) -> Hashable | None: ...
 
     def check_train(self, examples: list[dict[str, Any]]) -> None: ...
@@ -92,3 +94,14 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
             _check_left(rows, getattr(data, split) or data.train, split, report)
         task.check_train(splits["train"])
     return splits
+
+
+def load_unlabeled(data: DataConfig, task: RowTask) -> list[dict[str, Any]]:
+    """`data.unlabeled`: rows with the task's input fields only (distillation's soft targets), each kept."""
+    if data.unlabeled is None:
+        return []
+    task.check_unlabeled()
+    examples = task.parse(read_table(data.unlabeled), labelled=False)
+    if not examples:
+        raise DataError(data.unlabeled, None, None, "no rows")
+    return examples

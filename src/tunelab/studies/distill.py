@@ -31,8 +31,9 @@ class DistillResult:
 
 
 def distill_config(teacher: Path, student: str, temperature: float, alpha: float, output: Path | None,
-                   sets: list[str]) -> Any:
-    """The student's RunConfig: the teacher run's config.yaml with the student, the distill section and --set."""
+                   sets: list[str], unlabeled: Path | None = None) -> Any:
+    """The student's RunConfig: the teacher run's config.yaml with the student, the distill section, the
+    unlabelled rows and --set."""
     teacher = Path(teacher)
     if not (teacher / "config.yaml").is_file() or not (teacher_model_dir(str(teacher)) / "tunelab.json").is_file():
         raise TunelabError(f"{teacher}: not a finished run directory (config.yaml and model/); pass the teacher's "
@@ -42,14 +43,17 @@ def distill_config(teacher: Path, student: str, temperature: float, alpha: float
     tree.update({"model": student, "method": {"name": "full"},
                  "distill": {"teacher": str(teacher), "temperature": temperature, "alpha": alpha},
                  "output_dir": str(output if output is not None else teacher.with_name(teacher.name + "-distilled"))})
+    if unlabeled is not None:
+        tree.setdefault("data", {})["unlabeled"] = str(unlabeled)
     for keys, value in parse_overrides(sets):
         apply_override(tree, keys, value)
     return build_config(tree)
 
 
 def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: float = 0.5, output: Path | None = None,
-                sets: list[str] | None = None, overwrite: bool = False, batch_size: int = 64) -> DistillResult:
-    cfg = distill_config(teacher, student, temperature, alpha, output, sets or [])
+                sets: list[str] | None = None, overwrite: bool = False, batch_size: int = 64,
+                unlabeled: Path | None = None) -> DistillResult:
+    cfg = distill_config(teacher, student, temperature, alpha, output, sets or [], unlabeled)
     metrics = run_pipeline(cfg, overwrite=overwrite)
     out = Path(cfg.output_dir)
     rows: list[dict[str, Any]] = []

@@ -19,6 +19,7 @@ from tunelab.models.inference import TARGETS, forward_logits
 from tunelab.tasks.generation import stop_ids_of
 
 TOKENIZE_CHUNK = 8192  # examples per tokenizer call in `Task.in_chunks`
+UNLABELED = "unlabeled"  # batch key of distillation: which rows came from data.unlabeled (soft targets only)
 
 Example = dict[str, Any]
 Features = dict[str, Any]
@@ -127,19 +128,48 @@ class Task(ABC):
         """Distillation (`distill:`): the student's outputs against the teacher's on one training batch."""
         raise NotImplementedError
 
+    def check_unlabeled(self) -> None:
+        """Refuse (ConfigError) distillation's `data.unlabeled` where this task's config cannot use it; checked
+        before anything loads. A task that overrides `unlabeled_example` can."""
+        if type(self).unlabeled_example is Task.unlabeled_example:
+            raise ConfigError(f"config: data.unlabeled: task {self.cfg.name} cannot distill from unlabelled rows "
+                              "yet (classification, ner and qa can)")
+
+    def unlabeled_example(self, example: Example) -> Example:
+        """A row of distillation's `data.unlabeled` (parsed without targets) with placeholder targets, so that it
+        encodes and batches like a training row: `ignore_targets` hides them from the hard loss, and the soft loss
+        reads the teacher's outputs on it."""
+        raise NotImplementedError
+
+    def ignore_targets(self, batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`batch` with the targets of `rows` (one bool per row) set to what the hard loss skips: class or tag
+        ids -100, the cross-entropy's ignore index."""
+        labels = batch["labels"].clone()
+        labels[rows] = -100
+        return {**batch, "labels": labels}
+
     def distill_step(self, model: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
                      hard: Callable[..., torch.Tensor] | None, temperature: float, alpha: float,
                      divergence: str = "kl") -> torch.Tensor:
         """One batch of distillation: `alpha · soft + (1 − alpha) · hard`, hard the task's loss on the gold labels
-        (`hard(model, batch)`, or the model's own), soft `soft_target_loss` against the frozen teacher's outputs."""
-        out = model(**batch)
-        hard_loss = hard(model, batch) if hard is not None else out.loss
-        if alpha == 0:
+        (`hard(model, batch)`, or the model's own), soft `soft_target_loss` against the frozen teacher's outputs.
+        Rows of `data.unlabeled` (`batch[UNLABELED]`) count in the soft part only; a batch of such rows alone is
+        `alpha · soft`."""
+        unlabeled = batch.get(UNLABELED)
+        batch = {k: v for k, v in batch.items() if k != UNLABELED}
+        inputs = {k: v for k, v in batch.items() if k not in TARGETS}
+        if unlabeled is not None and bool(unlabeled.all()):
+            out, hard_loss = model(**inputs), None
+        else:
+            scored = self.ignore_targets(batch, unlabeled) if unlabeled is not None and unlabeled.any() else batch
+            out = model(**scored)
+            hard_loss = hard(model, scored) if hard is not None else out.loss
+        if alpha == 0 and hard_loss is not None:
             return hard_loss
         with torch.no_grad():
-            target = teacher(**{k: v for k, v in batch.items() if k not in TARGETS})
-        soft = self.soft_target_loss(out, target, batch, temperature, divergence)
-        return alpha * soft + (1 - alpha) * hard_loss
+            target = teacher(**inputs)
+        soft = alpha * self.soft_target_loss(out, target, batch, temperature, divergence)
+        return soft if hard_loss is None else soft + (1 - alpha) * hard_loss
 
     def check_distillable(self) -> None:
         """Refuse (ConfigError) a `distill:` run of a task that overrides neither distillation hook."""

@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
 from tunelab.data.sampling import label_counts
-from tunelab.errors import DataError
+from tunelab.errors import ConfigError, DataError
 from tunelab.metrics import classification as cm
 from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
@@ -103,6 +103,7 @@ class Classification(Task):
         super().__init__(cfg, data)
         self.labels: list[str] = list(cfg.labels or [])
         self._loss: LossSpec | None = None  # set by configure_loss
+        self._soft_split = False
 
     # -- data --------------------------------------------------------------------------------
     def _parse_label(self, record: Record, columns: list[str] | None) -> str | list[str] | dict[str, float]:
@@ -190,8 +191,17 @@ class Classification(Task):
             return soft_binary_kl(student.logits, teacher.logits, temperature)
         return soft_kl(student.logits, teacher.logits, temperature, divergence=divergence)
 
+    def check_unlabeled(self) -> None:
+        if self.cfg.multi_label:  # a multi-hot placeholder has no ignore index
+            raise ConfigError("config: data.unlabeled: multi-label classification cannot distill from unlabelled "
+                              "rows yet")
+
+    def unlabeled_example(self, example: Example) -> Example:
+        return {**example, "label": {self.labels[0]: 1.0} if self._soft_split else self.labels[0]}
+
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
         soft = any(isinstance(ex.get("label"), dict) for ex in examples)
+        self._soft_split = soft and not self.cfg.multi_label  # the training split's labels are distributions
         labels = self.labels or sorted({lab for ex in examples for lab in self._as_list(ex["label"])})
         weights = class_weights(train.class_weights, labels, label_counts(examples), len(examples),
                                 self.cfg.multi_label)

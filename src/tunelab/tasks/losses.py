@@ -25,10 +25,12 @@ from tunelab.errors import ConfigError
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 0.0,
                weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     """Single-label loss; `target` holds class ids (n,) or distributions (n, k). Per-token logits
-    (n, seq, k) with ids (n, seq) are scored on the positions whose id is not -100 (NER)."""
+    (n, seq, k) with ids (n, seq) are scored on the positions whose id is not -100 (NER), as are rows of ids
+    (distillation's unlabelled rows)."""
     k = logits.shape[-1]
     if logits.dim() == 3:
         logits, target = logits.reshape(-1, k), target.reshape(-1)
+    if not target.is_floating_point():
         keep = target != -100
         logits, target = logits[keep], target[keep]
     logp = F.log_softmax(logits.float(), dim=-1)

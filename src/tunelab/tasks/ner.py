@@ -161,6 +161,10 @@ class Ner(Task):
     def loss_fn(self) -> Any:
         return make_loss_fn(self._loss) if self._loss is not None else None
 
+    def unlabeled_example(self, example: Example) -> Example:
+        """Placeholder tags ("O"): they mark each word's first piece, the positions the soft loss reads."""
+        return {**example, "tags": ["O"] * len(example["tokens"])}
+
     def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
                          divergence: str = "kl") -> torch.Tensor:
         """Per token, on the tokens that carry a word's tag (the first piece of each word)."""

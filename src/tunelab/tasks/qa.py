@@ -165,6 +165,14 @@ class Qa(Task):
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return [n for n, _ in model.named_children() if n == "qa_outputs"]
 
+    def unlabeled_example(self, example: Example) -> Example:
+        return {**example, "answers": []}
+
+    def ignore_targets(self, batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Answer positions past the window: the QA loss clamps them to its width and ignores that index."""
+        width = batch["input_ids"].shape[1]
+        return {**batch, **{k: batch[k].masked_fill(rows, width) for k in ("start_positions", "end_positions")}}
+
     def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
                          divergence: str = "kl") -> torch.Tensor:
         """Start and end distributions over the window's positions (padding excluded), averaged."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.student import keep_layers, parse_layers
-from tunelab.tasks.base import Task
+from tunelab.tasks.base import UNLABELED, Example, Features, Task
 
 
 class DistillLoss:
@@ -32,6 +32,42 @@ class DistillLoss:
             self.teacher.to(device)
         return self.task.distill_step(model, self.teacher, batch, self.hard, self.temperature, self.alpha,
                                       self.divergence)
+
+
+class WithUnlabeled(Sequence[Features]):
+    """The training features followed by the unlabelled rows' (each marked `UNLABELED`), without copying the
+    first (it may be a FeatureStore mapped from the cache)."""
+
+    def __init__(self, labelled: Sequence[Features], unlabeled: list[Features]) -> None:
+        self.labelled, self.unlabeled = labelled, unlabeled
+        lengths = getattr(labelled, "lengths", None)
+        if lengths is not None:
+            self.lengths = [*lengths, *(len(f["input_ids"]) for f in unlabeled)]
+
+    def __len__(self) -> int:
+        return len(self.labelled) + len(self.unlabeled)
+
+    def __getitem__(self, i: int) -> Features:  # type: ignore[override]
+        n = len(self.labelled)
+        return self.labelled[i] if i < n else self.unlabeled[i - n]
+
+
+def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any) -> list[Features]:
+    """`data.unlabeled`'s rows encoded like training rows (placeholder targets, `Task.unlabeled_example`), marked."""
+    features = task.encode([task.unlabeled_example(ex) for ex in examples], tokenizer)
+    return [{**f, UNLABELED: True} for f in features]
+
+
+def flag_unlabeled(collate: Callable[[Sequence[Features]], dict[str, torch.Tensor]],
+                   ) -> Callable[[Sequence[Features]], dict[str, torch.Tensor]]:
+    """The task's collate plus `batch[UNLABELED]`, one bool per row (what `Task.distill_step` reads)."""
+
+    def wrapped(features: Sequence[Features]) -> dict[str, torch.Tensor]:
+        batch = collate(features)
+        batch[UNLABELED] = torch.tensor([bool(f.get(UNLABELED)) for f in features])
+        return batch
+
+    return wrapped
 
 
 def teacher_model_dir(teacher: str) -> Path:
