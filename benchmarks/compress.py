@@ -39,6 +39,12 @@ def cpu_flags() -> dict[str, bool]:
     return {f: f in flags for f in ("avx512_bf16", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")}
 
 
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    return name or platform.processor() or platform.machine()
+
+
 def train_run(out: Path, rows: int) -> Path:
     data = out.parent / f"{out.name}-data"
     data.mkdir(parents=True, exist_ok=True)
@@ -71,16 +77,29 @@ def prune(run: Path, spec: str) -> Path:
     return out
 
 
-def distill(run: Path, layers: str) -> Path:
-    """The 3-layer student (the teacher's layers 0, 2, 4) distilled on the same rows for the same epoch."""
-    student = run.with_name(run.name + "-student")
+def distill(run: Path, layers: str, unlabeled: Path | None = None) -> Path:
+    """The 3-layer student (the teacher's layers 0, 2, 4) distilled on the same rows for the same epoch; with
+    `unlabeled`, those rows' texts join them for the soft targets alone (`--unlabeled`)."""
+    student = run.with_name(run.name + ("-student-unlabeled" if unlabeled else "-student"))
     if not (student / "metrics.json").is_file():
+        extra = ["--unlabeled", str(unlabeled)] if unlabeled else []
         subprocess.run([sys.executable, "-m", "tunelab", "distill", str(run), "--student", layers, "--output",
-                        str(student)], check=True, cwd=ROOT)
+                        str(student), *extra], check=True, cwd=ROOT)
     return student
 
 
-def variants(run: Path, layers: str) -> list[tuple[str, str, Path]]:
+def unlabeled_rows(data: Path, start: int, rows: int) -> Path | None:
+    """SST-2 training rows after the labelled ones, their texts only: the student's unlabelled rows."""
+    if rows <= 0:
+        return None
+    path = data / f"unlabeled-{rows}.jsonl"
+    if not path.is_file():
+        table = read_jsonl(SHARED / "sst2" / "train.jsonl", start + rows)[start:]
+        write_jsonl_atomic(path, [{"text": r["text"]} for r in table])
+    return path
+
+
+def variants(run: Path, layers: str, unlabeled: Path | None) -> list[tuple[str, str, Path]]:
     out = [("torch eager", "fp32", run / "model")]
     if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
         out.append(("torch eager", "bf16", run / "model"))  # the peer at its best precision on this CPU
@@ -88,6 +107,10 @@ def variants(run: Path, layers: str) -> list[tuple[str, str, Path]]:
             ("torchao", "int8", export(run, "int8", "torch")), ("heads -30% torch", "fp32", prune(run, "heads:0.3"))]
     student = distill(run, layers)
     out += [("student torch", "fp32", student / "model"), ("student onnxruntime", "int8", export(student, "int8"))]
+    if unlabeled is not None:
+        student = distill(run, layers, unlabeled)
+        out += [("student +unlabelled torch", "fp32", student / "model"),
+                ("student +unlabelled onnxruntime", "int8", export(student, "int8"))]
     return out
 
 
@@ -101,6 +124,8 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=8000)
     parser.add_argument("--rows", type=int, default=2000, help="rows of each split scored")
     parser.add_argument("--student", default="layers:0,2,4", help="the distilled student (tunelab distill --student)")
+    parser.add_argument("--unlabeled-rows", type=int, default=16000, help="SST-2 training texts after the labelled "
+                        "rows that a second student also learns from (soft targets only; 0: none)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     os.environ["OMP_NUM_THREADS"] = "2"
@@ -109,7 +134,8 @@ def main() -> None:
               "heldout": read_jsonl(data / "heldout.jsonl", args.rows)}
     rows: list[dict[str, Any]] = []
     reference: dict[str, list[Any]] = {}
-    for runtime, precision, path in variants(args.run, args.student):
+    unlabeled = unlabeled_rows(data, args.train_rows, args.unlabeled_rows)
+    for runtime, precision, path in variants(args.run, args.student, unlabeled):
         task, module, tokenizer = load_model(path)
         params = count_parameters(module)["total"] if "torch" in runtime else None
         if (path / "report.json").is_file():
@@ -139,7 +165,7 @@ def main() -> None:
         r["b32_x"] = round(r["batch32_rows_s"] / base["batch32_rows_s"], 2)
         r["smaller_x"] = round(base["size_mb"] / r["size_mb"], 2)
         r["val_drop_pts"] = round(100 * (base["validation_acc"] - r["validation_acc"]), 2)
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                "flags": cpu_flags(), "torch": torch.__version__}
     print(f"machine: {machine}")
     for r in rows:
