@@ -1,7 +1,8 @@
 """Knowledge distillation (`distill:` in the config, `tunelab distill`): the student trains on
 `alpha · soft + (1 - alpha) · hard`, where hard is the task's own loss on the gold labels and soft is the task's
 `soft_target_loss` of the student's outputs against a frozen teacher's on the same batch (Hinton et al. 2015: KL
-at temperature T, × T²). The teacher runs in the training step, under the same autocast as the student."""
+at temperature T, × T²). The teacher runs in the training step, under the same autocast as the student.
+`data.unlabeled` rows join the training rows (`WithUnlabeled`) and count in the soft part only."""
 
 from __future__ import annotations
 
