@@ -8,8 +8,9 @@ process, 2 threads.
 Rows: transformers fp32 eager (the tuned model, RUN/model) and bf16 autocast where the CPU has native bf16 (the
 peer at its best precision), then llama.cpp on each GGUF file. Parity: next-token logits at the reply positions of
 the first `--rows` validation rows (the tokens tunelab trained on), llama.cpp against transformers fp32 — greedy
-agreement and the largest |Δlogit|. Speed, batch 1: prompt processing (one forward over the first 128 tokens of
-each of 8 prompts, tokens/s) and greedy generation of 64 new tokens after them (tokens/s). Prints a table and
+agreement, the largest |Δlogit| and each model's loss on those reply tokens. Speed, batch 1: prompt processing
+(one forward over the first 128 tokens of each of 8 prompts, tokens/s) and greedy generation of 64 new tokens
+after them (tokens/s). Prints a table and
 writes benchmarks/results/gguf.json with the CPU's name and flags.
 
 llama-cpp-python is not a tunelab dependency; PyPI has its source only: `CMAKE_ARGS="-DGGML_NATIVE=ON"
@@ -102,7 +103,7 @@ def llama_model(path: Path, n_ctx: int) -> Any:
 def llama_logits(llm: Any, ids: list[int]) -> np.ndarray:
     llm.reset()
     llm.eval(ids)
-    return np.asarray(llm.scores[: len(ids)], dtype=np.float32)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)  # a copy: `scores` is the context's own buffer
 
 
 def llama_speed(llm: Any, prompts: list[list[int]]) -> tuple[float, float]:
@@ -159,13 +160,18 @@ def main() -> None:
             logits = reference if precision == "fp32" else [torch_logits(obj, ids, precision) for ids, _ in rows_]
             speed = torch_speed(obj, prompts, precision)
         same = total = 0
-        worst = 0.0
-        for (_, keep), x, y in zip(rows_, reference, logits, strict=True):
+        worst = nll = 0.0
+        for (ids, keep), x, y in zip(rows_, reference, logits, strict=True):
             a, b = x[keep], y[keep]
             same += int((a.argmax(-1) == b.argmax(-1)).sum())
             total += len(a)
             worst = max(worst, float(np.abs(a - b).max())) if len(a) else worst
-        row.update(positions=total, greedy_agree=round(same / max(total, 1), 4), max_abs_dlogit=round(worst, 3),
+            target = np.asarray(ids[1:])[keep[:-1]]  # the reply tokens those positions predict
+            z = b.astype(np.float64)
+            top = z.max(-1, keepdims=True)
+            nll += float((np.log(np.exp(z - top).sum(-1)) + top[:, 0] - z[np.arange(len(z)), target]).sum())
+        row.update(positions=total, reply_loss=round(nll / max(total, 1), 4),
+                   greedy_agree=round(same / max(total, 1), 4), max_abs_dlogit=round(worst, 3),
                    prompt_tok_s=round(speed[0], 1), gen_tok_s=round(speed[1], 1))
         table.append(row)
     base = table[0]
@@ -175,8 +181,8 @@ def main() -> None:
     machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "flags": cpu_flags(), "torch": torch.__version__,
                "llama_cpp_python": __import__("llama_cpp").__version__}
     print(f"machine: {machine}")
-    print_table(table, ["model", "size_mb", "positions", "greedy_agree", "max_abs_dlogit", "prompt_tok_s", "prompt_x",
-                        "gen_tok_s", "gen_x"])
+    print_table(table, ["model", "size_mb", "positions", "reply_loss", "greedy_agree", "max_abs_dlogit",
+                        "prompt_tok_s", "prompt_x", "gen_tok_s", "gen_x"])
     print(f"wrote {write_json('gguf', {'machine': machine, 'run': str(args.run), 'rows': table})}")
 
 
