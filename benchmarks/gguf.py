@@ -4,12 +4,13 @@ process, 2 threads.
 
     python benchmarks/gguf.py                  # trains runs/bench-gguf once (alpaca-smollm2-lora.yaml, 25 steps)
     python benchmarks/gguf.py --rows 20
+    python benchmarks/gguf.py --config examples/configs/tatoeba-en-zh-gemma3.yaml   # Gemma-3 (make gemma)
 
 Rows: transformers fp32 eager (the tuned model, RUN/model) and bf16 autocast where the CPU has native bf16 (the
 peer at its best precision), then llama.cpp on each GGUF file. Parity: next-token logits at the reply positions of
 the first `--rows` validation rows (the tokens tunelab trained on), llama.cpp against transformers fp32 — greedy
 agreement, the largest |Δlogit| and each model's loss on those reply tokens. Speed, batch 1: prompt processing
-(one forward over the first 128 tokens of each of 8 prompts, tokens/s) and greedy generation of 64 new tokens
+(one forward over the first 128 tokens of each of the 8 longest rows, tokens/s) and greedy generation of 64 new tokens
 after them (tokens/s). Prints a table and
 writes benchmarks/results/gguf.json with the CPU's name and flags.
 
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import ROOT, SHARED, print_table, read_jsonl, write_json
+from common import ROOT, print_table, read_jsonl, write_json
 from compress import cpu_flags, cpu_name
 from tunelab.export.save import load_model
 from tunelab.io import write_jsonl_atomic
@@ -38,14 +39,19 @@ from tunelab.io import write_jsonl_atomic
 PROMPT_TOKENS, NEW_TOKENS, PROMPTS = 128, 64, 8
 
 
-def train_run(out: Path, rows: int) -> Path:
+def train_run(out: Path, config: Path, rows: int) -> Path:
+    """The config trained 25 steps into `out` (once), validated on the first `rows` rows of its validation file."""
+    import yaml
+
     data = out.parent / f"{out.name}-data"
     data.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(data / "validation.jsonl", read_jsonl(SHARED / "alpaca_en" / "validation.jsonl", rows))
+    source = (yaml.safe_load(config.read_text()).get("data") or {}).get("validation")
+    write_jsonl_atomic(data / "validation.jsonl", read_jsonl(ROOT / source, rows))
     if not (out / "metrics.json").is_file():
-        subprocess.run([sys.executable, "-m", "tunelab", "train", "examples/configs/alpaca-smollm2-lora.yaml",
-                        "--set", f"output_dir={out}", "--set", f"data.validation={data / 'validation.jsonl'}",
-                        "--set", "train.max_steps=25", "--set", "train.eval_steps=100000"], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "tunelab", "train", str(config), "--set", f"output_dir={out}",
+                        "--set", f"data.validation={data / 'validation.jsonl'}", "--set", "train.max_steps=25",
+                        "--set", "train.eval_steps=100000", "--set", "task.generation.eval_generate=false"],
+                       check=True, cwd=ROOT)
     return data
 
 
@@ -89,8 +95,7 @@ def torch_speed(model: Any, prompts: list[list[int]], precision: str) -> tuple[f
             model.generate(x, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
                            pad_token_id=eos[0] if isinstance(eos, list) else eos)
             pp, tg = pp + prefill, tg + time.perf_counter() - t - prefill
-    n = len(prompts)
-    return n * PROMPT_TOKENS / pp, n * NEW_TOKENS / tg
+    return sum(map(len, prompts)) / pp, len(prompts) * NEW_TOKENS / tg
 
 
 def llama_model(path: Path, n_ctx: int) -> Any:
@@ -119,13 +124,15 @@ def llama_speed(llm: Any, prompts: list[list[int]]) -> tuple[float, float]:
             nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
             llm.eval([nxt])
         tg += time.perf_counter() - t
-    n = len(prompts)
-    return n * PROMPT_TOKENS / pp, n * NEW_TOKENS / tg
+    return sum(map(len, prompts)) / pp, len(prompts) * NEW_TOKENS / tg
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "bench-gguf")
+    parser.add_argument("--config", type=Path, default=ROOT / "examples" / "configs" / "alpaca-smollm2-lora.yaml",
+                        help="the SFT config trained 25 steps (e.g. examples/configs/tatoeba-en-zh-gemma3.yaml)")
+    parser.add_argument("--run", type=Path, default=None, help="default: runs/bench-gguf, or runs/bench-gguf-CONFIG "
+                        "for another config")
     parser.add_argument("--rows", type=int, default=50, help="validation rows compared position by position")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -134,14 +141,16 @@ def main() -> None:
         import llama_cpp  # noqa: F401
     except ImportError:
         sys.exit("llama-cpp-python is not installed: CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python")
-    train_run(args.run, args.rows)
+    default = args.config.name == "alpaca-smollm2-lora.yaml"
+    args.run = args.run or ROOT / "runs" / ("bench-gguf" if default else f"bench-gguf-{args.config.stem}")
+    train_run(args.run, args.config, args.rows)
     files = {q: export(args.run, q) for q in ("f16", "q8_0")}
     task, model, tokenizer = load_model(args.run / "model")
     model = model.float().eval()
     examples = task.parse(_table(read_jsonl(args.run.with_name(args.run.name + "-data") / "validation.jsonl")))
     rows_ = reply_positions(task.encode(examples, tokenizer))
     longest = max(len(ids) for ids, _ in rows_)
-    prompts = [ids[:PROMPT_TOKENS] for ids, _ in rows_ if len(ids) >= PROMPT_TOKENS][:PROMPTS]
+    prompts = [ids[:PROMPT_TOKENS] for ids, _ in sorted(rows_, key=lambda r: -len(r[0]))[:PROMPTS]]
     reference = [torch_logits(model, ids, "fp32") for ids, _ in rows_]
     peers: list[tuple[str, str, Any]] = [("transformers", "fp32", model)]
     if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
@@ -183,7 +192,9 @@ def main() -> None:
     print(f"machine: {machine}")
     print_table(table, ["model", "size_mb", "positions", "reply_loss", "greedy_agree", "max_abs_dlogit",
                         "prompt_tok_s", "prompt_x", "gen_tok_s", "gen_x"])
-    print(f"wrote {write_json('gguf', {'machine': machine, 'run': str(args.run), 'rows': table})}")
+    name = "gguf" if default else f"gguf-{args.config.stem}"
+    result = {"machine": machine, "config": str(args.config), "run": str(args.run), "rows": table}
+    print(f"wrote {write_json(name, result)}")
 
 
 def _table(rows: list[dict[str, Any]]) -> Any:
