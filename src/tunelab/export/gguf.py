@@ -83,7 +83,7 @@ def _tokenizer_kind(tokenizer: Any) -> str | None:
     return None
 
 
-def _tokens(tokenizer: Any) -> tuple[list[str], list[Any]]:
+def _tokens(tokenizer: Any, byte_fallback: bool) -> tuple[list[str], list[Any]]:
     import gguf
 
     vocab = tokenizer.get_vocab()
@@ -99,7 +99,7 @@ def _tokens(tokenizer: Any) -> tuple[list[str], list[Any]]:
             types.append(gguf.TokenType.CONTROL)
         elif i in added:
             types.append(gguf.TokenType.USER_DEFINED)
-        elif BYTE_TOKEN.fullmatch(token) and _bpe(tokenizer)[0].get("byte_fallback"):  # type: ignore[index]
+        elif byte_fallback and BYTE_TOKEN.fullmatch(token):
             types.append(gguf.TokenType.BYTE)
         else:
             types.append(gguf.TokenType.NORMAL)
@@ -112,7 +112,7 @@ def _tokenizer_metadata(writer: Any, tokenizer: Any) -> None:
     kind = _tokenizer_kind(tokenizer)
     found = _bpe(tokenizer)
     assert kind is not None and found is not None
-    tokens, types = _tokens(tokenizer)
+    tokens, types = _tokens(tokenizer, bool(found[0].get("byte_fallback")))
     writer.add_tokenizer_model(kind)
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
