@@ -125,8 +125,8 @@ def gemma_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                                   unk_token="<unk>")
-    tok.chat_template = ("{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}"
-                         "\n{{ m['content'] }}<end_of_turn>\n"
+    tok.chat_template = ("{% for m in messages %}<start_of_turn>"
+                         "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
                          "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
     torch.manual_seed(0)  # head_dim = query_pre_attn_scalar = 256, as Gemma-3's: GGUF has no key for the scale
     cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
@@ -175,3 +175,16 @@ def test_a_gemma3_run_goes_to_gguf(gemma_run: Path, monkeypatch: pytest.MonkeyPa
     assert res.exit_code == 1 and "refused" in res.stderr.lower(), res.output
     assert not (gemma_run / "exports" / "gguf-q8_0").exists()
 
+
+
+def test_a_gemma3_llama_cpp_would_run_otherwise_is_refused(tiny_gemma3: Path) -> None:
+    """The session's tiny Gemma-3 alternates sliding and global layers every other layer; llama.cpp's gemma3 takes
+    every 6th as global, so the file would compute another model: refused before anything is written."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM
+
+    from tunelab.errors import TunelabError
+    from tunelab.export.gguf import check_exportable
+
+    model, tok = Gemma3ForCausalLM.from_pretrained(str(tiny_gemma3)), AutoTokenizer.from_pretrained(str(tiny_gemma3))
+    with pytest.raises(TunelabError, match="differs from what llama.cpp assumes for gemma3"):
+        check_exportable(model, tok)

@@ -75,10 +75,10 @@ def _tokenizer_kind(tokenizer: Any) -> str | None:
     if found is None:
         return None
     model, spec = found
-    text = json.dumps({k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")})
+    text = json.dumps({k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")}, ensure_ascii=False)
     if "ByteLevel" in text:
         return "gpt2"
-    if "\u2581" in text or "▁" in text or model.get("byte_fallback"):
+    if "▁" in text or model.get("byte_fallback"):  # SentencePiece's space mark
         return "llama"
     return None
 
