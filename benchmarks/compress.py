@@ -80,7 +80,7 @@ def prune(run: Path, spec: str) -> Path:
 def distill(run: Path, layers: str, unlabeled: Path | None = None) -> Path:
     """The 3-layer student (the teacher's layers 0, 2, 4) distilled on the same rows for the same epoch; with
     `unlabeled`, those rows' texts join them for the soft targets alone (`--unlabeled`)."""
-    student = run.with_name(run.name + ("-student-unlabeled" if unlabeled else "-student"))
+    student = run.with_name(run.name + (f"-student-{unlabeled.stem}" if unlabeled else "-student"))
     if not (student / "metrics.json").is_file():
         extra = ["--unlabeled", str(unlabeled)] if unlabeled else []
         subprocess.run([sys.executable, "-m", "tunelab", "distill", str(run), "--student", layers, "--output",
@@ -92,7 +92,7 @@ def unlabeled_rows(data: Path, start: int, rows: int) -> Path | None:
     """SST-2 training rows after the labelled ones, their texts only: the student's unlabelled rows."""
     if rows <= 0:
         return None
-    path = data / f"unlabeled-{rows}.jsonl"
+    path = data / f"unlabeled-{start}-{start + rows}.jsonl"  # the rows' positions in SST-2's train.jsonl
     if not path.is_file():
         table = read_jsonl(SHARED / "sst2" / "train.jsonl", start + rows)[start:]
         write_jsonl_atomic(path, [{"text": r["text"]} for r in table])

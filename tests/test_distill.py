@@ -228,6 +228,9 @@ def test_a_student_learns_from_unlabelled_rows(teacher: Path, tiny_bert: Path) -
 def test_unlabelled_rows_bad_input_is_one_line(teacher: Path, tiny_chat_run: Path, tmp_path: Path) -> None:
     data = teacher.parent
     good = write_jsonl(tmp_path / "texts.jsonl", [{"text": "good film"}])
+    soft = write_jsonl(tmp_path / "soft.jsonl", [{"text": r["text"], "label": {r["label"]: 0.9, "negative"
+                                                  if r["label"] == "positive" else "positive": 0.1}}
+                                                 for r in sentiment_rows(16, 3)])
     broken = write_jsonl(tmp_path / "broken.jsonl", [{"text": "good film"}, {"words": "no text"}])
     cases = [
         (["train", "--set", "task=classification", "--set", f"model={teacher / 'model'}", "--set",
@@ -240,6 +243,8 @@ def test_unlabelled_rows_bad_input_is_one_line(teacher: Path, tiny_chat_run: Pat
          "none.jsonl"),
         (["distill", str(tiny_chat_run), "--student", "layers:0", "--unlabeled", str(good)],
          "task sft cannot distill from unlabelled rows yet"),
+        (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(good), "--set", f"data.train={soft}"],
+         "training labels given as distributions cannot be mixed with unlabelled rows yet"),
     ]
     for args, words in cases:
         res = CliRunner().invoke(app, [*args, "--set", f"output_dir={tmp_path / 's'}"] if args[0] == "train"

@@ -164,6 +164,7 @@ def test_a_gemma3_run_goes_to_gguf(gemma_run: Path, monkeypatch: pytest.MonkeyPa
     assert bytes(fields["general.architecture"].parts[-1]).decode() == "gemma3"
     assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "llama"
     assert bool(fields["tokenizer.ggml.add_bos_token"].parts[-1][0])
+    assert not bool(fields["tokenizer.ggml.add_space_prefix"].parts[-1][0])  # no Metaspace prefix, as Gemma's
     original = AutoTokenizer.from_pretrained(str(gemma_run / "model"))
     back = AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
     text = "say good movie, the actor was awful"

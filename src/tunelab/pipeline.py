@@ -85,7 +85,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     task.check_method(cfg.method.name)
     report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
     splits = load_splits(cfg.data, task, cfg.train.seed, report)
-    unlabeled = load_unlabeled(cfg.data, task)  # distillation's rows without labels (data.unlabeled)
+    unlabeled = load_unlabeled(cfg.data, task, report)  # distillation's rows without labels (data.unlabeled)
     student = (student_from_teacher(cfg.model, teacher_model_dir(cfg.distill.teacher), task.auto_model_class)
                if cfg.distill is not None and cfg.model.startswith(STUDENT_LAYERS) else None)
     try:

@@ -76,6 +76,8 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
     report.applied["dedup"] = data.dedup
     if not data.train:
         raise ConfigError("config: data.train: required key is missing")
+    if data.unlabeled is not None:  # refused before any file is read
+        task.check_unlabeled()
     train = _read(data.train, "train", data, task, report)
     task.check_train(train)
     splits: dict[str, list[dict[str, Any]]] = {}
@@ -96,12 +98,14 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
     return splits
 
 
-def load_unlabeled(data: DataConfig, task: RowTask) -> list[dict[str, Any]]:
-    """`data.unlabeled`: rows with the task's input fields only (distillation's soft targets), each kept."""
+def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[dict[str, Any]]:
+    """`data.unlabeled`: rows with the task's input fields only (distillation's soft targets), cleaned by
+    `data.clean` as the other splits are (what it drops is in `report`)."""
     if data.unlabeled is None:
         return []
-    task.check_unlabeled()
     examples = task.parse(read_table(data.unlabeled), labelled=False)
-    if not examples:
-        raise DataError(data.unlabeled, None, None, "no rows")
+    report.read("unlabeled", len(examples))
+    if data.clean is not None:
+        examples = clean_split(examples, data.clean, "unlabeled", report, filter_length=False)
+    _check_left(examples, data.unlabeled, "unlabeled", report)
     return examples

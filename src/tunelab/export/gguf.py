@@ -48,8 +48,9 @@ def check_exportable(model: torch.nn.Module, tokenizer: Any) -> None:
                            "model) nor a SentencePiece-style BPE (GGUF's llama model); llama.cpp would tokenise "
                            "differently")
     cfg = model.config
-    rope = (getattr(cfg, "rope_parameters", None) or {}).get("full_attention") or {}
-    if rope.get("rope_type", "default") != "default":
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    rope = rope.get("full_attention", rope) if isinstance(rope.get("full_attention"), dict) else rope
+    if (rope.get("rope_type") or "default") != "default":
         raise TunelabError(f"export --format gguf: rope scaling {rope.get('rope_type')!r} is not written yet")
     if ARCHITECTURES[type(model).__name__] == "gemma3":  # llama.cpp's gemma3 assumes these (llama-model.cpp)
         local = [t == "sliding_attention" for t in cfg.layer_types]
@@ -81,6 +82,13 @@ def _tokenizer_kind(tokenizer: Any) -> str | None:
     if "▁" in text or model.get("byte_fallback"):  # SentencePiece's space mark
         return "llama"
     return None
+
+
+def _space_prefix(spec: dict[str, Any]) -> bool:
+    """Whether the tokenizer puts `▁` before the text's first word (Llama-2's Metaspace `prepend_scheme` first /
+    always, or a Prepend normaliser); Gemma's does not."""
+    text = json.dumps({k: spec.get(k) for k in ("normalizer", "pre_tokenizer")}, ensure_ascii=False)
+    return any(mark in text for mark in ('"prepend_scheme": "first"', '"prepend_scheme": "always"', '"Prepend"'))
 
 
 def _tokens(tokenizer: Any, byte_fallback: bool) -> tuple[list[str], list[Any]]:
@@ -129,7 +137,7 @@ def _tokenizer_metadata(writer: Any, tokenizer: Any) -> None:
                                  for i, (tok, t) in enumerate(zip(tokens, types, strict=True))])
         ids = tokenizer("a")["input_ids"]  # the post-processor may add <bos> where `add_bos_token` says False
         writer.add_add_bos_token(bool(ids) and ids[0] == tokenizer.bos_token_id)
-        writer.add_add_space_prefix(False)
+        writer.add_add_space_prefix(_space_prefix(found[1]))
     for name, value in (("bos", tokenizer.bos_token_id), ("eos", tokenizer.eos_token_id),
                         ("pad", tokenizer.pad_token_id), ("unk", tokenizer.unk_token_id)):
         if value is not None:

@@ -197,7 +197,10 @@ class Classification(Task):
                               "rows yet")
 
     def unlabeled_example(self, example: Example) -> Example:
-        return {**example, "label": {self.labels[0]: 1.0} if self._soft_split else self.labels[0]}
+        if self._soft_split:  # a distribution placeholder has no ignore index either
+            raise ConfigError("config: data.unlabeled: training labels given as distributions cannot be mixed with "
+                              "unlabelled rows yet")
+        return {**example, "label": self.labels[0]}
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
         soft = any(isinstance(ex.get("label"), dict) for ex in examples)
