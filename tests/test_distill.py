@@ -252,3 +252,34 @@ def test_unlabelled_rows_bad_input_is_one_line(teacher: Path, tiny_chat_run: Pat
         assert res.exit_code == 2, (args, res.output)
         assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
         assert not (tmp_path / "s").exists()
+
+
+def test_ner_and_qa_students_take_unlabelled_rows(tiny_bert: Path, tmp_path: Path) -> None:
+    """The whole path for the token and span tasks: NER rows with `tokens` only (placeholder "O" tags mark the
+    words' first pieces), QA rows with `question` and `context` only (windows of a long context), each distilled
+    into a one-layer student that trains and is scored."""
+    from test_ner import _ner_rows
+    from test_qa import _qa_rows
+
+    base = ["train.batch_size=8", "train.save_steps=0", "train.precision=fp32", "train.lr=5e-3"]
+    ner_train = write_jsonl(tmp_path / "ner.jsonl", _ner_rows(24))
+    qa_train, qa_val = write_jsonl(tmp_path / "qa.jsonl", _qa_rows(24, 0)), write_jsonl(tmp_path / "qa-v.jsonl",
+                                                                                        _qa_rows(8, 1))
+    runs = {"ner": (["task=ner", f"data.train={ner_train}", "data.validation_split=0.25"],
+                    [{"tokens": r["tokens"]} for r in _ner_rows(10)]),
+            "qa": (["task={name: qa, doc_stride: 8, max_question_length: 4}", f"data.train={qa_train}",
+                    f"data.validation={qa_val}", "data.max_length=32"],
+                   [{"question": r["question"], "context": r["context"]} for r in _qa_rows(10, 2)])}
+    for name, (sets, unlabelled) in runs.items():
+        teacher = tmp_path / f"{name}-teacher"
+        args = [f"model={tiny_bert}", f"output_dir={teacher}", "train.epochs=2", *base, *sets]
+        res = CliRunner().invoke(app, ["train", *[a for s in args for a in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        texts = write_jsonl(tmp_path / f"{name}-texts.jsonl", unlabelled)
+        out = tmp_path / f"{name}-student"
+        res = CliRunner().invoke(app, ["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(texts),
+                                       "--output", str(out), "--set", "train.epochs=1"])
+        assert res.exit_code == 0, (name, res.output)
+        applied = json.loads((out / "data_summary.json").read_text())["applied"]["unlabeled"]
+        assert applied["rows"] == 10 and applied["features"] >= 10, (name, applied)
+        assert json.loads((out / "distill.json").read_text())["rows"][1]["name"] == "student"
