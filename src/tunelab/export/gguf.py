@@ -43,7 +43,7 @@ def check_exportable(model: torch.nn.Module, tokenizer: Any) -> None:
     if type(model).__name__ not in ARCHITECTURES:
         raise TunelabError(f"export --format gguf: {arch} is not supported yet (GGUF export writes the Llama "
                            "architecture: SmolLM2, Llama, TinyLlama; and Gemma-3)")
-    if _tokenizer_kind(tokenizer) is None:
+    if _tokenizer_kind(_bpe(tokenizer)) is None:
         raise TunelabError("export --format gguf: the tokenizer is neither a byte-level BPE (GGUF's gpt2 tokenizer "
                            "model) nor a SentencePiece-style BPE (GGUF's llama model); llama.cpp would tokenise "
                            "differently")
@@ -70,9 +70,9 @@ def _bpe(tokenizer: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
     return (model, spec) if model.get("type") == "BPE" else None
 
 
-def _tokenizer_kind(tokenizer: Any) -> str | None:
-    """GGUF's tokenizer model for this tokenizer: gpt2 (byte-level BPE), llama (SentencePiece BPE), or None."""
-    found = _bpe(tokenizer)
+def _tokenizer_kind(found: tuple[dict[str, Any], dict[str, Any]] | None) -> str | None:
+    """GGUF's tokenizer model for a tokenizer (`_bpe`'s answer): gpt2 (byte-level BPE), llama (SentencePiece BPE),
+    or None."""
     if found is None:
         return None
     model, spec = found
@@ -117,8 +117,8 @@ def _tokens(tokenizer: Any, byte_fallback: bool) -> tuple[list[str], list[Any]]:
 def _tokenizer_metadata(writer: Any, tokenizer: Any) -> None:
     import gguf
 
-    kind = _tokenizer_kind(tokenizer)
-    found = _bpe(tokenizer)
+    found = _bpe(tokenizer)  # the spec serialised once (Gemma's is 33 MB)
+    kind = _tokenizer_kind(found)
     assert kind is not None and found is not None
     tokens, types = _tokens(tokenizer, bool(found[0].get("byte_fallback")))
     writer.add_tokenizer_model(kind)
