@@ -102,7 +102,8 @@ def run_hf(train: list[dict], val: list[dict], seed: int, group: bool, model_dir
             "precision": "bf16" if bf16 else "fp32"}
 
 
-def run_tunelab(train_path: str, val_path: str, seed: int, out: str, precision: str = "auto") -> dict:
+def run_tunelab(train_path: str, val_path: str, seed: int, out: str, precision: str = "auto",
+                sparse: bool = True) -> dict:
     from tunelab.config.run import build_config
     from tunelab.pipeline import run
 
@@ -111,7 +112,7 @@ def run_tunelab(train_path: str, val_path: str, seed: int, out: str, precision: 
         "data": {"train": train_path, "validation": val_path, "max_length": MAX_LEN},
         "train": {"epochs": EPOCHS, "batch_size": BS, "lr": LR, "warmup": WARMUP, "seed": seed,
                   "save_steps": 0, "eval_batch_size": 64, "eval_steps": 10**9, "precision": precision,
-                  "report": False},
+                  "report": False, "sparse_embeddings": sparse},
     })
     m = run(cfg)
     t = m["train"]
@@ -153,6 +154,9 @@ def main() -> None:
             "hf_grouped_bf16": lambda s: run_hf(train, val, s, True, model_dir, bf16=True),
             "tunelab_fp32": lambda s: run_tunelab(str(tp), str(vp), s, str(Path(tmp) / f"fp32-{s}"), "fp32"),
             "tunelab_bf16": lambda s: run_tunelab(str(tp), str(vp), s, str(Path(tmp) / f"bf16-{s}"), "bf16"),
+            # train.sparse_embeddings off: what the word-embedding row gradients buy (not in the default set)
+            "tunelab_fp32_dense": lambda s: run_tunelab(str(tp), str(vp), s, str(Path(tmp) / f"fd-{s}"), "fp32", False),
+            "tunelab_bf16_dense": lambda s: run_tunelab(str(tp), str(vp), s, str(Path(tmp) / f"bd-{s}"), "bf16", False),
         }
         names = args.only.split(",") if args.only else default
         all_runs: dict[str, list[dict]] = {n: [] for n in names}

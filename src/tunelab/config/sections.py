@@ -212,6 +212,11 @@ class TrainConfig(Section):
         "matmul-softmax-matmul (tunelab.training.attention) instead of the flash kernel: the same function, 10-20 % "
         "faster steps on short rows; longer rows and GPUs keep sdpa."
     )
+    sparse_embeddings: bool = Field(
+        True, description="Full fine-tuning with AdamW on one process: the word embedding gets row gradients and "
+        "only the rows the batches have touched are clipped and stepped (tunelab.training.sparse_rows): the same "
+        "weights as dense AdamW, less time and memory per step; a tied output layer keeps it dense."
+    )
     warmup: float = Field(
         0.0, ge=0, description="Warmup: a fraction of all steps if < 1 (rounded up, as HF's warmup_ratio), "
         "else a step count."

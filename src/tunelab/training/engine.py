@@ -42,6 +42,7 @@ from tunelab.training.early_stopping import MetricTracker
 from tunelab.training.memory import keep_freed_memory
 from tunelab.training.optim import check_finite, l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.training.progress import TrainProgress
+from tunelab.training.sparse_rows import clip_grad_norm, sparse_embedding
 from tunelab.training.tracking import MetricsLog
 
 
@@ -99,11 +100,7 @@ def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
 
 
 def train(
-    model: torch.nn.Module,
-    features: Sequence[dict[str, Any]],
-    collate: Collate,
-    cfg: TrainConfig,
-    lr: float,
+    model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: Collate, cfg: TrainConfig, lr: float,
     out_dir: Path | None = None,
     evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
@@ -172,7 +169,8 @@ class Loop:
         if self.strategy == "fsdp":  # sharded before the optimizer is made: it must hold the shards
             model = dist.fully_shard_model(model.to(acc.device), cfg.distributed)
         self.param_dtype = next(model.parameters()).dtype  # DeepSpeed casts the model: saved weights take this back
-        optimizer = make_optimizer(model, cfg, lr)
+        self.embedding = sparse_embedding(model, cfg, acc.num_processes, self.strategy, self.precision)
+        optimizer = make_optimizer(model, cfg, lr, row_grads=self.embedding is not None)
         self.scheduler = make_scheduler(cfg, optimizer, self.total)  # not prepared: stepped once per optimizer step
         if self.strategy == "fsdp":  # accelerate would wrap the FSDP model in DDP: only the optimizer is prepared
             self.model, self.optimizer = model, acc.prepare(optimizer)
@@ -283,7 +281,8 @@ class Loop:
         step = self.s.step + 1
         check_finite(self.acc, self.loss_sum, "loss", step, self.last_saved, reduce=True)
         if self.cfg.max_grad_norm:
-            norm = self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            clip = clip_grad_norm if self.embedding is not None else self.acc.clip_grad_norm_
+            norm = clip(self.params, self.cfg.max_grad_norm)
             if norm is not None:
                 check_finite(self.acc, dist.scalar(norm), "gradient norm", step, self.last_saved, reduce=False)
         self.optimizer.step()
@@ -316,6 +315,7 @@ class Loop:
         due = s.step % self.eval_every == 0 and s.step < self.total or self.keep_best and s.step == self.total
         if self.evaluate is None or not due:
             return False
+        self.settle()
         metrics = self.evaluate(self.unwrapped)
         if self.acc.is_main_process:  # one line per evaluation, above the bar or in the log
             say(f"eval at step {s.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -363,13 +363,21 @@ class Loop:
             self.cfg.save_total_limit, tracker.best_step if tracker and self.keep_best else None, self.acc.scaler, rng,
             tmp)
 
+    def settle(self, done: bool = False) -> None:
+        """Row gradients (sparse_rows): the weights made those of dense AdamW before they are read."""
+        if self.embedding is not None:
+            self.optimizer.optimizer.settle()
+            self.embedding.sparse = not done
+
     def gathered(self, trainable_only: bool) -> dict[str, torch.Tensor]:
         """Full tensors on the main process's CPU; every process calls it (FSDP and ZeRO-3 gather)."""
+        self.settle()
         return dist.gathered(self.strategy, self.acc, self.model, self.unwrapped, trainable_only, self.param_dtype)
 
     def finish(self, wall: float) -> TrainResult:
         """With select_best, the model gets the best step's weights back before it is exported."""
         s, t = self.s, self.tracker
+        self.settle(done=True)
         selected = t.best_step if self.select and t is not None else None
         best = None
         if selected is not None and selected != s.step and self.acc.is_main_process:

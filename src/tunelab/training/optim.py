@@ -13,6 +13,7 @@ from transformers import get_scheduler
 from transformers.optimization import Adafactor
 
 from tunelab.config.sections import TrainConfig
+from tunelab.training.sparse_rows import RowAdamW
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -25,14 +26,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [g for g in groups if g["params"]]  # no empty group (LoRA has no biases): DeepSpeed drops them
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float, row_grads: bool = False
+                   ) -> torch.optim.Optimizer:
+    """`row_grads`: AdamW that also steps a sparse (row) gradient on its touched rows (sparse_rows.RowAdamW)."""
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
     if cfg.optimizer == "adafactor":  # lr as an absolute step size, as HF Trainer's `adafactor`
 
         return Adafactor(groups, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
-    return torch.optim.AdamW(groups, lr=lr, fused=True)  # one fused kernel for all parameters
+    return (RowAdamW if row_grads else torch.optim.AdamW)(groups, lr=lr, fused=True)  # one fused kernel for all
 
 
 def warmup_steps(cfg: TrainConfig, total: int) -> int:

@@ -1,0 +1,125 @@
+"""Row gradients for the word embedding (training/sparse_rows.py): the same weights as dense AdamW, the untouched
+rows skipped, and the cases where it must stay dense."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import sentiment_rows
+from tunelab.config.run import build_config
+from tunelab.data.readers import Record, Table
+from tunelab.registry import METHODS, TASKS
+from tunelab.training import engine
+from tunelab.training.sparse_rows import RowAdamW, clip_grad_norm
+
+
+def _train(model_path: Path, sparse: bool, method: str = "full", **train: object) -> tuple[torch.nn.Module, object]:
+    cfg = build_config({"task": "classification", "model": str(model_path), "method": method,
+                        "train": {"batch_size": 8, "lr": 3e-3, "epochs": 3, "weight_decay": 0.1, "warmup": 0.2,
+                                  "max_grad_norm": 0.5, "precision": "fp32", "save_steps": 0,
+                                  "sparse_embeddings": sparse, **train}})
+    engine.seed_everything(0)
+    task = TASKS.get("classification")(cfg.task, cfg.data)
+    table = Table("mem.jsonl", [Record("mem.jsonl", i + 1, r) for i, r in enumerate(sentiment_rows(32))])
+    examples = task.parse(table)
+    model, tok = task.build_model(str(model_path), examples)
+    model = METHODS.get(method)(cfg.method).apply(model, task.head_modules(model))
+    feats = task.encode(examples, tok)
+    result = engine.train(model, feats, partial(task.collate, pad_id=tok.pad_token_id), cfg.train, 3e-3)
+    return model, (result, feats)
+
+
+def test_row_gradients_give_dense_adamw_weights(tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dense, _ = _train(tiny_bert, sparse=False)
+    row_steps = []
+    step_rows = RowAdamW._step_rows
+    monkeypatch.setattr(RowAdamW, "_step_rows", lambda self, p, g: (row_steps.append(1), step_rows(self, p, g)))
+    sparse, (result, feats) = _train(tiny_bert, sparse=True)
+    assert len(row_steps) == result.steps == 12  # every step took the row path
+    emb = sparse.get_input_embeddings()
+    assert emb.sparse is False  # put back for inference and export
+    used = sorted({t for f in feats for t in f["input_ids"]})
+    unused = sorted(set(range(emb.num_embeddings)) - set(used))
+    assert used and unused  # both kinds of rows are in the test
+    a, b = dense.state_dict(), sparse.state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=2e-5, atol=2e-6, msg=name)
+    key = next(k for k in a if "word_embeddings" in k)
+    start = _fresh_embedding(tiny_bert)
+    # untouched rows moved by weight decay alone (12 steps at lr 3e-3·schedule, wd 0.1); touched rows learned
+    assert not torch.equal(b[key][unused], start[unused])
+    assert (b[key][used] - start[used]).abs().max() > 10 * (b[key][unused] - start[unused]).abs().max()
+
+
+def _fresh_embedding(model_path: Path) -> torch.Tensor:
+    from transformers import AutoModel
+    return AutoModel.from_pretrained(model_path).get_input_embeddings().weight.detach()
+
+
+def test_resume_from_a_checkpoint_written_with_row_gradients(tiny_bert: Path, tmp_path: Path) -> None:
+    """The checkpointed optimizer state is AdamW's (the touched rows are read back from its moments)."""
+    model, _ = _train(tiny_bert, sparse=True)
+    emb = model.get_input_embeddings()
+    opt = RowAdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+    emb.sparse = True
+    batch = {"input_ids": torch.tensor([[2, 5, 5, 7]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+             "labels": torch.tensor([1])}
+    for _ in range(2):
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    opt.settle()
+    state = opt.state_dict()
+    assert set(state["state"][_index(model, emb.weight)]) == {"step", "exp_avg", "exp_avg_sq"}
+    again = RowAdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+    again.load_state_dict(state)
+    model(**batch).loss.backward()
+    again.step()
+    assert again._rows[emb.weight].touched.nonzero().flatten().tolist() == [2, 5, 7]
+
+
+def _index(model: torch.nn.Module, param: torch.nn.Parameter) -> int:
+    return next(i for i, p in enumerate(model.parameters()) if p is param)
+
+
+def test_clip_grad_norm_matches_torch_on_the_dense_equivalent() -> None:
+    torch.manual_seed(0)
+    emb, lin = torch.nn.Embedding(12, 4, sparse=True), torch.nn.Linear(4, 3)
+    ids = torch.tensor([[1, 3, 3, 9]])
+    lin(emb(ids)).pow(2).sum().backward()
+    dense_grad = emb.weight.grad.to_dense().clone()
+    ref = [dense_grad, lin.weight.grad.clone(), lin.bias.grad.clone()]
+    norm = clip_grad_norm(list(emb.parameters()) + list(lin.parameters()), 0.1)
+    want = torch.nn.utils.get_total_norm(ref)
+    ref = [g * min(1.0, 0.1 / (float(want) + 1e-6)) for g in ref]
+    torch.testing.assert_close(norm, want)
+    torch.testing.assert_close(emb.weight.grad.to_dense(), ref[0])
+    torch.testing.assert_close(lin.weight.grad, ref[1])
+
+
+@pytest.mark.parametrize("case", ["tied", "lora", "l1", "sgd"])
+def test_stays_dense_where_rows_are_not_exact(case: str, tiny_bert: Path, tiny_llama: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tunelab.training.sparse_rows import sparse_embedding
+
+    train = {"l1": 0.1 if case == "l1" else 0.0, "optimizer": "sgd" if case == "sgd" else "adamw"}
+    cfg = build_config({"task": "classification", "model": str(tiny_bert), "train": train})
+    if case == "tied":
+        config = AutoConfig.from_pretrained(tiny_llama)
+        config.tie_word_embeddings = True
+        model = AutoModelForCausalLM.from_config(config)
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    else:
+        task = TASKS.get("classification")(cfg.task, cfg.data)
+        table = Table("mem.jsonl", [Record("mem.jsonl", i + 1, r) for i, r in enumerate(sentiment_rows(8))])
+        model, _ = task.build_model(str(tiny_bert), task.parse(table))
+        if case == "lora":
+            model = METHODS.get("lora")(build_config({"task": "classification", "model": str(tiny_bert),
+                                                      "method": "lora"}).method).apply(model, task.head_modules(model))
+    assert sparse_embedding(model, cfg.train, 1, "ddp", "fp32") is None
+    assert model.get_input_embeddings().sparse is False
