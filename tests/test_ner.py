@@ -203,6 +203,45 @@ def test_pretokenised_predictions_offsets() -> None:
     ]
 
 
+LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def _logprobs(rows: list[list[float]]) -> np.ndarray:
+    x = np.array(rows, dtype=np.float64)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize(("probs", "want"), [
+    # the per-word choice is valid: it is the path
+    ([[.1, .6, .1, .1, .1], [.1, .1, .6, .1, .1], [.6, .1, .1, .1, .1]], ["B-LOC", "I-LOC", "O"]),
+    # an orphan I-LOC after O: the best valid path begins the entity there
+    ([[.7, .1, .1, .05, .05], [.1, .3, .4, .1, .1], [.6, .1, .1, .1, .1]], ["O", "B-LOC", "O"]),
+    # I-PER after B-LOC is not BIO: the pair is decided together (B-LOC I-LOC beats B-PER I-PER here)
+    ([[.1, .5, .1, .2, .1], [.1, .1, .3, .1, .4], [.6, .1, .1, .1, .1]], ["B-LOC", "I-LOC", "O"]),
+    # an I- first: not allowed either
+    ([[.1, .2, .1, .1, .5], [.1, .1, .1, .1, .6]], ["B-PER", "I-PER"]),
+])
+def test_bio_viterbi(probs: list[list[float]], want: list[str]) -> None:
+    from tunelab.metrics.ner import bio_viterbi
+
+    assert [LABELS[k] for k in bio_viterbi(_logprobs(probs), LABELS)] == want
+    assert bio_viterbi(np.zeros((0, 5)), LABELS) == []
+
+
+def test_decoding_bio_and_argmax() -> None:
+    """`task.decoding`: bio (the default) decodes valid BIO, argmax keeps the per-word choice (an orphan I-)."""
+    ex = {"tokens": ["a", "b", "c", "d"], "word_ids": [None, 0, 1, 2, None], "tags": ["O", "B-PER", "I-PER", "O"]}
+    logits = np.log(np.array([[.2] * 5, [.1, .1, .1, .5, .2], [.1, .1, .5, .1, .2], [.6, .1, .1, .1, .1],
+                              [.2] * 5]))
+    task = _task()
+    task.labels = LABELS
+    assert task.cfg.decoding == "bio"
+    assert task.word_tags(logits, ex) == ["B-PER", "I-PER", "O", "O"]  # "d" has no subword: O
+    task = _task(decoding="argmax")
+    task.labels = LABELS
+    assert task.word_tags(logits, ex) == ["B-PER", "I-LOC", "O", "O"]
+
+
 def test_data_check_ner(tiny_bert: Path, tmp_path: Path) -> None:
     """`data check --task ner` (was a KeyError: 'text'): entity types, token lengths of the words, duplicates."""
     rows = _ner_rows(12)

@@ -33,13 +33,14 @@ def _train(model_path: Path, sparse: bool, method: str = "full", **train: object
     return model, (result, feats)
 
 
-def test_row_gradients_give_dense_adamw_weights(tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dense, _ = _train(tiny_bert, sparse=False)
+@pytest.mark.parametrize("extra", [{}, {"grad_accum": 2, "micro_batch_tokens": 24}], ids=["plain", "accumulated"])
+def test_row_gradients_give_dense_adamw_weights(extra: dict, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dense, _ = _train(tiny_bert, sparse=False, **extra)
     row_steps = []
     step_rows = RowAdamW._step_rows
     monkeypatch.setattr(RowAdamW, "_step_rows", lambda self, p, g: (row_steps.append(1), step_rows(self, p, g)))
-    sparse, (result, feats) = _train(tiny_bert, sparse=True)
-    assert len(row_steps) == result.steps == 12  # every step took the row path
+    sparse, (result, feats) = _train(tiny_bert, sparse=True, **extra)
+    assert len(row_steps) == result.steps == 12 // extra.get("grad_accum", 1)  # every step took the row path
     emb = sparse.get_input_embeddings()
     assert emb.sparse is False  # put back for inference and export
     used = sorted({t for f in feats for t in f["input_ids"]})
@@ -121,5 +122,46 @@ def test_stays_dense_where_rows_are_not_exact(case: str, tiny_bert: Path, tiny_l
         if case == "lora":
             model = METHODS.get("lora")(build_config({"task": "classification", "model": str(tiny_bert),
                                                       "method": "lora"}).method).apply(model, task.head_modules(model))
-    assert sparse_embedding(model, cfg.train, 1, "ddp", "fp32") is None
+    assert sparse_embedding(model, cfg.train, 1, "ddp", "fp32", 1e-3) is None
     assert model.get_input_embeddings().sparse is False
+
+
+def test_sixteen_bit_weights_match_dense_adamw_bit_for_bit() -> None:
+    """bf16 weights: dense AdamW rounds an untouched row's p·(1 − lr·wd) back to p; the row path leaves it."""
+    torch.manual_seed(0)
+    weights = torch.randn(50, 8).to(torch.bfloat16)
+    models = [torch.nn.Embedding(50, 8, _weight=weights.clone()) for _ in range(2)]
+    models[1].sparse = True
+    opts = [torch.optim.AdamW(models[0].parameters(), lr=1e-3, weight_decay=0.01, fused=True),
+            RowAdamW(models[1].parameters(), lr=1e-3, weight_decay=0.01, fused=True)]
+    for ids in ([3, 4], [4, 9], [17]):
+        for model, opt in zip(models, opts, strict=True):
+            model(torch.tensor(ids)).float().pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    opts[1].settle()
+    assert torch.equal(models[0].weight, models[1].weight)
+    assert torch.equal(models[1].weight[20:], weights[20:])  # never touched: unchanged, as dense left them
+
+
+def test_eligibility_of_sixteen_bit_weights_and_the_flag_after_an_error(tiny_bert: Path) -> None:
+    from tunelab.training.sparse_rows import sparse_embedding
+
+    cfg = build_config({"task": "classification", "model": str(tiny_bert), "train": {"weight_decay": 0.01}}).train
+    for lr, ok in ((5e-5, True), (1.0, False)):  # lr·wd against bf16's eps/4 = 2^-9
+        emb = torch.nn.Embedding(10, 4).to(torch.bfloat16)
+        model = torch.nn.Sequential(emb)
+        model.get_input_embeddings = lambda emb=emb: emb
+        assert (sparse_embedding(model, cfg, 1, "ddp", "bf16", lr) is not None) is ok
+
+    def boom(m: torch.nn.Module, batch: dict) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+    cfg2 = build_config({"task": "classification", "model": str(tiny_bert), "train": {"batch_size": 8}})
+    task = TASKS.get("classification")(cfg2.task, cfg2.data)
+    examples = task.parse(Table("m.jsonl", [Record("m.jsonl", i + 1, r) for i, r in enumerate(sentiment_rows(8))]))
+    model, tok = task.build_model(str(tiny_bert), examples)
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.train(model, task.encode(examples, tok), partial(task.collate, pad_id=tok.pad_token_id), cfg2.train,
+                     1e-3, loss_fn=boom)
+    assert model.get_input_embeddings().sparse is False  # put back after the error too

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 
@@ -39,3 +41,32 @@ def spans(tags: list[str]) -> list[tuple[str, int, int]]:
             typ, s, _ = found[-1]
             found[-1] = (typ, s, i + 1)
     return found
+
+
+def bio_viterbi(scores: np.ndarray, labels: Sequence[str]) -> list[int]:
+    """The most probable tag sequence that is valid BIO: `I-X` only after `B-X` or `I-X` (not first).
+
+    `scores`: (words, labels) log-probabilities, a word's row may be all -inf but one (a forced tag). A model with
+    a per-token softmax picks each word's tag alone and can end an entity with an orphan `I-`, which seqeval
+    counts as an entity of its own; decoding under the constraint (as a CRF with forbidden transitions does,
+    AllenNLP's `allowed_transitions`) chooses the best valid path instead. Where the per-word choice is valid it
+    is the path returned."""
+    n, size = scores.shape
+    if n == 0:
+        return []
+    inside = np.array([lab.startswith("I-") for lab in labels])
+    allowed = np.ones((size, size), dtype=bool)  # allowed[prev, next]
+    for j, lab in enumerate(labels):
+        if lab.startswith("I-"):
+            allowed[:, j] = [p in (f"B-{lab[2:]}", lab) for p in labels]
+    trans = np.where(allowed, 0.0, -np.inf)
+    best = np.where(inside, -np.inf, scores[0])
+    back = np.zeros((n, size), dtype=np.int64)
+    for t in range(1, n):
+        cand = best[:, None] + trans
+        back[t] = cand.argmax(0)
+        best = cand[back[t], np.arange(size)] + scores[t]
+    path = [int(best.argmax())]
+    for t in range(n - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]

@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, require_field
 from tunelab.errors import DataError
-from tunelab.metrics.ner import entity_metrics, spans
+from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
@@ -42,6 +42,11 @@ class NerConfig(TaskConfig):
     tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
     label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")
     strict: bool = Field(False, description="Score with seqeval's strict IOB2 mode.")
+    decoding: Literal["bio", "argmax"] = Field(
+        "bio", description="bio: the most probable tag sequence that is valid BIO (I-X only after B-X or I-X; "
+        "Viterbi over each word's log-probabilities, tunelab.metrics.ner.bio_viterbi); argmax: each word's most "
+        "probable tag on its own."
+    )
     bidirectional: bool = Field(
         False, description="Decoder models (gemma3-270m, smollm2-135m): attend to later tokens too (non-causal "
         "attention); an error for encoders, which already do."
@@ -213,14 +218,23 @@ class Ner(Task):
 
     # -- scoring -----------------------------------------------------------------------------
     def word_tags(self, logits: np.ndarray, ex: Example) -> list[str]:
-        """Each word's tag from its first subword; words without subwords are `O`."""
-        tags = ["O"] * len(ex["tokens"])
-        seen: set[int] = set()
+        """Each word's tag from its first subword (`task.decoding`); words without subwords are `O`."""
+        first: dict[int, int] = {}
         for pos, w in enumerate(ex["word_ids"]):
-            if w is not None and w not in seen and pos < len(logits):
-                seen.add(w)
+            if w is not None and w not in first and pos < len(logits):
+                first[w] = pos
+        if self.cfg.decoding == "argmax":
+            tags = ["O"] * len(ex["tokens"])
+            for w, pos in first.items():
                 tags[w] = self.labels[int(np.argmax(logits[pos]))]
-        return tags
+            return tags
+        scores = np.full((len(ex["tokens"]), len(self.labels)), -np.inf)
+        scores[:, self.labels.index("O") if "O" in self.labels else slice(None)] = 0.0  # no subword: O
+        for w, pos in first.items():
+            row = logits[pos].astype(np.float64)
+            scores[w] = row - row.max() - np.log(np.exp(row - row.max()).sum())  # log-softmax
+        path = bio_viterbi(scores, self.labels)
+        return [self.labels[k] if w in first else "O" for w, k in enumerate(path)]
 
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         pred = [self.word_tags(lg, ex) for lg, ex in zip(logits, examples, strict=True)]

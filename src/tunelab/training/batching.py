@@ -3,11 +3,14 @@ backward passes of at most `train.micro_batch_tokens` tokens, each weighted by i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from tunelab.config.sections import TrainConfig
 
 
 def batch_order(lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -65,3 +68,9 @@ def pass_weights(units: list[int], row_counts: list[int]) -> list[float]:
     counts = units if sum(units) > 0 else row_counts
     total = sum(counts)
     return [c / total for c in counts]
+
+
+def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
+    """Optimizer steps of a run: `max_steps`, or the epochs' batches over `grad_accum` (at least one)."""
+    per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))

@@ -36,7 +36,7 @@ from tunelab.progress import say
 from tunelab.training import checkpoint as ckpt
 from tunelab.training import distributed as dist
 from tunelab.training.attention import restore_attention, use_short_row_attention
-from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, rows, split_batch
+from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, plan_steps, rows, split_batch
 from tunelab.training.dropout import use_fast_dropout
 from tunelab.training.early_stopping import MetricTracker
 from tunelab.training.memory import keep_freed_memory
@@ -94,11 +94,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
-    per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
-    return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-
-
 def train(
     model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: Collate, cfg: TrainConfig, lr: float,
     out_dir: Path | None = None,
@@ -119,9 +114,13 @@ def train(
         raise TunelabError("train: early_stopping / best_metric / select_best need evaluations; "
                            "give data.validation or keep data.validation_split > 0")
     loop = Loop(model, features, collate, cfg, lr, out_dir, evaluate, loss_fn, on_eval, loss_units)
-    if resume_from is not None:
-        loop.resume(resume_from)
-    return loop.run()
+    try:
+        if resume_from is not None:
+            loop.resume(resume_from)
+        return loop.run()
+    finally:  # the word embedding back to dense gradients, after an error too
+        if loop.embedding is not None:
+            loop.embedding.sparse = False
 
 
 class Loop:
@@ -169,7 +168,7 @@ class Loop:
         if self.strategy == "fsdp":  # sharded before the optimizer is made: it must hold the shards
             model = dist.fully_shard_model(model.to(acc.device), cfg.distributed)
         self.param_dtype = next(model.parameters()).dtype  # DeepSpeed casts the model: saved weights take this back
-        self.embedding = sparse_embedding(model, cfg, acc.num_processes, self.strategy, self.precision)
+        self.embedding = sparse_embedding(model, cfg, acc.num_processes, self.strategy, self.precision, lr)
         optimizer = make_optimizer(model, cfg, lr, row_grads=self.embedding is not None)
         self.scheduler = make_scheduler(cfg, optimizer, self.total)  # not prepared: stepped once per optimizer step
         if self.strategy == "fsdp":  # accelerate would wrap the FSDP model in DDP: only the optimizer is prepared
@@ -363,11 +362,10 @@ class Loop:
             self.cfg.save_total_limit, tracker.best_step if tracker and self.keep_best else None, self.acc.scaler, rng,
             tmp)
 
-    def settle(self, done: bool = False) -> None:
+    def settle(self) -> None:
         """Row gradients (sparse_rows): the weights made those of dense AdamW before they are read."""
         if self.embedding is not None:
             self.optimizer.optimizer.settle()
-            self.embedding.sparse = not done
 
     def gathered(self, trainable_only: bool) -> dict[str, torch.Tensor]:
         """Full tensors on the main process's CPU; every process calls it (FSDP and ZeRO-3 gather)."""
@@ -377,7 +375,7 @@ class Loop:
     def finish(self, wall: float) -> TrainResult:
         """With select_best, the model gets the best step's weights back before it is exported."""
         s, t = self.s, self.tracker
-        self.settle(done=True)
+        self.settle()
         selected = t.best_step if self.select and t is not None else None
         best = None
         if selected is not None and selected != s.step and self.acc.is_main_process:

@@ -17,7 +17,8 @@ AdamW's (`step`, `exp_avg`, `exp_avg_sq`): a checkpoint resumes with or without 
 
 Used only where that holds: AdamW, one process without FSDP/DeepSpeed, no L1 penalty, no fp16 loss scaling, a
 trainable `nn.Embedding` whose weight no other module shares (a tied LM head gets dense gradients) and that has
-no max_norm. `train.sparse_embeddings: false` turns it off.
+no max_norm; 16-bit weights only while lr · weight decay is below a quarter of their eps (`RowAdamW._decay`).
+`train.sparse_embeddings: false` turns it off.
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ from tunelab.config.sections import TrainConfig
 
 
 def sparse_embedding(model: torch.nn.Module, cfg: TrainConfig, processes: int, strategy: str,
-                     precision: str) -> torch.nn.Embedding | None:
+                     precision: str, lr: float) -> torch.nn.Embedding | None:
     """The word embedding to train with row gradients (its `sparse` flag set), or None where that is not exact."""
     if not cfg.sparse_embeddings or cfg.optimizer != "adamw" or cfg.l1 or processes != 1 or strategy != "ddp":
         return None
     if precision == "fp16":
         return None
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if get is not None else None
+    try:
+        emb = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # transformers cannot tell which module it is
+        return None
     if not isinstance(emb, torch.nn.Embedding) or not emb.weight.requires_grad or emb.max_norm is not None:
         return None
+    if emb.weight.dtype != torch.float32 and lr * cfg.weight_decay >= torch.finfo(emb.weight.dtype).eps / 4:
+        return None  # 16-bit weights: see RowAdamW._decay
     shared = sum(p is emb.weight for _, p in model.named_parameters(remove_duplicate=False))
     if shared != 1:  # tied to an output layer: that layer's gradient is dense anyway
         return None
@@ -86,6 +91,11 @@ class RowAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        for p, rows in self._rows.items():
+            if p.grad is not None and not p.grad.is_sparse:  # a dense gradient after row ones: all rows from now
+                self.settle()
+                rows.touched[:] = True
+                rows.active = torch.arange(p.shape[0], device=p.device)
         sparse = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None and p.grad.is_sparse]
         held = {p: p.grad for p, _ in sparse}
         for p in held:
@@ -126,7 +136,15 @@ class RowAdamW(torch.optim.AdamW):
                             maximize=group["maximize"])
         for target, rows_now in ((p, w), (state["exp_avg"], m), (state["exp_avg_sq"], v)):
             target.index_copy_(0, active, rows_now)
-        rows.decay *= 1.0 - group["lr"] * group["weight_decay"]
+        self._decay(p, rows, group["lr"] * group["weight_decay"])
+
+    @staticmethod
+    def _decay(p: torch.Tensor, rows: _Rows, rate: float) -> None:
+        """The untouched rows owe one more step of decay. 16-bit weights owe nothing: dense AdamW rounds
+        p·(1 − rate) back to p when rate < eps/4 (the next lower value is at least p·eps/2 away), which
+        `sparse_embedding` made sure of for the peak lr."""
+        if p.dtype == torch.float32:
+            rows.decay *= 1.0 - rate
 
     @torch.no_grad()
     def settle(self) -> None:
