@@ -80,6 +80,9 @@ def summary() -> Path:
     lines += ["", f"CPU: {cls.get('cpu', '?')}; native bf16: {cls.get('native_bf16', '?')}; matmul peak "
               f"{peaks} GFLOP/s (MFU is against the peak of the row's precision). "
               "Method and per-run numbers: docs/benchmarks.md and each JSON file."]
+    where = [f"{name}: {d.get('cpu', 'CPU not recorded')}, {d.get('date', 'date not recorded')}"
+             for name, d in ((n, _load(n)) for n in TARGETS) if d is not None]
+    lines += ["", "Measured on (rows from different machines are not comparable): " + "; ".join(where) + "."]
     path = RESULTS / "SUMMARY.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

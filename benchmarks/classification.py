@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from common import (  # noqa: E402
     SHARED,
+    cpu_name,
     encoder_train_flops,
     matmul_peak_gflops,
     print_table,
@@ -190,8 +191,7 @@ def main() -> None:
             row["speedup_vs_best_hf"] = round(results[best]["wall_s"] / r["wall_s"], 2)
             row["acc_delta_vs_best_hf"] = round(r["accuracy"] - results[best]["accuracy"], 2)
         rows.append(row)
-    cpu = " ".join(next((x.split(":", 1)[1] for x in Path("/proc/cpuinfo").read_text().splitlines()
-                         if x.startswith("model name")), "?").split())
+    cpu = cpu_name()
     print(f"\nCPU: {cpu}; native bf16 (AVX-512-BF16/AMX): {'yes' if bf16 else 'no'}")
     print(f"{args.dataset} {len(train)} rows, MiniLM, bs {BS}, lr {LR}, {EPOCHS} epoch, max_length {MAX_LEN}, "
           f"warmup {WARMUP:.0%}, seeds {seeds}; matmul peak fp32 {peaks['fp32']:.0f}, "

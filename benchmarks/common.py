@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,15 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
 
 
+def cpu_name() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    name = " ".join(next((x.split(":", 1)[1] for x in lines if x.startswith("model name")), "").split())
+    return name or platform.processor() or platform.machine()
+
+
 def write_json(name: str, data: dict[str, Any]) -> Path:
+    """benchmarks/results/<name>.json, with the machine's CPU and the date unless the script set them."""
+    data = {"cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), **data}
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"

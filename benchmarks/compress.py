@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from common import ROOT, SHARED, print_table, read_jsonl, write_json
+from common import ROOT, SHARED, cpu_name, print_table, read_jsonl, write_json
 from tunelab.export.parity import measure
 from tunelab.export.save import load_model
 from tunelab.io import write_jsonl_atomic
@@ -37,12 +36,6 @@ from tunelab.methods.base import count_parameters
 def cpu_flags() -> dict[str, bool]:
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     return {f: f in flags for f in ("avx512_bf16", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")}
-
-
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    return name or platform.processor() or platform.machine()
 
 
 def train_run(out: Path, rows: int) -> Path:
