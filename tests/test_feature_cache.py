@@ -202,3 +202,36 @@ def test_soft_labels_keep_one_shape_and_arrow_failures_fall_back(tiny_bert: Path
     assert got.cached is None and list(got.features) == _as_lists(task.encode(examples, tok))
     assert any("cannot be used" in line and "tokenising in memory" in line for line in said), said
     assert len(cache_entries()) == 1 and not list(cache.glob(".*.tmp")), "the failed entry left nothing behind"
+
+
+def test_least_recently_used_entries_go_first(tmp_path: Path, cache: Path) -> None:
+    import os
+
+    from tunelab.data.feature_store import META_FILE, evict
+
+    for i, key in enumerate(["old", "mid", "new"]):  # 40 rows each; last used 3, 2, 1 hours ago
+        write_store(cache / key, [[{"input_ids": list(range(500))}] * 40],
+                    lambda tmp: (tmp / META_FILE).write_text("{}"))
+        os.utime(cache / key / META_FILE, (0, 1_000_000 + 3600 * i))
+    size = sum(p.stat().st_size for p in (cache / "old").rglob("*") if p.is_file()) / 2**30  # one entry, GB
+    assert evict(10 * size, keep=cache / "new") == (0, 0.0)  # under the limit: nothing goes
+    n, _ = evict(2.5 * size, keep=cache / "new")
+    assert n == 1 and sorted(e["key"] for e in cache_entries()) == ["mid", "new"]
+    n, _ = evict(size / 10, keep=cache / "mid")  # the entry in use stays even when it alone is over
+    assert n == 1 and [e["key"] for e in cache_entries()] == ["mid"]
+
+
+def test_a_run_over_the_limit_evicts_older_entries_and_reuse_counts_as_use(tiny_bert: Path, tmp_path: Path,
+                                                                            cache: Path) -> None:
+    code, out = _train(tiny_bert, tmp_path, "a", "data.cache=true")
+    assert code == 0 and len(cache_entries()) == 1, out
+    first = cache_entries()[0]["key"]
+    other = write_jsonl(tmp_path / "other.jsonl", sentiment_rows(48, 5))  # other rows: another key
+    code, out = _train(tiny_bert, tmp_path, "b", "data.cache=true", f"data.train={other}",
+                       "data.cache_limit_gb=0.000001")
+    assert code == 0, out
+    assert "removed the 1 least recently used entries" in out
+    assert [e["key"] for e in cache_entries()] != [first] and len(cache_entries()) == 1
+    code, out = _train(tiny_bert, tmp_path, "c", "data.cache=true", f"data.train={other}",
+                       "data.cache_limit_gb=0.000001")
+    assert code == 0 and "reused from" in out and "removed" not in out, out

@@ -129,4 +129,5 @@ def data_cache(
     entries = cache_entries()
     typer.echo(f"{cache_root()}: {len(entries)} cached feature sets, {sum(e['mb'] for e in entries):.1f} MB")
     for e in entries:
-        typer.echo(f"  {e['key']}  {e['task']:<14} {e['examples']:>9} examples  {e['mb']:>8} MB")
+        typer.echo(f"  {e['key']}  {e['task']:<14} {e['examples']:>9} examples  {e['mb']:>8} MB  "
+                   f"last used {e['last_used']}")

@@ -115,6 +115,11 @@ class DataConfig(Section):
         "rows, task settings and tokenizer and for every process of a distributed run (~/.cache/tunelab/features; "
         "$TUNELAB_CACHE moves it; `tunelab data cache` lists it). Default: on from 20,000 training examples."
     )
+    cache_limit_gb: float | None = Field(
+        20.0, gt=0, description="The feature cache's size limit: after a run writes an entry, the least recently "
+        "used entries are removed until the cache holds at most this many GB (the run's own entry stays); null: "
+        "no limit. Entries of an older tunelab version or tokenizer are never reused, so they go first."
+    )
 
     @field_validator("clean", "augment", mode="before")
     @classmethod

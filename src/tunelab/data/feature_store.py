@@ -16,9 +16,11 @@ as lists), None where it was None.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -174,7 +176,7 @@ def cache_root() -> Path:
 
 
 def cache_entries() -> list[dict[str, Any]]:
-    """What the cache holds: one row per entry (key, task, examples, MB, path)."""
+    """What the cache holds: one row per entry (key, task, examples, MB, path, last used)."""
     root, rows = cache_root(), []
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
         if not (directory / FEATURES_FILE).exists():
@@ -183,9 +185,42 @@ def cache_entries() -> list[dict[str, Any]]:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
+        used = (directory / META_FILE).stat().st_mtime if (directory / META_FILE).exists() else 0.0
         rows.append({"key": directory.name, "task": meta.get("task", "?"), "examples": meta.get("examples", "?"),
-                     "mb": round(_bytes(directory) / 2**20, 1), "path": str(directory)})
+                     "mb": round(_bytes(directory) / 2**20, 1), "path": str(directory),
+                     "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(used))})
     return rows
+
+
+def mark_used(directory: Path) -> None:
+    """An entry's last use is its meta file's mtime (written, or reused since): what `evict` orders by."""
+    with contextlib.suppress(OSError):
+        os.utime(directory / META_FILE)
+
+
+def evict(limit_gb: float, keep: Path) -> tuple[int, float]:
+    """Remove the least recently used entries (and dead writers' temporaries) until the cache holds at most
+    `limit_gb`; `keep`, the entry in use, stays even when it alone is larger. Returns (entries, MB) freed. A run
+    that has mapped a removed entry keeps reading it (the file lives on until it is closed)."""
+    root, n, size = cache_root(), 0, 0
+    entries = []
+    for directory in root.iterdir() if root.is_dir() else []:
+        if directory.is_dir() and _dead_temporary(directory.name):
+            size += _bytes(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+        elif (directory / FEATURES_FILE).exists():
+            with contextlib.suppress(OSError):
+                used = (directory / META_FILE).stat().st_mtime if (directory / META_FILE).exists() else 0.0
+                entries.append((used, directory, _bytes(directory)))
+    total = sum(b for _, _, b in entries)
+    for _, directory, nbytes in sorted(entries, key=lambda e: e[0]):  # oldest use first
+        if total <= limit_gb * 2**30:
+            break
+        if directory.resolve() == keep.resolve():
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        total, n, size = total - nbytes, n + 1, size + nbytes
+    return n, round(size / 2**20, 1)
 
 
 def clear_cache() -> tuple[int, float]:

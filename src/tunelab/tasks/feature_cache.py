@@ -10,7 +10,9 @@ any of them is a new entry; nothing is ever served stale. The training config is
 `tune` study or a learning-rate sweep share one entry.
 
 `data.cache: true | false`, default on from `AUTO_ROWS` training examples. Where: `features/` in tunelab's cache
-directory (`$TUNELAB_CACHE`, default `~/.cache/tunelab`); `tunelab data cache` lists it, `--clear` empties it. A
+directory (`$TUNELAB_CACHE`, default `~/.cache/tunelab`); `tunelab data cache` lists it, `--clear` empties it.
+Every new entry is followed by an eviction of the least recently used ones down to `data.cache_limit_gb` (every
+change of tunelab's code is a new key, so old versions' entries would otherwise pile up). A
 cache that cannot be written (read-only, disk full) or read is a warning, and the run tokenises in memory as it
 would without one.
 """
@@ -34,14 +36,23 @@ import pyarrow as pa
 import tokenizers
 import transformers
 
-from tunelab.data.feature_store import FEATURES_FILE, META_FILE, FeatureStore, cache_root, write_store
+from tunelab.data.feature_store import (
+    FEATURES_FILE,
+    META_FILE,
+    FeatureStore,
+    cache_root,
+    evict,
+    mark_used,
+    write_store,
+)
 from tunelab.io import write_json_atomic
 from tunelab.progress import say
 from tunelab.tasks.base import TOKENIZE_CHUNK, Example, Features, Task
 
 AUTO_ROWS = 20_000  # data.cache unset: cache a training split of at least this many examples
 FORMAT = 1  # bumped when the store's layout changes
-PATH_FIELDS = ("train", "validation", "test", "unlabeled", "cache")  # data settings the features do not depend on
+# data settings the features do not depend on
+PATH_FIELDS = ("train", "validation", "test", "unlabeled", "cache", "cache_limit_gb")
 
 
 @dataclass
@@ -67,6 +78,7 @@ def training_features(task: Task, examples: Sequence[Example], tokenizer: Any, u
             directory = cache_root() / feature_key(task, examples, tokenizer)
             if (directory / FEATURES_FILE).exists():
                 try:
+                    mark_used(directory)
                     return _open(directory, hit=True)
                 except Exception as e:  # noqa: BLE001 - a damaged entry is rebuilt, never trusted
                     say(f"warning: cached features at {directory} unreadable ({type(e).__name__}); tokenising again")
@@ -74,6 +86,11 @@ def training_features(task: Task, examples: Sequence[Example], tokenizer: Any, u
             meta: dict[str, Any] = {"format": FORMAT, "task": task.cfg.name, "examples": len(examples)}
             write_store(directory, _built(task, examples, tokenizer, meta),
                         lambda tmp: write_json_atomic(tmp / META_FILE, meta))
+            if task.data.cache_limit_gb is not None:
+                n, mb = evict(task.data.cache_limit_gb, keep=directory)
+                if n:
+                    say(f"features: the cache was over data.cache_limit_gb ({task.data.cache_limit_gb:g} GB): removed "
+                        f"the {n} least recently used entries ({mb} MB)")
             return _open(directory, hit=False)
         except (OSError, pa.ArrowException) as e:  # unwritable; features Arrow cannot hold in one schema
             say(f"warning: the feature cache ({cache_root()}) cannot be used ({_first_line(e)}); tokenising in memory")
