@@ -213,12 +213,16 @@ def test_least_recently_used_entries_go_first(tmp_path: Path, cache: Path) -> No
         write_store(cache / key, [[{"input_ids": list(range(500))}] * 40],
                     lambda tmp: (tmp / META_FILE).write_text("{}"))
         os.utime(cache / key / META_FILE, (0, 1_000_000 + 3600 * i))
+    writing = cache / f".busy.{os.getpid()}.tmp"  # a live writer's temporary: features there, meta not yet
+    writing.mkdir()
+    (writing / "features.arrow").write_bytes(b"x" * 100_000)
     size = sum(p.stat().st_size for p in (cache / "old").rglob("*") if p.is_file()) / 2**30  # one entry, GB
     assert evict(10 * size, keep=cache / "new") == (0, 0.0)  # under the limit: nothing goes
     n, _ = evict(2.5 * size, keep=cache / "new")
     assert n == 1 and sorted(e["key"] for e in cache_entries()) == ["mid", "new"]
     n, _ = evict(size / 10, keep=cache / "mid")  # the entry in use stays even when it alone is over
     assert n == 1 and [e["key"] for e in cache_entries()] == ["mid"]
+    assert (writing / "features.arrow").exists(), "another process's entry in the making is left alone"
 
 
 def test_a_run_over_the_limit_evicts_older_entries_and_reuse_counts_as_use(tiny_bert: Path, tmp_path: Path,

@@ -117,8 +117,8 @@ class DataConfig(Section):
     )
     cache_limit_gb: float | None = Field(
         20.0, gt=0, description="The feature cache's size limit: after a run writes an entry, the least recently "
-        "used entries are removed until the cache holds at most this many GB (the run's own entry stays); null: "
-        "no limit. Entries of an older tunelab version or tokenizer are never reused, so they go first."
+        "used entries are removed until the cache holds at most this many GiB (the run's own entry stays); null: "
+        "no limit. Entries of an older tunelab version or tokenizer are never reused, so they age out."
     )
 
     @field_validator("clean", "augment", mode="before")

@@ -177,17 +177,15 @@ def cache_root() -> Path:
 
 def cache_entries() -> list[dict[str, Any]]:
     """What the cache holds: one row per entry (key, task, examples, MB, path, last used)."""
-    root, rows = cache_root(), []
-    for directory in sorted(root.iterdir()) if root.is_dir() else []:
-        if not (directory / FEATURES_FILE).exists():
-            continue
+    rows = []
+    for directory in _entry_dirs():
         try:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        used = (directory / META_FILE).stat().st_mtime if (directory / META_FILE).exists() else 0.0
+            used, mb = (directory / META_FILE).stat().st_mtime, round(_bytes(directory) / 2**20, 1)
+        except (OSError, ValueError):  # removed or damaged as we look
+            continue
         rows.append({"key": directory.name, "task": meta.get("task", "?"), "examples": meta.get("examples", "?"),
-                     "mb": round(_bytes(directory) / 2**20, 1), "path": str(directory),
+                     "mb": mb, "path": str(directory),
                      "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(used))})
     return rows
 
@@ -199,28 +197,32 @@ def mark_used(directory: Path) -> None:
 
 
 def evict(limit_gb: float, keep: Path) -> tuple[int, float]:
-    """Remove the least recently used entries (and dead writers' temporaries) until the cache holds at most
-    `limit_gb`; `keep`, the entry in use, stays even when it alone is larger. Returns (entries, MB) freed. A run
-    that has mapped a removed entry keeps reading it (the file lives on until it is closed)."""
-    root, n, size = cache_root(), 0, 0
+    """Remove the least recently used entries until the cache holds at most `limit_gb` GiB; `keep`, the entry in
+    use, stays even when it alone is larger, and so do writers' temporaries (`.KEY.PID.tmp`: another process, maybe
+    on another node of a shared file system, may be filling one; `tunelab data cache --clear` removes dead ones).
+    Returns (entries, MB) freed. A run that has mapped a removed entry keeps reading it (the file lives on until
+    it is closed)."""
     entries = []
-    for directory in root.iterdir() if root.is_dir() else []:
-        if directory.is_dir() and _dead_temporary(directory.name):
-            size += _bytes(directory)
-            shutil.rmtree(directory, ignore_errors=True)
-        elif (directory / FEATURES_FILE).exists():
-            with contextlib.suppress(OSError):
-                used = (directory / META_FILE).stat().st_mtime if (directory / META_FILE).exists() else 0.0
-                entries.append((used, directory, _bytes(directory)))
-    total = sum(b for _, _, b in entries)
+    for directory in _entry_dirs():
+        with contextlib.suppress(OSError):  # another process may remove it as we look
+            entries.append(((directory / META_FILE).stat().st_mtime, directory, _bytes(directory)))
+    total, n, size = sum(b for _, _, b in entries), 0, 0
     for _, directory, nbytes in sorted(entries, key=lambda e: e[0]):  # oldest use first
         if total <= limit_gb * 2**30:
             break
         if directory.resolve() == keep.resolve():
             continue
         shutil.rmtree(directory, ignore_errors=True)
-        total, n, size = total - nbytes, n + 1, size + nbytes
+        if not directory.exists():
+            total, n, size = total - nbytes, n + 1, size + nbytes
     return n, round(size / 2**20, 1)
+
+
+def _entry_dirs() -> list[Path]:
+    """Finished entries (their features and meta written and renamed into place), not writers' temporaries."""
+    root = cache_root()
+    return [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and (d / FEATURES_FILE).exists()
+            and (d / META_FILE).exists()] if root.is_dir() else []
 
 
 def clear_cache() -> tuple[int, float]:

@@ -86,15 +86,24 @@ def training_features(task: Task, examples: Sequence[Example], tokenizer: Any, u
             meta: dict[str, Any] = {"format": FORMAT, "task": task.cfg.name, "examples": len(examples)}
             write_store(directory, _built(task, examples, tokenizer, meta),
                         lambda tmp: write_json_atomic(tmp / META_FILE, meta))
-            if task.data.cache_limit_gb is not None:
-                n, mb = evict(task.data.cache_limit_gb, keep=directory)
-                if n:
-                    say(f"features: the cache was over data.cache_limit_gb ({task.data.cache_limit_gb:g} GB): removed "
-                        f"the {n} least recently used entries ({mb} MB)")
+            _keep_within_limit(task.data.cache_limit_gb, directory)
             return _open(directory, hit=False)
         except (OSError, pa.ArrowException) as e:  # unwritable; features Arrow cannot hold in one schema
             say(f"warning: the feature cache ({cache_root()}) cannot be used ({_first_line(e)}); tokenising in memory")
             return _in_memory(task, examples, tokenizer)
+
+
+def _keep_within_limit(limit_gb: float | None, keep: Path) -> None:
+    if limit_gb is None:
+        return
+    try:
+        n, mb = evict(limit_gb, keep)
+    except OSError as e:  # the entry just written is fine; only the clean-up failed
+        say(f"warning: the feature cache ({cache_root()}) could not be trimmed to {limit_gb:g} GB ({_first_line(e)})")
+        return
+    if n:
+        say(f"features: the cache was over data.cache_limit_gb ({limit_gb:g} GB): removed the {n} least recently "
+            f"used entries ({mb} MB)")
 
 
 def _in_memory(task: Task, examples: Sequence[Example], tokenizer: Any) -> TrainFeatures:

@@ -231,7 +231,7 @@ class Ner(Task):
         scores = np.full((len(ex["tokens"]), len(self.labels)), -np.inf)
         scores[:, self.labels.index("O") if "O" in self.labels else slice(None)] = 0.0  # no subword: O
         for w, pos in first.items():
-            row = logits[pos].astype(np.float64)
+            row = np.nan_to_num(logits[pos].astype(np.float64), nan=-1e30, posinf=1e30, neginf=-1e30)
             scores[w] = row - row.max() - np.log(np.exp(row - row.max()).sum())  # log-softmax
         path = bio_viterbi(scores, self.labels)
         return [self.labels[k] if w in first else "O" for w, k in enumerate(path)]
