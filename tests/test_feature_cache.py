@@ -96,7 +96,7 @@ def test_key_follows_what_features_depend_on(tiny_bert: Path) -> None:
     base = key(rows)
     assert key(rows) == base
     assert key(rows, train={"lr": 1e-3, "epochs": 9, "seed": 7}) == base, "a sweep shares the features"
-    assert key(rows, data={"train": "elsewhere.jsonl", "cache": True}) == base, "paths are not in the key"
+    assert key(rows, data={"train": "elsewhere.jsonl", "cache": True, "cache_limit_gb": 1}) == base, "nor paths"
     edited = [dict(r) for r in rows]
     edited[5]["text"] += " good"
     changed = {
@@ -239,3 +239,24 @@ def test_a_run_over_the_limit_evicts_older_entries_and_reuse_counts_as_use(tiny_
     code, out = _train(tiny_bert, tmp_path, "c", "data.cache=true", f"data.train={other}",
                        "data.cache_limit_gb=0.000001")
     assert code == 0 and "reused from" in out and "removed" not in out, out
+
+
+def test_scoring_only_settings_share_the_features() -> None:
+    """NER's decoding and seqeval mode change how outputs are read, not the features: one cache entry."""
+    from tunelab.config.sections import DataConfig
+    from tunelab.tasks.ner import Ner, NerConfig
+
+    def ner_key(**cfg: object) -> str:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        raw = Tokenizer(models.WordLevel({"[UNK]": 0, "[PAD]": 1, "a": 2, "b": 3}, unk_token="[UNK]"))
+        raw.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]")
+        task = Ner(NerConfig(**cfg), DataConfig(max_length=16))
+        task.labels = ["O", "B-X", "I-X"]
+        examples = [{"tokens": ["a", "b"], "tags": ["B-X", "I-X"], "source": "m", "line": 1, "row": {}}]
+        return feature_key(task, examples, tok)
+
+    assert ner_key() == ner_key(decoding="argmax") == ner_key(strict=True)
+    assert ner_key() != ner_key(label_all_subwords=True)

@@ -5,7 +5,7 @@ every field's description is the generated reference in docs/config.md."""
 from __future__ import annotations
 
 import importlib.util
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -30,8 +30,10 @@ def metric_mode(metric: str, mode: str = "auto") -> str:
 
 
 class TaskConfig(Section):
-    """Base of task sub-configs; each task subclasses it with `name: Literal[...]`."""
+    """Base of task sub-configs; each task subclasses it with `name: Literal[...]`. `scoring_only`: the settings
+    that change how outputs are decoded or scored, not the features (left out of the feature-cache key)."""
 
+    scoring_only: ClassVar[frozenset[str]] = frozenset()
     name: str
 
 

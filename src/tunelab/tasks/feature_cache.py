@@ -176,7 +176,8 @@ def feature_key(task: Task, examples: Sequence[Example], tokenizer: Any) -> str:
     h = hashlib.sha256()
     data = {k: v for k, v in task.data.model_dump(mode="json").items() if k not in PATH_FIELDS}
     for part in (f"format {FORMAT}", _code_digest(), transformers.__version__, tokenizers.__version__,
-                 type(task).__qualname__, task.cfg.model_dump_json(), json.dumps(data, sort_keys=True),
+                 type(task).__qualname__, task.cfg.model_dump_json(exclude=set(task.cfg.scoring_only)),
+                 json.dumps(data, sort_keys=True),
                  json.dumps(task.metadata(), sort_keys=True, default=str)):
         h.update(part.encode("utf-8") + b"\0")
     h.update(tokenizer_fingerprint(tokenizer))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ _TAG = re.compile(r"^([BIESM])-(.+)$")
 
 
 class NerConfig(TaskConfig):
+    scoring_only: ClassVar[frozenset[str]] = frozenset({"strict", "decoding"})
     name: Literal["ner"] = "ner"
     tokens_field: str = Field("tokens", description="Column holding the list of tokens.")
     tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
