@@ -74,8 +74,14 @@ class _Rows:
 
     def __init__(self, touched: torch.Tensor) -> None:
         self.touched = touched
-        self.active = touched.nonzero().squeeze(1)
         self.decay = 1.0  # the never-touched rows are owed p *= decay
+        self.update()
+
+    def update(self) -> None:
+        """`active`: the touched rows' indices; `where[row]`: a touched row's place among them."""
+        self.active = self.touched.nonzero().squeeze(1)
+        self.where = torch.empty(len(self.touched), dtype=torch.long, device=self.touched.device)
+        self.where[self.active] = torch.arange(len(self.active), device=self.touched.device)
 
 
 class RowAdamW(torch.optim.AdamW):
@@ -95,7 +101,7 @@ class RowAdamW(torch.optim.AdamW):
             if p.grad is not None and not p.grad.is_sparse:  # a dense gradient after row ones: all rows from now
                 self.settle()
                 rows.touched[:] = True
-                rows.active = torch.arange(p.shape[0], device=p.device)
+                rows.update()
         sparse = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None and p.grad.is_sparse]
         held = {p: p.grad for p, _ in sparse}
         for p in held:
@@ -122,12 +128,10 @@ class RowAdamW(torch.optim.AdamW):
             if rows.decay != 1.0:
                 p.index_copy_(0, new, p.index_select(0, new) * rows.decay)
             rows.touched[new] = True
-            rows.active = rows.touched.nonzero().squeeze(1)
+            rows.update()
         active = rows.active
-        where = torch.empty(p.shape[0], dtype=torch.long, device=p.device)
-        where[active] = torch.arange(len(active), device=p.device)
         g = torch.zeros((len(active), *p.shape[1:]), dtype=values.dtype, device=p.device)
-        g[where[index]] = values
+        g[rows.where[index]] = values
         w, m, v = (t.index_select(0, active) for t in (p, state["exp_avg"], state["exp_avg_sq"]))
         state["step"] += 1
         beta1, beta2 = group["betas"]
