@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,7 @@ def bio_viterbi(scores: np.ndarray, labels: Sequence[str]) -> list[int]:
     n, size = scores.shape
     if n == 0:
         return []
-    inside = np.array([lab.startswith("I-") for lab in labels])
-    allowed = np.ones((size, size), dtype=bool)  # allowed[prev, next]
-    for j, lab in enumerate(labels):
-        if lab.startswith("I-"):
-            allowed[:, j] = [p in (f"B-{lab[2:]}", lab) for p in labels]
-    trans = np.where(allowed, 0.0, -np.inf)
+    inside, trans = _bio_transitions(tuple(labels))
     best = np.where(inside, -np.inf, scores[0])
     back = np.zeros((n, size), dtype=np.int64)
     for t in range(1, n):
@@ -70,3 +66,15 @@ def bio_viterbi(scores: np.ndarray, labels: Sequence[str]) -> list[int]:
     for t in range(n - 1, 0, -1):
         path.append(int(back[t, path[-1]]))
     return path[::-1]
+
+
+@cache
+def _bio_transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Which labels are `I-` (not allowed first) and the transition scores [prev, next]: 0, or -inf for an `I-X`
+    after anything but `B-X` / `I-X`. Built once per label set, not per sentence."""
+    inside = np.array([lab.startswith("I-") for lab in labels])
+    allowed = np.ones((len(labels), len(labels)), dtype=bool)
+    for j, lab in enumerate(labels):
+        if lab.startswith("I-"):
+            allowed[:, j] = [p in (f"B-{lab[2:]}", lab) for p in labels]
+    return inside, np.where(allowed, 0.0, -np.inf)

@@ -99,10 +99,10 @@ def _keep_within_limit(limit_gb: float | None, keep: Path) -> None:
     try:
         n, mb = evict(limit_gb, keep)
     except OSError as e:  # the entry just written is fine; only the clean-up failed
-        say(f"warning: the feature cache ({cache_root()}) could not be trimmed to {limit_gb:g} GB ({_first_line(e)})")
+        say(f"warning: the feature cache ({cache_root()}) could not be trimmed to {limit_gb:g} GiB ({_first_line(e)})")
         return
     if n:
-        say(f"features: the cache was over data.cache_limit_gb ({limit_gb:g} GB): removed the {n} least recently "
+        say(f"features: the cache was over data.cache_limit_gb ({limit_gb:g} GiB): removed the {n} least recently "
             f"used entries ({mb} MB)")
 
 

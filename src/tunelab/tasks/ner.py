@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from scipy.special import log_softmax
 from transformers import AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
@@ -231,9 +232,9 @@ class Ner(Task):
             return tags
         scores = np.full((len(ex["tokens"]), len(self.labels)), -np.inf)
         scores[:, self.labels.index("O") if "O" in self.labels else slice(None)] = 0.0  # no subword: O
-        for w, pos in first.items():
-            row = np.nan_to_num(logits[pos].astype(np.float64), nan=-1e30, posinf=1e30, neginf=-1e30)
-            scores[w] = row - row.max() - np.log(np.exp(row - row.max()).sum())  # log-softmax
+        if first:
+            rows = np.nan_to_num(logits[list(first.values())].astype(np.float64), nan=-1e30, posinf=1e30, neginf=-1e30)
+            scores[list(first)] = log_softmax(rows, axis=-1)
         path = bio_viterbi(scores, self.labels)
         return [self.labels[k] if w in first else "O" for w, k in enumerate(path)]
 
