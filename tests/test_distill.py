@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import sentiment_rows, train_sentiment, write_jsonl
+from conftest import WORDS, say_rows, sentiment_rows, train_sentiment, write_jsonl
 from tunelab.cli import app
 
 
@@ -241,8 +241,8 @@ def test_unlabelled_rows_bad_input_is_one_line(teacher: Path, tiny_chat_run: Pat
         (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(broken)], f"{broken}:2: text"),
         (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(tmp_path / "none.jsonl")],
          "none.jsonl"),
-        (["distill", str(tiny_chat_run), "--student", "layers:0", "--unlabeled", str(good)],
-         "task sft cannot distill from unlabelled rows yet"),
+        (["distill", str(tiny_chat_run), "--student", "layers:0", "--unlabeled", str(broken)],
+         f"{broken}:2: no messages, conversations, instruction or prompt field"),  # line 1: a `text` prompt
         (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(good), "--set", f"data.train={soft}"],
          "training labels given as distributions cannot be mixed with unlabelled rows yet"),
     ]
@@ -283,3 +283,60 @@ def test_ner_and_qa_students_take_unlabelled_rows(tiny_bert: Path, tmp_path: Pat
         applied = json.loads((out / "data_summary.json").read_text())["applied"]["unlabeled"]
         assert applied["rows"] == 10 and applied["features"] >= 10, (name, applied)
         assert json.loads((out / "distill.json").read_text())["rows"][1]["name"] == "student"
+
+
+def test_an_sft_student_learns_from_the_teachers_replies(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """Sequence-level distillation: the teacher answers 10 prompts nobody answered (`say W`), the student (one layer
+    of the teacher, one gold row, alpha 1) learns its distributions along those replies; its validation loss beats
+    the same run without the prompts by far."""
+    few = write_jsonl(tmp_path / "few.jsonl", say_rows(["good"]))
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"messages": r["messages"][:1]} for r in say_rows(WORDS[:10])])
+    loss, stderr = {}, {}
+    for name, extra in (("with", ["--unlabeled", str(prompts)]), ("without", [])):
+        out = tmp_path / name
+        res = CliRunner().invoke(app, ["distill", str(tiny_chat_run), "--student", "layers:1", "--alpha", "1",
+                                       "--output", str(out), *extra, "--set", f"data.train={few}",
+                                       "--set", "train.epochs=20", "--set", "task.generation.max_new_tokens=6",
+                                       "--set", "task.generation.eval_generate=false",
+                                       "--set", "train.baseline_eval=false"])
+        assert res.exit_code == 0, res.output
+        loss[name], stderr[name] = json.loads((out / "metrics.json").read_text())["validation"]["loss"], res.stderr
+    assert "distill: the teacher replied to 10 unlabelled prompts" in stderr["with"], stderr["with"]
+    summary = json.loads((tmp_path / "with" / "data_summary.json").read_text())
+    assert summary["applied"]["unlabeled"]["rows"] == 10, summary["applied"]
+    assert loss["with"] < 0.25 * loss["without"], loss  # measured: 0.25 against 2.08
+
+
+def test_sft_teacher_replies_count_in_the_soft_part_only(tiny_chat_run: Path) -> None:
+    """The hard cross-entropy of an sft distillation pass reads its gold rows alone: the loss of a model against
+    itself (soft part 0) is (1 - alpha) times the cross-entropy of the unflagged rows."""
+    from tunelab.data.readers import rows_table
+    from tunelab.export.save import load_model
+    from tunelab.tasks.base import UNLABELED
+    from tunelab.tasks.causal_loss import causal_lm_loss
+
+    task, model, tok = load_model(tiny_chat_run / "model")
+    rows = say_rows(["good", "nice"])
+    batch = task.collate(task.encode(task.parse(rows_table(rows)), tok), tok.pad_token_id)
+    with torch.no_grad():
+        first = causal_lm_loss(model, {k: v[:1] for k, v in batch.items()})
+        mixed = task.distill_step(model, model, {**batch, UNLABELED: torch.tensor([False, True])}, None, 2.0, 0.5)
+        alone = task.distill_step(model, model, {**batch, UNLABELED: torch.tensor([True, True])}, None, 2.0, 0.5)
+    assert float(first) > 0.01
+    assert float(mixed) == pytest.approx(0.5 * float(first), rel=1e-4)
+    assert float(alone) == pytest.approx(0, abs=1e-6)
+
+
+def test_an_unfinished_teacher_reply_does_not_teach_to_stop(tiny_chat_run: Path) -> None:
+    """A teacher reply cut at max_new_tokens (`open_end`) is trained without its end-of-turn token; a finished one
+    with it."""
+    from tunelab.data.readers import rows_table
+    from tunelab.export.save import load_model
+    from tunelab.tasks.chat_template import end_of_turn_ids
+
+    task, _, tok = load_model(tiny_chat_run / "model")
+    [ex] = task.parse(rows_table(say_rows(["good great"])))
+    finished, cut = task.encode([ex, {**ex, "open_end": True}], tok)
+    trained = [[t for t in f["labels"] if t != -100] for f in (finished, cut)]
+    stop = set(end_of_turn_ids(tok))
+    assert trained[0][:-1] == trained[1] and trained[0][-1] in stop and not stop & set(trained[1]), trained

@@ -18,7 +18,7 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import WORDS, say_rows, sentiment_rows, write_jsonl
+from conftest import WORDS, free_port, say_rows, sentiment_rows, write_jsonl
 from tunelab.cli import app
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
@@ -115,6 +115,26 @@ def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: P
         "validation"]["accuracy"]
     state = __import__("torch").load(out / "checkpoints" / "step-00000016" / "state.pt", weights_only=True)
     assert len(state["rng_ranks"]) == 2  # every process's RNG states are kept
+
+
+def test_two_nodes_on_loopback_equal_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    """`--nnodes 2 --node-rank 0|1 --master-addr 127.0.0.1`: two launchers, one process each, rendezvous over TCP as
+    two machines sharing a file system do; node 1 writes nothing of its own and the curve is the one-process run's."""
+    out, port = tmp_path / "run", str(free_port())
+    args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "train.save_steps=0")
+    node = ["--nproc", "1", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port]
+    second = subprocess.Popen([sys.executable, "-m", "tunelab", "train", *args, *node, "--node-rank", "1"], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _train(args, *node, "--node-rank", "0")
+        log, _ = second.communicate(timeout=120)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    assert second.returncode == 0, log[-3000:]
+    _same_curve(_losses(out), _losses(reference))
+    _same_model(out, reference)
+    assert json.loads((out / "metrics.json").read_text())["train"]["hardware"]["processes"] == 2
 
 
 def _sft_sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:

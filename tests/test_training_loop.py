@@ -188,6 +188,30 @@ def test_optimizers_train(train: dict, tiny_bert: Path) -> None:
     assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_layer_lr_decay_steps_each_depth_at_its_rate(method: str, tiny_bert: Path) -> None:
+    """AdamW's first step moves a weight by about its group's lr whatever the gradient: with decay 0.5 on the
+    2-layer model the head and the top layer move by lr, layer 0 by lr / 2, the embeddings by lr / 4."""
+    cfg, model, feats, collate = _setup(tiny_bert, method, max_steps=1, save_steps=0, lr=1e-2, layer_lr_decay=0.5,
+                                        weight_decay=0.0, dropout=0.0)
+    before = {k: v.clone() for k, v in ckpt.trainable_state(model).items()}
+    engine.train(model, feats, collate, cfg.train, cfg.train.lr, None)
+    moved = {k: float((v - before[k]).abs().max()) for k, v in ckpt.trainable_state(model).items()}
+
+    def step(part: str) -> float:
+        return max(v for k, v in moved.items() if part in k)
+
+    top = 1e-2 if method == "full" else step("layer.1.")
+    assert step("classifier") == pytest.approx(1e-2, rel=0.02) and step("layer.1.") == pytest.approx(top, rel=0.02)
+    assert step("layer.0.") == pytest.approx(top / 2, rel=0.02)
+    if method == "full":
+        assert step("word_embeddings") == pytest.approx(top / 4, rel=0.02)
+    with pytest.raises(TunelabError, match="no numbered layers"):
+        from tunelab.training.optim import param_groups
+
+        param_groups(torch.nn.Linear(2, 2), 0.0, 1e-2, 0.5)
+
+
 def test_warmup_fraction_rounds_up_as_hf() -> None:
     from tunelab.config.sections import TrainConfig
     from tunelab.training.optim import warmup_steps

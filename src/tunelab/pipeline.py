@@ -38,6 +38,7 @@ from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,
     flag_unlabeled,
+    marked,
     same_vocabulary,
     student_from_teacher,
     teacher_model_dir,
@@ -101,11 +102,12 @@ def run(cfg: RunConfig, resume: str | None = None,
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises
     train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
-    extra = unlabeled_features(task, unlabeled, tokenizer) if unlabeled else []
+    teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
+    extra = unlabeled_features(task, unlabeled, tokenizer, teacher) if teacher is not None else []
     check_positions(model, {**features, "unlabeled": extra}, cfg.data.max_length, train.longest)
     features["train"] = train.features  # as the engine batches them (Task.train_features: e.g. packed)
-    if extra:  # soft targets only (Task.distill_step); batched with the training rows
-        features["train"] = WithUnlabeled(train.features, extra)
+    if extra:  # soft targets only (Task.distill_step); batched with the training rows, packed like them
+        features["train"] = WithUnlabeled(train.features, marked(task.train_features(extra)))
         report.applied["unlabeled"] = {"file": cfg.data.unlabeled, "rows": len(unlabeled), "features": len(extra)}
     if not state.is_main_process:
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,

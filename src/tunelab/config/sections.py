@@ -198,6 +198,11 @@ class TrainConfig(Section):
     )
     eval_batch_size: int = Field(64, ge=1, description="Examples per forward pass in evaluation.")
     lr: float | None = Field(None, gt=0, description="Peak learning rate; default is the method's own.")
+    layer_lr_decay: float | None = Field(
+        None, gt=0, le=1, description="Layer-wise learning-rate decay: the task head and the top layer train at "
+        "train.lr, each layer below at this factor times the one above, the embeddings lowest (e.g. 0.8). null: one "
+        "learning rate for all."
+    )
     optimizer: Literal["adamw", "adafactor", "sgd"] = Field(
         "adamw", description="adamw (fused), adafactor (lr as the absolute step size) or sgd (see momentum)."
     )

@@ -130,10 +130,18 @@ class Task(ABC):
 
     def check_unlabeled(self) -> None:
         """Refuse (ConfigError) distillation's `data.unlabeled` where this task's config cannot use it; checked
-        before anything loads. A task that overrides `unlabeled_example` can."""
-        if type(self).unlabeled_example is Task.unlabeled_example:
+        before anything loads. A task that overrides `unlabeled_example` or `unlabeled_examples` can."""
+        if (type(self).unlabeled_example is Task.unlabeled_example
+                and type(self).unlabeled_examples is Task.unlabeled_examples):
             raise ConfigError(f"config: data.unlabeled: task {self.cfg.name} cannot distill from unlabelled rows "
-                              "yet (classification, ner and qa can)")
+                              "yet (classification, ner, qa and sft can)")
+
+    def unlabeled_examples(self, examples: Sequence[Example], teacher: torch.nn.Module,
+                           tokenizer: Any) -> list[Example]:
+        """Distillation's `data.unlabeled` rows made ready to encode like training rows: by default each row's
+        `unlabeled_example` (placeholder targets). A task whose soft targets need an output the row lacks
+        overrides this with the teacher's (sft: its reply to the prompt)."""
+        return [self.unlabeled_example(ex) for ex in examples]
 
     def unlabeled_example(self, example: Example) -> Example:
         """A row of distillation's `data.unlabeled` (parsed without targets) with placeholder targets, so that it

@@ -34,7 +34,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,12 +53,11 @@ from tunelab.tasks.causal_loss import (
     eval_tokens,
     example_nll,
     trained_count,
-    trained_logits,
 )
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
 from tunelab.tasks.generation import GenerationConfig, generate
-from tunelab.tasks.losses import soft_kl
 from tunelab.tasks.packing import collate_packed, pack
+from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
@@ -266,6 +264,8 @@ class Sft(Task):
                     feats.append({"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]})
                     continue
                 text, spans = assistant_spans(tokenizer, ex["messages"])
+                if ex.get("open_end"):  # a teacher's reply cut at max_new_tokens: its end-of-turn is not trained
+                    spans = open_end_spans(text, spans, ex["messages"][-1]["content"])
             except ConfigError:
                 raise
             except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
@@ -309,15 +309,14 @@ class Sft(Task):
     def distill_step(self, model: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
                      hard: Callable[..., torch.Tensor] | None, temperature: float, alpha: float,
                      divergence: str = "kl") -> torch.Tensor:
-        """Token-level logit distillation: the student's and the teacher's distributions over the vocabulary at the
-        reply positions only (the logits of those positions alone are computed, as for the loss)."""
-        logits, targets = trained_logits(model, batch)
-        hard_loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0
-        if alpha == 0:
-            return hard_loss
-        with torch.no_grad():
-            target, _ = trained_logits(teacher, batch)
-        return alpha * soft_kl(logits, target, temperature, divergence=divergence) + (1 - alpha) * hard_loss
+        """Token-level logit distillation at the reply positions (tasks/sft_distill.py)."""
+        return sft_distill_loss(model, teacher, batch, temperature, alpha, divergence)
+
+    def unlabeled_examples(self, examples: Sequence[Example], teacher: torch.nn.Module,
+                           tokenizer: Any) -> list[Example]:
+        """Unlabelled prompts with the teacher's replies (sequence-level distillation; tasks/sft_distill.py)."""
+        return teacher_replies(examples, teacher, tokenizer, self.cfg.generation, end_of_turn_ids(tokenizer),
+                               lambda msgs: render(tokenizer, msgs, generation_prompt=True))
 
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],

@@ -53,9 +53,15 @@ class WithUnlabeled(Sequence[Features]):
         return self.labelled[i] if i < n else self.unlabeled[i - n]
 
 
-def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any) -> list[Features]:
-    """`data.unlabeled`'s rows encoded like training rows (placeholder targets, `Task.unlabeled_example`), marked."""
-    features = task.encode([task.unlabeled_example(ex) for ex in examples], tokenizer)
+def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any, teacher: torch.nn.Module
+                       ) -> list[Features]:
+    """`data.unlabeled`'s rows encoded like training rows (`Task.unlabeled_examples`: placeholder targets, or the
+    teacher's outputs where the task needs them)."""
+    return task.encode(task.unlabeled_examples(examples, teacher, tokenizer), tokenizer)
+
+
+def marked(features: Sequence[Features]) -> list[Features]:
+    """Features of unlabelled rows, each marked `UNLABELED` (after `Task.train_features`, which builds new rows)."""
     return [{**f, UNLABELED: True} for f in features]
 
 

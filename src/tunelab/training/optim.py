@@ -5,6 +5,7 @@ each step."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +14,47 @@ from transformers import get_scheduler
 from transformers.optimization import Adafactor
 
 from tunelab.config.sections import TrainConfig
+from tunelab.errors import ConfigError
 from tunelab.training.sparse_rows import RowAdamW
 
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_EMBEDDING = re.compile(r"embed|(?:^|\.)(?:wte|wpe)\.")
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only, not on biases and norm weights (as HF Trainer does)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]  # no empty group (LoRA has no biases): DeepSpeed drops them
+
+def layer_depths(names: list[str]) -> tuple[dict[str, int], int]:
+    """({name: depth}, layers): depth 0 for embeddings, i + 1 for a parameter of numbered layer i, layers + 1 for
+    the rest (final norm, pooler, task head)."""
+    numbered = {n: int(m.group(1)) for n in names if (m := _LAYER.search(n))}
+    layers = max(numbered.values(), default=-1) + 1
+    return {n: numbered[n] + 1 if n in numbered else 0 if _EMBEDDING.search(n) else layers + 1 for n in names}, layers
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
+                 layer_decay: float | None = None) -> list[dict[str, Any]]:
+    """Weight decay on matrices only, not on biases and norm weights (as HF Trainer does). `layer_decay`
+    (layer-wise learning-rate decay, Clark et al. 2020 / Howard & Ruder's discriminative fine-tuning): the task
+    head and the top layer train at `lr`, each layer below at `layer_decay` times the one above, the embeddings
+    lowest — one group per depth, the top one first (the lr the logs show)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depths, layers = layer_depths([n for n, _ in named]) if layer_decay is not None else ({}, 0)
+    if layer_decay is not None and not layers:
+        raise ConfigError("config: train.layer_lr_decay: the model has no numbered layers (layer.N / layers.N / h.N) "
+                          "to give their own learning rates")
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in named:
+        no_decay = p.ndim < 2 or "norm" in name.lower()
+        depth = min(depths.get(name, 0), layers)  # the top layer and the head share the peak lr
+        group = groups.setdefault((-depth, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay})
+        if layer_decay is not None and lr is not None:
+            group["lr"] = lr * layer_decay ** (layers - depth)
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]  # no empty group (LoRA has no biases): DeepSpeed drops them
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float, row_grads: bool = False
                    ) -> torch.optim.Optimizer:
     """`row_grads`: AdamW that also steps a sparse (row) gradient on its touched rows (sparse_rows.RowAdamW)."""
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, lr, cfg.layer_lr_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
     if cfg.optimizer == "adafactor":  # lr as an absolute step size, as HF Trainer's `adafactor`

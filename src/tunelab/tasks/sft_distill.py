@@ -1,0 +1,84 @@
+"""Distillation of `task: sft` (`distill:`), including from prompts nobody answered (`data.unlabeled`).
+
+Token-level logit distillation: the student's and the teacher's distributions over the vocabulary at the reply
+positions (only those positions' logits are computed, for both models; tasks/causal_loss.py), KL at temperature
+T or JSD (tasks/losses.py soft_kl), blended with the cross-entropy on the gold reply.
+
+Unlabelled prompts have no reply to read the distributions along, so the teacher writes one first: sequence-level
+knowledge distillation (Kim & Rush 2016), as MiniLLM / GKD use for their off-policy baseline. Each prompt gets the
+teacher's reply under `task.generation` (greedy by default; the same settings `tunelab predict` uses), once, before
+training; the student then learns the teacher's token distributions along that reply — the soft part only, as
+unlabelled rows do in every task: the hard cross-entropy reads the gold rows of the pass alone. A reply that the
+teacher had not finished at `task.generation.max_new_tokens` keeps its end-of-turn token untrained (`open_end`),
+so the student is not taught to stop where the teacher was cut off.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tunelab.tasks.base import UNLABELED, Example
+from tunelab.tasks.causal_loss import trained_logits, trained_positions
+from tunelab.tasks.generation import GenerationConfig, generate
+from tunelab.tasks.losses import soft_kl
+
+TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
+
+
+def teacher_replies(examples: Sequence[Example], teacher: torch.nn.Module, tokenizer: Any, cfg: GenerationConfig,
+                    stop: Sequence[int], render_prompt: Callable[[list[dict[str, str]]], str]) -> list[Example]:
+    """`examples` (parsed without targets: the turns before the reply) with the teacher's reply appended as the
+    assistant turn, marked `open_end` where the reply reached `cfg.max_new_tokens` without an end-of-turn token."""
+    t0 = time.perf_counter()
+    prompts = [tokenizer(render_prompt(ex["messages"]), add_special_tokens=False)["input_ids"] for ex in examples]
+    replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop)
+    out, cut = [], 0
+    for ex, ids in zip(examples, replies, strict=True):
+        open_end = len(ids) >= cfg.max_new_tokens  # generate() cuts before the first stop id: none was reached
+        cut += open_end
+        reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        out.append({**ex, "messages": [*ex["messages"], {"role": "assistant", "content": reply}], "labelled": True,
+                    "open_end": open_end})
+    note = (f"; {cut} reached task.generation.max_new_tokens={cfg.max_new_tokens} unfinished (their end is not "
+            "trained)") if cut else ""
+    print(f"distill: the teacher replied to {len(out)} unlabelled prompts in {time.perf_counter() - t0:.1f} s{note}",
+          file=sys.stderr)
+    return out
+
+
+def open_end_spans(text: str, spans: list[tuple[int, int]], reply: str) -> list[tuple[int, int]]:
+    """The trained character spans of an `open_end` conversation: the last reply without its end-of-turn marker."""
+    if not spans or not reply:
+        return spans
+    start, end = spans[-1]
+    at = text.find(reply, start, end)
+    return spans if at < 0 else [*spans[:-1], (start, at + len(reply))]
+
+
+def sft_distill_loss(model: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
+                     temperature: float, alpha: float, divergence: str) -> torch.Tensor:
+    """`alpha · soft + (1 − alpha) · hard` over the batch's reply positions; positions of `data.unlabeled` rows
+    (`batch[UNLABELED]`, the teacher's own replies) count in the soft part only; a pass without gold positions is
+    `alpha · soft`."""
+    logits, targets = trained_logits(model, batch)
+    unlabeled = batch.get(UNLABELED)
+    gold = None
+    if unlabeled is not None and bool(unlabeled.any()):
+        keep, _ = trained_positions(batch["labels"])
+        gold = ~unlabeled.to(keep.device)[keep.nonzero()[:, 0]]
+    if gold is None:
+        hard = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0
+    else:
+        hard = F.cross_entropy(logits[gold].float(), targets[gold]) if bool(gold.any()) else None
+    if alpha == 0 and hard is not None:
+        return hard
+    with torch.no_grad():
+        target, _ = trained_logits(teacher, batch)
+    soft = alpha * soft_kl(logits, target, temperature, divergence=divergence)
+    return soft if hard is None else soft + (1 - alpha) * hard
