@@ -180,6 +180,18 @@ def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
     row = json.loads(res.stdout)
     assert row["entities"] and all(row["text"][e["start"] : e["end"]] == e["text"] for e in row["entities"])
     assert {e["text"] for e in row["entities"]} >= {"actor", "film story"}
+    # scoring settings other than the saved ones, for this eval / predict only
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(val), "--set", "task.decoding=argmax"])
+    assert res.exit_code == 0 and "eval: task.decoding=argmax (saved: bio)" in res.stderr, res.output
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-", "--set", "task.decoding=argmax"],
+                        input=text + "\n")
+    assert res.exit_code == 0 and json.loads(res.stdout)["entities"], res.output
+    for bad, words in ((["--set", "task.decoding=viterbi"], "--set task.decoding: Input should be 'bio' or 'argmax'"),
+                       (["--set", "task.name=classification"], "only scoring settings change after training "
+                        "(task.decoding, task.strict)"),
+                       (["--set", "train.lr=1"], "--set train.lr: only task.KEY=VALUE")):
+        res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-", *bad], input=text + "\n")
+        assert res.exit_code == 2 and words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def test_pretokenised_predictions_offsets() -> None:

@@ -12,6 +12,22 @@ import typer
 from tunelab.cli.common import _fail, app, user_errors
 from tunelab.errors import TunelabError
 
+SET_HELP = ("task.KEY=VALUE: a scoring setting other than the saved one (NER: task.decoding=argmax, "
+            "task.strict=true); repeatable.")
+
+
+def _rescore(task: Any, sets: list[str], command: str) -> None:
+    """`--set task.KEY=VALUE` applied to a loaded model's task (Task.rescore), each change named on stderr."""
+    from tunelab.config.run import parse_overrides
+
+    settings = {}
+    for path, value in parse_overrides(sets):
+        if len(path) != 2 or path[0] != "task":
+            raise TunelabError(f"{command}: --set {'.'.join(path)}: only task.KEY=VALUE (a scoring setting)")
+        settings[path[1]] = value
+    for line in task.rescore(settings) if settings else []:
+        typer.echo(f"{command}: {line}", err=True)
+
 
 @app.command("eval")
 @user_errors
@@ -32,6 +48,7 @@ def eval_(
     top_p: float | None = typer.Option(None, "--top-p", help="SFT: nucleus sampling mass (with --temperature)."),
     predictions: Path | None = typer.Option(None, "--predictions", help="SFT: replies file (JSONL; default "
                                             "RUN/predictions/eval-<data stem>.generations.jsonl next to MODEL_DIR)."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Score a tuned model: metrics as one JSON object on stdout, a table on stderr."""
     from tunelab.api import load
@@ -46,9 +63,12 @@ def eval_(
     if (report is not None or len(model_dirs) > 1) and (limit or generate or predictions):
         raise TunelabError("eval: --limit, --generate and --predictions take one model directory and no --report")
     if len(model_dirs) > 1:
+        if sets:
+            raise TunelabError("eval: --set takes one model directory")
         metrics = Ensemble(model_dirs).evaluate(read_table(data), batch_size)
     else:
         model = load(model_dirs[0])
+        _rescore(model.task, sets, "eval")
         if report is not None:
             metrics = evaluation_report(model.task, model.module, model.tokenizer, model.path, data, report,
                                         batch_size)
@@ -76,6 +96,7 @@ def predict(
                                "one text or one JSON object per line."),
     output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout)."),
     batch_size: int = typer.Option(64, help="Examples per forward pass."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...)."""
     from tunelab.api import load
@@ -83,8 +104,12 @@ def predict(
     from tunelab.io import json_line, write_jsonl_atomic
     from tunelab.studies.ensemble import Ensemble
 
+    if sets and len(model_dirs) > 1:
+        raise TunelabError("predict: --set takes one model directory")
     ensemble = Ensemble(model_dirs) if len(model_dirs) > 1 else None  # members checked before weights load
     model = load(model_dirs[0]) if ensemble is None else None
+    if model is not None:
+        _rescore(model.task, sets, "predict")
     task = ensemble.task if ensemble is not None else model.task  # type: ignore[union-attr]
     if input_ == "-":
         table = lines_table(sys.stdin.readlines(), "<stdin>", task.data.text_field)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from transformers import AutoTokenizer
 
 from tunelab.config.sections import DataConfig, TaskConfig, TrainConfig
@@ -283,6 +284,25 @@ class Task(ABC):
 
     def load_metadata(self, meta: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restore state saved by `metadata()` (e.g. the label map) when loading a tuned model."""
+
+    def rescore(self, settings: dict[str, Any]) -> list[str]:
+        """A loaded model's task with other scoring settings (`tunelab eval / predict --set task.KEY=VALUE`): only
+        the keys of `TaskConfig.scoring_only` (e.g. NER's decoding), never what the model was trained for.
+        Returns `KEY=VALUE (saved: OLD)` for each setting that changed."""
+        allowed = self.cfg.scoring_only
+        for key in settings:
+            if key not in allowed:
+                names = ", ".join(f"task.{k}" for k in sorted(allowed)) or f"task {self.cfg.name} has none"
+                raise ConfigError(f"--set task.{key}: only scoring settings change after training ({names})")
+        try:
+            cfg = type(self.cfg).model_validate({**self.cfg.model_dump(), **settings})
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"--set task.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        changed = [f"task.{k}={getattr(cfg, k)} (saved: {getattr(self.cfg, k)})" for k in settings
+                   if getattr(cfg, k) != getattr(self.cfg, k)]
+        self.cfg = cfg
+        return changed
 
 
 CHARS_PER_TOKEN = 16  # no tokenizer makes a token of more characters than this on real text
