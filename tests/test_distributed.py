@@ -119,7 +119,7 @@ def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: P
 
 def test_two_nodes_on_loopback_equal_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
     """`--nnodes 2 --node-rank 0|1 --master-addr 127.0.0.1`: two launchers, one process each, rendezvous over TCP as
-    two machines sharing a file system do; node 1 writes nothing of its own and the curve is the one-process run's."""
+    two machines sharing a file system do: the curve and the model are the one-process run's."""
     out, port = tmp_path / "run", str(free_port())
     args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "train.save_steps=0")
     node = ["--nproc", "1", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port]

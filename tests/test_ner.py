@@ -186,6 +186,7 @@ def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-", "--set", "task.decoding=argmax"],
                         input=text + "\n")
     assert res.exit_code == 0 and json.loads(res.stdout)["entities"], res.output
+    assert "predict: task.decoding=argmax (saved: bio)" in res.stderr
     for bad, words in ((["--set", "task.decoding=viterbi"], "--set task.decoding: Input should be 'bio' or 'argmax'"),
                        (["--set", "task.name=classification"], "only scoring settings change after training "
                         "(task.decoding, task.strict)"),

@@ -206,10 +206,37 @@ def test_layer_lr_decay_steps_each_depth_at_its_rate(method: str, tiny_bert: Pat
     assert step("layer.0.") == pytest.approx(top / 2, rel=0.02)
     if method == "full":
         assert step("word_embeddings") == pytest.approx(top / 4, rel=0.02)
-    with pytest.raises(TunelabError, match="no numbered layers"):
+    with pytest.raises(TunelabError, match="no trainable parameter sits in a numbered layer"):
         from tunelab.training.optim import param_groups
 
         param_groups(torch.nn.Linear(2, 2), 0.0, 1e-2, 0.5)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_layer_lr_decay_a_tied_output_layer_trains_at_the_peak(tied: bool) -> None:
+    """A tied output layer is the input embedding: it is the head too, so it takes the top lr; untied, the
+    embedding takes the lowest and lm_head the top."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunelab.training.optim import param_groups
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=3,
+                                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied))
+    lr_of = {id(p): g["lr"] for g in param_groups(model, 0.01, 1.0, 0.5) for p in g["params"]}
+    assert lr_of[id(model.model.embed_tokens.weight)] == (1.0 if tied else 0.125)
+    assert lr_of[id(model.model.layers[0].mlp.up_proj.weight)] == 0.25
+    assert lr_of[id(model.model.norm.weight)] == lr_of[id(model.lm_head.weight)] == 1.0
+
+
+def test_resume_after_changing_what_the_optimizer_holds_is_one_line(tiny_bert: Path, tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", sentiment_rows(16))
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", "data.validation_split=0.25",
+            f"output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.save_steps=1", "train.batch_size=8"]
+    args = [x for s in sets for x in ("--set", s)]
+    assert runner.invoke(app, ["train", *args, "--set", "train.max_steps=1"]).exit_code == 0
+    res = runner.invoke(app, ["train", *args, "--resume", "--set", "train.layer_lr_decay=0.5"])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert "its optimizer state does not fit this run" in res.stderr, res.stderr
 
 
 def test_warmup_fraction_rounds_up_as_hf() -> None:

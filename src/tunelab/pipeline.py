@@ -45,6 +45,7 @@ from tunelab.training.distill import (
     unlabeled_features,
 )
 from tunelab.training.distributed import check_strategy, launched, whole_models
+from tunelab.training.optim import check_layer_decay
 from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
 
 
@@ -98,12 +99,13 @@ def run(cfg: RunConfig, resume: str | None = None,
             student.cleanup()
     distill = _distill_loss(cfg, task, tokenizer)
     method.check_model(model)
+    check_layer_decay(model, cfg.train.layer_lr_decay)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises
     train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
     teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
-    extra = unlabeled_features(task, unlabeled, tokenizer, teacher) if teacher is not None else []
+    extra = unlabeled_features(task, unlabeled, tokenizer, teacher, state) if teacher is not None else []
     check_positions(model, {**features, "unlabeled": extra}, cfg.data.max_length, train.longest)
     features["train"] = train.features  # as the engine batches them (Task.train_features: e.g. packed)
     if extra:  # soft targets only (Task.distill_step); batched with the training rows, packed like them

@@ -316,7 +316,7 @@ class Sft(Task):
                            tokenizer: Any) -> list[Example]:
         """Unlabelled prompts with the teacher's replies (sequence-level distillation; tasks/sft_distill.py)."""
         return teacher_replies(examples, teacher, tokenizer, self.cfg.generation, end_of_turn_ids(tokenizer),
-                               lambda msgs: render(tokenizer, msgs, generation_prompt=True))
+                               lambda msgs: render(tokenizer, msgs, generation_prompt=True), self.data.max_length)
 
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],

@@ -23,21 +23,32 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunelab.errors import DataError
 from tunelab.tasks.base import UNLABELED, Example
 from tunelab.tasks.causal_loss import trained_logits, trained_positions
 from tunelab.tasks.generation import GenerationConfig, generate
 from tunelab.tasks.losses import soft_kl
 
 TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
+PROMPT_FIELD = {"completion": "prompt", "output": "instruction"}  # a row's prompt field, from its reply field
 
 
 def teacher_replies(examples: Sequence[Example], teacher: torch.nn.Module, tokenizer: Any, cfg: GenerationConfig,
-                    stop: Sequence[int], render_prompt: Callable[[list[dict[str, str]]], str]) -> list[Example]:
+                    stop: Sequence[int], render_prompt: Callable[[list[dict[str, str]]], str],
+                    max_length: int) -> list[Example]:
     """`examples` (parsed without targets: the turns before the reply) with the teacher's reply appended as the
-    assistant turn, marked `open_end` where the reply reached `cfg.max_new_tokens` without an end-of-turn token."""
+    assistant turn, marked `open_end` where the reply reached `cfg.max_new_tokens` without an end-of-turn token.
+    A prompt of `max_length` tokens or more (no room for a reply) is a DataError before anything is generated;
+    sampling (`cfg.do_sample`) draws from its own seed without moving the run's random state."""
     t0 = time.perf_counter()
     prompts = [tokenizer(render_prompt(ex["messages"]), add_special_tokens=False)["input_ids"] for ex in examples]
-    replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop)
+    for ex, ids in zip(examples, prompts, strict=True):
+        if len(ids) >= max_length:
+            field = PROMPT_FIELD.get(ex["field"], ex["field"])
+            raise DataError(ex["source"], ex["line"], field, f"the prompt is {len(ids)} tokens: "
+                            f"data.max_length={max_length} leaves no room for the teacher's reply")
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop)
     out, cut = [], 0
     for ex, ids in zip(examples, replies, strict=True):
         open_end = len(ids) >= cfg.max_new_tokens  # generate() cuts before the first stop id: none was reached
@@ -53,7 +64,8 @@ def teacher_replies(examples: Sequence[Example], teacher: torch.nn.Module, token
 
 
 def open_end_spans(text: str, spans: list[tuple[int, int]], reply: str) -> list[tuple[int, int]]:
-    """The trained character spans of an `open_end` conversation: the last reply without its end-of-turn marker."""
+    """The trained character spans of an `open_end` conversation: the last reply without its end-of-turn marker
+    (where the template changed the reply's text so that it is not found, the span stays whole)."""
     if not spans or not reply:
         return spans
     start, end = spans[-1]

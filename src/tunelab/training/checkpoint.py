@@ -198,7 +198,12 @@ def load_checkpoint(
     if model is not None:
         load_trainable(path, model)
         if state["optimizer"] is not None:  # None: the engine keeps its own (DeepSpeed)
-            optimizer.load_state_dict(state["optimizer"])
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except ValueError as e:  # torch: "loaded state dict has a different number of parameter groups"
+                raise TunelabError(f"resume: {path}: its optimizer state does not fit this run ({e}); "
+                                   "train.layer_lr_decay, the method or what trains changed since it was written: "
+                                   "resume with the settings it was written with") from None
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

@@ -53,11 +53,17 @@ class WithUnlabeled(Sequence[Features]):
         return self.labelled[i] if i < n else self.unlabeled[i - n]
 
 
-def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any, teacher: torch.nn.Module
-                       ) -> list[Features]:
+def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any, teacher: torch.nn.Module,
+                       state: Any = None) -> list[Features]:
     """`data.unlabeled`'s rows encoded like training rows (`Task.unlabeled_examples`: placeholder targets, or the
-    teacher's outputs where the task needs them)."""
-    return task.encode(task.unlabeled_examples(examples, teacher, tokenizer), tokenizer)
+    teacher's outputs where the task needs them). Under several processes (`state`: accelerate's PartialState) the
+    main process makes them and sends them to the others, so every process trains on the same rows."""
+    if state is None or state.num_processes == 1:
+        return task.encode(task.unlabeled_examples(examples, teacher, tokenizer), tokenizer)
+    from accelerate.utils import broadcast_object_list
+
+    made = [task.unlabeled_examples(examples, teacher, tokenizer) if state.is_main_process else None]
+    return task.encode(broadcast_object_list(made, from_process=0)[0], tokenizer)
 
 
 def marked(features: Sequence[Features]) -> list[Features]:

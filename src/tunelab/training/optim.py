@@ -19,6 +19,8 @@ from tunelab.training.sparse_rows import RowAdamW
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 _EMBEDDING = re.compile(r"embed|(?:^|\.)(?:wte|wpe)\.")
+_NEW_ROWS = re.compile(r"trainable_tokens|token_adapter")  # peft's rows of added tokens (LoRA's new_token_ids)
+LAYER_NAMES = "layer.N, layers.N, h.N, block.N or blocks.N"
 
 
 def layer_depths(names: list[str]) -> tuple[dict[str, int], int]:
@@ -27,6 +29,12 @@ def layer_depths(names: list[str]) -> tuple[dict[str, int], int]:
     numbered = {n: int(m.group(1)) for n in names if (m := _LAYER.search(n))}
     layers = max(numbered.values(), default=-1) + 1
     return {n: numbered[n] + 1 if n in numbered else 0 if _EMBEDDING.search(n) else layers + 1 for n in names}, layers
+
+
+def check_layer_decay(model: torch.nn.Module, layer_decay: float | None) -> None:
+    """Refuse `train.layer_lr_decay` for a model without numbered layers before anything is written."""
+    if layer_decay is not None and not layer_depths([n for n, _ in model.named_parameters()])[1]:
+        raise ConfigError(f"config: train.layer_lr_decay: the model has no numbered layers ({LAYER_NAMES})")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
@@ -38,12 +46,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr: float | None =
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     depths, layers = layer_depths([n for n, _ in named]) if layer_decay is not None else ({}, 0)
     if layer_decay is not None and not layers:
-        raise ConfigError("config: train.layer_lr_decay: the model has no numbered layers (layer.N / layers.N / h.N) "
-                          "to give their own learning rates")
+        raise ConfigError(f"config: train.layer_lr_decay: no trainable parameter sits in a numbered layer "
+                          f"({LAYER_NAMES}); prefix / prompt tuning trains virtual tokens only")
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if layer_decay is not None and callable(get_head) else None
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, p in named:
         no_decay = p.ndim < 2 or "norm" in name.lower()
-        depth = min(depths.get(name, 0), layers)  # the top layer and the head share the peak lr
+        # the top layer and the head share the peak lr; so do a tied output layer and the rows of added tokens
+        depth = layers if id(p) in head_ids or _NEW_ROWS.search(name) else min(depths.get(name, 0), layers)
         group = groups.setdefault((-depth, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay})
         if layer_decay is not None and lr is not None:
             group["lr"] = lr * layer_decay ** (layers - depth)
