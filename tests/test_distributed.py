@@ -1,7 +1,8 @@
 """Several CPU processes (gloo) through `tunelab train --nproc N` (torchrun): the loss curve and the weights equal a
 one-process run at the same global batch, whatever the number of processes — also across a SIGKILL and a resume:
-classification under DDP, SFT with LoRA (token-weighted) under FSDP2 resumed on another number of processes;
-checkpoints, the model and the LoRA adapter hold full tensors; only the main process writes."""
+classification under DDP (resumed as two nodes over loopback), SFT with LoRA (token-weighted) under FSDP2 resumed on
+another number of processes; checkpoints, the model and the LoRA adapter hold full tensors; only the main process
+writes."""
 
 from __future__ import annotations
 
@@ -96,16 +97,34 @@ def _same_model(got: Path, want: Path) -> None:
     assert max(float((a[k] - b[k]).abs().max()) for k in b) < 1e-4
 
 
+def _two_nodes(args: list[str], env: dict[str, str]) -> str:
+    """`tunelab train ARGS --nproc 1 --nnodes 2 --node-rank 0|1 --master-addr 127.0.0.1`: two launchers, one process
+    each, that rendezvous over TCP as two machines sharing a file system do; both outputs."""
+    node = ["--nproc", "1", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+    second = subprocess.Popen([sys.executable, "-m", "tunelab", "train", *args, *node, "--node-rank", "1"],
+                              env={**ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        first = _train(args, *node, "--node-rank", "0", env=env)
+        log, _ = second.communicate(timeout=120)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    assert second.returncode == 0, log[-3000:]
+    return first + log
+
+
 def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
     """With the feature cache on (the reference tokenises in memory): the first process of the node tokenises and
-    writes the cache, the other maps it; the resumed processes both map it."""
+    writes the cache, the other maps it. The resume runs as two nodes of one process each (`--nnodes 2`, over
+    loopback); both map the cache."""
     out, cache = tmp_path / "run", {"TUNELAB_CACHE": str(tmp_path / "cache")}
     args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "data.cache=true")
     log = _train(args, "--nproc", "2", pause="step:6", ready=out / "checkpoints" / "step-00000004", env=cache)
     assert log.count("58 tokenised training rows cached in") == log.count("58 tokenised training rows reused") == 1
     assert max(_losses(out)) == 6  # steps 5 and 6 were logged after checkpoint 4: the resume replaces them
     assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
-    log = _train(args, "--nproc", "2", "--resume", env=cache)
+    log = _two_nodes([*args, "--resume"], cache)
     assert log.count("58 tokenised training rows reused from") == 2, log[-3000:]
     _same_curve(_losses(out), _losses(reference))
     _same_model(out, reference)
@@ -115,26 +134,6 @@ def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: P
         "validation"]["accuracy"]
     state = __import__("torch").load(out / "checkpoints" / "step-00000016" / "state.pt", weights_only=True)
     assert len(state["rng_ranks"]) == 2  # every process's RNG states are kept
-
-
-def test_two_nodes_on_loopback_equal_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
-    """`--nnodes 2 --node-rank 0|1 --master-addr 127.0.0.1`: two launchers, one process each, rendezvous over TCP as
-    two machines sharing a file system do: the curve and the model are the one-process run's."""
-    out, port = tmp_path / "run", str(free_port())
-    args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "train.save_steps=0")
-    node = ["--nproc", "1", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port]
-    second = subprocess.Popen([sys.executable, "-m", "tunelab", "train", *args, *node, "--node-rank", "1"], env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        _train(args, *node, "--node-rank", "0")
-        log, _ = second.communicate(timeout=120)
-    finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
-    assert second.returncode == 0, log[-3000:]
-    _same_curve(_losses(out), _losses(reference))
-    _same_model(out, reference)
-    assert json.loads((out / "metrics.json").read_text())["train"]["hardware"]["processes"] == 2
 
 
 def _sft_sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
