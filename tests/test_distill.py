@@ -355,3 +355,27 @@ def test_an_unfinished_teacher_reply_does_not_teach_to_stop(tiny_chat_run: Path)
     trained = [[t for t in f["labels"] if t != -100] for f in (finished, cut)]
     stop = set(end_of_turn_ids(tok))
     assert trained[0][:-1] == trained[1] and trained[0][-1] in stop and not stop & set(trained[1]), trained
+
+
+def test_a_copy_saved_inside_a_process_group_loads_back(tmp_path: Path) -> None:
+    """transformers 5 saves a model on rank 0 only once torch.distributed is up, so a student cut from its teacher
+    on the other ranks of `--nproc 2` had no weights (found running it); `save_model_here` writes them on any rank.
+    Inside a (one-process) gloo group its own path must give a model that loads back with the same logits, tied
+    output layer included."""
+    import torch.distributed as dist
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import free_port
+    from tunelab.models.local_save import save_model_here
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        save_model_here(model, tmp_path)
+    finally:
+        dist.destroy_process_group()
+    back = LlamaForCausalLM.from_pretrained(tmp_path)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert back.lm_head.weight.data_ptr() == back.model.embed_tokens.weight.data_ptr()
+    assert torch.equal(back(ids).logits, model(ids).logits)

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.errors import ConfigError
 from tunelab.io import atomic_dir, commit_dir
+from tunelab.models.local_save import save_model_here
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -141,4 +142,4 @@ def materialise_gguf(gguf_path: Path, target: Path) -> None:
         del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    _write_once(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    _write_once(target, lambda tmp: (save_model_here(model, tmp), tokenizer.save_pretrained(tmp)))

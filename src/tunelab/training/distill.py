@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from tunelab.models.decoder_heads import load_head
+from tunelab.models.local_save import save_model_here
 from tunelab.models.student import keep_layers, parse_layers
 from tunelab.tasks.base import UNLABELED, Example, Features, Task
 
@@ -98,7 +99,7 @@ def student_from_teacher(spec: str, teacher_dir: Path, auto_class: str) -> tempf
     model = keep_layers(load_head(auto_class, str(teacher_dir)), keep)
     tmp = tempfile.TemporaryDirectory(prefix="tunelab-student-")
     try:
-        model.save_pretrained(tmp.name)
+        save_model_here(model, tmp.name)  # every process of a launched run builds its own copy
         AutoTokenizer.from_pretrained(str(teacher_dir)).save_pretrained(tmp.name)
     except BaseException:
         shutil.rmtree(tmp.name, ignore_errors=True)
