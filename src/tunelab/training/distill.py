@@ -59,12 +59,12 @@ def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any, teac
     """`data.unlabeled`'s rows encoded like training rows (`Task.unlabeled_examples`: placeholder targets, or the
     teacher's outputs where the task needs them). Under several processes (`state`: accelerate's PartialState) the
     main process makes them and sends them to the others, so every process trains on the same rows."""
-    if state is None or state.num_processes == 1:
-        return task.encode(task.unlabeled_examples(examples, teacher, tokenizer), tokenizer)
     from accelerate.utils import broadcast_object_list
 
-    made = [task.unlabeled_examples(examples, teacher, tokenizer) if state.is_main_process else None]
-    return task.encode(broadcast_object_list(made, from_process=0)[0], tokenizer)
+    made = [task.unlabeled_examples(examples, teacher, tokenizer) if state is None or state.is_main_process else None]
+    if state is not None and state.num_processes > 1:
+        made = broadcast_object_list(made, from_process=0)
+    return task.encode(made[0], tokenizer)
 
 
 def marked(features: Sequence[Features]) -> list[Features]:
