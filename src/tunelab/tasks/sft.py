@@ -315,8 +315,9 @@ class Sft(Task):
     def unlabeled_examples(self, examples: Sequence[Example], teacher: torch.nn.Module,
                            tokenizer: Any) -> list[Example]:
         """Unlabelled prompts with the teacher's replies (sequence-level distillation; tasks/sft_distill.py)."""
-        return teacher_replies(examples, teacher, tokenizer, self.cfg.generation, end_of_turn_ids(tokenizer),
-                               lambda msgs: render(tokenizer, msgs, generation_prompt=True), self.data.max_length)
+        prompts = [f["input_ids"] for f in self.encode(examples, tokenizer)]  # unlabelled: the generation prompt
+        return teacher_replies(examples, prompts, teacher, tokenizer, self.cfg.generation, end_of_turn_ids(tokenizer),
+                               self.data.max_length)
 
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,15 +33,14 @@ TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
 PROMPT_FIELD = {"completion": "prompt", "output": "instruction"}  # a row's prompt field, from its reply field
 
 
-def teacher_replies(examples: Sequence[Example], teacher: torch.nn.Module, tokenizer: Any, cfg: GenerationConfig,
-                    stop: Sequence[int], render_prompt: Callable[[list[dict[str, str]]], str],
-                    max_length: int) -> list[Example]:
-    """`examples` (parsed without targets: the turns before the reply) with the teacher's reply appended as the
-    assistant turn, marked `open_end` where the reply reached `cfg.max_new_tokens` without an end-of-turn token.
-    A prompt of `max_length` tokens or more (no room for a reply) is a DataError before anything is generated;
-    sampling (`cfg.do_sample`) draws from its own seed without moving the run's random state."""
+def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], teacher: torch.nn.Module,
+                    tokenizer: Any, cfg: GenerationConfig, stop: Sequence[int], max_length: int) -> list[Example]:
+    """`examples` (parsed without targets: the turns before the reply; `prompts` their token ids with the
+    generation prompt) with the teacher's reply appended as the assistant turn, marked `open_end` where the reply
+    reached `cfg.max_new_tokens` without an end-of-turn token. A prompt of `max_length` tokens or more (no room for
+    a reply) is a DataError before anything is generated; sampling (`cfg.do_sample`) draws from its own seed
+    without moving the run's random state."""
     t0 = time.perf_counter()
-    prompts = [tokenizer(render_prompt(ex["messages"]), add_special_tokens=False)["input_ids"] for ex in examples]
     for ex, ids in zip(examples, prompts, strict=True):
         if len(ids) >= max_length:
             field = PROMPT_FIELD.get(ex["field"], ex["field"])
