@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import POS, WORDS, say_rows, sentiment_rows
+from conftest import POS, WORDS, say_rows, sentiment_rows, write_jsonl
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, TunelabError
@@ -24,6 +24,7 @@ from tunelab.methods.qlora import qlora_missing
 from tunelab.models.precision import resolve_precision
 from tunelab.registry import METHODS, TASKS
 from tunelab.training import batching, engine
+from tunelab.training.rdrop import RDropLoss
 
 CASES = [
     ("bert", "full", {}),
@@ -277,3 +278,53 @@ def test_task_refuses_method(variant: str, method: str, message: str, request: p
     with pytest.raises(TunelabError, match=message) as err:
         _prepare(variant, method, model_path, tmp_path)
     assert isinstance(err.value, ConfigError) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------ R-Drop (train.rdrop), per task
+@pytest.mark.parametrize("variant", ["classification", "ner", "qa"])
+def test_rdrop_adds_the_divergence_of_two_dropout_samples(variant: str, request: pytest.FixtureRequest,
+                                                          tmp_path: Path) -> None:
+    model_path = request.getfixturevalue(f"tiny_{VARIANTS[variant][1]}")
+    cfg, task, examples, model, tok, _ = _prepare(variant, "full", model_path, tmp_path)
+    batch = task.collate(task.train_features(task.encode(examples, tok))[:4], pad_id=tok.pad_token_id)
+    plain = task.loss_fn() or (lambda m, b: m(**b).loss)
+
+    def rdrop(alpha: float, seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return RDropLoss(task, task.loss_fn(), alpha)(model, batch)
+
+    model.eval()  # no dropout: both copies agree, so R-Drop is the plain loss whatever alpha
+    assert float(rdrop(1.0, 0).detach()) == pytest.approx(float(plain(model, batch).detach()), rel=1e-5)
+    model.train()  # dropout: the same two samples (seed) with and without the divergence (large alpha: the tiny
+    extra = float(rdrop(1000.0, 0) - rdrop(0.0, 0))  # model's two samples differ little)
+    assert extra > 1e-4 and float(rdrop(2000.0, 0) - rdrop(0.0, 0)) == pytest.approx(2 * extra, rel=1e-3)
+    if variant == "classification":  # the divergence itself: ¼ (KL(p‖q) + KL(q‖p)), the paper's eq. 3 halved
+        torch.manual_seed(0)
+        twice = {k: torch.cat([v, v]) for k, v in batch.items()}
+        logp = torch.log_softmax(model(**twice).logits.float(), -1)
+        p, q = logp[:4], logp[4:]
+        kl = (p.exp() * (p - q)).sum(-1).mean() + (q.exp() * (q - p)).sum(-1).mean()
+        assert extra == pytest.approx(250 * float(kl), rel=1e-3)
+    model.zero_grad()
+    rdrop(1.0, 1).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    feats = task.train_features(task.encode(examples, tok))  # and through the engine (row gradients, passes)
+    result = engine.train(model, feats, partial(task.collate, pad_id=tok.pad_token_id), cfg.train, lr=cfg.train.lr,
+                          loss_fn=RDropLoss(task, task.loss_fn(), 1.0), loss_units=task.loss_units)
+    assert result.steps == 3 and math.isfinite(result.train_loss)
+
+
+def test_rdrop_refusals(tiny_llama: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    data = write_jsonl(tmp_path / "say.jsonl", say_rows(WORDS[:8]))
+    cases = [(["task=sft", f"model={tiny_llama}"], "config: train.rdrop: task sft has no output divergence"),
+             (["task=classification", f"model={tiny_bert}", f"distill.teacher={tiny_bert}"],
+              "config: train.rdrop: R-Drop and distill cannot be combined")]
+    for sets, message in cases:
+        args = [*sets, f"data.train={data}", f"output_dir={tmp_path / 'run'}", "train.rdrop=0.5"]
+        res = CliRunner().invoke(app, ["train", *[a for s in args for a in ("--set", s)]])
+        assert res.exit_code == 2 and res.output.strip().startswith(f"error: {message}"), res.output
+        assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -46,6 +46,7 @@ from tunelab.training.distill import (
 )
 from tunelab.training.distributed import check_strategy, launched, whole_models
 from tunelab.training.optim import check_layer_decay
+from tunelab.training.rdrop import check_rdrop, rdrop_loss
 from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
 
 
@@ -85,6 +86,7 @@ def run(cfg: RunConfig, resume: str | None = None,
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
     task.check_method(cfg.method.name)
+    check_rdrop(task, cfg.train.rdrop, cfg.distill is not None)
     report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
     splits = load_splits(cfg.data, task, cfg.train.seed, report)
     unlabeled = load_unlabeled(cfg.data, task, report)  # distillation's rows without labels (data.unlabeled)
@@ -202,7 +204,8 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
     result = engine.train(
         model, features["train"], collate, cfg.train,
         lr=cfg.train.lr, out_dir=out,
-        evaluate=score if "validation" in splits else None, loss_fn=distill or task.loss_fn(), resume_from=resume_from,
+        evaluate=score if "validation" in splits else None, resume_from=resume_from,
+        loss_fn=distill or rdrop_loss(task, cfg.train.rdrop) or task.loss_fn(),
         on_eval=on_eval, loss_units=task.loss_units,
     )
     if not state.is_main_process:  # the main process exports and scores; the others are done
