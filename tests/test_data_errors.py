@@ -371,6 +371,13 @@ def test_datasets_folders_are_read(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows[:2]), tmp_path / "pq" / "part-0.parquet")
     pq.write_table(pa.Table.from_pylist(rows[2:]), tmp_path / "pq" / "part-1.parquet")
     assert [r.data for r in read_table(tmp_path / "pq").records] == rows
+    (tmp_path / "arrow").mkdir()  # Arrow's file format (Feather v2, pyarrow.ipc.new_file), as a folder and alone
+    for i, part in enumerate((rows[:3], rows[3:])):
+        with pa.ipc.new_file(str(tmp_path / "arrow" / f"part-{i}.arrow"), pa.schema([("text", pa.string()),
+                                                                                     ("label", pa.string())])) as w:
+            w.write_table(pa.Table.from_pylist(part))
+    assert [r.data for r in read_table(tmp_path / "arrow").records] == rows
+    assert [r.data for r in read_table(tmp_path / "arrow" / "part-1.arrow").records] == rows[3:]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="a folder without data"):
         read_table(tmp_path / "empty")

@@ -52,3 +52,72 @@ def test_broken_input_is_one_line(index: int, tmp_path: Path) -> None:
     assert "Traceback" not in out and len(out.splitlines()) == 1, (args, out)
     assert out.startswith("error: ") and said in out, (args, out)
     assert not (tmp_path / "aug.jsonl").exists()  # nothing half-written
+
+
+def _one_line(args: list[str], said: str) -> None:
+    res = runner.invoke(app, args)
+    out = res.output.strip()
+    assert res.exit_code == 2, (args, out)
+    assert "Traceback" not in out and len(out.splitlines()) == 1, (args, out)
+    assert out.startswith("error: ") and said in out, (args, out)
+
+
+def test_broken_model_directories_and_output_paths_are_one_line(tiny_bert: Path, tmp_path: Path) -> None:
+    """A model directory with a damaged tunelab.json, without a tokenizer or without weights, for every command
+    that loads one; an --output that is a directory, under a file, or somewhere nothing can be written; a --model
+    that cannot be loaded."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "good film", "label": "a"}\n{"text": "bad film", "label": "b"}\n', encoding="utf-8")
+    (tmp_path / "one.txt").write_text("good film\n", encoding="utf-8")
+    damaged, no_tok, no_weights = tmp_path / "damaged", tmp_path / "no-tok", tmp_path / "no-weights"
+    for d in (damaged, no_tok, no_weights):
+        d.mkdir()
+    (damaged / "tunelab.json").write_text("{bad", encoding="utf-8")
+    meta = '{"task": {"name": "classification"}, "data": {}, "labels": ["a", "b"]}'
+    for d in (no_tok, no_weights):
+        (d / "tunelab.json").write_text(meta, encoding="utf-8")
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):  # a tokenizer, no weights
+        (no_weights / name).write_bytes((tiny_bert / name).read_bytes())
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    for model, said in ((damaged, "damaged/tunelab.json: not valid JSON (Expecting property name"),
+                        (no_tok, "no-tok: no tokenizer (tokenizer.json"),
+                        (no_weights, "no-weights: cannot load the model: ")):
+        for args in (["predict", str(model), "--input", str(tmp_path / "one.txt")],
+                     ["eval", str(model), "--data", str(rows)], ["serve", str(model), "--port", "1"],
+                     ["export", str(model), "--format", "onnx"]):
+            _one_line(args, said)
+    augment = ["data", "augment", str(rows), "--set", "data.augment.ops=[delete,swap]", "--output"]
+    _one_line([*augment, str(tmp_path)], f"{tmp_path}: is a directory; name a file to write")
+    _one_line([*augment, str(tmp_path / "afile" / "x.jsonl")], "x.jsonl: cannot be written: part of")
+    _one_line([*augment, "/proc/x.jsonl"], "/proc/x.jsonl: cannot be written (")
+    _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "--model: cannot load")
+    _one_line(["data", "check", str(rows), "--set", "data.nosuch=1"], "config: data.nosuch: unknown key")
+
+
+def test_data_check_refuses_max_length_above_the_positions_as_train_does(tiny_bert: Path, tmp_path: Path) -> None:
+    from conftest import WORDS
+
+    long = tmp_path / "long.jsonl"  # the tiny BERT has 128 learned positions
+    text = " ".join(WORDS * 8)
+    long.write_text(f'{{"text": "{text}", "label": "a"}}\n{{"text": "good", "label": "b"}}\n', encoding="utf-8")
+    args = ["data", "check", str(long), "--model", str(tiny_bert)]
+    _one_line([*args, "--set", "data.max_length=512"], "data.max_length: 512 is above the model's 128 positions")
+    assert runner.invoke(app, [*args, "--set", "data.max_length=128"]).exit_code == 0
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["train", "--nosuch"], "error: No such option: --nosuch"),
+    (["tune"], "error: Missing argument 'config'."),
+    (["data", "cache", "--nosuch"], "error: No such option: --nosuch"),
+    (["ui", "--port", "notaport"], "error: Invalid value for '--port'"),
+])
+def test_usage_mistakes_are_one_line(args: list[str], said: str) -> None:
+    res = runner.invoke(app, args)
+    out = res.output.strip()
+    assert res.exit_code == 2 and len(out.splitlines()) == 1 and out.startswith(said) and "-h for help)" in out, out
+
+
+def test_no_arguments_still_prints_the_help() -> None:
+    for args in ([], ["data"]):
+        res = runner.invoke(app, args)
+        assert "Usage: " in res.output and "Commands" in res.output, res.output

@@ -164,6 +164,12 @@ def test_report_per_task(name: str, tmp_path: Path, request: pytest.FixtureReque
     for key in ("summary", "data", "training", "results", "errors"):
         assert f'<section id="{key}">' in html, key
     assert "could not be built" not in html
+    logged = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r and "final" not in r]  # the training log rows, not the closing summary
+    row = html.split("final training loss (last logged step)", 1)[1].split("</tr>", 1)[0]
+    assert float(re.sub(r"<[^>]+>", "", row).strip()) == pytest.approx(logged[-1], abs=5e-3)  # as shown, rounded
+    data = html.split('<section id="data">', 1)[1].split("</section>", 1)[0]
+    assert '{"' not in data and "{&quot;" not in data and "&#x27;: " not in data  # tables, not raw JSON
     for text in EXPECT[name]:
         assert text in html, text
     if name == "classification":

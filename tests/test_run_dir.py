@@ -99,6 +99,11 @@ def test_a_second_run_into_a_busy_directory_is_refused(tiny_bert: Path, tmp_path
     sets = _sets(tiny_bert, tmp_path, out)
     with RunDirLock(out):
         _fails(["train", *sets], f"is in use by process {os.getpid()}")
+        (out / "config.yaml").write_text("task: ner\n", encoding="utf-8")  # what a live run of another config
+        (out / "metrics.jsonl").write_text("", encoding="utf-8")  # holds: the pid is still what is said
+        _fails(["train", *sets], f"is in use by process {os.getpid()}")
+    (out / "config.yaml").unlink()
+    (out / "metrics.jsonl").unlink()
     assert (out / LOCK).read_text() == ""
     (out / LOCK).write_text("999999999\n", encoding="utf-8")  # a dead process's lock file, no OS lock held
     res = runner.invoke(app, ["train", *sets])

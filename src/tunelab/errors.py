@@ -23,9 +23,28 @@ class DataError(TunelabError):
         self.source, self.line, self.field, self.problem = source, line, field, problem
 
 
+class BrokenFileError(TunelabError, ValueError):
+    """A file tunelab reads (tunelab.json, a run's JSON) that does not parse: one line naming it. Still a
+    ValueError, so code that skips unreadable files (a damaged checkpoint) keeps doing so."""
+
+
 def require(module: str, missing: str) -> ModuleType:
     """`import module` for an optional extra, or a one-line TunelabError `missing` (what needs it, how to install)."""
     try:
         return importlib.import_module(module)
     except ImportError:
         raise TunelabError(missing) from None
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """A library exception's message cut to its first non-empty line (what a one-line error quotes of it)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
+def os_error_line(error: OSError) -> str:
+    """An OSError on a path the user named (a directory where a file is to be written, a parent that is a file, no
+    permission, a model file missing) as `PATH: reason`."""
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return first_line(error)

@@ -14,15 +14,24 @@ from typing import Any
 
 import numpy as np
 
+from tunelab.errors import BrokenFileError, TunelabError
+
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     """Write `data` to a temp file next to `path`, then rename it into place; parents are created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise TunelabError(f"{path}: is a directory; name a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise TunelabError(f"{path}: cannot be written: part of {path.parent} is a file, not a directory") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
         tmp.replace(path)
+    except OSError as e:  # no permission, no space, a place that takes no files (/proc)
+        raise TunelabError(f"{path}: cannot be written ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -63,7 +72,14 @@ def dir_bytes(path: Path | str) -> int:
 def read_json(path: Path | str) -> Any:
     """The parsed file, or None when it does not exist."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BrokenFileError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise BrokenFileError(f"{path}: not valid JSON (not UTF-8 text)") from None
 
 
 def read_jsonl(path: Path | str, torn_tail: bool = False) -> list[Any]:

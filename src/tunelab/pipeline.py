@@ -17,7 +17,7 @@ from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
@@ -27,6 +27,7 @@ from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
+from tunelab.models.positions import check_positions, learned_position_limit
 from tunelab.models.student import STUDENT_LAYERS
 from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
@@ -95,7 +96,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     try:
         model, tokenizer = task.build_model(student.name if student else resolve_model(cfg.model), splits["train"])
     except OSError as e:  # transformers: a hub id unreachable offline, a directory without config or weights
-        raise ConfigError(f"config: model: cannot load {cfg.model}: {_first_line(e)}") from None
+        raise ConfigError(f"config: model: cannot load {cfg.model}: {first_line(e)}") from None
     finally:
         if student is not None:
             student.cleanup()
@@ -108,7 +109,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
     teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
     extra = unlabeled_features(task, unlabeled, tokenizer, teacher, state) if teacher is not None else []
-    check_positions(model, {**features, "unlabeled": extra}, cfg.data.max_length, train.longest)
+    check_positions(learned_position_limit(model), cfg.data.max_length,
+                    longest_input({**features, "unlabeled": extra}, train.longest))
     features["train"] = train.features  # as the engine batches them (Task.train_features: e.g. packed)
     if extra:  # soft targets only (Task.distill_step); batched with the training rows, packed like them
         features["train"] = WithUnlabeled(train.features, marked(task.train_features(extra)))
@@ -152,11 +154,6 @@ def _unsharded(cfg: RunConfig, task: Task, method: Method, train_rows: list[dict
     return model
 
 
-def _first_line(error: BaseException) -> str:
-    text = " ".join(str(error).split("\n")[:1]).strip()
-    return text[:300] or type(error).__name__
-
-
 def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
     """Whether a saved config.yaml describes this run, read through today's schema (fields added since then take
     their defaults; a saved `lr: null` is the method's default)."""
@@ -166,18 +163,10 @@ def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
         return False
 
 
-def check_positions(model: torch.nn.Module, features: dict[str, Sequence[dict[str, Any]]], max_length: int,
-                    longest_train: int = 0) -> None:
-    """data.max_length above the model's position limit is refused when an input would reach past it (today a
-    RuntimeError mid-training): one line before anything is written. `longest_train`: the training split's longest
-    encoded input, when its features are not among `features`."""
-    learned = any(isinstance(m, torch.nn.Embedding) and (n.endswith("position_embeddings") or n.endswith("wpe"))
-                  for n, m in model.named_modules())  # rotary / relative positions extrapolate: not refused
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) if learned else None
-    longest = max([longest_train, *(len(f["input_ids"]) for feats in features.values() for f in feats)])
-    if isinstance(limit, int) and longest > limit:
-        raise ConfigError(f"config: data.max_length: {max_length} is above the model's {limit} positions and "
-                          f"inputs of {longest} tokens reach past them; set data.max_length to at most {limit}")
+def longest_input(features: dict[str, Sequence[dict[str, Any]]], longest_train: int = 0) -> int:
+    """The longest encoded input of `features` (and the training split's, `longest_train`, when its features are
+    not among them: packing would hide it)."""
+    return max([longest_train, *(len(f["input_ids"]) for feats in features.values() for f in feats)])
 
 
 def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: Method, model: torch.nn.Module,

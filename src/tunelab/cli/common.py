@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
+import typer.core
+from typer.core import TyperCommand, TyperGroup
 
 from tunelab import __version__
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, os_error_line
 
 # transformers imports torchao when it is installed: torchao then logs a warning for every CUDA kernel library it
 # cannot load, and torch one for each of its enums — noise on every command of a CPU machine
@@ -20,8 +23,34 @@ for _noisy in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 HELP = {"help_option_names": ["-h", "--help"]}
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=HELP,
-                  help="Fine-tune pretrained language models: data → train → evaluate → export.")
+click = getattr(typer.core, "_click", None) or typer.core.click  # typer ≥ 0.20 carries its own copy of click
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Usage mistakes (an unknown option, a missing argument, a value of the wrong type) as one line on stderr,
+    exit code 2, like every other user error: `error: No such option: --nosuch (tunelab train -h for help)`.
+    A command or group called without arguments still prints its help."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # an exit code, or a command's None
+        except click.exceptions.NoArgsIsHelpError:
+            return super().main(*args, **kwargs)  # nothing ran: typer prints the help as usual
+        except click.exceptions.ClickException as e:
+            usage = isinstance(e, click.exceptions.UsageError) and e.ctx is not None
+            where = f" ({e.ctx.command_path} -h for help)" if usage and e.ctx else ""
+            typer.echo(f"error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineUsageErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings=HELP, help="Fine-tune pretrained language models: data → train → evaluate → export.")
 data_app = typer.Typer(no_args_is_help=True, context_settings=HELP, help="Inspect and augment data files.")
 app.add_typer(data_app, name="data")
 
@@ -63,6 +92,10 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc))
         except FloatingPointError as exc:
             _fail(str(exc), code=1)
+        except OSError as exc:  # a path the user named: a directory to write a file to, no permission, ...
+            if exc.errno == errno.EPIPE:  # `| head`: typer ends quietly
+                raise
+            _fail(os_error_line(exc))
 
     return wrapper
 

@@ -21,7 +21,7 @@ from tunelab.config.sections import AugmentConfig
 from tunelab.data.check import _configs
 from tunelab.data.readers import read_table
 from tunelab.data.synonyms import synonym_source
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, first_line
 from tunelab.io import write_jsonl_atomic
 from tunelab.models import resolve_model
 from tunelab.text import CJK_UNIT, is_chinese, is_cjk, jieba_or_none
@@ -188,7 +188,10 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     if model is not None and not cfg.synonyms and set(cfg.ops) & set(NEEDS_SYNONYMS):
 
         where = resolve_model(model)
-        tokenizer, net = AutoTokenizer.from_pretrained(where), AutoModel.from_pretrained(where)
+        try:
+            tokenizer, net = AutoTokenizer.from_pretrained(where), AutoModel.from_pretrained(where)
+        except (OSError, ValueError) as e:  # a hub id offline, a directory without a model
+            raise ConfigError(f"--model: cannot load {model}: {first_line(e)}") from None
     lookup, source = synonym_source(cfg.synonyms, cfg.neighbours, tokenizer, net)
     if lookup is None and set(cfg.ops) & set(NEEDS_SYNONYMS):
         raise ConfigError("config: data.augment.ops: insert and synonym need --model (embedding neighbours) or "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,9 @@ from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.load import RowTask
 from tunelab.data.readers import read_table
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, first_line
 from tunelab.models import resolve_model
+from tunelab.models.positions import check_positions, position_limit_at
 from tunelab.progress import Steps
 from tunelab.registry import TASKS
 
@@ -31,12 +33,25 @@ def _configs(task_name: str, overrides: list[str]) -> tuple[RowTask, DataConfig]
     if unknown:
         raise ConfigError(f"config: {sorted(unknown)[0]}: data check takes only data.* and task.* keys")
     cls = TASKS.get(task_name)
-    try:
-        task_cfg = cls.Config(**{**tree.get("task", {}), "name": task_name})
-        data_cfg = DataConfig(**tree.get("data", {}))
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, set())) from None
+    task_cfg = _section("task", lambda: cls.Config(**{**tree.get("task", {}), "name": task_name}))
+    data_cfg = _section("data", lambda: DataConfig(**tree.get("data", {})))
     return cls(task_cfg, data_cfg), data_cfg
+
+
+def _section(name: str, build: Callable[[], Any]) -> Any:
+    """A config section from the --set values, its problems named by their full path (`data.max_length`)."""
+    try:
+        return build()
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, set()).replace("config: ", f"config: {name}.", 1)) from None
+
+
+def load_tokenizer(task: Any, model: str) -> Any:
+    """The tokenizer the task encodes with for `--model` (sft: its chat template), or one line (ConfigError)."""
+    try:
+        return task.load_tokenizer(resolve_model(model))
+    except (OSError, ValueError) as e:  # a hub id offline, a directory without a tokenizer
+        raise ConfigError(f"--model: cannot load {model}: {first_line(e)}") from None
 
 
 def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, tokenizer: Any) -> dict[str, Any]:
@@ -63,13 +78,17 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     """Validate every file (first error raises) and summarise each, plus pairwise overlap."""
     task, data = _configs(task_name, overrides)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
-    tokenizer = task.load_tokenizer(resolve_model(model))  # the one the task encodes with (sft: its chat template)
+    tokenizer = load_tokenizer(task, model)
+    positions = position_limit_at(resolve_model(model))  # learned positions: max_length above them is refused
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "files": {}, "overlap": []}
     keys: dict[str, set[str]] = {}
     train_labels: Counter[str] = Counter()
-    with Steps("data check", len(files), "files") as progress:
+    # four steps a file (read and validate, token lengths, advice, duplicates), so a large file shows progress
+    with Steps("data check", 4 * len(files), "steps", now=f"reading {files[0]}") as progress:
         for i, path in enumerate(files):
+            progress.update(4 * i, now=f"reading {path}")
             examples = task.parse(read_table(path))
+            progress.update(4 * i + 1, now=f"token lengths of {len(examples):,} rows")
             if i == 0:  # the first file is the training file: the checks train runs on it
                 task.check_train(examples)
             chat: dict[str, Any] = {}
@@ -78,6 +97,8 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
                 lengths = chat.pop("lengths")
             else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
                 lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
+            check_positions(positions, data.max_length, min(int(lengths.max()), data.max_length))  # as train
+            progress.update(4 * i + 2, now="tokenizer coverage, labels")
             labels = task.label_counts(examples)
             train_labels = labels if i == 0 else train_labels
             warnings = [w for w in (
@@ -85,6 +106,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
                 look_alike_labels(labels),
                 unseen_labels(labels, train_labels, files[0]) if i else None,
             ) if w] + (conversation_order(examples, path) if task.generates_replies else [])
+            progress.update(4 * i + 3, now="duplicates")
             keyed = [task.dedup_keys(ex) for ex in examples]
             exact, normal = Counter(k for k, _ in keyed), Counter(n for _, n in keyed)
             keys[path] = set(normal)
@@ -100,7 +122,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
                 **chat,
                 "warnings": warnings,
             }
-            progress.advance()
+            progress.update(4 * i + 4, now="-")
     for i, a in enumerate(files):
         for b in files[i + 1 :]:
             report["overlap"].append({"a": a, "b": b, "shared_texts": len(keys[a] & keys[b])})

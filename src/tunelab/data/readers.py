@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,16 +222,30 @@ def _read_folder(path: Path) -> tuple[list[Record], list[str]]:
     tables = []
     for f in files:
         try:
-            if f.suffix == ".parquet":
-                tables.append(pq.read_table(f))
-            else:
-                with pa.memory_map(str(f)) as source:
-                    tables.append(pa.ipc.open_stream(source).read_all())
+            tables.append(pq.read_table(f) if f.suffix == ".parquet" else _arrow_table(f))
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise DataError(str(f), None, None, f"cannot read: {exc}") from None
     table = pa.concat_tables(tables, promote_options="default")
     return ([Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)],
             list(table.column_names))
+
+
+def _arrow_table(path: Path) -> pa.Table:
+    """An Arrow IPC file in either of its formats: the stream format (`datasets`' save_to_disk) or the file format
+    (`pyarrow.ipc.new_file`, Feather v2), told apart by the file format's magic bytes."""
+    with path.open("rb") as f:
+        magic = f.read(6)
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source) if magic == b"ARROW1" else pa.ipc.open_stream(source)
+        return reader.read_all()
+
+
+def _read_arrow(path: Path) -> tuple[list[Record], list[str]]:
+    try:
+        table = _arrow_table(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise DataError(str(path), None, None, f"cannot read Arrow: {exc}") from None
+    return [Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)], list(table.column_names)
 
 
 def _read_hub(spec: str) -> Table:
@@ -251,6 +265,17 @@ def _read_hub(spec: str) -> Table:
     return Table(spec, [Record(spec, i, r) for i, r in enumerate(rows, start=1)], list(rows[0]) if rows else None)
 
 
+# file suffix → reader: records, or (records, columns) where the format names its columns
+_READERS: dict[str, Callable[[Path], list[Record] | tuple[list[Record], list[str]]]] = {
+    ".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json,
+    ".csv": lambda p: _read_delimited(p, ","), ".tsv": lambda p: _read_delimited(p, "\t"),
+    ".tab": lambda p: _read_delimited(p, "\t"),
+    **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), _read_conll),
+    ".parquet": _read_parquet, ".pq": _read_parquet, ".arrow": _read_arrow, ".feather": _read_arrow,
+    ".txt": _read_txt,
+}
+
+
 def read_table(path: str | Path) -> Table:
     """Read one data file (the format comes from its extension), a datasets / Parquet / Arrow folder, or a hub
     dataset named `hf:org/name[:split]`."""
@@ -265,22 +290,12 @@ def read_table(path: str | Path) -> Table:
     if not p.is_file():
         raise DataError(str(p), None, None, "file not found")
     suffix = p.suffix.lower()
-    columns = None
-    if suffix in (".jsonl", ".ndjson"):
-        records = _read_jsonl(p)
-    elif suffix == ".json":
-        records = _read_json(p)
-    elif suffix in (".csv", ".tsv", ".tab"):
-        records, columns = _read_delimited(p, "," if suffix == ".csv" else "\t")
-    elif suffix in (".conll", ".bio", ".bmes", ".iob"):
-        records = _read_conll(p)
-    elif suffix in (".parquet", ".pq"):
-        records, columns = _read_parquet(p)
-    elif suffix == ".txt":
-        records = _read_txt(p)
-    else:
-        raise DataError(str(p), None, None,
-                        f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, .conll or .txt")
+    reader = _READERS.get(suffix)
+    if reader is None:
+        raise DataError(str(p), None, None, f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, "
+                        ".arrow, .conll or .txt")
+    read = reader(p)
+    records, columns = read if isinstance(read, tuple) else (read, None)
     if not records:
         raise DataError(str(p), None, None, "empty file: no data rows")
     return Table(str(p), records, columns)

@@ -11,15 +11,16 @@ from typing import Any
 import torch
 import transformers
 from peft import PeftModel
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors
 
 from tunelab import __version__
 from tunelab.config.run import RunConfig
 from tunelab.config.sections import DataConfig
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, first_line
 from tunelab.export.prune import apply_pruned_heads
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8
-from tunelab.io import atomic_dir, commit_dir
+from tunelab.io import atomic_dir, commit_dir, read_json
 from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
@@ -71,10 +72,15 @@ def load_task(model_dir: str | Path) -> Any:
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); pass RUN_DIR/model")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    task_cls = TASKS.get(meta["task"]["name"])
-    task = task_cls(task_cls.Config(**meta["task"]), DataConfig(**meta["data"]))
-    task.load_metadata(meta)
+    meta = read_json(meta_path)  # not JSON: BrokenFileError, one line
+    try:
+        task_cls = TASKS.get(meta["task"]["name"])
+        task = task_cls(task_cls.Config(**meta["task"]), DataConfig(**meta["data"]))
+        task.load_metadata(meta)
+    except (ValueError, KeyError, TypeError) as e:  # a key missing, a field pydantic refuses
+        what = f"no {e}" if isinstance(e, KeyError) else first_line(e)
+        raise TunelabError(f"{meta_path}: not a valid {META_FILE} ({what}); pass RUN_DIR/model as tunelab "
+                           "wrote it") from None
     return task
 
 
@@ -83,10 +89,24 @@ def load_gguf(task: Task, path: Path) -> torch.nn.Module:
     return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE).eval()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
+
+
 def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
-    """(task, model, tokenizer) from a tunelab model directory."""
+    """(task, model, tokenizer) from a tunelab model directory; one line (TunelabError) when its files cannot be
+    read (weights or tokenizer missing, a file damaged)."""
     path = Path(model_dir)
     task = load_task(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); pass RUN_DIR/model as tunelab "
+                           "wrote it")
+    try:
+        return _load_model(task, path)
+    except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be
+        raise TunelabError(f"{path}: cannot load the model: {first_line(e)}") from None
+
+
+def _load_model(task: Any, path: Path) -> tuple[Any, torch.nn.Module, Any]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     if (path / ONNX_FILE).is_file():  # `tunelab export --format onnx`: run by onnxruntime
         return task, OnnxModule(path / ONNX_FILE), tokenizer

@@ -45,6 +45,7 @@ from tunelab.data.feature_store import (
     mark_used,
     write_store,
 )
+from tunelab.errors import first_line
 from tunelab.io import write_json_atomic
 from tunelab.progress import say
 from tunelab.tasks.base import TOKENIZE_CHUNK, Example, Features, Task
@@ -89,7 +90,8 @@ def training_features(task: Task, examples: Sequence[Example], tokenizer: Any, u
             _keep_within_limit(task.data.cache_limit_gb, directory)
             return _open(directory, hit=False)
         except (OSError, pa.ArrowException) as e:  # unwritable; features Arrow cannot hold in one schema
-            say(f"warning: the feature cache ({cache_root()}) cannot be used ({_first_line(e)}); tokenising in memory")
+            say(f"warning: the feature cache ({cache_root()}) cannot be used ({first_line(e, 200)}); tokenising in "
+                "memory")
             return _in_memory(task, examples, tokenizer)
 
 
@@ -99,7 +101,8 @@ def _keep_within_limit(limit_gb: float | None, keep: Path) -> None:
     try:
         n, mb = evict(limit_gb, keep)
     except OSError as e:  # the entry just written is fine; only the clean-up failed
-        say(f"warning: the feature cache ({cache_root()}) could not be trimmed to {limit_gb:g} GiB ({_first_line(e)})")
+        say(f"warning: the feature cache ({cache_root()}) could not be trimmed to {limit_gb:g} GiB "
+            f"({first_line(e, 200)})")
         return
     if n:
         say(f"features: the cache was over data.cache_limit_gb ({limit_gb:g} GiB): removed the {n} least recently "
@@ -161,10 +164,6 @@ def _tee_stderr(copy: io.StringIO) -> Iterator[None]:
         yield
     finally:
         sys.stderr = real
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
 def _longest(features: Sequence[Features]) -> int:

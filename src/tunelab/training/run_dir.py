@@ -36,6 +36,8 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
     and `overwrite` allow it. Hidden files (.DS_Store, .ipynb_checkpoints) are nobody's work."""
     if out.exists() and not out.is_dir():
         raise TunelabError(f"output_dir: {out} is a file, not a directory; choose another output_dir")
+    if out.is_dir():
+        refuse_if_in_use(out)  # the pid of a live run first: what else the directory holds is that run's
     if resume or overwrite or not out.is_dir():
         return
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
@@ -60,6 +62,28 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
                        "output_dir")
 
 
+def refuse_if_in_use(out: Path) -> None:
+    """One line naming the holder's pid when a live process holds `out`'s lock (probed, not kept)."""
+    try:
+        fd = os.open(out / LOCK, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: never locked
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(out, fd) from None
+    except OSError:
+        pass  # a filesystem without locks: RunDirLock says so
+    finally:
+        os.close(fd)  # closing releases a probe that succeeded
+
+
+def _in_use(out: Path, fd: int) -> TunelabError:
+    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+    return TunelabError(f"output_dir: {out} is in use by process {holder} (a run is writing it); wait for it to "
+                        "end or choose another output_dir")
+
+
 class RunDirLock:
     """`with RunDirLock(out):` — the directory is this process's until the block ends (or the process dies)."""
 
@@ -75,10 +99,9 @@ class RunDirLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
+            error = _in_use(self.out, self.fd)
             os.close(self.fd)
-            raise TunelabError(f"output_dir: {self.out} is in use by process {holder} (a run is writing it); wait "
-                               "for it to end or choose another output_dir") from None
+            raise error from None
         except OSError as e:  # a filesystem without locks (some network mounts)
             os.close(self.fd)
             raise TunelabError(f"output_dir: cannot lock {self.path}: {e.strerror or e}") from None
