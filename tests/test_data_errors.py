@@ -393,3 +393,18 @@ def test_a_hub_dataset_offline_is_one_line(monkeypatch: pytest.MonkeyPatch) -> N
     assert res.exit_code == 2, res.output
     line = res.output.strip()
     assert line.startswith("error: hf:no-org/no-dataset:validation: cannot load the hub dataset: ") and "\n" not in line
+
+
+def test_a_hub_dataset_is_read_through_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf:NAME:split` as `datasets.load_dataset(NAME, split=...)` reads it, offline here: NAME a local folder laid out
+    as a hub dataset repository (data/train.csv, data/validation.csv)."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "train.csv").write_text("text,label\ngood film,pos\nbad film,neg\n", encoding="utf-8")
+    (repo / "data" / "validation.csv").write_text("text,label\nfine,pos\n", encoding="utf-8")
+    table = read_table(f"hf:{repo}:validation")
+    assert [r.data for r in table.records] == [{"text": "fine", "label": "pos"}] and table.records[0].line == 1
+    assert [r.data["text"] for r in read_table(f"hf:{repo}").records] == ["good film", "bad film"]  # default: train

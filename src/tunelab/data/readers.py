@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunelab.errors import DataError
+from tunelab.errors import DataError, first_line
 
 csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
 
@@ -260,8 +260,8 @@ def _read_hub(spec: str) -> Table:
     try:
         rows = datasets.load_dataset(name, split=split or "train").to_list()
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, unknown split: datasets' own error types
-        first = " ".join(str(exc).split("\n")[:1])[:300]
-        raise DataError(spec, None, None, f"cannot load the hub dataset: {type(exc).__name__}: {first}") from None
+        raise DataError(spec, None, None, f"cannot load the hub dataset: {type(exc).__name__}: {first_line(exc)}") \
+            from None
     return Table(spec, [Record(spec, i, r) for i, r in enumerate(rows, start=1)], list(rows[0]) if rows else None)
 
 
