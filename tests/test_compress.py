@@ -87,6 +87,27 @@ def test_magnitude_pruning_and_the_gate(run: Path) -> None:
     assert res.stderr.startswith("error: compress: refused, nothing written: ") and not out.exists()
 
 
+def test_the_gate_refuses_broken_head_pruning(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads cut and then the classifier negated (every decision flips), no recovery: refused by the default gate,
+    exit 1, nothing written."""
+    import tunelab.export.compress as compress
+
+    real = compress.apply_pruned_heads
+
+    def broken(module, heads):  # noqa: ANN001, ANN202
+        module = real(module, heads)
+        with torch.no_grad():
+            module.classifier.weight.neg_()
+            module.classifier.bias.neg_()
+        return module
+
+    monkeypatch.setattr(compress, "apply_pruned_heads", broken)
+    out = run / "exports" / "broken-heads"
+    res = _compress(str(run), "--prune", "heads:0.25", "--recover-epochs", "0", "--output", str(out))
+    assert res.exit_code == 1, res.output
+    assert res.stderr.startswith("error: compress: refused, nothing written: label agreement") and not out.exists()
+
+
 def test_bad_input_is_one_line(run: Path, tiny_chat_run: Path, tmp_path: Path) -> None:
     cases = [
         ([str(run), "--prune", "rows:0.3"], "expected heads:<fraction> or magnitude:<fraction>"),

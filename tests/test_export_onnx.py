@@ -4,6 +4,7 @@ export like a model directory; a broken artifact is refused with nothing written
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -73,6 +74,16 @@ def test_int8_export_is_checked_written_and_loads_like_a_model(cls_run: Path) ->
     model = tunelab.load(out)
     assert type(model.module).__name__ == "OnnxModule"
     assert model.predict(["love this happy movie"])[0]["pred_label"] == "positive"
+    # `tunelab serve RUN` serves the run's export that passed its gate, over HTTP like any model
+    import httpx
+
+    from conftest import serve_on_loopback
+
+    with contextlib.contextmanager(serve_on_loopback)([cls_run]) as (url, server):
+        res = httpx.post(f"{url}/v1/predict", json={"inputs": ["good great film", "awful boring plot"]}, timeout=30)
+        assert res.status_code == 200, res.text
+        assert [r["pred_label"] for r in res.json()["outputs"]] == ["positive", "negative"]
+        assert type(server.models[0].model.module).__name__ == "OnnxModule"
     assert not _leftovers(cls_run / "exports")
     # an export is not exported again
     res = _export(str(out), "--format", "onnx")
@@ -162,6 +173,27 @@ def test_missing_onnxruntime_names_the_install(cls_run: Path, monkeypatch: pytes
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().splitlines() == ["error: onnxruntime is not installed; install onnxruntime: pip install "
                                                "'tunelab[onnx]' (or pip install onnx onnxruntime)"]
+
+
+def test_the_gate_refuses_a_broken_torch_int8_model(cls_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchao int8 of the model with its classifier negated: refused with exit 1, nothing written."""
+    pytest.importorskip("torchao")
+    import tunelab.export.artifact as artifact
+
+    real = artifact.quantize_int8
+
+    def broken(task, module):  # noqa: ANN001, ANN202
+        with torch.no_grad():
+            module.classifier.weight.neg_()
+            module.classifier.bias.neg_()
+        return real(task, module)
+
+    monkeypatch.setattr(artifact, "quantize_int8", broken)
+    out = cls_run / "exports" / "broken-int8"
+    res = _export(str(cls_run), "--format", "torch", "--quantize", "int8", "--output", str(out))
+    assert res.exit_code == 1, res.output
+    assert res.stderr.strip().startswith("error: export: refused, nothing written: label agreement with the original ")
+    assert not out.exists() and not _leftovers(cls_run / "exports")
 
 
 def test_torchao_int8_export(cls_run: Path) -> None:

@@ -200,7 +200,7 @@ def baseline(
 @app.command()
 @user_errors
 def distill(
-    teacher: Path = typer.Argument(..., help="The teacher: a finished run directory (classification, ner, qa)."),
+    teacher: Path = typer.Argument(..., help="The teacher: a finished run directory (classification, ner, qa, sft)."),
     student: str = typer.Option(..., "--student", help="layers:0,2,4 (the teacher with only those layers) or a "
                                 "model (alias, directory, hub id) that shares the teacher's tokenizer."),
     temperature: float = typer.Option(2.0, "--temperature", min=0.01, help="Softmax temperature of the soft "
