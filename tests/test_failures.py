@@ -103,6 +103,11 @@ def test_data_check_refuses_max_length_above_the_positions_as_train_does(tiny_be
     args = ["data", "check", str(long), "--model", str(tiny_bert)]
     _one_line([*args, "--set", "data.max_length=512"], "data.max_length: 512 is above the model's 128 positions")
     assert runner.invoke(app, [*args, "--set", "data.max_length=128"]).exit_code == 0
+    docs = tmp_path / "docs.jsonl"  # pretraining packs blocks of max_length tokens whatever the documents' lengths
+    docs.write_text('{"text": "good film"}\n{"text": "bad plot"}\n', encoding="utf-8")
+    pretrain = ["data", "check", str(docs), "--task", "pretrain", "--model", str(tiny_bert)]
+    _one_line([*pretrain, "--set", "data.max_length=512"], "data.max_length: 512 is more than the model's 128")
+    assert runner.invoke(app, [*pretrain, "--set", "data.max_length=64"]).exit_code == 0
 
 
 @pytest.mark.parametrize(("args", "said"), [

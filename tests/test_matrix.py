@@ -308,10 +308,26 @@ def test_rdrop_adds_the_divergence_of_two_dropout_samples(variant: str, request:
     model.zero_grad()
     rdrop(1.0, 1).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    loss = RDropLoss(task, task.loss_fn(), 1.0)  # the engine's passes halved: stacked, a pass keeps to the limit
+    small = cfg.train.model_copy(update={"micro_batch_tokens": 64})
+    assert engine.Loop(model, [], batch, small, 1e-3, None, None, loss, None).pass_tokens == 32
     feats = task.train_features(task.encode(examples, tok))  # and through the engine (row gradients, passes)
     result = engine.train(model, feats, partial(task.collate, pad_id=tok.pad_token_id), cfg.train, lr=cfg.train.lr,
                           loss_fn=RDropLoss(task, task.loss_fn(), 1.0), loss_units=task.loss_units)
     assert result.steps == 3 and math.isfinite(result.train_loss)
+
+
+def test_a_teacher_trained_with_rdrop_distills(tmp_path: Path) -> None:
+    """The teacher's config carries train.rdrop; the student's does not (R-Drop and distill do not combine)."""
+    from tunelab.studies.distill import distill_config
+
+    teacher = tmp_path / "teacher"
+    (teacher / "model").mkdir(parents=True)
+    (teacher / "model" / "tunelab.json").write_text("{}", encoding="utf-8")
+    (teacher / "config.yaml").write_text("task: ner\nmodel: minilm\ntrain: {rdrop: 1.0, epochs: 2}\n",
+                                         encoding="utf-8")
+    cfg = distill_config(teacher, "layers:0", 2.0, 0.5, None, [])
+    assert cfg.train.rdrop == 0 and cfg.train.epochs == 2 and cfg.distill is not None
 
 
 def test_rdrop_refusals(tiny_llama: Path, tiny_bert: Path, tmp_path: Path) -> None:

@@ -28,6 +28,11 @@ class BrokenFileError(TunelabError, ValueError):
     ValueError, so code that skips unreadable files (a damaged checkpoint) keeps doing so."""
 
 
+class UnwritableError(TunelabError, OSError):
+    """A file that cannot be written where the user asked (a directory, under a file, no permission, no space): one
+    line naming it. Still an OSError, so code that falls back when a write fails (the feature cache) keeps doing so."""
+
+
 def require(module: str, missing: str) -> ModuleType:
     """`import module` for an optional extra, or a one-line TunelabError `missing` (what needs it, how to install)."""
     try:

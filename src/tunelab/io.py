@@ -14,24 +14,25 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.errors import BrokenFileError, TunelabError
+from tunelab.errors import BrokenFileError, UnwritableError
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     """Write `data` to a temp file next to `path`, then rename it into place; parents are created."""
     path = Path(path)
     if path.is_dir():
-        raise TunelabError(f"{path}: is a directory; name a file to write")
+        raise UnwritableError(f"{path}: is a directory; name a file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise TunelabError(f"{path}: cannot be written: part of {path.parent} is a file, not a directory") from None
+        raise UnwritableError(f"{path}: cannot be written: part of {path.parent} is a file, not a directory") \
+            from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
         tmp.replace(path)
     except OSError as e:  # no permission, no space, a place that takes no files (/proc)
-        raise TunelabError(f"{path}: cannot be written ({e.strerror or e})") from None
+        raise UnwritableError(f"{path}: cannot be written ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

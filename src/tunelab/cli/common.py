@@ -29,14 +29,14 @@ click = getattr(typer.core, "_click", None) or typer.core.click  # typer ≥ 0.2
 class _OneLineUsageErrors(TyperGroup):
     """Usage mistakes (an unknown option, a missing argument, a value of the wrong type) as one line on stderr,
     exit code 2, like every other user error: `error: No such option: --nosuch (tunelab train -h for help)`.
-    A command or group called without arguments still prints its help."""
+    `tunelab` and `tunelab data` alone still print their help."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)  # an exit code, or a command's None
-        except click.exceptions.NoArgsIsHelpError:
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()):  # click ≥ 8.2; before, help was printed
             return super().main(*args, **kwargs)  # nothing ran: typer prints the help as usual
         except click.exceptions.ClickException as e:
             usage = isinstance(e, click.exceptions.UsageError) and e.ctx is not None

@@ -20,7 +20,7 @@ from tunelab.data.load import RowTask
 from tunelab.data.readers import read_table
 from tunelab.errors import ConfigError, first_line
 from tunelab.models import resolve_model
-from tunelab.models.positions import check_positions, position_limit_at
+from tunelab.models.positions import positions_at
 from tunelab.progress import Steps
 from tunelab.registry import TASKS
 
@@ -79,7 +79,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     task, data = _configs(task_name, overrides)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     tokenizer = load_tokenizer(task, model)
-    positions = position_limit_at(resolve_model(model))  # learned positions: max_length above them is refused
+    positions, learned = positions_at(resolve_model(model))  # what train refuses about them, refused here
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "files": {}, "overlap": []}
     keys: dict[str, set[str]] = {}
     train_labels: Counter[str] = Counter()
@@ -97,7 +97,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
                 lengths = chat.pop("lengths")
             else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
                 lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
-            check_positions(positions, data.max_length, min(int(lengths.max()), data.max_length))  # as train
+            task.check_positions(positions, learned, int(lengths.max()))  # as train does
             progress.update(4 * i + 2, now="tokenizer coverage, labels")
             labels = task.label_counts(examples)
             train_labels = labels if i == 0 else train_labels

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import DataError, TunelabError
+from tunelab.errors import DataError, TunelabError, UnwritableError
 from tunelab.io import write_jsonl_atomic
 from tunelab.metrics.generation import score_generations
 from tunelab.registry import TASKS
@@ -99,6 +99,6 @@ def eval_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples
     path = Path(predictions) if predictions is not None else default_predictions_path(model_dir, data)
     try:
         write_jsonl_atomic(path, rows)
-    except OSError as e:
-        raise TunelabError(f"--predictions: cannot write {path}: {e.strerror or e}") from None
+    except UnwritableError as e:  # already names the path and the reason
+        raise TunelabError(f"--predictions: {e}") from None
     return metrics, path

@@ -19,18 +19,21 @@ def learned_position_limit(model: torch.nn.Module) -> int | None:
     return limit if isinstance(limit, int) else None
 
 
-def position_limit_at(model_path: str) -> int | None:
-    """learned_position_limit of the model at `model_path`, built from its config on the meta device (no weights
-    read); None when its config cannot be read (the error, if any, is the tokenizer's or train's to say)."""
+def positions_at(model_path: str) -> tuple[int | None, bool]:
+    """(the positions of the model at `model_path`, whether they are learned), built from its config on the meta
+    device (no weights read); (None, False) when its config cannot be read or built (what is wrong, if anything, is
+    the tokenizer's or train's to say)."""
     from transformers import AutoConfig, AutoModel
 
     try:
         config: Any = AutoConfig.from_pretrained(model_path)
         with torch.device("meta"):
             model = AutoModel.from_config(config)
-    except (OSError, ValueError, KeyError):
-        return None
-    return learned_position_limit(model)
+    except Exception:  # noqa: BLE001 - a best-effort probe: any config transformers cannot build
+        return None, False
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text, "max_position_embeddings", None)
+    return (limit if isinstance(limit, int) else None), learned_position_limit(model) is not None
 
 
 def check_positions(limit: int | None, max_length: int, longest: int) -> None:

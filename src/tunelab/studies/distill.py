@@ -40,6 +40,7 @@ def distill_config(teacher: Path, student: str, temperature: float, alpha: float
                            "output_dir")
     tree = read_config_file(teacher / "config.yaml")
     tree.pop("search", None)
+    tree.setdefault("train", {})["rdrop"] = 0.0  # the teacher's R-Drop is not the student's (they do not combine)
     tree.update({"model": student, "method": {"name": "full"},
                  "distill": {"teacher": str(teacher), "temperature": temperature, "alpha": alpha},
                  "output_dir": str(output if output is not None else teacher.with_name(teacher.name + "-distilled"))})

@@ -17,6 +17,7 @@ from tunelab.data.hygiene import exact_key, normalised_key
 from tunelab.data.readers import Table
 from tunelab.errors import ConfigError
 from tunelab.models.inference import TARGETS, forward_logits
+from tunelab.models.positions import check_positions
 from tunelab.tasks.generation import stop_ids_of
 
 TOKENIZE_CHUNK = 8192  # examples per tokenizer call in `Task.in_chunks`
@@ -185,6 +186,12 @@ class Task(ABC):
         if type(self).distill_step is Task.distill_step and type(self).soft_target_loss is Task.soft_target_loss:
             raise ConfigError(f"config: distill: task {self.cfg.name} cannot be distilled yet (classification, ner, "
                               "qa, sft can)")
+
+    def check_positions(self, positions: int | None, learned: bool, longest: int) -> None:
+        """`data check`: refuse (ConfigError) what train refuses about the model's `positions` (`learned`: position
+        embeddings, which cannot extrapolate), given the split's longest row of `longest` tokens before cutting:
+        inputs that reach past learned positions. Pretraining overrides it (its blocks are max_length long)."""
+        check_positions(positions if learned else None, self.data.max_length, min(longest, self.data.max_length))
 
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         """What the training loss is a mean over, counted in `batch`: its labelled tokens for token-level

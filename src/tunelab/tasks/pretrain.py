@@ -173,11 +173,15 @@ class Pretrain(Task):
             self.fresh = []
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
-        limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
-        if limit is not None and self.data.max_length > limit:
-            raise ConfigError(f"config: data.max_length: {self.data.max_length} is more than the model's "
-                              f"{limit} positions")
+        self.check_positions(getattr(model.config.get_text_config(), "max_position_embeddings", None), True, 0)
         return model, tok
+
+    def check_positions(self, positions: int | None, learned: bool, longest: int) -> None:
+        """Blocks are max_length tokens whatever the documents' lengths, and rotary positions too are refused past
+        the model's (what it was trained on)."""
+        if positions is not None and self.data.max_length > positions:
+            raise ConfigError(f"config: data.max_length: {self.data.max_length} is more than the model's "
+                              f"{positions} positions")
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         return list(getattr(self, "fresh", []))

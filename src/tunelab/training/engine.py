@@ -157,6 +157,8 @@ class Loop:
         # DeepSpeed's engine counts its own micro-steps: one backward per batch there
         self.pass_tokens = None if self.strategy == "deepspeed" else micro_batch_tokens(cfg.micro_batch_tokens,
                                                                                         acc.device)
+        if self.pass_tokens is not None:  # a loss that runs each row more than once (R-Drop): passes as large
+            self.pass_tokens = max(1, self.pass_tokens // getattr(loss_fn, "copies", 1))
         lengths = getattr(features, "lengths", None)  # a FeatureStore knows them without reading its rows
         self.lengths = list(lengths) if lengths is not None else [len(f["input_ids"]) for f in features]
         n_batches = math.ceil(len(features) / cfg.batch_size)  # global batches: each process takes its rows of each

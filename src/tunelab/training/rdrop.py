@@ -35,7 +35,10 @@ def check_rdrop(task: Task, alpha: float, distill: bool) -> None:
 
 class RDropLoss:
     """`loss(model, batch)` for the engine: the task's loss (`hard(model, batch)` or the model's own) of the
-    batch stacked on itself, plus `alpha` × the symmetric divergence of the two copies' outputs."""
+    batch stacked on itself, plus `alpha` × the symmetric divergence of the two copies' outputs. `copies`: the
+    engine halves its passes (`train.micro_batch_tokens`) so that a pass, stacked, stays within the limit."""
+
+    copies = 2
 
     def __init__(self, task: Task, hard: Callable[..., torch.Tensor] | None, alpha: float) -> None:
         self.task, self.hard, self.alpha = task, hard, alpha
