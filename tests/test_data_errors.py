@@ -408,3 +408,14 @@ def test_a_hub_dataset_is_read_through_datasets(tmp_path: Path, monkeypatch: pyt
     table = read_table(f"hf:{repo}:validation")
     assert [r.data for r in table.records] == [{"text": "fine", "label": "pos"}] and table.records[0].line == 1
     assert [r.data["text"] for r in read_table(f"hf:{repo}").records] == ["good film", "bad film"]  # default: train
+
+
+def test_jsonl_rows_share_repeated_short_strings(tmp_path: Path) -> None:
+    """Keys, labels and tags repeated across rows are one string each (memory per row), texts stay as read."""
+    rows = [{"text": f"a film of some length, number {i}", "label": "positive" if i % 2 else "negative",
+             "tags": ["O", "B-PER"]} for i in range(6)]
+    table = read_table(write_jsonl(tmp_path / "rows.jsonl", rows))
+    got = [r.data for r in table.records]
+    assert got == rows
+    assert got[1]["label"] is got[3]["label"] and got[0]["tags"][1] is got[4]["tags"][1]
+    assert [next(iter(g)) for g in got][0] is next(iter(got[5]))
