@@ -77,7 +77,7 @@ def test_txt_paragraphs_and_empty_documents(tmp_path: Path) -> None:
 def test_data_check_reads_documents(tiny_bert: Path, tmp_path: Path) -> None:
     (tmp_path / "c.txt").write_text("good movie\n\nbad plot\nthe end\n")
     res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "c.txt"), "--task", "pretrain", "--model",
-                                   str(tiny_bert), "--json"])
+                                   str(tiny_bert), "--json", "--set", "data.max_length=64"])  # the tiny BERT: 128
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["files"][str(tmp_path / "c.txt")]["rows"] == 2
 
