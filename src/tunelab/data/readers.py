@@ -50,21 +50,23 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {col})"
-        raise DataError(str(path), line, "bytes", problem) from None
+        raise _not_utf8(path, line, raw[exc.start], col) from None
     return text.removeprefix("\ufeff")
+
+
+def _not_utf8(path: Path, line: int, byte: int, column: int) -> DataError:
+    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column})")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, decoded one at a time (a large file is never held whole, nor all its lines),
-    a UTF-8 BOM dropped; bad bytes named by line and column as `_decode` names them."""
+    a UTF-8 BOM dropped; bad bytes named by line and column."""
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-                raise DataError(str(path), number, "bytes", problem) from None
+                raise _not_utf8(path, number, raw[exc.start], exc.start + 1) from None
             yield number, (line.removeprefix("\ufeff") if number == 1 else line)
 
 
@@ -225,12 +227,15 @@ def _read_txt(path: Path) -> list[Record]:
 
 
 def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
+    return _read_columnar(path, pq.read_table, "Parquet")
+
+
+def _read_columnar(path: Path, read: Callable[[Path], pa.Table], kind: str) -> tuple[list[Record], list[str]]:
     try:
-        table = pq.read_table(path)
+        table = read(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(str(path), None, None, f"cannot read Parquet: {exc}") from None
-    rows = table.to_pylist()
-    return [Record(str(path), i, r) for i, r in enumerate(rows, start=1)], list(table.column_names)
+        raise DataError(str(path), None, None, f"cannot read {kind}: {exc}") from None
+    return [Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)], list(table.column_names)
 
 
 def _read_folder(path: Path) -> tuple[list[Record], list[str]]:
@@ -270,11 +275,7 @@ def _arrow_table(path: Path) -> pa.Table:
 
 
 def _read_arrow(path: Path) -> tuple[list[Record], list[str]]:
-    try:
-        table = _arrow_table(path)
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise DataError(str(path), None, None, f"cannot read Arrow: {exc}") from None
-    return [Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)], list(table.column_names)
+    return _read_columnar(path, _arrow_table, "Arrow")
 
 
 def _read_hub(spec: str) -> Table:
