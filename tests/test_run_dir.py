@@ -87,6 +87,8 @@ def test_user_files_and_unfinished_runs_are_not_clobbered(tiny_bert: Path, tmp_p
     a_file = tmp_path / "a-file"
     a_file.write_text("x", encoding="utf-8")
     _fails(["train", *_sets(tiny_bert, tmp_path, a_file)], "is a file, not a directory")
+    _fails(["train", *_sets(tiny_bert, tmp_path, a_file / "run")], f"output_dir: cannot write {a_file / 'run'}: ")
+    assert a_file.read_text(encoding="utf-8") == "x"  # an output_dir that cannot be made: one line, nothing lost
     study = tmp_path / "study"  # what baseline / curve put into a run's output_dir is not in the way
     study.mkdir()
     (study / "baselines.json").write_text("{}", encoding="utf-8")
@@ -131,6 +133,10 @@ def test_resume_skips_a_damaged_newest_checkpoint(finished: tuple[Path, list[str
     (newest / "state.pt").unlink()  # the resumed run wrote it again; now damage it another way
     # asked for by name, a damaged checkpoint is refused in one line
     _fails(["train", *sets, "--resume", str(newest)], "is not a complete checkpoint (missing state.pt)")
+    # a file missing from the newest one: `--resume` (auto) falls back past it too, saying so
+    res = runner.invoke(app, ["train", *sets, "--resume"])
+    assert res.exit_code == 0, res.output
+    assert f"resume: skipped {newest}: missing state.pt" in res.output
 
 
 def test_model_card_adapter_base_and_report_off(tiny_bert: Path, tmp_path: Path) -> None:
