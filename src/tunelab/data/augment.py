@@ -21,9 +21,9 @@ from tunelab.config.sections import AugmentConfig
 from tunelab.data.check import _configs
 from tunelab.data.readers import read_table
 from tunelab.data.synonyms import synonym_source
-from tunelab.errors import ConfigError, first_line
+from tunelab.errors import ConfigError
 from tunelab.io import write_jsonl_atomic
-from tunelab.models import resolve_model
+from tunelab.models import load_named
 from tunelab.text import CJK_UNIT, is_chinese, is_cjk, jieba_or_none
 
 Synonyms = Callable[[str], list[str]]
@@ -186,12 +186,8 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     examples = task.parse(table, labelled=labelled)
     tokenizer = net = None
     if model is not None and not cfg.synonyms and set(cfg.ops) & set(NEEDS_SYNONYMS):
-
-        where = resolve_model(model)
-        try:
-            tokenizer, net = AutoTokenizer.from_pretrained(where), AutoModel.from_pretrained(where)
-        except (OSError, ValueError) as e:  # a hub id offline, a directory without a model
-            raise ConfigError(f"--model: cannot load {model}: {first_line(e)}") from None
+        tokenizer, net = load_named("--model", model, lambda where: (AutoTokenizer.from_pretrained(where),
+                                                                     AutoModel.from_pretrained(where)))
     lookup, source = synonym_source(cfg.synonyms, cfg.neighbours, tokenizer, net)
     if lookup is None and set(cfg.ops) & set(NEEDS_SYNONYMS):
         raise ConfigError("config: data.augment.ops: insert and synonym need --model (embedding neighbours) or "

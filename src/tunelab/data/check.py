@@ -18,8 +18,8 @@ from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.load import RowTask
 from tunelab.data.readers import read_table
-from tunelab.errors import ConfigError, first_line
-from tunelab.models import resolve_model
+from tunelab.errors import ConfigError
+from tunelab.models import load_named
 from tunelab.models.positions import positions_at
 from tunelab.progress import Steps
 from tunelab.registry import TASKS
@@ -46,14 +46,6 @@ def _section(name: str, build: Callable[[], Any]) -> Any:
         raise ConfigError(format_validation_error(err, set()).replace("config: ", f"config: {name}.", 1)) from None
 
 
-def load_tokenizer(task: Any, model: str) -> Any:
-    """The tokenizer the task encodes with for `--model` (sft: its chat template), or one line (ConfigError)."""
-    try:
-        return task.load_tokenizer(resolve_model(model))
-    except (OSError, ValueError) as e:  # a hub id offline, a directory without a tokenizer
-        raise ConfigError(f"--model: cannot load {model}: {first_line(e)}") from None
-
-
 def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, tokenizer: Any) -> dict[str, Any]:
     """A task that answers conversations: token lengths as its chat template renders them (not cut), assistant
     tokens, and replies cut."""
@@ -78,8 +70,9 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     """Validate every file (first error raises) and summarise each, plus pairwise overlap."""
     task, data = _configs(task_name, overrides)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
-    tokenizer = load_tokenizer(task, model)
-    positions, learned = positions_at(resolve_model(model))  # what train refuses about them, refused here
+    # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
+    tokenizer, (positions, learned) = load_named("--model", model,
+                                                 lambda where: (task.load_tokenizer(where), positions_at(where)))
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "files": {}, "overlap": []}
     keys: dict[str, set[str]] = {}
     train_labels: Counter[str] = Counter()

@@ -15,12 +15,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, first_line
 from tunelab.io import atomic_dir, commit_dir
 from tunelab.models.local_save import save_model_here
+
+T = TypeVar("T")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -78,6 +81,15 @@ def check_model_name(name: str) -> None:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
+
+
+def load_named(option: str, name: str, load: Callable[[str], T]) -> T:
+    """`load(resolve_model(name))` for a model a command names (`--model`), or one line (ConfigError) when it cannot
+    be loaded (a hub id offline, a directory without the files)."""
+    try:
+        return load(resolve_model(name))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{option}: cannot load {name}: {first_line(e)}") from None
 
 
 def resolve_model(name: str) -> str:
