@@ -15,6 +15,7 @@ from test_matrix import VARIANTS, _table
 from tunelab.cli import app
 from tunelab.config.run import build_config
 from tunelab.data.feature_store import FEATURES_FILE, FeatureStore, cache_entries, write_store
+from tunelab.data.row_spill import CHUNK, SpilledRows, spill_rows
 from tunelab.registry import TASKS
 from tunelab.tasks.feature_cache import AUTO_ROWS, feature_key, training_features
 
@@ -37,6 +38,21 @@ def test_store_reads_back_what_was_written(tmp_path: Path) -> None:
     with pytest.raises(IndexError):
         store[50]
     assert not list(tmp_path.glob(".*.tmp")), "the temporary directory is gone"
+
+
+def test_spilled_rows_read_back_what_was_written(tmp_path: Path) -> None:
+    rows = [{"text": f"row {i}", "label": "ab"[i % 2], "line": i + 1, "row": {"text": f"row {i}", "id": (i, None)},
+             "score": i / 3} for i in range(2 * CHUNK + 5)]  # three pickles, the last one short
+    spilled = spill_rows(rows, tmp_path)
+    assert isinstance(spilled, SpilledRows) and len(spilled) == len(rows)
+    assert list(spilled) == rows and spilled[-1] == rows[-1]
+    assert spilled[CHUNK - 2 : CHUNK + 2] == rows[CHUNK - 2 : CHUNK + 2]
+    assert spilled[CHUNK]["row"]["id"] == (CHUNK, None), "pickled: tuples stay tuples"
+    with pytest.raises(IndexError):
+        spilled[len(rows)]
+    assert list(tmp_path.iterdir()) == [], "the file is unlinked once mapped"
+    assert spill_rows([], tmp_path) == [] and spill_rows(spilled, tmp_path) is spilled
+    assert spill_rows(rows, tmp_path / "no-such-dir") is rows, "unwritable: the list is kept"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -130,13 +146,17 @@ def test_second_run_reuses_the_cache(tiny_bert: Path, tmp_path: Path, cache: Pat
     code, out = _train(tiny_bert, tmp_path, "memory", "data.cache=false")
     assert code == 0, out
     assert not cache.exists(), "data.cache=false writes nothing"
-    code, first = _train(tiny_bert, tmp_path, "first", "data.cache=true")
+    code, first = _train(tiny_bert, tmp_path, "first", "data.cache=true", "train.report=true")
     assert code == 0 and "tokenised training rows cached in" in first, first
     code, second = _train(tiny_bert, tmp_path, "second", "data.cache=true")
     assert code == 0 and "64 tokenised training rows reused from" in second, second
     assert _curve(tmp_path / "memory") == _curve(tmp_path / "first") == _curve(tmp_path / "second")
     weights = [(tmp_path / r / "model" / "model.safetensors").read_bytes() for r in ("memory", "first", "second")]
     assert weights[0] == weights[1] == weights[2]
+    summaries = [(tmp_path / r / "data_summary.json").read_text() for r in ("memory", "first", "second")]
+    assert summaries[0] == summaries[1] == summaries[2], "the spilled training rows summarise as the list did"
+    page = (tmp_path / "first" / "report.html").read_text()  # its near-duplicate and label sections read them too
+    assert "of 16 rows" in page and "training split is not available" not in page
 
     listed = CliRunner().invoke(app, ["data", "cache"])
     assert listed.exit_code == 0 and "1 cached feature sets" in listed.output and "classification" in listed.output

@@ -17,6 +17,7 @@ from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
+from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
@@ -106,6 +107,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises
     train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
+    if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
+        splits["train"] = spill_rows(splits["train"], train.cached)
     features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
     teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
     extra = unlabeled_features(task, unlabeled, tokenizer, teacher, state) if teacher is not None else []
