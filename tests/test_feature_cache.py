@@ -5,6 +5,8 @@ damaged or unwritable caches cost a warning, never the run; `tunelab data cache`
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from test_matrix import VARIANTS, _table
 from tunelab.cli import app
 from tunelab.config.run import build_config
 from tunelab.data.feature_store import FEATURES_FILE, FeatureStore, cache_entries, write_store
-from tunelab.data.row_spill import CHUNK, SpilledRows, spill_rows
+from tunelab.data.row_spill import CHUNK, STALE_S, SpilledRows, spill_rows
 from tunelab.registry import TASKS
 from tunelab.tasks.feature_cache import AUTO_ROWS, feature_key, training_features
 
@@ -51,6 +53,13 @@ def test_spilled_rows_read_back_what_was_written(tmp_path: Path) -> None:
     with pytest.raises(IndexError):
         spilled[len(rows)]
     assert list(tmp_path.iterdir()) == [], "the file is unlinked once mapped"
+    stale, fresh = tmp_path / ".rows.dead.tmp", tmp_path / ".rows.writing.tmp"  # a dead writer's, a live one's
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(stale, (time.time() - 2 * STALE_S,) * 2)
+    spill_rows(rows, tmp_path)
+    assert not stale.exists() and fresh.exists()
+    fresh.unlink()
     assert spill_rows([], tmp_path) == [] and spill_rows(spilled, tmp_path) is spilled
     assert spill_rows(rows, tmp_path / "no-such-dir") is rows, "unwritable: the list is kept"
 

@@ -19,6 +19,7 @@ import contextlib
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -27,13 +28,15 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 CHUNK = 1024  # examples per pickle: what one random access unpickles
+STALE_S = 3600  # a spill file this old in the directory was left by a process that died while writing it
 _SCHEMA = pa.schema([("rows", pa.large_binary())])
 
 
 class SpilledRows(Sequence[dict[str, Any]]):
     """Examples read back from a spilled file: `rows[i]` a dict, `rows[a:b]` a list, iteration a chunk at a
-    time. Each access unpickles a fresh copy, so the sequence is read-only: changing a returned dict changes
-    nothing stored (nothing downstream of the feature cache changes the training examples)."""
+    time. Read-only: the stored rows never change, and a returned dict is a copy (the last chunk read by index is
+    kept, so the same dict comes back until another chunk is read) — nothing downstream of the feature cache
+    changes the training examples."""
 
     def __init__(self, path: Path, n: int) -> None:
         reader = ipc.open_file(pa.memory_map(str(path), "r"))
@@ -74,6 +77,7 @@ def spill_rows(examples: Sequence[dict[str, Any]], directory: Path) -> Sequence[
     reference to the list to free it); `examples` itself where the file cannot be written."""
     if isinstance(examples, SpilledRows) or not examples:
         return examples
+    _remove_stale(directory)
     try:
         fd, name = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=directory)
     except OSError:
@@ -93,3 +97,13 @@ def spill_rows(examples: Sequence[dict[str, Any]], directory: Path) -> Sequence[
     finally:  # mapped (or failed): the name is no longer needed
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def _remove_stale(directory: Path) -> None:
+    """Spill files still there an hour after they were written: their writer died between creating and unlinking
+    them (a write takes seconds), or the system could not unlink a mapped file (Windows)."""
+    now = time.time()
+    for path in directory.glob(".rows.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > STALE_S:
+                path.unlink()

@@ -142,7 +142,9 @@ def _lengths(ctx: Context) -> str:
     for split, examples in ctx.splits.items():
         if len(examples) > LENGTH_SAMPLE:
             sampled.append(f"{split}: {LENGTH_SAMPLE:,} of {len(examples):,}")
-            examples = rng.sample(list(examples), LENGTH_SAMPLE)
+            # indices, not rows: the training split may be spilled to disk (data/row_spill.py), and the same
+            # indices as sampling the rows themselves
+            examples = [examples[i] for i in sorted(rng.sample(range(len(examples)), LENGTH_SAMPLE))]
         with _quiet_tokenizer():
             lengths[split] = ctx.task.token_lengths(ctx.tokenizer, examples) or []
     rows = []
