@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from tunelab.data import leakage
 from tunelab.data.leakage import near_duplicates
 from tunelab.errors import TunelabError
 from tunelab.text import levenshtein, normalize
@@ -94,9 +95,11 @@ def _mutants(n: int, seed: int) -> list[str]:
 
 
 @pytest.mark.parametrize("threshold", [1.0, 0.9, 0.8, 0.7, 0.5, 0.3])
-def test_same_pairs_as_comparing_every_pair(threshold: float) -> None:
+def test_same_pairs_as_comparing_every_pair(threshold: float, monkeypatch: pytest.MonkeyPatch) -> None:
     train, evals = _mutants(150, 0), _mutants(60, 1)
     got = near_duplicates(train, evals, threshold=threshold, top_k=1000)
+    monkeypatch.setattr(leakage, "_TRAIN_CHUNK", 16)  # the training texts 16 at a time: the same result
+    assert near_duplicates(train, evals, threshold=threshold, top_k=1000) == got
     expected = set()
     for i, e in enumerate(evals):
         for j, t in enumerate(train):
