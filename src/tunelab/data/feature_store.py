@@ -73,7 +73,31 @@ def _narrow(field: pa.Field) -> pa.Field:
     return field
 
 
-class FeatureStore(Sequence[dict[str, Any]]):
+class RowSequence(Sequence[dict[str, Any]]):
+    """A read-only sequence of row dicts kept off the heap: `rows[i]` (negative too) a dict, `rows[a:b]` a list.
+    Subclasses give `__len__` and `_row(i)` for 0 <= i < len."""
+
+    def _row(self, i: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        n = len(self)
+        if isinstance(i, slice):
+            return [self._row(j) for j in range(*i.indices(n))]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return self._row(i)
+
+
+class FeatureStore(RowSequence):
     """The features in `path` (an Arrow IPC file), memory-mapped; `store[i]` is row i as a dict, `store[a:b]` a
     list of them. `lengths` holds every row's `input_ids` length (what batching and the position check need)
     without reading the rows."""
@@ -104,19 +128,7 @@ class FeatureStore(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return self._n
 
-    @overload
-    def __getitem__(self, i: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(i)
+    def _row(self, i: int) -> dict[str, Any]:
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
         j = i - int(self._starts[k])
         row: dict[str, Any] = {}
@@ -130,7 +142,7 @@ class FeatureStore(Sequence[dict[str, Any]]):
         return row
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(self._n))
+        return (self._row(i) for i in range(self._n))
 
 
 def _primitive(t: pa.DataType) -> bool:

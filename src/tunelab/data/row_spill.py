@@ -22,17 +22,19 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from tunelab.data.feature_store import RowSequence
 
 CHUNK = 1024  # examples per pickle: what one random access unpickles
 STALE_S = 3600  # a spill file this old in the directory was left by a process that died while writing it
 _SCHEMA = pa.schema([("rows", pa.large_binary())])
 
 
-class SpilledRows(Sequence[dict[str, Any]]):
+class SpilledRows(RowSequence):
     """Examples read back from a spilled file: `rows[i]` a dict, `rows[a:b]` a list, iteration a chunk at a
     time. Read-only: the stored rows never change, and a returned dict is a copy (the last chunk read by index is
     kept, so the same dict comes back until another chunk is read) — nothing downstream of the feature cache
@@ -52,19 +54,7 @@ class SpilledRows(Sequence[dict[str, Any]]):
             self._last = (k, pickle.loads(memoryview(self._blobs[k].as_buffer())))
         return self._last[1]
 
-    @overload
-    def __getitem__(self, i: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(i)
+    def _row(self, i: int) -> dict[str, Any]:
         return self._chunk(i // CHUNK)[i % CHUNK]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
