@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Iterable
 from typing import Any
 
 from tunelab.config.sections import CleanConfig
@@ -146,34 +145,42 @@ def _where(example: dict[str, Any]) -> str:
 
 
 class _Seen:
-    """Exact and normalised keys of the rows kept so far, each pointing at its first row."""
+    """The rows kept so far, per split, under the hash of their normalised key. Kept rows never share a normalised
+    key (a row that repeats one is dropped, across splits too), so one table finds both kinds of duplicate: the
+    kept row with the same normalised key is the one an exact duplicate repeats as well. Hashes rather than key
+    strings (a normalised key is a new string per row): with two tables of strings `data.dedup` added 245 MB to
+    loading 1 M SST-2 rows. A hash hit is confirmed on the keys themselves, so a collision never drops a row."""
 
     def __init__(self) -> None:
-        self.exact: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.normal: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.tables: dict[str, dict[int, dict[str, Any]]] = {}
 
-    def match(self, ex: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
-        if (hit := self.exact.get(exact_key(ex))) is not None:
-            return "exact", *hit
-        if (hit := self.normal.get(normalised_key(ex))) is not None:
-            return "normalised", *hit
+    def match(self, keys: tuple[str, str]) -> tuple[str, str, dict[str, Any]] | None:
+        exact, normal = keys
+        h = hash(normal)
+        for split, table in self.tables.items():
+            first = table.get(h)
+            if first is not None and normalised_key(first) == normal:
+                return ("exact" if exact_key(first) == exact else "normalised"), split, first
         return None
 
-    def add(self, split: str, examples: Iterable[dict[str, Any]]) -> None:
-        for ex in examples:
-            self.exact.setdefault(exact_key(ex), (split, ex))
-            self.normal.setdefault(normalised_key(ex), (split, ex))
+    def add(self, split: str, example: dict[str, Any], keys: tuple[str, str]) -> None:
+        self.tables.setdefault(split, {}).setdefault(hash(keys[1]), example)
+
+
+def _keys(example: dict[str, Any]) -> tuple[str, str]:
+    return exact_key(example), normalised_key(example)
 
 
 def _drop(examples: list[dict[str, Any]], split: str, seen: _Seen, report: DataReport, within: bool,
           ) -> list[dict[str, Any]]:
     kept = []
     for ex in examples:
-        hit = seen.match(ex)
+        keys = _keys(ex)
+        hit = seen.match(keys)
         if hit is None:
             kept.append(ex)
             if within:
-                seen.add(split, [ex])
+                seen.add(split, ex, keys)
             continue
         match, other_split, first = hit
         detail: dict[str, Any] = {"match": match, "duplicate_of": _where(first)}
@@ -196,5 +203,6 @@ def dedup_across(splits: dict[str, list[dict[str, Any]]], report: DataReport) ->
     for split in SPLIT_PRIORITY:
         if split in out:
             out[split] = _drop(out[split], split, seen, report, within=False)
-            seen.add(split, out[split])
+            for ex in out[split]:
+                seen.add(split, ex, _keys(ex))
     return out
