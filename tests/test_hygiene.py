@@ -9,7 +9,8 @@ import pytest
 
 from conftest import write_jsonl
 from tunelab.config.sections import CleanConfig, DataConfig
-from tunelab.data.hygiene import clean_text, normalised_key
+from tunelab.data import hygiene
+from tunelab.data.hygiene import clean_text, exact_key, normalised_key
 from tunelab.data.load import load_splits
 from tunelab.data.report import DataReport
 from tunelab.errors import DataError
@@ -37,9 +38,15 @@ def test_clean_text() -> None:
     off = CleanConfig(normalize_unicode=False, strip_html=False, collapse_whitespace=False)
     assert clean_text("<b>ｆ</b>  x ", off) == "<b>ｆ</b>  x "
     assert normalised_key({"text": "Great  MOVIE"}) == normalised_key({"text": "great movie"})
+    # one exact key (the parts join with NUL) is one normalised key, even when a text holds a NUL itself
+    assert exact_key({"text": "a ", "text_pair": " b"}) == exact_key({"text": "a \x00 b"})
+    assert normalised_key({"text": "a ", "text_pair": " b"}) == normalised_key({"text": "a \x00 b"})
 
 
-def test_dedup_within_and_across_splits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("collide", [False, True])
+def test_dedup_within_and_across_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collide: bool) -> None:
+    if collide:  # every key hashes alike: the keys themselves still decide
+        monkeypatch.setattr(hygiene, "hash", lambda _: 0, raising=False)
     train = write_jsonl(tmp_path / "train.jsonl", [
         {"text": "good movie", "label": "pos"},      # 1 kept
         {"text": "Good   MOVIE", "label": "pos"},    # 2 normalised duplicate of 1

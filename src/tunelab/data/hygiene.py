@@ -132,8 +132,11 @@ def exact_key(example: dict[str, Any]) -> str:
 
 
 def normalised_key(example: dict[str, Any]) -> str:
-    """NFKC, case-folded, whitespace-collapsed texts: `Great  Movie` and `great movie` are one row."""
-    return "\x00".join(" ".join(unicodedata.normalize("NFKC", p).casefold().split()) for p in _parts(example))
+    """NFKC, case-folded, whitespace-collapsed texts: `Great  Movie` and `great movie` are one row. Made from the
+    exact key (split where it joins), so rows with one exact key always share the normalised one, even when a
+    text holds the joining NUL itself."""
+    return "\x00".join(" ".join(unicodedata.normalize("NFKC", p).casefold().split())
+                       for p in exact_key(example).split("\x00"))
 
 
 def _target(example: dict[str, Any]) -> Any:
@@ -149,22 +152,28 @@ class _Seen:
     key (a row that repeats one is dropped, across splits too), so one table finds both kinds of duplicate: the
     kept row with the same normalised key is the one an exact duplicate repeats as well. Hashes rather than key
     strings (a normalised key is a new string per row): with two tables of strings `data.dedup` added 245 MB to
-    loading 1 M SST-2 rows. A hash hit is confirmed on the keys themselves, so a collision never drops a row."""
+    loading 1 M SST-2 rows. A hash hit is confirmed on the keys themselves, and a kept row whose hash another key
+    already has goes to a small table by its key string, so a collision neither drops nor keeps a row wrongly."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, dict[int, dict[str, Any]]] = {}
+        self.tables: dict[str, tuple[dict[int, dict[str, Any]], dict[str, dict[str, Any]]]] = {}
 
     def match(self, keys: tuple[str, str]) -> tuple[str, str, dict[str, Any]] | None:
         exact, normal = keys
         h = hash(normal)
-        for split, table in self.tables.items():
+        for split, (table, collided) in self.tables.items():
             first = table.get(h)
-            if first is not None and normalised_key(first) == normal:
+            if first is not None and normalised_key(first) != normal:
+                first = collided.get(normal)
+            if first is not None:
                 return ("exact" if exact_key(first) == exact else "normalised"), split, first
         return None
 
     def add(self, split: str, example: dict[str, Any], keys: tuple[str, str]) -> None:
-        self.tables.setdefault(split, {}).setdefault(hash(keys[1]), example)
+        table, collided = self.tables.setdefault(split, ({}, {}))
+        first = table.setdefault(hash(keys[1]), example)
+        if first is not example and normalised_key(first) != keys[1]:  # another key with this hash
+            collided.setdefault(keys[1], example)
 
 
 def _keys(example: dict[str, Any]) -> tuple[str, str]:
