@@ -16,6 +16,7 @@ from conftest import WORDS, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
+from tunelab.data import check as data_check
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
 
@@ -329,7 +330,9 @@ def test_clean_and_dedup_conversations(tmp_path: Path) -> None:
                                                                              "output": "fine"}
 
 
-def test_data_check_sft(tiny_llama: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [8192, 2])
+def test_data_check_sft(tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr(data_check, "CHAT_CHUNK", chunk)  # 2: conversations encoded two at a time, same report
     rows = [*_say(["good", "good", "nice"]),
             {"messages": [{"role": S, "content": "be brief"}, {"role": U, "content": "say " + "fine " * 30},
                           {"role": A, "content": "fine"}]},

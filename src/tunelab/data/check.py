@@ -24,6 +24,8 @@ from tunelab.models.positions import positions_at
 from tunelab.progress import Steps
 from tunelab.registry import TASKS
 
+CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
+
 
 def _configs(task_name: str, overrides: list[str]) -> tuple[RowTask, DataConfig]:
     tree: dict[str, Any] = {}
@@ -48,21 +50,31 @@ def _section(name: str, build: Callable[[], Any]) -> Any:
 
 def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, tokenizer: Any) -> dict[str, Any]:
     """A task that answers conversations: token lengths as its chat template renders them (not cut), assistant
-    tokens, and replies cut."""
-    uncut = task.data.model_copy(update={"max_length": 1 << 30})
+    tokens, and replies cut. Encoded `CHAT_CHUNK` conversations at a time: their features are lists of Python ints
+    (whole, 200,000 alpaca conversations took 1,054 MB of `data check`'s peak RSS at once)."""
+    uncut = type(task)(task.cfg, task.data.model_copy(update={"max_length": 1 << 30}))
     cap = task.length_cap()  # a turn's head only: beyond it every token is past max_length anyway
-    capped = [{**ex, "messages": [{**m, "content": m["content"][:cap]} for m in ex["messages"]]} for ex in examples]
-    feats = type(task)(task.cfg, uncut).encode(capped, tokenizer)
     limit = task.data.max_length
-    first = [next((i for i, t in enumerate(f["labels"]) if t != -100), len(f["labels"])) for f in feats]
-    last = [max((i for i, t in enumerate(f["labels"]) if t != -100), default=-1) for f in feats]
-    trained = [sum(t != -100 for t in f["labels"]) for f in feats]
+    lengths: list[int] = []
+    trained: list[int] = []
+    partly, fully = 0, []
+    for start in range(0, len(examples), CHAT_CHUNK):
+        part = examples[start : start + CHAT_CHUNK]
+        capped = [{**ex, "messages": [{**m, "content": m["content"][:cap]} for m in ex["messages"]]} for ex in part]
+        for ex, f in zip(part, uncut.encode(capped, tokenizer), strict=True):
+            marked = [i for i, t in enumerate(f["labels"]) if t != -100]
+            first, last = (marked[0], marked[-1]) if marked else (len(f["labels"]), -1)
+            lengths.append(len(f["input_ids"]))
+            trained.append(len(marked))
+            partly += first < limit <= last
+            if first >= limit:
+                fully.append(f"{path}:{ex['line']}")
     return {
-        "lengths": np.asarray([len(f["input_ids"]) for f in feats]),
+        "lengths": np.asarray(lengths),
         "turns": dict(Counter(m["role"] for ex in examples for m in ex["messages"]).most_common()),
         "assistant_tokens": {"total": sum(trained), "p50": int(np.percentile(trained, 50)), "max": max(trained)},
-        "replies_partly_cut": sum(a < limit <= b for a, b in zip(first, last, strict=True)),
-        "replies_fully_cut": [f"{path}:{ex['line']}" for ex, a in zip(examples, first, strict=True) if a >= limit],
+        "replies_partly_cut": partly,
+        "replies_fully_cut": fully,
     }
 
 
