@@ -176,7 +176,8 @@ class _Seen:
             collided.setdefault(keys[1], example)
 
 
-def _keys(example: dict[str, Any]) -> tuple[str, str]:
+def duplicate_keys(example: dict[str, Any]) -> tuple[str, str]:
+    """(exact, normalised) keys: what `data.dedup` compares (and `Task.dedup_keys` by default)."""
     return exact_key(example), normalised_key(example)
 
 
@@ -184,7 +185,7 @@ def _drop(examples: list[dict[str, Any]], split: str, seen: _Seen, report: DataR
           ) -> list[dict[str, Any]]:
     kept = []
     for ex in examples:
-        keys = _keys(ex)
+        keys = duplicate_keys(ex)
         hit = seen.match(keys)
         if hit is None:
             kept.append(ex)
@@ -213,5 +214,5 @@ def dedup_across(splits: dict[str, list[dict[str, Any]]], report: DataReport) ->
         if split in out:
             out[split] = _drop(out[split], split, seen, report, within=False)
             for ex in out[split]:
-                seen.add(split, ex, _keys(ex))
+                seen.add(split, ex, duplicate_keys(ex))
     return out

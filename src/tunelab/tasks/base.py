@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from transformers import AutoTokenizer
 
 from tunelab.config.sections import DataConfig, TaskConfig, TrainConfig
-from tunelab.data.hygiene import exact_key, normalised_key
+from tunelab.data.hygiene import duplicate_keys
 from tunelab.data.readers import Table
 from tunelab.errors import ConfigError
 from tunelab.models.inference import TARGETS, forward_logits
@@ -283,7 +283,7 @@ class Task(ABC):
 
     def dedup_keys(self, example: Example) -> tuple[str, str]:
         """(exact, normalised) duplicate keys of an example: data.dedup's, so `data check` counts what dedup drops."""
-        return exact_key(example), normalised_key(example)
+        return duplicate_keys(example)
 
     # -- saved with the model ----------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
