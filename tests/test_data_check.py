@@ -40,8 +40,8 @@ def test_unknown_tokens_name_a_model_that_fits(tiny_bert: Path) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_bert))  # an English word-level vocabulary
-    assert unknown_tokens(tok, ["good movie", "bad plot"], "tiny") is None
-    said = unknown_tokens(tok, ["这部电影很好看", "酒店很干净"], "tiny")
+    assert unknown_tokens(tok, ["good movie", "bad plot"], str, "tiny") is None
+    said = unknown_tokens(tok, ["这部电影很好看", "酒店很干净"], str, "tiny")
     assert said is not None and "tiny turns 100 % of the tokens into [UNK]" in said and "gemma3-270m" in said
     assert "m3e-small" in said  # the Chinese encoder is named too
 

@@ -5,7 +5,7 @@ that start with the assistant or end on a user turn."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tunelab.models.aliases import ALIASES
@@ -15,13 +15,16 @@ UNKNOWN_SHARE = 0.05  # warn when more than this share of the tokens are the tok
 SAMPLE = 2000  # rows tokenised for the unknown-token share
 
 
-def unknown_tokens(tokenizer: Any, texts: Sequence[str], model: str, cap: int = 1 << 16) -> str | None:
-    """A warning when the tokenizer turns a large share of the text into its unknown token (an English vocabulary
-    on Chinese text), naming a model that fits; None when it covers the text or has no unknown token."""
+def unknown_tokens(tokenizer: Any, examples: Sequence[Any], text_of: Callable[[Any], str], model: str,
+                   cap: int = 1 << 16) -> str | None:
+    """A warning when the tokenizer turns a large share of the text (`text_of` each example) into its unknown token
+    (an English vocabulary on Chinese text), naming a model that fits; None when it covers the text or has no
+    unknown token. Reads only the `SAMPLE` examples it tokenises, in file order (a spilled split: a few chunks)."""
     unk = getattr(tokenizer, "unk_token_id", None)
-    if unk is None or not texts:
+    if unk is None or not examples:
         return None
-    sample = [t[:cap] for t in random.Random(0).sample(list(texts), min(len(texts), SAMPLE))]  # heads: bounded
+    picked = sorted(random.Random(0).sample(range(len(examples)), min(len(examples), SAMPLE)))
+    sample = [text_of(examples[i])[:cap] for i in picked]  # heads: bounded
     ids = [t for row in tokenizer(sample, add_special_tokens=False)["input_ids"] for t in row]
     share = sum(t == unk for t in ids) / max(len(ids), 1)
     if share <= UNKNOWN_SHARE:

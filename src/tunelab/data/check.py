@@ -16,8 +16,7 @@ from transformers.utils import logging as hf_logging
 from tunelab.config.run import apply_override, format_validation_error, parse_overrides
 from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
-from tunelab.data.load import RowTask
-from tunelab.data.readers import read_table
+from tunelab.data.load import RowTask, parse_file
 from tunelab.errors import ConfigError
 from tunelab.models import load_named
 from tunelab.models.positions import positions_at
@@ -105,7 +104,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     with Steps("data check", 4 * len(files), "steps", now=f"reading {files[0]}") as progress:
         for i, path in enumerate(files):
             progress.update(4 * i, now=f"reading {path}")
-            examples = task.parse(read_table(path))
+            examples = parse_file(path, task, stream=True)  # a large JSONL file: spilled as parsed
             progress.update(4 * i + 1, now=f"token lengths of {len(examples):,} rows")
             if i == 0:  # the first file is the training file: the checks train runs on it
                 task.check_train(examples)
@@ -120,7 +119,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
             labels = task.label_counts(examples)
             train_labels = labels if i == 0 else train_labels
             warnings = [w for w in (
-                unknown_tokens(tokenizer, [task.example_text(ex) for ex in examples], model, task.length_cap()),
+                unknown_tokens(tokenizer, examples, task.example_text, model, task.length_cap()),
                 look_alike_labels(labels),
                 unseen_labels(labels, train_labels, files[0]) if i else None,
             ) if w] + (conversation_order(examples, path) if task.generates_replies else [])

@@ -96,6 +96,25 @@ class RowSequence(Sequence[dict[str, Any]]):
             raise IndexError(i)
         return self._row(i)
 
+    def take(self, indices: Sequence[int]) -> RowSequence:
+        """The rows at `indices`, in that order, read through this sequence when asked: nothing is copied (8 bytes
+        a row), so a held-out split of a spilled training file stays off the heap (data/splits.py)."""
+        return _Taken(self, np.asarray(indices, dtype=np.int64))
+
+
+class _Taken(RowSequence):
+    def __init__(self, base: RowSequence, indices: np.ndarray) -> None:
+        self._base, self._indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def _row(self, i: int) -> dict[str, Any]:
+        return self._base._row(int(self._indices[i]))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self._base._row(int(i)) for i in self._indices)
+
 
 class FeatureStore(RowSequence):
     """The features in `path` (an Arrow IPC file), memory-mapped; `store[i]` is row i as a dict, `store[a:b]` a

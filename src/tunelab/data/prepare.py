@@ -25,7 +25,7 @@ def prepare_training(train: list[dict[str, Any]], cfg: RunConfig, task: RowTask,
     data, seed = cfg.data, cfg.train.seed
     # the warning `tunelab data check` gives, given at training too: an English vocabulary on Chinese text trains a
     # model that sees mostly [UNK]
-    unknown = unknown_tokens(tokenizer, [task.example_text(ex) for ex in train], cfg.model)
+    unknown = unknown_tokens(tokenizer, train, task.example_text, cfg.model)
     report.applied["vocabulary_warning"] = unknown
     if unknown:
         say(f"warning: {unknown}")

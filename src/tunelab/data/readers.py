@@ -11,36 +11,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tunelab.data.jsonl import not_utf8, read_jsonl
+from tunelab.data.records import Record, Table
 from tunelab.errors import DataError, first_line
 
 csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
-SHARED = 10_000  # distinct short strings a JSONL file's rows share (see _read_jsonl)
-
-
-@dataclass(frozen=True, slots=True)  # one per row: no per-instance __dict__
-class Record:
-    source: str
-    line: int | None  # 1-based line of the row (row number for Parquet / JSON arrays; None for SQuAD JSON)
-    data: dict[str, Any]
-
-
-@dataclass
-class Table:
-    source: str
-    records: list[Record]
-    columns: list[str] | None = None  # tabular formats have a fixed header
-    fields_seen: set[str] = field(default_factory=set)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
 
 def _decode(path: Path) -> str:
@@ -50,54 +32,8 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise _not_utf8(path, line, raw[exc.start], col) from None
+        raise not_utf8(path, line, raw[exc.start], col) from None
     return text.removeprefix("\ufeff")
-
-
-def _not_utf8(path: Path, line: int, byte: int, column: int) -> DataError:
-    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column})")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line, decoded one at a time (a large file is never held whole, nor all its lines),
-    a UTF-8 BOM dropped; bad bytes named by line and column."""
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _not_utf8(path, number, raw[exc.start], exc.start + 1) from None
-            yield number, (line.removeprefix("\ufeff") if number == 1 else line)
-
-
-def _read_jsonl(path: Path) -> list[Record]:
-    """One record per non-blank line. A JSON parser makes a new string for every key and value of every row; the
-    rows keep one copy of each repeated short string instead (keys, labels, NER tags: 30 % less memory per SST-2
-    row), up to SHARED distinct ones (unique short texts are not worth it). Inlined: per row it costs ~0.5 µs."""
-    records, source = [], str(path)
-    memo: dict[str, str] = {}
-    get = memo.get
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(str(path), number, "json", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(str(path), number, "json", f"expected a JSON object, got {type(obj).__name__}")
-        row = {}
-        for key, value in obj.items():
-            kept = get(key)
-            if kept is None:
-                memo[key] = kept = key
-            if type(value) is str and len(value) <= 32:
-                value = get(value) or (memo.setdefault(value, value) if len(memo) < SHARED else value)
-            elif type(value) is list and value and type(value[0]) is str and len(value[0]) <= 32:
-                value = [get(v) or (memo.setdefault(v, v) if len(memo) < SHARED else v) for v in value]
-            row[kept] = value
-        records.append(Record(source, number, row))
-    return records
 
 
 def _read_squad(path: Path, obj: dict[str, Any]) -> list[Record]:
@@ -144,7 +80,7 @@ def _read_json(path: Path) -> list[Record]:
         if isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]:
             return _read_squad(path, obj)
     if not text.lstrip().startswith("["):
-        return _read_jsonl(path)  # a .json file with one object per line
+        return read_jsonl(path)  # a .json file with one object per line
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -297,7 +233,7 @@ def _read_hub(spec: str) -> Table:
 
 # file suffix → reader: records, or (records, columns) where the format names its columns
 _READERS: dict[str, Callable[[Path], list[Record] | tuple[list[Record], list[str]]]] = {
-    ".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json,
+    ".jsonl": read_jsonl, ".ndjson": read_jsonl, ".json": _read_json,
     ".csv": lambda p: _read_delimited(p, ","), ".tsv": lambda p: _read_delimited(p, "\t"),
     ".tab": lambda p: _read_delimited(p, "\t"),
     **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), _read_conll),

@@ -1,4 +1,4 @@
-"""The training examples moved off the heap once their features are on disk.
+"""The training examples moved off the heap: once their features are on disk, or as a large file is parsed.
 
 A parsed example is a dict holding its text, label, file, line and the input row (itself a dict): ≈ 0.6 KB of
 Python objects for an SST-2 row. Once the training split is tokenised into the feature cache, the run reads its
@@ -7,7 +7,9 @@ sections read them) and never during training — yet the list stayed alive thro
 step's memory came on top of it:
 peak RSS at 1 M SST-2 rows 1,757 MB, of which ≈ 600 MB were these dicts. `spill_rows` writes them to a file
 beside the cache entry, pickled 1,024 at a time (one pickle shares the keys, file name and labels of its rows:
-≈ 0.1 KB a row), maps it, and returns a read-only sequence over it; the list can then be freed.
+≈ 0.1 KB a row), maps it, and returns a read-only sequence over it; the list can then be freed. A large JSONL
+training file never makes the list at all: `spill_chunks` writes its rows part by part as they are parsed
+(data/load.parse_file), and every later step reads them from the file.
 
 The file is this process's own: written by it, opened, then unlinked (it lives on while mapped), so nothing
 another process wrote is ever unpickled. A failure to write it (read-only or full disk) keeps the list: the run
@@ -21,7 +23,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,26 +70,43 @@ class SpilledRows(RowSequence):
 
 def spill_rows(examples: Sequence[dict[str, Any]], directory: Path) -> Sequence[dict[str, Any]]:
     """`examples` written to a file in `directory` and read back through a `SpilledRows` (drop every other
-    reference to the list to free it); `examples` itself where the file cannot be written."""
-    if isinstance(examples, SpilledRows) or not examples:
+    reference to the list to free it); `examples` itself where the file cannot be written, or where it is already
+    off the heap (a `RowSequence`: spilled as it was parsed, data/load.py)."""
+    if isinstance(examples, RowSequence) or not examples:
         return examples
-    _remove_stale(directory)
     try:
-        fd, name = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=directory)
-    except OSError:
+        return spill_chunks((examples[s : s + CHUNK] for s in range(0, len(examples), CHUNK)), directory)
+    except (OSError, pa.ArrowException):
         return examples
-    path = Path(name)
+
+
+def spill_chunks(parts: Iterable[Sequence[dict[str, Any]]], directory: Path) -> SpilledRows:
+    """The examples of `parts`, written as they come (only one part and 64 pickles are held at a time), read back
+    through a `SpilledRows`. Raises OSError / ArrowException where the file cannot be written, and whatever
+    producing a part raises (a `DataError`); the file is gone either way."""
+    _remove_stale(directory)
+    fd, name = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=directory)
+    path, n = Path(name), 0
     try:
         with os.fdopen(fd, "wb") as f, ipc.new_file(f, _SCHEMA) as writer:
             blobs: list[bytes] = []
-            for start in range(0, len(examples), CHUNK):
-                blobs.append(pickle.dumps(list(examples[start : start + CHUNK]), protocol=5))
-                if len(blobs) == 64 or start + CHUNK >= len(examples):
-                    writer.write_batch(pa.record_batch([pa.array(blobs, pa.large_binary())], schema=_SCHEMA))
-                    blobs = []
-        return SpilledRows(path, len(examples))
-    except (OSError, pa.ArrowException):
-        return examples
+            held: list[dict[str, Any]] = []  # rows of a part not yet a whole CHUNK
+            for part in parts:
+                held.extend(part)
+                whole = len(held) - len(held) % CHUNK
+                for start in range(0, whole, CHUNK):
+                    blobs.append(pickle.dumps(held[start : start + CHUNK], protocol=5))
+                    if len(blobs) == 64:
+                        writer.write_batch(pa.record_batch([pa.array(blobs, pa.large_binary())], schema=_SCHEMA))
+                        blobs = []
+                n += whole
+                del held[:whole]
+            if held:
+                blobs.append(pickle.dumps(held, protocol=5))
+                n += len(held)
+            if blobs:
+                writer.write_batch(pa.record_batch([pa.array(blobs, pa.large_binary())], schema=_SCHEMA))
+        return SpilledRows(path, n)
     finally:  # mapped (or failed): the name is no longer needed
         with contextlib.suppress(OSError):
             path.unlink()

@@ -7,16 +7,21 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
+import numpy as np
+
+from tunelab.data.feature_store import RowSequence
+
 T = TypeVar("T")
 
 
 def split_validation(
     items: Sequence[T], fraction: float, seed: int, key: Callable[[T], Hashable] | None = None
-) -> tuple[list[T], list[T]]:
+) -> tuple[Sequence[T], Sequence[T]]:
     """Split `items` into (train, validation). With `key`, each group keeps its share (stratified);
-    groups too small to share keep their rows in train. Order inside each part follows the input."""
+    groups too small to share keep their rows in train. Order inside each part follows the input. Lists, or views
+    of `items` where it is a `RowSequence` (rows spilled as parsed)."""
     if fraction <= 0 or len(items) < 2:
-        return list(items), []
+        return (items if isinstance(items, RowSequence) else list(items)), []
     rng = random.Random(seed)
     groups: dict[Hashable, list[int]] = defaultdict(list)
     for i, item in enumerate(items):
@@ -27,6 +32,10 @@ def split_validation(
         held.update(rng.sample(members, take))
     if not held:  # tiny data: still hold out one row
         held.add(rng.randrange(len(items)))
+    if isinstance(items, RowSequence):  # spilled as parsed (a large file): both parts stay off the heap
+        kept = np.ones(len(items), dtype=bool)
+        kept[list(held)] = False
+        return items.take(np.flatnonzero(kept)), items.take(np.flatnonzero(~kept))
     train = [it for i, it in enumerate(items) if i not in held]
     val = [it for i, it in enumerate(items) if i in held]
     return train, val

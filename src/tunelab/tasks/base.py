@@ -242,8 +242,12 @@ class Task(ABC):
             return []
         if "text" not in examples[0]:
             return None
-        pairs = [ex["text_pair"] for ex in examples] if "text_pair" in examples[0] else None
-        return head_lengths(tokenizer, [ex["text"] for ex in examples], pairs, self.length_cap())
+        out: list[int] = []
+        for start in range(0, len(examples), TOKENIZE_CHUNK):  # a chunk's texts at a time (a spilled split)
+            part = examples[start : start + TOKENIZE_CHUNK]
+            pairs = [ex["text_pair"] for ex in part] if "text_pair" in part[0] else None
+            out += head_lengths(tokenizer, [ex["text"] for ex in part], pairs, self.length_cap())
+        return out
 
     def length_cap(self) -> int:
         """Characters of one text that are tokenised to count its length (16 per token of data.max_length): a

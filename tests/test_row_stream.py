@@ -1,0 +1,91 @@
+"""A large JSONL training file is parsed a chunk at a time and spilled as it is parsed (data.load.parse_file): the
+rows, the held-out split, the errors, `data check` and the trained model are what the whole-file parse gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from test_feature_cache import _curve, _train
+from tunelab.cli import app
+from tunelab.config.sections import DataConfig
+from tunelab.data import load, row_spill
+from tunelab.data.feature_store import RowSequence
+from tunelab.data.report import DataReport
+from tunelab.errors import DataError
+from tunelab.registry import TASKS
+
+
+@pytest.fixture()
+def small_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every JSONL training file streamed, 5 rows parsed at a time into pickles of 3 (parts and pickles cross)."""
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(load, "STREAM_BYTES", 0)
+    monkeypatch.setattr(load, "PARSE_CHUNK", 5)
+    monkeypatch.setattr(row_spill, "CHUNK", 3)
+    return tmp_path / "cache" / "features"
+
+
+def _splits(path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool, **data: object) -> dict:
+    monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
+    cfg = DataConfig(train=str(path), **data)
+    task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
+    return load.load_splits(cfg, task, 7, DataReport())
+
+
+def test_streamed_rows_and_held_out_split_equal_the_whole_parse(tmp_path: Path, small_parts: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(23))
+    whole = _splits(train, monkeypatch, False, validation_split=0.2)
+    streamed = _splits(train, monkeypatch, True, validation_split=0.2)
+    assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
+    assert isinstance(streamed["validation"], RowSequence), "the held-out part stays off the heap too"
+    for split in ("train", "validation"):
+        assert list(streamed[split]) == list(whole[split])
+        assert [streamed[split][i] for i in range(len(whole[split]))] == whole[split]
+    assert streamed["train"][2:7] == whole["train"][2:7]
+    assert not list(small_parts.glob(".rows.*")), "the spill file is unlinked once mapped"
+
+
+def test_a_bad_row_names_its_line_and_leaves_no_file(tmp_path: Path, small_parts: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [json.dumps(r) for r in sentiment_rows(12)]
+    rows[10] = '{"text": "a row without a label"}'
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        _splits(train, monkeypatch, True, validation_split=0.2)
+    assert str(err.value).startswith(f"{train}:11: label:"), str(err.value)
+    assert not list(small_parts.glob(".rows.*")), "nothing half-written is left"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="empty file: no data rows"):
+        _splits(empty, monkeypatch, True)
+
+
+def test_data_check_reads_the_streamed_file_alike(tiny_bert: Path, tmp_path: Path, small_parts: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40) + sentiment_rows(3))  # 3 duplicates
+    reports = []
+    for limit in (0, 1 << 60):
+        monkeypatch.setattr(load, "STREAM_BYTES", limit)
+        res = CliRunner().invoke(app, ["data", "check", str(train), "--model", str(tiny_bert), "--json"])
+        assert res.exit_code == 0, res.output
+        reports.append(json.loads(res.stdout))
+    assert reports[0] == reports[1] and reports[0]["files"][str(train)]["duplicates_exact"] == 3
+
+
+def test_training_on_a_streamed_file_is_the_same_run(tiny_bert: Path, tmp_path: Path, small_parts: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = _train(tiny_bert, tmp_path, "streamed", "data.cache=true")
+    assert code == 0, out
+    monkeypatch.setattr(load, "STREAM_BYTES", 1 << 60)
+    code, out = _train(tiny_bert, tmp_path, "whole", "data.cache=false")
+    assert code == 0, out
+    assert _curve(tmp_path / "streamed") == _curve(tmp_path / "whole")
+    for name in ("model/model.safetensors", "data_summary.json"):
+        assert (tmp_path / "streamed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
