@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from test_feature_cache import _curve, _train
+from test_ner import _ner_rows
 from tunelab.cli import app
 from tunelab.config.sections import DataConfig
 from tunelab.data import load, row_spill
@@ -43,7 +44,7 @@ def test_streamed_rows_and_held_out_split_equal_the_whole_parse(tmp_path: Path, 
     whole = _splits(train, monkeypatch, False, validation_split=0.2)
     streamed = _splits(train, monkeypatch, True, validation_split=0.2)
     assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
-    assert isinstance(streamed["validation"], RowSequence), "the held-out part stays off the heap too"
+    assert isinstance(streamed["validation"], list), "evaluation writes into the held-out rows: kept in memory"
     for split in ("train", "validation"):
         assert list(streamed[split]) == list(whole[split])
         assert [streamed[split][i] for i in range(len(whole[split]))] == whole[split]
@@ -89,3 +90,16 @@ def test_training_on_a_streamed_file_is_the_same_run(tiny_bert: Path, tmp_path: 
     assert _curve(tmp_path / "streamed") == _curve(tmp_path / "whole")
     for name in ("model/model.safetensors", "data_summary.json"):
         assert (tmp_path / "streamed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_ner_evaluates_rows_held_out_of_a_streamed_file(tiny_bert: Path, tmp_path: Path, small_parts: Path) -> None:
+    """NER's evaluation writes each held-out row's word ids into it: those rows must not be read back from the
+    spill (a fresh copy each read) — the run would fail at its first evaluation."""
+    train = write_jsonl(tmp_path / "train.jsonl", _ner_rows(40))
+    args = ["task=ner", f"model={tiny_bert}", f"data.train={train}", "data.validation_split=0.2",
+            f"output_dir={tmp_path / 'run'}", "train.epochs=1", "train.batch_size=8", "train.save_steps=0",
+            "train.precision=fp32", "train.report=false"]
+    res = CliRunner().invoke(app, ["train", *[a for s in args for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "f1" in metrics["validation"], metrics

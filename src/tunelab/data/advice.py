@@ -19,7 +19,8 @@ def unknown_tokens(tokenizer: Any, examples: Sequence[Any], text_of: Callable[[A
                    cap: int = 1 << 16) -> str | None:
     """A warning when the tokenizer turns a large share of the text (`text_of` each example) into its unknown token
     (an English vocabulary on Chinese text), naming a model that fits; None when it covers the text or has no
-    unknown token. Reads only the `SAMPLE` examples it tokenises, in file order (a spilled split: a few chunks)."""
+    unknown token. Reads only the `SAMPLE` examples it tokenises, in file order (a spilled split: one chunk each at
+    most, about a second at 10 M rows), never a list of every text."""
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is None or not examples:
         return None

@@ -65,7 +65,8 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False) -> Sequence[di
     cache's folder unless `data.cache: false`, else the system's temporary one), so neither its records nor its
     examples are ever held
     whole: parsed whole, a row costs ≈ 0.6 KB of Python objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1 KB of
-    disk. The rows, their errors (file:line) and their order are the same either way."""
+    disk. The rows and their order are the same either way; of several bad rows the streamed parse names the first
+    in the file (the whole parse reads every line's JSON before it checks any row's fields)."""
     p = Path(path)
     if stream and p.suffix.lower() in (".jsonl", ".ndjson") and p.is_file() and p.stat().st_size >= STREAM_BYTES:
         folders = [cache_root()] if task.data.cache is not False else []
@@ -89,8 +90,8 @@ def _batched(records: Iterator[Record], n: int) -> Iterator[list[Record]]:
 
 def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport) -> Sequence[dict[str, Any]]:
     """Parse one file, then clean it and drop its duplicates (before any validation hold-out). A large training
-    file without `data.clean` / `data.dedup` is spilled as it is parsed (`parse_file`); the other splits stay in
-    memory (evaluation writes into their rows: NER's word ids)."""
+    file without `data.clean` / `data.dedup` is spilled as it is parsed (`parse_file`); the other splits, and rows
+    held out of it for validation, stay in memory (evaluation writes into their rows: NER's word ids)."""
     examples = parse_file(path, task, stream=split == "train" and data.clean is None and not data.dedup)
     report.read(split, len(examples))
     if data.clean is not None:

@@ -41,7 +41,7 @@ class SpilledRows(RowSequence):
     """Examples read back from a spilled file: `rows[i]` a dict, `rows[a:b]` a list, iteration a chunk at a
     time. Read-only: the stored rows never change, and a returned dict is a copy (the last chunk read by index is
     kept, so the same dict comes back until another chunk is read) — nothing downstream of the feature cache
-    changes the training examples."""
+    changes the training examples (a split that evaluation writes into is never spilled: data/splits.py)."""
 
     def __init__(self, path: Path, n: int) -> None:
         reader = ipc.open_file(pa.memory_map(str(path), "r"))
@@ -81,9 +81,9 @@ def spill_rows(examples: Sequence[dict[str, Any]], directory: Path) -> Sequence[
 
 
 def spill_chunks(parts: Iterable[Sequence[dict[str, Any]]], directory: Path) -> SpilledRows:
-    """The examples of `parts`, written as they come (only one part and 64 pickles are held at a time), read back
-    through a `SpilledRows`. Raises OSError / ArrowException where the file cannot be written, and whatever
-    producing a part raises (a `DataError`); the file is gone either way."""
+    """The examples of `parts`, written as they come (one part, the rows short of a chunk and 64 pickles are held
+    at a time), read back through a `SpilledRows`. Raises OSError / ArrowException where the file cannot be
+    written, and whatever producing a part raises (a `DataError`); the file is gone either way."""
     _remove_stale(directory)
     fd, name = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=directory)
     path, n = Path(name), 0
@@ -100,7 +100,7 @@ def spill_chunks(parts: Iterable[Sequence[dict[str, Any]]], directory: Path) -> 
                         writer.write_batch(pa.record_batch([pa.array(blobs, pa.large_binary())], schema=_SCHEMA))
                         blobs = []
                 n += whole
-                del held[:whole]
+                del held[:whole], part  # the next part is parsed without this one
             if held:
                 blobs.append(pickle.dumps(held, protocol=5))
                 n += len(held)

@@ -242,12 +242,10 @@ class Task(ABC):
             return []
         if "text" not in examples[0]:
             return None
-        out: list[int] = []
-        for start in range(0, len(examples), TOKENIZE_CHUNK):  # a chunk's texts at a time (a spilled split)
-            part = examples[start : start + TOKENIZE_CHUNK]
-            pairs = [ex["text_pair"] for ex in part] if "text_pair" in part[0] else None
-            out += head_lengths(tokenizer, [ex["text"] for ex in part], pairs, self.length_cap())
-        return out
+        pair = "text_pair" in examples[0]
+        return lengths_by_chunk(examples, lambda part: head_lengths(
+            tokenizer, [ex["text"] for ex in part], [ex["text_pair"] for ex in part] if pair else None,
+            self.length_cap()))
 
     def length_cap(self) -> int:
         """Characters of one text that are tokenised to count its length (16 per token of data.max_length): a
@@ -317,6 +315,15 @@ class Task(ABC):
 
 
 CHARS_PER_TOKEN = 16  # no tokenizer makes a token of more characters than this on real text
+
+
+def lengths_by_chunk(examples: Sequence[Example], lengths_of: Callable[[Sequence[Example]], list[int]]) -> list[int]:
+    """`lengths_of` over `TOKENIZE_CHUNK` examples at a time: only one chunk's texts (and, for a spilled split, its
+    rows) are held at once."""
+    out: list[int] = []
+    for start in range(0, len(examples), TOKENIZE_CHUNK):
+        out += lengths_of(examples[start : start + TOKENIZE_CHUNK])
+    return out
 
 
 def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, cap: int,

@@ -29,7 +29,7 @@ from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
-from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
+from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, lengths_by_chunk, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.text import CJK, is_cjk
 
@@ -283,9 +283,13 @@ class Ner(Task):
         if not examples:
             return []
         cap = self.length_cap() // CHARS_PER_TOKEN * 4  # words: at most 4 × max_length tokenised per sentence
-        ids = tokenizer([ex["tokens"][:cap] for ex in examples], is_split_into_words=True)["input_ids"]
-        return [len(x) if len(ex["tokens"]) <= cap else round(len(x) * len(ex["tokens"]) / cap)
-                for x, ex in zip(ids, examples, strict=True)]
+
+        def lengths(part: Sequence[Example]) -> list[int]:
+            ids = tokenizer([ex["tokens"][:cap] for ex in part], is_split_into_words=True)["input_ids"]
+            return [len(x) if len(ex["tokens"]) <= cap else round(len(x) * len(ex["tokens"]) / cap)
+                    for x, ex in zip(ids, part, strict=True)]
+
+        return lengths_by_chunk(examples, lengths)
 
     def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
         tags = [ex["tags"] for ex in examples if "tags" in ex] or [r["gold"] for r in records]
