@@ -7,11 +7,11 @@ sections read them) and never during training — yet the list stayed alive thro
 step's memory came on top of it:
 peak RSS at 1 M SST-2 rows 1,757 MB, of which ≈ 600 MB were these dicts. `spill_rows` writes them to a file
 beside the cache entry, pickled 1,024 at a time (one pickle shares the keys, file name and labels of its rows:
-≈ 0.1 KB a row), maps it, and returns a read-only sequence over it; the list can then be freed. A large JSONL
+≈ 0.1 KB a row), opens it, and returns a read-only sequence over it; the list can then be freed. A large JSONL
 training file never makes the list at all: `spill_chunks` writes its rows part by part as they are parsed
 (data/load.parse_file), and every later step reads them from the file.
 
-The file is this process's own: written by it, opened, then unlinked (it lives on while mapped), so nothing
+The file is this process's own: written by it, opened, then unlinked (it lives on while open), so nothing
 another process wrote is ever unpickled. A failure to write it (read-only or full disk) keeps the list: the run
 goes on as before, with its memory.
 """
@@ -44,8 +44,9 @@ class SpilledRows(RowSequence):
     changes the training examples (a split that evaluation writes into is never spilled: data/splits.py)."""
 
     def __init__(self, path: Path, n: int) -> None:
-        reader = ipc.open_file(pa.memory_map(str(path), "r"))
-        self._blobs = reader.read_all().column("rows")
+        # read with pread, one pickle (a record batch) at a time, not mapped: the pages read stay in the system's
+        # file cache, not in this process's memory (a map counts every page read in its RSS: ~1 GB at 10 M rows)
+        self._reader = ipc.open_file(pa.OSFile(str(path), "rb"))
         self._n = n
         self._last: tuple[int, list[dict[str, Any]]] = (-1, [])
 
@@ -53,7 +54,7 @@ class SpilledRows(RowSequence):
         return self._n
 
     def _unpickle(self, k: int) -> list[dict[str, Any]]:
-        return pickle.loads(memoryview(self._blobs[k].as_buffer()))
+        return pickle.loads(memoryview(self._reader.get_batch(k).column(0)[0].as_buffer()))
 
     def _chunk(self, k: int) -> list[dict[str, Any]]:
         if self._last[0] != k:
@@ -64,7 +65,7 @@ class SpilledRows(RowSequence):
         return self._chunk(i // CHUNK)[i % CHUNK]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for k in range(len(self._blobs)):
+        for k in range(self._reader.num_record_batches):
             yield from self._unpickle(k)
 
 
@@ -81,40 +82,40 @@ def spill_rows(examples: Sequence[dict[str, Any]], directory: Path) -> Sequence[
 
 
 def spill_chunks(parts: Iterable[Sequence[dict[str, Any]]], directory: Path) -> SpilledRows:
-    """The examples of `parts`, written as they come (one part, the rows short of a chunk and 64 pickles are held
-    at a time), read back through a `SpilledRows`. Raises OSError / ArrowException where the file cannot be
-    written, and whatever producing a part raises (a `DataError`); the file is gone either way."""
+    """The examples of `parts`, written as they come (one part and the rows short of a chunk are held at a time),
+    one pickle of `CHUNK` rows per record batch, read back through a `SpilledRows`. Raises OSError /
+    ArrowException where the file cannot be written, and whatever producing a part raises (a `DataError`); the
+    file is gone either way."""
     _remove_stale(directory)
     fd, name = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=directory)
     path, n = Path(name), 0
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        blob = pickle.dumps(rows, protocol=5)
+        writer.write_batch(pa.record_batch([pa.array([blob], pa.large_binary())], schema=_SCHEMA))
+
     try:
         with os.fdopen(fd, "wb") as f, ipc.new_file(f, _SCHEMA) as writer:
-            blobs: list[bytes] = []
             held: list[dict[str, Any]] = []  # rows of a part not yet a whole CHUNK
             for part in parts:
                 held.extend(part)
                 whole = len(held) - len(held) % CHUNK
                 for start in range(0, whole, CHUNK):
-                    blobs.append(pickle.dumps(held[start : start + CHUNK], protocol=5))
-                    if len(blobs) == 64:
-                        writer.write_batch(pa.record_batch([pa.array(blobs, pa.large_binary())], schema=_SCHEMA))
-                        blobs = []
+                    write(held[start : start + CHUNK])
                 n += whole
                 del held[:whole], part  # the next part is parsed without this one
             if held:
-                blobs.append(pickle.dumps(held, protocol=5))
+                write(held)
                 n += len(held)
-            if blobs:
-                writer.write_batch(pa.record_batch([pa.array(blobs, pa.large_binary())], schema=_SCHEMA))
         return SpilledRows(path, n)
-    finally:  # mapped (or failed): the name is no longer needed
+    finally:  # open (or failed): the name is no longer needed
         with contextlib.suppress(OSError):
             path.unlink()
 
 
 def _remove_stale(directory: Path) -> None:
     """Spill files still there an hour after they were written: their writer died between creating and unlinking
-    them (a write takes seconds), or the system could not unlink a mapped file (Windows)."""
+    them (a write takes seconds), or the system could not unlink an open file (Windows)."""
     now = time.time()
     for path in directory.glob(".rows.*.tmp"):
         with contextlib.suppress(OSError):
