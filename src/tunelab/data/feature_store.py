@@ -98,7 +98,8 @@ class RowSequence(Sequence[dict[str, Any]]):
 
     def take(self, indices: Sequence[int]) -> RowSequence:
         """The rows at `indices`, in that order, read through this sequence when asked: nothing is copied (8 bytes
-        a row), so a held-out split of a spilled training file stays off the heap (data/splits.py)."""
+        a row), so what is left for training after a validation hold-out from a spilled file stays off the heap
+        (data/splits.py)."""
         return _Taken(self, np.asarray(indices, dtype=np.int64))
 
 

@@ -63,10 +63,9 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False) -> Sequence[di
     """`task.parse` of a file's rows. With `stream`, a JSONL file of at least `STREAM_BYTES` is parsed
     `PARSE_CHUNK` rows at a time, each part spilled to disk as it is parsed (data/row_spill.py; in the feature
     cache's folder unless `data.cache: false`, else the system's temporary one), so neither its records nor its
-    examples are ever held
-    whole: parsed whole, a row costs ≈ 0.6 KB of Python objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1 KB of
-    disk. The rows and their order are the same either way; of several bad rows the streamed parse names the first
-    in the file (the whole parse reads every line's JSON before it checks any row's fields)."""
+    examples are ever held whole: parsed whole, a row costs ≈ 0.6 KB of Python objects (SST-2; 10 M rows ≈ 6 GB),
+    spilled ≈ 0.1 KB of disk. The rows and their order are the same either way; of several bad rows the streamed
+    parse names the first in the file (the whole parse reads every line's JSON before it checks any row's fields)."""
     p = Path(path)
     if stream and p.suffix.lower() in (".jsonl", ".ndjson") and p.is_file() and p.stat().st_size >= STREAM_BYTES:
         folders = [cache_root()] if task.data.cache is not False else []
