@@ -120,3 +120,33 @@ def test_top_k_keeps_the_most_similar_per_eval_text() -> None:
 def test_bad_arguments_are_one_line_errors(threshold: float, top_k: int) -> None:
     with pytest.raises(TunelabError):
         near_duplicates(["a"], ["a"], threshold=threshold, top_k=top_k)
+
+
+def test_report_scores_rows_with_and_without_a_training_near_duplicate() -> None:
+    """The report's leakage part scores the evaluation rows apart: those with a training near-duplicate and the
+    others (the closer estimate for held-out data), from the split's records, whatever the task."""
+    from tunelab.config.sections import DataConfig
+    from tunelab.registry import TASKS
+    from tunelab.report.analysis import _near_duplicates, seen_unseen_scores
+    from tunelab.report.context import Context
+
+    train = [{"text": f"a long enough training sentence number {w}", "label": "pos"} for w in ("one", "two", "three")]
+    evals = [{"text": "a long enough training sentence number two", "label": "pos"},  # seen (identical)
+             {"text": "a long enough training sentence number one!", "label": "pos"},  # seen (one edit)
+             {"text": "something else entirely, never trained on", "label": "neg"},
+             {"text": "and one more row that no training row resembles", "label": "neg"}]
+    records = [{"index": i, "correct": c, "score": float(c)} for i, c in enumerate([True, True, False, True])]
+    scores = seen_unseen_scores(records, {0, 1})
+    assert scores == {"all": {"rows": 4, "correct": 0.75, "score": 0.75}, "seen": {"rows": 2, "correct": 1.0,
+                      "score": 1.0}, "unseen": {"rows": 2, "correct": 0.5, "score": 0.5}}
+    assert seen_unseen_scores([], {0}) == {} and "unseen" not in seen_unseen_scores(records, {0, 1, 2, 3})
+    cls = TASKS.get("classification")
+    task = cls(cls.Config(name="classification"), DataConfig())
+    html = _near_duplicates(Context(title="t", task=task, task_name="classification",
+                                  splits={"train": train, "validation": evals}, records={"validation": records}))
+    assert html is not None and "2 of 4 rows (50.0 %) have a training row" in html
+    row = html.split("rows without one (the closer estimate for held-out data)</td>", 1)[1].split("</tr>", 1)[0]
+    assert [c for c in (x.split(">")[-1] for x in row.split("</td>")) if c] == ["2", "50.00", "0.5000"]
+    no_records = _near_duplicates(Context(title="t", task=task, task_name="classification",
+                                        splits={"train": train, "validation": evals}))
+    assert no_records is not None and "closer estimate" not in no_records
