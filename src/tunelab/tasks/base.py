@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from tunelab.models.positions import check_positions
 from tunelab.tasks.generation import stop_ids_of
 
 TOKENIZE_CHUNK = 8192  # examples per tokenizer call in `Task.in_chunks`
+R = TypeVar("R")  # what `Task.in_chunks` collects: features, token lengths
 UNLABELED = "unlabeled"  # batch key of distillation: which rows came from data.unlabeled (soft targets only)
 
 Example = dict[str, Any]
@@ -79,12 +80,13 @@ class Task(ABC):
         return []
 
     @staticmethod
-    def in_chunks(examples: Sequence[Example], encode_part: Callable[[Sequence[Example], int], list[Features]],
-                  size: int | None = None) -> list[Features]:
+    def in_chunks(examples: Sequence[Example], encode_part: Callable[[Sequence[Example], int], list[R]],
+                  size: int | None = None) -> list[R]:
         """`encode_part(chunk, offset)` over chunks of `size` examples: a fast tokenizer's per-row `Encoding`
         objects (several KB each) then live for one chunk, not the whole split (measured: SST-2 at 180k rows,
-        encoding took 756 MB of peak RSS at once, 4.2 KB a row)."""
-        feats: list[Features] = []
+        encoding took 756 MB of peak RSS at once, 4.2 KB a row); and only one chunk's texts (for a spilled split,
+        its rows) are held at once (`token_lengths` counts through it too)."""
+        feats: list[R] = []
         size = size or TOKENIZE_CHUNK
         for start in range(0, len(examples), size):
             feats += encode_part(examples[start : start + size], start)
@@ -243,7 +245,7 @@ class Task(ABC):
         if "text" not in examples[0]:
             return None
         pair = "text_pair" in examples[0]
-        return lengths_by_chunk(examples, lambda part: head_lengths(
+        return self.in_chunks(examples, lambda part, _: head_lengths(
             tokenizer, [ex["text"] for ex in part], [ex["text_pair"] for ex in part] if pair else None,
             self.length_cap()))
 
@@ -315,15 +317,6 @@ class Task(ABC):
 
 
 CHARS_PER_TOKEN = 16  # no tokenizer makes a token of more characters than this on real text
-
-
-def lengths_by_chunk(examples: Sequence[Example], lengths_of: Callable[[Sequence[Example]], list[int]]) -> list[int]:
-    """`lengths_of` over `TOKENIZE_CHUNK` examples at a time: only one chunk's texts (and, for a spilled split, its
-    rows) are held at once."""
-    out: list[int] = []
-    for start in range(0, len(examples), TOKENIZE_CHUNK):
-        out += lengths_of(examples[start : start + TOKENIZE_CHUNK])
-    return out
 
 
 def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, cap: int,

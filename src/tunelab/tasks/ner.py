@@ -29,7 +29,7 @@ from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
-from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, lengths_by_chunk, with_row
+from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.text import CJK, is_cjk
 
@@ -289,7 +289,7 @@ class Ner(Task):
             return [len(x) if len(ex["tokens"]) <= cap else round(len(x) * len(ex["tokens"]) / cap)
                     for x, ex in zip(ids, part, strict=True)]
 
-        return lengths_by_chunk(examples, lengths)
+        return self.in_chunks(examples, lambda part, _: lengths(part))
 
     def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
         tags = [ex["tags"] for ex in examples if "tags" in ex] or [r["gold"] for r in records]

@@ -37,7 +37,7 @@ from tunelab.metrics.qa import qa_metrics, score
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
-from tunelab.tasks.base import Example, Features, Task, head_lengths, lengths_by_chunk, pad_batch, with_row
+from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
 from tunelab.tasks.losses import soft_kl
 from tunelab.text import is_chinese
 
@@ -264,7 +264,7 @@ class Qa(Task):
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
         if not examples:
             return []
-        return lengths_by_chunk(examples, lambda part: head_lengths(
+        return self.in_chunks(examples, lambda part, _: head_lengths(
             tokenizer, [ex["question"] for ex in part], [ex["context"] for ex in part], self.length_cap()))
 
     count_kind = "answer"

@@ -46,7 +46,7 @@ from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
-from tunelab.tasks.base import Example, Features, Task, head_lengths, lengths_by_chunk, pad_batch, with_row
+from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
 from tunelab.tasks.causal_loss import (
     causal_lm_loss,
     eval_batches,
@@ -374,7 +374,7 @@ class Sft(Task):
         return "\n".join(m["content"] for m in example["messages"] if m["role"] != "assistant")
 
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
-        return lengths_by_chunk(examples, lambda part: head_lengths(
+        return self.in_chunks(examples, lambda part, _: head_lengths(
             tokenizer, [render(tokenizer, ex["messages"]) for ex in part], None, self.length_cap(),
             add_special_tokens=False))
 
