@@ -6,6 +6,7 @@ cache: data.cache), the second maps the cached features instead.
 
     python benchmarks/growth.py [--sizes 10000,100000,1000000]
     python benchmarks/growth.py --sizes 10000000 --sft 0 --name growth-10m   # 10 M rows: ~25 min on 2 cores
+    python benchmarks/growth.py --sizes 1000000 --sft 0 --format csv --name growth-csv   # the rows as CSV (or parquet)
 
 Rows are SST-2's train rows repeated, each copy made distinct (a trailing " #k") so that deduplication keeps
 them all. Writes benchmarks/results/growth.json and docs/growth.png.
@@ -14,11 +15,14 @@ them all. Writes benchmarks/results/growth.json and docs/growth.png.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,17 +42,39 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path) -> dict:
+def write_rows(path: Path, rows: Iterator[dict]) -> None:
+    """JSONL, CSV (text, label) or Parquet (row groups of 65,536) by the path's suffix, a row at a time."""
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(path, pa.schema([("text", pa.string()), ("label", pa.string())])) as out:
+            while part := list(islice(rows, 65_536)):
+                out.write_table(pa.Table.from_pylist(part))
+        return
+    with path.open("w", newline="", encoding="utf-8") as f:
+        if path.suffix == ".csv":
+            out = csv.DictWriter(f, ["text", "label"])
+            out.writeheader()
+            out.writerows(rows)
+        else:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path, fmt: str = "jsonl") -> dict:
     """One size: the file of `n` rows, `data check`, then `train` twice into one fresh feature cache (tunelab's
     cache directory moved to a temporary one whose `models/` is the real one: the GGUF models stay materialised)."""
     tunelab = [sys.executable, "-m", "tunelab"]
-    tp = tmp / f"{kind}-{n}.jsonl"
+    tp = tmp / f"{kind}-{n}.{fmt}"
     field = "text" if kind == "classification" else "instruction"
-    with tp.open("w") as f:
+
+    def rows() -> Iterator[dict]:
         for i in range(n):
             r, copy = dict(base[i % len(base)]), i // len(base)
             r[field] += f" #{copy}" if copy else ""
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            yield r
+
+    write_rows(tp, rows())
     model, extra = ("minilm", []) if kind == "classification" else (
         "smollm2-135m", ["method=lora", "data.max_length=1024", "train.batch_size=8"])
     check = measure([*tunelab, "data", "check", str(tp), "--task", kind, "--model", model,
@@ -69,7 +95,7 @@ def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path) -> dict:
     cached = sum(f.stat().st_size for f in (home / "features").rglob("*") if f.is_file())
     size_mb = round(tp.stat().st_size / 2**20, 1)
     tp.unlink()
-    return {"task": kind, "rows": n, "file_mb": size_mb,
+    return {"task": kind, "format": fmt, "rows": n, "file_mb": size_mb,
             "check_s": check["wall_s"], "check_rss_mb": check["peak_rss_mb"],
             "train10_s": train["wall_s"], "train10_rss_mb": train["peak_rss_mb"],
             "again_s": again["wall_s"], "again_rss_mb": again["peak_rss_mb"], "cache_mb": round(cached / 2**20, 1),
@@ -80,6 +106,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--sft", type=int, default=200_000, help="conversations of the SFT row (0: none)")
+    ap.add_argument("--format", default="jsonl", choices=["jsonl", "csv", "parquet"],
+                    help="the grown SST-2 file's format (the SFT file is JSONL)")
     ap.add_argument("--name", default="growth", help="results/NAME.json; the plot only for the default name")
     args = ap.parse_args()
     rows = []
@@ -89,7 +117,7 @@ def main() -> None:
         val.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(SHARED / "sst2" / "validation.jsonl", 200)))
         base = read_jsonl(SHARED / "sst2" / "train.jsonl", None)
         for n in [int(x) for x in args.sizes.split(",") if x]:
-            rows.append(grow(tmp, "classification", n, base, val))
+            rows.append(grow(tmp, "classification", n, base, val, args.format))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         if args.sft:
             chat_val = tmp / "chat-val.jsonl"
@@ -97,8 +125,8 @@ def main() -> None:
                                         for r in read_jsonl(SHARED / "alpaca_en" / "validation.jsonl", 200)))
             rows.append(grow(tmp, "sft", args.sft, read_jsonl(SHARED / "alpaca_en" / "train.jsonl", None), chat_val))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print_table(rows, ["task", "rows", "file_mb", "check_s", "check_rss_mb", "train10_s", "train10_rss_mb", "again_s",
-                       "again_rss_mb", "cache_mb"])
+    print_table(rows, ["task", "format", "rows", "file_mb", "check_s", "check_rss_mb", "train10_s", "train10_rss_mb",
+                       "again_s", "again_rss_mb", "cache_mb"])
     print(f"\nwrote {write_json(args.name, {'rows': rows})}")
     try:
         if args.name != "growth" or not any(r["task"] == "classification" for r in rows):

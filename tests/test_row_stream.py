@@ -23,9 +23,10 @@ from tunelab.registry import TASKS
 
 @pytest.fixture()
 def small_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every JSONL training file streamed, 5 rows parsed at a time into pickles of 3 (parts and pickles cross)."""
+    """Every training file streamed (JSONL, CSV, Parquet), 5 rows parsed at a time into pickles of 3 (these cross)."""
     monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(load, "STREAM_BYTES", 0)
+    monkeypatch.setattr(load, "STREAM_ROWS", 0)
     monkeypatch.setattr(load, "PARSE_CHUNK", 5)
     monkeypatch.setattr(row_spill, "CHUNK", 3)
     return tmp_path / "cache" / "features"
@@ -33,6 +34,7 @@ def small_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _splits(path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool, **data: object) -> dict:
     monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
+    monkeypatch.setattr(load, "STREAM_ROWS", 0 if stream else 1 << 60)
     cfg = DataConfig(train=str(path), **data)
     task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
     return load.load_splits(cfg, task, 7, DataReport())
@@ -52,20 +54,27 @@ def test_streamed_rows_and_held_out_split_equal_the_whole_parse(tmp_path: Path, 
     assert not list(small_parts.glob(".rows.*")), "the spill file is unlinked once mapped"
 
 
-def test_a_bad_row_names_its_line_and_leaves_no_file(tmp_path: Path, small_parts: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = [json.dumps(r) for r in sentiment_rows(12)]
-    rows[10] = '{"text": "a row without a label"}'
-    train = tmp_path / "train.jsonl"
-    train.write_text("\n".join(rows) + "\n", encoding="utf-8")
+_JSONL_ROWS = [json.dumps(r) for r in sentiment_rows(12)]
+_CSV_ROWS = ["text,label", *(f"row {i},pos" for i in range(9))]
+
+
+@pytest.mark.parametrize(("name", "lines", "error", "empty"), [
+    ("train.jsonl", [*_JSONL_ROWS[:10], '{"text": "a row without a label"}', _JSONL_ROWS[11]], ":11: label:", "\n\n"),
+    ("train.csv", [*_CSV_ROWS, "a row,pos,extra"], ":11: row: expected 2 fields", "text,label\n"),
+])
+def test_a_bad_row_names_its_line_and_leaves_no_file(tmp_path: Path, small_parts: Path, name: str, lines: list[str],
+                                                     error: str, empty: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    train = tmp_path / name
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError) as err:
         _splits(train, monkeypatch, True, validation_split=0.2)
-    assert str(err.value).startswith(f"{train}:11: label:"), str(err.value)
+    assert str(err.value).startswith(f"{train}{error}"), str(err.value)
     assert not list(small_parts.glob(".rows.*")), "nothing half-written is left"
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("\n\n", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    train = tmp_path / "empty" / name
+    train.write_text(empty, encoding="utf-8")
     with pytest.raises(DataError, match="empty file: no data rows"):
-        _splits(empty, monkeypatch, True)
+        _splits(train, monkeypatch, True)
 
 
 def test_data_check_reads_the_streamed_file_alike(tiny_bert: Path, tmp_path: Path, small_parts: Path,
@@ -103,3 +112,49 @@ def test_ner_evaluates_rows_held_out_of_a_streamed_file(tiny_bert: Path, tmp_pat
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "f1" in metrics["validation"], metrics
+
+
+def _write_as(path: Path, rows: list[dict]) -> Path:
+    """The rows as CSV (lone-\r line ends), TSV or Parquet; row 4's text has a comma and a line break (quoted)."""
+    rows = [dict(r, text=r["text"] + ", twice\nover") if i == 3 else r for i, r in enumerate(rows)]
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=4)  # row groups cross the parts
+        return path
+    sep = "," if path.suffix == ".csv" else "\t"
+    lines = [f"text{sep}label", *(f'"{r["text"]}"{sep}{r["label"]}' for r in rows)]
+    path.write_bytes(("\r".join(lines) + "\r").encode() if sep == "," else ("\n".join(lines) + "\n").encode())
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_csv_tsv_and_parquet_files_stream_like_the_whole_parse(tmp_path: Path, small_parts: Path, suffix: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    train = _write_as(tmp_path / f"train{suffix}", sentiment_rows(23))
+    whole = _splits(train, monkeypatch, False, validation_split=0.2)
+    streamed = _splits(train, monkeypatch, True, validation_split=0.2)
+    assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
+    for split in ("train", "validation"):
+        assert list(streamed[split]) == list(whole[split])
+    rows = sorted([*whole["train"], *whole["validation"]], key=lambda ex: ex["line"])
+    assert len(rows) == 23 and any(", twice\nover" in ex["text"] for ex in rows)
+    if suffix != ".parquet":  # the header is line 1; the quoted field spans lines 5-6
+        assert [ex["line"] for ex in rows] == [2, 3, 4, 5, *range(7, 26)]
+
+
+def test_the_csv_modules_own_error_names_the_line(tmp_path: Path, small_parts: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+
+    train = tmp_path / "train.csv"
+    train.write_text("\n".join([*_CSV_ROWS, "a much longer row,pos"]) + "\n", encoding="utf-8")
+    limit = csv.field_size_limit(12)  # as a cell over the real 1 GB limit would
+    try:
+        with pytest.raises(DataError) as err:
+            _splits(train, monkeypatch, True)
+    finally:
+        csv.field_size_limit(limit)
+    assert str(err.value).startswith(f"{train}:11: csv: field larger than field limit"), str(err.value)
+    assert not list(small_parts.glob(".rows.*")), "nothing half-written is left"

@@ -104,7 +104,7 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
     with Steps("data check", 4 * len(files), "steps", now=f"reading {files[0]}") as progress:
         for i, path in enumerate(files):
             progress.update(4 * i, now=f"reading {path}")
-            examples = parse_file(path, task, stream=True)  # a large JSONL file: spilled as parsed
+            examples = parse_file(path, task, stream=True)  # a large JSONL, CSV or Parquet file: spilled as parsed
             progress.update(4 * i + 1, now=f"token lengths of {len(examples):,} rows")
             if i == 0:  # the first file is the training file: the checks train runs on it
                 task.check_train(examples)

@@ -17,7 +17,7 @@ def not_utf8(path: Path, line: int, byte: int, column: int) -> DataError:
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column})")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, decoded one at a time (a large file is never held whole, nor all its lines),
     a UTF-8 BOM dropped; bad bytes named by line and column."""
     with path.open("rb") as f:
@@ -36,7 +36,7 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
     source = str(path)
     memo: dict[str, str] = {}
     get = memo.get
-    for number, line in _lines(path):
+    for number, line in decoded_lines(path):
         if not line.strip():
             continue
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tunelab.config.sections import DataConfig, TaskConfig
 from tunelab.data.feature_store import cache_root
@@ -19,9 +20,11 @@ from tunelab.data.readers import Record, Table, read_table
 from tunelab.data.report import DataReport
 from tunelab.data.row_spill import spill_chunks
 from tunelab.data.splits import split_validation
+from tunelab.data.tabular import iter_delimited, iter_parquet
 from tunelab.errors import ConfigError, DataError
 
-STREAM_BYTES = 64 << 20  # a JSONL training file this large is spilled as it is parsed (SST-2: ≈ 750 k rows)
+STREAM_BYTES = 64 << 20  # a training file this large is spilled as it is parsed (SST-2 as JSONL: ≈ 750 k rows)
+STREAM_ROWS = 500_000  # a Parquet training file of this many rows is too (1 M SST-2 rows read whole: 1.5 GB)
 PARSE_CHUNK = 65_536  # rows parsed at a time then
 
 
@@ -60,17 +63,19 @@ class RowTask(Protocol):
 
 
 def parse_file(path: str, task: RowTask, *, stream: bool = False) -> Sequence[dict[str, Any]]:
-    """`task.parse` of a file's rows. With `stream`, a JSONL file of at least `STREAM_BYTES` is parsed
-    `PARSE_CHUNK` rows at a time, each part spilled to disk as it is parsed (data/row_spill.py; in the feature
-    cache's folder unless `data.cache: false`, else the system's temporary one), so neither its records nor its
-    examples are ever held whole: parsed whole, a row costs ≈ 0.6 KB of Python objects (SST-2; 10 M rows ≈ 6 GB),
-    spilled ≈ 0.1 KB of disk. The rows and their order are the same either way; of several bad rows the streamed
-    parse names the first in the file (the whole parse reads every line's JSON before it checks any row's fields)."""
+    """`task.parse` of a file's rows. With `stream`, a JSONL or CSV / TSV file of at least `STREAM_BYTES` (a Parquet
+    file: `STREAM_ROWS`) is parsed `PARSE_CHUNK` rows at a time, each part spilled to disk as it is parsed
+    (data/row_spill.py; in the feature cache's folder unless `data.cache: false`, else the system's temporary one),
+    so neither its records nor its examples are ever held whole: parsed whole, a row costs ≈ 0.6 KB of Python
+    objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1 KB of disk. The rows and their order are the same either way;
+    of several bad rows the streamed parse names the first in the file (the whole parse reads every row before it
+    checks any row's fields)."""
     p = Path(path)
-    if stream and p.suffix.lower() in (".jsonl", ".ndjson") and p.is_file() and p.stat().st_size >= STREAM_BYTES:
+    if stream and p.suffix.lower() in _STREAMED and p.is_file() and _large(p):
         folders = [cache_root()] if task.data.cache is not False else []
         for directory in [*folders, Path(tempfile.gettempdir())]:
-            parts = (task.parse(Table(str(p), chunk)) for chunk in _batched(iter_jsonl(p), PARSE_CHUNK))
+            columns, records = _stream(p)
+            parts = (task.parse(Table(str(p), chunk, columns)) for chunk in _batched(records, PARSE_CHUNK))
             try:
                 directory.mkdir(parents=True, exist_ok=True)
                 rows = spill_chunks(parts, directory)
@@ -80,6 +85,29 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False) -> Sequence[di
                 raise DataError(str(p), None, None, "empty file: no data rows")
             return rows
     return task.parse(read_table(path))
+
+
+_STREAMED = (".jsonl", ".ndjson", ".csv", ".tsv", ".tab", ".parquet", ".pq")
+
+
+def _large(p: Path) -> bool:
+    """At least `STREAM_BYTES`; a Parquet file at least `STREAM_ROWS` rows (compressed, its bytes say little)."""
+    if p.suffix.lower() not in (".parquet", ".pq"):
+        return p.stat().st_size >= STREAM_BYTES
+    try:
+        return pq.ParquetFile(p).metadata.num_rows >= STREAM_ROWS
+    except Exception:  # pyarrow raises several types for corrupt files: the whole read names the error
+        return False
+
+
+def _stream(p: Path) -> tuple[list[str] | None, Iterator[Record]]:
+    """(the header of a tabular file, else None; its rows one at a time)."""
+    suffix = p.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return iter_parquet(p, PARSE_CHUNK)
+    if suffix in (".csv", ".tsv", ".tab"):
+        return iter_delimited(p, "," if suffix == ".csv" else "\t")
+    return None, iter_jsonl(p)
 
 
 def _batched(records: Iterator[Record], n: int) -> Iterator[list[Record]]:

@@ -8,8 +8,6 @@ one record per question, placed by its index path instead of a line.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,9 +18,8 @@ import pyarrow.parquet as pq
 
 from tunelab.data.jsonl import not_utf8, read_jsonl
 from tunelab.data.records import Record, Table
+from tunelab.data.tabular import iter_delimited
 from tunelab.errors import DataError, first_line
-
-csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
 
 
 def _decode(path: Path) -> str:
@@ -94,26 +91,8 @@ def _read_json(path: Path) -> list[Record]:
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[Record], list[str]]:
-    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
-    header: list[str] | None = None
-    records = []
-    start = 1
-    for row in reader:
-        line, start = start, reader.line_num + 1
-        if not row or all(not cell.strip() for cell in row) and len(row) <= 1:
-            continue  # blank line
-        if header is None:
-            header = [h.strip() for h in row]
-            named = [h for h in header if h]
-            if len(set(named)) < len(named):  # a dict of the row would silently keep only the last one
-                dup = next(h for h in named if named.count(h) > 1)
-                raise DataError(str(path), line, dup, "duplicate column name in the header")
-            continue
-        if len(row) != len(header):
-            expected = f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}"
-            raise DataError(str(path), line, "row", expected)
-        records.append(Record(str(path), line, dict(zip(header, row, strict=True))))
-    return records, header or []
+    header, records = iter_delimited(path, delimiter)
+    return list(records), header
 
 
 def _read_conll(path: Path) -> list[Record]:
