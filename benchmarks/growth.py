@@ -7,6 +7,7 @@ cache: data.cache), the second maps the cached features instead.
     python benchmarks/growth.py [--sizes 10000,100000,1000000]
     python benchmarks/growth.py --sizes 10000000 --sft 0 --name growth-10m   # 10 M rows: ~25 min on 2 cores
     python benchmarks/growth.py --sizes 1000000 --sft 0 --format csv --name growth-csv   # the rows as CSV (or parquet)
+    python benchmarks/growth.py --sizes 1000000 --sft 0 --set data.clean.min_chars=3 --name growth-clean
 
 Rows are SST-2's train rows repeated, each copy made distinct (a trailing " #k") so that deduplication keeps
 them all. Writes benchmarks/results/growth.json and docs/growth.png.
@@ -61,7 +62,8 @@ def write_rows(path: Path, rows: Iterator[dict]) -> None:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path, fmt: str = "jsonl") -> dict:
+def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path, fmt: str = "jsonl",
+         overrides: tuple[str, ...] = ()) -> dict:
     """One size: the file of `n` rows, `data check`, then `train` twice into one fresh feature cache (tunelab's
     cache directory moved to a temporary one whose `models/` is the real one: the GGUF models stay materialised)."""
     tunelab = [sys.executable, "-m", "tunelab"]
@@ -88,14 +90,14 @@ def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path, fmt: str = "
     for k in (1, 2):
         sets = [f"task={kind}", f"model={model}", f"data.train={tp}", f"data.validation={val}",
                 f"output_dir={tmp / f'run-{kind}-{n}-{k}'}", "train.max_steps=10", "train.save_steps=0",
-                "train.report=false", *extra]
+                "train.report=false", *extra, *overrides]
         runs.append(measure([*tunelab, "train", *[a for s in sets for a in ("--set", s)]],
                             {"TUNELAB_CACHE": str(home)}))
     train, again = runs
     cached = sum(f.stat().st_size for f in (home / "features").rglob("*") if f.is_file())
     size_mb = round(tp.stat().st_size / 2**20, 1)
     tp.unlink()
-    return {"task": kind, "format": fmt, "rows": n, "file_mb": size_mb,
+    return {"task": kind, "format": fmt, "sets": list(overrides), "rows": n, "file_mb": size_mb,
             "check_s": check["wall_s"], "check_rss_mb": check["peak_rss_mb"],
             "train10_s": train["wall_s"], "train10_rss_mb": train["peak_rss_mb"],
             "again_s": again["wall_s"], "again_rss_mb": again["peak_rss_mb"], "cache_mb": round(cached / 2**20, 1),
@@ -108,6 +110,8 @@ def main() -> None:
     ap.add_argument("--sft", type=int, default=200_000, help="conversations of the SFT row (0: none)")
     ap.add_argument("--format", default="jsonl", choices=["jsonl", "csv", "parquet"],
                     help="the grown SST-2 file's format (the SFT file is JSONL)")
+    ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                    help="a config override for both `train` runs (repeatable), e.g. data.clean.min_chars=3")
     ap.add_argument("--name", default="growth", help="results/NAME.json; the plot only for the default name")
     args = ap.parse_args()
     rows = []
@@ -117,7 +121,7 @@ def main() -> None:
         val.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(SHARED / "sst2" / "validation.jsonl", 200)))
         base = read_jsonl(SHARED / "sst2" / "train.jsonl", None)
         for n in [int(x) for x in args.sizes.split(",") if x]:
-            rows.append(grow(tmp, "classification", n, base, val, args.format))
+            rows.append(grow(tmp, "classification", n, base, val, args.format, tuple(args.sets)))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         if args.sft:
             chat_val = tmp / "chat-val.jsonl"

@@ -77,6 +77,32 @@ def test_a_bad_row_names_its_line_and_leaves_no_file(tmp_path: Path, small_parts
         _splits(train, monkeypatch, True)
 
 
+def test_data_clean_streams_with_the_same_rows_and_removals(tmp_path: Path, small_parts: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data.clean` runs a part at a time on a streamed file: the rows kept and changed, and every removal with
+    its line, are the whole parse's."""
+    rows = sentiment_rows(23)
+    for i in (2, 9, 16):
+        rows[i]["text"] = f"  <b>{rows[i]['text']}</b>\u200b  "  # changed by cleaning
+    for i in (4, 11, 20):
+        rows[i]["text"] = "<i>ok</i>"  # 2 characters left: under min_chars
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    results = []
+    for stream in (False, True):
+        monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
+        cfg = DataConfig(train=str(train), validation_split=0.2, clean={"min_chars": 5})
+        task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
+        report = DataReport()
+        splits = load.load_splits(cfg, task, 7, report)
+        results.append(({k: list(v) for k, v in splits.items()}, report.summary(), report.removed))
+        assert isinstance(splits["train"], RowSequence) == stream
+    assert results[0] == results[1]
+    assert results[1][1]["removed"] == {"train": {"too_short": 3}}, results[1][1]
+    assert results[1][1]["rows_read"] == {"train": 23} and results[1][1]["rows_changed_by_cleaning"] == {"train": 3}
+    assert [r["line"] for r in results[1][2]] == [5, 12, 21]
+    assert all("<b>" not in ex["text"] for part in results[1][0].values() for ex in part)
+
+
 def test_data_check_reads_the_streamed_file_alike(tiny_bert: Path, tmp_path: Path, small_parts: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40) + sentiment_rows(3))  # 3 duplicates

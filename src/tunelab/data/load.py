@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunelab.config.sections import DataConfig, TaskConfig
+from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.feature_store import cache_root
 from tunelab.data.hygiene import clean_split, dedup_across, dedup_within
 from tunelab.data.jsonl import iter_jsonl
@@ -62,29 +62,34 @@ class RowTask(Protocol):
     def length_cap(self) -> int: ...
 
 
-def parse_file(path: str, task: RowTask, *, stream: bool = False) -> Sequence[dict[str, Any]]:
+Tidy = Callable[[], Callable[[list[dict[str, Any]]], list[dict[str, Any]]]]
+
+
+def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | None = None,
+               ) -> Sequence[dict[str, Any]]:
     """`task.parse` of a file's rows. With `stream`, a JSONL or CSV / TSV file of at least `STREAM_BYTES` (a Parquet
     file: `STREAM_ROWS`) is parsed `PARSE_CHUNK` rows at a time, each part spilled to disk as it is parsed
     (data/row_spill.py; in the feature cache's folder unless `data.cache: false`, else the system's temporary one),
     so neither its records nor its examples are ever held whole: parsed whole, a row costs ≈ 0.6 KB of Python
     objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1 KB of disk. The rows and their order are the same either way;
     of several bad rows the streamed parse names the first in the file (the whole parse reads every row before it
-    checks any row's fields)."""
+    checks any row's fields). `tidy` makes a function applied to each parsed part (`data.clean`), a new one for each
+    attempt (a spill that cannot be written starts again in the next folder)."""
     p = Path(path)
     if stream and p.suffix.lower() in _STREAMED and p.is_file() and _large(p):
         folders = [cache_root()] if task.data.cache is not False else []
         for directory in [*folders, Path(tempfile.gettempdir())]:
-            columns, records = _stream(p)
-            parts = (task.parse(Table(str(p), chunk, columns)) for chunk in _batched(records, PARSE_CHUNK))
+            parsed = [0]
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                rows = spill_chunks(parts, directory)
+                rows = spill_chunks(_parts(p, task, tidy() if tidy is not None else None, parsed), directory)
             except (OSError, pa.ArrowException):  # unwritable or full: the next folder, then in memory
                 continue
-            if not rows:
+            if not parsed[0]:
                 raise DataError(str(p), None, None, "empty file: no data rows")
             return rows
-    return task.parse(read_table(path))
+    examples = task.parse(read_table(path))
+    return tidy()(examples) if tidy is not None else examples
 
 
 _STREAMED = (".jsonl", ".ndjson", ".csv", ".tsv", ".tab", ".parquet", ".pq")
@@ -110,6 +115,32 @@ def _stream(p: Path) -> tuple[list[str] | None, Iterator[Record]]:
     return None, iter_jsonl(p)
 
 
+def _parts(p: Path, task: RowTask, step: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
+           parsed: list[int]) -> Iterator[list[dict[str, Any]]]:
+    """The file's examples a part at a time, each through `step`; `parsed[0]` counts them before it."""
+    columns, records = _stream(p)
+    for chunk in _batched(records, PARSE_CHUNK):
+        part = task.parse(Table(str(p), chunk, columns))
+        parsed[0] += len(part)
+        yield step(part) if step is not None else part
+
+
+def _cleaner(clean: CleanConfig, split: str, attempts: list[DataReport]) -> Tidy:
+    """`data.clean` for `parse_file`, a part at a time; each attempt counts into a report of its own (`attempts`)."""
+
+    def make() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+        counted = DataReport()
+        attempts.append(counted)
+
+        def step(part: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            counted.read(split, len(part))
+            return clean_split(part, clean, split, counted, filter_length=split == "train")
+
+        return step
+
+    return make
+
+
 def _batched(records: Iterator[Record], n: int) -> Iterator[list[Record]]:
     while chunk := list(islice(records, n)):
         yield chunk
@@ -117,12 +148,15 @@ def _batched(records: Iterator[Record], n: int) -> Iterator[list[Record]]:
 
 def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport) -> Sequence[dict[str, Any]]:
     """Parse one file, then clean it and drop its duplicates (before any validation hold-out). A large training
-    file without `data.clean` / `data.dedup` is spilled as it is parsed (`parse_file`); the other splits, and rows
-    held out of it for validation, stay in memory (evaluation writes into their rows: NER's word ids)."""
-    examples = parse_file(path, task, stream=split == "train" and data.clean is None and not data.dedup)
-    report.read(split, len(examples))
-    if data.clean is not None:
-        examples = clean_split(examples, data.clean, split, report, filter_length=split == "train")
+    file without `data.dedup` is spilled as it is parsed (`parse_file`), cleaned a part at a time; the other splits,
+    and rows held out of it for validation, stay in memory (evaluation writes into their rows: NER's word ids)."""
+    attempts: list[DataReport] = []  # what cleaning counted, per parse attempt: the last one is kept
+    examples = parse_file(path, task, stream=split == "train" and not data.dedup,
+                          tidy=_cleaner(data.clean, split, attempts) if data.clean is not None else None)
+    if attempts:
+        report.merge(attempts[-1])
+    else:
+        report.read(split, len(examples))
     if data.dedup:
         examples = dedup_within(examples, split, report)
     _check_left(examples, path, split, report)

@@ -30,6 +30,13 @@ class DataReport:
     def read(self, split: str, n: int) -> None:
         self.rows_read[split] = self.rows_read.get(split, 0) + n
 
+    def merge(self, other: DataReport) -> None:
+        """Add what `other` counted (rows read, removals, cleaned rows) to this report."""
+        self.removed.extend(other.removed)
+        for split, n in other.rows_read.items():
+            self.read(split, n)
+        self.cleaned.update(other.cleaned)
+
     def remove(self, split: str, example: dict[str, Any], reason: str, **detail: Any) -> None:
         self.removed.append({"split": split, "file": example.get("source"), "line": example.get("line"),
                              "reason": reason, **detail, "row": example.get("row")})
