@@ -103,6 +103,7 @@ ERRORS = [
     ),
     ("surrogate-label", J, GOOD + '{"text": "x", "label": "\\udc00"}\n', 3, "label", "unpaired surrogate"),
     ("not-utf8", J, GOOD.encode() + b'{"text": "caf\xe9", "label": "pos"}\n', 3, "bytes", "UTF-8"),
+    ("csv-not-utf8", "train.csv", b"text,label\ngood,pos\ncaf\xe9,neg\n", 3, "bytes", "UTF-8"),
     (
         # the quoted field on lines 2-3 spans two lines: the bad row starts on line 5, not row 4
         "csv-wrong-field-count",

@@ -103,6 +103,37 @@ def test_data_clean_streams_with_the_same_rows_and_removals(tmp_path: Path, smal
     assert all("<b>" not in ex["text"] for part in results[1][0].values() for ex in part)
 
 
+def test_a_spill_restarted_in_another_folder_counts_each_row_once(tmp_path: Path, small_parts: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache folder fails after two parts were cleaned (a full disk): the parse starts again in the temporary
+    folder, and the report counts what the whole parse counts, not the first attempt's parts as well."""
+    rows = sentiment_rows(23)
+    for i in (1, 4, 11):
+        rows[i]["text"] = "<i>ok</i>"
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    real, calls = load.spill_chunks, []
+
+    def full_disk_once(parts, directory):  # noqa: ANN001, ANN202
+        calls.append(directory)
+        if len(calls) == 1:
+            next(parts), next(parts)
+            raise OSError(28, "No space left on device")
+        return real(parts, directory)
+
+    summaries = []
+    for stream in (False, True):
+        monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
+        monkeypatch.setattr(load, "spill_chunks", full_disk_once if stream else real)
+        cfg = DataConfig(train=str(train), validation_split=0.2, clean={"min_chars": 5})
+        task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
+        report = DataReport()
+        load.load_splits(cfg, task, 7, report)
+        summaries.append((report.summary(), report.removed))
+    assert len(calls) == 2, "the first folder failed, the second was used"
+    assert summaries[0] == summaries[1]
+    assert summaries[1][0]["rows_read"] == {"train": 23} and summaries[1][0]["removed"] == {"train": {"too_short": 3}}
+
+
 def test_data_check_reads_the_streamed_file_alike(tiny_bert: Path, tmp_path: Path, small_parts: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40) + sentiment_rows(3))  # 3 duplicates

@@ -99,7 +99,8 @@ def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, re
         new = dict(ex)
         for key in TEXT_KEYS:
             if key in ex:
-                new[key] = _clean_value(ex[key], cfg)
+                value = _clean_value(ex[key], cfg)
+                new[key] = ex[key] if value == ex[key] else value  # one string object: pickled (spilled) once
         if "messages" in ex:
             new["messages"] = _clean_messages(ex["messages"], cfg)
         empty = _emptied(new, ex)

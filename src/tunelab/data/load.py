@@ -96,11 +96,14 @@ _STREAMED = (".jsonl", ".ndjson", ".csv", ".tsv", ".tab", ".parquet", ".pq")
 
 
 def _large(p: Path) -> bool:
-    """At least `STREAM_BYTES`; a Parquet file at least `STREAM_ROWS` rows (compressed, its bytes say little)."""
+    """At least `STREAM_BYTES`; a Parquet file at least `STREAM_ROWS` rows or `STREAM_BYTES` uncompressed (compressed,
+    its file size says little)."""
     if p.suffix.lower() not in (".parquet", ".pq"):
         return p.stat().st_size >= STREAM_BYTES
     try:
-        return pq.ParquetFile(p).metadata.num_rows >= STREAM_ROWS
+        meta = pq.ParquetFile(p).metadata
+        unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return meta.num_rows >= STREAM_ROWS or unpacked >= STREAM_BYTES
     except Exception:  # pyarrow raises several types for corrupt files: the whole read names the error
         return False
 

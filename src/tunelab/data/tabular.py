@@ -5,7 +5,6 @@ twin is data/jsonl.py."""
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +17,18 @@ from tunelab.errors import DataError
 
 csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
 
-_LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # a line break that is a lone "\r" (old Mac files): csv needs it split
-
-
 def _csv_lines(path: Path) -> Iterator[str]:
-    """The file's lines one at a time, as a text file opened with newline="" gives them to csv."""
-    for _, line in decoded_lines(path):
-        if "\r" in line:
-            yield from (piece for piece in _LONE_CR.split(line) if piece)
-        else:
-            yield line
+    """The file's lines one at a time, split at "\n", "\r\n" and a lone "\r" (old Mac files), as csv wants them (a
+    text file opened with newline=""), a UTF-8 BOM dropped. Bad bytes: the file is scanned again to name their line
+    and column."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            for number, line in enumerate(f):
+                yield line.removeprefix("\ufeff") if number == 0 else line
+    except UnicodeDecodeError as exc:
+        for _ in decoded_lines(path):  # raises the DataError that names the bad byte's line and column
+            pass
+        raise DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})") from None
 
 
 def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Record]]:
@@ -79,7 +80,7 @@ def iter_parquet(path: Path, batch_rows: int) -> tuple[list[str], Iterator[Recor
                 for row in batch.to_pylist():
                     number += 1
                     yield Record(str(path), number, row)
-        except pa.ArrowException as exc:
+        except (OSError, pa.ArrowException) as exc:  # a damaged page or row group (pyarrow's IOError is OSError)
             raise DataError(str(path), number + 1, None, f"cannot read Parquet: {exc}") from None
 
     return list(source.schema_arrow.names), records()
