@@ -17,6 +17,7 @@ from tunelab.errors import DataError
 
 csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
 
+
 def _csv_lines(path: Path) -> Iterator[str]:
     """The file's lines one at a time, split at "\n", "\r\n" and a lone "\r" (old Mac files), as csv wants them (a
     text file opened with newline=""), a UTF-8 BOM dropped. Bad bytes: the file is scanned again to name their line
