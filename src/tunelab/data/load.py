@@ -15,12 +15,10 @@ import pyarrow.parquet as pq
 from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.feature_store import cache_root
 from tunelab.data.hygiene import clean_split, dedup_across, dedup_within
-from tunelab.data.jsonl import iter_jsonl
-from tunelab.data.readers import Record, Table, read_table
+from tunelab.data.readers import STREAMS, Record, Table, read_table
 from tunelab.data.report import DataReport
 from tunelab.data.row_spill import spill_chunks
 from tunelab.data.splits import split_validation
-from tunelab.data.tabular import iter_delimited, iter_parquet
 from tunelab.errors import ConfigError, DataError
 
 STREAM_BYTES = 64 << 20  # a training file this large is spilled as it is parsed (SST-2 as JSONL: ≈ 750 k rows)
@@ -76,7 +74,7 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
     checks any row's fields). `tidy` makes a function applied to each parsed part (`data.clean`), a new one for each
     attempt (a spill that cannot be written starts again in the next folder)."""
     p = Path(path)
-    if stream and p.suffix.lower() in _STREAMED and p.is_file() and _large(p):
+    if stream and p.suffix.lower() in STREAMS and p.is_file() and _large(p):
         folders = [cache_root()] if task.data.cache is not False else []
         for directory in [*folders, Path(tempfile.gettempdir())]:
             parsed = [0]
@@ -92,9 +90,6 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
     return tidy()(examples) if tidy is not None else examples
 
 
-_STREAMED = (".jsonl", ".ndjson", ".csv", ".tsv", ".tab", ".parquet", ".pq")
-
-
 def _large(p: Path) -> bool:
     """At least `STREAM_BYTES`; a Parquet file at least `STREAM_ROWS` rows or `STREAM_BYTES` uncompressed (compressed,
     its file size says little)."""
@@ -108,20 +103,10 @@ def _large(p: Path) -> bool:
         return False
 
 
-def _stream(p: Path) -> tuple[list[str] | None, Iterator[Record]]:
-    """(the header of a tabular file, else None; its rows one at a time)."""
-    suffix = p.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return iter_parquet(p, PARSE_CHUNK)
-    if suffix in (".csv", ".tsv", ".tab"):
-        return iter_delimited(p, "," if suffix == ".csv" else "\t")
-    return None, iter_jsonl(p)
-
-
 def _parts(p: Path, task: RowTask, step: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
            parsed: list[int]) -> Iterator[list[dict[str, Any]]]:
     """The file's examples a part at a time, each through `step`; `parsed[0]` counts them before it."""
-    columns, records = _stream(p)
+    columns, records = STREAMS[p.suffix.lower()](p)
     for chunk in _batched(records, PARSE_CHUNK):
         part = task.parse(Table(str(p), chunk, columns))
         parsed[0] += len(part)

@@ -9,16 +9,16 @@ one record per question, placed by its index path instead of a line.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunelab.data.jsonl import not_utf8, read_jsonl
+from tunelab.data.jsonl import iter_jsonl, not_utf8, read_jsonl
 from tunelab.data.records import Record, Table
-from tunelab.data.tabular import iter_delimited
+from tunelab.data.tabular import iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 
 
@@ -90,11 +90,6 @@ def _read_json(path: Path) -> list[Record]:
     return out
 
 
-def _read_delimited(path: Path, delimiter: str) -> tuple[list[Record], list[str]]:
-    header, records = iter_delimited(path, delimiter)
-    return list(records), header
-
-
 def _read_conll(path: Path) -> list[Record]:
     """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
     lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line."""
@@ -141,18 +136,6 @@ def _read_txt(path: Path) -> list[Record]:
     return records
 
 
-def _read_parquet(path: Path) -> tuple[list[Record], list[str]]:
-    return _read_columnar(path, pq.read_table, "Parquet")
-
-
-def _read_columnar(path: Path, read: Callable[[Path], pa.Table], kind: str) -> tuple[list[Record], list[str]]:
-    try:
-        table = read(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(str(path), None, None, f"cannot read {kind}: {exc}") from None
-    return [Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)], list(table.column_names)
-
-
 def _read_folder(path: Path) -> tuple[list[Record], list[str]]:
     """A Hugging Face `datasets` folder (`save_to_disk`: Arrow files named in state.json) or a folder of Parquet or
     Arrow files (in name order); rows are numbered across the files. Read with pyarrow: no `datasets` needed."""
@@ -190,7 +173,11 @@ def _arrow_table(path: Path) -> pa.Table:
 
 
 def _read_arrow(path: Path) -> tuple[list[Record], list[str]]:
-    return _read_columnar(path, _arrow_table, "Arrow")
+    try:
+        table = _arrow_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(str(path), None, None, f"cannot read Arrow: {exc}") from None
+    return [Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)], list(table.column_names)
 
 
 def _read_hub(spec: str) -> Table:
@@ -210,14 +197,17 @@ def _read_hub(spec: str) -> Table:
     return Table(spec, [Record(spec, i, r) for i, r in enumerate(rows, start=1)], list(rows[0]) if rows else None)
 
 
-# file suffix → reader: records, or (records, columns) where the format names its columns
+# file suffix → (the columns where the format names them, else None; the rows one at a time): `read_table` lists
+# them; a large training file is parsed from them a part at a time, never held whole (data/load.py)
+STREAMS: dict[str, Callable[[Path], tuple[list[str] | None, Iterator[Record]]]] = {
+    **dict.fromkeys((".jsonl", ".ndjson"), lambda p: (None, iter_jsonl(p))),
+    ".csv": lambda p: iter_delimited(p, ","), **dict.fromkeys((".tsv", ".tab"), lambda p: iter_delimited(p, "\t")),
+    **dict.fromkeys((".parquet", ".pq"), iter_parquet),
+}
+# file suffix → reader of the other formats: records, or (records, columns) where the format names its columns
 _READERS: dict[str, Callable[[Path], list[Record] | tuple[list[Record], list[str]]]] = {
-    ".jsonl": read_jsonl, ".ndjson": read_jsonl, ".json": _read_json,
-    ".csv": lambda p: _read_delimited(p, ","), ".tsv": lambda p: _read_delimited(p, "\t"),
-    ".tab": lambda p: _read_delimited(p, "\t"),
-    **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), _read_conll),
-    ".parquet": _read_parquet, ".pq": _read_parquet, ".arrow": _read_arrow, ".feather": _read_arrow,
-    ".txt": _read_txt,
+    ".json": _read_json, **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), _read_conll),
+    ".arrow": _read_arrow, ".feather": _read_arrow, ".txt": _read_txt,
 }
 
 
@@ -235,12 +225,16 @@ def read_table(path: str | Path) -> Table:
     if not p.is_file():
         raise DataError(str(p), None, None, "file not found")
     suffix = p.suffix.lower()
-    reader = _READERS.get(suffix)
-    if reader is None:
+    stream, reader = STREAMS.get(suffix), _READERS.get(suffix)
+    if stream is not None:
+        columns, rows = stream(p)
+        records = list(rows)
+    elif reader is not None:
+        read = reader(p)
+        records, columns = read if isinstance(read, tuple) else (read, None)
+    else:
         raise DataError(str(p), None, None, f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, "
                         ".arrow, .conll or .txt")
-    read = reader(p)
-    records, columns = read if isinstance(read, tuple) else (read, None)
     if not records:
         raise DataError(str(p), None, None, "empty file: no data rows")
     return Table(str(p), records, columns)

@@ -67,7 +67,7 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
     return header, records()
 
 
-def iter_parquet(path: Path, batch_rows: int) -> tuple[list[str], Iterator[Record]]:
+def iter_parquet(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Iterator[Record]]:
     """(the columns, the rows one record batch at a time): a large Parquet file is never held whole."""
     try:
         source = pq.ParquetFile(path)
