@@ -295,3 +295,56 @@ def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(write_jsonl(tmp_path / "bad.jsonl", [
         {**_qa_rows(1, 3)[0], "answers": {"text": ["zzz"], "answer_start": [0]}}]))])
     assert res.exit_code == 2 and "bad.jsonl:1: answers: answer 1 'zzz' does not match" in res.output
+
+
+def _unpaired_checkpoint(tiny_bert: Path, out: Path) -> Path:
+    """The tiny BERT as a checkpoint pretrained without sentence pairs: token-type row 0 trained (std 0.08),
+    row 1 still at its initialisation (std 0.02), as in m3e-small."""
+    import shutil
+
+    import torch
+    from transformers import BertModel
+
+    shutil.copytree(tiny_bert, out)
+    model = BertModel.from_pretrained(out)
+    torch.manual_seed(1)
+    table = model.embeddings.token_type_embeddings.weight
+    with torch.no_grad():
+        table[0].normal_(0.0, 0.08)
+        table[1].normal_(0.0, 0.02)
+    model.save_pretrained(out)
+    return out
+
+
+def test_untrained_segment_row_starts_from_row_zero(tiny_bert: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    from tunelab.models.segments import seed_untrained_segments
+
+    path = _unpaired_checkpoint(tiny_bert, tmp_path / "unpaired")
+    model = AutoModelForQuestionAnswering.from_pretrained(path)
+    table = model.bert.embeddings.token_type_embeddings.weight
+    row0 = table[0].detach().clone()
+    line = seed_untrained_segments(model)
+    assert line is not None and "row 1 (std 0.0" in line
+    assert torch.equal(table[1], row0) and torch.equal(table[0], row0)
+    assert seed_untrained_segments(model) is None  # now both rows look trained: nothing more to do
+    trained = AutoModelForQuestionAnswering.from_pretrained(tiny_bert)  # two rows of one spread: left alone
+    before = trained.bert.embeddings.token_type_embeddings.weight.detach().clone()
+    assert seed_untrained_segments(trained) is None
+    assert torch.equal(trained.bert.embeddings.token_type_embeddings.weight, before)
+
+
+def test_training_reports_the_seeded_segment_row(tiny_bert: Path, tmp_path: Path) -> None:
+    path = _unpaired_checkpoint(tiny_bert, tmp_path / "unpaired")
+    train = write_jsonl(tmp_path / "train.jsonl", _qa_rows(16, 0))
+    out = tmp_path / "run"
+    sets = ["task={name: qa, doc_stride: 8, max_question_length: 4}", f"model={path}", f"data.train={train}",
+            f"data.validation={train}", f"output_dir={out}", "data.max_length=32", "train.epochs=1",
+            "train.batch_size=8", "train.save_steps=0", "train.report=false"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    assert "token-type embedding row 1" in res.output
+    applied = json.loads((out / "data_summary.json").read_text())["applied"]
+    assert applied["segment_embeddings"].startswith("token-type embedding row 1 (std 0.0")

@@ -29,7 +29,9 @@ from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
 from tunelab.models.positions import check_positions, learned_position_limit
+from tunelab.models.segments import seed_untrained_segments
 from tunelab.models.student import STUDENT_LAYERS
+from tunelab.progress import say
 from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
@@ -101,6 +103,9 @@ def run(cfg: RunConfig, resume: str | None = None,
     finally:
         if student is not None:
             student.cleanup()
+    report.applied["segment_embeddings"] = seeded = seed_untrained_segments(model)
+    if seeded:
+        say(f"model: {seeded}")
     distill = _distill_loss(cfg, task, tokenizer)
     method.check_model(model)
     check_layer_decay(model, cfg.train.layer_lr_decay)
