@@ -348,3 +348,32 @@ def test_training_reports_the_seeded_segment_row(tiny_bert: Path, tmp_path: Path
     assert "token-type embedding row 1" in res.output
     applied = json.loads((out / "data_summary.json").read_text())["applied"]
     assert applied["segment_embeddings"].startswith("token-type embedding row 1 (std 0.0")
+
+
+def test_a_lora_run_on_it_merges_and_serves_as_trained(tiny_bert: Path, tmp_path: Path) -> None:
+    """LoRA leaves the token-type rows out of the adapter: `export --merge` and the shared-base server rebuild the
+    base, and must seed its untrained row as training did, or every context token would shift."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import tunelab
+    from tunelab.export.merge import merge_run
+    from tunelab.serve.adapters import load_group
+
+    path = _unpaired_checkpoint(tiny_bert, tmp_path / "unpaired")
+    train = write_jsonl(tmp_path / "train.jsonl", _qa_rows(16, 0))
+    out = tmp_path / "run"
+    sets = ["task={name: qa, doc_stride: 8, max_question_length: 4}", f"model={path}", f"data.train={train}",
+            f"data.validation={train}", f"output_dir={out}", "data.max_length=32", "train.epochs=1",
+            "train.batch_size=8", "train.save_steps=0", "train.report=false", "method=lora", "method.r=4"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    row = _qa_rows(1, 5)[0]
+    enc = AutoTokenizer.from_pretrained(out / "model")(row["question"], row["context"], return_tensors="pt")
+    assert enc["token_type_ids"].max() == 1  # the context is the second segment
+    with torch.no_grad():
+        trained = tunelab.load(out).module(**enc).start_logits
+        merged = merge_run(out).output
+        again = tunelab.load(merged).module(**enc).start_logits
+        served = load_group([out], ["a"])[0].module(**enc).start_logits
+    assert torch.allclose(again, trained, atol=1e-5) and torch.allclose(served, trained, atol=1e-5)

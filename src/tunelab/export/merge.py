@@ -31,6 +31,7 @@ from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE
 from tunelab.io import atomic_dir, commit_dir
 from tunelab.models import resolve_model
+from tunelab.models.segments import seed_untrained_segments
 from tunelab.registry import TASKS
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
@@ -71,14 +72,18 @@ def _base_path(adapter_cfg: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 def sample_inputs(tokenizer: Any, n_random: int = 2, length: int = 24) -> list[dict[str, torch.Tensor]]:
-    """Fixed texts (rendered as a chat when the tokenizer has a template) and seeded random token ids that
-    reach every part of the vocabulary, added tokens included; one input per sample (no padding)."""
+    """Fixed texts (rendered as a chat when the tokenizer has a template; else also one text pair, whose second
+    segment reads the token-type rows a single text never does) and seeded random token ids that reach every part
+    of the vocabulary, added tokens included; one input per sample (no padding)."""
     out = []
     for text in SAMPLE_TEXTS:
         if getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                  add_generation_prompt=True)
         enc = tokenizer(text, return_tensors="pt")
+        out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+    if not getattr(tokenizer, "chat_template", None):  # a text pair: the second segment's rows are compared too
+        enc = tokenizer(SAMPLE_TEXTS[0], SAMPLE_TEXTS[-1], return_tensors="pt")
         out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
     gen = torch.Generator().manual_seed(0)
     for _ in range(n_random):
@@ -130,6 +135,7 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
         if getattr(saved, key, None) is not None:
             setattr(config, key, getattr(saved, key))
     model = auto.from_pretrained(base, config=config)
+    seed_untrained_segments(model)  # as training started from it (the adapter does not hold the token-type rows)
     vocab = getattr(saved, "vocab_size", None)
     if vocab and vocab != model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab, mean_resizing=False)  # the adapter holds the resized embeddings
