@@ -311,29 +311,51 @@ def _unpaired_checkpoint(tiny_bert: Path, out: Path) -> Path:
     table = model.embeddings.token_type_embeddings.weight
     with torch.no_grad():
         table[0].normal_(0.0, 0.08)
-        table[1].normal_(0.0, 0.02)
+        table[1].copy_(_at_init(table[1]))
     model.save_pretrained(out)
     return out
 
 
-def test_untrained_segment_row_starts_from_row_zero(tiny_bert: Path, tmp_path: Path) -> None:
+def _at_init(row):
+    """A row as a fresh N(0, 0.02) initialisation of a wide model looks: mean 0, std 0.02 (32 random values alone
+    stray up to 25 % from it; a real table's 384–768 values about 4 %)."""
     import torch
-    from transformers import AutoModelForQuestionAnswering
 
-    from tunelab.models.segments import seed_untrained_segments
+    row = torch.randn_like(row)
+    return (row - row.mean()) / row.std() * 0.02
+
+
+def test_untrained_segment_row_starts_from_row_zero(tiny_bert: Path, tiny_llama: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
+
+    from tunelab.models.segments import reseed_as_trained, seed_untrained_segments
 
     path = _unpaired_checkpoint(tiny_bert, tmp_path / "unpaired")
     model = AutoModelForQuestionAnswering.from_pretrained(path)
     table = model.bert.embeddings.token_type_embeddings.weight
     row0 = table[0].detach().clone()
     line = seed_untrained_segments(model)
-    assert line is not None and "row 1 (std 0.0" in line
+    assert line is not None and "row 1 (std 0.0200)" in line
     assert torch.equal(table[1], row0) and torch.equal(table[0], row0)
+    assert model.config.seeded_token_type_rows == [1]  # saved in config.json: what adapters' bases repeat
     assert seed_untrained_segments(model) is None  # now both rows look trained: nothing more to do
     trained = AutoModelForQuestionAnswering.from_pretrained(tiny_bert)  # two rows of one spread: left alone
-    before = trained.bert.embeddings.token_type_embeddings.weight.detach().clone()
-    assert seed_untrained_segments(trained) is None
-    assert torch.equal(trained.bert.embeddings.token_type_embeddings.weight, before)
+    table = trained.bert.embeddings.token_type_embeddings.weight
+    for row1 in (table[1].detach().clone(), _at_init(table[1]) * 2):  # a small row, but not at initialisation
+        with torch.no_grad():
+            table[0].normal_(0.0, 0.08)
+            table[1].copy_(row1)
+        before = table.detach().clone()
+        assert seed_untrained_segments(trained) is None
+        assert torch.equal(table, before)
+    reseed_as_trained(trained, trained.config)  # a run that recorded no seeded rows: rebuilt as it was
+    assert torch.equal(table, before)
+    trained.config.seeded_token_type_rows = [1]
+    reseed_as_trained(trained, trained.config)
+    assert torch.equal(table[1], table[0])
+    decoder = AutoModelForCausalLM.from_pretrained(tiny_llama)  # no token-type table at all
+    assert seed_untrained_segments(decoder) is None
 
 
 def test_training_reports_the_seeded_segment_row(tiny_bert: Path, tmp_path: Path) -> None:
@@ -347,7 +369,21 @@ def test_training_reports_the_seeded_segment_row(tiny_bert: Path, tmp_path: Path
     assert res.exit_code == 0, res.output
     assert "token-type embedding row 1" in res.output
     applied = json.loads((out / "data_summary.json").read_text())["applied"]
-    assert applied["segment_embeddings"].startswith("token-type embedding row 1 (std 0.0")
+    assert applied["segment_embeddings"].startswith("token-type embedding row 1 (std 0.0200)")
+    # a tuned model whose row 1 looks untrained (a run from before the seeding existed) trains on as it is
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    old = AutoModelForQuestionAnswering.from_pretrained(out / "model")
+    with torch.no_grad():
+        old.bert.embeddings.token_type_embeddings.weight[1].copy_(_at_init(old.bert.embeddings.token_type_embeddings.weight[1]))
+    old.save_pretrained(out / "model")
+    sets = [s.replace(f"model={path}", f"model={out / 'model'}").replace(f"output_dir={out}", f"output_dir={out}2")
+            for s in sets]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    assert "token-type" not in res.output
+    assert json.loads((tmp_path / "run2" / "data_summary.json").read_text())["applied"]["segment_embeddings"] is None
 
 
 def test_a_lora_run_on_it_merges_and_serves_as_trained(tiny_bert: Path, tmp_path: Path) -> None:

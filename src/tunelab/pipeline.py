@@ -23,7 +23,7 @@ from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
-from tunelab.export.save import load_model, save_model
+from tunelab.export.save import META_FILE, load_model, save_model
 from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
@@ -103,8 +103,10 @@ def run(cfg: RunConfig, resume: str | None = None,
     finally:
         if student is not None:
             student.cleanup()
-    report.applied["segment_embeddings"] = seeded = seed_untrained_segments(model)
-    if seeded:
+    # a pretrained checkpoint's never-trained token-type rows (m3e-small's segment B); not a tuned model's, a student's
+    seeded = None if student is not None or (Path(cfg.model) / META_FILE).is_file() else seed_untrained_segments(model)
+    report.applied["segment_embeddings"] = seeded
+    if seeded and state.is_main_process:
         say(f"model: {seeded}")
     distill = _distill_loss(cfg, task, tokenizer)
     method.check_model(model)

@@ -31,7 +31,7 @@ from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE
 from tunelab.io import atomic_dir, commit_dir
 from tunelab.models import resolve_model
-from tunelab.models.segments import seed_untrained_segments
+from tunelab.models.segments import reseed_as_trained
 from tunelab.registry import TASKS
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
@@ -71,9 +71,10 @@ def _base_path(adapter_cfg: dict[str, Any], meta: dict[str, Any]) -> str:
     return resolve_model(meta["base_model"])
 
 
-def sample_inputs(tokenizer: Any, n_random: int = 2, length: int = 24) -> list[dict[str, torch.Tensor]]:
-    """Fixed texts (rendered as a chat when the tokenizer has a template; else also one text pair, whose second
-    segment reads the token-type rows a single text never does) and seeded random token ids that reach every part
+def sample_inputs(tokenizer: Any, n_random: int = 2, length: int = 24,
+                  pair: bool = False) -> list[dict[str, torch.Tensor]]:
+    """Fixed texts (rendered as a chat when the tokenizer has a template; `pair`: also one text pair, whose second
+    segment reads the token-type row a single text never does) and seeded random token ids that reach every part
     of the vocabulary, added tokens included; one input per sample (no padding)."""
     out = []
     for text in SAMPLE_TEXTS:
@@ -82,7 +83,7 @@ def sample_inputs(tokenizer: Any, n_random: int = 2, length: int = 24) -> list[d
                                                  add_generation_prompt=True)
         enc = tokenizer(text, return_tensors="pt")
         out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
-    if not getattr(tokenizer, "chat_template", None):  # a text pair: the second segment's rows are compared too
+    if pair:  # a text pair: the second segment's token-type row is compared too
         enc = tokenizer(SAMPLE_TEXTS[0], SAMPLE_TEXTS[-1], return_tensors="pt")
         out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
     gen = torch.Generator().manual_seed(0)
@@ -135,7 +136,7 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
         if getattr(saved, key, None) is not None:
             setattr(config, key, getattr(saved, key))
     model = auto.from_pretrained(base, config=config)
-    seed_untrained_segments(model)  # as training started from it (the adapter does not hold the token-type rows)
+    reseed_as_trained(model, saved)  # the token-type rows training seeded (the adapter does not hold them)
     vocab = getattr(saved, "vocab_size", None)
     if vocab and vocab != model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab, mean_resizing=False)  # the adapter holds the resized embeddings
@@ -151,7 +152,8 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -
     if output.resolve() == adapter.resolve():
         raise TunelabError(f"--output: {output} is the adapter directory")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    inputs = sample_inputs(tokenizer)
+    pairs = getattr(AutoConfig.from_pretrained(str(model_dir)), "type_vocab_size", 0) >= 2  # a second segment
+    inputs = sample_inputs(tokenizer, pair=pairs)
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
     want = logits_of(peft_model, inputs)
     merged = peft_model.merge_and_unload()

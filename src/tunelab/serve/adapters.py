@@ -71,7 +71,7 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
     from tunelab.export.save import load_task
     from tunelab.models.aliases import resolve_model
     from tunelab.models.decoder_heads import load_head
-    from tunelab.models.segments import seed_untrained_segments
+    from tunelab.models.segments import reseed_as_trained
 
     tasks = [load_task(r / "model") for r in runs]
     base_name = json.loads((runs[0] / "model" / "tunelab.json").read_text(encoding="utf-8"))["base_model"]
@@ -82,7 +82,7 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
         base = load_head(tasks[0].auto_model_class, resolve_model(base_name), config=config)
     finally:
         transformers.logging.set_verbosity(verbosity)
-    seed_untrained_segments(base)  # as training started from it (the adapters do not hold the token-type rows)
+    reseed_as_trained(base, config)  # the token-type rows training seeded (the adapters do not hold them)
     peft = PeftModel.from_pretrained(base, str(runs[0] / ADAPTER), adapter_name=names[0])
     for run, name in zip(runs[1:], names[1:], strict=True):
         peft.load_adapter(str(run / ADAPTER), adapter_name=name)
