@@ -81,11 +81,10 @@ def sample_inputs(tokenizer: Any, n_random: int = 2, length: int = 24,
         if getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                  add_generation_prompt=True)
-        enc = tokenizer(text, return_tensors="pt")
-        out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        out.append(tokenizer(text, return_tensors="pt"))
     if pair:  # a text pair: the second segment's token-type row is compared too
-        enc = tokenizer(SAMPLE_TEXTS[0], SAMPLE_TEXTS[-1], return_tensors="pt")
-        out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        out.append(tokenizer(SAMPLE_TEXTS[0], SAMPLE_TEXTS[-1], return_tensors="pt"))
+    out = [{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")} for enc in out]
     gen = torch.Generator().manual_seed(0)
     for _ in range(n_random):
         ids = torch.randint(0, len(tokenizer), (1, length), generator=gen)
@@ -152,9 +151,9 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -
     if output.resolve() == adapter.resolve():
         raise TunelabError(f"--output: {output} is the adapter directory")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    pairs = getattr(AutoConfig.from_pretrained(str(model_dir)), "type_vocab_size", 0) >= 2  # a second segment
-    inputs = sample_inputs(tokenizer, pair=pairs)
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
+    two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
+    inputs = sample_inputs(tokenizer, pair=two_segments)
     want = logits_of(peft_model, inputs)
     merged = peft_model.merge_and_unload()
     tmp = atomic_dir(output)
