@@ -325,6 +325,16 @@ def _at_init(row):
     return (row - row.mean()) / row.std() * 0.02
 
 
+def _train_qa(model: Path, train: Path, out: Path, *extra: str) -> str:
+    """`tunelab train` of a short QA run (train = validation); its console output."""
+    sets = ["task={name: qa, doc_stride: 8, max_question_length: 4}", f"model={model}", f"data.train={train}",
+            f"data.validation={train}", f"output_dir={out}", "data.max_length=32", "train.epochs=1",
+            "train.batch_size=8", "train.save_steps=0", "train.report=false", *extra]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
 def test_untrained_segment_row_starts_from_row_zero(tiny_bert: Path, tiny_llama: Path, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
@@ -362,12 +372,7 @@ def test_training_reports_the_seeded_segment_row(tiny_bert: Path, tmp_path: Path
     path = _unpaired_checkpoint(tiny_bert, tmp_path / "unpaired")
     train = write_jsonl(tmp_path / "train.jsonl", _qa_rows(16, 0))
     out = tmp_path / "run"
-    sets = ["task={name: qa, doc_stride: 8, max_question_length: 4}", f"model={path}", f"data.train={train}",
-            f"data.validation={train}", f"output_dir={out}", "data.max_length=32", "train.epochs=1",
-            "train.batch_size=8", "train.save_steps=0", "train.report=false"]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    assert "token-type embedding row 1" in res.output
+    assert "token-type embedding row 1" in _train_qa(path, train, out)
     applied = json.loads((out / "data_summary.json").read_text())["applied"]
     assert applied["segment_embeddings"].startswith("token-type embedding row 1 (std 0.0200)")
     # a tuned model whose row 1 looks untrained (a run from before the seeding existed) trains on as it is
@@ -375,14 +380,11 @@ def test_training_reports_the_seeded_segment_row(tiny_bert: Path, tmp_path: Path
     from transformers import AutoModelForQuestionAnswering
 
     old = AutoModelForQuestionAnswering.from_pretrained(out / "model")
+    row1 = old.bert.embeddings.token_type_embeddings.weight[1]
     with torch.no_grad():
-        old.bert.embeddings.token_type_embeddings.weight[1].copy_(_at_init(old.bert.embeddings.token_type_embeddings.weight[1]))
+        row1.copy_(_at_init(row1))
     old.save_pretrained(out / "model")
-    sets = [s.replace(f"model={path}", f"model={out / 'model'}").replace(f"output_dir={out}", f"output_dir={out}2")
-            for s in sets]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    assert "token-type" not in res.output
+    assert "token-type" not in _train_qa(out / "model", train, tmp_path / "run2")
     assert json.loads((tmp_path / "run2" / "data_summary.json").read_text())["applied"]["segment_embeddings"] is None
 
 
@@ -399,11 +401,7 @@ def test_a_lora_run_on_it_merges_and_serves_as_trained(tiny_bert: Path, tmp_path
     path = _unpaired_checkpoint(tiny_bert, tmp_path / "unpaired")
     train = write_jsonl(tmp_path / "train.jsonl", _qa_rows(16, 0))
     out = tmp_path / "run"
-    sets = ["task={name: qa, doc_stride: 8, max_question_length: 4}", f"model={path}", f"data.train={train}",
-            f"data.validation={train}", f"output_dir={out}", "data.max_length=32", "train.epochs=1",
-            "train.batch_size=8", "train.save_steps=0", "train.report=false", "method=lora", "method.r=4"]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
+    _train_qa(path, train, out, "method=lora", "method.r=4")
     row = _qa_rows(1, 5)[0]
     enc = AutoTokenizer.from_pretrained(out / "model")(row["question"], row["context"], return_tensors="pt")
     assert enc["token_type_ids"].max() == 1  # the context is the second segment
