@@ -6,7 +6,7 @@ cache: data.cache), the second maps the cached features instead.
 
     python benchmarks/growth.py [--sizes 10000,100000,1000000]
     python benchmarks/growth.py --sizes 10000000 --sft 0 --name growth-10m   # 10 M rows: ~25 min on 2 cores
-    python benchmarks/growth.py --sizes 1000000 --sft 0 --format csv --name growth-csv   # the rows as CSV (or parquet)
+    python benchmarks/growth.py --sizes 1000000 --sft 0 --format csv --name growth-csv   # as CSV (json, parquet, arrow)
     python benchmarks/growth.py --sizes 1000000 --sft 0 --set data.clean.min_chars=3 --name growth-clean
 
 Rows are SST-2's train rows repeated, each copy made distinct (a trailing " #k") so that deduplication keeps
@@ -44,14 +44,23 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 def write_rows(path: Path, rows: Iterator[dict]) -> None:
-    """JSONL, CSV (text, label) or Parquet (row groups of 65,536) by the path's suffix, a row at a time."""
-    if path.suffix == ".parquet":
+    """JSONL, a JSON array, CSV (text, label), Parquet (row groups of 65,536) or an Arrow file (record batches of
+    65,536) by the path's suffix, a row at a time."""
+    if path.suffix in (".parquet", ".arrow"):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with pq.ParquetWriter(path, pa.schema([("text", pa.string()), ("label", pa.string())])) as out:
+        schema = pa.schema([("text", pa.string()), ("label", pa.string())])
+        with pq.ParquetWriter(path, schema) if path.suffix == ".parquet" else pa.ipc.new_file(str(path), schema) as out:
             while part := list(islice(rows, 65_536)):
-                out.write_table(pa.Table.from_pylist(part))
+                out.write_table(pa.Table.from_pylist(part, schema))
+        return
+    if path.suffix == ".json":
+        with path.open("w", encoding="utf-8") as f:
+            f.write("[\n")
+            for i, r in enumerate(rows):
+                f.write((",\n" if i else "") + json.dumps(r, ensure_ascii=False))
+            f.write("\n]\n")
         return
     with path.open("w", newline="", encoding="utf-8") as f:
         if path.suffix == ".csv":
@@ -108,7 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--sft", type=int, default=200_000, help="conversations of the SFT row (0: none)")
-    ap.add_argument("--format", default="jsonl", choices=["jsonl", "csv", "parquet"],
+    ap.add_argument("--format", default="jsonl", choices=["jsonl", "json", "csv", "parquet", "arrow"],
                     help="the grown SST-2 file's format (the SFT file is JSONL)")
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
                     help="a config override for both `train` runs (repeatable), e.g. data.clean.min_chars=3")

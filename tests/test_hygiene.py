@@ -9,8 +9,10 @@ import pytest
 
 from conftest import write_jsonl
 from tunelab.config.sections import CleanConfig, DataConfig
-from tunelab.data import hygiene
-from tunelab.data.hygiene import clean_text, exact_key, normalised_key
+from tunelab.data import dedup, load, row_spill
+from tunelab.data.dedup import exact_key, normalised_key
+from tunelab.data.feature_store import RowSequence
+from tunelab.data.hygiene import clean_text
 from tunelab.data.load import load_splits
 from tunelab.data.report import DataReport
 from tunelab.errors import DataError
@@ -43,10 +45,17 @@ def test_clean_text() -> None:
     assert normalised_key({"text": "a ", "text_pair": " b"}) == normalised_key({"text": "a \x00 b"})
 
 
-@pytest.mark.parametrize("collide", [False, True])
-def test_dedup_within_and_across_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collide: bool) -> None:
+@pytest.mark.parametrize(("collide", "stream"), [(False, False), (True, False), (False, True), (True, True)])
+def test_dedup_within_and_across_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collide: bool,
+                                        stream: bool) -> None:
+    """Also with the training file spilled as it is parsed (data/dedup._dedup_spilled), in parts of 3 rows."""
     if collide:  # every key hashes alike: the keys themselves still decide
-        monkeypatch.setattr(hygiene, "hash", lambda _: 0, raising=False)
+        monkeypatch.setattr(dedup, "hash", lambda _: 0, raising=False)
+    if stream:
+        monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(load, "STREAM_BYTES", 0)
+        monkeypatch.setattr(load, "PARSE_CHUNK", 2)
+        monkeypatch.setattr(row_spill, "CHUNK", 3)
     train = write_jsonl(tmp_path / "train.jsonl", [
         {"text": "good movie", "label": "pos"},      # 1 kept
         {"text": "Good   MOVIE", "label": "pos"},    # 2 normalised duplicate of 1
@@ -67,6 +76,7 @@ def test_dedup_within_and_across_splits(tmp_path: Path, monkeypatch: pytest.Monk
         {"text": "boring music", "label": "neg"},    # 3 duplicate within test
     ])
     splits, report = _load(tmp_path, train=str(train), validation=str(val), test=str(test), dedup=True)
+    assert isinstance(splits["train"], RowSequence) == stream
     assert _texts(splits["train"]) == ["good movie", "bad film", "ｎｉｃｅ plot"]
     assert _texts(splits["validation"]) == ["AWFUL scene"]
     assert _texts(splits["test"]) == ["great story", "boring music"]

@@ -103,6 +103,39 @@ def test_data_clean_streams_with_the_same_rows_and_removals(tmp_path: Path, smal
     assert all("<b>" not in ex["text"] for part in results[1][0].values() for ex in part)
 
 
+def test_data_dedup_streams_with_the_same_rows_and_removals(tmp_path: Path, small_parts: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data.dedup` on a streamed file (data/dedup._dedup_spilled): the rows kept, the held-out split and every
+    removal (its line, the row it repeats, exact or normalised, a differing label), in order, are the whole
+    parse's; so is the comparison with a validation file."""
+    rows = sentiment_rows(30)
+    for i, j in ((7, 2), (12, 2), (13, 5), (21, 19), (25, 0), (29, 28)):
+        rows[i] = dict(rows[j])
+    rows[12]["text"] = rows[12]["text"].upper() + "  "  # a normalised duplicate of row 3 (line 3)
+    rows[25]["label"] = "positive" if rows[0]["label"] == "negative" else "negative"
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    val = write_jsonl(tmp_path / "val.jsonl", [rows[4], {"text": "unseen", "label": "positive"}])
+    for data in ({"validation_split": 0.2}, {"validation": str(val)}):
+        results = []
+        for stream in (False, True):
+            monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
+            cfg = DataConfig(train=str(train), dedup=True, **data)
+            task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
+            report = DataReport()
+            splits = load.load_splits(cfg, task, 7, report)
+            assert isinstance(splits["train"], RowSequence) == stream
+            results.append(({k: list(v) for k, v in splits.items()}, report.summary(), report.removed))
+        assert results[0] == results[1], data
+        removed = results[1][2]
+        assert [r["line"] for r in removed if r["reason"] == "duplicate"] == [8, 13, 14, 22, 26, 30]
+        assert [r["match"] for r in removed if r["reason"] == "duplicate"] == ["exact", "normalised", *["exact"] * 4]
+        assert next(r for r in removed if r["line"] == 26).get("label_differs") is True
+        assert next(r for r in removed if r["line"] == 14)["duplicate_of"].endswith("train.jsonl:6")
+        if "validation" in data:
+            assert [(r["line"], r["reason"]) for r in removed if r["reason"] != "duplicate"] == [(5, "in_validation")]
+    assert not list(small_parts.glob(".rows.*"))
+
+
 def test_a_spill_restarted_in_another_folder_counts_each_row_once(tmp_path: Path, small_parts: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache folder fails after two parts were cleaned (a full disk): the parse starts again in the temporary
@@ -215,3 +248,76 @@ def test_the_csv_modules_own_error_names_the_line(tmp_path: Path, small_parts: P
         csv.field_size_limit(limit)
     assert str(err.value).startswith(f"{train}:11: csv: field larger than field limit"), str(err.value)
     assert not list(small_parts.glob(".rows.*")), "nothing half-written is left"
+
+
+def _write_other(path: Path, rows: list[dict]) -> Path:
+    """The rows as a pretty-printed JSON array, a JSON-lines `.json`, an Arrow file of batches of 4, a Feather file, a
+    `datasets` save_to_disk folder, or a folder of Parquet files whose second lacks a column."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    kind = path.name
+    if kind == "array.json":
+        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8")
+    elif kind == "lines.json":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif kind == "batches.arrow":
+        table = pa.Table.from_pylist(rows)
+        with pa.ipc.new_file(str(path), table.schema) as w:
+            for batch in table.to_batches(max_chunksize=4):
+                w.write_batch(batch)
+    elif kind == "rows.feather":
+        feather.write_feather(pa.Table.from_pylist(rows), str(path), chunksize=6)
+    elif kind == "ds":
+        import datasets
+
+        datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    else:  # a Parquet folder: the second file without `note`, which the rows then hold as None
+        path.mkdir()
+        pq.write_table(pa.Table.from_pylist([dict(r, note="n") for r in rows[:9]]), path / "part-0.parquet")
+        pq.write_table(pa.Table.from_pylist(rows[9:]), path / "part-1.parquet", row_group_size=5)
+    return path
+
+
+@pytest.mark.parametrize("name", ["array.json", "lines.json", "batches.arrow", "rows.feather", "ds", "parquet-folder"])
+def test_json_arrow_and_dataset_folders_stream_like_the_whole_parse(tmp_path: Path, small_parts: Path, name: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunelab.data import jsonl
+
+    monkeypatch.setattr(jsonl, "JSON_BLOCK", 7)  # a JSON array read 7 characters at a time: items cross blocks
+    rows = sentiment_rows(23)
+    rows[3]["text"] += ' with "quotes", [brackets] and 中文'
+    train = _write_other(tmp_path / name, rows)
+    whole = _splits(train, monkeypatch, False, validation_split=0.2)
+    streamed = _splits(train, monkeypatch, True, validation_split=0.2)
+    assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
+    for split in ("train", "validation"):
+        assert list(streamed[split]) == list(whole[split])
+    got = sorted([*streamed["train"], *streamed["validation"]], key=lambda ex: ex["line"])
+    assert [ex["line"] for ex in got] == list(range(1, 24)) and [ex["text"] for ex in got] == [r["text"] for r in rows]
+    if name == "parquet-folder":
+        assert got[0]["row"]["note"] == "n" and got[-1]["row"]["note"] is None
+
+
+@pytest.mark.parametrize("text", [
+    '[{"text": "a", "label": "x"},\n {"text": "b", "label": "y"}\n {"text": "c", "label": "x"}]',  # no comma
+    '[{"text": "a", "label": "x"},\n {"text": "b", "label": "y"},\n {"text": "c", "label": "x"}] ]',  # extra data
+    '[{"text": "a", "label": "x"},\n {"text": "b\n", "label": "y"}]',  # a raw line break in a string
+    '[{"text": "a", "label": "x"},\n {"text": "b", "label": "y"',  # cut short
+    '[{"text": "a", "label": "x"},\n 7]',  # not an object
+])
+def test_a_streamed_json_array_names_the_error_as_the_whole_parse(tmp_path: Path, small_parts: Path, text: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunelab.data import jsonl
+
+    monkeypatch.setattr(jsonl, "JSON_BLOCK", 5)
+    train = tmp_path / "train.json"
+    train.write_text(text, encoding="utf-8")
+    errors = []
+    for stream in (False, True):
+        with pytest.raises(DataError) as err:
+            _splits(train, monkeypatch, stream, validation_split=0.2)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1] and errors[0].startswith(f"{train}:"), errors
+    assert not list(small_parts.glob(".rows.*"))

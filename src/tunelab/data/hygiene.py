@@ -1,11 +1,10 @@
-"""Data hygiene as actions: clean texts (`data.clean`) and drop duplicates (`data.dedup`).
+"""Data hygiene as an action: clean texts (`data.clean`); dropping duplicates (`data.dedup`) is data/dedup.py.
 
-Works on parsed examples of any task: string fields `text` / `text_pair` are cleaned and compared;
-a list field `tokens` (NER) is cleaned token by token (never dropping a token, so tags stay aligned)
-and compared as the space-joined sentence; `messages` (SFT) has the content of every turn cleaned and is
-compared turn by turn, roles included. A turn keeps its layout, since a model learns to write it: NFC instead
-of NFKC (full-width ，！？ stay), and whitespace tidied line by line (trailing spaces cut, runs of blank lines
-made one) instead of collapsed. Every dropped row goes to the `DataReport`.
+Works on parsed examples of any task: string fields `text` / `text_pair` are cleaned;
+a list field `tokens` (NER) is cleaned token by token (never dropping a token, so tags stay aligned);
+`messages` (SFT) has the content of every turn cleaned. A turn keeps its layout, since a model learns to write
+it: NFC instead of NFKC (full-width ，！？ stay), and whitespace tidied line by line (trailing spaces cut, runs of
+blank lines made one) instead of collapsed. Every dropped row goes to the `DataReport`.
 """
 
 from __future__ import annotations
@@ -16,11 +15,8 @@ import unicodedata
 from typing import Any
 
 from tunelab.config.sections import CleanConfig
+from tunelab.data.dedup import TEXT_KEYS, compared_texts
 from tunelab.data.report import DataReport
-
-TEXT_KEYS = ("text", "text_pair", "tokens")
-# later splits win: a training row that repeats a validation or test row is the one removed
-SPLIT_PRIORITY = ("test", "validation", "train")
 
 _SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)\b[^<>]*>")
@@ -88,7 +84,7 @@ def _emptied(cleaned: dict[str, Any], original: dict[str, Any]) -> dict[str, Any
 
 def text_length(example: dict[str, Any]) -> int:
     """Characters of the example's texts (tokens joined by spaces; every turn's content for SFT)."""
-    return sum(len(p) for p in _parts(example, roles=False))
+    return sum(len(p) for p in compared_texts(example, roles=False))
 
 
 def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, report: DataReport,
@@ -117,103 +113,4 @@ def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, re
         if any(new[k] != ex[k] for k in (*TEXT_KEYS, "messages") if k in ex):
             report.cleaned[split] += 1
         out.append(new)
-    return out
-
-
-# ---------------------------------------------------------------------------- duplicates
-def _parts(example: dict[str, Any], roles: bool = True) -> list[str]:
-    """The texts compared for duplicates: text fields, NER tokens joined, SFT turns as `role: content`."""
-    parts = [v if isinstance(v, str) else " ".join(map(str, v))
-             for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
-    return parts + [f"{m['role']}: {m['content']}" if roles else m["content"] for m in example.get("messages", ())]
-
-
-def exact_key(example: dict[str, Any]) -> str:
-    return "\x00".join(_parts(example))
-
-
-def normalised_key(example: dict[str, Any]) -> str:
-    """NFKC, case-folded, whitespace-collapsed texts: `Great  Movie` and `great movie` are one row. Made from the
-    exact key (split where it joins), so rows with one exact key always share the normalised one, even when a
-    text holds the joining NUL itself."""
-    return "\x00".join(" ".join(unicodedata.normalize("NFKC", p).casefold().split())
-                       for p in exact_key(example).split("\x00"))
-
-
-def _target(example: dict[str, Any]) -> Any:
-    return example.get("label", example.get("tags"))
-
-
-def _where(example: dict[str, Any]) -> str:
-    return f"{example.get('source')}:{example.get('line')}"
-
-
-class _Seen:
-    """The rows kept so far, per split, under the hash of their normalised key. Kept rows never share a normalised
-    key (a row that repeats one is dropped, across splits too), so one table finds both kinds of duplicate: the
-    kept row with the same normalised key is the one an exact duplicate repeats as well. Hashes rather than key
-    strings (a normalised key is a new string per row): with two tables of strings `data.dedup` added 245 MB to
-    loading 1 M SST-2 rows. A hash hit is confirmed on the keys themselves, and a kept row whose hash another key
-    already has goes to a small table by its key string, so a collision neither drops nor keeps a row wrongly."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, tuple[dict[int, dict[str, Any]], dict[str, dict[str, Any]]]] = {}
-
-    def match(self, keys: tuple[str, str]) -> tuple[str, str, dict[str, Any]] | None:
-        exact, normal = keys
-        h = hash(normal)
-        for split, (table, collided) in self.tables.items():
-            first = table.get(h)
-            if first is not None and normalised_key(first) != normal:
-                first = collided.get(normal)
-            if first is not None:
-                return ("exact" if exact_key(first) == exact else "normalised"), split, first
-        return None
-
-    def add(self, split: str, example: dict[str, Any], keys: tuple[str, str]) -> None:
-        table, collided = self.tables.setdefault(split, ({}, {}))
-        first = table.setdefault(hash(keys[1]), example)
-        if first is not example and normalised_key(first) != keys[1]:  # another key with this hash
-            collided.setdefault(keys[1], example)
-
-
-def duplicate_keys(example: dict[str, Any]) -> tuple[str, str]:
-    """(exact, normalised) keys: what `data.dedup` compares (and `Task.dedup_keys` by default)."""
-    return exact_key(example), normalised_key(example)
-
-
-def _drop(examples: list[dict[str, Any]], split: str, seen: _Seen, report: DataReport, within: bool,
-          ) -> list[dict[str, Any]]:
-    kept = []
-    for ex in examples:
-        keys = duplicate_keys(ex)
-        hit = seen.match(keys)
-        if hit is None:
-            kept.append(ex)
-            if within:
-                seen.add(split, ex, keys)
-            continue
-        match, other_split, first = hit
-        detail: dict[str, Any] = {"match": match, "duplicate_of": _where(first)}
-        if _target(first) != _target(ex):
-            detail["label_differs"] = True
-        report.remove(split, ex, "duplicate" if within else f"in_{other_split}", **detail)
-    return kept
-
-
-def dedup_within(examples: list[dict[str, Any]], split: str, report: DataReport) -> list[dict[str, Any]]:
-    """Keep the first of rows whose texts are equal exactly or after normalisation."""
-    return _drop(examples, split, _Seen(), report, within=True)
-
-
-def dedup_across(splits: dict[str, list[dict[str, Any]]], report: DataReport) -> dict[str, list[dict[str, Any]]]:
-    """Remove rows that repeat a row of a higher-priority split: train loses rows found in validation
-    or test, validation loses rows found in test."""
-    seen = _Seen()
-    out = dict(splits)
-    for split in SPLIT_PRIORITY:
-        if split in out:
-            out[split] = _drop(out[split], split, seen, report, within=False)
-            for ex in out[split]:
-                seen.add(split, ex, duplicate_keys(ex))
     return out

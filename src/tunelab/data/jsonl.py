@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 from tunelab.data.records import Record
 from tunelab.errors import DataError
@@ -60,3 +62,101 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
 
 def read_jsonl(path: Path) -> list[Record]:
     return list(iter_jsonl(path))
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+ITEM_LIMIT = 64 << 20  # characters read past an item's start before a parse error is taken as the file's own
+_DECODE = json.JSONDecoder().raw_decode
+JSON_BLOCK = 1 << 20  # characters of a JSON array read at a time
+
+
+class _Blocks:
+    """A text file read `block` characters at a time: `buf[pos:]` is what is not yet read, `line` the line buf[0] is
+    on, `eof` whether the file's end is in `buf`."""
+
+    def __init__(self, f: TextIO, block: int) -> None:
+        self.f, self.block = f, block
+        self.buf, self.pos, self.line, self.eof = "", 0, 1, False
+        self.refill()
+
+    def refill(self) -> None:
+        self.line += self.buf.count("\n", 0, self.pos)
+        more = self.f.read(self.block)
+        self.buf, self.pos, self.eof = self.buf[self.pos :] + more, 0, len(more) < self.block
+
+    def peek(self) -> str:
+        """The next character after blanks ("" at the file's end)."""
+        while True:
+            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr] - always matches
+            if self.pos < len(self.buf) or self.eof:
+                return self.buf[self.pos : self.pos + 1]
+            self.refill()
+
+    def error(self, msg: str, line_in_buf: int | None = None) -> DataError:
+        line = self.buf.count("\n", 0, self.pos) + 1 if line_in_buf is None else line_in_buf
+        return DataError(self.f.name, self.line + line - 1, "json", f"invalid JSON ({msg})")
+
+    def value(self) -> Any:
+        """The JSON value at `pos`; one cut by the block's end is read on, up to `ITEM_LIMIT` characters."""
+        while True:
+            try:
+                obj, self.pos = _DECODE(self.buf, self.pos)
+                return obj
+            except json.JSONDecodeError as exc:
+                if self.eof or len(self.buf) - self.pos > ITEM_LIMIT:
+                    raise self.error(exc.msg, exc.lineno) from None
+                self.refill()
+
+
+def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
+    """The objects of a file holding one JSON array, one at a time, numbered from 1 as the whole parse numbers them
+    (data/readers.py): the text is read `block` characters at a time, never whole; a parse error names its line."""
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            text = _Blocks(f, block or JSON_BLOCK)
+            if text.peek() != "[":
+                raise text.error("Expecting '['")
+            text.pos += 1
+            closed, number = text.peek() == "]", 0
+            while not closed:
+                obj = text.value()
+                number += 1
+                if not isinstance(obj, dict):
+                    raise DataError(str(path), number, "json",
+                                    f"item {number}: expected a JSON object, got {type(obj).__name__}")
+                yield Record(str(path), number, obj)
+                c = text.peek()
+                if c not in ",]":
+                    raise text.error("Expecting ',' delimiter")
+                text.pos += 1
+                closed = c == "]"
+                if not closed:
+                    text.peek()
+            if closed and number == 0:
+                text.pos += 1  # the "]" of an empty array
+            if text.peek():
+                raise text.error("Extra data")
+    except UnicodeDecodeError as exc:
+        for _ in decoded_lines(path):  # raises the DataError that names the bad byte's line and column
+            pass
+        raise DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})") from None
+
+
+def json_shape(path: Path, peek: int = 1 << 20) -> str:
+    """What a `.json` file holds, from its start: "array" (one JSON array of rows), "lines" (one object per line,
+    the first line a row of its own) or "object" (one object over the whole file: SQuAD's shape, read whole)."""
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        head = f.read(peek)
+    text = head.lstrip()
+    if text.startswith("["):
+        return "array"
+    first, newline, _ = text.partition("\n")
+    if not newline:
+        return "object"
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return "object"
+    data = obj.get("data") if isinstance(obj, dict) else None
+    squad = isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]
+    return "object" if squad else "lines"

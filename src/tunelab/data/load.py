@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
+from tunelab.data.dedup import dedup_across, dedup_within
 from tunelab.data.feature_store import cache_root
-from tunelab.data.hygiene import clean_split, dedup_across, dedup_within
-from tunelab.data.readers import STREAMS, Record, Table, read_table
+from tunelab.data.hygiene import clean_split
+from tunelab.data.readers import Record, Table, read_table, row_stream, streamable
 from tunelab.data.report import DataReport
 from tunelab.data.row_spill import spill_chunks
 from tunelab.data.splits import split_validation
@@ -65,16 +66,17 @@ Tidy = Callable[[], Callable[[list[dict[str, Any]]], list[dict[str, Any]]]]
 
 def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | None = None,
                ) -> Sequence[dict[str, Any]]:
-    """`task.parse` of a file's rows. With `stream`, a JSONL or CSV / TSV file of at least `STREAM_BYTES` (a Parquet
-    file: `STREAM_ROWS`) is parsed `PARSE_CHUNK` rows at a time, each part spilled to disk as it is parsed
-    (data/row_spill.py; in the feature cache's folder unless `data.cache: false`, else the system's temporary one),
-    so neither its records nor its examples are ever held whole: parsed whole, a row costs ≈ 0.6 KB of Python
-    objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1 KB of disk. The rows and their order are the same either way;
-    of several bad rows the streamed parse names the first in the file (the whole parse reads every row before it
-    checks any row's fields). `tidy` makes a function applied to each parsed part (`data.clean`), a new one for each
-    attempt (a spill that cannot be written starts again in the next folder)."""
+    """`task.parse` of a file's rows. With `stream`, a file or dataset folder that `readers.row_stream` reads a row at
+    a time (JSONL, a JSON array, CSV / TSV, Parquet, Arrow / Feather, a folder of Parquet or Arrow files) of at
+    least `STREAM_BYTES` (Parquet also: `STREAM_ROWS`) is parsed `PARSE_CHUNK` rows at a time, each part spilled to
+    disk as it is parsed (data/row_spill.py; in the feature cache's folder unless `data.cache: false`, else the
+    system's temporary one), so neither its records nor its examples are ever held whole: parsed whole, a row costs
+    ≈ 0.6 KB of Python objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1 KB of disk. The rows and their order are the
+    same either way; of several bad rows the streamed parse names the first in the file (the whole parse reads every
+    row before it checks any row's fields). `tidy` makes a function applied to each parsed part (`data.clean`), a
+    new one for each attempt (a spill that cannot be written starts again in the next folder)."""
     p = Path(path)
-    if stream and p.suffix.lower() in STREAMS and p.is_file() and _large(p):
+    if stream and p.exists() and streamable(p) and _large(p):
         folders = [cache_root()] if task.data.cache is not False else []
         for directory in [*folders, Path(tempfile.gettempdir())]:
             parsed = [0]
@@ -91,22 +93,27 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
 
 
 def _large(p: Path) -> bool:
-    """At least `STREAM_BYTES`; a Parquet file at least `STREAM_ROWS` rows or `STREAM_BYTES` uncompressed (compressed,
-    its file size says little)."""
-    if p.suffix.lower() not in (".parquet", ".pq"):
-        return p.stat().st_size >= STREAM_BYTES
-    try:
-        meta = pq.ParquetFile(p).metadata
-        unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        return meta.num_rows >= STREAM_ROWS or unpacked >= STREAM_BYTES
-    except Exception:  # pyarrow raises several types for corrupt files: the whole read names the error
-        return False
+    """At least `STREAM_BYTES`, a dataset folder's files together; Parquet at least `STREAM_ROWS` rows or
+    `STREAM_BYTES` uncompressed (compressed, its file size says little)."""
+    files = [f for f in p.iterdir() if f.suffix in (".parquet", ".arrow")] if p.is_dir() else [p]
+    rows, size = None, 0  # rows: Parquet's, from its metadata
+    for f in files:
+        if f.suffix.lower() not in (".parquet", ".pq"):
+            size += f.stat().st_size
+            continue
+        try:
+            meta = pq.ParquetFile(f).metadata
+        except Exception:  # pyarrow raises several types for corrupt files: the whole read names the error
+            return False
+        rows = (rows or 0) + meta.num_rows
+        size += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return (rows is not None and rows >= STREAM_ROWS) or size >= STREAM_BYTES
 
 
 def _parts(p: Path, task: RowTask, step: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
            parsed: list[int]) -> Iterator[list[dict[str, Any]]]:
     """The file's examples a part at a time, each through `step`; `parsed[0]` counts them before it."""
-    columns, records = STREAMS[p.suffix.lower()](p)
+    columns, records = row_stream(p)
     for chunk in _batched(records, PARSE_CHUNK):
         part = task.parse(Table(str(p), chunk, columns))
         parsed[0] += len(part)
@@ -136,10 +143,11 @@ def _batched(records: Iterator[Record], n: int) -> Iterator[list[Record]]:
 
 def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport) -> Sequence[dict[str, Any]]:
     """Parse one file, then clean it and drop its duplicates (before any validation hold-out). A large training
-    file without `data.dedup` is spilled as it is parsed (`parse_file`), cleaned a part at a time; the other splits,
-    and rows held out of it for validation, stay in memory (evaluation writes into their rows: NER's word ids)."""
+    file is spilled as it is parsed (`parse_file`), cleaned a part at a time and deduplicated from the spill
+    (data/dedup.py); the other splits, and rows held out of it for validation, stay in memory (evaluation writes
+    into their rows: NER's word ids)."""
     attempts: list[DataReport] = []  # what cleaning counted, per parse attempt: the last one is kept
-    examples = parse_file(path, task, stream=split == "train" and not data.dedup,
+    examples = parse_file(path, task, stream=split == "train",
                           tidy=_cleaner(data.clean, split, attempts) if data.clean is not None else None)
     if attempts:
         report.merge(attempts[-1])

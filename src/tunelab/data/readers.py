@@ -13,12 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from tunelab.data.jsonl import iter_jsonl, not_utf8, read_jsonl
+from tunelab.data.jsonl import iter_json_array, iter_jsonl, json_shape, not_utf8, read_jsonl
 from tunelab.data.records import Record, Table
-from tunelab.data.tabular import iter_delimited, iter_parquet
+from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 
 
@@ -136,50 +133,6 @@ def _read_txt(path: Path) -> list[Record]:
     return records
 
 
-def _read_folder(path: Path) -> tuple[list[Record], list[str]]:
-    """A Hugging Face `datasets` folder (`save_to_disk`: Arrow files named in state.json) or a folder of Parquet or
-    Arrow files (in name order); rows are numbered across the files. Read with pyarrow: no `datasets` needed."""
-    if (path / "dataset_dict.json").is_file():
-        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits") or []
-        raise DataError(str(path), None, None, "a DatasetDict: give one split's folder, e.g. "
-                        + ", ".join(str(path / s) for s in splits[:3]))
-    state = path / "state.json"
-    if state.is_file():
-        files = [path / f["filename"] for f in json.loads(state.read_text(encoding="utf-8")).get("_data_files", [])]
-    else:
-        files = sorted(path.glob("*.parquet")) or sorted(path.glob("*.arrow"))
-    if not files:
-        raise DataError(str(path), None, None, "a folder without data: expected a datasets save_to_disk folder or "
-                        ".parquet / .arrow files")
-    tables = []
-    for f in files:
-        try:
-            tables.append(pq.read_table(f) if f.suffix == ".parquet" else _arrow_table(f))
-        except Exception as exc:  # pyarrow raises several types for damaged files
-            raise DataError(str(f), None, None, f"cannot read: {exc}") from None
-    table = pa.concat_tables(tables, promote_options="default")
-    return ([Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)],
-            list(table.column_names))
-
-
-def _arrow_table(path: Path) -> pa.Table:
-    """An Arrow IPC file in either of its formats: the stream format (`datasets`' save_to_disk) or the file format
-    (`pyarrow.ipc.new_file`, Feather v2), told apart by the file format's magic bytes."""
-    with path.open("rb") as f:
-        magic = f.read(6)
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source) if magic == b"ARROW1" else pa.ipc.open_stream(source)
-        return reader.read_all()
-
-
-def _read_arrow(path: Path) -> tuple[list[Record], list[str]]:
-    try:
-        table = _arrow_table(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(str(path), None, None, f"cannot read Arrow: {exc}") from None
-    return [Record(str(path), i, r) for i, r in enumerate(table.to_pylist(), start=1)], list(table.column_names)
-
-
 def _read_hub(spec: str) -> Table:
     """`hf:org/name` or `hf:org/name:split` (default train): a Hugging Face hub dataset through `datasets.load_dataset`
     (an optional package; the network, or its cache, must have the data)."""
@@ -202,13 +155,29 @@ def _read_hub(spec: str) -> Table:
 STREAMS: dict[str, Callable[[Path], tuple[list[str] | None, Iterator[Record]]]] = {
     **dict.fromkeys((".jsonl", ".ndjson"), lambda p: (None, iter_jsonl(p))),
     ".csv": lambda p: iter_delimited(p, ","), **dict.fromkeys((".tsv", ".tab"), lambda p: iter_delimited(p, "\t")),
-    **dict.fromkeys((".parquet", ".pq"), iter_parquet),
+    **dict.fromkeys((".parquet", ".pq"), iter_parquet), **dict.fromkeys((".arrow", ".feather"), iter_arrow),
 }
 # file suffix → reader of the other formats: records, or (records, columns) where the format names its columns
 _READERS: dict[str, Callable[[Path], list[Record] | tuple[list[Record], list[str]]]] = {
-    ".json": _read_json, **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), _read_conll),
-    ".arrow": _read_arrow, ".feather": _read_arrow, ".txt": _read_txt,
+    ".json": _read_json, **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), _read_conll), ".txt": _read_txt,
 }
+
+
+def streamable(p: Path) -> bool:
+    """Whether `row_stream` reads `p` a row at a time: `STREAMS`' formats, a `.json` array or JSON-lines `.json`
+    file, an Arrow / Parquet dataset folder; not a SQuAD `.json`, CoNLL or plain text."""
+    suffix = p.suffix.lower()
+    return p.is_dir() or suffix in STREAMS or (suffix == ".json" and json_shape(p) != "object")
+
+
+def row_stream(p: Path) -> tuple[list[str] | None, Iterator[Record]]:
+    """(the columns where the format names them, the rows one at a time) of a `streamable` file or folder: what
+    data/load.py parses a large training file from, a part at a time; the rows are `read_table`'s."""
+    if p.is_dir():
+        return iter_arrow(p)
+    if p.suffix.lower() == ".json":
+        return None, (iter_json_array(p) if json_shape(p) == "array" else iter_jsonl(p))
+    return STREAMS[p.suffix.lower()](p)
 
 
 def read_table(path: str | Path) -> Table:
@@ -218,7 +187,8 @@ def read_table(path: str | Path) -> Table:
         return _read_hub(path)
     p = Path(path)
     if p.is_dir():
-        records, columns = _read_folder(p)
+        columns, rows = iter_arrow(p)
+        records = list(rows)
         if not records:
             raise DataError(str(p), None, None, "empty dataset: no data rows")
         return Table(str(p), records, columns)

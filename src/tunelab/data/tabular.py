@@ -5,6 +5,7 @@ twin is data/jsonl.py."""
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +86,73 @@ def iter_parquet(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Itera
             raise DataError(str(path), number + 1, None, f"cannot read Parquet: {exc}") from None
 
     return list(source.schema_arrow.names), records()
+
+
+def _arrow_batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """An Arrow IPC file in either of its formats — the stream format (`datasets`' save_to_disk) or the file format
+    (`pyarrow.ipc.new_file`, Feather v2), told apart by the file format's magic bytes — a record batch at a time,
+    read (not mapped: mapped pages would count in the process's memory)."""
+    with path.open("rb") as f:
+        magic = f.read(6)
+    source = pa.OSFile(str(path), "rb")
+    if magic == b"ARROW1":
+        reader = pa.ipc.open_file(source)
+        return reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
+    stream = pa.ipc.open_stream(source)
+    return stream.schema, iter(stream)
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The data files of a Hugging Face `datasets` folder (`save_to_disk`: the Arrow files named in state.json) or of
+    a folder of Parquet or Arrow files (in name order)."""
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits") or []
+        raise DataError(str(path), None, None, "a DatasetDict: give one split's folder, e.g. "
+                        + ", ".join(str(path / s) for s in splits[:3]))
+    state = path / "state.json"
+    if state.is_file():
+        files = [path / f["filename"] for f in json.loads(state.read_text(encoding="utf-8")).get("_data_files", [])]
+    else:
+        files = sorted(path.glob("*.parquet")) or sorted(path.glob("*.arrow"))
+    if not files:
+        raise DataError(str(path), None, None, "a folder without data: expected a datasets save_to_disk folder or "
+                        ".parquet / .arrow files")
+    return files
+
+
+def iter_arrow(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Iterator[Record]]:
+    """(the columns, the rows `batch_rows` at a time) of an Arrow / Feather file (`.arrow`, `.feather`) or of a
+    dataset folder (`folder_files`: its files' rows numbered across them, each row holding every file's columns, as
+    `pyarrow.concat_tables` would give them): never held whole as Python rows."""
+    files = folder_files(path) if path.is_dir() else [path]
+
+    def opened(f: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        try:
+            if f.suffix == ".parquet":
+                source = pq.ParquetFile(f)
+                return source.schema_arrow, source.iter_batches(batch_size=batch_rows)
+            return _arrow_batches(f)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise DataError(str(f), None, None, f"cannot read: {exc}") from None
+
+    schemas = [opened(f)[0] for f in files]
+    try:
+        names = pa.unify_schemas(schemas, promote_options="default").names
+    except (pa.ArrowException, ValueError) as exc:
+        raise DataError(str(path), None, None, f"cannot read: the files' columns differ ({exc})") from None
+
+    def records() -> Iterator[Record]:
+        number = 0
+        for f in files:
+            _, batches = opened(f)
+            try:
+                for batch in batches:
+                    whole = batch.schema.names == names  # else a file without some columns: those are None
+                    for start in range(0, batch.num_rows, batch_rows):
+                        for row in batch.slice(start, batch_rows).to_pylist():
+                            number += 1
+                            yield Record(str(path), number, row if whole else {k: row.get(k) for k in names})
+            except (OSError, pa.ArrowException) as exc:  # a damaged batch or page
+                raise DataError(str(f), None, None, f"cannot read: {exc}") from None
+
+    return names, records()

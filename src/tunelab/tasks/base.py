@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from transformers import AutoTokenizer
 
 from tunelab.config.sections import DataConfig, TaskConfig, TrainConfig
-from tunelab.data.hygiene import duplicate_keys
+from tunelab.data.dedup import duplicate_keys
 from tunelab.data.readers import Table
 from tunelab.errors import ConfigError
 from tunelab.models.inference import TARGETS, forward_logits
