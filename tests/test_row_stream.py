@@ -144,7 +144,7 @@ def test_a_spill_restarted_in_another_folder_counts_each_row_once(tmp_path: Path
     for i in (1, 4, 11):
         rows[i]["text"] = "<i>ok</i>"
     train = write_jsonl(tmp_path / "train.jsonl", rows)
-    real, calls = load.spill_chunks, []
+    real, calls = row_spill.spill_chunks, []
 
     def full_disk_once(parts, directory):  # noqa: ANN001, ANN202
         calls.append(directory)
@@ -156,7 +156,7 @@ def test_a_spill_restarted_in_another_folder_counts_each_row_once(tmp_path: Path
     summaries = []
     for stream in (False, True):
         monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
-        monkeypatch.setattr(load, "spill_chunks", full_disk_once if stream else real)
+        monkeypatch.setattr(row_spill, "spill_chunks", full_disk_once if stream else real)
         cfg = DataConfig(train=str(train), validation_split=0.2, clean={"min_chars": 5})
         task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
         report = DataReport()
@@ -189,6 +189,49 @@ def test_training_on_a_streamed_file_is_the_same_run(tiny_bert: Path, tmp_path: 
     assert _curve(tmp_path / "streamed") == _curve(tmp_path / "whole")
     for name in ("model/model.safetensors", "data_summary.json"):
         assert (tmp_path / "streamed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("sampling", ["oversample", "undersample"])
+def test_sampling_and_augment_on_a_streamed_file_are_the_same_run(tiny_bert: Path, tmp_path: Path, small_parts: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  sampling: str) -> None:
+    """`data.sampling` gives an index view of the spilled rows and `data.augment` spills its copies beside them: the
+    rows trained on, the losses, the weights and the data summary are the whole parse's."""
+    rows = sentiment_rows(64, 0)
+    write_jsonl(tmp_path / "train.jsonl", [r for i, r in enumerate(rows) if r["label"] == "positive" or i % 4 == 0])
+    write_jsonl(tmp_path / "val.jsonl", sentiment_rows(16, 1))
+    sets = (f"data.sampling={sampling}", "data.augment.ops=[delete,swap]", "data.augment.copies=1")
+    code, out = _train(tiny_bert, tmp_path, "streamed", "data.cache=true", *sets)
+    assert code == 0, out
+    monkeypatch.setattr(load, "STREAM_BYTES", 1 << 60)
+    code, out = _train(tiny_bert, tmp_path, "whole", "data.cache=false", *sets)
+    assert code == 0, out
+    assert _curve(tmp_path / "streamed") == _curve(tmp_path / "whole")
+    for name in ("model/model.safetensors", "data_summary.json"):
+        assert (tmp_path / "streamed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    applied = json.loads((tmp_path / "whole" / "data_summary.json").read_text())["applied"]
+    assert applied["sampling"]["rows_after"] != applied["sampling"]["rows_before"]
+    assert applied["augment"]["copies_added"] > 0, applied
+    assert not list(small_parts.glob(".rows.*"))
+
+
+def test_sampling_and_augment_keep_spilled_rows_off_the_heap(tmp_path: Path, small_parts: Path) -> None:
+    """On spilled rows, `resample` returns an index view and `augment_examples` the rows then their spilled copies
+    (RowSequences, not lists), with the rows a list gives."""
+    from tunelab.config.sections import AugmentConfig
+    from tunelab.data.augment import augment_examples
+    from tunelab.data.sampling import resample
+
+    rows = [dict(r, line=i + 1) for i, r in enumerate(sentiment_rows(40)) if r["label"] == "positive" or i % 3 == 0]
+    spilled = row_spill.spill_chunks([rows[:7], rows[7:]], tmp_path)
+    for how in ("oversample", "undersample"):
+        got = resample(spilled, how, 3, lambda ex: ex["label"])
+        assert isinstance(got, RowSequence) and list(got) == resample(rows, how, 3, lambda ex: ex["label"])
+    cfg = AugmentConfig(ops=["delete", "swap"], copies=2)
+    got, stats = augment_examples(spilled, cfg, 5, None)
+    want, want_stats = augment_examples(rows, cfg, 5, None)
+    assert isinstance(got, RowSequence) and list(got) == want and stats == want_stats
+    assert stats["copies_added"] > len(rows) and got[len(rows)]["augmented_from"] == rows[0]["line"]
 
 
 def test_ner_evaluates_rows_held_out_of_a_streamed_file(tiny_bert: Path, tmp_path: Path, small_parts: Path) -> None:
@@ -306,6 +349,10 @@ def test_json_arrow_and_dataset_folders_stream_like_the_whole_parse(tmp_path: Pa
     '[{"text": "a", "label": "x"},\n {"text": "b\n", "label": "y"}]',  # a raw line break in a string
     '[{"text": "a", "label": "x"},\n {"text": "b", "label": "y"',  # cut short
     '[{"text": "a", "label": "x"},\n 7]',  # not an object
+    '[{"text": "a", "label": "x"},\n 12.125]',  # not an object, cut by a block's end
+    '[{"text": "a", "label": "x"}',  # the array not closed
+    '[{"text": "a", "label": "x"},\r{"text": "b", "label": "y"},\r{"text" 3}]',  # lone-CR line ends: not lines to JSON
+    '[{"text": "a", "label": "x"},\n {"text": "b", "label": fals}]',  # a cut-looking literal that is wrong
 ])
 def test_a_streamed_json_array_names_the_error_as_the_whole_parse(tmp_path: Path, small_parts: Path, text: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from transformers import AutoModel, AutoTokenizer
 
 from tunelab.config.sections import AugmentConfig
 from tunelab.data.check import _configs
+from tunelab.data.feature_store import RowSequence
 from tunelab.data.readers import read_table
+from tunelab.data.row_spill import Joined, spill_anywhere
 from tunelab.data.synonyms import synonym_source
 from tunelab.errors import ConfigError
 from tunelab.io import write_jsonl_atomic
@@ -148,32 +150,48 @@ def augment_text(text: str, ops: Sequence[str], rng: random.Random, ratio: float
 
 
 # ---------------------------------------------------------------------------- examples & files
-def augment_examples(examples: list[dict[str, Any]], cfg: AugmentConfig, seed: int, lookup: Synonyms | None,
-                     text_field: str = "text") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, seed: int, lookup: Synonyms | None,
+                     text_field: str = "text", cache: bool = True) -> tuple[Sequence[dict[str, Any]], dict[str, Any]]:
     """The examples followed by `cfg.copies` augmented copies of each (in order). A copy carries
     `augmented_from` (the original's line) in the example and its `row`. Copy j of row i draws from
-    its own RNG, seeded by (seed, i, j): the output depends only on the seed and the input."""
+    its own RNG, seeded by (seed, i, j): the output depends only on the seed and the input. Rows spilled to disk (a
+    `RowSequence`: a large training file) get their copies spilled as they are made (in the feature cache's folder
+    unless `cache` is off), so neither is held whole; the rows are the same."""
     if lookup is None and set(cfg.ops) <= set(NEEDS_SYNONYMS):
         raise ConfigError("config: data.augment.ops: insert and synonym need data.augment.synonyms "
                           "(or a model for embedding neighbours)")
-    out = list(examples)
-    by_op: Counter[str] = Counter()
-    unchanged = 0
-    for i, ex in enumerate(examples):
-        if "text" not in ex:
-            raise ConfigError("config: data.augment: this task's rows have no text to augment")
-        for copy in range(cfg.copies):
-            rng = random.Random(f"augment:{seed}:{i}:{copy}")
-            result = augment_text(ex["text"], cfg.ops, rng, cfg.ratio, lookup, cfg.language)
-            if result is None:
-                unchanged += 1
-                continue
-            text, op = result
-            by_op[op] += 1
-            row = {**ex.get("row", {}), text_field: text, "augmented_from": ex.get("line")}
-            out.append({**ex, "text": text, "augmented_from": ex.get("line"), "row": row})
-    stats = {"copies_added": len(out) - len(examples), "by_op": dict(sorted(by_op.items())),
-             "unchanged_not_added": unchanged}
+    counts: dict[str, Any] = {}
+
+    def copies() -> Iterator[list[dict[str, Any]]]:
+        counts.update(by_op=Counter(), unchanged=0, added=0)
+        part: list[dict[str, Any]] = []
+        for i, ex in enumerate(examples):
+            if "text" not in ex:
+                raise ConfigError("config: data.augment: this task's rows have no text to augment")
+            for copy in range(cfg.copies):
+                rng = random.Random(f"augment:{seed}:{i}:{copy}")
+                result = augment_text(ex["text"], cfg.ops, rng, cfg.ratio, lookup, cfg.language)
+                if result is None:
+                    counts["unchanged"] += 1
+                    continue
+                text, op = result
+                counts["by_op"][op] += 1
+                row = {**ex.get("row", {}), text_field: text, "augmented_from": ex.get("line")}
+                part.append({**ex, "text": text, "augmented_from": ex.get("line"), "row": row})
+            if len(part) >= 4096:
+                counts["added"] += len(part)
+                yield part
+                part = []
+        counts["added"] += len(part)
+        yield part
+
+    spilled = spill_anywhere(copies, cache) if isinstance(examples, RowSequence) else None
+    if spilled is not None:
+        out: Sequence[dict[str, Any]] = Joined(examples, spilled)  # type: ignore[arg-type] - a RowSequence
+    else:
+        out = [*examples, *(ex for part in copies() for ex in part)]
+    stats = {"copies_added": counts["added"], "by_op": dict(sorted(counts["by_op"].items())),
+             "unchanged_not_added": counts["unchanged"]}
     return out, stats
 
 

@@ -12,7 +12,7 @@ digest) instead of a table of rows, and the rows kept are an index view of the s
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from hashlib import blake2b
 from typing import Any
 
@@ -94,14 +94,52 @@ def _detail(first: dict[str, Any], example: dict[str, Any], match: str) -> dict[
     return detail
 
 
+def _digest(key: str) -> bytes:
+    return blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class KeyedRows(RowSequence):
+    """Spilled rows that `_dedup_spilled` kept, with each row's normalised-key digest (16 bytes a row), so that the
+    comparison with the other splits reads only the rows whose digest one of theirs has. A hold-out or sample of
+    them (`take`) keeps its rows' digests."""
+
+    def __init__(self, rows: RowSequence, digests: np.ndarray) -> None:
+        self._rows, self.digests = rows, digests
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _row(self, i: int) -> dict[str, Any]:
+        return self._rows._row(i)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._rows)
+
+    def take(self, indices: Sequence[int]) -> RowSequence:
+        at = np.asarray(indices, dtype=np.int64)
+        return KeyedRows(self._rows.take(at), self.digests[at])
+
+
+def _candidates(examples: Sequence[dict[str, Any]], seen: _Seen) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(index, row) of the rows `_drop` must look at: all of them, or, for `KeyedRows`, those whose digest a seen
+    row's normalised key has (read in order, nothing else read)."""
+    if not isinstance(examples, KeyedRows):
+        return enumerate(examples)
+    wanted = {_digest(normalised_key(ex)) for table, collided in seen.tables.values()
+              for ex in (*table.values(), *collided.values())}
+    hits = np.flatnonzero([d.tobytes() in wanted for d in examples.digests]) if wanted else np.empty(0, np.int64)
+    return zip(hits.tolist(), examples.take(hits), strict=True)
+
+
 def _drop(examples: Sequence[dict[str, Any]], split: str, seen: _Seen, report: DataReport, within: bool,
           ) -> Sequence[dict[str, Any]]:
     """The rows `seen` has no match for (`within`: each kept row is seen by the next). Rows spilled to disk (a
-    `RowSequence`, across splits only) are read once in order, and the kept ones are an index view of them."""
+    `RowSequence`, across splits only) are read once in order (`KeyedRows`: only those a digest points to), and
+    the kept ones are an index view of them."""
     spilled = isinstance(examples, RowSequence)
     kept: list[dict[str, Any]] = []
     dropped: list[int] = []
-    for i, ex in enumerate(examples):
+    for i, ex in _candidates(examples, seen):
         keys = duplicate_keys(ex)
         hit = seen.match(keys)
         if hit is None:
@@ -122,7 +160,7 @@ def _drop(examples: Sequence[dict[str, Any]], split: str, seen: _Seen, report: D
     return examples.take(np.flatnonzero(mask))
 
 
-def _dedup_spilled(rows: RowSequence, split: str, report: DataReport) -> RowSequence:
+def _dedup_spilled(rows: RowSequence, split: str, report: DataReport) -> KeyedRows:
     """`dedup_within` of spilled rows, as the in-memory table decides it, without holding rows: one pass computes
     each row's normalised key as a 128-bit digest (blake2b; two different keys share one with probability
     ~n²/2¹²⁹, 10⁻²⁵ at 10 M rows, so an equal digest is taken as an equal key); `np.unique` gives each row the
@@ -130,31 +168,31 @@ def _dedup_spilled(rows: RowSequence, split: str, report: DataReport) -> RowSequ
     compares their exact keys for the report. 16 bytes a row, against ≈ 0.6 KB a row held whole; a few times that
     while `np.unique` sorts."""
     n = len(rows)
-    digests = bytearray(16 * n)
+    buffer = bytearray(16 * n)
     for i, ex in enumerate(rows):
-        normal = normalised_key(ex)
-        digests[16 * i : 16 * i + 16] = blake2b(normal.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    _, first_at, inverse = np.unique(np.frombuffer(digests, dtype="V16"), return_index=True, return_inverse=True)
-    del digests
+        buffer[16 * i : 16 * i + 16] = _digest(normalised_key(ex))
+    digests = np.frombuffer(buffer, dtype="V16")
+    _, first_at, inverse = np.unique(digests, return_index=True, return_inverse=True)
     first = first_at[inverse.reshape(-1)]
     del inverse, first_at
     dup = np.flatnonzero(first != np.arange(n))
     if not dup.size:
-        return rows
+        return KeyedRows(rows, digests)
     involved = np.union1d(first[dup], dup)  # ascending: a first row always comes before the rows that repeat it
-    # the first rows that others repeat: their file, line, label and exact key, for the report
-    firsts: dict[int, tuple[dict[str, Any], str]] = {}
+    # the first rows that others repeat: their file, line, label and exact key's digest, for the report
+    firsts: dict[int, tuple[dict[str, Any], bytes]] = {}
     for i, ex in zip(involved.tolist(), rows.take(involved), strict=True):
         f = int(first[i])
         if f == i:
-            firsts[i] = {"source": ex.get("source"), "line": ex.get("line"), "label": _target(ex)}, exact_key(ex)
+            firsts[i] = {"source": ex.get("source"), "line": ex.get("line"), "label": _target(ex)}, \
+                _digest(exact_key(ex))
         else:
             where, exact = firsts[f]
-            match = "exact" if exact_key(ex) == exact else "normalised"
+            match = "exact" if _digest(exact_key(ex)) == exact else "normalised"
             report.remove(split, ex, "duplicate", **_detail(where, ex, match))
     kept = np.ones(n, dtype=bool)
     kept[dup] = False
-    return rows.take(np.flatnonzero(kept))
+    return KeyedRows(rows, digests).take(np.flatnonzero(kept))
 
 
 def dedup_within(examples: Sequence[dict[str, Any]], split: str, report: DataReport) -> Sequence[dict[str, Any]]:

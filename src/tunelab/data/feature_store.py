@@ -116,6 +116,10 @@ class _Taken(RowSequence):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (self._base._row(int(i)) for i in self._indices)
 
+    def take(self, indices: Sequence[int]) -> RowSequence:
+        """One view of the base however many times rows are taken (dedup, hold-out, sampling): one lookup a row."""
+        return _Taken(self._base, self._indices[np.asarray(indices, dtype=np.int64)])
+
 
 class FeatureStore(RowSequence):
     """The features in `path` (an Arrow IPC file), memory-mapped; `store[i]` is row i as a dict, `store[a:b]` a

@@ -65,7 +65,6 @@ def read_jsonl(path: Path) -> list[Record]:
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
-ITEM_LIMIT = 64 << 20  # characters read past an item's start before a parse error is taken as the file's own
 _DECODE = json.JSONDecoder().raw_decode
 JSON_BLOCK = 1 << 20  # characters of a JSON array read at a time
 
@@ -80,9 +79,12 @@ class _Blocks:
         self.refill()
 
     def refill(self) -> None:
+        """Drop what was read; read on, as much again as is left unread (at least a block): an item that spans many
+        blocks is read in a time linear in its length."""
         self.line += self.buf.count("\n", 0, self.pos)
-        more = self.f.read(self.block)
-        self.buf, self.pos, self.eof = self.buf[self.pos :] + more, 0, len(more) < self.block
+        want = max(self.block, len(self.buf) - self.pos)
+        more = self.f.read(want)
+        self.buf, self.pos, self.eof = self.buf[self.pos :] + more, 0, len(more) < want
 
     def peek(self) -> str:
         """The next character after blanks ("" at the file's end)."""
@@ -97,22 +99,27 @@ class _Blocks:
         return DataError(self.f.name, self.line + line - 1, "json", f"invalid JSON ({msg})")
 
     def value(self) -> Any:
-        """The JSON value at `pos`; one cut by the block's end is read on, up to `ITEM_LIMIT` characters."""
+        """The JSON value at `pos`. One the block's end may have cut is read on: a decode error at the buffer's last
+        characters (a cut literal, number or escape) or an unterminated string, or a value other than an object
+        that ends where the buffer does (`1.5` cut to `1`); any other error is the file's own, named at once."""
         while True:
             try:
-                obj, self.pos = _DECODE(self.buf, self.pos)
-                return obj
+                obj, end = _DECODE(self.buf, self.pos)
+                if end < len(self.buf) or self.eof or isinstance(obj, dict):
+                    self.pos = end
+                    return obj
             except json.JSONDecodeError as exc:
-                if self.eof or len(self.buf) - self.pos > ITEM_LIMIT:
+                cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 6
+                if self.eof or not cut:
                     raise self.error(exc.msg, exc.lineno) from None
-                self.refill()
+            self.refill()
 
 
 def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
     """The objects of a file holding one JSON array, one at a time, numbered from 1 as the whole parse numbers them
     (data/readers.py): the text is read `block` characters at a time, never whole; a parse error names its line."""
     try:
-        with path.open(encoding="utf-8-sig") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # lines as JSON counts them: at "\n" only
             text = _Blocks(f, block or JSON_BLOCK)
             if text.peek() != "[":
                 raise text.error("Expecting '['")
@@ -126,7 +133,7 @@ def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
                                     f"item {number}: expected a JSON object, got {type(obj).__name__}")
                 yield Record(str(path), number, obj)
                 c = text.peek()
-                if c not in ",]":
+                if c not in (",", "]"):
                     raise text.error("Expecting ',' delimiter")
                 text.pos += 1
                 closed = c == "]"

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.dedup import dedup_across, dedup_within
-from tunelab.data.feature_store import cache_root
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, read_table, row_stream, streamable
 from tunelab.data.report import DataReport
-from tunelab.data.row_spill import spill_chunks
+from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation
+from tunelab.data.tabular import folder_files
 from tunelab.errors import ConfigError, DataError
 
 STREAM_BYTES = 64 << 20  # a training file this large is spilled as it is parsed (SST-2 as JSONL: ≈ 750 k rows)
@@ -77,16 +75,16 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
     new one for each attempt (a spill that cannot be written starts again in the next folder)."""
     p = Path(path)
     if stream and p.exists() and streamable(p) and _large(p):
-        folders = [cache_root()] if task.data.cache is not False else []
-        for directory in [*folders, Path(tempfile.gettempdir())]:
-            parsed = [0]
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                rows = spill_chunks(_parts(p, task, tidy() if tidy is not None else None, parsed), directory)
-            except (OSError, pa.ArrowException):  # unwritable or full: the next folder, then in memory
-                continue
+        parsed = [0]
+
+        def attempt() -> Iterator[list[dict[str, Any]]]:
+            parsed[0] = 0
+            return _parts(p, task, tidy() if tidy is not None else None, parsed)
+
+        rows = spill_anywhere(attempt, task.data.cache is not False)
+        if rows is not None:  # else neither folder could be written: parsed in memory
             if not parsed[0]:
-                raise DataError(str(p), None, None, "empty file: no data rows")
+                raise DataError(str(p), None, None, f"empty {'dataset' if p.is_dir() else 'file'}: no data rows")
             return rows
     examples = task.parse(read_table(path))
     return tidy()(examples) if tidy is not None else examples
@@ -95,7 +93,10 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
 def _large(p: Path) -> bool:
     """At least `STREAM_BYTES`, a dataset folder's files together; Parquet at least `STREAM_ROWS` rows or
     `STREAM_BYTES` uncompressed (compressed, its file size says little)."""
-    files = [f for f in p.iterdir() if f.suffix in (".parquet", ".arrow")] if p.is_dir() else [p]
+    try:
+        files = folder_files(p) if p.is_dir() else [p]
+    except DataError:  # a DatasetDict, a folder without data: the whole read says so
+        return False
     rows, size = None, 0  # rows: Parquet's, from its metadata
     for f in files:
         if f.suffix.lower() not in (".parquet", ".pq"):

@@ -3,6 +3,7 @@ in the `DataReport` (class distribution before and after sampling, what was appl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,8 +19,8 @@ from tunelab.errors import ConfigError
 from tunelab.progress import say
 
 
-def prepare_training(train: list[dict[str, Any]], cfg: RunConfig, task: RowTask, tokenizer: Any, model: torch.nn.Module,
-                     report: DataReport) -> list[dict[str, Any]]:
+def prepare_training(train: Sequence[dict[str, Any]], cfg: RunConfig, task: RowTask, tokenizer: Any,
+                     model: torch.nn.Module, report: DataReport) -> Sequence[dict[str, Any]]:
     """Apply `data.sampling` and `data.augment` to the training examples (seeded by train.seed), then
     set up the task's loss from `train.class_weights / focal_gamma / label_smoothing` on the result."""
     data, seed = cfg.data, cfg.train.seed
@@ -42,7 +43,7 @@ def prepare_training(train: list[dict[str, Any]], cfg: RunConfig, task: RowTask,
     if data.augment is not None:
         lookup, source = synonym_source(data.augment.synonyms, data.augment.neighbours, tokenizer, model)
         before = len(train)
-        train, stats = augment_examples(train, data.augment, seed, lookup, data.text_field)
+        train, stats = augment_examples(train, data.augment, seed, lookup, data.text_field, data.cache is not False)
         report.applied["augment"] = {**data.augment.model_dump(), "synonym_source": source,
                                      "rows_before": before, **stats}
         report.distribution["after_augment"] = label_counts(train)

@@ -23,14 +23,14 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from tunelab.data.feature_store import RowSequence
+from tunelab.data.feature_store import RowSequence, cache_root
 
 CHUNK = 1024  # examples per pickle: what one random access unpickles
 STALE_S = 3600  # a spill file this old in the directory was left by a process that died while writing it
@@ -111,6 +111,37 @@ def spill_chunks(parts: Iterable[Sequence[dict[str, Any]]], directory: Path) -> 
     finally:  # open (or failed): the name is no longer needed
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def spill_anywhere(make_parts: Callable[[], Iterable[Sequence[dict[str, Any]]]], cache: bool) -> SpilledRows | None:
+    """`spill_chunks` into the feature cache's folder (unless `cache` is off), else the system's temporary one; each
+    attempt asks `make_parts` for the parts anew (a failed attempt may have used some). None where neither folder
+    can be written: the caller keeps its rows in memory."""
+    for directory in [*([cache_root()] if cache else []), Path(tempfile.gettempdir())]:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            return spill_chunks(make_parts(), directory)
+        except (OSError, pa.ArrowException):  # unwritable or full: the next folder
+            continue
+    return None
+
+
+class Joined(RowSequence):
+    """One sequence of rows, then another (the training rows spilled as parsed, then their augmented copies)."""
+
+    def __init__(self, first: RowSequence, then: RowSequence) -> None:
+        self._first, self._then = first, then
+
+    def __len__(self) -> int:
+        return len(self._first) + len(self._then)
+
+    def _row(self, i: int) -> dict[str, Any]:
+        n = len(self._first)
+        return self._first._row(i) if i < n else self._then._row(i - n)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self._first
+        yield from self._then
 
 
 def _remove_stale(directory: Path) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
-from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Literal
 
+import numpy as np
 
-def label_counts(examples: list[dict[str, Any]]) -> dict[str, float]:
+from tunelab.data.feature_store import RowSequence
+
+
+def label_counts(examples: Iterable[dict[str, Any]]) -> dict[str, float]:
     """Rows per label: a list label counts once per label (multi-label), a `{label: probability}`
     label adds its probabilities (soft labels), so counts may be fractional."""
     counts: Counter[str] = Counter()
@@ -24,26 +28,29 @@ def label_counts(examples: list[dict[str, Any]]) -> dict[str, float]:
     return {name: round(n, 6) if isinstance(n, float) else n for name, n in sorted(counts.items())}
 
 
-def resample(examples: list[dict[str, Any]], how: Literal["oversample", "undersample"], seed: int,
-             key: Callable[[dict[str, Any]], Hashable | None]) -> list[dict[str, Any]]:
+def resample(examples: Sequence[dict[str, Any]], how: Literal["oversample", "undersample"], seed: int,
+             key: Callable[[dict[str, Any]], Hashable | None]) -> Sequence[dict[str, Any]]:
     """Balance the groups of `key` (the class; the label set for multi-label rows).
 
     oversample: every group grows to the largest one — whole copies, then a seeded sample without
     replacement for the remainder; undersample: every group shrinks to the smallest by a seeded sample.
-    Originals keep their order; oversampled copies follow them."""
-    groups: dict[Hashable, list[int]] = defaultdict(list)
-    for i, ex in enumerate(examples):
-        groups[key(ex)].append(i)
+    Originals keep their order; oversampled copies follow them. Rows spilled to disk (a `RowSequence`) come back as
+    an index view of the same rows, 8 bytes a row, never read into memory (the rows chosen are the same)."""
+    codes: dict[Hashable, int] = {}
+    group = np.fromiter((codes.setdefault(key(ex), len(codes)) for ex in examples), dtype=np.int32,
+                        count=len(examples))
     rng = random.Random(f"sampling:{seed}")
-    sizes = [len(g) for g in groups.values()]
+    sizes = np.bincount(group, minlength=len(codes))
+    # each group's rows in order, the groups in order of first appearance
+    members = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])
     if how == "undersample":
-        keep: set[int] = set()
-        for members in groups.values():
-            keep.update(rng.sample(members, min(sizes)))
-        return [ex for i, ex in enumerate(examples) if i in keep]
-    out = list(examples)
-    for members in groups.values():
-        extra = max(sizes) - len(members)
-        picks = members * (extra // len(members)) + rng.sample(members, extra % len(members))
-        out += [examples[i] for i in picks]
-    return out
+        keep = [np.asarray(rng.sample(m.tolist(), int(sizes.min())), dtype=np.int64) for m in members]
+        order = np.sort(np.concatenate(keep))
+    else:
+        picks = [np.concatenate([np.tile(m, (sizes.max() - len(m)) // len(m)),
+                                 np.asarray(rng.sample(m.tolist(), (sizes.max() - len(m)) % len(m)), dtype=np.int64)])
+                 for m in members]
+        order = np.concatenate([np.arange(len(examples)), *picks])
+    if isinstance(examples, RowSequence):
+        return examples.take(order)
+    return [examples[i] for i in order.tolist()]
