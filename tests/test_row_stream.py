@@ -368,3 +368,27 @@ def test_a_streamed_json_array_names_the_error_as_the_whole_parse(tmp_path: Path
         errors.append(str(err.value))
     assert errors[0] == errors[1] and errors[0].startswith(f"{train}:"), errors
     assert not list(small_parts.glob(".rows.*"))
+
+
+def test_a_hub_dataset_streams_like_the_whole_parse(tmp_path: Path, small_parts: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf:NAME` (a local folder laid out as a hub repository, offline) is read a batch at a time from datasets'
+    mapped Arrow cache: the rows and the held-out split are the whole read's."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    _write_as(tmp_path / "repo" / "data" / "train.csv", sentiment_rows(23))
+    spec = f"hf:{tmp_path / 'repo'}"
+    results = []
+    for stream in (False, True):
+        monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
+        monkeypatch.setattr(load, "STREAM_ROWS", 0 if stream else 1 << 60)
+        cfg = DataConfig(train=spec, validation_split=0.2)
+        task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
+        splits = load.load_splits(cfg, task, 7, DataReport())
+        assert isinstance(splits["train"], RowSequence) == stream
+        results.append({k: list(v) for k, v in splits.items()})
+    assert results[0] == results[1]
+    rows = sorted([*results[1]["train"], *results[1]["validation"]], key=lambda ex: ex["line"])
+    assert [ex["line"] for ex in rows] == list(range(1, 24)) and rows[0]["source"] == spec

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.dedup import dedup_across, dedup_within
 from tunelab.data.hygiene import clean_split
-from tunelab.data.readers import Record, Table, read_table, row_stream, streamable
+from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
 from tunelab.data.report import DataReport
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation
@@ -73,26 +73,31 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
     same either way; of several bad rows the streamed parse names the first in the file (the whole parse reads every
     row before it checks any row's fields). `tidy` makes a function applied to each parsed part (`data.clean`), a
     new one for each attempt (a spill that cannot be written starts again in the next folder)."""
-    p = Path(path)
-    if stream and p.exists() and streamable(p) and _large(p):
+    hub = path.startswith("hf:")
+    if stream and (hub or Path(path).exists()) and streamable(path) and _large(path):
         parsed = [0]
 
         def attempt() -> Iterator[list[dict[str, Any]]]:
             parsed[0] = 0
-            return _parts(p, task, tidy() if tidy is not None else None, parsed)
+            return _parts(path, task, tidy() if tidy is not None else None, parsed)
 
         rows = spill_anywhere(attempt, task.data.cache is not False)
         if rows is not None:  # else neither folder could be written: parsed in memory
             if not parsed[0]:
-                raise DataError(str(p), None, None, f"empty {'dataset' if p.is_dir() else 'file'}: no data rows")
+                what = "file" if Path(path).is_file() else "dataset"
+                raise DataError(path if hub else str(Path(path)), None, None, f"empty {what}: no data rows")
             return rows
     examples = task.parse(read_table(path))
     return tidy()(examples) if tidy is not None else examples
 
 
-def _large(p: Path) -> bool:
-    """At least `STREAM_BYTES`, a dataset folder's files together; Parquet at least `STREAM_ROWS` rows or
-    `STREAM_BYTES` uncompressed (compressed, its file size says little)."""
+def _large(path: str) -> bool:
+    """At least `STREAM_BYTES`, a dataset folder's files together; Parquet and a hub dataset at least `STREAM_ROWS`
+    rows or `STREAM_BYTES` uncompressed (compressed, its file size says little)."""
+    if path.startswith("hf:"):
+        ds = hub_dataset(path)
+        return ds.num_rows >= STREAM_ROWS or ds.data.nbytes >= STREAM_BYTES
+    p = Path(path)
     try:
         files = folder_files(p) if p.is_dir() else [p]
     except DataError:  # a DatasetDict, a folder without data: the whole read says so
@@ -111,12 +116,13 @@ def _large(p: Path) -> bool:
     return (rows is not None and rows >= STREAM_ROWS) or size >= STREAM_BYTES
 
 
-def _parts(p: Path, task: RowTask, step: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
+def _parts(path: str, task: RowTask, step: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
            parsed: list[int]) -> Iterator[list[dict[str, Any]]]:
     """The file's examples a part at a time, each through `step`; `parsed[0]` counts them before it."""
-    columns, records = row_stream(p)
+    columns, records = row_stream(path)
+    source = path if path.startswith("hf:") else str(Path(path))  # as `read_table` names it
     for chunk in _batched(records, PARSE_CHUNK):
-        part = task.parse(Table(str(p), chunk, columns))
+        part = task.parse(Table(source, chunk, columns))
         parsed[0] += len(part)
         yield step(part) if step is not None else part
 

@@ -133,9 +133,9 @@ def _read_txt(path: Path) -> list[Record]:
     return records
 
 
-def _read_hub(spec: str) -> Table:
+def hub_dataset(spec: str) -> Any:
     """`hf:org/name` or `hf:org/name:split` (default train): a Hugging Face hub dataset through `datasets.load_dataset`
-    (an optional package; the network, or its cache, must have the data)."""
+    (an optional package; the network, or its cache, must have the data): Arrow files in datasets' cache, mapped."""
     name, _, split = spec.removeprefix("hf:").partition(":")
     try:
         import datasets  # optional: pip install datasets
@@ -143,11 +143,30 @@ def _read_hub(spec: str) -> Table:
         raise DataError(spec, None, None, "reading a hub dataset needs the datasets package: pip install datasets") \
             from None
     try:
-        rows = datasets.load_dataset(name, split=split or "train").to_list()
+        return datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, unknown split: datasets' own error types
         raise DataError(spec, None, None, f"cannot load the hub dataset: {type(exc).__name__}: {first_line(exc)}") \
             from None
-    return Table(spec, [Record(spec, i, r) for i, r in enumerate(rows, start=1)], list(rows[0]) if rows else None)
+
+
+def iter_hub(spec: str, batch_rows: int = 65_536) -> tuple[list[str], Iterator[Record]]:
+    """(the columns, the rows `batch_rows` at a time) of a hub dataset (`hub_dataset`), numbered from 1."""
+    ds = hub_dataset(spec)
+
+    def records() -> Iterator[Record]:
+        number = 0
+        for batch in ds.with_format("arrow").iter(batch_size=batch_rows):
+            for row in batch.to_pylist():
+                number += 1
+                yield Record(spec, number, row)
+
+    return list(ds.column_names), records()
+
+
+def _read_hub(spec: str) -> Table:
+    columns, rows = iter_hub(spec)
+    records = list(rows)
+    return Table(spec, records, columns if records else None)
 
 
 # file suffix → (the columns where the format names them, else None; the rows one at a time): `read_table` lists
@@ -163,16 +182,22 @@ _READERS: dict[str, Callable[[Path], list[Record] | tuple[list[Record], list[str
 }
 
 
-def streamable(p: Path) -> bool:
-    """Whether `row_stream` reads `p` a row at a time: `STREAMS`' formats, a `.json` array or JSON-lines `.json`
-    file, an Arrow / Parquet dataset folder; not a SQuAD `.json`, CoNLL or plain text."""
+def streamable(path: str | Path) -> bool:
+    """Whether `row_stream` reads `path` a row at a time: `STREAMS`' formats, a `.json` array or JSON-lines `.json`
+    file, an Arrow / Parquet dataset folder, an `hf:` dataset; not a SQuAD `.json`, CoNLL or plain text."""
+    if isinstance(path, str) and path.startswith("hf:"):
+        return True
+    p = Path(path)
     suffix = p.suffix.lower()
     return p.is_dir() or suffix in STREAMS or (suffix == ".json" and json_shape(p) != "object")
 
 
-def row_stream(p: Path) -> tuple[list[str] | None, Iterator[Record]]:
-    """(the columns where the format names them, the rows one at a time) of a `streamable` file or folder: what
-    data/load.py parses a large training file from, a part at a time; the rows are `read_table`'s."""
+def row_stream(path: str | Path) -> tuple[list[str] | None, Iterator[Record]]:
+    """(the columns where the format names them, the rows one at a time) of a `streamable` file, folder or hub
+    dataset: what data/load.py parses a large training file from, a part at a time; the rows are `read_table`'s."""
+    if isinstance(path, str) and path.startswith("hf:"):
+        return iter_hub(path)
+    p = Path(path)
     if p.is_dir():
         return iter_arrow(p)
     if p.suffix.lower() == ".json":
