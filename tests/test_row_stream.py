@@ -392,3 +392,22 @@ def test_a_hub_dataset_streams_like_the_whole_parse(tmp_path: Path, small_parts:
     assert results[0] == results[1]
     rows = sorted([*results[1]["train"], *results[1]["validation"]], key=lambda ex: ex["line"])
     assert [ex["line"] for ex in rows] == list(range(1, 24)) and rows[0]["source"] == spec
+
+
+def test_a_view_in_any_order_reads_the_rows_it_names(tmp_path: Path, small_parts: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A view of spilled rows whose indices are out of order and repeat (oversampled copies) is read a window at a
+    time in the file's order: iterating and slicing give exactly the rows named, in the view's order."""
+    import random
+
+    from tunelab.data import feature_store
+
+    monkeypatch.setattr(feature_store, "WINDOW", 7)
+    rows = [{"text": f"row {i}", "line": i + 1} for i in range(50)]
+    spilled = row_spill.spill_chunks([rows[:20], rows[20:]], tmp_path)
+    rng = random.Random(0)
+    indices = [*range(50), *(rng.randrange(50) for _ in range(40)), 3, 3, 49, 0]
+    view = spilled.take(indices)
+    assert list(view) == [rows[i] for i in indices]
+    assert view[5:33] == [rows[i] for i in indices[5:33]] and view[88:] == [rows[i] for i in indices[88:]]
+    assert view.take([93, 60, 60, 1])[1:] == [rows[i] for i in (indices[60], indices[60], indices[1])]

@@ -115,6 +115,9 @@ class KeyedRows(RowSequence):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self._rows)
 
+    def _slice(self, start: int, stop: int) -> list[dict[str, Any]]:
+        return self._rows[start:stop]
+
     def take(self, indices: Sequence[int]) -> RowSequence:
         at = np.asarray(indices, dtype=np.int64)
         return KeyedRows(self._rows.take(at), self.digests[at])

@@ -89,12 +89,19 @@ class RowSequence(Sequence[dict[str, Any]]):
     def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         n = len(self)
         if isinstance(i, slice):
-            return [self._row(j) for j in range(*i.indices(n))]
+            start, stop, step = i.indices(n)
+            if step == 1:
+                return self._slice(start, max(start, stop))
+            return [self._row(j) for j in range(start, stop, step)]
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(i)
         return self._row(i)
+
+    def _slice(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """Rows start..stop-1 (0 <= start <= stop <= len)."""
+        return [self._row(j) for j in range(start, stop)]
 
     def take(self, indices: Sequence[int]) -> RowSequence:
         """The rows at `indices`, in that order, read through this sequence when asked: nothing is copied (8 bytes
@@ -103,7 +110,15 @@ class RowSequence(Sequence[dict[str, Any]]):
         return _Taken(self, np.asarray(indices, dtype=np.int64))
 
 
+WINDOW = 65_536  # rows of a `_Taken` read together, in the base's order
+
+
 class _Taken(RowSequence):
+    """Rows of `base` at `indices`. Iterated or sliced, the rows are fetched `WINDOW` at a time in the base's order
+    and handed out in the view's: a spilled base unpickles a chunk of rows per read, so indices out of order
+    (oversampled copies, data/sampling.py) read one after another would unpickle a chunk for nearly every row."""
+
+
     def __init__(self, base: RowSequence, indices: np.ndarray) -> None:
         self._base, self._indices = base, indices
 
@@ -114,7 +129,17 @@ class _Taken(RowSequence):
         return self._base._row(int(self._indices[i]))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self._base._row(int(i)) for i in self._indices)
+        for start in range(0, len(self._indices), WINDOW):
+            yield from self._slice(start, min(start + WINDOW, len(self._indices)))
+
+    def _slice(self, start: int, stop: int) -> list[dict[str, Any]]:
+        window = self._indices[start:stop]
+        if len(window) < 2 or bool(np.all(window[1:] >= window[:-1])):  # already in the base's order
+            return [self._base._row(int(i)) for i in window]
+        out: list[dict[str, Any]] = [{}] * len(window)
+        for k in np.argsort(window, kind="stable").tolist():
+            out[k] = self._base._row(int(window[k]))
+        return out
 
     def take(self, indices: Sequence[int]) -> RowSequence:
         """One view of the base however many times rows are taken (dedup, hold-out, sampling): one lookup a row."""

@@ -143,6 +143,10 @@ class Joined(RowSequence):
         yield from self._first
         yield from self._then
 
+    def _slice(self, start: int, stop: int) -> list[dict[str, Any]]:
+        n = len(self._first)
+        return [*self._first[min(start, n) : min(stop, n)], *self._then[max(start - n, 0) : max(stop - n, 0)]]
+
 
 def _remove_stale(directory: Path) -> None:
     """Spill files still there an hour after they were written: their writer died between creating and unlinking
