@@ -104,23 +104,23 @@ class KeyedRows(RowSequence):
     them (`take`) keeps its rows' digests."""
 
     def __init__(self, rows: RowSequence, digests: np.ndarray) -> None:
-        self._rows, self.digests = rows, digests
+        self.rows, self.digests = rows, digests
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.rows)
 
     def _row(self, i: int) -> dict[str, Any]:
-        return self._rows._row(i)
+        return self.rows._row(i)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self._rows)
+        return iter(self.rows)
 
     def _slice(self, start: int, stop: int) -> list[dict[str, Any]]:
-        return self._rows[start:stop]
+        return self.rows[start:stop]
 
     def take(self, indices: Sequence[int]) -> RowSequence:
         at = np.asarray(indices, dtype=np.int64)
-        return KeyedRows(self._rows.take(at), self.digests[at])
+        return KeyedRows(self.rows.take(at), self.digests[at])
 
 
 def _candidates(examples: Sequence[dict[str, Any]], seen: _Seen) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -217,4 +217,6 @@ def dedup_across(splits: dict[str, Sequence[dict[str, Any]]], report: DataReport
             if split != "train":  # nothing is compared with the training rows after them
                 for ex in out[split]:
                     seen.add(split, ex, duplicate_keys(ex))
+    if isinstance(out.get("train"), KeyedRows):  # the digests are not needed after this: 16 bytes a row freed
+        out["train"] = out["train"].rows
     return out

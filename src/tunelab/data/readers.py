@@ -152,11 +152,19 @@ def hub_dataset(spec: str) -> Any:
 def iter_hub(spec: str, batch_rows: int = 65_536) -> tuple[list[str], Iterator[Record]]:
     """(the columns, the rows `batch_rows` at a time) of a hub dataset (`hub_dataset`), numbered from 1."""
     ds = hub_dataset(spec)
+    try:  # datasets 5 stores mixed-type columns (chat `content`) as JSON text and decodes them in `to_list`
+        from datasets.utils.json import get_json_field_paths_from_feature, json_decode_field
+
+        json_paths = [(col, sub) for col, *sub in get_json_field_paths_from_feature(ds.features)]
+    except ImportError:  # older datasets: no such columns
+        json_paths = []
 
     def records() -> Iterator[Record]:
         number = 0
         for batch in ds.with_format("arrow").iter(batch_size=batch_rows):
             for row in batch.to_pylist():
+                for col, sub in json_paths:  # as `Dataset.to_list` does
+                    row[col] = json_decode_field(row[col], sub)
                 number += 1
                 yield Record(spec, number, row)
 

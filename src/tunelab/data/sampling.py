@@ -36,6 +36,8 @@ def resample(examples: Sequence[dict[str, Any]], how: Literal["oversample", "und
     replacement for the remainder; undersample: every group shrinks to the smallest by a seeded sample.
     Originals keep their order; oversampled copies follow them. Rows spilled to disk (a `RowSequence`) come back as
     an index view of the same rows, 8 bytes a row, never read into memory (the rows chosen are the same)."""
+    if not len(examples):
+        return examples
     codes: dict[Hashable, int] = {}
     group = np.fromiter((codes.setdefault(key(ex), len(codes)) for ex in examples), dtype=np.int32,
                         count=len(examples))
@@ -43,13 +45,14 @@ def resample(examples: Sequence[dict[str, Any]], how: Literal["oversample", "und
     sizes = np.bincount(group, minlength=len(codes))
     # each group's rows in order, the groups in order of first appearance
     members = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])
+    # `rng.sample(range(len(m)), k)` picks the positions `rng.sample(list_of_m, k)` would: the same rows, without a
+    # Python list of each group's indices (36 bytes a row)
     if how == "undersample":
-        keep = [np.asarray(rng.sample(m.tolist(), int(sizes.min())), dtype=np.int64) for m in members]
+        keep = [m[rng.sample(range(len(m)), int(sizes.min()))] for m in members]
         order = np.sort(np.concatenate(keep))
     else:
         picks = [np.concatenate([np.tile(m, (sizes.max() - len(m)) // len(m)),
-                                 np.asarray(rng.sample(m.tolist(), (sizes.max() - len(m)) % len(m)), dtype=np.int64)])
-                 for m in members]
+                                 m[rng.sample(range(len(m)), (sizes.max() - len(m)) % len(m))]]) for m in members]
         order = np.concatenate([np.arange(len(examples)), *picks])
     if isinstance(examples, RowSequence):
         return examples.take(order)
