@@ -411,3 +411,20 @@ def test_a_view_in_any_order_reads_the_rows_it_names(tmp_path: Path, small_parts
     assert list(view) == [rows[i] for i in indices]
     assert view[5:33] == [rows[i] for i in indices[5:33]] and view[88:] == [rows[i] for i in indices[88:]]
     assert view.take([93, 60, 60, 1])[1:] == [rows[i] for i in (indices[60], indices[60], indices[1])]
+
+
+def test_a_hub_datasets_json_typed_column_reads_as_to_list_gives_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """datasets 5 stores a column of mixed types (a chat turn's `content`: text or a list of parts) as JSON text and
+    decodes it in `Dataset.to_list`; read a batch at a time, the rows are decoded alike."""
+    from tunelab.data.readers import hub_dataset, iter_hub
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    rows = [{"text": "a", "extra": "hi"}, {"text": "b", "extra": [{"type": "text", "text": "x"}]},
+            {"text": "c", "extra": 3}]
+    write_jsonl(tmp_path / "repo" / "data" / "train.jsonl", rows)
+    spec = f"hf:{tmp_path / 'repo'}"
+    assert [r.data for r in iter_hub(spec)[1]] == hub_dataset(spec).to_list() == rows
