@@ -40,15 +40,22 @@ def _splits(path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool, **data: o
     return load.load_splits(cfg, task, 7, DataReport())
 
 
+def _whole_and_streamed(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+    """The splits (20 % held out) parsed whole and streamed: a list and a spill, with the same rows."""
+    whole = _splits(path, monkeypatch, False, validation_split=0.2)
+    streamed = _splits(path, monkeypatch, True, validation_split=0.2)
+    assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
+    for split in ("train", "validation"):
+        assert list(streamed[split]) == list(whole[split])
+    return whole, streamed
+
+
 def test_streamed_rows_and_held_out_split_equal_the_whole_parse(tmp_path: Path, small_parts: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(23))
-    whole = _splits(train, monkeypatch, False, validation_split=0.2)
-    streamed = _splits(train, monkeypatch, True, validation_split=0.2)
-    assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
+    whole, streamed = _whole_and_streamed(train, monkeypatch)
     assert isinstance(streamed["validation"], list), "evaluation writes into the held-out rows: kept in memory"
     for split in ("train", "validation"):
-        assert list(streamed[split]) == list(whole[split])
         assert [streamed[split][i] for i in range(len(whole[split]))] == whole[split]
     assert streamed["train"][2:7] == whole["train"][2:7]
     assert not list(small_parts.glob(".rows.*")), "the spill file is unlinked once mapped"
@@ -266,11 +273,7 @@ def _write_as(path: Path, rows: list[dict]) -> Path:
 def test_csv_tsv_and_parquet_files_stream_like_the_whole_parse(tmp_path: Path, small_parts: Path, suffix: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     train = _write_as(tmp_path / f"train{suffix}", sentiment_rows(23))
-    whole = _splits(train, monkeypatch, False, validation_split=0.2)
-    streamed = _splits(train, monkeypatch, True, validation_split=0.2)
-    assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
-    for split in ("train", "validation"):
-        assert list(streamed[split]) == list(whole[split])
+    whole, _ = _whole_and_streamed(train, monkeypatch)
     rows = sorted([*whole["train"], *whole["validation"]], key=lambda ex: ex["line"])
     assert len(rows) == 23 and any(", twice\nover" in ex["text"] for ex in rows)
     if suffix != ".parquet":  # the header is line 1; the quoted field spans lines 5-6
@@ -332,11 +335,7 @@ def test_json_arrow_and_dataset_folders_stream_like_the_whole_parse(tmp_path: Pa
     rows = sentiment_rows(23)
     rows[3]["text"] += ' with "quotes", [brackets] and 中文'
     train = _write_other(tmp_path / name, rows)
-    whole = _splits(train, monkeypatch, False, validation_split=0.2)
-    streamed = _splits(train, monkeypatch, True, validation_split=0.2)
-    assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
-    for split in ("train", "validation"):
-        assert list(streamed[split]) == list(whole[split])
+    _, streamed = _whole_and_streamed(train, monkeypatch)
     got = sorted([*streamed["train"], *streamed["validation"]], key=lambda ex: ex["line"])
     assert [ex["line"] for ex in got] == list(range(1, 24)) and [ex["text"] for ex in got] == [r["text"] for r in rows]
     if name == "parquet-folder":
