@@ -208,7 +208,8 @@ def dedup_within(examples: Sequence[dict[str, Any]], split: str, report: DataRep
 def dedup_across(splits: dict[str, Sequence[dict[str, Any]]], report: DataReport,
                  ) -> dict[str, Sequence[dict[str, Any]]]:
     """Remove rows that repeat a row of a higher-priority split: train loses rows found in validation
-    or test, validation loses rows found in test. A spilled training split is read once more, in order."""
+    or test, validation loses rows found in test. A spilled training split is read once more, in order; one that
+    `_dedup_spilled` kept (`KeyedRows`) only where a digest matches a validation or test row."""
     seen = _Seen()
     out = dict(splits)
     for split in SPLIT_PRIORITY:

@@ -118,7 +118,6 @@ class _Taken(RowSequence):
     and handed out in the view's: a spilled base unpickles a chunk of rows per read, so indices out of order
     (oversampled copies, data/sampling.py) read one after another would unpickle a chunk for nearly every row."""
 
-
     def __init__(self, base: RowSequence, indices: np.ndarray) -> None:
         self._base, self._indices = base, indices
 

@@ -125,6 +125,8 @@ def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
                 raise text.error("Expecting '['")
             text.pos += 1
             closed, number = text.peek() == "]", 0
+            if closed:  # an empty array
+                text.pos += 1
             while not closed:
                 obj = text.value()
                 number += 1
@@ -139,8 +141,6 @@ def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
                 closed = c == "]"
                 if not closed:
                     text.peek()
-            if closed and number == 0:
-                text.pos += 1  # the "]" of an empty array
             if text.peek():
                 raise text.error("Extra data")
     except UnicodeDecodeError as exc:
