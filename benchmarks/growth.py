@@ -8,9 +8,12 @@ cache: data.cache), the second maps the cached features instead.
     python benchmarks/growth.py --sizes 10000000 --sft 0 --name growth-10m   # 10 M rows: ~25 min on 2 cores
     python benchmarks/growth.py --sizes 1000000 --sft 0 --format csv --name growth-csv   # as CSV (json, parquet, arrow)
     python benchmarks/growth.py --sizes 1000000 --sft 0 --set data.clean.min_chars=3 --name growth-clean
+    python benchmarks/growth.py --sizes 1000000 --sft 0 --format conll --name growth-conll   # NER: CoNLL-2003
+    python benchmarks/growth.py --sizes 2000000 --sft 0 --format txt --name growth-txt   # pretrain: paragraphs
 
 Rows are SST-2's train rows repeated, each copy made distinct (a trailing " #k") so that deduplication keeps
-them all. Writes benchmarks/results/growth.json and docs/growth.png.
+them all; with `--format conll`, CoNLL-2003's training sentences (task ner, a CoNLL file; copies end in a token
+"#k" tagged O); with `--format txt`, SST-2's sentences as the paragraphs of a .txt corpus (task pretrain, MLM). Writes benchmarks/results/growth.json and docs/growth.png.
 """
 
 from __future__ import annotations
@@ -44,8 +47,14 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 def write_rows(path: Path, rows: Iterator[dict]) -> None:
-    """JSONL, a JSON array, CSV (text, label), Parquet (row groups of 65,536) or an Arrow file (record batches of
-    65,536) by the path's suffix, a row at a time."""
+    """JSONL, a JSON array, CSV (text, label), Parquet (row groups of 65,536), an Arrow file (record batches of
+    65,536), CoNLL (tokens, tags) or plain text (a paragraph per row) by the path's suffix, a row at a time."""
+    if path.suffix in (".conll", ".txt"):
+        with path.open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write("".join(f"{t} {g}\n" for t, g in zip(r["tokens"], r["tags"], strict=True)) + "\n"
+                        if path.suffix == ".conll" else r["text"] + "\n\n")
+        return
     if path.suffix in (".parquet", ".arrow"):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -77,17 +86,20 @@ def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path, fmt: str = "
     cache directory moved to a temporary one whose `models/` is the real one: the GGUF models stay materialised)."""
     tunelab = [sys.executable, "-m", "tunelab"]
     tp = tmp / f"{kind}-{n}.{fmt}"
-    field = "text" if kind == "classification" else "instruction"
+    field = "instruction" if kind == "sft" else "text"
 
     def rows() -> Iterator[dict]:
         for i in range(n):
             r, copy = dict(base[i % len(base)]), i // len(base)
-            r[field] += f" #{copy}" if copy else ""
+            if kind == "ner":
+                r["tokens"], r["tags"] = r["tokens"] + [f"#{copy}"] * bool(copy), r["tags"] + ["O"] * bool(copy)
+            else:
+                r[field] += f" #{copy}" if copy else ""
             yield r
 
     write_rows(tp, rows())
-    model, extra = ("minilm", []) if kind == "classification" else (
-        "smollm2-135m", ["method=lora", "data.max_length=1024", "train.batch_size=8"])
+    model, extra = ("smollm2-135m", ["method=lora", "data.max_length=1024", "train.batch_size=8"]) if kind == "sft" \
+        else ("minilm", [])
     check = measure([*tunelab, "data", "check", str(tp), "--task", kind, "--model", model,
                      *(["--set", "data.max_length=1024"] if kind == "sft" else [])])
     home = tmp / f"cache-{kind}-{n}"
@@ -117,8 +129,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--sft", type=int, default=200_000, help="conversations of the SFT row (0: none)")
-    ap.add_argument("--format", default="jsonl", choices=["jsonl", "json", "csv", "parquet", "arrow"],
-                    help="the grown SST-2 file's format (the SFT file is JSONL)")
+    ap.add_argument("--format", default="jsonl", choices=["jsonl", "json", "csv", "parquet", "arrow", "conll", "txt"],
+                    help="the grown SST-2 file's format (the SFT file is JSONL); conll: CoNLL-2003 NER, txt: a "
+                    "pretraining corpus")
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
                     help="a config override for both `train` runs (repeatable), e.g. data.clean.min_chars=3")
     ap.add_argument("--name", default="growth", help="results/NAME.json; the plot only for the default name")
@@ -126,11 +139,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        kind, data = {"conll": ("ner", "conll2003"), "txt": ("pretrain", "sst2")}.get(args.format,
+                                                                                        ("classification", "sst2"))
         val = tmp / "val.jsonl"
-        val.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(SHARED / "sst2" / "validation.jsonl", 200)))
-        base = read_jsonl(SHARED / "sst2" / "train.jsonl", None)
+        val.write_text("".join(json.dumps({"text": r["text"]} if kind == "pretrain" else r) + "\n"
+                               for r in read_jsonl(SHARED / data / "validation.jsonl", 200)))
+        base = read_jsonl(SHARED / data / "train.jsonl", None)
         for n in [int(x) for x in args.sizes.split(",") if x]:
-            rows.append(grow(tmp, "classification", n, base, val, args.format, tuple(args.sets)))
+            rows.append(grow(tmp, kind, n, base, val, args.format, tuple(args.sets)))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         if args.sft:
             chat_val = tmp / "chat-val.jsonl"

@@ -168,3 +168,33 @@ def test_training_runs_short_rows_and_restores_sdpa(tiny_llama: Path) -> None:
     assert seen == ["sdpa", SHORT_ROW_ATTENTION]
     for name, update in updates[False].items():
         torch.testing.assert_close(updates[True][name], update, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_attention_dropout_takes_the_matmul_path_at_any_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With dropout on, sdpa on the CPU would take its math path anyway: rows beyond SHORT_ROWS stay on the matmul
+    path, and the dropped probabilities come from FastDropout's mask (seeded: the same draw twice; rate p; kept
+    ones scaled by 1 / (1 - p))."""
+    monkeypatch.setattr(attention, "MATMUL_DTYPES", (torch.bfloat16, torch.float16))
+    monkeypatch.setattr(attention, "SHORT_ROWS", 8)
+
+    def no_sdpa(*args: object, **kwargs: object) -> None:
+        raise AssertionError("sdpa was called")
+
+    module = torch.nn.Module()
+    q = torch.zeros(2, 3, 64, 8, dtype=torch.bfloat16)  # equal scores: every probability is 1/64
+    v = torch.ones(2, 3, 64, 8, dtype=torch.bfloat16)
+    monkeypatch.setattr(attention, "sdpa_attention_forward", no_sdpa)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        out, _ = attention.short_row_attention(module, q, q, v, None, dropout=0.25, is_causal=False)
+        outs.append(out.float())
+    assert torch.equal(outs[0], outs[1])
+    kept = outs[0][..., 0] * 64 * 0.75  # per query: how many of the 64 probabilities were kept
+    assert torch.allclose(kept, kept.round(), atol=0.3) and 0.7 < float(kept.mean()) / 64 < 0.8
+    monkeypatch.undo()
+    monkeypatch.setattr(attention, "SHORT_ROWS", 8)
+    called = []
+    monkeypatch.setattr(attention, "sdpa_attention_forward", lambda *a, **k: called.append(1) or (v, None))
+    attention.short_row_attention(module, q, q, v, None, dropout=0.0, is_causal=False)
+    assert called, "without dropout, long rows run sdpa"

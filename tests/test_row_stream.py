@@ -32,18 +32,19 @@ def small_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache" / "features"
 
 
-def _splits(path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool, **data: object) -> dict:
+def _splits(path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool, task: str = "classification",
+            **data: object) -> dict:
     monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
     monkeypatch.setattr(load, "STREAM_ROWS", 0 if stream else 1 << 60)
     cfg = DataConfig(train=str(path), **data)
-    task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
-    return load.load_splits(cfg, task, 7, DataReport())
+    return load.load_splits(cfg, TASKS.get(task)(TASKS.get(task).Config(name=task), cfg), 7, DataReport())
 
 
-def _whole_and_streamed(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+def _whole_and_streamed(path: Path, monkeypatch: pytest.MonkeyPatch, task: str = "classification",
+                        ) -> tuple[dict, dict]:
     """The splits (20 % held out) parsed whole and streamed: a list and a spill, with the same rows."""
-    whole = _splits(path, monkeypatch, False, validation_split=0.2)
-    streamed = _splits(path, monkeypatch, True, validation_split=0.2)
+    whole = _splits(path, monkeypatch, False, task, validation_split=0.2)
+    streamed = _splits(path, monkeypatch, True, task, validation_split=0.2)
     assert isinstance(whole["train"], list) and isinstance(streamed["train"], RowSequence)
     for split in ("train", "validation"):
         assert list(streamed[split]) == list(whole[split])
@@ -68,20 +69,23 @@ _CSV_ROWS = ["text,label", *(f"row {i},pos" for i in range(9))]
 @pytest.mark.parametrize(("name", "lines", "error", "empty"), [
     ("train.jsonl", [*_JSONL_ROWS[:10], '{"text": "a row without a label"}', _JSONL_ROWS[11]], ":11: label:", "\n\n"),
     ("train.csv", [*_CSV_ROWS, "a row,pos,extra"], ":11: row: expected 2 fields", "text,label\n"),
+    ("train.conll", ["EU B-ORG", "rejects O", "", "Peter B-PER", "Blackburn", ""], ":5: tags: expected a token",
+     "-DOCSTART- O\n\n"),
 ])
 def test_a_bad_row_names_its_line_and_leaves_no_file(tmp_path: Path, small_parts: Path, name: str, lines: list[str],
                                                      error: str, empty: str, monkeypatch: pytest.MonkeyPatch) -> None:
     train = tmp_path / name
     train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    task = "ner" if name.endswith(".conll") else "classification"
     with pytest.raises(DataError) as err:
-        _splits(train, monkeypatch, True, validation_split=0.2)
+        _splits(train, monkeypatch, True, task, validation_split=0.2)
     assert str(err.value).startswith(f"{train}{error}"), str(err.value)
     assert not list(small_parts.glob(".rows.*")), "nothing half-written is left"
     (tmp_path / "empty").mkdir()
     train = tmp_path / "empty" / name
     train.write_text(empty, encoding="utf-8")
     with pytest.raises(DataError, match="empty file: no data rows"):
-        _splits(train, monkeypatch, True)
+        _splits(train, monkeypatch, True, task)
 
 
 def test_data_clean_streams_with_the_same_rows_and_removals(tmp_path: Path, small_parts: Path,
@@ -427,3 +431,23 @@ def test_a_hub_datasets_json_typed_column_reads_as_to_list_gives_it(tmp_path: Pa
     write_jsonl(tmp_path / "repo" / "data" / "train.jsonl", rows)
     spec = f"hf:{tmp_path / 'repo'}"
     assert [r.data for r in iter_hub(spec)[1]] == hub_dataset(spec).to_list() == rows
+
+
+def test_conll_and_text_files_stream_like_the_whole_parse(tmp_path: Path, small_parts: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CoNLL file (NER) is read a sentence at a time and a .txt corpus (pretrain) a paragraph at a time: CRLF and
+    lone blank or whitespace-only lines, a BOM, `-DOCSTART-` lines; the same examples, lines and texts."""
+    sentences = [(["EU", "rejects", "German", "中文"], ["B-ORG", "O", "B-MISC", "O"]), (["Peter"], ["B-PER"])] * 7
+    blocks = ["\r\n".join(f"{t} NNP {g}" for t, g in zip(*s, strict=True)) for s in sentences]
+    conll = tmp_path / "train.conll"
+    conll.write_bytes(("\ufeff-DOCSTART- -X- O\n\n" + "\n\n \n".join(blocks) + "\n").encode())
+    _, streamed = _whole_and_streamed(conll, monkeypatch, "ner")
+    got = sorted([*streamed["train"], *streamed["validation"]], key=lambda ex: ex["line"])
+    assert [ex["tokens"] for ex in got] == [s[0] for s in sentences] and got[1]["line"] == 9
+    paragraphs = [f"paragraph {i}\r\nits second line 第{i}行" for i in range(17)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(("\ufeff" + "\r\n\r\n   \n".join(paragraphs)).encode())
+    _, streamed = _whole_and_streamed(corpus, monkeypatch, "pretrain")
+    got = sorted([*streamed["train"], *streamed["validation"]], key=lambda ex: ex["line"])
+    assert [ex["text"] for ex in got] == [p.replace("\r\n", "\n") for p in paragraphs]
+    assert [ex["line"] for ex in got[:2]] == [1, 5]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.jsonl import iter_json_array, iter_jsonl, json_shape, not_utf8, read_jsonl
+from tunelab.data.jsonl import SHARED, decoded_lines, iter_json_array, iter_jsonl, json_shape, not_utf8, read_jsonl
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
@@ -87,50 +87,57 @@ def _read_json(path: Path) -> list[Record]:
     return out
 
 
-def _read_conll(path: Path) -> list[Record]:
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(number, text without its line end) of each line, one at a time (`jsonl.decoded_lines`)."""
+    for number, line in decoded_lines(path):
+        yield number, (line[:-1] if line.endswith("\n") else line).rstrip("\r")
+
+
+def iter_conll(path: Path) -> Iterator[Record]:
     """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
-    lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line."""
-    records: list[Record] = []
+    lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line, read one
+    sentence at a time; the sentences share one copy of each tag and of each of the first SHARED distinct tokens."""
+    source, memo = str(path), {}
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
-    for number, line in enumerate(_decode(path).split("\n"), start=1):
-        line = line.rstrip("\r")
+    for number, line in _lines(path):
         cols = line.split()
         if cols and cols[0] == "-DOCSTART-":
             continue
         if not cols:
             if tokens:
-                records.append(Record(str(path), start, {"tokens": tokens, "tags": tags}))
+                yield Record(source, start, {"tokens": tokens, "tags": tags})
             tokens, tags = [], []
             continue
         if len(cols) < 2:
-            raise DataError(str(path), number, "tags", "expected a token and a tag separated by whitespace")
+            raise DataError(source, number, "tags", "expected a token and a tag separated by whitespace")
         if not tokens:
             start = number
-        tokens.append(cols[0])
-        tags.append(cols[-1])
+        token, tag = cols[0], cols[-1]
+        tokens.append(memo.get(token) or (memo.setdefault(token, token) if len(memo) < SHARED else token))
+        tags.append(memo.get(tag) or (memo.setdefault(tag, tag) if len(memo) < SHARED else tag))
     if tokens:
-        records.append(Record(str(path), start, {"tokens": tokens, "tags": tags}))
-    return records
+        yield Record(source, start, {"tokens": tokens, "tags": tags})
 
 
-def _read_txt(path: Path) -> list[Record]:
+def iter_txt(path: Path) -> Iterator[Record]:
     """Plain text: one record `{"text": paragraph}` per run of non-blank lines (paragraphs are separated by
-    blank or whitespace-only lines; the lines of a paragraph are joined with a newline), at its first line."""
-    records: list[Record] = []
+    blank or whitespace-only lines; the lines of a paragraph are joined with a newline), at its first line; read
+    one paragraph at a time."""
+    source = str(path)
     lines: list[str] = []
     start = 0
-    for number, line in enumerate([*_decode(path).split("\n"), ""], start=1):
-        line = line.rstrip("\r")
+    for number, line in _lines(path):
         if line.strip():
             if not lines:
                 start = number
             lines.append(line)
         elif lines:
-            records.append(Record(str(path), start, {"text": "\n".join(lines)}))
+            yield Record(source, start, {"text": "\n".join(lines)})
             lines = []
-    return records
+    if lines:
+        yield Record(source, start, {"text": "\n".join(lines)})
 
 
 def hub_dataset(spec: str) -> Any:
@@ -183,16 +190,14 @@ STREAMS: dict[str, Callable[[Path], tuple[list[str] | None, Iterator[Record]]]] 
     **dict.fromkeys((".jsonl", ".ndjson"), lambda p: (None, iter_jsonl(p))),
     ".csv": lambda p: iter_delimited(p, ","), **dict.fromkeys((".tsv", ".tab"), lambda p: iter_delimited(p, "\t")),
     **dict.fromkeys((".parquet", ".pq"), iter_parquet), **dict.fromkeys((".arrow", ".feather"), iter_arrow),
-}
-# file suffix → reader of the other formats: records, or (records, columns) where the format names its columns
-_READERS: dict[str, Callable[[Path], list[Record] | tuple[list[Record], list[str]]]] = {
-    ".json": _read_json, **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), _read_conll), ".txt": _read_txt,
+    **dict.fromkeys((".conll", ".bio", ".bmes", ".iob"), lambda p: (None, iter_conll(p))),
+    ".txt": lambda p: (None, iter_txt(p)),
 }
 
 
 def streamable(path: str | Path) -> bool:
     """Whether `row_stream` reads `path` a row at a time: `STREAMS`' formats, a `.json` array or JSON-lines `.json`
-    file, an Arrow / Parquet dataset folder, an `hf:` dataset; not a SQuAD `.json`, CoNLL or plain text."""
+    file, an Arrow / Parquet dataset folder, an `hf:` dataset; not a SQuAD `.json` (one object, read whole)."""
     if isinstance(path, str) and path.startswith("hf:"):
         return True
     p = Path(path)
@@ -228,13 +233,12 @@ def read_table(path: str | Path) -> Table:
     if not p.is_file():
         raise DataError(str(p), None, None, "file not found")
     suffix = p.suffix.lower()
-    stream, reader = STREAMS.get(suffix), _READERS.get(suffix)
+    stream = STREAMS.get(suffix)
     if stream is not None:
         columns, rows = stream(p)
         records = list(rows)
-    elif reader is not None:
-        read = reader(p)
-        records, columns = read if isinstance(read, tuple) else (read, None)
+    elif suffix == ".json":
+        records, columns = _read_json(p), None
     else:
         raise DataError(str(p), None, None, f"unknown file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, "
                         ".arrow, .conll or .txt")

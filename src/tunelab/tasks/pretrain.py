@@ -39,6 +39,7 @@ from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
+from tunelab.tasks.masked_loss import masked_lm_loss, masked_nll
 from tunelab.tasks.generation import GenerationConfig, generate
 
 EVAL_MASK_SEED = 1234
@@ -258,6 +259,10 @@ class Pretrain(Task):
             out.append({"input_ids": ids, "labels": labels})
         return out
 
+    def loss_fn(self) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None:
+        """mlm: the loss of the masked positions' logits only (tasks/masked_loss.py); clm: the model's own."""
+        return masked_lm_loss if self.objective == "mlm" else None
+
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         if self.objective == "clm":  # the model's own loss predicts every next token: labels shifted by one
 
@@ -299,7 +304,7 @@ class Pretrain(Task):
                     if self.objective == "clm":
                         sums, counts = example_nll(model, batch)
                     else:
-                        sums, counts = _masked_nll(model, batch)
+                        sums, counts = masked_nll(model, batch)
                 out[chunk, 0] = sums.double().cpu().numpy()
                 out[chunk, 1] = counts.cpu().numpy()
         return out
@@ -358,10 +363,3 @@ class Pretrain(Task):
     def length_note(self) -> str:
         return "documents are packed into blocks of data.max_length tokens (nothing is cut)"
 
-
-def _masked_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of NLL over the masked tokens, their count) per row."""
-    labels = batch.pop("labels")
-    logits = model(**batch).logits[:, -labels.shape[1]:].float()
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    return nll.sum(1), (labels != IGNORE).sum(1)
