@@ -13,7 +13,8 @@ cache: data.cache), the second maps the cached features instead.
 
 Rows are SST-2's train rows repeated, each copy made distinct (a trailing " #k") so that deduplication keeps
 them all; with `--format conll`, CoNLL-2003's training sentences (task ner, a CoNLL file; copies end in a token
-"#k" tagged O); with `--format txt`, SST-2's sentences as the paragraphs of a .txt corpus (task pretrain, MLM). Writes benchmarks/results/growth.json and docs/growth.png.
+"#k" tagged O); with `--format txt`, SST-2's sentences as the paragraphs of a .txt corpus (task pretrain, MLM).
+Writes benchmarks/results/growth.json and docs/growth.png.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from tunelab.config.sections import TaskConfig
-from tunelab.data.lm import IGNORE, mask_block, pack_blocks, token_units, word_units
+from tunelab.data.lm import mask_block, pack_blocks, token_units, word_units
 from tunelab.data.readers import Table, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
@@ -39,8 +39,8 @@ from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
-from tunelab.tasks.masked_loss import masked_lm_loss, masked_nll
 from tunelab.tasks.generation import GenerationConfig, generate
+from tunelab.tasks.masked_loss import masked_lm_loss, masked_nll
 
 EVAL_MASK_SEED = 1234
 MASK_LITERAL = "[MASK]"
