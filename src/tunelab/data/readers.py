@@ -96,7 +96,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 def iter_conll(path: Path) -> Iterator[Record]:
     """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
     lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line, read one
-    sentence at a time; the sentences share one copy of each tag and of each of the first SHARED distinct tokens."""
+    sentence at a time; the sentences share one copy of each of the first SHARED distinct tokens and tags. Of
+    several problems the first in the file is named (a bad byte on a later line no longer comes first)."""
     source, memo = str(path), {}
     tokens: list[str] = []
     tags: list[str] = []
