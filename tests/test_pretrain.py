@@ -117,6 +117,26 @@ def test_clm_packing_keeps_every_token(tiny_llama: Path) -> None:
     assert sum(lens) == 17 and lens == [15, 2], lens
 
 
+def test_the_corpus_is_tokenised_in_chunks_with_the_same_blocks(tiny_llama: Path, tiny_bert: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokenised 3 documents per call instead of all at once: the same blocks, units numbered across the chunks."""
+    from transformers import AutoTokenizer
+
+    from tunelab.tasks import base
+
+    rng = random.Random(1)
+    docs = [" ".join(rng.choices(WORDS, k=rng.randint(1, 9))) for _ in range(20)]
+    for model, objective, kw in ((tiny_llama, "clm", {}), (tiny_bert, "mlm", {}),
+                                 (tiny_bert, "mlm", {"whole_word_mask": True})):
+        tok = AutoTokenizer.from_pretrained(model)
+        task = _task(objective, max_length=16, **kw)
+        examples = task.parse(_table(docs))
+        whole = task.encode(examples, tok)
+        monkeypatch.setattr(base, "TOKENIZE_CHUNK", 3)
+        assert task.encode(examples, tok) == whole, (objective, kw)
+        monkeypatch.undo()
+
+
 # ------------------------------------------------------------------------------------------- MLM
 def _masked_stats(task: Pretrain, feats: list[dict], seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
