@@ -113,7 +113,11 @@ def causal_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
 def example_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of NLL, trained-token count) per row of an unpacked batch, float64 / int64."""
     nll, rows = token_nll(model, batch)
-    n = batch["labels"].shape[0]
+    return per_row(nll, rows, batch["labels"].shape[0])
+
+
+def per_row(nll: torch.Tensor, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of `nll`, count) for each of `n` rows, float64 / int64; `rows[i]` is the row of `nll[i]`."""
     sums = torch.zeros(n, dtype=torch.float64, device=nll.device).index_add_(0, rows, nll.double())
     return sums, torch.bincount(rows, minlength=n)
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.data.lm import IGNORE
-from tunelab.tasks.causal_loss import causal_model
+from tunelab.tasks.causal_loss import causal_model, per_row
 
 _CHECKED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
@@ -112,7 +112,4 @@ def masked_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[
     """(sum of NLL over the masked tokens, their count) per row."""
     logits, targets, keep = _masked(model, batch)
     nll = F.cross_entropy(logits.float(), targets, reduction="none")
-    rows = keep.nonzero()[:, 0]
-    n = batch["labels"].shape[0]
-    sums = torch.zeros(n, dtype=torch.float64, device=nll.device).index_add_(0, rows, nll.double())
-    return sums, torch.bincount(rows, minlength=n)
+    return per_row(nll, keep.nonzero()[:, 0], keep.shape[0])
