@@ -10,10 +10,13 @@ cache: data.cache), the second maps the cached features instead.
     python benchmarks/growth.py --sizes 1000000 --sft 0 --set data.clean.min_chars=3 --name growth-clean
     python benchmarks/growth.py --sizes 1000000 --sft 0 --format conll --name growth-conll   # NER: CoNLL-2003
     python benchmarks/growth.py --sizes 2000000 --sft 0 --format txt --name growth-txt   # pretrain: paragraphs
+    python benchmarks/growth.py --sizes 200000 --sft 0 --format squad --name growth-squad   # QA: a SQuAD .json
 
 Rows are SST-2's train rows repeated, each copy made distinct (a trailing " #k") so that deduplication keeps
 them all; with `--format conll`, CoNLL-2003's training sentences (task ner, a CoNLL file; copies end in a token
-"#k" tagged O); with `--format txt`, SST-2's sentences as the paragraphs of a .txt corpus (task pretrain, MLM).
+"#k" tagged O); with `--format txt`, SST-2's sentences as the paragraphs of a .txt corpus (task pretrain, MLM);
+with `--format squad`, the shared SQuAD sample's questions (copies end in " #k") as one SQuAD `.json` object, an
+article per question (task qa).
 Writes benchmarks/results/growth.json and docs/growth.png.
 """
 
@@ -65,6 +68,16 @@ def write_rows(path: Path, rows: Iterator[dict]) -> None:
             while part := list(islice(rows, 65_536)):
                 out.write_table(pa.Table.from_pylist(part, schema))
         return
+    if path.suffix == ".json" and path.stem.startswith("qa-"):  # SQuAD's shape: one object, an article per row
+        with path.open("w", encoding="utf-8") as f:
+            f.write('{"version": "1.1", "data": [\n')
+            for i, r in enumerate(rows):
+                qa = {"id": f"{r['id']}-{i}", "question": r["question"], "answers": [
+                    {"text": t, "answer_start": a} for t, a in zip(*r["answers"].values(), strict=True)]}
+                article = {"title": r["title"], "paragraphs": [{"context": r["context"], "qas": [qa]}]}
+                f.write((",\n" if i else "") + json.dumps(article, ensure_ascii=False))
+            f.write("\n]}\n")
+        return
     if path.suffix == ".json":
         with path.open("w", encoding="utf-8") as f:
             f.write("[\n")
@@ -86,8 +99,8 @@ def grow(tmp: Path, kind: str, n: int, base: list[dict], val: Path, fmt: str = "
     """One size: the file of `n` rows, `data check`, then `train` twice into one fresh feature cache (tunelab's
     cache directory moved to a temporary one whose `models/` is the real one: the GGUF models stay materialised)."""
     tunelab = [sys.executable, "-m", "tunelab"]
-    tp = tmp / f"{kind}-{n}.{fmt}"
-    field = "instruction" if kind == "sft" else "text"
+    tp = tmp / f"{kind}-{n}.{'json' if fmt == 'squad' else fmt}"
+    field = {"sft": "instruction", "qa": "question"}.get(kind, "text")
 
     def rows() -> Iterator[dict]:
         for i in range(n):
@@ -130,7 +143,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--sft", type=int, default=200_000, help="conversations of the SFT row (0: none)")
-    ap.add_argument("--format", default="jsonl", choices=["jsonl", "json", "csv", "parquet", "arrow", "conll", "txt"],
+    ap.add_argument("--format", default="jsonl", choices=["jsonl", "json", "csv", "parquet", "arrow", "conll", "txt",
+                                                         "squad"],
                     help="the grown SST-2 file's format (the SFT file is JSONL); conll: CoNLL-2003 NER, txt: a "
                     "pretraining corpus")
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
@@ -140,8 +154,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        kind, data = {"conll": ("ner", "conll2003"), "txt": ("pretrain", "sst2")}.get(args.format,
-                                                                                        ("classification", "sst2"))
+        kinds = {"conll": ("ner", "conll2003"), "txt": ("pretrain", "sst2"), "squad": ("qa", "squad_v1")}
+        kind, data = kinds.get(args.format, ("classification", "sst2"))
         val = tmp / "val.jsonl"
         val.write_text("".join(json.dumps({"text": r["text"]} if kind == "pretrain" else r) + "\n"
                                for r in read_jsonl(SHARED / data / "validation.jsonl", 200)))

@@ -19,6 +19,7 @@ from tunelab.config.run import build_config
 from tunelab.data.feature_store import FEATURES_FILE, FeatureStore, cache_entries, write_store
 from tunelab.data.row_spill import CHUNK, STALE_S, SpilledRows, spill_rows
 from tunelab.registry import TASKS
+from tunelab.tasks import base
 from tunelab.tasks.feature_cache import AUTO_ROWS, feature_key, training_features
 
 
@@ -93,13 +94,18 @@ def test_every_task_reads_its_features_back(variant: str, cache: Path, request: 
                                                                           "max_length": 8, "window_stride": 2}})
         task = TASKS.get(name)(cfg2.task, cfg2.data)
         task.build_model(model_path, examples)
-        from tunelab.tasks import feature_cache
-        old, feature_cache.TOKENIZE_CHUNK = feature_cache.TOKENIZE_CHUNK, 5
-        try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(base, "TOKENIZE_CHUNK", 5)
             parts = training_features(task, examples, tok, use_cache=True)
-        finally:
-            feature_cache.TOKENIZE_CHUNK = old
         assert list(parts.features) == _as_lists(task.encode(examples, tok))
+    if name == "pretrain":  # documents packed part by part, the open blocks carried: the same blocks
+        task, examples, tok = fresh()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(base, "TOKENIZE_CHUNK", 2)
+            mp.setenv("TUNELAB_CACHE", str(cache.parent / "parts"))
+            parts = training_features(task, examples, tok, use_cache=True)
+            assert len(list(task.training_parts(examples, tok))) > 1
+        assert list(parts.features) == _as_lists(want)
 
 
 def _as_lists(features: list[dict]) -> list[dict]:
@@ -220,7 +226,7 @@ def test_soft_labels_keep_one_shape_and_arrow_failures_fall_back(tiny_bert: Path
     _, tok = task.build_model(str(tiny_bert), examples)
     want = _as_lists(task.encode(examples, tok))
     assert isinstance(want[0]["labels"], list) and not task.encodes_in_parts(examples)
-    monkeypatch.setattr(feature_cache, "TOKENIZE_CHUNK", 5)
+    monkeypatch.setattr(base, "TOKENIZE_CHUNK", 5)
     assert list(training_features(task, examples, tok, use_cache=True).features) == want
 
     monkeypatch.setattr(Classification, "encodes_in_parts", lambda self, examples: True)

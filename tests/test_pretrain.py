@@ -137,6 +137,32 @@ def test_the_corpus_is_tokenised_in_chunks_with_the_same_blocks(tiny_llama: Path
         monkeypatch.undo()
 
 
+def test_packing_a_stream_in_chunks_gives_the_blocks_of_the_whole() -> None:
+    """`pack_stream` on chunks of any size (empty ones too) equals `pack_blocks` on the whole stream, the tail
+    rule's borrowing from the block before included, and carries at most two blocks between chunks."""
+    from tunelab.data.lm import pack_blocks, pack_stream
+
+    rng = random.Random(2)
+    for trial in range(300):
+        size = rng.randint(1, 9)
+        # odd trials: units anywhere; even: nothing maskable, so the last block always borrows as far as it may
+        units = [rng.choice([-1, -1, 0, 1]) if trial % 2 else -1 for _ in range(rng.randint(0, 60))]
+        stream = {"input_ids": list(range(len(units))), "units": units}
+        whole = [{k: v[b] for k, v in stream.items()}
+                 for b in pack_blocks(len(units), size, lambda s, u=units: any(x >= 0 for x in u[s:]))]
+        cuts = sorted(rng.sample(range(len(units) + 1), min(len(units) + 1, rng.randint(0, 8))))
+        chunks = [{k: v[a:b] for k, v in stream.items()} for a, b in zip([0, *cuts], [*cuts, len(units)], strict=True)]
+        held: list[int] = []
+
+        def ok(carried: dict, start: int, held: list[int] = held) -> bool:
+            held.append(len(carried["units"]))
+            return any(u >= 0 for u in carried["units"][start:])
+
+        parts = list(pack_stream(iter(chunks), size, ok))
+        assert [b for part in parts for b in part] == whole, (trial, size, units, cuts)
+        assert all(part for part in parts) and all(n <= 2 * size for n in held)
+
+
 # ------------------------------------------------------------------------------------------- MLM
 def _masked_stats(task: Pretrain, feats: list[dict], seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ rows, the held-out split, the errors, `data check` and the trained model are wha
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -451,3 +452,72 @@ def test_conll_and_text_files_stream_like_the_whole_parse(tmp_path: Path, small_
     got = sorted([*streamed["train"], *streamed["validation"]], key=lambda ex: ex["line"])
     assert [ex["text"] for ex in got] == [p.replace("\r\n", "\n") for p in paragraphs]
     assert [ex["line"] for ex in got[:2]] == [1, 5]
+
+
+def _squad_doc(articles: int) -> dict:
+    """Articles of 1-3 paragraphs of 1-3 questions; an unanswerable one; Chinese, quotes and brackets in texts."""
+    data = []
+    for a in range(articles):
+        paras = []
+        for p in range(a % 3 + 1):
+            context = f'Article {a} "part" [{p}]: the cat sat on the mat. 猫坐在垫子上。'
+            qas = [{"id": f"{a}-{p}-{q}", "question": f"Who sat {q}?", "answers": [{"text": "the cat",
+                    "answer_start": context.index("the cat")}]} for q in range((a + p) % 3 + 1)]
+            if a == 1 and p == 0:
+                qas.append({"id": "none", "question": "Why?", "answers": [], "is_impossible": True})
+            paras.append({"context": context, "qas": qas})
+        data.append({"title": f"T{a}", "paragraphs": paras})
+    return {"data": data, "version": "1.1"}  # `version` after `data`: read on and dropped
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_squad_json_file_streams_like_the_whole_parse(tmp_path: Path, small_parts: Path, indent: int | None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQuAD `.json` (one object) is read an article at a time, 7 characters per block: the questions, their
+    places and the held-out split are the whole parse's; `read_table` reads it the same way."""
+    from tunelab.data import jsonl
+    from tunelab.data.readers import read_table
+
+    train = tmp_path / "squad.json"
+    train.write_text(json.dumps(_squad_doc(9), indent=indent, ensure_ascii=False), encoding="utf-8")
+    records = [(r.source, r.data) for r in read_table(train).records]
+    monkeypatch.setattr(jsonl, "JSON_BLOCK", 7)
+    assert jsonl.json_shape(train) == "squad" and [(r.source, r.data) for r in jsonl.iter_squad(train)] == records
+    questions = sum(len(para["qas"]) for art in _squad_doc(9)["data"] for para in art["paragraphs"])
+    assert len(records) == questions and records[-1][0].endswith("squad.json: data[8].paragraphs[2].qas[1]")
+    assert next(r for s, r in records if r["id"] == "none")["answers"] == []
+    _, streamed = _whole_and_streamed(train, monkeypatch, "qa")
+    got = sorted((ex["source"], ex["row"]) for ex in [*streamed["train"], *streamed["validation"]])
+    assert got == sorted(records)
+    other = tmp_path / "one.json"  # one object that is not SQuAD: read whole, as one row
+    other.write_text('{"text": "a", "label": "x"}', encoding="utf-8")
+    assert jsonl.json_shape(other) == "object" and read_table(other).records[0].data == {"text": "a", "label": "x"}
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"version": "1.1", "data": []}', encoding="utf-8")
+    assert list(jsonl.iter_squad(empty)) == []
+
+
+@pytest.mark.parametrize(("tail", "want"), [
+    (',\n {"title": "U", "paragraphs": [{"context": "c", "qas": [{"id": "x"}]}]\n', r":4: json: invalid JSON"),  # cut
+    (',\n 7\n]}', r"data\[1\]: expected a JSON object"),
+    (',\n {"title": "U", "paragraphs": {"context": "c"}}\n]}', r"data\[1\]: paragraphs: expected a list, got dict"),
+    ('\n] "version": 1}', r":3: json: invalid JSON \(Expecting ',' delimiter\)"),
+])
+def test_a_bad_squad_file_names_the_place_streamed_or_whole(tmp_path: Path, small_parts: Path, tail: str, want: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut short, a non-object article, paragraphs not a list, a missing comma: one line naming the line or the
+    article, the same whether the file is streamed or read whole; no spill left behind."""
+    from tunelab.data import jsonl
+
+    monkeypatch.setattr(jsonl, "JSON_BLOCK", 5)
+    first = json.dumps(_squad_doc(1)["data"][0], ensure_ascii=False)
+    train = tmp_path / "train.json"
+    train.write_text('{"data": [\n ' + first + tail, encoding="utf-8")
+    errors = []
+    for stream in (False, True):
+        with pytest.raises(DataError) as err:
+            _splits(train, monkeypatch, stream, "qa", validation_split=0.2)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1] and errors[0].startswith(str(train)), errors
+    assert re.search(want, errors[0]), errors[0]
+    assert not list(small_parts.glob(".rows.*"))

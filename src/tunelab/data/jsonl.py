@@ -149,21 +149,107 @@ def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
         raise DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})") from None
 
 
+def squad_records(path: Path, i: int, article: Any) -> Iterator[Record]:
+    """The questions of SQuAD article `data[i]` (`{"title", "paragraphs": [{"context", "qas": [...]}]}`), one
+    record each: `{id, title, context, question, answers}`; `is_impossible: true` means no answers. The record's
+    source names its place (`file.json: data[3].paragraphs[0].qas[2]`); it has no line."""
+
+    def items(value: Any, where: str, field: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise DataError(f"{path}: {where}", None, field, f"expected a list, got {type(value).__name__}")
+        return value
+
+    if not isinstance(article, dict):
+        raise DataError(f"{path}: data[{i}]", None, None, "expected a JSON object")
+    for j, para in enumerate(items(article.get("paragraphs"), f"data[{i}]", "paragraphs")):
+        where = f"data[{i}].paragraphs[{j}]"
+        if not isinstance(para, dict):
+            raise DataError(f"{path}: {where}", None, None, "expected a JSON object")
+        for k, qa in enumerate(items(para.get("qas"), where, "qas")):
+            if not isinstance(qa, dict):
+                raise DataError(f"{path}: {where}.qas[{k}]", None, None, "expected a JSON object")
+            row = {key: qa[key] for key in ("id",) if key in qa}
+            if "title" in article:
+                row["title"] = article["title"]
+            if "context" in para:
+                row["context"] = para["context"]
+            row.update({key: value for key, value in qa.items() if key not in ("id", "is_impossible")})
+            if qa.get("is_impossible") is True:
+                row["answers"] = []
+            yield Record(f"{path}: {where}.qas[{k}]", None, row)
+
+
+def _squad_articles(path: Path, block: int | None = None) -> Iterator[Any]:
+    """The items of the `data` array of a file holding one JSON object, one at a time (the object's other values
+    are read and dropped); nothing when it has no `data` array."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        text = _Blocks(f, block or JSON_BLOCK)
+        if text.peek() != "{":
+            raise text.error("Expecting '{'")
+        text.pos += 1
+        c = text.peek()
+        if c == "}":  # an empty object
+            text.pos += 1
+        while c != "}":
+            key = text.value() if text.peek() == '"' else None
+            if key is None or text.peek() != ":":
+                raise text.error("Expecting property name and ':'")
+            text.pos += 1
+            if text.peek() == "[" and key == "data":  # (peek also moves past the blanks before the value)
+                text.pos += 1
+                c = text.peek()
+                if c == "]":  # an empty array
+                    text.pos += 1
+                while c != "]":
+                    yield text.value()
+                    c = text.peek()
+                    if c not in (",", "]"):
+                        raise text.error("Expecting ',' delimiter")
+                    text.pos += 1
+                    text.peek()  # raw_decode reads from the value's first character, not from blanks
+            else:
+                text.value()
+            c = text.peek()
+            if c not in (",", "}"):
+                raise text.error("Expecting ',' delimiter")
+            text.pos += 1
+        if text.peek():
+            raise text.error("Extra data")
+
+
+def iter_squad(path: Path, block: int | None = None) -> Iterator[Record]:
+    """The questions of a SQuAD `.json` file (`squad_records`), read `block` characters at a time and parsed one
+    article at a time: the same records as the whole parse (data/readers.py), never the file held whole."""
+    try:
+        for i, article in enumerate(_squad_articles(path, block)):
+            yield from squad_records(path, i, article)
+    except UnicodeDecodeError as exc:
+        for _ in decoded_lines(path):  # raises the DataError that names the bad byte's line and column
+            pass
+        raise DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})") from None
+
+
 def json_shape(path: Path, peek: int = 1 << 20) -> str:
     """What a `.json` file holds, from its start: "array" (one JSON array of rows), "lines" (one object per line,
-    the first line a row of its own) or "object" (one object over the whole file: SQuAD's shape, read whole)."""
+    the first line a row of its own), "squad" (one object whose `data` holds SQuAD articles: read an article at a
+    time by `iter_squad`) or "object" (any other one object over the whole file, read whole)."""
     with path.open(encoding="utf-8-sig", errors="replace") as f:
         head = f.read(peek)
     text = head.lstrip()
     if text.startswith("["):
         return "array"
     first, newline, _ = text.partition("\n")
-    if not newline:
+    if newline:
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError:
+            obj = None
+        if obj is not None:
+            data = obj.get("data") if isinstance(obj, dict) else None
+            squad = isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]
+            return "squad" if squad else "lines"
+    try:  # one object over several lines (or one line): SQuAD if its first article is one
+        article = next(_squad_articles(path), None)
+    except (DataError, UnicodeDecodeError):
         return "object"
-    try:
-        obj = json.loads(first)
-    except json.JSONDecodeError:
-        return "object"
-    data = obj.get("data") if isinstance(obj, dict) else None
-    squad = isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]
-    return "object" if squad else "lines"
+    return "squad" if isinstance(article, dict) and "paragraphs" in article else "object"

@@ -8,7 +8,7 @@ Special tokens have unit -1 and are never chosen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +28,27 @@ def pack_blocks(n: int, size: int, tail_ok: Callable[[int], bool]) -> list[slice
             start -= 1
         cuts[-2] = start
     return [slice(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def pack_stream(chunks: Iterable[dict[str, list[int]]], size: int,
+                tail_ok: Callable[[dict[str, list[int]], int], bool]) -> Iterator[list[dict[str, list[int]]]]:
+    """`pack_blocks` over a token stream that arrives in chunks (parallel lists per key, e.g. input ids and mask
+    units), yielding each chunk's finished blocks: the same blocks as packing the whole stream at once, while only
+    the last two blocks (at most 2 × `size` tokens, the ones the tail rule may change) are carried to the next
+    chunk. `tail_ok(carried, start)` judges the last block `[start:]` of the carried lists."""
+    carry: dict[str, list[int]] = {}
+    for chunk in chunks:
+        for key, values in chunk.items():
+            carry.setdefault(key, []).extend(values)
+        n = len(next(iter(carry.values()), []))
+        done = max(0, (n - size - 1) // size)  # leaves more than one block: the last two stay open
+        if done:
+            yield [{k: v[i * size:(i + 1) * size] for k, v in carry.items()} for i in range(done)]
+            for v in carry.values():
+                del v[:done * size]
+    n = len(next(iter(carry.values()), []))
+    if n:
+        yield [{k: v[b] for k, v in carry.items()} for b in pack_blocks(n, size, lambda s: tail_ok(carry, s))]
 
 
 def word_units(word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]], text: str,

@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.jsonl import SHARED, decoded_lines, iter_json_array, iter_jsonl, json_shape, not_utf8, read_jsonl
+from tunelab.data.jsonl import (
+    SHARED,
+    decoded_lines,
+    iter_json_array,
+    iter_jsonl,
+    iter_squad,
+    json_shape,
+    not_utf8,
+    read_jsonl,
+)
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
@@ -30,49 +39,10 @@ def _decode(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_squad(path: Path, obj: dict[str, Any]) -> list[Record]:
-    """SQuAD JSON (`{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}`) → one record per
-    question `{id, title, context, question, answers}`; `is_impossible: true` means no answers. The
-    record's source names its place (`file.json: data[3].paragraphs[0].qas[2]`); it has no line."""
-    out = []
-
-    def items(value: Any, where: str, field: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise DataError(f"{path}: {where}", None, field, f"expected a list, got {type(value).__name__}")
-        return value
-
-    for i, article in enumerate(obj["data"]):
-        if not isinstance(article, dict):
-            raise DataError(f"{path}: data[{i}]", None, None, "expected a JSON object")
-        for j, para in enumerate(items(article.get("paragraphs"), f"data[{i}]", "paragraphs")):
-            where = f"data[{i}].paragraphs[{j}]"
-            if not isinstance(para, dict):
-                raise DataError(f"{path}: {where}", None, None, "expected a JSON object")
-            for k, qa in enumerate(items(para.get("qas"), where, "qas")):
-                if not isinstance(qa, dict):
-                    raise DataError(f"{path}: {where}.qas[{k}]", None, None, "expected a JSON object")
-                row = {key: qa[key] for key in ("id",) if key in qa}
-                if "title" in article:
-                    row["title"] = article["title"]
-                if "context" in para:
-                    row["context"] = para["context"]
-                row.update({key: value for key, value in qa.items() if key not in ("id", "is_impossible")})
-                if qa.get("is_impossible") is True:
-                    row["answers"] = []
-                out.append(Record(f"{path}: {where}.qas[{k}]", None, row))
-    return out
-
-
 def _read_json(path: Path) -> list[Record]:
+    if json_shape(path) == "squad":  # one object holding SQuAD articles in `data`: one record per question
+        return list(iter_squad(path))
     text = _decode(path)
-    if text.lstrip().startswith("{"):  # a SQuAD file is one object holding `data`
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None  # several objects: one per line
-        data = obj.get("data") if isinstance(obj, dict) else None
-        if isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]:
-            return _read_squad(path, obj)
     if not text.lstrip().startswith("["):
         return read_jsonl(path)  # a .json file with one object per line
     try:
@@ -198,7 +168,7 @@ STREAMS: dict[str, Callable[[Path], tuple[list[str] | None, Iterator[Record]]]] 
 
 def streamable(path: str | Path) -> bool:
     """Whether `row_stream` reads `path` a row at a time: `STREAMS`' formats, a `.json` array or JSON-lines `.json`
-    file, an Arrow / Parquet dataset folder, an `hf:` dataset; not a SQuAD `.json` (one object, read whole)."""
+    file (SQuAD's too), an Arrow / Parquet dataset folder, an `hf:` dataset; not another one-object `.json`."""
     if isinstance(path, str) and path.startswith("hf:"):
         return True
     p = Path(path)
@@ -215,7 +185,8 @@ def row_stream(path: str | Path) -> tuple[list[str] | None, Iterator[Record]]:
     if p.is_dir():
         return iter_arrow(p)
     if p.suffix.lower() == ".json":
-        return None, (iter_json_array(p) if json_shape(p) == "array" else iter_jsonl(p))
+        shape = json_shape(p)
+        return None, (iter_json_array(p) if shape == "array" else iter_squad(p) if shape == "squad" else iter_jsonl(p))
     return STREAMS[p.suffix.lower()](p)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -106,6 +106,21 @@ class Task(ABC):
         result through `train_features`, gives the split's training features: the feature cache then tokenises
         a chunk at a time. Not so for rows packed across examples, or where one row decides for the whole split."""
         return type(self).train_features is Task.train_features
+
+    def training_parts(self, examples: Sequence[Example], tokenizer: Any) -> Iterator[tuple[list[Features], int]]:
+        """The training split's features as the engine batches them (`train_features`), part after part, each with
+        the longest encoded input before `train_features` (what the position check needs): what the feature cache
+        writes. Chunk by chunk where `encodes_in_parts`, else one part; a task that packs across examples
+        overrides it to carry its open rows from part to part (pretrain)."""
+        in_parts = self.encodes_in_parts(examples)
+        for start in range(0, len(examples), TOKENIZE_CHUNK) if in_parts else [0]:
+            feats = self.encode(examples[start : start + TOKENIZE_CHUNK] if in_parts else examples, tokenizer)
+            longest = max((len(f["input_ids"]) for f in feats), default=0)
+            feats = self.train_features(feats)
+            for f in feats if start else ():
+                if "example_index" in f:
+                    f["example_index"] += start
+            yield feats, longest
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
         """Set up the training loss from `train.class_weights / focal_gamma / label_smoothing` and the

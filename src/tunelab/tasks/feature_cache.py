@@ -127,20 +127,17 @@ def _open(directory: Path, hit: bool) -> TrainFeatures:
 
 
 def _built(task: Task, examples: Sequence[Example], tokenizer: Any, meta: dict[str, Any]) -> Iterator[list[Features]]:
-    """The features in chunks; `meta` gets the longest input and the messages the task printed. A task that encodes
-    rows alone (`Task.encodes_in_parts`) is tokenised a chunk at a time (memory: one chunk); others at once."""
+    """The features in chunks (`Task.training_parts`: memory of one part where the task encodes in parts); `meta`
+    gets the longest input and the messages the task printed while encoding."""
     longest, said = 0, io.StringIO()
-    in_parts = task.encodes_in_parts(examples)
-    for start in range(0, len(examples), TOKENIZE_CHUNK) if in_parts else [0]:
-        part = examples[start : start + TOKENIZE_CHUNK] if in_parts else examples
-        with _tee_stderr(said):
-            feats = task.encode(part, tokenizer)
-        longest = max(longest, _longest(feats))
-        feats = task.train_features(feats)
-        if start:
-            for f in feats:
-                if "example_index" in f:
-                    f["example_index"] += start
+    parts = task.training_parts(examples, tokenizer)
+    while True:
+        with _tee_stderr(said):  # only the task's own output: not what the store's writer says between parts
+            part = next(parts, None)
+        if part is None:
+            break
+        feats, part_longest = part
+        longest = max(longest, part_longest)
         for s in range(0, len(feats), TOKENIZE_CHUNK):
             yield feats[s : s + TOKENIZE_CHUNK]
     meta["longest"] = longest

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from tunelab.config.sections import TaskConfig
-from tunelab.data.lm import mask_block, pack_blocks, token_units, word_units
+from tunelab.data.lm import mask_block, pack_stream, token_units, word_units
 from tunelab.data.readers import Table, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
@@ -194,27 +194,37 @@ class Pretrain(Task):
             self._set_objective("mlm" if tokenizer.mask_token_id is not None else "clm")
 
     def encodes_in_parts(self, examples: Sequence[Example]) -> bool:
-        return False  # documents are packed into blocks across examples
+        return False  # documents are packed into blocks across examples: `training_parts` carries the open ones
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         self.bind_tokenizer(tokenizer)
         if examples and not examples[0]["labelled"]:
             return self._prompts(examples, tokenizer)
-        special_ids = set(tokenizer.all_special_ids)
-        if self.objective == "clm":
-            eos = tokenizer.eos_token_id
-            stream: list[int] = []
+        return [f for part in self._blocks(examples, tokenizer) for f in part]
+
+    def training_parts(self, examples: Sequence[Example], tokenizer: Any) -> Iterator[tuple[list[Features], int]]:
+        """The blocks a chunk of documents at a time (the same blocks as `encode`): the feature cache writes them
+        part by part, so a large corpus is never held as blocks in memory."""
+        self.bind_tokenizer(tokenizer)
+        for part in self._blocks(examples, tokenizer):
+            yield part, max(len(f["input_ids"]) for f in part)
+
+    def _blocks(self, examples: Sequence[Example], tokenizer: Any) -> Iterator[list[Features]]:
+        """Documents tokenised `base.TOKENIZE_CHUNK` at a time and packed into blocks of data.max_length as they
+        come (`lm.pack_stream`): clm puts eos after every document, mlm numbers the masking units across them."""
+        clm, wwm = self.objective == "clm", self.cfg.whole_word_mask
+        special_ids, eos = set(tokenizer.all_special_ids), tokenizer.eos_token_id
+
+        def chunks() -> Iterator[dict[str, list[int]]]:
+            nxt = 0
             for texts in _text_chunks(examples):
-                for ids in tokenizer(texts)["input_ids"]:
-                    stream += ids if ids and ids[-1] == eos else [*ids, eos]
-            blocks = pack_blocks(len(stream), self.data.max_length, lambda s: len(stream) - s >= 2)
-            feats = [{"input_ids": stream[b], "labels": stream[b]} for b in blocks]
-        else:
-            wwm = self.cfg.whole_word_mask
-            stream, units, nxt = [], [], 0
-            for texts in _text_chunks(examples):
-                enc = tokenizer(texts, return_offsets_mapping=wwm)
+                enc = tokenizer(texts, return_offsets_mapping=wwm and not clm)
+                stream: list[int] = []
+                units: list[int] = []
                 for i, ids in enumerate(enc["input_ids"]):
+                    if clm:
+                        stream += ids if ids and ids[-1] == eos else [*ids, eos]
+                        continue
                     special = [t in special_ids for t in ids]
                     if wwm:
                         u, nxt = word_units(enc.word_ids(i), enc["offset_mapping"][i], texts[i], special, nxt)
@@ -222,11 +232,20 @@ class Pretrain(Task):
                         u, nxt = token_units(special, nxt)
                     stream += ids
                     units += u
-            blocks = pack_blocks(len(stream), self.data.max_length, lambda s: any(u >= 0 for u in units[s:]))
-            feats = [{"input_ids": stream[b], "units": units[b]} for b in blocks]
-        print(f"pretrain ({self.objective}): {len(examples)} documents, {len(stream)} tokens -> {len(feats)} "
-              f"blocks of up to {self.data.max_length}", file=sys.stderr)
-        return feats
+                yield {"input_ids": stream} if clm else {"input_ids": stream, "units": units}
+
+        def tail_ok(carried: dict[str, list[int]], start: int) -> bool:
+            if clm:
+                return len(carried["input_ids"]) - start >= 2  # a block of one token has nothing to predict
+            return any(u >= 0 for u in carried["units"][start:])  # something maskable
+
+        tokens = blocks = 0
+        for part in pack_stream(chunks(), self.data.max_length, tail_ok):
+            tokens += sum(len(b["input_ids"]) for b in part)
+            blocks += len(part)
+            yield [{"input_ids": b["input_ids"], "labels": list(b["input_ids"])} for b in part] if clm else part
+        print(f"pretrain ({self.objective}): {len(examples)} documents, {tokens} tokens -> {blocks} blocks of up "
+              f"to {self.data.max_length}", file=sys.stderr)
 
     def _prompts(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         feats = []
