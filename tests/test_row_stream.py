@@ -492,6 +492,10 @@ def test_a_squad_json_file_streams_like_the_whole_parse(tmp_path: Path, small_pa
     other = tmp_path / "one.json"  # one object that is not SQuAD: read whole, as one row
     other.write_text('{"text": "a", "label": "x"}', encoding="utf-8")
     assert jsonl.json_shape(other) == "object" and read_table(other).records[0].data == {"text": "a", "label": "x"}
+    for version in (1.5, -12.5e3, 1e-7, float("-inf")):  # a number a block's end cuts (`1.` is read on, not `1`)
+        doc = {"version": version, "data": _squad_doc(2)["data"], "n": 2.0}
+        train.write_text(json.dumps(doc, indent=indent), encoding="utf-8")
+        assert all(list(jsonl._squad_articles(train, size)) == doc["data"] for size in range(1, 18)), version
     empty = tmp_path / "empty.json"
     empty.write_text('{"version": "1.1", "data": []}', encoding="utf-8")
     assert list(jsonl.iter_squad(empty)) == []

@@ -66,7 +66,8 @@ def read_jsonl(path: Path) -> list[Record]:
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 _DECODE = json.JSONDecoder().raw_decode
-JSON_BLOCK = 1 << 20  # characters of a JSON array read at a time
+_NUMBER_REST = re.compile(r"[0-9.eE+-]*")
+JSON_BLOCK = 1 << 20  # characters of a JSON array (or a SQuAD object) read at a time
 
 
 class _Blocks:
@@ -100,16 +101,20 @@ class _Blocks:
 
     def value(self) -> Any:
         """The JSON value at `pos`. One the block's end may have cut is read on: a decode error at the buffer's last
-        characters (a cut literal, number or escape) or an unterminated string, or a value other than an object
-        that ends where the buffer does (`1.5` cut to `1`); any other error is the file's own, named at once."""
+        characters (a cut literal such as `-Infinity`, a number or an escape) or an unterminated string, a value other
+        than an object that ends where the buffer does (`1.5` cut to `1`), or a number followed by nothing but number
+        characters up to the buffer's end (`1.5` cut to `1.`: the decoder reads `1`); any other error is the file's
+        own, named at once."""
         while True:
             try:
                 obj, end = _DECODE(self.buf, self.pos)
-                if end < len(self.buf) or self.eof or isinstance(obj, dict):
+                rest = _NUMBER_REST.match(self.buf, end).end()  # type: ignore[union-attr] - always matches
+                number_cut = type(obj) in (int, float) and rest == len(self.buf)
+                if (end < len(self.buf) and not number_cut) or self.eof or isinstance(obj, dict):
                     self.pos = end
                     return obj
             except json.JSONDecodeError as exc:
-                cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 6
+                cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 9
                 if self.eof or not cut:
                     raise self.error(exc.msg, exc.lineno) from None
             self.refill()

@@ -65,14 +65,15 @@ Tidy = Callable[[], Callable[[list[dict[str, Any]]], list[dict[str, Any]]]]
 def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | None = None,
                ) -> Sequence[dict[str, Any]]:
     """`task.parse` of a file's rows. With `stream`, a file or dataset folder that `readers.row_stream` reads a row at a
-    time (JSONL, a JSON array, CSV / TSV, Parquet, Arrow / Feather, CoNLL, plain text, a folder of Parquet or Arrow
-    files, an `hf:` dataset) of at least `STREAM_BYTES` (Parquet and `hf:` also: `STREAM_ROWS`) is parsed `PARSE_CHUNK`
-    rows at a time, each part spilled to disk as it is parsed (data/row_spill.py; in the feature cache's folder unless
-    `data.cache: false`, else the system's temporary one), so neither its records nor its examples are ever held whole:
-    parsed whole, a row costs ≈ 0.6 KB of Python objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1 KB of disk. The rows
-    and their order are the same either way; of several bad rows the streamed parse names the first in the file (the
-    whole parse reads every row before it checks any row's fields). `tidy` makes a function applied to each parsed part
-    (`data.clean`), a new one for each attempt (a spill that cannot be written starts again in the next folder)."""
+    time (JSONL, a JSON array, a SQuAD `.json`, CSV / TSV, Parquet, Arrow / Feather, CoNLL, plain text, a folder of
+    Parquet or Arrow files, an `hf:` dataset) of at least `STREAM_BYTES` (Parquet and `hf:` also: `STREAM_ROWS`) is
+    parsed `PARSE_CHUNK` rows at a time, each part spilled to disk as it is parsed (data/row_spill.py; in the feature
+    cache's folder unless `data.cache: false`, else the system's temporary one), so neither its records nor its examples
+    are ever held whole: parsed whole, a row costs ≈ 0.6 KB of Python objects (SST-2; 10 M rows ≈ 6 GB), spilled ≈ 0.1
+    KB of disk. The rows and their order are the same either way; of several bad rows the streamed parse names the first
+    in the file (the whole parse reads every row before it checks any row's fields). `tidy` makes a function applied to
+    each parsed part (`data.clean`), a new one for each attempt (a spill that cannot be written starts again in the next
+    folder)."""
     hub = path.startswith("hf:")
     if stream and (hub or Path(path).exists()) and streamable(path) and _large(path):
         parsed = [0]
