@@ -119,6 +119,28 @@ class _Blocks:
                     raise self.error(exc.msg, exc.lineno) from None
             self.refill()
 
+    def items(self) -> Iterator[Any]:
+        """The values of the JSON array whose `[` is at `pos`, one at a time; `pos` ends after its `]`."""
+        self.pos += 1
+        c = self.peek()
+        if c == "]":  # an empty array
+            self.pos += 1
+        while c != "]":
+            yield self.value()
+            c = self.peek()
+            if c not in (",", "]"):
+                raise self.error("Expecting ',' delimiter")
+            self.pos += 1
+            if c == ",":
+                self.peek()  # raw_decode reads from the value's first character, not from blanks
+
+
+def _utf8_error(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """What a block read that hit a bad byte raises: `decoded_lines` names its line and column."""
+    for _ in decoded_lines(path):  # raises that DataError
+        pass
+    return DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})")
+
 
 def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
     """The objects of a file holding one JSON array, one at a time, numbered from 1 as the whole parse numbers them
@@ -128,30 +150,15 @@ def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
             text = _Blocks(f, block or JSON_BLOCK)
             if text.peek() != "[":
                 raise text.error("Expecting '['")
-            text.pos += 1
-            closed, number = text.peek() == "]", 0
-            if closed:  # an empty array
-                text.pos += 1
-            while not closed:
-                obj = text.value()
-                number += 1
+            for number, obj in enumerate(text.items(), start=1):
                 if not isinstance(obj, dict):
                     raise DataError(str(path), number, "json",
                                     f"item {number}: expected a JSON object, got {type(obj).__name__}")
                 yield Record(str(path), number, obj)
-                c = text.peek()
-                if c not in (",", "]"):
-                    raise text.error("Expecting ',' delimiter")
-                text.pos += 1
-                closed = c == "]"
-                if not closed:
-                    text.peek()
             if text.peek():
                 raise text.error("Extra data")
     except UnicodeDecodeError as exc:
-        for _ in decoded_lines(path):  # raises the DataError that names the bad byte's line and column
-            pass
-        raise DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})") from None
+        raise _utf8_error(path, exc) from None
 
 
 def squad_records(path: Path, i: int, article: Any) -> Iterator[Record]:
@@ -201,17 +208,7 @@ def _squad_articles(path: Path, block: int | None = None) -> Iterator[Any]:
                 raise text.error("Expecting property name and ':'")
             text.pos += 1
             if text.peek() == "[" and key == "data":  # (peek also moves past the blanks before the value)
-                text.pos += 1
-                c = text.peek()
-                if c == "]":  # an empty array
-                    text.pos += 1
-                while c != "]":
-                    yield text.value()
-                    c = text.peek()
-                    if c not in (",", "]"):
-                        raise text.error("Expecting ',' delimiter")
-                    text.pos += 1
-                    text.peek()  # raw_decode reads from the value's first character, not from blanks
+                yield from text.items()
             else:
                 text.value()
             c = text.peek()
@@ -229,9 +226,7 @@ def iter_squad(path: Path, block: int | None = None) -> Iterator[Record]:
         for i, article in enumerate(_squad_articles(path, block)):
             yield from squad_records(path, i, article)
     except UnicodeDecodeError as exc:
-        for _ in decoded_lines(path):  # raises the DataError that names the bad byte's line and column
-            pass
-        raise DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})") from None
+        raise _utf8_error(path, exc) from None
 
 
 def json_shape(path: Path, peek: int = 1 << 20) -> str:
@@ -251,10 +246,14 @@ def json_shape(path: Path, peek: int = 1 << 20) -> str:
             obj = None
         if obj is not None:
             data = obj.get("data") if isinstance(obj, dict) else None
-            squad = isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]
-            return "squad" if squad else "lines"
+            return "squad" if isinstance(data, list) and data and _is_article(data[0]) else "lines"
     try:  # one object over several lines (or one line): SQuAD if its first article is one
         article = next(_squad_articles(path), None)
     except (DataError, UnicodeDecodeError):
         return "object"
-    return "squad" if isinstance(article, dict) and "paragraphs" in article else "object"
+    return "squad" if _is_article(article) else "object"
+
+
+def _is_article(value: Any) -> bool:
+    """Whether `value` is a SQuAD article (an object with `paragraphs`): `json_shape`'s one test for SQuAD."""
+    return isinstance(value, dict) and "paragraphs" in value
