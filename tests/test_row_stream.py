@@ -506,11 +506,13 @@ def test_a_squad_json_file_streams_like_the_whole_parse(tmp_path: Path, small_pa
     (',\n 7\n]}', r"data\[1\]: expected a JSON object"),
     (',\n {"title": "U", "paragraphs": {"context": "c"}}\n]}', r"data\[1\]: paragraphs: expected a list, got dict"),
     ('\n] "version": 1}', r":3: json: invalid JSON \(Expecting ',' delimiter\)"),
+    ('\n], "data": []}', r":3: json: invalid JSON \(a second \"data\" key"),  # json.loads kept the last silently
+    ('\n]}\n{"data": []}\n', r":4: json: invalid JSON \(Extra data after the SQuAD object"),  # SQuAD objects per line
 ])
 def test_a_bad_squad_file_names_the_place_streamed_or_whole(tmp_path: Path, small_parts: Path, tail: str, want: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cut short, a non-object article, paragraphs not a list, a missing comma: one line naming the line or the
-    article, the same whether the file is streamed or read whole; no spill left behind."""
+    """Cut short, a non-object article, paragraphs not a list, a missing comma, a second `data` key, a second object:
+    one line naming the line or the article, the same whether the file is streamed or read whole; no spill left."""
     from tunelab.data import jsonl
 
     monkeypatch.setattr(jsonl, "JSON_BLOCK", 5)

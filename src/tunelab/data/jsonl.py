@@ -202,11 +202,15 @@ def _squad_articles(path: Path, block: int | None = None) -> Iterator[Any]:
         c = text.peek()
         if c == "}":  # an empty object
             text.pos += 1
+        seen_data = False
         while c != "}":
             key = text.value() if text.peek() == '"' else None
             if key is None or text.peek() != ":":
                 raise text.error("Expecting property name and ':'")
             text.pos += 1
+            if key == "data" and seen_data:  # json.loads would keep the last silently; the articles already read stand
+                raise text.error("a second \"data\" key in the object: one list of SQuAD articles per file")
+            seen_data = seen_data or key == "data"
             if text.peek() == "[" and key == "data":  # (peek also moves past the blanks before the value)
                 yield from text.items()
             else:
@@ -216,7 +220,7 @@ def _squad_articles(path: Path, block: int | None = None) -> Iterator[Any]:
                 raise text.error("Expecting ',' delimiter")
             text.pos += 1
         if text.peek():
-            raise text.error("Extra data")
+            raise text.error("Extra data after the SQuAD object: a SQuAD .json file holds one object")
 
 
 def iter_squad(path: Path, block: int | None = None) -> Iterator[Record]:
