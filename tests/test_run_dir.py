@@ -4,6 +4,7 @@ not a finished run of the same config (unless --overwrite), and resume skips a d
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,29 @@ def test_resume_from_elsewhere_and_a_rerun_that_replaces(finished: tuple[Path, l
     res = runner.invoke(app, ["train", *sets])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+
+
+def test_a_replaced_run_is_kept_until_the_new_one_finishes(finished: tuple[Path, list[str]]) -> None:
+    """A run that replaces a finished one (the same config again, or --overwrite) moves the old results into
+    OUTPUT_DIR/.replaced; a new run that fails leaves them there, one that finishes deletes them."""
+    from tunelab.config.run import load_config
+    from tunelab.pipeline import run
+
+    out, sets = finished
+    old = {k: v for k, v in _snapshot(out).items() if not k.startswith(".")}
+    cfg = load_config(None, [*sets[1::2], "train.eval_steps=1"])
+
+    def stop(step: int, scores: dict) -> None:
+        raise RuntimeError("stopped at the first evaluation")
+
+    with pytest.raises(RuntimeError, match="first evaluation"):
+        run(cfg, overwrite=True, on_eval=stop)
+    assert _snapshot(out / ".replaced") == old  # the finished run's files, every byte
+    assert not (out / "metrics.json").exists()
+    run(cfg, overwrite=True)  # again over the failed one: the finished run stays aside until this one ends
+    assert (out / "metrics.json").is_file() and not (out / ".replaced").exists()
+    (out / "metrics.json").unlink()
+    for step in (out / "checkpoints").iterdir():  # as a run that failed before its first checkpoint leaves it
+        shutil.rmtree(step)
+    res = runner.invoke(app, ["train", *sets, "--set", "train.eval_steps=1"])  # nothing to resume: no refusal
+    assert res.exit_code == 0, res.output

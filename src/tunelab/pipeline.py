@@ -51,7 +51,7 @@ from tunelab.training.distill import (
 from tunelab.training.distributed import check_strategy, launched, whole_models
 from tunelab.training.optim import check_layer_decay
 from tunelab.training.rdrop import check_rdrop, rdrop_loss
-from tunelab.training.run_dir import RunDirLock, check_output_dir, start_run_dir
+from tunelab.training.run_dir import RunDirLock, check_output_dir, finish_run_dir, start_run_dir
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
@@ -98,7 +98,7 @@ def run(cfg: RunConfig, resume: str | None = None,
                if cfg.distill is not None and cfg.model.startswith(STUDENT_LAYERS) else None)
     try:
         model, tokenizer = task.build_model(student.name if student else resolve_model(cfg.model), splits["train"])
-    except OSError as e:  # transformers: a hub id unreachable offline, a directory without config or weights
+    except (OSError, ValueError) as e:  # transformers: a hub id unreachable offline, no weights, an unknown type
         raise ConfigError(f"config: model: cannot load {cfg.model}: {first_line(e)}") from None
     finally:
         if student is not None:
@@ -247,4 +247,5 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
                                     **scalars(m)}) + "\n")
     if cfg.train.report:  # RUN/report.html (train.report: false for many small runs)
         write_run_report(out, task=task, model=model, tokenizer=tokenizer, splits=splits)
+    finish_run_dir(out)
     return metrics

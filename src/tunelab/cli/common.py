@@ -15,7 +15,7 @@ import typer.core
 from typer.core import TyperCommand, TyperGroup
 
 from tunelab import __version__
-from tunelab.errors import TunelabError, os_error_line
+from tunelab.errors import TunelabError, first_line, os_error_line
 
 # transformers imports torchao when it is installed: torchao then logs a warning for every CUDA kernel library it
 # cannot load, and torch one for each of its enums — noise on every command of a CPU machine
@@ -43,7 +43,7 @@ class _OneLineUsageErrors(TyperGroup):
             where = f" ({e.ctx.command_path} -h for help)" if usage and e.ctx else ""
             typer.echo(f"error: {e.format_message()}{where}", err=True)
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:  # (typer ≥ 0.29's click copy has no exceptions.Abort)
             typer.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -98,6 +98,22 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(os_error_line(exc))
 
     return wrapper
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, as one line, an address the server could not listen on (a name that does not resolve, a port in use,
+    no permission) before any model is loaded; uvicorn would log it and exit with a traceback of its own."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or first_line(exc)
+        raise TunelabError(f"--host/--port: cannot listen on {host}:{port}: {reason}") from None
 
 
 class _OptionalResumeValue(TyperCommand):

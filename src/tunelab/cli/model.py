@@ -35,7 +35,7 @@ def eval_(
     model_dirs: list[Path] = typer.Argument(..., help="A tuned model directory (RUN/model); several: an "
                                             "ensemble (classification, probabilities averaged)."),
     data: Path = typer.Option(..., "--data", help="Labelled file to score."),
-    batch_size: int = typer.Option(64, help="Examples per forward pass."),
+    batch_size: int = typer.Option(64, min=1, help="Examples per forward pass."),
     report: Path | None = typer.Option(None, "--report", help="Also write an HTML report here (and the "
                                        "per-example records as <report stem>.predictions.jsonl)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows (one model)."),
@@ -95,7 +95,7 @@ def predict(
     input_: str = typer.Option(..., "--input", help="File to label (a .txt: one text per line), or - for stdin: "
                                "one text or one JSON object per line."),
     output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout)."),
-    batch_size: int = typer.Option(64, help="Examples per forward pass."),
+    batch_size: int = typer.Option(64, min=1, help="Examples per forward pass."),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...)."""
@@ -161,7 +161,7 @@ def export(
     max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
                                    "metric may fall (a loss, gguf: most % it may rise)."),
     force: bool = typer.Option(False, "--force", help="Write the export even when the parity gate refuses it."),
-    batch_size: int = typer.Option(64, help="Examples per forward pass while scoring."),
+    batch_size: int = typer.Option(64, min=1, help="Examples per forward pass while scoring."),
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="--merge: largest allowed |logit| "
                                     "difference between the merged model and the adapter model (and RUN/model)."),
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tunelab.cli.common import app, user_errors
+from tunelab.cli.common import app, check_listen, user_errors
 
 
 @app.command()
@@ -40,6 +40,7 @@ def serve(
     from tunelab.serve.models import served_models
     from tunelab.serve.schemas import Settings
 
+    check_listen(host, port)
     models = served_models(paths, prefer_exports=not torch_only)
     settings = Settings(api_key=api_key or os.environ.get("TUNELAB_API_KEY") or None, max_batch=max_batch,
                         max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,

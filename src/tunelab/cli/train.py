@@ -32,7 +32,7 @@ def train(
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines in the run (each runs the same command)."),
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="This machine's index, 0 .. nnodes-1."),
     master_addr: str | None = typer.Option(None, "--master-addr", help="Address of the node-rank 0 machine."),
-    master_port: int = typer.Option(29500, "--master-port", help="Its port for the rendezvous."),
+    master_port: int = typer.Option(29500, "--master-port", min=1, max=65535, help="Its port for the rendezvous."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the torchrun command that --nproc runs; run nothing."),
 ) -> None:
     """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
@@ -82,15 +82,16 @@ def interrupted_line(out: Path, config: Path | None, sets: list[str]) -> str:
     from shlex import join
 
     from tunelab.training.checkpoint import newest_intact
+    from tunelab.training.run_dir import replaced_note
 
     named = any(s.split("=", 1)[0].strip() == "output_dir" for s in sets)  # else a config without one gets a new dir
     command = ["tunelab", "train", *([str(config)] if config else []), *(x for s in sets for x in ("--set", s)),
                *([] if named else ["--set", f"output_dir={out}"])]
-    newest = newest_intact(out / "checkpoints")
+    newest, kept = newest_intact(out / "checkpoints"), replaced_note(out)
     if newest is None:
         return (f"interrupted before the first checkpoint (train.save_steps); start again with: "
-                f"{join([*command, '--overwrite'])}")
-    return f"interrupted: the newest checkpoint is {newest}; continue with: {join([*command, '--resume'])}"
+                f"{join([*command, '--overwrite'])}{kept}")
+    return f"interrupted: the newest checkpoint is {newest}; continue with: {join([*command, '--resume'])}{kept}"
 
 
 @app.command()
@@ -153,7 +154,7 @@ def compare(
     split: str = typer.Option("validation", "--split", help="Evaluation split to compare (validation, test)."),
     output: Path = typer.Option(Path("compare.html"), "--output", help="HTML report; a .txt is written next to it."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
-    resamples: int = typer.Option(2000, "--resamples", help="Paired bootstrap resamples (non-classification)."),
+    resamples: int = typer.Option(2000, "--resamples", min=1, help="Paired bootstrap resamples (non-classification)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
 ) -> None:
     """Compare runs on the same examples: metric table, significance vs the first run, curves (HTML + text)."""
@@ -179,10 +180,10 @@ def baseline(
     label_descriptions: Path | None = typer.Option(None, "--label-descriptions", help="JSON {label: description} "
                                                    "used by the zero-shot baselines instead of bare label names."),
     analyzer: str = typer.Option("auto", "--analyzer", help="TF-IDF features: auto | word | char."),
-    llm_limit: int | None = typer.Option(None, "--llm-limit", help="Score the LLM on a seeded sample of this "
+    llm_limit: int | None = typer.Option(None, "--llm-limit", min=1, help="Score the LLM on a seeded sample of this "
                                          "many rows per split."),
-    ngram_order: int = typer.Option(5, "--ngram-order", help="Order of the character n-gram LM (sft, pretrain)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Texts per forward pass (zero-shot)."),
+    ngram_order: int = typer.Option(5, "--ngram-order", min=1, help="Order of the character n-gram LM (sft, pretrain)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Texts per forward pass (zero-shot)."),
 ) -> None:
     """Baselines to beat: TF-IDF + NB / LogReg, zero-shot (embedding, LLM), char n-gram LM; writes baselines.json."""
     from tunelab.config.run import load_config

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunelab.cli.common import app, user_errors
+from tunelab.cli.common import app, check_listen, user_errors
 
 
 @app.command()
@@ -30,6 +30,7 @@ def ui(
 
     if lang not in ("auto", "en", "zh"):
         raise typer.BadParameter("use en, zh or auto", param_hint="--lang")
+    check_listen(host, port)
     runs.mkdir(parents=True, exist_ok=True)
     typer.echo(f"ui: http://{host}:{port}/ over {runs.resolve()}", err=True)
     uvicorn.run(create_app(runs, lang), host=host, port=port, log_level="warning")

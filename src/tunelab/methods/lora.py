@@ -19,6 +19,7 @@ from peft import get_peft_model
 from pydantic import Field
 
 from tunelab.config.sections import MethodConfig
+from tunelab.errors import ConfigError
 from tunelab.methods.base import Method
 from tunelab.registry import METHODS
 
@@ -53,6 +54,19 @@ class Lora(Method):
     default_lr = 2e-4
     cfg: LoraConfig
     use_dora = False
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """A list of `target_modules` must name some of the model's modules as peft matches them (the full name or
+        its last dotted parts), else peft fails after the run has started."""
+        targets = self.cfg.target_modules
+        if targets == "all-linear":
+            return
+        names = [name for name, _ in model.named_modules()]
+        if not any(name == t or name.endswith(f".{t}") for name in names for t in targets):
+            linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                             if isinstance(m, torch.nn.Linear)})
+            raise ConfigError(f"config: method.target_modules: no module of the model is named {', '.join(targets)} "
+                              f"(its linear layers: {', '.join(linear[:20])}; or all-linear)")
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         peft_cfg = PeftLoraConfig(

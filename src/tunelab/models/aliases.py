@@ -69,12 +69,20 @@ ALIASES: dict[str, Alias] = {
 }
 
 
-def check_model_name(name: str) -> None:
-    """Fail fast (before anything is loaded) on a name that cannot be a model."""
-    if name in ALIASES or Path(name).expanduser().is_dir() or _HUB_ID.match(name):
+def check_model_name(name: str, field: str = "config: model") -> None:
+    """Fail fast (before anything is loaded) on a name that cannot be a model: not an alias, an existing directory
+    or a hub id, or a directory with no config.json (a run's directory: its model is RUN/model)."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if (local / "config.json").is_file():
+            return
+        run = (local / "model" / "config.json").is_file()
+        raise ConfigError(f"{field}: {name} is a directory without a model (no config.json)"
+                          + (f"; a run's tuned model is {Path(name) / 'model'}" if run else ""))
+    if name in ALIASES or _HUB_ID.match(name):
         return
     raise ConfigError(
-        f"config: model: {name!r} is not a known alias ({', '.join(ALIASES)}), an existing local "
+        f"{field}: {name!r} is not a known alias ({', '.join(ALIASES)}), an existing local "
         "directory, or a hub id of the form org/name"
     )
 
@@ -86,6 +94,7 @@ def cache_dir() -> Path:
 def load_named(option: str, name: str, load: Callable[[str], T]) -> T:
     """`load(resolve_model(name))` for a model a command names (`--model`), or one line (ConfigError) when it cannot
     be loaded (a hub id offline, a directory without the files)."""
+    check_model_name(name, option)
     try:
         return load(resolve_model(name))
     except (OSError, ValueError) as e:

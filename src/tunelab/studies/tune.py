@@ -26,7 +26,7 @@ from rich.table import Table as RichTable
 
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
-from tunelab.errors import ConfigError, TunelabError, require
+from tunelab.errors import ConfigError, TunelabError, first_line, require
 from tunelab.io import write_json_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
@@ -130,7 +130,10 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
                                           n_warmup_steps=search.pruner.warmup_steps)
               if search.pruner is not None else optuna.pruners.NopPruner())
-    rdb = optuna.storages.RDBStorage(url)
+    try:
+        rdb = optuna.storages.RDBStorage(url)
+    except Exception as exc:  # sqlalchemy's errors (a folder, no permission), an unknown database scheme, ...
+        raise TunelabError(f"--storage: cannot open {url}: {first_line(exc)}") from None
     study = optuna.create_study(storage=rdb, study_name=name, direction=direction, pruner=pruner,
                                 load_if_exists=True)
     _check_resumed(study, rdb, search, direction, url, TrialState)

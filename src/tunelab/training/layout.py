@@ -14,6 +14,7 @@ RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_sum
                        "mlflow.db", "wandb"})
 # what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
 STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports"})  # hidden files (the lock) are skipped
+REPLACED = ".replaced"  # the finished run a new run replaces, until the new one finishes (training/run_dir.py)
 STEP_DIR = re.compile(r"step-(\d+)")
 FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")
 

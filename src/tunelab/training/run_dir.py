@@ -7,8 +7,9 @@ config unless told to (`--overwrite`, or `--resume` to continue it).
     RunDirLock         `OUTPUT_DIR/.tunelab.lock` under an OS file lock (fcntl.flock): a second run into the same
                        directory is refused with the holder's pid; the OS drops the lock of a killed process
                        (the file stays, empty, between runs)
-    start_run_dir      after the model is loaded and the data encoded: the old run's files cleared (unless
+    start_run_dir      after the model is loaded and the data encoded: the old run's files moved to .replaced (unless
                        resuming), config.yaml written, metrics.jsonl reset (or cut back to the resumed checkpoint)
+    finish_run_dir     the run has finished: .replaced deleted
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.io import write_text_atomic
-from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
-from tunelab.training.layout import LOCK, RUN_FILES, STUDY_FILES
+from tunelab.training.checkpoint import discard_after, newest_intact, read_trainer_state, truncate_metrics
+from tunelab.training.layout import LOCK, REPLACED, RUN_FILES, STUDY_FILES
 
 
 def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,
                      overwrite: bool) -> None:
     """Refuse (one line) an output_dir that a run would clobber: not a directory, or a non-empty one that is not a
-    finished run of this same config (`same_config(saved config.yaml)`). `resume` (this directory's own checkpoint)
+    finished run of this same config (`same_config(saved config.yaml)`) nor one that stopped before its first
+    checkpoint. `resume` (this directory's own checkpoint)
     and `overwrite` allow it. Hidden files (.DS_Store, .ipynb_checkpoints) are nobody's work."""
     if out.exists() and not out.is_dir():
         raise TunelabError(f"output_dir: {out} is a file, not a directory; choose another output_dir")
@@ -55,6 +57,8 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
         if not isinstance(old, dict) or not same_config(old):
             what = "a run of another config" if old is not None else "files of a run without its config.yaml"
         elif not (out / "metrics.json").is_file():
+            if newest_intact(out / "checkpoints") is None:
+                return  # it stopped before its first checkpoint (or failed before training): nothing to resume
             what = "an unfinished run of this config (--resume continues it)"
         else:
             return  # a finished run of this config: training it again replaces it
@@ -115,15 +119,21 @@ class RunDirLock:
 
 
 def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None) -> None:
-    """The first writes of a run, once it is sure to start: clear the old run it replaces (a finished run of the same
-    config, or any with --overwrite: its checkpoints must not mix with the new ones), config.yaml, the log."""
+    """The first writes of a run, once it is sure to start: move the old run it replaces (a finished run of the same
+    config, or any with --overwrite: its checkpoints must not mix with the new ones) aside into OUTPUT_DIR/.replaced,
+    which `finish_run_dir` deletes once the new run has finished (an interrupted or failed run leaves the old results
+    there); then config.yaml and the log."""
     if resume_from is None:
-        for name in RUN_FILES:
-            path = out / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        present = [out / name for name in sorted(RUN_FILES) if (out / name).exists() or (out / name).is_symlink()]
+        backup = out / REPLACED
+        keep_backup = backup.is_dir() and not (out / "metrics.json").is_file()  # it holds the last finished run
+        for path in present if keep_backup else ():
+            _remove(path)
+        if present and not keep_backup:
+            _remove(backup)
+            backup.mkdir()
+            for path in present:
+                path.rename(backup / path.name)
     write_text_atomic(out / "config.yaml", config_yaml)
     if resume_from is None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -131,3 +141,20 @@ def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None) -> None
         step = read_trainer_state(resume_from)["step"]
         truncate_metrics(out / "metrics.jsonl", step)
         discard_after(out / "checkpoints", step)
+
+
+def finish_run_dir(out: Path) -> None:
+    """A run has finished: the run it replaced (OUTPUT_DIR/.replaced) is no longer needed."""
+    _remove(out / REPLACED)
+
+
+def replaced_note(out: Path) -> str:
+    """What an interrupted run says about the finished run it was replacing, if any."""
+    return f"; the results of the run it replaces are kept in {out / REPLACED}" if (out / REPLACED).is_dir() else ""
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
