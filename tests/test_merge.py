@@ -60,6 +60,16 @@ def test_merge_matches_the_adapter(sft_adapter_run: Path) -> None:
     res = CliRunner().invoke(app, ["export", str(model_dir), "--merge", "--output", str(sft_adapter_run / "m2")])
     assert res.exit_code == 0, res.output
     assert (sft_adapter_run / "m2" / "model.safetensors").is_file()
+    res = CliRunner().invoke(app, ["export", str(model_dir), "--merge", "--output", str(sft_adapter_run / "m2")])
+    assert res.exit_code == 0, res.output  # an earlier merge is replaced
+    notes = sft_adapter_run / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("mine", encoding="utf-8")
+    for output, why in [(sft_adapter_run, "would replace the run it merges"), (model_dir, "would replace the run"),
+                        (notes, "exists and is not a merged model"), (notes / "a.txt", "is a file")]:
+        res = CliRunner().invoke(app, ["export", str(sft_adapter_run), "--merge", "--output", str(output)])
+        assert res.exit_code == 2 and why in res.output, res.output
+    assert (notes / "a.txt").read_text(encoding="utf-8") == "mine" and (sft_adapter_run / "metrics.json").is_file()
 
 
 def test_corrupted_model_or_zero_tolerance_fails(sft_adapter_run: Path, tmp_path: Path) -> None:

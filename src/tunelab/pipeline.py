@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import PartialState
 
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
@@ -86,6 +87,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     if state.is_main_process:  # resuming this directory's own checkpoint is the one way past its checks
         own = resume_from is not None and out.resolve() in resume_from.resolve().parents
         check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite)
+        if own and not overwrite:
+            _check_resumed_config(out, cfg)
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -171,6 +174,33 @@ def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
         return config_to_yaml(resolved(build_config(saved))) == config_yaml
     except TunelabError:
         return False
+
+
+# what a resumed run may change: how long it trains, how often it saves, logs and evaluates, where it reports
+RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.max_steps", "train.save_steps", "train.save_total_limit",
+                     "train.log_steps", "train.eval_steps", "train.report", "train.early_stopping", "tracking")
+
+
+def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
+    """`--resume` continues the run in `out` with its own config: a changed setting other than RESUME_MAY_CHANGE
+    (the learning rate, the data, the model...) is refused in one line naming it, instead of a config.yaml that
+    says what the checkpoint's weights were not trained with."""
+    try:
+        saved = resolved(build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}))
+    except (OSError, yaml.YAMLError, TunelabError):
+        return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
+    old, new = _flat(saved.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key) and not key.startswith(RESUME_MAY_CHANGE):
+            raise ConfigError(f"config: {key}: {new.get(key)!r} where the run being resumed has {old.get(key)!r} "
+                              f"({out / 'config.yaml'}); resume with its settings, or start a new output_dir")
+
+
+def _flat(tree: Any, path: str = "") -> dict[str, Any]:
+    """{"train.lr": 1e-4, ...}: the leaves of a nested dict by their dotted paths."""
+    if not isinstance(tree, dict) or not tree:
+        return {path: tree}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{path}.{key}" if path else key).items()}
 
 
 def longest_input(features: dict[str, Sequence[dict[str, Any]]], longest_train: int = 0) -> int:

@@ -144,12 +144,27 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
         return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
 
 
+def _check_output(output: Path, adapter: Path, model_dir: Path) -> None:
+    """`--output` may be new, empty, or an earlier merge (replaced); never the run, its adapter or model, a file or a
+    folder of something else."""
+    if output.resolve() in {adapter.resolve(), model_dir.resolve(), *adapter.resolve().parents}:
+        raise TunelabError(f"--output: {output} would replace the run it merges; choose another --output")
+    if output.exists() and not output.is_dir():
+        raise TunelabError(f"--output: {output} is a file; choose another --output")
+    if output.is_dir() and any(output.iterdir()):
+        try:
+            merged = "merged_from" in json.loads((output / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            merged = False
+        if not merged:
+            raise TunelabError(f"--output: {output} exists and is not a merged model; choose another --output")
+
+
 def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -> MergeReport:
     """Merge RUN/adapter into its base, check it, and write a plain transformers model to `output`."""
     adapter, model_dir = locate(path)
     output = Path(output) if output is not None else adapter.parent / "merged"
-    if output.resolve() == adapter.resolve():
-        raise TunelabError(f"--output: {output} is the adapter directory")
+    _check_output(output, adapter, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
     two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
