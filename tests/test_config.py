@@ -78,8 +78,18 @@ def test_unknown_key_names_full_path(sets: list[str], dotted: str, tmp_path: Pat
             node[part] = {"name": node[part]} if isinstance(node.get(part), str) else node.get(part, {})
             node = node[part]
         node[leaf] = yaml.safe_load(value)
-    path = write_yaml(tmp_path / "run.yaml", yaml.safe_dump(tree))
-    assert config_error(path=path, base=False) == f"config: {dotted}: unknown key"
+    text = yaml.safe_dump(tree)
+    path = write_yaml(tmp_path / "run.yaml", text)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if row.strip().startswith(dotted.split(".")[-1] + ":"))
+    assert config_error(path=path, base=False) == f"{path}:{line}: {dotted}: unknown key"  # the file and the line
+    assert config_error(f"{dotted}=1", path=path, base=False) == f"config: {dotted}: unknown key"  # --set: no line
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "run.yaml", "task: classification\nmodel: minilm\ntrain:\n  lr: 1.0e-4\n"
+                                             "  epochs: 2\ntrain:\n  batch_size: 8\n")
+    assert config_error(path=path, base=False) == (f"{path}:6: invalid YAML: duplicate key 'train' (YAML keeps only "
+                                                   "the last)")
 
 
 def test_cli_rejects_unknown_key_before_loading_anything(tmp_path: Path) -> None:
@@ -175,7 +185,13 @@ def test_unknown_model_alias_lists_aliases(tmp_path: Path) -> None:
 
 
 def test_model_names_that_pass(tmp_path: Path) -> None:
-    assert cfg_of(f"model={tmp_path}").model == str(tmp_path)  # an existing directory
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    assert cfg_of(f"model={tmp_path}").model == str(tmp_path)  # an existing model directory
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "config.json").write_text("{}", encoding="utf-8")
+    assert config_error(f"model={tmp_path / 'run'}") == (f"config: model: {tmp_path / 'run'} is a directory without a "
+                                                          f"model (no config.json); a run's tuned model is "
+                                                          f"{tmp_path / 'run' / 'model'}")
     assert cfg_of("model=someorg/some-model").model == "someorg/some-model"  # a hub id (not fetched)
 
 

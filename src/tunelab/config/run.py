@@ -11,6 +11,7 @@ Task and method options are nested sub-configs owned by their registry entries
 from __future__ import annotations
 
 import functools
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -180,7 +181,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error(p, text, exc)) from None
     if loaded is None:
@@ -190,12 +191,69 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key given twice in one mapping is an error (safe_load keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (YAML keeps only the last)",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """YAML file (optional) + `key=value` overrides → validated, frozen RunConfig."""
+    """YAML file (optional) + `key=value` overrides → validated, frozen RunConfig. An error about a field the file
+    sets (not an override) names the file and the field's line: `cfg.yaml:7: data.max_lenght: unknown key`."""
     data = read_config_file(path) if path is not None else {}
+    overridden = []
     for keys, value in parse_overrides(overrides or []):
         apply_override(data, keys, value)
-    return build_config(data)
+        overridden.append(".".join(keys))
+    try:
+        return build_config(data)
+    except ConfigError as exc:
+        field = re.match(r"config: ([\w.\[\]-]+):", str(exc))
+        if path is None or field is None or any(_nested(field[1], k) or _nested(k, field[1]) for k in overridden):
+            raise
+        known = _key_lines(Path(path))
+        line = known.get(_longest_known(field[1], known))
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {str(exc).removeprefix('config: ')}") from None
+
+
+def _key_lines(path: Path) -> dict[str, int]:
+    """The line of each key of a config file by its dotted path (`train.lr` -> 12)."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = f"{prefix}{key.value}"
+                lines[name] = key.start_mark.line + 1
+                walk(value, name + ".")
+
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return lines
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _nested(inner: str, outer: str) -> bool:
+    """`train.lr` is `train.lr` or within `train`."""
+    return inner == outer or inner.startswith(outer + ".")
+
+
+def _longest_known(field: str, known: dict[str, int]) -> str:
+    """The longest dotted prefix of `field` that the file names (`train.lr.x` -> `train.lr`)."""
+    parts = field.split(".")
+    return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in known), field)
 
 
 def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
