@@ -24,6 +24,7 @@ from tunelab.data.readers import Table, read_rows, read_table, rows_table
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate, logits_for
 from tunelab.export.save import load_model
+from tunelab.models.aliases import model_dir_of
 from tunelab.pipeline import resolved
 from tunelab.pipeline import run as run_pipeline
 from tunelab.tasks.base import Task
@@ -118,6 +119,6 @@ class Model:
 def load(path: str | Path) -> Model:
     """A tuned model from a run directory or its model/ directory (any task)."""
     path = Path(path)
-    model_dir = path / "model" if (path / "model" / "tunelab.json").is_file() else path  # else load_model says why
+    model_dir = model_dir_of(path)  # else load_model says why
     task, module, tokenizer = load_model(model_dir)
     return Model(model_dir, task, module, tokenizer)

@@ -182,7 +182,8 @@ def baseline(
     analyzer: str = typer.Option("auto", "--analyzer", help="TF-IDF features: auto | word | char."),
     llm_limit: int | None = typer.Option(None, "--llm-limit", min=1, help="Score the LLM on a seeded sample of this "
                                          "many rows per split."),
-    ngram_order: int = typer.Option(5, "--ngram-order", min=1, help="Order of the character n-gram LM (sft, pretrain)."),
+    ngram_order: int = typer.Option(5, "--ngram-order", min=1, help="Order of the character n-gram LM (sft, "
+                                    "pretrain)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Texts per forward pass (zero-shot)."),
 ) -> None:
     """Baselines to beat: TF-IDF + NB / LogReg, zero-shot (embedding, LLM), char n-gram LM; writes baselines.json."""

@@ -22,12 +22,12 @@ from tunelab.export.prune import apply_pruned_heads
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8
 from tunelab.io import atomic_dir, commit_dir, read_json
 from tunelab.methods.base import PROMPT_ADAPTER, Method
+from tunelab.models.aliases import META_FILE, model_dir_of
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
-META_FILE = "tunelab.json"
 GGUF_FILE = "model.gguf"  # written by tunelab.export.gguf
 
 
@@ -67,8 +67,9 @@ def name_base_model(adapter_config: Path, model: str) -> None:
 
 
 def load_task(model_dir: str | Path) -> Any:
-    """The task (config, data settings, label map) of a tunelab model directory; no weights are loaded."""
-    path = Path(model_dir)
+    """The task (config, data settings, label map) of a tunelab model directory or of a run directory's model/; no
+    weights are loaded."""
+    path = model_dir_of(model_dir)
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); pass RUN_DIR/model")
@@ -93,9 +94,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "toke
 
 
 def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
-    """(task, model, tokenizer) from a tunelab model directory; one line (TunelabError) when its files cannot be
-    read (weights or tokenizer missing, a file damaged)."""
-    path = Path(model_dir)
+    """(task, model, tokenizer) from a tunelab model directory (or a run directory's model/); one line (TunelabError)
+    when its files cannot be read (weights or tokenizer missing, a file damaged)."""
+    path = model_dir_of(model_dir)
     task = load_task(path)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); pass RUN_DIR/model as tunelab "

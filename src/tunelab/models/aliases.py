@@ -87,6 +87,15 @@ def check_model_name(name: str, field: str = "config: model") -> None:
     )
 
 
+META_FILE = "tunelab.json"  # what a tuned model's directory holds beside its weights (export/save.py writes it)
+
+
+def model_dir_of(path: str | Path) -> Path:
+    """A run directory's model/ (where it holds a tunelab model and the directory itself does not), else `path`."""
+    path = Path(path).expanduser()
+    return path / "model" if not (path / META_FILE).is_file() and (path / "model" / META_FILE).is_file() else path
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
 

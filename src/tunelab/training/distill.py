@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tunelab.models.aliases import model_dir_of
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.local_save import save_model_here
 from tunelab.models.student import keep_layers, parse_layers
@@ -86,8 +87,7 @@ def flag_unlabeled(collate: Callable[[Sequence[Features]], dict[str, torch.Tenso
 
 def teacher_model_dir(teacher: str) -> Path:
     """The teacher's model directory: a run directory's model/, or the directory itself."""
-    path = Path(teacher).expanduser()
-    return path / "model" if (path / "model" / "tunelab.json").is_file() else path
+    return model_dir_of(teacher)
 
 
 def student_from_teacher(spec: str, teacher_dir: Path, auto_class: str) -> tempfile.TemporaryDirectory[str]:
