@@ -104,6 +104,8 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value (e.g. train.lr=1e-4)")
         key, raw = pair.split("=", 1)
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"--set {pair!r}: expected key=value with a dotted key (e.g. train.lr=1e-4)")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

@@ -13,6 +13,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoModel, AutoTokenizer
@@ -23,7 +24,7 @@ from tunelab.data.feature_store import RowSequence
 from tunelab.data.readers import read_table
 from tunelab.data.row_spill import Joined, spill_anywhere
 from tunelab.data.synonyms import synonym_source
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.io import write_jsonl_atomic
 from tunelab.models import load_named
 from tunelab.text import CJK_UNIT, is_chinese, is_cjk, jieba_or_none
@@ -197,6 +198,8 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
 
 def augment_file(path: str, output: str, overrides: list[str], model: str | None, seed: int) -> dict[str, Any]:
     """`tunelab data augment`: write the file's rows followed by their augmented copies as JSONL."""
+    if Path(output).resolve() == Path(path).resolve():
+        raise TunelabError(f"--output: {output} is the input file; write the rows and their copies to another file")
     task, data = _configs("classification", overrides)
     cfg = data.augment or AugmentConfig()
     table = read_table(path)
