@@ -83,14 +83,14 @@ def test_broken_model_directories_and_output_paths_are_one_line(tiny_bert: Path,
                         (no_tok, "no-tok: no tokenizer (tokenizer.json"),
                         (no_weights, "no-weights: cannot load the model: ")):
         for args in (["predict", str(model), "--input", str(tmp_path / "one.txt")],
-                     ["eval", str(model), "--data", str(rows)], ["serve", str(model), "--port", "1"],
+                     ["eval", str(model), "--data", str(rows)], ["serve", str(model), "--port", "0"],
                      ["export", str(model), "--format", "onnx"]):
             _one_line(args, said)
     augment = ["data", "augment", str(rows), "--set", "data.augment.ops=[delete,swap]", "--output"]
     _one_line([*augment, str(tmp_path)], f"{tmp_path}: is a directory; name a file to write")
     _one_line([*augment, str(tmp_path / "afile" / "x.jsonl")], "x.jsonl: cannot be written: part of")
     _one_line([*augment, "/proc/x.jsonl"], "/proc/x.jsonl: cannot be written (")
-    _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "--model: cannot load")
+    _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "afile' is not a known alias")
     _one_line(["data", "check", str(rows), "--set", "data.nosuch=1"], "config: data.nosuch: unknown key")
 
 
@@ -115,6 +115,8 @@ def test_data_check_refuses_max_length_above_the_positions_as_train_does(tiny_be
     (["tune"], "error: Missing argument 'config'."),
     (["data", "cache", "--nosuch"], "error: No such option: --nosuch"),
     (["ui", "--port", "notaport"], "error: Invalid value for '--port'"),
+    (["eval", "run", "--data", "x.jsonl", "--batch-size", "0"], "error: Invalid value for '--batch-size'"),
+    (["predict", "run", "--input", "-", "--batch-size", "-3"], "error: Invalid value for '--batch-size'"),
 ])
 def test_usage_mistakes_are_one_line(args: list[str], said: str) -> None:
     res = runner.invoke(app, args)
@@ -126,3 +128,41 @@ def test_no_arguments_still_prints_the_help() -> None:
     for args in ([], ["data"]):
         res = runner.invoke(app, args)
         assert "Usage: " in res.output and "Commands" in res.output, res.output
+
+
+def test_refused_before_anything_is_written(tiny_bert: Path, tmp_path: Path) -> None:
+    """A port in use or a host that does not resolve (before a model loads); a tune storage that cannot be opened;
+    LoRA target modules the model does not have (before the run directory is touched); augmenting a file into
+    itself; a run directory where a model directory is expected (chat reads its model/)."""
+    import socket
+
+    from conftest import sentiment_rows, write_jsonl
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        _one_line(["serve", str(tmp_path), "--port", port], f"--host/--port: cannot listen on 127.0.0.1:{port}: ")
+        _one_line(["ui", "--runs", str(tmp_path / "runs"), "--port", port], "cannot listen on")
+    _one_line(["serve", str(tmp_path), "--host", "no-such-host.invalid"], "cannot listen on no-such-host.invalid")
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(16))
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(8, 1))
+    base = ["--set", "task=classification", "--set", f"model={tiny_bert}", "--set", f"data.train={train}",
+            "--set", f"data.validation={val}", "--set", "train.max_steps=1", "--set", "train.batch_size=8"]
+    out = tmp_path / "run"
+    _one_line(["train", *base, "--set", f"output_dir={out}", "--set", "method=lora",
+               "--set", "method.target_modules=[nosuch]"], "method.target_modules: no module of the model is named "
+              "nosuch (its linear layers: ")
+    assert not out.exists()
+    search = tmp_path / "search.yaml"
+    search.write_text("search:\n  metric: accuracy\n  direction: maximize\n  space:\n    train.lr: {type: float, "
+                      "low: 1.0e-5, high: 1.0e-4}\n", encoding="utf-8")
+    (tmp_path / "db").mkdir()
+    _one_line(["tune", str(search), *base, "--set", f"output_dir={tmp_path / 'tune'}", "--trials", "1",
+               "--storage", str(tmp_path / "db")], "--storage: cannot open sqlite:///")
+    before = train.read_bytes()
+    _one_line(["data", "augment", str(train), "--output", str(train), "--set", "data.augment.ops=[delete,swap]"],
+              "is the input file")
+    assert train.read_bytes() == before
+    assert runner.invoke(app, ["train", *base, "--set", f"output_dir={out}"]).exit_code == 0
+    _one_line(["chat", str(out)], "chat needs a model trained with task")  # RUN read as RUN/model
