@@ -117,6 +117,13 @@ ERRORS = [
     ("csv-duplicate-column", "train.csv", "text,label,text\na,pos,b\n", 1, "text", "duplicate column"),
     ("csv-empty-text-cell", "train.csv", "text,label\ngood,pos\n,neg\n", 3, "text", "empty text"),
     ("tsv-missing-label-cell", "train.tsv", "text\tlabel\ngood\tpos\nbad\n", 3, "row", "expected 2 fields"),
+    # a quote opened at a field's start and closed by a stray quote rows later: not three rows merged into one
+    ("tsv-quote-closed-rows-later", "train.tsv", 'text\tlabel\ngood\tpos\n"Hmm, not sure\tneg\nfine\tpos\n'
+     'a 12" pizza\tneg\n', 3, "csv", "'\\t' expected after '\"'"),
+    ("csv-quote-open-to-the-end", "train.csv", 'text,label\nhello,pos\nworld,"neg\nfoo,pos\n', 3, "csv",
+     "unexpected end of data (a field that starts with"),
+    ("csv-text-after-a-closing-quote", "train.csv", 'text,label\n"Trust me" he said,neg\nok,pos\n', 2, "csv",
+     "',' expected after '\"'"),
     ("unknown-extension", "train.xml", "good film\tpos\n", None, None, "unknown file type '.xml'"),
 ]
 
@@ -147,9 +154,11 @@ def test_data_error(
 
 
 def test_data_is_checked_before_the_model_loads(tmp_path: Path) -> None:
-    """An empty directory passes the config's model check but cannot be loaded: the data error wins."""
+    """A directory with an empty config.json passes the config's model check but cannot be loaded: the data error
+    wins."""
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
+    (not_a_model / "config.json").write_text("{}", encoding="utf-8")
     bad = write(tmp_path / "train.jsonl", GOOD + '{"text": "no label"}\n')
     res = train_cli(not_a_model, tmp_path / "run", bad)
     assert_one_line_error(res, f"{where(bad, 3, 'label')}missing field")
@@ -232,6 +241,12 @@ def test_quoted_csv_fields_with_commas_and_newlines(tmp_path: Path) -> None:
         ('say "hi"', "pos"),
     ]
     assert [ex["line"] for ex in examples] == [2, 3, 5]
+
+
+def test_a_nested_list_in_a_column_the_task_does_not_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.jsonl", '{"text": "good", "label": "pos", "meta": ["src", {"page": 1}, [2]]}\n'
+                                           '{"text": "bad", "label": "neg", "meta": ["src"]}\n')
+    assert texts_labels(parse(path)) == [("good", "pos"), ("bad", "neg")]
 
 
 def test_tsv(tmp_path: Path) -> None:

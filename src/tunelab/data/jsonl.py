@@ -55,7 +55,8 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
             if type(value) is str and len(value) <= 32:
                 value = get(value) or (memo.setdefault(value, value) if len(memo) < SHARED else value)
             elif type(value) is list and value and type(value[0]) is str and len(value[0]) <= 32:
-                value = [get(v) or (memo.setdefault(v, v) if len(memo) < SHARED else v) for v in value]
+                value = [(get(v) or (memo.setdefault(v, v) if len(memo) < SHARED else v)) if type(v) is str else v
+                         for v in value]  # (a list or object inside is the task's to refuse, not a crash here)
             row[kept] = value
         yield Record(source, number, row)
 

@@ -34,8 +34,10 @@ def _csv_lines(path: Path) -> Iterator[str]:
 
 
 def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Record]]:
-    """(the header, the rows one at a time): a large CSV is never held whole, nor all its rows (data/load.py)."""
-    reader = csv.reader(_csv_lines(path), delimiter=delimiter)
+    """(the header, the rows one at a time): a large CSV is never held whole, nor all its rows (data/load.py).
+    Strict quoting: a quote left open (to the file's end, or closed by a stray quote rows later) or text after a
+    closing quote is an error naming the line the field starts on — never rows silently merged or quotes dropped."""
+    reader = csv.reader(_csv_lines(path), delimiter=delimiter, strict=True)
     start = 1
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -46,7 +48,11 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
                 if row and not (all(not cell.strip() for cell in row) and len(row) <= 1):  # else a blank line
                     yield line, row
         except csv.Error as exc:
-            raise DataError(str(path), start, "csv", str(exc)) from None
+            said = str(exc).replace("\t", "\\t")  # `'\t' expected after '"'`, not a raw tab
+            quote = '"' in said or "quote" in said or "unexpected end of data" in said
+            hint = (" (a field that starts with \" is quoted up to the next \" that ends a field: close it, double a "
+                    "quote inside it, or write the text without the leading quote)") if quote else ""
+            raise DataError(str(path), start, "csv", f"{said}{hint}") from None
 
     lines = rows()
     first = next(lines, None)
