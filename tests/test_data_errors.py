@@ -393,6 +393,9 @@ def test_datasets_folders_are_read(tmp_path: Path) -> None:
                                                                                      ("label", pa.string())])) as w:
             w.write_table(pa.Table.from_pylist(part))
     assert [r.data for r in read_table(tmp_path / "arrow").records] == rows
+    (tmp_path / "arrow" / "more.jsonl").write_text('{"text": "row 9", "label": "a"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"arrow: a folder of .arrow files that also holds .jsonl files: keep one"):
+        read_table(tmp_path / "arrow")  # not its Arrow rows with the JSONL row silently left out
     assert [r.data for r in read_table(tmp_path / "arrow" / "part-1.arrow").records] == rows[3:]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="a folder without data"):
@@ -435,3 +438,15 @@ def test_jsonl_rows_share_repeated_short_strings(tmp_path: Path) -> None:
     assert got == rows
     assert got[1]["label"] is got[3]["label"] and got[0]["tags"][1] is got[4]["tags"][1]
     assert [next(iter(g)) for g in got][0] is next(iter(got[5]))
+
+
+def test_a_lone_carriage_return_ends_a_line(tmp_path: Path) -> None:
+    """Old Mac line ends: three texts to label are three rows, two paragraphs of a .txt corpus two documents."""
+    from tunelab.data.readers import iter_txt, read_rows
+
+    texts = write(tmp_path / "in.txt", "great movie\rterrible film\r\rokay I guess\r")
+    table = read_rows(texts, "text")
+    assert [(r.line, r.data["text"]) for r in table.records] == [(1, "great movie"), (2, "terrible film"),
+                                                                   (4, "okay I guess")]
+    corpus = write(tmp_path / "corpus.txt", "para one\rstill one\r\rpara two\r")
+    assert [(r.line, r.data["text"]) for r in iter_txt(corpus)] == [(1, "para one\nstill one"), (4, "para two")]

@@ -58,9 +58,14 @@ def _read_json(path: Path) -> list[Record]:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(number, text without its line end) of each line, one at a time (`jsonl.decoded_lines`)."""
-    for number, line in decoded_lines(path):
-        yield number, (line[:-1] if line.endswith("\n") else line).rstrip("\r")
+    """(number, text without its line end) of each line, one at a time (`jsonl.decoded_lines`); a lone "\r" (old Mac
+    files) ends a line as "\n" and "\r\n" do."""
+    number = 0
+    for _, line in decoded_lines(path):
+        body = line[:-1] if line.endswith("\n") else line
+        for piece in (body[:-1] if body.endswith("\r") else body).split("\r"):
+            number += 1
+            yield number, piece
 
 
 def iter_conll(path: Path) -> Iterator[Record]:
@@ -224,16 +229,18 @@ def read_rows(path: str | Path, field: str) -> Table:
     per line, decoded as every other file (BOM, bad bytes named by line); any other format as `read_table` reads it."""
     p = Path(path)
     if p.suffix.lower() == ".txt" and p.is_file():
-        return lines_table(_decode(p).split("\n"), str(p), field)
+        return lines_table(_decode(p).split("\n"), str(p), field)  # (lines_table splits at a lone "\r" too)
     return read_table(p)
 
 
 def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
     """Rows to label, one per non-blank line (`predict --input -`, a .txt file for predict): a line that starts
-    with `{` is a JSON object (JSONL), any other line the text of `field`."""
+    with `{` is a JSON object (JSONL), any other line the text of `field`. A lone "\r" (old Mac files) ends a line
+    as "\n" and "\r\n" do."""
     records = []
-    for number, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r\n")
+    pieces = (piece for raw in lines for piece in raw.rstrip("\r\n").replace("\r\n", "\n").replace("\r", "\n")
+              .split("\n"))
+    for number, line in enumerate(pieces, start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):

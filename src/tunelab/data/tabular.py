@@ -108,6 +108,9 @@ def _arrow_batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     return stream.schema, iter(stream)
 
 
+_ROW_FILES = (".parquet", ".arrow", ".feather", ".jsonl", ".csv", ".tsv")  # what a data folder must not mix
+
+
 def folder_files(path: Path) -> list[Path]:
     """The data files of a Hugging Face `datasets` folder (`save_to_disk`: the Arrow files named in state.json) or of
     a folder of Parquet or Arrow files (in name order)."""
@@ -120,6 +123,11 @@ def folder_files(path: Path) -> list[Path]:
         files = [path / f["filename"] for f in json.loads(state.read_text(encoding="utf-8")).get("_data_files", [])]
     else:
         files = sorted(path.glob("*.parquet")) or sorted(path.glob("*.arrow"))
+        others = sorted({p.suffix for p in path.iterdir() if p.suffix in _ROW_FILES and not p.name.startswith(".")}
+                        - {files[0].suffix if files else ""})
+        if files and others:  # read one kind, the rest would be silently left out
+            raise DataError(str(path), None, None, f"a folder of {files[0].suffix} files that also holds "
+                            f"{', '.join(others)} files: keep one format per folder, or name the file")
     if not files:
         raise DataError(str(path), None, None, "a folder without data: expected a datasets save_to_disk folder or "
                         ".parquet / .arrow files")
