@@ -450,3 +450,15 @@ def test_a_lone_carriage_return_ends_a_line(tmp_path: Path) -> None:
                                                                    (4, "okay I guess")]
     corpus = write(tmp_path / "corpus.txt", "para one\rstill one\r\rpara two\r")
     assert [(r.line, r.data["text"]) for r in iter_txt(corpus)] == [(1, "para one\nstill one"), (4, "para two")]
+
+
+def test_one_json_object_over_several_lines_is_one_row(tmp_path: Path) -> None:
+    """A pretty-printed object is a row (not JSON lines whose first line is `{`); a SQuAD file with no articles has
+    no rows; a JSON-lines file with a broken first line is still named at that line."""
+    pretty = write(tmp_path / "one.json", '{\n  "text": "good film",\n  "label": "pos"\n}\n')
+    assert [(r.line, r.data) for r in read_table(pretty).records] == [(1, {"text": "good film", "label": "pos"})]
+    with pytest.raises(DataError, match=r"squad.json: empty file: no data rows"):
+        read_table(write(tmp_path / "squad.json", '{"version": "1.1",\n "data": []}\n'))
+    broken = write(tmp_path / "lines.json", '{"text": "good", "label": \n{"text": "bad", "label": "neg"}\n')
+    with pytest.raises(DataError, match=r"lines.json:1: json: invalid JSON"):
+        read_table(broken)

@@ -40,9 +40,17 @@ def _decode(path: Path) -> str:
 
 
 def _read_json(path: Path) -> list[Record]:
-    if json_shape(path) == "squad":  # one object holding SQuAD articles in `data`: one record per question
+    shape = json_shape(path)
+    if shape == "squad":  # one object holding SQuAD articles in `data`: one record per question
         return list(iter_squad(path))
     text = _decode(path)
+    if shape == "object":  # one object, pretty-printed over several lines: one row (an empty SQuAD `data`: none)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None  # not one object: read as JSON lines, whose reader names the first bad line
+        if isinstance(obj, dict):
+            return [] if obj.get("data") == [] else [Record(str(path), 1, obj)]
     if not text.lstrip().startswith("["):
         return read_jsonl(path)  # a .json file with one object per line
     try:
