@@ -245,6 +245,10 @@ def test_find_checkpoint_ignores_partial_and_temp_dirs(tmp_path: Path) -> None:
         ckpt.find_checkpoint(str(root / "step-00000008"), tmp_path)
     with pytest.raises(TunelabError, match="no complete checkpoint"):
         ckpt.find_checkpoint("auto", tmp_path / "elsewhere")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "metrics.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(TunelabError, match="finished and kept no checkpoint .* nothing to resume"):
+        ckpt.find_checkpoint("auto", tmp_path / "done")
 
 
 def test_truncate_metrics_keeps_up_to_the_checkpoint(tmp_path: Path) -> None:

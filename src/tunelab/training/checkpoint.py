@@ -160,6 +160,9 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path:
             print(f"resume: skipped {candidate}: {why}", file=sys.stderr)
         if found:
             break
+    if resume == "auto" and (path / "metrics.json").is_file():
+        raise TunelabError(f"--resume: the run in {path} finished and kept no checkpoint (train.save_steps); there is "
+                           "nothing to resume (to train longer, start a new run from its model: --set model=RUN/model)")
     if resume == "auto":
         raise TunelabError(f"--resume: no complete checkpoint in {path / 'checkpoints'} "
                            "(set output_dir to the interrupted run's directory)")
