@@ -185,13 +185,7 @@ def test_unknown_model_alias_lists_aliases(tmp_path: Path) -> None:
 
 
 def test_model_names_that_pass(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
-    assert cfg_of(f"model={tmp_path}").model == str(tmp_path)  # an existing model directory
-    (tmp_path / "run" / "model").mkdir(parents=True)
-    (tmp_path / "run" / "model" / "config.json").write_text("{}", encoding="utf-8")
-    assert config_error(f"model={tmp_path / 'run'}") == (f"config: model: {tmp_path / 'run'} is a directory without a "
-                                                          f"model (no config.json); a run's tuned model is "
-                                                          f"{tmp_path / 'run' / 'model'}")
+    assert cfg_of(f"model={tmp_path}").model == str(tmp_path)  # an existing directory
     assert cfg_of("model=someorg/some-model").model == "someorg/some-model"  # a hub id (not fetched)
 
 

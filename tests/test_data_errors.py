@@ -154,11 +154,9 @@ def test_data_error(
 
 
 def test_data_is_checked_before_the_model_loads(tmp_path: Path) -> None:
-    """A directory with an empty config.json passes the config's model check but cannot be loaded: the data error
-    wins."""
+    """An empty directory passes the config's model check but cannot be loaded: the data error wins."""
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
-    (not_a_model / "config.json").write_text("{}", encoding="utf-8")
     bad = write(tmp_path / "train.jsonl", GOOD + '{"text": "no label"}\n')
     res = train_cli(not_a_model, tmp_path / "run", bad)
     assert_one_line_error(res, f"{where(bad, 3, 'label')}missing field")

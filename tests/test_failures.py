@@ -90,7 +90,9 @@ def test_broken_model_directories_and_output_paths_are_one_line(tiny_bert: Path,
     _one_line([*augment, str(tmp_path)], f"{tmp_path}: is a directory; name a file to write")
     _one_line([*augment, str(tmp_path / "afile" / "x.jsonl")], "x.jsonl: cannot be written: part of")
     _one_line([*augment, "/proc/x.jsonl"], "/proc/x.jsonl: cannot be written (")
-    _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "afile' is not a known alias")
+    _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "--model: cannot load")
+    _one_line(["data", "check", str(rows), "--model", "nosuchmodel"], "--model: cannot load nosuchmodel: not a known "
+              "alias")  # at once: no hub lookup (and its retries) for a name that cannot be a hub id
     _one_line(["data", "check", str(rows), "--set", "data.nosuch=1"], "config: data.nosuch: unknown key")
 
 

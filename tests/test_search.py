@@ -176,8 +176,14 @@ def test_tune_bad_space_is_one_line(space: dict, message: str, tiny_bert: Path,
     path = _config(tmp_path, tiny_bert, sentiment_files, {"space": space})
     res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
     assert res.exit_code == 2, res.output
-    assert res.output.strip().splitlines() == [f"error: {message}"]
+    if message.startswith(("config: search.space.train.lr: log", "config: search.space: output_dir")):
+        message = message.replace("config:", f"{path}:{_line_of(path, 'train.lr' if 'lr' in message else 'space')}:")
+    assert res.output.strip().splitlines() == [f"error: {message}"]  # the schema's errors name the file and line
     assert not (tmp_path / "out" / "tune").exists()  # checked before any study or trial
+
+
+def _line_of(path: Path, key: str) -> int:
+    return next(n for n, row in enumerate(path.read_text().splitlines(), 1) if row.strip().startswith(f"{key}:"))
 
 
 def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: tuple[Path, Path],

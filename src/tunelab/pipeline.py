@@ -29,6 +29,7 @@ from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
+from tunelab.models.aliases import not_a_model_hint
 from tunelab.models.positions import check_positions, learned_position_limit
 from tunelab.models.segments import seed_untrained_segments
 from tunelab.models.student import STUDENT_LAYERS
@@ -102,7 +103,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     try:
         model, tokenizer = task.build_model(student.name if student else resolve_model(cfg.model), splits["train"])
     except (OSError, ValueError) as e:  # transformers: a hub id unreachable offline, no weights, an unknown type
-        raise ConfigError(f"config: model: cannot load {cfg.model}: {first_line(e)}") from None
+        raise ConfigError(f"config: model: cannot load {cfg.model}: {first_line(e)}{not_a_model_hint(cfg.model)}") \
+            from None
     finally:
         if student is not None:
             student.cleanup()
@@ -176,9 +178,13 @@ def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
         return False
 
 
-# what a resumed run may change: how long it trains, how often it saves, logs and evaluates, where it reports
-RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.max_steps", "train.save_steps", "train.save_total_limit",
-                     "train.log_steps", "train.eval_steps", "train.report", "train.early_stopping", "tracking")
+# what a resumed run may change: how long it trains, how often it saves, logs and evaluates (and on what batch size
+# and test file), which checkpoint it keeps as best, where it reports, its feature cache and passes' size (memory)
+RESUME_MAY_CHANGE = ("output_dir", "search", "data.test", "data.cache", "data.cache_limit_gb", "train.epochs",
+                     "train.max_steps", "train.save_steps", "train.save_total_limit", "train.log_steps",
+                     "train.eval_steps", "train.eval_batch_size", "train.micro_batch_tokens", "train.report",
+                     "train.report_to", "train.baseline_eval", "train.early_stopping", "train.best_metric",
+                     "train.select_best")
 
 
 def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
@@ -191,7 +197,7 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
         return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
     old, new = _flat(saved.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
     for key in sorted(old.keys() | new.keys()):
-        if old.get(key) != new.get(key) and not key.startswith(RESUME_MAY_CHANGE):
+        if old.get(key) != new.get(key) and not any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE):
             raise ConfigError(f"config: {key}: {new.get(key)!r} where the run being resumed has {old.get(key)!r} "
                               f"({out / 'config.yaml'}); resume with its settings, or start a new output_dir")
 

@@ -200,7 +200,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            if isinstance(key, str) and key in seen:
+            if not isinstance(key, str):
+                continue  # (an unhashable key is the base loader's one-line error)
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (YAML keeps only the last)",
                                                         key_node.start_mark)
             seen.add(key)

@@ -69,20 +69,12 @@ ALIASES: dict[str, Alias] = {
 }
 
 
-def check_model_name(name: str, field: str = "config: model") -> None:
-    """Fail fast (before anything is loaded) on a name that cannot be a model: not an alias, an existing directory
-    or a hub id, or a directory with no config.json (a run's directory: its model is RUN/model)."""
-    local = Path(name).expanduser()
-    if local.is_dir():
-        if (local / "config.json").is_file():
-            return
-        run = (local / "model" / "config.json").is_file()
-        raise ConfigError(f"{field}: {name} is a directory without a model (no config.json)"
-                          + (f"; a run's tuned model is {Path(name) / 'model'}" if run else ""))
-    if name in ALIASES or _HUB_ID.match(name):
+def check_model_name(name: str) -> None:
+    """Fail fast (before anything is loaded) on a name that cannot be a model."""
+    if name in ALIASES or Path(name).expanduser().is_dir() or _HUB_ID.match(name):
         return
     raise ConfigError(
-        f"{field}: {name!r} is not a known alias ({', '.join(ALIASES)}), an existing local "
+        f"config: model: {name!r} is not a known alias ({', '.join(ALIASES)}), an existing local "
         "directory, or a hub id of the form org/name"
     )
 
@@ -96,6 +88,12 @@ def model_dir_of(path: str | Path) -> Path:
     return path / "model" if not (path / META_FILE).is_file() and (path / "model" / META_FILE).is_file() else path
 
 
+def not_a_model_hint(name: str) -> str:
+    """What to say after "cannot load NAME" when NAME is a run's directory (its model is RUN/model)."""
+    run = Path(name).expanduser()
+    return f"; a run's tuned model is {run / 'model'}" if (run / "model" / "config.json").is_file() else ""
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
 
@@ -103,11 +101,13 @@ def cache_dir() -> Path:
 def load_named(option: str, name: str, load: Callable[[str], T]) -> T:
     """`load(resolve_model(name))` for a model a command names (`--model`), or one line (ConfigError) when it cannot
     be loaded (a hub id offline, a directory without the files)."""
-    check_model_name(name, option)
+    if not (name in ALIASES or Path(name).expanduser().exists() or _HUB_ID.match(name)):  # never a hub lookup
+        raise ConfigError(f"{option}: cannot load {name}: not a known alias ({', '.join(ALIASES)}), an existing "
+                          "local directory, or a hub id of the form org/name")
     try:
         return load(resolve_model(name))
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{option}: cannot load {name}: {first_line(e)}") from None
+        raise ConfigError(f"{option}: cannot load {name}: {first_line(e)}{not_a_model_hint(name)}") from None
 
 
 def resolve_model(name: str) -> str:

@@ -26,8 +26,8 @@ import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.io import write_text_atomic
-from tunelab.training.checkpoint import discard_after, newest_intact, read_trainer_state, truncate_metrics
-from tunelab.training.layout import LOCK, REPLACED, RUN_FILES, STUDY_FILES
+from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
+from tunelab.training.layout import LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
 
 
 def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,
@@ -57,7 +57,7 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
         if not isinstance(old, dict) or not same_config(old):
             what = "a run of another config" if old is not None else "files of a run without its config.yaml"
         elif not (out / "metrics.json").is_file():
-            if newest_intact(out / "checkpoints") is None:
+            if not list_checkpoints(out / "checkpoints"):
                 return  # it stopped before its first checkpoint (or failed before training): nothing to resume
             what = "an unfinished run of this config (--resume continues it)"
         else:
@@ -119,21 +119,20 @@ class RunDirLock:
 
 
 def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None) -> None:
-    """The first writes of a run, once it is sure to start: move the old run it replaces (a finished run of the same
-    config, or any with --overwrite: its checkpoints must not mix with the new ones) aside into OUTPUT_DIR/.replaced,
-    which `finish_run_dir` deletes once the new run has finished (an interrupted or failed run leaves the old results
-    there); then config.yaml and the log."""
+    """The first writes of a run, once it is sure to start: clear the old run it replaces (a finished run of the same
+    config, or any with --overwrite: its checkpoints must not mix with the new ones) — a finished one is moved aside
+    into OUTPUT_DIR/.replaced, which `finish_run_dir` deletes once the new run has finished (an interrupted or failed
+    run leaves the old results there); then config.yaml and the log."""
     if resume_from is None:
         present = [out / name for name in sorted(RUN_FILES) if (out / name).exists() or (out / name).is_symlink()]
-        backup = out / REPLACED
-        keep_backup = backup.is_dir() and not (out / "metrics.json").is_file()  # it holds the last finished run
-        for path in present if keep_backup else ():
-            _remove(path)
-        if present and not keep_backup:
-            _remove(backup)
-            backup.mkdir()
+        if (out / "metrics.json").is_file():  # a finished run: aside until this one finishes (a rename, no copy)
+            _remove(out / REPLACED)
+            (out / REPLACED).mkdir()
             for path in present:
-                path.rename(backup / path.name)
+                path.rename(out / REPLACED / path.name)
+        else:  # an unfinished or failed run's files (a finished run replaced before may still wait in .replaced)
+            for path in present:
+                _remove(path)
     write_text_atomic(out / "config.yaml", config_yaml)
     if resume_from is None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -145,7 +144,7 @@ def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None) -> None
 
 def finish_run_dir(out: Path) -> None:
     """A run has finished: the run it replaced (OUTPUT_DIR/.replaced) is no longer needed."""
-    _remove(out / REPLACED)
+    shutil.rmtree(out / REPLACED, ignore_errors=True)
 
 
 def replaced_note(out: Path) -> str:
