@@ -85,6 +85,11 @@ def test_unknown_key_names_full_path(sets: list[str], dotted: str, tmp_path: Pat
     assert config_error(f"{dotted}=1", path=path, base=False) == f"config: {dotted}: unknown key"  # --set: no line
 
 
+def test_an_unhashable_yaml_key_is_one_line(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "run.yaml", "task: classification\n[a, b]: 1\n")
+    assert "invalid YAML: found unhashable key" in config_error(path=path, base=False)
+
+
 def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path: Path) -> None:
     path = write_yaml(tmp_path / "run.yaml", "task: classification\nmodel: minilm\ntrain:\n  lr: 1.0e-4\n"
                                              "  epochs: 2\ntrain:\n  batch_size: 8\n")
