@@ -1,10 +1,11 @@
 """GGUF in llama.cpp: a SmolLM2 SFT run exported with `tunelab export RUN --format gguf` (f16 and q8_0), loaded by
 llama.cpp (the llama-cpp-python binding) and compared with the tuned model in transformers, all in this one
-process, 2 threads.
+process, 2 threads. (Named gguf_readback.py, not gguf.py: the scripts put this folder first on sys.path, where a
+gguf.py would shadow the `gguf` package that transformers reads GGUF models with.)
 
-    python benchmarks/gguf.py                  # trains runs/bench-gguf once (alpaca-smollm2-lora.yaml, 25 steps)
-    python benchmarks/gguf.py --rows 20
-    python benchmarks/gguf.py --config examples/configs/tatoeba-en-zh-gemma3.yaml   # Gemma-3 (make gemma)
+    python benchmarks/gguf_readback.py                  # trains runs/bench-gguf once (alpaca-smollm2-lora.yaml, 25 steps)
+    python benchmarks/gguf_readback.py --rows 20
+    python benchmarks/gguf_readback.py --config examples/configs/tatoeba-en-zh-gemma3.yaml   # Gemma-3 (make gemma)
 
 Rows: transformers fp32 eager (the tuned model, RUN/model) and bf16 autocast where the CPU has native bf16 (the
 peer at its best precision), then llama.cpp on each GGUF file. Parity: next-token logits at the reply positions of
