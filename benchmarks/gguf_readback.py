@@ -3,7 +3,7 @@ llama.cpp (the llama-cpp-python binding) and compared with the tuned model in tr
 process, 2 threads. (Named gguf_readback.py, not gguf.py: the scripts put this folder first on sys.path, where a
 gguf.py would shadow the `gguf` package that transformers reads GGUF models with.)
 
-    python benchmarks/gguf_readback.py                  # trains runs/bench-gguf once (alpaca-smollm2-lora.yaml, 25 steps)
+    python benchmarks/gguf_readback.py             # trains runs/bench-gguf once (alpaca-smollm2-lora.yaml, 25 steps)
     python benchmarks/gguf_readback.py --rows 20
     python benchmarks/gguf_readback.py --config examples/configs/tatoeba-en-zh-gemma3.yaml   # Gemma-3 (make gemma)
 
