@@ -117,9 +117,9 @@ ERRORS = [
     ("csv-duplicate-column", "train.csv", "text,label,text\na,pos,b\n", 1, "text", "duplicate column"),
     ("csv-empty-text-cell", "train.csv", "text,label\ngood,pos\n,neg\n", 3, "text", "empty text"),
     ("tsv-missing-label-cell", "train.tsv", "text\tlabel\ngood\tpos\nbad\n", 3, "row", "expected 2 fields"),
-    # a quote opened at a field's start and closed by a stray quote rows later: not three rows merged into one
-    ("tsv-quote-closed-rows-later", "train.tsv", 'text\tlabel\ngood\tpos\n"Hmm, not sure\tneg\nfine\tpos\n'
-     'a 12" pizza\tneg\n', 3, "csv", "'\\t' expected after '\"'"),
+    # a CSV quote opened at a field's start and closed by a stray quote rows later: not rows merged into one
+    ("csv-quote-closed-rows-later", "train.csv", 'text,label\ngood,pos\n"Hmm not sure,neg\nfine,pos\n'
+     'a 12" pizza,neg\n', 3, "csv", "',' expected after '\"'"),
     ("csv-quote-open-to-the-end", "train.csv", 'text,label\nhello,pos\nworld,"neg\nfoo,pos\n', 3, "csv",
      "unexpected end of data (a field that starts with"),
     ("csv-text-after-a-closing-quote", "train.csv", 'text,label\n"Trust me" he said,neg\nok,pos\n', 2, "csv",
@@ -245,6 +245,17 @@ def test_a_nested_list_in_a_column_the_task_does_not_read(tmp_path: Path) -> Non
     path = write(tmp_path / "train.jsonl", '{"text": "good", "label": "pos", "meta": ["src", {"page": 1}, [2]]}\n'
                                            '{"text": "bad", "label": "neg", "meta": ["src"]}\n')
     assert texts_labels(parse(path)) == [("good", "pos"), ("bad", "neg")]
+
+
+def test_a_tsv_with_literal_quotes_keeps_them_one_row_per_line(tmp_path: Path) -> None:
+    """Quotes that do not parse as CSV quoting (GLUE / MNLI-style TSV): plain characters, one row per line — not rows
+    merged up to a stray quote, nor quotes dropped; a TSV whose quoting parses (csv.writer's) keeps it."""
+    path = write(tmp_path / "data.tsv", 'text\tlabel\n"Yes," he said.\tpos\ngood\tneg\n"Hmm, not sure\tneg\n'
+                                        'a 12" pizza\tpos\n')
+    assert texts_labels(parse(path)) == [('"Yes," he said.', "pos"), ("good", "neg"), ('"Hmm, not sure', "neg"),
+                                         ('a 12" pizza', "pos")]
+    quoted = write(tmp_path / "quoted.tsv", 'text\tlabel\n"two\nlines"\tpos\n"say ""hi"""\tneg\n')
+    assert texts_labels(parse(quoted)) == [("two\nlines", "pos"), ('say "hi"', "neg")]
 
 
 def test_tsv(tmp_path: Path) -> None:

@@ -33,11 +33,25 @@ def _csv_lines(path: Path) -> Iterator[str]:
         raise DataError(str(path), None, "bytes", f"not valid UTF-8 ({exc.reason})") from None
 
 
+def _quotes_parse(path: Path, delimiter: str) -> bool:
+    """Whether the whole file reads under strict CSV quoting (a pass through it at the csv module's C speed)."""
+    try:
+        for _ in csv.reader(_csv_lines(path), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error:
+        return False
+    return True
+
+
 def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Record]]:
     """(the header, the rows one at a time): a large CSV is never held whole, nor all its rows (data/load.py).
     Strict quoting: a quote left open (to the file's end, or closed by a stray quote rows later) or text after a
-    closing quote is an error naming the line the field starts on — never rows silently merged or quotes dropped."""
-    reader = csv.reader(_csv_lines(path), delimiter=delimiter, strict=True)
+    closing quote is an error naming the line the field starts on — never rows silently merged or quotes dropped.
+    A TSV whose quotes do not parse that way (`"Yes," he said.<TAB>entailment`, as GLUE / MNLI files hold them) is
+    read with its quotes as plain characters, one row per line, as TSV has no quoting (one more pass to find out)."""
+    literal = delimiter == "\t" and not _quotes_parse(path, delimiter)
+    reader = csv.reader(_csv_lines(path), delimiter=delimiter, strict=True,
+                        quoting=csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL)
     start = 1
 
     def rows() -> Iterator[tuple[int, list[str]]]:
