@@ -93,8 +93,10 @@ def test_user_files_and_unfinished_runs_are_not_clobbered(tiny_bert: Path, tmp_p
     study = tmp_path / "study"  # what baseline / curve put into a run's output_dir is not in the way
     study.mkdir()
     (study / "baselines.json").write_text("{}", encoding="utf-8")
+    (study / "eval.json").write_text("{}", encoding="utf-8")  # `tunelab eval RUN/model > RUN/eval.json` (make demo)
     assert runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, study)]).exit_code == 0
-    assert (study / "baselines.json").read_text() == "{}"
+    assert runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, study)]).exit_code == 0  # again: replaces it
+    assert (study / "baselines.json").read_text() == "{}" and (study / "eval.json").read_text() == "{}"
 
 
 def test_a_second_run_into_a_busy_directory_is_refused(tiny_bert: Path, tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_sum
                        "checkpoints", "model", "adapter", "merged", "predictions", "report.html", "tensorboard",
                        "mlflow.db", "wandb"})
 # what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
-STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports"})  # hidden files (the lock) are skipped
+# (eval.json: `tunelab eval RUN/model > RUN/eval.json`, as `make demo` writes it); hidden files (the lock) are skipped
+STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports", "eval.json"})
 REPLACED = ".replaced"  # the finished run a new run replaces, until the new one finishes (training/run_dir.py)
 STEP_DIR = re.compile(r"step-(\d+)")
 FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")
