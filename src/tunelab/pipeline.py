@@ -14,7 +14,7 @@ import torch
 import yaml
 from accelerate import PartialState
 
-from tunelab.config.run import RunConfig, build_config, config_to_yaml
+from tunelab.config.run import RunConfig, build_config, config_to_yaml, flat_fields, within
 from tunelab.data.load import load_splits, load_unlabeled
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
@@ -195,18 +195,11 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
         saved = resolved(build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}))
     except (OSError, yaml.YAMLError, TunelabError):
         return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
-    old, new = _flat(saved.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
+    old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
     for key in sorted(old.keys() | new.keys()):
-        if old.get(key) != new.get(key) and not any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE):
+        if old.get(key) != new.get(key) and not any(within(key, k) for k in RESUME_MAY_CHANGE):
             raise ConfigError(f"config: {key}: {new.get(key)!r} where the run being resumed has {old.get(key)!r} "
                               f"({out / 'config.yaml'}); resume with its settings, or start a new output_dir")
-
-
-def _flat(tree: Any, path: str = "") -> dict[str, Any]:
-    """{"train.lr": 1e-4, ...}: the leaves of a nested dict by their dotted paths."""
-    if not isinstance(tree, dict) or not tree:
-        return {path: tree}
-    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{path}.{key}" if path else key).items()}
 
 
 def longest_input(features: dict[str, Sequence[dict[str, Any]]], longest_train: int = 0) -> int:

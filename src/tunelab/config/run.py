@@ -221,7 +221,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return build_config(data)
     except ConfigError as exc:
         field = re.match(r"config: ([\w.\[\]-]+):", str(exc))
-        if path is None or field is None or any(_nested(field[1], k) or _nested(k, field[1]) for k in overridden):
+        if path is None or field is None or any(within(field[1], k) or within(k, field[1]) for k in overridden):
             raise
         known = _key_lines(Path(path))
         line = known.get(_longest_known(field[1], known))
@@ -249,9 +249,21 @@ def _key_lines(path: Path) -> dict[str, int]:
     return lines
 
 
-def _nested(inner: str, outer: str) -> bool:
-    """`train.lr` is `train.lr` or within `train`."""
+def within(inner: str, outer: str) -> bool:
+    """Whether dotted field `inner` is `outer` or inside it (`train.lr` is within `train`)."""
     return inner == outer or inner.startswith(outer + ".")
+
+
+def flat_fields(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as its leaves by dotted path: {"train": {"lr": 5e-5}} → {"train.lr": 5e-5} (an empty section
+    has no leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_fields(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _longest_known(field: str, known: dict[str, int]) -> str:

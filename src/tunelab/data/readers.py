@@ -70,10 +70,15 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     files) ends a line as "\n" and "\r\n" do."""
     number = 0
     for _, line in decoded_lines(path):
-        body = line[:-1] if line.endswith("\n") else line
-        for piece in (body[:-1] if body.endswith("\r") else body).split("\r"):
+        for piece in _pieces(line):
             number += 1
             yield number, piece
+
+
+def _pieces(line: str) -> list[str]:
+    """A line as read up to "\n" (with its end or without), cut at each lone "\r" (old Mac files end lines with it)."""
+    body = line[:-1] if line.endswith("\n") else line
+    return (body[:-1] if body.endswith("\r") else body).split("\r")
 
 
 def iter_conll(path: Path) -> Iterator[Record]:
@@ -246,9 +251,7 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
     with `{` is a JSON object (JSONL), any other line the text of `field`. A lone "\r" (old Mac files) ends a line
     as "\n" and "\r\n" do."""
     records = []
-    pieces = (piece for raw in lines for piece in raw.rstrip("\r\n").replace("\r\n", "\n").replace("\r", "\n")
-              .split("\n"))
-    for number, line in enumerate(pieces, start=1):
+    for number, line in enumerate((piece for raw in lines for piece in _pieces(raw)), start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import yaml
 from accelerate.tracking import TensorBoardTracker, WandBTracker
 
+from tunelab.config.run import flat_fields
+
 
 class Tracker(Protocol):
     def log(self, row: dict[str, Any]) -> None: ...
@@ -30,16 +32,9 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat(tree: dict[str, Any]) -> dict[str, Any]:
     """Nested config → {"train.lr": 5e-5, ...}; lists and None as text."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value if isinstance(value, int | float | str | bool) else str(value)
-    return out
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat_fields(tree).items()}
 
 
 def _numbers(row: dict[str, Any]) -> dict[str, float]:
