@@ -14,7 +14,8 @@ import torch
 import yaml
 from accelerate import PartialState
 
-from tunelab.config.run import RunConfig, build_config, config_to_yaml, flat_fields, within
+from tunelab.config.fields import flat_fields, within
+from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport

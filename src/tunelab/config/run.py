@@ -19,6 +19,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
+from tunelab.config.fields import within
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError
@@ -247,23 +248,6 @@ def _key_lines(path: Path) -> dict[str, int]:
     if root is not None:
         walk(root, "")
     return lines
-
-
-def within(inner: str, outer: str) -> bool:
-    """Whether dotted field `inner` is `outer` or inside it (`train.lr` is within `train`)."""
-    return inner == outer or inner.startswith(outer + ".")
-
-
-def flat_fields(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as its leaves by dotted path: {"train": {"lr": 5e-5}} → {"train.lr": 5e-5} (an empty section
-    has no leaves)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat_fields(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _longest_known(field: str, known: dict[str, int]) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import yaml
 from accelerate.tracking import TensorBoardTracker, WandBTracker
 
-from tunelab.config.run import flat_fields
+from tunelab.config.fields import flat_fields
 
 
 class Tracker(Protocol):

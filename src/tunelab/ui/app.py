@@ -26,6 +26,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from tunelab.config.fields import flat_fields
 from tunelab.errors import TunelabError
 from tunelab.registry import METHODS, TASKS
 from tunelab.ui import jobs
@@ -176,7 +177,7 @@ class UI:
         diff: list[tuple[str, str, str]] = []
         chart = ""
         if len(pair) == 2:
-            flat = [_flat(_yaml(v.path / "config.yaml")) for v in pair]
+            flat = [flat_fields(_yaml(v.path / "config.yaml")) for v in pair]
             keys = sorted(set(flat[0]) | set(flat[1]))
             diff = [(k, str(flat[0].get(k, "")), str(flat[1].get(k, ""))) for k in keys
                     if flat[0].get(k) != flat[1].get(k) and k != "output_dir"]
@@ -250,15 +251,6 @@ def _yaml(path: Path) -> dict[str, Any]:
         return {}
     return data if isinstance(data, dict) else {}
 
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 ROUTES = [("GET", "/", "index"), ("GET", "/api/runs", "api_runs"), ("GET", "/runs/{name}", "run_page"),
