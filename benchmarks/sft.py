@@ -1,8 +1,9 @@
 """TRL SFTTrainer (packing, completion-only loss) vs tunelab `task: sft`: the same alpaca_en rows, SmolLM2-135M,
 LoRA r 16 / alpha 32 / dropout 0.05 on all linear layers, max_length 512, batch 8, lr 2e-4, warmup 3 %, one
-epoch, the same seed and precision (bf16 autocast only where the CPU runs bf16 natively).
+epoch, the same seed and precision (bf16 autocast only where the CPU runs bf16 natively). Trainers: trl, tunelab,
+tunelab_packed, tunelab_peft_forward (tunelab with train.fast_lora off: peft's own LoRA forward).
 
-    python benchmarks/sft.py [--rows 300] [--val-rows 100] [--max-steps 0] [--only trl,tunelab,tunelab_packed]
+    python benchmarks/sft.py [--rows 300] [--val-rows 100] [--max-steps 0] [--only trl,tunelab,...] [--name NAME]
     python benchmarks/sft.py --rows 16 --val-rows 8 --max-steps 2          # smoke run
     python benchmarks/sft.py --only tunelab_packed --seed 1                # sft-seed1-tunelab_packed.json
 
@@ -41,7 +42,7 @@ from common import SHARED, print_table, read_jsonl, write_json  # noqa: E402
 
 MAX_LEN, BS, LR, EPOCHS, WARMUP, SEED = 512, 8, 2e-4, 1, 0.03, 42
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
-TRAINERS = ("trl", "tunelab", "tunelab_packed")
+TRAINERS = ("trl", "tunelab", "tunelab_packed", "tunelab_peft_forward")  # the last: train.fast_lora off
 
 
 def peak_rss_gb() -> float:
@@ -93,12 +94,13 @@ def run_trl(work: Path, max_steps: int, model_dir: str) -> dict[str, Any]:
             "model": str(work / "trl" / "adapter"), "adapter_of": model_dir}
 
 
-def run_tunelab(work: Path, max_steps: int, packing: bool, name: str) -> dict[str, Any]:
+def run_tunelab(work: Path, max_steps: int, packing: bool, name: str, fast_lora: bool = True) -> dict[str, Any]:
     from tunelab.config.run import build_config
     from tunelab.pipeline import run
 
     train: dict[str, Any] = {"epochs": EPOCHS, "batch_size": BS, "lr": LR, "warmup": WARMUP, "seed": SEED,
-                             "weight_decay": 0.0, "max_grad_norm": 1.0, "save_steps": 0, "log_steps": 10}
+                             "weight_decay": 0.0, "max_grad_norm": 1.0, "save_steps": 0, "log_steps": 10,
+                             "fast_lora": fast_lora}
     if max_steps:
         train["max_steps"] = max_steps
     cfg = build_config({
@@ -157,7 +159,8 @@ def child(args: argparse.Namespace) -> None:
     elif args.child == "eval":
         result = evaluate_models(work, json.loads((work / "runs.json").read_text()), model_dir)
     else:
-        result = run_tunelab(work, args.max_steps, args.child == "tunelab_packed", args.child)
+        result = run_tunelab(work, args.max_steps, args.child == "tunelab_packed", args.child,
+                             fast_lora=args.child != "tunelab_peft_forward")
     if args.child != "eval":
         result.update(peak_rss_gb=round(peak_rss_gb(), 2), process_s=round(time.perf_counter() - t0, 1),
                       precision=precision())
@@ -181,6 +184,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=0, help="stop each trainer after N optimizer steps (0: 1 epoch)")
     ap.add_argument("--only", default=",".join(TRAINERS))
     ap.add_argument("--seed", type=int, default=SEED, help="seed of both trainers (LoRA init, data order, dropout)")
+    ap.add_argument("--name", help="the JSON's name in benchmarks/results (default: sft, or sft-seedN-...)")
     ap.add_argument("--child", choices=[*TRAINERS, "eval"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -220,7 +224,7 @@ def main() -> None:
     print_table(table, ["trainer", "wall_s", "steps", "real_tok_per_s", "val_loss", "peak_rss_gb", "precision",
                         "speedup_vs_trl", "rss_vs_trl"])
     smoke = bool(args.max_steps) or args.rows < 300  # a smoke run does not overwrite the real result
-    name = "sft-smoke" if smoke else "sft" if SEED == 42 else f"sft-seed{SEED}-{'+'.join(names)}"
+    name = args.name or ("sft-smoke" if smoke else "sft" if SEED == 42 else f"sft-seed{SEED}-{'+'.join(names)}")
     path = write_json(name, {
         "rows": args.rows, "val_rows": args.val_rows, "max_steps": args.max_steps,
         "settings": {"max_length": MAX_LEN, "batch_size": BS, "lr": LR, "epochs": EPOCHS, "warmup": WARMUP,

@@ -224,6 +224,11 @@ class TrainConfig(Section):
         True, description="Train with tunelab.training.dropout.FastDropout in place of every nn.Dropout module (LoRA's "
         "too): the same dropout from 16-bit draws (p exact to 1/131072) with a bool mask, ~4x less time and memory."
     )
+    fast_lora: bool = Field(
+        True, description="Train peft LoRA linear layers with tunelab.training.lora_forward: the same sum as peft's "
+        "forward with fewer element-wise passes (no float32 round trip of the input, dropout scale and LoRA scaling "
+        "on the rank-r intermediate, the adapter added inside its matmul); DoRA, QLoRA, FSDP and DeepSpeed keep peft's."
+    )
     short_row_attention: bool = Field(
         True, description="On the CPU, a model that runs sdpa attention computes rows of at most 256 tokens by "
         "matmul-softmax-matmul (tunelab.training.attention) instead of the flash kernel: the same function, 10-20 % "

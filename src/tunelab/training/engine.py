@@ -2,13 +2,12 @@
 (device placement, DDP/FSDP/DeepSpeed via `accelerate launch`, mixed precision), measured faster
 on a 2-core CPU than `transformers.Trainer` for the same work (benchmarks/classification.py).
 
-Why it is fast: examples are tokenised once and batched by similar length (little padding); the
-collate is a few tensor copies; AdamW runs as one fused kernel; per optimizer step the only host sync
-is one finiteness check of the loss (and of the gradient norm when clipping).
-
-Resumable: the batch order of an epoch is a function of seed + epoch only, and a checkpoint holds the
-`LoopState` (step, epoch, batches consumed), so a resume skips exactly the consumed batches and continues
-with the same weights, optimizer, schedule and RNG states (checkpoint.py).
+Why it is fast: examples are tokenised once and batched by similar length (little padding); AdamW is one fused
+kernel; one host sync per step (the loss's finiteness); dropout, short-row attention, LoRA's forward and the word
+embedding's gradient have leaner kernels (training/dropout.py, attention.py, lora_forward.py, sparse_rows.py).
+Resumable: the batch order of an epoch is a function of seed + epoch only, and a checkpoint holds the `LoopState`
+(step, epoch, batches consumed), so a resume skips exactly the consumed batches and continues with the same weights,
+optimizer, schedule and RNG states (checkpoint.py).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from tunelab.training.attention import restore_attention, use_short_row_attentio
 from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, plan_steps, rows, split_batch
 from tunelab.training.dropout import use_fast_dropout
 from tunelab.training.early_stopping import MetricTracker
+from tunelab.training.lora_forward import restore_lora, use_fast_lora
 from tunelab.training.memory import keep_freed_memory
 from tunelab.training.optim import check_finite, l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.training.progress import TrainProgress
@@ -151,6 +151,7 @@ class Loop:
             **extra,
         )
         self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
+        self.lora = use_fast_lora(model) if cfg.fast_lora and self.strategy == "ddp" else []
         self.features, self.collate, self.cfg = features, collate, cfg
         self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
         self.loss_units = loss_units or rows
@@ -390,6 +391,7 @@ class Loop:
             ckpt.copy_trainable(best, self.unwrapped, "the best weights")
         self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
         restore_attention(self.unwrapped, self.attention)
+        restore_lora(self.lora)
         return TrainResult(
             s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
             self.precision, s.evals, t.metric if t else None, t.best_value if t else None,
