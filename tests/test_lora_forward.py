@@ -27,6 +27,24 @@ def lora_model(tiny_llama: Path, **settings: object) -> torch.nn.Module:
     return model.train()
 
 
+def fused(model: torch.nn.Module, ids: torch.Tensor, autocast: bool = True, **kwargs: object) -> list[bool]:
+    """Per adapted layer: did its output come from this forward's addmm (else peft's own forward ran)?"""
+    seen: list[bool] = []
+
+    def hook(module: torch.nn.Module, args: object, out: torch.Tensor) -> None:
+        fn = out.grad_fn
+        seen.append(fn is not None and fn.name() == "ViewBackward0"
+                    and fn.next_functions[0][0].name() == "AddmmBackward0")
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ == "Linear"
+               and hasattr(m, "lora_A")]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        model(input_ids=ids, **kwargs)
+    for h in handles:
+        h.remove()
+    return seen
+
+
 def step(model: torch.nn.Module, autocast: bool, seed: int = 5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits and the trainable parameters' gradients of one forward + backward under a fixed dropout draw."""
     model.zero_grad()
@@ -43,8 +61,11 @@ def test_same_outputs_and_gradients_as_peft(tiny_llama: Path) -> None:
     model = lora_model(tiny_llama)
     ref_logits, ref_grads = step(model, False)
     peft_bf16 = step(model, True)
+    ids = torch.arange(12).view(1, 12) + 3
+    assert fused(model, ids) == [False] * 14
     layers = use_fast_lora(model)
     assert len(layers) == 2 * 7  # every adapted projection of the two layers
+    assert fused(model, ids) == [True] * 14
     logits, grads = step(model, False)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-6)
     assert grads.keys() == ref_grads.keys() and len(grads) == 2 * 2 * 7
@@ -65,6 +86,22 @@ def test_same_outputs_and_gradients_as_peft(tiny_llama: Path) -> None:
     torch.testing.assert_close(again, peft_bf16[0], rtol=0, atol=0)  # peft's forward back, the same draw
 
 
+@pytest.mark.parametrize("shape", [(7, 32), (2, 5, 32), (32,)])
+def test_layer_output_dtype_and_shape_as_peft(tiny_llama: Path, shape: tuple[int, ...]) -> None:
+    model = lora_model(tiny_llama).eval()
+    layer = model.base_model.model.model.layers[0].mlp.up_proj
+    x = torch.randn(shape)
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.no_grad():
+            ref = layer(x)
+            use_fast_lora(model)
+            got = layer(x)
+            restore_lora([layer])
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        torch.testing.assert_close(got.float(), ref.float(), rtol=2e-2 if autocast else 1e-5, atol=2e-2 if autocast
+                                   else 1e-6)
+
+
 def test_dropout_is_drawn_and_off_in_eval(tiny_llama: Path) -> None:
     model = lora_model(tiny_llama)
     use_fast_lora(model)
@@ -79,21 +116,55 @@ def test_dropout_is_drawn_and_off_in_eval(tiny_llama: Path) -> None:
         torch.testing.assert_close(model(input_ids=ids).logits, fast, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["dora", "merged", "two_adapters", "plain_dropout"])
-def test_layers_it_does_not_cover_keep_peft(tiny_llama: Path, case: str) -> None:
-    model = lora_model(tiny_llama, use_dora=case == "dora")
+def set_up(model: torch.nn.Module, case: str) -> dict[str, object]:
+    """Put `model` in the state `case` names; returns the forward's extra arguments."""
     if case == "merged":
         model.merge_adapter()
     if case == "two_adapters":
-        model.add_adapter("second", LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+        model.add_adapter("second", LoraConfig(r=2, lora_dropout=0.2, target_modules="all-linear",
+                                               task_type="CAUSAL_LM"))
+        for name, param in model.named_parameters():
+            if "lora_B.second" in name:
+                torch.nn.init.normal_(param, std=0.1)
+        use_fast_dropout(model)
         model.base_model.set_adapter(["default", "second"])
-    if case == "plain_dropout":  # train.fast_dropout off: torch's own dropout, scaled as peft scales it
+    if case == "plain_dropout":  # train.fast_dropout off: torch's own dropout, which peft draws in float32
         for module in model.modules():
             if type(module).__name__ == "FastDropout":
                 module.__class__ = torch.nn.Dropout
-    ref, _ = step(model, False)
-    use_fast_lora(model)
-    got, _ = step(model, False)
+    if case == "bf16_base":  # no autocast, base weights in bf16, adapters in float32
+        for name, param in model.named_parameters():
+            if "lora_" not in name:
+                param.data = param.data.to(torch.bfloat16)
+    if case == "adapter_names":
+        model.eval()
+        return {"adapter_names": ["default"]}
+    return {}
+
+
+@pytest.mark.parametrize("case", ["dora", "merged", "two_adapters", "plain_dropout", "disabled", "bias", "bf16_base",
+                                  "adapter_names"])
+def test_layers_it_does_not_cover_keep_peft(tiny_llama: Path, case: str) -> None:
+    model = lora_model(tiny_llama, use_dora=case == "dora", lora_bias=case == "bias")
+    ids = torch.arange(12).view(1, 12) + 3
+    kwargs = set_up(model, case)
+    if case == "disabled":
+        with model.disable_adapter():
+            ref, _ = step(model, False)
+            use_fast_lora(model)
+            assert not any(fused(model, ids))
+            got, _ = step(model, False)
+    elif case == "adapter_names":
+        with torch.no_grad():
+            ref = model(input_ids=ids, **kwargs).logits
+            use_fast_lora(model)
+            assert not any(fused(model, ids, **kwargs))
+            got = model(input_ids=ids, **kwargs).logits
+    else:
+        ref, _ = step(model, False)
+        use_fast_lora(model)
+        assert not any(fused(model, ids, autocast=case != "bf16_base")), case
+        got, _ = step(model, False)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
 
 

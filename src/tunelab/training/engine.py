@@ -2,9 +2,9 @@
 (device placement, DDP/FSDP/DeepSpeed via `accelerate launch`, mixed precision), measured faster
 on a 2-core CPU than `transformers.Trainer` for the same work (benchmarks/classification.py).
 
-Why it is fast: examples are tokenised once and batched by similar length (little padding); AdamW is one fused
-kernel; one host sync per step (the loss's finiteness); dropout, short-row attention, LoRA's forward and the word
-embedding's gradient have leaner kernels (training/dropout.py, attention.py, lora_forward.py, sparse_rows.py).
+Why it is fast: examples tokenised once, batched by similar length (little padding); one fused AdamW; host syncs
+only for finiteness (loss; gradient norm when clipping); leaner kernels for dropout, short-row attention, LoRA's
+forward, the word embedding's gradient (training/dropout.py, attention.py, lora_forward.py, sparse_rows.py).
 Resumable: the batch order of an epoch is a function of seed + epoch only, and a checkpoint holds the `LoopState`
 (step, epoch, batches consumed), so a resume skips exactly the consumed batches and continues with the same weights,
 optimizer, schedule and RNG states (checkpoint.py).
@@ -118,7 +118,8 @@ def train(
         if resume_from is not None:
             loop.resume(resume_from)
         return loop.run()
-    finally:  # the word embedding back to dense gradients, after an error too
+    finally:  # the word embedding back to dense gradients, peft's LoRA forward back: after an error too
+        restore_lora(loop.lora)
         if loop.embedding is not None:
             loop.embedding.sparse = False
 
@@ -391,7 +392,6 @@ class Loop:
             ckpt.copy_trainable(best, self.unwrapped, "the best weights")
         self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
         restore_attention(self.unwrapped, self.attention)
-        restore_lora(self.lora)
         return TrainResult(
             s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
             self.precision, s.evals, t.metric if t else None, t.best_value if t else None,

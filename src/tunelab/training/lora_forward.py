@@ -1,21 +1,22 @@
 """A shorter forward for peft's LoRA linear layers while training: the same function, fewer passes over the rows.
 
 peft's `lora.Linear.forward` computes `result + lora_B(lora_A(dropout(x))) * scaling`. On a CPU under bf16 autocast
-that is, per adapted layer and pass: `x` cast to float32 (the adapter's dtype) and back to bf16 by the next matmul,
-the dropout mask applied and then scaled by 1 / (1 - p), the adapter's output (tokens x out_features) multiplied by
-`scaling`, then added to the base output — four element-wise passes over the activations, each with its backward.
-Here: `x` is cast to the autocast dtype once, for the base layer and the adapter (autocast casts a float32 input
-for each), the dropout mask is applied once (FastDropout's bool mask, its 1 / (1 - p)
-folded with `scaling` into one multiply of the rank-r intermediate, tokens x r), and the adapter's second matmul
-adds into the base output (`addmm`). The sum is the same; only the rounding of bf16 intermediates differs.
+that is, per adapted layer and pass: `x` cast to the autocast dtype by the base matmul and, separately, to float32
+(the adapter's dtype) and back to bf16 by the adapter's matmul; the dropout mask applied and then scaled by
+1 / (1 - p); the adapter's output (tokens x out_features) multiplied by `scaling` and then added to the base output:
+element-wise passes over the activations, each with its backward. Here `x` is cast once, for the base layer and
+the adapter; FastDropout's bool mask is applied once, its 1 / (1 - p) folded with `scaling` into one multiply of the
+rank-r intermediate (tokens x r); and the adapter's second matmul adds into the base output (`addmm`). The sum is
+the same; only bf16 rounding of intermediates differs (the input's two gradients are also summed in bf16).
 
 Measured (2-core Intel Xeon with AMX, bf16): three SmolLM2-sized adapted layers (576 -> 576, 576 -> 1536,
-1536 -> 576) over 1,024 tokens, forward + backward, 22-27 ms against peft's 28-35 ms; on the SFT benchmark see
-docs/benchmarks.md. Any layer this does not cover keeps peft's forward: DoRA and other variants, several active
-adapters, merged or disabled adapters, biased adapters, quantised (QLoRA) or non-`nn.Linear` base layers, extra
-forward arguments (`adapter_names`), and, outside autocast, an input, base weight and adapter of different dtypes.
-Only on one process or DDP: FSDP / DeepSpeed wrap modules whose hooks this must not skip.
-"""
+1536 -> 576) over 1,024 tokens, forward + backward, 21-27 ms against peft's 28-35 ms; the SFT benchmark
+(benchmarks/sft.py, SmolLM2-135M all-linear LoRA) 83.0 s against 91.4 s with peft's forward (docs/benchmarks.md).
+Any layer this does not cover keeps peft's forward: DoRA and other variants, several active adapters, merged or
+disabled adapters, biased adapters, quantised (QLoRA) or non-`nn.Linear` base layers, extra forward arguments
+(`adapter_names`), torch's own dropout (`train.fast_dropout: false`: peft draws it in float32), and, outside
+autocast, an input, base weight and adapter of different dtypes. Hooks on `lora_B` and on the dropout module do not
+run (their weights are used directly), so only one process or DDP: FSDP / DeepSpeed keep peft's forward."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def _covered(layer: Any, kwargs: dict[str, Any]) -> str | None:
         return None
     if layer.lora_A[name].bias is not None or layer.lora_B[name].bias is not None:
         return None
+    dropout = layer.lora_dropout[name]
+    if dropout.training and isinstance(dropout, torch.nn.Dropout) and not isinstance(dropout, FastDropout):
+        return None
     return name
 
 
@@ -68,8 +72,8 @@ def lora_linear_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) 
     scale = layer.scaling[name]
     if isinstance(dropout, FastDropout) and dropout.training and 0.0 < dropout.p < 1.0:
         x = _Kept.apply(x, keep_mask(x.shape, dropout.p, x.device))
-        scale /= 1.0 - dropout.p
-    else:
+        scale = scale / (1.0 - dropout.p)
+    else:  # Identity, eval mode, p 0 or 1
         x = dropout(x)
     low = lora_a(x) * scale  # tokens x r: the cheap place for the scalars
     out = result.shape[-1]
@@ -78,14 +82,15 @@ def lora_linear_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) 
 
 
 def use_fast_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Give every peft `lora.Linear` of `model` (over an `nn.Linear`) this forward; returns the layers changed."""
+    """Give every peft `lora.Linear` of `model` (over an `nn.Linear`, without a forward of its own set by someone
+    else) this forward; returns the layers changed."""
     try:
         from peft.tuners.lora.layer import Linear
     except ImportError:  # peft not installed: no LoRA layers
         return []
     changed = []
     for module in model.modules():
-        if type(module) is Linear and type(module.base_layer) is torch.nn.Linear:
+        if type(module) is Linear and type(module.base_layer) is torch.nn.Linear and "forward" not in vars(module):
             module.forward = types.MethodType(lora_linear_forward, module)
             changed.append(module)
     return changed
