@@ -395,7 +395,15 @@ def test_datasets_folders_are_read(tmp_path: Path) -> None:
     (tmp_path / "pq").mkdir()
     pq.write_table(pa.Table.from_pylist(rows[:2]), tmp_path / "pq" / "part-0.parquet")
     pq.write_table(pa.Table.from_pylist(rows[2:]), tmp_path / "pq" / "part-1.parquet")
-    assert [r.data for r in read_table(tmp_path / "pq").records] == rows
+    records = read_table(tmp_path / "pq").records
+    assert [r.data for r in records] == rows
+    assert [(Path(r.source).name, r.line) for r in records[1:3]] == [("part-0.parquet", 2), ("part-1.parquet", 1)]
+    (tmp_path / "gap").mkdir()  # the second file lacks the label column: the error names that file and its row
+    pq.write_table(pa.Table.from_pylist(rows[:2]), tmp_path / "gap" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist([{"text": "no label"}]), tmp_path / "gap" / "part-1.parquet")
+    res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "gap"), "--task", "classification"])
+    assert res.exit_code == 2 and res.output.strip().endswith("gap/part-1.parquet:1: label: missing label (null)"), \
+        res.output
     (tmp_path / "arrow").mkdir()  # Arrow's file format (Feather v2, pyarrow.ipc.new_file), as a folder and alone
     for i, part in enumerate((rows[:3], rows[3:])):
         with pa.ipc.new_file(str(tmp_path / "arrow" / f"part-{i}.arrow"), pa.schema([("text", pa.string()),

@@ -150,8 +150,8 @@ def folder_files(path: Path) -> list[Path]:
 
 def iter_arrow(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Iterator[Record]]:
     """(the columns, the rows `batch_rows` at a time) of an Arrow / Feather file (`.arrow`, `.feather`) or of a
-    dataset folder (`folder_files`: its files' rows numbered across them, each row holding every file's columns, as
-    `pyarrow.concat_tables` would give them): never held whole as Python rows."""
+    dataset folder (`folder_files`, in order; each row holding every file's columns, as `pyarrow.concat_tables` would
+    give them, and named by its own file and row number there): never held whole as Python rows."""
     files = folder_files(path) if path.is_dir() else [path]
 
     def opened(f: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
@@ -170,16 +170,16 @@ def iter_arrow(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Iterato
         raise DataError(str(path), None, None, f"cannot read: the files' columns differ ({exc})") from None
 
     def records() -> Iterator[Record]:
-        number = 0
         for f in files:
             _, batches = opened(f)
+            number = 0
             try:
                 for batch in batches:
                     whole = batch.schema.names == names  # else a file without some columns: those are None
                     for start in range(0, batch.num_rows, batch_rows):
                         for row in batch.slice(start, batch_rows).to_pylist():
                             number += 1
-                            yield Record(str(path), number, row if whole else {k: row.get(k) for k in names})
+                            yield Record(str(f), number, row if whole else {k: row.get(k) for k in names})
             except (OSError, pa.ArrowException) as exc:  # a damaged batch or page
                 raise DataError(str(f), None, None, f"cannot read: {exc}") from None
 
