@@ -243,7 +243,9 @@ def test_resume_after_changing_what_the_optimizer_holds_is_one_line(tiny_bert: P
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
     assert "its optimizer state does not fit this run" in res.stderr, res.stderr
     (tmp_path / "run" / "config.yaml").write_text(saved, encoding="utf-8")
-    res = runner.invoke(app, ["train", *args, "--resume", "--set", "train.max_steps=3"])  # longer: allowed
+    (tmp_path / "d").mkdir()  # the same data file spelled another way is the same setting
+    res = runner.invoke(app, ["train", *args, "--resume", "--set", "train.max_steps=3",  # longer: allowed
+                              "--set", f"data.train={tmp_path}/d/../t.jsonl"])
     assert res.exit_code == 0, res.output
 
 
