@@ -53,7 +53,9 @@ def train(
     metrics = run.metrics
     if not metrics:  # a non-main process of a distributed run
         return
-    print_metrics({k: v for k, v in metrics.items() if k != "train"})
+    evaluated = {k: v for k, v in metrics.items() if k != "train"}
+    if evaluated:  # no validation and no test split: nothing evaluated, no empty table
+        print_metrics(evaluated)
     t = metrics["train"]
     typer.echo(f"trained {t['steps']} steps in {t['wall_s']} s ({t['real_tokens_per_s']} real tok/s, "
                f"{t['precision']}); model: {Path(cfg.output_dir) / 'model'}", err=True)
