@@ -122,6 +122,9 @@ def test_wrong_type_names_the_key() -> None:
     assert config_error("method=lora", "method.r=abc").startswith("config: method.r: ")
     assert config_error("data.max_length=4").startswith("config: data.max_length: ")
     assert config_error("train.precision=fp8").startswith("config: train.precision: ")
+    for bad in ("train.epochs=.inf", "train.lr=.nan", "train.warmup=-.inf"):  # YAML's infinities: not a number
+        assert config_error(bad) == f"config: {bad.split('=')[0]}: Input should be a finite number " \
+            f"(got {float(bad.split('=')[1].replace('.', '', 1))})", bad
 
 
 def test_cli_wrong_type(tmp_path: Path) -> None:

@@ -293,3 +293,91 @@ def test_the_batcher_keeps_to_its_token_budget() -> None:
     assert answers == [["AAAAAAAAAA"], ["BBBBBBBBBB"], ["CC"], ["D" * 20], ["E" * 60], ["FFFF", "GGGG"]]
     assert all(len(b) * max(map(len, b)) <= 40 for b in batches if len(b) > 1)
     assert ["e" * 60] in batches and len(batches) > 2
+
+
+def test_a_batch_that_fails_fails_only_the_bad_request_and_the_batcher_lives_on() -> None:
+    """Requests batched together: one holding a row the model cannot take gets its error; the others their answers;
+    a cost function that raises (a row the tokenizer refuses) does not kill the batching task."""
+    import asyncio
+
+    from tunelab.serve.batcher import MicroBatcher
+
+    def forward(rows: list[str]) -> list[str]:
+        if "bad" in rows:
+            raise ValueError("a bad row")
+        return [r.upper() for r in rows]
+
+    def cost(row: str) -> int:
+        if row == "uncountable":
+            raise TypeError("the tokenizer refuses it")
+        return len(row)
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(forward, max_batch=32, max_wait_ms=200, max_tokens=1000, cost=cost)
+        await batcher.start()
+        first = await asyncio.gather(batcher.submit(["uncountable"]), return_exceptions=True)
+        answers = await asyncio.gather(*(batcher.submit(r) for r in (["a"], ["bad"], ["b", "c"])),
+                                       return_exceptions=True)
+        after = await batcher.submit(["d"])
+        await batcher.stop()
+        return [*first, *answers, after]
+
+    got = asyncio.run(main())
+    assert got[0] == ["UNCOUNTABLE"] and got[1] == ["A"] and got[3] == ["B", "C"] and got[4] == ["D"]
+    assert isinstance(got[2], ValueError)
+
+
+def test_hostile_bodies_are_4xx_and_the_server_keeps_answering(served: tuple[str, object]) -> None:
+    """A lone surrogate (which the tokenizer cannot take), NaN / Infinity, an out-of-range seed, a chunked body over
+    the limit, an input over max_input_tokens: each a 4xx naming the field; a good request still answers after each."""
+    url, _ = served
+    raw = {**AUTH, "Content-Type": "application/json"}
+    bodies = [
+        ("/v1/predict", '{"inputs": ["\\ud800x"]}', 422, "inputs"),
+        ("/v1/predict", '{"inputs": [{"text": "good", "text_pair": "\\udfff"}]}', 422, "inputs"),
+        ("/v1/predict", '{"inputs": [NaN]}', 422, "inputs"),
+        ("/v1/predict", '{"inputs": ["x"], "model": Infinity}', 422, "model"),
+        ("/v1/completions", '{"prompt": "\\ud800"}', 422, "prompt"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\ud800"}]}', 422, "content"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 422,
+         "temperature"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "hi"}], "temperature": 1, '
+         '"seed": 18446744073709551616}', 422, "seed"),
+    ]
+    for path, body, status, field in bodies:
+        res = httpx.post(f"{url}{path}", content=body, headers=raw, timeout=30)
+        assert res.status_code == status and field in res.text, (body, res.status_code, res.text)
+        good = httpx.post(f"{url}/v1/predict", json={"inputs": ["good film"]}, headers=AUTH, timeout=30)
+        assert good.status_code == 200, (body, good.text)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is counted as the body arrives
+        yield b'{"inputs": ["'
+        for _ in range(30):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    res = httpx.post(f"{url}/v1/predict", content=chunks(), headers=raw, timeout=30)
+    assert res.status_code == 413 and "over 20000 bytes" in res.text, res.text
+    small = httpx.post(f"{url}/v1/predict", content=iter([b'{"inputs": ', b'["good"]}']), headers=raw, timeout=30)
+    assert small.status_code == 200, small.text
+
+
+def test_an_input_over_max_input_tokens_is_refused_before_it_runs(cls_run: Path) -> None:
+    for url, _ in serve_on_loopback([cls_run], max_input_tokens=50):
+        res = httpx.post(f"{url}/v1/predict", json={"inputs": ["good", "good " * 100]}, timeout=30)
+        assert res.status_code == 422 and "input 2: 100 tokens, at most 50 per input" in res.text, res.text
+        assert httpx.post(f"{url}/v1/predict", json={"inputs": ["good " * 40]}, timeout=30).status_code == 200
+
+
+def test_completions_waiting_beyond_max_queue_are_refused(tiny_chat_run: Path) -> None:
+    """Chat requests obey --max-queue too: with that many completions waiting, the next is a 503 with Retry-After."""
+    for url, server in serve_on_loopback([tiny_chat_run], max_queue=2):
+        batcher = server.models[0].chat_batcher  # type: ignore[attr-defined]
+        batcher.pending.extend([object(), object()])  # two completions waiting (as a busy server would hold them)
+        try:
+            res = httpx.post(f"{url}/v1/completions", json={"prompt": "say good", "max_tokens": 2}, timeout=30)
+        finally:
+            del batcher.pending[:2]
+        assert res.status_code == 503 and res.headers["retry-after"] == "1" and "server busy" in res.text, res.text
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": "say good", "max_tokens": 2}, timeout=30)
+        assert res.status_code == 200, res.text

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, sentiment_rows, write_jsonl
+from conftest import free_port, sentiment_rows, train_sentiment, write_jsonl
 
 pytest.importorskip("fastapi")
 CHROMIUM = next((p for p in (os.environ.get("TUNELAB_CHROMIUM"), shutil.which("chromium"),
@@ -162,17 +162,27 @@ def test_a_bad_form_is_one_line_and_starts_nothing(tiny_bert: Path, tmp_path: Pa
 
     runs = tmp_path / "runs"
     runs.mkdir()
+    notes = runs / "notes.txt"
+    notes.write_text("a file, not a run")
     client = TestClient(create_app(runs))
     base = {"name": "a", "task": "classification", "model": str(tiny_bert), "method": "full",
-            "train": str(tmp_path / "t.jsonl")}
+            "train": str(write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8)))}
     for change, said in (({"name": "../x"}, "name: '../x'"), ({"epochs": "many"}, "train.epochs"),
-                         ({"extra": "train.lr"}, "not key=value"), ({"method": "nope"}, "method")):
+                         ({"extra": "train.lr"}, "not key=value"), ({"method": "nope"}, "method"),
+                         ({"extra": "model.foo=1"}, "model is a value, not a section"),
+                         ({"extra": "task.name.x=1"}, "task.name is a value"),
+                         ({"extra": "train.lr=" + "[" * 5000 + "]" * 5000}, "train.lr: nested too deeply"),
+                         ({"name": "notes.txt"}, "notes.txt is a file"),
+                         ({"train": str(tmp_path / "nope.jsonl")}, f"data.train: {tmp_path / 'nope.jsonl'}: file not"),
+                         ({"validation": "nope.jsonl"}, "data.validation: nope.jsonl: file not found"),
+                         ({"epochs": ".inf"}, "train.epochs"), ({"lr": ".nan"}, "train.lr")):
         res = client.post("/launch", data={**base, **change})
         assert res.status_code == 422
         line = re.search(r'id="error">([^<]*)<', res.text)
         assert line and said in line.group(1).replace("&#39;", "'"), (change, res.text[:300])
-    assert not any(runs.iterdir())  # nothing written, nothing started
+    assert list(runs.iterdir()) == [notes]  # nothing written, nothing started
     assert client.get("/runs/nope").status_code == 404
+    assert client.get("/runs/" + "a" * 300).status_code == 404  # longer than a file name may be: still no run
 
 
 def test_every_interface_text_has_chinese() -> None:
@@ -199,3 +209,86 @@ def test_the_playground_streams_a_chat_reply(tiny_chat_run: Path) -> None:
     assert res.status_code == 200 and events[-1] == "[DONE]"
     assert "".join(json.loads(e)["text"] for e in events[:-1]).strip() == "good"
     assert client.post(f"/api/play/{tiny_chat_run.name}/chat", json={"messages": []}).status_code == 422
+
+
+@pytest.fixture(scope="module")
+def play_runs(tiny_bert: Path, tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs folder: a classifier `cls`, the chat run `sft`, `broken` (a config, no model) and a file."""
+    tmp = tmp_path_factory.mktemp("ui-play")
+    train_sentiment(tiny_bert, tmp / "cls", sets=("train.epochs=1",))
+    runs = tmp / "runs"
+    runs.mkdir()
+    (runs / "cls").symlink_to(tmp / "cls")
+    (runs / "sft").symlink_to(tiny_chat_run)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.yaml").write_text("task: classification\n")
+    (runs / "notes.txt").write_text("notes")
+    return runs
+
+
+def _detail(res: httpx.Response) -> str:
+    return str(res.json()["detail"])
+
+
+def test_the_playground_refuses_bad_inputs_with_one_line(play_runs: Path) -> None:
+    """Inputs that are not texts or rows, NaN, lone surrogates: a 422 naming inputs[i], never a 500."""
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(play_runs))
+    for body, said in ((b'{"inputs": [1]}', "inputs[0]: expected a text or an object"),
+                       (b'{"inputs": ["good", null]}', "inputs[1]: expected a text or an object of its fields, "
+                                                        "got null"),
+                       (b'{"inputs": [["a", "b"]]}', "got a list"), (b'{"inputs": [NaN]}', "inputs[0]"),
+                       (b'{"inputs": [{"text": "good", "id": NaN}]}', "inputs[0].id: nan is not a finite"),
+                       (b'{"inputs": [{"text": "good", "note": "\\ud800"}]}', "inputs[0].note: invalid Unicode"),
+                       (b'{"inputs": ["\\ud800 good"]}', "unpaired surrogate")):
+        res = client.post("/api/play/cls", content=body, headers={"Content-Type": "application/json"})
+        assert res.status_code == 422 and said in _detail(res), (body, res.text)
+    res = client.post("/api/play/cls", json={"inputs": ["a wonderful , delightful film"]})
+    assert res.status_code == 200 and res.json()["outputs"][0]["pred_label"] in ("positive", "negative")
+
+
+def test_the_playground_refuses_bad_conversations_with_one_line(play_runs: Path) -> None:
+    """Messages without a role of system/user/assistant or a UTF-8 text content, a prompt longer than the model's
+    context, chat with a classifier: one line naming what is wrong, nothing generated."""
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(play_runs))
+    user = {"role": "user", "content": "say good"}
+    for messages, said in (([1], "messages[0]: expected an object {role, content}, got a number"),
+                           ([{"role": "user"}], "messages[0].content: expected a text; got missing"),
+                           ([user, {"role": "user", "content": None}], "messages[1].content: expected a text; "
+                                                                       "got null"),
+                           ([{"role": "user", "content": 5}], "messages[0].content: expected a text; got a number"),
+                           ([{"role": "wizard", "content": "x"}], "messages[0].role: expected one of system, user, "
+                                                                  "assistant; got 'wizard'"),
+                           ([{"role": "user", "content": "say " + "good " * 2000}], "tokens, at most")):
+        res = client.post("/api/play/sft/chat", json={"messages": messages})
+        assert res.status_code == 422 and said in _detail(res), (messages, res.text[:300])
+    res = client.post("/api/play/sft/chat", content=b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+                      headers={"Content-Type": "application/json"})
+    assert res.status_code == 422 and "messages[0].content: invalid Unicode" in _detail(res)
+    res = client.post("/api/play/cls/chat", json={"messages": [user]})
+    assert res.status_code == 400 and "not a chat model" in _detail(res)
+
+
+def test_a_run_without_a_model_is_said_not_a_500(play_runs: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(play_runs))
+    for path, body in (("/api/play/broken", {"inputs": ["good"]}),
+                       ("/api/play/broken/chat", {"messages": [{"role": "user", "content": "say good"}]})):
+        res = client.post(path, json=body)
+        assert res.status_code == 409 and "not a tunelab model directory" in _detail(res), res.text
+    for lang, lead in (("en", "This run has no model to try."), ("zh", "这次运行没有可试用的模型。")):
+        page = client.get(f"/play?run=broken&lang={lang}")
+        line = re.search(r'id="error">([^<]*)<', page.text)
+        assert page.status_code == 409 and line and lead in line.group(1), page.text[:500]
+        assert "not a tunelab model directory" in line.group(1) and 'id="send"' not in page.text
+    assert client.post("/api/play/notes.txt", json={"inputs": ["good"]}).status_code == 404

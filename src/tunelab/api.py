@@ -95,6 +95,11 @@ class Model:
         return self.task.predictions(logits_for(self.task, self.module, self.tokenizer, examples, batch_size),
                                      examples)
 
+    def check_inputs(self, inputs: Sequence[str | Mapping[str, Any]]) -> None:
+        """Raise the task's one-line error (TunelabError, naming `<input>:N` and the field) for a row `predict`
+        could not read; nothing runs through the model."""
+        self.task.parse(self._table(inputs), labelled=False)
+
     def evaluate(self, data: str | Path | Sequence[Mapping[str, Any]], batch_size: int = 64,
                  limit: int | None = None) -> dict[str, Any]:
         """The task's metrics on labelled rows: a file (path) or rows with the data and label fields; `limit`

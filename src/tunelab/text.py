@@ -27,6 +27,18 @@ _TOKEN = re.compile(rf"[{CJK}]|(?:(?![{CJK}])\w)+")
 CJK_UNIT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\w\s]", re.UNICODE)
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (an unpaired surrogate: a valid JSON escape such as `\\ud800`, invalid
+    Unicode, on which tokenizers and writers fail later with a traceback), else None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"invalid Unicode: unpaired surrogate {text[exc.start]!r} at character {exc.start + 1}"
+    return None
+
+
 def normalize(text: str) -> str:
     """NFKC, case-folded, whitespace runs collapsed to one space, stripped."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())

@@ -27,6 +27,8 @@ def serve(
                                       "others to share its forward pass."),
     max_queue: int = typer.Option(1024, "--max-queue", min=1, help="Most inputs waiting; beyond: 503."),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most new tokens a completion may ask for."),
+    max_input_tokens: int = typer.Option(16384, "--max-input-tokens", min=1, help="Longest predict input (its text "
+                                         "fields together, e.g. a QA context); beyond: 422."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
                                           "(repeatable; default: none)."),
     torch_only: bool = typer.Option(False, "--torch", help="Serve RUN/model even when an ONNX export exists."),
@@ -44,7 +46,7 @@ def serve(
     models = served_models(paths, prefer_exports=not torch_only)
     settings = Settings(api_key=api_key or os.environ.get("TUNELAB_API_KEY") or None, max_batch=max_batch,
                         max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                        max_tokens=max_tokens, cors_origins=tuple(cors_origin))
+                        max_tokens=max_tokens, max_input_tokens=max_input_tokens, cors_origins=tuple(cors_origin))
     from tunelab.models.aliases import ALIASES
 
     for s in models:

@@ -19,7 +19,7 @@ class Section(BaseModel):
     """Base of every config section: immutable, unknown keys are errors."""
 
     # coerce_numbers_to_str: `--set output_dir=2024` and `labels: [0, 1]` arrive from YAML as numbers
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 def metric_mode(metric: str, mode: str = "auto") -> str:

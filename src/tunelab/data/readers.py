@@ -26,6 +26,7 @@ from tunelab.data.jsonl import (
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
+from tunelab.text import unicode_problem
 
 
 def _decode(path: Path) -> str:
@@ -294,12 +295,6 @@ def require_text(record: Record, name: str, columns: list[str] | None) -> str:
 
 
 def check_unicode(record: Record, name: str, value: str) -> None:
-    """Reject text holding an unpaired surrogate (valid JSON escape `\\ud800`, invalid Unicode):
-    tokenizers and UTF-8 writers fail on it later with a traceback."""
-    if value.isascii():
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        problem = f"invalid Unicode: unpaired surrogate {value[exc.start]!r} at character {exc.start + 1}"
-        raise DataError(record.source, record.line, name, problem) from None
+    """Reject text holding an unpaired surrogate (`text.unicode_problem`)."""
+    if (problem := unicode_problem(value)) is not None:
+        raise DataError(record.source, record.line, name, problem)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 import uuid
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -69,10 +72,67 @@ def _token_cost(model: Model) -> Any:
     tokenizer, cap = model.tokenizer, model.task.data.max_length
 
     def cost(row: Any) -> int:
-        text = " ".join(str(v) for v in row.values()) if isinstance(row, dict) else str(row)
-        return min(cap, len(tokenizer(text)["input_ids"]))
+        return min(cap, input_tokens(tokenizer, row))
 
     return cost
+
+
+def input_tokens(tokenizer: Any, row: Any) -> int:
+    """The tokens of an input's text fields together (a text, or a row's string values)."""
+    text = " ".join(v for v in row.values() if isinstance(v, str)) if isinstance(row, dict) else str(row)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _plain(value: Any) -> Any:
+    """A validation error's echoed input as JSON can carry it: NaN / Infinity and lone surrogates as text, long
+    texts cut."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):  # a lone surrogate as \\ud800
+        text = value[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+        return text + f"... ({len(value)} characters)" if len(value) > 200 else text
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in list(value.items())[:20]}
+    if isinstance(value, list):
+        return [_plain(v) for v in value[:20]]
+    return value
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, with an input it cannot write as JSON (NaN) or a huge one echoed safely."""
+    errors = [{**e, "input": _plain(e.get("input"))} if "input" in e else e for e in exc.errors()]
+    return JSONResponse({"detail": _plain(jsonable_encoder(errors))}, status_code=422)
+
+
+class BodyLimit:
+    """413 for a request body over `limit` bytes however it is sent: the `content-length` check in `Server.guard`
+    does not see a chunked body, so this reads the body (up to the limit) before the app does."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or any(k == b"content-length" for k, _ in scope.get("headers", ())):
+            return await self.app(scope, receive, send)
+        chunks, size, message = [], 0, {"more_body": True}
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: the app sees that as it would
+                return await self.app(scope, receive, send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+        body, given = b"".join(chunks), False
+
+        async def replay() -> Any:
+            nonlocal given
+            if given:
+                return await receive()
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -155,7 +215,12 @@ class Server:
         if len(body.inputs) > self.settings.max_inputs:
             return _error(413, f"inputs: {len(body.inputs)} inputs, at most {self.settings.max_inputs} per request")
         assert served.batcher is not None
-        try:
+        limit, tokenizer = self.settings.max_input_tokens, served.model.tokenizer
+        for i, row in enumerate(body.inputs):  # before batching: one long input must not stall every request
+            if (n := input_tokens(tokenizer, row)) > limit:
+                raise _invalid("inputs", f"input {i + 1}: {n} tokens, at most {limit} per input")
+        try:  # this request's rows alone, so that a bad row fails its own request, not the batch it would join
+            served.model.check_inputs(list(body.inputs))
             outputs = await served.batcher.submit(list(body.inputs))
         except QueueFull as exc:
             return _error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
@@ -183,6 +248,8 @@ def create_app(models: list[Served], settings: Settings | None = None) -> FastAP
         app.add_middleware(CORSMiddleware, allow_origins=list(server.settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
     app.middleware("http")(server.guard)
+    app.add_middleware(BodyLimit, limit=server.settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_api_route("/health", server.health, methods=["GET"])
     app.add_api_route("/metrics", server.prometheus, methods=["GET"])
     app.add_api_route("/v1/models", server.list_models, methods=["GET"])
@@ -222,6 +289,10 @@ class Completion:
         return cfg.model_copy(update={"max_new_tokens": max(1, min(cfg.max_new_tokens, positions - len(self.ids)))})
 
     async def respond(self) -> Any:
+        batcher, most = self.served.chat_batcher, self.server.settings.max_queue
+        if batcher is not None and len(batcher.pending) >= most:
+            return _error(503, f"server busy: {len(batcher.pending)} completions are waiting (at most {most}); "
+                          "retry shortly", {"Retry-After": "1"})
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.stream.emit = lambda text: loop.call_soon_threadsafe(self.queue.put_nowait, text)

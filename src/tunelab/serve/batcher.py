@@ -4,7 +4,8 @@
 while the previous one ran; under load (several requests at once) it also waits up to
 `max_wait_ms` for more, while a lone request on an idle server runs at once. The queue is bounded (`max_queue`
 inputs waiting): beyond it a request is refused at once (HTTP 503 with Retry-After), never left in an unbounded
-backlog. TEI and Triton batch the same way."""
+backlog. TEI and Triton batch the same way. A batch that fails runs again request by request, so that one request's
+bad input fails that request only; the batching task itself never dies of an input."""
 
 from __future__ import annotations
 
@@ -71,7 +72,10 @@ class MicroBatcher:
             self.waiting -= len(items)
 
     def _longest(self, items: list[Any]) -> int:
-        return max((self.cost(x) for x in items), default=0) if self.cost and self.max_tokens else 0
+        try:
+            return max((self.cost(x) for x in items), default=0) if self.cost and self.max_tokens else 0
+        except Exception:  # noqa: BLE001 - a row the cost cannot read fails in `fn`, with its own request's error
+            return 0
 
     async def _take(self, group: list[Any], size: int, longest: int, wait: float | None) -> tuple[int, int, bool]:
         """Add the next request to `group` if it fits (inputs and padded tokens); one that does not is held for the
@@ -120,16 +124,34 @@ class MicroBatcher:
                 # a second team (a worker thread's) made every forward pass ~2x slower on this project's CPUs; requests
                 # that arrive meanwhile wait in the socket backlog and form the next batch
                 results = self.fn(items)
-            except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception as exc:  # noqa: BLE001 - alone, a request gets its error; together, each runs alone
+                if len(group) == 1:
+                    if not group[0][1].done():
+                        group[0][1].set_exception(exc)
+                else:  # so that one request's bad row fails that request only
+                    for request, future in group:
+                        self._run_alone(request, future)
                 continue
-            self.stats.add(len(items))
-            if self.on_batch is not None:
-                self.on_batch(len(items), time.perf_counter() - start)
-            at = 0
-            for request, future in group:
-                if not future.done():
-                    future.set_result(results[at : at + len(request)])
-                at += len(request)
+            self._answer(group, results, start, len(items))
+
+    def _run_alone(self, request: list[Any], future: asyncio.Future[list[Any]]) -> None:
+        start = time.perf_counter()
+        try:
+            results = self.fn(request)
+        except Exception as exc:  # noqa: BLE001 - this request's own error
+            if not future.done():
+                future.set_exception(exc)
+            return
+        self._answer([(request, future)], results, start, len(request))
+
+    def _answer(self, group: list[tuple[list[Any], asyncio.Future[list[Any]]]], results: list[Any], start: float,
+                size: int) -> None:
+        """Each request of `group` its slice of `results`."""
+        self.stats.add(size)
+        if self.on_batch is not None:
+            self.on_batch(size, time.perf_counter() - start)
+        at = 0
+        for request, future in group:
+            if not future.done():
+                future.set_result(results[at : at + len(request)])
+            at += len(request)

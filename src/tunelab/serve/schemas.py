@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from tunelab.text import unicode_problem
+
+
+def utf8(value: Any) -> Any:
+    """`value` (a string, or the strings inside lists and objects) as UTF-8 can carry it: a lone surrogate (JSON's
+    "\\ud800") is refused here, as the data files' reader refuses it, instead of failing in a tokenizer."""
+    if isinstance(value, str):
+        if (problem := unicode_problem(value)) is not None:
+            raise ValueError(problem)
+    elif isinstance(value, dict):
+        for item in value.values():
+            utf8(item)
+    elif isinstance(value, list):
+        for item in value:
+            utf8(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(utf8)]
 
 
 @dataclass(frozen=True)
@@ -20,6 +40,7 @@ class Settings:
     max_tokens: int = 1024  # most new tokens a completion may ask for
     max_chat_batch: int = 8  # concurrent completions of one model in one generate() call
     max_prompt_tokens: int = 4096  # longest prompt accepted (also bounded by the model's positions)
+    max_input_tokens: int = 16384  # longest /v1/predict input (all its text fields), e.g. a QA context: beyond, 422
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
 
 
@@ -30,13 +51,13 @@ class _Body(BaseModel):
 class PredictRequest(_Body):
     model: str | None = Field(None, description="Which served model (default: the only classifier / tagger / QA "
                               "model).")
-    inputs: list[str | dict[str, Any]] = Field(min_length=1, description="Texts, or rows with the data fields "
-                                               "(text, text_pair, question, context).")
+    inputs: Annotated[list[str | dict[str, Any]], AfterValidator(utf8)] = Field(
+        min_length=1, description="Texts, or rows with the data fields (text, text_pair, question, context).")
 
 
 class Message(_Body):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 class _Sampling(_Body):
@@ -44,8 +65,8 @@ class _Sampling(_Body):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: Text | list[Text] | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     stream: bool = False
     n: Literal[1] = 1
     user: str | None = None
@@ -56,4 +77,4 @@ class ChatRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str
+    prompt: Text

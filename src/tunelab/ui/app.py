@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError
 
 from tunelab.config.fields import flat_fields
 from tunelab.errors import TunelabError
 from tunelab.registry import METHODS, TASKS
-from tunelab.ui import jobs
+from tunelab.ui import checks, jobs
 from tunelab.ui.charts import line_chart
 from tunelab.ui.i18n import pick_language, translator
 from tunelab.ui.runs import RunView, curves, list_runs, log_tail, view
@@ -39,13 +39,6 @@ if TYPE_CHECKING:
 
 FORM_NUMBERS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.batch_size",
                 "max_length": "data.max_length"}
-
-
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[last] = value
 
 
 class Models:
@@ -86,12 +79,24 @@ class UI:
         return response
 
     def run(self, name: str) -> RunView:
+        missing = HTTPException(404, f"no run {name[:100]!r} in {self.runs}")
         if "/" in name or name.startswith(".") or not name:
-            raise HTTPException(404, f"no run {name!r} in {self.runs}")
-        v = view(self.runs / name)
-        if v.status == "empty" and not v.path.is_dir():
-            raise HTTPException(404, f"no run {name!r} in {self.runs}")
+            raise missing
+        try:
+            v = view(self.runs / name)
+            if v.status == "empty" and not v.path.is_dir():
+                raise missing
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            raise missing from None
         return v
+
+    async def model(self, name: str) -> Model:
+        """The run's tuned model, loaded in a worker thread; a run without one (failed, still training) is a 409."""
+        path = self.run(name).path
+        try:
+            return await asyncio.to_thread(self.models.get, path)
+        except (TunelabError, OSError) as exc:
+            raise HTTPException(409, f"{name}: no model to try: {str(exc).splitlines()[0]}") from None
 
     def live(self, v: RunView) -> dict[str, Any]:
         return {"run": v, "chart": line_chart(curves(v)), "log": log_tail(v)}
@@ -156,16 +161,20 @@ class UI:
         try:
             for key, dotted in FORM_NUMBERS.items():
                 if form.get(key):
-                    _set(tree, dotted, yaml.safe_load(form[key]))
+                    checks.set_field(tree, dotted, checks.form_value(dotted, form[key]))
             for line in form.get("extra", "").splitlines():
                 if line.strip():
                     key, sep, value = line.partition("=")
                     if not sep:
-                        raise TunelabError(f"more settings: {line.strip()!r} is not key=value")
-                    _set(tree, key.strip(), yaml.safe_load(value))
+                        raise TunelabError(f"more settings: {line.strip()[:80]!r} is not key=value")
+                    checks.set_field(tree, key.strip(), checks.form_value(key.strip(), value))
             await asyncio.to_thread(jobs.launch, self.runs, form.get("name", ""), tree)
-        except (TunelabError, yaml.YAMLError) as exc:
+        except TunelabError as exc:
             error = str(exc).splitlines()[0]
+        except RecursionError:
+            error = "more settings: a value is nested too deeply"
+        except OSError as exc:
+            error = f"could not start the job: {exc}"
         if error:
             return self.page(request, "launch.html", status=422, error=error, values=form, tasks=TASKS.names(),
                              methods=METHODS.names())
@@ -186,26 +195,34 @@ class UI:
 
     async def play(self, request: Request, run: str = "") -> HTMLResponse:
         finished = [v for v in list_runs(self.runs) if v.status == "finished"]
-        chosen, fields, chat = None, (), False
+        chosen, fields, chat, error, status = None, (), False, "", 200
         if run:
             chosen = self.run(run)
-            model = await asyncio.to_thread(self.models.get, chosen.path)
-            chat, fields = model.task.generates_replies, model.task.input_fields()
-        return self.page(request, "play.html", runs=finished, chosen=chosen, fields=fields, chat=chat)
+            try:
+                model = await self.model(run)
+                chat, fields = model.task.generates_replies, model.task.input_fields()
+            except HTTPException as exc:
+                chosen, error, status = None, str(exc.detail), exc.status_code
+        return self.page(request, "play.html", status=status, runs=finished, chosen=chosen, fields=fields,
+                         chat=chat, error=error)
 
-    async def _request(self, name: str, request: Request, key: str, what: str) -> tuple[Model, list[Any]]:
-        """The run's model (loaded in a worker thread) and the body's non-empty list `key` (else 422)."""
+    async def _request(self, request: Request, key: str, what: str, check: Any) -> Any:
+        """The body's non-empty list `key` through `check` (checks.predict_inputs / chat_messages; else 422)."""
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         items = body.get(key) if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             raise HTTPException(422, f"{key}: a non-empty list of {what}")
-        return await asyncio.to_thread(self.models.get, self.run(name).path), items
+        try:
+            return check(items)
+        except TunelabError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     async def play_predict(self, name: str, request: Request) -> Any:
-        model, inputs = await self._request(name, request, "inputs", "texts or rows")
+        inputs = await self._request(request, "inputs", "texts or rows", checks.predict_inputs)
+        model = await self.model(name)
         try:
             return {"outputs": await asyncio.to_thread(model.predict, inputs)}
         except TunelabError as exc:
@@ -216,8 +233,23 @@ class UI:
         from tunelab.tasks.chat_template import prompt_ids
         from tunelab.tasks.streaming import stream_reply
 
-        model, messages = await self._request(name, request, "messages", "{role, content}")
-        ids = prompt_ids(model.tokenizer, messages)
+        messages = await self._request(request, "messages", "{role, content}", checks.chat_messages)
+        model = await self.model(name)
+        if not model.task.generates_replies:
+            raise HTTPException(400, f"{name} is a {model.task.cfg.name} model, not a chat model: "
+                                     f"POST /api/play/{name} predicts with it")
+        try:
+            ids = await asyncio.to_thread(prompt_ids, model.tokenizer, messages)
+        except (TemplateError, ValueError) as exc:  # a template of the model's own may refuse a conversation
+            raise HTTPException(422, f"messages: the chat template refused them: {str(exc)[:200]}") from None
+        positions = getattr(model.module.config, "max_position_embeddings", None) or checks.MAX_PROMPT_TOKENS
+        limit = min(checks.MAX_PROMPT_TOKENS, positions - 1)  # room for one new token at least
+        if len(ids) > limit:
+            raise HTTPException(422, f"messages: the conversation is {len(ids)} tokens, at most {limit} "
+                                     f"(the model's context is {positions})")
+        generation = model.task.cfg.generation
+        generation = generation.model_copy(update={"max_new_tokens": min(generation.max_new_tokens,
+                                                                         positions - len(ids))})
         loop, queue = asyncio.get_running_loop(), asyncio.Queue[str | None]()
 
         class Out:
@@ -229,7 +261,7 @@ class UI:
 
         def work() -> None:
             try:
-                stream_reply(model.module, model.tokenizer, ids, model.task.cfg.generation,
+                stream_reply(model.module, model.tokenizer, ids, generation,
                              model.task.stop_ids(model.tokenizer), Out())  # type: ignore[arg-type]
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)

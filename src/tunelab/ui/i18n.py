@@ -24,6 +24,7 @@ ZH: dict[str, str] = {
     "Choose a finished run": "选择已完成的运行",
     "no report yet": "尚无报告", "Refreshes every 2 s while the run is running.": "运行期间每 2 秒刷新一次。",
     "All runs": "全部运行", "key metrics": "主要指标", "pid": "进程号",
+    "This run has no model to try.": "这次运行没有可试用的模型。",
 }
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.io import write_text_atomic
+from tunelab.ui.checks import json_value, shown
 from tunelab.ui.runs import UI_DIR, RunView, alive, view
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -57,24 +58,44 @@ def _read(job_dir: Path) -> dict[str, Any]:
 
 
 def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
-    """Validate the config, write it to RUNS/.ui/NAME/config.yaml and start training into RUNS/NAME. A bad field or
-    a name already taken is a TunelabError (one line, nothing written or started)."""
+    """Validate the config, write it to RUNS/.ui/NAME/config.yaml and start training into RUNS/NAME. A bad field,
+    a data file that is not there or a name already taken is a TunelabError (one line, nothing written or
+    started)."""
     if not NAME.match(name):
         raise TunelabError(f"name: {name!r} — letters, digits, '.', '_' and '-' only (a folder name under {runs})")
     run = runs / name
+    if run.exists() and not run.is_dir():
+        raise TunelabError(f"name: {run} is a file, not a run folder; choose another name")
     if run.exists() and any(not p.name.startswith(".") for p in run.iterdir()):
         raise TunelabError(f"name: {run} already holds a run; choose another name")
     if (runs / UI_DIR / name / "job.json").is_file():
         raise TunelabError(f"name: a job named {name!r} was launched before; choose another name")
     tree = {**tree, "output_dir": str(run.resolve())}
-    from tunelab.api import make_config
+    text = yaml.safe_dump(tree, allow_unicode=True, sort_keys=False)
+    from tunelab.config.run import build_config
 
-    make_config(tree)  # every field checked here, before a process is started
+    # the file the job will read, built as `tunelab train CONFIG` builds it: every field checked before a start
+    cfg = build_config(yaml.safe_load(text))
+    for key, value in tree.items():
+        json_value(value, key)  # inf / NaN: a run that would start only to crash
+    for field in ("train", "validation", "test", "unlabeled"):
+        path = getattr(cfg.data, field)
+        if field == "train" and not (path or "").strip():
+            raise TunelabError("data.train: required: the training data file")
+        if path and not path.startswith("hf:") and not _exists(Path(path)):
+            raise TunelabError(f"data.{field}: {shown(path)}: file not found")
     job_dir = runs / UI_DIR / name
     job_dir.mkdir(parents=True, exist_ok=True)
     config = job_dir / "config.yaml"
-    write_text_atomic(config, yaml.safe_dump(tree, allow_unicode=True, sort_keys=False))
+    write_text_atomic(config, text)
     return _start(runs, name, ["train", str(config.resolve())], {"config": tree, "started": time.time()})
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def stop(v: RunView) -> None:
