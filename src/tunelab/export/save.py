@@ -25,6 +25,7 @@ from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.aliases import META_FILE, model_dir_of
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
+from tunelab.models.positions import positions_at
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
@@ -102,9 +103,13 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
         raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); pass RUN_DIR/model as tunelab "
                            "wrote it")
     try:
-        return _load_model(task, path)
+        task, model, tokenizer = _load_model(task, path)
     except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be
         raise TunelabError(f"{path}: cannot load the model: {first_line(e)}") from None
+    limit, learned = positions_at(str(path))
+    if learned and limit is not None and task.data.max_length > limit:  # trained on rows shorter than its positions
+        task.data = task.data.model_copy(update={"max_length": limit})  # longer inputs are cut there, not a crash
+    return task, model, tokenizer
 
 
 def _load_model(task: Any, path: Path) -> tuple[Any, torch.nn.Module, Any]:
