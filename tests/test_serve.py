@@ -385,3 +385,50 @@ def test_completions_waiting_beyond_max_queue_are_refused(tiny_chat_run: Path) -
         assert res.status_code == 503 and res.headers["retry-after"] == "1" and "server busy" in res.text, res.text
         res = httpx.post(f"{url}/v1/completions", json={"prompt": "say good", "max_tokens": 2}, timeout=30)
         assert res.status_code == 200, res.text
+
+
+def test_bodies_the_review_found_still_4xx(served: tuple[str, object]) -> None:
+    """A row with a lone-surrogate key (its answer echoes the row), raw non-UTF-8 bytes, nesting 600 deep, and a
+    chunked body that also claims a small Content-Length: each a 4xx, never a 500."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url, _ = served
+    raw = {**AUTH, "Content-Type": "application/json"}
+    for body in ('{"inputs": [{"text": "good film", "\\ud800": 1}]}', '{"inputs": {"\\ud800": 1}}',
+                 '{"inputs": [' + "[" * 600 + "]" * 600 + "]}"):
+        res = httpx.post(f"{url}/v1/predict", content=body, headers=raw, timeout=30)
+        assert res.status_code == 422, (body[:60], res.status_code, res.text[:200])
+    res = httpx.post(f"{url}/v1/predict", content=b"\xff\xfe", headers={**AUTH, "Content-Type": "text/plain"},
+                     timeout=30)
+    assert 400 <= res.status_code < 500, res.text
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    chunk = b"x" * 4000
+    request = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+               + b"\r\nContent-Type: application/json\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8)) + b"0\r\n\r\n")
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = sock.recv(4096)
+    assert answer.split(b"\r\n", 1)[0].split()[1] in (b"400", b"413"), answer[:200]  # refused, never parsed whole
+    assert httpx.post(f"{url}/v1/predict", json={"inputs": ["good"]}, headers=AUTH, timeout=30).status_code == 200
+
+
+def test_positions_a_loaded_model_cuts_inputs_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RoBERTa counts positions from padding_idx + 1 (514 rows hold 512); a sliding window's stride is cut with the
+    length, so the data settings stay valid."""
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+
+    from tunelab.config.sections import DataConfig
+    from tunelab.models import positions
+
+    small = {"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8,
+             "vocab_size": 30}
+    assert positions.learned_position_limit(RobertaModel(RobertaConfig(max_position_embeddings=514, **small))) == 512
+    assert positions.learned_position_limit(BertModel(BertConfig(max_position_embeddings=128, **small))) == 128
+    data = DataConfig(max_length=256, truncation="sliding_window", window_stride=128)
+    monkeypatch.setattr(positions, "positions_at", lambda path: (128, True))  # the tiny BERT's answer
+    cut = positions.cut_to_positions(data, "unused")
+    assert (cut.max_length, cut.window_stride) == (128, 64)
+    monkeypatch.setattr(positions, "positions_at", lambda path: (None, False))  # rotary positions: nothing cut
+    assert positions.cut_to_positions(data, "unused") is data

@@ -292,3 +292,21 @@ def test_a_run_without_a_model_is_said_not_a_500(play_runs: Path) -> None:
         assert page.status_code == 409 and line and lead in line.group(1), page.text[:500]
         assert "not a tunelab model directory" in line.group(1) and 'id="send"' not in page.text
     assert client.post("/api/play/notes.txt", json={"inputs": ["good"]}).status_code == 404
+
+
+def test_a_yaml_anchor_bomb_in_a_form_value_is_refused_quickly() -> None:
+    """Anchors repeat one list exponentially (10 ** 9 values at depth 10): each list is walked once, in time."""
+    import time
+
+    from tunelab.errors import TunelabError
+    from tunelab.ui.checks import form_value
+
+    names = "abcdefghi"
+    bomb = "[&a [x,x,x,x,x,x,x,x,x,x]" + "".join(f", &{n} [{','.join(['*' + p] * 10)}]"
+                                                for p, n in zip(names, names[1:], strict=False)) + "]"
+    start = time.perf_counter()
+    try:
+        form_value("train.x", bomb)
+    except TunelabError as exc:
+        assert "train.x" in str(exc)
+    assert time.perf_counter() - start < 5

@@ -198,15 +198,17 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
         return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
     old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
     for key in sorted(old.keys() | new.keys()):
-        if not _same_setting(old.get(key), new.get(key)) and not any(within(key, k) for k in RESUME_MAY_CHANGE):
+        same = old.get(key) == new.get(key) or key in DATA_FILES and _same_file(old.get(key), new.get(key))
+        if not same and not any(within(key, k) for k in RESUME_MAY_CHANGE):
             raise ConfigError(f"config: {key}: {new.get(key)!r} where the run being resumed has {old.get(key)!r} "
                               f"({out / 'config.yaml'}); resume with its settings, or start a new output_dir")
 
 
-def _same_setting(old: Any, new: Any) -> bool:
-    """Equal, or two spellings of one existing file or folder (`data/train.jsonl`, `./data/train.jsonl`)."""
-    if old == new:
-        return True
+DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")
+
+
+def _same_file(old: Any, new: Any) -> bool:
+    """Two spellings of one existing data file or folder (`data/train.jsonl`, `./data/train.jsonl`)."""
     if not (isinstance(old, str) and isinstance(new, str)):
         return False
     try:

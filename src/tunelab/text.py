@@ -7,6 +7,7 @@ kana), so every measure works on Chinese without a word segmenter. Embedding sim
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -36,6 +37,36 @@ def unicode_problem(text: str) -> str | None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         return f"invalid Unicode: unpaired surrogate {text[exc.start]!r} at character {exc.start + 1}"
+    return None
+
+
+def json_problem(value: Any, where: str = "", numbers: bool = True, max_depth: int = 64,
+                 max_items: int = 1_000_000) -> str | None:
+    """`where: problem` for the first thing inside a JSON / YAML value (texts, object keys, lists, objects) that a
+    tokenizer or a JSON answer cannot carry: an unpaired surrogate and, with `numbers`, NaN / Infinity; also nesting
+    deeper than `max_depth` or more than `max_items` values (YAML anchors can repeat one list exponentially). Walked
+    without recursion, each list / object once."""
+    stack, seen, items = [(value, where, 0)], set(), 0
+    while stack:
+        item, at, depth = stack.pop()
+        items += 1
+        if depth > max_depth or items > max_items:
+            return f"{where or 'value'}: nested too deeply or too large (more than {max_depth} levels or " \
+                   f"{max_items:,} values)"
+        if isinstance(item, str):
+            if (problem := unicode_problem(item)) is not None:
+                return f"{at or 'value'}: {problem}"
+        elif numbers and isinstance(item, float) and not math.isfinite(item):
+            return f"{at or 'value'}: {item} is not a finite number"
+        elif isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if isinstance(key, str) and (problem := unicode_problem(key)) is not None:
+                        return f"{at or 'value'} (a key): {problem}"
+                    stack.append((child, f"{at}.{key}" if at else str(key), depth + 1))
+            else:
+                stack.extend((child, f"{at}[{i}]", depth + 1) for i, child in enumerate(item))
     return None
 
 

@@ -77,7 +77,8 @@ def conversation_order(examples: Sequence[dict[str, Any]], path: str, shown: int
     out = []
     for rows, what in ((first, "start with the assistant"), (last, "end on a user turn (no reply to learn)")):
         if rows:
-            where = ", ".join(f"{path}:{ex['line']}" for ex in rows[:shown]) + (" ..." if len(rows) > shown else "")
+            where = ", ".join(f"{ex.get('source') or path}:{ex['line']}" for ex in rows[:shown])
+            where += " ..." if len(rows) > shown else ""
             out.append(f"{len(rows)} conversations {what}: {where}")
     return out
 

@@ -67,7 +67,7 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
             trained.append(len(marked))
             partly += first < limit <= last
             if first >= limit:
-                fully.append(f"{path}:{ex['line']}")
+                fully.append(f"{ex.get('source') or path}:{ex['line']}")
     return {
         "lengths": np.asarray(lengths),
         "turns": dict(Counter(m["role"] for ex in examples for m in ex["messages"]).most_common()),

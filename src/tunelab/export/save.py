@@ -25,7 +25,7 @@ from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.aliases import META_FILE, model_dir_of
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
-from tunelab.models.positions import positions_at
+from tunelab.models.positions import cut_to_positions
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
@@ -77,7 +77,8 @@ def load_task(model_dir: str | Path) -> Any:
     meta = read_json(meta_path)  # not JSON: BrokenFileError, one line
     try:
         task_cls = TASKS.get(meta["task"]["name"])
-        task = task_cls(task_cls.Config(**meta["task"]), DataConfig(**meta["data"]))
+        # inputs cut at the model's learned positions where the run's max_length is above them (serve, predict)
+        task = task_cls(task_cls.Config(**meta["task"]), cut_to_positions(DataConfig(**meta["data"]), str(path)))
         task.load_metadata(meta)
     except (ValueError, KeyError, TypeError) as e:  # a key missing, a field pydantic refuses
         what = f"no {e}" if isinstance(e, KeyError) else first_line(e)
@@ -103,13 +104,9 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
         raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); pass RUN_DIR/model as tunelab "
                            "wrote it")
     try:
-        task, model, tokenizer = _load_model(task, path)
+        return _load_model(task, path)
     except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be
         raise TunelabError(f"{path}: cannot load the model: {first_line(e)}") from None
-    limit, learned = positions_at(str(path))
-    if learned and limit is not None and task.data.max_length > limit:  # trained on rows shorter than its positions
-        task.data = task.data.model_copy(update={"max_length": limit})  # longer inputs are cut there, not a crash
-    return task, model, tokenizer
 
 
 def _load_model(task: Any, path: Path) -> tuple[Any, torch.nn.Module, Any]:

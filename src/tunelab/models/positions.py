@@ -13,10 +13,12 @@ from tunelab.errors import ConfigError
 def learned_position_limit(model: torch.nn.Module) -> int | None:
     """The positions of a model with learned position embeddings (BERT, GPT-2); None for rotary or relative
     positions, which extrapolate and are not refused."""
-    learned = any(isinstance(m, torch.nn.Embedding) and (n.endswith("position_embeddings") or n.endswith("wpe"))
-                  for n, m in model.named_modules())
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) if learned else None
-    return limit if isinstance(limit, int) else None
+    tables = [m for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Embedding) and (n.endswith("position_embeddings") or n.endswith("wpe"))]
+    if not tables:
+        return None
+    pad = tables[0].padding_idx  # RoBERTa / XLM-R count positions from padding_idx + 1: 514 rows hold 512
+    return tables[0].num_embeddings - (pad + 1 if pad is not None else 0)
 
 
 def positions_at(model_path: str) -> tuple[int | None, bool]:
@@ -31,9 +33,27 @@ def positions_at(model_path: str) -> tuple[int | None, bool]:
             model = AutoModel.from_config(config)
     except Exception:  # noqa: BLE001 - a best-effort probe: any config transformers cannot build
         return None, False
+    learned = learned_position_limit(model)
+    if learned is not None:
+        return learned, True
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     limit = getattr(text, "max_position_embeddings", None)
-    return (limit if isinstance(limit, int) else None), learned_position_limit(model) is not None
+    return (limit if isinstance(limit, int) else None), False
+
+
+def cut_to_positions(data: Any, model_path: str) -> Any:
+    """The data settings `data` with `max_length` cut to the learned positions of the model at `model_path` where it
+    was above them (a run trained on rows shorter than its positions), and a sliding window's stride to half of
+    that: longer inputs are then cut, not an index error in the position embeddings. Validated anew."""
+    if getattr(data, "max_length", None) is None:
+        return data
+    limit, learned = positions_at(model_path)
+    if not learned or limit is None or data.max_length <= limit:
+        return data
+    update: dict[str, Any] = {"max_length": limit}
+    if getattr(data, "window_stride", None) and data.window_stride > limit // 2:
+        update["window_stride"] = limit // 2
+    return type(data).model_validate({**data.model_dump(), **update})
 
 
 def check_positions(limit: int | None, max_length: int, longest: int) -> None:

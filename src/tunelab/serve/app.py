@@ -78,30 +78,38 @@ def _token_cost(model: Model) -> Any:
 
 
 def input_tokens(tokenizer: Any, row: Any) -> int:
-    """The tokens of an input's text fields together (a text, or a row's string values)."""
-    text = " ".join(v for v in row.values() if isinstance(v, str)) if isinstance(row, dict) else str(row)
+    """The tokens of an input's text fields together (a text, or a row's texts and lists of texts)."""
+    if not isinstance(row, dict):
+        return len(tokenizer(str(row), add_special_tokens=False)["input_ids"])
+    words = [w for v in row.values() for w in ([v] if isinstance(v, str) else v if isinstance(v, list) else [])
+             if isinstance(w, str)]  # texts, and lists of them (NER's tokens)
+    text = " ".join(words)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _plain(value: Any) -> Any:
-    """A validation error's echoed input as JSON can carry it: NaN / Infinity and lone surrogates as text, long
-    texts cut."""
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A validation error's echoed input as JSON can carry it: NaN / Infinity, bytes and lone surrogates (keys too) as
+    text, long texts cut, long lists and objects cut, deep nesting stopped."""
+    if depth > 16:
+        return "..."
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
     if isinstance(value, str):  # a lone surrogate as \\ud800
         text = value[:200].encode("utf-8", "backslashreplace").decode("utf-8")
         return text + f"... ({len(value)} characters)" if len(value) > 200 else text
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in list(value.items())[:20]}
-    if isinstance(value, list):
-        return [_plain(v) for v in value[:20]]
+        return {_plain(str(k)): _plain(v, depth + 1) for k, v in list(value.items())[:20]}
+    if isinstance(value, list | tuple):
+        return [_plain(v, depth + 1) for v in value[:20]]
     return value
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422, with an input it cannot write as JSON (NaN) or a huge one echoed safely."""
     errors = [{**e, "input": _plain(e.get("input"))} if "input" in e else e for e in exc.errors()]
-    return JSONResponse({"detail": _plain(jsonable_encoder(errors))}, status_code=422)
+    return JSONResponse({"detail": _plain(jsonable_encoder(errors), -4)}, status_code=422)
 
 
 class BodyLimit:
@@ -112,8 +120,9 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or any(k == b"content-length" for k, _ in scope.get("headers", ())):
-            return await self.app(scope, receive, send)
+        names = {k.lower() for k, _ in scope.get("headers", ())} if scope["type"] == "http" else set()
+        if scope["type"] != "http" or (b"content-length" in names and b"transfer-encoding" not in names):
+            return await self.app(scope, receive, send)  # a length the guard checks (chunked wins over a length)
         chunks, size, message = [], 0, {"more_body": True}
         while message.get("more_body", False):
             message = await receive()
@@ -124,6 +133,7 @@ class BodyLimit:
             if size > self.limit:
                 return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
         body, given = b"".join(chunks), False
+        del chunks
 
         async def replay() -> Any:
             nonlocal given

@@ -10,6 +10,7 @@ bad input fails that request only; the batching task itself never dies of an inp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,14 +126,18 @@ class MicroBatcher:
                 # that arrive meanwhile wait in the socket backlog and form the next batch
                 results = self.fn(items)
             except Exception as exc:  # noqa: BLE001 - alone, a request gets its error; together, each runs alone
-                if len(group) == 1:
-                    if not group[0][1].done():
-                        group[0][1].set_exception(exc)
-                else:  # so that one request's bad row fails that request only
-                    for request, future in group:
-                        self._run_alone(request, future)
+                self._failed(group, exc)
                 continue
             self._answer(group, results, start, len(items))
+
+    def _failed(self, group: list[tuple[list[Any], asyncio.Future[list[Any]]]], exc: Exception) -> None:
+        if len(group) == 1:
+            if not group[0][1].done():
+                group[0][1].set_exception(exc)
+            return
+        for request, future in group:  # so that one request's bad row fails that request only
+            if not future.done():  # a client gone meanwhile: not run again
+                self._run_alone(request, future)
 
     def _run_alone(self, request: list[Any], future: asyncio.Future[list[Any]]) -> None:
         start = time.perf_counter()
@@ -149,7 +154,8 @@ class MicroBatcher:
         """Each request of `group` its slice of `results`."""
         self.stats.add(size)
         if self.on_batch is not None:
-            self.on_batch(size, time.perf_counter() - start)
+            with contextlib.suppress(Exception):  # a metrics hook must not kill the batching task
+                self.on_batch(size, time.perf_counter() - start)
         at = 0
         for request, future in group:
             if not future.done():

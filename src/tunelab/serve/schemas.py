@@ -7,21 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from tunelab.text import unicode_problem
+from tunelab.text import json_problem
 
 
 def utf8(value: Any) -> Any:
-    """`value` (a string, or the strings inside lists and objects) as UTF-8 can carry it: a lone surrogate (JSON's
-    "\\ud800") is refused here, as the data files' reader refuses it, instead of failing in a tokenizer."""
-    if isinstance(value, str):
-        if (problem := unicode_problem(value)) is not None:
-            raise ValueError(problem)
-    elif isinstance(value, dict):
-        for item in value.values():
-            utf8(item)
-    elif isinstance(value, list):
-        for item in value:
-            utf8(item)
+    """`value` (a string, or the strings and keys inside lists and objects) as UTF-8 can carry it: a lone surrogate
+    (JSON's "\\ud800") is refused here, as the data files' reader refuses it, instead of failing in a tokenizer or in
+    the answer that echoes the row; so is nesting deeper than 64 levels."""
+    if (problem := json_problem(value, numbers=False)) is not None:
+        raise ValueError(problem)
     return value
 
 

@@ -58,8 +58,8 @@ class QaConfig(TaskConfig):
     max_answer_length: int = Field(30, ge=1, description="Longest predicted answer, in tokens.")
     n_best: int = Field(20, ge=1, description="Best start and end positions per window combined into candidate spans.")
     null_threshold: float = Field(
-        0.0, description="Unanswerable training data only: answer \"\" when the [CLS] score exceeds the best "
-        "span's score by more than this."
+        0.0, allow_inf_nan=True, description="Unanswerable training data only: answer \"\" when the [CLS] score "
+        "exceeds the best span's score by more than this (.inf: never answer \"\")."
     )
     bidirectional: bool = Field(
         False, description="Decoder models (gemma3-270m, smollm2-135m): attend to later tokens too (non-causal "

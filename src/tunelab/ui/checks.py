@@ -4,13 +4,12 @@ launch form's values. Each refusal is a TunelabError of one line naming the fiel
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import yaml
 
 from tunelab.errors import TunelabError
-from tunelab.text import unicode_problem
+from tunelab.text import json_problem, unicode_problem
 
 ROLES = ("system", "user", "assistant")
 MAX_DEPTH = 64  # lists and objects inside each other: deeper is refused before a parser or writer recurses
@@ -36,23 +35,11 @@ def utf8(text: str, where: str) -> None:
 
 
 def json_value(value: Any, where: str, numbers: bool = True) -> None:
-    """Refuse what JSON or YAML can bring but the UI cannot read or answer with: unpaired surrogates (in texts and
-    keys) and, `numbers`, NaN / Infinity, anywhere inside `value` (walked without recursion: it may nest deeply)."""
-    stack = [(value, where, 0)]
-    while stack:
-        item, at, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise TunelabError(f"{where}: nested too deeply (more than {MAX_DEPTH} levels)")
-        if isinstance(item, str):
-            utf8(item, at)
-        elif numbers and isinstance(item, float) and not math.isfinite(item):
-            raise TunelabError(f"{at}: {item} is not a finite number")
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                utf8(str(key), f"{at} (a key)")
-                stack.append((child, f"{at}.{key}", depth + 1))
-        elif isinstance(item, list):
-            stack.extend((child, f"{at}[{i}]", depth + 1) for i, child in enumerate(item))
+    """Refuse what JSON or YAML can bring but the UI cannot read or answer with (`text.json_problem`): unpaired
+    surrogates (in texts and keys), NaN / Infinity with `numbers`, nesting deeper than MAX_DEPTH, YAML anchors that
+    multiply one list past a million values."""
+    if (problem := json_problem(value, where, numbers, MAX_DEPTH)) is not None:
+        raise TunelabError(problem)
 
 
 def predict_inputs(inputs: list[Any]) -> list[Any]:
