@@ -169,8 +169,8 @@ def test_a_bad_form_is_one_line_and_starts_nothing(tiny_bert: Path, tmp_path: Pa
             "train": str(write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8)))}
     for change, said in (({"name": "../x"}, "name: '../x'"), ({"epochs": "many"}, "train.epochs"),
                          ({"extra": "train.lr"}, "not key=value"), ({"method": "nope"}, "method"),
-                         ({"extra": "model.foo=1"}, "model is a value, not a section"),
-                         ({"extra": "task.name.x=1"}, "task.name is a value"),
+                         ({"extra": "model.foo=1"}, "model.foo: model is not a section"),
+                         ({"extra": "task.name.x=1"}, "task.name is not a section"),
                          ({"extra": "train.lr=" + "[" * 5000 + "]" * 5000}, "train.lr: nested too deeply"),
                          ({"name": "notes.txt"}, "notes.txt is a file"),
                          ({"train": str(tmp_path / "nope.jsonl")}, f"data.train: {tmp_path / 'nope.jsonl'}: file not"),

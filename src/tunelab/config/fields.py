@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunelab.errors import ConfigError
+
 
 def within(inner: str, outer: str) -> bool:
     """Whether dotted field `inner` is `outer` or inside it (`train.lr` is within `train`)."""
@@ -21,3 +23,20 @@ def flat_fields(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def apply_override(tree: dict, path: list[str], value: Any) -> None:
+    """tree[a][b][c] = value for the dotted path [a, b, c], sections made as needed (`--set`, the web UI's form);
+    a value where a section would go is one line (ConfigError), as is `task: sft` made `{name: sft}` first."""
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and ".".join(path[: i + 1]) in ("task", "method"):
+            child = {"name": child}  # `method: lora` then `--set method.r=8`
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+        node[part] = child
+        node = child
+    node[path[-1]] = value

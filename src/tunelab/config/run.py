@@ -19,7 +19,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from tunelab.config.fields import within
+from tunelab.config.fields import apply_override, within
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError
@@ -113,21 +113,6 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
             value = raw
         out.append((key.strip().split("."), value))
     return out
-
-
-def apply_override(tree: dict, path: list[str], value: Any) -> None:
-    node = tree
-    for i, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if isinstance(child, str) and ".".join(path[: i + 1]) in ("task", "method"):
-            child = {"name": child}  # `method: lora` then `--set method.r=8`
-        if child is None:
-            child = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
-        node[part] = child
-        node = child
-    node[path[-1]] = value
 
 
 def format_validation_error(err: ValidationError, names: set[str] | dict[str, set[str]]) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from tunelab.errors import TunelabError
+from tunelab.config.fields import apply_override
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.text import json_problem, unicode_problem
 
 ROLES = ("system", "user", "assistant")
@@ -85,23 +86,15 @@ def form_value(key: str, text: str) -> Any:
 
 
 def set_field(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """tree[a][b][c] = value for `a.b.c`, the sections made as needed; a value where a section would go is an
-    error (`model.foo`: model is a value), as `--set` says it."""
+    """tree[a][b][c] = value for `a.b.c` as `--set` does it (`config.fields.apply_override`); a value where a
+    section would go (`model.foo`: model is not a section) is one line."""
     parts = dotted.split(".")
     if not all(p.strip() for p in parts):
         raise TunelabError(f"{dotted!r}: expected a dotted key such as train.lr")
-    node = tree
-    for i, key in enumerate(parts[:-1]):
-        child = node.get(key)
-        if isinstance(child, str) and i == 0 and key in ("task", "method"):
-            child = {"name": child}  # `task: sft` then `task.template=chatml`
-        if child is None:
-            child = {}
-        if not isinstance(child, dict):
-            raise TunelabError(f"{dotted}: {'.'.join(parts[:i + 1])} is a value, not a section")
-        node[key] = child
-        node = child
-    node[parts[-1]] = value
+    try:
+        apply_override(tree, parts, value)
+    except ConfigError as exc:
+        raise TunelabError(str(exc).removeprefix("--set ")) from None
 
 
 def shown(text: str, limit: int = 200) -> str:
