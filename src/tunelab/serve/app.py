@@ -300,13 +300,16 @@ class Completion:
 
     async def respond(self) -> Any:
         batcher, most = self.served.chat_batcher, self.server.settings.max_queue
-        if batcher is not None and len(batcher.pending) >= most:
+        assert batcher is not None  # every chat model has one (lifespan)
+        if len(batcher.pending) >= most:
             return _error(503, f"server busy: {len(batcher.pending)} completions are waiting (at most {most}); "
                           "retry shortly", {"Retry-After": "1"})
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.stream.emit = lambda text: loop.call_soon_threadsafe(self.queue.put_nowait, text)
-        self.done = asyncio.ensure_future(self._generate())
+        job = Job(self.ids, self.cfg, self.stream.write, self.stream.stopped)
+        # queued in the same step as the check above: a burst cannot pass it together
+        self.done = asyncio.ensure_future(self._generate(job, batcher.enqueue(job)))
         if self.body.stream:
             return StreamingResponse(self._events(), media_type="text/event-stream")
         parts = []
@@ -319,12 +322,10 @@ class Completion:
         return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.served.name, "choices": [choice], "usage": self._usage()}
 
-    async def _generate(self) -> None:
-        assert self.served.chat_batcher is not None
-        job = Job(self.ids, self.cfg, self.stream.write, self.stream.stopped)
+    async def _generate(self, job: Job, answered: asyncio.Future[Job]) -> None:
         start = time.perf_counter()
         try:
-            await self.served.chat_batcher.submit(job)
+            await answered
         finally:
             self.stream.flush()
             self.queue.put_nowait(None)

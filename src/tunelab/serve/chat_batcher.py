@@ -85,12 +85,17 @@ class ChatBatcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-generate")
 
     async def submit(self, job: Job) -> Job:
+        return await self.enqueue(job)
+
+    def enqueue(self, job: Job) -> asyncio.Future[Job]:
+        """`job` in the queue now (no await: a caller's queue-length check and its place are one step); the future
+        is the job, answered."""
         future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self.pending.append((job, future))
         if not self.running:
             self.running = True
             asyncio.create_task(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
