@@ -362,6 +362,10 @@ def test_hostile_bodies_are_4xx_and_the_server_keeps_answering(served: tuple[str
     assert res.status_code == 200 and res.json()["outputs"][0]["pred_label"] in ("positive", "negative"), res.text
     res = httpx.post(f"{url}/v1/predict", content=chunks(), headers=raw, timeout=30)
     assert res.status_code == 413 and "over 20000 bytes" in res.text, res.text
+    res = httpx.post(f"{url}/v1/predict", content=chunks(), headers={"Content-Type": "application/json"}, timeout=30)
+    assert res.status_code == 401, res.text  # the key is checked first, whatever the body
+    metrics = httpx.get(f"{url}/metrics", headers=AUTH, timeout=30).text
+    assert 'tunelab_requests_total{path="/v1/predict",status="413"}' in metrics  # counted like every answer
     small = httpx.post(f"{url}/v1/predict", content=iter([b'{"inputs": ', b'["good"]}']), headers=raw, timeout=30)
     assert small.status_code == 200, small.text
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,17 @@ def learned_position_limit(model: torch.nn.Module) -> int | None:
 
 
 def positions_at(model_path: str) -> tuple[int | None, bool]:
+    """`_positions_at`, remembered per model folder (and its config.json's mtime): loading a model, an ensemble or a
+    group of LoRA runs asks again for the same folder."""
+    try:
+        stamp = (Path(model_path) / "config.json").stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _positions_at(model_path, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _positions_at(model_path: str, _stamp: int | None) -> tuple[int | None, bool]:
     """(the positions of the model at `model_path`, whether they are learned), built from its config on the meta
     device (no weights read); (None, False) when its config cannot be read or built (what is wrong, if anything, is
     the tokenizer's or train's to say)."""
@@ -45,13 +58,11 @@ def cut_to_positions(data: Any, model_path: str) -> Any:
     """The data settings `data` with `max_length` cut to the learned positions of the model at `model_path` where it
     was above them (a run trained on rows shorter than its positions), and a sliding window's stride to half of
     that: longer inputs are then cut, not an index error in the position embeddings. Validated anew."""
-    if getattr(data, "max_length", None) is None:
-        return data
     limit, learned = positions_at(model_path)
     if not learned or limit is None or data.max_length <= limit:
         return data
     update: dict[str, Any] = {"max_length": limit}
-    if getattr(data, "window_stride", None) and data.window_stride > limit // 2:
+    if data.window_stride > limit // 2:
         update["window_stride"] = limit // 2
     return type(data).model_validate({**data.model_dump(), **update})
 

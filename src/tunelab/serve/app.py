@@ -113,16 +113,19 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 class BodyLimit:
-    """413 for a request body over `limit` bytes however it is sent: the `content-length` check in `Server.guard`
-    does not see a chunked body, so this reads the body (up to the limit) before the app does."""
+    """413 for a request body over `limit` bytes however it is sent: by its Content-Length, else (chunked, which
+    wins over a length) counted as it arrives, up to the limit, before the app reads it. Inside `Server.guard`, so
+    the API key is checked first and every 413 is counted."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        names = {k.lower() for k, _ in scope.get("headers", ())} if scope["type"] == "http" else set()
-        if scope["type"] != "http" or (b"content-length" in names and b"transfer-encoding" not in names):
-            return await self.app(scope, receive, send)  # a length the guard checks (chunked wins over a length)
+        headers = {k.lower(): v for k, v in scope.get("headers", ())} if scope["type"] == "http" else {}
+        if scope["type"] != "http" or (b"content-length" in headers and b"transfer-encoding" not in headers):
+            if int(headers.get(b"content-length", b"0") or 0) > self.limit:
+                return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+            return await self.app(scope, receive, send)
         chunks, size, message = [], 0, {"more_body": True}
         while message.get("more_body", False):
             message = await receive()
@@ -167,7 +170,7 @@ class Server:
             if s.chat:
                 tok = s.model.tokenizer
                 s.chat_batcher = ChatBatcher(s.model.module, tok, s.model.task.stop_ids(tok),
-                                             self.settings.max_chat_batch)
+                                             self.settings.max_chat_batch, max_queue=self.settings.max_queue)
             else:
                 s.batcher = MicroBatcher(lambda rows, m=s.model: m.predict(rows, batch_size=len(rows)),
                                          self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
@@ -183,9 +186,7 @@ class Server:
         start, path, key = time.perf_counter(), request.url.path, self.settings.api_key
         if key and path != "/health" and request.headers.get("authorization") != f"Bearer {key}":
             response = _error(401, "missing or wrong API key: send Authorization: Bearer <key>")
-        elif int(request.headers.get("content-length") or 0) > self.settings.max_body_bytes:
-            response = _error(413, f"request body over {self.settings.max_body_bytes} bytes")
-        else:
+        else:  # a body over the limit: 413 from BodyLimit, inside
             response = await call_next(request)
         self.metrics.requests.labels(path, str(response.status_code)).inc()
         self.metrics.latency.labels(path).observe(time.perf_counter() - start)
@@ -257,8 +258,8 @@ def create_app(models: list[Served], settings: Settings | None = None) -> FastAP
 
         app.add_middleware(CORSMiddleware, allow_origins=list(server.settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
-    app.middleware("http")(server.guard)
     app.add_middleware(BodyLimit, limit=server.settings.max_body_bytes)
+    app.middleware("http")(server.guard)  # added last: the outermost, around BodyLimit
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_api_route("/health", server.health, methods=["GET"])
     app.add_api_route("/metrics", server.prometheus, methods=["GET"])
@@ -299,17 +300,16 @@ class Completion:
         return cfg.model_copy(update={"max_new_tokens": max(1, min(cfg.max_new_tokens, positions - len(self.ids)))})
 
     async def respond(self) -> Any:
-        batcher, most = self.served.chat_batcher, self.server.settings.max_queue
-        assert batcher is not None  # every chat model has one (lifespan)
-        if len(batcher.pending) >= most:
-            return _error(503, f"server busy: {len(batcher.pending)} completions are waiting (at most {most}); "
-                          "retry shortly", {"Retry-After": "1"})
+        assert self.served.chat_batcher is not None  # every chat model has one (lifespan)
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.stream.emit = lambda text: loop.call_soon_threadsafe(self.queue.put_nowait, text)
         job = Job(self.ids, self.cfg, self.stream.write, self.stream.stopped)
-        # queued in the same step as the check above: a burst cannot pass it together
-        self.done = asyncio.ensure_future(self._generate(job, batcher.enqueue(job)))
+        try:
+            answered = self.served.chat_batcher.enqueue(job)
+        except QueueFull as exc:
+            return _error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
+        self.done = asyncio.ensure_future(self._generate(job, answered))
         if self.body.stream:
             return StreamingResponse(self._events(), media_type="text/event-stream")
         parts = []

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from tunelab.serve.batcher import QueueFull
 from tunelab.tasks.generation import GenerationConfig, generate_kwargs
 
 
@@ -76,9 +77,9 @@ class ChatBatcher:
     """`await batcher.submit(job)` → the job, its reply streamed through `job.emit` meanwhile."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, stop: list[int], max_batch: int = 8,
-                 max_wait_ms: float = 10.0) -> None:
+                 max_wait_ms: float = 10.0, max_queue: int = 1024) -> None:
         self.model, self.tokenizer, self.stop = model, tokenizer, stop
-        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
         self.pending: list[tuple[Job, asyncio.Future[Job]]] = []
         self.running = False
         self.sizes: list[int] = []
@@ -88,8 +89,10 @@ class ChatBatcher:
         return await self.enqueue(job)
 
     def enqueue(self, job: Job) -> asyncio.Future[Job]:
-        """`job` in the queue now (no await: a caller's queue-length check and its place are one step); the future
-        is the job, answered."""
+        """`job` in the queue now, or QueueFull when `max_queue` jobs are waiting (the check and the place are one
+        step: no burst passes it together); the future is the job, answered."""
+        if len(self.pending) >= self.max_queue:
+            raise QueueFull(f"{len(self.pending)} completions are waiting (at most {self.max_queue})")
         future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self.pending.append((job, future))
         if not self.running:

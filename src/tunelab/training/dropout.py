@@ -34,17 +34,20 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     return draws >= round(p * _LEVELS) - _LEVELS // 2
 
 
-class _Masked(torch.autograd.Function):
+class Masked(torch.autograd.Function):
+    """x times a bool mask and a scale (the mask is all that is kept for backward: 1 byte per element); a scale of
+    1 (LoRA's forward folds it elsewhere) is no pass at all."""
+
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x.mul(keep).mul_(scale)
+        return x.mul(keep) if scale == 1.0 else x.mul(keep).mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return grad.mul(keep).mul_(ctx.scale), None, None
+        return (grad.mul(keep) if ctx.scale == 1.0 else grad.mul(keep).mul_(ctx.scale)), None, None
 
 
 def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -54,7 +57,7 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
         return x * 0.0
     if torch.is_autocast_enabled(x.device.type) and x.is_floating_point():
         x = x.to(torch.get_autocast_dtype(x.device.type))
-    return _Masked.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
+    return Masked.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 
 
 class FastDropout(torch.nn.Dropout):

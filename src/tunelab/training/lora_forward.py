@@ -25,21 +25,7 @@ from typing import Any
 
 import torch
 
-from tunelab.training.dropout import FastDropout, keep_mask
-
-
-class _Kept(torch.autograd.Function):
-    """x times a bool mask (the mask is the only thing kept for backward: 1 byte per element)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(keep)
-        return x.mul(keep)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (keep,) = ctx.saved_tensors
-        return grad.mul(keep), None
+from tunelab.training.dropout import FastDropout, Masked, keep_mask
 
 
 def _covered(layer: Any, kwargs: dict[str, Any]) -> str | None:
@@ -71,7 +57,7 @@ def lora_linear_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) 
     result = layer.base_layer(x)
     scale = layer.scaling[name]
     if isinstance(dropout, FastDropout) and dropout.training and 0.0 < dropout.p < 1.0:
-        x = _Kept.apply(x, keep_mask(x.shape, dropout.p, x.device))
+        x = Masked.apply(x, keep_mask(x.shape, dropout.p, x.device), 1.0)
         scale = scale / (1.0 - dropout.p)
     else:  # Identity, eval mode, p 0 or 1
         x = dropout(x)

@@ -76,8 +76,8 @@ def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
 
     # the file the job will read, built as `tunelab train CONFIG` builds it: every field checked before a start
     cfg = build_config(yaml.safe_load(text))
-    for key, value in tree.items():
-        json_value(value, key)  # inf / NaN: a run that would start only to crash
+    for key, value in tree.items():  # inf / NaN are the config's to refuse (build_config above), as train does
+        json_value(value, key, numbers=False)
     for field in ("train", "validation", "test", "unlabeled"):
         path = getattr(cfg.data, field)
         if field == "train" and not (path or "").strip():
