@@ -209,3 +209,13 @@ def test_version_and_short_help() -> None:
 
     assert runner.invoke(app, ["--version"]).output.strip() == f"tunelab {__version__}"
     assert "Usage: " in runner.invoke(app, ["-h"]).output and "--resume" in runner.invoke(app, ["train", "-h"]).output
+
+
+def test_train_without_evaluation_prints_no_empty_table(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    train, _ = sentiment_files
+    res = _train("task=classification", f"model={tiny_bert}", f"data.train={train}", "data.validation_split=0",
+                 f"output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.batch_size=8", "train.save_steps=0",
+                 "train.report=false")
+    assert res.exit_code == 0, res.output
+    assert "metric" not in res.output and "trained 2 steps in " in res.output, res.output
