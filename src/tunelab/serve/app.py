@@ -35,7 +35,7 @@ from tunelab.serve.batcher import MicroBatcher, QueueFull
 from tunelab.serve.chat_batcher import ChatBatcher, Job
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.tasks.chat_template import prompt_ids
-from tunelab.tasks.generation import with_overrides
+from tunelab.tasks.generation import prompt_limit, with_overrides
 
 
 @dataclass
@@ -287,8 +287,7 @@ class Completion:
         body, settings, model = self.body, self.server.settings, self.served.model
         if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
             raise _invalid("max_tokens", f"at most {settings.max_tokens}")
-        positions = getattr(model.module.config, "max_position_embeddings", None) or settings.max_prompt_tokens
-        limit = min(settings.max_prompt_tokens, positions)
+        positions, limit = prompt_limit(model.module.config, settings.max_prompt_tokens)
         if not self.ids:
             raise _invalid("messages" if self.chat else "prompt", "empty: no tokens to continue from")
         if len(self.ids) > limit:

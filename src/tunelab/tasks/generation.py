@@ -35,6 +35,13 @@ class GenerationConfig(Section):
                                    "first N rows of each split (null: all).")
 
 
+def prompt_limit(model_config: Any, cap: int) -> tuple[int, int]:
+    """(the model's positions, the longest prompt it takes): its positions less one, for the first new token (a model
+    with learned positions has no row past its last), and at most `cap`; `cap` + 1 positions when it does not say."""
+    positions = getattr(model_config, "max_position_embeddings", None) or cap + 1
+    return positions, min(cap, positions - 1)
+
+
 def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, num_beams: int | None = None,
                    temperature: float | None = None, top_p: float | None = None) -> GenerationConfig:
     """`cfg` with command-line overrides; a temperature of 0 means greedy, above 0 sampling at it (below 1e-4 is

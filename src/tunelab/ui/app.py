@@ -242,8 +242,9 @@ class UI:
             ids = await asyncio.to_thread(prompt_ids, model.tokenizer, messages)
         except (TemplateError, ValueError) as exc:  # a template of the model's own may refuse a conversation
             raise HTTPException(422, f"messages: the chat template refused them: {str(exc)[:200]}") from None
-        positions = getattr(model.module.config, "max_position_embeddings", None) or checks.MAX_PROMPT_TOKENS
-        limit = min(checks.MAX_PROMPT_TOKENS, positions - 1)  # room for one new token at least
+        from tunelab.tasks.generation import prompt_limit  # here: importing it loads torch (the model has)
+
+        positions, limit = prompt_limit(model.module.config, checks.MAX_PROMPT_TOKENS)
         if len(ids) > limit:
             raise HTTPException(422, f"messages: the conversation is {len(ids)} tokens, at most {limit} "
                                      f"(the model's context is {positions})")
