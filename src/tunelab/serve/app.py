@@ -66,17 +66,6 @@ class Metrics:
         self.queue = Gauge("tunelab_queue_inputs", "Inputs waiting or running", ["model"], registry=r)
 
 
-def _token_cost(model: Model) -> Any:
-    """An input's tokens as the batcher budgets them: its text fields joined, capped at the model's max_length
-    (a QA context longer than that runs as several windows: counted as one, so the budget is approximate there)."""
-    tokenizer, cap = model.tokenizer, model.task.data.max_length
-
-    def cost(row: Any) -> int:
-        return min(cap, input_tokens(tokenizer, row))
-
-    return cost
-
-
 def input_tokens(tokenizer: Any, row: Any) -> int:
     """The tokens of an input's text fields together (a text, or a row's texts and lists of texts)."""
     if not isinstance(row, dict):
@@ -175,7 +164,7 @@ class Server:
                 s.batcher = MicroBatcher(lambda rows, m=s.model: m.predict(rows, batch_size=len(rows)),
                                          self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
                                          on_batch=lambda n, _s: self.metrics.batch.observe(n),
-                                         max_tokens=self.settings.max_batch_tokens, cost=_token_cost(s.model))
+                                         max_tokens=self.settings.max_batch_tokens)
                 await s.batcher.start()
         yield
         for s in self.models:  # graceful: what is queued is answered first
@@ -226,13 +215,16 @@ class Server:
         if len(body.inputs) > self.settings.max_inputs:
             return _error(413, f"inputs: {len(body.inputs)} inputs, at most {self.settings.max_inputs} per request")
         assert served.batcher is not None
-        limit, tokenizer = self.settings.max_input_tokens, served.model.tokenizer
-        for i, row in enumerate(body.inputs):  # before batching: one long input must not stall every request
-            if (n := input_tokens(tokenizer, row)) > limit:
+        limit, model = self.settings.max_input_tokens, served.model
+        counts = [input_tokens(model.tokenizer, row) for row in body.inputs]
+        for i, n in enumerate(counts):  # before batching: one long input must not stall every request
+            if n > limit:
                 raise _invalid("inputs", f"input {i + 1}: {n} tokens, at most {limit} per input")
+        # the batch's token budget counts an input at most max_length (a longer QA context's windows: as one)
+        longest = min(model.task.data.max_length, max(counts))
         try:  # this request's rows alone, so that a bad row fails its own request, not the batch it would join
-            served.model.check_inputs(list(body.inputs))
-            outputs = await served.batcher.submit(list(body.inputs))
+            model.check_inputs(list(body.inputs))
+            outputs = await served.batcher.submit(list(body.inputs), longest)
         except QueueFull as exc:
             return _error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
         except TunelabError as exc:  # a row the task cannot read: the same one line as the CLI's

@@ -1,7 +1,7 @@
 """Dynamic micro-batching: concurrent `/v1/predict` requests run as one forward pass of at most `max_batch` inputs
 (a request larger than that runs alone) and at most `max_tokens` padded tokens (inputs × the longest one's tokens, by
-`cost`; a request over it runs alone), on the event loop's thread (see `_run`). Each batch takes what queued up
-while the previous one ran; under load (several requests at once) it also waits up to
+`submit`'s count or `cost`; a request over it runs alone), on the event loop's thread (see `_run`). Each batch
+takes what queued up while the previous one ran; under load (several requests at once) it also waits up to
 `max_wait_ms` for more, while a lone request on an idle server runs at once. The queue is bounded (`max_queue`
 inputs waiting): beyond it a request is refused at once (HTTP 503 with Retry-After), never left in an unbounded
 backlog. TEI and Triton batch the same way. A batch that fails runs again request by request, so that one request's
@@ -44,7 +44,7 @@ class MicroBatcher:
         self._held: tuple[list[Any], asyncio.Future[list[Any]], int] | None = None  # did not fit: opens the next batch
         self.waiting = 0  # inputs queued or running
         self.stats = BatchStats()
-        self._queue: asyncio.Queue[tuple[list[Any], asyncio.Future[list[Any]]]] | None = None
+        self._queue: asyncio.Queue[tuple[list[Any], asyncio.Future[list[Any]], int]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False  # the last batch held several requests: wait for company
 
@@ -59,14 +59,16 @@ class MicroBatcher:
         if self._task is not None:
             self._task.cancel()
 
-    async def submit(self, items: list[Any]) -> list[Any]:
+    async def submit(self, items: list[Any], longest: int | None = None) -> list[Any]:
+        """`items`' results; `longest`: their longest input's tokens, when the caller has counted them (else `cost`
+        counts them here, once per request)."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
         if self.waiting and self.waiting + len(items) > self.max_queue:
             raise QueueFull(f"{self.waiting} inputs are waiting (at most {self.max_queue})")
         self.waiting += len(items)
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        await self._queue.put((items, future))
+        await self._queue.put((items, future, self._longest(items) if longest is None else longest))
         try:
             return await future
         finally:
@@ -85,13 +87,12 @@ class MicroBatcher:
         if wait is None:
             if self._queue.empty():
                 return size, longest, False
-            items, future = self._queue.get_nowait()
+            items, future, cost = self._queue.get_nowait()
         else:
             try:
-                items, future = await asyncio.wait_for(self._queue.get(), wait)
+                items, future, cost = await asyncio.wait_for(self._queue.get(), wait)
             except TimeoutError:
                 return size, longest, False
-        cost = self._longest(items)
         if self.max_tokens and (size + len(items)) * max(longest, cost) > self.max_tokens:
             self._held = (items, future, cost)
             return size, longest, False
@@ -106,8 +107,7 @@ class MicroBatcher:
                 items, future, longest = self._held
                 self._held = None
             else:
-                items, future = await self._queue.get()
-                longest = self._longest(items)
+                items, future, longest = await self._queue.get()
             group, size, more = [(items, future)], len(items), len(items) < self.max_batch
             while more:  # what arrived while the last batch ran
                 size, longest, more = await self._take(group, size, longest, None)
