@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 import time
 import uuid
@@ -24,15 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tunelab.api import Model
 from tunelab.errors import TunelabError
 from tunelab.serve.batcher import MicroBatcher, QueueFull
 from tunelab.serve.chat_batcher import ChatBatcher, Job
+from tunelab.serve.errors import BodyLimit, error, invalid, validation_error
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import prompt_limit, with_overrides
@@ -76,76 +75,6 @@ def input_tokens(tokenizer: Any, row: Any) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _plain(value: Any, depth: int = 0) -> Any:
-    """A validation error's echoed input as JSON can carry it: NaN / Infinity, bytes and lone surrogates (keys too) as
-    text, long texts cut, long lists and objects cut, deep nesting stopped."""
-    if depth > 16:
-        return "..."
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    if isinstance(value, str):  # a lone surrogate as \\ud800
-        text = value[:200].encode("utf-8", "backslashreplace").decode("utf-8")
-        return text + f"... ({len(value)} characters)" if len(value) > 200 else text
-    if isinstance(value, dict):
-        return {_plain(str(k)): _plain(v, depth + 1) for k, v in list(value.items())[:20]}
-    if isinstance(value, list | tuple):
-        return [_plain(v, depth + 1) for v in value[:20]]
-    return value
-
-
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, with an input it cannot write as JSON (NaN) or a huge one echoed safely."""
-    errors = [{**e, "input": _plain(e.get("input"))} if "input" in e else e for e in exc.errors()]
-    return JSONResponse({"detail": _plain(jsonable_encoder(errors), -4)}, status_code=422)
-
-
-class BodyLimit:
-    """413 for a request body over `limit` bytes however it is sent: by its Content-Length, else (chunked, which
-    wins over a length) counted as it arrives, up to the limit, before the app reads it. Inside `Server.guard`, so
-    the API key is checked first and every 413 is counted."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = {k.lower(): v for k, v in scope.get("headers", ())} if scope["type"] == "http" else {}
-        if scope["type"] != "http" or (b"content-length" in headers and b"transfer-encoding" not in headers):
-            if int(headers.get(b"content-length", b"0") or 0) > self.limit:
-                return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
-            return await self.app(scope, receive, send)
-        chunks, size, message = [], 0, {"more_body": True}
-        while message.get("more_body", False):
-            message = await receive()
-            if message["type"] != "http.request":  # the client left: the app sees that as it would
-                return await self.app(scope, receive, send)
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.limit:
-                return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
-        body, given = b"".join(chunks), False
-        del chunks
-
-        async def replay() -> Any:
-            nonlocal given
-            if given:
-                return await receive()
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status, headers=headers)
-
-
-def _invalid(field: str, message: str) -> HTTPException:
-    """A 422 naming the field, shaped like FastAPI's own validation errors."""
-    return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
-
-
 class Server:
     """The endpoints over the served models; `create_app` routes them."""
 
@@ -174,7 +103,7 @@ class Server:
     async def guard(self, request: Request, call_next: Any) -> Any:
         start, path, key = time.perf_counter(), request.url.path, self.settings.api_key
         if key and path != "/health" and request.headers.get("authorization") != f"Bearer {key}":
-            response = _error(401, "missing or wrong API key: send Authorization: Bearer <key>")
+            response = error(401, "missing or wrong API key: send Authorization: Bearer <key>")
         else:  # a body over the limit: 413 from BodyLimit, inside
             response = await call_next(request)
         self.metrics.requests.labels(path, str(response.status_code)).inc()
@@ -213,22 +142,22 @@ class Server:
     async def predict(self, body: PredictRequest) -> Any:
         served = self.pick(body.model, chat=False)
         if len(body.inputs) > self.settings.max_inputs:
-            return _error(413, f"inputs: {len(body.inputs)} inputs, at most {self.settings.max_inputs} per request")
+            return error(413, f"inputs: {len(body.inputs)} inputs, at most {self.settings.max_inputs} per request")
         assert served.batcher is not None
         limit, model = self.settings.max_input_tokens, served.model
         counts = [input_tokens(model.tokenizer, row) for row in body.inputs]
         for i, n in enumerate(counts):  # before batching: one long input must not stall every request
             if n > limit:
-                raise _invalid("inputs", f"input {i + 1}: {n} tokens, at most {limit} per input")
+                raise invalid("inputs", f"input {i + 1}: {n} tokens, at most {limit} per input")
         # the batch's token budget counts an input at most max_length (a longer QA context's windows: as one)
         longest = min(model.task.data.max_length, max(counts))
         try:  # this request's rows alone, so that a bad row fails its own request, not the batch it would join
             model.check_inputs(list(body.inputs))
             outputs = await served.batcher.submit(list(body.inputs), longest)
         except QueueFull as exc:
-            return _error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
+            return error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
         except TunelabError as exc:  # a row the task cannot read: the same one line as the CLI's
-            raise _invalid("inputs", str(exc)) from None
+            raise invalid("inputs", str(exc)) from None
         return {"model": served.name, "outputs": outputs}
 
     async def chat_completions(self, body: ChatRequest) -> Any:
@@ -252,7 +181,7 @@ def create_app(models: list[Served], settings: Settings | None = None) -> FastAP
                            allow_headers=["*"])
     app.add_middleware(BodyLimit, limit=server.settings.max_body_bytes)
     app.middleware("http")(server.guard)  # added last: the outermost, around BodyLimit
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_api_route("/health", server.health, methods=["GET"])
     app.add_api_route("/metrics", server.prometheus, methods=["GET"])
     app.add_api_route("/v1/models", server.list_models, methods=["GET"])
@@ -278,12 +207,12 @@ class Completion:
     def _config(self) -> Any:
         body, settings, model = self.body, self.server.settings, self.served.model
         if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
-            raise _invalid("max_tokens", f"at most {settings.max_tokens}")
+            raise invalid("max_tokens", f"at most {settings.max_tokens}")
         positions, limit = prompt_limit(model.module.config, settings.max_prompt_tokens)
         if not self.ids:
-            raise _invalid("messages" if self.chat else "prompt", "empty: no tokens to continue from")
+            raise invalid("messages" if self.chat else "prompt", "empty: no tokens to continue from")
         if len(self.ids) > limit:
-            raise _invalid("messages" if self.chat else "prompt", f"prompt is {len(self.ids)} tokens, at most {limit}")
+            raise invalid("messages" if self.chat else "prompt", f"prompt is {len(self.ids)} tokens, at most {limit}")
         cfg = with_overrides(model.task.cfg.generation, max_new_tokens=body.max_tokens, temperature=body.temperature,
                              top_p=body.top_p)
         if body.seed is not None:
@@ -299,7 +228,7 @@ class Completion:
         try:
             answered = self.served.chat_batcher.enqueue(job)
         except QueueFull as exc:
-            return _error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
+            return error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
         self.done = asyncio.ensure_future(self._generate(job, answered))
         if self.body.stream:
             return StreamingResponse(self._events(), media_type="text/event-stream")
