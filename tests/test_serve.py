@@ -448,3 +448,55 @@ def test_a_prompt_leaves_room_for_one_new_token(served: tuple[str, object]) -> N
     res = httpx.post(f"{url}/v1/completions", json={"model": "run", "prompt": " ".join(["good"] * 127),
                                                     "max_tokens": 1}, headers=AUTH, timeout=30)
     assert res.status_code == 200, res.text
+
+
+def test_every_error_has_one_shape_naming_the_field(served: tuple[str, object]) -> None:
+    """OpenAI's clients read `error.message`: every refusal — 401, 400, 404 (a model, a path), 405, 413, 422 (FastAPI's
+    own and the server's) — is `{"error": {"message": one line, "code": status}}`; a 422 also names the field in
+    `param` and keeps FastAPI's `detail` list."""
+    url, _ = served
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    cases = [
+        ("GET", "/v1/models", None, {}, 401, "API key"),
+        ("POST", "/v1/predict", {"model": "run", "inputs": ["x"]}, AUTH, 400, "/v1/chat/completions"),
+        ("POST", "/v1/predict", {"model": "nope", "inputs": ["x"]}, AUTH, 404, "'nope' is not served"),
+        ("GET", "/v1/nowhere", None, AUTH, 404, "Not Found"),
+        ("GET", "/v1/predict", None, AUTH, 405, "Method Not Allowed"),
+        ("POST", "/v1/predict", {"inputs": ["x"] * 9}, AUTH, 413, "at most 8"),
+        ("POST", "/v1/predict", {}, AUTH, 422, "inputs: Field required"),
+        ("POST", "/v1/chat/completions", {**chat, "max_tokens": 17}, AUTH, 422, "max_tokens: at most 16"),
+        ("POST", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, AUTH, 422,
+         "messages[0].role: Input should be"),
+    ]
+    for method, path, body, headers, status, message in cases:
+        res = httpx.request(method, f"{url}{path}", json=body, headers=headers, timeout=30)
+        err = res.json()["error"]
+        assert res.status_code == status and err["code"] == status, (path, res.text)
+        assert message in err["message"] and "\n" not in err["message"], (path, err)
+        if status == 422:
+            assert err["param"] == message.split(":")[0] and err["message"].startswith(err["param"] + ": ")
+            assert res.json()["detail"][0]["loc"][:2] == ["body", err["param"].split("[")[0]], res.text
+    assert httpx.get(f"{url}/v1/predict", headers=AUTH).headers["allow"] == "POST"
+
+
+def test_an_unexpected_exception_is_a_500_in_the_same_shape() -> None:
+    """No endpoint is known to fail (the fuzz test above looks for one), but if one does its 500 keeps the shape."""
+    import asyncio
+
+    from tunelab.serve.app import create_app
+
+    application = create_app([])
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    application.add_api_route("/boom", boom, methods=["GET"])
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            return await client.get("/boom")
+
+    res = asyncio.run(call())
+    assert res.status_code == 500 and res.json()["error"] == {
+        "message": "internal server error (the server's log has the details)", "code": 500}

@@ -7,7 +7,8 @@
   `generate()` calls (serve/chat_batcher.py).
 - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue).
 - A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
-  bad field (named), 503 with Retry-After when the queue is full. CORS only for the origins named.
+  bad field (named), 503 with Retry-After when the queue is full; every error as `{"error": {"message", "code"}}`
+  (serve/errors.py). CORS only for the origins named.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -31,7 +31,7 @@ from tunelab.api import Model
 from tunelab.errors import TunelabError
 from tunelab.serve.batcher import MicroBatcher, QueueFull
 from tunelab.serve.chat_batcher import ChatBatcher, Job
-from tunelab.serve.errors import BodyLimit, error, invalid, validation_error
+from tunelab.serve.errors import BodyLimit, error, install, invalid
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import prompt_limit, with_overrides
@@ -174,6 +174,7 @@ class Server:
 def create_app(models: list[Served], settings: Settings | None = None) -> FastAPI:
     server = Server(models, settings or Settings())
     app = FastAPI(title="tunelab serve", lifespan=server.lifespan)
+    install(app)  # every error as {"error": {"message", "code"}}
     if server.settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -181,7 +182,6 @@ def create_app(models: list[Served], settings: Settings | None = None) -> FastAP
                            allow_headers=["*"])
     app.add_middleware(BodyLimit, limit=server.settings.max_body_bytes)
     app.middleware("http")(server.guard)  # added last: the outermost, around BodyLimit
-    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_api_route("/health", server.health, methods=["GET"])
     app.add_api_route("/metrics", server.prometheus, methods=["GET"])
     app.add_api_route("/v1/models", server.list_models, methods=["GET"])

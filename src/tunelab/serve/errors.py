@@ -1,14 +1,18 @@
-"""The HTTP edges of `tunelab serve`: its error answers and the body-size limit."""
+"""The HTTP edges of `tunelab serve`: one error shape for every refusal, and the body-size limit.
+
+Every error answer is `{"error": {"message": "<one line>", "code": <status>}}` — what OpenAI's clients read — and a
+422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI's `"detail"` list beside it."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -39,10 +43,47 @@ def _plain(value: Any, depth: int = 0) -> Any:
     return value
 
 
-async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+def _path(loc: list[Any]) -> str:
+    """`["body", "inputs", 0, "score"]` as `inputs[0].score` (`body` for the body as a whole)."""
+    parts = list(loc[1:] if loc[:1] == ["body"] else loc)
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return text or "body"
+
+
+def _problems(status: int, detail: list[Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    """FastAPI's list of field errors, under the one error shape: the first as the message and `param`."""
+    first = detail[0] if detail and isinstance(detail[0], dict) else {}
+    param = _path(list(first.get("loc", [])))
+    more = f" (and {len(detail) - 1} more: see detail)" if len(detail) > 1 else ""
+    message = " ".join(f"{param}: {first.get('msg', 'invalid')}{more}".split())  # one line
+    return JSONResponse({"error": {"message": message, "code": status, "param": param}, "detail": detail},
+                        status_code=status, headers=headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """An HTTPException (the app's own, or routing's 404 / 405) in the one shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.detail, list):  # invalid(...): field errors
+        return _problems(exc.status_code, exc.detail, exc.headers)
+    return error(exc.status_code, str(exc.detail), exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
     """FastAPI's 422, with an input it cannot write as JSON (NaN) or a huge one echoed safely."""
+    assert isinstance(exc, RequestValidationError)
     errors = [{**e, "input": _plain(e.get("input"))} if "input" in e else e for e in exc.errors()]
-    return JSONResponse({"detail": _plain(jsonable_encoder(errors), -4)}, status_code=422)
+    return _problems(422, _plain(jsonable_encoder(errors), -4))
+
+
+async def _server_error(_: Request, exc: Exception) -> Response:
+    return error(500, "internal server error (the server's log has the details)")
+
+
+def install(app: FastAPI) -> None:
+    """The one error shape for every error `app` answers."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _server_error)
 
 
 class BodyLimit:
