@@ -500,3 +500,18 @@ def test_an_unexpected_exception_is_a_500_in_the_same_shape() -> None:
     res = asyncio.run(call())
     assert res.status_code == 500 and res.json()["error"] == {
         "message": "internal server error (the server's log has the details)", "code": 500}
+
+
+def test_a_body_that_is_not_utf8_json_is_a_400_saying_so(served: tuple[str, object]) -> None:
+    """FastAPI answers bytes that are not UTF-8 (and JSON nested past the parser's depth) with a 400 "There was an
+    error parsing the body", and broken JSON with a 422 "JSON decode error": each is now a 400 naming the problem."""
+    url, _ = served
+    raw = {**AUTH, "Content-Type": "application/json"}
+    for body, reason in ((b'{"inputs": ["caf\xe9 au lait"]}', "can't decode byte 0xe9 in position 16"),
+                         (b'{"inputs": ["good"]', "Expecting ',' delimiter"),
+                         (b"[" * 5000 + b"]" * 5000, "nested too deeply")):
+        res = httpx.post(f"{url}/v1/predict", content=body, headers=raw, timeout=30)
+        err = res.json()["error"]
+        assert res.status_code == 400 and err["code"] == 400, res.text
+        assert err["message"].startswith("request body is not valid UTF-8 JSON: ") and reason in err["message"], err
+    assert httpx.post(f"{url}/v1/predict", content='{"inputs": ["café"]}'.encode(), headers=raw).status_code == 200

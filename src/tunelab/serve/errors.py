@@ -1,17 +1,21 @@
-"""The HTTP edges of `tunelab serve`: one error shape for every refusal, and the body-size limit.
+"""The HTTP edges of `tunelab serve`: one error shape for every refusal, the request body read as strict JSON, and
+the body-size limit.
 
 Every error answer is `{"error": {"message": "<one line>", "code": <status>}}` — what OpenAI's clients read — and a
 422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI's `"detail"` list beside it."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -80,10 +84,36 @@ async def _server_error(_: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """The one error shape for every error `app` answers."""
+    """The one error shape for every error `app` answers; its routes (added after this) read bodies as strict JSON."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)
+    app.router.route_class = _StrictJSONRoute
+
+
+class _JSONRequest(Request):
+    """A request whose JSON body must be UTF-8 JSON: a 400 saying why not, where FastAPI says only "There was an error
+    parsing the body" (bytes that are not UTF-8) or "JSON decode error" (a 422 naming a character offset)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                value = json.loads((await self.body()).decode("utf-8"))
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise HTTPException(400, f"request body is not valid UTF-8 JSON: {reason}") from None
+            self._json = value
+        return self._json
+
+
+class _StrictJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_JSONRequest(request.scope, request.receive))
+
+        return strict
 
 
 class BodyLimit:
