@@ -515,3 +515,21 @@ def test_a_body_that_is_not_utf8_json_is_a_400_saying_so(served: tuple[str, obje
         assert res.status_code == 400 and err["code"] == 400, res.text
         assert err["message"].startswith("request body is not valid UTF-8 JSON: ") and reason in err["message"], err
     assert httpx.post(f"{url}/v1/predict", content='{"inputs": ["café"]}'.encode(), headers=raw).status_code == 200
+
+
+def test_nan_and_infinity_anywhere_in_a_body_are_a_422_naming_where(served: tuple[str, object]) -> None:
+    """Python's JSON parser takes NaN, Infinity and 1e999 (as inf); a predict row's extra field holding one was
+    answered with null in its output row. Any non-finite number in a body is a 422 naming its path."""
+    url, _ = served
+    raw = {**AUTH, "Content-Type": "application/json"}
+    for path, body, param in (
+            ("/v1/predict", '{"inputs": [{"text": "good film", "score": NaN}]}', "inputs[0].score"),
+            ("/v1/predict", '{"inputs": ["bad", {"text": "good", "w": [1, -Infinity]}]}', "inputs[1].w[1]"),
+            ("/v1/predict", '{"inputs": [{"text": "good", "weight": 1e999}]}', "inputs[0].weight"),
+            ("/v1/completions", '{"prompt": "say good", "temperature": 1e999}', "temperature")):
+        res = httpx.post(f"{url}{path}", content=body, headers=raw, timeout=30)
+        err = res.json()["error"]
+        assert res.status_code == 422 and err["param"] == param, (body, res.text)
+        assert err["message"].startswith(f"{param}: ") and "is not a finite number" in err["message"], err
+    res = httpx.post(f"{url}/v1/predict", content='{"inputs": [{"text": "good film", "score": 0.5}]}', headers=raw)
+    assert res.status_code == 200 and res.json()["outputs"][0]["score"] == 0.5, res.text

@@ -91,9 +91,25 @@ def install(app: FastAPI) -> None:
     app.router.route_class = _StrictJSONRoute
 
 
+def _non_finite(value: Any) -> tuple[list[Any], float] | None:
+    """The path to the first NaN / Infinity in a parsed JSON value, and that number. Walked without recursion."""
+    stack: list[tuple[Any, list[Any]]] = [(value, [])]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return loc, item
+        if isinstance(item, dict):
+            stack.extend((v, [*loc, k]) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, [*loc, i]) for i, v in reversed(list(enumerate(item))))
+    return None
+
+
 class _JSONRequest(Request):
-    """A request whose JSON body must be UTF-8 JSON: a 400 saying why not, where FastAPI says only "There was an error
-    parsing the body" (bytes that are not UTF-8) or "JSON decode error" (a 422 naming a character offset)."""
+    """A request whose JSON body must be UTF-8 JSON — a 400 saying why not, where FastAPI says only "There was an error
+    parsing the body" (bytes that are not UTF-8) or "JSON decode error" (a 422 naming a character offset) — with finite
+    numbers only: Python's parser takes `NaN`, `Infinity` and `1e999`, which JSON cannot write back (a row's extra
+    field would come back as null): a 422 naming where."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -102,6 +118,10 @@ class _JSONRequest(Request):
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 raise HTTPException(400, f"request body is not valid UTF-8 JSON: {reason}") from None
+            if (found := _non_finite(value)) is not None:
+                loc, number = found
+                raise HTTPException(422, [{"loc": ["body", *loc], "type": "finite_number", "input": str(number),
+                                           "msg": f"{number} is not a finite number (JSON has no NaN or Infinity)"}])
             self._json = value
         return self._json
 
