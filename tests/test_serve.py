@@ -533,3 +533,26 @@ def test_nan_and_infinity_anywhere_in_a_body_are_a_422_naming_where(served: tupl
         assert err["message"].startswith(f"{param}: ") and "is not a finite number" in err["message"], err
     res = httpx.post(f"{url}/v1/predict", content='{"inputs": [{"text": "good film", "score": 0.5}]}', headers=raw)
     assert res.status_code == 200 and res.json()["outputs"][0]["score"] == 0.5, res.text
+
+
+def test_cors_headers_on_every_answer_to_an_allowed_origin(cls_run: Path) -> None:
+    """A page on an allowed origin can read the 401 and the 413 too (CORS is the outermost middleware), and its
+    browser's preflight — which never carries the API key — is answered rather than refused with a 401."""
+    page = "https://app.example"
+    for url, _ in serve_on_loopback([cls_run], api_key=KEY, max_body_bytes=1000, cors_origins=(page,)):
+        def post(headers: dict[str, str], inputs: list[str], url: str = url) -> httpx.Response:
+            return httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=headers, timeout=30)
+
+        answers = {"200": post({**AUTH, "Origin": page}, ["good"]),
+                   "401": post({"Origin": page}, ["good"]),
+                   "413": post({**AUTH, "Origin": page}, ["x" * 2000]),
+                   "422": post({**AUTH, "Origin": page}, []),
+                   "preflight": httpx.options(f"{url}/v1/predict", headers={
+                       "Origin": page, "Access-Control-Request-Method": "POST",
+                       "Access-Control-Request-Headers": "authorization, content-type"}, timeout=30)}
+        elsewhere = post({"Origin": "https://elsewhere.example"}, ["good"])
+    for name, res in answers.items():
+        assert str(res.status_code) == ("200" if name == "preflight" else name), (name, res.text)
+        assert res.headers.get("access-control-allow-origin") == page, (name, dict(res.headers))
+    assert "authorization" in answers["preflight"].headers["access-control-allow-headers"].lower()
+    assert elsewhere.status_code == 401 and "access-control-allow-origin" not in elsewhere.headers

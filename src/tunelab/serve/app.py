@@ -175,13 +175,14 @@ def create_app(models: list[Served], settings: Settings | None = None) -> FastAP
     server = Server(models, settings or Settings())
     app = FastAPI(title="tunelab serve", lifespan=server.lifespan)
     install(app)  # every error as {"error": {"message", "code"}}
-    if server.settings.cors_origins:
+    app.add_middleware(BodyLimit, limit=server.settings.max_body_bytes)
+    app.middleware("http")(server.guard)  # around BodyLimit: the key is checked first, every answer counted
+    if server.settings.cors_origins:  # added last, the outermost: the 401 / 413 carry its headers too, and a
+        # browser's preflight (which never carries the key) is answered before the key is asked for
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(server.settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
-    app.add_middleware(BodyLimit, limit=server.settings.max_body_bytes)
-    app.middleware("http")(server.guard)  # added last: the outermost, around BodyLimit
     app.add_api_route("/health", server.health, methods=["GET"])
     app.add_api_route("/metrics", server.prometheus, methods=["GET"])
     app.add_api_route("/v1/models", server.list_models, methods=["GET"])

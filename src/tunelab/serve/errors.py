@@ -139,7 +139,7 @@ class _StrictJSONRoute(APIRoute):
 class BodyLimit:
     """413 for a request body over `limit` bytes however it is sent: by its Content-Length, else (chunked, which
     wins over a length) counted as it arrives, up to the limit, before the app reads it. Inside `Server.guard`, so
-    the API key is checked first and every 413 is counted."""
+    the API key is checked first and every 413 is counted (and inside CORS, so a 413 carries its headers)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
