@@ -556,3 +556,67 @@ def test_cors_headers_on_every_answer_to_an_allowed_origin(cls_run: Path) -> Non
         assert res.headers.get("access-control-allow-origin") == page, (name, dict(res.headers))
     assert "authorization" in answers["preflight"].headers["access-control-allow-headers"].lower()
     assert elsewhere.status_code == 401 and "access-control-allow-origin" not in elsewhere.headers
+
+
+def test_a_burst_of_completions_never_queues_past_max_queue(tiny_chat_run: Path) -> None:
+    """A completion takes its place in the queue in the same step as its --max-queue check (c0d9c01): were they two
+    steps, a burst read at once would pass the check together before any was queued. The server's event loop is
+    held while 6 requests arrive, so that it reads them in one go and they run in lockstep, and the one generation
+    thread is held too: with max_queue 1 and batches of 1, one completion generates, at most one waits, the rest 503."""
+    import asyncio
+    import socket
+    import time
+
+    import uvicorn
+
+    from conftest import free_port
+    from tunelab.serve.app import create_app
+    from tunelab.serve.models import served_models
+    from tunelab.serve.schemas import Settings
+
+    application = create_app(served_models([tiny_chat_run]), Settings(max_queue=1, max_chat_batch=1))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning"))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
+    thread.start()
+    held, release, generating = threading.Event(), threading.Event(), threading.Event()
+    body = json.dumps({"prompt": "say good", "max_tokens": 1}).encode()
+    request = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def status(sock: socket.socket) -> int:
+        with sock:
+            return int(sock.recv(4096).split()[1])
+
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        batcher = application.state.server.models[0].chat_batcher
+        batcher._pool.submit(generating.wait, 60)  # the generation thread busy until the 503s are in
+
+        def hold() -> None:
+            held.set()
+            release.wait(30)
+
+        loop.call_soon_threadsafe(hold)
+        assert held.wait(30)
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(6)]
+        for sock in socks:  # accepted by the kernel, read by the server once its loop is free
+            sock.sendall(request)
+        release.set()
+        with ThreadPoolExecutor(6) as pool:
+            answers = [pool.submit(status, sock) for sock in socks]
+            deadline = time.time() + 15
+            while sum(a.done() for a in answers) < 4 and time.time() < deadline:
+                time.sleep(0.05)
+            generating.set()
+            statuses = [a.result() for a in answers]
+    finally:
+        release.set()
+        generating.set()
+        server.should_exit = True
+        thread.join(timeout=30)
+        loop.close()
+    assert statuses.count(503) >= 4 and statuses.count(200) >= 1 and set(statuses) <= {200, 503}, statuses
