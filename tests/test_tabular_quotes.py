@@ -77,3 +77,17 @@ def test_a_row_with_the_wrong_number_of_fields_in_a_mixed_tsv_is_one_error_line(
     res = CliRunner().invoke(app, ["data", "check", str(path)])
     assert res.exit_code == 2, res.output
     assert res.stderr == f"error: {path}:14: row: expected 2 fields (text, label), got 3\n", res.stderr
+
+
+def test_a_stray_opening_quote_does_not_read_the_rest_of_the_file(tmp_path: Path, monkeypatch) -> None:
+    """A hand-written field that opens a quote and never closes it is plain text; looking for its close stops after
+    MAX_FIELD_LINES lines, so a long file with several such quotes is not read again and again to its end."""
+    from tunelab.data import tabular
+
+    monkeypatch.setattr(tabular, "MAX_FIELD_LINES", 3)
+    path = tmp_path / "stray.tsv"
+    lines = ['"Yes," he said.\tneg'] + ['"12 inch screen\tpos'] + [f"row {i}\tneg" for i in range(6)]
+    lines.append('far away"\tpos')  # closes like a quoted field: within the bound the rows would merge
+    path.write_text("text\tlabel\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    got = rows_of(path)
+    assert [text for _, text, _ in got] == [line.split("\t")[0] for line in lines]

@@ -44,6 +44,10 @@ def _quotes_parse(path: Path, delimiter: str) -> bool:
     return True
 
 
+MAX_FIELD_LINES = 1000  # a quoted field of a mixed TSV spans at most this many lines: a stray opening quote must
+# not read (and hold) the rest of the file looking for its close
+
+
 class _Ahead:
     """The lines of a file one at a time, numbered from 1, with those read past kept to be read again."""
 
@@ -72,7 +76,7 @@ def _quoted(s: str, pos: int, ahead: _Ahead, used: int, delimiter: str) -> tuple
         k = s.find('"', j)
         if k == -1:  # no closing quote on this line: the field goes on on the next one
             parts.append(s[j:])
-            nxt = ahead.at(used + extra)
+            nxt = ahead.at(used + extra) if extra < MAX_FIELD_LINES else None
             if nxt is None:
                 return None
             s, j, extra = nxt[1], 0, extra + 1
