@@ -190,3 +190,28 @@ def test_cli_data_augment(tiny_bert: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["data", "augment", str(src), "--output", str(out), "--set", "data.text_field=review",
                               "--set", "data.augment.ops=[delete,swap]"])
     assert res.exit_code == 0, res.output
+
+
+def test_cli_data_augment_of_a_dataset_folder_names_each_copys_file_and_line(tmp_path: Path) -> None:
+    """A folder of several Parquet files: lines restart in each file, so a copy's `augmented_from` is `file:line`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    rows = [{"text": r["text"], "label": r["label"], "id": i} for i, r in enumerate(sentiment_rows(8, 0))]
+    files = [folder / "a.parquet", folder / "b.parquet"]
+    pq.write_table(pa.Table.from_pylist(rows[:4]), files[0])
+    pq.write_table(pa.Table.from_pylist(rows[4:]), files[1])
+    out = tmp_path / "aug.jsonl"
+    res = CliRunner().invoke(app, ["data", "augment", str(folder), "--output", str(out),
+                                   "--set", "data.augment={ops: [delete, swap], copies: 2, ratio: 0.3}"])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert got[:8] == rows and len(got) > 8
+    where = {f"{f}:{n}": row for f, part in zip(files, (rows[:4], rows[4:]), strict=True)
+             for n, row in enumerate(part, start=1)}
+    assert {copy["augmented_from"].rsplit(":", 1)[0] for copy in got[8:]} == {str(f) for f in files}
+    for copy in got[8:]:
+        first = where[copy["augmented_from"]]
+        assert copy["id"] == first["id"] and copy["label"] == first["label"] and copy["text"] != first["text"]

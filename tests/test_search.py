@@ -155,6 +155,39 @@ def test_tune_prunes_a_bad_trial(tiny_bert: Path, sentiment_files: tuple[Path, P
     assert load_config(out / "tune" / "best.yaml").train.lr == 5.0e-3
 
 
+def test_a_pruned_trial_leaves_no_replaced_run_behind(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    """Trial directories are reused by another study in the same output_dir: the finished run a trial replaces is
+    moved to .replaced, and deleted when the trial finishes, completed or pruned; a trial that fails keeps it."""
+    out = tmp_path / "out"
+    done = {"space": {"train.lr": {"type": "categorical", "choices": [5.0e-3]}}}
+    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, done)), "--trials", "2",
+                              "--study", "first"])
+    assert res.exit_code == 0, res.output
+    trials = [out / "tune" / f"trial-{n:03d}" for n in (0, 1)]
+    assert all((run / "metrics.json").is_file() for run in trials)
+
+    search = {"metric": "roc_auc", "space": {"train.lr": {"type": "categorical", "choices": [5.0e-3, 1.0e-8]}},
+              "pruner": {"startup_trials": 1}}
+    path = _config(tmp_path, tiny_bert, sentiment_files, search, epochs=2, eval_steps=2)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'tune' / 'study.db'}", study_name="tunelab",
+                                direction="maximize")
+    study.enqueue_trial({"train.lr": 5.0e-3})
+    study.enqueue_trial({"train.lr": 1.0e-8})
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 0, res.output
+    assert [t.state.name for t in _study(out).trials] == ["COMPLETE", "PRUNED"], res.output
+    assert (trials[0] / "metrics.json").is_file() and not (trials[0] / ".replaced").exists()
+    assert not (trials[1] / "metrics.json").exists() and not (trials[1] / ".replaced").exists()
+
+    completed = (trials[0] / "metrics.json").read_text()
+    nan = {"space": {"train.lr": {"type": "categorical", "choices": [1.0e30]}}}
+    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, nan)), "--trials", "1",
+                              "--study", "diverges"])
+    assert res.exit_code == 2 and "tune: trial 0 failed" in res.output, res.output
+    assert (trials[0] / ".replaced" / "metrics.json").read_text() == completed  # kept: the new trial failed
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [

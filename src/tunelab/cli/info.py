@@ -106,7 +106,8 @@ def data_augment(
     model: str | None = typer.Option(None, "--model", help="Model whose input-embedding neighbours are synonyms."),
     seed: int = typer.Option(42, "--seed", help="Seed (train.seed in a run)."),
 ) -> None:
-    """Write augmented copies (each with `augmented_from`: the original's line) to inspect data.augment."""
+    """Write augmented copies (each with `augmented_from`: the original's line; file:line for a folder of several
+    files) to inspect data.augment."""
     from tunelab.data.augment import augment_file
 
     stats = augment_file(str(file), str(output), set_, model, seed)

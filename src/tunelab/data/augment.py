@@ -152,9 +152,11 @@ def augment_text(text: str, ops: Sequence[str], rng: random.Random, ratio: float
 
 # ---------------------------------------------------------------------------- examples & files
 def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, seed: int, lookup: Synonyms | None,
-                     text_field: str = "text", cache: bool = True) -> tuple[Sequence[dict[str, Any]], dict[str, Any]]:
+                     text_field: str = "text", cache: bool = True, several_files: bool = False,
+                     ) -> tuple[Sequence[dict[str, Any]], dict[str, Any]]:
     """The examples followed by `cfg.copies` augmented copies of each (in order). A copy carries
-    `augmented_from` (the original's line) in the example and its `row`. Copy j of row i draws from
+    `augmented_from` (the original's line; `file:line` where `several_files` — a dataset folder's rows, whose lines
+    restart in each file) in the example and its `row`. Copy j of row i draws from
     its own RNG, seeded by (seed, i, j): the output depends only on the seed and the input. Rows spilled to disk (a
     `RowSequence`: a large training file) get their copies spilled as they are made (in the feature cache's folder
     unless `cache` is off), so neither is held whole; the rows are the same."""
@@ -177,8 +179,9 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
                     continue
                 text, op = result
                 counts["by_op"][op] += 1
-                row = {**ex.get("row", {}), text_field: text, "augmented_from": ex.get("line")}
-                part.append({**ex, "text": text, "augmented_from": ex.get("line"), "row": row})
+                origin = f"{ex.get('source')}:{ex.get('line')}" if several_files else ex.get("line")
+                row = {**ex.get("row", {}), text_field: text, "augmented_from": origin}
+                part.append({**ex, "text": text, "augmented_from": origin, "row": row})
             if len(part) >= 4096:
                 counts["added"] += len(part)
                 yield part
@@ -197,7 +200,8 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
 
 
 def augment_file(path: str, output: str, overrides: list[str], model: str | None, seed: int) -> dict[str, Any]:
-    """`tunelab data augment`: write the file's rows followed by their augmented copies as JSONL."""
+    """`tunelab data augment`: write the file's rows followed by their augmented copies as JSONL; a copy's
+    `augmented_from` is its original's line, or `file:line` where the rows come from several files (a folder)."""
     if Path(output).resolve() == Path(path).resolve():
         raise TunelabError(f"--output: {output} is the input file; write the rows and their copies to another file")
     task, data = _configs("classification", overrides)
@@ -213,6 +217,7 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     if lookup is None and set(cfg.ops) & set(NEEDS_SYNONYMS):
         raise ConfigError("config: data.augment.ops: insert and synonym need --model (embedding neighbours) or "
                           "--set data.augment.synonyms=FILE; or use --set data.augment.ops=[delete,swap]")
-    rows, stats = augment_examples(examples, cfg, seed, lookup, data.text_field)
+    several = len({r.source for r in table.records}) > 1  # a dataset folder of several files: lines restart
+    rows, stats = augment_examples(examples, cfg, seed, lookup, data.text_field, several_files=several)
     out = write_jsonl_atomic(output, [ex["row"] for ex in rows])
     return {"rows": len(examples), **stats, "synonym_source": source, "output": str(out)}

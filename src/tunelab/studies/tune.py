@@ -2,7 +2,8 @@
 
     run.yaml (+ search.space) ─► trial k: the same config with the sampled dotted keys overridden,
                                  output_dir OUTPUT_DIR/tune/trial-NNN, no checkpoints ─► pipeline.run
-                                 every evaluation → trial.report → median pruner (optuna.TrialPruned)
+                                 every evaluation → trial.report → median pruner (optuna.TrialPruned; a
+                                 pruned trial has finished: the run its directory held before is deleted)
     OUTPUT_DIR/tune/study.db     Optuna's SQLite storage: rerunning continues the study
     OUTPUT_DIR/tune/results.*    one row per trial (json, csv); best.yaml: the best trial as a train config
 
@@ -30,6 +31,7 @@ from tunelab.errors import ConfigError, TunelabError, first_line, require
 from tunelab.io import write_json_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
+from tunelab.training.run_dir import finish_run_dir
 
 
 # ---------------------------------------------------------------------------- trials' configs
@@ -183,6 +185,10 @@ def _objective(cfg: RunConfig, search: SearchConfig, root: Path, optuna: Any) ->
             if trial.should_prune():
                 trial.set_user_attr("pruned_at_step", step)
                 _say(f"tune: trial {trial.number} pruned at step {step} ({metric}={value:.4g})")
+                # pruned is how this trial finishes (never resumed: it has no checkpoints): the run its directory
+                # held before (another study's trial) is no longer needed, as after a completed trial; deleted
+                # here, still under the run's lock. A failed or interrupted trial keeps it in .replaced.
+                finish_run_dir(out)
                 raise optuna.TrialPruned(f"step {step}: {metric}={value:.4g}")
 
         try:

@@ -9,7 +9,8 @@ config unless told to (`--overwrite`, or `--resume` to continue it).
                        (the file stays, empty, between runs)
     start_run_dir      after the model is loaded and the data encoded: the old run's files moved to .replaced (unless
                        resuming), config.yaml written, metrics.jsonl reset (or cut back to the resumed checkpoint)
-    finish_run_dir     the run has finished: .replaced deleted
+    finish_run_dir     the run has finished: .replaced deleted (a `tunelab tune` trial that is pruned has finished
+                       too: studies/tune.py calls it as it prunes; a failed or interrupted run keeps .replaced)
 """
 
 from __future__ import annotations

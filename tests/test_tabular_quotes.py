@@ -1,0 +1,93 @@
+"""A TSV that mixes csv.writer's quoting with hand-written quotes (`\\t`.join of texts like `he said "hi`) reads as
+its writers meant, every row kept in order; a row that truly has the wrong number of fields is one error line."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tunelab.cli import app
+from tunelab.data.readers import read_table
+
+WRITER_ROWS = [  # what csv.writer quotes: a tab, quotes, a line break, a text that starts with a quote
+    ["tab\tinside", "pos"], ['say "hi" twice', "neg"], ["two\nlines", "pos"], ['"Yes," he said.', "neg"],
+    ["plain", "pos"],
+]
+HAND_ROWS = [  # joined with \t by hand: quotes are plain characters, unbalanced or not
+    ['he said "hi', "neg"], ['a 5" screen', "pos"], ['"Hmm, not sure', "neg"], ['"Yes," she said.', "pos"],
+    ['"Great"', "neg"], ['12 inch 5"', "pos"],
+]
+
+
+def mixed_tsv(path: Path) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f, delimiter="\t")
+        out.writerow(["text", "label"])
+        for i, row in enumerate(WRITER_ROWS):
+            out.writerow(row)
+            f.write("\t".join(HAND_ROWS[i]) + "\n")
+        f.write("\t".join(HAND_ROWS[-1]) + "\n")
+    return path
+
+
+def rows_of(path: Path) -> list[tuple[int, str, str]]:
+    return [(r.line, r.data["text"], r.data["label"]) for r in read_table(path).records]
+
+
+def test_a_tsv_mixing_csv_writer_quoting_and_literal_quotes_reads_every_row_as_written(tmp_path: Path) -> None:
+    path = mixed_tsv(tmp_path / "mixed.tsv")
+    expected = [r for i, w in enumerate(WRITER_ROWS) for r in (w, HAND_ROWS[i])] + [HAND_ROWS[-1]]
+    got = rows_of(path)
+    assert [(text, label) for _, text, label in got] == [tuple(r) for r in expected]
+    # "two\nlines" spans lines 6-7: the rows after it keep their own line numbers
+    assert [line for line, _, _ in got] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13]
+
+    res = CliRunner().invoke(app, ["data", "check", str(path)])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_row_whose_quotes_would_merge_fields_is_read_with_them_plain(tmp_path: Path) -> None:
+    """In a TSV with hand-written quotes (line 6), `"Oh, no<TAB>she said "` closes like a quoted field, but that
+    leaves the row a field short: its quotes are plain text."""
+    path = tmp_path / "pairs.tsv"
+    path.write_text('a\tb\tlabel\n"x\ty"\tz\tpos\n"Oh, no\tshe said "\tneutral\n'
+                    '"Yes," he said.\tb\tneg\n', encoding="utf-8")
+    assert [(r.line, r.data) for r in read_table(path).records] == [
+        (2, {"a": "x\ty", "b": "z", "label": "pos"}),
+        (3, {"a": '"Oh, no', "b": 'she said "', "label": "neutral"}),
+        (4, {"a": '"Yes," he said.', "b": "b", "label": "neg"}),
+    ]
+
+
+def test_a_csv_mixing_csv_writer_quoting_and_quotes_inside_unquoted_fields(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["text", "label"], ["a, b", "pos"], ['say "hi"', "neg"], ["two\nlines", "pos"]])
+        f.write('he said "hi,neg\na 5" screen,pos\n')
+    assert rows_of(path) == [(2, "a, b", "pos"), (3, 'say "hi"', "neg"), (4, "two\nlines", "pos"),
+                             (6, 'he said "hi', "neg"), (7, 'a 5" screen', "pos")]
+
+
+def test_a_row_with_the_wrong_number_of_fields_in_a_mixed_tsv_is_one_error_line(tmp_path: Path) -> None:
+    path = mixed_tsv(tmp_path / "train.tsv")
+    with path.open("a", encoding="utf-8") as f:
+        f.write('he said "no\tneg\textra\n')
+    res = CliRunner().invoke(app, ["data", "check", str(path)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == f"error: {path}:14: row: expected 2 fields (text, label), got 3\n", res.stderr
+
+
+def test_a_stray_opening_quote_does_not_read_the_rest_of_the_file(tmp_path: Path, monkeypatch) -> None:
+    """A hand-written field that opens a quote and never closes it is plain text; looking for its close stops after
+    MAX_FIELD_LINES lines, so a long file with several such quotes is not read again and again to its end."""
+    from tunelab.data import tabular
+
+    monkeypatch.setattr(tabular, "MAX_FIELD_LINES", 3)
+    path = tmp_path / "stray.tsv"
+    lines = ['"Yes," he said.\tneg'] + ['"12 inch screen\tpos'] + [f"row {i}\tneg" for i in range(6)]
+    lines.append('far away"\tpos')  # closes like a quoted field: within the bound the rows would merge
+    path.write_text("text\tlabel\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    got = rows_of(path)
+    assert [text for _, text, _ in got] == [line.split("\t")[0] for line in lines]
