@@ -155,18 +155,40 @@ def test_tune_prunes_a_bad_trial(tiny_bert: Path, sentiment_files: tuple[Path, P
     assert load_config(out / "tune" / "best.yaml").train.lr == 5.0e-3
 
 
-def test_a_pruned_trial_leaves_no_replaced_run_behind(tiny_bert: Path, sentiment_files: tuple[Path, Path],
-                                                      tmp_path: Path) -> None:
-    """Trial directories are reused by another study in the same output_dir: the finished run a trial replaces is
-    moved to .replaced, and deleted when the trial finishes, completed or pruned; a trial that fails keeps it."""
+def test_two_studies_in_one_output_dir_keep_their_own_trials(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    """A study named by --study has its own folder (trials, results, best.yaml, best-trial dir): running another
+    study in the same output_dir replaces none of its files (both shared OUTPUT_DIR/tune/trial-NNN before)."""
     out = tmp_path / "out"
     done = {"space": {"train.lr": {"type": "categorical", "choices": [5.0e-3]}}}
-    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, done)), "--trials", "2",
-                              "--study", "first"])
+    path = _config(tmp_path, tiny_bert, sentiment_files, done)
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1", "--study", "first/try"])
+    assert res.exit_code == 0, res.output
+    first = next((out / "tune").glob("first_try-*"))  # a name with a "/" as a folder name of its own
+    stamp = (first / "trial-000" / "metrics.json").stat().st_mtime_ns
+    results = (first / "results.json").read_text()
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "tune" / "trial-000" / "metrics.json").is_file()
+    assert (first / "trial-000" / "metrics.json").stat().st_mtime_ns == stamp
+    assert not (first / "trial-000" / ".replaced").exists() and (first / "results.json").read_text() == results
+    assert load_config(first / "best.yaml").output_dir == str(out / f"best-{first.name}-trial-000")
+    assert load_config(out / "tune" / "best.yaml").output_dir == str(out / "best-trial-000")
+
+
+def test_a_pruned_trial_leaves_no_replaced_run_behind(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    """A study whose storage was deleted and is run again finds its old trial directories: the finished run a trial
+    replaces is moved to .replaced, and deleted when the trial finishes, completed or pruned; a failed trial keeps
+    it."""
+    out = tmp_path / "out"
+    done = {"space": {"train.lr": {"type": "categorical", "choices": [5.0e-3]}}}
+    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, done)), "--trials", "2"])
     assert res.exit_code == 0, res.output
     trials = [out / "tune" / f"trial-{n:03d}" for n in (0, 1)]
     assert all((run / "metrics.json").is_file() for run in trials)
 
+    (out / "tune" / "study.db").unlink()
     search = {"metric": "roc_auc", "space": {"train.lr": {"type": "categorical", "choices": [5.0e-3, 1.0e-8]}},
               "pruner": {"startup_trials": 1}}
     path = _config(tmp_path, tiny_bert, sentiment_files, search, epochs=2, eval_steps=2)
@@ -181,9 +203,9 @@ def test_a_pruned_trial_leaves_no_replaced_run_behind(tiny_bert: Path, sentiment
     assert not (trials[1] / "metrics.json").exists() and not (trials[1] / ".replaced").exists()
 
     completed = (trials[0] / "metrics.json").read_text()
+    (out / "tune" / "study.db").unlink()
     nan = {"space": {"train.lr": {"type": "categorical", "choices": [1.0e30]}}}
-    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, nan)), "--trials", "1",
-                              "--study", "diverges"])
+    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, nan)), "--trials", "1"])
     assert res.exit_code == 2 and "tune: trial 0 failed" in res.output, res.output
     assert (trials[0] / ".replaced" / "metrics.json").read_text() == completed  # kept: the new trial failed
 

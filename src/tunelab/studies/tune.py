@@ -1,7 +1,8 @@
 """Hyperparameter search (`tunelab tune`): an Optuna study over runs (the `search` section: config/search.py).
 
     run.yaml (+ search.space) ─► trial k: the same config with the sampled dotted keys overridden,
-                                 output_dir OUTPUT_DIR/tune/trial-NNN, no checkpoints ─► pipeline.run
+                                 output_dir OUTPUT_DIR/tune/trial-NNN (a study named by --study: under
+                                 OUTPUT_DIR/tune/<name>/), no checkpoints ─► pipeline.run
                                  every evaluation → trial.report → median pruner (optuna.TrialPruned; a
                                  pruned trial has finished: the run its directory held before is deleted)
     OUTPUT_DIR/tune/study.db     Optuna's SQLite storage: rerunning continues the study
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,8 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     root.mkdir(parents=True, exist_ok=True)
     url = storage_url(storage if storage is not None else root / "study.db")
     name = study_name or "tunelab"
+    home = study_home(root, name)
+    home.mkdir(exist_ok=True)
     direction = search.study_direction()
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
                                           n_warmup_steps=search.pruner.warmup_steps)
@@ -147,9 +152,20 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     # seeded by train.seed; offset by the trials already there so a resumed study draws new points
     study.sampler = optuna.samplers.TPESampler(seed=cfg.train.seed + len(study.trials))
     if missing > 0:
-        objective = _objective(cfg, search, root, optuna)
+        objective = _objective(cfg, search, home, optuna)
         study.optimize(objective, n_trials=missing, gc_after_trial=True)
-    return _report(cfg, study, search, root, url)
+    return _report(cfg, study, search, home, url)
+
+
+def study_home(root: Path, name: str) -> Path:
+    """Where a study's trials and results go: OUTPUT_DIR/tune for the default study, OUTPUT_DIR/tune/<name> for one
+    named by --study, so that two studies in one output_dir never replace each other's trial directories."""
+    if name == "tunelab":
+        return root
+    safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "_"
+    if safe != name:  # two names that read alike here stay apart
+        safe += "-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return root / safe
 
 
 def _check_resumed(study: Any, storage: Any, search: SearchConfig, direction: str, url: str, states: Any,
@@ -186,7 +202,8 @@ def _objective(cfg: RunConfig, search: SearchConfig, root: Path, optuna: Any) ->
                 trial.set_user_attr("pruned_at_step", step)
                 _say(f"tune: trial {trial.number} pruned at step {step} ({metric}={value:.4g})")
                 # pruned is how this trial finishes (never resumed: it has no checkpoints): the run its directory
-                # held before (another study's trial) is no longer needed, as after a completed trial; deleted
+                # held before (a trial of a study whose storage was deleted) is no longer needed, as after a
+                # completed trial; deleted
                 # here, still under the run's lock. A failed or interrupted trial keeps it in .replaced.
                 finish_run_dir(out)
                 raise optuna.TrialPruned(f"step {step}: {metric}={value:.4g}")
@@ -240,7 +257,8 @@ def _report(cfg: RunConfig, study: Any, search: SearchConfig, root: Path, url: s
     if best is not None:
         results["best"] = {"trial": best.number, "value": best.value, "params": best.params,
                            "config": str(root / "best.yaml")}
-        best_cfg = trial_config(cfg, best.params, Path(cfg.output_dir) / f"best-trial-{best.number:03d}")
+        prefix = "" if study.study_name == "tunelab" else f"{root.name}-"  # a named study's own folder name
+        best_cfg = trial_config(cfg, best.params, Path(cfg.output_dir) / f"best-{prefix}trial-{best.number:03d}")
         tree = best_cfg.model_dump(mode="json")
         tree.pop("search", None)
         header = (f"# the best trial ({best.number}) of study {study.study_name!r}: {metric}={best.value:.6g}\n"
