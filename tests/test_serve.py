@@ -515,6 +515,8 @@ def test_a_body_that_is_not_utf8_json_is_a_400_saying_so(served: tuple[str, obje
         assert res.status_code == 400 and err["code"] == 400, res.text
         assert err["message"].startswith("request body is not valid UTF-8 JSON: ") and reason in err["message"], err
     assert httpx.post(f"{url}/v1/predict", content='{"inputs": ["café"]}'.encode(), headers=raw).status_code == 200
+    bom = '\ufeff{"inputs": ["café"]}'.encode()  # a UTF-8 BOM, as some Windows tools write it: read past
+    assert httpx.post(f"{url}/v1/predict", content=bom, headers=raw).status_code == 200
 
 
 def test_nan_and_infinity_anywhere_in_a_body_are_a_422_naming_where(served: tuple[str, object]) -> None:
@@ -620,3 +622,12 @@ def test_a_burst_of_completions_never_queues_past_max_queue(tiny_chat_run: Path)
         thread.join(timeout=30)
         loop.close()
     assert statuses.count(503) >= 4 and statuses.count(200) >= 1 and set(statuses) <= {200, 503}, statuses
+
+
+def test_a_422_counts_every_field_error_though_detail_lists_the_first_20(served: tuple[str, object]) -> None:
+    url, _ = served
+    res = httpx.post(f"{url}/v1/predict", json={"inputs": [1] * 30}, headers=AUTH, timeout=30)
+    body = res.json()
+    assert res.status_code == 422 and len(body["detail"]) == 20, res.text
+    more = int(body["error"]["message"].split("(and ")[1].split()[0])
+    assert more + 1 >= 30, body["error"]["message"]  # each of the 30 inputs is wrong at least once

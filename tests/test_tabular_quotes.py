@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from tunelab.cli import app
 from tunelab.data.readers import read_table
 
-WRITER_ROWS = [  # what csv.writer quotes: a tab, quotes, a line break, a text that starts with a quote
-    ["tab\tinside", "pos"], ['say "hi" twice', "neg"], ["two\nlines", "pos"], ['"Yes," he said.', "neg"],
+WRITER_ROWS = [  # what csv.writer quotes: a tab, quotes, both, a text that starts with a quote
+    ["tab\tinside", "pos"], ['say "hi" twice', "neg"], ["both\t\"q\"", "pos"], ['"Yes," he said.', "neg"],
     ["plain", "pos"],
 ]
 HAND_ROWS = [  # joined with \t by hand: quotes are plain characters, unbalanced or not
@@ -41,8 +41,7 @@ def test_a_tsv_mixing_csv_writer_quoting_and_literal_quotes_reads_every_row_as_w
     expected = [r for i, w in enumerate(WRITER_ROWS) for r in (w, HAND_ROWS[i])] + [HAND_ROWS[-1]]
     got = rows_of(path)
     assert [(text, label) for _, text, label in got] == [tuple(r) for r in expected]
-    # "two\nlines" spans lines 6-7: the rows after it keep their own line numbers
-    assert [line for line, _, _ in got] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13]
+    assert [line for line, _, _ in got] == list(range(2, 13))
 
     res = CliRunner().invoke(app, ["data", "check", str(path)])
     assert res.exit_code == 0, res.output
@@ -76,18 +75,25 @@ def test_a_row_with_the_wrong_number_of_fields_in_a_mixed_tsv_is_one_error_line(
         f.write('he said "no\tneg\textra\n')
     res = CliRunner().invoke(app, ["data", "check", str(path)])
     assert res.exit_code == 2, res.output
-    assert res.stderr == f"error: {path}:14: row: expected 2 fields (text, label), got 3\n", res.stderr
+    assert res.stderr == f"error: {path}:13: row: expected 2 fields (text, label), got 3\n", res.stderr
 
 
-def test_a_stray_opening_quote_does_not_read_the_rest_of_the_file(tmp_path: Path, monkeypatch) -> None:
-    """A hand-written field that opens a quote and never closes it is plain text; looking for its close stops after
-    MAX_FIELD_LINES lines, so a long file with several such quotes is not read again and again to its end."""
-    from tunelab.data import tabular
-
-    monkeypatch.setattr(tabular, "MAX_FIELD_LINES", 3)
+def test_a_stray_opening_quote_never_swallows_the_rows_after_it(tmp_path: Path) -> None:
+    """`"Hmm, not sure` opens a quote that `12 inch 5"` two lines later seems to close as csv.writer would: read as
+    one quoted field, three rows would become one. Every line of such a file is its own row."""
     path = tmp_path / "stray.tsv"
-    lines = ['"Yes," he said.\tneg'] + ['"12 inch screen\tpos'] + [f"row {i}\tneg" for i in range(6)]
-    lines.append('far away"\tpos')  # closes like a quoted field: within the bound the rows would merge
+    lines = ['"Yes," he said.\tneg', '"Hmm, not sure\tneg', "plain\tpos", '12 inch 5"\tpos']
     path.write_text("text\tlabel\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    got = rows_of(path)
-    assert [text for _, text, _ in got] == [line.split("\t")[0] for line in lines]
+    assert rows_of(path) == [(i + 2, *line.split("\t")) for i, line in enumerate(lines)]
+
+
+def test_a_csv_writer_field_holding_a_line_break_in_a_mixed_tsv_is_an_error_not_a_merge(tmp_path: Path) -> None:
+    """In a TSV with hand-written quotes a quoted field is not read across lines (it could be a stray quote): the
+    line it leaves short is one error line naming it."""
+    path = tmp_path / "train.tsv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write('text\tlabel\n"Yes," he said.\tneg\n')
+        csv.writer(f, delimiter="\t").writerow(["two\nlines", "pos"])
+    res = CliRunner().invoke(app, ["data", "check", str(path)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == f"error: {path}:3: row: expected 2 fields (text, label), got 1\n", res.stderr

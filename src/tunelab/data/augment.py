@@ -207,7 +207,10 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     task, data = _configs("classification", overrides)
     cfg = data.augment or AugmentConfig()
     table = read_table(path)
-    labelled = all(data.label_field in r.data for r in table.records)
+    sources, labelled = set(), True
+    for r in table.records:  # one pass: a dataset folder's several files (their lines restart), and labels
+        sources.add(r.source)
+        labelled = labelled and data.label_field in r.data
     examples = task.parse(table, labelled=labelled)
     tokenizer = net = None
     if model is not None and not cfg.synonyms and set(cfg.ops) & set(NEEDS_SYNONYMS):
@@ -217,7 +220,6 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     if lookup is None and set(cfg.ops) & set(NEEDS_SYNONYMS):
         raise ConfigError("config: data.augment.ops: insert and synonym need --model (embedding neighbours) or "
                           "--set data.augment.synonyms=FILE; or use --set data.augment.ops=[delete,swap]")
-    several = len({r.source for r in table.records}) > 1  # a dataset folder of several files: lines restart
-    rows, stats = augment_examples(examples, cfg, seed, lookup, data.text_field, several_files=several)
+    rows, stats = augment_examples(examples, cfg, seed, lookup, data.text_field, several_files=len(sources) > 1)
     out = write_jsonl_atomic(output, [ex["row"] for ex in rows])
     return {"rows": len(examples), **stats, "synonym_source": source, "output": str(out)}

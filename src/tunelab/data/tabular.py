@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,94 +43,60 @@ def _quotes_parse(path: Path, delimiter: str) -> bool:
     return True
 
 
-MAX_FIELD_LINES = 1000  # a quoted field of a mixed TSV spans at most this many lines: a stray opening quote must
-# not read (and hold) the rest of the file looking for its close
-
-
-class _Ahead:
-    """The lines of a file one at a time, numbered from 1, with those read past kept to be read again."""
-
-    def __init__(self, lines: Iterator[str]) -> None:
-        self.lines, self.kept = enumerate(lines, start=1), deque[tuple[int, str]]()
-
-    def at(self, i: int) -> tuple[int, str] | None:
-        """The i-th line not yet taken (0: the next), or None past the file's end."""
-        while len(self.kept) <= i:
-            nxt = next(self.lines, None)
-            if nxt is None:
-                return None
-            self.kept.append(nxt)
-        return self.kept[i]
-
-    def take(self, n: int) -> None:
-        for _ in range(n):
-            self.kept.popleft()
-
-
-def _quoted(s: str, pos: int, ahead: _Ahead, used: int, delimiter: str) -> tuple[str, str, int, int] | None:
-    """(the text, the line it closes on, the index after its closing quote there, the lines it reads past the `used`
-    ones already in the row) of the field at s[pos] if it is quoted as csv.writer quotes (`_mixed_rows`), else None."""
-    parts, j, extra = [], pos + 1, 0
-    while True:
-        k = s.find('"', j)
-        if k == -1:  # no closing quote on this line: the field goes on on the next one
-            parts.append(s[j:])
-            nxt = ahead.at(used + extra) if extra < MAX_FIELD_LINES else None
-            if nxt is None:
-                return None
-            s, j, extra = nxt[1], 0, extra + 1
-        elif s.startswith('"', k + 1):  # a doubled quote
-            parts.append(s[j:k + 1])
+def _quoted(line: str, pos: int, delimiter: str) -> tuple[str, int] | None:
+    """(the text, the index after its closing quote) of the field at line[pos] if csv.writer could have written it
+    quoted on this line (`_line_fields`), else None."""
+    parts, j = [], pos + 1
+    while (k := line.find('"', j)) != -1:
+        if line.startswith('"', k + 1):  # a doubled quote
+            parts.append(line[j:k + 1])
             j = k + 2
-        elif k + 1 < len(s) and s[k + 1] not in (delimiter, "\r", "\n"):  # text after the closing quote
+            continue
+        if k + 1 < len(line) and line[k + 1] != delimiter:  # text after the closing quote: not csv.writer's
             return None
-        else:
-            text = "".join([*parts, s[j:k]])
-            if text and not any(c in text for c in (delimiter, '"', "\r", "\n")):  # csv.writer writes it bare
-                return None
-            return text, s, k + 1, extra
+        text = "".join([*parts, line[j:k]])
+        if text and delimiter not in text and '"' not in text:  # csv.writer would have written it bare
+            return None
+        return text, k + 1
+    return None  # no closing quote on this line
 
 
-def _row(s: str, ahead: _Ahead, delimiter: str) -> tuple[list[str], int, bool]:
-    """(the fields, the lines after `s` the row spans, whether a quoted field was read) of the row starting at `s`."""
-    fields: list[str] = []
-    pos, used, had_quotes = 0, 0, False
+def _line_fields(line: str, delimiter: str) -> list[str]:
+    """The fields of one line of a TSV that mixes csv.writer's quoting with hand-written quotes: a field that starts
+    with `"` and closes on this line as csv.writer writes one (a `"` then the delimiter or the line's end, quotes
+    inside doubled, a text that needs quoting: it holds the delimiter or a quote, or is empty) is read as quoted;
+    every other quote is a plain character and the field runs to the next delimiter."""
+    fields, pos = [], 0
     while True:
-        got = _quoted(s, pos, ahead, used, delimiter) if s.startswith('"', pos) else None
+        got = _quoted(line, pos, delimiter) if line.startswith('"', pos) else None
         if got is not None:
-            text, s, pos, extra = got
-            had_quotes, used = True, used + extra
+            text, pos = got
         else:
-            body = s.rstrip("\r\n")
-            end = body.find(delimiter, pos)
-            text, pos = (body[pos:], len(s)) if end == -1 else (body[pos:end], end)
+            end = line.find(delimiter, pos)
+            text, pos = (line[pos:], len(line)) if end == -1 else (line[pos:end], end)
         fields.append(text)
-        if pos >= len(s) or s[pos] != delimiter:
-            return fields, used, had_quotes
-        pos += 1
+        if pos >= len(line):
+            return fields
+        pos += 1  # past the delimiter
 
 
 def _mixed_rows(lines: Iterator[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(first line, fields) of each row of a TSV that mixes csv.writer's quoting with hand-written quotes (a
-    `\t`.join of texts like `he said "hi` or `"Yes," he said.`), as neither csv's quoting nor QUOTE_NONE reads
-    whole. A field that starts with `"` is a quoted field where csv.writer would have written it so: it closes with a
-    `"` followed by the delimiter or the line end, every quote inside is doubled, and its text needs quoting (holds
-    the delimiter, a quote or a line break; or is empty) — it may then span lines. Any other quote is a plain
-    character, and the field runs to the next delimiter on its line. A row read with quoted fields whose field count
-    is not the header's, while its first line split at each delimiter is, is read that second way (its quotes plain)
-    and the lines after it are rows of their own. Nothing is dropped: every line is in exactly one row."""
-    ahead = _Ahead(lines)
+    """(line, fields) of each line of a TSV whose quotes do not parse as CSV quoting (GLUE / MNLI files: `"Yes," he
+    said.`, maybe mixed with rows csv.writer quoted): one row per line, as TSV has no quoting. A line read with
+    csv.writer's quoted fields (`_line_fields`) is taken that way if that gives the header's number of fields, else
+    split at each delimiter with its quotes plain. A quoted field is never read across lines: a stray opening quote
+    could then swallow the rows up to the next quote that looks like a close (a csv.writer field holding a line
+    break, in such a file, is an error naming its line)."""
     width: int | None = None
-    while (first := ahead.at(0)) is not None:
-        ahead.take(1)
-        fields, used, had_quotes = _row(first[1], ahead, delimiter)
-        plain = first[1].rstrip("\r\n").split(delimiter)
-        if had_quotes and width is not None and len(fields) != width and len(plain) == width:
-            fields, used = plain, 0  # the lines it read past are rows of their own
-        ahead.take(used)
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n")
+        plain = line.split(delimiter)
+        fields = _line_fields(line, delimiter) if '"' in line else plain
+        if width is not None and len(fields) != width:
+            fields = plain
         if width is None and (len(fields) > 1 or fields[0].strip()):  # the header (not a blank line before it)
             width = len(fields)
-        yield first[0], fields
+        yield number, fields
 
 
 def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Record]]:
@@ -139,10 +104,8 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
     Strict quoting: a quote left open (to the file's end, or closed by a stray quote rows later) or text after a
     closing quote is an error naming the line the field starts on — never rows silently merged or quotes dropped.
     A TSV whose quotes do not parse that way (`"Yes," he said.<TAB>entailment`, as GLUE / MNLI files hold them, maybe
-    mixed with rows csv.writer quoted) is read by `_mixed_rows`: csv.writer's quoted fields as it wrote them, every
-    other quote a plain character (one more pass to find out)."""
+    mixed with lines csv.writer quoted) is read by `_mixed_rows`, one row per line (one more pass to find out)."""
     mixed = delimiter == "\t" and not _quotes_parse(path, delimiter)
-    reader = csv.reader(_csv_lines(path), delimiter=delimiter, strict=True)
     start = 1
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -160,6 +123,7 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
 
     def parsed() -> Iterator[tuple[int, list[str]]]:
         nonlocal start
+        reader = csv.reader(_csv_lines(path), delimiter=delimiter, strict=True)
         for row in reader:
             line, start = start, reader.line_num + 1
             yield line, row

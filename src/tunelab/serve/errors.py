@@ -54,11 +54,13 @@ def _path(loc: list[Any]) -> str:
     return text or "body"
 
 
-def _problems(status: int, detail: list[Any], headers: dict[str, str] | None = None) -> JSONResponse:
+def _problems(status: int, detail: list[Any], headers: dict[str, str] | None = None, total: int | None = None,
+              ) -> JSONResponse:
     """FastAPI's list of field errors, under the one error shape: the first as the message and `param`."""
     first = detail[0] if detail and isinstance(detail[0], dict) else {}
     param = _path(list(first.get("loc", [])))
-    more = f" (and {len(detail) - 1} more: see detail)" if len(detail) > 1 else ""
+    total = len(detail) if total is None else total  # `detail` may be cut (the first 20)
+    more = f" (and {total - 1} more: see detail)" if total > 1 else ""
     message = " ".join(f"{param}: {first.get('msg', 'invalid')}{more}".split())  # one line
     return JSONResponse({"error": {"message": message, "code": status, "param": param}, "detail": detail},
                         status_code=status, headers=headers)
@@ -76,7 +78,7 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     """FastAPI's 422, with an input it cannot write as JSON (NaN) or a huge one echoed safely."""
     assert isinstance(exc, RequestValidationError)
     errors = [{**e, "input": _plain(e.get("input"))} if "input" in e else e for e in exc.errors()]
-    return _problems(422, _plain(jsonable_encoder(errors), -4))
+    return _problems(422, _plain(jsonable_encoder(errors), -4), total=len(errors))
 
 
 async def _server_error(_: Request, exc: Exception) -> Response:
@@ -114,7 +116,7 @@ class _JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             try:
-                value = json.loads((await self.body()).decode("utf-8"))
+                value = json.loads((await self.body()).decode("utf-8-sig"))  # a UTF-8 BOM is read past, as before
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 raise HTTPException(400, f"request body is not valid UTF-8 JSON: {reason}") from None
