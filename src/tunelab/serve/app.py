@@ -176,7 +176,7 @@ def create_app(models: list[Served], settings: Settings | None = None) -> FastAP
     app = FastAPI(title="tunelab serve", lifespan=server.lifespan)
     install(app)  # every error as {"error": {"message", "code"}}
     app.add_middleware(BodyLimit, limit=server.settings.max_body_bytes)
-    app.middleware("http")(server.guard)  # around BodyLimit: the key is checked first, every answer counted
+    app.middleware("http")(server.guard)  # around BodyLimit: the key is checked first, every answer past CORS counted
     if server.settings.cors_origins:  # added last, the outermost: the 401 / 413 carry its headers too, and a
         # browser's preflight (which never carries the key) is answered before the key is asked for
         from fastapi.middleware.cors import CORSMiddleware
