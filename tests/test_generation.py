@@ -209,8 +209,13 @@ def test_cli_eval_generates_and_writes_replies(tiny_chat_run: Path, tmp_path: Pa
     assert rows[-1]["reference"] == "not fine" and rows[0]["bleu"] == pytest.approx(100.0, abs=1e-3)
 
     out = tmp_path / "replies.jsonl"
-    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val), "--limit", "2", "--predictions", str(out),
-                              "--num-beams", "2", "--max-new-tokens", "4"])
+    out.write_text("an earlier file\n", encoding="utf-8")
+    args = ["eval", str(model_dir), "--data", str(val), "--limit", "2", "--predictions", str(out), "--num-beams", "2",
+            "--max-new-tokens", "4"]
+    res = runner.invoke(app, args)  # an existing file is replaced only when asked
+    assert res.exit_code == 2 and res.output.strip() == f"error: --predictions: {out} exists; pass --overwrite to " \
+        "replace it" and out.read_text(encoding="utf-8") == "an earlier file\n", res.output
+    res = runner.invoke(app, [*args, "--overwrite"])
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout.splitlines()[-1])
     assert m["generated"] == 2 and m["exact_match"] == 1.0 and len(out.read_text().splitlines()) == 2

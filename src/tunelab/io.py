@@ -8,9 +8,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +36,37 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+class Read(NamedTuple):
+    """An input of a command, for `check_outputs`: a file, or a directory whose files are read (`names`: only the
+    entries at its top with these names, e.g. a run's own files; None: every file in it)."""
+
+    role: str  # "the --data file", "the model directory"
+    path: Path
+    names: frozenset[str] | None = None
+
+
+def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (), overwrite: bool = False,
+                  what: str = "output") -> None:
+    """Refuse, before any work is done, to write the file an option names (`paths[0]`) and the files written beside
+    it (`paths[1:]`), as one line naming `flag`: one of the `inputs`, or an existing file an input directory holds,
+    always; a directory, or a path under a file, always; any other existing file unless `overwrite`."""
+    for path in map(Path, paths):
+        target = path.resolve()
+        for role, source, names in inputs:
+            if target == source.resolve() or (path.exists() and source.exists() and os.path.samefile(path, source)):
+                raise UnwritableError(f"{flag}: {path} is {role}; write the {what} elsewhere")
+            inside = source.is_dir() and path.exists() and target.is_relative_to(source.resolve())
+            if inside and (names is None or target.relative_to(source.resolve()).parts[0] in names):
+                raise UnwritableError(f"{flag}: {path} is a file of {role} {source}; write the {what} elsewhere")
+        if path.is_dir():
+            raise UnwritableError(f"{flag}: {path} is a directory; name a file to write")
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise UnwritableError(f"{flag}: {path} cannot be written: {parent} is a file, not a directory")
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise UnwritableError(f"{flag}: {path} exists; pass --overwrite to replace it")
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:

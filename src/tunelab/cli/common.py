@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import typer.core
@@ -16,6 +16,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from tunelab import __version__
 from tunelab.errors import TunelabError, first_line, os_error_line
+
+if TYPE_CHECKING:
+    from tunelab.io import Read
 
 # transformers imports torchao when it is installed: torchao then logs a warning for every CUDA kernel library it
 # cannot load, and torch one for each of its enums — noise on every command of a CPU machine
@@ -98,6 +101,15 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(os_error_line(exc))
 
     return wrapper
+
+
+def run_dir_read(run_dir: Path) -> Read:
+    """A run directory read by a command (compare, eval --report), for `check_outputs`: its own files (what training
+    and the studies write there) are never replaced; other files in it are like any other."""
+    from tunelab.io import Read
+    from tunelab.training.layout import RUN_FILES, STUDY_FILES
+
+    return Read("the run directory", run_dir, RUN_FILES | STUDY_FILES)
 
 
 def check_listen(host: str, port: int) -> None:

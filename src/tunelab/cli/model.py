@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from tunelab.cli.common import _fail, app, user_errors
+from tunelab.cli.common import _fail, app, run_dir_read, user_errors
 from tunelab.errors import TunelabError
 
 SET_HELP = ("task.KEY=VALUE: a scoring setting other than the saved one (NER: task.decoding=argmax, "
@@ -49,6 +49,8 @@ def eval_(
     predictions: Path | None = typer.Option(None, "--predictions", help="SFT: replies file (JSONL; default "
                                             "RUN/predictions/eval-<data stem>.generations.jsonl next to MODEL_DIR)."),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --report (and its "
+                                   ".predictions.jsonl) or --predictions file."),
 ) -> None:
     """Score a tuned model: metrics as one JSON object on stdout, a table on stderr."""
     from tunelab.api import load
@@ -67,6 +69,7 @@ def eval_(
             raise TunelabError("eval: --set takes one model directory")
         metrics = Ensemble(model_dirs).evaluate(read_table(data), batch_size)
     else:
+        _check_eval_outputs(model_dirs[0], data, report, predictions, overwrite)
         model = load(model_dirs[0])
         _rescore(model.task, sets, "eval")
         if report is not None:
@@ -87,6 +90,23 @@ def eval_(
     typer.echo(json.dumps(metrics, ensure_ascii=False))
 
 
+def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predictions: Path | None,
+                        overwrite: bool) -> None:
+    """eval's files checked before the model loads: never the data or a file the model (or, for the report, its
+    run) directory holds; an existing one only with --overwrite. (The default replies file,
+    RUN/predictions/eval-<data stem>.generations.jsonl, is the run's own and is replaced.)"""
+    from tunelab.io import Read, check_outputs
+    from tunelab.report import records_path
+
+    inputs = [Read("the --data file", data), Read("the model directory", model_dir)]
+    if report is not None:
+        if (model_dir.parent / "config.yaml").is_file():  # the report reads the run's metrics and curves
+            inputs.append(run_dir_read(model_dir.parent))
+        check_outputs("--report", [report, records_path(report)], inputs, overwrite, "report")
+    elif predictions is not None:
+        check_outputs("--predictions", [predictions], inputs, overwrite, "predictions")
+
+
 @app.command()
 @user_errors
 def predict(
@@ -94,18 +114,24 @@ def predict(
                                             "ensemble (classification, probabilities averaged)."),
     input_: str = typer.Option(..., "--input", help="File to label (a .txt: one text per line), or - for stdin: "
                                "one text or one JSON object per line."),
-    output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout)."),
+    output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout); not an existing "
+                                       "file (see --overwrite)."),
     batch_size: int = typer.Option(64, min=1, help="Examples per forward pass."),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
 ) -> None:
     """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...)."""
     from tunelab.api import load
     from tunelab.data.readers import lines_table, read_rows
-    from tunelab.io import json_line, write_jsonl_atomic
+    from tunelab.io import Read, check_outputs, json_line, write_jsonl_atomic
     from tunelab.studies.ensemble import Ensemble
 
     if sets and len(model_dirs) > 1:
         raise TunelabError("predict: --set takes one model directory")
+    if output is not None:
+        inputs = [Read("the model directory", d) for d in model_dirs]
+        inputs += [Read("the --input file", Path(input_))] if input_ != "-" else []
+        check_outputs("--output", [output], inputs, overwrite)
     ensemble = Ensemble(model_dirs) if len(model_dirs) > 1 else None  # members checked before weights load
     model = load(model_dirs[0]) if ensemble is None else None
     if model is not None:

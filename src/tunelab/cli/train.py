@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tunelab.cli.common import _OptionalResumeValue, app, user_errors
+from tunelab.cli.common import _OptionalResumeValue, app, run_dir_read, user_errors
 from tunelab.cli.launch import Launch, run_launch, torchrun_command
 
 if TYPE_CHECKING:
@@ -154,14 +154,20 @@ def curve(
 def compare(
     run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories; the first is the baseline."),
     split: str = typer.Option("validation", "--split", help="Evaluation split to compare (validation, test)."),
-    output: Path = typer.Option(Path("compare.html"), "--output", help="HTML report; a .txt is written next to it."),
+    output: Path = typer.Option(Path("compare.html"), "--output", help="HTML report; a .txt is written next to it. "
+                                "Neither may exist (see --overwrite)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
     resamples: int = typer.Option(2000, "--resamples", min=1, help="Paired bootstrap resamples (non-classification)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file and the .txt "
+                                   "beside it."),
 ) -> None:
     """Compare runs on the same examples: metric table, significance vs the first run, curves (HTML + text)."""
-    from tunelab.studies.compare import compare_runs, print_tables, write_outputs
+    from tunelab.io import check_outputs
+    from tunelab.studies.compare import check_request, compare_runs, output_paths, print_tables, write_outputs
 
+    check_request(run_dirs, resamples)
+    check_outputs("--output", output_paths(output), [run_dir_read(d) for d in run_dirs], overwrite)
     result, runs = compare_runs(run_dirs, split, resamples, seed)
     result["output"] = write_outputs(result, runs, output)
     print_tables(result)

@@ -14,7 +14,7 @@ from tunelab.io import read_jsonl
 from tunelab.report.page import build_report
 from tunelab.tasks.base import Task
 
-__all__ = ["build_report", "evaluation_report", "write_run_report"]
+__all__ = ["build_report", "evaluation_report", "records_path", "write_run_report"]
 
 
 def write_run_report(out_dir: Path, **objects: Any) -> Path | None:
@@ -27,17 +27,22 @@ def write_run_report(out_dir: Path, **objects: Any) -> Path | None:
         return None
 
 
+def records_path(report: Path) -> Path:
+    """Where `tunelab eval --report PATH` writes the per-example records: `<PATH stem>.predictions.jsonl` beside it."""
+    return report.with_name(f"{report.stem}.predictions.jsonl")
+
+
 def evaluation_report(task: Task, model: torch.nn.Module, tokenizer: Any, model_dir: Path, data: Path, path: Path,
                       batch_size: int = 64) -> dict[str, Any]:
     """`tunelab eval MODEL_DIR --data F --report PATH`: score F, write its records next to the report
     (`<PATH stem>.predictions.jsonl`) and the report itself; returns the metrics. The training run's
     summary and curves are included when MODEL_DIR sits in a run directory."""
     examples = task.parse(read_table(data))
-    records_path = path.with_name(f"{path.stem}.predictions.jsonl")
+    records_file = records_path(path)
     split = data.stem
-    metrics = evaluate_and_record(task, model, tokenizer, examples, batch_size, records_path)
+    metrics = evaluate_and_record(task, model, tokenizer, examples, batch_size, records_file)
     run_dir = model_dir.parent if (model_dir.parent / "config.yaml").is_file() else None
-    records = {split: read_jsonl(records_path)} if records_path.is_file() else {}
+    records = {split: read_jsonl(records_file)} if records_file.is_file() else {}
     build_report(path, run_dir, title=f"tunelab evaluation: {model_dir} on {data.name}", task=task, model=model,
                  tokenizer=tokenizer, splits={split: examples}, records=records, metrics={split: metrics})
     return metrics

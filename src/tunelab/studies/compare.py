@@ -142,13 +142,18 @@ def _names(paths: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(p) for p in paths]
 
 
-def compare_runs(run_dirs: list[Path], split: str = "validation", resamples: int = 2000,
-                 seed: int = 0) -> tuple[dict[str, Any], list[Run]]:
-    """The comparison as a JSON-ready dict, and the runs read."""
+def check_request(run_dirs: list[Path], resamples: int) -> None:
+    """The arguments of a comparison, before anything is read."""
     if len(run_dirs) < 2:
         raise ConfigError("compare: pass at least two run directories")
     if resamples < 100:
         raise ConfigError(f"compare: --resamples must be at least 100, got {resamples}")
+
+
+def compare_runs(run_dirs: list[Path], split: str = "validation", resamples: int = 2000,
+                 seed: int = 0) -> tuple[dict[str, Any], list[Run]]:
+    """The comparison as a JSON-ready dict, and the runs read."""
+    check_request(run_dirs, resamples)
     runs = [load_run(Path(d), split) for d in run_dirs]
     for run, name in zip(runs, _names([r.path for r in runs]), strict=True):
         run.name = name
@@ -196,11 +201,16 @@ def text_report(result: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(result: dict[str, Any], runs: list[Run], output: Path) -> dict[str, str]:
-    """OUTPUT.html (self-contained) and OUTPUT.txt, each written atomically; returns their paths."""
+def output_paths(output: Path) -> tuple[Path, Path]:
+    """`--output OUTPUT.html` and the OUTPUT.txt written beside it."""
     if output.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"compare: --output: expected an .html path, got {output}")
-    text_path = output.with_suffix(".txt")
+    return output, output.with_suffix(".txt")
+
+
+def write_outputs(result: dict[str, Any], runs: list[Run], output: Path) -> dict[str, str]:
+    """OUTPUT.html (self-contained) and OUTPUT.txt, each written atomically; returns their paths."""
+    output, text_path = output_paths(output)
     write_bytes_atomic(output, render_html(result, runs).encode("utf-8"))
     write_bytes_atomic(text_path, text_report(result).encode("utf-8"))
     return {"html": str(output), "text": str(text_path)}
