@@ -159,7 +159,8 @@ def test_bad_input_is_one_line(cls_run: Path, tiny_chat_run: Path, tmp_path: Pat
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    cases.append(([str(cls_run), "--format", "onnx", "--output", str(busy)], "is not a tunelab export"))
+    cases.append(([str(cls_run), "--format", "onnx", "--output", str(busy)],
+                  "holds files tunelab did not write (notes.txt)"))
     for args, words in cases:
         res = _export(*args)
         assert res.exit_code == 2, (args, res.output)

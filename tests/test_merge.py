@@ -66,7 +66,7 @@ def test_merge_matches_the_adapter(sft_adapter_run: Path) -> None:
     notes.mkdir()
     (notes / "a.txt").write_text("mine", encoding="utf-8")
     for output, why in [(sft_adapter_run, "would replace the run it merges"), (model_dir, "would replace the run"),
-                        (notes, "exists and is not a merged model"), (notes / "a.txt", "is a file")]:
+                        (notes, "holds files tunelab did not write (a.txt)"), (notes / "a.txt", "is a file")]:
         res = CliRunner().invoke(app, ["export", str(sft_adapter_run), "--merge", "--output", str(output)])
         assert res.exit_code == 2 and why in res.output, res.output
     assert (notes / "a.txt").read_text(encoding="utf-8") == "mine" and (sft_adapter_run / "metrics.json").is_file()

@@ -178,7 +178,8 @@ def export(
                                         "int8 weights per channel); gguf: f16 (default) or q8_0; torch: int8 "
                                         "(torchao)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged; "
-                                       "RUN/exports/<format>-<quantize or fp32>)."),
+                                       "RUN/exports/<format>-<quantize or fp32>): new, empty, or an earlier "
+                                       "export's, replaced whole."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", min=0.0, max=100.0, help="Parity gate: "
@@ -243,7 +244,8 @@ def compress(
     recover_epochs: float = typer.Option(1.0, "--recover-epochs", min=0.0, help="Fine-tune on the run's training "
                                          "data after pruning (0: none)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: "
-                                       "RUN/exports/<kind>-<fraction>)."),
+                                       "RUN/exports/<kind>-<fraction>): new, empty, or an earlier export's, "
+                                       "replaced whole."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the result is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float = typer.Option(99.0, "--min-agreement", min=0.0, max=100.0, help="Parity gate: least % "

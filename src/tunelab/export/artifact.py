@@ -25,10 +25,11 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
+from tunelab.export.output import check_output, commit, staged
 from tunelab.export.parity import Gate, ParityError, check, headline, measure, measure_fp32
 from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8, quantize_int8, require_torchao, save_int8
-from tunelab.io import atomic_dir, commit_dir, dir_bytes, read_json, write_json_atomic
+from tunelab.io import dir_bytes, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
@@ -90,13 +91,6 @@ def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str |
     return (run or model_dir.parent) / "exports" / name
 
 
-def check_output(output: Path, model_dir: Path) -> None:
-    if output.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
-        raise TunelabError(f"--output: {output} would replace the model it exports")
-    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / REPORT_FILE).is_file())):
-        raise TunelabError(f"--output: {output} exists and is not a tunelab export; choose another --output")
-
-
 def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path | None = None,
                data: Path | None = None, gate: Gate | None = None, force: bool = False,
                batch_size: int = 64) -> ExportResult:
@@ -119,14 +113,13 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         raise TunelabError(f"export --format {fmt}: task {task.cfg.name} does not export to {fmt} "
                            f"({', '.join(task.export_formats) or 'no format yet'})")
     output = Path(output) if output is not None else _default_output(model_dir, run, fmt, quantize)
-    check_output(output, model_dir)
+    check_output(output, (model_dir,))
     examples, source = labelled_rows(task, run, data)
     if not examples:
         raise TunelabError(f"{source}: no labelled rows to check the export on")
     features = task.encode(examples, tokenizer)
     build = {"onnx": _onnx, "gguf": _gguf, "torch": _torch}[fmt]
-    tmp = atomic_dir(output)
-    try:
+    with staged(output) as tmp:
         tokenizer.save_pretrained(tmp)
         shutil.copy2(model_dir / "config.json", tmp / "config.json")
         meta = read_json(model_dir / META_FILE)
@@ -136,8 +129,6 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         rows = build(task, module, tokenizer, examples, features, tmp, quantize, model_dir, batch_size)
         del module
         refused = gate_and_commit("export", tmp, output, rows, gate, force, source, loss=fmt == "gguf")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(output, rows, refused, source)
 
 
@@ -151,7 +142,7 @@ def gate_and_commit(verb: str, tmp: Path, output: Path, rows: list[dict[str, Any
                                           "forced": bool(refused and force), **extra, "rows": rows})
     if refused and not force:
         raise ParityError(f"{verb}: refused, nothing written: {refused}; --force writes it anyway")
-    commit_dir(tmp, output)
+    commit(tmp, output)
     return refused
 
 

@@ -20,7 +20,8 @@ from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import load_splits
 from tunelab.errors import TunelabError
-from tunelab.export.artifact import ExportResult, check_output, gate_and_commit, labelled_rows, locate_model
+from tunelab.export.artifact import ExportResult, gate_and_commit, labelled_rows, locate_model
+from tunelab.export.output import check_output, staged
 from tunelab.export.parity import Gate, measure_fp32
 from tunelab.export.prune import (
     apply_pruned_heads,
@@ -33,7 +34,7 @@ from tunelab.export.prune import (
     sparsity,
 )
 from tunelab.export.save import META_FILE, load_model
-from tunelab.io import atomic_dir, read_json, write_json_atomic
+from tunelab.io import read_json, write_json_atomic
 from tunelab.training import engine
 
 IMPORTANCE_ROWS = 512  # training rows whose gradients score the heads
@@ -48,7 +49,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     if run is None or not (run / "config.yaml").is_file():
         raise TunelabError(f"{path}: compress needs the run directory (its config.yaml names the training data)")
     output = Path(output) if output is not None else run / "exports" / f"{kind}-{fraction:g}"
-    check_output(output, model_dir)
+    check_output(output, (model_dir,))
     cfg = build_config(read_config_file(run / "config.yaml"))
     task, module, tokenizer = load_model(model_dir)
     splits = load_splits(cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's rows
@@ -84,8 +85,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
         make_permanent(masks)
         record["sparsity"] = round(sparsity(module), 4)
     module = module.float().eval()  # as saved: fp32, whatever the recovery's precision
-    tmp = atomic_dir(output)
-    try:
+    with staged(output) as tmp:
         _save(module, tokenizer, model_dir, tmp, record)
         del module
         task2, back, _ = load_model(tmp)
@@ -96,8 +96,6 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
         row.update({k: v for k, v in record.items() if k in ("heads_before", "heads_after", "sparsity")})
         rows = [original, row]
         refused = gate_and_commit("compress", tmp, output, rows, gate, force, source, compress=record)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(output, rows, refused, source)
 
 

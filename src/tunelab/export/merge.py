@@ -15,7 +15,6 @@ command fails (exit code 1).
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ from peft import PeftModel
 from transformers import AutoConfig, AutoTokenizer
 
 from tunelab.errors import TunelabError
+from tunelab.export.output import check_output, commit, staged
 from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE
-from tunelab.io import atomic_dir, commit_dir
 from tunelab.models import resolve_model
 from tunelab.models.segments import reseed_as_trained
 from tunelab.registry import TASKS
@@ -144,35 +143,18 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
         return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
 
 
-def _check_output(output: Path, adapter: Path, model_dir: Path) -> None:
-    """`--output` may be new, empty, or an earlier merge (replaced); never the run, its adapter or model, a file or a
-    folder of something else."""
-    if output.resolve() in {adapter.resolve(), model_dir.resolve(), *adapter.resolve().parents}:
-        raise TunelabError(f"--output: {output} would replace the run it merges; choose another --output")
-    if output.exists() and not output.is_dir():
-        raise TunelabError(f"--output: {output} is a file; choose another --output")
-    if output.is_dir() and any(output.iterdir()):
-        try:
-            merged = "merged_from" in json.loads((output / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            merged = False
-        if not merged:
-            raise TunelabError(f"--output: {output} exists and is not a merged model; choose another --output")
-
-
 def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -> MergeReport:
     """Merge RUN/adapter into its base, check it, and write a plain transformers model to `output`."""
     adapter, model_dir = locate(path)
     output = Path(output) if output is not None else adapter.parent / "merged"
-    _check_output(output, adapter, model_dir)
+    check_output(output, (adapter, model_dir), "the run it merges")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
     two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
     inputs = sample_inputs(tokenizer, pair=two_segments)
     want = logits_of(peft_model, inputs)
     merged = peft_model.merge_and_unload()
-    tmp = atomic_dir(output)
-    try:
+    with staged(output) as tmp:
         merged.save_pretrained(tmp)
         del merged, peft_model
         tokenizer.save_pretrained(tmp)
@@ -187,7 +169,5 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -
         if saved > tolerance:
             raise ParityError(f"export --merge: {model_dir} differs from base + adapter by {saved:.3g} (max "
                               f"|Δlogit|) > tolerance {tolerance:g} (base {base} changed?); nothing written")
-        commit_dir(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        commit(tmp, output)
     return MergeReport(output, adapter, base, diff, saved, len(inputs))

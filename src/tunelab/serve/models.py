@@ -17,16 +17,20 @@ FASTEST = ("onnx-int8", "onnx-fp32")  # exports preferred over RUN/model when th
 
 
 def fastest_artifact(path: Path) -> Path:
-    """A run's ONNX export that passed its gate (int8 first), else the path itself."""
+    """A run's ONNX export that passed its gate (int8 first) and is not older than the run's model, else the path
+    itself. A new run in the directory moves the old run's exports aside (training/layout.py RUN_FILES); an export
+    written before RUN/model (left by a tunelab that kept them) is of another model."""
+    model = path / "model" / "tunelab.json"
     for name in FASTEST:
         report = path / "exports" / name / "report.json"
-        if report.is_file():
-            try:
-                refused = json.loads(report.read_text(encoding="utf-8")).get("refused")
-            except (OSError, ValueError):
+        try:
+            if model.is_file() and report.stat().st_mtime < model.stat().st_mtime:
                 continue
-            if refused is None:
-                return report.parent
+            data = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("refused") is None:
+            return report.parent
     return path
 
 

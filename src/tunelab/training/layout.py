@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 
 LOCK = ".tunelab.lock"
-# what a training run writes into its output_dir (and --overwrite removes)
+# what a training run writes into its output_dir (and --overwrite removes), with what export / compress make of its
+# model (merged/, exports/): they are that run's, so a new run in the directory moves them aside with the rest (an
+# export left behind would be the old model, and `tunelab serve RUN` prefers an export to RUN/model)
 RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_summary.json", "removed.jsonl",
-                       "checkpoints", "model", "adapter", "merged", "predictions", "report.html", "tensorboard",
-                       "mlflow.db", "wandb"})
+                       "checkpoints", "model", "adapter", "merged", "exports", "predictions", "report.html",
+                       "tensorboard", "mlflow.db", "wandb"})
 # what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
 # (eval.json: `tunelab eval RUN/model > RUN/eval.json`, as `make demo` writes it); hidden files (the lock) are skipped
-STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "exports", "eval.json"})
+STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "eval.json"})
 REPLACED = ".replaced"  # the finished run a new run replaces, until the new one finishes (training/run_dir.py)
 STEP_DIR = re.compile(r"step-(\d+)")
 FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")

@@ -1,0 +1,182 @@
+"""The `--output` of `tunelab export` (--format, --merge) and `tunelab compress`: a folder is replaced only when it
+holds nothing but what these commands wrote (their tunelab-files.json manifest, or an older export's tunelab.json and
+file names); a user's folder, or an export with the user's notes in it, is refused in one line (exit 2) and left
+byte for byte as it was; a refused export leaves no RUN/exports behind; a new run in the directory takes the old
+run's exports away, so `tunelab serve` never answers with the model it replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import train_sentiment
+from tunelab.cli import app
+from tunelab.errors import TunelabError
+from tunelab.export.output import MANIFEST, check_output
+
+pytest.importorskip("onnxruntime")
+
+
+def _cli(*args: str) -> object:
+    return CliRunner().invoke(app, list(args))
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def _refused(res: object, folder: Path, first: str) -> None:
+    assert res.exit_code == 2, res.output
+    line = res.stderr.strip()
+    assert line == f"error: --output: {folder} holds files tunelab did not write ({first}); choose an empty or new " \
+                   "folder", line
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = train_sentiment(tiny_bert, tmp_path_factory.mktemp("output") / "run")
+    res = _cli("export", str(out), "--format", "onnx")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_a_user_folder_is_left_as_it_was(run: Path, tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "report.json").write_text('{"mine": true}\n')
+    (proj / "thesis.tex").write_text("\\section{Results}\n")
+    (proj / "src" / "main.py").write_text("print('hi')\n")
+    before = _snapshot(proj)
+    _refused(_cli("export", str(run), "--format", "onnx", "--output", str(proj)), proj, "src")
+    _refused(_cli("compress", str(run), "--prune", "heads:0.5", "--recover-epochs", "0", "--output", str(proj)),
+             proj, "src")
+    assert _snapshot(proj) == before and sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+
+
+def test_an_export_with_the_users_files_in_it_is_kept(run: Path) -> None:
+    out = run / "exports" / "onnx-fp32"
+    (out / "notes.txt").write_text("the int8 one is faster\n")
+    (out / "sub").mkdir()
+    (out / "sub" / "a.bin").write_bytes(b"\x00\x01")
+    before = _snapshot(out)
+    _refused(_cli("export", str(run), "--format", "onnx"), out, "notes.txt")
+    _refused(_cli("compress", str(run), "--prune", "heads:0.5", "--recover-epochs", "0", "--output", str(out)),
+             out, "notes.txt")
+    assert _snapshot(out) == before
+    (out / "notes.txt").unlink()
+    _refused(_cli("export", str(run), "--format", "onnx"), out, "sub")
+    shutil.rmtree(out / "sub")
+    # what an export wrote, and nothing else: replaced
+    res = _cli("export", str(run), "--format", "onnx")
+    assert res.exit_code == 0, res.output
+    written = json.loads((out / MANIFEST).read_text())["files"]
+    assert {"model.onnx", "tunelab.json", "report.json", "config.json"} <= set(written)
+    # an export written before the manifest: recognised by its tunelab.json and file names
+    (out / MANIFEST).unlink()
+    res = _cli("export", str(run), "--format", "onnx", "--output", str(out))
+    assert res.exit_code == 0, res.output
+    assert (out / MANIFEST).is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    (out / MANIFEST).unlink()
+    (out / "notes.txt").write_text("mine\n")
+    _refused(_cli("export", str(run), "--format", "onnx"), out, "notes.txt")
+    assert (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_rerun_merge_keeps_what_the_user_added(tiny_bert: Path, tmp_path: Path) -> None:
+    lora = train_sentiment(tiny_bert, tmp_path / "lora", sets=("method=lora", "method.r=4", "train.epochs=1"))
+    res = _cli("export", str(lora), "--merge")
+    assert res.exit_code == 0, res.output
+    merged = lora / "merged"
+    (merged / "sub").mkdir()
+    shutil.copy2(merged / "model.safetensors", merged / "sub" / "model.safetensors")
+    (merged / "notes.txt").write_text("mine\n")
+    before = _snapshot(merged)
+    _refused(_cli("export", str(lora), "--merge"), merged, "notes.txt")
+    assert _snapshot(merged) == before
+    (merged / "notes.txt").unlink()
+    shutil.rmtree(merged / "sub")
+    res = _cli("export", str(lora), "--merge")
+    assert res.exit_code == 0, res.output
+
+
+def test_a_refused_export_leaves_no_exports_folder(run: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunelab.export.artifact as artifact
+
+    fresh = tmp_path / "run"
+    shutil.copytree(run, fresh, ignore=shutil.ignore_patterns("exports"))
+    real = artifact.export_onnx
+
+    def broken(task, model, tokenizer, out_dir, quantize):  # noqa: ANN001, ANN202
+        with torch.no_grad():
+            model.classifier.bias.add_(torch.tensor([100.0, -100.0]))  # every row: the first label
+        return real(task, model, tokenizer, out_dir, quantize)
+
+    monkeypatch.setattr(artifact, "export_onnx", broken)
+    res = _cli("export", str(fresh), "--format", "onnx")
+    assert res.exit_code == 1 and "refused, nothing written" in res.stderr, res.output
+    assert not (fresh / "exports").exists()
+    res = _cli("export", str(fresh), "--format", "onnx", "--output", str(tmp_path / "a" / "b" / "c"))
+    assert res.exit_code == 1 and not (tmp_path / "a").exists()
+
+
+def test_what_check_output_replaces(tmp_path: Path) -> None:
+    def why(folder: Path) -> str | None:
+        try:
+            check_output(folder)
+        except TunelabError as e:
+            return str(e).split(" ", 2)[2]
+        return None
+
+    folder = tmp_path / "out"
+    assert why(folder) is None  # new
+    folder.mkdir()
+    (folder / ".DS_Store").write_bytes(b"")
+    assert why(folder) is None  # empty, but for what a file browser drops
+    (folder / "report.json").write_text("{}")
+    assert why(folder) == "holds files tunelab did not write (report.json); choose an empty or new folder"
+    (folder / "tunelab.json").write_text('{"task": {"name": "classification"}}')  # a model, not an export
+    assert why(folder) == "holds files tunelab did not write (report.json); choose an empty or new folder"
+    (folder / "tunelab.json").write_text('{"export": {"format": "onnx"}}')
+    (folder / "model.onnx").write_bytes(b"")
+    assert why(folder) is None  # an export written before the manifest
+    (folder / "data").mkdir()
+    assert why(folder) == "holds files tunelab did not write (data); choose an empty or new folder"
+    (folder / "data").rmdir()
+    (folder / MANIFEST).write_text(json.dumps({"files": ["tunelab.json", "model.onnx"]}))
+    assert why(folder) == "holds files tunelab did not write (report.json); choose an empty or new folder"
+    (folder / "file").write_text("x")
+    assert why(folder / "file") == "is a file, not a folder; choose an empty or new folder"
+    (tmp_path / "link").symlink_to(folder)
+    assert why(tmp_path / "link") == "is a link; choose an empty or new folder"
+
+
+def test_a_new_run_takes_the_old_runs_exports_away(tiny_bert: Path, tmp_path: Path) -> None:
+    """Train, export, train again with the labels flipped: serve (and predict) answer with the new model."""
+    from tunelab import load
+    from tunelab.serve.models import fastest_artifact
+
+    out = train_sentiment(tiny_bert, tmp_path / "flip")
+    assert _cli("export", str(out), "--format", "onnx").exit_code == 0
+    export = out / "exports" / "onnx-fp32"
+    assert fastest_artifact(out) == export
+    assert load(export).predict(["good great film"])[0]["pred_label"] == "positive"
+    # an export older than RUN/model (left by a tunelab that kept exports across runs) is not served
+    model_time = (out / "model" / "tunelab.json").stat().st_mtime
+    os.utime(export / "report.json", (model_time - 60, model_time - 60))
+    assert fastest_artifact(out) == out
+    flip = {"positive": "negative", "negative": "positive"}
+    for name in ("train.jsonl", "val.jsonl"):  # the same texts, the opposite labels, the same config
+        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        (tmp_path / name).write_text("".join(json.dumps({**r, "label": flip[r["label"]]}) + "\n" for r in rows))
+    res = _cli("train", str(out / "config.yaml"), "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert not (out / "exports").exists() and not (out / ".replaced").exists()
+    assert fastest_artifact(out) == out
+    assert load(fastest_artifact(out)).predict(["good great film"])[0]["pred_label"] == "negative"
