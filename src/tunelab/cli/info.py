@@ -32,7 +32,7 @@ def models() -> None:
 def report(run_dir: Path = typer.Argument(..., help="A finished training run (its OUTPUT_DIR).")) -> None:
     """Rebuild RUN/report.html from the run's files, e.g. after `tunelab baseline` or `tunelab curve` added to it."""
     from tunelab.config.run import load_config
-    from tunelab.data.load import load_splits
+    from tunelab.data.load import run_splits
     from tunelab.data.report import DataReport
     from tunelab.errors import TunelabError
     from tunelab.export.save import load_model
@@ -42,7 +42,7 @@ def report(run_dir: Path = typer.Argument(..., help="A finished training run (it
         raise TunelabError(f"report: {run_dir} is not a finished run (config.yaml or model/ missing)")
     cfg = load_config(run_dir / "config.yaml", [])
     task, model, tokenizer = load_model(run_dir / "model")
-    splits = load_splits(cfg.data, task, cfg.train.seed, DataReport())  # data paths as the run read them
+    splits = run_splits(run_dir, cfg.data, task, cfg.train.seed, DataReport())  # data paths as the run read them
     path = build_report(run_dir / "report.html", run_dir, task=task, model=model, tokenizer=tokenizer, splits=splits)
     typer.echo(f"report: wrote {path}", err=True)
 

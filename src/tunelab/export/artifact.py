@@ -19,7 +19,7 @@ import torch
 
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
-from tunelab.data.load import load_splits
+from tunelab.data.load import run_splits
 from tunelab.data.readers import read_table
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
@@ -78,7 +78,7 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
         raise TunelabError("export: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")
     cfg = build_config(read_config_file(run / "config.yaml"))
-    splits = splits if splits is not None else load_splits(cfg.data, task, cfg.train.seed)
+    splits = splits if splits is not None else run_splits(run, cfg.data, task, cfg.train.seed)
     if "validation" not in splits:
         raise TunelabError(f"export: the run {run} has no validation split; pass --data FILE (labelled rows)")
     return splits["validation"], cfg.data.validation or f"{cfg.data.train} (held-out validation split)"

@@ -18,7 +18,7 @@ from safetensors.torch import save_model
 
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
-from tunelab.data.load import load_splits
+from tunelab.data.load import run_splits
 from tunelab.errors import TunelabError
 from tunelab.export.artifact import ExportResult, gate_and_commit, labelled_rows, locate_model
 from tunelab.export.output import check_output, staged
@@ -52,7 +52,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     check_output(output, (model_dir,))
     cfg = build_config(read_config_file(run / "config.yaml"))
     task, module, tokenizer = load_model(model_dir)
-    splits = load_splits(cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's rows
+    splits = run_splits(run, cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's
     examples, source = labelled_rows(task, run, data, splits)
     features = task.encode(examples, tokenizer)
     original, reference = measure_fp32("torch", task, module, tokenizer, examples, features, model_dir, batch_size)
