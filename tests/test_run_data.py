@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import sentiment_rows, write_jsonl
 from typer.testing import CliRunner
 
+from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 
 runner = CliRunner()

@@ -115,17 +115,21 @@ def read_json(path: Path | str) -> Any:
 
 
 def read_jsonl(path: Path | str, torn_tail: bool = False) -> list[Any]:
-    """Every non-blank line parsed, in order. `torn_tail`: a last line that does not parse (a log whose writer was
-    killed mid-line) is left out instead of raising."""
-    with Path(path).open(encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
+    """Every non-blank line parsed, in order; a line that does not parse is a BrokenFileError naming the file and the
+    line. `torn_tail`: a last line that does not parse (a log whose writer was killed mid-line) is left out instead."""
+    try:
+        with Path(path).open(encoding="utf-8") as f:
+            lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    except UnicodeDecodeError:
+        raise BrokenFileError(f"{path}: not valid JSONL (not UTF-8 text)") from None
     rows = []
-    for i, line in enumerate(lines):
+    for i, (n, line) in enumerate(lines):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(json.loads(line.rstrip()))
+        except json.JSONDecodeError as e:
             if not (torn_tail and i == len(lines) - 1):
-                raise
+                raise BrokenFileError(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno}); the file is "
+                                      "damaged (cut short or edited)") from None
     return rows
 
 

@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tunelab.errors import TunelabError
 from tunelab.metrics import scalars
 from tunelab.tasks.base import Task
 
@@ -18,7 +19,31 @@ from tunelab.tasks.base import Task
 def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
                batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> np.ndarray:
     feats = features if features is not None else task.encode(examples, tokenizer)
-    return task.logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
+    logits = task.logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
+    if isinstance(logits, np.ndarray) and logits.dtype.kind == "f" and len(logits):
+        bad = int(np.isnan(logits.reshape(len(logits), -1)).any(axis=1).sum())
+    else:
+        bad = sum(_has_nan(row) for row in logits) if isinstance(logits, np.ndarray | list | tuple) else 0
+    if bad:
+        what = f"the model's outputs are NaN for {bad} of {len(logits)} examples"
+        where = getattr(model, "tunelab_dir", None)  # set by load_model: a tuned model read from its directory
+        if where is None:  # a model being trained diverged: as a NaN loss, exit code 1 (a study fails the trial)
+            raise FloatingPointError(f"evaluation: {what}")
+        raise TunelabError(f"{where}: {what} (NaN weights, or values beyond its precision); it cannot be scored")
+    return logits
+
+
+def _has_nan(value: Any) -> bool:
+    """Whether one example's logits (an array, or a tuple / list of arrays: QA windows, NER words) hold a NaN."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return any(_has_nan(v) for v in value)
+        return value.dtype.kind == "f" and bool(np.isnan(value).any())
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() and bool(torch.isnan(value).any())
+    if isinstance(value, list | tuple):
+        return any(_has_nan(v) for v in value)
+    return isinstance(value, float) and value != value
 
 
 def evaluate(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],

@@ -6,6 +6,7 @@ take. The pruning itself: export/prune.py."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import zlib
@@ -44,6 +45,9 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
                  data: Path | None = None, gate: Gate | None = None, force: bool = False,
                  batch_size: int = 64) -> ExportResult:
     kind, fraction = parse_prune(prune)
+    if not (math.isfinite(recover_epochs) and recover_epochs >= 0):
+        raise TunelabError(f"--recover-epochs: {recover_epochs:g} is not a number of epochs (a finite number, 0 or "
+                           "more; 0: no recovery)")
     gate = gate or Gate()
     model_dir, run = locate_model(path)
     if run is None or not (run / "config.yaml").is_file():

@@ -23,18 +23,22 @@ from typing import Any
 import torch
 import transformers
 from peft import PeftModel
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
-from tunelab.errors import TunelabError
+from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import check_output, commit, staged
 from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE
+from tunelab.io import read_json
 from tunelab.models import resolve_model
+from tunelab.models.aliases import check_model_name
 from tunelab.models.segments import reseed_as_trained
 from tunelab.registry import TASKS
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
                 "the outputs.", "一只敏捷的狐狸跳过了懒狗。", "1 2 3 4 5")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # what peft writes / reads
 HEAD_KEYS = ("id2label", "label2id", "problem_type", "pad_token_id")  # head / padding settings set by the task
 
 
@@ -63,11 +67,20 @@ def locate(path: Path) -> tuple[Path, Path]:
     return adapter, model
 
 
-def _base_path(adapter_cfg: dict[str, Any], meta: dict[str, Any]) -> str:
-    recorded = adapter_cfg.get("base_model_name_or_path") or ""
-    if recorded and Path(recorded).is_dir():
-        return recorded
-    return resolve_model(meta["base_model"])
+def _base_path(adapter_cfg: dict[str, Any], meta: dict[str, Any], adapter: Path) -> str:
+    """The base model's directory as adapter_config.json records it, else the run's base_model (an alias, a hub id or
+    a directory); one line when neither names a model there is (never a hub lookup of a path)."""
+    recorded = str(adapter_cfg.get("base_model_name_or_path") or "")
+    if recorded and Path(recorded).expanduser().is_dir():
+        return str(Path(recorded).expanduser())
+    name = str(meta.get("base_model") or recorded)
+    try:
+        check_model_name(name)  # an alias, an existing directory or a hub id
+        return resolve_model(name)
+    except ConfigError:
+        pass
+    raise TunelabError(f"{adapter / 'adapter_config.json'}: the base model it names ({recorded or name}, "
+                       "base_model_name_or_path) does not exist; restore that folder or point the setting at the base")
 
 
 def sample_inputs(tokenizer: Any, n_random: int = 2, length: int = 24,
@@ -122,14 +135,24 @@ def _auto_class(meta: dict[str, Any]) -> Any:
 def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module, Any, str]:
     """(peft model, its auto class, base path): the base as trained (head labels from RUN/model's config,
     vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode."""
-    adapter_cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_cfg = read_json(adapter / "adapter_config.json")  # not JSON: BrokenFileError, one line
+    if not isinstance(adapter_cfg, dict):
+        raise TunelabError(f"{adapter / 'adapter_config.json'}: not a JSON object (a peft adapter's settings)")
     if adapter_cfg.get("peft_type") != "LORA":
         raise TunelabError(f"{adapter}: a {adapter_cfg.get('peft_type')} adapter cannot be merged into the weights "
                            "(only LoRA and DoRA)")
-    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
-    base = _base_path(adapter_cfg, meta)
+    weights = next((adapter / name for name in ADAPTER_WEIGHTS if (adapter / name).is_file()), None)
+    if weights is None:
+        raise TunelabError(f"{adapter}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); export --merge needs "
+                           "the adapter as training wrote it")
+    meta = read_json(model_dir / META_FILE)
+    base = _base_path(adapter_cfg, meta, adapter)
     auto = _auto_class(meta)
-    config, saved = AutoConfig.from_pretrained(base), AutoConfig.from_pretrained(str(model_dir))
+    try:
+        config = AutoConfig.from_pretrained(base)
+    except (OSError, ValueError) as e:  # no config.json there, a hub id not in the cache offline
+        raise TunelabError(f"base model {base} (of {adapter}): cannot load it: {first_line(e)}") from None
+    saved = AutoConfig.from_pretrained(str(model_dir))
     for key in HEAD_KEYS:
         if getattr(saved, key, None) is not None:
             setattr(config, key, getattr(saved, key))
@@ -140,7 +163,11 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
         model.resize_token_embeddings(vocab, mean_resizing=False)  # the adapter holds the resized embeddings
     with warnings.catch_warnings():  # peft calls a transformers method deprecated for v6
         warnings.simplefilter("ignore", FutureWarning)
-        return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
+        try:
+            return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
+        except (SafetensorError, OSError, ValueError, EOFError) as e:  # weights truncated or damaged
+            raise TunelabError(f"{weights}: cannot read the adapter weights (truncated or damaged?): "
+                               f"{first_line(e)}") from None
 
 
 def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -> MergeReport:

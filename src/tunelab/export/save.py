@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
 GGUF_FILE = "model.gguf"  # written by tunelab.export.gguf
+EXPORT_FILES = {"onnx": ONNX_FILE, "gguf": GGUF_FILE, "torch": TORCH_FILE}  # tunelab.json's export.format: its file
 
 
 def save_model(
@@ -88,8 +90,13 @@ def load_task(model_dir: str | Path) -> Any:
 
 
 def load_gguf(task: Task, path: Path) -> torch.nn.Module:
-    """The model of PATH/model.gguf as transformers reads it (weights dequantised to float32), in eval mode."""
-    return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE).eval()
+    """The model of PATH/model.gguf as transformers reads it (weights dequantised to float32), in eval mode; one line
+    (TunelabError) when the file does not parse (truncated, damaged)."""
+    try:
+        return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE).eval()
+    except (struct.error, ValueError, EOFError) as e:  # gguf's reader unpacks past the end of a truncated file
+        raise TunelabError(f"{path / GGUF_FILE}: not a readable GGUF file (truncated or damaged?): "
+                           f"{first_line(e)}") from None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
@@ -103,21 +110,51 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); pass RUN_DIR/model as tunelab "
                            "wrote it")
+    meta = read_json(path / META_FILE)
+    check_labels(task, path)
+    fmt = (meta.get("export") or {}).get("format") if isinstance(meta.get("export"), dict) else None
+    weights = EXPORT_FILES.get(fmt)
+    if weights is not None and not (path / weights).is_file():
+        raise TunelabError(f"{path}: no {weights} (the model of this `tunelab export --format {fmt}` directory); "
+                           "export the run again")
     try:
-        return _load_model(task, path)
+        task, module, tokenizer = _load_model(task, path, meta)
+        module.tunelab_dir = path  # what a NaN output names (evaluation.evaluate.logits_for)
+        return task, module, tokenizer
     except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be
         raise TunelabError(f"{path}: cannot load the model: {first_line(e)}") from None
+    except RuntimeError as e:  # transformers: weights of other shapes than config.json gives them
+        if "size mismatch" not in str(e) and "ignore_mismatched_sizes" not in str(e):
+            raise
+        raise TunelabError(f"{path}: the weights do not have the shapes config.json gives them (a head or "
+                           "vocabulary of another size); pass RUN_DIR/model as tunelab wrote it") from None
 
 
-def _load_model(task: Any, path: Path) -> tuple[Any, torch.nn.Module, Any]:
+def check_labels(task: Any, path: Path) -> None:
+    """The label map of tunelab.json and the head's in config.json must have as many labels (a file edited or copied
+    from another model would otherwise load and then fail on the first prediction)."""
+    labels = getattr(task, "labels", None)
+    config = read_json(path / "config.json")  # not JSON: BrokenFileError, one line
+    id2label = config.get("id2label") if isinstance(config, dict) else None
+    if isinstance(labels, list) and labels and isinstance(id2label, dict) and len(id2label) != len(labels):
+        raise TunelabError(f"{path}: {META_FILE} lists {len(labels)} labels but config.json's id2label has "
+                           f"{len(id2label)} (the model's head); the two files do not belong together")
+
+
+def _load_model(task: Any, path: Path, meta: dict[str, Any]) -> tuple[Any, torch.nn.Module, Any]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     if (path / ONNX_FILE).is_file():  # `tunelab export --format onnx`: run by onnxruntime
-        return task, OnnxModule(path / ONNX_FILE), tokenizer
+        module = OnnxModule(path / ONNX_FILE)
+        width = {o.name: o.shape[-1] for o in module.session.get_outputs() if o.shape}.get("logits")
+        labels = getattr(task, "labels", None)
+        if isinstance(width, int) and isinstance(labels, list) and labels and width != len(labels):
+            raise TunelabError(f"{path}: {META_FILE} lists {len(labels)} labels but {ONNX_FILE} scores {width}; "
+                               "export the run again")
+        return task, module, tokenizer
     if (path / GGUF_FILE).is_file():  # `tunelab export --format gguf`: dequantised by transformers
         return task, load_gguf(task, path), tokenizer
     if (path / TORCH_FILE).is_file():  # `tunelab export --format torch --quantize int8`: torchao
         return task, load_int8(task, path), tokenizer
-    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
     if meta.get("pruned_heads"):  # `tunelab compress --prune heads`: cut as recorded, then read the smaller weights
         model = getattr(transformers, task.auto_model_class).from_config(transformers.AutoConfig.from_pretrained(
             str(path)))

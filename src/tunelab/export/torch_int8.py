@@ -11,13 +11,14 @@ run's config.json; loading builds the model from the config, quantises it the sa
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 
-from tunelab.errors import require
+from tunelab.errors import TunelabError, first_line, require
 from tunelab.tasks.base import Task
 
 TORCH_FILE = "model.pt"
@@ -56,5 +57,12 @@ def load_int8(task: Task, path: Path) -> torch.nn.Module:
     config = transformers.AutoConfig.from_pretrained(str(path))
     model = getattr(transformers, task.auto_model_class).from_config(config)
     quantize_int8(task, model)
-    model.load_state_dict(torch.load(path / TORCH_FILE, weights_only=True), assign=True)
+    try:
+        state = torch.load(path / TORCH_FILE, weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:  # a truncated zip: PytorchStreamReader
+        raise TunelabError(f"{path / TORCH_FILE}: not a readable PyTorch file (truncated or damaged?): "
+                           f"{first_line(e).split('. ')[0]}") from None
+    if not isinstance(state, dict):
+        raise TunelabError(f"{path / TORCH_FILE}: not a state dict (a {type(state).__name__}); export the run again")
+    model.load_state_dict(state, assign=True)  # other shapes than config.json's: RuntimeError, load_model says so
     return model.eval()

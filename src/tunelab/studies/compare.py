@@ -29,7 +29,7 @@ from rich.table import Table as RichTable
 from scipy.stats import binomtest
 
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.io import read_jsonl, write_bytes_atomic
+from tunelab.io import read_json, read_jsonl, write_bytes_atomic
 from tunelab.metrics import scalars
 from tunelab.registry import TASKS
 from tunelab.report.compare import TRAIN_KEYS, metric_rows, render_html, significance_rows
@@ -59,6 +59,11 @@ def _task_name(path: Path) -> str:
     return "unknown"
 
 
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def load_run(path: Path, split: str) -> Run:
     """The run's final metrics, training log and `split` records; a one-line error naming the run when
     something is missing."""
@@ -67,10 +72,17 @@ def load_run(path: Path, split: str) -> Run:
     metrics_path = path / "metrics.json"
     if not metrics_path.is_file():
         raise TunelabError(f"{path}: not a finished run directory (no metrics.json)")
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics = read_json(metrics_path)  # not JSON: BrokenFileError, one line
+    if not isinstance(metrics, dict):
+        raise TunelabError(f"{metrics_path}: not a JSON object of splits but {_shown(metrics)}; tunelab train "
+                           "writes it")
     if split not in metrics:
         have = ", ".join(k for k in metrics if k != "train") or "none"
         raise TunelabError(f"{path}: no {split} split in metrics.json (splits: {have})")
+    for key, value in metrics.items():  # each split (and train): its metrics by name
+        if not isinstance(value, dict):
+            raise TunelabError(f"{metrics_path}: {key}: not a JSON object of metrics but {_shown(value)}; "
+                               "tunelab train writes it")
     rec_path = path / "predictions" / f"{split}.jsonl"
     if not rec_path.is_file():
         raise TunelabError(f"{path}: no predictions/{split}.jsonl (per-example records); "
