@@ -196,6 +196,6 @@ def test_damaged_run_files_for_report_and_compare(cls_run: Path, tmp_path: Path)
     for run, said in ((records, f"records/predictions/validation.jsonl:{n}: not valid JSON"),
                       (log, "log/metrics.jsonl:2: not valid JSON")):
         _one_line(["report", run], said)
-        _one_line(["compare", cls_run, run, "--output", tmp_path / f"{run.name}-cmp"], said)
-    _one_line(["compare", metrics, cls_run, "--output", tmp_path / "m-cmp"],
+        _one_line(["compare", cls_run, run, "--output", tmp_path / f"{run.name}-cmp.html"], said)
+    _one_line(["compare", metrics, cls_run, "--output", tmp_path / "m-cmp.html"],
               "metrics/metrics.json: validation: not a JSON object of metrics but 5")
