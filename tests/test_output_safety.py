@@ -104,6 +104,11 @@ def test_overwrite_replaces_a_previous_output(work: Path, monkeypatch: pytest.Mo
     res = runner.invoke(app, ["eval", "run/model", "--data", "val.jsonl", "--report", "run/mine.html", "--overwrite"])
     assert res.exit_code == 0, res.output
     assert (work / "run" / "mine.predictions.jsonl").is_file()
+    # the run's directory given for its model (eval / predict take either): the same rules, not all of RUN protected
+    res = runner.invoke(app, ["eval", "run", "--data", "val.jsonl", "--report", "run/mine.html", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    _refused(work, ["eval", "run", "--data", "val.jsonl", "--report", "run/report.html", "--overwrite"],
+             "--report: run/report.html is a file of the run directory run; write the report elsewhere")
     res = runner.invoke(app, ["compare", "run", "twin", "--output", "c.html", "--overwrite"])
     assert res.exit_code == 0, res.output
     assert (work / "c.html").read_text(encoding="utf-8").lower().startswith("<!doctype html>")

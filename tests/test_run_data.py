@@ -50,3 +50,30 @@ def test_the_same_run_read_from_its_own_folder_works(relative_run: Path, monkeyp
     monkeypatch.chdir(relative_run.parent)
     res = runner.invoke(app, ["report", str(relative_run)])
     assert res.exit_code == 0, res.output
+
+
+def test_training_rows_resampled_after_reading_are_not_compared(tmp_path: Path) -> None:
+    """rows_used.train counts the rows after data.sampling / augment: only then is train left out of the check."""
+    import json
+
+    from tunelab.config.run import build_config
+    from tunelab.data.load import run_splits
+    from tunelab.errors import DataError
+    from tunelab.registry import TASKS
+
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0))
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(16, 1))
+    cfg = build_config({"task": "classification", "model": "minilm", "output_dir": str(tmp_path / "run"),
+                        "data": {"train": str(train), "validation": str(val)}})
+    task = TASKS.get("classification")(cfg.task, cfg.data)
+    run = tmp_path / "run"
+    run.mkdir()
+    for applied, fails in (({"sampling": "oversample"}, False), ({"sampling": None, "augment": None}, True)):
+        summary = {"rows_used": {"train": 60, "validation": 16}, "applied": applied}
+        (run / "data_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+        if fails:
+            with pytest.raises(DataError, match=r"train\.jsonl: train: 48 rows now, where the run .* used 60: the data "
+                                                r"changed since$"):
+                run_splits(run, cfg.data, task, cfg.train.seed)
+        else:
+            assert len(run_splits(run, cfg.data, task, cfg.train.seed)["train"]) == 48

@@ -96,8 +96,10 @@ def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predic
     run) directory holds; an existing one only with --overwrite. (The default replies file,
     RUN/predictions/eval-<data stem>.generations.jsonl, is the run's own and is replaced.)"""
     from tunelab.io import Read, check_outputs
+    from tunelab.models.aliases import model_dir_of
     from tunelab.report import records_path
 
+    model_dir = model_dir_of(model_dir)  # a run's directory names its model/
     inputs = [Read("the --data file", data), Read("the model directory", model_dir)]
     if report is not None:
         if (model_dir.parent / "config.yaml").is_file():  # the report reads the run's metrics and curves
@@ -124,12 +126,13 @@ def predict(
     from tunelab.api import load
     from tunelab.data.readers import lines_table, read_rows
     from tunelab.io import Read, check_outputs, json_line, write_jsonl_atomic
+    from tunelab.models.aliases import model_dir_of
     from tunelab.studies.ensemble import Ensemble
 
     if sets and len(model_dirs) > 1:
         raise TunelabError("predict: --set takes one model directory")
     if output is not None:
-        inputs = [Read("the model directory", d) for d in model_dirs]
+        inputs = [Read("the model directory", model_dir_of(d)) for d in model_dirs]  # a run's: its model/
         inputs += [Read("the --input file", Path(input_))] if input_ != "-" else []
         check_outputs("--output", [output], inputs, overwrite)
     ensemble = Ensemble(model_dirs) if len(model_dirs) > 1 else None  # members checked before weights load

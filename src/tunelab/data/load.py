@@ -220,14 +220,15 @@ def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[
 
 
 def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None,
-               ) -> dict[str, list[dict[str, Any]]]:
+               hint: str = "") -> dict[str, list[dict[str, Any]]]:
     """A finished run's splits read again from its config (report, export, compress), checked against the rows the
     run used (RUN/data_summary.json): its data paths are as `tunelab train` was given them, so a relative path read
-    from another folder can name another file — then this is one error line, not a check on the wrong rows."""
+    from another folder can name another file — then this is one error line, not a check on the wrong rows. `hint`:
+    another way out the caller offers (", or pass --data FILE")."""
     splits = load_splits(data, task, seed, report)
     try:
         summary = json.loads((run_dir / "data_summary.json").read_text(encoding="utf-8"))
-        used, applied = dict(summary.get("rows_used") or {}), summary.get("applied") or {}
+        used, applied = dict(summary.get("rows_used") or {}), dict(summary.get("applied") or {})
     except (OSError, ValueError, AttributeError, TypeError):  # an older run, a damaged summary: nothing to compare
         return splits
     if applied.get("sampling") or applied.get("augment"):  # its training rows were resampled / augmented after this
@@ -236,8 +237,11 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
         n = used.get(split)
         if isinstance(n, int) and n != len(rows):
             path = getattr(data, split, None) or data.train
-            where = f" (relative to the current folder {Path.cwd()})" if not Path(path).is_absolute() else ""
-            raise DataError(str(path), None, split, f"{len(rows):,} rows now, where the run {run_dir} used {n:,}: the "
-                            f"file changed, or its path{where} names another one; run from the folder it trained in, "
-                            "or pass --data FILE")
+            if str(path).startswith("hf:") or Path(path).is_absolute():
+                why = "the data changed since"
+            else:
+                why = (f"the file changed, or its path (relative to the current folder {Path.cwd()}) names another "
+                       "one; run from the folder it trained in")
+            raise DataError(str(path), None, split, f"{len(rows):,} rows now, where the run {run_dir} used "
+                            f"{n:,}: {why}{hint}")
     return splits

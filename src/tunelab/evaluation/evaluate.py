@@ -20,29 +20,30 @@ def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: lis
                batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> np.ndarray:
     feats = features if features is not None else task.encode(examples, tokenizer)
     logits = task.logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
+    where = getattr(model, "tunelab_dir", None)  # set by load_model: a tuned model read from its directory
+    if where is None:  # a model in training: NaN metrics are the loop's to handle (early stopping, a NaN loss)
+        return logits
     if isinstance(logits, np.ndarray) and logits.dtype.kind == "f" and len(logits):
         bad = int(np.isnan(logits.reshape(len(logits), -1)).any(axis=1).sum())
     else:
         bad = sum(_has_nan(row) for row in logits) if isinstance(logits, np.ndarray | list | tuple) else 0
     if bad:
-        what = f"the model's outputs are NaN for {bad} of {len(logits)} examples"
-        where = getattr(model, "tunelab_dir", None)  # set by load_model: a tuned model read from its directory
-        if where is None:  # a model being trained diverged: as a NaN loss, exit code 1 (a study fails the trial)
-            raise FloatingPointError(f"evaluation: {what}")
-        raise TunelabError(f"{where}: {what} (NaN weights, or values beyond its precision); it cannot be scored")
+        raise TunelabError(f"{where}: the model's outputs are NaN for {bad} of {len(logits)} examples (NaN weights, "
+                           "or values beyond its precision); it cannot be scored")
     return logits
 
 
-def _has_nan(value: Any) -> bool:
-    """Whether one example's logits (an array, or a tuple / list of arrays: QA windows, NER words) hold a NaN."""
+def _has_nan(value: Any, depth: int = 0) -> bool:
+    """Whether one example's logits (an array, or a tuple / list of arrays: QA windows, NER words) hold a NaN. Three
+    levels of lists at most, ints and strings skipped: QA's token offsets are not walked one by one."""
     if isinstance(value, np.ndarray):
         if value.dtype == object:
-            return any(_has_nan(v) for v in value)
+            return any(_has_nan(v, depth + 1) for v in value)
         return value.dtype.kind == "f" and bool(np.isnan(value).any())
     if isinstance(value, torch.Tensor):
         return value.is_floating_point() and bool(torch.isnan(value).any())
-    if isinstance(value, list | tuple):
-        return any(_has_nan(v) for v in value)
+    if isinstance(value, list | tuple) and depth < 3:
+        return any(_has_nan(v, depth + 1) for v in value if not isinstance(v, int | str))
     return isinstance(value, float) and value != value
 
 

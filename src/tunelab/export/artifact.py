@@ -78,7 +78,8 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
         raise TunelabError("export: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")
     cfg = build_config(read_config_file(run / "config.yaml"))
-    splits = splits if splits is not None else run_splits(run, cfg.data, task, cfg.train.seed)
+    splits = splits if splits is not None else run_splits(run, cfg.data, task, cfg.train.seed,
+                                                          hint=", or pass --data FILE (labelled rows)")
     if "validation" not in splits:
         raise TunelabError(f"export: the run {run} has no validation split; pass --data FILE (labelled rows)")
     return splits["validation"], cfg.data.validation or f"{cfg.data.train} (held-out validation split)"
