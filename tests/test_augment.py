@@ -179,16 +179,24 @@ def test_cli_data_augment(tiny_bert: Path, tmp_path: Path) -> None:
         first = originals[row["augmented_from"] - 1]
         assert row["id"] == first["id"] and row["label"] == first["label"] and row["review"] != first["review"]
     assert "wrote 6 rows + 12 augmented copies" in res.output
-    assert runner.invoke(app, args).exit_code == 0 and [json.loads(x) for x in out.read_text().splitlines()] == rows
+    before = out.read_bytes()  # an existing --output is replaced only with --overwrite
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and res.output == f"error: --output: {out} exists; pass --overwrite to replace it\n"
+    assert out.read_bytes() == before
+    res = runner.invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0 and [json.loads(x) for x in out.read_text().splitlines()] == rows
+    res = runner.invoke(app, [*args[:2], str(src), "--output", str(src), "--overwrite", *args[5:]])
+    assert res.exit_code == 2 and "is the input file" in res.output  # never its own input
     # embedding neighbours of a model instead of a file
-    res = runner.invoke(app, [*args[:-2], "--model", str(tiny_bert), "--seed", "3"])
+    res = runner.invoke(app, [*args[:-2], "--model", str(tiny_bert), "--seed", "3", "--overwrite"])
     assert res.exit_code == 0, res.output
     # ops needing synonyms without a source: one line, exit 2
-    res = runner.invoke(app, ["data", "augment", str(src), "--output", str(out), "--set", "data.text_field=review"])
+    res = runner.invoke(app, ["data", "augment", str(src), "--output", str(out), "--set", "data.text_field=review",
+                              "--overwrite"])
     assert res.exit_code == 2 and res.output.count("\n") == 1
     assert "insert and synonym need --model" in res.output
     res = runner.invoke(app, ["data", "augment", str(src), "--output", str(out), "--set", "data.text_field=review",
-                              "--set", "data.augment.ops=[delete,swap]"])
+                              "--set", "data.augment.ops=[delete,swap]", "--overwrite"])
     assert res.exit_code == 0, res.output
 
 

@@ -87,8 +87,9 @@ def test_broken_model_directories_and_output_paths_are_one_line(tiny_bert: Path,
                      ["export", str(model), "--format", "onnx"]):
             _one_line(args, said)
     augment = ["data", "augment", str(rows), "--set", "data.augment.ops=[delete,swap]", "--output"]
-    _one_line([*augment, str(tmp_path)], f"{tmp_path}: is a directory; name a file to write")
-    _one_line([*augment, str(tmp_path / "afile" / "x.jsonl")], "x.jsonl: cannot be written: part of")
+    _one_line([*augment, str(tmp_path)], f"--output: {tmp_path} is a directory; name a file to write")
+    _one_line([*augment, str(tmp_path / "afile" / "x.jsonl")],
+              f"x.jsonl cannot be written: {tmp_path / 'afile'} is a file, not a directory")
     _one_line([*augment, "/proc/x.jsonl"], "/proc/x.jsonl: cannot be written (")
     _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "--model: cannot load")
     _one_line(["data", "check", str(rows), "--model", "nosuchmodel"], "--model: cannot load nosuchmodel: not a known "

@@ -132,8 +132,9 @@ def test_beam_search_and_seeded_sampling(chatml_llama: tuple) -> None:
     a, b = (generate(model, tok, prompts, sample, 3, stop_ids=[-1]) for _ in range(2))
     assert a == b  # seeded
     assert not with_overrides(sample, temperature=0).do_sample
-    with pytest.raises(ConfigError, match="--temperature"):
-        with_overrides(sample, temperature=-1)
+    for bad in (-1, float("nan"), float("inf")):  # NaN had meant greedy, silently
+        with pytest.raises(ConfigError, match="--temperature: must be 0 .greedy. or a positive finite number"):
+            with_overrides(sample, temperature=bad)
 
 
 # -- prompt templates ------------------------------------------------------------------------------

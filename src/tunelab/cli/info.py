@@ -105,12 +105,13 @@ def data_augment(
     set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.augment.ops=[delete,swap]."),
     model: str | None = typer.Option(None, "--model", help="Model whose input-embedding neighbours are synonyms."),
     seed: int = typer.Option(42, "--seed", help="Seed (train.seed in a run)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
 ) -> None:
     """Write augmented copies (each with `augmented_from`: the original's line; file:line for a folder of several
     files) to inspect data.augment."""
     from tunelab.data.augment import augment_file
 
-    stats = augment_file(str(file), str(output), set_, model, seed)
+    stats = augment_file(str(file), str(output), set_, model, seed, overwrite)
     typer.echo(f"wrote {stats['rows']} rows + {stats['copies_added']} augmented copies to {output} "
                f"(by op: {stats['by_op']}; unchanged, not added: {stats['unchanged_not_added']})", err=True)
 

@@ -24,8 +24,8 @@ from tunelab.data.feature_store import RowSequence
 from tunelab.data.readers import read_table
 from tunelab.data.row_spill import Joined, spill_anywhere
 from tunelab.data.synonyms import synonym_source
-from tunelab.errors import ConfigError, TunelabError
-from tunelab.io import write_jsonl_atomic
+from tunelab.errors import ConfigError
+from tunelab.io import Read, check_outputs, write_jsonl_atomic
 from tunelab.models import load_named
 from tunelab.text import CJK_UNIT, is_chinese, is_cjk, jieba_or_none
 
@@ -199,11 +199,13 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
     return out, stats
 
 
-def augment_file(path: str, output: str, overrides: list[str], model: str | None, seed: int) -> dict[str, Any]:
+def augment_file(path: str, output: str, overrides: list[str], model: str | None, seed: int,
+                 overwrite: bool = False) -> dict[str, Any]:
     """`tunelab data augment`: write the file's rows followed by their augmented copies as JSONL; a copy's
-    `augmented_from` is its original's line, or `file:line` where the rows come from several files (a folder)."""
-    if Path(output).resolve() == Path(path).resolve():
-        raise TunelabError(f"--output: {output} is the input file; write the rows and their copies to another file")
+    `augmented_from` is its original's line, or `file:line` where the rows come from several files (a folder).
+    `--output` is never the input (or a file of an input folder); an existing file only with `overwrite`."""
+    check_outputs("--output", [Path(output)], [Read("the input file", Path(path))], overwrite,
+                  "rows and their copies")
     task, data = _configs("classification", overrides)
     cfg = data.augment or AugmentConfig()
     table = read_table(path)

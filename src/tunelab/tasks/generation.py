@@ -52,8 +52,8 @@ def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, 
     if num_beams is not None:
         update["num_beams"] = num_beams
     if temperature is not None:
-        if temperature < 0:
-            raise ConfigError(f"--temperature: must be 0 (greedy) or positive, got {temperature}")
+        if not 0 <= temperature < float("inf"):  # NaN fails this too (it had meant greedy, silently)
+            raise ConfigError(f"--temperature: must be 0 (greedy) or a positive finite number, got {temperature}")
         sample = temperature >= 1e-4
         update.update(do_sample=sample, **({"temperature": temperature} if sample else {}))
     if top_p is not None:
