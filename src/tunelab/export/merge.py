@@ -76,9 +76,10 @@ def _base_path(adapter_cfg: dict[str, Any], meta: dict[str, Any], adapter: Path)
     name = str(meta.get("base_model") or recorded)
     try:
         check_model_name(name)  # an alias, an existing directory or a hub id
-        return resolve_model(name)
     except ConfigError:
         pass
+    else:
+        return resolve_model(name)  # its own line where an alias's package is not installed
     raise TunelabError(f"{adapter / 'adapter_config.json'}: the base model it names ({recorded or name}, "
                        "base_model_name_or_path) does not exist; restore that folder or point the setting at the base")
 

@@ -109,6 +109,9 @@ def storage_url(storage: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+DEFAULT_STUDY = "tunelab"  # the study without --study: its files straight in OUTPUT_DIR/tune
+
+
 def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, study_name: str | None = None,
                ) -> dict[str, Any]:
     """Run (or continue) the study until it holds `trials` finished trials; write results and best.yaml.
@@ -130,7 +133,7 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     root = Path(cfg.output_dir) / "tune"
     root.mkdir(parents=True, exist_ok=True)
     url = storage_url(storage if storage is not None else root / "study.db")
-    name = study_name or "tunelab"
+    name = study_name or DEFAULT_STUDY
     home = study_home(root, name)
     home.mkdir(exist_ok=True)
     direction = search.study_direction()
@@ -160,7 +163,7 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
 def study_home(root: Path, name: str) -> Path:
     """Where a study's trials and results go: OUTPUT_DIR/tune for the default study, OUTPUT_DIR/tune/<name> for one
     named by --study, so that two studies in one output_dir never replace each other's trial directories."""
-    if name == "tunelab":
+    if name == DEFAULT_STUDY:
         return root
     safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "_"
     if safe != name:  # two names that read alike here stay apart
@@ -257,7 +260,7 @@ def _report(cfg: RunConfig, study: Any, search: SearchConfig, root: Path, url: s
     if best is not None:
         results["best"] = {"trial": best.number, "value": best.value, "params": best.params,
                            "config": str(root / "best.yaml")}
-        prefix = "" if study.study_name == "tunelab" else f"{root.name}-"  # a named study's own folder name
+        prefix = "" if study.study_name == DEFAULT_STUDY else f"{root.name}-"  # a named study's folder name
         best_cfg = trial_config(cfg, best.params, Path(cfg.output_dir) / f"best-{prefix}trial-{best.number:03d}")
         tree = best_cfg.model_dump(mode="json")
         tree.pop("search", None)
