@@ -73,10 +73,18 @@ def load_task(model_dir: str | Path) -> Any:
     """The task (config, data settings, label map) of a tunelab model directory or of a run directory's model/; no
     weights are loaded."""
     path = model_dir_of(model_dir)
+    return _task_of(path, _meta_of(path))
+
+
+def _meta_of(path: Path) -> Any:
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); pass RUN_DIR/model")
-    meta = read_json(meta_path)  # not JSON: BrokenFileError, one line
+    return read_json(meta_path)  # not JSON: BrokenFileError, one line
+
+
+def _task_of(path: Path, meta: Any) -> Any:
+    meta_path = path / META_FILE
     try:
         task_cls = TASKS.get(meta["task"]["name"])
         # inputs cut at the model's learned positions where the run's max_length is above them (serve, predict)
@@ -106,11 +114,11 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     """(task, model, tokenizer) from a tunelab model directory (or a run directory's model/); one line (TunelabError)
     when its files cannot be read (weights or tokenizer missing, a file damaged)."""
     path = model_dir_of(model_dir)
-    task = load_task(path)
+    meta = _meta_of(path)
+    task = _task_of(path, meta)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); pass RUN_DIR/model as tunelab "
                            "wrote it")
-    meta = read_json(path / META_FILE)
     check_labels(task, path)
     fmt = (meta.get("export") or {}).get("format") if isinstance(meta.get("export"), dict) else None
     weights = EXPORT_FILES.get(fmt)
