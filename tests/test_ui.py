@@ -227,7 +227,10 @@ def play_runs(tiny_bert: Path, tiny_chat_run: Path, tmp_path_factory: pytest.Tem
 
 
 def _detail(res: httpx.Response) -> str:
-    return str(res.json()["detail"])
+    """The one line of an API error, in `tunelab serve`'s shape: {"error": {"message", "code"}}."""
+    err = res.json()["error"]
+    assert err["code"] == res.status_code and "\n" not in err["message"], res.text
+    return str(err["message"])
 
 
 def test_the_playground_refuses_bad_inputs_with_one_line(play_runs: Path) -> None:
@@ -292,6 +295,64 @@ def test_a_run_without_a_model_is_said_not_a_500(play_runs: Path) -> None:
         assert page.status_code == 409 and line and lead in line.group(1), page.text[:500]
         assert "not a tunelab model directory" in line.group(1) and 'id="send"' not in page.text
     assert client.post("/api/play/notes.txt", json={"inputs": ["good"]}).status_code == 404
+
+
+def test_api_errors_have_the_shape_of_tunelab_serve(play_runs: Path) -> None:
+    """Every error the UI answers is `{"error": {"message": one line, "code": status}}`, as `tunelab serve`'s are
+    (it was FastAPI's `{"detail": ...}`); a 422 also names the field in `param` and keeps a `detail` list."""
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(play_runs))
+    user = {"role": "user", "content": "say good"}
+    cases = [("POST", "/api/play/cls", {"inputs": []}, 422, "inputs", "a non-empty list of texts or rows"),
+             ("POST", "/api/play/cls", {"inputs": ["good", None]}, 422, "inputs[1]", "expected a text or an object"),
+             ("POST", "/api/play/cls", {"inputs": [{"txt": "good"}]}, 422, "inputs", "<input>:1: text: missing field"),
+             ("POST", "/api/play/sft/chat", {"messages": [{"role": "user"}]}, 422, "messages[0].content",
+              "expected a text; got missing"),
+             ("POST", "/api/play/sft/chat", {"messages": [{"role": "user", "content": "good " * 5000}]}, 422,
+              "messages", "tokens, at most"),
+             ("POST", "/api/play/cls/chat", {"messages": [user]}, 400, None, "not a chat model"),
+             ("POST", "/api/play/broken", {"inputs": ["good"]}, 409, None, "not a tunelab model directory"),
+             ("POST", "/api/play/notes.txt", {"inputs": ["good"]}, 404, None, "no run 'notes.txt'"),
+             ("GET", "/api/play/cls", None, 405, None, "Method Not Allowed"),
+             ("GET", "/runs/nope", None, 404, None, "no run 'nope'"),
+             ("GET", "/runs/broken/report", None, 404, None, "broken has no report.html"),
+             ("GET", "/nowhere", None, 404, None, "Not Found")]
+    for method, path, body, status, param, said in cases:
+        res = client.request(method, path, json=body)
+        assert res.status_code == status and said in _detail(res), (path, body, res.text[:300])
+        if param is not None:
+            err = res.json()["error"]
+            assert err["param"] == param and err["message"].startswith(f"{param}: "), res.text[:300]
+            assert res.json()["detail"][0]["loc"] == ["body", param], res.text[:300]
+        else:
+            assert set(res.json()) == {"error"} and set(res.json()["error"]) == {"message", "code"}, res.text
+
+
+def test_the_playground_page_shows_a_refusal_as_its_one_line(play_runs: Path, tmp_path: Path,
+                                                            browser: object) -> None:
+    """In the browser: a row the model cannot read, and a conversation longer than the model's context, each show
+    the error's message (read from {"error": {"message"}}) where the answer would be."""
+    server = UIServer(play_runs, tmp_path / "ui.log").start()
+    try:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{server.url}/play?run=cls")
+        page.click("#send")  # the text left empty
+        page.wait_for_selector("#result.error")
+        assert page.inner_text("#result") == "inputs: <input>:1: text: empty text"
+        page.goto(f"{server.url}/play?run=sft")
+        page.fill("#message", "say " + "good " * 5000)
+        page.click("#send")
+        page.wait_for_selector("#reply.error")
+        assert page.inner_text("#reply").startswith("messages: the conversation is "), page.inner_text("#reply")
+        page.fill("#message", "say good")  # the refused message was not kept in the conversation
+        page.click("#send")
+        page.wait_for_function("() => document.getElementById('reply').dataset.done === '1'")
+        assert page.inner_text("#reply").strip() == "good" and page.get_attribute("#reply", "class") == ""
+    finally:
+        server.stop()
 
 
 def test_a_yaml_anchor_bomb_in_a_form_value_is_refused_quickly() -> None:

@@ -29,9 +29,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from tunelab.api import Model
 from tunelab.errors import TunelabError
+from tunelab.http_errors import error, invalid
 from tunelab.serve.batcher import MicroBatcher, QueueFull
 from tunelab.serve.chat_batcher import ChatBatcher, Job
-from tunelab.serve.errors import BodyLimit, error, install, invalid
+from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import prompt_limit, with_overrides

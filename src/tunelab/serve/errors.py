@@ -2,7 +2,8 @@
 the body-size limit.
 
 Every error answer is `{"error": {"message": "<one line>", "code": <status>}}` — what OpenAI's clients read — and a
-422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI's `"detail"` list beside it."""
+422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI's `"detail"` list beside it. The shape is
+tunelab/http_errors.py's, which `tunelab ui` answers with too."""
 
 from __future__ import annotations
 
@@ -12,84 +13,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status, headers=headers)
-
-
-def invalid(field: str, message: str) -> HTTPException:
-    """A 422 naming the field, shaped like FastAPI's own validation errors."""
-    return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """A validation error's echoed input as JSON can carry it: NaN / Infinity, bytes and lone surrogates (keys too) as
-    text, long texts cut, long lists and objects cut, deep nesting stopped."""
-    if depth > 16:
-        return "..."
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    if isinstance(value, str):  # a lone surrogate as \\ud800
-        text = value[:200].encode("utf-8", "backslashreplace").decode("utf-8")
-        return text + f"... ({len(value)} characters)" if len(value) > 200 else text
-    if isinstance(value, dict):
-        return {_plain(str(k)): _plain(v, depth + 1) for k, v in list(value.items())[:20]}
-    if isinstance(value, list | tuple):
-        return [_plain(v, depth + 1) for v in value[:20]]
-    return value
-
-
-def _path(loc: list[Any]) -> str:
-    """`["body", "inputs", 0, "score"]` as `inputs[0].score` (`body` for the body as a whole)."""
-    parts = list(loc[1:] if loc[:1] == ["body"] else loc)
-    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
-    return text or "body"
-
-
-def _problems(status: int, detail: list[Any], headers: dict[str, str] | None = None, total: int | None = None,
-              ) -> JSONResponse:
-    """FastAPI's list of field errors, under the one error shape: the first as the message and `param`."""
-    first = detail[0] if detail and isinstance(detail[0], dict) else {}
-    param = _path(list(first.get("loc", [])))
-    total = len(detail) if total is None else total  # `detail` may be cut (the first 20)
-    more = f" (and {total - 1} more: see detail)" if total > 1 else ""
-    message = " ".join(f"{param}: {first.get('msg', 'invalid')}{more}".split())  # one line
-    return JSONResponse({"error": {"message": message, "code": status, "param": param}, "detail": detail},
-                        status_code=status, headers=headers)
-
-
-async def _http_error(_: Request, exc: Exception) -> Response:
-    """An HTTPException (the app's own, or routing's 404 / 405) in the one shape."""
-    assert isinstance(exc, StarletteHTTPException)
-    if isinstance(exc.detail, list):  # invalid(...): field errors
-        return _problems(exc.status_code, exc.detail, exc.headers)
-    return error(exc.status_code, str(exc.detail), exc.headers)
-
-
-async def _validation_error(_: Request, exc: Exception) -> Response:
-    """FastAPI's 422, with an input it cannot write as JSON (NaN) or a huge one echoed safely."""
-    assert isinstance(exc, RequestValidationError)
-    errors = [{**e, "input": _plain(e.get("input"))} if "input" in e else e for e in exc.errors()]
-    return _problems(422, _plain(jsonable_encoder(errors), -4), total=len(errors))
-
-
-async def _server_error(_: Request, exc: Exception) -> Response:
-    return error(500, "internal server error (the server's log has the details)")
+from tunelab.http_errors import error, install_handlers
 
 
 def install(app: FastAPI) -> None:
-    """The one error shape for every error `app` answers; its routes (added after this) read bodies as strict JSON."""
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _server_error)
+    """The one error shape for every error `app` answers (tunelab/http_errors.py); its routes (added after this) read
+    bodies as strict JSON."""
+    install_handlers(app)
     app.router.route_class = _StrictJSONRoute
 
 

@@ -9,7 +9,8 @@
     GET  /compare?a=&b=         two runs side by side: the settings that differ, metrics, curves
     GET  /play?run=NAME         the playground; POST /api/play/NAME (predict rows) and /api/play/NAME/chat (SSE)
     GET  /api/runs              the runs list as JSON
-Every page takes ?lang=en|zh (remembered in a cookie)."""
+Every page takes ?lang=en|zh (remembered in a cookie). Errors answer as `tunelab serve`'s do (tunelab/http_errors.py):
+`{"error": {"message": "<one line>", "code": <status>}}`, a 422 naming the field in `param`."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError
 
 from tunelab.config.fields import flat_fields
 from tunelab.errors import TunelabError
+from tunelab.http_errors import install_handlers, invalid
 from tunelab.registry import METHODS, TASKS
 from tunelab.ui import checks, jobs
 from tunelab.ui.charts import line_chart
@@ -214,19 +216,22 @@ class UI:
             body = None
         items = body.get(key) if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
-            raise HTTPException(422, f"{key}: a non-empty list of {what}")
+            raise invalid(key, f"a non-empty list of {what}")
         try:
             return check(items)
-        except TunelabError as exc:
-            raise HTTPException(422, str(exc)) from None
+        except TunelabError as exc:  # `inputs[1].note: ...`: a 422 whose param is the path it names
+            where, sep, problem = str(exc).partition(": ")
+            if sep and (where == key or where.startswith((f"{key}[", f"{key}."))):
+                raise invalid(where, problem) from None
+            raise invalid(key, str(exc)) from None
 
     async def play_predict(self, name: str, request: Request) -> Any:
         inputs = await self._request(request, "inputs", "texts or rows", checks.predict_inputs)
         model = await self.model(name)
         try:
             return {"outputs": await asyncio.to_thread(model.predict, inputs)}
-        except TunelabError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=422)
+        except TunelabError as exc:  # a row the task cannot read: as `tunelab serve` says it
+            raise invalid("inputs", str(exc)) from None
 
     async def play_chat(self, name: str, request: Request) -> StreamingResponse:
         await asyncio.to_thread(LIBRARY.wait)
@@ -241,13 +246,13 @@ class UI:
         try:
             ids = await asyncio.to_thread(prompt_ids, model.tokenizer, messages)
         except (TemplateError, ValueError) as exc:  # a template of the model's own may refuse a conversation
-            raise HTTPException(422, f"messages: the chat template refused them: {str(exc)[:200]}") from None
+            raise invalid("messages", f"the chat template refused them: {str(exc)[:200]}") from None
         from tunelab.tasks.generation import prompt_limit  # here: importing it loads torch (the model has)
 
         positions, limit = prompt_limit(model.module.config, checks.MAX_PROMPT_TOKENS)
         if len(ids) > limit:
-            raise HTTPException(422, f"messages: the conversation is {len(ids)} tokens, at most {limit} "
-                                     f"(the model's context is {positions})")
+            raise invalid("messages", f"the conversation is {len(ids)} tokens, at most {limit} (the model's "
+                                      f"context is {positions})")
         generation = model.task.cfg.generation
         generation = generation.model_copy(update={"max_new_tokens": min(generation.max_new_tokens,
                                                                          positions - len(ids))})
@@ -315,6 +320,7 @@ def create_app(runs: Path, lang: str = "auto") -> FastAPI:
     threading.Thread(target=_warm_up, daemon=True, name="tunelab-ui-warm-up").start()
     ui = UI(runs, lang)
     app = FastAPI(title="tunelab ui", docs_url=None, redoc_url=None)
+    install_handlers(app)  # API errors as `tunelab serve` answers them: {"error": {"message", "code"}}
     for method, path, handler in ROUTES:
         page = {"response_class": HTMLResponse} if method == "GET" and not path.startswith("/api/") else {}
         app.add_api_route(path, getattr(ui, handler), methods=[method], **page)
