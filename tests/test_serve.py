@@ -67,6 +67,29 @@ def test_predict_matches_the_library_and_batches(served: tuple[str, object], cls
     assert max(sizes) > 1, sizes  # concurrent requests shared forward passes
 
 
+def test_a_predict_request_reads_its_rows_once(served: tuple[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task reads a request's rows once — the check that a bad row fails its own request only is also the read
+    its batch runs (they were read twice: checked, then again by Model.predict) — and a row it cannot read is still
+    the CLI's one line."""
+    url, server = served
+    task = server.by_name["sentiment"].model.task  # type: ignore[attr-defined]
+    real, reads = task.parse, []
+
+    def parse(table: object, **kwargs: object) -> object:
+        reads.append(len(table.records))  # type: ignore[attr-defined]
+        return real(table, **kwargs)
+
+    monkeypatch.setattr(task, "parse", parse)
+    res = httpx.post(f"{url}/v1/predict", json={"inputs": ["good great film", {"text": "awful plot", "id": 7}]},
+                     headers=AUTH, timeout=30)
+    assert res.status_code == 200 and reads == [2], (reads, res.text)
+    assert [o["pred_label"] for o in res.json()["outputs"]] == ["positive", "negative"]
+    assert res.json()["outputs"][1]["id"] == 7  # the row's own fields come back
+    res = httpx.post(f"{url}/v1/predict", json={"inputs": ["good", {"txt": "good"}]}, headers=AUTH, timeout=30)
+    assert res.status_code == 422 and res.json()["error"]["message"] == "inputs: <input>:2: text: missing field"
+    assert reads == [2, 2], reads
+
+
 def test_limits_and_validation(served: tuple[str, object]) -> None:
     url, _ = served
     res = httpx.post(f"{url}/v1/predict", json={"inputs": ["x"] * 9}, headers=AUTH)

@@ -27,7 +27,7 @@ from tunelab.export.save import load_model
 from tunelab.models.aliases import model_dir_of
 from tunelab.pipeline import resolved
 from tunelab.pipeline import run as run_pipeline
-from tunelab.tasks.base import Task
+from tunelab.tasks.base import Example, Task
 
 ConfigSource = str | Path | Mapping[str, Any] | RunConfig | None
 
@@ -90,15 +90,19 @@ class Model:
         """One output row per input, as `tunelab predict` writes them. `inputs`: texts (each fills the
         model's text field), rows with the data fields (`text`, `text_pair`, `question`, `context`, `messages`,
         ...), one text as a str, or a file as a Path (or a read Table)."""
-        table = self._table(inputs)
-        examples = self.task.parse(table, labelled=False)
+        return self.predict_examples(self.parse_inputs(inputs), batch_size)
+
+    def parse_inputs(self, inputs: str | Path | Table | Sequence[str | Mapping[str, Any]]) -> list[Example]:
+        """The task's examples of `inputs`, as `predict` reads them, or the task's one-line error (TunelabError,
+        naming `<input>:N` and the field) for a row it cannot read; nothing runs through the model."""
+        return self.task.parse(self._table(inputs), labelled=False)
+
+    def predict_examples(self, examples: Sequence[Example], batch_size: int = 64) -> list[dict[str, Any]]:
+        """`predict` of examples `parse_inputs` read (those of several calls together: `tunelab serve`'s batches),
+        without reading the rows again."""
+        examples = list(examples)
         return self.task.predictions(logits_for(self.task, self.module, self.tokenizer, examples, batch_size),
                                      examples)
-
-    def check_inputs(self, inputs: Sequence[str | Mapping[str, Any]]) -> None:
-        """Raise the task's one-line error (TunelabError, naming `<input>:N` and the field) for a row `predict`
-        could not read; nothing runs through the model."""
-        self.task.parse(self._table(inputs), labelled=False)
 
     def evaluate(self, data: str | Path | Sequence[Mapping[str, Any]], batch_size: int = 64,
                  limit: int | None = None) -> dict[str, Any]:

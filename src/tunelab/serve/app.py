@@ -91,7 +91,7 @@ class Server:
                 s.chat_batcher = ChatBatcher(s.model.module, tok, s.model.task.stop_ids(tok),
                                              self.settings.max_chat_batch, max_queue=self.settings.max_queue)
             else:
-                s.batcher = MicroBatcher(lambda rows, m=s.model: m.predict(rows, batch_size=len(rows)),
+                s.batcher = MicroBatcher(lambda examples, m=s.model: m.predict_examples(examples, len(examples)),
                                          self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
                                          on_batch=lambda n, _s: self.metrics.batch.observe(n),
                                          max_tokens=self.settings.max_batch_tokens)
@@ -152,9 +152,9 @@ class Server:
                 raise invalid("inputs", f"input {i + 1}: {n} tokens, at most {limit} per input")
         # the batch's token budget counts an input at most max_length (a longer QA context's windows: as one)
         longest = min(model.task.data.max_length, max(counts))
-        try:  # this request's rows alone, so that a bad row fails its own request, not the batch it would join
-            model.check_inputs(list(body.inputs))
-            outputs = await served.batcher.submit(list(body.inputs), longest)
+        try:  # this request's rows alone, so that a bad row fails its own request, not the batch it would join; read
+            # once: the batch runs the examples read here
+            outputs = await served.batcher.submit(model.parse_inputs(list(body.inputs)), longest)
         except QueueFull as exc:
             return error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
         except TunelabError as exc:  # a row the task cannot read: the same one line as the CLI's
