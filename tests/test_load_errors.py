@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import train_sentiment
+from conftest import free_port, train_sentiment
 from tunelab.cli import app
 
 runner = CliRunner()
@@ -171,6 +173,36 @@ def test_damaged_adapters_for_merge(lora_run: Path, tmp_path: Path) -> None:
                              "base_model_name_or_path) does not exist")):
         _one_line(["export", run, "--merge", "--output", tmp_path / f"{run.name}-merged"], said)
         assert not (tmp_path / f"{run.name}-merged").exists()
+
+
+def test_damaged_adapters_for_serve(lora_run: Path, tmp_path: Path) -> None:
+    """`tunelab serve` of LoRA runs of one base (served as adapters over one copy of it), one adapter damaged as
+    above: export --merge's line at start-up, exit code 2, nothing served (was: peft's or safetensors' traceback, the
+    base model's "Repo id must be in the form ...", and a cut adapter_config.json left that run unshared unsaid).
+    A process of its own, as a user starts it, so that a server that does start is stopped by the timeout."""
+    good = _copy(lora_run, tmp_path / "good")
+    missing = _copy(lora_run, tmp_path / "missing")
+    (missing / "adapter" / "adapter_model.safetensors").unlink()
+    config = _copy(lora_run, tmp_path / "config")
+    _cut(config / "adapter" / "adapter_config.json", 100)
+    weights = _copy(lora_run, tmp_path / "weights")
+    _cut(weights / "adapter" / "adapter_model.safetensors", 0.3)
+    bases = [_copy(lora_run, tmp_path / name) for name in ("base", "base-too")]  # one base, both runs: shared
+    for run in bases:
+        _edit_json(run / "adapter" / "adapter_config.json", base_model_name_or_path=str(tmp_path / "gone"))
+        _edit_json(run / "model" / "tunelab.json", base_model=str(tmp_path / "gone"))
+    for runs, said in (((good, missing), "missing/adapter: no adapter weights (adapter_model.safetensors or "
+                                         "adapter_model.bin); tunelab serve needs the adapter as training wrote it"),
+                       ((config, good), "config/adapter/adapter_config.json: not valid JSON"),
+                       ((good, weights), "weights/adapter/adapter_model.safetensors: cannot read the adapter weights "
+                                         "(truncated or damaged?)"),
+                       (bases, f"base/adapter/adapter_config.json: the base model it names ({tmp_path / 'gone'}, "
+                               "base_model_name_or_path) does not exist")):
+        res = subprocess.run([sys.executable, "-m", "tunelab", "serve", *map(str, runs), "--port", str(free_port())],
+                             capture_output=True, text=True, timeout=180)
+        out = res.stderr.strip()
+        assert res.returncode == 2 and "Traceback" not in out, (runs, res.returncode, out[-2000:])
+        assert len(out.splitlines()) == 1 and out.startswith("error: ") and said in out, (runs, out)
 
 
 def test_compress_recover_epochs_must_be_finite(cls_run: Path, tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,9 +135,24 @@ def _auto_class(meta: dict[str, Any]) -> Any:
     return getattr(transformers, TASKS.get(meta["task"]["name"]).auto_model_class)
 
 
-def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module, Any, str]:
-    """(peft model, its auto class, base path): the base as trained (head labels from RUN/model's config,
-    vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode."""
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA / DoRA adapter checked before peft reads it (`check_adapter`)."""
+
+    path: Path
+    settings: dict[str, Any]  # adapter_config.json
+    meta: dict[str, Any]  # RUN/model's tunelab.json
+    weights: Path
+    base: str  # the base model's path
+    base_config: Any  # its transformers config, as it is there
+
+
+def check_adapter(adapter: Path, model_dir: Path, needs: str = "export --merge") -> Adapter:
+    """What peft will read of a LoRA / DoRA adapter (RUN/adapter beside RUN/model), each part missing or damaged one
+    line naming it (TunelabError; `needs`: the command that needs it): adapter_config.json not JSON or not an
+    object, another kind of adapter, no weights file, the base model it names gone or not loadable. `tunelab serve`
+    checks the adapters it shares a base between with it too (serve/adapters.py); cut weights are said as peft reads
+    them (`reading_weights`)."""
     adapter_cfg = read_json(adapter / "adapter_config.json")  # not JSON: BrokenFileError, one line
     if not isinstance(adapter_cfg, dict):
         raise TunelabError(f"{adapter / 'adapter_config.json'}: not a JSON object (a peft adapter's settings)")
@@ -144,15 +161,36 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
                            "(only LoRA and DoRA)")
     weights = next((adapter / name for name in ADAPTER_WEIGHTS if (adapter / name).is_file()), None)
     if weights is None:
-        raise TunelabError(f"{adapter}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); export --merge needs "
-                           "the adapter as training wrote it")
+        raise TunelabError(f"{adapter}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); {needs} needs the "
+                           "adapter as training wrote it")
     meta = read_json(model_dir / META_FILE)
     base = _base_path(adapter_cfg, meta, adapter)
-    auto = _auto_class(meta)
     try:
         config = AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as e:  # no config.json there, a hub id not in the cache offline
-        raise TunelabError(f"base model {base} (of {adapter}): cannot load it: {first_line(e)}") from None
+        raise base_error(base, adapter, e) from None
+    return Adapter(adapter, adapter_cfg, meta, weights, base, config)
+
+
+def base_error(base: str, adapter: Path, error: BaseException) -> TunelabError:
+    return TunelabError(f"base model {base} (of {adapter}): cannot load it: {first_line(error)}")
+
+
+@contextmanager
+def reading_weights(weights: Path) -> Iterator[None]:
+    """peft reading an adapter's weights file: one that is cut or damaged as one line naming it."""
+    try:
+        yield
+    except (SafetensorError, OSError, ValueError, EOFError) as e:  # weights truncated or damaged
+        raise TunelabError(f"{weights}: cannot read the adapter weights (truncated or damaged?): "
+                           f"{first_line(e)}") from None
+
+
+def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module, Any, str]:
+    """(peft model, its auto class, base path): the base as trained (head labels from RUN/model's config,
+    vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode."""
+    checked = check_adapter(adapter, model_dir)
+    base, auto, config = checked.base, _auto_class(checked.meta), checked.base_config
     saved = AutoConfig.from_pretrained(str(model_dir))
     for key in HEAD_KEYS:
         if getattr(saved, key, None) is not None:
@@ -162,13 +200,9 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
     vocab = getattr(saved, "vocab_size", None)
     if vocab and vocab != model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab, mean_resizing=False)  # the adapter holds the resized embeddings
-    with warnings.catch_warnings():  # peft calls a transformers method deprecated for v6
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
-        except (SafetensorError, OSError, ValueError, EOFError) as e:  # weights truncated or damaged
-            raise TunelabError(f"{weights}: cannot read the adapter weights (truncated or damaged?): "
-                               f"{first_line(e)}") from None
+    with warnings.catch_warnings(), reading_weights(checked.weights):  # peft calls a transformers method
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated for v6
+        return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
 
 
 def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -> MergeReport:

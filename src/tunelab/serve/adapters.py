@@ -1,7 +1,9 @@
 """LoRA runs of one base model served as adapters over one shared copy of it (as vLLM / TGI serve multi-LoRA): the
 base is loaded once, each run's `RUN/adapter` joins it under the run's name (peft `load_adapter`), and the request's
 `model` picks the adapter. Runs share a base when their base model, task and head shape agree; a lone LoRA run is
-served from its merged `RUN/model` (no adapter overhead)."""
+served from its merged `RUN/model` (no adapter overhead). The adapters of a shared base are checked as `tunelab
+export --merge` checks one (export/merge.py `check_adapter`): one damaged or missing part, or the base model gone, is
+one line at start-up."""
 
 from __future__ import annotations
 
@@ -17,16 +19,23 @@ ADAPTER = "adapter"
 
 def _lora_run(path: Path) -> tuple[Path, str] | None:
     """(the run directory, its sharing key) when PATH (a run or its model/) holds a LoRA adapter beside its model:
-    runs share a base when their base model, task and head shape agree."""
+    runs share a base when their base model, task and head shape agree. An adapter_config.json that cannot be read
+    counts as LoRA, so that loading the group says what is wrong with it (a RUN/model that cannot be read is not
+    shared: loading it alone says why)."""
     run = path.parent if path.name == "model" else path
+    if not (run / ADAPTER / "adapter_config.json").is_file():
+        return None
     try:
-        adapter = json.loads((run / ADAPTER / "adapter_config.json").read_text(encoding="utf-8"))
         meta = json.loads((run / "model" / "tunelab.json").read_text(encoding="utf-8"))
         config = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if adapter.get("peft_type") != "LORA" or not meta.get("base_model"):
-        return None
+    try:
+        adapter = json.loads((run / ADAPTER / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        adapter = None  # damaged: check_adapter says so
+    if (isinstance(adapter, dict) and adapter.get("peft_type") != "LORA") or not meta.get("base_model"):
+        return None  # prefix / prompt tuning: RUN/model holds what is served
     return run, json.dumps([meta["base_model"], meta["task"].get("name"), config.get("architectures"),
                             len(config.get("id2label") or {}), config.get("vocab_size")])
 
@@ -64,28 +73,33 @@ class AdapterView:
 
 def load_group(runs: list[Path], names: list[str]) -> list[Model]:
     """One base model, every run's adapter on it (`runs`: run directories, as `adapter_groups` gives them); a Model
-    per run whose module is its AdapterView."""
+    per run whose module is its AdapterView. Each adapter is checked first (`check_adapter`), and a base or weights
+    file that cannot be read is one line (TunelabError) naming it."""
     import transformers
     from peft import PeftModel
 
+    from tunelab.export.merge import base_error, check_adapter, reading_weights
     from tunelab.export.save import load_task
-    from tunelab.models.aliases import resolve_model
     from tunelab.models.decoder_heads import load_head
     from tunelab.models.segments import reseed_as_trained
 
+    adapters = [check_adapter(r / ADAPTER, r / "model", needs="tunelab serve") for r in runs]
     tasks = [load_task(r / "model") for r in runs]
-    base_name = json.loads((runs[0] / "model" / "tunelab.json").read_text(encoding="utf-8"))["base_model"]
     config = transformers.AutoConfig.from_pretrained(str(runs[0] / "model"))  # the head's shape, as trained
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialised head": the adapters carry the trained heads
     try:
-        base = load_head(tasks[0].auto_model_class, resolve_model(base_name), config=config)
+        base = load_head(tasks[0].auto_model_class, adapters[0].base, config=config)
+    except (OSError, ValueError) as e:  # its config is there (checked), its weights are not, or cut
+        raise base_error(adapters[0].base, adapters[0].path, e) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
     reseed_as_trained(base, config)  # the token-type rows training seeded (the adapters do not hold them)
-    peft = PeftModel.from_pretrained(base, str(runs[0] / ADAPTER), adapter_name=names[0])
-    for run, name in zip(runs[1:], names[1:], strict=True):
-        peft.load_adapter(str(run / ADAPTER), adapter_name=name)
+    with reading_weights(adapters[0].weights):
+        peft = PeftModel.from_pretrained(base, str(runs[0] / ADAPTER), adapter_name=names[0])
+    for adapter, name in zip(adapters[1:], names[1:], strict=True):
+        with reading_weights(adapter.weights):
+            peft.load_adapter(str(adapter.path), adapter_name=name)
     peft.eval()
     lock = threading.RLock()
     return [Model(run / "model", task, AdapterView(peft, name, lock),  # type: ignore[arg-type]
