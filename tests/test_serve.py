@@ -393,6 +393,29 @@ def test_hostile_bodies_are_4xx_and_the_server_keeps_answering(served: tuple[str
     assert small.status_code == 200, small.text
 
 
+def test_malformed_http_is_uvicorns_own_400_and_the_server_goes_on(cls_run: Path) -> None:
+    """A request that is not HTTP never reaches the app: uvicorn answers it with its own plain-text 400, without the
+    error shape or CORS headers even for an allowed origin (docs/serve.md says so: the app cannot change it); the
+    server keeps answering."""
+    import socket
+
+    page = "https://app.example"
+    for url, _ in serve_on_loopback([cls_run], cors_origins=(page,)):
+        host, port = url.removeprefix("http://").split(":")
+        for raw in (b"GARBAGE\r\n\r\n", b"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\nBad Header\r\n\r\n",
+                    b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\nContent-Length: ten\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as conn:
+                conn.sendall(raw.replace(b"%s", page.encode()))
+                answer = b""
+                while chunk := conn.recv(4096):  # uvicorn closes the connection after it
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 ") and b"text/plain" in head, (raw, answer)
+            assert body == b"Invalid HTTP request received." and b"access-control" not in head.lower(), (raw, answer)
+        res = httpx.get(f"{url}/health", headers={"Origin": page}, timeout=10)
+        assert res.status_code == 200 and res.headers["access-control-allow-origin"] == page
+
+
 def test_an_input_over_max_input_tokens_is_refused_before_it_runs(cls_run: Path) -> None:
     for url, _ in serve_on_loopback([cls_run], max_input_tokens=50):
         res = httpx.post(f"{url}/v1/predict", json={"inputs": ["good", "good " * 100]}, timeout=30)
