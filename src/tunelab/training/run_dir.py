@@ -2,6 +2,9 @@
 check has been checked, one process at a time, and never over something that is not a finished run of the same
 config unless told to (`--overwrite`, or `--resume` to continue it).
 
+    check_inputs_apart read-only, first: an output_dir that is an input of the run (the model it starts from, a
+                       distillation teacher's run, a data file), lies inside one, or holds one where the run puts its
+                       own files → one-line TunelabError, exit 2, even with --overwrite
     check_output_dir   read-only, before any model is loaded: a file, foreign files, a run of another config,
                        an unfinished run (resume it) → one-line TunelabError, exit 2
     RunDirLock         `OUTPUT_DIR/.tunelab.lock` under an OS file lock (fcntl.flock): a second run into the same
@@ -18,10 +21,10 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -29,6 +32,43 @@ from tunelab.errors import TunelabError
 from tunelab.io import write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
 from tunelab.training.layout import LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
+
+if TYPE_CHECKING:
+    from tunelab.config.run import RunConfig
+
+
+def run_inputs(cfg: RunConfig) -> list[tuple[str, Path]]:
+    """What a run reads from disk, as (role, path) for `check_inputs_apart`: the model it starts from (a local
+    directory), a distillation teacher, the data files."""
+    inputs = [("the model it starts from (model)", Path(cfg.model).expanduser())]
+    if not inputs[0][1].is_dir():
+        inputs = []  # an alias, a hub id, layers:...
+    if cfg.distill is not None:
+        inputs.append(("the distillation teacher (distill.teacher)", Path(cfg.distill.teacher).expanduser()))
+    data = cfg.data
+    synonyms = data.augment.synonyms if data.augment is not None else None
+    for key, value in (("train", data.train), ("validation", data.validation), ("test", data.test),
+                       ("unlabeled", data.unlabeled), ("augment.synonyms", synonyms)):
+        if value:
+            inputs.append((f"the data.{key} file", Path(value).expanduser()))
+    return inputs
+
+
+def check_inputs_apart(out: Path, inputs: Sequence[tuple[str, Path]], flag: str = "output_dir") -> None:
+    """Refuse (one line), whatever --overwrite says, an output directory that would take one of the run's `inputs`
+    ((role, path)) from it: the input itself, a folder inside an input directory (a student written into its
+    teacher's run), or a folder holding an input under a name the run replaces (RUN_FILES, .replaced: moved aside
+    as the run starts and deleted when it finishes)."""
+    target = out.expanduser().resolve()
+    for role, path in inputs:
+        source = path.resolve()
+        if target == source:
+            raise TunelabError(f"{flag}: {out} is {role}; choose another {flag}")
+        if source.is_dir() and target.is_relative_to(source):
+            raise TunelabError(f"{flag}: {out} is inside {role}, {path}; choose another {flag}")
+        if source.is_relative_to(target) and source.relative_to(target).parts[0] in RUN_FILES | {REPLACED}:
+            raise TunelabError(f"{flag}: {out} holds {role}, {path}, which a run there would replace; choose "
+                               f"another {flag}")
 
 
 def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,
