@@ -11,7 +11,8 @@ config unless told to (`--overwrite`, or `--resume` to continue it).
                        directory is refused with the holder's pid; the OS drops the lock of a killed process
                        (the file stays, empty, between runs)
     start_run_dir      after the model is loaded and the data encoded: the old run's files moved to .replaced (unless
-                       resuming), config.yaml written, metrics.jsonl reset (or cut back to the resumed checkpoint)
+                       resuming; an unfinished run's are deleted, but for its exports), config.yaml written,
+                       metrics.jsonl reset (or cut back to the resumed checkpoint)
     finish_run_dir     the run has finished: .replaced deleted (a `tunelab tune` trial that is pruned has finished
                        too: studies/tune.py calls it as it prunes; a failed or interrupted run keeps .replaced)
 """
@@ -31,7 +32,7 @@ import yaml
 from tunelab.errors import TunelabError
 from tunelab.io import write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
-from tunelab.training.layout import LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
+from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
 
 if TYPE_CHECKING:
     from tunelab.config.run import RunConfig
@@ -85,6 +86,11 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
         return
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     foreign = sorted(names - RUN_FILES - STUDY_FILES)
+    if not foreign and not (out / "config.yaml").is_file() and names & RUN_FILES and names & RUN_FILES <= EXPORTED:
+        kept = ", ".join(f"{n}/" for n in sorted(names & EXPORTED))
+        raise TunelabError(f"output_dir: {out} holds only what was exported from an earlier run ({kept}; its model "
+                           "and config.yaml are gone), and a new run takes a run's exports away: move them elsewhere "
+                           "to keep them, pass --overwrite to replace them, or choose another output_dir")
     if foreign:
         what = f"files that no tunelab run wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
     elif not names & RUN_FILES:
@@ -171,9 +177,13 @@ def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None) -> None
             (out / REPLACED).mkdir()
             for path in present:
                 path.rename(out / REPLACED / path.name)
-        else:  # an unfinished or failed run's files (a finished run replaced before may still wait in .replaced)
-            for path in present:
-                _remove(path)
+        else:  # an unfinished or failed run's files (a finished run replaced before may still wait in .replaced);
+            for path in present:  # exports (what --overwrite replaces of a run whose model is gone) wait there too
+                if path.name in EXPORTED and not (out / REPLACED / path.name).exists():
+                    (out / REPLACED).mkdir(exist_ok=True)
+                    path.rename(out / REPLACED / path.name)
+                else:
+                    _remove(path)
     write_text_atomic(out / "config.yaml", config_yaml)
     if resume_from is None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
