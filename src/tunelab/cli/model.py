@@ -43,7 +43,8 @@ def eval_(
                                          "assistant reply and score it (exact match, BLEU, chrF, ROUGE); default on."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="SFT: most tokens per reply "
                                               "(default: the model's task.generation)."),
-    num_beams: int | None = typer.Option(None, "--num-beams", min=1, help="SFT: beam search width."),
+    num_beams: int | None = typer.Option(None, "--num-beams", min=1, help="SFT: beam search width (1 to 32; "
+                                         "--batch-size counts prompts × beams)."),
     temperature: float | None = typer.Option(None, "--temperature", help="SFT: 0 = greedy; above 0: sampling."),
     top_p: float | None = typer.Option(None, "--top-p", help="SFT: nucleus sampling mass (with --temperature)."),
     predictions: Path | None = typer.Option(None, "--predictions", help="SFT: replies file (JSONL; default "
@@ -56,9 +57,14 @@ def eval_(
     from tunelab.api import load
     from tunelab.data.readers import read_table
     from tunelab.evaluation.evaluate import evaluate, print_metrics
-    from tunelab.evaluation.generation import eval_generation
+    from tunelab.evaluation.generation import eval_generation, eval_generation_config
     from tunelab.report import evaluation_report
     from tunelab.studies.ensemble import Ensemble
+    from tunelab.tasks.generation import GenerationConfig, with_overrides
+
+    gen_options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "temperature": temperature,
+                   "top_p": top_p}
+    with_overrides(GenerationConfig(), **gen_options)  # out of range: one line before anything loads
 
     if report is not None and len(model_dirs) > 1:
         raise TunelabError("eval: --report takes one model directory")
@@ -76,13 +82,13 @@ def eval_(
             metrics = evaluation_report(model.task, model.module, model.tokenizer, model.path, data, report,
                                         batch_size)
             typer.echo(f"eval: wrote {report}", err=True)
-        else:
+        else:  # the generation options checked against the model (its positions) before the data is read
+            eval_generation_config(model.task, getattr(model.module, "config", None), generate=generate,
+                                   predictions=predictions, **gen_options)
             examples = model.task.parse(read_table(data))[:limit]
             metrics = evaluate(model.task, model.module, model.tokenizer, examples, batch_size)
             gen, path = eval_generation(model.task, model.module, model.tokenizer, examples, batch_size,
-                                        model.path, data, generate=generate, max_new_tokens=max_new_tokens,
-                                        num_beams=num_beams, temperature=temperature, top_p=top_p,
-                                        predictions=predictions)
+                                        model.path, data, generate=generate, predictions=predictions, **gen_options)
             metrics.update(gen)
             if path is not None:
                 typer.echo(f"eval: {gen['generated']} replies with their scores in {path}", err=True)
