@@ -12,6 +12,9 @@ import typer
 from tunelab.cli.common import _fail, app, run_dir_read, user_errors
 from tunelab.errors import TunelabError
 
+OVERWRITE_HELP = ("Replace an --output folder that holds files tunelab did not write (each named on stderr before "
+                  "any work), or a link to a folder (the link, not what it points to); never a file, an input or "
+                  "the run's own files.")
 SET_HELP = ("task.KEY=VALUE: a scoring setting other than the saved one (NER: task.decoding=argmax, "
             "task.strict=true); repeatable.")
 
@@ -188,7 +191,7 @@ def export(
                                         "(torchao)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged; "
                                        "RUN/exports/<format>-<quantize or fp32>): new, empty, or an earlier "
-                                       "export's, replaced whole."),
+                                       "export's, replaced whole (anything else: see --overwrite)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", min=0.0, max=100.0, help="Parity gate: "
@@ -200,19 +203,20 @@ def export(
     batch_size: int = typer.Option(64, min=1, help="Examples per forward pass while scoring."),
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="--merge: largest allowed |logit| "
                                     "difference between the merged model and the adapter model (and RUN/model)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Merge an adapter (--merge) or export to onnx / torch int8 / gguf, checked before it is written."""
     if merge == (format_ is not None):
         raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
                            "--format onnx|gguf|torch")
     if format_ is None:
-        _merge(path, output, tolerance)
+        _merge(path, output, tolerance, overwrite)
         return
     from tunelab.export.artifact import Gate, export_run
 
     floor = None if min_agreement is None else min_agreement / 100
     _gated("export", lambda: export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
-                                        batch_size))
+                                        batch_size, overwrite))
 
 
 def _gated(verb: str, make: Any) -> None:
@@ -230,11 +234,11 @@ def _gated(verb: str, make: Any) -> None:
     typer.echo(f"{verb}: wrote {r.output}{note}", err=True)
 
 
-def _merge(path: Path, output: Path | None, tolerance: float) -> None:
+def _merge(path: Path, output: Path | None, tolerance: float, overwrite: bool) -> None:
     from tunelab.export.merge import ParityError, merge_run
 
     try:
-        r = merge_run(path, output, tolerance)
+        r = merge_run(path, output, tolerance, overwrite)
     except ParityError as exc:
         _fail(str(exc), code=1)
         return
@@ -254,7 +258,7 @@ def compress(
                                          "data after pruning (0: none)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: "
                                        "RUN/exports/<kind>-<fraction>): new, empty, or an earlier export's, "
-                                       "replaced whole."),
+                                       "replaced whole (anything else: see --overwrite)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the result is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float = typer.Option(99.0, "--min-agreement", min=0.0, max=100.0, help="Parity gate: least % "
@@ -262,10 +266,11 @@ def compress(
     max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
                                    "metric may fall."),
     force: bool = typer.Option(False, "--force", help="Write the result even when the parity gate refuses it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Prune a run's model, fine-tune it briefly to recover, and write it only past the parity gate."""
     from tunelab.export.compress import compress_run
     from tunelab.export.parity import Gate
 
     _gated("compress", lambda: compress_run(path, prune, recover_epochs, output, data,
-                                            Gate(min_agreement / 100, max_drop), force))
+                                            Gate(min_agreement / 100, max_drop), force, overwrite=overwrite))
