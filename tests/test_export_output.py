@@ -103,7 +103,7 @@ def test_a_rerun_merge_keeps_what_the_user_added(tiny_bert: Path, tmp_path: Path
     res = _cli("export", str(lora), "--merge", "--overwrite")  # replaced when asked, what goes said first
     assert res.exit_code == 0, res.output
     assert res.stderr.splitlines()[0] == f"export: --overwrite: {merged} will be replaced whole, with what tunelab " \
-                                         "did not write in it: notes.txt, sub/", res.stderr
+                                         "did not write in it: notes.txt, sub/ (1 file); 2 files in all", res.stderr
     assert not (merged / "notes.txt").exists() and not (merged / "sub").exists()
     res = _cli("export", str(lora), "--merge")  # an earlier merge: replaced without asking
     assert res.exit_code == 0, res.output
@@ -119,7 +119,7 @@ def test_overwrite_replaces_a_folder_or_a_link_and_says_what_first(run: Path, tm
     assert res.exit_code == 0, res.output
     said = res.stderr.splitlines()
     assert said[0] == f"export: --overwrite: {proj} will be replaced whole, with what tunelab did not write in it: " \
-                      "notes.txt, sub/", said
+                      "notes.txt, sub/ (1 file); 2 files in all", said
     assert said[-1] == f"export: wrote {proj}"
     assert "model.onnx" in json.loads((proj / MANIFEST).read_text())["files"] and not (proj / "notes.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no temp or old folder left beside it

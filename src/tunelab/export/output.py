@@ -121,8 +121,17 @@ def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20)
     if replaced and replaced[0].startswith("the link to "):
         return (f"{verb}: --overwrite: {output} is {replaced[0]}; the link will be replaced by the new folder (what "
                 "it points to is left as it is)")
-    named = ", ".join(replaced[:limit]) + (f" and {len(replaced) - limit} more" if len(replaced) > limit else "")
-    return f"{verb}: --overwrite: {output} will be replaced whole, with what tunelab did not write in it: {named}"
+    def files(entry: str) -> int:
+        return sum(len(names) for _, _, names in os.walk(output / entry)) if entry.endswith("/") else 1
+
+    counts = {e: files(e) for e in replaced}
+    named = ", ".join(f"{e} ({counts[e]} file{'s' * (counts[e] != 1)})" if e.endswith("/") else e
+                      for e in replaced[:limit])
+    if len(replaced) > limit:
+        named += f" and {len(replaced) - limit} more"
+    total = sum(counts.values())
+    return (f"{verb}: --overwrite: {output} will be replaced whole, with what tunelab did not write in it: {named}; "
+            f"{total} file{'s' * (total != 1)} in all")
 
 
 @contextmanager
