@@ -379,3 +379,44 @@ def test_a_copy_saved_inside_a_process_group_loads_back(tmp_path: Path) -> None:
     ids = torch.tensor([[1, 2, 3, 4]])
     assert back.lm_head.weight.data_ptr() == back.model.embed_tokens.weight.data_ptr()
     assert torch.equal(back(ids).logits, model(ids).logits)
+
+
+def test_the_student_never_replaces_what_it_learns_from(teacher: Path, tiny_bert: Path) -> None:
+    """The teacher's run as --output (or a folder inside it, or the student's own model) is refused in one line before
+    anything loads, even with --overwrite: the run would move the teacher's model aside and score the student
+    against itself. `tunelab train` refuses the same of distill.teacher, model and the data files."""
+    def snapshot() -> dict[str, float]:
+        return {str(p): p.stat().st_mtime for p in sorted(teacher.rglob("*"))}
+
+    before = snapshot()
+    cases = [
+        (["--student", "layers:1", "--output", str(teacher)],
+         f"--output: {teacher} is the teacher run; choose another --output"),
+        (["--student", str(tiny_bert), "--output", str(tiny_bert)],
+         f"--output: {tiny_bert} is the --student model; choose another --output"),
+        (["--student", "layers:1", "--output", str(teacher / "student")],
+         f"--output: {teacher / 'student'} is inside the teacher run, {teacher}; choose another --output"),
+        (["--student", "layers:1", "--output", str(teacher / "exports")],
+         f"--output: {teacher / 'exports'} is inside the teacher run, {teacher}; choose another --output"),
+    ]
+    for extra, line in cases:
+        for overwrite in ([], ["--overwrite"]):
+            res = CliRunner().invoke(app, ["distill", str(teacher), *extra, *overwrite])
+            assert res.exit_code == 2, res.output
+            assert res.stderr.strip() == f"error: {line}", res.stderr
+    assert snapshot() == before
+    base = ["train", str(teacher / "config.yaml"), "--overwrite"]
+    for sets, line in [
+        ([f"model={teacher / 'model'}"],
+         f"output_dir: {teacher} holds the model it starts from (model), {teacher / 'model'}, which a run there "
+         "would replace; choose another output_dir"),
+        ([f"distill.teacher={teacher}", "model=layers:0"],
+         f"output_dir: {teacher} is the distillation teacher (distill.teacher); choose another output_dir"),
+        ([f"data.train={teacher / 'predictions' / 'rows.jsonl'}"],
+         f"output_dir: {teacher} holds the data.train file, {teacher / 'predictions' / 'rows.jsonl'}, which a run "
+         "there would replace; choose another output_dir"),
+    ]:
+        res = CliRunner().invoke(app, [*base, *(a for s in sets for a in ("--set", s))])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.strip() == f"error: {line}", res.stderr
+    assert snapshot() == before

@@ -1,8 +1,9 @@
 """The `--output` of `tunelab export` (--format, --merge) and `tunelab compress`: a folder is replaced only when it
 holds nothing but what these commands wrote (their tunelab-files.json manifest, or an older export's tunelab.json and
 file names); a user's folder, or an export with the user's notes in it, is refused in one line (exit 2) and left
-byte for byte as it was; a refused export leaves no RUN/exports behind; a new run in the directory takes the old
-run's exports away, so `tunelab serve` never answers with the model it replaced."""
+byte for byte as it was; --overwrite replaces such a folder (or a link: the link) after naming on stderr what it
+replaces, but never a file, an input or the run's own files; a refused export leaves no RUN/exports behind; a new run
+in the directory takes the old run's exports away, so `tunelab serve` never answers with the model it replaced."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tunelab.errors import TunelabError
 from tunelab.export.output import MANIFEST, check_output
 
 pytest.importorskip("onnxruntime")
+ASK = "; choose an empty or new folder, or pass --overwrite to replace it with them"
 
 
 def _cli(*args: str) -> object:
@@ -34,8 +36,7 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
 def _refused(res: object, folder: Path, first: str) -> None:
     assert res.exit_code == 2, res.output
     line = res.stderr.strip()
-    assert line == f"error: --output: {folder} holds files tunelab did not write ({first}); choose an empty or new " \
-                   "folder", line
+    assert line == f"error: --output: {folder} holds files tunelab did not write ({first}){ASK}", line
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +100,88 @@ def test_a_rerun_merge_keeps_what_the_user_added(tiny_bert: Path, tmp_path: Path
     before = _snapshot(merged)
     _refused(_cli("export", str(lora), "--merge"), merged, "notes.txt")
     assert _snapshot(merged) == before
-    (merged / "notes.txt").unlink()
-    shutil.rmtree(merged / "sub")
-    res = _cli("export", str(lora), "--merge")
+    res = _cli("export", str(lora), "--merge", "--overwrite")  # replaced when asked, what goes said first
     assert res.exit_code == 0, res.output
+    assert res.stderr.splitlines()[0] == f"export: --overwrite: {merged} will be replaced whole, with what tunelab " \
+                                         "did not write in it: notes.txt, sub/ (1 file); 2 files in all", res.stderr
+    assert not (merged / "notes.txt").exists() and not (merged / "sub").exists()
+    res = _cli("export", str(lora), "--merge")  # an earlier merge: replaced without asking
+    assert res.exit_code == 0, res.output
+
+
+def test_overwrite_replaces_a_folder_or_a_link_and_says_what_first(run: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = tmp_path / "proj"
+    (proj / "sub").mkdir(parents=True)
+    (proj / "notes.txt").write_text("mine\n")
+    (proj / "sub" / "a.bin").write_bytes(b"\x00")
+    res = _cli("export", str(run), "--format", "onnx", "--output", str(proj), "--overwrite")
+    assert res.exit_code == 0, res.output
+    said = res.stderr.splitlines()
+    assert said[0] == f"export: --overwrite: {proj} will be replaced whole, with what tunelab did not write in it: " \
+                      "notes.txt, sub/ (1 file); 2 files in all", said
+    assert said[-1] == f"export: wrote {proj}"
+    assert "model.onnx" in json.loads((proj / MANIFEST).read_text())["files"] and not (proj / "notes.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no temp or old folder left beside it
+    # a link: refused without --overwrite; with it the link (not the folder it points to) is replaced
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("keep\n")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    res = _cli("compress", str(run), "--prune", "heads:0.5", "--recover-epochs", "0", "--output", str(link))
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: --output: {link} is a link (to {target}); name the " \
+        "folder itself, or pass --overwrite to replace the link (not what it points to) with a new folder", res.output
+    res = _cli("compress", str(run), "--prune", "heads:0.5", "--recover-epochs", "0", "--output", str(link),
+               "--overwrite", "--force")
+    assert res.exit_code == 0, res.output
+    assert res.stderr.splitlines()[0] == f"compress: --overwrite: {link} is the link to {target}; the link will be " \
+                                         "replaced by the new folder (what it points to is left as it is)"
+    assert not link.is_symlink() and (link / MANIFEST).is_file() and os.listdir(target) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link", "proj"]
+    # never, even with --overwrite: a file, the run's own files, its exports folder, the data, the current directory
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy2(run.parent / "val.jsonl", data / "val.jsonl")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = {**_snapshot(tmp_path), **_snapshot(run)}
+    other = "; choose another --output"
+    for output, line in [
+        (data / "val.jsonl", f"{data / 'val.jsonl'} would replace the --data file{other}"),
+        (data, f"{data} would replace the --data file{other}"),
+        (proj / "model.onnx", f"{proj / 'model.onnx'} is a file, not a folder; choose an empty or new folder"),
+        (run / "checkpoints", f"{run / 'checkpoints'} is inside the run directory {run}{other}"),
+        (run / "exports", f"{run / 'exports'} would replace the run's exports folder{other}"),
+        (tmp_path, f"{tmp_path} would replace the current directory{other}"),
+    ]:
+        rows = data / "val.jsonl" if output != tmp_path else run.parent / "val.jsonl"
+        res = _cli("export", str(run), "--format", "onnx", "--output", str(output), "--overwrite", "--data", str(rows))
+        assert res.exit_code == 2, (output, res.output)
+        assert res.stderr.strip() == f"error: --output: {line}", res.stderr
+    assert {**_snapshot(tmp_path), **_snapshot(run)} == before
+
+
+def test_what_changed_while_the_result_was_built_is_not_replaced(tmp_path: Path) -> None:
+    from tunelab.export.output import commit, staged
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("said\n")
+    replaced = check_output(out, overwrite=True)
+    assert replaced == ["notes.txt"]
+    with staged(out) as tmp:
+        (tmp / "model.onnx").write_bytes(b"graph")
+        (out / "late.txt").write_text("not said\n")
+        with pytest.raises(TunelabError, match=r"changed while the result was built: it now holds late\.txt too"):
+            commit(tmp, out, replaced)
+    assert sorted(os.listdir(out)) == ["late.txt", "notes.txt"]
+    (out / "late.txt").unlink()
+    with staged(out) as tmp:
+        (tmp / "model.onnx").write_bytes(b"graph")
+        commit(tmp, out, replaced)
+    assert sorted(os.listdir(out)) == ["model.onnx", MANIFEST] and sorted(os.listdir(tmp_path)) == ["out"]
 
 
 def test_a_refused_export_leaves_no_exports_folder(run: Path, tmp_path: Path,
@@ -140,21 +219,22 @@ def test_what_check_output_replaces(tmp_path: Path) -> None:
     (folder / ".DS_Store").write_bytes(b"")
     assert why(folder) is None  # empty, but for what a file browser drops
     (folder / "report.json").write_text("{}")
-    assert why(folder) == "holds files tunelab did not write (report.json); choose an empty or new folder"
+    assert why(folder) == f"holds files tunelab did not write (report.json){ASK}"
     (folder / "tunelab.json").write_text('{"task": {"name": "classification"}}')  # a model, not an export
-    assert why(folder) == "holds files tunelab did not write (report.json); choose an empty or new folder"
+    assert why(folder) == f"holds files tunelab did not write (report.json){ASK}"
     (folder / "tunelab.json").write_text('{"export": {"format": "onnx"}}')
     (folder / "model.onnx").write_bytes(b"")
     assert why(folder) is None  # an export written before the manifest
     (folder / "data").mkdir()
-    assert why(folder) == "holds files tunelab did not write (data); choose an empty or new folder"
+    assert why(folder) == f"holds files tunelab did not write (data){ASK}"
     (folder / "data").rmdir()
     (folder / MANIFEST).write_text(json.dumps({"files": ["tunelab.json", "model.onnx"]}))
-    assert why(folder) == "holds files tunelab did not write (report.json); choose an empty or new folder"
+    assert why(folder) == f"holds files tunelab did not write (report.json){ASK}"
     (folder / "file").write_text("x")
     assert why(folder / "file") == "is a file, not a folder; choose an empty or new folder"
     (tmp_path / "link").symlink_to(folder)
-    assert why(tmp_path / "link") == "is a link; choose an empty or new folder"
+    assert why(tmp_path / "link") == f"is a link (to {folder}); name the folder itself, or pass --overwrite to " \
+                                     "replace the link (not what it points to) with a new folder"
 
 
 def test_a_new_run_takes_the_old_runs_exports_away(tiny_bert: Path, tmp_path: Path) -> None:

@@ -137,6 +137,25 @@ def test_beam_search_and_seeded_sampling(chatml_llama: tuple) -> None:
             with_overrides(sample, temperature=bad)
 
 
+def test_a_wide_beam_costs_time_not_memory(chatml_llama: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`batch_size` counts sequences: with 4 beams a batch of 8 generates 2 prompts at a time, with the replies
+    those prompts get one at a time."""
+    model, tok = chatml_llama
+    prompts = _prompts(tok)[:5]
+    cfg = GenerationConfig(max_new_tokens=4, num_beams=4)
+    alone = [generate(model, tok, [p], cfg, 1, stop_ids=[-1])[0] for p in prompts]
+    rows: list[int] = []
+    real = model.generate
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        rows.append(kwargs["input_ids"].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", counted)
+    assert generate(model, tok, prompts, cfg, 8, stop_ids=[-1]) == alone
+    assert rows == [2, 2, 1]
+
+
 # -- prompt templates ------------------------------------------------------------------------------
 def test_prompt_template_builds_the_user_turn() -> None:
     task = Sft(SftConfig(prompt_template="Translate into Chinese:\n{source}", response_field="target"),
@@ -258,3 +277,25 @@ def test_example_configs_read_their_data(name: str) -> None:
                                                     "content": row[cfg.task.response_field or "output"]}
         source = row.get("source") or row.get("document") or row["instruction"]
         assert source in user["content"]
+
+
+def test_generation_options_are_bounded_before_anything_loads(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """`--num-beams 100000` had run out of memory: a beam wider than 32 is one line, exit 2, before the model loads
+    (here: a model directory and a data file that do not exist); a --max-new-tokens past the model's positions is
+    one line once the model is loaded, before the data is read."""
+    runner = CliRunner()
+    missing = tmp_path / "missing.jsonl"
+    for args, line in [
+        ([str(tmp_path / "no-model"), "--num-beams", "100000"],
+         "--num-beams: must be 1 to 32 (each beam is a sequence generated beside the others, with its own cache and "
+         "scores over the vocabulary), got 100000"),
+        ([str(tmp_path / "no-model"), "--top-p", "1.5"], "--top-p: must be in (0, 1], got 1.5"),
+        ([str(tiny_chat_run / "model"), "--max-new-tokens", "100000"],
+         "--max-new-tokens: 100000 is more than the model's 128 positions leave for a reply (at most 127)"),
+    ]:
+        res = runner.invoke(app, ["eval", *args, "--data", str(missing)])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.strip() == f"error: {line}", res.stderr
+    res = runner.invoke(app, ["train", str(tiny_chat_run / "config.yaml"), "--set", "task.generation.num_beams=33"])
+    assert res.exit_code == 2 and "task.generation.num_beams" in res.stderr and "32" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1

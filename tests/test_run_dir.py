@@ -217,3 +217,32 @@ def test_a_replaced_run_is_kept_until_the_new_one_finishes(finished: tuple[Path,
         shutil.rmtree(step)
     res = runner.invoke(app, ["train", *sets, "--set", "train.eval_steps=1"])  # nothing to resume: no refusal
     assert res.exit_code == 0, res.output
+
+
+def test_exports_left_alone_in_a_folder_are_the_users_work(tiny_bert: Path, tmp_path: Path) -> None:
+    """A folder holding only exports/ (the rest of its run removed): a new run would take them away, so it needs
+    --overwrite, and the refusal says why; with --overwrite they wait in .replaced until the new run finishes (a run
+    that fails leaves them there)."""
+    from tunelab.config.run import load_config
+    from tunelab.pipeline import run
+
+    out = tmp_path / "run"
+    (out / "exports" / "onnx-int8").mkdir(parents=True)
+    (out / "exports" / "onnx-int8" / "model.onnx").write_bytes(b"deployed")
+    sets = _sets(tiny_bert, tmp_path, out, **{"train.eval_steps": "1"})
+    line = _fails(["train", *sets], "holds only what was exported")
+    assert line == (f"error: output_dir: {out} holds only what was exported from an earlier run (exports/; its model "
+                    "and config.yaml are gone), and a new run takes a run's exports away: move them elsewhere to keep "
+                    "them, pass --overwrite to replace them, or choose another output_dir")
+    assert (out / "exports" / "onnx-int8" / "model.onnx").read_bytes() == b"deployed"
+
+    def stop(step: int, scores: dict) -> None:
+        raise RuntimeError("stopped at the first evaluation")
+
+    with pytest.raises(RuntimeError, match="first evaluation"):
+        run(load_config(None, sets[1::2]), overwrite=True, on_eval=stop)
+    assert (out / ".replaced" / "exports" / "onnx-int8" / "model.onnx").read_bytes() == b"deployed"
+    assert not (out / "exports").exists()
+    res = runner.invoke(app, ["train", *sets, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert not (out / ".replaced").exists() and not (out / "exports").exists()

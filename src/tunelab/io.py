@@ -142,11 +142,15 @@ def atomic_dir(final: Path) -> Path:
 
 
 def commit_dir(tmp: Path, final: Path) -> None:
-    """Put the finished temp dir `tmp` in place of `final` (an existing `final` is replaced)."""
-    if final.exists():
+    """Put the finished temp dir `tmp` in place of `final` (an existing `final` is replaced; a link, not what it
+    points to)."""
+    if final.exists() or final.is_symlink():
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
         final.rename(old)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(final)

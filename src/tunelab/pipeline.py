@@ -54,7 +54,14 @@ from tunelab.training.distill import (
 from tunelab.training.distributed import check_strategy, launched, whole_models
 from tunelab.training.optim import check_layer_decay
 from tunelab.training.rdrop import check_rdrop, rdrop_loss
-from tunelab.training.run_dir import RunDirLock, check_output_dir, finish_run_dir, start_run_dir
+from tunelab.training.run_dir import (
+    RunDirLock,
+    check_inputs_apart,
+    check_output_dir,
+    finish_run_dir,
+    run_inputs,
+    start_run_dir,
+)
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
@@ -88,6 +95,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     resume_from = find_checkpoint(resume, out) if resume else None
     if state.is_main_process:  # resuming this directory's own checkpoint is the one way past its checks
         own = resume_from is not None and out.resolve() in resume_from.resolve().parents
+        check_inputs_apart(out, run_inputs(cfg))
         check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite)
         if own and not overwrite:
             _check_resumed_config(out, cfg)

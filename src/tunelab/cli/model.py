@@ -12,6 +12,9 @@ import typer
 from tunelab.cli.common import _fail, app, run_dir_read, user_errors
 from tunelab.errors import TunelabError
 
+OVERWRITE_HELP = ("Replace an --output folder that holds files tunelab did not write (each named on stderr before "
+                  "any work), or a link to a folder (the link, not what it points to); never a file, an input or "
+                  "the run's own files.")
 SET_HELP = ("task.KEY=VALUE: a scoring setting other than the saved one (NER: task.decoding=argmax, "
             "task.strict=true); repeatable.")
 
@@ -43,7 +46,8 @@ def eval_(
                                          "assistant reply and score it (exact match, BLEU, chrF, ROUGE); default on."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="SFT: most tokens per reply "
                                               "(default: the model's task.generation)."),
-    num_beams: int | None = typer.Option(None, "--num-beams", min=1, help="SFT: beam search width."),
+    num_beams: int | None = typer.Option(None, "--num-beams", min=1, help="SFT: beam search width (1 to 32; "
+                                         "--batch-size counts prompts × beams)."),
     temperature: float | None = typer.Option(None, "--temperature", help="SFT: 0 = greedy; above 0: sampling."),
     top_p: float | None = typer.Option(None, "--top-p", help="SFT: nucleus sampling mass (with --temperature)."),
     predictions: Path | None = typer.Option(None, "--predictions", help="SFT: replies file (JSONL; default "
@@ -56,9 +60,14 @@ def eval_(
     from tunelab.api import load
     from tunelab.data.readers import read_table
     from tunelab.evaluation.evaluate import evaluate, print_metrics
-    from tunelab.evaluation.generation import eval_generation
+    from tunelab.evaluation.generation import eval_generation, eval_generation_config
     from tunelab.report import evaluation_report
     from tunelab.studies.ensemble import Ensemble
+    from tunelab.tasks.generation import GenerationConfig, with_overrides
+
+    gen_options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "temperature": temperature,
+                   "top_p": top_p}
+    with_overrides(GenerationConfig(), **gen_options)  # out of range: one line before anything loads
 
     if report is not None and len(model_dirs) > 1:
         raise TunelabError("eval: --report takes one model directory")
@@ -76,13 +85,13 @@ def eval_(
             metrics = evaluation_report(model.task, model.module, model.tokenizer, model.path, data, report,
                                         batch_size)
             typer.echo(f"eval: wrote {report}", err=True)
-        else:
+        else:  # the generation options checked against the model (its positions) before the data is read
+            eval_generation_config(model.task, getattr(model.module, "config", None), generate=generate,
+                                   predictions=predictions, **gen_options)
             examples = model.task.parse(read_table(data))[:limit]
             metrics = evaluate(model.task, model.module, model.tokenizer, examples, batch_size)
             gen, path = eval_generation(model.task, model.module, model.tokenizer, examples, batch_size,
-                                        model.path, data, generate=generate, max_new_tokens=max_new_tokens,
-                                        num_beams=num_beams, temperature=temperature, top_p=top_p,
-                                        predictions=predictions)
+                                        model.path, data, generate=generate, predictions=predictions, **gen_options)
             metrics.update(gen)
             if path is not None:
                 typer.echo(f"eval: {gen['generated']} replies with their scores in {path}", err=True)
@@ -182,7 +191,7 @@ def export(
                                         "(torchao)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged; "
                                        "RUN/exports/<format>-<quantize or fp32>): new, empty, or an earlier "
-                                       "export's, replaced whole."),
+                                       "export's, replaced whole (anything else: see --overwrite)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", min=0.0, max=100.0, help="Parity gate: "
@@ -194,19 +203,20 @@ def export(
     batch_size: int = typer.Option(64, min=1, help="Examples per forward pass while scoring."),
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="--merge: largest allowed |logit| "
                                     "difference between the merged model and the adapter model (and RUN/model)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Merge an adapter (--merge) or export to onnx / torch int8 / gguf, checked before it is written."""
     if merge == (format_ is not None):
         raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
                            "--format onnx|gguf|torch")
     if format_ is None:
-        _merge(path, output, tolerance)
+        _merge(path, output, tolerance, overwrite)
         return
     from tunelab.export.artifact import Gate, export_run
 
     floor = None if min_agreement is None else min_agreement / 100
     _gated("export", lambda: export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
-                                        batch_size))
+                                        batch_size, overwrite))
 
 
 def _gated(verb: str, make: Any) -> None:
@@ -224,11 +234,11 @@ def _gated(verb: str, make: Any) -> None:
     typer.echo(f"{verb}: wrote {r.output}{note}", err=True)
 
 
-def _merge(path: Path, output: Path | None, tolerance: float) -> None:
+def _merge(path: Path, output: Path | None, tolerance: float, overwrite: bool) -> None:
     from tunelab.export.merge import ParityError, merge_run
 
     try:
-        r = merge_run(path, output, tolerance)
+        r = merge_run(path, output, tolerance, overwrite)
     except ParityError as exc:
         _fail(str(exc), code=1)
         return
@@ -248,7 +258,7 @@ def compress(
                                          "data after pruning (0: none)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: "
                                        "RUN/exports/<kind>-<fraction>): new, empty, or an earlier export's, "
-                                       "replaced whole."),
+                                       "replaced whole (anything else: see --overwrite)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the result is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float = typer.Option(99.0, "--min-agreement", min=0.0, max=100.0, help="Parity gate: least % "
@@ -256,10 +266,11 @@ def compress(
     max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
                                    "metric may fall."),
     force: bool = typer.Option(False, "--force", help="Write the result even when the parity gate refuses it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Prune a run's model, fine-tune it briefly to recover, and write it only past the parity gate."""
     from tunelab.export.compress import compress_run
     from tunelab.export.parity import Gate
 
     _gated("compress", lambda: compress_run(path, prune, recover_epochs, output, data,
-                                            Gate(min_agreement / 100, max_drop), force))
+                                            Gate(min_agreement / 100, max_drop), force, overwrite=overwrite))

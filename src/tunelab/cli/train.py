@@ -218,7 +218,8 @@ def distill(
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Weight of the soft targets; 1 - alpha "
                                 "weighs the gold labels."),
     output: Path | None = typer.Option(None, "--output", help="The student's run directory (default: "
-                                       "TEACHER-distilled)."),
+                                       "TEACHER-distilled); never the teacher's run, a folder inside it or another "
+                                       "input."),
     unlabeled: Path | None = typer.Option(None, "--unlabeled", help="Rows without labels (input fields only) the "
                                           "student also learns from, on the teacher's soft targets alone "
                                           "(data.unlabeled)."),

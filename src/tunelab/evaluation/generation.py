@@ -19,7 +19,7 @@ from tunelab.metrics.generation import score_generations
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 from tunelab.tasks.chat_template import prompt_ids, split_reply
-from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
+from tunelab.tasks.generation import GenerationConfig, check_reply_room, generate, with_overrides
 
 
 def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
@@ -75,6 +75,30 @@ def default_predictions_path(model_dir: Path, data: Path) -> Path:
     return Path(model_dir).resolve().parent / "predictions" / f"eval-{Path(data).stem}.generations.jsonl"
 
 
+def eval_generation_config(task: Task, model_config: Any, *, generate: bool | None = None,
+                           max_new_tokens: int | None = None, num_beams: int | None = None,
+                           temperature: float | None = None, top_p: float | None = None,
+                           predictions: Path | None = None) -> GenerationConfig | None:
+    """The settings `tunelab eval` generates with (None: it does not generate), checked once the model is loaded and
+    before any data is read: generation options on a model of another task, a beam wider than MAX_NUM_BEAMS, a
+    --max-new-tokens past the model's positions, a temperature or top_p out of range — one line each."""
+    given = [flag for flag, v in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams),
+                                  ("--temperature", temperature), ("--top-p", top_p), ("--predictions", predictions))
+             if v is not None] + (["--generate"] if generate else [])
+    if not task.generates_replies:
+        if given:
+            able = ", ".join(TASKS.names(lambda cls: cls.generates_replies))
+            raise TunelabError(f"eval: {given[0]}: generation is for models of task {able} (this one: {task.cfg.name})")
+        return None
+    if generate is False:
+        return None
+    cfg = with_overrides(task.cfg.generation, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                         temperature=temperature, top_p=top_p)
+    if max_new_tokens is not None:
+        check_reply_room(cfg, model_config)
+    return cfg
+
+
 def eval_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
                     batch_size: int, model_dir: Path, data: Path, *, generate: bool | None = None,
                     max_new_tokens: int | None = None, num_beams: int | None = None, temperature: float | None = None,
@@ -83,18 +107,11 @@ def eval_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples
     """`tunelab eval`'s generation step: for an SFT model (unless generate is False) the generation metrics
     and the path of the replies file written; ({}, None) otherwise. Generation options on a model of
     another task are an error."""
-    given = [flag for flag, v in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams),
-                                  ("--temperature", temperature), ("--top-p", top_p), ("--predictions", predictions))
-             if v is not None] + (["--generate"] if generate else [])
-    if not task.generates_replies:
-        if given:
-            able = ", ".join(TASKS.names(lambda cls: cls.generates_replies))
-            raise TunelabError(f"eval: {given[0]}: generation is for models of task {able} (this one: {task.cfg.name})")
+    cfg = eval_generation_config(task, getattr(model, "config", None), generate=generate,
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature,
+                                 top_p=top_p, predictions=predictions)
+    if cfg is None:
         return {}, None
-    if generate is False:
-        return {}, None
-    cfg = with_overrides(task.cfg.generation, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                         temperature=temperature, top_p=top_p)
     metrics, rows = evaluate_generation(task, model, tokenizer, examples, batch_size, cfg)
     path = Path(predictions) if predictions is not None else default_predictions_path(model_dir, data)
     try:

@@ -25,14 +25,15 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
-from tunelab.export.output import check_output, commit, staged
+from tunelab.export.output import check_output, commit, replacing, run_reads, staged
 from tunelab.export.parity import Gate, ParityError, check, headline, measure, measure_fp32
 from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8, quantize_int8, require_torchao, save_int8
-from tunelab.io import dir_bytes, read_json, write_json_atomic
+from tunelab.io import Read, dir_bytes, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
+from tunelab.progress import say
 from tunelab.tasks.base import Task
 
 REPORT_FILE = "report.json"
@@ -85,6 +86,20 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
     return splits["validation"], cfg.data.validation or f"{cfg.data.train} (held-out validation split)"
 
 
+def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = "the model it exports") -> list[Read]:
+    """What an export or compress reads, which its --output never replaces: the model, the --data file, the run
+    (`run_reads`: its own files and the data files its config names)."""
+    files: list[tuple[str, str | None]] = []
+    if run is not None and (run / "config.yaml").is_file():
+        try:
+            d = build_config(read_config_file(run / "config.yaml")).data
+            files = [("train", d.train), ("validation", d.validation), ("test", d.test), ("unlabeled", d.unlabeled)]
+        except TunelabError:
+            pass  # a config that does not load: said where it is read
+    return [Read(role, model_dir), *([Read("the --data file", Path(data))] if data is not None else []),
+            *run_reads(run, files)]
+
+
 def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str | None) -> Path:
     name = f"{fmt}-{quantize or 'fp32'}"
     if model_dir.parent.name == "exports":  # a compressed model in RUN/exports/: its export beside it
@@ -94,8 +109,9 @@ def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str |
 
 def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path | None = None,
                data: Path | None = None, gate: Gate | None = None, force: bool = False,
-               batch_size: int = 64) -> ExportResult:
-    """Export, measure and gate; raises ParityError (nothing written) when the gate refuses and not `force`."""
+               batch_size: int = 64, overwrite: bool = False) -> ExportResult:
+    """Export, measure and gate; raises ParityError (nothing written) when the gate refuses and not `force`.
+    `overwrite`: replace an --output folder that holds other files, or is a link (`check_output`), said first."""
     if fmt not in FORMATS:
         raise TunelabError(f"export --format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if quantize not in FORMATS[fmt]:
@@ -114,7 +130,9 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         raise TunelabError(f"export --format {fmt}: task {task.cfg.name} does not export to {fmt} "
                            f"({', '.join(task.export_formats) or 'no format yet'})")
     output = Path(output) if output is not None else _default_output(model_dir, run, fmt, quantize)
-    check_output(output, (model_dir,))
+    replaced = check_output(output, inputs_of(model_dir, run, data), overwrite)
+    if replaced:
+        say(replacing("export", output, replaced))
     examples, source = labelled_rows(task, run, data)
     if not examples:
         raise TunelabError(f"{source}: no labelled rows to check the export on")
@@ -129,21 +147,23 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         write_json_atomic(tmp / META_FILE, meta)
         rows = build(task, module, tokenizer, examples, features, tmp, quantize, model_dir, batch_size)
         del module
-        refused = gate_and_commit("export", tmp, output, rows, gate, force, source, loss=fmt == "gguf")
+        refused = gate_and_commit("export", tmp, output, rows, gate, force, source, loss=fmt == "gguf",
+                                  replaced=replaced if overwrite else None)
     return ExportResult(output, rows, refused, source)
 
 
 def gate_and_commit(verb: str, tmp: Path, output: Path, rows: list[dict[str, Any]], gate: Gate, force: bool,
-                    source: str, loss: bool = False, **extra: Any) -> str | None:
+                    source: str, loss: bool = False, replaced: list[str] | None = None, **extra: Any) -> str | None:
     """Judge the artifact (rows[1]) against the original (rows[0]); write TMP/report.json; move TMP into place unless
-    the gate refuses it without --force (then ParityError: nothing written). Returns the refusal, or None."""
+    the gate refuses it without --force (then ParityError: nothing written). Returns the refusal, or None.
+    `replaced`: what --overwrite said it replaces at `output` (None: no --overwrite)."""
     refused = check(rows[0], rows[1], gate, loss=loss)
     write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
                                           "max_drop_points": gate.max_drop}, "refused": refused,
                                           "forced": bool(refused and force), **extra, "rows": rows})
     if refused and not force:
         raise ParityError(f"{verb}: refused, nothing written: {refused}; --force writes it anyway")
-    commit(tmp, output)
+    commit(tmp, output, replaced)
     return refused
 
 

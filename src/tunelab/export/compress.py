@@ -21,8 +21,8 @@ from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import run_splits
 from tunelab.errors import TunelabError
-from tunelab.export.artifact import ExportResult, gate_and_commit, labelled_rows, locate_model
-from tunelab.export.output import check_output, staged
+from tunelab.export.artifact import ExportResult, gate_and_commit, inputs_of, labelled_rows, locate_model
+from tunelab.export.output import check_output, replacing, staged
 from tunelab.export.parity import Gate, measure_fp32
 from tunelab.export.prune import (
     apply_pruned_heads,
@@ -36,6 +36,7 @@ from tunelab.export.prune import (
 )
 from tunelab.export.save import META_FILE, load_model
 from tunelab.io import read_json, write_json_atomic
+from tunelab.progress import say
 from tunelab.training import engine
 
 IMPORTANCE_ROWS = 512  # training rows whose gradients score the heads
@@ -43,7 +44,7 @@ IMPORTANCE_ROWS = 512  # training rows whose gradients score the heads
 
 def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Path | None = None,
                  data: Path | None = None, gate: Gate | None = None, force: bool = False,
-                 batch_size: int = 64) -> ExportResult:
+                 batch_size: int = 64, overwrite: bool = False) -> ExportResult:
     kind, fraction = parse_prune(prune)
     if not (math.isfinite(recover_epochs) and recover_epochs >= 0):
         raise TunelabError(f"--recover-epochs: {recover_epochs:g} is not a number of epochs (a finite number, 0 or "
@@ -53,7 +54,9 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     if run is None or not (run / "config.yaml").is_file():
         raise TunelabError(f"{path}: compress needs the run directory (its config.yaml names the training data)")
     output = Path(output) if output is not None else run / "exports" / f"{kind}-{fraction:g}"
-    check_output(output, (model_dir,))
+    replaced = check_output(output, inputs_of(model_dir, run, data, "the model it compresses"), overwrite)
+    if replaced:
+        say(replacing("compress", output, replaced))
     cfg = build_config(read_config_file(run / "config.yaml"))
     task, module, tokenizer = load_model(model_dir)
     splits = run_splits(run, cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's
@@ -99,7 +102,8 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
             original["zlib_bytes"] = _zlib_size(model_dir / "model.safetensors")
         row.update({k: v for k, v in record.items() if k in ("heads_before", "heads_after", "sparsity")})
         rows = [original, row]
-        refused = gate_and_commit("compress", tmp, output, rows, gate, force, source, compress=record)
+        refused = gate_and_commit("compress", tmp, output, rows, gate, force, source, compress=record,
+                                  replaced=replaced if overwrite else None)
     return ExportResult(output, rows, refused, source)
 
 

@@ -29,13 +29,14 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
 from tunelab.errors import ConfigError, TunelabError, first_line
-from tunelab.export.output import check_output, commit, staged
+from tunelab.export.output import check_output, commit, replacing, run_reads, staged
 from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE
-from tunelab.io import read_json
+from tunelab.io import Read, read_json
 from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name
 from tunelab.models.segments import reseed_as_trained
+from tunelab.progress import say
 from tunelab.registry import TASKS
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
@@ -205,11 +206,17 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
         return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
 
 
-def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -> MergeReport:
-    """Merge RUN/adapter into its base, check it, and write a plain transformers model to `output`."""
+def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4,
+              overwrite: bool = False) -> MergeReport:
+    """Merge RUN/adapter into its base, check it, and write a plain transformers model to `output` (`overwrite`: also
+    over a folder that holds other files, or a link; said first)."""
     adapter, model_dir = locate(path)
     output = Path(output) if output is not None else adapter.parent / "merged"
-    check_output(output, (adapter, model_dir), "the run it merges")
+    run = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
+    replaced = check_output(output, [Read("the run it merges", adapter), Read("the run it merges", model_dir),
+                                     *run_reads(run)], overwrite)
+    if replaced:
+        say(replacing("export", output, replaced))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
     two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
@@ -231,5 +238,5 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -
         if saved > tolerance:
             raise ParityError(f"export --merge: {model_dir} differs from base + adapter by {saved:.3g} (max "
                               f"|Δlogit|) > tolerance {tolerance:g} (base {base} changed?); nothing written")
-        commit(tmp, output)
+        commit(tmp, output, replaced if overwrite else None)
     return MergeReport(output, adapter, base, diff, saved, len(inputs))

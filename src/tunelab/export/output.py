@@ -6,7 +6,10 @@ What a command wrote is listed in OUTPUT/tunelab-files.json (MANIFEST: every fil
 as the result is committed. Folders written before the manifest existed are recognised by their tunelab.json (an
 `export`, `compressed` or `merged_from` record) and the names those commands write (LEGACY). Anything else — a
 user's notes.txt, a subfolder, a bare report.json — is foreign: the command refuses, naming the folder and the
-first foreign file, and nothing is touched."""
+first foreign file, and nothing is touched; with --overwrite it names every foreign entry (or the link) on stderr
+before any work and replaces the folder whole (a link: the link itself, never what it points to). Never, even then:
+a file, an input (the model, its run and the run's own files, the data) or a folder holding one, the current or the
+home directory."""
 
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
-from tunelab.io import atomic_dir, commit_dir, write_json_atomic
+from tunelab.io import Read, atomic_dir, commit_dir, write_json_atomic
+from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES
 
 MANIFEST = "tunelab-files.json"
 IGNORED = frozenset({".DS_Store"})  # what a file browser drops into any folder it shows: nobody's work
@@ -64,26 +68,70 @@ def _written(folder: Path) -> set[str] | None:
     return {p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink() and LEGACY.fullmatch(p.name)}
 
 
-def check_output(output: Path, protect: tuple[Path, ...] = (), source: str = "the model it exports") -> None:
-    """Refuse (one line) an `--output` that is a file, one of `protect` (the model being exported, its run's
-    adapter: `source` names them) or a folder above one, or a folder holding anything a tunelab export / compress /
-    merge did not write."""
+def run_reads(run: Path | None, data_files: Sequence[tuple[str, str | None]] = ()) -> list[Read]:
+    """The inputs of an export / compress / merge of the run `run` that no --output may replace, even with
+    --overwrite: the run directory and its own files (what training and the studies wrote; its exports/ folder
+    itself, though not an export in it), the data files its config names (`data_files`: (key, path)), the current
+    directory and the home directory."""
+    home = Path(os.path.expanduser("~"))
+    reads = [Read("the current directory", Path.cwd(), frozenset()), Read("your home directory", home, frozenset())]
+    if run is not None:
+        reads += [Read("the run directory", run, (RUN_FILES | STUDY_FILES | {LOCK, REPLACED}) - EXPORTED),
+                  Read("the run's exports folder", run / "exports", frozenset()),
+                  *(Read(f"the run's data.{key} file", Path(value)) for key, value in data_files if value)]
+    return reads
+
+
+def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False) -> list[str]:
+    """Refuse (one line) an `--output` that is a file; one of `inputs` (the model being exported, its run's adapter,
+    the --data file, `run_reads`), a folder above one, or a folder inside an input directory (under one of the
+    input's `names`, where it lists them); or — unless `overwrite` — a link, or a folder holding anything a tunelab
+    export / compress / merge did not write. Returns what `overwrite` replaces: the link, or the folder's entries
+    tunelab did not write (at the top: a folder's own entries are replaced with it); [] when nothing of anyone
+    else's is."""
     resolved = output.resolve()
-    for path in protect:
-        if resolved == path.resolve() or resolved in path.resolve().parents:
-            raise TunelabError(f"--output: {output} would replace {source}; choose another --output")
-    if output.is_symlink() or (output.exists() and not output.is_dir()):
-        what = "a link" if output.is_symlink() else "a file, not a folder"
-        raise TunelabError(f"--output: {output} is {what}; choose an empty or new folder")
+    for role, path, names in inputs:
+        source = path.resolve()
+        if resolved == source or resolved in source.parents:
+            raise TunelabError(f"--output: {output} would replace {role}; choose another --output")
+        if source in resolved.parents and (names is None or resolved.relative_to(source).parts[0] in names):
+            raise TunelabError(f"--output: {output} is inside {role} {path}; choose another --output")
+    if output.exists() and not output.is_dir() and not output.is_symlink():
+        raise TunelabError(f"--output: {output} is a file, not a folder; choose an empty or new folder")
+    if output.is_symlink():
+        if not overwrite:
+            raise TunelabError(f"--output: {output} is a link (to {os.readlink(output)}); name the folder itself, or "
+                               "pass --overwrite to replace the link (not what it points to) with a new folder")
+        return [f"the link to {os.readlink(output)}"]
     if not output.is_dir():
-        return
+        return []
     entries = _entries(output)
     written = _written(output)
     foreign = sorted((e for e in entries if written is None or e not in written),
                      key=lambda e: (LEGACY.fullmatch(e) is not None, e))  # a user's own file named first
-    if foreign:
+    if foreign and not overwrite:
         raise TunelabError(f"--output: {output} holds files tunelab did not write ({foreign[0]}); choose an empty "
-                           "or new folder")
+                           "or new folder, or pass --overwrite to replace it with them")
+    top = {e.split("/")[0] for e in foreign}
+    return sorted(f"{e}/" if (output / e).is_dir() and not (output / e).is_symlink() else e for e in top)
+
+
+def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20) -> str:
+    """The line that says, before any work, what --overwrite will replace of someone else's at `output`."""
+    if replaced and replaced[0].startswith("the link to "):
+        return (f"{verb}: --overwrite: {output} is {replaced[0]}; the link will be replaced by the new folder (what "
+                "it points to is left as it is)")
+    def files(entry: str) -> int:
+        return sum(len(names) for _, _, names in os.walk(output / entry)) if entry.endswith("/") else 1
+
+    counts = {e: files(e) for e in replaced}
+    named = ", ".join(f"{e} ({counts[e]} file{'s' * (counts[e] != 1)})" if e.endswith("/") else e
+                      for e in replaced[:limit])
+    if len(replaced) > limit:
+        named += f" and {len(replaced) - limit} more"
+    total = sum(counts.values())
+    return (f"{verb}: --overwrite: {output} will be replaced whole, with what tunelab did not write in it: {named}; "
+            f"{total} file{'s' * (total != 1)} in all")
 
 
 @contextmanager
@@ -107,10 +155,15 @@ def staged(output: Path) -> Iterator[Path]:
                 break
 
 
-def commit(tmp: Path, output: Path) -> None:
+def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> None:
     """List what TMP holds in its manifest, check `output` again (files may have appeared there while the result
-    was built) and swap TMP in for it."""
+    was built) and swap TMP in for it. `replaced`: what --overwrite was said to replace (None: no --overwrite);
+    anything else of anyone else's found there now is refused, nothing replaced."""
     files = [e for e in _entries(tmp) if (tmp / e).is_file() or (tmp / e).is_symlink()]
     write_json_atomic(tmp / MANIFEST, {"written_by": f"tunelab {__version__}", "files": files})
-    check_output(output)
+    now = check_output(output, overwrite=replaced is not None)
+    new = [e for e in now if e not in (replaced or [])]
+    if new:
+        raise TunelabError(f"--output: {output} changed while the result was built: it now holds {new[0]} too; "
+                           "nothing written, run it again")
     commit_dir(tmp, output)

@@ -19,6 +19,7 @@ from tunelab.export.save import load_model
 from tunelab.io import write_json_atomic
 from tunelab.pipeline import run as run_pipeline
 from tunelab.training.distill import teacher_model_dir
+from tunelab.training.run_dir import check_inputs_apart
 
 REPORT = "distill.json"
 
@@ -55,6 +56,12 @@ def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: fl
                 sets: list[str] | None = None, overwrite: bool = False, batch_size: int = 64,
                 unlabeled: Path | None = None) -> DistillResult:
     cfg = distill_config(teacher, student, temperature, alpha, output, sets or [], unlabeled)
+    inputs = [("the teacher run", Path(teacher))]  # what the student learns from: never its output
+    if Path(student).expanduser().is_dir():
+        inputs.append(("the --student model", Path(student).expanduser()))
+    if unlabeled is not None:
+        inputs.append(("the --unlabeled file", Path(unlabeled)))
+    check_inputs_apart(Path(cfg.output_dir), inputs, "--output")
     metrics = run_pipeline(cfg, overwrite=overwrite)
     out = Path(cfg.output_dir)
     rows: list[dict[str, Any]] = []

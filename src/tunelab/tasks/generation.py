@@ -19,10 +19,16 @@ from tunelab.errors import ConfigError
 from tunelab.models.precision import autocast_dtype
 from tunelab.progress import Steps
 
+# the widest beam search: every beam is a sequence generated beside the others, with its own cache and its scores over
+# the vocabulary at each step (HF's GenerationConfig sets no bound: 100000 beams ran out of memory, not into an error)
+MAX_NUM_BEAMS = 32
+
 
 class GenerationConfig(Section):
     max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per reply (predict, eval, chat).")
-    num_beams: int = Field(1, ge=1, description="Beam search width; 1 = no beam search.")
+    num_beams: int = Field(1, ge=1, le=MAX_NUM_BEAMS, description="Beam search width; 1 = no beam search; at most "
+                           f"{MAX_NUM_BEAMS}. A batch of generation holds batch size sequences in all (prompts × "
+                           "beams).")
     do_sample: bool = Field(False, description="Sample (temperature, top_p) instead of taking the likeliest token.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: the smallest token set with this "
@@ -48,8 +54,13 @@ def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, 
     greedy too: sampling at it is greedy in all but name, and dividing logits by 1e-200 overflows to inf)."""
     update: dict[str, Any] = {}
     if max_new_tokens is not None:
+        if max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens: must be at least 1, got {max_new_tokens}")
         update["max_new_tokens"] = max_new_tokens
     if num_beams is not None:
+        if not 1 <= num_beams <= MAX_NUM_BEAMS:
+            raise ConfigError(f"--num-beams: must be 1 to {MAX_NUM_BEAMS} (each beam is a sequence generated beside "
+                              f"the others, with its own cache and scores over the vocabulary), got {num_beams}")
         update["num_beams"] = num_beams
     if temperature is not None:
         if not 0 <= temperature < float("inf"):  # NaN fails this too (it had meant greedy, silently)
@@ -61,6 +72,15 @@ def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, 
             raise ConfigError(f"--top-p: must be in (0, 1], got {top_p}")
         update["top_p"] = top_p
     return GenerationConfig(**{**cfg.model_dump(), **update})
+
+
+def check_reply_room(cfg: GenerationConfig, model_config: Any, flag: str = "--max-new-tokens") -> None:
+    """Refuse (one line) a reply longer than the model has positions for (its positions less one, for at least one
+    prompt token): past them generation fails, or on a model with rotary positions runs on, its cache growing."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions and cfg.max_new_tokens > positions - 1:
+        raise ConfigError(f"{flag}: {cfg.max_new_tokens} is more than the model's {positions} positions leave for a "
+                          f"reply (at most {positions - 1})")
 
 
 def generate_kwargs(cfg: GenerationConfig, tokenizer: Any, stop: Sequence[int]) -> dict[str, Any]:
@@ -83,7 +103,8 @@ def stop_ids_of(tokenizer: Any, stop_ids: Sequence[int] | None) -> list[int]:
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
              batch_size: int, stop_ids: Sequence[int] | None = None) -> list[list[int]]:
     """The new token ids of each prompt's reply (in prompt order), cut before the first stop id
-    (default: eos)."""
+    (default: eos). `batch_size` counts sequences: beam search takes batch_size // num_beams prompts at a time (at
+    least one), so a wider beam costs time, not memory."""
     if batch_size < 1:
         raise ConfigError("config: batch size must be at least 1")
     stop = stop_ids_of(tokenizer, stop_ids)
@@ -97,8 +118,9 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     with torch.no_grad(), Steps("generate", len(prompts), "replies") as progress:
-        for s in range(0, len(order), batch_size):
-            chunk = order[s: s + batch_size]
+        rows = max(1, batch_size // cfg.num_beams)
+        for s in range(0, len(order), rows):
+            chunk = order[s: s + rows]
             width = max(len(prompts[i]) for i in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)

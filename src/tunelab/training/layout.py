@@ -14,6 +14,7 @@ LOCK = ".tunelab.lock"
 RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_summary.json", "removed.jsonl",
                        "checkpoints", "model", "adapter", "merged", "exports", "predictions", "report.html",
                        "tensorboard", "mlflow.db", "wandb"})
+EXPORTED = frozenset({"merged", "exports"})  # of RUN_FILES, what export / compress made: work of its own
 # what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
 # (eval.json: `tunelab eval RUN/model > RUN/eval.json`, as `make demo` writes it); hidden files (the lock) are skipped
 STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "eval.json"})

@@ -2,13 +2,17 @@
 check has been checked, one process at a time, and never over something that is not a finished run of the same
 config unless told to (`--overwrite`, or `--resume` to continue it).
 
+    check_inputs_apart read-only, first: an output_dir that is an input of the run (the model it starts from, a
+                       distillation teacher's run, a data file), lies inside one, or holds one where the run puts its
+                       own files → one-line TunelabError, exit 2, even with --overwrite
     check_output_dir   read-only, before any model is loaded: a file, foreign files, a run of another config,
                        an unfinished run (resume it) → one-line TunelabError, exit 2
     RunDirLock         `OUTPUT_DIR/.tunelab.lock` under an OS file lock (fcntl.flock): a second run into the same
                        directory is refused with the holder's pid; the OS drops the lock of a killed process
                        (the file stays, empty, between runs)
     start_run_dir      after the model is loaded and the data encoded: the old run's files moved to .replaced (unless
-                       resuming), config.yaml written, metrics.jsonl reset (or cut back to the resumed checkpoint)
+                       resuming; an unfinished run's are deleted, but for its exports), config.yaml written,
+                       metrics.jsonl reset (or cut back to the resumed checkpoint)
     finish_run_dir     the run has finished: .replaced deleted (a `tunelab tune` trial that is pruned has finished
                        too: studies/tune.py calls it as it prunes; a failed or interrupted run keeps .replaced)
 """
@@ -18,17 +22,54 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.io import write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
-from tunelab.training.layout import LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
+from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
+
+if TYPE_CHECKING:
+    from tunelab.config.run import RunConfig
+
+
+def run_inputs(cfg: RunConfig) -> list[tuple[str, Path]]:
+    """What a run reads from disk, as (role, path) for `check_inputs_apart`: the model it starts from (a local
+    directory), a distillation teacher, the data files."""
+    inputs = [("the model it starts from (model)", Path(cfg.model).expanduser())]
+    if not inputs[0][1].is_dir():
+        inputs = []  # an alias, a hub id, layers:...
+    if cfg.distill is not None:
+        inputs.append(("the distillation teacher (distill.teacher)", Path(cfg.distill.teacher).expanduser()))
+    data = cfg.data
+    synonyms = data.augment.synonyms if data.augment is not None else None
+    for key, value in (("train", data.train), ("validation", data.validation), ("test", data.test),
+                       ("unlabeled", data.unlabeled), ("augment.synonyms", synonyms)):
+        if value:
+            inputs.append((f"the data.{key} file", Path(value).expanduser()))
+    return inputs
+
+
+def check_inputs_apart(out: Path, inputs: Sequence[tuple[str, Path]], flag: str = "output_dir") -> None:
+    """Refuse (one line), whatever --overwrite says, an output directory that would take one of the run's `inputs`
+    ((role, path)) from it: the input itself, a folder inside an input directory (a student written into its
+    teacher's run), or a folder holding an input under a name the run replaces (RUN_FILES, .replaced: moved aside
+    as the run starts and deleted when it finishes)."""
+    target = out.expanduser().resolve()
+    for role, path in inputs:
+        source = path.resolve()
+        if target == source:
+            raise TunelabError(f"{flag}: {out} is {role}; choose another {flag}")
+        if source.is_dir() and target.is_relative_to(source):
+            raise TunelabError(f"{flag}: {out} is inside {role}, {path}; choose another {flag}")
+        if source.is_relative_to(target) and source.relative_to(target).parts[0] in RUN_FILES | {REPLACED}:
+            raise TunelabError(f"{flag}: {out} holds {role}, {path}, which a run there would replace; choose "
+                               f"another {flag}")
 
 
 def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,
@@ -45,6 +86,11 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
         return
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     foreign = sorted(names - RUN_FILES - STUDY_FILES)
+    if not foreign and not (out / "config.yaml").is_file() and names & RUN_FILES and names & RUN_FILES <= EXPORTED:
+        kept = ", ".join(f"{n}/" for n in sorted(names & EXPORTED))
+        raise TunelabError(f"output_dir: {out} holds only what was exported from an earlier run ({kept}; its model "
+                           "and config.yaml are gone), and a new run takes a run's exports away: move them elsewhere "
+                           "to keep them, pass --overwrite to replace them, or choose another output_dir")
     if foreign:
         what = f"files that no tunelab run wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
     elif not names & RUN_FILES:
@@ -131,9 +177,13 @@ def start_run_dir(out: Path, config_yaml: str, resume_from: Path | None) -> None
             (out / REPLACED).mkdir()
             for path in present:
                 path.rename(out / REPLACED / path.name)
-        else:  # an unfinished or failed run's files (a finished run replaced before may still wait in .replaced)
-            for path in present:
-                _remove(path)
+        else:  # an unfinished or failed run's files (a finished run replaced before may still wait in .replaced);
+            for path in present:  # exports (what --overwrite replaces of a run whose model is gone) wait there too
+                if path.name in EXPORTED and not (out / REPLACED / path.name).exists():
+                    (out / REPLACED).mkdir(exist_ok=True)
+                    path.rename(out / REPLACED / path.name)
+                else:
+                    _remove(path)
     write_text_atomic(out / "config.yaml", config_yaml)
     if resume_from is None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
