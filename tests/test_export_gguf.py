@@ -75,9 +75,7 @@ def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str | Non
     back = AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
     text = "say good movie, the actor was awful"
     assert back(text)["input_ids"] == original(text)["input_ids"]
-    from gguf import GGUFReader
-
-    field = GGUFReader(str(out / "model.gguf")).fields["tokenizer.chat_template"]
+    field = pytest.importorskip("gguf").GGUFReader(str(out / "model.gguf")).fields["tokenizer.chat_template"]
     assert bytes(field.parts[field.data[0]]).decode() == original.chat_template  # what llama.cpp / ollama read
     # eval loads the export (transformers dequantises the file)
     res = CliRunner().invoke(app, ["eval", str(out), "--data", report["data"], "--no-generate"])
@@ -151,8 +149,6 @@ def test_a_gemma3_run_goes_to_gguf(gemma_run: Path, monkeypatch: pytest.MonkeyPa
     scores like the tuned model and tokenises alike; written without Gemma's 1 + w norms it is refused."""
     from transformers import AutoTokenizer
 
-    from gguf import GGUFReader
-
     res = CliRunner().invoke(app, ["export", str(gemma_run), "--format", "gguf"])
     assert res.exit_code == 0, res.output
     out = gemma_run / "exports" / "gguf-f16"
@@ -160,7 +156,7 @@ def test_a_gemma3_run_goes_to_gguf(gemma_run: Path, monkeypatch: pytest.MonkeyPa
     torch_row, gguf_row = report["rows"]
     assert report["refused"] is None and gguf_row["agreement"] >= 0.99, report
     assert abs(gguf_row["metric"] - torch_row["metric"]) < 0.01 and gguf_row["max_abs_logit_diff"] < 0.05
-    fields = GGUFReader(str(out / "model.gguf")).fields
+    fields = pytest.importorskip("gguf").GGUFReader(str(out / "model.gguf")).fields
     assert bytes(fields["general.architecture"].parts[-1]).decode() == "gemma3"
     assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "llama"
     assert bool(fields["tokenizer.ggml.add_bos_token"].parts[-1][0])
