@@ -85,8 +85,10 @@ def test_errors_are_tunelab_errors(api_run: tunelab.Run, tmp_path: Path) -> None
         tunelab.make_config(api_run.config, **{"train.lerning_rate": 1})
     with pytest.raises(ConfigError, match="config file not found"):
         tunelab.train(tmp_path / "missing.yaml")
-    with pytest.raises(TunelabError, match="not a tunelab model directory"):
+    with pytest.raises(TunelabError, match="no such directory"):
         tunelab.load(tmp_path / "nowhere")
+    with pytest.raises(TunelabError, match="not a tunelab model directory"):
+        tunelab.load(tmp_path)
     model = tunelab.load(api_run.dir)
     with pytest.raises(DataError, match=r"^<input>:2: "):
         model.predict([{"text": "good"}, {"txt": "bad"}])

@@ -66,7 +66,7 @@ UNKNOWN = [
 
 @pytest.mark.parametrize(("sets", "dotted"), UNKNOWN, ids=[d for _, d in UNKNOWN])
 def test_unknown_key_names_full_path(sets: list[str], dotted: str, tmp_path: Path) -> None:
-    assert config_error(*sets) == f"config: {dotted}: unknown key"
+    assert config_error(*sets) == f"--set {dotted}: unknown key"  # where the key came from, as the file:line below
 
     # the same key from a YAML file, at its depth
     tree: dict[str, Any] = {"task": "classification", "model": "minilm"}
@@ -82,7 +82,7 @@ def test_unknown_key_names_full_path(sets: list[str], dotted: str, tmp_path: Pat
     path = write_yaml(tmp_path / "run.yaml", text)
     line = next(n for n, row in enumerate(text.splitlines(), 1) if row.strip().startswith(dotted.split(".")[-1] + ":"))
     assert config_error(path=path, base=False) == f"{path}:{line}: {dotted}: unknown key"  # the file and the line
-    assert config_error(f"{dotted}=1", path=path, base=False) == f"config: {dotted}: unknown key"  # --set: no line
+    assert config_error(f"{dotted}=1", path=path, base=False) == f"--set {dotted}: unknown key"  # --set: no line
 
 
 def test_an_unhashable_yaml_key_is_one_line(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_cli_rejects_unknown_key_before_loading_anything(tmp_path: Path) -> None
             "train.lerning_rate=1e-4",
         ]
     )
-    assert res.stderr == "error: config: train.lerning_rate: unknown key\n"
+    assert res.stderr == "error: --set train.lerning_rate: unknown key\n"
     assert_cli_error(res)
     assert not out.exists()  # nothing was written: the config failed first
 
@@ -118,18 +118,18 @@ def test_cli_rejects_unknown_key_before_loading_anything(tmp_path: Path) -> None
 # ------------------------------------------------------------------------------------ types & values
 def test_wrong_type_names_the_key() -> None:
     message = config_error("train.batch_size=abc")
-    assert message.startswith("config: train.batch_size: ") and "'abc'" in message
-    assert config_error("method=lora", "method.r=abc").startswith("config: method.r: ")
-    assert config_error("data.max_length=4").startswith("config: data.max_length: ")
-    assert config_error("train.precision=fp8").startswith("config: train.precision: ")
+    assert message.startswith("--set train.batch_size: ") and "'abc'" in message
+    assert config_error("method=lora", "method.r=abc").startswith("--set method.r: ")
+    assert config_error("data.max_length=4").startswith("--set data.max_length: ")
+    assert config_error("train.precision=fp8").startswith("--set train.precision: ")
     for bad in ("train.epochs=.inf", "train.lr=.nan", "train.warmup=-.inf"):  # YAML's infinities: not a number
-        assert config_error(bad) == f"config: {bad.split('=')[0]}: Input should be a finite number " \
+        assert config_error(bad) == f"--set {bad.split('=')[0]}: Input should be a finite number " \
             f"(got {float(bad.split('=')[1].replace('.', '', 1))})", bad
 
 
 def test_cli_wrong_type(tmp_path: Path) -> None:
     res = train_cli(sets=[*BASE, "train.batch_size=abc", f"output_dir={tmp_path / 'run'}"])
-    assert_cli_error(res, "error: config: train.batch_size: ", "'abc'")
+    assert_cli_error(res, "error: --set train.batch_size: ", "'abc'")
 
 
 def test_numbers_where_text_is_expected() -> None:
@@ -186,7 +186,7 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ model names
 def test_unknown_model_alias_lists_aliases(tmp_path: Path) -> None:
     message = config_error("model=minlm")
-    assert message.startswith("config: model: 'minlm' is not a known alias")
+    assert message.startswith("--set model: 'minlm' is not a known alias")
     for alias in ("minilm", "smollm2-135m", "gemma3-270m"):
         assert alias in message
     assert_cli_error(train_cli(sets=["task=classification", "model=minlm"]), "'minlm'", "smollm2-135m")
@@ -198,7 +198,7 @@ def test_model_names_that_pass(tmp_path: Path) -> None:
 
 
 def test_empty_model_name() -> None:
-    assert config_error("model=").startswith("config: model: is empty")  # not "the current directory"
+    assert config_error("model=").startswith("--set model: is empty")  # not "the current directory"
 
 
 # ------------------------------------------------------------------------------------ task & method
@@ -221,10 +221,10 @@ def test_method_shorthand(tmp_path: Path) -> None:
 
 def test_unknown_method_or_task_name() -> None:
     message = config_error("method=adalora")
-    assert message.startswith("config: method: unknown method 'adalora'; choose one of ")
+    assert message.startswith("--set method: unknown method 'adalora'; choose one of ")
     assert all(name in message for name in ("full", "lora", "freeze"))
     assert config_error("task=regression", base=False) == (
-        f"config: task: unknown task 'regression'; choose one of {', '.join(TASKS.names())}"
+        f"--set task: unknown task 'regression'; choose one of {', '.join(TASKS.names())}"
     )
     assert config_error("method.r=8").startswith(
         "config: method.name: required key is missing; choose one of "

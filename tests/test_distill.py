@@ -236,7 +236,7 @@ def test_unlabelled_rows_bad_input_is_one_line(teacher: Path, tiny_chat_run: Pat
     cases = [
         (["train", "--set", "task=classification", "--set", f"model={teacher / 'model'}", "--set",
           f"data.train={data / 'train.jsonl'}", "--set", f"data.unlabeled={good}"],
-         "config: data.unlabeled: unlabelled rows train only the soft-target part of distillation; add a distill"),
+         "--set data.unlabeled: unlabelled rows train only the soft-target part of distillation; add a distill"),
         (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(good), "--alpha", "0"],
          "distill.alpha is 0"),
         (["distill", str(teacher), "--student", "layers:0", "--unlabeled", str(broken)], f"{broken}:2: text"),

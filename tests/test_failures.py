@@ -24,7 +24,7 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["train", str(tmp / "nope.yaml")], "config file not found"),
         (["train", *base], f"{missing}: file not found"),
         (["train", "--set", "task=classification", "--set", "model=minilm", "--set", "train.lerning_rate=1"],
-         "config: train.lerning_rate: unknown key"),
+         "--set train.lerning_rate: unknown key"),
         (["tune", str(bad_yaml), "--trials", "2"], "invalid YAML"),
         (["cv", str(bad_yaml)], "invalid YAML"),
         (["curve", str(bad_yaml)], "invalid YAML"),
@@ -127,10 +127,13 @@ def test_usage_mistakes_are_one_line(args: list[str], said: str) -> None:
     assert res.exit_code == 2 and len(out.splitlines()) == 1 and out.startswith(said) and "-h for help)" in out, out
 
 
-def test_no_arguments_still_prints_the_help() -> None:
+def test_no_arguments_prints_the_help_once() -> None:
+    """`tunelab` / `tunelab data` alone: their help, once, on stdout, exit code 2 (click's no_args_is_help; it was
+    printed twice)."""
     for args in ([], ["data"]):
         res = runner.invoke(app, args)
-        assert "Usage: " in res.output and "Commands" in res.output, res.output
+        assert res.exit_code == 2 and res.stderr == "", res.output
+        assert res.stdout.count("Usage: ") == 1 and res.stdout.count("Commands") == 1, res.stdout
 
 
 def test_refused_before_anything_is_written(tiny_bert: Path, tmp_path: Path) -> None:

@@ -70,11 +70,11 @@ def test_class_weights_config() -> None:
     assert cfg.train.class_weights == {"0": 2.0, "true": 1.5}
     assert load_config(None, [*BASE, "train.class_weights=auto"]).train.class_weights == "auto"
     for bad, msg in (("balanced", "expected auto or a mapping"), ("{a: 0}", "weight of 'a' must be a number > 0")):
-        with pytest.raises(ConfigError, match=f"config: train.class_weights: {msg}"):
+        with pytest.raises(ConfigError, match=f"--set train.class_weights: {msg}"):
             load_config(None, [*BASE, f"train.class_weights={bad}"])
-    with pytest.raises(ConfigError, match="config: train.focal_gamma"):
+    with pytest.raises(ConfigError, match="--set train.focal_gamma"):
         load_config(None, [*BASE, "train.focal_gamma=-1"])
-    with pytest.raises(ConfigError, match="config: train.label_smoothing"):
+    with pytest.raises(ConfigError, match="--set train.label_smoothing"):
         load_config(None, [*BASE, "train.label_smoothing=1"])
 
 

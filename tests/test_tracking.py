@@ -64,7 +64,7 @@ def test_tracker_receives_the_metrics(backend: str, tiny_bert: Path, tmp_path: P
 
 def test_missing_or_unknown_tracker_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = ["task=classification", "model=/tmp"]
-    with pytest.raises(ConfigError, match=r"^config: train.report_to.0: "):
+    with pytest.raises(ConfigError, match=r"^--set train.report_to.0: "):
         load_config(None, [*base, "train.report_to=[comet]"])
     monkeypatch.setitem(TRACKER_PACKAGES, "wandb", "no_such_package_tunelab")
     with pytest.raises(ConfigError, match=r"wandb is not installed; pip install 'tunelab\[track\]'"):

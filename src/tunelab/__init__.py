@@ -16,6 +16,8 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from tunelab import errors  # `tunelab.errors.TunelabError` after a bare `import tunelab` (light: no torch)
+
 __version__ = "0.1.0"
 
 # peft calls this transformers 5 property on every LoRA model; the message is theirs to fix, not the user's
@@ -27,7 +29,7 @@ logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 _API = {"train": "tunelab.api", "load": "tunelab.api", "make_config": "tunelab.api", "Run": "tunelab.api",
         "Model": "tunelab.api", "RunConfig": "tunelab.config.run"}
-__all__ = ["Model", "Run", "RunConfig", "__version__", "load", "make_config", "train"]
+__all__ = ["Model", "Run", "RunConfig", "__version__", "errors", "load", "make_config", "train"]
 
 if TYPE_CHECKING:
     from tunelab.api import Model, Run, load, make_config, train

@@ -7,34 +7,91 @@ any task as a `Model` that predicts and evaluates. The command line is a shell o
     model = tunelab.load(run.dir)                            # a run directory or its model/
     model.predict(["great film", "dull"])                   # the rows of `tunelab predict`
     model.evaluate("validation.jsonl")                      # the metrics of `tunelab eval`
+
+Every mistake in a call is one `tunelab.errors.TunelabError` (an argument of the wrong type or value:
+`ArgumentError`), its message naming options as this API spells them (`overwrite=True`, not `--overwrite`).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from tunelab.config.run import RunConfig, apply_override, build_config, read_config_file
-from tunelab.data.readers import Table, read_rows, read_table, rows_table
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.config.run import RunConfig, configured, read_config_file
+from tunelab.data.objects import check_count, model_table
+from tunelab.data.readers import Table
+from tunelab.errors import ArgumentError, ConfigError, surface
 from tunelab.evaluation.evaluate import evaluate, logits_for
 from tunelab.export.save import load_model
 from tunelab.models.aliases import model_dir_of
 from tunelab.pipeline import resolved
 from tunelab.pipeline import run as run_pipeline
 from tunelab.tasks.base import Example, Task
+from tunelab.tasks.model_rows import model_examples
 
 ConfigSource = str | Path | Mapping[str, Any] | RunConfig | None
+Inputs = str | Path | Table | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | Any  # Any: a DataFrame
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _entry(*, quiet: bool = True) -> Callable[[F], F]:
+    """An API entry point: its errors name options as the API spells them (`errors.surface`); with `quiet`,
+    transformers' weight-loading bars and load reports stay off the terminal, as on the command line, and the
+    caller's own transformers verbosity and progress-bar setting are restored afterwards."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with surface("api"):
+                if not quiet:
+                    return fn(*args, **kwargs)
+                with _quiet_transformers():
+                    return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return wrap
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' verbosity at error and its progress bars (with huggingface_hub's) off for the block, as the CLI
+    sets them for a whole command; what they were is put back after it."""
+    from transformers.utils import logging as hf_logging
+
+    hub = importlib.import_module("huggingface_hub.utils.tqdm")  # (the package exports a `tqdm` class by that name)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_states = dict(hub.progress_bar_states)
+    hf_logging.set_verbosity_error()
+    with warnings.catch_warnings():  # (HF_HUB_DISABLE_PROGRESS_BARS set: a warning that it wins, as it does)
+        warnings.simplefilter("ignore")
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+        hub.progress_bar_states.clear()
+        hub.progress_bar_states.update(hub_states)
+
+
+@_entry(quiet=False)
 def make_config(config: ConfigSource = None, **overrides: Any) -> RunConfig:
     """A validated `RunConfig` from a YAML path, a mapping or a RunConfig, with dotted-key overrides
-    (`**{"train.lr": 1e-4}`; values are Python values, not YAML text). Errors are ConfigError naming the key."""
+    (`**{"train.lr": 1e-4}`; values are Python values, not YAML text). Errors are ConfigError naming the key: an
+    override's as `config: train.lr: ...`, a key of a YAML file by its line (`run.yaml:7: train.lr: ...`)."""
+    path: str | Path | None = None
     if isinstance(config, RunConfig):
         tree: dict[str, Any] = config.model_dump(mode="json", exclude={"search"} if config.search is None else set())
     elif isinstance(config, Mapping):
@@ -42,12 +99,13 @@ def make_config(config: ConfigSource = None, **overrides: Any) -> RunConfig:
     elif config is None:
         tree = {}
     elif isinstance(config, str | Path):
-        tree = read_config_file(config)
+        tree, path = read_config_file(config), config
     else:
         raise ConfigError(f"config: expected a YAML path, a mapping or a RunConfig, got {type(config).__name__}")
-    for key, value in overrides.items():
-        apply_override(tree, key.split("."), value)
-    return build_config(tree)
+    for key in overrides:
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"config: {key!r}: expected a dotted key such as train.lr")
+    return configured(tree, [(key.split("."), value) for key, value in overrides.items()], path)
 
 
 @dataclass(frozen=True)
@@ -60,19 +118,32 @@ class Run:
 
     @property
     def model_dir(self) -> Path:
+        """The run's tuned model: `dir / "model"`, the directory `tunelab.load`, `eval` and `predict` take."""
         return self.dir / "model"
 
     def load(self) -> Model:
+        """The run's tuned model, loaded: `tunelab.load(run.model_dir)`."""
         return load(self.model_dir)
 
 
-def train(config: ConfigSource = None, *, resume: str | None = None, overwrite: bool = False,
+@_entry()
+def train(config: ConfigSource = None, *, resume: str | Path | bool | None = None, overwrite: bool = False,
           **overrides: Any) -> Run:
-    """Train, evaluate and export one run, as `tunelab train`. `resume`: `auto` or a checkpoint path; `overwrite`:
-    replace what output_dir holds (else only a finished run of the same config is replaced, anything else refused).
+    """Train, evaluate and export one run, as `tunelab train`. `resume`: `"auto"` (or True, as the CLI's bare
+    `--resume`: the run's newest intact checkpoint in output_dir) or a checkpoint path; `overwrite`: replace what
+    output_dir holds (else only a finished run of the same config is replaced, anything else refused).
     Under a multi-process launch the processes other than the main one return a Run with empty metrics."""
+    if resume is True:
+        resume = "auto"
+    elif resume is False:
+        resume = None
+    elif resume is not None and not isinstance(resume, str | Path):
+        raise ArgumentError(f"resume: expected \"auto\" (or True), a checkpoint path or None, got "
+                            f"{type(resume).__name__}")
+    if not isinstance(overwrite, bool):
+        raise ArgumentError(f"overwrite: expected True or False, got {overwrite!r}")
     cfg = resolved(make_config(config, **overrides))
-    metrics = run_pipeline(cfg, resume=resume, overwrite=overwrite)
+    metrics = run_pipeline(cfg, resume=None if resume is None else str(resume), overwrite=overwrite)
     return Run(Path(cfg.output_dir), cfg, metrics)
 
 
@@ -80,54 +151,60 @@ class Model:
     """A tuned model of any task with its tokenizer and task settings (label map, data fields, max_length)."""
 
     def __init__(self, path: Path, task: Task, module: torch.nn.Module, tokenizer: Any) -> None:
+        """A loaded model: `tunelab.load(path)` makes one (this is its constructor: `path`, the model directory;
+        `task`, its task with the saved settings; `module`, the network in eval mode; `tokenizer`, its tokenizer)."""
         self.path, self.task, self.module, self.tokenizer = path, task, module, tokenizer
 
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, task={self.task.cfg.name!r})"
 
-    def predict(self, inputs: str | Path | Table | Sequence[str | Mapping[str, Any]], batch_size: int = 64,
-                ) -> list[dict[str, Any]]:
-        """One output row per input, as `tunelab predict` writes them. `inputs`: texts (each fills the
-        model's text field), rows with the data fields (`text`, `text_pair`, `question`, `context`, `messages`,
-        ...), one text as a str, or a file as a Path (or a read Table)."""
+    @_entry()
+    def predict(self, inputs: Inputs, batch_size: int = 64) -> list[dict[str, Any]]:
+        """One output row per input row, as `tunelab predict` writes them: the row, its fields all kept (an id is
+        echoed back), plus the prediction (`pred_label` and `scores`, ...). Always a list, one input or many.
+
+        `inputs`: a str is ONE TEXT (it fills the model's text field; a file is a Path); a mapping is one row with
+        the data fields (`text`, `text_pair` for a model trained on pairs, `question` and `context`, `tokens`,
+        `messages`, ...); a list (or other iterable) of texts and rows; a file as a Path (or a read Table); a pandas
+        DataFrame (its records). A field the model would not read as an input (`text_pair` for a model of single
+        texts) is an error, not ignored. `batch_size`: examples per forward pass, at least 1."""
         return self.predict_examples(self.parse_inputs(inputs), batch_size)
 
-    def parse_inputs(self, inputs: str | Path | Table | Sequence[str | Mapping[str, Any]]) -> list[Example]:
-        """The task's examples of `inputs`, as `predict` reads them, or the task's one-line error (TunelabError,
-        naming `<input>:N` and the field) for a row it cannot read; nothing runs through the model."""
-        return self.task.parse(self._table(inputs), labelled=False)
+    def parse_inputs(self, inputs: Inputs, *, labelled: bool = False) -> list[Example]:
+        """The task's examples of `inputs`, as `predict` (`labelled`: `evaluate`) reads them, or the task's
+        one-line error (a DataError naming `<input>:N` and the field) for a row it cannot read; nothing runs through
+        the model."""
+        return model_examples(self.task, model_table(inputs, self.task.data.text_field, files=False),
+                              labelled=labelled)
 
     def predict_examples(self, examples: Sequence[Example], batch_size: int = 64) -> list[dict[str, Any]]:
         """`predict` of examples `parse_inputs` read (those of several calls together: `tunelab serve`'s batches),
         without reading the rows again."""
+        check_count("batch_size", batch_size)
         examples = list(examples)
         return self.task.predictions(logits_for(self.task, self.module, self.tokenizer, examples, batch_size),
                                      examples)
 
-    def evaluate(self, data: str | Path | Sequence[Mapping[str, Any]], batch_size: int = 64,
-                 limit: int | None = None) -> dict[str, Any]:
-        """The task's metrics on labelled rows: a file (path) or rows with the data and label fields; `limit`
-        scores only the first rows."""
-        table = read_table(data) if isinstance(data, str | Path) else self._table(data)
-        examples = self.task.parse(table)[:limit]
+    @_entry()
+    def evaluate(self, data: Inputs, batch_size: int = 64, limit: int | None = None) -> dict[str, Any]:
+        """The task's metrics on labelled rows, as `tunelab eval` prints them.
+
+        `data`: a str or Path is a FILE (unlike `predict`, where a str is one text); a mapping is one row, a list of
+        mappings (or a pandas DataFrame) rows, each with the data and label fields. `limit`: score only the first
+        `limit` rows (at least 1; None: all). `batch_size`: examples per forward pass, at least 1."""
+        check_count("batch_size", batch_size)
+        if limit is not None:
+            check_count("limit", limit)
+        examples = model_examples(self.task, model_table(data, self.task.data.text_field, files=True),
+                                  labelled=True)[:limit]
         return evaluate(self.task, self.module, self.tokenizer, examples, batch_size)
 
-    def _table(self, inputs: Any) -> Table:
-        if isinstance(inputs, Table):
-            return inputs
-        if isinstance(inputs, Path):
-            return read_rows(inputs, self.task.data.text_field)
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        rows = [{self.task.data.text_field: x} if isinstance(x, str) else dict(x) for x in inputs]
-        if not rows:
-            raise TunelabError("<input>: empty input: no rows")
-        return rows_table(rows)
 
-
+@_entry()
 def load(path: str | Path) -> Model:
     """A tuned model from a run directory or its model/ directory (any task)."""
-    path = Path(path)
+    if not isinstance(path, str | Path):
+        raise ArgumentError(f"path: expected a run directory or its model/ (a str or Path), got {type(path).__name__}")
     model_dir = model_dir_of(path)  # else load_model says why
     task, module, tokenizer = load_model(model_dir)
     return Model(model_dir, task, module, tokenizer)

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import ModuleType
+from typing import Literal
+
+# Who is calling: the command line or the Python API. A message that names an option spells it as that caller does
+# (`option`): `pass --overwrite` to a shell, `pass overwrite=True` to a notebook. None: neither said (the CLI's words).
+_SURFACE: ContextVar[Literal["cli", "api"] | None] = ContextVar("tunelab_surface", default=None)
 
 
 class TunelabError(Exception):
@@ -23,6 +31,11 @@ class DataError(TunelabError):
         self.source, self.line, self.field, self.problem = source, line, field, problem
 
 
+class ArgumentError(TunelabError):
+    """A Python API call given an argument of the wrong type or value (`predict(None)`, `batch_size=0`,
+    `tunelab.load(5)`): one line naming the argument and what it takes."""
+
+
 class BrokenFileError(TunelabError, ValueError):
     """A file tunelab reads (tunelab.json, a run's JSON) that does not parse: one line naming it. Still a
     ValueError, so code that skips unreadable files (a damaged checkpoint) keeps doing so."""
@@ -31,6 +44,24 @@ class BrokenFileError(TunelabError, ValueError):
 class UnwritableError(TunelabError, OSError):
     """A file that cannot be written where the user asked (a directory, under a file, no permission, no space): one
     line naming it. Still an OSError, so code that falls back when a write fails (the feature cache) keeps doing so."""
+
+
+@contextmanager
+def surface(name: Literal["cli", "api"]) -> Iterator[None]:
+    """Within it, `option` spells options as `name` does ("cli": a command's flags; "api": the Python API's
+    arguments). The outermost caller decides: a CLI command that calls the API keeps the CLI's spelling."""
+    token = _SURFACE.set(name) if _SURFACE.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _SURFACE.reset(token)
+
+
+def option(cli: str, api: str) -> str:
+    """An option as the caller names it in a message: `cli` on the command line (`--overwrite`, `--set train.lr`),
+    `api` under the Python API (`overwrite=True`, `config: train.lr`). The message around it is the same."""
+    return api if _SURFACE.get() == "api" else cli
 
 
 def require(module: str, missing: str) -> ModuleType:

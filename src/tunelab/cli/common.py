@@ -15,7 +15,7 @@ import typer.core
 from typer.core import TyperCommand, TyperGroup
 
 from tunelab import __version__
-from tunelab.errors import TunelabError, first_line, os_error_line
+from tunelab.errors import TunelabError, first_line, os_error_line, surface
 
 if TYPE_CHECKING:
     from tunelab.io import Read
@@ -32,15 +32,19 @@ click = getattr(typer.core, "_click", None) or typer.core.click  # typer ≥ 0.2
 class _OneLineUsageErrors(TyperGroup):
     """Usage mistakes (an unknown option, a missing argument, a value of the wrong type) as one line on stderr,
     exit code 2, like every other user error: `error: No such option: --nosuch (tunelab train -h for help)`.
-    `tunelab` and `tunelab data` alone still print their help."""
+    `tunelab` and `tunelab data` alone print their help once, on stdout, and exit with code 2 (click's and typer's
+    `no_args_is_help`: no command was given)."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)  # an exit code, or a command's None
-        except getattr(click.exceptions, "NoArgsIsHelpError", ()):  # click ≥ 8.2; before, help was printed
-            return super().main(*args, **kwargs)  # nothing ran: typer prints the help as usual
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as e:  # click ≥ 8.2; before, help was printed
+            # typer's rich help printed itself while the error was made (its text is then empty); click's is the text
+            if e.format_message().strip():
+                typer.echo(e.format_message())
+            sys.exit(2)
         except click.exceptions.ClickException as e:
             usage = isinstance(e, click.exceptions.UsageError) and e.ctx is not None
             where = f" ({e.ctx.command_path} -h for help)" if usage and e.ctx else ""
@@ -90,7 +94,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             _quiet_transformers()
-            return fn(*args, **kwargs)
+            with surface("cli"):  # messages name options as flags (`--overwrite`), also from the API it calls
+                return fn(*args, **kwargs)
         except TunelabError as exc:
             _fail(str(exc))
         except FloatingPointError as exc:

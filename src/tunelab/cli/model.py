@@ -88,7 +88,7 @@ def eval_(
         else:  # the generation options checked against the model (its positions) before the data is read
             eval_generation_config(model.task, getattr(model.module, "config", None), generate=generate,
                                    predictions=predictions, **gen_options)
-            examples = model.task.parse(read_table(data))[:limit]
+            examples = model.parse_inputs(read_table(data), labelled=True)[:limit]
             metrics = evaluate(model.task, model.module, model.tokenizer, examples, batch_size)
             gen, path = eval_generation(model.task, model.module, model.tokenizer, examples, batch_size,
                                         model.path, data, generate=generate, predictions=predictions, **gen_options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, option
 
 
 def within(inner: str, outer: str) -> bool:
@@ -36,7 +36,8 @@ def apply_override(tree: dict, path: list[str], value: Any) -> None:
         if child is None:
             child = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+            key = ".".join(path)
+            raise ConfigError(f"{option(f'--set {key}', f'config: {key}')}: {'.'.join(path[: i + 1])} is not a section")
         node[part] = child
         node = child
     node[path[-1]] = value

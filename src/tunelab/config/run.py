@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 from tunelab.config.fields import apply_override, within
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, option
 from tunelab.models.aliases import ALIASES, check_model_name
 from tunelab.models.student import STUDENT_LAYERS, parse_layers
 from tunelab.registry import METHODS, TASKS
@@ -123,7 +123,9 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     tags = names.get(loc[0], set()) if isinstance(names, dict) and loc else names
     if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in tags:
         loc.pop(1)  # drop the union tag pydantic inserts: method.lora.r -> method.r
-    path = ".".join(loc) or "config"
+    path = ".".join(loc)
+    if not path:  # the config as a whole (not a mapping): no key to name
+        return f"config: {e['msg'].replace('Value error, ', '')}"
     if e["type"] == "extra_forbidden":
         return f"config: {path}: unknown key"
     if e["type"] == "missing":
@@ -160,6 +162,8 @@ def build_config(data: dict) -> RunConfig:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The YAML mapping of a config file; one-line ConfigError (file:line) for a missing file, bad UTF-8 or YAML."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, not a config file (a YAML file such as run.yaml)")
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     raw = p.read_bytes()
@@ -196,18 +200,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """YAML file (optional) + `key=value` overrides → validated, frozen RunConfig. An error about a field the file
-    sets (not an override) names the file and the field's line: `cfg.yaml:7: data.max_lenght: unknown key`."""
-    data = read_config_file(path) if path is not None else {}
+    """YAML file (optional) + `key=value` overrides (`--set`) → validated, frozen RunConfig (`configured`)."""
+    return configured(read_config_file(path) if path is not None else {}, parse_overrides(overrides or []), path)
+
+
+def configured(data: dict[str, Any], overrides: list[tuple[list[str], Any]], path: str | Path | None = None,
+               ) -> RunConfig:
+    """A config's mapping (read from `path`, or given) with the dotted-key overrides applied → validated, frozen
+    RunConfig. An error names where its key came from: an override as the caller spells it (`--set train.lr: ...`
+    on the command line, `config: train.lr: ...` in the API), a key the file sets by the file and the key's line
+    (`cfg.yaml:7: data.max_lenght: unknown key`), anything else `config: key: ...`."""
     overridden = []
-    for keys, value in parse_overrides(overrides or []):
+    for keys, value in overrides:
         apply_override(data, keys, value)
         overridden.append(".".join(keys))
     try:
         return build_config(data)
     except ConfigError as exc:
-        field = re.match(r"config: ([\w.\[\]-]+):", str(exc))
-        if path is None or field is None or any(within(field[1], k) or within(k, field[1]) for k in overridden):
+        field = re.match(r"config: ([\w.\[\]-]+): ", str(exc))
+        if field is None:
+            raise
+        if any(within(field[1], k) or within(k, field[1]) for k in overridden):
+            prefix = option(f"--set {field[1]}", f"config: {field[1]}")
+            raise ConfigError(f"{prefix}: {str(exc)[field.end():]}") from None
+        if path is None:
             raise
         known = _key_lines(Path(path))
         line = known.get(_longest_known(field[1], known))

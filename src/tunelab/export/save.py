@@ -78,6 +78,10 @@ def load_task(model_dir: str | Path) -> Any:
 
 def _meta_of(path: Path) -> Any:
     meta_path = path / META_FILE
+    if not path.exists():
+        raise TunelabError(f"{path}: no such directory; pass a run directory or its model/ (RUN_DIR/model)")
+    if not path.is_dir():
+        raise TunelabError(f"{path}: is a file, not a tunelab model directory; pass a run directory or its model/")
     if not meta_path.is_file():
         raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); pass RUN_DIR/model")
     return read_json(meta_path)  # not JSON: BrokenFileError, one line

@@ -13,6 +13,7 @@ from tunelab.evaluation.records import evaluate_and_record
 from tunelab.io import read_jsonl
 from tunelab.report.page import build_report
 from tunelab.tasks.base import Task
+from tunelab.tasks.model_rows import model_examples
 
 __all__ = ["build_report", "evaluation_report", "records_path", "write_run_report"]
 
@@ -37,7 +38,7 @@ def evaluation_report(task: Task, model: torch.nn.Module, tokenizer: Any, model_
     """`tunelab eval MODEL_DIR --data F --report PATH`: score F, write its records next to the report
     (`<PATH stem>.predictions.jsonl`) and the report itself; returns the metrics. The training run's
     summary and curves are included when MODEL_DIR sits in a run directory."""
-    examples = task.parse(read_table(data))
+    examples = model_examples(task, read_table(data), labelled=True)
     records_file = records_path(path)
     split = data.stem
     metrics = evaluate_and_record(task, model, tokenizer, examples, batch_size, records_file)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.config.run import apply_override, build_config, parse_overrides, read_config_file
+from tunelab.config.run import configured, parse_overrides, read_config_file
 from tunelab.data.load import load_splits
 from tunelab.errors import TunelabError
 from tunelab.export.artifact import PARITY_ROWS, next_token_parity
@@ -47,9 +47,7 @@ def distill_config(teacher: Path, student: str, temperature: float, alpha: float
                  "output_dir": str(output if output is not None else teacher.with_name(teacher.name + "-distilled"))})
     if unlabeled is not None:
         tree.setdefault("data", {})["unlabeled"] = str(unlabeled)
-    for keys, value in parse_overrides(sets):
-        apply_override(tree, keys, value)
-    return build_config(tree)
+    return configured(tree, parse_overrides(sets))  # an error of a --set key names it: `--set data.max_length: ...`
 
 
 def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: float = 0.5, output: Path | None = None,

@@ -21,6 +21,7 @@ from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.save import load_model, load_task
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
+from tunelab.tasks.model_rows import model_examples
 
 _SAME = "ensemble members need the same task and label map"
 
@@ -71,7 +72,7 @@ class Ensemble:
         first: list[dict[str, Any]] = []
         for i, d in enumerate(self.dirs):
             task, model, tokenizer = load_model(d)
-            examples = task.parse(table, labelled=labelled)
+            examples = model_examples(task, table, labelled=labelled)
             probs = task.probabilities(logits_for(task, model, tokenizer, examples, batch_size))
             del model
             total = probs if total is None else total + probs

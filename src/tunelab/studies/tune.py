@@ -47,8 +47,8 @@ def _override(tree: dict, key: str, value: Any) -> dict:
     tree = copy.deepcopy(tree)
     try:
         apply_override(tree, key.split("."), value)
-    except ConfigError as exc:  # "--set a.b: a is not a section"
-        raise ConfigError(f"config: search.space.{key}: {str(exc).split(': ', 1)[-1]}") from None
+    except ConfigError as exc:  # "--set a.b: a is not a section" (the API's words: "config: a.b: ...")
+        raise ConfigError(f"config: search.space.{key}: {str(exc).rsplit(': ', 1)[-1]}") from None
     return tree
 
 

@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, option
 from tunelab.io import atomic_dir, commit_dir, write_text_atomic
 from tunelab.training.layout import FILES, STEP_DIR, list_checkpoints
 
@@ -141,6 +141,11 @@ def newest_intact(root: Path) -> Path | None:
     return next((p for _, p in reversed(list_checkpoints(root)) if verify(p) is None), None)
 
 
+def resume_option() -> str:
+    """`--resume` as the caller spells it: the CLI's flag, the API's `resume` argument."""
+    return option("--resume", "resume")
+
+
 def find_checkpoint(resume: str, run_dir: Path) -> Path:
     """`--resume` (`auto`: the run's newest intact checkpoint) or `--resume PATH` (a step-N directory, a
     checkpoints directory or a run directory) → one complete, verified checkpoint directory. A damaged newest
@@ -149,7 +154,7 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path:
     if STEP_DIR.fullmatch(path.name) and path.is_dir():
         why = verify(path)
         if why is not None:
-            raise TunelabError(f"--resume: {path} is not a complete checkpoint ({why})")
+            raise TunelabError(f"{resume_option()}: {path} is not a complete checkpoint ({why})")
         return path
     for root in (path / "checkpoints", path):
         found = list_checkpoints(root)
@@ -161,12 +166,13 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path:
         if found:
             break
     if resume == "auto" and (path / "metrics.json").is_file():
-        raise TunelabError(f"--resume: the run in {path} finished and kept no checkpoint (train.save_steps); there is "
-                           "nothing to resume (to train longer, start a new run from its model: --set model=RUN/model)")
+        raise TunelabError(f"{resume_option()}: the run in {path} finished and kept no checkpoint "
+                           "(train.save_steps); there is nothing to resume (to train longer, start a new run from "
+                           f"its model: {option('--set model=RUN/model', 'model=RUN/model')})")
     if resume == "auto":
-        raise TunelabError(f"--resume: no complete checkpoint in {path / 'checkpoints'} "
+        raise TunelabError(f"{resume_option()}: no complete checkpoint in {path / 'checkpoints'} "
                            "(set output_dir to the interrupted run's directory)")
-    raise TunelabError(f"--resume: no complete checkpoint in {path}")
+    raise TunelabError(f"{resume_option()}: no complete checkpoint in {path}")
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:
@@ -183,7 +189,7 @@ def copy_trainable(saved: dict[str, torch.Tensor], model: torch.nn.Module, sourc
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(saved) != set(params):
         extra, missing = sorted(set(saved) - set(params)), sorted(set(params) - set(saved))
-        raise TunelabError(f"--resume: {source} does not match this model and method "
+        raise TunelabError(f"{resume_option()}: {source} does not match this model and method "
                            f"(not in the model: {extra[:3]}; not in the checkpoint: {missing[:3]})")
     with torch.no_grad():
         for name, p in params.items():

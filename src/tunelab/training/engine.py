@@ -202,8 +202,8 @@ class Loop:
         saved = ckpt.read_trainer_state(path)
         for key, value in self.data_order().items():
             if saved.get("data_order", {}).get(key, value) != value:
-                raise TunelabError(f"--resume: {key} was {saved['data_order'][key]} in {path}, now {value}; "
-                                   "resume with the interrupted run's config and data")
+                raise TunelabError(f"{ckpt.resume_option()}: {key} was {saved['data_order'][key]} in {path}, now "
+                                   f"{value}; resume with the interrupted run's config and data")
         sharded = self.strategy in ("fsdp", "deepspeed")
         saved, self.rng, state = ckpt.load_checkpoint(path, None if sharded else self.unwrapped, self.optimizer,
                                                       self.scheduler, self.acc.scaler, self.acc.process_index)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, option
 from tunelab.io import write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
@@ -90,7 +90,7 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
         kept = ", ".join(f"{n}/" for n in sorted(names & EXPORTED))
         raise TunelabError(f"output_dir: {out} holds only what was exported from an earlier run ({kept}; its model "
                            "and config.yaml are gone), and a new run takes a run's exports away: move them elsewhere "
-                           "to keep them, pass --overwrite to replace them, or choose another output_dir")
+                           f"to keep them, pass {_overwrite()} to replace them, or choose another output_dir")
     if foreign:
         what = f"files that no tunelab run wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
     elif not names & RUN_FILES:
@@ -106,11 +106,16 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
         elif not (out / "metrics.json").is_file():
             if not list_checkpoints(out / "checkpoints"):
                 return  # it stopped before its first checkpoint (or failed before training): nothing to resume
-            what = "an unfinished run of this config (--resume continues it)"
+            what = f"an unfinished run of this config ({option('--resume', 'resume=' + repr('auto'))} continues it)"
         else:
             return  # a finished run of this config: training it again replaces it
-    raise TunelabError(f"output_dir: {out} holds {what}; pass --overwrite to replace it, or choose another "
+    raise TunelabError(f"output_dir: {out} holds {what}; pass {_overwrite()} to replace it, or choose another "
                        "output_dir")
+
+
+def _overwrite() -> str:
+    """`--overwrite` as the caller spells it: the CLI's flag, the API's `overwrite=True`."""
+    return option("--overwrite", "overwrite=True")
 
 
 def refuse_if_in_use(out: Path) -> None:

@@ -1,0 +1,61 @@
+"""Python objects as rows: what the Python API (`Model.predict`, `Model.evaluate`) and `tunelab serve` are given —
+texts, mappings, lists of them, files, data frames — as one `Table`, or one line (a TunelabError) naming what is
+wrong. No data-frame library is imported: a frame is recognised by what it does (`to_dict("records")`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tunelab.data.readers import Table, read_rows, read_table, rows_table
+from tunelab.errors import ArgumentError, DataError, TunelabError
+
+SOURCE = "<input>"  # how errors name an in-memory row: `<input>:N`
+_EXPECTED = ("a text (str), a row (a mapping of fields), a list of texts or rows, a file (a Path) or a pandas "
+             "DataFrame")
+
+
+def check_count(name: str, value: Any) -> None:
+    """`batch_size`, `limit`: a whole number of at least 1, as the CLI's `--batch-size` / `--limit` (ArgumentError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentError(f"{name}: expected a whole number of at least 1, got {value!r}")
+
+
+def model_table(inputs: Any, text_field: str, *, files: bool) -> Table:
+    """`inputs` as rows: a Table as it is; a Path a file (read as `tunelab predict --input` reads it); a str a file
+    when `files` (evaluate), else one text (`{text_field: str}`, predict); a mapping one row; a data frame its
+    records; any other iterable its items, each a text or a row. Anything else, and an item of another type, is one
+    line naming it; no rows at all is `<input>: empty input: no rows`."""
+    if isinstance(inputs, Table):
+        return inputs
+    if isinstance(inputs, Path) or (files and isinstance(inputs, str)):
+        return read_table(inputs) if files else read_rows(inputs, text_field)
+    if isinstance(inputs, str | Mapping):
+        inputs = [inputs]
+    elif _is_frame(inputs):
+        inputs = inputs.to_dict("records")
+    elif isinstance(inputs, bytes | bytearray) or not isinstance(inputs, Iterable):
+        hint = "; decode bytes to a str first" if isinstance(inputs, bytes | bytearray) else ""
+        raise ArgumentError(f"inputs: expected {_EXPECTED}; got {type(inputs).__name__}{hint}")
+    rows = [_row(item, i, text_field) for i, item in enumerate(inputs, start=1)]
+    if not rows:
+        raise TunelabError(f"{SOURCE}: empty input: no rows")
+    return rows_table(rows, SOURCE)
+
+
+def _is_frame(value: Any) -> bool:
+    """A pandas DataFrame (or one alike): iterating it would give its column names, not its rows."""
+    return hasattr(value, "columns") and callable(getattr(value, "to_dict", None)) and hasattr(value, "iloc")
+
+
+def _row(item: Any, number: int, text_field: str) -> dict[str, Any]:
+    if isinstance(item, str):
+        return {text_field: item}
+    if isinstance(item, Mapping):
+        return dict(item)
+    hint = ""
+    if isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
+        hint = " (a pair of texts is one row: {\"text\": ..., \"text_pair\": ...}, for a model trained on pairs)"
+    raise DataError(SOURCE, number, None, f"expected a text (str) or a row (a mapping of fields), got "
+                    f"{type(item).__name__}{hint}")

@@ -1,0 +1,28 @@
+"""Rows given to a tuned model (`predict`, `eval`, the Python API, `serve`): read by its task, after refusing a field
+that is the input of another shape of model. A row's other fields (an id, a date) are kept and echoed back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tunelab.data.readers import Table
+from tunelab.errors import DataError
+
+if TYPE_CHECKING:
+    from tunelab.tasks.base import Example, Task
+
+PAIR_FIELD = "text_pair"  # the second text of a pair, as tunelab's pair configs and Hugging Face pipelines name it
+
+
+def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[Example]:
+    """`task.parse(table)`, refusing first a row with `text_pair` when the model does not read a second text (it
+    was trained on single texts, or reads other fields): echoed back beside a score of the first text alone, the row
+    would look answered. One DataError naming the row, as every other bad field."""
+    if PAIR_FIELD not in task.input_fields():
+        for rec in table.records:
+            if PAIR_FIELD in rec.data:
+                raise DataError(rec.source, rec.line, PAIR_FIELD,
+                                f"this model does not read a second text (it reads {', '.join(task.input_fields())}; "
+                                "it was trained without data.text_pair_field); drop the field, or use a model "
+                                "trained on text pairs")
+    return task.parse(table, labelled=labelled)

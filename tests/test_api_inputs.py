@@ -1,0 +1,198 @@
+"""The Python API on what a notebook passes it: one row, a DataFrame, a field the model does not read, arguments of
+the wrong type or value; its messages name its own arguments (not the CLI's flags); it is as quiet as the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import tunelab
+from conftest import WORDS, sentiment_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.errors import ArgumentError, ConfigError, DataError, TunelabError
+
+runner = CliRunner()
+NOT_READ = r"text_pair: this model does not read a second text \(it reads text; "
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> tunelab.Run:
+    """One tiny single-text classification run (2 steps) for the module."""
+    tmp = tmp_path_factory.mktemp("api-inputs")
+    train = write_jsonl(tmp / "train.jsonl", sentiment_rows(16, 0))
+    val = write_jsonl(tmp / "validation.jsonl", sentiment_rows(8, 1))
+    (tmp / "run.yaml").write_text(yaml.safe_dump({
+        "task": "classification", "model": str(tiny_bert), "output_dir": str(tmp / "run"),
+        "data": {"train": str(train), "validation": str(val)},
+        "train": {"max_steps": 2, "batch_size": 8, "save_steps": 0}}))
+    return tunelab.train(tmp / "run.yaml")
+
+
+@pytest.fixture(scope="module")
+def model(run: tunelab.Run) -> tunelab.Model:
+    return run.load()
+
+
+def test_one_mapping_is_one_row_and_a_dataframe_its_records(model: tunelab.Model) -> None:
+    """A dict was iterated as its keys (predicted on the text 'text'); a DataFrame as its column names."""
+    pd = pytest.importorskip("pandas")
+    one = model.predict({"text": "good great film", "id": 7})
+    assert one == model.predict([{"text": "good great film", "id": 7}])  # a list of one row, as for one str
+    assert one[0]["text"] == "good great film" and one[0]["id"] == 7 and "pred_label" in one[0]
+    rows = sentiment_rows(6, 2)
+    frame = pd.DataFrame(rows)
+    assert model.predict(frame) == model.predict(rows)
+    assert [r["text"] for r in model.predict(frame)] == frame["text"].tolist()
+    assert model.evaluate(frame) == model.evaluate(rows) and model.evaluate(frame)["n"] == 6
+    assert model.evaluate(rows[0])["n"] == 1  # was `<input>:1: label: missing field`
+    assert model.evaluate(frame, limit=2)["n"] == 2
+
+
+def test_text_pair_to_a_single_text_model_is_refused(model: tunelab.Model, run: tunelab.Run,
+                                                     tmp_path: Path) -> None:
+    """`text_pair` was echoed back beside a score of the first text alone; other fields (an id) still are."""
+    with pytest.raises(DataError, match=f"^<input>:2: {NOT_READ}"):
+        model.predict([{"text": "good film"}, {"text": "good film", "text_pair": "awful plot"}])
+    with pytest.raises(DataError, match=f"^<input>:1: {NOT_READ}"):
+        model.evaluate([{"text": "good film", "text_pair": "awful", "label": "positive"}])
+    data = write_jsonl(tmp_path / "pairs.jsonl", [{"text": "good film", "text_pair": "awful", "label": "positive"}])
+    for args in (["predict", str(run.dir), "--input", str(data)], ["eval", str(run.dir), "--data", str(data)]):
+        res = runner.invoke(app, args)  # the command line reads rows the same way
+        assert res.exit_code == 2 and res.stderr.startswith(f"error: {data}:1: text_pair: this model does not read")
+    ids = write_jsonl(tmp_path / "ids.jsonl", [{"text": "good film", "id": "a-1"}])
+    res = runner.invoke(app, ["predict", str(run.dir), "--input", str(ids)])
+    assert res.exit_code == 0 and '"id": "a-1"' in res.stdout  # a field that is no input is kept, as before
+
+
+def test_a_pair_model_reads_text_pair(tiny_bert: Path, tmp_path: Path) -> None:
+    rows = [{**r, "text_pair": " ".join(WORDS[14:17])} for r in sentiment_rows(8, 0)]
+    data = {"train": str(write_jsonl(tmp_path / "t.jsonl", rows)), "text_pair_field": "text_pair"}
+    pair = tunelab.train({"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
+                          "data": data, "train": {"max_steps": 1, "save_steps": 0}}).load()
+    out = pair.predict({"text": "good film", "text_pair": "a plot"})
+    assert out[0]["text_pair"] == "a plot" and "scores" in out[0]
+    with pytest.raises(DataError, match=r"^<input>:1: text_pair: missing field$"):
+        pair.predict("good film")
+
+
+@pytest.mark.parametrize("value", [0, -1, "8", 2.5, True, None])
+def test_batch_size_and_limit_are_checked(model: tunelab.Model, run: tunelab.Run, value: object) -> None:
+    """0 was a ValueError from range(), -1 an AttributeError, '8' a TypeError; limit=0 a numpy error and -1 dropped
+    the last row silently."""
+    with pytest.raises(ArgumentError, match=rf"^batch_size: expected a whole number of at least 1, got {value!r}$"):
+        model.predict(["good film"], batch_size=value)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match=r"^batch_size: "):
+        model.evaluate(run.config.data.validation, batch_size=value)  # type: ignore[arg-type]
+    if value is not None:
+        with pytest.raises(ArgumentError, match=rf"^limit: expected a whole number of at least 1, got {value!r}$"):
+            model.evaluate(run.config.data.validation, limit=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("inputs", "said"), [
+    (None, r"^inputs: expected a text \(str\), a row \(a mapping of fields\), .*; got NoneType$"),
+    (5, r"^inputs: expected .*; got int$"),
+    (b"hello", r"^inputs: expected .*; got bytes; decode bytes to a str first$"),
+    ([1, 2], r"^<input>:1: expected a text \(str\) or a row \(a mapping of fields\), got int$"),
+    (["good", None], r"^<input>:2: expected a text \(str\) or a row \(a mapping of fields\), got NoneType$"),
+    ([["good", "film"]], r"^<input>:1: .*got list \(a pair of texts is one row: \{\"text\": \.\.\., \"text_pair\""),
+])
+def test_wrong_inputs_are_one_line(model: tunelab.Model, inputs: object, said: str) -> None:
+    """Each was a raw TypeError (or, for bytes, a prediction on the text "b'hello'")."""
+    with pytest.raises(TunelabError, match=said):
+        model.predict(inputs)  # type: ignore[arg-type]
+
+
+def test_load_and_train_arguments(run: tunelab.Run, tmp_path: Path) -> None:
+    with pytest.raises(ArgumentError, match=r"^path: expected a run directory or its model/ \(a str or Path\), got "):
+        tunelab.load(5)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match=r"^resume: expected \"auto\" \(or True\), a checkpoint path or None"):
+        tunelab.train(run.config, resume=5)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match=r"^overwrite: expected True or False, got 'yes'$"):
+        tunelab.train(run.config, overwrite="yes")  # type: ignore[arg-type]
+    # resume=True is the CLI's bare --resume (auto): the run's newest checkpoint; here there is none
+    fresh = tmp_path / "fresh"
+    with pytest.raises(TunelabError, match=rf"^resume: no complete checkpoint in {fresh / 'checkpoints'} "):
+        tunelab.train(run.config, resume=True, output_dir=str(fresh))
+
+
+def test_messages_name_the_api_arguments(run: tunelab.Run, tmp_path: Path) -> None:
+    """They said `--overwrite`, `--resume`, `--set` (the CLI's flags), `config: config: unknown key`, `config file
+    not found` for a directory, `not a tunelab model directory` for a path that does not exist."""
+    with pytest.raises(TunelabError, match=r"holds a run of another config; pass overwrite=True to replace it"):
+        tunelab.train(run.config, **{"train.lr": 1e-3})
+    with pytest.raises(ConfigError, match=r"^config: train\.lr\.x: train\.lr is not a section$"):
+        tunelab.make_config(run.config, **{"train.lr.x": 1})
+    with pytest.raises(ConfigError, match=r"^config: train\.max_steps: Input should be a valid integer"):
+        tunelab.make_config(run.config, **{"train.max_steps": "two"})
+    for key in ("", "train.", ".lr"):
+        with pytest.raises(ConfigError, match=rf"^config: {key!r}: expected a dotted key such as train\.lr$"):
+            tunelab.make_config(run.config, **{key: 1})
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: is a directory, not a config file"):
+        tunelab.make_config(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: classification\nmodel: minilm\ntrain:\n  lerning_rate: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{bad}:4: train\.lerning_rate: unknown key$"):  # the file's line
+        tunelab.make_config(bad)
+    with pytest.raises(TunelabError, match=rf"^{tmp_path / 'no' / 'such'}: no such directory"):
+        tunelab.load(tmp_path / "no" / "such")
+    with pytest.raises(TunelabError, match=rf"^{bad}: is a file, not a tunelab model directory"):
+        tunelab.load(bad)
+
+
+def test_the_cli_keeps_its_flags(run: tunelab.Run, tiny_bert: Path, tmp_path: Path) -> None:
+    """The same mistakes on the command line name the flags, and a bad --set value names --set."""
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={run.config.data.train}",
+            f"output_dir={run.dir}", "train.lr=0.001"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 2 and "; pass --overwrite to replace it" in res.stderr, res.output
+    res = runner.invoke(app, ["train", *[a for s in sets[:3] for a in ("--set", s)], "--set", "train.max_steps=two"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --set train.max_steps: Input should be a valid "
+                                                        "integer"), res.output
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)], "--set", "train.lr.x=1"])
+    assert res.stderr == "error: --set train.lr.x: train.lr is not a section\n", res.output
+    res = runner.invoke(app, ["eval", str(tmp_path / "nope"), "--data", str(run.config.data.validation)])
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: {tmp_path / 'nope'}: no such directory"), res.output
+
+
+def test_errors_module_and_docstrings() -> None:
+    """`tunelab.errors` after a bare `import tunelab` (the README's `tunelab.errors.TunelabError`), still without
+    torch; every public name and method of the API says what it does."""
+    code = ("import sys, tunelab; print(tunelab.errors.TunelabError.__name__, 'torch' in sys.modules, "
+            "'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["TunelabError", "False", "False"]
+    assert issubclass(tunelab.errors.ArgumentError, tunelab.errors.TunelabError)
+    for owner, names in ((tunelab.Run, ("load", "model_dir")),
+                         (tunelab.Model, ("__init__", "predict", "evaluate", "parse_inputs", "predict_examples"))):
+        for name in names:
+            member = getattr(owner, name)
+            assert (member.fget if isinstance(member, property) else member).__doc__, f"{owner.__name__}.{name}"
+    assert "ONE TEXT" in tunelab.Model.predict.__doc__ and "FILE" in tunelab.Model.evaluate.__doc__
+
+
+def test_the_api_is_as_quiet_as_the_cli(tiny_bert: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """transformers' weight-loading bars and its load report (the new head's MISSING weights) reached the terminal
+    from tunelab.train / tunelab.load; the caller's own transformers settings are kept."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_progress_bar()
+    try:
+        train = write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8, 0))
+        capfd.readouterr()
+        run = tunelab.train({"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
+                             "data": {"train": str(train)}, "train": {"max_steps": 1, "save_steps": 0}})
+        run.load().predict("good film")
+        err = capfd.readouterr().err
+        for noise in ("LOAD REPORT", "MISSING", "Loading weights", "\x1b["):
+            assert noise not in err, err
+        assert hf_logging.get_verbosity() == hf_logging.WARNING and hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity(before[0])
+        (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()
