@@ -67,6 +67,9 @@ def test_text_pair_to_a_single_text_model_is_refused(model: tunelab.Model, run: 
     ids = write_jsonl(tmp_path / "ids.jsonl", [{"text": "good film", "id": "a-1"}])
     res = runner.invoke(app, ["predict", str(run.dir), "--input", str(ids)])
     assert res.exit_code == 0 and '"id": "a-1"' in res.stdout  # a field that is no input is kept, as before
+    # an empty text_pair column (a CSV's, or null) carries no second text: read as before (review, 2026-12-06)
+    out = model.predict([{"text": "good film", "text_pair": ""}, {"text": "good film", "text_pair": None}])
+    assert len(out) == 2 and out[0]["scores"] == out[1]["scores"]
 
 
 def test_a_pair_model_reads_text_pair(tiny_bert: Path, tmp_path: Path) -> None:
@@ -173,6 +176,34 @@ def test_errors_module_and_docstrings() -> None:
             member = getattr(owner, name)
             assert (member.fget if isinstance(member, property) else member).__doc__, f"{owner.__name__}.{name}"
     assert "ONE TEXT" in tunelab.Model.predict.__doc__ and "FILE" in tunelab.Model.evaluate.__doc__
+
+
+def test_a_numpy_integer_is_a_count(model: tunelab.Model) -> None:
+    import numpy as np
+
+    assert len(model.predict(["good film", "bad"], batch_size=np.int64(1))) == 2
+
+
+def test_overlapping_quiet_calls_put_the_callers_settings_back() -> None:
+    """Two API calls overlapping in threads (a user's server): the second saved the first's quiet state and put
+    it back for good (review, 2026-12-06)."""
+    from transformers.utils import logging as hf_logging
+
+    from tunelab.api import _quiet_transformers
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        first, second = _quiet_transformers(), _quiet_transformers()
+        first.__enter__()
+        second.__enter__()
+        assert hf_logging.get_verbosity() == hf_logging.ERROR
+        first.__exit__(None, None, None)
+        assert hf_logging.get_verbosity() == hf_logging.ERROR  # the second call is still running
+        second.__exit__(None, None, None)
+        assert hf_logging.get_verbosity() == hf_logging.WARNING
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def test_the_api_is_as_quiet_as_the_cli(tiny_bert: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

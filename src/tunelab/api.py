@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -62,28 +63,42 @@ def _entry(*, quiet: bool = True) -> Callable[[F], F]:
     return wrap
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0  # API calls inside _quiet_transformers now (threads of a user's server overlap them)
+_loud_state: tuple[Any, ...] = ()  # what the first of them found, put back by the last
+
+
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers' verbosity at error and its progress bars (with huggingface_hub's) off for the block, as the CLI
-    sets them for a whole command; what they were is put back after it."""
+    sets them for a whole command; what they were is put back when the last overlapping call ends (a count under a
+    lock: calls from several threads would otherwise put back each other's quiet state for good)."""
+    global _quiet_depth, _loud_state
     from transformers.utils import logging as hf_logging
 
     hub = importlib.import_module("huggingface_hub.utils.tqdm")  # (the package exports a `tqdm` class by that name)
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hub_states = dict(hub.progress_bar_states)
-    hf_logging.set_verbosity_error()
-    with warnings.catch_warnings():  # (HF_HUB_DISABLE_PROGRESS_BARS set: a warning that it wins, as it does)
-        warnings.simplefilter("ignore")
-        hf_logging.disable_progress_bar()
+    with _QUIET_LOCK:
+        if _quiet_depth == 0:
+            _loud_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(),
+                           dict(hub.progress_bar_states))
+            hf_logging.set_verbosity_error()
+            with warnings.catch_warnings():  # (HF_HUB_DISABLE_PROGRESS_BARS set: a warning that it wins, as it does)
+                warnings.simplefilter("ignore")
+                hf_logging.disable_progress_bar()
+        _quiet_depth += 1
     try:
         yield
     finally:
-        hf_logging.set_verbosity(verbosity)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
-        hub.progress_bar_states.clear()
-        hub.progress_bar_states.update(hub_states)
+        with _QUIET_LOCK:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                verbosity, bars, hub_states = _loud_state
+                hf_logging.set_verbosity(verbosity)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+                hub.progress_bar_states.clear()
+                hub.progress_bar_states.update(hub_states)
 
 
 @_entry(quiet=False)

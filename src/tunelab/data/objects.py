@@ -4,6 +4,7 @@ wrong. No data-frame library is imported: a frame is recognised by what it does 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ _EXPECTED = ("a text (str), a row (a mapping of fields), a list of texts or rows
 
 def check_count(name: str, value: Any) -> None:
     """`batch_size`, `limit`: a whole number of at least 1, as the CLI's `--batch-size` / `--limit` (ArgumentError)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ArgumentError(f"{name}: expected a whole number of at least 1, got {value!r}")
 
 

@@ -15,12 +15,12 @@ PAIR_FIELD = "text_pair"  # the second text of a pair, as tunelab's pair configs
 
 
 def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[Example]:
-    """`task.parse(table)`, refusing first a row with `text_pair` when the model does not read a second text (it
-    was trained on single texts, or reads other fields): echoed back beside a score of the first text alone, the row
-    would look answered. One DataError naming the row, as every other bad field."""
-    if PAIR_FIELD not in task.input_fields():
+    """`task.parse(table)`, refusing first a row with a `text_pair` value when the model reads one text only (a model
+    of pairs under other field names reads its own and echoes this one, as any extra field): echoed back beside a
+    score of the first text alone, the row would look answered. One DataError naming the row, as every other bad field."""
+    if len(task.input_fields()) == 1 and PAIR_FIELD not in task.input_fields():
         for rec in table.records:
-            if PAIR_FIELD in rec.data:
+            if rec.data.get(PAIR_FIELD) not in (None, ""):  # an empty column (a CSV's) carries no second text
                 raise DataError(rec.source, rec.line, PAIR_FIELD,
                                 f"this model does not read a second text (it reads {', '.join(task.input_fields())}; "
                                 "it was trained without data.text_pair_field); drop the field, or use a model "
