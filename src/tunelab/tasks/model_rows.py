@@ -17,7 +17,8 @@ PAIR_FIELD = "text_pair"  # the second text of a pair, as tunelab's pair configs
 def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[Example]:
     """`task.parse(table)`, refusing first a row with a `text_pair` value when the model reads one text only (a model
     of pairs under other field names reads its own and echoes this one, as any extra field): echoed back beside a
-    score of the first text alone, the row would look answered. One DataError naming the row, as every other bad field."""
+    score of the first text alone, the row would look answered.
+    One DataError naming the row, as every other bad field."""
     if len(task.input_fields()) == 1 and PAIR_FIELD not in task.input_fields():
         for rec in table.records:
             if rec.data.get(PAIR_FIELD) not in (None, ""):  # an empty column (a CSV's) carries no second text
