@@ -19,6 +19,87 @@ def not_utf8(path: Path, line: int, byte: int, column: int) -> DataError:
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column})")
 
 
+_KEY_END = re.compile(r'"[ \t\n\r]*:')  # the end of every key in a JSON text (and of a `\":` inside a string)
+
+
+class _Keyed(dict):  # type: ignore[type-arg]
+    """A JSON object as `duplicate_key`'s slow parse reads it: the keys its text gives more than once in `twice`."""
+
+    __slots__ = ("twice",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.twice = [] if len(self) == len(pairs) else _repeated([key for key, _ in pairs])
+
+
+def _repeated(keys: list[str]) -> list[str]:
+    """The keys that come again after their first time, in order."""
+    seen: set[str] = set()
+    again = []
+    for key in keys:
+        if key in seen:
+            again.append(key)
+        seen.add(key)
+    return again
+
+
+def _pairs(value: Any) -> int:
+    """How many keys the objects of a parsed JSON value hold, all together (each key once per object)."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            count += len(item)
+            stack += [v for v in item.values() if type(v) is dict or type(v) is list]
+        elif type(item) is list:
+            stack += [v for v in item if type(v) is dict or type(v) is list]
+    return count
+
+
+def _inner_keys(value: list[Any] | dict[str, Any]) -> int:
+    """How many keys a value holds one level down: an object's own, or those of the objects in a list."""
+    return len(value) if type(value) is dict else sum([len(v) for v in value if type(v) is dict])
+
+
+def near_keys(obj: dict[str, Any]) -> int:
+    """How many keys `obj` and the objects right inside it (or in its lists: chat messages) hold: no more than all
+    its objects hold (`_pairs`), and cheaper to count; `duplicate_key`'s `keys`."""
+    return len(obj) + sum([_inner_keys(v) for v in obj.values() if type(v) is dict or type(v) is list])
+
+
+def duplicate_key(text: str, value: Any, keys: int = 0, start: int = 0, end: int | None = None,
+                  ) -> tuple[str, str] | None:
+    """(where, key) of a key given twice in one object of the JSON text `text[start:end]`, parsed as `value` (which
+    kept only the key's last value): `where` the object's place in it (`messages[1]`, "" for `value` itself); None
+    when every object's keys are distinct. `keys`: at most as many keys as `value`'s objects hold together (what the
+    caller counted on the way, `near_keys`), else 0. Sound, and cheap: each key in the text ends with `"` and `:`
+    (JSON blanks between), so a text with no more `:`, or `"…:` ends, than `value`'s objects hold keys has none
+    twice; only a text with more (a `:` inside a string, a quote and a `:` inside one, or a key twice) is parsed
+    again, keeping each object's pairs, to find it."""
+    end = len(text) if end is None else end
+    if text.count(":", start, end) == keys:
+        return None
+    ends = len(_KEY_END.findall(text, start, end))  # (no more than the `:`s, no fewer than the keys)
+    if ends == keys or ends == _pairs(value):
+        return None
+    stack: list[tuple[Any, str]] = [(json.loads(text[start:end], object_pairs_hook=_Keyed), "")]
+    while stack:  # depth first, in the text's order: the first object (from the outside in) with a key twice
+        item, where = stack.pop()
+        if isinstance(item, _Keyed):
+            if item.twice:
+                return where, item.twice[0]
+            stack += reversed([(v, f"{where}.{k}" if where else k) for k, v in item.items()])
+        elif isinstance(item, list):
+            stack += reversed([(v, f"{where}[{i}]") for i, v in enumerate(item)])
+    return None
+
+
+def twice(key: str, where: str = "") -> str:
+    """The problem `duplicate_key` found, said: what a parser keeps of a key given twice is only its last value."""
+    return (f"duplicate key {json.dumps(key, ensure_ascii=False)} in {where or 'one object'}: only its last value "
+            "would be read; give each key once")
+
+
 def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, decoded one at a time (a large file is never held whole, nor all its lines),
     a UTF-8 BOM dropped; bad bytes named by line and column."""
@@ -34,7 +115,9 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
 def iter_jsonl(path: Path) -> Iterator[Record]:
     """One record per non-blank line. A JSON parser makes a new string for every key and value of every row; the
     rows keep one copy of each repeated short string instead (keys, labels, NER tags: 30 % less memory per SST-2
-    row), up to SHARED distinct ones (unique short texts are not worth it). Inlined: per row it costs ~0.5 µs."""
+    row), up to SHARED distinct ones (unique short texts are not worth it). Inlined: per row it costs ~0.5 µs. A key
+    given twice in one object is an error (`duplicate_key`); `keys` counts the row's as `near_keys` does, and a line
+    with no more `:` than that has none twice (~0.2 µs a row)."""
     source = str(path)
     memo: dict[str, str] = {}
     get = memo.get
@@ -47,7 +130,7 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
             raise DataError(str(path), number, "json", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):
             raise DataError(str(path), number, "json", f"expected a JSON object, got {type(obj).__name__}")
-        row = {}
+        row, keys = {}, len(obj)
         for key, value in obj.items():
             kept = get(key)
             if kept is None:
@@ -57,7 +140,11 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
             elif type(value) is list and value and type(value[0]) is str and len(value[0]) <= 32:
                 value = [(get(v) or (memo.setdefault(v, v) if len(memo) < SHARED else v)) if type(v) is str else v
                          for v in value]  # (a list or object inside is the task's to refuse, not a crash here)
+            elif type(value) is list or type(value) is dict:  # chat messages
+                keys += _inner_keys(value)
             row[kept] = value
+        if line.count(":") != keys and (dup := duplicate_key(line, obj, keys)) is not None:
+            raise DataError(source, number, "json", twice(dup[1], dup[0]))
         yield Record(source, number, row)
 
 
@@ -73,11 +160,11 @@ JSON_BLOCK = 1 << 20  # characters of a JSON array (or a SQuAD object) read at a
 
 class _Blocks:
     """A text file read `block` characters at a time: `buf[pos:]` is what is not yet read, `line` the line buf[0] is
-    on, `eof` whether the file's end is in `buf`."""
+    on, `eof` whether the file's end is in `buf`; `buf[start:pos]` the text of the value `value` read last."""
 
     def __init__(self, f: TextIO, block: int) -> None:
         self.f, self.block = f, block
-        self.buf, self.pos, self.line, self.eof = "", 0, 1, False
+        self.buf, self.pos, self.line, self.eof, self.start = "", 0, 1, False, 0
         self.refill()
 
     def refill(self) -> None:
@@ -112,7 +199,7 @@ class _Blocks:
                 rest = _NUMBER_REST.match(self.buf, end).end()  # type: ignore[union-attr] - always matches
                 number_cut = type(obj) in (int, float) and rest == len(self.buf)
                 if (end < len(self.buf) and not number_cut) or self.eof or isinstance(obj, dict):
-                    self.pos = end
+                    self.start, self.pos = self.pos, end
                     return obj
             except json.JSONDecodeError as exc:
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 9
@@ -155,6 +242,8 @@ def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
                 if not isinstance(obj, dict):
                     raise DataError(str(path), number, "json",
                                     f"item {number}: expected a JSON object, got {type(obj).__name__}")
+                if (dup := duplicate_key(text.buf, obj, near_keys(obj), text.start, text.pos)) is not None:
+                    raise DataError(str(path), number, "json", f"item {number}: {twice(dup[1], dup[0])}")
                 yield Record(str(path), number, obj)
             if text.peek():
                 raise text.error("Extra data")
@@ -192,9 +281,10 @@ def squad_records(path: Path, i: int, article: Any) -> Iterator[Record]:
             yield Record(f"{path}: {where}.qas[{k}]", None, row)
 
 
-def _squad_articles(path: Path, block: int | None = None) -> Iterator[Any]:
+def _squad_articles(path: Path, block: int | None = None, check: bool = True) -> Iterator[Any]:
     """The items of the `data` array of a file holding one JSON object, one at a time (the object's other values
-    are read and dropped); nothing when it has no `data` array."""
+    are read and dropped); nothing when it has no `data` array. With `check`, a key twice in the object or in an
+    article is an error (`json_shape` looks without)."""
     with path.open(encoding="utf-8-sig", newline="") as f:
         text = _Blocks(f, block or JSON_BLOCK)
         if text.peek() != "{":
@@ -203,17 +293,23 @@ def _squad_articles(path: Path, block: int | None = None) -> Iterator[Any]:
         c = text.peek()
         if c == "}":  # an empty object
             text.pos += 1
-        seen_data = False
+        seen: set[str] = set()
         while c != "}":
             key = text.value() if text.peek() == '"' else None
             if key is None or text.peek() != ":":
                 raise text.error("Expecting property name and ':'")
             text.pos += 1
-            if key == "data" and seen_data:  # json.loads would keep the last silently; the articles already read stand
+            if key == "data" and key in seen:  # json.loads would keep the last; the articles already read stand
                 raise text.error("a second \"data\" key in the object: one list of SQuAD articles per file")
-            seen_data = seen_data or key == "data"
+            if key in seen and check:
+                raise DataError(str(path), text.line + text.buf.count("\n", 0, text.pos), "json", twice(key))
+            seen.add(key)
             if text.peek() == "[" and key == "data":  # (peek also moves past the blanks before the value)
-                yield from text.items()
+                for i, article in enumerate(text.items()):
+                    if check and (dup := duplicate_key(text.buf, article, 0, text.start, text.pos)) is not None:
+                        inside = f"data[{i}]" + (f".{dup[0]}" if dup[0] and not dup[0].startswith("[") else dup[0])
+                        raise DataError(f"{path}: {inside}", None, "json", twice(dup[1]))
+                    yield article
             else:
                 text.value()
             c = text.peek()
@@ -253,7 +349,7 @@ def json_shape(path: Path, peek: int = 1 << 20) -> str:
             data = obj.get("data") if isinstance(obj, dict) else None
             return "squad" if isinstance(data, list) and data and _is_article(data[0]) else "lines"
     try:  # one object over several lines (or one line): SQuAD if its first article is one
-        article = next(_squad_articles(path), None)
+        article = next(_squad_articles(path, check=False), None)
     except (DataError, UnicodeDecodeError):
         return "object"
     return "squad" if _is_article(article) else "object"

@@ -16,12 +16,15 @@ from typing import Any
 from tunelab.data.jsonl import (
     SHARED,
     decoded_lines,
+    duplicate_key,
     iter_json_array,
     iter_jsonl,
     iter_squad,
     json_shape,
+    near_keys,
     not_utf8,
     read_jsonl,
+    twice,
 )
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
@@ -51,6 +54,8 @@ def _read_json(path: Path) -> list[Record]:
         except json.JSONDecodeError:
             obj = None  # not one object: read as JSON lines, whose reader names the first bad line
         if isinstance(obj, dict):
+            if (dup := duplicate_key(text, obj)) is not None:
+                raise DataError(str(path), 1, "json", twice(dup[1], dup[0]))
             return [] if obj.get("data") == [] else [Record(str(path), 1, obj)]
     if not text.lstrip().startswith("["):
         return read_jsonl(path)  # a .json file with one object per line
@@ -58,10 +63,15 @@ def _read_json(path: Path) -> list[Record]:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(str(path), exc.lineno, "json", f"invalid JSON ({exc.msg})") from None
+    dup = duplicate_key(text, items, sum(near_keys(obj) for obj in items if isinstance(obj, dict)))
+    twice_in = int(dup[0][1:dup[0].index("]")]) + 1 if dup is not None else None  # its item, numbered from 1
     out = []
-    for i, obj in enumerate(items, start=1):
+    for i, obj in enumerate(items, start=1):  # the first problem, as the streamed parse names it (iter_json_array)
         if not isinstance(obj, dict):
             raise DataError(str(path), i, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
+        if i == twice_in and dup is not None:
+            inside = dup[0][dup[0].index("]") + 1 :].removeprefix(".")
+            raise DataError(str(path), i, "json", f"item {i}: {twice(dup[1], inside)}")
         out.append(Record(str(path), i, obj))
     return out
 
@@ -260,6 +270,8 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
                 obj = json.loads(line)  # valid JSON that starts with { is an object
             except json.JSONDecodeError as e:
                 raise DataError(source, number, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            if (dup := duplicate_key(line, obj, near_keys(obj))) is not None:
+                raise DataError(source, number, None, twice(dup[1], dup[0]))
             records.append(Record(source, number, obj))
         else:
             records.append(Record(source, number, {field: line}))
