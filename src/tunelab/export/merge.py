@@ -24,12 +24,12 @@ import torch
 import transformers
 from peft import PeftModel
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import check_output, commit, staged
 from tunelab.export.parity import ParityError
-from tunelab.export.save import META_FILE
+from tunelab.export.save import META_FILE, load_tokenizer
 from tunelab.io import read_json
 from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name
@@ -176,7 +176,7 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4) -
     adapter, model_dir = locate(path)
     output = Path(output) if output is not None else adapter.parent / "merged"
     check_output(output, (adapter, model_dir), "the run it merges")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
     two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
     inputs = sample_inputs(tokenizer, pair=two_segments)

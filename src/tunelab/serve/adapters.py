@@ -68,12 +68,13 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
     import transformers
     from peft import PeftModel
 
-    from tunelab.export.save import load_task
+    from tunelab.export.save import load_task, load_tokenizer
     from tunelab.models.aliases import resolve_model
     from tunelab.models.decoder_heads import load_head
     from tunelab.models.segments import reseed_as_trained
 
     tasks = [load_task(r / "model") for r in runs]
+    tokenizers = [load_tokenizer(r / "model") for r in runs]  # a file missing: one line, before the base loads
     base_name = json.loads((runs[0] / "model" / "tunelab.json").read_text(encoding="utf-8"))["base_model"]
     config = transformers.AutoConfig.from_pretrained(str(runs[0] / "model"))  # the head's shape, as trained
     verbosity = transformers.logging.get_verbosity()
@@ -88,6 +89,5 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
         peft.load_adapter(str(run / ADAPTER), adapter_name=name)
     peft.eval()
     lock = threading.RLock()
-    return [Model(run / "model", task, AdapterView(peft, name, lock),  # type: ignore[arg-type]
-                  transformers.AutoTokenizer.from_pretrained(str(run / "model")))
-            for run, task, name in zip(runs, tasks, names, strict=True)]
+    return [Model(run / "model", task, AdapterView(peft, name, lock), tokenizer)  # type: ignore[arg-type]
+            for run, task, name, tokenizer in zip(runs, tasks, names, tokenizers, strict=True)]
