@@ -131,6 +131,19 @@ def test_a_missing_tokenizer_file_is_named(cls_run: Path, tmp_path: Path) -> Non
                f"data.train={rows}", "--set", f"output_dir={tmp_path / 'again'}"], f"config: model: {said}")
 
 
+def test_a_chat_model_without_its_template(tiny_llama: Path, tmp_path: Path) -> None:
+    """A chat model folder without chat_template.jinja (was: chat's traceback "Cannot use chat template functions";
+    predict and eval blamed the first row: "chats.jsonl:1: messages: chat template: ...")."""
+    model = _copy(tiny_llama, tmp_path / "chat")
+    (model / "tunelab.json").write_text(json.dumps({"task": {"name": "sft"}, "data": {}}), encoding="utf-8")
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "say good"},
+                                              {"role": "assistant", "content": "good"}]}) + "\n", encoding="utf-8")
+    said = f"{model}/chat_template.jinja: missing: a chat model's conversations are rendered with it"
+    for args in (["predict", model, "--input", chats], ["eval", model, "--data", chats], ["chat", model]):
+        _one_line(args, said)
+
+
 def test_onnx_graph_of_other_labels(cls_run: Path, tmp_path: Path) -> None:
     """An ONNX export whose label files name 3 labels for a graph that scores 2 (was: zip() ValueError)."""
     pytest.importorskip("onnxruntime")

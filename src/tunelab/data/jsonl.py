@@ -15,8 +15,12 @@ from tunelab.errors import DataError
 SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_jsonl)
 
 
-def not_utf8(path: Path, line: int, byte: int, column: int) -> DataError:
-    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column})")
+def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"") -> DataError:
+    """Bytes that are not UTF-8, by line and column; `head`: the text's first bytes (UTF-16's byte order mark says
+    what the text is)."""
+    utf16 = "; it starts with UTF-16's byte order mark: convert it to UTF-8" if head[:2] in (b"\xff\xfe", b"\xfe\xff") \
+        else ""
+    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){utf16}")
 
 
 _KEY_END = re.compile(r'"[ \t\n\r]*:')  # the end of every key in a JSON text (and of a `\":` inside a string)
@@ -108,7 +112,7 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise not_utf8(path, number, raw[exc.start], exc.start + 1) from None
+                raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"") from None
             yield number, (line.removeprefix("\ufeff") if number == 1 else line)
 
 

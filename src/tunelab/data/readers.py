@@ -39,7 +39,7 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise not_utf8(path, line, raw[exc.start], col) from None
+        raise not_utf8(path, line, raw[exc.start], col, raw[:2]) from None
     return text.removeprefix("\ufeff")
 
 
@@ -255,6 +255,24 @@ def read_rows(path: str | Path, field: str) -> Table:
     if p.suffix.lower() == ".txt" and p.is_file():
         return lines_table(_decode(p).split("\n"), str(p), field)  # (lines_table splits at a lone "\r" too)
     return read_table(p)
+
+
+def stdin_lines(stream: Any, source: str = "<stdin>") -> list[str]:
+    """The lines of standard input (`predict --input -`), each decoded as UTF-8 as a file's are (`decoded_lines`: a
+    BOM dropped, bad bytes named by line and column), not read through the locale's codec (which made them unpaired
+    surrogates, or a UnicodeDecodeError); a stream without bytes beneath it (`io.StringIO`) as it reads."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        return list(stream.readlines())
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise not_utf8(Path(source), number, line[exc.start], exc.start + 1, line if number == 1 else b"") \
+                from None
+        lines.append(text.removeprefix("\ufeff") if number == 1 else text)
+    return lines
 
 
 def lines_table(lines: Sequence[str], source: str, field: str) -> Table:

@@ -130,6 +130,14 @@ def load_tokenizer(path: Path) -> Any:
         raise TunelabError(f"{path}: cannot load the tokenizer: {first_line(e)}") from None
 
 
+def check_chat_template(task: Any, tokenizer: Any, path: Path) -> None:
+    """A chat model's tokenizer must have its chat template (chat_template.jinja, written with it; in
+    tokenizer_config.json before transformers 5): without it every conversation fails in transformers."""
+    if getattr(task, "generates_replies", False) and not getattr(tokenizer, "chat_template", None):
+        raise TunelabError(f"{path / 'chat_template.jinja'}: missing: a chat model's conversations are rendered with "
+                           f"it; {RESTORE}")
+
+
 def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     """(task, model, tokenizer) from a tunelab model directory (or a run directory's model/); one line (TunelabError)
     when its files cannot be read (weights or tokenizer missing, a file damaged)."""
@@ -146,6 +154,7 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     try:
         task, module = _load_model(task, path, meta)
         module.tunelab_dir = path  # what a NaN output names (evaluation.evaluate.logits_for)
+        check_chat_template(task, tokenizer, path)  # (after the weights: a damaged GGUF file is named first)
         return task, module, tokenizer
     except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be
         raise TunelabError(f"{path}: cannot load the model: {first_line(e)}") from None

@@ -68,13 +68,15 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
     import transformers
     from peft import PeftModel
 
-    from tunelab.export.save import load_task, load_tokenizer
+    from tunelab.export.save import check_chat_template, load_task, load_tokenizer
     from tunelab.models.aliases import resolve_model
     from tunelab.models.decoder_heads import load_head
     from tunelab.models.segments import reseed_as_trained
 
     tasks = [load_task(r / "model") for r in runs]
     tokenizers = [load_tokenizer(r / "model") for r in runs]  # a file missing: one line, before the base loads
+    for run, task, tokenizer in zip(runs, tasks, tokenizers, strict=True):
+        check_chat_template(task, tokenizer, run / "model")
     base_name = json.loads((runs[0] / "model" / "tunelab.json").read_text(encoding="utf-8"))["base_model"]
     config = transformers.AutoConfig.from_pretrained(str(runs[0] / "model"))  # the head's shape, as trained
     verbosity = transformers.logging.get_verbosity()
