@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
-from tunelab.io import atomic_dir, commit_dir, write_json_atomic
+from tunelab.io import atomic_dir, cannot_create, commit_dir, write_json_atomic
 
 MANIFEST = "tunelab-files.json"
 IGNORED = frozenset({".DS_Store"})  # what a file browser drops into any folder it shows: nobody's work
@@ -95,7 +95,7 @@ def staged(output: Path) -> Iterator[Path]:
     try:
         tmp = atomic_dir(output)
     except OSError as e:
-        raise TunelabError(f"--output: cannot write {output}: {e.strerror or e}") from None
+        raise TunelabError(f"--output: cannot write {output}: {cannot_create(e)}") from None
     try:
         yield tmp
     finally:
