@@ -159,10 +159,11 @@ def _reference(text: str) -> bool:
 def _random_value(rng: random.Random, depth: int) -> Any:
     kind = rng.random()
     if depth > 2 or kind < 0.4:
-        return rng.choice(["", "a", ":", '":', '" : x', "\\", "{", "}", "k", "é:", 1, None, 2.5, True])
+        return rng.choice(["", "a", ":", '":', '" : x', "\\", '\\":', "{", "}", "k", "é:", 1, None, 2.5, True])
     if kind < 0.6:
         return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    return [(rng.choice(["k", "a", ":", '"', "k:"]), _random_value(rng, depth + 1)) for _ in range(rng.randint(0, 4))]
+    return [(rng.choice(["k", "a", ":", '"', "k:", "\\", "a\\"]), _random_value(rng, depth + 1))
+            for _ in range(rng.randint(0, 4))]
 
 
 def _dump(value: Any, rng: random.Random) -> str:
@@ -177,12 +178,12 @@ def _dump(value: Any, rng: random.Random) -> str:
 
 def test_the_cheap_test_never_misses_a_key_twice(tmp_path: Path) -> None:
     """3,000 random rows (keys and strings full of `:` and quotes, nested objects and lists, random blanks):
-    `duplicate_key` (with each lower count of keys a caller may give it) and the JSONL reader (on every 10th) find a
-    key twice exactly where the parser that keeps every pair sees one."""
+    `duplicate_key` (with each lower count of keys a caller may give it) and the JSONL and JSON-array readers (on
+    every 10th) find a key twice exactly where the parser that keeps every pair sees one."""
     from tunelab.data.jsonl import duplicate_key, near_keys
 
     rng = random.Random(7)
-    path = tmp_path / "row.jsonl"
+    path, array = tmp_path / "row.jsonl", tmp_path / "rows.json"
     twice = 0
     for case in range(3000):
         pairs = [(rng.choice(["text", "label", "a:", '"']), _random_value(rng, 1)) for _ in range(rng.randint(1, 4))]
@@ -195,8 +196,11 @@ def test_the_cheap_test_never_misses_a_key_twice(tmp_path: Path) -> None:
         if case % 10:
             continue  # the reader, on every 10th
         path.write_text(text + "\n", encoding="utf-8")
-        try:
-            assert [r.data for r in iter_jsonl(path)] == [value] and not want, text
-        except DataError as err:
-            assert want and "duplicate key" in str(err), (text, err)
+        array.write_text(f'[{{"text": "a: b"}}, {text}]', encoding="utf-8")
+        for read in (lambda: [r.data for r in iter_jsonl(path)],
+                     lambda: [r.data for r in read_table(array).records][1:]):
+            try:
+                assert read() == [value] and not want, text
+            except DataError as err:
+                assert want and "duplicate key" in str(err), (text, err)
     assert 300 < twice < 2700  # both kinds were tried

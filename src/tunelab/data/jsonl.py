@@ -23,7 +23,8 @@ def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"") -
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){utf16}")
 
 
-_KEY_END = re.compile(r'"[ \t\n\r]*:')  # the end of every key in a JSON text (and of a `\":` inside a string)
+_KEY_END = re.compile(r'"[ \t\n\r]*:')  # the end of every key in a JSON text (and a `\":` inside a string)
+_ESCAPED_END = re.compile(r'\\"[ \t\n\r]*:')  # a `\":` inside a string (or a key that ends with a backslash)
 
 
 class _Keyed(dict[str, Any]):
@@ -71,20 +72,41 @@ def near_keys(obj: dict[str, Any]) -> int:
     return len(obj) + sum([_inner_keys(v) for v in obj.values() if type(v) is dict or type(v) is list])
 
 
+def _key_ends(text: str, start: int, end: int) -> int:
+    """How many keys the JSON text `text[start:end]` gives, counted as each ends: with a `"` and a `:` (JSON blanks
+    between), less the quotes a backslash escapes (inside a string). No fewer than the keys (a string that starts
+    with a `:` counts too); a search for the ends and one for the escaped ones, about as cheap as one."""
+    ends = len(_KEY_END.findall(text, start, end))
+    for match in _ESCAPED_END.finditer(text, start, end):
+        quote = first = match.start() + 1
+        while first > start and text[first - 1] == "\\":
+            first -= 1
+        ends -= (quote - first) % 2  # an odd run of backslashes escapes the quote
+    return ends
+
+
+def _surely_once(text: str, value: Any, keys: int = 0, start: int = 0, end: int | None = None) -> bool:
+    """Whether no object of the JSON text `text[start:end]`, parsed as `value`, gives a key twice, for sure: it has
+    no more `:`s than `keys` (at most as many keys as `value`'s objects hold: what a caller counted on the way), or
+    no more key ends (`_key_ends`) than that or than all of `value`'s objects hold (`_pairs`). Not sure: a key
+    twice, or (rarely) a string that starts with a `:`."""
+    end = len(text) if end is None else end
+    if text.count(":", start, end) == keys:
+        return True
+    ends = _key_ends(text, start, end)
+    return ends == keys or ends == _pairs(value)
+
+
 def duplicate_key(text: str, value: Any, keys: int = 0, start: int = 0, end: int | None = None,
                   ) -> tuple[str, str] | None:
     """(where, key) of a key given twice in one object of the JSON text `text[start:end]`, parsed as `value` (which
     kept only the key's last value): `where` the object's place in it (`messages[1]`, "" for `value` itself); None
     when every object's keys are distinct. `keys`: at most as many keys as `value`'s objects hold together (what the
-    caller counted on the way, `near_keys`), else 0. Sound, and cheap: each key in the text ends with `"` and `:`
-    (JSON blanks between), so a text with no more `:`, or `"…:` ends, than `value`'s objects hold keys has none
-    twice; only a text with more (a `:` inside a string, a quote and a `:` inside one, or a key twice) is parsed
-    again, keeping each object's pairs, to find it."""
+    caller counted on the way, `near_keys`), else 0. Sound, and cheap: a text with no more `:`s, or key ends, than
+    `value`'s objects hold keys has none twice (`_surely_once`); only one with more key ends than that (a key twice,
+    or a string that starts with `:`) is parsed again, keeping each object's pairs, to find it."""
     end = len(text) if end is None else end
-    if text.count(":", start, end) == keys:
-        return None
-    ends = len(_KEY_END.findall(text, start, end))  # (no more than the `:`s, no fewer than the keys)
-    if ends == keys or ends == _pairs(value):
+    if _surely_once(text, value, keys, start, end):
         return None
     stack: list[tuple[Any, str]] = [(json.loads(text[start:end], object_pairs_hook=_Keyed), "")]
     while stack:  # depth first, in the text's order: the first object (from the outside in) with a key twice
@@ -92,9 +114,10 @@ def duplicate_key(text: str, value: Any, keys: int = 0, start: int = 0, end: int
         if isinstance(item, _Keyed):
             if item.twice:
                 return where, item.twice[0]
-            stack += reversed([(v, f"{where}.{k}" if where else k) for k, v in item.items()])
+            stack += reversed([(v, f"{where}.{k}" if where else k) for k, v in item.items()
+                               if isinstance(v, dict | list)])
         elif isinstance(item, list):
-            stack += reversed([(v, f"{where}[{i}]") for i, v in enumerate(item)])
+            stack += reversed([(v, f"{where}[{i}]") for i, v in enumerate(item) if isinstance(v, dict | list)])
     return None
 
 
@@ -236,8 +259,8 @@ def _utf8_error(path: Path, exc: UnicodeDecodeError) -> DataError:
 
 
 def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
-    """The objects of a file holding one JSON array, one at a time, numbered from 1 as the whole parse numbers them
-    (data/readers.py): the text is read `block` characters at a time, never whole; a parse error names its line."""
+    """The objects of a file holding one JSON array, one at a time, numbered from 1 (what `read_table` lists too):
+    the text is read `block` characters at a time, never whole; a parse error names its line, a key twice its item."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:  # lines as JSON counts them: at "\n" only
             text = _Blocks(f, block or JSON_BLOCK)
@@ -247,7 +270,9 @@ def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
                 if not isinstance(obj, dict):
                     raise DataError(str(path), number, "json",
                                     f"item {number}: expected a JSON object, got {type(obj).__name__}")
-                if (dup := duplicate_key(text.buf, obj, near_keys(obj), text.start, text.pos)) is not None:
+                colons = text.buf.count(":", text.start, text.pos)  # no more than its keys: none twice
+                if colons != len(obj) and colons != (keys := near_keys(obj)) and \
+                        (dup := duplicate_key(text.buf, obj, keys, text.start, text.pos)) is not None:
                     raise DataError(str(path), number, "json", f"item {number}: {twice(dup[1], dup[0])}")
                 yield Record(str(path), number, obj)
             if text.peek():
