@@ -159,10 +159,11 @@ def _reference(text: str) -> bool:
 def _random_value(rng: random.Random, depth: int) -> Any:
     kind = rng.random()
     if depth > 2 or kind < 0.4:
-        return rng.choice(["", "a", ":", '":', '" : x', "\\", '\\":', "{", "}", "k", "é:", 1, None, 2.5, True])
+        return rng.choice(["", "a", ":", ": x", " :", '":', '" : x', "\\", '\\":', "{", "}", "k", "é:", 1, None,
+                           2.5, True])
     if kind < 0.6:
         return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    return [(rng.choice(["k", "a", ":", '"', "k:", "\\", "a\\"]), _random_value(rng, depth + 1))
+    return [(rng.choice(["k", "a", ":", '"', "k:", "\\", "a\\", "a{", "b, ", "[", ": "]), _random_value(rng, depth + 1))
             for _ in range(rng.randint(0, 4))]
 
 
@@ -180,7 +181,7 @@ def test_the_cheap_test_never_misses_a_key_twice(tmp_path: Path) -> None:
     """3,000 random rows (keys and strings full of `:` and quotes, nested objects and lists, random blanks):
     `duplicate_key` (with each lower count of keys a caller may give it) and the JSONL and JSON-array readers (on
     every 10th) find a key twice exactly where the parser that keeps every pair sees one."""
-    from tunelab.data.jsonl import duplicate_key, near_keys
+    from tunelab.data.json_keys import duplicate_key, near_keys
 
     rng = random.Random(7)
     path, array = tmp_path / "row.jsonl", tmp_path / "rows.json"

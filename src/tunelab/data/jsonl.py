@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from tunelab.data.json_keys import duplicate_key, inner_keys, near_keys, twice
 from tunelab.data.records import Record
 from tunelab.errors import DataError
 
@@ -21,110 +22,6 @@ def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"") -
     utf16 = "; it starts with UTF-16's byte order mark: convert it to UTF-8" if head[:2] in (b"\xff\xfe", b"\xfe\xff") \
         else ""
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){utf16}")
-
-
-_KEY_END = re.compile(r'"[ \t\n\r]*:')  # the end of every key in a JSON text (and a `\":` inside a string)
-_ESCAPED_END = re.compile(r'\\"[ \t\n\r]*:')  # a `\":` inside a string (or a key that ends with a backslash)
-
-
-class _Keyed(dict[str, Any]):
-    """A JSON object as `duplicate_key`'s slow parse reads it: the keys its text gives more than once in `twice`."""
-
-    __slots__ = ("twice",)
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.twice = [] if len(self) == len(pairs) else _repeated([key for key, _ in pairs])
-
-
-def _repeated(keys: list[str]) -> list[str]:
-    """The keys that come again after their first time, in order."""
-    seen: set[str] = set()
-    again = []
-    for key in keys:
-        if key in seen:
-            again.append(key)
-        seen.add(key)
-    return again
-
-
-def _pairs(value: Any) -> int:
-    """How many keys the objects of a parsed JSON value hold, all together (each key once per object)."""
-    count, stack = 0, [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is dict:
-            count += len(item)
-            stack += [v for v in item.values() if type(v) is dict or type(v) is list]
-        elif type(item) is list:
-            stack += [v for v in item if type(v) is dict or type(v) is list]
-    return count
-
-
-def _inner_keys(value: list[Any] | dict[str, Any]) -> int:
-    """How many keys a value holds one level down: an object's own, or those of the objects in a list."""
-    return len(value) if type(value) is dict else sum([len(v) for v in value if type(v) is dict])
-
-
-def near_keys(obj: dict[str, Any]) -> int:
-    """How many keys `obj` and the objects right inside it (or in its lists: chat messages) hold: no more than all
-    its objects hold (`_pairs`), and cheaper to count; `duplicate_key`'s `keys`."""
-    return len(obj) + sum([_inner_keys(v) for v in obj.values() if type(v) is dict or type(v) is list])
-
-
-def _key_ends(text: str, start: int, end: int) -> int:
-    """How many keys the JSON text `text[start:end]` gives, counted as each ends: with a `"` and a `:` (JSON blanks
-    between), less the quotes a backslash escapes (inside a string). No fewer than the keys (a string that starts
-    with a `:` counts too); a search for the ends and one for the escaped ones, about as cheap as one."""
-    ends = len(_KEY_END.findall(text, start, end))
-    for match in _ESCAPED_END.finditer(text, start, end):
-        quote = first = match.start() + 1
-        while first > start and text[first - 1] == "\\":
-            first -= 1
-        ends -= (quote - first) % 2  # an odd run of backslashes escapes the quote
-    return ends
-
-
-def _surely_once(text: str, value: Any, keys: int = 0, start: int = 0, end: int | None = None) -> bool:
-    """Whether no object of the JSON text `text[start:end]`, parsed as `value`, gives a key twice, for sure: it has
-    no more `:`s than `keys` (at most as many keys as `value`'s objects hold: what a caller counted on the way), or
-    no more key ends (`_key_ends`) than that or than all of `value`'s objects hold (`_pairs`). Not sure: a key
-    twice, or (rarely) a string that starts with a `:`."""
-    end = len(text) if end is None else end
-    if text.count(":", start, end) == keys:
-        return True
-    ends = _key_ends(text, start, end)
-    return ends == keys or ends == _pairs(value)
-
-
-def duplicate_key(text: str, value: Any, keys: int = 0, start: int = 0, end: int | None = None,
-                  ) -> tuple[str, str] | None:
-    """(where, key) of a key given twice in one object of the JSON text `text[start:end]`, parsed as `value` (which
-    kept only the key's last value): `where` the object's place in it (`messages[1]`, "" for `value` itself); None
-    when every object's keys are distinct. `keys`: at most as many keys as `value`'s objects hold together (what the
-    caller counted on the way, `near_keys`), else 0. Sound, and cheap: a text with no more `:`s, or key ends, than
-    `value`'s objects hold keys has none twice (`_surely_once`); only one with more key ends than that (a key twice,
-    or a string that starts with `:`) is parsed again, keeping each object's pairs, to find it."""
-    end = len(text) if end is None else end
-    if _surely_once(text, value, keys, start, end):
-        return None
-    stack: list[tuple[Any, str]] = [(json.loads(text[start:end], object_pairs_hook=_Keyed), "")]
-    while stack:  # depth first, in the text's order: the first object (from the outside in) with a key twice
-        item, where = stack.pop()
-        if isinstance(item, _Keyed):
-            if item.twice:
-                return where, item.twice[0]
-            stack += reversed([(v, f"{where}.{k}" if where else k) for k, v in item.items()
-                               if isinstance(v, dict | list)])
-        elif isinstance(item, list):
-            stack += reversed([(v, f"{where}[{i}]") for i, v in enumerate(item) if isinstance(v, dict | list)])
-    return None
-
-
-def twice(key: str, where: str = "") -> str:
-    """The problem `duplicate_key` found, said: what a parser keeps of a key given twice is only its last value."""
-    return (f"duplicate key {json.dumps(key, ensure_ascii=False)} in {where or 'one object'}: only its last value "
-            "would be read; give each key once")
 
 
 def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -169,7 +66,7 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
                 value = [(get(v) or (memo.setdefault(v, v) if len(memo) < SHARED else v)) if type(v) is str else v
                          for v in value]  # (a list or object inside is the task's to refuse, not a crash here)
             elif type(value) is list or type(value) is dict:  # chat messages
-                keys += _inner_keys(value)
+                keys += inner_keys(value)
             row[kept] = value
         if line.count(":") != keys and (dup := duplicate_key(line, obj, keys)) is not None:
             raise DataError(source, number, "json", twice(dup[1], dup[0]))

@@ -13,18 +13,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.json_keys import duplicate_key, near_keys, surely_once, twice
 from tunelab.data.jsonl import (
     SHARED,
     decoded_lines,
-    duplicate_key,
     iter_json_array,
     iter_jsonl,
     iter_squad,
     json_shape,
-    near_keys,
     not_utf8,
     read_jsonl,
-    twice,
 )
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
@@ -47,8 +45,6 @@ def _read_json(path: Path) -> list[Record]:
     shape = json_shape(path)
     if shape == "squad":  # one object holding SQuAD articles in `data`: one record per question
         return list(iter_squad(path))
-    if shape == "array":  # an item at a time, as streamed (the same records, errors and key-twice checks): faster
-        return list(iter_json_array(path))  # than one json.loads of the whole text, and never holding it
     text = _decode(path)
     if shape == "object":  # one object, pretty-printed over several lines: one row (an empty SQuAD `data`: none)
         try:
@@ -59,7 +55,20 @@ def _read_json(path: Path) -> list[Record]:
             if (dup := duplicate_key(text, obj)) is not None:
                 raise DataError(str(path), 1, "json", twice(dup[1], dup[0]))
             return [] if obj.get("data") == [] else [Record(str(path), 1, obj)]
-    return read_jsonl(path)  # a .json file with one object per line
+    if not text.lstrip().startswith("["):
+        return read_jsonl(path)  # a .json file with one object per line
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(str(path), exc.lineno, "json", f"invalid JSON ({exc.msg})") from None
+    if not surely_once(text, items, sum(map(len, (obj for obj in items if type(obj) is dict)))):
+        return list(iter_json_array(path))  # a key twice: named at its item, as the streamed parse names it
+    out = []
+    for i, obj in enumerate(items, start=1):
+        if not isinstance(obj, dict):
+            raise DataError(str(path), i, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
+        out.append(Record(str(path), i, obj))
+    return out
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

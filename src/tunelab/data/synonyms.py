@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from tunelab.data.jsonl import duplicate_key, twice
+from tunelab.data.json_keys import duplicate_key, twice
 from tunelab.errors import DataError
 from tunelab.text import is_cjk
 
