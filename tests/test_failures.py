@@ -90,7 +90,8 @@ def test_broken_model_directories_and_output_paths_are_one_line(tiny_bert: Path,
     _one_line([*augment, str(tmp_path)], f"--output: {tmp_path} is a directory; name a file to write")
     _one_line([*augment, str(tmp_path / "afile" / "x.jsonl")],
               f"x.jsonl cannot be written: {tmp_path / 'afile'} is a file, not a directory")
-    _one_line([*augment, "/proc/x.jsonl"], "/proc/x.jsonl: cannot be written (")
+    _one_line([*augment, "/proc/x.jsonl"], "--output: /proc/x.jsonl cannot be written: nothing can be created in "
+              "/proc")  # before the augmentation is done
     _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "--model: cannot load")
     _one_line(["data", "check", str(rows), "--model", "nosuchmodel"], "--model: cannot load nosuchmodel: not a known "
               "alias")  # at once: no hub lookup (and its retries) for a name that cannot be a hub id

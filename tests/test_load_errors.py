@@ -111,6 +111,41 @@ def test_damaged_exports(cls_run: Path, tmp_path: Path) -> None:
                                              "PytorchStreamReader failed")
 
 
+def test_a_missing_tokenizer_file_is_named(cls_run: Path, tmp_path: Path) -> None:
+    """A run whose model/ lost tokenizer.json (was: "cannot load the model: Couldn't instantiate the backend tokenizer
+    from one of:") or tokenizer_config.json (was: loaded without its special tokens, a chat model's end of turn among
+    them): the file, by its path, for every command that loads the model, and for a model to train from."""
+    rows = _rows(cls_run)
+    no_vocab, no_config = _copy(cls_run, tmp_path / "no-vocab"), _copy(cls_run, tmp_path / "no-config")
+    (no_vocab / "model" / "tokenizer.json").unlink()
+    (no_config / "model" / "tokenizer_config.json").unlink()
+    for run, said in ((no_vocab, "tokenizer.json: missing: the tokenizer cannot be loaded without it"),
+                      (no_config, "tokenizer_config.json: missing: without it the tokenizer would load without its "
+                                  "special tokens")):
+        for args in (["predict", run, "--input", rows], ["eval", run, "--data", rows],
+                     ["export", run, "--format", "onnx"], ["chat", run]):
+            _one_line(args, f"{run / 'model'}/{said}")
+    _one_line(["serve", no_vocab, "--port", "0"], f"{no_vocab / 'model'}/tokenizer.json: missing")
+    said = f"cannot load {no_vocab / 'model'}: {no_vocab / 'model'}/tokenizer.json is missing: the tokenizer cannot " \
+           "be loaded without it"
+    _one_line(["data", "check", rows, "--model", no_vocab / "model"], f"--model: {said}")
+    _one_line(["train", "--set", "task=classification", "--set", f"model={no_vocab / 'model'}", "--set",
+               f"data.train={rows}", "--set", f"output_dir={tmp_path / 'again'}"], f"config: model: {said}")
+
+
+def test_a_chat_model_without_its_template(tiny_llama: Path, tmp_path: Path) -> None:
+    """A chat model folder without chat_template.jinja (was: chat's traceback "Cannot use chat template functions";
+    predict and eval blamed the first row: "chats.jsonl:1: messages: chat template: ...")."""
+    model = _copy(tiny_llama, tmp_path / "chat")
+    (model / "tunelab.json").write_text(json.dumps({"task": {"name": "sft"}, "data": {}}), encoding="utf-8")
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "say good"},
+                                              {"role": "assistant", "content": "good"}]}) + "\n", encoding="utf-8")
+    said = f"{model}/chat_template.jinja: missing: a chat model's conversations are rendered with it"
+    for args in (["predict", model, "--input", chats], ["eval", model, "--data", chats], ["chat", model]):
+        _one_line(args, said)
+
+
 def test_onnx_graph_of_other_labels(cls_run: Path, tmp_path: Path) -> None:
     """An ONNX export whose label files name 3 labels for a graph that scores 2 (was: zip() ValueError)."""
     pytest.importorskip("onnxruntime")

@@ -4,6 +4,7 @@ and temp directories committed the same way (`atomic_dir` + `commit_dir`)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,7 +15,39 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tunelab.errors import BrokenFileError, UnwritableError
+from tunelab.errors import BrokenFileError, UnwritableError, first_line
+
+_REFUSED = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS)  # what making an entry in a folder may meet
+
+
+def cannot_create(error: OSError) -> str:
+    """Why a file or folder could not be made, said of the folder it was to go in: `nothing can be created in /proc:
+    No such file or directory` (the reason alone reads as if the place were only absent), else the system's reason."""
+    reason = error.strerror or first_line(error)
+    made = Path(error.filename) if isinstance(error.filename, str) else None
+    if made is not None and error.errno in _REFUSED and made.parent.is_dir():
+        return f"nothing can be created in {made.parent}: {reason}"
+    return reason
+
+
+def make_dirs(path: Path, flag: str) -> Path:
+    """`path` made with its parents, and a file can be created in it; or one line (UnwritableError) naming `flag`
+    (`output_dir: cannot write X: ...`), before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _probe(path)
+    except (FileExistsError, NotADirectoryError):
+        raise UnwritableError(f"{flag}: cannot write {path}: part of it is a file, not a directory") from None
+    except OSError as e:  # no permission, a read-only file system, a place that takes no files (/proc)
+        raise UnwritableError(f"{flag}: cannot write {path}: {cannot_create(e)}") from None
+    return path
+
+
+def _probe(folder: Path) -> None:
+    """A file made and removed in `folder`: the OSError a read-only or refused place raises, before any work."""
+    probe = folder / f".tunelab-probe-{os.getpid()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    probe.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
@@ -27,12 +60,14 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     except (FileExistsError, NotADirectoryError):
         raise UnwritableError(f"{path}: cannot be written: part of {path.parent} is a file, not a directory") \
             from None
+    except OSError as e:  # a parent that cannot be made: no permission, a place that takes no folders (/proc)
+        raise UnwritableError(f"{path}: cannot be written ({cannot_create(e)})") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
         tmp.replace(path)
     except OSError as e:  # no permission, no space, a place that takes no files (/proc)
-        raise UnwritableError(f"{path}: cannot be written ({e.strerror or e})") from None
+        raise UnwritableError(f"{path}: cannot be written ({cannot_create(e)})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -51,7 +86,8 @@ def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (),
                   what: str = "output") -> None:
     """Refuse, before any work is done, to write the file an option names (`paths[0]`) and the files written beside
     it (`paths[1:]`), as one line naming `flag`: one of the `inputs`, or an existing file an input directory holds,
-    always; a directory, or a path under a file, always; any other existing file unless `overwrite`."""
+    always; a directory, a path under a file, or in a folder that takes no new files (read-only, no permission),
+    always; any other existing file unless `overwrite`."""
     for path in map(Path, paths):
         target = path.resolve()
         for role, source, names in inputs:
@@ -65,6 +101,11 @@ def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (),
         parent = next((p for p in path.parents if p.exists()), None)
         if parent is not None and not parent.is_dir():
             raise UnwritableError(f"{flag}: {path} cannot be written: {parent} is a file, not a directory")
+        try:
+            if parent is not None:
+                _probe(parent)  # a read-only or refused folder, said before the work
+        except OSError as e:
+            raise UnwritableError(f"{flag}: {path} cannot be written: {cannot_create(e)}") from None
         if not overwrite and (path.exists() or path.is_symlink()):
             raise UnwritableError(f"{flag}: {path} exists; pass --overwrite to replace it")
 

@@ -20,7 +20,7 @@ from tunelab.data.load import load_splits, load_unlabeled
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
 from tunelab.data.row_spill import spill_rows
-from tunelab.errors import ConfigError, TunelabError, first_line
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
@@ -30,7 +30,7 @@ from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
-from tunelab.models.aliases import not_a_model_hint
+from tunelab.models.aliases import load_problem
 from tunelab.models.positions import check_positions, learned_position_limit
 from tunelab.models.segments import seed_untrained_segments
 from tunelab.models.student import STUDENT_LAYERS
@@ -112,8 +112,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     try:
         model, tokenizer = task.build_model(student.name if student else resolve_model(cfg.model), splits["train"])
     except (OSError, ValueError) as e:  # transformers: a hub id unreachable offline, no weights, an unknown type
-        raise ConfigError(f"config: model: cannot load {cfg.model}: {first_line(e)}{not_a_model_hint(cfg.model)}") \
-            from None
+        raise ConfigError(f"config: model: cannot load {cfg.model}: {load_problem(cfg.model, e)}") from None
     finally:
         if student is not None:
             student.cleanup()

@@ -4,22 +4,40 @@ The conversation is kept and rendered with the model's saved chat template each 
 token by token (transformers' TextIteratorStreamer, generation in a thread) and stops at the template's
 end-of-turn token. When the conversation no longer fits the model's context (prompt + max_new_tokens over
 max_position_embeddings) the oldest turns are left out of the prompt (the system message stays), with a
-note on stderr. `exit`, `quit`, end of input (Ctrl-D) or Ctrl-C end it; `/reset` starts over.
+note on stderr. `exit`, `quit`, end of input (Ctrl-D) or Ctrl-C end it; `/reset` starts over. Input is read as
+UTF-8 whatever the locale; a line that is not UTF-8 text is not sent, with a note naming its line and byte.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tunelab.errors import TunelabError
 from tunelab.export.save import load_model
 from tunelab.registry import TASKS
 from tunelab.tasks.generation import with_overrides
 from tunelab.tasks.streaming import fit_prompt, stream_reply
+from tunelab.text import unicode_problem
 
 EXIT_WORDS = ("exit", "quit")
+
+
+def read_line(stdin: Any, number: int) -> tuple[str, str | None]:
+    """(the next line of input, "" at its end; why it cannot be sent, or None): decoded as UTF-8 from the bytes beneath
+    `stdin` where it has them (the locale's codec made bad bytes unpaired surrogates, on which the tokenizer failed
+    with a traceback), `number` its line."""
+    raw = getattr(stdin, "buffer", None)
+    line = stdin.readline() if raw is None else raw.readline()
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return line.decode("utf-8", "replace"), (f"line {number} of the input is not UTF-8 text (byte "
+                                                     f"0x{line[exc.start]:02x} at column {exc.start + 1})")
+    problem = unicode_problem(line)
+    return line, (f"line {number} of the input: {problem}" if problem else None)
 
 
 def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int | None = None,
@@ -40,7 +58,7 @@ def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int 
     budget = positions - cfg.max_new_tokens if positions else None
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
-    replies = 0
+    replies = number = 0
     mode = f"sampling at temperature {cfg.temperature:g}" if cfg.do_sample else "greedy"
     stderr.write(f"chat with {model_dir} ({mode}, up to {cfg.max_new_tokens} new tokens). "
                  "exit, quit or Ctrl-D to leave; /reset starts over.\n")
@@ -48,10 +66,14 @@ def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int 
         while True:
             stdout.write(">>> ")
             stdout.flush()
-            line = stdin.readline()
+            number += 1
+            line, problem = read_line(stdin, number)
             if not line:  # end of input
                 stdout.write("\n")
                 break
+            if problem is not None:
+                stderr.write(f"({problem}; not sent)\n")
+                continue
             text = line.strip()
             if not text:
                 continue

@@ -133,7 +133,7 @@ def predict(
 ) -> None:
     """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...)."""
     from tunelab.api import load
-    from tunelab.data.readers import lines_table, read_rows
+    from tunelab.data.readers import lines_table, read_rows, stdin_lines
     from tunelab.io import Read, check_outputs, json_line, write_jsonl_atomic
     from tunelab.models.aliases import model_dir_of
     from tunelab.studies.ensemble import Ensemble
@@ -150,7 +150,7 @@ def predict(
         _rescore(model.task, sets, "predict")
     task = ensemble.task if ensemble is not None else model.task  # type: ignore[union-attr]
     if input_ == "-":
-        table = lines_table(sys.stdin.readlines(), "<stdin>", task.data.text_field)
+        table = lines_table(stdin_lines(sys.stdin), "<stdin>", task.data.text_field)
     else:
         table = read_rows(input_, task.data.text_field)
     rows_out = ensemble.predict(table, batch_size) if ensemble is not None else model.predict(table, batch_size)

@@ -1,11 +1,39 @@
-"""Dotted field paths of a nested config (`train.lr`), with nothing heavier than the standard library: the web UI
-uses them too, and it must not import torch (tunelab.config.run does, through the registries)."""
+"""Dotted field paths of a nested config (`train.lr`) and YAML read with each key once, with nothing heavier than
+PyYAML: the web UI uses them too, and it must not import torch (tunelab.config.run does, through the registries)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from tunelab.errors import ConfigError, option
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping (safe_load keeps the last silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key given twice in one mapping is an error (DuplicateKeyError)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if not isinstance(key, str):
+                continue  # (an unhashable key is the base loader's one-line error)
+            if key in seen:
+                raise DuplicateKeyError(None, None, f"duplicate key {key!r} (YAML keeps only the last)",
+                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_value(text: str) -> Any:
+    """The value a YAML (or JSON) text spells, as yaml.safe_load reads it; a key twice in one mapping raises
+    DuplicateKeyError (a yaml.YAMLError)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
 
 
 def within(inner: str, outer: str) -> bool:

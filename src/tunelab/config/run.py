@@ -19,7 +19,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from tunelab.config.fields import apply_override, within
+from tunelab.config.fields import DuplicateKeyError, apply_override, within, yaml_value
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError, option
@@ -108,7 +108,9 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"--set {pair!r}: expected key=value with a dotted key (e.g. train.lr=1e-4)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml_value(raw) if raw.strip() else ""
+        except DuplicateKeyError as exc:  # `--set 'data={train: a, train: b}'`: not the text of the value either
+            raise ConfigError(f"--set {pair!r}: {exc.problem}") from None
         except yaml.YAMLError:
             value = raw
         out.append((key.strip().split("."), value))
@@ -173,7 +175,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
     try:
-        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        loaded = yaml_value(text)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error(p, text, exc)) from None
     if loaded is None:
@@ -181,22 +183,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: the config must be a mapping of keys to values")
     return loaded
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, but a key given twice in one mapping is an error (safe_load keeps the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            if not isinstance(key, str):
-                continue  # (an unhashable key is the base loader's one-line error)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (YAML keeps only the last)",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.json_keys import duplicate_key, near_keys, surely_once, twice
 from tunelab.data.jsonl import (
     SHARED,
     decoded_lines,
@@ -36,7 +37,7 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise not_utf8(path, line, raw[exc.start], col) from None
+        raise not_utf8(path, line, raw[exc.start], col, raw[:2]) from None
     return text.removeprefix("\ufeff")
 
 
@@ -51,6 +52,8 @@ def _read_json(path: Path) -> list[Record]:
         except json.JSONDecodeError:
             obj = None  # not one object: read as JSON lines, whose reader names the first bad line
         if isinstance(obj, dict):
+            if (dup := duplicate_key(text, obj)) is not None:
+                raise DataError(str(path), 1, "json", twice(dup[1], dup[0]))
             return [] if obj.get("data") == [] else [Record(str(path), 1, obj)]
     if not text.lstrip().startswith("["):
         return read_jsonl(path)  # a .json file with one object per line
@@ -58,6 +61,8 @@ def _read_json(path: Path) -> list[Record]:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(str(path), exc.lineno, "json", f"invalid JSON ({exc.msg})") from None
+    if not surely_once(text, items, sum(map(len, (obj for obj in items if type(obj) is dict)))):
+        return list(iter_json_array(path))  # a key twice: named at its item, as the streamed parse names it
     out = []
     for i, obj in enumerate(items, start=1):
         if not isinstance(obj, dict):
@@ -247,6 +252,24 @@ def read_rows(path: str | Path, field: str) -> Table:
     return read_table(p)
 
 
+def stdin_lines(stream: Any, source: str = "<stdin>") -> list[str]:
+    """The lines of standard input (`predict --input -`), each decoded as UTF-8 as a file's are (`decoded_lines`: a
+    BOM dropped, bad bytes named by line and column), not read through the locale's codec (which made them unpaired
+    surrogates, or a UnicodeDecodeError); a stream without bytes beneath it (`io.StringIO`) as it reads."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        return list(stream.readlines())
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise not_utf8(Path(source), number, line[exc.start], exc.start + 1, line if number == 1 else b"") \
+                from None
+        lines.append(text.removeprefix("\ufeff") if number == 1 else text)
+    return lines
+
+
 def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
     """Rows to label, one per non-blank line (`predict --input -`, a .txt file for predict): a line that starts
     with `{` is a JSON object (JSONL), any other line the text of `field`. A lone "\r" (old Mac files) ends a line
@@ -260,6 +283,8 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
                 obj = json.loads(line)  # valid JSON that starts with { is an object
             except json.JSONDecodeError as e:
                 raise DataError(source, number, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            if line.count(":") != len(obj) and (dup := duplicate_key(line, obj, near_keys(obj))) is not None:
+                raise DataError(source, number, None, twice(dup[1], dup[0]))
             records.append(Record(source, number, obj))
         else:
             records.append(Record(source, number, {field: line}))

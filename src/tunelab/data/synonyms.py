@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from tunelab.data.json_keys import duplicate_key, twice
 from tunelab.errors import DataError
 from tunelab.text import is_cjk
 
@@ -44,6 +45,8 @@ def _parse_json(path: Path, text: str) -> dict[str, list[str]]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(str(path), exc.lineno, "synonyms", f"invalid JSON ({exc.msg})") from None
+    if (dup := duplicate_key(text, obj)) is not None:  # a word's synonyms given twice: json.loads keeps the last
+        raise DataError(str(path), None, "synonyms", twice(dup[1], dup[0]))
     out = {}
     for word, syns in obj.items():
         if isinstance(syns, str):

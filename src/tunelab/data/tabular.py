@@ -148,6 +148,18 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
     return header, records()
 
 
+def _unique_columns(path: Path, names: list[str]) -> list[str]:
+    """`names`, or a DataError naming one given twice (Parquet and Arrow allow it; a row, a dict, would keep only
+    the last column's value)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(str(path), None, name, "duplicate column name: a row would keep only the last column's "
+                            "value; give each column its own name")
+        seen.add(name)
+    return names
+
+
 def iter_parquet(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Iterator[Record]]:
     """(the columns, the rows one record batch at a time): a large Parquet file is never held whole."""
     try:
@@ -165,7 +177,7 @@ def iter_parquet(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Itera
         except (OSError, pa.ArrowException) as exc:  # a damaged page or row group (pyarrow's IOError is OSError)
             raise DataError(str(path), number + 1, None, f"cannot read Parquet: {exc}") from None
 
-    return list(source.schema_arrow.names), records()
+    return _unique_columns(path, list(source.schema_arrow.names)), records()
 
 
 def _arrow_batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
@@ -224,6 +236,8 @@ def iter_arrow(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Iterato
             raise DataError(str(f), None, None, f"cannot read: {exc}") from None
 
     schemas = [opened(f)[0] for f in files]
+    for f, schema in zip(files, schemas, strict=True):
+        _unique_columns(f, schema.names)
     try:
         names = pa.unify_schemas(schemas, promote_options="default").names
     except (pa.ArrowException, ValueError) as exc:

@@ -26,12 +26,12 @@ import torch
 import transformers
 from peft import PeftModel
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import check_output, commit, replacing, run_reads, staged
 from tunelab.export.parity import ParityError
-from tunelab.export.save import META_FILE
+from tunelab.export.save import META_FILE, load_tokenizer
 from tunelab.io import Read, read_json
 from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name
@@ -217,7 +217,7 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4,
                                      *run_reads(run)], overwrite)
     if replaced:
         say(replacing("export", output, replaced))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
     two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
     inputs = sample_inputs(tokenizer, pair=two_segments)

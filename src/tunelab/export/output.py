@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
-from tunelab.io import Read, atomic_dir, commit_dir, write_json_atomic
+from tunelab.io import Read, atomic_dir, cannot_create, commit_dir, write_json_atomic
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES
 
 MANIFEST = "tunelab-files.json"
@@ -143,7 +143,7 @@ def staged(output: Path) -> Iterator[Path]:
     try:
         tmp = atomic_dir(output)
     except OSError as e:
-        raise TunelabError(f"--output: cannot write {output}: {e.strerror or e}") from None
+        raise TunelabError(f"--output: cannot write {output}: {cannot_create(e)}") from None
     try:
         yield tmp
     finally:

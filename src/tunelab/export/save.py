@@ -112,6 +112,34 @@ def load_gguf(task: Task, path: Path) -> torch.nn.Module:
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
+RESTORE = "pass RUN_DIR/model as tunelab wrote it"
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer of a tunelab model directory; one line (TunelabError) naming the file that is missing where one
+    is: tokenizer_config.json (`save_pretrained` always writes it: without it a tokenizer loads without its special
+    tokens, a chat model's end of turn among them) or tokenizer.json (the vocabulary, where no other file holds it)
+    — not transformers' "Couldn't instantiate the backend tokenizer"."""
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); {RESTORE}")
+    if not (path / TOKENIZER_FILES[1]).is_file():
+        raise TunelabError(f"{path / TOKENIZER_FILES[1]}: missing: without it the tokenizer would load without its "
+                           f"special tokens; {RESTORE}")
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        if not (path / TOKENIZER_FILES[0]).is_file():  # the vocabulary, where no other file holds it
+            raise TunelabError(f"{path / TOKENIZER_FILES[0]}: missing: the tokenizer cannot be loaded without it; "
+                               f"{RESTORE}") from None
+        raise TunelabError(f"{path}: cannot load the tokenizer: {first_line(e)}") from None
+
+
+def check_chat_template(task: Any, tokenizer: Any, path: Path) -> None:
+    """A chat model's tokenizer must have its chat template (chat_template.jinja, written with it; in
+    tokenizer_config.json before transformers 5): without it every conversation fails in transformers."""
+    if getattr(task, "generates_replies", False) and not getattr(tokenizer, "chat_template", None):
+        raise TunelabError(f"{path / 'chat_template.jinja'}: missing: a chat model's conversations are rendered with "
+                           f"it; {RESTORE}")
 
 
 def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
@@ -120,18 +148,17 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     path = model_dir_of(model_dir)
     meta = _meta_of(path)
     task = _task_of(path, meta)
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise TunelabError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES[:2])}); pass RUN_DIR/model as tunelab "
-                           "wrote it")
     check_labels(task, path)
     fmt = (meta.get("export") or {}).get("format") if isinstance(meta.get("export"), dict) else None
     weights = EXPORT_FILES.get(fmt)
     if weights is not None and not (path / weights).is_file():
         raise TunelabError(f"{path}: no {weights} (the model of this `tunelab export --format {fmt}` directory); "
                            "export the run again")
+    tokenizer = load_tokenizer(path)  # before the weights: one line naming a tokenizer file that is missing
     try:
-        task, module, tokenizer = _load_model(task, path, meta)
+        task, module = _load_model(task, path, meta)
         module.tunelab_dir = path  # what a NaN output names (evaluation.evaluate.logits_for)
+        check_chat_template(task, tokenizer, path)  # (after the weights: a damaged GGUF file is named first)
         return task, module, tokenizer
     except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be
         raise TunelabError(f"{path}: cannot load the model: {first_line(e)}") from None
@@ -153,8 +180,7 @@ def check_labels(task: Any, path: Path) -> None:
                            f"{len(id2label)} (the model's head); the two files do not belong together")
 
 
-def _load_model(task: Any, path: Path, meta: dict[str, Any]) -> tuple[Any, torch.nn.Module, Any]:
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+def _load_model(task: Any, path: Path, meta: dict[str, Any]) -> tuple[Any, torch.nn.Module]:
     if (path / ONNX_FILE).is_file():  # `tunelab export --format onnx`: run by onnxruntime
         module = OnnxModule(path / ONNX_FILE)
         width = {o.name: o.shape[-1] for o in module.session.get_outputs() if o.shape}.get("logits")
@@ -162,18 +188,18 @@ def _load_model(task: Any, path: Path, meta: dict[str, Any]) -> tuple[Any, torch
         if isinstance(width, int) and isinstance(labels, list) and labels and width != len(labels):
             raise TunelabError(f"{path}: {META_FILE} lists {len(labels)} labels but {ONNX_FILE} scores {width}; "
                                "export the run again")
-        return task, module, tokenizer
+        return task, module
     if (path / GGUF_FILE).is_file():  # `tunelab export --format gguf`: dequantised by transformers
-        return task, load_gguf(task, path), tokenizer
+        return task, load_gguf(task, path)
     if (path / TORCH_FILE).is_file():  # `tunelab export --format torch --quantize int8`: torchao
-        return task, load_int8(task, path), tokenizer
+        return task, load_int8(task, path)
     if meta.get("pruned_heads"):  # `tunelab compress --prune heads`: cut as recorded, then read the smaller weights
         model = getattr(transformers, task.auto_model_class).from_config(transformers.AutoConfig.from_pretrained(
             str(path)))
         load_safetensors(apply_pruned_heads(model, meta["pruned_heads"]), str(path / "model.safetensors"))
-        return task, task.optimize(model.eval()), tokenizer
+        return task, task.optimize(model.eval())
     model = load_head(task.auto_model_class, str(path))  # the instance's: pretrain sets it per objective
     if (path / PROMPT_ADAPTER / "adapter_config.json").is_file():  # prefix / prompt tuning: base + virtual tokens
 
         model = PeftModel.from_pretrained(model, str(path / PROMPT_ADAPTER))
-    return task, task.optimize(model), tokenizer
+    return task, task.optimize(model)

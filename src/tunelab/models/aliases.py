@@ -94,6 +94,16 @@ def not_a_model_hint(name: str) -> str:
     return f"; a run's tuned model is {run / 'model'}" if (run / "model" / "config.json").is_file() else ""
 
 
+def load_problem(name: str, error: BaseException) -> str:
+    """What to say after "cannot load NAME: " when loading it raised `error`: a model folder's missing tokenizer.json
+    by its path (transformers says "Couldn't instantiate the backend tokenizer"), else the error's first line."""
+    folder = Path(name).expanduser()
+    if ("tokenizer" in str(error).lower() and (folder / "config.json").is_file()
+            and not (folder / "tokenizer.json").is_file()):
+        return f"{folder / 'tokenizer.json'} is missing: the tokenizer cannot be loaded without it"
+    return f"{first_line(error)}{not_a_model_hint(name)}"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
 
@@ -107,7 +117,7 @@ def load_named(option: str, name: str, load: Callable[[str], T]) -> T:
     try:
         return load(resolve_model(name))
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{option}: cannot load {name}: {first_line(e)}{not_a_model_hint(name)}") from None
+        raise ConfigError(f"{option}: cannot load {name}: {load_problem(name, e)}") from None
 
 
 def resolve_model(name: str) -> str:

@@ -79,12 +79,15 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
     from peft import PeftModel
 
     from tunelab.export.merge import base_error, check_adapter, reading_weights
-    from tunelab.export.save import load_task
+    from tunelab.export.save import check_chat_template, load_task, load_tokenizer
     from tunelab.models.decoder_heads import load_head
     from tunelab.models.segments import reseed_as_trained
 
     adapters = [check_adapter(r / ADAPTER, r / "model", needs="tunelab serve") for r in runs]
     tasks = [load_task(r / "model") for r in runs]
+    tokenizers = [load_tokenizer(r / "model") for r in runs]  # a file missing: one line, before the base loads
+    for run, task, tokenizer in zip(runs, tasks, tokenizers, strict=True):
+        check_chat_template(task, tokenizer, run / "model")
     config = transformers.AutoConfig.from_pretrained(str(runs[0] / "model"))  # the head's shape, as trained
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialised head": the adapters carry the trained heads
@@ -102,6 +105,5 @@ def load_group(runs: list[Path], names: list[str]) -> list[Model]:
             peft.load_adapter(str(adapter.path), adapter_name=name)
     peft.eval()
     lock = threading.RLock()
-    return [Model(run / "model", task, AdapterView(peft, name, lock),  # type: ignore[arg-type]
-                  transformers.AutoTokenizer.from_pretrained(str(run / "model")))
-            for run, task, name in zip(runs, tasks, names, strict=True)]
+    return [Model(run / "model", task, AdapterView(peft, name, lock), tokenizer)  # type: ignore[arg-type]
+            for run, task, name, tokenizer in zip(runs, tasks, names, tokenizers, strict=True)]

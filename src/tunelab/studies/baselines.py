@@ -39,7 +39,7 @@ from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
 from tunelab.data.report import DataReport
 from tunelab.errors import TunelabError
-from tunelab.io import write_json_atomic
+from tunelab.io import make_dirs, write_json_atomic
 from tunelab.registry import TASKS
 from tunelab.studies import zero_shot
 from tunelab.studies.ngram_lm import CharNgramLM
@@ -238,6 +238,8 @@ def run_baselines(cfg: RunConfig, zero_shot_model: str | None = None, embedding_
     if family is None:
         able = ", ".join(TASKS.names(lambda cls: cls.baselines is not None))
         raise TunelabError(f"baseline: no baselines for task {name!r} ({able})")
+    if write:  # before the work: a place that takes no files is said at once
+        make_dirs(Path(cfg.output_dir), "output_dir")
     t0 = time.perf_counter()
     task = TASKS.get(name)(cfg.task, cfg.data)
     splits = load_splits(cfg.data, task, cfg.train.seed, DataReport())
@@ -257,9 +259,7 @@ def run_baselines(cfg: RunConfig, zero_shot_model: str | None = None, embedding_
         _language_model(splits, result, ngram_order)
     result["meta"]["wall_s"]["total"] = round(time.perf_counter() - t0, 2)
     if write:
-        out = Path(cfg.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "baselines.json", result)
+        write_json_atomic(make_dirs(Path(cfg.output_dir), "output_dir") / "baselines.json", result)
     return result
 
 

@@ -27,7 +27,7 @@ from rich.table import Table as RichTable
 from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError
-from tunelab.io import write_bytes_atomic, write_json_atomic
+from tunelab.io import make_dirs, write_bytes_atomic, write_json_atomic
 from tunelab.pipeline import run
 from tunelab.plots import lines
 from tunelab.registry import TASKS
@@ -75,8 +75,7 @@ def _headline(metrics: dict[str, Any]) -> tuple[str, float]:
 def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
     """Train one run per fraction; returns (and writes to OUTPUT_DIR/curve/curve.json, with curve.png) the
     validation headline metric at each fraction."""
-    root = Path(cfg.output_dir) / "curve"
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_dirs(Path(cfg.output_dir) / "curve", "output_dir")
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
     splits = load_splits(cfg.data, task, cfg.train.seed)  # the hold-out a normal run with this seed makes
     if "validation" not in splits:
@@ -94,8 +93,7 @@ def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
          f"({'stratified by label' if stratified else 'not stratified'}), seed {cfg.train.seed} → {root}")
     points, metric = [], None
     for f in fractions:
-        out = root / f"frac-{f:g}"
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_dirs(root / f"frac-{f:g}", "output_dir")
         write_rows(out / "train.jsonl", [rows[i] for i in subsets[f]])
         _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
         metrics = run(sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation),

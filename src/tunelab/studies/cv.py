@@ -29,7 +29,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError
-from tunelab.io import write_json_atomic, write_jsonl_atomic
+from tunelab.io import make_dirs, write_json_atomic, write_jsonl_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
 from tunelab.registry import TASKS
@@ -82,7 +82,7 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
     """Train `folds` runs; returns (and writes to OUTPUT_DIR/cv/cv.json) per-fold and mean ± std metrics."""
     if folds < 2:
         raise ConfigError(f"cv: --folds must be at least 2, got {folds}")
-    root = Path(cfg.output_dir) / "cv"
+    root = make_dirs(Path(cfg.output_dir) / "cv", "output_dir")  # a place that takes no files: said at once
     if cfg.data.validation:
         _say(f"cv: data.validation ({cfg.data.validation}) is ignored: each fold validates on its held-out part")
     # the rows a normal run would train on, with nothing held out: read, clean, dedup (also against data.test)
@@ -96,8 +96,7 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
          f"seed {cfg.train.seed} → {root}")
     per_fold = []
     for k, (train_idx, held_idx) in enumerate(splits, start=1):
-        out = root / f"fold-{k}"
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_dirs(root / f"fold-{k}", "output_dir")
         write_rows(out / "train.jsonl", [rows[i] for i in train_idx])
         write_rows(out / "validation.jsonl", [rows[i] for i in held_idx])
         files = {"train": str(out / "train.jsonl"), "validation": str(out / "validation.jsonl")}

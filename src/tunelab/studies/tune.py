@@ -31,7 +31,7 @@ from rich.table import Table as RichTable
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
 from tunelab.errors import ConfigError, TunelabError, first_line, require
-from tunelab.io import write_json_atomic
+from tunelab.io import make_dirs, write_json_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
 from tunelab.training.run_dir import finish_run_dir
@@ -105,7 +105,7 @@ def storage_url(storage: str | Path) -> str:
     if "://" in text:
         return text
     path = Path(text).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, "--storage")
     return f"sqlite:///{path}"
 
 
@@ -130,8 +130,7 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say it
-    root = Path(cfg.output_dir) / "tune"
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_dirs(Path(cfg.output_dir) / "tune", "output_dir")
     url = storage_url(storage if storage is not None else root / "study.db")
     name = study_name or DEFAULT_STUDY
     home = study_home(root, name)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tunelab.errors import TunelabError, option
-from tunelab.io import write_text_atomic
+from tunelab.io import cannot_create, write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
 
@@ -151,7 +151,7 @@ class RunDirLock:
             self.out.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise TunelabError(f"output_dir: cannot write {self.out}: {e.strerror or e}") from None
+            raise TunelabError(f"output_dir: cannot write {self.out}: {cannot_create(e)}") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,0 +1,83 @@
+"""An output that cannot be written — a place that takes no files (/proc), a read-only folder — is one line naming
+the option and the path and where nothing can be created, exit code 2, before any work: for --output, --report and
+output_dir alike (was: `/proc/x: No such file or directory`, naming neither the option nor what was to be written,
+and baseline only after all its work)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def work(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny classifier folder (`model`: an untrained head), rows and a config training from tiny_bert."""
+    root = tmp_path_factory.mktemp("unwritable")
+    shutil.copytree(tiny_bert, root / "model")
+    (root / "model" / "tunelab.json").write_text(json.dumps({"task": {"name": "classification"}, "data": {},
+                                                             "labels": ["LABEL_0", "LABEL_1"]}), encoding="utf-8")
+    rows = write_jsonl(root / "rows.jsonl", sentiment_rows(12))
+    (root / "run.yaml").write_text(f"task: classification\nmodel: {tiny_bert}\ndata:\n  train: {rows}\n",
+                                   encoding="utf-8")
+    return root
+
+
+def _one_line(args: list[object], said: str) -> None:
+    res = runner.invoke(app, [str(a) for a in args])
+    out = res.output.strip()
+    assert res.exit_code == 2, (args, out)
+    assert "Traceback" not in out and len(out.splitlines()) == 1, (args, out)
+    assert out.startswith(f"error: {said}"), (args, out)
+
+
+def _cases(work: Path, place: Path) -> list[tuple[list[object], str]]:
+    """Each command's way to name where it writes, at `place` (a folder nothing can be created in, or under one)."""
+    rows, config = work / "rows.jsonl", work / "run.yaml"
+    return [
+        (["predict", work / "model", "--input", rows, "--output", place / "out.jsonl"],
+         f"--output: {place / 'out.jsonl'} cannot be written: nothing can be created in "),
+        (["eval", work / "model", "--data", rows, "--report", place / "r.html"],
+         f"--report: {place / 'r.html'} cannot be written: nothing can be created in "),
+        (["data", "augment", rows, "--set", "data.augment.ops=[delete,swap]", "--output", place / "a.jsonl"],
+         f"--output: {place / 'a.jsonl'} cannot be written: nothing can be created in "),
+        (["train", config, "--set", f"output_dir={place}"], f"output_dir: cannot write {place}: nothing can be "
+                                                            "created in "),
+        (["baseline", config, "--set", f"output_dir={place}"], f"output_dir: cannot write {place}: nothing can be "
+                                                               "created in "),
+        (["cv", config, "--set", f"output_dir={place}"], f"output_dir: cannot write {place / 'cv'}: nothing can be "
+                                                         "created in "),
+        (["curve", config, "--set", f"output_dir={place}"], f"output_dir: cannot write {place / 'curve'}: nothing "
+                                                            "can be created in "),
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_place_that_takes_no_files(work: Path) -> None:
+    for args, said in _cases(work, Path("/proc/tunelab-out")):
+        _one_line(args, said + "/proc: No such file or directory")
+
+
+def test_a_read_only_folder(work: Path, tmp_path: Path) -> None:
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if os.access(read_only, os.W_OK):  # root, with CAP_DAC_OVERRIDE, writes anywhere
+            pytest.skip("this user can write into a read-only folder")
+        for args, said in _cases(work, read_only):
+            _one_line(args, said + f"{read_only}: Permission denied")
+        for args, said in _cases(work, read_only / "sub"):  # a folder that would be made in it
+            _one_line(args, said + f"{read_only}: Permission denied")
+        assert not list(read_only.iterdir())
+    finally:
+        read_only.chmod(0o755)
