@@ -202,7 +202,7 @@ def test_cli_baseline(sentiment_files: tuple[Path, Path], tmp_path: Path) -> Non
 
     for bad_args, message in [
         (["baseline", "--set", "task=classification", "--set", "model=minilm", "--set", "data.trian=x.jsonl"],
-         "error: config: data.trian: unknown key"),
+         "error: --set data.trian: unknown key"),
         ([*args, "--analyzer", "bpe"], "error: baseline: analyzer must be one of auto, word, char"),
         ([*args, "--label-descriptions", str(tmp_path / "missing.json")], "label descriptions file not found"),
         (["baseline", "--set", "task=ner", "--set", "model=minilm", "--set", f"data.train={train}"],

@@ -101,6 +101,6 @@ def test_qlora_without_gpu_is_a_config_error(tiny_llama: Path, tmp_path: Path) -
                                    "--set", f"data.train={train}", "--set", "method=qlora"])
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: config: method: qlora needs a CUDA GPU and bitsandbytes "
+    assert len(lines) == 1 and lines[0].startswith("error: --set method: qlora needs a CUDA GPU and bitsandbytes "
                                                    "(found: no CUDA GPU, "), lines
     assert lines[0].endswith("; use lora on CPU (GPU: pip install 'tunelab[qlora]')")
