@@ -185,19 +185,27 @@ def test_truncated_gguf(tiny_llama: Path, tmp_path: Path) -> None:
     _one_line(["eval", model, "--data", chats], said)
 
 
-def test_damaged_adapters_for_merge(lora_run: Path, tmp_path: Path) -> None:
-    """export --merge with the adapter weights missing (was: HFValidationError), adapter_config.json cut (was:
-    JSONDecodeError), the weights cut (was: SafetensorError), the base model's folder gone (was: "Repo id must be in
-    the form ...")."""
+def _damaged_adapters(lora_run: Path, tmp_path: Path, *bases: str) -> tuple[Path, Path, Path, list[Path]]:
+    """Copies of a LoRA run: adapter weights missing, adapter_config.json cut, weights cut; and `bases` copies whose
+    adapter names a base model that is gone."""
     missing = _copy(lora_run, tmp_path / "missing")
     (missing / "adapter" / "adapter_model.safetensors").unlink()
     config = _copy(lora_run, tmp_path / "config")
     _cut(config / "adapter" / "adapter_config.json", 100)
     weights = _copy(lora_run, tmp_path / "weights")
     _cut(weights / "adapter" / "adapter_model.safetensors", 0.3)
-    base = _copy(lora_run, tmp_path / "base")
-    _edit_json(base / "adapter" / "adapter_config.json", base_model_name_or_path=str(tmp_path / "gone"))
-    _edit_json(base / "model" / "tunelab.json", base_model=str(tmp_path / "gone"))
+    gone = [_copy(lora_run, tmp_path / name) for name in bases]
+    for run in gone:
+        _edit_json(run / "adapter" / "adapter_config.json", base_model_name_or_path=str(tmp_path / "gone"))
+        _edit_json(run / "model" / "tunelab.json", base_model=str(tmp_path / "gone"))
+    return missing, config, weights, gone
+
+
+def test_damaged_adapters_for_merge(lora_run: Path, tmp_path: Path) -> None:
+    """export --merge with the adapter weights missing (was: HFValidationError), adapter_config.json cut (was:
+    JSONDecodeError), the weights cut (was: SafetensorError), the base model's folder gone (was: "Repo id must be in
+    the form ...")."""
+    missing, config, weights, (base,) = _damaged_adapters(lora_run, tmp_path, "base")
     for run, said in ((missing, "missing/adapter: no adapter weights (adapter_model.safetensors"),
                       (config, "config/adapter/adapter_config.json: not valid JSON"),
                       (weights, "weights/adapter/adapter_model.safetensors: cannot read the adapter weights "
@@ -218,16 +226,7 @@ def test_damaged_adapters_for_serve(lora_run: Path, tmp_path: Path) -> None:
     from tunelab.serve.models import served_models
 
     good = _copy(lora_run, tmp_path / "good")
-    missing = _copy(lora_run, tmp_path / "missing")
-    (missing / "adapter" / "adapter_model.safetensors").unlink()
-    config = _copy(lora_run, tmp_path / "config")
-    _cut(config / "adapter" / "adapter_config.json", 100)
-    weights = _copy(lora_run, tmp_path / "weights")
-    _cut(weights / "adapter" / "adapter_model.safetensors", 0.3)
-    bases = [_copy(lora_run, tmp_path / name) for name in ("base", "base-too")]  # one base, both runs: shared
-    for run in bases:
-        _edit_json(run / "adapter" / "adapter_config.json", base_model_name_or_path=str(tmp_path / "gone"))
-        _edit_json(run / "model" / "tunelab.json", base_model=str(tmp_path / "gone"))
+    missing, config, weights, bases = _damaged_adapters(lora_run, tmp_path, "base", "base-too")  # one base: shared
     for runs, said in (((good, missing), "missing/adapter: no adapter weights (adapter_model.safetensors or "
                                          "adapter_model.bin); tunelab serve needs the adapter as training wrote it"),
                        ((config, good), "config/adapter/adapter_config.json: not valid JSON"),
