@@ -53,6 +53,12 @@ def flat_fields(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def override_name(key: str) -> str:
+    """A dotted-key override as the caller gave it, for an error's prefix: `--set train.lr` on the command line,
+    `config: train.lr` in the Python API."""
+    return option(f"--set {key}", f"config: {key}")
+
+
 def apply_override(tree: dict, path: list[str], value: Any) -> None:
     """tree[a][b][c] = value for the dotted path [a, b, c], sections made as needed (`--set`, the web UI's form);
     a value where a section would go is one line (ConfigError), as is `task: sft` made `{name: sft}` first."""
@@ -64,8 +70,7 @@ def apply_override(tree: dict, path: list[str], value: Any) -> None:
         if child is None:
             child = {}
         if not isinstance(child, dict):
-            key = ".".join(path)
-            raise ConfigError(f"{option(f'--set {key}', f'config: {key}')}: {'.'.join(path[: i + 1])} is not a section")
+            raise ConfigError(f"{override_name('.'.join(path))}: {'.'.join(path[: i + 1])} is not a section")
         node[part] = child
         node = child
     node[path[-1]] = value

@@ -19,10 +19,10 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from tunelab.config.fields import DuplicateKeyError, apply_override, within, yaml_value
+from tunelab.config.fields import DuplicateKeyError, apply_override, override_name, within, yaml_value
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
-from tunelab.errors import ConfigError, option
+from tunelab.errors import ConfigError
 from tunelab.models.aliases import ALIASES, check_model_name
 from tunelab.models.student import STUDENT_LAYERS, parse_layers
 from tunelab.registry import METHODS, TASKS
@@ -207,8 +207,7 @@ def configured(data: dict[str, Any], overrides: list[tuple[list[str], Any]], pat
         if field is None:
             raise
         if any(within(field[1], k) or within(k, field[1]) for k in overridden):
-            prefix = option(f"--set {field[1]}", f"config: {field[1]}")
-            raise ConfigError(f"{prefix}: {str(exc)[field.end():]}") from None
+            raise ConfigError(f"{override_name(field[1])}: {str(exc)[field.end():]}") from None
         if path is None:
             raise
         known = _key_lines(Path(path))
