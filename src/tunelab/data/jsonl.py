@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,12 +28,18 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, decoded one at a time (a large file is never held whole, nor all its lines),
     a UTF-8 BOM dropped; bad bytes named by line and column."""
     with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"") from None
-            yield number, (line.removeprefix("\ufeff") if number == 1 else line)
+        yield from utf8_lines(f, path)
+
+
+def utf8_lines(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of bytes (a file's, standard input's) decoded as UTF-8, a BOM dropped from
+    the first; bad bytes named by line and column of `path`."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"") from None
+        yield number, (line.removeprefix("\ufeff") if number == 1 else line)
 
 
 def iter_jsonl(path: Path) -> Iterator[Record]:

@@ -23,6 +23,7 @@ from tunelab.data.jsonl import (
     json_shape,
     not_utf8,
     read_jsonl,
+    utf8_lines,
 )
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
@@ -259,15 +260,7 @@ def stdin_lines(stream: Any, source: str = "<stdin>") -> list[str]:
     raw = getattr(stream, "buffer", None)
     if raw is None:
         return list(stream.readlines())
-    lines = []
-    for number, line in enumerate(raw, start=1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise not_utf8(Path(source), number, line[exc.start], exc.start + 1, line if number == 1 else b"") \
-                from None
-        lines.append(text.removeprefix("\ufeff") if number == 1 else text)
-    return lines
+    return [line for _, line in utf8_lines(raw, Path(source))]
 
 
 def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
