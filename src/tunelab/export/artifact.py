@@ -25,7 +25,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
-from tunelab.export.output import check_output, commit, replacing, run_reads, staged
+from tunelab.export.output import claim, commit, run_reads, staged
 from tunelab.export.parity import Gate, ParityError, check, headline, measure, measure_fp32
 from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8, quantize_int8, require_torchao, save_int8
@@ -33,7 +33,6 @@ from tunelab.io import Read, dir_bytes, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
-from tunelab.progress import say
 from tunelab.tasks.base import Task
 
 REPORT_FILE = "report.json"
@@ -130,9 +129,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         raise TunelabError(f"export --format {fmt}: task {task.cfg.name} does not export to {fmt} "
                            f"({', '.join(task.export_formats) or 'no format yet'})")
     output = Path(output) if output is not None else _default_output(model_dir, run, fmt, quantize)
-    replaced = check_output(output, inputs_of(model_dir, run, data), overwrite)
-    if replaced:
-        say(replacing("export", output, replaced))
+    replaced = claim("export", output, inputs_of(model_dir, run, data), overwrite)
     examples, source = labelled_rows(task, run, data)
     if not examples:
         raise TunelabError(f"{source}: no labelled rows to check the export on")
@@ -148,7 +145,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         rows = build(task, module, tokenizer, examples, features, tmp, quantize, model_dir, batch_size)
         del module
         refused = gate_and_commit("export", tmp, output, rows, gate, force, source, loss=fmt == "gguf",
-                                  replaced=replaced if overwrite else None)
+                                  replaced=replaced)
     return ExportResult(output, rows, refused, source)
 
 

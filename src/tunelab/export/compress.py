@@ -22,7 +22,7 @@ from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import run_splits
 from tunelab.errors import TunelabError
 from tunelab.export.artifact import ExportResult, gate_and_commit, inputs_of, labelled_rows, locate_model
-from tunelab.export.output import check_output, replacing, staged
+from tunelab.export.output import claim, staged
 from tunelab.export.parity import Gate, measure_fp32
 from tunelab.export.prune import (
     apply_pruned_heads,
@@ -36,7 +36,6 @@ from tunelab.export.prune import (
 )
 from tunelab.export.save import META_FILE, load_model
 from tunelab.io import read_json, write_json_atomic
-from tunelab.progress import say
 from tunelab.training import engine
 
 IMPORTANCE_ROWS = 512  # training rows whose gradients score the heads
@@ -54,9 +53,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     if run is None or not (run / "config.yaml").is_file():
         raise TunelabError(f"{path}: compress needs the run directory (its config.yaml names the training data)")
     output = Path(output) if output is not None else run / "exports" / f"{kind}-{fraction:g}"
-    replaced = check_output(output, inputs_of(model_dir, run, data, "the model it compresses"), overwrite)
-    if replaced:
-        say(replacing("compress", output, replaced))
+    replaced = claim("compress", output, inputs_of(model_dir, run, data, "the model it compresses"), overwrite)
     cfg = build_config(read_config_file(run / "config.yaml"))
     task, module, tokenizer = load_model(model_dir)
     splits = run_splits(run, cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's
@@ -103,7 +100,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
         row.update({k: v for k, v in record.items() if k in ("heads_before", "heads_after", "sparsity")})
         rows = [original, row]
         refused = gate_and_commit("compress", tmp, output, rows, gate, force, source, compress=record,
-                                  replaced=replaced if overwrite else None)
+                                  replaced=replaced)
     return ExportResult(output, rows, refused, source)
 
 

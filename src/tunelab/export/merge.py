@@ -29,14 +29,13 @@ from safetensors import SafetensorError
 from transformers import AutoConfig
 
 from tunelab.errors import ConfigError, TunelabError, first_line
-from tunelab.export.output import check_output, commit, replacing, run_reads, staged
+from tunelab.export.output import claim, commit, run_reads, staged
 from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE, load_tokenizer
 from tunelab.io import Read, read_json
 from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name
 from tunelab.models.segments import reseed_as_trained
-from tunelab.progress import say
 from tunelab.registry import TASKS
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
@@ -213,10 +212,8 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4,
     adapter, model_dir = locate(path)
     output = Path(output) if output is not None else adapter.parent / "merged"
     run = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
-    replaced = check_output(output, [Read("the run it merges", adapter), Read("the run it merges", model_dir),
-                                     *run_reads(run)], overwrite)
-    if replaced:
-        say(replacing("export", output, replaced))
+    replaced = claim("export", output, [Read("the run it merges", adapter), Read("the run it merges", model_dir),
+                                        *run_reads(run)], overwrite)
     tokenizer = load_tokenizer(model_dir)
     peft_model, auto, base = load_adapter_model(adapter, model_dir)
     two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
@@ -238,5 +235,5 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4,
         if saved > tolerance:
             raise ParityError(f"export --merge: {model_dir} differs from base + adapter by {saved:.3g} (max "
                               f"|Δlogit|) > tolerance {tolerance:g} (base {base} changed?); nothing written")
-        commit(tmp, output, replaced if overwrite else None)
+        commit(tmp, output, replaced)
     return MergeReport(output, adapter, base, diff, saved, len(inputs))

@@ -24,6 +24,7 @@ from pathlib import Path
 from tunelab import __version__
 from tunelab.errors import TunelabError
 from tunelab.io import Read, atomic_dir, cannot_create, commit_dir, write_json_atomic
+from tunelab.progress import say
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES
 
 MANIFEST = "tunelab-files.json"
@@ -132,6 +133,15 @@ def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20)
     total = sum(counts.values())
     return (f"{verb}: --overwrite: {output} will be replaced whole, with what tunelab did not write in it: {named}; "
             f"{total} file{'s' * (total != 1)} in all")
+
+
+def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> list[str] | None:
+    """`check_output`, and before any work the line on stderr that says what --overwrite replaces there
+    (`replacing`); returns what `commit` takes as `replaced` (None without --overwrite)."""
+    replaced = check_output(output, inputs, overwrite)
+    if replaced:
+        say(replacing(verb, output, replaced))
+    return replaced if overwrite else None
 
 
 @contextmanager
