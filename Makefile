@@ -28,9 +28,6 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
-	@# a small CJK font (~5 MB) so Chinese labels render in report plots; needs apt-get and root, else a note
-	@fc-list 2>/dev/null | grep -qiE 'wqy|noto sans cjk|droid sans fallback' || $(call APT_GET,fonts-wqy-microhei) \
-	  || echo "note: no CJK font installed; Chinese text in report plots draws as boxes"
 
 minilm smollm2 zh: install
 

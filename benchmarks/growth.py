@@ -17,7 +17,7 @@ them all; with `--format conll`, CoNLL-2003's training sentences (task ner, a Co
 "#k" tagged O); with `--format txt`, SST-2's sentences as the paragraphs of a .txt corpus (task pretrain, MLM);
 with `--format squad`, the shared SQuAD sample's questions (copies end in " #k") as one SQuAD `.json` object, an
 article per question (task qa).
-Writes benchmarks/results/growth.json and docs/growth.png.
+Writes benchmarks/results/growth.json and docs/growth-time.svg, docs/growth-rss.svg.
 """
 
 from __future__ import annotations
@@ -172,32 +172,23 @@ def main() -> None:
     print_table(rows, ["task", "format", "rows", "file_mb", "check_s", "check_rss_mb", "train10_s", "train10_rss_mb",
                        "again_s", "again_rss_mb", "cache_mb"])
     print(f"\nwrote {write_json(args.name, {'rows': rows})}")
-    try:
-        if args.name != "growth" or not any(r["task"] == "classification" for r in rows):
-            raise ImportError
-        import matplotlib
+    if args.name == "growth" and any(r["task"] == "classification" for r in rows):
+        plot(rows)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-        grown = [r for r in rows if r["task"] == "classification"]
-        xs = [r["rows"] for r in grown]
-        for key, label in (("check", "data check"), ("train10", "train, 10 steps"),
-                           ("again", "train again (cached features)")):
-            a.plot(xs, [r[f"{key}_s"] for r in grown], marker="o", label=label)
-            b.plot(xs, [r[f"{key}_rss_mb"] / 1024 for r in grown], marker="o", label=label)
-        for ax, title in ((a, "wall time (s)"), (b, "peak RSS (GiB)")):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("training rows (SST-2 repeated)")
-            ax.set_title(title)
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(ROOT / "docs" / "growth.png", dpi=110)
-    except ImportError:
-        print("no plot (matplotlib missing, or no classification sizes)", file=sys.stderr)
+def plot(rows: list[dict]) -> None:
+    """docs/growth-time.svg and docs/growth-rss.svg: wall time and peak RSS against rows, log-log (tunelab's own
+    charts; `python -c "import json, benchmarks.growth as g; g.plot(json.load(open(
+    'benchmarks/results/growth.json'))['rows'])"` redraws them from the results)."""
+    from tunelab.plots import lines, svg_document
 
+    grown = [r for r in rows if r["task"] == "classification"]
+    xs = [r["rows"] for r in grown]
+    steps = (("check", "data check"), ("train10", "train, 10 steps"), ("again", "train again (cached features)"))
+    for name, title, key, scale in (("time", "wall time (s)", "_s", 1), ("rss", "peak RSS (GiB)", "_rss_mb", 1024)):
+        chart = lines({label: (xs, [r[f"{k}{key}"] / scale for r in grown]) for k, label in steps}, title,
+                      "training rows (SST-2 repeated)", markers=True, logx=True, logy=True)
+        (ROOT / "docs" / f"growth-{name}.svg").write_text(svg_document(chart), encoding="utf-8")
 
 if __name__ == "__main__":
     main()

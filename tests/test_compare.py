@@ -3,11 +3,11 @@ check; the paired bootstrap on constructed records."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -70,14 +70,14 @@ def test_compare_two_runs(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     expected = 1.0 if only_a + only_b == 0 else binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
     assert 0.0 <= c["p_value"] <= 1.0 and c["p_value"] == pytest.approx(expected)
     assert c["test"] == "mcnemar_exact"
-    # the HTML: self-contained, both runs, two charts that are real PNGs
+    # the HTML: self-contained, both runs, two charts (inline SVG) with a line per run
     page = html.read_text(encoding="utf-8")
     assert "run-a" in page and "run-b" in page and "McNemar" in page
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
-    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    assert len(images) == 2
-    for img in images:
-        assert base64.b64decode(img).startswith(b"\x89PNG\r\n\x1a\n")
+    charts = [ElementTree.fromstring(svg) for svg in re.findall(r'<svg class="chart".*?</svg>', page, re.S)]
+    assert len(charts) == 2
+    for chart in charts:
+        assert {p.get("data-name") for p in chart.iter("polyline")} == {"run-a", "run-b"}
     text = (tmp_path / "report" / "cmp.txt").read_text(encoding="utf-8")
     assert "run-a" in text and "run-b" in text and "p-value" in text
     assert result["output"] == {"html": str(html), "text": str(tmp_path / "report" / "cmp.txt")}

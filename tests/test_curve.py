@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -61,7 +62,12 @@ def test_curve_two_fractions(tiny_bert: Path, tmp_path: Path) -> None:
         assert saved["data"]["train"] == str(run_dir / "train.jsonl")
         assert saved["data"]["validation"] == str(root / "validation.jsonl")
         assert saved["train"]["seed"] == 7
-    assert (root / "curve.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # a standalone SVG file: the metric's line through one point per fraction, each labelled with its fraction
+    svg = ElementTree.parse(root / "curve.svg").getroot()
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    (line,) = svg.findall(".//s:polyline", ns)
+    assert line.get("data-name") == "accuracy" and int(line.get("data-points")) == len(result["points"])
+    assert {"0.5", "1"} <= {t.text for t in svg.findall(".//s:text", ns)}
     assert "learning curve" in res.stderr and "frac-0.5" in res.stderr
 
 

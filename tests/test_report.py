@@ -4,15 +4,14 @@ Chromium (no console errors, every image decoded). Plus integrated gradients and
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import random
 import re
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ from tunelab.io import read_jsonl as read_records
 CHROMIUM = next((p for p in (os.environ.get("TUNELAB_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
 FILL = [w for w in WORDS[14:] if w not in ("the", "a")]
-IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+CHART = re.compile(r'<svg class="chart".*?</svg>', re.S)
 
 
 # -- tiny data per task ----------------------------------------------------------------------------
@@ -95,12 +94,15 @@ window.addEventListener('error', e => {
   document.body.appendChild(pre);
 });
 window.addEventListener('load', () => {
-  const imgs = [...document.images];
-  const bad = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
+  // every chart drew marks of some size; every image (none expected) loaded
+  const charts = [...document.querySelectorAll('svg.chart')];
+  const blank = c => { const b = c.getBBox(); return !(b.width > 50 && b.height > 50)
+                       || !c.querySelector('polyline, rect, circle, polygon'); };
+  const bad = charts.filter(blank).length + [...document.images].filter(i => !i.complete || !i.naturalWidth).length;
   const external = performance.getEntriesByType('resource').filter(r => !r.name.startsWith('data:')).length;
   const out = document.createElement('pre');
   out.id = 'tunelab-check';
-  out.textContent = 'images=' + imgs.length + ' broken=' + bad + ' external=' + external;
+  out.textContent = 'charts=' + charts.length + ' broken=' + bad + ' external=' + external;
   document.body.appendChild(out);
 });
 </script>"""
@@ -124,15 +126,16 @@ def browser_check(report: Path, tmp_path: Path) -> dict[str, int]:
     console = [line for line in res.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     assert 'class="js-error"' not in res.stdout, res.stdout[-2000:]
-    m = re.search(r"images=(\d+) broken=(\d+) external=(\d+)", res.stdout)
+    m = re.search(r"charts=(\d+) broken=(\d+) external=(\d+)", res.stdout)
     assert m, res.stdout[-2000:]
-    images, broken, external = map(int, m.groups())
+    charts, broken, external = map(int, m.groups())
     assert broken == 0 and external == 0, m.group()
-    return {"images": images}
+    return {"charts": charts}
 
 
-def _pngs(html: str) -> list[bytes]:
-    return [base64.b64decode(b) for b in IMG.findall(html)]
+def _charts(html: str) -> list[ElementTree.Element]:
+    """The report's inline SVG charts, each parsed as XML (well-formed, escaped)."""
+    return [ElementTree.fromstring(svg) for svg in CHART.findall(html)]
 
 
 # -- per task --------------------------------------------------------------------------------------
@@ -175,11 +178,13 @@ def test_report_per_task(name: str, tmp_path: Path, request: pytest.FixtureReque
     if name == "classification":
         mistakes = ["Most confident mistakes", 'class="tok"', "Most confused label pairs"]
         assert all(t in html for t in mistakes) if not all(r["correct"] for r in recs) else "No mistakes" in html
-    pngs = _pngs(html)
-    assert len(pngs) >= 4 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+    charts = _charts(html)
+    marks = ("polyline", "rect", "circle", "polygon")
+    assert len(charts) >= 4 and all(c.find("title") is not None and any(c.find(m) is not None for m in marks)
+                                    for c in charts)
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # self-contained
     assert "<script" not in html
-    assert browser_check(out / "report.html", tmp_path)["images"] == len(pngs)
+    assert browser_check(out / "report.html", tmp_path)["charts"] == len(charts)
     if name == "classification":
         _eval_report_cli(out, tmp_path)
 
@@ -244,11 +249,11 @@ def test_cjk_labels_and_escaping(tmp_path: Path) -> None:
     from tunelab import plots
     from tunelab.report import build_report
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no missing-glyph or font warnings, with or without a CJK font
-        png = plots.confusion(np.array([[3, 1], [2, 4]]), ["正面", "负面"])
-        assert png.startswith(b"\x89PNG")
-        assert plots.bars({"份额": {"体育": 0.4, "财经": 0.6}}, "类别").startswith(b"\x89PNG")
+    # the labels are text in the SVG: the reader's browser draws them with its own CJK font
+    matrix = ElementTree.fromstring(plots.confusion(np.array([[3, 1], [2, 4]]), ["正面", "<负面>"]))
+    assert {"正面", "<负面>"} <= {t.text for t in matrix.iter("text")}
+    shares = ElementTree.fromstring(plots.bars({"份额": {"体育": 0.4, "财经": 0.6}}, "类别"))
+    assert {"类别", "体育", "财经"} <= {t.text for t in shares.iter("text")}
     labels = ["正面", "负面"]
     recs = [{"index": i, "text": f"<script>alert({i})</script> 这部电影很好", "gold": labels[i % 2],
              "prediction": labels[(i // 2) % 2], "correct": labels[i % 2] == labels[(i // 2) % 2],

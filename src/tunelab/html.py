@@ -1,4 +1,4 @@
-"""HTML building blocks for reports and study pages: escaped text, formatted tables, notes, embedded PNGs.
+"""HTML building blocks for reports and study pages: escaped text, formatted tables, notes, inline SVG charts.
 Every user text is escaped; numbers are formatted for reading."""
 
 from __future__ import annotations
@@ -6,8 +6,6 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-from tunelab.plots import data_uri
 
 
 def esc(value: Any) -> str:
@@ -43,9 +41,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], raw_columns: Se
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def img(png: bytes, alt: str) -> str:
-    """A PNG embedded as a data URI."""
-    return f'<img src="{data_uri(png)}" alt="{esc(alt)}">'
+def chart(svg: str, alt: str) -> str:
+    """A chart (tunelab.plots: one `<svg>` element) inline, named for screen readers and as its tooltip."""
+    head, rest = svg.split(">", 1)
+    return f'{head} role="img" aria-label="{esc(alt)}"><title>{esc(alt)}</title>{rest}'
 
 
 def figs(*images: str) -> str:

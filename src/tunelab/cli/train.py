@@ -138,7 +138,7 @@ def curve(
     fractions: str = typer.Option("0.1,0.3,1", "--fractions", help="Fractions of the training rows, e.g. 0.1,0.3,1."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
 ) -> None:
-    """Learning curve: one run per training fraction in OUTPUT_DIR/curve/frac-F; curve.json and curve.png."""
+    """Learning curve: one run per training fraction in OUTPUT_DIR/curve/frac-F; curve.json and curve.svg."""
     from tunelab.config.run import load_config
     from tunelab.studies.curve import parse_fractions, print_curve, run_curve
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from tunelab.evaluation.evaluate import format_value
 from tunelab.html import table
-from tunelab.plots import data_uri, lines
+from tunelab.plots import lines
 from tunelab.report.templates import render_template
 
 TRAIN_KEYS = ("steps", "loss", "wall_s")  # the training summary shown beside the metrics
@@ -38,19 +38,18 @@ def _xy(series: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[Sequenc
 
 
 def charts(result: dict[str, Any], runs: Sequence[Any]) -> list[tuple[str, str]]:
-    """(caption, data URI) of the overlaid curves that have any points."""
+    """(caption, SVG chart) of the overlaid curves that have any points."""
     out = []
     metric = result["metric"]
     if metric:
         steps, finals = eval_series(runs, metric)
         if any(steps.values()) or any(finals.values()):
-            png = lines(_xy(steps), f"validation {metric} during training (★ final model)", "step", metric,
-                        finals=_xy(finals), integer_x=True)
-            out.append((f"validation {metric} by step", data_uri(png)))
+            out.append((f"validation {metric} by step", lines(
+                _xy(steps), f"validation {metric} during training (★ final model)", "step", metric,
+                finals=_xy(finals), integer_x=True)))
     losses = loss_series(runs)
     if any(losses.values()):
-        out.append(("training loss by step", data_uri(lines(_xy(losses), "training loss", "step", "loss",
-                                                                         integer_x=True))))
+        out.append(("training loss by step", lines(_xy(losses), "training loss", "step", "loss", integer_x=True)))
     return out
 
 

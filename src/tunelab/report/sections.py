@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tunelab import plots
-from tunelab.html import esc, figs, img, note, table
+from tunelab.html import chart, esc, figs, note, table
 from tunelab.io import read_json
 from tunelab.metrics import scalars
 from tunelab.report.context import Context
@@ -125,7 +125,7 @@ def data_section(ctx: Context) -> str:
         keys = sorted({k for c in dist.values() for k in c})
         out.append(table([what, *dist], [[k, *(f"{c.get(k, 0)} ({100 * shares[s].get(k, 0):.1f} %)"
                                                for s, c in dist.items())] for k in keys]))
-        out.append(figs(img(plots.bars(shares, f"{what} share per split", "share"), f"{what} distribution")))
+        out.append(figs(chart(plots.bars(shares, f"{what} share per split", "share"), f"{what} distribution")))
     out.append(_lengths(ctx))
     return "".join(out)
 
@@ -160,7 +160,7 @@ def _lengths(ctx: Context) -> str:
            table(["split", "rows counted", "median", "p95", "max", f"over max_length ({limit})"], rows),
            note(f"Untruncated lengths in model tokens, special tokens included; {how}."
                 + (f" Sampled: {'; '.join(sampled)}." if sampled else ""))]
-    out.append(figs(img(plots.histogram(lengths, "token length", "tokens", vline=limit,
+    out.append(figs(chart(plots.histogram(lengths, "token length", "tokens", vline=limit,
                                         vlabel=f"max_length {limit}"), "token length histogram")))
     return "".join(out)
 
@@ -175,10 +175,10 @@ def curves_section(ctx: Context) -> str | None:
     images = []
     if steps:
         x = [r["step"] for r in steps]
-        images.append(img(plots.lines({"training loss": (x, [r["loss"] for r in steps])}, "training loss",
+        images.append(chart(plots.lines({"training loss": (x, [r["loss"] for r in steps])}, "training loss",
                                       "step", integer_x=True), "training loss"))
         if any("lr" in r for r in steps):
-            images.append(img(plots.lines({"lr": (x, [r.get("lr", 0) for r in steps])}, "learning rate", "step",
+            images.append(chart(plots.lines({"lr": (x, [r.get("lr", 0) for r in steps])}, "learning rate", "step",
                                           integer_x=True),
                               "learning rate"))
     if evals:
@@ -188,10 +188,10 @@ def curves_section(ctx: Context) -> str | None:
         unit = [n for n in names if all(0 <= r[n] <= 1 for r in evals)][:8]
         x = [r["step"] for r in evals]
         if unit:
-            images.append(img(plots.lines({n[5:]: (x, [r[n] for r in evals]) for n in unit}, "evaluation", "step",
+            images.append(chart(plots.lines({n[5:]: (x, [r[n] for r in evals]) for n in unit}, "evaluation", "step",
                                           markers=True, integer_x=True), "evaluation metrics"))
         for n in [n for n in names if not all(0 <= r[n] <= 1 for r in evals)][:3]:
-            images.append(img(plots.lines({n[5:]: (x, [r[n] for r in evals])}, n[5:], "step", markers=True,
+            images.append(chart(plots.lines({n[5:]: (x, [r[n] for r in evals])}, n[5:], "step", markers=True,
                                           integer_x=True), n))
     if not images:
         return note("metrics.jsonl has no training or evaluation rows yet.")
@@ -226,5 +226,5 @@ def learning_curve_section(ctx: Context) -> str | None:
     metric = str(data.get("metric", "metric"))
     png = plots.lines({metric: ([p["rows"] for p in pts], [p["value"] for p in pts])}, "learning curve",
                       "training rows", metric, markers=True)
-    return figs(img(png, "learning curve")) + table(["fraction", "rows", metric],
+    return figs(chart(png, "learning curve")) + table(["fraction", "rows", metric],
                                                     [[p.get("fraction"), p.get("rows"), p.get("value")] for p in pts])

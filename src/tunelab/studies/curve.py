@@ -7,7 +7,7 @@
                                           larger ones), each row the original row with all its fields
     OUTPUT_DIR/curve/frac-F/              pipeline.run with data.train (and data.validation) pointing there
     OUTPUT_DIR/curve/curve.json           {"metric", "points": [{"fraction", "rows", "value", "run_dir"}]}
-    OUTPUT_DIR/curve/curve.png            validation headline metric against training rows
+    OUTPUT_DIR/curve/curve.svg            validation headline metric against training rows
 
 Validation rows never reach a fraction's training file: they are held out before any subsampling.
 """
@@ -27,9 +27,9 @@ from rich.table import Table as RichTable
 from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError
-from tunelab.io import make_dirs, write_bytes_atomic, write_json_atomic
+from tunelab.io import make_dirs, write_json_atomic, write_text_atomic
 from tunelab.pipeline import run
-from tunelab.plots import lines
+from tunelab.plots import lines, svg_document
 from tunelab.registry import TASKS
 from tunelab.studies.cv import sub_run_config, write_rows
 from tunelab.studies.tune import metric_value
@@ -73,7 +73,7 @@ def _headline(metrics: dict[str, Any]) -> tuple[str, float]:
 
 
 def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
-    """Train one run per fraction; returns (and writes to OUTPUT_DIR/curve/curve.json, with curve.png) the
+    """Train one run per fraction; returns (and writes to OUTPUT_DIR/curve/curve.json, with curve.svg) the
     validation headline metric at each fraction."""
     root = make_dirs(Path(cfg.output_dir) / "curve", "output_dir")
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -103,18 +103,18 @@ def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
     result = {"metric": metric, "split": "validation", "seed": cfg.train.seed, "train_rows": len(rows),
               "validation_rows": len(splits["validation"]), "stratified": stratified, "points": points}
     write_json_atomic(root / "curve.json", result)
-    plot_curve(result, root / "curve.png")
+    plot_curve(result, root / "curve.svg")
     return result
 
 
 def plot_curve(result: dict[str, Any], path: Path) -> None:
-    """curve.png: the metric against training rows, each point labelled with its fraction."""
+    """curve.svg: the metric against training rows, each point labelled with its fraction."""
     rows = [p["rows"] for p in result["points"]]
-    png = lines({result["metric"]: (rows, [p["value"] for p in result["points"]])},
+    svg = lines({result["metric"]: (rows, [p["value"] for p in result["points"]])},
                 f"learning curve: validation {result['metric']}", "training rows", result["metric"], markers=True,
                 logx=min(rows) * 10 <= max(rows),
                 annotate={result["metric"]: [f"{p['fraction']:g}" for p in result["points"]]})
-    write_bytes_atomic(path, png)
+    write_text_atomic(path, svg_document(svg))
 
 
 def print_curve(result: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from sklearn.metrics import (
 from sklearn.metrics import precision_recall_fscore_support as prfs
 
 from tunelab import plots
-from tunelab.html import esc, figs, img, metric_table, note, table
+from tunelab.html import chart, esc, figs, metric_table, note, table
 from tunelab.metrics import scalars
 from tunelab.models.attribution import explain, render_tokens
 from tunelab.tasks.base import Task
@@ -60,7 +60,7 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
     images = []
     if not multi:
         cm = confusion_matrix(y, yhat, labels=range(len(labels)))
-        images.append(img(plots.confusion(cm, labels), "confusion matrix"))
+        images.append(chart(plots.confusion(cm, labels), "confusion matrix"))
     else:
         out.append(note("Multi-label: no confusion matrix; curves and calibration are per label decision."))
     binary = not multi and len(labels) == 2
@@ -80,7 +80,8 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
         roc[name] = (fpr, tpr, float(roc_auc_score(col, probs[:, k])))
         pr[name] = (rec, prec, float(average_precision_score(col, probs[:, k])))
     if roc:
-        images += [img(plots.curves(roc, "roc"), "ROC curves"), img(plots.curves(pr, "pr"), "precision-recall curves")]
+        images += [chart(plots.curves(roc, "roc"), "ROC curves"),
+                   chart(plots.curves(pr, "pr"), "precision-recall curves")]
     if skipped:
         out.append(note(f"{skipped} class(es) without curves (all rows one way in this split, or beyond the "
                         f"{MAX_CURVES} most frequent)."))
@@ -90,7 +91,7 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
     else:
         conf, correct = probs.max(1), (y == yhat).astype(float)
     png, ece = plots.reliability(conf, correct)
-    images.append(img(png, "reliability diagram"))
+    images.append(chart(png, "reliability diagram"))
     out.append(figs(*images))
     out.append(note(f"Expected calibration error (10 equal-width confidence bins): {ece:.4f}. "
                     + ("ROC / PR one-vs-rest per class." if not binary else "")))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunelab import plots
-from tunelab.html import esc, figs, img, metric_table, table
+from tunelab.html import chart, esc, figs, metric_table, table
 from tunelab.metrics import scalars
 from tunelab.metrics.ner import spans
 from tunelab.text import is_cjk
@@ -47,7 +47,7 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any], shown: int 
         out.append("<h4>Per entity type</h4>" + table(
             ["type", "precision", "recall", "f1", "support"],
             [[t, m["precision"], m["recall"], m["f1"], m["support"]] for t, m in sorted(per.items())]))
-        out.append(figs(img(plots.bars({"f1": {t: m["f1"] for t, m in sorted(per.items())}}, "F1 per entity type"),
+        out.append(figs(chart(plots.bars({"f1": {t: m["f1"] for t, m in sorted(per.items())}}, "F1 per entity type"),
                             "F1 per entity type")))
     kinds: dict[str, int] = defaultdict(int)
     for r in recs:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tunelab import plots
-from tunelab.html import figs, img, metric_table, table
+from tunelab.html import chart, figs, metric_table, table
 from tunelab.metrics import scalars
 from tunelab.text import CJK_CHAR
 
@@ -54,9 +54,9 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any], shown: int 
     by_q = _buckets(recs, lambda r: question_word(r.get("question") or r["text"].split("\n", 1)[0]))
     for title, rows in (("By gold answer length", by_len), ("By question word", by_q)):
         out.append(f"<h4>{title}</h4>" + table(["bucket", "n", "exact match", "F1"], rows))
-    out.append(figs(img(plots.bars({"F1": {r[0]: r[3] for r in by_len}, "EM": {r[0]: r[2] for r in by_len}},
+    out.append(figs(chart(plots.bars({"F1": {r[0]: r[3] for r in by_len}, "EM": {r[0]: r[2] for r in by_len}},
                                    "by answer length"), "by answer length"),
-                    img(plots.bars({"F1": {r[0]: r[3] for r in by_q}, "EM": {r[0]: r[2] for r in by_q}},
+                    chart(plots.bars({"F1": {r[0]: r[3] for r in by_q}, "EM": {r[0]: r[2] for r in by_q}},
                                    "by question word"), "by question word")))
     wrong = sorted((r for r in recs if not r["correct"]), key=lambda r: r["score"])[:shown]
     if wrong:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunelab import plots
-from tunelab.html import figs, img, metric_table, note, table
+from tunelab.html import chart, figs, metric_table, note, table
 from tunelab.metrics import scalars
 
 SAMPLE_SCORES = ("exact_match", "bleu", "chrf", "rouge_l", "rouge1", "rouge2", "rougeL")
@@ -26,7 +26,7 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any],
                    + table(["#", "prompt", "reference", "generated", *names, "loss"], rows))
     losses = [r["loss"] for r in recs if r.get("loss") is not None]
     if losses:
-        out.append(figs(img(plots.histogram({"examples": losses}, "per-example loss", "mean assistant-token NLL"),
+        out.append(figs(chart(plots.histogram({"examples": losses}, "per-example loss", "mean assistant-token NLL"),
                             "per-example loss")))
     generated = any(r.get("prediction") is not None for r in recs)
     picked = list(recs[:shown])

@@ -1,0 +1,262 @@
+"""SVG building blocks for tunelab.plots: pixel axes with linear or log scales, round tick values, a frame with grid,
+ticks, title and axis labels, a legend placed where it covers the fewest points, polylines, stars; text widths
+estimated per character (CJK a full em) for layout, since the text is drawn by the reader's browser."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import unicodedata
+from collections.abc import Sequence
+from html import escape
+
+import numpy as np
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+BLUES = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
+FONT = ("system-ui, -apple-system, 'Segoe UI', 'Noto Sans', 'Noto Sans CJK SC', 'PingFang SC', 'Microsoft YaHei', "
+        "'WenQuanYi Micro Hei', sans-serif")
+IDS = itertools.count()
+SIZE = 11  # px, tick labels; titles 12, legends and annotations 9
+
+
+def text_width(text: str, size: float = SIZE) -> float:
+    """About how wide `text` draws, in px: CJK and other wide characters a full em, the rest ~0.6 em."""
+    return sum(size if unicodedata.east_asian_width(c) in "WF" else 0.6 * size for c in text)
+
+
+def num(v: float) -> str:
+    return f"{v:.2f}".rstrip("0").rstrip(".")
+
+
+def text(x: float, y: float, s: str, size: float = SIZE, anchor: str = "middle", extra: str = "") -> str:
+    return (f'<text x="{num(x)}" y="{num(y)}" font-size="{size:g}" text-anchor="{anchor}"{extra}>'
+            f"{escape(s)}</text>")
+
+
+def tick_label(v: float, step: float) -> str:
+    """A tick value with the decimals its step needs (0.25 as 0.25, 0.2 as 0.2; 1e-4 and below, 1e6 and above as
+    1e-05 / 1e+06)."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e6 or abs(v) < 1e-4:
+        return f"{v:.3g}"
+    decimals = next((d for d in range(7) if abs(round(step, d) - step) <= 1e-9 * max(abs(step), 1)), 6)
+    return f"{v:.{decimals}f}"
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
+    """About `n` round tick values (steps of 1, 2, 2.5 or 5 × 10^k) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo] if math.isfinite(lo) else [0.0]
+    raw = (hi - lo) / max(n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * 0.9)
+    if integer:
+        step = max(1.0, math.ceil(step))
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Powers of ten in [lo, hi]; within one decade 1-2-5 multiples; within less, round linear steps."""
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    ticks = [10.0 ** e for e in range(a, b + 1) if lo <= 10.0 ** e <= hi]
+    if len(ticks) < 2:
+        ticks = [m * 10.0 ** e for e in range(a, b + 1) for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    if len(ticks) < 2:
+        ticks = [v for v in nice_ticks(lo, hi, 4) if v > 0]
+    return ticks or [lo]
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def log_label(v: float) -> str:
+    """A log-axis tick: 10⁴, 10⁻³ for far powers of ten, the number itself otherwise."""
+    e = round(math.log10(v)) if v > 0 else 0
+    if v > 0 and abs(v - 10.0 ** e) <= 1e-9 * v and not -2 <= e <= 3:
+        return "10" + str(e).translate(SUPERSCRIPT)
+    return f"{v:g}"
+
+
+class Axes:
+    """A plot area in pixels and the data ranges it shows; `x()` / `y()` map data to pixels (log scales too)."""
+
+    def __init__(self, box: tuple[float, float, float, float], xr: tuple[float, float], yr: tuple[float, float],
+                 logx: bool = False, logy: bool = False) -> None:
+        self.box, self.logx, self.logy = box, logx, logy
+        self.xr, self.yr = span(xr, logx), span(yr, logy)
+
+    def _map(self, v: float, r: tuple[float, float], log: bool, a: float, b: float) -> float:
+        f = (math.log10(v) - math.log10(r[0])) / (math.log10(r[1]) - math.log10(r[0])) if log \
+            else (v - r[0]) / (r[1] - r[0])
+        return a + f * (b - a)
+
+    def x(self, v: float) -> float:
+        return self._map(v, self.xr, self.logx, self.box[0], self.box[2])
+
+    def y(self, v: float) -> float:
+        return self._map(v, self.yr, self.logy, self.box[3], self.box[1])
+
+    def inside(self, x: float, y: float) -> bool:
+        ok = all(map(math.isfinite, (x, y)))
+        return ok and (not self.logx or x > 0) and (not self.logy or y > 0)
+
+
+def span(r: tuple[float, float], log: bool) -> tuple[float, float]:
+    lo, hi = r
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = (1.0, 10.0) if log else (0.0, 1.0)
+    if hi <= lo:  # one value: a range around it
+        lo, hi = (lo / 2, lo * 2) if log else (lo - (abs(lo) or 1) * 0.5, lo + (abs(lo) or 1) * 0.5)
+    return lo, hi
+
+
+def padded(r: tuple[float, float], log: bool, share: float) -> tuple[float, float]:
+    """A data range widened by `share` of its span on each side (a factor on a log axis), as matplotlib's margins."""
+    lo, hi = r
+    if hi <= lo or not (math.isfinite(lo) and math.isfinite(hi)):
+        return r
+    if log:
+        f = (hi / lo) ** share
+        return lo / f, hi * f
+    return lo - (hi - lo) * share, hi + (hi - lo) * share
+
+
+def frame(ax: Axes, title: str, xlabel: str, ylabel: str, *, integer_x: bool = False, integer_y: bool = False,
+           xcats: Sequence[tuple[float, str]] | None = None, rotate: int = 0) -> list[str]:
+    """Grid, left and bottom axis lines, ticks and their labels, the title and axis labels."""
+    x0, y0, x1, y1 = ax.box
+    out = []
+    yt = log_ticks(*ax.yr) if ax.logy else nice_ticks(*ax.yr, integer=integer_y)
+    ystep = yt[1] - yt[0] if len(yt) > 1 else 1.0
+    for v in yt:
+        p = ax.y(v)
+        out.append(f'<line x1="{num(x0)}" y1="{num(p)}" x2="{num(x1)}" y2="{num(p)}" stroke="#000" '
+                   f'stroke-opacity="0.08"/>')
+        out.append(text(x0 - 5, p + 4, log_label(v) if ax.logy else tick_label(v, ystep), anchor="end"))
+    if xcats is None:
+        xt = log_ticks(*ax.xr) if ax.logx else nice_ticks(*ax.xr, integer=integer_x)
+        xstep = xt[1] - xt[0] if len(xt) > 1 else 1.0
+        xcats = [(v, log_label(v) if ax.logx else tick_label(v, xstep)) for v in xt]
+        for v, _ in xcats:
+            out.append(f'<line x1="{num(ax.x(v))}" y1="{num(y0)}" x2="{num(ax.x(v))}" y2="{num(y1)}" '
+                       f'stroke="#000" stroke-opacity="0.08"/>')
+    for v, s in xcats:
+        p = ax.x(v)
+        out.append(f'<line x1="{num(p)}" y1="{num(y1)}" x2="{num(p)}" y2="{num(y1 + 4)}" stroke="#333"/>')
+        extra = f' transform="rotate({-rotate} {num(p)} {num(y1 + 14)})"' if rotate else ""
+        out.append(text(p, y1 + 14, s, anchor="end" if rotate else "middle", extra=extra))
+    out.append(f'<path d="M{num(x0)},{num(y0)}V{num(y1)}H{num(x1)}" fill="none" stroke="#333"/>')
+    out.append(text((x0 + x1) / 2, 16, title, 12, extra=' font-weight="600"'))
+    if xlabel:
+        out.append(text((x0 + x1) / 2, y1 + 30 + (rotated_height(xcats, rotate) if rotate else 0), xlabel))
+    if ylabel:
+        out.append(text(13, (y0 + y1) / 2, ylabel, extra=f' transform="rotate(-90 13 {num((y0 + y1) / 2)})"'))
+    return out
+
+
+def rotated_height(cats: Sequence[tuple[float, str]], rotate: int) -> float:
+    return max((text_width(s) for _, s in cats), default=0) * math.sin(math.radians(rotate))
+
+
+def legend(ax: Axes, items: Sequence[tuple[str, str, str]], avoid: Sequence[tuple[float, float]] = (),
+           where: str | None = None) -> list[str]:
+    """Entries (label, colour, kind: line / box / star / dash / dot) in a white box at the corner of the plot that
+    covers the fewest of the `avoid` pixel points (the upper right when none does), or at `where`."""
+    if not items:
+        return []
+    w = 28 + max(text_width(label, 9) for label, _, _ in items)
+    h = 6 + 13 * len(items)
+    x0, y0, x1, y1 = ax.box
+
+    def corner(name: str) -> tuple[float, float]:
+        return (x1 - w - 4 if "right" in name else x0 + 4, y0 + 4 if "upper" in name else y1 - h - 4)
+
+    def covered(name: str) -> int:
+        cx, cy = corner(name)
+        return sum(cx - 3 <= px <= cx + w + 3 and cy - 3 <= py <= cy + h + 3 for px, py in avoid)
+
+    x, y = corner(where or min(("upper right", "upper left", "lower right", "lower left"), key=covered))
+    out = [f'<rect x="{num(x)}" y="{num(y)}" width="{num(w)}" height="{h}" fill="#fff" fill-opacity="0.85" '
+           f'stroke="#ccc"/>']
+    for i, (label, colour, kind) in enumerate(items):
+        cy = y + 10 + 13 * i
+        if kind == "box":
+            out.append(f'<rect x="{num(x + 5)}" y="{num(cy - 4)}" width="14" height="8" fill="{colour}" '
+                       f'fill-opacity="0.7"/>')
+        elif kind == "star":
+            out.append(star(x + 12, cy, 5, colour))
+        else:
+            dash = {"dash": ' stroke-dasharray="4 3"', "dot": ' stroke-dasharray="1.5 2"'}.get(kind, "")
+            out.append(f'<line x1="{num(x + 4)}" y1="{num(cy)}" x2="{num(x + 20)}" y2="{num(cy)}" '
+                       f'stroke="{colour}" stroke-width="1.5"{dash}/>')
+        out.append(text(x + 24, cy + 3, label, 9, anchor="start"))
+    return out
+
+
+def along(points: Sequence[tuple[float, float]], every: float = 6.0) -> list[tuple[float, float]]:
+    """Pixel points every ~`every` px along a polyline (what a legend should not cover)."""
+    out = list(points[:1])
+    for (ax_, ay), (bx, by) in zip(points, points[1:], strict=False):
+        k = max(1, int(math.hypot(bx - ax_, by - ay) / every))
+        out += [(ax_ + (bx - ax_) * i / k, ay + (by - ay) * i / k) for i in range(1, k + 1)]
+    return out
+
+
+def inside_rect(x: float, y: float, w: float, h: float, every: float = 6.0) -> list[tuple[float, float]]:
+    """Pixel points on a grid over a rectangle (a bar)."""
+    return [(x + w * i / max(1, int(w / every)), y + h * j / max(1, int(h / every)))
+            for i in range(max(1, int(w / every)) + 1) for j in range(max(1, int(h / every)) + 1)]
+
+
+def star(x: float, y: float, r: float, colour: str) -> str:
+    pts = [(x + (r if k % 2 == 0 else r * 0.45) * math.sin(k * math.pi / 5),
+            y - (r if k % 2 == 0 else r * 0.45) * math.cos(k * math.pi / 5)) for k in range(10)]
+    return f'<polygon points="{" ".join(f"{num(a)},{num(b)}" for a, b in pts)}" fill="{colour}"/>'
+
+
+def svg(width: float, height: float, body: Sequence[str]) -> str:
+    return (f'<svg class="chart" width="{num(width)}" height="{num(height)}" '
+            f'viewBox="0 0 {num(width)} {num(height)}" font-family="{escape(FONT)}" fill="#222">'
+            + "".join(body) + "</svg>")
+
+
+def svg_document(svg: str) -> str:
+    """A chart as a standalone .svg file's text."""
+    tagged = svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)  # inline SVG in HTML needs none
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + tagged + "\n"
+
+
+def box(width: float, height: float, ylabels: Sequence[str], ylabel: str, bottom: float = 40) -> tuple:
+    left = 14 + max((text_width(s) for s in ylabels), default=10) + (18 if ylabel else 0)
+    return (left, 26, width - 12, height - bottom)
+
+
+def finite(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in zip(xs, ys, strict=False)
+            if isinstance(x, int | float | np.number) and isinstance(y, int | float | np.number)]
+
+
+def polyline(ax: Axes, name: str, points: Sequence[tuple[float, float]], colour: str, markers: bool,
+              width: float = 1.4) -> list[str]:
+    """A series as polylines (a point that cannot be drawn breaks the line), each with `data-name` and
+    `data-points` (the series' point count), and a dot per point with `markers`."""
+    segments: list[list[tuple[float, float]]] = [[]]
+    for x, y in points:
+        if ax.inside(x, y):
+            segments[-1].append((ax.x(x), ax.y(y)))
+        elif segments[-1]:
+            segments.append([])
+    out = []
+    for seg in filter(None, segments):
+        out.append(f'<polyline points="{" ".join(f"{num(a)},{num(b)}" for a, b in seg)}" fill="none" '
+                   f'stroke="{colour}" stroke-width="{width:g}" data-name="{escape(name)}" '
+                   f'data-points="{len(points)}"/>')
+        if markers or len(seg) == 1:
+            out += [f'<circle cx="{num(a)}" cy="{num(b)}" r="2.5" fill="{colour}"/>' for a, b in seg]
+    return out
+
+
