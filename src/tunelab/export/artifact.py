@@ -88,15 +88,8 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
 def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = "the model it exports") -> list[Read]:
     """What an export or compress reads, which its --output never replaces: the model, the --data file, the run
     (`run_reads`: its own files and the data files its config names)."""
-    files: list[tuple[str, str | None]] = []
-    if run is not None and (run / "config.yaml").is_file():
-        try:
-            d = build_config(read_config_file(run / "config.yaml")).data
-            files = [("train", d.train), ("validation", d.validation), ("test", d.test), ("unlabeled", d.unlabeled)]
-        except TunelabError:
-            pass  # a config that does not load: said where it is read
     return [Read(role, model_dir), *([Read("the --data file", Path(data))] if data is not None else []),
-            *run_reads(run, files)]
+            *run_reads(run)]
 
 
 def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str | None) -> Path:
