@@ -34,6 +34,7 @@ from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
 from tunelab.tasks.base import Task
+from tunelab.tasks.model_rows import model_examples
 
 REPORT_FILE = "report.json"
 FORMATS = {"onnx": (None, "int8"), "gguf": (None, "f16", "q8_0"), "torch": ("int8",)}  # format: its --quantize values
@@ -73,7 +74,7 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
     """(examples, where they came from): --data, else the run's validation split as training made it (`splits`:
     the run's splits when the caller has read them already)."""
     if data is not None:
-        return task.parse(read_table(data)), str(data)
+        return model_examples(task, read_table(data), labelled=True), str(data)
     if run is None:
         raise TunelabError("export: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")
