@@ -19,7 +19,7 @@ import torch
 
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
-from tunelab.data.load import run_splits
+from tunelab.data.load import run_data, run_splits
 from tunelab.data.readers import read_table
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
@@ -83,7 +83,8 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
                                                           hint=", or pass --data FILE (labelled rows)")
     if "validation" not in splits:
         raise TunelabError(f"export: the run {run} has no validation split; pass --data FILE (labelled rows)")
-    return splits["validation"], cfg.data.validation or f"{cfg.data.train} (held-out validation split)"
+    data_cfg = run_data(run, cfg.data)  # the files as training read them
+    return splits["validation"], data_cfg.validation or f"{data_cfg.train} (held-out validation split)"
 
 
 def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = "the model it exports") -> list[Read]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
+from tunelab.data.load import run_data
 from tunelab.errors import TunelabError
 from tunelab.io import Read, atomic_dir, cannot_create, commit_dir, write_json_atomic
 from tunelab.progress import say
@@ -90,7 +91,7 @@ def run_data_files(run: Path) -> list[tuple[str, Path]]:
     if not (run / "config.yaml").is_file():
         return []
     try:
-        d = build_config(read_config_file(run / "config.yaml")).data
+        d = run_data(run, build_config(read_config_file(run / "config.yaml")).data)  # as training read them
     except TunelabError:
         return []
     return [(key, Path(value)) for key, value in (("train", d.train), ("validation", d.validation),
