@@ -61,7 +61,8 @@ def test_text_pair_to_a_single_text_model_is_refused(model: tunelab.Model, run: 
     with pytest.raises(DataError, match=f"^<input>:1: {NOT_READ}"):
         model.evaluate([{"text": "good film", "text_pair": "awful", "label": "positive"}])
     data = write_jsonl(tmp_path / "pairs.jsonl", [{"text": "good film", "text_pair": "awful", "label": "positive"}])
-    for args in (["predict", str(run.dir), "--input", str(data)], ["eval", str(run.dir), "--data", str(data)]):
+    for args in (["predict", str(run.dir), "--input", str(data)], ["eval", str(run.dir), "--data", str(data)],
+                 ["compress", str(run.dir), "--prune", "heads:0.5", "--data", str(data)]):  # export's rows too
         res = runner.invoke(app, args)  # the command line reads rows the same way
         assert res.exit_code == 2 and res.stderr.startswith(f"error: {data}:1: text_pair: this model does not read")
     ids = write_jsonl(tmp_path / "ids.jsonl", [{"text": "good film", "id": "a-1"}])

@@ -93,8 +93,8 @@ def test_an_unhashable_yaml_key_is_one_line(tmp_path: Path) -> None:
 def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path: Path) -> None:
     path = write_yaml(tmp_path / "run.yaml", "task: classification\nmodel: minilm\ntrain:\n  lr: 1.0e-4\n"
                                              "  epochs: 2\ntrain:\n  batch_size: 8\n")
-    assert config_error(path=path, base=False) == (f"{path}:6: invalid YAML: duplicate key 'train' (YAML keeps only "
-                                                   "the last)")
+    assert config_error(path=path, base=False) == (f"{path}:6: invalid YAML: duplicate key 'train': only its last "
+                                                   "value would be read; give each key once")
 
 
 def test_cli_rejects_unknown_key_before_loading_anything(tmp_path: Path) -> None:

@@ -195,6 +195,33 @@ def test_validation_label_not_in_training_labels(tiny_bert: Path, tmp_path: Path
     assert_one_line_error(res, expected)
 
 
+def test_a_text_pair_the_config_does_not_read_is_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    """Rows with a `text_pair` value (the name predict and serve read a second text by) while data.text_pair_field
+    is unset trained on the first text alone, silently: one line naming the first such row, before any training,
+    from train and from data check alike. An empty value carries no second text; the field read by another name, or
+    as the text itself, is no second text left unread."""
+    rows = sentiment_rows(8)
+    rows[1]["text_pair"] = ""  # a CSV's empty column: no second text
+    rows[2]["text_pair"] = "the plot"
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    expected = (f"{where(path, 3, 'text_pair')}data.text_pair_field is not set, so this second text would not be "
+                "read (only text is); set data.text_pair_field=text_pair to use it, or drop the field")
+    with pytest.raises(DataError) as info:
+        parse(path)
+    assert str(info.value) == expected
+    assert_one_line_error(train_cli(tiny_bert, tmp_path / "run", path), expected)
+    assert not (tmp_path / "run").exists()
+    assert_one_line_error(runner.invoke(app, ["data", "check", str(path), "--model", str(tiny_bert)]), expected)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{**r, "text_pair": "the plot"} for r in sentiment_rows(4)])
+    assert [ex["text_pair"] for ex in make_task(DataConfig(text_pair_field="text_pair")).parse(read_table(pairs))] \
+        == ["the plot"] * 4
+    other = write_jsonl(tmp_path / "other.jsonl", [{**r, "hypothesis": "a b", "text_pair": "c"}
+                                                   for r in sentiment_rows(4)])
+    assert [ex["text_pair"] for ex in make_task(DataConfig(text_pair_field="hypothesis")).parse(read_table(other))] \
+        == ["a b"] * 4
+    assert len(make_task(DataConfig(text_field="text_pair")).parse(read_table(other))) == 4
+
+
 # ---------------------------------------------------------------------------------------- valid input
 def texts_labels(examples: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     return [(ex["text"], ex["label"]) for ex in examples]

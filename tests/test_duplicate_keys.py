@@ -137,10 +137,17 @@ def test_a_synonym_file_with_a_word_twice(tmp_path: Path) -> None:
 
 
 def test_a_key_twice_in_a_json_config_or_a_set_mapping(tmp_path: Path) -> None:
+    """A .json config is read as YAML (JSON is YAML) but said as what it is: invalid JSON, not invalid YAML."""
     config = _write(tmp_path / "run.json", '{"task": "classification",\n "model": "minilm",\n "task": "ner"}\n')
-    _cli_one_line(["train", config], f"{config}:3: invalid YAML: duplicate key 'task' (YAML keeps only the last)")
+    _cli_one_line(["train", config], f"{config}:3: invalid JSON: duplicate key 'task': {TWICE}")
+    upper = _write(tmp_path / "RUN.JSON", '{"task": "classification",\n "model": "minilm",\n "model": "x"}\n')
+    _cli_one_line(["train", upper], f"{upper}:3: invalid JSON: duplicate key 'model': {TWICE}")
+    broken = _write(tmp_path / "broken.json", '{"task": "classification",\n "model": "minilm"\n "train": {}}\n')
+    _cli_one_line(["train", broken], f"{broken}:3: invalid JSON: expected ',' or '}}', but got '<scalar>'")
+    yml = _write(tmp_path / "run.yaml", "task: classification\nmodel: minilm\ntask: ner\n")
+    _cli_one_line(["train", yml], f"{yml}:3: invalid YAML: duplicate key 'task': {TWICE}")
     _cli_one_line(["train", "--set", "data={train: a.jsonl, train: b.jsonl}"],
-                  "--set 'data={train: a.jsonl, train: b.jsonl}': duplicate key 'train' (YAML keeps only the last)")
+                  f"--set 'data={{train: a.jsonl, train: b.jsonl}}': duplicate key 'train': {TWICE}")
 
 
 def _reference(text: str) -> bool:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import WORDS, say_rows, write_jsonl
+from conftest import WORDS, say_rows, sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.export.merge import load_adapter_model, locate, logits_of, max_diff, sample_inputs
 
@@ -115,6 +115,25 @@ def test_classification_head_is_merged(tiny_bert: Path, sentiment_files: tuple[P
     saved.eval()
     with torch.no_grad():
         assert torch.allclose(merged(**x).logits, saved(**x).logits, atol=1e-5)
+
+
+def test_merge_never_writes_over_the_runs_data(tiny_bert: Path, tmp_path: Path) -> None:
+    """The data files the run's config names, as plain export and compress refuse them: never the --output, nor a
+    folder holding one or inside one, even with --overwrite; one line, exit 2, nothing touched."""
+    data = tmp_path / "data"  # a folder of its own: an --output there is refused for the data, not for the run
+    data.mkdir()
+    train = write_jsonl(data / "train.jsonl", sentiment_rows(48, 0))
+    val = write_jsonl(data / "validation.jsonl", sentiment_rows(16, 1))
+    run = _train(tmp_path, ["task=classification", f"model={tiny_bert}", f"data.train={train}",
+                            f"data.validation={val}", "method=lora", "method.r=4"])
+    before = {p: p.read_bytes() for p in (train, val)}
+    for output, why in [(train, f"{train} would replace the run's data.train file"),
+                        (data, f"{data} would replace the run's data.train file"),
+                        (val / "sub", f"{val / 'sub'} is inside the run's data.validation file {val}")]:
+        res = CliRunner().invoke(app, ["export", str(run), "--merge", "--output", str(output), "--overwrite"])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.strip() == f"error: --output: {why}; choose another --output", res.stderr
+    assert {p: p.read_bytes() for p in data.iterdir()} == before and not (run / "merged").exists()
 
 
 def test_export_errors(tiny_chat_run: Path, tmp_path: Path) -> None:

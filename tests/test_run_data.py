@@ -1,9 +1,13 @@
-"""A finished run's data read again (report, export, compress) from its config's paths: relative paths are read
-from the current folder, so from another folder they can name other files — one error line, not a check or a
-report on the wrong rows."""
+"""A finished run's data read again (report, export, compress, distill, the --output checks) from its config's paths:
+a relative path is read from the folder training ran in (RUN/data_summary.json's data_folder), whatever the current
+folder, and a file that changed since is one error line. A run that did not record that folder (an older tunelab)
+reads them from the current folder, so from another folder they can name other files — one error line, not a check or
+a report on the wrong rows."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,20 +34,78 @@ def relative_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return home / "run"
 
 
-@pytest.mark.parametrize("command", [["report"], ["export", "--format", "onnx"], ["compress", "--prune", "heads:0.5"]])
-def test_a_run_read_again_from_another_folder_with_other_files_is_one_error(
+def _decoys(folder: Path) -> None:
+    """Files named as the run's, other rows: what a relative path read from `folder` would find."""
+    write_jsonl(folder / "train.jsonl", sentiment_rows(48, 0))
+    write_jsonl(folder / "val.jsonl", sentiment_rows(2, 7))  # another val.jsonl: 2 rows, the run used 16
+
+
+@pytest.mark.parametrize("command", [["report"], ["export", "--format", "onnx"],
+                                     ["compress", "--prune", "heads:0.5", "--recover-epochs", "0", "--force"]])
+def test_a_run_read_again_from_another_folder_reads_its_own_files(
         relative_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
-    write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0))
-    write_jsonl(tmp_path / "val.jsonl", sentiment_rows(2, 7))  # another val.jsonl: 2 rows, the run used 16
+    """It read the current folder's val.jsonl (one error line when the row count differed; the wrong rows when not),
+    or no file at all where the folder had none."""
+    home = relative_run.parent
+    _decoys(tmp_path)
     monkeypatch.chdir(tmp_path)
-    report = (relative_run / "report.html").read_bytes()
     res = runner.invoke(app, [command[0], str(relative_run), *command[1:]])
+    assert res.exit_code == 0, res.output
+    assert json.loads((relative_run / "data_summary.json").read_text())["data_folder"] == str(home)
+    if command[0] != "report":
+        out = relative_run / "exports" / ("onnx-fp32" if command[0] == "export" else "heads-0.5")
+        report = json.loads((out / "report.json").read_text())
+        assert report["data"] == str(home / "val.jsonl") and {r["rows"] for r in report["rows"]} == {16}, report
+    empty = tmp_path / "empty"  # no data files here at all: was `train.jsonl: file not found`
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert runner.invoke(app, ["report", str(relative_run)]).exit_code == 0
+
+
+def test_what_else_reads_a_runs_data_reads_its_own_files(relative_run: Path, tiny_bert: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files an --output never replaces and a distilled student's data: the run's own, not the current folder's;
+    a --set value is the caller's own, read from the current folder."""
+    from tunelab.export.output import run_reads
+    from tunelab.studies.distill import distill_config
+
+    home = relative_run.parent
+    _decoys(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    data = {r.role: r.path for r in run_reads(relative_run) if "data." in r.role}
+    assert data == {"the run's data.train file": home / "train.jsonl",
+                    "the run's data.validation file": home / "val.jsonl"}
+    res = runner.invoke(app, ["export", str(relative_run), "--format", "onnx", "--output", str(home / "val.jsonl"),
+                              "--overwrite"])
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: --output: {home / 'val.jsonl'} would replace the " \
+        "run's data.validation file; choose another --output", res.output
+    cfg = distill_config(relative_run, str(tiny_bert), 2.0, 0.5, tmp_path / "student", [])
+    assert (cfg.data.train, cfg.data.validation) == (str(home / "train.jsonl"), str(home / "val.jsonl"))
+    cfg = distill_config(relative_run, str(tiny_bert), 2.0, 0.5, tmp_path / "student", ["data.validation=val.jsonl"])
+    assert (cfg.data.train, cfg.data.validation) == (str(home / "train.jsonl"), "val.jsonl")
+
+
+def test_an_older_run_read_again_from_another_folder_with_other_files_is_one_error(
+        relative_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that did not record the folder it trained in: its relative paths from the current folder, checked."""
+    old = tmp_path / "old"
+    shutil.copytree(relative_run, old, ignore=shutil.ignore_patterns("exports"))
+    summary = json.loads((old / "data_summary.json").read_text())
+    del summary["data_folder"]
+    (old / "data_summary.json").write_text(json.dumps(summary))
+    work = tmp_path / "work"
+    work.mkdir()
+    _decoys(work)
+    monkeypatch.chdir(work)
+    report = (old / "report.html").read_bytes()
+    res = runner.invoke(app, ["report", str(old)])
     assert res.exit_code == 2, res.output
     line = res.output.strip().splitlines()[-1]
     assert line.startswith("error: val.jsonl: validation: 2 rows now, where the run ") and "used 16" in line, line
-    assert f"relative to the current folder {tmp_path}" in line and "Traceback" not in res.output
-    assert (relative_run / "report.html").read_bytes() == report
-    assert not (relative_run / "exports").exists() or not any((relative_run / "exports").iterdir())
+    assert f"relative to the current folder {work}" in line and "Traceback" not in res.output
+    assert (old / "report.html").read_bytes() == report
+    monkeypatch.chdir(relative_run.parent)
+    assert runner.invoke(app, ["report", str(old)]).exit_code == 0  # from the folder it trained in
 
 
 def test_the_same_run_read_from_its_own_folder_works(relative_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,8 +116,6 @@ def test_the_same_run_read_from_its_own_folder_works(relative_run: Path, monkeyp
 
 def test_training_rows_resampled_after_reading_are_not_compared(tmp_path: Path) -> None:
     """rows_used.train counts the rows after data.sampling / augment: only then is train left out of the check."""
-    import json
-
     from tunelab.config.run import build_config
     from tunelab.data.load import run_splits
     from tunelab.errors import DataError

@@ -24,8 +24,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if not isinstance(key, str):
                 continue  # (an unhashable key is the base loader's one-line error)
             if key in seen:
-                raise DuplicateKeyError(None, None, f"duplicate key {key!r} (YAML keeps only the last)",
-                                        key_node.start_mark)
+                raise DuplicateKeyError(None, None, f"duplicate key {key!r}: only its last value would be read; give "
+                                        "each key once", key_node.start_mark)  # a YAML or a JSON text alike
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

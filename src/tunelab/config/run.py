@@ -243,7 +243,8 @@ def _longest_known(field: str, known: dict[str, int]) -> str:
 
 
 def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
-    """`file:line: invalid YAML: problem`, on one line (a ReaderError's own text spans two)."""
+    """`file:line: invalid YAML: problem`, on one line (a ReaderError's own text spans two); `invalid JSON` for a
+    `.json` file (read as YAML, which JSON is, but written as JSON)."""
     mark = getattr(exc, "problem_mark", None)
     if mark is not None:
         line: int | None = mark.line + 1
@@ -255,7 +256,8 @@ def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
     if problem is None and isinstance(exc, yaml.reader.ReaderError):
         problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
     where = f"{path}:{line}" if line is not None else str(path)
-    return f"{where}: invalid YAML: {' '.join(str(problem or exc).split())}"
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+    return f"{where}: invalid {kind}: {' '.join(str(problem or exc).split())}"
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

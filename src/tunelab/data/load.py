@@ -15,7 +15,7 @@ from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.dedup import dedup_across, dedup_within
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
-from tunelab.data.report import DataReport
+from tunelab.data.report import DATA_FOLDER, SUMMARY_FILE, DataReport
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation
 from tunelab.data.tabular import folder_files
@@ -219,17 +219,46 @@ def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[
     return examples
 
 
+def _summary(run_dir: Path) -> dict[str, Any]:
+    """RUN/data_summary.json; {} for an older run, or a damaged summary."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
+    """A finished run's `data` section (its config.yaml's) with each relative file path joined to the folder training
+    read it from (RUN/data_summary.json's `data_folder`), so the run's own files are read, whatever the current folder:
+    what report, export, compress, distill and the --output checks read of a run. A run that did not record it (an
+    older tunelab) keeps its paths as they are, read from the current folder (`run_splits` checks them)."""
+    folder = _summary(run_dir).get(DATA_FOLDER)
+    if not isinstance(folder, str):
+        return data
+
+    def joined(path: str) -> str:
+        return path if path.startswith("hf:") or Path(path).is_absolute() else str(Path(folder) / path)
+
+    update: dict[str, Any] = {key: joined(value) for key in ("train", "validation", "test", "unlabeled")
+                              if (value := getattr(data, key))}
+    if data.augment is not None and data.augment.synonyms:
+        update["augment"] = data.augment.model_copy(update={"synonyms": joined(data.augment.synonyms)})
+    return data.model_copy(update=update)
+
+
 def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None,
                hint: str = "") -> dict[str, list[dict[str, Any]]]:
-    """A finished run's splits read again from its config (report, export, compress), checked against the rows the
-    run used (RUN/data_summary.json): its data paths are as `tunelab train` was given them, so a relative path read
-    from another folder can name another file — then this is one error line, not a check on the wrong rows. `hint`:
-    another way out the caller offers (", or pass --data FILE")."""
+    """A finished run's splits read again from its config (report, export, compress): its files as training read them
+    (`run_data`), checked against the rows the run used (RUN/data_summary.json) — a file that changed since is one
+    error line, not a check on other rows. An older run's relative paths are read from the current folder, which can
+    name other files: said so then. `hint`: another way out the caller offers (", or pass --data FILE")."""
+    summary = _summary(run_dir)
+    data = run_data(run_dir, data)
     splits = load_splits(data, task, seed, report)
     try:
-        summary = json.loads((run_dir / "data_summary.json").read_text(encoding="utf-8"))
         used, applied = dict(summary.get("rows_used") or {}), dict(summary.get("applied") or {})
-    except (OSError, ValueError, AttributeError, TypeError):  # an older run, a damaged summary: nothing to compare
+    except (TypeError, ValueError):  # a damaged summary: nothing to compare
         return splits
     if applied.get("sampling") or applied.get("augment"):  # its training rows were resampled / augmented after this
         used.pop("train", None)

@@ -7,6 +7,7 @@ itself, and counted per split and reason: nothing is dropped silently.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from tunelab.io import write_json_atomic, write_text_atomic
 
 SUMMARY_FILE = "data_summary.json"
+DATA_FOLDER = "data_folder"  # in SUMMARY_FILE: the folder training ran in, which its relative data paths are from
 REMOVED_FILE = "removed.jsonl"
 
 
@@ -61,9 +63,17 @@ class DataReport:
         return out
 
     def write(self, out_dir: Path, splits: dict[str, list[Any]] | None = None) -> dict[str, Any]:
-        """Write removed.jsonl (always, empty when nothing was removed) and data_summary.json."""
+        """Write removed.jsonl (always, empty when nothing was removed) and data_summary.json (with the folder its
+        relative data paths were read from)."""
         lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.removed)
         write_text_atomic(out_dir / REMOVED_FILE, lines)
-        summary = self.summary(splits)
+        summary = {**self.summary(splits), DATA_FOLDER: _cwd()}  # a run's data read again: load.run_data
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         return summary
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the folder was deleted under the process
+        return None

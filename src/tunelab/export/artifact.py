@@ -19,7 +19,7 @@ import torch
 
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
-from tunelab.data.load import run_splits
+from tunelab.data.load import run_data, run_splits
 from tunelab.data.readers import read_table
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
@@ -34,6 +34,7 @@ from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
 from tunelab.tasks.base import Task
+from tunelab.tasks.model_rows import model_examples
 
 REPORT_FILE = "report.json"
 FORMATS = {"onnx": (None, "int8"), "gguf": (None, "f16", "q8_0"), "torch": ("int8",)}  # format: its --quantize values
@@ -73,7 +74,7 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
     """(examples, where they came from): --data, else the run's validation split as training made it (`splits`:
     the run's splits when the caller has read them already)."""
     if data is not None:
-        return task.parse(read_table(data)), str(data)
+        return model_examples(task, read_table(data), labelled=True), str(data)
     if run is None:
         raise TunelabError("export: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")
@@ -82,21 +83,15 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
                                                           hint=", or pass --data FILE (labelled rows)")
     if "validation" not in splits:
         raise TunelabError(f"export: the run {run} has no validation split; pass --data FILE (labelled rows)")
-    return splits["validation"], cfg.data.validation or f"{cfg.data.train} (held-out validation split)"
+    data_cfg = run_data(run, cfg.data)  # the files as training read them
+    return splits["validation"], data_cfg.validation or f"{data_cfg.train} (held-out validation split)"
 
 
 def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = "the model it exports") -> list[Read]:
     """What an export or compress reads, which its --output never replaces: the model, the --data file, the run
     (`run_reads`: its own files and the data files its config names)."""
-    files: list[tuple[str, str | None]] = []
-    if run is not None and (run / "config.yaml").is_file():
-        try:
-            d = build_config(read_config_file(run / "config.yaml")).data
-            files = [("train", d.train), ("validation", d.validation), ("test", d.test), ("unlabeled", d.unlabeled)]
-        except TunelabError:
-            pass  # a config that does not load: said where it is read
     return [Read(role, model_dir), *([Read("the --data file", Path(data))] if data is not None else []),
-            *run_reads(run, files)]
+            *run_reads(run)]
 
 
 def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str | None) -> Path:

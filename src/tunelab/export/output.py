@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tunelab import __version__
+from tunelab.config.run import build_config, read_config_file
+from tunelab.data.load import run_data
 from tunelab.errors import TunelabError
 from tunelab.io import Read, atomic_dir, cannot_create, commit_dir, write_json_atomic
 from tunelab.progress import say
@@ -69,18 +71,31 @@ def _written(folder: Path) -> set[str] | None:
     return {p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink() and LEGACY.fullmatch(p.name)}
 
 
-def run_reads(run: Path | None, data_files: Sequence[tuple[str, str | None]] = ()) -> list[Read]:
+def run_reads(run: Path | None) -> list[Read]:
     """The inputs of an export / compress / merge of the run `run` that no --output may replace, even with
     --overwrite: the run directory and its own files (what training and the studies wrote; its exports/ folder
-    itself, though not an export in it), the data files its config names (`data_files`: (key, path)), the current
-    directory and the home directory."""
+    itself, though not an export in it), the data files its config names (`run_data_files`), the current directory
+    and the home directory."""
     home = Path(os.path.expanduser("~"))
     reads = [Read("the current directory", Path.cwd(), frozenset()), Read("your home directory", home, frozenset())]
     if run is not None:
         reads += [Read("the run directory", run, (RUN_FILES | STUDY_FILES | {LOCK, REPLACED}) - EXPORTED),
                   Read("the run's exports folder", run / "exports", frozenset()),
-                  *(Read(f"the run's data.{key} file", Path(value)) for key, value in data_files if value)]
+                  *(Read(f"the run's data.{key} file", path) for key, path in run_data_files(run))]
     return reads
+
+
+def run_data_files(run: Path) -> list[tuple[str, Path]]:
+    """(key, path) of each data file the run's config.yaml names; none when it has no config that loads (said where
+    the config is read)."""
+    if not (run / "config.yaml").is_file():
+        return []
+    try:
+        d = run_data(run, build_config(read_config_file(run / "config.yaml")).data)  # as training read them
+    except TunelabError:
+        return []
+    return [(key, Path(value)) for key, value in (("train", d.train), ("validation", d.validation),
+                                                   ("test", d.test), ("unlabeled", d.unlabeled)) if value]
 
 
 def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False) -> list[str]:

@@ -32,6 +32,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
+from tunelab.tasks.model_rows import check_pair_read
 from tunelab.tasks.truncation import aggregate_windows, cut_tokens
 
 
@@ -130,6 +131,8 @@ class Classification(Task):
                            "source": rec.source, "line": rec.line, "row": rec.data}
             if self.data.text_pair_field:
                 ex["text_pair"] = require_text(rec, self.data.text_pair_field, table.columns)
+            else:
+                check_pair_read(rec, self.data)
             if labelled:
                 ex["label"] = self._parse_label(rec, table.columns)
             out.append(ex)

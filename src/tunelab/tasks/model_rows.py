@@ -1,14 +1,16 @@
 """Rows given to a tuned model (`predict`, `eval`, the Python API, `serve`): read by its task, after refusing a field
-that is the input of another shape of model. A row's other fields (an id, a date) are kept and echoed back."""
+that is the input of another shape of model. A row's other fields (an id, a date) are kept and echoed back. And the
+same field in the rows a model is trained on, where the config would not read it (`check_pair_read`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tunelab.data.readers import Table
+from tunelab.data.readers import Record, Table
 from tunelab.errors import DataError
 
 if TYPE_CHECKING:
+    from tunelab.config.sections import DataConfig
     from tunelab.tasks.base import Example, Task
 
 PAIR_FIELD = "text_pair"  # the second text of a pair, as tunelab's pair configs and Hugging Face pipelines name it
@@ -27,3 +29,15 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
                                 "it was trained without data.text_pair_field); drop the field, or use a model "
                                 "trained on text pairs")
     return task.parse(table, labelled=labelled)
+
+
+def check_pair_read(rec: Record, data: DataConfig) -> None:
+    """A data row (training, data check) with a `text_pair` value while data.text_pair_field is unset: one DataError
+    naming it, as `model_examples` refuses one given to a model of one text; trained, the second text would be left
+    out unsaid. Only that name (the one predict and serve read a second text by), and not when the config reads it
+    as another field (the text, the label)."""
+    if (not data.text_pair_field and rec.data.get(PAIR_FIELD) not in (None, "")
+            and PAIR_FIELD not in (data.text_field, data.label_field)):
+        raise DataError(rec.source, rec.line, PAIR_FIELD,
+                        f"data.text_pair_field is not set, so this second text would not be read (only "
+                        f"{data.text_field} is); set data.text_pair_field={PAIR_FIELD} to use it, or drop the field")
