@@ -80,9 +80,7 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
         p = ax.x(vline)
         body.append(f'<line x1="{num(p)}" y1="{num(ax.box[1])}" x2="{num(p)}" y2="{num(ax.box[3])}" '
                     f'stroke="grey" stroke-dasharray="4 3"/>')
-    if len(series) > 1 or finals:
-        body += legend(ax, keys, drawn)
-    return svg(520, 320, body)
+    return svg(520, 320, body, legend(ax, keys, drawn) if len(series) > 1 or finals else None)
 
 
 def histogram(values: dict[str, Sequence[float]], title: str, xlabel: str, vline: float | None = None,
@@ -115,7 +113,7 @@ def histogram(values: dict[str, Sequence[float]], title: str, xlabel: str, vline
         drawn += along([(p, ax.box[1]), (p, ax.box[3])])
         if vlabel:
             keys.append((vlabel, "crimson", "dash"))
-    return svg(520, 320, body + legend(ax, keys, drawn))
+    return svg(520, 320, body, legend(ax, keys, drawn))
 
 
 def bars(groups: dict[str, dict[str, float]], title: str, ylabel: str = "") -> str:
@@ -145,7 +143,7 @@ def bars(groups: dict[str, dict[str, float]], title: str, ylabel: str = "") -> s
                         f'fill="{colour}"><title>{escape(f"{name} · {c}: {v:g}")}</title></rect>')
             drawn += inside_rect(x, top, w, base - top)
         keys.append((name, colour, "box"))
-    return svg(width, 320 + bottom - 40, body + (legend(ax, keys, drawn) if len(groups) > 1 else []))
+    return svg(width, 320 + bottom - 40, body, legend(ax, keys, drawn) if len(groups) > 1 else None)
 
 
 def _blue(share: float) -> str:
@@ -209,7 +207,7 @@ def curves(series: dict[str, tuple[np.ndarray, np.ndarray, float]], kind: str) -
         body += polyline(ax, name, finite(x, y), colour, False, 1.3)
         drawn += along([(ax.x(a), ax.y(b)) for a, b in finite(x, y) if ax.inside(a, b)])
         keys.append((f"{name} ({tag} {area:.3f})", colour, "line"))
-    return svg(440, 380, body + legend(ax, keys, drawn))
+    return svg(440, 380, body, legend(ax, keys, drawn))
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> tuple[str, float]:
@@ -235,5 +233,5 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
             drawn += inside_rect(x0, top, x1 - x0, ax.y(0) - top)
     body.append(f'<line x1="{num(ax.x(0))}" y1="{num(ax.y(0))}" x2="{num(ax.x(1))}" y2="{num(ax.y(1))}" '
                 f'stroke="grey" stroke-dasharray="1.5 2"/>')
-    body += legend(ax, [("accuracy", PALETTE[0], "box"), ("perfect calibration", "grey", "dot")], drawn)
-    return svg(440, 380, body), ece
+    keys = [("accuracy", PALETTE[0], "box"), ("perfect calibration", "grey", "dot")]
+    return svg(440, 380, body, legend(ax, keys, drawn)), ece

@@ -163,23 +163,30 @@ def rotated_height(cats: Sequence[tuple[float, str]], rotate: int) -> float:
 
 
 def legend(ax: Axes, items: Sequence[tuple[str, str, str]], avoid: Sequence[tuple[float, float]] = (),
-           where: str | None = None) -> list[str]:
-    """Entries (label, colour, kind: line / box / star / dash / dot) in a white box at the corner of the plot that
-    covers the fewest of the `avoid` pixel points (the upper right when none does), or at `where`."""
+           where: str | None = None) -> tuple[list[str], float]:
+    """Entries (label, colour, kind: line / box / star / dash / dot) in a white box, and its right edge in px: at the
+    corner of the plot that covers the fewest of the `avoid` pixel points (the upper right when none does), or at
+    `where`; beside the plot, on its right, when every corner would cover some and there are 3 entries or more (the
+    chart is then that much wider)."""
     if not items:
-        return []
+        return [], 0.0
     w = 28 + max(text_width(label, 9) for label, _, _ in items)
     h = 6 + 13 * len(items)
     x0, y0, x1, y1 = ax.box
 
     def corner(name: str) -> tuple[float, float]:
+        if name == "outside":
+            return x1 + 10, y0
         return (x1 - w - 4 if "right" in name else x0 + 4, y0 + 4 if "upper" in name else y1 - h - 4)
 
     def covered(name: str) -> int:
         cx, cy = corner(name)
         return sum(cx - 3 <= px <= cx + w + 3 and cy - 3 <= py <= cy + h + 3 for px, py in avoid)
 
-    x, y = corner(where or min(("upper right", "upper left", "lower right", "lower left"), key=covered))
+    best = where or min(("upper right", "upper left", "lower right", "lower left"), key=covered)
+    if where is None and covered(best) and (len(items) >= 3 or h > (y1 - y0) / 2):
+        best = "outside"
+    x, y = corner(best)
     out = [f'<rect x="{num(x)}" y="{num(y)}" width="{num(w)}" height="{h}" fill="#fff" fill-opacity="0.85" '
            f'stroke="#ccc"/>']
     for i, (label, colour, kind) in enumerate(items):
@@ -194,7 +201,7 @@ def legend(ax: Axes, items: Sequence[tuple[str, str, str]], avoid: Sequence[tupl
             out.append(f'<line x1="{num(x + 4)}" y1="{num(cy)}" x2="{num(x + 20)}" y2="{num(cy)}" '
                        f'stroke="{colour}" stroke-width="1.5"{dash}/>')
         out.append(text(x + 24, cy + 3, label, 9, anchor="start"))
-    return out
+    return out, x + w
 
 
 def along(points: Sequence[tuple[float, float]], every: float = 6.0) -> list[tuple[float, float]]:
@@ -218,7 +225,12 @@ def star(x: float, y: float, r: float, colour: str) -> str:
     return f'<polygon points="{" ".join(f"{num(a)},{num(b)}" for a, b in pts)}" fill="{colour}"/>'
 
 
-def svg(width: float, height: float, body: Sequence[str]) -> str:
+def svg(width: float, height: float, body: Sequence[str], key: tuple[list[str], float] | None = None) -> str:
+    """The `<svg>` element of a chart: its marks, then the legend (`key`: `legend`'s parts and right edge, which
+    widens the chart when the legend sits beside the plot)."""
+    parts, right = key or ([], 0.0)
+    width = max(width, right + 8)
+    body = [*body, *parts]
     return (f'<svg class="chart" width="{num(width)}" height="{num(height)}" '
             f'viewBox="0 0 {num(width)} {num(height)}" font-family="{escape(FONT)}" fill="#222">'
             + "".join(body) + "</svg>")

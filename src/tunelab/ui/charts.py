@@ -1,22 +1,37 @@
-"""The UI's curves, drawn on the server with tunelab.plots (no JavaScript chart library): the training loss and the
-evaluation metrics as two charts side by side, since their scales differ, each titled with its latest values."""
+"""The UI's curves, drawn on the server with tunelab.plots (no JavaScript chart library): charts side by side, one per
+scale, so a loss, the metrics in [0, 1] and any other quantity (a perplexity) each keep a readable axis; each chart
+is titled with its series' latest values when they fit."""
 
 from __future__ import annotations
 
 from tunelab.plots import lines
 from tunelab.plots.svg import text_width
 
+Series = dict[str, list[tuple[float, float]]]
 
-def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str = "step") -> str:
-    """Loss series (names ending in `loss`) in one chart, the others in a second; `data-name` / `data-points` on
-    each line name the series and count its points (the UI test reads them)."""
-    series = {k: v for k, v in series.items() if v}
-    groups = {"loss": {k: v for k, v in series.items() if k.endswith("loss")},
-              "evaluation": {k: v for k, v in series.items() if not k.endswith("loss")}}
+
+def _groups(series: Series) -> dict[str, Series]:
+    """{title: series}: losses, metrics whose values all lie in [0, 1], then every other series on its own; a row
+    count (`eval/n`) is not a curve."""
+    out: dict[str, Series] = {"loss": {}, "evaluation": {}}
+    for name, pts in series.items():
+        if not pts or name.rsplit("/", 1)[-1] == "n":
+            continue
+        if name.endswith("loss"):
+            out["loss"][name] = pts
+        elif all(0.0 <= y <= 1.0 for _, y in pts):
+            out["evaluation"][name] = pts
+        else:
+            out[name] = {name: pts}
+    return {title: group for title, group in out.items() if group}
+
+
+def line_chart(series: Series, x_label: str = "step") -> str:
+    """The charts of `_groups`; `data-name` / `data-points` on each line name the series and count its points (the
+    UI test reads them)."""
     out = []
-    for title, group in groups.items():
-        if group:
-            latest = f"{title} (latest: " + ", ".join(f"{k} {pts[-1][1]:.4g}" for k, pts in group.items()) + ")"
-            out.append(lines({k: ([x for x, _ in pts], [y for _, y in pts]) for k, pts in group.items()},
-                             latest if text_width(latest, 12) < 480 else title, x_label, integer_x=True))
+    for title, group in _groups(series).items():
+        latest = f"{title} (latest: " + ", ".join(f"{k} {pts[-1][1]:.4g}" for k, pts in group.items()) + ")"
+        out.append(lines({k: ([x for x, _ in pts], [y for _, y in pts]) for k, pts in group.items()},
+                         latest if text_width(latest, 12) < 480 else title, x_label, integer_x=True))
     return '<div class="charts">' + "".join(out) + "</div>" if out else ""
