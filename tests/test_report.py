@@ -227,6 +227,7 @@ def test_integrated_gradients_are_informative(tiny_bert: Path) -> None:
                 {"text": "bad", "label": "negative", "source": "t", "line": 2, "row": {}}]
     model, tok = task.build_model(str(tiny_bert), examples)
     found = explain(task, model, tok, examples, [1, 0], steps=32)
+    assert len(found) == 2 and len(explain(task, model, tok, examples, [1, 0], steps=4, budget_s=0)) == 1
     a = found[0]
     assert a.tokens[0] == "[CLS]" and a.tokens[-1] == "[SEP]" and len(a.tokens) == len(a.scores) == 8
     assert np.all(np.isfinite(a.scores)) and np.ptp(a.scores[1:-1]) > 0

@@ -10,6 +10,7 @@ F(x) - F(x') (completeness); `delta` reports how far off the Riemann sum is.
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -81,16 +82,21 @@ def integrated_gradients(model: torch.nn.Module, input_ids: Sequence[int], targe
 
 
 def explain(task: Encodes, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
-            targets: Sequence[int], steps: int = 20) -> list[Attribution]:
-    """Attributions for each example towards its target class (the first window of a long text)."""
+            targets: Sequence[int], steps: int = 20, budget_s: float | None = None) -> list[Attribution]:
+    """Attributions for each example towards its target class (the first window of a long text), in order; with
+    `budget_s`, no new example is started once that many seconds have passed (at least one is done), so fewer may
+    come back: each is `steps` forward and backward passes, which a large model on a CPU pays by the minute."""
     feats = task.encode([{k: v for k, v in ex.items() if k != "label"} for ex in examples], tokenizer)
     first: dict[int, dict[str, Any]] = {}
     for j, f in enumerate(feats):
         first.setdefault(f.get("example_index", j), f)
     special = set(tokenizer.all_special_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = []
+    out: list[Attribution] = []
+    start = time.perf_counter()
     for i, target in enumerate(targets):
+        if out and budget_s is not None and time.perf_counter() - start > budget_s:
+            break
         f = first[i]
         ids = list(f["input_ids"])
         is_special = [t in special for t in ids]

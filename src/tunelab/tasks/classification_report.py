@@ -27,6 +27,7 @@ from tunelab.tasks.base import Task
 MAX_CURVES = 12  # one-vs-rest curves drawn (the most frequent classes)
 MISTAKES = 10  # most confident mistakes shown per split, each with attributions
 IG_STEPS = 20
+IG_BUDGET_S = 30.0  # no attribution is started after this many seconds (MiniLM: ~0.4 s each; a 7B model: minutes)
 
 
 def label_names(recs: Sequence[dict[str, Any]]) -> list[str]:
@@ -116,8 +117,8 @@ def mistakes(task: Task, recs: Sequence[dict[str, Any]], examples: Sequence[dict
         targets = [max(range(len(r["probs"])), key=r["probs"].__getitem__) for r in wrong]
         try:
             found = explain(task, model, tokenizer, [examples[r["index"]] for r in wrong], targets,
-                            IG_STEPS)
-            attributions = [render_tokens(a) for a in found]
+                            IG_STEPS, IG_BUDGET_S)
+            attributions[:len(found)] = [render_tokens(a) for a in found]
         except Exception as e:  # noqa: BLE001 - a model without inputs_embeds support: show the texts only
             why = f"attributions failed: {type(e).__name__}: {e}"
     rows = []
@@ -132,6 +133,10 @@ def mistakes(task: Task, recs: Sequence[dict[str, Any]], examples: Sequence[dict
     legend = ("Token colours: integrated gradients (pad-token baseline, "
               f"{IG_STEPS} steps) of the predicted class's logit; green pushes towards the prediction, red away. "
               "Hover a token for its score.") if not why else f"No attributions: {why}."
+    done = sum(a is not None for a in attributions)
+    if not why and done < len(wrong):
+        legend += (f" Attributions for the first {done} of {len(wrong)}: the report spends at most {IG_BUDGET_S:g} s "
+                   "on them.")
     return (f"<h4>Most confident mistakes ({len(wrong)})</h4>"
             + table(["#", "text", "gold", "predicted", "confidence"], rows, raw_columns=(1, 2, 3, 4))
             + note(legend))
