@@ -137,3 +137,19 @@ def test_training_rows_resampled_after_reading_are_not_compared(tmp_path: Path) 
                 run_splits(run, cfg.data, task, cfg.train.seed)
         else:
             assert len(run_splits(run, cfg.data, task, cfg.train.seed)["train"]) == 48
+
+
+def test_a_moved_project_reads_the_files_beside_it(relative_run: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project folder moved (or was copied to another machine): the recorded folder holds no such files, so the
+    paths are read from the current folder, as before data_folder was recorded; the rows are checked all the same."""
+    moved = tmp_path / "moved"
+    shutil.copytree(relative_run.parent, moved)
+    summary = json.loads((moved / "run" / "data_summary.json").read_text())
+    (moved / "run" / "data_summary.json").write_text(json.dumps({**summary, "data_folder": str(tmp_path / "gone")}))
+    monkeypatch.chdir(moved)
+    res = runner.invoke(app, ["report", "run"])
+    assert res.exit_code == 0, res.output
+    (moved / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(2, 7)))  # other rows now
+    res = runner.invoke(app, ["report", "run"])
+    assert res.exit_code == 2 and "val.jsonl" in res.output, res.output

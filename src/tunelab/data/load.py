@@ -231,14 +231,20 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
     """A finished run's `data` section (its config.yaml's) with each relative file path joined to the folder training
     read it from (RUN/data_summary.json's `data_folder`), so the run's own files are read, whatever the current folder:
-    what report, export, compress, distill and the --output checks read of a run. A run that did not record it (an
+    what report, export, compress, distill and the --output checks read of a run. Where that folder no longer holds
+    the file (the project was moved or copied) but the current folder does, the path is read from here, as before
+    (`run_splits` checks its rows against the run's). A run that did not record it (an
     older tunelab) keeps its paths as they are, read from the current folder (`run_splits` checks them)."""
     folder = _summary(run_dir).get(DATA_FOLDER)
     if not isinstance(folder, str):
         return data
 
     def joined(path: str) -> str:
-        return path if path.startswith("hf:") or Path(path).is_absolute() else str(Path(folder) / path)
+        if path.startswith("hf:") or Path(path).is_absolute():
+            return path
+        there = Path(folder) / path
+        # the project moved or was copied (the recorded folder has no such file): the path as given, from here
+        return path if not there.exists() and Path(path).exists() else str(there)
 
     update: dict[str, Any] = {key: joined(value) for key in ("train", "validation", "test", "unlabeled")
                               if (value := getattr(data, key))}
