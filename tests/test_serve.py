@@ -351,8 +351,9 @@ def test_a_batch_that_fails_fails_only_the_bad_request_and_the_batcher_lives_on(
 
 
 def test_hostile_bodies_are_4xx_and_the_server_keeps_answering(served: tuple[str, object]) -> None:
-    """A lone surrogate (which the tokenizer cannot take), NaN / Infinity, an out-of-range seed, a chunked body over
-    the limit, an input over max_input_tokens: each a 4xx naming the field; a good request still answers after each."""
+    """A lone surrogate (which the tokenizer cannot take), NaN / Infinity, an out-of-range seed, a key given twice, a
+    chunked body over the limit, an input over max_input_tokens: each a 4xx naming the field; a good request still
+    answers after each."""
     url, _ = served
     raw = {**AUTH, "Content-Type": "application/json"}
     bodies = [
@@ -366,6 +367,10 @@ def test_hostile_bodies_are_4xx_and_the_server_keeps_answering(served: tuple[str
          "temperature"),
         ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "hi"}], "temperature": 1, '
          '"seed": 18446744073709551616}', 422, "seed"),
+        # a key given twice: refused as a data file refuses it, not the last value kept without a word
+        ("/v1/predict", '{"inputs": [{"text": "good", "text": "bad"}]}', 422, "duplicate key 'text'"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, '
+         '"max_tokens": 4000}', 422, "duplicate key 'max_tokens'"),
     ]
     for path, body, status, field in bodies:
         res = httpx.post(f"{url}{path}", content=body, headers=raw, timeout=30)

@@ -3,18 +3,22 @@ may not import each other: `{"error": {"message": "<one line>", "code": <status>
 and a 422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI's `"detail"` list beside it.
 
 `install_handlers(app)` answers every HTTPException (the app's own, routing's 404 / 405), FastAPI's validation errors
-and any unexpected exception (a 500) in that shape; `error` builds one answer, `invalid` raises a 422 naming a field.
+and any unexpected exception (a 500) in that shape, and has the app's routes read JSON bodies strictly (UTF-8, finite
+numbers, no key twice); `error` builds one answer, `invalid` raises a 422 naming a field.
 Imports FastAPI only (never torch: the UI loads it lazily)."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -85,8 +89,67 @@ async def _server_error(_: Request, exc: Exception) -> Response:
     return error(500, "internal server error (the server's log has the details)")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise invalid("body", f"duplicate key {key!r}: only its last value would be read; give each key once")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _non_finite(value: Any) -> tuple[list[Any], float] | None:
+    """The path to the first NaN / Infinity in a parsed JSON value, and that number. Walked without recursion."""
+    stack: list[tuple[Any, list[Any]]] = [(value, [])]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return loc, item
+        if isinstance(item, dict):
+            stack.extend((v, [*loc, k]) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, [*loc, i]) for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+class _JSONRequest(Request):
+    """A request whose JSON body must be UTF-8 JSON — a 400 saying why not, where FastAPI says only "There was an error
+    parsing the body" (bytes that are not UTF-8) or "JSON decode error" (a 422 naming a character offset) — with finite
+    numbers only: Python's parser takes `NaN`, `Infinity` and `1e999`, which JSON cannot write back (a row's extra
+    field would come back as null): a 422 naming where; and no key twice in one object (a 422 naming it, where
+    FastAPI would keep the last value without a word, as a data file may not either)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                value = json.loads((await self.body()).decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise HTTPException(400, f"request body is not valid UTF-8 JSON: {reason}") from None
+            if (found := _non_finite(value)) is not None:
+                loc, number = found
+                raise HTTPException(422, [{"loc": ["body", *loc], "type": "finite_number", "input": str(number),
+                                           "msg": f"{number} is not a finite number (JSON has no NaN or Infinity)"}])
+            self._json = value
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """Routes whose JSON bodies `_JSONRequest` reads."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_JSONRequest(request.scope, request.receive))
+
+        return strict
+
+
 def install_handlers(app: FastAPI) -> None:
-    """Every error `app` answers in the one shape."""
+    """Every error `app` answers in the one shape; its routes added after this read JSON bodies strictly
+    (`StrictJSONRoute`)."""
+    app.router.route_class = StrictJSONRoute
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)
