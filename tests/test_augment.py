@@ -223,3 +223,16 @@ def test_cli_data_augment_of_a_dataset_folder_names_each_copys_file_and_line(tmp
     for copy in got[8:]:
         first = where[copy["augmented_from"]]
         assert copy["id"] == first["id"] and copy["label"] == first["label"] and copy["text"] != first["text"]
+
+
+def test_cli_data_augment_copies_a_second_text_it_does_not_rewrite(tmp_path: Path) -> None:
+    """Rows with a `text_pair` field and no data.text_pair_field: copied through with it (training on them is what
+    refuses an unread second text, not a copy that keeps every field)."""
+    rows = [{**r, "text_pair": "the plot"} for r in sentiment_rows(6, 0)]
+    src = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "aug.jsonl"
+    res = CliRunner().invoke(app, ["data", "augment", str(src), "--output", str(out),
+                                   "--set", "data.augment={ops: [delete, swap], copies: 1, ratio: 0.3}"])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert got[:6] == rows and len(got) > 6 and all(copy["text_pair"] == "the plot" for copy in got[6:])

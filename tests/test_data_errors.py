@@ -220,6 +220,11 @@ def test_a_text_pair_the_config_does_not_read_is_refused(tiny_bert: Path, tmp_pa
     assert [ex["text_pair"] for ex in make_task(DataConfig(text_pair_field="hypothesis")).parse(read_table(other))] \
         == ["a b"] * 4
     assert len(make_task(DataConfig(text_field="text_pair")).parse(read_table(other))) == 4
+    # read again (a trained run's splits, `data augment`'s copies): nothing to refuse, the rows as they are
+    from tunelab.data.records import read_again
+
+    with read_again():
+        assert len(make_task(DataConfig()).parse(read_table(path))) == 8
 
 
 # ---------------------------------------------------------------------------------------- valid input

@@ -5,7 +5,7 @@ and a 422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI'
 `install_handlers(app)` answers every HTTPException (the app's own, routing's 404 / 405), FastAPI's validation errors
 and any unexpected exception (a 500) in that shape, and has the app's routes read JSON bodies strictly (UTF-8, finite
 numbers, no key twice); `error` builds one answer, `invalid` raises a 422 naming a field.
-Imports FastAPI only (never torch: the UI loads it lazily)."""
+Imports FastAPI and the data layer's JSON key check only (never torch: the UI loads it lazily)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunelab.data.json_keys import duplicate_key, twice
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -89,15 +91,6 @@ async def _server_error(_: Request, exc: Exception) -> Response:
     return error(500, "internal server error (the server's log has the details)")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise invalid("body", f"duplicate key {key!r}: only its last value would be read; give each key once")
-        seen.add(key)
-    return dict(pairs)
-
-
 def _non_finite(value: Any) -> tuple[list[Any], float] | None:
     """The path to the first NaN / Infinity in a parsed JSON value, and that number. Walked without recursion."""
     stack: list[tuple[Any, list[Any]]] = [(value, [])]
@@ -122,10 +115,14 @@ class _JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             try:
-                value = json.loads((await self.body()).decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+                text = (await self.body()).decode("utf-8-sig")  # a UTF-8 BOM is read past, as before
+                value = json.loads(text)
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 raise HTTPException(400, f"request body is not valid UTF-8 JSON: {reason}") from None
+            if (twice_given := duplicate_key(text, value)) is not None:  # as a data file's row is refused
+                where, key = twice_given
+                raise invalid(where or "body", twice(key, where))
             if (found := _non_finite(value)) is not None:
                 loc, number = found
                 raise HTTPException(422, [{"loc": ["body", *loc], "type": "finite_number", "input": str(number),

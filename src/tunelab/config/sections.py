@@ -129,6 +129,14 @@ class DataConfig(Section):
         """`clean: true` means the defaults, `clean: false` means off."""
         return {} if value is True else None if value is False else value
 
+    def files(self) -> list[tuple[str, str]]:
+        """(key, path) of every file this section names (the splits, the unlabelled rows, augment's synonyms), as
+        given: what a run reads, and what no output may replace."""
+        synonyms = self.augment.synonyms if self.augment is not None else None
+        return [(key, value) for key, value in (("train", self.train), ("validation", self.validation),
+                                                ("test", self.test), ("unlabeled", self.unlabeled),
+                                                ("augment.synonyms", synonyms)) if value]
+
     @model_validator(mode="after")
     def _window(self) -> DataConfig:
         if self.truncation == "sliding_window" and self.window_stride > self.max_length // 2:

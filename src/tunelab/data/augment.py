@@ -22,6 +22,7 @@ from tunelab.config.sections import AugmentConfig
 from tunelab.data.check import _configs
 from tunelab.data.feature_store import RowSequence
 from tunelab.data.readers import read_table
+from tunelab.data.records import read_again
 from tunelab.data.row_spill import Joined, spill_anywhere
 from tunelab.data.synonyms import synonym_source
 from tunelab.errors import ConfigError
@@ -213,7 +214,8 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     for r in table.records:  # one pass: a dataset folder's several files (their lines restart), and labels
         sources.add(r.source)
         labelled = labelled and data.label_field in r.data
-    examples = task.parse(table, labelled=labelled)
+    with read_again():  # copied through as they are: a second text is kept, whether the config reads it or not
+        examples = task.parse(table, labelled=labelled)
     tokenizer = net = None
     if model is not None and not cfg.synonyms and set(cfg.ops) & set(NEEDS_SYNONYMS):
         tokenizer, net = load_named("--model", model, lambda where: (AutoTokenizer.from_pretrained(where),

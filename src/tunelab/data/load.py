@@ -15,6 +15,7 @@ from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.dedup import dedup_across, dedup_within
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
+from tunelab.data.records import read_again
 from tunelab.data.report import DATA_FOLDER, SUMMARY_FILE, DataReport
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation
@@ -228,6 +229,13 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     return summary if isinstance(summary, dict) else {}
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a folder this user may not read, a name too long, a NUL byte
+        return False
+
+
 def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
     """A finished run's `data` section (its config.yaml's) with each relative file path joined to the folder training
     read it from (RUN/data_summary.json's `data_folder`), so the run's own files are read, whatever the current folder:
@@ -244,7 +252,7 @@ def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
             return path
         there = Path(folder) / path
         # the project moved or was copied (the recorded folder has no such file): the path as given, from here
-        return path if not there.exists() and Path(path).exists() else str(there)
+        return path if not _exists(there) and _exists(Path(path)) else str(there)
 
     update: dict[str, Any] = {key: joined(value) for key in ("train", "validation", "test", "unlabeled")
                               if (value := getattr(data, key))}
@@ -261,7 +269,8 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
     name other files: said so then. `hint`: another way out the caller offers (", or pass --data FILE")."""
     summary = _summary(run_dir)
     data = run_data(run_dir, data)
-    splits = load_splits(data, task, seed, report)
+    with read_again():  # trained already: a field its config did not read cannot be taken up now
+        splits = load_splits(data, task, seed, report)
     try:
         used, applied = dict(summary.get("rows_used") or {}), dict(summary.get("applied") or {})
     except (TypeError, ValueError):  # a damaged summary: nothing to compare

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+# Rows read to be trained on (the default), or read again once trained / copied through (a run's own splits for its
+# report and exports, `tunelab data augment`): only the first refuse a field the config would leave unread
+# (tasks.model_rows.check_pair_read) — a trained run cannot change its config any more, and a copy loses nothing.
+FRESH_READ: ContextVar[bool] = ContextVar("fresh_read", default=True)
+
+
+@contextmanager
+def read_again() -> Iterator[None]:
+    token = FRESH_READ.set(False)
+    try:
+        yield
+    finally:
+        FRESH_READ.reset(token)
 
 
 @dataclass(frozen=True, slots=True)  # one per row: no per-instance __dict__

@@ -21,8 +21,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from tunelab import __version__
-from tunelab.config.run import build_config, read_config_file
+from tunelab.config.run import read_config_file
+from tunelab.config.sections import DataConfig
 from tunelab.data.load import run_data
 from tunelab.errors import TunelabError
 from tunelab.io import Read, atomic_dir, cannot_create, commit_dir, write_json_atomic
@@ -86,16 +89,17 @@ def run_reads(run: Path | None) -> list[Read]:
 
 
 def run_data_files(run: Path) -> list[tuple[str, Path]]:
-    """(key, path) of each data file the run's config.yaml names; none when it has no config that loads (said where
-    the config is read)."""
+    """(key, path) of each data file the run's config.yaml names, as training read them (its data section alone: a
+    model path that does not resolve from here is no reason to leave them unguarded); none when that section does
+    not load (said where the config is read)."""
     if not (run / "config.yaml").is_file():
         return []
     try:
-        d = run_data(run, build_config(read_config_file(run / "config.yaml")).data)  # as training read them
-    except TunelabError:
+        tree = read_config_file(run / "config.yaml")
+        data = run_data(run, DataConfig.model_validate(tree.get("data") or {}))
+    except (TunelabError, ValidationError, AttributeError):
         return []
-    return [(key, Path(value)) for key, value in (("train", d.train), ("validation", d.validation),
-                                                   ("test", d.test), ("unlabeled", d.unlabeled)) if value]
+    return [(key, Path(value)) for key, value in data.files()]
 
 
 def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False) -> list[str]:

@@ -27,7 +27,7 @@ from tunelab.tasks.base import Task
 MAX_CURVES = 12  # one-vs-rest curves drawn (the most frequent classes)
 MISTAKES = 10  # most confident mistakes shown per split, each with attributions
 IG_STEPS = 20
-IG_BUDGET_S = 30.0  # no attribution is started after this many seconds (MiniLM: ~0.4 s each; a 7B model: minutes)
+IG_BUDGET_S = 30.0  # per split, no attribution is started after this many seconds (MiniLM ~0.4 s each; 7B: minutes)
 
 
 def label_names(recs: Sequence[dict[str, Any]]) -> list[str]:
@@ -135,8 +135,8 @@ def mistakes(task: Task, recs: Sequence[dict[str, Any]], examples: Sequence[dict
               "Hover a token for its score.") if not why else f"No attributions: {why}."
     done = sum(a is not None for a in attributions)
     if not why and done < len(wrong):
-        legend += (f" Attributions for the first {done} of {len(wrong)}: the report spends at most {IG_BUDGET_S:g} s "
-                   "on them.")
+        legend += (f" Attributions for the first {done} of {len(wrong)}: the report starts no new one after "
+                   f"{IG_BUDGET_S:g} s.")
     return (f"<h4>Most confident mistakes ({len(wrong)})</h4>"
             + table(["#", "text", "gold", "predicted", "confidence"], rows, raw_columns=(1, 2, 3, 4))
             + note(legend))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tunelab.data.readers import Record, Table
+from tunelab.data.records import FRESH_READ
 from tunelab.errors import DataError
 
 if TYPE_CHECKING:
@@ -35,8 +36,9 @@ def check_pair_read(rec: Record, data: DataConfig) -> None:
     """A data row (training, data check) with a `text_pair` value while data.text_pair_field is unset: one DataError
     naming it, as `model_examples` refuses one given to a model of one text; trained, the second text would be left
     out unsaid. Only that name (the one predict and serve read a second text by), and not when the config reads it
-    as another field (the text, the label)."""
-    if (not data.text_pair_field and rec.data.get(PAIR_FIELD) not in (None, "")
+    as another field (the text, the label). Rows read again (`data.records.read_again`: a finished run's splits for
+    its report and exports, `data augment`'s copies) are not refused."""
+    if (FRESH_READ.get() and not data.text_pair_field and rec.data.get(PAIR_FIELD) not in (None, "")
             and PAIR_FIELD not in (data.text_field, data.label_field)):
         raise DataError(rec.source, rec.line, PAIR_FIELD,
                         f"data.text_pair_field is not set, so this second text would not be read (only "

@@ -46,12 +46,7 @@ def run_inputs(cfg: RunConfig) -> list[tuple[str, Path]]:
         inputs = []  # an alias, a hub id, layers:...
     if cfg.distill is not None:
         inputs.append(("the distillation teacher (distill.teacher)", Path(cfg.distill.teacher).expanduser()))
-    data = cfg.data
-    synonyms = data.augment.synonyms if data.augment is not None else None
-    for key, value in (("train", data.train), ("validation", data.validation), ("test", data.test),
-                       ("unlabeled", data.unlabeled), ("augment.synonyms", synonyms)):
-        if value:
-            inputs.append((f"the data.{key} file", Path(value).expanduser()))
+    inputs += [(f"the data.{key} file", Path(value).expanduser()) for key, value in cfg.data.files()]
     return inputs
 
 

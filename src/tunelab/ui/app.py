@@ -209,11 +209,9 @@ class UI:
                          chat=chat, error=error)
 
     async def _request(self, request: Request, key: str, what: str, check: Any) -> Any:
-        """The body's non-empty list `key` through `check` (checks.predict_inputs / chat_messages; else 422)."""
-        try:
-            body = await request.json()
-        except (ValueError, RecursionError):
-            body = None
+        """The body's non-empty list `key` through `check` (checks.predict_inputs / chat_messages; else 422); a body
+        that is not JSON is refused before this, as `tunelab serve` refuses it (http_errors.StrictJSONRoute: 400)."""
+        body = await request.json()
         items = body.get(key) if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             raise invalid(key, f"a non-empty list of {what}")

@@ -11,18 +11,21 @@ Series = dict[str, list[tuple[float, float]]]
 
 
 def _groups(series: Series) -> dict[str, Series]:
-    """{title: series}: losses, metrics whose values all lie in [0, 1], then every other series on its own; a row
-    count (`eval/n`) is not a curve."""
+    """{title: series}: losses, metrics whose values all lie in [0, 1], then every other metric in a chart of its
+    own; a row count (`eval/n`) is not a curve. A series is named by its metric (`eval/accuracy`), or on the compare
+    page by its run and metric (`run-a eval/accuracy`): the same metric of two runs shares a chart."""
+    def metric(name: str) -> str:
+        return name.rsplit(" ", 1)[-1]  # run names may hold spaces; metric names do not
+
+    unit = {metric(n) for n in series} - {metric(n) for n, pts in series.items()
+                                           if any(not 0.0 <= y <= 1.0 for _, y in pts)}
     out: dict[str, Series] = {"loss": {}, "evaluation": {}}
     for name, pts in series.items():
-        if not pts or name.rsplit("/", 1)[-1] == "n":
+        key = metric(name)
+        if not pts or key.rsplit("/", 1)[-1] == "n":
             continue
-        if name.endswith("loss"):
-            out["loss"][name] = pts
-        elif all(0.0 <= y <= 1.0 for _, y in pts):
-            out["evaluation"][name] = pts
-        else:
-            out[name] = {name: pts}
+        title = "loss" if key.endswith("loss") else "evaluation" if key in unit else key
+        out.setdefault(title, {})[name] = pts
     return {title: group for title, group in out.items() if group}
 
 
