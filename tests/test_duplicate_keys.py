@@ -137,13 +137,19 @@ def test_a_synonym_file_with_a_word_twice(tmp_path: Path) -> None:
 
 
 def test_a_key_twice_in_a_json_config_or_a_set_mapping(tmp_path: Path) -> None:
-    """A .json config is read as YAML (JSON is YAML) but said as what it is: invalid JSON, not invalid YAML."""
+    """A .json config is read as JSON and its errors said as such (a key given twice with its line)."""
     config = _write(tmp_path / "run.json", '{"task": "classification",\n "model": "minilm",\n "task": "ner"}\n')
     _cli_one_line(["train", config], f"{config}:3: invalid JSON: duplicate key 'task': {TWICE}")
     upper = _write(tmp_path / "RUN.JSON", '{"task": "classification",\n "model": "minilm",\n "model": "x"}\n')
     _cli_one_line(["train", upper], f"{upper}:3: invalid JSON: duplicate key 'model': {TWICE}")
     broken = _write(tmp_path / "broken.json", '{"task": "classification",\n "model": "minilm"\n "train": {}}\n')
-    _cli_one_line(["train", broken], f"{broken}:3: invalid JSON: expected ',' or '}}', but got '<scalar>'")
+    _cli_one_line(["train", broken], f"{broken}:3: invalid JSON: Expecting ',' delimiter (column 2)")
+    # JSON as JSON: a tab-indented file, an escaped pair of surrogates (one emoji), 1e-5 a number
+    from tunelab.config.run import read_config_file
+
+    tabbed = _write(tmp_path / "tabbed.json", '{\n\t"task": "classification",\n\t"name": "\\ud83d\\ude00",\n'
+                                              '\t"train": {"lr": 1e-5}\n}\n')
+    assert read_config_file(tabbed) == {"task": "classification", "name": "😀", "train": {"lr": 1e-5}}
     yml = _write(tmp_path / "run.yaml", "task: classification\nmodel: minilm\ntask: ner\n")
     _cli_one_line(["train", yml], f"{yml}:3: invalid YAML: duplicate key 'task': {TWICE}")
     _cli_one_line(["train", "--set", "data={train: a.jsonl, train: b.jsonl}"],

@@ -11,6 +11,7 @@ Task and method options are nested sub-configs owned by their registry entries
 from __future__ import annotations
 
 import functools
+import json
 import re
 import time
 from pathlib import Path
@@ -174,14 +175,45 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
-    try:
-        loaded = yaml_value(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_error(p, text, exc)) from None
+    if p.suffix.lower() == ".json":
+        loaded = _json_config(p, text)
+    else:
+        try:
+            loaded = yaml_value(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(_yaml_error(p, text, exc)) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: the config must be a mapping of keys to values")
+    return loaded
+
+
+def _json_config(path: Path, text: str) -> Any:
+    """A .json config read as JSON (tabs, escaped surrogate pairs and 1e-5 as JSON means them, which a YAML reading
+    of it does not), a key given twice refused with its line (found again by the YAML reading, which knows lines)."""
+    twice: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        twice.extend(k for k in keys if keys.count(k) > 1)
+        return dict(items)
+
+    try:
+        loaded = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
+    if twice:
+        try:
+            yaml_value(text)
+        except DuplicateKeyError as exc:
+            raise ConfigError(_yaml_error(path, text, exc)) from None
+        except yaml.YAMLError:
+            pass
+        raise ConfigError(f"{path}: invalid JSON: duplicate key {twice[0]!r}: only its last value would be read; "
+                          "give each key once")
     return loaded
 
 
