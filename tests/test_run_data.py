@@ -153,3 +153,22 @@ def test_a_moved_project_reads_the_files_beside_it(relative_run: Path, tmp_path:
     (moved / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(2, 7)))  # other rows now
     res = runner.invoke(app, ["report", "run"])
     assert res.exit_code == 2 and "val.jsonl" in res.output, res.output
+
+
+def test_a_resume_from_another_folder_with_other_files_is_refused(relative_run: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--resume` checks the config against the run's: its relative data paths are from the folder it trained in, so
+    the same spelling from another folder (other files of the same names) is a change of data, refused in one line;
+    from its own folder, or a folder where the files are the same ones, nothing changed."""
+    from tunelab.config.run import load_config
+    from tunelab.errors import ConfigError
+    from tunelab.pipeline import _check_resumed_config
+
+    home = relative_run.parent
+    saved = relative_run / "config.yaml"
+    monkeypatch.chdir(home)
+    _check_resumed_config(relative_run, load_config(saved))
+    _decoys(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"config: data\.train: 'train\.jsonl' where the run being resumed has "):
+        _check_resumed_config(relative_run, load_config(saved))

@@ -16,7 +16,7 @@ from accelerate import PartialState
 
 from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
-from tunelab.data.load import load_splits, load_unlabeled
+from tunelab.data.load import load_splits, load_unlabeled, run_data
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport
 from tunelab.data.row_spill import spill_rows
@@ -203,6 +203,9 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
         saved = resolved(build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}))
     except (OSError, yaml.YAMLError, TunelabError):
         return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
+    # its relative data paths from the folder it was trained in: resumed from another folder, `train.jsonl` may name
+    # another file, which is a change of data (refused below), not the same spelling
+    saved = saved.model_copy(update={"data": run_data(out, saved.data)})
     old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
     for key in sorted(old.keys() | new.keys()):
         same = old.get(key) == new.get(key) or key in DATA_FILES and _same_file(old.get(key), new.get(key))
