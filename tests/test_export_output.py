@@ -260,3 +260,23 @@ def test_a_new_run_takes_the_old_runs_exports_away(tiny_bert: Path, tmp_path: Pa
     assert not (out / "exports").exists() and not (out / ".replaced").exists()
     assert fastest_artifact(out) == out
     assert load(fastest_artifact(out)).predict(["good great film"])[0]["pred_label"] == "negative"
+
+
+def test_a_second_path_to_the_run_is_the_run(run: Path, tmp_path: Path) -> None:
+    """The run's own folders named by another path to them — a bind mount here; on a case-insensitive file system
+    (macOS, Windows) `RUN/Model` for `RUN/model` — are refused as the run's, --overwrite or not (compared by the file
+    system's identity, not the spelling)."""
+    import subprocess
+
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    if subprocess.run(["mount", "--bind", str(run), str(alias)], capture_output=True).returncode != 0:
+        pytest.skip("no bind mount here (needs root)")
+    try:
+        res = _cli("export", str(run), "--format", "onnx", "--output", str(alias / "model"), "--overwrite")
+        assert res.exit_code == 2 and "would replace the model it exports" in res.stderr, res.output
+        res = _cli("export", str(run), "--format", "onnx", "--output", str(alias), "--overwrite")
+        assert res.exit_code == 2 and "would replace" in res.stderr, res.output
+        assert (run / "model" / "config.json").is_file()
+    finally:
+        subprocess.run(["umount", str(alias)], check=True)

@@ -82,6 +82,22 @@ class Read(NamedTuple):
     names: frozenset[str] | None = None
 
 
+def below(path: Path, folder: Path) -> tuple[str, ...] | None:
+    """The names of `path` below `folder` (`()` when it is `folder`) when it is `folder` or inside it, else None —
+    by what the file system says is one place, not by spelling: on a case-insensitive file system (macOS, Windows)
+    `RUN/Model` is `RUN/model`, and a bind mount or a second name reaches one folder by two paths."""
+    path, folder = path.expanduser().resolve(), folder.expanduser().resolve()
+    if path == folder or folder in path.parents:
+        return path.relative_to(folder).parts
+    try:
+        if not folder.exists():
+            return None
+        return next((path.parts[len(p.parts):] for p in (path, *path.parents)
+                     if p.exists() and os.path.samefile(p, folder)), None)
+    except (OSError, ValueError):
+        return None
+
+
 def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (), overwrite: bool = False,
                   what: str = "output") -> None:
     """Refuse, before any work is done, to write the file an option names (`paths[0]`) and the files written beside
@@ -89,12 +105,11 @@ def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (),
     always; a directory, a path under a file, or in a folder that takes no new files (read-only, no permission),
     always; any other existing file unless `overwrite`."""
     for path in map(Path, paths):
-        target = path.resolve()
         for role, source, names in inputs:
-            if target == source.resolve() or (path.exists() and source.exists() and os.path.samefile(path, source)):
+            inner = below(path, source)
+            if inner == ():
                 raise UnwritableError(f"{flag}: {path} is {role}; write the {what} elsewhere")
-            inside = source.is_dir() and path.exists() and target.is_relative_to(source.resolve())
-            if inside and (names is None or target.relative_to(source.resolve()).parts[0] in names):
+            if inner and source.is_dir() and path.exists() and (names is None or inner[0] in names):
                 raise UnwritableError(f"{flag}: {path} is a file of {role} {source}; write the {what} elsewhere")
         if path.is_dir():
             raise UnwritableError(f"{flag}: {path} is a directory; name a file to write")

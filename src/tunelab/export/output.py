@@ -28,7 +28,7 @@ from tunelab.config.run import read_config_file
 from tunelab.config.sections import DataConfig
 from tunelab.data.load import run_data
 from tunelab.errors import TunelabError
-from tunelab.io import Read, atomic_dir, cannot_create, commit_dir, write_json_atomic
+from tunelab.io import Read, atomic_dir, below, cannot_create, commit_dir, write_json_atomic
 from tunelab.progress import say
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES
 
@@ -109,12 +109,11 @@ def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = Fa
     export / compress / merge did not write. Returns what `overwrite` replaces: the link, or the folder's entries
     tunelab did not write (at the top: a folder's own entries are replaced with it); [] when nothing of anyone
     else's is."""
-    resolved = output.resolve()
-    for role, path, names in inputs:
-        source = path.resolve()
-        if resolved == source or resolved in source.parents:
+    for role, path, names in inputs:  # by the file system's identity (io.below), not the spelling
+        if below(path, output) is not None:
             raise TunelabError(f"--output: {output} would replace {role}; choose another --output")
-        if source in resolved.parents and (names is None or resolved.relative_to(source).parts[0] in names):
+        inner = below(output, path)
+        if inner and (names is None or inner[0] in names):
             raise TunelabError(f"--output: {output} is inside {role} {path}; choose another --output")
     if output.exists() and not output.is_dir() and not output.is_symlink():
         raise TunelabError(f"--output: {output} is a file, not a folder; choose an empty or new folder")

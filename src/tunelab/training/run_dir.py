@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tunelab.errors import TunelabError, option
-from tunelab.io import cannot_create, write_text_atomic
+from tunelab.io import below, cannot_create, write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
 
@@ -55,14 +55,13 @@ def check_inputs_apart(out: Path, inputs: Sequence[tuple[str, Path]], flag: str 
     ((role, path)) from it: the input itself, a folder inside an input directory (a student written into its
     teacher's run), or a folder holding an input under a name the run replaces (RUN_FILES, .replaced: moved aside
     as the run starts and deleted when it finishes)."""
-    target = out.expanduser().resolve()
-    for role, path in inputs:
-        source = path.resolve()
-        if target == source:
+    for role, path in inputs:  # by the file system's identity (io.below), not the spelling
+        inner, holds = below(out, path), below(path, out)
+        if inner == ():
             raise TunelabError(f"{flag}: {out} is {role}; choose another {flag}")
-        if source.is_dir() and target.is_relative_to(source):
+        if inner and path.is_dir():
             raise TunelabError(f"{flag}: {out} is inside {role}, {path}; choose another {flag}")
-        if source.is_relative_to(target) and source.relative_to(target).parts[0] in RUN_FILES | {REPLACED}:
+        if holds and holds[0] in RUN_FILES | {REPLACED}:
             raise TunelabError(f"{flag}: {out} holds {role}, {path}, which a run there would replace; choose "
                                f"another {flag}")
 
