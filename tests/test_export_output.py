@@ -182,6 +182,18 @@ def test_what_changed_while_the_result_was_built_is_not_replaced(tmp_path: Path)
         (tmp / "model.onnx").write_bytes(b"graph")
         commit(tmp, out, replaced)
     assert sorted(os.listdir(out)) == ["model.onnx", MANIFEST] and sorted(os.listdir(tmp_path)) == ["out"]
+    # a file that appears inside a folder --overwrite named (said: `sub/ (1 file)`) was not said either
+    from tunelab.export.output import claim
+
+    (out / "sub").mkdir()
+    (out / "sub" / "a.txt").write_text("said\n")
+    replaced = claim("export", out, [], overwrite=True)
+    with staged(out) as tmp:
+        (tmp / "model.onnx").write_bytes(b"graph")
+        (out / "sub" / "late.txt").write_text("not said\n")
+        with pytest.raises(TunelabError, match=r"it now holds sub/late\.txt too"):
+            commit(tmp, out, replaced)
+    assert (out / "sub" / "late.txt").is_file()
 
 
 def test_a_refused_export_leaves_no_exports_folder(run: Path, tmp_path: Path,

@@ -124,15 +124,22 @@ def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = Fa
         return [f"the link to {os.readlink(output)}"]
     if not output.is_dir():
         return []
-    entries = _entries(output)
-    written = _written(output)
-    foreign = sorted((e for e in entries if written is None or e not in written),
-                     key=lambda e: (LEGACY.fullmatch(e) is not None, e))  # a user's own file named first
+    foreign = _foreign(output)
     if foreign and not overwrite:
         raise TunelabError(f"--output: {output} holds files tunelab did not write ({foreign[0]}); choose an empty "
                            "or new folder, or pass --overwrite to replace it with them")
     top = {e.split("/")[0] for e in foreign}
     return sorted(f"{e}/" if (output / e).is_dir() and not (output / e).is_symlink() else e for e in top)
+
+
+def _foreign(folder: Path) -> list[str]:
+    """Every entry under `folder` (deep) that a tunelab export / compress / merge did not write, a user's own file
+    first; [] for what is not a folder."""
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    written = _written(folder)
+    return sorted((e for e in _entries(folder) if written is None or e not in written),
+                  key=lambda e: (LEGACY.fullmatch(e) is not None, e))
 
 
 def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20) -> str:
@@ -155,11 +162,12 @@ def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20)
 
 def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> list[str] | None:
     """`check_output`, and before any work the line on stderr that says what --overwrite replaces there
-    (`replacing`); returns what `commit` takes as `replaced` (None without --overwrite)."""
+    (`replacing`); returns what `commit` takes as `replaced` (None without --overwrite): those entries, and every
+    entry under them (what appears later, a file inside one of the folders too, was not said)."""
     replaced = check_output(output, inputs, overwrite)
     if replaced:
         say(replacing(verb, output, replaced))
-    return replaced if overwrite else None
+    return [*replaced, *_foreign(output)] if overwrite else None
 
 
 @contextmanager
@@ -189,7 +197,7 @@ def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> No
     anything else of anyone else's found there now is refused, nothing replaced."""
     files = [e for e in _entries(tmp) if (tmp / e).is_file() or (tmp / e).is_symlink()]
     write_json_atomic(tmp / MANIFEST, {"written_by": f"tunelab {__version__}", "files": files})
-    now = check_output(output, overwrite=replaced is not None)
+    now = [*check_output(output, overwrite=replaced is not None), *_foreign(output)]
     new = [e for e in now if e not in (replaced or [])]
     if new:
         raise TunelabError(f"--output: {output} changed while the result was built: it now holds {new[0]} too; "
