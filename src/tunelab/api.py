@@ -34,8 +34,6 @@ from tunelab.errors import ArgumentError, ConfigError, surface
 from tunelab.evaluation.evaluate import evaluate, logits_for
 from tunelab.export.save import load_model
 from tunelab.models.aliases import model_dir_of
-from tunelab.pipeline import resolved
-from tunelab.pipeline import run as run_pipeline
 from tunelab.tasks.base import Example, Task
 from tunelab.tasks.model_rows import model_examples
 
@@ -157,6 +155,9 @@ def train(config: ConfigSource = None, *, resume: str | Path | bool | None = Non
                             f"{type(resume).__name__}")
     if not isinstance(overwrite, bool):
         raise ArgumentError(f"overwrite: expected True or False, got {overwrite!r}")
+    from tunelab.pipeline import resolved  # the training stack (accelerate, peft, the loop): ~1 s predict never needs
+    from tunelab.pipeline import run as run_pipeline
+
     cfg = resolved(make_config(config, **overrides))
     metrics = run_pipeline(cfg, resume=None if resume is None else str(resume), overwrite=overwrite)
     return Run(Path(cfg.output_dir), cfg, metrics)

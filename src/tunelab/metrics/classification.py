@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def _skm() -> Any:
+    """scikit-learn's metrics, imported when first scored (~1 s: `tunelab predict` and `serve` never pay it)."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -22,7 +28,7 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 def _averaged(y_true: np.ndarray, y_pred: np.ndarray, labels: list[int]) -> dict[str, float]:
     out: dict[str, float] = {}
     for avg in ("macro", "micro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(
+        p, r, f, _ = _skm().precision_recall_fscore_support(
             y_true, y_pred, labels=labels, average=avg, zero_division=0
         )
         out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
@@ -30,7 +36,7 @@ def _averaged(y_true: np.ndarray, y_pred: np.ndarray, labels: list[int]) -> dict
 
 
 def _per_class(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
-    p, r, f, s = skm.precision_recall_fscore_support(
+    p, r, f, s = _skm().precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(len(names))), average=None, zero_division=0
     )
     return {
@@ -43,19 +49,19 @@ def single_label(y_true: np.ndarray, probs: np.ndarray, names: list[str]) -> dic
     """`y_true`: class ids (n,); `probs`: (n, k) probabilities."""
     k = len(names)
     y_pred = probs.argmax(axis=-1)
-    out: dict[str, Any] = {"accuracy": float(skm.accuracy_score(y_true, y_pred))}
+    out: dict[str, Any] = {"accuracy": float(_skm().accuracy_score(y_true, y_pred))}
     out.update(_averaged(y_true, y_pred, list(range(k))))
     present = np.unique(y_true)
     if k == 2 and len(present) == 2:
-        out["roc_auc"] = float(skm.roc_auc_score(y_true, probs[:, 1]))
+        out["roc_auc"] = float(_skm().roc_auc_score(y_true, probs[:, 1]))
     elif k > 2 and len(present) == k:
-        out["roc_auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=list(range(k))))
+        out["roc_auc"] = float(_skm().roc_auc_score(y_true, probs, multi_class="ovr", labels=list(range(k))))
     else:
         out["roc_auc"] = None  # undefined: some class never occurs in this split
     out["per_class"] = _per_class(y_true, y_pred, names)
     out["confusion_matrix"] = {
         "labels": names,
-        "matrix": skm.confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
+        "matrix": _skm().confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
     }
     out["n"] = int(len(y_true))
     return out
@@ -66,18 +72,18 @@ def multi_label(y_true: np.ndarray, probs: np.ndarray, names: list[str], thresho
     y_pred = (probs >= threshold).astype(int)
     y_true = y_true.astype(int)
     out: dict[str, Any] = {
-        "f1_micro": float(skm.f1_score(y_true, y_pred, average="micro", zero_division=0)),
-        "subset_accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "hamming_loss": float(skm.hamming_loss(y_true, y_pred)),
+        "f1_micro": float(_skm().f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "subset_accuracy": float(_skm().accuracy_score(y_true, y_pred)),
+        "hamming_loss": float(_skm().hamming_loss(y_true, y_pred)),
     }
     for avg in ("macro", "micro", "weighted", "samples"):
-        p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+        p, r, f, _ = _skm().precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
     has_both = [(y_true[:, j].min() == 0) and (y_true[:, j].max() == 1) for j in range(len(names))]
     out["roc_auc"] = (
-        float(skm.roc_auc_score(y_true[:, has_both], probs[:, has_both], average="macro")) if any(has_both) else None
+        float(_skm().roc_auc_score(y_true[:, has_both], probs[:, has_both], average="macro")) if any(has_both) else None
     )
-    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    p, r, f, s = _skm().precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
     out["per_class"] = {
         n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
         for i, n in enumerate(names)

@@ -18,9 +18,6 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU, CHRF
-
 from tunelab.text import CJK, HANGUL, is_chinese, jieba_or_none
 
 _ZH_CHAR = re.compile(f"[{CJK}{HANGUL}]")
@@ -60,6 +57,8 @@ class _ZhTokenizer:
 
 
 def _rouge(zh: bool) -> Any:
+    from rouge_score import rouge_scorer  # imported when replies are scored (with sacrebleu ~1 s), not at start-up
+
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_ZhTokenizer() if zh else None)
 
 
@@ -74,6 +73,8 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
     zh = is_chinese(references, extra=HANGUL) if language is None else language == "zh"
     tokenize = "zh" if zh else "13a"
     preds, refs = list(predictions), list(references)
+    from sacrebleu.metrics import BLEU, CHRF
+
     bleu, chrf = BLEU(tokenize=tokenize), CHRF()
     sentence_bleu = BLEU(tokenize=tokenize, effective_order=True)
     rouge = _rouge(zh)

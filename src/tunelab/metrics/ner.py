@@ -7,11 +7,13 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
-from seqeval.scheme import IOB2
 
 
 def entity_metrics(truth: list[list[str]], pred: list[list[str]], strict: bool = False) -> dict[str, Any]:
+    # seqeval (and the scikit-learn it loads, ~1 s) when entities are scored, not whenever tunelab loads its tasks
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2
+
     kw: dict[str, Any] = {"mode": "strict", "scheme": IOB2} if strict else {}
     report = classification_report(truth, pred, output_dict=True, zero_division=0, **kw)
     tokens = sum(len(t) for t in truth)

@@ -9,14 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    confusion_matrix,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
-from sklearn.metrics import precision_recall_fscore_support as prfs
 
 from tunelab import plots
 from tunelab.html import chart, esc, figs, metric_table, note, table
@@ -39,6 +31,16 @@ def _as_list(v: Any) -> list[Any]:
 
 
 def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
+    # scikit-learn when a report is built (~1 s to import), not whenever tunelab loads a classifier
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
     labels = label_names(recs)
     index = {n: i for i, n in enumerate(labels)}
     probs = np.asarray([r["probs"] for r in recs], dtype=float)
