@@ -82,6 +82,15 @@ class Read(NamedTuple):
     names: frozenset[str] | None = None
 
 
+def exists(path: Path) -> bool:
+    """Whether `path` exists; False for one that cannot be asked about (a folder this user may not read, a name too
+    long for the file system, a NUL byte), where `Path.exists` raises."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def below(path: Path, folder: Path) -> tuple[str, ...] | None:
     """The names of `path` below `folder` (`()` when it is `folder`) when it is `folder` or inside it, else None —
     by what the file system says is one place, not by spelling: on a case-insensitive file system (macOS, Windows)

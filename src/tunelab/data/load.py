@@ -21,6 +21,7 @@ from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation
 from tunelab.data.tabular import folder_files
 from tunelab.errors import ConfigError, DataError
+from tunelab.io import exists
 
 STREAM_BYTES = 64 << 20  # a training file this large is spilled as it is parsed (SST-2 as JSONL: ≈ 750 k rows)
 STREAM_ROWS = 500_000  # a Parquet training file of this many rows is too (1 M SST-2 rows read whole: 1.5 GB)
@@ -229,13 +230,6 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     return summary if isinstance(summary, dict) else {}
 
 
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):  # a folder this user may not read, a name too long, a NUL byte
-        return False
-
-
 def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
     """A finished run's `data` section (its config.yaml's) with each relative file path joined to the folder training
     read it from (RUN/data_summary.json's `data_folder`), so the run's own files are read, whatever the current folder:
@@ -252,7 +246,7 @@ def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
             return path
         there = Path(folder) / path
         # the project moved or was copied (the recorded folder has no such file): the path as given, from here
-        return path if not _exists(there) and _exists(Path(path)) else str(there)
+        return path if not exists(there) and exists(Path(path)) else str(there)
 
     update: dict[str, Any] = {key: joined(value) for key in ("train", "validation", "test", "unlabeled")
                               if (value := getattr(data, key))}

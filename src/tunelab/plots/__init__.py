@@ -27,6 +27,7 @@ from tunelab.plots.svg import (
     legend,
     make_axes,
     num,
+    number,
     padded,
     polyline,
     star,
@@ -98,8 +99,7 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
 def histogram(values: dict[str, Sequence[float]], title: str, xlabel: str, vline: float | None = None,
               vlabel: str = "", bins: int = 40) -> str:
     """Overlaid histograms per named sample, with an optional vertical marker (e.g. max_length)."""
-    kept = {n: np.asarray([v for v in vs if isinstance(v, int | float | np.number) and math.isfinite(v)],
-                           dtype=float) for n, vs in values.items()}
+    kept = {n: np.asarray([v for v in map(number, vs) if math.isfinite(v)], dtype=float) for n, vs in values.items()}
     every = np.concatenate([*kept.values(), np.zeros(0)])
     edges = np.histogram_bin_edges(every if every.size else [0.0], bins=bins)
     counts = {n: np.histogram(vs, bins=edges)[0] for n, vs in kept.items()}
@@ -132,7 +132,7 @@ def histogram(values: dict[str, Sequence[float]], title: str, xlabel: str, vline
 def bars(groups: dict[str, dict[str, float]], title: str, ylabel: str = "") -> str:
     """Grouped bars: one group per category, one bar per series ({series: {category: value}})."""
     cats = list(dict.fromkeys(c for g in groups.values() for c in g))
-    groups = {name: {c: float(v) for c, v in g.items() if isinstance(v, int | float | np.number) and math.isfinite(v)}
+    groups = {name: {c: number(v) for c, v in g.items() if math.isfinite(number(v))}
               for name, g in groups.items()}  # a value that is not a finite number: no bar
     values = [v for g in groups.values() for v in g.values()]
     lo, hi = min([0.0, *values]), max([0.0, *values])

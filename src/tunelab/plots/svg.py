@@ -295,11 +295,14 @@ def svg_document(svg: str) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + tagged + "\n"
 
 
+def number(v: object) -> float:
+    """A value as a float; NaN for what is not a number (None, a text, a bool)."""
+    return float(v) if isinstance(v, int | float | np.number) and not isinstance(v, bool) else math.nan
+
+
 def finite(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float, float]]:
     """(x, y) pairs as floats; a value that is not a number (None) becomes NaN, which breaks a line there."""
-    def f(v: object) -> float:
-        return float(v) if isinstance(v, int | float | np.number) and not isinstance(v, bool) else math.nan
-    return [(f(x), f(y)) for x, y in zip(xs, ys, strict=False)]
+    return [(number(x), number(y)) for x, y in zip(xs, ys, strict=False)]
 
 
 def thinned(seg: list[tuple[float, float]], px: float = 1.0) -> list[tuple[float, float]]:

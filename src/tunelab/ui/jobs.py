@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from tunelab.errors import TunelabError
-from tunelab.io import write_text_atomic
+from tunelab.io import exists, write_text_atomic
 from tunelab.ui.checks import json_value, shown
 from tunelab.ui.runs import UI_DIR, RunView, alive, view
 
@@ -82,20 +82,13 @@ def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
         path = getattr(cfg.data, field)
         if field == "train" and not (path or "").strip():
             raise TunelabError("data.train: required: the training data file")
-        if path and not path.startswith("hf:") and not _exists(Path(path)):
+        if path and not path.startswith("hf:") and not exists(Path(path)):
             raise TunelabError(f"data.{field}: {shown(path)}: file not found")
     job_dir = runs / UI_DIR / name
     job_dir.mkdir(parents=True, exist_ok=True)
     config = job_dir / "config.yaml"
     write_text_atomic(config, text)
     return _start(runs, name, ["train", str(config.resolve())], {"config": tree, "started": time.time()})
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        return False
 
 
 def stop(v: RunView) -> None:
