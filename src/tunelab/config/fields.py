@@ -10,6 +10,11 @@ import yaml
 from tunelab.errors import ConfigError, option
 
 
+def twice_said(key: str) -> str:
+    """What a config key given twice is told: only its last value would be read."""
+    return f"duplicate key {key!r}: only its last value would be read; give each key once"
+
+
 class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A key given twice in one YAML mapping (safe_load keeps the last silently)."""
 
@@ -24,8 +29,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if not isinstance(key, str):
                 continue  # (an unhashable key is the base loader's one-line error)
             if key in seen:
-                raise DuplicateKeyError(None, None, f"duplicate key {key!r}: only its last value would be read; give "
-                                        "each key once", key_node.start_mark)  # a YAML or a JSON text alike
+                raise DuplicateKeyError(None, None, twice_said(key), key_node.start_mark)  # YAML or JSON alike
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

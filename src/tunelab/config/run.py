@@ -20,7 +20,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from tunelab.config.fields import DuplicateKeyError, apply_override, override_name, within, yaml_value
+from tunelab.config.fields import DuplicateKeyError, apply_override, override_name, twice_said, within, yaml_value
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError
@@ -212,8 +212,7 @@ def _json_config(path: Path, text: str) -> Any:
             raise ConfigError(_yaml_error(path, text, exc)) from None
         except yaml.YAMLError:
             pass
-        raise ConfigError(f"{path}: invalid JSON: duplicate key {twice[0]!r}: only its last value would be read; "
-                          "give each key once")
+        raise ConfigError(f"{path}: invalid JSON: {twice_said(twice[0])}")
     return loaded
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.dedup import dedup_across, dedup_within
@@ -20,7 +21,7 @@ from tunelab.data.report import DATA_FOLDER, SUMMARY_FILE, DataReport
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation
 from tunelab.data.tabular import folder_files
-from tunelab.errors import ConfigError, DataError
+from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.io import exists
 
 STREAM_BYTES = 64 << 20  # a training file this large is spilled as it is parsed (SST-2 as JSONL: ≈ 750 k rows)
@@ -230,14 +231,14 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     return summary if isinstance(summary, dict) else {}
 
 
-def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
+def run_data(run_dir: Path, data: DataConfig, summary: dict[str, Any] | None = None) -> DataConfig:
     """A finished run's `data` section (its config.yaml's) with each relative file path joined to the folder training
     read it from (RUN/data_summary.json's `data_folder`), so the run's own files are read, whatever the current folder:
     what report, export, compress, distill and the --output checks read of a run. Where that folder no longer holds
     the file (the project was moved or copied) but the current folder does, the path is read from here, as before
     (`run_splits` checks its rows against the run's). A run that did not record it (an
     older tunelab) keeps its paths as they are, read from the current folder (`run_splits` checks them)."""
-    folder = _summary(run_dir).get(DATA_FOLDER)
+    folder = (_summary(run_dir) if summary is None else summary).get(DATA_FOLDER)  # `summary`: read by the caller
     if not isinstance(folder, str):
         return data
 
@@ -255,6 +256,16 @@ def run_data(run_dir: Path, data: DataConfig) -> DataConfig:
     return data.model_copy(update=update)
 
 
+def run_data_section(run_dir: Path, tree: dict[str, Any]) -> DataConfig | None:
+    """The `data` section alone of a run's config tree (its config.yaml), its files as training read them
+    (`run_data`): a model path elsewhere in the config that does not resolve from here is no reason to lose them;
+    None when the section itself does not load (said where the whole config is read)."""
+    try:
+        return run_data(run_dir, DataConfig.model_validate(tree.get("data") or {}))
+    except (TunelabError, ValidationError, AttributeError):
+        return None
+
+
 def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None,
                hint: str = "") -> dict[str, list[dict[str, Any]]]:
     """A finished run's splits read again from its config (report, export, compress): its files as training read them
@@ -262,7 +273,7 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
     error line, not a check on other rows. An older run's relative paths are read from the current folder, which can
     name other files: said so then. `hint`: another way out the caller offers (", or pass --data FILE")."""
     summary = _summary(run_dir)
-    data = run_data(run_dir, data)
+    data = run_data(run_dir, data, summary)
     with read_again():  # trained already: a field its config did not read cannot be taken up now
         splits = load_splits(data, task, seed, report)
     try:

@@ -21,12 +21,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from tunelab import __version__
 from tunelab.config.run import read_config_file
-from tunelab.config.sections import DataConfig
-from tunelab.data.load import run_data
+from tunelab.data.load import run_data_section
 from tunelab.errors import TunelabError
 from tunelab.io import Read, atomic_dir, below, cannot_create, commit_dir, write_json_atomic
 from tunelab.progress import say
@@ -95,11 +92,10 @@ def run_data_files(run: Path) -> list[tuple[str, Path]]:
     if not (run / "config.yaml").is_file():
         return []
     try:
-        tree = read_config_file(run / "config.yaml")
-        data = run_data(run, DataConfig.model_validate(tree.get("data") or {}))
-    except (TunelabError, ValidationError, AttributeError):
+        data = run_data_section(run, read_config_file(run / "config.yaml"))
+    except TunelabError:
         return []
-    return [(key, Path(value)) for key, value in data.files()]
+    return [(key, Path(value)) for key, value in data.files()] if data is not None else []
 
 
 def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False) -> list[str]:
@@ -109,6 +105,11 @@ def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = Fa
     export / compress / merge did not write. Returns what `overwrite` replaces: the link, or the folder's entries
     tunelab did not write (at the top: a folder's own entries are replaced with it); [] when nothing of anyone
     else's is."""
+    return _checked(output, inputs, overwrite)[0]
+
+
+def _checked(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False) -> tuple[list[str], list[str]]:
+    """`check_output`'s answer, and every entry under `output` that tunelab did not write (`_foreign`, walked once)."""
     for role, path, names in inputs:  # by the file system's identity (io.below), not the spelling
         if below(path, output) is not None:
             raise TunelabError(f"--output: {output} would replace {role}; choose another --output")
@@ -121,15 +122,15 @@ def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = Fa
         if not overwrite:
             raise TunelabError(f"--output: {output} is a link (to {os.readlink(output)}); name the folder itself, or "
                                "pass --overwrite to replace the link (not what it points to) with a new folder")
-        return [f"the link to {os.readlink(output)}"]
+        return [f"the link to {os.readlink(output)}"], []
     if not output.is_dir():
-        return []
+        return [], []
     foreign = _foreign(output)
     if foreign and not overwrite:
         raise TunelabError(f"--output: {output} holds files tunelab did not write ({foreign[0]}); choose an empty "
                            "or new folder, or pass --overwrite to replace it with them")
     top = {e.split("/")[0] for e in foreign}
-    return sorted(f"{e}/" if (output / e).is_dir() and not (output / e).is_symlink() else e for e in top)
+    return sorted(f"{e}/" if (output / e).is_dir() and not (output / e).is_symlink() else e for e in top), foreign
 
 
 def _foreign(folder: Path) -> list[str]:
@@ -164,10 +165,10 @@ def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> l
     """`check_output`, and before any work the line on stderr that says what --overwrite replaces there
     (`replacing`); returns what `commit` takes as `replaced` (None without --overwrite): those entries, and every
     entry under them (what appears later, a file inside one of the folders too, was not said)."""
-    replaced = check_output(output, inputs, overwrite)
+    replaced, under = _checked(output, inputs, overwrite)
     if replaced:
         say(replacing(verb, output, replaced))
-    return [*replaced, *_foreign(output)] if overwrite else None
+    return [*replaced, *under] if overwrite else None
 
 
 @contextmanager
@@ -197,8 +198,9 @@ def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> No
     anything else of anyone else's found there now is refused, nothing replaced."""
     files = [e for e in _entries(tmp) if (tmp / e).is_file() or (tmp / e).is_symlink()]
     write_json_atomic(tmp / MANIFEST, {"written_by": f"tunelab {__version__}", "files": files})
-    now = [*check_output(output, overwrite=replaced is not None), *_foreign(output)]
-    new = [e for e in now if e not in (replaced or [])]
+    top, under = _checked(output, overwrite=replaced is not None)
+    said = set(replaced or ())
+    new = [e for e in (*top, *under) if e not in said]
     if new:
         raise TunelabError(f"--output: {output} changed while the result was built: it now holds {new[0]} too; "
                            "nothing written, run it again")

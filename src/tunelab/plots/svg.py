@@ -216,10 +216,10 @@ def rotated_height(cats: Sequence[tuple[float, str]], rotate: int) -> float:
 
 
 def legend(ax: Axes, items: Sequence[tuple[str, str, str]], avoid: Sequence[tuple[float, float]] = (),
-           where: str | None = None) -> tuple[list[str], float]:
+           ) -> tuple[list[str], float]:
     """Entries (label, colour, kind: line / box / star / dash / dot) in a white box, and its right edge in px: at the
-    corner of the plot that covers the fewest of the `avoid` pixel points (the upper right when none does), or at
-    `where`; beside the plot, on its right, when every corner would cover some (the chart is then that much
+    corner of the plot that covers the fewest of the `avoid` pixel points (the upper right when none does); beside
+    the plot, on its right, when every corner would cover some (the chart is then that much
     wider)."""
     if not items:
         return [], 0.0
@@ -236,8 +236,8 @@ def legend(ax: Axes, items: Sequence[tuple[str, str, str]], avoid: Sequence[tupl
         cx, cy = corner(name)
         return sum(cx - 3 <= px <= cx + w + 3 and cy - 3 <= py <= cy + h + 3 for px, py in avoid)
 
-    best = where or min(("upper right", "upper left", "lower right", "lower left"), key=covered)
-    if where is None and covered(best):
+    best = min(("upper right", "upper left", "lower right", "lower left"), key=covered)
+    if covered(best):
         best = "outside"
     x, y = corner(best)
     out = [f'<rect x="{num(x)}" y="{num(y)}" width="{num(w)}" height="{h}" fill="#fff" fill-opacity="0.85" '

@@ -6,16 +6,12 @@ and 32 (STUDENT/distill.json). A student is a new model, not a copy: no parity g
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from tunelab.config.run import configured, parse_overrides, read_config_file
-from tunelab.config.sections import DataConfig
-from tunelab.data.load import load_splits, run_data
+from tunelab.data.load import load_splits, run_data_section
 from tunelab.errors import TunelabError
 from tunelab.export.artifact import PARITY_ROWS, next_token_parity
 from tunelab.export.parity import measure_fp32
@@ -46,8 +42,8 @@ def distill_config(teacher: Path, student: str, temperature: float, alpha: float
     tree = read_config_file(teacher / "config.yaml")
     # its data files as the teacher's training read them (relative paths: from the folder it ran in); a config that
     # does not load is left as it is: `configured` says why, with the --set values applied
-    with contextlib.suppress(TunelabError, ValidationError, AttributeError):  # its data section alone
-        tree["data"] = run_data(teacher, DataConfig.model_validate(tree.get("data") or {})).model_dump(mode="json")
+    if (data := run_data_section(teacher, tree)) is not None:
+        tree["data"] = data.model_dump(mode="json")
     tree.pop("search", None)
     tree.setdefault("train", {})["rdrop"] = 0.0  # the teacher's R-Drop is not the student's (they do not combine)
     tree.update({"model": student, "method": {"name": "full"},
