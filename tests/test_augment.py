@@ -236,3 +236,18 @@ def test_cli_data_augment_copies_a_second_text_it_does_not_rewrite(tmp_path: Pat
     assert res.exit_code == 0, res.output
     got = [json.loads(x) for x in out.read_text().splitlines()]
     assert got[:6] == rows and len(got) > 6 and all(copy["text_pair"] == "the plot" for copy in got[6:])
+
+
+def test_cli_data_augment_names_a_row_without_the_label_the_others_have(tmp_path: Path) -> None:
+    """One row without a label among labelled ones: that row's line, not every row's label left unchecked."""
+    rows = sentiment_rows(6, 0)
+    src = write_jsonl(tmp_path / "in.jsonl", [*rows[:3], {"text": rows[3]["text"]}, *rows[4:]])
+    out = tmp_path / "aug.jsonl"
+    res = CliRunner().invoke(app, ["data", "augment", str(src), "--output", str(out),
+                                   "--set", "data.augment.ops=[delete,swap]"])
+    assert res.exit_code == 2 and res.output == f"error: {src}:4: label: missing field\n", res.output
+    assert not out.exists()
+    unlabelled = write_jsonl(tmp_path / "texts.jsonl", [{"text": r["text"]} for r in rows])  # none: no labels asked
+    res = CliRunner().invoke(app, ["data", "augment", str(unlabelled), "--output", str(out),
+                                   "--set", "data.augment.ops=[delete,swap]"])
+    assert res.exit_code == 0, res.output

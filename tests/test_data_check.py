@@ -30,6 +30,12 @@ def test_warnings(tiny_bert: Path, tmp_path: Path) -> None:
     assert v == [f"labels absent from {train}: neutral"]
 
 
+def test_labels_that_differ_in_spaces_or_width_are_named_as_one_class() -> None:
+    said = look_alike_labels(["positive", "positive ", "正面", "正面\u3000", "ＰＯＳ", "POS", "neg"])
+    assert said == ("labels positive, 'positive '; 正面, '正面\\u3000'; 'ＰＯＳ', POS look like one class written "
+                    "differently (each is a class of its own)")
+
+
 def test_a_one_class_training_file_is_refused_as_train_refuses_it(tiny_bert: Path, tmp_path: Path) -> None:
     one = write_jsonl(tmp_path / "one.jsonl", [{"text": "good film", "label": "pos"}] * 3)
     res = runner.invoke(app, ["data", "check", str(one), "--model", str(tiny_bert)])
@@ -83,3 +89,14 @@ def test_a_huge_line_is_counted_from_its_head(tiny_bert: Path, tmp_path: Path) -
     r = _check(str(path), "--model", str(tiny_bert), "--set", "data.max_length=64")["files"][str(path)]
     words = len(huge.split())
     assert r["over_max_length"] == 1 and abs(r["token_length"]["max"] - (words + 2)) < 0.02 * words
+
+
+def test_train_warns_of_look_alike_labels_as_data_check_does(tiny_bert: Path, tmp_path: Path) -> None:
+    rows = sentiment_rows(8) + [{"text": "so good", "label": "positive "}]
+    train, out = write_jsonl(tmp_path / "train.jsonl", rows), tmp_path / "run"
+    sets = [f"model={tiny_bert}", "task=classification", f"data.train={train}", f"output_dir={out}",
+            "train.max_steps=1", "train.save_steps=0", "train.report=false"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    said = "labels positive, 'positive ' look like one class written differently (each is a class of its own)"
+    assert res.exit_code == 0 and f"warning: {said}" in res.output, res.output
+    assert json.loads((out / "data_summary.json").read_text())["applied"]["label_warning"] == said

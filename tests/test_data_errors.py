@@ -104,6 +104,11 @@ ERRORS = [
     ("surrogate-label", J, GOOD + '{"text": "x", "label": "\\udc00"}\n', 3, "label", "unpaired surrogate"),
     ("not-utf8", J, GOOD.encode() + b'{"text": "caf\xe9", "label": "pos"}\n', 3, "bytes", "UTF-8"),
     ("csv-not-utf8", "train.csv", b"text,label\ngood,pos\ncaf\xe9,neg\n", 3, "bytes", "UTF-8"),
+    # what Excel on a Chinese Windows writes: a GBK line said so, with the command that converts it
+    ("csv-gbk", "train.csv", "text,label\ngood,pos\n这部电影很好看,正面\n".encode("gbk"), 3, "bytes",
+     "reads as Chinese in GBK (GB18030)"),
+    ("json-gbk", "train.json", '[{"text": "a", "label": "b"},\n {"text": "好看", "label": "正面"}]'.encode("gbk"), 2,
+     "bytes", "iconv -f GB18030 -t UTF-8"),
     (
         # the quoted field on lines 2-3 spans two lines: the bad row starts on line 5, not row 4
         "csv-wrong-field-count",
@@ -125,6 +130,14 @@ ERRORS = [
     ("csv-text-after-a-closing-quote", "train.csv", 'text,label\n"Trust me" he said,neg\nok,pos\n', 2, "csv",
      "',' expected after '\"'"),
     ("unknown-extension", "train.xml", "good film\tpos\n", None, None, "unknown file type '.xml'"),
+    # one object over several lines with a comma missing on line 3: that line, not line 1 read as JSON lines
+    ("json-object-missing-comma", "train.json", '{\n "text": "a"\n "label": "b"\n}\n', 3, "json",
+     "Expecting ',' delimiter"),
+    ("json-nested-too-deeply", J, GOOD + "[" * 100_000 + "\n", 3, "json", "nested too deeply"),
+    ("json-5000-digit-number", J, GOOD + '{"text": "x", "label": ' + "1" * 5000 + "}\n", 3, "json",
+     "Exceeds the limit (4300 digits)"),
+    # what a UTF-16 file without its byte-order mark reads as in UTF-8
+    ("nul-in-text", "train.csv", "text,label\ngood,pos\nh\x00i\x00,neg\n", 3, "text", "a NUL character at character 2"),
 ]
 
 
@@ -449,6 +462,13 @@ def test_datasets_folders_are_read(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="a folder without data"):
         read_table(tmp_path / "empty")
+    for state, problem in (("", "state.json: cannot read: Expecting value"), ('{"_data_files": 3}',
+                           "state.json: _data_files: expected a list, got int")):  # one line, not a traceback
+        (tmp_path / "ds" / "state.json").write_text(state, encoding="utf-8")
+        with pytest.raises(DataError, match=problem):
+            read_table(tmp_path / "ds")
+    (tmp_path / "ds" / "state.json").write_text("{}", encoding="utf-8")  # no files named: its own Arrow files
+    assert [r.data for r in read_table(tmp_path / "ds").records] == rows
     res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "ds"), "--json"])  # as data.train takes it too
     assert res.exit_code == 0 and json.loads(res.stdout)["files"][str(tmp_path / "ds")]["rows"] == 5, res.output
 
@@ -511,3 +531,29 @@ def test_one_json_object_over_several_lines_is_one_row(tmp_path: Path) -> None:
     broken = write(tmp_path / "lines.json", '{"text": "good", "label": \n{"text": "bad", "label": "neg"}\n')
     with pytest.raises(DataError, match=r"lines.json:1: json: invalid JSON"):
         read_table(broken)
+
+
+def test_blank_lines_between_the_rows_of_a_one_column_file_are_empty_cells(tmp_path: Path) -> None:
+    """A one-column spreadsheet saved as CSV writes an empty cell as a blank line: a row (refused as an empty text at
+    its line), never one silently left out so that predictions no longer line up with the sheet. Blank lines at the
+    end are no rows."""
+    path = write(tmp_path / "texts.csv", 'text\ngood\n\n""\n   \nbad\n\n\n')
+    assert [(r.line, r.data) for r in read_table(path).records] == [
+        (2, {"text": "good"}), (3, {"text": ""}), (4, {"text": ""}), (5, {"text": ""}), (6, {"text": "bad"})]
+    with pytest.raises(DataError) as info:
+        make_task().parse(read_table(path), labelled=False)
+    assert str(info.value) == f"{where(path, 3, 'text')}empty text"
+
+
+def test_rows_echoed_from_parquet_are_written_as_json(tmp_path: Path) -> None:
+    """Dates, decimals and bytes of a Parquet column, and NaN, are written as standard JSON (what `predict` echoes)."""
+    import datetime
+    import decimal
+
+    from tunelab.io import json_line
+
+    row = {"when": datetime.datetime(2024, 1, 2, 3, 4), "day": datetime.date(2024, 1, 2),
+           "price": decimal.Decimal("1.50"), "raw": b"\xff\x00", "text": "ok", "score": float("nan"),
+           "scores": [float("inf"), 1.0]}
+    assert json.loads(json_line(row)) == {"when": "2024-01-02T03:04:00", "day": "2024-01-02", "price": 1.5,
+                                          "raw": "/wA=", "text": "ok", "score": None, "scores": [None, 1.0]}

@@ -97,3 +97,16 @@ def test_a_csv_writer_field_holding_a_line_break_in_a_mixed_tsv_is_an_error_not_
     res = CliRunner().invoke(app, ["data", "check", str(path)])
     assert res.exit_code == 2, res.output
     assert res.stderr == f"error: {path}:3: row: expected 2 fields (text, label), got 1\n", res.stderr
+
+
+def test_a_quote_closed_rows_later_in_a_tsv_that_parses_as_csv_never_swallows_rows(tmp_path: Path) -> None:
+    """`"Best phone ever` ... `Screen is 6.1"`: strict CSV quoting reads the three lines as one field, and the file
+    has no other quote that fails it. Each of those lines reads as a row of the header's width: they are rows."""
+    path = tmp_path / "reviews.tsv"
+    lines = ['"Best phone ever\t1', "Battery is bad\t0", 'Screen is 6.1"\t1', "fine\t0"]
+    path.write_text("text\tlabel\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    assert rows_of(path) == [(i + 2, *line.split("\t")) for i, line in enumerate(lines)]
+    legit = tmp_path / "legit.tsv"  # csv.writer's quoted field over two lines: still one row
+    with legit.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([["text", "label"], ["two\nlines", "1"], ["fine", "0"]])
+    assert rows_of(legit) == [(2, "two\nlines", "1"), (4, "fine", "0")]

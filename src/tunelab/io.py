@@ -4,8 +4,12 @@ and temp directories committed the same way (`atomic_dir` + `commit_dir`)."""
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -147,9 +151,44 @@ def plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _row_value(value: Any) -> Any:
+    """A value of a user's row that JSON has no type for, as JSON (the `default=` of `json_line`): what Parquet and
+    Arrow columns hold besides numpy's — dates and times as ISO text, decimals as numbers, bytes as their UTF-8
+    text (else base64), and anything else as its text: an echoed row never stops a finished prediction."""
+    if isinstance(value, np.generic | np.ndarray):
+        return plain(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and ±inf as null, as JSON has them (pandas' `to_json` does the same)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def json_line(row: Any) -> str:
-    """One JSONL line (UTF-8 text kept as it is, numpy values as plain ones)."""
-    return json.dumps(row, ensure_ascii=False, default=plain) + "\n"
+    """One JSONL line of a row (UTF-8 text kept as it is, numpy, date, decimal and bytes values as `_row_value`
+    writes them, NaN and ±inf as null: standard JSON that any reader takes)."""
+    try:
+        return json.dumps(row, ensure_ascii=False, default=_row_value, allow_nan=False) + "\n"
+    except ValueError:  # a NaN or an infinity somewhere (the fast path above is the common case)
+        return json.dumps(_finite(row), ensure_ascii=False, default=lambda v: _finite(_row_value(v))) + "\n"
 
 
 def write_json_atomic(path: Path | str, data: Any) -> Path:

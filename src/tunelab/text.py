@@ -30,7 +30,11 @@ CJK_UNIT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\w\s]", re.UNICODE)
 
 def unicode_problem(text: str) -> str | None:
     """Why `text` cannot be written as UTF-8 (an unpaired surrogate: a valid JSON escape such as `\\ud800`, invalid
-    Unicode, on which tokenizers and writers fail later with a traceback), else None."""
+    Unicode, on which tokenizers and writers fail later with a traceback), or holds a NUL (what a UTF-16 file read
+    as UTF-8 shows: `h\\x00i\\x00`), else None."""
+    if (nul := text.find("\x00")) != -1:
+        return (f"a NUL character at character {nul + 1}: a UTF-16 file without its byte-order mark? "
+                "save it as UTF-8")
     if text.isascii():
         return None
     try:

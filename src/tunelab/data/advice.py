@@ -5,6 +5,7 @@ that start with the assistant or end on a user turn."""
 from __future__ import annotations
 
 import random
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -39,19 +40,28 @@ def unknown_tokens(tokenizer: Any, examples: Sequence[Any], text_of: Callable[[A
 
 
 def look_alike_labels(labels: Iterable[str]) -> str | None:
-    """Labels that are one value written differently (`1`, `1.0`, `true`): three classes where one was meant."""
+    """Labels that are one value written differently (`1`, `1.0`, `true`; `positive` and `positive `; `正面` and
+    `正面　` with a full-width space): several classes where one was meant."""
     groups: dict[str, list[str]] = {}
     for label in labels:
         groups.setdefault(_canonical(label), []).append(label)
     alike = [names for names in groups.values() if len(names) > 1]
     if not alike:
         return None
-    shown = "; ".join(", ".join(names) for names in alike)
+    shown = "; ".join(", ".join(map(_shown, names)) for names in alike)
     return f"labels {shown} look like one class written differently (each is a class of its own)"
 
 
+def _shown(label: str) -> str:
+    """A label as text, or quoted where a space or a full-width character would not be seen (`'positive '`)."""
+    return label if label.strip() == label == unicodedata.normalize("NFKC", label) and label.isprintable() \
+        else repr(label)
+
+
 def _canonical(label: str) -> str:
-    low = label.strip().lower()
+    """The value a label means: NFKC-folded (full-width `ＰＯＳ` and `　` as `POS` and a space), trimmed, lower case,
+    yes/true as 1, no/false as 0, a number as its shortest spelling."""
+    low = unicodedata.normalize("NFKC", label).strip().lower()
     if low in ("true", "yes"):
         return "1"
     if low in ("false", "no"):

@@ -210,10 +210,10 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     task, data = _configs("classification", overrides)
     cfg = data.augment or AugmentConfig()
     table = read_table(path)
-    sources, labelled = set(), True
+    sources, labelled = set(), False
     for r in table.records:  # one pass: a dataset folder's several files (their lines restart), and labels
         sources.add(r.source)
-        labelled = labelled and data.label_field in r.data
+        labelled = labelled or data.label_field in r.data  # one row with a label: all need one (parse names a gap)
     with read_again():  # copied through as they are: a second text is kept, whether the config reads it or not
         examples = task.parse(table, labelled=labelled)
     tokenizer = net = None

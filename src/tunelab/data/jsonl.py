@@ -16,12 +16,42 @@ from tunelab.errors import DataError
 SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_jsonl)
 
 
-def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"") -> DataError:
+def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"") -> DataError:
     """Bytes that are not UTF-8, by line and column; `head`: the text's first bytes (UTF-16's byte order mark says
-    what the text is)."""
-    utf16 = "; it starts with UTF-16's byte order mark: convert it to UTF-8" if head[:2] in (b"\xff\xfe", b"\xfe\xff") \
-        else ""
-    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){utf16}")
+    what the text is); `line_bytes`: the bad line's, Chinese text in GBK said so (`_gbk`)."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        hint = "; it starts with UTF-16's byte order mark: convert it to UTF-8"
+    else:
+        hint = _gbk(line_bytes, path)
+    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
+
+
+def _gbk(line: bytes, path: Path) -> str:
+    """A hint where the line reads as Chinese in GBK / GB18030 — what Excel on a Chinese Windows saves a CSV as — else
+    "" (Latin-1 accents rarely decode as GB18030, and then seldom to Chinese characters only)."""
+    try:
+        text = line.decode("gb18030")
+    except UnicodeDecodeError:
+        return ""
+    wide = [c for c in text if not c.isascii()]
+    chinese = sum(1 for c in wide if "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f"
+                  or "\uff00" <= c <= "\uffef")  # ideographs, CJK punctuation, full-width forms
+    if chinese < 2 or chinese < 0.9 * len(wide):
+        return ""
+    utf8 = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return ("; the line reads as Chinese in GBK (GB18030), the encoding of a Chinese Windows and of Excel's CSV there: "
+            f"save the file as UTF-8 (Excel: \"CSV UTF-8\"), or convert it: iconv -f GB18030 -t UTF-8 {path} > {utf8}")
+
+
+BAD_JSON = (ValueError, RecursionError)  # json's errors: JSONDecodeError, and for hostile input a >4,300-digit number
+# (ValueError) or nesting deeper than the interpreter's stack (RecursionError)
+
+
+def json_error(exc: Exception, column: bool = True) -> str:
+    """What is wrong, for one of BAD_JSON: the decoder's message (with its column), or the other two's."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at column {exc.colno}" if column else exc.msg
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -38,7 +68,7 @@ def utf8_lines(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, str]]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"") from None
+            raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"", raw) from None
         yield number, (line.removeprefix("\ufeff") if number == 1 else line)
 
 
@@ -57,8 +87,8 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(str(path), number, "json", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except BAD_JSON as exc:
+            raise DataError(str(path), number, "json", f"invalid JSON ({json_error(exc)})") from None
         if not isinstance(obj, dict):
             raise DataError(str(path), number, "json", f"expected a JSON object, got {type(obj).__name__}")
         row, keys = {}, len(obj)
@@ -136,6 +166,8 @@ class _Blocks:
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 9
                 if self.eof or not cut:
                     raise self.error(exc.msg, exc.lineno) from None
+            except BAD_JSON as exc:  # not a decode error: no refill mends it
+                raise self.error(json_error(exc), None) from None
             self.refill()
 
     def items(self) -> Iterator[Any]:
@@ -276,7 +308,7 @@ def json_shape(path: Path, peek: int = 1 << 20) -> str:
     if newline:
         try:
             obj = json.loads(first)
-        except json.JSONDecodeError:
+        except BAD_JSON:
             obj = None
         if obj is not None:
             data = obj.get("data") if isinstance(obj, dict) else None

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from tunelab.config.run import RunConfig
-from tunelab.data.advice import unknown_tokens
+from tunelab.data.advice import look_alike_labels, unknown_tokens
 from tunelab.data.augment import augment_examples
 from tunelab.data.load import RowTask
 from tunelab.data.report import DataReport
@@ -31,6 +31,10 @@ def prepare_training(train: Sequence[dict[str, Any]], cfg: RunConfig, task: RowT
     if unknown:
         say(f"warning: {unknown}")
     report.distribution["before_sampling"] = label_counts(train)
+    alike = look_alike_labels(report.distribution["before_sampling"])  # as `tunelab data check` warns
+    report.applied["label_warning"] = alike
+    if alike:
+        say(f"warning: {alike}")
     report.applied["sampling"] = None
     if data.sampling:
         if task.stratify_key(train[0]) is None:

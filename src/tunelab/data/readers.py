@@ -15,11 +15,13 @@ from typing import Any
 
 from tunelab.data.json_keys import duplicate_key, near_keys, surely_once, twice
 from tunelab.data.jsonl import (
+    BAD_JSON,
     SHARED,
     decoded_lines,
     iter_json_array,
     iter_jsonl,
     iter_squad,
+    json_error,
     json_shape,
     not_utf8,
     read_jsonl,
@@ -38,7 +40,9 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise not_utf8(path, line, raw[exc.start], col, raw[:2]) from None
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        end = raw.find(b"\n", exc.start)
+        raise not_utf8(path, line, raw[exc.start], col, raw[:2], raw[start:end if end != -1 else len(raw)]) from None
     return text.removeprefix("\ufeff")
 
 
@@ -50,8 +54,11 @@ def _read_json(path: Path) -> list[Record]:
     if shape == "object":  # one object, pretty-printed over several lines: one row (an empty SQuAD `data`: none)
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None  # not one object: read as JSON lines, whose reader names the first bad line
+        except BAD_JSON as exc:
+            if not _second_line_a_row(text):  # one object with an error in it: the whole text's error is the one
+                raise DataError(str(path), getattr(exc, "lineno", None), "json",
+                                f"invalid JSON ({json_error(exc)})") from None
+            obj = None  # JSON lines with a broken first line: their reader names it
         if isinstance(obj, dict):
             if (dup := duplicate_key(text, obj)) is not None:
                 raise DataError(str(path), 1, "json", twice(dup[1], dup[0]))
@@ -60,8 +67,9 @@ def _read_json(path: Path) -> list[Record]:
         return read_jsonl(path)  # a .json file with one object per line
     try:
         items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(str(path), exc.lineno, "json", f"invalid JSON ({exc.msg})") from None
+    except BAD_JSON as exc:
+        raise DataError(str(path), getattr(exc, "lineno", None), "json",  # (no column: as the streamed parse says it)
+                        f"invalid JSON ({json_error(exc, column=False)})") from None
     if not surely_once(text, items, sum(map(len, (obj for obj in items if type(obj) is dict)))):
         return list(iter_json_array(path))  # a key twice: named at its item, as the streamed parse names it
     out = []
@@ -70,6 +78,16 @@ def _read_json(path: Path) -> list[Record]:
             raise DataError(str(path), i, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
         out.append(Record(str(path), i, obj))
     return out
+
+
+def _second_line_a_row(text: str) -> bool:
+    """Whether the second non-blank line of `text` is a JSON object of its own (JSON lines, not one object)."""
+    lines = (line for line in text.splitlines() if line.strip())
+    second = next(lines, None) and next(lines, None)
+    try:
+        return second is not None and isinstance(json.loads(second), dict)
+    except BAD_JSON:
+        return False
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -274,8 +292,8 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
         if line.lstrip().startswith("{"):
             try:
                 obj = json.loads(line)  # valid JSON that starts with { is an object
-            except json.JSONDecodeError as e:
-                raise DataError(source, number, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            except BAD_JSON as e:
+                raise DataError(source, number, None, f"invalid JSON: {json_error(e)}") from None
             if line.count(":") != len(obj) and (dup := duplicate_key(line, obj, near_keys(obj))) is not None:
                 raise DataError(source, number, None, twice(dup[1], dup[0]))
             records.append(Record(source, number, obj))

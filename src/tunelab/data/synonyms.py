@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from tunelab.data.json_keys import duplicate_key, twice
+from tunelab.data.jsonl import BAD_JSON, json_error
 from tunelab.errors import DataError
 from tunelab.text import is_cjk
 
@@ -43,8 +44,9 @@ class SynonymTable:
 def _parse_json(path: Path, text: str) -> dict[str, list[str]]:
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(str(path), exc.lineno, "synonyms", f"invalid JSON ({exc.msg})") from None
+    except BAD_JSON as exc:
+        raise DataError(str(path), getattr(exc, "lineno", None), "synonyms", f"invalid JSON ({json_error(exc)})") \
+            from None
     if (dup := duplicate_key(text, obj)) is not None:  # a word's synonyms given twice: json.loads keeps the last
         raise DataError(str(path), None, "synonyms", twice(dup[1], dup[0]))
     out = {}

@@ -34,13 +34,28 @@ def _csv_lines(path: Path) -> Iterator[str]:
 
 
 def _quotes_parse(path: Path, delimiter: str) -> bool:
-    """Whether the whole file reads under strict CSV quoting (a pass through it at the csv module's C speed)."""
+    """Whether the whole file reads under strict CSV quoting (a pass through it at the csv module's C speed) without
+    a quoted field that swallowed rows (`_swallows_rows`)."""
+    reader = csv.reader(_csv_lines(path), delimiter=delimiter, strict=True)
+    width, last = None, 0
     try:
-        for _ in csv.reader(_csv_lines(path), delimiter=delimiter, strict=True):
-            pass
+        for row in reader:
+            if width is None and row and (len(row) > 1 or row[0].strip()):
+                width = len(row)
+            elif reader.line_num > last + 1 and width and _swallows_rows(row, delimiter, width):
+                return False
+            last = reader.line_num
     except csv.Error:
         return False
     return True
+
+
+def _swallows_rows(row: list[str], delimiter: str, width: int) -> bool:
+    """Whether a row read over several lines is rows run together by one stray quote: each of its lines, split at
+    the delimiter with its quotes plain, has the header's `width` (`"Best phone ever<TAB>1` ... `Screen is 6.1"<TAB>1`,
+    three rows read as one). Asked of TSV only, where text rarely holds a tab: a CSV text may hold a comma per line."""
+    lines = delimiter.join(row).split("\n")
+    return len(lines) > 1 and all(len(line.rstrip("\r").split(delimiter)) == width for line in lines)
 
 
 def _quoted(line: str, pos: int, delimiter: str) -> tuple[str, int] | None:
@@ -99,9 +114,25 @@ def _mixed_rows(lines: Iterator[str], delimiter: str) -> Iterator[tuple[int, lis
         yield number, fields
 
 
+def _empty_cells(rows: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, list[str]]]:
+    """The rows without blank lines, except between the rows of a one-column file: there a blank line is how a
+    spreadsheet writes an empty cell, a row (its empty text then refused at its line, never a row silently left out
+    so that predictions no longer line up with the sheet). Blank lines at the end are no rows."""
+    width, blank = 0, []  # blank: the lines since the last row that held nothing
+    for line, row in rows:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            blank.append(line)
+            continue
+        if width == 1:
+            yield from ((number, [""]) for number in blank)
+        blank, width = [], width or len(row)
+        yield line, row
+
+
 def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Record]]:
     """(the header, the rows one at a time): a large CSV is never held whole, nor all its rows (data/load.py).
-    Strict quoting: a quote left open (to the file's end, or closed by a stray quote rows later) or text after a
+    Blank lines are no rows, except between the rows of a one-column file (`_empty_cells`). Strict quoting: a quote
+    left open (to the file's end, or closed by a stray quote rows later) or text after a
     closing quote is an error naming the line the field starts on — never rows silently merged or quotes dropped.
     A TSV whose quotes do not parse that way (`"Yes," he said.<TAB>entailment`, as GLUE / MNLI files hold them, maybe
     mixed with lines csv.writer quoted) is read by `_mixed_rows`, one row per line (one more pass to find out)."""
@@ -111,9 +142,7 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
     def rows() -> Iterator[tuple[int, list[str]]]:
         nonlocal start
         try:
-            for line, row in _mixed_rows(_csv_lines(path), delimiter) if mixed else parsed():
-                if row and not (all(not cell.strip() for cell in row) and len(row) <= 1):  # else a blank line
-                    yield line, row
+            yield from _empty_cells(_mixed_rows(_csv_lines(path), delimiter) if mixed else parsed())
         except csv.Error as exc:
             said = str(exc).replace("\t", "\\t")  # `'\t' expected after '"'`, not a raw tab
             quote = '"' in said or "quote" in said or "unexpected end of data" in said
@@ -201,12 +230,14 @@ def folder_files(path: Path) -> list[Path]:
     """The data files of a Hugging Face `datasets` folder (`save_to_disk`: the Arrow files named in state.json) or of
     a folder of Parquet or Arrow files (in name order)."""
     if (path / "dataset_dict.json").is_file():
-        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits") or []
+        splits = _json_field(path / "dataset_dict.json", "splits")
         raise DataError(str(path), None, None, "a DatasetDict: give one split's folder, e.g. "
-                        + ", ".join(str(path / s) for s in splits[:3]))
-    state = path / "state.json"
-    if state.is_file():
-        files = [path / f["filename"] for f in json.loads(state.read_text(encoding="utf-8")).get("_data_files", [])]
+                        + ", ".join(str(path / s) for s in splits[:3] if isinstance(s, str)))
+    named = _json_field(path / "state.json", "_data_files") if (path / "state.json").is_file() else []
+    if named:  # a datasets save_to_disk folder: its files, in its order
+        if not all(isinstance(f, dict) and isinstance(f.get("filename"), str) for f in named):
+            raise DataError(str(path / "state.json"), None, "_data_files", "expected a list of {\"filename\": ...}")
+        files = [path / f["filename"] for f in named]
     else:
         files = sorted(path.glob("*.parquet")) or sorted(path.glob("*.arrow"))
         others = sorted({p.suffix for p in path.iterdir() if p.suffix in _ROW_FILES and not p.name.startswith(".")}
@@ -218,6 +249,19 @@ def folder_files(path: Path) -> list[Path]:
         raise DataError(str(path), None, None, "a folder without data: expected a datasets save_to_disk folder or "
                         ".parquet / .arrow files")
     return files
+
+
+def _json_field(path: Path, field: str) -> list:
+    """The list `field` of the JSON object in `path` ([] where it has none); a file that is not such an object is
+    a DataError naming it."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8 (UnicodeDecodeError is a ValueError)
+        raise DataError(str(path), None, None, f"cannot read: {exc}") from None
+    value = obj.get(field) if isinstance(obj, dict) else None
+    if not isinstance(value, list | None):
+        raise DataError(str(path), None, field, f"expected a list, got {type(value).__name__}")
+    return value or []
 
 
 def iter_arrow(path: Path, batch_rows: int = 65_536) -> tuple[list[str], Iterator[Record]]:
