@@ -409,5 +409,5 @@ def test_a_lora_run_on_it_merges_and_serves_as_trained(tiny_bert: Path, tmp_path
         trained = tunelab.load(out).module(**enc).start_logits
         merged = merge_run(out).output
         again = tunelab.load(merged).module(**enc).start_logits
-        served = load_group([out], ["a"])[0].module(**enc).start_logits
+        served = load_group([out])[0].module(**enc).start_logits
     assert torch.allclose(again, trained, atol=1e-5) and torch.allclose(served, trained, atol=1e-5)

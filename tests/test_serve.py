@@ -40,8 +40,11 @@ def test_auth_health_models_metrics(served: tuple[str, object]) -> None:
     assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
     models = httpx.get(f"{url}/v1/models", headers=AUTH).json()["data"]
     assert [(m["id"], m["task"]) for m in models] == [("sentiment", "classification"), ("run", "sft")]
+    for i in range(3):  # paths a client makes up: counted under one label, not one series each (memory)
+        assert httpx.get(f"{url}/made-up-{i}").status_code == 401
     text = httpx.get(f"{url}/metrics", headers=AUTH).text
     assert "tunelab_requests_total" in text and "tunelab_request_seconds_bucket" in text
+    assert "made-up" not in text and 'tunelab_requests_total{path="other",status="401"} 3.0' in text
 
 
 def test_predict_matches_the_library_and_batches(served: tuple[str, object], cls_run: Path) -> None:
@@ -152,6 +155,42 @@ def test_completion_stops_at_a_stop_string(served: tuple[str, object]) -> None:
     stop = full.strip()[1:3] or full.strip()[:1]
     cut = httpx.post(f"{url}/v1/completions", json={**base, "stop": [stop]}, headers=AUTH, timeout=60).json()
     assert stop not in cut["choices"][0]["text"] and cut["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_row_ends_where_its_request_stops_it(tiny_chat_run: Path) -> None:
+    """A stop string or a client gone sets the job's `stopped`: its row takes no more tokens (usage counts up to
+    that one) and generate() is told to end once every row is done."""
+    import threading
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from tunelab.serve.chat_batcher import Job, _Rows
+    from tunelab.tasks.generation import GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_run / "model")
+    seen: list[str] = []
+    jobs = [Job([1], GenerationConfig(max_new_tokens=50), seen.append, threading.Event()) for _ in range(2)]
+    rows = _Rows(jobs, tokenizer, stop=[])
+    rows.put(torch.tensor([[1], [1]]))  # the prompts
+    ids = torch.zeros((2, 1), dtype=torch.long)
+    for step in range(6):
+        if step == 2:
+            jobs[0].stopped.set()  # a stop string in its text, or its client gone
+        if step == 4:
+            jobs[1].stopped.set()
+        assert not rows(ids, None).any() or step >= 4
+        rows.put(torch.tensor([5, 6]))
+    assert [len(j.tokens) for j in jobs] == [2, 4] and all(j.done for j in jobs)
+    assert rows(ids, None).all()
+
+
+def test_a_completion_without_max_tokens_keeps_to_the_servers_cap(tiny_chat_run: Path) -> None:
+    """--max-tokens bounds every completion, also one that leaves max_tokens out (the run's 128 would apply)."""
+    for url, _ in serve_on_loopback([tiny_chat_run], max_tokens=1):
+        body = {"messages": [{"role": "user", "content": "say good"}], "temperature": 0}
+        res = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert res.status_code == 200 and res.json()["usage"]["completion_tokens"] == 1, res.text
 
 
 def test_a_full_queue_is_refused_with_retry_after(cls_run: Path) -> None:
@@ -268,26 +307,27 @@ def test_lora_runs_share_one_base_and_the_model_name_picks_the_adapter(
     import tunelab
 
     lora = ("method=lora", "method.r=4", "train.epochs=10", "train.lr=2e-2")
+    # run folders named with a "." (peft refuses one in an adapter's name: tunelab names them inside)
     a = train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora-a") / "plain", sets=lora)
-    b = train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora-b") / "flipped", sets=lora,
+    b = train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora-b") / "flipped-v1.1", sets=lora,
                         labels=("positive", "negative"))
     texts = ["a wonderful , delightful film", "a dull and tedious mess", "wonderful", "tedious"]
     for url, server in serve_on_loopback([a, b], max_wait_ms=20):
-        shared = [server.by_name[n].model.module for n in ("plain", "flipped")]  # type: ignore[attr-defined]
-        assert shared[0].peft is shared[1].peft and sorted(shared[0].peft.peft_config) == ["flipped", "plain"]
+        shared = [server.by_name[n].model.module for n in ("plain", "flipped-v1.1")]  # type: ignore[attr-defined]
+        assert shared[0].peft is shared[1].peft and len(shared[0].peft.peft_config) == 2
         def ask(name: str, url: str = url) -> tuple[str, list[dict]]:
             res = httpx.post(f"{url}/v1/predict", json={"model": name, "inputs": texts}, timeout=60)
             return name, res.json()["outputs"]
 
         with ThreadPoolExecutor(4) as pool:  # interleaved requests to both adapters
-            answers = list(pool.map(ask, ["plain", "flipped"] * 3))
+            answers = list(pool.map(ask, ["plain", "flipped-v1.1"] * 3))
         for name, outputs in answers:
             merged = tunelab.load(a if name == "plain" else b).predict(texts)
             assert [o["pred_label"] for o in outputs] == [m["pred_label"] for m in merged]
             for o, m in zip(outputs, merged, strict=True):
                 assert all(abs(o["scores"][k] - m["scores"][k]) < 1e-4 for k in m["scores"]), (o, m)
         plain = dict(answers)["plain"]
-        flipped = dict(answers)["flipped"]
+        flipped = dict(answers)["flipped-v1.1"]
         assert [o["pred_label"] for o in plain] != [o["pred_label"] for o in flipped]
 
 
@@ -316,6 +356,32 @@ def test_the_batcher_keeps_to_its_token_budget() -> None:
     assert answers == [["AAAAAAAAAA"], ["BBBBBBBBBB"], ["CC"], ["D" * 20], ["E" * 60], ["FFFF", "GGGG"]]
     assert all(len(b) * max(map(len, b)) <= 40 for b in batches if len(b) > 1)
     assert ["e" * 60] in batches and len(batches) > 2
+
+
+def test_the_batcher_keeps_to_max_batch_inputs() -> None:
+    """A request that would take a batch past max_batch opens the next one; one larger than max_batch runs alone."""
+    import asyncio
+
+    from tunelab.serve.batcher import MicroBatcher
+
+    batches: list[list[str]] = []
+
+    def forward(rows: list[str]) -> list[str]:
+        batches.append(rows)
+        return rows
+
+    async def main() -> list[list[str]]:
+        batcher = MicroBatcher(forward, max_batch=4, max_wait_ms=50)
+        await batcher.start()
+        requests = [["a"], ["b"], [f"c{i}" for i in range(10)], ["d", "e"], ["f", "g", "h"]]
+        answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        await batcher.stop()
+        return answers
+
+    requests = [["a"], ["b"], [f"c{i}" for i in range(10)], ["d", "e"], ["f", "g", "h"]]
+    assert asyncio.run(main()) == requests
+    alone = [f"c{i}" for i in range(10)]
+    assert alone in batches and all(len(b) <= 4 for b in batches if b != alone), batches
 
 
 def test_a_batch_that_fails_fails_only_the_bad_request_and_the_batcher_lives_on() -> None:

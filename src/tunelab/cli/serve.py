@@ -23,8 +23,8 @@ def serve(
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most inputs per forward pass (predict)."),
     max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", min=1, help="Most padded tokens per forward "
                                          "pass (predict): inputs × the longest input's tokens."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0, help="How long a predict request waits for "
-                                      "others to share its forward pass."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0, max=60_000.0, help="How long a predict "
+                                      "request waits for others to share its forward pass (at most a minute)."),
     max_queue: int = typer.Option(1024, "--max-queue", min=1, help="Most inputs waiting; beyond: 503."),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most new tokens a completion may ask for."),
     max_input_tokens: int = typer.Option(16384, "--max-input-tokens", min=1, help="Longest predict input (its text "

@@ -71,10 +71,12 @@ class AdapterView:
         return getattr(self.peft, attr)
 
 
-def load_group(runs: list[Path], names: list[str]) -> list[Model]:
+def load_group(runs: list[Path]) -> list[Model]:
     """One base model, every run's adapter on it (`runs`: run directories, as `adapter_groups` gives them); a Model
     per run whose module is its AdapterView. Each adapter is checked first (`check_adapter`), and a base or weights
-    file that cannot be read is one line (TunelabError) naming it."""
+    file that cannot be read is one line (TunelabError) naming it. The adapters are named `adapter0`, `adapter1`, ...
+    inside peft (a run folder's name may hold a `.`, which peft refuses in a module name)."""
+    names = [f"adapter{i}" for i in range(len(runs))]
     import transformers
     from peft import PeftModel
 

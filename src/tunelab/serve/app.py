@@ -107,8 +107,10 @@ class Server:
             response = error(401, "missing or wrong API key: send Authorization: Bearer <key>")
         else:  # a body over the limit: 413 from BodyLimit, inside
             response = await call_next(request)
-        self.metrics.requests.labels(path, str(response.status_code)).inc()
-        self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+        # by route: a label per path any client makes up would grow the metrics without end
+        route = path if any(getattr(r, "path", None) == path for r in request.app.routes) else "other"
+        self.metrics.requests.labels(route, str(response.status_code)).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - start)
         return response
 
     def pick(self, name: str | None, chat: bool) -> Served:
@@ -210,12 +212,14 @@ class Completion:
         body, settings, model = self.body, self.server.settings, self.served.model
         if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
             raise invalid("max_tokens", f"at most {settings.max_tokens}")
+        asked = body.max_tokens if body.max_tokens is not None else min(model.task.cfg.generation.max_new_tokens,
+                                                                        settings.max_tokens)  # the server's cap
         positions, limit = prompt_limit(model.module.config, settings.max_prompt_tokens)
         if not self.ids:
             raise invalid("messages" if self.chat else "prompt", "empty: no tokens to continue from")
         if len(self.ids) > limit:
             raise invalid("messages" if self.chat else "prompt", f"prompt is {len(self.ids)} tokens, at most {limit}")
-        cfg = with_overrides(model.task.cfg.generation, max_new_tokens=body.max_tokens, temperature=body.temperature,
+        cfg = with_overrides(model.task.cfg.generation, max_new_tokens=asked, temperature=body.temperature,
                              top_p=body.top_p)
         if body.seed is not None:
             cfg = cfg.model_copy(update={"seed": body.seed})
@@ -273,18 +277,22 @@ class Completion:
         return "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
 
     async def _events(self) -> AsyncIterator[str]:
-        if self.chat:
-            yield self._chunk({"role": "assistant", "content": ""}, None)
-        while (piece := await self.queue.get()) is not None:
-            yield self._chunk({"content": piece} if self.chat else piece, None)
-        await self.done
-        yield self._chunk({} if self.chat else "", self._finish(), usage=True)
-        yield "data: [DONE]\n\n"
+        try:
+            if self.chat:
+                yield self._chunk({"role": "assistant", "content": ""}, None)
+            while (piece := await self.queue.get()) is not None:
+                yield self._chunk({"content": piece} if self.chat else piece, None)
+            await self.done
+            yield self._chunk({} if self.chat else "", self._finish(), usage=True)
+            yield "data: [DONE]\n\n"
+        finally:  # the client gone mid-stream (the server cancels this): its row stops generating for nobody
+            self.stream.stopped.set()
 
 
 class _Stream:
     """The reply's text as it streams, cut at the first `stop` string: text that could still begin a stop string is
-    held back until it cannot; once one appears, generation is told to end (`stopped`)."""
+    held back until it cannot; once one appears, generation is told to end (`stopped`: the row ends at that token,
+    which `usage` counts last)."""
 
     def __init__(self, stops: list[str]) -> None:
         self.stops = [s for s in stops if s]

@@ -93,8 +93,9 @@ class MicroBatcher:
                 items, future, cost = await asyncio.wait_for(self._queue.get(), wait)
             except TimeoutError:
                 return size, longest, False
-        if self.max_tokens and (size + len(items)) * max(longest, cost) > self.max_tokens:
-            self._held = (items, future, cost)
+        if size + len(items) > self.max_batch or (
+                self.max_tokens and (size + len(items)) * max(longest, cost) > self.max_tokens):
+            self._held = (items, future, cost)  # the next batch's first: this one stays within max_batch / max_tokens
             return size, longest, False
         group.append((items, future))
         return size + len(items), max(longest, cost), size + len(items) < self.max_batch

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from tunelab.serve.batcher import QueueFull
@@ -26,7 +27,7 @@ class Job:
     ids: list[int]
     cfg: GenerationConfig
     emit: Callable[[str], None]  # called from the generating thread with each new piece of text
-    stopped: threading.Event  # set by the request (a stop string appeared): its row stops emitting
+    stopped: threading.Event  # set by the request (a stop string appeared, the client left): its row ends there
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     done: bool = False
@@ -48,7 +49,8 @@ class _Rows(BaseStreamer):
             self.prompt_seen = True
             return
         for job, token in zip(self.jobs, value.reshape(len(self.jobs), -1)[:, -1].tolist(), strict=True):
-            if job.done:
+            if job.done or job.stopped.is_set():  # (a request that ended its row: no more tokens counted)
+                job.done = True
                 continue
             if token in self.stop:
                 job.tokens.append(token)
@@ -60,8 +62,16 @@ class _Rows(BaseStreamer):
                 if not job.stopped.is_set():
                     job.emit(text[len(job.text):])
                 job.text = text
-            if len(job.tokens) >= job.cfg.max_new_tokens:
+            if job.stopped.is_set():  # this token's text held a stop string (emit said so)
+                job.done = True
+            elif len(job.tokens) >= job.cfg.max_new_tokens:
                 job.done, job.finish = True, "length"
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        """generate()'s stopping criterion: every row done (its stop token, its length, a stop string, its client
+        gone) ends the call, though no row reached a stop token."""
+        return torch.full((input_ids.shape[0],), all(j.done or j.stopped.is_set() for j in self.jobs),
+                          dtype=torch.bool, device=input_ids.device)
 
     def end(self) -> None:
         for job in self.jobs:
@@ -133,6 +143,8 @@ class ChatBatcher:
                                              "num_beams": 1})
         if cfg.do_sample:
             torch.manual_seed(cfg.seed)
+        rows = _Rows(jobs, self.tokenizer, self.stop)
         with torch.no_grad():
-            self.model.generate(input_ids=ids, attention_mask=mask, streamer=_Rows(jobs, self.tokenizer, self.stop),
+            self.model.generate(input_ids=ids, attention_mask=mask, streamer=rows,
+                                stopping_criteria=StoppingCriteriaList([rows]),
                                 **generate_kwargs(cfg, self.tokenizer, self.stop))

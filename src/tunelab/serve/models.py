@@ -66,7 +66,7 @@ def served_models(paths: list[Path], prefer_exports: bool = True) -> list[Served
         names.append(name)
     shared: dict[int, Model] = {}
     for group in adapter_groups([Path(p) for p in paths]):
-        shared.update(zip(group, load_group(list(group.values()), [names[i] for i in group]), strict=True))
+        shared.update(zip(group, load_group(list(group.values())), strict=True))
     out: list[Served] = []
     for i, path in enumerate(paths):
         path = Path(path)
