@@ -139,6 +139,11 @@ def test_numbers_where_text_is_expected() -> None:
     assert cfg_of("task.labels=[0, 1]").task.labels == ["0", "1"]  # how integer labels in the data read
     assert cfg_of("task.labels=[true, false]").task.labels == ["true", "false"]
     assert "duplicate label 'a'" in config_error("task.labels=[a, b, a]")
+    # read as YAML 1.2 (JSON's values), not PyYAML's 1.1: text stays the text written
+    for text in ("0612", "2024-12-06", "12:30", "1_000", "yes"):  # 1.1: 394, a date, 750, 1000, True
+        assert cfg_of(f"output_dir={text}").output_dir == text
+    assert cfg_of("train.lr=1e-5").train.lr == 1e-5 and cfg_of("train.seed=0x10").train.seed == 16
+    assert "train.lr" in config_error("train.lr=yes") and "train.seed" in config_error("train.seed=off")
 
 
 def test_missing_required_keys() -> None:

@@ -246,3 +246,47 @@ def test_exports_left_alone_in_a_folder_are_the_users_work(tiny_bert: Path, tmp_
     res = runner.invoke(app, ["train", *sets, "--overwrite"])
     assert res.exit_code == 0, res.output
     assert not (out / ".replaced").exists() and not (out / "exports").exists()
+
+
+def test_a_run_that_wrote_the_folder_since_the_first_check_is_not_replaced(tiny_bert: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs into one new output_dir at once: the one that takes the lock second checks the folder again, and
+    the first one's finished run (another config) is refused, not moved aside and deleted."""
+    import tunelab.pipeline
+
+    out = tmp_path / "race"
+    first = _sets(tiny_bert, tmp_path, out, **{"train.lr": "5e-4"})
+    loaded = tunelab.pipeline.load_splits
+
+    def meanwhile(*args: object, **kwargs: object) -> object:  # the other run finishes while this one loads data
+        monkeypatch.setattr(tunelab.pipeline, "load_splits", loaded)
+        assert runner.invoke(app, ["train", *first]).exit_code == 0
+        return loaded(*args, **kwargs)
+
+    monkeypatch.setattr(tunelab.pipeline, "load_splits", meanwhile)
+    _fails(["train", *_sets(tiny_bert, tmp_path, out)], "holds a run of another config")
+    assert "lr: 0.0005" in (out / "config.yaml").read_text() and (out / "metrics.json").is_file()
+    assert not (out / ".replaced").exists()
+
+
+def test_a_checkpoint_resumed_into_another_runs_folder_never_mixes_with_it(finished: tuple[Path, list[str]],
+                                                                          tiny_bert: Path, tmp_path: Path) -> None:
+    """--resume of another run's checkpoint: the output_dir is checked as for a new run (a folder that merely holds
+    the resumed run is not its own), and a finished run of the same config there is replaced whole — its later
+    checkpoints and log lines never mixed with the resumed history. --overwrite does not lift the settings check."""
+    out, sets = finished
+    step = sorted((out / "checkpoints").iterdir())[0]
+    project = tmp_path / "project"
+    shutil.copytree(out, project / "a")
+    (project / "notes.txt").write_text("mine", encoding="utf-8")
+    _fails(["train", *_sets(tiny_bert, tmp_path, project), "--resume", str(project / "a" / "checkpoints" / step.name)],
+           "holds files that no tunelab run wrote")
+    assert sorted(p.name for p in project.iterdir()) == ["a", "notes.txt"]
+    other = tmp_path / "other"  # a finished run of the same config, its own checkpoints 1 and 2
+    assert runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, other)]).exit_code == 0
+    res = runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, other), "--resume", str(step)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (other / "checkpoints").iterdir()) == ["step-00000002"]
+    steps = [line for line in (other / "metrics.jsonl").read_text().splitlines() if '"step": 1,' in line]
+    assert steps == [] and not (other / ".replaced").exists()
+    _fails(["train", *sets, "--set", "train.lr=0.5", "--resume", "--overwrite"], "train.lr: 0.5 where the run")

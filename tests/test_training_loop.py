@@ -151,6 +151,12 @@ def test_metric_tracker_modes() -> None:
     h = MetricTracker(None)  # the headline: the first float metric
     h.update(1, {"n": 3, "f1_micro": 0.4, "accuracy": 0.9})
     assert h.metric == "f1_micro"
+    resumed = MetricTracker("eval_loss")  # resumed with another train.best_metric: its best sought afresh
+    resumed.load_state_dict(h.state_dict())
+    assert (resumed.metric, resumed.best_step) == ("eval_loss", None)
+    same = MetricTracker(None)  # the same (or none named): the saved best goes on
+    same.load_state_dict(h.state_dict())
+    assert (same.metric, same.best_step, same.best_value) == ("f1_micro", 1, 0.4)
 
 
 def test_cli_early_stopping_exports_the_selected_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:

@@ -93,12 +93,18 @@ def run(cfg: RunConfig, resume: str | None = None,
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
     resume_from = find_checkpoint(resume, out) if resume else None
-    if state.is_main_process:  # resuming this directory's own checkpoint is the one way past its checks
-        own = resume_from is not None and out.resolve() in resume_from.resolve().parents
-        check_inputs_apart(out, run_inputs(cfg))
-        check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite)
-        if own and not overwrite:
+    # resuming this directory's own checkpoint (OUTPUT_DIR/checkpoints/step-N) is the one way past its checks; a
+    # checkpoint of another run starts this one from it, into an output_dir checked as for a new run
+    own = resume_from is not None and resume_from.resolve().parent == (out / "checkpoints").resolve()
+
+    def check_out(locked: bool) -> None:
+        check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite, locked=locked)
+        if own:  # (--overwrite too: a resumed run continues the one it resumes, with its settings)
             _check_resumed_config(out, cfg)
+
+    if state.is_main_process:
+        check_inputs_apart(out, run_inputs(cfg))
+        check_out(locked=False)
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -142,7 +148,8 @@ def run(cfg: RunConfig, resume: str | None = None,
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0, distill)
     with RunDirLock(out):
-        start_run_dir(out, config_yaml, resume_from)
+        check_out(locked=True)  # again, now that no other run can write it: one may have since the first check
+        start_run_dir(out, config_yaml, resume_from if own else None)
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0, distill)
 

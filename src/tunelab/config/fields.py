@@ -3,6 +3,7 @@ PyYAML: the web UI uses them too, and it must not import torch (tunelab.config.r
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -20,7 +21,11 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, but a key given twice in one mapping is an error (DuplicateKeyError)."""
+    """yaml.safe_load, but a key given twice in one mapping is an error (DuplicateKeyError), and plain values read
+    as YAML 1.2 reads them (its core schema, as JSON spells them), not PyYAML's YAML 1.1: `yes` / `no` / `on` /
+    `off` stay words (1.1: booleans, so `train.lr=yes` was 1.0), `2024-12-06` stays text (1.1: a date, which no
+    text field took), `12:30` too (1.1: 750, base 60), `0612` is text (1.1: 394, octal; a number field still reads
+    612 from it), `1_000` stays text, and `1e-5` is a number (1.1 wants `1.0e-5`)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -32,6 +37,33 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 raise DuplicateKeyError(None, None, twice_said(key), key_node.start_mark)  # YAML or JSON alike
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] == "tag:yaml.org,2002:merge"]
+                                           for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _tag, _pattern, _first in (
+        ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+        ("int", r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+|"
+                  r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789.")):  # a dot or an exponent
+    UniqueKeyLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+
+
+def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
+
+
+def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node)).lower()
+    return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _int)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:bool",
+                                lambda loader, node: loader.construct_scalar(node).lower() == "true")
 
 
 def yaml_value(text: str) -> Any:

@@ -167,7 +167,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory, not a config file (a YAML file such as run.yaml)")
-    if not p.is_file():
+    if not p.exists():  # (a pipe, `<(...)`, is no regular file but reads as one)
         raise ConfigError(f"{p}: config file not found")
     raw = p.read_bytes()
     try:

@@ -65,5 +65,9 @@ class MetricTracker:
         return {"metric": self.metric, "best_step": self.best_step, "best_value": self.best_value, "bad": self.bad}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The checkpoint's best so far; resumed with another `train.best_metric`, the best is sought afresh by that
+        metric (from the evaluations after the resume: the saved best was by another measure)."""
+        if self.metric is not None and state["metric"] is not None and self.metric != state["metric"]:
+            return
         self.metric, self.best_step, self.best_value, self.bad = (
             state["metric"], state["best_step"], state["best_value"], state["bad"])

@@ -67,14 +67,15 @@ def check_inputs_apart(out: Path, inputs: Sequence[tuple[str, Path]], flag: str 
 
 
 def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *, resume: bool,
-                     overwrite: bool) -> None:
+                     overwrite: bool, locked: bool = False) -> None:
     """Refuse (one line) an output_dir that a run would clobber: not a directory, or a non-empty one that is not a
     finished run of this same config (`same_config(saved config.yaml)`) nor one that stopped before its first
     checkpoint. `resume` (this directory's own checkpoint)
-    and `overwrite` allow it. Hidden files (.DS_Store, .ipynb_checkpoints) are nobody's work."""
+    and `overwrite` allow it. Hidden files (.DS_Store, .ipynb_checkpoints) are nobody's work. `locked`: asked again
+    under this process's RunDirLock (another run may have written the directory since the first check)."""
     if out.exists() and not out.is_dir():
         raise TunelabError(f"output_dir: {out} is a file, not a directory; choose another output_dir")
-    if out.is_dir():
+    if out.is_dir() and not locked:
         refuse_if_in_use(out)  # the pid of a live run first: what else the directory holds is that run's
     if resume or overwrite or not out.is_dir():
         return
