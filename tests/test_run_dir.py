@@ -290,3 +290,21 @@ def test_a_checkpoint_resumed_into_another_runs_folder_never_mixes_with_it(finis
     steps = [line for line in (other / "metrics.jsonl").read_text().splitlines() if '"step": 1,' in line]
     assert steps == [] and not (other / ".replaced").exists()
     _fails(["train", *sets, "--set", "train.lr=0.5", "--resume", "--overwrite"], "train.lr: 0.5 where the run")
+
+
+def test_a_resume_on_other_rows_of_the_same_count_is_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    """The batches a resume skips are positions in the training rows: rows edited in place (as many, labels
+    flipped) are refused in one line, before anything is written; the same rows from a copied file resume."""
+    out = tmp_path / "run"
+    sets = _sets(tiny_bert, tmp_path, out, **{"train.max_steps": "3"})
+    assert runner.invoke(app, ["train", *sets, "--set", "train.max_steps=1"]).exit_code == 0
+    (out / "metrics.json").unlink()  # as an interrupted run leaves it: checkpoint 1, not finished
+    train = tmp_path / "train.jsonl"
+    rows = sentiment_rows(24, 0)
+    write_jsonl(train, [{**r, "label": "negative" if r["label"] == "positive" else "positive"} for r in rows])
+    before = _snapshot(out)
+    _fails(["train", *sets, "--resume"], "data.train: the training rows differ from those the run being resumed")
+    assert _snapshot(out) == before
+    write_jsonl(train, rows)
+    res = runner.invoke(app, ["train", *sets, "--resume"])
+    assert res.exit_code == 0, res.output

@@ -18,7 +18,7 @@ from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import DataReport
+from tunelab.data.report import DataReport, check_resumed_rows, training_fingerprint
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate
@@ -131,6 +131,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     method.check_model(model)
     check_layer_decay(model, cfg.train.layer_lr_decay)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
+    _fingerprint(report, splits["train"], cfg.train.save_steps, resume_from if state.is_main_process else None)
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises
     train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
     if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
@@ -152,6 +153,16 @@ def run(cfg: RunConfig, resume: str | None = None,
         start_run_dir(out, config_yaml, resume_from if own else None)
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0, distill)
+
+
+def _fingerprint(report: DataReport, train: Sequence[dict[str, Any]], save_steps: int,
+                 resume_from: Path | None) -> None:
+    """The training rows' fingerprint in data_summary.json where the run checkpoints (a resume checks its rows are
+    these), checked against the resumed run's (`resume_from`) before anything is written."""
+    if save_steps or resume_from is not None:
+        report.fingerprint = training_fingerprint(train)
+    if resume_from is not None and resume_from.parent.name == "checkpoints" and report.fingerprint is not None:
+        check_resumed_rows(resume_from.parent.parent, report.fingerprint)
 
 
 def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | None:

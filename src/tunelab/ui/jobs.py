@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tunelab.config.fields import yaml_value
 from tunelab.errors import TunelabError
 from tunelab.io import exists, write_text_atomic
 from tunelab.ui.checks import json_value, shown
@@ -75,7 +76,7 @@ def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
     from tunelab.config.run import build_config
 
     # the file the job will read, built as `tunelab train CONFIG` builds it: every field checked before a start
-    cfg = build_config(yaml.safe_load(text))
+    cfg = build_config(yaml_value(text))  # read as train reads it (YAML 1.2)
     for key, value in tree.items():  # inf / NaN are the config's to refuse (build_config above), as train does
         json_value(value, key, numbers=False)
     for field in ("train", "validation", "test", "unlabeled"):
