@@ -308,3 +308,20 @@ def test_a_resume_on_other_rows_of_the_same_count_is_refused(tiny_bert: Path, tm
     write_jsonl(train, rows)
     res = runner.invoke(app, ["train", *sets, "--resume"])
     assert res.exit_code == 0, res.output
+
+
+def test_a_relative_model_resumed_from_another_folder_names_the_model_it_trained(tiny_bert: Path, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model: base` (relative) from the folder training ran in; resumed from another folder where `base` is another
+    model: refused as a change of model, not trained on over another base."""
+    for folder in ("a", "b"):  # two folders named base (their weights alike here: what is checked is which one)
+        shutil.copytree(tiny_bert, tmp_path / folder / "base")
+    out = tmp_path / "run"
+    sets = _sets(tiny_bert, tmp_path, out, model="base")
+    monkeypatch.chdir(tmp_path / "a")
+    assert runner.invoke(app, ["train", *sets]).exit_code == 0
+    (out / "metrics.json").unlink()  # interrupted after its checkpoints
+    monkeypatch.chdir(tmp_path / "b")
+    _fails(["train", *sets, "--resume"], "config: model: 'base' where the run being resumed has")
+    monkeypatch.chdir(tmp_path / "a")
+    assert runner.invoke(app, ["train", *sets, "--resume"]).exit_code == 0

@@ -18,7 +18,7 @@ from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import DataReport, check_resumed_rows, training_fingerprint
+from tunelab.data.report import DATA_FOLDER, SUMMARY_FILE, DataReport, check_resumed_rows, training_fingerprint
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate
@@ -26,7 +26,7 @@ from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
 from tunelab.export.save import META_FILE, load_model, save_model
-from tunelab.io import write_json_atomic, write_text_atomic
+from tunelab.io import read_json, write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
@@ -223,8 +223,10 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
         return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
     # its relative data paths from the folder it was trained in: resumed from another folder, `train.jsonl` may name
     # another file, which is a change of data (refused below), not the same spelling
-    saved = saved.model_copy(update={"data": run_data(out, saved.data)})
+    saved = saved.model_copy(update={"data": run_data(out, saved.data), "model": _run_model(out, saved.model)})
     old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
+    if _same_file(old["model"], new.get("model")):  # a local model folder, spelled from another folder
+        old["model"] = new["model"]
     for key in sorted(old.keys() | new.keys()):
         same = old.get(key) == new.get(key) or key in DATA_FILES and _same_file(old.get(key), new.get(key))
         if not same and not any(within(key, k) for k in RESUME_MAY_CHANGE):
@@ -233,6 +235,16 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
 
 
 DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")
+
+
+def _run_model(out: Path, model: str) -> str:
+    """A run's relative local `model` folder as the folder training ran in reads it (data_summary.json's
+    `data_folder`): resumed from another folder, `../base` may name another model, a change refused as such."""
+    summary = read_json(out / SUMMARY_FILE)
+    folder = summary.get(DATA_FOLDER) if isinstance(summary, dict) else None
+    if not isinstance(folder, str) or Path(model).is_absolute() or not (Path(folder) / model).is_dir():
+        return model
+    return str(Path(folder) / model)
 
 
 def _same_file(old: Any, new: Any) -> bool:
