@@ -193,6 +193,26 @@ def test_a_completion_without_max_tokens_keeps_to_the_servers_cap(tiny_chat_run:
         assert res.status_code == 200 and res.json()["usage"]["completion_tokens"] == 1, res.text
 
 
+def test_messages_the_models_own_template_refuses_are_a_422(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """A chat template that raises (Gemma's "roles must alternate") answers 422 naming messages, not 500."""
+    import shutil
+
+    run = tmp_path / "strict"
+    shutil.copytree(tiny_chat_run, run)
+    refuse = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation roles must alternate "
+              "user/assistant/user/assistant/...') }}{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    jinja = run / "model" / "chat_template.jinja"
+    if jinja.is_file():
+        jinja.write_text(refuse, encoding="utf-8")
+    else:
+        config = json.loads((run / "model" / "tokenizer_config.json").read_text(encoding="utf-8"))
+        (run / "model" / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": refuse}))
+    for url, _ in serve_on_loopback([run]):
+        body = {"messages": [{"role": "assistant", "content": "hi"}], "max_tokens": 2}
+        res = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert res.status_code == 422 and "roles must alternate" in res.text and "messages" in res.text, res.text
+
+
 def test_a_full_queue_is_refused_with_retry_after(cls_run: Path) -> None:
     """At most 3 inputs may wait: of 16 requests of 2 inputs sent at once, those that arrive while another is queued
     or running do not fit (under load each batch also waits 400 ms for company, so they overlap)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from jinja2 import TemplateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tunelab.api import Model
@@ -165,7 +166,10 @@ class Server:
 
     async def chat_completions(self, body: ChatRequest) -> Any:
         served = self.pick(body.model, chat=True)
-        ids = prompt_ids(served.model.tokenizer, [m.model_dump() for m in body.messages])
+        try:
+            ids = prompt_ids(served.model.tokenizer, [m.model_dump() for m in body.messages])
+        except TemplateError as exc:  # the model's own template refuses them (Gemma's "roles must alternate")
+            raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
         return await Completion(self, served, ids, body, chat=True).respond()
 
     async def completions(self, body: CompletionRequest) -> Any:
