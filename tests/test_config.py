@@ -146,6 +146,21 @@ def test_numbers_where_text_is_expected() -> None:
     assert "train.lr" in config_error("train.lr=yes") and "train.seed" in config_error("train.seed=off")
 
 
+def test_yaml_values_read_and_write_back_as_they_were(tmp_path: Path) -> None:
+    """YAML 1.2 reading keeps what 1.1 had right: an empty value is null, `!!bool yes` a boolean; what tunelab writes
+    (config.yaml, best.yaml, the UI's job file) reads back the same by YAML 1.2 and by PyYAML's 1.1 safe_load."""
+    from tunelab.config.fields import yaml_text, yaml_value
+
+    assert yaml_value("train:\n  max_grad_norm:\n") == {"train": {"max_grad_norm": None}}
+    assert yaml_value("- a\n-\n- b") == ["a", None, "b"] and yaml_value("a: !!bool yes") == {"a": True}
+    tree = {"texts": ["1e5", "-.5", "0o17", "yes", "0612", "2024-12-06", "12:30", "", "中文"],
+            "values": [None, 1e-5, 3, True, float("inf")]}
+    assert yaml_value(yaml_text(tree)) == tree and yaml.safe_load(yaml_text(tree)) == tree
+    path = tmp_path / "run.yaml"
+    path.write_text("task: classification\nmodel: minilm\ndata:\n  train: t.jsonl\ntrain:\n  max_grad_norm:\n")
+    assert load_config(path, []).train.max_grad_norm is None
+
+
 def test_missing_required_keys() -> None:
     assert config_error("model=minilm", base=False) == "config: task: required key is missing"
     assert config_error("task=classification", base=False) == "config: model: required key is missing"

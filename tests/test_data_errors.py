@@ -533,16 +533,20 @@ def test_one_json_object_over_several_lines_is_one_row(tmp_path: Path) -> None:
         read_table(broken)
 
 
-def test_blank_lines_between_the_rows_of_a_one_column_file_are_empty_cells(tmp_path: Path) -> None:
-    """A one-column spreadsheet saved as CSV writes an empty cell as a blank line: a row (refused as an empty text at
-    its line), never one silently left out so that predictions no longer line up with the sheet. Blank lines at the
-    end are no rows."""
-    path = write(tmp_path / "texts.csv", 'text\ngood\n\n""\n   \nbad\n\n\n')
+def test_an_empty_cell_of_a_one_column_file_is_a_row(tmp_path: Path) -> None:
+    """Empty lines are no rows (pandas' skip_blank_lines); in a one-column file a `""` cell or a line of spaces is
+    one — refused as an empty text at its line, never silently left out so that predictions no longer line up with
+    the sheet. In a file of several columns a line of spaces is no row, as before."""
+    path = write(tmp_path / "texts.csv", 'text\ngood\n\n""\n   \nbad\n\n')
     assert [(r.line, r.data) for r in read_table(path).records] == [
-        (2, {"text": "good"}), (3, {"text": ""}), (4, {"text": ""}), (5, {"text": ""}), (6, {"text": "bad"})]
+        (2, {"text": "good"}), (4, {"text": ""}), (5, {"text": "   "}), (6, {"text": "bad"})]
     with pytest.raises(DataError) as info:
         make_task().parse(read_table(path), labelled=False)
-    assert str(info.value) == f"{where(path, 3, 'text')}empty text"
+    assert str(info.value) == f"{where(path, 4, 'text')}empty text"
+    two = write(tmp_path / "two.csv", "text,label\ngood,pos\n   \nbad,neg\n")
+    assert [r.line for r in read_table(two).records] == [2, 4]
+    cell = write(tmp_path / "cell.tsv", 'text\n"first line\nsecond line"\nplain row\n')  # one column, one cell
+    assert [r.data["text"] for r in read_table(cell).records] == ["first line\nsecond line", "plain row"]
 
 
 def test_rows_echoed_from_parquet_are_written_as_json(tmp_path: Path) -> None:

@@ -310,8 +310,8 @@ def test_a_resume_on_other_rows_of_the_same_count_is_refused(tiny_bert: Path, tm
     assert res.exit_code == 0, res.output
 
 
-def test_a_relative_model_resumed_from_another_folder_names_the_model_it_trained(tiny_bert: Path, tmp_path: Path,
-                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_relative_model_resumed_from_another_folder_names_the_model_it_trained(
+        tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`model: base` (relative) from the folder training ran in; resumed from another folder where `base` is another
     model: refused as a change of model, not trained on over another base."""
     for folder in ("a", "b"):  # two folders named base (their weights alike here: what is checked is which one)
@@ -325,3 +325,25 @@ def test_a_relative_model_resumed_from_another_folder_names_the_model_it_trained
     _fails(["train", *sets, "--resume"], "config: model: 'base' where the run being resumed has")
     monkeypatch.chdir(tmp_path / "a")
     assert runner.invoke(app, ["train", *sets, "--resume"]).exit_code == 0
+
+
+def test_the_training_rows_fingerprint_is_of_their_values(tiny_bert: Path, tmp_path: Path) -> None:
+    """Equal rows hash alike however their strings are shared (one label object or equal copies), a column the task
+    does not read is not in it, and a run with the default checkpoints (once an epoch) records it."""
+    import json
+
+    from tunelab.data.report import training_fingerprint
+
+    label = "positive"
+    shared = [{"text": "a", "label": label, "row": {"id": 1}}, {"text": "b", "label": label, "row": {"id": 2}}]
+    copies = [{"text": "a", "label": "".join(["posi", "tive"]), "row": {"id": 7}},
+              {"text": "b", "label": "".join(["pos", "itive"]), "row": {"id": 8}}]
+    assert training_fingerprint(shared) == training_fingerprint(copies)
+    assert training_fingerprint(shared) != training_fingerprint([shared[0], {**shared[1], "label": "negative"}])
+    out = tmp_path / "run"
+    given = _sets(tiny_bert, tmp_path, out)
+    sets = [x for flag, value in zip(given[::2], given[1::2], strict=True) if value != "train.save_steps=1"
+            for x in (flag, value)]  # train.save_steps left at its default
+    assert runner.invoke(app, ["train", *sets]).exit_code == 0
+    summary = json.loads((out / "data_summary.json").read_text())
+    assert len(summary["training_rows_sha256"]) == 64

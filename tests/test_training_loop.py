@@ -157,6 +157,12 @@ def test_metric_tracker_modes() -> None:
     same = MetricTracker(None)  # the same (or none named): the saved best goes on
     same.load_state_dict(h.state_dict())
     assert (same.metric, same.best_step, same.best_value) == ("f1_micro", 1, 0.4)
+    plateau = PlateauWithWarmup(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 0, 0.5, 0)
+    plateau.step_metric(0.9, "accuracy")
+    plateau.step_metric(-0.4, "eval_loss")  # a resume's other metric: its own best, not accuracy's 0.9 to beat
+    assert (plateau.best, plateau.scale) == (-0.4, 1.0)
+    plateau.step_metric(-0.5, "eval_loss")
+    assert plateau.scale == 0.5
 
 
 def test_cli_early_stopping_exports_the_selected_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:

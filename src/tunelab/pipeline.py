@@ -155,11 +155,11 @@ def run(cfg: RunConfig, resume: str | None = None,
                       on_eval, t0, distill)
 
 
-def _fingerprint(report: DataReport, train: Sequence[dict[str, Any]], save_steps: int,
+def _fingerprint(report: DataReport, train: Sequence[dict[str, Any]], save_steps: int | None,
                  resume_from: Path | None) -> None:
     """The training rows' fingerprint in data_summary.json where the run checkpoints (a resume checks its rows are
     these), checked against the resumed run's (`resume_from`) before anything is written."""
-    if save_steps or resume_from is not None:
+    if save_steps != 0 or resume_from is not None:  # (None: a checkpoint each epoch)
         report.fingerprint = training_fingerprint(train)
     if resume_from is not None and resume_from.parent.name == "checkpoints" and report.fingerprint is not None:
         check_resumed_rows(resume_from.parent.parent, report.fingerprint)

@@ -39,15 +39,23 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class YamlDumper(yaml.SafeDumper):
+    """yaml.safe_dump that quotes a text wherever YAML 1.2 (UniqueKeyLoader: `'1e5'`, `'-.5'`) or 1.1 (PyYAML's
+    safe_load, other tools: `'yes'`, `'0612'`, `'2024-12-06'`) would read it as something else: what tunelab
+    writes reads back as it was, by either (`yaml_text`)."""
+
+
 UniqueKeyLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] == "tag:yaml.org,2002:merge"]
                                            for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlDumper.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeDumper.yaml_implicit_resolvers.items()}
 for _tag, _pattern, _first in (
         ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-        ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+        ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),  # "": an empty value
         ("int", r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
         ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+|"
                   r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789.")):  # a dot or an exponent
     UniqueKeyLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+    YamlDumper.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
 
 
 def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
@@ -62,8 +70,23 @@ def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
 
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _int)
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
-UniqueKeyLoader.add_constructor("tag:yaml.org,2002:bool",
-                                lambda loader, node: loader.construct_scalar(node).lower() == "true")
+_BOOLS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
+
+
+def _bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    """`true` / `false` (plain), and under an explicit `!!bool` YAML 1.1's words too: a boolean is meant there."""
+    text = str(loader.construct_scalar(node)).lower()
+    if text not in _BOOLS:
+        raise yaml.constructor.ConstructorError(None, None, f"not a boolean: {text!r}", node.start_mark)
+    return _BOOLS[text]
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:bool", _bool)
+
+
+def yaml_text(data: Any) -> str:
+    """`data` as YAML that `yaml_value` reads back as it is (UTF-8 kept, keys in their order)."""
+    return yaml.dump(data, Dumper=YamlDumper, sort_keys=False, allow_unicode=True)
 
 
 def yaml_value(text: str) -> Any:

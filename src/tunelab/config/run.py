@@ -20,7 +20,15 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from tunelab.config.fields import DuplicateKeyError, apply_override, override_name, twice_said, within, yaml_value
+from tunelab.config.fields import (
+    DuplicateKeyError,
+    apply_override,
+    override_name,
+    twice_said,
+    within,
+    yaml_text,
+    yaml_value,
+)
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError
@@ -295,4 +303,4 @@ def config_to_yaml(cfg: RunConfig) -> str:
     data = cfg.model_dump(mode="json")
     if "search" in data and data["search"] is None:  # only `tunelab tune` configs carry a search section
         del data["search"]
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return yaml_text(data)  # reads back as it was, as YAML 1.2 (tunelab) and 1.1 (safe_load) alike

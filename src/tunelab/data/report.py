@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,13 +80,15 @@ class DataReport:
 
 
 def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
-    """SHA-256 of the training examples as prepared (cleaned, sampled, augmented) without the file and line they
-    came from: the same rows read from a moved or copied file are the same; an edited row, label or order is not.
-    ~80 ms for 60,000 SST-2 rows (1.4 µs a row)."""
+    """SHA-256 of the training examples as prepared (cleaned, sampled, augmented: what the task parsed — text,
+    label, tokens, messages ...) as canonical JSON, without the file and line they came from and the raw row (its
+    columns the task does not read): the same rows read from a moved or copied file are the same, whatever strings
+    the reader shared; an edited text, label or order is not."""
     h = hashlib.sha256(str(len(examples)).encode())
-    for start in range(0, len(examples), 4096):  # pickled a chunk at a time: bounded memory
-        part = [{k: v for k, v in ex.items() if k not in ("source", "line")} for ex in examples[start : start + 4096]]
-        h.update(pickle.dumps(part, protocol=5))
+    for start in range(0, len(examples), 4096):
+        part = [{k: v for k, v in ex.items() if k not in ("source", "line", "row")}
+                for ex in examples[start : start + 4096]]
+        h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=repr).encode("utf-8"))
     return h.hexdigest()
 
 

@@ -42,7 +42,7 @@ def _quotes_parse(path: Path, delimiter: str) -> bool:
         for row in reader:
             if width is None and row and (len(row) > 1 or row[0].strip()):
                 width = len(row)
-            elif reader.line_num > last + 1 and width and _swallows_rows(row, delimiter, width):
+            elif reader.line_num > last + 1 and (width or 0) > 1 and _swallows_rows(row, delimiter, width):
                 return False
             last = reader.line_num
     except csv.Error:
@@ -105,6 +105,9 @@ def _mixed_rows(lines: Iterator[str], delimiter: str) -> Iterator[tuple[int, lis
     width: int | None = None
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r\n")
+        if not line:  # an empty line, as csv.reader gives it
+            yield number, []
+            continue
         plain = line.split(delimiter)
         fields = _line_fields(line, delimiter) if '"' in line else plain
         if width is not None and len(fields) != width:
@@ -115,17 +118,14 @@ def _mixed_rows(lines: Iterator[str], delimiter: str) -> Iterator[tuple[int, lis
 
 
 def _empty_cells(rows: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, list[str]]]:
-    """The rows without blank lines, except between the rows of a one-column file: there a blank line is how a
-    spreadsheet writes an empty cell, a row (its empty text then refused at its line, never a row silently left out
-    so that predictions no longer line up with the sheet). Blank lines at the end are no rows."""
-    width, blank = 0, []  # blank: the lines since the last row that held nothing
+    """The rows without empty lines (no rows, as pandas' `skip_blank_lines` has it) nor, in a file of several
+    columns, lines of spaces only. In a one-column file a line of spaces or `""` is a cell, a row (its empty text then
+    refused at its line, never silently left out so that predictions no longer line up with the sheet)."""
+    width = 0
     for line, row in rows:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            blank.append(line)
+        if not row or (len(row) == 1 and not row[0].strip() and width != 1):
             continue
-        if width == 1:
-            yield from ((number, [""]) for number in blank)
-        blank, width = [], width or len(row)
+        width = width or len(row)
         yield line, row
 
 

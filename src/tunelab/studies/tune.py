@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tunelab.config.fields import yaml_text
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
 from tunelab.errors import ConfigError, TunelabError, first_line, require
@@ -265,8 +265,7 @@ def _report(cfg: RunConfig, study: Any, search: SearchConfig, root: Path, url: s
         tree.pop("search", None)
         header = (f"# the best trial ({best.number}) of study {study.study_name!r}: {metric}={best.value:.6g}\n"
                   f"# train it with: tunelab train {root / 'best.yaml'}\n")
-        (root / "best.yaml").write_text(header + yaml.safe_dump(tree, sort_keys=False, allow_unicode=True),
-                                        encoding="utf-8")
+        (root / "best.yaml").write_text(header + yaml_text(tree), encoding="utf-8")
     write_json_atomic(root / "results.json", results)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

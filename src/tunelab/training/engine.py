@@ -333,7 +333,7 @@ class Loop:
             return False
         improved = tracker.update(s.step, metrics)
         if hasattr(self.scheduler, "step_metric"):
-            self.scheduler.step_metric(tracker.last_score)
+            self.scheduler.step_metric(tracker.last_score, tracker.metric)
         s.stopped = self.cfg.early_stopping is not None and tracker.should_stop
         if s.stopped:
             self.log.write({"step": s.step, "early_stopping": tracker.state_dict()})

@@ -100,6 +100,7 @@ class PlateauWithWarmup:
         self.factor, self.patience = factor, patience
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.count, self.scale, self.best, self.bad = 0, 1.0, None, 0
+        self.metric: str | None = None  # what `best` is a score of: another metric (a resume's) starts afresh
         self._apply()
 
     def _apply(self) -> None:
@@ -111,7 +112,9 @@ class PlateauWithWarmup:
         self.count += 1
         self._apply()
 
-    def step_metric(self, score: float) -> None:
+    def step_metric(self, score: float, metric: str | None = None) -> None:
+        if metric != self.metric:
+            self.metric, self.best, self.bad = metric, None, 0
         if self.count < self.warmup:
             return
         if self.best is None or score > self.best:
@@ -126,7 +129,7 @@ class PlateauWithWarmup:
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("base_lrs", "count", "scale", "best", "bad")}
+        return {k: getattr(self, k) for k in ("base_lrs", "count", "scale", "best", "bad", "metric")}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state.items():

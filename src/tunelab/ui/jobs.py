@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tunelab.config.fields import yaml_value
+from tunelab.config.fields import yaml_text, yaml_value
 from tunelab.errors import TunelabError
 from tunelab.io import exists, write_text_atomic
 from tunelab.ui.checks import json_value, shown
@@ -72,7 +70,7 @@ def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
     if (runs / UI_DIR / name / "job.json").is_file():
         raise TunelabError(f"name: a job named {name!r} was launched before; choose another name")
     tree = {**tree, "output_dir": str(run.resolve())}
-    text = yaml.safe_dump(tree, allow_unicode=True, sort_keys=False)
+    text = yaml_text(tree)
     from tunelab.config.run import build_config
 
     # the file the job will read, built as `tunelab train CONFIG` builds it: every field checked before a start
