@@ -86,6 +86,20 @@ def test_tune_four_trials(tiny_bert: Path, sentiment_files: tuple[Path, Path], t
     assert "search" not in yaml.safe_load((out / "tune" / "best.yaml").read_text())
 
 
+def test_a_study_of_the_headline_metric_minimises_a_loss() -> None:
+    """search.metric left out: the task's headline metric says the direction (sft / pretrain: their loss, minimised;
+    classification, NER, QA: a score, maximised)."""
+    from tunelab.config.run import run_config_class
+    from tunelab.config.search import SearchConfig
+    from tunelab.registry import TASKS
+
+    run_config_class()  # registers the tasks
+    search = SearchConfig.model_validate({"space": {"train.lr": {"type": "float", "low": 1e-5, "high": 1e-3}}})
+    assert {name: search.study_direction(TASKS.get(name).headline) for name in ("sft", "pretrain", "classification",
+            "ner", "qa")} == {"sft": "minimize", "pretrain": "minimize", "classification": "maximize",
+                              "ner": "maximize", "qa": "maximize"}
+
+
 def test_tune_resumes_the_study(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
     path = _config(tmp_path, tiny_bert, sentiment_files, {"metric": "roc_auc", "space": SPACE})
     out = tmp_path / "out"
@@ -294,3 +308,24 @@ def test_cv_folds_without_classes_are_plain_kfold() -> None:
     folds, stratified = fold_indices(rows, multi, 5, seed=0)
     assert not stratified and len(folds) == 5
     assert sorted(i for _, held in folds for i in held) == list(range(10))
+
+
+def test_a_study_taken_by_another_tune_or_another_storage_is_refused(tiny_bert: Path,
+                                                                      sentiment_files: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    """One process per study (a second `tune` of it would fail the first one's running trial); a study folder
+    whose trials are another storage's study is not overwritten by this one's."""
+    import os
+
+    from tunelab.training.run_dir import RunDirLock
+
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
+    home = tmp_path / "out" / "tune"
+    home.mkdir(parents=True)
+    with RunDirLock(home):
+        res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
+    assert res.exit_code == 2 and f"is in use by process {os.getpid()}" in res.output, res.output
+    (home / "results.json").write_text(json.dumps({"storage": "sqlite:////elsewhere/study.db"}), encoding="utf-8")
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
+    assert res.exit_code == 2 and "holds the trials of study 'tunelab' in sqlite:////elsewhere/study.db" in res.output
+    assert sorted(p.name for p in home.iterdir()) == [".tunelab.lock", "results.json"]

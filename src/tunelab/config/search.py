@@ -121,8 +121,9 @@ class SearchConfig(Section):
                 raise ValueError(f"{key}: cannot be searched (set by tunelab tune)")
         return space
 
-    def study_direction(self) -> str:
-        """The headline metric (metric: null) is a score: maximised unless said otherwise."""
+    def study_direction(self, headline: str = "score") -> str:
+        """`metric`'s direction, or with metric: null the task's headline metric's (`Task.headline`: a loss is
+        minimised, a score maximised), unless `direction` says."""
         if self.direction != "auto":
             return self.direction
-        return "minimize" if metric_mode(self.metric or "") == "min" else "maximize"
+        return "minimize" if metric_mode(self.metric or headline) == "min" else "maximize"

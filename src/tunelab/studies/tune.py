@@ -31,10 +31,11 @@ from tunelab.config.fields import yaml_text
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
 from tunelab.errors import ConfigError, TunelabError, first_line, require
-from tunelab.io import make_dirs, write_json_atomic
+from tunelab.io import make_dirs, read_json, write_json_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
-from tunelab.training.run_dir import finish_run_dir
+from tunelab.registry import TASKS
+from tunelab.training.run_dir import RunDirLock, finish_run_dir
 
 
 # ---------------------------------------------------------------------------- trials' configs
@@ -135,7 +136,17 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     name = study_name or DEFAULT_STUDY
     home = study_home(root, name)
     home.mkdir(exist_ok=True)
-    direction = search.study_direction()
+    with RunDirLock(home):  # one process per study: a second `tune` of it is refused with the holder's pid
+        return _search(cfg, search, trials, url, name, home, optuna, TrialState)
+
+
+def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: str, home: Path, optuna: Any,
+            TrialState: Any) -> dict[str, Any]:  # noqa: N803 - optuna's class
+    saved = read_json(home / "results.json") if (home / "results.json").is_file() else None
+    if isinstance(saved, dict) and saved.get("storage") not in (None, url):  # its trial folders are that study's
+        raise TunelabError(f"tune: {home} holds the trials of study {name!r} in {saved['storage']}, not {url}; "
+                           "use another --study or output_dir for this storage")
+    direction = search.study_direction(TASKS.get(cfg.task.name).headline)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
                                           n_warmup_steps=search.pruner.warmup_steps)
               if search.pruner is not None else optuna.pruners.NopPruner())

@@ -36,6 +36,7 @@ class Task(ABC):
     baseline_eval: ClassVar[bool] = False  # also score the untrained model on validation (metrics.json `baseline`)
     # What the rest of tunelab asks of a task, so that no code outside tasks/ names one:
     generates_replies: ClassVar[bool] = False  # answers conversations: chat, eval generation (cfg.generation)
+    headline: ClassVar[str] = "score"  # the first of `metrics` by name where it is a loss (tune's direction)
     paired_test: ClassVar[Literal["mcnemar", "bootstrap"]] = "bootstrap"  # compare: on correctness or on score
     baselines: ClassVar[Literal["labels", "language_model"] | None] = None  # tunelab baseline: which family
     ensembles: ClassVar[bool] = False  # several tuned models of the task can average their scores

@@ -187,6 +187,7 @@ class Sft(Task):
     Config = SftConfig
     auto_model_class = "AutoModelForCausalLM"
     export_formats = ("gguf",)
+    headline = "loss"  # perplexity_metrics: the loss first
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:
