@@ -115,6 +115,17 @@ def test_compare_one_line_errors(two_runs: tuple[Path, Path], tmp_path: Path) ->
     assert res.exit_code == 2 and f"{a}: no test split in metrics.json (splits: validation)" in res.stderr
     res = runner.invoke(app, ["compare", str(a), str(a), "--output", str(tmp_path / "x.txt")])
     assert res.exit_code == 2 and "expected an .html path" in res.stderr
+    import shutil
+
+    for damage, said in ((("config.yaml", "task: [\n"), "config.yaml: not a readable config"),
+                         (("predictions/validation.jsonl", '{"text": "a"}\n'), "validation.jsonl:1: not an evaluation "
+                                                                              "record"),
+                         (("predictions/validation.jsonl", "[1, 2]\n"), "validation.jsonl:1: not an evaluation")):
+        copy = tmp_path / f"damaged-{len(said)}-{damage[1][:1]}"
+        shutil.copytree(a, copy)
+        (copy / damage[0]).write_text(damage[1], encoding="utf-8")
+        res = runner.invoke(app, ["compare", str(a), str(copy)])
+        assert res.exit_code == 2 and said in res.stderr and "Traceback" not in res.output, res.output
 
 
 def test_mcnemar_exact_values() -> None:

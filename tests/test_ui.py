@@ -371,3 +371,100 @@ def test_a_yaml_anchor_bomb_in_a_form_value_is_refused_quickly() -> None:
     except TunelabError as exc:
         assert "train.x" in str(exc)
     assert time.perf_counter() - start < 5
+
+
+def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None:
+    """A config.yaml that is not UTF-8, a job.json whose pid is a text, a metrics.json whose wall time is not a
+    number, a metrics.jsonl with a null time and a character cut in half: every page still answers."""
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    runs = tmp_path / "runs"
+    for name in ("a", "b"):
+        (runs / name).mkdir(parents=True)
+    (runs / "a" / "config.yaml").write_bytes(b"task: classification\nmodel: caf\xe9\n")
+    (runs / "a" / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 0.5, "elapsed_s": null}\n{"step": 2, "lo\xe2\x82')
+    (runs / "b" / "metrics.json").write_text('{"train": {"wall_s": "x"}, "validation": {"accuracy": 0.5}}')
+    (runs / ".ui" / "b").mkdir(parents=True)
+    (runs / ".ui" / "b" / "job.json").write_text('{"pid": "123", "started": "yesterday"}')
+    client = TestClient(create_app(runs))
+    for path in ("/", "/api/runs", "/runs/a", "/runs/b", "/compare?a=a&b=b", "/play"):
+        res = client.get(path)
+        assert res.status_code == 200, (path, res.text[:300])
+    assert {r["name"]: r["status"] for r in client.get("/api/runs").json()} == {"a": "failed", "b": "failed"}
+    from tunelab.ui.app import LIBRARY
+
+    assert LIBRARY.wait(timeout=120)  # the app's warm-up import done before the next test imports in its thread
+
+
+def test_the_chinese_pages_name_the_curves_and_the_playground_fields(play_runs: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(play_runs))
+    page = client.get("/runs/cls?lang=zh").text
+    assert "步数" in page and "损失" in page and ">step<" not in page
+    assert "<label>文本</label>" in client.get("/play?run=cls&lang=zh").text
+    assert "<label>text</label>" in client.get("/play?run=cls&lang=en").text
+
+
+def test_the_playground_loads_a_run_trained_again(play_runs: Path) -> None:
+    """The model a run folder holds now: after a new run wrote its model/, the playground loads that one."""
+    from tunelab.io import write_text_atomic
+    from tunelab.ui.app import Models
+
+    models = Models()
+    first = models.get(play_runs / "cls")
+    assert models.get(play_runs / "cls") is first
+    meta = play_runs / "cls" / "model" / "tunelab.json"
+    write_text_atomic(meta, meta.read_text(encoding="utf-8"))  # as a new run's export writes it
+    assert models.get(play_runs / "cls") is not first
+
+
+def test_stop_signals_a_run_a_script_started_not_the_scripts_process_group(tmp_path: Path) -> None:
+    """A run started by a script without job control shares the script's process group (here: this test's): Stop
+    sends SIGINT to the run alone."""
+    from tunelab.ui.jobs import stop
+    from tunelab.ui.runs import RunView
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "tunelab"],
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    try:
+        assert os.getpgid(child.pid) == os.getpgid(0)
+        stop(RunView("cli", tmp_path, "running", pid=child.pid))
+        assert child.wait(timeout=20) != 0  # interrupted; this process (its group's) untouched
+    finally:
+        child.kill()
+
+
+def test_two_launches_of_one_name_at_once_start_one_job(tiny_bert: Path, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tunelab.errors import TunelabError
+    from tunelab.ui.app import LIBRARY, create_app
+    from tunelab.ui.jobs import launch
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    create_app(runs)
+    assert LIBRARY.wait(timeout=120)  # as the /launch route waits: the library imported by one thread, not three
+    tree = {"task": "classification", "model": str(tiny_bert),
+            "data": {"train": str(write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8)))}, "train": {"max_steps": 1}}
+
+    def one(_: int) -> object:
+        try:
+            return launch(runs, "dup", tree)
+        except TunelabError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(one, range(2)))
+    pids = [g for g in got if isinstance(g, int)]
+    try:
+        assert len(pids) == 1 and any("a job named 'dup' was launched before" in str(g) for g in got), got
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from scipy.stats import binomtest
 
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.io import read_json, read_jsonl, write_bytes_atomic
 from tunelab.metrics import scalars
 from tunelab.registry import TASKS
@@ -52,7 +52,12 @@ class Run:
 def _task_name(path: Path) -> str:
     cfg_path = path / "config.yaml"
     if cfg_path.is_file():
-        task = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("task")
+        try:
+            tree = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        except (ValueError, yaml.YAMLError) as exc:  # (not UTF-8: a ValueError)
+            raise TunelabError(f"{cfg_path}: not a readable config ({first_line(exc)}); tunelab train writes it") \
+                from None
+        task = tree.get("task") if isinstance(tree, dict) else None
         name = task.get("name") if isinstance(task, dict) else task
         if isinstance(name, str):
             return name
@@ -88,6 +93,10 @@ def load_run(path: Path, split: str) -> Run:
         raise TunelabError(f"{path}: no predictions/{split}.jsonl (per-example records); "
                            "train the run again with this tunelab version")
     records = read_jsonl(rec_path)
+    for i, record in enumerate(records, start=1):  # what `significance` and the tables read of each
+        if not isinstance(record, dict) or not {"correct", "score"} <= record.keys():
+            raise TunelabError(f"{rec_path}:{i}: not an evaluation record (an object with correct and score: "
+                               f"{_shown(record)}); tunelab train writes them")
     log = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
     return Run(path, _task_name(path), metrics, records, log)
 

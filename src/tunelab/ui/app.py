@@ -48,19 +48,31 @@ class Models:
 
     def __init__(self, keep: int = 2) -> None:
         self.keep, self.lock = keep, threading.Lock()
-        self.loaded: OrderedDict[Path, Model] = OrderedDict()
+        self.loaded: OrderedDict[Path, tuple[tuple[int, int], Model]] = OrderedDict()
 
     def get(self, path: Path) -> Model:
+        """The run's model, loaded again where the run has been trained again since (its model/ replaced)."""
         LIBRARY.wait()  # the warm-up's imports first: two threads importing transformers at once can fail
         with self.lock:
-            if path not in self.loaded:
+            stamp = _stamp(path)
+            if path not in self.loaded or self.loaded[path][0] != stamp:
                 from tunelab.api import load  # torch: imported when the playground first needs a model
 
-                self.loaded[path] = load(path)
+                self.loaded[path] = (stamp, load(path))
                 while len(self.loaded) > self.keep:
                     self.loaded.popitem(last=False)
             self.loaded.move_to_end(path)
-            return self.loaded[path]
+            return self.loaded[path][1]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """Which model a run folder holds now: its model/tunelab.json's inode and time (each export writes a new one;
+    the name is models.aliases.META_FILE, not imported: that module imports torch, and this one must not)."""
+    try:
+        st = (path / "model" / "tunelab.json").stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_ino, st.st_mtime_ns)
 
 
 class UI:
@@ -70,9 +82,12 @@ class UI:
                                undefined=StrictUndefined)
 
     # -- helpers -------------------------------------------------------------------------------
+    def language(self, request: Request) -> str:
+        return pick_language(request.query_params.get("lang"), request.cookies.get("lang"),
+                             request.headers.get("accept-language"), self.lang)
+
     def page(self, request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-        query = request.query_params.get("lang")
-        lang = pick_language(query, request.cookies.get("lang"), request.headers.get("accept-language"), self.lang)
+        query, lang = request.query_params.get("lang"), self.language(request)
         html = self.env.get_template(template).render(t=translator(lang), lang=lang, path=request.url.path,
                                                       **values)
         response = HTMLResponse(html, status_code=status)
@@ -100,8 +115,8 @@ class UI:
         except (TunelabError, OSError) as exc:
             raise HTTPException(409, f"{name}: no model to try: {str(exc).splitlines()[0]}") from None
 
-    def live(self, v: RunView) -> dict[str, Any]:
-        return {"run": v, "chart": line_chart(curves(v)), "log": log_tail(v)}
+    def live(self, v: RunView, request: Request) -> dict[str, Any]:
+        return {"run": v, "chart": line_chart(curves(v), translator(self.language(request))), "log": log_tail(v)}
 
     # -- pages ---------------------------------------------------------------------------------
     async def index(self, request: Request) -> HTMLResponse:
@@ -115,14 +130,14 @@ class UI:
     async def run_page(self, request: Request, name: str) -> HTMLResponse:
         v = self.run(name)
         try:
-            config = (v.path / "config.yaml").read_text(encoding="utf-8")
+            config = (v.path / "config.yaml").read_text(encoding="utf-8", errors="replace")
         except OSError:
             config = ""
         return self.page(request, "run.html", config=config, has_report=(v.path / "report.html").is_file(),
-                         **self.live(v))
+                         **self.live(v, request))
 
     async def run_live(self, request: Request, name: str) -> HTMLResponse:
-        return self.page(request, "live.html", **self.live(self.run(name)))
+        return self.page(request, "live.html", **self.live(self.run(name), request))
 
     async def report(self, name: str) -> FileResponse:
         path = self.run(name).path / "report.html"
@@ -192,7 +207,8 @@ class UI:
             keys = sorted(set(flat[0]) | set(flat[1]))
             diff = [(k, str(flat[0].get(k, "")), str(flat[1].get(k, ""))) for k in keys
                     if flat[0].get(k) != flat[1].get(k) and k != "output_dir"]
-            chart = line_chart({f"{v.name} {k}": pts for v in pair for k, pts in curves(v).items()})
+            chart = line_chart({f"{v.name} {k}": pts for v in pair for k, pts in curves(v).items()},
+                               translator(self.language(request)))
         return self.page(request, "compare.html", runs=runs, pair=pair, diff=diff, chart=chart, a=a, b=b)
 
     async def play(self, request: Request, run: str = "") -> HTMLResponse:
@@ -283,7 +299,7 @@ class UI:
 def _yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # (not UTF-8: a ValueError)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -298,6 +314,8 @@ ROUTES = [("GET", "/", "index"), ("GET", "/api/runs", "api_runs"), ("GET", "/run
 
 
 LIBRARY = threading.Event()  # set once the warm-up has imported the library
+_WARMING = threading.Lock()  # one warm-up per process, however many apps are made (the tests make several)
+_warming: list[threading.Thread] = []
 
 
 def _warm_up() -> None:
@@ -315,7 +333,10 @@ def _warm_up() -> None:
 
 
 def create_app(runs: Path, lang: str = "auto") -> FastAPI:
-    threading.Thread(target=_warm_up, daemon=True, name="tunelab-ui-warm-up").start()
+    with _WARMING:
+        if not _warming:
+            _warming.append(threading.Thread(target=_warm_up, daemon=True, name="tunelab-ui-warm-up"))
+            _warming[0].start()
     ui = UI(runs, lang)
     app = FastAPI(title="tunelab ui", docs_url=None, redoc_url=None)
     install_handlers(app)  # API errors as `tunelab serve` answers them: {"error": {"message", "code"}}

@@ -4,6 +4,8 @@ is titled with its series' latest values when they fit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tunelab.plots import lines
 from tunelab.plots.svg import text_width
 
@@ -29,12 +31,13 @@ def _groups(series: Series) -> dict[str, Series]:
     return {title: group for title, group in out.items() if group}
 
 
-def line_chart(series: Series, x_label: str = "step") -> str:
-    """The charts of `_groups`; `data-name` / `data-points` on each line name the series and count its points (the
-    UI test reads them)."""
+def line_chart(series: Series, t: Callable[[str], str] = str) -> str:
+    """The charts of `_groups`, their words in the page's language (`t`: ui.i18n's translator; a metric's own name is
+    kept); `data-name` / `data-points` on each line name the series and count its points (the UI test reads them)."""
     out = []
     for title, group in _groups(series).items():
-        latest = f"{title} (latest: " + ", ".join(f"{k} {pts[-1][1]:.4g}" for k, pts in group.items()) + ")"
+        shown = t(title) if title in ("loss", "evaluation") else title
+        latest = f"{shown} ({t('latest')}: " + ", ".join(f"{k} {pts[-1][1]:.4g}" for k, pts in group.items()) + ")"
         out.append(lines({k: ([x for x, _ in pts], [y for _, y in pts]) for k, pts in group.items()},
-                         latest if text_width(latest, 12) < 480 else title, x_label, integer_x=True))
+                         latest if text_width(latest, 12) < 480 else shown, t("step"), integer_x=True))
     return '<div class="charts">' + "".join(out) + "</div>" if out else ""

@@ -25,6 +25,8 @@ ZH: dict[str, str] = {
     "no report yet": "尚无报告", "Refreshes every 2 s while the run is running.": "运行期间每 2 秒刷新一次。",
     "All runs": "全部运行", "key metrics": "主要指标", "pid": "进程号",
     "This run has no model to try.": "这次运行没有可试用的模型。",
+    "loss": "损失", "evaluation": "评估", "latest": "最新",  # the curves' titles
+    "text": "文本", "text_pair": "文本对", "question": "问题", "context": "上下文",  # the playground's input fields
 }
 
 

@@ -56,10 +56,18 @@ def _read(job_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+_LAUNCHING = threading.Lock()  # a launch's checks and its start are one step: two forms sent at once, one job
+
+
 def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
     """Validate the config, write it to RUNS/.ui/NAME/config.yaml and start training into RUNS/NAME. A bad field,
     a data file that is not there or a name already taken is a TunelabError (one line, nothing written or
     started)."""
+    with _LAUNCHING:
+        return _launch(runs, name, tree)
+
+
+def _launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
     if not NAME.match(name):
         raise TunelabError(f"name: {name!r} — letters, digits, '.', '_' and '-' only (a folder name under {runs})")
     run = runs / name
@@ -91,13 +99,20 @@ def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
 
 
 def stop(v: RunView) -> None:
-    """Ctrl-C for the job: SIGINT to its process group; the run keeps its newest checkpoint."""
+    """Ctrl-C for the job: SIGINT to its process group where it leads one (a job the UI started, a run started in a
+    terminal), else to the process alone (a run a script started in the script's group: the group is the script's,
+    and may hold this server); the run keeps its newest checkpoint."""
     if v.status != "running" or not v.pid:
         raise TunelabError(f"{v.name} is not running")
     try:
-        os.killpg(os.getpgid(v.pid), signal.SIGINT)
-    except (ProcessLookupError, PermissionError):
-        os.kill(v.pid, signal.SIGINT)
+        if os.getpgid(v.pid) == v.pid:
+            os.killpg(v.pid, signal.SIGINT)
+        else:
+            os.kill(v.pid, signal.SIGINT)
+    except ProcessLookupError:  # it ended since its status was read
+        raise TunelabError(f"{v.name} is not running") from None
+    except PermissionError:
+        raise TunelabError(f"{v.name}: process {v.pid} is another user's; this server cannot stop it") from None
 
 
 def wait_stopped(run: Path, timeout: float = 30.0) -> RunView:

@@ -43,8 +43,8 @@ def read_json(path: Path) -> Any:
 
 def metric_rows(run: Path) -> list[dict[str, Any]]:
     """`metrics.jsonl` as rows (a half-written last line, while the run writes it, is left out)."""
-    try:
-        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    try:  # (a character cut in half by the writer: replaced, that line then left out as unreadable)
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
     rows = []
@@ -97,19 +97,28 @@ def holder(run: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _number(value: Any) -> float | None:
+    """A number a run's file holds, or None where it holds anything else (a damaged or foreign file)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def view(run: Path) -> RunView:
+    """What the pages show of one run, from its files; a damaged file (not UTF-8, not JSON, wrong types) shows as
+    missing, never an error page for the whole runs list."""
     name = run.name
-    job = read_json(run.parent / UI_DIR / name / "job.json") or {}
+    job = read_json(run.parent / UI_DIR / name / "job.json")
+    job = job if isinstance(job, dict) else {}
     config: dict[str, Any] = {}
     try:
         loaded = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
         config = loaded if isinstance(loaded, dict) else {}
-    except (OSError, yaml.YAMLError):
-        config = job.get("config") or {}
+    except (OSError, ValueError, yaml.YAMLError):  # (UnicodeDecodeError is a ValueError)
+        config = job.get("config") if isinstance(job.get("config"), dict) else {}
     rows = metric_rows(run)
     final = read_json(run / "metrics.json")
     locked = holder(run)
-    pid = locked if alive(locked) else job.get("pid") if alive(job.get("pid")) else None
+    job_pid = job.get("pid") if type(job.get("pid")) is int else None
+    pid = locked if alive(locked) else job_pid if alive(job_pid) else None
     if pid:
         status = "running"
     elif isinstance(final, dict) and (run / "model").is_dir():
@@ -127,13 +136,12 @@ def view(run: Path) -> RunView:
                   method=(method or {}).get("name", "") if isinstance(method, dict) else str(method or ""),
                   pid=pid, launched=bool(job), rows=rows)
     out.metrics = _key_metrics(final, rows)
-    steps = [r for r in rows if "elapsed_s" in r]
-    out.step = int(rows[-1]["step"]) if rows and isinstance(rows[-1].get("step"), int) else None
-    if isinstance(final, dict) and isinstance(final.get("train"), dict) and "wall_s" in final["train"]:
-        out.duration = float(final["train"]["wall_s"])
-    elif steps:
-        out.duration = float(steps[-1]["elapsed_s"])
-    started = job.get("started")
+    steps = [r for r in rows if _number(r.get("elapsed_s")) is not None]
+    out.step = int(rows[-1]["step"]) if rows and type(rows[-1].get("step")) is int else None
+    wall = _number(final["train"].get("wall_s")) if isinstance(final, dict) and isinstance(final.get("train"),
+                                                                                             dict) else None
+    out.duration = wall if wall is not None else _number(steps[-1]["elapsed_s"]) if steps else None
+    started = _number(job.get("started"))
     if started is None and (run / "config.yaml").exists():
         started = (run / "config.yaml").stat().st_mtime
     out.started = started
