@@ -317,15 +317,21 @@ def test_a_study_taken_by_another_tune_or_another_storage_is_refused(tiny_bert: 
     whose trials are another storage's study is not overwritten by this one's."""
     import os
 
+    from tunelab.training.layout import STUDY_LOCK
     from tunelab.training.run_dir import RunDirLock
 
     path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
     home = tmp_path / "out" / "tune"
     home.mkdir(parents=True)
-    with RunDirLock(home):
+    with RunDirLock(home, STUDY_LOCK):
         res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
     assert res.exit_code == 2 and f"is in use by process {os.getpid()}" in res.output, res.output
-    (home / "results.json").write_text(json.dumps({"storage": "sqlite:////elsewhere/study.db"}), encoding="utf-8")
+    other = tmp_path / "other.db"  # a database that is there: another study's (one no longer there moved here)
+    other.write_bytes(b"")
+    (home / "results.json").write_text(json.dumps({"storage": f"sqlite:///{other}"}), encoding="utf-8")
     res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
-    assert res.exit_code == 2 and "holds the trials of study 'tunelab' in sqlite:////elsewhere/study.db" in res.output
-    assert sorted(p.name for p in home.iterdir()) == [".tunelab.lock", "results.json"]
+    assert res.exit_code == 2 and f"holds the trials of study 'tunelab' in sqlite:///{other}" in res.output
+    assert sorted(p.name for p in home.iterdir()) == [".tunelab-study.lock", "results.json"]
+    from tunelab.ui.runs import list_runs
+
+    assert list_runs(tmp_path / "out") == []  # a study's lock makes no run of its folder in the web UI

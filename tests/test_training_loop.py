@@ -163,6 +163,10 @@ def test_metric_tracker_modes() -> None:
     assert (plateau.best, plateau.scale) == (-0.4, 1.0)
     plateau.step_metric(-0.5, "eval_loss")
     assert plateau.scale == 0.5
+    older = PlateauWithWarmup(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 0, 0.5, 1)
+    older.load_state_dict({"base_lrs": [1.0], "count": 5, "scale": 1.0, "best": 0.9, "bad": 1})  # no metric saved
+    older.step_metric(0.5, "accuracy")  # its metric: the best goes on, and the patience runs out
+    assert (older.best, older.scale) == (0.9, 0.5)
 
 
 def test_cli_early_stopping_exports_the_selected_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:

@@ -388,11 +388,15 @@ def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None
     (runs / "b" / "metrics.json").write_text('{"train": {"wall_s": "x"}, "validation": {"accuracy": 0.5}}')
     (runs / ".ui" / "b").mkdir(parents=True)
     (runs / ".ui" / "b" / "job.json").write_text('{"pid": "123", "started": "yesterday"}')
+    for name, pid in (("c", -1), ("d", 99999999999999999999)):  # -1 would probe every process; too large for C
+        (runs / ".ui" / name).mkdir(parents=True)
+        (runs / ".ui" / name / "job.json").write_text(json.dumps({"pid": pid}))
     client = TestClient(create_app(runs))
     for path in ("/", "/api/runs", "/runs/a", "/runs/b", "/compare?a=a&b=b", "/play"):
         res = client.get(path)
         assert res.status_code == 200, (path, res.text[:300])
-    assert {r["name"]: r["status"] for r in client.get("/api/runs").json()} == {"a": "failed", "b": "failed"}
+    assert {r["name"]: r["status"] for r in client.get("/api/runs").json()} == {"a": "failed", "b": "failed",
+                                                                                "c": "failed", "d": "failed"}
     from tunelab.ui.app import LIBRARY
 
     assert LIBRARY.wait(timeout=120)  # the app's warm-up import done before the next test imports in its thread

@@ -30,7 +30,7 @@ from tunelab.io import read_json, write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
-from tunelab.models.aliases import load_problem
+from tunelab.models.aliases import ALIASES, load_problem
 from tunelab.models.positions import check_positions, learned_position_limit
 from tunelab.models.segments import seed_untrained_segments
 from tunelab.models.student import STUDENT_LAYERS
@@ -242,7 +242,8 @@ def _run_model(out: Path, model: str) -> str:
     `data_folder`): resumed from another folder, `../base` may name another model, a change refused as such."""
     summary = read_json(out / SUMMARY_FILE)
     folder = summary.get(DATA_FOLDER) if isinstance(summary, dict) else None
-    if not isinstance(folder, str) or Path(model).is_absolute() or not (Path(folder) / model).is_dir():
+    if (not isinstance(folder, str) or model in ALIASES or Path(model).is_absolute()
+            or not (Path(folder) / model).is_dir()):  # (an alias names its model wherever a folder of that name is)
         return model
     return str(Path(folder) / model)
 

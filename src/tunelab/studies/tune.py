@@ -35,6 +35,7 @@ from tunelab.io import make_dirs, read_json, write_json_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
 from tunelab.registry import TASKS
+from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, finish_run_dir
 
 
@@ -136,14 +137,14 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     name = study_name or DEFAULT_STUDY
     home = study_home(root, name)
     home.mkdir(exist_ok=True)
-    with RunDirLock(home):  # one process per study: a second `tune` of it is refused with the holder's pid
+    with RunDirLock(home, STUDY_LOCK):  # one process per study: a second `tune` of it is refused with the pid
         return _search(cfg, search, trials, url, name, home, optuna, TrialState)
 
 
 def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: str, home: Path, optuna: Any,
             TrialState: Any) -> dict[str, Any]:  # noqa: N803 - optuna's class
     saved = read_json(home / "results.json") if (home / "results.json").is_file() else None
-    if isinstance(saved, dict) and saved.get("storage") not in (None, url):  # its trial folders are that study's
+    if isinstance(saved, dict) and isinstance(saved.get("storage"), str) and _other_storage(saved["storage"], url):
         raise TunelabError(f"tune: {home} holds the trials of study {name!r} in {saved['storage']}, not {url}; "
                            "use another --study or output_dir for this storage")
     direction = search.study_direction(TASKS.get(cfg.task.name).headline)
@@ -170,6 +171,21 @@ def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: s
     return _report(cfg, study, search, home, url)
 
 
+def _other_storage(saved: str, url: str) -> bool:
+    """Whether the study a folder's results.json names (`saved`) is in another database than `url`: SQLite files by
+    identity (a folder moved with its study.db, or a URL spelled otherwise, is the same study; a file that no longer
+    exists where it was is taken to have moved with it), other databases by URL."""
+    if saved == url:
+        return False
+    if not (saved.startswith("sqlite:///") and url.startswith("sqlite:///")):
+        return True
+    old, new = Path(saved.removeprefix("sqlite:///")), Path(url.removeprefix("sqlite:///"))
+    try:
+        return old.exists() and not (new.exists() and old.samefile(new))
+    except OSError:
+        return True
+
+
 def study_home(root: Path, name: str) -> Path:
     """Where a study's trials and results go: OUTPUT_DIR/tune for the default study, OUTPUT_DIR/tune/<name> for one
     named by --study, so that two studies in one output_dir never replace each other's trial directories."""
@@ -185,8 +201,11 @@ def _check_resumed(study: Any, storage: Any, search: SearchConfig, direction: st
                    ) -> None:
     """A continued study must optimise the same thing; trials left RUNNING by a killed process are failed."""
     if study.direction.name.lower() != direction:
+        made = (" (made when tunelab maximised the loss of an sft / pretrain run whose search.metric was unset: set "
+                "search.direction: maximize to go on with it, or start another study)"
+                if search.direction == "auto" and search.metric is None and direction == "minimize" else "")
         raise ConfigError(f"config: search.direction: study {study.study_name!r} in {url} is "
-                          f"{study.direction.name.lower()}; use another --study or --storage")
+                          f"{study.direction.name.lower()}{made}; use another --study or --storage")
     saved = study.user_attrs.get("metric")
     if saved is not None and search.metric is not None and saved != search.metric:
         raise ConfigError(f"config: search.metric: study {study.study_name!r} in {url} optimises {saved!r}, "

@@ -138,8 +138,8 @@ def _in_use(out: Path, fd: int) -> TunelabError:
 class RunDirLock:
     """`with RunDirLock(out):` — the directory is this process's until the block ends (or the process dies)."""
 
-    def __init__(self, out: Path) -> None:
-        self.out, self.path, self.fd = out, out / LOCK, -1
+    def __init__(self, out: Path, name: str = LOCK) -> None:  # name: STUDY_LOCK for a `tune` study's folder
+        self.out, self.path, self.fd = out, out / name, -1
 
     def __enter__(self) -> RunDirLock:
         try:

@@ -19,7 +19,7 @@ UI_DIR = ".ui"  # RUNS/.ui/NAME/: job.json, config.yaml, train.log of runs launc
 
 def alive(pid: int | None) -> bool:
     """A live process (not a zombie) with this pid whose command line is a tunelab one."""
-    if not pid:
+    if type(pid) is not int or not 0 < pid < 2**31:  # (a damaged job.json: -1 would probe every process)
         return False
     try:
         os.kill(pid, 0)
