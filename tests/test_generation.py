@@ -55,6 +55,14 @@ def test_exact_match_normalises_whitespace_only() -> None:
     assert [s["exact_match"] for s in samples] == [1.0, 0.0] and corpus["exact_match"] == 0.5
 
 
+def test_a_set_mixing_chinese_and_english_scores_each_reply_in_its_language() -> None:
+    """Under 30 % CJK overall, the Chinese reply was tokenised as English: rouge-score dropped it (ROUGE-L 0)."""
+    corpus, samples = score_generations(["北京是首都", "the capital of france is paris"],
+                                        ["北京是首都", "the capital of france is paris"])
+    assert [s["rouge_l"] for s in samples] == [1.0, 1.0] and corpus["rougeL"] == 1.0
+    assert corpus["bleu_tokenize"] == "zh" and corpus["bleu"] == pytest.approx(100.0)
+
+
 def test_chinese_is_segmented_for_rouge_and_bleu(monkeypatch: pytest.MonkeyPatch) -> None:
     import tunelab.metrics.generation as gen
 

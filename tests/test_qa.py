@@ -68,6 +68,12 @@ def test_unanswerable_metrics() -> None:
     assert m["no_answer_n"] == 2 and m["has_answer_n"] == 2
     assert "no_answer_f1" not in qa_metrics(["cat"], [["cat"]], [False])
     assert list(qa_metrics(["cat"], [["cat"]], [False]))[:3] == ["f1", "exact_match", "n"]
+    # as the official SQuAD v2 script: a gold that normalises to nothing is dropped (an empty answer to an answerable
+    # question scores 0), a prediction that normalises to nothing answers an unanswerable one, and a kind of
+    # question the set does not hold has no keys
+    assert score("", ["Paris", "The"]) == (0.0, 0.0) and score("the", []) == (1.0, 1.0)
+    assert set(qa_metrics(["", "x"], [[], []], [False, False])) == {
+        "f1", "exact_match", "n", "no_answer_f1", "no_answer_exact_match", "no_answer_n"}
 
 
 # -- decoding ------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Scores of generated text against one reference each: exact match, BLEU, chrF, ROUGE-1/2/L.
 
 - `exact_match` (0–1): equal after collapsing whitespace runs to one space and trimming (case kept).
-- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when the references are Chinese
+- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when any reference is Chinese
   or Korean: `text.is_chinese` with Hangul counted) and chrF (character 6-grams, β = 2, whitespace ignored).
-- `rouge1`, `rouge2`, `rougeL` (0–1): rouge-score F-measures, averaged over samples. rouge-score's own
-  tokenizer keeps only `[a-z0-9]` and so drops Chinese entirely; for such references the texts are
+- `rouge1`, `rouge2`, `rougeL` (0–1): rouge-score F-measures, averaged over samples, each sample tokenised by its
+  own reference's language. rouge-score's own tokenizer keeps only `[a-z0-9]` and so drops Chinese entirely; for
+  such references the texts are
   segmented here instead — jieba words when `jieba` is installed, single CJK characters (and Hangul syllables)
   otherwise — with Latin words and numbers kept as tokens (lower-cased) and punctuation dropped.
 
@@ -70,22 +71,25 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         return {"exact_match": 0.0, "bleu": 0.0, "chrf": 0.0, **dict.fromkeys(ROUGE_TYPES, 0.0), "generated": 0}, []
-    zh = is_chinese(references, extra=HANGUL) if language is None else language == "zh"
-    tokenize = "zh" if zh else "13a"
     preds, refs = list(predictions), list(references)
+    # each sample by its own reference's language (a set mixing Chinese and English replies scores both rightly);
+    # the corpus BLEU, one tokenisation for all, by `zh` when any reference is Chinese (it splits CJK characters and
+    # treats other text as 13a does)
+    zhs = [is_chinese([r], extra=HANGUL) for r in refs] if language is None else [language == "zh"] * len(refs)
+    tokenize = "zh" if any(zhs) else "13a"
     from sacrebleu.metrics import BLEU, CHRF
 
     bleu, chrf = BLEU(tokenize=tokenize), CHRF()
-    sentence_bleu = BLEU(tokenize=tokenize, effective_order=True)
-    rouge = _rouge(zh)
+    sentence_bleu = {zh: BLEU(tokenize="zh" if zh else "13a", effective_order=True) for zh in set(zhs)}
+    rouge = {zh: _rouge(zh) for zh in set(zhs)}
     samples, sums = [], dict.fromkeys(ROUGE_TYPES, 0.0)
-    for p, r in zip(preds, refs, strict=True):
-        rs = rouge.score(r, p)
+    for p, r, zh in zip(preds, refs, zhs, strict=True):
+        rs = rouge[zh].score(r, p)
         for k in ROUGE_TYPES:
             sums[k] += float(rs[k].fmeasure)
         samples.append({
             "exact_match": float(normalise(p) == normalise(r)),
-            "bleu": round(sentence_bleu.sentence_score(p, [r]).score, 4),
+            "bleu": round(sentence_bleu[zh].sentence_score(p, [r]).score, 4),
             "chrf": round(chrf.sentence_score(p, [r]).score, 4),
             "rouge_l": round(float(rs["rougeL"].fmeasure), 6),
         })

@@ -94,12 +94,21 @@ def _cmrc_f1(pred: str, gold: str) -> float:
 
 
 # -- scoring -------------------------------------------------------------------------------------
+def answerable(golds: Sequence[str], chinese: bool = False) -> list[str]:
+    """The gold answers that say something once normalised (the official SQuAD v2 script drops the others); none:
+    the question is unanswerable."""
+    norm = remove_punctuation if chinese else normalize_answer
+    return [g for g in golds if norm(g)]
+
+
 def score(pred: str, golds: Sequence[str], chinese: bool = False) -> tuple[float, float]:
-    """(exact match, F1) of one prediction, max over the gold answers; no golds = unanswerable."""
-    if not golds:
-        return float(pred == ""), float(pred == "")
+    """(exact match, F1) of one prediction, max over the gold answers, as the official SQuAD v2 script scores it: golds
+    that normalise to nothing are dropped, and a question left without any is unanswerable — the empty gold, which
+    a prediction matches when it too normalises to nothing (`the` does; an empty answer to an answerable
+    question scores 0)."""
     em, f1 = (_cmrc_em, _cmrc_f1) if chinese else (_squad_em, _squad_f1)
-    return max(em(pred, g) for g in golds), max(f1(pred, g) for g in golds)
+    kept = answerable(golds, chinese) or [""]
+    return max(em(pred, g) for g in kept), max(f1(pred, g) for g in kept)
 
 
 def qa_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]], chinese: Sequence[bool]) -> dict[str, Any]:
@@ -112,10 +121,12 @@ def qa_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]], chinese: Se
         "exact_match": sum(e for e, _ in scores) / max(n, 1),
         "n": n,
     }
-    if any(not g for g in golds):
+    has = [bool(answerable(g, c)) for g, c in zip(golds, chinese, strict=True)]
+    if not all(has):
         for name, keep in (("has_answer", True), ("no_answer", False)):
-            part = [s for s, g in zip(scores, golds, strict=True) if bool(g) == keep]
-            out[f"{name}_f1"] = sum(f for _, f in part) / len(part) if part else 0.0
-            out[f"{name}_exact_match"] = sum(e for e, _ in part) / len(part) if part else 0.0
-            out[f"{name}_n"] = len(part)
+            part = [s for s, h in zip(scores, has, strict=True) if h == keep]
+            if part:  # (as the official script: a kind of question the set does not hold has no keys)
+                out[f"{name}_f1"] = sum(f for _, f in part) / len(part)
+                out[f"{name}_exact_match"] = sum(e for e, _ in part) / len(part)
+                out[f"{name}_n"] = len(part)
     return out

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from tunelab.config.sections import Section
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.models.precision import autocast_dtype
 from tunelab.progress import Steps
 
@@ -113,6 +113,11 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     if cfg.do_sample:
         torch.manual_seed(cfg.seed)
     model.eval()
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    for i, prompt in enumerate(prompts):  # past its positions a model fails (learned ones: an IndexError) or drifts
+        if positions and len(prompt) >= positions:
+            raise TunelabError(f"generate: prompt {i + 1} of {len(prompts)} is {len(prompt)} tokens; the model has "
+                               f"{positions} positions and one is the reply's at least: shorten that input")
     device = next(model.parameters()).device
     dtype = autocast_dtype(device)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -128,8 +133,9 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
                 n = len(prompts[i])
                 ids[row, width - n:] = torch.as_tensor(list(prompts[i]), dtype=torch.long)
                 mask[row, width - n:] = 1
+            room = {"max_new_tokens": min(cfg.max_new_tokens, positions - width)} if positions else {}  # cut there
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+                gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **{**kwargs, **room})
             for row, i in enumerate(chunk):
                 new = gen[row, width:].tolist()
                 out[i] = new[: next((k for k, t in enumerate(new) if t in stop), len(new))]
