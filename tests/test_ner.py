@@ -119,6 +119,10 @@ def test_conll_reader(tmp_path: Path) -> None:
         (3, {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}),
         (7, {"tokens": ["Peter"], "tags": ["B-PER"]}),
     ]
+    bad = tmp_path / "bad.conll"  # a tag's error names the tag's own line, not its sentence's first
+    bad.write_text("paris B-LOC\nlondon I-LOC\ngood O\nmovie B_LOC\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.conll:4: tags: invalid tag 'B_LOC' at token 4$"):
+        _task().parse(read_table(bad))
 
 
 def test_length_mismatch_is_an_error(tmp_path: Path) -> None:
@@ -180,6 +184,9 @@ def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
     row = json.loads(res.stdout)
     assert row["entities"] and all(row["text"][e["start"] : e["end"]] == e["text"] for e in row["entities"])
     assert {e["text"] for e in row["entities"]} >= {"actor", "film story"}
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input=text * 40 + "\n")
+    assert res.exit_code == 0 and "ner: 1 row longer than data.max_length (128 tokens): " in res.stderr, res.output
+    assert "past it tagged O (split long texts into sentences)" in res.stderr
     # scoring settings other than the saved ones, for this eval / predict only
     res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(val), "--set", "task.decoding=argmax"])
     assert res.exit_code == 0 and "eval: task.decoding=argmax (saved: bio)" in res.stderr, res.output
@@ -214,6 +221,13 @@ def test_pretokenised_predictions_offsets() -> None:
         ("PER", "Li", 0, 2),
         ("LOC", "北京", 11, 13),
     ]
+    assert [(e["token_start"], e["token_end"]) for e in row["entities"]] == [(0, 1), (2, 4)]
+    # the row also holds the text its tokens were cut from: the spans index that text, as the output echoes it
+    (row,) = task.predictions([logits], [{**ex, "row": {"text": "Li visited 北京, today!"}}])
+    assert [(e["text"], e["start"], e["end"]) for e in row["entities"]] == [("Li", 0, 2), ("北京", 11, 13)]
+    (row,) = task.predictions([logits], [{**ex, "row": {"text": "  Li  visited北京 today"}}])
+    assert all(row["text"][e["start"]:e["end"]] == e["text"] for e in row["entities"])
+    assert [(e["start"], e["end"]) for e in row["entities"]] == [(2, 4), (13, 15)]
 
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]

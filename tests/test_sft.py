@@ -280,8 +280,9 @@ def test_cli_train_eval_predict(tiny_llama: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.splitlines()[-1])["loss"] == pytest.approx(m["loss"], rel=1e-4)
 
-    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input="say nice\nsay great\n")
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input="say nice\n\nsay great\n\n")
     assert res.exit_code == 0, res.output
+    assert "1 blank line left out (no rows): the 2 outputs follow the other lines, in order" in res.stderr
     got = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["text"] for r in got] == ["say nice", "say great"]
     assert [r["response"] for r in got] == ["nice", "great"]

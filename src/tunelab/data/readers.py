@@ -30,6 +30,7 @@ from tunelab.data.jsonl import (
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
+from tunelab.progress import say
 from tunelab.text import unicode_problem
 
 
@@ -114,14 +115,15 @@ def iter_conll(path: Path) -> Iterator[Record]:
     source, memo = str(path), {}
     tokens: list[str] = []
     tags: list[str] = []
-    start = 0
+    start, last = 0, 0
     for number, line in _lines(path):
         cols = line.split()
         if cols and cols[0] == "-DOCSTART-":
             continue
         if not cols:
             if tokens:
-                yield Record(source, start, {"tokens": tokens, "tags": tags})
+                yield Record(source, start, {"tokens": tokens, "tags": tags}, start if last == start + len(tokens) - 1
+                             else None)  # (its tokens on lines of their own, one after another: each named by line)
             tokens, tags = [], []
             continue
         if len(cols) < 2:
@@ -131,8 +133,10 @@ def iter_conll(path: Path) -> Iterator[Record]:
         token, tag = cols[0], cols[-1]
         tokens.append(memo.get(token) or (memo.setdefault(token, token) if len(memo) < SHARED else token))
         tags.append(memo.get(tag) or (memo.setdefault(tag, tag) if len(memo) < SHARED else tag))
+        last = number
     if tokens:
-        yield Record(source, start, {"tokens": tokens, "tags": tags})
+        yield Record(source, start, {"tokens": tokens, "tags": tags},
+                     start if last == start + len(tokens) - 1 else None)
 
 
 def iter_txt(path: Path) -> Iterator[Record]:
@@ -285,10 +289,13 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
     """Rows to label, one per non-blank line (`predict --input -`, a .txt file for predict): a line that starts
     with `{` is a JSON object (JSONL), any other line the text of `field`. A lone "\r" (old Mac files) ends a line
     as "\n" and "\r\n" do."""
-    records = []
+    records: list[Record] = []
+    blank = skipped = 0  # blank lines so far; of them, those before a row (they shift the outputs)
     for number, line in enumerate((piece for raw in lines for piece in _pieces(raw)), start=1):
         if not line.strip():
+            blank += 1
             continue
+        skipped = blank
         if line.lstrip().startswith("{"):
             try:
                 obj = json.loads(line)  # valid JSON that starts with { is an object
@@ -301,6 +308,9 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
             records.append(Record(source, number, {field: line}))
     if not records:
         raise DataError(source, None, None, "empty input: no rows")
+    if skipped:  # said, as the outputs then no longer line up with the input's lines
+        say(f"{source}: {skipped} blank line{'s' * (skipped > 1)} left out (no rows): the {len(records)} outputs "
+            "follow the other lines, in order")
     return Table(source, records)
 
 

@@ -28,6 +28,11 @@ class Record:
     source: str
     line: int | None  # 1-based line of the row (row number for Parquet / JSON arrays; None for SQuAD JSON)
     data: dict[str, Any]
+    first_item_line: int | None = None  # a CoNLL sentence: its item i (token, tag) is on line first_item_line + i
+
+    def item_line(self, i: int) -> int | None:
+        """The line of a row's item `i` (0-based) where it has one of its own (CoNLL), else the row's."""
+        return self.line if self.first_item_line is None else self.first_item_line + i
 
 
 @dataclass

@@ -6,7 +6,9 @@ subword of a word carries its label, the rest are ignored (`task.label_all_subwo
 A word the tokenizer drops entirely (or cut by max_length) is predicted `O`.
 
 Predict takes pre-tokenised rows or raw `{"text": ...}` (split into words and punctuation, Chinese
-into characters) and returns entity spans `{type, text, start, end}` with `text[start:end] == span`.
+into characters) and returns entity spans `{type, text, start, end, token_start, token_end}`: `start`/`end` index
+the input text (`text[start:end] == span`; a pre-tokenised row's `text` field where its tokens are found there in
+order, else the tokens joined by spaces, none between CJK characters), `token_start`/`token_end` the tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tunelab.data.readers import Record, Table, require_field
 from tunelab.errors import DataError
 from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
+from tunelab.progress import say
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
@@ -65,13 +68,13 @@ def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
     out: list[str] = []
     for i, tag in enumerate(tags):
         if not isinstance(tag, str):
-            raise DataError(record.source, record.line, field, f"tag {i + 1} is not a string: {tag!r}")
+            raise DataError(record.source, record.item_line(i), field, f"tag {i + 1} is not a string: {tag!r}")
         if tag == "O":
             out.append("O")
             continue
         m = _TAG.match(tag)
         if not m:
-            raise DataError(record.source, record.line, field, f"invalid tag {tag!r} at token {i + 1}")
+            raise DataError(record.source, record.item_line(i), field, f"invalid tag {tag!r} at token {i + 1}")
         kind, typ = m.groups()
         inside = kind in ("I", "E", "M") and out and out[-1] in (f"B-{typ}", f"I-{typ}")
         if kind in ("E", "M", "I") and inside and not (i > 0 and tags[i - 1].startswith(("S-", "E-"))):
@@ -101,7 +104,8 @@ class Ner(Task):
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")
         for i, t in enumerate(tokens):
             if not isinstance(t, str) or not t.strip():
-                raise DataError(rec.source, rec.line, self.cfg.tokens_field, f"token {i + 1} is not a non-empty string")
+                raise DataError(rec.source, rec.item_line(i), self.cfg.tokens_field,
+                                f"token {i + 1} is not a non-empty string")
         return tokens
 
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
@@ -188,15 +192,22 @@ class Ner(Task):
                         max_length=self.data.max_length)
         index = {n: i for i, n in enumerate(self.labels)}
         feats: list[Features] = []
+        cut = words = 0  # rows to tag cut by max_length, and their words past it
         for i, ex in enumerate(examples):
             word_ids = enc.word_ids(i)
             ex["word_ids"] = word_ids  # decoding maps subword logits back to words
+            if "tags" not in ex and (left := len(ex["tokens"]) - 1 - max((w for w in word_ids if w is not None),
+                                                                          default=-1)) > 0:
+                cut, words = cut + 1, words + left
             f: Features = {"input_ids": enc["input_ids"][i]}
             if "token_type_ids" in enc:
                 f["token_type_ids"] = enc["token_type_ids"][i]
             if "tags" in ex:
                 f["labels"] = self._align(ex, word_ids, index)
             feats.append(f)
+        if cut:  # said: their entities would otherwise go missing without a word
+            say(f"ner: {cut} row{'s' * (cut > 1)} longer than data.max_length ({self.data.max_length} tokens): "
+                f"{words} word{'s' * (words > 1)} past it tagged O (split long texts into sentences)")
         return feats
 
     def _align(self, ex: Example, word_ids: list[int | None], index: dict[str, int]) -> list[int]:
@@ -248,10 +259,10 @@ class Ner(Task):
             tags = self.word_tags(lg, ex)
             if "offsets" in ex:
                 text, offsets = ex["text"], ex["offsets"]
-            else:  # pre-tokenised: offsets into the tokens joined by spaces (no space between CJK chars)
-                text, offsets = _join(ex["tokens"])
-            entities = [{"type": typ, "text": text[offsets[s][0]:offsets[e - 1][1]],
-                         "start": offsets[s][0], "end": offsets[e - 1][1]} for typ, s, e in spans(tags)]
+            else:  # pre-tokenised: offsets into the row's text where its tokens are found there in order, else
+                text, offsets = _in_text(ex, self.data.text_field) or _join(ex["tokens"])  # (see _join)
+            entities = [{"type": typ, "text": text[offsets[s][0]:offsets[e - 1][1]], "start": offsets[s][0],
+                         "end": offsets[e - 1][1], "token_start": s, "token_end": e} for typ, s, e in spans(tags)]
             out.append(with_row(ex["row"], {"pred_tags": tags, "entities": entities}))
         return out
 
@@ -300,7 +311,24 @@ class Ner(Task):
         return ner_report.results(records, metrics)
 
 
+def _in_text(ex: Example, field: str) -> tuple[str, list[tuple[int, int]]] | None:
+    """(the row's text (`field`), each token's span in it) where the pre-tokenised row also holds the text its tokens
+    were cut from (found there one after another), else None."""
+    text = ex["row"].get(field) if isinstance(ex.get("row"), dict) else None
+    if not isinstance(text, str):
+        return None
+    offsets, pos = [], 0
+    for tok in ex["tokens"]:
+        at = text.find(tok, pos)
+        if at < 0:
+            return None
+        offsets.append((at, at + len(tok)))
+        pos = at + len(tok)
+    return text, offsets
+
+
 def _join(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The tokens joined by spaces, none between two CJK characters, and each token's span in that."""
     parts, offsets, pos = [], [], 0
     for i, tok in enumerate(tokens):
         if i and not (is_cjk(tok) and is_cjk(tokens[i - 1])):
