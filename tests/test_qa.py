@@ -74,6 +74,7 @@ def test_unanswerable_metrics() -> None:
     assert score("", ["Paris", "The"]) == (0.0, 0.0) and score("the", []) == (1.0, 1.0)
     assert set(qa_metrics(["", "x"], [[], []], [False, False])) == {
         "f1", "exact_match", "n", "no_answer_f1", "no_answer_exact_match", "no_answer_n"}
+    assert "no_answer_n" not in qa_metrics(["Paris", "the"], [["Paris"], ["The"]], [False, False])  # answers given
 
 
 # -- decoding ------------------------------------------------------------------------------------

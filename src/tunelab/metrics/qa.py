@@ -121,7 +121,7 @@ def qa_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]], chinese: Se
         "exact_match": sum(e for e, _ in scores) / max(n, 1),
         "n": n,
     }
-    has = [bool(answerable(g, c)) for g, c in zip(golds, chinese, strict=True)]
+    has = [bool(g) for g in golds]  # as the official script splits them: by the answers given, before normalising
     if not all(has):
         for name, keep in (("has_answer", True), ("no_answer", False)):
             part = [s for s, h in zip(scores, has, strict=True) if h == keep]

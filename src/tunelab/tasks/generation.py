@@ -16,6 +16,7 @@ from pydantic import Field
 
 from tunelab.config.sections import Section
 from tunelab.errors import ConfigError, TunelabError
+from tunelab.models.positions import learned_position_limit
 from tunelab.models.precision import autocast_dtype
 from tunelab.progress import Steps
 
@@ -100,11 +101,26 @@ def stop_ids_of(tokenizer: Any, stop_ids: Sequence[int] | None) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
+def _position_limit(model: torch.nn.Module) -> int | None:
+    """How many tokens a sequence may hold: a learned position table's rows less prompt tuning's virtual tokens (they
+    take positions too); None for rotary or relative positions, which run on past their trained length."""
+    limit = learned_position_limit(model)
+    peft = getattr(model, "active_peft_config", None)
+    if limit and getattr(peft, "is_prompt_learning", False) and \
+            getattr(peft.peft_type, "value", peft.peft_type) != "PREFIX_TUNING":  # a prefix takes no positions
+        limit -= getattr(peft, "num_virtual_tokens", 0) or 0
+    return limit
+
+
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
-             batch_size: int, stop_ids: Sequence[int] | None = None) -> list[list[int]]:
+             batch_size: int, stop_ids: Sequence[int] | None = None, ended: list[bool] | None = None,
+             ) -> list[list[int]]:
     """The new token ids of each prompt's reply (in prompt order), cut before the first stop id
     (default: eos). `batch_size` counts sequences: beam search takes batch_size // num_beams prompts at a time (at
-    least one), so a wider beam costs time, not memory."""
+    least one), so a wider beam costs time, not memory. A model with learned positions (`_position_limit`) refuses a
+    prompt that fills them (one line naming it) and cuts a reply where they end — a row that would be cut goes alone,
+    so that no other row's reply is cut with it; `ended`, when given, is filled with whether each reply reached a
+    stop id (else it was cut: by max_new_tokens or by the positions)."""
     if batch_size < 1:
         raise ConfigError("config: batch size must be at least 1")
     stop = stop_ids_of(tokenizer, stop_ids)
@@ -113,19 +129,22 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     if cfg.do_sample:
         torch.manual_seed(cfg.seed)
     model.eval()
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    for i, prompt in enumerate(prompts):  # past its positions a model fails (learned ones: an IndexError) or drifts
-        if positions and len(prompt) >= positions:
+    limit = _position_limit(model)
+    for i, prompt in enumerate(prompts):  # past its positions a learned table fails with an IndexError
+        if limit and len(prompt) >= limit:
             raise TunelabError(f"generate: prompt {i + 1} of {len(prompts)} is {len(prompt)} tokens; the model has "
-                               f"{positions} positions and one is the reply's at least: shorten that input")
+                               f"{limit} positions and one is the reply's at least: shorten that input")
     device = next(model.parameters()).device
     dtype = autocast_dtype(device)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
+    rows = max(1, batch_size // cfg.num_beams)
+    chunks = [order[s: s + rows] for s in range(0, len(order), rows)]
+    if limit:  # a chunk whose longest prompt leaves less room than max_new_tokens: each row alone, its own room
+        chunks = [part for c in chunks for part in ([c] if len(prompts[c[0]]) + cfg.max_new_tokens <= limit
+                                                     else [[i] for i in c])]
     with torch.no_grad(), Steps("generate", len(prompts), "replies") as progress:
-        rows = max(1, batch_size // cfg.num_beams)
-        for s in range(0, len(order), rows):
-            chunk = order[s: s + rows]
+        for chunk in chunks:
             width = max(len(prompts[i]) for i in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -133,11 +152,14 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
                 n = len(prompts[i])
                 ids[row, width - n:] = torch.as_tensor(list(prompts[i]), dtype=torch.long)
                 mask[row, width - n:] = 1
-            room = {"max_new_tokens": min(cfg.max_new_tokens, positions - width)} if positions else {}  # cut there
+            room = {"max_new_tokens": min(cfg.max_new_tokens, limit - width)} if limit else {}  # cut there
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **{**kwargs, **room})
             for row, i in enumerate(chunk):
                 new = gen[row, width:].tolist()
-                out[i] = new[: next((k for k, t in enumerate(new) if t in stop), len(new))]
+                end = next((k for k, t in enumerate(new) if t in stop), None)
+                out[i] = new if end is None else new[:end]
+                if ended is not None:
+                    ended[i] = end is not None
             progress.advance(len(chunk))
     return out

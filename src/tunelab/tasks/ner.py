@@ -196,8 +196,8 @@ class Ner(Task):
         for i, ex in enumerate(examples):
             word_ids = enc.word_ids(i)
             ex["word_ids"] = word_ids  # decoding maps subword logits back to words
-            if "tags" not in ex and (left := len(ex["tokens"]) - 1 - max((w for w in word_ids if w is not None),
-                                                                          default=-1)) > 0:
+            if "tags" not in ex and len(enc["input_ids"][i]) >= self.data.max_length and (  # cut, not words dropped
+                    left := len(ex["tokens"]) - 1 - max((w for w in word_ids if w is not None), default=-1)) > 0:
                 cut, words = cut + 1, words + left
             f: Features = {"input_ids": enc["input_ids"][i]}
             if "token_type_ids" in enc:

@@ -47,10 +47,11 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
             raise DataError(ex["source"], ex["line"], field, f"the prompt is {len(ids)} tokens: "
                             f"data.max_length={max_length} leaves no room for the teacher's reply")
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
-        replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop)
+        ended = [False] * len(prompts)
+        replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop, ended)
     out, cut = [], 0
-    for ex, ids in zip(examples, replies, strict=True):
-        open_end = len(ids) >= cfg.max_new_tokens  # generate() cuts before the first stop id: none was reached
+    for ex, ids, stopped in zip(examples, replies, ended, strict=True):
+        open_end = not stopped  # no stop id reached: cut by max_new_tokens (or by the teacher's positions)
         cut += open_end
         reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
         out.append({**ex, "messages": [*ex["messages"], {"role": "assistant", "content": reply}], "labelled": True,
