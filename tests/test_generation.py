@@ -60,7 +60,7 @@ def test_a_set_mixing_chinese_and_english_scores_each_reply_in_its_language() ->
     corpus, samples = score_generations(["北京是首都", "the capital of france is paris"],
                                         ["北京是首都", "the capital of france is paris"])
     assert [s["rouge_l"] for s in samples] == [1.0, 1.0] and corpus["rougeL"] == 1.0
-    assert corpus["bleu_tokenize"] == "13a"  # the set's language (mostly English) for the one corpus BLEU
+    assert corpus["bleu_tokenize"] == "zh"  # any Chinese reference: 13a would keep its sentence one token
 
 
 def test_chinese_is_segmented_for_rouge_and_bleu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,6 +138,13 @@ def test_a_learned_position_table_bounds_prompts_and_replies(chatml_llama: tuple
     llama, _ = chatml_llama
     long = generate(llama, tok, [[5] * 200], GenerationConfig(max_new_tokens=4), 1, stop_ids=[-1])  # 128 positions
     assert len(long[0]) == 4
+    from transformers import OPTConfig, OPTForCausalLM  # OPT's table (`embed_positions`) starts at row 2
+
+    opt = OPTForCausalLM(OPTConfig(vocab_size=len(tok), max_position_embeddings=32, hidden_size=16,
+                                   num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, word_embed_proj_dim=16))
+    with pytest.raises(TunelabError, match="the model has 32 positions"):
+        generate(opt, tok, [[5] * 39], cfg, 1, stop_ids=[-1])
+    assert len(generate(opt, tok, [[5] * 30], GenerationConfig(max_new_tokens=10), 1, stop_ids=[-1])[0]) == 2
 
 
 def test_stops_at_end_of_turn(chatml_llama: tuple) -> None:

@@ -1,7 +1,7 @@
 """Scores of generated text against one reference each: exact match, BLEU, chrF, ROUGE-1/2/L.
 
 - `exact_match` (0–1): equal after collapsing whitespace runs to one space and trimming (case kept).
-- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when the references are Chinese
+- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when any reference is Chinese
   or Korean: `text.is_chinese` with Hangul counted; per sample, each reference's own) and chrF (character
   6-grams, β = 2, whitespace ignored).
 - `rouge1`, `rouge2`, `rougeL` (0–1): rouge-score F-measures, averaged over samples, each sample tokenised by its
@@ -74,9 +74,10 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
         return {"exact_match": 0.0, "bleu": 0.0, "chrf": 0.0, **dict.fromkeys(ROUGE_TYPES, 0.0), "generated": 0}, []
     preds, refs = list(predictions), list(references)
     # each sample by its own reference's language (a set mixing Chinese and English replies scores both rightly);
-    # the corpus BLEU, one tokenisation for all, by the set's language (`zh` differs from 13a on other text too)
+    # the corpus BLEU, one tokenisation for all: `zh` when any reference is Chinese (13a would keep each Chinese
+    # sentence one token; on other text `zh` differs from 13a only on HTML entities)
     zhs = [is_chinese([r], extra=HANGUL) for r in refs] if language is None else [language == "zh"] * len(refs)
-    tokenize = "zh" if (is_chinese(refs, extra=HANGUL) if language is None else language == "zh") else "13a"
+    tokenize = "zh" if any(zhs) else "13a"
     from sacrebleu.metrics import BLEU, CHRF
 
     bleu, chrf = BLEU(tokenize=tokenize), CHRF()

@@ -15,12 +15,13 @@ from tunelab.errors import ConfigError
 def learned_position_limit(model: torch.nn.Module) -> int | None:
     """The positions of a model with learned position embeddings (BERT, GPT-2); None for rotary or relative
     positions, which extrapolate and are not refused."""
-    tables = [m for n, m in model.named_modules()
-              if isinstance(m, torch.nn.Embedding) and (n.endswith("position_embeddings") or n.endswith("wpe"))]
+    tables = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)
+              and n.endswith(("position_embeddings", "wpe", "embed_positions"))]  # BERT, GPT-2, OPT
     if not tables:
         return None
     pad = tables[0].padding_idx  # RoBERTa / XLM-R count positions from padding_idx + 1: 514 rows hold 512
-    return tables[0].num_embeddings - (pad + 1 if pad is not None else 0)
+    offset = getattr(tables[0], "offset", 0)  # OPT's table starts at row 2: 2050 rows hold 2048
+    return tables[0].num_embeddings - (pad + 1 if pad is not None else 0) - (offset if isinstance(offset, int) else 0)
 
 
 def positions_at(model_path: str) -> tuple[int | None, bool]:

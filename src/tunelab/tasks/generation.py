@@ -102,12 +102,12 @@ def stop_ids_of(tokenizer: Any, stop_ids: Sequence[int] | None) -> list[int]:
 
 
 def _position_limit(model: torch.nn.Module) -> int | None:
-    """How many tokens a sequence may hold: a learned position table's rows less prompt tuning's virtual tokens (they
-    take positions too); None for rotary or relative positions, which run on past their trained length."""
+    """How many tokens a sequence may hold: a learned position table's rows less the virtual tokens of prompt / prefix
+    tuning (peft moves the positions past them); None for rotary or relative positions, which run on past their
+    trained length."""
     limit = learned_position_limit(model)
     peft = getattr(model, "active_peft_config", None)
-    if limit and getattr(peft, "is_prompt_learning", False) and \
-            getattr(peft.peft_type, "value", peft.peft_type) != "PREFIX_TUNING":  # a prefix takes no positions
+    if limit and getattr(peft, "is_prompt_learning", False):  # prompt, p- and prefix tuning: peft shifts positions
         limit -= getattr(peft, "num_virtual_tokens", 0) or 0
     return limit
 

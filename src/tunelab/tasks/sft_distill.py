@@ -56,8 +56,8 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
         reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
         out.append({**ex, "messages": [*ex["messages"], {"role": "assistant", "content": reply}], "labelled": True,
                     "open_end": open_end})
-    note = (f"; {cut} reached task.generation.max_new_tokens={cfg.max_new_tokens} unfinished (their end is not "
-            "trained)") if cut else ""
+    note = (f"; {cut} ended unfinished, at task.generation.max_new_tokens={cfg.max_new_tokens} or the teacher's "
+            "positions (their end is not trained)") if cut else ""
     print(f"distill: the teacher replied to {len(out)} unlabelled prompts in {time.perf_counter() - t0:.1f} s{note}",
           file=sys.stderr)
     return out
