@@ -58,11 +58,15 @@ def metric_rows(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _number(value: Any) -> float | None:
+    """A number a run's file holds, or None where it holds anything else (a damaged or foreign file)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def scalars(metrics: Any) -> dict[str, float]:
     if not isinstance(metrics, dict):
         return {}
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-            and k != "n"}
+    return {k: n for k, v in metrics.items() if (n := _number(v)) is not None and k != "n"}
 
 
 @dataclass
@@ -95,11 +99,6 @@ def holder(run: Path) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
-
-
-def _number(value: Any) -> float | None:
-    """A number a run's file holds, or None where it holds anything else (a damaged or foreign file)."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def view(run: Path) -> RunView:
