@@ -325,10 +325,12 @@ def test_a_relative_model_resumed_from_another_folder_names_the_model_it_trained
     _fails(["train", *sets, "--resume"], "config: model: 'base' where the run being resumed has")
     monkeypatch.chdir(tmp_path / "a")
     assert runner.invoke(app, ["train", *sets, "--resume"]).exit_code == 0
+    from tunelab.data.report import read_summary
     from tunelab.pipeline import _run_model
 
     (tmp_path / "a" / "minilm").mkdir()  # a folder named as an alias: the alias is what `model: minilm` names
-    assert _run_model(out, "minilm") == "minilm" and _run_model(out, "base") == str(tmp_path / "a" / "base")
+    summary = read_summary(out)
+    assert _run_model(summary, "minilm") == "minilm" and _run_model(summary, "base") == str(tmp_path / "a" / "base")
 
 
 def test_the_training_rows_fingerprint_is_of_their_values(tiny_bert: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import DATA_FOLDER, SUMMARY_FILE, DataReport, check_resumed_rows, training_fingerprint
+from tunelab.data.report import DATA_FOLDER, DataReport, check_resumed_rows, read_summary, training_fingerprint
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate
@@ -26,7 +26,7 @@ from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
 from tunelab.export.save import META_FILE, load_model, save_model
-from tunelab.io import read_json, write_json_atomic, write_text_atomic
+from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
@@ -131,7 +131,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     method.check_model(model)
     check_layer_decay(model, cfg.train.layer_lr_decay)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
-    _fingerprint(report, splits["train"], cfg.train.save_steps, resume_from if state.is_main_process else None)
+    if state.is_main_process:  # (the one process that writes data_summary.json and checks it)
+        _fingerprint(report, splits["train"], cfg.train.save_steps, resume_from)
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises
     train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
     if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
@@ -161,7 +162,7 @@ def _fingerprint(report: DataReport, train: Sequence[dict[str, Any]], save_steps
     these), checked against the resumed run's (`resume_from`) before anything is written."""
     if save_steps != 0 or resume_from is not None:  # (None: a checkpoint each epoch)
         report.fingerprint = training_fingerprint(train)
-    if resume_from is not None and resume_from.parent.name == "checkpoints" and report.fingerprint is not None:
+    if resume_from is not None and resume_from.parent.name == "checkpoints":
         check_resumed_rows(resume_from.parent.parent, report.fingerprint)
 
 
@@ -223,12 +224,13 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
         return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
     # its relative data paths from the folder it was trained in: resumed from another folder, `train.jsonl` may name
     # another file, which is a change of data (refused below), not the same spelling
-    saved = saved.model_copy(update={"data": run_data(out, saved.data), "model": _run_model(out, saved.model)})
+    summary = read_summary(out)
+    saved = saved.model_copy(update={"data": run_data(out, saved.data, summary),
+                                     "model": _run_model(summary, saved.model)})
     old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
-    if _same_file(old["model"], new.get("model")):  # a local model folder, spelled from another folder
-        old["model"] = new["model"]
-    for key in sorted(old.keys() | new.keys()):
-        same = old.get(key) == new.get(key) or key in DATA_FILES and _same_file(old.get(key), new.get(key))
+    for key in sorted(old.keys() | new.keys()):  # (a data file or a local model folder spelled from elsewhere: same)
+        same = old.get(key) == new.get(key) or key in (*DATA_FILES, "model") and _same_file(old.get(key),
+                                                                                             new.get(key))
         if not same and not any(within(key, k) for k in RESUME_MAY_CHANGE):
             raise ConfigError(f"config: {key}: {new.get(key)!r} where the run being resumed has {old.get(key)!r} "
                               f"({out / 'config.yaml'}); resume with its settings, or start a new output_dir")
@@ -237,11 +239,10 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
 DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")
 
 
-def _run_model(out: Path, model: str) -> str:
-    """A run's relative local `model` folder as the folder training ran in reads it (data_summary.json's
+def _run_model(summary: dict[str, Any], model: str) -> str:
+    """A run's relative local `model` folder as the folder training ran in reads it (its data_summary.json's
     `data_folder`): resumed from another folder, `../base` may name another model, a change refused as such."""
-    summary = read_json(out / SUMMARY_FILE)
-    folder = summary.get(DATA_FOLDER) if isinstance(summary, dict) else None
+    folder = summary.get(DATA_FOLDER)
     if (not isinstance(folder, str) or model in ALIASES or Path(model).is_absolute()
             or not (Path(folder) / model).is_dir()):  # (an alias names its model wherever a folder of that name is)
         return model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import islice
@@ -17,7 +16,7 @@ from tunelab.data.dedup import dedup_across, dedup_within
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
 from tunelab.data.records import read_again
-from tunelab.data.report import DATA_FOLDER, SUMMARY_FILE, DataReport
+from tunelab.data.report import DATA_FOLDER, DataReport, read_summary
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation
 from tunelab.data.tabular import folder_files
@@ -222,15 +221,6 @@ def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[
     return examples
 
 
-def _summary(run_dir: Path) -> dict[str, Any]:
-    """RUN/data_summary.json; {} for an older run, or a damaged summary."""
-    try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
-
-
 def run_data(run_dir: Path, data: DataConfig, summary: dict[str, Any] | None = None) -> DataConfig:
     """A finished run's `data` section (its config.yaml's) with each relative file path joined to the folder training
     read it from (RUN/data_summary.json's `data_folder`), so the run's own files are read, whatever the current folder:
@@ -238,7 +228,7 @@ def run_data(run_dir: Path, data: DataConfig, summary: dict[str, Any] | None = N
     the file (the project was moved or copied) but the current folder does, the path is read from here, as before
     (`run_splits` checks its rows against the run's). A run that did not record it (an
     older tunelab) keeps its paths as they are, read from the current folder (`run_splits` checks them)."""
-    folder = (_summary(run_dir) if summary is None else summary).get(DATA_FOLDER)  # `summary`: read by the caller
+    folder = (read_summary(run_dir) if summary is None else summary).get(DATA_FOLDER)  # `summary`: read by the caller
     if not isinstance(folder, str):
         return data
 
@@ -272,7 +262,7 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
     (`run_data`), checked against the rows the run used (RUN/data_summary.json) — a file that changed since is one
     error line, not a check on other rows. An older run's relative paths are read from the current folder, which can
     name other files: said so then. `hint`: another way out the caller offers (", or pass --data FILE")."""
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     data = run_data(run_dir, data, summary)
     with read_again():  # trained already: a field its config did not read cannot be taken up now
         splits = load_splits(data, task, seed, report)

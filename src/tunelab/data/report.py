@@ -92,13 +92,19 @@ def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """RUN/data_summary.json; {} for an older run, or a damaged summary."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def check_resumed_rows(run: Path, fingerprint: str) -> None:
     """A resumed run's training rows are those the run it resumes trained on (`run`'s SUMMARY_FILE): the batch order
     it skips into is over them. A run without the fingerprint (an older tunelab) is not checked."""
-    try:
-        saved = json.loads((run / SUMMARY_FILE).read_text(encoding="utf-8")).get(FINGERPRINT)
-    except (OSError, ValueError, AttributeError):
-        return
+    saved = read_summary(run).get(FINGERPRINT)
     if saved is not None and saved != fingerprint:
         raise DataError(str(run / SUMMARY_FILE), None, "data.train", "the training rows differ from those the run "
                         "being resumed trained on (an edited file, other cleaning or sampling): resume with its data, "

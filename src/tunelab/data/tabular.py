@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunelab.data.jsonl import decoded_lines
+from tunelab.data.jsonl import BAD_JSON, decoded_lines
 from tunelab.data.records import Record
 from tunelab.errors import DataError
 
@@ -256,7 +256,7 @@ def _json_field(path: Path, field: str) -> list:
     a DataError naming it."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8 (UnicodeDecodeError is a ValueError)
+    except BAD_JSON as exc:  # bad JSON, bad UTF-8 (UnicodeDecodeError is a ValueError)
         raise DataError(str(path), None, None, f"cannot read: {exc}") from None
     value = obj.get(field) if isinstance(obj, dict) else None
     if not isinstance(value, list | None):

@@ -113,7 +113,7 @@ class PlateauWithWarmup:
         self._apply()
 
     def step_metric(self, score: float, metric: str | None = None) -> None:
-        if metric != self.metric and self.metric != _ADOPT:
+        if self.metric is not None and metric != self.metric:  # (None: no evaluation yet, or an older checkpoint's)
             self.best, self.bad = None, 0
         self.metric = metric
         if self.count < self.warmup:
@@ -133,13 +133,9 @@ class PlateauWithWarmup:
         return {k: getattr(self, k) for k in ("base_lrs", "count", "scale", "best", "bad", "metric")}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.metric = _ADOPT  # a checkpoint of an older tunelab names no metric: its best is the next one's
-        for k, v in state.items():
+        for k, v in state.items():  # (a checkpoint of an older tunelab names no metric: the next one is its own)
             setattr(self, k, v)
         self._apply()
-
-
-_ADOPT = "\0adopt"  # PlateauWithWarmup.metric of a state that named none
 
 
 def l1_penalty(params: list[torch.nn.Parameter]) -> torch.Tensor:

@@ -116,8 +116,7 @@ def view(run: Path) -> RunView:
     rows = metric_rows(run)
     final = read_json(run / "metrics.json")
     locked = holder(run)
-    job_pid = job.get("pid") if type(job.get("pid")) is int else None
-    pid = locked if alive(locked) else job_pid if alive(job_pid) else None
+    pid = locked if alive(locked) else job.get("pid") if alive(job.get("pid")) else None
     if pid:
         status = "running"
     elif isinstance(final, dict) and (run / "model").is_dir():
