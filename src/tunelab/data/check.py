@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from transformers.utils import logging as hf_logging
 
 from tunelab.config.run import apply_override, format_validation_error, parse_overrides
@@ -147,7 +148,8 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
 
 
 def print_report(report: dict[str, Any]) -> None:
-    console = Console(file=sys.stdout)
+    """The report as tables; labels, texts and file names printed as written (no Rich markup read in `[b]x`)."""
+    console = Console(file=sys.stdout, markup=False)
     for path, r in report["files"].items():
         t = Table(title=f"{path}  ({report['model']}, max_length {report['max_length']})", show_header=False)
         t.add_row("rows", str(r["rows"]))
@@ -166,6 +168,6 @@ def print_report(report: dict[str, Any]) -> None:
                   f"{r['duplicates_exact']} exact, {r['duplicates_normalised']} after case/space normalisation")
         console.print(t)
         for w in r["warnings"]:
-            console.print(f"[yellow]warning[/yellow]: {path}: {w}", highlight=False)
+            console.print(Text.assemble(("warning", "yellow"), f": {path}: {w}"), highlight=False)
     for o in report["overlap"]:
         console.print(f"overlap {o['a']} ↔ {o['b']}: {o['shared_texts']} shared texts (normalised)")

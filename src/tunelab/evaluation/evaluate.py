@@ -54,7 +54,7 @@ def evaluate(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[
 
 def print_metrics(results: dict[str, dict[str, Any]], console: Console | None = None) -> None:
     """A human table of the scalar metrics of each split, on stderr."""
-    console = console or Console(file=sys.stderr)
+    console = console or Console(file=sys.stderr, markup=False)
     table = RichTable(title="metrics")
     names = sorted({k for m in results.values() for k in scalars(m)})
     table.add_column("metric")

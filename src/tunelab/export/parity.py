@@ -148,4 +148,4 @@ def print_rows(rows: Sequence[dict[str, Any]], title: str) -> None:
             cells += [f"{b['p50_ms']:.2f}", f"{b['p95_ms']:.2f}", f"{b['rows_per_s']:.0f}"] if b else ["-"] * 3
         table.add_row(f"{r['name']} {r['precision']}", f"{r['size_bytes'] / 1e6:.1f}", f"{r['metric']:.4f}",
                       f"{100 * r['agreement']:.2f}", *cells)
-    Console(file=sys.stderr, width=max(Console(file=sys.stderr).width, 110)).print(table)
+    Console(file=sys.stderr, width=max(Console(file=sys.stderr).width, 110), markup=False).print(table)

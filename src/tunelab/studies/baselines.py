@@ -269,7 +269,7 @@ _COLUMNS = ("accuracy", "f1_micro", "f1_macro", "subset_accuracy", "roc_auc", "p
 
 def print_baselines(result: dict[str, Any], console: Any = None) -> None:
     """One rich table on stderr: a row per split and baseline."""
-    console = console or Console(file=sys.stderr)
+    console = console or Console(file=sys.stderr, markup=False)
     rows = [(split, name, m) for split, by in result.items() if split != "meta" for name, m in by.items()]
     cols = [c for c in _COLUMNS if any(m.get(c) is not None for _, _, m in rows)]
     if "accuracy" in cols:  # single-label: micro F1 equals accuracy

@@ -195,7 +195,7 @@ def compare_runs(run_dirs: list[Path], split: str = "validation", resamples: int
 
 def print_tables(result: dict[str, Any], file: Any = None, width: int = 140) -> None:
     """The metric table and the significance table (rich), on stderr by default."""
-    console = Console(file=file or sys.stderr, width=width)
+    console = Console(file=file or sys.stderr, width=width, markup=False)
     table = RichTable(title=f"{result['split']}: {result['examples']} examples")
     table.add_column("metric")
     for r in result["runs"]:

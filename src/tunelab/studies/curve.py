@@ -123,4 +123,4 @@ def print_curve(result: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "run" else "right")
     for p in result["points"]:
         table.add_row(f"{p['fraction']:g}", str(p["rows"]), f"{p['value']:.4f}", p["run_dir"])
-    Console(file=sys.stderr, width=140).print(table)
+    Console(file=sys.stderr, width=140, markup=False).print(table)

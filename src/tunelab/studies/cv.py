@@ -128,4 +128,4 @@ def print_cv(result: dict[str, Any]) -> None:
             s = m.get(name)
             cells.append("-" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}")
         table.add_row(name, *cells)
-    Console(file=sys.stderr, width=120).print(table)
+    Console(file=sys.stderr, width=120, markup=False).print(table)

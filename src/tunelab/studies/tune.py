@@ -321,4 +321,4 @@ def _print_table(study: Any, rows: list[dict[str, Any]], keys: list[str], metric
         steps = f"{r['pruned_at_step']} (pruned)" if pruned else r["steps"]
         table.add_row(str(r["trial"]) + (" *" if r["trial"] == best else ""), r["state"], _fmt(r["value"]),
                       *[_fmt(r["params"].get(k)) for k in keys], _fmt(steps), _fmt(r["wall_s"]))
-    Console(file=sys.stderr, width=max(120, 24 + 12 * len(keys))).print(table)
+    Console(file=sys.stderr, width=max(120, 24 + 12 * len(keys)), markup=False).print(table)
