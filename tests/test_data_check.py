@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import say_rows, sentiment_rows, write_jsonl
@@ -102,12 +103,13 @@ def test_train_warns_of_look_alike_labels_as_data_check_does(tiny_bert: Path, tm
     assert json.loads((out / "data_summary.json").read_text())["applied"]["label_warning"] == said
 
 
-def test_labels_and_file_names_are_printed_as_written(tmp_path: Path) -> None:
+def test_labels_and_file_names_are_printed_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`[/red]` or `[b]x` in a label or a file name is text, not Rich markup (a traceback, or a label shown as `x`)."""
-    path = write_jsonl(tmp_path / "[x].jsonl", [{"text": "hello world", "label": "[/red]"},
-                                                 {"text": "good day", "label": "[b]x"},
-                                                 {"text": "bad day", "label": "[b]x "}])
-    res = runner.invoke(app, ["data", "check", str(path)])
+    write_jsonl(tmp_path / "[x].jsonl", [{"text": "hello world", "label": "[/red]"},
+                                          {"text": "good day", "label": "[b]x"}, {"text": "bad day", "label": "[b]x "}])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")  # the table as wide as its text: nothing wrapped
+    res = runner.invoke(app, ["data", "check", "[x].jsonl"])
     assert res.exit_code == 0, res.output
     assert "[/red]: 1 (33.3%), [b]x: 1 (33.3%), [b]x : 1 (33.3%)" in res.stdout and "[x].jsonl" in res.stdout
     assert "warning: " in res.stdout and "'[b]x '" in res.stdout  # the look-alike warning, its label as written
