@@ -29,6 +29,12 @@ def wanted() -> bool:
     return not os.environ.get("TUNELAB_NO_PROGRESS")
 
 
+def table_console(file: Any = None, width: int | None = None) -> Console:
+    """The console tables of user text print on (stderr by default): Rich markup off, so a label, a file name or a
+    parameter holding `[/red]` or `[b]x` prints as written (with markup, a traceback or a label shown as `x`)."""
+    return Console(file=file or sys.stderr, width=width, markup=False)
+
+
 def say(line: str) -> None:
     """One line on stderr, above the bar when one is drawn (e.g. an evaluation's scores during training)."""
     if _active and _active[0].bar is not None:

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from transformers.utils import logging as hf_logging
@@ -21,7 +20,7 @@ from tunelab.data.load import RowTask, parse_file
 from tunelab.errors import ConfigError
 from tunelab.models import load_named
 from tunelab.models.positions import positions_at
-from tunelab.progress import Steps
+from tunelab.progress import Steps, table_console
 from tunelab.registry import TASKS
 
 CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
@@ -148,8 +147,8 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
 
 
 def print_report(report: dict[str, Any]) -> None:
-    """The report as tables; labels, texts and file names printed as written (no Rich markup read in `[b]x`)."""
-    console = Console(file=sys.stdout, markup=False)
+    """The report as tables on stdout; labels, texts and file names printed as written (`table_console`)."""
+    console = table_console(sys.stdout)
     for path, r in report["files"].items():
         t = Table(title=f"{path}  ({report['model']}, max_length {report['max_length']})", show_header=False)
         t.add_row("rows", str(r["rows"]))

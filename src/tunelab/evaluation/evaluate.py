@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from functools import partial
 from typing import Any
 
@@ -13,6 +12,7 @@ from rich.table import Table as RichTable
 
 from tunelab.errors import TunelabError
 from tunelab.metrics import scalars
+from tunelab.progress import table_console
 from tunelab.tasks.base import Task
 
 
@@ -54,7 +54,7 @@ def evaluate(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[
 
 def print_metrics(results: dict[str, dict[str, Any]], console: Console | None = None) -> None:
     """A human table of the scalar metrics of each split, on stderr."""
-    console = console or Console(file=sys.stderr, markup=False)
+    console = console or table_console()
     table = RichTable(title="metrics")
     names = sorted({k for m in results.values() for k in scalars(m)})
     table.add_column("metric")

@@ -19,6 +19,7 @@ from tunelab.io import dir_bytes
 from tunelab.methods.base import count_parameters
 from tunelab.models.inference import TARGETS
 from tunelab.models.precision import autocast_dtype, precision_scope
+from tunelab.progress import table_console
 from tunelab.tasks.base import Task
 
 LATENCY_ROWS = 64  # batch-1 calls timed (the first rows of the split)
@@ -132,9 +133,7 @@ def measure_fp32(name: str, task: Task, module: torch.nn.Module, tokenizer: Any,
 
 def print_rows(rows: Sequence[dict[str, Any]], title: str) -> None:
     """The report's rows as a table on stderr."""
-    import sys
 
-    from rich.console import Console
     from rich.table import Table
 
     metric = rows[0]["metric_name"] if rows else "metric"
@@ -148,4 +147,4 @@ def print_rows(rows: Sequence[dict[str, Any]], title: str) -> None:
             cells += [f"{b['p50_ms']:.2f}", f"{b['p95_ms']:.2f}", f"{b['rows_per_s']:.0f}"] if b else ["-"] * 3
         table.add_row(f"{r['name']} {r['precision']}", f"{r['size_bytes'] / 1e6:.1f}", f"{r['metric']:.4f}",
                       f"{100 * r['agreement']:.2f}", *cells)
-    Console(file=sys.stderr, width=max(Console(file=sys.stderr).width, 110), markup=False).print(table)
+    table_console(width=max(table_console().width, 110)).print(table)

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -40,6 +38,7 @@ from tunelab.data.load import load_splits
 from tunelab.data.report import DataReport
 from tunelab.errors import TunelabError
 from tunelab.io import make_dirs, write_json_atomic
+from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies import zero_shot
 from tunelab.studies.ngram_lm import CharNgramLM
@@ -269,7 +268,7 @@ _COLUMNS = ("accuracy", "f1_micro", "f1_macro", "subset_accuracy", "roc_auc", "p
 
 def print_baselines(result: dict[str, Any], console: Any = None) -> None:
     """One rich table on stderr: a row per split and baseline."""
-    console = console or Console(file=sys.stderr, markup=False)
+    console = console or table_console()
     rows = [(split, name, m) for split, by in result.items() if split != "meta" for name, m in by.items()]
     cols = [c for c in _COLUMNS if any(m.get(c) is not None for _, _, m in rows)]
     if "accuracy" in cols:  # single-label: micro F1 equals accuracy

@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
-from rich.console import Console
 from rich.table import Table as RichTable
 from scipy.stats import binomtest
 
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.io import read_json, read_jsonl, write_bytes_atomic
 from tunelab.metrics import scalars
+from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.report.compare import TRAIN_KEYS, metric_rows, render_html, significance_rows
 
@@ -195,7 +194,7 @@ def compare_runs(run_dirs: list[Path], split: str = "validation", resamples: int
 
 def print_tables(result: dict[str, Any], file: Any = None, width: int = 140) -> None:
     """The metric table and the significance table (rich), on stderr by default."""
-    console = Console(file=file or sys.stderr, width=width, markup=False)
+    console = table_console(file, width)
     table = RichTable(title=f"{result['split']}: {result['examples']} examples")
     table.add_column("metric")
     for r in result["runs"]:

@@ -21,7 +21,6 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table as RichTable
 
 from tunelab.config.run import RunConfig
@@ -30,6 +29,7 @@ from tunelab.errors import ConfigError
 from tunelab.io import make_dirs, write_json_atomic, write_text_atomic
 from tunelab.pipeline import run
 from tunelab.plots import lines, svg_document
+from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.cv import sub_run_config, write_rows
 from tunelab.studies.tune import metric_value
@@ -123,4 +123,4 @@ def print_curve(result: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "run" else "right")
     for p in result["points"]:
         table.add_row(f"{p['fraction']:g}", str(p["rows"]), f"{p['value']:.4f}", p["run_dir"])
-    Console(file=sys.stderr, width=140, markup=False).print(table)
+    table_console(width=140).print(table)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table as RichTable
 from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -32,6 +31,7 @@ from tunelab.errors import ConfigError
 from tunelab.io import make_dirs, write_json_atomic, write_jsonl_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
+from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
@@ -128,4 +128,4 @@ def print_cv(result: dict[str, Any]) -> None:
             s = m.get(name)
             cells.append("-" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}")
         table.add_row(name, *cells)
-    Console(file=sys.stderr, width=120, markup=False).print(table)
+    table_console(width=120).print(table)

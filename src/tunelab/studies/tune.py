@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table as RichTable
 
 from tunelab.config.fields import yaml_text
@@ -34,6 +33,7 @@ from tunelab.errors import ConfigError, TunelabError, first_line, require
 from tunelab.io import make_dirs, read_json, write_json_atomic
 from tunelab.metrics import scalars
 from tunelab.pipeline import run
+from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, finish_run_dir
@@ -321,4 +321,4 @@ def _print_table(study: Any, rows: list[dict[str, Any]], keys: list[str], metric
         steps = f"{r['pruned_at_step']} (pruned)" if pruned else r["steps"]
         table.add_row(str(r["trial"]) + (" *" if r["trial"] == best else ""), r["state"], _fmt(r["value"]),
                       *[_fmt(r["params"].get(k)) for k in keys], _fmt(steps), _fmt(r["wall_s"]))
-    Console(file=sys.stderr, width=max(120, 24 + 12 * len(keys)), markup=False).print(table)
+    table_console(width=max(120, 24 + 12 * len(keys))).print(table)
