@@ -306,6 +306,11 @@ def test_a_resume_on_other_rows_of_the_same_count_is_refused(tiny_bert: Path, tm
     _fails(["train", *sets, "--resume"], "data.train: the training rows differ from those the run being resumed")
     assert _snapshot(out) == before
     write_jsonl(train, rows)
+    summary = out / "data_summary.json"  # damaged: said, not skipped as an older run's (which has no fingerprint)
+    good = summary.read_text(encoding="utf-8")
+    summary.write_text(good[:20], encoding="utf-8")
+    _fails(["train", *sets, "--resume"], "data_summary.json: data.train: cannot be read")
+    summary.write_text(good, encoding="utf-8")
     res = runner.invoke(app, ["train", *sets, "--resume"])
     assert res.exit_code == 0, res.output
 

@@ -92,19 +92,31 @@ def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """RUN/data_summary.json; {} for an older run, or a damaged summary."""
+def read_summary(run_dir: Path, strict: bool = False) -> dict[str, Any]:
+    """RUN/data_summary.json; {} for an older run (none), or a damaged summary unless `strict` (a resume's check of
+    its rows: one line saying so, not a check skipped as for an older run)."""
+    path = run_dir / SUMMARY_FILE
     try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as e:
+        if strict:
+            raise DataError(str(path), None, "data.train", f"cannot be read ({str(e)[:80]}), so the training rows "
+                            "of the run being resumed cannot be checked: delete it to resume without that check, "
+                            "or start a new output_dir") from None
+        return {}
+    if not isinstance(summary, dict) and strict:
+        raise DataError(str(path), None, "data.train", "not a JSON object, so the training rows of the run being "
+                        "resumed cannot be checked: delete it to resume without that check, or start a new "
+                        "output_dir")
     return summary if isinstance(summary, dict) else {}
 
 
 def check_resumed_rows(run: Path, fingerprint: str) -> None:
     """A resumed run's training rows are those the run it resumes trained on (`run`'s SUMMARY_FILE): the batch order
     it skips into is over them. A run without the fingerprint (an older tunelab) is not checked."""
-    saved = read_summary(run).get(FINGERPRINT)
+    saved = read_summary(run, strict=True).get(FINGERPRINT)
     if saved is not None and saved != fingerprint:
         raise DataError(str(run / SUMMARY_FILE), None, "data.train", "the training rows differ from those the run "
                         "being resumed trained on (an edited file, other cleaning or sampling): resume with its data, "
