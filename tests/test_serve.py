@@ -185,6 +185,36 @@ def test_a_row_ends_where_its_request_stops_it(tiny_chat_run: Path) -> None:
     assert rows(ids, None).all()
 
 
+def test_a_client_that_leaves_stops_its_row_json_or_stream(tiny_chat_run: Path) -> None:
+    """A client gone before its reply is done — a JSON answer's as a stream's — ends its row: generate() stops there
+    instead of running to max_tokens for nobody. The model never ends a reply (no stop token) and takes 20 ms a step,
+    so a row that ran on would take ~126 tokens, 2.5 s; the clients leave after 0.3 s."""
+    import socket
+    import time
+
+    for url, server in serve_on_loopback([tiny_chat_run], max_tokens=4000):
+        batcher = server.models[0].chat_batcher
+        batcher.stop = [10**6]
+        batcher.model.register_forward_hook(lambda *_: time.sleep(0.02))
+        generated: list[int] = []
+        generate = batcher._generate
+        batcher._generate = lambda jobs, generate=generate, generated=generated: (
+            generate(jobs), generated.extend(len(j.tokens) for j in jobs))
+        port = int(url.rsplit(":", 1)[1])
+        for stream in (False, True):
+            body = json.dumps({"prompt": "say good", "max_tokens": 4000, "temperature": 0, "stream": stream}).encode()
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                time.sleep(0.3)
+            deadline = time.time() + 30
+            while len(generated) < 1 + stream and time.time() < deadline:
+                time.sleep(0.02)
+        assert len(generated) == 2 and max(generated) < 100, generated
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": "say good", "max_tokens": 3}, timeout=60)
+        assert res.status_code == 200 and res.json()["usage"]["completion_tokens"] == 3, res.text
+
+
 def test_a_completion_without_max_tokens_keeps_to_the_servers_cap(tiny_chat_run: Path) -> None:
     """--max-tokens bounds every completion, also one that leaves max_tokens out (the run's 128 would apply)."""
     for url, _ in serve_on_loopback([tiny_chat_run], max_tokens=1):

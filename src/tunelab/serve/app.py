@@ -164,18 +164,18 @@ class Server:
             raise invalid("inputs", str(exc)) from None
         return {"model": served.name, "outputs": outputs}
 
-    async def chat_completions(self, body: ChatRequest) -> Any:
+    async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         try:
             ids = prompt_ids(served.model.tokenizer, [m.model_dump() for m in body.messages])
         except TemplateError as exc:  # the model's own template refuses them (Gemma's "roles must alternate")
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
-        return await Completion(self, served, ids, body, chat=True).respond()
+        return await Completion(self, served, ids, body, chat=True).respond(request)
 
-    async def completions(self, body: CompletionRequest) -> Any:
+    async def completions(self, body: CompletionRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         ids = served.model.tokenizer(body.prompt, add_special_tokens=False)["input_ids"]
-        return await Completion(self, served, ids, body, chat=False).respond()
+        return await Completion(self, served, ids, body, chat=False).respond(request)
 
 
 def create_app(models: list[Served], settings: Settings | None = None) -> FastAPI:
@@ -229,7 +229,7 @@ class Completion:
             cfg = cfg.model_copy(update={"seed": body.seed})
         return cfg.model_copy(update={"max_new_tokens": max(1, min(cfg.max_new_tokens, positions - len(self.ids)))})
 
-    async def respond(self) -> Any:
+    async def respond(self, request: Request) -> Any:
         assert self.served.chat_batcher is not None  # every chat model has one (lifespan)
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -243,14 +243,26 @@ class Completion:
         if self.body.stream:
             return StreamingResponse(self._events(), media_type="text/event-stream")
         parts = []
-        while (piece := await self.queue.get()) is not None:
-            parts.append(piece)
-        await self.done
+        watch = asyncio.ensure_future(self._watch(request))
+        try:
+            while (piece := await self.queue.get()) is not None:
+                parts.append(piece)
+            await self.done
+        finally:  # (cancelled too: the server shutting down)
+            watch.cancel()
+            self.stream.stopped.set()  # (a finished row: no effect)
         text = "".join(parts).strip()
         choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self._finish()}
                   if self.chat else {"index": 0, "text": text, "finish_reason": self._finish()})
         return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.served.name, "choices": [choice], "usage": self._usage()}
+
+    async def _watch(self, request: Request) -> None:
+        """A JSON (not streamed) answer's client gone before it is ready: its row stops generating for nobody, as a
+        stream's does when the server cancels it. The body is read, so the next message is the disconnect (awaited,
+        not `is_disconnected()`, which never sees it through the `guard` middleware's receive)."""
+        if (await request.receive())["type"] == "http.disconnect":
+            self.stream.stopped.set()
 
     async def _generate(self, job: Job, answered: asyncio.Future[Job]) -> None:
         start = time.perf_counter()
