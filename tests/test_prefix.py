@@ -104,3 +104,53 @@ def test_qlora_without_gpu_is_a_config_error(tiny_llama: Path, tmp_path: Path) -
     assert len(lines) == 1 and lines[0].startswith("error: --set method: qlora needs a CUDA GPU and bitsandbytes "
                                                    "(found: no CUDA GPU, "), lines
     assert lines[0].endswith("; use lora on CPU (GPU: pip install 'tunelab[qlora]')")
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_replies_are_those_of_the_trained_forward_pass(method: str, arch: str, tiny_llama: Path) -> None:
+    """generate() (eval, predict), the chat stream and the server's batcher reply as the model was trained: each
+    greedy token is the argmax of peft's own forward pass over the virtual tokens + prompt + reply so far. peft's
+    generate() (peft 0.21, transformers 5.25) gave other tokens from the second on (prompt; a GPT-2 ran out of
+    positions after a few) or from the first (prefix); rotary (llama) and learned positions (gpt2), left padding."""
+    import io
+    import threading
+
+    from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from tunelab.serve.chat_batcher import ChatBatcher, Job
+    from tunelab.tasks.generation import GenerationConfig, generate
+    from tunelab.tasks.streaming import stream_reply
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    base = (AutoModelForCausalLM.from_pretrained(tiny_llama) if arch == "llama" else
+            GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=32, n_layer=2, n_head=2)))
+    config = (PrefixTuningConfig if method == "prefix" else PromptTuningConfig)(task_type=TaskType.CAUSAL_LM,
+                                                                                num_virtual_tokens=3)
+    model = get_peft_model(base, config).eval()
+    with torch.no_grad():  # weights and virtual tokens of some size: replies that depend on them
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 1.0 if p.requires_grad else 0.5)
+
+    def trained(prompt: list[int], new: int) -> list[int]:
+        seq = list(prompt)
+        with torch.no_grad():
+            for _ in range(new):
+                seq.append(int(model(input_ids=torch.tensor([seq]), attention_mask=torch.ones(1, len(seq))
+                                     ).logits[0, -1].argmax()))
+        return seq[len(prompt):]
+
+    prompts, new, none = [[5, 7, 9, 11, 13], [6, 8]], 12, 10**6  # (`none`: no stop id ends a reply early)
+    want = [trained(p, new) for p in prompts]
+    cfg = GenerationConfig(max_new_tokens=new)
+    assert generate(model, tok, prompts, cfg, batch_size=2, stop_ids=[none]) == want
+    out = io.StringIO()
+    info: dict = {}
+    stream_reply(model, tok, prompts[0], cfg, [none], out, info=info)
+    assert info["tokens"] == new and out.getvalue().strip() == tok.decode(want[0], skip_special_tokens=True).strip()
+    jobs = [Job(p, cfg, lambda _: None, threading.Event()) for p in prompts]
+    ChatBatcher(model, tok, stop=[none])._generate(jobs)
+    assert [j.tokens for j in jobs] == want

@@ -218,7 +218,7 @@ class Completion:
             raise invalid("max_tokens", f"at most {settings.max_tokens}")
         asked = body.max_tokens if body.max_tokens is not None else min(model.task.cfg.generation.max_new_tokens,
                                                                         settings.max_tokens)  # the server's cap
-        positions, limit = prompt_limit(model.module.config, settings.max_prompt_tokens)
+        positions, limit = prompt_limit(model.module, settings.max_prompt_tokens)
         if not self.ids:
             raise invalid("messages" if self.chat else "prompt", "empty: no tokens to continue from")
         if len(self.ids) > limit:

@@ -18,6 +18,7 @@ import torch
 from transformers import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from tunelab.models.generate import generate_ids
 from tunelab.serve.batcher import QueueFull
 from tunelab.tasks.generation import GenerationConfig, generate_kwargs
 
@@ -145,6 +146,5 @@ class ChatBatcher:
             torch.manual_seed(cfg.seed)
         rows = _Rows(jobs, self.tokenizer, self.stop)
         with torch.no_grad():
-            self.model.generate(input_ids=ids, attention_mask=mask, streamer=rows,
-                                stopping_criteria=StoppingCriteriaList([rows]),
-                                **generate_kwargs(cfg, self.tokenizer, self.stop))
+            generate_ids(self.model, ids, mask, streamer=rows, stopping_criteria=StoppingCriteriaList([rows]),
+                         **generate_kwargs(cfg, self.tokenizer, self.stop))

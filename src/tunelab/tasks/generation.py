@@ -16,6 +16,7 @@ from pydantic import Field
 
 from tunelab.config.sections import Section
 from tunelab.errors import ConfigError, TunelabError
+from tunelab.models.generate import generate_ids, virtual_tokens
 from tunelab.models.positions import learned_position_limit
 from tunelab.models.precision import autocast_dtype
 from tunelab.progress import Steps
@@ -42,10 +43,12 @@ class GenerationConfig(Section):
                                    "first N rows of each split (null: all).")
 
 
-def prompt_limit(model_config: Any, cap: int) -> tuple[int, int]:
+def prompt_limit(model: Any, cap: int) -> tuple[int, int]:
     """(the model's positions, the longest prompt it takes): its positions less one, for the first new token (a model
-    with learned positions has no row past its last), and at most `cap`; `cap` + 1 positions when it does not say."""
-    positions = getattr(model_config, "max_position_embeddings", None) or cap + 1
+    with learned positions has no row past its last), and at most `cap`; `cap` + 1 positions when it does not say.
+    A prompt / prefix-tuned model's virtual tokens take the first positions."""
+    given = getattr(model.config, "max_position_embeddings", None)
+    positions = given - virtual_tokens(model) if given else cap + 1
     return positions, min(cap, positions - 1)
 
 
@@ -106,10 +109,7 @@ def _position_limit(model: torch.nn.Module) -> int | None:
     tuning (peft moves the positions past them); None for rotary or relative positions, which run on past their
     trained length."""
     limit = learned_position_limit(model)
-    peft = getattr(model, "active_peft_config", None)
-    if limit and getattr(peft, "is_prompt_learning", False):  # prompt, p- and prefix tuning: peft shifts positions
-        limit -= getattr(peft, "num_virtual_tokens", 0) or 0
-    return limit
+    return limit - virtual_tokens(model) if limit else limit  # (prompt and prefix tuning: positions past them)
 
 
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
@@ -154,7 +154,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
                 mask[row, width - n:] = 1
             room = {"max_new_tokens": min(cfg.max_new_tokens, limit - width)} if limit else {}  # cut there
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **{**kwargs, **room})
+                gen = generate_ids(model, ids.to(device), mask.to(device), **{**kwargs, **room})
             for row, i in enumerate(chunk):
                 new = gen[row, width:].tolist()
                 end = next((k for k, t in enumerate(new) if t in stop), None)

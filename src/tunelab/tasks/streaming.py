@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import torch
 from transformers import StoppingCriteriaList, TextIteratorStreamer
 
+from tunelab.models.generate import generate_ids
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, generate_kwargs
 
@@ -39,8 +40,7 @@ def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: Ge
     def work() -> None:
         try:
             with torch.no_grad():
-                result["sequences"] = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                                     **kwargs)
+                result["sequences"] = generate_ids(model, input_ids, torch.ones_like(input_ids), **kwargs)
         except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
             result["error"] = e
             streamer.end()

@@ -263,7 +263,7 @@ class UI:
             raise invalid("messages", f"the chat template refused them: {str(exc)[:200]}") from None
         from tunelab.tasks.generation import prompt_limit  # here: importing it loads torch (the model has)
 
-        positions, limit = prompt_limit(model.module.config, checks.MAX_PROMPT_TOKENS)
+        positions, limit = prompt_limit(model.module, checks.MAX_PROMPT_TOKENS)
         if len(ids) > limit:
             raise invalid("messages", f"the conversation is {len(ids)} tokens, at most {limit} (the model's "
                                       f"context is {positions})")

@@ -1,0 +1,62 @@
+"""`model.generate()` as the model trained: for a prompt-learning peft model (`method: prefix`, `method: prompt`) the
+base model generates with the virtual tokens put where training put them, instead of through peft's own
+`generate()`.
+
+Why hand-written: with transformers 5.25 and peft 0.21, peft's `prepare_inputs_for_generation` looks for the cache
+under `past_key_values`, which transformers now passes as `cache`; it then feeds the whole prompt again at every
+step (prompt tuning: the reply differs from the trained model's from its second token on, and a learned position
+table runs out after a few tokens) or never puts the prefix in the cache (prefix tuning: the base model's reply).
+Here a prompt-tuned model generates from its input embeddings with the virtual tokens' embeddings first, and a
+prefix-tuned one from a cache holding the prefix; both with the attention mask extended over the virtual tokens,
+so that positions (counted from the mask under left padding) are those of training. The first-token and whole-reply
+equality to peft's own forward pass is tested (tests/test_prefix.py)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+
+def _prompt_learning(model: Any) -> tuple[str, int] | None:
+    """(peft type, virtual tokens) of a prompt-learning peft model's active adapter; None for any other model."""
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is None or not getattr(cfg, "is_prompt_learning", False):
+        return None
+    kind = getattr(cfg.peft_type, "value", cfg.peft_type)
+    return str(kind), int(cfg.num_virtual_tokens)
+
+
+def virtual_tokens(model: Any) -> int:
+    """How many positions a prompt / prefix-tuned model's virtual tokens take before every sequence (0: none)."""
+    found = _prompt_learning(model)
+    return found[1] if found else 0
+
+
+def _cache_argument(model: Any) -> str:
+    """The name generate() takes a prefilled cache under: `cache` since transformers 5.25, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """`model.generate(input_ids=..., attention_mask=..., **kwargs)`: the prompt ids followed by the new ones, one
+    row per prompt, as generate() returns them — for a prompt / prefix-tuned model too (see the module's text)."""
+    found = _prompt_learning(model)
+    if found is None:
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    kind, n = found
+    base = model.get_base_model()
+    rows = input_ids.shape[0]
+    mask = torch.cat([attention_mask.new_ones((rows, n)), attention_mask], dim=1)
+    if kind == "PREFIX_TUNING":  # the prefix as the cache's first n positions, n placeholder ids standing for them
+        # (generate() repeats each row per beam, the cache left as given: it is made that wide)
+        cache = model.get_prompt(batch_size=rows * max(1, int(kwargs.get("num_beams") or 1)))
+        held = input_ids.new_full((rows, n), int(kwargs.get("pad_token_id") or 0))
+        out = base.generate(input_ids=torch.cat([held, input_ids], dim=1), attention_mask=mask,
+                            **{_cache_argument(base): cache}, **kwargs)
+        return out[:, n:]
+    embeds = base.get_input_embeddings()(input_ids)
+    prompts = model.get_prompt(batch_size=rows).to(embeds.dtype)
+    new = base.generate(inputs_embeds=torch.cat([prompts, embeds], dim=1), attention_mask=mask, **kwargs)
+    return torch.cat([input_ids, new], dim=1)
