@@ -358,3 +358,19 @@ def test_the_training_rows_fingerprint_is_of_their_values(tiny_bert: Path, tmp_p
     assert runner.invoke(app, ["train", *sets]).exit_code == 0
     summary = json.loads((out / "data_summary.json").read_text())
     assert len(summary["training_rows_sha256"]) == 64
+
+
+def test_a_checkpoint_of_other_shapes_is_one_line(tiny_bert: Path, tmp_path: Path) -> None:
+    """--resume of a LoRA rank-1 run's checkpoint by a rank-2 run: refused by shape, before anything is copied (copy_
+    broadcast the rank-1 matrices into rank-2 ones, and the fused AdamW crashed on the optimizer state)."""
+    one = tmp_path / "r1"
+    assert runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, one, method="lora", **{"method.r": "1"})]
+                         ).exit_code == 0
+    step = sorted((one / "checkpoints").iterdir())[0]
+    two = tmp_path / "r2"
+    _fails(["train", *_sets(tiny_bert, tmp_path, two, method="lora", **{"method.r": "2"}), "--resume", str(step)],
+           "is [1, 32] there, [2, 32] here")
+    assert not two.exists()  # refused before the folder was claimed: the run with the right r starts there as new
+    _fails(["train", *_sets(tiny_bert, tmp_path, tmp_path / "fz", method="freeze", **{"method.k": "5"})],
+           "method.k: 5 is more than the model's 2 layers")  # a method's settings too
+    assert not (tmp_path / "fz").exists()

@@ -26,7 +26,7 @@ from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
 from tunelab.export.save import META_FILE, load_model, save_model
-from tunelab.io import write_json_atomic, write_text_atomic
+from tunelab.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tunelab.methods.base import Method, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
@@ -40,7 +40,7 @@ from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
 from tunelab.training import engine
-from tunelab.training.checkpoint import find_checkpoint
+from tunelab.training.checkpoint import check_fits, find_checkpoint
 from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,
@@ -146,14 +146,47 @@ def run(cfg: RunConfig, resume: str | None = None,
     if extra:  # soft targets only (Task.distill_step); batched with the training rows, packed like them
         features["train"] = WithUnlabeled(train.features, marked(task.train_features(extra)))
         report.applied["unlabeled"] = {"file": cfg.data.unlabeled, "rows": len(unlabeled), "features": len(extra)}
+    # the untrained model scored (main process; its replies written once the folder is claimed), then the method
+    # applied and checked — its settings, what trains, a resumed checkpoint's shapes — before anything is written
+    baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
+    model = _applied(method, model, task, cfg, resume_from)
     if not state.is_main_process:
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
-                      on_eval, t0, distill)
+                      on_eval, t0, distill, baseline)
     with RunDirLock(out):
         check_out(locked=True)  # again, now that no other run can write it: one may have since the first check
         start_run_dir(out, config_yaml, resume_from if own else None)
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
-                      on_eval, t0, distill)
+                      on_eval, t0, distill, baseline)
+
+
+def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig,
+             resume_from: Path | None) -> torch.nn.Module:
+    """`model` with the method applied, what trains checked (layer-wise lr decay; a resumed checkpoint's names and
+    shapes): before the run claims its output_dir."""
+    model = method.apply(model, task.head_modules(model), task.new_token_ids)
+    check_layer_decay(model, cfg.train.layer_lr_decay)
+    if resume_from is not None:
+        check_fits(resume_from, model)
+    return model
+
+
+Baseline = tuple[dict[str, Any] | None, list[tuple[Path, list[dict[str, Any]]]]]
+
+
+def _baseline(cfg: RunConfig, task: Task, model: torch.nn.Module, tokenizer: Any,
+              splits: dict[str, list[dict[str, Any]]], state: PartialState, out: Path) -> Baseline:
+    """The untrained model on validation (train.baseline_eval; default: the task's own), on the main process: its
+    metrics, and its replies' files (written by `_train` into the claimed output_dir)."""
+    want = task.baseline_eval if cfg.train.baseline_eval is None else cfg.train.baseline_eval
+    if not (want and "validation" in splits and state.is_main_process):
+        return None, []
+    pending: list[tuple[Path, list[dict[str, Any]]]] = []
+    metrics = evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size)
+    metrics.update(final_generation(task, model, tokenizer, {"validation": splits["validation"]},
+                                    cfg.train.eval_batch_size, out, prefix="baseline-", pending=pending
+                                    ).get("validation", {}))
+    return metrics, pending
 
 
 def _fingerprint(report: DataReport, train: Sequence[dict[str, Any]], save_steps: int | None,
@@ -268,17 +301,13 @@ def longest_input(features: dict[str, Sequence[dict[str, Any]]], longest_train: 
 def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: Method, model: torch.nn.Module,
            tokenizer: Any, splits: dict[str, list[dict[str, Any]]], features: dict[str, Sequence[dict[str, Any]]],
            report: DataReport, resume_from: Path | None, on_eval: Callable[[int, dict[str, Any]], None] | None,
-           t0: float, distill: DistillLoss | None = None) -> dict[str, Any]:
-    """The run once its output_dir is claimed: baseline, training, export, final evaluation, report."""
+           t0: float, distill: DistillLoss | None, baseline_run: Baseline) -> dict[str, Any]:
+    """The run once its output_dir is claimed (the method applied): training, export, final evaluation, report."""
+    baseline, replies = baseline_run
     if state.is_main_process:
         report.write(out, splits)
-    baseline = None  # the untrained model on validation (train.baseline_eval; default: the task's own)
-    want_baseline = task.baseline_eval if cfg.train.baseline_eval is None else cfg.train.baseline_eval
-    if want_baseline and "validation" in splits and state.is_main_process:
-        baseline = evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size)
-        baseline.update(final_generation(task, model, tokenizer, {"validation": splits["validation"]},
-                                         cfg.train.eval_batch_size, out, prefix="baseline-").get("validation", {}))
-    model = method.apply(model, task.head_modules(model), task.new_token_ids)
+        for path, rows in replies:  # the untrained model's, generated before the folder was claimed
+            write_jsonl_atomic(path, rows)
     params = count_parameters(model)
 
     def score(m: torch.nn.Module, split: str = "validation") -> dict[str, Any]:

@@ -48,10 +48,12 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
 
 
 def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
-                     batch_size: int, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
+                     batch_size: int, out_dir: Path, prefix: str = "",
+                     pending: list[tuple[Path, list[dict[str, Any]]]] | None = None) -> dict[str, dict[str, Any]]:
     """With `task.generation.eval_generate`: generation metrics of each evaluation split (the first
-    `eval_limit` rows), replies written to `RUN/predictions/<prefix><split>.generations.jsonl` and, without a
-    prefix, set as `example["generated"]` (picked up by the per-example records). Otherwise {}."""
+    `eval_limit` rows), replies written to `RUN/predictions/<prefix><split>.generations.jsonl` (or, given `pending`,
+    added to it as (path, rows) for the caller to write once it may) and, without a prefix, set as
+    `example["generated"]` (picked up by the per-example records). Otherwise {}."""
     cfg = getattr(task.cfg, "generation", None)
     if not isinstance(cfg, GenerationConfig) or not cfg.eval_generate:
         return {}
@@ -64,7 +66,11 @@ def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits:
         if not prefix:
             for ex, row in zip(chosen, rows, strict=True):
                 ex["generated"] = row["prediction"]
-        write_jsonl_atomic(out_dir / "predictions" / f"{prefix}{name}.generations.jsonl", rows)
+        path = out_dir / "predictions" / f"{prefix}{name}.generations.jsonl"
+        if pending is None:
+            write_jsonl_atomic(path, rows)
+        else:
+            pending.append((path, rows))
         out[name] = metrics
     return out
 

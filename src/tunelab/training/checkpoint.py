@@ -185,15 +185,36 @@ def load_trainable(path: Path, model: torch.nn.Module) -> None:
 
 
 def copy_trainable(saved: dict[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint") -> None:
-    """Copy weights by name into `model`'s trainable parameters; the names must be exactly those."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(saved) != set(params):
-        extra, missing = sorted(set(saved) - set(params)), sorted(set(params) - set(saved))
-        raise TunelabError(f"{resume_option()}: {source} does not match this model and method "
-                           f"(not in the model: {extra[:3]}; not in the checkpoint: {missing[:3]})")
+    """Copy weights by name into `model`'s trainable parameters; the names and shapes must be exactly those."""
+    params = _fits({n: list(t.shape) for n, t in saved.items()}, model, source)
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(saved[name])
+
+
+def check_fits(path: Path, model: torch.nn.Module) -> None:
+    """A checkpoint's trainable weights (their names and shapes, read from the file's header) are this model's and
+    method's: checked before the run claims its output_dir. (FSDP / DeepSpeed checkpoints, sharded, are not.)"""
+    file = path / "trainable.safetensors"
+    if file.is_file():
+        with safe_open(str(file), "pt") as f:
+            _fits({k: list(f.get_slice(k).get_shape()) for k in f.keys()}, model, str(path))  # noqa: SIM118
+
+
+def _fits(shapes: dict[str, list[int]], model: torch.nn.Module, source: str) -> dict[str, torch.nn.Parameter]:
+    """`model`'s trainable parameters by name, refused in one line unless `shapes` are exactly theirs — shapes too:
+    copy_ broadcasts (a rank-1 LoRA matrix would fill a rank-8 one silently, and its optimizer state crash AdamW)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(shapes) != set(params):
+        extra, missing = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+        raise TunelabError(f"{resume_option()}: {source} does not match this model and method "
+                           f"(not in the model: {extra[:3]}; not in the checkpoint: {missing[:3]})")
+    for name, p in params.items():
+        if shapes[name] != list(p.shape):
+            raise TunelabError(f"{resume_option()}: {source} does not match this model and method ({name} is "
+                               f"{shapes[name]} there, {list(p.shape)} here: another model or method setting, e.g. "
+                               "method.r); resume with the settings it was written with")
+    return params
 
 
 def load_checkpoint(

@@ -32,9 +32,15 @@ def layer_depths(names: list[str]) -> tuple[dict[str, int], int]:
 
 
 def check_layer_decay(model: torch.nn.Module, layer_decay: float | None) -> None:
-    """Refuse `train.layer_lr_decay` for a model without numbered layers before anything is written."""
-    if layer_decay is not None and not layer_depths([n for n, _ in model.named_parameters()])[1]:
+    """Refuse `train.layer_lr_decay` for a model without numbered layers, or (once the method is applied) whose
+    trainable parameters sit in none, before anything is written."""
+    if layer_decay is None:
+        return
+    if not layer_depths([n for n, _ in model.named_parameters()])[1]:
         raise ConfigError(f"config: train.layer_lr_decay: the model has no numbered layers ({LAYER_NAMES})")
+    if not layer_depths([n for n, p in model.named_parameters() if p.requires_grad])[1]:
+        raise ConfigError(f"config: train.layer_lr_decay: no trainable parameter sits in a numbered layer "
+                          f"({LAYER_NAMES}); prefix / prompt tuning trains virtual tokens only")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
@@ -45,9 +51,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr: float | None =
     lowest — one group per depth, the top one first (the lr the logs show)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     depths, layers = layer_depths([n for n, _ in named]) if layer_decay is not None else ({}, 0)
-    if layer_decay is not None and not layers:
-        raise ConfigError(f"config: train.layer_lr_decay: no trainable parameter sits in a numbered layer "
-                          f"({LAYER_NAMES}); prefix / prompt tuning trains virtual tokens only")
+    check_layer_decay(model, layer_decay)
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if layer_decay is not None and callable(get_head) else None
     head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
