@@ -344,3 +344,20 @@ def test_rdrop_refusals(tiny_llama: Path, tiny_bert: Path, tmp_path: Path) -> No
         res = CliRunner().invoke(app, ["train", *[a for s in args for a in ("--set", s)]])
         assert res.exit_code == 2 and res.output.strip().startswith(f"error: {message}"), res.output
         assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_freeze_keeps_embeddings_frozen_whatever_their_name() -> None:
+    """GPT-2's embeddings are `wte` / `wpe` (no "embed" in the name): frozen like any model's; k=0 (a linear probe)
+    trains the final norm and the head only, k=1 the top block too."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from tunelab.methods.freeze import Freeze, FreezeConfig
+
+    def trainable(k: int) -> set[str]:
+        model = GPT2ForSequenceClassification(GPT2Config(vocab_size=40, n_positions=16, n_embd=8, n_layer=2, n_head=2))
+        model = Freeze(FreezeConfig(k=k)).apply(model, ["score"])
+        return {n for n, p in model.named_parameters() if p.requires_grad}
+
+    assert trainable(0) == {"transformer.ln_f.weight", "transformer.ln_f.bias", "score.weight"}
+    one = trainable(1)
+    assert one - trainable(0) == {n for n in one if n.startswith("transformer.h.1.")} != set()

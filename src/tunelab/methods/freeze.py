@@ -42,13 +42,15 @@ class Freeze(Method):
         if self.cfg.k > len(stack):
             raise ConfigError(f"method.k: {self.cfg.k} is more than the model's {len(stack)} layers")
         top = {f"{stack_name}.{i}." for i in range(len(stack) - self.cfg.k, len(stack))}
+        # embeddings by module, not by name only: GPT-2's `wte` / `wpe` hold no "embed"
+        tables = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
         for name, p in model.named_parameters():
             in_stack = name.startswith(stack_name + ".")
             trainable = (
                 any(name.startswith(h + ".") for h in heads)
                 or any(name.startswith(t) for t in top)
                 # after the stack and before the head: BERT's pooler, a decoder's final norm
-                or (not in_stack and "embed" not in name)
+                or (not in_stack and "embed" not in name and id(p) not in tables)
             )
             p.requires_grad_(trainable)
         warn_untrained_tokens("freeze", new_tokens)
