@@ -117,6 +117,21 @@ def test_classification_head_is_merged(tiny_bert: Path, sentiment_files: tuple[P
         assert torch.allclose(merged(**x).logits, saved(**x).logits, atol=1e-5)
 
 
+def test_a_masked_lm_merges_into_its_own_class(tiny_bert: Path, tmp_path: Path) -> None:
+    """pretrain with objective mlm (an instance setting of the task): merged as BertForMaskedLM, as RUN/model is, not
+    as the causal LM class pretrain names by default (a BertLMHeadModel; an encoder without one failed)."""
+    import json
+
+    from conftest import sentiment_rows
+
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": r["text"]} for r in sentiment_rows(12)])
+    run = _train(tmp_path, ["task=pretrain", "task.objective=mlm", f"model={tiny_bert}", f"data.train={train}",
+                            "data.max_length=64", "method=lora", "method.r=4"])
+    res = CliRunner().invoke(app, ["export", str(run), "--merge", "--output", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+
+
 def test_merge_never_writes_over_the_runs_data(tiny_bert: Path, tmp_path: Path) -> None:
     """The data files the run's config names, as plain export and compress refuse them: never the --output, nor a
     folder holding one or inside one, even with --overwrite; one line, exit 2, nothing touched."""

@@ -31,12 +31,11 @@ from transformers import AutoConfig
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import claim, commit, run_reads, staged
 from tunelab.export.parity import ParityError
-from tunelab.export.save import META_FILE, load_tokenizer
+from tunelab.export.save import META_FILE, load_task, load_tokenizer
 from tunelab.io import Read, read_json
 from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name
 from tunelab.models.segments import reseed_as_trained
-from tunelab.registry import TASKS
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
                 "the outputs.", "一只敏捷的狐狸跳过了懒狗。", "1 2 3 4 5")
@@ -131,8 +130,9 @@ def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
 
 
-def _auto_class(meta: dict[str, Any]) -> Any:
-    return getattr(transformers, TASKS.get(meta["task"]["name"]).auto_model_class)
+def _auto_class(model_dir: Path) -> Any:
+    """The model's transformers class as its task built it (the instance's: pretrain's depends on its objective)."""
+    return getattr(transformers, load_task(model_dir).auto_model_class)
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
     """(peft model, its auto class, base path): the base as trained (head labels from RUN/model's config,
     vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode."""
     checked = check_adapter(adapter, model_dir)
-    base, auto, config = checked.base, _auto_class(checked.meta), checked.base_config
+    base, auto, config = checked.base, _auto_class(model_dir), checked.base_config
     saved = AutoConfig.from_pretrained(str(model_dir))
     for key in HEAD_KEYS:
         if getattr(saved, key, None) is not None:
