@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import build_config
+from tunelab.config.sections import TrainConfig
 from tunelab.data.readers import Record, Table
-from tunelab.errors import TunelabError
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.registry import METHODS, TASKS
 from tunelab.training import checkpoint as ckpt
 from tunelab.training import engine
@@ -131,6 +132,48 @@ def test_early_stopping_exports_the_best_step(checkpoints: bool, tiny_bert: Path
     assert rows[-1] == {"step": 4, "early_stopping": stop}
 
 
+def test_a_resumed_run_selects_its_best_from_before_the_resume(tiny_bert: Path, tmp_path: Path) -> None:
+    """The best step came before the resume and none after beats it: select_best exports that step's weights, read
+    beside the resumed checkpoint — resumed into another folder, or with train.save_steps 0 (both failed at the
+    very end, every step trained and no model written); a later best replaces it."""
+    first = tmp_path / "a"
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=3, eval_steps=1, save_steps=1, best_metric="accuracy")
+    engine.train(model, feats, collate, cfg.train, 1e-2, first, evaluate=_scripted([0.5, 0.8, 0.7]))
+    best = load_file(str(first / "checkpoints" / "step-00000002" / "trainable.safetensors"))
+    for out, save_steps, values, step in ((tmp_path / "b", 1, [0.6, 0.65], 2), (first, 0, [0.6, 0.65], 2),
+                                          (tmp_path / "c", 1, [0.9, 0.6], 4)):
+        cfg, model, feats, collate = _setup(tiny_bert, max_steps=5, eval_steps=1, save_steps=save_steps,
+                                            best_metric="accuracy")
+        result = engine.train(model, feats, collate, cfg.train, 1e-2, out, evaluate=_scripted(values),
+                              resume_from=first / "checkpoints" / "step-00000003")
+        assert (result.steps, result.selected_step) == (5, step)
+        now = ckpt.trainable_state(model)
+        assert all(torch.equal(now[k], best[k]) for k in now) == (step == 2)
+
+
+def test_an_early_stopped_run_resumed_with_more_patience_trains_on(tiny_bert: Path, tmp_path: Path) -> None:
+    """Stopped early at step 2 (patience 1); resumed with patience 10 (early_stopping may change on resume), it
+    trains on to max_steps instead of stopping again at once, having trained nothing."""
+    stop = {"metric": "accuracy", "patience": 1}
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=6, eval_steps=1, save_steps=1, early_stopping=stop)
+    result = engine.train(model, feats, collate, cfg.train, 1e-2, tmp_path, evaluate=_scripted([0.5, 0.4]))
+    assert (result.steps, result.stopped_early) == (2, True)
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=4, eval_steps=1, save_steps=1,
+                                        early_stopping={**stop, "patience": 10})
+    result = engine.train(model, feats, collate, cfg.train, 1e-2, tmp_path, evaluate=_scripted([0.3, 0.2]),
+                          resume_from=tmp_path / "checkpoints" / "step-00000002")
+    assert (result.steps, result.stopped_early) == (4, False)
+
+
+def test_early_stopping_and_best_metric_name_one_metric() -> None:
+    """Two different metrics were one tracker silently (early_stopping.metric and its mode dropped): refused."""
+    with pytest.raises(ConfigError, match=r"^config: train.early_stopping.metric: 'eval_loss' where "
+                                          r"train.best_metric is 'accuracy': one metric"):
+        TrainConfig(best_metric="accuracy", early_stopping={"metric": "eval_loss"})
+    TrainConfig(best_metric="accuracy", early_stopping={"metric": "accuracy", "patience": 2})
+    TrainConfig(best_metric="accuracy", early_stopping={"patience": 2})
+
+
 def test_unknown_metric_is_a_user_error(tiny_bert: Path) -> None:
     cfg, model, feats, collate = _setup(tiny_bert, max_steps=2, eval_steps=1, save_steps=0, best_metric="nope")
     with pytest.raises(TunelabError, match=r"metric 'nope' is not among the evaluation metrics \(accuracy, n\)"):
@@ -222,10 +265,15 @@ def test_layer_lr_decay_steps_each_depth_at_its_rate(method: str, tiny_bert: Pat
     assert step("layer.0.") == pytest.approx(top / 2, rel=0.02)
     if method == "full":
         assert step("word_embeddings") == pytest.approx(top / 4, rel=0.02)
-    with pytest.raises(TunelabError, match="no trainable parameter sits in a numbered layer"):
-        from tunelab.training.optim import param_groups
+    from tunelab.training.optim import param_groups
 
+    with pytest.raises(TunelabError, match="the model has no numbered layers"):
         param_groups(torch.nn.Linear(2, 2), 0.0, 1e-2, 0.5)
+    virtual = torch.nn.Module()  # layers frozen, a prompt's virtual tokens train (prefix / prompt tuning)
+    virtual.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2).requires_grad_(False)])
+    virtual.prompt = torch.nn.Parameter(torch.zeros(3, 2))
+    with pytest.raises(TunelabError, match="no trainable parameter sits in a numbered layer"):
+        param_groups(virtual, 0.0, 1e-2, 0.5)
 
 
 @pytest.mark.parametrize("tied", [True, False])

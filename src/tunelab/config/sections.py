@@ -333,6 +333,16 @@ class TrainConfig(Section):
                                      f"(or {TRACKER_PACKAGES[name]})")
         return names
 
+    @model_validator(mode="after")
+    def _one_metric(self) -> TrainConfig:
+        """One tracker picks the best checkpoint and stops training: two different metrics were one silently."""
+        es = self.early_stopping
+        if es is not None and es.metric is not None and self.best_metric is not None and es.metric != self.best_metric:
+            raise ConfigError(f"config: train.early_stopping.metric: {es.metric!r} where train.best_metric is "
+                              f"{self.best_metric!r}: one metric picks the best checkpoint and stops training (as HF "
+                              "Trainer's metric_for_best_model); leave one of them out")
+        return self
+
     def tracks_best(self) -> bool:
         """A best checkpoint is tracked (and never pruned) when a selection metric is configured."""
         return bool(self.early_stopping or self.best_metric or self.select_best)

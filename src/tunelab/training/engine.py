@@ -94,15 +94,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(
-    model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: Collate, cfg: TrainConfig, lr: float,
-    out_dir: Path | None = None,
-    evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
-    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
-    on_eval: Callable[[int, dict[str, Any]], None] | None = None,
-    resume_from: Path | None = None,
-    loss_units: Callable[[dict[str, torch.Tensor]], int] | None = None,
-) -> TrainResult:
+def train(model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: Collate, cfg: TrainConfig, lr: float,
+          out_dir: Path | None = None, evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+          loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+          on_eval: Callable[[int, dict[str, Any]], None] | None = None, resume_from: Path | None = None,
+          loss_units: Callable[[dict[str, torch.Tensor]], int] | None = None) -> TrainResult:
     """Optimise `model` on tokenised `features`; evaluate and checkpoint as configured.
 
     `loss_fn(model, batch)` replaces the model's own loss (class weights, focal loss, ...);
@@ -147,10 +143,8 @@ class Loop:
             dist.check_strategy(cfg)
             dist.ensure_group()
         extra = dist.accelerator_kwargs(cfg.distributed, cfg, dist.world()[1], mixed) if self.strategy != "ddp" else {}
-        self.acc = acc = Accelerator(
-            cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed,
-            **extra,
-        )
+        self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum,
+                                     mixed_precision=mixed, **extra)
         self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
         self.lora = use_fast_lora(model) if cfg.fast_lora and self.strategy == "ddp" else []
         self.features, self.collate, self.cfg = features, collate, cfg
@@ -215,6 +209,10 @@ class Loop:
         self.s = LoopState(**saved["loop"])
         if self.tracker is not None and saved.get("tracker"):
             self.tracker.load_state_dict(saved["tracker"])
+            if self.select and self.acc.is_main_process:  # the best so far, where this run's checkpoints lack it
+                self.best_weights = ckpt.resumed_best(path, self.tracker.best_step, self.s.step, self.ckpt_root)
+        # stopped early, resumed with other early_stopping settings (or none): it stops as these say
+        self.s.stopped = self.cfg.early_stopping is not None and self.tracker is not None and self.tracker.should_stop
         self.resumed_from = self.last_saved = path
 
     @property
@@ -342,9 +340,9 @@ class Loop:
     def checkpoint(self, improved: bool) -> None:
         """Every `save_every` steps, and at each new best when a best is tracked (so it is on disk)."""
         s, tracker = self.s, self.tracker
+        if improved:  # (the best in memory: a resumed run's — no longer the best — or, without checkpoints, this one)
+            self.best_weights = self.gathered(trainable_only=True) if self.ckpt_root is None and self.select else None
         if self.ckpt_root is None:
-            if self.select and improved:
-                self.best_weights = self.gathered(trainable_only=True)
             return
         if not (s.step % self.save_every == 0 or self.keep_best and improved):
             return
