@@ -277,7 +277,7 @@ class TrainConfig(Section):
     )
     best_metric: str | None = Field(
         None, description="Eval metric that picks the best checkpoint (kept, never pruned); "
-        "default: early_stopping.metric."
+        "default: early_stopping.metric (one metric picks and stops: naming both, they must be the same)."
     )
     select_best: bool | None = Field(
         None, description="Export the best checkpoint's weights instead of the last; default: true when "
