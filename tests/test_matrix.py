@@ -361,3 +361,32 @@ def test_freeze_keeps_embeddings_frozen_whatever_their_name() -> None:
     assert trainable(0) == {"transformer.ln_f.weight", "transformer.ln_f.bias", "score.weight"}
     one = trainable(1)
     assert one - trainable(0) == {n for n in one if n.startswith("transformer.h.1.")} != set()
+
+
+def test_lora_on_a_head_of_two_layers_trains_and_merges(tmp_path: Path) -> None:
+    """DistilBERT's classification head is pre_classifier + classifier, both new: both train whole (saved with the
+    adapter) — peft matched `classifier` to `pre_classifier` by suffix too, over its LoRA layer: a TypeError after
+    the run had started."""
+    import json
+
+    from transformers import DistilBertConfig, DistilBertModel
+    from typer.testing import CliRunner
+
+    from conftest import WORDS, _tokenizer, write_jsonl
+    from tunelab.cli import app
+
+    tok = _tokenizer(WORDS, bert=True)
+    model = tmp_path / "distil"
+    DistilBertModel(DistilBertConfig(vocab_size=len(tok), dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                     max_position_embeddings=64, pad_token_id=tok.pad_token_id)).save_pretrained(model)
+    tok.save_pretrained(model)
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(16))
+    run = tmp_path / "run"
+    sets = ["task=classification", f"model={model}", f"data.train={train}", "data.max_length=32", f"output_dir={run}",
+            "method=lora", "train.max_steps=2", "train.batch_size=8", "train.save_steps=0", "train.report=false"]
+    res = CliRunner().invoke(app, ["train", *(x for s in sets for x in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert sorted(saved["modules_to_save"]) == ["classifier", "pre_classifier"]
+    res = CliRunner().invoke(app, ["export", str(run), "--merge"])
+    assert res.exit_code == 0, res.output

@@ -186,7 +186,8 @@ class Classification(Task):
         return model
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        return [n for n, _ in model.named_children() if n in ("classifier", "score")]
+        """The new head's modules: `classifier` / `score`, and DistilBERT's `pre_classifier` before it (new too)."""
+        return [n for n, _ in model.named_children() if n in ("pre_classifier", "classifier", "score")]
 
     def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
                          divergence: str = "kl") -> torch.Tensor:
