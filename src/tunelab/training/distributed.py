@@ -235,3 +235,8 @@ def scalar(value: torch.Tensor) -> float:
     """A float from a tensor that may be a DTensor (FSDP's gradient norm)."""
     full = getattr(value, "full_tensor", None)
     return float(full() if full is not None else value)
+
+
+def total(acc: Any, value: int) -> int:
+    """`value` summed over the processes (each counts the tokens of its share of every batch)."""
+    return int(acc.reduce(torch.tensor(value, device=acc.device), "sum")) if acc.num_processes > 1 else value

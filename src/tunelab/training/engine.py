@@ -169,10 +169,9 @@ class Loop:
         self.embedding = sparse_embedding(model, cfg, acc.num_processes, self.strategy, self.precision, lr)
         optimizer = make_optimizer(model, cfg, lr, row_grads=self.embedding is not None)
         self.scheduler = make_scheduler(cfg, optimizer, self.total)  # not prepared: stepped once per optimizer step
-        if self.strategy == "fsdp":  # accelerate would wrap the FSDP model in DDP: only the optimizer is prepared
-            self.model, self.optimizer = model, acc.prepare(optimizer)
-        else:
-            self.model, self.optimizer = acc.prepare(model, optimizer)
+        # (fsdp: accelerate would wrap the FSDP model in DDP: only the optimizer is prepared)
+        self.model, self.optimizer = (model, acc.prepare(optimizer)) if self.strategy == "fsdp" else acc.prepare(
+            model, optimizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.keep_best, self.select = cfg.tracks_best(), cfg.selects_best() and evaluate is not None
         needs_metric = evaluate is not None and (self.keep_best or cfg.scheduler == "reduce_on_plateau")
@@ -206,7 +205,7 @@ class Loop:
                                        load_optimizer_states=True, load_lr_scheduler_states=False)
         elif sharded:
             dist.load_sharded(self.model, self.optimizer, ckpt.load_file(str(path / ckpt.FILES[0])), state["optimizer"])
-        self.s = LoopState(**saved["loop"])
+        self.s = LoopState(**{**saved["loop"], **({} if self.acc.is_main_process else {"real": 0, "padded": 0})})
         if self.tracker is not None and saved.get("tracker"):
             self.tracker.load_state_dict(saved["tracker"])
             if self.select and self.acc.is_main_process:  # the best so far, where this run's checkpoints lack it
@@ -302,7 +301,7 @@ class Loop:
         s.all_loss, s.all_n = s.all_loss + mean_loss * s.log_n, s.all_n + s.log_n
         row = {"step": s.step, "epoch": round(s.step / self.per_epoch, 4),
                "loss": round(mean_loss, 6), "lr": self.scheduler.get_last_lr()[0],
-               "tokens_per_s": round((s.real - self.last_real) / max(now - self.last_t, 1e-9), 1),
+               "tokens_per_s": round(dist.total(self.acc, s.real - self.last_real) / max(now - self.last_t, 1e-9), 1),
                "elapsed_s": round(now - self.start, 2)}
         self.log.write(row)
         self.bar.update(s.step, mean_loss, row["tokens_per_s"])
@@ -355,12 +354,14 @@ class Loop:
                                        exclude_frozen_parameters=True)
             self.acc.wait_for_everyone()
         optim = None if tmp else dist.optimizer_state(self.model, self.optimizer)
+        # over processes: the mean loss (each resumes from it), all tokens (a resume's main process goes on from them)
+        s.log_loss, s.elapsed = float(self.acc.reduce(self.loss_sum.clone(), "mean")), time.perf_counter() - self.start
+        loop = {**asdict(s), "real": dist.total(self.acc, s.real), "padded": dist.total(self.acc, s.padded)}
         if not self.acc.is_main_process:
             return
-        s.log_loss, s.elapsed = float(self.loss_sum), time.perf_counter() - self.start
         self.last_saved = ckpt.save_checkpoint(
             self.ckpt_root, s.step, weights, optim, self.scheduler,
-            {"loop": asdict(s), "tracker": tracker.state_dict() if tracker else None, "data_order": self.data_order()},
+            {"loop": loop, "tracker": tracker.state_dict() if tracker else None, "data_order": self.data_order()},
             self.cfg.save_total_limit, tracker.best_step if tracker and self.keep_best else None, self.acc.scaler, rng,
             tmp)
 
@@ -390,8 +391,9 @@ class Loop:
             ckpt.copy_trainable(best, self.unwrapped, "the best weights")
         self.acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # drop accelerate's autocast-patched forward
         restore_attention(self.unwrapped, self.attention)
+        real, padded = dist.total(self.acc, s.real), dist.total(self.acc, s.padded)  # every process's tokens
         return TrainResult(
-            s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), s.real, s.padded,
+            s.step, round(s.step / self.per_epoch, 4), wall, s.all_loss / max(s.all_n, 1), real, padded,
             self.precision, s.evals, t.metric if t else None, t.best_value if t else None,
             t.best_step if t else None, selected, s.stopped, str(self.resumed_from) if self.resumed_from else None,
             full if self.acc.is_main_process else None,
