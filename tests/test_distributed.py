@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,17 +172,39 @@ def test_fsdp_lora_sft_killed_and_resumed_on_one_process(tiny_llama: Path, tmp_p
     assert (out / adapter).stat().st_size == (ref / adapter).stat().st_size
 
 
-def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path) -> None:
+def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
     sets = ["--set", "task=classification", "--set", f"model={tiny_bert}",
             "--set", f"data.train={tmp_path / 't.jsonl'}", "--set", f"output_dir={tmp_path / 'runs'}"]
     write_jsonl(tmp_path / "t.jsonl", sentiment_rows(4))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # then the launch sets it: printed, as a shell would run it
     res = runner.invoke(app, ["train", *sets, "--nproc", "4", "--nnodes", "2", "--node-rank", "1",
                               "--master-addr", "10.0.0.1", "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert res.output.split()[1:] == ["-m", "torch.distributed.run", "--nproc-per-node", "4", "--nnodes", "2",
+    threads = max(1, (os.cpu_count() or 1) // 4)
+    assert res.output.split()[0] == f"OMP_NUM_THREADS={threads}"
+    assert res.output.split()[2:] == ["-m", "torch.distributed.run", "--nproc-per-node", "4", "--nnodes", "2",
                                       "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500",
                                       "-m", "tunelab", "train", *sets]
+    # flags that would be ignored (no launch, or one machine) or fail inside torchrun: one line each, nothing run
+    busy = socket.socket()
+    busy.bind(("", 0))
+    busy.listen()
+    for flags, said in ((["--node-rank", "1"], "--node-rank: a launch setting"), (["--dry-run"], "--dry-run: a launch"),
+                        (["--master-port", "1234"], "--master-port: a launch setting"),
+                        (["--nproc", "2", "--master-addr", "10.0.0.1"], "--master-addr: for several machines"),
+                        (["--nproc", "1", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port",
+                          str(busy.getsockname()[1])], "--master-port: cannot listen on *:")):
+        res = runner.invoke(app, ["train", *sets, *flags])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and said in res.output, res.output
+    busy.close()
+    from tunelab.cli.train import interrupted_line  # Ctrl-C under the launch: the command that resumes has its flags
+
+    for key, value in {"RANK": "2", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4", "GROUP_RANK": "1",
+                       "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29501"}.items():
+        monkeypatch.setenv(key, value)
+    assert interrupted_line(tmp_path / "runs", None, []).endswith(
+        "--nproc 2 --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29501 --overwrite")
     res = runner.invoke(app, ["train", *sets, "--nproc", "2", "--nnodes", "2"])
     assert res.exit_code == 2 and "--master-addr" in res.output and len(res.output.strip().splitlines()) == 1
     res = runner.invoke(app, ["train", *sets, "--nproc", "2", "--set", "train.distributed.strategy=deepspeed"])

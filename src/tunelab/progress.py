@@ -36,7 +36,10 @@ def table_console(file: Any = None, width: int | None = None) -> Console:
 
 
 def say(line: str) -> None:
-    """One line on stderr, above the bar when one is drawn (e.g. an evaluation's scores during training)."""
+    """One line on stderr, above the bar when one is drawn (e.g. an evaluation's scores during training). Under a
+    launcher (torchrun sets RANK) the first process says it: every process would say the same."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     if _active and _active[0].bar is not None:
         _active[0].bar.console.print(line, highlight=False, markup=False)
     else:

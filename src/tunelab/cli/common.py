@@ -117,7 +117,7 @@ def run_dir_read(run_dir: Path) -> Read:
     return Read("the run directory", run_dir, RUN_FILES | STUDY_FILES)
 
 
-def check_listen(host: str, port: int) -> None:
+def check_listen(host: str, port: int, flag: str = "--host/--port") -> None:
     """Refuse, as one line, an address the server could not listen on (a name that does not resolve, a port in use,
     no permission) before any model is loaded; uvicorn would log it and exit with a traceback of its own."""
     import socket
@@ -136,7 +136,7 @@ def check_listen(host: str, port: int) -> None:
                         raise
     except OSError as exc:
         reason = exc.strerror or first_line(exc)
-        raise TunelabError(f"--host/--port: cannot listen on {host}:{port}: {reason}") from None
+        raise TunelabError(f"{flag}: cannot listen on {host or '*'}:{port}: {reason}") from None
 
 
 class _OptionalResumeValue(TyperCommand):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tunelab.errors import ConfigError
 
+MASTER_PORT = 29500  # torchrun's default
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -21,13 +23,26 @@ class Launch:
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str | None = None
-    master_port: int = 29500
+    master_port: int | None = None  # None: MASTER_PORT
 
     def check(self) -> None:
+        """Settings that would be ignored or fail inside torchrun: refused here, each in one line."""
         if self.nnodes > 1 and not self.master_addr:
             raise ConfigError("--nnodes: several machines need --master-addr (the address of the --node-rank 0 one)")
+        if self.nnodes == 1 and (self.master_addr or self.master_port is not None):
+            flag = "--master-addr" if self.master_addr else "--master-port"
+            raise ConfigError(f"{flag}: for several machines (--nnodes M); one machine's processes meet on it "
+                              "(torchrun --standalone, a free port)")
         if not 0 <= self.node_rank < self.nnodes:
             raise ConfigError(f"--node-rank: {self.node_rank} is not in 0..{self.nnodes - 1} (--nnodes {self.nnodes})")
+        if self.nnodes > 1 and self.node_rank == 0:  # this machine hosts the rendezvous: its port must be free
+            from tunelab.cli.common import check_listen
+
+            check_listen("", self.port, "--master-port")
+
+    @property
+    def port(self) -> int:
+        return MASTER_PORT if self.master_port is None else self.master_port
 
 
 def torchrun_command(launch: Launch, config: Path | None, sets: list[str], resume: str | None,
@@ -38,7 +53,7 @@ def torchrun_command(launch: Launch, config: Path | None, sets: list[str], resum
         cmd += ["--standalone"]
     else:
         cmd += ["--nnodes", str(launch.nnodes), "--node-rank", str(launch.node_rank),
-                "--master-addr", str(launch.master_addr), "--master-port", str(launch.master_port)]
+                "--master-addr", str(launch.master_addr), "--master-port", str(launch.port)]
     cmd += ["-m", "tunelab", "train", *([str(config)] if config else []), *(x for s in sets for x in ("--set", s))]
     if resume is not None:
         cmd += ["--resume", resume] if resume != "auto" else ["--resume"]
@@ -47,15 +62,25 @@ def torchrun_command(launch: Launch, config: Path | None, sets: list[str], resum
 
 def launch_env(nproc: int) -> dict[str, str]:
     """torchrun gives every process one thread; on CPUs each takes its share of the cores instead (unless set)."""
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return env
+    return {**os.environ, **threads(nproc)}
+
+
+def threads(nproc: int) -> dict[str, str]:
+    """The variables tunelab sets for the launch: OMP_NUM_THREADS, a share of the cores, unless the user set it."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+
+
+def shell_line(cmd: list[str], nproc: int) -> str:
+    """The command as a shell runs it, with the variables tunelab sets in front (what --dry-run prints)."""
+    return shlex.join([*(f"{k}={v}" for k, v in threads(nproc).items()), *cmd])
 
 
 def run_launch(cmd: list[str], nproc: int) -> int:
     """Run torchrun in the foreground; its exit status is the command's. Ctrl-C reaches every process (each ends
     as a one-process run does on Ctrl-C: the newest checkpoint kept)."""
-    print(f"launch: {shlex.join(cmd)}", file=sys.stderr)
+    print(f"launch: {shell_line(cmd, nproc)}", file=sys.stderr)
     try:
         return subprocess.run(cmd, env=launch_env(nproc), check=False).returncode
     except KeyboardInterrupt:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from tunelab.cli.common import _OptionalResumeValue, app, run_dir_read, user_errors
-from tunelab.cli.launch import Launch, run_launch, torchrun_command
+from tunelab.cli.launch import Launch, run_launch, shell_line, torchrun_command
+from tunelab.errors import ConfigError
 
 if TYPE_CHECKING:
     from tunelab.config.run import RunConfig
@@ -32,7 +34,8 @@ def train(
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines in the run (each runs the same command)."),
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="This machine's index, 0 .. nnodes-1."),
     master_addr: str | None = typer.Option(None, "--master-addr", help="Address of the node-rank 0 machine."),
-    master_port: int = typer.Option(29500, "--master-port", min=1, max=65535, help="Its port for the rendezvous."),
+    master_port: int | None = typer.Option(None, "--master-port", min=1, max=65535, help="Its port for the "
+                                           "rendezvous (default 29500)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the torchrun command that --nproc runs; run nothing."),
 ) -> None:
     """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
@@ -41,14 +44,21 @@ def train(
     from tunelab.evaluation.evaluate import print_metrics
 
     cfg = load_config(config, set_)
-    if nproc is not None or nnodes > 1 or dry_run:
+    if nproc is None and nnodes == 1:  # one process, no launcher: a launch flag would be silently ignored
+        given = [f for f, v in (("--dry-run", dry_run), ("--node-rank", node_rank), ("--master-addr", master_addr),
+                                ("--master-port", master_port is not None)) if v]
+        if given:
+            raise ConfigError(f"{given[0]}: a launch setting, for --nproc N (processes on this machine) and --nnodes "
+                              "M (machines)")
+    if nproc is not None or nnodes > 1:
         _launch(cfg, config, set_, resume, overwrite, Launch(nproc or 1, nnodes, node_rank, master_addr, master_port),
                 dry_run)
         return
     try:
         run = api.train(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
-        typer.echo(interrupted_line(Path(cfg.output_dir), config, set_), err=True)
+        if os.environ.get("RANK", "0") == "0":  # (under a launcher every process has the Ctrl-C: the first says it)
+            typer.echo(interrupted_line(Path(cfg.output_dir), config, set_), err=True)
         raise typer.Exit(130) from None
     metrics = run.metrics
     if not metrics:  # a non-main process of a distributed run
@@ -64,19 +74,32 @@ def train(
 def _launch(cfg: RunConfig, config: Path | None, sets: list[str], resume: str | None, overwrite: bool,
             launch: Launch, dry_run: bool) -> None:
     """Check what can be checked here (the config, the strategy), then run (or print) the torchrun command."""
-    from shlex import join
-
     from tunelab.training.distributed import check_strategy
 
     launch.check()
     check_strategy(cfg.train, cfg.method.name, cfg.distill is not None)
     cmd = torchrun_command(launch, config, sets, resume, overwrite)
     if dry_run:
-        typer.echo(join(cmd))
+        typer.echo(shell_line(cmd, launch.nproc))
         return
     code = run_launch(cmd, launch.nproc)
     if code:
         raise typer.Exit(code)
+
+
+def _launched_as() -> list[str]:
+    """The `--nproc` (and `--nnodes` ...) flags of the launch this process runs under (torchrun's variables), so that
+    the command a Ctrl-C prints resumes as it ran: FSDP's or DeepSpeed's checkpoint needs its launcher."""
+    env = os.environ
+    if "RANK" not in env or "LOCAL_WORLD_SIZE" not in env:
+        return []
+    nproc = int(env["LOCAL_WORLD_SIZE"])
+    nnodes = max(1, int(env.get("WORLD_SIZE", nproc)) // max(nproc, 1))
+    flags = ["--nproc", str(nproc)]
+    if nnodes > 1:
+        flags += ["--nnodes", str(nnodes), "--node-rank", env.get("GROUP_RANK", "0"),
+                  "--master-addr", env.get("MASTER_ADDR", ""), "--master-port", env.get("MASTER_PORT", "29500")]
+    return flags
 
 
 def interrupted_line(out: Path, config: Path | None, sets: list[str]) -> str:
@@ -88,7 +111,7 @@ def interrupted_line(out: Path, config: Path | None, sets: list[str]) -> str:
 
     named = any(s.split("=", 1)[0].strip() == "output_dir" for s in sets)  # else a config without one gets a new dir
     command = ["tunelab", "train", *([str(config)] if config else []), *(x for s in sets for x in ("--set", s)),
-               *([] if named else ["--set", f"output_dir={out}"])]
+               *([] if named else ["--set", f"output_dir={out}"]), *_launched_as()]
     newest, kept = newest_intact(out / "checkpoints"), replaced_note(out)
     if newest is None:
         return (f"interrupted before the first checkpoint (train.save_steps); start again with: "

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TunelabError, option
 from tunelab.io import atomic_dir, commit_dir, write_text_atomic
+from tunelab.progress import say
 from tunelab.training.layout import FILES, STEP_DIR, list_checkpoints
 
 
@@ -162,7 +162,7 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path:
             why = verify(candidate)
             if why is None:
                 return candidate
-            print(f"resume: skipped {candidate}: {why}", file=sys.stderr)
+            say(f"resume: skipped {candidate}: {why}")
         if found:
             break
     if resume == "auto" and (path / "metrics.json").is_file():
