@@ -6,6 +6,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from tunelab.training.distill import (
     teacher_model_dir,
     unlabeled_features,
 )
-from tunelab.training.distributed import check_strategy, launched, whole_models
+from tunelab.training.distributed import check_strategy, launched, on_main, whole_models
 from tunelab.training.optim import check_layer_decay
 from tunelab.training.rdrop import check_rdrop, rdrop_loss
 from tunelab.training.run_dir import (
@@ -102,9 +103,11 @@ def run(cfg: RunConfig, resume: str | None = None,
         if own:  # (--overwrite too: a resumed run continues the one it resumes, with its settings)
             _check_resumed_config(out, cfg)
 
-    if state.is_main_process:
+    def first_checks() -> None:  # (on the main process; a refusal ends every process, one line, exit code 2)
         check_inputs_apart(out, run_inputs(cfg))
         check_out(locked=False)
+
+    on_main(first_checks)
     engine.seed_everything(cfg.train.seed)
 
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -131,8 +134,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     method.check_model(model)
     check_layer_decay(model, cfg.train.layer_lr_decay)
     splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
-    if state.is_main_process:  # (the one process that writes data_summary.json and checks it)
-        _fingerprint(report, splits["train"], cfg.train.save_steps, resume_from)
+    # (the one process that writes data_summary.json and checks it)
+    on_main(partial(_fingerprint, report, splits["train"], cfg.train.save_steps, resume_from))
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises
     train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
     if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
@@ -150,12 +153,13 @@ def run(cfg: RunConfig, resume: str | None = None,
     # applied and checked — its settings, what trains, a resumed checkpoint's shapes — before anything is written
     baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
     model = _applied(method, model, task, cfg, resume_from)
-    if not state.is_main_process:
-        return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
-                      on_eval, t0, distill, baseline)
-    with RunDirLock(out):
-        check_out(locked=True)  # again, now that no other run can write it: one may have since the first check
-        start_run_dir(out, config_yaml, resume_from if own else None)
+    with ExitStack() as held:
+        def claim() -> None:  # the main process: under the lock for the whole run
+            held.enter_context(RunDirLock(out))
+            check_out(locked=True)  # again, now that no other run can write it: one may have since the first check
+            start_run_dir(out, config_yaml, resume_from if own else None)
+
+        on_main(claim)
         return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
                       on_eval, t0, distill, baseline)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -83,7 +84,8 @@ def _quiet_transformers() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
+    if os.environ.get("RANK", "0") == "0":  # under a launcher every process meets the same error: the first says it
+        typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -117,7 +119,7 @@ def run_dir_read(run_dir: Path) -> Read:
     return Read("the run directory", run_dir, RUN_FILES | STUDY_FILES)
 
 
-def check_listen(host: str, port: int, flag: str = "--host/--port") -> None:
+def check_listen(host: str | None, port: int, flag: str = "--host/--port") -> None:
     """Refuse, as one line, an address the server could not listen on (a name that does not resolve, a port in use,
     no permission) before any model is loaded; uvicorn would log it and exit with a traceback of its own."""
     import socket

@@ -5,9 +5,9 @@ torchrun (PyTorch's own launcher) starts the processes and sets their ranks; ins
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,7 @@ class Launch:
         if self.nnodes > 1 and self.node_rank == 0:  # this machine hosts the rendezvous: its port must be free
             from tunelab.cli.common import check_listen
 
-            check_listen("", self.port, "--master-port")
+            check_listen(None, self.port, "--master-port")  # (every interface, as torchrun's store binds)
 
     @property
     def port(self) -> int:
@@ -60,13 +60,9 @@ def torchrun_command(launch: Launch, config: Path | None, sets: list[str], resum
     return cmd + (["--overwrite"] if overwrite else [])
 
 
-def launch_env(nproc: int) -> dict[str, str]:
-    """torchrun gives every process one thread; on CPUs each takes its share of the cores instead (unless set)."""
-    return {**os.environ, **threads(nproc)}
-
-
 def threads(nproc: int) -> dict[str, str]:
-    """The variables tunelab sets for the launch: OMP_NUM_THREADS, a share of the cores, unless the user set it."""
+    """The variables tunelab sets for the launch: OMP_NUM_THREADS, a share of the cores (torchrun gives every process
+    one thread), unless the user set it."""
     if "OMP_NUM_THREADS" in os.environ:
         return {}
     return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
@@ -78,10 +74,23 @@ def shell_line(cmd: list[str], nproc: int) -> str:
 
 
 def run_launch(cmd: list[str], nproc: int) -> int:
-    """Run torchrun in the foreground; its exit status is the command's. Ctrl-C reaches every process (each ends
-    as a one-process run does on Ctrl-C: the newest checkpoint kept)."""
+    """Run `cmd` — torchrun's own `run()` with its arguments, in this process — in the foreground; the exit status
+    of the command: 0, 2 when a process ended with a user error (which the first process said in one line), 130 on
+    Ctrl-C (which reaches every process: each ends as a one-process run does, the newest checkpoint kept), else the
+    first failed process's. torchrun's own report of a failed process (a ChildFailedError traceback, which the
+    workers' output already explains) is not printed."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     print(f"launch: {shell_line(cmd, nproc)}", file=sys.stderr)
+    os.environ.update(threads(nproc))  # (the processes' environment: this one's)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
-        return subprocess.run(cmd, env=launch_env(nproc), check=False).returncode
-    except KeyboardInterrupt:
+        run(parse_args(cmd[cmd.index("torch.distributed.run") + 1:]))
+    except ChildFailedError as failed:
+        codes = [f.exitcode for f in failed.failures.values()]
+        return 2 if 2 in codes else 130 if 130 in codes else next((c for c in codes if c > 0), 1)
+    except (KeyboardInterrupt, SignalException):
         return 130
+    return 0

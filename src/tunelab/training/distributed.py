@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from tunelab.config.sections import DistributedConfig, TrainConfig
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, TunelabError
 from tunelab.training.checkpoint import trainable_state
 
 
@@ -240,3 +240,20 @@ def scalar(value: torch.Tensor) -> float:
 def total(acc: Any, value: int) -> int:
     """`value` summed over the processes (each counts the tokens of its share of every batch)."""
     return int(acc.reduce(torch.tensor(value, device=acc.device), "sum")) if acc.num_processes > 1 else value
+
+
+def on_main(work: Callable[[], None]) -> None:
+    """`work()` (checks, the run directory's first writes) on the main process only; a user error it raises is
+    raised on every process, so that all end with it (exit code 2) instead of the others waiting on a collective
+    for a process that has gone — which ended them with a traceback of their own."""
+    error: TunelabError | None = None
+    if world()[0] == 0:
+        try:
+            work()
+        except TunelabError as e:
+            error = e
+    message = broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise TunelabError(message)
