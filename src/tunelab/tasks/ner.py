@@ -292,6 +292,7 @@ class Ner(Task):
 
     # -- what reports ask ------------------------------------------------------------------------
     count_kind = "entity type"
+    label_spans = "entities"
 
     def example_text(self, example: Example) -> str:
         return join_tokens(example["tokens"])[0]
