@@ -126,7 +126,7 @@ def test_ner_label_shares_are_of_entities(tiny_bert: Path, tmp_path: Path) -> No
     ner = _ner_file(tmp_path)
     res = runner.invoke(app, ["data", "check", str(ner), "--task", "ner", "--model", str(tiny_bert)],
                         env={"COLUMNS": "200"})
-    assert res.exit_code == 0 and "PER: 3 (75.0%), LOC: 1 (25.0%) (shares of 4 entities)" in res.stdout, res.output
+    assert res.exit_code == 0 and "PER: 3 (75.0%), LOC: 1 (25.0%) — % of all entities (4)" in res.stdout, res.output
     r = _check(str(ner), "--task", "ner", "--model", str(tiny_bert))["files"][str(ner)]
     assert r["labels"] == {"PER": 3, "LOC": 1} and r["labels_of"] == {"unit": "entities", "total": 4}
     cls = write_jsonl(tmp_path / "c.jsonl", sentiment_rows(4))

@@ -177,7 +177,7 @@ def print_report(report: dict[str, Any]) -> None:
         t.add_row("rows", str(r["rows"]))
         if r["labels"]:
             whole = r["labels_of"]
-            of = "" if whole["unit"] == "rows" else f" (shares of {whole['total']} {whole['unit']})"
+            of = "" if whole["unit"] == "rows" else f" — % of all {whole['unit']} ({whole['total']})"
             t.add_row("labels", ", ".join(f"{k}: {v} ({100 * v / whole['total']:.1f}%)"
                                           for k, v in r["labels"].items()) + of)
         if "turns" in r:  # sft
