@@ -113,3 +113,46 @@ def test_labels_and_file_names_are_printed_as_written(tmp_path: Path, monkeypatc
     assert res.exit_code == 0, res.output
     assert "[/red]: 1 (33.3%), [b]x: 1 (33.3%), [b]x : 1 (33.3%)" in res.stdout and "[x].jsonl" in res.stdout
     assert "warning: " in res.stdout and "'[b]x '" in res.stdout  # the look-alike warning, its label as written
+
+
+def _ner_file(tmp_path: Path) -> Path:
+    rows = [{"tokens": ["a", "film", "story", "was", "bad"], "tags": ["B-PER", "B-LOC", "I-LOC", "O", "B-PER"]},
+            {"tokens": ["the", "actor"], "tags": ["O", "B-PER"]}]
+    return write_jsonl(tmp_path / "ner.jsonl", rows)
+
+
+def test_ner_label_shares_are_of_entities(tiny_bert: Path, tmp_path: Path) -> None:
+    """NER label shares were of rows: PER 3 of 2 rows showed 150.0 %, the shares summing past 100 %."""
+    ner = _ner_file(tmp_path)
+    res = runner.invoke(app, ["data", "check", str(ner), "--task", "ner", "--model", str(tiny_bert)],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "PER: 3 (75.0%), LOC: 1 (25.0%) — % of all entities (4)" in res.stdout, res.output
+    r = _check(str(ner), "--task", "ner", "--model", str(tiny_bert))["files"][str(ner)]
+    assert r["labels"] == {"PER": 3, "LOC": 1} and r["labels_of"] == {"unit": "entities", "total": 4}
+    cls = write_jsonl(tmp_path / "c.jsonl", sentiment_rows(4))
+    assert _check(str(cls), "--model", str(tiny_bert))["files"][str(cls)]["labels_of"] == {"unit": "rows", "total": 4}
+
+
+def test_set_task_names_the_task_and_bad_sections_are_one_line(tiny_bert: Path, tmp_path: Path) -> None:
+    """`--set task=ner` (what it means for train) and `--set data=x` were TypeError tracebacks in data check and
+    data augment."""
+    ner = _ner_file(tmp_path)
+    for how in ("task=ner", "task.name=ner"):
+        assert _check(str(ner), "--set", how, "--model", str(tiny_bert))["files"][str(ner)]["labels"] == {
+            "PER": 3, "LOC": 1}
+    cls = write_jsonl(tmp_path / "c.jsonl", sentiment_rows(4))
+    for args, said in (
+            (["check", str(ner), "--set", "data=x"], "config: data: expected data.* keys (e.g. --set "
+             "data.text_field=review), got 'x'"),
+            (["check", str(ner), "--set", "task=[1]"], "config: task: expected a task name (--set task=NAME) or "
+             "task.* keys, got [1]"),
+            (["check", str(ner), "--task", "qa", "--set", "task=ner"], "config: task: ner: --task says qa; give the "
+             "task once"),
+            (["augment", str(cls), "--output", str(tmp_path / "o.jsonl"), "--set", "task=ner"],
+             "config: task: ner: data augment reads classification rows"),
+            (["augment", str(cls), "--output", str(tmp_path / "o.jsonl"), "--set", "data=x"],
+             "config: data: expected data.* keys")):
+        res = runner.invoke(app, ["data", *args, "--model", str(tiny_bert)] if args[0] == "check"
+                            else ["data", *args])
+        assert res.exit_code == 2, (res.output, res.exception)  # not 1: a TypeError's traceback
+        assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

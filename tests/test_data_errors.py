@@ -561,3 +561,23 @@ def test_rows_echoed_from_parquet_are_written_as_json(tmp_path: Path) -> None:
            "scores": [float("inf"), 1.0]}
     assert json.loads(json_line(row)) == {"when": "2024-01-02T03:04:00", "day": "2024-01-02", "price": 1.5,
                                           "raw": "/wA=", "text": "ok", "score": None, "scores": [None, 1.0]}
+
+
+def test_gbk_hint_for_one_chinese_character_a_line_and_for_configs(tmp_path: Path) -> None:
+    """The GBK hint wanted two Chinese characters on the bad line: a character-level CoNLL file (`中 B-ORG`) never got
+    it, and a GBK config YAML said only `not valid UTF-8`."""
+    conll = write(tmp_path / "zh.conll", "我 O\n在 O\n北 B-LOC\n京 I-LOC\n".encode("gb18030"))
+    with pytest.raises(DataError, match=r"zh.conll:1: bytes: not valid UTF-8 \(byte 0xce at column 1\); the line "
+                                        r"reads as Chinese in GBK \(GB18030\).*iconv -f GB18030 -t UTF-8 "):
+        read_table(conll)
+    config = write(tmp_path / "run.yaml", "task: ner\n# 中文注释\nmodel: minilm\n".encode("gb18030"))
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert res.stderr == (f"error: {config}:2: not valid UTF-8 (byte 0xd6); the line reads as Chinese in GBK "
+                          f"(GB18030), the encoding of a Chinese Windows: save the file as UTF-8, or convert it: "
+                          f"iconv -f GB18030 -t UTF-8 {config} > {tmp_path / 'run.utf8.yaml'}\n")
+    # Latin-1: an accent before an ASCII letter also decodes as a GBK ideograph (0xEF 0x76), but is not said so
+    latin = write(tmp_path / "latin.jsonl", b'{"text": "na\xefve approach", "label": "pos"}\n')
+    with pytest.raises(DataError) as info:
+        read_table(latin)
+    assert "GBK" not in str(info.value)

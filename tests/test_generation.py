@@ -63,6 +63,31 @@ def test_a_set_mixing_chinese_and_english_scores_each_reply_in_its_language() ->
     assert corpus["bleu_tokenize"] == "zh"  # any Chinese reference: 13a would keep its sentence one token
 
 
+def test_a_reply_with_a_little_chinese_is_segmented() -> None:
+    """A reference under 30 % CJK (mostly English names) was tokenised by rouge-score, which keeps only [a-z0-9]:
+    a different Chinese sentence around the same names scored ROUGE 1.0."""
+    pred = "我不知道Billboard Hot 100，也没听过The Weeknd的“Blinding Lights”。"
+    ref = "截至今天，Billboard Hot 100榜首的歌曲是The Weeknd的“Blinding Lights”。"
+    assert not is_chinese(ref)
+    corpus, (s,) = score_generations([pred], [ref])
+    assert corpus["rouge1"] < 0.8 and corpus["rougeL"] < 0.8 and s["rouge_l"] < 0.8
+    assert corpus["bleu_tokenize"] == "zh"
+    # an English reference with a Chinese reply: the reply's Chinese counts against its precision
+    english, _ = score_generations(["the weeknd 的歌曲很好听"], ["the weeknd"])
+    assert english["rouge1"] < 0.8 and english["bleu_tokenize"] == "zh"
+    same, _ = score_generations([ref], [ref])
+    assert same["rougeL"] == 1.0
+
+
+def test_full_width_digits_and_letters_are_tokens() -> None:
+    """rouge-score's [a-z0-9] runs dropped full-width ２０２３ / ＡＩ: different numbers and names scored 1.0."""
+    assert [t for t in segment_zh("他在２０２３年获得第１名，ＡＩ模型") if t.isascii()] == ["2023", "1", "ai"]
+    corpus, _ = score_generations(["他获得第１名，使用ＧＰＴ４模型"], ["他获得第２名，使用ＢＥＲＴ模型"])
+    assert corpus["rouge1"] < 1.0 and corpus["rougeL"] < 1.0
+    width, _ = score_generations(["他获得第1名"], ["他获得第１名"])  # the same text in either width
+    assert width["rouge1"] == 1.0
+
+
 def test_chinese_is_segmented_for_rouge_and_bleu(monkeypatch: pytest.MonkeyPatch) -> None:
     import tunelab.metrics.generation as gen
 

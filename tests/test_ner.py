@@ -280,3 +280,80 @@ def test_data_check_ner(tiny_bert: Path, tmp_path: Path) -> None:
     want = {t: sum(1 for row in [*rows, rows[0]] for tag in row["tags"] if tag == f"B-{t}") for t in r["labels"]}
     assert r["labels"] and r["labels"] == want
     assert r["token_length"]["max"] >= max(len(row["tokens"]) for row in rows) + 2  # [CLS] ... [SEP]
+
+
+def _tagged(tokens: list[str], tags: list[str], task: Ner) -> tuple[list[np.ndarray], list[dict]]:
+    """Logits that predict `tags` for a row whose every token is one subword (positions 1..n)."""
+    logits = np.full((len(tokens) + 2, len(task.labels)), -5.0)
+    for i, tag in enumerate(tags):
+        logits[i + 1, task.labels.index(tag)] = 5.0
+    ex = {"tokens": tokens, "tags": tags, "word_ids": [None, *range(len(tokens)), None], "source": "x", "line": 1,
+          "row": {"id": 1}}
+    return [logits], [ex]
+
+
+def test_character_level_chinese_rows_index_the_sentence() -> None:
+    """Tokens were joined by spaces except between two CJK characters: 'T C L 集团', and for 王五1990年出生于上海 (one
+    character a token) 上海 came out at 15–17 of a text nobody has instead of 10–12 of the sentence."""
+    from tunelab.tasks.ner_report import highlight
+
+    task = _task()
+    task.labels = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    tokens = list("王五1990年出生于上海")
+    tags = ["B-PER", "I-PER"] + ["O"] * 8 + ["B-LOC", "I-LOC"]
+    logits, examples = _tagged(tokens, tags, task)
+    (row,) = task.predictions(logits, examples)
+    assert [(e["type"], e["text"], e["start"], e["end"]) for e in row["entities"]] == [
+        ("PER", "王五", 0, 2), ("LOC", "上海", 10, 12)]
+    assert row["text"] == "王五1990年出生于上海"  # the sentence its offsets index, carried in the output
+    assert task.records(logits, examples)[0]["text"] == "王五1990年出生于上海"
+    tokens = ["T", "C", "L", "集", "团", "在", "深", "圳"]
+    tags = ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "B-LOC", "I-LOC"]
+    logits, examples = _tagged(tokens, tags, task)
+    (row,) = task.predictions(logits, examples)
+    assert [(e["text"], e["start"], e["end"]) for e in row["entities"]] == [("TCL集团", 0, 5), ("深圳", 6, 8)]
+    assert row["text"] == task.records(logits, examples)[0]["text"] == task.example_text(examples[0]) == "TCL集团在深圳"
+    # the report's sentences, as the records: no spaces in a character-level Chinese row
+    marked = highlight(tokens, {("ORG", 0, 5)}, set(), "gold")
+    assert ">TCL集团<" in marked and marked.endswith("</mark>在深圳")
+    # word-segmented Chinese: a space only between two Latin words; an English row keeps its spaces
+    (row,) = task.predictions(*_tagged(["我", "喜欢", "The", "Weeknd", "的", "“", "Blinding", "Lights", "”", "。"],
+                                       ["O", "O", "B-PER", "I-PER"] + ["O"] * 6, task))
+    assert row["text"] == "我喜欢The Weeknd的“Blinding Lights”。"
+    assert [(e["text"], e["start"], e["end"]) for e in row["entities"]] == [("The Weeknd", 3, 13)]
+    (row,) = task.predictions(*_tagged(["Angela", "Merkel", "visited", "Paris", "."],
+                                       ["B-PER", "I-PER", "O", "B-LOC", "O"], task))
+    assert row["text"] == "Angela Merkel visited Paris ." and row["entities"][1]["start"] == 22
+
+
+def test_a_space_token_in_a_character_level_row(tmp_path: Path) -> None:
+    """A space (U+3000 or ' ') is a token of a character-level row: JSONL refused it ('token 3 is not a non-empty
+    string'), CoNLL split `\\u3000 O` at the U+3000 ('expected a token and a tag separated by whitespace')."""
+    tokens, tags = ["我", "在", "\u3000", "北", "京", " ", "工", "作"], ["O", "O", "O", "B-LOC", "I-LOC", "O", "O", "O"]
+    jsonl = tmp_path / "zh.jsonl"
+    write_jsonl(jsonl, [{"tokens": tokens, "tags": tags}])
+    conll = tmp_path / "zh.conll"
+    conll.write_text("".join(f"{t} {g}\n" for t, g in zip(tokens, tags, strict=True) if t != " "), encoding="utf-8")
+    task = _task()
+    (ex,) = task.parse(read_table(jsonl))
+    assert ex["tokens"] == tokens and ex["tags"] == tags
+    (zh,) = task.parse(read_table(conll))
+    assert zh["tokens"] == [t for t in tokens if t != " "] and zh["tags"][2] == "O"
+    # the space has no subword: no label, predicted O
+    task.labels = ["O", "B-LOC", "I-LOC"]
+    tok = _wordpiece(tmp_path)
+    (f,) = task.encode([ex], tok)
+    assert 2 not in ex["word_ids"] and 5 not in ex["word_ids"] and len(f["labels"]) == len(ex["word_ids"])
+    (row,) = task.predictions([np.zeros((len(ex["word_ids"]), 3))], [ex])
+    assert row["pred_tags"][2] == row["pred_tags"][5] == "O"
+    assert row["text"] == "我在\u3000北京 工作"
+    # still refused, in one line naming the character: an empty token, and a CoNLL line with no ASCII separator
+    write_jsonl(jsonl, [{"tokens": ["我", ""], "tags": ["O", "O"]}])
+    with pytest.raises(DataError, match=r"zh.jsonl:1: tokens: token 2 is not a non-empty string: ''$"):
+        task.parse(read_table(jsonl))
+    conll.write_text("我 O\n\u3000O\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"zh.conll:2: tags: expected a token and a tag separated by a space or tab; "
+                                        r"U\+3000 IDEOGRAPHIC SPACE is not one$"):
+        task.parse(read_table(conll))
+    conll.write_text("我\u3000O\n北\u3000B-LOC\n", encoding="utf-8")  # as before: a file whose only separator it is
+    assert task.parse(read_table(conll))[0]["tokens"] == ["我", "北"]

@@ -61,6 +61,28 @@ def test_chinese_character_f1() -> None:
     assert score("北京大学", ["北京"], chinese=False) == (0.0, 0.0)
 
 
+def test_a_chinese_answer_in_a_mostly_english_context_is_scored_by_character() -> None:
+    """The rule was the context's language (≥ 30 % CJK): a Chinese answer in a mostly English context was one SQuAD
+    word, so a partly right prediction scored 0 in metrics and in the records."""
+    context = "Founder: 王五先生, born in 1990 in Shenzhen; the company TCL makes televisions and phones."
+    start = context.index("王五先生")
+    lg = np.zeros((3, 2), dtype=np.float32)
+    lg[1] = 9.0  # the one context token (the predicted span) starts and ends the answer
+    logits = np.empty(1, dtype=object)
+    logits[0] = [(lg, [None, (start, start + 4), None])]
+    examples = [{"context": context, "question": "Who founded it?", "answers": [("王五", start)]}]
+    task = _task()
+    f1 = 2 * (2 / 4) * 1 / (2 / 4 + 1)  # CMRC: LCS 2 of the 4 predicted characters, of the 2 gold
+    m = task.metrics(logits, examples)
+    assert m["f1"] == pytest.approx(f1) and m["exact_match"] == 0.0
+    (rec,) = task.records(logits, examples)
+    assert rec["prediction"] == "王五先生" and rec["score"] == pytest.approx(f1)
+    # decided per question, from the answers: an English answer stays SQuAD (articles dropped) in a Chinese context
+    assert qa_metrics(["the Beatles", "北京大学"], [["Beatles"], ["北京"]]) == pytest.approx(
+        {"f1": (1 + f1) / 2, "exact_match": 0.5, "n": 2})
+    assert score("北京大学", ["北京"]) == (0.0, pytest.approx(f1))
+
+
 def test_unanswerable_metrics() -> None:
     m = qa_metrics(["", "cat", "dog", ""], [[], [], ["dog"], ["a cat"]], [False] * 4)
     assert m["n"] == 4 and m["exact_match"] == pytest.approx(0.5) and m["f1"] == pytest.approx(0.5)

@@ -46,6 +46,16 @@ def test_predict_names_the_line_of_stdin_that_is_not_utf8(classifier: Path) -> N
     assert [(r["text"], r.get("id")) for r in rows] == [("good film", None), ("caf\u00e9 au lait", 7)]
 
 
+def test_gbk_on_stdin_is_piped_through_iconv(classifier: Path) -> None:
+    """The GBK hint for standard input suggested `iconv -f GB18030 -t UTF-8 <stdin> > <stdin>.utf8`, which a shell
+    cannot run: it says to pipe the text through iconv before the tunelab command."""
+    res = runner.invoke(app, ["predict", str(classifier), "--input", "-"], input="这部电影很好看\n".encode("gb18030"))
+    assert res.exit_code == 2, res.output
+    assert res.stderr == ("error: <stdin>:1: bytes: not valid UTF-8 (byte 0xd5 at column 1); the line reads as Chinese "
+                          "in GBK (GB18030), the encoding of a Chinese Windows: convert it on its way in: ... | "
+                          "iconv -f GB18030 -t UTF-8 | tunelab ...\n")
+
+
 def test_chat_leaves_a_line_that_is_not_utf8_unsent(tiny_llama: Path, tmp_path: Path) -> None:
     model = _tunelab_dir(tiny_llama, tmp_path / "chat", {"task": {"name": "sft"}, "data": {}})
     (model / "chat_template.jinja").write_text(CHATML, encoding="utf-8")

@@ -82,7 +82,8 @@ def schema() -> None:
 @user_errors
 def data_check(
     files: list[Path] = typer.Argument(..., help="One or more files (e.g. train and validation)."),
-    task: str = typer.Option("classification", help="Task whose format the rows must have."),
+    task: str | None = typer.Option(None, help="Task whose format the rows must have (default classification; "
+                                    "--set task=NAME says the same)."),
     model: str = typer.Option("minilm", help="Model whose tokenizer measures lengths."),
     set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.text_field=review."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),

@@ -181,8 +181,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        from tunelab.data.jsonl import gbk_hint  # (the data stage's hint, loaded only when a config needs it)
+
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+        start, end = raw.rfind(b"\n", 0, exc.start) + 1, raw.find(b"\n", exc.start)
+        hint = gbk_hint(raw[start:end if end != -1 else len(raw)], p, excel=False)  # a Chinese Windows editor's GBK
+        raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}){hint}") from None
     if p.suffix.lower() == ".json":
         loaded = _json_config(p, text)
     else:

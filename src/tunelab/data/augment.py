@@ -207,7 +207,7 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     `--output` is never the input (or a file of an input folder); an existing file only with `overwrite`."""
     check_outputs("--output", [Path(output)], [Read("the input file", Path(path))], overwrite,
                   "rows and their copies")
-    task, data = _configs("classification", overrides)
+    task, data = _configs("classification", overrides, "data augment", fixed=True)
     cfg = data.augment or AugmentConfig()
     table = read_table(path)
     sources, labelled = set(), False

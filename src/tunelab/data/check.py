@@ -26,16 +26,35 @@ from tunelab.registry import TASKS
 CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
 
 
-def _configs(task_name: str, overrides: list[str]) -> tuple[RowTask, DataConfig]:
+def _configs(task_name: str | None, overrides: list[str], command: str = "data check",
+             fixed: bool = False) -> tuple[RowTask, DataConfig]:
+    """The task and data config of `command` from `task_name` (None: `--set task=NAME`, else classification) and the
+    --set values (data.* and task.*). `--set task=NAME` (or task.name=NAME) names the task as it does for train;
+    a name other than an explicit `task_name` is refused (`fixed`: the command reads only that task's rows)."""
     tree: dict[str, Any] = {}
     for keys, value in parse_overrides(overrides):
         apply_override(tree, keys, value)
     unknown = set(tree) - {"data", "task"}
     if unknown:
-        raise ConfigError(f"config: {sorted(unknown)[0]}: data check takes only data.* and task.* keys")
-    cls = TASKS.get(task_name)
-    task_cfg = _section("task", lambda: cls.Config(**{**tree.get("task", {}), "name": task_name}))
-    data_cfg = _section("data", lambda: DataConfig(**tree.get("data", {})))
+        raise ConfigError(f"config: {sorted(unknown)[0]}: {command} takes only data.* and task.* keys")
+    task_tree = tree.get("task", {})
+    if isinstance(task_tree, str):  # --set task=ner: the task's name, as for train
+        task_tree = {"name": task_tree}
+    elif not isinstance(task_tree, dict):
+        raise ConfigError(f"config: task: expected a task name (--set task=NAME) or task.* keys, got {task_tree!r}")
+    data_tree = tree.get("data", {})
+    if not isinstance(data_tree, dict):
+        raise ConfigError(f"config: data: expected data.* keys (e.g. --set data.text_field=review), got {data_tree!r}")
+    named = task_tree.pop("name", None)
+    if named is not None and not isinstance(named, str):
+        raise ConfigError(f"config: task.name: expected a task name, got {named!r}")
+    if named is not None and task_name is not None and named != task_name:
+        raise ConfigError(f"config: task: {named}: {command} reads {task_name} rows" if fixed else
+                          f"config: task: {named}: --task says {task_name}; give the task once")
+    name = task_name or named or "classification"
+    cls = TASKS.get(name)
+    task_cfg = _section("task", lambda: cls.Config(**{**task_tree, "name": name}))
+    data_cfg = _section("data", lambda: DataConfig(**data_tree))
     return cls(task_cfg, data_cfg), data_cfg
 
 
@@ -90,8 +109,9 @@ def _key_hashes(task: RowTask, examples: list[dict[str, Any]]) -> tuple[np.ndarr
     return np.unique(exact), np.unique(normal)
 
 
-def check_files(files: list[str], task_name: str, model: str, overrides: list[str]) -> dict[str, Any]:
-    """Validate every file (first error raises) and summarise each, plus pairwise overlap."""
+def check_files(files: list[str], task_name: str | None, model: str, overrides: list[str]) -> dict[str, Any]:
+    """Validate every file (first error raises) and summarise each, plus pairwise overlap. `task_name`: --task
+    (None: `--set task=NAME`, else classification)."""
     task, data = _configs(task_name, overrides)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
@@ -129,6 +149,9 @@ def check_files(files: list[str], task_name: str, model: str, overrides: list[st
             report["files"][path] = {
                 "rows": len(examples),
                 "labels": dict(labels.most_common()),
+                # the shares' whole: the rows, or the spans counted (NER: entities, none or several a row)
+                "labels_of": {"unit": task.label_spans or "rows",
+                              "total": sum(labels.values()) if task.label_spans else len(examples)},
                 "token_length": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
                 | {"max": int(lengths.max())},
                 "over_max_length": int((lengths > data.max_length).sum()),
@@ -153,7 +176,10 @@ def print_report(report: dict[str, Any]) -> None:
         t = Table(title=f"{path}  ({report['model']}, max_length {report['max_length']})", show_header=False)
         t.add_row("rows", str(r["rows"]))
         if r["labels"]:
-            t.add_row("labels", ", ".join(f"{k}: {v} ({100 * v / r['rows']:.1f}%)" for k, v in r["labels"].items()))
+            whole = r["labels_of"]
+            of = "" if whole["unit"] == "rows" else f" — % of all {whole['unit']} ({whole['total']})"
+            t.add_row("labels", ", ".join(f"{k}: {v} ({100 * v / whole['total']:.1f}%)"
+                                          for k, v in r["labels"].items()) + of)
         if "turns" in r:  # sft
             t.add_row("turns", ", ".join(f"{k}: {v}" for k, v in r["turns"].items()))
             t.add_row("assistant tokens", "  ".join(f"{k} {v}" for k, v in r["assistant_tokens"].items()))

@@ -18,29 +18,42 @@ SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_js
 
 def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"") -> DataError:
     """Bytes that are not UTF-8, by line and column; `head`: the text's first bytes (UTF-16's byte order mark says
-    what the text is); `line_bytes`: the bad line's, Chinese text in GBK said so (`_gbk`)."""
+    what the text is); `line_bytes`: the bad line's, Chinese text in GBK said so (`gbk_hint`)."""
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
         hint = "; it starts with UTF-16's byte order mark: convert it to UTF-8"
     else:
-        hint = _gbk(line_bytes, path)
+        hint = gbk_hint(line_bytes, path)
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
 
 
-def _gbk(line: bytes, path: Path) -> str:
-    """A hint where the line reads as Chinese in GBK / GB18030 — what Excel on a Chinese Windows saves a CSV as — else
-    "" (Latin-1 accents rarely decode as GB18030, and then seldom to Chinese characters only)."""
+# ideographs (the unified block and extension A), CJK punctuation, full-width forms
+_GBK_CHINESE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
+
+
+def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
+    """For bytes that are not UTF-8: a hint where the bad line reads as Chinese in GBK / GB18030 — what a Chinese
+    Windows (and Excel's CSV there) saves — with the command that converts it (for standard input, `<stdin>`, the
+    pipe to put before the tunelab command), else "". A Chinese character counts where both its bytes are non-ASCII,
+    as every GB2312 one's are: a Latin-1 accent before an ASCII letter (`naïve`: 0xEF 0x76) also decodes as a GBK
+    ideograph, but never so; one such character is enough (a character-level CoNLL line: `中 B-ORG`)."""
     try:
         text = line.decode("gb18030")
     except UnicodeDecodeError:
         return ""
     wide = [c for c in text if not c.isascii()]
-    chinese = sum(1 for c in wide if "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f"
-                  or "\uff00" <= c <= "\uffef")  # ideographs, CJK punctuation, full-width forms
-    if chinese < 2 or chinese < 0.9 * len(wide):
+    chinese = sum(1 for c in wide if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80)
+    if not chinese or chinese < 0.9 * len(wide):
         return ""
-    utf8 = path.with_name(f"{path.stem}.utf8{path.suffix}")
-    return ("; the line reads as Chinese in GBK (GB18030), the encoding of a Chinese Windows and of Excel's CSV there: "
-            f"save the file as UTF-8 (Excel: \"CSV UTF-8\"), or convert it: iconv -f GB18030 -t UTF-8 {path} > {utf8}")
+    stdin = str(path) == "<stdin>"
+    excel = excel and not stdin
+    said = ("; the line reads as Chinese in GBK (GB18030), the encoding of a Chinese Windows"
+            + (" and of Excel's CSV there" if excel else "") + ": ")
+    if stdin:
+        return said + "convert it on its way in: ... | iconv -f GB18030 -t UTF-8 | tunelab ..."
+    p = Path(path)
+    utf8 = p.with_name(f"{p.stem}.utf8{p.suffix}")
+    return said + ("save the file as UTF-8" + (' (Excel: "CSV UTF-8")' if excel else "")
+                   + f", or convert it: iconv -f GB18030 -t UTF-8 {p} > {utf8}")
 
 
 BAD_JSON = (ValueError, RecursionError)  # json's errors: JSONDecodeError, and for hostile input a >4,300-digit number

@@ -9,6 +9,8 @@ one record per question, placed by its index path instead of a line.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,7 +119,11 @@ def iter_conll(path: Path) -> Iterator[Record]:
     tags: list[str] = []
     start, last = 0, 0
     for number, line in _lines(path):
-        cols = line.split()
+        # columns split at ASCII spaces and tabs: a character-level Chinese file's token may be a space of its own
+        # (`\u3000 O`, U+3000 IDEOGRAPHIC SPACE); any whitespace only where that leaves no tag (older files)
+        cols = _COLUMNS.split(line.strip(" \t")) if line.strip() else []
+        if len(cols) == 1:
+            cols = line.split()
         if cols and cols[0] == "-DOCSTART-":
             continue
         if not cols:
@@ -127,7 +133,8 @@ def iter_conll(path: Path) -> Iterator[Record]:
             tokens, tags = [], []
             continue
         if len(cols) < 2:
-            raise DataError(source, number, "tags", "expected a token and a tag separated by whitespace")
+            raise DataError(source, number, "tags", "expected a token and a tag separated by a space or tab"
+                            + _odd_space(line))
         if not tokens:
             start = number
         token, tag = cols[0], cols[-1]
@@ -137,6 +144,15 @@ def iter_conll(path: Path) -> Iterator[Record]:
     if tokens:
         yield Record(source, start, {"tokens": tokens, "tags": tags},
                      start if last == start + len(tokens) - 1 else None)
+
+
+_COLUMNS = re.compile(r"[ \t]+")
+
+
+def _odd_space(line: str) -> str:
+    """`; U+3000 IDEOGRAPHIC SPACE is not one` for the first whitespace on `line` other than a space or tab."""
+    odd = next((c for c in line if c.isspace() and c not in " \t"), None)
+    return "" if odd is None else f"; U+{ord(odd):04X} {unicodedata.name(odd, 'whitespace')} is not one"
 
 
 def iter_txt(path: Path) -> Iterator[Record]:

@@ -1,14 +1,15 @@
 """Scores of generated text against one reference each: exact match, BLEU, chrF, ROUGE-1/2/L.
 
 - `exact_match` (0–1): equal after collapsing whitespace runs to one space and trimming (case kept).
-- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when any reference is Chinese
-  or Korean: `text.is_chinese` with Hangul counted; per sample, each reference's own) and chrF (character
+- `bleu`, `chrf` (0–100): sacrebleu's corpus BLEU (`13a` tokenisation; `zh` when any sample holds a CJK
+  character or Hangul syllable in its reference or its reply; per sample, that sample's own) and chrF (character
   6-grams, β = 2, whitespace ignored).
-- `rouge1`, `rouge2`, `rougeL` (0–1): rouge-score F-measures, averaged over samples, each sample tokenised by its
-  own reference's language. rouge-score's own tokenizer keeps only `[a-z0-9]` and so drops Chinese entirely; for
-  such references the texts are
-  segmented here instead — jieba words when `jieba` is installed, single CJK characters (and Hangul syllables)
-  otherwise — with Latin words and numbers kept as tokens (lower-cased) and punctuation dropped.
+- `rouge1`, `rouge2`, `rougeL` (0–1): rouge-score F-measures, averaged over samples. rouge-score's own tokenizer
+  keeps only `[a-z0-9]` and so drops Chinese entirely; a sample whose reference or reply holds any CJK character
+  (or Hangul syllable) is segmented here instead — jieba words when `jieba` is installed, single CJK characters
+  (and Hangul syllables) otherwise — with Latin words and numbers kept as rouge-score keeps them (lower-cased
+  `[a-z0-9]` runs) and punctuation dropped. Texts are NFKC-normalised first, so full-width digits and letters
+  (`２０２３`, `ＡＩ`) count as `2023`, `ai`.
 
 Per sample: sentence BLEU (effective order, exponential smoothing), sentence chrF and ROUGE-L F.
 """
@@ -16,11 +17,12 @@ Per sample: sentence BLEU (effective order, exponential smoothing), sentence chr
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from tunelab.text import CJK, HANGUL, is_chinese, jieba_or_none
+from tunelab.text import CJK, HANGUL, jieba_or_none
 
 _ZH_CHAR = re.compile(f"[{CJK}{HANGUL}]")
 
@@ -36,8 +38,9 @@ def normalise(text: str) -> str:
 @cache
 def segment_zh(text: str) -> list[str]:
     """Tokens for ROUGE on Chinese: jieba words when jieba is installed, else single CJK characters; Latin
-    words and numbers lower-cased; punctuation and whitespace dropped."""
-    text = text.lower()
+    words and numbers lower-cased `[a-z0-9]` runs (after NFKC, so full-width `２０２３` / `ＡＩ` are kept as
+    `2023` / `ai`); punctuation and whitespace dropped."""
+    text = unicodedata.normalize("NFKC", text).lower()
     jieba = jieba_or_none()
     if jieba is None:
         return _ZH_TOKEN.findall(text)
@@ -58,6 +61,10 @@ class _ZhTokenizer:
         return segment_zh(text)
 
 
+def _has_zh(text: str) -> bool:
+    return _ZH_CHAR.search(text) is not None
+
+
 def _rouge(zh: bool) -> Any:
     from rouge_score import rouge_scorer  # imported when replies are scored (with sacrebleu ~1 s), not at start-up
 
@@ -67,16 +74,19 @@ def _rouge(zh: bool) -> Any:
 def score_generations(predictions: Sequence[str], references: Sequence[str],
                       language: str | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """(corpus metrics, per-sample {exact_match, bleu, chrf, rouge_l}). `language`: `zh`, `en` or None
-    (decided from the references: `is_chinese` with Hangul counted → zh)."""
+    (decided per sample: zh when its reference or its prediction holds any CJK character or Hangul syllable)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         return {"exact_match": 0.0, "bleu": 0.0, "chrf": 0.0, **dict.fromkeys(ROUGE_TYPES, 0.0), "generated": 0}, []
     preds, refs = list(predictions), list(references)
-    # each sample by its own reference's language (a set mixing Chinese and English replies scores both rightly);
-    # the corpus BLEU, one tokenisation for all: `zh` when any reference is Chinese (13a would keep each Chinese
-    # sentence one token; on other text `zh` differs from 13a only on HTML entities)
-    zhs = [is_chinese([r], extra=HANGUL) for r in refs] if language is None else [language == "zh"] * len(refs)
+    # each sample by its own texts (a set mixing Chinese and English replies scores both rightly): any CJK character
+    # in the reference or the reply segments it, since rouge-score's tokenizer would drop that Chinese (a reply
+    # mostly English names with a few Chinese words scored 1.0 against a different Chinese sentence); the corpus
+    # BLEU, one tokenisation for all: `zh` when any sample is (13a would keep each Chinese run one token; on other
+    # text `zh` differs from 13a only on HTML entities)
+    zhs = ([_has_zh(r) or _has_zh(p) for p, r in zip(preds, refs, strict=True)] if language is None
+           else [language == "zh"] * len(refs))
     tokenize = "zh" if any(zhs) else "13a"
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -85,7 +95,7 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
     rouge = {zh: _rouge(zh) for zh in set(zhs)}
     samples, sums = [], dict.fromkeys(ROUGE_TYPES, 0.0)
     for p, r, zh in zip(preds, refs, zhs, strict=True):
-        rs = rouge[zh].score(r, p)
+        rs = rouge[zh].score(unicodedata.normalize("NFKC", r), unicodedata.normalize("NFKC", p))
         for k in ROUGE_TYPES:
             sums[k] += float(rs[k].fmeasure)
         samples.append({

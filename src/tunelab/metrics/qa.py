@@ -1,10 +1,11 @@
 """Extractive QA metrics: exact match and F1, max over the gold answers.
 
-English (any context that `text.is_chinese` does not call Chinese): the official SQuAD v1.1/v2.0 evaluation — lowercase,
-strip ASCII punctuation, drop the articles a/an/the, collapse whitespace; F1 over the bag of words.
-Chinese (at least 30 % of the context's characters are CJK): CMRC 2018 style — lowercase, drop punctuation, split into
-single CJK characters and non-CJK words; F1 from the longest common substring of those segments, as in
-the official CMRC 2018 script (which uses nltk for the non-CJK words; a regex does that here).
+Decided per question (`cmrc_style`): when a gold answer or the prediction holds a CJK character, CMRC 2018 style —
+lowercase, drop punctuation, split into single CJK characters and non-CJK words; F1 from the longest common substring
+of those segments, as in the official CMRC 2018 script (which uses nltk for the non-CJK words; a regex does that
+here). Otherwise the official SQuAD v1.1/v2.0 evaluation — lowercase, strip ASCII punctuation, drop the articles
+a/an/the, collapse whitespace; F1 over the bag of words (which would make a whole Chinese answer one word: a
+partly right one scored 0). The context does not matter: a Chinese answer in a mostly English context is Chinese.
 
 An unanswerable question (no gold answers) scores 1 only for the empty prediction. Scores are 0–1.
 """
@@ -18,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tunelab.text import CJK_UNIT
+from tunelab.text import CJK_CHAR, CJK_UNIT
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -94,6 +95,11 @@ def _cmrc_f1(pred: str, gold: str) -> float:
 
 
 # -- scoring -------------------------------------------------------------------------------------
+def cmrc_style(pred: str, golds: Sequence[str]) -> bool:
+    """Score this question CMRC 2018 style: a gold answer or the prediction holds a CJK character."""
+    return any(CJK_CHAR.search(t) for t in (pred, *golds))
+
+
 def answerable(golds: Sequence[str], chinese: bool = False) -> list[str]:
     """The gold answers that say something once normalised (the official SQuAD v2 script drops the others); none:
     the question is unanswerable."""
@@ -101,20 +107,25 @@ def answerable(golds: Sequence[str], chinese: bool = False) -> list[str]:
     return [g for g in golds if norm(g)]
 
 
-def score(pred: str, golds: Sequence[str], chinese: bool = False) -> tuple[float, float]:
+def score(pred: str, golds: Sequence[str], chinese: bool | None = None) -> tuple[float, float]:
     """(exact match, F1) of one prediction, max over the gold answers, as the official SQuAD v2 script scores it: golds
     that normalise to nothing are dropped, and a question left without any is unanswerable — the empty gold, which
     a prediction matches when it too normalises to nothing (`the` does; an empty answer to an answerable
-    question scores 0)."""
+    question scores 0). `chinese`: CMRC 2018 style; None decides by `cmrc_style`."""
+    if chinese is None:
+        chinese = cmrc_style(pred, golds)
     em, f1 = (_cmrc_em, _cmrc_f1) if chinese else (_squad_em, _squad_f1)
     kept = answerable(golds, chinese) or [""]
     return max(em(pred, g) for g in kept), max(f1(pred, g) for g in kept)
 
 
-def qa_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]], chinese: Sequence[bool]) -> dict[str, Any]:
+def qa_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]],
+               chinese: Sequence[bool | None] | None = None) -> dict[str, Any]:
     """`f1` (headline), `exact_match`, `n`; with unanswerable questions in the set also
-    `has_answer_f1` / `has_answer_exact_match` / `has_answer_n` and the same for `no_answer_`."""
-    scores = [score(p, g, c) for p, g, c in zip(preds, golds, chinese, strict=True)]
+    `has_answer_f1` / `has_answer_exact_match` / `has_answer_n` and the same for `no_answer_`. `chinese`: per
+    question, CMRC 2018 style or not; None (or a None in it) decides by `cmrc_style`."""
+    styles = [None] * len(preds) if chinese is None else chinese
+    scores = [score(p, g, c) for p, g, c in zip(preds, golds, styles, strict=True)]
     n = len(scores)
     out: dict[str, Any] = {
         "f1": sum(f for _, f in scores) / max(n, 1),

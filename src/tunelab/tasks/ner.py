@@ -8,7 +8,8 @@ A word the tokenizer drops entirely (or cut by max_length) is predicted `O`.
 Predict takes pre-tokenised rows or raw `{"text": ...}` (split into words and punctuation, Chinese
 into characters) and returns entity spans `{type, text, start, end, token_start, token_end}`: `start`/`end` index
 the input text (`text[start:end] == span`; a pre-tokenised row's `text` field where its tokens are found there in
-order, else the tokens joined by spaces, none between CJK characters), `token_start`/`token_end` the tokens.
+order, else the tokens joined as `ner_text.join_tokens` says — a character-level Chinese row without anything
+between — which the output then carries as `text`), `token_start`/`token_end` the tokens.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
-from tunelab.text import CJK, is_cjk
+from tunelab.tasks.ner_text import join_tokens
+from tunelab.text import CJK
 
 _WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
 _TAG = re.compile(r"^([BIESM])-(.+)$")
@@ -102,10 +104,10 @@ class Ner(Task):
         tokens = require_field(rec, self.cfg.tokens_field, columns)
         if not isinstance(tokens, list) or not tokens:
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")
-        for i, t in enumerate(tokens):
-            if not isinstance(t, str) or not t.strip():
+        for i, t in enumerate(tokens):  # a space is a token of a character-level row (no subword: predicted O)
+            if not isinstance(t, str) or not t:
                 raise DataError(rec.source, rec.item_line(i), self.cfg.tokens_field,
-                                f"token {i + 1} is not a non-empty string")
+                                f"token {i + 1} is not a non-empty string: {t!r}")
         return tokens
 
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
@@ -257,13 +259,17 @@ class Ner(Task):
         out = []
         for lg, ex in zip(logits, examples, strict=True):
             tags = self.word_tags(lg, ex)
+            joined: dict[str, Any] = {}
             if "offsets" in ex:
                 text, offsets = ex["text"], ex["offsets"]
-            else:  # pre-tokenised: offsets into the row's text where its tokens are found there in order, else
-                text, offsets = _in_text(ex, self.data.text_field) or _join(ex["tokens"])  # (see _join)
+            elif found := _in_text(ex, self.data.text_field):  # pre-tokenised: offsets into the row's own text
+                text, offsets = found
+            else:  # else into the tokens joined (ner_text), which the output then carries
+                text, offsets = join_tokens(ex["tokens"])
+                joined = {self.data.text_field: text}
             entities = [{"type": typ, "text": text[offsets[s][0]:offsets[e - 1][1]], "start": offsets[s][0],
                          "end": offsets[e - 1][1], "token_start": s, "token_end": e} for typ, s, e in spans(tags)]
-            out.append(with_row(ex["row"], {"pred_tags": tags, "entities": entities}))
+            out.append(with_row(ex["row"], {**joined, "pred_tags": tags, "entities": entities}))
         return out
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
@@ -274,7 +280,7 @@ class Ner(Task):
             pred = self.word_tags(lg, ex)
             g, p = set(spans(ex["tags"])), set(spans(pred))
             f1 = 1.0 if not g and not p else 2 * len(g & p) / (len(g) + len(p))
-            out.append({"text": _join(ex["tokens"])[0], "gold": ex["tags"], "prediction": pred,
+            out.append({"text": join_tokens(ex["tokens"])[0], "gold": ex["tags"], "prediction": pred,
                         "correct": g == p, "score": f1, "tokens": ex["tokens"]})
         return out
 
@@ -286,9 +292,10 @@ class Ner(Task):
 
     # -- what reports ask ------------------------------------------------------------------------
     count_kind = "entity type"
+    label_spans = "entities"
 
     def example_text(self, example: Example) -> str:
-        return _join(example["tokens"])[0]
+        return join_tokens(example["tokens"])[0]
 
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int]:
         if not examples:
@@ -325,16 +332,3 @@ def _in_text(ex: Example, field: str) -> tuple[str, list[tuple[int, int]]] | Non
         offsets.append((at, at + len(tok)))
         pos = at + len(tok)
     return text, offsets
-
-
-def _join(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
-    """The tokens joined by spaces, none between two CJK characters, and each token's span in that."""
-    parts, offsets, pos = [], [], 0
-    for i, tok in enumerate(tokens):
-        if i and not (is_cjk(tok) and is_cjk(tokens[i - 1])):
-            parts.append(" ")
-            pos += 1
-        parts.append(tok)
-        offsets.append((pos, pos + len(tok)))
-        pos += len(tok)
-    return "".join(parts), offsets

@@ -12,7 +12,7 @@ from tunelab import plots
 from tunelab.html import chart, esc, figs, metric_table, table
 from tunelab.metrics import scalars
 from tunelab.metrics.ner import spans
-from tunelab.text import is_cjk
+from tunelab.tasks.ner_text import gaps
 
 
 def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
@@ -23,21 +23,20 @@ def highlight(tokens: Sequence[str], ents: set[tuple[str, int, int]], other: set
               kind: str) -> str:
     """Tokens with `ents` as <mark class="{kind}"> (class "match" when `other` has the same entity)."""
     start = {s: (t, s, e) for t, s, e in ents}
-    cjk = sum(is_cjk(w) for w in tokens)
-    glue = "" if cjk * 2 > len(tokens) else " "  # Chinese character-level tokens join without spaces
+    glue = gaps(tokens)  # as the records' `text`: a Chinese character-level row without spaces
     parts, i = [], 0
     while i < len(tokens):
         if i in start:
             t, s, e = start[i]
             cls = "match" if (t, s, e) in other else kind
-            words = glue.join(esc(w) for w in tokens[s:e])
-            parts.append(f'<mark class="{cls} t-{esc(re.sub(r"[^A-Za-z0-9_-]", "_", t))}">{words}'
+            words = "".join(glue[k] * (k > s) + esc(tokens[k]) for k in range(s, e))
+            parts.append(glue[i] + f'<mark class="{cls} t-{esc(re.sub(r"[^A-Za-z0-9_-]", "_", t))}">{words}'
                          f'<span class="etype">{esc(t)}</span></mark>')
             i = e
         else:
-            parts.append(esc(tokens[i]))
+            parts.append(glue[i] + esc(tokens[i]))
             i += 1
-    return glue.join(parts)
+    return "".join(parts)
 
 
 def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any], shown: int = 15) -> str:

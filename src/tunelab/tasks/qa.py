@@ -39,7 +39,6 @@ from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
 from tunelab.tasks.losses import soft_kl
-from tunelab.text import is_chinese
 
 _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
 
@@ -234,19 +233,18 @@ class Qa(Task):
 
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         preds = [self.decode(w, ex["context"])["answer"] for w, ex in zip(logits, examples, strict=True)]
-        return qa_metrics(preds, [[t for t, _ in ex["answers"]] for ex in examples],
-                          [is_chinese(ex["context"]) for ex in examples])
+        return qa_metrics(preds, [[t for t, _ in ex["answers"]] for ex in examples])
 
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         return [with_row(ex["row"], self.decode(w, ex["context"])) for w, ex in zip(logits, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        """Gold answer texts and the predicted answer; score: SQuAD token F1 (CMRC character F1 for
-        Chinese), max over the golds; correct: exact match."""
+        """Gold answer texts and the predicted answer; score: SQuAD token F1 (CMRC character F1 when a gold answer
+        or the prediction holds a CJK character), max over the golds; correct: exact match."""
         out = []
         for w, ex in zip(logits, examples, strict=True):
             pred, golds = self.decode(w, ex["context"])["answer"], [t for t, _ in ex["answers"]]
-            em, f1 = score(pred, golds, is_chinese(ex["context"]))
+            em, f1 = score(pred, golds)
             out.append({"text": ex["question"] + "\n" + ex["context"], "gold": golds, "prediction": pred,
                         "correct": bool(em), "score": f1, "question": ex["question"]})
         return out
