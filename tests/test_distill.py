@@ -23,7 +23,7 @@ def teacher(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_a_student_cut_from_the_teacher(teacher: Path) -> None:
+def test_a_student_cut_from_the_teacher(teacher: Path, tiny_bert: Path) -> None:
     out = teacher.with_name("student")
     res = CliRunner().invoke(app, ["distill", str(teacher), "--student", "layers:1", "--output", str(out),
                                    "--set", "train.epochs=2"])
@@ -38,6 +38,28 @@ def test_a_student_cut_from_the_teacher(teacher: Path) -> None:
     assert (t["name"], s["name"]) == ("teacher", "student") and s["parameters"] < t["parameters"]
     assert s["agreement"] > 0.8 and s["batch32"]["rows_per_s"] > 0
     assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] == s["metric"]
+    card = (out / "model" / "README.md").read_text()  # the teacher's base, not the temp folder `layers:1`
+    assert f"base_model: {tiny_bert}\n" in card and "layers:1" not in card.split("\n---\n")[0]
+    assert f"Distilled from the teacher `{teacher}` (the student starts from its layers 1; temperature 2.0" in card
+
+
+def test_a_cut_students_card_has_the_teachers_base_and_licence(tmp_path: Path) -> None:
+    from tunelab.config.run import build_config
+    from tunelab.export.model_card import model_card
+    from tunelab.tasks.classification import Classification
+
+    teacher = tmp_path / "teacher"
+    (teacher / "model").mkdir(parents=True)
+    (teacher / "model" / "tunelab.json").write_text(json.dumps({"base_model": "minilm"}))
+    cfg = build_config({"task": "classification", "model": "layers:0", "data": {"train": "t.jsonl"},
+                        "distill": {"teacher": str(teacher)}, "output_dir": str(tmp_path / "student")})
+    task = Classification(cfg.task, cfg.data)
+    card = model_card(cfg, task, {})  # the teacher's tunelab.json: an alias, its licence from the alias table
+    assert card.startswith("---\nlicense: apache-2.0\nbase_model: minilm\n"), card
+    (teacher / "model" / "README.md").write_text("---\nlicense: mit\nbase_model: org/model\n---\n")
+    card = model_card(cfg, task, {})  # the teacher's card (a student of a student: the first teacher's base)
+    assert card.startswith("---\nlicense: mit\nbase_model: org/model\n"), card
+    assert "The weights derive from `org/model`, whose licence is: mit." in card
 
 
 def test_a_student_learns_from_soft_targets_alone(teacher: Path, tiny_bert: Path) -> None:
@@ -118,11 +140,14 @@ def test_sft_token_level_distillation(tiny_chat_run: Path, tmp_path: Path) -> No
     out = tmp_path / "student"
     res = CliRunner().invoke(app, ["distill", str(tiny_chat_run), "--student", "layers:1", "--alpha", "0.8",
                                    "--output", str(out), "--set", "distill.loss=jsd", "--set", "train.epochs=2",
+                                   "--set", "distill.temperature=3",
                                    "--set", "task.generation.eval_generate=false", "--set",
                                    "train.baseline_eval=false"])
     assert res.exit_code == 0, res.output
     assert "loss: jsd" in (out / "config.yaml").read_text()
-    teacher_row, student_row = json.loads((out / "distill.json").read_text())["rows"]
+    report = json.loads((out / "distill.json").read_text())  # what the student trained with, --set included
+    assert (report["temperature"], report["alpha"], report["loss"]) == (3.0, 0.8, "jsd"), report
+    teacher_row, student_row = report["rows"]
     assert teacher_row["metric_name"] == "loss" and student_row["positions"] > 0
     assert 0 <= student_row["agreement"] <= 1 and student_row["parameters"] < teacher_row["parameters"]
 
