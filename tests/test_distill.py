@@ -43,6 +43,23 @@ def test_a_student_cut_from_the_teacher(teacher: Path, tiny_bert: Path) -> None:
     assert f"Distilled from the teacher `{teacher}` (the student starts from its layers 1; temperature 2.0" in card
 
 
+def test_a_cut_lora_student_merges(teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LoRA student cut from its teacher: its adapter's base (`layers:1`, a temp folder of its training) is cut
+    from the teacher again, so `export --merge` writes the plain model — also from another folder than the one the
+    student trained in, which its relative distill.teacher is relative to."""
+    out = teacher.with_name("lora-student")
+    monkeypatch.chdir(teacher.parent)
+    res = CliRunner().invoke(app, ["distill", teacher.name, "--student", "layers:1", "--output", str(out), "--set",
+                                   "method=lora", "--set", "method.r=4", "--set", "train.max_steps=3"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["export", str(out), "--merge", "--output", str(tmp_path / "merged")])
+    assert res.exit_code == 0, res.output
+    assert f"into layers:1 of {teacher / 'model'}; max |Δlogit|" in res.stderr
+    merged = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert merged["num_hidden_layers"] == 1
+
+
 def test_a_cut_students_card_has_the_teachers_base_and_licence(tmp_path: Path) -> None:
     from tunelab.config.run import build_config
     from tunelab.export.model_card import model_card
