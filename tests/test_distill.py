@@ -60,25 +60,6 @@ def test_a_cut_lora_student_merges(teacher: Path, tmp_path: Path, monkeypatch: p
     assert merged["num_hidden_layers"] == 1
 
 
-def test_a_cut_students_card_has_the_teachers_base_and_licence(tmp_path: Path) -> None:
-    from tunelab.config.run import build_config
-    from tunelab.export.model_card import model_card
-    from tunelab.tasks.classification import Classification
-
-    teacher = tmp_path / "teacher"
-    (teacher / "model").mkdir(parents=True)
-    (teacher / "model" / "tunelab.json").write_text(json.dumps({"base_model": "minilm"}))
-    cfg = build_config({"task": "classification", "model": "layers:0", "data": {"train": "t.jsonl"},
-                        "distill": {"teacher": str(teacher)}, "output_dir": str(tmp_path / "student")})
-    task = Classification(cfg.task, cfg.data)
-    card = model_card(cfg, task, {})  # the teacher's tunelab.json: an alias, its licence from the alias table
-    assert card.startswith("---\nlicense: apache-2.0\nbase_model: minilm\n"), card
-    (teacher / "model" / "README.md").write_text("---\nlicense: mit\nbase_model: org/model\n---\n")
-    card = model_card(cfg, task, {})  # the teacher's card (a student of a student: the first teacher's base)
-    assert card.startswith("---\nlicense: mit\nbase_model: org/model\n"), card
-    assert "The weights derive from `org/model`, whose licence is: mit." in card
-
-
 def test_a_student_learns_from_soft_targets_alone(teacher: Path, tiny_bert: Path) -> None:
     """alpha = 1: the gold labels weigh nothing; a student from the untrained base (same tokenizer) that ends up
     right learned it from the teacher's soft targets."""
