@@ -109,13 +109,91 @@ def test_the_gate_refuses_broken_head_pruning(run: Path, monkeypatch: pytest.Mon
 
 
 def test_bad_input_is_one_line(run: Path, tiny_chat_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    sft = "compress does not take a model of task sft; it prunes models of task classification, ner, qa"
     cases = [
         ([str(run), "--prune", "rows:0.3"], "expected heads:<fraction> or magnitude:<fraction>"),
         ([str(run), "--prune", "heads:1.5"], "expected heads:<fraction> or magnitude:<fraction>"),
-        ([str(tiny_chat_run), "--prune", "heads:0.3"], "not a BERT-family encoder"),
+        # a chat model has no prediction per row to gate on: a broken one would pass at "100 % agreement"
+        ([str(tiny_chat_run), "--prune", "heads:0.3"], sft),
+        ([str(tiny_chat_run), "--prune", "magnitude:0.99", "--recover-epochs", "0"], sft),
         ([str(tmp_path), "--prune", "heads:0.3"], "not a run or model directory"),
+        # 0.05 × 8 heads rounds to none: not a plain copy named heads-0.05
+        ([str(run), "--prune", "heads:0.05"], "would cut no head (0.05 × the model's 8 heads rounds to 0); "
+         "heads:0.0625 or more cuts one"),
     ]
     for args, words in cases:
-        res = _compress(*args)
+        res = _compress(*args, "--output", str(out))
         assert res.exit_code == 2, (args, res.output)
         assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
+        assert not out.exists() and not (tiny_chat_run / "exports").exists(), args
+
+
+@pytest.fixture(scope="module")
+def pruned(run: Path) -> tuple[Path, str]:
+    """(a head-pruned model outside RUN/exports, the stderr of compress writing it): 0.3 of the 8 heads asked."""
+    out = run.parent / "elsewhere" / "pruned"
+    res = _compress(str(run), "--prune", "heads:0.3", "--recover-epochs", "0", "--force", "--output", str(out))
+    assert res.exit_code == 0, res.output
+    return out, res.stderr
+
+
+def test_fewer_heads_than_asked_are_said_and_recorded(pruned: tuple[Path, str]) -> None:
+    out, stderr = pruned
+    assert "compress: heads:0.3 cuts 2 of the model's 8 heads (0.25: a whole number of heads)" in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["compress"]["heads_fraction"] == report["rows"][1]["heads_fraction"] == 0.25
+
+
+def test_a_compressed_model_is_compressed_and_exported_beside_it(run: Path, pruned: tuple[Path, str]) -> None:
+    """Not into RUN/exports: the folder the run's own compress (or export) uses, and what `serve RUN` reads."""
+    res = _compress(str(pruned[0]), "--prune", "magnitude:0.3", "--recover-epochs", "0", "--force")
+    assert res.exit_code == 0, res.output
+    out = pruned[0].with_name("pruned-magnitude-0.3")
+    assert res.stderr.strip().splitlines()[-1].startswith(f"compress: wrote {out}")
+    assert not (run / "exports" / "magnitude-0.3").exists()
+    assert json.loads((out / "tunelab.json").read_text())["pruned_heads"]  # still cut as its source
+
+
+def test_a_head_pruned_model_in_torch_int8(run: Path, pruned: tuple[Path, str]) -> None:
+    """The int8 model is built with the source's cut before its weights are read; a cut that does not match them is
+    one line naming model.pt."""
+    import tunelab
+    from tunelab.errors import TunelabError
+
+    res = CliRunner().invoke(app, ["export", str(pruned[0]), "--format", "torch", "--quantize", "int8", "--force"])
+    assert res.exit_code == 0, res.output
+    out = pruned[0].with_name("pruned-torch-int8")
+    assert (out / "model.pt").is_file() and not (run / "exports" / "torch-int8").exists()
+    assert json.loads((out / "report.json").read_text())["rows"][1]["agreement"] > 0.9
+    meta = json.loads((out / "tunelab.json").read_text())
+    (out / "tunelab.json").write_text(json.dumps({**meta, "pruned_heads": {}}))  # the cut forgotten
+    with pytest.raises(TunelabError, match=r"model.pt: the weights do not have the shapes config.json and "):
+        tunelab.load(out)
+
+
+def test_a_head_pruned_model_pruned_again(pruned: tuple[Path, str]) -> None:
+    """tunelab.json records both cuts in the full model's numbering; the cap of one head a layer is said."""
+    import tunelab
+
+    res = _compress(str(pruned[0]), "--prune", "heads:0.95", "--recover-epochs", "0", "--force")
+    assert res.exit_code == 0, res.output
+    assert "compress: heads:0.95 cuts 4 of the model's 6 heads (0.6667: one head stays in every layer)" in res.stderr
+    out = pruned[0].with_name("pruned-heads-0.95")
+    assert res.stderr.strip().splitlines()[-1].startswith(f"compress: wrote {out}")
+    first = json.loads((pruned[0] / "tunelab.json").read_text())["pruned_heads"]
+    both = json.loads((out / "tunelab.json").read_text())["pruned_heads"]
+    assert {k: len(v) for k, v in both.items()} == {"0": 3, "1": 3}
+    assert all(set(heads) <= set(both[layer]) for layer, heads in first.items())
+    report = json.loads((out / "report.json").read_text())
+    model = tunelab.load(out)
+    assert head_counts(model.module) == [1, 1]
+    assert model.evaluate(report["data"])["accuracy"] == pytest.approx(report["rows"][1]["metric"])
+
+
+def test_pruned_heads_map_back_to_the_full_model() -> None:
+    from tunelab.export.prune import merge_heads, original_heads
+
+    again = original_heads({"0": [1], "1": [0, 2]}, {0: [0, 2], 1: [1]}, 4)  # indices of the heads left
+    assert again == {"0": [0, 3], "1": [3]}
+    assert merge_heads({"0": [1], "1": [0, 2]}, again) == {"0": [0, 1, 3], "1": [0, 2, 3]}

@@ -23,7 +23,7 @@ def teacher(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_a_student_cut_from_the_teacher(teacher: Path) -> None:
+def test_a_student_cut_from_the_teacher(teacher: Path, tiny_bert: Path) -> None:
     out = teacher.with_name("student")
     res = CliRunner().invoke(app, ["distill", str(teacher), "--student", "layers:1", "--output", str(out),
                                    "--set", "train.epochs=2"])
@@ -38,6 +38,26 @@ def test_a_student_cut_from_the_teacher(teacher: Path) -> None:
     assert (t["name"], s["name"]) == ("teacher", "student") and s["parameters"] < t["parameters"]
     assert s["agreement"] > 0.8 and s["batch32"]["rows_per_s"] > 0
     assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] == s["metric"]
+    card = (out / "model" / "README.md").read_text()  # the teacher's base, not the temp folder `layers:1`
+    assert f"base_model: {tiny_bert}\n" in card and "layers:1" not in card.split("\n---\n")[0]
+    assert f"Distilled from the teacher `{teacher}` (the student starts from its layers 1; temperature 2.0" in card
+
+
+def test_a_cut_lora_student_merges(teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LoRA student cut from its teacher: its adapter's base (`layers:1`, a temp folder of its training) is cut
+    from the teacher again, so `export --merge` writes the plain model — also from another folder than the one the
+    student trained in, which its relative distill.teacher is relative to."""
+    out = teacher.with_name("lora-student")
+    monkeypatch.chdir(teacher.parent)
+    res = CliRunner().invoke(app, ["distill", teacher.name, "--student", "layers:1", "--output", str(out), "--set",
+                                   "method=lora", "--set", "method.r=4", "--set", "train.max_steps=3"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["export", str(out), "--merge", "--output", str(tmp_path / "merged")])
+    assert res.exit_code == 0, res.output
+    assert f"into layers:1 of {teacher / 'model'}; max |Δlogit|" in res.stderr
+    merged = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert merged["num_hidden_layers"] == 1
 
 
 def test_a_student_learns_from_soft_targets_alone(teacher: Path, tiny_bert: Path) -> None:
@@ -118,11 +138,14 @@ def test_sft_token_level_distillation(tiny_chat_run: Path, tmp_path: Path) -> No
     out = tmp_path / "student"
     res = CliRunner().invoke(app, ["distill", str(tiny_chat_run), "--student", "layers:1", "--alpha", "0.8",
                                    "--output", str(out), "--set", "distill.loss=jsd", "--set", "train.epochs=2",
+                                   "--set", "distill.temperature=3",
                                    "--set", "task.generation.eval_generate=false", "--set",
                                    "train.baseline_eval=false"])
     assert res.exit_code == 0, res.output
     assert "loss: jsd" in (out / "config.yaml").read_text()
-    teacher_row, student_row = json.loads((out / "distill.json").read_text())["rows"]
+    report = json.loads((out / "distill.json").read_text())  # what the student trained with, --set included
+    assert (report["temperature"], report["alpha"], report["loss"]) == (3.0, 0.8, "jsd"), report
+    teacher_row, student_row = report["rows"]
     assert teacher_row["metric_name"] == "loss" and student_row["positions"] > 0
     assert 0 <= student_row["agreement"] <= 1 and student_row["parameters"] < teacher_row["parameters"]
 

@@ -159,3 +159,17 @@ def test_export_errors(tiny_chat_run: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no adapter" in res.output and "method full / freeze" in res.output
     res = runner.invoke(app, ["export", str(tmp_path / "nope"), "--merge"])
     assert res.exit_code == 2 and "no such directory" in res.output
+    # an option the kind of export does not read is refused (given at its default value too), not ignored
+    for args, line in [
+        (["--merge", "--max-drop", "0.5"], "export --merge: --max-drop does not apply (a merge is checked by its "
+         "logits against the adapter model's, within --tolerance: no rows, no parity gate, no quantisation); leave "
+         "it out"),
+        (["--merge", "--quantize", "int8", "--data", "x.jsonl", "--min-agreement", "90", "--force", "--batch-size",
+          "64"], "export --merge: --quantize, --data, --min-agreement, --force, --batch-size do not apply"),
+        (["--format", "gguf", "--tolerance", "1e-3"], "export --format: --tolerance does not apply (it is --merge's); "
+         "leave it out"),
+    ]:
+        res = runner.invoke(app, ["export", str(tiny_chat_run), *args])
+        assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+        assert res.stderr.startswith(f"error: {line}"), res.stderr
+    assert not (tiny_chat_run / "merged").exists() and not (tiny_chat_run / "exports").exists()

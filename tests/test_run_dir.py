@@ -159,6 +159,27 @@ def test_model_card_adapter_base_and_report_off(tiny_bert: Path, tmp_path: Path)
     assert res.exit_code == 0, res.output
 
 
+def test_a_cut_students_card_has_the_teachers_base_and_licence(tmp_path: Path) -> None:
+    import json
+
+    from tunelab.config.run import build_config
+    from tunelab.export.model_card import model_card
+    from tunelab.tasks.classification import Classification
+
+    teacher = tmp_path / "teacher"
+    (teacher / "model").mkdir(parents=True)
+    (teacher / "model" / "tunelab.json").write_text(json.dumps({"base_model": "minilm"}))
+    cfg = build_config({"task": "classification", "model": "layers:0", "data": {"train": "t.jsonl"},
+                        "distill": {"teacher": str(teacher)}, "output_dir": str(tmp_path / "student")})
+    task = Classification(cfg.task, cfg.data)
+    card = model_card(cfg, task, {})  # the teacher's tunelab.json: an alias, its licence from the alias table
+    assert card.startswith("---\nlicense: apache-2.0\nbase_model: minilm\n"), card
+    (teacher / "model" / "README.md").write_text("---\nlicense: mit\nbase_model: org/model\n---\n")
+    card = model_card(cfg, task, {})  # the teacher's card (a student of a student: the first teacher's base)
+    assert card.startswith("---\nlicense: mit\nbase_model: org/model\n"), card
+    assert "The weights derive from `org/model`, whose licence is: mit." in card
+
+
 def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty-model"
     empty.mkdir()

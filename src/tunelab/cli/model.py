@@ -180,6 +180,7 @@ def chat(
 @app.command()
 @user_errors
 def export(
+    ctx: typer.Context,
     path: Path = typer.Argument(..., help="A run directory (or its model/; for --merge also its adapter/)."),
     merge: bool = typer.Option(False, "--merge", help="Merge RUN/adapter into the base weights (LoRA / DoRA runs)."),
     format_: str | None = typer.Option(None, "--format", help="onnx: an onnxruntime graph (classification, ner, "
@@ -209,6 +210,7 @@ def export(
     if merge == (format_ is not None):
         raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
                            "--format onnx|gguf|torch")
+    _check_export_options(ctx, merge)
     if format_ is None:
         _merge(path, output, tolerance, overwrite)
         return
@@ -217,6 +219,24 @@ def export(
     floor = None if min_agreement is None else min_agreement / 100
     _gated("export", lambda: export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
                                         batch_size, overwrite))
+
+
+MERGE_ONLY = ("tolerance",)  # export's options that --merge alone reads; the --format ones it ignores:
+FORMAT_ONLY = ("quantize", "data", "min_agreement", "max_drop", "force", "batch_size")
+
+
+def _check_export_options(ctx: typer.Context, merge: bool) -> None:
+    """One line for an option given (on the command line, even at its default value) that this kind of export does
+    not read: --merge checks no rows, --format merges nothing."""
+    unused = FORMAT_ONLY if merge else MERGE_ONLY  # (typer's click, not necessarily `click`: the source by name)
+    given = [name for name in unused if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        why = ("a merge is checked by its logits against the adapter model's, within --tolerance: no rows, no "
+               "parity gate, no quantisation" if merge else "it is --merge's")
+        raise TunelabError(f"export {'--merge' if merge else '--format'}: {flags} "
+                           f"{'does' if len(given) == 1 else 'do'} not apply ({why}); leave "
+                           f"{'it' if len(given) == 1 else 'them'} out")
 
 
 def _gated(verb: str, make: Any) -> None:

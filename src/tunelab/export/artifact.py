@@ -4,7 +4,8 @@ place only when it passes the parity gate.
 
 The artifact is a model directory like RUN/model: the graph, the tokenizer, config.json, tunelab.json (the task
 settings plus an `export` record) and report.json (the measured rows), so `tunelab eval` / `predict` / the API load
-it by its path. Default place: RUN/exports/<format>-<quantize or fp32>.
+it by its path. Default place: RUN/exports/<format>-<quantize or fp32>; for a compressed model, beside it
+(<its folder>-<format>-<quantize or fp32>).
 """
 
 from __future__ import annotations
@@ -94,9 +95,11 @@ def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = 
             *run_reads(run)]
 
 
-def _default_output(model_dir: Path, run: Path | None, fmt: str, quantize: str | None) -> Path:
-    name = f"{fmt}-{quantize or 'fp32'}"
-    if model_dir.parent.name == "exports":  # a compressed model in RUN/exports/: its export beside it
+def default_output(model_dir: Path, run: Path | None, name: str) -> Path:
+    """Where an export or compress of `model_dir` goes without --output: RUN/exports/NAME for a run's model; beside a
+    compressed model (its tunelab.json `compressed`; or a model in an exports/ folder), as <its folder>-NAME — never
+    the folder an export of the run's own model has (`serve RUN` would then serve the pruned one)."""
+    if model_dir.parent.name == "exports" or "compressed" in read_json(model_dir / META_FILE):
         return model_dir.parent / f"{model_dir.name}-{name}"
     return (run or model_dir.parent) / "exports" / name
 
@@ -123,7 +126,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     if fmt not in task.export_formats:
         raise TunelabError(f"export --format {fmt}: task {task.cfg.name} does not export to {fmt} "
                            f"({', '.join(task.export_formats) or 'no format yet'})")
-    output = Path(output) if output is not None else _default_output(model_dir, run, fmt, quantize)
+    output = Path(output) if output is not None else default_output(model_dir, run, f"{fmt}-{quantize or 'fp32'}")
     replaced = claim("export", output, inputs_of(model_dir, run, data), overwrite)
     examples, source = labelled_rows(task, run, data)
     if not examples:

@@ -1,8 +1,9 @@
 """`tunelab compress RUN --prune heads:0.3|magnitude:0.5`: prune the run's model, fine-tune it briefly on the run's
 training data to recover (`--recover-epochs`, default 1; 0 skips it), then load it back, score it beside the
 original like an export (export/parity.py: size, metric, agreement, latency) and write it past the parity gate to
-RUN/exports/<kind>-<fraction>/ — a model directory that eval, predict, the API and `tunelab export --format onnx`
-take. The pruning itself: export/prune.py."""
+RUN/exports/<kind>-<fraction>/ (for a compressed model: beside it, <its folder>-<kind>-<fraction>) — a model
+directory that eval, predict, the API and `tunelab export --format onnx` take. Tasks whose gate compares each row's
+prediction only (`Task.compressible`). The pruning itself: export/prune.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import run_splits
 from tunelab.errors import TunelabError
-from tunelab.export.artifact import ExportResult, gate_and_commit, inputs_of, labelled_rows, locate_model
+from tunelab.export.artifact import (
+    ExportResult,
+    default_output,
+    gate_and_commit,
+    inputs_of,
+    labelled_rows,
+    locate_model,
+)
 from tunelab.export.output import claim, staged
 from tunelab.export.parity import Gate, measure_fp32
 from tunelab.export.prune import (
@@ -29,13 +37,18 @@ from tunelab.export.prune import (
     choose_heads,
     head_counts,
     head_importance,
+    heads_to_cut,
     magnitude_prune,
     make_permanent,
+    merge_heads,
+    original_heads,
     parse_prune,
     sparsity,
 )
-from tunelab.export.save import META_FILE, load_model
+from tunelab.export.save import META_FILE, load_model, load_task
 from tunelab.io import read_json, write_json_atomic
+from tunelab.progress import say
+from tunelab.registry import TASKS
 from tunelab.training import engine
 
 IMPORTANCE_ROWS = 512  # training rows whose gradients score the heads
@@ -50,12 +63,20 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
                            "more; 0: no recovery)")
     gate = gate or Gate()
     model_dir, run = locate_model(path)
+    check_compressible(path, load_task(model_dir))
     if run is None or not (run / "config.yaml").is_file():
         raise TunelabError(f"{path}: compress needs the run directory (its config.yaml names the training data)")
-    output = Path(output) if output is not None else run / "exports" / f"{kind}-{fraction:g}"
+    output = Path(output) if output is not None else default_output(model_dir, run, f"{kind}-{fraction:g}")
     replaced = claim("compress", output, inputs_of(model_dir, run, data, "the model it compresses"), overwrite)
     cfg = build_config(read_config_file(run / "config.yaml"))
     task, module, tokenizer = load_model(model_dir)
+    if kind == "heads":  # how many heads go, said (or refused) before the work
+        before = head_counts(module)
+        cut = heads_to_cut(fraction, before)
+        if cut < fraction * sum(before) - 1e-9:
+            why = "one head stays in every layer" if cut == sum(before) - len(before) else "a whole number of heads"
+            say(f"compress: heads:{fraction:g} cuts {cut} of the model's {sum(before)} heads ({cut / sum(before):.4g}: "
+                f"{why})")
     splits = run_splits(run, cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's
     examples, source = labelled_rows(task, run, data, splits)
     features = task.encode(examples, tokenizer)
@@ -70,11 +91,13 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     if kind == "heads":
         rows = train_features[:IMPORTANCE_ROWS]
         batches = [collate(rows[s : s + 16]) for s in range(0, len(rows), 16)]
-        before = head_counts(module)
         pruned = choose_heads(head_importance(module, batches, task.loss_fn()), before, fraction)
         apply_pruned_heads(module, pruned)
+        # the full model's numbering (a head-pruned source: its indices count the heads it has left)
+        cut_before = read_json(model_dir / META_FILE).get("pruned_heads") or {}
         record.update(heads_before=sum(before), heads_after=sum(head_counts(module)),
-                      pruned_heads={str(k): v for k, v in pruned.items()})
+                      heads_fraction=round(1 - sum(head_counts(module)) / sum(before), 4),
+                      pruned_heads=original_heads(cut_before, pruned, int(module.config.num_attention_heads)))
         masks = None
     else:
         masks = magnitude_prune(module, fraction)
@@ -97,7 +120,8 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
         if kind == "magnitude":
             row["zlib_bytes"] = _zlib_size(tmp / "model.safetensors")
             original["zlib_bytes"] = _zlib_size(model_dir / "model.safetensors")
-        row.update({k: v for k, v in record.items() if k in ("heads_before", "heads_after", "sparsity")})
+        row.update({k: v for k, v in record.items() if k in ("heads_before", "heads_after", "heads_fraction",
+                                                             "sparsity")})
         rows = [original, row]
         refused = gate_and_commit("compress", tmp, output, rows, gate, force, source, compress=record,
                                   replaced=replaced)
@@ -111,9 +135,18 @@ def _save(module: torch.nn.Module, tokenizer: Any, model_dir: Path, out: Path, r
     tokenizer.save_pretrained(out)
     meta = read_json(model_dir / META_FILE)
     meta["compressed"] = record
-    if "pruned_heads" in record:
-        meta["pruned_heads"] = record["pruned_heads"]
+    if "pruned_heads" in record:  # with the heads a head-pruned source had lost already
+        meta["pruned_heads"] = merge_heads(meta.get("pruned_heads") or {}, record["pruned_heads"])
     write_json_atomic(out / META_FILE, meta)
+
+
+def check_compressible(path: Path, task: Any) -> None:
+    """One line, before any work, for a model whose task compress does not gate (`Task.compressible`): its parity
+    compares each row's prediction, which a model that writes replies has none of."""
+    if not task.compressible:
+        raise TunelabError(f"{path}: compress does not take a model of task {task.cfg.name}; it prunes models of task "
+                           f"{', '.join(TASKS.names(lambda cls: cls.compressible))} (tunelab distill makes a smaller "
+                           "model of any task)")
 
 
 def _zlib_size(path: Path) -> int:

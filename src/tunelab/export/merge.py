@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,19 @@ from peft import PeftModel
 from safetensors import SafetensorError
 from transformers import AutoConfig
 
+from tunelab.config.run import read_config_file
+from tunelab.data.report import DATA_FOLDER, read_summary
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import claim, commit, run_reads, staged
 from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE, load_task, load_tokenizer
 from tunelab.io import Read, read_json
 from tunelab.models import resolve_model
-from tunelab.models.aliases import check_model_name
+from tunelab.models.aliases import check_model_name, model_dir_of
 from tunelab.models.segments import reseed_as_trained
+from tunelab.models.student import STUDENT_LAYERS
+from tunelab.registry import TASKS
+from tunelab.training.distill import student_from_teacher
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
                 "the outputs.", "一只敏捷的狐狸跳过了懒狗。", "1 2 3 4 5")
@@ -147,12 +152,12 @@ class Adapter:
     base_config: Any  # its transformers config, as it is there
 
 
-def check_adapter(adapter: Path, model_dir: Path, needs: str = "export --merge") -> Adapter:
+def check_adapter(adapter: Path, model_dir: Path, needs: str = "export --merge", base: str | None = None) -> Adapter:
     """What peft will read of a LoRA / DoRA adapter (RUN/adapter beside RUN/model), each part missing or damaged one
     line naming it (TunelabError; `needs`: the command that needs it): adapter_config.json not JSON or not an
     object, another kind of adapter, no weights file, the base model it names gone or not loadable. `tunelab serve`
     checks the adapters it shares a base between with it too (serve/adapters.py); cut weights are said as peft reads
-    them (`reading_weights`)."""
+    them (`reading_weights`). `base`: the base model's folder where the caller built it (a student's)."""
     adapter_cfg = read_json(adapter / "adapter_config.json")  # not JSON: BrokenFileError, one line
     if not isinstance(adapter_cfg, dict):
         raise TunelabError(f"{adapter / 'adapter_config.json'}: not a JSON object (a peft adapter's settings)")
@@ -164,7 +169,7 @@ def check_adapter(adapter: Path, model_dir: Path, needs: str = "export --merge")
         raise TunelabError(f"{adapter}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); {needs} needs the "
                            "adapter as training wrote it")
     meta = read_json(model_dir / META_FILE)
-    base = _base_path(adapter_cfg, meta, adapter)
+    base = base or _base_path(adapter_cfg, meta, adapter)
     try:
         config = AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as e:  # no config.json there, a hub id not in the cache offline
@@ -186,10 +191,11 @@ def reading_weights(weights: Path) -> Iterator[None]:
                            f"{first_line(e)}") from None
 
 
-def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module, Any, str]:
+def load_adapter_model(adapter: Path, model_dir: Path, base: str | None = None) -> tuple[torch.nn.Module, Any, str]:
     """(peft model, its auto class, base path): the base as trained (head labels from RUN/model's config,
-    vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode."""
-    checked = check_adapter(adapter, model_dir)
+    vocabulary resized to RUN/model's) with the adapter applied, unmerged, in eval mode. `base`: the base model's
+    folder where the caller built it (`student_base`)."""
+    checked = check_adapter(adapter, model_dir, base=base)
     base, auto, config = checked.base, _auto_class(model_dir), checked.base_config
     saved = AutoConfig.from_pretrained(str(model_dir))
     for key in HEAD_KEYS:
@@ -205,17 +211,51 @@ def load_adapter_model(adapter: Path, model_dir: Path) -> tuple[torch.nn.Module,
         return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
 
 
+def student_teacher(run: Path | None, spec: str, adapter: Path) -> Path:
+    """The teacher model a `layers:...` student (`spec`) was cut from: its run's `distill.teacher`, a relative path
+    from the folder it trained in (else from here); one line where it is gone."""
+    tree = read_config_file(run / "config.yaml") if run is not None else {}
+    teacher = str((tree.get("distill") or {}).get("teacher") or "") if isinstance(tree, dict) else ""
+    if not teacher:
+        raise TunelabError(f"{adapter}: the adapter of a student cut from its teacher ({spec}), but no run config "
+                           "names the teacher (distill.teacher); merge it in its run directory")
+    folder = read_summary(run).get(DATA_FOLDER) if run is not None else None
+    there = Path(folder) / teacher if isinstance(folder, str) and not Path(teacher).is_absolute() else None
+    found = model_dir_of(there if there is not None and there.exists() else teacher)
+    if not (found / META_FILE).is_file():
+        raise TunelabError(f"{adapter}: its base is {spec} of the teacher {teacher} (distill.teacher), which is gone; "
+                           f"restore the teacher run to merge (RUN/model holds the merged student already)")
+    return found
+
+
 def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4,
               overwrite: bool = False) -> MergeReport:
     """Merge RUN/adapter into its base, check it, and write a plain transformers model to `output` (`overwrite`: also
-    over a folder that holds other files, or a link; said first)."""
+    over a folder that holds other files, or a link; said first). A student cut from its teacher (`model:
+    layers:...`, recorded as its adapter's base) has its base cut again from the teacher, as training cut it."""
     adapter, model_dir = locate(path)
     output = Path(output) if output is not None else adapter.parent / "merged"
     run = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
+    meta = read_json(model_dir / META_FILE)
+    spec = str(meta.get("base_model") or "") if isinstance(meta, dict) else ""
+    teacher = student_teacher(run, spec, adapter) if spec.startswith(STUDENT_LAYERS) else None
     replaced = claim("export", output, [Read("the run it merges", adapter), Read("the run it merges", model_dir),
+                                        *([Read("the teacher", teacher)] if teacher is not None else []),
                                         *run_reads(run)], overwrite)
     tokenizer = load_tokenizer(model_dir)
-    peft_model, auto, base = load_adapter_model(adapter, model_dir)
+    with ExitStack() as stack:
+        cut = None
+        if teacher is not None:  # the student's base: the teacher's layers, in a temp folder for the merge
+            cut = stack.enter_context(student_from_teacher(spec, teacher, TASKS.get(meta["task"]["name"])
+                                                           .auto_model_class))
+        peft_model, auto, base = load_adapter_model(adapter, model_dir, cut)
+        if teacher is not None:
+            base = f"{spec} of {teacher}"
+        return _merge(peft_model, auto, base, tokenizer, adapter, model_dir, output, tolerance, replaced)
+
+
+def _merge(peft_model: Any, auto: Any, base: str, tokenizer: Any, adapter: Path, model_dir: Path, output: Path,
+           tolerance: float, replaced: list[str] | None) -> MergeReport:
     two_segments = getattr(peft_model.get_base_model().config, "type_vocab_size", 0) >= 2
     inputs = sample_inputs(tokenizer, pair=two_segments)
     want = logits_of(peft_model, inputs)

@@ -12,26 +12,47 @@ from typing import Any
 from tunelab import __version__
 from tunelab.config.run import RunConfig
 from tunelab.evaluation.evaluate import format_value
+from tunelab.io import read_json
 from tunelab.metrics import scalars
-from tunelab.models.aliases import ALIASES
+from tunelab.models.aliases import ALIASES, META_FILE, model_dir_of
+from tunelab.models.student import STUDENT_LAYERS
 from tunelab.tasks.base import Task
+
+
+def _front_matter(folder: Path, key: str) -> str | None:
+    """A key of the model card's front matter in `folder` (README.md), or None."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    found = re.search(rf"^{key}:\s*(\S.*)$", card.read_text(encoding="utf-8", errors="replace"), re.M)
+    return found.group(1).strip().strip("'\"") if found else None
 
 
 def base_licence(model: str) -> str:
     """The base model's licence: the alias table's, a local model directory's card front matter, else unknown."""
     if model in ALIASES:
         return ALIASES[model].licence
-    card = Path(model) / "README.md"
-    if card.is_file():
-        found = re.search(r"^licen[cs]e:\s*(\S.*)$", card.read_text(encoding="utf-8", errors="replace"), re.M)
-        if found:
-            return found.group(1).strip().strip("'\"")
-    return "unknown (see the base model's own card)"
+    return _front_matter(Path(model), "licen[cs]e") or "unknown (see the base model's own card)"
+
+
+def card_base(cfg: RunConfig) -> tuple[str, str]:
+    """(base model, its licence) the card names: the run's model; for a student cut from its teacher (`model:
+    layers:...`) the teacher's, as the teacher's own card says (a student of a student: its teacher's), else as its
+    tunelab.json names it."""
+    if cfg.distill is None or not cfg.model.startswith(STUDENT_LAYERS):
+        return cfg.model, base_licence(cfg.model)
+    teacher = model_dir_of(cfg.distill.teacher)
+    base = _front_matter(teacher, "base_model")
+    if base is None:
+        meta = read_json(teacher / META_FILE) if (teacher / META_FILE).is_file() else {}
+        base = str(meta.get("base_model") or teacher) if isinstance(meta, dict) else str(teacher)
+    licence = _front_matter(teacher, "licen[cs]e")
+    return base, licence if licence and not licence.startswith("unknown") else base_licence(base)
 
 
 def model_card(cfg: RunConfig, task: Task, metrics: dict[str, Any]) -> str:
     """The card's Markdown from the run's config, its task (label map) and its final metrics."""
-    licence = base_licence(cfg.model)
+    base, licence = card_base(cfg)
     train = metrics.get("train") or {}
     method = ", ".join(f"{k}={v}" for k, v in cfg.method.model_dump(mode="json").items())
     files = {"train": cfg.data.train, "validation": cfg.data.validation, "test": cfg.data.test}
@@ -44,12 +65,17 @@ def model_card(cfg: RunConfig, task: Task, metrics: dict[str, Any]) -> str:
     labels = task.metadata().get("labels")
     argv = shlex.join(["tunelab", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("tunelab", "__main__.py") else None
     parts = [
-        "---", f"license: {licence}", f"base_model: {cfg.model}", "library_name: transformers",
+        "---", f"license: {licence}", f"base_model: {base}", "library_name: transformers",
         f"tags: [tunelab, {cfg.task.name}, {cfg.method.name}]", "---", "",
         f"# {Path(cfg.output_dir).name}", "",
-        f"A `{cfg.task.name}` model fine-tuned with tunelab {__version__} from `{cfg.model}` ({method}). "
+        f"A `{cfg.task.name}` model fine-tuned with tunelab {__version__} from `{base}` ({method}). "
         "It loads with plain transformers (`RUN/model`), or with `tunelab.load()` / `tunelab predict`.", "",
     ]
+    if cfg.distill is not None:
+        cut = (f"the student starts from its layers {cfg.model[len(STUDENT_LAYERS):]}; "
+               if cfg.model.startswith(STUDENT_LAYERS) else "")
+        parts += [f"Distilled from the teacher `{cfg.distill.teacher}` ({cut}temperature {cfg.distill.temperature}, "
+                  f"alpha {cfg.distill.alpha}, loss {cfg.distill.loss}).", ""]
     if labels:
         parts += [f"Labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels), ""]
     parts += ["## Data", "", "| split | file | rows |", "|---|---|---|", *data_lines, ""]
@@ -63,6 +89,6 @@ def model_card(cfg: RunConfig, task: Task, metrics: dict[str, Any]) -> str:
               "## Reproduce", "", "```bash", f"tunelab train {Path(cfg.output_dir) / 'config.yaml'}", "```", ""]
     if argv:
         parts += [f"Made by: `{argv}`", ""]
-    parts += ["## Licence", "", f"The weights derive from `{cfg.model}`, whose licence is: {licence}. "
+    parts += ["## Licence", "", f"The weights derive from `{base}`, whose licence is: {licence}. "
               "The training data's licence applies as well.", ""]
     return "\n".join(parts)

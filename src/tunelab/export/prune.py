@@ -6,8 +6,9 @@ output before the attention's output projection; the importance of a head is |�
 batches, normalised per layer (l2), and the globally least important fraction goes, at least one head staying in
 every layer. transformers 5 dropped `prune_heads` and `head_mask`; the shrinking here is what `prune_heads` did:
 `prune_linear_layer` on the query / key / value rows and the output projection's columns of the removed heads. A
-saved model records them (`tunelab.json` `pruned_heads`), and `apply_pruned_heads` redoes the cut on load, before
-the smaller weights are read. BERT-family encoders (BERT, RoBERTa, MiniLM, XLM-R, ELECTRA) are supported.
+saved model records them (`tunelab.json` `pruned_heads`, the full model's numbering: a model pruned twice records
+both cuts), and `apply_pruned_heads` redoes the cut on load, before the smaller weights are read. BERT-family
+encoders (BERT, RoBERTa, MiniLM, XLM-R, ELECTRA) are supported.
 
 Magnitude: `torch.nn.utils.prune.global_unstructured` (L1) over every linear layer of the encoder; the mask stays
 during the recovery fine-tune and is made permanent after it. Dense kernels do the same work on zeros, so this saves
@@ -16,6 +17,7 @@ only the size of a compressed file, not time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -77,9 +79,25 @@ def head_importance(model: torch.nn.Module, batches: Iterable[dict[str, torch.Te
     return score / norms
 
 
+def heads_to_cut(fraction: float, counts: list[int]) -> int:
+    """How many of the heads (`counts`: each layer's) `heads:fraction` cuts: the nearest whole number (a half up) of
+    fraction × all, at most all but one in each layer; a one-line error where that is none."""
+    total = sum(counts)
+    n = min(math.floor(fraction * total + 0.5), total - len(counts))
+    if n < 1:
+        if total == len(counts):
+            raise TunelabError(f"compress --prune heads:{fraction:g}: every layer of the model has one head left; "
+                               "no head can be cut")
+        least = math.ceil(0.5 / total * 1e4) / 1e4  # (rounded up: heads:least cuts one)
+        raise TunelabError(f"compress --prune heads:{fraction:g}: would cut no head ({fraction:g} × the model's "
+                           f"{total} heads rounds to 0); heads:{least:g} or more cuts one")
+    return n
+
+
 def choose_heads(importance: torch.Tensor, counts: list[int], fraction: float) -> dict[int, list[int]]:
-    """The globally least important `fraction` of all heads, keeping at least one per layer: {layer: [heads]}."""
-    n = round(fraction * sum(counts))
+    """The globally least important `fraction` of all heads (`heads_to_cut`), keeping at least one per layer:
+    {layer: [heads]}."""
+    n = heads_to_cut(fraction, counts)
     order = sorted((float(importance[i, h]), i, h) for i, c in enumerate(counts) for h in range(c))
     left = list(counts)
     chosen: dict[int, list[int]] = {}
@@ -108,6 +126,22 @@ def apply_pruned_heads(model: torch.nn.Module, pruned: dict[int, list[int]]) -> 
         sa.num_attention_heads = total - len(heads)
         sa.all_head_size = sa.num_attention_heads * d
     return model
+
+
+def original_heads(cut: dict[str, list[int]], heads: dict[int, list[int]], total: int) -> dict[str, list[int]]:
+    """`heads` {layer: [index]} of a model whose heads `cut` {layer: [head]} are gone already (a head-pruned model
+    pruned again: its indices count the heads left), in the numbering of the full model (`total` heads a layer)."""
+    out = {}
+    for layer, indices in heads.items():
+        gone = set(cut.get(str(layer), []))
+        left = [h for h in range(total) if h not in gone]
+        out[str(layer)] = sorted(left[i] for i in indices)
+    return out
+
+
+def merge_heads(a: dict[str, list[int]], b: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Two cuts (the full model's numbering) as one: what `tunelab.json` records of a model pruned twice."""
+    return {k: sorted({*a.get(k, []), *b.get(k, [])}) for k in sorted({*a, *b}, key=int)}
 
 
 def encoder_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:

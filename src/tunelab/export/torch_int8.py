@@ -6,7 +6,8 @@ CPU batches, not single requests (onnxruntime int8 serves both; docs/compress.md
 the ONNX int8 export.
 
 Saved as `model.pt` (the quantised state dict; `torch.load(weights_only=True)` reads torchao's tensors) next to the
-run's config.json; loading builds the model from the config, quantises it the same way and assigns the weights.
+run's config.json; loading builds the model from the config (cut as tunelab.json records for a head-pruned model),
+quantises it the same way and assigns the weights.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import torch
 import transformers
 
 from tunelab.errors import TunelabError, first_line, require
+from tunelab.export.prune import apply_pruned_heads
+from tunelab.io import read_json
+from tunelab.models.aliases import META_FILE
 from tunelab.tasks.base import Task
 
 TORCH_FILE = "model.pt"
@@ -53,9 +57,13 @@ def save_int8(model: torch.nn.Module, out: Path) -> Path:
 
 
 def load_int8(task: Task, path: Path) -> torch.nn.Module:
-    """The int8 model of PATH/model.pt: built from PATH/config.json, quantised alike, the saved weights assigned."""
+    """The int8 model of PATH/model.pt: built from PATH/config.json, cut as PATH/tunelab.json records (a head-pruned
+    model's `pruned_heads`), quantised alike, the saved weights assigned."""
     config = transformers.AutoConfig.from_pretrained(str(path))
     model = getattr(transformers, task.auto_model_class).from_config(config)
+    meta = read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
+    if isinstance(meta, dict) and meta.get("pruned_heads"):
+        apply_pruned_heads(model, meta["pruned_heads"])
     quantize_int8(task, model)
     try:
         state = torch.load(path / TORCH_FILE, weights_only=True)
@@ -64,5 +72,9 @@ def load_int8(task: Task, path: Path) -> torch.nn.Module:
                            f"{first_line(e).split('. ')[0]}") from None
     if not isinstance(state, dict):
         raise TunelabError(f"{path / TORCH_FILE}: not a state dict (a {type(state).__name__}); export the run again")
-    model.load_state_dict(state, assign=True)  # other shapes than config.json's: RuntimeError, load_model says so
+    try:
+        model.load_state_dict(state, assign=True)
+    except RuntimeError as e:  # other shapes than config.json (and tunelab.json's cut) give them
+        raise TunelabError(f"{path / TORCH_FILE}: the weights do not have the shapes config.json and {META_FILE} "
+                           f"give them: {first_line(e).rstrip(':. ')}; export the model again") from None
     return model.eval()

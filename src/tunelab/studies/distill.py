@@ -86,6 +86,8 @@ def distill_run(teacher: Path, student: str, temperature: float = 2.0, alpha: fl
                 row["agreement"], row["max_abs_logit_diff"], row["positions"] = next_token_parity(
                     teacher_module, module, features[:PARITY_ROWS])
         rows.append(row)
-    write_json_atomic(out / REPORT, {"teacher": str(teacher), "student": cfg.model, "temperature": temperature,
-                                     "alpha": alpha, "rows": rows})
+    settings = cfg.distill  # what the student trained with: the --set distill.* values over the options
+    write_json_atomic(out / REPORT, {"teacher": str(teacher), "student": cfg.model,
+                                     "temperature": settings.temperature, "alpha": settings.alpha,
+                                     "loss": settings.loss, "rows": rows})
     return DistillResult(out, metrics, rows)

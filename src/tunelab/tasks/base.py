@@ -46,6 +46,7 @@ class Task(ABC):
     label_spans: ClassVar[str | None] = None
     export_formats: ClassVar[tuple[str, ...]] = ()  # what `tunelab export --format` makes of this task's models
     onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)
+    compressible: ClassVar[bool] = False  # `tunelab compress` prunes it (its gate compares each row's prediction)
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg = cfg

@@ -97,6 +97,7 @@ class Classification(Task):
     Config = ClassificationConfig
     auto_model_class = "AutoModelForSequenceClassification"
     export_formats = ("onnx", "torch")
+    compressible = True
     onnx_outputs = ("logits",)
     cfg: ClassificationConfig
 

@@ -91,6 +91,7 @@ class Ner(Task):
     Config = NerConfig
     auto_model_class = "AutoModelForTokenClassification"
     export_formats = ("onnx", "torch")
+    compressible = True
     onnx_outputs = ("logits",)
     cfg: NerConfig
 

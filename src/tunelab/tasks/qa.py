@@ -71,6 +71,7 @@ class Qa(Task):
     Config = QaConfig
     auto_model_class = "AutoModelForQuestionAnswering"
     export_formats = ("onnx", "torch")
+    compressible = True
     onnx_outputs = ("start_logits", "end_logits")
     cfg: QaConfig
 
