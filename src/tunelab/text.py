@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from rapidfuzz.distance import Levenshtein
@@ -122,3 +123,32 @@ def jieba_or_none() -> Any:
         return jieba
     except ImportError:
         return None
+
+
+_GBK_CHINESE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
+
+
+def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
+    """For bytes that are not UTF-8: a hint where the bad line reads as Chinese in GBK / GB18030 — what a Chinese
+    Windows (and Excel's CSV there) saves — with the command that converts it (for standard input, `<stdin>`, the
+    pipe to put before the tunelab command), else "". A Chinese character counts where both its bytes are non-ASCII,
+    as every GB2312 one's are: a Latin-1 accent before an ASCII letter (`naïve`: 0xEF 0x76) also decodes as a GBK
+    ideograph, but never so; one such character is enough (a character-level CoNLL line: `中 B-ORG`)."""
+    try:
+        text = line.decode("gb18030")
+    except UnicodeDecodeError:
+        return ""
+    wide = [c for c in text if not c.isascii()]
+    chinese = sum(1 for c in wide if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80)
+    if not chinese or chinese < 0.9 * len(wide):
+        return ""
+    stdin = str(path) == "<stdin>"
+    excel = excel and not stdin
+    said = ("; the line reads as Chinese in GBK (GB18030), the encoding of a Chinese Windows"
+            + (" and of Excel's CSV there" if excel else "") + ": ")
+    if stdin:
+        return said + "convert it on its way in: ... | iconv -f GB18030 -t UTF-8 | tunelab ..."
+    p = Path(path)
+    utf8 = p.with_name(f"{p.stem}.utf8{p.suffix}")
+    return said + ("save the file as UTF-8" + (' (Excel: "CSV UTF-8")' if excel else "")
+                   + f", or convert it: iconv -f GB18030 -t UTF-8 {p} > {utf8}")

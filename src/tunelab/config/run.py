@@ -181,7 +181,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        from tunelab.data.jsonl import gbk_hint  # (the data stage's hint, loaded only when a config needs it)
+        from tunelab.text import gbk_hint
 
         line = raw.count(b"\n", 0, exc.start) + 1
         start, end = raw.rfind(b"\n", 0, exc.start) + 1, raw.find(b"\n", exc.start)

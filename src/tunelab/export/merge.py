@@ -39,7 +39,6 @@ from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name, model_dir_of
 from tunelab.models.segments import reseed_as_trained
 from tunelab.models.student import STUDENT_LAYERS
-from tunelab.registry import TASKS
 from tunelab.training.distill import student_from_teacher
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
@@ -246,8 +245,7 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4,
     with ExitStack() as stack:
         cut = None
         if teacher is not None:  # the student's base: the teacher's layers, in a temp folder for the merge
-            cut = stack.enter_context(student_from_teacher(spec, teacher, TASKS.get(meta["task"]["name"])
-                                                           .auto_model_class))
+            cut = stack.enter_context(student_from_teacher(spec, teacher, load_task(model_dir).auto_model_class))
         peft_model, auto, base = load_adapter_model(adapter, model_dir, cut)
         if teacher is not None:
             base = f"{spec} of {teacher}"
