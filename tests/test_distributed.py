@@ -131,8 +131,7 @@ def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: P
     _same_curve(_losses(out), _losses(reference), [3, 6, 9, 12, 15, 16])
     _same_model(out, reference)
     metrics, want = json.loads((out / "metrics.json").read_text()), json.loads((reference / "metrics.json").read_text())
-    tokens = [m["train"]["real_tokens_per_s"] * m["train"]["wall_s"] for m in (metrics, want)]
-    assert abs(tokens[0] - tokens[1]) <= 0.01 * tokens[1], tokens  # both processes' tokens, not the first's
+    assert metrics["train"]["real_tokens"] == want["train"]["real_tokens"]  # both processes' tokens, not the first's
     assert metrics["train"]["hardware"]["processes"] == 2 and metrics["train"]["steps"] == 16
     assert metrics["validation"]["accuracy"] == json.loads((reference / "metrics.json").read_text())[
         "validation"]["accuracy"]

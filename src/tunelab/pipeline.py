@@ -342,7 +342,8 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
         metrics["baseline"] = baseline
     metrics["train"] = {
         "loss": result.train_loss, "steps": result.steps, "epochs": result.epochs,
-        "wall_s": round(result.wall_s, 2), "real_tokens_per_s": round(result.real_tokens_per_s, 1),
+        "wall_s": round(result.wall_s, 2), "real_tokens": result.real_tokens,
+        "real_tokens_per_s": round(result.real_tokens_per_s, 1),
         "padding_pct": round(100 * (1 - result.real_tokens / max(result.padded_tokens, 1)), 2),
         "precision": result.precision, "parameters": params,
         "rows": {name: len(ex) for name, ex in splits.items()},
