@@ -86,6 +86,8 @@ def test_full_width_digits_and_letters_are_tokens() -> None:
     assert corpus["rouge1"] < 1.0 and corpus["rougeL"] < 1.0
     width, _ = score_generations(["他获得第1名"], ["他获得第１名"])  # the same text in either width
     assert width["rouge1"] == 1.0
+    english, _ = score_generations(["Acme sells widgets", "area is 5 m"], ["Acme™ sells widgets", "area is 5 m²"])
+    assert english["rougeL"] == 1.0  # English rows as rouge-score reads them (NFKC glued ™ / ² to the word before)
 
 
 def test_chinese_is_segmented_for_rouge_and_bleu(monkeypatch: pytest.MonkeyPatch) -> None:

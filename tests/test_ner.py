@@ -351,6 +351,10 @@ def test_a_space_token_in_a_character_level_row(tmp_path: Path) -> None:
     write_jsonl(jsonl, [{"tokens": ["我", ""], "tags": ["O", "O"]}])
     with pytest.raises(DataError, match=r"zh.jsonl:1: tokens: token 2 is not a non-empty string: ''$"):
         task.parse(read_table(jsonl))
+    # lines with another space at a column's end or inside it read as before (any whitespace splits them)
+    conll.write_text("John B-PER\u00a0\nlives O\n\nJohn\u00a0NNP B-PER\nlives O\n", encoding="utf-8")
+    assert [(r["tokens"], r["tags"]) for r in task.parse(read_table(conll))] == [
+        (["John", "lives"], ["B-PER", "O"]), (["John", "lives"], ["B-PER", "O"])]
     conll.write_text("我 O\n\u3000O\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"zh.conll:2: tags: expected a token and a tag separated by a space or tab; "
                                         r"U\+3000 IDEOGRAPHIC SPACE is not one$"):

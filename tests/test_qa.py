@@ -17,7 +17,7 @@ from tunelab.cli import app
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import ConfigError, DataError
-from tunelab.metrics.qa import normalize_answer, qa_metrics, score, segments
+from tunelab.metrics.qa import cmrc_style, normalize_answer, qa_metrics, score, segments
 from tunelab.registry import TASKS
 from tunelab.tasks.qa import answer_positions, best_span
 
@@ -77,10 +77,13 @@ def test_a_chinese_answer_in_a_mostly_english_context_is_scored_by_character() -
     assert m["f1"] == pytest.approx(f1) and m["exact_match"] == 0.0
     (rec,) = task.records(logits, examples)
     assert rec["prediction"] == "王五先生" and rec["score"] == pytest.approx(f1)
-    # decided per question, from the answers: an English answer stays SQuAD (articles dropped) in a Chinese context
+    # decided per question, from the golds (and a Chinese context), never from the prediction: two models' answers
+    # to one question are scored by one rule
     assert qa_metrics(["the Beatles", "北京大学"], [["Beatles"], ["北京"]]) == pytest.approx(
         {"f1": (1 + f1) / 2, "exact_match": 0.5, "n": 2})
     assert score("北京大学", ["北京"]) == (0.0, pytest.approx(f1))
+    assert score("Tokyo (東京", ["Tokyo"]) == (0.0, pytest.approx(2 / 3))  # SQuAD: `東京` one more word
+    assert cmrc_style(["Tokyo"], "东京是日本的首都，人口约一千四百万。") and not cmrc_style(["Tokyo"], "Tokyo is big.")
 
 
 def test_unanswerable_metrics() -> None:

@@ -139,7 +139,8 @@ def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
     except UnicodeDecodeError:
         return ""
     wide = [c for c in text if not c.isascii()]
-    chinese = sum(1 for c in wide if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80)
+    chinese = sum(1 for i, c in enumerate(text) if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80
+                  and not _between_letters(text, i))
     if not chinese or chinese < 0.9 * len(wide):
         return ""
     stdin = str(path) == "<stdin>"
@@ -152,3 +153,10 @@ def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
     utf8 = p.with_name(f"{p.stem}.utf8{p.suffix}")
     return said + ("save the file as UTF-8" + (' (Excel: "CSV UTF-8")' if excel else "")
                    + f", or convert it: iconv -f GB18030 -t UTF-8 {p} > {utf8}")
+
+
+def _between_letters(text: str, i: int) -> bool:
+    """`text[i]` sits between two ASCII letters: a Latin-1 / cp1252 accent pair read as GBK (`informação`'s `çã`,
+    `Größe`'s `öß` each decode as one ideograph), never Chinese written as such."""
+    return 0 < i < len(text) - 1 and text[i - 1].isascii() and text[i - 1].isalpha() \
+        and text[i + 1].isascii() and text[i + 1].isalpha()

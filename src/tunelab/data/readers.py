@@ -120,9 +120,11 @@ def iter_conll(path: Path) -> Iterator[Record]:
     start, last = 0, 0
     for number, line in _lines(path):
         # columns split at ASCII spaces and tabs: a character-level Chinese file's token may be a space of its own
-        # (`\u3000 O`, U+3000 IDEOGRAPHIC SPACE); any whitespace only where that leaves no tag (older files)
-        cols = _COLUMNS.split(line.strip(" \t")) if line.strip() else []
-        if len(cols) == 1:
+        # (`\u3000 O`, U+3000 IDEOGRAPHIC SPACE); any whitespace where that leaves no tag, or a column holding
+        # another space inside or at its end (a non-breaking one: `John\u00a0NNP B-PER`, `B-PER\u00a0`), as before
+        text = line.lstrip(" \t").rstrip()
+        cols = _COLUMNS.split(text) if text else []
+        if len(cols) == 1 or any(not c.isspace() and any(ch.isspace() for ch in c) for c in cols):
             cols = line.split()
         if cols and cols[0] == "-DOCSTART-":
             continue

@@ -8,8 +8,9 @@
   keeps only `[a-z0-9]` and so drops Chinese entirely; a sample whose reference or reply holds any CJK character
   (or Hangul syllable) is segmented here instead — jieba words when `jieba` is installed, single CJK characters
   (and Hangul syllables) otherwise — with Latin words and numbers kept as rouge-score keeps them (lower-cased
-  `[a-z0-9]` runs) and punctuation dropped. Texts are NFKC-normalised first, so full-width digits and letters
-  (`２０２３`, `ＡＩ`) count as `2023`, `ai`.
+  `[a-z0-9]` runs) and punctuation dropped. A segmented text is NFKC-normalised first, so full-width digits and
+  letters (`２０２３`, `ＡＩ`) count as `2023`, `ai`; an English one is scored as written (NFKC would join `™` / `²`
+  to the word before).
 
 Per sample: sentence BLEU (effective order, exponential smoothing), sentence chrF and ROUGE-L F.
 """
@@ -95,7 +96,7 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
     rouge = {zh: _rouge(zh) for zh in set(zhs)}
     samples, sums = [], dict.fromkeys(ROUGE_TYPES, 0.0)
     for p, r, zh in zip(preds, refs, zhs, strict=True):
-        rs = rouge[zh].score(unicodedata.normalize("NFKC", r), unicodedata.normalize("NFKC", p))
+        rs = rouge[zh].score(r, p)  # (a segmented row is NFKC-normalised by segment_zh; an English one as written)
         for k in ROUGE_TYPES:
             sums[k] += float(rs[k].fmeasure)
         samples.append({

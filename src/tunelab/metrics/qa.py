@@ -1,11 +1,12 @@
 """Extractive QA metrics: exact match and F1, max over the gold answers.
 
-Decided per question (`cmrc_style`): when a gold answer or the prediction holds a CJK character, CMRC 2018 style —
+Decided per question (`cmrc_style`): when a gold answer holds a CJK character or the context is Chinese (a third or
+more CJK: an unanswerable question's too), CMRC 2018 style —
 lowercase, drop punctuation, split into single CJK characters and non-CJK words; F1 from the longest common substring
 of those segments, as in the official CMRC 2018 script (which uses nltk for the non-CJK words; a regex does that
 here). Otherwise the official SQuAD v1.1/v2.0 evaluation — lowercase, strip ASCII punctuation, drop the articles
 a/an/the, collapse whitespace; F1 over the bag of words (which would make a whole Chinese answer one word: a
-partly right one scored 0). The context does not matter: a Chinese answer in a mostly English context is Chinese.
+partly right one scored 0). The prediction does not matter: two models are scored by one rule on one question.
 
 An unanswerable question (no gold answers) scores 1 only for the empty prediction. Scores are 0–1.
 """
@@ -19,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tunelab.text import CJK_CHAR, CJK_UNIT
+from tunelab.text import CJK_CHAR, CJK_UNIT, is_chinese
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -95,9 +96,10 @@ def _cmrc_f1(pred: str, gold: str) -> float:
 
 
 # -- scoring -------------------------------------------------------------------------------------
-def cmrc_style(pred: str, golds: Sequence[str]) -> bool:
-    """Score this question CMRC 2018 style: a gold answer or the prediction holds a CJK character."""
-    return any(CJK_CHAR.search(t) for t in (pred, *golds))
+def cmrc_style(golds: Sequence[str], context: str = "") -> bool:
+    """Score this question CMRC 2018 style: a gold answer holds a CJK character (a Chinese answer in a mostly
+    English context too), or the context is Chinese."""
+    return any(CJK_CHAR.search(t) for t in golds) or bool(context) and is_chinese(context)
 
 
 def answerable(golds: Sequence[str], chinese: bool = False) -> list[str]:
@@ -111,9 +113,9 @@ def score(pred: str, golds: Sequence[str], chinese: bool | None = None) -> tuple
     """(exact match, F1) of one prediction, max over the gold answers, as the official SQuAD v2 script scores it: golds
     that normalise to nothing are dropped, and a question left without any is unanswerable — the empty gold, which
     a prediction matches when it too normalises to nothing (`the` does; an empty answer to an answerable
-    question scores 0). `chinese`: CMRC 2018 style; None decides by `cmrc_style`."""
+    question scores 0). `chinese`: CMRC 2018 style; None decides by `cmrc_style` of the golds."""
     if chinese is None:
-        chinese = cmrc_style(pred, golds)
+        chinese = cmrc_style(golds)
     em, f1 = (_cmrc_em, _cmrc_f1) if chinese else (_squad_em, _squad_f1)
     kept = answerable(golds, chinese) or [""]
     return max(em(pred, g) for g in kept), max(f1(pred, g) for g in kept)
