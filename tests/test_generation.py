@@ -72,9 +72,10 @@ def test_a_reply_with_a_little_chinese_is_segmented() -> None:
     corpus, (s,) = score_generations([pred], [ref])
     assert corpus["rouge1"] < 0.8 and corpus["rougeL"] < 0.8 and s["rouge_l"] < 0.8
     assert corpus["bleu_tokenize"] == "zh"
-    # an English reference with a Chinese reply: the reply's Chinese counts against its precision
+    # an English reference with a Chinese reply: the reply's Chinese counts against its precision (ROUGE, per row);
+    # the corpus BLEU's tokenisation follows the references, so that two models' replies are tokenised alike
     english, _ = score_generations(["the weeknd 的歌曲很好听"], ["the weeknd"])
-    assert english["rouge1"] < 0.8 and english["bleu_tokenize"] == "zh"
+    assert english["rouge1"] < 0.8 and english["bleu_tokenize"] == "13a"
     same, _ = score_generations([ref], [ref])
     assert same["rougeL"] == 1.0
 

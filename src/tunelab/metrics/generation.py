@@ -75,7 +75,8 @@ def _rouge(zh: bool) -> Any:
 def score_generations(predictions: Sequence[str], references: Sequence[str],
                       language: str | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """(corpus metrics, per-sample {exact_match, bleu, chrf, rouge_l}). `language`: `zh`, `en` or None
-    (decided per sample: zh when its reference or its prediction holds any CJK character or Hangul syllable)."""
+    (decided per sample: zh when its reference or its prediction holds any CJK character or Hangul syllable; the
+    corpus BLEU's tokenisation by the references)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
@@ -84,11 +85,12 @@ def score_generations(predictions: Sequence[str], references: Sequence[str],
     # each sample by its own texts (a set mixing Chinese and English replies scores both rightly): any CJK character
     # in the reference or the reply segments it, since rouge-score's tokenizer would drop that Chinese (a reply
     # mostly English names with a few Chinese words scored 1.0 against a different Chinese sentence); the corpus
-    # BLEU, one tokenisation for all: `zh` when any sample is (13a would keep each Chinese run one token; on other
-    # text `zh` differs from 13a only on HTML entities)
+    # BLEU, one tokenisation for all: `zh` when any reference has CJK (13a would keep each Chinese run one token; on
+    # other text `zh` differs from 13a only on HTML entities) — by the references, so that two models' replies to one
+    # set are scored alike
     zhs = ([_has_zh(r) or _has_zh(p) for p, r in zip(preds, refs, strict=True)] if language is None
            else [language == "zh"] * len(refs))
-    tokenize = "zh" if any(zhs) else "13a"
+    tokenize = "zh" if (any(_has_zh(r) for r in refs) if language is None else language == "zh") else "13a"
     from sacrebleu.metrics import BLEU, CHRF
 
     bleu, chrf = BLEU(tokenize=tokenize), CHRF()
