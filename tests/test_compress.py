@@ -172,7 +172,7 @@ def test_a_head_pruned_model_in_torch_int8(run: Path, pruned: tuple[Path, str]) 
         tunelab.load(out)
 
 
-def test_a_head_pruned_model_pruned_again(pruned: tuple[Path, str]) -> None:
+def test_a_head_pruned_model_pruned_again(pruned: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """tunelab.json records both cuts in the full model's numbering; the cap of one head a layer is said."""
     import tunelab
 
@@ -189,6 +189,12 @@ def test_a_head_pruned_model_pruned_again(pruned: tuple[Path, str]) -> None:
     model = tunelab.load(out)
     assert head_counts(model.module) == [1, 1]
     assert model.evaluate(report["data"])["accuracy"] == pytest.approx(report["rows"][1]["metric"])
+    from tunelab.export.artifact import default_output, locate_model
+
+    run = locate_model(pruned[0])[1]  # compressed twice, it still knows its run (its validation data, its config)
+    assert run is not None and locate_model(out)[1] == run
+    monkeypatch.chdir(out)  # the model given as `.`: beside it, by its own name
+    assert default_output(Path("."), run, "onnx-fp32") == out.parent / f"{out.name}-onnx-fp32"
 
 
 def test_pruned_heads_map_back_to_the_full_model() -> None:

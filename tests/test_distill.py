@@ -58,6 +58,9 @@ def test_a_cut_lora_student_merges(teacher: Path, tmp_path: Path, monkeypatch: p
     assert f"into layers:1 of {teacher / 'model'}; max |Δlogit|" in res.stderr
     merged = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert merged["num_hidden_layers"] == 1
+    from tunelab.serve.adapters import adapter_groups  # served: from its own merged RUN/model, no base shared
+
+    assert adapter_groups([out, out]) == []
 
 
 def test_a_student_learns_from_soft_targets_alone(teacher: Path, tiny_bert: Path) -> None:

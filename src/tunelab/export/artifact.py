@@ -64,8 +64,10 @@ def locate_model(path: Path) -> tuple[Path, Path | None]:
         if "export" in meta:
             raise TunelabError(f"{path}: already an exported {meta['export'].get('format')} model; export from the "
                                "run directory")
-        source = Path(meta.get("compressed", {}).get("from", path))  # a compressed model: the run it came from
-        run = next((d for d in (path.parent, source.parent) if (d / "config.yaml").is_file()), None)
+        compressed = meta.get("compressed", {})  # a compressed model: the run it came from (compressed twice too)
+        source, recorded = Path(compressed.get("from", path)), compressed.get("run")
+        run = next((d for d in (*([Path(recorded)] if isinstance(recorded, str) else []), path.parent, source.parent)
+                    if (d / "config.yaml").is_file()), None)
         return path, run
     raise TunelabError(f"{path}: not a run or model directory (no model/{META_FILE}); pass a run's output_dir")
 
@@ -99,6 +101,7 @@ def default_output(model_dir: Path, run: Path | None, name: str) -> Path:
     """Where an export or compress of `model_dir` goes without --output: RUN/exports/NAME for a run's model; beside a
     compressed model (its tunelab.json `compressed`; or a model in an exports/ folder), as <its folder>-NAME — never
     the folder an export of the run's own model has (`serve RUN` would then serve the pruned one)."""
+    model_dir = model_dir.resolve()  # (`.`: the folder's own name)
     if model_dir.parent.name == "exports" or "compressed" in read_json(model_dir / META_FILE):
         return model_dir.parent / f"{model_dir.name}-{name}"
     return (run or model_dir.parent) / "exports" / name

@@ -85,8 +85,8 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     task.configure_loss(cfg.train, train)
     train_features = task.encode(train, tokenizer)
     collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
-    record: dict[str, Any] = {"prune": prune, "from": str(model_dir.resolve()), "recover_epochs": recover_epochs,
-                              "tunelab_version": __version__}
+    record: dict[str, Any] = {"prune": prune, "from": str(model_dir.resolve()), "run": str(run.resolve()),
+                              "recover_epochs": recover_epochs, "tunelab_version": __version__}
     module = module.float()
     if kind == "heads":
         rows = train_features[:IMPORTANCE_ROWS]

@@ -207,7 +207,13 @@ def load_adapter_model(adapter: Path, model_dir: Path, base: str | None = None) 
         model.resize_token_embeddings(vocab, mean_resizing=False)  # the adapter holds the resized embeddings
     with warnings.catch_warnings(), reading_weights(checked.weights):  # peft calls a transformers method
         warnings.simplefilter("ignore", FutureWarning)  # deprecated for v6
-        return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
+        try:
+            return PeftModel.from_pretrained(model, str(adapter)).eval(), auto, base
+        except RuntimeError as e:  # torch: "Error(s) in loading state_dict ... size mismatch for ..."
+            if "size mismatch" not in str(e):
+                raise
+            raise TunelabError(f"{adapter}: its weights do not fit the base model {base} (size mismatch: the base, or "
+                               "the teacher it was cut from, since replaced by another shape?)") from None
 
 
 def student_teacher(run: Path | None, spec: str, adapter: Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.api import Model
+from tunelab.models.student import STUDENT_LAYERS
 
 ADAPTER = "adapter"
 
@@ -34,8 +35,11 @@ def _lora_run(path: Path) -> tuple[Path, str] | None:
         adapter = json.loads((run / ADAPTER / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         adapter = None  # damaged: check_adapter says so
-    if (isinstance(adapter, dict) and adapter.get("peft_type") != "LORA") or not meta.get("base_model"):
+    base = meta.get("base_model")
+    if (isinstance(adapter, dict) and adapter.get("peft_type") != "LORA") or not base:
         return None  # prefix / prompt tuning: RUN/model holds what is served
+    if str(base).startswith(STUDENT_LAYERS):  # a student cut from its teacher: no base to share; RUN/model is merged
+        return None
     return run, json.dumps([meta["base_model"], meta["task"].get("name"), config.get("architectures"),
                             len(config.get("id2label") or {}), config.get("vocab_size")])
 
