@@ -119,6 +119,7 @@ def test_replies_are_those_of_the_trained_forward_pass(method: str, arch: str, t
     from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+    from tunelab.models.generate import generate_ids
     from tunelab.serve.chat_batcher import ChatBatcher, Job
     from tunelab.tasks.generation import GenerationConfig, generate
     from tunelab.tasks.streaming import stream_reply
@@ -135,12 +136,14 @@ def test_replies_are_those_of_the_trained_forward_pass(method: str, arch: str, t
             if p.dim() > 1:
                 p.normal_(0, 1.0 if p.requires_grad else 0.5)
 
-    def trained(prompt: list[int], new: int) -> list[int]:
+    def trained(prompt: list[int], new: int, penalty: float = 1.0) -> list[int]:
         seq = list(prompt)
         with torch.no_grad():
             for _ in range(new):
-                seq.append(int(model(input_ids=torch.tensor([seq]), attention_mask=torch.ones(1, len(seq))
-                                     ).logits[0, -1].argmax()))
+                logits = model(input_ids=torch.tensor([seq]), attention_mask=torch.ones(1, len(seq))).logits[0, -1]
+                seen = torch.tensor(seq)  # (transformers' repetition penalty: over what the sequence holds)
+                logits[seen] = torch.where(logits[seen] < 0, logits[seen] * penalty, logits[seen] / penalty)
+                seq.append(int(logits.argmax()))
         return seq[len(prompt):]
 
     prompts, new, none = [[5, 7, 9, 11, 13], [6, 8]], 12, 10**6  # (`none`: no stop id ends a reply early)
@@ -154,3 +157,8 @@ def test_replies_are_those_of_the_trained_forward_pass(method: str, arch: str, t
     jobs = [Job(p, cfg, lambda _: None, threading.Event()) for p in prompts]
     ChatBatcher(model, tok, stop=[none])._generate(jobs)
     assert [j.tokens for j in jobs] == want
+    # a repetition penalty (a model's generation_config.json may set one) over the prompt and reply only: the virtual
+    # tokens' stand-ins in generate()'s sequence are not a pad or stop id it would penalise
+    got = generate_ids(model, torch.tensor([prompts[0]]), torch.ones(1, 5, dtype=torch.long), max_new_tokens=6,
+                       do_sample=False, repetition_penalty=1.5, pad_token_id=tok.eos_token_id, eos_token_id=[none])
+    assert got[0, 5:].tolist() == trained(prompts[0], 6, penalty=1.5)

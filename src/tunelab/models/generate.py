@@ -49,14 +49,18 @@ def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     base = model.get_base_model()
     rows = input_ids.shape[0]
     mask = torch.cat([attention_mask.new_ones((rows, n)), attention_mask], dim=1)
-    if kind == "PREFIX_TUNING":  # the prefix as the cache's first n positions, n placeholder ids standing for them
+    # n placeholder ids stand for the virtual tokens in the sequence generate() keeps: each row's last prompt token
+    # (left padding: always a real one), so that a repetition penalty over the sequence penalises only what the
+    # prompt holds anyway — not a pad or stop id (a reply that could then never end)
+    held = input_ids[:, -1:].expand(rows, n)
+    if kind == "PREFIX_TUNING":  # the prefix as the cache's first n positions
         # (generate() repeats each row per beam, the cache left as given: it is made that wide)
         cache = model.get_prompt(batch_size=rows * max(1, int(kwargs.get("num_beams") or 1)))
-        held = input_ids.new_full((rows, n), int(kwargs.get("pad_token_id") or 0))
         out = base.generate(input_ids=torch.cat([held, input_ids], dim=1), attention_mask=mask,
                             **{_cache_argument(base): cache}, **kwargs)
         return out[:, n:]
-    embeds = base.get_input_embeddings()(input_ids)
+    embeds = base.get_input_embeddings()(input_ids)  # prompt tuning: the virtual tokens' embeddings first
     prompts = model.get_prompt(batch_size=rows).to(embeds.dtype)
-    new = base.generate(inputs_embeds=torch.cat([prompts, embeds], dim=1), attention_mask=mask, **kwargs)
-    return torch.cat([input_ids, new], dim=1)
+    out = base.generate(input_ids=torch.cat([held, input_ids], dim=1),
+                        inputs_embeds=torch.cat([prompts, embeds], dim=1), attention_mask=mask, **kwargs)
+    return out[:, n:]
