@@ -206,7 +206,14 @@ def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypa
                               "--set", "method=qlora"])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1  # on a CPU: qlora needs CUDA first
     assert not (tmp_path / "runs").exists()
+    from tunelab.cli.launch import _ended
     from tunelab.cli.train import interrupted_line  # Ctrl-C under the launch: the command that resumes has its flags
+
+    assert _ended(-9) == "was killed by SIGKILL" and _ended(1) == "ended with exit code 1"  # (torchrun's report off)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a machine's second process: its first says the error (and each machine's)
+    res = runner.invoke(app, ["train", *sets, "--dry-run"])
+    assert res.exit_code == 2 and res.output == ""
+    monkeypatch.setenv("LOCAL_RANK", "0")
 
     for key, value in {"RANK": "2", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4", "GROUP_RANK": "1",
                        "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29501"}.items():

@@ -149,6 +149,15 @@ def test_a_resumed_run_selects_its_best_from_before_the_resume(tiny_bert: Path, 
         assert (result.steps, result.selected_step) == (5, step)
         now = ckpt.trainable_state(model)
         assert all(torch.equal(now[k], best[k]) for k in now) == (step == 2)
+    # the best is the resumed checkpoint itself (a run interrupted while improving), resumed with save_steps 0
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=3, eval_steps=1, save_steps=1, best_metric="accuracy")
+    engine.train(model, feats, collate, cfg.train, 1e-2, tmp_path / "d", evaluate=_scripted([0.5, 0.6, 0.8]))
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=5, eval_steps=1, save_steps=0, best_metric="accuracy")
+    result = engine.train(model, feats, collate, cfg.train, 1e-2, tmp_path / "d", evaluate=_scripted([0.6, 0.65]),
+                          resume_from=tmp_path / "d" / "checkpoints" / "step-00000003")
+    last = load_file(str(tmp_path / "d" / "checkpoints" / "step-00000003" / "trainable.safetensors"))
+    now = ckpt.trainable_state(model)
+    assert result.selected_step == 3 and all(torch.equal(now[k], last[k]) for k in now)
 
 
 def test_an_early_stopped_run_resumed_with_more_patience_trains_on(tiny_bert: Path, tmp_path: Path) -> None:

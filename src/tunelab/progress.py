@@ -35,10 +35,17 @@ def table_console(file: Any = None, width: int | None = None) -> Console:
     return Console(file=file or sys.stderr, width=width, markup=False)
 
 
+def speaks() -> bool:
+    """Whether this process says what every process of a launch would say alike (warnings, user errors): the first
+    of its machine (torchrun's LOCAL_RANK 0) — one line, not one per process, and each machine's own (a file missing
+    on one of several machines is said there). Outside a launcher, always."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def say(line: str) -> None:
-    """One line on stderr, above the bar when one is drawn (e.g. an evaluation's scores during training). Under a
-    launcher (torchrun sets RANK) the first process says it: every process would say the same."""
-    if os.environ.get("RANK", "0") != "0":
+    """One line on stderr, above the bar when one is drawn (e.g. an evaluation's scores during training); under a
+    launcher, by the first process of each machine (`speaks`)."""
+    if not speaks():
         return
     if _active and _active[0].bar is not None:
         _active[0].bar.console.print(line, highlight=False, markup=False)

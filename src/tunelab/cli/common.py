@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -84,7 +83,9 @@ def _quiet_transformers() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    if os.environ.get("RANK", "0") == "0":  # under a launcher every process meets the same error: the first says it
+    from tunelab.progress import speaks
+
+    if speaks():  # under a launcher every process of a machine meets the same error: its first says it
         typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,15 @@ def shell_line(cmd: list[str], nproc: int) -> str:
     return shlex.join([*(f"{k}={v}" for k, v in threads(nproc).items()), *cmd])
 
 
+def _ended(code: int) -> str:
+    if code >= 0:
+        return f"ended with exit code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
 def run_launch(cmd: list[str], nproc: int) -> int:
     """Run `cmd` — torchrun's own `run()` with its arguments, in this process — in the foreground; the exit status
     of the command: 0, 2 when a process ended with a user error (which the first process said in one line), 130 on
@@ -89,8 +99,13 @@ def run_launch(cmd: list[str], nproc: int) -> int:
     try:
         run(parse_args(cmd[cmd.index("torch.distributed.run") + 1:]))
     except ChildFailedError as failed:
-        codes = [f.exitcode for f in failed.failures.values()]
-        return 2 if 2 in codes else 130 if 130 in codes else next((c for c in codes if c > 0), 1)
+        codes = {rank: f.exitcode for rank, f in failed.failures.items()}
+        if 2 in codes.values() or 130 in codes.values():  # a user error (said), Ctrl-C
+            return 2 if 2 in codes.values() else 130
+        rank, code = min(codes.items())  # a crash, or a process killed (the out-of-memory killer's SIGKILL)
+        print(f"error: process rank {rank} {_ended(code)}; its output above says more where it could",
+              file=sys.stderr)
+        return 128 - code if code < 0 else code or 1
     except (KeyboardInterrupt, SignalException):
         return 130
     return 0

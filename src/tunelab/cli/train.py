@@ -57,7 +57,9 @@ def train(
     try:
         run = api.train(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":  # (under a launcher every process has the Ctrl-C: the first says it)
+        from tunelab.progress import speaks
+
+        if speaks():  # (under a launcher every process has the Ctrl-C: the first of each machine says it)
             typer.echo(interrupted_line(Path(cfg.output_dir), config, set_), err=True)
         raise typer.Exit(130) from None
     metrics = run.metrics

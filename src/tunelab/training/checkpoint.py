@@ -217,18 +217,19 @@ def _fits(shapes: dict[str, list[int]], model: torch.nn.Module, source: str) -> 
     return params
 
 
-def resumed_best(path: Path, best: int | None, step: int, root: Path | None) -> dict[str, torch.Tensor] | None:
-    """The trainable weights of the best step so far of the run resumed from `path` (checkpoint of `step`), when this
-    run's own checkpoints (`root`; None: it saves none) will not hold them for select_best at its end: a checkpoint
-    of another folder, or a resume with train.save_steps 0. None when they will (or the best is `path` itself)."""
-    if best is None or best == step or root is not None and root.resolve() == path.parent.resolve():
+def resumed_best(path: Path, best: int | None, root: Path | None) -> Path | None:
+    """The trainable weights' file of the best step so far of the run resumed from `path` (that checkpoint itself,
+    or one beside it), when this run's own checkpoints (`root`; None: it saves none) will not hold it for
+    select_best at its end: a checkpoint of another folder, or a resume with train.save_steps 0. None when they will.
+    (A path, read at the end: a full model's weights are not held in memory the whole run.)"""
+    if best is None or root is not None and root.resolve() == path.parent.resolve():
         return None
     file = path.parent / f"step-{best:08d}" / FILES[0]
     if not file.is_file():
         raise TunelabError(f"{resume_option()}: {path}: the best step so far ({best}) has no checkpoint beside it "
                            f"({file}), and the run selects its best weights at the end (train.select_best): restore "
                            "it, or resume with train.select_best=false")
-    return load_file(str(file))
+    return file
 
 
 def load_checkpoint(

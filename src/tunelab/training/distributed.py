@@ -246,11 +246,11 @@ def on_main(work: Callable[[], None]) -> None:
     """`work()` (checks, the run directory's first writes) on the main process only; a user error it raises is
     raised on every process, so that all end with it (exit code 2) instead of the others waiting on a collective
     for a process that has gone — which ended them with a traceback of their own."""
-    error: TunelabError | None = None
+    error: TunelabError | OSError | None = None  # (what the CLI takes for a user error: one line, exit code 2)
     if world()[0] == 0:
         try:
             work()
-        except TunelabError as e:
+        except (TunelabError, OSError) as e:
             error = e
     message = broadcast_object(None if error is None else str(error))
     if error is not None:

@@ -176,7 +176,7 @@ class Loop:
         self.keep_best, self.select = cfg.tracks_best(), cfg.selects_best() and evaluate is not None
         needs_metric = evaluate is not None and (self.keep_best or cfg.scheduler == "reduce_on_plateau")
         self.tracker = MetricTracker.from_config(cfg) if needs_metric else None
-        self.best_weights: dict[str, torch.Tensor] | None = None  # the best, in memory, when no checkpoints
+        self.best_weights: dict[str, torch.Tensor] | Path | None = None  # the best, when no checkpoint of its own
         self.log = MetricsLog(out_dir / "metrics.jsonl" if out_dir and acc.is_main_process else None, cfg.report_to)
         self.s, self.rng = LoopState(), None  # rng: the RNG states to restore right before the next step
         self.resumed_from: Path | None = None
@@ -209,7 +209,7 @@ class Loop:
         if self.tracker is not None and saved.get("tracker"):
             self.tracker.load_state_dict(saved["tracker"])
             if self.select and self.acc.is_main_process:  # the best so far, where this run's checkpoints lack it
-                self.best_weights = ckpt.resumed_best(path, self.tracker.best_step, self.s.step, self.ckpt_root)
+                self.best_weights = ckpt.resumed_best(path, self.tracker.best_step, self.ckpt_root)
         # stopped early, resumed with other early_stopping settings (or none): it stops as these say
         self.s.stopped = self.cfg.early_stopping is not None and self.tracker is not None and self.tracker.should_stop
         self.resumed_from = self.last_saved = path
@@ -380,9 +380,9 @@ class Loop:
         s, t = self.s, self.tracker
         self.settle()
         selected = t.best_step if self.select and t is not None else None
-        best = None
-        if selected is not None and selected != s.step and self.acc.is_main_process:
-            best = self.best_weights or ckpt.load_file(str(self.ckpt_root / f"step-{selected:08d}" / ckpt.FILES[0]))
+        held = (self.best_weights or self.ckpt_root / f"step-{selected:08d}" / ckpt.FILES[0]  # (a resume's: a file)
+                if selected is not None and selected != s.step and self.acc.is_main_process else None)
+        best = ckpt.load_file(str(held)) if isinstance(held, Path) else held
         full = None
         if self.strategy in ("fsdp", "deepspeed"):  # the trained weights, gathered: the caller builds the model anew
             full = self.gathered(trainable_only=False)
