@@ -395,3 +395,22 @@ def test_bf16_training_then_plain_fp32_forward(tiny_bert: Path) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             low = model(**batch).logits
     assert plain.dtype == torch.float32 and not torch.equal(plain, low.float())
+
+
+def test_a_resumed_best_without_its_checkpoint_is_refused_before_the_run_starts(tmp_path: Path) -> None:
+    """The best step the resumed run will select has no checkpoint beside it: one line before anything is written
+    (it was refused after the folder was started, on the main process only)."""
+    step = tmp_path / "a" / "checkpoints" / "step-00000003"
+    step.mkdir(parents=True)
+    tracker = {"metric": "accuracy", "best_step": 2, "best_value": 0.8, "bad": 1}
+    (step / "trainer_state.json").write_text(json.dumps({"step": 3, "tracker": tracker}))
+    cfg = TrainConfig(best_metric="accuracy", save_steps=0)
+    with pytest.raises(TunelabError, match=r"the best step so far \(2\) has no checkpoint beside it"):
+        ckpt.check_resumed_best(step, cfg, tmp_path / "b", evaluates=True)
+    ckpt.check_resumed_best(step, cfg, tmp_path / "b", evaluates=False)  # nothing to select: no check
+    ckpt.check_resumed_best(step, TrainConfig(best_metric="f1_macro"), tmp_path / "b", evaluates=True)  # sought anew
+    with pytest.raises(TunelabError, match=r"the best step so far \(2\) has no checkpoint"):  # its own folder too
+        ckpt.check_resumed_best(step, TrainConfig(best_metric="accuracy"), tmp_path / "a", evaluates=True)
+    (step.parent / "step-00000002").mkdir()
+    (step.parent / "step-00000002" / "trainable.safetensors").write_bytes(b"")
+    ckpt.check_resumed_best(step, TrainConfig(best_metric="accuracy"), tmp_path / "a", evaluates=True)

@@ -41,7 +41,7 @@ from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
 from tunelab.training import engine
-from tunelab.training.checkpoint import check_fits, find_checkpoint
+from tunelab.training.checkpoint import check_fits, check_resumed_best, find_checkpoint
 from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,
@@ -152,7 +152,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     # the untrained model scored (main process; its replies written once the folder is claimed), then the method
     # applied and checked — its settings, what trains, a resumed checkpoint's shapes — before anything is written
     baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
-    model = _applied(method, model, task, cfg, resume_from)
+    model = _applied(method, model, task, cfg, resume_from, "validation" in splits)
     with ExitStack() as held:
         def claim() -> None:  # the main process: under the lock for the whole run
             held.enter_context(RunDirLock(out))
@@ -164,14 +164,15 @@ def run(cfg: RunConfig, resume: str | None = None,
                       on_eval, t0, distill, baseline)
 
 
-def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig,
-             resume_from: Path | None) -> torch.nn.Module:
+def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig, resume_from: Path | None,
+             evaluates: bool) -> torch.nn.Module:
     """`model` with the method applied, what trains checked (layer-wise lr decay; a resumed checkpoint's names and
     shapes): before the run claims its output_dir."""
     model = method.apply(model, task.head_modules(model), task.new_token_ids)
     check_layer_decay(model, cfg.train.layer_lr_decay)
     if resume_from is not None:
         check_fits(resume_from, model)
+        check_resumed_best(resume_from, cfg.train, Path(cfg.output_dir), evaluates)
     return model
 
 

@@ -222,14 +222,27 @@ def resumed_best(path: Path, best: int | None, root: Path | None) -> Path | None
     or one beside it), when this run's own checkpoints (`root`; None: it saves none) will not hold it for
     select_best at its end: a checkpoint of another folder, or a resume with train.save_steps 0. None when they will.
     (A path, read at the end: a full model's weights are not held in memory the whole run.)"""
-    if best is None or root is not None and root.resolve() == path.parent.resolve():
+    if best is None:
         return None
     file = path.parent / f"step-{best:08d}" / FILES[0]
     if not file.is_file():
         raise TunelabError(f"{resume_option()}: {path}: the best step so far ({best}) has no checkpoint beside it "
                            f"({file}), and the run selects its best weights at the end (train.select_best): restore "
                            "it, or resume with train.select_best=false")
-    return file
+    return None if root is not None and root.resolve() == path.parent.resolve() else file
+
+
+def check_resumed_best(path: Path, cfg: Any, out: Path, evaluates: bool) -> None:
+    """Before the run claims its output_dir, on every process: the best step a resume will select at its end
+    (`resumed_best`) has its checkpoint (else one line, instead of a refusal after the folder was started)."""
+    saved = read_trainer_state(path).get("tracker")
+    if not (cfg.selects_best() and evaluates and saved):
+        return
+    from tunelab.training.early_stopping import MetricTracker
+
+    tracker = MetricTracker.from_config(cfg)
+    tracker.load_state_dict(saved)  # (resumed with another metric: its best sought afresh, none needed)
+    resumed_best(path, tracker.best_step, out / "checkpoints" if cfg.save_steps != 0 else None)
 
 
 def load_checkpoint(
