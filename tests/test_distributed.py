@@ -210,7 +210,10 @@ def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypa
     from tunelab.cli.train import interrupted_line  # Ctrl-C under the launch: the command that resumes has its flags
 
     assert _ended(-9) == "was killed by SIGKILL" and _ended(1) == "ended with exit code 1"  # (torchrun's report off)
-    monkeypatch.setenv("LOCAL_RANK", "1")  # a machine's second process: its first says the error (and each machine's)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # no launch (no WORLD_SIZE; a Slurm script's variable): said
+    res = runner.invoke(app, ["train", *sets, "--dry-run"])
+    assert res.exit_code == 2 and res.output.startswith("error: --dry-run")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a machine's second process: its first says the error (and each machine's)
     res = runner.invoke(app, ["train", *sets, "--dry-run"])
     assert res.exit_code == 2 and res.output == ""
     monkeypatch.setenv("LOCAL_RANK", "0")

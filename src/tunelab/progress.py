@@ -39,7 +39,8 @@ def speaks() -> bool:
     """Whether this process says what every process of a launch would say alike (warnings, user errors): the first
     of its machine (torchrun's LOCAL_RANK 0) — one line, not one per process, and each machine's own (a file missing
     on one of several machines is said there). Outside a launcher, always."""
-    return os.environ.get("LOCAL_RANK", "0") == "0"
+    launched = "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ  # (a Slurm script may set LOCAL_RANK alone)
+    return not launched or os.environ["LOCAL_RANK"] == "0"
 
 
 def say(line: str) -> None:

@@ -138,9 +138,8 @@ def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
         text = line.decode("gb18030")
     except UnicodeDecodeError:
         return ""
-    wide = [c for c in text if not c.isascii()]
-    chinese = sum(1 for i, c in enumerate(text) if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80
-                  and not _between_letters(text, i))
+    wide = [(i, c) for i, c in enumerate(text) if not c.isascii() and not _between_letters(text, i)]
+    chinese = sum(1 for _, c in wide if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80)
     if not chinese or chinese < 0.9 * len(wide):
         return ""
     stdin = str(path) == "<stdin>"
