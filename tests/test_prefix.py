@@ -136,13 +136,15 @@ def test_replies_are_those_of_the_trained_forward_pass(method: str, arch: str, t
             if p.dim() > 1:
                 p.normal_(0, 1.0 if p.requires_grad else 0.5)
 
-    def trained(prompt: list[int], new: int, penalty: float = 1.0) -> list[int]:
+    def trained(prompt: list[int], new: int, penalty: float = 1.0, no_repeat_bigrams: bool = False) -> list[int]:
         seq = list(prompt)
         with torch.no_grad():
             for _ in range(new):
                 logits = model(input_ids=torch.tensor([seq]), attention_mask=torch.ones(1, len(seq))).logits[0, -1]
                 seen = torch.tensor(seq)  # (transformers' repetition penalty: over what the sequence holds)
                 logits[seen] = torch.where(logits[seen] < 0, logits[seen] * penalty, logits[seen] / penalty)
+                if no_repeat_bigrams:  # no token that would repeat a pair the sequence holds
+                    logits[[b for a, b in zip(seq, seq[1:], strict=False) if a == seq[-1]]] = -float("inf")
                 seq.append(int(logits.argmax()))
         return seq[len(prompt):]
 
@@ -159,6 +161,10 @@ def test_replies_are_those_of_the_trained_forward_pass(method: str, arch: str, t
     assert [j.tokens for j in jobs] == want
     # a repetition penalty (a model's generation_config.json may set one) over the prompt and reply only: the virtual
     # tokens' stand-ins in generate()'s sequence are not a pad or stop id it would penalise
-    got = generate_ids(model, torch.tensor([prompts[0]]), torch.ones(1, 5, dtype=torch.long), max_new_tokens=6,
-                       do_sample=False, repetition_penalty=1.5, pad_token_id=tok.eos_token_id, eos_token_id=[none])
+    one = (torch.tensor([prompts[0]]), torch.ones(1, 5, dtype=torch.long))
+    got = generate_ids(model, *one, max_new_tokens=6, do_sample=False, repetition_penalty=1.5,
+                       pad_token_id=tok.eos_token_id, eos_token_id=[none])
     assert got[0, 5:].tolist() == trained(prompts[0], 6, penalty=1.5)
+    got = generate_ids(model, *one, max_new_tokens=12, do_sample=False, no_repeat_ngram_size=2,
+                       pad_token_id=tok.eos_token_id, eos_token_id=[none])
+    assert got[0, 5:].tolist() == trained(prompts[0], 12, no_repeat_bigrams=True)

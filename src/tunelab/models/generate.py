@@ -17,6 +17,12 @@ import inspect
 from typing import Any
 
 import torch
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+)
 
 
 def _prompt_learning(model: Any) -> tuple[str, int] | None:
@@ -39,6 +45,31 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+class _AfterVirtual(LogitsProcessor):
+    """A logits processor that reads the sequence so far (a repetition penalty, n-gram blocking) given it without the
+    first `n` columns: the virtual tokens' stand-ins, which are not text the model saw."""
+
+    def __init__(self, inner: LogitsProcessor, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.inner(input_ids[:, self.n:], scores)
+
+
+def _sequence_settings(base: Any, kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+    """`kwargs` with the settings that read the sequence (`repetition_penalty`, `no_repeat_ngram_size`, given or in
+    the model's generation_config.json) turned into processors that skip the stand-ins, generate()'s own off."""
+    own = getattr(base, "generation_config", None)
+    penalty = kwargs.get("repetition_penalty", getattr(own, "repetition_penalty", None))
+    ngram = kwargs.get("no_repeat_ngram_size", getattr(own, "no_repeat_ngram_size", None))
+    extra = ([RepetitionPenaltyLogitsProcessor(float(penalty))] if penalty not in (None, 1.0) else []) + (
+        [NoRepeatNGramLogitsProcessor(int(ngram))] if ngram else [])
+    if not extra:
+        return kwargs
+    processors = LogitsProcessorList([*(kwargs.get("logits_processor") or []), *(_AfterVirtual(p, n) for p in extra)])
+    return {**kwargs, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "logits_processor": processors}
+
+
 def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """`model.generate(input_ids=..., attention_mask=..., **kwargs)`: the prompt ids followed by the new ones, one
     row per prompt, as generate() returns them — for a prompt / prefix-tuned model too (see the module's text)."""
@@ -48,10 +79,10 @@ def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     kind, n = found
     base = model.get_base_model()
     rows = input_ids.shape[0]
+    kwargs = _sequence_settings(base, kwargs, n)
     mask = torch.cat([attention_mask.new_ones((rows, n)), attention_mask], dim=1)
-    # n placeholder ids stand for the virtual tokens in the sequence generate() keeps: each row's last prompt token
-    # (left padding: always a real one), so that a repetition penalty over the sequence penalises only what the
-    # prompt holds anyway — not a pad or stop id (a reply that could then never end)
+    # n placeholder ids stand for the virtual tokens in the sequence generate() keeps (what reads it skips them:
+    # `_sequence_settings`); each row's last prompt token, a real one under left padding
     held = input_ids[:, -1:].expand(rows, n)
     if kind == "PREFIX_TUNING":  # the prefix as the cache's first n positions
         # (generate() repeats each row per beam, the cache left as given: it is made that wide)
