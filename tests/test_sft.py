@@ -77,6 +77,16 @@ def test_formats_become_messages() -> None:
         ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": 3}]},
          "d.jsonl:1: messages: turn 2: content is not a string: int"),
         ({"prompt": "x", "completion": None}, "d.jsonl:1: completion: missing field"),
+        # trained as written, these would teach what the row does not say: a template's header tokens as a reply (and
+        # Gemma's system text inside the model's turn), or to end a turn at once
+        ({"messages": [{"role": S, "content": "be nice"}, {"role": A, "content": "hi"}, {"role": U, "content": "x"},
+                       {"role": A, "content": "y"}]},
+         "d.jsonl:1: messages: turn 2: an assistant turn before any user turn; a conversation starts with the user "
+         "(after a system message)"),
+        ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": " "}]},
+         "d.jsonl:1: messages: turn 2: an empty assistant reply (it would teach the model to end its turn at once)"),
+        ({"instruction": "x", "output": ""},
+         "d.jsonl:1: output: an empty assistant reply (it would teach the model to end its turn at once)"),
         ({"text": "x"}, "d.jsonl:1: no messages, conversations, instruction or prompt field"),
     ],
 )

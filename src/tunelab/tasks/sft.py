@@ -40,7 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig
 from tunelab.data.prompt_template import check_template, template_messages
-from tunelab.data.readers import Record, Table
+from tunelab.data.readers import Table
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
@@ -58,11 +58,7 @@ from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, bu
 from tunelab.tasks.generation import GenerationConfig, generate
 from tunelab.tasks.packing import collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
-
-ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
-_DETECT = (("messages", "messages"), ("conversations", "sharegpt"), ("instruction", "alpaca"),
-           ("prompt", "prompt_completion"))
+from tunelab.tasks.sft_rows import DETECT, row_messages, row_text
 
 
 class SftConfig(TaskConfig):
@@ -107,62 +103,6 @@ class SftConfig(TaskConfig):
         return self
 
 
-def _message(rec: Record, field: str, i: int, role: Any, content: Any, roles: dict[str, str]) -> dict[str, str]:
-    if role not in roles:
-        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: unknown role {role!r} "
-                        f"(expected {', '.join(roles)})")
-    if not isinstance(content, str):
-        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: content is not a string: {type(content).__name__}")
-    return {"role": roles[role], "content": content}
-
-
-def _text(rec: Record, field: str, *, required: bool = True) -> str | None:
-    if field not in rec.data or rec.data[field] is None:
-        if required:
-            raise DataError(rec.source, rec.line, field, "missing field")
-        return None
-    value = rec.data[field]
-    if not isinstance(value, str):
-        raise DataError(rec.source, rec.line, field, f"is not a string: {type(value).__name__}")
-    return value
-
-
-def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[str, str]]]:
-    """(field, messages) of one row; unlabelled rows may lack the final assistant turn."""
-    if fmt == "auto":
-        fmt = next((f for key, f in _DETECT if key in rec.data), "")
-        if not fmt:
-            raise DataError(rec.source, rec.line, None, "no messages, conversations, instruction or prompt field")
-    if fmt in ("messages", "sharegpt"):
-        field = "messages" if fmt == "messages" else "conversations"
-        turns = rec.data.get(field)
-        if field not in rec.data:
-            raise DataError(rec.source, rec.line, field, "missing field")
-        if not isinstance(turns, list) or not turns:
-            raise DataError(rec.source, rec.line, field, "expected a non-empty list of turns")
-        role_key, content_key = ("role", "content") if fmt == "messages" else ("from", "value")
-        roles = {r: r for r in ROLES} if fmt == "messages" else SHAREGPT_ROLES
-        msgs = []
-        for i, t in enumerate(turns):
-            if not isinstance(t, dict):
-                raise DataError(rec.source, rec.line, field, f"turn {i + 1}: expected {{{role_key}, {content_key}}}")
-            msgs.append(_message(rec, field, i, t.get(role_key), t.get(content_key), roles))
-        if labelled and not any(m["role"] == "assistant" for m in msgs):
-            raise DataError(rec.source, rec.line, field, "no assistant turn")
-        return field, msgs
-    if fmt == "alpaca":
-        instruction = _text(rec, "instruction")
-        extra = _text(rec, "input", required=False)
-        output = _text(rec, "output", required=labelled)
-        user = instruction + ("\n\n" + extra if extra else "")
-        msgs = [{"role": "user", "content": user}]
-        return "output", msgs + ([{"role": "assistant", "content": output}] if output is not None else [])
-    prompt = _text(rec, "prompt")
-    completion = _text(rec, "completion", required=labelled)
-    msgs = [{"role": "user", "content": prompt}]
-    return "completion", msgs + ([{"role": "assistant", "content": completion}] if completion is not None else [])
-
-
 def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """SFT rows from the per-example [assistant-token NLL sum, token count]: the prompt (the turns before
     the last assistant reply, as `role: content` lines), the reference reply, no prediction (a generated
@@ -204,12 +144,12 @@ class Sft(Task):
         out = []
         text_field = self.data.text_field
         for rec in table.records:
-            plain = not labelled and text_field in rec.data and not any(k in rec.data for k, _ in _DETECT)
+            plain = not labelled and text_field in rec.data and not any(k in rec.data for k, _ in DETECT)
             if self.cfg.prompt_template is not None:  # the row's fields fill the user turn
                 field, msgs = template_messages(rec, self.cfg.prompt_template, self.cfg.response_field or "",
                                                 labelled, text_field)
             elif plain:  # predict: one user message per row (`--input -`)
-                field, msgs = text_field, [{"role": "user", "content": _text(rec, text_field)}]
+                field, msgs = text_field, [{"role": "user", "content": row_text(rec, text_field)}]
             else:
                 field, msgs = row_messages(rec, self.cfg.format, labelled)
             if not labelled:
