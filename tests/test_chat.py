@@ -76,3 +76,31 @@ def test_interrupt_stops_generation(tiny_llama: Path) -> None:
 def test_chat_needs_an_sft_model(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["chat", str(tmp_path)], input="hi\n")
     assert res.exit_code == 2 and "not a tunelab model directory" in res.output
+
+
+def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """`--system` where the model's own template refuses a system turn (Gemma-2's): one line, not a jinja traceback;
+    a run trained with a one-placeholder prompt_template gets each chat line as it trained (as predict fills it)."""
+    import shutil
+
+    import pytest
+
+    from tunelab.config.run import run_config_class
+    from tunelab.config.sections import DataConfig
+    from tunelab.errors import TunelabError
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_chat_run / "model", model)
+    template = model / "chat_template.jinja"
+    template.write_text("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                        "{% endif %}" + template.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(TunelabError, match=r"^--system: the model's chat template refuses a system message: System "
+                                           r"role not supported$"):
+        run_chat(model, system="be nice", stdin=io.StringIO("say good\n"), stdout=io.StringIO(),
+                 stderr=io.StringIO())
+    run_config_class()
+    from tunelab.tasks.sft import Sft, SftConfig
+
+    assert Sft(SftConfig(prompt_template="say {word}", response_field="reply"), DataConfig()).chat_turn("good") == \
+        "say good"
+    assert Sft(SftConfig(), DataConfig()).chat_turn("good") == "good"

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from jinja2 import TemplateError
+
 from tunelab.errors import TunelabError
 from tunelab.export.save import load_model
 from tunelab.registry import TASKS
@@ -40,6 +42,32 @@ def read_line(stdin: Any, number: int) -> tuple[str, str | None]:
     return line, (f"line {number} of the input: {problem}" if problem else None)
 
 
+def _check_system(tokenizer: Any, start: list[dict[str, str]]) -> None:
+    """A template may refuse a system turn (Gemma-2's): said once, in one line, before the conversation."""
+    if start:
+        try:
+            fit_prompt(tokenizer, [*start, {"role": "user", "content": "hello"}], None)
+        except TemplateError as exc:
+            raise TunelabError(f"--system: the model's chat template refuses a system message: {str(exc)[:200]}"
+                               ) from None
+
+
+def _prompt(tokenizer: Any, messages: list[dict[str, str]], budget: int | None, stderr: TextIO) -> list[int] | None:
+    """The conversation's prompt ids within `budget` (the oldest turns left out, said); None, said, when the last
+    message cannot be sent: too long, or refused by the model's own template (roles, a system turn)."""
+    try:
+        ids, dropped = fit_prompt(tokenizer, messages, budget)
+    except TemplateError as exc:
+        stderr.write(f"(the model's chat template refuses this conversation: {str(exc)[:200]}; not sent)\n")
+        return None
+    if dropped:
+        stderr.write(f"(the {dropped} oldest turns no longer fit the context and are left out)\n")
+    if budget is not None and len(ids) > budget:
+        stderr.write(f"(message too long: {len(ids)} prompt tokens, at most {budget}; not sent)\n")
+        return None
+    return ids
+
+
 def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int | None = None,
              temperature: float | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None,
              stderr: TextIO | None = None) -> int:
@@ -57,6 +85,7 @@ def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int 
         cfg = cfg.model_copy(update={"max_new_tokens": positions // 2})
     budget = positions - cfg.max_new_tokens if positions else None
     start = [{"role": "system", "content": system}] if system else []
+    _check_system(tokenizer, start)
     messages = list(start)
     replies = number = 0
     mode = f"sampling at temperature {cfg.temperature:g}" if cfg.do_sample else "greedy"
@@ -83,13 +112,10 @@ def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int 
                 messages = list(start)
                 stderr.write("(conversation cleared)\n")
                 continue
-            messages.append({"role": "user", "content": text})
-            ids, dropped = fit_prompt(tokenizer, messages, budget)
-            if dropped:
-                stderr.write(f"(the {dropped} oldest turns no longer fit the context and are left out)\n")
-            if budget is not None and len(ids) > budget:
+            messages.append({"role": "user", "content": task.chat_turn(text)})
+            ids = _prompt(tokenizer, messages, budget, stderr)
+            if ids is None:
                 messages.pop()
-                stderr.write(f"(message too long: {len(ids)} prompt tokens, at most {budget}; not sent)\n")
                 continue
             reply = stream_reply(model, tokenizer, ids, cfg, stop, stdout)
             stdout.write("\n")

@@ -301,6 +301,10 @@ class Task(ABC):
         """Token ids that end a generated reply."""
         return stop_ids_of(tokenizer, None)
 
+    def chat_turn(self, line: str) -> str:
+        """A line typed in `tunelab chat` as the user turn the model trained on (sft: its prompt_template filled)."""
+        return line
+
     def load_tokenizer(self, model_path: str) -> Any:
         """The tokenizer this task encodes with (sft adds its chat template)."""
         return AutoTokenizer.from_pretrained(model_path)

@@ -39,8 +39,8 @@ from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig
-from tunelab.data.prompt_template import check_template, template_messages
-from tunelab.data.readers import Table
+from tunelab.data.prompt_template import check_template, template_fields, template_messages
+from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
@@ -310,6 +310,14 @@ class Sft(Task):
     # -- what reports, baselines, chat and eval ask ----------------------------------------------
     generates_replies = True
     baselines = "language_model"
+
+    def chat_turn(self, line: str) -> str:
+        template = self.cfg.prompt_template
+        if template is None or len(template_fields(template)) != 1:
+            return line
+        _, msgs = template_messages(Record("<chat>", 0, {"text": line}), template, self.cfg.response_field or "",
+                                    labelled=False, text_field="text")
+        return msgs[0]["content"]
 
     def example_text(self, example: Example) -> str:
         return "\n".join(m["content"] for m in example["messages"] if m["role"] != "assistant")
