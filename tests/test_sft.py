@@ -364,3 +364,21 @@ def test_data_check_sft(tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.Mo
     res = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["data", "check", str(path), "--task", "sft", "--model",
                                                           str(tiny_llama), "--set", "data.max_length=24"])
     assert res.exit_code == 0 and "1 partly; 1 entirely" in res.output and f"{path.name}:4" in res.output
+
+
+def test_packing_is_refused_where_packed_examples_would_see_each_other(tiny_llama: Path, tmp_path: Path) -> None:
+    """OPT (and MPT, Bloom) build one causal mask over a packed row, ignoring where positions restart: each example
+    attended to the ones before it. Measured on the loaded model: refused in one line; Llama packs."""
+    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    opt = tmp_path / "opt"
+    config = OPTConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                       max_position_embeddings=64, word_embed_proj_dim=16)
+    OPTForCausalLM(config).save_pretrained(opt)
+    tok.save_pretrained(opt)
+    with pytest.raises(ConfigError, match=r"^config: task.packing: OPTForCausalLM would let packed examples attend to "
+                                          r"each other \(its attention mask ignores where positions restart\)"):
+        _task(packing=True).build_model(str(opt), [])
+    _task(packing=True).build_model(str(tiny_llama), [])
+    _task().build_model(str(opt), [])  # unpacked: rows padded, each its own

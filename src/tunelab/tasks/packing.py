@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from tunelab.errors import ConfigError
 from tunelab.tasks.base import pad_batch
 
 Features = dict[str, Any]
@@ -84,3 +85,28 @@ def collate_packed(features: Sequence[Features], pad_id: int, isolate: bool = Tr
         positions[r, k:] = torch.arange(width - k)
     batch["position_ids"] = positions
     return batch
+
+
+def check_isolated(model: torch.nn.Module) -> None:
+    """Packed rows go to the model with `position_ids` and no mask (`causal_loss.model_inputs`): transformers builds
+    the block-diagonal mask from the position resets — for most causal LMs (Llama, Gemma, GPT-2, NeoX, Falcon, Phi),
+    not all: OPT, MPT and Bloom build one causal mask over the row, so each example would attend to the ones before
+    it. Refused in one line, measured once on the loaded model (two short random sequences, packed against alone)."""
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        gen = torch.Generator().manual_seed(0)
+        vocab = model.get_input_embeddings().num_embeddings
+        first, second = torch.randint(0, vocab, (4,), generator=gen), torch.randint(0, vocab, (5,), generator=gen)
+        row = torch.cat([first, second])[None].to(param.device)
+        positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4]], device=param.device)
+        with torch.no_grad(), torch.autocast(param.device.type, enabled=False):
+            packed = model(input_ids=row, position_ids=positions, attention_mask=None, use_cache=False).logits[0, 4:]
+            alone = model(input_ids=second[None].to(param.device), use_cache=False).logits[0]
+    finally:
+        model.train(was_training)
+    tol = 1e-3 if param.dtype == torch.float32 else 5e-2
+    if not torch.allclose(packed.float(), alone.float(), atol=tol, rtol=tol):
+        raise ConfigError(f"config: task.packing: {type(model).__name__} would let packed examples attend to each "
+                          "other (its attention mask ignores where positions restart); set task.packing: false")

@@ -56,7 +56,7 @@ from tunelab.tasks.causal_loss import (
 )
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
 from tunelab.tasks.generation import GenerationConfig, generate
-from tunelab.tasks.packing import collate_packed, pack
+from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text
 
@@ -169,6 +169,8 @@ class Sft(Task):
         if len(tokenizer) > rows:  # every row the resize creates is new, not only the template's markers
             model.resize_token_embeddings(len(tokenizer))
             self.new_token_ids = sorted({*self.new_token_ids, *range(rows, len(tokenizer))})
+        if self.cfg.packing:
+            check_isolated(model)
         return model, tokenizer
 
     def load_tokenizer(self, model_path: str) -> Any:
