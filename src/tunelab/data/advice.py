@@ -81,17 +81,11 @@ def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) 
 
 
 def conversation_order(examples: Sequence[dict[str, Any]], path: str, shown: int = 3) -> list[str]:
-    """Conversations that start with the assistant or end on a user turn (nothing to learn after it)."""
-    first = [ex for ex in examples if ex["messages"] and _first_turn(ex["messages"]) == "assistant"]
+    """Conversations that end on a user turn (nothing to learn after it). (One that starts with the assistant is an
+    error of the sft task's own: its template's header tokens would be trained as the reply.)"""
     last = [ex for ex in examples if ex["messages"] and ex["messages"][-1]["role"] == "user"]
-    out = []
-    for rows, what in ((first, "start with the assistant"), (last, "end on a user turn (no reply to learn)")):
-        if rows:
-            where = ", ".join(f"{ex.get('source') or path}:{ex['line']}" for ex in rows[:shown])
-            where += " ..." if len(rows) > shown else ""
-            out.append(f"{len(rows)} conversations {what}: {where}")
-    return out
-
-
-def _first_turn(messages: Sequence[dict[str, str]]) -> str:
-    return next((m["role"] for m in messages if m["role"] != "system"), "")
+    if not last:
+        return []
+    where = ", ".join(f"{ex.get('source') or path}:{ex['line']}" for ex in last[:shown])
+    return [f"{len(last)} conversations end on a user turn (no reply to learn): {where}"
+            + (" ..." if len(last) > shown else "")]
