@@ -1,6 +1,6 @@
 """What `tunelab data check` warns about beyond counting (each a line, none an error): a tokenizer that does not
 cover the text's language, labels that look like one class, validation labels training never saw, conversations
-that start with the assistant or end on a user turn."""
+that end on a user turn."""
 
 from __future__ import annotations
 
