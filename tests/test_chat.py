@@ -104,3 +104,5 @@ def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_r
     assert Sft(SftConfig(prompt_template="say {word}", response_field="reply"), DataConfig()).chat_turn("good") == \
         "say good"
     assert Sft(SftConfig(), DataConfig()).chat_turn("good") == "good"
+    assert Sft(SftConfig(prompt_template="Answer: {question}", response_field="text"), DataConfig()).chat_turn(
+        "what is 2+2?") == "Answer: what is 2+2?"  # (whatever the reply's column is called)

@@ -69,18 +69,21 @@ def test_training_warns_too(tiny_bert: Path, tmp_path: Path) -> None:
 
 def test_conversation_order(tiny_llama: Path, tmp_path: Path) -> None:
     rows = say_rows(["good", "bad"]) + [
+        {"messages": [{"role": "system", "content": "be a pirate"}, {"role": "assistant", "content": "hi"},
+                      {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
         {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
                       {"role": "user", "content": "z"}]}]
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
     report = _check(str(path), "--task", "sft", "--model", str(tiny_llama))
     assert [w for w in report["files"][str(path)]["warnings"] if "conversations" in w] == [
-        f"1 conversations end on a user turn (no reply to learn): {path}:3"]
+        f"1 conversations start with the assistant after the system message: {path}:3",
+        f"1 conversations end on a user turn (no reply to learn): {path}:4"]
     assert conversation_order([], "x") == []
     # one that starts with the assistant is the task's error (its template's header tokens trained as a reply)
     write_jsonl(path, [{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"},
                                      {"role": "assistant", "content": "y"}]}])
     res = runner.invoke(app, ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama)])
-    assert res.exit_code == 2 and f"{path}:1: messages: turn 1: an assistant turn before any user turn" in res.output
+    assert res.exit_code == 2 and f"{path}:1: messages: turn 1: an assistant turn first" in res.output
 
 
 def test_a_huge_line_is_counted_from_its_head(tiny_bert: Path, tmp_path: Path) -> None:

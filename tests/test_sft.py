@@ -79,10 +79,9 @@ def test_formats_become_messages() -> None:
         ({"prompt": "x", "completion": None}, "d.jsonl:1: completion: missing field"),
         # trained as written, these would teach what the row does not say: a template's header tokens as a reply (and
         # Gemma's system text inside the model's turn), or to end a turn at once
-        ({"messages": [{"role": S, "content": "be nice"}, {"role": A, "content": "hi"}, {"role": U, "content": "x"},
-                       {"role": A, "content": "y"}]},
-         "d.jsonl:1: messages: turn 2: an assistant turn before any user turn; a conversation starts with the user "
-         "(after a system message)"),
+        ({"messages": [{"role": A, "content": "hi"}, {"role": U, "content": "x"}, {"role": A, "content": "y"}]},
+         "d.jsonl:1: messages: turn 1: an assistant turn first; a conversation starts with the user (or a system "
+         "message)"),
         ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": " "}]},
          "d.jsonl:1: messages: turn 2: an empty assistant reply (it would teach the model to end its turn at once)"),
         ({"instruction": "x", "output": ""},
@@ -94,6 +93,14 @@ def test_malformed_rows(row: dict, error: str) -> None:
     with pytest.raises(DataError) as info:
         _task().parse(_table([row]))
     assert str(info.value) == error
+
+
+def test_rows_to_predict_on_are_read_as_before() -> None:
+    """The refusals of rows that train (a first turn the assistant's, an empty reply) are not for rows predicted on
+    (predict, serve, data.unlabeled): their trailing reply is dropped, an opening greeting is part of the prompt."""
+    rows = [{"messages": [{"role": A, "content": "Hi! How can I help?"}, {"role": U, "content": "x"}]},
+            {"messages": [{"role": U, "content": "x"}, {"role": A, "content": ""}]}, {"instruction": "x", "output": ""}]
+    assert len(_task().parse(_table(rows), labelled=False)) == 3
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

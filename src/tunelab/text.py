@@ -138,8 +138,10 @@ def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
         text = line.decode("gb18030")
     except UnicodeDecodeError:
         return ""
-    wide = [(i, c) for i, c in enumerate(text) if not c.isascii() and not _between_letters(text, i)]
-    chinese = sum(1 for _, c in wide if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80)
+    wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
+    inside = [(i, c) for i, c in wide if not _between_letters(text, i)]  # (a Latin-1 accent pair sits between two)
+    chinese = sum(1 for _, c in inside if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80)
+    wide = inside if chinese >= 2 else wide  # Chinese enough: `iPhone和iPad` is no accent pair's
     if not chinese or chinese < 0.9 * len(wide):
         return ""
     stdin = str(path) == "<stdin>"

@@ -102,9 +102,11 @@ def run_launch(cmd: list[str], nproc: int) -> int:
         codes = {rank: f.exitcode for rank, f in failed.failures.items()}
         if 2 in codes.values() or 130 in codes.values():  # a user error (said), Ctrl-C
             return 2 if 2 in codes.values() else 130
-        # a crash, or a process killed (the out-of-memory killer's SIGKILL): every failed one said, the killed first
-        # (the others then fail waiting for it, at the same moment as far as torchrun can tell)
-        failed = sorted(codes.items(), key=lambda rc: (rc[1] >= 0, rc[1] != -signal.SIGKILL, rc[0]))
+        # a crash, or a process killed (the out-of-memory killer's SIGKILL): every failed one said — the killed
+        # first (the others then fail waiting for it, at the same moment as far as torchrun can tell), those torchrun
+        # itself stopped after the first failure (SIGTERM) last
+        failed = sorted(codes.items(), key=lambda rc: (rc[1] == -signal.SIGTERM, rc[1] >= 0, rc[1] != -signal.SIGKILL,
+                                                       rc[0]))
         for rank, code in failed:
             print(f"error: process rank {rank} {_ended(code)}", file=sys.stderr)
         code = failed[0][1]

@@ -1,6 +1,6 @@
 """What `tunelab data check` warns about beyond counting (each a line, none an error): a tokenizer that does not
 cover the text's language, labels that look like one class, validation labels training never saw, conversations
-that end on a user turn."""
+that start with the assistant after a system message or end on a user turn."""
 
 from __future__ import annotations
 
@@ -81,11 +81,20 @@ def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) 
 
 
 def conversation_order(examples: Sequence[dict[str, Any]], path: str, shown: int = 3) -> list[str]:
-    """Conversations that end on a user turn (nothing to learn after it). (One that starts with the assistant is an
-    error of the sft task's own: its template's header tokens would be trained as the reply.)"""
+    """Conversations whose system message is followed by the assistant (some templates, Gemma's, put the system text
+    into that turn, trained as its reply) or that end on a user turn (nothing to learn after it). (One whose very
+    first turn is the assistant's is the sft task's error: the template's opening would be trained as the reply.)"""
+    first = [ex for ex in examples if ex["messages"] and _first_turn(ex["messages"]) == "assistant"]
     last = [ex for ex in examples if ex["messages"] and ex["messages"][-1]["role"] == "user"]
-    if not last:
-        return []
-    where = ", ".join(f"{ex.get('source') or path}:{ex['line']}" for ex in last[:shown])
-    return [f"{len(last)} conversations end on a user turn (no reply to learn): {where}"
-            + (" ..." if len(last) > shown else "")]
+    out = []
+    for rows, what in ((first, "start with the assistant after the system message"),
+                       (last, "end on a user turn (no reply to learn)")):
+        if rows:
+            where = ", ".join(f"{ex.get('source') or path}:{ex['line']}" for ex in rows[:shown])
+            where += " ..." if len(rows) > shown else ""
+            out.append(f"{len(rows)} conversations {what}: {where}")
+    return out
+
+
+def _first_turn(messages: Sequence[dict[str, str]]) -> str:
+    return next((m["role"] for m in messages if m["role"] != "system"), "")

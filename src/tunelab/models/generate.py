@@ -59,7 +59,7 @@ class _AfterVirtual(LogitsProcessor):
 def _sequence_settings(base: Any, kwargs: dict[str, Any], n: int) -> dict[str, Any]:
     """`kwargs` with the settings that read the sequence (`repetition_penalty`, `no_repeat_ngram_size`, given or in
     the model's generation_config.json) turned into processors that skip the stand-ins, generate()'s own off."""
-    own = getattr(base, "generation_config", None)
+    own = kwargs.get("generation_config") or getattr(base, "generation_config", None)
     penalty = kwargs.get("repetition_penalty", getattr(own, "repetition_penalty", None))
     ngram = kwargs.get("no_repeat_ngram_size", getattr(own, "no_repeat_ngram_size", None))
     extra = ([RepetitionPenaltyLogitsProcessor(float(penalty))] if penalty not in (None, 1.0) else []) + (

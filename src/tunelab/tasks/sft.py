@@ -317,8 +317,8 @@ class Sft(Task):
         template = self.cfg.prompt_template
         if template is None or len(template_fields(template)) != 1:
             return line
-        _, msgs = template_messages(Record("<chat>", 0, {"text": line}), template, self.cfg.response_field or "",
-                                    labelled=False, text_field="text")
+        _, msgs = template_messages(Record("<chat>", 0, {template_fields(template)[0]: line}), template,
+                                    self.cfg.response_field or "", labelled=False)
         return msgs[0]["content"]
 
     def example_text(self, example: Example) -> str:

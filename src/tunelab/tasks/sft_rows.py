@@ -34,14 +34,16 @@ def row_text(rec: Record, field: str, *, required: bool = True) -> str | None:
     return value
 
 
-def _check_replies(rec: Record, field: str, msgs: list[dict[str, str]], turns: bool = True) -> list[dict[str, str]]:
-    """`msgs`, refused in one line where training them would teach what the row does not say: a conversation that
-    starts with the assistant (its template's own header tokens trained as its reply; Gemma's puts the system text
-    there), an empty reply (its only target the end-of-turn token: end at once)."""
-    first = next((i for i, m in enumerate(msgs) if m["role"] != "system"), 0)
-    if msgs[first]["role"] == "assistant":
-        raise DataError(rec.source, rec.line, field, f"turn {first + 1}: an assistant turn before any user turn; "
-                        "a conversation starts with the user (after a system message)")
+def _check_replies(rec: Record, field: str, msgs: list[dict[str, str]], labelled: bool,
+                   turns: bool = True) -> list[dict[str, str]]:
+    """`msgs`; a labelled row (one that trains) refused in one line where training it would teach what it does not
+    say: a conversation whose first turn is the assistant's (the template's own opening — BOS, its header tokens —
+    trained as its reply), an empty reply (its only target the end-of-turn token: end at once)."""
+    if not labelled:
+        return msgs
+    if msgs[0]["role"] == "assistant":
+        raise DataError(rec.source, rec.line, field, "turn 1: an assistant turn first; a conversation starts with the "
+                        "user (or a system message)")
     empty = next((i for i, m in enumerate(msgs) if m["role"] == "assistant" and not m["content"].strip()), None)
     if empty is not None:
         raise DataError(rec.source, rec.line, field, (f"turn {empty + 1}: " if turns else "") + "an empty assistant "
@@ -71,7 +73,7 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
             msgs.append(_message(rec, field, i, t.get(role_key), t.get(content_key), roles))
         if labelled and not any(m["role"] == "assistant" for m in msgs):
             raise DataError(rec.source, rec.line, field, "no assistant turn")
-        return field, _check_replies(rec, field, msgs)
+        return field, _check_replies(rec, field, msgs, labelled)
     if fmt == "alpaca":
         instruction = row_text(rec, "instruction")
         extra = row_text(rec, "input", required=False)
@@ -79,9 +81,10 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
         user = instruction + ("\n\n" + extra if extra else "")
         msgs = [{"role": "user", "content": user}]
         return "output", _check_replies(rec, "output", msgs + ([{"role": "assistant", "content": output}]
-                                                                if output is not None else []), turns=False)
+                                                                if output is not None else []), labelled, turns=False)
     prompt = row_text(rec, "prompt")
     completion = row_text(rec, "completion", required=labelled)
     msgs = [{"role": "user", "content": prompt}]
     return "completion", _check_replies(rec, "completion", msgs + ([{"role": "assistant", "content": completion}]
-                                                                    if completion is not None else []), turns=False)
+                                                                    if completion is not None else []), labelled,
+                                        turns=False)
