@@ -577,7 +577,7 @@ def test_gbk_hint_for_one_chinese_character_a_line_and_for_configs(tmp_path: Pat
                           f"(GB18030), the encoding of a Chinese Windows: save the file as UTF-8, or convert it: "
                           f"iconv -f GB18030 -t UTF-8 {config} > {tmp_path / 'run.utf8.yaml'}\n")
     # Latin-1: an accent before an ASCII letter also decodes as a GBK ideograph (0xEF 0x76), but is not said so
-    for text in ("naïve approach", "informação", "Größe 42", "café» Größe"):  # (an accent pair between letters: one GBK ideograph)
+    for text in ("naïve approach", "informação", "Größe 42", "café» Größe"):  # (an accent pair: one GBK ideograph)
         latin = write(tmp_path / "latin.jsonl", b'{"text": "%s", "label": "pos"}\n' % text.encode("cp1252"))
         with pytest.raises(DataError) as info:
             read_table(latin)
