@@ -106,3 +106,10 @@ def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_r
     assert Sft(SftConfig(), DataConfig()).chat_turn("good") == "good"
     assert Sft(SftConfig(prompt_template="Answer: {question}", response_field="text"), DataConfig()).chat_turn(
         "what is 2+2?") == "Answer: what is 2+2?"  # (whatever the reply's column is called)
+    from tunelab.tasks.chat_template import user_turns  # serve's chat endpoint and the UI playground send as chat does
+
+    task = Sft(SftConfig(prompt_template="say {word}", response_field="reply"), DataConfig())
+    assert user_turns(task, [{"role": "system", "content": "be nice"}, {"role": "user", "content": "good"},
+                             {"role": "assistant", "content": "good"}, {"role": "user", "content": "bad"}]) == [
+        {"role": "system", "content": "be nice"}, {"role": "user", "content": "say good"},
+        {"role": "assistant", "content": "good"}, {"role": "user", "content": "say bad"}]

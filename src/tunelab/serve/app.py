@@ -35,7 +35,7 @@ from tunelab.serve.batcher import MicroBatcher, QueueFull
 from tunelab.serve.chat_batcher import ChatBatcher, Job
 from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
-from tunelab.tasks.chat_template import prompt_ids
+from tunelab.tasks.chat_template import prompt_ids, user_turns
 from tunelab.tasks.generation import prompt_limit, with_overrides
 
 
@@ -167,7 +167,8 @@ class Server:
     async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         try:
-            ids = prompt_ids(served.model.tokenizer, [m.model_dump() for m in body.messages])
+            messages = user_turns(served.model.task, [m.model_dump() for m in body.messages])
+            ids = prompt_ids(served.model.tokenizer, messages)
         except TemplateError as exc:  # the model's own template refuses them (Gemma's "roles must alternate")
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
         return await Completion(self, served, ids, body, chat=True).respond(request)

@@ -88,3 +88,9 @@ def split_reply(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], s
     """(the turns before the last assistant turn, that turn's content)."""
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     return messages[:last], messages[last]["content"]
+
+
+def user_turns(task: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A conversation sent to a model (serve's chat endpoint, the web UI's playground) with its user turns as the
+    model trained on them (`Task.chat_turn`: sft's one-placeholder prompt_template filled), as `tunelab chat` sends."""
+    return [{**m, "content": task.chat_turn(m["content"])} if m["role"] == "user" else m for m in messages]
