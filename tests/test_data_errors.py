@@ -585,3 +585,4 @@ def test_gbk_hint_for_one_chinese_character_a_line_and_for_configs(tmp_path: Pat
     from tunelab.text import gbk_hint  # a Chinese character between two Latin letters is no accent pair's
 
     assert gbk_hint("苹果iPhone和iPad都很好用,1".encode("gb18030"), "x.csv")
+    assert gbk_hint('{"text": "iPhone和iPad", "label": "好"}'.encode("gb18030"), "x.jsonl")

@@ -101,6 +101,8 @@ def test_rows_to_predict_on_are_read_as_before() -> None:
     rows = [{"messages": [{"role": A, "content": "Hi! How can I help?"}, {"role": U, "content": "x"}]},
             {"messages": [{"role": U, "content": "x"}, {"role": A, "content": ""}]}, {"instruction": "x", "output": ""}]
     assert len(_task().parse(_table(rows), labelled=False)) == 3
+    with pytest.raises(DataError, match=r"^d.jsonl:1: a: an empty assistant reply"):  # a prompt_template's row too
+        _task(prompt_template="Q: {q}", response_field="a").parse(_table([{"q": "x", "a": ""}]))
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

@@ -157,7 +157,8 @@ def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
 
 
 def _between_letters(text: str, i: int) -> bool:
-    """`text[i]` sits between two ASCII letters: a Latin-1 / cp1252 accent pair read as GBK (`informação`'s `çã`,
-    `Größe`'s `öß` each decode as one ideograph), never Chinese written as such."""
+    """`text[i]` is a Latin-1 / cp1252 accent pair read as GBK: two accented letters' bytes (0xC0-0xFF each) between
+    two ASCII letters (`informação`'s `çã`, `Größe`'s `öß` each decode as one ideograph) — not `iPhone和iPad`'s 和
+    (0xBA 0xCD), Chinese written as such."""
     return 0 < i < len(text) - 1 and text[i - 1].isascii() and text[i - 1].isalpha() \
-        and text[i + 1].isascii() and text[i + 1].isalpha()
+        and text[i + 1].isascii() and text[i + 1].isalpha() and min(text[i].encode("gb18030")) >= 0xC0

@@ -58,7 +58,7 @@ from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, bu
 from tunelab.tasks.generation import GenerationConfig, generate
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
-from tunelab.tasks.sft_rows import DETECT, row_messages, row_text
+from tunelab.tasks.sft_rows import DETECT, check_replies, row_messages, row_text
 
 
 class SftConfig(TaskConfig):
@@ -148,6 +148,7 @@ class Sft(Task):
             if self.cfg.prompt_template is not None:  # the row's fields fill the user turn
                 field, msgs = template_messages(rec, self.cfg.prompt_template, self.cfg.response_field or "",
                                                 labelled, text_field)
+                msgs = check_replies(rec, field, msgs, labelled, turns=False)
             elif plain:  # predict: one user message per row (`--input -`)
                 field, msgs = text_field, [{"role": "user", "content": row_text(rec, text_field)}]
             else:

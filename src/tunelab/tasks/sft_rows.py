@@ -34,7 +34,7 @@ def row_text(rec: Record, field: str, *, required: bool = True) -> str | None:
     return value
 
 
-def _check_replies(rec: Record, field: str, msgs: list[dict[str, str]], labelled: bool,
+def check_replies(rec: Record, field: str, msgs: list[dict[str, str]], labelled: bool,
                    turns: bool = True) -> list[dict[str, str]]:
     """`msgs`; a labelled row (one that trains) refused in one line where training it would teach what it does not
     say: a conversation whose first turn is the assistant's (the template's own opening — BOS, its header tokens —
@@ -73,18 +73,18 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
             msgs.append(_message(rec, field, i, t.get(role_key), t.get(content_key), roles))
         if labelled and not any(m["role"] == "assistant" for m in msgs):
             raise DataError(rec.source, rec.line, field, "no assistant turn")
-        return field, _check_replies(rec, field, msgs, labelled)
+        return field, check_replies(rec, field, msgs, labelled)
     if fmt == "alpaca":
         instruction = row_text(rec, "instruction")
         extra = row_text(rec, "input", required=False)
         output = row_text(rec, "output", required=labelled)
         user = instruction + ("\n\n" + extra if extra else "")
         msgs = [{"role": "user", "content": user}]
-        return "output", _check_replies(rec, "output", msgs + ([{"role": "assistant", "content": output}]
+        return "output", check_replies(rec, "output", msgs + ([{"role": "assistant", "content": output}]
                                                                 if output is not None else []), labelled, turns=False)
     prompt = row_text(rec, "prompt")
     completion = row_text(rec, "completion", required=labelled)
     msgs = [{"role": "user", "content": prompt}]
-    return "completion", _check_replies(rec, "completion", msgs + ([{"role": "assistant", "content": completion}]
+    return "completion", check_replies(rec, "completion", msgs + ([{"role": "assistant", "content": completion}]
                                                                     if completion is not None else []), labelled,
                                         turns=False)
