@@ -97,20 +97,18 @@ def is_cjk(char: str) -> bool:
     return CJK_CHAR.fullmatch(char) is not None
 
 
-def cjk_share(texts: str | Sequence[str], extra: str = "") -> float:
-    """Share of CJK characters (and of the `extra` class, e.g. HANGUL) among the non-space characters of `texts`
-    (0.0 when there are none)."""
+def cjk_share(texts: str | Sequence[str]) -> float:
+    """Share of CJK characters among the non-space characters of `texts` (0.0 when there are none)."""
     texts = [texts] if isinstance(texts, str) else texts
-    pattern = re.compile(f"[{CJK}{extra}]") if extra else CJK_CHAR
-    cjk = sum(len(pattern.findall(t)) for t in texts)
+    cjk = sum(len(CJK_CHAR.findall(t)) for t in texts)
     total = sum(not c.isspace() for t in texts for c in t)
     return cjk / total if total else 0.0
 
 
-def is_chinese(texts: str | Sequence[str], extra: str = "") -> bool:
-    """The one "is this Chinese" rule: at least CHINESE_SHARE of the non-space characters are CJK (QA scoring,
-    word-level augmentation, ROUGE segmentation and the baselines' analyzer all ask it; `extra` adds a class)."""
-    return cjk_share(texts, extra) >= CHINESE_SHARE
+def is_chinese(texts: str | Sequence[str]) -> bool:
+    """The one "is this Chinese" rule: at least CHINESE_SHARE of the non-space characters are CJK (QA scoring of a
+    Chinese context, word-level augmentation, NER joining and the baselines' analyzer all ask it)."""
+    return cjk_share(texts) >= CHINESE_SHARE
 
 
 @cache
@@ -125,7 +123,9 @@ def jieba_or_none() -> Any:
         return None
 
 
-_GBK_CHINESE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
+ZH_PUNCT = "\u3000-\u303f\uff00-\uffef"  # CJK symbols and punctuation (、。「」), full-width forms (，！？)
+# ideographs (the unified block and extension A), CJK punctuation, full-width forms
+_GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}]")
 
 
 def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:

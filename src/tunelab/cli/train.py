@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from tunelab.cli.common import _OptionalResumeValue, app, run_dir_read, user_errors
-from tunelab.cli.launch import Launch, run_launch, shell_line, torchrun_command
+from tunelab.cli.launch import MASTER_PORT, Launch, run_launch, shell_line, torchrun_command
 from tunelab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -99,8 +99,8 @@ def _launched_as() -> list[str]:
     nnodes = max(1, int(env.get("WORLD_SIZE", nproc)) // max(nproc, 1))
     flags = ["--nproc", str(nproc)]
     if nnodes > 1:
-        flags += ["--nnodes", str(nnodes), "--node-rank", env.get("GROUP_RANK", "0"),
-                  "--master-addr", env.get("MASTER_ADDR", ""), "--master-port", env.get("MASTER_PORT", "29500")]
+        flags += ["--nnodes", str(nnodes), "--node-rank", env.get("GROUP_RANK", "0"), "--master-addr",
+                  env.get("MASTER_ADDR", ""), "--master-port", env.get("MASTER_PORT", str(MASTER_PORT))]
     return flags
 
 

@@ -27,7 +27,6 @@ def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", l
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
 
 
-# ideographs (the unified block and extension A), CJK punctuation, full-width forms
 BAD_JSON = (ValueError, RecursionError)  # json's errors: JSONDecodeError, and for hostile input a >4,300-digit number
 # (ValueError) or nesting deeper than the interpreter's stack (RecursionError)
 

@@ -145,7 +145,6 @@ class Adapter:
 
     path: Path
     settings: dict[str, Any]  # adapter_config.json
-    meta: dict[str, Any]  # RUN/model's tunelab.json
     weights: Path
     base: str  # the base model's path
     base_config: Any  # its transformers config, as it is there
@@ -173,7 +172,7 @@ def check_adapter(adapter: Path, model_dir: Path, needs: str = "export --merge",
         config = AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as e:  # no config.json there, a hub id not in the cache offline
         raise base_error(base, adapter, e) from None
-    return Adapter(adapter, adapter_cfg, meta, weights, base, config)
+    return Adapter(adapter, adapter_cfg, weights, base, config)
 
 
 def base_error(base: str, adapter: Path, error: BaseException) -> TunelabError:

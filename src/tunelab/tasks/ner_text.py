@@ -16,11 +16,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from tunelab.text import CJK, CJK_CHAR, is_chinese
+from tunelab.text import CJK, CJK_CHAR, ZH_PUNCT, is_chinese
 
-_ZH_PUNCT = "\u3000-\u303f\uff00-\uffef"  # CJK symbols and punctuation (、。「」), full-width forms (，！？)
-_CJK_SIDE = re.compile(f"[{CJK}{_ZH_PUNCT}]")
-_ZH_MARK = re.compile(f"[{_ZH_PUNCT}]")
+_CJK_SIDE = re.compile(f"[{CJK}{ZH_PUNCT}]")
+_ZH_MARK = re.compile(f"[{ZH_PUNCT}]")
 _WORD_SIDE = re.compile(rf"[^\W{CJK}]")  # a Latin / digit (non-CJK word) character
 
 
