@@ -221,6 +221,16 @@ def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[
     return examples
 
 
+def from_run_folder(folder: str | None, path: str) -> str:
+    """A run's relative `path` (a data file, a teacher run) as the folder training ran in (data_summary.json's
+    `data_folder`) reads it; as given where that folder has no such file but the current one does (the project moved
+    or was copied), and where no folder was recorded (an older tunelab). Hub ids and absolute paths as they are."""
+    if folder is None or path.startswith("hf:") or Path(path).is_absolute():
+        return path
+    there = Path(folder) / path
+    return path if not exists(there) and exists(Path(path)) else str(there)
+
+
 def run_data(run_dir: Path, data: DataConfig, summary: dict[str, Any] | None = None) -> DataConfig:
     """A finished run's `data` section (its config.yaml's) with each relative file path joined to the folder training
     read it from (RUN/data_summary.json's `data_folder`), so the run's own files are read, whatever the current folder:
@@ -233,11 +243,7 @@ def run_data(run_dir: Path, data: DataConfig, summary: dict[str, Any] | None = N
         return data
 
     def joined(path: str) -> str:
-        if path.startswith("hf:") or Path(path).is_absolute():
-            return path
-        there = Path(folder) / path
-        # the project moved or was copied (the recorded folder has no such file): the path as given, from here
-        return path if not exists(there) and exists(Path(path)) else str(there)
+        return from_run_folder(folder, path)
 
     update: dict[str, Any] = {key: joined(value) for key in ("train", "validation", "test", "unlabeled")
                               if (value := getattr(data, key))}

@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig
 
 from tunelab.config.run import read_config_file
+from tunelab.data.load import from_run_folder
 from tunelab.data.report import DATA_FOLDER, read_summary
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import claim, commit, run_reads, staged
@@ -224,8 +225,7 @@ def student_teacher(run: Path | None, spec: str, adapter: Path) -> Path:
         raise TunelabError(f"{adapter}: the adapter of a student cut from its teacher ({spec}), but no run config "
                            "names the teacher (distill.teacher); merge it in its run directory")
     folder = read_summary(run).get(DATA_FOLDER) if run is not None else None
-    there = Path(folder) / teacher if isinstance(folder, str) and not Path(teacher).is_absolute() else None
-    found = model_dir_of(there if there is not None and there.exists() else teacher)
+    found = model_dir_of(from_run_folder(folder if isinstance(folder, str) else None, teacher))
     if not (found / META_FILE).is_file():
         raise TunelabError(f"{adapter}: its base is {spec} of the teacher {teacher} (distill.teacher), which is gone; "
                            f"restore the teacher run to merge (RUN/model holds the merged student already)")
