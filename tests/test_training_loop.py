@@ -189,16 +189,34 @@ def test_unknown_metric_is_a_user_error(tiny_bert: Path) -> None:
         engine.train(model, feats, collate, cfg.train, 1e-3, None, evaluate=_scripted([0.5]))
 
 
-def test_best_tracking_needs_evaluations(tiny_bert: Path) -> None:
-    cfg, model, feats, collate = _setup(tiny_bert, max_steps=2, early_stopping={"patience": 1})
-    with pytest.raises(TunelabError, match="need evaluations"):
+@pytest.mark.parametrize("train", [{"early_stopping": {"patience": 1}}, {"scheduler": "reduce_on_plateau"}])
+def test_best_tracking_needs_evaluations(train: dict, tiny_bert: Path) -> None:
+    """reduce_on_plateau without evaluations ran at a constant learning rate, silently."""
+    cfg, model, feats, collate = _setup(tiny_bert, max_steps=2, **train)
+    with pytest.raises(TunelabError, match="needs evaluations"):
         engine.train(model, feats, collate, cfg.train, 1e-3, None)
+
+
+def test_min_delta_stops_but_the_best_is_any_improvement() -> None:
+    """min_delta decided the exported checkpoint too: 0.5, 0.5, 0.725 with min_delta 0.3 stopped and exported 0.5."""
+    t = MetricTracker("accuracy", min_delta=0.3, patience=2)
+    assert [t.update(s, {"accuracy": v}) for s, v in ((4, 0.5), (8, 0.5), (12, 0.725))] == [True, False, True]
+    assert (t.best_step, t.best_value, t.should_stop) == (12, 0.725, True)
+
+
+def test_constant_schedule_with_warmup_is_refused() -> None:
+    """HF's constant schedule drops the warmup silently; tunelab says so."""
+    with pytest.raises(ConfigError, match=r"^config: train.warmup: 0.1 with scheduler constant.*constant_with_warmup"):
+        TrainConfig(scheduler="constant", warmup=0.1)
+    TrainConfig(scheduler="constant_with_warmup", warmup=0.1)
+    TrainConfig(scheduler="constant")
 
 
 def test_metric_tracker_modes() -> None:
     t = MetricTracker("eval_loss", min_delta=0.1, patience=2)  # auto: lower is better for a loss
-    assert t.update(1, {"eval_loss": 1.0}) and not t.update(2, {"eval_loss": 0.95})  # within min_delta
-    assert t.update(3, {"eval_loss": 0.8}) and t.best_step == 3
+    # within min_delta: the best (HF's best_metric moves on any improvement) but no reset of the patience
+    assert t.update(1, {"eval_loss": 1.0}) and t.update(2, {"eval_loss": 0.95}) and (t.best_step, t.bad) == (2, 1)
+    assert t.update(3, {"eval_loss": 0.8}) and (t.best_step, t.bad) == (3, 0)
     assert not t.update(4, {"eval_loss": 0.9}) and not t.update(5, {"eval_loss": float("nan")}) and t.should_stop
     h = MetricTracker(None)  # the headline: the first float metric
     h.update(1, {"n": 3, "f1_micro": 0.4, "accuracy": 0.9})

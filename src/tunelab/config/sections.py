@@ -162,7 +162,8 @@ class EarlyStoppingConfig(Section):
         "default: the task's headline metric (the first)."
     )
     patience: int = Field(3, ge=1, description="Stop after this many evaluations without improvement.")
-    min_delta: float = Field(0.0, ge=0, description="An improvement must exceed this much.")
+    min_delta: float = Field(0.0, ge=0, description="An improvement must exceed this much to reset the patience "
+                             "(any improvement is still the best checkpoint, as in HF Trainer).")
     mode: Literal["auto", "max", "min"] = Field(
         "auto", description="max: higher is better; min: lower is better; auto: min if the name has loss or error."
     )
@@ -259,7 +260,9 @@ class TrainConfig(Section):
     plateau_patience: int = Field(
         1, ge=0, description="reduce_on_plateau: evaluations without improvement tolerated before reducing."
     )
-    grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
+    grad_accum: int = Field(
+        1, ge=1, description="Batches accumulated per optimizer step (an epoch's last step takes the batches left); "
+        "the step's loss is the mean over all its rows or trained tokens, as one batch of them all.")
     distributed: DistributedConfig = Field(
         DistributedConfig(), description="Several processes: strategy ddp, fsdp or deepspeed (docs/distributed.md)."
     )
@@ -341,7 +344,16 @@ class TrainConfig(Section):
             raise ConfigError(f"config: train.early_stopping.metric: {es.metric!r} where train.best_metric is "
                               f"{self.best_metric!r}: one metric picks the best checkpoint and stops training (as HF "
                               "Trainer's metric_for_best_model); leave one of them out")
+        if self.scheduler == "constant" and self.warmup:
+            raise ConfigError(f"config: train.warmup: {self.warmup:g} with scheduler constant, which has no warmup "
+                              "(HF's ignores it); use scheduler: constant_with_warmup, or warmup: 0")
         return self
+
+    def needs_evaluations(self) -> str | None:
+        """The setting that needs evaluations during training (so validation rows), if any."""
+        if self.tracks_best():
+            return "early_stopping / best_metric / select_best"
+        return "scheduler: reduce_on_plateau" if self.scheduler == "reduce_on_plateau" else None
 
     def tracks_best(self) -> bool:
         """A best checkpoint is tracked (and never pruned) when a selection metric is configured."""

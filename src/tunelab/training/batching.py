@@ -4,13 +4,14 @@ backward passes of at most `train.micro_batch_tokens` tokens, each weighted by i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from tunelab.config.sections import TrainConfig
+from tunelab.training.distributed import rank_rows
 
 
 def batch_order(lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -32,14 +33,14 @@ def batch_order(lengths: Sequence[int], batch_size: int, seed: int, group_by_len
     return [batches[longest]] + [batches[b] for b in order]
 
 
-def micro_batch_tokens(setting: int | str | None, device: torch.device) -> int | None:
+def micro_batch_tokens(setting: int | str | None, device: torch.device, copies: int = 1) -> int | None:
     """`train.micro_batch_tokens` resolved: auto = 1024 on CPU, no limit on GPU. Measured on 2 cores, SmolLM2
     all-linear LoRA, packed batches of 8 x 512 tokens: 5 steps took 69 s in one 4096-token pass (10.0 GB peak
     RSS) and 57 s in 2048-token passes (6.3 GB); 9 steps took 121 s in 2048-token passes (7.2 GB) and 119 s in
-    1024-token passes (5.3 GB). MiniLM SST-2 classification (batches of 32 short rows) ran as fast either way."""
-    if setting == "auto":
-        return 1024 if device.type == "cpu" else None
-    return setting  # type: ignore[return-value]
+    1024-token passes (5.3 GB). MiniLM SST-2 classification (batches of 32 short rows) ran as fast either way.
+    A loss that runs each row `copies` times (R-Drop) gets passes as large."""
+    tokens = (1024 if device.type == "cpu" else None) if setting == "auto" else setting
+    return None if tokens is None else max(1, int(tokens) // copies)
 
 
 def split_batch(features: list[dict[str, Any]], max_tokens: int | None) -> list[list[dict[str, Any]]]:
@@ -63,11 +64,28 @@ def rows(batch: dict[str, torch.Tensor]) -> int:
     return len(batch["input_ids"])
 
 
+def step_passes(window: list[list[int]], features: Sequence[dict[str, Any]], collate: Callable[..., Any],
+                max_tokens: int | None, loss_units: Callable[[dict[str, torch.Tensor]], int], rank: int,
+                processes: int) -> list[tuple[dict[str, torch.Tensor], int, int]]:
+    """One optimizer step's passes on this process, as (batch, its loss units, its rows): this process's rows of
+    each global batch of `window`, in passes of at most `max_tokens` tokens (units counted on the host copies: no
+    device sync). A batch with none of its rows gives one stand-in pass of no units and no rows (every process must
+    run backward)."""
+    passes = []
+    for ids in window:
+        mine = rank_rows(ids, rank, processes) if processes > 1 else ids
+        for part in split_batch([features[i] for i in mine or ids[:1]], max_tokens):
+            batch = collate(part)
+            passes.append((batch, loss_units(batch) if mine else 0, rows(batch) if mine else 0))
+    return passes
+
+
 def pass_weights(units: list[int], row_counts: list[int]) -> list[float]:
-    """Each pass's share of the batch's loss units (by rows when the batch has no units at all)."""
+    """Each pass's share of an optimizer step's loss units (by rows when its passes have no units at all; all 0
+    when they have no rows either: a process given none of the step's rows)."""
     counts = units if sum(units) > 0 else row_counts
     total = sum(counts)
-    return [c / total for c in counts]
+    return [c / total if total else 0.0 for c in counts]
 
 
 def plan_steps(cfg: TrainConfig, n_batches: int) -> int:

@@ -59,6 +59,13 @@ def rank_weight(units: float, total_units: float, processes: int) -> float:
     return processes * units / total_units if total_units else 0.0
 
 
+def step_share(units: int, own: int, rows: int, by_rows: bool, device: torch.device, processes: int) -> float:
+    """`rank_weight` of this process's `units` (`own` rows) among an optimizer step's (`rows` rows in all): an
+    all-reduce unless the units are rows; by rows where the step has no units at all."""
+    total = rows if by_rows else total_units(units, device)
+    return rank_weight(units, total, processes) if total else rank_weight(own, rows, processes)
+
+
 def total_units(units: float, device: torch.device) -> float:
     """The loss units (rows, trained tokens) of the whole global batch: summed over the processes."""
     t = torch.tensor([float(units)], device=device)

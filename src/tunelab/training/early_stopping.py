@@ -11,8 +11,9 @@ from tunelab.errors import TunelabError
 
 
 class MetricTracker:
-    """`update(step, metrics)` after each evaluation; `best_step`, `best_value`; `bad` counts the
-    evaluations since the last improvement (by more than `min_delta`)."""
+    """`update(step, metrics)` after each evaluation; `best_step`, `best_value` (any improvement: the checkpoint
+    selected); `bad` counts the evaluations since the last improvement by more than `min_delta` over the best so far
+    (early stopping's patience), as HF Trainer's best metric and EarlyStoppingCallback's threshold."""
 
     def __init__(self, metric: str | None, mode: str = "auto", min_delta: float = 0.0,
                  patience: int | None = None) -> None:
@@ -45,12 +46,11 @@ class MetricTracker:
         """Record one evaluation; True if it is the new best."""
         value = self.value(metrics)
         self.last_score = self.score(value)
-        improved = math.isfinite(value) and (
-            self.best_value is None or self.last_score - self.score(self.best_value) > self.min_delta)
+        gain = math.inf if self.best_value is None else self.last_score - self.score(self.best_value)
+        improved = math.isfinite(value) and gain > 0
+        self.bad = 0 if improved and gain > self.min_delta else self.bad + 1
         if improved:
-            self.best_step, self.best_value, self.bad = step, value, 0
-        else:
-            self.bad += 1
+            self.best_step, self.best_value = step, value
         return improved
 
     def score(self, value: float) -> float:

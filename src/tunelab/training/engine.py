@@ -35,7 +35,7 @@ from tunelab.progress import say
 from tunelab.training import checkpoint as ckpt
 from tunelab.training import distributed as dist
 from tunelab.training.attention import restore_attention, use_short_row_attention
-from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, plan_steps, rows, split_batch
+from tunelab.training.batching import batch_order, micro_batch_tokens, pass_weights, plan_steps, rows, step_passes
 from tunelab.training.dropout import use_fast_dropout
 from tunelab.training.early_stopping import MetricTracker
 from tunelab.training.lora_forward import restore_lora, use_fast_lora
@@ -103,12 +103,11 @@ def train(model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: C
 
     `loss_fn(model, batch)` replaces the model's own loss (class weights, focal loss, ...);
     `loss_units(batch)`: what the loss is a mean over (trained tokens, rows: the default), counted in a
-    batch; it weights the passes of a batch split by `train.micro_batch_tokens`;
+    batch; it weights the passes of an optimizer step (its batches, split by `train.micro_batch_tokens`);
     `on_eval(step, metrics)` sees every evaluation (e.g. a hyperparameter-search pruner);
     `resume_from`: a checkpoint directory to continue from (see checkpoint.py)."""
-    if cfg.tracks_best() and evaluate is None:
-        raise TunelabError("train: early_stopping / best_metric / select_best need evaluations; "
-                           "give data.validation or keep data.validation_split > 0")
+    if evaluate is None and (needs := cfg.needs_evaluations()):
+        raise TunelabError(f"train: {needs} needs evaluations: give data.validation or keep data.validation_split > 0")
     loop = Loop(model, features, collate, cfg, lr, out_dir, evaluate, loss_fn, on_eval, loss_units)
     try:
         if resume_from is not None:
@@ -143,7 +142,9 @@ class Loop:
             dist.check_strategy(cfg)
             dist.ensure_group()
         extra = dist.accelerator_kwargs(cfg.distributed, cfg, dist.world()[1], mixed) if self.strategy != "ddp" else {}
-        self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum,
+        # accumulation is the loop's own (forward_backward); DeepSpeed's engine also counts it, in its config
+        accumulate = cfg.grad_accum if self.strategy == "deepspeed" else 1
+        self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=accumulate,
                                      mixed_precision=mixed, **extra)
         self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
         self.lora = use_fast_lora(model) if cfg.fast_lora and self.strategy == "ddp" else []
@@ -151,10 +152,8 @@ class Loop:
         self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
         self.loss_units = loss_units or rows
         # DeepSpeed's engine counts its own micro-steps: one backward per batch there
-        self.pass_tokens = None if self.strategy == "deepspeed" else micro_batch_tokens(cfg.micro_batch_tokens,
-                                                                                        acc.device)
-        if self.pass_tokens is not None:  # a loss that runs each row more than once (R-Drop): passes as large
-            self.pass_tokens = max(1, self.pass_tokens // getattr(loss_fn, "copies", 1))
+        self.pass_tokens = None if self.strategy == "deepspeed" else micro_batch_tokens(
+            cfg.micro_batch_tokens, acc.device, getattr(loss_fn, "copies", 1))
         lengths = getattr(features, "lengths", None)  # a FeatureStore knows them without reading its rows
         self.lengths = list(lengths) if lengths is not None else [len(f["input_ids"]) for f in features]
         n_batches = math.ceil(len(features) / cfg.batch_size)  # global batches: each process takes its rows of each
@@ -174,11 +173,11 @@ class Loop:
             model, optimizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.keep_best, self.select = cfg.tracks_best(), cfg.selects_best() and evaluate is not None
-        needs_metric = evaluate is not None and (self.keep_best or cfg.scheduler == "reduce_on_plateau")
-        self.tracker = MetricTracker.from_config(cfg) if needs_metric else None
+        self.tracker = MetricTracker.from_config(cfg) if evaluate is not None and cfg.needs_evaluations() else None
         self.best_weights: dict[str, torch.Tensor] | Path | None = None  # the best, when no checkpoint of its own
         self.log = MetricsLog(out_dir / "metrics.jsonl" if out_dir and acc.is_main_process else None, cfg.report_to)
         self.s, self.rng = LoopState(), None  # rng: the RNG states to restore right before the next step
+        self.step_lr = 0.0  # the learning rate the last optimizer step ran with (logged, as HF Trainer logs it)
         self.resumed_from: Path | None = None
         self.last_saved: Path | None = None
 
@@ -230,11 +229,11 @@ class Loop:
         with bar, closing(self.log):  # closed on an exception too (on_eval's optuna.TrialPruned)
             bar.update(s.step)
             while s.step < self.total and not s.stopped:
-                order = batch_order(self.lengths, cfg.batch_size, cfg.seed + s.epoch, cfg.group_by_length)
-                for ids in order[s.batch :]:  # global batches: each process takes its rows (forward_backward)
-                    s.batch += 1
-                    if not self.forward_backward(ids):
-                        continue
+                order = batch_order(self.lengths, cfg.batch_size, cfg.seed + s.epoch, cfg.group_by_length)[s.batch :]
+                # an optimizer step's global batches (each process takes its rows); an epoch's last may be fewer
+                for window in (order[k : k + cfg.grad_accum] for k in range(0, len(order), cfg.grad_accum)):
+                    s.batch += len(window)
+                    self.forward_backward(window)
                     self.optimizer_step()  # an optimizer-step boundary: the only place a checkpoint is taken
                     self.log_step()
                     improved = self.evaluate_step()
@@ -244,38 +243,39 @@ class Loop:
                         break
                 else:
                     s.epoch, s.batch = s.epoch + 1, 0
+            if s.log_n:  # stopped early between log lines: their loss is logged and counted too
+                self.log_step(due=True)
         return self.finish(time.perf_counter() - self.start)
 
-    def forward_backward(self, ids: list[int]) -> bool:
-        """One batch (in passes of at most `pass_tokens` tokens); True when its gradients complete an optimizer
-        step. Each pass's loss is weighted by its share of the batch's loss units, so the summed gradients and
-        the logged loss are those of the whole batch in one pass."""
+    def forward_backward(self, window: list[list[int]]) -> None:
+        """The batches of one optimizer step, in passes of at most `pass_tokens` tokens. Each pass's loss is weighted
+        by its share of the step's loss units (rows, or trained tokens: HF Trainer's `num_items_in_batch`), so the
+        summed gradients and the logged loss are those of all the step's rows in one pass."""
         s, acc = self.s, self.acc
         n = acc.num_processes
-        mine = dist.rank_rows(ids, acc.process_index, n) if n > 1 else ids
-        passes = [self.collate(part) for part in split_batch([self.features[i] for i in mine or ids[:1]],
-                                                             self.pass_tokens)]
-        # counted on the host copies: no device sync
-        units = [self.loss_units(b) for b in passes] if mine else [0]
-        weights = pass_weights(units, [rows(b) for b in passes])
-        if n > 1:  # this process's share of the global batch (an all-reduce unless the units are rows)
-            total = len(ids) if self.loss_units is rows else dist.total_units(sum(units), acc.device)
-            share = dist.rank_weight(sum(units), total, n) if total else dist.rank_weight(len(mine), len(ids), n)
+        passes = step_passes(window, self.features, self.collate, self.pass_tokens, self.loss_units,
+                             acc.process_index, n)
+        weights = pass_weights([p[1] for p in passes], [p[2] for p in passes])
+        if n > 1:  # this process's share of the step's global batches
+            share = dist.step_share(sum(p[1] for p in passes), sum(p[2] for p in passes), sum(map(len, window)),
+                                    self.loss_units is rows, acc.device, n)
             weights = [w * share for w in weights]
-        with acc.accumulate(self.model), acc.autocast() if self.strategy == "fsdp" else nullcontext():
-            for j, (cpu_batch, weight) in enumerate(zip(passes, weights, strict=True)):
+        scale = self.cfg.grad_accum if self.strategy == "deepspeed" else 1  # DeepSpeed divides by its own count
+        with acc.autocast() if self.strategy == "fsdp" else nullcontext():
+            for j, ((cpu_batch, _, pass_rows), weight) in enumerate(zip(passes, weights, strict=True)):
                 batch = {k: v.to(acc.device) for k, v in cpu_batch.items()}
                 last = j == len(passes) - 1
+                if self.strategy == "deepspeed":  # its engine steps at the boundary accelerate says
+                    acc.gradient_state._set_sync_gradients(last)
                 with nullcontext() if last else acc.no_sync(self.model):  # DDP: all-reduce once, after the last
                     loss = self.loss_fn(self.model, batch) if self.loss_fn else self.model(**batch).loss
                     if self.cfg.l1:
                         loss = loss + self.cfg.l1 * l1_penalty(self.params)
-                    acc.backward(loss if weight == 1.0 else loss * weight)
+                    acc.backward(loss if weight * scale == 1.0 else loss * (weight * scale))
                 self.loss_sum += loss.detach().float() * weight
-                s.real += int(batch["attention_mask"].sum())
-                s.padded += batch["attention_mask"].numel()
+                mask = batch["attention_mask"] if pass_rows else batch["attention_mask"][:0]  # (not a stand-in's)
+                s.real, s.padded = s.real + int(mask.sum()), s.padded + mask.numel()
         s.log_n += 1
-        return acc.sync_gradients
 
     def optimizer_step(self) -> None:
         step = self.s.step + 1
@@ -285,24 +285,24 @@ class Loop:
             norm = clip(self.params, self.cfg.max_grad_norm)
             if norm is not None:
                 check_finite(self.acc, dist.scalar(norm), "gradient norm", step, self.last_saved, reduce=False)
+        self.step_lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         if not self.optimizer.step_was_skipped:  # fp16: a step with overflowing gradients is skipped
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.s.step = step
 
-    def log_step(self) -> None:
+    def log_step(self, due: bool = False) -> None:
         s = self.s
-        if s.step % self.cfg.log_steps and s.step != self.total:
+        if s.step % self.cfg.log_steps and s.step != self.total and not due:
             self.bar.update(s.step)
             return
         now = time.perf_counter()
         mean_loss = float(self.acc.reduce(self.loss_sum, "mean")) / max(s.log_n, 1)  # over processes
         s.all_loss, s.all_n = s.all_loss + mean_loss * s.log_n, s.all_n + s.log_n
-        row = {"step": s.step, "epoch": round(s.step / self.per_epoch, 4),
-               "loss": round(mean_loss, 6), "lr": self.scheduler.get_last_lr()[0],
-               "tokens_per_s": round(dist.total(self.acc, s.real - self.last_real) / max(now - self.last_t, 1e-9), 1),
-               "elapsed_s": round(now - self.start, 2)}
+        rate = round(dist.total(self.acc, s.real - self.last_real) / max(now - self.last_t, 1e-9), 1)
+        row = {"step": s.step, "epoch": round(s.step / self.per_epoch, 4), "loss": round(mean_loss, 6),
+               "lr": self.step_lr, "tokens_per_s": rate, "elapsed_s": round(now - self.start, 2)}
         self.log.write(row)
         self.bar.update(s.step, mean_loss, row["tokens_per_s"])
         self.loss_sum.zero_()
