@@ -30,7 +30,7 @@ TOL = 1e-6
 
 
 def _data(tmp: Path) -> tuple[Path, Path]:
-    # 42 rows / batch 4 = 11 batches: with grad_accum 2 the 6th optimizer step spans the epoch boundary
+    # 42 rows / batch 4 = 11 batches: with grad_accum 2 an epoch is 6 optimizer steps, the 6th of one batch
     train = write_jsonl(tmp / "train.jsonl", sentiment_rows(42, 0))
     return train, write_jsonl(tmp / "val.jsonl", sentiment_rows(12, 1))
 
