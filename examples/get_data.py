@@ -4,14 +4,14 @@
     python examples/get_data.py sst2 conll2003  # some of them
     python examples/get_data.py --list          # what each set is, where it comes from, its licence
 
-Each set is read from the public GitHub repository and commit that `../shared/data/DATA.md` names
-(`https://raw.githubusercontent.com/OWNER/NAME/COMMIT/PATH`), kept under `--sources` (default
-`~/.cache/tunelab/sources`, same layout as the URL: a second run downloads nothing), converted to tunelab's
-JSON Lines and written as `OUT/SET/{train,validation}.jsonl`, the files the example configs read. The train /
-validation rows are those the results in docs/results.md were measured on: sets with official splits are
-converted as they are; for sets split at random (AG News, ChnSentiCorp, Alpaca en/zh, CMRC 2018 trial, SQuAD
-dev) `examples/data/splits.json.gz` lists which source records (by position) form each split, in order — only
-numbers, no text. Nothing is redistributed: the text comes from its source, under its licence (`--list`).
+Each set is read from the public GitHub repository and commit pinned below (`--list` prints them; the maintainers'
+`../shared/data/DATA.md` names the same), as `https://raw.githubusercontent.com/OWNER/NAME/COMMIT/PATH`, kept under
+`--sources` (default `~/.cache/tunelab/sources`, same layout as the URL: a second run downloads nothing), converted
+to tunelab's JSON Lines and written as `OUT/SET/{train,validation}.jsonl`, the files the example configs read. The
+train / validation rows are those the results in docs/results.md were measured on: sets with official splits are
+converted as they are; for sets split at random (AG News, ChnSentiCorp, Alpaca en/zh, CMRC 2018 trial, SQuAD dev)
+`examples/data/splits.json.gz` lists which source records (by position) form each split, in order — only numbers, no
+text. Nothing is redistributed: the text comes from its source, under its licence (`--list`).
 
 Standard library only, so it runs before `make install`. A set is written into a temporary folder and renamed
 into place; an existing folder is left alone unless `--force`. Errors are one line and exit code 2.

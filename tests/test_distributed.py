@@ -205,6 +205,12 @@ def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypa
     res = runner.invoke(app, ["train", *sets, "--nproc", "2", "--set", "train.distributed.strategy=fsdp",
                               "--set", "method=qlora"])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1  # on a CPU: qlora needs CUDA first
+    # a strategy without a launch: one plain process, said (the missing file then stops it before any work)
+    res = runner.invoke(app, ["train", *sets, "--set", "train.distributed.strategy=fsdp",
+                              "--set", "data.train=no.jsonl"])
+    assert res.exit_code == 2 and res.output.splitlines()[0] == (
+        "note: train.distributed.strategy fsdp applies to a launch (--nproc N, or torchrun); this run is one process "
+        "without it")
     assert not (tmp_path / "runs").exists()
     from tunelab.cli.launch import _ended
     from tunelab.cli.train import interrupted_line  # Ctrl-C under the launch: the command that resumes has its flags

@@ -50,6 +50,11 @@ def train(
         if given:
             raise ConfigError(f"{given[0]}: a launch setting, for --nproc N (processes on this machine) and --nnodes "
                               "M (machines)")
+        from tunelab.training.distributed import launched
+
+        if cfg.train.distributed.strategy != "ddp" and not launched():
+            typer.echo(f"note: train.distributed.strategy {cfg.train.distributed.strategy} applies to a launch "
+                       "(--nproc N, or torchrun); this run is one process without it", err=True)
     if nproc is not None or nnodes > 1:
         _launch(cfg, config, set_, resume, overwrite, Launch(nproc or 1, nnodes, node_rank, master_addr, master_port),
                 dry_run)
