@@ -19,7 +19,9 @@ from tunelab.export.prune import apply_pruned_heads, attentions, choose_heads, h
 
 @pytest.fixture(scope="module")
 def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_sentiment(tiny_bert, tmp_path_factory.mktemp("compress") / "run")
+    # reduce_on_plateau: the recovery fine-tune (no evaluations) was refused for it
+    return train_sentiment(tiny_bert, tmp_path_factory.mktemp("compress") / "run",
+                           sets=("train.scheduler=reduce_on_plateau",))
 
 
 def _compress(*args: str) -> object:

@@ -204,12 +204,21 @@ def test_min_delta_stops_but_the_best_is_any_improvement() -> None:
     assert (t.best_step, t.best_value, t.should_stop) == (12, 0.725, True)
 
 
-def test_constant_schedule_with_warmup_is_refused() -> None:
-    """HF's constant schedule drops the warmup silently; tunelab says so."""
-    with pytest.raises(ConfigError, match=r"^config: train.warmup: 0.1 with scheduler constant.*constant_with_warmup"):
-        TrainConfig(scheduler="constant", warmup=0.1)
-    TrainConfig(scheduler="constant_with_warmup", warmup=0.1)
-    TrainConfig(scheduler="constant")
+def test_a_constant_schedule_warms_up() -> None:
+    """transformers' constant schedule drops train.warmup silently: here every schedule warms up first."""
+    from tunelab.training.optim import make_scheduler
+
+    def lrs(**train: object) -> list[float]:
+        sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched, out = make_scheduler(TrainConfig(**train), sgd, 6), []
+        for _ in range(6):
+            out.append(sched.get_last_lr()[0])
+            sgd.step()
+            sched.step()
+        return out
+
+    assert lrs(scheduler="constant", warmup=2) == [0.0, 0.5, 1.0, 1.0, 1.0, 1.0]
+    assert lrs(scheduler="constant") == [1.0] * 6
 
 
 def test_metric_tracker_modes() -> None:

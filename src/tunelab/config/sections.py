@@ -253,7 +253,8 @@ class TrainConfig(Section):
         "else a step count."
     )
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "reduce_on_plateau"] = (
-        Field("linear", description="Learning-rate schedule after warmup; reduce_on_plateau steps on the eval "
+        Field("linear", description="Learning-rate schedule after warmup (every one warms up first: constant with a "
+              "warmup is constant_with_warmup, where HF's constant drops it); reduce_on_plateau steps on the eval "
               "metric (best_metric / early_stopping.metric / headline).")
     )
     plateau_factor: float = Field(0.5, gt=0, lt=1, description="reduce_on_plateau: multiply the lr by this.")
@@ -344,9 +345,6 @@ class TrainConfig(Section):
             raise ConfigError(f"config: train.early_stopping.metric: {es.metric!r} where train.best_metric is "
                               f"{self.best_metric!r}: one metric picks the best checkpoint and stops training (as HF "
                               "Trainer's metric_for_best_model); leave one of them out")
-        if self.scheduler == "constant" and self.warmup:
-            raise ConfigError(f"config: train.warmup: {self.warmup:g} with scheduler constant, which has no warmup "
-                              "(HF's ignores it); use scheduler: constant_with_warmup, or warmup: 0")
         return self
 
     def needs_evaluations(self) -> str | None:

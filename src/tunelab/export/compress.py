@@ -103,9 +103,11 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
         masks = magnitude_prune(module, fraction)
     if recover_epochs > 0:
         with tempfile.TemporaryDirectory(prefix="tunelab-recover-") as tmp_dir:
+            # no evaluations here: a reduce_on_plateau run recovers at its peak lr after the warmup, as that ran
+            plateau = {"scheduler": "constant_with_warmup"} if cfg.train.scheduler == "reduce_on_plateau" else {}
             train_cfg = cfg.train.model_copy(update={"epochs": recover_epochs, "max_steps": None, "save_steps": 0,
                                                      "early_stopping": None, "best_metric": None,
-                                                     "select_best": False, "report_to": []})
+                                                     "select_best": False, "report_to": [], **plateau})
             engine.train(module, train_features, collate, train_cfg, lr=cfg.train.lr or 5e-5, out_dir=Path(tmp_dir),
                          loss_fn=task.loss_fn(), loss_units=task.loss_units)
     if masks is not None:

@@ -1,9 +1,9 @@
 """Several processes training one model: which rows each takes, and the engine that holds the model.
 
 - Rows: `train.batch_size` is the global batch. Every process walks the same batch order and takes every N-th
-  row of each batch (`rank_rows`); its loss is weighted by its share of the batch's loss units (`rank_weight`),
-  so the averaged gradient, the logged loss and the optimizer step are those of the whole batch in one process:
-  a run's curve does not depend on how many processes ran it, and a resume may use another number.
+  row of each batch (`rank_rows`); its loss is weighted by its share of the optimizer step's loss units
+  (`step_share`), so the averaged gradient, the logged loss and the optimizer step are those of the step's batches
+  in one process: a run's curve does not depend on how many processes ran it, and a resume may use another number.
 - DDP and DeepSpeed ZeRO come from accelerate (`accelerator_kwargs`). FSDP is PyTorch's FSDP2 `fully_shard`,
   applied here to each transformer layer (the model's `_no_split_modules`, as accelerate's transformer wrap
   policy) and then to the whole model: accelerate refuses FSDP on CPU processes, and FSDP2 runs there on gloo

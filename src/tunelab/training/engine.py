@@ -84,6 +84,7 @@ class LoopState:
     all_loss: float = 0.0  # over all log lines: the run's mean training loss
     all_n: int = 0
     elapsed: float = 0.0
+    lr: float = 0.0  # the learning rate the last optimizer step ran with (logged, as HF Trainer logs it)
     stopped: bool = False  # early stopping has ended the run
     evals: list[dict[str, Any]] = field(default_factory=list)
 
@@ -177,7 +178,6 @@ class Loop:
         self.best_weights: dict[str, torch.Tensor] | Path | None = None  # the best, when no checkpoint of its own
         self.log = MetricsLog(out_dir / "metrics.jsonl" if out_dir and acc.is_main_process else None, cfg.report_to)
         self.s, self.rng = LoopState(), None  # rng: the RNG states to restore right before the next step
-        self.step_lr = 0.0  # the learning rate the last optimizer step ran with (logged, as HF Trainer logs it)
         self.resumed_from: Path | None = None
         self.last_saved: Path | None = None
 
@@ -237,14 +237,14 @@ class Loop:
                     self.optimizer_step()  # an optimizer-step boundary: the only place a checkpoint is taken
                     self.log_step()
                     improved = self.evaluate_step()
+                    if s.stopped and s.log_n:  # stopped between log lines: their loss logged (before a checkpoint)
+                        self.log_step(due=True)
                     self.checkpoint(improved)
                     ckpt.pause_for_tests("step", s.step)
                     if s.step >= self.total or s.stopped:
                         break
                 else:
                     s.epoch, s.batch = s.epoch + 1, 0
-            if s.log_n:  # stopped early between log lines: their loss is logged and counted too
-                self.log_step(due=True)
         return self.finish(time.perf_counter() - self.start)
 
     def forward_backward(self, window: list[list[int]]) -> None:
@@ -285,7 +285,7 @@ class Loop:
             norm = clip(self.params, self.cfg.max_grad_norm)
             if norm is not None:
                 check_finite(self.acc, dist.scalar(norm), "gradient norm", step, self.last_saved, reduce=False)
-        self.step_lr = self.scheduler.get_last_lr()[0]
+        self.s.lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         if not self.optimizer.step_was_skipped:  # fp16: a step with overflowing gradients is skipped
             self.scheduler.step()
@@ -302,7 +302,7 @@ class Loop:
         s.all_loss, s.all_n = s.all_loss + mean_loss * s.log_n, s.all_n + s.log_n
         rate = round(dist.total(self.acc, s.real - self.last_real) / max(now - self.last_t, 1e-9), 1)
         row = {"step": s.step, "epoch": round(s.step / self.per_epoch, 4), "loss": round(mean_loss, 6),
-               "lr": self.step_lr, "tokens_per_s": rate, "elapsed_s": round(now - self.start, 2)}
+               "lr": s.lr, "tokens_per_s": rate, "elapsed_s": round(now - self.start, 2)}
         self.log.write(row)
         self.bar.update(s.step, mean_loss, row["tokens_per_s"])
         self.loss_sum.zero_()

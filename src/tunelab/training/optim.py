@@ -92,7 +92,9 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: in
     if cfg.scheduler == "reduce_on_plateau":
         return PlateauWithWarmup(optimizer, warmup, cfg.plateau_factor, cfg.plateau_patience)
 
-    return get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    # transformers' "constant" ignores a warmup: here every schedule warms up as train.warmup says
+    name = "constant_with_warmup" if cfg.scheduler == "constant" and warmup else cfg.scheduler
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
 class PlateauWithWarmup:
