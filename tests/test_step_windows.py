@@ -16,6 +16,7 @@ from conftest import sentiment_rows
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.registry import METHODS, TASKS
+from tunelab.training import checkpoint as ckpt
 from tunelab.training import engine
 
 
@@ -63,7 +64,7 @@ def test_the_logged_lr_is_the_one_the_step_ran_with(tiny_bert: Path, tmp_path: P
 
 def test_an_early_stop_between_log_lines_logs_their_loss(tiny_bert: Path, tmp_path: Path) -> None:
     """Stopped at step 3 with log_steps 10: train.loss was 0.0 and no line had the steps' loss."""
-    cfg, model, feats, collate = _setup(tiny_bert, 16, max_steps=20, eval_steps=1, log_steps=10,
+    cfg, model, feats, collate = _setup(tiny_bert, 16, max_steps=20, eval_steps=1, log_steps=10, save_steps=3,
                                         early_stopping={"metric": "accuracy", "patience": 2})
     scores = iter([0.5, 0.5, 0.5])
     result = engine.train(model, feats, collate, cfg.train, 1e-3, tmp_path,
@@ -72,3 +73,6 @@ def test_an_early_stop_between_log_lines_logs_their_loss(tiny_bert: Path, tmp_pa
     losses = [row for row in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
     assert [row["step"] for row in losses] == [3]
     assert result.train_loss == pytest.approx(losses[0]["loss"], abs=1e-6) and result.train_loss > 0.1
+    # logged before the stop's checkpoint: a resume of it has nothing pending (it logged those steps twice)
+    loop = ckpt.read_trainer_state(tmp_path / "checkpoints" / "step-00000003")["loop"]
+    assert (loop["log_n"], loop["all_n"], loop["lr"]) == (0, 3, losses[0]["lr"])
