@@ -1,16 +1,44 @@
-"""The held-out evaluation path: metrics on a file that lacks a trained class, numeric labels from pandas / numpy,
-the model's data.clean at inference, truncation said at eval and predict."""
+"""The held-out evaluation path: metrics on a file that lacks a trained class, the model's data.clean at inference."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
+from typer.testing import CliRunner
 
+import tunelab
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+from tunelab.config.sections import CleanConfig, DataConfig
 from tunelab.metrics.classification import multi_label, single_label
 from tunelab.tasks import classification_report
+
+runner = CliRunner()
+HTML = '<div class="a"><p class="b"><span class="c">'  # 16 tokens of the tiny tokenizer: data.max_length, filled
+NUMBER = {"negative": 0, "positive": 1}
+
+
+def _html(rows: list[dict]) -> list[dict]:
+    return [{"text": f"{HTML}{r['text']}</span></p></div>", "label": NUMBER[r["label"]]} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def clean_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model directory of a classification run trained with data.clean on HTML-wrapped texts labelled 0 / 1,
+    data.max_length 16 (a text's wrapper alone fills it); train.jsonl and val.jsonl beside the run."""
+    tmp = tmp_path_factory.mktemp("clean")
+    train = write_jsonl(tmp / "train.jsonl", _html(sentiment_rows(64, 0)))
+    val = write_jsonl(tmp / "val.jsonl", _html(sentiment_rows(40, 1)))
+    run = tunelab.train({"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp / "run"),
+                         "data": {"train": str(train), "validation": str(val), "clean": True, "max_length": 16},
+                         "train": {"epochs": 6, "lr": 5e-3, "batch_size": 8, "save_steps": 0, "precision": "fp32"}})
+    assert run.metrics["validation"]["accuracy"] > 0.9
+    return run.model_dir
 
 
 # ------------------------------------------------------------------------ macro averages
@@ -49,3 +77,46 @@ def test_report_shows_an_absent_class_without_scores() -> None:
     rows = html.split("<h4>Per class</h4>")[1]
     assert "<tr><td>c</td><td>-</td><td>-</td><td>-</td>" in rows  # was 0.0000 precision / recall / f1
     assert '<tr><td>a</td><td class="num">1.00</td>' in rows
+
+
+# ------------------------------------------------------------------------ data.clean at inference
+def test_the_model_cleans_its_inputs_as_its_training_rows(clean_run: Path, tmp_path: Path) -> None:
+    """eval of the run's own validation file gives its metrics.json (was 0.5: the HTML filled max_length), through
+    the CLI and the API; predict cleans the same way, every row kept and echoed as given."""
+    assert json.loads((clean_run / "tunelab.json").read_text())["data"]["clean"] == CleanConfig().model_dump()
+    val = clean_run.parent.parent / "val.jsonl"
+    saved = json.loads((clean_run.parent / "metrics.json").read_text())["validation"]
+    res = runner.invoke(app, ["eval", str(clean_run), "--data", str(val)])
+    assert res.exit_code == 0 and json.loads(res.stdout)["accuracy"] == saved["accuracy"], res.output
+    model = tunelab.load(clean_run)
+    assert model.evaluate(val)["f1_macro"] == pytest.approx(saved["f1_macro"])
+    raw = f"{HTML}good great &amp; fine</span></p></div>"
+    out = model.predict([raw, "good great & fine", "<br/>", "a"])  # emptied, and under any min_chars: kept
+    assert out[0]["scores"] == out[1]["scores"] and out[0]["text"] == raw and len(out) == 4
+    res = runner.invoke(app, ["predict", str(clean_run), "--input", "-"], input=raw + "\n")
+    assert res.exit_code == 0 and json.loads(res.stdout)["scores"] == out[1]["scores"], res.output
+    # a model saved without the key (before it was saved) reads its input as it is, as before
+    old = shutil.copytree(clean_run, tmp_path / "model")
+    meta = json.loads((old / "tunelab.json").read_text())
+    del meta["data"]["clean"]
+    (old / "tunelab.json").write_text(json.dumps(meta))
+    assert tunelab.load(old).predict([raw])[0]["scores"] != out[1]["scores"]
+
+
+def test_clean_inputs_keep_every_row_and_ner_offsets() -> None:
+    from tunelab.data.hygiene import clean_inputs
+    from tunelab.tasks.sft import Sft, SftConfig
+
+    cfg = CleanConfig(min_chars=50)
+    rows = [{"text": "<p>Caf\u00e9  ok</p>", "text_pair": "x&amp;y", "row": {"text": "<p>Caf\u00e9  ok</p>"}},
+            {"text": "<br/>"},
+            {"text": "Ｐａｒｉｓ <b>x</b>", "tokens": ["Ｐａｒｉｓ", "<b>", "x"], "offsets": [(0, 5), (6, 9), (9, 10)]},
+            {"messages": [{"role": "user", "content": "<b>hi</b>\n\n\n  there  "}]}]
+    out = clean_inputs(rows, cfg)
+    assert [o.get("text") for o in out] == ["Café ok", "", "Ｐａｒｉｓ <b>x</b>", None]
+    assert out[0]["text_pair"] == "x&y" and out[0]["row"] == rows[0]["row"]
+    assert out[2]["tokens"] == ["Paris", "<b>", "x"]  # token by token; an emptied token keeps its text
+    assert out[3]["messages"][0]["content"] == "hi\n\n  there"  # a turn's layout kept, as in training
+    sft = Sft(SftConfig(), DataConfig(clean=True))
+    assert sft.chat_turn("<b>hi</b>  there \n") == "hi  there"  # chat turns: cleaned as the training turns were
+    assert Sft(SftConfig(), DataConfig()).chat_turn("<b>hi</b>") == "<b>hi</b>"
