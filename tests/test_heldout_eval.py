@@ -1,4 +1,5 @@
-"""The held-out evaluation path: metrics on a file that lacks a trained class, the model's data.clean at inference."""
+"""The held-out evaluation path: metrics on a file that lacks a trained class, the model's data.clean at inference,
+truncation said at eval and predict."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import tunelab
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.sections import CleanConfig, DataConfig
+from tunelab.data.readers import Record, Table
 from tunelab.metrics.classification import multi_label, single_label
 from tunelab.tasks import classification_report
+from tunelab.tasks.classification import Classification, ClassificationConfig
 
 runner = CliRunner()
 HTML = '<div class="a"><p class="b"><span class="c">'  # 16 tokens of the tiny tokenizer: data.max_length, filled
@@ -120,3 +123,31 @@ def test_clean_inputs_keep_every_row_and_ner_offsets() -> None:
     sft = Sft(SftConfig(), DataConfig(clean=True))
     assert sft.chat_turn("<b>hi</b>  there \n") == "hi  there"  # chat turns: cleaned as the training turns were
     assert Sft(SftConfig(), DataConfig()).chat_turn("<b>hi</b>") == "<b>hi</b>"
+
+
+# ------------------------------------------------------------------------ truncation said
+def test_cut_rows_are_said_at_eval_and_predict(clean_run: Path, tiny_bert: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    from transformers import AutoTokenizer
+
+    long = "good " * 30
+    res = runner.invoke(app, ["predict", str(clean_run), "--input", "-"], input=f"{long}\nbad\n")
+    assert res.exit_code == 0 and ("classification: 1 row longer than data.max_length (16 tokens): only its first "
+                                   "tokens read (data.truncation: head; sliding_window reads all of a text)"
+                                   ) in res.stderr, res.output
+    data = write_jsonl(tmp_path / "long.jsonl", [{"text": long, "label": 1}, {"text": long, "label": 0}])
+    res = runner.invoke(app, ["eval", str(clean_run), "--data", str(data)])
+    assert res.exit_code == 0 and ("classification: 2 rows longer than data.max_length (16 tokens): only their "
+                                   "first tokens read") in res.stderr, res.output
+    capsys.readouterr()
+    tunelab.load(clean_run).evaluate(data)
+    assert capsys.readouterr().err.count("classification: 2 rows longer") == 1
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    rows = Table("d", [Record("d", 1, {"text": long, "label": "1"}), Record("d", 2, {"text": "bad", "label": "0"})])
+    for mode, said in (("tail", "only its last tokens"), ("head+tail", "only its first and last tokens"),
+                       ("sliding_window", None)):
+        task = Classification(ClassificationConfig(), DataConfig(max_length=16, truncation=mode, window_stride=4))
+        task.labels = ["0", "1"]
+        task.encode(task.parse(rows), tok)
+        note = task.cut_note()
+        assert note is None if said is None else said in note, (mode, note)

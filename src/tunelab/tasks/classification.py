@@ -33,7 +33,7 @@ from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read
-from tunelab.tasks.truncation import aggregate_windows, cut_tokens
+from tunelab.tasks.truncation import aggregate_windows, cut_note, cut_tokens, rows_cut
 
 
 class ClassificationConfig(TaskConfig):
@@ -106,6 +106,7 @@ class Classification(Task):
         self.labels: list[str] = list(cfg.labels or [])
         self._loss: LossSpec | None = None  # set by configure_loss
         self._soft_split = False
+        self._cut = 0  # rows the last `encode` cut at data.max_length
 
     # -- data --------------------------------------------------------------------------------
     def _parse_label(self, record: Record, columns: list[str] | None) -> str | list[str] | dict[str, float]:
@@ -235,7 +236,11 @@ class Classification(Task):
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         # one soft label makes the whole split distributions (a batch needs one label shape)
         soft = self._soft(examples)
+        self._cut = 0
         return self.in_chunks(examples, lambda part, offset: self._encode(part, offset, tokenizer, soft))
+
+    def cut_note(self) -> str | None:
+        return cut_note(self._cut, self.data.max_length, self.data.truncation)
 
     def _encode(self, examples: Sequence[Example], offset: int, tokenizer: Any, soft: bool) -> list[Features]:
         texts = [ex["text"] for ex in examples]
@@ -243,12 +248,14 @@ class Classification(Task):
         mode, owners = self.data.truncation, None
         if mode == "head":
             enc = tokenizer(texts, pairs, truncation=True, max_length=self.data.max_length)
+            self._cut += rows_cut(enc, self.data.max_length)
         elif mode == "sliding_window":  # several features per long row, each knows its row
             enc = tokenizer(texts, pairs, truncation="only_first" if pairs else True, max_length=self.data.max_length,
                             stride=self.data.window_stride, return_overflowing_tokens=True)
             owners = enc["overflow_to_sample_mapping"]
         else:
             enc = cut_tokens(tokenizer, texts, pairs, self.data.max_length, mode)
+            self._cut += enc["cut"]
         index = {n: i for i, n in enumerate(self.labels)}
         feats: list[Features] = []
         for j in range(len(enc["input_ids"])):
