@@ -1,5 +1,5 @@
-"""The held-out evaluation path: metrics on a file that lacks a trained class, the model's data.clean at inference,
-truncation said at eval and predict."""
+"""The held-out evaluation path: metrics on a file that lacks a trained class, numeric labels from pandas / numpy,
+the model's data.clean at inference, truncation said at eval and predict."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.sections import CleanConfig, DataConfig
 from tunelab.data.readers import Record, Table
+from tunelab.errors import DataError
 from tunelab.metrics.classification import multi_label, single_label
 from tunelab.tasks import classification_report
 from tunelab.tasks.classification import Classification, ClassificationConfig
@@ -80,6 +81,49 @@ def test_report_shows_an_absent_class_without_scores() -> None:
     rows = html.split("<h4>Per class</h4>")[1]
     assert "<tr><td>c</td><td>-</td><td>-</td><td>-</td>" in rows  # was 0.0000 precision / recall / f1
     assert '<tr><td>a</td><td class="num">1.00</td>' in rows
+
+
+# ------------------------------------------------------------------------ numeric labels
+def _parse(labels: list, values: list, **config: object) -> list:
+    task = Classification(ClassificationConfig(**config), DataConfig())
+    task.labels = labels
+    table = Table("rows", [Record("rows", i + 1, {"text": "good", "label": v}) for i, v in enumerate(values)])
+    return [ex["label"] for ex in task.parse(table)]
+
+
+def test_numeric_labels_from_pandas_and_numpy() -> None:
+    assert _parse([], [1, 1.0, np.int64(1), np.float64(1.0), np.float32(2.0), np.uint8(0), True, np.bool_(False),
+                       "1.0"]) == ["1", "1", "1", "1", "2", "0", "true", "false", "1.0"]
+    assert _parse([], [0.5, np.float64(-2.5)]) == ["0.5", "-2.5"]  # a fraction keeps its text
+    assert _parse([], [[1.0, np.int64(2)]], multi_label=True) == [["1", "2"]]
+    assert _parse([], [{1.0: 0.25, np.int64(2): np.float64(0.75)}]) == [{"1": 0.25, "2": 0.75}]
+    # a model trained when 1.0 was the label "1.0" still reads 1.0 as it
+    assert _parse(["0.0", "1.0"], [1.0, np.float64(0.0)]) == ["1.0", "0.0"]
+    with pytest.raises(DataError, match=r"rows:1: label: missing label \(nan\)"):
+        _parse([], [np.float64("nan")])
+
+
+def test_numeric_labels_at_eval(clean_run: Path, tmp_path: Path) -> None:
+    """A model trained on labels 0 / 1 scores rows whose labels are 1.0 (a DataFrame column that held a NaN, JSON)
+    and numpy integers (was: `label '1.0' is not among the training labels`, `expected a label string, got int64`)."""
+    import pandas as pd
+
+    model = tunelab.load(clean_run)
+    assert model.task.labels == ["0", "1"]
+    rows = [json.loads(line) for line in (clean_run.parent.parent / "val.jsonl").read_text().splitlines()]
+    want = model.evaluate(rows)["accuracy"]
+    frame = pd.DataFrame({"text": [r["text"] for r in rows] + ["x"], "label": [r["label"] for r in rows] + [None]})
+    assert frame["label"].dtype == np.float64  # the NaN made the column float
+    assert model.evaluate(frame.iloc[:-1])["accuracy"] == want
+    assert model.evaluate([{**r, "label": np.int64(r["label"])} for r in rows])["accuracy"] == want
+    floats = write_jsonl(tmp_path / "floats.jsonl", [{**r, "label": float(r["label"])} for r in rows])
+    assert floats.read_text().count('"label": 1.0') == len(rows) // 2
+    res = runner.invoke(app, ["eval", str(clean_run), "--data", str(floats)])
+    assert res.exit_code == 0 and json.loads(res.stdout)["accuracy"] == want, res.output
+    bad = write_jsonl(tmp_path / "half.jsonl", [{"text": "good", "label": 0.5}])
+    res = runner.invoke(app, ["eval", str(clean_run), "--data", str(bad)])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        f"error: {bad}:1: label: label '0.5' is not among the training labels (0, 1)"], res.output
 
 
 # ------------------------------------------------------------------------ data.clean at inference

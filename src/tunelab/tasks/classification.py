@@ -12,7 +12,6 @@ prediction combine a row's window logits (`data.window_aggregate`: mean or max) 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any, Literal
@@ -23,7 +22,7 @@ from pydantic import Field, field_validator
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
-from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
+from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.data.sampling import label_counts
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics import classification as cm
@@ -31,6 +30,7 @@ from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
+from tunelab.tasks.class_labels import label_string, label_text, soft_label
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read
 from tunelab.tasks.truncation import aggregate_windows, cut_note, cut_tokens, rows_cut
@@ -53,43 +53,6 @@ class ClassificationConfig(TaskConfig):
         if dup is not None:
             raise ValueError(f"duplicate label {dup!r}")
         return out
-
-
-def label_string(value: Any) -> str | None:
-    """A scalar label as the string the model knows it by (bools as true/false); None if not a scalar."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float | str):
-        return str(value)
-    return None
-
-
-def _label_text(record: Record, field: str, value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):  # NaN: how pandas writes a missing label
-        raise DataError(record.source, record.line, field, f"missing label ({value})")
-    text = label_string(value)
-    if text is None:
-        raise DataError(record.source, record.line, field, f"expected a label string, got {type(value).__name__}")
-    if not text.strip():
-        raise DataError(record.source, record.line, field, "empty label")
-    check_unicode(record, field, text)
-    return text
-
-
-def _soft_label(record: Record, field: str, value: dict[str, Any], multi_label: bool) -> dict[str, float]:
-    """`{label: probability}`: probabilities in [0, 1]; for single-label they must sum to 1."""
-    if not value:
-        raise DataError(record.source, record.line, field, "empty label distribution {}")
-    out: dict[str, float] = {}
-    for key, p in value.items():
-        name = _label_text(record, field, key)
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise DataError(record.source, record.line, field, f"probability of {name!r} must be in [0, 1], got {p!r}")
-        out[name] = float(p)
-    total = sum(out.values())
-    if not multi_label and abs(total - 1) > 1e-3:
-        raise DataError(record.source, record.line, field, f"label probabilities sum to {total:g}; expected 1")
-    return out
 
 
 @TASKS.register("classification")
@@ -115,16 +78,16 @@ class Classification(Task):
         if value is None:
             raise DataError(record.source, record.line, field, "missing label (null)")
         if isinstance(value, dict):
-            return _soft_label(record, field, value, self.cfg.multi_label)
+            return soft_label(record, field, value, self.cfg.multi_label, self.labels)
         if self.cfg.multi_label:
             items = value if isinstance(value, list) else [value]
-            return [_label_text(record, field, v) for v in items]
+            return [label_text(record, field, v, self.labels) for v in items]
         if isinstance(value, list):
             raise DataError(
                 record.source, record.line, field,
                 "a list label in single-label mode (set task.multi_label=true for multi-label data)",
             )
-        return _label_text(record, field, value)
+        return label_text(record, field, value, self.labels)
 
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         out = []
