@@ -1,5 +1,6 @@
 """The held-out evaluation path: metrics on a file that lacks a trained class, numeric labels from pandas / numpy,
-the model's data.clean at inference, truncation said at eval and predict."""
+the model's data.clean at inference, truncation said at eval and predict, an SFT model's `Model.evaluate` and
+`tunelab eval`'s default replies file."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from typer.testing import CliRunner
 
 import tunelab
-from conftest import sentiment_rows, write_jsonl
+from conftest import WORDS, sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.sections import CleanConfig, DataConfig
 from tunelab.data.readers import Record, Table
-from tunelab.errors import DataError
+from tunelab.errors import DataError, TunelabError
 from tunelab.metrics.classification import multi_label, single_label
 from tunelab.tasks import classification_report
 from tunelab.tasks.classification import Classification, ClassificationConfig
@@ -195,3 +196,58 @@ def test_cut_rows_are_said_at_eval_and_predict(clean_run: Path, tiny_bert: Path,
         task.encode(task.parse(rows), tok)
         note = task.cut_note()
         assert note is None if said is None else said in note, (mode, note)
+
+
+# ------------------------------------------------------------------------ sft: the API's evaluate, the replies file
+def test_api_evaluate_scores_replies_as_the_cli(tiny_chat_run: Path, clean_run: Path, tmp_path: Path) -> None:
+    """`Model.evaluate` of an sft model gives `tunelab eval`'s metrics, generation ones included (was: loss,
+    perplexity and tokens only); it writes replies only where `predictions=` says."""
+    model_dir = tiny_chat_run / "model"
+    val = write_jsonl(tmp_path / "heldout.jsonl", [{"prompt": f"say {w}", "completion": w} for w in WORDS[:3]]
+                      + [{"prompt": "say fine", "completion": "not fine"}])
+    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val), "--predictions", str(tmp_path / "c.jsonl")])
+    assert res.exit_code == 0, res.output
+    cli = json.loads(res.stdout.splitlines()[-1])
+    model = tunelab.load(model_dir)
+    api = model.evaluate(val)
+    assert api == cli and api["generated"] == 4 and api["exact_match"] == 0.75
+    assert {"loss", "perplexity", "bleu", "chrf", "rouge1", "rouge2", "rougeL"} <= set(api)
+    assert not (tiny_chat_run / "predictions" / "eval-heldout.generations.jsonl").exists()
+    assert "bleu" not in model.evaluate(val, generate=False) and model.evaluate(val, generate=False)["loss"] > 0
+    out = tmp_path / "api.jsonl"
+    m = model.evaluate(str(val), limit=2, num_beams=2, max_new_tokens=4, predictions=out)
+    assert m["generated"] == 2 and len(out.read_text().splitlines()) == 2
+    with pytest.raises(TunelabError, match=r"^predictions: .*api.jsonl exists; pass overwrite=True to replace it$"):
+        model.evaluate(val, predictions=out)
+    assert model.evaluate(val, predictions=out, overwrite=True)["generated"] == 4
+    for kw, line in (({"num_beams": 99}, "num_beams: must be 1 to 32"),
+                     ({"max_new_tokens": 10**6}, "max_new_tokens: 1000000 is more than the model's")):
+        with pytest.raises(TunelabError, match=f"^{line}"):
+            model.evaluate(tmp_path / "missing.jsonl", **kw)  # before the data is read
+    with pytest.raises(TunelabError, match=r"^evaluate: num_beams: generation is for models of task sft"):
+        tunelab.load(clean_run).evaluate([{"text": "good", "label": 1}], num_beams=2)
+
+
+def test_the_default_replies_file_outside_a_run_is_not_replaced(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """Beside a model directory that is not in a run, an existing default replies file is refused without
+    --overwrite, before any work (was replaced); the run's own is replaced as before."""
+    val = write_jsonl(tmp_path / "val.jsonl", [{"prompt": f"say {w}", "completion": w} for w in WORDS[:2]])
+    model_dir = shutil.copytree(tiny_chat_run / "model", tmp_path / "models" / "chat")
+    default = tmp_path / "models" / "predictions" / "eval-val.generations.jsonl"
+    default.parent.mkdir()
+    default.write_text("my own file\n")
+    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val)])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        f"error: eval: {default} exists (the default replies file; {model_dir} is not in a run directory): pass "
+        "--overwrite to replace it, or --predictions FILE to write elsewhere"], res.output
+    assert default.read_text() == "my own file\n"
+    for args in (["--no-generate"], ["--predictions", str(tmp_path / "elsewhere.jsonl")]):
+        res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val), *args])
+        assert res.exit_code == 0 and default.read_text() == "my own file\n", res.output
+    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(val), "--overwrite"])
+    assert res.exit_code == 0 and len(default.read_text().splitlines()) == 2, res.output
+    own = tiny_chat_run / "predictions" / "eval-val-run.generations.jsonl"
+    own.write_text("an earlier eval\n")
+    run_val = shutil.copy(val, tmp_path / "val-run.jsonl")
+    res = runner.invoke(app, ["eval", str(tiny_chat_run / "model"), "--data", str(run_val)])
+    assert res.exit_code == 0 and len(own.read_text().splitlines()) == 2, res.output
