@@ -16,7 +16,7 @@ from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError, TunelabError
-from tunelab.evaluation.generation import eval_generation
+from tunelab.evaluation.generation import eval_generation, eval_generation_config
 from tunelab.metrics.generation import score_generations, segment_zh
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
@@ -317,8 +317,8 @@ def test_generation_options_need_an_sft_model() -> None:
     cls = TASKS.get("classification")
     task = cls(cls.Config(), DataConfig())
     with pytest.raises(TunelabError, match=r"^eval: --num-beams: generation is for models of task sft"):
-        eval_generation(task, None, None, [], 8, Path("m"), Path("d.jsonl"), num_beams=2)
-    assert eval_generation(task, None, None, [], 8, Path("m"), Path("d.jsonl")) == ({}, None)
+        eval_generation_config(task, None, num_beams=2)
+    assert eval_generation_config(task, None) is None and eval_generation(task, None, None, [], 8, None) == {}
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import tunelab
 from conftest import write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import run_config_class
@@ -125,6 +126,34 @@ def test_conll_reader(tmp_path: Path) -> None:
         _task().parse(read_table(bad))
 
 
+def test_unseen_tags_at_their_own_line_past_max_length_too(tiny_bert: Path, tmp_path: Path) -> None:
+    """A tag the model never trained on is refused for every word, past max_length too (was scored silently), at the
+    word's own CoNLL line (was its sentence's first line)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    task = Ner(NerConfig(), DataConfig(max_length=8))
+    task.labels = ["O", "B-PER", "I-PER"]
+    path = tmp_path / "dev.conll"
+    path.write_text("the O\nactor B-PER\n\nthe O\nactor B-PER\nis O\ngood B-LOC\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev.conll:7: tags: tag 'B-LOC' is not among the training tags$"):
+        task.encode(task.parse(read_table(path)), tok)
+    words = ["the", "actor", "is", "good"] * 5
+    tags = ["O", "B-PER", "O", "O"] * 4 + ["O", "B-LOC", "O", "O"]  # word 18: past the 8 tokens
+    path.write_text("".join(f"{w} {t}\n" for w, t in zip(words, tags, strict=True)), encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev.conll:18: tags: tag 'B-LOC' is not among the training tags$"):
+        task.encode(task.parse(read_table(path)), tok)
+    rows = Table("d.jsonl", [Record("d.jsonl", 3, {"tokens": words, "tags": tags})])  # JSONL: the row's line
+    with pytest.raises(DataError, match=r"^d.jsonl:3: tags: tag 'B-LOC' is not among the training tags$"):
+        task.encode(task.parse(rows), tok)
+    fine = task.parse(Table("d.jsonl", [Record("d.jsonl", 1, {"tokens": words, "tags": ["O"] * 20})]))
+    task.encode(fine, tok)
+    assert task.cut_note() == ("ner: 1 row longer than data.max_length (8 tokens): 14 words past it tagged O (split "
+                               "long texts into sentences)")
+    task.encode(fine[:0], tok)
+    assert task.cut_note() is None  # of the last encode only
+
+
 def test_length_mismatch_is_an_error(tmp_path: Path) -> None:
     task = _task()
     table = Table(
@@ -187,6 +216,12 @@ def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", "-"], input=text * 40 + "\n")
     assert res.exit_code == 0 and "ner: 1 row longer than data.max_length (128 tokens): " in res.stderr, res.output
     assert "past it tagged O (split long texts into sentences)" in res.stderr
+    # labelled rows are said to be cut as well (eval said nothing while their recall fell)
+    long = write_jsonl(tmp_path / "long.jsonl", [{"tokens": r["tokens"] * 40, "tags": r["tags"] * 40}
+                                                 for r in _ner_rows(2)])
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(long)])
+    assert res.exit_code == 0 and "ner: 2 rows longer than data.max_length (128 tokens): " in res.stderr, res.output
+    assert tunelab.load(out / "model").evaluate(long)["f1"] < 1  # the API's evaluate too (stderr, once)
     # scoring settings other than the saved ones, for this eval / predict only
     res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(val), "--set", "task.decoding=argmax"])
     assert res.exit_code == 0 and "eval: task.decoding=argmax (saved: bio)" in res.stderr, res.output

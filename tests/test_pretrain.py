@@ -18,7 +18,7 @@ from conftest import WORDS, sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
-from tunelab.data.readers import Record, Table, read_table
+from tunelab.data.readers import Record, Table, read_rows, read_table
 from tunelab.errors import ConfigError, DataError
 
 run_config_class()
@@ -72,6 +72,13 @@ def test_txt_paragraphs_and_empty_documents(tmp_path: Path) -> None:
     other = write_jsonl(tmp_path / "body.jsonl", [{"body": "fine"}])
     task = Pretrain(PretrainConfig(), DataConfig(text_field="body"))
     assert task.parse(read_table(other))[0]["text"] == "fine"
+    # a .txt with data.text_field other than text: read whole (train, eval) and a line a text (predict) alike
+    assert [e["text"] for e in task.parse(read_table(path))][2] == "third"
+    rows = task.parse(read_rows(path, "body"), labelled=False)  # was `corpus.txt:1: text: missing field`
+    assert [e["text"] for e in rows] == ["first line", "same paragraph", "second 第二", "third"]
+    (tmp_path / "mixed.txt").write_text('a line\n{"body": "an object"}\n{"other": 1}\n')
+    with pytest.raises(DataError, match=r"mixed.txt:3: body: missing field"):
+        task.parse(read_rows(tmp_path / "mixed.txt", "body"), labelled=False)
 
 
 def test_data_check_reads_documents(tiny_bert: Path, tmp_path: Path) -> None:

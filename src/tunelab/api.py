@@ -6,7 +6,7 @@ any task as a `Model` that predicts and evaluates. The command line is a shell o
     run = tunelab.train("run.yaml", **{"train.epochs": 1})   # or a dict / RunConfig; overrides are dotted keys
     model = tunelab.load(run.dir)                            # a run directory or its model/
     model.predict(["great film", "dull"])                   # the rows of `tunelab predict`
-    model.evaluate("validation.jsonl")                      # the metrics of `tunelab eval`
+    model.evaluate("validation.jsonl")                      # the metrics of `tunelab eval` (sft: replies scored)
 
 Every mistake in a call is one `tunelab.errors.TunelabError` (an argument of the wrong type or value:
 `ArgumentError`), its message naming options as this API spells them (`overwrite=True`, not `--overwrite`).
@@ -202,18 +202,41 @@ class Model:
                                      examples)
 
     @_entry()
-    def evaluate(self, data: Inputs, batch_size: int = 64, limit: int | None = None) -> dict[str, Any]:
+    def evaluate(self, data: Inputs, batch_size: int = 64, limit: int | None = None, *,
+                 generate: bool | None = None, max_new_tokens: int | None = None, num_beams: int | None = None,
+                 temperature: float | None = None, top_p: float | None = None,
+                 predictions: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
         """The task's metrics on labelled rows, as `tunelab eval` prints them.
 
         `data`: a str or Path is a FILE (unlike `predict`, where a str is one text); a mapping is one row, a list of
         mappings (or a pandas DataFrame) rows, each with the data and label fields. `limit`: score only the first
-        `limit` rows (at least 1; None: all). `batch_size`: examples per forward pass, at least 1."""
+        `limit` rows (at least 1; None: all). `batch_size`: examples per forward pass, at least 1.
+
+        A model that answers conversations (sft) also generates each row's last assistant reply from the turns before
+        it and scores it (`exact_match`, `bleu`, `chrf`, `rouge1` / `rouge2` / `rougeL`, `generated`), as `tunelab
+        eval` does: `generate=False` for the loss and perplexity only; `max_new_tokens`, `num_beams`, `temperature`,
+        `top_p` instead of the model's `task.generation`. `predictions`: a JSONL file to write the replies with their
+        scores to (none is written without it; an existing file only with `overwrite=True`)."""
         check_count("batch_size", batch_size)
         if limit is not None:
             check_count("limit", limit)
+        if not isinstance(overwrite, bool):
+            raise ArgumentError(f"overwrite: expected True or False, got {overwrite!r}")
+        from tunelab.evaluation.generation import eval_generation, eval_generation_config
+        from tunelab.io import Read, check_outputs
+
+        if predictions is not None:
+            reads = [Read("the model directory", self.path)]
+            reads += [Read("the data file", Path(data))] if isinstance(data, str | Path) else []
+            check_outputs("predictions", [Path(predictions)], reads, overwrite, "predictions")
+        gen = eval_generation_config(self.task, getattr(self.module, "config", None), generate=generate,
+                                     max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature,
+                                     top_p=top_p, predictions=predictions)  # checked before the data is read
         examples = model_examples(self.task, model_table(data, self.task.data.text_field, files=True),
                                   labelled=True)[:limit]
-        return evaluate(self.task, self.module, self.tokenizer, examples, batch_size)
+        metrics = evaluate(self.task, self.module, self.tokenizer, examples, batch_size)
+        metrics.update(eval_generation(self.task, self.module, self.tokenizer, examples, batch_size, gen, predictions))
+        return metrics
 
 
 @_entry()

@@ -54,13 +54,13 @@ def eval_(
                                             "RUN/predictions/eval-<data stem>.generations.jsonl next to MODEL_DIR)."),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --report (and its "
-                                   ".predictions.jsonl) or --predictions file."),
+                                   ".predictions.jsonl) or --predictions file, or the default replies file beside "
+                                   "a model directory that is not in a run."),
 ) -> None:
     """Score a tuned model: metrics as one JSON object on stdout, a table on stderr."""
     from tunelab.api import load
     from tunelab.data.readers import read_table
-    from tunelab.evaluation.evaluate import evaluate, print_metrics
-    from tunelab.evaluation.generation import eval_generation, eval_generation_config
+    from tunelab.evaluation.evaluate import print_metrics
     from tunelab.report import evaluation_report
     from tunelab.studies.ensemble import Ensemble
     from tunelab.tasks.generation import GenerationConfig, with_overrides
@@ -78,32 +78,32 @@ def eval_(
             raise TunelabError("eval: --set takes one model directory")
         metrics = Ensemble(model_dirs).evaluate(read_table(data), batch_size)
     else:
-        _check_eval_outputs(model_dirs[0], data, report, predictions, overwrite)
+        default = _check_eval_outputs(model_dirs[0], data, report, predictions, overwrite, generate)
         model = load(model_dirs[0])
         _rescore(model.task, sets, "eval")
         if report is not None:
             metrics = evaluation_report(model.task, model.module, model.tokenizer, model.path, data, report,
                                         batch_size)
             typer.echo(f"eval: wrote {report}", err=True)
-        else:  # the generation options checked against the model (its positions) before the data is read
-            eval_generation_config(model.task, getattr(model.module, "config", None), generate=generate,
-                                   predictions=predictions, **gen_options)
-            examples = model.parse_inputs(read_table(data), labelled=True)[:limit]
-            metrics = evaluate(model.task, model.module, model.tokenizer, examples, batch_size)
-            gen, path = eval_generation(model.task, model.module, model.tokenizer, examples, batch_size,
-                                        model.path, data, generate=generate, predictions=predictions, **gen_options)
-            metrics.update(gen)
-            if path is not None:
-                typer.echo(f"eval: {gen['generated']} replies with their scores in {path}", err=True)
+        else:  # the library's evaluate: the generation options checked against the model before the data is read
+            path = predictions or default
+            metrics = model.evaluate(data, batch_size, limit, generate=generate, predictions=path,
+                                     overwrite=overwrite or path == default, **gen_options)  # (default: checked)
+            if "generated" in metrics and path is not None:
+                typer.echo(f"eval: {metrics['generated']} replies with their scores in {path}", err=True)
     print_metrics({str(data): metrics})
     typer.echo(json.dumps(metrics, ensure_ascii=False))
 
 
 def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predictions: Path | None,
-                        overwrite: bool) -> None:
+                        overwrite: bool, generate: bool | None = None) -> Path | None:
     """eval's files checked before the model loads: never the data or a file the model (or, for the report, its
-    run) directory holds; an existing one only with --overwrite. (The default replies file,
-    RUN/predictions/eval-<data stem>.generations.jsonl, is the run's own and is replaced.)"""
+    run) directory holds; an existing one only with --overwrite. Returns the default replies file of a model that
+    generates them (sft) when --predictions is not given: RUN/predictions/eval-<data stem>.generations.jsonl, the
+    run's own, replaced; beside a model directory that is not in a run (no config.yaml next to it), an existing one
+    is refused without --overwrite, as any other file."""
+    from tunelab.evaluation.generation import default_predictions_path
+    from tunelab.export.save import load_task
     from tunelab.io import Read, check_outputs
     from tunelab.models.aliases import model_dir_of
     from tunelab.report import records_path
@@ -114,8 +114,18 @@ def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predic
         if (model_dir.parent / "config.yaml").is_file():  # the report reads the run's metrics and curves
             inputs.append(run_dir_read(model_dir.parent))
         check_outputs("--report", [report, records_path(report)], inputs, overwrite, "report")
-    elif predictions is not None:
+        return None
+    if predictions is not None:
         check_outputs("--predictions", [predictions], inputs, overwrite, "predictions")
+        return None
+    if generate is False or not load_task(model_dir).generates_replies:  # (tunelab.json only: no weights)
+        return None
+    default = default_predictions_path(model_dir, data)
+    in_run = (model_dir.parent / "config.yaml").is_file()
+    if not (overwrite or in_run) and (default.exists() or default.is_symlink()):
+        raise TunelabError(f"eval: {default} exists (the default replies file; {model_dir} is not in a run "
+                           "directory): pass --overwrite to replace it, or --predictions FILE to write elsewhere")
+    return default
 
 
 @app.command()

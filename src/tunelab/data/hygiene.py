@@ -67,6 +67,23 @@ def _clean_value(value: Any, cfg: CleanConfig) -> Any:
     return value
 
 
+def clean_inputs(examples: list[dict[str, Any]], cfg: CleanConfig) -> list[dict[str, Any]]:
+    """Rows given to a tuned model (eval, predict, serve, the API) cleaned as its training rows were: every row
+    kept, whatever its length (min/max_chars filter training rows only) or what cleaning leaves of it. A row of
+    `tokens` (NER) has them cleaned token by token, its `text` (which the token offsets index) left as given; the
+    input row echoed back (`row`) is never changed."""
+    out = []
+    for ex in examples:
+        new = dict(ex)
+        for key in ("tokens",) if "tokens" in ex else ("text", "text_pair"):
+            if key in ex:
+                new[key] = _clean_value(ex[key], cfg)
+        if "messages" in ex:
+            new["messages"] = _clean_messages(ex["messages"], cfg)
+        out.append(new)
+    return out
+
+
 def _clean_messages(messages: list[dict[str, Any]], cfg: CleanConfig) -> list[dict[str, Any]]:
     return [{**m, "content": clean_text(m["content"], cfg, layout=True)} for m in messages]
 

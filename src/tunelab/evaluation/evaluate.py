@@ -12,13 +12,16 @@ from rich.table import Table as RichTable
 
 from tunelab.errors import TunelabError
 from tunelab.metrics import scalars
-from tunelab.progress import table_console
+from tunelab.progress import say, table_console
 from tunelab.tasks.base import Task
 
 
 def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
                batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> np.ndarray:
     feats = features if features is not None else task.encode(examples, tokenizer)
+    note = task.cut_note() if features is None else None  # inputs cut at data.max_length (eval, predict, serve)
+    if note:
+        say(note)
     logits = task.logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
     where = getattr(model, "tunelab_dir", None)  # set by load_model: a tuned model read from its directory
     if where is None:  # a model in training: NaN metrics are the loop's to handle (early stopping, a NaN loss)

@@ -2,7 +2,8 @@
 
 `evaluate_generation` generates the last assistant reply of held-out conversations from the turns before it and
 scores it against the reference (`metrics.generation`); `final_generation` does that for a run's final evaluation
-when `task.generation.eval_generate` is on; `eval_generation` is `tunelab eval`'s generation step.
+when `task.generation.eval_generate` is on; `eval_generation` is `tunelab eval`'s (and `Model.evaluate`'s)
+generation step.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import DataError, TunelabError, UnwritableError
+from tunelab.errors import DataError, TunelabError, UnwritableError, option
 from tunelab.io import write_jsonl_atomic
 from tunelab.metrics.generation import score_generations
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 from tunelab.tasks.chat_template import prompt_ids, split_reply
-from tunelab.tasks.generation import GenerationConfig, check_reply_room, generate, with_overrides
+from tunelab.tasks.generation import GenerationConfig, check_reply_room, gen_flag, generate, with_overrides
 
 
 def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
@@ -84,17 +85,19 @@ def default_predictions_path(model_dir: Path, data: Path) -> Path:
 def eval_generation_config(task: Task, model_config: Any, *, generate: bool | None = None,
                            max_new_tokens: int | None = None, num_beams: int | None = None,
                            temperature: float | None = None, top_p: float | None = None,
-                           predictions: Path | None = None) -> GenerationConfig | None:
-    """The settings `tunelab eval` generates with (None: it does not generate), checked once the model is loaded and
-    before any data is read: generation options on a model of another task, a beam wider than MAX_NUM_BEAMS, a
-    --max-new-tokens past the model's positions, a temperature or top_p out of range — one line each."""
-    given = [flag for flag, v in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams),
-                                  ("--temperature", temperature), ("--top-p", top_p), ("--predictions", predictions))
-             if v is not None] + (["--generate"] if generate else [])
+                           predictions: str | Path | None = None) -> GenerationConfig | None:
+    """The settings `tunelab eval` (`Model.evaluate`) generates with (None: it does not generate), checked once the
+    model is loaded and before any data is read: generation options on a model of another task, a beam wider than
+    MAX_NUM_BEAMS, a max_new_tokens past the model's positions, a temperature or top_p out of range — one line
+    each, the options spelled as the caller spells them (`--num-beams`, `num_beams=`)."""
+    given = [name for name, v in (("max_new_tokens", max_new_tokens), ("num_beams", num_beams),
+                                  ("temperature", temperature), ("top_p", top_p), ("predictions", predictions))
+             if v is not None] + (["generate"] if generate else [])
     if not task.generates_replies:
         if given:
             able = ", ".join(TASKS.names(lambda cls: cls.generates_replies))
-            raise TunelabError(f"eval: {given[0]}: generation is for models of task {able} (this one: {task.cfg.name})")
+            raise TunelabError(f"{option('eval', 'evaluate')}: {gen_flag(given[0])}: generation is for models of "
+                               f"task {able} (this one: {task.cfg.name})")
         return None
     if generate is False:
         return None
@@ -106,22 +109,17 @@ def eval_generation_config(task: Task, model_config: Any, *, generate: bool | No
 
 
 def eval_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
-                    batch_size: int, model_dir: Path, data: Path, *, generate: bool | None = None,
-                    max_new_tokens: int | None = None, num_beams: int | None = None, temperature: float | None = None,
-                    top_p: float | None = None, predictions: Path | None = None,
-                    ) -> tuple[dict[str, Any], Path | None]:
-    """`tunelab eval`'s generation step: for an SFT model (unless generate is False) the generation metrics
-    and the path of the replies file written; ({}, None) otherwise. Generation options on a model of
-    another task are an error."""
-    cfg = eval_generation_config(task, getattr(model, "config", None), generate=generate,
-                                 max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature,
-                                 top_p=top_p, predictions=predictions)
+                    batch_size: int, cfg: GenerationConfig | None, predictions: str | Path | None = None,
+                    ) -> dict[str, Any]:
+    """`tunelab eval`'s (and `Model.evaluate`'s) generation step, with the settings `eval_generation_config` gave
+    (None: {}, nothing generated): the generation metrics, the replies with their scores written to `predictions`
+    when it names a file."""
     if cfg is None:
-        return {}, None
+        return {}
     metrics, rows = evaluate_generation(task, model, tokenizer, examples, batch_size, cfg)
-    path = Path(predictions) if predictions is not None else default_predictions_path(model_dir, data)
-    try:
-        write_jsonl_atomic(path, rows)
-    except UnwritableError as e:  # already names the path and the reason
-        raise TunelabError(f"--predictions: {e}") from None
-    return metrics, path
+    if predictions is not None:
+        try:
+            write_jsonl_atomic(predictions, rows)
+        except UnwritableError as e:  # already names the path and the reason
+            raise TunelabError(f"{gen_flag('predictions')}: {e}") from None
+    return metrics

@@ -45,7 +45,7 @@ def save_model(
         meta = {"tunelab_version": __version__, "task": cfg.task.model_dump(mode="json"),
                 "data": cfg.data.model_dump(mode="json", include={"text_field", "text_pair_field", "label_field",
                                                                   "max_length", "truncation", "window_stride",
-                                                                  "window_aggregate"}),
+                                                                  "window_aggregate", "clean"}),
                 "method": cfg.method.model_dump(mode="json"), "base_model": cfg.model, **task.metadata()}
         (model_tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for adapter_config in [*adapter_tmp.glob("adapter_config.json"), *model_tmp.glob("*/adapter_config.json")]:

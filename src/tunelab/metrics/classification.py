@@ -1,5 +1,10 @@
 """Classification metrics with scikit-learn: accuracy, macro/micro/weighted P/R/F1, per-class
-report, ROC-AUC (binary, one-vs-rest) and the confusion matrix."""
+report, ROC-AUC (binary, one-vs-rest) and the confusion matrix.
+
+Single-label macro averages are over the classes that occur in the scored rows, as gold or as prediction
+(scikit-learn's default, which Hugging Face `evaluate` uses): a trained class absent from a file is no 0 in
+its average, and its `per_class` scores are null (support 0). Multi-label averages are over every label, as
+scikit-learn scores a label-indicator matrix."""
 
 from __future__ import annotations
 
@@ -25,22 +30,24 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
-def _averaged(y_true: np.ndarray, y_pred: np.ndarray, labels: list[int]) -> dict[str, float]:
+def _averaged(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Macro / micro / weighted P/R/F1 over the classes in `y_true` or `y_pred` (scikit-learn's `labels=None`)."""
     out: dict[str, float] = {}
     for avg in ("macro", "micro", "weighted"):
-        p, r, f, _ = _skm().precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=avg, zero_division=0
-        )
+        p, r, f, _ = _skm().precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
     return out
 
 
-def _per_class(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
+def _per_class(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, dict[str, float | None]]:
+    """Every class's P/R/F1 and support; a class neither in `y_true` nor predicted has null scores (not 0s)."""
     p, r, f, s = _skm().precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(len(names))), average=None, zero_division=0
     )
+    seen = set(np.unique(y_true).tolist()) | set(np.unique(y_pred).tolist())
     return {
         n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        if i in seen else {"precision": None, "recall": None, "f1": None, "support": 0}
         for i, n in enumerate(names)
     }
 
@@ -50,7 +57,7 @@ def single_label(y_true: np.ndarray, probs: np.ndarray, names: list[str]) -> dic
     k = len(names)
     y_pred = probs.argmax(axis=-1)
     out: dict[str, Any] = {"accuracy": float(_skm().accuracy_score(y_true, y_pred))}
-    out.update(_averaged(y_true, y_pred, list(range(k))))
+    out.update(_averaged(y_true, y_pred))
     present = np.unique(y_true)
     if k == 2 and len(present) == 2:
         out["roc_auc"] = float(_skm().roc_auc_score(y_true, probs[:, 1]))

@@ -49,8 +49,7 @@ class Task(ABC):
     compressible: ClassVar[bool] = False  # `tunelab compress` prunes it (its gate compares each row's prediction)
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
-        self.cfg = cfg
-        self.data = data
+        self.cfg, self.data = cfg, data
         self.new_token_ids: list[int] = []  # tokens build_model added to the vocabulary (their rows start untrained)
 
     # -- data --------------------------------------------------------------------------------
@@ -91,16 +90,17 @@ class Task(ABC):
         objects (several KB each) then live for one chunk, not the whole split (measured: SST-2 at 180k rows,
         encoding took 756 MB of peak RSS at once, 4.2 KB a row); and only one chunk's texts (for a spilled split,
         its rows) are held at once (`token_lengths` counts through it too)."""
-        feats: list[R] = []
         size = size or TOKENIZE_CHUNK
-        for start in range(0, len(examples), size):
-            feats += encode_part(examples[start : start + size], start)
-        return feats
+        return [f for at in range(0, len(examples), size) for f in encode_part(examples[at : at + size], at)]
 
     @abstractmethod
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         """Tokenise examples into features; each has `input_ids` (a list) and, if labelled, `labels`. Whatever
         state the task keeps from the tokenizer is set by `bind_tokenizer`, which encode calls."""
+
+    def cut_note(self) -> str | None:
+        """One line on what the last `encode` cut at data.max_length (eval and predict say it on stderr), or None."""
+        return None
 
     def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: B027 - optional hook
         """Keep what the task needs of `tokenizer` to collate, score and generate (called by `encode`, and by the

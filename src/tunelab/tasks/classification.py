@@ -12,7 +12,6 @@ prediction combine a row's window logits (`data.window_aggregate`: mean or max) 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any, Literal
@@ -23,7 +22,7 @@ from pydantic import Field, field_validator
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
-from tunelab.data.readers import Record, Table, check_unicode, require_field, require_text
+from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.data.sampling import label_counts
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics import classification as cm
@@ -31,9 +30,10 @@ from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
+from tunelab.tasks.class_labels import label_string, label_text, soft_label
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read
-from tunelab.tasks.truncation import aggregate_windows, cut_tokens
+from tunelab.tasks.truncation import aggregate_windows, cut_note, cut_tokens, rows_cut
 
 
 class ClassificationConfig(TaskConfig):
@@ -55,43 +55,6 @@ class ClassificationConfig(TaskConfig):
         return out
 
 
-def label_string(value: Any) -> str | None:
-    """A scalar label as the string the model knows it by (bools as true/false); None if not a scalar."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float | str):
-        return str(value)
-    return None
-
-
-def _label_text(record: Record, field: str, value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):  # NaN: how pandas writes a missing label
-        raise DataError(record.source, record.line, field, f"missing label ({value})")
-    text = label_string(value)
-    if text is None:
-        raise DataError(record.source, record.line, field, f"expected a label string, got {type(value).__name__}")
-    if not text.strip():
-        raise DataError(record.source, record.line, field, "empty label")
-    check_unicode(record, field, text)
-    return text
-
-
-def _soft_label(record: Record, field: str, value: dict[str, Any], multi_label: bool) -> dict[str, float]:
-    """`{label: probability}`: probabilities in [0, 1]; for single-label they must sum to 1."""
-    if not value:
-        raise DataError(record.source, record.line, field, "empty label distribution {}")
-    out: dict[str, float] = {}
-    for key, p in value.items():
-        name = _label_text(record, field, key)
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise DataError(record.source, record.line, field, f"probability of {name!r} must be in [0, 1], got {p!r}")
-        out[name] = float(p)
-    total = sum(out.values())
-    if not multi_label and abs(total - 1) > 1e-3:
-        raise DataError(record.source, record.line, field, f"label probabilities sum to {total:g}; expected 1")
-    return out
-
-
 @TASKS.register("classification")
 class Classification(Task):
     Config = ClassificationConfig
@@ -106,6 +69,7 @@ class Classification(Task):
         self.labels: list[str] = list(cfg.labels or [])
         self._loss: LossSpec | None = None  # set by configure_loss
         self._soft_split = False
+        self._cut = 0  # rows the last `encode` cut at data.max_length
 
     # -- data --------------------------------------------------------------------------------
     def _parse_label(self, record: Record, columns: list[str] | None) -> str | list[str] | dict[str, float]:
@@ -114,16 +78,16 @@ class Classification(Task):
         if value is None:
             raise DataError(record.source, record.line, field, "missing label (null)")
         if isinstance(value, dict):
-            return _soft_label(record, field, value, self.cfg.multi_label)
+            return soft_label(record, field, value, self.cfg.multi_label, self.labels)
         if self.cfg.multi_label:
             items = value if isinstance(value, list) else [value]
-            return [_label_text(record, field, v) for v in items]
+            return [label_text(record, field, v, self.labels) for v in items]
         if isinstance(value, list):
             raise DataError(
                 record.source, record.line, field,
                 "a list label in single-label mode (set task.multi_label=true for multi-label data)",
             )
-        return _label_text(record, field, value)
+        return label_text(record, field, value, self.labels)
 
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         out = []
@@ -235,7 +199,11 @@ class Classification(Task):
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         # one soft label makes the whole split distributions (a batch needs one label shape)
         soft = self._soft(examples)
+        self._cut = 0
         return self.in_chunks(examples, lambda part, offset: self._encode(part, offset, tokenizer, soft))
+
+    def cut_note(self) -> str | None:
+        return cut_note(self._cut, self.data.max_length, self.data.truncation)
 
     def _encode(self, examples: Sequence[Example], offset: int, tokenizer: Any, soft: bool) -> list[Features]:
         texts = [ex["text"] for ex in examples]
@@ -243,12 +211,14 @@ class Classification(Task):
         mode, owners = self.data.truncation, None
         if mode == "head":
             enc = tokenizer(texts, pairs, truncation=True, max_length=self.data.max_length)
+            self._cut += rows_cut(enc, self.data.max_length)
         elif mode == "sliding_window":  # several features per long row, each knows its row
             enc = tokenizer(texts, pairs, truncation="only_first" if pairs else True, max_length=self.data.max_length,
                             stride=self.data.window_stride, return_overflowing_tokens=True)
             owners = enc["overflow_to_sample_mapping"]
         else:
             enc = cut_tokens(tokenizer, texts, pairs, self.data.max_length, mode)
+            self._cut += enc["cut"]
         index = {n: i for i, n in enumerate(self.labels)}
         feats: list[Features] = []
         for j in range(len(enc["input_ids"])):

@@ -58,8 +58,10 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
         yhat = np.asarray([index[r["prediction"]] for r in recs])
         truth = np.eye(len(labels), dtype=int)[y]
         p, rc, f, s = prfs(y, yhat, labels=range(len(labels)), zero_division=0)
+    seen = set(range(len(labels))) if multi else set(y.tolist()) | set(yhat.tolist())  # else "-": not in the split
     out.append("<h4>Per class</h4>" + table(["class", "precision", "recall", "f1", "support"],
-                                           [[n, p[k], rc[k], f[k], int(s[k])] for k, n in enumerate(labels)]))
+                                           [[n, p[k], rc[k], f[k], int(s[k])] if k in seen else [n, None, None, None, 0]
+                                            for k, n in enumerate(labels)]))
     images = []
     if not multi:
         cm = confusion_matrix(y, yhat, labels=range(len(labels)))

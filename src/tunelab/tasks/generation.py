@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from tunelab.config.sections import Section
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import ConfigError, TunelabError, option
 from tunelab.models.generate import generate_ids, virtual_tokens
 from tunelab.models.positions import learned_position_limit
 from tunelab.models.precision import autocast_dtype
@@ -59,32 +59,39 @@ def with_overrides(cfg: GenerationConfig, *, max_new_tokens: int | None = None, 
     update: dict[str, Any] = {}
     if max_new_tokens is not None:
         if max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens: must be at least 1, got {max_new_tokens}")
+            raise ConfigError(f"{gen_flag('max_new_tokens')}: must be at least 1, got {max_new_tokens}")
         update["max_new_tokens"] = max_new_tokens
     if num_beams is not None:
         if not 1 <= num_beams <= MAX_NUM_BEAMS:
-            raise ConfigError(f"--num-beams: must be 1 to {MAX_NUM_BEAMS} (each beam is a sequence generated beside "
-                              f"the others, with its own cache and scores over the vocabulary), got {num_beams}")
+            raise ConfigError(f"{gen_flag('num_beams')}: must be 1 to {MAX_NUM_BEAMS} (each beam is a sequence "
+                              "generated beside the others, with its own cache and scores over the vocabulary), got "
+                              f"{num_beams}")
         update["num_beams"] = num_beams
     if temperature is not None:
         if not 0 <= temperature < float("inf"):  # NaN fails this too (it had meant greedy, silently)
-            raise ConfigError(f"--temperature: must be 0 (greedy) or a positive finite number, got {temperature}")
+            raise ConfigError(f"{gen_flag('temperature')}: must be 0 (greedy) or a positive finite number, got "
+                              f"{temperature}")
         sample = temperature >= 1e-4
         update.update(do_sample=sample, **({"temperature": temperature} if sample else {}))
     if top_p is not None:
         if not 0 < top_p <= 1:
-            raise ConfigError(f"--top-p: must be in (0, 1], got {top_p}")
+            raise ConfigError(f"{gen_flag('top_p')}: must be in (0, 1], got {top_p}")
         update["top_p"] = top_p
     return GenerationConfig(**{**cfg.model_dump(), **update})
 
 
-def check_reply_room(cfg: GenerationConfig, model_config: Any, flag: str = "--max-new-tokens") -> None:
+def gen_flag(name: str) -> str:
+    """A generation option as the caller spells it: `--num-beams` on the command line, `num_beams` in the API."""
+    return option("--" + name.replace("_", "-"), name)
+
+
+def check_reply_room(cfg: GenerationConfig, model_config: Any, flag: str | None = None) -> None:
     """Refuse (one line) a reply longer than the model has positions for (its positions less one, for at least one
     prompt token): past them generation fails, or on a model with rotary positions runs on, its cache growing."""
     positions = getattr(model_config, "max_position_embeddings", None)
     if positions and cfg.max_new_tokens > positions - 1:
-        raise ConfigError(f"{flag}: {cfg.max_new_tokens} is more than the model's {positions} positions leave for a "
-                          f"reply (at most {positions - 1})")
+        raise ConfigError(f"{flag or gen_flag('max_new_tokens')}: {cfg.max_new_tokens} is more than the model's "
+                          f"{positions} positions leave for a reply (at most {positions - 1})")
 
 
 def generate_kwargs(cfg: GenerationConfig, tokenizer: Any, stop: Sequence[int]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Rows given to a tuned model (`predict`, `eval`, the Python API, `serve`): read by its task, after refusing a field
-that is the input of another shape of model. A row's other fields (an id, a date) are kept and echoed back. And the
-same field in the rows a model is trained on, where the config would not read it (`check_pair_read`)."""
+that is the input of another shape of model, and cleaned as its training rows were. A row's other fields (an id, a
+date) are kept and echoed back. And the same field in the rows a model is trained on, where the config would not
+read it (`check_pair_read`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tunelab.data.hygiene import clean_inputs
 from tunelab.data.readers import Record, Table
 from tunelab.data.records import FRESH_READ
 from tunelab.errors import DataError
@@ -21,7 +23,8 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
     """`task.parse(table)`, refusing first a row with a `text_pair` value when the model reads one text only (a model
     of pairs under other field names reads its own and echoes this one, as any extra field): echoed back beside a
     score of the first text alone, the row would look answered.
-    One DataError naming the row, as every other bad field."""
+    One DataError naming the row, as every other bad field. The texts are then cleaned as the model's training rows
+    were (its saved `data.clean`; none for a model saved without it), every row kept."""
     if len(task.input_fields()) == 1 and PAIR_FIELD not in task.input_fields():
         for rec in table.records:
             if rec.data.get(PAIR_FIELD) not in (None, ""):  # an empty column (a CSV's) carries no second text
@@ -29,7 +32,9 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
                                 f"this model does not read a second text (it reads {', '.join(task.input_fields())}; "
                                 "it was trained without data.text_pair_field); drop the field, or use a model "
                                 "trained on text pairs")
-    return task.parse(table, labelled=labelled)
+    examples = task.parse(table, labelled=labelled)
+    clean = getattr(task.data, "clean", None)  # the model's data.clean (saved with it): its inputs cleaned alike
+    return clean_inputs(examples, clean) if clean is not None else examples
 
 
 def check_pair_read(rec: Record, data: DataConfig) -> None:

@@ -30,7 +30,6 @@ from tunelab.data.readers import Record, Table, require_field
 from tunelab.errors import DataError
 from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
-from tunelab.progress import say
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
@@ -99,6 +98,7 @@ class Ner(Task):
         super().__init__(cfg, data)
         self.labels: list[str] = []
         self._loss: LossSpec | None = None
+        self._cut = [0, 0]
 
     # -- data --------------------------------------------------------------------------------
     def _tokens(self, rec: Record, columns: list[str] | None) -> list[str]:
@@ -124,6 +124,8 @@ class Ner(Task):
                 continue
             ex: Example = {"tokens": self._tokens(rec, table.columns), "source": rec.source, "line": rec.line,
                            "row": rec.data}
+            if rec.first_item_line is not None:  # a CoNLL sentence: each word's own line (an unseen tag names it)
+                ex["first_item_line"] = rec.first_item_line
             if labelled:
                 tags = require_field(rec, self.cfg.tags_field, table.columns)
                 if not isinstance(tags, list):
@@ -188,30 +190,44 @@ class Ner(Task):
         return [n for n, _ in model.named_children() if n in ("classifier", "score")]
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
+        self._cut = [0, 0]  # rows cut by max_length, and their words past it (`cut_note`)
         return self.in_chunks(examples, lambda part, _: self._encode(part, tokenizer))
+
+    def cut_note(self) -> str | None:
+        rows, words = self._cut
+        if not rows:  # said: their entities would otherwise go missing without a word
+            return None
+        return (f"ner: {rows} row{'s' * (rows > 1)} longer than data.max_length ({self.data.max_length} tokens): "
+                f"{words} word{'s' * (words > 1)} past it tagged O (split long texts into sentences)")
 
     def _encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True,
                         max_length=self.data.max_length)
         index = {n: i for i, n in enumerate(self.labels)}
         feats: list[Features] = []
-        cut = words = 0  # rows to tag cut by max_length, and their words past it
         for i, ex in enumerate(examples):
             word_ids = enc.word_ids(i)
             ex["word_ids"] = word_ids  # decoding maps subword logits back to words
-            if "tags" not in ex and len(enc["input_ids"][i]) >= self.data.max_length and (  # cut, not words dropped
+            if len(enc["input_ids"][i]) >= self.data.max_length and (  # cut, not words dropped
                     left := len(ex["tokens"]) - 1 - max((w for w in word_ids if w is not None), default=-1)) > 0:
-                cut, words = cut + 1, words + left
+                self._cut = [self._cut[0] + 1, self._cut[1] + left]
             f: Features = {"input_ids": enc["input_ids"][i]}
             if "token_type_ids" in enc:
                 f["token_type_ids"] = enc["token_type_ids"][i]
             if "tags" in ex:
+                self._check_tags(ex, index)
                 f["labels"] = self._align(ex, word_ids, index)
             feats.append(f)
-        if cut:  # said: their entities would otherwise go missing without a word
-            say(f"ner: {cut} row{'s' * (cut > 1)} longer than data.max_length ({self.data.max_length} tokens): "
-                f"{words} word{'s' * (words > 1)} past it tagged O (split long texts into sentences)")
         return feats
+
+    def _check_tags(self, ex: Example, index: dict[str, int]) -> None:
+        """Every word's tag is one the model trained on, past max_length too (scored there as a miss), else a
+        DataError at the word's own line (CoNLL; else the row's)."""
+        for i, tag in enumerate(ex["tags"]):
+            if tag not in index:
+                first = ex.get("first_item_line")
+                raise DataError(ex["source"], ex["line"] if first is None else first + i, self.cfg.tags_field,
+                                f"tag {tag!r} is not among the training tags")
 
     def _align(self, ex: Example, word_ids: list[int | None], index: dict[str, int]) -> list[int]:
         labels, previous = [], None
@@ -219,11 +235,7 @@ class Ner(Task):
             if w is None:
                 labels.append(-100)
             elif w != previous:
-                tag = ex["tags"][w]
-                if tag not in index:
-                    raise DataError(ex["source"], ex["line"], self.cfg.tags_field,
-                                    f"tag {tag!r} is not among the training tags")
-                labels.append(index[tag])
+                labels.append(index[ex["tags"][w]])
             elif self.cfg.label_all_subwords:
                 tag = ex["tags"][w]
                 labels.append(index["I-" + tag[2:]] if tag != "O" else index["O"])

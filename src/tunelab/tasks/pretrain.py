@@ -140,8 +140,14 @@ class Pretrain(Task):
 
     # -- data --------------------------------------------------------------------------------
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
-        field = "text" if table.source.lower().endswith(".txt") else self.data.text_field
-        return [{"text": require_text(rec, field, table.columns), "source": rec.source, "line": rec.line,
+        """Each row's `data.text_field`; a paragraph of a `.txt` file read whole (training, eval) is `text` whatever
+        that field is named, a line of one read to predict on holds it under the field as every other row does."""
+        txt, field = table.source.lower().endswith(".txt"), self.data.text_field
+
+        def key(data: dict[str, Any]) -> str:
+            return "text" if txt and field not in data and "text" in data else field
+
+        return [{"text": require_text(rec, key(rec.data), table.columns), "source": rec.source, "line": rec.line,
                  "row": rec.data, "labelled": labelled} for rec in table.records]
 
     # -- model -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig
+from tunelab.data.hygiene import clean_text
 from tunelab.data.prompt_template import check_template, template_fields, template_messages
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
@@ -315,12 +316,12 @@ class Sft(Task):
     baselines = "language_model"
 
     def chat_turn(self, line: str) -> str:
-        template = self.cfg.prompt_template
-        if template is None or len(template_fields(template)) != 1:
-            return line
-        _, msgs = template_messages(Record("<chat>", 0, {template_fields(template)[0]: line}), template,
-                                    self.cfg.response_field or "", labelled=False)
-        return msgs[0]["content"]
+        template, clean = self.cfg.prompt_template, getattr(self.data, "clean", None)  # as training turns were
+        if template is not None and len(template_fields(template)) == 1:
+            _, msgs = template_messages(Record("<chat>", 0, {template_fields(template)[0]: line}), template,
+                                        self.cfg.response_field or "", labelled=False)
+            line = msgs[0]["content"]
+        return clean_text(line, clean, layout=True) if clean is not None else line
 
     def example_text(self, example: Example) -> str:
         return "\n".join(m["content"] for m in example["messages"] if m["role"] != "assistant")

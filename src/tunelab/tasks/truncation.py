@@ -34,16 +34,19 @@ def _pick(positions: list[int], k: int, mode: str) -> list[int]:
 
 
 def cut_tokens(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int, mode: str,
-               ) -> dict[str, list[list[int]]]:
+               ) -> dict[str, Any]:
     """Tokenise whole, then keep `max_length` tokens: every special token, and of each text its first
-    (head), last (tail) or first-half-and-last-half (head+tail) tokens of its share of the budget."""
+    (head), last (tail) or first-half-and-last-half (head+tail) tokens of its share of the budget. `cut`: how many
+    rows were longer."""
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"config: data.truncation: {mode} needs a fast tokenizer")
     enc = tokenizer(texts, pairs, truncation=False)
     out: dict[str, list[list[int]]] = {key: [] for key in ("input_ids", "token_type_ids") if key in enc}
+    cut = 0
     for i, ids in enumerate(enc["input_ids"]):
         keep = range(len(ids))
         if len(ids) > max_length:
+            cut += 1
             seq = enc.sequence_ids(i)
             special = [p for p, s in enumerate(seq) if s is None]
             first, second = ([p for p, s in enumerate(seq) if s == k] for k in (0, 1))
@@ -51,7 +54,28 @@ def cut_tokens(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_le
             keep = sorted(special + _pick(first, k0, mode) + _pick(second, k1, mode))
         for key, rows in out.items():
             rows.append([enc[key][i][p] for p in keep])
-    return out
+    return {**out, "cut": cut}
+
+
+def rows_cut(enc: Any, max_length: int) -> int:
+    """Rows of a batch the tokenizer truncated at `max_length`: those with tokens left over (a fast tokenizer's
+    `overflowing`), else (a slow one) those that reach it."""
+    encodings = getattr(enc, "encodings", None)
+    if encodings:
+        return sum(bool(e.overflowing) for e in encodings)
+    return sum(len(ids) >= max_length for ids in enc["input_ids"])
+
+
+KEPT = {"head": "first", "tail": "last", "head+tail": "first and last"}
+
+
+def cut_note(rows: int, max_length: int, mode: str) -> str | None:
+    """The line eval and predict say about rows cut at data.max_length (sliding windows cut none), or None."""
+    if not rows:
+        return None
+    return (f"classification: {rows} row{'s' * (rows > 1)} longer than data.max_length ({max_length} tokens): only "
+            f"{'their' if rows > 1 else 'its'} {KEPT.get(mode, mode)} tokens read (data.truncation: {mode}; "
+            "sliding_window reads all of a text)")
 
 
 def aggregate_windows(logits: np.ndarray, owners: Sequence[int], how: str) -> np.ndarray:

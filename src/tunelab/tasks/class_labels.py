@@ -1,0 +1,67 @@
+"""Classification labels as the model knows them: a scalar label as its string, hard and soft labels of a row read
+into those strings, each bad one a DataError naming the row and the label field.
+
+Numbers are labels by their text: an integer (Python or numpy) as its digits, an integral float (`1.0`: a pandas
+column that held a NaN is float, JSON may write 1.0) as the integer it is (`1`), bools as true / false. A float
+with a fraction keeps its text (`0.5`), a label only where the model trained on it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tunelab.data.readers import Record, check_unicode
+from tunelab.errors import DataError
+
+
+def label_string(value: Any) -> str | None:
+    """A scalar label as the string the model knows it by (bools as true/false, integral floats as integers);
+    None if not a scalar."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return str(int(number)) if number.is_integer() else str(number)
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def label_text(record: Record, field: str, value: Any, known: Sequence[str] = ()) -> str:
+    """`value` as a label string, or a DataError naming the row. `known`: the labels of a tuned model, where an
+    integral float it was trained on as such (`1.0`, by a tunelab before integral floats read as integers) is
+    still that label."""
+    if isinstance(value, float | np.floating) and not math.isfinite(value):  # NaN: how pandas writes a missing label
+        raise DataError(record.source, record.line, field, f"missing label ({value})")
+    text = label_string(value)
+    if text is None:
+        raise DataError(record.source, record.line, field, f"expected a label string, got {type(value).__name__}")
+    if not text.strip():
+        raise DataError(record.source, record.line, field, "empty label")
+    if known and text not in known and isinstance(value, float | np.floating) and str(float(value)) in known:
+        return str(float(value))
+    check_unicode(record, field, text)
+    return text
+
+
+def soft_label(record: Record, field: str, value: dict[str, Any], multi_label: bool,
+               known: Sequence[str] = ()) -> dict[str, float]:
+    """`{label: probability}`: probabilities in [0, 1]; for single-label they must sum to 1."""
+    if not value:
+        raise DataError(record.source, record.line, field, "empty label distribution {}")
+    out: dict[str, float] = {}
+    for key, p in value.items():
+        name = label_text(record, field, key, known)
+        number = not isinstance(p, bool | np.bool_) and isinstance(p, int | float | np.integer | np.floating)
+        if not number or not 0 <= p <= 1:
+            raise DataError(record.source, record.line, field, f"probability of {name!r} must be in [0, 1], got {p!r}")
+        out[name] = float(p)
+    total = sum(out.values())
+    if not multi_label and abs(total - 1) > 1e-3:
+        raise DataError(record.source, record.line, field, f"label probabilities sum to {total:g}; expected 1")
+    return out
