@@ -608,12 +608,13 @@ def test_positions_a_loaded_model_cuts_inputs_at(monkeypatch: pytest.MonkeyPatch
 
 def test_a_prompt_leaves_room_for_one_new_token(served: tuple[str, object]) -> None:
     """The tiny chat model has 128 positions: a prompt of 128 tokens would put the first new token past them (a model
-    with learned positions has no row there), so at most 127 — the web UI's playground bounds it the same way."""
+    with learned positions has no row there), so at most 127 — the web UI's playground bounds it the same way. (The
+    prompt's tokens count the BOS put before it.)"""
     url, _ = served
-    res = httpx.post(f"{url}/v1/completions", json={"model": "run", "prompt": " ".join(["good"] * 128),
+    res = httpx.post(f"{url}/v1/completions", json={"model": "run", "prompt": " ".join(["good"] * 127),
                                                     "max_tokens": 1}, headers=AUTH, timeout=30)
     assert res.status_code == 422 and "prompt is 128 tokens, at most 127" in res.text, res.text
-    res = httpx.post(f"{url}/v1/completions", json={"model": "run", "prompt": " ".join(["good"] * 127),
+    res = httpx.post(f"{url}/v1/completions", json={"model": "run", "prompt": " ".join(["good"] * 126),
                                                     "max_tokens": 1}, headers=AUTH, timeout=30)
     assert res.status_code == 200, res.text
 

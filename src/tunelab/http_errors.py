@@ -134,19 +134,34 @@ class _JSONRequest(Request):
 class StrictJSONRoute(APIRoute):
     """Routes whose JSON bodies `_JSONRequest` reads."""
 
+    any_content_type = False  # read a body as JSON whatever its Content-Type (`AnyTypeJSONRoute`)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        as_json = self.any_content_type
 
         async def strict(request: Request) -> Response:
-            return await handler(_JSONRequest(request.scope, request.receive))
+            scope = request.scope
+            if as_json:  # FastAPI reads a body as JSON only under a JSON Content-Type (none: the bytes, then a 422)
+                scope = {**scope, "headers": [*(h for h in scope["headers"] if h[0].lower() != b"content-type"),
+                                              (b"content-type", b"application/json")]}
+            return await handler(_JSONRequest(scope, request.receive))
 
         return strict
 
 
-def install_handlers(app: FastAPI) -> None:
+class AnyTypeJSONRoute(StrictJSONRoute):
+    """A JSON API's routes: the body is JSON whatever Content-Type says — none, or curl's default for `-d`
+    (application/x-www-form-urlencoded) — where FastAPI answered `422 body: Input should be a valid dictionary`; a
+    body that is not JSON is the 400 saying why."""
+
+    any_content_type = True
+
+
+def install_handlers(app: FastAPI, any_content_type: bool = False) -> None:
     """Every error `app` answers in the one shape; its routes added after this read JSON bodies strictly
-    (`StrictJSONRoute`)."""
-    app.router.route_class = StrictJSONRoute
+    (`StrictJSONRoute`; with `any_content_type`, whatever the Content-Type: `AnyTypeJSONRoute`)."""
+    app.router.route_class = AnyTypeJSONRoute if any_content_type else StrictJSONRoute
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)

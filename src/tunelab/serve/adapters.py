@@ -1,9 +1,11 @@
 """LoRA runs of one base model served as adapters over one shared copy of it (as vLLM / TGI serve multi-LoRA): the
 base is loaded once, each run's `RUN/adapter` joins it under the run's name (peft `load_adapter`), and the request's
-`model` picks the adapter. Runs share a base when their base model, task and head shape agree; a lone LoRA run is
-served from its merged `RUN/model` (no adapter overhead). The adapters of a shared base are checked as `tunelab
-export --merge` checks one (export/merge.py `check_adapter`): one damaged or missing part, or the base model gone, is
-one line at start-up."""
+`model` picks the adapter. Runs share a base when their base model, task and head shape agree and their vocabulary is
+the base's; a lone LoRA run is served from its merged `RUN/model` (no adapter overhead), and so is a run whose
+training grew the vocabulary (sft's chat-template tokens: its adapter holds whole embedding matrices, which would
+replace the shared base's). The adapters of a shared base are checked as `tunelab export --merge` checks one
+(export/merge.py `check_adapter`): one damaged or missing part, the base model gone, or a base that cannot be loaded
+as the runs' config says, is one line at start-up."""
 
 from __future__ import annotations
 
@@ -75,21 +77,42 @@ class AdapterView:
         return getattr(self.peft, attr)
 
 
-def load_group(runs: list[Path]) -> list[Model]:
+def load_group(runs: list[Path]) -> list[Model | None]:
     """One base model, every run's adapter on it (`runs`: run directories, as `adapter_groups` gives them); a Model
-    per run whose module is its AdapterView. Each adapter is checked first (`check_adapter`), and a base or weights
-    file that cannot be read is one line (TunelabError) naming it. The adapters are named `adapter0`, `adapter1`, ...
-    inside peft (a run folder's name may hold a `.`, which peft refuses in a module name)."""
-    names = [f"adapter{i}" for i in range(len(runs))]
+    per run whose module is its AdapterView, or None for a run that cannot share the base: its vocabulary is not the
+    base's (`RUN/model` serves it, as it would alone; all None when fewer than two are left). Each adapter is checked
+    first (`check_adapter`), and a base or weights file that cannot be read is one line (TunelabError) naming it. The
+    adapters are named `adapter0`, `adapter1`, ... inside peft (a run folder's name may hold a `.`, which peft refuses
+    in a module name)."""
+    from tunelab.export.merge import check_adapter
+
+    checked = [check_adapter(r / ADAPTER, r / "model", needs="tunelab serve") for r in runs]
+    share = [i for i, (run, adapter) in enumerate(zip(runs, checked, strict=True))
+             if _vocab(run / "model") == getattr(adapter.base_config, "vocab_size", None)]
+    if len(share) < 2:
+        return [None] * len(runs)
+    models = _load_shared([runs[i] for i in share], [checked[i] for i in share])
+    out: list[Model | None] = [None] * len(runs)
+    for i, model in zip(share, models, strict=True):
+        out[i] = model
+    return out
+
+
+def _vocab(model_dir: Path) -> Any:
+    return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+
+
+def _load_shared(runs: list[Path], adapters: list[Any]) -> list[Model]:
+    """`load_group`'s models of the runs that share the base (their adapters checked)."""
     import transformers
     from peft import PeftModel
 
-    from tunelab.export.merge import base_error, check_adapter, reading_weights
+    from tunelab.export.merge import base_error, reading_weights
     from tunelab.export.save import check_chat_template, load_task, load_tokenizer
     from tunelab.models.decoder_heads import load_head
     from tunelab.models.segments import reseed_as_trained
 
-    adapters = [check_adapter(r / ADAPTER, r / "model", needs="tunelab serve") for r in runs]
+    names = [f"adapter{i}" for i in range(len(runs))]
     tasks = [load_task(r / "model") for r in runs]
     tokenizers = [load_tokenizer(r / "model") for r in runs]  # a file missing: one line, before the base loads
     for run, task, tokenizer in zip(runs, tasks, tokenizers, strict=True):
@@ -99,7 +122,8 @@ def load_group(runs: list[Path]) -> list[Model]:
     transformers.logging.set_verbosity_error()  # "newly initialised head": the adapters carry the trained heads
     try:
         base = load_head(tasks[0].auto_model_class, adapters[0].base, config=config)
-    except (OSError, ValueError) as e:  # its config is there (checked), its weights are not, or cut
+    except (OSError, ValueError, RuntimeError) as e:  # its config is there (checked), its weights are not, cut, or
+        # of another shape than the runs' config says (torch's "size mismatch")
         raise base_error(adapters[0].base, adapters[0].path, e) from None
     finally:
         transformers.logging.set_verbosity(verbosity)

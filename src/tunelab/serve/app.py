@@ -3,8 +3,9 @@
 - `POST /v1/predict` — classification / NER / QA models: one output row per input, the rows `tunelab predict` writes;
   concurrent requests share forward passes (serve/batcher.py).
 - `POST /v1/chat/completions`, `POST /v1/completions` — OpenAI-compatible, for chat (sft) models: `max_tokens`,
-  `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts. Concurrent requests share
-  `generate()` calls (serve/chat_batcher.py).
+  `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts (serve/schemas.py lists what
+  else is taken). Concurrent requests share `generate()` calls (serve/chat_batcher.py); one completion is
+  serve/completion.py's. A completion's prompt starts with BOS where the model's does (`completion_bos`).
 - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue).
 - A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
   bad field (named), 503 with Retry-After when the queue is full; every error as `{"error": {"message", "code"}}`
@@ -13,18 +14,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
 from jinja2 import TemplateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -32,11 +29,11 @@ from tunelab.api import Model
 from tunelab.errors import TunelabError
 from tunelab.http_errors import error, invalid
 from tunelab.serve.batcher import MicroBatcher, QueueFull
-from tunelab.serve.chat_batcher import ChatBatcher, Job
+from tunelab.serve.chat_batcher import ChatBatcher
+from tunelab.serve.completion import Completion
 from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
-from tunelab.tasks.chat_template import prompt_ids, user_turns
-from tunelab.tasks.generation import prompt_limit, with_overrides
+from tunelab.tasks.chat_template import completion_bos, prompt_ids, user_turns
 
 
 @dataclass
@@ -47,6 +44,7 @@ class Served:
     model: Model
     batcher: MicroBatcher | None = None  # predict models
     chat_batcher: ChatBatcher | None = None  # chat models
+    bos: int | None = None  # chat models: the BOS id a completion's prompt starts with (None: none)
 
     @property
     def chat(self) -> bool:
@@ -91,6 +89,7 @@ class Server:
                 tok = s.model.tokenizer
                 s.chat_batcher = ChatBatcher(s.model.module, tok, s.model.task.stop_ids(tok),
                                              self.settings.max_chat_batch, max_queue=self.settings.max_queue)
+                s.bos = completion_bos(tok)
             else:
                 s.batcher = MicroBatcher(lambda examples, m=s.model: m.predict_examples(examples, len(examples)),
                                          self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
@@ -167,7 +166,7 @@ class Server:
     async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         try:
-            messages = user_turns(served.model.task, [m.model_dump() for m in body.messages])
+            messages = user_turns(served.model.task, [m.model_dump(exclude={"name"}) for m in body.messages])
             ids = prompt_ids(served.model.tokenizer, messages)
         except TemplateError as exc:  # the model's own template refuses them (Gemma's "roles must alternate")
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
@@ -176,6 +175,8 @@ class Server:
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         ids = served.model.tokenizer(body.prompt, add_special_tokens=False)["input_ids"]
+        if served.bos is not None and ids[:1] != [served.bos]:  # as the model read its text in training (and as
+            ids = [served.bos, *ids]  # vLLM tokenises a prompt); a prompt that starts with it keeps one
         return await Completion(self, served, ids, body, chat=False).respond(request)
 
 
@@ -199,146 +200,3 @@ def create_app(models: list[Served], settings: Settings | None = None) -> FastAP
     app.add_api_route("/v1/completions", server.completions, methods=["POST"])
     app.state.server = server
     return app
-
-
-class Completion:
-    """One chat or text completion: checked against the limits, generated in a worker thread (one reply at a time
-    per model), answered as one JSON object or as server-sent events."""
-
-    def __init__(self, server: Server, served: Served, ids: list[int], body: Any, chat: bool) -> None:
-        self.server, self.served, self.ids, self.body, self.chat = server, served, ids, body, chat
-        self.cfg = self._config()
-        self.stream = _Stream([body.stop] if isinstance(body.stop, str) else list(body.stop or []))
-        self.info: dict[str, Any] = {}
-        self.ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        self.created = int(time.time())
-
-    def _config(self) -> Any:
-        body, settings, model = self.body, self.server.settings, self.served.model
-        if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
-            raise invalid("max_tokens", f"at most {settings.max_tokens}")
-        asked = body.max_tokens if body.max_tokens is not None else min(model.task.cfg.generation.max_new_tokens,
-                                                                        settings.max_tokens)  # the server's cap
-        positions, limit = prompt_limit(model.module, settings.max_prompt_tokens)
-        if not self.ids:
-            raise invalid("messages" if self.chat else "prompt", "empty: no tokens to continue from")
-        if len(self.ids) > limit:
-            raise invalid("messages" if self.chat else "prompt", f"prompt is {len(self.ids)} tokens, at most {limit}")
-        cfg = with_overrides(model.task.cfg.generation, max_new_tokens=asked, temperature=body.temperature,
-                             top_p=body.top_p)
-        if body.seed is not None:
-            cfg = cfg.model_copy(update={"seed": body.seed})
-        return cfg.model_copy(update={"max_new_tokens": max(1, min(cfg.max_new_tokens, positions - len(self.ids)))})
-
-    async def respond(self, request: Request) -> Any:
-        assert self.served.chat_batcher is not None  # every chat model has one (lifespan)
-        loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.stream.emit = lambda text: loop.call_soon_threadsafe(self.queue.put_nowait, text)
-        job = Job(self.ids, self.cfg, self.stream.write, self.stream.stopped)
-        try:
-            answered = self.served.chat_batcher.enqueue(job)
-        except QueueFull as exc:
-            return error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
-        self.done = asyncio.ensure_future(self._generate(job, answered))
-        if self.body.stream:
-            return StreamingResponse(self._events(), media_type="text/event-stream")
-        parts = []
-        watch = asyncio.ensure_future(self._watch(request))
-        try:
-            while (piece := await self.queue.get()) is not None:
-                parts.append(piece)
-            await self.done
-        finally:  # (cancelled too: the server shutting down)
-            watch.cancel()
-            self.stream.stopped.set()  # (a finished row: no effect)
-        text = "".join(parts).strip()
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self._finish()}
-                  if self.chat else {"index": 0, "text": text, "finish_reason": self._finish()})
-        return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.served.name, "choices": [choice], "usage": self._usage()}
-
-    async def _watch(self, request: Request) -> None:
-        """A JSON (not streamed) answer's client gone before it is ready: its row stops generating for nobody, as a
-        stream's does when the server cancels it. The body is read, so the next message is the disconnect (awaited,
-        not `is_disconnected()`, which never sees it through the `guard` middleware's receive)."""
-        if (await request.receive())["type"] == "http.disconnect":
-            self.stream.stopped.set()
-
-    async def _generate(self, job: Job, answered: asyncio.Future[Job]) -> None:
-        start = time.perf_counter()
-        try:
-            await answered
-        finally:
-            self.stream.flush()
-            self.queue.put_nowait(None)
-        self.info.update(tokens=len(job.tokens), finish=job.finish)
-        metrics = self.server.metrics
-        metrics.tokens.labels(self.served.name).inc(len(job.tokens))
-        metrics.token_rate.labels(self.served.name).set(len(job.tokens) / max(time.perf_counter() - start, 1e-9))
-
-    def _usage(self) -> dict[str, int]:
-        n = self.info.get("tokens", 0)
-        return {"prompt_tokens": len(self.ids), "completion_tokens": n, "total_tokens": len(self.ids) + n}
-
-    def _finish(self) -> str:
-        return "stop" if self.stream.hit else self.info.get("finish", "stop")
-
-    def _chunk(self, delta: dict[str, Any] | str, reason: str | None, usage: bool = False) -> str:
-        choice = ({"index": 0, "delta": delta, "finish_reason": reason} if self.chat
-                  else {"index": 0, "text": delta, "finish_reason": reason})
-        data: dict[str, Any] = {"id": self.ident, "object": "chat.completion.chunk" if self.chat else "text_completion",
-                                "created": self.created, "model": self.served.name, "choices": [choice]}
-        if usage:
-            data["usage"] = self._usage()
-        return "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
-
-    async def _events(self) -> AsyncIterator[str]:
-        try:
-            if self.chat:
-                yield self._chunk({"role": "assistant", "content": ""}, None)
-            while (piece := await self.queue.get()) is not None:
-                yield self._chunk({"content": piece} if self.chat else piece, None)
-            await self.done
-            yield self._chunk({} if self.chat else "", self._finish(), usage=True)
-            yield "data: [DONE]\n\n"
-        finally:  # the client gone mid-stream (the server cancels this): its row stops generating for nobody
-            self.stream.stopped.set()
-
-
-class _Stream:
-    """The reply's text as it streams, cut at the first `stop` string: text that could still begin a stop string is
-    held back until it cannot; once one appears, generation is told to end (`stopped`: the row ends at that token,
-    which `usage` counts last)."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.keep = max((len(s) for s in self.stops), default=1) - 1
-        self.buffer, self.hit = "", False
-        self.stopped = threading.Event()
-        self.emit: Any = None
-
-    def write(self, text: str) -> None:
-        if self.hit:
-            return
-        self.buffer += text
-        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.hit = True
-            self.stopped.set()
-            self._send(self.buffer[:cut])
-            self.buffer = ""
-            return
-        safe = len(self.buffer) - self.keep
-        if safe > 0:
-            self._send(self.buffer[:safe])
-            self.buffer = self.buffer[safe:]
-
-    def flush(self) -> None:
-        if not self.hit and self.buffer:
-            self._send(self.buffer)
-        self.buffer = ""
-
-    def _send(self, text: str) -> None:
-        if text:
-            self.emit(text)

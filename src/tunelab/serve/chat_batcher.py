@@ -3,7 +3,12 @@ generating (or within `max_wait_ms` of each other under load) and share their sa
 one `generate()` call, and each row's tokens stream to its own request as they come. This is static batching — a
 batch runs until its longest reply ends, and a request arriving meanwhile waits for the next batch — not the
 continuous batching of vLLM / TGI, which would also need paged attention; on a CPU it already puts several sequences
-in each forward pass, where LLaMA-Factory's HF engine answers one request at a time."""
+in each forward pass, where LLaMA-Factory's HF engine answers one request at a time.
+
+Two kinds of request never share a batch: a sampling request with its own `seed` runs alone (rows of one batch draw
+from one random stream, so its reply would depend on what else was in flight), and on a model with learned positions
+(GPT-2, OPT) rows join only while the batch's longest prompt plus its longest reply fits the position table (the
+batch is as wide as both together; past the table the embedding has no row)."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from tunelab.models.generate import generate_ids
 from tunelab.serve.batcher import QueueFull
-from tunelab.tasks.generation import GenerationConfig, generate_kwargs
+from tunelab.tasks.generation import GenerationConfig, generate_kwargs, position_limit
 
 
 @dataclass
@@ -33,10 +38,12 @@ class Job:
     text: str = ""
     done: bool = False
     finish: str = "stop"
+    seeded: bool = False  # the request named its seed: sampled, it runs alone (reproducible whatever is in flight)
 
     def key(self) -> tuple[Any, ...]:
+        """Jobs of one key may share a batch: the same sampling settings; a seeded sampling job shares with none."""
         c = self.cfg
-        return (c.do_sample, c.temperature, c.top_p, c.seed if c.do_sample else None)
+        return (c.do_sample, c.temperature, c.top_p, id(self) if c.do_sample and self.seeded else None)
 
 
 class _Rows(BaseStreamer):
@@ -94,6 +101,7 @@ class ChatBatcher:
         self.pending: list[tuple[Job, asyncio.Future[Job]]] = []
         self.running = False
         self.sizes: list[int] = []
+        self.limit = position_limit(model)  # a learned position table's rows (GPT-2, OPT); None: rotary, no bound
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-generate")
 
     async def submit(self, job: Job) -> Job:
@@ -117,9 +125,8 @@ class ChatBatcher:
             while self.pending:
                 if len(self.pending) > 1:  # under load: a moment for more to join
                     await asyncio.sleep(self.max_wait)
-                key = self.pending[0][0].key()
-                group = [p for p in self.pending if p[0].key() == key][: self.max_batch]
-                self.pending = [p for p in self.pending if p not in group]
+                group = self._group()
+                self.pending = [p for p in self.pending if all(p is not g for g in group)]
                 self.sizes.append(len(group))
                 try:
                     await loop.run_in_executor(self._pool, self._generate, [j for j, _ in group])
@@ -134,14 +141,35 @@ class ChatBatcher:
         finally:
             self.running = False
 
+    def _group(self) -> list[tuple[Job, asyncio.Future[Job]]]:
+        """The next batch: the first job waiting and, in order, those that share its key and fit beside it (at most
+        `max_batch`; within the position table, `_fits`); the others wait for a later batch."""
+        group = [self.pending[0]]
+        key = group[0][0].key()
+        for waiting in self.pending[1:]:
+            if len(group) >= self.max_batch:
+                break
+            if waiting[0].key() == key and self._fits([j for j, _ in group] + [waiting[0]]):
+                group.append(waiting)
+        return group
+
+    def _fits(self, jobs: list[Job]) -> bool:
+        """Whether `jobs` fit one batch on this model: its longest prompt and its longest reply together within a
+        learned position table (always, on rotary positions)."""
+        if self.limit is None:
+            return True
+        return max(len(j.ids) for j in jobs) + max(j.cfg.max_new_tokens for j in jobs) <= self.limit
+
     def _generate(self, jobs: list[Job]) -> None:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop[0]
         width = max(len(j.ids) for j in jobs)
         device = next(self.model.parameters()).device
         ids = torch.tensor([[pad] * (width - len(j.ids)) + j.ids for j in jobs], device=device)
         mask = torch.tensor([[0] * (width - len(j.ids)) + [1] * len(j.ids) for j in jobs], device=device)
-        cfg = jobs[0].cfg.model_copy(update={"max_new_tokens": max(j.cfg.max_new_tokens for j in jobs),
-                                             "num_beams": 1})
+        longest = max(j.cfg.max_new_tokens for j in jobs)
+        if self.limit is not None:  # (each job fits alone: the server bounds its reply by the positions left)
+            longest = max(1, min(longest, self.limit - width))
+        cfg = jobs[0].cfg.model_copy(update={"max_new_tokens": longest, "num_beams": 1})
         if cfg.do_sample:
             torch.manual_seed(cfg.seed)
         rows = _Rows(jobs, self.tokenizer, self.stop)

@@ -1,5 +1,5 @@
 """The HTTP edges of `tunelab serve`: one error shape for every refusal, the request body read as strict JSON (both
-tunelab/http_errors.py's), and the body-size limit.
+tunelab/http_errors.py's, whatever the body's Content-Type), and the body-size limit.
 
 Every error answer is `{"error": {"message": "<one line>", "code": <status>}}` — what OpenAI's clients read — and a
 422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI's `"detail"` list beside it. The shape is
@@ -16,8 +16,8 @@ from tunelab.http_errors import error, install_handlers
 
 def install(app: FastAPI) -> None:
     """The one error shape for every error `app` answers, its routes (added after this) reading bodies as strict JSON
-    (tunelab/http_errors.py)."""
-    install_handlers(app)
+    whatever their Content-Type (tunelab/http_errors.py): `curl -d` sends JSON as a form unless told otherwise."""
+    install_handlers(app, any_content_type=True)
 
 
 class BodyLimit:

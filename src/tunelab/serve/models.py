@@ -66,7 +66,8 @@ def served_models(paths: list[Path], prefer_exports: bool = True) -> list[Served
         names.append(name)
     shared: dict[int, Model] = {}
     for group in adapter_groups([Path(p) for p in paths]):
-        shared.update(zip(group, load_group(list(group.values())), strict=True))
+        loaded = zip(group, load_group(list(group.values())), strict=True)
+        shared.update((i, model) for i, model in loaded if model is not None)  # None: served alone, below
     out: list[Served] = []
     for i, path in enumerate(paths):
         path = Path(path)

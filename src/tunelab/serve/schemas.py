@@ -1,11 +1,28 @@
-"""Request bodies of the HTTP API (pydantic: a bad field is a 422 naming it) and the server's settings."""
+"""Request bodies of the HTTP API (pydantic: a bad field is a 422 naming it) and the server's settings.
+
+Besides their own fields the OpenAI-style bodies take the common fields OpenAI's clients send, where the server can
+honour them: `max_completion_tokens` (chat: the same as `max_tokens`; both given and different is a 422), role
+`developer` (as `system`), a message's `content` as a list of text parts (`[{"type": "text", "text": ...}]`, joined
+with newlines, as vLLM joins them), a message's `name` (taken, not used), `presence_penalty` / `frequency_penalty` of
+0 (other values: a 422 saying they are not supported), `stream_options: {"include_usage": true}` (with `stream`), and
+`user`. Anything else — other content parts (images), `n` above 1, `logprobs`, tools — is a 422 naming the field."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from tunelab.text import json_problem
 
@@ -49,9 +66,48 @@ class PredictRequest(_Body):
         min_length=1, description="Texts, or rows with the data fields (text, text_pair, question, context).")
 
 
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+def text_parts(value: Any) -> Any:
+    """A message's content given as OpenAI's list of content parts: text parts only, their texts joined with
+    newlines (as vLLM joins them); another kind of part (an image) refused, naming it."""
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for i, part in enumerate(value):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or set(part) != {"type", "text"} or not isinstance(part["text"], str):
+            what = f"a {str(kind)[:40]!r} part" if isinstance(kind, str) and kind != "text" else "not one"
+            raise PydanticCustomError("text_parts", f"part {i}: only text parts (type \"text\" with a \"text\") are "
+                                      f"supported ({what})")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 class Message(_Body):
-    role: Literal["system", "user", "assistant"]
-    content: Text
+    role: Literal["system", "user", "assistant", "developer"] = Field(description="`developer` is taken as `system`.")
+    content: Annotated[Text | list[TextPart], BeforeValidator(text_parts)] = Field(
+        description="A text, or a list of text parts (joined with newlines).")
+    name: str | None = Field(None, description="Taken (OpenAI's clients send it), not used.")
+
+    @field_validator("role", mode="after")
+    @classmethod
+    def _developer(cls, role: str) -> str:
+        return "system" if role == "developer" else role  # OpenAI's newer name for the system message
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+def no_penalty(value: float | None) -> float | None:
+    if value not in (None, 0):
+        raise PydanticCustomError("unsupported", "not supported: this server applies no presence or frequency penalty "
+                                  "(only 0 is taken)")
+    return value
 
 
 class _Sampling(_Body):
@@ -62,12 +118,40 @@ class _Sampling(_Body):
     stop: Text | list[Text] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     stream: bool = False
+    stream_options: StreamOptions | None = Field(None, description="With `stream`: `include_usage` sends the usage "
+                                                 "counts in a last chunk with empty `choices`.")
+    presence_penalty: Annotated[float | None, AfterValidator(no_penalty)] = Field(None, description="0 only.")
+    frequency_penalty: Annotated[float | None, AfterValidator(no_penalty)] = Field(None, description="0 only.")
     n: Literal[1] = 1
     user: str | None = None
+
+    @field_validator("stream_options", mode="after")
+    @classmethod
+    def _with_stream(cls, options: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if options is not None and not info.data.get("stream"):
+            raise PydanticCustomError("stream_options", "only taken with stream: true")
+        return options
 
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="The same as `max_tokens` (OpenAI's newer "
+                                              "name).")
+
+    @field_validator("max_completion_tokens", mode="after")
+    @classmethod
+    def _one_max(cls, value: int | None, info: ValidationInfo) -> int | None:
+        given = info.data.get("max_tokens")
+        if value is not None and given is not None and value != given:
+            raise PydanticCustomError("max_tokens", f"{value} differs from max_tokens {given} (the same setting): "
+                                      "give one of them")
+        return value
+
+    @model_validator(mode="after")
+    def _as_max_tokens(self) -> ChatRequest:
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        return self
 
 
 class CompletionRequest(_Sampling):

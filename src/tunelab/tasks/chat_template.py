@@ -63,6 +63,22 @@ def adds_bos(tokenizer: Any) -> bool:
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
+def completion_bos(tokenizer: Any) -> int | None:
+    """The BOS id a raw-text prompt (serve's /v1/completions) starts with, as the model read text in training: where
+    plain tokenisation adds it (vLLM's completions tokenise a prompt so) or the chat template puts it first; else
+    None."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    if adds_bos(tokenizer):
+        return bos
+    try:
+        first = prompt_ids(tokenizer, [{"role": "user", "content": "x"}])[:1]
+    except Exception:  # noqa: BLE001 - a template may reject the probe conversation: no BOS then
+        return None
+    return bos if first == [bos] else None
+
+
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
     """eos plus the first special token the template puts after an assistant reply (e.g. <|im_end|>)."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

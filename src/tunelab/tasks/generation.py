@@ -111,7 +111,7 @@ def stop_ids_of(tokenizer: Any, stop_ids: Sequence[int] | None) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
-def _position_limit(model: torch.nn.Module) -> int | None:
+def position_limit(model: torch.nn.Module) -> int | None:
     """How many tokens a sequence may hold: a learned position table's rows less the virtual tokens of prompt / prefix
     tuning (peft moves the positions past them); None for rotary or relative positions, which run on past their
     trained length."""
@@ -124,7 +124,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
              ) -> list[list[int]]:
     """The new token ids of each prompt's reply (in prompt order), cut before the first stop id
     (default: eos). `batch_size` counts sequences: beam search takes batch_size // num_beams prompts at a time (at
-    least one), so a wider beam costs time, not memory. A model with learned positions (`_position_limit`) refuses a
+    least one), so a wider beam costs time, not memory. A model with learned positions (`position_limit`) refuses a
     prompt that fills them (one line naming it) and cuts a reply where they end — a row that would be cut goes alone,
     so that no other row's reply is cut with it; `ended`, when given, is filled with whether each reply reached a
     stop id (else it was cut: by max_new_tokens or by the positions)."""
@@ -136,7 +136,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     if cfg.do_sample:
         torch.manual_seed(cfg.seed)
     model.eval()
-    limit = _position_limit(model)
+    limit = position_limit(model)
     for i, prompt in enumerate(prompts):  # past its positions a learned table fails with an IndexError
         if limit and len(prompt) >= limit:
             raise TunelabError(f"generate: prompt {i + 1} of {len(prompts)} is {len(prompt)} tokens; the model has "

@@ -1,0 +1,321 @@
+"""`tunelab serve`'s OpenAI-compatible endpoints as OpenAI's clients use them, on a real uvicorn server over the tiny
+chat run: sampling seeds (fresh without one; with one, the same reply whatever else is in flight), the same text in
+the JSON answer and the stream, BOS before a completion's prompt, the common request fields OpenAI's clients send, a
+stream whose generation fails, JSON sent without a JSON Content-Type; batches on a model with learned positions
+(a tiny GPT-2), and LoRA sft runs whose training grew the vocabulary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import WORDS, free_port, say_rows, serve_on_loopback, write_jsonl
+from tunelab.cli import app
+
+pytest.importorskip("fastapi")
+SAY_GOOD = [{"role": "user", "content": "say good"}]
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_chat_run: Path) -> Iterator[tuple[str, object]]:
+    yield from serve_on_loopback([tiny_chat_run], max_tokens=32)
+
+
+def wait_until(ready: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while not ready():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def together(url: str, batcher: object, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
+    """`requests` (path, body) waiting in the batcher's queue together before any of them runs: the generation thread
+    is held behind a first request the batcher has taken, until all of them are queued."""
+    hold = threading.Event()
+    batcher._pool.submit(hold.wait, 60)  # type: ignore[attr-defined]
+    try:
+        with ThreadPoolExecutor(len(requests) + 1) as pool:
+            first = pool.submit(httpx.post, f"{url}/v1/completions", json={"prompt": "good", "max_tokens": 1},
+                                timeout=60)
+            wait_until(lambda: batcher.running and not batcher.pending)  # type: ignore[attr-defined]
+            answers = [pool.submit(httpx.post, f"{url}{path}", json=body, timeout=60) for path, body in requests]
+            wait_until(lambda: len(batcher.pending) == len(requests))  # type: ignore[attr-defined]
+            hold.set()
+            assert first.result().status_code == 200
+            return [a.result() for a in answers]
+    finally:
+        hold.set()
+
+
+def events(url: str, path: str, body: dict) -> tuple[int, list[str]]:
+    """A streamed answer's status and its `data:` payloads."""
+    with httpx.stream("POST", f"{url}{path}", json={**body, "stream": True}, timeout=60) as res:
+        return res.status_code, [line[6:] for line in res.iter_lines() if line.startswith("data: ")]
+
+
+def streamed_text(payloads: list[str], chat: bool) -> str:
+    chunks = [json.loads(p) for p in payloads if p != "[DONE]"]
+    return "".join(c["choices"][0]["delta"].get("content", "") if chat else c["choices"][0]["text"]
+                   for c in chunks if c.get("choices"))
+
+
+def completion_text(res: httpx.Response) -> str:
+    assert res.status_code == 200, res.text
+    return res.json()["choices"][0]["text"]
+
+
+SAMPLED = {"prompt": "the movie plot", "max_tokens": 12, "temperature": 2}
+
+
+def test_sampling_without_a_seed_draws_a_fresh_one(chat: tuple[str, object]) -> None:
+    """No seed: each sampling request draws its own, as OpenAI's API does (the run's fixed task.generation.seed gave
+    every request the same reply; at temperature 2 the tiny model's 30 replies held 27 different ones)."""
+    url, _ = chat
+    unseeded = [completion_text(httpx.post(f"{url}/v1/completions", json=SAMPLED, timeout=60)) for _ in range(6)]
+    assert len(set(unseeded)) > 1, unseeded
+
+
+def test_a_seeded_request_gets_its_reply_whatever_else_is_in_flight(chat: tuple[str, object]) -> None:
+    """A seed: three identical requests queued together each get the reply the request gets alone (batched, they
+    drew from one random stream: three different replies); greedy requests still share a batch."""
+    url, server = chat
+    batcher = server.models[0].chat_batcher  # type: ignore[attr-defined]
+    seeded = {**SAMPLED, "seed": 7}
+    alone = completion_text(httpx.post(f"{url}/v1/completions", json=seeded, timeout=60))
+    sizes = len(batcher.sizes)
+    answers = [completion_text(r) for r in together(url, batcher, [("/v1/completions", seeded)] * 3)]
+    assert answers == [alone] * 3, (answers, alone)
+    assert batcher.sizes[sizes + 1:] == [1, 1, 1], batcher.sizes  # (after the held first request)
+    greedy = {"prompt": "the movie plot", "max_tokens": 4, "temperature": 0}
+    sizes = len(batcher.sizes)
+    assert len({completion_text(r) for r in together(url, batcher, [("/v1/completions", greedy)] * 3)}) == 1
+    assert batcher.sizes[sizes + 1:] == [3], batcher.sizes
+
+
+def test_json_and_stream_give_the_same_text(chat: tuple[str, object]) -> None:
+    """A completion is never stripped (`prompt + text` is what the model read and wrote: its JSON text lost the
+    whitespace its stream kept); a chat reply is stripped alike in JSON and stream. A stop string right after a
+    space leaves that space at the end of the text."""
+    url, _ = chat
+
+    def two_words(path: str, body: dict, text: Callable[[dict], str]) -> tuple[int, str]:
+        """A seed whose reply has a second word first found after the first one, and the reply."""
+        for seed in range(200):
+            reply = text(httpx.post(f"{url}{path}", json={**body, "seed": seed}, timeout=60).json())
+            words = reply.split()
+            if len(words) >= 2 and reply.find(words[1]) > reply.find(words[0]) + len(words[0]):
+                return seed, reply
+        raise AssertionError("no reply of two words")
+
+    seed, full = two_words("/v1/completions", SAMPLED, lambda r: r["choices"][0]["text"])
+    cut = {**SAMPLED, "seed": seed, "stop": [full.split()[1]]}
+    answer = httpx.post(f"{url}/v1/completions", json=cut, timeout=60).json()["choices"][0]
+    status, payloads = events(url, "/v1/completions", cut)
+    assert status == 200 and answer["text"] == streamed_text(payloads, chat=False) == full[:full.find(cut["stop"][0])]
+    assert answer["text"].endswith(" ") and answer["finish_reason"] == "stop", answer
+    body = {"messages": [{"role": "user", "content": "the movie plot"}], "max_tokens": 12, "temperature": 2}
+    seed, full = two_words("/v1/chat/completions", body, lambda r: r["choices"][0]["message"]["content"])
+    cut = {**body, "seed": seed, "stop": [full.split()[1]]}
+    reply = httpx.post(f"{url}/v1/chat/completions", json=cut, timeout=60).json()["choices"][0]["message"]["content"]
+    status, payloads = events(url, "/v1/chat/completions", cut)
+    assert status == 200 and reply == streamed_text(payloads, chat=True) == full.split()[0], (reply, payloads)
+
+
+def test_a_completion_starts_with_bos_as_the_chat_prompt_does(chat: tuple[str, object], tiny_chat_run: Path) -> None:
+    """The tiny Llama's tokenizer puts BOS first, so training did (the chat template opens with it): a completion's
+    prompt gets it too, once (a prompt that starts with `<s>` keeps one), and the chat prompt rendered as text is
+    the same prompt as the chat request — the same tokens counted, the same greedy reply."""
+    from transformers import AutoTokenizer
+
+    from tunelab.tasks.chat_template import render
+
+    url, _ = chat
+    rendered = render(AutoTokenizer.from_pretrained(tiny_chat_run / "model"), SAY_GOOD, generation_prompt=True)
+    assert rendered.startswith("<s>")
+    by_chat = httpx.post(f"{url}/v1/chat/completions", json={"messages": SAY_GOOD, "max_tokens": 4,
+                                                             "temperature": 0}, timeout=60).json()
+    for prompt in (rendered.removeprefix("<s>"), rendered):
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": prompt, "max_tokens": 4, "temperature": 0},
+                         timeout=60).json()
+        assert res["usage"] == by_chat["usage"], (prompt, res, by_chat)
+        assert res["choices"][0]["text"].strip() == by_chat["choices"][0]["message"]["content"]
+
+
+def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
+    """What OpenAI's clients send: `stream_options.include_usage` (a last chunk with the usage and no choices, through
+    the real `openai` client), `max_completion_tokens`, penalties of 0, role `developer`, a message's `name`, content
+    as text parts. What the server cannot honour stays a 422 naming the field."""
+    from openai import OpenAI
+
+    url, _ = chat
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    chunks = list(client.chat.completions.create(model="run", messages=SAY_GOOD, max_tokens=4, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1]) and chunks[-2].choices[0].finish_reason in ("stop", "length")
+    usage = client.completions.create(model="run", prompt="say good", max_tokens=2, stream=True,
+                                      stream_options={"include_usage": True})
+    assert [c.usage.prompt_tokens for c in usage if c.usage] == [3]  # BOS, say, good
+    plain = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say\ngood"}]
+    expected = client.chat.completions.create(model="run", messages=plain, max_tokens=4, temperature=0)
+    given = client.chat.completions.create(
+        model="run", max_completion_tokens=4, temperature=0, presence_penalty=0, frequency_penalty=0,
+        messages=[{"role": "developer", "content": "be brief"},
+                  {"role": "user", "name": "ann", "content": [{"type": "text", "text": "say"},
+                                                              {"type": "text", "text": "good"}]}])
+    assert given.choices[0].message.content == expected.choices[0].message.content
+    assert given.usage.prompt_tokens == expected.usage.prompt_tokens
+    one = client.chat.completions.create(model="run", messages=SAY_GOOD, max_completion_tokens=1, max_tokens=1)
+    assert one.usage.completion_tokens == 1 and one.choices[0].finish_reason == "length"
+    image = [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    for extra, param, says in (
+            ({"max_completion_tokens": 2, "max_tokens": 3}, "max_completion_tokens", "differs from max_tokens 3"),
+            ({"max_completion_tokens": 33}, "max_completion_tokens", "at most 32"),
+            ({"presence_penalty": 0.5}, "presence_penalty", "not supported"),
+            ({"frequency_penalty": -1}, "frequency_penalty", "not supported"),
+            ({"stream_options": {"include_usage": True}}, "stream_options", "only taken with stream"),
+            ({"messages": [{"role": "user", "content": image}]}, "messages[0].content", "only text parts"),
+            ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "Input should be"),
+            ({"logprobs": True}, "logprobs", "Extra inputs are not permitted")):
+        res = httpx.post(f"{url}/v1/chat/completions", json={"messages": SAY_GOOD, **extra}, timeout=60)
+        err = res.json()["error"]
+        assert res.status_code == 422 and err["param"] == param and says in err["message"], (extra, res.text)
+
+
+def test_a_stream_whose_generation_fails_says_so_and_ends(chat: tuple[str, object]) -> None:
+    """Its 200 and headers are sent: the stream ends with an error event in OpenAI's shape and `[DONE]` (it ended
+    silently, without a finish_reason), the error is in the server's log, and the server answers on."""
+    url, server = chat
+    model = server.models[0].model.module  # type: ignore[attr-defined]
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("uvicorn.error").addHandler(handler)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the accelerator fell over")
+
+    hook = model.register_forward_hook(broken)
+    try:
+        status, payloads = events(url, "/v1/chat/completions", {"messages": SAY_GOOD, "max_tokens": 4})
+    finally:
+        hook.remove()
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert status == 200 and payloads[-1] == "[DONE]", payloads
+    assert json.loads(payloads[-2]) == {"error": {"message": "generation failed (the server's log has the details)",
+                                                  "code": 500}}
+    assert any(r.exc_info and "the accelerator fell over" in str(r.exc_info[1]) for r in records), records
+    status, payloads = events(url, "/v1/chat/completions", {"messages": SAY_GOOD, "max_tokens": 4})
+    assert status == 200 and payloads[-1] == "[DONE]" and json.loads(payloads[-2])["choices"][0]["finish_reason"]
+
+
+def test_json_sent_without_a_json_content_type_is_read_as_json(chat: tuple[str, object]) -> None:
+    """`curl -d` sends application/x-www-form-urlencoded unless told otherwise, and a client may send no Content-Type:
+    the body is read as JSON either way (it was `422 body: Input should be a valid dictionary`); a body that is not
+    JSON is the 400 saying why."""
+    url, _ = chat
+    body = json.dumps({"prompt": "say good", "max_tokens": 1})
+    for headers in ({"Content-Type": "application/x-www-form-urlencoded"}, {"Content-Type": "text/plain"}, {}):
+        request = httpx.Request("POST", f"{url}/v1/completions", content=body, headers=headers)
+        request.headers.pop("Content-Type", None) if not headers else None
+        res = httpx.Client(timeout=60).send(request)
+        assert res.status_code == 200 and res.json()["usage"]["completion_tokens"] == 1, (headers, res.text)
+    res = httpx.post(f"{url}/v1/completions", content="prompt=say+good", timeout=60,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert res.status_code == 400 and "request body is not valid UTF-8 JSON" in res.json()["error"]["message"]
+
+
+def test_a_model_with_learned_positions_batches_rows_only_when_they_fit(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """A GPT-2 with 32 positions: a long prompt with a short reply and a short prompt with a long reply each fit, but
+    not in one batch (26 + 20 columns): each runs alone, where both were a 500 (an IndexError in the position
+    embedding). Two that fit together still share a batch. (No stop token: every reply runs to its max_tokens.)"""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    run = tmp_path / "gpt2"
+    shutil.copytree(tiny_chat_run / "model", run / "model")
+    (run / "model" / "model.safetensors").unlink()
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(
+        run / "model")
+    for url, server in serve_on_loopback([run]):
+        batcher = server.models[0].chat_batcher  # type: ignore[attr-defined]
+        batcher.stop = [10**6]
+        long, short = ({"prompt": "good " * 24, "max_tokens": 3, "temperature": 0},
+                       {"prompt": "bad", "max_tokens": 20, "temperature": 0})
+        answers = together(url, batcher, [("/v1/completions", long), ("/v1/completions", short)])
+        assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+        assert [r.json()["usage"]["completion_tokens"] for r in answers] == [3, 20] and batcher.sizes[-2:] == [1, 1]
+        alone = [httpx.post(f"{url}/v1/completions", json=b, timeout=60).json()["choices"][0]["text"]
+                 for b in (long, short)]
+        assert [r.json()["choices"][0]["text"] for r in answers] == alone
+        answers = together(url, batcher, [("/v1/completions", {**long, "max_tokens": 2}),
+                                          ("/v1/completions", {**short, "max_tokens": 5})])
+        assert [r.status_code for r in answers] == [200, 200] and batcher.sizes[-1] == 2, batcher.sizes
+
+
+@pytest.fixture(scope="module")
+def lora_chat_runs(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two LoRA sft runs of tiny_llama; training added ChatML's markers (vocabulary 60 → 62)."""
+    tmp = tmp_path_factory.mktemp("lora-sft")
+    runs = []
+    for name, words in (("say-a", WORDS[:4]), ("say-b", WORDS[4:8])):
+        data = write_jsonl(tmp / f"{name}.jsonl", say_rows(words * 2))
+        sets = ["task=sft", f"model={tiny_llama}", f"data.train={data}", f"output_dir={tmp / name}", "method=lora",
+                "method.r=4", "train.epochs=1", "train.batch_size=8", "train.save_steps=0", "train.precision=fp32"]
+        res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        runs.append(tmp / name)
+    return runs
+
+
+def test_lora_sft_runs_that_grew_the_vocabulary_are_each_served_from_their_model(
+        lora_chat_runs: list[Path], tmp_path: Path) -> None:
+    """Their adapters hold whole embedding matrices of 62 rows, which one base of 60 cannot share (start-up was a
+    RuntimeError traceback from the base's load): each is served from its merged RUN/model, answering as
+    `tunelab.load` does. A shared base that does not load as the runs' config says (its weights of another shape)
+    is one line and exit code 2."""
+    import tunelab
+    from tunelab.serve.adapters import AdapterView
+    from tunelab.tasks.chat_template import prompt_ids
+    from tunelab.tasks.generation import GenerationConfig, generate
+
+    assert json.loads((lora_chat_runs[0] / "model" / "config.json").read_text())["vocab_size"] == 62
+    for url, server in serve_on_loopback(lora_chat_runs):
+        for served, run in zip(server.models, lora_chat_runs, strict=True):  # type: ignore[attr-defined]
+            assert not isinstance(served.model.module, AdapterView)
+            res = httpx.post(f"{url}/v1/chat/completions", json={"model": run.name, "messages": SAY_GOOD,
+                                                                 "max_tokens": 4, "temperature": 0}, timeout=60)
+            model = tunelab.load(run)  # its merged model, greedy, as many tokens
+            tok = model.tokenizer
+            new = generate(model.module, tok, [prompt_ids(tok, SAY_GOOD)], GenerationConfig(max_new_tokens=4), 1,
+                           stop_ids=model.task.stop_ids(tok))[0]
+            expected = tok.decode(new, skip_special_tokens=True).strip()
+            assert res.status_code == 200 and res.json()["choices"][0]["message"]["content"] == expected, res.text
+    base = tmp_path / "base"  # the base as the runs' config sizes it (62 rows), its weights of 60 rows
+    shutil.copytree(Path(json.loads((lora_chat_runs[0] / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"]), base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "vocab_size": 62}))
+    runs = []
+    for run in lora_chat_runs:
+        shutil.copytree(run, tmp_path / run.name)
+        settings = tmp_path / run.name / "adapter" / "adapter_config.json"
+        settings.write_text(json.dumps({**json.loads(settings.read_text()), "base_model_name_or_path": str(base)}))
+        runs.append(str(tmp_path / run.name))
+    res = CliRunner().invoke(app, ["serve", *runs, "--port", str(free_port())])
+    assert res.exit_code == 2, (res.output, res.exception)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: base model ") and "cannot load it" in lines[0], lines
