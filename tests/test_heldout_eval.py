@@ -121,6 +121,11 @@ def test_numeric_labels_at_eval(clean_run: Path, tmp_path: Path) -> None:
     assert floats.read_text().count('"label": 1.0') == len(rows) // 2
     res = runner.invoke(app, ["eval", str(clean_run), "--data", str(floats)])
     assert res.exit_code == 0 and json.loads(res.stdout)["accuracy"] == want, res.output
+    # a CSV cell says 1.0 where JSON's number read as 1 (was: label '1.0' is not among the training labels)
+    cells = tmp_path / "floats.csv"
+    cells.write_text("text,label\n" + "".join(f"{r['text']},{float(r['label'])}\n" for r in rows))
+    res = runner.invoke(app, ["eval", str(clean_run), "--data", str(cells)])
+    assert res.exit_code == 0 and json.loads(res.stdout)["accuracy"] == want, res.output
     bad = write_jsonl(tmp_path / "half.jsonl", [{"text": "good", "label": 0.5}])
     res = runner.invoke(app, ["eval", str(clean_run), "--data", str(bad)])
     assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
@@ -187,6 +192,8 @@ def test_cut_rows_are_said_at_eval_and_predict(clean_run: Path, tiny_bert: Path,
     capsys.readouterr()
     tunelab.load(clean_run).evaluate(data)
     assert capsys.readouterr().err.count("classification: 2 rows longer") == 1
+    res = runner.invoke(app, ["eval", str(clean_run), str(clean_run), "--data", str(data)])  # an ensemble: said once
+    assert res.exit_code == 0 and res.stderr.count("classification: 2 rows longer") == 1, res.output
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     rows = Table("d", [Record("d", 1, {"text": long, "label": "1"}), Record("d", 2, {"text": "bad", "label": "0"})])
     for mode, said in (("tail", "only its last tokens"), ("head+tail", "only its first and last tokens"),
@@ -226,6 +233,8 @@ def test_api_evaluate_scores_replies_as_the_cli(tiny_chat_run: Path, clean_run: 
             model.evaluate(tmp_path / "missing.jsonl", **kw)  # before the data is read
     with pytest.raises(TunelabError, match=r"^evaluate: num_beams: generation is for models of task sft"):
         tunelab.load(clean_run).evaluate([{"text": "good", "label": 1}], num_beams=2)
+    with pytest.raises(TunelabError, match=r"^evaluate: predictions: generation is for models of task sft"):
+        tunelab.load(clean_run).evaluate([{"text": "good", "label": 1}], predictions=out)  # (not: out exists)
 
 
 def test_the_default_replies_file_outside_a_run_is_not_replaced(tiny_chat_run: Path, tmp_path: Path) -> None:
@@ -250,4 +259,8 @@ def test_the_default_replies_file_outside_a_run_is_not_replaced(tiny_chat_run: P
     own.write_text("an earlier eval\n")
     run_val = shutil.copy(val, tmp_path / "val-run.jsonl")
     res = runner.invoke(app, ["eval", str(tiny_chat_run / "model"), "--data", str(run_val)])
+    assert res.exit_code == 0 and len(own.read_text().splitlines()) == 2, res.output
+    (tmp_path / "link").symlink_to(tiny_chat_run / "model")  # the run's model by a link: still the run's file
+    own.write_text("an earlier eval\n")
+    res = runner.invoke(app, ["eval", str(tmp_path / "link"), "--data", str(run_val)])
     assert res.exit_code == 0 and len(own.read_text().splitlines()) == 2, res.output

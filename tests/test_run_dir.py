@@ -372,6 +372,9 @@ def test_the_training_rows_fingerprint_is_of_their_values(tiny_bert: Path, tmp_p
               {"text": "b", "label": "".join(["pos", "itive"]), "row": {"id": 8}}]
     assert training_fingerprint(shared) == training_fingerprint(copies)
     assert training_fingerprint(shared) != training_fingerprint([shared[0], {**shared[1], "label": "negative"}])
+    # where in the file a row is (a CoNLL sentence's first word's line too) is not what it holds
+    assert training_fingerprint([{**r, "line": 9, "first_item_line": 10} for r in shared]) == training_fingerprint(
+        shared)
     out = tmp_path / "run"
     given = _sets(tiny_bert, tmp_path, out)
     sets = [x for flag, value in zip(given[::2], given[1::2], strict=True) if value != "train.save_steps=1"

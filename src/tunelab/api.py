@@ -225,13 +225,13 @@ class Model:
         from tunelab.evaluation.generation import eval_generation, eval_generation_config
         from tunelab.io import Read, check_outputs
 
-        if predictions is not None:
-            reads = [Read("the model directory", self.path)]
-            reads += [Read("the data file", Path(data))] if isinstance(data, str | Path) else []
-            check_outputs("predictions", [Path(predictions)], reads, overwrite, "predictions")
         gen = eval_generation_config(self.task, getattr(self.module, "config", None), generate=generate,
                                      max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature,
                                      top_p=top_p, predictions=predictions)  # checked before the data is read
+        if predictions is not None:  # (after the options: a model that writes no replies says so first)
+            reads = [Read("the model directory", self.path)]
+            reads += [Read("the data file", Path(data))] if isinstance(data, str | Path) else []
+            check_outputs("predictions", [Path(predictions)], reads, overwrite, "predictions")
         examples = model_examples(self.task, model_table(data, self.task.data.text_field, files=True),
                                   labelled=True)[:limit]
         metrics = evaluate(self.task, self.module, self.tokenizer, examples, batch_size)

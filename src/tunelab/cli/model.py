@@ -121,7 +121,7 @@ def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predic
     if generate is False or not load_task(model_dir).generates_replies:  # (tunelab.json only: no weights)
         return None
     default = default_predictions_path(model_dir, data)
-    in_run = (model_dir.parent / "config.yaml").is_file()
+    in_run = (model_dir.resolve().parent / "config.yaml").is_file()  # (a link to a run's model, or '.', too)
     if not (overwrite or in_run) and (default.exists() or default.is_symlink()):
         raise TunelabError(f"eval: {default} exists (the default replies file; {model_dir} is not in a run "
                            "directory): pass --overwrite to replace it, or --predictions FILE to write elsewhere")

@@ -86,7 +86,7 @@ def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
     the reader shared; an edited text, label or order is not."""
     h = hashlib.sha256(str(len(examples)).encode())
     for start in range(0, len(examples), 4096):
-        part = [{k: v for k, v in ex.items() if k not in ("source", "line", "row")}
+        part = [{k: v for k, v in ex.items() if k not in ("source", "line", "row", "first_item_line")}
                 for ex in examples[start : start + 4096]]
         h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=repr).encode("utf-8"))
     return h.hexdigest()

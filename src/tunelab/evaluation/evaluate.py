@@ -17,9 +17,10 @@ from tunelab.tasks.base import Task
 
 
 def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
-               batch_size: int = 64, features: list[dict[str, Any]] | None = None) -> np.ndarray:
+               batch_size: int = 64, features: list[dict[str, Any]] | None = None, say_cut: bool = True) -> np.ndarray:
     feats = features if features is not None else task.encode(examples, tokenizer)
-    note = task.cut_note() if features is None else None  # inputs cut at data.max_length (eval, predict, serve)
+    # inputs cut at data.max_length (eval, predict, serve; an ensemble's first member only)
+    note = task.cut_note() if features is None and say_cut else None
     if note:
         say(note)
     logits = task.logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)

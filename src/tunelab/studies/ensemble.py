@@ -73,7 +73,7 @@ class Ensemble:
         for i, d in enumerate(self.dirs):
             task, model, tokenizer = load_model(d)
             examples = model_examples(task, table, labelled=labelled)
-            probs = task.probabilities(logits_for(task, model, tokenizer, examples, batch_size))
+            probs = task.probabilities(logits_for(task, model, tokenizer, examples, batch_size, say_cut=i == 0))
             del model
             total = probs if total is None else total + probs
             if i == 0:

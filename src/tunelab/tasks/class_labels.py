@@ -8,6 +8,7 @@ with a fraction keeps its text (`0.5`), a label only where the model trained on 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,13 @@ def label_string(value: Any) -> str | None:
     return None
 
 
+def _number_forms(text: str) -> list[str]:
+    """Other ways to write the integer `text` is: `1` ↔ `1.0` (`01`, `1e0` are not the same label)."""
+    if re.fullmatch(r"[+-]?(0|[1-9]\d*)\.0+", text):
+        return [str(int(float(text)))]
+    return [f"{int(text)}.0"] if re.fullmatch(r"[+-]?(0|[1-9]\d*)", text) else []
+
+
 def label_text(record: Record, field: str, value: Any, known: Sequence[str] = ()) -> str:
     """`value` as a label string, or a DataError naming the row. `known`: the labels of a tuned model, where an
     integral float it was trained on as such (`1.0`, by a tunelab before integral floats read as integers) is
@@ -43,8 +51,8 @@ def label_text(record: Record, field: str, value: Any, known: Sequence[str] = ()
         raise DataError(record.source, record.line, field, f"expected a label string, got {type(value).__name__}")
     if not text.strip():
         raise DataError(record.source, record.line, field, "empty label")
-    if known and text not in known and isinstance(value, float | np.floating) and str(float(value)) in known:
-        return str(float(value))
+    if known and text not in known:  # the same number written otherwise: 1 (JSON) / 1.0 (a CSV cell, an older model)
+        text = next((form for form in _number_forms(text) if form in known), text)
     check_unicode(record, field, text)
     return text
 
