@@ -102,6 +102,37 @@ def test_a_seeded_request_gets_its_reply_whatever_else_is_in_flight(chat: tuple[
     assert batcher.sizes[sizes + 1:] == [3], batcher.sizes
 
 
+def test_a_seed_holds_while_another_served_model_samples(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """Each served model has its own batcher thread, all drawing from torch's one generator: a seeded request's reply
+    changed while another model sampled (6 of 6 under load), though the docs promise it whatever the server does."""
+    other = shutil.copytree(tiny_chat_run, tmp_path / "other")
+    serving = serve_on_loopback([tiny_chat_run, other], max_tokens=64)
+    url, _ = next(serving)
+    try:
+        first, second = (m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30).json()["data"])
+        seeded = {"model": first, "prompt": "the movie plot", "max_tokens": 40, "temperature": 2, "seed": 7}
+        alone = completion_text(httpx.post(f"{url}/v1/completions", json=seeded, timeout=60))
+        stop = threading.Event()
+
+        def noise() -> None:
+            while not stop.is_set():
+                httpx.post(f"{url}/v1/completions", json={"model": second, "prompt": "good", "max_tokens": 40,
+                                                          "temperature": 2}, timeout=60)
+
+        threads = [threading.Thread(target=noise) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            busy = [completion_text(httpx.post(f"{url}/v1/completions", json=seeded, timeout=60)) for _ in range(4)]
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert busy == [alone] * 4, (busy, alone)
+    finally:
+        serving.close()
+
+
 def test_json_and_stream_give_the_same_text(chat: tuple[str, object]) -> None:
     """A completion is never stripped (`prompt + text` is what the model read and wrote: its JSON text lost the
     whitespace its stream kept); a chat reply is stripped alike in JSON and stream. A stop string right after a
@@ -149,6 +180,23 @@ def test_a_completion_starts_with_bos_as_the_chat_prompt_does(chat: tuple[str, o
                          timeout=60).json()
         assert res["usage"] == by_chat["usage"], (prompt, res, by_chat)
         assert res["choices"][0]["text"].strip() == by_chat["choices"][0]["message"]["content"]
+
+
+def test_a_bos_only_the_chat_template_opens_with_is_not_put_before_a_completion(tiny_chat_run: Path) -> None:
+    """SmolLM2's tokenizer adds no BOS, and its BOS (`<|im_start|>`) opens its chat template as the turn marker:
+    every completion's prompt got a bare `<|im_start|>` before it (another continuation than the model's)."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    from tunelab.tasks.chat_template import completion_bos
+
+    tok = AutoTokenizer.from_pretrained(tiny_chat_run / "model")
+    assert completion_bos(tok) == tok.bos_token_id  # plain tokenisation puts it first: the prompt gets it
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    text = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    assert tok(text, add_special_tokens=False)["input_ids"][:1] == [tok.bos_token_id]  # the template opens with it
+    assert completion_bos(tok) is None
 
 
 def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:

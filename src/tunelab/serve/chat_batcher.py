@@ -16,6 +16,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,11 @@ from transformers.generation.streamers import BaseStreamer
 from tunelab.models.generate import generate_ids
 from tunelab.serve.batcher import QueueFull
 from tunelab.tasks.generation import GenerationConfig, generate_kwargs, position_limit
+
+# torch's one random generator, which every served model's sampling draws from: a seeded batch holds it from its
+# seed to its last token, or another model's sampling (another batcher's thread, an adapter over the same base)
+# drew in between and the seed's reply depended on that traffic
+SAMPLING = threading.Lock()
 
 
 @dataclass
@@ -170,9 +176,9 @@ class ChatBatcher:
         if self.limit is not None:  # (each job fits alone: the server bounds its reply by the positions left)
             longest = max(1, min(longest, self.limit - width))
         cfg = jobs[0].cfg.model_copy(update={"max_new_tokens": longest, "num_beams": 1})
-        if cfg.do_sample:
-            torch.manual_seed(cfg.seed)
         rows = _Rows(jobs, self.tokenizer, self.stop)
-        with torch.no_grad():
+        with SAMPLING if cfg.do_sample else nullcontext(), torch.no_grad():  # (greedy draws nothing)
+            if cfg.do_sample:
+                torch.manual_seed(cfg.seed)
             generate_ids(self.model, ids, mask, streamer=rows, stopping_criteria=StoppingCriteriaList([rows]),
                          **generate_kwargs(cfg, self.tokenizer, self.stop))

@@ -64,19 +64,10 @@ def adds_bos(tokenizer: Any) -> bool:
 
 
 def completion_bos(tokenizer: Any) -> int | None:
-    """The BOS id a raw-text prompt (serve's /v1/completions) starts with, as the model read text in training: where
-    plain tokenisation adds it (vLLM's completions tokenise a prompt so) or the chat template puts it first; else
-    None."""
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        return None
-    if adds_bos(tokenizer):
-        return bos
-    try:
-        first = prompt_ids(tokenizer, [{"role": "user", "content": "x"}])[:1]
-    except Exception:  # noqa: BLE001 - a template may reject the probe conversation: no BOS then
-        return None
-    return bos if first == [bos] else None
+    """The BOS id a raw-text prompt (serve's /v1/completions) starts with: where plain tokenisation adds it, as vLLM's
+    completions tokenise a prompt (Llama, Gemma); else None. Not where only a chat template opens with the BOS token:
+    SmolLM2's is `<|im_start|>`, its turn marker, which a raw prompt does not start with."""
+    return tokenizer.bos_token_id if adds_bos(tokenizer) else None
 
 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
