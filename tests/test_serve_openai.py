@@ -218,7 +218,8 @@ def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
     expected = client.chat.completions.create(model="run", messages=plain, max_tokens=4, temperature=0)
     given = client.chat.completions.create(
         model="run", max_completion_tokens=4, temperature=0, presence_penalty=0, frequency_penalty=0,
-        messages=[{"role": "developer", "content": "be brief"},
+        logprobs=False, logit_bias={}, tools=[], tool_choice="none", parallel_tool_calls=True,  # (their no-op values)
+        response_format={"type": "text"}, messages=[{"role": "developer", "content": "be brief"},
                   {"role": "user", "name": "ann", "content": [{"type": "text", "text": "say"},
                                                               {"type": "text", "text": "good"}]}])
     assert given.choices[0].message.content == expected.choices[0].message.content
@@ -234,10 +235,20 @@ def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
             ({"stream_options": {"include_usage": True}}, "stream_options", "only taken with stream"),
             ({"messages": [{"role": "user", "content": image}]}, "messages[0].content", "only text parts"),
             ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "Input should be"),
-            ({"logprobs": True}, "logprobs", "Extra inputs are not permitted")):
+            ({"logprobs": True}, "logprobs", "only null / false is taken"),
+            ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported"),
+            ({"response_format": {"type": "json_object"}}, "response_format", "not supported"),
+            ({"store": True}, "store", "Extra inputs are not permitted")):
         res = httpx.post(f"{url}/v1/chat/completions", json={"messages": SAY_GOOD, **extra}, timeout=60)
         err = res.json()["error"]
         assert res.status_code == 422 and err["param"] == param and says in err["message"], (extra, res.text)
+    plain_text = client.completions.create(model="run", prompt="say good", max_tokens=2, temperature=0)
+    defaults = client.completions.create(model="run", prompt="say good", max_tokens=2, temperature=0, echo=False,
+                                         best_of=1, logprobs=None, suffix=None, logit_bias={})
+    assert defaults.choices[0].text == plain_text.choices[0].text
+    for extra, param in (({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"logprobs": 0}, "logprobs")):
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": "x", **extra}, timeout=60)
+        assert res.status_code == 422 and res.json()["error"]["param"] == param, (extra, res.text)
 
 
 def test_a_stream_whose_generation_fails_says_so_and_ends(chat: tuple[str, object]) -> None:

@@ -5,10 +5,14 @@ honour them: `max_completion_tokens` (chat: the same as `max_tokens`; both given
 `developer` (as `system`), a message's `content` as a list of text parts (`[{"type": "text", "text": ...}]`, joined
 with newlines, as vLLM joins them), a message's `name` (taken, not used), `presence_penalty` / `frequency_penalty` of
 0 (other values: a 422 saying they are not supported), `stream_options: {"include_usage": true}` (with `stream`), and
-`user`. Anything else — other content parts (images), `n` above 1, `logprobs`, tools — is a 422 naming the field."""
+`user`; and, at a value that changes nothing (what clients send by default), `logprobs` (null / false), `logit_bias`
+({}), `tools` ([]), `tool_choice` ("none"), `parallel_tool_calls`, `response_format` ({"type": "text"}), `echo`
+(false), `best_of` (1), `suffix` (null) and `stream_options.include_obfuscation`. Anything else — other content parts
+(images), `n` above 1, those fields at other values — is a 422 naming the field."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -101,6 +105,17 @@ class Message(_Body):
 
 class StreamOptions(_Body):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # padding against length side channels: taken, none sent
+
+
+def only(*noop: Any) -> AfterValidator:
+    """A field OpenAI's clients send at its default: taken at a value that changes nothing, else a 422 saying so."""
+    def check(value: Any) -> Any:
+        if not any(type(value) is type(v) and value == v for v in noop):  # (False, not 0; [], not {})
+            raise PydanticCustomError("unsupported", "not supported by this server (only {noop} is taken)",
+                                      {"noop": " / ".join(json.dumps(v) for v in noop)})
+        return value
+    return AfterValidator(check)
 
 
 def no_penalty(value: float | None) -> float | None:
@@ -124,6 +139,8 @@ class _Sampling(_Body):
     frequency_penalty: Annotated[float | None, AfterValidator(no_penalty)] = Field(None, description="0 only.")
     n: Literal[1] = 1
     user: str | None = None
+    logit_bias: Annotated[dict[str, float] | None, only(None, {})] = None
+    logprobs: Annotated[bool | int | None, only(None, False)] = None
 
     @field_validator("stream_options", mode="after")
     @classmethod
@@ -135,6 +152,10 @@ class _Sampling(_Body):
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
+    tools: Annotated[list[Any] | None, only(None, [])] = None
+    tool_choice: Annotated[Any, only(None, "none")] = None
+    parallel_tool_calls: bool | None = None  # (no tools: nothing to call in parallel)
+    response_format: Annotated[dict[str, Any] | None, only(None, {"type": "text"})] = None
     max_completion_tokens: int | None = Field(None, ge=1, description="The same as `max_tokens` (OpenAI's newer "
                                               "name).")
 
@@ -156,3 +177,6 @@ class ChatRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: Text
+    echo: Annotated[bool | None, only(None, False)] = None
+    best_of: Annotated[int | None, only(None, 1)] = None
+    suffix: Annotated[str | None, only(None)] = None
