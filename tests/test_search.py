@@ -125,6 +125,11 @@ def test_tune_resumes_the_study(tiny_bert: Path, sentiment_files: tuple[Path, Pa
     assert res.exit_code == 0, res.output
     assert "running 0 more" in res.output and len(_study(out).trials) == 3
     assert not (out / "tune" / "trial-003").exists()
+    # search.metric left out: the study goes on with its own (was: the headline, accuracy, ranked against roc_auc)
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
+    res = runner.invoke(app, ["tune", str(path), "--trials", "3"])
+    assert res.exit_code == 0 and "trial 3: roc_auc=" in res.output, res.output
+    assert _study(out).trials[3].user_attrs["metric"] == "roc_auc"
 
 
 def test_tune_diverging_trial_fails(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
