@@ -171,7 +171,7 @@ def test_bootstrap_on_constructed_records(tmp_path: Path) -> None:
     up, flat = result["comparisons"]
     true_up = sum(y - x for x, y in zip(base, better, strict=True)) / len(base)
     assert up["test"] == "paired_bootstrap" and up["resamples"] == 2000
-    assert up["mean_difference"] == pytest.approx(true_up)
+    assert up["difference"] == pytest.approx(true_up) and up["statistic"] == "mean score"
     assert up["ci95"][0] < true_up < up["ci95"][1] and up["ci95"][0] > 0 and up["significant"]
     assert flat["ci95"][0] < 0 < flat["ci95"][1] and not flat["significant"]
     # seeded: the same interval again, another one with another seed
@@ -180,6 +180,32 @@ def test_bootstrap_on_constructed_records(tmp_path: Path) -> None:
     assert paired_bootstrap(base, better, 2000, seed=1)["ci95"] != up["ci95"]
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "Paired bootstrap" in page and "no training curves" in page
+
+
+def test_ner_bootstrap_is_of_the_corpus_entity_f1(tmp_path: Path) -> None:
+    """A mean of per-sentence F1 called B significantly worse (an entity-free sentence counts 1.0, a ten-entity one
+    as much as it) though its entity F1 is 0.87 against 0: the bootstrap is of the F1 the metric table shows."""
+    many, none = ["B-PER"] * 10, ["O"] * 10
+    block = [(many, none, many), (none, none, ["B-LOC"] + ["O"] * 9)] + [(none, none, ["B-LOC"] + ["O"] * 9)] * 2
+    rows = block * 20  # (gold, A's prediction, B's prediction)
+    for name, col in (("a", 1), ("b", 2)):
+        path = tmp_path / name
+        (path / "predictions").mkdir(parents=True)
+        (path / "config.yaml").write_text(yaml.safe_dump({"task": {"name": "ner"}}), encoding="utf-8")
+        (path / "metrics.json").write_text(json.dumps({"validation": {"f1": 0.0, "n": len(rows)}}), encoding="utf-8")
+        write_jsonl(path / "predictions" / "validation.jsonl", [
+            {"index": i, "text": f"sentence {i}", "gold": r[0], "prediction": r[col], "correct": r[0] == r[col],
+             "score": 0.0} for i, r in enumerate(rows)])
+    res = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output",
+                              str(tmp_path / "r.html"), "--json"])
+    assert res.exit_code == 0, res.output
+    (c,) = json.loads(res.stdout)["comparisons"]
+    assert c["statistic"] == "entity F1" and c["difference"] == pytest.approx(20 / 23)
+    assert c["ci95"][0] > 0 and c["significant"]
+    from tunelab.tasks.sft_report import paired_parts  # sft: the loss over all reply tokens, as its metrics
+
+    name, parts, loss = paired_parts([{"loss": 1.0, "tokens": 1}, {"loss": 3.0, "tokens": 3}])
+    assert name == "loss" and float(loss(parts.sum(0))) == 2.5
 
 
 def test_mcnemar_through_cli_on_constructed_records(tmp_path: Path) -> None:

@@ -90,8 +90,9 @@ def significance_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]
                  str(c["other_only_correct"]), f"{c['accuracy_difference']:+.4f}", f"{c['p_value']:.4g}",
                  "yes" if c["significant"] else "no"] for c in result["comparisons"]]
         return head, rows
-    head = ["run", "vs", "test", "mean score diff", "95% CI", "CI excludes 0"]
-    rows = [[c["name"], c["baseline"], f"paired bootstrap ({c['resamples']})", f"{c['mean_difference']:+.4f}",
+    head = ["run", "vs", "test", "difference", "95% CI", "CI excludes 0"]
+    rows = [[c["name"], c["baseline"], f"paired bootstrap ({c['resamples']})",
+             f"{c.get('statistic', 'mean score')} {c.get('difference', c.get('mean_difference', 0.0)):+.4f}",
              f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", "yes" if c["significant"] else "no"]
             for c in result["comparisons"]]
     return head, rows

@@ -7,8 +7,10 @@ tested against the first, on the paired per-example records:
 
 - classification: McNemar's exact test — a two-sided binomial test on the discordant pairs (examples
   exactly one of the two runs gets right), p = 1 when there are none;
-- other tasks: a paired bootstrap (seeded) of the mean per-example `score` difference, with its
-  percentile 95 % confidence interval; significant when the interval excludes 0.
+- other tasks: a paired bootstrap (seeded) of the difference in the task's headline over the resampled examples
+  (`Task.paired_parts`: NER's corpus entity F1, sft's token-weighted loss; else the mean per-example `score`), with
+  its percentile 95 % confidence interval; significant when the interval excludes 0. (A mean of per-sentence F1
+  weighed a one-entity sentence as a ten-entity one and could disagree in sign with the F1 the table shows.)
 
 Writes a plain-text report and a self-contained HTML page (report/compare.py); returns the same as JSON.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,22 +129,32 @@ def mcnemar(first: list[bool], other: list[bool]) -> dict[str, Any]:
             "p_value": min(1.0, p), "significant": p < 0.05}
 
 
-def paired_bootstrap(first: list[float], other: list[float], resamples: int = 2000,
-                     seed: int = 0) -> dict[str, Any]:
-    """Mean of (other - first) per-example scores with a percentile 95 % CI over seeded resamples of the
-    examples (the same resampled examples for both runs)."""
-    d = np.asarray(other, dtype=float) - np.asarray(first, dtype=float)
-    if not len(d):
+def _mean(sums: np.ndarray) -> np.ndarray:
+    return sums[..., 0] / sums[..., 1]
+
+
+def paired_bootstrap(first: Any, other: Any, resamples: int = 2000, seed: int = 0,
+                     statistic: Callable[[np.ndarray], np.ndarray] | None = None, name: str = "mean score",
+                     ) -> dict[str, Any]:
+    """statistic(other) - statistic(first) with a percentile 95 % CI over seeded resamples of the examples (the same
+    resampled examples for both runs). `first`, `other`: per-example scores [n] (the statistic: their mean), or
+    per-example parts [n, c] whose column sums `statistic` turns into the task's headline."""
+    a, b = np.asarray(first, dtype=float), np.asarray(other, dtype=float)
+    if not len(a):
         raise TunelabError("compare: no examples to compare")
+    if a.ndim == 1:
+        a, b, statistic = np.stack([a, np.ones_like(a)], 1), np.stack([b, np.ones_like(b)], 1), _mean
+    assert statistic is not None
     rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 2_000_000 // len(d))  # bounded memory for large splits
+    diffs = np.empty(resamples)
+    chunk = max(1, 2_000_000 // a.size)  # bounded memory for large splits
     for start in range(0, resamples, chunk):
         k = min(chunk, resamples - start)
-        means[start:start + k] = d[rng.integers(0, len(d), size=(k, len(d)))].mean(axis=1)
-    lo, hi = (float(v) for v in np.percentile(means, [2.5, 97.5]))
-    return {"test": "paired_bootstrap", "mean_difference": float(d.mean()), "ci95": [lo, hi],
-            "resamples": resamples, "seed": seed, "significant": not lo <= 0 <= hi}
+        idx = rng.integers(0, len(a), size=(k, len(a)))
+        diffs[start:start + k] = statistic(b[idx].sum(axis=1)) - statistic(a[idx].sum(axis=1))
+    lo, hi = (float(v) for v in np.percentile(diffs, [2.5, 97.5]))
+    return {"test": "paired_bootstrap", "statistic": name, "difference": float(statistic(b.sum(0)) - statistic(
+        a.sum(0))), "ci95": [lo, hi], "resamples": resamples, "seed": seed, "significant": not lo <= 0 <= hi}
 
 
 def significance(first: Run, other: Run, resamples: int, seed: int) -> dict[str, Any]:
@@ -152,8 +165,12 @@ def significance(first: Run, other: Run, resamples: int, seed: int) -> dict[str,
             else bool(first.records) and "probs" in first.records[0])
     if hard:
         return mcnemar([r["correct"] for r in first.records], [r["correct"] for r in other.records])
-    return paired_bootstrap([r["score"] for r in first.records], [r["score"] for r in other.records],
-                            resamples, seed)
+    parts = TASKS.get(first.task).paired_parts if known else None
+    if parts is None:
+        return paired_bootstrap([r["score"] for r in first.records], [r["score"] for r in other.records],
+                                resamples, seed)
+    name, a, statistic = parts(first.records)
+    return paired_bootstrap(a, parts(other.records)[1], resamples, seed, statistic, name)
 
 
 def _names(paths: list[Path]) -> list[str]:

@@ -41,9 +41,9 @@ class Task(ABC):
     baselines: ClassVar[Literal["labels", "language_model"] | None] = None  # tunelab baseline: which family
     ensembles: ClassVar[bool] = False  # several tuned models of the task can average their scores
     count_kind: ClassVar[str] = "label"  # what `label_counts` counts, as the report names it
-    # `label_counts` counts spans, none or several a row (NER: "entities"): data check's shares are of their total,
-    # not of the rows
+    # `label_counts` counts spans, none or several a row (NER: "entities"): data check's shares are of their total
     label_spans: ClassVar[str | None] = None
+    paired_parts: ClassVar[Callable[..., Any] | None] = None  # compare's bootstrap statistic (studies/compare.py)
     export_formats: ClassVar[tuple[str, ...]] = ()  # what `tunelab export --format` makes of this task's models
     onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)
     compressible: ClassVar[bool] = False  # `tunelab compress` prunes it (its gate compares each row's prediction)

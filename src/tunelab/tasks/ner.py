@@ -92,6 +92,7 @@ class Ner(Task):
     export_formats = ("onnx", "torch")
     compressible = True
     onnx_outputs = ("logits",)
+    paired_parts = staticmethod(ner_report.paired_parts)  # compare: the corpus entity F1
     cfg: NerConfig
 
     def __init__(self, cfg: NerConfig, data: Any) -> None:

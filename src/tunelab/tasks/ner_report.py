@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from tunelab import plots
 from tunelab.html import chart, esc, figs, metric_table, table
@@ -71,3 +73,18 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any], shown: int 
                    '<p class="legend"><mark class="gold">gold only</mark><mark class="pred">predicted only</mark>'
                    '<mark class="match">both</mark></p>' + table(["#", "gold", "predicted", "F1"], rows, (1, 2)))
     return "".join(out)
+
+
+def _entity_f1(sums: np.ndarray) -> np.ndarray:
+    both = sums[..., 1] + sums[..., 2]
+    return np.where(both > 0, 2 * sums[..., 0] / np.maximum(both, 1), 1.0)
+
+
+def paired_parts(records: list[dict[str, Any]]) -> tuple[str, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """compare's bootstrap of the corpus entity F1 (exact type and span, as `f1`): per sentence (entities found
+    right, gold entities, predicted entities), the F1 of their sums over the resampled sentences."""
+    parts = []
+    for r in records:
+        gold, pred = set(spans(r["gold"])), set(spans(r["prediction"]))
+        parts.append((len(gold & pred), len(gold), len(pred)))
+    return "entity F1", np.asarray(parts, dtype=float).reshape(-1, 3), _entity_f1

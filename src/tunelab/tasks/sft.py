@@ -129,6 +129,7 @@ class Sft(Task):
     auto_model_class = "AutoModelForCausalLM"
     export_formats = ("gguf",)
     headline = "loss"  # perplexity_metrics: the loss first
+    paired_parts = staticmethod(sft_report.paired_parts)  # compare: the token-weighted loss
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from tunelab import plots
 from tunelab.html import chart, figs, metric_table, note, table
@@ -43,3 +45,14 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any],
                     "assistant tokens)." + ("" if generated else " No generated replies: set "
                                             "task.generation.eval_generate: true to generate them.")))
     return "".join(out)
+
+
+def _loss(sums: np.ndarray) -> np.ndarray:
+    return sums[..., 0] / np.maximum(sums[..., 1], 1)
+
+
+def paired_parts(records: list[dict[str, Any]]) -> tuple[str, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """compare's bootstrap of the loss as the metrics give it, a mean over all reply tokens: per example (loss x
+    tokens, tokens), their sums' ratio over the resampled examples (lower is better)."""
+    parts = [(r["loss"] * r["tokens"], r["tokens"]) for r in records]
+    return "loss", np.asarray(parts, dtype=float).reshape(-1, 2), _loss
