@@ -269,6 +269,30 @@ def test_cjk_labels_and_escaping(tmp_path: Path) -> None:
     assert "confusion matrix" in html and "Most confident mistakes" in html
 
 
+def test_baselines_beside_a_run_only_on_its_rows(tmp_path: Path) -> None:
+    """baselines.json from another hold-out (another seed or validation_split, or `eval --report` of another file)
+    stood beside "fine-tuned (this run)" as if scored on the same rows: now a note says it is not shown."""
+    from tunelab.data.report import training_fingerprint
+    from tunelab.report.context import Context
+    from tunelab.report.sections import baselines_section
+
+    rows = [{"text": f"text {i}", "label": "x" if i % 2 else "y"} for i in range(6)]
+    ctx = Context("r", out_dir=tmp_path, splits={"validation": rows}, metrics={"validation": {"accuracy": 0.9}})
+
+    def shown(meta: dict) -> str:
+        baselines = {"validation": {"tfidf_nb": {"accuracy": 0.7}}, "meta": {"task": "classification", **meta}}
+        (tmp_path / "baselines.json").write_text(json.dumps(baselines), encoding="utf-8")
+        return baselines_section(ctx) or ""
+
+    same = shown({"rows": {"validation": 6}, "rows_sha256": {"validation": training_fingerprint(rows)}})
+    assert "tfidf_nb" in same and "fine-tuned (this run)" in same
+    other = shown({"rows": {"validation": 6}, "rows_sha256": {"validation": training_fingerprint(rows[:5])}})
+    assert "tfidf_nb" not in other and "scored other validation rows than these (6 rows there, 6 here" in other
+    older = shown({"rows": {"validation": 12}})  # a baselines.json without the hashes: by the count
+    assert "tfidf_nb" not in older and "12 rows there, 6 here" in older
+    assert "fine-tuned (this run)" in shown({"rows": {"validation": 6}})
+
+
 def test_report_failure_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tunelab.report import write_run_report
 

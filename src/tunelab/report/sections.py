@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tunelab import plots
+from tunelab.data.report import training_fingerprint
 from tunelab.html import chart, esc, figs, note, table
 from tunelab.io import read_json
 from tunelab.metrics import scalars
@@ -207,15 +208,40 @@ def baselines_section(ctx: Context) -> str | None:
     for split, by_name in data.items():
         if split == "meta" or not isinstance(by_name, dict):
             continue
+        if _other_rows(ctx, data, split):
+            out.append(f"<h3>{esc(split)}</h3>" + note(
+                f"baselines.json scored other {split} rows than these ({_counts(ctx, data, split)}: another file, or "
+                f"another data.validation_split or train.seed): not shown; run `tunelab baseline` with this run's "
+                "config again"))
+            continue
         ours = scalars(ctx.metrics.get(split) or {})
         names = list(dict.fromkeys(k for m in by_name.values() if isinstance(m, dict) for k in scalars(m)))
         rows = [[b, *(m.get(n) for n in names)] for b, m in by_name.items() if isinstance(m, dict)]
         if ours:
             rows.append(["fine-tuned (this run)", *(ours.get(n) for n in names)])
         out.append(f"<h3>{esc(split)}</h3>" + table(["model", *names], rows))
-    if "meta" in data:
-        out.append(note("meta: " + json.dumps(data["meta"], ensure_ascii=False)[:600]))
+    if isinstance(data.get("meta"), dict):  # (the rows' hashes are for the check above, not for reading)
+        shown = {k: v for k, v in data["meta"].items() if k != "rows_sha256"}
+        out.append(note("meta: " + json.dumps(shown, ensure_ascii=False)[:600]))
     return "".join(out) or None
+
+
+def _other_rows(ctx: Context, data: dict[str, Any], split: str) -> bool:
+    """Whether baselines.json scored `split` on other rows than the report's: by the rows' hash where it has one
+    (baselines since 2026-12-06), else by their count; False when the report has no rows of that split."""
+    rows, meta = ctx.splits.get(split), data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    if rows is None:
+        return False
+    sha = (meta.get("rows_sha256") or {}).get(split)
+    if isinstance(sha, str):
+        return sha != training_fingerprint(rows)
+    count = (meta.get("rows") or {}).get(split)
+    return isinstance(count, int) and count != len(rows)
+
+
+def _counts(ctx: Context, data: dict[str, Any], split: str) -> str:
+    count = ((data.get("meta") or {}).get("rows") or {}).get(split)
+    return f"{count} rows there, {len(ctx.splits[split])} here" if isinstance(count, int) else "other rows"
 
 
 def learning_curve_section(ctx: Context) -> str | None:

@@ -35,7 +35,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
-from tunelab.data.report import DataReport
+from tunelab.data.report import DataReport, training_fingerprint
 from tunelab.errors import TunelabError
 from tunelab.io import make_dirs, write_json_atomic
 from tunelab.progress import table_console
@@ -246,6 +246,8 @@ def run_baselines(cfg: RunConfig, zero_shot_model: str | None = None, embedding_
         raise TunelabError("baseline: no validation or test rows to score (data.validation_split is 0)")
     result: dict[str, Any] = {s: {} for s in splits if s != "train"}
     result["meta"] = {"task": name, "rows": {s: len(ex) for s, ex in splits.items()}, "seed": cfg.train.seed,
+                      # which rows each split was: a report sets the baselines beside a run scored on the same ones
+                      "rows_sha256": {s: training_fingerprint(ex) for s, ex in splits.items() if s != "train"},
                       "wall_s": {}, "notes": []}
     if family == "labels":
         _classification(cfg, task, splits, result, {
