@@ -97,7 +97,8 @@ class DataConfig(Section):
     )
     validation_split: float = Field(
         0.1, ge=0.0, lt=1.0,
-        description="Fraction of train held out (stratified, seeded by train.seed) when no validation file.",
+        description="Fraction of train held out when no validation file: round(rows × it), stratified by class "
+        "(QA: whole contexts), seeded by train.seed.",
     )
     clean: CleanConfig | None = Field(
         None, description="Clean texts of every split (true = the defaults); removals go to removed.jsonl."
