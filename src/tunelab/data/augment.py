@@ -5,6 +5,10 @@ English (any whitespace-separated language) works on words; Chinese on character
 words when `jieba` is importable. Each op maps a list of units to `[(unit, origin)]`, where origin is
 the index of the unit it came from (-1: inserted), so token-level tasks (NER) can carry tags along.
 Back-translation is not implemented.
+
+No op deletes, moves, replaces or inserts a negation (`NEGATIONS`; in Chinese a unit holding 不 没 别 无 非 未, a
+jieba word such as 没有 or a single character), and a swap never carries a word across one: a copy keeps its label's
+meaning (`the film was not good` never becomes `the film was good`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ Units = list[tuple[str, int]]
 
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 NEEDS_SYNONYMS = ("insert", "synonym")
+NEGATIONS = frozenset({"not", "no", "never", "nor", "cannot", "without", "n't"})  # English words (and -n't)
+NEGATIONS_ZH = frozenset("不没别无非未")  # Chinese: a unit holding one (a character, or a jieba word: 没有, 不错)
 
 
 # ---------------------------------------------------------------------------- units
@@ -70,10 +76,36 @@ def _count(n: int, ratio: float) -> int:
     return max(1, round(ratio * n))
 
 
+def is_negation(unit: str) -> bool:
+    """A unit no op may touch: an English negation (`not`, `Never,`, `don't`, `can’t`) or one holding a Chinese
+    negation character; a synonym that is one is never put in."""
+    core = _CORE.match(unit).group(2).casefold().replace("\u2019", "'")  # type: ignore[union-attr]
+    return core in NEGATIONS or core.endswith("n't") or any(c in NEGATIONS_ZH for c in unit)
+
+
+def _free(units: Sequence[str]) -> list[int]:
+    """The positions of the units an op may change (not negations)."""
+    return [i for i, u in enumerate(units) if not is_negation(u)]
+
+
+def _segments(units: Sequence[str]) -> list[list[int]]:
+    """The runs of free positions between negations, of two or more: a swap stays inside one."""
+    runs: list[list[int]] = [[]]
+    for i, u in enumerate(units):
+        if is_negation(u):
+            runs.append([])
+        else:
+            runs[-1].append(i)
+    return [r for r in runs if len(r) > 1]
+
+
 def _synonyms_of(unit: str, lookup: Synonyms) -> tuple[str, str, str, list[str]]:
-    """(leading punctuation, word, trailing punctuation, synonyms of word)."""
+    """(leading punctuation, word, trailing punctuation, synonyms of word): none for a negation, and none that is or
+    holds one."""
     lead, core, trail = _CORE.match(unit).groups()  # type: ignore[union-attr]
-    return lead, core, trail, (lookup(core) if core else [])
+    if not core or is_negation(unit):
+        return lead, core, trail, []
+    return lead, core, trail, [s for s in lookup(core) if not any(is_negation(w) for w in s.split() or [s])]
 
 
 def _cased(syn: str, like: str) -> str:
@@ -85,20 +117,22 @@ def _cased(syn: str, like: str) -> str:
 
 
 def op_delete(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
-    """Delete ratio·n units (at least one; never the last)."""
-    if len(units) < 2:
+    """Delete ratio·n units (at least one; never the last other than negations, never a negation)."""
+    free = _free(units)
+    if len(free) < 2:
         return [(u, i) for i, u in enumerate(units)]
-    gone = set(rng.sample(range(len(units)), min(_count(len(units), ratio), len(units) - 1)))
+    gone = set(rng.sample(free, min(_count(len(units), ratio), len(free) - 1)))
     return [(u, i) for i, u in enumerate(units) if i not in gone]
 
 
 def op_swap(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
-    """Swap two random units, ratio·n times (at least once)."""
+    """Swap two random units, ratio·n times (at least once); never a negation, nor across one."""
     out = [(u, i) for i, u in enumerate(units)]
-    if len(out) < 2:
+    segments = _segments(units)
+    if not segments:
         return out
     for _ in range(_count(len(units), ratio)):
-        a, b = rng.sample(range(len(out)), 2)
+        a, b = rng.sample(rng.choice(segments), 2)
         out[a], out[b] = out[b], out[a]
     return out
 
