@@ -296,3 +296,31 @@ def test_chinese_negations_stay(segmenter: str, monkeypatch: pytest.MonkeyPatch)
             before, after = got[0].split("不")[0], got[0].split("没")[1]
             assert set(before) <= set(text.split("不")[0]) and set(after) <= set(text.split("没")[1]), got
     assert aug.is_negation("不") and aug.is_negation("没有") and not aug.is_negation("好看")
+
+
+def test_augmented_copies_that_repeat_a_kept_row_are_dropped_under_dedup(tiny_bert: Path, tmp_path: Path) -> None:
+    """Cross-split dedup ran before augmentation: `delete` copies of `alpha beta` equal to the validation rows `alpha`
+    and `beta` were trained on, and copies of `Good good` repeated one another. With data.dedup each is dropped into
+    removed.jsonl (`augmented_duplicate`), counted, and the summary's counts add up."""
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "alpha beta", "label": "pos"},
+                                                   {"text": "Good good", "label": "pos"},
+                                                   {"text": "gamma delta", "label": "neg"}])
+    val = write_jsonl(tmp_path / "val.jsonl", [{"text": t, "label": lab} for t, lab in
+                                               (("alpha", "pos"), ("beta", "pos"), ("gamma", "neg"), ("delta", "neg"))])
+    out = tmp_path / "run"
+    sets = [f"model={tiny_bert}", "task=classification", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={out}", "data.dedup=true", "data.augment={ops: [delete], copies: 3}", "train.max_steps=1",
+            "train.save_steps=0"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "data_summary.json").read_text())
+    removed = [json.loads(x) for x in (out / "removed.jsonl").read_text().splitlines()]
+    assert summary["removed"] == {"train": {"augmented_duplicate": 8}}
+    assert Counter(r["duplicate_in"] for r in removed) == {"validation": 6, "augmented": 2}
+    assert {r["row"]["text"] for r in removed if r["duplicate_in"] == "validation"} <= {"alpha", "beta", "gamma",
+                                                                                         "delta"}
+    assert all(r["row"]["augmented_from"] == r["line"] for r in removed)
+    assert summary["rows_added"] == {"train": {"augmented": 9}}
+    assert summary["applied"]["augment"]["copies_added"] == 1 and summary["applied"]["augment"][
+        "duplicates_dropped"] == 8
+    assert summary["rows_used"]["train"] == 3 - 8 + 9 == 4

@@ -188,20 +188,24 @@ def augment_text(text: str, ops: Sequence[str], rng: random.Random, ratio: float
 # ---------------------------------------------------------------------------- examples & files
 def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, seed: int, lookup: Synonyms | None,
                      text_field: str = "text", cache: bool = True, several_files: bool = False,
+                     keep: Callable[[], Callable[[dict[str, Any]], bool]] | None = None,
                      ) -> tuple[Sequence[dict[str, Any]], dict[str, Any]]:
     """The examples followed by `cfg.copies` augmented copies of each (in order). A copy carries
     `augmented_from` (the original's line; `file:line` where `several_files` — a dataset folder's rows, whose lines
     restart in each file) in the example and its `row`. Copy j of row i draws from
     its own RNG, seeded by (seed, i, j): the output depends only on the seed and the input. Rows spilled to disk (a
     `RowSequence`: a large training file) get their copies spilled as they are made (in the feature cache's folder
-    unless `cache` is off), so neither is held whole; the rows are the same."""
+    unless `cache` is off), so neither is held whole; the rows are the same. `keep` makes, for each attempt at the
+    copies (a spill that cannot be written starts again), the test a copy must pass to be added (`data.dedup`:
+    `dedup.CopyDuplicates`); the others are counted as `duplicates_dropped`."""
     if lookup is None and set(cfg.ops) <= set(NEEDS_SYNONYMS):
         raise ConfigError("config: data.augment.ops: insert and synonym need data.augment.synonyms "
                           "(or a model for embedding neighbours)")
     counts: dict[str, Any] = {}
 
     def copies() -> Iterator[list[dict[str, Any]]]:
-        counts.update(by_op=Counter(), unchanged=0, added=0)
+        counts.update(by_op=Counter(), unchanged=0, added=0, dropped=0)
+        wanted = keep() if keep is not None else None
         part: list[dict[str, Any]] = []
         for i, ex in enumerate(examples):
             if "text" not in ex:
@@ -213,10 +217,14 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
                     counts["unchanged"] += 1
                     continue
                 text, op = result
-                counts["by_op"][op] += 1
                 origin = f"{ex.get('source')}:{ex.get('line')}" if several_files else ex.get("line")
                 row = {**ex.get("row", {}), text_field: text, "augmented_from": origin}
-                part.append({**ex, "text": text, "augmented_from": origin, "row": row})
+                made = {**ex, "text": text, "augmented_from": origin, "row": row}
+                if wanted is not None and not wanted(made):
+                    counts["dropped"] += 1
+                    continue
+                counts["by_op"][op] += 1
+                part.append(made)
             if len(part) >= 4096:
                 counts["added"] += len(part)
                 yield part
@@ -230,7 +238,7 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
     else:
         out = [*examples, *(ex for part in copies() for ex in part)]
     stats = {"copies_added": counts["added"], "by_op": dict(sorted(counts["by_op"].items())),
-             "unchanged_not_added": counts["unchanged"]}
+             "unchanged_not_added": counts["unchanged"], **({"duplicates_dropped": counts["dropped"]} if keep else {})}
     return out, stats
 
 

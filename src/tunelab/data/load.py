@@ -202,6 +202,7 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
         train, held, note = split_validation(train, data.validation_split, seed, task.stratify_key, task.group_key,
                                              source=data.train, group_name=task.grouped_by)
         report.applied["validation_split"] = {"fraction": data.validation_split, "rows": len(held), "note": note}
+        report.held_out = len(held)
         if note:
             say(f"note: {note}")
         if held:
