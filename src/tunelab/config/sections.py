@@ -46,8 +46,9 @@ class MethodConfig(Section):
 class CleanConfig(Section):
     normalize_unicode: bool = Field(True, description="NFKC-normalise and drop zero-width and control characters "
                                     "(SFT turns: NFC, so full-width punctuation stays).")
-    strip_html: bool = Field(True, description="Remove HTML tags, comments, scripts; unescape entities (&amp;). SFT: "
-                             "also HTML a reply means to show; turn off for code data.")
+    strip_html: bool = Field(True, description="Remove tags of HTML elements, comments, scripts (`List<T>` stays); "
+                             "unescape entities ending in `;` (&amp;). SFT: also HTML a reply means to show; turn off "
+                             "for code data.")
     collapse_whitespace: bool = Field(True, description="Runs of whitespace (newlines too) become one space; trim. "
                                       "SFT turns keep lines and indentation: trailing spaces cut, blank-line runs "
                                       "made one.")
