@@ -251,3 +251,76 @@ def test_cli_data_augment_names_a_row_without_the_label_the_others_have(tmp_path
     res = CliRunner().invoke(app, ["data", "augment", str(unlabelled), "--output", str(out),
                                    "--set", "data.augment.ops=[delete,swap]"])
     assert res.exit_code == 0, res.output
+
+
+NEGATED = ["the film was not good at all", "I don't like it , never again", "No , it can’t be fine without music"]
+NEGATION_WORDS = {"not", "don't", "never", "No", "can’t", "without"}
+
+
+@pytest.mark.parametrize("text", NEGATED)
+def test_no_op_deletes_moves_replaces_or_inserts_a_negation(text: str) -> None:
+    """`delete` dropped `not` and `swap` moved it (`the film was not good` → `the film was good`), label kept; now each
+    negation stays, no unit crosses one, and none is put in or taken out by a synonym."""
+    words = text.split()
+    negations = [w for w in words if w in NEGATION_WORDS]
+    syn = SynonymTable({"good": ["not bad", "fine"], "fine": ["never mind"], "like": ["love"], "not": ["hardly"],
+                        "the": ["no"], "again": ["nor"], "music": ["songs"], "without": ["with"]})
+    for seed in range(200):
+        for name, op in aug.OPS.items():
+            out = op(words, random.Random(seed), 0.5, syn)
+            units = [u for u, _ in out]
+            assert [u for u in units if u in NEGATION_WORDS | {"no", "nor", "hardly", "with"} or "not" in u or
+                    "never" in u] == negations, (name, units)
+            for at, (_, i) in enumerate(out):  # a unit from the text has the same negations before it as there
+                if i >= 0:
+                    assert [w for w in words[:i] if w in NEGATION_WORDS] == \
+                        [w for w in units[:at] if w in NEGATION_WORDS], (name, units)
+    assert all(aug.is_negation(w) for w in negations) and not any(aug.is_negation(w) for w in ("nothing", "note"))
+
+
+@pytest.mark.parametrize("segmenter", ["characters", "jieba"])
+def test_chinese_negations_stay(segmenter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Character by character (no jieba) 不 is a unit of its own; jieba keeps it inside a word (不好, 没有): either
+    way `delete` and `swap` leave 不 and 没 where they are among the text's other characters."""
+    if segmenter == "characters":
+        monkeypatch.setattr(aug, "jieba_or_none", lambda: None)
+    elif aug.jieba_or_none() is None:
+        pytest.skip("jieba is not installed")
+    text = "这部电影不好看，剧情没有意思"
+    for seed in range(100):
+        for name in ("delete", "swap"):
+            got = aug.augment_text(text, [name], random.Random(seed), 0.5, None, "zh")
+            if got is None:  # swaps that undid each other
+                continue
+            assert [c for c in got[0] if c in "不没"] == ["不", "没"], got
+            before, after = got[0].split("不")[0], got[0].split("没")[1]
+            assert set(before) <= set(text.split("不")[0]) and set(after) <= set(text.split("没")[1]), got
+    assert aug.is_negation("不") and aug.is_negation("没有") and not aug.is_negation("好看")
+
+
+def test_augmented_copies_that_repeat_a_kept_row_are_dropped_under_dedup(tiny_bert: Path, tmp_path: Path) -> None:
+    """Cross-split dedup ran before augmentation: `delete` copies of `alpha beta` equal to the validation rows `alpha`
+    and `beta` were trained on, and copies of `Good good` repeated one another. With data.dedup each is dropped into
+    removed.jsonl (`augmented_duplicate`), counted, and the summary's counts add up."""
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "alpha beta", "label": "pos"},
+                                                   {"text": "Good good", "label": "pos"},
+                                                   {"text": "gamma delta", "label": "neg"}])
+    val = write_jsonl(tmp_path / "val.jsonl", [{"text": t, "label": lab} for t, lab in
+                                               (("alpha", "pos"), ("beta", "pos"), ("gamma", "neg"), ("delta", "neg"))])
+    out = tmp_path / "run"
+    sets = [f"model={tiny_bert}", "task=classification", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={out}", "data.dedup=true", "data.augment={ops: [delete], copies: 3}", "train.max_steps=1",
+            "train.save_steps=0"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "data_summary.json").read_text())
+    removed = [json.loads(x) for x in (out / "removed.jsonl").read_text().splitlines()]
+    assert summary["removed"] == {"train": {"augmented_duplicate": 8}}
+    assert Counter(r["duplicate_in"] for r in removed) == {"validation": 6, "augmented": 2}
+    assert {r["row"]["text"] for r in removed if r["duplicate_in"] == "validation"} <= {"alpha", "beta", "gamma",
+                                                                                         "delta"}
+    assert all(r["row"]["augmented_from"] == r["line"] for r in removed)
+    assert summary["rows_added"] == {"train": {"augmented": 9}}
+    assert summary["applied"]["augment"]["copies_added"] == 1 and summary["applied"]["augment"][
+        "duplicates_dropped"] == 8
+    assert summary["rows_used"]["train"] == 3 - 8 + 9 == 4

@@ -521,6 +521,33 @@ def test_a_lone_carriage_return_ends_a_line(tmp_path: Path) -> None:
     assert [(r.line, r.data["text"]) for r in iter_txt(corpus)] == [(1, "para one\nstill one"), (4, "para two")]
 
 
+def test_jsonl_with_lone_carriage_returns_reads_as_tsv_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSONL split at "\n" only: a lone-CR file was one line, `cr.jsonl:1: json: invalid JSON (Extra data ...)`. Now
+    its rows, streamed or whole, are numbered as the TSV of the same rows numbers them; a bad row and a bad byte are
+    named at their own line; CRLF is unchanged."""
+    from tunelab.data import load
+
+    body = ('{"text": "good film", "label": "pos"}\r{"text": "bad film", "label": "neg"}\r\r'
+            '{"text": "ok", "label": "pos"}\r')
+    jsonl = write(tmp_path / "cr.jsonl", body)
+    tsv = write(tmp_path / "cr.tsv", "text\tlabel\rgood film\tpos\rbad film\tneg\r\rok\tpos\r")
+    want = [(1, {"text": "good film", "label": "pos"}), (2, {"text": "bad film", "label": "neg"}),
+            (4, {"text": "ok", "label": "pos"})]
+    assert [(r.line, r.data) for r in read_table(jsonl).records] == want
+    assert [(r.line - 1, r.data) for r in read_table(tsv).records] == want  # (its line 1 is the header)
+    monkeypatch.setattr(load, "STREAM_BYTES", 0)  # parsed as a large file is: a line at a time
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    assert [(ex["line"], ex["text"]) for ex in load.parse_file(str(jsonl), make_task(), stream=True)] == \
+        [(1, "good film"), (2, "bad film"), (4, "ok")]
+    with pytest.raises(DataError, match=r"bad.jsonl:4: json: invalid JSON \(Expecting value"):
+        read_table(write(tmp_path / "bad.jsonl", body.replace('{"text": "ok"', '{"text": ok')))
+    (tmp_path / "byte.jsonl").write_bytes(body.replace("ok", "o\xff").encode("latin-1"))
+    with pytest.raises(DataError, match=r"byte.jsonl:4: bytes: not valid UTF-8 \(byte 0xff at column 12\)"):
+        read_table(tmp_path / "byte.jsonl")
+    crlf = write(tmp_path / "crlf.jsonl", body.replace("\r", "\r\n"))
+    assert [(r.line, r.data) for r in read_table(crlf).records] == want
+
+
 def test_one_json_object_over_several_lines_is_one_row(tmp_path: Path) -> None:
     """A pretty-printed object is a row (not JSON lines whose first line is `{`); a SQuAD file with no articles has
     no rows; a JSON-lines file with a broken first line is still named at that line."""

@@ -14,7 +14,7 @@ from conftest import WORDS, say_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
-from tunelab.data.readers import Record, Table
+from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.evaluation.generation import eval_generation, eval_generation_config
 from tunelab.metrics.generation import score_generations, segment_zh
@@ -240,6 +240,24 @@ def test_prompt_template_builds_the_user_turn() -> None:
     two = Sft(SftConfig(prompt_template="{a} + {b} = {{sum}}", response_field="c"), DataConfig())
     (ex,) = two.parse(_table([{"a": 1, "b": "two", "c": "3"}]))
     assert ex["messages"][0]["content"] == "1 + two = {sum}"  # {{ and }} are literal braces
+
+
+def test_prompt_template_refuses_a_missing_value_written_as_nan(tmp_path: Path) -> None:
+    """JSON `NaN` (pandas' missing cell) was filled in as the text "NaN", even as the trained reply."""
+    task = Sft(SftConfig(prompt_template="Translate: {source}", response_field="target"), DataConfig())
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"source": "Hi.", "target": "Salut."}\n{"source": "Bye.", "target": NaN}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: target: missing value \(nan\)$"):
+        task.parse(read_table(str(path)))
+    for row, field in (({"source": float("nan"), "target": "x"}, "source"), ({"source": "x", "target": float("nan")},
+                                                                              "target"),
+                       ({"source": float("inf"), "target": "x"}, "source")):
+        with pytest.raises(DataError, match=rf"^d.jsonl:1: {field}: missing value \((nan|inf)\)"):
+            task.parse(_table([row]))
+    (ex,) = task.parse(_table([{"source": "Hi.", "target": float("nan")}]), labelled=False)  # predict: no reply
+    assert ex["messages"] == [{"role": "user", "content": "Translate: Hi."}]
+    (ex,) = task.parse(_table([{"source": 2.5, "target": "x"}]))  # a finite number is its JSON text, as before
+    assert ex["messages"][0]["content"] == "Translate: 2.5"
 
 
 @pytest.mark.parametrize(("kw", "error"), [

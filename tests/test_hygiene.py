@@ -45,6 +45,23 @@ def test_clean_text() -> None:
     assert normalised_key({"text": "a ", "text_pair": " b"}) == normalised_key({"text": "a \x00 b"})
 
 
+@pytest.mark.parametrize(("text", "want"), [
+    ("if a<b and c>d then fail", "if a<b and c>d then fail"),  # was "if ad then fail"
+    ("std::vector<int> v; List<String> s; Array<Object> o", "std::vector<int> v; List<String> s; Array<Object> o"),
+    ("x<y>z and <foo>bar</foo>", "x<y>z and <foo>bar</foo>"),
+    ("AT&T&not good &copy 2020", "AT&T&not good &copy 2020"),  # was "AT&T¬ good © 2020": no `;`, no entity
+    ("caf&eacute; &amp; &#233;t&#xE9; &lt;b&gt;", "café & été <b>"),
+    ('<P ALIGN=center>one</P><BR>two <a href="x" target=_blank>link</a>', "one two link"),
+    ('<div class="a" hidden>t</div><img src=x.png alt="a > b"/>&nbsp;<input disabled>', "t"),
+    ("<!DOCTYPE html><html><body><!-- note -->hi<br />there</body></html>", "hi there"),
+    ("</p class=x> <b and c>", "</p class=x> <b and c>"),  # a closing tag takes no attributes; `and c` are none
+])
+def test_strip_html_removes_markup_only(text: str, want: str) -> None:
+    """Only tags of HTML element names (in one case, attributes well formed), comments and scripts go; entities are
+    decoded only when written with their `;`."""
+    assert clean_text(text, CleanConfig()) == want
+
+
 @pytest.mark.parametrize(("collide", "stream"), [(False, False), (True, False), (False, True), (True, True)])
 def test_dedup_within_and_across_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collide: bool,
                                         stream: bool) -> None:

@@ -261,16 +261,19 @@ def test_train_end_to_end_with_imbalance_and_augmentation(tiny_bert: Path, tmp_p
     res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "data_summary.json").read_text())
-    assert summary["removed"] == {"train": {"duplicate": 2, "in_validation": 1}}
+    dropped = summary["applied"]["augment"]["duplicates_dropped"]  # copies repeating a row or another copy
+    assert summary["removed"] == {"train": {"duplicate": 2, "in_validation": 1, "augmented_duplicate": dropped}}
     removed = [json.loads(x) for x in (out / "removed.jsonl").read_text().splitlines()]
-    assert [r["line"] for r in removed] == [21, 22, 3] and removed[1]["row"]["text"].startswith("<b>")
+    assert [r["line"] for r in removed[:3]] == [21, 22, 3] and removed[1]["row"]["text"].startswith("<b>")
+    assert {r["reason"] for r in removed[3:]} <= {"augmented_duplicate"}
+    _add_up(summary)
     dist = summary["class_distribution"]
     assert dist["before_sampling"] == {"negative": 5, "positive": 14}
     assert dist["after_sampling"] == {"negative": 14, "positive": 14}
     applied = summary["applied"]
     assert applied["sampling"] == {"method": "oversample", "rows_before": 19, "rows_after": 28}
     aug = applied["augment"]
-    assert aug["rows_before"] == 28 and aug["copies_added"] + aug["unchanged_not_added"] == 56
+    assert aug["rows_before"] == 28 and aug["copies_added"] + aug["unchanged_not_added"] + dropped == 56
     assert aug["synonym_source"].startswith("input-embedding neighbours")
     assert sum(dist["after_augment"].values()) == 28 + aug["copies_added"]
     loss = applied["loss"]
@@ -278,3 +281,41 @@ def test_train_end_to_end_with_imbalance_and_augmentation(tiny_bert: Path, tmp_p
     assert set(loss["class_weights"]) == {"negative", "positive"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 2 and metrics["train"]["rows"]["train"] == 28 + aug["copies_added"]
+
+
+def _add_up(summary: dict) -> None:
+    """Per split: rows read − removed − held out + added = rows used (a held-out validation split starts from what
+    was held out)."""
+    removed = {s: sum(c.values()) for s, c in summary["removed"].items()}
+    added = {s: sum(c.values()) for s, c in summary.get("rows_added", {}).items()}
+    held = summary.get("held_out_for_validation", 0)
+    for split, used in summary["rows_used"].items():
+        start = summary["rows_read"].get(split, held if split == "validation" else 0)
+        moved = held if split == "train" else 0
+        assert start - removed.get(split, 0) - moved + added.get(split, 0) == used, (split, summary)
+
+
+@pytest.mark.parametrize("how", ["undersample", "oversample"])
+def test_resampled_rows_are_accounted_for(tiny_bert: Path, tmp_path: Path, how: str) -> None:
+    """Undersampling's dropped rows were in no removed.jsonl, and oversampling's copies in no count: read − removed
+    was not the rows used. Now each dropped row is there (`undersampled`, with its class) and the copies are
+    `rows_added.train.oversampled`; the counts add up, a validation hold-out included."""
+    rows = [{"text": f"good movie number {i}", "label": "pos"} for i in range(16)] + \
+        [{"text": f"bad film number {i}", "label": "neg"} for i in range(6)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "run"
+    sets = [f"model={tiny_bert}", "task=classification", f"data.train={train}", f"output_dir={out}",
+            f"data.sampling={how}", "data.validation_split=0.2", "train.max_steps=1", "train.save_steps=0"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "data_summary.json").read_text())
+    removed = [json.loads(x) for x in (out / "removed.jsonl").read_text().splitlines()]
+    assert summary["held_out_for_validation"] == 4 and summary["rows_used"]["validation"] == 4
+    if how == "undersample":  # 13 pos and 5 neg left after the hold-out: 8 pos go
+        assert summary["removed"] == {"train": {"undersampled": 8}} and "rows_added" not in summary
+        assert {r["class"] for r in removed} == {"pos"} and all(r["row"]["label"] == "pos" for r in removed)
+        assert len({r["line"] for r in removed}) == 8 and summary["rows_used"]["train"] == 10
+    else:
+        assert summary["removed"] == {} and removed == []
+        assert summary["rows_added"] == {"train": {"oversampled": 8}} and summary["rows_used"]["train"] == 26
+    _add_up(summary)

@@ -158,3 +158,30 @@ def test_encoding_in_chunks_is_encoding_at_once(tiny_bert: Path, truncation: str
     assert task.token_lengths(tok, examples) == lengths
     if truncation == "sliding_window":
         assert sorted({f["example_index"] for f in whole}) == list(range(7))
+
+
+def test_a_pair_that_leaves_windows_no_room_is_one_line(tiny_bert: Path, tmp_path: Path) -> None:
+    """Windows slide over `text` and the pair repeats in each: a 27-token pair at max_length 32 leaves 2 text tokens a
+    window, under window_stride 4. Training crashed (rc 1: the tokenizer's Rust panic "`stride` must be strictly less
+    than `max_len`", or "Sequence to truncate too short" for a longer pair) and `data check` said nothing; now both
+    name the row in one line, exit 2. A row short enough not to be cut still trains."""
+    pair = " ".join(["good"] * 27)
+    rows = [{"text": "bad", "question": pair, "label": "neg"}, {"text": "nice movie", "label": "pos", "question": "a"},
+            {"text": " ".join(WORDS[:20]), "question": pair, "label": "pos"}, {"text": "x", "question": "y",
+                                                                                "label": "neg"}]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    want = (f"{train}:3: question: 27 tokens leave 2 for text; window_stride 4 needs more: shorten the pair or "
+            "lower data.window_stride")
+    data = ["data.max_length=32", "data.truncation=sliding_window", "data.window_stride=4",
+            "data.text_pair_field=question"]
+    sets = [f"model={tiny_bert}", f"data.train={train}", f"output_dir={tmp_path / 'run'}", "task=classification",
+            "data.validation_split=0", "train.max_steps=1", "train.save_steps=0", *data]
+    runner = CliRunner()
+    for args in (["train", *[a for s in sets for a in ("--set", s)]],
+                 ["data", "check", str(train), "--model", str(tiny_bert), *[a for s in data for a in ("--set", s)]]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and res.output.strip().splitlines() == [f"error: {want}"], res.output
+    longer = write_jsonl(tmp_path / "long.jsonl", [rows[1], {**rows[2], "question": " ".join(["good"] * 40)}, rows[3]])
+    res = runner.invoke(app, ["data", "check", str(longer), "--model", str(tiny_bert),
+                              *[a for s in data for a in ("--set", s)]])
+    assert res.exit_code == 2 and f"{longer}:2: question: 40 tokens leave 0 for text; window_stride 4" in res.output

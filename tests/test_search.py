@@ -310,8 +310,8 @@ def test_cv_folds_without_classes_are_plain_kfold() -> None:
     run_config_class()  # registers the tasks
     multi = TASKS.get("classification")(TASKS.get("classification").Config(multi_label=True), DataConfig())
     rows = [{"text": f"t{i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(10)]
-    folds, stratified = fold_indices(rows, multi, 5, seed=0)
-    assert not stratified and len(folds) == 5
+    folds, how = fold_indices(rows, multi, 5, seed=0)
+    assert how == "random" and len(folds) == 5
     assert sorted(i for _, held in folds for i in held) == list(range(10))
 
 

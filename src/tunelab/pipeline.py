@@ -133,7 +133,8 @@ def run(cfg: RunConfig, resume: str | None = None,
     distill = _distill_loss(cfg, task, tokenizer)
     method.check_model(model)
     check_layer_decay(model, cfg.train.layer_lr_decay)
-    splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report)
+    splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report,
+                                       {name: rows for name, rows in splits.items() if name != "train"})
     # (the one process that writes data_summary.json and checks it)
     on_main(partial(_fingerprint, report, splits["train"], cfg.train.save_steps, resume_from))
     # the training split from the feature cache where it is on (data.cache): one process per node tokenises

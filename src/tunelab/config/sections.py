@@ -46,8 +46,9 @@ class MethodConfig(Section):
 class CleanConfig(Section):
     normalize_unicode: bool = Field(True, description="NFKC-normalise and drop zero-width and control characters "
                                     "(SFT turns: NFC, so full-width punctuation stays).")
-    strip_html: bool = Field(True, description="Remove HTML tags, comments, scripts; unescape entities (&amp;). SFT: "
-                             "also HTML a reply means to show; turn off for code data.")
+    strip_html: bool = Field(True, description="Remove tags of HTML elements, comments, scripts (`List<T>` stays); "
+                             "unescape entities ending in `;` (&amp;). SFT: also HTML a reply means to show; turn off "
+                             "for code data.")
     collapse_whitespace: bool = Field(True, description="Runs of whitespace (newlines too) become one space; trim. "
                                       "SFT turns keep lines and indentation: trailing spaces cut, blank-line runs "
                                       "made one.")
@@ -97,7 +98,8 @@ class DataConfig(Section):
     )
     validation_split: float = Field(
         0.1, ge=0.0, lt=1.0,
-        description="Fraction of train held out (stratified, seeded by train.seed) when no validation file.",
+        description="Fraction of train held out when no validation file: round(rows × it), stratified by class "
+        "(QA: whole contexts), seeded by train.seed.",
     )
     clean: CleanConfig | None = Field(
         None, description="Clean texts of every split (true = the defaults); removals go to removed.jsonl."

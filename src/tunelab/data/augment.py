@@ -5,6 +5,10 @@ English (any whitespace-separated language) works on words; Chinese on character
 words when `jieba` is importable. Each op maps a list of units to `[(unit, origin)]`, where origin is
 the index of the unit it came from (-1: inserted), so token-level tasks (NER) can carry tags along.
 Back-translation is not implemented.
+
+No op deletes, moves, replaces or inserts a negation (`NEGATIONS`; in Chinese a unit holding 不 没 别 无 非 未, a
+jieba word such as 没有 or a single character), and a swap never carries a word across one: a copy keeps its label's
+meaning (`the film was not good` never becomes `the film was good`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ Units = list[tuple[str, int]]
 
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 NEEDS_SYNONYMS = ("insert", "synonym")
+NEGATIONS = frozenset({"not", "no", "never", "nor", "cannot", "without", "n't"})  # English words (and -n't)
+NEGATIONS_ZH = frozenset("不没别无非未")  # Chinese: a unit holding one (a character, or a jieba word: 没有, 不错)
 
 
 # ---------------------------------------------------------------------------- units
@@ -70,10 +76,36 @@ def _count(n: int, ratio: float) -> int:
     return max(1, round(ratio * n))
 
 
+def is_negation(unit: str) -> bool:
+    """A unit no op may touch: an English negation (`not`, `Never,`, `don't`, `can’t`) or one holding a Chinese
+    negation character; a synonym that is one is never put in."""
+    core = _CORE.match(unit).group(2).casefold().replace("\u2019", "'")  # type: ignore[union-attr]
+    return core in NEGATIONS or core.endswith("n't") or any(c in NEGATIONS_ZH for c in unit)
+
+
+def _free(units: Sequence[str]) -> list[int]:
+    """The positions of the units an op may change (not negations)."""
+    return [i for i, u in enumerate(units) if not is_negation(u)]
+
+
+def _segments(units: Sequence[str]) -> list[list[int]]:
+    """The runs of free positions between negations, of two or more: a swap stays inside one."""
+    runs: list[list[int]] = [[]]
+    for i, u in enumerate(units):
+        if is_negation(u):
+            runs.append([])
+        else:
+            runs[-1].append(i)
+    return [r for r in runs if len(r) > 1]
+
+
 def _synonyms_of(unit: str, lookup: Synonyms) -> tuple[str, str, str, list[str]]:
-    """(leading punctuation, word, trailing punctuation, synonyms of word)."""
+    """(leading punctuation, word, trailing punctuation, synonyms of word): none for a negation, and none that is or
+    holds one."""
     lead, core, trail = _CORE.match(unit).groups()  # type: ignore[union-attr]
-    return lead, core, trail, (lookup(core) if core else [])
+    if not core or is_negation(unit):
+        return lead, core, trail, []
+    return lead, core, trail, [s for s in lookup(core) if not any(is_negation(w) for w in s.split() or [s])]
 
 
 def _cased(syn: str, like: str) -> str:
@@ -85,20 +117,22 @@ def _cased(syn: str, like: str) -> str:
 
 
 def op_delete(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
-    """Delete ratio·n units (at least one; never the last)."""
-    if len(units) < 2:
+    """Delete ratio·n units (at least one; never the last other than negations, never a negation)."""
+    free = _free(units)
+    if len(free) < 2:
         return [(u, i) for i, u in enumerate(units)]
-    gone = set(rng.sample(range(len(units)), min(_count(len(units), ratio), len(units) - 1)))
+    gone = set(rng.sample(free, min(_count(len(units), ratio), len(free) - 1)))
     return [(u, i) for i, u in enumerate(units) if i not in gone]
 
 
 def op_swap(units: list[str], rng: random.Random, ratio: float, lookup: Synonyms | None) -> Units:
-    """Swap two random units, ratio·n times (at least once)."""
+    """Swap two random units, ratio·n times (at least once); never a negation, nor across one."""
     out = [(u, i) for i, u in enumerate(units)]
-    if len(out) < 2:
+    segments = _segments(units)
+    if not segments:
         return out
     for _ in range(_count(len(units), ratio)):
-        a, b = rng.sample(range(len(out)), 2)
+        a, b = rng.sample(rng.choice(segments), 2)
         out[a], out[b] = out[b], out[a]
     return out
 
@@ -154,20 +188,24 @@ def augment_text(text: str, ops: Sequence[str], rng: random.Random, ratio: float
 # ---------------------------------------------------------------------------- examples & files
 def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, seed: int, lookup: Synonyms | None,
                      text_field: str = "text", cache: bool = True, several_files: bool = False,
+                     keep: Callable[[], Callable[[dict[str, Any]], bool]] | None = None,
                      ) -> tuple[Sequence[dict[str, Any]], dict[str, Any]]:
     """The examples followed by `cfg.copies` augmented copies of each (in order). A copy carries
     `augmented_from` (the original's line; `file:line` where `several_files` — a dataset folder's rows, whose lines
     restart in each file) in the example and its `row`. Copy j of row i draws from
     its own RNG, seeded by (seed, i, j): the output depends only on the seed and the input. Rows spilled to disk (a
     `RowSequence`: a large training file) get their copies spilled as they are made (in the feature cache's folder
-    unless `cache` is off), so neither is held whole; the rows are the same."""
+    unless `cache` is off), so neither is held whole; the rows are the same. `keep` makes, for each attempt at the
+    copies (a spill that cannot be written starts again), the test a copy must pass to be added (`data.dedup`:
+    `dedup.CopyDuplicates`); the others are counted as `duplicates_dropped`."""
     if lookup is None and set(cfg.ops) <= set(NEEDS_SYNONYMS):
         raise ConfigError("config: data.augment.ops: insert and synonym need data.augment.synonyms "
                           "(or a model for embedding neighbours)")
     counts: dict[str, Any] = {}
 
     def copies() -> Iterator[list[dict[str, Any]]]:
-        counts.update(by_op=Counter(), unchanged=0, added=0)
+        counts.update(by_op=Counter(), unchanged=0, added=0, dropped=0)
+        wanted = keep() if keep is not None else None
         part: list[dict[str, Any]] = []
         for i, ex in enumerate(examples):
             if "text" not in ex:
@@ -179,10 +217,14 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
                     counts["unchanged"] += 1
                     continue
                 text, op = result
-                counts["by_op"][op] += 1
                 origin = f"{ex.get('source')}:{ex.get('line')}" if several_files else ex.get("line")
                 row = {**ex.get("row", {}), text_field: text, "augmented_from": origin}
-                part.append({**ex, "text": text, "augmented_from": origin, "row": row})
+                made = {**ex, "text": text, "augmented_from": origin, "row": row}
+                if wanted is not None and not wanted(made):
+                    counts["dropped"] += 1
+                    continue
+                counts["by_op"][op] += 1
+                part.append(made)
             if len(part) >= 4096:
                 counts["added"] += len(part)
                 yield part
@@ -196,7 +238,7 @@ def augment_examples(examples: Sequence[dict[str, Any]], cfg: AugmentConfig, see
     else:
         out = [*examples, *(ex for part in copies() for ex in part)]
     stats = {"copies_added": counts["added"], "by_op": dict(sorted(counts["by_op"].items())),
-             "unchanged_not_added": counts["unchanged"]}
+             "unchanged_not_added": counts["unchanged"], **({"duplicates_dropped": counts["dropped"]} if keep else {})}
     return out, stats
 
 

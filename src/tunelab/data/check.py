@@ -17,6 +17,7 @@ from tunelab.config.run import apply_override, format_validation_error, parse_ov
 from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.load import RowTask, parse_file
+from tunelab.data.windows import check_window_room
 from tunelab.errors import ConfigError
 from tunelab.models import load_named
 from tunelab.models.positions import positions_at
@@ -134,6 +135,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                 lengths = chat.pop("lengths")
             else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
                 lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
+                if data.truncation == "sliding_window" and data.text_pair_field:  # what encoding would refuse
+                    check_window_room(tokenizer, examples, data.max_length, data.window_stride, data.text_pair_field)
             task.check_positions(positions, learned, int(lengths.max()))  # as train does
             progress.update(4 * i + 2, now="tokenizer coverage, labels")
             labels = task.label_counts(examples)

@@ -12,7 +12,7 @@ digest) instead of a table of rows, and the rows kept are an index view of the s
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import blake2b
 from typing import Any
 
@@ -221,3 +221,58 @@ def dedup_across(splits: dict[str, Sequence[dict[str, Any]]], report: DataReport
     if isinstance(out.get("train"), KeyedRows):  # the digests are not needed after this: 16 bytes a row freed
         out["train"] = out["train"].rows
     return out
+
+
+Keys = Callable[[dict[str, Any]], tuple[str, str]]
+
+
+class CopyDuplicates:
+    """`data.dedup` of `data.augment`'s copies, made after the splits were deduplicated: `keep(copy)` is False for a
+    copy whose normalised key a validation / test row has (augmentation would train on it again), a training row
+    (its own original included) or an earlier copy; `dropped` holds each with its detail, for removed.jsonl (reason
+    `augmented_duplicate`). Keeps the validation and test keys, 8 bytes a training row (a sorted digest; a hit is
+    confirmed on the row's key) and 16 bytes a copy kept (its digest; equal taken as equal, as `_dedup_spilled`)."""
+
+    def __init__(self, train: Sequence[dict[str, Any]], others: dict[str, Sequence[dict[str, Any]]],
+                 keys: Keys) -> None:
+        self.keys, self.train = keys, train
+        self.held: dict[str, tuple[str, dict[str, Any]]] = {}
+        for split in ("test", "validation"):  # SPLIT_PRIORITY: a row in both is named in test
+            for ex in others.get(split, ()):
+                self.held.setdefault(keys(ex)[1], (split, ex))
+        digests = np.fromiter((_short(keys(ex)[1]) for ex in train), dtype=np.uint64, count=len(train))
+        self.order = np.argsort(digests, kind="stable")
+        self.sorted = digests[self.order]
+        self.copies: dict[bytes, tuple[str, bytes]] = {}
+        self.dropped: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def _in_train(self, exact: str, normal: str) -> tuple[str, dict[str, Any]] | None:
+        d = np.uint64(_short(normal))
+        at = int(np.searchsorted(self.sorted, d))
+        while at < len(self.sorted) and self.sorted[at] == d:
+            first = self.train[int(self.order[at])]
+            if self.keys(first)[1] == normal:
+                return ("exact" if self.keys(first)[0] == exact else "normalised"), first
+            at += 1
+        return None
+
+    def keep(self, copy: dict[str, Any]) -> bool:
+        exact, normal = self.keys(copy)
+        if normal in self.held:
+            split, first = self.held[normal]
+            match, where = "exact" if self.keys(first)[0] == exact else "normalised", _where(first)
+        elif (hit := self._in_train(exact, normal)) is not None:
+            split, (match, first) = "train", hit
+            where = _where(first)
+        elif (seen := self.copies.get(_digest(normal))) is not None:
+            split, where = "augmented", seen[0]
+            match = "exact" if seen[1] == _digest(exact) else "normalised"
+        else:
+            self.copies[_digest(normal)] = (f"{_where(copy)} (copy)", _digest(exact))
+            return True
+        self.dropped.append((copy, {"match": match, "duplicate_of": where, "duplicate_in": split}))
+        return False
+
+
+def _short(key: str) -> int:
+    return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")

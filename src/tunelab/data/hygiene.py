@@ -18,20 +18,46 @@ from tunelab.config.sections import CleanConfig
 from tunelab.data.dedup import TEXT_KEYS, compared_texts
 from tunelab.data.report import DataReport
 
-_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)\b[^<>]*>")
+_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>|<!--.*?-->|<!doctype\s[^<>]*>", re.IGNORECASE | re.DOTALL)
+# one attribute: a name, and a quoted or plain value (a name alone must be one of _BOOLEAN)
+_ATTR = r"""\s+([A-Za-z_:][-\w:.]*)(\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+_TAG = re.compile(rf"<(/?)([A-Za-z][A-Za-z0-9]*)((?:{_ATTR})*)\s*/?>")
+# the HTML elements (HTML5 and the legacy ones still met in scraped text): `<int>`, `<String>`, `<T>` are not tags
+_ELEMENTS = frozenset("""a abbr acronym address area article aside audio b base bdi bdo big blink blockquote body br
+button canvas caption center cite code col colgroup data datalist dd del details dfn dialog dir div dl dt em embed
+fieldset figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup hr html i iframe img
+input ins kbd label legend li link main map mark marquee menu meta meter nav nobr noscript object ol optgroup option
+output p param picture pre progress q rp rt ruby s samp section select small source span strike strong sub summary sup
+svg table tbody td template textarea tfoot th thead time title tr track tt u ul var video wbr""".split())  # noqa: SIM905
+_BOOLEAN = frozenset("""allowfullscreen async autofocus autoplay checked controls default defer disabled formnovalidate
+hidden inert ismap itemscope loop multiple muted nomodule noshade novalidate nowrap open playsinline readonly required
+reversed selected""".split())  # noqa: SIM905
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _BLOCK = {"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr", "blockquote", "section",
           "article", "header", "footer", "h1", "h2", "h3", "h4", "h5", "h6"}
 # zero-width space, word joiner, BOM, soft hyphen (ZWJ / ZWNJ stay: emoji sequences, Persian)
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad]")
 
 
+def _tag(m: re.Match[str]) -> str:
+    """A tag of an HTML element, written in one case, its attributes well formed (`<b and c>` in `a<b and c>d` is
+    text): removed (a block element: a space); anything else as it is."""
+    close, name, attrs = m.groups()[:3]
+    if name.lower() not in _ELEMENTS or not (name.islower() or name.isupper()) or (close and attrs):
+        return m.group(0)
+    if any(not value and attr.lower() not in _BOOLEAN for attr, value in re.findall(_ATTR, attrs)):
+        return m.group(0)
+    return " " if name.lower() in _BLOCK else ""
+
+
 def strip_html(text: str) -> str:
+    """Remove HTML markup: scripts, styles, comments, and tags of HTML elements (`<p class="x">`, `</p>`, `<br/>`),
+    never other text between `<` and `>` (`std::vector<int>`, `if a<b and c>d`); decode entities written with their
+    `;` (`&amp;`, `&#233;`), never entity-like text without it (`AT&T&not good` stays)."""
     if "<" not in text and "&" not in text:
         return text
-    text = _SCRIPT.sub(" ", text)
-    text = _TAG.sub(lambda m: " " if m.group(1).lower() in _BLOCK else "", text)
-    return html.unescape(text)
+    text = _TAG.sub(_tag, _SCRIPT.sub(" ", text))
+    return _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
 
 
 def normalize_unicode(text: str, form: str = "NFKC") -> str:

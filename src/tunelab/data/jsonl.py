@@ -45,15 +45,44 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         yield from utf8_lines(f, path)
 
 
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the place after a "\r" that no "\n" follows: an old Mac line end
+
+
+def _mac_pieces(raw: bytes) -> list[bytes]:
+    """A line read up to "\n" and holding a "\r", cut after each lone "\r" (old Mac files end lines with it; a piece
+    keeps it as its end, as "\r\n" stays on a CRLF line). UTF-8 has no 0x0D byte inside a character, and JSON none
+    inside a string, so a lone "\r" is always a line end or blank space."""
+    if raw.count(b"\r") == raw.endswith(b"\r\n"):
+        return [raw]
+    return [piece for piece in _LONE_CR.split(raw) if piece]
+
+
 def utf8_lines(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line of bytes (a file's, standard input's) decoded as UTF-8, a BOM dropped from
-    the first; bad bytes named by line and column of `path`."""
+    the first; a lone "\r" ends a line as "\n" and "\r\n" do (`_mac_pieces`), so JSONL and the lines of stdin number
+    their lines as the CSV / TSV readers do; bad bytes named by line and column of `path`."""
+    shift = 0  # lines ended by a lone "\r" so far
     for number, raw in enumerate(lines, start=1):
-        try:
+        number += shift
+        if 13 in raw:  # a "\r" (an int test: `b"\r" in raw` cost 90 ns a line, 6 % of reading an SST-2 row)
+            *ended, raw = _mac_pieces(raw)
+            for piece in ended:
+                yield number, _utf8(piece, path, number)
+                number += 1
+            shift += len(ended)
+        try:  # (inlined: a call a line would cost as much)
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"", raw) from None
         yield number, (line.removeprefix("\ufeff") if number == 1 else line)
+
+
+def _utf8(raw: bytes, path: Path, number: int) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"", raw) from None
+    return line.removeprefix("\ufeff") if number == 1 else line
 
 
 def iter_jsonl(path: Path) -> Iterator[Record]:

@@ -22,6 +22,7 @@ from tunelab.data.splits import split_validation
 from tunelab.data.tabular import folder_files
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.io import exists
+from tunelab.progress import say
 
 STREAM_BYTES = 64 << 20  # a training file this large is spilled as it is parsed (SST-2 as JSONL: ≈ 750 k rows)
 STREAM_ROWS = 500_000  # a Parquet training file of this many rows is too (1 M SST-2 rows read whole: 1.5 GB)
@@ -39,6 +40,10 @@ class RowTask(Protocol):
     def check_unlabeled(self) -> None: ...
 
     def stratify_key(self, example: dict[str, Any]) -> Hashable | None: ...
+
+    grouped_by: str
+
+    def group_key(self, example: dict[str, Any]) -> Hashable | None: ...
 
     def check_train(self, examples: list[dict[str, Any]]) -> None: ...
 
@@ -194,7 +199,12 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
     if data.validation:
         splits["validation"] = _read(data.validation, "validation", data, task, report)
     else:
-        train, held = split_validation(train, data.validation_split, seed, task.stratify_key)
+        train, held, note = split_validation(train, data.validation_split, seed, task.stratify_key, task.group_key,
+                                             source=data.train, group_name=task.grouped_by)
+        report.applied["validation_split"] = {"fraction": data.validation_split, "rows": len(held), "note": note}
+        report.held_out = len(held)
+        if note:
+            say(f"note: {note}")
         if held:
             splits["validation"] = held
     splits = {"train": train, **splits}

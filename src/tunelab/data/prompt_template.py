@@ -3,14 +3,17 @@
 
 Placeholders are `{field}` with a field name of letters, digits and `_`; `{{` and `}}` are literal braces
 (as in Python's str.format), and any other brace is literal text too.
-Strings are inserted as they are, numbers and booleans as their JSON text; a missing or null field, or a
-list / object value, is a one-line DataError naming the row.
+Strings are inserted as they are, numbers and booleans as their JSON text; a missing or null field, a NaN or
+infinite number (how pandas and JSON `NaN` write a missing value), or a list / object value, is a one-line DataError
+naming the row.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from typing import Any
 
 from tunelab.data.readers import Record
 from tunelab.errors import ConfigError, DataError
@@ -35,10 +38,17 @@ def check_template(template: str | None, response_field: str | None) -> None:
         raise ConfigError("config: task.response_field: required with task.prompt_template (the reply's column)")
 
 
+def _missing(value: Any) -> bool:
+    """None, or a NaN / infinite number: a missing value (JSON `NaN`, pandas' empty cell), never the text "NaN"."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def _value(rec: Record, field: str, why: str = " (used by task.prompt_template)") -> str:
     value = rec.data.get(field)
     if value is None:
         raise DataError(rec.source, rec.line, field, "missing field" + why)
+    if _missing(value):
+        raise DataError(rec.source, rec.line, field, f"missing value ({value})" + why)
     if isinstance(value, str):
         return value
     if isinstance(value, bool | int | float):
@@ -60,6 +70,6 @@ def template_messages(rec: Record, template: str, response_field: str, labelled:
     user = PLACEHOLDER.sub(lambda m: _value(filled, m.group(1)) if m.group(1) else m.group(0)[0], template)
     msgs = [{"role": "user", "content": user}]
     reply = data.get(response_field)
-    if reply is None and not labelled:
+    if _missing(reply) and not labelled:
         return fields[0], msgs
     return response_field, [*msgs, {"role": "assistant", "content": _value(filled, response_field, "")}]

@@ -1,7 +1,9 @@
 """What data preparation did to a run's data: `RUN/data_summary.json` and `RUN/removed.jsonl`.
 
-Every row that cleaning or deduplication drops is recorded with its file, line, reason and the row
-itself, and counted per split and reason: nothing is dropped silently.
+Every row that cleaning, deduplication or undersampling drops is recorded with its file, line, reason and the row
+itself, and counted per split and reason, and every row that oversampling or augmentation adds is counted: nothing is
+dropped silently, and per split `rows_read − removed − held_out_for_validation + rows_added = rows_used` (train;
+a held-out validation split starts from `held_out_for_validation` instead of rows read).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class DataReport:
         self.applied: dict[str, Any] = {}
         self.distribution: dict[str, dict[str, float]] = {}
         self.fingerprint: str | None = None  # training_fingerprint of the training rows, where a run checkpoints
+        self.added: dict[str, Counter[str]] = defaultdict(Counter)  # rows made, per split and how (oversampled ...)
+        self.held_out = 0  # training rows held out as the validation split (data.validation_split)
 
     def read(self, split: str, n: int) -> None:
         self.rows_read[split] = self.rows_read.get(split, 0) + n
@@ -43,6 +47,13 @@ class DataReport:
         for split, n in other.rows_read.items():
             self.read(split, n)
         self.cleaned.update(other.cleaned)
+        for split, made in other.added.items():
+            self.added[split].update(made)
+
+    def add(self, split: str, how: str, n: int) -> None:
+        """`n` rows made for `split` (`oversampled`, `augmented`): counted in the summary's `rows_added`."""
+        if n:
+            self.added[split][how] += n
 
     def remove(self, split: str, example: dict[str, Any], reason: str, **detail: Any) -> None:
         self.removed.append({"split": split, "file": example.get("source"), "line": example.get("line"),
@@ -61,6 +72,10 @@ class DataReport:
         out["removed"] = self.removed_counts()
         out["removed_total"] = len(self.removed)
         out["removed_file"] = REMOVED_FILE
+        if self.added:
+            out["rows_added"] = {split: dict(made) for split, made in self.added.items()}
+        if self.held_out:
+            out["held_out_for_validation"] = self.held_out
         if self.cleaned:
             out["rows_changed_by_cleaning"] = dict(self.cleaned)
         out["applied"] = self.applied

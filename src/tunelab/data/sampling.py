@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tunelab.data.feature_store import RowSequence
+from tunelab.data.report import DataReport
 
 
 def label_counts(examples: Iterable[dict[str, Any]]) -> dict[str, float]:
@@ -29,13 +30,15 @@ def label_counts(examples: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 
 def resample(examples: Sequence[dict[str, Any]], how: Literal["oversample", "undersample"], seed: int,
-             key: Callable[[dict[str, Any]], Hashable | None]) -> Sequence[dict[str, Any]]:
+             key: Callable[[dict[str, Any]], Hashable | None], report: DataReport | None = None,
+             ) -> Sequence[dict[str, Any]]:
     """Balance the groups of `key` (the class; the label set for multi-label rows).
 
     oversample: every group grows to the largest one — whole copies, then a seeded sample without
     replacement for the remainder; undersample: every group shrinks to the smallest by a seeded sample.
     Originals keep their order; oversampled copies follow them. Rows spilled to disk (a `RowSequence`) come back as
-    an index view of the same rows, 8 bytes a row, never read into memory (the rows chosen are the same)."""
+    an index view of the same rows, 8 bytes a row, never read into memory (the rows chosen are the same). `report`
+    gets each row undersampling drops (reason `undersampled`, with its class) and the number oversampling adds."""
     if not len(examples):
         return examples
     codes: dict[Hashable, int] = {}
@@ -50,10 +53,17 @@ def resample(examples: Sequence[dict[str, Any]], how: Literal["oversample", "und
     if how == "undersample":
         keep = [m[rng.sample(range(len(m)), int(sizes.min()))] for m in members]
         order = np.sort(np.concatenate(keep))
+        if report is not None:
+            dropped = np.setdiff1d(np.arange(len(examples)), order, assume_unique=True)
+            rows = examples.take(dropped) if isinstance(examples, RowSequence) else [examples[i] for i in dropped]
+            for ex in rows:
+                report.remove("train", ex, "undersampled", **{"class": key(ex), "rows_per_class": int(sizes.min())})
     else:
         picks = [np.concatenate([np.tile(m, (sizes.max() - len(m)) // len(m)),
                                  m[rng.sample(range(len(m)), (sizes.max() - len(m)) % len(m))]]) for m in members]
         order = np.concatenate([np.arange(len(examples)), *picks])
+        if report is not None:
+            report.add("train", "oversampled", len(order) - len(examples))
     if isinstance(examples, RowSequence):
         return examples.take(order)
     return [examples[i] for i in order.tolist()]

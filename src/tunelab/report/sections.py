@@ -107,10 +107,18 @@ def data_section(ctx: Context) -> str:
     summary = None if ctx.run_dir is None else _json_file(ctx, "data_summary.json")
     if summary:
         read, used = summary.get("rows_read") or {}, summary.get("rows_used") or {}
-        removed = summary.get("removed") or {}
-        gone = {s: ", ".join(f"{k}: {v}" for k, v in (removed.get(s) or {}).items()) or "0" for s in read}
-        out.append(table(["split", "rows read", "rows used", "removed"],
-                         [[s, read.get(s), used.get(s), gone[s]] for s in read]))
+        removed, added = summary.get("removed") or {}, dict(summary.get("rows_added") or {})
+        held = summary.get("held_out_for_validation")
+        if held:  # rows moved from train to the validation split: train's read count holds them
+            added["validation"] = {"held out of train": held}
+            added["train"] = {**(added.get("train") or {}), "held out as validation": -held}
+        names = list(dict.fromkeys([*read, *used]))
+
+        def listed(counts: dict[str, dict[str, int]], s: str) -> str:
+            return ", ".join(f"{k}: {v}" for k, v in (counts.get(s) or {}).items()) or "0"
+
+        out.append(table(["split", "rows read", "removed", "added / moved", "rows used"],
+                         [[s, read.get(s, 0), listed(removed, s), listed(added, s), used.get(s)] for s in names]))
         applied = {k: v for k, v in (summary.get("applied") or {}).items() if v}
         if applied:
             out.append("<h4>Applied to the data</h4>" + table(["step", "settings"],

@@ -1,7 +1,8 @@
 """k-fold cross-validation (`tunelab cv`): each fold is a normal run on fold files.
 
     data.train ─► load_splits (read, clean, dedup; no validation hold-out) ─► K folds, seeded by train.seed
-                  classification: StratifiedKFold on the label; multi-label and NER: KFold
+                  classification: StratifiedKFold on the label; multi-label and NER: KFold;
+                  QA: GroupKFold on the context (or article title), a group's questions in one fold
     OUTPUT_DIR/cv/fold-k/{train,validation}.jsonl   the fold's rows, each the original row with all its fields
     OUTPUT_DIR/cv/fold-k/                           pipeline.run with data.train / data.validation pointing there
     OUTPUT_DIR/cv/cv.json                           mean and sample std (ddof=1) of every numeric metric
@@ -40,13 +41,21 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: int) -> tuple[list[Any], bool]:
-    """[(train_idx, held_idx)] per fold, and whether they are stratified (single-label classes)."""
+def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: int) -> tuple[list[Any], str]:
+    """[(train_idx, held_idx)] per fold, and how they were made: "stratified" (single-label classes), "grouped" (the
+    task's `group_key`: a group's rows all in one fold, as scikit-learn's GroupKFold) or "random"."""
+    index = np.arange(len(examples))
+    groups = [task.group_key(ex) for ex in examples]
+    if groups and all(g is not None for g in groups):
+        names = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        if len(names) < folds:
+            raise ConfigError(f"cv: --folds {folds} is more than the {len(names)} {task.grouped_by} groups of the "
+                              f"training rows (the rows of one stay in one fold)")
+        return _group_folds(np.asarray([names[g] for g in groups]), folds, seed), "grouped"
     keys = [task.stratify_key(ex) for ex in examples]
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
-    index = np.arange(len(examples))
     if not stratified:
-        return list(KFold(folds, shuffle=True, random_state=seed).split(index)), False
+        return list(KFold(folds, shuffle=True, random_state=seed).split(index)), "random"
     small = {k: n for k, n in Counter(keys).items() if n < folds}
     if small:
         _say(f"cv: classes with fewer rows than folds ({', '.join(f'{k}: {n}' for k, n in small.items())}); "
@@ -55,9 +64,23 @@ def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # said in the line above
         try:
-            return list(splitter.split(index, [str(k) for k in keys])), True
+            return list(splitter.split(index, [str(k) for k in keys])), "stratified"
         except ValueError as exc:  # every class has fewer rows than folds
             raise ConfigError(f"cv: --folds {folds}: {exc}") from None
+
+
+def _group_folds(groups: np.ndarray, folds: int, seed: int) -> list[Any]:
+    """GroupKFold with its groups in a seeded order (scikit-learn's `shuffle` needs 1.6): largest group first (ties
+    in that order), each into the fold with the fewest rows so far."""
+    sizes = np.bincount(groups)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    fold_of, rows = np.empty(len(sizes), dtype=np.int64), np.zeros(folds, dtype=np.int64)
+    for g in order:
+        fold_of[g] = int(np.argmin(rows))
+        rows[fold_of[g]] += sizes[g]
+    index = np.arange(len(groups))
+    return [(index[fold_of[groups] != k], index[fold_of[groups] == k]) for k in range(folds)]
 
 
 def write_rows(path: Path, examples: list[dict[str, Any]]) -> None:
@@ -91,9 +114,9 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
     rows = load_splits(data, task, cfg.train.seed)["train"]
     if folds > len(rows):
         raise ConfigError(f"cv: --folds {folds} is more than the {len(rows)} training rows")
-    splits, stratified = fold_indices(rows, task, folds, cfg.train.seed)
-    _say(f"cv: {len(rows)} rows, {folds} folds ({'stratified by label' if stratified else 'not stratified'}), "
-         f"seed {cfg.train.seed} → {root}")
+    splits, how = fold_indices(rows, task, folds, cfg.train.seed)
+    said = {"stratified": "stratified by label", "grouped": f"each {task.grouped_by} in one fold"}
+    _say(f"cv: {len(rows)} rows, {folds} folds ({said.get(how, 'not stratified')}), seed {cfg.train.seed} → {root}")
     per_fold = []
     for k, (train_idx, held_idx) in enumerate(splits, start=1):
         out = make_dirs(root / f"fold-{k}", "output_dir")
@@ -110,7 +133,8 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
     for split in (s for s in per_fold[0] if s not in ("fold", "output_dir", "rows")):
         names = [n for n in per_fold[0][split] if all(n in f[split] for f in per_fold)]
         summary[split] = {n: _summary([f[split][n] for f in per_fold]) for n in names}
-    result = {"folds": folds, "rows": len(rows), "stratified": stratified, "seed": cfg.train.seed,
+    result = {"folds": folds, "rows": len(rows), "stratified": how == "stratified",
+              "grouped": how == "grouped", "seed": cfg.train.seed,
               "std": "sample standard deviation over folds (ddof=1)", "metrics": summary, "per_fold": per_fold}
     write_json_atomic(root / "cv.json", result)
     return result

@@ -47,6 +47,7 @@ class Task(ABC):
     export_formats: ClassVar[tuple[str, ...]] = ()  # what `tunelab export --format` makes of this task's models
     onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)
     compressible: ClassVar[bool] = False  # `tunelab compress` prunes it (its gate compares each row's prediction)
+    grouped_by: ClassVar[str] = "group"  # what `group_key` returns, as a hold-out's messages name it (QA: "context")
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg, self.data = cfg, data
@@ -58,8 +59,7 @@ class Task(ABC):
         """Validate rows into examples; raise DataError(file:line: field: problem) on bad input."""
 
     def refuse_row_edits(self, why: str, keys: tuple[str, ...] = ("clean", "dedup", "sampling", "augment")) -> None:
-        """For tasks whose rows must stay exactly as read (offsets, chat turns): these `data.*` keys are config
-        errors `config: data.<key>: <why>`."""
+        """For tasks whose rows stay as read (offsets, chat turns): these `data.*` are `config: data.<key>: <why>`."""
         for key in keys:
             if getattr(self.data, key, None):
                 raise ConfigError(f"config: data.{key}: {why}")
@@ -68,6 +68,10 @@ class Task(ABC):
         """Whole-split checks on training data (e.g. at least two classes)."""
 
     def stratify_key(self, example: Example) -> Hashable | None:
+        return None
+
+    def group_key(self, example: Example) -> Hashable | None:
+        """Rows sharing it stay on one side of a validation hold-out and of cv's folds (QA: the context); None: any."""
         return None
 
     # -- model -------------------------------------------------------------------------------
@@ -139,8 +143,7 @@ class Task(ABC):
         """Refuse (ConfigError) a method this task's config cannot work with; called before loading."""
 
     def train_features(self, features: list[Features]) -> list[Features]:
-        """The encoded training split as the engine batches it (sft packs several examples per row);
-        evaluation always gets `encode`'s one feature per example."""
+        """The encoded training split as the engine batches it (sft packs rows); evaluation gets `encode`'s features."""
         return features
 
     def loss_fn(self) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None:
@@ -174,8 +177,7 @@ class Task(ABC):
         raise NotImplementedError
 
     def ignore_targets(self, batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`batch` with the targets of `rows` (one bool per row) set to what the hard loss skips: class or tag
-        ids -100, the cross-entropy's ignore index."""
+        """`batch` with the targets of `rows` (a bool per row) set to -100, what the hard loss (cross-entropy) skips."""
         labels = batch["labels"].clone()
         labels[rows] = -100
         return {**batch, "labels": labels}
@@ -231,8 +233,8 @@ class Task(ABC):
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],
                batch_size: int) -> np.ndarray:
-        """What `metrics` / `predictions` receive: one entry per example. Tasks whose examples become
-        several features (sliding windows; features carry `example_index`) combine them here."""
+        """What `metrics` / `predictions` receive: one entry per example (a task whose examples become several
+        features, as sliding windows whose features carry `example_index`, combines them here)."""
         return forward_logits(model, features, collate, batch_size)
 
     @abstractmethod
@@ -244,8 +246,8 @@ class Task(ABC):
         """One output row per example."""
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        """Per-example evaluation rows `{text, gold, prediction, correct, score, ...}` (see tunelab.evaluation.records);
-        a task without them raises NotImplementedError and no records are written."""
+        """Per-example evaluation rows `{text, gold, prediction, correct, score, ...}` (tunelab.evaluation.records); a
+        task without them raises NotImplementedError and no records are written."""
         raise NotImplementedError
 
     # -- what reports, checks and studies ask (defaults: nothing task-specific) ------------------
@@ -258,8 +260,7 @@ class Task(ABC):
         return str(example.get("text", "")) + ("\n" + example["text_pair"] if "text_pair" in example else "")
 
     def token_lengths(self, tokenizer: Any, examples: Sequence[Example]) -> list[int] | None:
-        """Untruncated model-input length of each example (special tokens included): `text` (+ `text_pair`) by
-        default; None: not counted."""
+        """Untruncated input length of each example (specials included): `text` (+ `text_pair`); None: not counted."""
         if not examples:
             return []
         if "text" not in examples[0]:
@@ -293,8 +294,7 @@ class Task(ABC):
         return None
 
     def ensemble_mismatch(self, other: Task, first: str) -> str | None:
-        """Why `other` (a tuned model of the same task) cannot join the ensemble of this one, loaded from `first`;
-        or None."""
+        """Why `other` (a tuned model of this task) cannot join the ensemble of this one (from `first`); or None."""
         return None
 
     def stop_ids(self, tokenizer: Any) -> list[int]:

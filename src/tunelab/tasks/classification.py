@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.data.sampling import label_counts
+from tunelab.data.windows import check_window_room
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics import classification as cm
 from tunelab.models.first_token import first_token_only
@@ -213,6 +214,9 @@ class Classification(Task):
             enc = tokenizer(texts, pairs, truncation=True, max_length=self.data.max_length)
             self._cut += rows_cut(enc, self.data.max_length)
         elif mode == "sliding_window":  # several features per long row, each knows its row
+            if pairs:  # a pair that leaves a window no more text than its stride: one line, not a tokenizer panic
+                check_window_room(tokenizer, examples, self.data.max_length, self.data.window_stride,
+                                  self.data.text_pair_field)
             enc = tokenizer(texts, pairs, truncation="only_first" if pairs else True, max_length=self.data.max_length,
                             stride=self.data.window_stride, return_overflowing_tokens=True)
             owners = enc["overflow_to_sample_mapping"]

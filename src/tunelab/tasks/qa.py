@@ -73,6 +73,7 @@ class Qa(Task):
     export_formats = ("onnx", "torch")
     compressible = True
     onnx_outputs = ("start_logits", "end_logits")
+    grouped_by = "context (or title)"
     cfg: QaConfig
 
     def __init__(self, cfg: QaConfig, data: Any) -> None:
@@ -136,6 +137,12 @@ class Qa(Task):
                                f"(the context there: {found!r}); fix the offset, or use -1 outside training")
             out.append((text, start))
         return out
+
+    def group_key(self, example: Example) -> tuple[str, str]:
+        """The article's title where the row has one (SQuAD's files do), else the context: a validation question is
+        never about a paragraph trained on."""
+        title = (example.get("row") or {}).get("title")
+        return ("title", title) if isinstance(title, str) and title.strip() else ("context", example["context"])
 
     def check_train(self, examples: list[Example]) -> None:
         for ex in examples:

@@ -1,0 +1,136 @@
+"""The validation hold-out (`data.validation_split`) and cv's folds: their size, their classes, their groups."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_jsonl
+from tunelab.cli import app
+from tunelab.config.sections import DataConfig
+from tunelab.data.load import load_splits
+from tunelab.data.report import DataReport
+from tunelab.errors import DataError
+from tunelab.studies.cv import fold_indices
+from tunelab.tasks.classification import Classification, ClassificationConfig
+from tunelab.tasks.qa import Qa, QaConfig
+
+
+def _load(rows: list[dict], tmp_path: Path, seed: int = 0, multi: bool = False, qa: bool = False,
+          **data: object) -> tuple[dict, DataReport]:
+    cfg = DataConfig(train=str(write_jsonl(tmp_path / "train.jsonl", rows)), **data)
+    task = Qa(QaConfig(), cfg) if qa else Classification(ClassificationConfig(multi_label=multi), cfg)
+    report = DataReport()
+    return load_splits(cfg, task, seed, report), report
+
+
+def test_small_classes_still_give_the_fraction_asked(tmp_path: Path) -> None:
+    """20 classes of 5 rows at 0.1: 10 validation rows (each class's own share, round(0.5), was none: 1 row), shared
+    one each among 10 classes, every class keeping rows in train; seeded: the same seed, the same rows."""
+    rows = [{"text": f"row {c} {i}", "label": f"c{c}"} for c in range(20) for i in range(5)]
+    splits, _ = _load(rows, tmp_path)
+    val = Counter(r["label"] for r in splits["validation"])
+    assert len(splits["validation"]) == 10 and set(val.values()) == {1}
+    assert {r["label"] for r in splits["train"]} == {f"c{c}" for c in range(20)}
+    again, _ = _load(rows, tmp_path)
+    assert [r["text"] for r in again["validation"]] == [r["text"] for r in splits["validation"]]
+    other = {tuple(r["text"] for r in _load(rows, tmp_path, seed)[0]["validation"]) for seed in range(1, 6)}
+    assert len(other) > 1
+
+
+def test_the_classes_share_the_hold_out_by_largest_remainder(tmp_path: Path) -> None:
+    rows = [{"text": f"row {i}", "label": lab} for i, lab in enumerate(["a"] * 55 + ["b"] * 33 + ["c"] * 12)]
+    splits, report = _load(rows, tmp_path, validation_split=0.1)
+    assert Counter(r["label"] for r in splits["validation"]) == {"a": 6, "b": 3, "c": 1}  # 5.5, 3.3, 1.2 → 10
+    assert report.applied["validation_split"] == {"fraction": 0.1, "rows": 10, "note": None}
+
+
+def test_multi_label_rows_are_held_out_by_their_rarest_label(tmp_path: Path) -> None:
+    """Keyed by the whole label set, 20 sets of 5 rows held out 1 row; by the rarest label, 10, and every label of a
+    validation row is in train."""
+    rows = [{"text": f"row {c} {i}", "label": ["common", f"c{c}"]} for c in range(20) for i in range(5)]
+    splits, _ = _load(rows, tmp_path, multi=True)
+    assert len(splits["validation"]) == 10
+    trained = {lab for r in splits["train"] for lab in r["label"]}
+    assert all(lab in trained for r in splits["validation"] for lab in r["label"])
+
+
+def test_a_label_never_leaves_train_whole(tmp_path: Path) -> None:
+    """A multi-label row whose rarest label keeps rows in train but whose other label is on that row alone stays in
+    train."""
+    rows = [{"text": f"a {i}", "label": ["a"]} for i in range(4)] + [{"text": "ab", "label": ["a", "only"]}] + \
+        [{"text": f"b {i}", "label": ["b"]} for i in range(5)]
+    for seed in range(10):
+        splits, _ = _load(rows, tmp_path, seed, multi=True, validation_split=0.5)
+        assert "ab" in {r["text"] for r in splits["train"]}
+
+
+def test_a_class_of_one_row_stays_in_train(tmp_path: Path) -> None:
+    """The tiny-data fallback held out one row of any class: `b`'s only row, and the run then failed on it as "not
+    among the training labels" of the user's file."""
+    rows = [{"text": f"a {i}", "label": "a"} for i in range(5)] + [{"text": "b", "label": "b"}]
+    for seed in range(20):
+        splits, _ = _load(rows, tmp_path, seed)
+        assert "b" in {r["label"] for r in splits["train"]} and len(splits["validation"]) == 1
+
+
+def test_no_class_of_two_rows_is_one_line(tmp_path: Path, tiny_bert: Path) -> None:
+    rows = [{"text": "a", "label": "a"}, {"text": "b", "label": "b"}, {"text": "c", "label": "c"}]
+    with pytest.raises(DataError, match=r"train.jsonl: data.validation_split: no class has two rows to hold one out "
+                                        r"\(3 classes of one row each\): give data.validation"):
+        _load(rows, tmp_path)
+    sets = ["task=classification", f"model={tiny_bert}", f"output_dir={tmp_path / 'run'}",
+            f"data.train={tmp_path / 'train.jsonl'}"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 2 and "no class has two rows to hold one out" in res.output, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_a_hold_out_far_below_the_size_asked_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"text": f"r{i}", "label": f"c{i}"} for i in range(8)] + [{"text": "x", "label": "x"},
+                                                                     {"text": "y", "label": "x"}]
+    splits, report = _load(rows, tmp_path, validation_split=0.5)
+    assert len(splits["validation"]) == 1
+    note = "data.validation_split 0.5: 1 validation rows of the 5 asked (each class keeps a row in train)"
+    assert report.applied["validation_split"]["note"].startswith(note)
+    assert note in capsys.readouterr().err
+
+
+def _qa_rows(contexts: int, per: int, title: bool = False) -> list[dict]:
+    rows = []
+    for c in range(contexts):
+        context = f"paragraph {c} says the answer is word{c}."
+        for q in range(per):
+            row = {"context": context, "question": f"question {q} about {c}?",
+                   "answers": {"text": [f"word{c}"], "answer_start": [context.index(f"word{c}")]}}
+            rows.append({**row, "title": f"article {c // 2}"} if title else row)
+    return rows
+
+
+def test_qa_holds_out_whole_contexts(tmp_path: Path) -> None:
+    """Held out by question, most validation questions asked about a paragraph trained on."""
+    splits, _ = _load(_qa_rows(10, 4), tmp_path, qa=True, validation_split=0.2)
+    held = {r["context"] for r in splits["validation"]}
+    assert len(splits["validation"]) == 8 and not held & {r["context"] for r in splits["train"]}
+    titled, _ = _load(_qa_rows(10, 4, title=True), tmp_path, qa=True, validation_split=0.2)  # an article at a time
+    assert not {r["row"]["title"] for r in titled["validation"]} & {r["row"]["title"] for r in titled["train"]}
+
+
+def test_qa_of_one_context_cannot_be_held_out(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.validation_split: all 4 rows share one context \(or title\), so none "
+                                        r"can be held out without training on its context \(or title\)"):
+        _load(_qa_rows(1, 4), tmp_path, qa=True)
+
+
+def test_cv_folds_keep_a_context_in_one_fold(tmp_path: Path) -> None:
+    splits, _ = _load(_qa_rows(7, 3), tmp_path, qa=True, validation_split=0.0)
+    rows = splits["train"]
+    task = Qa(QaConfig(), DataConfig())
+    folds, how = fold_indices(rows, task, 3, seed=0)
+    assert how == "grouped" and sorted(i for _, held in folds for i in held) == list(range(21))
+    for train_idx, held_idx in folds:
+        assert not {rows[i]["context"] for i in held_idx} & {rows[i]["context"] for i in train_idx}
+    assert fold_indices(rows, task, 3, seed=0)[0][0][1].tolist() == folds[0][1].tolist()  # seeded
