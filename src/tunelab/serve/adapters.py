@@ -80,7 +80,7 @@ class AdapterView:
 def load_group(runs: list[Path]) -> list[Model | None]:
     """One base model, every run's adapter on it (`runs`: run directories, as `adapter_groups` gives them); a Model
     per run whose module is its AdapterView, or None for a run that cannot share the base: its vocabulary is not the
-    base's (`RUN/model` serves it, as it would alone; all None when fewer than two are left). Each adapter is checked
+    base's (`RUN/model` serves it, as it would alone; all None when fewer than two of several are left). Each adapter is checked
     first (`check_adapter`), and a base or weights file that cannot be read is one line (TunelabError) naming it. The
     adapters are named `adapter0`, `adapter1`, ... inside peft (a run folder's name may hold a `.`, which peft refuses
     in a module name)."""
@@ -89,7 +89,7 @@ def load_group(runs: list[Path]) -> list[Model | None]:
     checked = [check_adapter(r / ADAPTER, r / "model", needs="tunelab serve") for r in runs]
     share = [i for i, (run, adapter) in enumerate(zip(runs, checked, strict=True))
              if _vocab(run / "model") == getattr(adapter.base_config, "vocab_size", None)]
-    if len(share) < 2:
+    if len(share) < min(2, len(runs)):  # (one run given: its adapter over the base, as the tests check it)
         return [None] * len(runs)
     models = _load_shared([runs[i] for i in share], [checked[i] for i in share])
     out: list[Model | None] = [None] * len(runs)
