@@ -279,6 +279,7 @@ def test_cv_three_folds(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp
     root = tmp_path / "out" / "cv"
     result = json.loads((root / "cv.json").read_text())
     assert result["folds"] == 3 and result["stratified"] and result["rows"] == 48
+    assert result["selected_on_validation"] is False and "optimistic" not in res.output
     acc = result["metrics"]["validation"]["accuracy"]
     assert len(acc["values"]) == 3
     assert acc["mean"] == pytest.approx(statistics.mean(acc["values"]))
@@ -313,6 +314,12 @@ def test_cv_folds_without_classes_are_plain_kfold() -> None:
     folds, how = fold_indices(rows, multi, 5, seed=0)
     assert how == "random" and len(folds) == 5
     assert sorted(i for _, held in folds for i in held) == list(range(10))
+    # a class of one row trains in every fold (held out, that fold's model did not know it: the cv failed)
+    single = TASKS.get("classification")(TASKS.get("classification").Config(), DataConfig())
+    rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(12)] + [{"text": "t12", "label": "c"}]
+    folds, how = fold_indices(rows, single, 3, seed=0)
+    assert how == "stratified" and all(12 in train and 12 not in held for train, held in folds)
+    assert sorted(i for _, held in folds for i in held) == list(range(12))
 
 
 def test_a_study_taken_by_another_tune_or_another_storage_is_refused(tiny_bert: Path,

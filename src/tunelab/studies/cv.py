@@ -56,17 +56,27 @@ def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: i
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
     if not stratified:
         return list(KFold(folds, shuffle=True, random_state=seed).split(index)), "random"
-    small = {k: n for k, n in Counter(keys).items() if n < folds}
+    counts = Counter(keys)
+    small = {k: n for k, n in counts.items() if 1 < n < folds}
     if small:
         _say(f"cv: classes with fewer rows than folds ({', '.join(f'{k}: {n}' for k, n in small.items())}); "
              "some folds validate without them")
+    # a class of one row trains in every fold (held out, its fold's model would not know the label: the fold failed)
+    alone = np.asarray([counts[k] == 1 for k in keys])
+    if alone.all():
+        raise ConfigError(f"cv: --folds {folds}: every class has one row; nothing to validate a class on")
+    if alone.any():
+        _say(f"cv: classes of one row ({', '.join(str(k) for k in keys if counts[k] == 1)}) train in every fold "
+             "and are validated in none")
+    rest = index[~alone]
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # said in the line above
         try:
-            return list(splitter.split(index, [str(k) for k in keys])), "stratified"
+            made = list(splitter.split(rest, [str(keys[i]) for i in rest]))
         except ValueError as exc:  # every class has fewer rows than folds
             raise ConfigError(f"cv: --folds {folds}: {exc}") from None
+    return [(np.sort(np.concatenate([rest[t], index[alone]])), rest[h]) for t, h in made], "stratified"
 
 
 def _group_folds(groups: np.ndarray, folds: int, seed: int) -> list[Any]:
@@ -117,6 +127,14 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
     splits, how = fold_indices(rows, task, folds, cfg.train.seed)
     said = {"stratified": "stratified by label", "grouped": f"each {task.grouped_by} in one fold"}
     _say(f"cv: {len(rows)} rows, {folds} folds ({said.get(how, 'not stratified')}), seed {cfg.train.seed} → {root}")
+    repeated = len(rows) - len({task.dedup_keys(ex)[1] for ex in rows})
+    if repeated and how != "grouped":  # (data.dedup drops them in load_splits)
+        _say(f"cv: {repeated} rows repeat another row's text (data.dedup is off): a copy can train in a fold that "
+             "validates on the other, an optimistic score; data.dedup: true drops them")
+    selected = cfg.train.tracks_best()
+    if selected:
+        _say("cv: each fold picks its checkpoint (best_metric / early_stopping / select_best) on the rows it is "
+             "scored on: the mean is optimistic (cv.json: selected_on_validation)")
     per_fold = []
     for k, (train_idx, held_idx) in enumerate(splits, start=1):
         out = make_dirs(root / f"fold-{k}", "output_dir")
@@ -134,7 +152,7 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
         names = [n for n in per_fold[0][split] if all(n in f[split] for f in per_fold)]
         summary[split] = {n: _summary([f[split][n] for f in per_fold]) for n in names}
     result = {"folds": folds, "rows": len(rows), "stratified": how == "stratified",
-              "grouped": how == "grouped", "seed": cfg.train.seed,
+              "grouped": how == "grouped", "seed": cfg.train.seed, "selected_on_validation": selected,
               "std": "sample standard deviation over folds (ddof=1)", "metrics": summary, "per_fold": per_fold}
     write_json_atomic(root / "cv.json", result)
     return result
