@@ -55,6 +55,10 @@ def test_clean_text() -> None:
     ('<div class="a" hidden>t</div><img src=x.png alt="a > b"/>&nbsp;<input disabled>', "t"),
     ("<!DOCTYPE html><html><body><!-- note -->hi<br />there</body></html>", "hi there"),
     ("</p class=x> <b and c>", "</p class=x> <b and c>"),  # a closing tag takes no attributes; `and c` are none
+    # a valueless attribute of any common name is a tag (the opening tag stayed while its closing tag went)
+    ('<a href="f.pdf" download>file</a> <div contenteditable>e</div><p class>q</p>', "file e q"),
+    ("impl<S> Foo<S>; Task<object> t; Func<A> f", "impl<S> Foo<S>; Task<object> t; Func<A> f"),  # generics stay
+    ("very<b>good</b> line<br>end", "verygood line end"),  # after a letter: with its closing tag, or void
 ])
 def test_strip_html_removes_markup_only(text: str, want: str) -> None:
     """Only tags of HTML element names (in one case, attributes well formed), comments and scripts go; entities are

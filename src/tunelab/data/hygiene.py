@@ -19,7 +19,7 @@ from tunelab.data.dedup import TEXT_KEYS, compared_texts
 from tunelab.data.report import DataReport
 
 _SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>|<!--.*?-->|<!doctype\s[^<>]*>", re.IGNORECASE | re.DOTALL)
-# one attribute: a name, and a quoted or plain value (a name alone must be one of _BOOLEAN)
+# one attribute: a name, and a quoted or plain value (a name alone must be an HTML attribute's: _VALUELESS)
 _ATTR = r"""\s+([A-Za-z_:][-\w:.]*)(\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
 _TAG = re.compile(rf"<(/?)([A-Za-z][A-Za-z0-9]*)((?:{_ATTR})*)\s*/?>")
 # the HTML elements (HTML5 and the legacy ones still met in scraped text): `<int>`, `<String>`, `<T>` are not tags
@@ -32,6 +32,11 @@ svg table tbody td template textarea tfoot th thead time title tr track tt u ul 
 _BOOLEAN = frozenset("""allowfullscreen async autofocus autoplay checked controls default defer disabled formnovalidate
 hidden inert ismap itemscope loop multiple muted nomodule noshade novalidate nowrap open playsinline readonly required
 reversed selected""".split())  # noqa: SIM905
+# what a name written without a value may be: a boolean attribute, or one of the common ones (`<p class>`, `<a
+# download>`), or data-* / aria-*; `<b and c>` (in `a<b and c>d`) has none of them, so it is text
+_VALUELESS = _BOOLEAN | frozenset("""accesskey alt class contenteditable dir download draggable height href id lang
+name rel role spellcheck src style tabindex target title translate type value width""".split())  # noqa: SIM905
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _BLOCK = {"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr", "blockquote", "section",
           "article", "header", "footer", "h1", "h2", "h3", "h4", "h5", "h6"}
@@ -41,11 +46,18 @@ _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad]")
 
 def _tag(m: re.Match[str]) -> str:
     """A tag of an HTML element, written in one case, its attributes well formed (`<b and c>` in `a<b and c>d` is
-    text): removed (a block element: a space); anything else as it is."""
+    text): removed (a block element: a space); anything else as it is. An opening tag right after a word's letter
+    (`Task<object>`, `impl<S>`, `Func<A>`: a generic type) is text unless its closing tag follows (`very<b>good</b>`)
+    or it has none (`line<br>`)."""
     close, name, attrs = m.groups()[:3]
     if name.lower() not in _ELEMENTS or not (name.islower() or name.isupper()) or (close and attrs):
         return m.group(0)
-    if any(not value and attr.lower() not in _BOOLEAN for attr, value in re.findall(_ATTR, attrs)):
+    if any(not value and not (attr.lower() in _VALUELESS or attr.lower().startswith(("data-", "aria-")))
+           for attr, value in re.findall(_ATTR, attrs)):
+        return m.group(0)
+    before = m.string[m.start() - 1] if m.start() else " "
+    if not close and name.lower() not in _VOID and (before.isalnum() or before == "_") and not re.search(
+            rf"</{name}\s*>", m.string[m.end():], re.IGNORECASE):
         return m.group(0)
     return " " if name.lower() in _BLOCK else ""
 

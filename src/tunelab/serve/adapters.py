@@ -80,10 +80,10 @@ class AdapterView:
 def load_group(runs: list[Path]) -> list[Model | None]:
     """One base model, every run's adapter on it (`runs`: run directories, as `adapter_groups` gives them); a Model
     per run whose module is its AdapterView, or None for a run that cannot share the base: its vocabulary is not the
-    base's (`RUN/model` serves it, as it would alone; all None when fewer than two of several are left). Each adapter is checked
-    first (`check_adapter`), and a base or weights file that cannot be read is one line (TunelabError) naming it. The
-    adapters are named `adapter0`, `adapter1`, ... inside peft (a run folder's name may hold a `.`, which peft refuses
-    in a module name)."""
+    base's (`RUN/model` serves it, as it would alone; all None when fewer than two of several are left). Each
+    adapter is checked first (`check_adapter`), and a base or weights file that cannot be read is one line
+    (TunelabError) naming it. The adapters are named `adapter0`, `adapter1`, ... inside peft (a run folder's name
+    may hold a `.`, which peft refuses in a module name)."""
     from tunelab.export.merge import check_adapter
 
     checked = [check_adapter(r / ADAPTER, r / "model", needs="tunelab serve") for r in runs]
