@@ -132,6 +132,26 @@ def test_tune_resumes_the_study(tiny_bert: Path, sentiment_files: tuple[Path, Pa
     assert _study(out).trials[3].user_attrs["metric"] == "roc_auc"
 
 
+def test_a_continued_sft_study_of_a_score_goes_on_without_search_metric(tiny_llama: Path, tmp_path: Path) -> None:
+    """sft's headline is its loss (minimised): a study of exact_match (maximised) continued without search.metric
+    was refused as of the other direction."""
+    from conftest import WORDS, say_rows, write_jsonl
+
+    rows = write_jsonl(tmp_path / "chat.jsonl", say_rows(WORDS[:8]))
+    cfg = {"task": {"name": "sft", "generation": {"eval_generate": True, "max_new_tokens": 2}},
+           "model": str(tiny_llama), "output_dir": str(tmp_path / "out"),
+           "data": {"train": str(rows), "validation": str(rows)},
+           "train": {"max_steps": 1, "batch_size": 8, "save_steps": 0},
+           "search": {"metric": "exact_match", "space": {"train.lr": SPACE["train.lr"]}}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert runner.invoke(app, ["tune", str(path), "--trials", "1"]).exit_code == 0
+    del cfg["search"]["metric"]
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 0 and "trial 1: exact_match=" in res.output, res.output
+
+
 def test_tune_diverging_trial_fails(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
     """A NaN loss fails its trial (recorded, not counted) instead of ending the search with a traceback."""
     path = _config(tmp_path, tiny_bert, sentiment_files, {"space": {"train.lr": {"type": "categorical",
