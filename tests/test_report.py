@@ -291,6 +291,8 @@ def test_baselines_beside_a_run_only_on_its_rows(tmp_path: Path) -> None:
     older = shown({"rows": {"validation": 12}})  # a baselines.json without the hashes: by the count
     assert "tfidf_nb" not in older and "12 rows there, 6 here" in older
     assert "fine-tuned (this run)" in shown({"rows": {"validation": 6}})
+    ctx.splits["validation"] = [{**r, "generated": "a reply"} for r in rows]  # sft scored with eval_generate
+    assert "tfidf_nb" in shown({"rows": {"validation": 6}, "rows_sha256": {"validation": training_fingerprint(rows)}})
 
 
 def test_report_failure_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -94,14 +94,18 @@ class DataReport:
         return summary
 
 
+NOT_THE_ROW = ("source", "line", "row", "first_item_line", "generated", "word_ids")
+
+
 def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
     """SHA-256 of the training examples as prepared (cleaned, sampled, augmented: what the task parsed — text,
     label, tokens, messages ...) as canonical JSON, without the file and line they came from and the raw row (its
     columns the task does not read): the same rows read from a moved or copied file are the same, whatever strings
-    the reader shared; an edited text, label or order is not."""
+    the reader shared; an edited text, label or order is not. What scoring writes into an example (a generated
+    reply, NER's word ids) is not the row either: a report's validation rows hash as the baselines' did."""
     h = hashlib.sha256(str(len(examples)).encode())
     for start in range(0, len(examples), 4096):
-        part = [{k: v for k, v in ex.items() if k not in ("source", "line", "row", "first_item_line")}
+        part = [{k: v for k, v in ex.items() if k not in NOT_THE_ROW}
                 for ex in examples[start : start + 4096]]
         h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=repr).encode("utf-8"))
     return h.hexdigest()
