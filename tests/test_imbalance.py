@@ -319,3 +319,21 @@ def test_resampled_rows_are_accounted_for(tiny_bert: Path, tmp_path: Path, how: 
         assert summary["removed"] == {} and removed == []
         assert summary["rows_added"] == {"train": {"oversampled": 8}} and summary["rows_used"]["train"] == 26
     _add_up(summary)
+
+
+def test_undersampling_a_spilled_file_keeps_no_copy_of_its_dropped_rows(tmp_path: Path) -> None:
+    """A training file too large to hold (spilled to disk) kept every row undersampling dropped in memory, for
+    removed.jsonl (103 MB of 200k rows): it names them by file and line there, and the counts are the same."""
+    from tunelab.data.report import DataReport
+    from tunelab.data.row_spill import spill_rows
+    from tunelab.data.sampling import resample
+
+    rows = [{"text": f"t{i}", "label": "a" if i % 4 else "b", "source": "t.jsonl", "line": i + 1,
+             "row": {"text": f"t{i}"}} for i in range(40)]
+    for spilled in (False, True):
+        report = DataReport()
+        examples = spill_rows(rows, tmp_path) if spilled else rows
+        assert (type(examples) is list) is not spilled
+        kept = resample(examples, "undersample", 0, lambda ex: ex["label"], report)
+        assert len(kept) == 20 and len(report.removed) == 20
+        assert all(("row" in r) is not spilled and r["file"] == "t.jsonl" for r in report.removed)

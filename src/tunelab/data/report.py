@@ -55,9 +55,11 @@ class DataReport:
         if n:
             self.added[split][how] += n
 
-    def remove(self, split: str, example: dict[str, Any], reason: str, **detail: Any) -> None:
+    def remove(self, split: str, example: dict[str, Any], reason: str, *, with_row: bool = True, **detail: Any) -> None:
+        """One removed row, by file and line (and, unless `with_row` is False, the row itself: undersampling a file
+        too large to hold keeps no copy of each row it drops)."""
         self.removed.append({"split": split, "file": example.get("source"), "line": example.get("line"),
-                             "reason": reason, **detail, "row": example.get("row")})
+                             "reason": reason, **detail, **({"row": example.get("row")} if with_row else {})})
 
     def removed_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, Counter[str]] = defaultdict(Counter)

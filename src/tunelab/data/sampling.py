@@ -55,9 +55,11 @@ def resample(examples: Sequence[dict[str, Any]], how: Literal["oversample", "und
         order = np.sort(np.concatenate(keep))
         if report is not None:
             dropped = np.setdiff1d(np.arange(len(examples)), order, assume_unique=True)
-            rows = examples.take(dropped) if isinstance(examples, RowSequence) else [examples[i] for i in dropped]
+            spilled = isinstance(examples, RowSequence)  # (a file too large to hold: its rows by file and line)
+            rows = examples.take(dropped) if spilled else [examples[i] for i in dropped]
             for ex in rows:
-                report.remove("train", ex, "undersampled", **{"class": key(ex), "rows_per_class": int(sizes.min())})
+                report.remove("train", ex, "undersampled", with_row=not spilled,
+                              **{"class": key(ex), "rows_per_class": int(sizes.min())})
     else:
         picks = [np.concatenate([np.tile(m, (sizes.max() - len(m)) // len(m)),
                                  m[rng.sample(range(len(m)), (sizes.max() - len(m)) % len(m))]]) for m in members]
