@@ -334,6 +334,10 @@ def test_cv_folds_without_classes_are_plain_kfold() -> None:
     folds, how = fold_indices(rows, multi, 5, seed=0)
     assert how == "random" and len(folds) == 5
     assert sorted(i for _, held in folds for i in held) == list(range(10))
+    # a label of one row trains in its fold (held out, that fold's model did not know it: the cv failed)
+    rare = [*rows, {"text": "t10", "label": ["a", "rare"]}]
+    folds, _ = fold_indices(rare, multi, 5, seed=0)
+    assert all(10 in train and 10 not in held for train, held in folds)
     # a class of one row trains in every fold (held out, that fold's model did not know it: the cv failed)
     single = TASKS.get("classification")(TASKS.get("classification").Config(), DataConfig())
     rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(12)] + [{"text": "t12", "label": "c"}]

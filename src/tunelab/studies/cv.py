@@ -55,7 +55,8 @@ def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: i
     keys = [task.stratify_key(ex) for ex in examples]
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
     if not stratified:
-        return list(KFold(folds, shuffle=True, random_state=seed).split(index)), "random"
+        return _labels_in_train(list(KFold(folds, shuffle=True, random_state=seed).split(index)), examples,
+                                task), "random"
     counts = Counter(keys)
     small = {k: n for k, n in counts.items() if 1 < n < folds}
     if small:
@@ -77,6 +78,22 @@ def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: i
         except ValueError as exc:  # every class has fewer rows than folds
             raise ConfigError(f"cv: --folds {folds}: {exc}") from None
     return [(np.sort(np.concatenate([rest[t], index[alone]])), rest[h]) for t, h in made], "stratified"
+
+
+def _labels_in_train(folds: list[Any], examples: list[dict[str, Any]], task: Task) -> list[Any]:
+    """Each fold's held-out rows whose labels (multi-label) or entity types (NER) its training part lacks, moved into
+    that training part: validated there, the fold's model would not know them (the cv failed on its fold)."""
+    labels = [set(task.label_counts([ex])) for ex in examples]
+    out, moved = [], 0
+    for train, held in folds:
+        known = set().union(*(labels[i] for i in train))
+        stay = np.asarray([labels[i] <= known for i in held], dtype=bool)
+        moved += int((~stay).sum())
+        out.append((np.sort(np.concatenate([train, held[~stay]])), held[stay]))
+    if moved:
+        _say(f"cv: {moved} held-out rows hold a label their fold's training part lacks (a label of one or two rows): "
+             "they train in that fold instead")
+    return out
 
 
 def _group_folds(groups: np.ndarray, folds: int, seed: int) -> list[Any]:
