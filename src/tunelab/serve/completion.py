@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -35,9 +35,6 @@ from tunelab.serve.batcher import QueueFull
 from tunelab.serve.chat_batcher import Job
 from tunelab.tasks.generation import prompt_limit, with_overrides
 
-if TYPE_CHECKING:
-    from tunelab.serve.app import Served, Server
-
 log = logging.getLogger("uvicorn.error")  # beside uvicorn's own "Exception in ASGI application"
 STREAM_FAILED = "generation failed (the server's log has the details)"
 
@@ -46,7 +43,9 @@ class Completion:
     """One chat or text completion: checked against the limits, generated in a worker thread (one reply at a time
     per model), answered as one JSON object or as server-sent events."""
 
-    def __init__(self, server: Server, served: Served, ids: list[int], body: Any, chat: bool) -> None:
+    def __init__(self, server: Any, served: Any, ids: list[int], body: Any, chat: bool) -> None:
+        """`server`: app.Server (its settings and metrics), `served`: app.Served (the model); typed Any, as app
+        imports this module."""
         self.server, self.served, self.ids, self.body, self.chat = server, served, ids, body, chat
         self.cfg = self._config()
         self.stream = _Stream([body.stop] if isinstance(body.stop, str) else list(body.stop or []), trim=chat)
