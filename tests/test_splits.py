@@ -99,14 +99,15 @@ def test_a_hold_out_far_below_the_size_asked_says_so(tmp_path: Path, capsys: pyt
     assert note in capsys.readouterr().err
 
 
-def _qa_rows(contexts: int, per: int, title: bool = False) -> list[dict]:
+def _qa_rows(contexts: int, per: int, titles: int = 0) -> list[dict]:
+    """`contexts` paragraphs of `per` questions each; with `titles`, the paragraphs shared among that many articles."""
     rows = []
     for c in range(contexts):
         context = f"paragraph {c} says the answer is word{c}."
         for q in range(per):
             row = {"context": context, "question": f"question {q} about {c}?",
                    "answers": {"text": [f"word{c}"], "answer_start": [context.index(f"word{c}")]}}
-            rows.append({**row, "title": f"article {c // 2}"} if title else row)
+            rows.append({**row, "title": f"article {c % titles}"} if titles else row)
     return rows
 
 
@@ -115,13 +116,21 @@ def test_qa_holds_out_whole_contexts(tmp_path: Path) -> None:
     splits, _ = _load(_qa_rows(10, 4), tmp_path, qa=True, validation_split=0.2)
     held = {r["context"] for r in splits["validation"]}
     assert len(splits["validation"]) == 8 and not held & {r["context"] for r in splits["train"]}
-    titled, _ = _load(_qa_rows(10, 4, title=True), tmp_path, qa=True, validation_split=0.2)  # an article at a time
-    assert not {r["row"]["title"] for r in titled["validation"]} & {r["row"]["title"] for r in titled["train"]}
+
+
+def test_qa_rows_of_one_article_are_held_out_by_context(tmp_path: Path) -> None:
+    """Grouped by title, a one-article file of 20 paragraphs was refused ("all 20 rows share one context (or
+    title)"), and two articles of 100 rows at 0.1 held out one article, half of train; by context, the size asked."""
+    splits, _ = _load(_qa_rows(20, 1, titles=1), tmp_path, qa=True, validation_split=0.1)
+    assert len(splits["validation"]) == 2 and len(splits["train"]) == 18
+    splits, _ = _load(_qa_rows(40, 5, titles=2), tmp_path, qa=True, validation_split=0.1)
+    held = {r["context"] for r in splits["validation"]}
+    assert len(splits["validation"]) == 20 and not held & {r["context"] for r in splits["train"]}
 
 
 def test_qa_of_one_context_cannot_be_held_out(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"data.validation_split: all 4 rows share one context \(or title\), so none "
-                                        r"can be held out without training on its context \(or title\)"):
+    with pytest.raises(DataError, match=r"data.validation_split: all 4 rows share one context, so none "
+                                        r"can be held out without training on its context: give data.validation$"):
         _load(_qa_rows(1, 4), tmp_path, qa=True)
 
 
@@ -134,3 +143,13 @@ def test_cv_folds_keep_a_context_in_one_fold(tmp_path: Path) -> None:
     for train_idx, held_idx in folds:
         assert not {rows[i]["context"] for i in held_idx} & {rows[i]["context"] for i in train_idx}
     assert fold_indices(rows, task, 3, seed=0)[0][0][1].tolist() == folds[0][1].tolist()  # seeded
+
+
+def test_cv_folds_of_one_article_keep_each_context_in_one_fold(tmp_path: Path) -> None:
+    """One title over 6 paragraphs: `--folds 3` was "more than the 1 context (or title) groups"."""
+    splits, _ = _load(_qa_rows(6, 2, titles=1), tmp_path, qa=True, validation_split=0.0)
+    rows = splits["train"]
+    folds, how = fold_indices(rows, Qa(QaConfig(), DataConfig()), 3, seed=0)
+    assert how == "grouped" and [len(held) for _, held in folds] == [4, 4, 4]
+    for train_idx, held_idx in folds:
+        assert not {rows[i]["context"] for i in held_idx} & {rows[i]["context"] for i in train_idx}
