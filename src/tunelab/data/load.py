@@ -16,9 +16,9 @@ from tunelab.data.dedup import dedup_across, dedup_within
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
 from tunelab.data.records import read_again
-from tunelab.data.report import DATA_FOLDER, DataReport, read_summary
+from tunelab.data.report import DATA_FOLDER, DataReport, read_summary, training_fingerprint
 from tunelab.data.row_spill import spill_anywhere
-from tunelab.data.splits import split_validation
+from tunelab.data.splits import split_validation, split_validation_legacy
 from tunelab.data.tabular import folder_files
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.io import exists
@@ -181,11 +181,14 @@ def _check_left(examples: list[dict[str, Any]], path: str, split: str, report: D
         raise DataError(path, None, None, f"no rows left after data.clean / data.dedup ({why})")
 
 
-def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None,
-                ) -> dict[str, list[dict[str, Any]]]:
+def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None, *,
+                legacy_split: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Read and validate every configured file. Without `data.validation`, a stratified, seeded
-    `data.validation_split` of train is held out instead. `data.clean` / `data.dedup` drop rows into
-    `report` (see data/report.py)."""
+    `data.validation_split` of train is held out instead, of the rows `data.dedup` leaves (a training row that repeats
+    a validation or test row is dropped first, so a class's row kept in train stays there); `applied.validation_split`
+    records its size and its rows' `training_fingerprint` (`rows_sha256`), which `run_splits` checks. `legacy_split`:
+    the hold-out of an older tunelab (`split_validation_legacy`, made before that dedup), for a run trained then.
+    `data.clean` / `data.dedup` drop rows into `report` (see data/report.py)."""
     report = report if report is not None else DataReport()
     report.applied["clean"] = data.clean.model_dump() if data.clean is not None else None
     report.applied["dedup"] = data.dedup
@@ -195,27 +198,33 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
         task.check_unlabeled()
     train = _read(data.train, "train", data, task, report)
     task.check_train(train)
-    splits: dict[str, list[dict[str, Any]]] = {}
+    splits: dict[str, Any] = {}
     if data.validation:
         splits["validation"] = _read(data.validation, "validation", data, task, report)
-    else:
+    elif legacy_split:  # as then: held out before the rows found in data.test were dropped
+        train, held = split_validation_legacy(train, data.validation_split, seed, task.stratify_key)
+        report.held_out = len(held)
+        if held:
+            splits["validation"] = held
+    if data.test:
+        splits["test"] = _read(data.test, "test", data, task, report)
+    if data.dedup and splits:
+        splits = dedup_across({"train": train, **splits}, report)
+        for split, rows in splits.items():
+            _check_left(rows, getattr(data, split) or data.train, split, report)
+        task.check_train(splits["train"])
+        train = splits.pop("train")
+    if not data.validation and not legacy_split:
         train, held, note = split_validation(train, data.validation_split, seed, task.stratify_key, task.group_key,
                                              source=data.train, group_name=task.grouped_by)
-        report.applied["validation_split"] = {"fraction": data.validation_split, "rows": len(held), "note": note}
+        report.applied["validation_split"] = {"fraction": data.validation_split, "rows": len(held), "note": note,
+                                              "rows_sha256": training_fingerprint(held)}
         report.held_out = len(held)
         if note:
             say(f"note: {note}")
         if held:
-            splits["validation"] = held
-    splits = {"train": train, **splits}
-    if data.test:
-        splits["test"] = _read(data.test, "test", data, task, report)
-    if data.dedup:
-        splits = dedup_across(splits, report)
-        for split, rows in splits.items():
-            _check_left(rows, getattr(data, split) or data.train, split, report)
-        task.check_train(splits["train"])
-    return splits
+            splits = {"validation": held, **splits}
+    return {"train": train, **splits}
 
 
 def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[dict[str, Any]]:
@@ -275,15 +284,21 @@ def run_data_section(run_dir: Path, tree: dict[str, Any]) -> DataConfig | None:
 def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None,
                hint: str = "") -> dict[str, list[dict[str, Any]]]:
     """A finished run's splits read again from its config (report, export, compress): its files as training read them
-    (`run_data`), checked against the rows the run used (RUN/data_summary.json) — a file that changed since is one
-    error line, not a check on other rows. An older run's relative paths are read from the current folder, which can
-    name other files: said so then. `hint`: another way out the caller offers (", or pass --data FILE")."""
+    (`run_data`), checked against the rows the run used (RUN/data_summary.json: each split's count, the held-out
+    validation rows' hash) — a file that changed since is one error line, not a check on other rows. A summary
+    without `applied.validation_split` (the tunelab before today's hold-out) gets that tunelab's hold-out. An older
+    run's relative paths are read from the current folder, which can name other files: said so then. `hint`: another
+    way out the caller offers (", or pass --data FILE")."""
     summary = read_summary(run_dir)
     data = run_data(run_dir, data, summary)
+    applied = summary.get("applied")
+    held_then = applied.get("validation_split") if isinstance(applied, dict) else None
+    # a hold-out made by a tunelab before applied.validation_split was recorded: its algorithm, its rows
+    legacy = bool(summary) and not data.validation and not isinstance(held_then, dict)
     with read_again():  # trained already: a field its config did not read cannot be taken up now
-        splits = load_splits(data, task, seed, report)
+        splits = load_splits(data, task, seed, report, legacy_split=legacy)
     try:
-        used, applied = dict(summary.get("rows_used") or {}), dict(summary.get("applied") or {})
+        used, applied = dict(summary.get("rows_used") or {}), dict(applied or {})
     except (TypeError, ValueError):  # a damaged summary: nothing to compare
         return splits
     if applied.get("sampling") or applied.get("augment"):  # its training rows were resampled / augmented after this
@@ -292,11 +307,18 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
         n = used.get(split)
         if isinstance(n, int) and n != len(rows):
             path = getattr(data, split, None) or data.train
-            if str(path).startswith("hf:") or Path(path).is_absolute():
-                why = "the data changed since"
-            else:
-                why = (f"the file changed, or its path (relative to the current folder {Path.cwd()}) names another "
-                       "one; run from the folder it trained in")
             raise DataError(str(path), None, split, f"{len(rows):,} rows now, where the run {run_dir} used "
-                            f"{n:,}: {why}{hint}")
+                            f"{n:,}: {_changed(path)}{hint}")
+    sha = held_then.get("rows_sha256") if isinstance(held_then, dict) and not data.validation else None
+    if isinstance(sha, str) and sha != training_fingerprint(splits.get("validation", [])):
+        raise DataError(data.train, None, "validation", f"the rows held out now are not those the run {run_dir} "
+                        f"validated on: {_changed(data.train)}{hint}")
     return splits
+
+
+def _changed(path: str) -> str:
+    """Why a run's file read again gives other rows."""
+    if str(path).startswith("hf:") or Path(path).is_absolute():
+        return "the data changed since"
+    return (f"the file changed, or its path (relative to the current folder {Path.cwd()}) names another one; run "
+            "from the folder it trained in")

@@ -101,6 +101,27 @@ def _by_group(groups: list[Hashable | None], asked: int, rng: random.Random, sou
     return set(held)
 
 
+def split_validation_legacy(items: Sequence[T], fraction: float, seed: int, key: Key | None = None,
+                            ) -> tuple[Sequence[T], Sequence[T]]:
+    """The hold-out of tunelab before the one above (the same seed drew other rows): each class `round(n × fraction)`
+    of its rows (none of a class of one), one row of any class where that was none; no groups. Kept only so that a
+    run trained then (its data_summary.json without `applied.validation_split`) reads again the rows it validated on
+    (data/load.py: run_splits)."""
+    if fraction <= 0 or len(items) < 2:
+        return (items if isinstance(items, RowSequence) else list(items)), []
+    rng = random.Random(seed)
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        groups[key(item) if key else 0].append(i)
+    held: set[int] = set()
+    for members in groups.values():
+        take = round(len(members) * fraction) if len(members) > 1 else 0
+        held.update(rng.sample(members, take))
+    if not held:  # tiny data: still hold out one row
+        held.add(rng.randrange(len(items)))
+    return _parts(items, held)
+
+
 def _parts(items: Sequence[T], held: set[int]) -> tuple[Sequence[T], list[T]]:
     if isinstance(items, RowSequence):  # spilled as parsed (a large file): the training part stays off the heap
         kept = np.ones(len(items), dtype=bool)

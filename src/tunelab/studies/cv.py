@@ -2,7 +2,7 @@
 
     data.train ─► load_splits (read, clean, dedup; no validation hold-out) ─► K folds, seeded by train.seed
                   classification: StratifiedKFold on the label; multi-label and NER: KFold;
-                  QA: GroupKFold on the context (or article title), a group's questions in one fold
+                  QA: GroupKFold on the context, a context's questions in one fold
     OUTPUT_DIR/cv/fold-k/{train,validation}.jsonl   the fold's rows, each the original row with all its fields
     OUTPUT_DIR/cv/fold-k/                           pipeline.run with data.train / data.validation pointing there
     OUTPUT_DIR/cv/cv.json                           mean and sample std (ddof=1) of every numeric metric
