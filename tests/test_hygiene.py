@@ -59,6 +59,8 @@ def test_clean_text() -> None:
     ('<a href="f.pdf" download>file</a> <div contenteditable>e</div><p class>q</p>', "file e q"),
     ("impl<S> Foo<S>; Task<object> t; Func<A> f", "impl<S> Foo<S>; Task<object> t; Func<A> f"),  # generics stay
     ("very<b>good</b> line<br>end", "verygood line end"),  # after a letter: with its closing tag, or void
+    # end tags HTML lets a page leave out
+    ("<ul><li>one<li>two</ul> <dl><dt>term<dd>sense</dl> good<p>buy", "one two term sense good buy"),
 ])
 def test_strip_html_removes_markup_only(text: str, want: str) -> None:
     """Only tags of HTML element names (in one case, attributes well formed), comments and scripts go; entities are

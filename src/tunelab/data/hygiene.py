@@ -36,19 +36,23 @@ reversed selected""".split())  # noqa: SIM905
 # download>`), or data-* / aria-*; `<b and c>` (in `a<b and c>d`) has none of them, so it is text
 _VALUELESS = _BOOLEAN | frozenset("""accesskey alt class contenteditable dir download draggable height href id lang
 name rel role spellcheck src style tabindex target title translate type value width""".split())  # noqa: SIM905
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
+# elements written without their closing tag: void ones, and those whose end tag HTML lets a page leave out
+_OPEN_ENDED = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track",
+               "wbr", "li", "p", "td", "th", "tr", "dt", "dd", "option", "optgroup", "rt", "rp", "tbody", "thead",
+               "tfoot", "colgroup"}
+_CLOSING = re.compile(r"</([A-Za-z][A-Za-z0-9]*)\s*>")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
-_BLOCK = {"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr", "blockquote", "section",
-          "article", "header", "footer", "h1", "h2", "h3", "h4", "h5", "h6"}
+_BLOCK = {"br", "p", "div", "li", "ul", "ol", "dl", "dt", "dd", "tr", "td", "th", "table", "hr", "blockquote",
+          "section", "article", "header", "footer", "h1", "h2", "h3", "h4", "h5", "h6"}
 # zero-width space, word joiner, BOM, soft hyphen (ZWJ / ZWNJ stay: emoji sequences, Persian)
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad]")
 
 
-def _tag(m: re.Match[str]) -> str:
+def _tag(m: re.Match[str], closed: frozenset[str] = frozenset()) -> str:
     """A tag of an HTML element, written in one case, its attributes well formed (`<b and c>` in `a<b and c>d` is
     text): removed (a block element: a space); anything else as it is. An opening tag right after a word's letter
     (`Task<object>`, `impl<S>`, `Func<A>`: a generic type) is text unless its closing tag follows (`very<b>good</b>`)
-    or it has none (`line<br>`)."""
+    or it has none (`line<br>`) or may leave it out (`one<li>two`); `closed`: the element names the text closes."""
     close, name, attrs = m.groups()[:3]
     if name.lower() not in _ELEMENTS or not (name.islower() or name.isupper()) or (close and attrs):
         return m.group(0)
@@ -56,8 +60,8 @@ def _tag(m: re.Match[str]) -> str:
            for attr, value in re.findall(_ATTR, attrs)):
         return m.group(0)
     before = m.string[m.start() - 1] if m.start() else " "
-    if not close and name.lower() not in _VOID and (before.isalnum() or before == "_") and not re.search(
-            rf"</{name}\s*>", m.string[m.end():], re.IGNORECASE):
+    if not close and name.lower() not in _OPEN_ENDED and (before.isalnum() or before == "_") and (
+            name.lower() not in closed):
         return m.group(0)
     return " " if name.lower() in _BLOCK else ""
 
@@ -68,7 +72,9 @@ def strip_html(text: str) -> str:
     `;` (`&amp;`, `&#233;`), never entity-like text without it (`AT&T&not good` stays)."""
     if "<" not in text and "&" not in text:
         return text
-    text = _TAG.sub(_tag, _SCRIPT.sub(" ", text))
+    text = _SCRIPT.sub(" ", text)
+    closed = frozenset(n.lower() for n in _CLOSING.findall(text))  # once per text (a search per tag was quadratic)
+    text = _TAG.sub(lambda m: _tag(m, closed), text)
     return _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
 
 
