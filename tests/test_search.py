@@ -338,6 +338,11 @@ def test_cv_folds_without_classes_are_plain_kfold() -> None:
     rare = [*rows, {"text": "t10", "label": ["a", "rare"]}]
     folds, _ = fold_indices(rare, multi, 5, seed=0)
     assert all(10 in train and 10 not in held for train, held in folds)
+    tags = [{"text": f"t{i}", "label": ["common", f"tag{i}"]} for i in range(10)]  # every row holds its own label
+    from tunelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^cv: --folds 5: a fold would validate on no row"):
+        fold_indices(tags, multi, 5, seed=0)
     # a class of one row trains in every fold (held out, that fold's model did not know it: the cv failed)
     single = TASKS.get("classification")(TASKS.get("classification").Config(), DataConfig())
     rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(12)] + [{"text": "t12", "label": "c"}]

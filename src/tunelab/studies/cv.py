@@ -90,6 +90,9 @@ def _labels_in_train(folds: list[Any], examples: list[dict[str, Any]], task: Tas
         stay = np.asarray([labels[i] <= known for i in held], dtype=bool)
         moved += int((~stay).sum())
         out.append((np.sort(np.concatenate([train, held[~stay]])), held[stay]))
+    if any(not len(held) for _, held in out):
+        raise ConfigError(f"cv: --folds {len(folds)}: a fold would validate on no row (each of its held-out rows "
+                          "holds a label no other row of the fold has); fewer folds, or more rows of the rare labels")
     if moved:
         _say(f"cv: {moved} held-out rows hold a label their fold's training part lacks (a label of one or two rows): "
              "they train in that fold instead")

@@ -157,10 +157,11 @@ def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: s
         raise TunelabError(f"--storage: cannot open {url}: {first_line(exc)}") from None
     study = optuna.create_study(storage=rdb, study_name=name, direction=direction, pruner=pruner,
                                 load_if_exists=True)
+    given = search
     if search.metric is None and isinstance(study.user_attrs.get("metric"), str):  # its trials' metric, not a headline
         search = search.model_copy(update={"metric": study.user_attrs["metric"]})
         direction = search.study_direction(TASKS.get(cfg.task.name).headline)
-    _check_resumed(study, rdb, search, direction, url, TrialState)
+    _check_resumed(study, rdb, given, direction, url, TrialState)  # (its hints read what the config says)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     missing = trials - len(finished)
     if study.trials:
