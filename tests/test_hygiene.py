@@ -61,6 +61,10 @@ def test_clean_text() -> None:
     ("very<b>good</b> line<br>end", "verygood line end"),  # after a letter: with its closing tag, or void
     # end tags HTML lets a page leave out
     ("<ul><li>one<li>two</ul> <dl><dt>term<dd>sense</dl> good<p>buy", "one two term sense good buy"),
+    # a type parameter named as an element (uppercase), or closed only before it, is text
+    ("Component<P> {}; Table<TR> t", "Component<P> {}; Table<TR> t"),
+    ("<b>x</b> std::vector<B> v; <s>no</s> impl<S> Foo", "x std::vector<B> v; no impl<S> Foo"),
+    ("<select><option>Red<option>Green</select> a<!-- c -->b<SCRIPT>x</SCRIPT>c", "Red Green a b c"),
 ])
 def test_strip_html_removes_markup_only(text: str, want: str) -> None:
     """Only tags of HTML element names (in one case, attributes well formed), comments and scripts go; entities are
@@ -172,3 +176,4 @@ def test_clean_shorthand_and_nothing_left(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"train\.jsonl: no rows left after data\.clean / data\.dedup "
                                         r"\(in_validation: 2\)"):
         _load(tmp_path, train=str(train), validation=str(val), dedup=True)
+
