@@ -116,6 +116,7 @@ def test_the_gate_refuses_a_broken_artifact(cls_run: Path, monkeypatch: pytest.M
     report = json.loads((out / "report.json").read_text())
     assert report["forced"] and report["refused"].startswith("label agreement")
     assert report["rows"][1]["agreement"] < 0.5
+    assert report["gate"] == {"min_agreement": 0.99, "max_drop_points": 0.5}  # the threshold applied (was null)
 
 
 def test_ner_and_qa_export(tiny_bert: Path, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
 from tunelab.export.output import claim, commit, run_reads, staged
-from tunelab.export.parity import Gate, ParityError, check, headline, measure, measure_fp32
+from tunelab.export.parity import Gate, ParityError, check, headline, least_agreement, measure, measure_fp32
 from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8, quantize_int8, require_torchao, save_int8
 from tunelab.io import Read, dir_bytes, read_json, write_json_atomic
@@ -156,7 +156,7 @@ def gate_and_commit(verb: str, tmp: Path, output: Path, rows: list[dict[str, Any
     the gate refuses it without --force (then ParityError: nothing written). Returns the refusal, or None.
     `replaced`: what --overwrite said it replaces at `output` (None: no --overwrite)."""
     refused = check(rows[0], rows[1], gate, loss=loss)
-    write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": gate.min_agreement,
+    write_json_atomic(tmp / REPORT_FILE, {"data": source, "gate": {"min_agreement": least_agreement(gate, loss),
                                           "max_drop_points": gate.max_drop}, "refused": refused,
                                           "forced": bool(refused and force), **extra, "rows": rows})
     if refused and not force:

@@ -85,13 +85,18 @@ def agreement(a: Sequence[Any], b: Sequence[Any]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / max(len(a), 1)
 
 
+def least_agreement(gate: Gate, loss: bool = False) -> float | None:
+    """The label agreement the gate asks for: `--min-agreement`, else 99 % (none for a loss: see `check`)."""
+    return gate.min_agreement if gate.min_agreement is not None else (None if loss else 0.99)
+
+
 def check(original: dict[str, Any], artifact: dict[str, Any], gate: Gate, loss: bool = False) -> str | None:
     """Why the artifact fails the gate, or None. `loss`: the headline metric is a loss (lower is better; its rise is
     measured in % of the original's) and agreement is over greedy next tokens, gated only when asked for
     (`gate.min_agreement`): thousands of near-tie positions flip under any rounding (q8_0 on SmolLM2: 1.6 % of reply
     tokens at +0.02 % loss), while a wrong export moves the loss by far more than the tolerance."""
     name = original["metric_name"]
-    least = gate.min_agreement if gate.min_agreement is not None else (None if loss else 0.99)
+    least = least_agreement(gate, loss)
     if least is not None and artifact["agreement"] < least:
         return (f"label agreement with the original {100 * artifact['agreement']:.2f}% < {100 * least:g}% "
                 "(--min-agreement)")
