@@ -202,6 +202,12 @@ def test_progress_lines_in_a_log(tiny_bert: Path, sentiment_files: tuple[Path, P
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(val), "--output",
                               str(tmp_path / "p.jsonl")])
     assert res.exit_code == 0 and "score: 16/16 rows (100 %)" in res.stderr, res.stderr
+    # a table's name for JSON Lines: refused in one line before any work (was written as JSONL under it)
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(val), "--output",
+                              str(tmp_path / "labelled.csv")])
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"error: --output: {tmp_path / 'labelled.csv'}: predict writes JSON Lines (each input row with its "
+        "prediction); name it labelled.jsonl") and not (tmp_path / "labelled.csv").exists()
 
 
 def test_version_and_short_help() -> None:

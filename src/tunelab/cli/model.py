@@ -150,6 +150,9 @@ def predict(
 
     if sets and len(model_dirs) > 1:
         raise TunelabError("predict: --set takes one model directory")
+    if output is not None and output.suffix.lower() in (".csv", ".tsv", ".parquet", ".xlsx"):
+        raise TunelabError(f"--output: {output}: predict writes JSON Lines (each input row with its prediction); "
+                           f"name it {output.with_suffix('.jsonl').name}")
     if output is not None:
         inputs = [Read("the model directory", model_dir_of(d)) for d in model_dirs]  # a run's: its model/
         inputs += [Read("the --input file", Path(input_))] if input_ != "-" else []
