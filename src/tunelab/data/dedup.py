@@ -205,6 +205,12 @@ def dedup_within(examples: Sequence[dict[str, Any]], split: str, report: DataRep
     return _drop(examples, split, _Seen(), report, within=True)
 
 
+def without_digests(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """A spilled split's rows without the digests within-split dedup kept beside them (`KeyedRows`): 16 bytes a row
+    freed once no later comparison needs them."""
+    return rows.rows if isinstance(rows, KeyedRows) else rows
+
+
 def dedup_across(splits: dict[str, Sequence[dict[str, Any]]], report: DataReport,
                  ) -> dict[str, Sequence[dict[str, Any]]]:
     """Remove rows that repeat a row of a higher-priority split: train loses rows found in validation
@@ -218,8 +224,8 @@ def dedup_across(splits: dict[str, Sequence[dict[str, Any]]], report: DataReport
             if split != "train":  # nothing is compared with the training rows after them
                 for ex in out[split]:
                     seen.add(split, ex, duplicate_keys(ex))
-    if isinstance(out.get("train"), KeyedRows):  # the digests are not needed after this: 16 bytes a row freed
-        out["train"] = out["train"].rows
+    if "train" in out:  # the digests are not needed after this
+        out["train"] = without_digests(out["train"])
     return out
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
-from tunelab.data.dedup import dedup_across, dedup_within
+from tunelab.data.dedup import dedup_across, dedup_within, without_digests
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
 from tunelab.data.records import read_again
@@ -214,6 +214,7 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
             _check_left(rows, getattr(data, split) or data.train, split, report)
         task.check_train(splits["train"])
         train = splits.pop("train")
+    train = without_digests(train)  # (dedup_across drops them too: where it did not run)
     if not data.validation and not legacy_split:
         train, held, note = split_validation(train, data.validation_split, seed, task.stratify_key, task.group_key,
                                              source=data.train, group_name=task.grouped_by)

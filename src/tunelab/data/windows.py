@@ -10,7 +10,7 @@ from typing import Any
 
 from tunelab.errors import DataError
 
-CHARS_PER_TOKEN = 16  # as tasks.base: no tokenizer makes a token of more characters than this on real text
+CHARS_PER_TOKEN = 16  # no tokenizer makes a token of more characters than this on real text (tasks.base imports it)
 
 
 def check_window_room(tokenizer: Any, examples: Sequence[dict[str, Any]], max_length: int, stride: int,

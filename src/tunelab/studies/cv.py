@@ -147,8 +147,8 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
     splits, how = fold_indices(rows, task, folds, cfg.train.seed)
     said = {"stratified": "stratified by label", "grouped": f"each {task.grouped_by} in one fold"}
     _say(f"cv: {len(rows)} rows, {folds} folds ({said.get(how, 'not stratified')}), seed {cfg.train.seed} → {root}")
-    repeated = len(rows) - len({task.dedup_keys(ex)[1] for ex in rows})
-    if repeated and how != "grouped":  # (data.dedup drops them in load_splits)
+    repeated = 0 if data.dedup or how == "grouped" else len(rows) - len({task.dedup_keys(ex)[1] for ex in rows})
+    if repeated:  # (data.dedup drops them in load_splits; a group's rows share a fold)
         _say(f"cv: {repeated} rows repeat another row's text (data.dedup is off): a copy can train in a fold that "
              "validates on the other, an optimistic score; data.dedup: true drops them")
     selected = cfg.train.tracks_best()

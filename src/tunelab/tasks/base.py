@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from tunelab.config.sections import DataConfig, TaskConfig, TrainConfig
 from tunelab.data.dedup import duplicate_keys
 from tunelab.data.readers import Table
+from tunelab.data.windows import CHARS_PER_TOKEN
 from tunelab.errors import ConfigError
 from tunelab.models.inference import TARGETS, forward_logits
 from tunelab.models.positions import check_positions
@@ -340,7 +341,6 @@ class Task(ABC):
         return changed
 
 
-CHARS_PER_TOKEN = 16  # no tokenizer makes a token of more characters than this on real text
 
 
 def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, cap: int,

@@ -1,5 +1,6 @@
 """How the engine cuts the training data: shuffled batches grouped by length, and a batch cut into forward/
-backward passes of at most `train.micro_batch_tokens` tokens, each weighted by its share of the batch's loss."""
+backward passes of at most `train.micro_batch_tokens` tokens, each weighted by its share of the optimizer step's
+loss units (`step_passes`, `pass_weights`)."""
 
 from __future__ import annotations
 

@@ -273,8 +273,8 @@ class Loop:
                         loss = loss + self.cfg.l1 * l1_penalty(self.params)
                     acc.backward(loss if weight * scale == 1.0 else loss * (weight * scale))
                 self.loss_sum += loss.detach().float() * weight
-                mask = batch["attention_mask"] if pass_rows else batch["attention_mask"][:0]  # (not a stand-in's)
-                s.real, s.padded = s.real + int(mask.sum()), s.padded + mask.numel()
+                mask = cpu_batch["attention_mask"] if pass_rows else cpu_batch["attention_mask"][:0]  # (a stand-in's:
+                s.real, s.padded = s.real + int(mask.sum()), s.padded + mask.numel()  # none) the host copy: no sync
         s.log_n += 1
 
     def optimizer_step(self) -> None:
