@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import torch
 
 from tunelab.config.run import RunConfig, configured, read_config_file
-from tunelab.data.objects import check_count, model_table
+from tunelab.data.objects import check_count, check_flag, model_table
 from tunelab.data.readers import Table
 from tunelab.errors import ArgumentError, ConfigError, surface
 from tunelab.evaluation.evaluate import evaluate, logits_for
@@ -153,8 +153,7 @@ def train(config: ConfigSource = None, *, resume: str | Path | bool | None = Non
     elif resume is not None and not isinstance(resume, str | Path):
         raise ArgumentError(f"resume: expected \"auto\" (or True), a checkpoint path or None, got "
                             f"{type(resume).__name__}")
-    if not isinstance(overwrite, bool):
-        raise ArgumentError(f"overwrite: expected True or False, got {overwrite!r}")
+    check_flag("overwrite", overwrite)
     from tunelab.pipeline import resolved  # the training stack (accelerate, peft, the loop): ~1 s predict never needs
     from tunelab.pipeline import run as run_pipeline
 
@@ -220,8 +219,7 @@ class Model:
         check_count("batch_size", batch_size)
         if limit is not None:
             check_count("limit", limit)
-        if not isinstance(overwrite, bool):
-            raise ArgumentError(f"overwrite: expected True or False, got {overwrite!r}")
+        check_flag("overwrite", overwrite)
         from tunelab.evaluation.generation import eval_generation, eval_generation_config
         from tunelab.io import Read, check_outputs
 

@@ -169,9 +169,7 @@ def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig,
              evaluates: bool) -> torch.nn.Module:
     """`model` with the method applied, what trains checked (layer-wise lr decay; a resumed checkpoint's names and
     shapes): before the run claims its output_dir."""
-    if not evaluates and (needs := cfg.train.needs_evaluations()):
-        raise ConfigError(f"config: train: {needs} needs evaluations: give data.validation or keep "
-                          "data.validation_split > 0")
+    cfg.train.check_evaluations(evaluates)
     model = method.apply(model, task.head_modules(model), task.new_token_ids)
     check_layer_decay(model, cfg.train.layer_lr_decay)
     if resume_from is not None:

@@ -355,6 +355,12 @@ class TrainConfig(Section):
             return "early_stopping / best_metric / select_best"
         return "scheduler: reduce_on_plateau" if self.scheduler == "reduce_on_plateau" else None
 
+    def check_evaluations(self, evaluates: bool) -> None:
+        """The one-line refusal of a setting that needs evaluations where there are none."""
+        if not evaluates and (needs := self.needs_evaluations()):
+            raise ConfigError(f"config: train: {needs} needs evaluations: give data.validation or keep "
+                              "data.validation_split > 0")
+
     def tracks_best(self) -> bool:
         """A best checkpoint is tracked (and never pruned) when a selection metric is configured."""
         return bool(self.early_stopping or self.best_metric or self.select_best)

@@ -49,7 +49,7 @@ _BLOCK = {"br", "p", "div", "li", "ul", "ol", "dl", "dt", "dd", "tr", "td", "th"
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad]")
 
 
-def _tag(m: re.Match[str], closed: dict[str, int] | None = None) -> str:
+def _tag(m: re.Match[str], closed: dict[str, int]) -> str:
     """A tag of an HTML element, written in one case, its attributes well formed (`<b and c>` in `a<b and c>d` is
     text): removed (a block element: a space); anything else as it is. An opening tag right after a word's letter
     (`Task<object>`, `impl<S>`, `Func<A>`: a generic type) is text unless its closing tag follows (`very<b>good</b>`)
@@ -64,7 +64,7 @@ def _tag(m: re.Match[str], closed: dict[str, int] | None = None) -> str:
     before = m.string[m.start() - 1] if m.start() else " "
     open_ended = name.lower() in _VOID or name.islower() and name in _END_OPTIONAL
     if not close and not open_ended and (before.isalnum() or before == "_") and (
-            (closed or {}).get(name.lower(), -1) < m.end()):
+            closed.get(name.lower(), -1) < m.end()):
         return m.group(0)
     return " " if name.lower() in _BLOCK else ""
 

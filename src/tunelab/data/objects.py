@@ -23,6 +23,12 @@ def check_count(name: str, value: Any) -> None:
         raise ArgumentError(f"{name}: expected a whole number of at least 1, got {value!r}")
 
 
+def check_flag(name: str, value: Any) -> None:
+    """`overwrite` and the like: True or False (ArgumentError), as a CLI flag is."""
+    if not isinstance(value, bool):
+        raise ArgumentError(f"{name}: expected True or False, got {value!r}")
+
+
 def model_table(inputs: Any, text_field: str, *, files: bool) -> Table:
     """`inputs` as rows: a Table as it is; a Path a file (read as `tunelab predict --input` reads it); a str a file
     when `files` (evaluate), else one text (`{text_field: str}`, predict); a mapping one row; a data frame its

@@ -53,7 +53,7 @@ def prepare_training(train: Sequence[dict[str, Any]], cfg: RunConfig, task: RowT
         before, originals, tests = len(train), train, []
 
         def fresh() -> Callable[[dict[str, Any]], bool]:  # for each attempt at the copies: the last one's drops count
-            tests.append(CopyDuplicates(originals, others or {}, task.dedup_keys))
+            tests[:] = [CopyDuplicates(originals, others or {}, task.dedup_keys)]  # (an earlier attempt's freed)
             return tests[-1].keep
 
         train, stats = augment_examples(train, data.augment, seed, lookup, data.text_field, data.cache is not False,

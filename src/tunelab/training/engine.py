@@ -107,8 +107,7 @@ def train(model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: C
     batch; it weights the passes of an optimizer step (its batches, split by `train.micro_batch_tokens`);
     `on_eval(step, metrics)` sees every evaluation (e.g. a hyperparameter-search pruner);
     `resume_from`: a checkpoint directory to continue from (see checkpoint.py)."""
-    if evaluate is None and (needs := cfg.needs_evaluations()):
-        raise TunelabError(f"train: {needs} needs evaluations: give data.validation or keep data.validation_split > 0")
+    cfg.check_evaluations(evaluate is not None)
     loop = Loop(model, features, collate, cfg, lr, out_dir, evaluate, loss_fn, on_eval, loss_units)
     try:
         if resume_from is not None:
