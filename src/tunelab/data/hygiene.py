@@ -148,16 +148,20 @@ def clean_inputs(examples: list[dict[str, Any]], cfg: CleanConfig) -> list[dict[
     kept, whatever its length (min/max_chars filter training rows only) or what cleaning leaves of it. A row of
     `tokens` (NER) has them cleaned token by token, its `text` (which the token offsets index) left as given; the
     input row echoed back (`row`) is never changed."""
-    out = []
-    for ex in examples:
-        new = dict(ex)
-        for key in ("tokens",) if "tokens" in ex else ("text", "text_pair"):
-            if key in ex:
-                new[key] = _clean_value(ex[key], cfg)
-        if "messages" in ex:
-            new["messages"] = _clean_messages(ex["messages"], cfg)
-        out.append(new)
-    return out
+    return [_cleaned(ex, cfg, ("tokens",) if "tokens" in ex else ("text", "text_pair")) for ex in examples]
+
+
+def _cleaned(ex: dict[str, Any], cfg: CleanConfig, keys: tuple[str, ...] = TEXT_KEYS) -> dict[str, Any]:
+    """A copy of the example with its `keys` texts and its turns cleaned (a text cleaning leaves as it was keeps its
+    one string object: pickled once where the rows are spilled)."""
+    new = dict(ex)
+    for key in keys:
+        if key in ex:
+            value = _clean_value(ex[key], cfg)
+            new[key] = ex[key] if value == ex[key] else value
+    if "messages" in ex:
+        new["messages"] = _clean_messages(ex["messages"], cfg)
+    return new
 
 
 def _clean_messages(messages: list[dict[str, Any]], cfg: CleanConfig) -> list[dict[str, Any]]:
@@ -185,13 +189,7 @@ def clean_split(examples: list[dict[str, Any]], cfg: CleanConfig, split: str, re
     """Clean every text; drop rows left empty, and (with `filter_length`) rows outside min/max_chars."""
     out = []
     for ex in examples:
-        new = dict(ex)
-        for key in TEXT_KEYS:
-            if key in ex:
-                value = _clean_value(ex[key], cfg)
-                new[key] = ex[key] if value == ex[key] else value  # one string object: pickled (spilled) once
-        if "messages" in ex:
-            new["messages"] = _clean_messages(ex["messages"], cfg)
+        new = _cleaned(ex, cfg)
         empty = _emptied(new, ex)
         if empty is not None:
             report.remove(split, ex, "empty_after_cleaning", **empty)
