@@ -236,8 +236,9 @@ class CopyDuplicates:
     """`data.dedup` of `data.augment`'s copies, made after the splits were deduplicated: `keep(copy)` is False for a
     copy whose normalised key a validation / test row has (augmentation would train on it again), a training row
     (its own original included) or an earlier copy; `dropped` holds each with its detail, for removed.jsonl (reason
-    `augmented_duplicate`). Keeps the validation and test keys, 8 bytes a training row (a sorted digest; a hit is
-    confirmed on the row's key) and 16 bytes a copy kept (its digest; equal taken as equal, as `_dedup_spilled`)."""
+    `augmented_duplicate`). Keeps the validation and test keys, 16 bytes a training row (a sorted digest and its
+    row's index; a hit is confirmed on the row's key) and 16 bytes a copy kept (its digest; equal taken as equal, as
+    `_dedup_spilled`)."""
 
     def __init__(self, train: Sequence[dict[str, Any]], others: dict[str, Sequence[dict[str, Any]]],
                  keys: Keys) -> None:
@@ -257,8 +258,9 @@ class CopyDuplicates:
         at = int(np.searchsorted(self.sorted, d))
         while at < len(self.sorted) and self.sorted[at] == d:
             first = self.train[int(self.order[at])]
-            if self.keys(first)[1] == normal:
-                return ("exact" if self.keys(first)[0] == exact else "normalised"), first
+            first_exact, first_normal = self.keys(first)
+            if first_normal == normal:
+                return ("exact" if first_exact == exact else "normalised"), first
             at += 1
         return None
 
@@ -270,11 +272,11 @@ class CopyDuplicates:
         elif (hit := self._in_train(exact, normal)) is not None:
             split, (match, first) = "train", hit
             where = _where(first)
-        elif (seen := self.copies.get(_digest(normal))) is not None:
+        elif (seen := self.copies.get(normal_digest := _digest(normal))) is not None:
             split, where = "augmented", seen[0]
             match = "exact" if seen[1] == _digest(exact) else "normalised"
         else:
-            self.copies[_digest(normal)] = (f"{_where(copy)} (copy)", _digest(exact))
+            self.copies[normal_digest] = (f"{_where(copy)} (copy)", _digest(exact))
             return True
         self.dropped.append((copy, {"match": match, "duplicate_of": where, "duplicate_in": split}))
         return False
