@@ -39,7 +39,7 @@ def _averaged(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _per_class(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, dict[str, float | None]]:
+def per_class(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, dict[str, float | None]]:
     """Every class's P/R/F1 and support; a class neither in `y_true` nor predicted has null scores (not 0s)."""
     p, r, f, s = _skm().precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(len(names))), average=None, zero_division=0
@@ -65,7 +65,7 @@ def single_label(y_true: np.ndarray, probs: np.ndarray, names: list[str]) -> dic
         out["roc_auc"] = float(_skm().roc_auc_score(y_true, probs, multi_class="ovr", labels=list(range(k))))
     else:
         out["roc_auc"] = None  # undefined: some class never occurs in this split
-    out["per_class"] = _per_class(y_true, y_pred, names)
+    out["per_class"] = per_class(y_true, y_pred, names)
     out["confusion_matrix"] = {
         "labels": names,
         "matrix": _skm().confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),

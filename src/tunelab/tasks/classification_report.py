@@ -13,6 +13,7 @@ import numpy as np
 from tunelab import plots
 from tunelab.html import chart, esc, figs, metric_table, note, table
 from tunelab.metrics import scalars
+from tunelab.metrics.classification import per_class
 from tunelab.models.attribution import explain, render_tokens
 from tunelab.tasks.base import Task
 
@@ -53,15 +54,14 @@ def results(recs: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> str:
             truth[i, [index[g] for g in r["gold"]]] = 1
             pred[i, [index[g] for g in r["prediction"]]] = 1
         p, rc, f, s = prfs(truth, pred, zero_division=0)
+        rows = [[n, p[k], rc[k], f[k], int(s[k])] for k, n in enumerate(labels)]
     else:
         y = np.asarray([index[r["gold"]] for r in recs])
         yhat = np.asarray([index[r["prediction"]] for r in recs])
         truth = np.eye(len(labels), dtype=int)[y]
-        p, rc, f, s = prfs(y, yhat, labels=range(len(labels)), zero_division=0)
-    seen = set(range(len(labels))) if multi else set(y.tolist()) | set(yhat.tolist())  # else "-": not in the split
-    out.append("<h4>Per class</h4>" + table(["class", "precision", "recall", "f1", "support"],
-                                           [[n, p[k], rc[k], f[k], int(s[k])] if k in seen else [n, None, None, None, 0]
-                                            for k, n in enumerate(labels)]))
+        # the metrics' own per-class scores: a class not in the split's gold or predictions shows "-"
+        rows = [[n, c["precision"], c["recall"], c["f1"], c["support"]] for n, c in per_class(y, yhat, labels).items()]
+    out.append("<h4>Per class</h4>" + table(["class", "precision", "recall", "f1", "support"], rows))
     images = []
     if not multi:
         cm = confusion_matrix(y, yhat, labels=range(len(labels)))
