@@ -50,6 +50,21 @@ def test_config_yaml_holds_the_lr_the_run_used(tiny_bert: Path, tmp_path: Path) 
     assert lr == METHODS.get("lora").default_lr == run.config.train.lr
 
 
+def test_a_model_trained_at_fp32_is_scored_at_fp32(api_run: tunelab.Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run at fp32 records it (tunelab.json `precision`) and its loaded model keeps it where `auto` would pick
+    bf16 (a CPU with native bf16): `eval` / `predict` score as the run's metrics were scored."""
+    import torch
+
+    from tunelab.models.precision import autocast_dtype
+
+    assert json.loads((api_run.model_dir / "tunelab.json").read_text())["precision"] == "fp32"  # (tests run fp32)
+    monkeypatch.delenv("TUNELAB_PRECISION")
+    module = tunelab.load(api_run.dir).module
+    assert autocast_dtype(torch.device("cpu"), model=module) is None
+    monkeypatch.setenv("TUNELAB_PRECISION", "bf16")  # the variable still picks what `auto` means
+    assert autocast_dtype(torch.device("cpu"), model=module) == torch.bfloat16
+
+
 def test_load_predict_matches_the_cli(api_run: tunelab.Run, tmp_path: Path) -> None:
     model = tunelab.load(api_run.dir)  # a run directory or its model/
     assert model.task.cfg.name == "classification" and "classification" in repr(model)

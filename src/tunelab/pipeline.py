@@ -33,6 +33,7 @@ from tunelab.metrics import scalars
 from tunelab.models import resolve_model
 from tunelab.models.aliases import ALIASES, load_problem
 from tunelab.models.positions import check_positions, learned_position_limit
+from tunelab.models.precision import precision_scope, resolve_precision
 from tunelab.models.segments import seed_untrained_segments
 from tunelab.models.student import STUDENT_LAYERS
 from tunelab.progress import say
@@ -152,9 +153,11 @@ def run(cfg: RunConfig, resume: str | None = None,
         report.applied["unlabeled"] = {"file": cfg.data.unlabeled, "rows": len(unlabeled), "features": len(extra)}
     # the untrained model scored (main process; its replies written once the folder is claimed), then the method
     # applied and checked — its settings, what trains, a resumed checkpoint's shapes — before anything is written
-    baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
-    model = _applied(method, model, task, cfg, resume_from, "validation" in splits)
-    with ExitStack() as held:
+    with ExitStack() as held:  # the untrained, validation and final scores at the run's precision (autocast)
+        held.enter_context(precision_scope(resolve_precision(cfg.train.precision, state.device)))
+        baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
+        model = _applied(method, model, task, cfg, resume_from, "validation" in splits)
+
         def claim() -> None:  # the main process: under the lock for the whole run
             held.enter_context(RunDirLock(out))
             check_out(locked=True)  # again, now that no other run can write it: one may have since the first check

@@ -27,6 +27,7 @@ from tunelab.models.aliases import META_FILE, model_dir_of
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
 from tunelab.models.positions import cut_to_positions
+from tunelab.models.precision import resolve_precision
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
@@ -46,7 +47,9 @@ def save_model(
                 "data": cfg.data.model_dump(mode="json", include={"text_field", "text_pair_field", "label_field",
                                                                   "max_length", "truncation", "window_stride",
                                                                   "window_aggregate", "clean"}),
-                "method": cfg.method.model_dump(mode="json"), "base_model": cfg.model, **task.metadata()}
+                "method": cfg.method.model_dump(mode="json"), "base_model": cfg.model,
+                "precision": resolve_precision(cfg.train.precision, next(saved.parameters()).device),  # trained at
+                **task.metadata()}
         (model_tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for adapter_config in [*adapter_tmp.glob("adapter_config.json"), *model_tmp.glob("*/adapter_config.json")]:
             name_base_model(adapter_config, cfg.model)
@@ -158,6 +161,8 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     try:
         task, module = _load_model(task, path, meta)
         module.tunelab_dir = path  # what a NaN output names (evaluation.evaluate.logits_for)
+        if meta.get("precision") == "fp32":  # trained (and its metrics scored) at fp32: `auto` scores it so too
+            module.tunelab_precision = "fp32"
         check_chat_template(task, tokenizer, path)  # (after the weights: a damaged GGUF file is named first)
         return task, module, tokenizer
     except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be

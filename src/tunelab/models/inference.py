@@ -24,7 +24,7 @@ def forward_logits(
     """Logits for every feature, in input order; batches are formed by length (little padding)."""
     model.eval()
     device = next(model.parameters()).device
-    dtype = autocast_dtype(device, precision)
+    dtype = autocast_dtype(device, precision, model)
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     out: list[np.ndarray | None] = [None] * len(features)
     with Steps("score", len(features), "rows") as progress:

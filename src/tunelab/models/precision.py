@@ -22,11 +22,17 @@ def precision_scope(precision: str) -> Iterator[None]:
         _SCOPE.reset(token)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+SAVED = "tunelab_precision"  # a loaded model's attribute: "fp32" where its run trained at fp32 (tunelab.json)
+
+
+def resolve_precision(precision: str, device: torch.device, saved: str | None = None) -> str:
     """`auto` picks bf16 only where the hardware runs it natively: on a CPU without AVX-512-BF16 or
-    AMX, bf16 matmuls are ~3x slower than fp32 (measured 44 vs 147 GFLOP/s on this project's CI CPU)."""
-    if precision == "auto":  # precision_scope, else TUNELAB_PRECISION=fp32|bf16|fp16, fixes what `auto` means
-        precision = _SCOPE.get() or os.environ.get("TUNELAB_PRECISION", "auto")
+    AMX, bf16 matmuls are ~3x slower than fp32 (measured 44 vs 147 GFLOP/s on this project's CI CPU).
+    What fixes `auto` first: precision_scope, then TUNELAB_PRECISION=fp32|bf16|fp16, then `saved` (a model trained
+    at fp32 is scored at fp32, as its run's metrics were)."""
+    if precision == "auto":
+        env = os.environ.get("TUNELAB_PRECISION", "auto")
+        precision = _SCOPE.get() or (env if env != "auto" else None) or saved or "auto"
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -35,6 +41,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for inference at `precision` (None: plain fp32)."""
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))
+def autocast_dtype(device: torch.device, precision: str = "auto", model: object = None) -> torch.dtype | None:
+    """The autocast dtype for inference at `precision` (None: plain fp32); `model`: a loaded model, whose run's
+    precision (its `SAVED` attribute) `auto` then keeps."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        resolve_precision(precision, device, getattr(model, SAVED, None)))

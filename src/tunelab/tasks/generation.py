@@ -142,7 +142,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
             raise TunelabError(f"generate: prompt {i + 1} of {len(prompts)} is {len(prompt)} tokens; the model has "
                                f"{limit} positions and one is the reply's at least: shorten that input")
     device = next(model.parameters()).device
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, model=model)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     rows = max(1, batch_size // cfg.num_beams)

@@ -320,7 +320,7 @@ class Pretrain(Task):
                                                for i in range(len(features))])
         model.eval()
         device = next(model.parameters()).device
-        dtype = autocast_dtype(device)
+        dtype = autocast_dtype(device, model=model)
         out = np.zeros((len(features), 2), dtype=np.float64)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         lengths = [len(f["input_ids"]) for f in features]

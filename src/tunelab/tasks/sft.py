@@ -276,7 +276,7 @@ class Sft(Task):
 
         model.eval()
         device = next(model.parameters()).device
-        dtype = autocast_dtype(device)
+        dtype = autocast_dtype(device, model=model)
         out = np.zeros((len(features), 2), dtype=np.float64)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         with torch.no_grad():
