@@ -267,6 +267,24 @@ def test_config_checks() -> None:
         _task(truncation="tail")
 
 
+def test_a_model_whose_inputs_are_cut_to_its_positions_cuts_its_windows_stride(tiny_bert: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A run at the default max_length 256 / doc_stride 128 on a model of 128 positions trains (its rows fit); loaded,
+    its inputs are cut to 128 and the stride with them (was: every load, eval and predict refused the run's own
+    doc_stride)."""
+    import shutil
+
+    from tunelab.export.save import load_task
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    (model / "tunelab.json").write_text(json.dumps({"task": {"name": "qa"}, "data": {"max_length": 256}}))
+    task = load_task(model)
+    assert task.data.max_length == 128 and task.cfg.doc_stride == 30  # room 128 - 64 - 4 = 60, half of it
+    with pytest.raises(ConfigError, match="doc_stride"):  # a config of the user's own is still refused
+        _task(max_length=128)
+
+
 def test_lora_keeps_the_qa_head_trainable(tiny_bert: Path) -> None:
     from tunelab.registry import METHODS
 

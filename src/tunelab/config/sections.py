@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from tunelab.errors import ConfigError
 
@@ -74,6 +74,8 @@ class AugmentConfig(Section):
 
 
 class DataConfig(Section):
+    # a loaded model's settings cut to its positions (models.positions.cut_to_positions): the max_length it had
+    _cut_from: int | None = PrivateAttr(None)
     train: str | None = Field(None, description="Training file (JSONL, CSV, TSV or Parquet).")
     validation: str | None = Field(None, description="Validation file; if absent, split from train.")
     test: str | None = Field(None, description="Test file; when given, the final evaluation also runs on it.")

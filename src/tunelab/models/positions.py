@@ -65,7 +65,9 @@ def cut_to_positions(data: Any, model_path: str) -> Any:
     update: dict[str, Any] = {"max_length": limit}
     if data.window_stride > limit // 2:
         update["window_stride"] = limit // 2
-    return type(data).model_validate({**data.model_dump(), **update})
+    cut = type(data).model_validate({**data.model_dump(), **update})
+    cut._cut_from = data.max_length  # (a task's own settings that depend on it fit themselves: qa's doc_stride)
+    return cut
 
 
 def check_positions(limit: int | None, max_length: int, longest: int) -> None:

@@ -84,6 +84,8 @@ class Qa(Task):
             raise ConfigError("config: data.truncation: task qa always cuts long contexts into windows "
                               "(see task.doc_stride)")
         room = data.max_length - cfg.max_question_length - 4  # 4: the most special tokens of a pair
+        if cfg.doc_stride >= room > 1 and getattr(data, "_cut_from", None):  # a loaded model's inputs cut to its
+            self.cfg = cfg = cfg.model_copy(update={"doc_stride": room // 2})  # positions: its windows' stride too
         if cfg.doc_stride >= room:
             raise ConfigError(f"config: task.doc_stride: {cfg.doc_stride} leaves windows no room to advance; it "
                               f"must be < data.max_length - task.max_question_length - 4 = {room}")
