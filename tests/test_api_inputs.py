@@ -103,12 +103,45 @@ def test_batch_size_and_limit_are_checked(model: tunelab.Model, run: tunelab.Run
     (b"hello", r"^inputs: expected .*; got bytes; decode bytes to a str first$"),
     ([1, 2], r"^<input>:1: expected a text \(str\) or a row \(a mapping of fields\), got int$"),
     (["good", None], r"^<input>:2: expected a text \(str\) or a row \(a mapping of fields\), got NoneType$"),
-    ([["good", "film"]], r"^<input>:1: .*got list \(a pair of texts is one row: \{\"text\": \.\.\., \"text_pair\""),
+    ([["good", "film"]], r"^<input>:1: .*got list \(a list of words is one row: \{\"tokens\": \[\.\.\.\]\}, for a NER "
+                         r"model; a pair of texts: \{\"text\": \.\.\., \"text_pair\""),
 ])
 def test_wrong_inputs_are_one_line(model: tunelab.Model, inputs: object, said: str) -> None:
     """Each was a raw TypeError (or, for bytes, a prediction on the text "b'hello'")."""
     with pytest.raises(TunelabError, match=said):
         model.predict(inputs)  # type: ignore[arg-type]
+
+
+def test_evaluate_arguments_of_the_wrong_type_and_its_limit(model: tunelab.Model, run: tunelab.Run) -> None:
+    """evaluate(None) named `inputs`; generation options of the wrong type were raw TypeErrors (or, `generate="no"`,
+    taken as true); `limit` read and checked every row before cutting (a bad third row failed limit=2)."""
+    with pytest.raises(ArgumentError, match=r"^data: expected a file \(a str or Path\), a row .*; got NoneType$"):
+        model.evaluate(None)  # type: ignore[arg-type]
+    for kwargs, said in [({"generate": "no"}, r"^generate: expected True or False, got 'no'$"),
+                         ({"max_new_tokens": "3"}, r"^max_new_tokens: expected a whole number of at least 1"),
+                         ({"num_beams": 2.5}, r"^num_beams: expected a whole number of at least 1, got 2.5$"),
+                         ({"temperature": "hot"}, r"^temperature: expected a number, got 'hot'$"),
+                         ({"predictions": 5}, r"^predictions: expected a file path \(a str or Path\), got 5$")]:
+        with pytest.raises(ArgumentError, match=said):
+            model.evaluate(run.config.data.validation, **kwargs)  # type: ignore[arg-type]
+    rows = [{"text": "good great", "label": "positive"}, {"text": "bad awful", "label": "negative"}, {"text": "x"}]
+    assert model.evaluate(rows, limit=2)["n"] == 2  # the third row has no label: never read
+    with pytest.raises(DataError, match=r"^<input>:3: label"):
+        model.evaluate(rows)
+    with pytest.raises(ArgumentError, match=r"^path: empty"):
+        tunelab.load("")
+    assert {"load", "train", "make_config", "Model"} <= set(dir(tunelab))  # the lazy names, for completion
+
+
+def test_a_checkpoint_or_an_unfinished_run_is_named_as_such(run: tunelab.Run, tmp_path: Path) -> None:
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (unfinished / "config.yaml").write_text("task: classification\n")
+    with pytest.raises(TunelabError, match=r"not a tunelab model directory \(no tunelab.json\); a run whose model is "
+                                           r"written when its training ends .*; resume it: tunelab train "):
+        tunelab.load(unfinished)
+    with pytest.raises(TunelabError, match=r"; a training checkpoint whose model is written when its training ends"):
+        tunelab.load(unfinished / "checkpoints" / "step-00000002")
 
 
 def test_load_and_train_arguments(run: tunelab.Run, tmp_path: Path) -> None:

@@ -127,6 +127,29 @@ def test_wrong_type_names_the_key() -> None:
             f"(got {float(bad.split('=')[1].replace('.', '', 1))})", bad
 
 
+def test_true_or_false_is_no_number() -> None:
+    """pydantic's lax mode read `lr: true` as 1.0 and `epochs: false` as 0; a bool field still takes them."""
+    assert config_error("train.lr=true") == "--set train.lr: expected a number or text, got true"
+    assert config_error("method=lora", "method.r=false") == "--set method.r: expected a number or text, got false"
+    assert cfg_of("train.report=false").train.report is False
+
+
+def test_python_values_of_a_mapping_and_of_an_override_alike() -> None:
+    """make_config: a Path, a set or a numpy number is taken alike inside the mapping and as an override (a Path
+    override was refused as not a string; a set in the mapping became the text "{'query'}")."""
+    import numpy as np
+
+    import tunelab
+
+    base = {"task": "classification", "model": "minilm", "data": {"train": Path("a.jsonl")},
+            "method": {"name": "lora", "target_modules": {"value", "query"}}}
+    cfg = tunelab.make_config(base, **{"data.validation": Path("b.jsonl"), "train.epochs": np.int64(2),
+                                       "method.target_modules": ("query",)})
+    assert (cfg.data.train, cfg.data.validation, cfg.train.epochs) == ("a.jsonl", "b.jsonl", 2)
+    assert cfg.method.target_modules == ["query"]
+    assert tunelab.make_config(base).method.target_modules == ["query", "value"]
+
+
 def test_cli_wrong_type(tmp_path: Path) -> None:
     res = train_cli(sets=[*BASE, "train.batch_size=abc", f"output_dir={tmp_path / 'run'}"])
     assert_cli_error(res, "error: --set train.batch_size: ", "'abc'")

@@ -40,3 +40,8 @@ def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'tunelab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too: a REPL's or notebook's completion of `tunelab.` lists the API."""
+    return sorted(set(globals()) | set(__all__))

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
+import numbers
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,7 +108,7 @@ def make_config(config: ConfigSource = None, **overrides: Any) -> RunConfig:
     if isinstance(config, RunConfig):
         tree: dict[str, Any] = config.model_dump(mode="json", exclude={"search"} if config.search is None else set())
     elif isinstance(config, Mapping):
-        tree = json.loads(json.dumps(config, default=str))  # a deep copy, so the caller's mapping is not changed
+        tree = _plain(config)  # a deep copy, so the caller's mapping is not changed
     elif config is None:
         tree = {}
     elif isinstance(config, str | Path):
@@ -118,7 +118,24 @@ def make_config(config: ConfigSource = None, **overrides: Any) -> RunConfig:
     for key in overrides:
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"config: {key!r}: expected a dotted key such as train.lr")
-    return configured(tree, [(key.split("."), value) for key, value in overrides.items()], path)
+    return configured(tree, [(key.split("."), _plain(value)) for key, value in overrides.items()], path)
+
+
+def _plain(value: Any) -> Any:
+    """A Python value as its config would hold it, alike in a mapping and in an override: a path as its string, a
+    tuple or set as a list (a set sorted), a numpy scalar as its number, mappings and lists copied."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return [_plain(v) for v in sorted(value, key=str)]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return item()
+    return value
 
 
 @dataclass(frozen=True)
@@ -220,6 +237,7 @@ class Model:
         if limit is not None:
             check_count("limit", limit)
         check_flag("overwrite", overwrite)
+        _check_generation_types(generate, max_new_tokens, num_beams, temperature, top_p, predictions)
         from tunelab.evaluation.generation import eval_generation, eval_generation_config
         from tunelab.io import Read, check_outputs
 
@@ -230,11 +248,28 @@ class Model:
             reads = [Read("the model directory", self.path)]
             reads += [Read("the data file", Path(data))] if isinstance(data, str | Path) else []
             check_outputs("predictions", [Path(predictions)], reads, overwrite, "predictions")
-        examples = model_examples(self.task, model_table(data, self.task.data.text_field, files=True),
-                                  labelled=True)[:limit]
+        table = model_table(data, self.task.data.text_field, files=True, name="data")
+        table = replace(table, records=table.records[:limit])  # the rows after the limit are not read
+        examples = model_examples(self.task, table, labelled=True)
         metrics = evaluate(self.task, self.module, self.tokenizer, examples, batch_size)
         metrics.update(eval_generation(self.task, self.module, self.tokenizer, examples, batch_size, gen, predictions))
         return metrics
+
+
+def _check_generation_types(generate: Any, max_new_tokens: Any, num_beams: Any, temperature: Any, top_p: Any,
+                            predictions: Any) -> None:
+    """`Model.evaluate`'s generation options of the wrong type: one ArgumentError naming it (their ranges are the
+    generation settings' to check)."""
+    if generate is not None:
+        check_flag("generate", generate)
+    for name, value in (("max_new_tokens", max_new_tokens), ("num_beams", num_beams)):
+        if value is not None:
+            check_count(name, value)
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ArgumentError(f"{name}: expected a number, got {value!r}")
+    if predictions is not None and not isinstance(predictions, str | Path):
+        raise ArgumentError(f"predictions: expected a file path (a str or Path), got {predictions!r}")
 
 
 @_entry()
@@ -242,6 +277,8 @@ def load(path: str | Path) -> Model:
     """A tuned model from a run directory or its model/ directory (any task)."""
     if not isinstance(path, str | Path):
         raise ArgumentError(f"path: expected a run directory or its model/ (a str or Path), got {type(path).__name__}")
+    if not str(path).strip():
+        raise ArgumentError("path: empty; expected a run directory or its model/")
     model_dir = model_dir_of(path)  # else load_model says why
     task, module, tokenizer = load_model(model_dir)
     return Model(model_dir, task, module, tokenizer)

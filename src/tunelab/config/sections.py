@@ -5,9 +5,11 @@ every field's description is the generated reference in docs/config.md."""
 from __future__ import annotations
 
 import importlib.util
-from typing import Annotated, Any, ClassVar, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from tunelab.errors import ConfigError
 
@@ -20,6 +22,27 @@ class Section(BaseModel):
 
     # coerce_numbers_to_str: `--set output_dir=2024` and `labels: [0, 1]` arrive from YAML as numbers
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        """`lr: true` is a mistake, not 1.0 (pydantic's lax mode reads a bool as a number): one error naming it."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+                    raise PydanticCustomError("bool_type", "{name}: expected a number or text, got {value}",  # run.py
+                                              {"name": name, "value": str(value).lower()})
+        return data
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field of this type may hold true / false (bool, Any, a union or Literal with one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in get_args(annotation))
+    return get_origin(annotation) in (Union, UnionType) and any(_admits_bool(a) for a in get_args(annotation))
 
 
 def metric_mode(metric: str, mode: str = "auto") -> str:

@@ -29,11 +29,12 @@ def check_flag(name: str, value: Any) -> None:
         raise ArgumentError(f"{name}: expected True or False, got {value!r}")
 
 
-def model_table(inputs: Any, text_field: str, *, files: bool) -> Table:
+def model_table(inputs: Any, text_field: str, *, files: bool, name: str = "inputs") -> Table:
     """`inputs` as rows: a Table as it is; a Path a file (read as `tunelab predict --input` reads it); a str a file
     when `files` (evaluate), else one text (`{text_field: str}`, predict); a mapping one row; a data frame its
     records; any other iterable its items, each a text or a row. Anything else, and an item of another type, is one
-    line naming it; no rows at all is `<input>: empty input: no rows`."""
+    line naming it (`name`: the argument, as the caller spells it); no rows at all is `<input>: empty input: no
+    rows`."""
     if isinstance(inputs, Table):
         return inputs
     if isinstance(inputs, Path) or (files and isinstance(inputs, str)):
@@ -44,7 +45,9 @@ def model_table(inputs: Any, text_field: str, *, files: bool) -> Table:
         inputs = inputs.to_dict("records")
     elif isinstance(inputs, bytes | bytearray) or not isinstance(inputs, Iterable):
         hint = "; decode bytes to a str first" if isinstance(inputs, bytes | bytearray) else ""
-        raise ArgumentError(f"inputs: expected {_EXPECTED}; got {type(inputs).__name__}{hint}")
+        expected = "a file (a str or Path), a row (a mapping of fields), a list of rows or a pandas DataFrame" \
+            if files else _EXPECTED
+        raise ArgumentError(f"{name}: expected {expected}; got {type(inputs).__name__}{hint}")
     rows = [_row(item, i, text_field) for i, item in enumerate(inputs, start=1)]
     if not rows:
         raise TunelabError(f"{SOURCE}: empty input: no rows")
@@ -62,7 +65,9 @@ def _row(item: Any, number: int, text_field: str) -> dict[str, Any]:
     if isinstance(item, Mapping):
         return dict(item)
     hint = ""
-    if isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
-        hint = " (a pair of texts is one row: {\"text\": ..., \"text_pair\": ...}, for a model trained on pairs)"
+    if isinstance(item, list | tuple) and item and all(isinstance(x, str) for x in item):
+        hint = " (a list of words is one row: {\"tokens\": [...]}, for a NER model"
+        hint += "; a pair of texts: {\"text\": ..., \"text_pair\": ...}, for a model trained on pairs)" \
+            if len(item) == 2 else ")"
     raise DataError(SOURCE, number, None, f"expected a text (str) or a row (a mapping of fields), got "
                     f"{type(item).__name__}{hint}")

@@ -86,8 +86,19 @@ def _meta_of(path: Path) -> Any:
     if not path.is_dir():
         raise TunelabError(f"{path}: is a file, not a tunelab model directory; pass a run directory or its model/")
     if not meta_path.is_file():
-        raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); pass RUN_DIR/model")
+        raise TunelabError(f"{path}: not a tunelab model directory (no {META_FILE}); {_what_instead(path)}")
     return read_json(meta_path)  # not JSON: BrokenFileError, one line
+
+
+def _what_instead(path: Path) -> str:
+    """What to pass instead of a folder without a model: a checkpoint or a run that has none yet says so."""
+    run = path.parent.parent if path.parent.name == "checkpoints" else path
+    if run is not path or (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
+        config = run / "config.yaml"
+        resumed = f"; resume it: tunelab train {config} --resume" if config.is_file() else ""
+        what = "a training checkpoint" if run is not path else "a run"
+        return f"{what} whose model is written when its training ends (RUN_DIR/model){resumed}"
+    return "pass RUN_DIR/model"
 
 
 def _task_of(path: Path, meta: Any) -> Any:
