@@ -129,9 +129,11 @@ def test_wrong_type_names_the_key() -> None:
 
 def test_true_or_false_is_no_number() -> None:
     """pydantic's lax mode read `lr: true` as 1.0 and `epochs: false` as 0; a bool field still takes them."""
-    assert config_error("train.lr=true") == "--set train.lr: expected a number or text, got true"
-    assert config_error("method=lora", "method.r=false") == "--set method.r: expected a number or text, got false"
+    assert config_error("train.lr=true") == "--set train.lr: expected a number, got true"
+    assert config_error("method=lora", "method.r=false") == "--set method.r: expected a number, got false"
+    assert config_error("train.eval_steps=true") == "--set train.eval_steps: expected a number, got true"
     assert cfg_of("train.report=false").train.report is False
+    assert cfg_of("data.clean=true", "data.augment=false").data.clean is not None  # true: a section's defaults
 
 
 def test_python_values_of_a_mapping_and_of_an_override_alike() -> None:

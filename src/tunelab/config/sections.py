@@ -26,23 +26,27 @@ class Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool_for_a_number(cls, data: Any) -> Any:
-        """`lr: true` is a mistake, not 1.0 (pydantic's lax mode reads a bool as a number): one error naming it."""
+        """`lr: true` is a mistake, not 1.0 (pydantic's lax mode reads a bool as a number): one error naming it.
+        Only fields that hold numbers (a nested section's `clean: true` means its defaults: its own validator)."""
         if isinstance(data, dict):
             for name, value in data.items():
                 field = cls.model_fields.get(name) if isinstance(name, str) else None
-                if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
-                    raise PydanticCustomError("bool_type", "{name}: expected a number or text, got {value}",  # run.py
+                if isinstance(value, bool) and field is not None and _a_number(field.annotation):
+                    raise PydanticCustomError("bool_type", "{name}: expected a number, got {value}",  # run.py
                                               {"name": name, "value": str(value).lower()})
         return data
 
 
-def _admits_bool(annotation: Any) -> bool:
-    """Whether a field of this type may hold true / false (bool, Any, a union or Literal with one)."""
-    if annotation is bool or annotation is Any:
+def _a_number(annotation: Any) -> bool:
+    """A field of numbers: int or float, or a union of them with None or Literal texts (`"auto"`)."""
+    if annotation in (int, float):
         return True
-    if get_origin(annotation) is Literal:
-        return any(isinstance(a, bool) for a in get_args(annotation))
-    return get_origin(annotation) in (Union, UnionType) and any(_admits_bool(a) for a in get_args(annotation))
+    if get_origin(annotation) not in (Union, UnionType):
+        return False
+    members = get_args(annotation)
+    others = [a for a in members if a not in (int, float, type(None))]
+    texts = all(get_origin(a) is Literal and all(isinstance(v, str) for v in get_args(a)) for a in others)
+    return texts and any(a in (int, float) for a in members)
 
 
 def metric_mode(metric: str, mode: str = "auto") -> str:
