@@ -383,3 +383,44 @@ def test_generation_options_are_bounded_before_anything_loads(tiny_chat_run: Pat
     res = runner.invoke(app, ["train", str(tiny_chat_run / "config.yaml"), "--set", "task.generation.num_beams=33"])
     assert res.exit_code == 2 and "task.generation.num_beams" in res.stderr and "32" in res.stderr, res.output
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def _byte_level_tokenizer() -> object:
+    """A byte-level BPE vocabulary without merges across Chinese bytes: 北 is three tokens, as in GPT-2-style
+    vocabularies (SmolLM2's among them) for characters they have no merge for."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["hello world"] * 4, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+def test_a_reply_cut_inside_a_character_ends_at_the_last_whole_one() -> None:
+    """max_new_tokens can end between a character's byte tokens: eval / predict / chat wrote the half left as
+    U+FFFD (`北�`) and scored it; now the reply ends at the last whole character, as the server's stream does."""
+    import io
+
+    import torch
+
+    from tunelab.tasks.generation import decode_reply
+    from tunelab.tasks.streaming import _WholeCharacters
+
+    tok = _byte_level_tokenizer()
+    ids = tok.encode("北京", add_special_tokens=False)
+    assert len(ids) == 6 and tok.decode(ids[:4]).endswith("\ufffd")
+    assert [decode_reply(tok, ids[:n]) for n in range(7)] == ["", "", "", "北", "北", "北", "北京"]
+    assert decode_reply(tok, tok.encode(" say 北", add_special_tokens=False)[:-1], strip=False) == " say "
+    streamer = _WholeCharacters(tok, skip_prompt=True, skip_special_tokens=True)
+    streamer.put(torch.tensor([[ids[0]]]))  # the prompt
+    for i in ids[:4]:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    out = io.StringIO()
+    for text in streamer:
+        out.write(text)
+    assert out.getvalue() == "北"

@@ -20,7 +20,14 @@ from tunelab.metrics.generation import score_generations
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 from tunelab.tasks.chat_template import prompt_ids, split_reply
-from tunelab.tasks.generation import GenerationConfig, check_reply_room, gen_flag, generate, with_overrides
+from tunelab.tasks.generation import (
+    GenerationConfig,
+    check_reply_room,
+    decode_reply,
+    gen_flag,
+    generate,
+    with_overrides,
+)
 
 
 def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
@@ -40,7 +47,7 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
         prompts.append(before)
         refs.append(ref)
     replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer))
-    preds = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies]
+    preds = [decode_reply(tokenizer, r) for r in replies]
     metrics, samples = score_generations(preds, refs)
     rows = [{"file": ex["source"], "line": ex["line"], "prompt": before[-1]["content"] if before else "",
              "turns": len(before), "reference": ref, "prediction": pred, **sc}

@@ -40,7 +40,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks import base
 from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
-from tunelab.tasks.generation import GenerationConfig, generate
+from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.masked_loss import masked_lm_loss, masked_nll
 
 EVAL_MASK_SEED = 1234
@@ -369,7 +369,7 @@ class Pretrain(Task):
         tok, out = self._tok, []
         for res, ex in zip(logits, examples, strict=True):
             if self.objective == "clm":
-                out.append(with_row(ex["row"], {"continuation": tok.decode(res, skip_special_tokens=True)}))
+                out.append(with_row(ex["row"], {"continuation": decode_reply(tok, res, strip=False)}))
                 continue
             masks = [[{"token": tok.decode([i]).strip(), "score": round(p, 6)} for i, p in cands] for cands in res]
             parts = re.split(re.escape(MASK_LITERAL) + "|" + re.escape(tok.mask_token), ex["text"])

@@ -56,7 +56,7 @@ from tunelab.tasks.causal_loss import (
     trained_count,
 )
 from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
-from tunelab.tasks.generation import GenerationConfig, generate
+from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, check_replies, row_messages, row_text
@@ -305,7 +305,7 @@ class Sft(Task):
 
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         tok = self._tokenizer
-        return [with_row(ex["row"], {"response": tok.decode(ids, skip_special_tokens=True).strip()})
+        return [with_row(ex["row"], {"response": decode_reply(tok, ids)})
                 for ids, ex in zip(logits, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tunelab.errors import DataError
 from tunelab.tasks.base import UNLABELED, Example
 from tunelab.tasks.causal_loss import trained_logits, trained_positions
-from tunelab.tasks.generation import GenerationConfig, generate
+from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.losses import soft_kl
 
 TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
@@ -53,7 +53,7 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
     for ex, ids, stopped in zip(examples, replies, ended, strict=True):
         open_end = not stopped  # no stop id reached: cut by max_new_tokens (or by the teacher's positions)
         cut += open_end
-        reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        reply = decode_reply(tokenizer, ids)
         out.append({**ex, "messages": [*ex["messages"], {"role": "assistant", "content": reply}], "labelled": True,
                     "open_end": open_end})
     note = (f"; {cut} ended unfinished, at task.generation.max_new_tokens={cfg.max_new_tokens} or the teacher's "

@@ -11,7 +11,15 @@ from transformers import StoppingCriteriaList, TextIteratorStreamer
 
 from tunelab.models.generate import generate_ids
 from tunelab.tasks.chat_template import prompt_ids
-from tunelab.tasks.generation import GenerationConfig, generate_kwargs
+from tunelab.tasks.generation import GenerationConfig, decode_reply, generate_kwargs
+
+
+class _WholeCharacters(TextIteratorStreamer):
+    """transformers' streamer, whose last flush leaves out half a character (U+FFFD: max_new_tokens ended between a
+    character's byte tokens), as the reply returned does (`decode_reply`)."""
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        super().on_finalized_text(text.rstrip("\ufffd") if stream_end else text, stream_end)
 
 
 class _Interrupt:
@@ -29,7 +37,7 @@ def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: Ge
     """Generate one reply to the prompt `ids`, writing its text to `out` as it comes; returns the reply
     (cut at the first end-of-turn id, special tokens left out, stripped). `info` receives `tokens` (generated, the
     end-of-turn token included) and `finish` (`stop`, or `length` when max_new_tokens ran out)."""
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _WholeCharacters(tokenizer, skip_prompt=True, skip_special_tokens=True)
     interrupted = interrupted or threading.Event()
     kwargs = {**generate_kwargs(cfg.model_copy(update={"num_beams": 1}), tokenizer, stop), "streamer": streamer,
               "stopping_criteria": StoppingCriteriaList([_Interrupt(interrupted)])}
@@ -66,7 +74,7 @@ def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: Ge
         info.update(tokens=len(new) if end is None else end + 1,
                     finish="length" if end is None and len(new) >= cfg.max_new_tokens else "stop")
     new = new[: end if end is not None else len(new)]
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
+    return decode_reply(tokenizer, new)
 
 
 def fit_prompt(tokenizer: Any, messages: list[dict[str, str]], budget: int | None) -> tuple[list[int], int]:
