@@ -66,3 +66,32 @@ def test_embed_mean_pools_real_tokens_only(tiny_bert: Path) -> None:
     alone = embed(["good"], model)
     np.testing.assert_allclose(together[0], alone[0], atol=1e-5)
     assert np.linalg.norm(together, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+
+
+def test_a_word_segmented_chinese_row_joins_without_spaces_by_its_share_of_chinese_tokens() -> None:
+    """A short word-segmented row with digits (under 30 % CJK characters) joined as English, with a space around
+    every Chinese word: `2019 年 3 月`; now a row most of whose words (tokens with a letter) hold a CJK character is
+    Chinese too."""
+    from tunelab.text import join_tokens
+
+    assert join_tokens(["2019", "年", "3", "月"])[0] == "2019年3月"
+    assert join_tokens(["2019", "年", "3", "月", "1", "日", "发布"])[0] == "2019年3月1日发布"
+    assert join_tokens(["Apple", "发布", "了", "iPhone", "15"])[0] == "Apple 发布了 iPhone 15"  # half: either reads
+    assert join_tokens(["在", "Google", "工作"])[0] == "在Google工作"
+    assert join_tokens(["Li", "visited", "北京", "today"])[0] == "Li visited 北京 today"  # English, a Chinese name
+    assert join_tokens(["T", "C", "L", "集", "团"]) == ("TCL集团", [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)])
+
+
+def test_duplicates_and_lengths_read_chinese_as_written() -> None:
+    """`早餐 一般` repeats `早餐一般` (no space between Chinese characters in the compared key); a character-level
+    NER row of 10 characters is 10 characters long for data.clean's min/max_chars (its tokens were joined by
+    spaces: 19)."""
+    from tunelab.data.dedup import normalised_key
+    from tunelab.data.hygiene import text_length
+    from tunelab.text import normalize
+
+    assert normalised_key({"text": "早餐 一般"}) == normalised_key({"text": "早餐一般"})
+    assert normalize("Great  Movie 好 看") == "great movie 好看"
+    assert normalised_key({"text": "good movie"}) != normalised_key({"text": "goodmovie"})
+    assert text_length({"tokens": list("张三在北京大学工作了")}) == 10
+    assert normalised_key({"tokens": list("张三在北京")}) == normalised_key({"text": "张三在北京"})

@@ -23,6 +23,7 @@ from rapidfuzz.distance import Levenshtein
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
 HANGUL = "\uac00-\ud7af"  # Korean syllables: words are space-separated, so they join CJK only where asked (BLEU/ROUGE)
 CJK_CHAR = re.compile(f"[{CJK}]")
+_CJK_SPACE = re.compile(f"(?<=[{CJK}]) (?=[{CJK}])")
 CHINESE_SHARE = 0.3  # is_chinese: at least this share of the non-space characters are CJK
 _TOKEN = re.compile(rf"[{CJK}]|(?:(?![{CJK}])\w)+")
 # a CJK character, a run of other word characters, or one mark: Chinese segmented without a segmenter
@@ -76,8 +77,9 @@ def json_problem(value: Any, where: str = "", numbers: bool = True, max_depth: i
 
 
 def normalize(text: str) -> str:
-    """NFKC, case-folded, whitespace runs collapsed to one space, stripped."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """NFKC, case-folded, whitespace runs collapsed to one space, stripped, no space between two CJK characters
+    (`早餐 一般` is `早餐一般`: Chinese is written without them)."""
+    return _CJK_SPACE.sub("", " ".join(unicodedata.normalize("NFKC", text).casefold().split()))
 
 
 def levenshtein(a: str, b: str, *, limit: int | None = None) -> int:
@@ -162,3 +164,54 @@ def _between_letters(text: str, i: int) -> bool:
     (0xBA 0xCD), Chinese written as such."""
     return 0 < i < len(text) - 1 and text[i - 1].isascii() and text[i - 1].isalpha() \
         and text[i + 1].isascii() and text[i + 1].isalpha() and min(text[i].encode("gb18030")) >= 0xC0
+
+
+# -- a pre-tokenised row's sentence (NER `tokens`) -------------------------------------------------------------------
+# The sentence a pre-tokenised NER row stands for: its tokens joined, and each token's span in that text.
+#
+# - A character-level Chinese row (a token holds a CJK character and every token is one character, as in the
+#   Resume, Weibo and MSRA sets, a space being a token of its own) is its tokens joined without anything between:
+#   `['T', 'C', 'L', '集', '团']` is `TCL集团`, so offsets index the real sentence.
+# - Another Chinese row (a CJK character in its tokens, and most of its words — tokens with a letter — holding one,
+#   or `is_chinese` of them, or a CJK / full-width punctuation mark such as `，` `。` among them; e.g. word-segmented:
+#   `['2019', '年', '3', '月']` is `2019年3月`): a space only between two Latin / digit words
+#   (`The Weeknd`), never next to a CJK character or a punctuation mark, nor between two single characters
+#   (`['T', 'C', 'L', '集团']` is `TCL集团`).
+# - Any other row (English, perhaps with a Chinese name): a space between tokens, none between two CJK characters or
+#   CJK punctuation marks (`Li visited 北京 today`).
+_CJK_SIDE = re.compile(f"[{CJK}{ZH_PUNCT}]")
+_ZH_MARK = re.compile(f"[{ZH_PUNCT}]")
+_WORD_SIDE = re.compile(rf"[^\W{CJK}]")  # a Latin / digit (non-CJK word) character
+
+
+def gaps(tokens: Sequence[str]) -> list[str]:
+    """What goes before each token (`""` before the first): `" "` or `""`, by the rules above."""
+    if not tokens:
+        return []
+    if all(t.isascii() for t in tokens):  # (the common case, and the old rule's: 4x faster than the checks below)
+        return [""] + [" "] * (len(tokens) - 1)
+    if all(len(t) == 1 for t in tokens) and any(CJK_CHAR.match(t) for t in tokens):
+        return [""] * len(tokens)
+    words = [t for t in tokens if any(c.isalpha() for c in t)]  # (numbers and marks are neither language's)
+    cjk = sum(1 for t in words if CJK_CHAR.search(t))
+    chinese = cjk > 0 and (2 * cjk > len(words) or is_chinese(list(tokens)) or any(_ZH_MARK.search(t) for t in tokens))
+    out = [""]
+    for a, b in zip(tokens, tokens[1:], strict=False):
+        left, right = a[-1:], b[:1]
+        if chinese:
+            space = bool(_WORD_SIDE.match(left) and _WORD_SIDE.match(right)) and not (len(a) == 1 and len(b) == 1)
+        else:
+            space = not (_CJK_SIDE.match(left) and _CJK_SIDE.match(right))
+        out.append(" " if space else "")
+    return out
+
+
+def join_tokens(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The tokens joined by `gaps`, and each token's span in that text."""
+    parts, offsets, pos = [], [], 0
+    for gap, tok in zip(gaps(tokens), tokens, strict=True):
+        parts += [gap, tok]
+        pos += len(gap)
+        offsets.append((pos, pos + len(tok)))
+        pos += len(tok)
+    return "".join(parts), offsets

@@ -11,7 +11,6 @@ digest) instead of a table of rows, and the rows kept are an index view of the s
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import blake2b
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 
 from tunelab.data.feature_store import RowSequence
 from tunelab.data.report import DataReport
+from tunelab.text import join_tokens, normalize
 
 TEXT_KEYS = ("text", "text_pair", "tokens")
 # later splits win: a training row that repeats a validation or test row is the one removed
@@ -27,8 +27,9 @@ SPLIT_PRIORITY = ("test", "validation", "train")
 
 
 def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
-    """The texts compared for duplicates: text fields, NER tokens joined, SFT turns as `role: content`."""
-    parts = [v if isinstance(v, str) else " ".join(map(str, v))
+    """The texts compared for duplicates: text fields, NER tokens joined as their sentence (`text.join_tokens`: a
+    character-level Chinese row without spaces), SFT turns as `role: content`."""
+    parts = [v if isinstance(v, str) else join_tokens([str(t) for t in v])[0]
              for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
     return parts + [f"{m['role']}: {m['content']}" if roles else m["content"] for m in example.get("messages", ())]
 
@@ -38,11 +39,11 @@ def exact_key(example: dict[str, Any]) -> str:
 
 
 def normalised_key(example: dict[str, Any]) -> str:
-    """NFKC, case-folded, whitespace-collapsed texts: `Great  Movie` and `great movie` are one row. Made from the
-    exact key (split where it joins), so rows with one exact key always share the normalised one, even when a
-    text holds the joining NUL itself."""
-    return "\x00".join(" ".join(unicodedata.normalize("NFKC", p).casefold().split())
-                       for p in exact_key(example).split("\x00"))
+    """`text.normalize`d texts (NFKC, case-folded, whitespace collapsed, no space between two CJK characters):
+    `Great  Movie` and `great movie` are one row, `早餐 一般` and `早餐一般` too. Made from the exact key (split where
+    it joins), so rows with one exact key always share the normalised one, even when a text holds the joining NUL
+    itself."""
+    return "\x00".join(normalize(p) for p in exact_key(example).split("\x00"))
 
 
 def _target(example: dict[str, Any]) -> Any:

@@ -8,7 +8,7 @@ A word the tokenizer drops entirely (or cut by max_length) is predicted `O`.
 Predict takes pre-tokenised rows or raw `{"text": ...}` (split into words and punctuation, Chinese
 into characters) and returns entity spans `{type, text, start, end, token_start, token_end}`: `start`/`end` index
 the input text (`text[start:end] == span`; a pre-tokenised row's `text` field where its tokens are found there in
-order, else the tokens joined as `ner_text.join_tokens` says — a character-level Chinese row without anything
+order, else the tokens joined as `text.join_tokens` says — a character-level Chinese row without anything
 between — which the output then carries as `text`), `token_start`/`token_end` the tokens.
 """
 
@@ -34,8 +34,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
-from tunelab.tasks.ner_text import join_tokens
-from tunelab.text import CJK
+from tunelab.text import CJK, join_tokens
 
 _WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
 _TAG = re.compile(r"^([BIESM])-(.+)$")
@@ -278,7 +277,7 @@ class Ner(Task):
                 text, offsets = ex["text"], ex["offsets"]
             elif found := _in_text(ex, self.data.text_field):  # pre-tokenised: offsets into the row's own text
                 text, offsets = found
-            else:  # else into the tokens joined (ner_text), which the output then carries
+            else:  # else into the tokens joined (text.join_tokens), which the output then carries
                 text, offsets = join_tokens(ex["tokens"])
                 joined = {self.data.text_field: text}
             entities = [{"type": typ, "text": text[offsets[s][0]:offsets[e - 1][1]], "start": offsets[s][0],

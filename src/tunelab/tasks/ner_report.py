@@ -14,7 +14,7 @@ from tunelab import plots
 from tunelab.html import chart, esc, figs, metric_table, table
 from tunelab.metrics import scalars
 from tunelab.metrics.ner import spans
-from tunelab.tasks.ner_text import gaps
+from tunelab.text import gaps
 
 
 def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
