@@ -24,6 +24,7 @@ import pytest
 from conftest import free_port, sentiment_rows, train_sentiment, write_jsonl
 
 pytest.importorskip("fastapi")
+LOCAL = "http://127.0.0.1"  # TestClient's Host (its default, `testserver`, is a name ui/guard.py refuses)
 CHROMIUM = next((p for p in (os.environ.get("TUNELAB_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser")) if p), None)
 
@@ -164,7 +165,7 @@ def test_a_bad_form_is_one_line_and_starts_nothing(tiny_bert: Path, tmp_path: Pa
     runs.mkdir()
     notes = runs / "notes.txt"
     notes.write_text("a file, not a run")
-    client = TestClient(create_app(runs))
+    client = TestClient(create_app(runs), base_url=LOCAL)
     base = {"name": "a", "task": "classification", "model": str(tiny_bert), "method": "full",
             "train": str(write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8)))}
     for change, said in (({"name": "../x"}, "name: '../x'"), ({"epochs": "many"}, "train.epochs"),
@@ -200,7 +201,7 @@ def test_the_playground_streams_a_chat_reply(tiny_chat_run: Path) -> None:
 
     from tunelab.ui.app import create_app
 
-    client = TestClient(create_app(tiny_chat_run.parent))
+    client = TestClient(create_app(tiny_chat_run.parent), base_url=LOCAL)
     page = client.get(f"/play?run={tiny_chat_run.name}")
     assert page.status_code == 200 and 'id="message"' in page.text  # the chat form, not the predict form
     res = client.post(f"/api/play/{tiny_chat_run.name}/chat",
@@ -239,7 +240,7 @@ def test_the_playground_refuses_bad_inputs_with_one_line(play_runs: Path) -> Non
 
     from tunelab.ui.app import create_app
 
-    client = TestClient(create_app(play_runs))
+    client = TestClient(create_app(play_runs), base_url=LOCAL)
     for body, said in ((b'{"inputs": [1]}', "inputs[0]: expected a text or an object"),
                        (b'{"inputs": ["good", null]}', "inputs[1]: expected a text or an object of its fields, "
                                                         "got null"),
@@ -260,7 +261,7 @@ def test_the_playground_refuses_bad_conversations_with_one_line(play_runs: Path)
 
     from tunelab.ui.app import create_app
 
-    client = TestClient(create_app(play_runs))
+    client = TestClient(create_app(play_runs), base_url=LOCAL)
     user = {"role": "user", "content": "say good"}
     for messages, said in (([1], "messages[0]: expected an object {role, content}, got a number"),
                            ([{"role": "user"}], "messages[0].content: expected a text; got missing"),
@@ -284,7 +285,7 @@ def test_a_run_without_a_model_is_said_not_a_500(play_runs: Path) -> None:
 
     from tunelab.ui.app import create_app
 
-    client = TestClient(create_app(play_runs))
+    client = TestClient(create_app(play_runs), base_url=LOCAL)
     for path, body in (("/api/play/broken", {"inputs": ["good"]}),
                        ("/api/play/broken/chat", {"messages": [{"role": "user", "content": "say good"}]})):
         res = client.post(path, json=body)
@@ -304,7 +305,7 @@ def test_api_errors_have_the_shape_of_tunelab_serve(play_runs: Path) -> None:
 
     from tunelab.ui.app import create_app
 
-    client = TestClient(create_app(play_runs))
+    client = TestClient(create_app(play_runs), base_url=LOCAL)
     user = {"role": "user", "content": "say good"}
     cases = [("POST", "/api/play/cls", {"inputs": []}, 422, "inputs", "a non-empty list of texts or rows"),
              ("POST", "/api/play/cls", {"inputs": ["good", None]}, 422, "inputs[1]", "expected a text or an object"),
@@ -391,7 +392,7 @@ def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None
     for name, pid in (("c", -1), ("d", 99999999999999999999)):  # -1 would probe every process; too large for C
         (runs / ".ui" / name).mkdir(parents=True)
         (runs / ".ui" / name / "job.json").write_text(json.dumps({"pid": pid}))
-    client = TestClient(create_app(runs))
+    client = TestClient(create_app(runs), base_url=LOCAL)
     for path in ("/", "/api/runs", "/runs/a", "/runs/b", "/compare?a=a&b=b", "/play"):
         res = client.get(path)
         assert res.status_code == 200, (path, res.text[:300])
@@ -407,7 +408,7 @@ def test_the_chinese_pages_name_the_curves_and_the_playground_fields(play_runs: 
 
     from tunelab.ui.app import create_app
 
-    client = TestClient(create_app(play_runs))
+    client = TestClient(create_app(play_runs), base_url=LOCAL)
     page = client.get("/runs/cls?lang=zh").text
     assert "步数" in page and "损失" in page and ">step<" not in page
     assert "<label>文本</label>" in client.get("/play?run=cls&lang=zh").text

@@ -33,4 +33,4 @@ def ui(
     check_listen(host, port)
     runs.mkdir(parents=True, exist_ok=True)
     typer.echo(f"ui: http://{host}:{port}/ over {runs.resolve()}", err=True)
-    uvicorn.run(create_app(runs, lang), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(runs, lang, host), host=host, port=port, log_level="warning")

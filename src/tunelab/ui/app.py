@@ -4,13 +4,15 @@
     GET  /runs/NAME             one run: live curves, log tail, config, report link, stop / resume
     GET  /runs/NAME/live        the part of that page that refreshes every 2 s while the run runs
     GET  /runs/NAME/report      the run's HTML report
-    POST /runs/NAME/stop|resume SIGINT to the job / `tunelab train --resume` (ui/jobs.py)
+    POST /runs/NAME/stop|resume SIGINT to the job / `tunelab train --resume` (ui/jobs.py); refused: the run page, 409
     GET  /launch, POST /launch  the form that writes a config and starts `tunelab train` detached
     GET  /compare?a=&b=         two runs side by side: the settings that differ, metrics, curves
     GET  /play?run=NAME         the playground; POST /api/play/NAME (predict rows) and /api/play/NAME/chat (SSE)
     GET  /api/runs              the runs list as JSON
 Every page takes ?lang=en|zh (remembered in a cookie). Errors answer as `tunelab serve`'s do (tunelab/http_errors.py):
-`{"error": {"message": "<one line>", "code": <status>}}`, a 422 naming the field in `param`."""
+`{"error": {"message": "<one line>", "code": <status>}}`, a 422 naming the field in `param`. Requests other web sites
+make a browser send (a Host not this server's, a POST from another origin, a JSON API body not sent as JSON) are
+refused before any route (ui/guard.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError
 
 from tunelab.config.fields import flat_fields
@@ -33,6 +35,7 @@ from tunelab.http_errors import install_handlers, invalid
 from tunelab.registry import METHODS, TASKS
 from tunelab.ui import checks, jobs
 from tunelab.ui.charts import line_chart
+from tunelab.ui.guard import Guard
 from tunelab.ui.i18n import pick_language, translator
 from tunelab.ui.runs import RunView, curves, list_runs, log_tail, view
 
@@ -76,6 +79,9 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 class UI:
+    stop_wait = 30.0  # seconds Stop waits for the run to end (then a 409 saying it did not)
+    resume_watch = 20.0  # seconds Resume watches the job start (one that ends in that time: a 409 with its error)
+
     def __init__(self, runs: Path, lang: str = "auto") -> None:
         self.runs, self.lang, self.models = runs, lang, Models()
         self.env = Environment(loader=PackageLoader("tunelab.ui", "templates"), autoescape=True,
@@ -127,14 +133,15 @@ class UI:
                  "metrics": v.metrics, "started": v.started, "duration": v.duration, "step": v.step}
                 for v in list_runs(self.runs)]
 
-    async def run_page(self, request: Request, name: str) -> HTMLResponse:
+    async def run_page(self, request: Request, name: str, status: int = 200, error: str = "") -> HTMLResponse:
+        """The run's page; `error`: why a stop or resume was refused (one line, with `status`)."""
         v = self.run(name)
         try:
             config = (v.path / "config.yaml").read_text(encoding="utf-8", errors="replace")
         except OSError:
             config = ""
-        return self.page(request, "run.html", config=config, has_report=(v.path / "report.html").is_file(),
-                         **self.live(v, request))
+        return self.page(request, "run.html", status=status, error=error, config=config,
+                         has_report=(v.path / "report.html").is_file(), **self.live(v, request))
 
     async def run_live(self, request: Request, name: str) -> HTMLResponse:
         return self.page(request, "live.html", **self.live(self.run(name), request))
@@ -145,20 +152,22 @@ class UI:
             raise HTTPException(404, f"{name} has no report.html yet")
         return FileResponse(path)
 
-    async def stop(self, name: str) -> RedirectResponse:
+    async def stop(self, request: Request, name: str) -> Response:
         v = self.run(name)
         try:
             jobs.stop(v)
         except TunelabError as exc:
-            raise HTTPException(409, str(exc)) from None
-        await asyncio.to_thread(jobs.wait_stopped, v.path)
+            return await self.run_page(request, name, 409, str(exc).splitlines()[0])
+        if (await asyncio.to_thread(jobs.wait_stopped, v.path, self.stop_wait)).status == "running":
+            return await self.run_page(request, name, 409, f"{name} did not stop after {self.stop_wait:g} s (it was "
+                                                           "sent SIGINT; it may still be saving a checkpoint)")
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
-    async def resume(self, name: str) -> RedirectResponse:
+    async def resume(self, request: Request, name: str) -> Response:
         try:
-            jobs.resume(self.run(name))
+            await asyncio.to_thread(jobs.resume, self.run(name), self.resume_watch)
         except TunelabError as exc:
-            raise HTTPException(409, str(exc)) from None
+            return await self.run_page(request, name, 409, str(exc).splitlines()[0])
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
     async def launch_form(self, request: Request) -> HTMLResponse:
@@ -332,7 +341,9 @@ def _warm_up() -> None:
         LIBRARY.set()
 
 
-def create_app(runs: Path, lang: str = "auto") -> FastAPI:
+def create_app(runs: Path, lang: str = "auto", host: str = "127.0.0.1") -> FastAPI:
+    """The app over `runs`; `host`: the address it is served on (--host), a name its requests' Host may give
+    (ui/guard.py: requests of other sites refused)."""
     with _WARMING:
         if not _warming:
             _warming.append(threading.Thread(target=_warm_up, daemon=True, name="tunelab-ui-warm-up"))
@@ -343,5 +354,6 @@ def create_app(runs: Path, lang: str = "auto") -> FastAPI:
     for method, path, handler in ROUTES:
         page = {"response_class": HTMLResponse} if method == "GET" and not path.startswith("/api/") else {}
         app.add_api_route(path, getattr(ui, handler), methods=[method], **page)
+    app.add_middleware(Guard, host=host)
     app.state.ui = ui
     return app

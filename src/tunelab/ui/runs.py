@@ -4,6 +4,7 @@ log under `RUNS/.ui/NAME/` (ui/jobs.py). Nothing here writes: a run started from
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,9 +18,20 @@ from tunelab.training.layout import FILES, LOCK, list_checkpoints
 UI_DIR = ".ui"  # RUNS/.ui/NAME/: job.json, config.yaml, train.log of runs launched from the page
 
 
-def alive(pid: int | None) -> bool:
-    """A live process (not a zombie) with this pid whose command line is a tunelab one."""
-    if type(pid) is not int or not 0 < pid < 2**31:  # (a damaged job.json: -1 would probe every process)
+def start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot: /proc/PID/stat field 22); None without /proc. A pid
+    the system gave to another process since has another start time."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def alive(pid: int | None, started: Any = None) -> bool:
+    """A live process (not a zombie, not this server) with this pid whose command line is a tunelab one and, where
+    `started` (its `start_time` when it was recorded) is given, that started then — not a later process given the
+    same pid."""
+    if type(pid) is not int or not 0 < pid < 2**31 or pid == os.getpid():  # (-1 would probe every process)
         return False
     try:
         os.kill(pid, 0)
@@ -28,6 +40,8 @@ def alive(pid: int | None) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        if type(started) is int and start_time(pid) != started:
             return False
         return b"tunelab" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, IndexError):
@@ -92,13 +106,29 @@ class RunView:
         return self.path.parent / UI_DIR / self.name
 
 
-def holder(run: Path) -> int | None:
-    """The pid in the run's lock file: written by the training process while it holds the directory."""
+def holder(run: Path) -> tuple[bool, int | None]:
+    """Whether a process holds the run's lock now, and the pid it wrote there. Probed as training/run_dir.py probes
+    it (fcntl.flock, shared, not waiting): the OS drops the lock of a process that ended, so a pid left in the file
+    by a killed run — which the system may have given to any process since — is no holder. On a file system
+    without locks, the pid in the file if that process is a live tunelab one."""
     try:
-        text = (run / LOCK).read_text().strip()
+        fd = os.open(run / LOCK, os.O_RDONLY)
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return False, None  # no lock file: never locked
+    try:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        pid = int(text) if text.isdigit() else None
+        if pid is None:
+            return False, None  # empty: the last holder ended cleanly (a holder writes its pid as it takes it)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True, pid if pid != os.getpid() else None
+        except OSError:  # a file system without locks
+            return (True, pid) if alive(pid) else (False, None)
+        return False, None  # nobody holds it (closing the file below releases the probe)
+    finally:
+        os.close(fd)
 
 
 def view(run: Path) -> RunView:
@@ -115,9 +145,10 @@ def view(run: Path) -> RunView:
         config = job.get("config") if isinstance(job.get("config"), dict) else {}
     rows = metric_rows(run)
     final = read_json(run / "metrics.json")
-    locked = holder(run)
-    pid = locked if alive(locked) else job.get("pid") if alive(job.get("pid")) else None
-    if pid:
+    locked, pid = holder(run)
+    if not locked and alive(job.get("pid"), job.get("pid_start")):
+        locked, pid = True, job.get("pid")  # a job the UI started, before it takes the run's lock
+    if locked:
         status = "running"
     elif isinstance(final, dict) and (run / "model").is_dir():
         status = "finished"
