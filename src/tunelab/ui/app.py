@@ -194,7 +194,8 @@ class UI:
                     if not sep:
                         raise TunelabError(f"more settings: {line.strip()[:80]!r} is not key=value")
                     checks.set_field(tree, key.strip(), checks.form_value(key.strip(), value))
-            await asyncio.to_thread(jobs.launch, self.runs, form.get("name", ""), tree)
+            await asyncio.to_thread(jobs.launch, self.runs, form.get("name", ""), tree,
+                                    translator(self.language(request)))
         except TunelabError as exc:
             error = str(exc).splitlines()[0]
         except RecursionError:

@@ -27,6 +27,15 @@ ZH: dict[str, str] = {
     "This run has no model to try.": "这次运行没有可试用的模型。",
     "loss": "损失", "evaluation": "评估", "latest": "最新",  # the curves' titles
     "text": "文本", "text_pair": "文本对", "question": "问题", "context": "上下文",  # the playground's input fields
+    # the launch form's refusals of a run name (ui/jobs.py; str.format fields kept)
+    "name: {name} — letters (Chinese too), digits, '.', '_' and '-' only, not starting with '.' or '-' (a folder name "
+    "under {runs})": "名称：{name} — 只能用字母（含中文）、数字、“.”、“_”和“-”，且不能以“.”或“-”开头"
+                     "（它是 {runs} 下的文件夹名）",
+    "name: {run} is a file, not a run folder; choose another name":
+    "名称：{run} 是一个文件，不是运行文件夹；请换一个名称",
+    "name: {run} already holds a run; choose another name": "名称：{run} 里已有一次运行；请换一个名称",
+    "name: a job named {name} was launched before; choose another name": "名称：名为 {name} 的任务之前已启动过；"
+                                                                         "请换一个名称",
 }
 
 

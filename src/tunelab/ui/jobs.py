@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,11 @@ from tunelab.ui.runs import UI_DIR, RunView, alive, start_time, view
 
 DATA_FIELDS = ("train", "validation", "test", "unlabeled")
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# a run's folder name: letters and digits of any script (`情感分类`, as a CLI run's output_dir may be named), '.', '_'
+# and '-'; no path separator, no leading dot (the UI's own folder, hidden ones), at most 80 characters
+NAME = re.compile(r"\w[\w.-]{0,79}", re.UNICODE)
+NAME_RULE = "name: {name} — letters (Chinese too), digits, '.', '_' and '-' only, not starting with '.' or '-' (a " \
+            "folder name under {runs})"
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:
@@ -70,24 +75,25 @@ def _read(job_dir: Path) -> dict[str, Any]:
 _LAUNCHING = threading.Lock()  # a launch's checks and its start are one step: two forms sent at once, one job
 
 
-def launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
+def launch(runs: Path, name: str, tree: dict[str, Any], t: Callable[[str], str] = str) -> int:
     """Validate the config, write it to RUNS/.ui/NAME/config.yaml and start training into RUNS/NAME. A bad field,
     a data file that is not there or a name already taken is a TunelabError (one line, nothing written or
-    started)."""
+    started); `t`: the page's translator (ui/i18n.py), in whose language the name's refusals are said."""
     with _LAUNCHING:
-        return _launch(runs, name, tree)
+        return _launch(runs, name, tree, t)
 
 
-def _launch(runs: Path, name: str, tree: dict[str, Any]) -> int:
-    if not NAME.match(name):
-        raise TunelabError(f"name: {name!r} — letters, digits, '.', '_' and '-' only (a folder name under {runs})")
+def _launch(runs: Path, name: str, tree: dict[str, Any], t: Callable[[str], str]) -> int:
+    if not NAME.fullmatch(name):
+        raise TunelabError(t(NAME_RULE).format(name=repr(name), runs=runs))
     run = runs / name
     if run.exists() and not run.is_dir():
-        raise TunelabError(f"name: {run} is a file, not a run folder; choose another name")
+        raise TunelabError(t("name: {run} is a file, not a run folder; choose another name").format(run=run))
     if run.exists() and any(not p.name.startswith(".") for p in run.iterdir()):
-        raise TunelabError(f"name: {run} already holds a run; choose another name")
+        raise TunelabError(t("name: {run} already holds a run; choose another name").format(run=run))
     if (runs / UI_DIR / name / "job.json").is_file() and view(run).status != "failed":
-        raise TunelabError(f"name: a job named {name!r} was launched before; choose another name")
+        raise TunelabError(t("name: a job named {name} was launched before; choose another name").format(
+            name=repr(name)))
     # (a job that failed and left no run files gives its name back: its record and log are the UI's own, replaced)
     tree = {**tree, "output_dir": str(run.resolve())}
     text = yaml_text(tree)
