@@ -13,8 +13,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+runner = CliRunner()
 
 LOCAL = "http://127.0.0.1"  # TestClient's Host (its default, `testserver`, is a name ui/guard.py refuses)
 
@@ -61,3 +65,25 @@ def test_the_ui_launches_a_run_named_in_chinese_and_refuses_a_bad_name_in_chines
         if pid > 0:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+CONFIG = "task: classification\nmodel: minilm\ndata:\n  train: t.jsonl\ntrain:\n  lr: 1e-5\n"
+
+
+@pytest.mark.parametrize(("body", "line", "said"), [
+    # line 11 of 12: YAML said line 12, "mapping values are not allowed here" / "could not find expected ':'"
+    (CONFIG + "  batch_size: 8\n  max_length: 64\n  seed: 1\n  warmup: 0\n  epochs：1\n  precision: fp32\n", 11,
+     "a full-width colon '：' after 'epochs'; YAML needs ':'"),
+    (CONFIG + "  epochs：1\n", 7, "a full-width colon '：' after 'epochs'"),  # the last line: YAML said line 8
+    ("task: classification\nmodel： minilm\ntrain:\n  lr: 1\n", 2, "a full-width colon '：' after 'model'"),
+    (CONFIG + "\u3000 epochs: 1\n  seed: 2\n", 7, "a full-width space '\u3000' (U+3000) in the indentation"),
+    (CONFIG + "tags: {a: 1， b: 2}\n", 7, "a full-width comma '，' in a flow list or mapping; YAML needs ','"),
+    # a block scalar's '：' is its text: the error named is YAML's own, on its line
+    ("task: sft\nprompt: |\n  问题：{q}\n  回答：\nmodel: minilm\ntrain: [\n", 7, "invalid YAML: expected the node"),
+])
+def test_a_full_width_mark_in_a_config_is_named_on_its_line(tmp_path: Path, body: str, line: int, said: str) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(body, encoding="utf-8")
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr.startswith(f"error: {config}:{line}: {said}") and len(res.stderr.splitlines()) == 1, res.stderr

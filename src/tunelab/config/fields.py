@@ -133,3 +133,37 @@ def apply_override(tree: dict, path: list[str], value: Any) -> None:
         node[part] = child
         node = child
     node[path[-1]] = value
+
+
+# what a Chinese input method types in place of YAML's marks: a full-width colon after a key (`epochs：1`), a
+# full-width space (U+3000) in the indentation, a full-width comma in a flow list or mapping (`{a: 1， b: 2}`)
+_WIDE_KEY = re.compile(r"[ \t\u3000]*(?:-[ \t]+)*([\"']?)([\w.-]+)\1[ \t\u3000]*：")
+_WIDE_INDENT = re.compile(r"[ \t]*\u3000")
+_BLOCK = re.compile(r"[^#]*:[ \t]*[|>][-+0-9]*[ \t]*(?:#.*)?$")  # `prompt: |`: a block scalar's lines follow
+
+
+def fullwidth_mark(text: str, until: int | None = None) -> tuple[int, str] | None:
+    """(line, what) of the first full-width mark standing where YAML wants an ASCII one, on a line up to `until`
+    (the line a YAML error was found on: the mark is before it, or on it), else None. Comments, quoted strings and
+    block scalars' lines (`prompt: |`, where `问题：` is text) are not looked in."""
+    block = -1  # the indentation of the key a block scalar follows (-1: not in one)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if until is not None and number > until:
+            break
+        indent = len(line) - len(line.lstrip(" "))
+        if block >= 0:
+            if not line.strip() or indent > block:
+                continue
+            block = -1
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if _WIDE_INDENT.match(line):
+            return number, "a full-width space '\u3000' (U+3000) in the indentation; YAML indents with ASCII spaces"
+        if key := _WIDE_KEY.match(line):
+            return number, f"a full-width colon '：' after {key[2]!r}; YAML needs ':' (and a space after it)"
+        code = re.sub(r"\"[^\"]*\"|'[^']*'|[ \t]#.*", "", line)  # (quoted texts and a comment left out)
+        if "，" in code and re.search(r"[\[{]", code):
+            return number, "a full-width comma '，' in a flow list or mapping; YAML needs ','"
+        if _BLOCK.match(line):
+            block = indent
+    return None

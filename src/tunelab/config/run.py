@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 from tunelab.config.fields import (
     DuplicateKeyError,
     apply_override,
+    fullwidth_mark,
     override_name,
     twice_said,
     within,
@@ -289,7 +290,8 @@ def _longest_known(field: str, known: dict[str, int]) -> str:
 
 def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
     """`file:line: invalid YAML: problem`, on one line (a ReaderError's own text spans two); `invalid JSON` for a
-    `.json` file (read as YAML, which JSON is, but written as JSON)."""
+    `.json` file (read as YAML, which JSON is, but written as JSON). A full-width colon, indenting space or comma
+    (`fullwidth_mark`) is named on its own line: YAML finds the error a line later, or past the file's end."""
     mark = getattr(exc, "problem_mark", None)
     if mark is not None:
         line: int | None = mark.line + 1
@@ -300,6 +302,8 @@ def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
     problem = getattr(exc, "problem", None)
     if problem is None and isinstance(exc, yaml.reader.ReaderError):
         problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    if (wide := fullwidth_mark(text, line)) is not None:  # a Chinese input method's '：' or '　': its own line
+        return f"{path}:{wide[0]}: {wide[1]}"
     where = f"{path}:{line}" if line is not None else str(path)
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     return f"{where}: invalid {kind}: {' '.join(str(problem or exc).split())}"
