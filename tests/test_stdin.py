@@ -35,7 +35,9 @@ def classifier(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_predict_names_the_line_of_stdin_that_is_not_utf8(classifier: Path) -> None:
     for given, said in ((b"good film\nbad caf\xe9\n", "<stdin>:2: bytes: not valid UTF-8 (byte 0xe9 at column 8)"),
                         ("hi\n".encode("utf-16"), "<stdin>:1: bytes: not valid UTF-8 (byte 0xff at column 1); it "
-                                                  "starts with UTF-16's byte order mark: convert it to UTF-8")):
+                                                  "starts with UTF-16's byte order mark (what Excel saves as "
+                                                  '"Unicode text"): convert it on its way in: ... | iconv -f UTF-16 '
+                                                  "-t UTF-8 | tunelab ...")):
         res = runner.invoke(app, ["predict", str(classifier), "--input", "-"], input=given)
         assert res.exit_code == 2, res.output
         assert res.stderr == f"error: {said}\n" and "Traceback" not in res.output

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
+from tunelab.data.readers import read_table
+from tunelab.errors import DataError
 
 runner = CliRunner()
 
@@ -87,3 +89,101 @@ def test_a_full_width_mark_in_a_config_is_named_on_its_line(tmp_path: Path, body
     res = runner.invoke(app, ["train", str(config)])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert res.stderr.startswith(f"error: {config}:{line}: {said}") and len(res.stderr.splitlines()) == 1, res.stderr
+
+
+def _bad_bytes(path: Path) -> str:
+    with pytest.raises(DataError) as info:
+        read_table(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json", ".txt"])
+def test_a_gbk_line_in_a_utf8_file_is_to_be_fixed_there_not_the_file_converted(tmp_path: Path, suffix: str) -> None:
+    """A UTF-8 file with one GB18030 line (line 150 of 200) was told to `iconv -f GB18030` the whole file, which
+    garbles its 199 UTF-8 lines: iconv only where the file holds no UTF-8 text besides ASCII."""
+    def row(text: str, label: str = "正面") -> str:
+        return {".jsonl": json.dumps({"text": text, "label": label}, ensure_ascii=False), ".csv": f"{text},{label}",
+                ".json": json.dumps({"text": text, "label": label}, ensure_ascii=False) + ",",
+                ".txt": text}[suffix]
+
+    head = {".csv": "text,label\n", ".json": "[\n"}.get(suffix, "")
+    first = 1 + head.count("\n")
+    rows = [row(f"第{i}条评论，很好看") for i in range(200)]
+    body = (head + "\n".join(rows[:149])).encode() + b"\n" + row("这条是GBK").encode("gb18030") + b"\n" \
+        + "\n".join(rows[150:]).encode()
+    said = _bad_bytes(_write(tmp_path / f"mixed{suffix}", body))
+    assert f"mixed{suffix}:{first + 149}: bytes: not valid UTF-8" in said
+    assert "reads as Chinese in GBK (GB18030)" in said and "in a file otherwise UTF-8: retype or paste this line " \
+        "again in a UTF-8 editor (converting the whole file with iconv -f GB18030 would garble its UTF-8 lines)" in said
+    # ASCII before, UTF-8 Chinese after: mixed too
+    ascii_rows = [row(f"review {i}", "pos") for i in range(149)]
+    body = (head + "\n".join(ascii_rows)).encode() + b"\n" + row("这条是GBK").encode("gb18030") + b"\n" \
+        + "\n".join(rows[150:]).encode()
+    assert "in a file otherwise UTF-8" in _bad_bytes(_write(tmp_path / f"after{suffix}", body))
+    # ASCII lines, then GBK to the end: the whole file is GBK, converted by iconv
+    body = (head + "\n".join(ascii_rows)).encode() + b"\n" + "\n".join(rows[150:]).encode("gb18030")
+    path = _write(tmp_path / f"gbk{suffix}", body)
+    assert f"iconv -f GB18030 -t UTF-8 {path} > {tmp_path / ('gbk.utf8' + suffix)}" in _bad_bytes(path)
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def test_a_gbk_line_in_a_utf8_config_is_to_be_fixed_there(tmp_path: Path) -> None:
+    config = _write(tmp_path / "run.yaml", "task: classification  # 情感分类\n".encode() + "# 中文注释\n".encode("gbk")
+                    + b"model: minilm\n")
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith(f"error: {config}:2: not valid UTF-8 (byte 0xd6); the line reads as Chinese in GBK "
+                                 "(GB18030)"), res.output
+    assert "in a file otherwise UTF-8: retype" in res.stderr and "iconv -f GB18030 -t" not in res.stderr
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".conll"])
+def test_a_big5_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: str) -> None:
+    """A Traditional Chinese file saved in Big5 (a Windows in Taiwan or Hong Kong, its Excel's CSV) got no hint."""
+    text = {".csv": "text,label\n這部電影很好看，推薦！,正面\n台灣,正面\n",
+            ".jsonl": '{"text": "這部電影很好看", "label": "正面"}\n',
+            ".conll": "台 B-LOC\n北 I-LOC\n好 O\n"}[suffix]
+    path = _write(tmp_path / f"zh_tw{suffix}", text.encode("big5"))
+    said = _bad_bytes(path)
+    assert "; the line reads as Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong " \
+        "Kong and of Excel's CSV there: save the file as UTF-8" in said, said
+    assert said.endswith(f"iconv -f BIG5 -t UTF-8 {path} > {tmp_path / ('zh_tw.utf8' + suffix)}"), said
+    # Simplified Chinese in GBK is still GBK (much of it also decodes as Big5)
+    gbk = _write(tmp_path / f"zh_cn{suffix}", text.replace("這部電影", "这部电影").replace("推薦", "推荐")
+                 .replace("台灣", "台湾").encode("gbk"))
+    assert "iconv -f GB18030 -t UTF-8" in _bad_bytes(gbk)
+
+
+def test_a_utf16_file_is_given_its_iconv_command(tmp_path: Path) -> None:
+    """Excel's "Unicode text" (UTF-16 with its byte order mark) was recognised, but no command given."""
+    path = _write(tmp_path / "excel.txt", "text\tlabel\n好看\t正面\n".encode("utf-16"))
+    tsv = _write(tmp_path / "excel.tsv", path.read_bytes())
+    for p in (path, tsv):
+        said = _bad_bytes(p)
+        assert said.endswith("; it starts with UTF-16's byte order mark (what Excel saves as \"Unicode text\"): save "
+                             f"the file as UTF-8, or convert it: iconv -f UTF-16 -t UTF-8 {p} > "
+                             f"{p.with_name('excel.utf8' + p.suffix)}"), said
+    config = _write(tmp_path / "run.yaml", "task: classification\n".encode("utf-16"))
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr.rstrip().endswith(f"iconv -f UTF-16 -t UTF-8 {config} > "
+                                                               f"{tmp_path / 'run.utf8.yaml'}"), res.output
+
+
+def test_a_gbk_line_past_the_first_of_standard_input_is_told_both_ways() -> None:
+    """Standard input is not read again: past its first line, whether the rest is GBK too is not known."""
+    import io
+    from types import SimpleNamespace
+
+    from tunelab.data.readers import stdin_lines
+
+    for given, said in ((b"good\n" + "好看".encode("gbk") + b"\n", "if all the input is, convert it on its way in: "
+                         "... | iconv -f GB18030 -t UTF-8 | tunelab ...; if only this line is, fix the line"),
+                        ("好看\n".encode("gbk"), "convert it on its way in: ... | iconv -f GB18030 -t UTF-8 | tunelab "
+                         "...")):
+        with pytest.raises(DataError) as info:
+            stdin_lines(SimpleNamespace(buffer=io.BytesIO(given)))
+        assert str(info.value).endswith(said), str(info.value)

@@ -12,7 +12,6 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from rapidfuzz.distance import Levenshtein
@@ -126,45 +125,6 @@ def jieba_or_none() -> Any:
 
 
 ZH_PUNCT = "\u3000-\u303f\uff00-\uffef"  # CJK symbols and punctuation (、。「」), full-width forms (，！？)
-# ideographs (the unified block and extension A), CJK punctuation, full-width forms
-_GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}]")
-
-
-def gbk_hint(line: bytes, path: Path | str, excel: bool = True) -> str:
-    """For bytes that are not UTF-8: a hint where the bad line reads as Chinese in GBK / GB18030 — what a Chinese
-    Windows (and Excel's CSV there) saves — with the command that converts it (for standard input, `<stdin>`, the
-    pipe to put before the tunelab command), else "". A Chinese character counts where both its bytes are non-ASCII,
-    as every GB2312 one's are: a Latin-1 accent before an ASCII letter (`naïve`: 0xEF 0x76) also decodes as a GBK
-    ideograph, but never so; one such character is enough (a character-level CoNLL line: `中 B-ORG`)."""
-    try:
-        text = line.decode("gb18030")
-    except UnicodeDecodeError:
-        return ""
-    wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
-    inside = [(i, c) for i, c in wide if not _between_letters(text, i)]  # (a Latin-1 accent pair sits between two)
-    chinese = sum(1 for _, c in inside if _GBK_CHINESE.match(c) and min(c.encode("gb18030")) >= 0x80)
-    wide = inside if chinese >= 2 else wide  # Chinese enough: `iPhone和iPad` is no accent pair's
-    if not chinese or chinese < 0.9 * len(wide):
-        return ""
-    stdin = str(path) == "<stdin>"
-    excel = excel and not stdin
-    said = ("; the line reads as Chinese in GBK (GB18030), the encoding of a Chinese Windows"
-            + (" and of Excel's CSV there" if excel else "") + ": ")
-    if stdin:
-        return said + "convert it on its way in: ... | iconv -f GB18030 -t UTF-8 | tunelab ..."
-    p = Path(path)
-    utf8 = p.with_name(f"{p.stem}.utf8{p.suffix}")
-    return said + ("save the file as UTF-8" + (' (Excel: "CSV UTF-8")' if excel else "")
-                   + f", or convert it: iconv -f GB18030 -t UTF-8 {p} > {utf8}")
-
-
-def _between_letters(text: str, i: int) -> bool:
-    """`text[i]` is a Latin-1 / cp1252 accent pair read as GBK: two accented letters' bytes (0xC0-0xFF each) between
-    two ASCII letters (`informação`'s `çã`, `Größe`'s `öß` each decode as one ideograph) — not `iPhone和iPad`'s 和
-    (0xBA 0xCD), Chinese written as such."""
-    return 0 < i < len(text) - 1 and text[i - 1].isascii() and text[i - 1].isalpha() \
-        and text[i + 1].isascii() and text[i + 1].isalpha() and min(text[i].encode("gb18030")) >= 0xC0
-
 
 # -- a pre-tokenised row's sentence (NER `tokens`) -------------------------------------------------------------------
 # The sentence a pre-tokenised NER row stands for: its tokens joined, and each token's span in that text.

@@ -11,20 +11,39 @@ from typing import Any, TextIO
 
 from tunelab.data.json_keys import duplicate_key, inner_keys, near_keys, twice
 from tunelab.data.records import Record
+from tunelab.encodings import UTF16_BOMS, Whole, encoding_hint, utf8_besides, utf16_hint
 from tunelab.errors import DataError
-from tunelab.text import gbk_hint
 
 SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_jsonl)
 
 
-def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"") -> DataError:
+def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"",
+             whole: Whole = None) -> DataError:
     """Bytes that are not UTF-8, by line and column; `head`: the text's first bytes (UTF-16's byte order mark says
-    what the text is); `line_bytes`: the bad line's, Chinese text in GBK said so (`gbk_hint`)."""
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        hint = "; it starts with UTF-16's byte order mark: convert it to UTF-8"
+    what the text is); `line_bytes`: the bad line's, Chinese text in GBK or Big5 said so (`encoding_hint`); `whole`:
+    whether the text holds no UTF-8 text besides (None: the file read again to find out, `_whole`)."""
+    if head[:2] in UTF16_BOMS:
+        hint = utf16_hint(path)
     else:
-        hint = gbk_hint(line_bytes, path)
+        hint = encoding_hint(line_bytes, path, whole=whole if whole is not None else lambda: _whole(path, line))
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
+
+
+def _whole(path: Path, bad: int) -> bool | None:
+    """Whether the file holds no UTF-8 text besides its line `bad` (`utf8_besides`), its lines numbered as
+    `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known (None)."""
+    if not path.is_file():
+        return True if bad == 1 else None
+
+    def lines() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            for raw in f:
+                yield from _mac_pieces(raw) if 13 in raw else (raw,)
+
+    try:
+        return not utf8_besides(lines(), bad)
+    except OSError:
+        return None
 
 
 BAD_JSON = (ValueError, RecursionError)  # json's errors: JSONDecodeError, and for hostile input a >4,300-digit number

@@ -31,6 +31,7 @@ from tunelab.data.jsonl import (
 )
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
+from tunelab.encodings import utf8_besides
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
 from tunelab.text import unicode_problem
@@ -45,7 +46,8 @@ def _decode(path: Path) -> str:
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         start = raw.rfind(b"\n", 0, exc.start) + 1
         end = raw.find(b"\n", exc.start)
-        raise not_utf8(path, line, raw[exc.start], col, raw[:2], raw[start:end if end != -1 else len(raw)]) from None
+        raise not_utf8(path, line, raw[exc.start], col, raw[:2], raw[start:end if end != -1 else len(raw)],
+                       lambda: not utf8_besides(raw.split(b"\n"), line)) from None
     return text.removeprefix("\ufeff")
 
 
