@@ -187,3 +187,31 @@ def test_a_gbk_line_past_the_first_of_standard_input_is_told_both_ways() -> None
         with pytest.raises(DataError) as info:
             stdin_lines(SimpleNamespace(buffer=io.BytesIO(given)))
         assert str(info.value).endswith(said), str(info.value)
+
+
+def test_a_header_written_with_a_full_width_comma_is_said_so(tiny_bert: Path, tmp_path: Path) -> None:
+    """`text，label` (a Chinese input method's comma) was only `missing column (columns: text，label)`."""
+    for name, said in (("t.csv", "','"), ("t.tsv", "a tab")):
+        path = tmp_path / name
+        path.write_text("text，label\n好看，正面\n", encoding="utf-8")
+        res = runner.invoke(app, ["train", "--set", "task=classification", "--set", f"model={tiny_bert}", "--set",
+                                  f"data.train={path}", "--set", f"output_dir={tmp_path / 'run'}"])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert res.stderr == (f"error: {path}:1: text: missing column (columns: text，label); the header separates "
+                              f"its names with '，' (U+FF0C, a full-width comma), not {said}\n"), res.stderr
+
+
+def test_a_qa_answer_start_counted_in_utf8_bytes_is_said_so(tiny_bert: Path, tmp_path: Path) -> None:
+    """answer_start 18, the UTF-8 byte offset of 北京 in the context (its character offset is 6): the mismatch was
+    said, but not why."""
+    context = "中国的首都是北京。"
+    byte = context.encode().index("北京".encode())
+    rows = [{"id": "1", "context": context, "question": "中国的首都是哪里？",
+             "answers": {"text": ["北京"], "answer_start": [byte]}}]
+    path = write_jsonl(tmp_path / "qa.jsonl", rows)
+    res = runner.invoke(app, ["train", "--set", "task=qa", "--set", f"model={tiny_bert}", "--set",
+                              f"data.train={path}", "--set", f"output_dir={tmp_path / 'run'}"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr == (f"error: {path}:1: answers: answer 1 '北京' does not match the context at answer_start 18 "
+                          "(the context there: '') (18 is its UTF-8 byte offset; answer_start counts characters: 6); "
+                          "fix the offset, or use -1 outside training\n"), res.stderr

@@ -343,7 +343,10 @@ def require_field(record: Record, name: str, columns: list[str] | None) -> Any:
     """The value of `name`, or a DataError naming the missing field (the header line for CSV)."""
     if name not in record.data:
         if columns is not None:
-            raise DataError(record.source, 1, name, f"missing column (columns: {', '.join(columns)})")
+            wide = "" if not any("\uff0c" in c for c in columns) else (  # a Chinese input method's comma
+                "; the header separates its names with '，' (U+FF0C, a full-width comma), not "
+                + ("a tab" if record.source.lower().endswith(".tsv") else "','"))
+            raise DataError(record.source, 1, name, f"missing column (columns: {', '.join(columns)}){wide}")
         raise DataError(record.source, record.line, name, "missing field")
     return record.data[name]
 

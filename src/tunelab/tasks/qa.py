@@ -136,7 +136,8 @@ class Qa(Task):
                 found = context[start : start + len(text)] if start >= 0 else ""
                 if found != text:
                     raise fail(f"answer {k} {text!r} does not match the context at answer_start {start} "
-                               f"(the context there: {found!r}); fix the offset, or use -1 outside training")
+                               f"(the context there: {found!r}){_byte_offset(context, text, start)}; fix the offset, "
+                               "or use -1 outside training")
             out.append((text, start))
         return out
 
@@ -347,3 +348,13 @@ def _strip_space(context: str, start: int, end: int) -> tuple[int, int]:
     while start < end and context[start].isspace():
         start += 1
     return start, end
+
+
+def _byte_offset(context: str, text: str, start: int) -> str:
+    """Where `start` is the answer's offset in the context's UTF-8 bytes (what a byte-counting tool, or Go / Rust
+    string indices, give for Chinese text), not in its characters: said, with the character offset."""
+    raw, answer = context.encode("utf-8"), text.encode("utf-8")
+    if start < 0 or raw[start:start + len(answer)] != answer:
+        return ""
+    chars = len(raw[:start].decode("utf-8", errors="ignore"))
+    return f" ({start} is its UTF-8 byte offset; answer_start counts characters: {chars})"
