@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from rapidfuzz.distance import Levenshtein
@@ -175,3 +176,141 @@ def join_tokens(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
         offsets.append((pos, pos + len(tok)))
         pos += len(tok)
     return "".join(parts), offsets
+
+# -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
+# What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
+# Excel's encoding) or in Big5 (Traditional Chinese: Taiwan's, Hong Kong's), or a UTF-16 file (Excel's "Unicode
+# text"), with the `iconv` command that converts the file — or, where the file's other lines are UTF-8 text (which
+# converting it whole would garble), that the line itself must be fixed.
+# ideographs (the unified block and extension A), CJK punctuation, full-width forms
+_GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}]")
+_BIG5_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b]")  # and Big5's — … ‧ ※
+_THREE_BYTES = re.compile("[\u0800-\U0010ffff]")  # a character of 3 or more UTF-8 bytes (Chinese, kana, ...)
+_ACCENTED = re.compile("[A-Za-z][\u00c0-\u024f]|[\u00c0-\u024f][A-Za-z]")
+_CHECKED_AFTER = 200_000  # lines after the bad one looked at for UTF-8 text (a larger file: the rest assumed alike)
+NAMES = {"GB18030": "GBK (GB18030), the encoding of a Chinese Windows",
+         "BIG5": "Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong"}
+
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+Whole = bool | None | Callable[[], bool | None]
+
+
+def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True) -> str:
+    """For a line of bytes that is not UTF-8: a hint where it reads as Chinese in GBK / GB18030 or in Big5 (`_reads_as`)
+    with what to do, else "". `whole` (or a function that says it, asked only for a Chinese line): True where the
+    file holds no UTF-8 text but ASCII besides the line (`utf8_besides` is False): convert it with iconv (for standard
+    input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so this line is
+    to be fixed where it is; None: not known (standard input past its first line)."""
+    codec = _reads_as(line)
+    if codec is None:
+        return ""
+    if callable(whole):
+        whole = whole()
+    stdin = str(path) == "<stdin>"
+    excel = excel and not stdin
+    said = f"; the line reads as Chinese in {NAMES[codec]}" + (" and of Excel's CSV there" if excel else "")
+    if whole is False:
+        return (f"{said}, in a file otherwise UTF-8: retype or paste this line again in a UTF-8 editor (converting the "
+                f"whole file with iconv -f {codec} would garble its UTF-8 lines)")
+    if whole is None:
+        return (f"{said}: if all the input is, convert it on its way in: ... | iconv -f {codec} -t UTF-8 | tunelab "
+                "...; if only this line is, fix the line")
+    return f"{said}: {convert(codec, path, excel)}"
+
+
+def convert(codec: str, path: Path | str, excel: bool = True) -> str:
+    """What to do with a file (or standard input, `<stdin>`) wholly in `codec`: save it as UTF-8, or the iconv
+    command."""
+    if str(path) == "<stdin>":
+        return f"convert it on its way in: ... | iconv -f {codec} -t UTF-8 | tunelab ..."
+    p = Path(path)
+    utf8 = p.with_name(f"{p.stem}.utf8{p.suffix}")
+    return ("save the file as UTF-8" + (' (Excel: "CSV UTF-8")' if excel else "")
+            + f", or convert it: iconv -f {codec} -t UTF-8 {p} > {utf8}")
+
+
+def utf16_hint(path: Path | str) -> str:
+    """For text starting with UTF-16's byte order mark (Excel's "Unicode text", Windows Notepad's "Unicode")."""
+    return ("; it starts with UTF-16's byte order mark (what Excel saves as \"Unicode text\"): "
+            + convert("UTF-16", path, excel=False))
+
+
+def utf8_besides(lines: Iterable[bytes], bad: int) -> bool:
+    """Whether lines other than number `bad` (the first that is not UTF-8) hold UTF-8 text (`_utf8_text`), up to
+    _CHECKED_AFTER lines after it."""
+    for number, raw in enumerate(lines, start=1):
+        if number > bad + _CHECKED_AFTER:
+            break
+        if number != bad and not raw.isascii() and _utf8_text(raw):
+            return True
+    return False
+
+
+def _utf8_text(raw: bytes) -> bool:
+    """The line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5 line seldom
+    decodes so, while one of its characters in two bytes 0xC2-0xDF 0x80-0xBF often does: `台` is 0xCC 0xA8, U+0328)
+    or an accented Latin letter next to an ASCII one (`café`)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
+
+
+def _reads_as(line: bytes) -> str | None:
+    """"GB18030" or "BIG5" where the line reads as Chinese in it (`_chinese`), else None. Simplified Chinese in GBK
+    often decodes as Big5 too, and Big5 as GBK: where both read so, the one with more of its common characters wins
+    (`_common`), GBK on a tie."""
+    gbk, big5 = _chinese(line, "gb18030", _GBK_CHINESE), _chinese(line, "big5", _BIG5_CHINESE)
+    if gbk and big5:
+        return "BIG5" if _common(big5, "big5") > _common(gbk, "gb18030") else "GB18030"
+    return "GB18030" if gbk else "BIG5" if big5 else None
+
+
+def _common(text: str, codec: str) -> int:
+    """The characters of `text` among `codec`'s common ones: GB2312's punctuation and ideographs (lead byte 0xA1-0xA3
+    or 0xB0-0xF7, trail 0xA1 or more; its rows 0xA4-0xAF hold kana, Greek, Cyrillic and nothing, which Big5's most
+    used ideographs read as), Big5's punctuation and frequent ideographs (lead byte 0xA1-0xC6)."""
+    count = 0
+    for c in text:
+        if c.isascii() or len(b := c.encode(codec)) != 2:
+            continue
+        if codec == "big5":
+            count += 0xA1 <= b[0] <= 0xC6
+        else:
+            count += (0xA1 <= b[0] <= 0xA3 or 0xB0 <= b[0] <= 0xF7) and b[1] >= 0xA1
+    return count
+
+
+def _chinese(line: bytes, codec: str, chinese_class: re.Pattern[str]) -> str:
+    """The line decoded, where it reads as Chinese in `codec`, else "". A Chinese character counts where both its bytes
+    are non-ASCII, as every GB2312 one's are, or (Big5, whose trail byte may be ASCII) where its lead byte is one of
+    its punctuation's or frequent ideographs' (0xA1-0xC6) and no ASCII letter or digit follows it: a Latin-1 accent
+    before an ASCII letter (`naïve`: 0xEF 0x76) also decodes as an ideograph, but never so; one such character is
+    enough (a character-level CoNLL line: `中 B-ORG`)."""
+    try:
+        text = line.decode(codec)
+    except UnicodeDecodeError:
+        return ""
+    wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
+    inside = [(i, c) for i, c in wide if not _between_letters(text, i, codec)]  # (a Latin-1 accent pair: two)
+    chinese = sum(1 for i, c in inside if chinese_class.match(c) and _counts(text, i, codec))
+    wide = inside if chinese >= 2 else wide  # Chinese enough: `iPhone和iPad` is no accent pair's
+    return text if chinese and chinese >= 0.9 * len(wide) else ""
+
+
+def _counts(text: str, i: int, codec: str) -> bool:
+    b = text[i].encode(codec)
+    if min(b) >= 0x80:
+        return True
+    after = text[i + 1:i + 2]
+    return codec == "big5" and 0xA1 <= b[0] <= 0xC6 and not (after.isascii() and after.isalnum())
+
+
+def _between_letters(text: str, i: int, codec: str) -> bool:
+    """`text[i]` is a Latin-1 / cp1252 accent pair read as GBK or Big5: two accented letters' bytes (0xC0-0xFF each)
+    between two ASCII letters (`informação`'s `çã`, `Größe`'s `öß` each decode as one ideograph) — not `iPhone和iPad`'s
+    和 (0xBA 0xCD), Chinese written as such."""
+    return 0 < i < len(text) - 1 and text[i - 1].isascii() and text[i - 1].isalpha() \
+        and text[i + 1].isascii() and text[i + 1].isalpha() and min(text[i].encode(codec)) >= 0xC0

@@ -184,7 +184,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        from tunelab.encodings import UTF16_BOMS, encoding_hint, utf8_besides, utf16_hint
+        from tunelab.text import UTF16_BOMS, encoding_hint, utf8_besides, utf16_hint
 
         line = raw.count(b"\n", 0, exc.start) + 1
         start, end = raw.rfind(b"\n", 0, exc.start) + 1, raw.find(b"\n", exc.start)

@@ -31,10 +31,9 @@ from tunelab.data.jsonl import (
 )
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
-from tunelab.encodings import utf8_besides
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
-from tunelab.text import unicode_problem
+from tunelab.text import unicode_problem, utf8_besides
 
 
 def _decode(path: Path) -> str:
