@@ -142,6 +142,10 @@ def test_a_checkpoint_or_an_unfinished_run_is_named_as_such(run: tunelab.Run, tm
         tunelab.load(unfinished)
     with pytest.raises(TunelabError, match=r"; a training checkpoint whose model is written when its training ends"):
         tunelab.load(unfinished / "checkpoints" / "step-00000002")
+    (unfinished / "model").mkdir()  # finished since (its checkpoints kept): its model is there, not to be trained again
+    (unfinished / "model" / "tunelab.json").write_text("{}")
+    with pytest.raises(TunelabError, match=rf"; a training checkpoint; the run's model is {unfinished / 'model'}$"):
+        tunelab.load(unfinished / "checkpoints" / "step-00000002")
 
 
 def test_load_and_train_arguments(run: tunelab.Run, tmp_path: Path) -> None:

@@ -134,6 +134,8 @@ def test_true_or_false_is_no_number() -> None:
     assert config_error("train.eval_steps=true") == "--set train.eval_steps: expected a number, got true"
     assert cfg_of("train.report=false").train.report is False
     assert cfg_of("data.clean=true", "data.augment=false").data.clean is not None  # true: a section's defaults
+    assert config_error("train.report=[1]") == "--set train.report: Input should be a valid boolean"  # (pydantic's
+    assert config_error("data.dedup={a: 1}") == "--set data.dedup: Input should be a valid boolean"  # bool_type)
 
 
 def test_python_values_of_a_mapping_and_of_an_override_alike() -> None:
@@ -150,6 +152,7 @@ def test_python_values_of_a_mapping_and_of_an_override_alike() -> None:
     assert (cfg.data.train, cfg.data.validation, cfg.train.epochs) == ("a.jsonl", "b.jsonl", 2)
     assert cfg.method.target_modules == ["query"]
     assert tunelab.make_config(base).method.target_modules == ["query", "value"]
+    assert tunelab.make_config(base, **{"train.lr": np.float32(1e-4)}).train.lr == 1e-4  # (.item(): 9.9999997e-05)
 
 
 def test_cli_wrong_type(tmp_path: Path) -> None:

@@ -172,3 +172,31 @@ def test_a_resume_from_another_folder_with_other_files_is_refused(relative_run: 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"config: data\.train: 'train\.jsonl' where the run being resumed has "):
         _check_resumed_config(relative_run, load_config(saved))
+
+
+def test_an_older_runs_rows_are_read_again_by_its_own_text_rules(tiny_bert: Path, tmp_path: Path) -> None:
+    """Since text rules 2, `早餐 一般` repeats `早餐一般` (no space between CJK characters): a run trained before,
+    which kept both, is read again (report, export, compress, resume) by its rules — not refused as "the data
+    changed" though its file did not."""
+    import tunelab
+    from tunelab.data.load import run_splits
+    from tunelab.registry import TASKS
+
+    rows = sentiment_rows(24, 0) + [{"text": t, "label": "negative"} for t in ("早餐 一般", "早餐一般")]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(8, 1))
+    run = tunelab.train({"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
+                         "data": {"train": str(train), "validation": str(val), "dedup": True},
+                         "train": {"max_steps": 1, "save_steps": 0, "report": False}})
+    summary_path = run.dir / "data_summary.json"
+    summary = json.loads(summary_path.read_text())
+    assert summary["text_rules"] == 2 and summary["rows_used"]["train"] == len(set(map(str, rows))) - 1
+    task = TASKS.get("classification")(run.config.task, run.config.data)
+    assert len(run_splits(run.dir, run.config.data, task, 0)["train"]) == summary["rows_used"]["train"]
+    older = {k: v for k, v in summary.items() if k != "text_rules"}  # as a run of the earlier rules wrote it
+    older["rows_used"] = {**summary["rows_used"], "train": summary["rows_used"]["train"] + 1}  # both rows kept then
+    summary_path.write_text(json.dumps(older))
+    assert len(run_splits(run.dir, run.config.data, task, 0)["train"]) == older["rows_used"]["train"]
+    summary_path.write_text(json.dumps({**older, "text_rules": 2}))  # the same counts under today's rules: changed
+    with pytest.raises(Exception, match="rows now, where the run"):
+        run_splits(run.dir, run.config.data, task, 0)

@@ -365,6 +365,7 @@ def test_lora_runs_share_one_base_and_the_model_name_picks_the_adapter(
     for url, server in serve_on_loopback([a, b], max_wait_ms=20):
         shared = [server.by_name[n].model.module for n in ("plain", "flipped-v1.1")]  # type: ignore[attr-defined]
         assert shared[0].peft is shared[1].peft and len(shared[0].peft.peft_config) == 2
+        assert [m.tunelab_precision for m in shared] == ["fp32", "fp32"]  # trained at fp32 (tests): scored so
         def ask(name: str, url: str = url) -> tuple[str, list[dict]]:
             res = httpx.post(f"{url}/v1/predict", json={"model": name, "inputs": texts}, timeout=60)
             return name, res.json()["outputs"]

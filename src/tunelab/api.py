@@ -134,7 +134,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     item = getattr(value, "item", None)  # numpy / torch scalars
     if callable(item) and getattr(value, "ndim", None) == 0:
-        return item()
+        narrow = getattr(getattr(value, "dtype", None), "itemsize", 8) < 8 and isinstance(item(), float)
+        return float(str(value)) if narrow else item()  # float32 1e-4 as 0.0001, not 9.999999747378752e-05
     return value
 
 

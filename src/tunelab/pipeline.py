@@ -19,7 +19,14 @@ from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import DATA_FOLDER, DataReport, check_resumed_rows, read_summary, training_fingerprint
+from tunelab.data.report import (
+    DATA_FOLDER,
+    DataReport,
+    check_resumed_rows,
+    read_summary,
+    summary_rules,
+    training_fingerprint,
+)
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate
@@ -41,6 +48,7 @@ from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
+from tunelab.text import TEXT_RULES, text_rules
 from tunelab.training import engine
 from tunelab.training.checkpoint import check_fits, check_resumed_best, find_checkpoint
 from tunelab.training.distill import (
@@ -98,74 +106,80 @@ def run(cfg: RunConfig, resume: str | None = None,
     # resuming this directory's own checkpoint (OUTPUT_DIR/checkpoints/step-N) is the one way past its checks; a
     # checkpoint of another run starts this one from it, into an output_dir checked as for a new run
     own = resume_from is not None and resume_from.resolve().parent == (out / "checkpoints").resolve()
+    # rows compared and measured as the resumed run did (text.TEXT_RULES: an older run's by its rules)
+    rules = summary_rules(read_summary(resume_from.parent.parent)) \
+        if resume_from is not None and resume_from.parent.name == "checkpoints" else TEXT_RULES
+    with text_rules(rules):
 
-    def check_out(locked: bool) -> None:
-        check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite, locked=locked)
-        if own:  # (--overwrite too: a resumed run continues the one it resumes, with its settings)
-            _check_resumed_config(out, cfg)
+        def check_out(locked: bool) -> None:
+            check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite, locked=locked)
+            if own:  # (--overwrite too: a resumed run continues the one it resumes, with its settings)
+                _check_resumed_config(out, cfg)
 
-    def first_checks() -> None:  # (on the main process; a refusal ends every process, one line, exit code 2)
-        check_inputs_apart(out, run_inputs(cfg))
-        check_out(locked=False)
+        def first_checks() -> None:  # (on the main process; a refusal ends every process, one line, exit code 2)
+            check_inputs_apart(out, run_inputs(cfg))
+            check_out(locked=False)
 
-    on_main(first_checks)
-    engine.seed_everything(cfg.train.seed)
+        on_main(first_checks)
+        engine.seed_everything(cfg.train.seed)
 
-    task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
-    task.check_method(cfg.method.name)
-    check_rdrop(task, cfg.train.rdrop, cfg.distill is not None)
-    report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
-    splits = load_splits(cfg.data, task, cfg.train.seed, report)
-    unlabeled = load_unlabeled(cfg.data, task, report)  # distillation's rows without labels (data.unlabeled)
-    student = (student_from_teacher(cfg.model, teacher_model_dir(cfg.distill.teacher), task.auto_model_class)
-               if cfg.distill is not None and cfg.model.startswith(STUDENT_LAYERS) else None)
-    try:
-        model, tokenizer = task.build_model(student.name if student else resolve_model(cfg.model), splits["train"])
-    except (OSError, ValueError) as e:  # transformers: a hub id unreachable offline, no weights, an unknown type
-        raise ConfigError(f"config: model: cannot load {cfg.model}: {load_problem(cfg.model, e)}") from None
-    finally:
-        if student is not None:
-            student.cleanup()
-    # a pretrained checkpoint's never-trained token-type rows (m3e-small's segment B); not a tuned model's, a student's
-    seeded = None if student is not None or (Path(cfg.model) / META_FILE).is_file() else seed_untrained_segments(model)
-    report.applied["segment_embeddings"] = seeded
-    if seeded and state.is_main_process:
-        say(f"model: {seeded}")
-    distill = _distill_loss(cfg, task, tokenizer)
-    method.check_model(model)
-    check_layer_decay(model, cfg.train.layer_lr_decay)
-    splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report,
-                                       {name: rows for name, rows in splits.items() if name != "train"})
-    # (the one process that writes data_summary.json and checks it)
-    on_main(partial(_fingerprint, report, splits["train"], cfg.train.save_steps, resume_from))
-    # the training split from the feature cache where it is on (data.cache): one process per node tokenises
-    train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
-    if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
-        splits["train"] = spill_rows(splits["train"], train.cached)
-    features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
-    teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
-    extra = unlabeled_features(task, unlabeled, tokenizer, teacher, state) if teacher is not None else []
-    check_positions(learned_position_limit(model), cfg.data.max_length,
-                    longest_input({**features, "unlabeled": extra}, train.longest))
-    features["train"] = train.features  # as the engine batches them (Task.train_features: e.g. packed)
-    if extra:  # soft targets only (Task.distill_step); batched with the training rows, packed like them
-        features["train"] = WithUnlabeled(train.features, marked(task.train_features(extra)))
-        report.applied["unlabeled"] = {"file": cfg.data.unlabeled, "rows": len(unlabeled), "features": len(extra)}
-    # the untrained model scored (main process; its replies written once the folder is claimed), then the method
-    # applied and checked — its settings, what trains, a resumed checkpoint's shapes — before anything is written
-    with ExitStack() as held:  # the untrained, validation and final scores at the run's precision (autocast)
-        held.enter_context(precision_scope(resolve_precision(cfg.train.precision, state.device)))
-        baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
-        model = _applied(method, model, task, cfg, resume_from, "validation" in splits)
+        task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
+        task.check_method(cfg.method.name)
+        check_rdrop(task, cfg.train.rdrop, cfg.distill is not None)
+        report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
+        splits = load_splits(cfg.data, task, cfg.train.seed, report)
+        unlabeled = load_unlabeled(cfg.data, task, report)  # distillation's rows without labels (data.unlabeled)
+        student = (student_from_teacher(cfg.model, teacher_model_dir(cfg.distill.teacher), task.auto_model_class)
+                   if cfg.distill is not None and cfg.model.startswith(STUDENT_LAYERS) else None)
+        try:
+            model, tokenizer = task.build_model(student.name if student else resolve_model(cfg.model), splits["train"])
+        except (OSError, ValueError) as e:  # transformers: a hub id unreachable offline, no weights, an unknown type
+            raise ConfigError(f"config: model: cannot load {cfg.model}: {load_problem(cfg.model, e)}") from None
+        finally:
+            if student is not None:
+                student.cleanup()
+        # a pretrained checkpoint's never-trained token-type rows (m3e-small's segment B); not a tuned model's, a
+        # student's
+        tuned = student is not None or (Path(cfg.model) / META_FILE).is_file()
+        seeded = None if tuned else seed_untrained_segments(model)
+        report.applied["segment_embeddings"] = seeded
+        if seeded and state.is_main_process:
+            say(f"model: {seeded}")
+        distill = _distill_loss(cfg, task, tokenizer)
+        method.check_model(model)
+        check_layer_decay(model, cfg.train.layer_lr_decay)
+        splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report,
+                                           {name: rows for name, rows in splits.items() if name != "train"})
+        # (the one process that writes data_summary.json and checks it)
+        on_main(partial(_fingerprint, report, splits["train"], cfg.train.save_steps, resume_from))
+        # the training split from the feature cache where it is on (data.cache): one process per node tokenises
+        train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
+        if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
+            splits["train"] = spill_rows(splits["train"], train.cached)
+        features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
+        teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
+        extra = unlabeled_features(task, unlabeled, tokenizer, teacher, state) if teacher is not None else []
+        check_positions(learned_position_limit(model), cfg.data.max_length,
+                        longest_input({**features, "unlabeled": extra}, train.longest))
+        features["train"] = train.features  # as the engine batches them (Task.train_features: e.g. packed)
+        if extra:  # soft targets only (Task.distill_step); batched with the training rows, packed like them
+            features["train"] = WithUnlabeled(train.features, marked(task.train_features(extra)))
+            report.applied["unlabeled"] = {"file": cfg.data.unlabeled, "rows": len(unlabeled), "features": len(extra)}
+        # the untrained model scored (main process; its replies written once the folder is claimed), then the method
+        # applied and checked — its settings, what trains, a resumed checkpoint's shapes — before anything is written
+        with ExitStack() as held:  # the untrained, validation and final scores at the run's precision (autocast)
+            held.enter_context(precision_scope(resolve_precision(cfg.train.precision, state.device)))
+            baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
+            model = _applied(method, model, task, cfg, resume_from, "validation" in splits)
 
-        def claim() -> None:  # the main process: under the lock for the whole run
-            held.enter_context(RunDirLock(out))
-            check_out(locked=True)  # again, now that no other run can write it: one may have since the first check
-            start_run_dir(out, config_yaml, resume_from if own else None)
+            def claim() -> None:  # the main process: under the lock for the whole run
+                held.enter_context(RunDirLock(out))
+                check_out(locked=True)  # again, now that no other run can write it: one may have since the first check
+                start_run_dir(out, config_yaml, resume_from if own else None)
 
-        on_main(claim)
-        return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
-                      on_eval, t0, distill, baseline)
+            on_main(claim)
+            return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
+                          on_eval, t0, distill, baseline)
 
 
 def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig, resume_from: Path | None,

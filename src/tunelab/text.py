@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,27 @@ CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff
 HANGUL = "\uac00-\ud7af"  # Korean syllables: words are space-separated, so they join CJK only where asked (BLEU/ROUGE)
 CJK_CHAR = re.compile(f"[{CJK}]")
 _CJK_SPACE = re.compile(f"(?<=[{CJK}]) (?=[{CJK}])")
+# The rules by which rows are compared (duplicates, leakage) and measured (data.clean's min/max_chars), recorded in a
+# run's data_summary.json (`text_rules`): 2 (2026-12-07) leaves no space between two CJK characters in `normalize` and
+# joins NER tokens as their sentence (`join_tokens`); 1 (a run without the record) as before, so that an older run's
+# rows read again (resume, report, export, compress) are those it trained on.
+TEXT_RULES = 2
+_RULES: ContextVar[int] = ContextVar("tunelab_text_rules", default=TEXT_RULES)
+
+
+@contextmanager
+def text_rules(version: int) -> Iterator[None]:
+    """Rows compared and measured by the rules of `version` inside the block (an older run's: `TEXT_RULES`)."""
+    token = _RULES.set(version)
+    try:
+        yield
+    finally:
+        _RULES.reset(token)
+
+
+def rules_version() -> int:
+    """The version of the text rules in force (`text_rules`)."""
+    return _RULES.get()
 CHINESE_SHARE = 0.3  # is_chinese: at least this share of the non-space characters are CJK
 _TOKEN = re.compile(rf"[{CJK}]|(?:(?![{CJK}])\w)+")
 # a CJK character, a run of other word characters, or one mark: Chinese segmented without a segmenter
@@ -79,7 +102,8 @@ def json_problem(value: Any, where: str = "", numbers: bool = True, max_depth: i
 def normalize(text: str) -> str:
     """NFKC, case-folded, whitespace runs collapsed to one space, stripped, no space between two CJK characters
     (`早餐 一般` is `早餐一般`: Chinese is written without them)."""
-    return _CJK_SPACE.sub("", " ".join(unicodedata.normalize("NFKC", text).casefold().split()))
+    out = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return _CJK_SPACE.sub("", out) if _RULES.get() >= 2 else out
 
 
 def levenshtein(a: str, b: str, *, limit: int | None = None) -> int:

@@ -135,7 +135,7 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     tags = names.get(loc[0], set()) if isinstance(names, dict) and loc else names
     if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in tags:
         loc.pop(1)  # drop the union tag pydantic inserts: method.lora.r -> method.r
-    if e["type"] == "bool_type":  # a section's own check of its fields (sections.Section): the field it names
+    if e["type"] == "number_not_bool" and e.get("ctx"):  # sections.Section's own check: the field it names
         return f"config: {'.'.join([*loc, e['ctx']['name']])}: expected a number, got {e['ctx']['value']}"
     path = ".".join(loc)
     if not path:  # the config as a whole (not a mapping): no key to name

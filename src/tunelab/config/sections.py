@@ -32,7 +32,7 @@ class Section(BaseModel):
             for name, value in data.items():
                 field = cls.model_fields.get(name) if isinstance(name, str) else None
                 if isinstance(value, bool) and field is not None and _a_number(field.annotation):
-                    raise PydanticCustomError("bool_type", "{name}: expected a number, got {value}",  # run.py
+                    raise PydanticCustomError("number_not_bool", "{name}: expected a number, got {value}",  # run.py
                                               {"name": name, "value": str(value).lower()})
         return data
 

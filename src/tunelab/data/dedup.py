@@ -19,7 +19,7 @@ import numpy as np
 
 from tunelab.data.feature_store import RowSequence
 from tunelab.data.report import DataReport
-from tunelab.text import join_tokens, normalize
+from tunelab.text import join_tokens, normalize, rules_version
 
 TEXT_KEYS = ("text", "text_pair", "tokens")
 # later splits win: a training row that repeats a validation or test row is the one removed
@@ -29,7 +29,8 @@ SPLIT_PRIORITY = ("test", "validation", "train")
 def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     """The texts compared for duplicates: text fields, NER tokens joined as their sentence (`text.join_tokens`: a
     character-level Chinese row without spaces), SFT turns as `role: content`."""
-    parts = [v if isinstance(v, str) else join_tokens([str(t) for t in v])[0]
+    old = rules_version() < 2  # an older run's rows read again: its tokens joined by spaces, as it compared them
+    parts = [v if isinstance(v, str) else " ".join(map(str, v)) if old else join_tokens([str(t) for t in v])[0]
              for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
     return parts + [f"{m['role']}: {m['content']}" if roles else m["content"] for m in example.get("messages", ())]
 

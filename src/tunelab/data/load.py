@@ -16,13 +16,14 @@ from tunelab.data.dedup import dedup_across, dedup_within, without_digests
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
 from tunelab.data.records import read_again
-from tunelab.data.report import DATA_FOLDER, DataReport, read_summary, training_fingerprint
+from tunelab.data.report import DATA_FOLDER, DataReport, read_summary, summary_rules, training_fingerprint
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation, split_validation_legacy
 from tunelab.data.tabular import folder_files
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.io import exists
 from tunelab.progress import say
+from tunelab.text import text_rules
 
 STREAM_BYTES = 64 << 20  # a training file this large is spilled as it is parsed (SST-2 as JSONL: ≈ 750 k rows)
 STREAM_ROWS = 500_000  # a Parquet training file of this many rows is too (1 M SST-2 rows read whole: 1.5 GB)
@@ -296,8 +297,8 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
     held_then = applied.get("validation_split") if isinstance(applied, dict) else None
     # a hold-out made by a tunelab before applied.validation_split was recorded: its algorithm, its rows
     legacy = bool(summary) and not data.validation and not isinstance(held_then, dict)
-    with read_again():  # trained already: a field its config did not read cannot be taken up now
-        splits = load_splits(data, task, seed, report, legacy_split=legacy)
+    with read_again(), text_rules(summary_rules(summary)):  # trained already: a field its config did not read cannot
+        splits = load_splits(data, task, seed, report, legacy_split=legacy)  # be taken up now; its rows its rules
     try:
         used, applied = dict(summary.get("rows_used") or {}), dict(applied or {})
     except (TypeError, ValueError):  # a damaged summary: nothing to compare

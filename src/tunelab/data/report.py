@@ -18,6 +18,7 @@ from typing import Any
 
 from tunelab.errors import DataError
 from tunelab.io import write_json_atomic, write_text_atomic
+from tunelab.text import TEXT_RULES, rules_version
 
 SUMMARY_FILE = "data_summary.json"
 FINGERPRINT = "training_rows_sha256"  # in SUMMARY_FILE: what a resume checks its training rows against
@@ -81,6 +82,7 @@ class DataReport:
         if self.cleaned:
             out["rows_changed_by_cleaning"] = dict(self.cleaned)
         out["applied"] = self.applied
+        out["text_rules"] = rules_version()  # how rows were compared and measured (text.TEXT_RULES)
         out["class_distribution"] = self.distribution
         if self.fingerprint is not None:
             out[FINGERPRINT] = self.fingerprint
@@ -111,6 +113,13 @@ def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
                 for ex in examples[start : start + 4096]]
         h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=repr).encode("utf-8"))
     return h.hexdigest()
+
+
+def summary_rules(summary: dict[str, Any]) -> int:
+    """The text rules a run's rows were compared and measured by: its summary's `text_rules`, 1 for a run from before
+    they were recorded (the current ones for no summary: nothing to read again as it was)."""
+    rules = summary.get("text_rules", 1) if summary else TEXT_RULES
+    return rules if isinstance(rules, int) else TEXT_RULES
 
 
 def read_summary(run_dir: Path, strict: bool = False) -> dict[str, Any]:

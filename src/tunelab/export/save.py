@@ -93,6 +93,8 @@ def _meta_of(path: Path) -> Any:
 def _what_instead(path: Path) -> str:
     """What to pass instead of a folder without a model: a checkpoint or a run that has none yet says so."""
     run = path.parent.parent if path.parent.name == "checkpoints" else path
+    if run is not path and (run / "model" / META_FILE).is_file():  # a finished run that kept its checkpoints
+        return f"a training checkpoint; the run's model is {run / 'model'}"
     if run is not path or (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
         config = run / "config.yaml"
         resumed = f"; resume it: tunelab train {config} --resume" if config.is_file() else ""

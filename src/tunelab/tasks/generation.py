@@ -177,13 +177,6 @@ def decode_reply(tokenizer: Any, ids: Sequence[int], strip: bool = True) -> str:
     tokens began (a byte-level vocabulary spells a Chinese character in 2–3 tokens; max_new_tokens can cut
     between them, and the bytes left would read as U+FFFD): the reply up to the last whole character. `strip`:
     without the spaces around it (a continuation of a text keeps them)."""
-    ids = list(ids)
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    for cut in range(1, min(4, len(ids)) + 1):  # a UTF-8 character is at most 4 bytes
-        if not text.endswith("\ufffd"):
-            break
-        shorter = tokenizer.decode(ids[:-cut], skip_special_tokens=True)
-        if not shorter.endswith("\ufffd"):
-            text = shorter
+    text = tokenizer.decode(list(ids), skip_special_tokens=True).rstrip("\ufffd")  # as the stream shows it
     return text.strip() if strip else text
 
