@@ -398,3 +398,24 @@ def test_a_checkpoint_of_other_shapes_is_one_line(tiny_bert: Path, tmp_path: Pat
     _fails(["train", *_sets(tiny_bert, tmp_path, tmp_path / "fz", method="freeze", **{"method.k": "5"})],
            "method.k: 5 is more than the model's 2 layers")  # a method's settings too
     assert not (tmp_path / "fz").exists()
+
+
+def test_a_brief_shared_probe_of_the_lock_is_no_holder(tmp_path: Path) -> None:
+    """`tunelab ui` reads whether a run is live by a brief shared lock; a run starting at that instant was refused
+    as "in use" (by the dead pid its lock file named); now it tries for half a second first."""
+    import fcntl
+    import threading
+    import time
+
+    from tunelab.training.run_dir import LOCK, RunDirLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("999999\n")  # a dead run's pid
+    fd = os.open(out / LOCK, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.2, lambda: os.close(fd)).start()  # the probe lets go
+    t0 = time.monotonic()
+    with RunDirLock(out):
+        assert (out / LOCK).read_text() == f"{os.getpid()}\n"
+    assert time.monotonic() - t0 < 2

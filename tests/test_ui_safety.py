@@ -78,6 +78,13 @@ def test_requests_of_other_sites_are_refused(tmp_path: Path) -> None:
     everywhere = TestClient(create_app(runs, host="0.0.0.0"), base_url="http://10.0.0.5:7860")  # noqa: S104
     assert everywhere.get("/api/runs").status_code == 200  # an address cannot be rebound; a name can
     assert everywhere.get("/api/runs", headers={"Host": "evil.example:7860"}).status_code == 403
+    # behind a reverse proxy (its public name given with --allow-host): its Host, and its pages' Origin though the
+    # proxy passes Host 127.0.0.1 (nginx's default)
+    proxied = TestClient(create_app(runs, allow_hosts=("ui.example.com",)), base_url=LOCAL)
+    assert proxied.get("/api/runs", headers={"Host": "ui.example.com"}).status_code == 200
+    assert proxied.post("/runs/x/stop", headers={"Origin": "https://ui.example.com"}).status_code == 404
+    assert proxied.post("/runs/x/stop", headers={"Origin": "https://evil.example"}).status_code == 403
+    assert proxied.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
 
 
 @pytest.fixture

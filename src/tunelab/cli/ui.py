@@ -17,6 +17,8 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: every interface — the page can "
                              "start processes, so only on a network you trust)."),
     port: int = typer.Option(7860, "--port", min=0, max=65535),
+    allow_host: list[str] = typer.Option([], "--allow-host", help="Another name the page may be opened by (a DNS "
+                                         "alias, a reverse proxy's public name); repeat for several."),
     lang: str = typer.Option("auto", "--lang", help="Interface language: en, zh, or auto (the browser's)."),
 ) -> None:
     """A web page to launch, watch, stop, resume and compare runs, open their reports and try their models.
@@ -33,4 +35,4 @@ def ui(
     check_listen(host, port)
     runs.mkdir(parents=True, exist_ok=True)
     typer.echo(f"ui: http://{host}:{port}/ over {runs.resolve()}", err=True)
-    uvicorn.run(create_app(runs, lang, host), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(runs, lang, host, tuple(allow_host)), host=host, port=port, log_level="warning")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -135,6 +136,9 @@ def _in_use(out: Path, fd: int) -> TunelabError:
                         "end or choose another output_dir")
 
 
+TRIES = 10  # RunDirLock: 0.5 s of tries before a folder is in use
+
+
 class RunDirLock:
     """`with RunDirLock(out):` — the directory is this process's until the block ends (or the process dies)."""
 
@@ -147,15 +151,20 @@ class RunDirLock:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise TunelabError(f"output_dir: cannot write {self.out}: {cannot_create(e)}") from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            error = _in_use(self.out, self.fd)
-            os.close(self.fd)
-            raise error from None
-        except OSError as e:  # a filesystem without locks (some network mounts)
-            os.close(self.fd)
-            raise TunelabError(f"output_dir: cannot lock {self.path}: {e.strerror or e}") from None
+        for attempt in range(TRIES):  # a reader's brief shared probe (`tunelab ui`'s status) is no holder: try again
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt + 1 < TRIES:
+                    time.sleep(0.05)
+                    continue
+                error = _in_use(self.out, self.fd)
+                os.close(self.fd)
+                raise error from None
+            except OSError as e:  # a filesystem without locks (some network mounts)
+                os.close(self.fd)
+                raise TunelabError(f"output_dir: cannot lock {self.path}: {e.strerror or e}") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         return self

@@ -342,9 +342,9 @@ def _warm_up() -> None:
         LIBRARY.set()
 
 
-def create_app(runs: Path, lang: str = "auto", host: str = "127.0.0.1") -> FastAPI:
-    """The app over `runs`; `host`: the address it is served on (--host), a name its requests' Host may give
-    (ui/guard.py: requests of other sites refused)."""
+def create_app(runs: Path, lang: str = "auto", host: str = "127.0.0.1", allow_hosts: tuple[str, ...] = ()) -> FastAPI:
+    """The app over `runs`; `host`: the address it is served on (--host), a name its requests' Host may give, as
+    may `allow_hosts` (--allow-host: ui/guard.py, requests of other sites refused)."""
     with _WARMING:
         if not _warming:
             _warming.append(threading.Thread(target=_warm_up, daemon=True, name="tunelab-ui-warm-up"))
@@ -355,6 +355,6 @@ def create_app(runs: Path, lang: str = "auto", host: str = "127.0.0.1") -> FastA
     for method, path, handler in ROUTES:
         page = {"response_class": HTMLResponse} if method == "GET" and not path.startswith("/api/") else {}
         app.add_api_route(path, getattr(ui, handler), methods=[method], **page)
-    app.add_middleware(Guard, host=host)
+    app.add_middleware(Guard, host=host, allow=tuple(allow_hosts))
     app.state.ui = ui
     return app

@@ -3,9 +3,11 @@ start processes and has no login, so
 
     Host       every request's Host must name this server: a loopback name or address (localhost, 127.0.0.1, ::1),
                the address given to --host, or — bound to every interface (0.0.0.0, ::) — an IP address or this
-               machine's name. A DNS-rebinding page (evil.example resolved to 127.0.0.1) sends its own name: 403.
+               machine's name (short and full), or a name given with --allow-host (a DNS alias, a reverse proxy's
+               public name). A DNS-rebinding page (evil.example resolved to 127.0.0.1) sends its own name: 403.
     Origin     a request that changes something (POST ...) whose Origin is not this server's own (scheme, host,
-               port), or whose Sec-Fetch-Site is cross-site / same-site: 403 (a form or fetch of another site).
+               port) nor a --allow-host name (a reverse proxy's pages, served as https://NAME), or whose
+               Sec-Fetch-Site is cross-site / same-site: 403 (a form or fetch of another site).
                The pages' own forms and fetches send this server's origin and `same-origin`; curl sends neither.
     JSON       a POST to /api/ must say `Content-Type: application/json`: a cross-site page can send text/plain
                without asking the server first, never application/json (415).
@@ -47,17 +49,27 @@ def split_host(value: str) -> tuple[str, int | None] | None:
         return None
 
 
-class Guard:
-    """The middleware: `Guard(app, host)` with `host` the address the server was bound to (--host)."""
+def _origin_name(origin: str) -> str:
+    """An Origin header's host name, in lower case ("" where it has none)."""
+    try:
+        return (urlsplit(origin.strip()).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return ""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1") -> None:
+
+class Guard:
+    """The middleware: `Guard(app, host, allow)` with `host` the address the server was bound to (--host) and
+    `allow` the other names its pages may be opened by (--allow-host)."""
+
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", allow: tuple[str, ...] = ()) -> None:
         self.app = app
         bound = host.strip().strip("[]").rstrip(".").lower()
-        self.names = {"localhost"}
+        self.allowed = {name.strip().strip("[]").rstrip(".").lower() for name in allow if name.strip()}
+        self.names = {"localhost", *self.allowed}
         self.any_ip = bound in WILDCARDS
         if self.any_ip:  # bound to every interface: the machine's own names too (an IP address cannot be rebound)
-            machine = socket.gethostname().lower()
-            self.names |= {machine, machine.split(".")[0], f"{machine.split('.')[0]}.local"}
+            for machine in {socket.gethostname().lower(), socket.getfqdn().lower()}:
+                self.names |= {machine, machine.split(".")[0], f"{machine.split('.')[0]}.local"}
         elif (ip := _ip(bound)) is not None:
             self.names.add(str(ip))
         else:
@@ -81,7 +93,8 @@ class Guard:
             return None
         site = headers.get("sec-fetch-site", "").strip().lower()
         origin = headers.get("origin")
-        if site in ("cross-site", "same-site") or (origin is not None and not self.own(origin, scope, host)):
+        if site in ("cross-site", "same-site") or (origin is not None and not self.own(origin, scope, host)
+                                    and _origin_name(origin) not in self.allowed):
             return 403, (f"refused: a {scope.get('method')} from another site (Origin {(origin or '')[:100]!r}, "
                          f"Sec-Fetch-Site {site or 'not sent'}); this UI takes changes from its own pages only")
         if scope.get("path", "").startswith("/api/"):
