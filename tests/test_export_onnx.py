@@ -271,3 +271,30 @@ def test_fused_attention_is_the_same_function(tiny_bert: Path) -> None:
     assert model.config._attn_implementation == "sdpa"
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(unmasked[1, :3], want[1, :3], atol=1e-3)  # the padding mask is applied, not dropped
+
+
+def test_a_rotary_decoder_classifier_exports(tiny_llama: Path, tmp_path: Path) -> None:
+    """A Llama (rotary positions) classifier exports without ONNX's RotaryEmbedding node, whose cos / sin cache
+    the exporter traced at batch 1: onnxruntime refused every padded batch of 2 rows or more. An error inside
+    onnxruntime is one line naming the graph."""
+    from tunelab.errors import TunelabError
+    from tunelab.models.onnx_module import OnnxModule
+
+    run = train_sentiment(tiny_llama, tmp_path / "run")
+    res = _export(str(run), "--format", "onnx")
+    assert res.exit_code == 0, res.output
+    out = run / "exports" / "onnx-fp32"
+    onnx_row = json.loads((out / "report.json").read_text())["rows"][1]
+    assert onnx_row["agreement"] == 1.0 and onnx_row["rows"] == 40
+    import onnx
+
+    assert "RotaryEmbedding" not in {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab.export.onnx import rotary
+
+    assert rotary(AutoModelForSequenceClassification.from_pretrained(run / "model"))
+    module = OnnxModule(out / "model.onnx")
+    with pytest.raises(TunelabError, match=r"model\.onnx: onnxruntime failed on a batch \(input_ids \[1, 2\].*"
+                       r"out of data bounds"):
+        module(input_ids=torch.tensor([[10**6, 5]]), attention_mask=torch.ones(1, 2, dtype=torch.long))

@@ -3,7 +3,8 @@
 Export: `torch.onnx.export(..., dynamo=True)` (the torch.export-based exporter, PyTorch's default since 2.9; the
 TorchScript tracer it replaces is deprecated and can bake a traced Python branch, e.g. "no padding", into the
 graph), batch and sequence axes dynamic, traced on a padded batch, attention as ONNX's fused `Attention` node
-(opset 23, `fused_attention`). int8: onnxruntime's dynamic quantisation (`quantize_dynamic`: int8 weights per
+(opset 23, `fused_attention`; a model with rotary position embeddings keeps sdpa's graph at the exporter's
+default opset, `rotary`). int8: onnxruntime's dynamic quantisation (`quantize_dynamic`: int8 weights per
 output channel, activations quantised per call), whose MLAS kernels use the CPU's int8 dot-product instructions
 (AVX-512-VNNI / AVX-VNNI / AMX where present). Only the MatMul nodes (every encoder projection) are quantised; the
 task head's Gemm nodes (pooler, classifier) stay fp32: on the SST-2 MiniLM model quantising them too flipped 2.0 %
@@ -149,12 +150,16 @@ def fused_attention(model: torch.nn.Module) -> Any:
     """Export through `onnx_attention` at opset 23 where the model takes transformers' attention interface (yields
     the opset to export at). The graph the exporter makes from sdpa at opset 18 computes attention as a dozen
     nodes per layer (transposes, the mask's Where / IsNaN, Softmax), 37 % of onnxruntime's int8 time on SST-2
-    MiniLM at batch 32; onnxruntime runs the `Attention` node as one fused kernel."""
+    MiniLM at batch 32; onnxruntime runs the `Attention` node as one fused kernel. Not for a model with rotary
+    position embeddings (`rotary`: Llama, Qwen, Gemma, ModernBERT): at opset 23 the exporter writes their rotation as
+    ONNX's `RotaryEmbedding` node with the cos / sin cache of the traced batch's first row, which onnxruntime
+    refuses on any padded batch of 2 rows or more; at the exporter's default opset (sdpa's graph) the rotation is
+    plain arithmetic, exact at any batch."""
     from tunelab.training.attention import register, transformers_model
 
     m = transformers_model(model)
     previous = getattr(getattr(m, "config", None), "_attn_implementation", None)
-    if m is None or previous not in ("sdpa", "eager") or not hasattr(torch.onnx, "ops"):
+    if m is None or previous not in ("sdpa", "eager") or not hasattr(torch.onnx, "ops") or rotary(m):
         yield None
         return
     register(ONNX_ATTENTION, onnx_attention)
@@ -167,6 +172,16 @@ def fused_attention(model: torch.nn.Module) -> Any:
         yield 23
     finally:
         m.set_attn_implementation(previous)
+
+
+def rotary(model: torch.nn.Module) -> bool:
+    """Whether the model rotates its queries and keys by position (RoPE): its config names a rope base
+    (`rope_theta`, transformers 5's `rope_parameters`) or a module of it is a rotary embedding (`rotary_emb`)."""
+    config = getattr(model, "config", None)
+    if any(getattr(config, key, None) is not None for key in ("rope_theta", "rope_parameters", "rotary_dim")):
+        return True
+    return any(name.rsplit(".", 1)[-1].startswith("rotary") or "Rotary" in type(module).__name__
+               for name, module in model.named_modules())
 
 
 def _summary(exc: BaseException) -> str:

@@ -49,7 +49,8 @@ class OnnxModule(torch.nn.Module):
         ort = require_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads()
-        options.log_severity_level = 3  # errors only: the exporter's unused-initializer notes are not the user's
+        # none: the exporter's unused-initializer notes are not the user's, and an error is raised as one line
+        options.log_severity_level = 4
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                                 disabled_optimizers=list(SLOW_FUSIONS))
@@ -70,9 +71,20 @@ class OnnxModule(torch.nn.Module):
             if value is None:
                 raise TunelabError(f"{self.path}: the ONNX model needs input {name!r}")
             feed[name] = np.ascontiguousarray(value.detach().cpu().numpy().astype(np.int64))
-        results = self.session.run(self.output_names, feed)
+        try:
+            results = self.session.run(self.output_names, feed)
+        except Exception as exc:  # onnxruntime's InvalidArgument / Fail / RuntimeException: the graph's own error
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items())
+            raise TunelabError(f"{self.path}: onnxruntime failed on a batch ({shapes}): "
+                               f"{_ort_message(exc)}") from None
         return Outputs({n: torch.from_numpy(r) for n, r in zip(self.output_names, results, strict=True)})
 
     def file_bytes(self) -> int:
         """Size of the graph and its external weights on disk."""
         return sum(f.stat().st_size for f in self.path.parent.glob(self.path.name + "*"))
+
+
+def _ort_message(exc: BaseException) -> str:
+    """onnxruntime's message without its `[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :` prefix, on one line."""
+    text = " ".join(str(exc).split())
+    return (text.rsplit(" : ", 1)[-1] if text.startswith("[ONNXRuntimeError]") else text)[:400] or type(exc).__name__
