@@ -205,3 +205,12 @@ def test_pruned_heads_map_back_to_the_full_model() -> None:
     again = original_heads({"0": [1], "1": [0, 2]}, {0: [0, 2], 1: [1]}, 4)  # indices of the heads left
     assert again == {"0": [0, 3], "1": [3]}
     assert merge_heads({"0": [1], "1": [0, 2]}, again) == {"0": [0, 1, 3], "1": [0, 2, 3]}
+
+
+def test_errors_name_compress(tiny_bert: Path, tmp_path: Path) -> None:
+    """A run without validation rows: the line is compress's, not export's."""
+    run = train_sentiment(tiny_bert, tmp_path / "run", validation=False, sets=("data.validation_split=0",
+                                                                                "train.epochs=1"))
+    res = _compress(str(run), "--prune", "heads:0.5", "--recover-epochs", "0")
+    assert res.exit_code == 2 and res.stderr.strip() == (f"error: compress: the run {run} has no validation split; "
+                                                         "pass --data FILE (labelled rows)"), res.output

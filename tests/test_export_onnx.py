@@ -146,10 +146,12 @@ def test_bad_input_is_one_line(cls_run: Path, tiny_chat_run: Path, tmp_path: Pat
         ([str(tiny_chat_run), "--format", "onnx"], "task sft does not export to onnx"),
         ([str(cls_run), "--format", "onnx", "--quantize", "q8_0"], "onnx takes int8, not 'q8_0'"),
         ([str(cls_run), "--format", "tflite"], "'tflite' is not one of onnx, gguf, torch"),
-        ([str(cls_run), "--format", "onnx", "--merge"], "say what to export"),
+        ([str(cls_run), "--format", "onnx", "--merge"], "export: --merge and --format onnx exclude each other"),
         ([str(cls_run), "--format", "gguf"], "task classification does not export to gguf (onnx, torch)"),
         ([str(cls_run)], "say what to export"),
         ([str(tmp_path / "nowhere"), "--format", "onnx"], "no such directory"),
+        ([str(cls_run / "model" / "model.safetensors"), "--format", "onnx"],
+         "model.safetensors: a file, not a directory; pass the run directory (or its model/)"),
         ([str(cls_run), "--format", "onnx", "--output", str(cls_run / "model")], "would replace the model"),
         ([str(cls_run), "--format", "onnx", "--data", str(tmp_path / "none.jsonl")], "none.jsonl"),
     ]
@@ -298,3 +300,29 @@ def test_a_rotary_decoder_classifier_exports(tiny_llama: Path, tmp_path: Path) -
     with pytest.raises(TunelabError, match=r"model\.onnx: onnxruntime failed on a batch \(input_ids \[1, 2\].*"
                        r"out of data bounds"):
         module(input_ids=torch.tensor([[10**6, 5]]), attention_mask=torch.ones(1, 2, dtype=torch.long))
+
+
+def test_a_validation_file_of_its_own_is_all_export_reads(cls_run: Path, tmp_path: Path) -> None:
+    """The run's training file grown or gone: export checks on the validation file, read and checked alone (it was
+    refused: `train: 67 rows now, where the run used 64`); that file gone is one line that offers --data."""
+    from conftest import sentiment_rows
+
+    train, val = cls_run.parent / "train.jsonl", cls_run.parent / "val.jsonl"
+    kept, out = train.read_text(), tmp_path / "out"
+    try:
+        write_jsonl(train, [json.loads(line) for line in kept.splitlines()] + sentiment_rows(3, 9))
+        res = _export(str(cls_run), "--format", "onnx", "--output", str(out))
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "report.json").read_text())["rows"][1]["rows"] == 40
+        train.unlink()
+        res = _export(str(cls_run), "--format", "onnx", "--output", str(out))
+        assert res.exit_code == 0, res.output
+        val.rename(tmp_path / "val.jsonl")
+        res = _export(str(cls_run), "--format", "onnx", "--output", str(tmp_path / "out2"))
+        assert res.exit_code == 2 and res.stderr.strip() == (
+            f"error: {val}: data.validation: file not found; the run {cls_run} read it: restore it, or pass --data "
+            "FILE (labelled rows)"), res.output
+    finally:
+        train.write_text(kept)
+        if not val.exists():
+            (tmp_path / "val.jsonl").rename(val)

@@ -159,6 +159,10 @@ def test_export_errors(tiny_chat_run: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no adapter" in res.output and "method full / freeze" in res.output
     res = runner.invoke(app, ["export", str(tmp_path / "nope"), "--merge"])
     assert res.exit_code == 2 and "no such directory" in res.output
+    weights = tiny_chat_run / "model" / "model.safetensors"  # a file: not "no such directory"
+    res = runner.invoke(app, ["export", str(weights), "--merge"])
+    assert res.exit_code == 2 and res.stderr.strip() == (f"error: {weights}: a file, not a directory; pass the run "
+                                                         "directory (or its adapter/)"), res.output
     # an option the kind of export does not read is refused (given at its default value too), not ignored
     for args, line in [
         (["--merge", "--max-drop", "0.5"], "export --merge: --max-drop does not apply (a merge is checked by its "

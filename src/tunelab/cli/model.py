@@ -220,7 +220,11 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Merge an adapter (--merge) or export to onnx / torch int8 / gguf, checked before it is written."""
-    if merge == (format_ is not None):
+    if merge and format_ is not None:
+        raise TunelabError(f"export: --merge and --format {format_} exclude each other: --merge writes the run's "
+                           "adapter merged into the base weights, --format exports the run's model (RUN/model, merged "
+                           "already); give one")
+    if not merge and format_ is None:
         raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
                            "--format onnx|gguf|torch")
     _check_export_options(ctx, merge)

@@ -297,12 +297,54 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
     held_then = applied.get("validation_split") if isinstance(applied, dict) else None
     # a hold-out made by a tunelab before applied.validation_split was recorded: its algorithm, its rows
     legacy = bool(summary) and not data.validation and not isinstance(held_then, dict)
+    _check_found(run_dir, data, ("train", "validation", "test"), hint)
     with read_again(), text_rules(summary_rules(summary)):  # trained already: a field its config did not read cannot
         splits = load_splits(data, task, seed, report, legacy_split=legacy)  # be taken up now; its rows its rules
+    _check_counts(run_dir, data, summary, splits, hint)
+    sha = held_then.get("rows_sha256") if isinstance(held_then, dict) and not data.validation else None
+    if isinstance(sha, str) and sha != training_fingerprint(splits.get("validation", [])):
+        raise DataError(data.train, None, "validation", f"the rows held out now are not those the run {run_dir} "
+                        f"validated on: {_changed(data.train)}{hint}")
+    return splits
+
+
+def run_validation(run_dir: Path, data: DataConfig, task: RowTask, seed: int,
+                   hint: str = "") -> list[dict[str, Any]] | None:
+    """A finished run's validation rows (None: it had none), as `run_splits` gives them; where `data.validation` is
+    a file of its own, that file alone (with `data.test`, whose rows it loses to `data.dedup`) is read, cleaned and
+    checked against the rows the run validated on: the training file may have changed or gone since (export)."""
+    if not data.validation:
+        return run_splits(run_dir, data, task, seed, hint=hint).get("validation")
+    summary = read_summary(run_dir)
+    data = run_data(run_dir, data, summary)
+    _check_found(run_dir, data, ("validation", "test"), hint)
+    report = DataReport()
+    with read_again(), text_rules(summary_rules(summary)):  # as run_splits reads them
+        splits = {split: _read(path, split, data, task, report) for split in ("validation", "test")
+                  if (path := getattr(data, split))}
+    if data.dedup and len(splits) > 1:
+        splits = dict(dedup_across(splits, report))
+        _check_left(splits["validation"], data.validation, "validation", report)
+    _check_counts(run_dir, data, summary, {"validation": splits["validation"]}, hint)
+    return list(splits["validation"])
+
+
+def _check_found(run_dir: Path, data: DataConfig, splits: Sequence[str], hint: str) -> None:
+    """A run's file that is gone: one line naming it and the run (with the caller's `hint`), before any is read."""
+    for split in splits:
+        path = getattr(data, split)
+        if path and not path.startswith("hf:") and not exists(Path(path)):
+            raise DataError(str(Path(path)), None, f"data.{split}", f"file not found; the run {run_dir} read it: "
+                            f"restore it{hint}")
+
+
+def _check_counts(run_dir: Path, data: DataConfig, summary: dict[str, Any], splits: dict[str, Any],
+                  hint: str) -> None:
+    """Each split's rows now against the count the run used (RUN/data_summary.json's `rows_used`)."""
     try:
-        used, applied = dict(summary.get("rows_used") or {}), dict(applied or {})
+        used, applied = dict(summary.get("rows_used") or {}), dict(summary.get("applied") or {})
     except (TypeError, ValueError):  # a damaged summary: nothing to compare
-        return splits
+        return
     if applied.get("sampling") or applied.get("augment"):  # its training rows were resampled / augmented after this
         used.pop("train", None)
     for split, rows in splits.items():
@@ -311,11 +353,6 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
             path = getattr(data, split, None) or data.train
             raise DataError(str(path), None, split, f"{len(rows):,} rows now, where the run {run_dir} used "
                             f"{n:,}: {_changed(path)}{hint}")
-    sha = held_then.get("rows_sha256") if isinstance(held_then, dict) and not data.validation else None
-    if isinstance(sha, str) and sha != training_fingerprint(splits.get("validation", [])):
-        raise DataError(data.train, None, "validation", f"the rows held out now are not those the run {run_dir} "
-                        f"validated on: {_changed(data.train)}{hint}")
-    return splits
 
 
 def _changed(path: str) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
-from tunelab.data.load import run_data, run_splits
+from tunelab.data.load import run_data, run_validation
 from tunelab.data.readers import read_table
 from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import logits_for
@@ -52,6 +52,8 @@ class ExportResult:
 def locate_model(path: Path) -> tuple[Path, Path | None]:
     """(model dir, run dir or None) for a run directory, its model/ or another tunelab model directory."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise TunelabError(f"{path}: a file, not a directory; pass the run directory (or its model/)")
     if not path.is_dir():
         raise TunelabError(f"{path}: no such directory")
     if (path / "adapter_config.json").is_file() and not (path / META_FILE).is_file():
@@ -73,21 +75,23 @@ def locate_model(path: Path) -> tuple[Path, Path | None]:
 
 
 def labelled_rows(task: Task, run: Path | None, data: Path | None,
-                  splits: dict[str, list[dict[str, Any]]] | None = None) -> tuple[list[dict[str, Any]], str]:
+                  splits: dict[str, list[dict[str, Any]]] | None = None,
+                  verb: str = "export") -> tuple[list[dict[str, Any]], str]:
     """(examples, where they came from): --data, else the run's validation split as training made it (`splits`:
-    the run's splits when the caller has read them already)."""
+    the run's splits when the caller has read them already); `verb`: the command its errors name."""
     if data is not None:
         return model_examples(task, read_table(data), labelled=True), str(data)
     if run is None:
-        raise TunelabError("export: no run config.yaml next to the model to find its validation split; pass --data "
+        raise TunelabError(f"{verb}: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")
     cfg = build_config(read_config_file(run / "config.yaml"))
-    splits = splits if splits is not None else run_splits(run, cfg.data, task, cfg.train.seed,
-                                                          hint=", or pass --data FILE (labelled rows)")
-    if "validation" not in splits:
-        raise TunelabError(f"export: the run {run} has no validation split; pass --data FILE (labelled rows)")
+    # a validation file of its own is read alone: the training file may have changed or gone since
+    rows = splits.get("validation") if splits is not None else run_validation(
+        run, cfg.data, task, cfg.train.seed, hint=", or pass --data FILE (labelled rows)")
+    if rows is None:
+        raise TunelabError(f"{verb}: the run {run} has no validation split; pass --data FILE (labelled rows)")
     data_cfg = run_data(run, cfg.data)  # the files as training read them
-    return splits["validation"], data_cfg.validation or f"{data_cfg.train} (held-out validation split)"
+    return rows, data_cfg.validation or f"{data_cfg.train} (held-out validation split)"
 
 
 def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = "the model it exports") -> list[Read]:

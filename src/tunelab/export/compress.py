@@ -78,7 +78,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
             say(f"compress: heads:{fraction:g} cuts {cut} of the model's {sum(before)} heads ({cut / sum(before):.4g}: "
                 f"{why})")
     splits = run_splits(run, cfg.data, task, cfg.train.seed)  # read once: the recovery's train rows, the check's
-    examples, source = labelled_rows(task, run, data, splits)
+    examples, source = labelled_rows(task, run, data, splits, "compress")
     features = task.encode(examples, tokenizer)
     original, reference = measure_fp32("torch", task, module, tokenizer, examples, features, model_dir, batch_size)
     train = splits["train"]

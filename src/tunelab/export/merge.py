@@ -63,6 +63,8 @@ def locate(path: Path) -> tuple[Path, Path]:
     path = Path(path)
     if not path.exists():
         raise TunelabError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise TunelabError(f"{path}: a file, not a directory; pass the run directory (or its adapter/)")
     run = path.parent if (path / META_FILE).is_file() or (path / "adapter_config.json").is_file() else path
     adapter, model = run / "adapter", run / "model"
     if not (adapter / "adapter_config.json").is_file():
