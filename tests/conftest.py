@@ -249,6 +249,12 @@ def sentiment_rows(n: int, seed: int = 0, labels: tuple[str, ...] = ("negative",
     return rows
 
 
+def modes(folder: Path) -> set[str]:
+    """The permission bits of `folder` and everything under it, as octal strings ({"644", "755"}: as training
+    writes RUN/model, readable by anyone)."""
+    return {oct(p.stat().st_mode & 0o777)[2:] for p in [folder, *folder.rglob("*")]}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -292,3 +292,41 @@ def test_a_second_path_to_the_run_is_the_run(run: Path, tmp_path: Path) -> None:
         assert (run / "model" / "config.json").is_file()
     finally:
         subprocess.run(["umount", str(alias)], check=True)
+
+
+def test_a_terminated_export_leaves_no_temp_folder(run: Path, tmp_path: Path) -> None:
+    """SIGTERM while the export is built: the command ends (exit 143) through its clean-up, the temp folder gone (it
+    stayed, `.tmp-out-XXXX`, forever); a temp folder that a killed process left is removed by the next export, one
+    of a live process kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import sentiment_rows, write_jsonl
+
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    stale, live = tmp_path / f".tmp-out-{dead}-abcd1234", tmp_path / f".tmp-out-{os.getpid()}-abcd1234"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.onnx").write_text("half")
+    rows = write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(400, 3))  # scored one at a time: seconds in the folder
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "export", str(run), "--format", "onnx", "--output",
+                             str(out), "--data", str(rows), "--batch-size", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [p for p in tmp_path.glob(".tmp-out-*") if p not in (stale, live)]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.02)
+        assert not stale.exists() and live.is_dir()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "rows.jsonl"])

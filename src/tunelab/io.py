@@ -8,9 +8,11 @@ import base64
 import datetime
 import decimal
 import errno
+import glob
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -239,11 +241,49 @@ def read_jsonl(path: Path | str, torn_tail: bool = False) -> list[Any]:
 
 
 def atomic_dir(final: Path) -> Path:
-    """A fresh temp dir next to `final`; call `commit_dir(tmp, final)` when it is complete."""
+    """A fresh temp dir next to `final`, `.tmp-<name>-<pid>-<random>` (the pid: `remove_stale_temps` knows a dead
+    process's folder); call `commit_dir(tmp, final)` when it is complete."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
     return tmp
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Remove the `atomic_dir` folders of `final` left by a process that is gone (killed before it cleaned up:
+    SIGKILL, a power cut); returns them. A folder of a live process, or of another user's, is left alone."""
+    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}-(\d+)-[a-z0-9_]{{8}}")
+    gone = []
+    for folder in final.parent.glob(f".tmp-{glob.escape(final.name)}-*") if final.parent.is_dir() else ():
+        match = pattern.fullmatch(folder.name)
+        if match and folder.is_dir() and not folder.is_symlink() and not _alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (PermissionError), a pid this system cannot hold
+        return True
+    return True
+
+
+def open_permissions(folder: Path) -> None:
+    """Files 0644 and folders 0755 under `folder` (itself too): what a model folder is when it is put in place.
+    safetensors (and mkdtemp) write private 0600 / 0700 files, which another user (a server, a colleague) cannot read.
+    Links are left as they are."""
+    folder.chmod(0o755)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            if not path.is_symlink():
+                path.chmod(0o755 if name in dirs else 0o644)
 
 
 def commit_dir(tmp: Path, final: Path) -> None:

@@ -17,15 +17,27 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tunelab import __version__
 from tunelab.config.run import read_config_file
 from tunelab.data.load import run_data_section
 from tunelab.errors import TunelabError
-from tunelab.io import Read, atomic_dir, below, cannot_create, commit_dir, write_json_atomic
+from tunelab.io import (
+    Read,
+    atomic_dir,
+    below,
+    cannot_create,
+    commit_dir,
+    open_permissions,
+    remove_stale_temps,
+    write_json_atomic,
+)
 from tunelab.progress import say
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES
 
@@ -175,14 +187,17 @@ def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> l
 def staged(output: Path) -> Iterator[Path]:
     """A temp folder beside `output` to build the result in; `commit(tmp, output)` puts it in place. On the way
     out the temp folder is removed, and so are the parent folders made for it (RUN/exports/) when nothing was
-    committed into them."""
+    committed into them; SIGTERM (a job stopped, `kill`) ends the command through that way out too (`terminated`).
+    A temp folder of `output` that a killed process left (SIGKILL: no way out) is removed first."""
     made = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
+    remove_stale_temps(output)
     try:
         tmp = atomic_dir(output)
     except OSError as e:
         raise TunelabError(f"--output: cannot write {output}: {cannot_create(e)}") from None
     try:
-        yield tmp
+        with terminated():
+            yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         for parent in made:  # deepest first; only the empty ones this made
@@ -190,6 +205,25 @@ def staged(output: Path) -> Iterator[Path]:
                 parent.rmdir()
             except OSError:
                 break
+
+
+@contextmanager
+def terminated() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) (the exit status a process killed by it has) while the block runs, so the
+    `finally` blocks around it (the temp folder's removal) run; Python's default is to die at once. In the main
+    thread only (where a signal handler can be set); the previous handler is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> None:
@@ -204,4 +238,19 @@ def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> No
     if new:
         raise TunelabError(f"--output: {output} changed while the result was built: it now holds {new[0]} too; "
                            "nothing written, run it again")
-    commit_dir(tmp, output)
+    open_permissions(tmp)  # safetensors writes 0600: the folder is put in place readable as a run's model/ is
+    with _held(signal.SIGTERM):  # the swap is not cut between its two renames (`terminated` raises after it)
+        commit_dir(tmp, output)
+
+
+@contextmanager
+def _held(signum: int) -> Iterator[None]:
+    """Signal `signum` held back (delivered when the block ends) where the platform can (pthread_sigmask)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})

@@ -21,7 +21,7 @@ from tunelab.config.sections import DataConfig
 from tunelab.errors import TunelabError, first_line
 from tunelab.export.prune import apply_pruned_heads
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8
-from tunelab.io import atomic_dir, commit_dir, read_json
+from tunelab.io import atomic_dir, commit_dir, open_permissions, read_json
 from tunelab.methods.base import PROMPT_ADAPTER, Method
 from tunelab.models.aliases import META_FILE, model_dir_of
 from tunelab.models.decoder_heads import load_head
@@ -53,8 +53,8 @@ def save_model(
         (model_tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for adapter_config in [*adapter_tmp.glob("adapter_config.json"), *model_tmp.glob("*/adapter_config.json")]:
             name_base_model(adapter_config, cfg.model)
-        for f in model_tmp.rglob("*"):
-            f.chmod(0o644 if f.is_file() else 0o755)
+        for tmp in (model_tmp, adapter_tmp):
+            open_permissions(tmp)
         commit_dir(model_tmp, run_dir / "model")
         if any(adapter_tmp.iterdir()):
             commit_dir(adapter_tmp, run_dir / "adapter")
