@@ -55,10 +55,14 @@ def test_int8_export_is_checked_written_and_loads_like_a_model(cls_run: Path) ->
     assert report["refused"] is None and report["data"].endswith("val.jsonl")
     assert torch_row["metric_name"] == "accuracy" and torch_row["metric"] > 0.9  # a model worth checking
     assert onnx_row["agreement"] >= 0.99 and onnx_row["rows"] == 40
+    # the weights on both sides (the original's folder also holds its tokenizer, config and card)
+    assert torch_row["size_bytes"] == (cls_run / "model" / "model.safetensors").stat().st_size
+    assert onnx_row["size_bytes"] == (out / "model.onnx").stat().st_size
     for row in (torch_row, onnx_row):
         assert row["size_bytes"] > 0 and row["parameters"] > 0
         for b in ("batch1", "batch32"):
             assert 0 < row[b]["p50_ms"] <= row[b]["p95_ms"] and row[b]["rows_per_s"] > 0
+        assert (row["batch1"]["calls"], row["batch32"]["calls"]) == (64, 8)  # 40 rows: repeated to fill them
     # eval, predict and the API take the export like any model directory
     val = Path(report["data"])
     res = CliRunner().invoke(app, ["eval", str(out), "--data", str(val)])
@@ -326,3 +330,23 @@ def test_a_validation_file_of_its_own_is_all_export_reads(cls_run: Path, tmp_pat
         train.write_text(kept)
         if not val.exists():
             (tmp_path / "val.jsonl").rename(val)
+
+
+def test_latency_times_full_batches_only(cls_run: Path) -> None:
+    """40 rows: the batch-32 latency was one call of 32 rows and one of 8, its p50 / p95 a mix of the two."""
+    from tunelab.export.artifact import labelled_rows
+    from tunelab.export.parity import LATENCY_BATCHES, LATENCY_ROWS, speed
+    from tunelab.export.save import load_model
+
+    task, module, tokenizer = load_model(cls_run / "model")
+    examples, _ = labelled_rows(task, cls_run, None)
+    seen: list[int] = []
+
+    class Counted(torch.nn.Module):  # the model, counting the rows of each call
+        def forward(self, **batch: torch.Tensor) -> object:
+            seen.append(len(batch["input_ids"]))
+            return module(**batch)
+
+    out = speed(task, Counted(), tokenizer, task.encode(examples, tokenizer), "fp32")
+    assert len(examples) == 40 and out["batch1"]["calls"] == LATENCY_ROWS and out["batch32"]["calls"] == 8
+    assert seen == [1] * (LATENCY_ROWS + 1) + [32] * (LATENCY_BATCHES + 1)  # (one untimed warm-up call each)

@@ -27,10 +27,19 @@ from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
 from tunelab.export.output import claim, commit, run_reads, staged
-from tunelab.export.parity import Gate, ParityError, check, headline, least_agreement, measure, measure_fp32
+from tunelab.export.parity import (
+    Gate,
+    ParityError,
+    check,
+    headline,
+    least_agreement,
+    measure,
+    measure_fp32,
+    weights_bytes,
+)
 from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
-from tunelab.export.torch_int8 import TORCH_FILE, load_int8, quantize_int8, require_torchao, save_int8
-from tunelab.io import Read, dir_bytes, read_json, write_json_atomic
+from tunelab.export.torch_int8 import load_int8, quantize_int8, require_torchao, save_int8
+from tunelab.io import Read, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
@@ -175,7 +184,7 @@ def _onnx(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]
     original, reference = measure_fp32("torch", task, module, tokenizer, examples, features, model_dir, batch_size)
     graph = export_onnx(task, module, tokenizer, tmp, quantize)
     artifact = OnnxModule(graph)
-    row, _ = measure("onnx", task, artifact, tokenizer, examples, features, size_bytes=artifact.file_bytes(),
+    row, _ = measure("onnx", task, artifact, tokenizer, examples, features, size_bytes=weights_bytes(tmp),
                      parameters=onnx_parameters(graph), precision=quantize or "fp32", batch_size=batch_size,
                      reference=reference)
     return [original, row]
@@ -188,7 +197,7 @@ def _torch(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any
     save_int8(quantize_int8(task, module), tmp)
     back = load_int8(task, tmp)
     row, _ = measure("torchao", task, back, tokenizer, examples, features,
-                     size_bytes=(tmp / TORCH_FILE).stat().st_size, parameters=original["parameters"], precision="int8",
+                     size_bytes=weights_bytes(tmp), parameters=original["parameters"], precision="int8",
                      batch_size=batch_size, reference=reference)
     return [original, row]
 
@@ -203,8 +212,8 @@ def _gguf(task: Task, module: Any, tokenizer: Any, examples: list[dict[str, Any]
     back = load_gguf(task, tmp)
     params = count_parameters(module)["total"]
     rows = []
-    for name, model, precision, nbytes in (("torch", module, "fp32", dir_bytes(model_dir)),
-                                           ("gguf", back, quantize, (tmp / GGUF_FILE).stat().st_size)):
+    for name, model, precision, nbytes in (("torch", module, "fp32", weights_bytes(model_dir)),
+                                           ("gguf", back, quantize, weights_bytes(tmp))):
         with precision_scope("fp32"):
             metrics = task.metrics(logits_for(task, model, tokenizer, examples, batch_size, features), examples)
         metric_name, value = headline(metrics)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from tunelab.errors import TunelabError
-from tunelab.io import dir_bytes
 from tunelab.methods.base import count_parameters
 from tunelab.models.inference import TARGETS
 from tunelab.models.precision import autocast_dtype, precision_scope
@@ -51,18 +50,22 @@ def timed_calls(module: torch.nn.Module, batches: Sequence[dict[str, torch.Tenso
 
 def speed(task: Task, module: torch.nn.Module, tokenizer: Any, features: list[dict[str, Any]],
           precision: str = "auto") -> dict[str, Any]:
-    """Latency p50 / p95 (ms) and throughput (rows/s) at batch 1 and batch 32, rows in the split's order."""
+    """Latency p50 / p95 (ms), throughput (rows/s) and the number of timed calls at batch 1 (`LATENCY_ROWS` calls)
+    and batch 32 (`LATENCY_BATCHES` calls), rows in the split's order. Every call is a full batch: a split of fewer
+    rows is repeated from its first row to fill them (a last partial batch, timed beside full ones, made p50 / p95
+    a mix of two batch sizes)."""
     collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
     out: dict[str, Any] = {}
+    if not features:
+        return out
     for size, calls in ((1, LATENCY_ROWS), (32, LATENCY_BATCHES)):
-        chunks = [features[s : s + size] for s in range(0, min(len(features), size * calls), size)]
-        if not chunks:
-            continue
-        batches = [{k: v for k, v in collate(c).items() if k not in TARGETS} for c in chunks]
+        rows = [features[i % len(features)] for i in range(size * calls)]
+        batches = [{k: v for k, v in collate(rows[s : s + size]).items() if k not in TARGETS}
+                   for s in range(0, len(rows), size)]
         seconds = timed_calls(module, batches, precision)
         out[f"batch{size}"] = {"p50_ms": round(1000 * float(np.percentile(seconds, 50)), 3),
                                "p95_ms": round(1000 * float(np.percentile(seconds, 95)), 3),
-                               "rows_per_s": round(sum(len(c) for c in chunks) / sum(seconds), 1)}
+                               "rows_per_s": round(len(rows) / sum(seconds), 1), "calls": len(batches)}
     return out
 
 
@@ -127,11 +130,24 @@ def measure(name: str, task: Task, module: torch.nn.Module, tokenizer: Any, exam
     return row, predictions
 
 
+# the files that hold a model's weights, the only ones `size_bytes` counts on either side of a report: the tokenizer,
+# config.json, tunelab.json and the model card are the same few hundred KB beside any of them (and would make an int8
+# MiniLM 3.80× smaller than its original instead of the 3.69× its weights are)
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model.onnx", "model.onnx.data", "model.gguf", "model.pt")
+
+
+def weights_bytes(directory: Path) -> int:
+    """Size on disk of the model's weight files in `directory` (`WEIGHT_FILES`, a prompt adapter's in its folder)."""
+    files = {f for pattern in WEIGHT_FILES for f in Path(directory).rglob(pattern) if f.is_file()}
+    return sum(f.stat().st_size for f in files)
+
+
 def measure_fp32(name: str, task: Task, module: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
                  features: list[dict[str, Any]], directory: Path, batch_size: int,
                  reference: list[Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
-    """`measure` for a PyTorch model saved in `directory` (its size on disk), in fp32, with its parameter count."""
-    return measure(name, task, module, tokenizer, examples, features, size_bytes=dir_bytes(directory),
+    """`measure` for a PyTorch model saved in `directory` (its weight files' size), in fp32, with its parameter
+    count."""
+    return measure(name, task, module, tokenizer, examples, features, size_bytes=weights_bytes(directory),
                    parameters=count_parameters(module)["total"], precision="fp32", batch_size=batch_size,
                    reference=reference)
 
