@@ -62,6 +62,7 @@ def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str | Non
     assert res.exit_code == 0, res.output
     out = sft_run / "exports" / f"gguf-{quantize}"
     assert res.stderr.strip().splitlines()[-1] == f"export: wrote {out}"
+    assert "GGUF tensors" not in res.stderr  # transformers' own tqdm bar, while the file was read back
     report = json.loads((out / "report.json").read_text())
     torch_row, gguf_row = report["rows"]
     assert report["refused"] is None and gguf_row["precision"] == quantize
@@ -79,7 +80,7 @@ def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str | Non
     assert bytes(field.parts[field.data[0]]).decode() == original.chat_template  # what llama.cpp / ollama read
     # eval loads the export (transformers dequantises the file)
     res = CliRunner().invoke(app, ["eval", str(out), "--data", report["data"], "--no-generate"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and "GGUF tensors" not in res.stderr, res.output
     assert json.loads(res.stdout.splitlines()[-1])["loss"] == pytest.approx(gguf_row["metric"], abs=1e-6)
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +124,32 @@ def load_gguf(task: Task, path: Path) -> torch.nn.Module:
     """The model of PATH/model.gguf as transformers reads it (weights dequantised to float32), in eval mode; one line
     (TunelabError) when the file does not parse (truncated, damaged)."""
     try:
-        return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE).eval()
+        with _no_gguf_bar():
+            return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE).eval()
     except (struct.error, ValueError, EOFError) as e:  # gguf's reader unpacks past the end of a truncated file
         raise TunelabError(f"{path / GGUF_FILE}: not a readable GGUF file (truncated or damaged?): "
                            f"{first_line(e)}") from None
+
+
+@contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """transformers reads a GGUF file under a tqdm bar of its own ("Converting and de-quantizing GGUF tensors..."),
+    which neither TUNELAB_NO_PROGRESS nor transformers' `disable_progress_bar` turns off (it is `tqdm.auto`'s, taken
+    by name into its module): the bar is disabled for the call, as the rest of an export or a load is quiet."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # another transformers layout: its bar, if any, stays
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
