@@ -5,6 +5,7 @@ corrupted RUN/model or a zero tolerance fails with one line and nothing written.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from conftest import WORDS, modes, say_rows, sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.export.merge import load_adapter_model, locate, logits_of, max_diff, sample_inputs
+from tunelab.export.save import load_tokenizer
 
 
 def _train(tmp: Path, sets: list[str]) -> Path:
@@ -178,3 +180,46 @@ def test_export_errors(tiny_chat_run: Path, tmp_path: Path) -> None:
         assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
         assert res.stderr.startswith(f"error: {line}"), res.stderr
     assert not (tiny_chat_run / "merged").exists() and not (tiny_chat_run / "exports").exists()
+
+
+def test_a_head_grown_for_new_labels_merges(tiny_bert: Path, tmp_path: Path) -> None:
+    """LoRA continued from a tuned 2-label classifier on data with a third label (the head grown 2 → 3): the base's
+    head is of another size, and the adapter's (modules_to_save) is what merges; the merged model scores as the
+    unmerged adapter model does."""
+    from transformers import AutoModelForSequenceClassification
+
+    first = _train(tmp_path / "a", ["task=classification", f"model={tiny_bert}",
+                                    f"data.train={write_jsonl(tmp_path / 'two.jsonl', sentiment_rows(16))}"])
+    three = write_jsonl(tmp_path / "three.jsonl", sentiment_rows(24, labels=("negative", "positive", "neutral")))
+    run = _train(tmp_path / "b", ["task=classification", f"model={first / 'model'}", f"data.train={three}",
+                                  "method=lora", "method.r=4"])
+    res = CliRunner().invoke(app, ["export", str(run), "--merge", "--output", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    merged = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out"))
+    assert list(merged.config.id2label.values()) == ["negative", "positive", "neutral"]
+    unmerged, _, base = load_adapter_model(*locate(run))
+    assert base == str(first / "model")
+    inputs = sample_inputs(load_tokenizer(run / "model"), pair=True)
+    assert max_diff(logits_of(unmerged, inputs), logits_of(merged, inputs)) < 1e-6
+    assert logits_of(merged, inputs)[0].shape[-1] == 3
+    weights = run / "adapter" / "adapter_model.safetensors"  # an adapter without the head: said, not merged random
+    save_file({k: v for k, v in load_file(str(weights)).items() if "classifier" not in k}, str(weights))
+    res = CliRunner().invoke(app, ["export", str(run), "--merge", "--output", str(tmp_path / "out2")])
+    assert res.exit_code == 2 and "classifier.bias has another shape in the base model" in res.output, res.output
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_relative_base_merges_from_another_folder(tiny_bert: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model: base` (a folder relative to where training ran, as adapter_config.json records it): `export --merge`
+    from another folder reads that base, not `base` there (none: it failed)."""
+    shutil.copytree(tiny_bert, tmp_path / "project" / "base")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    run = _train(tmp_path / "project", ["task=classification", "model=base", "method=lora", "method.r=4",
+                                        f"data.train={write_jsonl(tmp_path / 't.jsonl', sentiment_rows(16))}"])
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "base"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    res = CliRunner().invoke(app, ["export", str(run), "--merge", "--output", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert f"into {tmp_path / 'project' / 'base'}" in res.output

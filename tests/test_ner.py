@@ -396,3 +396,36 @@ def test_a_space_token_in_a_character_level_row(tmp_path: Path) -> None:
         task.parse(read_table(conll))
     conll.write_text("我\u3000O\n北\u3000B-LOC\n", encoding="utf-8")  # as before: a file whose only separator it is
     assert task.parse(read_table(conll))[0]["tokens"] == ["我", "北"]
+
+
+def test_continuing_a_tuned_ner_model_keeps_its_tags(tiny_bert: Path, tmp_path: Path) -> None:
+    """`model: RUN/model` of a NER run: its tags stay on the head rows they trained (in its order), the new data's
+    types are appended and the head grows — as many types renamed no longer reuse the rows under other names, and
+    another number of types no longer fails to load the head."""
+    from safetensors.torch import load_file
+
+    def train(out: str, rows: list[dict], model: Path, *extra: str) -> Path:
+        sets = ["task=ner", f"model={model}", f"data.train={write_jsonl(tmp_path / f'{out}.jsonl', rows)}",
+                "data.validation_split=0", f"output_dir={tmp_path / out}", "train.max_steps=2", "train.batch_size=4",
+                "train.save_steps=0", "train.report=false", *extra]
+        res = CliRunner().invoke(app, ["train", *[x for s in sets for x in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        return tmp_path / out / "model"
+
+    def head(model: Path) -> tuple[dict[str, str], np.ndarray]:
+        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+        return config["id2label"], load_file(str(model / "model.safetensors"))["classifier.weight"].numpy()
+
+    first = train("first", _ner_rows(8), tiny_bert)
+    old_tags, old_rows = head(first)
+    assert list(old_tags.values()) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    renamed = [{**r, "tags": [t.replace("LOC", "ORG") for t in r["tags"]]} for r in _ner_rows(8)]  # as many types
+    tags, rows = head(train("renamed", renamed, first, "train.lr=1e-9"))
+    assert list(tags.values()) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+    assert np.abs(rows[:5] - old_rows).max() < 1e-5  # each old tag's row, kept under its name
+    more = [*_ner_rows(8), {"tokens": ["paris", "is", "good"], "tags": ["B-GPE", "O", "O"]}]  # one type more
+    tags, rows = head(train("more", more, first, "method=lora", "method.r=2", "train.lr=1e-9"))
+    assert list(tags.values()) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER", "B-GPE", "I-GPE"]
+    assert np.abs(rows[:5] - old_rows).max() < 1e-5
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "more" / "model"), "--data", str(tmp_path / "more.jsonl")])
+    assert res.exit_code == 0, res.output

@@ -168,3 +168,34 @@ def test_replies_are_those_of_the_trained_forward_pass(method: str, arch: str, t
     got = generate_ids(model, *one, max_new_tokens=12, do_sample=False, no_repeat_ngram_size=2,
                        pad_token_id=tok.eos_token_id, eos_token_id=[none])
     assert got[0, 5:].tolist() == trained(prompts[0], 12, no_repeat_bigrams=True)
+
+
+def test_continuing_a_prefix_runs_model_trains_its_adapter(tiny_llama: Path, tmp_path: Path) -> None:
+    """`model: RUN/model` of a prefix run holds the base and, in adapter/, the prefix: a prefix run from it trains on
+    that prefix (it started from a fresh one, silently); another method, or other num_virtual_tokens, would drop it
+    and is refused in one line."""
+    from safetensors.torch import load_file
+
+    train = write_jsonl(tmp_path / "t.jsonl", [{"prompt": f"say {w}", "completion": w} for w in WORDS[:8]])
+
+    def run(out: str, model: Path, *extra: str) -> object:
+        sets = ["task=sft", f"model={model}", f"data.train={train}", "data.validation_split=0", "method=prefix",
+                "method.num_virtual_tokens=4", f"output_dir={tmp_path / out}", "train.max_steps=2",
+                "train.batch_size=4", "train.save_steps=0", "train.report=false", *extra]
+        return CliRunner().invoke(app, ["train", *[x for s in sets for x in ("--set", s)]])
+
+    def prefix(out: str) -> torch.Tensor:
+        return load_file(str(tmp_path / out / "model" / "adapter" / "adapter_model.safetensors"))["prompt_embeddings"]
+
+    assert run("first", tiny_llama, "train.lr=5e-2").exit_code == 0
+    res = run("again", tmp_path / "first" / "model", "train.lr=1e-12")
+    assert res.exit_code == 0, res.output
+    assert torch.allclose(prefix("again"), prefix("first"), atol=1e-6)
+    for extra, said in ((["method=lora"], "config: method: lora would train"),
+                        (["method=prompt"], "continue it with method=prefix, or start from the base model it was "
+                                            f"tuned from ({tiny_llama})"),
+                        (["method.num_virtual_tokens=8"], "config: method.num_virtual_tokens: 8 where the prefix "
+                                                          "adapter it continues")):
+        res = run("refused", tmp_path / "first" / "model", *extra)
+        assert res.exit_code == 2 and said in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "refused").exists()

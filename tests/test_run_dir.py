@@ -351,12 +351,12 @@ def test_a_relative_model_resumed_from_another_folder_names_the_model_it_trained
     _fails(["train", *sets, "--resume"], "config: model: 'base' where the run being resumed has")
     monkeypatch.chdir(tmp_path / "a")
     assert runner.invoke(app, ["train", *sets, "--resume"]).exit_code == 0
+    from tunelab.data.load import run_model
     from tunelab.data.report import read_summary
-    from tunelab.pipeline import _run_model
 
     (tmp_path / "a" / "minilm").mkdir()  # a folder named as an alias: the alias is what `model: minilm` names
     summary = read_summary(out)
-    assert _run_model(summary, "minilm") == "minilm" and _run_model(summary, "base") == str(tmp_path / "a" / "base")
+    assert run_model(summary, "minilm") == "minilm" and run_model(summary, "base") == str(tmp_path / "a" / "base")
 
 
 def test_the_training_rows_fingerprint_is_of_their_values(tiny_bert: Path, tmp_path: Path) -> None:
@@ -392,8 +392,10 @@ def test_a_checkpoint_of_other_shapes_is_one_line(tiny_bert: Path, tmp_path: Pat
                          ).exit_code == 0
     step = sorted((one / "checkpoints").iterdir())[0]
     two = tmp_path / "r2"
-    _fails(["train", *_sets(tiny_bert, tmp_path, two, method="lora", **{"method.r": "2"}), "--resume", str(step)],
-           "is [1, 32] there, [2, 32] here")
+    rank_two = ["train", *_sets(tiny_bert, tmp_path, two, method="lora", **{"method.r": "2"}), "--resume", str(step)]
+    _fails(rank_two, "config: method.r: 2 where the run being resumed has 1")  # its run's settings, first
+    (one / "config.yaml").unlink()  # a checkpoint without its run's config: its own shapes still checked
+    _fails(rank_two, "is [1, 32] there, [2, 32] here")
     assert not two.exists()  # refused before the folder was claimed: the run with the right r starts there as new
     _fails(["train", *_sets(tiny_bert, tmp_path, tmp_path / "fz", method="freeze", **{"method.k": "5"})],
            "method.k: 5 is more than the model's 2 layers")  # a method's settings too

@@ -17,10 +17,9 @@ from accelerate import PartialState
 
 from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, config_to_yaml
-from tunelab.data.load import load_splits, load_unlabeled, run_data
+from tunelab.data.load import load_splits, load_unlabeled, run_data, run_model
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import (
-    DATA_FOLDER,
     DataReport,
     check_resumed_rows,
     read_summary,
@@ -35,10 +34,10 @@ from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
 from tunelab.export.save import META_FILE, load_model, save_model
 from tunelab.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from tunelab.methods.base import Method, count_parameters
+from tunelab.methods.base import Method, continued, count_parameters
 from tunelab.metrics import scalars
 from tunelab.models import resolve_model
-from tunelab.models.aliases import ALIASES, load_problem
+from tunelab.models.aliases import load_problem
 from tunelab.models.positions import check_positions, learned_position_limit
 from tunelab.models.precision import precision_scope, resolve_precision
 from tunelab.models.segments import seed_untrained_segments
@@ -50,7 +49,7 @@ from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
 from tunelab.text import TEXT_RULES, text_rules
 from tunelab.training import engine
-from tunelab.training.checkpoint import check_fits, check_resumed_best, find_checkpoint
+from tunelab.training.checkpoint import check_fits, check_resumed_best, check_steps, find_checkpoint
 from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,
@@ -113,8 +112,7 @@ def run(cfg: RunConfig, resume: str | None = None,
 
         def check_out(locked: bool) -> None:
             check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite, locked=locked)
-            if own:  # (--overwrite too: a resumed run continues the one it resumes, with its settings)
-                _check_resumed_config(out, cfg)
+            _check_resumed_settings(out, cfg, resume_from, own)
 
         def first_checks() -> None:  # (on the main process; a refusal ends every process, one line, exit code 2)
             check_inputs_apart(out, run_inputs(cfg))
@@ -146,7 +144,9 @@ def run(cfg: RunConfig, resume: str | None = None,
         if seeded and state.is_main_process:
             say(f"model: {seeded}")
         distill = _distill_loss(cfg, task, tokenizer)
-        method.check_model(model)
+        method.check_model(model, task.head_modules(model), task.new_token_ids)
+        # a prefix / prompt run's model: its adapter (RUN/model/adapter) trains on, or the method is refused
+        model = continued(method, model, resolve_model(cfg.model) if student is None else None)
         check_layer_decay(model, cfg.train.layer_lr_decay)
         splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report,
                                            {name: rows for name, rows in splits.items() if name != "train"})
@@ -170,7 +170,7 @@ def run(cfg: RunConfig, resume: str | None = None,
         with ExitStack() as held:  # the untrained, validation and final scores at the run's precision (autocast)
             held.enter_context(precision_scope(resolve_precision(cfg.train.precision, state.device)))
             baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
-            model = _applied(method, model, task, cfg, resume_from, "validation" in splits)
+            model = _applied(method, model, task, cfg, resume_from, "validation" in splits, len(features["train"]))
 
             def claim() -> None:  # the main process: under the lock for the whole run
                 held.enter_context(RunDirLock(out))
@@ -183,14 +183,16 @@ def run(cfg: RunConfig, resume: str | None = None,
 
 
 def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig, resume_from: Path | None,
-             evaluates: bool) -> torch.nn.Module:
-    """`model` with the method applied, what trains checked (layer-wise lr decay; a resumed checkpoint's names and
-    shapes): before the run claims its output_dir."""
+             evaluates: bool, rows: int) -> torch.nn.Module:
+    """`model` with the method applied, what trains checked (layer-wise lr decay; a resumed checkpoint's names,
+    shapes and step, within the run's steps over its `rows` training features): before the run claims its
+    output_dir."""
     cfg.train.check_evaluations(evaluates)
     model = method.apply(model, task.head_modules(model), task.new_token_ids)
     check_layer_decay(model, cfg.train.layer_lr_decay)
     if resume_from is not None:
         check_fits(resume_from, model)
+        check_steps(resume_from, cfg.train, rows)
         check_resumed_best(resume_from, cfg.train, Path(cfg.output_dir), evaluates)
     return model
 
@@ -244,6 +246,7 @@ def _unsharded(cfg: RunConfig, task: Task, method: Method, train_rows: list[dict
     """The model built as for training (task head, method), holding the full weights gathered from the shards."""
     with whole_models():
         model, _ = task.build_model(resolve_model(cfg.model), train_rows)
+        model = continued(method, model, None if cfg.model.startswith(STUDENT_LAYERS) else resolve_model(cfg.model))
         model = method.apply(model, task.head_modules(model), task.new_token_ids)
     own = model.state_dict()
     unexpected = model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()},
@@ -271,10 +274,20 @@ RESUME_MAY_CHANGE = ("output_dir", "search", "data.test", "data.cache", "data.ca
                      "train.select_best")
 
 
-def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
-    """`--resume` continues the run in `out` with its own config: a changed setting other than RESUME_MAY_CHANGE
-    (the learning rate, the data, the model...) is refused in one line naming it, instead of a config.yaml that
-    says what the checkpoint's weights were not trained with."""
+def _check_resumed_settings(out: Path, cfg: RunConfig, resume_from: Path | None, own: bool) -> None:
+    """A resume's settings are those of the run it continues: this output_dir's (`own`; --overwrite too: a resumed run
+    continues the one it resumes), or those of the run whose checkpoint (RUN/checkpoints/step-N) starts this one."""
+    if own:
+        _check_resumed_config(out, cfg)
+    elif resume_from is not None and resume_from.parent.name == "checkpoints":
+        _check_resumed_config(resume_from.parent.parent, cfg, "train without --resume")
+
+
+def _check_resumed_config(out: Path, cfg: RunConfig, otherwise: str = "start a new output_dir") -> None:
+    """`--resume` continues the run in `out` (this output_dir, or the run whose checkpoint starts this one) with its
+    config: a changed setting other than RESUME_MAY_CHANGE (the learning rate, the data, the model, LoRA's alpha...)
+    is refused in one line naming it (`otherwise`: the way out it offers), instead of a config.yaml that says what the
+    checkpoint's weights were not trained with (the optimizer state restores the old lr and weight decay)."""
     try:
         saved = resolved(build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}))
     except (OSError, yaml.YAMLError, TunelabError):
@@ -283,27 +296,17 @@ def _check_resumed_config(out: Path, cfg: RunConfig) -> None:
     # another file, which is a change of data (refused below), not the same spelling
     summary = read_summary(out)
     saved = saved.model_copy(update={"data": run_data(out, saved.data, summary),
-                                     "model": _run_model(summary, saved.model)})
+                                     "model": run_model(summary, saved.model)})
     old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
     for key in sorted(old.keys() | new.keys()):  # (a data file or a local model folder spelled from elsewhere: same)
         same = old.get(key) == new.get(key) or key in (*DATA_FILES, "model") and _same_file(old.get(key),
                                                                                              new.get(key))
         if not same and not any(within(key, k) for k in RESUME_MAY_CHANGE):
             raise ConfigError(f"config: {key}: {new.get(key)!r} where the run being resumed has {old.get(key)!r} "
-                              f"({out / 'config.yaml'}); resume with its settings, or start a new output_dir")
+                              f"({out / 'config.yaml'}); resume with its settings, or {otherwise}")
 
 
 DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")
-
-
-def _run_model(summary: dict[str, Any], model: str) -> str:
-    """A run's relative local `model` folder as the folder training ran in reads it (its data_summary.json's
-    `data_folder`): resumed from another folder, `../base` may name another model, a change refused as such."""
-    folder = summary.get(DATA_FOLDER)
-    if (not isinstance(folder, str) or model in ALIASES or Path(model).is_absolute()
-            or not (Path(folder) / model).is_dir()):  # (an alias names its model wherever a folder of that name is)
-        return model
-    return str(Path(folder) / model)
 
 
 def _same_file(old: Any, new: Any) -> bool:

@@ -22,6 +22,7 @@ from tunelab.data.splits import split_validation, split_validation_legacy
 from tunelab.data.tabular import folder_files
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.io import exists
+from tunelab.models.aliases import ALIASES
 from tunelab.progress import say
 from tunelab.text import text_rules
 
@@ -250,6 +251,17 @@ def from_run_folder(folder: str | None, path: str) -> str:
         return path
     there = Path(folder) / path
     return path if not exists(there) and exists(Path(path)) else str(there)
+
+
+def run_model(summary: dict[str, Any], model: str) -> str:
+    """A run's relative local `model` folder as the folder training ran in reads it (its data_summary.json's
+    `data_folder`, in `summary`): resumed (or merged) from another folder, `../base` may name another model, or none.
+    An alias, a hub id, an absolute path, or a folder not there: as given."""
+    folder = summary.get(DATA_FOLDER)
+    if (not isinstance(folder, str) or not model or model in ALIASES or Path(model).is_absolute()
+            or not (Path(folder) / model).is_dir()):  # (an alias names its model wherever a folder of that name is)
+        return model
+    return str(Path(folder) / model)
 
 
 def run_data(run_dir: Path, data: DataConfig, summary: dict[str, Any] | None = None) -> DataConfig:

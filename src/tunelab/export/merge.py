@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import transformers
 from peft import PeftModel
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig
 
 from tunelab.config.run import read_config_file
-from tunelab.data.load import from_run_folder
+from tunelab.data.load import from_run_folder, run_model
 from tunelab.data.report import DATA_FOLDER, read_summary
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import claim, commit, run_reads, staged
@@ -77,11 +77,13 @@ def locate(path: Path) -> tuple[Path, Path]:
 
 def _base_path(adapter_cfg: dict[str, Any], meta: dict[str, Any], adapter: Path) -> str:
     """The base model's directory as adapter_config.json records it, else the run's base_model (an alias, a hub id or
-    a directory); one line when neither names a model there is (never a hub lookup of a path)."""
-    recorded = str(adapter_cfg.get("base_model_name_or_path") or "")
+    a directory); one line when neither names a model there is (never a hub lookup of a path). A relative folder is
+    read from the folder training ran in (the run's data_summary.json), as the run's config spelled it."""
+    summary = read_summary(adapter.parent)
+    recorded = run_model(summary, str(adapter_cfg.get("base_model_name_or_path") or ""))
     if recorded and Path(recorded).expanduser().is_dir():
         return str(Path(recorded).expanduser())
-    name = str(meta.get("base_model") or recorded)
+    name = run_model(summary, str(meta.get("base_model") or recorded))
     try:
         check_model_name(name)  # an alias, an existing directory or a hub id
     except ConfigError:
@@ -202,7 +204,15 @@ def load_adapter_model(adapter: Path, model_dir: Path, base: str | None = None) 
     for key in HEAD_KEYS:
         if getattr(saved, key, None) is not None:
             setattr(config, key, getattr(saved, key))
-    model = auto.from_pretrained(base, config=config)
+    # a head grown for labels the run added (continued from a tuned model) is of another size in the base: loaded
+    # anew, to take the adapter's (modules_to_save): which must hold it
+    model, info = auto.from_pretrained(base, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
+    with reading_weights(checked.weights):
+        held = _weight_names(checked.weights)
+    lost = sorted(key for key, *_ in info.get("mismatched_keys") or () if not any(h.endswith(f".{key}") for h in held))
+    if lost:  # neither the base nor the adapter holds it as trained
+        raise TunelabError(f"{adapter}: {lost[0]} has another shape in the base model {base} than in {model_dir} and "
+                           "the adapter does not hold it (the base since replaced?)")
     reseed_as_trained(model, saved)  # the token-type rows training seeded (the adapter does not hold them)
     vocab = getattr(saved, "vocab_size", None)
     if vocab and vocab != model.get_input_embeddings().num_embeddings:
@@ -216,6 +226,14 @@ def load_adapter_model(adapter: Path, model_dir: Path, base: str | None = None) 
                 raise
             raise TunelabError(f"{adapter}: its weights do not fit the base model {base} (size mismatch: the base, or "
                                "the teacher it was cut from, since replaced by another shape?)") from None
+
+
+def _weight_names(weights: Path) -> list[str]:
+    """The tensor names of an adapter's weights file."""
+    if weights.suffix == ".safetensors":
+        with safe_open(str(weights), "pt") as f:
+            return list(f.keys())  # noqa: SIM118
+    return list(torch.load(weights, map_location="cpu", weights_only=True))
 
 
 def student_teacher(run: Path | None, spec: str, adapter: Path) -> Path:

@@ -10,6 +10,9 @@ from typing import Any, ClassVar
 import torch
 
 from tunelab.config.sections import MethodConfig
+from tunelab.errors import ConfigError
+from tunelab.io import read_json
+from tunelab.models.aliases import META_FILE
 
 PROMPT_ADAPTER = "adapter"  # RUN/model/adapter: the prefix / prompt-tuning adapter (peft cannot merge it)
 
@@ -23,19 +26,52 @@ class Method:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def check_model(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
-        """Refuse (ConfigError) a model this method cannot train; called right after the model loads, before the
-        run writes anything."""
+    def check_model(self, model: torch.nn.Module, heads: Sequence[str] = (),  # noqa: B027 - optional hook
+                    new_tokens: Sequence[int] = ()) -> None:
+        """Refuse (ConfigError) a model this method cannot train (`heads`, `new_tokens`: as `apply` will get them);
+        called right after the model loads, before the run writes anything."""
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         """`heads`: names of task-head modules, which stay trainable under every method. `new_tokens`: ids the
         task added to the vocabulary (e.g. chat-template markers), whose embedding rows start untrained."""
         return model
 
+    def continue_adapter(self, model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
+        """`model` with `adapter` (what the tuned model's folder it was loaded from holds beside its weights:
+        RUN/model/adapter of prefix / prompt tuning) loaded trainable, where this method trains that kind of adapter
+        with these settings; else refused in one line (ConfigError): training without it would drop what it learnt."""
+        kind = adapter_kind(adapter)
+        meta = read_json(adapter.parent / META_FILE) if (adapter.parent / META_FILE).is_file() else {}
+        base = meta.get("base_model") if isinstance(meta, dict) else None
+        start = f"the base model it was tuned from ({base})" if isinstance(base, str) and base else "its base model"
+        raise ConfigError(f"config: method: {self.cfg.name} would train {adapter.parent} without the {kind} adapter it "
+                          f"holds ({adapter}), losing what that learnt: continue it with method={kind}, or start "
+                          f"from {start}")
+
     def export(self, model: torch.nn.Module, model_dir: Path, adapter_dir: Path) -> torch.nn.Module:
         """Save plain weights into `model_dir` (and adapters into `adapter_dir`); return the saved module."""
         model.save_pretrained(model_dir)
         return model
+
+
+PEFT_KINDS = {"PREFIX_TUNING": "prefix", "PROMPT_TUNING": "prompt", "LORA": "lora"}  # peft_type → tunelab's method
+
+
+def adapter_kind(adapter: Path) -> str:
+    """The method that trained the peft adapter in `adapter` (prefix, prompt, lora...), by its adapter_config.json."""
+    settings = read_json(adapter / "adapter_config.json")  # not JSON: BrokenFileError, one line
+    kind = str(settings.get("peft_type") or "unknown") if isinstance(settings, dict) else "unknown"
+    return PEFT_KINDS.get(kind, kind.lower())
+
+
+def continued(method: Method, model: torch.nn.Module, model_path: str | None) -> torch.nn.Module:
+    """`model`, loaded from `model_path`, with the adapter that folder holds beside its weights (RUN/model/adapter: a
+    prefix / prompt tuning run's model) where it holds one: `method.continue_adapter` (trained on, or refused).
+    None: a model built here (a distillation student), which holds none."""
+    adapter = Path(model_path or "") / PROMPT_ADAPTER
+    if model_path is None or not (adapter / "adapter_config.json").is_file():
+        return model
+    return method.continue_adapter(model, adapter)
 
 
 def warn_untrained_tokens(method: str, new_tokens: Sequence[int]) -> None:

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
-from pydantic import Field
+from pydantic import Field, field_validator
+from transformers.pytorch_utils import Conv1D
 
 from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError
 from tunelab.methods.base import Method
 from tunelab.registry import METHODS
+
+# what peft's LoRA adapts (the layer types its `target_modules` may name)
+ADAPTABLE = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, Conv1D,
+             torch.nn.MultiheadAttention)
 
 
 class LoraConfig(MethodConfig):
@@ -30,8 +35,23 @@ class LoraConfig(MethodConfig):
     alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt, or all-linear (every Linear except the head)."
+        "all-linear", description="Module names to adapt (a list, e.g. [query, value]; one name or `query,value` "
+        "as a string), or all-linear (every Linear except the head)."
     )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        """`--set method.target_modules=query` (or `query,value`): a list of those names."""
+        if isinstance(value, str) and value != "all-linear":
+            return [name.strip() for name in value.split(",") if name.strip()] or value
+        return value
+
+
+def _within(name: str, modules: Sequence[str]) -> bool:
+    """Whether the module `name` is one of `modules` (the task head's: the full name or its last dotted parts), or
+    inside one."""
+    return any(name == m or name.endswith(f".{m}") or name.startswith(f"{m}.") or f".{m}." in name for m in modules)
 
 
 def token_rows(model: torch.nn.Module, new_tokens: Sequence[int]) -> dict[str, list[int]]:
@@ -55,18 +75,35 @@ class Lora(Method):
     cfg: LoraConfig
     use_dora = False
 
-    def check_model(self, model: torch.nn.Module) -> None:
-        """A list of `target_modules` must name some of the model's modules as peft matches them (the full name or
-        its last dotted parts), else peft fails after the run has started."""
+    def check_model(self, model: torch.nn.Module, heads: Sequence[str] = (), new_tokens: Sequence[int] = ()) -> None:
+        """A list of `target_modules` must name some of the model's layers as peft matches them (the full name or its
+        last dotted parts), each one a layer LoRA adapts, none the task head (it trains whole) nor an embedding whose
+        added tokens' rows train (`token_rows`): else peft fails after the run has started, with a traceback."""
         targets = self.cfg.target_modules
         if targets == "all-linear":
             return
-        names = [name for name, _ in model.named_modules()]
-        if not any(name == t or name.endswith(f".{t}") for name in names for t in targets):
-            linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                             if isinstance(m, torch.nn.Linear)})
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and not _within(name, heads)})
+        layers = f"its linear layers: {', '.join(linear[:20])}; or all-linear"
+        named = {name: m for name, m in model.named_modules()  # (as peft matches them)
+                 if any(name == t or name.endswith(f".{t}") for t in targets)}
+        if not named:
             raise ConfigError(f"config: method.target_modules: no module of the model is named {', '.join(targets)} "
-                              f"(its linear layers: {', '.join(linear[:20])}; or all-linear)")
+                              f"({layers})")
+        adapted = {name: m for name, m in named.items() if not _within(name, heads)}
+        if not adapted:
+            raise ConfigError(f"config: method.target_modules: {', '.join(targets)} name only the task head "
+                              f"({', '.join(heads)}), which trains whole and is saved with the adapter; name the "
+                              f"layers LoRA adapts ({layers})")
+        odd = next((n for n, m in adapted.items() if not isinstance(m, ADAPTABLE)), None)
+        if odd is not None:
+            raise ConfigError(f"config: method.target_modules: {odd} is a {type(adapted[odd]).__name__}, not a layer "
+                              f"LoRA adapts (Linear, Embedding, Conv); name the layers it adapts ({layers})")
+        rows = next((n for n in token_rows(model, new_tokens) if n in adapted), None)
+        if rows is not None:
+            raise ConfigError(f"config: method.target_modules: {rows} trains the rows of the tokens the task added to "
+                              f"the vocabulary (peft's trainable tokens), and peft cannot adapt it with LoRA too; "
+                              f"leave it out ({layers})")
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         peft_cfg = PeftLoraConfig(

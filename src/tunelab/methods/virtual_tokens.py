@@ -17,13 +17,23 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
+from peft import (
+    PeftConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    PromptTuningInit,
+    get_peft_model,
+    set_peft_model_state_dict,
+)
+from peft.utils import load_peft_weights
 from pydantic import Field
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from tunelab.config.sections import MethodConfig
-from tunelab.errors import ConfigError
-from tunelab.methods.base import PROMPT_ADAPTER, Method, warn_untrained_tokens
+from tunelab.errors import ConfigError, first_line
+from tunelab.io import read_json
+from tunelab.methods.base import PROMPT_ADAPTER, Method, adapter_kind, warn_untrained_tokens
 from tunelab.registry import METHODS
 
 
@@ -54,10 +64,30 @@ class _VirtualTokens(Method):
     def peft_config(self) -> object:
         raise NotImplementedError
 
-    def check_model(self, model: torch.nn.Module) -> None:
+    def check_model(self, model: torch.nn.Module, heads: Sequence[str] = (), new_tokens: Sequence[int] = ()) -> None:
         require_causal_lm(model, self.kind)
 
+    def continue_adapter(self, model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
+        """A prefix / prompt run's model trains on with its virtual tokens (same kind, same num_virtual_tokens)."""
+        if adapter_kind(adapter) != self.kind:
+            return super().continue_adapter(model, adapter)
+        saved = read_json(adapter / "adapter_config.json").get("num_virtual_tokens")
+        if saved != self.cfg.num_virtual_tokens:
+            raise ConfigError(f"config: method.num_virtual_tokens: {self.cfg.num_virtual_tokens} where the {self.kind} "
+                              f"adapter it continues ({adapter}) has {saved}; set method.num_virtual_tokens={saved}")
+        try:  # (peft loads a prompt-learning adapter for inference only: its settings and weights, trainable)
+            config = PeftConfig.from_pretrained(str(adapter))
+            config.inference_mode = False
+            peft_model = get_peft_model(model, config)
+            set_peft_model_state_dict(peft_model, load_peft_weights(str(adapter)))
+            return peft_model
+        except (OSError, ValueError, RuntimeError) as e:  # weights missing, cut, or of another model's shapes
+            raise ConfigError(f"config: model: cannot load the {self.kind} adapter {adapter}: "
+                              f"{first_line(e)}") from None
+
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
+        if isinstance(model, PeftModel):  # its tuned model's adapter, continued (continue_adapter)
+            return model
         self.check_model(model)
         warn_untrained_tokens(self.kind, new_tokens)
         return get_peft_model(model, self.peft_config())

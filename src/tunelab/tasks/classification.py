@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, require_field, require_text
@@ -32,6 +33,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
 from tunelab.tasks.class_labels import label_string, label_text, soft_label
+from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read
 from tunelab.tasks.truncation import aggregate_windows, cut_note, cut_tokens, rows_cut
@@ -125,22 +127,11 @@ class Classification(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-        base = AutoConfig.from_pretrained(model_path)
-        archs = getattr(base, "architectures", None) or []
-        old = ([base.id2label[i] for i in range(len(base.id2label))]
-               if any(a.endswith("ForSequenceClassification") for a in archs) else [])
         wanted = self.labels or sorted({lab for ex in train for lab in self._as_list(ex["label"])})
-        self.labels = old + [lab for lab in wanted if lab not in old]
-        start = old or self.labels
         problem = "multi_label_classification" if self.cfg.multi_label else "single_label_classification"
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_path, num_labels=len(start), id2label=dict(enumerate(start)),
-            label2id={n: i for i, n in enumerate(start)}, problem_type=problem,
-        )
-        if len(self.labels) > len(start):
-            grow_head(model, self.head_modules(model), len(self.labels))
-        model.config.id2label = dict(enumerate(self.labels))
-        model.config.label2id = {n: i for i, n in enumerate(self.labels)}
+        load = partial(AutoModelForSequenceClassification.from_pretrained, model_path, problem_type=problem)
+        model, self.labels = continued_head(load, model_path, "ForSequenceClassification", wanted,
+                                            self.head_modules)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if tokenizer.pad_token is None:  # decoder LMs: pad with EOS; the head reads the last real token
             tokenizer.pad_token = tokenizer.eos_token
@@ -343,23 +334,3 @@ class Classification(Task):
                     f"[{', '.join(self.labels)}]")
         return None
 
-
-def grow_head(model: torch.nn.Module, heads: list[str], num_labels: int) -> None:
-    """Append rows for new labels to the final Linear of the head; old rows are kept exactly."""
-    for name in heads:
-        module = model.get_submodule(name)
-        parent, attr = (module, None) if isinstance(module, torch.nn.Linear) else (module, "out_proj")
-        old = parent if attr is None else getattr(parent, attr)
-        new = torch.nn.Linear(old.in_features, num_labels, bias=old.bias is not None)
-        torch.nn.init.normal_(new.weight, std=0.02)
-        with torch.no_grad():
-            new.weight[: old.out_features] = old.weight
-            if old.bias is not None:
-                new.bias.zero_()
-                new.bias[: old.out_features] = old.bias
-        if attr is None:
-            model.set_submodule(name, new)
-        else:
-            setattr(parent, attr, new)
-    model.config.num_labels = num_labels
-    model.num_labels = num_labels

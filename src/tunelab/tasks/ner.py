@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -33,6 +34,7 @@ from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
+from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.text import CJK, join_tokens
 
@@ -143,13 +145,12 @@ class Ner(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
-
+        """The tags of the training data (O, then B- and I- of each type); continuing a tuned NER model, its own tags
+        first, in its order, and the new types' after them (the head grown: tasks/label_head.py)."""
         types = sorted({t[2:] for ex in train for t in ex["tags"] if t != "O"})
-        self.labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
-        model = load_head(
-            self.auto_model_class, model_path, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
-            label2id={n: i for i, n in enumerate(self.labels)},
-        )
+        wanted = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+        model, self.labels = continued_head(partial(load_head, self.auto_model_class, model_path), model_path,
+                                            "ForTokenClassification", wanted, self.head_modules)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

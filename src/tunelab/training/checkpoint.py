@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -25,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tunelab.errors import TunelabError, option
+from tunelab.errors import ConfigError, TunelabError, option
 from tunelab.io import atomic_dir, commit_dir, write_text_atomic
 from tunelab.progress import say
 from tunelab.training.layout import FILES, STEP_DIR, list_checkpoints
@@ -243,6 +244,46 @@ def check_resumed_best(path: Path, cfg: Any, out: Path, evaluates: bool) -> None
     tracker = MetricTracker.from_config(cfg)
     tracker.load_state_dict(saved)  # (resumed with another metric: its best sought afresh, none needed)
     resumed_best(path, tracker.best_step, out / "checkpoints" if cfg.save_steps != 0 else None)
+
+
+def check_steps(path: Path, cfg: Any, rows: int) -> None:
+    """Before the run claims its output_dir: the checkpoint at `path` is not past this run's last step (train.max_steps,
+    or its epochs' steps over `rows` training features): such a resume trained no step and exported the checkpoint's
+    model under a config.yaml that says fewer steps."""
+    from tunelab.training.batching import plan_steps  # (it imports this module through training/distributed)
+
+    step = read_trainer_state(path).get("step")
+    total = plan_steps(cfg, math.ceil(rows / cfg.batch_size))
+    if isinstance(step, int) and step > total:
+        key, what = (("train.max_steps", f"train.max_steps {total}") if cfg.max_steps else
+                     ("train.epochs", f"the {total} steps of train.epochs {cfg.epochs:g}"))
+        raise ConfigError(f"config: {key}: the checkpoint {path} is at step {step}, past {what}; resume with at "
+                          f"least {step} steps, or train without {resume_option()}")
+
+
+def check_data_order(path: Path, order: dict[str, Any]) -> None:
+    """What the batch order depends on (`order`) is what it was in the checkpoint at `path`: else skipping the batches
+    it consumed means nothing."""
+    saved = read_trainer_state(path).get("data_order", {})
+    for key, value in order.items():
+        if saved.get(key, value) != value:
+            raise TunelabError(f"{resume_option()}: {key} was {saved[key]} in {path}, now {value}; resume with the "
+                               "interrupted run's config and data")
+
+
+def follow_schedule(scheduler: Any, base_lrs: list[float]) -> None:
+    """After a resume restored the optimizer and scheduler: each parameter group's lr as this run's schedule (its
+    `base_lrs`, its length: train.max_steps / epochs may have grown) gives it at the restored step. The optimizer's
+    state holds the lr the old schedule gave the next step (0.0 after a finished linear decay), which the first
+    resumed step would otherwise run at. (reduce_on_plateau sets its lr from its own state when loaded.)"""
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if lambdas is None:
+        return
+    scheduler.base_lrs = list(base_lrs)
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(base_lrs, lambdas, strict=True)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() returns: the lr the next step runs at (and logs)
 
 
 def load_checkpoint(

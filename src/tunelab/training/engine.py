@@ -27,7 +27,6 @@ from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 
 from tunelab.config.sections import TrainConfig
-from tunelab.errors import TunelabError
 from tunelab.metrics import scalars
 from tunelab.models.inference import Collate
 from tunelab.models.precision import resolve_precision
@@ -190,12 +189,8 @@ class Loop:
         return order
 
     def resume(self, path: Path) -> None:
-        saved = ckpt.read_trainer_state(path)
-        for key, value in self.data_order().items():
-            if saved.get("data_order", {}).get(key, value) != value:
-                raise TunelabError(f"{ckpt.resume_option()}: {key} was {saved['data_order'][key]} in {path}, now "
-                                   f"{value}; resume with the interrupted run's config and data")
-        sharded = self.strategy in ("fsdp", "deepspeed")
+        ckpt.check_data_order(path, self.data_order())
+        sharded, base_lrs = self.strategy in ("fsdp", "deepspeed"), list(self.scheduler.base_lrs)
         saved, self.rng, state = ckpt.load_checkpoint(path, None if sharded else self.unwrapped, self.optimizer,
                                                       self.scheduler, self.acc.scaler, self.acc.process_index)
         if self.strategy == "deepspeed":  # weights, fp32 masters, optimizer partitions
@@ -203,6 +198,7 @@ class Loop:
                                        load_optimizer_states=True, load_lr_scheduler_states=False)
         elif sharded:
             dist.load_sharded(self.model, self.optimizer, ckpt.load_file(str(path / ckpt.FILES[0])), state["optimizer"])
+        ckpt.follow_schedule(self.scheduler, base_lrs)  # this run's schedule (a longer one) at the restored step
         self.s = LoopState(**{**saved["loop"], **({} if self.acc.is_main_process else {"real": 0, "padded": 0})})
         if self.tracker is not None and saved.get("tracker"):
             self.tracker.load_state_dict(saved["tracker"])

@@ -1,0 +1,59 @@
+"""A labelled head that continues a tuned model (`model: RUN/model`, incremental fine-tuning): classification's and
+NER's. The loaded model's labels (its config's `id2label`, where it has this task's head) stay in their order, each
+on the head row it trained; labels the new data adds are appended, and the head grows by their rows (the old rows
+kept exactly). Rebuilding the label map from the new data instead would put the old rows under other names, or
+fail to load a head of another size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import AutoConfig
+
+
+def tuned_labels(model_path: str, head: str) -> list[str]:
+    """The labels of the model at `model_path`, in its head's order, where it is a model with this task's head (an
+    architecture ending in `head`, e.g. `ForTokenClassification`: a tuned model); else [] (a base model)."""
+    config = AutoConfig.from_pretrained(model_path)
+    archs = getattr(config, "architectures", None) or []
+    if not any(a.endswith(head) for a in archs):
+        return []
+    return [config.id2label[i] for i in range(len(config.id2label))]
+
+
+def continued_head(load: Callable[..., torch.nn.Module], model_path: str, head: str, wanted: Sequence[str],
+                   head_modules: Callable[[torch.nn.Module], list[str]]) -> tuple[torch.nn.Module, list[str]]:
+    """(model, its labels): `load(num_labels=, id2label=, label2id=)` with the head the model at `model_path` has
+    (`tuned_labels`; a base model: `wanted`'s), grown (`grow_head` on `head_modules(model)`) by the labels of
+    `wanted` it lacks, which follow its own."""
+    old = tuned_labels(model_path, head)
+    labels = old + [label for label in wanted if label not in old]
+    start = old or labels
+    model = load(num_labels=len(start), id2label=dict(enumerate(start)), label2id={n: i for i, n in enumerate(start)})
+    if len(labels) > len(start):
+        grow_head(model, head_modules(model), len(labels))
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {n: i for i, n in enumerate(labels)}
+    return model, labels
+
+
+def grow_head(model: torch.nn.Module, heads: list[str], num_labels: int) -> None:
+    """Append rows for new labels to the final Linear of the head; old rows are kept exactly."""
+    for name in heads:
+        module = model.get_submodule(name)
+        parent, attr = (module, None) if isinstance(module, torch.nn.Linear) else (module, "out_proj")
+        old = parent if attr is None else getattr(parent, attr)
+        new = torch.nn.Linear(old.in_features, num_labels, bias=old.bias is not None)
+        torch.nn.init.normal_(new.weight, std=0.02)
+        with torch.no_grad():
+            new.weight[: old.out_features] = old.weight
+            if old.bias is not None:
+                new.bias.zero_()
+                new.bias[: old.out_features] = old.bias
+        if attr is None:
+            model.set_submodule(name, new)
+        else:
+            setattr(parent, attr, new)
+    model.config.num_labels = num_labels
+    model.num_labels = num_labels

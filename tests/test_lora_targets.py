@@ -1,0 +1,58 @@
+"""LoRA's `method.target_modules`: names that cannot work (the task head, a container module, an embedding whose added
+tokens train) are one line naming the setting, before the run starts (were peft tracebacks); one name or
+`query,value` as a string is the list of those names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import WORDS, say_rows, sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+runner = CliRunner()
+
+
+def _train(tmp_path: Path, model: Path, task: str, targets: str) -> object:
+    rows = sentiment_rows(8) if task == "classification" else say_rows(WORDS[:8])
+    sets = [f"task={task}", f"model={model}", f"data.train={write_jsonl(tmp_path / 't.jsonl', rows)}",
+            "data.validation_split=0", "method=lora", "method.r=2", f"method.target_modules={targets}",
+            f"output_dir={tmp_path / 'run'}", "train.max_steps=1", "train.batch_size=4", "train.save_steps=0",
+            "train.report=false"]
+    return runner.invoke(app, ["train", *[x for s in sets for x in ("--set", s)]])
+
+
+@pytest.mark.parametrize(("targets", "said"), [
+    ("[classifier]", "config: method.target_modules: classifier name only the task head (classifier), which trains "
+                     "whole and is saved with the adapter; name the layers LoRA adapts (its linear layers: dense, "
+                     "key, query, value; or all-linear)"),
+    ("[encoder]", "config: method.target_modules: bert.encoder is a BertEncoder, not a layer LoRA adapts (Linear, "
+                  "Embedding, Conv)"),
+    ("[nothing]", "config: method.target_modules: no module of the model is named nothing"),
+])
+def test_targets_that_cannot_work_are_one_line(targets: str, said: str, tiny_bert: Path, tmp_path: Path) -> None:
+    res = _train(tmp_path, tiny_bert, "classification", targets)
+    line = res.output.strip()
+    assert res.exit_code == 2 and "\n" not in line and line.startswith(f"error: {said}"), res.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("targets", ["[lm_head]", "[embed_tokens]", "[q_proj, lm_head]"])
+def test_sft_targets_where_added_tokens_train(targets: str, tiny_llama: Path, tmp_path: Path) -> None:
+    """SFT adds ChatML tokens, whose rows of embed_tokens and lm_head train as peft's trainable tokens: LoRA on either
+    is refused (peft's TypeError about trainable_token_indices)."""
+    res = _train(tmp_path, tiny_llama, "sft", targets)
+    name = "model.embed_tokens" if "embed" in targets else "lm_head"
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"config: method.target_modules: {name} trains the rows of the tokens the task added" in res.output
+
+
+@pytest.mark.parametrize(("targets", "names"), [("query", ["query"]), ("query,value", ["query", "value"])])
+def test_a_string_of_names_is_their_list(targets: str, names: list[str], tiny_bert: Path, tmp_path: Path) -> None:
+    res = _train(tmp_path, tiny_bert, "classification", targets)
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert sorted(saved["target_modules"]) == names
