@@ -49,7 +49,8 @@ from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
 from tunelab.text import TEXT_RULES, text_rules
 from tunelab.training import engine
-from tunelab.training.checkpoint import check_fits, check_resumed_best, check_steps, find_checkpoint
+from tunelab.training.batching import check_steps
+from tunelab.training.checkpoint import check_fits, check_resumed_best, find_checkpoint
 from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from tunelab.config.sections import TrainConfig
+from tunelab.errors import ConfigError
+from tunelab.training.checkpoint import read_trainer_state, resume_option
 from tunelab.training.distributed import rank_rows
 
 
@@ -93,3 +96,16 @@ def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
     """Optimizer steps of a run: `max_steps`, or the epochs' batches over `grad_accum` (at least one)."""
     per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+
+
+def check_steps(path: Path, cfg: Any, rows: int) -> None:
+    """Before the run claims its output_dir: the checkpoint at `path` is not past this run's last step (train.max_steps,
+    or its epochs' steps over `rows` training features): such a resume trained no step and exported the checkpoint's
+    model under a config.yaml that says fewer steps."""
+    step = read_trainer_state(path).get("step")
+    total = plan_steps(cfg, math.ceil(rows / cfg.batch_size))
+    if isinstance(step, int) and step > total:
+        key, what = (("train.max_steps", f"train.max_steps {total}") if cfg.max_steps else
+                     ("train.epochs", f"the {total} steps of train.epochs {cfg.epochs:g}"))
+        raise ConfigError(f"config: {key}: the checkpoint {path} is at step {step}, past {what}; resume with at "
+                          f"least {step} steps, or train without {resume_option()}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
@@ -26,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tunelab.errors import ConfigError, TunelabError, option
+from tunelab.errors import TunelabError, option
 from tunelab.io import atomic_dir, commit_dir, write_text_atomic
 from tunelab.progress import say
 from tunelab.training.layout import FILES, STEP_DIR, list_checkpoints
@@ -244,21 +243,6 @@ def check_resumed_best(path: Path, cfg: Any, out: Path, evaluates: bool) -> None
     tracker = MetricTracker.from_config(cfg)
     tracker.load_state_dict(saved)  # (resumed with another metric: its best sought afresh, none needed)
     resumed_best(path, tracker.best_step, out / "checkpoints" if cfg.save_steps != 0 else None)
-
-
-def check_steps(path: Path, cfg: Any, rows: int) -> None:
-    """Before the run claims its output_dir: the checkpoint at `path` is not past this run's last step (train.max_steps,
-    or its epochs' steps over `rows` training features): such a resume trained no step and exported the checkpoint's
-    model under a config.yaml that says fewer steps."""
-    from tunelab.training.batching import plan_steps  # (it imports this module through training/distributed)
-
-    step = read_trainer_state(path).get("step")
-    total = plan_steps(cfg, math.ceil(rows / cfg.batch_size))
-    if isinstance(step, int) and step > total:
-        key, what = (("train.max_steps", f"train.max_steps {total}") if cfg.max_steps else
-                     ("train.epochs", f"the {total} steps of train.epochs {cfg.epochs:g}"))
-        raise ConfigError(f"config: {key}: the checkpoint {path} is at step {step}, past {what}; resume with at "
-                          f"least {step} steps, or train without {resume_option()}")
 
 
 def check_data_order(path: Path, order: dict[str, Any]) -> None:
