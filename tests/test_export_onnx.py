@@ -279,6 +279,21 @@ def test_fused_attention_is_the_same_function(tiny_bert: Path) -> None:
     assert not torch.allclose(unmasked[1, :3], want[1, :3], atol=1e-3)  # the padding mask is applied, not dropped
 
 
+def test_rotary_is_what_the_config_says_its_positions_are() -> None:
+    """ESM's config carries a rope_theta default beside `position_embedding_type: absolute`: not rotary (it lost the
+    fused attention export for nothing); BERT is not, a Llama is."""
+    from transformers import BertConfig, BertModel, EsmConfig, EsmModel, LlamaConfig, LlamaModel
+
+    from tunelab.export.onnx import rotary
+
+    small = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+             "vocab_size": 40}
+    assert not rotary(EsmModel(EsmConfig(**small, position_embedding_type="absolute", pad_token_id=0)))
+    assert rotary(EsmModel(EsmConfig(**small, position_embedding_type="rotary", pad_token_id=0)))
+    assert not rotary(BertModel(BertConfig(**small)))
+    assert rotary(LlamaModel(LlamaConfig(**small)))
+
+
 def test_a_rotary_decoder_classifier_exports(tiny_llama: Path, tmp_path: Path) -> None:
     """A Llama (rotary positions) classifier exports without ONNX's RotaryEmbedding node, whose cos / sin cache
     the exporter traced at batch 1: onnxruntime refused every padded batch of 2 rows or more. An error inside
@@ -330,6 +345,21 @@ def test_a_validation_file_of_its_own_is_all_export_reads(cls_run: Path, tmp_pat
         train.write_text(kept)
         if not val.exists():
             (tmp_path / "val.jsonl").rename(val)
+
+
+def test_a_test_file_gone_is_no_matter_without_dedup(cls_run: Path) -> None:
+    """Without data.dedup the test file takes no validation rows: export does not need it (it was refused as not
+    found)."""
+    import yaml
+
+    from tunelab.config.run import build_config
+    from tunelab.data.load import run_validation
+    from tunelab.registry import TASKS
+
+    cfg = build_config(yaml.safe_load((cls_run / "config.yaml").read_text()))
+    data = cfg.data.model_copy(update={"test": str(cls_run.parent / "gone-test.jsonl"), "dedup": False})
+    task = TASKS.get(cfg.task.name)(cfg.task, data)
+    assert len(run_validation(cls_run, data, task, cfg.train.seed) or []) == 40
 
 
 def test_latency_times_full_batches_only(cls_run: Path) -> None:

@@ -308,7 +308,12 @@ def test_a_terminated_export_leaves_no_temp_folder(run: Path, tmp_path: Path) ->
     out = tmp_path / "out"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    stale, live = tmp_path / f".tmp-out-{dead}-abcd1234", tmp_path / f".tmp-out-{os.getpid()}-abcd1234"
+    from tunelab.io import host_id
+
+    here = host_id()
+    stale, live = tmp_path / f".tmp-out-{dead}@{here}-abcd1234", tmp_path / f".tmp-out-{os.getpid()}@{here}-abcd1234"
+    elsewhere = tmp_path / f".tmp-out-{dead}@{'0' * 8 if here != '0' * 8 else '1' * 8}-abcd1234"  # another machine's
+    elsewhere.mkdir()
     for folder in (stale, live):
         folder.mkdir()
         (folder / "model.onnx").write_text("half")
@@ -319,14 +324,36 @@ def test_a_terminated_export_leaves_no_temp_folder(run: Path, tmp_path: Path) ->
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not [p for p in tmp_path.glob(".tmp-out-*") if p not in (stale, live)]:
+        while not [p for p in tmp_path.glob(".tmp-out-*") if p not in (stale, live, elsewhere)]:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.02)
-        assert not stale.exists() and live.is_dir()
+        assert not stale.exists() and live.is_dir() and elsewhere.is_dir()
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
         proc.kill()
         proc.wait()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "rows.jsonl"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "rows.jsonl"])
+
+
+def test_a_sigterm_during_the_swap_ends_the_process_after_it() -> None:
+    """The swap's two renames are not cut apart: a SIGTERM between them waits for the second (a signal mask on the
+    main thread did not hold it — Python's handler ran anyway, between the renames, and the output was gone)."""
+    import os
+    import signal
+    import time
+
+    from tunelab.export.output import _held, terminated
+
+    steps = []
+    with pytest.raises(SystemExit) as info, terminated(), _held():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler has run by now (it waited)
+        steps.append("second rename")
+    assert steps == ["second rename"] and info.value.code == 143
+    with pytest.raises(SystemExit), terminated():  # outside a swap: at once
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        steps.append("never")
+    assert steps == ["second rename"]

@@ -9,11 +9,13 @@ import datetime
 import decimal
 import errno
 import glob
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -241,18 +243,19 @@ def read_jsonl(path: Path | str, torn_tail: bool = False) -> list[Any]:
 
 
 def atomic_dir(final: Path) -> Path:
-    """A fresh temp dir next to `final`, `.tmp-<name>-<pid>-<random>` (the pid: `remove_stale_temps` knows a dead
-    process's folder); call `commit_dir(tmp, final)` when it is complete."""
+    """A fresh temp dir next to `final`, `.tmp-<name>-<pid>@<host>-<random>` (the pid and this machine's `host_id`:
+    `remove_stale_temps` knows a dead process's folder); call `commit_dir(tmp, final)` when it is complete."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}@{host_id()}-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
     return tmp
 
 
 def remove_stale_temps(final: Path) -> list[Path]:
     """Remove the `atomic_dir` folders of `final` left by a process that is gone (killed before it cleaned up:
-    SIGKILL, a power cut); returns them. A folder of a live process, or of another user's, is left alone."""
-    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}-(\d+)-[a-z0-9_]{{8}}")
+    SIGKILL, a power cut); returns them. A folder of a live process, of another user's, or made on another machine
+    (a shared filesystem: its processes are not this one's to see) is left alone."""
+    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}-(\d+)@{host_id()}-[a-z0-9_]{{8}}")
     gone = []
     for folder in final.parent.glob(f".tmp-{glob.escape(final.name)}-*") if final.parent.is_dir() else ():
         match = pattern.fullmatch(folder.name)
@@ -260,6 +263,11 @@ def remove_stale_temps(final: Path) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             gone.append(folder)
     return gone
+
+
+def host_id() -> str:
+    """This machine, in 8 hex digits of its name (in temp folders' names: whose processes they are)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _alive(pid: int) -> bool:

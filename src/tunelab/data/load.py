@@ -323,17 +323,17 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
 def run_validation(run_dir: Path, data: DataConfig, task: RowTask, seed: int,
                    hint: str = "") -> list[dict[str, Any]] | None:
     """A finished run's validation rows (None: it had none), as `run_splits` gives them; where `data.validation` is
-    a file of its own, that file alone (with `data.test`, whose rows it loses to `data.dedup`) is read, cleaned and
-    checked against the rows the run validated on: the training file may have changed or gone since (export)."""
+    a file of its own, that file alone (with `data.test` under `data.dedup`: it loses its rows to it) is read,
+    cleaned and checked against the rows the run validated on: the training file may have changed or gone since."""
     if not data.validation:
         return run_splits(run_dir, data, task, seed, hint=hint).get("validation")
     summary = read_summary(run_dir)
     data = run_data(run_dir, data, summary)
-    _check_found(run_dir, data, ("validation", "test"), hint)
+    read = ("validation", "test") if data.dedup else ("validation",)  # test's rows matter only to dedup
+    _check_found(run_dir, data, read, hint)
     report = DataReport()
     with read_again(), text_rules(summary_rules(summary)):  # as run_splits reads them
-        splits = {split: _read(path, split, data, task, report) for split in ("validation", "test")
-                  if (path := getattr(data, split))}
+        splits = {split: _read(path, split, data, task, report) for split in read if (path := getattr(data, split))}
     if data.dedup and len(splits) > 1:
         splits = dict(dedup_across(splits, report))
         _check_left(splits["validation"], data.validation, "validation", report)

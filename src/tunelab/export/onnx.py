@@ -176,8 +176,12 @@ def fused_attention(model: torch.nn.Module) -> Any:
 
 def rotary(model: torch.nn.Module) -> bool:
     """Whether the model rotates its queries and keys by position (RoPE): its config names a rope base
-    (`rope_theta`, transformers 5's `rope_parameters`) or a module of it is a rotary embedding (`rotary_emb`)."""
+    (`rope_theta`, transformers 5's `rope_parameters`) or a module of it is a rotary embedding (`rotary_emb`); a
+    config that says its `position_embedding_type` is taken at its word."""
     config = getattr(model, "config", None)
+    kind = getattr(config, "position_embedding_type", None)  # (ESM: a rope_theta default beside absolute positions)
+    if isinstance(kind, str):
+        return kind == "rotary"
     if any(getattr(config, key, None) is not None for key in ("rope_theta", "rope_parameters", "rotary_dim")):
         return True
     return any(name.rsplit(".", 1)[-1].startswith("rotary") or "Rotary" in type(module).__name__

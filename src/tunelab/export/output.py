@@ -217,6 +217,9 @@ def terminated() -> Iterator[None]:
         return
 
     def stop(signum: int, frame: Any) -> None:
+        if _HOLD["on"]:  # between the swap's two renames: after them (`_held`)
+            _HOLD["pending"] = signum
+            return
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -239,18 +242,23 @@ def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> No
         raise TunelabError(f"--output: {output} changed while the result was built: it now holds {new[0]} too; "
                            "nothing written, run it again")
     open_permissions(tmp)  # safetensors writes 0600: the folder is put in place readable as a run's model/ is
-    with _held(signal.SIGTERM):  # the swap is not cut between its two renames (`terminated` raises after it)
+    with _held():  # the swap is not cut between its two renames (`terminated` raises after it)
         commit_dir(tmp, output)
 
 
+_HOLD: dict[str, Any] = {"on": False, "pending": None}  # `terminated`'s handler, told to wait by `_held`
+
+
 @contextmanager
-def _held(signum: int) -> Iterator[None]:
-    """Signal `signum` held back (delivered when the block ends) where the platform can (pthread_sigmask)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+def _held() -> Iterator[None]:
+    """A SIGTERM that comes while the block runs ends the process when the block is done (`terminated`'s handler
+    records it meanwhile). Python runs its handlers in the main thread whichever thread the kernel hands the signal to,
+    so a signal mask on this thread would not hold it: other threads (torch's, transformers') take it instead."""
+    _HOLD.update(on=True, pending=None)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+        _HOLD["on"] = False
+        signum, _HOLD["pending"] = _HOLD["pending"], None
+        if signum is not None:
+            raise SystemExit(128 + signum)
