@@ -29,6 +29,7 @@ LONGEST = {
     "test_newcomer.py::test_readme_path_from_a_checkout": 81, "test_distributed.py::test_ddp_killed_and_resumed": 48,
     "test_distributed.py::test_fsdp_lora_sft_killed": 40, "test_ui.py::test_launch_watch_restart": 34,
     "test_embedded.py::test_smollm2_gguf_materialises": 29, "test_resume.py::test_sigkill_then_resume": 21,
+    "test_ui_safety.py::test_resume_runs_in_the_folder": 21,
     "test_export_onnx.py::test_ner_and_qa_export": 15, "test_export_onnx.py::test_the_gate_refuses": 11,
     "test_resume.py::test_ctrl_c_says": 10, "test_search.py::test_tune_four_trials": 10,
 }
