@@ -91,3 +91,22 @@ def test_a_checkpoint_past_the_last_step_is_refused(eight_steps: Path, tiny_bert
     before = (eight_steps / "config.yaml").read_text(encoding="utf-8")
     _refused([*_args(tiny_bert, tmp_path, "rs", "train.max_steps=6"), "--resume"], "past train.max_steps 6")
     assert (eight_steps / "config.yaml").read_text(encoding="utf-8") == before
+
+
+def test_a_default_named_head_is_no_tuned_one_and_a_copied_data_file_is_the_same(tiny_bert: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A base model saved with a token-classification head of transformers' default names (LABEL_0, LABEL_1) was
+    taken for a tuned NER model: its two dead tags kept, O no longer first. A resume from another run's checkpoint
+    with its data file copied elsewhere (same bytes) was refused as another file."""
+    from transformers import BertForTokenClassification
+
+    from tunelab.pipeline import _same_file
+    from tunelab.tasks.label_head import tuned_labels
+
+    BertForTokenClassification.from_pretrained(tiny_bert).save_pretrained(tmp_path / "tokcls")
+    assert tuned_labels(str(tmp_path / "tokcls"), "ForTokenClassification") == []
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    a.write_text('{"text": "x"}\n')
+    b.write_text('{"text": "x"}\n')
+    c.write_text('{"text": "y"}\n')
+    assert _same_file(str(a), str(b)) and not _same_file(str(a), str(c))

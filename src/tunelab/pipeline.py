@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import json
 import platform
 import time
@@ -311,11 +312,15 @@ DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")
 
 
 def _same_file(old: Any, new: Any) -> bool:
-    """Two spellings of one existing data file or folder (`data/train.jsonl`, `./data/train.jsonl`)."""
+    """Two spellings of one existing data file or folder (`data/train.jsonl`, `./data/train.jsonl`), or a data file
+    copied or moved elsewhere with the same bytes."""
     if not (isinstance(old, str) and isinstance(new, str)):
         return False
     try:
-        return Path(old).exists() and Path(new).exists() and Path(old).samefile(new)
+        a, b = Path(old), Path(new)
+        if not (a.exists() and b.exists()):
+            return False
+        return a.samefile(b) or (a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False))
     except OSError:
         return False
 

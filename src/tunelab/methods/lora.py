@@ -42,7 +42,8 @@ class LoraConfig(MethodConfig):
     @field_validator("target_modules", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
-        """`--set method.target_modules=query` (or `query,value`): a list of those names."""
+        """`--set method.target_modules=query` (or `query,value`): a list of those names. (A regular expression, which
+        peft also takes as a string, is not: names only.)"""
         if isinstance(value, str) and value != "all-linear":
             return [name.strip() for name in value.split(",") if name.strip()] or value
         return value

@@ -6,6 +6,7 @@ fail to load a head of another size."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -14,12 +15,14 @@ from transformers import AutoConfig
 
 def tuned_labels(model_path: str, head: str) -> list[str]:
     """The labels of the model at `model_path`, in its head's order, where it is a model with this task's head (an
-    architecture ending in `head`, e.g. `ForTokenClassification`: a tuned model); else [] (a base model)."""
+    architecture ending in `head`, e.g. `ForTokenClassification`: a tuned model); else [] (a base model, or a head
+    never tuned: transformers' default names `LABEL_0`, `LABEL_1`, ... only)."""
     config = AutoConfig.from_pretrained(model_path)
     archs = getattr(config, "architectures", None) or []
     if not any(a.endswith(head) for a in archs):
         return []
-    return [config.id2label[i] for i in range(len(config.id2label))]
+    labels = [str(config.id2label[i]) for i in range(len(config.id2label))]
+    return [] if all(re.fullmatch(r"LABEL_\d+", label) for label in labels) else labels
 
 
 def continued_head(load: Callable[..., torch.nn.Module], model_path: str, head: str, wanted: Sequence[str],
