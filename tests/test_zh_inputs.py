@@ -91,6 +91,17 @@ def test_a_full_width_mark_in_a_config_is_named_on_its_line(tmp_path: Path, body
     assert res.stderr.startswith(f"error: {config}:{line}: {said}") and len(res.stderr.splitlines()) == 1, res.stderr
 
 
+def test_a_full_width_mark_that_is_valid_yaml_does_not_hide_the_real_error(tmp_path: Path) -> None:
+    """A '：' or '，' that is text (a list item, a plain value's next line, a block scalar's line, a value with
+    brackets) was named in place of YAML's own error further down, which it is not the cause of."""
+    config = tmp_path / "run.yaml"
+    config.write_text("task: sft\nanswers:\n    - 答案：\nsystem: 你是\n  你是助手：回答问题\nnote: 见[1]，如下\n"
+                      "prompts:\n  - |\n    问题：什么\ntrain:\n  epochs: 1\n   lr: 0.1\n", encoding="utf-8")
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr == f"error: {config}:12: invalid YAML: mapping values are not allowed here\n", res.stderr
+
+
 def _bad_bytes(path: Path) -> str:
     with pytest.raises(DataError) as info:
         read_table(path)
