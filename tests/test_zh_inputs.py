@@ -137,6 +137,18 @@ def test_a_gbk_line_in_a_utf8_file_is_to_be_fixed_there_not_the_file_converted(t
     assert f"iconv -f GB18030 -t UTF-8 {path} > {tmp_path / ('gbk.utf8' + suffix)}" in _bad_bytes(path)
 
 
+@pytest.mark.parametrize("other", ["Привет, мир", "Καλημέρα κόσμε", "שלום עולם", "مرحبا بالعالم"])
+def test_a_gbk_line_in_a_utf8_file_of_another_script_is_to_be_fixed_there(tmp_path: Path, other: str) -> None:
+    """A UTF-8 file whose other lines are Cyrillic, Greek, Hebrew or Arabic (two-byte characters, no accented Latin
+    letter) was told to convert whole from GB18030, which garbles those lines."""
+    rows = [json.dumps({"text": f"{other} {i}", "label": "pos"}, ensure_ascii=False).encode() for i in range(20)]
+    rows[10] = json.dumps({"text": "这条是GBK", "label": "pos"}, ensure_ascii=False).encode("gb18030")
+    for suffix in (".jsonl", ".txt"):
+        said = _bad_bytes(_write(tmp_path / f"mixed{suffix}", b"\n".join(rows) + b"\n"))
+        assert f"mixed{suffix}:11: bytes: not valid UTF-8" in said and "in a file otherwise UTF-8: retype" in said \
+            and "iconv -f GB18030 -t UTF-8" not in said, said
+
+
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path

@@ -273,13 +273,15 @@ def utf8_besides(lines: Iterable[bytes], bad: int) -> bool:
 
 def _utf8_text(raw: bytes) -> bool:
     """The line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5 line seldom
-    decodes so, while one of its characters in two bytes 0xC2-0xDF 0x80-0xBF often does: `台` is 0xCC 0xA8, U+0328)
-    or an accented Latin letter next to an ASCII one (`café`)."""
+    decodes so), two or more characters of two bytes (Cyrillic, Greek, Hebrew, Arabic: `мир`; where a GBK or Big5
+    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) or
+    an accented Latin letter next to an ASCII one (`café`)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return _THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
+    return (_THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
+            or sum(not c.isascii() for c in text) >= 2)
 
 
 def _reads_as(line: bytes) -> str | None:
