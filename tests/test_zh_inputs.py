@@ -181,6 +181,18 @@ def test_a_big5_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: s
     assert "iconv -f GB18030 -t UTF-8" in _bad_bytes(gbk)
 
 
+@pytest.mark.parametrize(("text", "codec", "named"), [
+    ("日本語のテキストです,正面\n", "euc_jp", "EUC-JP"), ("これは日本語です,正面\n", "shift_jis", "SHIFT_JIS"),
+    ("영화가 정말 재미있어요,긍정\n", "euc_kr", "EUC-KR"), ("안녕하세요,긍정\n", "cp949", "EUC-KR")])
+def test_a_japanese_or_korean_file_is_not_said_to_be_chinese(tmp_path: Path, text: str, codec: str,
+                                                              named: str) -> None:
+    """EUC-JP was said to be Big5, Shift_JIS and EUC-KR / CP949 GB18030, each with an iconv that garbles them."""
+    path = _write(tmp_path / "ja_ko.csv", ("text,label\n" + text).encode(codec))
+    said = _bad_bytes(path)
+    assert "reads as Chinese" not in said and said.endswith(f"iconv -f {named} -t UTF-8 {path} > "
+                                                            f"{tmp_path / 'ja_ko.utf8.csv'}"), said
+
+
 def test_a_utf16_file_is_given_its_iconv_command(tmp_path: Path) -> None:
     """Excel's "Unicode text" (UTF-16 with its byte order mark) was recognised, but no command given."""
     path = _write(tmp_path / "excel.txt", "text\tlabel\n好看\t正面\n".encode("utf-16"))
