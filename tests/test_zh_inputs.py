@@ -91,6 +91,17 @@ def test_a_full_width_mark_in_a_config_is_named_on_its_line(tmp_path: Path, body
     assert res.stderr.startswith(f"error: {config}:{line}: {said}") and len(res.stderr.splitlines()) == 1, res.stderr
 
 
+def test_a_full_width_mark_that_is_valid_yaml_does_not_hide_the_real_error(tmp_path: Path) -> None:
+    """A '：' or '，' that is text (a list item, a plain value's next line, a block scalar's line, a value with
+    brackets) was named in place of YAML's own error further down, which it is not the cause of."""
+    config = tmp_path / "run.yaml"
+    config.write_text("task: sft\nanswers:\n    - 答案：\nsystem: 你是\n  你是助手：回答问题\nnote: 见[1]，如下\n"
+                      "prompts:\n  - |\n    问题：什么\ntrain:\n  epochs: 1\n   lr: 0.1\n", encoding="utf-8")
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr == f"error: {config}:12: invalid YAML: mapping values are not allowed here\n", res.stderr
+
+
 def _bad_bytes(path: Path) -> str:
     with pytest.raises(DataError) as info:
         read_table(path)
@@ -126,6 +137,18 @@ def test_a_gbk_line_in_a_utf8_file_is_to_be_fixed_there_not_the_file_converted(t
     assert f"iconv -f GB18030 -t UTF-8 {path} > {tmp_path / ('gbk.utf8' + suffix)}" in _bad_bytes(path)
 
 
+@pytest.mark.parametrize("other", ["Привет, мир", "Καλημέρα κόσμε", "שלום עולם", "مرحبا بالعالم"])
+def test_a_gbk_line_in_a_utf8_file_of_another_script_is_to_be_fixed_there(tmp_path: Path, other: str) -> None:
+    """A UTF-8 file whose other lines are Cyrillic, Greek, Hebrew or Arabic (two-byte characters, no accented Latin
+    letter) was told to convert whole from GB18030, which garbles those lines."""
+    rows = [json.dumps({"text": f"{other} {i}", "label": "pos"}, ensure_ascii=False).encode() for i in range(20)]
+    rows[10] = json.dumps({"text": "这条是GBK", "label": "pos"}, ensure_ascii=False).encode("gb18030")
+    for suffix in (".jsonl", ".txt"):
+        said = _bad_bytes(_write(tmp_path / f"mixed{suffix}", b"\n".join(rows) + b"\n"))
+        assert f"mixed{suffix}:11: bytes: not valid UTF-8" in said and "in a file otherwise UTF-8: retype" in said \
+            and "iconv -f GB18030 -t UTF-8" not in said, said
+
+
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
@@ -156,6 +179,18 @@ def test_a_big5_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: s
     gbk = _write(tmp_path / f"zh_cn{suffix}", text.replace("這部電影", "这部电影").replace("推薦", "推荐")
                  .replace("台灣", "台湾").encode("gbk"))
     assert "iconv -f GB18030 -t UTF-8" in _bad_bytes(gbk)
+
+
+@pytest.mark.parametrize(("text", "codec", "named"), [
+    ("日本語のテキストです,正面\n", "euc_jp", "EUC-JP"), ("これは日本語です,正面\n", "shift_jis", "SHIFT_JIS"),
+    ("영화가 정말 재미있어요,긍정\n", "euc_kr", "EUC-KR"), ("안녕하세요,긍정\n", "cp949", "EUC-KR")])
+def test_a_japanese_or_korean_file_is_not_said_to_be_chinese(tmp_path: Path, text: str, codec: str,
+                                                              named: str) -> None:
+    """EUC-JP was said to be Big5, Shift_JIS and EUC-KR / CP949 GB18030, each with an iconv that garbles them."""
+    path = _write(tmp_path / "ja_ko.csv", ("text,label\n" + text).encode(codec))
+    said = _bad_bytes(path)
+    assert "reads as Chinese" not in said and said.endswith(f"iconv -f {named} -t UTF-8 {path} > "
+                                                            f"{tmp_path / 'ja_ko.utf8.csv'}"), said
 
 
 def test_a_utf16_file_is_given_its_iconv_command(tmp_path: Path) -> None:

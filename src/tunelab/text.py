@@ -212,8 +212,21 @@ _BIG5_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b]
 _THREE_BYTES = re.compile("[\u0800-\U0010ffff]")  # a character of 3 or more UTF-8 bytes (Chinese, kana, ...)
 _ACCENTED = re.compile("[A-Za-z][\u00c0-\u024f]|[\u00c0-\u024f][A-Za-z]")
 _CHECKED_AFTER = 200_000  # lines after the bad one looked at for UTF-8 text (a larger file: the rest assumed alike)
-NAMES = {"GB18030": "GBK (GB18030), the encoding of a Chinese Windows",
-         "BIG5": "Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong"}
+NAMES = {"GB18030": "Chinese in GBK (GB18030), the encoding of a Chinese Windows",
+         "BIG5": "Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong",
+         "EUC-JP": "Japanese in EUC-JP", "SHIFT_JIS": "Japanese in Shift_JIS, the encoding of a Japanese Windows",
+         "EUC-KR": "Korean in EUC-KR (CP949), the encoding of a Korean Windows"}
+# Japanese: kana among ideographs and CJK punctuation; Korean: Hangul syllables (Hanja and punctuation beside them)
+_KANA, _HANGUL = re.compile("[\u3040-\u30ff]"), re.compile("[\uac00-\ud7af]")
+# Japanese particles; Korean's most used syllables (a GBK line read as EUC-KR / CP949 gives Hangul from all 2,350)
+_USUAL = set("のはをにがでとてたしすもな" "이다는의에하고을가한지서로기를사도나은어적인대자리수부들정게시요있했니것해주"
+             "그내아전상문일보우만우관과와면했라원국생회경제성결합니까습니다")
+_NEIGHBOURS = ((_KANA, f"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b\u00a8\u00b4\u00b6\u00d7\u00f7"
+                       "\u0391-\u03c9\u0401-\u0451\u2190-\u22ff\u2500-\u25ff\u2600-\u266f]",
+                ("euc_jp", "EUC-JP"), ("shift_jis", "SHIFT_JIS")),
+               (_HANGUL, f"[\uac00-\ud7af\u3131-\u318e\u4e00-\u9fff\uf900-\ufaff{ZH_PUNCT}\u2010-\u203b"
+                         "\u00a1-\u00ff\u2190-\u22ff\u2460-\u24ff\u2500-\u25ff]",
+                ("euc_kr", "EUC-KR"), ("cp949", "EUC-KR")))
 
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -221,8 +234,9 @@ Whole = bool | None | Callable[[], bool | None]
 
 
 def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True) -> str:
-    """For a line of bytes that is not UTF-8: a hint where it reads as Chinese in GBK / GB18030 or in Big5 (`_reads_as`)
-    with what to do, else "". `whole` (or a function that says it, asked only for a Chinese line): True where the
+    """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese or Korean
+    (`_reads_as`) with what to do, else "". `whole` (or a function that says it, asked only for such a line): True where
+    the
     file holds no UTF-8 text but ASCII besides the line (`utf8_besides` is False): convert it with iconv (for standard
     input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so this line is
     to be fixed where it is; None: not known (standard input past its first line)."""
@@ -232,8 +246,8 @@ def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whol
     if callable(whole):
         whole = whole()
     stdin = str(path) == "<stdin>"
-    excel = excel and not stdin
-    said = f"; the line reads as Chinese in {NAMES[codec]}" + (" and of Excel's CSV there" if excel else "")
+    excel = excel and not stdin and codec != "EUC-JP"
+    said = f"; the line reads as {NAMES[codec]}" + (" and of Excel's CSV there" if excel else "")
     if whole is False:
         return (f"{said}, in a file otherwise UTF-8: retype or paste this line again in a UTF-8 editor (converting the "
                 f"whole file with iconv -f {codec} would garble its UTF-8 lines)")
@@ -273,23 +287,48 @@ def utf8_besides(lines: Iterable[bytes], bad: int) -> bool:
 
 def _utf8_text(raw: bytes) -> bool:
     """The line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5 line seldom
-    decodes so, while one of its characters in two bytes 0xC2-0xDF 0x80-0xBF often does: `台` is 0xCC 0xA8, U+0328)
-    or an accented Latin letter next to an ASCII one (`café`)."""
+    decodes so), two or more characters of two bytes (Cyrillic, Greek, Hebrew, Arabic: `мир`; where a GBK or Big5
+    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) or
+    an accented Latin letter next to an ASCII one (`café`)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return _THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
+    return (_THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
+            or sum(not c.isascii() for c in text) >= 2)
 
 
 def _reads_as(line: bytes) -> str | None:
-    """"GB18030" or "BIG5" where the line reads as Chinese in it (`_chinese`), else None. Simplified Chinese in GBK
+    """"EUC-JP" / "SHIFT_JIS" / "EUC-KR" (`_japanese_or_korean`), else "GB18030" or "BIG5" where the line reads as
+    Chinese in it (`_chinese`), else None. Simplified Chinese in GBK
     often decodes as Big5 too, and Big5 as GBK: where both read so, the one with more of its common characters wins
     (`_common`), GBK on a tie."""
+    if (other := _japanese_or_korean(line)) is not None:
+        return other
     gbk, big5 = _chinese(line, "gb18030", _GBK_CHINESE), _chinese(line, "big5", _BIG5_CHINESE)
     if gbk and big5:
         return "BIG5" if _common(big5, "big5") > _common(gbk, "gb18030") else "GB18030"
     return "GB18030" if gbk else "BIG5" if big5 else None
+
+
+def _japanese_or_korean(line: bytes) -> str | None:
+    """"EUC-JP" / "SHIFT_JIS" where the line decodes so with kana, "EUC-KR" where it decodes as EUC-KR or CP949 with
+    Hangul syllables, each with all its other non-ASCII characters of that language's text (a GBK or Big5 line that
+    so decodes holds ideographs past those rows: `北京` in GBK is two Hangul, so two of its script are wanted)."""
+    for script, allowed, *codecs in _NEIGHBOURS:
+        for codec, name in codecs:
+            try:
+                text = line.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            wide = [c for c in text if not c.isascii()]
+            own = sum(1 for c in wide if script.match(c))
+            usual = sum(1 for c in wide if c in _USUAL)
+            if own >= 2 and all(re.match(allowed, c) for c in wide) and own >= 0.3 * len(wide) \
+                    and usual >= max(1, 0.3 * own * (script is _HANGUL)):
+
+                return name
+    return None
 
 
 def _common(text: str, codec: str) -> int:

@@ -142,13 +142,14 @@ _WIDE_INDENT = re.compile(r"[ \t]*\u3000")
 _BLOCK = re.compile(r"[^#]*:[ \t]*[|>][-+0-9]*[ \t]*(?:#.*)?$")  # `prompt: |`: a block scalar's lines follow
 
 
-def fullwidth_mark(text: str, until: int | None = None) -> tuple[int, str] | None:
-    """(line, what) of the first full-width mark standing where YAML wants an ASCII one, on a line up to `until`
-    (the line a YAML error was found on: the mark is before it, or on it), else None. Comments, quoted strings and
-    block scalars' lines (`prompt: |`, where `问题：` is text) are not looked in."""
+def _marks(text: str, until: int | None) -> list[tuple[int, str, list[str]]]:
+    """Each full-width mark standing where YAML wants an ASCII one, on a line up to `until`: (line, what, the line
+    as it would read with the ASCII mark, one or more ways). Comments, quoted strings and block scalars' lines
+    (`prompt: |`, where `问题：` is text) are not looked in."""
+    found: list[tuple[int, str, list[str]]] = []
     block = -1  # the indentation of the key a block scalar follows (-1: not in one)
     for number, line in enumerate(text.splitlines(), start=1):
-        if until is not None and number > until:
+        if (until is not None and number > until) or len(found) >= 50:
             break
         indent = len(line) - len(line.lstrip(" "))
         if block >= 0:
@@ -157,13 +158,62 @@ def fullwidth_mark(text: str, until: int | None = None) -> tuple[int, str] | Non
             block = -1
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        if _WIDE_INDENT.match(line):
-            return number, "a full-width space '\u3000' (U+3000) in the indentation; YAML indents with ASCII spaces"
-        if key := _WIDE_KEY.match(line):
-            return number, f"a full-width colon '：' after {key[2]!r}; YAML needs ':' (and a space after it)"
         code = re.sub(r"\"[^\"]*\"|'[^']*'|[ \t]#.*", "", line)  # (quoted texts and a comment left out)
-        if "，" in code and re.search(r"[\[{]", code):
-            return number, "a full-width comma '，' in a flow list or mapping; YAML needs ','"
+        if wide := _WIDE_INDENT.match(line):
+            head = wide[0]
+            found.append((number, "a full-width space '\u3000' (U+3000) in the indentation; YAML indents with ASCII "
+                                  "spaces", [head.replace("\u3000", s) + line[len(head):] for s in (" ", "  ")]))
+        elif key := _WIDE_KEY.match(line):
+            found.append((number, f"a full-width colon '：' after {key[2]!r}; YAML needs ':' (and a space after it)",
+                          [key[0][:-1] + ": " + line[key.end():]]))
+        elif "，" in code and re.search(r"[\[{]", code):
+            found.append((number, "a full-width comma '，' in a flow list or mapping; YAML needs ','",
+                          [line.replace("，", ", ")]))
         if _BLOCK.match(line):
             block = indent
+    return found
+
+
+def _error_line(text: str) -> int | None:
+    """The line YAML finds `text`'s first error on (0: none; None: one with no line)."""
+    try:
+        yaml_value(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            return int(mark.line) + 1
+        position = getattr(exc, "position", None)
+        return text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+    return 0
+
+
+def fullwidth_mark(text: str, until: int | None = None) -> tuple[int, str] | None:
+    """(line, what) of the full-width mark behind the YAML error found on line `until` (the mark is before it, or
+    on it), else None. A mark is named only if writing it as the ASCII mark YAML wants (with the marks before it that do
+    not make the error come sooner) makes the error go, or move past line `until`: a `：` that is text (`- 答案：`,
+    a plain value's next line) is valid YAML, and the error named is then YAML's own."""
+    lines = text.splitlines()
+
+    def fixed(marks: list[tuple[int, int]]) -> str:  # (line, way) pairs written in ASCII
+        out = list(lines)
+        for number, way in marks:
+            out[number - 1] = candidates[number][1][way]
+        return "\n".join(out) + "\n"
+
+    def cured(marks: list[tuple[int, int]]) -> bool:
+        after = _error_line(fixed(marks))
+        return after == 0 or (until is not None and after is not None and after > until)
+
+    candidates = {number: (what, ways) for number, what, ways in _marks(text, until)}
+    kept: list[tuple[int, int]] = []  # marks written in ASCII that did not make the error come sooner
+    for number, (_, ways) in candidates.items():
+        for way in range(len(ways)):
+            trial = [*kept, (number, way)]
+            if cured(trial):  # name the first of the last marks the cure needs
+                first = next(i for i in range(len(trial) - 1, -1, -1) if cured(trial[i:]))
+                return trial[first][0], candidates[trial[first][0]][0]
+            after = _error_line(fixed(trial))
+            if until is not None and after is not None and after >= until:
+                kept = trial
+                break
     return None
