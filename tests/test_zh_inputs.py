@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
@@ -48,6 +49,10 @@ def test_the_ui_launches_a_run_named_in_chinese_and_refuses_a_bad_name_in_chines
     for bad in ("../情感", ".情感", "-x", "情/感", "a b"):
         res = client.post("/launch?lang=zh", data={**form, "name": bad})
         assert res.status_code == 422 and said(res).startswith(f"名称：{bad!r} — 只能用字母（含中文）"), said(res)
+    nfd = unicodedata.normalize("NFD", "한국")  # looks as 한국, another folder
+    for bad in ("\u3164", nfd, "ｒｕｎ", "ﬁle", "\U00020000" * 80):  # blank-looking, other forms, 320 bytes
+        res = client.post("/launch?lang=zh", data={**form, "name": bad})
+        assert res.status_code == 422 and said(res).startswith(f"名称：{bad!r} — 请用常规写法"), said(res)
     res = client.post("/launch?lang=en", data={**form, "name": "../x"})
     assert said(res).startswith("name: '../x' — letters (Chinese too), digits"), said(res)
     (runs / "占用").write_text("a file")

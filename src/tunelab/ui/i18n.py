@@ -31,6 +31,8 @@ ZH: dict[str, str] = {
     "name: {name} — letters (Chinese too), digits, '.', '_' and '-' only, not starting with '.' or '-' (a folder name "
     "under {runs})": "名称：{name} — 只能用字母（含中文）、数字、“.”、“_”和“-”，且不能以“.”或“-”开头"
                      "（它是 {runs} 下的文件夹名）",
+    "name: {name} — write it plainly: no full-width or compatibility forms, no blank-looking characters, at most 200 "
+    "bytes": "名称：{name} — 请用常规写法：不用全角或兼容字符、不用看起来空白的字符，最多 200 字节",
     "name: {run} is a file, not a run folder; choose another name":
     "名称：{run} 是一个文件，不是运行文件夹；请换一个名称",
     "name: {run} already holds a run; choose another name": "名称：{run} 里已有一次运行；请换一个名称",

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ DATA_FIELDS = ("train", "validation", "test", "unlabeled")
 NAME = re.compile(r"\w[\w.-]{0,79}", re.UNICODE)
 NAME_RULE = "name: {name} — letters (Chinese too), digits, '.', '_' and '-' only, not starting with '.' or '-' (a " \
             "folder name under {runs})"
+
+
+# names that look like another or like nothing: other forms of one name (NFKC: `ｒｕｎ` is `run`, NFD Hangul),
+# Hangul fillers that show as blank; and names too long for a file system's 255 bytes once a suffix is added
+FILLERS = "\u115f\u1160\u3164\uffa0"
+NAME_PLAIN = "name: {name} — write it plainly: no full-width or compatibility forms, no blank-looking characters, " \
+             "at most 200 bytes"
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:
@@ -86,6 +94,8 @@ def launch(runs: Path, name: str, tree: dict[str, Any], t: Callable[[str], str] 
 def _launch(runs: Path, name: str, tree: dict[str, Any], t: Callable[[str], str]) -> int:
     if not NAME.fullmatch(name):
         raise TunelabError(t(NAME_RULE).format(name=repr(name), runs=runs))
+    if name != unicodedata.normalize("NFKC", name) or any(c in FILLERS for c in name) or len(name.encode()) > 200:
+        raise TunelabError(t(NAME_PLAIN).format(name=repr(name)))
     run = runs / name
     if run.exists() and not run.is_dir():
         raise TunelabError(t("name: {run} is a file, not a run folder; choose another name").format(run=run))
