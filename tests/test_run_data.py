@@ -170,7 +170,8 @@ def test_a_resume_from_another_folder_with_other_files_is_refused(relative_run: 
     _check_resumed_config(relative_run, load_config(saved))
     _decoys(tmp_path)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"config: data\.train: 'train\.jsonl' where the run being resumed has "):
+    # (the decoy train.jsonl holds the same bytes as the run's: the same data; its val.jsonl other rows)
+    with pytest.raises(ConfigError, match=r"config: data\.validation: 'val\.jsonl' where the run being resumed has "):
         _check_resumed_config(relative_run, load_config(saved))
 
 
