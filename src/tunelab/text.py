@@ -201,6 +201,7 @@ def join_tokens(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
         pos += len(tok)
     return "".join(parts), offsets
 
+
 # -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
 # What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
 # Excel's encoding) or in Big5 (Traditional Chinese: Taiwan's, Hong Kong's), or a UTF-16 file (Excel's "Unicode
@@ -217,15 +218,16 @@ NAMES = {"GB18030": "Chinese in GBK (GB18030), the encoding of a Chinese Windows
          "EUC-JP": "Japanese in EUC-JP", "SHIFT_JIS": "Japanese in Shift_JIS, the encoding of a Japanese Windows",
          "EUC-KR": "Korean in EUC-KR (CP949), the encoding of a Korean Windows"}
 # Japanese: kana among ideographs and CJK punctuation; Korean: Hangul syllables (Hanja and punctuation beside them)
-_KANA, _HANGUL = re.compile("[\u3040-\u30ff]"), re.compile("[\uac00-\ud7af]")
+_KANA, _HANGUL = re.compile("[\u3040-\u30ff]"), re.compile(f"[{HANGUL}]")
 # Japanese particles; Korean's most used syllables (a GBK line read as EUC-KR / CP949 gives Hangul from all 2,350)
 _USUAL = set("のはをにがでとてたしすもな" "이다는의에하고을가한지서로기를사도나은어적인대자리수부들정게시요있했니것해주"
              "그내아전상문일보우만우관과와면했라원국생회경제성결합니까습니다")
-_NEIGHBOURS = ((_KANA, f"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b\u00a8\u00b4\u00b6\u00d7\u00f7"
-                       "\u0391-\u03c9\u0401-\u0451\u2190-\u22ff\u2500-\u25ff\u2600-\u266f]",
+_NEIGHBOURS = ((_KANA, re.compile(f"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b\u00a8\u00b4"
+                                  "\u00b6\u00d7\u00f7\u0391-\u03c9\u0401-\u0451\u2190-\u22ff\u2500-\u25ff"
+                                  "\u2600-\u266f]"),
                 ("euc_jp", "EUC-JP"), ("shift_jis", "SHIFT_JIS")),
-               (_HANGUL, f"[\uac00-\ud7af\u3131-\u318e\u4e00-\u9fff\uf900-\ufaff{ZH_PUNCT}\u2010-\u203b"
-                         "\u00a1-\u00ff\u2190-\u22ff\u2460-\u24ff\u2500-\u25ff]",
+               (_HANGUL, re.compile(f"[{HANGUL}\u3131-\u318e\u4e00-\u9fff\uf900-\ufaff{ZH_PUNCT}\u2010-\u203b"
+                         "\u00a1-\u00ff\u2190-\u22ff\u2460-\u24ff\u2500-\u25ff]"),
                 ("euc_kr", "EUC-KR"), ("cp949", "EUC-KR")))
 
 
@@ -235,11 +237,10 @@ Whole = bool | None | Callable[[], bool | None]
 
 def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True) -> str:
     """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese or Korean
-    (`_reads_as`) with what to do, else "". `whole` (or a function that says it, asked only for such a line): True where
-    the
-    file holds no UTF-8 text but ASCII besides the line (`utf8_besides` is False): convert it with iconv (for standard
-    input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so this line is
-    to be fixed where it is; None: not known (standard input past its first line)."""
+    (`_reads_as`) with what to do, else "". `whole` (or a function that says it, asked only for such a line): True
+    where the file holds no UTF-8 text but ASCII besides the line (`utf8_besides` is False): convert it with iconv
+    (for standard input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so
+    this line is to be fixed where it is; None: not known (standard input past its first line)."""
     codec = _reads_as(line)
     if codec is None:
         return ""
@@ -272,6 +273,23 @@ def utf16_hint(path: Path | str) -> str:
     """For text starting with UTF-16's byte order mark (Excel's "Unicode text", Windows Notepad's "Unicode")."""
     return ("; it starts with UTF-16's byte order mark (what Excel saves as \"Unicode text\"): "
             + convert("UTF-16", path, excel=False))
+
+
+def bad_line(raw: bytes, at: int) -> tuple[int, int, bytes, Callable[[], bool]]:
+    """For a file read whole (`raw`) that is not UTF-8 at byte `at`: (its line number, its column, the line's bytes,
+    a function that says whether the file holds no UTF-8 text besides that line — `encoding_hint`'s `whole`)."""
+    start, end = raw.rfind(b"\n", 0, at) + 1, raw.find(b"\n", at)
+    line = raw.count(b"\n", 0, at) + 1
+    return line, at - start + 1, raw[start:end if end != -1 else len(raw)], lambda: not utf8_besides(_lines(raw), line)
+
+
+def _lines(raw: bytes) -> Iterator[bytes]:
+    """The lines of `raw`, one at a time (not the whole file split: `utf8_besides` stops after _CHECKED_AFTER)."""
+    start = 0
+    while (end := raw.find(b"\n", start)) != -1:
+        yield raw[start:end]
+        start = end + 1
+    yield raw[start:]
 
 
 def utf8_besides(lines: Iterable[bytes], bad: int) -> bool:
@@ -324,9 +342,8 @@ def _japanese_or_korean(line: bytes) -> str | None:
             wide = [c for c in text if not c.isascii()]
             own = sum(1 for c in wide if script.match(c))
             usual = sum(1 for c in wide if c in _USUAL)
-            if own >= 2 and all(re.match(allowed, c) for c in wide) and own >= 0.3 * len(wide) \
+            if own >= 2 and all(allowed.match(c) for c in wide) and own >= 0.3 * len(wide) \
                     and usual >= max(1, 0.3 * own * (script is _HANGUL)):
-
                 return name
     return None
 

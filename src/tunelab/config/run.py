@@ -184,12 +184,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        from tunelab.text import UTF16_BOMS, encoding_hint, utf8_besides, utf16_hint
+        from tunelab.text import UTF16_BOMS, bad_line, encoding_hint, utf16_hint
 
-        line = raw.count(b"\n", 0, exc.start) + 1
-        start, end = raw.rfind(b"\n", 0, exc.start) + 1, raw.find(b"\n", exc.start)
-        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(  # a Chinese Windows editor's GBK / Big5
-            raw[start:end if end != -1 else len(raw)], p, False, lambda: not utf8_besides(raw.split(b"\n"), line))
+        line, _, bad, whole = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
+        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole)
         raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}){hint}") from None
     if p.suffix.lower() == ".json":
         loaded = _json_config(p, text)

@@ -33,7 +33,7 @@ from tunelab.data.records import Record, Table
 from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
-from tunelab.text import unicode_problem, utf8_besides
+from tunelab.text import bad_line, unicode_problem
 
 
 def _decode(path: Path) -> str:
@@ -41,12 +41,8 @@ def _decode(path: Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        start = raw.rfind(b"\n", 0, exc.start) + 1
-        end = raw.find(b"\n", exc.start)
-        raise not_utf8(path, line, raw[exc.start], col, raw[:2], raw[start:end if end != -1 else len(raw)],
-                       lambda: not utf8_besides(raw.split(b"\n"), line)) from None
+        line, col, bad, whole = bad_line(raw, exc.start)
+        raise not_utf8(path, line, raw[exc.start], col, raw[:2], bad, whole) from None
     return text.removeprefix("\ufeff")
 
 
