@@ -30,7 +30,7 @@ from tunelab.models.aliases import META_FILE, model_dir_of
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
 from tunelab.models.positions import cut_to_positions
-from tunelab.models.precision import resolve_precision
+from tunelab.models.precision import keep_trained_precision, resolve_precision
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 
@@ -199,8 +199,7 @@ def load_model(model_dir: str | Path) -> tuple[Any, torch.nn.Module, Any]:
     try:
         task, module = _load_model(task, path, meta)
         module.tunelab_dir = path  # what a NaN output names (evaluation.evaluate.logits_for)
-        if meta.get("precision") == "fp32":  # trained (and its metrics scored) at fp32: `auto` scores it so too
-            module.tunelab_precision = "fp32"
+        keep_trained_precision(module, meta)  # trained (and its metrics scored) at fp32: `auto` scores it so too
         check_chat_template(task, tokenizer, path)  # (after the weights: a damaged GGUF file is named first)
         return task, module, tokenizer
     except (OSError, ValueError, SafetensorError) as e:  # a file missing, truncated or not what it should be

@@ -25,6 +25,13 @@ def precision_scope(precision: str) -> Iterator[None]:
 SAVED = "tunelab_precision"  # a loaded model's attribute: "fp32" where its run trained at fp32 (tunelab.json)
 
 
+def keep_trained_precision(module: object, meta: dict) -> None:
+    """Mark a loaded model (`module`) with the precision its run trained at, from its tunelab.json (`meta`): "fp32"
+    where it trained at fp32, which `auto` then keeps (`resolve_precision`'s `saved`)."""
+    if meta.get("precision") == "fp32":
+        setattr(module, SAVED, "fp32")
+
+
 def resolve_precision(precision: str, device: torch.device, saved: str | None = None) -> str:
     """`auto` picks bf16 only where the hardware runs it natively: on a CPU without AVX-512-BF16 or
     AMX, bf16 matmuls are ~3x slower than fp32 (measured 44 vs 147 GFLOP/s on this project's CI CPU).

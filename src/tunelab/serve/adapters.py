@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.api import Model
-from tunelab.models.precision import SAVED
+from tunelab.models.precision import keep_trained_precision
 from tunelab.models.student import STUDENT_LAYERS
 
 ADAPTER = "adapter"
@@ -139,15 +139,15 @@ def _load_shared(runs: list[Path], adapters: list[Any]) -> list[Model]:
     views = [AdapterView(peft, name, lock) for name in names]
     for run, view in zip(runs, views, strict=True):  # as load_model marks a model alone: its folder, its precision
         view.__dict__["tunelab_dir"] = run / "model"
-        if _precision(run) == "fp32":
-            view.__dict__[SAVED] = "fp32"
+        keep_trained_precision(view, _meta(run))
     return [Model(run / "model", task, view, tokenizer)  # type: ignore[arg-type]
             for run, task, view, tokenizer in zip(runs, tasks, views, tokenizers, strict=True)]
 
 
-def _precision(run: Path) -> Any:
-    """The precision RUN/model/tunelab.json says the run trained at (None where it cannot be read)."""
+def _meta(run: Path) -> dict[str, Any]:
+    """RUN/model/tunelab.json ({} where it cannot be read)."""
     try:
-        return json.loads((run / "model" / "tunelab.json").read_text(encoding="utf-8")).get("precision")
-    except (OSError, ValueError, AttributeError):
-        return None
+        meta = json.loads((run / "model" / "tunelab.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
