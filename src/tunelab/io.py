@@ -259,7 +259,7 @@ def remove_stale_temps(final: Path) -> list[Path]:
     gone = []
     for folder in final.parent.glob(f".tmp-{glob.escape(final.name)}-*") if final.parent.is_dir() else ():
         match = pattern.fullmatch(folder.name)
-        if match and folder.is_dir() and not folder.is_symlink() and not _alive(int(match.group(1))):
+        if match and folder.is_dir() and not folder.is_symlink() and not pid_alive(int(match.group(1))):
             shutil.rmtree(folder, ignore_errors=True)
             gone.append(folder)
     return gone
@@ -270,7 +270,8 @@ def host_id() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is running (another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:

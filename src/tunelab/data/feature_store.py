@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from tunelab.io import dir_bytes, pid_alive
 from tunelab.models.aliases import cache_dir
 
 FEATURES_FILE = "features.arrow"
@@ -241,7 +242,7 @@ def cache_entries() -> list[dict[str, Any]]:
     for directory in _entry_dirs():
         try:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-            used, mb = (directory / META_FILE).stat().st_mtime, round(_bytes(directory) / 2**20, 1)
+            used, mb = (directory / META_FILE).stat().st_mtime, round(dir_bytes(directory) / 2**20, 1)
         except (OSError, ValueError):  # removed or damaged as we look
             continue
         rows.append({"key": directory.name, "task": meta.get("task", "?"), "examples": meta.get("examples", "?"),
@@ -265,7 +266,7 @@ def evict(limit_gb: float, keep: Path) -> tuple[int, float]:
     entries = []
     for directory in _entry_dirs():
         with contextlib.suppress(OSError):  # another process may remove it as we look
-            entries.append(((directory / META_FILE).stat().st_mtime, directory, _bytes(directory)))
+            entries.append(((directory / META_FILE).stat().st_mtime, directory, dir_bytes(directory)))
     total, n, size = sum(b for _, _, b in entries), 0, 0
     for _, directory, nbytes in sorted(entries, key=lambda e: e[0]):  # oldest use first
         if total <= limit_gb * 2**30:
@@ -291,14 +292,10 @@ def clear_cache() -> tuple[int, float]:
     root, n, size = cache_root(), 0, 0
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
         if directory.is_dir() and ((directory / FEATURES_FILE).exists() or _dead_temporary(directory.name)):
-            size += _bytes(directory)
+            size += dir_bytes(directory)
             n += not directory.name.endswith(".tmp")
             shutil.rmtree(directory, ignore_errors=True)
     return n, round(size / 2**20, 1)
-
-
-def _bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def _dead_temporary(name: str) -> bool:
@@ -306,10 +303,4 @@ def _dead_temporary(name: str) -> bool:
     parts = name.split(".")
     if not (name.startswith(".") and name.endswith(".tmp") and len(parts) == 4 and parts[2].isdigit()):
         return False
-    try:
-        os.kill(int(parts[2]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(parts[2]))

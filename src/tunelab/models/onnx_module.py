@@ -79,10 +79,6 @@ class OnnxModule(torch.nn.Module):
                                f"{_ort_message(exc)}") from None
         return Outputs({n: torch.from_numpy(r) for n, r in zip(self.output_names, results, strict=True)})
 
-    def file_bytes(self) -> int:
-        """Size of the graph and its external weights on disk."""
-        return sum(f.stat().st_size for f in self.path.parent.glob(self.path.name + "*"))
-
 
 def _ort_message(exc: BaseException) -> str:
     """onnxruntime's message without its `[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :` prefix, on one line."""

@@ -17,11 +17,12 @@ Each refusal is one line in the error shape of tunelab/http_errors.py. An ASGI m
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from tunelab.http_errors import error
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -119,11 +120,6 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (found := self.problem(scope)) is not None:
-            status, message = found
-            body = json.dumps({"error": {"message": message, "code": status}}).encode()
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await error(*found)(scope, receive, send)  # (a response is an ASGI app)
             return
         await self.app(scope, receive, send)

@@ -50,14 +50,11 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=process.wait, daemon=True).start()
 
 
-def _start(runs: Path, name: str, args: list[str], job: dict[str, Any] | None = None,
-           cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `tunelab ARGS` detached in `cwd` (the job's recorded folder, else this server's) and record its pid,
-    the pid's start time and the folder in the job file (`job`: a new job's first contents)."""
+def _start(runs: Path, name: str, args: list[str], job: dict[str, Any], cwd: Path) -> subprocess.Popen[bytes]:
+    """Start `tunelab ARGS` detached in `cwd` and record its pid, the pid's start time and the folder in the job
+    file (`job`: its contents so far)."""
     job_dir = runs / UI_DIR / name
     job_dir.mkdir(parents=True, exist_ok=True)
-    job = job if job is not None else _read(job_dir)
-    cwd = cwd or Path(job["cwd"] if isinstance(job.get("cwd"), str) else Path.cwd())
     with (job_dir / "train.log").open("ab") as log:
         log.write(f"$ tunelab {' '.join(args)}\n".encode())
         log.flush()
@@ -153,11 +150,11 @@ def wait_stopped(run: Path, timeout: float = 30.0) -> RunView:
     return v
 
 
-def launch_folder(v: RunView) -> Path:
-    """The folder a run's relative paths are from: the one its UI job was started in (job.json `cwd`), else the one
-    training read its data in (the run's data_summary.json `data_folder`, as `tunelab train --resume` reads it), else
-    this server's."""
-    for folder in (_read(v.job_dir).get("cwd"), read_summary(v.path).get(DATA_FOLDER)):
+def launch_folder(v: RunView, job: dict[str, Any]) -> Path:
+    """The folder a run's relative paths are from: the one its UI job (`job`, its job.json) was started in (`cwd`),
+    else the one training read its data in (the run's data_summary.json `data_folder`, as `tunelab train --resume`
+    reads it), else this server's."""
+    for folder in (job.get("cwd"), read_summary(v.path).get(DATA_FOLDER)):
         if isinstance(folder, str) and Path(folder).is_dir():
             return Path(folder)
     return Path.cwd()
@@ -190,12 +187,12 @@ def resume(v: RunView, watch: float = 20.0) -> int:
     job = _read(v.job_dir)
     if alive(job.get("pid"), job.get("pid_start")):
         raise TunelabError(f"{v.name} is still starting")
-    cwd = launch_folder(v)
+    cwd = launch_folder(v, job)
     _missing_data(config, cwd)
     log = v.job_dir / "train.log"
     offset = log.stat().st_size if log.is_file() else 0
     process = _start(v.path.parent, v.name, ["train", str(config.resolve()), "--set",
-                                             f"output_dir={v.path.resolve()}", "--resume"], cwd=cwd)
+                                             f"output_dir={v.path.resolve()}", "--resume"], job, cwd)
     deadline = time.time() + watch
     while time.time() < deadline and process.poll() is None and _lock_text(v.path) != str(process.pid):
         time.sleep(0.2)

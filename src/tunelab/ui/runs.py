@@ -18,11 +18,16 @@ from tunelab.training.layout import FILES, LOCK, list_checkpoints
 UI_DIR = ".ui"  # RUNS/.ui/NAME/: job.json, config.yaml, train.log of runs launched from the page
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (field 3, the state, first); OSError without /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def start_time(pid: int) -> int | None:
     """When process `pid` started (clock ticks after boot: /proc/PID/stat field 22); None without /proc. A pid
     the system gave to another process since has another start time."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return int(_stat(pid)[19])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -38,13 +43,13 @@ def alive(pid: int | None, started: Any = None) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        stat = _stat(pid)  # (read once: this runs for every run on each refresh of the page)
+        if stat[0] == "Z":
             return False
-        if type(started) is int and start_time(pid) != started:
+        if type(started) is int and int(stat[19]) != started:
             return False
         return b"tunelab" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
+    except (OSError, IndexError, ValueError):
         return True  # no /proc (macOS): the signal check is all there is
 
 
