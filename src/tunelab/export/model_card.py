@@ -12,9 +12,8 @@ from typing import Any
 from tunelab import __version__
 from tunelab.config.run import RunConfig
 from tunelab.evaluation.evaluate import format_value
-from tunelab.io import read_json
 from tunelab.metrics import scalars
-from tunelab.models.aliases import ALIASES, META_FILE, model_dir_of
+from tunelab.models.aliases import ALIASES, base_model_of, model_dir_of
 from tunelab.models.student import STUDENT_LAYERS
 from tunelab.tasks.base import Task
 
@@ -44,8 +43,7 @@ def card_base(cfg: RunConfig) -> tuple[str, str]:
     teacher = model_dir_of(cfg.distill.teacher)
     base = _front_matter(teacher, "base_model")
     if base is None:
-        meta = read_json(teacher / META_FILE) if (teacher / META_FILE).is_file() else {}
-        base = str(meta.get("base_model") or teacher) if isinstance(meta, dict) else str(teacher)
+        base = base_model_of(teacher) or str(teacher)
     licence = _front_matter(teacher, "licen[cs]e")
     return base, licence if licence and not licence.startswith("unknown") else base_licence(base)
 

@@ -12,7 +12,7 @@ import torch
 from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError
 from tunelab.io import read_json
-from tunelab.models.aliases import META_FILE
+from tunelab.models.aliases import base_model_of
 
 PROMPT_ADAPTER = "adapter"  # RUN/model/adapter: the prefix / prompt-tuning adapter (peft cannot merge it)
 
@@ -41,9 +41,8 @@ class Method:
         RUN/model/adapter of prefix / prompt tuning) loaded trainable, where this method trains that kind of adapter
         with these settings; else refused in one line (ConfigError): training without it would drop what it learnt."""
         kind = adapter_kind(adapter)
-        meta = read_json(adapter.parent / META_FILE) if (adapter.parent / META_FILE).is_file() else {}
-        base = meta.get("base_model") if isinstance(meta, dict) else None
-        start = f"the base model it was tuned from ({base})" if isinstance(base, str) and base else "its base model"
+        base = base_model_of(adapter.parent)
+        start = f"the base model it was tuned from ({base})" if base else "its base model"
         raise ConfigError(f"config: method: {self.cfg.name} would train {adapter.parent} without the {kind} adapter it "
                           f"holds ({adapter}), losing what that learnt: continue it with method={kind}, or start "
                           f"from {start}")
@@ -59,7 +58,11 @@ PEFT_KINDS = {"PREFIX_TUNING": "prefix", "PROMPT_TUNING": "prompt", "LORA": "lor
 
 def adapter_kind(adapter: Path) -> str:
     """The method that trained the peft adapter in `adapter` (prefix, prompt, lora...), by its adapter_config.json."""
-    settings = read_json(adapter / "adapter_config.json")  # not JSON: BrokenFileError, one line
+    return settings_kind(read_json(adapter / "adapter_config.json"))  # not JSON: BrokenFileError, one line
+
+
+def settings_kind(settings: Any) -> str:
+    """The method of a read adapter_config.json (`adapter_kind`)."""
     kind = str(settings.get("peft_type") or "unknown") if isinstance(settings, dict) else "unknown"
     return PEFT_KINDS.get(kind, kind.lower())
 

@@ -33,7 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError, first_line
 from tunelab.io import read_json
-from tunelab.methods.base import PROMPT_ADAPTER, Method, adapter_kind, warn_untrained_tokens
+from tunelab.methods.base import PROMPT_ADAPTER, Method, settings_kind, warn_untrained_tokens
 from tunelab.registry import METHODS
 
 
@@ -69,9 +69,10 @@ class _VirtualTokens(Method):
 
     def continue_adapter(self, model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
         """A prefix / prompt run's model trains on with its virtual tokens (same kind, same num_virtual_tokens)."""
-        if adapter_kind(adapter) != self.kind:
+        settings = read_json(adapter / "adapter_config.json")  # (read once: its kind and its settings)
+        if settings_kind(settings) != self.kind:
             return super().continue_adapter(model, adapter)
-        saved = read_json(adapter / "adapter_config.json").get("num_virtual_tokens")
+        saved = settings.get("num_virtual_tokens")
         if saved != self.cfg.num_virtual_tokens:
             raise ConfigError(f"config: method.num_virtual_tokens: {self.cfg.num_virtual_tokens} where the {self.kind} "
                               f"adapter it continues ({adapter}) has {saved}; set method.num_virtual_tokens={saved}")

@@ -20,7 +20,7 @@ from typing import TypeVar
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.errors import ConfigError, first_line
-from tunelab.io import atomic_dir, commit_dir
+from tunelab.io import atomic_dir, commit_dir, read_json
 from tunelab.models.local_save import save_model_here
 
 T = TypeVar("T")
@@ -80,6 +80,13 @@ def check_model_name(name: str) -> None:
 
 
 META_FILE = "tunelab.json"  # what a tuned model's directory holds beside its weights (export/save.py writes it)
+
+
+def base_model_of(model_dir: Path) -> str | None:
+    """The base model a tuned model's tunelab.json names (None: it names none, or there is no such file)."""
+    meta = read_json(model_dir / META_FILE)  # not JSON: BrokenFileError, one line
+    base = meta.get("base_model") if isinstance(meta, dict) else None
+    return base if isinstance(base, str) and base else None
 
 
 def model_dir_of(path: str | Path) -> Path:

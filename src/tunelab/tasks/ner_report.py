@@ -85,6 +85,6 @@ def paired_parts(records: list[dict[str, Any]]) -> tuple[str, np.ndarray, Callab
     right, gold entities, predicted entities), the F1 of their sums over the resampled sentences."""
     parts = []
     for r in records:
-        gold, pred = set(spans(r["gold"])), set(spans(r["prediction"]))
+        gold, pred = entity_spans(r["gold"]), entity_spans(r["prediction"])
         parts.append((len(gold & pred), len(gold), len(pred)))
     return "entity F1", np.asarray(parts, dtype=float).reshape(-1, 3), _entity_f1
