@@ -64,6 +64,11 @@ def option(cli: str, api: str) -> str:
     return api if _SURFACE.get() == "api" else cli
 
 
+def overwrite_option() -> str:
+    """`--overwrite` as the caller spells it: the CLI's flag, the API's `overwrite=True`."""
+    return option("--overwrite", "overwrite=True")
+
+
 def require(module: str, missing: str) -> ModuleType:
     """`import module` for an optional extra, or a one-line TunelabError `missing` (what needs it, how to install)."""
     try:

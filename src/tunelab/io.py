@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tunelab.errors import BrokenFileError, UnwritableError, first_line, option
+from tunelab.errors import BrokenFileError, UnwritableError, first_line, overwrite_option
 
 _REFUSED = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS)  # what making an entry in a folder may meet
 
@@ -139,8 +139,7 @@ def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (),
         except OSError as e:
             raise UnwritableError(f"{flag}: {path} cannot be written: {cannot_create(e)}") from None
         if not overwrite and (path.exists() or path.is_symlink()):
-            asked = option("--overwrite", "overwrite=True")
-            raise UnwritableError(f"{flag}: {path} exists; pass {asked} to replace it")
+            raise UnwritableError(f"{flag}: {path} exists; pass {overwrite_option()} to replace it")
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:

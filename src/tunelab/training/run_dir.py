@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tunelab.errors import TunelabError, option
+from tunelab.errors import TunelabError, option, overwrite_option
 from tunelab.io import below, cannot_create, write_text_atomic
 from tunelab.training.checkpoint import discard_after, read_trainer_state, truncate_metrics
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, list_checkpoints
@@ -86,7 +86,7 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
         kept = ", ".join(f"{n}/" for n in sorted(names & EXPORTED))
         raise TunelabError(f"output_dir: {out} holds only what was exported from an earlier run ({kept}; its model "
                            "and config.yaml are gone), and a new run takes a run's exports away: move them elsewhere "
-                           f"to keep them, pass {_overwrite()} to replace them, or choose another output_dir")
+                           f"to keep them, pass {overwrite_option()} to replace them, or choose another output_dir")
     if foreign:
         what = f"files that no tunelab run wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
     elif not names & RUN_FILES:
@@ -105,13 +105,8 @@ def check_output_dir(out: Path, same_config: Callable[[dict[str, Any]], bool], *
             what = f"an unfinished run of this config ({option('--resume', 'resume=' + repr('auto'))} continues it)"
         else:
             return  # a finished run of this config: training it again replaces it
-    raise TunelabError(f"output_dir: {out} holds {what}; pass {_overwrite()} to replace it, or choose another "
+    raise TunelabError(f"output_dir: {out} holds {what}; pass {overwrite_option()} to replace it, or choose another "
                        "output_dir")
-
-
-def _overwrite() -> str:
-    """`--overwrite` as the caller spells it: the CLI's flag, the API's `overwrite=True`."""
-    return option("--overwrite", "overwrite=True")
 
 
 def refuse_if_in_use(out: Path) -> None:
