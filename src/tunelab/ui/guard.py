@@ -41,11 +41,16 @@ def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def _name(host: str | None) -> str:
+    """A host name as compared: no brackets (`[::1]`), no trailing dot, lower case."""
+    return (host or "").strip().strip("[]").rstrip(".").lower()
+
+
 def split_host(value: str) -> tuple[str, int | None] | None:
     """A Host header's (name in lower case, port); None where it is not one (empty, a bad port)."""
     try:
         parts = urlsplit(f"//{value.strip()}")
-        return (parts.hostname or "").rstrip(".").lower(), parts.port
+        return _name(parts.hostname), parts.port
     except ValueError:
         return None
 
@@ -53,7 +58,7 @@ def split_host(value: str) -> tuple[str, int | None] | None:
 def _origin_name(origin: str) -> str:
     """An Origin header's host name, in lower case ("" where it has none)."""
     try:
-        return (urlsplit(origin.strip()).hostname or "").rstrip(".").lower()
+        return _name(urlsplit(origin.strip()).hostname)
     except ValueError:
         return ""
 
@@ -64,8 +69,8 @@ class Guard:
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", allow: tuple[str, ...] = ()) -> None:
         self.app = app
-        bound = host.strip().strip("[]").rstrip(".").lower()
-        self.allowed = {name.strip().strip("[]").rstrip(".").lower() for name in allow if name.strip()}
+        bound = _name(host)
+        self.allowed = {_name(name) for name in allow if name.strip()}
         self.names = {"localhost", *self.allowed}
         self.any_ip = bound in WILDCARDS
         if self.any_ip:  # bound to every interface: the machine's own names too (an IP address cannot be rebound)
@@ -114,7 +119,7 @@ class Guard:
             port = parts.port
         except ValueError:
             return False
-        if parts.scheme != scheme or (parts.hostname or "").rstrip(".").lower() != host[0]:
+        if parts.scheme != scheme or _name(parts.hostname) != host[0]:
             return False
         return (port or DEFAULT_PORTS.get(scheme)) == (host[1] or DEFAULT_PORTS.get(scheme))
 
