@@ -398,6 +398,29 @@ def test_a_space_token_in_a_character_level_row(tmp_path: Path) -> None:
     assert task.parse(read_table(conll))[0]["tokens"] == ["我", "北"]
 
 
+def test_a_model_tuned_for_another_task_gets_a_new_head(tiny_bert: Path, tmp_path: Path) -> None:
+    """A NER model continued for classification with as many labels as it had tags took the tag rows for its
+    classes; a classification model continued for NER with another number of tags failed to load in transformers
+    (a traceback: `classifier` of another size). Another task's head is dropped and a new one initialised."""
+    from safetensors.torch import load_file
+
+    from conftest import sentiment_rows
+
+    def train(task: str, out: str, rows: list[dict], model: Path) -> np.ndarray:
+        sets = [f"task={task}", f"model={model}", f"data.train={write_jsonl(tmp_path / f'{out}.jsonl', rows)}",
+                "data.validation_split=0", f"output_dir={tmp_path / out}", "train.max_steps=2", "train.batch_size=4",
+                "train.save_steps=0", "train.report=false", "train.lr=1e-9"]
+        res = CliRunner().invoke(app, ["train", *[x for s in sets for x in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        return load_file(str(tmp_path / out / "model" / "model.safetensors"))["classifier.weight"].numpy()
+
+    tag_rows = train("ner", "tags", _ner_rows(8), tiny_bert)  # O, B-/I-LOC, B-/I-PER
+    class_rows = train("classification", "classes", sentiment_rows(10, 0, tuple("abcde")), tmp_path / "tags" / "model")
+    assert tag_rows.shape == class_rows.shape and np.abs(tag_rows - class_rows).max() > 1e-3
+    per = [r for r in _ner_rows(8) if "B-PER" in r["tags"]]  # O, B-PER, I-PER: 3 rows against the classifier's 5
+    assert train("ner", "again", per, tmp_path / "classes" / "model").shape == (3, tag_rows.shape[1])
+
+
 def test_continuing_a_tuned_ner_model_keeps_its_tags(tiny_bert: Path, tmp_path: Path) -> None:
     """`model: RUN/model` of a NER run: its tags stay on the head rows they trained (in its order), the new data's
     types are appended and the head grows — as many types renamed no longer reuse the rows under other names, and

@@ -2,7 +2,8 @@
 NER's. The loaded model's labels (its config's `id2label`, where it has this task's head) stay in their order, each
 on the head row it trained; labels the new data adds are appended, and the head grows by their rows (the old rows
 kept exactly). Rebuilding the label map from the new data instead would put the old rows under other names, or
-fail to load a head of another size."""
+fail to load a head of another size. A model tuned with another task's head (a classification model continued
+for NER) has that head dropped: a new one is initialised, whatever its size."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from transformers import AutoConfig
+
+
+LABELLED_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 
 
 def tuned_labels(model_path: str, head: str) -> list[str]:
@@ -33,12 +37,29 @@ def continued_head(load: Callable[..., torch.nn.Module], model_path: str, head: 
     old = tuned_labels(model_path, head)
     labels = old + [label for label in wanted if label not in old]
     start = old or labels
-    model = load(num_labels=len(start), id2label=dict(enumerate(start)), label2id={n: i for i, n in enumerate(start)})
+    foreign = foreign_head(model_path, head)
+    model = load(num_labels=len(start), id2label=dict(enumerate(start)), label2id={n: i for i, n in enumerate(start)},
+                 **({"ignore_mismatched_sizes": True} if foreign else {}))
+    if foreign:  # the same module names (`classifier`, `score`), another task's rows: never reused
+        std = getattr(model.config, "initializer_range", 0.02)
+        with torch.no_grad():
+            for layer in (m for name in head_modules(model) for m in model.get_submodule(name).modules()):
+                if isinstance(layer, torch.nn.Linear):  # as transformers initialises a head (its own
+                    layer.weight.normal_(std=std)  # `_init_weights` skips weights it loaded)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
     if len(labels) > len(start):
         grow_head(model, head_modules(model), len(labels))
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {n: i for i, n in enumerate(labels)}
     return model, labels
+
+
+def foreign_head(model_path: str, head: str) -> bool:
+    """The model at `model_path` was tuned with another task's labelled head (its architecture ends in one of
+    LABELLED_HEADS, not in `head`): e.g. a sentiment classifier continued for NER."""
+    archs = getattr(AutoConfig.from_pretrained(model_path), "architectures", None) or []
+    return not any(a.endswith(head) for a in archs) and any(a.endswith(h) for a in archs for h in LABELLED_HEADS)
 
 
 def grow_head(model: torch.nn.Module, heads: list[str], num_labels: int) -> None:
