@@ -107,6 +107,22 @@ def test_a_full_width_mark_that_is_valid_yaml_does_not_hide_the_real_error(tmp_p
     assert res.stderr == f"error: {config}:12: invalid YAML: mapping values are not allowed here\n", res.stderr
 
 
+def test_a_label_list_written_with_a_full_width_comma_is_said_so(tiny_bert: Path, tmp_path: Path) -> None:
+    """`labels: [正面，负面]` is valid YAML for one label: the first row was only "label '正面' is not among the
+    training labels (正面，负面)", which reads as two."""
+    rows = [{"text": "很好", "label": "正面"}, {"text": "很差", "label": "负面"}] * 4
+    data = write_jsonl(tmp_path / "zh.jsonl", rows)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"task:\n  name: classification\n  labels: [正面，负面]\nmodel: {tiny_bert}\ndata:\n"
+                      f"  train: {data}\n  validation_split: 0\noutput_dir: {tmp_path / 'run'}\n", encoding="utf-8")
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr.splitlines()[-1] == (
+        f"error: {data}:1: label: label '正面' is not among the training labels (正面，负面); task.labels has "
+        "'正面，负面' as one label: a YAML list separates its items with an ASCII comma, not '，' or '、' "
+        "(write [正面, 负面])"), res.stderr
+
+
 def _bad_bytes(path: Path) -> str:
     with pytest.raises(DataError) as info:
         read_table(path)

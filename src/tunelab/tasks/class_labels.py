@@ -73,3 +73,14 @@ def soft_label(record: Record, field: str, value: dict[str, Any], multi_label: b
     if not multi_label and abs(total - 1) > 1e-3:
         raise DataError(record.source, record.line, field, f"label probabilities sum to {total:g}; expected 1")
     return out
+
+
+def run_together(labels: Sequence[str], label: str) -> str:
+    """A note for a row whose `label` is missing from `task.labels` because the config wrote a YAML flow list with a
+    full-width comma (`[正面，负面]`: one label, YAML separates items with ASCII `,` only); '' where that is not it."""
+    for one in labels:
+        if label in re.split(r"\s*[，、]\s*", one) and label != one:
+            fixed = ", ".join(p for p in re.split(r"\s*[，、]\s*", one) if p)
+            return (f"; task.labels has {one!r} as one label: a YAML list separates its items with an ASCII comma, "
+                    f"not '，' or '、' (write [{fixed}])")
+    return ""

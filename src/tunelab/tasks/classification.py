@@ -32,7 +32,7 @@ from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
-from tunelab.tasks.class_labels import label_string, label_text, soft_label
+from tunelab.tasks.class_labels import label_string, label_text, run_together, soft_label
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read
@@ -241,7 +241,8 @@ class Classification(Task):
         for lab in self._as_list(label):
             if lab not in index:
                 raise DataError(ex["source"], ex["line"], self.data.label_field,
-                                f"label {lab!r} is not among the training labels ({', '.join(self.labels)})")
+                                f"label {lab!r} is not among the training labels ({', '.join(self.labels)})"
+                                + run_together(self.cfg.labels or [], lab))
         if not self.cfg.multi_label and not soft:
             return index[max(label, key=label.get) if isinstance(label, dict) else label]
         vec = [0.0] * len(self.labels)

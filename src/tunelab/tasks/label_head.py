@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import AutoConfig
 
-
 LABELLED_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 
 
