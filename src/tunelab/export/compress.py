@@ -30,7 +30,7 @@ from tunelab.export.artifact import (
     labelled_rows,
     locate_model,
 )
-from tunelab.export.output import claim, staged
+from tunelab.export.output import claim, staged, terminated
 from tunelab.export.parity import Gate, measure_fp32
 from tunelab.export.prune import (
     apply_pruned_heads,
@@ -102,7 +102,8 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     else:
         masks = magnitude_prune(module, fraction)
     if recover_epochs > 0:
-        with tempfile.TemporaryDirectory(prefix="tunelab-recover-") as tmp_dir:
+        # SIGTERM (a job stopped) mid-recovery: through the way out, so the temp folder goes with it
+        with terminated(), tempfile.TemporaryDirectory(prefix="tunelab-recover-") as tmp_dir:
             # no evaluations here: a reduce_on_plateau run recovers at its peak lr after the warmup, as that ran
             plateau = {"scheduler": "constant_with_warmup"} if cfg.train.scheduler == "reduce_on_plateau" else {}
             train_cfg = cfg.train.model_copy(update={"epochs": recover_epochs, "max_steps": None, "save_steps": 0,

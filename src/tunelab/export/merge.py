@@ -32,7 +32,7 @@ from tunelab.config.run import read_config_file
 from tunelab.data.load import from_run_folder, run_model
 from tunelab.data.report import DATA_FOLDER, read_summary
 from tunelab.errors import ConfigError, TunelabError, first_line
-from tunelab.export.output import claim, commit, run_reads, staged
+from tunelab.export.output import claim, commit, run_reads, staged, terminated
 from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE, load_task, load_tokenizer
 from tunelab.io import Read, read_json
@@ -270,6 +270,7 @@ def merge_run(path: Path, output: Path | None = None, tolerance: float = 1e-4,
     with ExitStack() as stack:
         cut = None
         if teacher is not None:  # the student's base: the teacher's layers, in a temp folder for the merge
+            stack.enter_context(terminated())  # SIGTERM: through the way out, which removes that folder
             cut = stack.enter_context(student_from_teacher(spec, teacher, load_task(model_dir).auto_model_class))
         peft_model, auto, base = load_adapter_model(adapter, model_dir, cut)
         if teacher is not None:
