@@ -162,6 +162,25 @@ def test_json_and_stream_give_the_same_text(chat: tuple[str, object]) -> None:
     assert status == 200 and reply == streamed_text(payloads, chat=True) == full.split()[0], (reply, payloads)
 
 
+def test_a_stop_string_never_written_loses_nothing(chat: tuple[str, object]) -> None:
+    """The text held back in case it began a stop string was sent after the reply's end marker: a request with a
+    `stop` the reply never wrote lost its last len(stop) - 1 characters (a short reply came back empty), in JSON and
+    in the stream."""
+    url, _ = chat
+    never = "\u2603" * 40  # a snowman row: not in the tiny vocabulary
+    for path, body, text in (
+            ("/v1/completions", {**SAMPLED, "seed": 3}, lambda r: r["choices"][0]["text"]),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "the movie plot"}], "max_tokens": 12,
+                                      "temperature": 2, "seed": 3},
+             lambda r: r["choices"][0]["message"]["content"])):
+        full = text(httpx.post(f"{url}{path}", json=body, timeout=60).json())
+        assert full, full
+        cut = {**body, "stop": [never]}
+        assert text(httpx.post(f"{url}{path}", json=cut, timeout=60).json()) == full
+        status, payloads = events(url, path, cut)
+        assert status == 200 and streamed_text(payloads, chat="chat" in path) == full, payloads
+
+
 def test_a_completion_starts_with_bos_as_the_chat_prompt_does(chat: tuple[str, object], tiny_chat_run: Path) -> None:
     """The tiny Llama's tokenizer puts BOS first, so training did (the chat template opens with it): a completion's
     prompt gets it too, once (a prompt that starts with `<s>` keeps one), and the chat prompt rendered as text is
@@ -378,3 +397,37 @@ def test_lora_sft_runs_that_grew_the_vocabulary_are_each_served_from_their_model
     assert res.exit_code == 2, (res.output, res.exception)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: base model ") and "cannot load it" in lines[0], lines
+
+
+def test_serve_and_chat_generate_at_the_precision_eval_and_predict_do(tiny_chat_run: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval / predict generated under the model's autocast (bf16 where `auto` picks it), the server's batcher and
+    `tunelab chat`'s stream at fp32: one model, one greedy prompt, two replies. Every path runs at the same one."""
+    import io
+
+    import torch
+
+    import tunelab
+    from tunelab.tasks.streaming import stream_reply
+
+    monkeypatch.setenv("TUNELAB_PRECISION", "bf16")  # what `auto` picks on a CPU with native bf16
+    seen: list[torch.dtype] = []
+
+    def record(module: torch.nn.Module, args: object, output: torch.Tensor) -> None:
+        seen.append(output.dtype)
+
+    for url, server in serve_on_loopback([tiny_chat_run]):
+        module = server.models[0].chat_batcher.model  # type: ignore[attr-defined]
+        hook = module.get_output_embeddings().register_forward_hook(record)
+        res = httpx.post(f"{url}/v1/chat/completions", json={"messages": SAY_GOOD, "max_tokens": 2, "temperature": 0},
+                         timeout=60)
+        hook.remove()
+        assert res.status_code == 200 and seen and set(seen) == {torch.bfloat16}, (res.text, seen)
+    model = tunelab.load(tiny_chat_run)
+    seen.clear()
+    hook = model.module.get_output_embeddings().register_forward_hook(record)
+    cfg = model.task.cfg.generation.model_copy(update={"max_new_tokens": 2, "do_sample": False})
+    ids = model.tokenizer("good", add_special_tokens=False)["input_ids"]
+    stream_reply(model.module, model.tokenizer, ids, cfg, [], io.StringIO())
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}, seen

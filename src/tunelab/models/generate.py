@@ -24,6 +24,8 @@ from transformers import (
     RepetitionPenaltyLogitsProcessor,
 )
 
+from tunelab.models.precision import autocast_dtype
+
 
 def _prompt_learning(model: Any) -> tuple[str, int] | None:
     """(peft type, virtual tokens) of a prompt-learning peft model's active adapter; None for any other model."""
@@ -72,7 +74,16 @@ def _sequence_settings(base: Any, kwargs: dict[str, Any], n: int) -> dict[str, A
 
 def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """`model.generate(input_ids=..., attention_mask=..., **kwargs)`: the prompt ids followed by the new ones, one
-    row per prompt, as generate() returns them — for a prompt / prefix-tuned model too (see the module's text)."""
+    row per prompt, as generate() returns them — for a prompt / prefix-tuned model too (see the module's text). At
+    the model's inference precision (`autocast_dtype`: its run's, where it trained at fp32), for every caller alike
+    (eval / predict, serve, chat): the same greedy reply everywhere."""
+    device = input_ids.device
+    dtype = autocast_dtype(device, model=model)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        return _generate_ids(model, input_ids, attention_mask, **kwargs)
+
+
+def _generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     found = _prompt_learning(model)
     if found is None:
         return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

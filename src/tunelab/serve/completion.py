@@ -112,9 +112,9 @@ class Completion:
         start = time.perf_counter()
         try:
             await answered
-        finally:
+        finally:  # the end marker after the held-back text `flush` sends (through the loop, as every `emit`)
             self.stream.flush()
-            self.queue.put_nowait(None)
+            asyncio.get_running_loop().call_soon(self.queue.put_nowait, None)
         self.info.update(tokens=len(job.tokens), finish=job.finish)
         metrics = self.server.metrics
         metrics.tokens.labels(self.served.name).inc(len(job.tokens))

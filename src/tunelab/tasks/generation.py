@@ -18,7 +18,6 @@ from tunelab.config.sections import Section
 from tunelab.errors import ConfigError, TunelabError, option
 from tunelab.models.generate import generate_ids, virtual_tokens
 from tunelab.models.positions import learned_position_limit
-from tunelab.models.precision import autocast_dtype
 from tunelab.progress import Steps
 
 # the widest beam search: every beam is a sequence generated beside the others, with its own cache and its scores over
@@ -142,7 +141,6 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
             raise TunelabError(f"generate: prompt {i + 1} of {len(prompts)} is {len(prompt)} tokens; the model has "
                                f"{limit} positions and one is the reply's at least: shorten that input")
     device = next(model.parameters()).device
-    dtype = autocast_dtype(device, model=model)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     rows = max(1, batch_size // cfg.num_beams)
@@ -160,8 +158,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
                 ids[row, width - n:] = torch.as_tensor(list(prompts[i]), dtype=torch.long)
                 mask[row, width - n:] = 1
             room = {"max_new_tokens": min(cfg.max_new_tokens, limit - width)} if limit else {}  # cut there
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                gen = generate_ids(model, ids.to(device), mask.to(device), **{**kwargs, **room})
+            gen = generate_ids(model, ids.to(device), mask.to(device), **{**kwargs, **room})  # (its precision)
             for row, i in enumerate(chunk):
                 new = gen[row, width:].tolist()
                 end = next((k for k, t in enumerate(new) if t in stop), None)
