@@ -95,3 +95,84 @@ def test_curve_bad_fraction_is_one_line(tiny_bert: Path, tmp_path: Path) -> None
                                     "data": {"train": str(train)}}), encoding="utf-8")
     res = runner.invoke(app, ["curve", str(path), "--fractions", "0.5,2"])
     assert res.exit_code == 2 and res.stderr.strip() == "error: curve: --fractions: 2 is not in (0, 1]"
+
+
+def _curve_config(tmp_path: Path, tiny_bert: Path) -> Path:
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40, 0))
+    cfg = {"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "out"),
+           "data": {"train": str(train), "validation_split": 0.25},
+           "train": {"max_steps": 1, "batch_size": 8, "lr": 5e-3, "save_steps": 0, "precision": "fp32"}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_a_curve_run_again_keeps_its_points_and_refuses_another_config(tiny_bert: Path, tmp_path: Path) -> None:
+    """Run again, a curve keeps the points that finished and trains the rest (it trained them all again); a curve of
+    another config is refused in one line before anything is written (it took the folder over); --overwrite
+    replaces it."""
+    path, root = _curve_config(tmp_path, tiny_bert), tmp_path / "out" / "curve"
+    res = runner.invoke(app, ["curve", str(path), "--fractions", "0.5,1"])
+    assert res.exit_code == 0, res.output
+    stamp = (root / "frac-0.5" / "metrics.json").stat().st_mtime_ns
+    (root / "frac-1" / "metrics.json").unlink()  # the point an interrupted curve was training
+    res = runner.invoke(app, ["curve", str(path), "--fractions", "0.5,1"])
+    assert res.exit_code == 0, res.output
+    assert f"curve: fraction 0.5: finished, kept ({root / 'frac-0.5'})" in res.stderr
+    assert "curve: fraction 1: 30 training rows" in res.stderr and "fraction 0.5: 15 training rows" not in res.stderr
+    assert (root / "frac-0.5" / "metrics.json").stat().st_mtime_ns == stamp
+    assert (root / "frac-1" / "metrics.json").is_file()
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".json")}
+    for sets, said in ((["train.lr=1e-3"], "frac-0.5: config.yaml: train.lr 0.005 (now 0.001) and 1 more"),
+                       (["data.validation_split=0.5"], "validation.jsonl: other rows and 2 more")):
+        res = runner.invoke(app, ["curve", str(path), "--fractions", "0.5,1", *(x for s in sets for x in ("--set", s))])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.strip().splitlines()[-1] == (
+            f"error: output_dir: {root} holds a curve of another config or other rows ({said}); pass --overwrite to "
+            "replace it, or choose another output_dir")
+        assert {p: p.read_bytes() for p in files} == files
+    res = runner.invoke(app, ["curve", str(path), "--fractions", "0.5", "--set", "train.lr=1e-3", "--overwrite"])
+    assert res.exit_code == 0 and "finished, kept" not in res.output, res.output
+    assert yaml.safe_load((root / "frac-0.5" / "config.yaml").read_text())["train"]["lr"] == 1e-3
+
+
+def test_a_second_curve_into_a_folder_in_use_changes_nothing(tiny_bert: Path, tmp_path: Path) -> None:
+    """A curve running (the folder's study lock, its point's run lock held): a second curve into it is refused before
+    it writes (it wrote validation.jsonl and the point's rows, then failed on the point's lock)."""
+    import os
+
+    from tunelab.training.layout import STUDY_LOCK
+    from tunelab.training.run_dir import RunDirLock
+
+    path, root = _curve_config(tmp_path, tiny_bert), tmp_path / "out" / "curve"
+    rows = '{"text": "the first curve\'s rows", "label": "positive"}\n'
+    (root / "frac-1").mkdir(parents=True)
+    (root / "frac-1" / "train.jsonl").write_text(rows, encoding="utf-8")
+    with RunDirLock(root, STUDY_LOCK), RunDirLock(root / "frac-1"):
+        res = runner.invoke(app, ["curve", str(path), "--fractions", "1"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == (f"error: output_dir: {root} is in use by process {os.getpid()} (a run is writing "
+                                  "it); wait for it to end or choose another output_dir")
+    assert (root / "frac-1" / "train.jsonl").read_text() == rows and not (root / "validation.jsonl").exists()
+
+
+def test_ctrl_c_in_a_curve_says_what_is_kept(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the second point: one line naming the points kept and the command that continues (was: exit
+    130, nothing said)."""
+    import tunelab.studies.curve
+
+    real, calls = tunelab.studies.curve.run, []
+
+    def interrupted_second(*args: object, **kwargs: object) -> dict:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tunelab.studies.curve, "run", interrupted_second)
+    path, out = _curve_config(tmp_path, tiny_bert), tmp_path / "out"
+    res = runner.invoke(app, ["curve", str(path), "--fractions", "0.5,1"])
+    assert res.exit_code == 130, res.output
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"curve: interrupted; its finished points (frac-0.5) are kept in {out / 'curve'}; the same command continues "
+        f"it: tunelab curve {path} --fractions 0.5,1 --set output_dir={out}")

@@ -376,3 +376,156 @@ def test_a_study_taken_by_another_tune_or_another_storage_is_refused(tiny_bert: 
     from tunelab.ui.runs import list_runs
 
     assert list_runs(tmp_path / "out") == []  # a study's lock makes no run of its folder in the web UI
+
+
+def test_a_continued_study_with_other_settings_is_refused(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """A study goes on with the settings it started with (but the keys it searches): another is refused in one line
+    naming each changed field, and best.yaml is the best trial's own config.yaml, not the command's settings."""
+    out = tmp_path / "out"
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": {"train.lr": {"type": "categorical",
+                                                                                  "choices": [5.0e-3]}}}, max_steps=1)
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
+    assert res.exit_code == 0, res.output
+    ran = yaml.safe_load((out / "tune" / "trial-000" / "config.yaml").read_text())
+    best = (out / "tune" / "best.yaml").read_text()
+    length = f"data.max_length (16; the study's: {ran['data']['max_length']})"
+    both = f"{length}, train.batch_size (4; the study's: 8)"
+    for sets, said in ((["data.max_length=16"], length), (["data.max_length=16", "train.batch_size=4"], both)):
+        for trials in ("1", "2"):  # nothing to run (best.yaml was rewritten with these settings), one more trial
+            res = runner.invoke(app, ["tune", str(path), "--trials", trials, *(x for s in sets for x in ("--set", s))])
+            assert res.exit_code == 2, res.output
+            assert res.stderr.strip() == (
+                f"error: config: {said}: study 'tunelab' in sqlite:///{out / 'tune' / 'study.db'} ran its trials with "
+                f"other settings ({out / 'tune' / 'trial-000' / 'config.yaml'}); continue it with those, or start "
+                "another --study or output_dir")
+    assert len(_study(out).trials) == 1 and (out / "tune" / "best.yaml").read_text() == best
+    # a key the search now varies may change: best.yaml still says what trial 0 trained with
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1", "--set", "train.warmup=0.09", "--set",
+                              "search.space.train.warmup={type: float, low: 0.0, high: 0.1}"])
+    assert res.exit_code == 0 and "running 0 more" in res.output, res.output
+    cfg = load_config(out / "tune" / "best.yaml")
+    assert cfg.train.warmup == ran["train"]["warmup"] != 0.09 and cfg.data.max_length == ran["data"]["max_length"]
+    assert cfg.train.save_steps is None and cfg.output_dir == str(out / "best-trial-000")
+
+
+@pytest.mark.parametrize("name", ["trial-005", "Trial-12", "study.db", "best.yaml"])
+def test_a_study_named_as_the_default_studys_trial_or_file_is_refused(name: str, tiny_bert: Path,
+                                                                      sentiment_files: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    """`--study trial-005` had its folder OUTPUT_DIR/tune/trial-005, where the default study's trial 5 trains."""
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE}, max_steps=1)
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1", "--study", name])
+    assert res.exit_code == 2, res.output
+    what = "trial" if name.lower().startswith("trial") else "file"
+    assert res.stderr.strip() == (f"error: tune: --study {name}: {tmp_path / 'out' / 'tune' / name} is where the "
+                                  f"default study keeps its {what} of that name; choose another study name")
+    assert not (tmp_path / "out").exists()  # refused before anything is made
+
+
+def _fold_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and (p.suffix == ".jsonl" and p.parent.name.startswith("fold-") or p.name == "cv.json")}
+
+
+def test_a_cv_of_another_config_is_refused_unless_overwrite(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    """A finished cv folder and another --folds or config: refused in one line before anything is written (it
+    rewrote fold-1's rows, cv.json still saying 2 folds); --overwrite replaces it."""
+    path = _config(tmp_path, tiny_bert, sentiment_files, None, save_steps=0, max_steps=1)
+    root = tmp_path / "out" / "cv"
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    assert res.exit_code == 0, res.output
+    before = _fold_files(root)
+    for args, said in ((["--folds", "3"], "fold-1: train.jsonl holds other rows and 1 more"),
+                       (["--folds", "2", "--set", "train.lr=1e-3"], "fold-1: config.yaml: train.lr 0.005 (now 0.001) "
+                        "and 1 more")):
+        res = runner.invoke(app, ["cv", str(path), *args])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.strip().splitlines()[-1] == (
+            f"error: output_dir: {root} holds a cv of another config or other rows ({said}); pass --overwrite to "
+            "replace it, or choose another output_dir")
+        assert _fold_files(root) == before and not (root / "fold-3").exists()
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2", "--set", "train.lr=1e-3", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((root / "cv.json").read_text())["folds"] == 2 and "finished, kept" not in res.output
+    assert yaml.safe_load((root / "fold-2" / "config.yaml").read_text())["train"]["lr"] == 1e-3
+
+
+def test_a_second_cv_into_a_folder_in_use_changes_nothing(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """A cv running (its folder's study lock, its fold's run lock held): a second cv into it is refused before it
+    writes (it wrote fold-1's rows, then failed on the fold's lock)."""
+    import os
+
+    from tunelab.training.layout import STUDY_LOCK
+    from tunelab.training.run_dir import RunDirLock
+
+    path = _config(tmp_path, tiny_bert, sentiment_files, None, save_steps=0, max_steps=1)
+    root, rows = tmp_path / "out" / "cv", '{"text": "the first cv\'s rows", "label": "positive"}\n'
+    (root / "fold-1").mkdir(parents=True)
+    (root / "fold-1" / "train.jsonl").write_text(rows, encoding="utf-8")
+    with RunDirLock(root, STUDY_LOCK), RunDirLock(root / "fold-1"):
+        res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == (f"error: output_dir: {root} is in use by process {os.getpid()} (a run is writing "
+                                  "it); wait for it to end or choose another output_dir")
+    assert (root / "fold-1" / "train.jsonl").read_text() == rows and not (root / "fold-2").exists()
+
+
+def test_a_cv_run_again_keeps_the_folds_that_finished(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    """An interrupted cv run again trains only the folds that had not finished (it trained fold 1 again)."""
+    path = _config(tmp_path, tiny_bert, sentiment_files, None, save_steps=0, max_steps=1)
+    root = tmp_path / "out" / "cv"
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    assert res.exit_code == 0, res.output
+    first = json.loads((root / "cv.json").read_text())["per_fold"]
+    stamp = (root / "fold-1" / "metrics.json").stat().st_mtime_ns
+    (root / "fold-2" / "metrics.json").unlink()  # fold 2 as an interrupted run leaves it
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    assert res.exit_code == 0, res.output
+    assert f"cv: fold 1: finished, kept ({root / 'fold-1'})" in res.stderr and "cv: fold 2/2:" in res.stderr
+    assert "cv: fold 1/2" not in res.stderr and (root / "fold-1" / "metrics.json").stat().st_mtime_ns == stamp
+    again = json.loads((root / "cv.json").read_text())["per_fold"]
+    assert again[0] == first[0] and (root / "fold-2" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["tune", "cv"])
+def test_ctrl_c_in_a_study_says_what_is_kept(command: str, tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a study's second run: one line with what is kept and the command that continues (was: exit
+    130, nothing said)."""
+    import shlex
+
+    import tunelab.studies.cv
+    import tunelab.studies.tune
+
+    module = {"tune": tunelab.studies.tune, "cv": tunelab.studies.cv}[command]
+    real, calls = module.run, []
+
+    def interrupted_second(*args: object, **kwargs: object) -> dict:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "run", interrupted_second)
+    done = {"space": {"train.lr": {"type": "categorical", "choices": [5.0e-3]}}}
+    path = _config(tmp_path, tiny_bert, sentiment_files, done if command == "tune" else None, save_steps=0,
+                   max_steps=1)
+    out = tmp_path / "out"
+    args = [command, str(path), *(["--trials", "2"] if command == "tune" else ["--folds", "2"])]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 130, res.output
+    kept = (f"its finished trials (1) are kept in sqlite:///{out / 'tune' / 'study.db'}" if command == "tune"
+            else f"its finished folds (fold-1) are kept in {out / 'cv'}")
+    again = shlex.join(["tunelab", *args, "--set", f"output_dir={out}"])
+    assert res.stderr.strip().splitlines()[-1] == f"{command}: interrupted; {kept}; the same command continues it: " \
+                                                  f"{again}"
+    if command == "cv":  # the command it names keeps fold 1
+        monkeypatch.setattr(module, "run", real)
+        res = runner.invoke(app, shlex.split(again)[1:])
+        assert res.exit_code == 0 and "cv: fold 1: finished, kept" in res.stderr, res.output
+    else:
+        assert [t.state.name for t in _study(out).trials] == ["COMPLETE", "FAIL"]

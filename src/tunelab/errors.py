@@ -41,6 +41,15 @@ class BrokenFileError(TunelabError, ValueError):
     ValueError, so code that skips unreadable files (a damaged checkpoint) keeps doing so."""
 
 
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C in a study (tune, cv, curve): `kept` says what of it is kept (its finished trials, folds or points),
+    for the one line the command prints; running the same command again continues it."""
+
+    def __init__(self, kept: str) -> None:
+        super().__init__(kept)
+        self.kept = kept
+
+
 class UnwritableError(TunelabError, OSError):
     """A file that cannot be written where the user asked (a directory, under a file, no permission, no space): one
     line naming it. Still an OSError, so code that falls back when a write fails (the feature cache) keeps doing so."""

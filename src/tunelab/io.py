@@ -8,6 +8,7 @@ import base64
 import datetime
 import decimal
 import errno
+import filecmp
 import glob
 import hashlib
 import json
@@ -113,6 +114,20 @@ def below(path: Path, folder: Path) -> tuple[str, ...] | None:
                      if p.exists() and os.path.samefile(p, folder)), None)
     except (OSError, ValueError):
         return None
+
+
+def same_file(old: Any, new: Any) -> bool:
+    """Two spellings of one existing file or folder (`data/train.jsonl`, `./data/train.jsonl`), or a file copied or
+    moved elsewhere with the same bytes (what a resumed run, or a study's trial, fold or point, counts as no change)."""
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    try:
+        a, b = Path(old), Path(new)
+        if not (a.exists() and b.exists()):
+            return False
+        return a.samefile(b) or (a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False))
+    except OSError:
+        return False
 
 
 def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (), overwrite: bool = False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 import json
 import platform
 import time
@@ -34,6 +33,7 @@ from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
 from tunelab.export.save import META_FILE, load_model, save_model
+from tunelab.io import same_file as _same_file  # (the name the tests read it by)
 from tunelab.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tunelab.methods.base import Method, continued, count_parameters
 from tunelab.metrics import scalars
@@ -290,39 +290,30 @@ def _check_resumed_config(out: Path, cfg: RunConfig, otherwise: str = "start a n
     config: a changed setting other than RESUME_MAY_CHANGE (the learning rate, the data, the model, LoRA's alpha...)
     is refused in one line naming it (`otherwise`: the way out it offers), instead of a config.yaml that says what the
     checkpoint's weights were not trained with (the optimizer state restores the old lr and weight decay)."""
+    for key, new, old in (config_changes(out, cfg, RESUME_MAY_CHANGE) or [])[:1]:
+        raise ConfigError(f"config: {key}: {new!r} where the run being resumed has {old!r} "
+                          f"({out / 'config.yaml'}); resume with its settings, or {otherwise}")
+
+
+def config_changes(out: Path, cfg: RunConfig, may_change: Sequence[str] = ()) -> list[tuple[str, Any, Any]] | None:
+    """(key, cfg's value, the run's) of each setting but `may_change` where `cfg` (resolved) and the run in `out`
+    differ (as resumes, and the studies' trials, folds and points, compare); None without a readable config.yaml."""
     try:
         saved = resolved(build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}))
     except (OSError, yaml.YAMLError, TunelabError):
-        return  # no readable config.yaml (a run of an older tunelab): the checkpoint's own checks still apply
+        return None  # (a run of an older tunelab: the checkpoint's own checks still apply)
     # its relative data paths from the folder it was trained in: resumed from another folder, `train.jsonl` may name
-    # another file, which is a change of data (refused below), not the same spelling
+    # another file, which is a change of data, not the same spelling (a file spelled from elsewhere, or copied: same)
     summary = read_summary(out)
     saved = saved.model_copy(update={"data": run_data(out, saved.data, summary),
                                      "model": run_model(summary, saved.model)})
     old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
-    for key in sorted(old.keys() | new.keys()):  # (a data file or a local model folder spelled from elsewhere: same)
-        same = old.get(key) == new.get(key) or key in (*DATA_FILES, "model") and _same_file(old.get(key),
-                                                                                             new.get(key))
-        if not same and not any(within(key, k) for k in RESUME_MAY_CHANGE):
-            raise ConfigError(f"config: {key}: {new.get(key)!r} where the run being resumed has {old.get(key)!r} "
-                              f"({out / 'config.yaml'}); resume with its settings, or {otherwise}")
+    return [(k, new.get(k), old.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
+            and not (k in (*DATA_FILES, "model") and _same_file(old.get(k), new.get(k)))
+            and not any(within(k, m) for m in may_change)]
 
 
 DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")
-
-
-def _same_file(old: Any, new: Any) -> bool:
-    """Two spellings of one existing data file or folder (`data/train.jsonl`, `./data/train.jsonl`), or a data file
-    copied or moved elsewhere with the same bytes."""
-    if not (isinstance(old, str) and isinstance(new, str)):
-        return False
-    try:
-        a, b = Path(old), Path(new)
-        if not (a.exists() and b.exists()):
-            return False
-        return a.samefile(b) or (a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False))
-    except OSError:
-        return False
 
 
 def longest_input(features: dict[str, Sequence[dict[str, Any]]], longest_train: int = 0) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,6 +128,25 @@ def interrupted_line(out: Path, config: Path | None, sets: list[str]) -> str:
     return f"interrupted: the newest checkpoint is {newest}; continue with: {join([*command, '--resume'])}{kept}"
 
 
+@contextmanager
+def study_interrupted(command: str, config: Path, sets: list[str], options: list[str], out: Path) -> Iterator[None]:
+    """Ctrl-C in a study (tune, cv, curve): one line saying what of it is kept and the command that continues it (the
+    same one; output_dir named, as a config without one gets a new one each time), exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        from shlex import join
+
+        from tunelab.errors import StudyInterrupted
+
+        kept = exc.kept if isinstance(exc, StudyInterrupted) else "it stopped before its runs began"
+        named = any(s.split("=", 1)[0].strip() == "output_dir" for s in sets)
+        again = ["tunelab", command, str(config), *options, *(x for s in sets for x in ("--set", s)),
+                 *([] if named else ["--set", f"output_dir={out}"])]
+        typer.echo(f"{command}: interrupted; {kept}; the same command continues it: {join(again)}", err=True)
+        raise typer.Exit(130) from None
+
+
 @app.command()
 @user_errors
 def tune(
@@ -141,7 +162,10 @@ def tune(
     from tunelab.config.run import load_config
     from tunelab.studies.tune import run_search
 
-    run_search(load_config(config, set_), trials, storage=storage, study_name=study)
+    cfg = load_config(config, set_)
+    named = [*(["--storage", storage] if storage is not None else []), *(["--study", study] if study else [])]
+    with study_interrupted("tune", config, set_, ["--trials", str(trials), *named], Path(cfg.output_dir)):
+        run_search(cfg, trials, storage=storage, study_name=study)
 
 
 @app.command()
@@ -150,13 +174,18 @@ def cv(
     config: Path = typer.Argument(..., help="YAML config; data.train is split into folds."),
     folds: int = typer.Option(5, "--folds", min=2, help="Number of folds."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the folds of another cv in OUTPUT_DIR/cv (by "
+                                   "default a cv of another config or other rows there is refused; the folds of "
+                                   "this one that finished are kept)."),
 ) -> None:
     """k-fold cross-validation over data.train: OUTPUT_DIR/cv/fold-k runs and cv.json (mean ± std)."""
     from tunelab.config.run import load_config
     from tunelab.studies.cv import print_cv, run_cv
 
     cfg = load_config(config, set_)
-    result = run_cv(cfg, folds)
+    with study_interrupted("cv", config, set_, ["--folds", str(folds), *(["--overwrite"] if overwrite else [])],
+                           Path(cfg.output_dir)):
+        result = run_cv(cfg, folds, overwrite=overwrite)
     print_cv(result)
     typer.echo(f"cv: {result['folds']} folds; results: {Path(cfg.output_dir) / 'cv' / 'cv.json'}", err=True)
 
@@ -167,13 +196,18 @@ def curve(
     config: Path = typer.Argument(..., help="YAML config; data.train is subsampled, validation stays fixed."),
     fractions: str = typer.Option("0.1,0.3,1", "--fractions", help="Fractions of the training rows, e.g. 0.1,0.3,1."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the points of another curve in "
+                                   "OUTPUT_DIR/curve (by default a curve of another config or other rows there is "
+                                   "refused; the points of this one that finished are kept)."),
 ) -> None:
     """Learning curve: one run per training fraction in OUTPUT_DIR/curve/frac-F; curve.json and curve.svg."""
     from tunelab.config.run import load_config
     from tunelab.studies.curve import parse_fractions, print_curve, run_curve
 
     cfg = load_config(config, set_)
-    result = run_curve(cfg, parse_fractions(fractions))
+    with study_interrupted("curve", config, set_, ["--fractions", fractions, *(["--overwrite"] if overwrite else [])],
+                           Path(cfg.output_dir)):
+        result = run_curve(cfg, parse_fractions(fractions), overwrite=overwrite)
     print_curve(result)
     typer.echo(f"curve: {len(result['points'])} runs; results: {Path(cfg.output_dir) / 'curve' / 'curve.json'}",
                err=True)

@@ -9,7 +9,10 @@
     OUTPUT_DIR/curve/curve.json           {"metric", "points": [{"fraction", "rows", "value", "run_dir"}]}
     OUTPUT_DIR/curve/curve.svg            validation headline metric against training rows
 
-Validation rows never reach a fraction's training file: they are held out before any subsampling.
+Validation rows never reach a fraction's training file: they are held out before any subsampling. One process per
+curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
+finished with the same config on the same rows is kept; one of another config, or other rows (validation.jsonl
+too), is refused in one line before anything is written (`overwrite` replaces it).
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ from rich.table import Table as RichTable
 
 from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
-from tunelab.errors import ConfigError
-from tunelab.io import make_dirs, write_json_atomic, write_text_atomic
+from tunelab.errors import ConfigError, StudyInterrupted
+from tunelab.io import make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.pipeline import run
 from tunelab.plots import lines, svg_document
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
-from tunelab.studies.cv import sub_run_config, write_rows
+from tunelab.studies.cv import FINISHED, TO_RUN, kept_line, refuse_another, rows_text, sub_run_config, sub_run_state
 from tunelab.studies.tune import metric_value
+from tunelab.training.layout import STUDY_LOCK
+from tunelab.training.run_dir import RunDirLock
 
 
 def _say(message: str) -> None:
@@ -72,18 +77,24 @@ def _headline(metrics: dict[str, Any]) -> tuple[str, float]:
     return metric_value(metrics, None)
 
 
-def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
-    """Train one run per fraction; returns (and writes to OUTPUT_DIR/curve/curve.json, with curve.svg) the
-    validation headline metric at each fraction."""
+def run_curve(cfg: RunConfig, fractions: list[float], overwrite: bool = False) -> dict[str, Any]:
+    """Train one run per fraction (a point that finished with this config on the same rows is kept); returns (and
+    writes to OUTPUT_DIR/curve/curve.json, with curve.svg) the validation headline metric at each fraction.
+    `overwrite`: replace the points (and validation.jsonl) of another curve."""
     root = make_dirs(Path(cfg.output_dir) / "curve", "output_dir")
+    with RunDirLock(root, STUDY_LOCK):  # one curve per folder: a second is refused with the pid before it writes
+        return _run_curve(cfg, fractions, root, overwrite)
+
+
+def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bool) -> dict[str, Any]:
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
     splits = load_splits(cfg.data, task, cfg.train.seed)  # the hold-out a normal run with this seed makes
     if "validation" not in splits:
         raise ConfigError("curve: needs a validation split: set data.validation or data.validation_split > 0")
     validation = cfg.data.validation
+    held = {} if validation else {"validation.jsonl": rows_text(splits["validation"])}  # written once, in root
     if not validation:
         validation = str(root / "validation.jsonl")
-        write_rows(Path(validation), splits["validation"])
     rows = splits["train"]
     keys = [task.stratify_key(ex) for ex in rows]
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
@@ -91,15 +102,34 @@ def run_curve(cfg: RunConfig, fractions: list[float]) -> dict[str, Any]:
     _say(f"curve: {len(rows)} training rows, {len(splits['validation'])} validation rows ({validation}), "
          f"fractions {', '.join(f'{f:g}' for f in fractions)} "
          f"({'stratified by label' if stratified else 'not stratified'}), seed {cfg.train.seed} → {root}")
-    points, metric = [], None
-    for f in fractions:
-        out = make_dirs(root / f"frac-{f:g}", "output_dir")
-        write_rows(out / "train.jsonl", [rows[i] for i in subsets[f]])
-        _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
-        metrics = run(sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation),
-                      overwrite=True)  # the study owns its sub-run directories
-        metric, value = _headline(metrics["validation"])
-        points.append({"fraction": f, "rows": len(subsets[f]), "value": value, "run_dir": str(out)})
+    plan = [(f, root / f"frac-{f:g}", {"train.jsonl": rows_text([rows[i] for i in subsets[f]])}) for f in fractions]
+    configs = [sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation) for _, out, _ in plan]
+    states = [sub_run_state(out, c, texts) for (_, out, texts), c in zip(plan, configs, strict=True)]
+    other = [(out.name, state) for (_, out, _), state in zip(plan, states, strict=True)
+             if state not in (FINISHED, TO_RUN)]
+    shared = root / "validation.jsonl"  # the held-out rows every point of the curve validated on
+    if held and shared.exists() and (not shared.is_file() or shared.read_bytes() != held[shared.name].encode()):
+        other.insert(0, (shared.name, "other rows"))
+    if not overwrite:
+        refuse_another(root, "curve", other)
+    for name, text in held.items():
+        write_text_atomic(root / name, text)
+    points, done, metric = [], [], None
+    try:
+        for (f, out, texts), config, state in zip(plan, configs, states, strict=True):
+            if state == FINISHED:
+                _say(f"curve: fraction {f:g}: finished, kept ({out})")
+                metrics = read_json(out / "metrics.json")
+            else:
+                make_dirs(out, "output_dir")
+                write_text_atomic(out / "train.jsonl", texts["train.jsonl"])
+                _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
+                metrics = run(config, overwrite=True)  # the study owns its sub-run directories
+            metric, value = _headline(metrics["validation"])
+            done.append(out.name)
+            points.append({"fraction": f, "rows": len(subsets[f]), "value": value, "run_dir": str(out)})
+    except KeyboardInterrupt:
+        raise StudyInterrupted(kept_line(done, root, "points")) from None
     result = {"metric": metric, "split": "validation", "seed": cfg.train.seed, "train_rows": len(rows),
               "validation_rows": len(splits["validation"]), "stratified": stratified, "points": points}
     write_json_atomic(root / "curve.json", result)

@@ -7,6 +7,10 @@
     OUTPUT_DIR/cv/fold-k/                           pipeline.run with data.train / data.validation pointing there
     OUTPUT_DIR/cv/cv.json                           mean and sample std (ddof=1) of every numeric metric
 
+One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anything is written). Run again, a fold
+that finished with the same config on the same rows is kept; one of another config, or other rows, is refused in
+one line before anything is written (`overwrite` replaces it).
+
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
 (`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
 augmentation and the loss set-up apply to each fold's training part only. `data.validation` and
@@ -16,6 +20,8 @@ is scored by every fold.
 
 from __future__ import annotations
 
+import re
+import shutil
 import sys
 import warnings
 from collections import Counter
@@ -28,13 +34,15 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
-from tunelab.errors import ConfigError
-from tunelab.io import make_dirs, write_json_atomic, write_jsonl_atomic
+from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, overwrite_option
+from tunelab.io import json_line, make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
-from tunelab.pipeline import run
+from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
+from tunelab.training.layout import STUDY_LOCK
+from tunelab.training.run_dir import RunDirLock
 
 
 def _say(message: str) -> None:
@@ -113,9 +121,47 @@ def _group_folds(groups: np.ndarray, folds: int, seed: int) -> list[Any]:
     return [(index[fold_of[groups] != k], index[fold_of[groups] == k]) for k in range(folds)]
 
 
-def write_rows(path: Path, examples: list[dict[str, Any]]) -> None:
+def rows_text(examples: list[dict[str, Any]]) -> str:
     """The examples' original rows (all their fields) as JSONL."""
-    write_jsonl_atomic(path, [ex["row"] for ex in examples])
+    return "".join(json_line(ex["row"]) for ex in examples)
+
+
+FINISHED, TO_RUN = "finished", "to run"
+
+
+def sub_run_state(out: Path, cfg: RunConfig, files: dict[str, str]) -> str:
+    """What a study's sub-run folder (a cv fold, a curve point) holds against the run about to go there, `cfg` on the
+    rows `files` ({name: JSONL text}): FINISHED (that run, finished: kept), TO_RUN (nothing, or that run unfinished),
+    or else what differs (another study's run: refused without --overwrite)."""
+    if not out.is_dir():
+        return TO_RUN if not out.exists() else "a file, not a folder"
+    for name, text in files.items():
+        path = out / name
+        if path.exists() and (not path.is_file() or path.read_bytes() != text.encode("utf-8")):
+            return f"{name} holds other rows"
+    if not (out / "config.yaml").is_file():
+        return TO_RUN  # its rows only (stopped before its run began), or nothing of a run that can be resumed
+    changes = config_changes(out, resolved(cfg))
+    if changes is None:
+        return "a config.yaml that does not read"
+    if changes:
+        return "config.yaml: " + ", ".join(f"{k} {old!r} (now {new!r})" for k, new, old in changes[:3]) + \
+            (", ..." if len(changes) > 3 else "")
+    return FINISHED if (out / "metrics.json").is_file() and all((out / n).is_file() for n in files) else TO_RUN
+
+
+def refuse_another(root: Path, study: str, other: list[tuple[str, str]]) -> None:
+    """One line: `root` holds a study (cv, curve) of another config or other rows, where `other` ((folder, what))."""
+    if other:
+        name, what = other[0]
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        raise TunelabError(f"output_dir: {root} holds a {study} of another config or other rows ({name}: {what}"
+                           f"{more}); pass {overwrite_option()} to replace it, or choose another output_dir")
+
+
+def kept_line(done: list[str], root: Path, what: str) -> str:
+    """What an interrupted study keeps: its finished sub-runs (`done`, folder names) in `root`."""
+    return f"its finished {what} ({', '.join(done)}) are kept in {root}" if done else f"no {what[:-1]} had finished"
 
 
 def sub_run_config(cfg: RunConfig, output_dir: Path, **data: str) -> RunConfig:
@@ -131,11 +177,17 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "values": [float(v) for v in arr]}
 
 
-def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
-    """Train `folds` runs; returns (and writes to OUTPUT_DIR/cv/cv.json) per-fold and mean ± std metrics."""
+def run_cv(cfg: RunConfig, folds: int, overwrite: bool = False) -> dict[str, Any]:
+    """Train `folds` runs (a fold that finished with this config on the same rows is kept); returns (and writes to
+    OUTPUT_DIR/cv/cv.json) per-fold and mean ± std metrics. `overwrite`: replace the folds of another cv."""
     if folds < 2:
         raise ConfigError(f"cv: --folds must be at least 2, got {folds}")
     root = make_dirs(Path(cfg.output_dir) / "cv", "output_dir")  # a place that takes no files: said at once
+    with RunDirLock(root, STUDY_LOCK):  # one cv per folder: a second is refused with the pid before it writes
+        return _run_cv(cfg, folds, root, overwrite)
+
+
+def _run_cv(cfg: RunConfig, folds: int, root: Path, overwrite: bool) -> dict[str, Any]:
     if cfg.data.validation:
         _say(f"cv: data.validation ({cfg.data.validation}) is ignored: each fold validates on its held-out part")
     # the rows a normal run would train on, with nothing held out: read, clean, dedup (also against data.test)
@@ -155,18 +207,7 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
     if selected:
         _say("cv: each fold picks its checkpoint (best_metric / early_stopping / select_best) on the rows it is "
              "scored on: the mean is optimistic (cv.json: selected_on_validation)")
-    per_fold = []
-    for k, (train_idx, held_idx) in enumerate(splits, start=1):
-        out = make_dirs(root / f"fold-{k}", "output_dir")
-        write_rows(out / "train.jsonl", [rows[i] for i in train_idx])
-        write_rows(out / "validation.jsonl", [rows[i] for i in held_idx])
-        files = {"train": str(out / "train.jsonl"), "validation": str(out / "validation.jsonl")}
-        _say(f"cv: fold {k}/{folds}: {len(train_idx)} training rows, {len(held_idx)} validation rows → {out}")
-        metrics = run(sub_run_config(cfg, out, **files), overwrite=True)  # the study owns its fold directories
-        per_fold.append({
-            "fold": k, "output_dir": str(out), "rows": {"train": len(train_idx), "validation": len(held_idx)},
-            **{split: scalars(m) for split, m in metrics.items() if split != "train"},
-        })
+    per_fold = _folds(cfg, rows, splits, root, overwrite)
     summary: dict[str, dict[str, Any]] = {}
     for split in (s for s in per_fold[0] if s not in ("fold", "output_dir", "rows")):
         names = [n for n in per_fold[0][split] if all(n in f[split] for f in per_fold)]
@@ -176,6 +217,50 @@ def run_cv(cfg: RunConfig, folds: int) -> dict[str, Any]:
               "std": "sample standard deviation over folds (ddof=1)", "metrics": summary, "per_fold": per_fold}
     write_json_atomic(root / "cv.json", result)
     return result
+
+
+def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: Path, overwrite: bool,
+           ) -> list[dict[str, Any]]:
+    """Each fold run (or kept, where it finished with this config on these rows), after every fold folder is checked:
+    one of another cv is refused before anything is written, unless `overwrite`."""
+    plan = []  # (k, folder, its rows' files, its config, its row counts)
+    for k, (train_idx, held_idx) in enumerate(splits, start=1):
+        out = root / f"fold-{k}"
+        texts = {"train.jsonl": rows_text([rows[i] for i in train_idx]),
+                 "validation.jsonl": rows_text([rows[i] for i in held_idx])}
+        fold = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
+        plan.append((k, out, texts, fold, {"train": len(train_idx), "validation": len(held_idx)}))
+    states = [sub_run_state(out, fold, texts) for _, out, texts, fold, _ in plan]
+    stale = sorted(p for p in root.iterdir()
+                   if (m := re.fullmatch(r"fold-(\d+)", p.name)) and int(m.group(1)) > len(plan))
+    if not overwrite:
+        refuse_another(root, "cv", [(f"fold-{k}", state) for (k, *_), state in zip(plan, states, strict=True)
+                                    if state not in (FINISHED, TO_RUN)]
+                       + [(p.name, f"a fold of a cv of more than {len(plan)} folds") for p in stale])
+    per_fold, done = [], []
+    try:
+        for (k, out, texts, fold, counts), state in zip(plan, states, strict=True):
+            if state == FINISHED:
+                _say(f"cv: fold {k}: finished, kept ({out})")
+                metrics = read_json(out / "metrics.json")
+            else:
+                make_dirs(out, "output_dir")
+                for name, text in texts.items():
+                    write_text_atomic(out / name, text)
+                _say(f"cv: fold {k}/{len(plan)}: {counts['train']} training rows, {counts['validation']} validation "
+                     f"rows → {out}")
+                metrics = run(fold, overwrite=True)  # the study owns its fold directories
+            done.append(out.name)
+            per_fold.append({"fold": k, "output_dir": str(out), "rows": counts,
+                             **{split: scalars(m) for split, m in metrics.items() if split != "train"}})
+    except KeyboardInterrupt:
+        raise StudyInterrupted(kept_line(done, root, "folds")) from None
+    for path in stale:  # (overwrite: the folds of the cv this one replaced)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return per_fold
 
 
 def print_cv(result: dict[str, Any]) -> None:

@@ -6,10 +6,11 @@
                                  every evaluation → trial.report → median pruner (optuna.TrialPruned; a
                                  pruned trial has finished: the run its directory held before is deleted)
     OUTPUT_DIR/tune/study.db     Optuna's SQLite storage: rerunning continues the study
-    OUTPUT_DIR/tune/results.*    one row per trial (json, csv); best.yaml: the best trial as a train config
+    OUTPUT_DIR/tune/results.*    one row per trial (json, csv); best.yaml: the best trial's config.yaml to train
 
 `--trials N` is the study's total: finished trials (complete or pruned) count, failed or interrupted ones do
-not, so rerunning the same command runs only the missing trials. Optuna is an optional extra (`tune`).
+not, so rerunning the same command runs only the missing trials; with other settings (but the searched keys) it is
+refused. Optuna is an optional extra (`tune`).
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.table import Table as RichTable
 
 from tunelab.config.fields import yaml_text
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
-from tunelab.errors import ConfigError, TunelabError, first_line, require
-from tunelab.io import make_dirs, read_json, write_json_atomic
+from tunelab.data.load import run_data, run_model
+from tunelab.data.report import read_summary
+from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, first_line, require
+from tunelab.io import make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
-from tunelab.pipeline import run
+from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.training.layout import STUDY_LOCK
@@ -132,10 +136,11 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say it
-    root = make_dirs(Path(cfg.output_dir) / "tune", "output_dir")
-    url = storage_url(storage if storage is not None else root / "study.db")
     name = study_name or DEFAULT_STUDY
-    home = study_home(root, name)
+    root = Path(cfg.output_dir) / "tune"
+    home = study_home(root, name)  # (a name the study layout takes is refused before anything is made)
+    make_dirs(root, "output_dir")
+    url = storage_url(storage if storage is not None else root / "study.db")
     home.mkdir(exist_ok=True)
     with RunDirLock(home, STUDY_LOCK):  # one process per study: a second `tune` of it is refused with the pid
         return _search(cfg, search, trials, url, name, home, optuna, TrialState)
@@ -161,6 +166,7 @@ def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: s
     if search.metric is None and isinstance(study.user_attrs.get("metric"), str):  # its trials' metric, not a headline
         search = search.model_copy(update={"metric": study.user_attrs["metric"]})
         direction = search.study_direction(TASKS.get(cfg.task.name).headline)
+    _check_same_config(cfg, search, study, home, url, TrialState)  # before anything of the study changes
     _check_resumed(study, rdb, given, direction, url, TrialState)  # (its hints read what the config says)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     missing = trials - len(finished)
@@ -171,7 +177,11 @@ def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: s
     study.sampler = optuna.samplers.TPESampler(seed=cfg.train.seed + len(study.trials))
     if missing > 0:
         objective = _objective(cfg, search, home, optuna)
-        study.optimize(objective, n_trials=missing, gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=missing, gc_after_trial=True)
+        except KeyboardInterrupt:  # (optuna has marked the running trial FAIL: it does not count)
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            raise StudyInterrupted(f"its finished trials ({len(done)}) are kept in {url}") from None
     return _report(cfg, study, search, home, url)
 
 
@@ -190,15 +200,57 @@ def _other_storage(saved: str, url: str) -> bool:
         return True
 
 
+# what the default study keeps in OUTPUT_DIR/tune beside the named studies' folders: no study may be named so
+STUDY_NAMES_TAKEN = re.compile(r"trial-\d+|study\.db|results\.json|results\.csv|best\.yaml", re.IGNORECASE)
+
+
 def study_home(root: Path, name: str) -> Path:
     """Where a study's trials and results go: OUTPUT_DIR/tune for the default study, OUTPUT_DIR/tune/<name> for one
-    named by --study, so that two studies in one output_dir never replace each other's trial directories."""
+    named by --study, so that two studies in one output_dir never replace each other's trial directories. A name
+    that is the default study's trial folder (`trial-005`: its trial 5 trains there) or one of its files is refused
+    (a case-insensitive file system takes `Trial-005` for it too)."""
     if name == DEFAULT_STUDY:
         return root
     safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "_"
     if safe != name:  # two names that read alike here stay apart
         safe += "-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    if STUDY_NAMES_TAKEN.fullmatch(safe):
+        raise TunelabError(f"tune: --study {name}: {root / safe} is where the default study keeps its "
+                           f"{'trial' if safe.lower().startswith('trial-') else 'file'} of that name; choose another "
+                           "study name")
     return root / safe
+
+
+# what a continued study's trials may change (beside the keys its search space varies): how they report, the feature
+# cache, the size of their passes (memory), checkpoints (a trial saves none): not what a trial computes
+STUDY_MAY_CHANGE = ("output_dir", "search", "data.cache", "data.cache_limit_gb", "train.save_steps",
+                    "train.save_total_limit", "train.log_steps", "train.eval_batch_size", "train.micro_batch_tokens",
+                    "train.report", "train.report_to")
+
+
+def _trial_dir(trial: Any, home: Path) -> Path:
+    """A trial's run directory: home/trial-NNN (a study folder moved with its study.db too), else where it ran."""
+    here = home / f"trial-{trial.number:03d}"
+    return here if here.is_dir() or "output_dir" not in trial.user_attrs else Path(trial.user_attrs["output_dir"])
+
+
+def _check_same_config(cfg: RunConfig, search: SearchConfig, study: Any, home: Path, url: str, states: Any) -> None:
+    """A continued study trains its new trials with the settings it started with (its first finished trial's
+    config.yaml), but for the keys searched (its trials' and this space's) and STUDY_MAY_CHANGE: another setting is
+    refused in one line naming each changed field (the trials would not compare, nor best.yaml say what ran)."""
+    for trial in sorted(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)),
+                        key=lambda t: t.number):
+        out = _trial_dir(trial, home)
+        expected = resolved(trial_config(cfg, {}, out, **{"train.save_steps": 0}))
+        changes = config_changes(out, expected, (*STUDY_MAY_CHANGE, *search.space, *trial.params))
+        if changes is None:  # no readable config.yaml (its folder deleted): the next trial's
+            continue
+        if changes:
+            keys = ", ".join(f"{k} ({new!r}; the study's: {old!r})" for k, new, old in changes)
+            raise ConfigError(f"config: {keys}: study {study.study_name!r} in {url} ran its trials with other "
+                              f"settings ({out / 'config.yaml'}); continue it with those, or start another --study "
+                              "or output_dir")
+        return
 
 
 def _check_resumed(study: Any, storage: Any, search: SearchConfig, direction: str, url: str, states: Any,
@@ -294,12 +346,10 @@ def _report(cfg: RunConfig, study: Any, search: SearchConfig, root: Path, url: s
         results["best"] = {"trial": best.number, "value": best.value, "params": best.params,
                            "config": str(root / "best.yaml")}
         prefix = "" if study.study_name == DEFAULT_STUDY else f"{root.name}-"  # a named study's folder name
-        best_cfg = trial_config(cfg, best.params, Path(cfg.output_dir) / f"best-{prefix}trial-{best.number:03d}")
-        tree = best_cfg.model_dump(mode="json")
-        tree.pop("search", None)
+        tree = _best_tree(cfg, best, root, Path(cfg.output_dir) / f"best-{prefix}trial-{best.number:03d}")
         header = (f"# the best trial ({best.number}) of study {study.study_name!r}: {metric}={best.value:.6g}\n"
                   f"# train it with: tunelab train {root / 'best.yaml'}\n")
-        (root / "best.yaml").write_text(header + yaml_text(tree), encoding="utf-8")
+        write_text_atomic(root / "best.yaml", header + yaml_text(tree))
     write_json_atomic(root / "results.json", results)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -307,12 +357,30 @@ def _report(cfg: RunConfig, study: Any, search: SearchConfig, root: Path, url: s
     for r in rows:
         writer.writerow([r["trial"], r["state"], r["value"], *[r["params"].get(k) for k in keys],
                          r["steps"], r["pruned_at_step"], r["wall_s"], r["output_dir"]])
-    (root / "results.csv").write_text(buf.getvalue(), encoding="utf-8")
+    write_text_atomic(root / "results.csv", buf.getvalue())
     if best is None:
         raise TunelabError(f"tune: no trial of study {study.study_name!r} completed; see {root / 'results.json'}")
     _say(f"tune: best trial {best.number}: {metric}={best.value:.4g}; config: {root / 'best.yaml'} "
          f"(results: {root / 'results.json'})")
     return results
+
+
+def _best_tree(cfg: RunConfig, best: Any, home: Path, output_dir: Path) -> dict[str, Any]:
+    """best.yaml: the config the best trial trained with (its config.yaml; its data files and model as it read them),
+    with this config's checkpointing (a trial saves none) and `output_dir`; from this config and the trial's values
+    only where the trial's folder no longer holds a readable one."""
+    trial = _trial_dir(best, home)
+    try:
+        ran = build_config(yaml.safe_load((trial / "config.yaml").read_text(encoding="utf-8")) or {})
+        summary = read_summary(trial)
+        ran = ran.model_copy(update={"data": run_data(trial, ran.data, summary),
+                                     "model": run_model(summary, ran.model)})
+    except (OSError, yaml.YAMLError, TunelabError):
+        ran = trial_config(cfg, best.params, output_dir)
+    tree = base_tree(ran)
+    tree["output_dir"] = str(output_dir)
+    tree["train"]["save_steps"] = cfg.train.save_steps
+    return tree
 
 
 def _print_table(study: Any, rows: list[dict[str, Any]], keys: list[str], metric: str, best: int | None) -> None:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 LOCK = ".tunelab.lock"
-STUDY_LOCK = ".tunelab-study.lock"  # a `tune` study's folder, held by its one process (not a run: the UI skips it)
+STUDY_LOCK = ".tunelab-study.lock"  # a study's folder (tune, cv, curve), held by its one process (UI: no run)
 # what a training run writes into its output_dir (and --overwrite removes), with what export / compress make of its
 # model (merged/, exports/): they are that run's, so a new run in the directory moves them aside with the rest (an
 # export left behind would be the old model, and `tunelab serve RUN` prefers an export to RUN/model)

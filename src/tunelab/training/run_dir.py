@@ -137,7 +137,7 @@ TRIES = 10  # RunDirLock: 0.5 s of tries before a folder is in use
 class RunDirLock:
     """`with RunDirLock(out):` — the directory is this process's until the block ends (or the process dies)."""
 
-    def __init__(self, out: Path, name: str = LOCK) -> None:  # name: STUDY_LOCK for a `tune` study's folder
+    def __init__(self, out: Path, name: str = LOCK) -> None:  # name: STUDY_LOCK for a study's folder (tune, cv, curve)
         self.out, self.path, self.fd = out, out / name, -1
 
     def __enter__(self) -> RunDirLock:
