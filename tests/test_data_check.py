@@ -95,6 +95,39 @@ def test_a_huge_line_is_counted_from_its_head(tiny_bert: Path, tmp_path: Path) -
     r = _check(str(path), "--model", str(tiny_bert), "--set", "data.max_length=64")["files"][str(path)]
     words = len(huge.split())
     assert r["over_max_length"] == 1 and abs(r["token_length"]["max"] - (words + 2)) < 0.02 * words
+    assert r["token_length_estimated"] == 1  # and said so: the printed max was shown as exact
+    res = runner.invoke(app, ["data", "check", str(path), "--model", str(tiny_bert), "--set", "data.max_length=64"],
+                        env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "(1 row(s) of over 1,024 characters: estimated from their head)" in res.stdout
+
+
+def test_over_max_length_says_what_becomes_of_those_rows(tiny_bert: Path, tmp_path: Path) -> None:
+    """"N (x% truncated)" for every task: QA contexts and sliding windows are read whole (several windows), not cut;
+    and NER's `data.label_field` (silently not read: its tags are task.tags_field) is refused, naming that field."""
+    rows = [{"text": " ".join(["good"] * 100), "label": "pos"}, {"text": "bad", "label": "neg"}]
+    path = write_jsonl(tmp_path / "long.jsonl", rows)
+
+    def said(*extra: str) -> str:
+        res = runner.invoke(app, ["data", "check", str(path), "--model", str(tiny_bert), "--set",
+                                  "data.max_length=32", *extra], env={"COLUMNS": "300"})
+        assert res.exit_code == 0, res.output
+        return next(line for line in res.stdout.splitlines() if "over max_length" in line)
+
+    assert "1 (50.00%: truncated)" in said()
+    assert "1 (50.00%: split into windows, nothing cut)" in said("--set", "data.truncation=sliding_window",
+                                                                  "--set", "data.window_stride=8")
+    qa = write_jsonl(tmp_path / "qa.jsonl", [{"context": " ".join(["good"] * 100) + " end", "question": "what?",
+                                              "answers": {"text": ["end"], "answer_start": [500]}}])
+    res = runner.invoke(app, ["data", "check", str(qa), "--task", "qa", "--model", str(tiny_bert), "--set",
+                              "data.max_length=64", "--set", "task.doc_stride=8", "--set",
+                              "task.max_question_length=16"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "1 (100.00%: split into windows of the context, nothing cut)" in res.stdout, \
+        res.output
+    res = runner.invoke(app, ["data", "check", str(_ner_file(tmp_path)), "--task", "ner", "--model", str(tiny_bert),
+                              "--set", "data.label_field=ner_tags"])
+    assert res.exit_code == 2 and res.stderr == (
+        "error: config: data.label_field: task ner does not read it; it reads its labels from task.tags_field "
+        "(default 'tags'): --set task.tags_field=ner_tags\n"), res.output
 
 
 def test_train_warns_of_look_alike_labels_as_data_check_does(tiny_bert: Path, tmp_path: Path) -> None:

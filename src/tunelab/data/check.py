@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from transformers.utils import logging as hf_logging
 
-from tunelab.config.run import apply_override, format_validation_error, parse_overrides
+from tunelab.config.run import apply_override, check_label_field, format_validation_error, parse_overrides
 from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.load import RowTask, parse_file
@@ -56,6 +56,7 @@ def _configs(task_name: str | None, overrides: list[str], command: str = "data c
     cls = TASKS.get(name)
     task_cfg = _section("task", lambda: cls.Config(**{**task_tree, "name": name}))
     data_cfg = _section("data", lambda: DataConfig(**data_tree))
+    check_label_field(task_cfg, data_cfg)
     return cls(task_cfg, data_cfg), data_cfg
 
 
@@ -118,7 +119,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
     tokenizer, (positions, learned) = load_named("--model", model,
                                                  lambda where: (task.load_tokenizer(where), positions_at(where)))
-    report: dict[str, Any] = {"model": model, "max_length": data.max_length, "files": {}, "overlap": []}
+    report: dict[str, Any] = {"model": model, "max_length": data.max_length, "length_cap": task.length_cap(),
+                              "files": {}, "overlap": []}
     keys: dict[str, np.ndarray] = {}
     train_labels: Counter[str] = Counter()
     # four steps a file (read and validate, token lengths, advice, duplicates), so a large file shows progress
@@ -157,8 +159,13 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                               "total": sum(labels.values()) if task.label_spans else len(examples)},
                 "token_length": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
                 | {"max": int(lengths.max())},
+                # rows whose length is counted from their first length_cap() characters, scaled (not exact)
+                "token_length_estimated": sum(len(task.example_text(ex)) > task.length_cap() for ex in examples),
                 "over_max_length": int((lengths > data.max_length).sum()),
                 "truncation_rate": round(float((lengths > data.max_length).mean()), 4),
+                # what becomes of those rows: cut, or (windows, blocks) read whole
+                "over_max_length_is": ("split into windows, nothing cut" if data.truncation == "sliding_window"
+                                       else task.over_length),
                 "duplicates_exact": len(examples) - len(exact),
                 "duplicates_normalised": len(examples) - len(normal),
                 **chat,
@@ -190,8 +197,11 @@ def print_report(report: dict[str, Any]) -> None:
             where = ", ".join(cut[:3]) + (" ..." if len(cut) > 3 else "")
             t.add_row("replies cut", f"{partly} partly; {len(cut)} entirely (training refuses these: {where})" if cut
                       else f"{partly} partly, none entirely")
-        t.add_row("token length", "  ".join(f"{k} {v}" for k, v in r["token_length"].items()))
-        t.add_row("over max_length", f"{r['over_max_length']} ({100 * r['truncation_rate']:.2f}% truncated)")
+        t.add_row("token length", "  ".join(f"{k} {v}" for k, v in r["token_length"].items()) + (
+            f"  ({r['token_length_estimated']} row(s) of over {report['length_cap']:,} characters: estimated from "
+            "their head)" if r.get("token_length_estimated") else ""))
+        t.add_row("over max_length", f"{r['over_max_length']} ({100 * r['truncation_rate']:.2f}%: "
+                                     f"{r['over_max_length_is']})")
         t.add_row("duplicates",
                   f"{r['duplicates_exact']} exact, {r['duplicates_normalised']} after case/space normalisation")
         console.print(t)

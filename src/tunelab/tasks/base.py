@@ -42,8 +42,8 @@ class Task(ABC):
     baselines: ClassVar[Literal["labels", "language_model"] | None] = None  # tunelab baseline: which family
     ensembles: ClassVar[bool] = False  # several tuned models of the task can average their scores
     count_kind: ClassVar[str] = "label"  # what `label_counts` counts, as the report names it
-    # `label_counts` counts spans, none or several a row (NER: "entities"): data check's shares are of their total
-    label_spans: ClassVar[str | None] = None
+    label_spans: ClassVar[str | None] = None  # `label_counts` counts spans, 0+ a row (NER: "entities"): data check %
+    over_length: ClassVar[str] = "truncated"  # what becomes of a row over data.max_length, as data check says it
     paired_parts: ClassVar[Callable[..., Any] | None] = None  # compare's bootstrap statistic (studies/compare.py)
     export_formats: ClassVar[tuple[str, ...]] = ()  # what `tunelab export --format` makes of this task's models
     onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)

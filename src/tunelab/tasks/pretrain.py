@@ -116,6 +116,7 @@ class Pretrain(Task):
     Config = PretrainConfig
     auto_model_class = "AutoModelForCausalLM"  # per instance: AutoModelForMaskedLM for mlm
     baseline_eval: ClassVar[bool] = True
+    over_length = "packed across blocks, nothing cut"
     headline = "loss"  # perplexity_metrics: the loss first
     cfg: PretrainConfig
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", 
 
 class QaConfig(TaskConfig):
     name: Literal["qa"] = "qa"
+    label_setting: ClassVar[str] = "task.answers_field"  # (not data.label_field: refused, config/run.py)
     context_field: str = Field("context", description="Column holding the context passage.")
     question_field: str = Field("question", description="Column holding the question.")
     answers_field: str = Field(
@@ -70,6 +71,7 @@ class QaConfig(TaskConfig):
 class Qa(Task):
     Config = QaConfig
     auto_model_class = "AutoModelForQuestionAnswering"
+    over_length = "split into windows of the context, nothing cut"  # (task.doc_stride)
     export_formats = ("onnx", "torch")
     compressible = True
     onnx_outputs = ("start_logits", "end_logits")
