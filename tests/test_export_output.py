@@ -163,6 +163,34 @@ def test_overwrite_replaces_a_folder_or_a_link_and_says_what_first(run: Path, tm
     assert {**_snapshot(tmp_path), **_snapshot(run)} == before
 
 
+def test_another_runs_folder_is_never_replaced(run: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    """An --output that is another run's folder (a copy of a run, its lock gone), inside one (its model/, its
+    exports) or holding one: refused in one line naming the run's folder, --overwrite or not, nothing of it touched.
+    --overwrite replaced the other run whole (its config, metrics, adapter, model), and without it the refusal said
+    that a run's saved model held `files tunelab did not write`."""
+    lora = train_sentiment(tiny_bert, tmp_path / "lora", sets=("method=lora", "method.r=4", "train.epochs=1"))
+    other = tmp_path / "runs" / "copy"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns(".tunelab.lock"))
+    before = _snapshot(tmp_path / "runs")
+    never = "a run's files are never replaced, --overwrite or not; choose another --output"
+    for output, line in [
+        (other, f"{other} is a run's folder; {never}"),
+        (other / "model", f"{other / 'model'} is inside the run's folder {other}; {never}"),
+        (other / "exports" / "onnx-fp32", f"{other / 'exports' / 'onnx-fp32'} is inside the run's folder {other}; "
+                                          f"{never}"),
+        (other / "merged", f"{other / 'merged'} is inside the run's folder {other}; {never}"),
+        (tmp_path / "runs", f"{tmp_path / 'runs'} holds the run's folder {other}; {never}"),
+    ]:
+        for flags in ([], ["--overwrite"]):
+            for args in ([str(run), "--format", "onnx"], [str(lora), "--merge"]):
+                res = _cli("export", *args, "--output", str(output), *flags)
+                assert res.exit_code == 2 and res.stderr.strip() == f"error: --output: {line}", (args, res.output)
+    assert _snapshot(tmp_path / "runs") == before
+    # the run exported keeps its own: its merged/ and an export in its exports/ are written as before
+    res = _cli("export", str(lora), "--merge", "--output", str(lora / "merged"))
+    assert res.exit_code == 0 and (lora / "merged" / MANIFEST).is_file(), res.output
+
+
 def test_what_changed_while_the_result_was_built_is_not_replaced(tmp_path: Path) -> None:
     from tunelab.export.output import commit, staged
 

@@ -87,6 +87,41 @@ def test_formats_become_messages() -> None:
         ({"instruction": "x", "output": ""},
          "d.jsonl:1: output: an empty assistant reply (it would teach the model to end its turn at once)"),
         ({"text": "x"}, "d.jsonl:1: no messages, conversations, instruction or prompt field"),
+        # LLaMA-Factory's history and system columns, Axolotl's per-turn weight: read, or refused in one line
+        ({"instruction": "x", "output": "y", "history": "a"},
+         "d.jsonl:1: history: expected a list of [user, assistant] pairs of strings, not str"),
+        ({"instruction": "x", "output": "y", "history": [["a", "b"], ["c"]]},
+         "d.jsonl:1: history: pair 2: expected [user, assistant] (two strings), not a list of 1"),
+        ({"instruction": "x", "output": "y", "history": [{"a": "b"}]},
+         "d.jsonl:1: history: pair 1: expected [user, assistant] (two strings), not dict"),
+        ({"instruction": "x", "output": "y", "history": [["a", 3]]},
+         "d.jsonl:1: history: pair 1: the assistant turn is not a string: int"),
+        ({"instruction": "x", "output": "y", "history": [["a", " "]]},
+         "d.jsonl:1: history: pair 1: an empty assistant reply (it would teach the model to end its turn at once)"),
+        ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": "y"}], "history": [["a", "b"]]},
+         "d.jsonl:1: history: read with alpaca rows (instruction / input / output) only; write the earlier turns into "
+         "the conversation"),
+        ({"instruction": "x", "output": "y", "system": 3}, "d.jsonl:1: system: is not a string: int"),
+        ({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "x"},
+                            {"from": "gpt", "value": "y"}], "system": "t"},
+         "d.jsonl:1: system: the conversations have a system turn of their own; keep one"),
+        ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": "y", "weight": 0.5}]},
+         "d.jsonl:1: messages: turn 2: weight must be 0 (not trained) or 1, not 0.5"),
+        ({"messages": [{"role": U, "content": "x", "weight": 1}, {"role": A, "content": "y"}]},
+         "d.jsonl:1: messages: turn 1: weight 1 on a user turn: only assistant turns are trained (leave the weight "
+         "out, or 0)"),
+        ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": "y", "weight": 0}]},
+         "d.jsonl:1: messages: every assistant turn has weight 0: nothing to train"),
+        # the two key styles: either in either container, one per turn
+        ({"conversations": [{"role": "bot", "content": "x"}]},
+         "d.jsonl:1: conversations: turn 1: unknown role 'bot' (expected system, user, assistant)"),
+        ({"messages": [{"from": "bot", "value": "x"}]},
+         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected human, gpt, system)"),
+        ({"conversations": [{"role": U, "from": "human", "value": "x"}]},
+         "d.jsonl:1: conversations: turn 1: both role and from; keep one"),
+        ({"messages": [{"content": "x"}]},
+         "d.jsonl:1: messages: turn 1: no role (expected {role, content} or {from, value})"),
+        ({"messages": ["x"]}, "d.jsonl:1: messages: turn 1: expected {role, content} or {from, value}"),
     ],
 )
 def test_malformed_rows(row: dict, error: str) -> None:
@@ -103,6 +138,88 @@ def test_rows_to_predict_on_are_read_as_before() -> None:
     assert len(_task().parse(_table(rows), labelled=False)) == 3
     with pytest.raises(DataError, match=r"^d.jsonl:1: a: an empty assistant reply"):  # a prompt_template's row too
         _task(prompt_template="Q: {q}", response_field="a").parse(_table([{"q": "x", "a": ""}]))
+
+
+def test_either_key_style_in_either_container() -> None:
+    """ShareGPT's `conversations` with OpenAI's role/content (and `messages` with from/value) are read as written,
+    not refused as `unknown role None`."""
+    want = [{"role": U, "content": "hi"}, {"role": A, "content": "yo"}]
+    rows = [{"conversations": [{"role": U, "content": "hi"}, {"role": A, "content": "yo"}]},
+            {"messages": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]},
+            {"conversations": [{"from": "human", "content": "hi"}, {"role": "gpt", "value": "yo"}]}]
+    assert [ex["messages"] for ex in _task().parse(_table(rows))] == [want] * 3
+    assert [ex["messages"] for ex in _task(format="sharegpt").parse(_table(rows[:1]))] == [want]
+
+
+HISTORY = {"instruction": "say nice", "input": "", "output": "nice", "system": "be good",
+           "history": [["say good", "good"], ["say bad", "bad"]]}
+
+
+def test_system_and_history_columns_are_turns(tiny_llama: Path) -> None:
+    """LLaMA-Factory's alpaca `system` and `history` and ShareGPT's top-level `system` become the conversation's
+    turns (they were dropped: one user and one assistant turn trained); the history replies are trained like every
+    assistant turn, and predict builds the prompt training did."""
+    rows = [HISTORY, {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}],
+                      "system": "be a cat"},
+            {"prompt": "p", "completion": "c", "system": "s"}, {"instruction": "x", "output": "y", "system": ""}]
+    task = _task()
+    examples = task.parse(_table(rows))
+    assert [ex["messages"] for ex in examples] == [
+        [{"role": S, "content": "be good"}, {"role": U, "content": "say good"}, {"role": A, "content": "good"},
+         {"role": U, "content": "say bad"}, {"role": A, "content": "bad"}, {"role": U, "content": "say nice"},
+         {"role": A, "content": "nice"}],
+        [{"role": S, "content": "be a cat"}, {"role": U, "content": "hi"}, {"role": A, "content": "yo"}],
+        [{"role": S, "content": "s"}, {"role": U, "content": "p"}, {"role": A, "content": "c"}],
+        [{"role": U, "content": "x"}, {"role": A, "content": "y"}],  # an empty system column: no system turn
+    ]
+    _, tok = task.build_model(str(tiny_llama), examples[:1])
+    (f,) = task.encode(examples[:1], tok)
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    assert [toks[i] for i, v in enumerate(f["labels"]) if v != -100] == ["good", "<|im_end|>", "bad", "<|im_end|>",
+                                                                       "nice", "<|im_end|>"]
+    # predict on the same row: system + history + instruction, the generation prompt of the trained conversation
+    (p,) = task.encode(task.parse(_table([{k: v for k, v in HISTORY.items() if k != "output"}]), labelled=False), tok)
+    assert p["input_ids"] == f["input_ids"][:len(p["input_ids"])]
+    assert tok.convert_ids_to_tokens(p["input_ids"][-3:]) == ["<|im_end|>", "<|im_start|>", "<unk>"]  # assistant\n
+    assert f["input_ids"][len(p["input_ids"]):] == tok.convert_tokens_to_ids(["nice", "<|im_end|>"])
+
+
+def test_data_check_reads_history_and_system(tiny_llama: Path, tmp_path: Path) -> None:
+    """The reviewer's rows: data check counted `user: 3, assistant: 3` for them (no system, no history turn); a
+    malformed history is one line, exit 2."""
+    path = write_jsonl(tmp_path / "hist.jsonl", [
+        {**HISTORY, "history": [["say good", "good"]]},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}], "system": "be a cat"},
+        {"conversations": [{"role": U, "content": "hi"}, {"role": A, "content": "yo"}]}])
+    res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][str(path)]["turns"] == {U: 4, A: 4, S: 2}
+    bad = write_jsonl(tmp_path / "bad.jsonl", [HISTORY, {**HISTORY, "history": [["say good"]]}])
+    res = CliRunner().invoke(app, ["data", "check", str(bad), "--task", "sft", "--model", str(tiny_llama)])
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {bad}:2: history: pair 1: expected [user, " \
+                                                        "assistant] (two strings), not a list of 1", res.output
+
+
+def test_a_turn_of_weight_0_is_not_trained(tiny_llama: Path) -> None:
+    """Axolotl's per-turn `"weight": 0` (it was ignored: the turn trained): the turn stays in the prompt, rendered as
+    without the key, and its tokens are not trained; the row's other replies are."""
+    msgs = [{"role": U, "content": "say good"}, {"role": A, "content": "good", "weight": 0},
+            {"role": U, "content": "say bad"}, {"role": A, "content": "bad movie", "weight": 1}]
+    task = _task()
+    examples = task.parse(_table([{"messages": msgs}, {"messages": [{k: v for k, v in m.items() if k != "weight"}
+                                                                    for m in msgs]}]))
+    assert examples[0]["messages"][1] == {"role": A, "content": "good", "weight": 0}
+    _, tok = task.build_model(str(tiny_llama), examples)
+    weighted, plain = task.encode(examples, tok)
+    assert weighted["input_ids"] == plain["input_ids"]
+    toks = tok.convert_ids_to_tokens(weighted["input_ids"])
+    assert [toks[i] for i, v in enumerate(weighted["labels"]) if v != -100] == ["bad", "movie", "<|im_end|>"]
+    assert [toks[i] for i, v in enumerate(plain["labels"]) if v != -100] == ["good", "<|im_end|>", "bad", "movie",
+                                                                           "<|im_end|>"]
+    # not trained, so not refused as a reply: an opening greeting, an empty turn
+    rows = [{"messages": [{"role": A, "content": "hi", "weight": 0}, *msgs[2:]]},
+            {"messages": [msgs[0], {"role": A, "content": "", "weight": 0}, *msgs[2:]]}]
+    assert len(task.parse(_table(rows))) == 2
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

@@ -9,7 +9,8 @@ user's notes.txt, a subfolder, a bare report.json — is foreign: the command re
 first foreign file, and nothing is touched; with --overwrite it names every foreign entry (or the link) on stderr
 before any work and replaces the folder whole (a link: the link itself, never what it points to). Never, even then:
 a file, an input (the model, its run and the run's own files, the data) or a folder holding one, the current or the
-home directory."""
+home directory, nor any run directory (`is_run_dir`: another run's folder, anything inside it, or a folder holding
+one; of the run exported, only its own exports — merged/, exports/NAME — are replaced)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,12 @@ from tunelab.io import (
     write_json_atomic,
 )
 from tunelab.progress import say
-from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES
+from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, RUN_MARKERS, STUDY_FILES, is_run_dir
 
 MANIFEST = "tunelab-files.json"
 IGNORED = frozenset({".DS_Store"})  # what a file browser drops into any folder it shows: nobody's work
+RUN_ROLE = "the run directory"  # run_reads' Read of the run exported: where --output may go inside a run
+RUN_NEVER = "a run's files are never replaced, --overwrite or not; choose another --output"
 RECORDS = ("export", "compressed", "merged_from")  # tunelab.json keys of an export, a compressed or a merged model
 # names an export / compress / merge wrote before MANIFEST: the model files and what save_pretrained writes
 LEGACY = re.compile(r"tunelab\.json|report\.json|config\.json|generation_config\.json|model\.(onnx|gguf|pt)"
@@ -91,7 +94,7 @@ def run_reads(run: Path | None) -> list[Read]:
     home = Path(os.path.expanduser("~"))
     reads = [Read("the current directory", Path.cwd(), frozenset()), Read("your home directory", home, frozenset())]
     if run is not None:
-        reads += [Read("the run directory", run, (RUN_FILES | STUDY_FILES | {LOCK, REPLACED}) - EXPORTED),
+        reads += [Read(RUN_ROLE, run, (RUN_FILES | STUDY_FILES | {LOCK, REPLACED}) - EXPORTED),
                   Read("the run's exports folder", run / "exports", frozenset()),
                   *(Read(f"the run's data.{key} file", path) for key, path in run_data_files(run))]
     return reads
@@ -120,14 +123,19 @@ def check_output(output: Path, inputs: Sequence[Read] = (), overwrite: bool = Fa
     return _checked(output, inputs, overwrite)[0]
 
 
-def _checked(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False) -> tuple[list[str], list[str]]:
-    """`check_output`'s answer, and every entry under `output` that tunelab did not write (`_foreign`, walked once)."""
+def _checked(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False,
+             runs: bool = True) -> tuple[list[str], list[str]]:
+    """`check_output`'s answer, and every entry under `output` that tunelab did not write (`_foreign`, walked once).
+    `runs`: also refuse a run directory at, above or below `output` (`_around_runs`; `commit`'s second look needs
+    not: a run that appeared meanwhile is new entries there)."""
     for role, path, names in inputs:  # by the file system's identity (io.below), not the spelling
         if below(path, output) is not None:
             raise TunelabError(f"--output: {output} would replace {role}; choose another --output")
         inner = below(output, path)
         if inner and (names is None or inner[0] in names):
             raise TunelabError(f"--output: {output} is inside {role} {path}; choose another --output")
+    if runs:
+        _around_runs(output, [path for role, path, _ in inputs if role == RUN_ROLE])
     if output.exists() and not output.is_dir() and not output.is_symlink():
         raise TunelabError(f"--output: {output} is a file, not a folder; choose an empty or new folder")
     if output.is_symlink():
@@ -143,6 +151,29 @@ def _checked(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False)
                            "or new folder, or pass --overwrite to replace it with them")
     top = {e.split("/")[0] for e in foreign}
     return sorted(f"{e}/" if (output / e).is_dir() and not (output / e).is_symlink() else e for e in top), foreign
+
+
+def _around_runs(output: Path, own: Sequence[Path]) -> None:
+    """Refuse (one line) an `output` that is a run directory, is inside one, or holds one: another run's config,
+    metrics, adapter and model are that run's, whatever --overwrite says. Inside the run exported (`own`) it may go
+    where `run_reads` lets it (its merged/, exports/NAME)."""
+    here = output.expanduser()
+    link = here.is_symlink()  # a link is replaced itself, never what it points to
+    full = here.absolute().parent.resolve() / here.name if link else here.resolve()
+    for folder in (full.parents if link else (full, *full.parents)):
+        if not is_run_dir(folder):
+            continue
+        if folder == full:
+            raise TunelabError(f"--output: {output} is a run's folder; {RUN_NEVER}")
+        if not any(below(folder, run) == () for run in own):
+            raise TunelabError(f"--output: {output} is inside the run's folder {folder}; {RUN_NEVER}")
+    if link or not output.is_dir():
+        return
+    names = set(_entries(output))
+    held = sorted(e[: -len("config.yaml")] for e in names if e.endswith("/config.yaml")
+                  and any(e[: -len("config.yaml")] + m in names for m in RUN_MARKERS))
+    if held:
+        raise TunelabError(f"--output: {output} holds the run's folder {output / held[0]}; {RUN_NEVER}")
 
 
 def _foreign(folder: Path) -> list[str]:
@@ -235,7 +266,7 @@ def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> No
     anything else of anyone else's found there now is refused, nothing replaced."""
     files = [e for e in _entries(tmp) if (tmp / e).is_file() or (tmp / e).is_symlink()]
     write_json_atomic(tmp / MANIFEST, {"written_by": f"tunelab {__version__}", "files": files})
-    top, under = _checked(output, overwrite=replaced is not None)
+    top, under = _checked(output, overwrite=replaced is not None, runs=False)
     said = set(replaced or ())
     new = [e for e in (*top, *under) if e not in said]
     if new:

@@ -27,16 +27,19 @@ GEMMA = (  # Gemma's turn format; a system message opens the first user turn (Ge
 TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA, ["<start_of_turn>", "<end_of_turn>"])}
 
 
-def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
+def render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False) -> str:
+    """The conversation as the template writes it (a turn's `weight`, which says only whether it trains, left out)."""
+    messages = [{k: v for k, v in m.items() if k != "weight"} if "weight" in m else m for m in messages]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character span of every assistant turn (reply + end-of-turn)."""
+def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character span of every assistant turn that trains (reply + end-of-turn;
+    not one of `"weight": 0`)."""
     full = render(tokenizer, messages)
     spans = []
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or m.get("weight", 1) == 0:
             continue
         prefix = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
         upto = render(tokenizer, messages[: i + 1])

@@ -1,8 +1,9 @@
 """Instruction / chat supervised fine-tuning of causal language models (`task: sft`).
 
 Rows, detected per row (or forced with `task.format`), all become a list of `{role, content}` messages:
-alpaca `{instruction, input?, output}`, sharegpt `{conversations: [{from: human|gpt|system, value}]}`,
-OpenAI `{messages: [{role: system|user|assistant, content}]}` and `{prompt, completion}`.
+alpaca `{instruction, input?, output, history?}`, sharegpt `{conversations: [{from: human|gpt|system, value}]}`,
+OpenAI `{messages: [{role: system|user|assistant, content}]}` and `{prompt, completion}`; a `system` column opens
+any of them (tasks/sft_rows.py).
 
 Template: the tokenizer's own `chat_template`; a model without one gets a built-in template, saved with the
 tokenizer: Gemma's `<start_of_turn>` / `<end_of_turn>` format when those tokens are in the vocabulary (Gemma
@@ -10,8 +11,8 @@ base models, whose embeddings for them exist), else ChatML (`<|im_start|>` / `<|
 tokens, embeddings resized). Either starts with the BOS token when the tokenizer adds one by default. Added
 tokens are `Task.new_token_ids`: LoRA / DoRA train just their embedding (and untied output) rows.
 
-Loss only on assistant tokens, for every assistant turn, end-of-turn marker included. The span of turn i
-in the rendered text is render(messages[:i+1]) minus render(messages[:i], add_generation_prompt=True)
+Loss only on assistant tokens, for every assistant turn (not one of `"weight": 0`), end-of-turn marker included.
+The span of turn i in the rendered text is render(messages[:i+1]) minus render(messages[:i], add_generation_prompt=True)
 (trailing whitespace dropped); a token is trained when its character offsets overlap a span. Works for any
 prefix-stable template (no `{% generation %}` markers needed).
 

@@ -1,5 +1,11 @@
 """Conversation rows of the sft task: the formats it reads (`messages`, ShareGPT `conversations`, Alpaca
-`instruction` / `input` / `output`, `prompt` / `completion`), as messages, each problem one line naming the row."""
+`instruction` / `input` / `output` with LLaMA-Factory's `history`, `prompt` / `completion`; a `system` column in any of
+them), as messages, each problem one line naming the row.
+
+A turn of `messages` or `conversations` may be written either way — `{role, content}` (OpenAI) or `{from, value}`
+(ShareGPT), with either's role names — as LLaMA-Factory reads a dataset that declares them. An assistant turn with
+Axolotl's `"weight": 0` stays in the conversation but is not trained (its message keeps `"weight": 0`; `render` drops
+the key, `assistant_spans` skips the turn)."""
 
 from __future__ import annotations
 
@@ -10,17 +16,80 @@ from tunelab.errors import DataError
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+ROLE_NAMES = {**{r: r for r in ROLES}, **SHAREGPT_ROLES}  # either style's names, in either container
+TURN = "{role, content} or {from, value}"
 DETECT = (("messages", "messages"), ("conversations", "sharegpt"), ("instruction", "alpaca"),
            ("prompt", "prompt_completion"))
 
 
-def _message(rec: Record, field: str, i: int, role: Any, content: Any, roles: dict[str, str]) -> dict[str, str]:
-    if role not in roles:
+def _key(rec: Record, field: str, i: int, turn: dict[str, Any], keys: tuple[str, str], what: str) -> str:
+    """Which of `keys` (OpenAI's, ShareGPT's) the turn names its `what` with; one line for neither or both."""
+    found = [k for k in keys if k in turn]
+    if len(found) != 1:
+        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: " + (f"both {keys[0]} and {keys[1]}; keep one"
+                        if found else f"no {what} (expected {TURN})"))
+    return found[0]
+
+
+def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
+    if not isinstance(turn, dict):
+        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: expected {TURN}")
+    role_key = _key(rec, field, i, turn, ("role", "from"), "role")
+    role, content = turn[role_key], turn[_key(rec, field, i, turn, ("content", "value"), "content")]
+    if not isinstance(role, str) or role not in ROLE_NAMES:
+        names = ROLES if role_key == "role" else tuple(SHAREGPT_ROLES)
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: unknown role {role!r} "
-                        f"(expected {', '.join(roles)})")
+                        f"(expected {', '.join(names)})")
     if not isinstance(content, str):
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: content is not a string: {type(content).__name__}")
-    return {"role": roles[role], "content": content}
+    msg: dict[str, Any] = {"role": ROLE_NAMES[role], "content": content}
+    if "weight" in turn:  # Axolotl's per-turn training switch
+        weight = turn["weight"]
+        if not isinstance(weight, int | float) or weight not in (0, 1):
+            raise DataError(rec.source, rec.line, field, f"turn {i + 1}: weight must be 0 (not trained) or 1, not "
+                            f"{weight!r}")
+        if weight == 1 and msg["role"] != "assistant":
+            raise DataError(rec.source, rec.line, field, f"turn {i + 1}: weight 1 on a {msg['role']} turn: only "
+                            "assistant turns are trained (leave the weight out, or 0)")
+        if weight == 0 and msg["role"] == "assistant":
+            msg["weight"] = 0
+    return msg
+
+
+def trained(m: dict[str, Any]) -> bool:
+    """Whether the message is an assistant turn that trains (not one of weight 0)."""
+    return m["role"] == "assistant" and m.get("weight", 1) != 0
+
+
+def _system(rec: Record) -> list[dict[str, str]]:
+    """The row's `system` column (LLaMA-Factory's) as the first message; none where it is missing or empty."""
+    value = row_text(rec, "system", required=False)
+    return [{"role": "system", "content": value}] if value and value.strip() else []
+
+
+def _history(rec: Record, labelled: bool) -> list[dict[str, str]]:
+    """LLaMA-Factory's alpaca `history`, [[user, assistant], ...]: the turns before the instruction."""
+    value = rec.data.get("history")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(rec.source, rec.line, "history", "expected a list of [user, assistant] pairs of strings, not "
+                        f"{type(value).__name__}")
+    out = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2:
+            got = f"a list of {len(pair)}" if isinstance(pair, list) else type(pair).__name__
+            raise DataError(rec.source, rec.line, "history", f"pair {i + 1}: expected [user, assistant] (two strings), "
+                            f"not {got}")
+        for role, text in zip(("user", "assistant"), pair, strict=True):
+            if not isinstance(text, str):
+                raise DataError(rec.source, rec.line, "history", f"pair {i + 1}: the {role} turn is not a string: "
+                                f"{type(text).__name__}")
+            out.append({"role": role, "content": text})
+        if labelled and not pair[1].strip():
+            raise DataError(rec.source, rec.line, "history", f"pair {i + 1}: an empty assistant reply (it would teach "
+                            "the model to end its turn at once)")
+    return out
 
 
 def row_text(rec: Record, field: str, *, required: bool = True) -> str | None:
@@ -38,25 +107,32 @@ def check_replies(rec: Record, field: str, msgs: list[dict[str, str]], labelled:
                    turns: bool = True) -> list[dict[str, str]]:
     """`msgs`; a labelled row (one that trains) refused in one line where training it would teach what it does not
     say: a conversation whose first turn is the assistant's (the template's own opening — BOS, its header tokens —
-    trained as its reply), an empty reply (its only target the end-of-turn token: end at once)."""
+    trained as its reply), an empty reply (its only target the end-of-turn token: end at once). A turn of weight 0
+    is not trained, so neither applies to it."""
     if not labelled:
         return msgs
-    if msgs[0]["role"] == "assistant":
+    if trained(msgs[0]):
         raise DataError(rec.source, rec.line, field, "turn 1: an assistant turn first; a conversation starts with the "
                         "user (or a system message)")
-    empty = next((i for i, m in enumerate(msgs) if m["role"] == "assistant" and not m["content"].strip()), None)
+    empty = next((i for i, m in enumerate(msgs) if trained(m) and not m["content"].strip()), None)
     if empty is not None:
         raise DataError(rec.source, rec.line, field, (f"turn {empty + 1}: " if turns else "") + "an empty assistant "
                         "reply (it would teach the model to end its turn at once)")
     return msgs
 
 
-def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[str, str]]]:
-    """(field, messages) of one row; unlabelled rows may lack the final assistant turn."""
+def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[str, Any]]]:
+    """(field, messages) of one row; unlabelled rows may lack the final assistant turn. A `system` column opens the
+    conversation with a system message (LLaMA-Factory's); an alpaca row's `history` pairs come before its
+    instruction, their replies trained as every assistant turn is."""
     if fmt == "auto":
         fmt = next((f for key, f in DETECT if key in rec.data), "")
         if not fmt:
             raise DataError(rec.source, rec.line, None, "no messages, conversations, instruction or prompt field")
+    system = _system(rec)
+    if fmt != "alpaca" and rec.data.get("history"):
+        raise DataError(rec.source, rec.line, "history", "read with alpaca rows (instruction / input / output) only; "
+                        "write the earlier turns into the conversation")
     if fmt in ("messages", "sharegpt"):
         field = "messages" if fmt == "messages" else "conversations"
         turns = rec.data.get(field)
@@ -64,27 +140,25 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
             raise DataError(rec.source, rec.line, field, "missing field")
         if not isinstance(turns, list) or not turns:
             raise DataError(rec.source, rec.line, field, "expected a non-empty list of turns")
-        role_key, content_key = ("role", "content") if fmt == "messages" else ("from", "value")
-        roles = {r: r for r in ROLES} if fmt == "messages" else SHAREGPT_ROLES
-        msgs = []
-        for i, t in enumerate(turns):
-            if not isinstance(t, dict):
-                raise DataError(rec.source, rec.line, field, f"turn {i + 1}: expected {{{role_key}, {content_key}}}")
-            msgs.append(_message(rec, field, i, t.get(role_key), t.get(content_key), roles))
+        msgs = [_message(rec, field, i, t) for i, t in enumerate(turns)]
+        if system and any(m["role"] == "system" for m in msgs):
+            raise DataError(rec.source, rec.line, "system", f"the {field} have a system turn of their own; keep one")
         if labelled and not any(m["role"] == "assistant" for m in msgs):
             raise DataError(rec.source, rec.line, field, "no assistant turn")
-        return field, check_replies(rec, field, msgs, labelled)
+        if labelled and not any(trained(m) for m in msgs):
+            raise DataError(rec.source, rec.line, field, "every assistant turn has weight 0: nothing to train")
+        return field, system + check_replies(rec, field, msgs, labelled)  # turns numbered as the row has them
     if fmt == "alpaca":
         instruction = row_text(rec, "instruction")
         extra = row_text(rec, "input", required=False)
         output = row_text(rec, "output", required=labelled)
         user = instruction + ("\n\n" + extra if extra else "")
-        msgs = [{"role": "user", "content": user}]
+        msgs = [*system, *_history(rec, labelled), {"role": "user", "content": user}]
         return "output", check_replies(rec, "output", msgs + ([{"role": "assistant", "content": output}]
                                                                 if output is not None else []), labelled, turns=False)
     prompt = row_text(rec, "prompt")
     completion = row_text(rec, "completion", required=labelled)
-    msgs = [{"role": "user", "content": prompt}]
+    msgs = [*system, {"role": "user", "content": prompt}]
     return "completion", check_replies(rec, "completion", msgs + ([{"role": "assistant", "content": completion}]
                                                                     if completion is not None else []), labelled,
                                         turns=False)

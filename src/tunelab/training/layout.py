@@ -20,6 +20,9 @@ EXPORTED = frozenset({"merged", "exports"})  # of RUN_FILES, what export / compr
 # (eval.json: `tunelab eval RUN/model > RUN/eval.json`, as `make demo` writes it); hidden files (the lock) are skipped
 STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "eval.json"})
 REPLACED = ".replaced"  # the finished run a new run replaces, until the new one finishes (training/run_dir.py)
+# beside its config.yaml, any of these says a folder is a run directory (what training writes first, and what it keeps)
+RUN_MARKERS = ("metrics.jsonl", "metrics.json", "data_summary.json", LOCK, REPLACED, "checkpoints",
+               "model/tunelab.json", "adapter/adapter_config.json")
 STEP_DIR = re.compile(r"step-(\d+)")
 FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")
 
@@ -30,3 +33,12 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     if not root.is_dir():
         return []
     return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.fullmatch(p.name)) and p.is_dir())
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run directory: its config.yaml and one of RUN_MARKERS (a copy of a run without its lock
+    too; a user's folder with a config.yaml alone is not)."""
+    try:
+        return (path / "config.yaml").is_file() and any((path / m).exists() for m in RUN_MARKERS)
+    except OSError:
+        return False
