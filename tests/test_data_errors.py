@@ -138,6 +138,21 @@ ERRORS = [
      "Exceeds the limit (4300 digits)"),
     # what a UTF-16 file without its byte-order mark reads as in UTF-8
     ("nul-in-text", "train.csv", "text,label\ngood,pos\nh\x00i\x00,neg\n", 3, "text", "a NUL character at character 2"),
+    # a JSON array's item at the line it starts on, as its parse errors are (was its number in the array: 3, 2)
+    ("json-array-item-at-its-line", "train.json", json.dumps([{"text": "a", "label": "x"}, {"text": "b", "label": "y"},
+                                                              {"text": "", "label": "x"}], indent=2), 10, "text",
+     "empty text"),
+    ("json-array-not-an-object", "train.json", '[\n  {"text": "a", "label": "x"},\n\n  3\n]\n', 4, "json",
+     "item 2: expected a JSON object, got int"),
+    # a CSV written with ';' (Excel in much of Europe, pandas' sep=';'): said so, as a full-width comma is
+    ("csv-semicolon-header", "train.csv", "text;label\nhi;ham\nwin;spam\n", 1, "text",
+     "missing column (columns: text;label); the header separates its names with ';', not ','"),
+    ("csv-semicolon-row", "train.csv", "text;label\nhi, there;ham\nwin;spam\n", 2, "row",
+     "expected 1 fields (text;label), got 2; the header separates its names with ';', not ','"),
+    ("csv-semicolon-quote", "train.csv", 'text;label\nwin;spam\n"a;b";ham\n', 3, "csv",
+     "the header separates its names with ';', not ','"),
+    ("tsv-semicolon-header", "train.tsv", "text;label\nhi;ham\n", 1, "text",
+     "the header separates its names with ';', not a tab: save the file with tabs between fields"),
 ]
 
 
@@ -370,6 +385,50 @@ def test_multi_label_lists(tmp_path: Path) -> None:
         ["news"],
         ["1", "true"],
     ]
+
+
+def test_multi_label_cells_hold_json_lists_or_are_cut_at_the_separator(tiny_bert: Path, tmp_path: Path) -> None:
+    """A CSV / Parquet text cell holding a JSON list (pandas' list column written with json.dumps) is that list of
+    labels, not one label `["ham", "question"]`; a cell holding | ; or , is cut at task.label_separator, and without
+    one refused in one line that names both ways out (a label holding a comma: a JSON list of one)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame({"text": ["good film", "bad plot", "the story", "a scene"],
+                          "labels": [["ham", "question"], ["ham"], [], ["spam, eggs"]]})
+    csv = tmp_path / "multi.csv"
+    frame.assign(labels=frame["labels"].map(json.dumps)).to_csv(csv, index=False)
+    want = [["ham", "question"], ["ham"], [], ["spam, eggs"]]
+    data = DataConfig(label_field="labels")
+    assert [ex["label"] for ex in make_task(data, multi_label=True).parse(read_table(csv))] == want
+    parquet = tmp_path / "multi.parquet"
+    pq.write_table(pa.table({"text": list(frame["text"]), "labels": list(frame["labels"].map(json.dumps))}), parquet)
+    assert [ex["label"] for ex in make_task(data, multi_label=True).parse(read_table(parquet))] == want
+    res = runner.invoke(app, ["data", "check", str(csv), "--model", str(tiny_bert), "--json", "--set",
+                              "task.multi_label=true", "--set", "data.label_field=labels"])
+    assert res.exit_code == 0, res.output
+    assert '"ham": 2' in res.stdout and '"question": 1' in res.stdout and '["ham"' not in res.stdout
+    assert [ex["label"] for ex in make_task(multi_label=True).parse(read_table(write(
+        tmp_path / "one.csv", "text,label\ngood,ham\nbad,[NSFW]\n")))] == [["ham"], ["[NSFW]"]]  # one label each
+
+    cut = write(tmp_path / "cut.csv", 'text,label\ngood,spam|promo\nbad,ham\nplot," a | b , c "\n')
+    assert [ex["label"] for ex in make_task(multi_label=True, label_separator="|").parse(read_table(cut))] == [
+        ["spam", "promo"], ["ham"], ["a", "b , c"]]
+    expected = (f"{where(cut, 2, 'label')}'spam|promo' holds '|': several labels or one? Set "
+                "task.label_separator='|' to split cells at it, or write each cell as a JSON list: "
+                '["spam", "promo"], or ["spam|promo"] for one label')
+    with pytest.raises(DataError) as info:
+        parse(cut, multi_label=True)
+    assert str(info.value) == expected
+    assert_one_line_error(train_cli(tiny_bert, tmp_path / "run", cut, "task.multi_label=true"), expected)
+    python = write(tmp_path / "python.csv", "text,label\ngood,\"['ham', 'spam']\"\n")
+    with pytest.raises(DataError, match=r"python.csv:2: label: \"\['ham', 'spam'\]\" is not a JSON list of labels"):
+        parse(python, multi_label=True, label_separator=",")
+    with pytest.raises(ValueError, match="set task.multi_label=true"):
+        make_task(label_separator="|")
+    with pytest.raises(ValueError, match="quote a '\\|' for YAML"):
+        make_task(multi_label=True, label_separator="")
 
 
 def test_integer_and_bool_labels_become_strings(tmp_path: Path) -> None:

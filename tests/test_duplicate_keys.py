@@ -73,7 +73,7 @@ def test_a_json_array_names_the_item_streamed_or_whole(tmp_path: Path) -> None:
     items = [{"text": "a", "label": "x"}, {"text": "b", "label": "y", "meta": {"k": 1}}, {"text": "c", "label": "z"}]
     text = json.dumps(items, indent=1).replace('"k": 1', '"k": 1, "k": 2')
     path = _write(tmp_path / "train.json", text)
-    expected = f'{path}:2: json: item 2: duplicate key "k" in meta: {TWICE}'
+    expected = f'{path}:6: json: item 2: duplicate key "k" in meta: {TWICE}'  # (at the line the item starts on)
     assert _error(path) == expected  # read whole
     with pytest.raises(DataError) as info:
         list(iter_json_array(path, block=7))  # read a few characters at a time

@@ -132,6 +132,29 @@ def test_numeric_labels_at_eval(clean_run: Path, tmp_path: Path) -> None:
         f"error: {bad}:1: label: label '0.5' is not among the training labels (0, 1)"], res.output
 
 
+def test_bool_labels_written_by_pandas_are_the_models_bools(tiny_bert: Path, tmp_path: Path) -> None:
+    """A model trained on JSON booleans (labels true / false) scores a CSV whose cells say True / False (pandas) or
+    TRUE / FALSE (Excel): was `label 'False' is not among the training labels (false, true)`. A model whose labels are
+    the texts True / False keeps them, and a text no bool is refused as before."""
+    assert _parse(["false", "true"], ["True", "FALSE", "false", True, "TRUE"]) == ["true", "false", "false", "true",
+                                                                                  "true"]
+    assert _parse(["False", "True"], ["True", "False", True, "false"]) == ["True", "False", "True", "False"]
+    assert _parse(["True", "true"], ["True", "true", "TRUE"]) == ["True", "true", "TRUE"]  # two forms: not guessed
+    assert _parse(["false", "true"], ["tRUE", "yes"]) == ["tRUE", "yes"]  # no bool: refused where encoded
+    rows = [{"text": r["text"], "is_spam": r["label"] == "positive"} for r in sentiment_rows(16)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    assert '"is_spam": true' in train.read_text()
+    run = tunelab.train({"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
+                         "data": {"train": str(train), "validation": str(train), "label_field": "is_spam"},
+                         "train": {"max_steps": 1, "batch_size": 8, "save_steps": 0, "precision": "fp32"}})
+    cells = tmp_path / "vb.csv"
+    cells.write_text("text,is_spam\n" + "".join(f"{r['text']},{r['is_spam']}\n" for r in rows))
+    assert "False" in cells.read_text()
+    res = runner.invoke(app, ["eval", str(run.model_dir), "--data", str(cells)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["accuracy"] == run.metrics["validation"]["accuracy"]
+
+
 # ------------------------------------------------------------------------ data.clean at inference
 def test_the_model_cleans_its_inputs_as_its_training_rows(clean_run: Path, tmp_path: Path) -> None:
     """eval of the run's own validation file gives its metrics.json (was 0.5: the HTML filled max_length), through

@@ -126,6 +126,36 @@ def test_conll_reader(tmp_path: Path) -> None:
         _task().parse(read_table(bad))
 
 
+def test_a_tab_separated_conll_keeps_a_token_holding_a_space(tiny_bert: Path, tmp_path: Path) -> None:
+    """`New York<TAB>B-LOC` was cut at its space: the token `New`, `York` silently gone (and `data check` passed). A
+    line with a tab is cut at tabs; a file cut at spaces stays as it was (CoNLL-2003's four columns too), and a line
+    there with another number of columns than the file's first, a token holding a space, is refused in one line."""
+    tabs = tmp_path / "sp.conll"
+    tabs.write_text("I\tO\nlove\tO\nNew York\tB-LOC\n\nSão Paulo \t B-LOC\nrocks\tNN\tO\n\n", encoding="utf-8")
+    assert [(r.line, r.data) for r in read_table(tabs).records] == [
+        (1, {"tokens": ["I", "love", "New York"], "tags": ["O", "O", "B-LOC"]}),
+        (5, {"tokens": ["São Paulo", "rocks"], "tags": ["B-LOC", "O"]})]
+    assert [ex["tokens"] for ex in _task().parse(read_table(tabs))] == [["I", "love", "New York"],
+                                                                        ["São Paulo", "rocks"]]
+    four = tmp_path / "eng.conll"
+    four.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n",
+                    encoding="utf-8")
+    assert [(r.line, r.data) for r in read_table(four).records] == [
+        (3, {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}), (6, {"tokens": ["Peter"], "tags": ["B-PER"]})]
+    for text, line, said in (("I O\nlove O\nNew York B-LOC\n", 3, "3 columns where line 1 has 2"),
+                             ("New York B-LOC\n\nrocks O\n", 3, "2 columns where line 1 has 3"),
+                             ("EU NNP B-NP B-ORG\n\nNew York NNP B-NP B-LOC\n", 3, "5 columns where line 1 has 4")):
+        spaced = tmp_path / "spaced.conll"
+        spaced.write_text(text, encoding="utf-8")
+        expected = (f"{spaced}:{line}: tags: {said}: columns are cut at spaces, so a token holding a space reads as "
+                    "two; separate this file's columns with tabs (a token then keeps its spaces)")
+        with pytest.raises(DataError) as info:
+            read_table(spaced)
+        assert str(info.value) == expected
+    res = CliRunner().invoke(app, ["data", "check", str(spaced), "--task", "ner", "--model", str(tiny_bert)])
+    assert res.exit_code == 2 and res.stderr == f"error: {expected}\n", res.output
+
+
 def test_unseen_tags_at_their_own_line_past_max_length_too(tiny_bert: Path, tmp_path: Path) -> None:
     """A tag the model never trained on is refused for every word, past max_length too (was scored silently), at the
     word's own CoNLL line (was its sentence's first line)."""

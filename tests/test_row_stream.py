@@ -148,6 +148,34 @@ def test_data_dedup_streams_with_the_same_rows_and_removals(tmp_path: Path, smal
     assert not list(small_parts.glob(".rows.*"))
 
 
+def test_a_json_array_names_each_row_by_the_line_its_item_starts_on(tmp_path: Path, small_parts: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pretty-printed JSON array, parsed whole and streamed (read 7 characters at a time): a row's line, its error's
+    and dedup's `removed.jsonl` (`line`, `duplicate_of`) are the line its item starts on, as a parse error's is (was
+    its number in the array: `"line": 61, "duplicate_of": "jd.json:3"` for lines 242 and 10)."""
+    from tunelab.data.jsonl import iter_json_array
+    from tunelab.data.readers import read_table
+
+    rows = sentiment_rows(12)
+    rows[9] = {"note": "a row\nof three\nlines", **rows[2]}  # (an escaped line break is no line)
+    train = tmp_path / "jd.json"
+    train.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    want = [2 + 4 * i + (i > 9) for i in range(12)]  # 4 lines an item; item 10 has a fifth
+    assert [r.line for r in read_table(train).records] == [r.line for r in iter_json_array(train, block=7)] == want
+    for stream in (False, True):
+        monkeypatch.setattr(load, "STREAM_BYTES", 0 if stream else 1 << 60)
+        cfg = DataConfig(train=str(train), dedup=True, validation_split=0.2)
+        task = TASKS.get("classification")(TASKS.get("classification").Config(name="classification"), cfg)
+        report = DataReport()
+        splits = load.load_splits(cfg, task, 7, report)
+        assert isinstance(splits["train"], RowSequence) == stream
+        assert sorted(ex["line"] for split in splits.values() for ex in split) == want[:9] + want[10:]
+        assert [(r["line"], r["duplicate_of"]) for r in report.removed] == [(want[9], f"{train}:{want[2]}")]
+    one_line = tmp_path / "compact.json"
+    one_line.write_text(json.dumps(rows[:3]), encoding="utf-8")  # every item on line 1
+    assert [r.line for r in read_table(one_line).records] == [r.line for r in iter_json_array(one_line)] == [1, 1, 1]
+
+
 def test_a_spill_restarted_in_another_folder_counts_each_row_once(tmp_path: Path, small_parts: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache folder fails after two parts were cleaned (a full disk): the parse starts again in the temporary
@@ -343,6 +371,8 @@ def test_json_arrow_and_dataset_folders_stream_like_the_whole_parse(tmp_path: Pa
     _, streamed = _whole_and_streamed(train, monkeypatch)
     got = sorted([*streamed["train"], *streamed["validation"]], key=lambda ex: (ex["source"], ex["line"]))
     lines = [*range(1, 10), *range(1, 15)] if name == "parquet-folder" else list(range(1, 24))  # a folder: per file
+    if name == "array.json":  # an item at the line it starts on, 4 lines each
+        lines = [2 + 4 * i for i in range(23)]
     assert [ex["line"] for ex in got] == lines and [ex["text"] for ex in got] == [r["text"] for r in rows]
     if name == "parquet-folder":
         assert got[0]["row"]["note"] == "n" and got[-1]["row"]["note"] is None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import json.scanner
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -153,12 +154,20 @@ JSON_BLOCK = 1 << 20  # characters of a JSON array (or a SQuAD object) read at a
 
 class _Blocks:
     """A text file read `block` characters at a time: `buf[pos:]` is what is not yet read, `line` the line buf[0] is
-    on, `eof` whether the file's end is in `buf`; `buf[start:pos]` the text of the value `value` read last."""
+    on, `eof` whether the file's end is in `buf`; `buf[start:pos]` the text of the value `value` read last; `buf[seen]`
+    is on line `seen_line` (`start_line` counts on from there)."""
 
     def __init__(self, f: TextIO, block: int) -> None:
         self.f, self.block = f, block
         self.buf, self.pos, self.line, self.eof, self.start = "", 0, 1, False, 0
+        self.seen, self.seen_line = 0, 1
         self.refill()
+
+    def start_line(self) -> int:
+        """The line the value read last starts on (its lines counted on from the last one asked, never from buf[0])."""
+        self.seen_line += self.buf.count("\n", self.seen, self.start)
+        self.seen = self.start
+        return self.seen_line
 
     def refill(self) -> None:
         """Drop what was read; read on, as much again as is left unread (at least a block): an item that spans many
@@ -167,6 +176,7 @@ class _Blocks:
         want = max(self.block, len(self.buf) - self.pos)
         more = self.f.read(want)
         self.buf, self.pos, self.eof = self.buf[self.pos :] + more, 0, len(more) < want
+        self.seen, self.seen_line = 0, self.line
 
     def peek(self) -> str:
         """The next character after blanks ("" at the file's end)."""
@@ -226,26 +236,50 @@ def _utf8_error(path: Path, exc: UnicodeDecodeError) -> DataError:
 
 
 def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
-    """The objects of a file holding one JSON array, one at a time, numbered from 1 (what `read_table` lists too):
-    the text is read `block` characters at a time, never whole; a parse error names its line, a key twice its item."""
+    """The objects of a file holding one JSON array, one at a time, each at the line it starts on (what `read_table`
+    lists too): the text is read `block` characters at a time, never whole; a parse error names its line, a key twice
+    its item (its number in the array, from 1) too."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:  # lines as JSON counts them: at "\n" only
             text = _Blocks(f, block or JSON_BLOCK)
             if text.peek() != "[":
                 raise text.error("Expecting '['")
             for number, obj in enumerate(text.items(), start=1):
+                line = text.start_line()
                 if not isinstance(obj, dict):
-                    raise DataError(str(path), number, "json",
+                    raise DataError(str(path), line, "json",
                                     f"item {number}: expected a JSON object, got {type(obj).__name__}")
                 colons = text.buf.count(":", text.start, text.pos)  # no more than its keys: none twice
                 if colons != len(obj) and colons != (keys := near_keys(obj)) and \
                         (dup := duplicate_key(text.buf, obj, keys, text.start, text.pos)) is not None:
-                    raise DataError(str(path), number, "json", f"item {number}: {twice(dup[1], dup[0])}")
-                yield Record(str(path), number, obj)
+                    raise DataError(str(path), line, "json", f"item {number}: {twice(dup[1], dup[0])}")
+                yield Record(str(path), line, obj)
             if text.peek():
                 raise text.error("Extra data")
     except UnicodeDecodeError as exc:
         raise _utf8_error(path, exc) from None
+
+
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # what raw_decode calls, without its wrapper
+
+
+def item_lines(text: str, count: int) -> list[int]:
+    """The line each of the `count` items of the JSON array `text` (valid JSON: parsed whole before) starts on, as
+    `iter_json_array` names them: the items of an array written on one line all on that line, at no cost; else each
+    item's end found by the decoder again (~1.5 µs an SST-2 row) and the lines counted between their starts."""
+    pos = _SPACE.match(text, text.index("[") + 1).end()  # type: ignore[union-attr] - always matches
+    first = 1 + text.count("\n", 0, pos)
+    if not count or text.find("\n", pos, text.rindex("]")) == -1:
+        return [first] * count
+    lines, line, seen = [], first, pos
+    while True:
+        line += text.count("\n", seen, pos)
+        lines.append(line)
+        seen = pos
+        pos = _SPACE.match(text, _SCAN(text, pos)[1]).end()  # type: ignore[union-attr] - always matches
+        if text[pos] == "]":
+            return lines
+        pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr] - always matches
 
 
 def squad_records(path: Path, i: int, article: Any) -> Iterator[Record]:

@@ -20,6 +20,7 @@ from tunelab.data.jsonl import (
     BAD_JSON,
     SHARED,
     decoded_lines,
+    item_lines,
     iter_json_array,
     iter_jsonl,
     iter_squad,
@@ -30,7 +31,7 @@ from tunelab.data.jsonl import (
     utf8_lines,
 )
 from tunelab.data.records import Record, Table
-from tunelab.data.tabular import iter_arrow, iter_delimited, iter_parquet
+from tunelab.data.tabular import header_hint, iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
 from tunelab.text import bad_line, unicode_problem
@@ -73,10 +74,10 @@ def _read_json(path: Path) -> list[Record]:
     if not surely_once(text, items, sum(map(len, (obj for obj in items if type(obj) is dict)))):
         return list(iter_json_array(path))  # a key twice: named at its item, as the streamed parse names it
     out = []
-    for i, obj in enumerate(items, start=1):
+    for i, (obj, line) in enumerate(zip(items, item_lines(text, len(items)), strict=True), start=1):
         if not isinstance(obj, dict):
-            raise DataError(str(path), i, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
-        out.append(Record(str(path), i, obj))
+            raise DataError(str(path), line, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
+        out.append(Record(str(path), line, obj))
     return out
 
 
@@ -110,19 +111,18 @@ def iter_conll(path: Path) -> Iterator[Record]:
     """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
     lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line, read one
     sentence at a time; the sentences share one copy of each of the first SHARED distinct tokens and tags. Of
-    several problems the first in the file is named (a bad byte on a later line no longer comes first)."""
+    several problems the first in the file is named (a bad byte on a later line no longer comes first).
+
+    A line holding a tab is cut at its tabs (`New York<TAB>B-LOC`: the token keeps its space); another at spaces,
+    where a line of more or fewer columns than the file's first such line is refused (`New York B-LOC` among
+    two-column lines would lose `York`; CoNLL-2003's four columns, token POS chunk tag, are kept as they are)."""
     source, memo = str(path), {}
     tokens: list[str] = []
     tags: list[str] = []
     start, last = 0, 0
+    width: tuple[int, int] | None = None  # (columns, line) of the file's first line cut at spaces
     for number, line in _lines(path):
-        # columns split at ASCII spaces and tabs: a character-level Chinese file's token may be a space of its own
-        # (`\u3000 O`, U+3000 IDEOGRAPHIC SPACE); any whitespace where that leaves no tag, or a column holding
-        # another space inside or at its end (a non-breaking one: `John\u00a0NNP B-PER`, `B-PER\u00a0`), as before
-        text = line.lstrip(" \t").rstrip()
-        cols = _COLUMNS.split(text) if text else []
-        if len(cols) == 1 or any(not c.isspace() and any(ch.isspace() for ch in c) for c in cols):
-            cols = line.split()
+        cols, spaced = _columns(line)
         if cols and cols[0] == "-DOCSTART-":
             continue
         if not cols:
@@ -134,6 +134,12 @@ def iter_conll(path: Path) -> Iterator[Record]:
         if len(cols) < 2:
             raise DataError(source, number, "tags", "expected a token and a tag separated by a space or tab"
                             + _odd_space(line))
+        if spaced:
+            width = width or (len(cols), number)
+            if len(cols) != width[0]:
+                raise DataError(source, number, "tags", f"{len(cols)} columns where line {width[1]} has {width[0]}: "
+                                "columns are cut at spaces, so a token holding a space reads as two; separate this "
+                                "file's columns with tabs (a token then keeps its spaces)")
         if not tokens:
             start = number
         token, tag = cols[0], cols[-1]
@@ -143,6 +149,21 @@ def iter_conll(path: Path) -> Iterator[Record]:
     if tokens:
         yield Record(source, start, {"tokens": tokens, "tags": tags},
                      start if last == start + len(tokens) - 1 else None)
+
+
+def _columns(line: str) -> tuple[list[str], bool]:
+    """The columns of a CoNLL line ([] for a blank one), and whether they were cut at ASCII spaces. A line holding a
+    tab: cut at its tabs, each column without the spaces around it. Else at ASCII spaces: a character-level Chinese
+    file's token may be a space of its own (`\u3000 O`, U+3000 IDEOGRAPHIC SPACE); at any whitespace where that
+    leaves no tag, or a column holding another space inside or at its end (a non-breaking one: `John\u00a0NNP B-PER`,
+    `B-PER\u00a0`), as before."""
+    text = line.lstrip(" \t").rstrip()
+    if "\t" in text:
+        return [col.strip(" ") for col in text.split("\t")], False
+    cols = _COLUMNS.split(text) if text else []
+    if len(cols) == 1 or any(not c.isspace() and any(ch.isspace() for ch in c) for c in cols):
+        return line.split(), False
+    return cols, bool(cols)
 
 
 _COLUMNS = re.compile(r"[ \t]+")
@@ -337,11 +358,9 @@ def rows_table(rows: Sequence[dict[str, Any]], source: str = "<input>") -> Table
 def require_field(record: Record, name: str, columns: list[str] | None) -> Any:
     """The value of `name`, or a DataError naming the missing field (the header line for CSV)."""
     if name not in record.data:
-        if columns is not None:
-            wide = "" if not any("\uff0c" in c for c in columns) else (  # a Chinese input method's comma
-                "; the header separates its names with '，' (U+FF0C, a full-width comma), not "
-                + ("a tab" if record.source.lower().endswith(".tsv") else "','"))
-            raise DataError(record.source, 1, name, f"missing column (columns: {', '.join(columns)}){wide}")
+        if columns is not None:  # (a header split at another mark: said so)
+            raise DataError(record.source, 1, name,
+                            f"missing column (columns: {', '.join(columns)}){header_hint(columns, record.source)}")
         raise DataError(record.source, record.line, name, "missing field")
     return record.data[name]
 

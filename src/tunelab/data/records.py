@@ -26,7 +26,8 @@ def read_again() -> Iterator[None]:
 @dataclass(frozen=True, slots=True)  # one per row: no per-instance __dict__
 class Record:
     source: str
-    line: int | None  # 1-based line of the row (row number for Parquet / JSON arrays; None for SQuAD JSON)
+    line: int | None  # 1-based line of the row (a JSON array's item: the line it starts on; row number for Parquet /
+    # Arrow; None for SQuAD JSON)
     data: dict[str, Any]
     first_item_line: int | None = None  # a CoNLL sentence: its item i (token, tag) is on line first_item_line + i
 

@@ -19,6 +19,21 @@ from tunelab.errors import DataError
 csv.field_size_limit(1 << 30)  # a single multi-megabyte text is valid input
 
 
+def header_hint(columns: list[str], source: str) -> str:
+    """`; the header separates its names with ';', not ','` where a CSV / TSV header names its columns split at
+    another mark: a Chinese input method's full-width comma (`text，label`), or ';' in a header read as one column
+    (what Excel writes a CSV with in much of Europe, pandas with `sep=';'`); '' otherwise. Said, not guessed: such a
+    file is not read at its ';' (a header alone cannot tell the rows are cut the same way, and a row read at another
+    mark is a row misread)."""
+    expected = "a tab" if source.lower().endswith((".tsv", ".tab")) else "','"
+    if any("\uff0c" in c for c in columns):
+        return f"; the header separates its names with '，' (U+FF0C, a full-width comma), not {expected}"
+    if len(columns) == 1 and sum(bool(part.strip()) for part in columns[0].split(";")) > 1:
+        between = "tabs" if expected == "a tab" else "commas"
+        return f"; the header separates its names with ';', not {expected}: save the file with {between} between fields"
+    return ""
+
+
 def _csv_lines(path: Path) -> Iterator[str]:
     """The file's lines one at a time, split at "\n", "\r\n" and a lone "\r" (old Mac files), as csv wants them (a
     text file opened with newline=""), a UTF-8 BOM dropped. Bad bytes: the file is scanned again to name their line
@@ -148,7 +163,7 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
             quote = '"' in said or "quote" in said or "unexpected end of data" in said
             hint = (" (a field that starts with \" is quoted up to the next \" that ends a field: close it, double a "
                     "quote inside it, or write the text without the leading quote)") if quote else ""
-            raise DataError(str(path), start, "csv", f"{said}{hint}") from None
+            raise DataError(str(path), start, "csv", f"{said}{hint}{header_hint(header, str(path))}") from None
 
     def parsed() -> Iterator[tuple[int, list[str]]]:
         nonlocal start
@@ -157,6 +172,7 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
             line, start = start, reader.line_num + 1
             yield line, row
 
+    header: list[str] = []  # (none while the header itself is read)
     lines = rows()
     first = next(lines, None)
     if first is None:
@@ -171,7 +187,7 @@ def iter_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[Reco
         for line, row in lines:
             if len(row) != len(header):
                 expected = f"expected {len(header)} fields ({', '.join(header)}), got {len(row)}"
-                raise DataError(str(path), line, "row", expected)
+                raise DataError(str(path), line, "row", expected + header_hint(header, str(path)))
             yield Record(str(path), line, dict(zip(header, row, strict=True)))
 
     return header, records()

@@ -2,11 +2,14 @@
 into those strings, each bad one a DataError naming the row and the label field.
 
 Numbers are labels by their text: an integer (Python or numpy) as its digits, an integral float (`1.0`: a pandas
-column that held a NaN is float, JSON may write 1.0) as the integer it is (`1`), bools as true / false. A float
-with a fraction keeps its text (`0.5`), a label only where the model trained on it."""
+column that held a NaN is float, JSON may write 1.0) as the integer it is (`1`), bools as true / false (a text
+`True` / `FALSE`, as pandas / Excel write them, is the model's `true` / `false` where it knows that one). A float
+with a fraction keeps its text (`0.5`), a label only where the model trained on it. A multi-label text cell is a JSON
+list of labels, or cut at `task.label_separator` (`cell_labels`)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -40,6 +43,13 @@ def _number_forms(text: str) -> list[str]:
     return [f"{int(text)}.0"] if re.fullmatch(r"[+-]?(0|[1-9]\d*)", text) else []
 
 
+def _bool_forms(text: str) -> list[str]:
+    """Other ways to write the bool `text` is: `true` ↔ `True` ↔ `TRUE` (JSON's, Python's / pandas', Excel's)."""
+    if text.lower() in ("true", "false") and text in (text.lower(), text.capitalize(), text.upper()):
+        return [form for form in (text.lower(), text.capitalize(), text.upper()) if form != text]
+    return []
+
+
 def label_text(record: Record, field: str, value: Any, known: Sequence[str] = ()) -> str:
     """`value` as a label string, or a DataError naming the row. `known`: the labels of a tuned model, where an
     integral float it was trained on as such (`1.0`, by a tunelab before integral floats read as integers) is
@@ -51,10 +61,46 @@ def label_text(record: Record, field: str, value: Any, known: Sequence[str] = ()
         raise DataError(record.source, record.line, field, f"expected a label string, got {type(value).__name__}")
     if not text.strip():
         raise DataError(record.source, record.line, field, "empty label")
-    if known and text not in known:  # the same number written otherwise: 1 (JSON) / 1.0 (a CSV cell, an older model)
-        text = next((form for form in _number_forms(text) if form in known), text)
+    if known and text not in known:  # the same number written otherwise: 1 (JSON) / 1.0 (a CSV cell, an older model),
+        # the same bool: true (JSON) / True (pandas' CSV cell), where the model knows it one way only
+        forms = [form for form in _number_forms(text) + _bool_forms(text) if form in known]
+        text = forms[0] if len(forms) == 1 else text
     check_unicode(record, field, text)
     return text
+
+
+SEPARATORS = "|;,"  # what a multi-label cell may separate its labels by: refused unless task.label_separator says
+
+
+def cell_labels(record: Record, field: str, value: Any, separator: str | None) -> list[Any]:
+    """The labels of a multi-label value that is no list: a text cell holding a JSON list (`["ham", "question"]`,
+    what `json.dumps` writes; CSV / TSV / Parquet text cannot hold a list otherwise) is that list; with `separator`,
+    a text cut at it (`spam|promo`); any other value one label. A text holding one of SEPARATORS with no separator
+    set, or a bracketed list that is not JSON (`['ham', 'spam']`, Python's), is refused: one label or several?"""
+    if not isinstance(value, str):
+        return [value]
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            items = json.loads(text)
+        except (ValueError, RecursionError):  # (a list nested past Python's stack)
+            items = None
+        if isinstance(items, list):
+            return items
+        if any(c in text for c in ",'\""):
+            raise DataError(record.source, record.line, field, f"{value!r} is not a JSON list of labels (a Python "
+                            "list written as text?): write the cells with json.dumps (pandas: "
+                            "df[col].map(json.dumps)): [\"ham\", \"spam\"], in double quotes")
+    if separator is not None:
+        return [part.strip() for part in value.split(separator)]
+    mark = next((c for c in SEPARATORS if c in value), None)
+    if mark is not None:
+        split = json.dumps([part.strip() for part in value.split(mark)], ensure_ascii=False)
+        raise DataError(record.source, record.line, field,
+                        f"{value!r} holds {mark!r}: several labels or one? Set task.label_separator={mark!r} to split "
+                        f"cells at it, or write each cell as a JSON list: {split}, or "
+                        f"{json.dumps([value], ensure_ascii=False)} for one label")
+    return [value]
 
 
 def soft_label(record: Record, field: str, value: dict[str, Any], multi_label: bool,

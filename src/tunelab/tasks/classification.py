@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
@@ -32,7 +32,7 @@ from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task, with_row
-from tunelab.tasks.class_labels import label_string, label_text, run_together, soft_label
+from tunelab.tasks.class_labels import cell_labels, label_string, label_text, run_together, soft_label
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read
@@ -43,6 +43,10 @@ class ClassificationConfig(TaskConfig):
     name: Literal["classification"] = "classification"
     multi_label: bool = Field(False, description="Each row has a list of labels (sigmoid + threshold).")
     threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold on probabilities.")
+    label_separator: str | None = Field(
+        None, description="Multi-label: cut each text label (a CSV / TSV / Parquet cell) at this string, e.g. ';'. "
+        "A cell holding a JSON list is that list either way; with no separator, a text label holding ';', ',' or a "
+        "vertical bar is refused.")
     labels: list[str] | None = Field(None, description="Label order; default: sorted labels of the train split.")
 
     @field_validator("labels", mode="before")
@@ -56,6 +60,19 @@ class ClassificationConfig(TaskConfig):
         if dup is not None:
             raise ValueError(f"duplicate label {dup!r}")
         return out
+
+    @field_validator("label_separator")
+    @classmethod
+    def _separator_not_empty(cls, value: str | None) -> str | None:
+        if value == "":  # `--set task.label_separator=|`: YAML reads a bare | as an (empty) block scalar
+            raise ValueError("an empty separator (in --set, quote a '|' for YAML: --set \"task.label_separator='|'\")")
+        return value
+
+    @model_validator(mode="after")
+    def _separator_multi_label(self) -> ClassificationConfig:
+        if self.label_separator is not None and not self.multi_label:
+            raise ValueError("label_separator splits multi-label cells: set task.multi_label=true, or drop it")
+        return self
 
 
 @TASKS.register("classification")
@@ -83,7 +100,7 @@ class Classification(Task):
         if isinstance(value, dict):
             return soft_label(record, field, value, self.cfg.multi_label, self.labels)
         if self.cfg.multi_label:
-            items = value if isinstance(value, list) else [value]
+            items = value if isinstance(value, list) else cell_labels(record, field, value, self.cfg.label_separator)
             return [label_text(record, field, v, self.labels) for v in items]
         if isinstance(value, list):
             raise DataError(
