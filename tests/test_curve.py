@@ -159,9 +159,9 @@ def test_a_second_curve_into_a_folder_in_use_changes_nothing(tiny_bert: Path, tm
 def test_ctrl_c_in_a_curve_says_what_is_kept(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during the second point: one line naming the points kept and the command that continues (was: exit
     130, nothing said)."""
-    import tunelab.studies.curve
+    import tunelab.studies.cv
 
-    real, calls = tunelab.studies.curve.run, []
+    real, calls = tunelab.studies.cv.run, []  # (a curve point runs through cv.run_sub)
 
     def interrupted_second(*args: object, **kwargs: object) -> dict:
         calls.append(1)
@@ -169,7 +169,7 @@ def test_ctrl_c_in_a_curve_says_what_is_kept(tiny_bert: Path, tmp_path: Path, mo
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tunelab.studies.curve, "run", interrupted_second)
+    monkeypatch.setattr(tunelab.studies.cv, "run", interrupted_second)
     path, out = _curve_config(tmp_path, tiny_bert), tmp_path / "out"
     res = runner.invoke(app, ["curve", str(path), "--fractions", "0.5,1"])
     assert res.exit_code == 130, res.output

@@ -126,8 +126,15 @@ def test_over_max_length_says_what_becomes_of_those_rows(tiny_bert: Path, tmp_pa
     res = runner.invoke(app, ["data", "check", str(_ner_file(tmp_path)), "--task", "ner", "--model", str(tiny_bert),
                               "--set", "data.label_field=ner_tags"])
     assert res.exit_code == 2 and res.stderr == (
-        "error: config: data.label_field: task ner does not read it; it reads its labels from task.tags_field "
-        "(default 'tags'): --set task.tags_field=ner_tags\n"), res.output
+        "error: config: data.label_field: task ner does not read it (its labels are in task.tags_field, default "
+        "'tags'); leave data.label_field out and set task.tags_field=ner_tags\n"), res.output
+    res = runner.invoke(app, ["train", "--set", "task=ner", "--set", f"model={tiny_bert}", "--set",
+                              f"data.train={_ner_file(tmp_path)}", "--set", "data.label_field=ner_tags", "--set",
+                              f"output_dir={tmp_path / 'run'}"])
+    assert res.exit_code == 2 and "leave data.label_field out" in res.stderr and not (tmp_path / "run").exists()
+    from tunelab.config.run import build_config  # a run's config.yaml that has it (an older tunelab's) still reads
+
+    assert build_config({"task": "ner", "model": str(tiny_bert), "data": {"label_field": "x"}}).data.label_field == "x"
 
 
 def test_train_warns_of_look_alike_labels_as_data_check_does(tiny_bert: Path, tmp_path: Path) -> None:

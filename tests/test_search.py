@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import load_config
 
@@ -409,7 +410,7 @@ def test_a_continued_study_with_other_settings_is_refused(tiny_bert: Path, senti
     assert cfg.train.save_steps is None and cfg.output_dir == str(out / "best-trial-000")
 
 
-@pytest.mark.parametrize("name", ["trial-005", "Trial-12", "study.db", "best.yaml"])
+@pytest.mark.parametrize("name", ["trial-005", "Trial-012", "trial-1000", "study.db", "study.db-journal", "best.yaml"])
 def test_a_study_named_as_the_default_studys_trial_or_file_is_refused(name: str, tiny_bert: Path,
                                                                       sentiment_files: tuple[Path, Path],
                                                                       tmp_path: Path) -> None:
@@ -475,20 +476,45 @@ def test_a_second_cv_into_a_folder_in_use_changes_nothing(tiny_bert: Path, senti
 
 def test_a_cv_run_again_keeps_the_folds_that_finished(tiny_bert: Path, sentiment_files: tuple[Path, Path],
                                                       tmp_path: Path) -> None:
-    """An interrupted cv run again trains only the folds that had not finished (it trained fold 1 again)."""
+    """An interrupted cv run again trains only the folds that had not finished (it trained fold 1 again) — also with
+    a setting changed that does not change what a fold computes (train.log_steps was refused as another config);
+    a fold whose test file changed in place since is trained again (it was kept, its old test score in cv.json)."""
     path = _config(tmp_path, tiny_bert, sentiment_files, None, save_steps=0, max_steps=1)
-    root = tmp_path / "out" / "cv"
-    res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    root, test = tmp_path / "out" / "cv", write_jsonl(tmp_path / "test.jsonl", sentiment_rows(6, 5))
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2", "--set", f"data.test={test}"])
     assert res.exit_code == 0, res.output
     first = json.loads((root / "cv.json").read_text())["per_fold"]
     stamp = (root / "fold-1" / "metrics.json").stat().st_mtime_ns
     (root / "fold-2" / "metrics.json").unlink()  # fold 2 as an interrupted run leaves it
-    res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2", "--set", f"data.test={test}", "--set",
+                              "train.log_steps=3"])
     assert res.exit_code == 0, res.output
     assert f"cv: fold 1: finished, kept ({root / 'fold-1'})" in res.stderr and "cv: fold 2/2:" in res.stderr
     assert "cv: fold 1/2" not in res.stderr and (root / "fold-1" / "metrics.json").stat().st_mtime_ns == stamp
     again = json.loads((root / "cv.json").read_text())["per_fold"]
     assert again[0] == first[0] and (root / "fold-2" / "metrics.json").is_file()
+    write_jsonl(test, sentiment_rows(8, 6))  # the test file changed where it is
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2", "--set", f"data.test={test}"])
+    assert res.exit_code == 0 and "finished, kept" not in res.stderr and "cv: fold 1/2" in res.stderr, res.output
+    assert json.loads((root / "cv.json").read_text())["per_fold"][0]["test"]["n"] == 8
+
+
+def test_a_study_searching_the_method_goes_on(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study whose space holds method.name could not be continued, even by the same command: the method's fields
+    (r, alpha) and the lr its trials' methods imply counted as changed settings; a relative synonyms file likewise
+    (the trial's config.yaml has it from its own folder)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "syn.tsv").write_text("good\tfine\n", encoding="utf-8")
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": {"method.name": {
+        "type": "categorical", "choices": ["lora"]}}}, max_steps=1, save_steps=0)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"]["augment"] = {"synonyms": "syn.tsv", "ops": ["synonym"], "copies": 1}
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    for trials in ("1", "2"):
+        res = runner.invoke(app, ["tune", str(path), "--trials", trials])
+        assert res.exit_code == 0, res.output
+    assert [t.params for t in _study(tmp_path / "out").trials] == [{"method.name": "lora"}] * 2
 
 
 @pytest.mark.parametrize("command", ["tune", "cv"])

@@ -16,7 +16,7 @@ import yaml
 from accelerate import PartialState
 
 from tunelab.config.fields import flat_fields, within
-from tunelab.config.run import RunConfig, build_config, config_to_yaml
+from tunelab.config.run import RunConfig, build_config, check_label_field, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data, run_model
 from tunelab.data.prepare import prepare_training
 from tunelab.data.report import (
@@ -117,6 +117,8 @@ def run(cfg: RunConfig, resume: str | None = None,
             _check_resumed_settings(out, cfg, resume_from, own)
 
         def first_checks() -> None:  # (on the main process; a refusal ends every process, one line, exit code 2)
+            if not own:  # (a run of an older tunelab resumes as it was)
+                check_label_field(cfg.task, cfg.data)
             check_inputs_apart(out, run_inputs(cfg))
             check_out(locked=False)
 
@@ -309,7 +311,7 @@ def config_changes(out: Path, cfg: RunConfig, may_change: Sequence[str] = ()) ->
                                      "model": run_model(summary, saved.model)})
     old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
     return [(k, new.get(k), old.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
-            and not (k in (*DATA_FILES, "model") and _same_file(old.get(k), new.get(k)))
+            and not (k in (*DATA_FILES, "data.augment.synonyms", "model") and _same_file(old.get(k), new.get(k)))
             and not any(within(k, m) for m in may_change)]
 
 

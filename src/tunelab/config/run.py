@@ -87,7 +87,6 @@ class RunConfig(Section):
             parse_layers(self.model)
         else:
             check_model_name(self.model)
-        check_label_field(self.task, self.data)
         if self.data.unlabeled is not None and (self.distill is None or self.distill.alpha == 0):
             why = "add a distill section (tunelab distill)" if self.distill is None else "distill.alpha is 0"
             raise ConfigError(f"config: data.unlabeled: unlabelled rows train only the soft-target part of "
@@ -97,12 +96,13 @@ class RunConfig(Section):
 
 def check_label_field(task: TaskConfig, data: DataConfig) -> None:
     """`data.label_field` set for a task whose labels have a field of its own (NER's `task.tags_field`): refused,
-    naming that field (it was silently not read)."""
+    naming that field (it was silently not read). A new run's check (pipeline.run, data check), not the config's: a
+    run's config.yaml of an older tunelab that set it still reads (report, export, resume)."""
     own = getattr(type(task), "label_setting", None)
     if own is not None and data.label_field != "label":
         default = type(task).model_fields[own.split(".")[-1]].default
-        raise ConfigError(f"config: data.label_field: task {task.name} does not read it; it reads its labels from "
-                          f"{own} (default {default!r}): --set {own}={data.label_field}")
+        raise ConfigError(f"config: data.label_field: task {task.name} does not read it (its labels are in {own}, "
+                          f"default {default!r}); leave data.label_field out and set {own}={data.label_field}")
 
 
 @functools.cache

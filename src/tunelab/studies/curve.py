@@ -30,11 +30,19 @@ from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError, StudyInterrupted
 from tunelab.io import make_dirs, read_json, write_json_atomic, write_text_atomic
-from tunelab.pipeline import run
 from tunelab.plots import lines, svg_document
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
-from tunelab.studies.cv import FINISHED, TO_RUN, kept_line, refuse_another, rows_text, sub_run_config, sub_run_state
+from tunelab.studies.cv import (
+    FINISHED,
+    TO_RUN,
+    kept_line,
+    refuse_another,
+    rows_text,
+    run_sub,
+    sub_run_config,
+    sub_run_state,
+)
 from tunelab.studies.tune import metric_value
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock
@@ -121,10 +129,8 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
                 _say(f"curve: fraction {f:g}: finished, kept ({out})")
                 metrics = read_json(out / "metrics.json")
             else:
-                make_dirs(out, "output_dir")
-                write_text_atomic(out / "train.jsonl", texts["train.jsonl"])
                 _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
-                metrics = run(config, overwrite=True)  # the study owns its sub-run directories
+                metrics = run_sub(config, out, texts)
             metric, value = _headline(metrics["validation"])
             done.append(out.name)
             points.append({"fraction": f, "rows": len(subsets[f]), "value": value, "run_dir": str(out)})

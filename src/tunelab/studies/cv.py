@@ -20,6 +20,7 @@ is scored by every fold.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import sys
@@ -37,7 +38,7 @@ from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, overwrite_option
 from tunelab.io import json_line, make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
-from tunelab.pipeline import config_changes, resolved, run
+from tunelab.pipeline import DATA_FILES, config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
@@ -129,6 +130,14 @@ def rows_text(examples: list[dict[str, Any]]) -> str:
 FINISHED, TO_RUN = "finished", "to run"
 
 
+# what a study's runs (tune's trials, cv's folds, curve's points) may change when it is continued (beside the keys a
+# search space varies): how they report, the feature cache, the size of their passes (memory), checkpoints: not
+# what a run computes
+STUDY_MAY_CHANGE = ("output_dir", "search", "data.cache", "data.cache_limit_gb", "train.save_steps",
+                    "train.save_total_limit", "train.log_steps", "train.eval_batch_size", "train.micro_batch_tokens",
+                    "train.report", "train.report_to")
+
+
 def sub_run_state(out: Path, cfg: RunConfig, files: dict[str, str]) -> str:
     """What a study's sub-run folder (a cv fold, a curve point) holds against the run about to go there, `cfg` on the
     rows `files` ({name: JSONL text}): FINISHED (that run, finished: kept), TO_RUN (nothing, or that run unfinished),
@@ -141,13 +150,45 @@ def sub_run_state(out: Path, cfg: RunConfig, files: dict[str, str]) -> str:
             return f"{name} holds other rows"
     if not (out / "config.yaml").is_file():
         return TO_RUN  # its rows only (stopped before its run began), or nothing of a run that can be resumed
-    changes = config_changes(out, resolved(cfg))
+    changes = config_changes(out, resolved(cfg), STUDY_MAY_CHANGE)
     if changes is None:
         return "a config.yaml that does not read"
     if changes:
         return "config.yaml: " + ", ".join(f"{k} {old!r} (now {new!r})" for k, new, old in changes[:3]) + \
             (", ..." if len(changes) > 3 else "")
-    return FINISHED if (out / "metrics.json").is_file() and all((out / n).is_file() for n in files) else TO_RUN
+    finished = (out / "metrics.json").is_file() and all((out / n).is_file() for n in files)
+    # ...with the data files it read as they are now (a validation / test file changed in place: run again)
+    return FINISHED if finished and read_json(out / INPUTS) == input_hashes(cfg) else TO_RUN
+
+
+INPUTS = "study_inputs.json"  # a finished sub-run's data files' sha256, written when its run returned
+
+
+def input_hashes(cfg: RunConfig) -> dict[str, str]:
+    """{key: sha256} of each data file `cfg` reads (data.train, .validation, .test, .unlabeled, augment synonyms)."""
+    keys = {key: getattr(cfg.data, key.split(".")[1]) for key in DATA_FILES}
+    if cfg.data.augment is not None and cfg.data.augment.synonyms:
+        keys["data.augment.synonyms"] = cfg.data.augment.synonyms
+    out = {}
+    for key, value in keys.items():
+        path = Path(value).expanduser() if isinstance(value, str) and value else None
+        if path is not None and path.is_file():
+            with path.open("rb") as f:
+                out[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return out
+
+
+def run_sub(config: RunConfig, out: Path, files: dict[str, str]) -> dict[str, Any]:
+    """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}); once it
+    returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
+    make_dirs(out, "output_dir")
+    (out / INPUTS).unlink(missing_ok=True)
+    for name, text in files.items():
+        write_text_atomic(out / name, text)
+    inputs = input_hashes(config)  # (as they were when it started)
+    metrics = run(config, overwrite=True)  # the study owns its sub-run directories
+    write_json_atomic(out / INPUTS, inputs)
+    return metrics
 
 
 def refuse_another(root: Path, study: str, other: list[tuple[str, str]]) -> None:
@@ -244,12 +285,9 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
                 _say(f"cv: fold {k}: finished, kept ({out})")
                 metrics = read_json(out / "metrics.json")
             else:
-                make_dirs(out, "output_dir")
-                for name, text in texts.items():
-                    write_text_atomic(out / name, text)
                 _say(f"cv: fold {k}/{len(plan)}: {counts['train']} training rows, {counts['validation']} validation "
                      f"rows → {out}")
-                metrics = run(fold, overwrite=True)  # the study owns its fold directories
+                metrics = run_sub(fold, out, texts)
             done.append(out.name)
             per_fold.append({"fold": k, "output_dir": str(out), "rows": counts,
                              **{split: scalars(m) for split, m in metrics.items() if split != "train"}})

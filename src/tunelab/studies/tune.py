@@ -39,6 +39,7 @@ from tunelab.metrics import scalars
 from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
+from tunelab.studies.cv import STUDY_MAY_CHANGE
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, finish_run_dir
 
@@ -201,7 +202,8 @@ def _other_storage(saved: str, url: str) -> bool:
 
 
 # what the default study keeps in OUTPUT_DIR/tune beside the named studies' folders: no study may be named so
-STUDY_NAMES_TAKEN = re.compile(r"trial-\d+|study\.db|results\.json|results\.csv|best\.yaml", re.IGNORECASE)
+# the default study's trial folders (trial-005, trial-1000), its SQLite file with its journals, its results
+STUDY_NAMES_TAKEN = re.compile(r"trial-(\d{3}|[1-9]\d{3,})|study\.db.*|results\.(json|csv)|best\.yaml", re.IGNORECASE)
 
 
 def study_home(root: Path, name: str) -> Path:
@@ -221,11 +223,6 @@ def study_home(root: Path, name: str) -> Path:
     return root / safe
 
 
-# what a continued study's trials may change (beside the keys its search space varies): how they report, the feature
-# cache, the size of their passes (memory), checkpoints (a trial saves none): not what a trial computes
-STUDY_MAY_CHANGE = ("output_dir", "search", "data.cache", "data.cache_limit_gb", "train.save_steps",
-                    "train.save_total_limit", "train.log_steps", "train.eval_batch_size", "train.micro_batch_tokens",
-                    "train.report", "train.report_to")
 
 
 def _trial_dir(trial: Any, home: Path) -> Path:
@@ -241,7 +238,8 @@ def _check_same_config(cfg: RunConfig, search: SearchConfig, study: Any, home: P
     for trial in sorted(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)),
                         key=lambda t: t.number):
         out = _trial_dir(trial, home)
-        expected = resolved(trial_config(cfg, {}, out, **{"train.save_steps": 0}))
+        # (with its own params: what they imply — a method's defaults, its lr — is not a change either)
+        expected = resolved(trial_config(cfg, trial.params, out, **{"train.save_steps": 0}))
         changes = config_changes(out, expected, (*STUDY_MAY_CHANGE, *search.space, *trial.params))
         if changes is None:  # no readable config.yaml (its folder deleted): the next trial's
             continue
