@@ -86,6 +86,9 @@ def test_smollm2_gguf_materialises(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         logits = model(**tok("Hello", return_tensors="pt")).logits
     assert torch.isfinite(logits).all()
     assert resolve_model("smollm2-135m") == str(path)  # the second call reuses the cache
+    import gguf  # (read once while materialising: gguf's own reader and name map are put back after)
+
+    assert isinstance(gguf.GGUFReader, type) and not hasattr(gguf.get_tensor_name_map, "cache_info")
     # `tunelab serve smollm2-135m`: the untuned chat model behind the OpenAI-style API
     for url, _ in serve_on_loopback([Path("smollm2-135m")], max_tokens=8):
         answer = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={

@@ -7,15 +7,17 @@ safetensors models, or a once-materialised plain-safetensors copy for GGUF model
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -182,11 +184,36 @@ def materialise_pickled(source: Path, target: Path) -> None:
 def materialise_gguf(gguf_path: Path, target: Path) -> None:
     """Dequantise a GGUF model once into plain safetensors."""
     kw = {"gguf_file": gguf_path.name}
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), **kw)
+    with _gguf_read_once():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), **kw)
     # Remove the GGUF marks: after this the saved copy reloads with identical logits.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
     _write_once(target, lambda tmp: (save_model_here(model, tmp), tokenizer.save_pretrained(tmp)))
+
+
+@contextmanager
+def _gguf_read_once() -> Iterator[None]:
+    """transformers parses a GGUF file three times (its config, tokenizer and weights: ~5 s each for SmolLM2's
+    49k-token vocabulary) and builds gguf's tensor-name map once per tensor (397 times, ~7 s): while a model is
+    materialised, one reader per file and one map per architecture (gguf's own functions, put back after; both
+    read-only). SmolLM2-135M on the 2-core AMD EPYC: 18.8 s -> 7.9 s, the same files byte for byte."""
+    import gguf
+
+    make_reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = make_reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = make_reader, name_map
