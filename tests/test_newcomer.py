@@ -53,13 +53,12 @@ def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     run = tmp_path / "demo"
     clone = fresh_clone(tmp_path / "clone")
     # the commands that do not depend on each other run side by side (each is mostly its own start-up)
-    with ThreadPoolExecutor(4) as pool:
-        version, models, schema, check = pool.map(lambda a: _run(*a, cwd=clone), [
-            ("--version",), ("models",), ("schema",),
+    # (`tunelab models` and `schema` are read in-process by tests/test_cli.py and test_config.py)
+    with ThreadPoolExecutor(2) as pool:
+        version, check = pool.map(lambda a: _run(*a, cwd=clone), [
+            ("--version",),
             ("data", "check", "examples/data/sms_spam/train.jsonl", VAL, "--model", "minilm", "--json")])
     assert version.stdout.startswith("tunelab ")
-    assert "minilm" in models.stdout
-    assert schema.stdout.startswith("# Config reference")
     check = json.loads(check.stdout)
     assert set(check["files"]) == {"examples/data/sms_spam/train.jsonl", VAL} and check["overlap"]
     _run("train", CONFIG, "--set", "train.max_steps=3", "--set", f"output_dir={run}", cwd=clone)
@@ -68,14 +67,16 @@ def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     api = (f"import tunelab; m = tunelab.load({str(run)!r}); "
            "print(m.predict(['WINNER!! call now to claim'])[0]['pred_label']); "
            f"print(m.evaluate({VAL!r}, limit=50)['n'])")  # the first 50 rows: the whole file was scored by eval
+    some = clone / "some.jsonl"  # eval reads a whole file: 100 rows of it here (the suite's time)
+    some.write_text("".join((clone / VAL).read_text().splitlines(keepends=True)[:100]))
     with ThreadPoolExecutor(3) as pool:
-        evaluated = pool.submit(_run, "eval", str(run / "model"), "--data", VAL, cwd=clone)
+        evaluated = pool.submit(_run, "eval", str(run / "model"), "--data", str(some), cwd=clone)
         predicted = pool.submit(_run, "predict", str(run / "model"), "--input", "-",
                                 stdin="Are we still meeting for lunch at 1?\n", cwd=clone)
         snippet = pool.submit(subprocess.run, [sys.executable, "-c", api], cwd=clone, env=ENV, capture_output=True,
                               text=True, timeout=300)
     metrics = json.loads(evaluated.result().stdout.splitlines()[-1])
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == len((clone / VAL).read_text().splitlines())
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == 100
     rows = [json.loads(x) for x in predicted.result().stdout.splitlines()]
     assert rows[0]["pred_label"] in ("ham", "spam") and set(rows[0]["scores"]) == {"ham", "spam"}
     res = snippet.result()
