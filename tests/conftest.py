@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -356,3 +356,26 @@ def example_data_builder():
         sys.modules["tunelab_get_data"] = module  # dataclasses look their module up while the class is built
         spec.loader.exec_module(module)
     return sys.modules["tunelab_get_data"]
+
+
+def terminated_at(args: list[str], ready: Callable[[], bool], **env: str) -> None:
+    """`python -m tunelab ARGS` (env: these on top) sent SIGTERM half a second after `ready()` first holds (its
+    temp folder made): it must end with exit status 143 (128 + SIGTERM), through its clean-up."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "tunelab", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.02)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()

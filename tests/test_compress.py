@@ -220,28 +220,10 @@ def test_errors_name_compress(tiny_bert: Path, tmp_path: Path) -> None:
 def test_a_terminated_recovery_leaves_no_temp_folder(run: Path, tmp_path: Path) -> None:
     """SIGTERM (a job stopped) during the recovery fine-tune left its `/tmp/tunelab-recover-*` folder for good: the
     command ends (exit 143) through its clean-up, which removes it; nothing is written."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from conftest import terminated_at
 
     tmp, out = tmp_path / "tmp", tmp_path / "out"
     tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1",
-           "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "compress", str(run), "--prune", "magnitude:0.5",
-                             "--recover-epochs", "200", "--output", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not list(tmp.glob("tunelab-recover-*")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.02)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    finally:
-        proc.kill()
-        proc.wait()
+    terminated_at(["compress", str(run), "--prune", "magnitude:0.5", "--recover-epochs", "200", "--output", str(out)],
+                  lambda: bool(list(tmp.glob("tunelab-recover-*"))), TMPDIR=str(tmp))
     assert not list(tmp.glob("tunelab-recover-*")) and not out.exists()

@@ -136,26 +136,6 @@ def test_a_curve_run_again_keeps_its_points_and_refuses_another_config(tiny_bert
     assert yaml.safe_load((root / "frac-0.5" / "config.yaml").read_text())["train"]["lr"] == 1e-3
 
 
-def test_a_second_curve_into_a_folder_in_use_changes_nothing(tiny_bert: Path, tmp_path: Path) -> None:
-    """A curve running (the folder's study lock, its point's run lock held): a second curve into it is refused before
-    it writes (it wrote validation.jsonl and the point's rows, then failed on the point's lock)."""
-    import os
-
-    from tunelab.training.layout import STUDY_LOCK
-    from tunelab.training.run_dir import RunDirLock
-
-    path, root = _curve_config(tmp_path, tiny_bert), tmp_path / "out" / "curve"
-    rows = '{"text": "the first curve\'s rows", "label": "positive"}\n'
-    (root / "frac-1").mkdir(parents=True)
-    (root / "frac-1" / "train.jsonl").write_text(rows, encoding="utf-8")
-    with RunDirLock(root, STUDY_LOCK), RunDirLock(root / "frac-1"):
-        res = runner.invoke(app, ["curve", str(path), "--fractions", "1"])
-    assert res.exit_code == 2, res.output
-    assert res.stderr.strip() == (f"error: output_dir: {root} is in use by process {os.getpid()} (a run is writing "
-                                  "it); wait for it to end or choose another output_dir")
-    assert (root / "frac-1" / "train.jsonl").read_text() == rows and not (root / "validation.jsonl").exists()
-
-
 def test_ctrl_c_in_a_curve_says_what_is_kept(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during the second point: one line naming the points kept and the command that continues (was: exit
     130, nothing said)."""

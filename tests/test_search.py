@@ -453,25 +453,28 @@ def test_a_cv_of_another_config_is_refused_unless_overwrite(tiny_bert: Path, sen
     assert yaml.safe_load((root / "fold-2" / "config.yaml").read_text())["train"]["lr"] == 1e-3
 
 
-def test_a_second_cv_into_a_folder_in_use_changes_nothing(tiny_bert: Path, sentiment_files: tuple[Path, Path],
-                                                          tmp_path: Path) -> None:
-    """A cv running (its folder's study lock, its fold's run lock held): a second cv into it is refused before it
-    writes (it wrote fold-1's rows, then failed on the fold's lock)."""
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_a_second_study_into_a_folder_in_use_changes_nothing(study: str, tiny_bert: Path, tmp_path: Path,
+                                                             sentiment_files: tuple[Path, Path]) -> None:
+    """A cv / curve running (its folder's study lock, its fold's / point's run lock held): a second one into it is
+    refused before it writes (it wrote that fold's / point's rows, then failed on its lock)."""
     import os
 
     from tunelab.training.layout import STUDY_LOCK
     from tunelab.training.run_dir import RunDirLock
 
     path = _config(tmp_path, tiny_bert, sentiment_files, None, save_steps=0, max_steps=1)
-    root, rows = tmp_path / "out" / "cv", '{"text": "the first cv\'s rows", "label": "positive"}\n'
-    (root / "fold-1").mkdir(parents=True)
-    (root / "fold-1" / "train.jsonl").write_text(rows, encoding="utf-8")
-    with RunDirLock(root, STUDY_LOCK), RunDirLock(root / "fold-1"):
-        res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    root, rows = tmp_path / "out" / study, '{"text": "the first study\'s rows", "label": "positive"}\n'
+    sub = root / ("fold-1" if study == "cv" else "frac-1")
+    sub.mkdir(parents=True)
+    (sub / "train.jsonl").write_text(rows, encoding="utf-8")
+    with RunDirLock(root, STUDY_LOCK), RunDirLock(sub):
+        res = runner.invoke(app, [study, str(path), *(["--folds", "2"] if study == "cv" else ["--fractions", "1"])])
     assert res.exit_code == 2, res.output
     assert res.stderr.strip() == (f"error: output_dir: {root} is in use by process {os.getpid()} (a run is writing "
                                   "it); wait for it to end or choose another output_dir")
-    assert (root / "fold-1" / "train.jsonl").read_text() == rows and not (root / "fold-2").exists()
+    assert (sub / "train.jsonl").read_text() == rows and sorted(p.name for p in root.iterdir()) == [
+        ".tunelab-study.lock", sub.name]
 
 
 def test_a_cv_run_again_keeps_the_folds_that_finished(tiny_bert: Path, sentiment_files: tuple[Path, Path],
