@@ -300,19 +300,25 @@ def _check_resumed_config(out: Path, cfg: RunConfig, otherwise: str = "start a n
 def config_changes(out: Path, cfg: RunConfig, may_change: Sequence[str] = ()) -> list[tuple[str, Any, Any]] | None:
     """(key, cfg's value, the run's) of each setting but `may_change` where `cfg` (resolved) and the run in `out`
     differ (as resumes, and the studies' trials, folds and points, compare); None without a readable config.yaml."""
-    try:
-        saved = resolved(build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}))
-    except (OSError, yaml.YAMLError, TunelabError):
+    saved = run_config(out)
+    if saved is None:
         return None  # (a run of an older tunelab: the checkpoint's own checks still apply)
-    # its relative data paths from the folder it was trained in: resumed from another folder, `train.jsonl` may name
-    # another file, which is a change of data, not the same spelling (a file spelled from elsewhere, or copied: same)
-    summary = read_summary(out)
-    saved = saved.model_copy(update={"data": run_data(out, saved.data, summary),
-                                     "model": run_model(summary, saved.model)})
-    old, new = flat_fields(saved.model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
+    old, new = flat_fields(resolved(saved).model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
     return [(k, new.get(k), old.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
             and not (k in (*DATA_FILES, "data.augment.synonyms", "model") and _same_file(old.get(k), new.get(k)))
             and not any(within(k, m) for m in may_change)]
+
+
+def run_config(out: Path) -> RunConfig | None:
+    """The config the run in `out` trained with (config.yaml; relative data paths and the model as it read them, from
+    its folder: from elsewhere `train.jsonl` may name another file); None without a readable config.yaml."""
+    try:
+        saved = build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError, TunelabError):
+        return None
+    summary = read_summary(out)
+    return saved.model_copy(update={"data": run_data(out, saved.data, summary),
+                                    "model": run_model(summary, saved.model)})
 
 
 DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")

@@ -25,18 +25,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.table import Table as RichTable
 
 from tunelab.config.fields import yaml_text
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
-from tunelab.data.load import run_data, run_model
-from tunelab.data.report import read_summary
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, first_line, require
 from tunelab.io import make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
-from tunelab.pipeline import config_changes, resolved, run
+from tunelab.pipeline import config_changes, resolved, run, run_config
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.cv import STUDY_MAY_CHANGE
@@ -367,14 +364,7 @@ def _best_tree(cfg: RunConfig, best: Any, home: Path, output_dir: Path) -> dict[
     """best.yaml: the config the best trial trained with (its config.yaml; its data files and model as it read them),
     with this config's checkpointing (a trial saves none) and `output_dir`; from this config and the trial's values
     only where the trial's folder no longer holds a readable one."""
-    trial = _trial_dir(best, home)
-    try:
-        ran = build_config(yaml.safe_load((trial / "config.yaml").read_text(encoding="utf-8")) or {})
-        summary = read_summary(trial)
-        ran = ran.model_copy(update={"data": run_data(trial, ran.data, summary),
-                                     "model": run_model(summary, ran.model)})
-    except (OSError, yaml.YAMLError, TunelabError):
-        ran = trial_config(cfg, best.params, output_dir)
+    ran = run_config(_trial_dir(best, home)) or trial_config(cfg, best.params, output_dir)
     tree = base_tree(ran)
     tree["output_dir"] = str(output_dir)
     tree["train"]["save_steps"] = cfg.train.save_steps
