@@ -431,6 +431,42 @@ def test_multi_label_cells_hold_json_lists_or_are_cut_at_the_separator(tiny_bert
         make_task(multi_label=True, label_separator="")
 
 
+
+def test_a_multi_label_text_that_is_one_of_the_models_labels_is_that_label(tmp_path: Path) -> None:
+    """A review of the fix: a model trained before multi-label cells were cut (its label `Arts, Culture`) refused
+    its own data in eval ("holds ',': several labels or one?"): a text that is one of its labels is that label."""
+    from tunelab.data.records import Record
+    from tunelab.tasks.class_labels import cell_labels
+
+    row = Record("m.jsonl", 3, {})
+    assert cell_labels(row, "label", "Arts, Culture", None, ["Arts, Culture", "Sport"]) == ["Arts, Culture"]
+    with pytest.raises(DataError, match="several labels or one"):
+        cell_labels(row, "label", "Arts, Culture", None, ["Sport"])
+
+
+def test_a_study_run_exports_into_its_own_folder_and_other_tools_folders_are_no_runs(tmp_path: Path) -> None:
+    """A review of the fix: a cv fold (a run inside its study's run folder) could not be exported to its own
+    exports/ ("inside the run's folder" of the run around it), and a Hydra / Lightning project folder (a config.yaml
+    beside checkpoints/ or metrics.json) was taken for a run, refusing every --output below it."""
+    from tunelab.errors import TunelabError
+    from tunelab.export.output import _around_runs
+    from tunelab.training.layout import is_run_dir
+
+    outer, fold = tmp_path / "run", tmp_path / "run" / "cv" / "fold-1"
+    for run in (outer, fold):
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text("task: classification\n")
+        (run / "data_summary.json").write_text("{}")
+    _around_runs(fold / "exports" / "onnx-fp32", [fold])  # its own: allowed
+    with pytest.raises(TunelabError, match="is inside the run's folder"):
+        _around_runs(outer / "model", [fold])  # the run around it: its model is that run's
+    hydra = tmp_path / "proj"
+    (hydra / "checkpoints").mkdir(parents=True)
+    (hydra / "config.yaml").write_text("lr: 1\n")
+    (hydra / "metrics.json").write_text("{}")
+    assert not is_run_dir(hydra) and is_run_dir(fold)
+    _around_runs(hydra / "onnx", [fold])
+
 def test_integer_and_bool_labels_become_strings(tmp_path: Path) -> None:
     rows = [{"text": t, "label": lab} for t, lab in zip("abcd", [1, 0, True, 2.5], strict=True)]
     path = write_jsonl(tmp_path / "numbers.jsonl", rows)

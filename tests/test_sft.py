@@ -104,7 +104,7 @@ def test_formats_become_messages() -> None:
         ({"instruction": "x", "output": "y", "system": 3}, "d.jsonl:1: system: is not a string: int"),
         ({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "x"},
                             {"from": "gpt", "value": "y"}], "system": "t"},
-         "d.jsonl:1: system: the conversations have a system turn of their own; keep one"),
+         "d.jsonl:1: system: the conversations have a system turn of their own (and another text); keep one"),
         ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": "y", "weight": 0.5}]},
          "d.jsonl:1: messages: turn 2: weight must be 0 (not trained) or 1, not 0.5"),
         ({"messages": [{"role": U, "content": "x", "weight": 1}, {"role": A, "content": "y"}]},
@@ -182,6 +182,24 @@ def test_system_and_history_columns_are_turns(tiny_llama: Path) -> None:
     assert p["input_ids"] == f["input_ids"][:len(p["input_ids"])]
     assert tok.convert_ids_to_tokens(p["input_ids"][-3:]) == ["<|im_end|>", "<|im_start|>", "<unk>"]  # assistant\n
     assert f["input_ids"][len(p["input_ids"]):] == tok.convert_tokens_to_ids(["nice", "<|im_end|>"])
+
+
+def test_rows_that_read_before_the_system_and_weight_columns_still_read() -> None:
+    """A review of the fix: Arrow / HF exports fill absent keys with null (`weight: null` on every turn, `content:
+    null` beside `value`), an empty `history` cell is "", and a ShareGPT row may carry its system prompt both in a
+    `system` column and as its first turn: all were refused; they read as before (the system prompt once)."""
+    rows = [{"conversations": [{"from": "human", "value": "hi", "content": None, "weight": None},
+                               {"from": "gpt", "value": "yo", "weight": None}]},
+            {"instruction": "x", "output": "y", "history": ""},
+            {"conversations": [{"from": "system", "value": "be a cat"}, {"from": "human", "value": "hi"},
+                               {"from": "gpt", "value": "yo"}], "system": "be a cat"}]
+    assert [ex["messages"] for ex in _task().parse(_table(rows))] == [
+        [{"role": U, "content": "hi"}, {"role": A, "content": "yo"}],
+        [{"role": U, "content": "x"}, {"role": A, "content": "y"}],
+        [{"role": S, "content": "be a cat"}, {"role": U, "content": "hi"}, {"role": A, "content": "yo"}]]
+    other = {**rows[2], "system": "be a dog"}
+    with pytest.raises(DataError, match="have a system turn of their own \\(and another text\\); keep one"):
+        _task().parse(_table([other]))
 
 
 def test_data_check_reads_history_and_system(tiny_llama: Path, tmp_path: Path) -> None:

@@ -114,8 +114,9 @@ def iter_conll(path: Path) -> Iterator[Record]:
     several problems the first in the file is named (a bad byte on a later line no longer comes first).
 
     A line holding a tab is cut at its tabs (`New York<TAB>B-LOC`: the token keeps its space); another at spaces,
-    where a line of more or fewer columns than the file's first such line is refused (`New York B-LOC` among
-    two-column lines would lose `York`; CoNLL-2003's four columns, token POS chunk tag, are kept as they are)."""
+    where in a file of token + tag lines a line of more columns is refused (`New York B-LOC` among them would lose
+    `York`; CoNLL-2003's four columns, token POS chunk tag, and lines of other widths in
+    a file of three or more are read as before: the first column and the last)."""
     source, memo = str(path), {}
     tokens: list[str] = []
     tags: list[str] = []
@@ -134,15 +135,15 @@ def iter_conll(path: Path) -> Iterator[Record]:
         if len(cols) < 2:
             raise DataError(source, number, "tags", "expected a token and a tag separated by a space or tab"
                             + _odd_space(line))
-        if spaced:
+        if spaced:  # a token + tag file (two columns) with a line of more: a token holding a space would lose a part
             width = width or (len(cols), number)
-            if len(cols) != width[0]:
+            if width[0] == 2 and len(cols) > 2:
                 raise DataError(source, number, "tags", f"{len(cols)} columns where line {width[1]} has {width[0]}: "
                                 "columns are cut at spaces, so a token holding a space reads as two; separate this "
                                 "file's columns with tabs (a token then keeps its spaces)")
         if not tokens:
             start = number
-        token, tag = cols[0], cols[-1]
+        token, tag = cols[0], (cols[-1].split() or [cols[-1]])[-1]  # a tag has no space (`EU<TAB>NNP B-ORG`: B-ORG)
         tokens.append(memo.get(token) or (memo.setdefault(token, token) if len(memo) < SHARED else token))
         tags.append(memo.get(tag) or (memo.setdefault(tag, tag) if len(memo) < SHARED else tag))
         last = number

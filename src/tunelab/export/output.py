@@ -165,8 +165,9 @@ def _around_runs(output: Path, own: Sequence[Path]) -> None:
             continue
         if folder == full:
             raise TunelabError(f"--output: {output} is a run's folder; {RUN_NEVER}")
-        if not any(below(folder, run) == () for run in own):
-            raise TunelabError(f"--output: {output} is inside the run's folder {folder}; {RUN_NEVER}")
+        if any(below(folder, run) == () for run in own):
+            break  # inside the run exported (a cv fold, a trial: the runs around it are its study's, not in the way)
+        raise TunelabError(f"--output: {output} is inside the run's folder {folder}; {RUN_NEVER}")
     if link or not output.is_dir():
         return
     names = set(_entries(output))

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,6 +204,14 @@ def _gguf_read_once() -> Iterator[None]:
     read-only). SmolLM2-135M on the 2-core AMD EPYC: 18.8 s -> 7.9 s, the same files byte for byte."""
     import gguf
 
+    with _GGUF_PATCH:  # one materialisation at a time: another's exit would put back this one's functions
+        yield from _gguf_once(gguf)
+
+
+_GGUF_PATCH = threading.Lock()
+
+
+def _gguf_once(gguf: Any) -> Iterator[None]:
     make_reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], Any] = {}
 

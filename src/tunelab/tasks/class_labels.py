@@ -72,12 +72,13 @@ def label_text(record: Record, field: str, value: Any, known: Sequence[str] = ()
 SEPARATORS = "|;,"  # what a multi-label cell may separate its labels by: refused unless task.label_separator says
 
 
-def cell_labels(record: Record, field: str, value: Any, separator: str | None) -> list[Any]:
+def cell_labels(record: Record, field: str, value: Any, separator: str | None, known: Sequence[str] = ()) -> list[Any]:
     """The labels of a multi-label value that is no list: a text cell holding a JSON list (`["ham", "question"]`,
     what `json.dumps` writes; CSV / TSV / Parquet text cannot hold a list otherwise) is that list; with `separator`,
     a text cut at it (`spam|promo`); any other value one label. A text holding one of SEPARATORS with no separator
-    set, or a bracketed list that is not JSON (`['ham', 'spam']`, Python's), is refused: one label or several?"""
-    if not isinstance(value, str):
+    set, or a bracketed list that is not JSON (`['ham', 'spam']`, Python's), is refused: one label or several? —
+    but for one of the model's labels (`known`: `Arts, Culture`, a model trained before cells were read so)."""
+    if not isinstance(value, str) or value in known:
         return [value]
     text = value.strip()
     if text.startswith("[") and text.endswith("]"):

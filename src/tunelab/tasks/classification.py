@@ -100,7 +100,8 @@ class Classification(Task):
         if isinstance(value, dict):
             return soft_label(record, field, value, self.cfg.multi_label, self.labels)
         if self.cfg.multi_label:
-            items = value if isinstance(value, list) else cell_labels(record, field, value, self.cfg.label_separator)
+            items = value if isinstance(value, list) else cell_labels(record, field, value, self.cfg.label_separator,
+                                                                      self.labels)
             return [label_text(record, field, v, self.labels) for v in items]
         if isinstance(value, list):
             raise DataError(

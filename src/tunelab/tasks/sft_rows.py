@@ -24,7 +24,7 @@ DETECT = (("messages", "messages"), ("conversations", "sharegpt"), ("instruction
 
 def _key(rec: Record, field: str, i: int, turn: dict[str, Any], keys: tuple[str, str], what: str) -> str:
     """Which of `keys` (OpenAI's, ShareGPT's) the turn names its `what` with; one line for neither or both."""
-    found = [k for k in keys if k in turn]
+    found = [k for k in keys if turn.get(k) is not None]  # (a null one is absent: Arrow / HF exports fill them in)
     if len(found) != 1:
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: " + (f"both {keys[0]} and {keys[1]}; keep one"
                         if found else f"no {what} (expected {TURN})"))
@@ -43,7 +43,7 @@ def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
     if not isinstance(content, str):
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: content is not a string: {type(content).__name__}")
     msg: dict[str, Any] = {"role": ROLE_NAMES[role], "content": content}
-    if "weight" in turn:  # Axolotl's per-turn training switch
+    if turn.get("weight") is not None:  # Axolotl's per-turn training switch (null: not given, as Arrow writes it)
         weight = turn["weight"]
         if not isinstance(weight, int | float) or weight not in (0, 1):
             raise DataError(rec.source, rec.line, field, f"turn {i + 1}: weight must be 0 (not trained) or 1, not "
@@ -70,7 +70,7 @@ def _system(rec: Record) -> list[dict[str, str]]:
 def _history(rec: Record, labelled: bool) -> list[dict[str, str]]:
     """LLaMA-Factory's alpaca `history`, [[user, assistant], ...]: the turns before the instruction."""
     value = rec.data.get("history")
-    if value is None:
+    if value is None or value == "":  # (an empty cell of a table)
         return []
     if not isinstance(value, list):
         raise DataError(rec.source, rec.line, "history", "expected a list of [user, assistant] pairs of strings, not "
@@ -142,7 +142,11 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
             raise DataError(rec.source, rec.line, field, "expected a non-empty list of turns")
         msgs = [_message(rec, field, i, t) for i, t in enumerate(turns)]
         if system and any(m["role"] == "system" for m in msgs):
-            raise DataError(rec.source, rec.line, "system", f"the {field} have a system turn of their own; keep one")
+            if any(m["role"] == "system" and m["content"] == system[0]["content"] for m in msgs):
+                system = []  # the same prompt in both places: once
+            else:
+                raise DataError(rec.source, rec.line, "system", f"the {field} have a system turn of their own (and "
+                                "another text); keep one")
         if labelled and not any(m["role"] == "assistant" for m in msgs):
             raise DataError(rec.source, rec.line, field, "no assistant turn")
         if labelled and not any(trained(m) for m in msgs):

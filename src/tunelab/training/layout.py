@@ -21,8 +21,9 @@ EXPORTED = frozenset({"merged", "exports"})  # of RUN_FILES, what export / compr
 STUDY_FILES = frozenset({"baselines.json", "curve", "tune", "cv", "eval.json"})
 REPLACED = ".replaced"  # the finished run a new run replaces, until the new one finishes (training/run_dir.py)
 # beside its config.yaml, any of these says a folder is a run directory (what training writes first, and what it keeps)
-RUN_MARKERS = ("metrics.jsonl", "metrics.json", "data_summary.json", LOCK, REPLACED, "checkpoints",
-               "model/tunelab.json", "adapter/adapter_config.json")
+# what only a tunelab run writes (beside its config.yaml): not `checkpoints/` or `metrics.json`, which other tools'
+# project folders (Hydra, Lightning) have too
+RUN_MARKERS = ("data_summary.json", LOCK, REPLACED, "model/tunelab.json")
 STEP_DIR = re.compile(r"step-(\d+)")
 FILES = ("trainable.safetensors", "state.pt", "trainer_state.json")
 
