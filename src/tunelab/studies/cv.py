@@ -20,7 +20,6 @@ is scored by every fold.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import sys
@@ -38,10 +37,11 @@ from tunelab.data.load import load_splits
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, overwrite_option
 from tunelab.io import json_line, make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
-from tunelab.pipeline import DATA_FILES, config_changes, resolved, run
+from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
+from tunelab.training.checkpoint import sha256
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock
 
@@ -165,17 +165,9 @@ INPUTS = "study_inputs.json"  # a finished sub-run's data files' sha256, written
 
 
 def input_hashes(cfg: RunConfig) -> dict[str, str]:
-    """{key: sha256} of each data file `cfg` reads (data.train, .validation, .test, .unlabeled, augment synonyms)."""
-    keys = {key: getattr(cfg.data, key.split(".")[1]) for key in DATA_FILES}
-    if cfg.data.augment is not None and cfg.data.augment.synonyms:
-        keys["data.augment.synonyms"] = cfg.data.augment.synonyms
-    out = {}
-    for key, value in keys.items():
-        path = Path(value).expanduser() if isinstance(value, str) and value else None
-        if path is not None and path.is_file():
-            with path.open("rb") as f:
-                out[key] = hashlib.file_digest(f, "sha256").hexdigest()
-    return out
+    """{key: sha256} of each data file `cfg` reads (`DataConfig.files`: the splits, unlabelled rows, synonyms)."""
+    paths = ((key, Path(value).expanduser()) for key, value in cfg.data.files())
+    return {key: sha256(path) for key, path in paths if path.is_file()}
 
 
 def run_sub(config: RunConfig, out: Path, files: dict[str, str]) -> dict[str, Any]:
