@@ -40,7 +40,7 @@ from tunelab.io import (
     write_json_atomic,
 )
 from tunelab.progress import say
-from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, RUN_MARKERS, STUDY_FILES, is_run_dir
+from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, is_run_dir
 
 MANIFEST = "tunelab-files.json"
 IGNORED = frozenset({".DS_Store"})  # what a file browser drops into any folder it shows: nobody's work
@@ -170,9 +170,8 @@ def _around_runs(output: Path, own: Sequence[Path]) -> None:
         raise TunelabError(f"--output: {output} is inside the run's folder {folder}; {RUN_NEVER}")
     if link or not output.is_dir():
         return
-    names = set(_entries(output))
-    held = sorted(e[: -len("config.yaml")] for e in names if e.endswith("/config.yaml")
-                  and any(e[: -len("config.yaml")] + m in names for m in RUN_MARKERS))
+    held = sorted(e[: -len("/config.yaml")] for e in _entries(output) if e.endswith("/config.yaml")
+                  and is_run_dir(output / e[: -len("/config.yaml")]))
     if held:
         raise TunelabError(f"--output: {output} holds the run's folder {output / held[0]}; {RUN_NEVER}")
 
