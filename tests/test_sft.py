@@ -184,6 +184,25 @@ def test_system_and_history_columns_are_turns(tiny_llama: Path) -> None:
     assert f["input_ids"][len(p["input_ids"]):] == tok.convert_tokens_to_ids(["nice", "<|im_end|>"])
 
 
+def test_prompt_template_rows_keep_their_system_and_history() -> None:
+    """With task.prompt_template, a row's `system` column and alpaca `history` pairs were dropped silently (one user
+    turn, the filled template, and its reply trained); they are read as LLaMA-Factory reads them: the system message,
+    then the history turns (their replies trained), unless the template names the column itself."""
+    row = {"src": "good", "tgt": "nice", "system": "be brief", "history": [["say bad", "bad"]]}
+    task = _task(prompt_template="say {src}", response_field="tgt")
+    (ex,) = task.parse(_table([row]))
+    want = [{"role": S, "content": "be brief"}, {"role": U, "content": "say bad"}, {"role": A, "content": "bad"},
+            {"role": U, "content": "say good"}, {"role": A, "content": "nice"}]
+    assert ex["messages"] == want
+    (unl,) = task.parse(_table([{k: v for k, v in row.items() if k != "tgt"}]), labelled=False)
+    assert unl["messages"] == want[:-1]  # predict builds the prompt training did
+    (named,) = _task(prompt_template="{system}: say {src}", response_field="tgt").parse(_table([row]))
+    assert named["messages"] == [*want[1:3], {"role": U, "content": "be brief: say good"}, want[-1]]  # once
+    with pytest.raises(DataError) as info:
+        task.parse(_table([{**row, "history": [["say bad"]]}]))
+    assert str(info.value) == "d.jsonl:1: history: pair 1: expected [user, assistant] (two strings), not a list of 1"
+
+
 def test_rows_that_read_before_the_system_and_weight_columns_still_read() -> None:
     """A review of the fix: Arrow / HF exports fill absent keys with null (`weight: null` on every turn, `content:
     null` beside `value`), an empty `history` cell is "", and a ShareGPT row may carry its system prompt both in a

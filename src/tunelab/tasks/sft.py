@@ -3,7 +3,8 @@
 Rows, detected per row (or forced with `task.format`), all become a list of `{role, content}` messages:
 alpaca `{instruction, input?, output, history?}`, sharegpt `{conversations: [{from: human|gpt|system, value}]}`,
 OpenAI `{messages: [{role: system|user|assistant, content}]}` and `{prompt, completion}`; a `system` column opens
-any of them (tasks/sft_rows.py).
+any of them (tasks/sft_rows.py), and so do an alpaca `history` and a `system` column of rows read through
+`task.prompt_template`.
 
 Template: the tokenizer's own `chat_template`; a model without one gets a built-in template, saved with the
 tokenizer: Gemma's `<start_of_turn>` / `<end_of_turn>` format when those tokens are in the vocabulary (Gemma
@@ -60,7 +61,7 @@ from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, bu
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
-from tunelab.tasks.sft_rows import DETECT, check_replies, row_messages, row_text
+from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 
 
 class SftConfig(TaskConfig):
@@ -81,7 +82,8 @@ class SftConfig(TaskConfig):
     )
     prompt_template: str | None = Field(
         None, description="Build the user turn from the row's fields, e.g. 'Translate into Chinese:\\n{source}' "
-        "({field} placeholders); the reply is task.response_field. Overrides task.format."
+        "({field} placeholders); the reply is task.response_field. A system column and alpaca history pairs come "
+        "before it, as in every format, unless the template names them. Overrides task.format."
     )
     response_field: str | None = Field(None, description="With prompt_template: the column holding the reply.")
     packing: bool = Field(
@@ -149,9 +151,8 @@ class Sft(Task):
         for rec in table.records:
             plain = not labelled and text_field in rec.data and not any(k in rec.data for k, _ in DETECT)
             if self.cfg.prompt_template is not None:  # the row's fields fill the user turn
-                field, msgs = template_messages(rec, self.cfg.prompt_template, self.cfg.response_field or "",
-                                                labelled, text_field)
-                msgs = check_replies(rec, field, msgs, labelled, turns=False)
+                field, msgs = template_row(rec, self.cfg.prompt_template, self.cfg.response_field or "", labelled,
+                                           text_field)
             elif plain:  # predict: one user message per row (`--input -`)
                 field, msgs = text_field, [{"role": "user", "content": row_text(rec, text_field)}]
             else:

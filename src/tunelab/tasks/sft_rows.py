@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunelab.data.prompt_template import template_fields, template_messages
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
 
@@ -119,6 +120,17 @@ def check_replies(rec: Record, field: str, msgs: list[dict[str, str]], labelled:
         raise DataError(rec.source, rec.line, field, (f"turn {empty + 1}: " if turns else "") + "an empty assistant "
                         "reply (it would teach the model to end its turn at once)")
     return msgs
+
+
+def template_row(rec: Record, template: str, response_field: str, labelled: bool,
+                 text_field: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(field, messages) of a row read through `task.prompt_template`: the filled user turn and the reply, after the
+    row's `system` column (a system message) and alpaca `history` pairs (the turns before it), as LLaMA-Factory reads
+    them; a template that names `{system}` (or `{history}`) puts that column in the user turn instead."""
+    field, msgs = template_messages(rec, template, response_field, labelled, text_field)
+    used = template_fields(template)
+    before = ([] if "system" in used else _system(rec)) + ([] if "history" in used else _history(rec, labelled))
+    return field, check_replies(rec, field, [*before, *msgs], labelled, turns=False)
 
 
 def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[str, Any]]]:
