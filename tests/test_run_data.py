@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
+from tunelab.text import TEXT_RULES
 
 runner = CliRunner()
 
@@ -191,13 +192,13 @@ def test_an_older_runs_rows_are_read_again_by_its_own_text_rules(tiny_bert: Path
                          "train": {"max_steps": 1, "save_steps": 0, "report": False}})
     summary_path = run.dir / "data_summary.json"
     summary = json.loads(summary_path.read_text())
-    assert summary["text_rules"] == 2 and summary["rows_used"]["train"] == len(set(map(str, rows))) - 1
+    assert summary["text_rules"] == TEXT_RULES and summary["rows_used"]["train"] == len(set(map(str, rows))) - 1
     task = TASKS.get("classification")(run.config.task, run.config.data)
     assert len(run_splits(run.dir, run.config.data, task, 0)["train"]) == summary["rows_used"]["train"]
     older = {k: v for k, v in summary.items() if k != "text_rules"}  # as a run of the earlier rules wrote it
     older["rows_used"] = {**summary["rows_used"], "train": summary["rows_used"]["train"] + 1}  # both rows kept then
     summary_path.write_text(json.dumps(older))
     assert len(run_splits(run.dir, run.config.data, task, 0)["train"]) == older["rows_used"]["train"]
-    summary_path.write_text(json.dumps({**older, "text_rules": 2}))  # the same counts under today's rules: changed
+    summary_path.write_text(json.dumps({**older, "text_rules": TEXT_RULES}))  # the same counts, today's rules: changed
     with pytest.raises(Exception, match="rows now, where the run"):
         run_splits(run.dir, run.config.data, task, 0)

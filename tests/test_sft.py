@@ -504,6 +504,34 @@ def test_clean_and_dedup_conversations(tmp_path: Path) -> None:
                                                                              "output": "fine"}
 
 
+def test_rows_that_differ_in_a_turns_weight_are_not_duplicates(tiny_llama: Path, tmp_path: Path) -> None:
+    """Axolotl's per-turn weight is part of what a row trains on: two rows that differ only in which turn has weight 0
+    were one row to data.dedup (the second dropped) and to data check's duplicate count; both are kept now (a true
+    repeat still goes), and an older run's rows read again by its text rules (2) are compared as it compared them."""
+    from tunelab.data.dedup import duplicate_keys
+    from tunelab.data.load import load_splits
+    from tunelab.data.report import DataReport
+    from tunelab.text import text_rules
+
+    def chat(weights: tuple[int, int]) -> dict:
+        return {"messages": [{"role": U, "content": "say good"}, {"role": A, "content": "good", "weight": weights[0]},
+                             {"role": U, "content": "say bad"}, {"role": A, "content": "bad", "weight": weights[1]}]}
+
+    train = write_jsonl(tmp_path / "train.jsonl", [chat((0, 1)), chat((1, 0)), chat((1, 0)), chat((1, 1))])
+    val = write_jsonl(tmp_path / "val.jsonl", _say(["nice"]))
+    data = DataConfig(train=str(train), validation=str(val), dedup=True)
+    report = DataReport()
+    splits = load_splits(data, Sft(SftConfig(), data), 0, report)
+    assert [ex["line"] for ex in splits["train"]] == [1, 2, 4]
+    assert [(r["line"], r["duplicate_of"]) for r in report.removed] == [(3, f"{train}:2")]
+    res = CliRunner().invoke(app, ["data", "check", str(train), "--task", "sft", "--model", str(tiny_llama), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][str(train)]["duplicates_exact"] == 1
+    examples = _task().parse(_table([chat((0, 1)), chat((1, 0))]))
+    with text_rules(2):
+        assert duplicate_keys(examples[0]) == duplicate_keys(examples[1])
+
+
 @pytest.mark.parametrize("chunk", [8192, 2])
 def test_data_check_sft(tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     monkeypatch.setattr(data_check, "CHAT_CHUNK", chunk)  # 2: conversations encoded two at a time, same report

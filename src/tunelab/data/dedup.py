@@ -28,11 +28,16 @@ SPLIT_PRIORITY = ("test", "validation", "train")
 
 def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     """The texts compared for duplicates: text fields, NER tokens joined as their sentence (`text.join_tokens`: a
-    character-level Chinese row without spaces), SFT turns as `role: content`."""
-    old = rules_version() < 2  # an older run's rows read again: its tokens joined by spaces, as it compared them
-    parts = [v if isinstance(v, str) else " ".join(map(str, v)) if old else join_tokens([str(t) for t in v])[0]
+    character-level Chinese row without spaces), SFT turns as `role: content` — an assistant turn of `"weight": 0`
+    (not trained) as `assistant (weight 0): content`, so that rows that train on different turns are not one row."""
+    rules = rules_version()  # an older run's rows read again: compared as it compared them
+    parts = [v if isinstance(v, str) else " ".join(map(str, v)) if rules < 2 else join_tokens([str(t) for t in v])[0]
              for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
-    return parts + [f"{m['role']}: {m['content']}" if roles else m["content"] for m in example.get("messages", ())]
+    if not roles:
+        return parts + [m["content"] for m in example.get("messages", ())]
+    weights = rules >= 3
+    return parts + [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}: {m['content']}"
+                    for m in example.get("messages", ())]
 
 
 def exact_key(example: dict[str, Any]) -> str:
