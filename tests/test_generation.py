@@ -16,14 +16,14 @@ from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
 from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import ConfigError, DataError, TunelabError
-from tunelab.evaluation.generation import eval_generation, eval_generation_config
+from tunelab.evaluation.generation import eval_generation, eval_generation_config, evaluate_generation
 from tunelab.metrics.generation import score_generations, segment_zh
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
 from tunelab.text import is_chinese
 
 run_config_class()
-from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids  # noqa: E402
+from tunelab.tasks.sft import Sft, SftConfig, end_of_turn_ids, sft_records  # noqa: E402
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -173,6 +173,24 @@ def test_a_learned_position_table_bounds_prompts_and_replies(chatml_llama: tuple
     with pytest.raises(TunelabError, match="the model has 32 positions"):
         generate(opt, tok, [[5] * 39], cfg, 1, stop_ids=[-1])
     assert len(generate(opt, tok, [[5] * 30], GenerationConfig(max_new_tokens=10), 1, stop_ids=[-1])[0]) == 2
+
+
+def test_generation_scores_the_last_trained_reply(chatml_llama: tuple) -> None:
+    """`tunelab eval` compared the model's reply with the last assistant turn even where that turn has Axolotl's
+    `"weight": 0` (not trained); it scores the last trained turn, generated from the conversation up to it (the turns
+    after it are not in the prompt), and the per-example records name the same reference."""
+    import numpy as np
+
+    model, tok = chatml_llama
+    task = Sft(SftConfig(), DataConfig())
+    msgs = [{"role": "user", "content": "say good"}, {"role": "assistant", "content": "good"},
+            {"role": "user", "content": "say bad"}, {"role": "assistant", "content": "bad movie", "weight": 0}]
+    examples = task.parse(_table([{"messages": msgs}, {"messages": msgs[:2]}]))
+    _, rows = evaluate_generation(task, model, tok, examples, 2, GenerationConfig(max_new_tokens=2))
+    assert [(r["reference"], r["prompt"], r["turns"]) for r in rows] == [("good", "say good", 1)] * 2
+    assert rows[0]["prediction"] == rows[1]["prediction"]  # one prompt
+    records = sft_records(np.array([[1.0, 1.0], [1.0, 1.0]]), examples)
+    assert [(r["gold"], r["text"]) for r in records] == [("good", "user: say good")] * 2
 
 
 def test_stops_at_end_of_turn(chatml_llama: tuple) -> None:

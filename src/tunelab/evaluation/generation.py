@@ -1,7 +1,8 @@
 """Scoring generated replies (SFT evaluation).
 
-`evaluate_generation` generates the last assistant reply of held-out conversations from the turns before it and
-scores it against the reference (`metrics.generation`); `final_generation` does that for a run's final evaluation
+`evaluate_generation` generates the last trained assistant reply of held-out conversations (the last one not of
+Axolotl's `"weight": 0`: the model was not taught to write those) from the turns before it and scores it against the
+reference (`metrics.generation`); `final_generation` does that for a run's final evaluation
 when `task.generation.eval_generate` is on; `eval_generation` is `tunelab eval`'s (and `Model.evaluate`'s)
 generation step.
 """
@@ -33,9 +34,9 @@ from tunelab.tasks.generation import (
 def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
                         batch_size: int, cfg: GenerationConfig | None = None,
                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Generate the last assistant reply of each labelled SFT example and score it. Returns the corpus
-    metrics and one row per example: file, line, prompt (the last turn before the reply), turns (how many
-    turns precede the reply), reference, prediction and the per-sample scores."""
+    """Generate the last trained assistant reply of each labelled SFT example (`chat_template.split_reply`) and score
+    it. Returns the corpus metrics and one row per example: file, line, prompt (the last turn before the reply), turns
+    (how many turns precede the reply), reference, prediction and the per-sample scores."""
     cfg = cfg or task.cfg.generation
     prompts, refs, ids = [], [], []
     for ex in examples:

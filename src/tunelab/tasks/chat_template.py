@@ -94,9 +94,20 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     return tokenizer(render(tokenizer, messages, generation_prompt=True), add_special_tokens=False)["input_ids"]
 
 
+def reply_index(messages: list[dict[str, Any]]) -> int | None:
+    """The index of the reply a conversation is scored on: its last assistant turn that trains (not one of Axolotl's
+    `"weight": 0`, which the model is not taught to write), else its last assistant turn; None without one."""
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    return next((i for i in reversed(assistant) if messages[i].get("weight", 1) != 0), assistant[-1] if assistant
+                else None)
+
+
 def split_reply(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
-    """(the turns before the last assistant turn, that turn's content)."""
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    """(the turns before the reply scored, its content): the last trained assistant turn (`reply_index`), generated
+    from the conversation up to it; the turns after it are not part of the prompt."""
+    last = reply_index(messages)
+    if last is None:  # (a labelled row has one: tasks/sft_rows.py)
+        raise ValueError("no assistant turn to score")
     return messages[:last], messages[last]["content"]
 
 

@@ -57,7 +57,15 @@ from tunelab.tasks.causal_loss import (
     example_nll,
     trained_count,
 )
-from tunelab.tasks.chat_template import TEMPLATES, adds_bos, assistant_spans, builtin_template, end_of_turn_ids, render
+from tunelab.tasks.chat_template import (
+    TEMPLATES,
+    adds_bos,
+    assistant_spans,
+    builtin_template,
+    end_of_turn_ids,
+    render,
+    reply_index,
+)
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
@@ -109,13 +117,15 @@ class SftConfig(TaskConfig):
 
 def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """SFT rows from the per-example [assistant-token NLL sum, token count]: the prompt (the turns before
-    the last assistant reply, as `role: content` lines), the reference reply, no prediction (a generated
+    the reply scored — the last trained assistant turn, chat_template.reply_index — as `role: content` lines), that
+    reference reply, no prediction (a generated
     reply is added as `prediction` when the task generates one: `ex["generated"]`), `loss` (mean NLL per
     assistant token), score 1 - min(1, loss / 10), correct: score >= 0.5."""
     out = []
     for lg, ex in zip(logits, examples, strict=True):
         msgs = ex["messages"]
-        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))
+        last = reply_index(msgs)
+        last = len(msgs) if last is None else last
         prompt = "\n".join(f"{m['role']}: {m['content']}" for m in msgs[:last])
         tokens = int(lg[1])
         loss = float(lg[0]) / max(tokens, 1)
