@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -116,7 +117,24 @@ def test_formats_become_messages() -> None:
         ({"conversations": [{"role": "bot", "content": "x"}]},
          "d.jsonl:1: conversations: turn 1: unknown role 'bot' (expected system, user, assistant)"),
         ({"messages": [{"from": "bot", "value": "x"}]},
-         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected human, gpt, system)"),
+         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected human, gpt, system, function_call, observation)"),
+        # LLaMA-Factory's tool use: a function_call turn's calls and the tools column, read or refused in one line
+        ({"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": "get_weather(x)"}]},
+         'd.jsonl:1: conversations: turn 2: function_call: not JSON (Expecting value at character 1); expected '
+         '{"name": ..., "arguments": {...}} or a list of them'),
+        ({"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": '{"name": "f"}'}]},
+         'd.jsonl:1: conversations: turn 2: function_call: expected {"name": ..., "arguments": {...}} or a list of '
+         'them'),
+        ({"conversations": [{"from": "human", "value": "x"},
+                            {"from": "function_call", "value": '{"name": "f", "arguments": [1]}'}]},
+         "d.jsonl:1: conversations: turn 2: function_call: f: the arguments are not a JSON object"),
+        ({"instruction": "x", "output": "y", "tools": "[{"}, "d.jsonl:1: tools: not JSON (Expecting property name "
+         "enclosed in double quotes at character 3); expected a list of tool descriptions"),
+        ({"instruction": "x", "output": "y", "tools": '[{"description": "d"}]'},
+         "d.jsonl:1: tools: tool 1: expected {name, description, parameters} (or {type: function, function: {...}})"),
+        ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": "y", "tool_calls": [{"type": "function"}]}]},
+         'd.jsonl:1: messages: turn 2: tool_calls: not read; write each call as a function_call turn (value {"name": '
+         '..., "arguments": {...}}), as LLaMA-Factory\'s ShareGPT rows do'),
         ({"conversations": [{"role": U, "from": "human", "value": "x"}]},
          "d.jsonl:1: conversations: turn 1: both role and from; keep one"),
         ({"messages": [{"content": "x"}]},
@@ -257,6 +275,83 @@ def test_a_turn_of_weight_0_is_not_trained(tiny_llama: Path) -> None:
     rows = [{"messages": [{"role": A, "content": "hi", "weight": 0}, *msgs[2:]]},
             {"messages": [msgs[0], {"role": A, "content": "", "weight": 0}, *msgs[2:]]}]
     assert len(task.parse(_table(rows))) == 2
+
+
+TOOL_TEMPLATE = (  # ChatML with tools as Qwen2.5's template writes them: the tools in the system turn, calls in tags
+    "{% if tools %}{{ '<|im_start|>system\\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
+    "{{ '# Tools\\n<tools>' }}{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\\n</tools><|im_end|>\\n' }}"
+    "{% elif messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{% endif %}{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' + m['content'] }}"
+    "{% for call in m['tool_calls'] or [] %}{{ '<tool_call>\\n' + ({'name': call['function']['name'], "
+    "'arguments': call['function']['arguments']} | tojson) + '\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
+    "{% elif m['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\\n<tool_response>\\n' + m['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+    "{% elif m['role'] != 'system' %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+WEATHER = {"name": "get_weather", "description": "the weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+CALL = '{"name": "get_weather", "arguments": {"city": "a"}}'
+TOOL_ROW = {"conversations": [{"from": "human", "value": "say good"}, {"from": "function_call", "value": CALL},
+                              {"from": "observation", "value": "nice"}, {"from": "gpt", "value": "nice"}],
+            "system": "be brief", "tools": json.dumps([WEATHER])}
+
+
+def test_function_call_and_observation_turns_and_tools(tiny_llama: Path, tmp_path: Path) -> None:
+    """LLaMA-Factory's tool use: `function_call` turns were refused (`unknown role`) and a `tools` column dropped
+    silently. A function_call turn is the assistant's tool calls (trained), an observation a tool turn (not trained),
+    the tools go where the model's template puts `apply_chat_template(tools=...)`; a template that would leave any of
+    them out (the built-in ChatML) is one line naming the field, exit code 2."""
+    from tunelab.data.dedup import duplicate_keys
+    from tunelab.tasks.chat_template import assistant_spans
+
+    task = _task(max_length=512)
+    (alpaca,) = task.parse(_table([{"instruction": "say good", "output": "good", "tools": TOOL_ROW["tools"]}]))
+    tools = [{"type": "function", "function": WEATHER}]
+    assert alpaca["messages"][0] == {"role": U, "content": "say good", "tools": tools}  # (it was dropped)
+    (ex,) = task.parse(_table([TOOL_ROW]))
+    msgs = ex["messages"]
+    assert [m["role"] for m in msgs] == [S, U, A, "tool", A]
+    assert msgs[0]["tools"] == tools
+    assert msgs[2]["tool_calls"] == [{"type": "function", "function": {"name": "get_weather",
+                                                                       "arguments": {"city": "a"}}}]
+    tok = task.load_tokenizer(str(tiny_llama))
+    tok.chat_template = TOOL_TEMPLATE
+    text, spans = assistant_spans(tok, msgs)
+    assert [text[s:e] for s, e in spans] == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "a"}}\n</tool_call><|im_end|>', "nice<|im_end|>"]
+    assert text.startswith('<|im_start|>system\nbe brief\n\n# Tools\n<tools>\n{"type": "function", "function": {'
+                           '"name": "get_weather"') and "<tool_response>\nnice\n</tool_response>" in text
+    (f,) = task.encode([ex], tok)
+    (p,) = task.encode(task.parse(_table([TOOL_ROW]), labelled=False), tok)  # predict: the prompt training had
+    assert p["input_ids"] == f["input_ids"][:len(p["input_ids"])] and f["labels"][len(p["input_ids"]) - 1] == -100
+    other = {**TOOL_ROW, "tools": json.dumps([{**WEATHER, "name": "get_time"}])}  # other tools: not a duplicate
+    assert duplicate_keys(ex) != duplicate_keys(task.parse(_table([other]))[0])
+
+    chatml = task.load_tokenizer(str(tiny_llama))  # no tool support: refused, never rendered without them
+    with pytest.raises(DataError) as info:
+        task.encode([ex], chatml)
+    assert str(info.value) == ("d.jsonl:1: tools: the model's chat template does not write tools "
+                               "(apply_chat_template(tools=...) leaves them out); use a model whose template takes "
+                               "them (Qwen2.5, Llama 3.1, ...), or leave the column out")
+    with pytest.raises(DataError, match=r"^d.jsonl:1: conversations: function_call turns: the model's chat template "
+                                        r"does not write an assistant turn's tool calls"):
+        task.encode(task.parse(_table([{k: v for k, v in TOOL_ROW.items() if k != "tools"}])), chatml)
+
+    path = write_jsonl(tmp_path / "tools.jsonl", [TOOL_ROW])
+    res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama)])
+    assert res.exit_code == 2 and res.output.strip() == f"error: {path}:1: tools: the model's chat template does not " \
+        "write tools (apply_chat_template(tools=...) leaves them out); use a model whose template takes them " \
+        "(Qwen2.5, Llama 3.1, ...), or leave the column out", res.output
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    tok.save_pretrained(model)  # the same model with the tool template
+    res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft", "--model", str(model), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][str(path)]["turns"] == {A: 2, S: 1, U: 1, "tool": 1}
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

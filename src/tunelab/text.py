@@ -28,8 +28,8 @@ CJK_CHAR = re.compile(f"[{CJK}]")
 _CJK_SPACE = re.compile(f"(?<=[{CJK}]) (?=[{CJK}])")
 # The rules by which rows are compared (duplicates, leakage) and measured (data.clean's min/max_chars), recorded in a
 # run's data_summary.json (`text_rules`): 2 (2026-12-07) leaves no space between two CJK characters in `normalize` and
-# joins NER tokens as their sentence (`join_tokens`); 3 (2026-12-07) counts an SFT turn's `weight` 0 in the row's
-# duplicate key (data/dedup.py); 1 (a run without the record) as before, so that an older run's rows read again
+# joins NER tokens as their sentence (`join_tokens`); 3 (2026-12-07) counts an SFT turn's `weight` 0 and a row's tools
+# in its duplicate key (data/dedup.py); 1 (a run without the record) as before, so that an older run's rows read again
 # (resume, report, export, compress) are those it trained on.
 TEXT_RULES = 3
 _RULES: ContextVar[int] = ContextVar("tunelab_text_rules", default=TEXT_RULES)

@@ -11,6 +11,7 @@ digest) instead of a table of rows, and the rows kept are an index view of the s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import blake2b
 from typing import Any
@@ -29,15 +30,18 @@ SPLIT_PRIORITY = ("test", "validation", "train")
 def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     """The texts compared for duplicates: text fields, NER tokens joined as their sentence (`text.join_tokens`: a
     character-level Chinese row without spaces), SFT turns as `role: content` — an assistant turn of `"weight": 0`
-    (not trained) as `assistant (weight 0): content`, so that rows that train on different turns are not one row."""
+    (not trained) as `assistant (weight 0): content`, so that rows that train on different turns are not one row, and
+    a row's tools before them."""
     rules = rules_version()  # an older run's rows read again: compared as it compared them
     parts = [v if isinstance(v, str) else " ".join(map(str, v)) if rules < 2 else join_tokens([str(t) for t in v])[0]
              for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
     if not roles:
         return parts + [m["content"] for m in example.get("messages", ())]
+    messages = example.get("messages", ())
     weights = rules >= 3
-    return parts + [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}: {m['content']}"
-                    for m in example.get("messages", ())]
+    tools = messages[0].get("tools") if weights and messages else None  # a row's tools (tasks/sft_tools.py)
+    return parts + ([f"tools: {json.dumps(tools, ensure_ascii=False, sort_keys=True)}"] if tools else []) + \
+        [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}: {m['content']}" for m in messages]
 
 
 def exact_key(example: dict[str, Any]) -> str:

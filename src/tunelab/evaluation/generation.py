@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import DataError, TunelabError, UnwritableError, option
+from tunelab.errors import TunelabError, UnwritableError, option
 from tunelab.io import write_jsonl_atomic
 from tunelab.metrics.generation import score_generations
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
-from tunelab.tasks.chat_template import prompt_ids, split_reply
+from tunelab.tasks.chat_template import prompt_ids, split_reply, template_error
 from tunelab.tasks.generation import (
     GenerationConfig,
     check_reply_room,
@@ -44,7 +44,7 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
         try:
             ids.append(prompt_ids(tokenizer, before))
         except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
-            raise DataError(ex["source"], ex["line"], ex["field"], f"chat template: {e}") from None
+            raise template_error(ex, e) from None
         prompts.append(before)
         refs.append(ref)
     replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, DataError
+from tunelab.tasks.sft_tools import TemplateRefusal, template_form
 
 CHATML = (
     "{% for message in messages %}"
@@ -28,9 +29,20 @@ TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA
 
 
 def render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False) -> str:
-    """The conversation as the template writes it (a turn's `weight`, which says only whether it trains, left out)."""
-    messages = [{k: v for k, v in m.items() if k != "weight"} if "weight" in m else m for m in messages]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    """The conversation as the template writes it (a turn's `weight`, which says only whether it trains, left out), its
+    tool calls and tools as transformers' templates take them (tasks/sft_tools.py: a `TemplateRefusal` where the
+    template would leave them out)."""
+    messages, tools = template_form(tokenizer, messages)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                         **({"tools": tools} if tools else {}))
+
+
+def template_error(example: dict[str, Any], error: Exception) -> DataError:
+    """A row the chat template could not render, in one line naming it: a `TemplateRefusal` names its own field; any
+    other error is the template's (jinja's `roles must alternate`)."""
+    if isinstance(error, TemplateRefusal):
+        return DataError(example["source"], example["line"], error.field or example["field"], str(error))
+    return DataError(example["source"], example["line"], example["field"], f"chat template: {error}")
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:

@@ -4,7 +4,8 @@ Rows, detected per row (or forced with `task.format`), all become a list of `{ro
 alpaca `{instruction, input?, output, history?}`, sharegpt `{conversations: [{from: human|gpt|system, value}]}`,
 OpenAI `{messages: [{role: system|user|assistant, content}]}` and `{prompt, completion}`; a `system` column opens
 any of them (tasks/sft_rows.py), and so do an alpaca `history` and a `system` column of rows read through
-`task.prompt_template`.
+`task.prompt_template`. LLaMA-Factory's tool use — `function_call` / `observation` turns, a `tools` column — is
+rendered as the model's template takes it, or refused where it would leave it out (tasks/sft_tools.py).
 
 Template: the tokenizer's own `chat_template`; a model without one gets a built-in template, saved with the
 tokenizer: Gemma's `<start_of_turn>` / `<end_of_turn>` format when those tokens are in the vocabulary (Gemma
@@ -65,11 +66,13 @@ from tunelab.tasks.chat_template import (
     end_of_turn_ids,
     render,
     reply_index,
+    template_error,
 )
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
+from tunelab.tasks.sft_tools import with_tools
 
 
 class SftConfig(TaskConfig):
@@ -167,6 +170,7 @@ class Sft(Task):
                 field, msgs = text_field, [{"role": "user", "content": row_text(rec, text_field)}]
             else:
                 field, msgs = row_messages(rec, self.cfg.format, labelled)
+            msgs = with_tools(rec, msgs)  # a `tools` column, in a row of any format
             if not labelled:
                 while msgs and msgs[-1]["role"] == "assistant":
                     msgs = msgs[:-1]
@@ -227,7 +231,7 @@ class Sft(Task):
             except ConfigError:
                 raise
             except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
-                raise DataError(ex["source"], ex["line"], ex["field"], f"chat template: {e}") from None
+                raise template_error(ex, e) from None
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             ids = enc["input_ids"]
             labels = [t if any(s < e_ and e > s_ for s_, e_ in spans) and e > s else -100

@@ -3,7 +3,8 @@
 them), as messages, each problem one line naming the row.
 
 A turn of `messages` or `conversations` may be written either way — `{role, content}` (OpenAI) or `{from, value}`
-(ShareGPT), with either's role names — as LLaMA-Factory reads a dataset that declares them. An assistant turn with
+(ShareGPT), with either's role names — as LLaMA-Factory reads a dataset that declares them; LLaMA-Factory's tool
+use (`function_call` / `observation` turns, a `tools` column) is tasks/sft_tools.py. An assistant turn with
 Axolotl's `"weight": 0` stays in the conversation but is not trained (its message keeps `"weight": 0`; `render` drops
 the key, `assistant_spans` skips the turn)."""
 
@@ -14,9 +15,10 @@ from typing import Any
 from tunelab.data.prompt_template import template_fields, template_messages
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
+from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, parse_calls
 
 ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", **TOOL_ROLES}
 ROLE_NAMES = {**{r: r for r in ROLES}, **SHAREGPT_ROLES}  # either style's names, in either container
 TURN = "{role, content} or {from, value}"
 DETECT = (("messages", "messages"), ("conversations", "sharegpt"), ("instruction", "alpaca"),
@@ -35,6 +37,9 @@ def _key(rec: Record, field: str, i: int, turn: dict[str, Any], keys: tuple[str,
 def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
     if not isinstance(turn, dict):
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: expected {TURN}")
+    if turn.get("tool_calls") is not None:  # OpenAI's, not read: refused rather than trained without its calls
+        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: tool_calls: not read; write each call as a "
+                        f"function_call turn (value {CALL}), as LLaMA-Factory's ShareGPT rows do")
     role_key = _key(rec, field, i, turn, ("role", "from"), "role")
     role, content = turn[role_key], turn[_key(rec, field, i, turn, ("content", "value"), "content")]
     if not isinstance(role, str) or role not in ROLE_NAMES:
@@ -44,6 +49,8 @@ def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
     if not isinstance(content, str):
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: content is not a string: {type(content).__name__}")
     msg: dict[str, Any] = {"role": ROLE_NAMES[role], "content": content}
+    if role == "function_call":  # the assistant's tool calls: what the template writes (content: the turn as written)
+        msg["tool_calls"] = parse_calls(rec, field, i, content)
     if turn.get("weight") is not None:  # Axolotl's per-turn training switch (null: not given, as Arrow writes it)
         weight = turn["weight"]
         if not isinstance(weight, int | float) or weight not in (0, 1):

@@ -1,0 +1,141 @@
+"""Tool use in sft rows, as LLaMA-Factory's ShareGPT format writes it: `function_call` turns (the assistant's calls, a
+JSON `{"name", "arguments"}` or a list of them: trained), `observation` turns (the tools' results: a `tool` message,
+not trained) and a `tools` column (the tool descriptions, a JSON string, in a row of any format).
+
+They become what transformers' chat templates take: an assistant message with `tool_calls` ([{type: function,
+function: {name, arguments}}]; its `content` keeps the turn as written, for dedup and reports), a `tool` message, and
+`apply_chat_template(tools=...)` — kept on the conversation's first message (`TOOLS`), so that every rendering of it
+(training, predict, eval, data check) has them. Whether a model's template writes each of them is probed once per
+template (`tool_support`); a row that needs what its template leaves out is one line naming the field
+(`TemplateRefusal`), never rendered without it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from tunelab.data.readers import Record
+from tunelab.errors import DataError
+
+TOOLS = "tools"  # the first message's key for the row's tool descriptions
+CALL = '{"name": ..., "arguments": {...}}'
+TOOL_ROLES = {"function_call": "assistant", "observation": "tool"}  # LLaMA-Factory's ShareGPT roles
+
+
+class TemplateRefusal(ValueError):
+    """A conversation the model's chat template cannot write; `field`: the row's field to name (None: the row's
+    conversation field)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_calls(rec: Record, field: str, i: int, value: str) -> list[dict[str, Any]]:
+    """A function_call turn's value as transformers' `tool_calls`; one line for anything else."""
+    where = f"turn {i + 1}: function_call: "
+    try:
+        calls = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise DataError(rec.source, rec.line, field, f"{where}not JSON ({e.msg} at character {e.pos + 1}); expected "
+                        f"{CALL} or a list of them") from None
+    out = []
+    for call in calls if isinstance(calls, list) and calls else [calls]:
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"].strip() \
+                or "arguments" not in call:
+            raise DataError(rec.source, rec.line, field, f"{where}expected {CALL} or a list of them")
+        args = call["arguments"]
+        if isinstance(args, str):  # the arguments as a JSON text (OpenAI writes them so)
+            with contextlib.suppress(json.JSONDecodeError):
+                args = json.loads(args)
+        if not isinstance(args, dict):
+            raise DataError(rec.source, rec.line, field, f"{where}{call['name']}: the arguments are not a JSON object")
+        out.append({"type": "function", "function": {"name": call["name"], "arguments": args}})
+    return out
+
+
+def row_tools(rec: Record) -> list[dict[str, Any]]:
+    """The row's `tools` column (a JSON string, or the list itself) as transformers' tool schemas
+    ({type: function, function: {name, description, parameters}}); [] where it is missing, empty or `[]`."""
+    value = rec.data.get(TOOLS)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise DataError(rec.source, rec.line, TOOLS, f"not JSON ({e.msg} at character {e.pos + 1}); expected a "
+                            "list of tool descriptions") from None
+    value = [value] if isinstance(value, dict) else value
+    if not isinstance(value, list):
+        raise DataError(rec.source, rec.line, TOOLS, f"expected a list of tool descriptions, not "
+                        f"{type(value).__name__}")
+    out = []
+    for i, tool in enumerate(value):
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else tool
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise DataError(rec.source, rec.line, TOOLS, f"tool {i + 1}: expected {{name, description, parameters}} "
+                            "(or {type: function, function: {...}})")
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def with_tools(rec: Record, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` with the row's tools on the first one (as they are where it has none)."""
+    tools = row_tools(rec)
+    return [{**messages[0], TOOLS: tools}, *messages[1:]] if tools and messages else messages
+
+
+_PROBE_TOOL = {"type": "function", "function": {"name": "tunelab_probe_tool", "description": "d",
+                                                "parameters": {"type": "object", "properties": {}}}}
+_PROBE_CALL = {"role": "assistant", "content": "", "tool_calls": [
+    {"type": "function", "function": {"name": "tunelab_probe_call", "arguments": {"tunelab_probe_argument": 1}}}]}
+_PROBES = {  # what the template must write of each, given what
+    "tools": ([{"role": "user", "content": "x"}], {"tools": [_PROBE_TOOL]}, ("tunelab_probe_tool",)),
+    "tool_calls": ([{"role": "user", "content": "x"}, _PROBE_CALL], {},
+                   ("tunelab_probe_call", "tunelab_probe_argument")),
+    "tool": ([{"role": "user", "content": "x"}, _PROBE_CALL, {"role": "tool", "content": "tunelab_probe_result"}], {},
+             ("tunelab_probe_result",)),
+}
+_SUPPORT: dict[tuple[str, ...], frozenset[str]] = {}
+_REFUSED = {
+    "tools": (TOOLS, "the model's chat template does not write tools (apply_chat_template(tools=...) leaves them out); "
+              "use a model whose template takes them (Qwen2.5, Llama 3.1, ...), or leave the column out"),
+    "tool_calls": (None, "function_call turns: the model's chat template does not write an assistant turn's tool "
+                   "calls; use a model whose template does (Qwen2.5, Llama 3.1, ...)"),
+    "tool": (None, "observation turns: the model's chat template has no tool role; use a model whose template has "
+             "(Qwen2.5, Llama 3.1, ...)"),
+}
+
+
+def tool_support(tokenizer: Any) -> frozenset[str]:
+    """Which of "tools", "tool_calls" and "tool" (results) the tokenizer's chat template writes: probed once per
+    template (a template that raises on a probe does not)."""
+    key = (str(tokenizer.chat_template), str(tokenizer.bos_token), str(tokenizer.eos_token))
+    if key not in _SUPPORT:
+        found = set()
+        for part, (messages, extra, marks) in _PROBES.items():
+            try:
+                text = tokenizer.apply_chat_template(messages, tokenize=False, **extra)
+            except Exception:  # noqa: BLE001, S112 - a template that cannot write it (raise_exception, a type error)
+                continue
+            if all(mark in text for mark in marks):
+                found.add(part)
+        _SUPPORT[key] = frozenset(found)
+    return _SUPPORT[key]
+
+
+def template_form(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """(the messages as the chat template takes them, the tools): a turn's `weight` and the first message's tools
+    left out of the messages, a tool-call turn's content empty (its calls are what the template writes). A template
+    that would leave out what the conversation has is a `TemplateRefusal`."""
+    tools = messages[0].get(TOOLS) or [] if messages else []
+    needs = ["tools"] if tools else []
+    needs += ["tool_calls"] if any("tool_calls" in m for m in messages) else []
+    needs += ["tool"] if any(m["role"] == "tool" for m in messages) else []
+    if needs and (missing := [n for n in needs if n not in tool_support(tokenizer)]):
+        raise TemplateRefusal(*_REFUSED[missing[0]])
+    plain = [m if len(m) == 2 else {**{k: v for k, v in m.items() if k not in ("weight", TOOLS)},
+                                    **({"content": ""} if "tool_calls" in m else {})} for m in messages]
+    return plain, tools
