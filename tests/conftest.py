@@ -256,6 +256,14 @@ def modes(folder: Path) -> set[str]:
     return {oct(p.stat().st_mode & 0o777)[2:] for p in [folder, *folder.rglob("*")]}
 
 
+def umask_modes() -> set[str]:
+    """What `modes` is for a folder written as this process's umask makes files and folders ({"644", "755"} under
+    the usual 022): training writes RUN/model so, and its checkpoints, exports and compressed models."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return {oct(0o666 & ~mask)[2:], oct(0o777 & ~mask)[2:]}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import modes, train_sentiment
+from conftest import modes, train_sentiment, umask_modes
 from tunelab.cli import app
 from tunelab.export.prune import apply_pruned_heads, attentions, choose_heads, head_counts, head_importance
 
@@ -33,7 +33,7 @@ def test_head_pruning_cuts_reloads_and_exports(run: Path) -> None:
     assert res.exit_code == 0, res.output
     out = run / "exports" / "heads-0.5"
     assert res.stderr.strip().splitlines()[-1].startswith(f"compress: wrote {out}")
-    assert modes(out) == modes(run / "model") == {"644", "755"}  # model.safetensors was 0600 (safetensors' own)
+    assert modes(out) == modes(run / "model") == umask_modes()  # model.safetensors was 0600 (safetensors' own)
     report = json.loads((out / "report.json").read_text())
     original, pruned = report["rows"]
     assert report["compress"]["heads_before"] == 8 and report["compress"]["heads_after"] == 4

@@ -156,3 +156,28 @@ def test_ctrl_c_in_a_curve_says_what_is_kept(tiny_bert: Path, tmp_path: Path, mo
     assert res.stderr.strip().splitlines()[-1] == (
         f"curve: interrupted; its finished points (frac-0.5) are kept in {out / 'curve'}; the same command continues "
         f"it: tunelab curve {path} --fractions 0.5,1 --set output_dir={out}")
+
+
+def test_points_of_fractions_not_asked_for(tiny_bert: Path, tmp_path: Path) -> None:
+    """The `frac-F` folders of fractions not in --fractions (an earlier curve's) are never read into curve.json and
+    each run says what becomes of them (they were left silently, of another config too): this config's kept; another
+    config's kept, or removed under --overwrite with the old curve's summary."""
+    path, root = _curve_config(tmp_path, tiny_bert), tmp_path / "out" / "curve"
+
+    def curve(fractions: str, *more: str) -> str:
+        res = runner.invoke(app, ["curve", str(path), "--fractions", fractions, *more])
+        assert res.exit_code == 0, res.output
+        assert [p["fraction"] for p in json.loads((root / "curve.json").read_text())["points"]] == \
+            [float(f) for f in fractions.split(",")]
+        return res.stderr
+
+    curve("0.5,1")
+    assert "curve: frac-0.5 (not in --fractions): kept, not read into curve.json" in curve("1")
+    said = curve("0.25", "--set", "train.lr=1e-3")
+    assert "curve: frac-0.5, frac-1 (not in --fractions; another config or other rows): kept, not read into " \
+           "curve.json (--overwrite removes them)" in said
+    assert (root / "frac-0.5" / "metrics.json").is_file() and (root / "frac-1" / "metrics.json").is_file()
+    said = curve("0.25", "--set", "train.lr=1e-3", "--overwrite")
+    assert "curve: frac-0.5, frac-1 (not in --fractions; another config or other rows): removed (--overwrite)" in said
+    assert "curve: fraction 0.25: finished, kept" in said
+    assert sorted(p.name for p in root.glob("frac-*")) == ["frac-0.25"]

@@ -191,6 +191,43 @@ def test_another_runs_folder_is_never_replaced(run: Path, tiny_bert: Path, tmp_p
     assert res.exit_code == 0 and (lora / "merged" / MANIFEST).is_file(), res.output
 
 
+def test_a_model_copied_out_of_its_run_is_tunelabs(run: Path, tmp_path: Path) -> None:
+    """A run's model/ copied out of its run (`cp -r RUN/model m`: no config.yaml beside it) is tunelab's model, as an
+    earlier export is: replaced, said on stderr (it was "holds files tunelab did not write (README.md)", its model
+    card); a file the user added to it is still named and refused."""
+    copy = tmp_path / "m"
+    shutil.copytree(run / "model", copy)
+    (copy / "notes.txt").write_text("deployed on monday\n")
+    before = _snapshot(copy)
+    _refused(_cli("export", str(run), "--format", "onnx", "--output", str(copy)), copy, "notes.txt")
+    assert _snapshot(copy) == before
+    (copy / "notes.txt").unlink()
+    res = _cli("export", str(run), "--format", "onnx", "--output", str(copy))
+    assert res.exit_code == 0, res.output
+    assert f"export: --output: {copy} holds a tunelab model (a run's model/, copied out of its run); it will be " \
+           "replaced whole" in res.stderr
+    assert (copy / MANIFEST).is_file() and (copy / "model.onnx").is_file() and not (copy / "README.md").exists()
+
+
+def test_what_a_run_model_holds(tmp_path: Path) -> None:
+    """What training writes into RUN/model (its model card, a prefix / prompt adapter/ folder) is tunelab's; what it
+    never writes there (report.json, a file in adapter/ that peft does not write) is not."""
+    folder = tmp_path / "m"
+    (folder / "adapter").mkdir(parents=True)
+    meta = {"tunelab_version": "0.1.0", "task": {"name": "sft"}, "method": {"name": "prompt"}, "base_model": "x"}
+    (folder / "tunelab.json").write_text(json.dumps(meta))
+    for name in ("README.md", "config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
+                 "chat_template.jinja", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+                 "adapter/README.md"):
+        (folder / name).write_text("{}")
+    check_output(folder)
+    for name in ("adapter/notes.txt", "report.json"):
+        (folder / name).write_text("mine")
+        with pytest.raises(TunelabError, match=rf"holds files tunelab did not write \({name}\)"):
+            check_output(folder)
+        (folder / name).unlink()
+
+
 def test_what_changed_while_the_result_was_built_is_not_replaced(tmp_path: Path) -> None:
     from tunelab.export.output import commit, staged
 

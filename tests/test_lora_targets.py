@@ -56,3 +56,34 @@ def test_a_string_of_names_is_their_list(targets: str, names: list[str], tiny_be
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     assert sorted(saved["target_modules"]) == names
+
+
+def test_a_regular_expression_as_peft_takes_it(tiny_bert: Path, tmp_path: Path) -> None:
+    """A string with a regular expression's characters is peft's full match over module names (was "no module of the
+    model is named .*\\.(query|value)"): it reaches peft as it is, and adapts those layers only."""
+    from safetensors.torch import load_file
+
+    res = _train(tmp_path, tiny_bert, "classification", r".*\.(query|value)")
+    assert res.exit_code == 0, res.output
+    adapter = tmp_path / "run" / "adapter"
+    saved = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    assert saved["target_modules"] == r".*\.(query|value)"
+    weights = load_file(adapter / "adapter_model.safetensors")
+    adapted = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in weights if ".lora_" in k}
+    assert adapted == {"query", "value"}
+
+
+@pytest.mark.parametrize(("targets", "said"), [
+    (r".*\.(nosuch|qq)", r"config: method.target_modules: the regular expression .*\.(nosuch|qq) matches no module's "
+                         "full name in full (e.g. bert.encoder.layer.0.attention.self.query; its linear layers: "),
+    (r".*\.(query", r"c.yaml:6: method.target_modules: .*\.(query is not a regular expression (missing ), "),
+])
+def test_a_regular_expression_that_cannot_work(targets: str, said: str, tiny_bert: Path, tmp_path: Path) -> None:
+    cfg, data = tmp_path / "c.yaml", write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8))
+    cfg.write_text(f"task: classification\nmodel: {tiny_bert}\ndata: {{train: {data}, validation_split: 0}}\n"
+                   f"method:\n  name: lora\n  target_modules: '{targets}'\noutput_dir: {tmp_path / 'run'}\n"
+                   "train: {max_steps: 1, report: false}\n", encoding="utf-8")
+    res = runner.invoke(app, ["train", str(cfg)])
+    line = res.output.strip()
+    assert res.exit_code == 2 and "\n" not in line and said in line, res.output
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import WORDS, sentiment_rows, write_jsonl
+from conftest import WORDS, modes, sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.training.run_dir import LOCK, RunDirLock
 
@@ -421,3 +421,18 @@ def test_a_brief_shared_probe_of_the_lock_is_no_holder(tmp_path: Path) -> None:
     with RunDirLock(out):
         assert (out / LOCK).read_text() == f"{os.getpid()}\n"
     assert time.monotonic() - t0 < 2
+
+
+@pytest.mark.parametrize(("mask", "want"), [(0o022, {"644", "755"}), (0o027, {"640", "750"})])
+def test_every_file_of_a_run_follows_the_umask(mask: int, want: set[str], tiny_bert: Path, tmp_path: Path) -> None:
+    """A checkpoint's trainable.safetensors was 0600 (safetensors' own) beside 0644 files, and RUN/model, RUN/adapter
+    and the checkpoints' folders were 0644 / 0755 under any umask: a teammate, or a server's user, could not read it."""
+    out = tmp_path / "run"
+    old = os.umask(mask)
+    try:
+        res = runner.invoke(app, ["train", *_sets(tiny_bert, tmp_path, out, **{"method": "lora", "method.r": "2"})])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert (out / "checkpoints" / "step-00000002" / "trainable.safetensors").is_file()
+    assert modes(out) == want

@@ -261,7 +261,7 @@ def atomic_dir(final: Path) -> Path:
     `remove_stale_temps` knows a dead process's folder); call `commit_dir(tmp, final)` when it is complete."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}@{host_id()}-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the result is an ordinary directory
     return tmp
 
 
@@ -297,16 +297,28 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def umask() -> int:
+    """This process's umask (022 on most systems), read where Linux shows it; elsewhere set and put back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
 def open_permissions(folder: Path) -> None:
-    """Files 0644 and folders 0755 under `folder` (itself too): what a model folder is when it is put in place.
-    safetensors (and mkdtemp) write private 0600 / 0700 files, which another user (a server, a colleague) cannot read.
-    Links are left as they are."""
-    folder.chmod(0o755)
+    """Files and folders under `folder` (itself too) as this user's umask makes any other (0644 / 0755 under the
+    usual 022): what a model folder or a checkpoint is when it is put in place. safetensors (and mkdtemp) write
+    private 0600 / 0700 files, which another user (a server, a colleague) cannot read. Links are left as they are."""
+    mask = umask()
+    folder.chmod(0o777 & ~mask)
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
             path = Path(root) / name
             if not path.is_symlink():
-                path.chmod(0o755 if name in dirs else 0o644)
+                path.chmod((0o777 if name in dirs else 0o666) & ~mask)
 
 
 def commit_dir(tmp: Path, final: Path) -> None:

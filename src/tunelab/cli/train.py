@@ -198,7 +198,9 @@ def curve(
     set_: list[str] = typer.Option([], "--set", help="Override a key, as for train."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the points of another curve in "
                                    "OUTPUT_DIR/curve (by default a curve of another config or other rows there is "
-                                   "refused; the points of this one that finished are kept)."),
+                                   "refused; the points of this one that finished are kept), and remove the points "
+                                   "of fractions not asked for that are of another config or other rows (by default "
+                                   "kept, not read)."),
 ) -> None:
     """Learning curve: one run per training fraction in OUTPUT_DIR/curve/frac-F; curve.json and curve.svg."""
     from tunelab.config.run import load_config

@@ -20,6 +20,11 @@ def _type(field: Any) -> str:
     return text.replace("<class '", "").replace("'>", "").replace("|", "\\|")
 
 
+def _cell(text: str | None) -> str:
+    """A description in a table's cell: a `|` in it (a regular expression's) would end the cell."""
+    return (text or "").replace("|", "\\|")
+
+
 def _default(field: Any) -> str:
     if field.default is PydanticUndefined:
         return "required" if field.default_factory is None else "(section)"
@@ -41,7 +46,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     for name, field in model.model_fields.items():
         if name == "name" and prefix:
             continue
-        rows.append(f"| `{prefix}{name}` | `{_type(field)}` | {_default(field)} | {field.description or ''} |")
+        rows.append(f"| `{prefix}{name}` | `{_type(field)}` | {_default(field)} | {_cell(field.description)} |")
         sub = _section(field)
         if sub is not None:
             rows += _rows(sub, f"{prefix}{name}.")

@@ -4,7 +4,9 @@ when it holds nothing but what one of these commands wrote there.
 
 What a command wrote is listed in OUTPUT/tunelab-files.json (MANIFEST: every file, relative to the folder), written
 as the result is committed. Folders written before the manifest existed are recognised by their tunelab.json (an
-`export`, `compressed` or `merged_from` record) and the names those commands write (LEGACY). Anything else — a
+`export`, `compressed` or `merged_from` record) and the names those commands write (LEGACY); a run's model/ copied
+out of its run (`cp -r RUN/model m`) by training's tunelab.json and what training writes there (LEGACY, the model
+card README.md, a prefix / prompt adapter/ folder). Anything else — a
 user's notes.txt, a subfolder, a bare report.json — is foreign: the command refuses, naming the folder and the
 first foreign file, and nothing is touched; with --overwrite it names every foreign entry (or the link) on stderr
 before any work and replaces the folder whole (a link: the link itself, never what it points to). Never, even then:
@@ -39,6 +41,7 @@ from tunelab.io import (
     remove_stale_temps,
     write_json_atomic,
 )
+from tunelab.methods.base import PROMPT_ADAPTER
 from tunelab.progress import say
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, is_run_dir
 
@@ -47,12 +50,17 @@ IGNORED = frozenset({".DS_Store"})  # what a file browser drops into any folder 
 RUN_ROLE = "the run directory"  # run_reads' Read of the run exported: where --output may go inside a run
 RUN_NEVER = "a run's files are never replaced, --overwrite or not; choose another --output"
 RECORDS = ("export", "compressed", "merged_from")  # tunelab.json keys of an export, a compressed or a merged model
-# names an export / compress / merge wrote before MANIFEST: the model files and what save_pretrained writes
-LEGACY = re.compile(r"tunelab\.json|report\.json|config\.json|generation_config\.json|model\.(onnx|gguf|pt)"
-                    r"|model\.onnx\.data|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"
-                    r"|pytorch_model(-\d+-of-\d+)?\.bin(\.index\.json)?|tokenizer(_config)?\.json|tokenizer\.model"
-                    r"|special_tokens_map\.json|added_tokens\.json|vocab\.(txt|json)|merges\.txt|spiece\.model"
-                    r"|sentencepiece\.bpe\.model|chat_template\.(jinja|json)")
+# what save_pretrained writes for a model and its tokenizer, and tunelab.json
+MODEL_FILES = (r"tunelab\.json|config\.json|generation_config\.json|model(-\d+-of-\d+)?\.safetensors"
+               r"|model\.safetensors\.index\.json|pytorch_model(-\d+-of-\d+)?\.bin(\.index\.json)?"
+               r"|tokenizer(_config)?\.json|tokenizer\.model|special_tokens_map\.json|added_tokens\.json"
+               r"|vocab\.(txt|json)|merges\.txt|spiece\.model|sentencepiece\.bpe\.model|chat_template\.(jinja|json)")
+# names an export / compress / merge wrote before MANIFEST: the model files and the exports' own
+LEGACY = re.compile(rf"{MODEL_FILES}|report\.json|model\.(onnx|gguf|pt)|model\.onnx\.data")
+# a run's model/: what training's tunelab.json holds, the files it writes (the model card too), peft's in adapter/
+TRAINED = ("tunelab_version", "task", "method", "base_model")
+TRAINED_FILES = re.compile(rf"{MODEL_FILES}|README\.md")
+ADAPTER_FILES = re.compile(r"adapter_config\.json|adapter_model\.(safetensors|bin)|README\.md")
 
 
 def _entries(folder: Path) -> list[str]:
@@ -68,8 +76,9 @@ def _entries(folder: Path) -> list[str]:
 
 
 def _written(folder: Path) -> set[str] | None:
-    """The files a tunelab command wrote into `folder` (its manifest, or a legacy export's known names), with the
-    folders that hold them; None when nothing says tunelab wrote any of it."""
+    """The files a tunelab command wrote into `folder` (its manifest, a legacy export's known names, or what training
+    writes into a run's model/ copied out of its run), with the folders that hold them; None when nothing says
+    tunelab wrote any of it."""
     try:
         files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
         if isinstance(files, list) and all(isinstance(f, str) for f in files):
@@ -77,13 +86,37 @@ def _written(folder: Path) -> set[str] | None:
             return written | {p.as_posix() for f in files for p in Path(f).parents if p != Path(".")}
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    meta = _meta(folder)
+    if any(key in meta for key in RECORDS):
+        return _files(folder, LEGACY)
+    if all(key in meta for key in TRAINED):  # a run's model/, copied out of its run: its model card, its adapter/
+        written = _files(folder, TRAINED_FILES)
+        adapter = folder / PROMPT_ADAPTER
+        held = _files(adapter, ADAPTER_FILES) if adapter.is_dir() and not adapter.is_symlink() else set()
+        return written | {PROMPT_ADAPTER, *(f"{PROMPT_ADAPTER}/{name}" for name in held)} if held else written
+    return None
+
+
+def _meta(folder: Path) -> dict[str, Any]:
+    """`folder`'s tunelab.json; {} when it has none that reads as an object."""
     try:
         meta = json.loads((folder / "tunelab.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not any(key in meta for key in RECORDS):
-        return None
-    return {p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink() and LEGACY.fullmatch(p.name)}
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _trained_model(folder: Path) -> bool:
+    """Whether `folder` is a run's model/ (training's tunelab.json, no export's manifest or record)."""
+    if folder.is_symlink() or not folder.is_dir() or (folder / MANIFEST).exists():
+        return False
+    meta = _meta(folder)
+    return all(key in meta for key in TRAINED) and not any(key in meta for key in RECORDS)
+
+
+def _files(folder: Path, names: re.Pattern[str]) -> set[str]:
+    """The files at the top of `folder` (not links) that `names` matches."""
+    return {p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink() and names.fullmatch(p.name)}
 
 
 def run_reads(run: Path | None) -> list[Read]:
@@ -211,6 +244,9 @@ def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> l
     replaced, under = _checked(output, inputs, overwrite)
     if replaced:
         say(replacing(verb, output, replaced))
+    elif _trained_model(output):
+        say(f"{verb}: --output: {output} holds a tunelab model (a run's model/, copied out of its run); it will be "
+            "replaced whole")
     return [*replaced, *under] if overwrite else None
 
 

@@ -9,6 +9,7 @@ Export: the adapter goes to `RUN/adapter/` and the merged weights to `RUN/model/
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,19 +35,38 @@ class LoraConfig(MethodConfig):
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
+    target_modules: list[str] | str = Field(
         "all-linear", description="Module names to adapt (a list, e.g. [query, value]; one name or `query,value` "
-        "as a string), or all-linear (every Linear except the head)."
+        "as a string), all-linear (every Linear except the head), or a regular expression as peft takes a string "
+        "(one with any of `\\^$|?*+()[]{}`), matched in full against each module's full name: `.*\\.(query|value)`."
     )
 
     @field_validator("target_modules", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
-        """`--set method.target_modules=query` (or `query,value`): a list of those names. (A regular expression, which
-        peft also takes as a string, is not: names only.)"""
-        if isinstance(value, str) and value != "all-linear":
+        """`--set method.target_modules=query` (or `query,value`): a list of those names. A string with a regular
+        expression's characters stays a string, which peft matches in full against each module's full name."""
+        if isinstance(value, str) and value != "all-linear" and not is_regex(value):
             return [name.strip() for name in value.split(",") if name.strip()] or value
         return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _regex(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, str) and value != "all-linear":
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"{value} is not a regular expression ({e})") from None
+        return value
+
+
+# a string with any of these is a regular expression (peft's full match over module names), else names by commas
+REGEX_CHARS = frozenset("\\^$|?*+()[]{}")
+
+
+def is_regex(value: str) -> bool:
+    return any(c in REGEX_CHARS for c in value)
 
 
 def _within(name: str, modules: Sequence[str]) -> bool:
@@ -77,23 +97,32 @@ class Lora(Method):
     use_dora = False
 
     def check_model(self, model: torch.nn.Module, heads: Sequence[str] = (), new_tokens: Sequence[int] = ()) -> None:
-        """A list of `target_modules` must name some of the model's layers as peft matches them (the full name or its
-        last dotted parts), each one a layer LoRA adapts, none the task head (it trains whole) nor an embedding whose
-        added tokens' rows train (`token_rows`): else peft fails after the run has started, with a traceback."""
+        """`target_modules` (a list, or a regular expression) must name some of the model's layers as peft matches
+        them (the full name or its last dotted parts; a regular expression: the full name, in full), each one a layer
+        LoRA adapts, none the task head (it trains whole) nor an embedding whose added tokens' rows train
+        (`token_rows`): else peft fails after the run has started, with a traceback."""
         targets = self.cfg.target_modules
         if targets == "all-linear":
             return
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                          if isinstance(m, torch.nn.Linear) and not _within(name, heads)})
         layers = f"its linear layers: {', '.join(linear[:20])}; or all-linear"
-        named = {name: m for name, m in model.named_modules()  # (as peft matches them)
-                 if any(name == t or name.endswith(f".{t}") for t in targets)}
+        if isinstance(targets, str):  # (as peft matches a string: re.fullmatch over each full name)
+            said = targets
+            named = {name: m for name, m in model.named_modules() if name and re.fullmatch(targets, name)}
+            example = next((n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)), "")
+            nothing = (f"the regular expression {targets} matches no module's full name in full (e.g. {example}; "
+                       f"{layers})")
+        else:
+            said = ", ".join(targets)
+            named = {name: m for name, m in model.named_modules()  # (as peft matches them)
+                     if any(name == t or name.endswith(f".{t}") for t in targets)}
+            nothing = f"no module of the model is named {said} ({layers})"
         if not named:
-            raise ConfigError(f"config: method.target_modules: no module of the model is named {', '.join(targets)} "
-                              f"({layers})")
+            raise ConfigError(f"config: method.target_modules: {nothing}")
         adapted = {name: m for name, m in named.items() if not _within(name, heads)}
         if not adapted:
-            raise ConfigError(f"config: method.target_modules: {', '.join(targets)} name only the task head "
+            raise ConfigError(f"config: method.target_modules: {said} name only the task head "
                               f"({', '.join(heads)}), which trains whole and is saved with the adapter; name the "
                               f"layers LoRA adapts ({layers})")
         odd = next((n for n, m in adapted.items() if not isinstance(m, ADAPTABLE)), None)

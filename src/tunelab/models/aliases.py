@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.errors import ConfigError, first_line
-from tunelab.io import atomic_dir, commit_dir, read_json
+from tunelab.io import atomic_dir, commit_dir, open_permissions, read_json
 from tunelab.models.local_save import save_model_here
 
 T = TypeVar("T")
@@ -159,6 +159,7 @@ def _write_once(target: Path, fill: Callable[[Path], None]) -> None:
     tmp = atomic_dir(target)
     try:
         fill(tmp)
+        open_permissions(tmp)  # safetensors writes model.safetensors 0600
         commit_dir(tmp, target)
     finally:
         if tmp.exists():

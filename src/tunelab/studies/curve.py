@@ -12,12 +12,16 @@
 Validation rows never reach a fraction's training file: they are held out before any subsampling. One process per
 curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
 finished with the same config on the same rows is kept; one of another config, or other rows (validation.jsonl
-too), is refused in one line before anything is written (`overwrite` replaces it).
+too), is refused in one line before anything is written (`overwrite` replaces it). The `frac-F` folders of fractions
+not asked for (an earlier curve's) are never read into curve.json / curve.svg, and each run says what becomes of them:
+kept; those of another config or other rows removed under `overwrite` (they are the curve it replaces, as is its old
+curve.json / curve.svg), else kept.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 from collections import defaultdict
 from collections.abc import Hashable
@@ -106,7 +110,8 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
     rows = splits["train"]
     keys = [task.stratify_key(ex) for ex in rows]
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
-    subsets = nested_subsets(keys if stratified else [None] * len(rows), fractions, cfg.train.seed)
+    unasked = _unasked_points(root, fractions)
+    subsets = nested_subsets(keys if stratified else [None] * len(rows), [*fractions, *unasked], cfg.train.seed)
     _say(f"curve: {len(rows)} training rows, {len(splits['validation'])} validation rows ({validation}), "
          f"fractions {', '.join(f'{f:g}' for f in fractions)} "
          f"({'stratified by label' if stratified else 'not stratified'}), seed {cfg.train.seed} → {root}")
@@ -116,10 +121,16 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
     other = [(out.name, state) for (_, out, _), state in zip(plan, states, strict=True)
              if state not in (FINISHED, TO_RUN)]
     shared = root / "validation.jsonl"  # the held-out rows every point of the curve validated on
-    if held and shared.exists() and (not shared.is_file() or shared.read_bytes() != held[shared.name].encode()):
+    new_rows = bool(held) and shared.exists() and (not shared.is_file()
+                                                   or shared.read_bytes() != held[shared.name].encode())
+    if new_rows:  # every point there validated on other rows
         other.insert(0, (shared.name, "other rows"))
     if not overwrite:
         refuse_another(root, "curve", other)
+    stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite)
+    if overwrite and (other or stale):  # the summary of the curve replaced
+        for name in ("curve.json", "curve.svg"):
+            (root / name).unlink(missing_ok=True)
     for name, text in held.items():
         write_text_atomic(root / name, text)
     points, done, metric = [], [], None
@@ -141,6 +152,43 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
     write_json_atomic(root / "curve.json", result)
     plot_curve(result, root / "curve.svg")
     return result
+
+
+def _unasked_points(root: Path, fractions: list[float]) -> list[float]:
+    """The fractions of the `frac-F` folders in `root` that `fractions` leaves out (an earlier curve's)."""
+    found = []
+    for path in root.glob("frac-*"):
+        try:
+            f = float(path.name.removeprefix("frac-"))
+        except ValueError:
+            continue
+        if 0 < f <= 1 and path.name == f"frac-{f:g}" and f not in fractions and path.is_dir() \
+                and not path.is_symlink():
+            found.append(f)
+    return sorted(found)
+
+
+def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: tuple[str, bool],
+                  rows: list[dict[str, Any]], subsets: dict[float, list[int]], overwrite: bool) -> list[str]:
+    """Say what becomes of the points of fractions not asked for (never read into curve.json): those of this config
+    on the same rows are kept; those of another config or other rows (`validation`: the file the points validate on,
+    and whether validation.jsonl now holds other rows) are removed under `overwrite` (returned), else kept."""
+    ours, others = [], []
+    for f in unasked:
+        out = root / f"frac-{f:g}"
+        config = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation[0])
+        state = sub_run_state(out, config, {"train.jsonl": rows_text([rows[i] for i in subsets[f]])})
+        (ours if state in (FINISHED, TO_RUN) and not validation[1] else others).append(out.name)
+    if ours:
+        _say(f"curve: {', '.join(ours)} (not in --fractions): kept, not read into curve.json")
+    if others and overwrite:
+        for name in others:
+            shutil.rmtree(root / name)
+        _say(f"curve: {', '.join(others)} (not in --fractions; another config or other rows): removed (--overwrite)")
+    elif others:
+        _say(f"curve: {', '.join(others)} (not in --fractions; another config or other rows): kept, not read into "
+             "curve.json (--overwrite removes them)")
+    return others if overwrite else []
 
 
 def plot_curve(result: dict[str, Any], path: Path) -> None:

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TunelabError, option
-from tunelab.io import atomic_dir, commit_dir, write_text_atomic
+from tunelab.io import atomic_dir, commit_dir, open_permissions, write_text_atomic
 from tunelab.progress import say
 from tunelab.training.layout import FILES, STEP_DIR, list_checkpoints
 
@@ -91,6 +91,7 @@ def save_checkpoint(
                    tmp / "state.pt")
         sums = {name: sha256(tmp / name) for name in FILES[:2]}  # resume verifies them (and skips a bad checkpoint)
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state, "sha256": sums}) + "\n")
+        open_permissions(tmp)  # safetensors writes trainable.safetensors 0600: readable as the other files are
         commit_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
