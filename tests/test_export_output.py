@@ -193,7 +193,7 @@ def test_another_runs_folder_is_never_replaced(run: Path, tiny_bert: Path, tmp_p
 
 def test_a_model_copied_out_of_its_run_is_tunelabs(run: Path, tmp_path: Path) -> None:
     """A run's model/ copied out of its run (`cp -r RUN/model m`: no config.yaml beside it) is tunelab's model, as an
-    earlier export is: replaced, said on stderr (it was "holds files tunelab did not write (README.md)", its model
+    earlier export is, but a deployed copy: replaced with --overwrite, said on stderr (it was "holds files tunelab did not write (README.md)", its model
     card); a file the user added to it is still named and refused."""
     copy = tmp_path / "m"
     shutil.copytree(run / "model", copy)
@@ -202,9 +202,15 @@ def test_a_model_copied_out_of_its_run_is_tunelabs(run: Path, tmp_path: Path) ->
     _refused(_cli("export", str(run), "--format", "onnx", "--output", str(copy)), copy, "notes.txt")
     assert _snapshot(copy) == before
     (copy / "notes.txt").unlink()
+    before = _snapshot(copy)  # a deployed copy is replaced only when asked (--overwrite)
     res = _cli("export", str(run), "--format", "onnx", "--output", str(copy))
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"error: --output: {copy} holds a tunelab model (a run's model/, copied out of its run); choose an empty or "
+        "new folder, or pass --overwrite to replace it"), res.output
+    assert _snapshot(copy) == before
+    res = _cli("export", str(run), "--format", "onnx", "--output", str(copy), "--overwrite")
     assert res.exit_code == 0, res.output
-    assert f"export: --output: {copy} holds a tunelab model (a run's model/, copied out of its run); it will be " \
+    assert f"export: --overwrite: {copy} holds a tunelab model (a run's model/, copied out of its run); it will be " \
            "replaced whole" in res.stderr
     assert (copy / MANIFEST).is_file() and (copy / "model.onnx").is_file() and not (copy / "README.md").exists()
 
@@ -220,11 +226,12 @@ def test_what_a_run_model_holds(tmp_path: Path) -> None:
                  "chat_template.jinja", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                  "adapter/README.md"):
         (folder / name).write_text("{}")
-    check_output(folder)
+    check_output(folder, overwrite=True)
     for name in ("adapter/notes.txt", "report.json"):
         (folder / name).write_text("mine")
         with pytest.raises(TunelabError, match=rf"holds files tunelab did not write \({name}\)"):
             check_output(folder)
+        assert check_output(folder, overwrite=True) == [name.split("/")[0] + "/" * ("/" in name)]
         (folder / name).unlink()
 
 

@@ -182,6 +182,9 @@ def _checked(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False,
     if foreign and not overwrite:
         raise TunelabError(f"--output: {output} holds files tunelab did not write ({foreign[0]}); choose an empty "
                            "or new folder, or pass --overwrite to replace it with them")
+    if not foreign and not overwrite and _trained_model(output):  # a deployed copy is work of its own: never unasked
+        raise TunelabError(f"--output: {output} holds a tunelab model (a run's model/, copied out of its run); choose "
+                           "an empty or new folder, or pass --overwrite to replace it")
     top = {e.split("/")[0] for e in foreign}
     return sorted(f"{e}/" if (output / e).is_dir() and not (output / e).is_symlink() else e for e in top), foreign
 
@@ -245,8 +248,8 @@ def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> l
     if replaced:
         say(replacing(verb, output, replaced))
     elif _trained_model(output):
-        say(f"{verb}: --output: {output} holds a tunelab model (a run's model/, copied out of its run); it will be "
-            "replaced whole")
+        say(f"{verb}: --overwrite: {output} holds a tunelab model (a run's model/, copied out of its run); it will "
+            "be replaced whole")
     return [*replaced, *under] if overwrite else None
 
 
