@@ -704,7 +704,8 @@ def test_gbk_hint_for_one_chinese_character_a_line_and_for_configs(tmp_path: Pat
         with pytest.raises(DataError) as info:
             read_table(latin)
         assert "GBK" not in str(info.value), text
-    from tunelab.text import encoding_hint  # a Chinese character between two Latin letters is no accent pair's
+    # a Chinese character between two Latin letters is no accent pair's
+    from tunelab.text.encodings import encoding_hint
 
     assert encoding_hint("苹果iPhone和iPad都很好用,1".encode("gb18030"), "x.csv")
     assert encoding_hint('{"text": "iPhone和iPad", "label": "好"}'.encode("gb18030"), "x.jsonl")

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from tunelab.data.json_keys import duplicate_key, inner_keys, near_keys, twice
 from tunelab.data.records import Record
 from tunelab.errors import DataError
-from tunelab.text import UTF16_BOMS, Whole, encoding_hint, utf8_besides, utf16_hint
+from tunelab.text.encodings import UTF16_BOMS, Whole, encoding_hint, utf8_besides, utf16_hint
 
 SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_jsonl)
 

@@ -34,7 +34,8 @@ from tunelab.data.records import Record, Table
 from tunelab.data.tabular import header_hint, iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
-from tunelab.text import bad_line, unicode_problem
+from tunelab.text import unicode_problem
+from tunelab.text.encodings import bad_line
 
 
 def _decode(path: Path) -> str:
