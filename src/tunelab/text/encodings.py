@@ -1,6 +1,6 @@
 """Bytes that are not UTF-8: what a data or config file's reader says of them (`encoding_hint`, `utf16_hint`) —
-the encoding a bad line reads as (GBK, Big5, Japanese, Korean) and the `iconv` command that converts the file, or,
-where its other lines are UTF-8, that the line itself must be fixed (`bad_line`, `utf8_besides`)."""
+the encoding a bad line reads as (GBK, Big5, Japanese, Korean, Windows-1252) and the `iconv` command that converts
+the file, or, where its other lines are UTF-8, that the line itself must be fixed (`bad_line`, `utf8_besides`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from tunelab.text import HANGUL, ZH_PUNCT
 
 # -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
 # What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
-# Excel's encoding) or in Big5 (Traditional Chinese: Taiwan's, Hong Kong's), or a UTF-16 file (Excel's "Unicode
-# text"), with the `iconv` command that converts the file — or, where the file's other lines are UTF-8 text (which
-# converting it whole would garble), that the line itself must be fixed.
+# Excel's encoding) or in Big5 (Traditional Chinese: Taiwan's, Hong Kong's), Japanese, Korean, or Western European
+# text in Windows-1252 (Excel's CSV on a Windows in Western Europe and the Americas: `café`, `it’s`), or a UTF-16
+# file (Excel's "Unicode text"), with the `iconv` command that converts the file — or, where the file's other lines
+# are UTF-8 text (which converting it whole would garble), that the line itself must be fixed.
 # ideographs (the unified block and extension A), CJK punctuation, full-width forms
 _GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}]")
 _BIG5_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b]")  # and Big5's — … ‧ ※
@@ -24,7 +25,9 @@ _CHECKED_AFTER = 200_000  # lines after the bad one looked at for UTF-8 text (a 
 NAMES = {"GB18030": "Chinese in GBK (GB18030), the encoding of a Chinese Windows",
          "BIG5": "Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong",
          "EUC-JP": "Japanese in EUC-JP", "SHIFT_JIS": "Japanese in Shift_JIS, the encoding of a Japanese Windows",
-         "EUC-KR": "Korean in EUC-KR (CP949), the encoding of a Korean Windows"}
+         "EUC-KR": "Korean in EUC-KR (CP949), the encoding of a Korean Windows",
+         "CP1252": "Western European text in Windows-1252 (cp1252, Latin-1), the encoding of a Windows in Western "
+                   "Europe and the Americas"}
 # Japanese: kana among ideographs and CJK punctuation; Korean: Hangul syllables (Hanja and punctuation beside them)
 _KANA, _HANGUL = re.compile("[\u3040-\u30ff]"), re.compile(f"[{HANGUL}]")
 # Japanese particles; Korean's most used syllables (a GBK line read as EUC-KR / CP949 gives Hangul from all 2,350)
@@ -44,12 +47,13 @@ Whole = bool | None | Callable[[], bool | None]
 
 
 def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True) -> str:
-    """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese or Korean
-    (`_reads_as`) with what to do, else "". `whole` (or a function that says it, asked only for such a line): True
-    where the file holds no UTF-8 text but ASCII besides the line (`utf8_besides` is False): convert it with iconv
+    """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese, Korean
+    (`_reads_as`) or Western European text in Windows-1252 (`_western`) with what to do, else "". `whole` (or a
+    function that says it, asked only for such a line): True where the file holds no UTF-8 text but ASCII besides the
+    line (`utf8_besides` is False): convert it with iconv
     (for standard input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so
     this line is to be fixed where it is; None: not known (standard input past its first line)."""
-    codec = _reads_as(line)
+    codec = _reads_as(line) or _western(line)
     if codec is None:
         return ""
     if callable(whole):
@@ -128,13 +132,36 @@ def _reads_as(line: bytes) -> str | None:
     """"EUC-JP" / "SHIFT_JIS" / "EUC-KR" (`_japanese_or_korean`), else "GB18030" or "BIG5" where the line reads as
     Chinese in it (`_chinese`), else None. Simplified Chinese in GBK
     often decodes as Big5 too, and Big5 as GBK: where both read so, the one with more of its common characters wins
-    (`_common`), GBK on a tie."""
+    (`_common`), GBK on a tie. Chinese none of whose characters is a common one, in a line that reads as Windows-1252
+    text (`_western`), is that text (`Zoë’s`: 0xEB 0x92 is a rare GBK ideograph)."""
     if (other := _japanese_or_korean(line)) is not None:
         return other
     gbk, big5 = _chinese(line, "gb18030", _GBK_CHINESE), _chinese(line, "big5", _BIG5_CHINESE)
-    if gbk and big5:
-        return "BIG5" if _common(big5, "big5") > _common(gbk, "gb18030") else "GB18030"
-    return "GB18030" if gbk else "BIG5" if big5 else None
+    common = {"BIG5": _common(big5, "big5"), "GB18030": _common(gbk, "gb18030")}
+    codec = ("BIG5" if common["BIG5"] > common["GB18030"] else "GB18030") if gbk and big5 \
+        else "GB18030" if gbk else "BIG5" if big5 else None
+    return None if codec is not None and not common[codec] and _western(line) else codec
+
+
+_LETTERS = re.compile(r"[^\W\d_]+")  # a run of letters: a word
+
+
+def _western(line: bytes) -> str | None:
+    """"CP1252" where the line decodes as Windows-1252 (a superset of Latin-1's letters, with its curly quotes, dashes
+    and €: `it’s` is 0x92) into text: no control character but a tab or a line end (a binary file is no text) and
+    no word of two or more letters without an ASCII one — the accents of French, Spanish, German or Portuguese sit in
+    words of Latin letters (`café`, `Größe`, `à`), where Cyrillic or Greek in their own Windows code pages
+    (`Привет` in cp1251) read as words of accented letters only (`Ïðèâåò`)."""
+    try:
+        text = line.decode("cp1252")
+    except UnicodeDecodeError:  # (0x81, 0x8D, 0x8F, 0x90, 0x9D: no character in Windows-1252)
+        return None
+    if any(c < " " and c not in "\t\r\n" or c == "\x7f" for c in text):
+        return None
+    for word in _LETTERS.findall(text):
+        if len(word) > 1 and not word.isascii() and not any(c.isascii() for c in word):
+            return None
+    return "CP1252"
 
 
 def _japanese_or_korean(line: bytes) -> str | None:
