@@ -3,13 +3,15 @@ convert it; UTF-16 with its byte-order mark (Excel's "Unicode text", PowerShell'
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import sentiment_rows
 from tunelab.cli import app
-from tunelab.data.readers import read_table
+from tunelab.data.readers import read_rows, read_table
 from tunelab.errors import DataError
 
 runner = CliRunner()
@@ -70,3 +72,54 @@ def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Pat
         other = tmp_path / "other.csv"
         other.write_bytes(f"text,label\n{text},pos\n".encode(codec))
         assert "Windows-1252" not in _error(other), codec
+
+
+ROWS = [("good café 好看", "pos"), ("it’s “bad”", "neg"), ("two\r\nlines", "pos")]
+BODIES = {  # each format's text, with CRLF line ends as Windows writes them
+    ".csv": "text,label\r\n" + "".join(f'"{t}",{lab}\r\n' for t, lab in ROWS),
+    ".tsv": "text\tlabel\r\n" + "".join(f"{t.replace(chr(13) + chr(10), ' ')}\t{lab}\r\n" for t, lab in ROWS),
+    ".jsonl": "".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\r\n" for t, lab in ROWS),
+    ".json": json.dumps([{"text": t, "label": lab} for t, lab in ROWS], ensure_ascii=False, indent=1),
+    ".txt": "first paragraph\r\nof two lines\r\n\r\nsecond, café\rold Mac line\r\n",
+    ".conll": "EU\tB-ORG\r\nrejects\tO\r\n\r\nPeter\tB-PER\r\nBlackburn\tI-PER\r\n",
+}
+
+
+@pytest.mark.parametrize("suffix", list(BODIES))
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_file_is_read(tmp_path: Path, suffix: str, codec: str) -> None:
+    """A UTF-16 file with its byte order mark (Excel's "Unicode text", PowerShell's `>`, Notepad's "Unicode") was
+    refused with an iconv command: its BOM says its encoding and byte order without doubt, so it is read — the same
+    rows, at the same lines, as the file saved as UTF-8."""
+    body = BODIES[suffix]
+    utf8 = tmp_path / f"utf8{suffix}"
+    utf8.write_bytes(body.encode())
+    wide = tmp_path / f"wide{suffix}"
+    bom = {"utf-16-be": b"\xfe\xff"}.get(codec, b"")  # (Python's utf-16 / utf-32 write their BOM themselves)
+    wide.write_bytes(bom + body.encode(codec))
+    got, want = read_table(wide), read_table(utf8)
+    assert [(r.line, r.data) for r in got.records] == [(r.line, r.data) for r in want.records]
+    assert got.columns == want.columns and len(got.records) >= 2
+    if suffix == ".txt":  # predict's .txt: one row a line
+        rows = [[r.data for r in read_rows(p, "text").records] for p in (wide, utf8)]
+        assert rows[0] == rows[1]
+
+
+def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_path: Path) -> None:
+    """`tunelab data check` reads an Excel "Unicode text" file; an unpaired surrogate or a file cut inside a
+    character is one line naming the line and column, in UTF-16's words."""
+    train = tmp_path / "excel.tsv"  # what Excel's "Unicode Text (*.txt)" holds, tab-separated
+    train.write_bytes(("text\tlabel\r\n" + "".join(f"{r['text']}\t{r['label']}\r\n" for r in sentiment_rows(12)))
+                      .encode("utf-16"))
+    res = runner.invoke(app, ["data", "check", "--model", str(tiny_bert), "--json", str(train)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][str(train)]["labels"] == {"negative": 6, "positive": 6}
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\xff\xfe" + "text,label\na,b\nxx\ud800yy,c\n".encode("utf-16-le", "surrogatepass"))
+    assert _error(bad) == (f"{bad}:3: bytes: not valid UTF-16, the encoding its byte order mark names (illegal UTF-16 "
+                           "surrogate at column 3)")
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes('{"text": "a", "label": "b"}\n'.encode("utf-16") + b"{")
+    assert _error(cut) == (f"{cut}:2: bytes: not valid UTF-16, the encoding its byte order mark names (truncated "
+                           "data at column 1)")

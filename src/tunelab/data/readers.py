@@ -1,9 +1,9 @@
 """JSONL / JSON / CSV / TSV / Parquet / plain text → `Table` of `Record`s that remember their file and line.
 
 Every malformed file or row raises `DataError("file:line: field: problem")`; nothing is dropped.
-Accepted as valid: a UTF-8 BOM, CRLF line ends, blank lines (skipped, not rows), quoted CSV fields
-holding commas and newlines, any Unicode text. A `.json` file in SQuAD shape (`{"data": [...]}`) becomes
-one record per question, placed by its index path instead of a line.
+Accepted as valid: a UTF-8 BOM, UTF-16 / UTF-32 with their BOM (data/decode.py), CRLF line ends, blank lines
+(skipped, not rows), quoted CSV fields holding commas and newlines, any Unicode text. A `.json` file in SQuAD shape
+(`{"data": [...]}`) becomes one record per question, placed by its index path instead of a line.
 """
 
 from __future__ import annotations
@@ -15,44 +15,31 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.decode import decode_whole, numbered_lines, pieces, utf8_lines
 from tunelab.data.json_keys import duplicate_key, near_keys, surely_once, twice
 from tunelab.data.jsonl import (
     BAD_JSON,
     SHARED,
-    decoded_lines,
     item_lines,
     iter_json_array,
     iter_jsonl,
     iter_squad,
     json_error,
     json_shape,
-    not_utf8,
     read_jsonl,
-    utf8_lines,
 )
 from tunelab.data.records import Record, Table
 from tunelab.data.tabular import header_hint, iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
 from tunelab.text import unicode_problem
-from tunelab.text.encodings import bad_line
-
-
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line, col, bad, whole = bad_line(raw, exc.start)
-        raise not_utf8(path, line, raw[exc.start], col, raw[:2], bad, whole) from None
-    return text.removeprefix("\ufeff")
 
 
 def _read_json(path: Path) -> list[Record]:
     shape = json_shape(path)
     if shape == "squad":  # one object holding SQuAD articles in `data`: one record per question
         return list(iter_squad(path))
-    text = _decode(path)
+    text = decode_whole(path)
     if shape == "object":  # one object, pretty-printed over several lines: one row (an empty SQuAD `data`: none)
         try:
             obj = json.loads(text)
@@ -92,22 +79,6 @@ def _second_line_a_row(text: str) -> bool:
         return False
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(number, text without its line end) of each line, one at a time (`jsonl.decoded_lines`); a lone "\r" (old Mac
-    files) ends a line as "\n" and "\r\n" do."""
-    number = 0
-    for _, line in decoded_lines(path):
-        for piece in _pieces(line):
-            number += 1
-            yield number, piece
-
-
-def _pieces(line: str) -> list[str]:
-    """A line as read up to "\n" (with its end or without), cut at each lone "\r" (old Mac files end lines with it)."""
-    body = line[:-1] if line.endswith("\n") else line
-    return (body[:-1] if body.endswith("\r") else body).split("\r")
-
-
 def iter_conll(path: Path) -> Iterator[Record]:
     """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
     lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line, read one
@@ -123,7 +94,7 @@ def iter_conll(path: Path) -> Iterator[Record]:
     tags: list[str] = []
     start, last = 0, 0
     width: tuple[int, int] | None = None  # (columns, line) of the file's first line cut at spaces
-    for number, line in _lines(path):
+    for number, line in numbered_lines(path):
         cols, spaced = _columns(line)
         if cols and cols[0] == "-DOCSTART-":
             continue
@@ -184,7 +155,7 @@ def iter_txt(path: Path) -> Iterator[Record]:
     source = str(path)
     lines: list[str] = []
     start = 0
-    for number, line in _lines(path):
+    for number, line in numbered_lines(path):
         if line.strip():
             if not lines:
                 start = number
@@ -309,7 +280,7 @@ def read_rows(path: str | Path, field: str) -> Table:
     per line, decoded as every other file (BOM, bad bytes named by line); any other format as `read_table` reads it."""
     p = Path(path)
     if p.suffix.lower() == ".txt" and p.is_file():
-        return lines_table(_decode(p).split("\n"), str(p), field)  # (lines_table splits at a lone "\r" too)
+        return lines_table(decode_whole(p).split("\n"), str(p), field)  # (lines_table splits at a lone "\r" too)
     return read_table(p)
 
 
@@ -329,7 +300,7 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
     as "\n" and "\r\n" do."""
     records: list[Record] = []
     blank = skipped = 0  # blank lines so far; of them, those before a row (they shift the outputs)
-    for number, line in enumerate((piece for raw in lines for piece in _pieces(raw)), start=1):
+    for number, line in enumerate((piece for raw in lines for piece in pieces(raw)), start=1):
         if not line.strip():
             blank += 1
             continue
