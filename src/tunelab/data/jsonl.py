@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from tunelab.data.decode import decoded_lines, open_text
 from tunelab.data.json_keys import duplicate_key, inner_keys, near_keys, twice
-from tunelab.data.records import Record
+from tunelab.data.records import ItemLine, Record
 from tunelab.errors import DataError
 
 SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_jsonl)
@@ -160,23 +160,22 @@ def _utf8_error(path: Path, exc: UnicodeDecodeError) -> DataError:
 
 
 def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
-    """The objects of a file holding one JSON array, one at a time, each at the line it starts on (what `read_table`
-    lists too): the text is read `block` characters at a time, never whole; a parse error names its line, a key twice
-    its item (its number in the array, from 1) too."""
+    """The objects of a file holding one JSON array, one at a time, each at the line it starts on and its row, its
+    place in the array from 1 (`ItemLine`: what `read_table` lists too): the text is read `block` characters at a
+    time, never whole; a parse error names its line."""
     try:
         with open_text(path, newline="") as f:  # lines as JSON counts them: at "\n" only
             text = _Blocks(f, block or JSON_BLOCK)
             if text.peek() != "[":
                 raise text.error("Expecting '['")
             for number, obj in enumerate(text.items(), start=1):
-                line = text.start_line()
+                line = ItemLine(text.start_line(), number)
                 if not isinstance(obj, dict):
-                    raise DataError(str(path), line, "json",
-                                    f"item {number}: expected a JSON object, got {type(obj).__name__}")
+                    raise DataError(str(path), line, "json", f"expected a JSON object, got {type(obj).__name__}")
                 colons = text.buf.count(":", text.start, text.pos)  # no more than its keys: none twice
                 if colons != len(obj) and colons != (keys := near_keys(obj)) and \
                         (dup := duplicate_key(text.buf, obj, keys, text.start, text.pos)) is not None:
-                    raise DataError(str(path), line, "json", f"item {number}: {twice(dup[1], dup[0])}")
+                    raise DataError(str(path), line, "json", twice(dup[1], dup[0]))
                 yield Record(str(path), line, obj)
             if text.peek():
                 raise text.error("Extra data")

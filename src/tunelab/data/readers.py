@@ -28,7 +28,7 @@ from tunelab.data.jsonl import (
     json_shape,
     read_jsonl,
 )
-from tunelab.data.records import Record, Table
+from tunelab.data.records import ItemLine, Record, Table
 from tunelab.data.tabular import header_hint, iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
@@ -64,8 +64,8 @@ def _read_json(path: Path) -> list[Record]:
     out = []
     for i, (obj, line) in enumerate(zip(items, item_lines(text, len(items)), strict=True), start=1):
         if not isinstance(obj, dict):
-            raise DataError(str(path), line, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
-        out.append(Record(str(path), line, obj))
+            raise DataError(str(path), ItemLine(line, i), "json", f"expected a JSON object, got {type(obj).__name__}")
+        out.append(Record(str(path), ItemLine(line, i), obj))
     return out
 
 
