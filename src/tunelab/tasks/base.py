@@ -66,7 +66,7 @@ class Task(ABC):
                 raise ConfigError(f"config: data.{key}: {why}")
 
     def check_train(self, examples: list[Example]) -> None:  # noqa: B027 - optional hook
-        """Whole-split checks on training data (e.g. at least two classes)."""
+        """Whole-split checks on training data (e.g. at least two classes), before the other splits are read."""
 
     def stratify_key(self, example: Example) -> Hashable | None:
         return None
@@ -339,8 +339,6 @@ class Task(ABC):
                    if getattr(cfg, k) != getattr(self.cfg, k)]
         self.cfg = cfg
         return changed
-
-
 
 
 def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, cap: int,
