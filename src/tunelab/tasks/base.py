@@ -49,6 +49,7 @@ class Task(ABC):
     onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)
     compressible: ClassVar[bool] = False  # `tunelab compress` prunes it (its gate compares each row's prediction)
     grouped_by: ClassVar[str] = "group"  # what `group_key` returns, as a hold-out's messages name it (QA: "context")
+    txt_as_conll: ClassVar[bool] = False  # a .txt of CoNLL lines (`EU B-ORG`) is read as CoNLL, not text (NER)
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg, self.data = cfg, data
