@@ -19,6 +19,7 @@ from tunelab.cli import app
 from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
 from tunelab.data.readers import read_table
+from tunelab.data.records import ItemLine, Table
 from tunelab.errors import DataError
 
 runner = CliRunner()
@@ -138,12 +139,13 @@ ERRORS = [
      "Exceeds the limit (4300 digits)"),
     # what a UTF-16 file without its byte-order mark reads as in UTF-8
     ("nul-in-text", "train.csv", "text,label\ngood,pos\nh\x00i\x00,neg\n", 3, "text", "a NUL character at character 2"),
-    # a JSON array's item at the line it starts on, as its parse errors are (was its number in the array: 3, 2)
+    # a JSON array's item at the line it starts on, as its parse errors are (was its number in the array: 3, 2), and
+    # its row (its place in the array) beside it
     ("json-array-item-at-its-line", "train.json", json.dumps([{"text": "a", "label": "x"}, {"text": "b", "label": "y"},
-                                                              {"text": "", "label": "x"}], indent=2), 10, "text",
-     "empty text"),
-    ("json-array-not-an-object", "train.json", '[\n  {"text": "a", "label": "x"},\n\n  3\n]\n', 4, "json",
-     "item 2: expected a JSON object, got int"),
+                                                              {"text": "", "label": "x"}], indent=2), ItemLine(10, 3),
+     "text", "empty text"),
+    ("json-array-not-an-object", "train.json", '[\n  {"text": "a", "label": "x"},\n\n  3\n]\n', ItemLine(4, 2), "json",
+     "expected a JSON object, got int"),
     # a CSV written with ';' (Excel in much of Europe, pandas' sep=';'): said so, as a full-width comma is
     ("csv-semicolon-header", "train.csv", "text;label\nhi;ham\nwin;spam\n", 1, "text",
      "missing column (columns: text;label); the header separates its names with ';', not ','"),
@@ -704,7 +706,32 @@ def test_gbk_hint_for_one_chinese_character_a_line_and_for_configs(tmp_path: Pat
         with pytest.raises(DataError) as info:
             read_table(latin)
         assert "GBK" not in str(info.value), text
-    from tunelab.text import encoding_hint  # a Chinese character between two Latin letters is no accent pair's
+    # a Chinese character between two Latin letters is no accent pair's
+    from tunelab.text.encodings import encoding_hint
 
     assert encoding_hint("苹果iPhone和iPad都很好用,1".encode("gb18030"), "x.csv")
     assert encoding_hint('{"text": "iPhone和iPad", "label": "好"}'.encode("gb18030"), "x.jsonl")
+
+
+def test_a_json_array_on_one_line_names_the_row(tiny_bert: Path, tmp_path: Path) -> None:
+    """`json.dump(rows, f)` writes the array on one line: every bad row was named `train.json:1`. The row, its place
+    in the array, is named beside the line, read whole or streamed, in train's one line; the line stays an int
+    (removed.jsonl's `line`, a spilled row's pickle keeps the row)."""
+    import pickle
+
+    from tunelab.data.jsonl import iter_json_array
+
+    rows = sentiment_rows(40)
+    rows[36]["label"] = ""
+    path = write(tmp_path / "train.json", json.dumps(rows))
+    expected = f"{path}:1 (row 37): label: empty label"
+    with pytest.raises(DataError) as info:
+        parse(path)
+    assert str(info.value) == expected and info.value.line == 1
+    streamed = list(iter_json_array(path, block=64))
+    assert [str(r.line) for r in streamed[35:38]] == ["1 (row 36)", "1 (row 37)", "1 (row 38)"]
+    with pytest.raises(DataError, match=r"^.*:1 \(row 37\): label: empty label$"):
+        make_task().parse(Table(str(path), streamed))
+    assert_one_line_error(train_cli(tiny_bert, tmp_path / "run", path), expected)
+    kept = pickle.loads(pickle.dumps(streamed[36].line))
+    assert (str(kept), json.dumps(kept)) == ("1 (row 37)", "1")

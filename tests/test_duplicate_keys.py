@@ -73,16 +73,16 @@ def test_a_json_array_names_the_item_streamed_or_whole(tmp_path: Path) -> None:
     items = [{"text": "a", "label": "x"}, {"text": "b", "label": "y", "meta": {"k": 1}}, {"text": "c", "label": "z"}]
     text = json.dumps(items, indent=1).replace('"k": 1', '"k": 1, "k": 2')
     path = _write(tmp_path / "train.json", text)
-    expected = f'{path}:6: json: item 2: duplicate key "k" in meta: {TWICE}'  # (at the line the item starts on)
+    expected = f'{path}:6 (row 2): json: duplicate key "k" in meta: {TWICE}'  # (at the line the item starts on)
     assert _error(path) == expected  # read whole
     with pytest.raises(DataError) as info:
         list(iter_json_array(path, block=7))  # read a few characters at a time
     assert str(info.value) == expected
     # a non-object item before it is the first problem either way
     path.write_text(json.dumps([items[0], 7, items[1]]).replace('"k": 1', '"k": 1, "k": 2'), encoding="utf-8")
-    with pytest.raises(DataError, match="item 2: expected a JSON object, got int"):
+    with pytest.raises(DataError, match=r":1 \(row 2\): json: expected a JSON object, got int"):
         read_table(path)
-    with pytest.raises(DataError, match="item 2: expected a JSON object, got int"):
+    with pytest.raises(DataError, match=r":1 \(row 2\): json: expected a JSON object, got int"):
         list(iter_json_array(path, block=7))
 
 

@@ -155,6 +155,34 @@ def test_bool_labels_written_by_pandas_are_the_models_bools(tiny_bert: Path, tmp
     assert json.loads(res.stdout)["accuracy"] == run.metrics["validation"]["accuracy"]
 
 
+
+def test_train_matches_a_validation_csvs_bools_to_the_training_bools(tiny_bert: Path, tmp_path: Path) -> None:
+    """Training labels written as JSON booleans (true / false) and a validation CSV whose cells say True / False:
+    `tunelab train` refused it (`label 'False' is not among the training labels (false, true)`) where eval and
+    predict match them. The validation (and test) split is matched to the training labels as eval matches to a
+    model's (`label_text`), `1.0` cells to `1` too; `tunelab data check` sees no unseen label."""
+    rows = [{"text": r["text"], "label": r["label"] == "positive"} for r in sentiment_rows(16)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    cells = tmp_path / "val.csv"
+    cells.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))
+    assert "True" in cells.read_text() and "true" in train.read_text()
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={cells}",
+            f"data.test={train}", f"output_dir={tmp_path / 'run'}", "train.max_steps=1", "train.batch_size=8",
+            "train.save_steps=0", "train.precision=fp32", "data.dedup=false"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())  # the same rows, as CSV and as JSON
+    assert {k: v for k, v in metrics["validation"].items() if k != "runtime_s"} == \
+        {k: v for k, v in metrics["test"].items() if k != "runtime_s"}
+    res = runner.invoke(app, ["data", "check", "--model", str(tiny_bert), "--json", str(train), str(cells)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][str(cells)]["labels"] == {"false": 8, "true": 8}
+    # numbers: 0 / 1 in JSON, 0.0 / 1.0 in a CSV column pandas made float
+    task = Classification(ClassificationConfig(), DataConfig())
+    task.check_train(task.parse(Table("t", [Record("t", i, {"text": "a", "label": i % 2}) for i in range(4)])))
+    floats = Table("v", [Record("v", i, {"text": "a", "label": f"{i % 2}.0"}) for i in range(4)])
+    assert [ex["label"] for ex in task.parse(floats)] == ["0", "1", "0", "1"]
+
 # ------------------------------------------------------------------------ data.clean at inference
 def test_the_model_cleans_its_inputs_as_its_training_rows(clean_run: Path, tmp_path: Path) -> None:
     """eval of the run's own validation file gives its metrics.json (was 0.5: the HTML filled max_length), through

@@ -126,6 +126,47 @@ def test_conll_reader(tmp_path: Path) -> None:
         _task().parse(read_table(bad))
 
 
+
+def _conll(rows: list[dict], sep: str = " ") -> str:
+    return "".join("\n".join(f"{t}{sep}{g}" for t, g in zip(r["tokens"], r["tags"], strict=True)) + "\n\n"
+                   for r in rows)
+
+
+def test_a_conll_file_named_txt_is_read_as_conll(tiny_bert: Path, tmp_path: Path) -> None:
+    """A CoNLL file named `.txt` was read as paragraphs of text for NER (`tokens: missing field`; predict tagged each
+    line `EU B-ORG` as a text, tag and all). A task that reads tokens and tags (`Task.txt_as_conll`) reads a `.txt`
+    whose lines are CoNLL's as CoNLL — train (data check and eval alike: `parse_file`, `read_table`), predict; any
+    other task, and a prose `.txt`, read text as before, the NER one in one line saying what to do; a bad line among
+    CoNLL lines is named as a `.conll` file's is."""
+    train, val = tmp_path / "train.txt", tmp_path / "dev.txt"
+    train.write_text("-DOCSTART- -X- O O\n\n" + _conll(_ner_rows(16)), encoding="utf-8")
+    val.write_text(_conll(_ner_rows(4), "\t"), encoding="utf-8")
+    sets = ["task=ner", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={tmp_path / 'run'}", "train.max_steps=1", "train.save_steps=0", "train.precision=fp32"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "run" / "data_summary.json").read_text())["rows_read"]["train"] == 16
+    res = runner.invoke(app, ["predict", str(tmp_path / "run"), "--input", str(val)])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(line)["tokens"] for line in res.stdout.splitlines()] == [r["tokens"] for r in _ner_rows(4)]
+    conll = tmp_path / "train.conll"
+    conll.write_text(train.read_text(encoding="utf-8"), encoding="utf-8")
+    assert [(r.line, r.data) for r in read_table(train, conll_txt=True).records] == \
+        [(r.line, r.data) for r in read_table(conll).records]
+    assert read_table(train).records[1].data == {"text": "a O\nfilm B-LOC\nstory I-LOC\nwas O\nbad O"}  # (as text)
+
+    prose = tmp_path / "notes.txt"
+    prose.write_text("The actor is good.\nA film story.\n\nIt was bad.\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"notes.txt:1: tokens: a .txt read as plain text: its lines are not CoNLL's, "
+                       r"a token and its tag \(`EU B-ORG`, a blank line between sentences\); name a CoNLL file "):
+        _task().parse(read_table(prose, conll_txt=True))
+    bad = tmp_path / "bad.txt"  # one line of fifteen without its tag: CoNLL still, the line named
+    bad.write_text(_conll(_ner_rows(2)) + "Peter\n" + _conll(_ner_rows(1)), encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.txt:12: tags: expected a token and a tag separated by a space or tab"):
+        read_table(bad, conll_txt=True)
+
+
 def test_a_tab_separated_conll_keeps_a_token_holding_a_space(tiny_bert: Path, tmp_path: Path) -> None:
     """`New York<TAB>B-LOC` was cut at its space: the token `New`, `York` silently gone (and `data check` passed). A
     line with a tab is cut at tabs; a file cut at spaces stays as it was (CoNLL-2003's four columns too), and a line

@@ -152,7 +152,8 @@ def test_a_json_array_names_each_row_by_the_line_its_item_starts_on(tmp_path: Pa
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A pretty-printed JSON array, parsed whole and streamed (read 7 characters at a time): a row's line, its error's
     and dedup's `removed.jsonl` (`line`, `duplicate_of`) are the line its item starts on, as a parse error's is (was
-    its number in the array: `"line": 61, "duplicate_of": "jd.json:3"` for lines 242 and 10)."""
+    its number in the array: `"line": 61, "duplicate_of": "jd.json:3"` for lines 242 and 10); the row, its place in
+    the array, is named beside the line (`jd.json:10 (row 3)`)."""
     from tunelab.data.jsonl import iter_json_array
     from tunelab.data.readers import read_table
 
@@ -170,7 +171,7 @@ def test_a_json_array_names_each_row_by_the_line_its_item_starts_on(tmp_path: Pa
         splits = load.load_splits(cfg, task, 7, report)
         assert isinstance(splits["train"], RowSequence) == stream
         assert sorted(ex["line"] for split in splits.values() for ex in split) == want[:9] + want[10:]
-        assert [(r["line"], r["duplicate_of"]) for r in report.removed] == [(want[9], f"{train}:{want[2]}")]
+        assert [(r["line"], r["duplicate_of"]) for r in report.removed] == [(want[9], f"{train}:{want[2]} (row 3)")]
     one_line = tmp_path / "compact.json"
     one_line.write_text(json.dumps(rows[:3]), encoding="utf-8")  # every item on line 1
     assert [r.line for r in read_table(one_line).records] == [r.line for r in iter_json_array(one_line)] == [1, 1, 1]

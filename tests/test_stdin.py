@@ -33,7 +33,10 @@ def classifier(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def test_predict_names_the_line_of_stdin_that_is_not_utf8(classifier: Path) -> None:
-    for given, said in ((b"good film\nbad caf\xe9\n", "<stdin>:2: bytes: not valid UTF-8 (byte 0xe9 at column 8)"),
+    for given, said in ((b"good film\nbad caf\xe9\n", "<stdin>:2: bytes: not valid UTF-8 (byte 0xe9 at column 8); the "
+                         "line reads as Western European text in Windows-1252 (cp1252, Latin-1), the encoding of a "
+                         "Windows in Western Europe and the Americas: if all the input is, convert it on its way in: "
+                         "... | iconv -f CP1252 -t UTF-8 | tunelab ...; if only this line is, fix the line"),
                         ("hi\n".encode("utf-16"), "<stdin>:1: bytes: not valid UTF-8 (byte 0xff at column 1); it "
                                                   "starts with UTF-16's byte order mark (what Excel saves as "
                                                   '"Unicode text"): convert it on its way in: ... | iconv -f UTF-16 '

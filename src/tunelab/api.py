@@ -207,7 +207,8 @@ class Model:
         """The task's examples of `inputs`, as `predict` (`labelled`: `evaluate`) reads them, or the task's
         one-line error (a DataError naming `<input>:N` and the field) for a row it cannot read; nothing runs through
         the model."""
-        return model_examples(self.task, model_table(inputs, self.task.data.text_field, files=False),
+        return model_examples(self.task, model_table(inputs, self.task.data.text_field, files=False,
+                                                     conll_txt=self.task.txt_as_conll),
                               labelled=labelled)
 
     def predict_examples(self, examples: Sequence[Example], batch_size: int = 64) -> list[dict[str, Any]]:
@@ -249,7 +250,7 @@ class Model:
             reads = [Read("the model directory", self.path)]
             reads += [Read("the data file", Path(data))] if isinstance(data, str | Path) else []
             check_outputs("predictions", [Path(predictions)], reads, overwrite, "predictions")
-        table = model_table(data, self.task.data.text_field, files=True, name="data")
+        table = model_table(data, self.task.data.text_field, files=True, name="data", conll_txt=self.task.txt_as_conll)
         table = replace(table, records=table.records[:limit])  # the rows after the limit are not read
         examples = model_examples(self.task, table, labelled=True)
         metrics = evaluate(self.task, self.module, self.tokenizer, examples, batch_size)

@@ -76,7 +76,8 @@ def eval_(
     if len(model_dirs) > 1:
         if sets:
             raise TunelabError("eval: --set takes one model directory")
-        metrics = Ensemble(model_dirs).evaluate(read_table(data), batch_size)
+        ensemble = Ensemble(model_dirs)
+        metrics = ensemble.evaluate(read_table(data, ensemble.task.txt_as_conll), batch_size)
     else:
         default = _check_eval_outputs(model_dirs[0], data, report, predictions, overwrite, generate)
         model = load(model_dirs[0])
@@ -165,7 +166,7 @@ def predict(
     if input_ == "-":
         table = lines_table(stdin_lines(sys.stdin), "<stdin>", task.data.text_field)
     else:
-        table = read_rows(input_, task.data.text_field)
+        table = read_rows(input_, task.data.text_field, task.txt_as_conll)
     rows_out = ensemble.predict(table, batch_size) if ensemble is not None else model.predict(table, batch_size)
     if output is None:
         sys.stdout.write("".join(json_line(r) for r in rows_out))

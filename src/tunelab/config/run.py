@@ -195,7 +195,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        from tunelab.text import UTF16_BOMS, bad_line, encoding_hint, utf16_hint
+        from tunelab.text.encodings import UTF16_BOMS, bad_line, encoding_hint, utf16_hint
 
         line, _, bad, whole = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
         hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole)

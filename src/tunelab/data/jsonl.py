@@ -6,45 +6,16 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from tunelab.data.decode import decoded_lines, open_text
 from tunelab.data.json_keys import duplicate_key, inner_keys, near_keys, twice
-from tunelab.data.records import Record
+from tunelab.data.records import ItemLine, Record
 from tunelab.errors import DataError
-from tunelab.text import UTF16_BOMS, Whole, encoding_hint, utf8_besides, utf16_hint
 
 SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_jsonl)
-
-
-def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"",
-             whole: Whole = None) -> DataError:
-    """Bytes that are not UTF-8, by line and column; `head`: the text's first bytes (UTF-16's byte order mark says
-    what the text is); `line_bytes`: the bad line's, Chinese text in GBK or Big5 said so (`encoding_hint`); `whole`:
-    whether the text holds no UTF-8 text besides (None: the file read again to find out, `_whole`)."""
-    if head[:2] in UTF16_BOMS:
-        hint = utf16_hint(path)
-    else:
-        hint = encoding_hint(line_bytes, path, whole=whole if whole is not None else lambda: _whole(path, line))
-    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
-
-
-def _whole(path: Path, bad: int) -> bool | None:
-    """Whether the file holds no UTF-8 text besides its line `bad` (`utf8_besides`), its lines numbered as
-    `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known (None)."""
-    if not path.is_file():
-        return True if bad == 1 else None
-
-    def lines() -> Iterator[bytes]:
-        with path.open("rb") as f:
-            for raw in f:
-                yield from _mac_pieces(raw) if 13 in raw else (raw,)
-
-    try:
-        return not utf8_besides(lines(), bad)
-    except OSError:
-        return None
 
 
 BAD_JSON = (ValueError, RecursionError)  # json's errors: JSONDecodeError, and for hostile input a >4,300-digit number
@@ -56,53 +27,6 @@ def json_error(exc: Exception, column: bool = True) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at column {exc.colno}" if column else exc.msg
     return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-
-
-def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line, decoded one at a time (a large file is never held whole, nor all its lines),
-    a UTF-8 BOM dropped; bad bytes named by line and column."""
-    with path.open("rb") as f:
-        yield from utf8_lines(f, path)
-
-
-_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the place after a "\r" that no "\n" follows: an old Mac line end
-
-
-def _mac_pieces(raw: bytes) -> list[bytes]:
-    """A line read up to "\n" and holding a "\r", cut after each lone "\r" (old Mac files end lines with it; a piece
-    keeps it as its end, as "\r\n" stays on a CRLF line). UTF-8 has no 0x0D byte inside a character, and JSON none
-    inside a string, so a lone "\r" is always a line end or blank space."""
-    if raw.count(b"\r") == raw.endswith(b"\r\n"):
-        return [raw]
-    return [piece for piece in _LONE_CR.split(raw) if piece]
-
-
-def utf8_lines(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line of bytes (a file's, standard input's) decoded as UTF-8, a BOM dropped from
-    the first; a lone "\r" ends a line as "\n" and "\r\n" do (`_mac_pieces`), so JSONL and the lines of stdin number
-    their lines as the CSV / TSV readers do; bad bytes named by line and column of `path`."""
-    shift = 0  # lines ended by a lone "\r" so far
-    for number, raw in enumerate(lines, start=1):
-        number += shift
-        if 13 in raw:  # a "\r" (an int test: `b"\r" in raw` cost 90 ns a line, 6 % of reading an SST-2 row)
-            *ended, raw = _mac_pieces(raw)
-            for piece in ended:
-                yield number, _utf8(piece, path, number)
-                number += 1
-            shift += len(ended)
-        try:  # (inlined: a call a line would cost as much)
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"", raw) from None
-        yield number, (line.removeprefix("\ufeff") if number == 1 else line)
-
-
-def _utf8(raw: bytes, path: Path, number: int) -> str:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"", raw) from None
-    return line.removeprefix("\ufeff") if number == 1 else line
 
 
 def iter_jsonl(path: Path) -> Iterator[Record]:
@@ -236,23 +160,22 @@ def _utf8_error(path: Path, exc: UnicodeDecodeError) -> DataError:
 
 
 def iter_json_array(path: Path, block: int | None = None) -> Iterator[Record]:
-    """The objects of a file holding one JSON array, one at a time, each at the line it starts on (what `read_table`
-    lists too): the text is read `block` characters at a time, never whole; a parse error names its line, a key twice
-    its item (its number in the array, from 1) too."""
+    """The objects of a file holding one JSON array, one at a time, each at the line it starts on and its row, its
+    place in the array from 1 (`ItemLine`: what `read_table` lists too): the text is read `block` characters at a
+    time, never whole; a parse error names its line."""
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:  # lines as JSON counts them: at "\n" only
+        with open_text(path, newline="") as f:  # lines as JSON counts them: at "\n" only
             text = _Blocks(f, block or JSON_BLOCK)
             if text.peek() != "[":
                 raise text.error("Expecting '['")
             for number, obj in enumerate(text.items(), start=1):
-                line = text.start_line()
+                line = ItemLine(text.start_line(), number)
                 if not isinstance(obj, dict):
-                    raise DataError(str(path), line, "json",
-                                    f"item {number}: expected a JSON object, got {type(obj).__name__}")
+                    raise DataError(str(path), line, "json", f"expected a JSON object, got {type(obj).__name__}")
                 colons = text.buf.count(":", text.start, text.pos)  # no more than its keys: none twice
                 if colons != len(obj) and colons != (keys := near_keys(obj)) and \
                         (dup := duplicate_key(text.buf, obj, keys, text.start, text.pos)) is not None:
-                    raise DataError(str(path), line, "json", f"item {number}: {twice(dup[1], dup[0])}")
+                    raise DataError(str(path), line, "json", twice(dup[1], dup[0]))
                 yield Record(str(path), line, obj)
             if text.peek():
                 raise text.error("Extra data")
@@ -316,7 +239,7 @@ def _squad_articles(path: Path, block: int | None = None, check: bool = True) ->
     """The items of the `data` array of a file holding one JSON object, one at a time (the object's other values
     are read and dropped); nothing when it has no `data` array. With `check`, a key twice in the object or in an
     article is an error (`json_shape` looks without)."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with open_text(path, newline="") as f:
         text = _Blocks(f, block or JSON_BLOCK)
         if text.peek() != "{":
             raise text.error("Expecting '{'")
@@ -365,7 +288,7 @@ def json_shape(path: Path, peek: int = 1 << 20) -> str:
     """What a `.json` file holds, from its start: "array" (one JSON array of rows), "lines" (one object per line,
     the first line a row of its own), "squad" (one object whose `data` holds SQuAD articles: read an article at a
     time by `iter_squad`) or "object" (any other one object over the whole file, read whole)."""
-    with path.open(encoding="utf-8-sig", errors="replace") as f:
+    with open_text(path, errors="replace") as f:
         head = f.read(peek)
     text = head.lstrip()
     if text.startswith("["):

@@ -44,6 +44,7 @@ class RowTask(Protocol):
     def stratify_key(self, example: dict[str, Any]) -> Hashable | None: ...
 
     grouped_by: str
+    txt_as_conll: bool
 
     def group_key(self, example: dict[str, Any]) -> Hashable | None: ...
 
@@ -98,7 +99,7 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
                 what = "file" if Path(path).is_file() else "dataset"
                 raise DataError(path if hub else str(Path(path)), None, None, f"empty {what}: no data rows")
             return rows
-    examples = task.parse(read_table(path))
+    examples = task.parse(read_table(path, task.txt_as_conll))
     return tidy()(examples) if tidy is not None else examples
 
 
@@ -130,7 +131,7 @@ def _large(path: str) -> bool:
 def _parts(path: str, task: RowTask, step: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
            parsed: list[int]) -> Iterator[list[dict[str, Any]]]:
     """The file's examples a part at a time, each through `step`; `parsed[0]` counts them before it."""
-    columns, records = row_stream(path)
+    columns, records = row_stream(path, task.txt_as_conll)
     source = path if path.startswith("hf:") else str(Path(path))  # as `read_table` names it
     for chunk in _batched(records, PARSE_CHUNK):
         part = task.parse(Table(source, chunk, columns))
@@ -235,7 +236,7 @@ def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[
     `data.clean` as the other splits are (what it drops is in `report`)."""
     if data.unlabeled is None:
         return []
-    examples = task.parse(read_table(data.unlabeled), labelled=False)
+    examples = task.parse(read_table(data.unlabeled, task.txt_as_conll), labelled=False)
     report.read("unlabeled", len(examples))
     if data.clean is not None:
         examples = clean_split(examples, data.clean, "unlabeled", report, filter_length=False)

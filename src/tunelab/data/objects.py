@@ -29,16 +29,17 @@ def check_flag(name: str, value: Any) -> None:
         raise ArgumentError(f"{name}: expected True or False, got {value!r}")
 
 
-def model_table(inputs: Any, text_field: str, *, files: bool, name: str = "inputs") -> Table:
+def model_table(inputs: Any, text_field: str, *, files: bool, name: str = "inputs", conll_txt: bool = False) -> Table:
     """`inputs` as rows: a Table as it is; a Path a file (read as `tunelab predict --input` reads it); a str a file
     when `files` (evaluate), else one text (`{text_field: str}`, predict); a mapping one row; a data frame its
-    records; any other iterable its items, each a text or a row. Anything else, and an item of another type, is one
+    records; any other iterable its items, each a text or a row. `conll_txt`: the model's task reads a `.txt` of
+    CoNLL lines as CoNLL (`Task.txt_as_conll`). Anything else, and an item of another type, is one
     line naming it (`name`: the argument, as the caller spells it); no rows at all is `<input>: empty input: no
     rows`."""
     if isinstance(inputs, Table):
         return inputs
     if isinstance(inputs, Path) or (files and isinstance(inputs, str)):
-        return read_table(inputs) if files else read_rows(inputs, text_field)
+        return read_table(inputs, conll_txt) if files else read_rows(inputs, text_field, conll_txt)
     if isinstance(inputs, str | Mapping):
         inputs = [inputs]
     elif _is_frame(inputs):

@@ -1,57 +1,43 @@
 """JSONL / JSON / CSV / TSV / Parquet / plain text → `Table` of `Record`s that remember their file and line.
 
 Every malformed file or row raises `DataError("file:line: field: problem")`; nothing is dropped.
-Accepted as valid: a UTF-8 BOM, CRLF line ends, blank lines (skipped, not rows), quoted CSV fields
-holding commas and newlines, any Unicode text. A `.json` file in SQuAD shape (`{"data": [...]}`) becomes
-one record per question, placed by its index path instead of a line.
+Accepted as valid: a UTF-8 BOM, UTF-16 / UTF-32 with their BOM (data/decode.py), CRLF line ends, blank lines
+(skipped, not rows), quoted CSV fields holding commas and newlines, any Unicode text. A `.json` file in SQuAD shape
+(`{"data": [...]}`) becomes one record per question, placed by its index path instead of a line.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.conll import iter_conll, looks_like_conll
+from tunelab.data.decode import decode_whole, numbered_lines, pieces, utf8_lines
 from tunelab.data.json_keys import duplicate_key, near_keys, surely_once, twice
 from tunelab.data.jsonl import (
     BAD_JSON,
-    SHARED,
-    decoded_lines,
     item_lines,
     iter_json_array,
     iter_jsonl,
     iter_squad,
     json_error,
     json_shape,
-    not_utf8,
     read_jsonl,
-    utf8_lines,
 )
-from tunelab.data.records import Record, Table
+from tunelab.data.records import ItemLine, Record, Table
 from tunelab.data.tabular import header_hint, iter_arrow, iter_delimited, iter_parquet
 from tunelab.errors import DataError, first_line
 from tunelab.progress import say
-from tunelab.text import bad_line, unicode_problem
-
-
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line, col, bad, whole = bad_line(raw, exc.start)
-        raise not_utf8(path, line, raw[exc.start], col, raw[:2], bad, whole) from None
-    return text.removeprefix("\ufeff")
+from tunelab.text import unicode_problem
 
 
 def _read_json(path: Path) -> list[Record]:
     shape = json_shape(path)
     if shape == "squad":  # one object holding SQuAD articles in `data`: one record per question
         return list(iter_squad(path))
-    text = _decode(path)
+    text = decode_whole(path)
     if shape == "object":  # one object, pretty-printed over several lines: one row (an empty SQuAD `data`: none)
         try:
             obj = json.loads(text)
@@ -76,8 +62,8 @@ def _read_json(path: Path) -> list[Record]:
     out = []
     for i, (obj, line) in enumerate(zip(items, item_lines(text, len(items)), strict=True), start=1):
         if not isinstance(obj, dict):
-            raise DataError(str(path), line, "json", f"item {i}: expected a JSON object, got {type(obj).__name__}")
-        out.append(Record(str(path), line, obj))
+            raise DataError(str(path), ItemLine(line, i), "json", f"expected a JSON object, got {type(obj).__name__}")
+        out.append(Record(str(path), ItemLine(line, i), obj))
     return out
 
 
@@ -91,91 +77,6 @@ def _second_line_a_row(text: str) -> bool:
         return False
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(number, text without its line end) of each line, one at a time (`jsonl.decoded_lines`); a lone "\r" (old Mac
-    files) ends a line as "\n" and "\r\n" do."""
-    number = 0
-    for _, line in decoded_lines(path):
-        for piece in _pieces(line):
-            number += 1
-            yield number, piece
-
-
-def _pieces(line: str) -> list[str]:
-    """A line as read up to "\n" (with its end or without), cut at each lone "\r" (old Mac files end lines with it)."""
-    body = line[:-1] if line.endswith("\n") else line
-    return (body[:-1] if body.endswith("\r") else body).split("\r")
-
-
-def iter_conll(path: Path) -> Iterator[Record]:
-    """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
-    lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line, read one
-    sentence at a time; the sentences share one copy of each of the first SHARED distinct tokens and tags. Of
-    several problems the first in the file is named (a bad byte on a later line no longer comes first).
-
-    A line holding a tab is cut at its tabs (`New York<TAB>B-LOC`: the token keeps its space); another at spaces,
-    where in a file of token + tag lines a line of more columns is refused (`New York B-LOC` among them would lose
-    `York`; CoNLL-2003's four columns, token POS chunk tag, and lines of other widths in
-    a file of three or more are read as before: the first column and the last)."""
-    source, memo = str(path), {}
-    tokens: list[str] = []
-    tags: list[str] = []
-    start, last = 0, 0
-    width: tuple[int, int] | None = None  # (columns, line) of the file's first line cut at spaces
-    for number, line in _lines(path):
-        cols, spaced = _columns(line)
-        if cols and cols[0] == "-DOCSTART-":
-            continue
-        if not cols:
-            if tokens:
-                yield Record(source, start, {"tokens": tokens, "tags": tags}, start if last == start + len(tokens) - 1
-                             else None)  # (its tokens on lines of their own, one after another: each named by line)
-            tokens, tags = [], []
-            continue
-        if len(cols) < 2:
-            raise DataError(source, number, "tags", "expected a token and a tag separated by a space or tab"
-                            + _odd_space(line))
-        if spaced:  # a token + tag file (two columns) with a line of more: a token holding a space would lose a part
-            width = width or (len(cols), number)
-            if width[0] == 2 and len(cols) > 2:
-                raise DataError(source, number, "tags", f"{len(cols)} columns where line {width[1]} has {width[0]}: "
-                                "columns are cut at spaces, so a token holding a space reads as two; separate this "
-                                "file's columns with tabs (a token then keeps its spaces)")
-        if not tokens:
-            start = number
-        token, tag = cols[0], (cols[-1].split() or [cols[-1]])[-1]  # a tag has no space (`EU<TAB>NNP B-ORG`: B-ORG)
-        tokens.append(memo.get(token) or (memo.setdefault(token, token) if len(memo) < SHARED else token))
-        tags.append(memo.get(tag) or (memo.setdefault(tag, tag) if len(memo) < SHARED else tag))
-        last = number
-    if tokens:
-        yield Record(source, start, {"tokens": tokens, "tags": tags},
-                     start if last == start + len(tokens) - 1 else None)
-
-
-def _columns(line: str) -> tuple[list[str], bool]:
-    """The columns of a CoNLL line ([] for a blank one), and whether they were cut at ASCII spaces. A line holding a
-    tab: cut at its tabs, each column without the spaces around it. Else at ASCII spaces: a character-level Chinese
-    file's token may be a space of its own (`\u3000 O`, U+3000 IDEOGRAPHIC SPACE); at any whitespace where that
-    leaves no tag, or a column holding another space inside or at its end (a non-breaking one: `John\u00a0NNP B-PER`,
-    `B-PER\u00a0`), as before."""
-    text = line.lstrip(" \t").rstrip()
-    if "\t" in text:
-        return [col.strip(" ") for col in text.split("\t")], False
-    cols = _COLUMNS.split(text) if text else []
-    if len(cols) == 1 or any(not c.isspace() and any(ch.isspace() for ch in c) for c in cols):
-        return line.split(), False
-    return cols, bool(cols)
-
-
-_COLUMNS = re.compile(r"[ \t]+")
-
-
-def _odd_space(line: str) -> str:
-    """`; U+3000 IDEOGRAPHIC SPACE is not one` for the first whitespace on `line` other than a space or tab."""
-    odd = next((c for c in line if c.isspace() and c not in " \t"), None)
-    return "" if odd is None else f"; U+{ord(odd):04X} {unicodedata.name(odd, 'whitespace')} is not one"
-
-
 def iter_txt(path: Path) -> Iterator[Record]:
     """Plain text: one record `{"text": paragraph}` per run of non-blank lines (paragraphs are separated by
     blank or whitespace-only lines; the lines of a paragraph are joined with a newline), at its first line; read
@@ -183,7 +84,7 @@ def iter_txt(path: Path) -> Iterator[Record]:
     source = str(path)
     lines: list[str] = []
     start = 0
-    for number, line in _lines(path):
+    for number, line in numbered_lines(path):
         if line.strip():
             if not lines:
                 start = number
@@ -260,7 +161,16 @@ def streamable(path: str | Path) -> bool:
     return p.is_dir() or suffix in STREAMS or (suffix == ".json" and json_shape(p) != "object")
 
 
-def row_stream(path: str | Path) -> tuple[list[str] | None, Iterator[Record]]:
+def _stream(p: Path, conll_txt: bool) -> Callable[[Path], tuple[list[str] | None, Iterator[Record]]] | None:
+    """How `STREAMS` reads the file; with `conll_txt` (`Task.txt_as_conll`: a task that reads tokens and tags), a
+    `.txt` whose lines are CoNLL's (`looks_like_conll`) as CoNLL, not as paragraphs of text."""
+    suffix = p.suffix.lower()
+    if suffix == ".txt" and conll_txt and looks_like_conll(p):
+        suffix = ".conll"
+    return STREAMS.get(suffix)
+
+
+def row_stream(path: str | Path, conll_txt: bool = False) -> tuple[list[str] | None, Iterator[Record]]:
     """(the columns where the format names them, the rows one at a time) of a `streamable` file, folder or hub
     dataset: what data/load.py parses a large training file from, a part at a time; the rows are `read_table`'s."""
     if isinstance(path, str) and path.startswith("hf:"):
@@ -271,12 +181,12 @@ def row_stream(path: str | Path) -> tuple[list[str] | None, Iterator[Record]]:
     if p.suffix.lower() == ".json":
         shape = json_shape(p)
         return None, (iter_json_array(p) if shape == "array" else iter_squad(p) if shape == "squad" else iter_jsonl(p))
-    return STREAMS[p.suffix.lower()](p)
+    return _stream(p, conll_txt)(p)  # type: ignore[misc] - streamable: a STREAMS suffix
 
 
-def read_table(path: str | Path) -> Table:
-    """Read one data file (the format comes from its extension), a datasets / Parquet / Arrow folder, or a hub
-    dataset named `hf:org/name[:split]`."""
+def read_table(path: str | Path, conll_txt: bool = False) -> Table:
+    """Read one data file (the format comes from its extension; with `conll_txt`, a `.txt` of CoNLL lines is CoNLL:
+    `_stream`), a datasets / Parquet / Arrow folder, or a hub dataset named `hf:org/name[:split]`."""
     if isinstance(path, str) and path.startswith("hf:"):
         return _read_hub(path)
     p = Path(path)
@@ -289,7 +199,7 @@ def read_table(path: str | Path) -> Table:
     if not p.is_file():
         raise DataError(str(p), None, None, "file not found")
     suffix = p.suffix.lower()
-    stream = STREAMS.get(suffix)
+    stream = _stream(p, conll_txt)
     if stream is not None:
         columns, rows = stream(p)
         records = list(rows)
@@ -303,13 +213,14 @@ def read_table(path: str | Path) -> Table:
     return Table(str(p), records, columns)
 
 
-def read_rows(path: str | Path, field: str) -> Table:
+def read_rows(path: str | Path, field: str, conll_txt: bool = False) -> Table:
     """Rows to label from a file (`predict`, `tunelab.load(...).predict(Path)`): a .txt is one text (or JSON object)
-    per line, decoded as every other file (BOM, bad bytes named by line); any other format as `read_table` reads it."""
+    per line, decoded as every other file (BOM, bad bytes named by line) — with `conll_txt`, one of CoNLL lines its
+    sentences (`read_table`); any other format as `read_table` reads it."""
     p = Path(path)
-    if p.suffix.lower() == ".txt" and p.is_file():
-        return lines_table(_decode(p).split("\n"), str(p), field)  # (lines_table splits at a lone "\r" too)
-    return read_table(p)
+    if p.suffix.lower() == ".txt" and p.is_file() and not (conll_txt and looks_like_conll(p)):
+        return lines_table(decode_whole(p).split("\n"), str(p), field)  # (lines_table splits at a lone "\r" too)
+    return read_table(p, conll_txt)
 
 
 def stdin_lines(stream: Any, source: str = "<stdin>") -> list[str]:
@@ -328,7 +239,7 @@ def lines_table(lines: Sequence[str], source: str, field: str) -> Table:
     as "\n" and "\r\n" do."""
     records: list[Record] = []
     blank = skipped = 0  # blank lines so far; of them, those before a row (they shift the outputs)
-    for number, line in enumerate((piece for raw in lines for piece in _pieces(raw)), start=1):
+    for number, line in enumerate((piece for raw in lines for piece in pieces(raw)), start=1):
         if not line.strip():
             blank += 1
             continue

@@ -23,11 +23,31 @@ def read_again() -> Iterator[None]:
         FRESH_READ.reset(token)
 
 
+class ItemLine(int):
+    """The line a JSON array's item starts on, printed with the item's place in the array, from 1: `1 (row 37)`, so
+    an error names `train.json:1 (row 37): label: ...` — an array written on one line (`json.dump` without `indent`)
+    has every item on line 1, where a line alone names none of them. An int everywhere else (compared, sorted,
+    written to JSON as the line: `removed.jsonl`)."""
+
+    row: int
+
+    def __new__(cls, line: int, row: int) -> ItemLine:
+        self = super().__new__(cls, line)
+        self.row = row
+        return self
+
+    def __getnewargs__(self) -> tuple[int, int]:  # type: ignore[override] - (pickled with its row: data/row_spill.py)
+        return int(self), self.row
+
+    def __str__(self) -> str:
+        return f"{int(self)} (row {self.row})"
+
+
 @dataclass(frozen=True, slots=True)  # one per row: no per-instance __dict__
 class Record:
     source: str
-    line: int | None  # 1-based line of the row (a JSON array's item: the line it starts on; row number for Parquet /
-    # Arrow; None for SQuAD JSON)
+    line: int | None  # 1-based line of the row (a JSON array's item: the line it starts on, an `ItemLine` naming its
+    # row too; row number for Parquet / Arrow; None for SQuAD JSON)
     data: dict[str, Any]
     first_item_line: int | None = None  # a CoNLL sentence: its item i (token, tag) is on line first_item_line + i
 

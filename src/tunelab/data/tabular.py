@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunelab.data.jsonl import BAD_JSON, decoded_lines
+from tunelab.data.decode import decoded_lines, wide_bom
+from tunelab.data.jsonl import BAD_JSON
 from tunelab.data.records import Record
 from tunelab.errors import DataError
 
@@ -36,8 +37,12 @@ def header_hint(columns: list[str], source: str) -> str:
 
 def _csv_lines(path: Path) -> Iterator[str]:
     """The file's lines one at a time, split at "\n", "\r\n" and a lone "\r" (old Mac files), as csv wants them (a
-    text file opened with newline=""), a UTF-8 BOM dropped. Bad bytes: the file is scanned again to name their line
-    and column."""
+    text file opened with newline=""), a UTF-8 BOM dropped; a UTF-16 / UTF-32 file (Excel's "Unicode text") read as
+    its byte-order mark says (`decode.decoded_lines`). Bad bytes: the file is scanned again to name their line and
+    column."""
+    if wide_bom(path) is not None:
+        yield from (line for _, line in decoded_lines(path))
+        return
     try:
         with path.open(encoding="utf-8", newline="") as f:
             for number, line in enumerate(f):

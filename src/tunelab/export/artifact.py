@@ -89,7 +89,7 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
     """(examples, where they came from): --data, else the run's validation split as training made it (`splits`:
     the run's splits when the caller has read them already); `verb`: the command its errors name."""
     if data is not None:
-        return model_examples(task, read_table(data), labelled=True), str(data)
+        return model_examples(task, read_table(data, task.txt_as_conll), labelled=True), str(data)
     if run is None:
         raise TunelabError(f"{verb}: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")

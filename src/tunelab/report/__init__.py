@@ -38,7 +38,7 @@ def evaluation_report(task: Task, model: torch.nn.Module, tokenizer: Any, model_
     """`tunelab eval MODEL_DIR --data F --report PATH`: score F, write its records next to the report
     (`<PATH stem>.predictions.jsonl`) and the report itself; returns the metrics. The training run's
     summary and curves are included when MODEL_DIR sits in a run directory."""
-    examples = model_examples(task, read_table(data), labelled=True)
+    examples = model_examples(task, read_table(data, task.txt_as_conll), labelled=True)
     records_file = records_path(path)
     split = data.stem
     metrics = evaluate_and_record(task, model, tokenizer, examples, batch_size, records_file)

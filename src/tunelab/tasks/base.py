@@ -49,6 +49,7 @@ class Task(ABC):
     onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)
     compressible: ClassVar[bool] = False  # `tunelab compress` prunes it (its gate compares each row's prediction)
     grouped_by: ClassVar[str] = "group"  # what `group_key` returns, as a hold-out's messages name it (QA: "context")
+    txt_as_conll: ClassVar[bool] = False  # a .txt of CoNLL lines (`EU B-ORG`) is read as CoNLL, not text (NER)
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg, self.data = cfg, data
@@ -66,7 +67,7 @@ class Task(ABC):
                 raise ConfigError(f"config: data.{key}: {why}")
 
     def check_train(self, examples: list[Example]) -> None:  # noqa: B027 - optional hook
-        """Whole-split checks on training data (e.g. at least two classes)."""
+        """Whole-split checks on training data (e.g. at least two classes), before the other splits are read."""
 
     def stratify_key(self, example: Example) -> Hashable | None:
         return None
@@ -339,8 +340,6 @@ class Task(ABC):
                    if getattr(cfg, k) != getattr(self.cfg, k)]
         self.cfg = cfg
         return changed
-
-
 
 
 def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, cap: int,

@@ -87,6 +87,7 @@ class Classification(Task):
     def __init__(self, cfg: ClassificationConfig, data: Any) -> None:
         super().__init__(cfg, data)
         self.labels: list[str] = list(cfg.labels or [])
+        self._trained_on: list[str] = []  # the training split's labels (`check_train`), before the model knows any
         self._loss: LossSpec | None = None  # set by configure_loss
         self._soft_split = False
         self._cut = 0  # rows the last `encode` cut at data.max_length
@@ -95,20 +96,23 @@ class Classification(Task):
     def _parse_label(self, record: Record, columns: list[str] | None) -> str | list[str] | dict[str, float]:
         field = self.data.label_field
         value = require_field(record, field, columns)
+        # the labels a value written otherwise is matched to (`label_text`: `True` in a CSV cell is JSON's `true`):
+        # the model's (task.labels, a tuned model's), else the training split's once read (validation, test)
+        known = self.labels or self._trained_on
         if value is None:
             raise DataError(record.source, record.line, field, "missing label (null)")
         if isinstance(value, dict):
-            return soft_label(record, field, value, self.cfg.multi_label, self.labels)
+            return soft_label(record, field, value, self.cfg.multi_label, known)
         if self.cfg.multi_label:
             items = value if isinstance(value, list) else cell_labels(record, field, value, self.cfg.label_separator,
-                                                                      self.labels)
-            return [label_text(record, field, v, self.labels) for v in items]
+                                                                      known)
+            return [label_text(record, field, v, known) for v in items]
         if isinstance(value, list):
             raise DataError(
                 record.source, record.line, field,
                 "a list label in single-label mode (set task.multi_label=true for multi-label data)",
             )
-        return label_text(record, field, value, self.labels)
+        return label_text(record, field, value, known)
 
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         out = []
@@ -125,11 +129,15 @@ class Classification(Task):
         return out
 
     def check_train(self, examples: list[Example]) -> None:
+        """At least two classes; the labels seen are those the validation and test splits, read next, are matched to
+        (`_parse_label`: a validation CSV's `True` / `1.0` is the training JSONL's `true` / `1`, as eval and predict
+        match them to a tuned model's labels)."""
         seen = Counter(lab for ex in examples for lab in self._as_list(ex["label"]))
         if len(seen) < 2:
             only = next(iter(seen), "none")
             raise DataError(examples[0]["source"], None, self.data.label_field,
                             f"training data has a single class ({only!r}); classification needs at least two")
+        self._trained_on = sorted(seen)
 
     def stratify_key(self, example: Example) -> Hashable | None:
         lab = example["label"]

@@ -95,6 +95,7 @@ class Ner(Task):
     compressible = True
     onnx_outputs = ("logits",)
     paired_parts = staticmethod(ner_report.paired_parts)  # compare: the corpus entity F1
+    txt_as_conll = True  # a CoNLL file named .txt is read as CoNLL (`data.conll.looks_like_conll`)
     cfg: NerConfig
 
     def __init__(self, cfg: NerConfig, data: Any) -> None:
@@ -105,6 +106,12 @@ class Ner(Task):
 
     # -- data --------------------------------------------------------------------------------
     def _tokens(self, rec: Record, columns: list[str] | None) -> list[str]:
+        plain = rec.data.keys() == {"text"} and rec.source.lower().endswith(".txt")  # (`Task.txt_as_conll`: not CoNLL)
+        if plain and self.cfg.tokens_field not in rec.data:
+            raise DataError(rec.source, rec.line, self.cfg.tokens_field, "a .txt read as plain text: its lines are not "
+                            "CoNLL's, a token and its tag (`EU B-ORG`, a blank line between sentences); name a CoNLL "
+                            "file .conll (a bad line is then named), or write JSONL rows {\"tokens\": [...], "
+                            "\"tags\": [...]}")
         tokens = require_field(rec, self.cfg.tokens_field, columns)
         if not isinstance(tokens, list) or not tokens:
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")

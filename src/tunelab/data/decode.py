@@ -1,0 +1,189 @@
+"""A data file's text, decoded a line at a time (a large file is never held whole, nor all its lines): UTF-8, a BOM
+dropped; UTF-16 or UTF-32 where the file starts with its byte-order mark (Excel's "Unicode text", what PowerShell's
+`>` and Windows Notepad's "Unicode" write: a BOM says the encoding and byte order without doubt); bytes that are
+neither named by line and column, with what they read as (text/encodings.py). Every line-based reader (JSONL, CSV /
+TSV, CoNLL, plain text) opens its file here, and the JSON readers through `open_text`."""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from tunelab.errors import DataError
+from tunelab.text.encodings import UTF16_BOMS, Whole, bad_line, encoding_hint, utf8_besides, utf16_hint
+
+
+def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"",
+             whole: Whole = None) -> DataError:
+    """Bytes that are not UTF-8, by line and column; `head`: the text's first bytes (UTF-16's byte order mark says
+    what the text is: standard input's, as a file's is read as it says, `decoded_lines`); `line_bytes`: the bad
+    line's, text in GBK, Big5, Windows-1252 ... said so (`encoding_hint`); `whole`: whether the text holds no UTF-8
+    text besides (None: the file read again to find out, `_whole`)."""
+    if head[:2] in UTF16_BOMS:
+        hint = utf16_hint(path)
+    else:
+        hint = encoding_hint(line_bytes, path, whole=whole if whole is not None else lambda: _whole(path, line))
+    return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
+
+
+def _whole(path: Path, bad: int) -> bool | None:
+    """Whether the file holds no UTF-8 text besides its line `bad` (`utf8_besides`), its lines numbered as
+    `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known (None)."""
+    if not path.is_file():
+        return True if bad == 1 else None
+
+    def lines() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            for raw in f:
+                yield from _mac_pieces(raw) if 13 in raw else (raw,)
+
+    try:
+        return not utf8_besides(lines(), bad)
+    except OSError:
+        return None
+
+
+# a byte-order mark → (its codec without one, its name); UTF-32's first, as UTF-32 LE's starts with UTF-16 LE's
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+        (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"), (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"))
+_BLOCK = 1 << 16  # bytes of a UTF-16 / UTF-32 file decoded at a time
+
+
+def wide_bom(path: Path) -> tuple[bytes, str, str] | None:
+    """(the byte-order mark, its codec, its name) where the file starts with UTF-16's or UTF-32's, else None."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:  # (not a file: the reader says so)
+        return None
+    return next((bom for bom in BOMS if head.startswith(bom[0])), None)
+
+
+def open_text(path: Path, **options: Any) -> IO[str]:
+    """The file opened as text in its encoding (`wide_bom`, else UTF-8), its BOM dropped."""
+    bom = wide_bom(path)
+    return path.open(encoding=bom[2].lower() if bom else "utf-8-sig", **options)
+
+
+def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text with its line end) of each line, decoded one at a time (a large file is never held whole,
+    nor all its lines), a BOM dropped; UTF-16 / UTF-32 by their BOM (`wide_bom`); bad bytes named by line and
+    column."""
+    bom = wide_bom(path)
+    if bom is not None:
+        yield from _wide_lines(path, *bom)
+        return
+    with path.open("rb") as f:
+        yield from utf8_lines(f, path)
+
+
+_TEXT_CR = re.compile(r"(?<=\r)(?!\n)")  # `_LONE_CR` in decoded text
+_ENDS = re.compile(r"\r\n?|\n")
+
+
+def _wide_lines(path: Path, bom: bytes, codec: str, name: str) -> Iterator[tuple[int, str]]:
+    """`decoded_lines` of a UTF-16 / UTF-32 file: `_BLOCK` bytes decoded at a time, cut into lines as `utf8_lines`
+    cuts a UTF-8 file's (at "\n", "\r\n" and a lone "\r"); bytes that are not `name` (an unpaired surrogate, a
+    file cut inside a character) named by line and column."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    number, rest = 0, ""
+    with path.open("rb") as f:
+        f.seek(len(bom))
+        while True:
+            block = f.read(_BLOCK)
+            try:
+                text = rest + decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                before = rest + exc.object[:exc.start].decode(codec)  # (valid up to there)
+                lines = _ENDS.split(before)
+                raise DataError(str(path), number + len(lines), "bytes", f"not valid {name}, the encoding its byte "
+                                f"order mark names ({exc.reason} at column {len(lines[-1]) + 1})") from None
+            *lines, rest = text.split("\n")
+            for line in lines:
+                for piece in _TEXT_CR.split(line + "\n") if "\r" in line else (line + "\n",):
+                    number += 1
+                    yield number, piece
+            if not block:
+                break
+    for piece in _TEXT_CR.split(rest) if rest else ():
+        if piece:
+            number += 1
+            yield number, piece
+
+
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the place after a "\r" that no "\n" follows: an old Mac line end
+
+
+def _mac_pieces(raw: bytes) -> list[bytes]:
+    """A line read up to "\n" and holding a "\r", cut after each lone "\r" (old Mac files end lines with it; a piece
+    keeps it as its end, as "\r\n" stays on a CRLF line). UTF-8 has no 0x0D byte inside a character, and JSON none
+    inside a string, so a lone "\r" is always a line end or blank space."""
+    if raw.count(b"\r") == raw.endswith(b"\r\n"):
+        return [raw]
+    return [piece for piece in _LONE_CR.split(raw) if piece]
+
+
+def utf8_lines(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of bytes (a file's, standard input's) decoded as UTF-8, a BOM dropped from
+    the first; a lone "\r" ends a line as "\n" and "\r\n" do (`_mac_pieces`), so JSONL and the lines of stdin number
+    their lines as the CSV / TSV readers do; bad bytes named by line and column of `path`."""
+    shift = 0  # lines ended by a lone "\r" so far
+    for number, raw in enumerate(lines, start=1):
+        number += shift
+        if 13 in raw:  # a "\r" (an int test: `b"\r" in raw` cost 90 ns a line, 6 % of reading an SST-2 row)
+            *ended, raw = _mac_pieces(raw)
+            for piece in ended:
+                yield number, _utf8(piece, path, number)
+                number += 1
+            shift += len(ended)
+        try:  # (inlined: a call a line would cost as much)
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"", raw) from None
+        yield number, (line.removeprefix("\ufeff") if number == 1 else line)
+
+
+def _utf8(raw: bytes, path: Path, number: int) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, number, raw[exc.start], exc.start + 1, raw if number == 1 else b"", raw) from None
+    return line.removeprefix("\ufeff") if number == 1 else line
+
+
+def decode_whole(path: Path) -> str:
+    """The file's text, read whole (`decoded_lines` decodes a line at a time), a BOM dropped; UTF-16 / UTF-32 by
+    their BOM; bytes that are not that encoding named by line and column."""
+    if (bom := wide_bom(path)) is not None:
+        try:
+            return path.read_bytes()[len(bom[0]):].decode(bom[1])
+        except UnicodeDecodeError:
+            for _ in decoded_lines(path):  # raises the DataError that names the bad bytes' line and column
+                pass
+            raise DataError(str(path), None, "bytes", f"not valid {bom[2]}") from None
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col, bad, whole = bad_line(raw, exc.start)
+        raise not_utf8(path, line, raw[exc.start], col, raw[:2], bad, whole) from None
+    return text.removeprefix("\ufeff")
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(number, text without its line end) of each line, one at a time (`decoded_lines`); a lone "\r" (old Mac
+    files) ends a line as "\n" and "\r\n" do."""
+    number = 0
+    for _, line in decoded_lines(path):
+        for piece in pieces(line):
+            number += 1
+            yield number, piece
+
+
+def pieces(line: str) -> list[str]:
+    """A line as read up to "\n" (with its end or without), cut at each lone "\r" (old Mac files end lines with it)."""
+    body = line[:-1] if line.endswith("\n") else line
+    return (body[:-1] if body.endswith("\r") else body).split("\r")

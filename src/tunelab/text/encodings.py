@@ -1,0 +1,231 @@
+"""Bytes that are not UTF-8: what a data or config file's reader says of them (`encoding_hint`, `utf16_hint`) —
+the encoding a bad line reads as (GBK, Big5, Japanese, Korean, Windows-1252) and the `iconv` command that converts
+the file, or, where its other lines are UTF-8, that the line itself must be fixed (`bad_line`, `utf8_besides`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from tunelab.text import HANGUL, ZH_PUNCT
+
+# -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
+# What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
+# Excel's encoding) or in Big5 (Traditional Chinese: Taiwan's, Hong Kong's), Japanese, Korean, or Western European
+# text in Windows-1252 (Excel's CSV on a Windows in Western Europe and the Americas: `café`, `it’s`), or a UTF-16
+# file (Excel's "Unicode text"), with the `iconv` command that converts the file — or, where the file's other lines
+# are UTF-8 text (which converting it whole would garble), that the line itself must be fixed.
+# ideographs (the unified block and extension A), CJK punctuation, full-width forms
+_GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}]")
+_BIG5_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b]")  # and Big5's — … ‧ ※
+_THREE_BYTES = re.compile("[\u0800-\U0010ffff]")  # a character of 3 or more UTF-8 bytes (Chinese, kana, ...)
+_ACCENTED = re.compile("[A-Za-z][\u00c0-\u024f]|[\u00c0-\u024f][A-Za-z]")
+_CHECKED_AFTER = 200_000  # lines after the bad one looked at for UTF-8 text (a larger file: the rest assumed alike)
+NAMES = {"GB18030": "Chinese in GBK (GB18030), the encoding of a Chinese Windows",
+         "BIG5": "Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong",
+         "EUC-JP": "Japanese in EUC-JP", "SHIFT_JIS": "Japanese in Shift_JIS, the encoding of a Japanese Windows",
+         "EUC-KR": "Korean in EUC-KR (CP949), the encoding of a Korean Windows",
+         "CP1252": "Western European text in Windows-1252 (cp1252, Latin-1), the encoding of a Windows in Western "
+                   "Europe and the Americas"}
+# Japanese: kana among ideographs and CJK punctuation; Korean: Hangul syllables (Hanja and punctuation beside them)
+_KANA, _HANGUL = re.compile("[\u3040-\u30ff]"), re.compile(f"[{HANGUL}]")
+# Japanese particles; Korean's most used syllables (a GBK line read as EUC-KR / CP949 gives Hangul from all 2,350)
+_USUAL = set("のはをにがでとてたしすもな" "이다는의에하고을가한지서로기를사도나은어적인대자리수부들정게시요있했니것해주"
+             "그내아전상문일보우만우관과와면했라원국생회경제성결합니까습니다")
+_NEIGHBOURS = ((_KANA, re.compile(f"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b\u00a8\u00b4"
+                                  "\u00b6\u00d7\u00f7\u0391-\u03c9\u0401-\u0451\u2190-\u22ff\u2500-\u25ff"
+                                  "\u2600-\u266f]"),
+                ("euc_jp", "EUC-JP"), ("shift_jis", "SHIFT_JIS")),
+               (_HANGUL, re.compile(f"[{HANGUL}\u3131-\u318e\u4e00-\u9fff\uf900-\ufaff{ZH_PUNCT}\u2010-\u203b"
+                         "\u00a1-\u00ff\u2190-\u22ff\u2460-\u24ff\u2500-\u25ff]"),
+                ("euc_kr", "EUC-KR"), ("cp949", "EUC-KR")))
+
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+Whole = bool | None | Callable[[], bool | None]
+
+
+def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True) -> str:
+    """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese, Korean
+    (`_reads_as`) or Western European text in Windows-1252 (`_western`) with what to do, else "". `whole` (or a
+    function that says it, asked only for such a line): True where the file holds no UTF-8 text but ASCII besides the
+    line (`utf8_besides` is False): convert it with iconv
+    (for standard input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so
+    this line is to be fixed where it is; None: not known (standard input past its first line)."""
+    codec = _reads_as(line) or _western(line)
+    if codec is None:
+        return ""
+    if callable(whole):
+        whole = whole()
+    stdin = str(path) == "<stdin>"
+    excel = excel and not stdin and codec != "EUC-JP"
+    said = f"; the line reads as {NAMES[codec]}" + (" and of Excel's CSV there" if excel else "")
+    if whole is False:
+        return (f"{said}, in a file otherwise UTF-8: retype or paste this line again in a UTF-8 editor (converting the "
+                f"whole file with iconv -f {codec} would garble its UTF-8 lines)")
+    if whole is None:
+        return (f"{said}: if all the input is, convert it on its way in: ... | iconv -f {codec} -t UTF-8 | tunelab "
+                "...; if only this line is, fix the line")
+    return f"{said}: {convert(codec, path, excel)}"
+
+
+def convert(codec: str, path: Path | str, excel: bool = True) -> str:
+    """What to do with a file (or standard input, `<stdin>`) wholly in `codec`: save it as UTF-8, or the iconv
+    command."""
+    if str(path) == "<stdin>":
+        return f"convert it on its way in: ... | iconv -f {codec} -t UTF-8 | tunelab ..."
+    p = Path(path)
+    utf8 = p.with_name(f"{p.stem}.utf8{p.suffix}")
+    return ("save the file as UTF-8" + (' (Excel: "CSV UTF-8")' if excel else "")
+            + f", or convert it: iconv -f {codec} -t UTF-8 {p} > {utf8}")
+
+
+def utf16_hint(path: Path | str) -> str:
+    """For text starting with UTF-16's byte order mark (Excel's "Unicode text", Windows Notepad's "Unicode")."""
+    return ("; it starts with UTF-16's byte order mark (what Excel saves as \"Unicode text\"): "
+            + convert("UTF-16", path, excel=False))
+
+
+def bad_line(raw: bytes, at: int) -> tuple[int, int, bytes, Callable[[], bool]]:
+    """For a file read whole (`raw`) that is not UTF-8 at byte `at`: (its line number, its column, the line's bytes,
+    a function that says whether the file holds no UTF-8 text besides that line — `encoding_hint`'s `whole`)."""
+    start, end = raw.rfind(b"\n", 0, at) + 1, raw.find(b"\n", at)
+    line = raw.count(b"\n", 0, at) + 1
+    return line, at - start + 1, raw[start:end if end != -1 else len(raw)], lambda: not utf8_besides(_lines(raw), line)
+
+
+def _lines(raw: bytes) -> Iterator[bytes]:
+    """The lines of `raw`, one at a time (not the whole file split: `utf8_besides` stops after _CHECKED_AFTER)."""
+    start = 0
+    while (end := raw.find(b"\n", start)) != -1:
+        yield raw[start:end]
+        start = end + 1
+    yield raw[start:]
+
+
+def utf8_besides(lines: Iterable[bytes], bad: int) -> bool:
+    """Whether lines other than number `bad` (the first that is not UTF-8) hold UTF-8 text (`_utf8_text`), up to
+    _CHECKED_AFTER lines after it."""
+    for number, raw in enumerate(lines, start=1):
+        if number > bad + _CHECKED_AFTER:
+            break
+        if number != bad and not raw.isascii() and _utf8_text(raw):
+            return True
+    return False
+
+
+def _utf8_text(raw: bytes) -> bool:
+    """The line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5 line seldom
+    decodes so), two or more characters of two bytes (Cyrillic, Greek, Hebrew, Arabic: `мир`; where a GBK or Big5
+    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) or
+    an accented Latin letter next to an ASCII one (`café`)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return (_THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
+            or sum(not c.isascii() for c in text) >= 2)
+
+
+def _reads_as(line: bytes) -> str | None:
+    """"EUC-JP" / "SHIFT_JIS" / "EUC-KR" (`_japanese_or_korean`), else "GB18030" or "BIG5" where the line reads as
+    Chinese in it (`_chinese`), else None. Simplified Chinese in GBK
+    often decodes as Big5 too, and Big5 as GBK: where both read so, the one with more of its common characters wins
+    (`_common`), GBK on a tie. Chinese none of whose characters is a common one, in a line that reads as Windows-1252
+    text (`_western`), is that text (`Zoë’s`: 0xEB 0x92 is a rare GBK ideograph)."""
+    if (other := _japanese_or_korean(line)) is not None:
+        return other
+    gbk, big5 = _chinese(line, "gb18030", _GBK_CHINESE), _chinese(line, "big5", _BIG5_CHINESE)
+    common = {"BIG5": _common(big5, "big5"), "GB18030": _common(gbk, "gb18030")}
+    codec = ("BIG5" if common["BIG5"] > common["GB18030"] else "GB18030") if gbk and big5 \
+        else "GB18030" if gbk else "BIG5" if big5 else None
+    return None if codec is not None and not common[codec] and _western(line) else codec
+
+
+_LETTERS = re.compile(r"[^\W\d_]+")  # a run of letters: a word
+
+
+def _western(line: bytes) -> str | None:
+    """"CP1252" where the line decodes as Windows-1252 (a superset of Latin-1's letters, with its curly quotes, dashes
+    and €: `it’s` is 0x92) into text: no control character but a tab or a line end (a binary file is no text) and
+    no word of two or more letters without an ASCII one — the accents of French, Spanish, German or Portuguese sit in
+    words of Latin letters (`café`, `Größe`, `à`), where Cyrillic or Greek in their own Windows code pages
+    (`Привет` in cp1251) read as words of accented letters only (`Ïðèâåò`)."""
+    try:
+        text = line.decode("cp1252")
+    except UnicodeDecodeError:  # (0x81, 0x8D, 0x8F, 0x90, 0x9D: no character in Windows-1252)
+        return None
+    if any(c < " " and c not in "\t\r\n" or c == "\x7f" for c in text):
+        return None
+    for word in _LETTERS.findall(text):
+        if len(word) > 1 and not word.isascii() and not any(c.isascii() for c in word):
+            return None
+    return "CP1252"
+
+
+def _japanese_or_korean(line: bytes) -> str | None:
+    """"EUC-JP" / "SHIFT_JIS" where the line decodes so with kana, "EUC-KR" where it decodes as EUC-KR or CP949 with
+    Hangul syllables, each with all its other non-ASCII characters of that language's text (a GBK or Big5 line that
+    so decodes holds ideographs past those rows: `北京` in GBK is two Hangul, so two of its script are wanted)."""
+    for script, allowed, *codecs in _NEIGHBOURS:
+        for codec, name in codecs:
+            try:
+                text = line.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            wide = [c for c in text if not c.isascii()]
+            own = sum(1 for c in wide if script.match(c))
+            usual = sum(1 for c in wide if c in _USUAL)
+            if own >= 2 and all(allowed.match(c) for c in wide) and own >= 0.3 * len(wide) \
+                    and usual >= max(1, 0.3 * own * (script is _HANGUL)):
+                return name
+    return None
+
+
+def _common(text: str, codec: str) -> int:
+    """The characters of `text` among `codec`'s common ones: GB2312's punctuation and ideographs (lead byte 0xA1-0xA3
+    or 0xB0-0xF7, trail 0xA1 or more; its rows 0xA4-0xAF hold kana, Greek, Cyrillic and nothing, which Big5's most
+    used ideographs read as), Big5's punctuation and frequent ideographs (lead byte 0xA1-0xC6)."""
+    count = 0
+    for c in text:
+        if c.isascii() or len(b := c.encode(codec)) != 2:
+            continue
+        if codec == "big5":
+            count += 0xA1 <= b[0] <= 0xC6
+        else:
+            count += (0xA1 <= b[0] <= 0xA3 or 0xB0 <= b[0] <= 0xF7) and b[1] >= 0xA1
+    return count
+
+
+def _chinese(line: bytes, codec: str, chinese_class: re.Pattern[str]) -> str:
+    """The line decoded, where it reads as Chinese in `codec`, else "". A Chinese character counts where both its bytes
+    are non-ASCII, as every GB2312 one's are, or (Big5, whose trail byte may be ASCII) where its lead byte is one of
+    its punctuation's or frequent ideographs' (0xA1-0xC6) and no ASCII letter or digit follows it: a Latin-1 accent
+    before an ASCII letter (`naïve`: 0xEF 0x76) also decodes as an ideograph, but never so; one such character is
+    enough (a character-level CoNLL line: `中 B-ORG`)."""
+    try:
+        text = line.decode(codec)
+    except UnicodeDecodeError:
+        return ""
+    wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
+    inside = [(i, c) for i, c in wide if not _between_letters(text, i, codec)]  # (a Latin-1 accent pair: two)
+    chinese = sum(1 for i, c in inside if chinese_class.match(c) and _counts(text, i, codec))
+    wide = inside if chinese >= 2 else wide  # Chinese enough: `iPhone和iPad` is no accent pair's
+    return text if chinese and chinese >= 0.9 * len(wide) else ""
+
+
+def _counts(text: str, i: int, codec: str) -> bool:
+    b = text[i].encode(codec)
+    if min(b) >= 0x80:
+        return True
+    after = text[i + 1:i + 2]
+    return codec == "big5" and 0xA1 <= b[0] <= 0xC6 and not (after.isascii() and after.isalnum())
+
+
+def _between_letters(text: str, i: int, codec: str) -> bool:
+    """`text[i]` is a Latin-1 / cp1252 accent pair read as GBK or Big5: two accented letters' bytes (0xC0-0xFF each)
+    between two ASCII letters (`informação`'s `çã`, `Größe`'s `öß` each decode as one ideograph) — not `iPhone和iPad`'s
+    和 (0xBA 0xCD), Chinese written as such."""
+    return 0 < i < len(text) - 1 and text[i - 1].isascii() and text[i - 1].isalpha() \
+        and text[i + 1].isascii() and text[i + 1].isalpha() and min(text[i].encode(codec)) >= 0xC0

@@ -1,0 +1,125 @@
+"""Files as Windows programs save them: Excel's CSV in Windows-1252 (`café`, `it’s`) told what it is and how to
+convert it; UTF-16 with its byte-order mark (Excel's "Unicode text", PowerShell's `>`) read as it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows
+from tunelab.cli import app
+from tunelab.data.readers import read_rows, read_table
+from tunelab.errors import DataError
+
+runner = CliRunner()
+
+CP1252 = ("; the line reads as Western European text in Windows-1252 (cp1252, Latin-1), the encoding of a Windows in "
+          "Western Europe and the Americas")
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(DataError) as info:
+        read_table(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".txt"])
+def test_a_cp1252_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: str) -> None:
+    """A CSV that Excel saved on a Western Windows (`café`: 0xE9; `it’s`: 0x92) got `not valid UTF-8` alone, where a
+    GBK file was told its encoding and the command that converts it."""
+    sep = "\t" if suffix == ".tsv" else ","
+    rows = {".jsonl": ['{"text": "good", "label": "pos"}', '{"text": "café it’s bad", "label": "neg"}'],
+            ".txt": ["good", "café it’s bad"]}.get(suffix, [f"text{sep}label", f"good{sep}pos", f"café it’s{sep}neg"])
+    path = tmp_path / f"excel{suffix}"
+    path.write_bytes("\n".join(rows).encode("cp1252") + b"\n")
+    line = len(rows)
+    assert _error(path) == (f"{path}:{line}: bytes: not valid UTF-8 (byte 0xe9 at column "
+                            f"{rows[-1].index('é') + 1}){CP1252} and of Excel's CSV there: save the file as UTF-8 "
+                            f"(Excel: \"CSV UTF-8\"), or convert it: iconv -f CP1252 -t UTF-8 {path} > "
+                            f"{tmp_path / ('excel.utf8' + suffix)}")
+
+
+def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Path) -> None:
+    """Through `tunelab train`: one line, exit 2; a config saved by Notepad in Windows-1252 is told so (no Excel); one
+    Windows-1252 line in an otherwise UTF-8 file is to be fixed where it is; Cyrillic in Windows-1251 (`Привет`, which
+    decodes as `Ïðèâåò`) and Chinese in GBK are not said to be Windows-1252."""
+    train = tmp_path / "train.csv"
+    train.write_bytes(b"text,label\ngood,pos\nna\xefve \x93plot\x94,neg\n")
+    res = runner.invoke(app, ["train", "--set", "task=classification", "--set", f"model={tiny_bert}",
+                              "--set", f"data.train={train}", "--set", f"output_dir={tmp_path / 'run'}"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert res.stderr.startswith(f"error: {train}:3: bytes: not valid UTF-8 (byte 0xef at column 3){CP1252}") \
+        and res.stderr.endswith(f"iconv -f CP1252 -t UTF-8 {train} > {tmp_path / 'train.utf8.csv'}\n"), res.stderr
+    assert not (tmp_path / "run").exists()
+
+    config = tmp_path / "run.yaml"
+    config.write_bytes("task: classification  # critères\nmodel: minilm\n".encode("cp1252"))
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr == (f"error: {config}:1: not valid UTF-8 (byte 0xe8){CP1252}: save the "
+                                                 f"file as UTF-8, or convert it: iconv -f CP1252 -t UTF-8 {config} > "
+                                                 f"{tmp_path / 'run.utf8.yaml'}\n"), res.stderr
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes('{"text": "crème brûlée", "label": "pos"}\n'.encode() + b'{"text": "caf\xe9", "label": "neg"}\n')
+    said = _error(mixed)
+    assert CP1252 in said and said.endswith("in a file otherwise UTF-8: retype or paste this line again in a UTF-8 "
+                                            "editor (converting the whole file with iconv -f CP1252 would garble its "
+                                            "UTF-8 lines)"), said
+    for text, codec in (("Привет мир", "cp1251"), ("Γειά σου κόσμε", "cp1253"), ("这部电影很好看", "gbk")):
+        other = tmp_path / "other.csv"
+        other.write_bytes(f"text,label\n{text},pos\n".encode(codec))
+        assert "Windows-1252" not in _error(other), codec
+
+
+ROWS = [("good café 好看", "pos"), ("it’s “bad”", "neg"), ("two\r\nlines", "pos")]
+BODIES = {  # each format's text, with CRLF line ends as Windows writes them
+    ".csv": "text,label\r\n" + "".join(f'"{t}",{lab}\r\n' for t, lab in ROWS),
+    ".tsv": "text\tlabel\r\n" + "".join(f"{t.replace(chr(13) + chr(10), ' ')}\t{lab}\r\n" for t, lab in ROWS),
+    ".jsonl": "".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\r\n" for t, lab in ROWS),
+    ".json": json.dumps([{"text": t, "label": lab} for t, lab in ROWS], ensure_ascii=False, indent=1),
+    ".txt": "first paragraph\r\nof two lines\r\n\r\nsecond, café\rold Mac line\r\n",
+    ".conll": "EU\tB-ORG\r\nrejects\tO\r\n\r\nPeter\tB-PER\r\nBlackburn\tI-PER\r\n",
+}
+
+
+@pytest.mark.parametrize("suffix", list(BODIES))
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_file_is_read(tmp_path: Path, suffix: str, codec: str) -> None:
+    """A UTF-16 file with its byte order mark (Excel's "Unicode text", PowerShell's `>`, Notepad's "Unicode") was
+    refused with an iconv command: its BOM says its encoding and byte order without doubt, so it is read — the same
+    rows, at the same lines, as the file saved as UTF-8."""
+    body = BODIES[suffix]
+    utf8 = tmp_path / f"utf8{suffix}"
+    utf8.write_bytes(body.encode())
+    wide = tmp_path / f"wide{suffix}"
+    bom = {"utf-16-be": b"\xfe\xff"}.get(codec, b"")  # (Python's utf-16 / utf-32 write their BOM themselves)
+    wide.write_bytes(bom + body.encode(codec))
+    got, want = read_table(wide), read_table(utf8)
+    assert [(r.line, r.data) for r in got.records] == [(r.line, r.data) for r in want.records]
+    assert got.columns == want.columns and len(got.records) >= 2
+    if suffix == ".txt":  # predict's .txt: one row a line
+        rows = [[r.data for r in read_rows(p, "text").records] for p in (wide, utf8)]
+        assert rows[0] == rows[1]
+
+
+def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_path: Path) -> None:
+    """`tunelab data check` reads an Excel "Unicode text" file; an unpaired surrogate or a file cut inside a
+    character is one line naming the line and column, in UTF-16's words."""
+    train = tmp_path / "excel.tsv"  # what Excel's "Unicode Text (*.txt)" holds, tab-separated
+    train.write_bytes(("text\tlabel\r\n" + "".join(f"{r['text']}\t{r['label']}\r\n" for r in sentiment_rows(12)))
+                      .encode("utf-16"))
+    res = runner.invoke(app, ["data", "check", "--model", str(tiny_bert), "--json", str(train)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][str(train)]["labels"] == {"negative": 6, "positive": 6}
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\xff\xfe" + "text,label\na,b\nxx\ud800yy,c\n".encode("utf-16-le", "surrogatepass"))
+    assert _error(bad) == (f"{bad}:3: bytes: not valid UTF-16, the encoding its byte order mark names (illegal UTF-16 "
+                           "surrogate at column 3)")
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes('{"text": "a", "label": "b"}\n'.encode("utf-16") + b"{")
+    assert _error(cut) == (f"{cut}:2: bytes: not valid UTF-16, the encoding its byte order mark names (truncated "
+                           "data at column 1)")
