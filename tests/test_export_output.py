@@ -193,8 +193,8 @@ def test_another_runs_folder_is_never_replaced(run: Path, tiny_bert: Path, tmp_p
 
 def test_a_model_copied_out_of_its_run_is_tunelabs(run: Path, tmp_path: Path) -> None:
     """A run's model/ copied out of its run (`cp -r RUN/model m`: no config.yaml beside it) is tunelab's model, as an
-    earlier export is, but a deployed copy: replaced with --overwrite, said on stderr (it was "holds files tunelab did not write (README.md)", its model
-    card); a file the user added to it is still named and refused."""
+    earlier export is, though a deployed copy: refused by name, replaced with --overwrite, said on stderr (it was
+    "holds files tunelab did not write (README.md)", its model card); a file the user added is named and refused."""
     copy = tmp_path / "m"
     shutil.copytree(run / "model", copy)
     (copy / "notes.txt").write_text("deployed on monday\n")
