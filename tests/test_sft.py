@@ -72,8 +72,9 @@ def test_formats_become_messages() -> None:
     [
         ({"instruction": "x"}, "d.jsonl:1: output: missing field"),
         ({"conversations": []}, "d.jsonl:1: conversations: expected a non-empty list of turns"),
-        ({"messages": [{"role": "bot", "content": "x"}]},
-         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected system, user, assistant)"),
+        ({"messages": [{"role": "bot", "content": "x"}]},  # every name it takes (it named three)
+         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected system, user, assistant, tool, function_call, "
+         "observation)"),
         ({"conversations": [{"from": "human", "value": "x"}]}, "d.jsonl:1: conversations: no assistant turn"),
         ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": 3}]},
          "d.jsonl:1: messages: turn 2: content is not a string: int"),
@@ -115,7 +116,8 @@ def test_formats_become_messages() -> None:
          "d.jsonl:1: messages: every assistant turn has weight 0: nothing to train"),
         # the two key styles: either in either container, one per turn
         ({"conversations": [{"role": "bot", "content": "x"}]},
-         "d.jsonl:1: conversations: turn 1: unknown role 'bot' (expected system, user, assistant)"),
+         "d.jsonl:1: conversations: turn 1: unknown role 'bot' (expected system, user, assistant, tool, function_call, "
+         "observation)"),
         ({"messages": [{"from": "bot", "value": "x"}]},
          "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected human, gpt, system, function_call, observation)"),
         # LLaMA-Factory's tool use: a function_call turn's calls and the tools column, read or refused in one line
@@ -224,9 +226,10 @@ def test_prompt_template_rows_keep_their_system_and_history() -> None:
 def test_rows_that_read_before_the_system_and_weight_columns_still_read() -> None:
     """A review of the fix: Arrow / HF exports fill absent keys with null (`weight: null` on every turn, `content:
     null` beside `value`), an empty `history` cell is "", and a ShareGPT row may carry its system prompt both in a
-    `system` column and as its first turn: all were refused; they read as before (the system prompt once)."""
+    `system` column and as its first turn: all were refused; they read as before (the system prompt once). So was an
+    OpenAI turn's empty `tool_calls` (`[]`, as exports write a plain reply's)."""
     rows = [{"conversations": [{"from": "human", "value": "hi", "content": None, "weight": None},
-                               {"from": "gpt", "value": "yo", "weight": None}]},
+                               {"from": "gpt", "value": "yo", "weight": None, "tool_calls": []}]},
             {"instruction": "x", "output": "y", "history": ""},
             {"conversations": [{"from": "system", "value": "be a cat"}, {"from": "human", "value": "hi"},
                                {"from": "gpt", "value": "yo"}], "system": "be a cat"}]
@@ -237,6 +240,35 @@ def test_rows_that_read_before_the_system_and_weight_columns_still_read() -> Non
     other = {**rows[2], "system": "be a dog"}
     with pytest.raises(DataError, match="have a system turn of their own \\(and another text\\); keep one"):
         _task().parse(_table([other]))
+
+
+def test_an_older_runs_rows_are_read_again_as_it_trained_on_them(tmp_path: Path) -> None:
+    """A run trained before text rules 3 read a template row without its system / history turns and no tools column;
+    read again by today's reading (resume, report, export) its held-out rows differed: "the rows held out now are not
+    those the run ... validated on". They are read by the run's own rules (its data_summary.json's text_rules)."""
+    from tunelab.data.load import load_splits, run_splits
+    from tunelab.data.report import training_fingerprint
+    from tunelab.text import text_rules
+
+    rows = [{"src": w, "tgt": w, "system": "be brief", "history": [["say bad", "bad"]], "tools": json.dumps([WEATHER])}
+            for w in WORDS[:10]]
+    data = DataConfig(train=str(write_jsonl(tmp_path / "train.jsonl", rows)), validation_split=0.2)
+    task = Sft(SftConfig(prompt_template="say {src}", response_field="tgt"), data)
+    held = [ex["line"] for ex in load_splits(data, task, 0)["validation"]]
+    as_trained = [{"messages": [{"role": U, "content": f"say {rows[n - 1]['src']}"},  # what the older tunelab read
+                                {"role": A, "content": rows[n - 1]["tgt"]}], "field": "tgt", "labelled": True}
+                  for n in held]
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"text_rules": 2, "rows_used": {"train": 8, "validation": 2},
+               "applied": {"validation_split": {"rows": 2, "rows_sha256": training_fingerprint(as_trained)}}}
+    (run / "data_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    assert [ex["messages"] for ex in run_splits(run, data, task, 0)["validation"]] == \
+        [ex["messages"] for ex in as_trained]
+    openai = {"messages": [{"role": U, "content": "x"}, {"role": A, "content": "y", "tool_calls": [{"id": "1"}]}]}
+    with text_rules(2):  # its OpenAI tool_calls were not looked at (now: refused, not trained without them)
+        assert _task().parse(_table([openai]))[0]["messages"] == [{"role": U, "content": "x"}, {"role": A,
+                                                                                                 "content": "y"}]
 
 
 def test_data_check_reads_history_and_system(tiny_llama: Path, tmp_path: Path) -> None:

@@ -4,9 +4,13 @@ them), as messages, each problem one line naming the row.
 
 A turn of `messages` or `conversations` may be written either way — `{role, content}` (OpenAI) or `{from, value}`
 (ShareGPT), with either's role names — as LLaMA-Factory reads a dataset that declares them; LLaMA-Factory's tool
-use (`function_call` / `observation` turns, a `tools` column) is tasks/sft_tools.py. An assistant turn with
-Axolotl's `"weight": 0` stays in the conversation but is not trained (its message keeps `"weight": 0`; `render` drops
-the key, `assistant_spans` skips the turn)."""
+use (`function_call` / `observation` turns, a `tools` column; OpenAI's `tool` role is an observation) is
+tasks/sft_tools.py. An assistant turn with Axolotl's `"weight": 0` stays in the conversation but is not trained (its
+message keeps `"weight": 0`; `render` drops the key, `assistant_spans` skips the turn).
+
+Rows of a run trained by text rules before 3 (`text.rules_version()`: resume, report, export read its rows again by
+them) are read as that run read them: a template row without its system / history turns, OpenAI's `tool_calls` not
+looked at (and the tools column not read: tasks/sft_tools.py `with_tools`)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ from typing import Any
 from tunelab.data.prompt_template import template_fields, template_messages
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
-from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, parse_calls
+from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, empty, parse_calls
+from tunelab.text import rules_version
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")  # OpenAI's (its `tool`: LLaMA-Factory's observation)
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", **TOOL_ROLES}
 ROLE_NAMES = {**{r: r for r in ROLES}, **SHAREGPT_ROLES}  # either style's names, in either container
 TURN = "{role, content} or {from, value}"
@@ -37,13 +42,14 @@ def _key(rec: Record, field: str, i: int, turn: dict[str, Any], keys: tuple[str,
 def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
     if not isinstance(turn, dict):
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: expected {TURN}")
-    if turn.get("tool_calls") is not None:  # OpenAI's, not read: refused rather than trained without its calls
+    # OpenAI's calls are not read: refused rather than trained without them (none, `[]`, null: a plain turn)
+    if not empty(turn.get("tool_calls")) and rules_version() >= 3:
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: tool_calls: not read; write each call as a "
                         f"function_call turn (value {CALL}), as LLaMA-Factory's ShareGPT rows do")
     role_key = _key(rec, field, i, turn, ("role", "from"), "role")
     role, content = turn[role_key], turn[_key(rec, field, i, turn, ("content", "value"), "content")]
     if not isinstance(role, str) or role not in ROLE_NAMES:
-        names = ROLES if role_key == "role" else tuple(SHAREGPT_ROLES)
+        names = (*ROLES, *TOOL_ROLES) if role_key == "role" else tuple(SHAREGPT_ROLES)
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: unknown role {role!r} "
                         f"(expected {', '.join(names)})")
     if not isinstance(content, str):
@@ -133,9 +139,10 @@ def template_row(rec: Record, template: str, response_field: str, labelled: bool
                  text_field: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """(field, messages) of a row read through `task.prompt_template`: the filled user turn and the reply, after the
     row's `system` column (a system message) and alpaca `history` pairs (the turns before it), as LLaMA-Factory reads
-    them; a template that names `{system}` (or `{history}`) puts that column in the user turn instead."""
+    them; a template that names `{system}` (or `{history}`) puts that column in the user turn instead. A run of text
+    rules before 3 read neither: its rows read again as it trained on them."""
     field, msgs = template_messages(rec, template, response_field, labelled, text_field)
-    used = template_fields(template)
+    used = template_fields(template) if rules_version() >= 3 else ["system", "history"]
     before = ([] if "system" in used else _system(rec)) + ([] if "history" in used else _history(rec, labelled))
     return field, check_replies(rec, field, [*before, *msgs], labelled, turns=False)
 

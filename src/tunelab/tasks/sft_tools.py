@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from typing import Any
 
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
+from tunelab.text import rules_version
 
 TOOLS = "tools"  # the first message's key for the row's tool descriptions
 CALL = '{"name": ..., "arguments": {...}}'
@@ -30,6 +32,14 @@ class TemplateRefusal(ValueError):
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def empty(value: Any) -> bool:
+    """A cell that holds nothing: missing, null, NaN (a table's empty cell), "" / "[]", [] or {}."""
+    if isinstance(value, str):
+        return value.strip() in ("", "[]", "null")
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, list | dict)
+                                                                                  and not value)
 
 
 def parse_calls(rec: Record, field: str, i: int, value: str) -> list[dict[str, Any]]:
@@ -57,9 +67,9 @@ def parse_calls(rec: Record, field: str, i: int, value: str) -> list[dict[str, A
 
 def row_tools(rec: Record) -> list[dict[str, Any]]:
     """The row's `tools` column (a JSON string, or the list itself) as transformers' tool schemas
-    ({type: function, function: {name, description, parameters}}); [] where it is missing, empty or `[]`."""
+    ({type: function, function: {name, description, parameters}}); [] where it is missing or empty (`empty`)."""
     value = rec.data.get(TOOLS)
-    if value is None or value == "":
+    if empty(value):
         return []
     if isinstance(value, str):
         try:
@@ -82,8 +92,8 @@ def row_tools(rec: Record) -> list[dict[str, Any]]:
 
 
 def with_tools(rec: Record, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`messages` with the row's tools on the first one (as they are where it has none)."""
-    tools = row_tools(rec)
+    """`messages` with the row's tools on the first one (as they are where it has none, or the run read none)."""
+    tools = row_tools(rec) if rules_version() >= 3 else []
     return [{**messages[0], TOOLS: tools}, *messages[1:]] if tools and messages else messages
 
 

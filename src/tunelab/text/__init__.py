@@ -26,11 +26,12 @@ CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff
 HANGUL = "\uac00-\ud7af"  # Korean syllables: words are space-separated, so they join CJK only where asked (BLEU/ROUGE)
 CJK_CHAR = re.compile(f"[{CJK}]")
 _CJK_SPACE = re.compile(f"(?<=[{CJK}]) (?=[{CJK}])")
-# The rules by which rows are compared (duplicates, leakage) and measured (data.clean's min/max_chars), recorded in a
-# run's data_summary.json (`text_rules`): 2 (2026-12-07) leaves no space between two CJK characters in `normalize` and
-# joins NER tokens as their sentence (`join_tokens`); 3 (2026-12-07) counts an SFT turn's `weight` 0 and a row's tools
-# in its duplicate key (data/dedup.py); 1 (a run without the record) as before, so that an older run's rows read again
-# (resume, report, export, compress) are those it trained on.
+# The rules by which rows are read, compared (duplicates, leakage) and measured (data.clean's min/max_chars), recorded
+# in a run's data_summary.json (`text_rules`): 2 (2026-12-07) leaves no space between two CJK characters in `normalize`
+# and joins NER tokens as their sentence (`join_tokens`); 3 (2026-12-07) reads SFT rows' tools and template rows'
+# system / history (tasks/sft_rows.py), counting a turn's `weight` 0 and the tools in the duplicate key (data/dedup.py);
+# 1 (no record) as before: so that an older run's rows read again (resume, report, export, compress) are those it
+# trained on.
 TEXT_RULES = 3
 _RULES: ContextVar[int] = ContextVar("tunelab_text_rules", default=TEXT_RULES)
 
