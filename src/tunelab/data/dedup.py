@@ -31,7 +31,8 @@ def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     """The texts compared for duplicates: text fields, NER tokens joined as their sentence (`text.join_tokens`: a
     character-level Chinese row without spaces), SFT turns as `role: content` — an assistant turn of `"weight": 0`
     (not trained) as `assistant (weight 0): content`, so that rows that train on different turns are not one row, and
-    a row's tools before them."""
+    a row's tools before them; a tool-call turn as its calls' canonical JSON (keys sorted, arguments parsed: compact
+    or spaced JSON, arguments as an object or a JSON string, train the same tokens)."""
     rules = rules_version()  # an older run's rows read again: compared as it compared them
     parts = [v if isinstance(v, str) else " ".join(map(str, v)) if rules < 2 else join_tokens([str(t) for t in v])[0]
              for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
@@ -40,8 +41,20 @@ def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     messages = example.get("messages", ())
     weights = rules >= 3
     tools = messages[0].get("tools") if weights and messages else None  # a row's tools (tasks/sft_tools.py)
-    return parts + ([f"tools: {json.dumps(tools, ensure_ascii=False, sort_keys=True)}"] if tools else []) + \
-        [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}: {m['content']}" for m in messages]
+    return parts + ([f"tools: {_canonical(tools)}"] if tools else []) + \
+        [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}: {_turn(m, rules)}"
+         for m in messages]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _turn(message: dict[str, Any], rules: int) -> str:
+    """A turn's compared text: its content; a tool-call turn's calls (tasks/sft_tools.parse_calls) as canonical JSON
+    from text rules 4 (before: the turn as written)."""
+    calls = message.get("tool_calls")
+    return f"(tool calls) {_canonical([c['function'] for c in calls])}" if calls and rules >= 4 else message["content"]
 
 
 def exact_key(example: dict[str, Any]) -> str:
