@@ -9,6 +9,7 @@ import shutil
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -384,6 +385,59 @@ def test_function_call_and_observation_turns_and_tools(tiny_llama: Path, tmp_pat
     res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft", "--model", str(model), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["files"][str(path)]["turns"] == {A: 2, S: 1, U: 1, "tool": 1}
+
+
+def test_tool_rows_read_render_and_score_as_they_train(tiny_llama: Path) -> None:
+    """The review of the tool rows: OpenAI's role `tool` was an unknown role (the names it takes listed three); a call
+    written compactly, or with its arguments as a JSON string, trains the same tokens but was another row to dedup;
+    Hermes' named templates ({default, tool_use}) were refused, probed without tools; a template's own refusal
+    (Mistral v0.3's call ids) was not said; a prompt_template naming {tools} had the tools written twice; eval scored
+    a perfect tool call 0 against the row's JSON, not the calls as training wrote them."""
+    from tunelab.data.dedup import duplicate_keys
+    from tunelab.evaluation.generation import evaluate_generation
+    from tunelab.metrics.generation import score_generations
+    from tunelab.tasks.chat_template import CHATML
+    from tunelab.tasks.generation import GenerationConfig, decode_reply
+    from tunelab.text import text_rules
+
+    task = _task(max_length=512)
+    (ex,) = task.parse(_table([TOOL_ROW]))
+    turns = [{"role": U, "content": "say good"}, {"role": "function_call", "content": CALL},
+             {"role": "tool", "content": "nice"}, {"role": A, "content": "nice"}]
+    (openai,) = task.parse(_table([{**TOOL_ROW, "conversations": turns}]))
+    assert openai["messages"] == ex["messages"]  # OpenAI's tool message: an observation
+    compact = [{**t, "value": '{"arguments":"{\\"city\\":\\"a\\"}","name":"get_weather"}'}
+               if t["from"] == "function_call" else t for t in TOOL_ROW["conversations"]]
+    (same,) = task.parse(_table([{**TOOL_ROW, "conversations": compact}]))
+    assert duplicate_keys(same) == duplicate_keys(ex)
+    with text_rules(3):  # a run of the rules before keys them as written, as it did
+        assert duplicate_keys(same) != duplicate_keys(ex)
+
+    model, tok = task.build_model(str(tiny_llama), [ex])
+    tok.chat_template = {"default": CHATML, "tool_use": TOOL_TEMPLATE}  # as Hermes-2-Pro / Hermes-3 ship theirs
+    assert render(tok, ex["messages"]).count("<tool_call>") == 1
+    with pytest.raises(DataError, match=r"tool calls; it writes them only given tools: give the row a tools column$"):
+        task.encode(task.parse(_table([{k: v for k, v in TOOL_ROW.items() if k != "tools"}])), tok)
+    loop = "{% for call in m['tool_calls'] or [] %}"  # a template that writes calls only with ids (Mistral v0.3's)
+    tok.chat_template = TOOL_TEMPLATE.replace(loop, loop + "{{ raise_exception('Tool call IDs should be alphanumeric "
+                                              "strings with length 9!') }}")
+    with pytest.raises(DataError) as info:
+        task.encode([ex], tok)
+    assert str(info.value) == ("d.jsonl:1: conversations: function_call turns: the model's chat template does not "
+                               "write an assistant turn's tool calls (it raised: Tool call IDs should be alphanumeric "
+                               "strings with length 9!); use a model whose template does (Qwen2.5, Llama 3.1, ...)")
+    tok.chat_template = TOOL_TEMPLATE
+    named = _task(prompt_template="{tools}\n{q}", response_field="a")
+    (row,) = named.parse(_table([{"q": "say good", "a": "good", "tools": TOOL_ROW["tools"]}]))
+    assert row["messages"] == [{"role": U, "content": f"{TOOL_ROW['tools']}\nsay good"}, {"role": A, "content": "good"}]
+
+    (call,) = task.parse(_table([{**TOOL_ROW, "conversations": TOOL_ROW["conversations"][:2]}]))  # the call scored
+    (f,) = task.encode([call], tok)
+    trained = decode_reply(tok, [t for t in f["labels"] if t != -100])  # what a perfect model writes
+    _, (scored,) = evaluate_generation(task, model, tok, [call], 1, GenerationConfig(max_new_tokens=1))
+    assert scored["reference"] == trained != CALL
+    assert score_generations([trained], [scored["reference"]])[0]["exact_match"] == 1.0
+    assert task.records(np.array([[1.0, 1.0]]), [call])[0]["gold"] == trained
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

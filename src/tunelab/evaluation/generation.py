@@ -40,8 +40,8 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
     cfg = cfg or task.cfg.generation
     prompts, refs, ids = [], [], []
     for ex in examples:
-        before, ref = split_reply(ex["messages"])
         try:
+            before, ref = split_reply(ex["messages"], tokenizer)  # a tool-call turn: the calls as training wrote them
             ids.append(prompt_ids(tokenizer, before))
         except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
             raise template_error(ex, e) from None

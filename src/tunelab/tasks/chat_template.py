@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.errors import ConfigError, DataError
+from tunelab.tasks.generation import decode_reply
 from tunelab.tasks.sft_tools import TemplateRefusal, template_form
 
 CHATML = (
@@ -114,13 +115,22 @@ def reply_index(messages: list[dict[str, Any]]) -> int | None:
                 else None)
 
 
-def split_reply(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
-    """(the turns before the reply scored, its content): the last trained assistant turn (`reply_index`), generated
-    from the conversation up to it; the turns after it are not part of the prompt."""
+def split_reply(messages: list[dict[str, Any]], tokenizer: Any = None) -> tuple[list[dict[str, Any]], str]:
+    """(the turns before the reply scored, its reference): the last trained assistant turn (`reply_index`), generated
+    from the conversation up to it; the turns after it are not part of the prompt. The reference is the turn's content
+    — for a tool-call turn, given the `tokenizer`, what training taught the model to write for it: its calls as the
+    chat template writes them (Qwen2.5's `<tool_call>` tags), decoded as a generated reply is (`decode_reply`: special
+    tokens, the end-of-turn marker among them, left out), not the row's JSON."""
     last = reply_index(messages)
     if last is None:  # (a labelled row has one: tasks/sft_rows.py)
         raise ValueError("no assistant turn to score")
-    return messages[:last], messages[last]["content"]
+    before, reply = messages[:last], messages[last]
+    if tokenizer is None or "tool_calls" not in reply:
+        return before, reply["content"]
+    prefix = render(tokenizer, before, generation_prompt=True)
+    turn = render(tokenizer, messages[: last + 1])
+    span = turn[len(prefix):] if turn.startswith(prefix) else turn  # (assistant_spans refuses a template that is not)
+    return before, decode_reply(tokenizer, tokenizer(span, add_special_tokens=False)["input_ids"])
 
 
 def user_turns(task: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -66,6 +66,7 @@ from tunelab.tasks.chat_template import (
     end_of_turn_ids,
     render,
     reply_index,
+    split_reply,
     template_error,
 )
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
@@ -118,10 +119,10 @@ class SftConfig(TaskConfig):
         return self
 
 
-def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]], tokenizer: Any = None) -> list[dict[str, Any]]:
     """SFT rows from the per-example [assistant-token NLL sum, token count]: the prompt (the turns before
     the reply scored — the last trained assistant turn, chat_template.reply_index — as `role: content` lines), that
-    reference reply, no prediction (a generated
+    reference reply (`split_reply`'s: a tool-call turn's as the template writes it), no prediction (a generated
     reply is added as `prediction` when the task generates one: `ex["generated"]`), `loss` (mean NLL per
     assistant token), score 1 - min(1, loss / 10), correct: score >= 0.5."""
     out = []
@@ -133,7 +134,7 @@ def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]]) -> list[
         tokens = int(lg[1])
         loss = float(lg[0]) / max(tokens, 1)
         s = 1.0 - min(1.0, loss / 10.0)
-        out.append({"text": prompt, "gold": msgs[last]["content"] if last < len(msgs) else "",
+        out.append({"text": prompt, "gold": split_reply(msgs, tokenizer)[1] if last < len(msgs) else "",
                     "prediction": ex.get("generated"), "correct": s >= 0.5, "score": s,
                     "loss": round(loss, 6), "tokens": tokens})
     return out
@@ -161,6 +162,8 @@ class Sft(Task):
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         out = []
         text_field = self.data.text_field
+        template = self.cfg.prompt_template  # one that names {tools} has them in its user turn: not given again
+        tools = template is None or "tools" not in template_fields(template)
         for rec in table.records:
             plain = not labelled and text_field in rec.data and not any(k in rec.data for k, _ in DETECT)
             if self.cfg.prompt_template is not None:  # the row's fields fill the user turn
@@ -170,7 +173,7 @@ class Sft(Task):
                 field, msgs = text_field, [{"role": "user", "content": row_text(rec, text_field)}]
             else:
                 field, msgs = row_messages(rec, self.cfg.format, labelled)
-            msgs = with_tools(rec, msgs)  # a `tools` column, in a row of any format
+            msgs = with_tools(rec, msgs) if tools else msgs  # a `tools` column, in a row of any format
             if not labelled:
                 while msgs and msgs[-1]["role"] == "assistant":
                     msgs = msgs[:-1]
@@ -326,7 +329,7 @@ class Sft(Task):
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """Prompt, reference reply and per-example loss (see sft_records)."""
-        return sft_records(logits, examples)
+        return sft_records(logits, examples, self._tokenizer)
 
     # -- what reports, baselines, chat and eval ask ----------------------------------------------
     generates_replies = True

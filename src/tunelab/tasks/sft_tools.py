@@ -6,8 +6,12 @@ They become what transformers' chat templates take: an assistant message with `t
 function: {name, arguments}}]; its `content` keeps the turn as written, for dedup and reports), a `tool` message, and
 `apply_chat_template(tools=...)` — kept on the conversation's first message (`TOOLS`), so that every rendering of it
 (training, predict, eval, data check) has them. Whether a model's template writes each of them is probed once per
-template (`tool_support`); a row that needs what its template leaves out is one line naming the field
-(`TemplateRefusal`), never rendered without it."""
+template, with and without tools (`tool_support`: a template may write calls only given tools, as the `tool_use` one
+of Hermes' named templates does); a row that needs what its template leaves out is one line naming the field and
+what the template said (`TemplateRefusal`), never rendered without it.
+
+A run trained by text rules before 3 read no tools column (`text.rules_version()`: its rows read again as it trained
+on them)."""
 
 from __future__ import annotations
 
@@ -101,39 +105,54 @@ _PROBE_TOOL = {"type": "function", "function": {"name": "tunelab_probe_tool", "d
                                                 "parameters": {"type": "object", "properties": {}}}}
 _PROBE_CALL = {"role": "assistant", "content": "", "tool_calls": [
     {"type": "function", "function": {"name": "tunelab_probe_call", "arguments": {"tunelab_probe_argument": 1}}}]}
-_PROBES = {  # what the template must write of each, given what
-    "tools": ([{"role": "user", "content": "x"}], {"tools": [_PROBE_TOOL]}, ("tunelab_probe_tool",)),
-    "tool_calls": ([{"role": "user", "content": "x"}, _PROBE_CALL], {},
-                   ("tunelab_probe_call", "tunelab_probe_argument")),
-    "tool": ([{"role": "user", "content": "x"}, _PROBE_CALL, {"role": "tool", "content": "tunelab_probe_result"}], {},
+_PROBES = {  # what the template must write of each, given what; tools are given to the first always
+    "tools": ([{"role": "user", "content": "x"}], ("tunelab_probe_tool",)),
+    "tool_calls": ([{"role": "user", "content": "x"}, _PROBE_CALL], ("tunelab_probe_call", "tunelab_probe_argument")),
+    "tool": ([{"role": "user", "content": "x"}, _PROBE_CALL, {"role": "tool", "content": "tunelab_probe_result"}],
              ("tunelab_probe_result",)),
 }
-_SUPPORT: dict[tuple[str, ...], frozenset[str]] = {}
+_SUPPORT: dict[tuple[str, ...], dict[str, str | None]] = {}
 _REFUSED = {
-    "tools": (TOOLS, "the model's chat template does not write tools (apply_chat_template(tools=...) leaves them out); "
+    "tools": (TOOLS, "the model's chat template does not write tools (apply_chat_template(tools=...) leaves them out)",
               "use a model whose template takes them (Qwen2.5, Llama 3.1, ...), or leave the column out"),
     "tool_calls": (None, "function_call turns: the model's chat template does not write an assistant turn's tool "
-                   "calls; use a model whose template does (Qwen2.5, Llama 3.1, ...)"),
-    "tool": (None, "observation turns: the model's chat template has no tool role; use a model whose template has "
-             "(Qwen2.5, Llama 3.1, ...)"),
+                   "calls", "use a model whose template does (Qwen2.5, Llama 3.1, ...)"),
+    "tool": (None, "observation turns: the model's chat template has no tool role",
+             "use a model whose template has (Qwen2.5, Llama 3.1, ...)"),
 }
 
 
-def tool_support(tokenizer: Any) -> frozenset[str]:
-    """Which of "tools", "tool_calls" and "tool" (results) the tokenizer's chat template writes: probed once per
-    template (a template that raises on a probe does not)."""
-    key = (str(tokenizer.chat_template), str(tokenizer.bos_token), str(tokenizer.eos_token))
+def _probed(tokenizer: Any, with_tools: bool) -> dict[str, str | None]:
+    """Each probe's outcome for the tokenizer's chat template, given tools or not: None where the template writes it,
+    else why not — the template's own error in one line (Mistral v0.3's "Tool call IDs should be alphanumeric
+    strings with length 9!"), or "" where it leaves it out. Once per template."""
+    key = (str(tokenizer.chat_template), str(tokenizer.bos_token), str(tokenizer.eos_token), str(with_tools))
     if key not in _SUPPORT:
-        found = set()
-        for part, (messages, extra, marks) in _PROBES.items():
+        out: dict[str, str | None] = {}
+        for part, (messages, marks) in _PROBES.items():
+            tools = {"tools": [_PROBE_TOOL]} if with_tools or part == "tools" else {}
             try:
-                text = tokenizer.apply_chat_template(messages, tokenize=False, **extra)
-            except Exception:  # noqa: BLE001, S112 - a template that cannot write it (raise_exception, a type error)
+                text = tokenizer.apply_chat_template(messages, tokenize=False, **tools)
+            except Exception as e:  # noqa: BLE001 - a template that cannot write it (raise_exception, a type error)
+                out[part] = " ".join(str(e).split())[:200] or type(e).__name__
                 continue
-            if all(mark in text for mark in marks):
-                found.add(part)
-        _SUPPORT[key] = frozenset(found)
+            out[part] = None if all(mark in text for mark in marks) else ""
+        _SUPPORT[key] = out
     return _SUPPORT[key]
+
+
+def tool_support(tokenizer: Any, with_tools: bool = False) -> frozenset[str]:
+    """Which of "tools", "tool_calls" and "tool" (results) the tokenizer's chat template writes, given tools or not
+    (a named template, {"default": ..., "tool_use": ...}, is picked by transformers by whether tools are given)."""
+    return frozenset(part for part, why in _probed(tokenizer, with_tools).items() if why is None)
+
+
+def _refusal(tokenizer: Any, part: str, with_tools: bool) -> TemplateRefusal:
+    field, what, instead = _REFUSED[part]
+    why = _probed(tokenizer, with_tools)[part]
+    if not with_tools and part in tool_support(tokenizer, True):  # Hermes' tool_use template, picked given tools
+        instead = "it writes them only given tools: give the row a tools column"
+    return TemplateRefusal(field, what + (f" (it raised: {why})" if why else "") + f"; {instead}")
 
 
 def template_form(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -144,8 +163,8 @@ def template_form(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[
     needs = ["tools"] if tools else []
     needs += ["tool_calls"] if any("tool_calls" in m for m in messages) else []
     needs += ["tool"] if any(m["role"] == "tool" for m in messages) else []
-    if needs and (missing := [n for n in needs if n not in tool_support(tokenizer)]):
-        raise TemplateRefusal(*_REFUSED[missing[0]])
+    if needs and (missing := [n for n in needs if n not in tool_support(tokenizer, bool(tools))]):
+        raise _refusal(tokenizer, missing[0], bool(tools))
     plain = [m if len(m) == 2 else {**{k: v for k, v in m.items() if k not in ("weight", TOOLS)},
                                     **({"content": ""} if "tool_calls" in m else {})} for m in messages]
     return plain, tools
