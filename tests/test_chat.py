@@ -4,9 +4,11 @@ at end-of-turn, exit / EOF end it, old turns are left out when the context is fu
 from __future__ import annotations
 
 import io
+import json
 import threading
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tunelab.cli import app
@@ -78,15 +80,17 @@ def test_chat_needs_an_sft_model(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not a tunelab model directory" in res.output
 
 
-def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_run: Path, tmp_path: Path) -> None:
+def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_run: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """`--system` where the model's own template refuses a system turn (Gemma-2's): one line, not a jinja traceback;
-    a run trained with a one-placeholder prompt_template gets each chat line as it trained (as predict fills it)."""
+    a run trained with a one-placeholder prompt_template gets each chat line as it trained (as predict fills it): the
+    last user turn filled in, the turns before it plain, as training reads a row's history (chat, serve and the UI
+    filled every user turn in)."""
     import shutil
-
-    import pytest
 
     from tunelab.config.run import run_config_class
     from tunelab.config.sections import DataConfig
+    from tunelab.data.readers import Record, Table
     from tunelab.errors import TunelabError
 
     model = tmp_path / "model"
@@ -109,7 +113,21 @@ def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_r
     from tunelab.tasks.chat_template import user_turns  # serve's chat endpoint and the UI playground send as chat does
 
     task = Sft(SftConfig(prompt_template="say {word}", response_field="reply"), DataConfig())
-    assert user_turns(task, [{"role": "system", "content": "be nice"}, {"role": "user", "content": "good"},
-                             {"role": "assistant", "content": "good"}, {"role": "user", "content": "bad"}]) == [
-        {"role": "system", "content": "be nice"}, {"role": "user", "content": "say good"},
-        {"role": "assistant", "content": "good"}, {"role": "user", "content": "say bad"}]
+    sent = user_turns(task, [{"role": "system", "content": "be nice"}, {"role": "user", "content": "good"},
+                             {"role": "assistant", "content": "good"}, {"role": "user", "content": "bad"}])
+    assert sent == [{"role": "system", "content": "be nice"}, {"role": "user", "content": "good"},
+                    {"role": "assistant", "content": "good"}, {"role": "user", "content": "say bad"}]
+    row = {"word": "bad", "system": "be nice", "history": [["good", "good"]]}  # the same conversation as a row
+    assert task.parse(Table("d.jsonl", [Record("d.jsonl", 1, row)]), labelled=False)[0]["messages"] == sent
+
+    from tunelab.cli import chat
+
+    shutil.copy(tiny_chat_run / "model" / "chat_template.jinja", template)  # `tunelab chat` with a prompt_template
+    saved = json.loads((model / "tunelab.json").read_text(encoding="utf-8"))
+    saved["task"] |= {"prompt_template": "say {word}", "response_field": "reply"}
+    (model / "tunelab.json").write_text(json.dumps(saved), encoding="utf-8")
+    prompts = []
+    monkeypatch.setattr(chat, "fit_prompt", lambda tok, msgs, budget: (prompts.append(msgs), fit_prompt(tok, msgs,
+                                                                                                       budget))[1])
+    run_chat(model, stdin=io.StringIO("good\nbad\n"), stdout=io.StringIO(), stderr=io.StringIO())
+    assert [[m["content"] for m in p if m["role"] == "user"] for p in prompts] == [["say good"], ["good", "say bad"]]

@@ -303,8 +303,8 @@ class Task(ABC):
         """Token ids that end a generated reply."""
         return stop_ids_of(tokenizer, None)
 
-    def chat_turn(self, line: str) -> str:
-        """A line typed in `tunelab chat` as the user turn the model trained on (sft: its prompt_template filled)."""
+    def chat_turn(self, line: str, last: bool = True) -> str:
+        """A chat's user turn as the model trained on it (sft: the `last` one fills its prompt_template)."""
         return line
 
     def load_tokenizer(self, model_path: str) -> Any:

@@ -134,6 +134,9 @@ def split_reply(messages: list[dict[str, Any]], tokenizer: Any = None) -> tuple[
 
 
 def user_turns(task: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """A conversation sent to a model (serve's chat endpoint, the web UI's playground) with its user turns as the
-    model trained on them (`Task.chat_turn`: sft's one-placeholder prompt_template filled), as `tunelab chat` sends."""
-    return [{**m, "content": task.chat_turn(m["content"])} if m["role"] == "user" else m for m in messages]
+    """A conversation sent to a model (`tunelab chat`, serve's chat endpoint, the web UI's playground) with its user
+    turns as the model trained on them (`Task.chat_turn`): only the last one fills sft's one-placeholder
+    prompt_template, as training fills it with a row's last user turn (its history turns are plain)."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    return [{**m, "content": task.chat_turn(m["content"], last=i == last)} if m["role"] == "user" else m
+            for i, m in enumerate(messages)]

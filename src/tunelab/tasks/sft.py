@@ -335,9 +335,11 @@ class Sft(Task):
     generates_replies = True
     baselines = "language_model"
 
-    def chat_turn(self, line: str) -> str:
+    def chat_turn(self, line: str, last: bool = True) -> str:
+        """A chat's user turn as training had it: cleaned by data.clean; the conversation's last one (not a turn before
+        it, as a row's history turns are) filled into a one-placeholder prompt_template."""
         template, clean = self.cfg.prompt_template, getattr(self.data, "clean", None)  # as training turns were
-        if template is not None and len(template_fields(template)) == 1:
+        if last and template is not None and len(template_fields(template)) == 1:
             _, msgs = template_messages(Record("<chat>", 0, {template_fields(template)[0]: line}), template,
                                         self.cfg.response_field or "", labelled=False)
             line = msgs[0]["content"]
