@@ -94,8 +94,10 @@ class SftConfig(TaskConfig):
     )
     prompt_template: str | None = Field(
         None, description="Build the user turn from the row's fields, e.g. 'Translate into Chinese:\\n{source}' "
-        "({field} placeholders); the reply is task.response_field. A system column and alpaca history pairs come "
-        "before it, as in every format, unless the template names them. Overrides task.format."
+        "({field} placeholders); the reply is task.response_field. A row's system column becomes a system message "
+        "and its history pairs ([[user, assistant], ...], as LLaMA-Factory's alpaca rows have them) the turns before "
+        "it, unless the template names {system} / {history}; a tools column goes to the chat template unless it "
+        "names {tools}. Overrides task.format."
     )
     response_field: str | None = Field(None, description="With prompt_template: the column holding the reply.")
     packing: bool = Field(
