@@ -423,10 +423,11 @@ def test_a_brief_shared_probe_of_the_lock_is_no_holder(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 2
 
 
-@pytest.mark.parametrize(("mask", "want"), [(0o022, {"644", "755"}), (0o027, {"640", "750"})])
+@pytest.mark.parametrize(("mask", "want"), [(0o002, {"664", "775"}), (0o027, {"640", "750"})])
 def test_every_file_of_a_run_follows_the_umask(mask: int, want: set[str], tiny_bert: Path, tmp_path: Path) -> None:
     """A checkpoint's trainable.safetensors was 0600 (safetensors' own) beside 0644 files, and RUN/model, RUN/adapter
-    and the checkpoints' folders were 0644 / 0755 under any umask: a teammate, or a server's user, could not read it."""
+    and the checkpoints' folders were 0644 / 0755 under any umask, the run's lock 0644: a teammate, or a server's user,
+    could not read it, nor a group member resume it (umask 002)."""
     out = tmp_path / "run"
     old = os.umask(mask)
     try:

@@ -31,10 +31,13 @@ _REFUSED = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS)  # what making
 
 def cannot_create(error: OSError) -> str:
     """Why a file or folder could not be made, said of the folder it was to go in: `nothing can be created in /proc:
-    No such file or directory` (the reason alone reads as if the place were only absent), else the system's reason."""
+    No such file or directory` (the reason alone reads as if the place were only absent), or of the file when it is
+    there but not writable; else the system's reason."""
     reason = error.strerror or first_line(error)
     made = Path(error.filename) if isinstance(error.filename, str) else None
     if made is not None and error.errno in _REFUSED and made.parent.is_dir():
+        if made.exists():  # there already, not writable by this user (another's lock file): the file is the matter
+            return f"{made} cannot be opened for writing: {reason}"
         return f"nothing can be created in {made.parent}: {reason}"
     return reason
 

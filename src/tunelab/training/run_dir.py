@@ -143,7 +143,7 @@ class RunDirLock:
     def __enter__(self) -> RunDirLock:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # as the umask says: a group may share runs
         except OSError as e:
             raise TunelabError(f"output_dir: cannot write {self.out}: {cannot_create(e)}") from None
         for attempt in range(TRIES):  # a reader's brief shared probe (`tunelab ui`'s status) is no holder: try again
