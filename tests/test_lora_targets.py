@@ -32,6 +32,13 @@ def _train(tmp_path: Path, model: Path, task: str, targets: str) -> object:
     ("[encoder]", "config: method.target_modules: bert.encoder is a BertEncoder, not a layer LoRA adapts (Linear, "
                   "Embedding, Conv)"),
     ("[nothing]", "config: method.target_modules: no module of the model is named nothing"),
+    # a misspelt name beside a good one was dropped silently by peft (the adapter held `query` only)
+    ("[query, valeu]", "config: method.target_modules: no module of the model is named valeu"),
+    # a regular expression inside a list is a name to peft: it matched nothing, silently
+    (r"[query, '.*\.value']", r"--set method.target_modules: .*\.value in a list is a name to peft, not a "
+                               "regular expression"),
+    (",", "--set method.target_modules: names no module"),  # was taken, then called a regular expression
+    ("[]", "--set method.target_modules: names no module"),
 ])
 def test_targets_that_cannot_work_are_one_line(targets: str, said: str, tiny_bert: Path, tmp_path: Path) -> None:
     res = _train(tmp_path, tiny_bert, "classification", targets)

@@ -47,7 +47,23 @@ class LoraConfig(MethodConfig):
         """`--set method.target_modules=query` (or `query,value`): a list of those names. A string with a regular
         expression's characters stays a string, which peft matches in full against each module's full name."""
         if isinstance(value, str) and value != "all-linear" and not is_regex(value):
-            return [name.strip() for name in value.split(",") if name.strip()] or value
+            names = [name.strip() for name in value.split(",") if name.strip()]
+            if not names:
+                raise ValueError("names no module (a list of names, all-linear, or a regular expression)")
+            return names
+        return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _list(cls, value: list[str] | str) -> list[str] | str:
+        """A list holds names: a regular expression in it would be taken by peft as a name (matching nothing)."""
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("names no module (a list of names, all-linear, or a regular expression)")
+            odd = next((name for name in value if is_regex(name)), None)
+            if odd is not None:
+                raise ValueError(f"{odd} in a list is a name to peft, not a regular expression; write the regular "
+                                 "expression as the whole value (target_modules: '.*\\.(query|value)')")
         return value
 
     @field_validator("target_modules")
@@ -118,6 +134,10 @@ class Lora(Method):
             named = {name: m for name, m in model.named_modules()  # (as peft matches them)
                      if any(name == t or name.endswith(f".{t}") for t in targets)}
             nothing = f"no module of the model is named {said} ({layers})"
+            missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in named)]
+            if named and missing:  # peft adapts the others and says nothing of a misspelt one
+                raise ConfigError(f"config: method.target_modules: no module of the model is named {missing[0]} "
+                                  f"({layers})")
         if not named:
             raise ConfigError(f"config: method.target_modules: {nothing}")
         adapted = {name: m for name, m in named.items() if not _within(name, heads)}
