@@ -15,6 +15,7 @@ from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.errors import ConfigError
 from tunelab.studies.curve import nested_subsets, parse_fractions
+from tunelab.training.run_dir import RunDirLock
 
 runner = CliRunner()
 
@@ -173,10 +174,15 @@ def test_points_of_fractions_not_asked_for(tiny_bert: Path, tmp_path: Path) -> N
 
     curve("0.5,1")
     assert "curve: frac-0.5 (not in --fractions): kept, not read into curve.json" in curve("1")
+    (root / "frac-0.5" / "study_inputs.json").write_text('{"a":')  # damaged, in a point not asked for: no stop
     said = curve("0.25", "--set", "train.lr=1e-3")
     assert "curve: frac-0.5, frac-1 (not in --fractions; another config or other rows): kept, not read into " \
            "curve.json (--overwrite removes them)" in said
     assert (root / "frac-0.5" / "metrics.json").is_file() and (root / "frac-1" / "metrics.json").is_file()
+    with RunDirLock(root / "frac-1"):  # a run writing a point that --overwrite would remove: refused, nothing removed
+        res = runner.invoke(app, ["curve", str(path), "--fractions", "0.25", "--set", "train.lr=1e-3", "--overwrite"])
+    assert res.exit_code == 2 and "frac-1 is in use by process" in res.stderr, res.output
+    assert (root / "frac-0.5" / "metrics.json").is_file() and (root / "frac-1" / "config.yaml").is_file()
     said = curve("0.25", "--set", "train.lr=1e-3", "--overwrite")
     assert "curve: frac-0.5, frac-1 (not in --fractions; another config or other rows): removed (--overwrite)" in said
     assert "curve: fraction 0.25: finished, kept" in said

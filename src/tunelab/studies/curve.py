@@ -32,7 +32,7 @@ from rich.table import Table as RichTable
 
 from tunelab.config.run import RunConfig
 from tunelab.data.load import load_splits
-from tunelab.errors import ConfigError, StudyInterrupted
+from tunelab.errors import ConfigError, StudyInterrupted, TunelabError
 from tunelab.io import make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.plots import lines, svg_document
 from tunelab.progress import table_console
@@ -49,7 +49,7 @@ from tunelab.studies.cv import (
 )
 from tunelab.studies.tune import metric_value
 from tunelab.training.layout import STUDY_LOCK
-from tunelab.training.run_dir import RunDirLock
+from tunelab.training.run_dir import RunDirLock, refuse_if_in_use
 
 
 def _say(message: str) -> None:
@@ -177,11 +177,16 @@ def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: 
     for f in unasked:
         out = root / f"frac-{f:g}"
         config = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation[0])
-        state = sub_run_state(out, config, {"train.jsonl": rows_text([rows[i] for i in subsets[f]])})
+        try:
+            state = sub_run_state(out, config, {"train.jsonl": rows_text([rows[i] for i in subsets[f]])})
+        except TunelabError:  # a damaged file in a point not asked for: no reason to stop the curve
+            state = "a file that does not read"
         (ours if state in (FINISHED, TO_RUN) and not validation[1] else others).append(out.name)
     if ours:
         _say(f"curve: {', '.join(ours)} (not in --fractions): kept, not read into curve.json")
     if others and overwrite:
+        for name in others:  # all checked before any goes: a run writing one (`tunelab train` on it) keeps it whole
+            refuse_if_in_use(root / name)
         for name in others:
             shutil.rmtree(root / name)
         _say(f"curve: {', '.join(others)} (not in --fractions; another config or other rows): removed (--overwrite)")
