@@ -421,3 +421,15 @@ def test_a_sigterm_during_the_swap_ends_the_process_after_it() -> None:
         time.sleep(0.05)
         steps.append("never")
     assert steps == ["second rename"]
+
+
+def test_the_runs_base_model_is_never_an_output(run: Path, tiny_bert: Path) -> None:
+    """The folder a run was tuned from (an earlier export, a copied model) is what its adapter, a merge and a resume
+    read: `export --merge --output BASE` replaced it (then the merge of the run failed, "base changed?"), even with
+    --overwrite. It is an input, as the run's data files are."""
+    from tunelab.export.output import run_reads
+
+    with pytest.raises(TunelabError, match=r"would replace the run's base model \(its config's model\)"):
+        check_output(tiny_bert, run_reads(run), overwrite=True)
+    with pytest.raises(TunelabError, match=r"is inside the run's base model"):
+        check_output(tiny_bert / "exported", run_reads(run), overwrite=True)

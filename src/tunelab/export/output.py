@@ -29,7 +29,8 @@ from typing import Any
 
 from tunelab import __version__
 from tunelab.config.run import read_config_file
-from tunelab.data.load import run_data_section
+from tunelab.data.load import run_data_section, run_model
+from tunelab.data.report import read_summary
 from tunelab.errors import TunelabError
 from tunelab.io import (
     Read,
@@ -122,15 +123,30 @@ def _files(folder: Path, names: re.Pattern[str]) -> set[str]:
 def run_reads(run: Path | None) -> list[Read]:
     """The inputs of an export / compress / merge of the run `run` that no --output may replace, even with
     --overwrite: the run directory and its own files (what training and the studies wrote; its exports/ folder
-    itself, though not an export in it), the data files its config names (`run_data_files`), the current directory
-    and the home directory."""
+    itself, though not an export in it), the data files its config names (`run_data_files`), its base model's folder
+    (`run_base_model`), the current directory and the home directory."""
     home = Path(os.path.expanduser("~"))
     reads = [Read("the current directory", Path.cwd(), frozenset()), Read("your home directory", home, frozenset())]
     if run is not None:
+        base = run_base_model(run)
         reads += [Read(RUN_ROLE, run, (RUN_FILES | STUDY_FILES | {LOCK, REPLACED}) - EXPORTED),
                   Read("the run's exports folder", run / "exports", frozenset()),
-                  *(Read(f"the run's data.{key} file", path) for key, path in run_data_files(run))]
+                  *(Read(f"the run's data.{key} file", path) for key, path in run_data_files(run)),
+                  *([Read("the run's base model (its config's model)", base)] if base is not None else [])]
     return reads
+
+
+def run_base_model(run: Path) -> Path | None:
+    """The folder of the model the run was tuned from (its config.yaml's `model`, as training read it: `run_model`),
+    where that is a folder here (an earlier export, a copied model): its LoRA adapter, a merge and a resume read it."""
+    try:
+        model = read_config_file(run / "config.yaml").get("model") if (run / "config.yaml").is_file() else None
+    except TunelabError:
+        return None
+    if not isinstance(model, str) or not model:
+        return None
+    path = Path(run_model(read_summary(run), model)).expanduser()
+    return path if path.is_dir() else None
 
 
 def run_data_files(run: Path) -> list[tuple[str, Path]]:
