@@ -74,6 +74,33 @@ def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Pat
         assert "Windows-1252" not in _error(other), codec
 
 
+NAMED = {"GB18030": "Chinese in GBK", "BIG5": "Chinese in Big5", "SHIFT_JIS": "Japanese in Shift_JIS",
+         "CP1252": "Western European text in Windows-1252"}
+
+
+@pytest.mark.parametrize(("text", "codec", "said"), [
+    # what the reviewer saw: GBK, Shift_JIS and Big5 lines told they were Windows-1252 (`¡°²»´í¡±`, `“Œ‹ž`, `¥x¥_`),
+    # with an iconv -f CP1252 that garbled them silently
+    ("“不错”,positive", "gbk", "GB18030"), ("東京 B-LOC", "shift_jis", "SHIFT_JIS"),
+    ("台北101很高,positive", "big5", "BIG5"),
+    # lines of ../shared/data (alpaca_zh, tatoeba_en_zh, csl_category) so saved
+    ("字符串 helloWorld =“Hello， world！”;", "gbk", "GB18030"), ("我欠他1000美元。", "big5", "BIG5"),
+    ("她是Tom的姐姐。", "big5", "BIG5"), ("二期梅毒疹1例", "big5", "BIG5"),
+    # one rare character: neither Chinese nor Windows-1252 is said (no guess, rather than a wrong one)
+    ("謝,O", "gbk", None), ("買 O", "gbk", None),
+    # Windows-1252: an accent inside a Latin word, or ’ between letters
+    ("Champs-Élysées,pos", "cp1252", "CP1252"), ("naïve “plot”,neg", "cp1252", "CP1252"),
+    ("it’s bad,neg", "cp1252", "CP1252"), ("Zoë’s,pos", "cp1252", "CP1252"), ("São Paulo,pos", "cp1252", "CP1252")])
+def test_cjk_is_not_said_to_be_windows_1252(tmp_path: Path, text: str, codec: str, said: str | None) -> None:
+    """The Windows-1252 hint took any line without a word of accented letters alone, and won where no character of a
+    GBK or Big5 reading was a common one: Chinese and Japanese files were told to be converted from CP1252."""
+    path = tmp_path / ("x.conll" if " B-" in text or " O" in text else "x.csv")
+    path.write_bytes(("" if path.suffix == ".conll" else "text,label\n").encode() + text.encode(codec) + b"\n")
+    error = _error(path)
+    assert error.count("reads as") == (said is not None) and (said is None or NAMED[said] in error), error
+    assert said is None or error.endswith(f"iconv -f {said} -t UTF-8 {path} > {path.with_suffix('')}.utf8{path.suffix}")
+
+
 ROWS = [("good café 好看", "pos"), ("it’s “bad”", "neg"), ("two\r\nlines", "pos")]
 BODIES = {  # each format's text, with CRLF line ends as Windows writes them
     ".csv": "text,label\r\n" + "".join(f'"{t}",{lab}\r\n' for t, lab in ROWS),
