@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows
 from tunelab.cli import app
+from tunelab.data.decode import decoded_lines
 from tunelab.data.readers import read_rows, read_table
 from tunelab.errors import DataError
 
@@ -130,6 +131,26 @@ def test_a_utf16_file_is_read(tmp_path: Path, suffix: str, codec: str) -> None:
     if suffix == ".txt":  # predict's .txt: one row a line
         rows = [[r.data for r in read_rows(p, "text").records] for p in (wide, utf8)]
         assert rows[0] == rows[1]
+
+
+def test_a_utf16_file_of_lone_carriage_returns_is_read_a_block_at_a_time(tmp_path: Path) -> None:
+    """A UTF-16 file whose lines end in a lone "\r" (an old Mac's) was held whole until its end, its text joined and
+    cut again at each 64 KiB block read (time growing as the square of its size): it is read a block at a time, the
+    same lines and rows as the file in UTF-8 — its first line yielded before its last bytes, here bad, are decoded."""
+    body = "text\tlabel\r" + "".join(f"row {i} café\tpos\r" for i in range(5000)) + "last\tneg"  # (3 blocks)
+    utf8, wide, cut = tmp_path / "mac.tsv", tmp_path / "wide.tsv", tmp_path / "cut.tsv"
+    utf8.write_bytes(body.encode())
+    wide.write_bytes(body.encode("utf-16"))
+    assert list(decoded_lines(wide)) == list(decoded_lines(utf8))
+    got, want = read_table(wide), read_table(utf8)
+    assert [(r.line, r.data) for r in got.records] == [(r.line, r.data) for r in want.records]
+    assert len(got.records) == 5001 and got.records[-1].line == 5002
+    cut.write_bytes(body.encode("utf-16") + "\ud800".encode("utf-16-le", "surrogatepass"))
+    lines = decoded_lines(cut)
+    assert next(lines) == (1, "text\tlabel\r")
+    with pytest.raises(DataError, match=r"cut.tsv:5002: bytes: not valid UTF-16, the encoding its byte order mark "
+                                        r"names \(unexpected end of data at column 9\)$"):
+        list(lines)
 
 
 def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_path: Path) -> None:
