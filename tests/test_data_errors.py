@@ -735,3 +735,18 @@ def test_a_json_array_on_one_line_names_the_row(tiny_bert: Path, tmp_path: Path)
     assert_one_line_error(train_cli(tiny_bert, tmp_path / "run", path), expected)
     kept = pickle.loads(pickle.dumps(streamed[36].line))
     assert (str(kept), json.dumps(kept)) == ("1 (row 37)", "1")
+    # removed.jsonl named every row it dropped `"line": 1`: its row is written beside (`array_row`), as its
+    # duplicate_of names it
+    from tunelab.data.dedup import dedup_within
+    from tunelab.data.report import DataReport
+    from tunelab.data.sampling import resample
+
+    rows[36] = dict(rows[4])  # a duplicate of row 5, which leaves a class one row larger to undersample
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    report = DataReport()
+    resample(dedup_within(parse(path), "train", report), "undersample", 0, lambda ex: ex["label"], report)
+    report.write(tmp_path)
+    removed = [json.loads(line) for line in (tmp_path / "removed.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["reason"], r["line"], r["array_row"], r.get("duplicate_of")) for r in removed] == [
+        ("duplicate", 1, 37, f"{path}:1 (row 5)"), ("undersampled", 1, removed[1]["array_row"], None)]
+    assert rows[removed[1]["array_row"] - 1] == removed[1]["row"]

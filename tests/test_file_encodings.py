@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import sentiment_rows
 from tunelab.cli import app
+from tunelab.data.decode import decoded_lines
 from tunelab.data.readers import read_rows, read_table
 from tunelab.errors import DataError
 
@@ -74,6 +75,33 @@ def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Pat
         assert "Windows-1252" not in _error(other), codec
 
 
+NAMED = {"GB18030": "Chinese in GBK", "BIG5": "Chinese in Big5", "SHIFT_JIS": "Japanese in Shift_JIS",
+         "CP1252": "Western European text in Windows-1252"}
+
+
+@pytest.mark.parametrize(("text", "codec", "said"), [
+    # what the reviewer saw: GBK, Shift_JIS and Big5 lines told they were Windows-1252 (`¡°²»´í¡±`, `“Œ‹ž`, `¥x¥_`),
+    # with an iconv -f CP1252 that garbled them silently
+    ("“不错”,positive", "gbk", "GB18030"), ("東京 B-LOC", "shift_jis", "SHIFT_JIS"),
+    ("台北101很高,positive", "big5", "BIG5"),
+    # lines of ../shared/data (alpaca_zh, tatoeba_en_zh, csl_category) so saved
+    ("字符串 helloWorld =“Hello， world！”;", "gbk", "GB18030"), ("我欠他1000美元。", "big5", "BIG5"),
+    ("她是Tom的姐姐。", "big5", "BIG5"), ("二期梅毒疹1例", "big5", "BIG5"),
+    # one rare character: neither Chinese nor Windows-1252 is said (no guess, rather than a wrong one)
+    ("謝,O", "gbk", None), ("買 O", "gbk", None),
+    # Windows-1252: an accent inside a Latin word, or ’ between letters
+    ("Champs-Élysées,pos", "cp1252", "CP1252"), ("naïve “plot”,neg", "cp1252", "CP1252"),
+    ("it’s bad,neg", "cp1252", "CP1252"), ("Zoë’s,pos", "cp1252", "CP1252"), ("São Paulo,pos", "cp1252", "CP1252")])
+def test_cjk_is_not_said_to_be_windows_1252(tmp_path: Path, text: str, codec: str, said: str | None) -> None:
+    """The Windows-1252 hint took any line without a word of accented letters alone, and won where no character of a
+    GBK or Big5 reading was a common one: Chinese and Japanese files were told to be converted from CP1252."""
+    path = tmp_path / ("x.conll" if " B-" in text or " O" in text else "x.csv")
+    path.write_bytes(("" if path.suffix == ".conll" else "text,label\n").encode() + text.encode(codec) + b"\n")
+    error = _error(path)
+    assert error.count("reads as") == (said is not None) and (said is None or NAMED[said] in error), error
+    assert said is None or error.endswith(f"iconv -f {said} -t UTF-8 {path} > {path.with_suffix('')}.utf8{path.suffix}")
+
+
 ROWS = [("good café 好看", "pos"), ("it’s “bad”", "neg"), ("two\r\nlines", "pos")]
 BODIES = {  # each format's text, with CRLF line ends as Windows writes them
     ".csv": "text,label\r\n" + "".join(f'"{t}",{lab}\r\n' for t, lab in ROWS),
@@ -103,6 +131,26 @@ def test_a_utf16_file_is_read(tmp_path: Path, suffix: str, codec: str) -> None:
     if suffix == ".txt":  # predict's .txt: one row a line
         rows = [[r.data for r in read_rows(p, "text").records] for p in (wide, utf8)]
         assert rows[0] == rows[1]
+
+
+def test_a_utf16_file_of_lone_carriage_returns_is_read_a_block_at_a_time(tmp_path: Path) -> None:
+    """A UTF-16 file whose lines end in a lone "\r" (an old Mac's) was held whole until its end, its text joined and
+    cut again at each 64 KiB block read (time growing as the square of its size): it is read a block at a time, the
+    same lines and rows as the file in UTF-8 — its first line yielded before its last bytes, here bad, are decoded."""
+    body = "text\tlabel\r" + "".join(f"row {i} café\tpos\r" for i in range(5000)) + "last\tneg"  # (3 blocks)
+    utf8, wide, cut = tmp_path / "mac.tsv", tmp_path / "wide.tsv", tmp_path / "cut.tsv"
+    utf8.write_bytes(body.encode())
+    wide.write_bytes(body.encode("utf-16"))
+    assert list(decoded_lines(wide)) == list(decoded_lines(utf8))
+    got, want = read_table(wide), read_table(utf8)
+    assert [(r.line, r.data) for r in got.records] == [(r.line, r.data) for r in want.records]
+    assert len(got.records) == 5001 and got.records[-1].line == 5002
+    cut.write_bytes(body.encode("utf-16") + "\ud800".encode("utf-16-le", "surrogatepass"))
+    lines = decoded_lines(cut)
+    assert next(lines) == (1, "text\tlabel\r")
+    with pytest.raises(DataError, match=r"cut.tsv:5002: bytes: not valid UTF-16, the encoding its byte order mark "
+                                        r"names \(unexpected end of data at column 9\)$"):
+        list(lines)
 
 
 def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_path: Path) -> None:

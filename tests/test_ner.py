@@ -167,6 +167,25 @@ def test_a_conll_file_named_txt_is_read_as_conll(tiny_bert: Path, tmp_path: Path
         read_table(bad, conll_txt=True)
 
 
+@pytest.mark.parametrize(("body", "conll"), [
+    # prose the sniff took as CoNLL (predict: tokens ["Traffic"], tag "I-95", the other words dropped)
+    ("Traffic is heavy on I-95\n", False), ("Vitamin B-12\n", False), ("Big O\n", False),
+    ("Big O\nThe Story of O\nPlanet O\n", False),
+    ("Traffic jam on I-95\nAccident near I-80\nRoad work on I-5\n", False),
+    # the real sets' lines (../shared/data: CoNLL-2003, Resume's BMES, Weibo's tabs, WNUT-17), and two lines with a
+    # sentence's end between them
+    ("-DOCSTART- -X- -X- O\n\nEU NNP I-NP B-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP B-MISC\n", True),
+    ("高 B-NAME\n勇 E-NAME\n： O\n", True), ("科\tO\n技\tO\n张\tB-PER.NAM\n", True),
+    ("@paulwalk\tO\nIt\tO\n's\tO\nEmpire\tB-location\n", True), ("EU B-ORG\n\nPeter B-PER\n", True)])
+def test_a_txt_is_conll_only_in_few_columns_and_lines(tmp_path: Path, body: str, conll: bool) -> None:
+    """A `.txt` of one line counted as nine in ten CoNLL lines, a type of digits as a tag, a line of any width as a
+    token and its columns. Now: four columns at most, a tag whose type holds a letter, lines of one width, three lines
+    or a sentence's end."""
+    path = tmp_path / "in.txt"
+    path.write_text(body, encoding="utf-8")
+    assert ("tokens" in read_table(path, conll_txt=True).records[0].data) is conll
+
+
 def test_a_tab_separated_conll_keeps_a_token_holding_a_space(tiny_bert: Path, tmp_path: Path) -> None:
     """`New York<TAB>B-LOC` was cut at its space: the token `New`, `York` silently gone (and `data check` passed). A
     line with a tab is cut at tabs; a file cut at spaces stays as it was (CoNLL-2003's four columns too), and a line

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
 from tunelab.data.decode import numbered_lines
@@ -85,15 +85,31 @@ def _odd_space(line: str) -> str:
     return "" if odd is None else f"; U+{ord(odd):04X} {unicodedata.name(odd, 'whitespace')} is not one"
 
 
-_TAG = re.compile(r"O|[BIESM]-\S+")  # a tag: O, or a prefix and a type (B-PER, I-LOC, E-ORG, S-MISC, M-LOC)
+# a tag: O, or a prefix and a type holding a letter (B-PER, I-LOC, E-ORG, S-MISC, M-LOC; not `I-95`, `B-12`)
+_TAG = re.compile(r"O|[BIESM]-(?=\S*[^\W\d_])\S+")
 SNIFFED = 50  # lines of a `.txt` looked at by `looks_like_conll`
+_FEW = 3  # lines of text that tell a `.txt` is CoNLL (fewer: a blank line between sentences, or read as text)
 
 
 def looks_like_conll(path: Path) -> bool:
     """Whether a file's first SNIFFED lines that hold text (`-DOCSTART-` left out) are CoNLL's, nine in ten of them at
-    least: a token, perhaps more columns, and a tag (O, B-PER ...) last (`EU B-ORG`, `EU<TAB>NNP<TAB>B-ORG`); a
-    paragraph of prose is not (`The film was long.`). A bad line among them is `iter_conll`'s to name."""
-    lines = [line for _, line in islice((n for n in numbered_lines(path) if n[1].strip()
-                                         and not n[1].lstrip().startswith("-DOCSTART-")), SNIFFED)]
-    tagged = sum(1 for line in lines if len(cols := _columns(line)[0]) >= 2 and _TAG.fullmatch(cols[-1].split()[-1]))
-    return bool(lines) and tagged >= 0.9 * len(lines)
+    least: a token, perhaps more columns — four in all at most, CoNLL-2003's token POS chunk tag — and a tag (O,
+    B-PER ...) last (`EU B-ORG`, `EU<TAB>NNP<TAB>B-ORG`), nine in ten of the same number of columns; and _FEW lines of
+    them or more, or a blank line between two (a sentence's end). A paragraph of prose is not: `The film was long.`,
+    a line of five words or more (`Traffic is heavy on I-95`), a type of digits alone (`Vitamin B-12`), one line or
+    two (`Big O`), lines of ever other widths (`Big O`, `The Story of O`). A bad line among them is `iter_conll`'s to
+    name."""
+    lines, widths, tagged, blank, between = 0, Counter[int](), 0, False, False
+    for _, line in numbered_lines(path):
+        if not line.strip():
+            blank = lines > 0
+            continue
+        if line.lstrip().startswith("-DOCSTART-"):
+            continue
+        cols = _columns(line)[0]
+        lines, between = lines + 1, between or blank
+        widths[len(cols)] += 1
+        tagged += 2 <= len(cols) <= 4 and _TAG.fullmatch(cols[-1].split()[-1]) is not None
+        if lines == SNIFFED:
+            break
+    return (lines >= _FEW or between) and tagged >= 0.9 * lines and max(widths.values(), default=0) >= 0.9 * lines

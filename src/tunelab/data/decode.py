@@ -80,14 +80,16 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         yield from utf8_lines(f, path)
 
 
-_TEXT_CR = re.compile(r"(?<=\r)(?!\n)")  # `_LONE_CR` in decoded text
 _ENDS = re.compile(r"\r\n?|\n")
+_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")  # a line with its end: "\n", "\r\n" or a lone "\r"
 
 
 def _wide_lines(path: Path, bom: bytes, codec: str, name: str) -> Iterator[tuple[int, str]]:
     """`decoded_lines` of a UTF-16 / UTF-32 file: `_BLOCK` bytes decoded at a time, cut into lines as `utf8_lines`
-    cuts a UTF-8 file's (at "\n", "\r\n" and a lone "\r"); bytes that are not `name` (an unpaired surrogate, a
-    file cut inside a character) named by line and column."""
+    cuts a UTF-8 file's (at "\n", "\r\n" and a lone "\r", each line keeping its end); what follows a block's last
+    line end (a "\r" at its very end held too, as a "\n" may follow it) kept for the next, so that no more than a
+    line is held (an old Mac file, its lines ended by "\r" alone, is read in linear time); bytes that are not `name`
+    (an unpaired surrogate, a file cut inside a character) named by line and column."""
     decoder = codecs.getincrementaldecoder(codec)()
     number, rest = 0, ""
     with path.open("rb") as f:
@@ -101,17 +103,15 @@ def _wide_lines(path: Path, bom: bytes, codec: str, name: str) -> Iterator[tuple
                 lines = _ENDS.split(before)
                 raise DataError(str(path), number + len(lines), "bytes", f"not valid {name}, the encoding its byte "
                                 f"order mark names ({exc.reason} at column {len(lines[-1]) + 1})") from None
-            *lines, rest = text.split("\n")
-            for line in lines:
-                for piece in _TEXT_CR.split(line + "\n") if "\r" in line else (line + "\n",):
-                    number += 1
-                    yield number, piece
+            end = max(text.rfind("\n"), text.rfind("\r", 0, len(text) - (1 if block else 0))) + 1
+            for line in _LINES.findall(text, 0, end):
+                number += 1
+                yield number, line
+            rest = text[end:]
             if not block:
                 break
-    for piece in _TEXT_CR.split(rest) if rest else ():
-        if piece:
-            number += 1
-            yield number, piece
+    if rest:
+        yield number + 1, rest
 
 
 _LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the place after a "\r" that no "\n" follows: an old Mac line end

@@ -27,7 +27,7 @@ class ItemLine(int):
     """The line a JSON array's item starts on, printed with the item's place in the array, from 1: `1 (row 37)`, so
     an error names `train.json:1 (row 37): label: ...` — an array written on one line (`json.dump` without `indent`)
     has every item on line 1, where a line alone names none of them. An int everywhere else (compared, sorted,
-    written to JSON as the line: `removed.jsonl`)."""
+    written to JSON as the line: `removed.jsonl`'s `line`, its `array_row` beside it)."""
 
     row: int
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.records import ItemLine
 from tunelab.errors import DataError
 from tunelab.io import write_json_atomic, write_text_atomic
 from tunelab.text import TEXT_RULES, rules_version
@@ -57,10 +58,13 @@ class DataReport:
             self.added[split][how] += n
 
     def remove(self, split: str, example: dict[str, Any], reason: str, *, with_row: bool = True, **detail: Any) -> None:
-        """One removed row, by file and line (and, unless `with_row` is False, the row itself: undersampling a file
-        too large to hold keeps no copy of each row it drops)."""
-        self.removed.append({"split": split, "file": example.get("source"), "line": example.get("line"),
-                             "reason": reason, **detail, **({"row": example.get("row")} if with_row else {})})
+        """One removed row, by file and line — a JSON array's item by its row too, its place in the array from 1
+        (`array_row`: an array on one line has every item on line 1) — and, unless `with_row` is False, the row
+        itself (undersampling a file too large to hold keeps no copy of each row it drops)."""
+        line = example.get("line")
+        self.removed.append({"split": split, "file": example.get("source"), "line": line,
+                             **({"array_row": line.row} if isinstance(line, ItemLine) else {}), "reason": reason,
+                             **detail, **({"row": example.get("row")} if with_row else {})})
 
     def removed_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, Counter[str]] = defaultdict(Counter)

@@ -17,7 +17,7 @@ from tunelab.text import HANGUL, ZH_PUNCT
 # file (Excel's "Unicode text"), with the `iconv` command that converts the file — or, where the file's other lines
 # are UTF-8 text (which converting it whole would garble), that the line itself must be fixed.
 # ideographs (the unified block and extension A), CJK punctuation, full-width forms
-_GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}]")
+_GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2014-\u201d\u2026\u00b7]")  # and GBK's — ‘’ “” … ·
 _BIG5_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b]")  # and Big5's — … ‧ ※
 _THREE_BYTES = re.compile("[\u0800-\U0010ffff]")  # a character of 3 or more UTF-8 bytes (Chinese, kana, ...)
 _ACCENTED = re.compile("[A-Za-z][\u00c0-\u024f]|[\u00c0-\u024f][A-Za-z]")
@@ -30,6 +30,7 @@ NAMES = {"GB18030": "Chinese in GBK (GB18030), the encoding of a Chinese Windows
                    "Europe and the Americas"}
 # Japanese: kana among ideographs and CJK punctuation; Korean: Hangul syllables (Hanja and punctuation beside them)
 _KANA, _HANGUL = re.compile("[\u3040-\u30ff]"), re.compile(f"[{HANGUL}]")
+_JAPANESE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff01-\uff5e\u2010-\u203b]")
 # Japanese particles; Korean's most used syllables (a GBK line read as EUC-KR / CP949 gives Hangul from all 2,350)
 _USUAL = set("のはをにがでとてたしすもな" "이다는의에하고을가한지서로기를사도나은어적인대자리수부들정게시요있했니것해주"
              "그내아전상문일보우만우관과와면했라원국생회경제성결합니까습니다")
@@ -129,39 +130,79 @@ def _utf8_text(raw: bytes) -> bool:
 
 
 def _reads_as(line: bytes) -> str | None:
-    """"EUC-JP" / "SHIFT_JIS" / "EUC-KR" (`_japanese_or_korean`), else "GB18030" or "BIG5" where the line reads as
-    Chinese in it (`_chinese`), else None. Simplified Chinese in GBK
-    often decodes as Big5 too, and Big5 as GBK: where both read so, the one with more of its common characters wins
-    (`_common`), GBK on a tie. Chinese none of whose characters is a common one, in a line that reads as Windows-1252
-    text (`_western`), is that text (`Zoë’s`: 0xEB 0x92 is a rare GBK ideograph)."""
+    """"EUC-JP" / "SHIFT_JIS" / "EUC-KR" (`_japanese_or_korean`), Japanese kanji alone in Shift_JIS (`_kanji`), else
+    "GB18030" or "BIG5" where the line reads as Chinese in it (`_chinese`) with one of its common characters or more
+    (`_common`), else None. Simplified Chinese in GBK often decodes as Big5 too, and Big5 as GBK: where both read so,
+    the one with more of its common characters wins, GBK on a tie. Chinese none of whose characters is a common one is
+    no reading: Windows-1252 text (`_western`: `Zoë’s`, 0xEB 0x92, a rare GBK ideograph) or nothing is said of it."""
     if (other := _japanese_or_korean(line)) is not None:
         return other
     gbk, big5 = _chinese(line, "gb18030", _GBK_CHINESE), _chinese(line, "big5", _BIG5_CHINESE)
     common = {"BIG5": _common(big5, "big5"), "GB18030": _common(gbk, "gb18030")}
-    codec = ("BIG5" if common["BIG5"] > common["GB18030"] else "GB18030") if gbk and big5 \
-        else "GB18030" if gbk else "BIG5" if big5 else None
-    return None if codec is not None and not common[codec] and _western(line) else codec
+    if (kanji := _kanji(line)) >= 2 and kanji > common["GB18030"]:
+        return "SHIFT_JIS"
+    codec = "BIG5" if common["BIG5"] > common["GB18030"] else "GB18030"
+    return codec if common[codec] else None
 
 
-_LETTERS = re.compile(r"[^\W\d_]+")  # a run of letters: a word
+# Windows-1252's Latin letters (not its ª º µ, which a CJK line's bytes read as beside ASCII letters: 和 is 0xBA 0xCD)
+_ACCENTS = "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff"  # À-ÿ but × ÷
+_SHIFT_JIS_LEAD = re.compile("[\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192]")  # Œ œ Š š Ÿ Ž ž ƒ
+_LATIN = re.compile(f"[A-Za-z{_ACCENTS}{_SHIFT_JIS_LEAD.pattern[1:-1]}]+")
+_WORDS = re.compile(f"{_LATIN.pattern}|[^\\W\\d_\u00aa\u00b5\u00ba]+")  # Latin letters or others (ª µ º: symbols)
+# an accented letter after the word's first ASCII letters (`café`, `Größe`) or two ASCII letters (`Élysées`) — in a
+# CJK line read as Windows-1252 a lead byte (0x81-0xFE) reads as one after a trail byte (`ÖxÙI` is GBK's 謝買); none
+# in a word with Œ œ Š š Ž ž Ÿ ƒ (0x83-0x9F, Shift_JIS's lead bytes: `CuŠÜ` is Cu含)
+_ACCENTED_WORD = re.compile(f"(?:^[A-Za-z]+|[A-Za-z]{{2}})[{_ACCENTS}]")
+_OPENING, _CLOSING = "\u201c\u2018\u00ab\u00bf\u00a1\u201e\u2039", "\u201d\u2019\u00bb\u2026\u2013\u2014\u203a"
+_APOSTROPHE = re.compile("(?<![^\\x00-\\x7f])[A-Za-z]+\u2019[A-Za-z]+(?![^\\x00-\\x7f])")  # `it’s`: 0x92
 
 
 def _western(line: bytes) -> str | None:
     """"CP1252" where the line decodes as Windows-1252 (a superset of Latin-1's letters, with its curly quotes, dashes
-    and €: `it’s` is 0x92) into text: no control character but a tab or a line end (a binary file is no text) and
-    no word of two or more letters without an ASCII one — the accents of French, Spanish, German or Portuguese sit in
-    words of Latin letters (`café`, `Größe`, `à`), where Cyrillic or Greek in their own Windows code pages
-    (`Привет` in cp1251) read as words of accented letters only (`Ïðèâåò`)."""
+    and €: `it’s` is 0x92) into Latin text: no control character but a tab or a line end (a binary file is no text);
+    a word of Latin letters with an accented one inside (`café`, `naïve`, `Größe`: `_ACCENTED_WORD`) between ASCII
+    characters or quotes and dashes, or `’` between ASCII letters (`it’s`); no word of two or more letters without an
+    ASCII one or with other letters. The accents of French, Spanish, German or Portuguese sit in words of Latin
+    letters, where Cyrillic or Greek in their own Windows code pages (`Привет` in cp1251) read as words of accented
+    letters only (`Ïðèâåò`), and Chinese, Japanese or Korean as symbols among one-letter words (`“不错”` in GBK:
+    `¡°²»´í¡±`) — said to be no encoding: a wrong guess, whose iconv writes garbled text that trains silently, is
+    worse than none."""
     try:
         text = line.decode("cp1252")
     except UnicodeDecodeError:  # (0x81, 0x8D, 0x8F, 0x90, 0x9D: no character in Windows-1252)
         return None
     if any(c < " " and c not in "\t\r\n" or c == "\x7f" for c in text):
         return None
-    for word in _LETTERS.findall(text):
-        if len(word) > 1 and not word.isascii() and not any(c.isascii() for c in word):
-            return None
-    return "CP1252"
+    words = [m for m in _WORDS.finditer(text) if len(m.group()) > 1 and not m.group().isascii()]
+    if any(not _LATIN.fullmatch(m.group()) or not any(c.isascii() for c in m.group()) for m in words):
+        return None
+    return "CP1252" if _APOSTROPHE.search(text) or any(_latin_word(text, m) for m in words) else None
+
+
+def _latin_word(text: str, word: re.Match[str]) -> bool:
+    before, after = text[word.start() - 1:word.start()], text[word.end():word.end() + 1]
+    return (_ACCENTED_WORD.search(word.group()) is not None and not _SHIFT_JIS_LEAD.search(word.group())
+            and (not before or before.isascii() or before in _OPENING)
+            and (not after or after.isascii() or after in _CLOSING))
+
+
+def _kanji(line: bytes) -> int:
+    """Japanese kanji of JIS level 1 (lead byte 0x88-0x9F) in the line read as Shift_JIS (cp932, a Japanese
+    Windows'), where all its other non-ASCII characters are kanji, kana or Japanese punctuation and full-width forms:
+    a line of kanji alone (`東京 B-LOC`, which GBK reads as rare ideographs, `搶嫗`). None where a character reads as
+    half-width katakana (0xA1-0xDF), as GBK's and Big5's common characters' lead bytes do. A kanji whose trail byte is
+    ASCII and that touches an ASCII letter or digit does not count: Windows-1252's quotes and dashes before a letter
+    read so (`it’s`, 0x92 0x73; `Euskaltel–Euskadi`, 0x96 0x45)."""
+    try:
+        text = line.decode("cp932")
+    except UnicodeDecodeError:
+        return 0
+    wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
+    if not all(_JAPANESE.match(c) for _, c in wide):
+        return 0
+    return sum(1 for i, c in wide if 0x88 <= (b := c.encode("cp932"))[0] <= 0x9F
+               and (b[1] >= 0x80 or not any(n.isascii() and n.isalnum() for n in text[i - 1:i] + text[i + 1:i + 2])))
 
 
 def _japanese_or_korean(line: bytes) -> str | None:
@@ -203,7 +244,8 @@ def _chinese(line: bytes, codec: str, chinese_class: re.Pattern[str]) -> str:
     are non-ASCII, as every GB2312 one's are, or (Big5, whose trail byte may be ASCII) where its lead byte is one of
     its punctuation's or frequent ideographs' (0xA1-0xC6) and no ASCII letter or digit follows it: a Latin-1 accent
     before an ASCII letter (`naïve`: 0xEF 0x76) also decodes as an ideograph, but never so; one such character is
-    enough (a character-level CoNLL line: `中 B-ORG`)."""
+    enough (a character-level CoNLL line: `中 B-ORG`). Where two count, one before an ASCII letter or digit is left
+    out of the share wanted (`台北101`: 北 is 0xA5 0x5F)."""
     try:
         text = line.decode(codec)
     except UnicodeDecodeError:
@@ -211,16 +253,21 @@ def _chinese(line: bytes, codec: str, chinese_class: re.Pattern[str]) -> str:
     wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
     inside = [(i, c) for i, c in wide if not _between_letters(text, i, codec)]  # (a Latin-1 accent pair: two)
     chinese = sum(1 for i, c in inside if chinese_class.match(c) and _counts(text, i, codec))
-    wide = inside if chinese >= 2 else wide  # Chinese enough: `iPhone和iPad` is no accent pair's
+    if chinese >= 2:  # Chinese enough: `iPhone和iPad` is no accent pair's, `台北101` no accent's
+        wide = [(i, c) for i, c in inside if _counts(text, i, codec) or not _before_alnum(text, i, codec)]
     return text if chinese and chinese >= 0.9 * len(wide) else ""
 
 
 def _counts(text: str, i: int, codec: str) -> bool:
-    b = text[i].encode(codec)
-    if min(b) >= 0x80:
-        return True
+    return min(text[i].encode(codec)) >= 0x80 or (codec == "big5" and 0xA1 <= text[i].encode(codec)[0] <= 0xC6
+                                                   and not _before_alnum(text, i, codec))
+
+
+def _before_alnum(text: str, i: int, codec: str) -> bool:
+    """`text[i]` has an ASCII trail byte and an ASCII letter or digit after it: a Latin-1 accent before two ASCII
+    letters (`Äst`: 0xC4 0x73 in Big5), or Chinese before a digit (`北1`)."""
     after = text[i + 1:i + 2]
-    return codec == "big5" and 0xA1 <= b[0] <= 0xC6 and not (after.isascii() and after.isalnum())
+    return min(text[i].encode(codec)) < 0x80 and after.isascii() and after.isalnum()
 
 
 def _between_letters(text: str, i: int, codec: str) -> bool:
