@@ -205,7 +205,10 @@ def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
 def test_yaml_with_bad_bytes_or_characters(tmp_path: Path) -> None:
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes(b"task: classification\nmodel: minilm\noutput_dir: caf\xe9\n")
-    assert config_error(path=latin1, base=False) == f"{latin1}:3: not valid UTF-8 (byte 0xe9)"
+    assert config_error(path=latin1, base=False) == (
+        f"{latin1}:3: not valid UTF-8 (byte 0xe9); the line reads as Western European text in Windows-1252 (cp1252, "
+        "Latin-1), the encoding of a Windows in Western Europe and the Americas: save the file as UTF-8, or convert "
+        f"it: iconv -f CP1252 -t UTF-8 {latin1} > {tmp_path / 'latin1.utf8.yaml'}")
     nul = write_yaml(tmp_path / "nul.yaml", "task: classification\nmodel: mini\x00lm\n")
     assert config_error(path=nul, base=False).startswith(
         f"{nul}:2: invalid YAML: unacceptable character #x0000"
