@@ -22,6 +22,10 @@ from tunelab.errors import TunelabError
 from tunelab.export.output import MANIFEST, check_output
 
 pytest.importorskip("onnxruntime")
+pytest.importorskip("torchao")
+# the --output tests export as `--format torch --quantize int8` (torchao: well under a second for the tiny model,
+# where torch.onnx's exporter traces for ~7 s); the onnx exporter's own paths keep `--format onnx`
+FMT, EXPORTED = ("--format", "torch", "--quantize", "int8"), "torch-int8"
 ASK = "; choose an empty or new folder, or pass --overwrite to replace it with them"
 
 
@@ -42,7 +46,7 @@ def _refused(res: object, folder: Path, first: str) -> None:
 @pytest.fixture(scope="module")
 def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = train_sentiment(tiny_bert, tmp_path_factory.mktemp("output") / "run")
-    res = _cli("export", str(out), "--format", "onnx")
+    res = _cli("export", str(out), *FMT)
     assert res.exit_code == 0, res.output
     return out
 
@@ -54,38 +58,38 @@ def test_a_user_folder_is_left_as_it_was(run: Path, tmp_path: Path) -> None:
     (proj / "thesis.tex").write_text("\\section{Results}\n")
     (proj / "src" / "main.py").write_text("print('hi')\n")
     before = _snapshot(proj)
-    _refused(_cli("export", str(run), "--format", "onnx", "--output", str(proj)), proj, "src")
+    _refused(_cli("export", str(run), *FMT, "--output", str(proj)), proj, "src")
     _refused(_cli("compress", str(run), "--prune", "heads:0.5", "--recover-epochs", "0", "--output", str(proj)),
              proj, "src")
     assert _snapshot(proj) == before and sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
 
 
 def test_an_export_with_the_users_files_in_it_is_kept(run: Path) -> None:
-    out = run / "exports" / "onnx-fp32"
+    out = run / "exports" / EXPORTED
     (out / "notes.txt").write_text("the int8 one is faster\n")
     (out / "sub").mkdir()
     (out / "sub" / "a.bin").write_bytes(b"\x00\x01")
     before = _snapshot(out)
-    _refused(_cli("export", str(run), "--format", "onnx"), out, "notes.txt")
+    _refused(_cli("export", str(run), *FMT), out, "notes.txt")
     _refused(_cli("compress", str(run), "--prune", "heads:0.5", "--recover-epochs", "0", "--output", str(out)),
              out, "notes.txt")
     assert _snapshot(out) == before
     (out / "notes.txt").unlink()
-    _refused(_cli("export", str(run), "--format", "onnx"), out, "sub")
+    _refused(_cli("export", str(run), *FMT), out, "sub")
     shutil.rmtree(out / "sub")
     # what an export wrote, and nothing else: replaced
-    res = _cli("export", str(run), "--format", "onnx")
+    res = _cli("export", str(run), *FMT)
     assert res.exit_code == 0, res.output
     written = json.loads((out / MANIFEST).read_text())["files"]
-    assert {"model.onnx", "tunelab.json", "report.json", "config.json"} <= set(written)
+    assert {"model.pt", "tunelab.json", "report.json", "config.json"} <= set(written)
     # an export written before the manifest: recognised by its tunelab.json and file names
     (out / MANIFEST).unlink()
-    res = _cli("export", str(run), "--format", "onnx", "--output", str(out))
+    res = _cli("export", str(run), *FMT, "--output", str(out))
     assert res.exit_code == 0, res.output
     assert (out / MANIFEST).is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     (out / MANIFEST).unlink()
     (out / "notes.txt").write_text("mine\n")
-    _refused(_cli("export", str(run), "--format", "onnx"), out, "notes.txt")
+    _refused(_cli("export", str(run), *FMT), out, "notes.txt")
     assert (out / "notes.txt").read_text() == "mine\n"
 
 
@@ -115,13 +119,13 @@ def test_overwrite_replaces_a_folder_or_a_link_and_says_what_first(run: Path, tm
     (proj / "sub").mkdir(parents=True)
     (proj / "notes.txt").write_text("mine\n")
     (proj / "sub" / "a.bin").write_bytes(b"\x00")
-    res = _cli("export", str(run), "--format", "onnx", "--output", str(proj), "--overwrite")
+    res = _cli("export", str(run), *FMT, "--output", str(proj), "--overwrite")
     assert res.exit_code == 0, res.output
     said = res.stderr.splitlines()
     assert said[0] == f"export: --overwrite: {proj} will be replaced whole, with what tunelab did not write in it: " \
                       "notes.txt, sub/ (1 file); 2 files in all", said
     assert said[-1] == f"export: wrote {proj}"
-    assert "model.onnx" in json.loads((proj / MANIFEST).read_text())["files"] and not (proj / "notes.txt").exists()
+    assert "model.pt" in json.loads((proj / MANIFEST).read_text())["files"] and not (proj / "notes.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no temp or old folder left beside it
     # a link: refused without --overwrite; with it the link (not the folder it points to) is replaced
     target = tmp_path / "elsewhere"
@@ -151,13 +155,13 @@ def test_overwrite_replaces_a_folder_or_a_link_and_says_what_first(run: Path, tm
     for output, line in [
         (data / "val.jsonl", f"{data / 'val.jsonl'} would replace the --data file{other}"),
         (data, f"{data} would replace the --data file{other}"),
-        (proj / "model.onnx", f"{proj / 'model.onnx'} is a file, not a folder; choose an empty or new folder"),
+        (proj / "model.pt", f"{proj / 'model.pt'} is a file, not a folder; choose an empty or new folder"),
         (run / "checkpoints", f"{run / 'checkpoints'} is inside the run directory {run}{other}"),
         (run / "exports", f"{run / 'exports'} would replace the run's exports folder{other}"),
         (tmp_path, f"{tmp_path} would replace the current directory{other}"),
     ]:
         rows = data / "val.jsonl" if output != tmp_path else run.parent / "val.jsonl"
-        res = _cli("export", str(run), "--format", "onnx", "--output", str(output), "--overwrite", "--data", str(rows))
+        res = _cli("export", str(run), *FMT, "--output", str(output), "--overwrite", "--data", str(rows))
         assert res.exit_code == 2, (output, res.output)
         assert res.stderr.strip() == f"error: --output: {line}", res.stderr
     assert {**_snapshot(tmp_path), **_snapshot(run)} == before
@@ -182,7 +186,7 @@ def test_another_runs_folder_is_never_replaced(run: Path, tiny_bert: Path, tmp_p
         (tmp_path / "runs", f"{tmp_path / 'runs'} holds the run's folder {other}; {never}"),
     ]:
         for flags in ([], ["--overwrite"]):
-            for args in ([str(run), "--format", "onnx"], [str(lora), "--merge"]):
+            for args in ([str(run), *FMT], [str(lora), "--merge"]):
                 res = _cli("export", *args, "--output", str(output), *flags)
                 assert res.exit_code == 2 and res.stderr.strip() == f"error: --output: {line}", (args, res.output)
     assert _snapshot(tmp_path / "runs") == before
@@ -199,20 +203,20 @@ def test_a_model_copied_out_of_its_run_is_tunelabs(run: Path, tmp_path: Path) ->
     shutil.copytree(run / "model", copy)
     (copy / "notes.txt").write_text("deployed on monday\n")
     before = _snapshot(copy)
-    _refused(_cli("export", str(run), "--format", "onnx", "--output", str(copy)), copy, "notes.txt")
+    _refused(_cli("export", str(run), *FMT, "--output", str(copy)), copy, "notes.txt")
     assert _snapshot(copy) == before
     (copy / "notes.txt").unlink()
     before = _snapshot(copy)  # a deployed copy is replaced only when asked (--overwrite)
-    res = _cli("export", str(run), "--format", "onnx", "--output", str(copy))
+    res = _cli("export", str(run), *FMT, "--output", str(copy))
     assert res.exit_code == 2 and res.stderr.strip() == (
         f"error: --output: {copy} holds a tunelab model (a run's model/, copied out of its run); choose an empty or "
         "new folder, or pass --overwrite to replace it"), res.output
     assert _snapshot(copy) == before
-    res = _cli("export", str(run), "--format", "onnx", "--output", str(copy), "--overwrite")
+    res = _cli("export", str(run), *FMT, "--output", str(copy), "--overwrite")
     assert res.exit_code == 0, res.output
     assert f"export: --overwrite: {copy} holds a tunelab model (a run's model/, copied out of its run); it will be " \
            "replaced whole" in res.stderr
-    assert (copy / MANIFEST).is_file() and (copy / "model.onnx").is_file() and not (copy / "README.md").exists()
+    assert (copy / MANIFEST).is_file() and (copy / "model.pt").is_file() and not (copy / "README.md").exists()
 
 
 def test_what_a_run_model_holds(tmp_path: Path) -> None:
@@ -274,18 +278,18 @@ def test_a_refused_export_leaves_no_exports_folder(run: Path, tmp_path: Path,
 
     fresh = tmp_path / "run"
     shutil.copytree(run, fresh, ignore=shutil.ignore_patterns("exports"))
-    real = artifact.export_onnx
+    real = artifact.quantize_int8
 
-    def broken(task, model, tokenizer, out_dir, quantize):  # noqa: ANN001, ANN202
+    def broken(task, model):  # noqa: ANN001, ANN202
         with torch.no_grad():
             model.classifier.bias.add_(torch.tensor([100.0, -100.0]))  # every row: the first label
-        return real(task, model, tokenizer, out_dir, quantize)
+        return real(task, model)
 
-    monkeypatch.setattr(artifact, "export_onnx", broken)
-    res = _cli("export", str(fresh), "--format", "onnx")
+    monkeypatch.setattr(artifact, "quantize_int8", broken)
+    res = _cli("export", str(fresh), *FMT)
     assert res.exit_code == 1 and "refused, nothing written" in res.stderr, res.output
     assert not (fresh / "exports").exists()
-    res = _cli("export", str(fresh), "--format", "onnx", "--output", str(tmp_path / "a" / "b" / "c"))
+    res = _cli("export", str(fresh), *FMT, "--output", str(tmp_path / "a" / "b" / "c"))
     assert res.exit_code == 1 and not (tmp_path / "a").exists()
 
 
@@ -357,9 +361,9 @@ def test_a_second_path_to_the_run_is_the_run(run: Path, tmp_path: Path) -> None:
     if subprocess.run(["mount", "--bind", str(run), str(alias)], capture_output=True).returncode != 0:
         pytest.skip("no bind mount here (needs root)")
     try:
-        res = _cli("export", str(run), "--format", "onnx", "--output", str(alias / "model"), "--overwrite")
+        res = _cli("export", str(run), *FMT, "--output", str(alias / "model"), "--overwrite")
         assert res.exit_code == 2 and "would replace the model it exports" in res.stderr, res.output
-        res = _cli("export", str(run), "--format", "onnx", "--output", str(alias), "--overwrite")
+        res = _cli("export", str(run), *FMT, "--output", str(alias), "--overwrite")
         assert res.exit_code == 2 and "would replace" in res.stderr, res.output
         assert (run / "model" / "config.json").is_file()
     finally:
