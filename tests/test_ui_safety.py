@@ -224,11 +224,15 @@ def test_resume_runs_in_the_folder_the_run_was_launched_from(tiny_bert: Path, tm
     proj = tmp_path / "proj"
     proj.mkdir()
     write_jsonl(proj / "train.jsonl", sentiment_rows(32, 0))
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
     sets = ["task=classification", f"model={tiny_bert}", "data.train=train.jsonl", "output_dir=runs/rel",
             "train.max_steps=4", "train.save_steps=2", "train.batch_size=8", "train.precision=fp32"]
-    done = subprocess.run([sys.executable, "-m", "tunelab", "train", *[a for s in sets for a in ("--set", s)]],
-                          cwd=proj, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    monkeypatch.chdir(proj)  # trained in proj/ with relative paths (in this process: the UI's jobs are processes)
+    done = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert done.exit_code == 0, done.output[-3000:]
     runs = proj / "runs"
     for path in ("metrics.json", "model", "report.html", "predictions"):  # as if stopped before its export
         shutil.rmtree(runs / "rel" / path) if (runs / "rel" / path).is_dir() else (runs / "rel" / path).unlink()
