@@ -250,6 +250,16 @@ def sentiment_rows(n: int, seed: int = 0, labels: tuple[str, ...] = ("negative",
     return rows
 
 
+def read_error(path: Path) -> str:
+    """The one line `read_table(path)` refuses the file with (a DataError)."""
+    from tunelab.data.readers import read_table
+    from tunelab.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        read_table(path)
+    return str(info.value)
+
+
 def modes(folder: Path) -> set[str]:
     """The permission bits of `folder` and everything under it, as octal strings ({"644", "755"}: as training
     writes RUN/model, readable by anyone)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import sentiment_rows
+from conftest import read_error, sentiment_rows
 from tunelab.cli import app
 from tunelab.data.decode import decoded_lines
 from tunelab.data.readers import read_rows, read_table
@@ -19,12 +19,6 @@ runner = CliRunner()
 
 CP1252 = ("; the line reads as Western European text in Windows-1252 (cp1252, Latin-1), the encoding of a Windows in "
           "Western Europe and the Americas")
-
-
-def _error(path: Path) -> str:
-    with pytest.raises(DataError) as info:
-        read_table(path)
-    return str(info.value)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".txt"])
@@ -37,7 +31,7 @@ def test_a_cp1252_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix:
     path = tmp_path / f"excel{suffix}"
     path.write_bytes("\n".join(rows).encode("cp1252") + b"\n")
     line = len(rows)
-    assert _error(path) == (f"{path}:{line}: bytes: not valid UTF-8 (byte 0xe9 at column "
+    assert read_error(path) == (f"{path}:{line}: bytes: not valid UTF-8 (byte 0xe9 at column "
                             f"{rows[-1].index('é') + 1}){CP1252} and of Excel's CSV there: save the file as UTF-8 "
                             f"(Excel: \"CSV UTF-8\"), or convert it: iconv -f CP1252 -t UTF-8 {path} > "
                             f"{tmp_path / ('excel.utf8' + suffix)}")
@@ -65,14 +59,14 @@ def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Pat
 
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_bytes('{"text": "crème brûlée", "label": "pos"}\n'.encode() + b'{"text": "caf\xe9", "label": "neg"}\n')
-    said = _error(mixed)
+    said = read_error(mixed)
     assert CP1252 in said and said.endswith("in a file otherwise UTF-8: retype or paste this line again in a UTF-8 "
                                             "editor (converting the whole file with iconv -f CP1252 would garble its "
                                             "UTF-8 lines)"), said
     for text, codec in (("Привет мир", "cp1251"), ("Γειά σου κόσμε", "cp1253"), ("这部电影很好看", "gbk")):
         other = tmp_path / "other.csv"
         other.write_bytes(f"text,label\n{text},pos\n".encode(codec))
-        assert "Windows-1252" not in _error(other), codec
+        assert "Windows-1252" not in read_error(other), codec
 
 
 NAMED = {"GB18030": "Chinese in GBK", "BIG5": "Chinese in Big5", "SHIFT_JIS": "Japanese in Shift_JIS",
@@ -97,7 +91,7 @@ def test_cjk_is_not_said_to_be_windows_1252(tmp_path: Path, text: str, codec: st
     GBK or Big5 reading was a common one: Chinese and Japanese files were told to be converted from CP1252."""
     path = tmp_path / ("x.conll" if " B-" in text or " O" in text else "x.csv")
     path.write_bytes(("" if path.suffix == ".conll" else "text,label\n").encode() + text.encode(codec) + b"\n")
-    error = _error(path)
+    error = read_error(path)
     assert error.count("reads as") == (said is not None) and (said is None or NAMED[said] in error), error
     assert said is None or error.endswith(f"iconv -f {said} -t UTF-8 {path} > {path.with_suffix('')}.utf8{path.suffix}")
 
@@ -165,9 +159,9 @@ def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_pa
 
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\xff\xfe" + "text,label\na,b\nxx\ud800yy,c\n".encode("utf-16-le", "surrogatepass"))
-    assert _error(bad) == (f"{bad}:3: bytes: not valid UTF-16, the encoding its byte order mark names (illegal UTF-16 "
-                           "surrogate at column 3)")
+    assert read_error(bad) == (f"{bad}:3: bytes: not valid UTF-16, the encoding its byte order mark names (illegal "
+                               "UTF-16 surrogate at column 3)")
     cut = tmp_path / "cut.jsonl"
     cut.write_bytes('{"text": "a", "label": "b"}\n'.encode("utf-16") + b"{")
-    assert _error(cut) == (f"{cut}:2: bytes: not valid UTF-16, the encoding its byte order mark names (truncated "
+    assert read_error(cut) == (f"{cut}:2: bytes: not valid UTF-16, the encoding its byte order mark names (truncated "
                            "data at column 1)")

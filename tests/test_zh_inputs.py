@@ -16,9 +16,8 @@ from urllib.parse import quote
 import pytest
 from typer.testing import CliRunner
 
-from conftest import sentiment_rows, write_jsonl
+from conftest import read_error, sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.data.readers import read_table
 from tunelab.errors import DataError
 
 runner = CliRunner()
@@ -123,12 +122,6 @@ def test_a_label_list_written_with_a_full_width_comma_is_said_so(tiny_bert: Path
         "(write [正面, 负面])"), res.stderr
 
 
-def _bad_bytes(path: Path) -> str:
-    with pytest.raises(DataError) as info:
-        read_table(path)
-    return str(info.value)
-
-
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json", ".txt"])
 def test_a_gbk_line_in_a_utf8_file_is_to_be_fixed_there_not_the_file_converted(tmp_path: Path, suffix: str) -> None:
     """A UTF-8 file with one GB18030 line (line 150 of 200) was told to `iconv -f GB18030` the whole file, which
@@ -143,7 +136,7 @@ def test_a_gbk_line_in_a_utf8_file_is_to_be_fixed_there_not_the_file_converted(t
     rows = [row(f"第{i}条评论，很好看") for i in range(200)]
     body = (head + "\n".join(rows[:149])).encode() + b"\n" + row("这条是GBK").encode("gb18030") + b"\n" \
         + "\n".join(rows[150:]).encode()
-    said = _bad_bytes(_write(tmp_path / f"mixed{suffix}", body))
+    said = read_error(_write(tmp_path / f"mixed{suffix}", body))
     assert f"mixed{suffix}:{first + 149}: bytes: not valid UTF-8" in said
     assert "reads as Chinese in GBK (GB18030)" in said and "in a file otherwise UTF-8: retype or paste this line " \
         "again in a UTF-8 editor (converting the whole file with iconv -f GB18030 would garble its UTF-8 lines)" in said
@@ -151,11 +144,11 @@ def test_a_gbk_line_in_a_utf8_file_is_to_be_fixed_there_not_the_file_converted(t
     ascii_rows = [row(f"review {i}", "pos") for i in range(149)]
     body = (head + "\n".join(ascii_rows)).encode() + b"\n" + row("这条是GBK").encode("gb18030") + b"\n" \
         + "\n".join(rows[150:]).encode()
-    assert "in a file otherwise UTF-8" in _bad_bytes(_write(tmp_path / f"after{suffix}", body))
+    assert "in a file otherwise UTF-8" in read_error(_write(tmp_path / f"after{suffix}", body))
     # ASCII lines, then GBK to the end: the whole file is GBK, converted by iconv
     body = (head + "\n".join(ascii_rows)).encode() + b"\n" + "\n".join(rows[150:]).encode("gb18030")
     path = _write(tmp_path / f"gbk{suffix}", body)
-    assert f"iconv -f GB18030 -t UTF-8 {path} > {tmp_path / ('gbk.utf8' + suffix)}" in _bad_bytes(path)
+    assert f"iconv -f GB18030 -t UTF-8 {path} > {tmp_path / ('gbk.utf8' + suffix)}" in read_error(path)
 
 
 @pytest.mark.parametrize("other", ["Привет, мир", "Καλημέρα κόσμε", "שלום עולם", "مرحبا بالعالم"])
@@ -165,7 +158,7 @@ def test_a_gbk_line_in_a_utf8_file_of_another_script_is_to_be_fixed_there(tmp_pa
     rows = [json.dumps({"text": f"{other} {i}", "label": "pos"}, ensure_ascii=False).encode() for i in range(20)]
     rows[10] = json.dumps({"text": "这条是GBK", "label": "pos"}, ensure_ascii=False).encode("gb18030")
     for suffix in (".jsonl", ".txt"):
-        said = _bad_bytes(_write(tmp_path / f"mixed{suffix}", b"\n".join(rows) + b"\n"))
+        said = read_error(_write(tmp_path / f"mixed{suffix}", b"\n".join(rows) + b"\n"))
         assert f"mixed{suffix}:11: bytes: not valid UTF-8" in said and "in a file otherwise UTF-8: retype" in said \
             and "iconv -f GB18030 -t UTF-8" not in said, said
 
@@ -192,14 +185,14 @@ def test_a_big5_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: s
             ".jsonl": '{"text": "這部電影很好看", "label": "正面"}\n',
             ".conll": "台 B-LOC\n北 I-LOC\n好 O\n"}[suffix]
     path = _write(tmp_path / f"zh_tw{suffix}", text.encode("big5"))
-    said = _bad_bytes(path)
+    said = read_error(path)
     assert "; the line reads as Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong " \
         "Kong and of Excel's CSV there: save the file as UTF-8" in said, said
     assert said.endswith(f"iconv -f BIG5 -t UTF-8 {path} > {tmp_path / ('zh_tw.utf8' + suffix)}"), said
     # Simplified Chinese in GBK is still GBK (much of it also decodes as Big5)
     gbk = _write(tmp_path / f"zh_cn{suffix}", text.replace("這部電影", "这部电影").replace("推薦", "推荐")
                  .replace("台灣", "台湾").encode("gbk"))
-    assert "iconv -f GB18030 -t UTF-8" in _bad_bytes(gbk)
+    assert "iconv -f GB18030 -t UTF-8" in read_error(gbk)
 
 
 @pytest.mark.parametrize(("text", "codec", "named"), [
@@ -209,7 +202,7 @@ def test_a_japanese_or_korean_file_is_not_said_to_be_chinese(tmp_path: Path, tex
                                                               named: str) -> None:
     """EUC-JP was said to be Big5, Shift_JIS and EUC-KR / CP949 GB18030, each with an iconv that garbles them."""
     path = _write(tmp_path / "ja_ko.csv", ("text,label\n" + text).encode(codec))
-    said = _bad_bytes(path)
+    said = read_error(path)
     assert "reads as Chinese" not in said and said.endswith(f"iconv -f {named} -t UTF-8 {path} > "
                                                             f"{tmp_path / 'ja_ko.utf8.csv'}"), said
 
