@@ -430,6 +430,9 @@ def test_tool_rows_read_render_and_score_as_they_train(tiny_llama: Path) -> None
     named = _task(prompt_template="{tools}\n{q}", response_field="a")
     (row,) = named.parse(_table([{"q": "say good", "a": "good", "tools": TOOL_ROW["tools"]}]))
     assert row["messages"] == [{"role": U, "content": f"{TOOL_ROW['tools']}\nsay good"}, {"role": A, "content": "good"}]
+    with text_rules(3):  # a run of text rules 3 gave them to the chat template as well: its rows read again as it was
+        (old,) = named.parse(_table([{"q": "say good", "a": "good", "tools": TOOL_ROW["tools"]}]))
+    assert old["messages"][0].get("tools") and old["messages"][0]["content"] == f"{TOOL_ROW['tools']}\nsay good"
 
     (call,) = task.parse(_table([{**TOOL_ROW, "conversations": TOOL_ROW["conversations"][:2]}]))  # the call scored
     (f,) = task.encode([call], tok)

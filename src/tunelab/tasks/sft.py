@@ -74,6 +74,7 @@ from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 from tunelab.tasks.sft_tools import with_tools
+from tunelab.text import rules_version
 
 
 class SftConfig(TaskConfig):
@@ -165,7 +166,8 @@ class Sft(Task):
         out = []
         text_field = self.data.text_field
         template = self.cfg.prompt_template  # one that names {tools} has them in its user turn: not given again
-        tools = template is None or "tools" not in template_fields(template)
+        # (since text rules 4: a run trained by rules 3 had them given to the chat template too; read again as it was)
+        tools = template is None or "tools" not in template_fields(template) or rules_version() < 4
         for rec in table.records:
             plain = not labelled and text_field in rec.data and not any(k in rec.data for k, _ in DETECT)
             if self.cfg.prompt_template is not None:  # the row's fields fill the user turn
