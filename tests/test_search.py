@@ -128,9 +128,14 @@ def test_tune_resumes_the_study(tiny_bert: Path, sentiment_files: tuple[Path, Pa
     assert not (out / "tune" / "trial-003").exists()
     # search.metric left out: the study goes on with its own (was: the headline, accuracy, ranked against roc_auc)
     path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
+    # a study begun by an older tunelab (its rows read by text rules 2): the new trial reads them so too (it read them
+    # by today's rules: another dedup, other rows, ranked against the first trials without a word)
+    summary = out / "tune" / "trial-000" / "data_summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "text_rules": 2}))
     res = runner.invoke(app, ["tune", str(path), "--trials", "3"])
     assert res.exit_code == 0 and "trial 3: roc_auc=" in res.output, res.output
     assert _study(out).trials[3].user_attrs["metric"] == "roc_auc"
+    assert json.loads((out / "tune" / "trial-003" / "data_summary.json").read_text())["text_rules"] == 2
 
 
 def test_a_continued_sft_study_of_a_score_goes_on_without_search_metric(tiny_llama: Path, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ from tunelab.registry import METHODS, TASKS
 from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
-from tunelab.text import TEXT_RULES, text_rules
+from tunelab.text import rules_version, text_rules
 from tunelab.training import engine
 from tunelab.training.batching import check_steps
 from tunelab.training.checkpoint import check_fits, check_resumed_best, find_checkpoint
@@ -107,9 +107,10 @@ def run(cfg: RunConfig, resume: str | None = None,
     # resuming this directory's own checkpoint (OUTPUT_DIR/checkpoints/step-N) is the one way past its checks; a
     # checkpoint of another run starts this one from it, into an output_dir checked as for a new run
     own = resume_from is not None and resume_from.resolve().parent == (out / "checkpoints").resolve()
-    # rows compared and measured as the resumed run did (text.TEXT_RULES: an older run's by its rules)
+    # rows compared and measured as the resumed run did (text.TEXT_RULES: an older run's by its rules; a trial of a
+    # study begun by older rules, by the study's: `rules_version()` where its caller set them)
     rules = summary_rules(read_summary(resume_from.parent.parent)) \
-        if resume_from is not None and resume_from.parent.name == "checkpoints" else TEXT_RULES
+        if resume_from is not None and resume_from.parent.name == "checkpoints" else rules_version()
     with text_rules(rules):
 
         def check_out(locked: bool) -> None:

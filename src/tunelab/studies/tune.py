@@ -30,6 +30,7 @@ from rich.table import Table as RichTable
 from tunelab.config.fields import yaml_text
 from tunelab.config.run import RunConfig, apply_override, build_config
 from tunelab.config.search import SearchConfig
+from tunelab.data.report import read_summary, summary_rules
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, first_line, require
 from tunelab.io import make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
@@ -37,6 +38,7 @@ from tunelab.pipeline import config_changes, resolved, run, run_config
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.cv import STUDY_MAY_CHANGE
+from tunelab.text import TEXT_RULES, text_rules
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, finish_run_dir
 
@@ -164,7 +166,7 @@ def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: s
     if search.metric is None and isinstance(study.user_attrs.get("metric"), str):  # its trials' metric, not a headline
         search = search.model_copy(update={"metric": study.user_attrs["metric"]})
         direction = search.study_direction(TASKS.get(cfg.task.name).headline)
-    _check_same_config(cfg, search, study, home, url, TrialState)  # before anything of the study changes
+    rules = _check_same_config(cfg, search, study, home, url, TrialState)  # before anything of the study changes
     _check_resumed(study, rdb, given, direction, url, TrialState)  # (its hints read what the config says)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     missing = trials - len(finished)
@@ -176,7 +178,8 @@ def _search(cfg: RunConfig, search: SearchConfig, trials: int, url: str, name: s
     if missing > 0:
         objective = _objective(cfg, search, home, optuna)
         try:
-            study.optimize(objective, n_trials=missing, gc_after_trial=True)
+            with text_rules(rules):  # new trials read rows as the study's first did (rules of an older tunelab)
+                study.optimize(objective, n_trials=missing, gc_after_trial=True)
         except KeyboardInterrupt:  # (optuna has marked the running trial FAIL: it does not count)
             done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             raise StudyInterrupted(f"its finished trials ({len(done)}) are kept in {url}") from None
@@ -228,10 +231,11 @@ def _trial_dir(trial: Any, home: Path) -> Path:
     return here if here.is_dir() or "output_dir" not in trial.user_attrs else Path(trial.user_attrs["output_dir"])
 
 
-def _check_same_config(cfg: RunConfig, search: SearchConfig, study: Any, home: Path, url: str, states: Any) -> None:
+def _check_same_config(cfg: RunConfig, search: SearchConfig, study: Any, home: Path, url: str, states: Any) -> int:
     """A continued study trains its new trials with the settings it started with (its first finished trial's
     config.yaml), but for the keys searched (its trials' and this space's) and STUDY_MAY_CHANGE: another setting is
-    refused in one line naming each changed field (the trials would not compare, nor best.yaml say what ran)."""
+    refused in one line naming each changed field (the trials would not compare, nor best.yaml say what ran).
+    Returns the text rules that trial read its rows by (`text.TEXT_RULES` for a new study)."""
     for trial in sorted(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)),
                         key=lambda t: t.number):
         out = _trial_dir(trial, home)
@@ -245,7 +249,8 @@ def _check_same_config(cfg: RunConfig, search: SearchConfig, study: Any, home: P
             raise ConfigError(f"config: {keys}: study {study.study_name!r} in {url} ran its trials with other "
                               f"settings ({out / 'config.yaml'}); continue it with those, or start another --study "
                               "or output_dir")
-        return
+        return summary_rules(read_summary(out))
+    return TEXT_RULES
 
 
 def _check_resumed(study: Any, storage: Any, search: SearchConfig, direction: str, url: str, states: Any,
