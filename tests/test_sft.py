@@ -74,8 +74,8 @@ def test_formats_become_messages() -> None:
         ({"instruction": "x"}, "d.jsonl:1: output: missing field"),
         ({"conversations": []}, "d.jsonl:1: conversations: expected a non-empty list of turns"),
         ({"messages": [{"role": "bot", "content": "x"}]},  # every name it takes (it named three)
-         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected system, user, assistant, tool, function_call, "
-         "observation)"),
+         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected system, user, assistant, tool, human, gpt, "
+         "function_call, observation)"),
         ({"conversations": [{"from": "human", "value": "x"}]}, "d.jsonl:1: conversations: no assistant turn"),
         ({"messages": [{"role": U, "content": "x"}, {"role": A, "content": 3}]},
          "d.jsonl:1: messages: turn 2: content is not a string: int"),
@@ -117,10 +117,11 @@ def test_formats_become_messages() -> None:
          "d.jsonl:1: messages: every assistant turn has weight 0: nothing to train"),
         # the two key styles: either in either container, one per turn
         ({"conversations": [{"role": "bot", "content": "x"}]},
-         "d.jsonl:1: conversations: turn 1: unknown role 'bot' (expected system, user, assistant, tool, function_call, "
-         "observation)"),
+         "d.jsonl:1: conversations: turn 1: unknown role 'bot' (expected system, user, assistant, tool, human, gpt, "
+         "function_call, observation)"),
         ({"messages": [{"from": "bot", "value": "x"}]},
-         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected human, gpt, system, function_call, observation)"),
+         "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected human, gpt, system, function_call, observation, "
+         "user, assistant, tool)"),
         # LLaMA-Factory's tool use: a function_call turn's calls and the tools column, read or refused in one line
         ({"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": "get_weather(x)"}]},
          'd.jsonl:1: conversations: turn 2: function_call: not JSON (Expecting value at character 1); expected '

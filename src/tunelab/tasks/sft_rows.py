@@ -49,7 +49,9 @@ def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
     role_key = _key(rec, field, i, turn, ("role", "from"), "role")
     role, content = turn[role_key], turn[_key(rec, field, i, turn, ("content", "value"), "content")]
     if not isinstance(role, str) or role not in ROLE_NAMES:
-        names = (*ROLES, *TOOL_ROLES) if role_key == "role" else tuple(SHAREGPT_ROLES)
+        names = (*ROLES, *(r for r in ROLE_NAMES if r not in ROLES))  # each taken in either key style
+        if role_key == "from":  # ShareGPT's own names first
+            names = (*SHAREGPT_ROLES, *(r for r in ROLES if r not in SHAREGPT_ROLES))
         raise DataError(rec.source, rec.line, field, f"turn {i + 1}: unknown role {role!r} "
                         f"(expected {', '.join(names)})")
     if not isinstance(content, str):
