@@ -187,3 +187,13 @@ def test_points_of_fractions_not_asked_for(tiny_bert: Path, tmp_path: Path) -> N
     assert "curve: frac-0.5, frac-1 (not in --fractions; another config or other rows): removed (--overwrite)" in said
     assert "curve: fraction 0.25: finished, kept" in said
     assert sorted(p.name for p in root.glob("frac-*")) == ["frac-0.25"]
+    kept = {**_files(root / "frac-0.25"), "curve.json": (root / "curve.json").read_bytes()}
+    with RunDirLock(root / "frac-0.25"):  # an asked point a run is writing: refused before anything changes (its
+        # study_inputs.json and the curve's summary went, its rows were written again, then the run was refused)
+        res = runner.invoke(app, ["curve", str(path), "--fractions", "0.25", "--set", "train.lr=2e-3", "--overwrite"])
+    assert res.exit_code == 2 and "frac-0.25 is in use by process" in res.stderr, res.output
+    assert {**_files(root / "frac-0.25"), "curve.json": (root / "curve.json").read_bytes()} == kept
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".tunelab.lock"}

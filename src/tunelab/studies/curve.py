@@ -118,6 +118,8 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
     plan = [(f, root / f"frac-{f:g}", {"train.jsonl": rows_text([rows[i] for i in subsets[f]])}) for f in fractions]
     configs = [sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation) for _, out, _ in plan]
     states = [sub_run_state(out, c, texts) for (_, out, texts), c in zip(plan, configs, strict=True)]
+    for _, out, _ in plan:  # a run writing a point (`tunelab train` on it): refused before anything here changes
+        refuse_if_in_use(out)
     other = [(out.name, state) for (_, out, _), state in zip(plan, states, strict=True)
              if state not in (FINISHED, TO_RUN)]
     shared = root / "validation.jsonl"  # the held-out rows every point of the curve validated on

@@ -43,7 +43,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 from tunelab.training.checkpoint import sha256
 from tunelab.training.layout import STUDY_LOCK
-from tunelab.training.run_dir import RunDirLock
+from tunelab.training.run_dir import RunDirLock, refuse_if_in_use
 
 
 def _say(message: str) -> None:
@@ -173,6 +173,7 @@ def input_hashes(cfg: RunConfig) -> dict[str, str]:
 def run_sub(config: RunConfig, out: Path, files: dict[str, str]) -> dict[str, Any]:
     """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}); once it
     returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
+    refuse_if_in_use(out)  # (its rows are not rewritten under a run that holds it)
     make_dirs(out, "output_dir")
     (out / INPUTS).unlink(missing_ok=True)
     for name, text in files.items():
@@ -264,6 +265,8 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
         fold = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
         plan.append((k, out, texts, fold, {"train": len(train_idx), "validation": len(held_idx)}))
     states = [sub_run_state(out, fold, texts) for _, out, texts, fold, _ in plan]
+    for _, out, _, _, _ in plan:  # a run writing a fold (`tunelab train` on it): refused before anything changes
+        refuse_if_in_use(out)
     stale = sorted(p for p in root.iterdir()
                    if (m := re.fullmatch(r"fold-(\d+)", p.name)) and int(m.group(1)) > len(plan))
     if not overwrite:

@@ -113,8 +113,11 @@ def refuse_if_in_use(out: Path) -> None:
     """One line naming the holder's pid when a live process holds `out`'s lock (probed, not kept)."""
     try:
         fd = os.open(out / LOCK, os.O_RDONLY)
-    except OSError:
+    except FileNotFoundError:
         return  # no lock file: never locked
+    except OSError as e:  # there, but not readable by this user: whether a run holds it cannot be known
+        raise TunelabError(f"output_dir: {out}: its lock {out / LOCK} cannot be read ({e.strerror}): a run of "
+                           "another user may be writing it") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
