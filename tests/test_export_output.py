@@ -427,7 +427,7 @@ def test_a_sigterm_during_the_swap_ends_the_process_after_it() -> None:
     assert steps == ["second rename"]
 
 
-def test_the_runs_base_model_is_never_an_output(run: Path, tiny_bert: Path) -> None:
+def test_the_runs_base_model_is_never_an_output(run: Path, tiny_bert: Path, tmp_path: Path) -> None:
     """The folder a run was tuned from (an earlier export, a copied model) is what its adapter, a merge and a resume
     read: `export --merge --output BASE` replaced it (then the merge of the run failed, "base changed?"), even with
     --overwrite. It is an input, as the run's data files are."""
@@ -437,3 +437,11 @@ def test_the_runs_base_model_is_never_an_output(run: Path, tiny_bert: Path) -> N
         check_output(tiny_bert, run_reads(run), overwrite=True)
     with pytest.raises(TunelabError, match=r"is inside the run's base model"):
         check_output(tiny_bert / "exported", run_reads(run), overwrite=True)
+    from tunelab.models import ALIASES
+
+    alias = ALIASES["minilm"]
+    if alias.installed():  # an alias's model folder is the base too (it was read as a path named "minilm": none)
+        (tmp_path / "alias-run").mkdir()
+        (tmp_path / "alias-run" / "config.yaml").write_text("task: classification\nmodel: minilm\n")
+        with pytest.raises(TunelabError, match=r"would replace the run's base model"):
+            check_output(alias.package_dir() / alias.subdir, run_reads(tmp_path / "alias-run"), overwrite=True)

@@ -315,7 +315,7 @@ def run_config(out: Path) -> RunConfig | None:
     its folder: from elsewhere `train.jsonl` may name another file); None without a readable config.yaml."""
     try:
         saved = build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {})
-    except (OSError, yaml.YAMLError, TunelabError):
+    except (OSError, ValueError, yaml.YAMLError, TunelabError):  # (ValueError: bytes that are not UTF-8)
         return None
     summary = read_summary(out)
     return saved.model_copy(update={"data": run_data(out, saved.data, summary),
