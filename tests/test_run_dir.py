@@ -437,3 +437,12 @@ def test_every_file_of_a_run_follows_the_umask(mask: int, want: set[str], tiny_b
     assert res.exit_code == 0, res.output
     assert (out / "checkpoints" / "step-00000002" / "trainable.safetensors").is_file()
     assert modes(out) == want
+
+
+def test_a_saved_config_that_is_not_utf8_is_no_config(tmp_path: Path) -> None:
+    """A run's config.yaml with a byte that is not UTF-8 (`# caf\\xe9`, edited in a Latin-1 editor) ended `train
+    --resume` and `curve` in a UnicodeDecodeError traceback: it is a config that does not read (one line where said)."""
+    from tunelab.pipeline import run_config
+
+    (tmp_path / "config.yaml").write_bytes(b"# caf\xe9\ntask: classification\nmodel: x\n")
+    assert run_config(tmp_path) is None
