@@ -23,6 +23,7 @@ from transformers.pytorch_utils import Conv1D
 from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError
 from tunelab.methods.base import Method
+from tunelab.progress import say
 from tunelab.registry import METHODS
 
 # what peft's LoRA adapts (the layer types its `target_modules` may name)
@@ -56,14 +57,9 @@ class LoraConfig(MethodConfig):
     @field_validator("target_modules")
     @classmethod
     def _list(cls, value: list[str] | str) -> list[str] | str:
-        """A list holds names: a regular expression in it would be taken by peft as a name (matching nothing)."""
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("names no module (a list of names, all-linear, or a regular expression)")
-            odd = next((name for name in value if is_regex(name)), None)
-            if odd is not None:
-                raise ValueError(f"{odd} in a list is a name to peft, not a regular expression; write the regular "
-                                 "expression as the whole value (target_modules: '.*\\.(query|value)')")
+        """A list of names, none empty (`''` would name the whole model)."""
+        if isinstance(value, list) and (not value or any(not str(name).strip() for name in value)):
+            raise ValueError("names no module (a list of names, all-linear, or a regular expression)")
         return value
 
     @field_validator("target_modules")
@@ -135,9 +131,12 @@ class Lora(Method):
                      if any(name == t or name.endswith(f".{t}") for t in targets)}
             nothing = f"no module of the model is named {said} ({layers})"
             missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in named)]
-            if named and missing:  # peft adapts the others and says nothing of a misspelt one
-                raise ConfigError(f"config: method.target_modules: no module of the model is named {missing[0]} "
-                                  f"({layers})")
+            for name in missing if named else ():  # peft adapts the others and says nothing of these: said here (a
+                # note, not a refusal: a run trained so by an older tunelab resumes)
+                why = (" (in a list it is a name to peft, not a regular expression: write the regular expression as "
+                       "the whole value)") if is_regex(name) else ""
+                say(f"note: method.target_modules: no module of the model is named {name}{why}; LoRA adapts "
+                    f"{', '.join(t for t in targets if t not in missing)}")
         if not named:
             raise ConfigError(f"config: method.target_modules: {nothing}")
         adapted = {name: m for name, m in named.items() if not _within(name, heads)}
