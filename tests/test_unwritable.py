@@ -81,3 +81,21 @@ def test_a_read_only_folder(work: Path, tmp_path: Path) -> None:
         assert not list(read_only.iterdir())
     finally:
         read_only.chmod(0o755)
+
+
+def test_what_a_refused_file_operation_is_said_of(tmp_path: Path) -> None:
+    """A refused rename onto a file (a sticky folder's file of another user) named the temp file written beside it
+    (`.cmp.html.123.tmp cannot be opened`): it names the file that could not be replaced. A file that is there but not
+    writable is named itself; a folder that takes no new file is named as such."""
+    import errno
+
+    from tunelab.io import cannot_create
+
+    (tmp_path / "lock").write_text("")
+    said = [cannot_create(OSError(errno.EPERM, "Operation not permitted", str(tmp_path / ".a.tmp"), None,
+                                  str(tmp_path / "a.html"))),
+            cannot_create(OSError(errno.EACCES, "Permission denied", str(tmp_path / "lock"))),
+            cannot_create(OSError(errno.EACCES, "Permission denied", str(tmp_path / "new")))]
+    assert said == [f"{tmp_path / 'a.html'} cannot be replaced: Operation not permitted",
+                    f"{tmp_path / 'lock'} cannot be opened for writing: Permission denied",
+                    f"nothing can be created in {tmp_path}: Permission denied"]

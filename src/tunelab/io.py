@@ -34,6 +34,8 @@ def cannot_create(error: OSError) -> str:
     No such file or directory` (the reason alone reads as if the place were only absent), or of the file when it is
     there but not writable; else the system's reason."""
     reason = error.strerror or first_line(error)
+    if isinstance(error.filename2, str) and error.errno in _REFUSED:  # a rename onto a file: the file is the matter
+        return f"{error.filename2} cannot be replaced: {reason}"
     made = Path(error.filename) if isinstance(error.filename, str) else None
     if made is not None and error.errno in _REFUSED and made.parent.is_dir():
         if made.exists():  # there already, not writable by this user (another's lock file): the file is the matter
