@@ -70,7 +70,7 @@ def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Pat
 
 
 NAMED = {"GB18030": "Chinese in GBK", "BIG5": "Chinese in Big5", "SHIFT_JIS": "Japanese in Shift_JIS",
-         "CP1252": "Western European text in Windows-1252"}
+         "CP1252": "Western European text in Windows-1252", "EUC-KR": "Korean in EUC-KR"}
 
 
 @pytest.mark.parametrize(("text", "codec", "said"), [
@@ -85,7 +85,11 @@ NAMED = {"GB18030": "Chinese in GBK", "BIG5": "Chinese in Big5", "SHIFT_JIS": "J
     ("謝,O", "gbk", None), ("買 O", "gbk", None),
     # Windows-1252: an accent inside a Latin word, or ’ between letters
     ("Champs-Élysées,pos", "cp1252", "CP1252"), ("naïve “plot”,neg", "cp1252", "CP1252"),
-    ("it’s bad,neg", "cp1252", "CP1252"), ("Zoë’s,pos", "cp1252", "CP1252"), ("São Paulo,pos", "cp1252", "CP1252")])
+    ("it’s bad,neg", "cp1252", "CP1252"), ("Zoë’s,pos", "cp1252", "CP1252"), ("São Paulo,pos", "cp1252", "CP1252"),
+    # GBK lines that read as EUC-KR too (Hangul and Hanja mixed) were called Korean (0.6 % of the shared Chinese sets'
+    # lines); Korean text is Hangul with few Hanja
+    ("我对音乐有兴趣。,pos", "gbk", "GB18030"), ("城市林业与林木引种", "gbk", "GB18030"),
+    ("안녕하세요 반갑습니다,pos", "euc-kr", "EUC-KR")])
 def test_cjk_is_not_said_to_be_windows_1252(tmp_path: Path, text: str, codec: str, said: str | None) -> None:
     """The Windows-1252 hint took any line without a word of accented letters alone, and won where no character of a
     GBK or Big5 reading was a common one: Chinese and Japanese files were told to be converted from CP1252."""

@@ -218,8 +218,11 @@ def _japanese_or_korean(line: bytes) -> str | None:
             wide = [c for c in text if not c.isascii()]
             own = sum(1 for c in wide if script.match(c))
             usual = sum(1 for c in wide if c in _USUAL)
+            # Korean text holds few Hanja among its Hangul; a GBK line read as EUC-KR is Hangul and Hanja mixed
+            hanja = sum(1 for c in wide if "\u4e00" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff") \
+                if script is _HANGUL else 0
             if own >= 2 and all(allowed.match(c) for c in wide) and own >= 0.3 * len(wide) \
-                    and usual >= max(1, 0.3 * own * (script is _HANGUL)):
+                    and usual >= max(1, 0.3 * own * (script is _HANGUL)) and hanja * 4 <= own:
                 return name
     return None
 
