@@ -176,7 +176,9 @@ def test_a_conll_file_named_txt_is_read_as_conll(tiny_bert: Path, tmp_path: Path
     # sentence's end between them
     ("-DOCSTART- -X- -X- O\n\nEU NNP I-NP B-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP B-MISC\n", True),
     ("高 B-NAME\n勇 E-NAME\n： O\n", True), ("科\tO\n技\tO\n张\tB-PER.NAM\n", True),
-    ("@paulwalk\tO\nIt\tO\n's\tO\nEmpire\tB-location\n", True), ("EU B-ORG\n\nPeter B-PER\n", True)])
+    ("@paulwalk\tO\nIt\tO\n's\tO\nEmpire\tB-location\n", True), ("EU B-ORG\n\nPeter B-PER\n", True),
+    # CoNLL-2003's German layout: token lemma POS chunk tag (five columns: read as prose for a while)
+    ("EU EU NE I-NC B-ORG\nlehnt lehnen VVFIN I-VC O\ndeutsches deutsch ADJA I-NC B-MISC\n", True)])
 def test_a_txt_is_conll_only_in_few_columns_and_lines(tmp_path: Path, body: str, conll: bool) -> None:
     """A `.txt` of one line counted as nine in ten CoNLL lines, a type of digits as a tag, a line of any width as a
     token and its columns. Now: four columns at most, a tag whose type holds a letter, lines of one width, three lines

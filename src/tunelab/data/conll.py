@@ -93,10 +93,10 @@ _FEW = 3  # lines of text that tell a `.txt` is CoNLL (fewer: a blank line betwe
 
 def looks_like_conll(path: Path) -> bool:
     """Whether a file's first SNIFFED lines that hold text (`-DOCSTART-` left out) are CoNLL's, nine in ten of them at
-    least: a token, perhaps more columns — four in all at most, CoNLL-2003's token POS chunk tag — and a tag (O,
+    least: a token, perhaps more columns — five in all at most, CoNLL-2003's token (lemma) POS chunk tag — and a tag (O,
     B-PER ...) last (`EU B-ORG`, `EU<TAB>NNP<TAB>B-ORG`), nine in ten of the same number of columns; and _FEW lines of
     them or more, or a blank line between two (a sentence's end). A paragraph of prose is not: `The film was long.`,
-    a line of five words or more (`Traffic is heavy on I-95`), a type of digits alone (`Vitamin B-12`), one line or
+    a line of six words or more, a type of digits alone (`Vitamin B-12`), one line or
     two (`Big O`), lines of ever other widths (`Big O`, `The Story of O`). A bad line among them is `iter_conll`'s to
     name."""
     lines, widths, tagged, blank, between = 0, Counter[int](), 0, False, False
@@ -109,7 +109,7 @@ def looks_like_conll(path: Path) -> bool:
         cols = _columns(line)[0]
         lines, between = lines + 1, between or blank
         widths[len(cols)] += 1
-        tagged += 2 <= len(cols) <= 4 and _TAG.fullmatch(cols[-1].split()[-1]) is not None
+        tagged += 2 <= len(cols) <= 5 and _TAG.fullmatch(cols[-1].split()[-1]) is not None
         if lines == SNIFFED:
             break
     return (lines >= _FEW or between) and tagged >= 0.9 * lines and max(widths.values(), default=0) >= 0.9 * lines
