@@ -89,7 +89,9 @@ NAMED = {"GB18030": "Chinese in GBK", "BIG5": "Chinese in Big5", "SHIFT_JIS": "J
     # GBK lines that read as EUC-KR too (Hangul and Hanja mixed) were called Korean (0.6 % of the shared Chinese sets'
     # lines); Korean text is Hangul with few Hanja
     ("我对音乐有兴趣。,pos", "gbk", "GB18030"), ("城市林业与林木引种", "gbk", "GB18030"),
-    ("안녕하세요 반갑습니다,pos", "euc-kr", "EUC-KR")])
+    ("안녕하세요 반갑습니다,pos", "euc-kr", "EUC-KR"),
+    # a Latin-1 sign before an ASCII letter decodes as one Big5 character (0xB0 0x43): `°C` was called Big5
+    ("The water boils at 100°C.,positive", "cp1252", None), ("5µg daily,pos", "cp1252", None)])
 def test_cjk_is_not_said_to_be_windows_1252(tmp_path: Path, text: str, codec: str, said: str | None) -> None:
     """The Windows-1252 hint took any line without a word of accented letters alone, and won where no character of a
     GBK or Big5 reading was a common one: Chinese and Japanese files were told to be converted from CP1252."""

@@ -255,7 +255,10 @@ def _chinese(line: bytes, codec: str, chinese_class: re.Pattern[str]) -> str:
         return ""
     wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
     inside = [(i, c) for i, c in wide if not _between_letters(text, i, codec)]  # (a Latin-1 accent pair: two)
-    chinese = sum(1 for i, c in inside if chinese_class.match(c) and _counts(text, i, codec))
+    counted = [i for i, c in inside if chinese_class.match(c) and _counts(text, i, codec)]
+    chinese = len(counted)
+    if chinese == 1 and min(text[counted[0]].encode(codec)) < 0x80 and text[counted[0] - 1:counted[0]].isdigit():
+        return ""  # a Latin-1 sign between a number and a letter (`100°C.`, `5µg`: 0xB0 0x43 is one Big5 character)
     if chinese >= 2:  # Chinese enough: `iPhone和iPad` is no accent pair's, `台北101` no accent's
         wide = [(i, c) for i, c in inside if _counts(text, i, codec) or not _before_alnum(text, i, codec)]
     return text if chinese and chinese >= 0.9 * len(wide) else ""
