@@ -202,3 +202,18 @@ def test_an_older_runs_rows_are_read_again_by_its_own_text_rules(tiny_bert: Path
     summary_path.write_text(json.dumps({**older, "text_rules": TEXT_RULES}))  # the same counts, today's rules: changed
     with pytest.raises(Exception, match="rows now, where the run"):
         run_splits(run.dir, run.config.data, task, 0)
+
+
+def test_a_run_whose_base_model_is_gone_reports_and_exports(tiny_bert: Path, tmp_path: Path) -> None:
+    """A run copied to another machine, or tuned from a folder since deleted: report, export and compress read its
+    model/, not the base — they refused with "model: 'base' is not a known alias ..." (the saved config checked)."""
+    from conftest import train_sentiment
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_bert, base)
+    run = train_sentiment(base, tmp_path / "run", sets=("train.epochs=1",))
+    shutil.rmtree(base)
+    for args in (["report", str(run)], ["export", str(run), "--format", "torch", "--quantize", "int8"],
+                 ["compress", str(run), "--prune", "heads:0.5", "--recover-epochs", "0", "--force"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, (args, res.output)

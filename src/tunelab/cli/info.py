@@ -31,7 +31,7 @@ def models() -> None:
 @user_errors
 def report(run_dir: Path = typer.Argument(..., help="A finished training run (its OUTPUT_DIR).")) -> None:
     """Rebuild RUN/report.html from the run's files, e.g. after `tunelab baseline` or `tunelab curve` added to it."""
-    from tunelab.config.run import load_config
+    from tunelab.config.run import build_config, read_config_file
     from tunelab.data.load import run_splits
     from tunelab.data.report import DataReport
     from tunelab.errors import TunelabError
@@ -40,7 +40,7 @@ def report(run_dir: Path = typer.Argument(..., help="A finished training run (it
 
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "model").is_dir():
         raise TunelabError(f"report: {run_dir} is not a finished run (config.yaml or model/ missing)")
-    cfg = load_config(run_dir / "config.yaml", [])
+    cfg = build_config(read_config_file(run_dir / "config.yaml"), saved=True)
     task, model, tokenizer = load_model(run_dir / "model")
     splits = run_splits(run_dir, cfg.data, task, cfg.train.seed, DataReport())  # data paths as the run read them
     path = build_report(run_dir / "report.html", run_dir, task=task, model=model, tokenizer=tokenizer, splits=splits)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_model, model_validator
 
 from tunelab.config.fields import (
     DuplicateKeyError,
@@ -75,7 +75,7 @@ class RunConfig(Section):
         return values
 
     @model_validator(mode="after")
-    def _check_model(self) -> RunConfig:
+    def _check_model(self, info: ValidationInfo) -> RunConfig:
         if not self.model.strip():
             # Path("") is the current directory, which check_model_name would accept
             raise ConfigError(f"config: model: is empty; give an alias ({', '.join(ALIASES)}), "
@@ -85,8 +85,8 @@ class RunConfig(Section):
                 raise ConfigError(f"config: model: {self.model!r}: a layer subset of the teacher needs a distill "
                                   "section (distill.teacher)")
             parse_layers(self.model)
-        else:
-            check_model_name(self.model)
+        elif not (info.context or {}).get("saved"):  # a finished run's config: its model/ is what is read, the base
+            check_model_name(self.model)  # it was tuned from may be gone (a run copied to another machine)
         if self.data.unlabeled is not None and (self.distill is None or self.distill.alpha == 0):
             why = "add a distill section (tunelab distill)" if self.distill is None else "distill.alpha is 0"
             raise ConfigError(f"config: data.unlabeled: unlabelled rows train only the soft-target part of "
@@ -172,14 +172,16 @@ def _check_names(data: dict, registries: dict[str, Any]) -> None:
             raise ConfigError(f"config: {key}: unknown {key} {name!r}; choose one of {', '.join(reg.names())}")
 
 
-def build_config(data: dict) -> RunConfig:
+def build_config(data: dict, saved: bool = False) -> RunConfig:
+    """`data` validated; `saved`: a finished run's config.yaml read again (report, export, compress), whose base
+    model need not be there any more."""
     cls = run_config_class()
     registries = {"task": TASKS, "method": METHODS}
     _check_names(data, registries)
     # a section with one entry is a plain model, not a union: pydantic inserts no tag into its paths
     tags = {key: set(reg.names()) if len(reg.names()) > 1 else set() for key, reg in registries.items()}
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, context={"saved": saved})
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, tags)) from None
 

@@ -93,7 +93,7 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
     if run is None:
         raise TunelabError(f"{verb}: no run config.yaml next to the model to find its validation split; pass --data "
                            "FILE (labelled rows)")
-    cfg = build_config(read_config_file(run / "config.yaml"))
+    cfg = build_config(read_config_file(run / "config.yaml"), saved=True)
     # a validation file of its own is read alone: the training file may have changed or gone since
     rows = splits.get("validation") if splits is not None else run_validation(
         run, cfg.data, task, cfg.train.seed, hint=", or pass --data FILE (labelled rows)")

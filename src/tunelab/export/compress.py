@@ -68,7 +68,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
         raise TunelabError(f"{path}: compress needs the run directory (its config.yaml names the training data)")
     output = Path(output) if output is not None else default_output(model_dir, run, f"{kind}-{fraction:g}")
     replaced = claim("compress", output, inputs_of(model_dir, run, data, "the model it compresses"), overwrite)
-    cfg = build_config(read_config_file(run / "config.yaml"))
+    cfg = build_config(read_config_file(run / "config.yaml"), saved=True)
     task, module, tokenizer = load_model(model_dir)
     if kind == "heads":  # how many heads go, said (or refused) before the work
         before = head_counts(module)
