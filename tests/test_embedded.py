@@ -46,6 +46,8 @@ def test_minilm_train_predict(tmp_path: Path) -> None:
             "train.lr=1e-4",
             "--set",
             "train.save_steps=0",
+            "--set",
+            "train.report=false",  # (the report is test_report's; this one trains, predicts and reloads)
         ],
     )
     assert res.exit_code == 0, res.output

@@ -38,7 +38,8 @@ def _data(tmp: Path) -> tuple[Path, Path]:
 def _cmd(model: Path, data: tuple[Path, Path], out: Path, extra: list[str]) -> list[str]:
     sets = [f"model={model}", "task=classification", f"data.train={data[0]}", f"data.validation={data[1]}",
             f"output_dir={out}", "train.epochs=2", "train.batch_size=4", "train.grad_accum=2",
-            "train.log_steps=1", "train.save_steps=4", "train.dropout=0.1", "train.lr=5e-3", *extra]
+            "train.log_steps=1", "train.save_steps=4", "train.dropout=0.1", "train.lr=5e-3",
+            "train.report=false", *extra]  # (the report reads the finished run: nothing of it resumes)
     return [sys.executable, "-m", "tunelab.cli", "train", *(x for s in sets for x in ("--set", s))]
 
 
