@@ -165,3 +165,40 @@ def test_eligibility_of_sixteen_bit_weights_and_the_flag_after_an_error(tiny_ber
         engine.train(model, task.encode(examples, tok), partial(task.collate, pad_id=tok.pad_token_id), cfg2.train,
                      1e-3, loss_fn=boom)
     assert model.get_input_embeddings().sparse is False  # put back after the error too
+
+
+def test_state_dict_moments_are_dense_adamws_through_growth_and_reload() -> None:
+    """The touched rows' moments live in growing side buffers; state_dict() gives dense AdamW's whole tables, and
+    an optimizer loaded from it goes on as dense AdamW does (here past the buffers' first size of 64 rows). Rows
+    first read late owe weight decay: they pay it before the forward reads them, so their gradients are dense's."""
+    torch.manual_seed(0)
+    weights = torch.randn(300, 4)
+    models = [torch.nn.Embedding(300, 4, _weight=weights.clone()) for _ in range(2)]
+    models[1].sparse = True
+    opts = [torch.optim.AdamW(models[0].parameters(), lr=1e-2, weight_decay=0.1, fused=True),
+            RowAdamW(models[1].parameters(), lr=1e-2, weight_decay=0.1, fused=True)]
+    opts[1].read_by(models[1])  # rows first read at step 4 owe 3 steps of decay: paid before the forward reads them
+    batches = [torch.arange(i * 40, i * 40 + 50) % 300 for i in range(6)] + [torch.tensor([7, 7, 299])]
+
+    def step(ids: torch.Tensor) -> None:
+        for model, opt in zip(models, opts, strict=True):
+            model(ids).pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+
+    for ids in batches[:4]:
+        step(ids)
+    opts[1].settle()
+    dense, rows = opts[0].state_dict()["state"][0], opts[1].state_dict()["state"][0]
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(rows[key], dense[key], rtol=1e-5, atol=1e-7)
+    assert rows[key] is not opts[1].state_dict()["state"][0][key]  # a copy each time, not the live buffers
+    opts[1].release()
+    opts[1] = RowAdamW(models[1].parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    opts[1].read_by(models[1])
+    opts[1].load_state_dict({"state": {0: {k: v.clone() for k, v in rows.items()}},
+                             "param_groups": opts[0].state_dict()["param_groups"]})
+    for ids in batches[4:]:
+        step(ids)
+    opts[1].settle()
+    torch.testing.assert_close(models[1].weight, models[0].weight, rtol=1e-5, atol=1e-7)

@@ -116,6 +116,7 @@ def train(model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: C
         restore_lora(loop.lora)
         if loop.embedding is not None:
             loop.embedding.sparse = False
+            loop.optimizer.optimizer.release()
 
 
 class Loop:
@@ -166,6 +167,8 @@ class Loop:
         self.param_dtype = next(model.parameters()).dtype  # DeepSpeed casts the model: saved weights take this back
         self.embedding = sparse_embedding(model, cfg, acc.num_processes, self.strategy, self.precision, lr)
         optimizer = make_optimizer(model, cfg, lr, row_grads=self.embedding is not None)
+        if self.embedding is not None:  # rows owing weight decay pay it before the forward reads them
+            optimizer.read_by(self.embedding)
         self.scheduler = make_scheduler(cfg, optimizer, self.total)  # not prepared: stepped once per optimizer step
         # (fsdp: accelerate would wrap the FSDP model in DDP: only the optimizer is prepared)
         self.model, self.optimizer = (model, acc.prepare(optimizer)) if self.strategy == "fsdp" else acc.prepare(
