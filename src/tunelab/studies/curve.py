@@ -12,10 +12,10 @@
 Validation rows never reach a fraction's training file: they are held out before any subsampling. One process per
 curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
 finished with the same config on the same rows is kept; one of another config, or other rows (validation.jsonl
-too), is refused in one line before anything is written (`overwrite` replaces it). The `frac-F` folders of fractions
-not asked for (an earlier curve's) are never read into curve.json / curve.svg, and each run says what becomes of them:
-kept; those of another config or other rows removed under `overwrite` (they are the curve it replaces, as is its old
-curve.json / curve.svg), else kept.
+too), is refused in one line before anything is written (`overwrite` replaces it, once all it removes is known
+removable). The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json /
+curve.svg, and each run says what becomes of them: kept; those of another config or other rows removed under
+`overwrite` (they are the curve it replaces, as is its old curve.json / curve.svg), else kept.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from tunelab.studies.cv import (
     TO_RUN,
     kept_line,
     refuse_another,
+    replaced_paths,
     rows_text,
     run_sub,
     sub_run_config,
@@ -49,7 +50,7 @@ from tunelab.studies.cv import (
 )
 from tunelab.studies.tune import metric_value
 from tunelab.training.layout import STUDY_LOCK
-from tunelab.training.run_dir import RunDirLock, refuse_if_in_use
+from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 
 def _say(message: str) -> None:
@@ -129,7 +130,9 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
         other.insert(0, (shared.name, "other rows"))
     if not overwrite:
         refuse_another(root, "curve", other)
-    stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite)
+    replaced = [p for (_, out, texts), state in zip(plan, states, strict=True) if state != FINISHED
+                for p in replaced_paths(out, texts)]
+    stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite, replaced)
     if overwrite and (other or stale):  # the summary of the curve replaced
         for name in ("curve.json", "curve.svg"):
             (root / name).unlink(missing_ok=True)
@@ -171,10 +174,12 @@ def _unasked_points(root: Path, fractions: list[float]) -> list[float]:
 
 
 def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: tuple[str, bool],
-                  rows: list[dict[str, Any]], subsets: dict[float, list[int]], overwrite: bool) -> list[str]:
+                  rows: list[dict[str, Any]], subsets: dict[float, list[int]], overwrite: bool,
+                  replaced: list[Path]) -> list[str]:
     """Say what becomes of the points of fractions not asked for (never read into curve.json): those of this config
     on the same rows are kept; those of another config or other rows (`validation`: the file the points validate on,
-    and whether validation.jsonl now holds other rows) are removed under `overwrite` (returned), else kept."""
+    and whether validation.jsonl now holds other rows) are removed under `overwrite` (returned), else kept — once
+    they, what the asked points' runs replace (`replaced`) and the replaced curve's summary are known removable."""
     ours, others = [], []
     for f in unasked:
         out = root / f"frac-{f:g}"
@@ -186,10 +191,13 @@ def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: 
         (ours if state in (FINISHED, TO_RUN) and not validation[1] else others).append(out.name)
     if ours:
         _say(f"curve: {', '.join(ours)} (not in --fractions): kept, not read into curve.json")
-    if others and overwrite:
-        for name in others:  # all checked before any goes: a run writing one (`tunelab train` on it) keeps it whole
-            refuse_if_in_use(root / name)
-        for name in others:
+    gone = others if overwrite else []
+    for name in gone:  # all checked before any goes: a run writing one (`tunelab train` on it) keeps it whole
+        refuse_if_in_use(root / name)
+    summary = [root / "curve.json", root / "curve.svg"] if overwrite else []
+    check_removable([*(root / name for name in gone), *replaced, *summary])
+    if gone:
+        for name in gone:
             shutil.rmtree(root / name)
         _say(f"curve: {', '.join(others)} (not in --fractions; another config or other rows): removed (--overwrite)")
     elif others:

@@ -9,7 +9,8 @@
 
 One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anything is written). Run again, a fold
 that finished with the same config on the same rows is kept; one of another config, or other rows, is refused in
-one line before anything is written (`overwrite` replaces it).
+one line before anything is written (`overwrite` replaces it, once all it removes is known removable:
+run_dir.check_removable).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
 (`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
@@ -42,8 +43,8 @@ from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 from tunelab.training.checkpoint import sha256
-from tunelab.training.layout import STUDY_LOCK
-from tunelab.training.run_dir import RunDirLock, refuse_if_in_use
+from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK
+from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 
 def _say(message: str) -> None:
@@ -170,6 +171,12 @@ def input_hashes(cfg: RunConfig) -> dict[str, str]:
     return {key: sha256(path) for key, path in paths if path.is_file()}
 
 
+def replaced_paths(out: Path, files: dict[str, str]) -> list[Path]:
+    """What running a sub-run in `out` again from its start removes or replaces there (`check_removable` first): a
+    run's files, an older replaced run, its rows `files`, INPUTS."""
+    return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, *files})]
+
+
 def run_sub(config: RunConfig, out: Path, files: dict[str, str]) -> dict[str, Any]:
     """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}); once it
     returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
@@ -273,6 +280,10 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
         refuse_another(root, "cv", [(f"fold-{k}", state) for (k, *_), state in zip(plan, states, strict=True)
                                     if state not in (FINISHED, TO_RUN)]
                        + [(p.name, f"a fold of a cv of more than {len(plan)} folds") for p in stale])
+    # what the folds to train replace, and the folds of the cv this one replaces, can all be removed (else one line,
+    # before anything is)
+    check_removable([*stale, *(p for (_, out, texts, *_), state in zip(plan, states, strict=True)
+                               if state != FINISHED for p in replaced_paths(out, texts))])
     per_fold, done = [], []
     try:
         for (k, out, texts, fold, counts), state in zip(plan, states, strict=True):

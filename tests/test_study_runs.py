@@ -1,0 +1,88 @@
+"""A study's runs (`tunelab cv` folds, `tunelab curve` points) run again: what --overwrite removes checked removable
+first."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+runner = CliRunner()
+
+
+def _config(tmp_path: Path, tiny_bert: Path, **train: object) -> Path:
+    data = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40, 0))
+    cfg = {"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "out"),
+           "data": {"train": str(data), "validation_split": 0.25},
+           "train": {"max_steps": 1, "batch_size": 8, "lr": 5e-3, "save_steps": 0, "precision": "fp32",
+                     "report": False, **train}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, IMMUTABLE = 0x80086601, 0x40086602, 0x10
+
+
+@contextmanager
+def _unremovable(file: Path) -> Iterator[None]:
+    """`file` (and so its folder) not removable: its folder read-only for a user; immutable for root (`chattr +i`:
+    permissions do not stop root's rmtree)."""
+    if os.geteuid() != 0:
+        file.parent.chmod(0o555)
+        try:
+            yield
+        finally:
+            file.parent.chmod(0o755)
+        return
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        flags = struct.unpack_from("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)))[0]
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | IMMUTABLE) + bytes(4))
+    except OSError as e:
+        os.close(fd)
+        pytest.skip(f"run as root, and {file.parent} cannot mark a file immutable ({e.strerror}): nothing else stops "
+                    "root's rmtree")
+    try:
+        yield
+    finally:
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags) + bytes(4))
+        os.close(fd)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and p.name not in (".tunelab.lock", ".tunelab-study.lock")}
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_overwrite_removes_nothing_when_a_folder_cannot_be_removed(study: str, tiny_bert: Path,
+                                                                   tmp_path: Path) -> None:
+    """--overwrite replacing a study whose folder holds something that cannot be removed: one line naming it, before
+    anything is removed (curve: the points not asked for went one by one until rmtree stopped half-way; cv: the
+    replaced folds were trained over and removed, then the fold past --folds stopped it)."""
+    path, root = _config(tmp_path, tiny_bert), tmp_path / "out" / study
+    first = ["--folds", "3"] if study == "cv" else ["--fractions", "0.5,1"]
+    res = runner.invoke(app, [study, str(path), *first])
+    assert res.exit_code == 0, res.output
+    stuck = root / ("fold-3" if study == "cv" else "frac-1") / "model" / "config.json"
+    before = _files(root)
+    again = ["--folds", "2"] if study == "cv" else ["--fractions", "0.25"]
+    with _unremovable(stuck):
+        res = runner.invoke(app, [study, str(path), *again, "--set", "train.lr=1e-3", "--overwrite"])
+    assert res.exit_code == 2, res.output
+    assert _files(root) == before  # (first: what the old code lost)
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: output_dir: {stuck.parent.parent} cannot be removed (this command would replace "
+                           "it): ") and line.endswith("; nothing was removed (make it removable, or choose another "
+                                                      "output_dir)"), line
