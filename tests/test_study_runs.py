@@ -1,10 +1,12 @@
-"""A study's runs (`tunelab cv` folds, `tunelab curve` points) run again: what --overwrite removes checked removable
-first."""
+"""A study's runs (`tunelab cv` folds, `tunelab curve` points) run again: an unfinished one resumed from its newest
+checkpoint, what --overwrite removes checked removable first."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,8 @@ from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 
 runner = CliRunner()
+ARGS = {"cv": ["--folds", "2"], "curve": ["--fractions", "0.5,1"]}
+SUB = {"cv": ("fold-1", "fold-2"), "curve": ("frac-0.5", "frac-1")}  # (kept, the one run again)
 
 
 def _config(tmp_path: Path, tiny_bert: Path, **train: object) -> Path:
@@ -29,6 +33,38 @@ def _config(tmp_path: Path, tiny_bert: Path, **train: object) -> Path:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
+
+
+def _study(study: str, path: Path, *more: str, code: int = 0) -> str:
+    res = runner.invoke(app, [study, str(path), *ARGS[study], *more])
+    assert res.exit_code == code, res.output
+    return res.stderr
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tiny_bert: Path, tmp_path: Path) -> None:
+    """Run again after a kill, the fold / point that was training goes on from its newest checkpoint (it trained
+    again from step 0, its checkpoints deleted) and says so; the finished one is kept."""
+    path = _config(tmp_path, tiny_bert, max_steps=4, save_steps=2)
+    root = tmp_path / "out" / study
+    _study(study, path)
+    kept, killed = (root / name for name in SUB[study])
+    before = json.loads((killed / "metrics.json").read_text())
+    stamp = (kept / "metrics.json").stat().st_mtime_ns
+    # as SIGKILL at step 3 leaves a run (training/run_dir.py): its config.yaml, data_summary.json, log and
+    # checkpoint step 2; not the files a run writes as it ends, nor the study's record of the inputs it read
+    for name in ("metrics.json", "study_inputs.json", "model", "predictions", "checkpoints/step-00000004"):
+        target = killed / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    said = _study(study, path)
+    step2 = killed / "checkpoints" / "step-00000002"
+    label = "cv: fold 2" if study == "cv" else "curve: fraction 1"
+    assert f"{label}: resumed from step 2 of its unfinished run ({step2})" in said
+    assert "finished, kept" in said and (kept / "metrics.json").stat().st_mtime_ns == stamp
+    after = json.loads((killed / "metrics.json").read_text())
+    assert after["train"]["resumed_from"] == str(step2) and after["train"]["steps"] == 4
+    assert after["validation"]["accuracy"] == pytest.approx(before["validation"]["accuracy"])
+    assert after["train"]["loss"] == pytest.approx(before["train"]["loss"], rel=1e-4)  # as if never stopped
 
 
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, IMMUTABLE = 0x80086601, 0x40086602, 0x10

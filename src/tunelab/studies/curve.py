@@ -11,11 +11,12 @@
 
 Validation rows never reach a fraction's training file: they are held out before any subsampling. One process per
 curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
-finished with the same config on the same rows is kept; one of another config, or other rows (validation.jsonl
-too), is refused in one line before anything is written (`overwrite` replaces it, once all it removes is known
-removable). The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json /
-curve.svg, and each run says what becomes of them: kept; those of another config or other rows removed under
-`overwrite` (they are the curve it replaces, as is its old curve.json / curve.svg), else kept.
+finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint;
+one of another config, or other rows (validation.jsonl too), is refused in one line before anything is written
+(`overwrite` replaces it, once all it removes is known removable).
+The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json / curve.svg, and
+each run says what becomes of them: kept; those of another config or other rows removed under `overwrite` (they are
+the curve it replaces, as is its old curve.json / curve.svg), else kept.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tunelab.studies.cv import (
     kept_line,
     refuse_another,
     replaced_paths,
+    resumable,
     rows_text,
     run_sub,
     sub_run_config,
@@ -130,8 +132,10 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
         other.insert(0, (shared.name, "other rows"))
     if not overwrite:
         refuse_another(root, "curve", other)
-    replaced = [p for (_, out, texts), state in zip(plan, states, strict=True) if state != FINISHED
-                for p in replaced_paths(out, texts)]
+    # an unfinished point of this curve goes on from its checkpoint; what the others replace can all be removed
+    resumes = [resumable(out) if state == TO_RUN else None for (_, out, _), state in zip(plan, states, strict=True)]
+    replaced = [p for (_, out, texts), state, resume in zip(plan, states, resumes, strict=True)
+                if state != FINISHED and resume is None for p in replaced_paths(out, texts)]
     stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite, replaced)
     if overwrite and (other or stale):  # the summary of the curve replaced
         for name in ("curve.json", "curve.svg"):
@@ -140,13 +144,13 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
         write_text_atomic(root / name, text)
     points, done, metric = [], [], None
     try:
-        for (f, out, texts), config, state in zip(plan, configs, states, strict=True):
+        for (f, out, texts), config, state, resume in zip(plan, configs, states, resumes, strict=True):
             if state == FINISHED:
                 _say(f"curve: fraction {f:g}: finished, kept ({out})")
                 metrics = read_json(out / "metrics.json")
             else:
                 _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
-                metrics = run_sub(config, out, texts)
+                metrics = run_sub(config, out, texts, resume, f"curve: fraction {f:g}")
             metric, value = _headline(metrics["validation"])
             done.append(out.name)
             points.append({"fraction": f, "rows": len(subsets[f]), "value": value, "run_dir": str(out)})

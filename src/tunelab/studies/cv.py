@@ -8,9 +8,9 @@
     OUTPUT_DIR/cv/cv.json                           mean and sample std (ddof=1) of every numeric metric
 
 One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anything is written). Run again, a fold
-that finished with the same config on the same rows is kept; one of another config, or other rows, is refused in
-one line before anything is written (`overwrite` replaces it, once all it removes is known removable:
-run_dir.check_removable).
+that finished with the same config on the same rows is kept, one that did not finish goes on from its newest
+checkpoint (`resumable`); one of another config, or other rows, is refused in one line before anything is written
+(`overwrite` replaces it, once all it removes is known removable: run_dir.check_removable).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
 (`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
@@ -42,8 +42,8 @@ from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
-from tunelab.training.checkpoint import sha256
-from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK
+from tunelab.training.checkpoint import find_checkpoint, read_trainer_state, sha256
+from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK, list_checkpoints
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 
@@ -171,22 +171,40 @@ def input_hashes(cfg: RunConfig) -> dict[str, str]:
     return {key: sha256(path) for key, path in paths if path.is_file()}
 
 
+def resumable(out: Path) -> Path | None:
+    """The checkpoint (its newest intact one) a sub-run that `sub_run_state` found TO_RUN continues from where `out`
+    holds that run unfinished (a study stopped by Ctrl-C or killed: its config.yaml and checkpoints, no metrics.json);
+    None: it trains from its start."""
+    if not (out / "config.yaml").is_file() or (out / "metrics.json").is_file() \
+            or not list_checkpoints(out / "checkpoints"):
+        return None
+    try:
+        return find_checkpoint("auto", out)
+    except TunelabError:
+        return None  # each one damaged (said, one line each): trained from its start
+
+
 def replaced_paths(out: Path, files: dict[str, str]) -> list[Path]:
     """What running a sub-run in `out` again from its start removes or replaces there (`check_removable` first): a
     run's files, an older replaced run, its rows `files`, INPUTS."""
     return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, *files})]
 
 
-def run_sub(config: RunConfig, out: Path, files: dict[str, str]) -> dict[str, Any]:
-    """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}); once it
-    returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
+def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Path | None = None, label: str = "",
+            ) -> dict[str, Any]:
+    """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}), from the
+    checkpoint `resume` (`resumable`; `label: resumed from step N` said); once it returns, INPUTS records the data
+    files it read (`sub_run_state` keeps it while they stay the same)."""
     refuse_if_in_use(out)  # (its rows are not rewritten under a run that holds it)
     make_dirs(out, "output_dir")
     (out / INPUTS).unlink(missing_ok=True)
     for name, text in files.items():
         write_text_atomic(out / name, text)
     inputs = input_hashes(config)  # (as they were when it started)
-    metrics = run(config, overwrite=True)  # the study owns its sub-run directories
+    if resume is not None:
+        _say(f"{label}: resumed from step {read_trainer_state(resume)['step']} of its unfinished run ({resume})")
+    # the study owns its sub-run directories
+    metrics = run(config, resume=None if resume is None else str(resume), overwrite=True)
     write_json_atomic(out / INPUTS, inputs)
     return metrics
 
@@ -280,20 +298,21 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
         refuse_another(root, "cv", [(f"fold-{k}", state) for (k, *_), state in zip(plan, states, strict=True)
                                     if state not in (FINISHED, TO_RUN)]
                        + [(p.name, f"a fold of a cv of more than {len(plan)} folds") for p in stale])
-    # what the folds to train replace, and the folds of the cv this one replaces, can all be removed (else one line,
-    # before anything is)
-    check_removable([*stale, *(p for (_, out, texts, *_), state in zip(plan, states, strict=True)
-                               if state != FINISHED for p in replaced_paths(out, texts))])
+    # an unfinished fold of this cv goes on from its checkpoint; what the others replace, and the folds of the cv
+    # this one replaces, can all be removed (else one line, before anything is)
+    resumes = [resumable(out) if state == TO_RUN else None for (_, out, *_), state in zip(plan, states, strict=True)]
+    check_removable([*stale, *(p for (_, out, texts, *_), state, resume in zip(plan, states, resumes, strict=True)
+                               if state != FINISHED and resume is None for p in replaced_paths(out, texts))])
     per_fold, done = [], []
     try:
-        for (k, out, texts, fold, counts), state in zip(plan, states, strict=True):
+        for (k, out, texts, fold, counts), state, resume in zip(plan, states, resumes, strict=True):
             if state == FINISHED:
                 _say(f"cv: fold {k}: finished, kept ({out})")
                 metrics = read_json(out / "metrics.json")
             else:
                 _say(f"cv: fold {k}/{len(plan)}: {counts['train']} training rows, {counts['validation']} validation "
                      f"rows → {out}")
-                metrics = run_sub(fold, out, texts)
+                metrics = run_sub(fold, out, texts, resume, f"cv: fold {k}")
             done.append(out.name)
             per_fold.append({"fold": k, "output_dir": str(out), "rows": counts,
                              **{split: scalars(m) for split, m in metrics.items() if split != "train"}})
