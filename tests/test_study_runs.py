@@ -1,5 +1,5 @@
 """A study's runs (`tunelab cv` folds, `tunelab curve` points) run again: an unfinished one resumed from its newest
-checkpoint, what --overwrite removes checked removable first."""
+checkpoint, a continued study held to its first run's text rules, what --overwrite removes checked removable first."""
 
 from __future__ import annotations
 
@@ -65,6 +65,21 @@ def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tin
     assert after["train"]["resumed_from"] == str(step2) and after["train"]["steps"] == 4
     assert after["validation"]["accuracy"] == pytest.approx(before["validation"]["accuracy"])
     assert after["train"]["loss"] == pytest.approx(before["train"]["loss"], rel=1e-4)  # as if never stopped
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_a_continued_study_reads_rows_by_its_first_runs_rules(study: str, tiny_bert: Path, tmp_path: Path) -> None:
+    """A cv / curve begun by an older tunelab (its rows read by text rules 2) and continued by this one: the new fold /
+    point reads its rows so too (it read them by today's rules, as `tunelab tune`'s trials no longer do)."""
+    path, root = _config(tmp_path, tiny_bert), tmp_path / "out" / study
+    _study(study, path)
+    first, again = (root / name for name in SUB[study])
+    summary = first / "data_summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "text_rules": 2}))
+    (again / "metrics.json").unlink()  # interrupted
+    said = _study(study, path)
+    assert "finished, kept" in said
+    assert json.loads((again / "data_summary.json").read_text())["text_rules"] == 2
 
 
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, IMMUTABLE = 0x80086601, 0x40086602, 0x10

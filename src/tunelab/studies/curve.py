@@ -13,7 +13,7 @@ Validation rows never reach a fraction's training file: they are held out before
 curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
 finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint;
 one of another config, or other rows (validation.jsonl too), is refused in one line before anything is written
-(`overwrite` replaces it, once all it removes is known removable).
+(`overwrite` replaces it, once all it removes is known removable); rows are read by the first point's text rules.
 The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json / curve.svg, and
 each run says what becomes of them: kept; those of another config or other rows removed under `overwrite` (they are
 the curve it replaces, as is its old curve.json / curve.svg), else kept.
@@ -47,10 +47,12 @@ from tunelab.studies.cv import (
     resumable,
     rows_text,
     run_sub,
+    study_rules,
     sub_run_config,
     sub_run_state,
 )
 from tunelab.studies.tune import metric_value
+from tunelab.text import text_rules
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
@@ -98,7 +100,15 @@ def run_curve(cfg: RunConfig, fractions: list[float], overwrite: bool = False) -
     `overwrite`: replace the points (and validation.jsonl) of another curve."""
     root = make_dirs(Path(cfg.output_dir) / "curve", "output_dir")
     with RunDirLock(root, STUDY_LOCK):  # one curve per folder: a second is refused with the pid before it writes
-        return _run_curve(cfg, fractions, root, overwrite)
+        # a curve continued reads its rows (its validation hold-out too) by the rules its first point read them by
+        validation = cfg.data.validation or str(root / "validation.jsonl")
+        points = [root / f"frac-{f:g}" for f in sorted({*fractions, *_unasked_points(root, fractions)})]
+        with text_rules(study_rules([(out, _point_config(cfg, out, validation)) for out in points])):
+            return _run_curve(cfg, fractions, root, overwrite)
+
+
+def _point_config(cfg: RunConfig, out: Path, validation: str) -> RunConfig:
+    return sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation)
 
 
 def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bool) -> dict[str, Any]:
@@ -119,7 +129,7 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
          f"fractions {', '.join(f'{f:g}' for f in fractions)} "
          f"({'stratified by label' if stratified else 'not stratified'}), seed {cfg.train.seed} → {root}")
     plan = [(f, root / f"frac-{f:g}", {"train.jsonl": rows_text([rows[i] for i in subsets[f]])}) for f in fractions]
-    configs = [sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation) for _, out, _ in plan]
+    configs = [_point_config(cfg, out, validation) for _, out, _ in plan]
     states = [sub_run_state(out, c, texts) for (_, out, texts), c in zip(plan, configs, strict=True)]
     for _, out, _ in plan:  # a run writing a point (`tunelab train` on it): refused before anything here changes
         refuse_if_in_use(out)
@@ -187,7 +197,7 @@ def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: 
     ours, others = [], []
     for f in unasked:
         out = root / f"frac-{f:g}"
-        config = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation[0])
+        config = _point_config(cfg, out, validation[0])
         try:
             state = sub_run_state(out, config, {"train.jsonl": rows_text([rows[i] for i in subsets[f]])})
         except TunelabError:  # a damaged file in a point not asked for: no reason to stop the curve

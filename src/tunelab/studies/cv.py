@@ -10,7 +10,8 @@
 One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anything is written). Run again, a fold
 that finished with the same config on the same rows is kept, one that did not finish goes on from its newest
 checkpoint (`resumable`); one of another config, or other rows, is refused in one line before anything is written
-(`overwrite` replaces it, once all it removes is known removable: run_dir.check_removable).
+(`overwrite` replaces it, once all it removes is known removable: run_dir.check_removable). A cv begun by an older
+tunelab reads its rows by its first fold's text rules (`study_rules`).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
 (`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
@@ -35,6 +36,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
+from tunelab.data.report import SUMMARY_FILE, read_summary, summary_rules
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, overwrite_option
 from tunelab.io import json_line, make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
@@ -42,6 +44,7 @@ from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
+from tunelab.text import rules_version, text_rules
 from tunelab.training.checkpoint import find_checkpoint, read_trainer_state, sha256
 from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK, list_checkpoints
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
@@ -223,6 +226,16 @@ def kept_line(done: list[str], root: Path, what: str) -> str:
     return f"its finished {what} ({', '.join(done)}) are kept in {root}" if done else f"no {what[:-1]} had finished"
 
 
+def study_rules(subs: list[tuple[Path, RunConfig]]) -> int:
+    """The text rules a continued study (cv, curve) reads its rows by, `subs` its sub-runs (folder, config) in order:
+    those its first sub-run of this config read them by (its data_summary.json's; a study begun by an older tunelab),
+    so that its new folds / points split and train on the rows its first did; else the rules in force."""
+    for out, config in subs:
+        if (out / SUMMARY_FILE).is_file() and config_changes(out, resolved(config), STUDY_MAY_CHANGE) == []:
+            return summary_rules(read_summary(out))
+    return rules_version()
+
+
 def sub_run_config(cfg: RunConfig, output_dir: Path, **data: str) -> RunConfig:
     """`cfg` as a run in `output_dir` with `data.*` keys replaced and no `search` section (cv folds, curve points)."""
     tree = cfg.model_dump(mode="json")
@@ -242,8 +255,21 @@ def run_cv(cfg: RunConfig, folds: int, overwrite: bool = False) -> dict[str, Any
     if folds < 2:
         raise ConfigError(f"cv: --folds must be at least 2, got {folds}")
     root = make_dirs(Path(cfg.output_dir) / "cv", "output_dir")  # a place that takes no files: said at once
-    with RunDirLock(root, STUDY_LOCK):  # one cv per folder: a second is refused with the pid before it writes
+    # one cv per folder: a second is refused with the pid before it writes; then (under the lock) a cv continued reads
+    # its rows, and splits them into folds, by the rules its first fold read them by
+    folders = [(fold_dir(root, k), fold_config(cfg, root, k)) for k in range(1, folds + 1)]
+    with RunDirLock(root, STUDY_LOCK), text_rules(study_rules(folders)):
         return _run_cv(cfg, folds, root, overwrite)
+
+
+def fold_dir(root: Path, k: int) -> Path:
+    return root / f"fold-{k}"
+
+
+def fold_config(cfg: RunConfig, root: Path, k: int) -> RunConfig:
+    """Fold `k`'s run: `cfg` on its folder's train.jsonl and validation.jsonl."""
+    out = fold_dir(root, k)
+    return sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
 
 
 def _run_cv(cfg: RunConfig, folds: int, root: Path, overwrite: bool) -> dict[str, Any]:
@@ -284,10 +310,9 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
     one of another cv is refused before anything is written, unless `overwrite`."""
     plan = []  # (k, folder, its rows' files, its config, its row counts)
     for k, (train_idx, held_idx) in enumerate(splits, start=1):
-        out = root / f"fold-{k}"
+        out, fold = fold_dir(root, k), fold_config(cfg, root, k)
         texts = {"train.jsonl": rows_text([rows[i] for i in train_idx]),
                  "validation.jsonl": rows_text([rows[i] for i in held_idx])}
-        fold = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
         plan.append((k, out, texts, fold, {"train": len(train_idx), "validation": len(held_idx)}))
     states = [sub_run_state(out, fold, texts) for _, out, texts, fold, _ in plan]
     for _, out, _, _, _ in plan:  # a run writing a fold (`tunelab train` on it): refused before anything changes
