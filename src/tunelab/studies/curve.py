@@ -11,11 +11,12 @@
 
 Validation rows never reach a fraction's training file: they are held out before any subsampling. One process per
 curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
-finished with the same config on the same rows is kept; one of another config, or other rows (validation.jsonl
-too), is refused in one line before anything is written (`overwrite` replaces it). The `frac-F` folders of fractions
-not asked for (an earlier curve's) are never read into curve.json / curve.svg, and each run says what becomes of them:
-kept; those of another config or other rows removed under `overwrite` (they are the curve it replaces, as is its old
-curve.json / curve.svg), else kept.
+finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint;
+one of another config, or other rows (validation.jsonl too), is refused in one line before anything is written
+(`overwrite` replaces it, once all it removes is known removable); rows are read by the first point's text rules.
+The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json / curve.svg, and
+each run says what becomes of them: kept; those of another config or other rows removed under `overwrite` (they are
+the curve it replaces, as is its old curve.json / curve.svg), else kept.
 """
 
 from __future__ import annotations
@@ -42,14 +43,18 @@ from tunelab.studies.cv import (
     TO_RUN,
     kept_line,
     refuse_another,
+    replaced_paths,
+    resumable,
     rows_text,
     run_sub,
+    study_rules,
     sub_run_config,
     sub_run_state,
 )
 from tunelab.studies.tune import metric_value
+from tunelab.text import text_rules
 from tunelab.training.layout import STUDY_LOCK
-from tunelab.training.run_dir import RunDirLock, refuse_if_in_use
+from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 
 def _say(message: str) -> None:
@@ -95,7 +100,15 @@ def run_curve(cfg: RunConfig, fractions: list[float], overwrite: bool = False) -
     `overwrite`: replace the points (and validation.jsonl) of another curve."""
     root = make_dirs(Path(cfg.output_dir) / "curve", "output_dir")
     with RunDirLock(root, STUDY_LOCK):  # one curve per folder: a second is refused with the pid before it writes
-        return _run_curve(cfg, fractions, root, overwrite)
+        # a curve continued reads its rows (its validation hold-out too) by the rules its first point read them by
+        validation = cfg.data.validation or str(root / "validation.jsonl")
+        points = [root / f"frac-{f:g}" for f in sorted({*fractions, *_unasked_points(root, fractions)})]
+        with text_rules(study_rules([(out, _point_config(cfg, out, validation)) for out in points])):
+            return _run_curve(cfg, fractions, root, overwrite)
+
+
+def _point_config(cfg: RunConfig, out: Path, validation: str) -> RunConfig:
+    return sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation)
 
 
 def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bool) -> dict[str, Any]:
@@ -116,7 +129,7 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
          f"fractions {', '.join(f'{f:g}' for f in fractions)} "
          f"({'stratified by label' if stratified else 'not stratified'}), seed {cfg.train.seed} → {root}")
     plan = [(f, root / f"frac-{f:g}", {"train.jsonl": rows_text([rows[i] for i in subsets[f]])}) for f in fractions]
-    configs = [sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation) for _, out, _ in plan]
+    configs = [_point_config(cfg, out, validation) for _, out, _ in plan]
     states = [sub_run_state(out, c, texts) for (_, out, texts), c in zip(plan, configs, strict=True)]
     for _, out, _ in plan:  # a run writing a point (`tunelab train` on it): refused before anything here changes
         refuse_if_in_use(out)
@@ -129,7 +142,11 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
         other.insert(0, (shared.name, "other rows"))
     if not overwrite:
         refuse_another(root, "curve", other)
-    stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite)
+    # an unfinished point of this curve goes on from its checkpoint; what the others replace can all be removed
+    resumes = [resumable(out) if state == TO_RUN else None for (_, out, _), state in zip(plan, states, strict=True)]
+    replaced = [p for (_, out, texts), state, resume in zip(plan, states, resumes, strict=True)
+                if state != FINISHED and resume is None for p in replaced_paths(out, texts)]
+    stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite, replaced)
     if overwrite and (other or stale):  # the summary of the curve replaced
         for name in ("curve.json", "curve.svg"):
             (root / name).unlink(missing_ok=True)
@@ -137,13 +154,13 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
         write_text_atomic(root / name, text)
     points, done, metric = [], [], None
     try:
-        for (f, out, texts), config, state in zip(plan, configs, states, strict=True):
+        for (f, out, texts), config, state, resume in zip(plan, configs, states, resumes, strict=True):
             if state == FINISHED:
                 _say(f"curve: fraction {f:g}: finished, kept ({out})")
                 metrics = read_json(out / "metrics.json")
             else:
                 _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
-                metrics = run_sub(config, out, texts)
+                metrics = run_sub(config, out, texts, resume, f"curve: fraction {f:g}")
             metric, value = _headline(metrics["validation"])
             done.append(out.name)
             points.append({"fraction": f, "rows": len(subsets[f]), "value": value, "run_dir": str(out)})
@@ -171,14 +188,16 @@ def _unasked_points(root: Path, fractions: list[float]) -> list[float]:
 
 
 def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: tuple[str, bool],
-                  rows: list[dict[str, Any]], subsets: dict[float, list[int]], overwrite: bool) -> list[str]:
+                  rows: list[dict[str, Any]], subsets: dict[float, list[int]], overwrite: bool,
+                  replaced: list[Path]) -> list[str]:
     """Say what becomes of the points of fractions not asked for (never read into curve.json): those of this config
     on the same rows are kept; those of another config or other rows (`validation`: the file the points validate on,
-    and whether validation.jsonl now holds other rows) are removed under `overwrite` (returned), else kept."""
+    and whether validation.jsonl now holds other rows) are removed under `overwrite` (returned), else kept — once
+    they, what the asked points' runs replace (`replaced`) and the replaced curve's summary are known removable."""
     ours, others = [], []
     for f in unasked:
         out = root / f"frac-{f:g}"
-        config = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation[0])
+        config = _point_config(cfg, out, validation[0])
         try:
             state = sub_run_state(out, config, {"train.jsonl": rows_text([rows[i] for i in subsets[f]])})
         except TunelabError:  # a damaged file in a point not asked for: no reason to stop the curve
@@ -186,10 +205,13 @@ def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: 
         (ours if state in (FINISHED, TO_RUN) and not validation[1] else others).append(out.name)
     if ours:
         _say(f"curve: {', '.join(ours)} (not in --fractions): kept, not read into curve.json")
-    if others and overwrite:
-        for name in others:  # all checked before any goes: a run writing one (`tunelab train` on it) keeps it whole
-            refuse_if_in_use(root / name)
-        for name in others:
+    gone = others if overwrite else []
+    for name in gone:  # all checked before any goes: a run writing one (`tunelab train` on it) keeps it whole
+        refuse_if_in_use(root / name)
+    summary = [root / "curve.json", root / "curve.svg"] if overwrite else []
+    check_removable([*(root / name for name in gone), *replaced, *summary])
+    if gone:
+        for name in gone:
             shutil.rmtree(root / name)
         _say(f"curve: {', '.join(others)} (not in --fractions; another config or other rows): removed (--overwrite)")
     elif others:

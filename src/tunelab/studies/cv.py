@@ -8,8 +8,10 @@
     OUTPUT_DIR/cv/cv.json                           mean and sample std (ddof=1) of every numeric metric
 
 One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anything is written). Run again, a fold
-that finished with the same config on the same rows is kept; one of another config, or other rows, is refused in
-one line before anything is written (`overwrite` replaces it).
+that finished with the same config on the same rows is kept, one that did not finish goes on from its newest
+checkpoint (`resumable`); one of another config, or other rows, is refused in one line before anything is written
+(`overwrite` replaces it, once all it removes is known removable: run_dir.check_removable). A cv begun by an older
+tunelab reads its rows by its first fold's text rules (`study_rules`).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
 (`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
@@ -34,6 +36,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
+from tunelab.data.report import SUMMARY_FILE, read_summary, summary_rules
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, overwrite_option
 from tunelab.io import json_line, make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
@@ -41,9 +44,10 @@ from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
-from tunelab.training.checkpoint import sha256
-from tunelab.training.layout import STUDY_LOCK
-from tunelab.training.run_dir import RunDirLock, refuse_if_in_use
+from tunelab.text import rules_version, text_rules
+from tunelab.training.checkpoint import find_checkpoint, read_trainer_state, sha256
+from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK, list_checkpoints
+from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 
 def _say(message: str) -> None:
@@ -170,16 +174,40 @@ def input_hashes(cfg: RunConfig) -> dict[str, str]:
     return {key: sha256(path) for key, path in paths if path.is_file()}
 
 
-def run_sub(config: RunConfig, out: Path, files: dict[str, str]) -> dict[str, Any]:
-    """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}); once it
-    returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
+def resumable(out: Path) -> Path | None:
+    """The checkpoint (its newest intact one) a sub-run that `sub_run_state` found TO_RUN continues from where `out`
+    holds that run unfinished (a study stopped by Ctrl-C or killed: its config.yaml and checkpoints, no metrics.json);
+    None: it trains from its start."""
+    if not (out / "config.yaml").is_file() or (out / "metrics.json").is_file() \
+            or not list_checkpoints(out / "checkpoints"):
+        return None
+    try:
+        return find_checkpoint("auto", out)
+    except TunelabError:
+        return None  # each one damaged (said, one line each): trained from its start
+
+
+def replaced_paths(out: Path, files: dict[str, str]) -> list[Path]:
+    """What running a sub-run in `out` again from its start removes or replaces there (`check_removable` first): a
+    run's files, an older replaced run, its rows `files`, INPUTS."""
+    return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, *files})]
+
+
+def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Path | None = None, label: str = "",
+            ) -> dict[str, Any]:
+    """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}), from the
+    checkpoint `resume` (`resumable`; `label: resumed from step N` said); once it returns, INPUTS records the data
+    files it read (`sub_run_state` keeps it while they stay the same)."""
     refuse_if_in_use(out)  # (its rows are not rewritten under a run that holds it)
     make_dirs(out, "output_dir")
     (out / INPUTS).unlink(missing_ok=True)
     for name, text in files.items():
         write_text_atomic(out / name, text)
     inputs = input_hashes(config)  # (as they were when it started)
-    metrics = run(config, overwrite=True)  # the study owns its sub-run directories
+    if resume is not None:
+        _say(f"{label}: resumed from step {read_trainer_state(resume)['step']} of its unfinished run ({resume})")
+    # the study owns its sub-run directories
+    metrics = run(config, resume=None if resume is None else str(resume), overwrite=True)
     write_json_atomic(out / INPUTS, inputs)
     return metrics
 
@@ -196,6 +224,16 @@ def refuse_another(root: Path, study: str, other: list[tuple[str, str]]) -> None
 def kept_line(done: list[str], root: Path, what: str) -> str:
     """What an interrupted study keeps: its finished sub-runs (`done`, folder names) in `root`."""
     return f"its finished {what} ({', '.join(done)}) are kept in {root}" if done else f"no {what[:-1]} had finished"
+
+
+def study_rules(subs: list[tuple[Path, RunConfig]]) -> int:
+    """The text rules a continued study (cv, curve) reads its rows by, `subs` its sub-runs (folder, config) in order:
+    those its first sub-run of this config read them by (its data_summary.json's; a study begun by an older tunelab),
+    so that its new folds / points split and train on the rows its first did; else the rules in force."""
+    for out, config in subs:
+        if (out / SUMMARY_FILE).is_file() and config_changes(out, resolved(config), STUDY_MAY_CHANGE) == []:
+            return summary_rules(read_summary(out))
+    return rules_version()
 
 
 def sub_run_config(cfg: RunConfig, output_dir: Path, **data: str) -> RunConfig:
@@ -217,8 +255,21 @@ def run_cv(cfg: RunConfig, folds: int, overwrite: bool = False) -> dict[str, Any
     if folds < 2:
         raise ConfigError(f"cv: --folds must be at least 2, got {folds}")
     root = make_dirs(Path(cfg.output_dir) / "cv", "output_dir")  # a place that takes no files: said at once
-    with RunDirLock(root, STUDY_LOCK):  # one cv per folder: a second is refused with the pid before it writes
+    # one cv per folder: a second is refused with the pid before it writes; then (under the lock) a cv continued reads
+    # its rows, and splits them into folds, by the rules its first fold read them by
+    folders = [(fold_dir(root, k), fold_config(cfg, root, k)) for k in range(1, folds + 1)]
+    with RunDirLock(root, STUDY_LOCK), text_rules(study_rules(folders)):
         return _run_cv(cfg, folds, root, overwrite)
+
+
+def fold_dir(root: Path, k: int) -> Path:
+    return root / f"fold-{k}"
+
+
+def fold_config(cfg: RunConfig, root: Path, k: int) -> RunConfig:
+    """Fold `k`'s run: `cfg` on its folder's train.jsonl and validation.jsonl."""
+    out = fold_dir(root, k)
+    return sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
 
 
 def _run_cv(cfg: RunConfig, folds: int, root: Path, overwrite: bool) -> dict[str, Any]:
@@ -259,10 +310,9 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
     one of another cv is refused before anything is written, unless `overwrite`."""
     plan = []  # (k, folder, its rows' files, its config, its row counts)
     for k, (train_idx, held_idx) in enumerate(splits, start=1):
-        out = root / f"fold-{k}"
+        out, fold = fold_dir(root, k), fold_config(cfg, root, k)
         texts = {"train.jsonl": rows_text([rows[i] for i in train_idx]),
                  "validation.jsonl": rows_text([rows[i] for i in held_idx])}
-        fold = sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
         plan.append((k, out, texts, fold, {"train": len(train_idx), "validation": len(held_idx)}))
     states = [sub_run_state(out, fold, texts) for _, out, texts, fold, _ in plan]
     for _, out, _, _, _ in plan:  # a run writing a fold (`tunelab train` on it): refused before anything changes
@@ -273,16 +323,21 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
         refuse_another(root, "cv", [(f"fold-{k}", state) for (k, *_), state in zip(plan, states, strict=True)
                                     if state not in (FINISHED, TO_RUN)]
                        + [(p.name, f"a fold of a cv of more than {len(plan)} folds") for p in stale])
+    # an unfinished fold of this cv goes on from its checkpoint; what the others replace, and the folds of the cv
+    # this one replaces, can all be removed (else one line, before anything is)
+    resumes = [resumable(out) if state == TO_RUN else None for (_, out, *_), state in zip(plan, states, strict=True)]
+    check_removable([*stale, *(p for (_, out, texts, *_), state, resume in zip(plan, states, resumes, strict=True)
+                               if state != FINISHED and resume is None for p in replaced_paths(out, texts))])
     per_fold, done = [], []
     try:
-        for (k, out, texts, fold, counts), state in zip(plan, states, strict=True):
+        for (k, out, texts, fold, counts), state, resume in zip(plan, states, resumes, strict=True):
             if state == FINISHED:
                 _say(f"cv: fold {k}: finished, kept ({out})")
                 metrics = read_json(out / "metrics.json")
             else:
                 _say(f"cv: fold {k}/{len(plan)}: {counts['train']} training rows, {counts['validation']} validation "
                      f"rows → {out}")
-                metrics = run_sub(fold, out, texts)
+                metrics = run_sub(fold, out, texts, resume, f"cv: fold {k}")
             done.append(out.name)
             per_fold.append({"fold": k, "output_dir": str(out), "rows": counts,
                              **{split: scalars(m) for split, m in metrics.items() if split != "train"}})

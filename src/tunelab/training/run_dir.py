@@ -15,6 +15,8 @@ config unless told to (`--overwrite`, or `--resume` to continue it).
                        metrics.jsonl reset (or cut back to the resumed checkpoint)
     finish_run_dir     the run has finished: .replaced deleted (a `tunelab tune` trial that is pruned has finished
                        too: studies/tune.py calls it as it prunes; a failed or interrupted run keeps .replaced)
+    check_removable    read-only, before a study (cv, curve) removes or replaces folders under --overwrite: each can
+                       be removed whole, or one line and nothing is removed (rmtree stopped half-way lost part of them)
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
+import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -208,6 +213,69 @@ def finish_run_dir(out: Path) -> None:
 def replaced_note(out: Path) -> str:
     """What an interrupted run says about the finished run it was replacing, if any."""
     return f"; the results of the run it replaces are kept in {out / REPLACED}" if (out / REPLACED).is_dir() else ""
+
+
+def check_removable(paths: Sequence[Path], flag: str = "output_dir") -> None:
+    """Refuse (one line, before any is touched) folders or files that could not be removed whole: a folder of theirs
+    that cannot be listed or changed (its permissions, a read-only file system), an entry marked immutable or
+    append-only (`chattr +i`: not even root removes it). shutil.rmtree would stop at the first and leave the rest
+    half removed."""
+    for top in paths:
+        if not (top.exists() or top.is_symlink()):
+            continue
+        problem = _unremovable(top.parent, top)
+        if problem is None and top.is_dir() and not top.is_symlink():
+            problem = _tree_problem(top)
+        if problem is not None:
+            raise TunelabError(f"{flag}: {top} cannot be removed (this command would replace it): {problem}; "
+                               f"nothing was removed (make it removable, or choose another {flag})")
+
+
+def _tree_problem(top: Path) -> str | None:
+    """Why something under the folder `top` could not be removed, or None."""
+    unreadable: list[OSError] = []
+    for folder, dirs, files in os.walk(top, onerror=unreadable.append):  # (links are removed, never followed)
+        if unreadable:
+            break
+        for name in dirs + files:
+            if (problem := _unremovable(Path(folder), Path(folder) / name)) is not None:
+                return problem
+    if unreadable:
+        return f"{unreadable[0].filename} cannot be listed ({unreadable[0].strerror or unreadable[0]})"
+    return None
+
+
+FS_IOC_GETFLAGS, KEPT_FLAGS = 0x80086601, 0x10 | 0x20  # Linux: its immutable and append-only flags (`lsattr`)
+
+
+def _unremovable(folder: Path, entry: Path) -> str | None:
+    """Why `entry` could not be removed from `folder` (as unlink / rmdir would fail), or None."""
+    if not os.access(folder, os.W_OK | os.X_OK):  # (root too: a read-only file system, an immutable folder)
+        return f"{folder} cannot be changed (no permission to remove what it holds, or a read-only file system)"
+    try:
+        info = entry.lstat()
+    except FileNotFoundError:
+        return None
+    flags = getattr(info, "st_flags", None)  # macOS / BSD: UF_ / SF_ IMMUTABLE and APPEND
+    if flags is None and sys.platform.startswith("linux") and not stat.S_ISLNK(info.st_mode):
+        flags = _linux_flags(entry)
+    if flags and flags & (KEPT_FLAGS if sys.platform.startswith("linux") else
+                          stat.UF_IMMUTABLE | stat.UF_APPEND | stat.SF_IMMUTABLE | stat.SF_APPEND):
+        return f"{entry} is marked immutable or append-only (lsattr / chattr)"
+    return None
+
+
+def _linux_flags(entry: Path) -> int | None:
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError:
+        return None  # not readable by this user: whether it is flagged cannot be known (rmtree will say)
+    try:
+        return struct.unpack_from("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)))[0]  # (the kernel writes an int)
+    except OSError:
+        return None  # a file system without these flags (tmpfs, NFS)
+    finally:
+        os.close(fd)
 
 
 def _remove(path: Path) -> None:

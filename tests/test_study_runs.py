@@ -1,0 +1,139 @@
+"""A study's runs (`tunelab cv` folds, `tunelab curve` points) run again: an unfinished one resumed from its newest
+checkpoint, a continued study held to its first run's text rules, what --overwrite removes checked removable first."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
+
+runner = CliRunner()
+ARGS = {"cv": ["--folds", "2"], "curve": ["--fractions", "0.5,1"]}
+SUB = {"cv": ("fold-1", "fold-2"), "curve": ("frac-0.5", "frac-1")}  # (kept, the one run again)
+
+
+def _config(tmp_path: Path, tiny_bert: Path, **train: object) -> Path:
+    data = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(40, 0))
+    cfg = {"task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "out"),
+           "data": {"train": str(data), "validation_split": 0.25},
+           "train": {"max_steps": 1, "batch_size": 8, "lr": 5e-3, "save_steps": 0, "precision": "fp32",
+                     "report": False, **train}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def _study(study: str, path: Path, *more: str, code: int = 0) -> str:
+    res = runner.invoke(app, [study, str(path), *ARGS[study], *more])
+    assert res.exit_code == code, res.output
+    return res.stderr
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tiny_bert: Path, tmp_path: Path) -> None:
+    """Run again after a kill, the fold / point that was training goes on from its newest checkpoint (it trained
+    again from step 0, its checkpoints deleted) and says so; the finished one is kept."""
+    path = _config(tmp_path, tiny_bert, max_steps=4, save_steps=2)
+    root = tmp_path / "out" / study
+    _study(study, path)
+    kept, killed = (root / name for name in SUB[study])
+    before = json.loads((killed / "metrics.json").read_text())
+    stamp = (kept / "metrics.json").stat().st_mtime_ns
+    # as SIGKILL at step 3 leaves a run (training/run_dir.py): its config.yaml, data_summary.json, log and
+    # checkpoint step 2; not the files a run writes as it ends, nor the study's record of the inputs it read
+    for name in ("metrics.json", "study_inputs.json", "model", "predictions", "checkpoints/step-00000004"):
+        target = killed / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    said = _study(study, path)
+    step2 = killed / "checkpoints" / "step-00000002"
+    label = "cv: fold 2" if study == "cv" else "curve: fraction 1"
+    assert f"{label}: resumed from step 2 of its unfinished run ({step2})" in said
+    assert "finished, kept" in said and (kept / "metrics.json").stat().st_mtime_ns == stamp
+    after = json.loads((killed / "metrics.json").read_text())
+    assert after["train"]["resumed_from"] == str(step2) and after["train"]["steps"] == 4
+    assert after["validation"]["accuracy"] == pytest.approx(before["validation"]["accuracy"])
+    assert after["train"]["loss"] == pytest.approx(before["train"]["loss"], rel=1e-4)  # as if never stopped
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_a_continued_study_reads_rows_by_its_first_runs_rules(study: str, tiny_bert: Path, tmp_path: Path) -> None:
+    """A cv / curve begun by an older tunelab (its rows read by text rules 2) and continued by this one: the new fold /
+    point reads its rows so too (it read them by today's rules, as `tunelab tune`'s trials no longer do)."""
+    path, root = _config(tmp_path, tiny_bert), tmp_path / "out" / study
+    _study(study, path)
+    first, again = (root / name for name in SUB[study])
+    summary = first / "data_summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "text_rules": 2}))
+    (again / "metrics.json").unlink()  # interrupted
+    said = _study(study, path)
+    assert "finished, kept" in said
+    assert json.loads((again / "data_summary.json").read_text())["text_rules"] == 2
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, IMMUTABLE = 0x80086601, 0x40086602, 0x10
+
+
+@contextmanager
+def _unremovable(file: Path) -> Iterator[None]:
+    """`file` (and so its folder) not removable: its folder read-only for a user; immutable for root (`chattr +i`:
+    permissions do not stop root's rmtree)."""
+    if os.geteuid() != 0:
+        file.parent.chmod(0o555)
+        try:
+            yield
+        finally:
+            file.parent.chmod(0o755)
+        return
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        flags = struct.unpack_from("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)))[0]
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | IMMUTABLE) + bytes(4))
+    except OSError as e:
+        os.close(fd)
+        pytest.skip(f"run as root, and {file.parent} cannot mark a file immutable ({e.strerror}): nothing else stops "
+                    "root's rmtree")
+    try:
+        yield
+    finally:
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags) + bytes(4))
+        os.close(fd)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and p.name not in (".tunelab.lock", ".tunelab-study.lock")}
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_overwrite_removes_nothing_when_a_folder_cannot_be_removed(study: str, tiny_bert: Path,
+                                                                   tmp_path: Path) -> None:
+    """--overwrite replacing a study whose folder holds something that cannot be removed: one line naming it, before
+    anything is removed (curve: the points not asked for went one by one until rmtree stopped half-way; cv: the
+    replaced folds were trained over and removed, then the fold past --folds stopped it)."""
+    path, root = _config(tmp_path, tiny_bert), tmp_path / "out" / study
+    first = ["--folds", "3"] if study == "cv" else ["--fractions", "0.5,1"]
+    res = runner.invoke(app, [study, str(path), *first])
+    assert res.exit_code == 0, res.output
+    stuck = root / ("fold-3" if study == "cv" else "frac-1") / "model" / "config.json"
+    before = _files(root)
+    again = ["--folds", "2"] if study == "cv" else ["--fractions", "0.25"]
+    with _unremovable(stuck):
+        res = runner.invoke(app, [study, str(path), *again, "--set", "train.lr=1e-3", "--overwrite"])
+    assert res.exit_code == 2, res.output
+    assert _files(root) == before  # (first: what the old code lost)
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: output_dir: {stuck.parent.parent} cannot be removed (this command would replace "
+                           "it): ") and line.endswith("; nothing was removed (make it removable, or choose another "
+                                                      "output_dir)"), line
