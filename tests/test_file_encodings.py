@@ -21,20 +21,23 @@ CP1252 = ("; the line reads as Western European text in Windows-1252 (cp1252, La
           "Western Europe and the Americas")
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".txt"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".txt", ".conll"])
 def test_a_cp1252_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: str) -> None:
     """A CSV that Excel saved on a Western Windows (`café`: 0xE9; `it’s`: 0x92) got `not valid UTF-8` alone, where a
-    GBK file was told its encoding and the command that converts it."""
+    GBK file was told its encoding and the command that converts it. Excel (its CSV, its "CSV UTF-8") is named for
+    the files it writes only: a CoNLL, JSONL or text file was told of Excel's CSV too."""
     sep = "\t" if suffix == ".tsv" else ","
     rows = {".jsonl": ['{"text": "good", "label": "pos"}', '{"text": "café it’s bad", "label": "neg"}'],
-            ".txt": ["good", "café it’s bad"]}.get(suffix, [f"text{sep}label", f"good{sep}pos", f"café it’s{sep}neg"])
+            ".txt": ["good", "café it’s bad"], ".conll": ["good O", "", "café B-LOC"],
+            }.get(suffix, [f"text{sep}label", f"good{sep}pos", f"café it’s{sep}neg"])
     path = tmp_path / f"excel{suffix}"
     path.write_bytes("\n".join(rows).encode("cp1252") + b"\n")
-    line = len(rows)
+    line, excel = len(rows), suffix in (".csv", ".tsv")
+    said = (" and of Excel's CSV there: save the file as UTF-8 (Excel: \"CSV UTF-8\")" if excel
+            else ": save the file as UTF-8")
     assert read_error(path) == (f"{path}:{line}: bytes: not valid UTF-8 (byte 0xe9 at column "
-                            f"{rows[-1].index('é') + 1}){CP1252} and of Excel's CSV there: save the file as UTF-8 "
-                            f"(Excel: \"CSV UTF-8\"), or convert it: iconv -f CP1252 -t UTF-8 {path} > "
-                            f"{tmp_path / ('excel.utf8' + suffix)}")
+                                f"{rows[-1].index('é') + 1}){CP1252}{said}, or convert it: iconv -f CP1252 -t UTF-8 "
+                                f"{path} > {tmp_path / ('excel.utf8' + suffix)}")
 
 
 def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from typing import IO, Any
 from tunelab.errors import DataError
 from tunelab.text.encodings import UTF16_BOMS, Whole, bad_line, encoding_hint, utf8_besides, utf16_hint
 
+EXCEL_KINDS = (".csv", ".tsv", ".tab")  # the data files Excel saves (its Windows-1252 or GBK CSV)
+
 
 def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"",
              whole: Whole = None) -> DataError:
@@ -24,8 +26,9 @@ def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", l
     text besides (None: the file read again to find out, `_whole`)."""
     if head[:2] in UTF16_BOMS:
         hint = utf16_hint(path)
-    else:
-        hint = encoding_hint(line_bytes, path, whole=whole if whole is not None else lambda: _whole(path, line))
+    else:  # Excel's CSV named, and its "CSV UTF-8" advised, for the files Excel writes only (not JSONL, CoNLL, text)
+        hint = encoding_hint(line_bytes, path, Path(path).suffix.lower() in EXCEL_KINDS,
+                             whole if whole is not None else lambda: _whole(path, line))
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
 
 
