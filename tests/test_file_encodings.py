@@ -156,6 +156,42 @@ def test_a_utf16_file_of_lone_carriage_returns_is_read_a_block_at_a_time(tmp_pat
         list(lines)
 
 
+def test_a_utf8_file_of_lone_carriage_returns_is_read_a_block_at_a_time(tmp_path: Path) -> None:
+    """A UTF-8 file whose lines end in a lone "\r" (an old Mac's) was one line to `for line in f`: read whole into
+    memory, then cut. It is read a block at a time — its first line comes out with at most one block read — with the
+    rows and line numbers of the same file with "\n" line ends (JSONL, CoNLL, CSV), and a bad byte named by its line
+    and column."""
+    import io
+
+    from tunelab.data import decode
+
+    jsonl = "".join(json.dumps({"text": f"row {i} café", "label": "pos"}, ensure_ascii=False) + "\n"
+                    for i in range(5000))
+    conll = "".join(f"café{i} B-LOC\nist O\n\n" for i in range(3000))
+    csv = "text,label\n" + "".join(f"row {i} café,pos\n" for i in range(5000))
+    for name, body in (("a.jsonl", jsonl), ("a.conll", conll), ("a.csv", csv)):  # (each over 2 blocks)
+        unix, mac = tmp_path / f"unix-{name}", tmp_path / f"mac-{name}"
+        unix.write_bytes(body.encode())
+        mac.write_bytes(body.replace("\n", "\r").encode())
+        assert [(n, t.rstrip("\r\n")) for n, t in decoded_lines(mac)] == \
+            [(n, t.rstrip("\r\n")) for n, t in decoded_lines(unix)]
+        got, want = read_table(mac), read_table(unix)
+        assert [(r.line, r.data) for r in got.records] == [(r.line, r.data) for r in want.records], name
+        assert len(got.records) in (3000, 5000) and got.records[-1].line > 2999
+    stream = io.BytesIO(jsonl.replace("\n", "\r").encode())
+    lines = decode.utf8_lines(stream, tmp_path / "stdin")
+    assert next(lines) == (1, '{"text": "row 0 café", "label": "pos"}\r')
+    assert stream.tell() <= decode._BLOCK < len(stream.getvalue()) // 2  # not the whole stream read for one line
+    assert sum(1 for _ in lines) == 4999
+    bad = tmp_path / "bad.jsonl"  # a Windows-1252 byte on line 4000, and "\r\n" ends mixed in
+    bad.write_bytes(jsonl.replace("\n", "\r").encode().replace("row 3999 café".encode(), b"row 3999 caf\xe9")
+                    .replace(b"\r", b"\r\n", 7))
+    with pytest.raises(DataError, match=r"bad.jsonl:4000: bytes: not valid UTF-8 \(byte 0xe9 at column 23\); the "
+                                        r"line reads as Western European text in Windows-1252 .* in a file otherwise "
+                                        r"UTF-8"):
+        list(decoded_lines(bad))
+
+
 def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_path: Path) -> None:
     """`tunelab data check` reads an Excel "Unicode text" file; an unpaired surrogate or a file cut inside a
     character is one line naming the line and column, in UTF-16's words."""
