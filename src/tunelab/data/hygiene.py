@@ -53,8 +53,11 @@ def _tag(m: re.Match[str], closed: dict[str, int]) -> str:
     """A tag of an HTML element, written in one case, its attributes well formed (`<b and c>` in `a<b and c>d` is
     text): removed (a block element: a space); anything else as it is. An opening tag right after a word's letter
     (`Task<object>`, `impl<S>`, `Func<A>`: a generic type) is text unless its closing tag follows (`very<b>good</b>`)
-    or it has none (`line<br>`) or may leave it out in lowercase (`one<li>two`; `Component<P>` is a type); `closed`:
-    where the text closes each element name last."""
+    or it has none (`line<br>`) or may leave it out in lowercase (`one<li>two`; `Component<P>` is a type). Anywhere
+    else, an opening tag of an element that needs its closing tag (not `<br>`, `<P>`, `<li>`), bare (no attributes)
+    and never closed after it, is markup only in a text that closes some element (`<b>Note:</b> see <i>x`); in one
+    that closes none it is text (a grade: `grade <B>`, `Grade <A>`). `closed`: where the text closes each HTML
+    element last."""
     close, name, attrs = m.groups()[:3]
     if name.lower() not in _ELEMENTS or not (name.islower() or name.isupper()) or (close and attrs):
         return m.group(0)
@@ -63,8 +66,9 @@ def _tag(m: re.Match[str], closed: dict[str, int]) -> str:
         return m.group(0)
     before = m.string[m.start() - 1] if m.start() else " "
     open_ended = name.lower() in _VOID or name.islower() and name in _END_OPTIONAL
-    if not close and not open_ended and (before.isalnum() or before == "_") and (
-            closed.get(name.lower(), -1) < m.end()):
+    if not close and closed.get(name.lower(), -1) < m.end() and (
+            not open_ended and (before.isalnum() or before == "_")
+            or not attrs and not closed and name.lower() not in _VOID | _END_OPTIONAL):
         return m.group(0)
     return " " if name.lower() in _BLOCK else ""
 
@@ -105,7 +109,8 @@ def strip_html(text: str) -> str:
     if "<" not in text and "&" not in text:
         return text
     text = _DOCTYPE.sub(" ", _drop_blocks(text))
-    closed = {c.group(1).lower(): c.start() for c in _CLOSING.finditer(text)}  # once per text: linear
+    closed = {name: c.start() for c in _CLOSING.finditer(text)  # once per text: linear; HTML elements' only
+              if (name := c.group(1).lower()) in _ELEMENTS and (c.group(1).islower() or c.group(1).isupper())}
     text = _TAG.sub(lambda m: _tag(m, closed), text)
     return _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
 
