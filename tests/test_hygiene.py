@@ -80,6 +80,16 @@ def test_strip_html_removes_markup_only(text: str, want: str) -> None:
     assert clean_text(text, CleanConfig()) == want
 
 
+def test_a_grade_is_stripped_by_the_text_rules_of_an_older_run() -> None:
+    """A run trained by text rules 4 cleaned `grade <B>` to `grade`: its rows read again (resume, report, export)
+    are cleaned as it cleaned them; a new run keeps the grade."""
+    from tunelab.text import text_rules
+
+    with text_rules(4):
+        assert clean_text("grade <B> in maths, Foo<B>", CleanConfig()) == "grade in maths, Foo<B>"
+    assert clean_text("grade <B> in maths, Foo<B>", CleanConfig()) == "grade <B> in maths, Foo<B>"
+
+
 @pytest.mark.parametrize(("collide", "stream"), [(False, False), (True, False), (False, True), (True, True)])
 def test_dedup_within_and_across_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collide: bool,
                                         stream: bool) -> None:
