@@ -166,6 +166,33 @@ def _ner_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "ner.jsonl", rows)
 
 
+def test_ner_is_told_its_own_cut_not_classifications(tiny_bert: Path, tmp_path: Path) -> None:
+    """NER cuts a row past data.max_length at its end (the words past it tagged O) whatever data.truncation said:
+    `data check` told it `split into windows, nothing cut` for sliding_window, training took tail / head+tail
+    silently, and the report said `truncation: sliding_window`. The setting is refused (data check and train, one
+    line, exit 2); a run of an older tunelab that set it still loads, its report saying what NER did."""
+    from tunelab.config.sections import DataConfig
+    from tunelab.registry import TASKS
+
+    ner = _ner_file(tmp_path)
+    for mode in ("sliding_window", "tail"):
+        res = runner.invoke(app, ["data", "check", str(ner), "--task", "ner", "--model", str(tiny_bert), "--set",
+                                  "data.max_length=16", "--set", f"data.truncation={mode}", "--set",
+                                  "data.window_stride=4"])
+        assert res.exit_code == 2 and res.stderr == (
+            "error: config: data.truncation: task ner cuts a row longer than data.max_length at its end: the words "
+            f"past it are tagged O ({mode} is classification's); leave data.truncation out\n"), res.output
+    res = runner.invoke(app, ["train", "--set", "task=ner", "--set", f"model={tiny_bert}", "--set",
+                              f"data.train={ner}", "--set", f"output_dir={tmp_path / 'run'}", "--set",
+                              "data.truncation=head+tail"])
+    assert res.exit_code == 2 and "config: data.truncation: task ner cuts a row" in res.stderr, res.output
+    assert not (tmp_path / "run").exists()
+    ner_cls, cls = TASKS.get("ner"), TASKS.get("classification")
+    old = DataConfig(truncation="sliding_window")  # an older run's saved settings
+    assert ner_cls(ner_cls.Config(), old).length_note() == "rows are cut at the end, the words past max_length tagged O"
+    assert cls(cls.Config(), old).length_note() == "truncation: sliding_window"
+
+
 def test_ner_label_shares_are_of_entities(tiny_bert: Path, tmp_path: Path) -> None:
     """NER label shares were of rows: PER 3 of 2 rows showed 150.0 %, the shares summing past 100 %."""
     ner = _ner_file(tmp_path)

@@ -219,6 +219,22 @@ def test_a_model_copied_out_of_its_run_is_tunelabs(run: Path, tmp_path: Path) ->
     assert (copy / MANIFEST).is_file() and (copy / "model.pt").is_file() and not (copy / "README.md").exists()
 
 
+def test_a_model_folder_of_no_run_is_exported_beside_it(run: Path, tmp_path: Path) -> None:
+    """Two deployed copies of a model in one folder (`deploy/a`, `deploy/b`: no run around them), exported without
+    --output, went both to `deploy/exports/torch-int8`: b's export replaced a's without a word. Each goes beside its
+    model now, by its name, and stderr says where."""
+    deploy = tmp_path / "deploy"
+    for name in ("a", "b"):
+        shutil.copytree(run / "model", deploy / name)
+        res = _cli("export", str(deploy / name), *FMT, "--data", str(run.parent / "val.jsonl"))
+        assert res.exit_code == 0, res.output
+        assert res.stderr.strip().splitlines()[-1] == f"export: wrote {deploy / (name + '-' + EXPORTED)}"
+    for name in ("a", "b"):
+        meta = json.loads((deploy / f"{name}-{EXPORTED}" / "tunelab.json").read_text())
+        assert meta["export"]["from"] == str((deploy / name).resolve())
+    assert not (deploy / "exports").exists()
+
+
 def test_what_a_run_model_holds(tmp_path: Path) -> None:
     """What training writes into RUN/model (its model card, a prefix / prompt adapter/ folder) is tunelab's; what it
     never writes there (report.json, a file in adapter/ that peft does not write) is not."""

@@ -21,20 +21,23 @@ CP1252 = ("; the line reads as Western European text in Windows-1252 (cp1252, La
           "Western Europe and the Americas")
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".txt"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".txt", ".conll"])
 def test_a_cp1252_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: str) -> None:
     """A CSV that Excel saved on a Western Windows (`café`: 0xE9; `it’s`: 0x92) got `not valid UTF-8` alone, where a
-    GBK file was told its encoding and the command that converts it."""
+    GBK file was told its encoding and the command that converts it. Excel (its CSV, its "CSV UTF-8") is named for
+    the files it writes only: a CoNLL, JSONL or text file was told of Excel's CSV too."""
     sep = "\t" if suffix == ".tsv" else ","
     rows = {".jsonl": ['{"text": "good", "label": "pos"}', '{"text": "café it’s bad", "label": "neg"}'],
-            ".txt": ["good", "café it’s bad"]}.get(suffix, [f"text{sep}label", f"good{sep}pos", f"café it’s{sep}neg"])
+            ".txt": ["good", "café it’s bad"], ".conll": ["good O", "", "café B-LOC"],
+            }.get(suffix, [f"text{sep}label", f"good{sep}pos", f"café it’s{sep}neg"])
     path = tmp_path / f"excel{suffix}"
     path.write_bytes("\n".join(rows).encode("cp1252") + b"\n")
-    line = len(rows)
+    line, excel = len(rows), suffix in (".csv", ".tsv")
+    said = (" and of Excel's CSV there: save the file as UTF-8 (Excel: \"CSV UTF-8\")" if excel
+            else ": save the file as UTF-8")
     assert read_error(path) == (f"{path}:{line}: bytes: not valid UTF-8 (byte 0xe9 at column "
-                            f"{rows[-1].index('é') + 1}){CP1252} and of Excel's CSV there: save the file as UTF-8 "
-                            f"(Excel: \"CSV UTF-8\"), or convert it: iconv -f CP1252 -t UTF-8 {path} > "
-                            f"{tmp_path / ('excel.utf8' + suffix)}")
+                                f"{rows[-1].index('é') + 1}){CP1252}{said}, or convert it: iconv -f CP1252 -t UTF-8 "
+                                f"{path} > {tmp_path / ('excel.utf8' + suffix)}")
 
 
 def test_cp1252_in_train_a_config_and_a_utf8_file(tiny_bert: Path, tmp_path: Path) -> None:
@@ -151,6 +154,42 @@ def test_a_utf16_file_of_lone_carriage_returns_is_read_a_block_at_a_time(tmp_pat
     with pytest.raises(DataError, match=r"cut.tsv:5002: bytes: not valid UTF-16, the encoding its byte order mark "
                                         r"names \(unexpected end of data at column 9\)$"):
         list(lines)
+
+
+def test_a_utf8_file_of_lone_carriage_returns_is_read_a_block_at_a_time(tmp_path: Path) -> None:
+    """A UTF-8 file whose lines end in a lone "\r" (an old Mac's) was one line to `for line in f`: read whole into
+    memory, then cut. It is read a block at a time — its first line comes out with at most one block read — with the
+    rows and line numbers of the same file with "\n" line ends (JSONL, CoNLL, CSV), and a bad byte named by its line
+    and column."""
+    import io
+
+    from tunelab.data import decode
+
+    jsonl = "".join(json.dumps({"text": f"row {i} café", "label": "pos"}, ensure_ascii=False) + "\n"
+                    for i in range(5000))
+    conll = "".join(f"café{i} B-LOC\nist O\n\n" for i in range(3000))
+    csv = "text,label\n" + "".join(f"row {i} café,pos\n" for i in range(5000))
+    for name, body in (("a.jsonl", jsonl), ("a.conll", conll), ("a.csv", csv)):  # (each over 2 blocks)
+        unix, mac = tmp_path / f"unix-{name}", tmp_path / f"mac-{name}"
+        unix.write_bytes(body.encode())
+        mac.write_bytes(body.replace("\n", "\r").encode())
+        assert [(n, t.rstrip("\r\n")) for n, t in decoded_lines(mac)] == \
+            [(n, t.rstrip("\r\n")) for n, t in decoded_lines(unix)]
+        got, want = read_table(mac), read_table(unix)
+        assert [(r.line, r.data) for r in got.records] == [(r.line, r.data) for r in want.records], name
+        assert len(got.records) in (3000, 5000) and got.records[-1].line > 2999
+    stream = io.BytesIO(jsonl.replace("\n", "\r").encode())
+    lines = decode.utf8_lines(stream, tmp_path / "stdin")
+    assert next(lines) == (1, '{"text": "row 0 café", "label": "pos"}\r')
+    assert stream.tell() <= decode._BLOCK < len(stream.getvalue()) // 2  # not the whole stream read for one line
+    assert sum(1 for _ in lines) == 4999
+    bad = tmp_path / "bad.jsonl"  # a Windows-1252 byte on line 4000, and "\r\n" ends mixed in
+    bad.write_bytes(jsonl.replace("\n", "\r").encode().replace("row 3999 café".encode(), b"row 3999 caf\xe9")
+                    .replace(b"\r", b"\r\n", 7))
+    with pytest.raises(DataError, match=r"bad.jsonl:4000: bytes: not valid UTF-8 \(byte 0xe9 at column 23\); the "
+                                        r"line reads as Western European text in Windows-1252 .* in a file otherwise "
+                                        r"UTF-8"):
+        list(decoded_lines(bad))
 
 
 def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_path: Path) -> None:

@@ -65,11 +65,29 @@ def test_clean_text() -> None:
     ("Component<P> {}; Table<TR> t", "Component<P> {}; Table<TR> t"),
     ("<b>x</b> std::vector<B> v; <s>no</s> impl<S> Foo", "x std::vector<B> v; no impl<S> Foo"),
     ("<select><option>Red<option>Green</select> a<!-- c -->b<SCRIPT>x</SCRIPT>c", "Red Green a b c"),
+    # a grade or a type in a text that closes no element: text (`grade <B>` was `grade `); with its closing tag, with
+    # attributes, or in a text with markup, a tag as before
+    ("Foo<B>; grade <B> in maths, Grade <A>; score: <B>.", "Foo<B>; grade <B> in maths, Grade <A>; score: <B>."),
+    ("x<b>y</b>", "xy"),
+    ("grade <B>good</B>, Foo<B>", "grade good, Foo<B>"),
+    ('see <b class="k">this', "see this"),
+    ("<b>Note:</b> see <i>this", "Note: see this"),
+    ("one <br>two <P>three <li>four", "one two three four"),
 ])
 def test_strip_html_removes_markup_only(text: str, want: str) -> None:
     """Only tags of HTML element names (in one case, attributes well formed), comments and scripts go; entities are
     decoded only when written with their `;`."""
     assert clean_text(text, CleanConfig()) == want
+
+
+def test_a_grade_is_stripped_by_the_text_rules_of_an_older_run() -> None:
+    """A run trained by text rules 4 cleaned `grade <B>` to `grade`: its rows read again (resume, report, export)
+    are cleaned as it cleaned them; a new run keeps the grade."""
+    from tunelab.text import text_rules
+
+    with text_rules(4):
+        assert clean_text("grade <B> in maths, Foo<B>", CleanConfig()) == "grade in maths, Foo<B>"
+    assert clean_text("grade <B> in maths, Foo<B>", CleanConfig()) == "grade <B> in maths, Foo<B>"
 
 
 @pytest.mark.parametrize(("collide", "stream"), [(False, False), (True, False), (False, True), (True, True)])

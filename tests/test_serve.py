@@ -93,6 +93,46 @@ def test_a_predict_request_reads_its_rows_once(served: tuple[str, object], monke
     assert reads == [2, 2], reads
 
 
+def test_an_input_whose_outputs_are_nan_answers_its_own_row_only(served: tuple[str, object]) -> None:
+    """One input the model gives NaN for (here: its word's embedding row set to NaN) answers its row with `error`;
+    the request's other rows, and another request batched with it, are answered (the whole request was a 422)."""
+    import asyncio
+
+    import torch
+
+    from tunelab.evaluation.evaluate import NOT_FINITE
+    from tunelab.serve.batcher import MicroBatcher
+
+    url, server = served
+    entry = server.by_name["sentiment"]  # type: ignore[attr-defined]
+    model, inputs = entry.model, ["good great film", {"text": "scene", "id": 3}, "awful boring plot"]
+    clean = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH, timeout=30).json()["outputs"]
+    weight = model.module.get_input_embeddings().weight
+    row, saved = model.tokenizer.convert_tokens_to_ids("scene"), None
+    with torch.no_grad():
+        saved = weight[row].clone()
+        weight[row] = float("nan")
+    try:
+        res = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH, timeout=30)
+        assert res.status_code == 200, res.text
+        outputs = res.json()["outputs"]
+        assert outputs[1] == {"text": "scene", "id": 3, "error": NOT_FINITE}
+        assert [outputs[0], outputs[2]] == [clean[0], clean[2]]
+
+        async def together() -> tuple[list[object], list[int]]:  # two users' requests in one forward pass
+            batcher = MicroBatcher(entry.batcher.fn, max_batch=32, max_wait_ms=0)
+            await batcher.start()
+            got = await asyncio.gather(*(batcher.submit(model.parse_inputs(x)) for x in (["scene"], ["good"])))
+            await batcher.stop()
+            return list(got), batcher.stats.sizes
+
+        (nan, good), sizes = asyncio.run(together())
+        assert sizes == [2] and nan == [{"text": "scene", "error": NOT_FINITE}] and good[0]["pred_label"], (sizes, good)
+    finally:
+        with torch.no_grad():
+            weight[row] = saved
+
+
 def test_limits_and_validation(served: tuple[str, object]) -> None:
     url, _ = served
     res = httpx.post(f"{url}/v1/predict", json={"inputs": ["x"] * 9}, headers=AUTH)

@@ -186,8 +186,10 @@ def test_a_big5_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: s
             ".conll": "台 B-LOC\n北 I-LOC\n好 O\n"}[suffix]
     path = _write(tmp_path / f"zh_tw{suffix}", text.encode("big5"))
     said = read_error(path)
+    excel = " and of Excel's CSV there" if suffix == ".csv" else ""  # Excel's files only: not JSONL's, CoNLL's
     assert "; the line reads as Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong " \
-        "Kong and of Excel's CSV there: save the file as UTF-8" in said, said
+        f"Kong{excel}: save the file as UTF-8" in said, said
+    assert ("Excel" in said) == (suffix == ".csv"), said
     assert said.endswith(f"iconv -f BIG5 -t UTF-8 {path} > {tmp_path / ('zh_tw.utf8' + suffix)}"), said
     # Simplified Chinese in GBK is still GBK (much of it also decodes as Big5)
     gbk = _write(tmp_path / f"zh_cn{suffix}", text.replace("這部電影", "这部电影").replace("推薦", "推荐")

@@ -31,7 +31,7 @@ from tunelab.config.run import RunConfig, configured, read_config_file
 from tunelab.data.objects import check_count, check_flag, model_table
 from tunelab.data.readers import Table
 from tunelab.errors import ArgumentError, ConfigError, surface
-from tunelab.evaluation.evaluate import evaluate, logits_for
+from tunelab.evaluation.evaluate import evaluate, logits_for, predictions_by_row
 from tunelab.export.save import load_model
 from tunelab.models.aliases import model_dir_of
 from tunelab.tasks.base import Example, Task
@@ -211,13 +211,17 @@ class Model:
                                                      conll_txt=self.task.txt_as_conll),
                               labelled=labelled)
 
-    def predict_examples(self, examples: Sequence[Example], batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict_examples(self, examples: Sequence[Example], batch_size: int = 64, *,
+                         by_row: bool = False) -> list[dict[str, Any]]:
         """`predict` of examples `parse_inputs` read (those of several calls together: `tunelab serve`'s batches),
-        without reading the rows again."""
+        without reading the rows again. `by_row`: a row whose outputs are NaN or infinite answers with `error`
+        instead of its prediction, the others predicted (else NaN outputs are one error for them all)."""
         check_count("batch_size", batch_size)
         examples = list(examples)
-        return self.task.predictions(logits_for(self.task, self.module, self.tokenizer, examples, batch_size),
-                                     examples)
+        logits = logits_for(self.task, self.module, self.tokenizer, examples, batch_size, nan_ok=by_row)
+        if by_row:
+            return predictions_by_row(self.task, logits, examples)
+        return self.task.predictions(logits, examples)
 
     @_entry()
     def evaluate(self, data: Inputs, batch_size: int = 64, limit: int | None = None, *,

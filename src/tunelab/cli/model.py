@@ -205,8 +205,9 @@ def export(
                                         "int8 weights per channel); gguf: f16 (default) or q8_0; torch: int8 "
                                         "(torchao)."),
     output: Path | None = typer.Option(None, "--output", help="Directory to write (default: RUN/merged; "
-                                       "RUN/exports/<format>-<quantize or fp32>): new, empty, or an earlier "
-                                       "export's, replaced whole (anything else: see --overwrite)."),
+                                       "RUN/exports/<format>-<quantize or fp32>; for a model folder of no run, "
+                                       "beside it: <folder>-<format>-<quantize or fp32>): new, empty, or an "
+                                       "earlier export's, replaced whole (anything else: see --overwrite)."),
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", min=0.0, max=100.0, help="Parity gate: "

@@ -17,6 +17,7 @@ from typing import Any
 from tunelab.config.sections import CleanConfig
 from tunelab.data.dedup import TEXT_KEYS, compared_texts
 from tunelab.data.report import DataReport
+from tunelab.text import rules_version
 
 # one attribute: a name, and a quoted or plain value (a name alone must be an HTML attribute's: _VALUELESS)
 _ATTR = r"""\s+([A-Za-z_:][-\w:.]*)(\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
@@ -49,12 +50,15 @@ _BLOCK = {"br", "p", "div", "li", "ul", "ol", "dl", "dt", "dd", "tr", "td", "th"
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad]")
 
 
-def _tag(m: re.Match[str], closed: dict[str, int]) -> str:
+def _tag(m: re.Match[str], closed: dict[str, int], bare_is_text: bool) -> str:
     """A tag of an HTML element, written in one case, its attributes well formed (`<b and c>` in `a<b and c>d` is
     text): removed (a block element: a space); anything else as it is. An opening tag right after a word's letter
     (`Task<object>`, `impl<S>`, `Func<A>`: a generic type) is text unless its closing tag follows (`very<b>good</b>`)
-    or it has none (`line<br>`) or may leave it out in lowercase (`one<li>two`; `Component<P>` is a type); `closed`:
-    where the text closes each element name last."""
+    or it has none (`line<br>`) or may leave it out in lowercase (`one<li>two`; `Component<P>` is a type). Anywhere
+    else, an opening tag of an element that needs its closing tag (not `<br>`, `<P>`, `<li>`), bare (no attributes)
+    and never closed after it, is markup only in a text that closes some element (`<b>Note:</b> see <i>x`); in one
+    that closes none (`bare_is_text`, by text rules 5 on) it is text (a grade: `grade <B>`, `Grade <A>`). `closed`:
+    where the text closes each name last."""
     close, name, attrs = m.groups()[:3]
     if name.lower() not in _ELEMENTS or not (name.islower() or name.isupper()) or (close and attrs):
         return m.group(0)
@@ -63,8 +67,9 @@ def _tag(m: re.Match[str], closed: dict[str, int]) -> str:
         return m.group(0)
     before = m.string[m.start() - 1] if m.start() else " "
     open_ended = name.lower() in _VOID or name.islower() and name in _END_OPTIONAL
-    if not close and not open_ended and (before.isalnum() or before == "_") and (
-            closed.get(name.lower(), -1) < m.end()):
+    if not close and closed.get(name.lower(), -1) < m.end() and (
+            not open_ended and (before.isalnum() or before == "_")
+            or bare_is_text and not attrs and name.lower() not in _VOID | _END_OPTIONAL):
         return m.group(0)
     return " " if name.lower() in _BLOCK else ""
 
@@ -105,8 +110,15 @@ def strip_html(text: str) -> str:
     if "<" not in text and "&" not in text:
         return text
     text = _DOCTYPE.sub(" ", _drop_blocks(text))
-    closed = {c.group(1).lower(): c.start() for c in _CLOSING.finditer(text)}  # once per text: linear
-    text = _TAG.sub(lambda m: _tag(m, closed), text)
+    closed: dict[str, int] = {}  # found once per text: linear
+    closes_html = False  # the text closes an HTML element (in one case): else a bare tag never closed is text there
+    for c in _CLOSING.finditer(text):
+        name = c.group(1)
+        closed[name.lower()] = c.start()
+        closes_html = closes_html or name.lower() in _ELEMENTS and (name.islower() or name.isupper())
+    # (by the text rules of an older run, markup: its rows read again as it cleaned them)
+    bare_is_text = not closes_html and rules_version() >= 5
+    text = _TAG.sub(lambda m: _tag(m, closed, bare_is_text), text)
     return _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
 
 

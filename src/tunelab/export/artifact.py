@@ -113,11 +113,13 @@ def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = 
 def default_output(model_dir: Path, run: Path | None, name: str) -> Path:
     """Where an export or compress of `model_dir` goes without --output: RUN/exports/NAME for a run's model; beside a
     compressed model (its tunelab.json `compressed`; or a model in an exports/ folder), as <its folder>-NAME — never
-    the folder an export of the run's own model has (`serve RUN` would then serve the pruned one)."""
+    the folder an export of the run's own model has (`serve RUN` would then serve the pruned one); beside a model
+    folder of no run too (`cp -r RUN/model deploy/a`: deploy/a-NAME; it went to deploy/exports/NAME, where the export
+    of deploy/b then replaced it)."""
     model_dir = model_dir.resolve()  # (`.`: the folder's own name)
-    if model_dir.parent.name == "exports" or "compressed" in read_json(model_dir / META_FILE):
+    if run is None or model_dir.parent.name == "exports" or "compressed" in read_json(model_dir / META_FILE):
         return model_dir.parent / f"{model_dir.name}-{name}"
-    return (run or model_dir.parent) / "exports" / name
+    return run / "exports" / name
 
 
 def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path | None = None,

@@ -91,7 +91,9 @@ class Server:
                                              self.settings.max_chat_batch, max_queue=self.settings.max_queue)
                 s.bos = completion_bos(tok)
             else:
-                s.batcher = MicroBatcher(lambda examples, m=s.model: m.predict_examples(examples, len(examples)),
+                # an input whose outputs are NaN answers its own row with `error`; the batch's other rows are answered
+                s.batcher = MicroBatcher(lambda examples, m=s.model: m.predict_examples(examples, len(examples),
+                                                                                         by_row=True),
                                          self.settings.max_batch, self.settings.max_wait_ms, self.settings.max_queue,
                                          on_batch=lambda n, _s: self.metrics.batch.observe(n),
                                          max_tokens=self.settings.max_batch_tokens)

@@ -279,7 +279,7 @@ class Task(ABC):
 
     def length_note(self) -> str:
         """How an input longer than data.max_length is cut (the report's token-length note)."""
-        return f"truncation: {getattr(self.data, 'truncation', 'head')}"
+        return "rows are cut at the end"
 
     def label_counts(self, examples: Sequence[Example] = (), records: Sequence[dict[str, Any]] = ()) -> Counter[str]:
         """Gold `count_kind` counts of a split, from its examples or else its records (report's distribution)."""

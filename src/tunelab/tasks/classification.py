@@ -220,6 +220,9 @@ class Classification(Task):
         self._cut = 0
         return self.in_chunks(examples, lambda part, offset: self._encode(part, offset, tokenizer, soft))
 
+    def length_note(self) -> str:
+        return f"truncation: {self.data.truncation}"
+
     def cut_note(self) -> str | None:
         return cut_note(self._cut, self.data.max_length, self.data.truncation)
 

@@ -46,6 +46,7 @@ class NerConfig(TaskConfig):
     scoring_only: ClassVar[frozenset[str]] = frozenset({"strict", "decoding"})
     name: Literal["ner"] = "ner"
     label_setting: ClassVar[str] = "task.tags_field"  # (not data.label_field: refused, config/run.py)
+    cuts_at_end: ClassVar[str] = "cuts a row longer than data.max_length at its end: the words past it are tagged O"
     tokens_field: str = Field("tokens", description="Column holding the list of tokens.")
     tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
     label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")
@@ -201,6 +202,9 @@ class Ner(Task):
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         self._cut = [0, 0]  # rows cut by max_length, and their words past it (`cut_note`)
         return self.in_chunks(examples, lambda part, _: self._encode(part, tokenizer))
+
+    def length_note(self) -> str:
+        return "rows are cut at the end, the words past max_length tagged O"
 
     def cut_note(self) -> str | None:
         rows, words = self._cut
