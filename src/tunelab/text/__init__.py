@@ -30,9 +30,10 @@ _CJK_SPACE = re.compile(f"(?<=[{CJK}]) (?=[{CJK}])")
 # in a run's data_summary.json (`text_rules`): 2 (2026-12-07) leaves no space between two CJK characters in `normalize`
 # and joins NER tokens as their sentence (`join_tokens`); 3 (2026-12-07) reads SFT rows' tools and template rows'
 # system / history (tasks/sft_rows.py), counting a turn's `weight` 0 and the tools in the duplicate key (data/dedup.py);
-# 4 (2026-12-07) keys a tool call by its parsed JSON; 1 (no record) as before: so that an older run's rows read again
+# 4 (2026-12-07) keys a tool call by its parsed JSON; 5 refuses SFT tool turns out of order and gives calls and
+# results ids (tasks/sft_tools.py link_calls); 1 (no record) as before: so that an older run's rows read again
 # (resume, report, export, compress) are those it trained on.
-TEXT_RULES = 4
+TEXT_RULES = 5
 _RULES: ContextVar[int] = ContextVar("tunelab_text_rules", default=TEXT_RULES)
 
 
