@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import WORDS, write_jsonl
+from conftest import CALL, TOOL_TEMPLATE, WEATHER, WORDS, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
@@ -311,24 +311,6 @@ def test_a_turn_of_weight_0_is_not_trained(tiny_llama: Path) -> None:
     assert len(task.parse(_table(rows))) == 2
 
 
-TOOL_TEMPLATE = (  # ChatML with tools as Qwen2.5's template writes them: the tools in the system turn, calls in tags
-    "{% if tools %}{{ '<|im_start|>system\\n' }}"
-    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
-    "{{ '# Tools\\n<tools>' }}{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
-    "{{ '\\n</tools><|im_end|>\\n' }}"
-    "{% elif messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}{% for m in messages %}"
-    "{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' + m['content'] }}"
-    "{% for call in m['tool_calls'] or [] %}{{ '<tool_call>\\n' + ({'name': call['function']['name'], "
-    "'arguments': call['function']['arguments']} | tojson) + '\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
-    "{% elif m['role'] == 'tool' %}"
-    "{{ '<|im_start|>user\\n<tool_response>\\n' + m['content'] + '\\n</tool_response><|im_end|>\\n' }}"
-    "{% elif m['role'] != 'system' %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-WEATHER = {"name": "get_weather", "description": "the weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
-CALL = '{"name": "get_weather", "arguments": {"city": "a"}}'
 TOOL_ROW = {"conversations": [{"from": "human", "value": "say good"}, {"from": "function_call", "value": CALL},
                               {"from": "observation", "value": "nice"}, {"from": "gpt", "value": "nice"}],
             "system": "be brief", "tools": json.dumps([WEATHER])}

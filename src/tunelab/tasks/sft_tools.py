@@ -29,17 +29,20 @@ from tunelab.errors import DataError
 from tunelab.text import rules_version
 
 TOOLS = "tools"  # the first message's key for the row's tool descriptions
+SAID = "said"  # an assistant message's own text beside its calls (serve's requests; a row's function_call turn has
+# none: its `content` is the calls as written, which the template does not write again)
 CALL = '{"name": ..., "arguments": {...}}'
 TOOL_ROLES = {"function_call": "assistant", "observation": "tool"}  # LLaMA-Factory's ShareGPT roles
 
 
 class TemplateRefusal(ValueError):
     """A conversation the model's chat template cannot write; `field`: the row's field to name (None: the row's
-    conversation field)."""
+    conversation field); `part`: what it leaves out ("tools", "tool_calls", "tool"), `why`: what it raised ("" for
+    nothing)."""
 
-    def __init__(self, field: str | None, message: str) -> None:
+    def __init__(self, field: str | None, message: str, part: str = "", why: str = "") -> None:
         super().__init__(message)
-        self.field = field
+        self.field, self.part, self.why = field, part, why
 
 
 def empty(value: Any) -> bool:
@@ -211,12 +214,13 @@ def _refusal(tokenizer: Any, part: str, with_tools: bool) -> TemplateRefusal:
     why = _probed(tokenizer, with_tools)[part]
     if not with_tools and part in tool_support(tokenizer, True):  # Hermes' tool_use template, picked given tools
         instead = "it writes them only given tools: give the row a tools column"
-    return TemplateRefusal(field, what + (f" (it raised: {why})" if why else "") + f"; {instead}")
+    return TemplateRefusal(field, what + (f" (it raised: {why})" if why else "") + f"; {instead}", part, why or "")
 
 
 def template_form(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
     """(the messages as the chat template takes them, the tools): a turn's `weight` and the first message's tools
-    left out of the messages, a tool-call turn's content empty (its calls are what the template writes). A template
+    left out of the messages, a tool-call turn's content empty (its calls are what the template writes; a request's
+    own text beside them, `SAID`, kept). A template
     that would leave out what the conversation has is a `TemplateRefusal`."""
     tools = messages[0].get(TOOLS) or [] if messages else []
     needs = ["tools"] if tools else []
@@ -224,6 +228,6 @@ def template_form(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[
     needs += ["tool"] if any(m["role"] == "tool" for m in messages) else []
     if needs and (missing := [n for n in needs if n not in tool_support(tokenizer, bool(tools))]):
         raise _refusal(tokenizer, missing[0], bool(tools))
-    plain = [m if len(m) == 2 else {**{k: v for k, v in m.items() if k not in ("weight", TOOLS)},
-                                    **({"content": ""} if "tool_calls" in m else {})} for m in messages]
+    plain = [m if len(m) == 2 else {**{k: v for k, v in m.items() if k not in ("weight", TOOLS, SAID)},
+                                    **({"content": m.get(SAID, "")} if "tool_calls" in m else {})} for m in messages]
     return plain, tools
