@@ -287,6 +287,26 @@ def sentiment_files(tmp_path: Path) -> tuple[Path, Path]:
     )
 
 
+TOOL_TEMPLATE = (  # ChatML with tools as Qwen2.5's template writes them: the tools in the system turn, calls in tags
+    "{% if tools %}{{ '<|im_start|>system\\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
+    "{{ '# Tools\\n<tools>' }}{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\\n</tools><|im_end|>\\n' }}"
+    "{% elif messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{% endif %}{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' + m['content'] }}"
+    "{% for call in m['tool_calls'] or [] %}{{ '<tool_call>\\n' + ({'name': call['function']['name'], "
+    "'arguments': call['function']['arguments']} | tojson) + '\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
+    "{% elif m['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\\n<tool_response>\\n' + m['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+    "{% elif m['role'] != 'system' %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+WEATHER = {"name": "get_weather", "description": "the weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+CALL = '{"name": "get_weather", "arguments": {"city": "a"}}'
+
+
 def say_rows(words: list[str]) -> list[dict]:
     """Chat rows `say W` → `W` (a task a tiny model learns in a few seconds)."""
     return [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]}

@@ -19,16 +19,36 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import WORDS, free_port, say_rows, serve_on_loopback, write_jsonl
+from conftest import CALL, TOOL_TEMPLATE, WEATHER, WORDS, free_port, say_rows, serve_on_loopback, write_jsonl
 from tunelab.cli import app
 
 pytest.importorskip("fastapi")
 SAY_GOOD = [{"role": "user", "content": "say good"}]
+CALL_TOKENS = ("<tool_call>", CALL, "</tool_call>")
 
 
 @pytest.fixture(scope="module")
-def chat(tiny_chat_run: Path) -> Iterator[tuple[str, object]]:
-    yield from serve_on_loopback([tiny_chat_run], max_tokens=32)
+def tool_run(tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny chat run with a template that writes tools as Qwen2.5's does (conftest's TOOL_TEMPLATE), and the three
+    tokens of a call added (`<tool_call>`, the call's JSON, `</tool_call>`), so that the model can write one."""
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path_factory.mktemp("tool-chat") / "tools"
+    shutil.copytree(tiny_chat_run, run)
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    tok.chat_template = TOOL_TEMPLATE
+    tok.add_tokens([AddedToken(t, normalized=False) for t in CALL_TOKENS])
+    tok.save_pretrained(run / "model")
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(run / "model")
+    return run
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_chat_run: Path, tool_run: Path) -> Iterator[tuple[str, object]]:
+    yield from serve_on_loopback([tiny_chat_run, tool_run], max_tokens=32)
 
 
 def wait_until(ready: Callable[[], bool], seconds: float = 30) -> None:
@@ -253,9 +273,9 @@ def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
             ({"frequency_penalty": -1}, "frequency_penalty", "not supported"),
             ({"stream_options": {"include_usage": True}}, "stream_options", "only taken with stream"),
             ({"messages": [{"role": "user", "content": image}]}, "messages[0].content", "only text parts"),
-            ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "Input should be"),
+            ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0]", "a tool result (observation) with no"),
             ({"logprobs": True}, "logprobs", "only null / false is taken"),
-            ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported"),
+            ({"tool_choice": "required"}, "tool_choice", "not supported"),
             ({"response_format": {"type": "json_object"}}, "response_format", "not supported"),
             ({"store": True}, "store", "Extra inputs are not permitted")):
         res = httpx.post(f"{url}/v1/chat/completions", json={"messages": SAY_GOOD, **extra}, timeout=60)
@@ -268,6 +288,110 @@ def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
     for extra, param in (({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"logprobs": 0}, "logprobs")):
         res = httpx.post(f"{url}/v1/completions", json={"prompt": "x", **extra}, timeout=60)
         assert res.status_code == 422 and res.json()["error"]["param"] == param, (extra, res.text)
+
+
+def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tuple[str, object]) -> None:
+    """`tools` was refused unless empty, and `role: tool` and an assistant's `tool_calls` were 422s: a model tuned on
+    tool rows was served without its tools. They reach the model's chat template as training gives them (the prompt
+    of a row with the same tools, call and result); a template that cannot write them is a 400 naming the field;
+    messages out of order a 422 naming the message; and a reply in Hermes' `<tool_call>` tags comes back as OpenAI's
+    `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream, through the `openai` client."""
+    import torch
+    from openai import OpenAI
+
+    from tunelab.data.readers import Record, Table
+
+    url, server = chat
+    served = server.by_name["tools"]  # type: ignore[attr-defined]
+    tok, task = served.model.tokenizer, served.model.task
+    tools = [{"type": "function", "function": WEATHER}]
+    called = [*SAY_GOOD, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "a"}'}}]},
+              {"role": "tool", "tool_call_id": "call_1", "content": "nice"}]
+    row = {"conversations": [{"from": "human", "value": "say good"}, {"from": "function_call", "value": CALL},
+                             {"from": "observation", "value": "nice"}], "tools": json.dumps([WEATHER])}
+    (trained,) = task.encode(task.parse(Table("d.jsonl", [Record("d.jsonl", 1, row)]), labelled=False), tok)
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    answer = client.chat.completions.create(model="tools", messages=called, tools=tools, max_tokens=1, temperature=0)
+    assert answer.usage.prompt_tokens == len(trained["input_ids"])  # the prompt training had
+    said = [called[0], {**called[1], "content": "good"}, called[2]]  # text beside the calls: written too
+    assert client.chat.completions.create(model="tools", messages=said, tools=tools, max_tokens=1, temperature=0
+                                          ).usage.prompt_tokens == len(trained["input_ids"]) + 1
+    bare = client.chat.completions.create(model="tools", messages=SAY_GOOD, max_tokens=1, temperature=0)
+    assert bare.usage.prompt_tokens < client.chat.completions.create(
+        model="tools", messages=SAY_GOOD, tools=tools, max_tokens=1, temperature=0).usage.prompt_tokens
+
+    opening, call, closing, end = tok.convert_tokens_to_ids([*CALL_TOKENS, "<|im_end|>"])
+    after = {opening: call, call: closing, closing: end}  # the model made to write one call, then end its turn
+
+    def write_a_call(module: torch.nn.Module, args: object, kwargs: dict, output: object) -> object:
+        want = [after.get(int(t), opening) for t in kwargs["input_ids"][:, -1]]
+        output.logits[:, -1, :] = -1e4  # type: ignore[attr-defined]
+        output.logits[range(len(want)), -1, want] = 0  # type: ignore[attr-defined]
+        return output
+
+    hook = served.model.module.register_forward_hook(write_a_call, with_kwargs=True)
+    try:
+        reply = client.chat.completions.create(model="tools", messages=SAY_GOOD, tools=tools, max_tokens=8,
+                                               temperature=0).choices[0]
+        status, payloads = events(url, "/v1/chat/completions", {"model": "tools", "messages": SAY_GOOD,
+                                                                 "tools": tools, "max_tokens": 8})
+        unread = client.chat.completions.create(model="tools", messages=SAY_GOOD, tools=tools, tool_choice="none",
+                                                max_tokens=8, temperature=0).choices[0]
+    finally:
+        hook.remove()
+    assert reply.finish_reason == "tool_calls" and reply.message.content is None, reply
+    (made,) = reply.message.tool_calls
+    assert made.type == "function" and made.function.name == "get_weather" and made.id.startswith("call_")
+    assert json.loads(made.function.arguments) == {"city": "a"}
+    chunks = [json.loads(p) for p in payloads if p != "[DONE]"]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert status == 200 and chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert [d["tool_calls"][0]["function"] for d in deltas if "tool_calls" in d] == [
+        {"name": "get_weather", "arguments": '{"city": "a"}'}] and not streamed_text(payloads, chat=True)
+    assert unread.finish_reason == "stop" and unread.message.content == f"<tool_call> {CALL} </tool_call>"
+
+    for model, extra, status, param, says in (
+            ("run", {"tools": tools}, 400, "tools", "the model's chat template does not write tools"),
+            ("run", {"messages": called}, 400, "messages[1].tool_calls", "does not write an assistant message's"),
+            ("tools", {"messages": [*SAY_GOOD, called[2]]}, 422, "messages[1]", "with no tool call"),
+            ("tools", {"messages": [*called[:2], *called[:2]]}, 422, "messages[2]",
+             "messages[1]'s tool call has no result"),
+            ("tools", {"messages": [*called[:2], {**called[2], "tool_call_id": "call_2"}]}, 422, "messages[2]",
+             "tool_call_id 'call_2' is none of the call ids of messages[1]"),
+            ("tools", {"messages": [*SAY_GOOD, {"role": "assistant", "content": None}]}, 422, "messages[1]",
+             "content: required"),
+            ("tools", {"tools": [{"type": "function", "function": {"description": "d"}}]}, 422, "tools",
+             "tool 1: expected {name, description, parameters}")):
+        res = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": SAY_GOOD, **extra},
+                         timeout=60)
+        err = res.json()["error"]
+        assert res.status_code == status and err["param"] == param and says in err["message"], (extra, res.text)
+
+
+def test_a_reply_is_read_as_calls_only_where_it_is_calls() -> None:
+    """The text before a call streams as it comes; from `<tool_call>` on it is held to the end and read as calls. A
+    call cut off (max_tokens), one that is not a call's JSON, or half a tag at the end is the reply's text, whole."""
+    from tunelab.serve.completion import _Stream
+
+    def streamed(text: str, stops: tuple[str, ...] = ()) -> tuple[str, list]:
+        out: list[str] = []
+        stream = _Stream(list(stops), trim=True, calls=True)
+        stream.emit = out.append
+        for char in text:  # a piece at a time, as tokens come
+            stream.write(char)
+        stream.flush()
+        return "".join(out), [c["function"] for c in stream.tool_calls]
+
+    other = CALL.replace('"a"', '"b"')
+    two = f"<tool_call>{CALL}</tool_call>\n<tool_call>\n{other}\n</tool_call>"
+    assert streamed(f"Let me look. {two}") == ("Let me look.", [
+        {"name": "get_weather", "arguments": '{"city": "a"}'}, {"name": "get_weather", "arguments": '{"city": "b"}'}])
+    for text in (f"<tool_call>{CALL}", "<tool_call>get_weather(a)</tool_call>", "it is <tool_",
+                 '<tool_call>{"name": "f", "arguments": [1]}</tool_call>'):
+        assert streamed(text) == (text, []), text
+    assert streamed(f"ok<tool_call>{CALL}</tool_call>", stops=("city",)) == ('ok<tool_call>{"name": "get_weather", '
+                                                                              '"arguments": {"', [])
 
 
 def test_a_stream_whose_generation_fails_says_so_and_ends(chat: tuple[str, object]) -> None:

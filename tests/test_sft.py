@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import WORDS, write_jsonl
+from conftest import CALL, TOOL_TEMPLATE, WEATHER, WORDS, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
@@ -311,24 +311,6 @@ def test_a_turn_of_weight_0_is_not_trained(tiny_llama: Path) -> None:
     assert len(task.parse(_table(rows))) == 2
 
 
-TOOL_TEMPLATE = (  # ChatML with tools as Qwen2.5's template writes them: the tools in the system turn, calls in tags
-    "{% if tools %}{{ '<|im_start|>system\\n' }}"
-    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
-    "{{ '# Tools\\n<tools>' }}{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
-    "{{ '\\n</tools><|im_end|>\\n' }}"
-    "{% elif messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}{% for m in messages %}"
-    "{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' + m['content'] }}"
-    "{% for call in m['tool_calls'] or [] %}{{ '<tool_call>\\n' + ({'name': call['function']['name'], "
-    "'arguments': call['function']['arguments']} | tojson) + '\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
-    "{% elif m['role'] == 'tool' %}"
-    "{{ '<|im_start|>user\\n<tool_response>\\n' + m['content'] + '\\n</tool_response><|im_end|>\\n' }}"
-    "{% elif m['role'] != 'system' %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-WEATHER = {"name": "get_weather", "description": "the weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
-CALL = '{"name": "get_weather", "arguments": {"city": "a"}}'
 TOOL_ROW = {"conversations": [{"from": "human", "value": "say good"}, {"from": "function_call", "value": CALL},
                               {"from": "observation", "value": "nice"}, {"from": "gpt", "value": "nice"}],
             "system": "be brief", "tools": json.dumps([WEATHER])}
@@ -351,7 +333,8 @@ def test_function_call_and_observation_turns_and_tools(tiny_llama: Path, tmp_pat
     assert [m["role"] for m in msgs] == [S, U, A, "tool", A]
     assert msgs[0]["tools"] == tools
     assert msgs[2]["tool_calls"] == [{"type": "function", "function": {"name": "get_weather",
-                                                                       "arguments": {"city": "a"}}}]
+                                                                       "arguments": {"city": "a"}}, "id": "call00001"}]
+    assert msgs[3]["tool_call_id"] == "call00001"  # (ids: test_tool_call_ids_are_what_mistrals_template_takes)
     tok = task.load_tokenizer(str(tiny_llama))
     tok.chat_template = TOOL_TEMPLATE
     text, spans = assistant_spans(tok, msgs)
@@ -442,6 +425,93 @@ def test_tool_rows_read_render_and_score_as_they_train(tiny_llama: Path) -> None
     assert scored["reference"] == trained != CALL
     assert score_generations([trained], [scored["reference"]])[0]["exact_match"] == 1.0
     assert task.records(np.array([[1.0, 1.0]]), [call])[0]["gold"] == trained
+
+
+Q, FC, OB, R = TOOL_ROW["conversations"]  # human, function_call, observation, gpt
+TWO = json.dumps([json.loads(CALL), {"name": "get_weather", "arguments": {"city": "b"}}])  # parallel calls, one turn
+
+
+@pytest.mark.parametrize(("turns", "error"), [
+    ([Q, FC, FC, OB, R], "turn 3: turn 2's tool call has no result (an observation / tool turn must come next)"),
+    ([Q, OB, R], "turn 2: a tool result (observation) with no tool call (function_call turn) before it"),
+    ([Q, R, OB, R], "turn 3: a tool result (observation) with no tool call (function_call turn) before it"),
+    ([OB, Q, R], "turn 1: a tool result (observation) with no tool call (function_call turn) before it"),
+    ([Q, FC, OB, OB, R], "turn 4: 2 tool results (observations) in a row for the 1 call of turn 2"),
+    ([Q, {**FC, "value": TWO}, OB, OB, OB, R],
+     "turn 5: 3 tool results (observations) in a row for the 2 calls of turn 2"),
+    ([Q, FC, R], "turn 3: turn 2's tool call has no result (an observation / tool turn must come next)"),
+    ([Q, FC, Q, R], "turn 3: turn 2's tool call has no result (an observation / tool turn must come next)"),
+])
+def test_tool_turns_out_of_order_are_one_line(turns: list[dict], error: str) -> None:
+    """Two function_call turns in a row, a tool result (observation, OpenAI's role tool) with no call before it, more
+    results than calls: trained as written (LLaMA-Factory drops such rows). Now one line naming the turn, as an unknown
+    role is; the rows of a run of text rules before 5 are read as it trained on them."""
+    from tunelab.text import text_rules
+
+    row = {"conversations": turns}
+    with pytest.raises(DataError) as info:
+        _task().parse(_table([row]))
+    assert str(info.value) == f"d.jsonl:1: conversations: {error}"
+    openai = [{"role": ("tool" if t is OB else t["from"]), "content": t["value"]} for t in turns]  # role tool alike
+    with pytest.raises(DataError, match=f"^d.jsonl:1: messages: {error.split(':')[0]}: "):
+        _task().parse(_table([{"messages": openai}]))
+    with text_rules(4):  # read as that run read them: nothing refused, no ids
+        (old,) = _task().parse(_table([row]))
+    assert len(old["messages"]) == len(turns) and "tool_call_id" not in str(old) and "call00001" not in str(old)
+
+
+def test_tool_turns_in_orders_templates_take_are_read(tmp_path: Path) -> None:
+    """Parallel calls in one turn, answered by one observation (LLaMA-Factory's) or by a result each (OpenAI's, what
+    Qwen2.5's template groups into one turn); a call that ends the conversation (the call trained); call, result,
+    call, result. Each result carries the id of the call it answers, in order. `data check` refuses a row out of order
+    after them in one line, exit code 2."""
+    rows = [[Q, {**FC, "value": TWO}, OB, R], [Q, {**FC, "value": TWO}, OB, {**OB, "value": "b"}, R], [Q, FC],
+            [Q, FC, OB, FC, OB, R]]
+    path = write_jsonl(tmp_path / "d.jsonl", [{"conversations": t} for t in [*rows, [Q, FC, FC, OB, R]]])
+    res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft"])
+    assert res.exit_code == 2 and res.output.strip() == f"error: {path}:5: conversations: turn 3: turn 2's tool call " \
+        "has no result (an observation / tool turn must come next)", res.output
+    read = [ex["messages"] for ex in _task().parse(_table([{"conversations": t} for t in rows]))]
+    ids = [[(m["role"], [c["id"] for c in m.get("tool_calls", [])] or m.get("tool_call_id")) for m in msgs[1:-1]]
+           for msgs in read]
+    assert ids == [[(A, ["call00001", "call00002"]), ("tool", "call00001")],
+                   [(A, ["call00001", "call00002"]), ("tool", "call00001"), ("tool", "call00002")],
+                   [],
+                   [(A, ["call00001"]), ("tool", "call00001"), (A, ["call00002"]), ("tool", "call00002")]]
+    assert read[2][-1]["tool_calls"][0]["id"] == "call00001"
+
+
+MISTRAL_TOOLS = (  # the lines of Mistral v0.3's template that take calls: ids of 9 letters and digits, or it raises
+    "{% macro check(id) %}{% if id is not string or id | length != 9 or not id.isalnum() %}"
+    "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}{% endmacro %}"
+    "{% if tools %}{{ '[AVAILABLE_TOOLS] ' + (tools | tojson) + '[/AVAILABLE_TOOLS]' }}{% endif %}"
+    "{% for m in messages %}{% if m['role'] in ('user', 'system') %}{{ '[INST] ' + m['content'] + '[/INST]' }}"
+    "{% elif m['role'] == 'tool' %}{{ check(m.tool_call_id) }}"
+    "{{ '[TOOL_RESULTS] {\"content\": ' + (m['content'] | tojson) + ', \"call_id\": \"' + m.tool_call_id + "
+    "'\"}[/TOOL_RESULTS]' }}"
+    "{% elif m.tool_calls %}{{ '[TOOL_CALLS] [' }}{% for call in m.tool_calls %}{{ check(call.id) }}"
+    "{{ (call.function | tojson)[:-1] + ', \"id\": \"' + call.id + '\"}' }}{% endfor %}{{ ']</s>' }}"
+    "{% else %}{{ ' ' + m['content'] + '</s>' }}{% endif %}{% endfor %}"
+)
+
+
+def test_tool_call_ids_are_what_mistrals_template_takes(tiny_llama: Path) -> None:
+    """Mistral v0.3's template writes a call and its result only with a call id of 9 letters and digits, which
+    function_call turns carry none of: every tool row was refused for such a model. Calls and results get ids
+    (`call00001`, the conversation's first call: the same for the same row, so dedup and resume keep them; a pattern
+    a model can learn to write), which Qwen2.5's template leaves out (the spans of
+    test_function_call_and_observation_turns_and_tools are unchanged)."""
+    task = _task(max_length=512)
+    tok = task.load_tokenizer(str(tiny_llama))
+    tok.chat_template = MISTRAL_TOOLS
+    (ex,) = task.parse(_table([{**TOOL_ROW, "conversations": [Q, {**FC, "value": TWO}, OB, OB, R]}]))
+    text = render(tok, ex["messages"])
+    assert ('[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "a"}, "id": "call00001"}{"name": '
+            '"get_weather", "arguments": {"city": "b"}, "id": "call00002"}]</s>') in text
+    assert text.count('"call_id": "call00001"') == text.count('"call_id": "call00002"') == 1
+    (f,) = task.encode([ex], tok)
+    assert any(v != -100 for v in f["labels"])
+    assert task.parse(_table([TOOL_ROW]))[0] == task.parse(_table([TOOL_ROW]))[0]  # the same ids each time it is read
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

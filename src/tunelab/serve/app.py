@@ -4,8 +4,9 @@
   concurrent requests share forward passes (serve/batcher.py).
 - `POST /v1/chat/completions`, `POST /v1/completions` — OpenAI-compatible, for chat (sft) models: `max_tokens`,
   `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts (serve/schemas.py lists what
-  else is taken). Concurrent requests share `generate()` calls (serve/chat_batcher.py); one completion is
-  serve/completion.py's. A completion's prompt starts with BOS where the model's does (`completion_bos`).
+  else is taken; `tools`, calls and tool results: serve/tools.py). Concurrent requests share `generate()` calls
+  (serve/chat_batcher.py); one completion is serve/completion.py's. A completion's prompt starts with BOS where the
+  model's does (`completion_bos`).
 - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue).
 - A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
   bad field (named), 503 with Retry-After when the queue is full; every error as `{"error": {"message", "code"}}`
@@ -33,7 +34,9 @@ from tunelab.serve.chat_batcher import ChatBatcher
 from tunelab.serve.completion import Completion
 from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
+from tunelab.serve.tools import parses_calls, refusal, request_messages
 from tunelab.tasks.chat_template import completion_bos, prompt_ids, user_turns
+from tunelab.tasks.sft_tools import TemplateRefusal
 
 
 @dataclass
@@ -167,12 +170,17 @@ class Server:
 
     async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
+        tokenizer = served.model.tokenizer
+        messages = user_turns(served.model.task, request_messages(body))  # tools and calls as training reads them
         try:
-            messages = user_turns(served.model.task, [m.model_dump(exclude={"name"}) for m in body.messages])
-            ids = prompt_ids(served.model.tokenizer, messages)
-        except TemplateError as exc:  # the model's own template refuses them (Gemma's "roles must alternate")
+            ids = prompt_ids(tokenizer, messages)
+        except TemplateRefusal as exc:  # tools, calls or results the template would leave out: a 400 naming them
+            raise refusal(exc, messages) from None
+        except (TemplateError, TypeError) as exc:  # the model's own template refuses them (Gemma's "roles must
+            # alternate"; a call's arguments of a type it cannot join)
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
-        return await Completion(self, served, ids, body, chat=True).respond(request)
+        return await Completion(self, served, ids, body, chat=True,
+                                calls=parses_calls(tokenizer, body)).respond(request)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)

@@ -13,6 +13,9 @@ as server-sent events.
   (`data: {"error": {"message", "code": 500}}`, the details in the server's log) and `data: [DONE]`.
 - `stream_options: {"include_usage": true}`: the chunks carry `"usage": null` and a last chunk before `[DONE]` has
   empty `choices` and the `usage` counts, as OpenAI sends them; without it the finishing chunk carries `usage`.
+- A reply's tool calls (`calls`: serve/tools.py `parses_calls`): from `<tool_call>` on the text is held to the end and
+  read as calls — the answer's `tool_calls`, a stream's one `delta.tool_calls` chunk, finish_reason "tool_calls" —
+  or, where it is not calls, sent as text.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fastapi.responses import StreamingResponse
 from tunelab.http_errors import error, invalid
 from tunelab.serve.batcher import QueueFull
 from tunelab.serve.chat_batcher import Job
+from tunelab.serve.tools import OPEN, reply_calls
 from tunelab.tasks.generation import prompt_limit, with_overrides
 
 log = logging.getLogger("uvicorn.error")  # beside uvicorn's own "Exception in ASGI application"
@@ -43,12 +47,13 @@ class Completion:
     """One chat or text completion: checked against the limits, generated in a worker thread (one reply at a time
     per model), answered as one JSON object or as server-sent events."""
 
-    def __init__(self, server: Any, served: Any, ids: list[int], body: Any, chat: bool) -> None:
+    def __init__(self, server: Any, served: Any, ids: list[int], body: Any, chat: bool, calls: bool = False) -> None:
         """`server`: app.Server (its settings and metrics), `served`: app.Served (the model); typed Any, as app
-        imports this module."""
+        imports this module. `calls`: the reply's `<tool_call>` blocks returned as `tool_calls` (serve/tools.py)."""
         self.server, self.served, self.ids, self.body, self.chat = server, served, ids, body, chat
         self.cfg = self._config()
-        self.stream = _Stream([body.stop] if isinstance(body.stop, str) else list(body.stop or []), trim=chat)
+        self.stream = _Stream([body.stop] if isinstance(body.stop, str) else list(body.stop or []), trim=chat,
+                              calls=calls)
         self.info: dict[str, Any] = {}
         self.ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
@@ -96,7 +101,10 @@ class Completion:
             watch.cancel()
             self.stream.stopped.set()  # (a finished row: no effect)
         text = "".join(parts)  # as streamed: a chat reply's whitespace around it left out there already
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self._finish()}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.stream.tool_calls:  # as OpenAI answers a call: no text is null
+            message.update(content=text or None, tool_calls=self.stream.tool_calls)
+        choice = ({"index": 0, "message": message, "finish_reason": self._finish()}
                   if self.chat else {"index": 0, "text": text, "finish_reason": self._finish()})
         return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.served.name, "choices": [choice], "usage": self._usage()}
@@ -125,6 +133,8 @@ class Completion:
         return {"prompt_tokens": len(self.ids), "completion_tokens": n, "total_tokens": len(self.ids) + n}
 
     def _finish(self) -> str:
+        if self.stream.tool_calls:
+            return "tool_calls"
         return "stop" if self.stream.hit else self.info.get("finish", "stop")
 
     def _chunk(self, delta: dict[str, Any] | str | None, reason: str | None, usage: bool = False) -> str:
@@ -150,6 +160,9 @@ class Completion:
                 log.error("generation failed during a streamed reply (%s)", self.ident, exc_info=exc)
                 yield "data: " + json.dumps({"error": {"message": STREAM_FAILED, "code": 500}}) + "\n\n"
             else:
+                if self.stream.tool_calls:  # the calls, whole, once the reply has ended (OpenAI's delta shape)
+                    yield self._chunk({"tool_calls": [{"index": i, **call}
+                                                      for i, call in enumerate(self.stream.tool_calls)]}, None)
                 yield self._chunk({} if self.chat else "", self._finish(), usage=not self.usage_chunk)
                 if self.usage_chunk:  # OpenAI's last chunk: no choices, the usage counts
                     yield self._chunk(None, None, usage=True)
@@ -162,21 +175,40 @@ class _Stream:
     """The reply's text as it streams, cut at the first `stop` string: text that could still begin a stop string is
     held back until it cannot; once one appears, generation is told to end (`stopped`: the row ends at that token,
     which `usage` counts last). `trim` (a chat reply): the whitespace before the text is left out, and whitespace is
-    held back until text follows it (at the end, what is held is left out)."""
+    held back until text follows it (at the end, what is held is left out). `calls`: the text from the first
+    `<tool_call>` on is held back to the end, then read as calls (`tool_calls`; serve/tools.py `reply_calls`) or,
+    where it is not calls, sent as text."""
 
-    def __init__(self, stops: list[str], trim: bool = False) -> None:
+    def __init__(self, stops: list[str], trim: bool = False, calls: bool = False) -> None:
         self.stops = [s for s in stops if s]
-        self.keep = max((len(s) for s in self.stops), default=1) - 1
-        self.buffer, self.hit = "", False
+        self.marker = OPEN if calls else None
+        self.keep = max([len(s) for s in self.stops] + [len(OPEN) if calls else 1]) - 1
+        self.buffer, self.hit, self.tail = "", False, None  # tail: the text held from a call's tag on
+        self.tool_calls: list[dict[str, Any]] = []
         self.trim, self.started, self.held = trim, False, ""
         self.stopped = threading.Event()
         self.emit: Any = None
 
+    def _stop_at(self, text: str) -> int:
+        return min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+
     def write(self, text: str) -> None:
         if self.hit:
             return
+        if self.tail is not None:  # inside the calls: held whole, cut at a stop string
+            self.tail += text
+            if (cut := self._stop_at(self.tail)) >= 0:
+                self.hit, self.tail = True, self.tail[:cut]
+                self.stopped.set()
+            return
         self.buffer += text
-        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        cut = self._stop_at(self.buffer)
+        at = self.buffer.find(self.marker) if self.marker else -1
+        if at >= 0 and (cut < 0 or at < cut):
+            self._send(self.buffer[:at])
+            rest, self.buffer, self.tail = self.buffer[at:], "", ""
+            self.write(rest)
+            return
         if cut >= 0:
             self.hit = True
             self.stopped.set()
@@ -192,6 +224,12 @@ class _Stream:
         if not self.hit and self.buffer:
             self._send(self.buffer)
         self.buffer = ""
+        if self.tail is not None:
+            read = reply_calls(self.tail)
+            if read is not None:
+                self.tool_calls = read[1]
+            self._send(self.tail if read is None else read[0])
+            self.tail = None
 
     def _send(self, text: str) -> None:
         if self.trim:

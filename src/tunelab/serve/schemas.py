@@ -5,9 +5,10 @@ honour them: `max_completion_tokens` (chat: the same as `max_tokens`; both given
 `developer` (as `system`), a message's `content` as a list of text parts (`[{"type": "text", "text": ...}]`, joined
 with newlines, as vLLM joins them), a message's `name` (taken, not used), `presence_penalty` / `frequency_penalty` of
 0 (other values: a 422 saying they are not supported), `stream_options: {"include_usage": true}` (with `stream`), and
-`user`; and, at a value that changes nothing (what clients send by default), `logprobs` (null / false), `logit_bias`
-({}), `tools` ([]), `tool_choice` ("none"), `parallel_tool_calls`, `response_format` ({"type": "text"}), `echo`
-(false), `best_of` (1), `suffix` (null) and `stream_options.include_obfuscation`. Anything else — other content parts
+`user`; OpenAI's `tools`, `tool_choice` ("auto" or "none"), `parallel_tool_calls`, an assistant message's `tool_calls`
+and `role: tool` messages (serve/tools.py); and, at a value that changes nothing (what clients send by default),
+`logprobs` (null / false), `logit_bias` ({}), `response_format` ({"type": "text"}), `echo` (false), `best_of` (1),
+`suffix` (null) and `stream_options.include_obfuscation`. Anything else — other content parts
 (images), `n` above 1, those fields at other values — is a 422 naming the field."""
 
 from __future__ import annotations
@@ -91,16 +92,42 @@ def text_parts(value: Any) -> Any:
     return "\n".join(texts)
 
 
+class Function(_Body):
+    name: Text
+    arguments: Text | dict[str, Any] = Field(description="A JSON object, or its JSON text (as OpenAI writes it).")
+
+
+class ToolCall(_Body):
+    id: Text | None = Field(None, description="Given to the chat template as it is (one without: `call00001`, ...).")
+    type: Literal["function"] = "function"
+    function: Function
+
+
 class Message(_Body):
-    role: Literal["system", "user", "assistant", "developer"] = Field(description="`developer` is taken as `system`.")
-    content: Annotated[Text | list[TextPart], BeforeValidator(text_parts)] = Field(
-        description="A text, or a list of text parts (joined with newlines).")
+    role: Literal["system", "user", "assistant", "developer", "tool"] = Field(
+        description="`developer` is taken as `system`; `tool`: a tool's result, after the assistant's call.")
+    content: Annotated[Text | list[TextPart], BeforeValidator(text_parts)] | None = Field(
+        None, description="A text, or a list of text parts (joined with newlines); null only on an assistant "
+        "message with tool_calls.")
     name: str | None = Field(None, description="Taken (OpenAI's clients send it), not used.")
+    tool_calls: list[ToolCall] | None = Field(None, description="An assistant message's calls.")
+    tool_call_id: Text | None = Field(None, description="A tool message's: the call it answers.")
 
     @field_validator("role", mode="after")
     @classmethod
     def _developer(cls, role: str) -> str:
         return "system" if role == "developer" else role  # OpenAI's newer name for the system message
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> Message:
+        if self.tool_calls and self.role != "assistant":
+            raise PydanticCustomError("tool_calls", "tool_calls: only on an assistant message")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise PydanticCustomError("tool_call_id", "tool_call_id: only on a tool message")
+        if self.content is None and not self.tool_calls:
+            raise PydanticCustomError("content", "content: required (null only on an assistant message with "
+                                      "tool_calls)")
+        return self
 
 
 class StreamOptions(_Body):
@@ -152,9 +179,12 @@ class _Sampling(_Body):
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
-    tools: Annotated[list[Any] | None, only(None, [])] = None
-    tool_choice: Annotated[Any, only(None, "none")] = None
-    parallel_tool_calls: bool | None = None  # (no tools: nothing to call in parallel)
+    tools: list[Any] | None = Field(None, description="OpenAI's tool descriptions, given to the model's chat "
+                                    "template (serve/tools.py).")
+    tool_choice: Annotated[Any, only(None, "none", "auto")] = Field(
+        None, description="auto (the default): the calls the model writes are returned as tool_calls where its "
+        "template writes Hermes' <tool_call> tags; none: its text, as written.")
+    parallel_tool_calls: bool | None = None  # (taken: every call the model writes is returned)
     response_format: Annotated[dict[str, Any] | None, only(None, {"type": "text"})] = None
     max_completion_tokens: int | None = Field(None, ge=1, description="The same as `max_tokens` (OpenAI's newer "
                                               "name).")

@@ -5,8 +5,10 @@ them), as messages, each problem one line naming the row.
 A turn of `messages` or `conversations` may be written either way — `{role, content}` (OpenAI) or `{from, value}`
 (ShareGPT), with either's role names — as LLaMA-Factory reads a dataset that declares them; LLaMA-Factory's tool
 use (`function_call` / `observation` turns, a `tools` column; OpenAI's `tool` role is an observation) is
-tasks/sft_tools.py. An assistant turn with Axolotl's `"weight": 0` stays in the conversation but is not trained (its
-message keeps `"weight": 0`; `render` drops the key, `assistant_spans` skips the turn).
+tasks/sft_tools.py; from text rules 5 a tool turn out of order (a result with no call before it, a call with no
+result after it) is one line, and calls and results carry ids (`link_calls`). An assistant turn with Axolotl's
+`"weight": 0` stays in the conversation but is not trained (its message keeps `"weight": 0`; `render` drops the key,
+`assistant_spans` skips the turn).
 
 Rows of a run trained by text rules before 3 (`text.rules_version()`: resume, report, export read its rows again by
 them) are read as that run read them: a template row without its system / history turns, OpenAI's `tool_calls` not
@@ -19,7 +21,7 @@ from typing import Any
 from tunelab.data.prompt_template import template_fields, template_messages
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
-from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, empty, parse_calls
+from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, empty, link_calls, parse_calls
 from tunelab.text import rules_version
 
 ROLES = ("system", "user", "assistant", "tool")  # OpenAI's (its `tool`: LLaMA-Factory's observation)
@@ -149,6 +151,15 @@ def template_row(rec: Record, template: str, response_field: str, labelled: bool
     return field, check_replies(rec, field, [*before, *msgs], labelled, turns=False)
 
 
+def _turns(rec: Record, field: str, turns: list[Any]) -> list[dict[str, Any]]:
+    """A conversation's turns as messages; from text rules 5 its tool turns in order (one line naming the first out of
+    it), calls and results with their ids (tasks/sft_tools.py `link_calls`)."""
+    msgs = [_message(rec, field, i, t) for i, t in enumerate(turns)]
+    if rules_version() >= 5 and (wrong := link_calls(msgs, lambda j: f"turn {j + 1}")) is not None:
+        raise DataError(rec.source, rec.line, field, f"turn {wrong[0] + 1}: {wrong[1]}")
+    return msgs
+
+
 def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[str, Any]]]:
     """(field, messages) of one row; unlabelled rows may lack the final assistant turn. A `system` column opens the
     conversation with a system message (LLaMA-Factory's); an alpaca row's `history` pairs come before its
@@ -168,7 +179,7 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
             raise DataError(rec.source, rec.line, field, "missing field")
         if not isinstance(turns, list) or not turns:
             raise DataError(rec.source, rec.line, field, "expected a non-empty list of turns")
-        msgs = [_message(rec, field, i, t) for i, t in enumerate(turns)]
+        msgs = _turns(rec, field, turns)
         if system and any(m["role"] == "system" for m in msgs):
             if any(m["role"] == "system" and m["content"] == system[0]["content"] for m in msgs):
                 system = []  # the same prompt in both places: once

@@ -1,0 +1,90 @@
+"""Tools in `tunelab serve`'s chat endpoint, read as training reads a row's (tasks/sft_tools.py, the same helpers):
+OpenAI's `tools` become `apply_chat_template(tools=...)`, an assistant message's `tool_calls` the calls the template
+writes (their `arguments`, OpenAI's JSON text, parsed) and a `role: tool` message a tool result; the messages must
+come in the order training takes (`link_calls`: a 422 naming the message), and a template that cannot write them is
+a 400 naming the field (`refusal`), never a prompt without them.
+
+The reply: where the request gave tools (and `tool_choice` is not "none") and the model's template writes calls as
+Hermes / Qwen2.5 do, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the calls the model writes are
+returned as OpenAI's `tool_calls` (`reply_calls`; finish_reason "tool_calls"); any other format is the reply's text."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from fastapi import HTTPException
+
+from tunelab.http_errors import invalid
+from tunelab.tasks.sft_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"  # Hermes' and Qwen2.5's call tags
+_CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)
+
+
+def request_messages(body: Any) -> list[dict[str, Any]]:
+    """A ChatRequest's messages as training has a conversation's (role, content; calls, results and their ids), the
+    tools on the first; a 422 naming what is wrong."""
+    out = []
+    for i, m in enumerate(body.messages):
+        msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:
+            calls = []
+            for k, call in enumerate(m.tool_calls):
+                read = function(call.function.model_dump())
+                if read is None or not isinstance(read["arguments"], dict):
+                    raise invalid(f"messages[{i}].tool_calls[{k}].function", "expected a name and arguments that are "
+                                  "a JSON object (or the JSON text of one)")
+                calls.append({"type": "function", "function": read, **({"id": call.id} if call.id else {})})
+            msg.update(tool_calls=calls, **{SAID: msg["content"]})
+        if m.tool_call_id:
+            msg["tool_call_id"] = m.tool_call_id
+        out.append(msg)
+    if (wrong := link_calls(out, lambda j: f"messages[{j}]")) is not None:
+        raise invalid(f"messages[{wrong[0]}]", wrong[1])
+    try:
+        tools = tool_schemas(body.tools)
+    except ValueError as e:
+        raise invalid("tools", str(e)) from None
+    return [{**out[0], TOOLS: tools}, *out[1:]] if tools else out
+
+
+def refusal(exc: TemplateRefusal, messages: list[dict[str, Any]]) -> HTTPException:
+    """A 400 naming the field whose tools, calls or results the model's chat template cannot write."""
+    calls = next((i for i, m in enumerate(messages) if "tool_calls" in m), 0)
+    result = next((i for i, m in enumerate(messages) if m["role"] == "tool"), 0)
+    loc, what = {"tools": (["tools"], "does not write tools (apply_chat_template(tools=...) leaves them out)"),
+                 "tool_calls": (["messages", calls, "tool_calls"], "does not write an assistant message's tool calls"),
+                 }.get(exc.part, (["messages", result, "role"], "has no tool role"))
+    said = f" (it raised: {exc.why})" if exc.why else ""
+    return HTTPException(400, [{"loc": ["body", *loc], "type": "value_error",
+                                "msg": f"the model's chat template {what}{said}; this model cannot take them"}])
+
+
+def parses_calls(tokenizer: Any, body: Any) -> bool:
+    """Whether the reply's calls are read back (`reply_calls`): tools given, not `tool_choice: "none"`, and a template
+    that writes calls in Hermes' tags."""
+    return bool(body.tools) and body.tool_choice != "none" and OPEN in str(tokenizer.chat_template)
+
+
+def reply_calls(text: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """(the text outside the calls, the calls as OpenAI's `tool_calls`) of a reply that has `<tool_call>` blocks, each
+    a call (`function`) whose arguments are an object; None for anything else (an unclosed or malformed call: the
+    reply is its text)."""
+    found, rest = _CALL.findall(text), _CALL.sub("", text)
+    if not found or OPEN in rest or CLOSE in rest:
+        return None
+    calls = []
+    for inside in found:
+        try:
+            call = function(json.loads(inside))
+        except json.JSONDecodeError:
+            return None
+        if call is None or not isinstance(call["arguments"], dict):
+            return None
+        arguments = json.dumps(call["arguments"], ensure_ascii=False)  # OpenAI's: the JSON text
+        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                      "function": {"name": call["name"], "arguments": arguments}})
+    return rest.strip(), calls
