@@ -11,11 +11,13 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+import tunelab.studies.cv
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 
@@ -41,21 +43,28 @@ def _study(study: str, path: Path, *more: str, code: int = 0) -> str:
     return res.stderr
 
 
+def _killed(run: Path) -> None:
+    """`run` as SIGKILL at step 3 leaves it (training/run_dir.py): its config.yaml, data_summary.json, log and
+    checkpoint step 2; not the files a run writes as it ends, nor the study's record of the inputs it read."""
+    for name in ("metrics.json", "study_inputs.json", "model", "predictions", "checkpoints/step-00000004"):
+        target = run / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
 @pytest.mark.parametrize("study", ["cv", "curve"])
-def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tiny_bert: Path, tmp_path: Path) -> None:
+def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tiny_bert: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Run again after a kill, the fold / point that was training goes on from its newest checkpoint (it trained
-    again from step 0, its checkpoints deleted) and says so; the finished one is kept."""
+    again from step 0, its checkpoints deleted) and says so; the finished one is kept. Not under --overwrite (as
+    `train --overwrite`, it starts over), nor from checkpoints trained on other rows than it now has (it resumed
+    them, and the run refused them: 'the training rows differ', exit 2, on every run, --overwrite too)."""
     path = _config(tmp_path, tiny_bert, max_steps=4, save_steps=2)
     root = tmp_path / "out" / study
     _study(study, path)
     kept, killed = (root / name for name in SUB[study])
     before = json.loads((killed / "metrics.json").read_text())
     stamp = (kept / "metrics.json").stat().st_mtime_ns
-    # as SIGKILL at step 3 leaves a run (training/run_dir.py): its config.yaml, data_summary.json, log and
-    # checkpoint step 2; not the files a run writes as it ends, nor the study's record of the inputs it read
-    for name in ("metrics.json", "study_inputs.json", "model", "predictions", "checkpoints/step-00000004"):
-        target = killed / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    _killed(killed)
     said = _study(study, path)
     step2 = killed / "checkpoints" / "step-00000002"
     label = "cv: fold 2" if study == "cv" else "curve: fraction 1"
@@ -65,6 +74,31 @@ def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tin
     assert after["train"]["resumed_from"] == str(step2) and after["train"]["steps"] == 4
     assert after["validation"]["accuracy"] == pytest.approx(before["validation"]["accuracy"])
     assert after["train"]["loss"] == pytest.approx(before["train"]["loss"], rel=1e-4)  # as if never stopped
+
+    _killed(killed)
+    said = _study(study, path, "--overwrite")
+    assert f"{label}: its unfinished run is not resumed (--overwrite); it trains again from its start" in said
+    assert "resumed from" not in said
+    assert "resumed_from" not in json.loads((killed / "metrics.json").read_text())["train"]
+
+    # killed again; then an --overwrite on other rows stopped (Ctrl-C) once it wrote them, before its run began
+    _killed(killed)
+    other = write_jsonl(tmp_path / "other.jsonl", sentiment_rows(40, 7))
+    real = tunelab.studies.cv.run  # (a study's run: cv.run_sub)
+
+    def stopped(config: Any, **kwargs: Any) -> dict:
+        if Path(config.output_dir) == killed:
+            raise KeyboardInterrupt
+        return real(config, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tunelab.studies.cv, "run", stopped)
+        _study(study, path, "--set", f"data.train={other}", "--overwrite", code=130)
+    said = _study(study, path, "--set", f"data.train={other}")
+    assert f"{label}: its unfinished run is not resumed (its checkpoints are those of a run it replaces, on other " \
+           "rows or data files); it trains again from its start" in said and "resumed from" not in said
+    after = json.loads((killed / "metrics.json").read_text())
+    assert "resumed_from" not in after["train"] and after["train"]["steps"] == 4
 
 
 @pytest.mark.parametrize("study", ["cv", "curve"])

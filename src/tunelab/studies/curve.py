@@ -11,9 +11,10 @@
 
 Validation rows never reach a fraction's training file: they are held out before any subsampling. One process per
 curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
-finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint;
-one of another config, or other rows (validation.jsonl too), is refused in one line before anything is written
-(`overwrite` replaces it, once all it removes is known removable); rows are read by the first point's text rules.
+finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint
+where that trained on the rows and data files it reads now (else from its start); one of another config, or other
+rows (validation.jsonl too), is refused in one line before anything is written (`overwrite` replaces it, and starts
+an unfinished point over, once all it removes is known removable); rows are read by the first point's text rules.
 The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json / curve.svg, and
 each run says what becomes of them: kept; those of another config or other rows removed under `overwrite` (they are
 the curve it replaces, as is its old curve.json / curve.svg), else kept.
@@ -142,8 +143,10 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
         other.insert(0, (shared.name, "other rows"))
     if not overwrite:
         refuse_another(root, "curve", other)
-    # an unfinished point of this curve goes on from its checkpoint; what the others replace can all be removed
-    resumes = [resumable(out) if state == TO_RUN else None for (_, out, _), state in zip(plan, states, strict=True)]
+    # an unfinished point of this curve on these rows goes on from its checkpoint (not under --overwrite); what the
+    # others replace can all be removed
+    resumes = [resumable(out, c, f"curve: fraction {f:g}", overwrite) if state == TO_RUN else None
+               for (f, out, _), c, state in zip(plan, configs, states, strict=True)]
     replaced = [p for (_, out, texts), state, resume in zip(plan, states, resumes, strict=True)
                 if state != FINISHED and resume is None for p in replaced_paths(out, texts)]
     stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite, replaced)

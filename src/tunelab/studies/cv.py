@@ -9,8 +9,9 @@
 
 One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anything is written). Run again, a fold
 that finished with the same config on the same rows is kept, one that did not finish goes on from its newest
-checkpoint (`resumable`); one of another config, or other rows, is refused in one line before anything is written
-(`overwrite` replaces it, once all it removes is known removable: run_dir.check_removable). A cv begun by an older
+checkpoint where that trained on the rows and data files it reads now (`resumable`), else trains from its start; one
+of another config, or other rows, is refused in one line before anything is written (`overwrite` replaces it, and
+starts an unfinished fold over, once all it removes is known removable: run_dir.check_removable). A cv begun by an older
 tunelab reads its rows by its first fold's text rules (`study_rules`).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
@@ -42,7 +43,7 @@ from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.folds import fold_indices
 from tunelab.text import rules_version, text_rules
-from tunelab.training.checkpoint import find_checkpoint, read_trainer_state, sha256
+from tunelab.training.checkpoint import read_trainer_state, sha256, verify
 from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK, list_checkpoints
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
@@ -99,37 +100,84 @@ def input_hashes(cfg: RunConfig) -> dict[str, str]:
     return {key: sha256(path) for key, path in paths if path.is_file()}
 
 
-def resumable(out: Path) -> Path | None:
-    """The checkpoint (its newest intact one) a sub-run that `sub_run_state` found TO_RUN continues from where `out`
-    holds that run unfinished (a study stopped by Ctrl-C or killed: its config.yaml and checkpoints, no metrics.json);
-    None: it trains from its start."""
-    if not (out / "config.yaml").is_file() or (out / "metrics.json").is_file() \
-            or not list_checkpoints(out / "checkpoints"):
-        return None
+STARTED = "study_started.json"  # written as a sub-run's run starts from step 0: see `resume_candidates`
+
+
+def checkpoint_id(path: Path) -> str | None:
+    """What tells a checkpoint from another run's of the same step: its trainer_state.json's sha256 (it holds its
+    weights' and optimizer state's)."""
+    return sha256(path / "trainer_state.json") if (path / "trainer_state.json").is_file() else None
+
+
+def _unfinished(out: Path) -> list[tuple[int, Path]]:
+    """The checkpoints of the unfinished run `out` holds (a study stopped by Ctrl-C or killed: its config.yaml and
+    checkpoints, no metrics.json), oldest first."""
+    if not (out / "config.yaml").is_file() or (out / "metrics.json").is_file():
+        return []
+    return list_checkpoints(out / "checkpoints")
+
+
+def resume_candidates(out: Path, cfg: RunConfig) -> tuple[list[Path], str]:
+    """The checkpoints (newest first) of the unfinished run in `out` that trained on the rows and data files `cfg`
+    reads now (a sub-run `sub_run_state` found TO_RUN: the rows it writes are those there), as STARTED recorded them
+    when that run started from step 0 — their sha256 ("inputs"; data.test may change, as a resume's may) and the
+    checkpoints already there then ("older": another run's, until the run claims the folder); else none, and why."""
+    if not _unfinished(out):
+        return [], ""
     try:
-        return find_checkpoint("auto", out)
+        started = read_json(out / STARTED)
     except TunelabError:
-        return None  # each one damaged (said, one line each): trained from its start
+        started = None
+    if not isinstance(started, dict) or not isinstance(started.get("inputs"), dict):
+        return [], f"what its checkpoints trained on is not recorded: no {STARTED}"
+    now = input_hashes(cfg)
+    changed = sorted(k for k in now.keys() | started["inputs"].keys()
+                     if k != "test" and now.get(k) != started["inputs"].get(k))
+    if changed:
+        return [], f"its checkpoints trained on another {', '.join(f'data.{k}' for k in changed)}"
+    older = set(started.get("older") or [])
+    ours = [path for _, path in reversed(_unfinished(out)) if checkpoint_id(path) not in older]
+    return ours, "" if ours else "its checkpoints are those of a run it replaces, on other rows or data files"
+
+
+def resumable(out: Path, cfg: RunConfig, label: str, overwrite: bool = False) -> Path | None:
+    """The checkpoint (the newest intact one of `resume_candidates`) a sub-run that `sub_run_state` found TO_RUN
+    continues from; None: it trains from its start (`label: its unfinished run is not resumed (why)` said where it
+    holds one: other rows or data files, no intact checkpoint, or `overwrite`, which starts it over as train's does)."""
+    if not _unfinished(out):
+        return None
+    found, why = ([], overwrite_option()) if overwrite else resume_candidates(out, cfg)
+    for path in found:
+        problem = verify(path)
+        if problem is None:
+            return path
+        _say(f"resume: skipped {path}: {problem}")
+    _say(f"{label}: its unfinished run is not resumed ({why or 'no checkpoint of it is intact'}); it trains again "
+         "from its start")
+    return None
 
 
 def replaced_paths(out: Path, files: dict[str, str]) -> list[Path]:
     """What running a sub-run in `out` again from its start removes or replaces there (`check_removable` first): a
-    run's files, an older replaced run, its rows `files`, INPUTS."""
-    return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, *files})]
+    run's files, an older replaced run, its rows `files`, INPUTS, STARTED."""
+    return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, STARTED, *files})]
 
 
 def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Path | None = None, label: str = "",
             ) -> dict[str, Any]:
     """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}), from the
-    checkpoint `resume` (`resumable`; `label: resumed from step N` said); once it returns, INPUTS records the data
-    files it read (`sub_run_state` keeps it while they stay the same)."""
+    checkpoint `resume` (`resumable`; `label: resumed from step N` said), else from step 0 (STARTED says on what);
+    once it returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
     refuse_if_in_use(out)  # (its rows are not rewritten under a run that holds it)
     make_dirs(out, "output_dir")
     (out / INPUTS).unlink(missing_ok=True)
     for name, text in files.items():
         write_text_atomic(out / name, text)
     inputs = input_hashes(config)  # (as they were when it started)
-    if resume is not None:
+    if resume is None:  # (the checkpoints there until the run claims the folder are another run's: never resumed)
+        older = [checkpoint_id(path) for _, path in list_checkpoints(out / "checkpoints")]
+        write_json_atomic(out / STARTED, {"inputs": inputs, "older": [i for i in older if i is not None]})
+    else:
         _say(f"{label}: resumed from step {read_trainer_state(resume)['step']} of its unfinished run ({resume})")
     # the study owns its sub-run directories
     metrics = run(config, resume=None if resume is None else str(resume), overwrite=True)
@@ -248,9 +296,10 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
         refuse_another(root, "cv", [(f"fold-{k}", state) for (k, *_), state in zip(plan, states, strict=True)
                                     if state not in (FINISHED, TO_RUN)]
                        + [(p.name, f"a fold of a cv of more than {len(plan)} folds") for p in stale])
-    # an unfinished fold of this cv goes on from its checkpoint; what the others replace, and the folds of the cv
-    # this one replaces, can all be removed (else one line, before anything is)
-    resumes = [resumable(out) if state == TO_RUN else None for (_, out, *_), state in zip(plan, states, strict=True)]
+    # an unfinished fold of this cv on these rows goes on from its checkpoint (not under --overwrite); what the others
+    # replace, and the folds of the cv this one replaces, can all be removed (else one line, before anything is)
+    resumes = [resumable(out, fold, f"cv: fold {k}", overwrite) if state == TO_RUN else None
+               for (k, out, _, fold, _), state in zip(plan, states, strict=True)]
     check_removable([*stale, *(p for (_, out, texts, *_), state, resume in zip(plan, states, resumes, strict=True)
                                if state != FINISHED and resume is None for p in replaced_paths(out, texts))])
     per_fold, done = [], []
