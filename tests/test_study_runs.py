@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import tunelab.studies.cv
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
+from tunelab.text import rules_version
 
 runner = CliRunner()
 ARGS = {"cv": ["--folds", "2"], "curve": ["--fractions", "0.5,1"]}
@@ -104,7 +105,8 @@ def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tin
 @pytest.mark.parametrize("study", ["cv", "curve"])
 def test_a_continued_study_reads_rows_by_its_first_runs_rules(study: str, tiny_bert: Path, tmp_path: Path) -> None:
     """A cv / curve begun by an older tunelab (its rows read by text rules 2) and continued by this one: the new fold /
-    point reads its rows so too (it read them by today's rules, as `tunelab tune`'s trials no longer do)."""
+    point reads its rows so too (it read them by today's rules, as `tunelab tune`'s trials no longer do); but not
+    by those of the folds / points --overwrite replaces."""
     path, root = _config(tmp_path, tiny_bert), tmp_path / "out" / study
     _study(study, path)
     first, again = (root / name for name in SUB[study])
@@ -114,6 +116,14 @@ def test_a_continued_study_reads_rows_by_its_first_runs_rules(study: str, tiny_b
     said = _study(study, path)
     assert "finished, kept" in said
     assert json.loads((again / "data_summary.json").read_text())["text_rules"] == 2
+
+    # --overwrite with other rows replaces every fold / point: none is kept, so it reads its rows by today's rules
+    # (it kept the replaced study's: its config matched, without the data file it split)
+    other = write_jsonl(tmp_path / "other.jsonl", sentiment_rows(40, 7))
+    said = _study(study, path, "--set", f"data.train={other}", "--overwrite")
+    assert "finished, kept" not in said
+    assert [json.loads((root / name / "data_summary.json").read_text())["text_rules"] for name in SUB[study]] == \
+        [rules_version()] * 2
 
 
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, IMMUTABLE = 0x80086601, 0x40086602, 0x10

@@ -11,8 +11,8 @@ One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anyth
 that finished with the same config on the same rows is kept, one that did not finish goes on from its newest
 checkpoint where that trained on the rows and data files it reads now (`resumable`), else trains from its start; one
 of another config, or other rows, is refused in one line before anything is written (`overwrite` replaces it, and
-starts an unfinished fold over, once all it removes is known removable: run_dir.check_removable). A cv begun by an older
-tunelab reads its rows by its first fold's text rules (`study_rules`).
+starts an unfinished fold over, once all it removes is known removable: run_dir.check_removable). A cv continued (one
+begun by an older tunelab) reads its rows by the text rules of its first fold that is kept or resumed (`study_rules`).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
 (`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
@@ -23,11 +23,15 @@ is scored by every fold.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from rich.table import Table as RichTable
@@ -199,14 +203,45 @@ def kept_line(done: list[str], root: Path, what: str) -> str:
     return f"its finished {what} ({', '.join(done)}) are kept in {root}" if done else f"no {what[:-1]} had finished"
 
 
-def study_rules(subs: list[tuple[Path, RunConfig]]) -> int:
-    """The text rules a continued study (cv, curve) reads its rows by, `subs` its sub-runs (folder, config) in order:
-    those its first sub-run of this config read them by (its data_summary.json's; a study begun by an older tunelab),
-    so that its new folds / points split and train on the rows its first did; else the rules in force."""
+P = TypeVar("P")
+
+
+def study_rules(subs: list[tuple[Path, RunConfig]], make_plan: Callable[[], P],
+                files: Callable[[P, Path], dict[str, str] | None], overwrite: bool) -> tuple[int, P]:
+    """The text rules a continued study (cv, curve) reads its rows by, with its plan (`make_plan()`: its rows read and
+    split by the rules in force; what it says is held until the rules are chosen): those a sub-run of `subs` ((folder,
+    config), in order) of this config read its rows by (its data_summary.json's: a study begun by an older tunelab)
+    where, its rows read so (`files(plan, folder)`: its rows' files; None: not the study's now), it is kept — finished
+    on these rows and data files — or resumed (unfinished, its checkpoints trained on them; not under `overwrite`), so
+    that new folds / points split and train on the rows it did; never the rules of one this run replaces (another
+    --folds, fractions or data), else the rules in force."""
+    plans: dict[int, tuple[P, str] | None] = {}
     for out, config in subs:
-        if (out / SUMMARY_FILE).is_file() and config_changes(out, resolved(config), STUDY_MAY_CHANGE) == []:
-            return summary_rules(read_summary(out))
-    return rules_version()
+        if not (out / SUMMARY_FILE).is_file() or config_changes(out, resolved(config), STUDY_MAY_CHANGE) != []:
+            continue
+        rules = summary_rules(read_summary(out))
+        if rules not in plans:
+            with text_rules(rules), redirect_stderr(io.StringIO()) as said:
+                try:
+                    plans[rules] = (make_plan(), said.getvalue())
+                except TunelabError:  # (by today's rules, said below)
+                    plans[rules] = None
+        made = plans[rules]
+        rows = None if made is None else files(made[0], out)
+        try:
+            state = None if rows is None else sub_run_state(out, config, rows)
+            kept = state == FINISHED or state == TO_RUN and not overwrite and bool(resume_candidates(out, config)[0])
+        except TunelabError:  # a damaged file of its: neither kept nor resumed
+            kept = False
+        if made is not None and kept:
+            sys.stderr.write(made[1])
+            return rules, made[0]
+    today = plans.get(rules_version())
+    if today is None:
+        with text_rules(rules_version()):
+            return rules_version(), make_plan()
+    sys.stderr.write(today[1])
+    return rules_version(), today[0]
 
 
 def sub_run_config(cfg: RunConfig, output_dir: Path, **data: str) -> RunConfig:
@@ -229,10 +264,12 @@ def run_cv(cfg: RunConfig, folds: int, overwrite: bool = False) -> dict[str, Any
         raise ConfigError(f"cv: --folds must be at least 2, got {folds}")
     root = make_dirs(Path(cfg.output_dir) / "cv", "output_dir")  # a place that takes no files: said at once
     # one cv per folder: a second is refused with the pid before it writes; then (under the lock) a cv continued reads
-    # its rows, and splits them into folds, by the rules its first fold read them by
-    folders = [(fold_dir(root, k), fold_config(cfg, root, k)) for k in range(1, folds + 1)]
-    with RunDirLock(root, STUDY_LOCK), text_rules(study_rules(folders)):
-        return _run_cv(cfg, folds, root, overwrite)
+    # its rows, and splits them into folds, by the rules its folds kept or resumed read them by
+    with RunDirLock(root, STUDY_LOCK):
+        folders = [(fold_dir(root, k), fold_config(cfg, root, k)) for k in range(1, folds + 1)]
+        rules, plan = study_rules(folders, partial(_plan, cfg, folds, root), _Plan.files, overwrite)
+        with text_rules(rules):
+            return _run_cv(cfg, plan, root, overwrite)
 
 
 def fold_dir(root: Path, k: int) -> Path:
@@ -245,7 +282,17 @@ def fold_config(cfg: RunConfig, root: Path, k: int) -> RunConfig:
     return sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
 
 
-def _run_cv(cfg: RunConfig, folds: int, root: Path, overwrite: bool) -> dict[str, Any]:
+class _Plan(NamedTuple):
+    rows: int
+    how: str  # fold_indices': stratified, grouped, random
+    folds: list[tuple[int, Path, dict[str, str], RunConfig, dict[str, int]]]  # (k, folder, rows' files, config, counts)
+
+    def files(self, out: Path) -> dict[str, str] | None:
+        return next((files for _, folder, files, *_ in self.folds if folder == out), None)
+
+
+def _plan(cfg: RunConfig, folds: int, root: Path) -> _Plan:
+    """The cv's rows read (by the text rules in force) and split into folds."""
     if cfg.data.validation:
         _say(f"cv: data.validation ({cfg.data.validation}) is ignored: each fold validates on its held-out part")
     # the rows a normal run would train on, with nothing held out: read, clean, dedup (also against data.test)
@@ -261,32 +308,36 @@ def _run_cv(cfg: RunConfig, folds: int, root: Path, overwrite: bool) -> dict[str
     if repeated:  # (data.dedup drops them in load_splits; a group's rows share a fold)
         _say(f"cv: {repeated} rows repeat another row's text (data.dedup is off): a copy can train in a fold that "
              "validates on the other, an optimistic score; data.dedup: true drops them")
+    plan = []
+    for k, (train_idx, held_idx) in enumerate(splits, start=1):
+        texts = {"train.jsonl": rows_text([rows[i] for i in train_idx]),
+                 "validation.jsonl": rows_text([rows[i] for i in held_idx])}
+        plan.append((k, fold_dir(root, k), texts, fold_config(cfg, root, k),
+                     {"train": len(train_idx), "validation": len(held_idx)}))
+    return _Plan(len(rows), how, plan)
+
+
+def _run_cv(cfg: RunConfig, plan: _Plan, root: Path, overwrite: bool) -> dict[str, Any]:
     selected = cfg.train.tracks_best()
     if selected:
         _say("cv: each fold picks its checkpoint (best_metric / early_stopping / select_best) on the rows it is "
              "scored on: the mean is optimistic (cv.json: selected_on_validation)")
-    per_fold = _folds(cfg, rows, splits, root, overwrite)
+    per_fold = _folds(plan.folds, root, overwrite)
     summary: dict[str, dict[str, Any]] = {}
     for split in (s for s in per_fold[0] if s not in ("fold", "output_dir", "rows")):
         names = [n for n in per_fold[0][split] if all(n in f[split] for f in per_fold)]
         summary[split] = {n: _summary([f[split][n] for f in per_fold]) for n in names}
-    result = {"folds": folds, "rows": len(rows), "stratified": how == "stratified",
-              "grouped": how == "grouped", "seed": cfg.train.seed, "selected_on_validation": selected,
+    result = {"folds": len(plan.folds), "rows": plan.rows, "stratified": plan.how == "stratified",
+              "grouped": plan.how == "grouped", "seed": cfg.train.seed, "selected_on_validation": selected,
               "std": "sample standard deviation over folds (ddof=1)", "metrics": summary, "per_fold": per_fold}
     write_json_atomic(root / "cv.json", result)
     return result
 
 
-def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: Path, overwrite: bool,
+def _folds(plan: list[tuple[int, Path, dict[str, str], RunConfig, dict[str, int]]], root: Path, overwrite: bool,
            ) -> list[dict[str, Any]]:
     """Each fold run (or kept, where it finished with this config on these rows), after every fold folder is checked:
     one of another cv is refused before anything is written, unless `overwrite`."""
-    plan = []  # (k, folder, its rows' files, its config, its row counts)
-    for k, (train_idx, held_idx) in enumerate(splits, start=1):
-        out, fold = fold_dir(root, k), fold_config(cfg, root, k)
-        texts = {"train.jsonl": rows_text([rows[i] for i in train_idx]),
-                 "validation.jsonl": rows_text([rows[i] for i in held_idx])}
-        plan.append((k, out, texts, fold, {"train": len(train_idx), "validation": len(held_idx)}))
     states = [sub_run_state(out, fold, texts) for _, out, texts, fold, _ in plan]
     for _, out, _, _, _ in plan:  # a run writing a fold (`tunelab train` on it): refused before anything changes
         refuse_if_in_use(out)
