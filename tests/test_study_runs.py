@@ -18,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 import tunelab.studies.cv
+import tunelab.training.checkpoint
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.text import rules_version
@@ -66,8 +67,12 @@ def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tin
     before = json.loads((killed / "metrics.json").read_text())
     stamp = (kept / "metrics.json").stat().st_mtime_ns
     _killed(killed)
-    said = _study(study, path)
+    hashed, sha256 = [], tunelab.training.checkpoint.sha256
+    with monkeypatch.context() as patched:  # (its files hashed once: they were twice, minutes for a full model's)
+        patched.setattr(tunelab.training.checkpoint, "sha256", lambda file, *a: hashed.append(file) or sha256(file, *a))
+        said = _study(study, path)
     step2 = killed / "checkpoints" / "step-00000002"
+    assert sorted(file.name for file in hashed if file.parent == step2) == ["state.pt", "trainable.safetensors"]
     label = "cv: fold 2" if study == "cv" else "curve: fraction 1"
     assert f"{label}: resumed from step 2 of its unfinished run ({step2})" in said
     assert "finished, kept" in said and (kept / "metrics.json").stat().st_mtime_ns == stamp

@@ -47,7 +47,7 @@ from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.folds import fold_indices
 from tunelab.text import rules_version, text_rules
-from tunelab.training.checkpoint import read_trainer_state, sha256, verify
+from tunelab.training.checkpoint import Verified, read_trainer_state, sha256, verify
 from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK, list_checkpoints
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
@@ -144,17 +144,18 @@ def resume_candidates(out: Path, cfg: RunConfig) -> tuple[list[Path], str]:
     return ours, "" if ours else "its checkpoints are those of a run it replaces, on other rows or data files"
 
 
-def resumable(out: Path, cfg: RunConfig, label: str, overwrite: bool = False) -> Path | None:
+def resumable(out: Path, cfg: RunConfig, label: str, overwrite: bool = False) -> Verified | None:
     """The checkpoint (the newest intact one of `resume_candidates`) a sub-run that `sub_run_state` found TO_RUN
-    continues from; None: it trains from its start (`label: its unfinished run is not resumed (why)` said where it
-    holds one: other rows or data files, no intact checkpoint, or `overwrite`, which starts it over as train's does)."""
+    continues from (verified: its run does not hash it again); None: it trains from its start (`label: its unfinished
+    run is not resumed (why)` said where it holds one: other rows or data files, no intact checkpoint, or `overwrite`,
+    which starts it over as train's does)."""
     if not _unfinished(out):
         return None
     found, why = ([], overwrite_option()) if overwrite else resume_candidates(out, cfg)
     for path in found:
         problem = verify(path)
         if problem is None:
-            return path
+            return Verified(path)
         _say(f"resume: skipped {path}: {problem}")
     _say(f"{label}: its unfinished run is not resumed ({why or 'no checkpoint of it is intact'}); it trains again "
          "from its start")
@@ -167,7 +168,7 @@ def replaced_paths(out: Path, files: dict[str, str]) -> list[Path]:
     return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, STARTED, *files})]
 
 
-def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Path | None = None, label: str = "",
+def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Verified | None = None, label: str = "",
             ) -> dict[str, Any]:
     """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}), from the
     checkpoint `resume` (`resumable`; `label: resumed from step N` said), else from step 0 (STARTED says on what);
@@ -182,9 +183,10 @@ def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Path | 
         older = [checkpoint_id(path) for _, path in list_checkpoints(out / "checkpoints")]
         write_json_atomic(out / STARTED, {"inputs": inputs, "older": [i for i in older if i is not None]})
     else:
-        _say(f"{label}: resumed from step {read_trainer_state(resume)['step']} of its unfinished run ({resume})")
+        step = read_trainer_state(resume.path)["step"]
+        _say(f"{label}: resumed from step {step} of its unfinished run ({resume.path})")
     # the study owns its sub-run directories
-    metrics = run(config, resume=None if resume is None else str(resume), overwrite=True)
+    metrics = run(config, resume=resume, overwrite=True)
     write_json_atomic(out / INPUTS, inputs)
     return metrics
 
