@@ -11,13 +11,17 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+import tunelab.studies.cv
+import tunelab.training.checkpoint
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
+from tunelab.text import rules_version
 
 runner = CliRunner()
 ARGS = {"cv": ["--folds", "2"], "curve": ["--fractions", "0.5,1"]}
@@ -41,23 +45,34 @@ def _study(study: str, path: Path, *more: str, code: int = 0) -> str:
     return res.stderr
 
 
+def _killed(run: Path) -> None:
+    """`run` as SIGKILL at step 3 leaves it (training/run_dir.py): its config.yaml, data_summary.json, log and
+    checkpoint step 2; not the files a run writes as it ends, nor the study's record of the inputs it read."""
+    for name in ("metrics.json", "study_inputs.json", "model", "predictions", "checkpoints/step-00000004"):
+        target = run / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
 @pytest.mark.parametrize("study", ["cv", "curve"])
-def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tiny_bert: Path, tmp_path: Path) -> None:
+def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tiny_bert: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Run again after a kill, the fold / point that was training goes on from its newest checkpoint (it trained
-    again from step 0, its checkpoints deleted) and says so; the finished one is kept."""
+    again from step 0, its checkpoints deleted) and says so; the finished one is kept. Not under --overwrite (as
+    `train --overwrite`, it starts over), nor from checkpoints trained on other rows than it now has (it resumed
+    them, and the run refused them: 'the training rows differ', exit 2, on every run, --overwrite too)."""
     path = _config(tmp_path, tiny_bert, max_steps=4, save_steps=2)
     root = tmp_path / "out" / study
     _study(study, path)
     kept, killed = (root / name for name in SUB[study])
     before = json.loads((killed / "metrics.json").read_text())
     stamp = (kept / "metrics.json").stat().st_mtime_ns
-    # as SIGKILL at step 3 leaves a run (training/run_dir.py): its config.yaml, data_summary.json, log and
-    # checkpoint step 2; not the files a run writes as it ends, nor the study's record of the inputs it read
-    for name in ("metrics.json", "study_inputs.json", "model", "predictions", "checkpoints/step-00000004"):
-        target = killed / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    said = _study(study, path)
+    _killed(killed)
+    hashed, sha256 = [], tunelab.training.checkpoint.sha256
+    with monkeypatch.context() as patched:  # (its files hashed once: they were twice, minutes for a full model's)
+        patched.setattr(tunelab.training.checkpoint, "sha256", lambda file, *a: hashed.append(file) or sha256(file, *a))
+        said = _study(study, path)
     step2 = killed / "checkpoints" / "step-00000002"
+    assert sorted(file.name for file in hashed if file.parent == step2) == ["state.pt", "trainable.safetensors"]
     label = "cv: fold 2" if study == "cv" else "curve: fraction 1"
     assert f"{label}: resumed from step 2 of its unfinished run ({step2})" in said
     assert "finished, kept" in said and (kept / "metrics.json").stat().st_mtime_ns == stamp
@@ -66,11 +81,37 @@ def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tin
     assert after["validation"]["accuracy"] == pytest.approx(before["validation"]["accuracy"])
     assert after["train"]["loss"] == pytest.approx(before["train"]["loss"], rel=1e-4)  # as if never stopped
 
+    _killed(killed)
+    said = _study(study, path, "--overwrite")
+    assert f"{label}: its unfinished run is not resumed (--overwrite); it trains again from its start" in said
+    assert "resumed from" not in said
+    assert "resumed_from" not in json.loads((killed / "metrics.json").read_text())["train"]
+
+    # killed again; then an --overwrite on other rows stopped (Ctrl-C) once it wrote them, before its run began
+    _killed(killed)
+    other = write_jsonl(tmp_path / "other.jsonl", sentiment_rows(40, 7))
+    real = tunelab.studies.cv.run  # (a study's run: cv.run_sub)
+
+    def stopped(config: Any, **kwargs: Any) -> dict:
+        if Path(config.output_dir) == killed:
+            raise KeyboardInterrupt
+        return real(config, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tunelab.studies.cv, "run", stopped)
+        _study(study, path, "--set", f"data.train={other}", "--overwrite", code=130)
+    said = _study(study, path, "--set", f"data.train={other}")
+    assert f"{label}: its unfinished run is not resumed (its checkpoints are those of a run it replaces, on other " \
+           "rows or data files); it trains again from its start" in said and "resumed from" not in said
+    after = json.loads((killed / "metrics.json").read_text())
+    assert "resumed_from" not in after["train"] and after["train"]["steps"] == 4
+
 
 @pytest.mark.parametrize("study", ["cv", "curve"])
 def test_a_continued_study_reads_rows_by_its_first_runs_rules(study: str, tiny_bert: Path, tmp_path: Path) -> None:
     """A cv / curve begun by an older tunelab (its rows read by text rules 2) and continued by this one: the new fold /
-    point reads its rows so too (it read them by today's rules, as `tunelab tune`'s trials no longer do)."""
+    point reads its rows so too (it read them by today's rules, as `tunelab tune`'s trials no longer do); but not
+    by those of the folds / points --overwrite replaces."""
     path, root = _config(tmp_path, tiny_bert), tmp_path / "out" / study
     _study(study, path)
     first, again = (root / name for name in SUB[study])
@@ -80,6 +121,14 @@ def test_a_continued_study_reads_rows_by_its_first_runs_rules(study: str, tiny_b
     said = _study(study, path)
     assert "finished, kept" in said
     assert json.loads((again / "data_summary.json").read_text())["text_rules"] == 2
+
+    # --overwrite with other rows replaces every fold / point: none is kept, so it reads its rows by today's rules
+    # (it kept the replaced study's: its config matched, without the data file it split)
+    other = write_jsonl(tmp_path / "other.jsonl", sentiment_rows(40, 7))
+    said = _study(study, path, "--set", f"data.train={other}", "--overwrite")
+    assert "finished, kept" not in said
+    assert [json.loads((root / name / "data_summary.json").read_text())["text_rules"] for name in SUB[study]] == \
+        [rules_version()] * 2
 
 
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, IMMUTABLE = 0x80086601, 0x40086602, 0x10

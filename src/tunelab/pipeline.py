@@ -51,7 +51,7 @@ from tunelab.tasks.feature_cache import training_features
 from tunelab.text import rules_version, text_rules
 from tunelab.training import engine
 from tunelab.training.batching import check_steps
-from tunelab.training.checkpoint import check_fits, check_resumed_best, find_checkpoint
+from tunelab.training.checkpoint import Verified, check_fits, check_resumed_best, find_checkpoint
 from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,
@@ -84,13 +84,13 @@ def resolved(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def run(cfg: RunConfig, resume: str | None = None,
+def run(cfg: RunConfig, resume: str | Verified | None = None,
         on_eval: Callable[[int, dict[str, Any]], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train, evaluate and export one run; returns the final metrics (also in metrics.json).
-    `resume`: `auto` (the newest checkpoint in output_dir) or a checkpoint path to continue from.
-    `on_eval(step, {"step", "eval/<metric>": ...})`: sees every evaluation during training (search pruning);
-    an exception it raises (optuna.TrialPruned) ends the run there. `overwrite`: replace whatever run output_dir
-    holds (otherwise only a finished run of this same config is replaced; see training/run_dir.py).
+    `resume`: `auto` (the newest checkpoint in output_dir) or a checkpoint path to verify and continue from (a
+    `Verified` one: its caller verified it). `on_eval(step, {"step", "eval/<metric>": ...})`: sees every evaluation
+    during training (search pruning); an exception it raises (optuna.TrialPruned) ends the run there. `overwrite`:
+    replace whatever run output_dir holds (otherwise only a finished run of this config is replaced; run_dir.py).
 
     Nothing is written into output_dir until the config, the data, the model and the method have all been checked
     (a failure before that leaves the directory exactly as it was), and then only under its lock."""
@@ -103,7 +103,7 @@ def run(cfg: RunConfig, resume: str | None = None,
     # under `accelerate launch` / torchrun this is one of several processes
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(cfg.output_dir)
-    resume_from = find_checkpoint(resume, out) if resume else None
+    resume_from = resume.path if isinstance(resume, Verified) else find_checkpoint(resume, out) if resume else None
     # resuming this directory's own checkpoint (OUTPUT_DIR/checkpoints/step-N) is the one way past its checks; a
     # checkpoint of another run starts this one from it, into an output_dir checked as for a new run
     own = resume_from is not None and resume_from.resolve().parent == (out / "checkpoints").resolve()

@@ -11,9 +11,10 @@
 
 Validation rows never reach a fraction's training file: they are held out before any subsampling. One process per
 curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is written). Run again, a point that
-finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint;
-one of another config, or other rows (validation.jsonl too), is refused in one line before anything is written
-(`overwrite` replaces it, once all it removes is known removable); rows are read by the first point's text rules.
+finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint
+where that trained on the rows and data files it reads now (else from its start); one of another config, or other
+rows (validation.jsonl too), is refused in one line before anything is written (`overwrite` replaces it, and starts
+an unfinished point over, once all it removes is known removable); rows are read by the first point's text rules.
 The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json / curve.svg, and
 each run says what becomes of them: kept; those of another config or other rows removed under `overwrite` (they are
 the curve it replaces, as is its old curve.json / curve.svg), else kept.
@@ -26,8 +27,9 @@ import shutil
 import sys
 from collections import defaultdict
 from collections.abc import Hashable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.table import Table as RichTable
 
@@ -100,18 +102,37 @@ def run_curve(cfg: RunConfig, fractions: list[float], overwrite: bool = False) -
     `overwrite`: replace the points (and validation.jsonl) of another curve."""
     root = make_dirs(Path(cfg.output_dir) / "curve", "output_dir")
     with RunDirLock(root, STUDY_LOCK):  # one curve per folder: a second is refused with the pid before it writes
-        # a curve continued reads its rows (its validation hold-out too) by the rules its first point read them by
+        # a curve continued reads its rows (its validation hold-out too) by the rules its points kept or resumed read
+        # them by
         validation = cfg.data.validation or str(root / "validation.jsonl")
-        points = [root / f"frac-{f:g}" for f in sorted({*fractions, *_unasked_points(root, fractions)})]
-        with text_rules(study_rules([(out, _point_config(cfg, out, validation)) for out in points])):
-            return _run_curve(cfg, fractions, root, overwrite)
+        unasked = _unasked_points(root, fractions)
+        points = [(out, _point_config(cfg, out, validation))
+                  for out in (root / f"frac-{f:g}" for f in sorted({*fractions, *unasked}))]
+        rules, plan = study_rules(points, partial(_plan, cfg, [*fractions, *unasked], root), _Plan.files, overwrite)
+        with text_rules(rules):
+            return _run_curve(cfg, fractions, plan, root, overwrite)
 
 
 def _point_config(cfg: RunConfig, out: Path, validation: str) -> RunConfig:
     return sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=validation)
 
 
-def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bool) -> dict[str, Any]:
+class _Plan(NamedTuple):
+    rows: list[dict[str, Any]]  # the training rows
+    validation_rows: int
+    held: dict[str, str]  # {"validation.jsonl": the held-out rows}, written once in root; {} with data.validation
+    validation: str  # the file each point validates on
+    stratified: bool
+    points: dict[float, tuple[Path, dict[str, str], int]]  # fraction → its folder, rows' files, rows (unasked too)
+    new_rows: bool  # validation.jsonl holds other rows: every point there validated on them
+
+    def files(self, out: Path) -> dict[str, str] | None:
+        return None if self.new_rows else next((files for o, files, _ in self.points.values() if o == out), None)
+
+
+def _plan(cfg: RunConfig, fractions: list[float], root: Path) -> _Plan:
+    """The curve's rows read (by the text rules in force), its validation rows held out, and each fraction's subset
+    (`fractions`: those asked for and those of the points not asked for)."""
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
     splits = load_splits(cfg.data, task, cfg.train.seed)  # the hold-out a normal run with this seed makes
     if "validation" not in splits:
@@ -123,30 +144,38 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
     rows = splits["train"]
     keys = [task.stratify_key(ex) for ex in rows]
     stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
-    unasked = _unasked_points(root, fractions)
-    subsets = nested_subsets(keys if stratified else [None] * len(rows), [*fractions, *unasked], cfg.train.seed)
-    _say(f"curve: {len(rows)} training rows, {len(splits['validation'])} validation rows ({validation}), "
+    subsets = nested_subsets(keys if stratified else [None] * len(rows), fractions, cfg.train.seed)
+    shared = root / "validation.jsonl"  # the held-out rows every point of the curve validated on
+    new_rows = bool(held) and shared.exists() and (not shared.is_file()
+                                                   or shared.read_bytes() != held[shared.name].encode())
+    points = {f: (root / f"frac-{f:g}", {"train.jsonl": rows_text([rows[i] for i in subsets[f]])}, len(subsets[f]))
+              for f in fractions}
+    return _Plan(rows, len(splits["validation"]), held, validation, stratified, points, new_rows)
+
+
+def _run_curve(cfg: RunConfig, fractions: list[float], made: _Plan, root: Path, overwrite: bool) -> dict[str, Any]:
+    rows, validation, held, new_rows = made.rows, made.validation, made.held, made.new_rows
+    _say(f"curve: {len(rows)} training rows, {made.validation_rows} validation rows ({validation}), "
          f"fractions {', '.join(f'{f:g}' for f in fractions)} "
-         f"({'stratified by label' if stratified else 'not stratified'}), seed {cfg.train.seed} → {root}")
-    plan = [(f, root / f"frac-{f:g}", {"train.jsonl": rows_text([rows[i] for i in subsets[f]])}) for f in fractions]
+         f"({'stratified by label' if made.stratified else 'not stratified'}), seed {cfg.train.seed} → {root}")
+    plan = [(f, *made.points[f][:2]) for f in fractions]
     configs = [_point_config(cfg, out, validation) for _, out, _ in plan]
     states = [sub_run_state(out, c, texts) for (_, out, texts), c in zip(plan, configs, strict=True)]
     for _, out, _ in plan:  # a run writing a point (`tunelab train` on it): refused before anything here changes
         refuse_if_in_use(out)
     other = [(out.name, state) for (_, out, _), state in zip(plan, states, strict=True)
              if state not in (FINISHED, TO_RUN)]
-    shared = root / "validation.jsonl"  # the held-out rows every point of the curve validated on
-    new_rows = bool(held) and shared.exists() and (not shared.is_file()
-                                                   or shared.read_bytes() != held[shared.name].encode())
     if new_rows:  # every point there validated on other rows
-        other.insert(0, (shared.name, "other rows"))
+        other.insert(0, ("validation.jsonl", "other rows"))
     if not overwrite:
         refuse_another(root, "curve", other)
-    # an unfinished point of this curve goes on from its checkpoint; what the others replace can all be removed
-    resumes = [resumable(out) if state == TO_RUN else None for (_, out, _), state in zip(plan, states, strict=True)]
+    # an unfinished point of this curve on these rows goes on from its checkpoint (not under --overwrite); what the
+    # others replace can all be removed
+    resumes = [resumable(out, c, f"curve: fraction {f:g}", overwrite) if state == TO_RUN else None
+               for (f, out, _), c, state in zip(plan, configs, states, strict=True)]
     replaced = [p for (_, out, texts), state, resume in zip(plan, states, resumes, strict=True)
                 if state != FINISHED and resume is None for p in replaced_paths(out, texts)]
-    stale = _sort_unasked(cfg, root, unasked, (validation, new_rows), rows, subsets, overwrite, replaced)
+    stale = _sort_unasked(cfg, root, [f for f in made.points if f not in fractions], made, overwrite, replaced)
     if overwrite and (other or stale):  # the summary of the curve replaced
         for name in ("curve.json", "curve.svg"):
             (root / name).unlink(missing_ok=True)
@@ -159,15 +188,15 @@ def _run_curve(cfg: RunConfig, fractions: list[float], root: Path, overwrite: bo
                 _say(f"curve: fraction {f:g}: finished, kept ({out})")
                 metrics = read_json(out / "metrics.json")
             else:
-                _say(f"curve: fraction {f:g}: {len(subsets[f])} training rows → {out}")
+                _say(f"curve: fraction {f:g}: {made.points[f][2]} training rows → {out}")
                 metrics = run_sub(config, out, texts, resume, f"curve: fraction {f:g}")
             metric, value = _headline(metrics["validation"])
             done.append(out.name)
-            points.append({"fraction": f, "rows": len(subsets[f]), "value": value, "run_dir": str(out)})
+            points.append({"fraction": f, "rows": made.points[f][2], "value": value, "run_dir": str(out)})
     except KeyboardInterrupt:
         raise StudyInterrupted(kept_line(done, root, "points")) from None
     result = {"metric": metric, "split": "validation", "seed": cfg.train.seed, "train_rows": len(rows),
-              "validation_rows": len(splits["validation"]), "stratified": stratified, "points": points}
+              "validation_rows": made.validation_rows, "stratified": made.stratified, "points": points}
     write_json_atomic(root / "curve.json", result)
     plot_curve(result, root / "curve.svg")
     return result
@@ -187,22 +216,21 @@ def _unasked_points(root: Path, fractions: list[float]) -> list[float]:
     return sorted(found)
 
 
-def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], validation: tuple[str, bool],
-                  rows: list[dict[str, Any]], subsets: dict[float, list[int]], overwrite: bool,
+def _sort_unasked(cfg: RunConfig, root: Path, unasked: list[float], plan: _Plan, overwrite: bool,
                   replaced: list[Path]) -> list[str]:
     """Say what becomes of the points of fractions not asked for (never read into curve.json): those of this config
-    on the same rows are kept; those of another config or other rows (`validation`: the file the points validate on,
-    and whether validation.jsonl now holds other rows) are removed under `overwrite` (returned), else kept — once
+    on the same rows are kept; those of another config or other rows (`plan`: their rows, the file the points validate
+    on, whether validation.jsonl now holds other rows) are removed under `overwrite` (returned), else kept — once
     they, what the asked points' runs replace (`replaced`) and the replaced curve's summary are known removable."""
     ours, others = [], []
     for f in unasked:
         out = root / f"frac-{f:g}"
-        config = _point_config(cfg, out, validation[0])
+        config = _point_config(cfg, out, plan.validation)
         try:
-            state = sub_run_state(out, config, {"train.jsonl": rows_text([rows[i] for i in subsets[f]])})
+            state = sub_run_state(out, config, plan.points[f][1])
         except TunelabError:  # a damaged file in a point not asked for: no reason to stop the curve
             state = "a file that does not read"
-        (ours if state in (FINISHED, TO_RUN) and not validation[1] else others).append(out.name)
+        (ours if state in (FINISHED, TO_RUN) and not plan.new_rows else others).append(out.name)
     if ours:
         _say(f"curve: {', '.join(ours)} (not in --fractions): kept, not read into curve.json")
     gone = others if overwrite else []

@@ -9,9 +9,10 @@
 
 One process per cv folder (OUTPUT_DIR/cv/.tunelab-study.lock, taken before anything is written). Run again, a fold
 that finished with the same config on the same rows is kept, one that did not finish goes on from its newest
-checkpoint (`resumable`); one of another config, or other rows, is refused in one line before anything is written
-(`overwrite` replaces it, once all it removes is known removable: run_dir.check_removable). A cv begun by an older
-tunelab reads its rows by its first fold's text rules (`study_rules`).
+checkpoint where that trained on the rows and data files it reads now (`resumable`), else trains from its start; one
+of another config, or other rows, is refused in one line before anything is written (`overwrite` replaces it, and
+starts an unfinished fold over, once all it removes is known removable: run_dir.check_removable). A cv continued (one
+begun by an older tunelab) reads its rows by the text rules of its first fold that is kept or resumed (`study_rules`).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
 (`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
@@ -22,17 +23,18 @@ is scored by every fold.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import sys
-import warnings
-from collections import Counter
+from collections.abc import Callable
+from contextlib import redirect_stderr
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from rich.table import Table as RichTable
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
@@ -43,87 +45,15 @@ from tunelab.metrics import scalars
 from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
-from tunelab.tasks.base import Task
+from tunelab.studies.folds import fold_indices
 from tunelab.text import rules_version, text_rules
-from tunelab.training.checkpoint import find_checkpoint, read_trainer_state, sha256
+from tunelab.training.checkpoint import Verified, read_trainer_state, sha256, verify
 from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK, list_checkpoints
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: int) -> tuple[list[Any], str]:
-    """[(train_idx, held_idx)] per fold, and how they were made: "stratified" (single-label classes), "grouped" (the
-    task's `group_key`: a group's rows all in one fold, as scikit-learn's GroupKFold) or "random"."""
-    index = np.arange(len(examples))
-    groups = [task.group_key(ex) for ex in examples]
-    if groups and all(g is not None for g in groups):
-        names = {g: i for i, g in enumerate(dict.fromkeys(groups))}
-        if len(names) < folds:
-            raise ConfigError(f"cv: --folds {folds} is more than the {len(names)} {task.grouped_by} groups of the "
-                              f"training rows (the rows of one stay in one fold)")
-        return _group_folds(np.asarray([names[g] for g in groups]), folds, seed), "grouped"
-    keys = [task.stratify_key(ex) for ex in examples]
-    stratified = all(k is not None and not isinstance(k, tuple) for k in keys)  # tuple: multi-label
-    if not stratified:
-        return _labels_in_train(list(KFold(folds, shuffle=True, random_state=seed).split(index)), examples,
-                                task), "random"
-    counts = Counter(keys)
-    small = {k: n for k, n in counts.items() if 1 < n < folds}
-    if small:
-        _say(f"cv: classes with fewer rows than folds ({', '.join(f'{k}: {n}' for k, n in small.items())}); "
-             "some folds validate without them")
-    # a class of one row trains in every fold (held out, its fold's model would not know the label: the fold failed)
-    alone = np.asarray([counts[k] == 1 for k in keys])
-    if alone.all():
-        raise ConfigError(f"cv: --folds {folds}: every class has one row; nothing to validate a class on")
-    if alone.any():
-        _say(f"cv: classes of one row ({', '.join(str(k) for k in keys if counts[k] == 1)}) train in every fold "
-             "and are validated in none")
-    rest = index[~alone]
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # said in the line above
-        try:
-            made = list(splitter.split(rest, [str(keys[i]) for i in rest]))
-        except ValueError as exc:  # every class has fewer rows than folds
-            raise ConfigError(f"cv: --folds {folds}: {exc}") from None
-    return [(np.sort(np.concatenate([rest[t], index[alone]])), rest[h]) for t, h in made], "stratified"
-
-
-def _labels_in_train(folds: list[Any], examples: list[dict[str, Any]], task: Task) -> list[Any]:
-    """Each fold's held-out rows whose labels (multi-label) or entity types (NER) its training part lacks, moved into
-    that training part: validated there, the fold's model would not know them (the cv failed on its fold)."""
-    labels = [set(task.label_counts([ex])) for ex in examples]
-    out, moved = [], 0
-    for train, held in folds:
-        known = set().union(*(labels[i] for i in train))
-        stay = np.asarray([labels[i] <= known for i in held], dtype=bool)
-        moved += int((~stay).sum())
-        out.append((np.sort(np.concatenate([train, held[~stay]])), held[stay]))
-    if any(not len(held) for _, held in out):
-        raise ConfigError(f"cv: --folds {len(folds)}: a fold would validate on no row (each of its held-out rows "
-                          "holds a label no other row of the fold has); fewer folds, or more rows of the rare labels")
-    if moved:
-        _say(f"cv: {moved} held-out rows hold a label their fold's training part lacks (a label of one or two rows): "
-             "they train in that fold instead")
-    return out
-
-
-def _group_folds(groups: np.ndarray, folds: int, seed: int) -> list[Any]:
-    """GroupKFold with its groups in a seeded order (scikit-learn's `shuffle` needs 1.6): largest group first (ties
-    in that order), each into the fold with the fewest rows so far."""
-    sizes = np.bincount(groups)
-    order = np.random.default_rng(seed).permutation(len(sizes))
-    order = order[np.argsort(-sizes[order], kind="stable")]
-    fold_of, rows = np.empty(len(sizes), dtype=np.int64), np.zeros(folds, dtype=np.int64)
-    for g in order:
-        fold_of[g] = int(np.argmin(rows))
-        rows[fold_of[g]] += sizes[g]
-    index = np.arange(len(groups))
-    return [(index[fold_of[groups] != k], index[fold_of[groups] == k]) for k in range(folds)]
 
 
 def rows_text(examples: list[dict[str, Any]]) -> str:
@@ -174,40 +104,89 @@ def input_hashes(cfg: RunConfig) -> dict[str, str]:
     return {key: sha256(path) for key, path in paths if path.is_file()}
 
 
-def resumable(out: Path) -> Path | None:
-    """The checkpoint (its newest intact one) a sub-run that `sub_run_state` found TO_RUN continues from where `out`
-    holds that run unfinished (a study stopped by Ctrl-C or killed: its config.yaml and checkpoints, no metrics.json);
-    None: it trains from its start."""
-    if not (out / "config.yaml").is_file() or (out / "metrics.json").is_file() \
-            or not list_checkpoints(out / "checkpoints"):
-        return None
+STARTED = "study_started.json"  # written as a sub-run's run starts from step 0: see `resume_candidates`
+
+
+def checkpoint_id(path: Path) -> str | None:
+    """What tells a checkpoint from another run's of the same step: its trainer_state.json's sha256 (it holds its
+    weights' and optimizer state's)."""
+    return sha256(path / "trainer_state.json") if (path / "trainer_state.json").is_file() else None
+
+
+def _unfinished(out: Path) -> list[tuple[int, Path]]:
+    """The checkpoints of the unfinished run `out` holds (a study stopped by Ctrl-C or killed: its config.yaml and
+    checkpoints, no metrics.json), oldest first."""
+    if not (out / "config.yaml").is_file() or (out / "metrics.json").is_file():
+        return []
+    return list_checkpoints(out / "checkpoints")
+
+
+def resume_candidates(out: Path, cfg: RunConfig) -> tuple[list[Path], str]:
+    """The checkpoints (newest first) of the unfinished run in `out` that trained on the rows and data files `cfg`
+    reads now (a sub-run `sub_run_state` found TO_RUN: the rows it writes are those there), as STARTED recorded them
+    when that run started from step 0 — their sha256 ("inputs"; data.test may change, as a resume's may) and the
+    checkpoints already there then ("older": another run's, until the run claims the folder); else none, and why."""
+    if not _unfinished(out):
+        return [], ""
     try:
-        return find_checkpoint("auto", out)
+        started = read_json(out / STARTED)
     except TunelabError:
-        return None  # each one damaged (said, one line each): trained from its start
+        started = None
+    if not isinstance(started, dict) or not isinstance(started.get("inputs"), dict):
+        return [], f"what its checkpoints trained on is not recorded: no {STARTED}"
+    now = input_hashes(cfg)
+    changed = sorted(k for k in now.keys() | started["inputs"].keys()
+                     if k != "test" and now.get(k) != started["inputs"].get(k))
+    if changed:
+        return [], f"its checkpoints trained on another {', '.join(f'data.{k}' for k in changed)}"
+    older = set(started.get("older") or [])
+    ours = [path for _, path in reversed(_unfinished(out)) if checkpoint_id(path) not in older]
+    return ours, "" if ours else "its checkpoints are those of a run it replaces, on other rows or data files"
+
+
+def resumable(out: Path, cfg: RunConfig, label: str, overwrite: bool = False) -> Verified | None:
+    """The checkpoint (the newest intact one of `resume_candidates`) a sub-run that `sub_run_state` found TO_RUN
+    continues from (verified: its run does not hash it again); None: it trains from its start (`label: its unfinished
+    run is not resumed (why)` said where it holds one: other rows or data files, no intact checkpoint, or `overwrite`,
+    which starts it over as train's does)."""
+    if not _unfinished(out):
+        return None
+    found, why = ([], overwrite_option()) if overwrite else resume_candidates(out, cfg)
+    for path in found:
+        problem = verify(path)
+        if problem is None:
+            return Verified(path)
+        _say(f"resume: skipped {path}: {problem}")
+    _say(f"{label}: its unfinished run is not resumed ({why or 'no checkpoint of it is intact'}); it trains again "
+         "from its start")
+    return None
 
 
 def replaced_paths(out: Path, files: dict[str, str]) -> list[Path]:
     """What running a sub-run in `out` again from its start removes or replaces there (`check_removable` first): a
-    run's files, an older replaced run, its rows `files`, INPUTS."""
-    return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, *files})]
+    run's files, an older replaced run, its rows `files`, INPUTS, STARTED."""
+    return [out / name for name in sorted({*RUN_FILES, REPLACED, INPUTS, STARTED, *files})]
 
 
-def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Path | None = None, label: str = "",
+def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Verified | None = None, label: str = "",
             ) -> dict[str, Any]:
     """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}), from the
-    checkpoint `resume` (`resumable`; `label: resumed from step N` said); once it returns, INPUTS records the data
-    files it read (`sub_run_state` keeps it while they stay the same)."""
+    checkpoint `resume` (`resumable`; `label: resumed from step N` said), else from step 0 (STARTED says on what);
+    once it returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
     refuse_if_in_use(out)  # (its rows are not rewritten under a run that holds it)
     make_dirs(out, "output_dir")
     (out / INPUTS).unlink(missing_ok=True)
     for name, text in files.items():
         write_text_atomic(out / name, text)
     inputs = input_hashes(config)  # (as they were when it started)
-    if resume is not None:
-        _say(f"{label}: resumed from step {read_trainer_state(resume)['step']} of its unfinished run ({resume})")
+    if resume is None:  # (the checkpoints there until the run claims the folder are another run's: never resumed)
+        older = [checkpoint_id(path) for _, path in list_checkpoints(out / "checkpoints")]
+        write_json_atomic(out / STARTED, {"inputs": inputs, "older": [i for i in older if i is not None]})
+    else:
+        step = read_trainer_state(resume.path)["step"]
+        _say(f"{label}: resumed from step {step} of its unfinished run ({resume.path})")
     # the study owns its sub-run directories
-    metrics = run(config, resume=None if resume is None else str(resume), overwrite=True)
+    metrics = run(config, resume=resume, overwrite=True)
     write_json_atomic(out / INPUTS, inputs)
     return metrics
 
@@ -226,14 +205,45 @@ def kept_line(done: list[str], root: Path, what: str) -> str:
     return f"its finished {what} ({', '.join(done)}) are kept in {root}" if done else f"no {what[:-1]} had finished"
 
 
-def study_rules(subs: list[tuple[Path, RunConfig]]) -> int:
-    """The text rules a continued study (cv, curve) reads its rows by, `subs` its sub-runs (folder, config) in order:
-    those its first sub-run of this config read them by (its data_summary.json's; a study begun by an older tunelab),
-    so that its new folds / points split and train on the rows its first did; else the rules in force."""
+P = TypeVar("P")
+
+
+def study_rules(subs: list[tuple[Path, RunConfig]], make_plan: Callable[[], P],
+                files: Callable[[P, Path], dict[str, str] | None], overwrite: bool) -> tuple[int, P]:
+    """The text rules a continued study (cv, curve) reads its rows by, with its plan (`make_plan()`: its rows read and
+    split by the rules in force; what it says is held until the rules are chosen): those a sub-run of `subs` ((folder,
+    config), in order) of this config read its rows by (its data_summary.json's: a study begun by an older tunelab)
+    where, its rows read so (`files(plan, folder)`: its rows' files; None: not the study's now), it is kept — finished
+    on these rows and data files — or resumed (unfinished, its checkpoints trained on them; not under `overwrite`), so
+    that new folds / points split and train on the rows it did; never the rules of one this run replaces (another
+    --folds, fractions or data), else the rules in force."""
+    plans: dict[int, tuple[P, str] | None] = {}
     for out, config in subs:
-        if (out / SUMMARY_FILE).is_file() and config_changes(out, resolved(config), STUDY_MAY_CHANGE) == []:
-            return summary_rules(read_summary(out))
-    return rules_version()
+        if not (out / SUMMARY_FILE).is_file() or config_changes(out, resolved(config), STUDY_MAY_CHANGE) != []:
+            continue
+        rules = summary_rules(read_summary(out))
+        if rules not in plans:
+            with text_rules(rules), redirect_stderr(io.StringIO()) as said:
+                try:
+                    plans[rules] = (make_plan(), said.getvalue())
+                except TunelabError:  # (by today's rules, said below)
+                    plans[rules] = None
+        made = plans[rules]
+        rows = None if made is None else files(made[0], out)
+        try:
+            state = None if rows is None else sub_run_state(out, config, rows)
+            kept = state == FINISHED or state == TO_RUN and not overwrite and bool(resume_candidates(out, config)[0])
+        except TunelabError:  # a damaged file of its: neither kept nor resumed
+            kept = False
+        if made is not None and kept:
+            sys.stderr.write(made[1])
+            return rules, made[0]
+    today = plans.get(rules_version())
+    if today is None:
+        with text_rules(rules_version()):
+            return rules_version(), make_plan()
+    sys.stderr.write(today[1])
+    return rules_version(), today[0]
 
 
 def sub_run_config(cfg: RunConfig, output_dir: Path, **data: str) -> RunConfig:
@@ -256,10 +266,12 @@ def run_cv(cfg: RunConfig, folds: int, overwrite: bool = False) -> dict[str, Any
         raise ConfigError(f"cv: --folds must be at least 2, got {folds}")
     root = make_dirs(Path(cfg.output_dir) / "cv", "output_dir")  # a place that takes no files: said at once
     # one cv per folder: a second is refused with the pid before it writes; then (under the lock) a cv continued reads
-    # its rows, and splits them into folds, by the rules its first fold read them by
-    folders = [(fold_dir(root, k), fold_config(cfg, root, k)) for k in range(1, folds + 1)]
-    with RunDirLock(root, STUDY_LOCK), text_rules(study_rules(folders)):
-        return _run_cv(cfg, folds, root, overwrite)
+    # its rows, and splits them into folds, by the rules its folds kept or resumed read them by
+    with RunDirLock(root, STUDY_LOCK):
+        folders = [(fold_dir(root, k), fold_config(cfg, root, k)) for k in range(1, folds + 1)]
+        rules, plan = study_rules(folders, partial(_plan, cfg, folds, root), _Plan.files, overwrite)
+        with text_rules(rules):
+            return _run_cv(cfg, plan, root, overwrite)
 
 
 def fold_dir(root: Path, k: int) -> Path:
@@ -272,7 +284,17 @@ def fold_config(cfg: RunConfig, root: Path, k: int) -> RunConfig:
     return sub_run_config(cfg, out, train=str(out / "train.jsonl"), validation=str(out / "validation.jsonl"))
 
 
-def _run_cv(cfg: RunConfig, folds: int, root: Path, overwrite: bool) -> dict[str, Any]:
+class _Plan(NamedTuple):
+    rows: int
+    how: str  # fold_indices': stratified, grouped, random
+    folds: list[tuple[int, Path, dict[str, str], RunConfig, dict[str, int]]]  # (k, folder, rows' files, config, counts)
+
+    def files(self, out: Path) -> dict[str, str] | None:
+        return next((files for _, folder, files, *_ in self.folds if folder == out), None)
+
+
+def _plan(cfg: RunConfig, folds: int, root: Path) -> _Plan:
+    """The cv's rows read (by the text rules in force) and split into folds."""
     if cfg.data.validation:
         _say(f"cv: data.validation ({cfg.data.validation}) is ignored: each fold validates on its held-out part")
     # the rows a normal run would train on, with nothing held out: read, clean, dedup (also against data.test)
@@ -288,32 +310,36 @@ def _run_cv(cfg: RunConfig, folds: int, root: Path, overwrite: bool) -> dict[str
     if repeated:  # (data.dedup drops them in load_splits; a group's rows share a fold)
         _say(f"cv: {repeated} rows repeat another row's text (data.dedup is off): a copy can train in a fold that "
              "validates on the other, an optimistic score; data.dedup: true drops them")
+    plan = []
+    for k, (train_idx, held_idx) in enumerate(splits, start=1):
+        texts = {"train.jsonl": rows_text([rows[i] for i in train_idx]),
+                 "validation.jsonl": rows_text([rows[i] for i in held_idx])}
+        plan.append((k, fold_dir(root, k), texts, fold_config(cfg, root, k),
+                     {"train": len(train_idx), "validation": len(held_idx)}))
+    return _Plan(len(rows), how, plan)
+
+
+def _run_cv(cfg: RunConfig, plan: _Plan, root: Path, overwrite: bool) -> dict[str, Any]:
     selected = cfg.train.tracks_best()
     if selected:
         _say("cv: each fold picks its checkpoint (best_metric / early_stopping / select_best) on the rows it is "
              "scored on: the mean is optimistic (cv.json: selected_on_validation)")
-    per_fold = _folds(cfg, rows, splits, root, overwrite)
+    per_fold = _folds(plan.folds, root, overwrite)
     summary: dict[str, dict[str, Any]] = {}
     for split in (s for s in per_fold[0] if s not in ("fold", "output_dir", "rows")):
         names = [n for n in per_fold[0][split] if all(n in f[split] for f in per_fold)]
         summary[split] = {n: _summary([f[split][n] for f in per_fold]) for n in names}
-    result = {"folds": folds, "rows": len(rows), "stratified": how == "stratified",
-              "grouped": how == "grouped", "seed": cfg.train.seed, "selected_on_validation": selected,
+    result = {"folds": len(plan.folds), "rows": plan.rows, "stratified": plan.how == "stratified",
+              "grouped": plan.how == "grouped", "seed": cfg.train.seed, "selected_on_validation": selected,
               "std": "sample standard deviation over folds (ddof=1)", "metrics": summary, "per_fold": per_fold}
     write_json_atomic(root / "cv.json", result)
     return result
 
 
-def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: Path, overwrite: bool,
+def _folds(plan: list[tuple[int, Path, dict[str, str], RunConfig, dict[str, int]]], root: Path, overwrite: bool,
            ) -> list[dict[str, Any]]:
     """Each fold run (or kept, where it finished with this config on these rows), after every fold folder is checked:
     one of another cv is refused before anything is written, unless `overwrite`."""
-    plan = []  # (k, folder, its rows' files, its config, its row counts)
-    for k, (train_idx, held_idx) in enumerate(splits, start=1):
-        out, fold = fold_dir(root, k), fold_config(cfg, root, k)
-        texts = {"train.jsonl": rows_text([rows[i] for i in train_idx]),
-                 "validation.jsonl": rows_text([rows[i] for i in held_idx])}
-        plan.append((k, out, texts, fold, {"train": len(train_idx), "validation": len(held_idx)}))
     states = [sub_run_state(out, fold, texts) for _, out, texts, fold, _ in plan]
     for _, out, _, _, _ in plan:  # a run writing a fold (`tunelab train` on it): refused before anything changes
         refuse_if_in_use(out)
@@ -323,9 +349,10 @@ def _folds(cfg: RunConfig, rows: list[dict[str, Any]], splits: list[Any], root: 
         refuse_another(root, "cv", [(f"fold-{k}", state) for (k, *_), state in zip(plan, states, strict=True)
                                     if state not in (FINISHED, TO_RUN)]
                        + [(p.name, f"a fold of a cv of more than {len(plan)} folds") for p in stale])
-    # an unfinished fold of this cv goes on from its checkpoint; what the others replace, and the folds of the cv
-    # this one replaces, can all be removed (else one line, before anything is)
-    resumes = [resumable(out) if state == TO_RUN else None for (_, out, *_), state in zip(plan, states, strict=True)]
+    # an unfinished fold of this cv on these rows goes on from its checkpoint (not under --overwrite); what the others
+    # replace, and the folds of the cv this one replaces, can all be removed (else one line, before anything is)
+    resumes = [resumable(out, fold, f"cv: fold {k}", overwrite) if state == TO_RUN else None
+               for (k, out, _, fold, _), state in zip(plan, states, strict=True)]
     check_removable([*stale, *(p for (_, out, texts, *_), state, resume in zip(plan, states, resumes, strict=True)
                                if state != FINISHED and resume is None for p in replaced_paths(out, texts))])
     per_fold, done = [], []

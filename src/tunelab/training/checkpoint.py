@@ -18,7 +18,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -135,6 +135,13 @@ def verify(path: Path) -> str | None:
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
             return f"{FILES[0]} unreadable ({type(e).__name__})"
     return None
+
+
+class Verified(NamedTuple):
+    """A checkpoint its finder verified (a study's `resumable`, as find_checkpoint does): `pipeline.run` resumes it
+    without hashing its files again (a full model's: gigabytes). A path given as a string is always verified."""
+
+    path: Path
 
 
 def newest_intact(root: Path) -> Path | None:
