@@ -14,7 +14,8 @@ from rich.table import Table as RichTable
 from tunelab.errors import TunelabError
 from tunelab.metrics import scalars
 from tunelab.progress import say, table_console
-from tunelab.tasks.base import Task, with_row
+from tunelab.tasks.base import Task
+from tunelab.tasks.model_rows import with_row
 
 
 def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],

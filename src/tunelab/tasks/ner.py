@@ -33,9 +33,10 @@ from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
-from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
+from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
+from tunelab.tasks.model_rows import with_row
 from tunelab.text import CJK, join_tokens
 
 _WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
