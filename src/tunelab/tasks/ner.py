@@ -47,7 +47,8 @@ class NerConfig(TaskConfig):
     scoring_only: ClassVar[frozenset[str]] = frozenset({"strict", "decoding"})
     name: Literal["ner"] = "ner"
     label_setting: ClassVar[str] = "task.tags_field"  # (not data.label_field: refused, config/run.py)
-    cuts_at_end: ClassVar[str] = "cuts a row longer than data.max_length at its end: the words past it are tagged O"
+    cuts_at_end: ClassVar[str] = ("cuts a row longer than data.max_length at its end: the words past it are tagged O "
+                                  "({truncation} is classification's)")  # data.truncation refused: config/run.py
     tokens_field: str = Field("tokens", description="Column holding the list of tokens.")
     tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
     label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")
