@@ -166,6 +166,24 @@ def _ner_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "ner.jsonl", rows)
 
 
+def test_a_refused_truncation_is_said_in_the_tasks_own_words() -> None:
+    """What a task that cuts rows at their end says of data.truncation is its config's (`cuts_at_end`): the check
+    outside tasks/ named classification for every such task."""
+    from typing import ClassVar
+
+    from tunelab.config.run import check_label_field
+    from tunelab.config.sections import DataConfig, TaskConfig
+    from tunelab.errors import ConfigError
+
+    class Cuts(TaskConfig):
+        cuts_at_end: ClassVar[str] = "cuts a row at its end ({truncation}: not read)"
+
+    with pytest.raises(ConfigError) as e:
+        check_label_field(Cuts(name="cuts"), DataConfig(truncation="tail"))
+    assert str(e.value) == "config: data.truncation: task cuts cuts a row at its end (tail: not read); leave " \
+                           "data.truncation out"
+
+
 def test_ner_is_told_its_own_cut_not_classifications(tiny_bert: Path, tmp_path: Path) -> None:
     """NER cuts a row past data.max_length at its end (the words past it tagged O) whatever data.truncation said:
     `data check` told it `split into windows, nothing cut` for sliding_window, training took tail / head+tail

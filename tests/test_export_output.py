@@ -223,15 +223,22 @@ def test_a_model_folder_of_no_run_is_exported_beside_it(run: Path, tmp_path: Pat
     """Two deployed copies of a model in one folder (`deploy/a`, `deploy/b`: no run around them), exported without
     --output, went both to `deploy/exports/torch-int8`: b's export replaced a's without a word. Each goes beside its
     model now, by its name, and stderr says where."""
+    from tunelab.text import TEXT_RULES
+
     deploy = tmp_path / "deploy"
     for name in ("a", "b"):
         shutil.copytree(run / "model", deploy / name)
+        if name == "a":  # saved before tunelab.json recorded its text rules, no run around it: the export records 1
+            meta = json.loads((deploy / name / "tunelab.json").read_text())
+            del meta["text_rules"]
+            (deploy / name / "tunelab.json").write_text(json.dumps(meta))
         res = _cli("export", str(deploy / name), *FMT, "--data", str(run.parent / "val.jsonl"))
         assert res.exit_code == 0, res.output
         assert res.stderr.strip().splitlines()[-1] == f"export: wrote {deploy / (name + '-' + EXPORTED)}"
     for name in ("a", "b"):
         meta = json.loads((deploy / f"{name}-{EXPORTED}" / "tunelab.json").read_text())
         assert meta["export"]["from"] == str((deploy / name).resolve())
+        assert meta["text_rules"] == (1 if name == "a" else TEXT_RULES)  # what its inputs are read by
     assert not (deploy / "exports").exists()
 
 

@@ -207,6 +207,37 @@ def test_the_model_cleans_its_inputs_as_its_training_rows(clean_run: Path, tmp_p
     assert tunelab.load(old).predict([raw])[0]["scores"] != out[1]["scores"]
 
 
+def test_a_saved_models_inputs_are_read_by_the_text_rules_it_trained_by(clean_run: Path, tmp_path: Path) -> None:
+    """A model records the text rules its rows were read by (tunelab.json `text_rules`) and its inputs (eval,
+    predict, serve, chat, the API) are read by them: a model of rules 4 had `grade <B>` cleaned to `grade` in
+    training, so its inputs are too (they were read by today's rules: a grade kept). A model saved before they were
+    recorded: its run's data_summary.json's (1 where that has none), else 1."""
+    from tunelab.tasks.sft import Sft, SftConfig
+    from tunelab.text import TEXT_RULES
+
+    grade = "grade <B> in maths"
+    assert json.loads((clean_run / "tunelab.json").read_text())["text_rules"] == TEXT_RULES
+    assert [e["text"] for e in tunelab.load(clean_run).parse_inputs([grade])] == [grade]
+    model = shutil.copytree(clean_run, tmp_path / "run" / "model")
+    meta = json.loads((model / "tunelab.json").read_text())
+    summary = tmp_path / "run" / "data_summary.json"
+    for recorded, summarised, want in ((4, None, "grade in maths"), (None, {"text_rules": 4}, "grade in maths"),
+                                       (None, {"text_rules": 5}, grade), (None, {"removed_total": 0}, "grade in maths"),
+                                       (None, None, "grade in maths")):
+        (model / "tunelab.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "text_rules"}
+                                                       | ({} if recorded is None else {"text_rules": recorded})))
+        summary.unlink(missing_ok=True)
+        if summarised is not None:
+            summary.write_text(json.dumps(summarised))
+        loaded = tunelab.load(model)
+        assert [e["text"] for e in loaded.parse_inputs([grade])] == [want], (recorded, summarised)
+        assert loaded.predict([grade])[0]["scores"] == loaded.predict([want])[0]["scores"]
+    sft = Sft(SftConfig(), DataConfig(clean=True))
+    sft.text_rules = 4  # a chat's turns (tunelab chat, serve): by the model's rules too
+    assert (sft.chat_turn(grade), Sft(SftConfig(), DataConfig(clean=True)).chat_turn(grade)) == ("grade  in maths",
+                                                                                                   grade)
+
+
 def test_clean_inputs_keep_every_row_and_ner_offsets() -> None:
     from tunelab.data.hygiene import clean_inputs
     from tunelab.tasks.sft import Sft, SftConfig

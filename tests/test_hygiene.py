@@ -65,14 +65,23 @@ def test_clean_text() -> None:
     ("Component<P> {}; Table<TR> t", "Component<P> {}; Table<TR> t"),
     ("<b>x</b> std::vector<B> v; <s>no</s> impl<S> Foo", "x std::vector<B> v; no impl<S> Foo"),
     ("<select><option>Red<option>Green</select> a<!-- c -->b<SCRIPT>x</SCRIPT>c", "Red Green a b c"),
-    # a grade or a type in a text that closes no element: text (`grade <B>` was `grade `); with its closing tag, with
-    # attributes, or in a text with markup, a tag as before
+    # a grade (one letter, uppercase, a space / mark / the text's end on each side) is text where it is the only
+    # tag a text would lose (`grade <B>` was `grade `); with its closing tag, with attributes, or in a text with
+    # markup, a tag as before
     ("Foo<B>; grade <B> in maths, Grade <A>; score: <B>.", "Foo<B>; grade <B> in maths, Grade <A>; score: <B>."),
+    ("He got a <B>, she got <A>. 成绩：<B> 很好", "He got a <B>, she got <A>. 成绩:<B> 很好"),
     ("x<b>y</b>", "xy"),
     ("grade <B>good</B>, Foo<B>", "grade good, Foo<B>"),
     ('see <b class="k">this', "see this"),
     ("<b>Note:</b> see <i>this", "Note: see this"),
     ("one <br>two <P>three <li>four", "one two three four"),
+    # any other bare tag never closed is markup, even in a text that closes nothing (kept by the first rules 5)
+    ("Click <b>here <div>Hi <span>x <strong>y <a>link <I>Note <U>title <s>old <code>z", "Click here Hi x y link "
+     "Note title old z"),
+    ("<b>重要通知：明天放假", "重要通知:明天放假"),
+    ("<ul><li>one<li>two <table><tr><td>1<td>2 <h1>Title<p>body", "one two 1 2 Title body"),
+    ("Hello<br><b>World", "Hello World"),
+    ("<p>My grade is <B> <B>Bold", "My grade is Bold"),  # a grade in a text with markup: stripped
 ])
 def test_strip_html_removes_markup_only(text: str, want: str) -> None:
     """Only tags of HTML element names (in one case, attributes well formed), comments and scripts go; entities are

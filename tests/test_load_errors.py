@@ -75,17 +75,21 @@ def test_label_maps_that_do_not_fit_the_head(cls_run: Path, tmp_path: Path) -> N
 
 
 def test_nan_weights_are_named_not_scored(cls_run: Path, tmp_path: Path) -> None:
-    """A classifier whose weights are NaN: eval said sklearn's `Input contains NaN`; predict wrote NaN scores."""
+    """A classifier whose weights are NaN: eval said sklearn's `Input contains NaN`; predict wrote NaN scores. One
+    whose outputs are infinite (a bias of -inf) is refused alike, as serve answers such a row with error (predict
+    wrote its scores, `-Infinity` logits read as NaN probabilities)."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    model = _copy(cls_run / "model", tmp_path / "nan")
-    weights = load_file(model / "model.safetensors")
-    weights = {k: torch.full_like(v, float("nan")) if k.startswith("classifier") else v for k, v in weights.items()}
-    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
-    said = "nan: the model's outputs are NaN for 40 of 40 examples"
-    _one_line(["eval", model, "--data", _rows(cls_run)], said)
-    _one_line(["predict", model, "--input", _rows(cls_run)], said)
+    for name, value in (("inf", float("-inf")), ("nan", float("nan"))):
+        model = _copy(cls_run / "model", tmp_path / name)
+        weights = load_file(model / "model.safetensors")
+        weights = {k: (torch.full_like(v, value) if name == "nan" or k == "classifier.bias" else v)
+                   if k.startswith("classifier") else v for k, v in weights.items()}
+        save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+        said = f"{name}: the model's outputs are NaN or infinite for 40 of 40 examples"
+        _one_line(["eval", model, "--data", _rows(cls_run)], said)
+        _one_line(["predict", model, "--input", _rows(cls_run)], said)
 
 
 def test_damaged_exports(cls_run: Path, tmp_path: Path) -> None:

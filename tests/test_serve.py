@@ -5,6 +5,7 @@ stop string, models, health, Prometheus metrics; 401 / 413 / 422 / 503 as docume
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -109,9 +110,13 @@ def test_an_input_whose_outputs_are_nan_answers_its_own_row_only(served: tuple[s
     clean = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH, timeout=30).json()["outputs"]
     weight = model.module.get_input_embeddings().weight
     row, saved = model.tokenizer.convert_tokens_to_ids("scene"), None
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
     with torch.no_grad():
         saved = weight[row].clone()
         weight[row] = float("nan")
+    logging.getLogger("uvicorn.error").addHandler(handler)
     try:
         res = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH, timeout=30)
         assert res.status_code == 200, res.text
@@ -128,7 +133,21 @@ def test_an_input_whose_outputs_are_nan_answers_its_own_row_only(served: tuple[s
 
         (nan, good), sizes = asyncio.run(together())
         assert sizes == [2] and nan == [{"text": "scene", "error": NOT_FINITE}] and good[0]["pred_label"], (sizes, good)
+        # a request none of whose rows is answered fails, as eval and predict do (it was a 200 of errors only, and
+        # nothing counted it; a row's own `error` field is no failure); every failed row of a request is counted, and
+        # the log says it once per model
+        res = httpx.post(f"{url}/v1/predict", json={"inputs": ["scene", {"text": "scene", "error": 1}]},
+                         headers=AUTH, timeout=30)
+        assert res.status_code == 422 and res.json()["error"]["param"] == "inputs", res.text
+        assert "the model's outputs are NaN or infinite for 2 of 2 examples" in res.json()["error"]["message"]
+        assert httpx.post(f"{url}/v1/predict", json={"inputs": [{"text": "good", "error": 1}]}, headers=AUTH,
+                          timeout=30).json()["outputs"][0]["error"] == 1
+        metrics = httpx.get(f"{url}/metrics", headers=AUTH).text
+        assert 'tunelab_row_errors_total{model="sentiment"} 3.0' in metrics, metrics  # 1 + 2 (the batcher's: its own)
+        said = [r.getMessage() for r in records if "NaN or infinite" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith("model sentiment: "), said
     finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
         with torch.no_grad():
             weight[row] = saved
 

@@ -215,7 +215,7 @@ class Model:
                          by_row: bool = False) -> list[dict[str, Any]]:
         """`predict` of examples `parse_inputs` read (those of several calls together: `tunelab serve`'s batches),
         without reading the rows again. `by_row`: a row whose outputs are NaN or infinite answers with `error`
-        instead of its prediction, the others predicted (else NaN outputs are one error for them all)."""
+        instead of its prediction, the others predicted (else NaN or infinite outputs are one error for them all)."""
         check_count("batch_size", batch_size)
         examples = list(examples)
         logits = logits_for(self.task, self.module, self.tokenizer, examples, batch_size, nan_ok=by_row)

@@ -98,8 +98,9 @@ def check_label_field(task: TaskConfig, data: DataConfig) -> None:
     """Data settings a task does not read, for a new run (pipeline.run, data check), not the config's: a run's
     config.yaml of an older tunelab that set one still reads (report, export, resume). `data.label_field` for a task
     whose labels have a field of its own (NER's `task.tags_field`), and `data.truncation` other than head for a task
-    that always cuts a long row at its end (NER, its `cuts_at_end`): refused, naming the field (they were silently
-    not read, and `data check` said a NER row past max_length was split into windows, nothing cut)."""
+    that always cuts a long row at its end (NER, its `cuts_at_end`: what it does, in the task's words, `{truncation}`
+    the setting): refused, naming the field (they were silently not read, and `data check` said a NER row past
+    max_length was split into windows, nothing cut)."""
     own = getattr(type(task), "label_setting", None)
     if own is not None and data.label_field != "label":
         default = type(task).model_fields[own.split(".")[-1]].default
@@ -107,7 +108,7 @@ def check_label_field(task: TaskConfig, data: DataConfig) -> None:
                           f"default {default!r}); leave data.label_field out and set {own}={data.label_field}")
     cuts = getattr(type(task), "cuts_at_end", None)
     if cuts is not None and data.truncation != "head":
-        raise ConfigError(f"config: data.truncation: task {task.name} {cuts} ({data.truncation} is classification's); "
+        raise ConfigError(f"config: data.truncation: task {task.name} {cuts.format(truncation=data.truncation)}; "
                           "leave data.truncation out")
 
 

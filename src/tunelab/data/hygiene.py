@@ -40,6 +40,7 @@ name rel role spellcheck src style tabindex target title translate type value wi
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
 _END_OPTIONAL = {"li", "p", "td", "th", "tr", "dt", "dd", "option", "optgroup", "rt", "rp", "tbody", "thead", "tfoot",
                  "colgroup"}
+_GRADE = re.compile(r"<[A-FSU]>")  # a school grade's shape (`_grade`)
 _CLOSING = re.compile(r"</([A-Za-z][A-Za-z0-9]*)\s*>")
 _BLOCKS = {"<!--": "-->", "<script": "</script", "<style": "</style"}  # what `_drop_blocks` removes: start, end
 _DOCTYPE = re.compile(r"<!doctype\s[^<>]*>", re.IGNORECASE)
@@ -50,15 +51,12 @@ _BLOCK = {"br", "p", "div", "li", "ul", "ol", "dl", "dt", "dd", "tr", "td", "th"
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad]")
 
 
-def _tag(m: re.Match[str], closed: dict[str, int], bare_is_text: bool) -> str:
+def _tag(m: re.Match[str], closed: dict[str, int]) -> str:
     """A tag of an HTML element, written in one case, its attributes well formed (`<b and c>` in `a<b and c>d` is
     text): removed (a block element: a space); anything else as it is. An opening tag right after a word's letter
     (`Task<object>`, `impl<S>`, `Func<A>`: a generic type) is text unless its closing tag follows (`very<b>good</b>`)
-    or it has none (`line<br>`) or may leave it out in lowercase (`one<li>two`; `Component<P>` is a type). Anywhere
-    else, an opening tag of an element that needs its closing tag (not `<br>`, `<P>`, `<li>`), bare (no attributes)
-    and never closed after it, is markup only in a text that closes some element (`<b>Note:</b> see <i>x`); in one
-    that closes none (`bare_is_text`, by text rules 5 on) it is text (a grade: `grade <B>`, `Grade <A>`). `closed`:
-    where the text closes each name last."""
+    or it has none (`line<br>`) or may leave it out in lowercase (`one<li>two`; `Component<P>` is a type); `closed`:
+    where the text closes each element name last. (A grade, `grade <B>`: `_grade`.)"""
     close, name, attrs = m.groups()[:3]
     if name.lower() not in _ELEMENTS or not (name.islower() or name.isupper()) or (close and attrs):
         return m.group(0)
@@ -67,11 +65,22 @@ def _tag(m: re.Match[str], closed: dict[str, int], bare_is_text: bool) -> str:
         return m.group(0)
     before = m.string[m.start() - 1] if m.start() else " "
     open_ended = name.lower() in _VOID or name.islower() and name in _END_OPTIONAL
-    if not close and closed.get(name.lower(), -1) < m.end() and (
-            not open_ended and (before.isalnum() or before == "_")
-            or bare_is_text and not attrs and name.lower() not in _VOID | _END_OPTIONAL):
+    if not close and not open_ended and (before.isalnum() or before == "_") and (
+            closed.get(name.lower(), -1) < m.end()):
         return m.group(0)
     return " " if name.lower() in _BLOCK else ""
+
+
+def _grade(m: re.Match[str]) -> bool:
+    """A tag that reads as a school grade: one uppercase letter of A-F, S or U, nothing inside, with a space, a
+    punctuation mark or the text's start / end on each side (`grade <B> in maths`, `Grade <A>`, `got a <B>,`); kept
+    as text where it is the only kind of tag a text would lose (`<B>Bold`, `<U>title`, `<p>My grade is <B>` stay
+    markup)."""
+    if not _GRADE.fullmatch(m.group(0)):
+        return False
+    text, start, end = m.string, m.start(), m.end()
+    return all(i < 0 or i >= len(text) or text[i].isspace() or unicodedata.category(text[i]).startswith("P")
+               for i in (start - 1, end))
 
 
 def _drop_blocks(text: str) -> str:
@@ -105,20 +114,22 @@ def _drop_blocks(text: str) -> str:
 
 def strip_html(text: str) -> str:
     """Remove HTML markup: scripts, styles, comments, and tags of HTML elements (`<p class="x">`, `</p>`, `<br/>`),
-    never other text between `<` and `>` (`std::vector<int>`, `if a<b and c>d`); decode entities written with their
+    never other text between `<` and `>` (`std::vector<int>`, `if a<b and c>d`) nor a grade where no other tag
+    goes (`grade <B> in maths`: `_grade`); decode entities written with their
     `;` (`&amp;`, `&#233;`), never entity-like text without it (`AT&T&not good` stays)."""
     if "<" not in text and "&" not in text:
         return text
     text = _DOCTYPE.sub(" ", _drop_blocks(text))
-    closed: dict[str, int] = {}  # found once per text: linear
-    closes_html = False  # the text closes an HTML element (in one case): else a bare tag never closed is text there
-    for c in _CLOSING.finditer(text):
-        name = c.group(1)
-        closed[name.lower()] = c.start()
-        closes_html = closes_html or name.lower() in _ELEMENTS and (name.islower() or name.isupper())
-    # (by the text rules of an older run, markup: its rows read again as it cleaned them)
-    bare_is_text = not closes_html and rules_version() >= 5
-    text = _TAG.sub(lambda m: _tag(m, closed, bare_is_text), text)
+    closed = {c.group(1).lower(): c.start() for c in _CLOSING.finditer(text)}  # once per text: linear
+    stripped = [(m, new) for m in _TAG.finditer(text) if (new := _tag(m, closed)) != m.group(0)]
+    # grades alone would go: they stay (by the text rules of an older run, before 5, they go: its rows read again
+    # as it cleaned them)
+    if stripped and not (rules_version() >= 5 and all(_grade(m) for m, _ in stripped)):
+        parts, at = [], 0
+        for m, new in stripped:
+            parts += [text[at:m.start()], new]
+            at = m.end()
+        text = "".join(parts) + text[at:]
     return _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
 
 

@@ -14,14 +14,16 @@ from rich.table import Table as RichTable
 from tunelab.errors import TunelabError
 from tunelab.metrics import scalars
 from tunelab.progress import say, table_console
-from tunelab.tasks.base import Task, with_row
+from tunelab.tasks.base import Task
+from tunelab.tasks.model_rows import with_row
 
 
 def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]],
                batch_size: int = 64, features: list[dict[str, Any]] | None = None, say_cut: bool = True,
                nan_ok: bool = False) -> np.ndarray:
-    """One entry of logits per example. A tuned model read from its directory whose outputs hold a NaN is one
-    error for them all, unless `nan_ok` (`predictions_by_row` answers such rows one by one)."""
+    """One entry of logits per example. A tuned model read from its directory whose outputs hold a NaN or an
+    infinity (`not_finite_rows`) is one error for them all, unless `nan_ok` (`predictions_by_row` answers such rows
+    one by one)."""
     feats = features if features is not None else task.encode(examples, tokenizer)
     # inputs cut at data.max_length (eval, predict, serve; an ensemble's first member only)
     note = task.cut_note() if features is None and say_cut else None
@@ -31,46 +33,58 @@ def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: lis
     where = getattr(model, "tunelab_dir", None)  # set by load_model: a tuned model read from its directory
     if where is None or nan_ok:  # a model in training: NaN metrics are the loop's to handle (early stopping, a NaN
         return logits  # loss)
-    if isinstance(logits, np.ndarray) and logits.dtype.kind == "f" and len(logits):
-        bad = int(np.isnan(logits.reshape(len(logits), -1)).any(axis=1).sum())
-    else:
-        bad = sum(_has_nan(row) for row in logits) if isinstance(logits, np.ndarray | list | tuple) else 0
-    if bad:
-        raise TunelabError(f"{where}: the model's outputs are NaN for {bad} of {len(logits)} examples (NaN weights, "
-                           "or values beyond its precision); it cannot be scored")
+    if bad := sum(not_finite_rows(logits)):
+        raise TunelabError(f"{not_finite_error(where, bad, len(logits))}; it cannot be scored")
     return logits
 
 
-def _has_nan(value: Any, depth: int = 0, inf: bool = False) -> bool:
-    """Whether one example's logits (an array, or a tuple / list of arrays: QA windows, NER words) hold a NaN (with
-    `inf`: or an infinity). Three levels of lists at most, ints and strings skipped: QA's token offsets are not walked
-    one by one."""
+def not_finite_error(where: Any, bad: int, total: int) -> str:
+    """What eval / predict and serve say of outputs that are NaN or infinite."""
+    return (f"{where}: the model's outputs are NaN or infinite for {bad} of {total} examples (NaN weights, or values "
+            "beyond its precision)")
+
+
+def not_finite_rows(logits: Any) -> list[bool]:
+    """Per example, whether its logits hold a NaN or an infinity: the one check of eval, predict and serve."""
+    if isinstance(logits, np.ndarray) and logits.dtype.kind == "f" and len(logits):
+        return [bool(b) for b in ~np.isfinite(logits.reshape(len(logits), -1)).all(axis=1)]
+    return [_not_finite(row) for row in logits] if isinstance(logits, np.ndarray | list | tuple) else []
+
+
+def _not_finite(value: Any, depth: int = 0) -> bool:
+    """Whether one example's logits (an array, or a tuple / list of arrays: QA windows, NER words) hold a NaN or an
+    infinity. Three levels of lists at most, ints and strings skipped: QA's token offsets are not walked one by one."""
     if isinstance(value, np.ndarray):
         if value.dtype == object:
-            return any(_has_nan(v, depth + 1, inf) for v in value)
-        return value.dtype.kind == "f" and bool((~np.isfinite(value) if inf else np.isnan(value)).any())
+            return any(_not_finite(v, depth + 1) for v in value)
+        return value.dtype.kind == "f" and not bool(np.isfinite(value).all())
     if isinstance(value, torch.Tensor):
-        return value.is_floating_point() and bool((~torch.isfinite(value) if inf else torch.isnan(value)).any())
+        return value.is_floating_point() and not bool(torch.isfinite(value).all())
     if isinstance(value, list | tuple) and depth < 3:
-        return any(_has_nan(v, depth + 1, inf) for v in value if not isinstance(v, int | str))
-    return isinstance(value, float) and (not math.isfinite(value) if inf else value != value)
+        return any(_not_finite(v, depth + 1) for v in value if not isinstance(v, int | str))
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 NOT_FINITE = ("the model's outputs for this input are NaN or infinite (NaN weights, or values beyond its precision): "
               "no prediction")
 
 
+class FailedRow(dict):  # type: ignore[type-arg]
+    """An output row of `predictions_by_row` answered with `error` instead of a prediction (a dict as any row: the
+    class tells serve which rows failed, whatever the row's own fields are named)."""
+
+
 def predictions_by_row(task: Task, logits: Any, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`task.predictions`, except that an example whose logits are NaN or infinite (one input a model cannot take)
-    answers its row with `error` (NOT_FINITE) instead of a prediction; the other rows are predicted as usual
-    (`tunelab serve`: one such input does not fail the rows, or the requests, batched with it)."""
-    bad = [_has_nan(row, inf=True) for row in logits] if isinstance(logits, np.ndarray | list | tuple) else []
+    answers its row with `error` (NOT_FINITE; a `FailedRow`) instead of a prediction; the other rows are predicted as
+    usual (`tunelab serve`: one such input does not fail the rows, or the requests, batched with it)."""
+    bad = not_finite_rows(logits)
     if not any(bad):
         return task.predictions(logits, examples)
     keep = [i for i, b in enumerate(bad) if not b]
     kept = logits[keep] if isinstance(logits, np.ndarray) else [logits[i] for i in keep]
     good = iter(task.predictions(kept, [examples[i] for i in keep]) if keep else [])
-    return [with_row(ex["row"], {"error": NOT_FINITE}) if b else next(good)
+    return [FailedRow(with_row(ex["row"], {"error": NOT_FINITE})) if b else next(good)
             for ex, b in zip(examples, bad, strict=True)]
 
 

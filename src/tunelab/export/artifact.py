@@ -37,7 +37,7 @@ from tunelab.export.parity import (
     measure_fp32,
     weights_bytes,
 )
-from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model
+from tunelab.export.save import GGUF_FILE, META_FILE, load_gguf, load_model, saved_rules
 from tunelab.export.torch_int8 import load_int8, quantize_int8, require_torchao, save_int8
 from tunelab.io import Read, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
@@ -155,6 +155,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
         tokenizer.save_pretrained(tmp)
         shutil.copy2(model_dir / "config.json", tmp / "config.json")
         meta = read_json(model_dir / META_FILE)
+        meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)
         meta["export"] = {"format": fmt, "quantize": quantize, "from": str(model_dir.resolve()),
                           "tunelab_version": __version__}
         write_json_atomic(tmp / META_FILE, meta)

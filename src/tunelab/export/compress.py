@@ -45,7 +45,7 @@ from tunelab.export.prune import (
     parse_prune,
     sparsity,
 )
-from tunelab.export.save import META_FILE, load_model, load_task
+from tunelab.export.save import META_FILE, load_model, load_task, saved_rules
 from tunelab.io import read_json, write_json_atomic
 from tunelab.progress import say
 from tunelab.registry import TASKS
@@ -137,6 +137,7 @@ def _save(module: torch.nn.Module, tokenizer: Any, model_dir: Path, out: Path, r
     save_model(module, str(out / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(out)
     meta = read_json(model_dir / META_FILE)
+    meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)
     meta["compressed"] = record
     if "pruned_heads" in record:  # with the heads a head-pruned source had lost already
         meta["pruned_heads"] = merge_heads(meta.get("pruned_heads") or {}, record["pruned_heads"])

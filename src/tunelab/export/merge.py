@@ -34,7 +34,7 @@ from tunelab.data.report import DATA_FOLDER, read_summary
 from tunelab.errors import ConfigError, TunelabError, first_line
 from tunelab.export.output import claim, commit, run_reads, staged, terminated
 from tunelab.export.parity import ParityError
-from tunelab.export.save import META_FILE, load_task, load_tokenizer
+from tunelab.export.save import META_FILE, load_task, load_tokenizer, saved_rules
 from tunelab.io import Read, read_json
 from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name, model_dir_of
@@ -289,6 +289,7 @@ def _merge(peft_model: Any, auto: Any, base: str, tokenizer: Any, adapter: Path,
         del merged, peft_model
         tokenizer.save_pretrained(tmp)
         meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+        meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)
         meta["merged_from"] = {"adapter": str(adapter.resolve()), "base": base}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         diff = max_diff(want, logits_of(auto.from_pretrained(str(tmp)), inputs))

@@ -21,6 +21,7 @@ from safetensors.torch import load_model as load_safetensors
 from tunelab import __version__
 from tunelab.config.run import RunConfig
 from tunelab.config.sections import DataConfig
+from tunelab.data.report import read_summary, summary_rules
 from tunelab.errors import TunelabError, first_line
 from tunelab.export.prune import apply_pruned_heads
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8
@@ -33,6 +34,7 @@ from tunelab.models.positions import cut_to_positions
 from tunelab.models.precision import keep_trained_precision, resolve_precision
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
+from tunelab.text import rules_version
 
 GGUF_FILE = "model.gguf"  # written by tunelab.export.gguf
 EXPORT_FILES = {"onnx": ONNX_FILE, "gguf": GGUF_FILE, "torch": TORCH_FILE}  # tunelab.json's export.format: its file
@@ -52,6 +54,7 @@ def save_model(
                                                                   "window_aggregate", "clean"}),
                 "method": cfg.method.model_dump(mode="json"), "base_model": cfg.model,
                 "precision": resolve_precision(cfg.train.precision, next(saved.parameters()).device),  # trained at
+                "text_rules": rules_version(),  # its rows read by (its inputs are, at eval / predict / serve)
                 **task.metadata()}
         (model_tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for adapter_config in [*adapter_tmp.glob("adapter_config.json"), *model_tmp.glob("*/adapter_config.json")]:
@@ -113,11 +116,24 @@ def _task_of(path: Path, meta: Any) -> Any:
         # inputs cut at the model's learned positions where the run's max_length is above them (serve, predict)
         task = task_cls(task_cls.Config(**meta["task"]), cut_to_positions(DataConfig(**meta["data"]), str(path)))
         task.load_metadata(meta)
+        task.text_rules = saved_rules(path, meta)
     except (ValueError, KeyError, TypeError) as e:  # a key missing, a field pydantic refuses
         what = f"no {e}" if isinstance(e, KeyError) else first_line(e)
         raise TunelabError(f"{meta_path}: not a valid {META_FILE} ({what}); pass RUN_DIR/model as tunelab "
                            "wrote it") from None
     return task
+
+
+def saved_rules(path: Path, meta: dict[str, Any]) -> int:
+    """The text rules a saved model's rows were read by: its tunelab.json's `text_rules`; for a model saved before
+    they were recorded there, its run's (RUN/data_summary.json, of RUN/model or RUN/exports/NAME: 1 where that
+    records none, `data.report.summary_rules`), else 1, the rules before any were recorded."""
+    rules = meta.get("text_rules")
+    if isinstance(rules, int) and not isinstance(rules, bool):
+        return rules
+    run = path.parent.parent if path.parent.name == "exports" else path.parent
+    summary = read_summary(run) if (run / "model" / META_FILE).is_file() else {}
+    return summary_rules(summary) if summary else 1
 
 
 def load_gguf(task: Task, path: Path) -> torch.nn.Module:

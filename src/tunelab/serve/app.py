@@ -1,13 +1,15 @@
 """The FastAPI application of `tunelab serve`.
 
-- `POST /v1/predict` — classification / NER / QA models: one output row per input, the rows `tunelab predict` writes;
-  concurrent requests share forward passes (serve/batcher.py).
+- `POST /v1/predict` — classification / NER / QA models: one output row per input, the rows `tunelab predict` writes,
+  except that an input whose outputs are NaN or infinite is answered by its row with `error` (`FailedRow`; a request
+  of such rows alone is a 422, each counted in /metrics); concurrent requests share forward passes (serve/batcher.py).
 - `POST /v1/chat/completions`, `POST /v1/completions` — OpenAI-compatible, for chat (sft) models: `max_tokens`,
   `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts (serve/schemas.py lists what
   else is taken; `tools`, calls and tool results: serve/tools.py). Concurrent requests share `generate()` calls
   (serve/chat_batcher.py); one completion is serve/completion.py's. A completion's prompt starts with BOS where the
   model's does (`completion_bos`).
-- `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue).
+- `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue,
+  rows answered with `error`).
 - A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
   bad field (named), 503 with Retry-After when the queue is full; every error as `{"error": {"message", "code"}}`
   (serve/errors.py). CORS only for the origins named.
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from tunelab.api import Model
 from tunelab.errors import TunelabError
+from tunelab.evaluation.evaluate import FailedRow, not_finite_error
 from tunelab.http_errors import error, invalid
 from tunelab.serve.batcher import MicroBatcher, QueueFull
 from tunelab.serve.chat_batcher import ChatBatcher
@@ -36,7 +40,10 @@ from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.serve.tools import parses_calls, refusal, request_messages
 from tunelab.tasks.chat_template import completion_bos, prompt_ids, user_turns
+from tunelab.tasks.model_rows import model_rules
 from tunelab.tasks.sft_tools import TemplateRefusal
+
+log = logging.getLogger("uvicorn.error")  # the server's log, beside uvicorn's own lines
 
 
 @dataclass
@@ -66,6 +73,8 @@ class Metrics:
         self.tokens = Counter("tunelab_generated_tokens", "Tokens generated", ["model"], registry=r)
         self.token_rate = Gauge("tunelab_tokens_per_second", "Decode speed of the last reply", ["model"], registry=r)
         self.queue = Gauge("tunelab_queue_inputs", "Inputs waiting or running", ["model"], registry=r)
+        self.row_errors = Counter("tunelab_row_errors", "Inputs answered with error (outputs NaN or infinite)",
+                                  ["model"], registry=r)
 
 
 def input_tokens(tokenizer: Any, row: Any) -> int:
@@ -84,6 +93,7 @@ class Server:
     def __init__(self, models: list[Served], settings: Settings) -> None:
         self.models, self.settings, self.metrics = models, settings, Metrics()
         self.by_name = {s.name: s for s in models}
+        self.warned: set[str] = set()  # models whose failed rows the log has said
 
     @asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -166,12 +176,28 @@ class Server:
             return error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
         except TunelabError as exc:  # a row the task cannot read: the same one line as the CLI's
             raise invalid("inputs", str(exc)) from None
+        if failed := sum(isinstance(o, FailedRow) for o in outputs):  # outputs NaN or infinite: counted, said once
+            self.row_failed(served, failed, len(outputs))
+            if failed == len(outputs):  # none answered: the request fails, as eval and predict would
+                raise invalid("inputs", f"{not_finite_error(model.path, failed, failed)}; it cannot be scored")
         return {"model": served.name, "outputs": outputs}
+
+    def row_failed(self, served: Served, failed: int, rows: int) -> None:
+        """`failed` of a request's `rows` inputs answered with `error`: counted (tunelab_row_errors_total), and the
+        first time for that model one warning in the server's log (a model whose weights went NaN answers every row
+        so)."""
+        self.metrics.row_errors.labels(served.name).inc(failed)
+        if served.name not in self.warned:
+            self.warned.add(served.name)
+            log.warning("model %s: %s; such rows are answered with error, a request of no other rows is a 422 "
+                        "(tunelab_row_errors_total counts them; said once)", served.name,
+                        not_finite_error(served.model.path, failed, rows))
 
     async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         tokenizer = served.model.tokenizer
-        messages = user_turns(served.model.task, request_messages(body))  # tools and calls as training reads them
+        with model_rules(served.model.task):  # tools and calls as its training read them
+            messages = user_turns(served.model.task, request_messages(body))
         try:
             ids = prompt_ids(tokenizer, messages)
         except TemplateRefusal as exc:  # tools, calls or results the template would leave out: a 400 naming them

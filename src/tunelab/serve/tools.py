@@ -19,6 +19,7 @@ from fastapi import HTTPException
 
 from tunelab.http_errors import invalid
 from tunelab.tasks.sft_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
+from tunelab.text import rules_version
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"  # Hermes' and Qwen2.5's call tags
 _CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)
@@ -26,7 +27,7 @@ _CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)
 
 def request_messages(body: Any) -> list[dict[str, Any]]:
     """A ChatRequest's messages as training has a conversation's (role, content; calls, results and their ids), the
-    tools on the first; a 422 naming what is wrong."""
+    tools on the first; a 422 naming what is wrong. Read by the text rules in force: the model's (`model_rules`)."""
     out = []
     for i, m in enumerate(body.messages):
         msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
@@ -42,7 +43,8 @@ def request_messages(body: Any) -> list[dict[str, Any]]:
         if m.tool_call_id:
             msg["tool_call_id"] = m.tool_call_id
         out.append(msg)
-    if (wrong := link_calls(out, lambda j: f"messages[{j}]")) is not None:
+    # (a model trained by text rules before 5 read its tool turns without ids and in any order: read so here too)
+    if rules_version() >= 5 and (wrong := link_calls(out, lambda j: f"messages[{j}]")) is not None:
         raise invalid(f"messages[{wrong[0]}]", wrong[1])
     try:
         tools = tool_schemas(body.tools)

@@ -54,6 +54,7 @@ class Task(ABC):
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg, self.data = cfg, data
         self.new_token_ids: list[int] = []  # tokens build_model added to the vocabulary (their rows start untrained)
+        self.text_rules: int | None = None  # a saved model's: the text rules its inputs are read by (None: in force)
 
     # -- data --------------------------------------------------------------------------------
     @abstractmethod
@@ -356,18 +357,6 @@ def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | No
             whole = len(texts[i]) + (len(pairs[i]) if pairs is not None else 0)
             head = len(cut[j]) + (len(cut_pairs[j]) if cut_pairs is not None else 0)
             out.append(len(row) if whole == head else round(len(row) * whole / max(head, 1)))
-    return out
-
-
-def with_row(row: dict[str, Any], predicted: dict[str, Any]) -> dict[str, Any]:
-    """An output row of `predict`: the input row, then the predicted fields. A prediction never overwrites an input
-    column (gold labels survive): a predicted field whose name the row already has is written as `pred_<name>`."""
-    out = dict(row)
-    for key, value in predicted.items():
-        name = key
-        while name in row:
-            name = f"pred_{name}"
-        out[name] = value
     return out
 
 

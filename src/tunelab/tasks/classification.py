@@ -31,11 +31,11 @@ from tunelab.metrics import classification as cm
 from tunelab.models.first_token import first_token_only
 from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
-from tunelab.tasks.base import Example, Features, Task, with_row
+from tunelab.tasks.base import Example, Features, Task
 from tunelab.tasks.class_labels import cell_labels, label_string, label_text, run_together, soft_label
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
-from tunelab.tasks.model_rows import check_pair_read
+from tunelab.tasks.model_rows import check_pair_read, with_row
 from tunelab.tasks.truncation import aggregate_windows, cut_note, cut_tokens, rows_cut
 
 

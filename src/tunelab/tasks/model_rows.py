@@ -1,16 +1,18 @@
 """Rows given to a tuned model (`predict`, `eval`, the Python API, `serve`): read by its task, after refusing a field
-that is the input of another shape of model, and cleaned as its training rows were. A row's other fields (an id, a
-date) are kept and echoed back. And the same field in the rows a model is trained on, where the config would not
-read it (`check_pair_read`)."""
+that is the input of another shape of model, and cleaned as its training rows were, by the text rules it trained by
+(`model_rules`). A row's other fields (an id, a date) are kept and echoed back (`with_row`). And the same field in the
+rows a model is trained on, where the config would not read it (`check_pair_read`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from tunelab.data.hygiene import clean_inputs
 from tunelab.data.readers import Record, Table
 from tunelab.data.records import FRESH_READ
 from tunelab.errors import DataError
+from tunelab.text import text_rules
 
 if TYPE_CHECKING:
     from tunelab.config.sections import DataConfig
@@ -24,7 +26,7 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
     of pairs under other field names reads its own and echoes this one, as any extra field): echoed back beside a
     score of the first text alone, the row would look answered.
     One DataError naming the row, as every other bad field. The texts are then cleaned as the model's training rows
-    were (its saved `data.clean`; none for a model saved without it), every row kept."""
+    were (its saved `data.clean`, by its text rules; none for a model saved without it), every row kept."""
     if len(task.input_fields()) == 1 and PAIR_FIELD not in task.input_fields():
         for rec in table.records:
             if rec.data.get(PAIR_FIELD) not in (None, ""):  # an empty column (a CSV's) carries no second text
@@ -32,9 +34,29 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
                                 f"this model does not read a second text (it reads {', '.join(task.input_fields())}; "
                                 "it was trained without data.text_pair_field); drop the field, or use a model "
                                 "trained on text pairs")
-    examples = task.parse(table, labelled=labelled)
-    clean = getattr(task.data, "clean", None)  # the model's data.clean (saved with it): its inputs cleaned alike
-    return clean_inputs(examples, clean) if clean is not None else examples
+    with model_rules(task):  # read and cleaned by the text rules the model trained by
+        examples = task.parse(table, labelled=labelled)
+        clean = getattr(task.data, "clean", None)  # the model's data.clean (saved with it): its inputs cleaned alike
+        return clean_inputs(examples, clean) if clean is not None else examples
+
+
+def model_rules(task: Task) -> AbstractContextManager[Any]:
+    """The block run by the text rules a saved model's rows were read by (`task.text_rules`, set where it is loaded:
+    export/save.py), so that its inputs (eval, predict, serve, chat, the API) are read and cleaned as they were (a
+    grade `<B>` kept or not, SFT tool turns given ids); those in force for a task not loaded from a model."""
+    return nullcontext() if task.text_rules is None else text_rules(task.text_rules)
+
+
+def with_row(row: dict[str, Any], predicted: dict[str, Any]) -> dict[str, Any]:
+    """An output row of `predict`: the input row, then the predicted fields. A prediction never overwrites an input
+    column (gold labels survive): a predicted field whose name the row already has is written as `pred_<name>`."""
+    out = dict(row)
+    for key, value in predicted.items():
+        name = key
+        while name in row:
+            name = f"pred_{name}"
+        out[name] = value
+    return out
 
 
 def check_pair_read(rec: Record, data: DataConfig) -> None:

@@ -33,9 +33,10 @@ from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
-from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task, with_row
+from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
+from tunelab.tasks.model_rows import with_row
 from tunelab.text import CJK, join_tokens
 
 _WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
@@ -46,7 +47,8 @@ class NerConfig(TaskConfig):
     scoring_only: ClassVar[frozenset[str]] = frozenset({"strict", "decoding"})
     name: Literal["ner"] = "ner"
     label_setting: ClassVar[str] = "task.tags_field"  # (not data.label_field: refused, config/run.py)
-    cuts_at_end: ClassVar[str] = "cuts a row longer than data.max_length at its end: the words past it are tagged O"
+    cuts_at_end: ClassVar[str] = ("cuts a row longer than data.max_length at its end: the words past it are tagged O "
+                                  "({truncation} is classification's)")  # data.truncation refused: config/run.py
     tokens_field: str = Field("tokens", description="Column holding the list of tokens.")
     tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
     label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")

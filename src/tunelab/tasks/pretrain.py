@@ -38,10 +38,11 @@ from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import base
-from tunelab.tasks.base import Example, Features, Task, pad_batch, with_row
+from tunelab.tasks.base import Example, Features, Task, pad_batch
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.masked_loss import masked_lm_loss, masked_nll
+from tunelab.tasks.model_rows import with_row
 
 EVAL_MASK_SEED = 1234
 MASK_LITERAL = "[MASK]"
@@ -106,7 +107,6 @@ def keep_pooler(model: torch.nn.Module, model_path: str, unexpected: set[str]) -
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if base is None or getattr(base, "pooler", 0) is not None or not any(".pooler." in f".{k}" for k in unexpected):
         return False
-
     base.pooler = AutoModel.from_pretrained(model_path).pooler
     return True
 

@@ -37,8 +37,9 @@ from tunelab.metrics.qa import cmrc_style, qa_metrics, score
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
-from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
+from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch
 from tunelab.tasks.losses import soft_kl
+from tunelab.tasks.model_rows import with_row
 
 _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
 

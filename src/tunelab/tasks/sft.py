@@ -50,7 +50,7 @@ from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
-from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch, with_row
+from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch
 from tunelab.tasks.causal_loss import (
     causal_lm_loss,
     eval_batches,
@@ -70,6 +70,7 @@ from tunelab.tasks.chat_template import (
     template_error,
 )
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
+from tunelab.tasks.model_rows import model_rules, with_row
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
@@ -347,7 +348,8 @@ class Sft(Task):
             _, msgs = template_messages(Record("<chat>", 0, {template_fields(template)[0]: line}), template,
                                         self.cfg.response_field or "", labelled=False)
             line = msgs[0]["content"]
-        return clean_text(line, clean, layout=True) if clean is not None else line
+        with model_rules(self):  # by the text rules the model trained by
+            return clean_text(line, clean, layout=True) if clean is not None else line
 
     def example_text(self, example: Example) -> str:
         return "\n".join(m["content"] for m in example["messages"] if m["role"] != "assistant")

@@ -30,8 +30,8 @@ _CJK_SPACE = re.compile(f"(?<=[{CJK}]) (?=[{CJK}])")
 # in a run's data_summary.json (`text_rules`): 2 (2026-12-07) leaves no space between two CJK characters in `normalize`
 # and joins NER tokens as their sentence (`join_tokens`); 3 (2026-12-07) reads SFT rows' tools and template rows'
 # system / history (tasks/sft_rows.py), counting a turn's `weight` 0 and the tools in the duplicate key (data/dedup.py);
-# 4 (2026-12-07) keys a tool call by its parsed JSON; 5 (2026-12-07) keeps a bare, never-closed tag in a text that
-# closes no HTML element as text in data.clean's strip_html (`grade <B>`), refuses SFT tool turns out of order and
+# 4 (2026-12-07) keys a tool call by its parsed JSON; 5 (2026-12-07) keeps a grade (`grade <B>`, `Grade <A>`) as text
+# in data.clean's strip_html where it is the only tag a text would lose, refuses SFT tool turns out of order and
 # gives calls and results ids (tasks/sft_tools.py link_calls); 1 (no record) as before: so that an older run's rows
 # read again (resume, report, export, compress) are those it trained on.
 TEXT_RULES = 5
