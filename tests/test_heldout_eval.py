@@ -211,7 +211,7 @@ def test_a_saved_models_inputs_are_read_by_the_text_rules_it_trained_by(clean_ru
     """A model records the text rules its rows were read by (tunelab.json `text_rules`) and its inputs (eval,
     predict, serve, chat, the API) are read by them: a model of rules 4 had `grade <B>` cleaned to `grade` in
     training, so its inputs are too (they were read by today's rules: a grade kept). A model saved before they were
-    recorded: its run's data_summary.json's (1 where that has none), else 1."""
+    recorded: its run's data_summary.json's (1 where that has none), else 4 (the rules that read it then)."""
     from tunelab.tasks.sft import Sft, SftConfig
     from tunelab.text import TEXT_RULES
 

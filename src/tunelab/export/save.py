@@ -127,13 +127,18 @@ def _task_of(path: Path, meta: Any) -> Any:
 def saved_rules(path: Path, meta: dict[str, Any]) -> int:
     """The text rules a saved model's rows were read by: its tunelab.json's `text_rules`; for a model saved before
     they were recorded there, its run's (RUN/data_summary.json, of RUN/model or RUN/exports/NAME: 1 where that
-    records none, `data.report.summary_rules`), else 1, the rules before any were recorded."""
+    records none, `data.report.summary_rules`), else `UNRECORDED_RULES`."""
     rules = meta.get("text_rules")
     if isinstance(rules, int) and not isinstance(rules, bool):
         return rules
     run = path.parent.parent if path.parent.name == "exports" else path.parent
     summary = read_summary(run) if (run / "model" / META_FILE).is_file() else {}
-    return summary_rules(summary) if summary else 1
+    return summary_rules(summary) if summary else UNRECORDED_RULES
+
+
+# A model folder of no run whose tunelab.json records no rules was saved by a tunelab of rules 1–4, which read every
+# model's input by its own rules: such a model goes on being read as the last of them read it (4), not as the oldest.
+UNRECORDED_RULES = 4
 
 
 def load_gguf(task: Task, path: Path) -> torch.nn.Module:
