@@ -36,7 +36,7 @@ from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.serve.tools import parses_calls, refusal, request_messages
 from tunelab.tasks.chat_template import completion_bos, prompt_ids, user_turns
-from tunelab.tasks.sft_tools import TemplateRefusal
+from tunelab.tasks.chat_tools import TemplateRefusal
 
 
 @dataclass

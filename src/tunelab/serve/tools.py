@@ -1,8 +1,11 @@
-"""Tools in `tunelab serve`'s chat endpoint, read as training reads a row's (tasks/sft_tools.py, the same helpers):
-OpenAI's `tools` become `apply_chat_template(tools=...)`, an assistant message's `tool_calls` the calls the template
-writes (their `arguments`, OpenAI's JSON text, parsed) and a `role: tool` message a tool result; the messages must
-come in the order training takes (`link_calls`: a 422 naming the message), and a template that cannot write them is
-a 400 naming the field (`refusal`), never a prompt without them.
+"""Tools in `tunelab serve`'s chat endpoint, read as training reads a row's (tasks/chat_tools.py, the task-neutral
+helpers training's rows are read by too): OpenAI's `tools` become `apply_chat_template(tools=...)`, an assistant
+message's `tool_calls` the calls the template writes (their `arguments`, OpenAI's JSON text, parsed) and a `role:
+tool` message a tool result; the messages must come in the order training takes (`link_calls`: a 422 naming the
+message), each result is paired with its call by `tool_call_id`, and every call is named as training names a row's
+(`call00001`, ...: a client's own ids, OpenAI's `call_...`, never reach the template, so Mistral's takes them and the
+prompt is training's); a template that cannot write them is a 400 naming the field (`refusal`), never a prompt
+without them.
 
 The reply: where the request gave tools (and `tool_choice` is not "none") and the model's template writes calls as
 Hermes / Qwen2.5 do, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the calls the model writes are
@@ -18,7 +21,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from tunelab.http_errors import invalid
-from tunelab.tasks.sft_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
+from tunelab.tasks.chat_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"  # Hermes' and Qwen2.5's call tags
 _CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)

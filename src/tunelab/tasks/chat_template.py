@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.errors import ConfigError, DataError
+from tunelab.tasks.chat_tools import TemplateRefusal, template_form
 from tunelab.tasks.generation import decode_reply
-from tunelab.tasks.sft_tools import TemplateRefusal, template_form
 
 CHATML = (
     "{% for message in messages %}"
@@ -31,7 +31,7 @@ TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA
 
 def render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False) -> str:
     """The conversation as the template writes it (a turn's `weight`, which says only whether it trains, left out), its
-    tool calls and tools as transformers' templates take them (tasks/sft_tools.py: a `TemplateRefusal` where the
+    tool calls and tools as transformers' templates take them (tasks/chat_tools.py: a `TemplateRefusal` where the
     template would leave them out)."""
     messages, tools = template_form(tokenizer, messages)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
