@@ -295,7 +295,9 @@ def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tu
     tool rows was served without its tools. They reach the model's chat template as training gives them (the prompt
     of a row with the same tools, call and result); a template that cannot write them is a 400 naming the field;
     messages out of order a 422 naming the message; and a reply in Hermes' `<tool_call>` tags comes back as OpenAI's
-    `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream, through the `openai` client."""
+    `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream, through the `openai` client, and
+    goes back as the client dumps it. A text UTF-8 cannot carry in the tools or a
+    call's arguments is a 422 naming it."""
     import torch
     from openai import OpenAI
 
@@ -350,6 +352,12 @@ def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tu
     assert [d["tool_calls"][0]["function"] for d in deltas if "tool_calls" in d] == [
         {"name": "get_weather", "arguments": '{"city": "a"}'}] and not streamed_text(payloads, chat=True)
     assert unread.finish_reason == "stop" and unread.message.content == f"<tool_call> {CALL} </tool_call>"
+    # the reply given back as the openai client dumps it (`refusal`, `annotations`, `audio`, `function_call` at null:
+    # a 422 for each) with its result: the prompt training had (the call's id, `call_...`, never reaches it)
+    back = [*SAY_GOOD, reply.message.model_dump(), {"role": "tool", "tool_call_id": made.id, "content": "nice"}]
+    assert {"refusal", "annotations", "audio", "function_call"} <= set(back[1])
+    assert client.chat.completions.create(model="tools", messages=back, tools=tools, max_tokens=1, temperature=0
+                                          ).usage.prompt_tokens == len(trained["input_ids"])
 
     for model, extra, status, param, says in (
             ("run", {"tools": tools}, 400, "tools", "the model's chat template does not write tools"),
@@ -362,9 +370,18 @@ def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tu
             ("tools", {"messages": [*SAY_GOOD, {"role": "assistant", "content": None}]}, 422, "messages[1]",
              "content: required"),
             ("tools", {"tools": [{"type": "function", "function": {"description": "d"}}]}, 422, "tools",
-             "tool 1: expected {name, description, parameters}")):
-        res = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": SAY_GOOD, **extra},
-                         timeout=60)
+             "tool 1: expected {name, description, parameters}"),
+            ("tools", {"messages": [*called, called[2]]}, 422, "messages[3]",
+             "a second tool result for the call 'call_1' of messages[1]"),
+            # a text UTF-8 cannot carry in the tools or a call's parsed arguments: named (was a 422 on `messages`, in
+            # the tokenizer's words), as it is in a message's content
+            ("tools", {"tools": [{"type": "function", "function": {**WEATHER, "description": "x\ud800"}}]}, 422,
+             "tools[0]", "function.description: invalid Unicode: unpaired surrogate"),
+            ("tools", {"messages": [*called[:1], {**called[1], "tool_calls": [{"id": "call_1", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": "\ud800"})}}]}, called[2]]}, 422,
+             "messages[1].tool_calls[0].function.arguments", "city: invalid Unicode: unpaired surrogate")):
+        body = json.dumps({"model": model, "messages": SAY_GOOD, **extra})  # (\ud800 as JSON's escape)
+        res = httpx.post(f"{url}/v1/chat/completions", content=body, timeout=60)
         err = res.json()["error"]
         assert res.status_code == status and err["param"] == param and says in err["message"], (extra, res.text)
 

@@ -35,7 +35,7 @@ from tunelab.serve.completion import Completion
 from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
 from tunelab.serve.tools import parses_calls, refusal, request_messages
-from tunelab.tasks.chat_template import completion_bos, prompt_ids, user_turns
+from tunelab.tasks.chat_template import chat_turns, completion_bos, prompt_ids
 from tunelab.tasks.chat_tools import TemplateRefusal
 
 
@@ -171,7 +171,7 @@ class Server:
     async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         tokenizer = served.model.tokenizer
-        messages = user_turns(served.model.task, request_messages(body))  # tools and calls as training reads them
+        messages = chat_turns(served.model.task, request_messages(body))  # tools, calls, cleaning: as training's
         try:
             ids = prompt_ids(tokenizer, messages)
         except TemplateRefusal as exc:  # tools, calls or results the template would leave out: a 400 naming them

@@ -22,6 +22,7 @@ from fastapi import HTTPException
 
 from tunelab.http_errors import invalid
 from tunelab.tasks.chat_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
+from tunelab.text import json_problem
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"  # Hermes' and Qwen2.5's call tags
 _CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)
@@ -40,6 +41,8 @@ def request_messages(body: Any) -> list[dict[str, Any]]:
                 if read is None or not isinstance(read["arguments"], dict):
                     raise invalid(f"messages[{i}].tool_calls[{k}].function", "expected a name and arguments that are "
                                   "a JSON object (or the JSON text of one)")
+                if (problem := json_problem(read["arguments"])) is not None:  # parsed: "\\ud800", NaN in the text
+                    raise invalid(f"messages[{i}].tool_calls[{k}].function.arguments", problem)
                 calls.append({"type": "function", "function": read, **({"id": call.id} if call.id else {})})
             msg.update(tool_calls=calls, **{SAID: msg["content"]})
         if m.tool_call_id:
