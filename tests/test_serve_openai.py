@@ -30,7 +30,9 @@ CALL_TOKENS = ("<tool_call>", CALL, "</tool_call>")
 @pytest.fixture(scope="module")
 def tool_run(tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny chat run with a template that writes tools as Qwen2.5's does (conftest's TOOL_TEMPLATE), and the three
-    tokens of a call added (`<tool_call>`, the call's JSON, `</tool_call>`), so that the model can write one."""
+    tokens of a call added (`<tool_call>`, the call's JSON, `</tool_call>`), so that the model can write one; the tags
+    as special tokens, as some Hermes tokenizers have them (a reply's text, which leaves special tokens out, lost
+    them: its call was never read)."""
     from tokenizers import AddedToken
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,7 +40,7 @@ def tool_run(tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     shutil.copytree(tiny_chat_run, run)
     tok = AutoTokenizer.from_pretrained(run / "model")
     tok.chat_template = TOOL_TEMPLATE
-    tok.add_tokens([AddedToken(t, normalized=False) for t in CALL_TOKENS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=t != CALL) for t in CALL_TOKENS])
     tok.save_pretrained(run / "model")
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     model.resize_token_embeddings(len(tok))
@@ -295,8 +297,8 @@ def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tu
     tool rows was served without its tools. They reach the model's chat template as training gives them (the prompt
     of a row with the same tools, call and result); a template that cannot write them is a 400 naming the field;
     messages out of order a 422 naming the message; and a reply in Hermes' `<tool_call>` tags comes back as OpenAI's
-    `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream, through the `openai` client, and
-    goes back as the client dumps it. A text UTF-8 cannot carry in the tools or a
+    `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream, through the `openai` client — tags
+    that are special tokens too — and goes back as the client dumps it. A text UTF-8 cannot carry in the tools or a
     call's arguments is a 422 naming it."""
     import torch
     from openai import OpenAI
@@ -405,7 +407,8 @@ def test_a_reply_is_read_as_calls_only_where_it_is_calls() -> None:
     assert streamed(f"Let me look. {two}") == ("Let me look.", [
         {"name": "get_weather", "arguments": '{"city": "a"}'}, {"name": "get_weather", "arguments": '{"city": "b"}'}])
     for text in (f"<tool_call>{CALL}", "<tool_call>get_weather(a)</tool_call>", "it is <tool_",
-                 '<tool_call>{"name": "f", "arguments": [1]}</tool_call>'):
+                 '<tool_call>{"name": "f", "arguments": [1]}</tool_call>',
+                 '<tool_call>{"name": "f", "arguments": {"a": NaN}}</tool_call>'):  # (was returned: not JSON)
         assert streamed(text) == (text, []), text
     assert streamed(f"ok<tool_call>{CALL}</tool_call>", stops=("city",)) == ('ok<tool_call>{"name": "get_weather", '
                                                                               '"arguments": {"', [])

@@ -9,7 +9,9 @@ without them.
 
 The reply: where the request gave tools (and `tool_choice` is not "none") and the model's template writes calls as
 Hermes / Qwen2.5 do, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the calls the model writes are
-returned as OpenAI's `tool_calls` (`reply_calls`; finish_reason "tool_calls"); any other format is the reply's text."""
+returned as OpenAI's `tool_calls` (`reply_calls`; finish_reason "tool_calls"); any other format is the reply's text.
+The tags are kept in the reply's text where the tokenizer has them as special tokens (`reply_tags`), as vLLM's
+Hermes parser decodes them."""
 
 from __future__ import annotations
 
@@ -75,6 +77,16 @@ def parses_calls(tokenizer: Any, body: Any) -> bool:
     return bool(body.tools) and body.tool_choice != "none" and OPEN in str(tokenizer.chat_template)
 
 
+def reply_tags(tokenizer: Any, body: Any) -> frozenset[int]:
+    """The ids of Hermes' call tags, where the request gives tools and the model's template writes them: kept in the
+    reply's text though the tokenizer has them as special tokens, which a reply's text leaves out (vLLM's Hermes
+    parser decodes so too); none else."""
+    if not body.tools or OPEN not in str(tokenizer.chat_template):
+        return frozenset()
+    found = ((tag, tokenizer.convert_tokens_to_ids(tag)) for tag in (OPEN, CLOSE))  # (an unknown one: unk or None)
+    return frozenset(i for tag, i in found if i is not None and tokenizer.convert_ids_to_tokens(i) == tag)
+
+
 def reply_calls(text: str) -> tuple[str, list[dict[str, Any]]] | None:
     """(the text outside the calls, the calls as OpenAI's `tool_calls`) of a reply that has `<tool_call>` blocks, each
     a call (`function`) whose arguments are an object; None for anything else (an unclosed or malformed call: the
@@ -88,7 +100,7 @@ def reply_calls(text: str) -> tuple[str, list[dict[str, Any]]] | None:
             call = function(json.loads(inside))
         except json.JSONDecodeError:
             return None
-        if call is None or not isinstance(call["arguments"], dict):
+        if call is None or not isinstance(call["arguments"], dict) or json_problem(call["arguments"]) is not None:
             return None
         arguments = json.dumps(call["arguments"], ensure_ascii=False)  # OpenAI's: the JSON text
         calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
