@@ -85,7 +85,8 @@ def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_r
     """`--system` where the model's own template refuses a system turn (Gemma-2's): one line, not a jinja traceback;
     a run trained with a one-placeholder prompt_template gets each chat line as it trained (as predict fills it): the
     last user turn filled in, the turns before it plain, as training reads a row's history (chat, serve and the UI
-    filled every user turn in)."""
+    filled every user turn in); and every turn — a tool's result, the system message — cleaned by data.clean as
+    training cleans a row's (serve cleaned the user turns only)."""
     import shutil
 
     from tunelab.config.run import run_config_class
@@ -110,15 +111,28 @@ def test_a_template_that_refuses_a_system_turn_and_a_prompt_template(tiny_chat_r
     assert Sft(SftConfig(), DataConfig()).chat_turn("good") == "good"
     assert Sft(SftConfig(prompt_template="Answer: {question}", response_field="text"), DataConfig()).chat_turn(
         "what is 2+2?") == "Answer: what is 2+2?"  # (whatever the reply's column is called)
-    from tunelab.tasks.chat_template import user_turns  # serve's chat endpoint and the UI playground send as chat does
+    from tunelab.tasks.chat_template import chat_turns  # serve's chat endpoint and the UI playground send as chat does
 
     task = Sft(SftConfig(prompt_template="say {word}", response_field="reply"), DataConfig())
-    sent = user_turns(task, [{"role": "system", "content": "be nice"}, {"role": "user", "content": "good"},
+    sent = chat_turns(task, [{"role": "system", "content": "be nice"}, {"role": "user", "content": "good"},
                              {"role": "assistant", "content": "good"}, {"role": "user", "content": "bad"}])
     assert sent == [{"role": "system", "content": "be nice"}, {"role": "user", "content": "good"},
                     {"role": "assistant", "content": "good"}, {"role": "user", "content": "say bad"}]
     row = {"word": "bad", "system": "be nice", "history": [["good", "good"]]}  # the same conversation as a row
     assert task.parse(Table("d.jsonl", [Record("d.jsonl", 1, row)]), labelled=False)[0]["messages"] == sent
+    from tunelab.config.sections import CleanConfig
+    from tunelab.data.hygiene import clean_text
+    from tunelab.serve.schemas import ChatRequest
+    from tunelab.serve.tools import request_messages
+
+    cfg = CleanConfig()  # data.clean cleans every turn of a training row: a tool's result reached serve's template raw
+    html = [{"role": "system", "content": "be <b>nice</b>"}, {"role": "user", "content": "weather <b>a</b>"},
+            {"role": "assistant", "content": "<i>let me see</i>", "tool_calls": [
+                {"type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "content": "<p>sunny&amp;warm</p>"}]
+    sent = chat_turns(Sft(SftConfig(), DataConfig(clean=cfg)), request_messages(ChatRequest(messages=html)))
+    assert [m["content"] for m in sent] == [clean_text(m["content"], cfg, layout=True) for m in html]
+    assert "<" not in str(sent) and sent[2]["said"] == sent[2]["content"]  # (the text beside the calls too)
 
     from tunelab.cli import chat
 

@@ -30,7 +30,9 @@ CALL_TOKENS = ("<tool_call>", CALL, "</tool_call>")
 @pytest.fixture(scope="module")
 def tool_run(tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny chat run with a template that writes tools as Qwen2.5's does (conftest's TOOL_TEMPLATE), and the three
-    tokens of a call added (`<tool_call>`, the call's JSON, `</tool_call>`), so that the model can write one."""
+    tokens of a call added (`<tool_call>`, the call's JSON, `</tool_call>`), so that the model can write one; the tags
+    as special tokens, as some Hermes tokenizers have them (a reply's text, which leaves special tokens out, lost
+    them: its call was never read)."""
     from tokenizers import AddedToken
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,7 +40,7 @@ def tool_run(tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     shutil.copytree(tiny_chat_run, run)
     tok = AutoTokenizer.from_pretrained(run / "model")
     tok.chat_template = TOOL_TEMPLATE
-    tok.add_tokens([AddedToken(t, normalized=False) for t in CALL_TOKENS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=t != CALL) for t in CALL_TOKENS])
     tok.save_pretrained(run / "model")
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     model.resize_token_embeddings(len(tok))
@@ -295,7 +297,9 @@ def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tu
     tool rows was served without its tools. They reach the model's chat template as training gives them (the prompt
     of a row with the same tools, call and result); a template that cannot write them is a 400 naming the field;
     messages out of order a 422 naming the message; and a reply in Hermes' `<tool_call>` tags comes back as OpenAI's
-    `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream, through the `openai` client."""
+    `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream, through the `openai` client — tags
+    that are special tokens too — and goes back as the client dumps it. A text UTF-8 cannot carry in the tools or a
+    call's arguments is a 422 naming it."""
     import torch
     from openai import OpenAI
 
@@ -350,6 +354,12 @@ def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tu
     assert [d["tool_calls"][0]["function"] for d in deltas if "tool_calls" in d] == [
         {"name": "get_weather", "arguments": '{"city": "a"}'}] and not streamed_text(payloads, chat=True)
     assert unread.finish_reason == "stop" and unread.message.content == f"<tool_call> {CALL} </tool_call>"
+    # the reply given back as the openai client dumps it (`refusal`, `annotations`, `audio`, `function_call` at null:
+    # a 422 for each) with its result: the prompt training had (the call's id, `call_...`, never reaches it)
+    back = [*SAY_GOOD, reply.message.model_dump(), {"role": "tool", "tool_call_id": made.id, "content": "nice"}]
+    assert {"refusal", "annotations", "audio", "function_call"} <= set(back[1])
+    assert client.chat.completions.create(model="tools", messages=back, tools=tools, max_tokens=1, temperature=0
+                                          ).usage.prompt_tokens == len(trained["input_ids"])
 
     for model, extra, status, param, says in (
             ("run", {"tools": tools}, 400, "tools", "the model's chat template does not write tools"),
@@ -362,9 +372,18 @@ def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tu
             ("tools", {"messages": [*SAY_GOOD, {"role": "assistant", "content": None}]}, 422, "messages[1]",
              "content: required"),
             ("tools", {"tools": [{"type": "function", "function": {"description": "d"}}]}, 422, "tools",
-             "tool 1: expected {name, description, parameters}")):
-        res = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": SAY_GOOD, **extra},
-                         timeout=60)
+             "tool 1: expected {name, description, parameters}"),
+            ("tools", {"messages": [*called, called[2]]}, 422, "messages[3]",
+             "a second tool result for the call 'call_1' of messages[1]"),
+            # a text UTF-8 cannot carry in the tools or a call's parsed arguments: named (was a 422 on `messages`, in
+            # the tokenizer's words), as it is in a message's content
+            ("tools", {"tools": [{"type": "function", "function": {**WEATHER, "description": "x\ud800"}}]}, 422,
+             "tools[0]", "function.description: invalid Unicode: unpaired surrogate"),
+            ("tools", {"messages": [*called[:1], {**called[1], "tool_calls": [{"id": "call_1", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": "\ud800"})}}]}, called[2]]}, 422,
+             "messages[1].tool_calls[0].function.arguments", "city: invalid Unicode: unpaired surrogate")):
+        body = json.dumps({"model": model, "messages": SAY_GOOD, **extra})  # (\ud800 as JSON's escape)
+        res = httpx.post(f"{url}/v1/chat/completions", content=body, timeout=60)
         err = res.json()["error"]
         assert res.status_code == status and err["param"] == param and says in err["message"], (extra, res.text)
     was, task.text_rules = task.text_rules, 4  # a model trained by text rules 4 read tool turns in any order (and
@@ -395,7 +414,8 @@ def test_a_reply_is_read_as_calls_only_where_it_is_calls() -> None:
     assert streamed(f"Let me look. {two}") == ("Let me look.", [
         {"name": "get_weather", "arguments": '{"city": "a"}'}, {"name": "get_weather", "arguments": '{"city": "b"}'}])
     for text in (f"<tool_call>{CALL}", "<tool_call>get_weather(a)</tool_call>", "it is <tool_",
-                 '<tool_call>{"name": "f", "arguments": [1]}</tool_call>'):
+                 '<tool_call>{"name": "f", "arguments": [1]}</tool_call>',
+                 '<tool_call>{"name": "f", "arguments": {"a": NaN}}</tool_call>'):  # (was returned: not JSON)
         assert streamed(text) == (text, []), text
     assert streamed(f"ok<tool_call>{CALL}</tool_call>", stops=("city",)) == ('ok<tool_call>{"name": "get_weather", '
                                                                               '"arguments": {"', [])

@@ -429,6 +429,7 @@ def test_tool_rows_read_render_and_score_as_they_train(tiny_llama: Path) -> None
 
 Q, FC, OB, R = TOOL_ROW["conversations"]  # human, function_call, observation, gpt
 TWO = json.dumps([json.loads(CALL), {"name": "get_weather", "arguments": {"city": "b"}}])  # parallel calls, one turn
+OWN = json.dumps([{**c, "id": i} for c, i in zip(json.loads(TWO), ("abcdefghi", "jklmnopqr"), strict=True)])  # ids
 
 
 @pytest.mark.parametrize(("turns", "error"), [
@@ -441,23 +442,38 @@ TWO = json.dumps([json.loads(CALL), {"name": "get_weather", "arguments": {"city"
      "turn 5: 3 tool results (observations) in a row for the 2 calls of turn 2"),
     ([Q, FC, R], "turn 3: turn 2's tool call has no result (an observation / tool turn must come next)"),
     ([Q, FC, Q, R], "turn 3: turn 2's tool call has no result (an observation / tool turn must come next)"),
+    ([Q, {**FC, "value": OWN}, {**OB, "tool_call_id": "zzz"}, R],  # (was trained, paired with the first call)
+     "turn 3: tool_call_id 'zzz' is none of the call ids of turn 2"),
+    ([Q, {**FC, "value": OWN}, {**OB, "tool_call_id": "jklmnopqr"}, {**OB, "tool_call_id": "jklmnopqr"}, R],
+     "turn 4: a second tool result for the call 'jklmnopqr' of turn 2"),
+    ([Q, {**FC, "value": OWN.replace("jklmnopqr", "abcdefghi")}, OB, R], "turn 2: two tool calls with the id "
+                                                                          "'abcdefghi'"),
+    ([Q, {**FC, "value": OWN.replace('"abcdefghi"', "7")}, OB, R],
+     "turn 2: function_call: get_weather: id is not a string: int"),
+    ([Q, {**FC, "value": CALL.replace('"a"', "NaN")}, OB, R],
+     "turn 2: function_call: get_weather: arguments: city: nan is not a finite number"),
+    ([Q, {**FC, "tool_call_id": "abcdefghi"}, OB, R], "turn 2: tool_call_id: only on a tool (observation) turn"),
 ])
 def test_tool_turns_out_of_order_are_one_line(turns: list[dict], error: str) -> None:
     """Two function_call turns in a row, a tool result (observation, OpenAI's role tool) with no call before it, more
     results than calls: trained as written (LLaMA-Factory drops such rows). Now one line naming the turn, as an unknown
-    role is; the rows of a run of text rules before 5 are read as it trained on them."""
+    role is; so is a `tool_call_id` no call of the turn has, a second result for one call, ids that cannot pair a
+    result with its call, and arguments a JSON answer cannot write. The rows of a run of text rules before 5 are read
+    as it trained on them."""
     from tunelab.text import text_rules
 
     row = {"conversations": turns}
     with pytest.raises(DataError) as info:
         _task().parse(_table([row]))
     assert str(info.value) == f"d.jsonl:1: conversations: {error}"
-    openai = [{"role": ("tool" if t is OB else t["from"]), "content": t["value"]} for t in turns]  # role tool alike
+    openai = [{"role": ("tool" if t["from"] == "observation" else t["from"]), "content": t["value"],
+               **({"tool_call_id": t["tool_call_id"]} if "tool_call_id" in t else {})} for t in turns]  # role tool
     with pytest.raises(DataError, match=f"^d.jsonl:1: messages: {error.split(':')[0]}: "):
         _task().parse(_table([{"messages": openai}]))
     with text_rules(4):  # read as that run read them: nothing refused, no ids
         (old,) = _task().parse(_table([row]))
-    assert len(old["messages"]) == len(turns) and "tool_call_id" not in str(old) and "call00001" not in str(old)
+    assert len(old["messages"]) == len(turns) and "tool_call_id" not in str(old["messages"])
+    assert "call00001" not in str(old) and "'id'" not in str(old["messages"])
 
 
 def test_tool_turns_in_orders_templates_take_are_read(tmp_path: Path) -> None:
@@ -466,18 +482,28 @@ def test_tool_turns_in_orders_templates_take_are_read(tmp_path: Path) -> None:
     call, result. Each result carries the id of the call it answers, in order. `data check` refuses a row out of order
     after them in one line, exit code 2."""
     rows = [[Q, {**FC, "value": TWO}, OB, R], [Q, {**FC, "value": TWO}, OB, {**OB, "value": "b"}, R], [Q, FC],
-            [Q, FC, OB, FC, OB, R]]
+            [Q, FC, OB, FC, OB, R],
+            # a row's own ids pair its results with its calls, whatever their order (they were dropped, and results
+            # paired by place: each trained against the other call); a result without one answers the first call
+            # not yet answered; every call is named call0000N, so the template writes what serving gives it
+            [Q, {**FC, "value": OWN}, {**OB, "tool_call_id": "jklmnopqr"}, {**OB, "tool_call_id": "abcdefghi"}, R],
+            [Q, {**FC, "value": OWN}, {**OB, "tool_call_id": "jklmnopqr"}, OB, R],
+            [Q, {**FC, "value": OWN.replace("abcdefghi", "call00002").replace(', "id": "jklmnopqr"', "")},
+             {**OB, "tool_call_id": "call00002"}, OB, R]]
     path = write_jsonl(tmp_path / "d.jsonl", [{"conversations": t} for t in [*rows, [Q, FC, FC, OB, R]]])
     res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft"])
-    assert res.exit_code == 2 and res.output.strip() == f"error: {path}:5: conversations: turn 3: turn 2's tool call " \
-        "has no result (an observation / tool turn must come next)", res.output
+    assert res.exit_code == 2 and res.output.strip() == f"error: {path}:{len(rows) + 1}: conversations: turn 3: turn " \
+        "2's tool call has no result (an observation / tool turn must come next)", res.output
     read = [ex["messages"] for ex in _task().parse(_table([{"conversations": t} for t in rows]))]
     ids = [[(m["role"], [c["id"] for c in m.get("tool_calls", [])] or m.get("tool_call_id")) for m in msgs[1:-1]]
            for msgs in read]
     assert ids == [[(A, ["call00001", "call00002"]), ("tool", "call00001")],
                    [(A, ["call00001", "call00002"]), ("tool", "call00001"), ("tool", "call00002")],
                    [],
-                   [(A, ["call00001"]), ("tool", "call00001"), (A, ["call00002"]), ("tool", "call00002")]]
+                   [(A, ["call00001"]), ("tool", "call00001"), (A, ["call00002"]), ("tool", "call00002")],
+                   [(A, ["call00001", "call00002"]), ("tool", "call00002"), ("tool", "call00001")],
+                   [(A, ["call00001", "call00002"]), ("tool", "call00002"), ("tool", "call00001")],
+                   [(A, ["call00001", "call00002"]), ("tool", "call00001"), ("tool", "call00002")]]
     assert read[2][-1]["tool_calls"][0]["id"] == "call00001"
 
 
@@ -500,7 +526,9 @@ def test_tool_call_ids_are_what_mistrals_template_takes(tiny_llama: Path) -> Non
     function_call turns carry none of: every tool row was refused for such a model. Calls and results get ids
     (`call00001`, the conversation's first call: the same for the same row, so dedup and resume keep them; a pattern
     a model can learn to write), which Qwen2.5's template leaves out (the spans of
-    test_function_call_and_observation_turns_and_tools are unchanged)."""
+    test_function_call_and_observation_turns_and_tools are unchanged). A row's own ids and a request's (OpenAI's
+    `call_...`, which the template refused) pair results with calls and are renamed so: serving's prompt is
+    training's."""
     task = _task(max_length=512)
     tok = task.load_tokenizer(str(tiny_llama))
     tok.chat_template = MISTRAL_TOOLS
@@ -512,6 +540,37 @@ def test_tool_call_ids_are_what_mistrals_template_takes(tiny_llama: Path) -> Non
     (f,) = task.encode([ex], tok)
     assert any(v != -100 for v in f["labels"])
     assert task.parse(_table([TOOL_ROW]))[0] == task.parse(_table([TOOL_ROW]))[0]  # the same ids each time it is read
+
+    # a row's own ids pair its results with its calls, in any order (they were dropped: paired by place, each result
+    # trained against the other call), and the calls are named as always
+    turns = [Q, {**FC, "value": OWN}, {**OB, "value": "b", "tool_call_id": "jklmnopqr"},
+             {**OB, "tool_call_id": "abcdefghi"}, R]
+    (own,) = task.parse(_table([{**TOOL_ROW, "conversations": turns}]))
+    text = render(tok, own["messages"])
+    assert '{"content": "b", "call_id": "call00002"}' in text and '{"content": "nice", "call_id": "call00001"}' in text
+    # served (serve/tools.py, by the same link_calls): OpenAI's ids, which Mistral's template refused (`call_...`, not
+    # 9 letters and digits), pair the results alike and never reach the template: the prompt is training's
+    from tunelab.serve.schemas import ChatRequest
+    from tunelab.serve.tools import request_messages
+
+    def served(calls: list[dict], results: list[tuple[str | None, str]]) -> list[dict]:
+        sent = [{"type": "function", "function": {**c["function"], "arguments": json.dumps(c["function"]["arguments"])}}
+                | ({"id": c["id"]} if c.get("id") else {}) for c in calls]  # (arguments as OpenAI's JSON text)
+        messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say good"},
+                    {"role": "assistant", "content": None, "tool_calls": sent},
+                    *({"role": "tool", "content": said} | ({"tool_call_id": to} if to else {}) for to, said in results),
+                    {"role": "assistant", "content": "nice"}]
+        return request_messages(ChatRequest(messages=messages, tools=[{"type": "function", "function": WEATHER}]))
+
+    openai = [{**c, "id": f"call_{k}2adf2706be8415785d2bdcb"} for k, c in enumerate(own["messages"][2]["tool_calls"])]
+    assert render(tok, served(openai, [(openai[1]["id"], "b"), (openai[0]["id"], "nice")])) == text
+    # ids filled by place took no notice of the ids given: both results answered one call, two calls had one id
+    assert [m.get("tool_call_id") for m in served(openai, [(openai[1]["id"], "b"), (None, "nice")])[3:5]] == \
+        ["call00002", "call00001"]
+    given = [{**openai[0], "id": "call00002"}, {**openai[1], "id": None}]
+    read = served(given, [("call00002", "b"), (None, "nice")])
+    assert [c["id"] for c in read[2]["tool_calls"]] == ["call00001", "call00002"]
+    assert [m["tool_call_id"] for m in read[3:5]] == ["call00001", "call00002"]
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

@@ -19,7 +19,7 @@ from jinja2 import TemplateError
 from tunelab.errors import TunelabError
 from tunelab.export.save import load_model
 from tunelab.registry import TASKS
-from tunelab.tasks.chat_template import user_turns
+from tunelab.tasks.chat_template import chat_turns
 from tunelab.tasks.generation import with_overrides
 from tunelab.tasks.streaming import fit_prompt, stream_reply
 from tunelab.text import unicode_problem
@@ -113,8 +113,8 @@ def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int 
                 messages = list(start)
                 stderr.write("(conversation cleared)\n")
                 continue
-            messages.append({"role": "user", "content": text})  # the template fills the last one only (user_turns)
-            ids = _prompt(tokenizer, user_turns(task, messages), budget, stderr)
+            messages.append({"role": "user", "content": text})  # the template fills the last one only (chat_turns)
+            ids = _prompt(tokenizer, chat_turns(task, messages), budget, stderr)
             if ids is None:
                 messages.pop()
                 continue

@@ -38,10 +38,10 @@ from tunelab.serve.chat_batcher import ChatBatcher
 from tunelab.serve.completion import Completion
 from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
-from tunelab.serve.tools import parses_calls, refusal, request_messages
-from tunelab.tasks.chat_template import completion_bos, prompt_ids, user_turns
+from tunelab.serve.tools import parses_calls, refusal, reply_tags, request_messages
+from tunelab.tasks.chat_template import chat_turns, completion_bos, prompt_ids
+from tunelab.tasks.chat_tools import TemplateRefusal
 from tunelab.tasks.model_rows import model_rules
-from tunelab.tasks.sft_tools import TemplateRefusal
 
 log = logging.getLogger("uvicorn.error")  # the server's log, beside uvicorn's own lines
 
@@ -196,8 +196,8 @@ class Server:
     async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
         tokenizer = served.model.tokenizer
-        with model_rules(served.model.task):  # tools and calls as its training read them
-            messages = user_turns(served.model.task, request_messages(body))
+        with model_rules(served.model.task):  # tools, calls, cleaning: as its training read them
+            messages = chat_turns(served.model.task, request_messages(body))
         try:
             ids = prompt_ids(tokenizer, messages)
         except TemplateRefusal as exc:  # tools, calls or results the template would leave out: a 400 naming them
@@ -205,8 +205,8 @@ class Server:
         except (TemplateError, TypeError) as exc:  # the model's own template refuses them (Gemma's "roles must
             # alternate"; a call's arguments of a type it cannot join)
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
-        return await Completion(self, served, ids, body, chat=True,
-                                calls=parses_calls(tokenizer, body)).respond(request)
+        return await Completion(self, served, ids, body, chat=True, calls=parses_calls(tokenizer, body),
+                                keep=reply_tags(tokenizer, body)).respond(request)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)

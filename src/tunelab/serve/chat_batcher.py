@@ -45,6 +45,7 @@ class Job:
     done: bool = False
     finish: str = "stop"
     seeded: bool = False  # the request named its seed: sampled, it runs alone (reproducible whatever is in flight)
+    keep: frozenset[int] = frozenset()  # special tokens its text keeps (a tool call's tags), where it drops the others
 
     def key(self) -> tuple[Any, ...]:
         """Jobs of one key may share a batch: the same sampling settings; a seeded sampling job shares with none."""
@@ -57,6 +58,16 @@ class _Rows(BaseStreamer):
 
     def __init__(self, jobs: list[Job], tokenizer: Any, stop: list[int]) -> None:
         self.jobs, self.tokenizer, self.stop, self.prompt_seen = jobs, tokenizer, set(stop), False
+        self.special: set[int] | None = None  # the special tokens a reply's text leaves out: `_text`, once
+
+    def _text(self, job: Job) -> str:
+        """The job's reply so far, special tokens left out — but those of `job.keep`."""
+        if not job.keep:
+            return self.tokenizer.decode(job.tokens, skip_special_tokens=True)
+        if self.special is None:  # what skip_special_tokens drops: the named ones and added tokens marked special
+            tok = self.tokenizer
+            self.special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+        return self.tokenizer.decode([t for t in job.tokens if t in job.keep or t not in self.special])
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:  # the first call carries the prompts
@@ -71,7 +82,7 @@ class _Rows(BaseStreamer):
                 job.done = True
                 continue
             job.tokens.append(token)
-            text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
+            text = self._text(job)
             if not text.endswith("\ufffd"):  # a character still incomplete: wait for its other bytes
                 if not job.stopped.is_set():
                     job.emit(text[len(job.text):])
@@ -90,7 +101,7 @@ class _Rows(BaseStreamer):
     def end(self) -> None:
         for job in self.jobs:
             if not job.done and job.tokens:
-                text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
+                text = self._text(job)
                 if text != job.text and not job.stopped.is_set():
                     job.emit(text[len(job.text):])
                 job.text = text

@@ -47,10 +47,12 @@ class Completion:
     """One chat or text completion: checked against the limits, generated in a worker thread (one reply at a time
     per model), answered as one JSON object or as server-sent events."""
 
-    def __init__(self, server: Any, served: Any, ids: list[int], body: Any, chat: bool, calls: bool = False) -> None:
+    def __init__(self, server: Any, served: Any, ids: list[int], body: Any, chat: bool, calls: bool = False,
+                 keep: frozenset[int] = frozenset()) -> None:
         """`server`: app.Server (its settings and metrics), `served`: app.Served (the model); typed Any, as app
-        imports this module. `calls`: the reply's `<tool_call>` blocks returned as `tool_calls` (serve/tools.py)."""
-        self.server, self.served, self.ids, self.body, self.chat = server, served, ids, body, chat
+        imports this module. `calls`: the reply's `<tool_call>` blocks returned as `tool_calls` (serve/tools.py);
+        `keep`: special tokens kept in the reply's text (the call tags: serve/tools.py `reply_tags`)."""
+        self.server, self.served, self.ids, self.body, self.chat, self.keep = server, served, ids, body, chat, keep
         self.cfg = self._config()
         self.stream = _Stream([body.stop] if isinstance(body.stop, str) else list(body.stop or []), trim=chat,
                               calls=calls)
@@ -83,7 +85,8 @@ class Completion:
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.stream.emit = lambda text: loop.call_soon_threadsafe(self.queue.put_nowait, text)
-        job = Job(self.ids, self.cfg, self.stream.write, self.stream.stopped, seeded=self.body.seed is not None)
+        job = Job(self.ids, self.cfg, self.stream.write, self.stream.stopped, seeded=self.body.seed is not None,
+                  keep=self.keep)
         try:
             answered = self.served.chat_batcher.enqueue(job)
         except QueueFull as exc:

@@ -8,7 +8,8 @@ with newlines, as vLLM joins them), a message's `name` (taken, not used), `prese
 `user`; OpenAI's `tools`, `tool_choice` ("auto" or "none"), `parallel_tool_calls`, an assistant message's `tool_calls`
 and `role: tool` messages (serve/tools.py); and, at a value that changes nothing (what clients send by default),
 `logprobs` (null / false), `logit_bias` ({}), `response_format` ({"type": "text"}), `echo` (false), `best_of` (1),
-`suffix` (null) and `stream_options.include_obfuscation`. Anything else — other content parts
+`suffix` (null), `stream_options.include_obfuscation` and a message's `refusal`, `annotations`, `audio` and
+`function_call` (null: the openai client's `message.model_dump()` writes them). Anything else — other content parts
 (images), `n` above 1, those fields at other values — is a 422 naming the field."""
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ class PredictRequest(_Body):
         min_length=1, description="Texts, or rows with the data fields (text, text_pair, question, context).")
 
 
+def only(*noop: Any) -> AfterValidator:
+    """A field OpenAI's clients send at its default: taken at a value that changes nothing, else a 422 saying so."""
+    def check(value: Any) -> Any:
+        if not any(type(value) is type(v) and value == v for v in noop):  # (False, not 0; [], not {})
+            raise PydanticCustomError("unsupported", "not supported by this server (only {noop} is taken)",
+                                      {"noop": " / ".join(json.dumps(v) for v in noop)})
+        return value
+    return AfterValidator(check)
+
+
 class TextPart(_Body):
     type: Literal["text"]
     text: str
@@ -98,7 +109,8 @@ class Function(_Body):
 
 
 class ToolCall(_Body):
-    id: Text | None = Field(None, description="Given to the chat template as it is (one without: `call00001`, ...).")
+    id: Text | None = Field(None, description="Pairs the call with its result (`tool_call_id`); the chat template is "
+                            "given `call00001`, ... whatever it is, as training names a row's calls.")
     type: Literal["function"] = "function"
     function: Function
 
@@ -112,6 +124,11 @@ class Message(_Body):
     name: str | None = Field(None, description="Taken (OpenAI's clients send it), not used.")
     tool_calls: list[ToolCall] | None = Field(None, description="An assistant message's calls.")
     tool_call_id: Text | None = Field(None, description="A tool message's: the call it answers.")
+    # what the openai client's `message.model_dump()` writes on the reply it gives back: taken at null, not used
+    refusal: Annotated[Any, only(None)] = None
+    annotations: Annotated[Any, only(None, [])] = None
+    audio: Annotated[Any, only(None)] = None
+    function_call: Annotated[Any, only(None)] = None
 
     @field_validator("role", mode="after")
     @classmethod
@@ -133,16 +150,6 @@ class Message(_Body):
 class StreamOptions(_Body):
     include_usage: bool = False
     include_obfuscation: bool | None = None  # padding against length side channels: taken, none sent
-
-
-def only(*noop: Any) -> AfterValidator:
-    """A field OpenAI's clients send at its default: taken at a value that changes nothing, else a 422 saying so."""
-    def check(value: Any) -> Any:
-        if not any(type(value) is type(v) and value == v for v in noop):  # (False, not 0; [], not {})
-            raise PydanticCustomError("unsupported", "not supported by this server (only {noop} is taken)",
-                                      {"noop": " / ".join(json.dumps(v) for v in noop)})
-        return value
-    return AfterValidator(check)
 
 
 def no_penalty(value: float | None) -> float | None:
@@ -179,8 +186,8 @@ class _Sampling(_Body):
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
-    tools: list[Any] | None = Field(None, description="OpenAI's tool descriptions, given to the model's chat "
-                                    "template (serve/tools.py).")
+    tools: list[Annotated[Any, AfterValidator(utf8)]] | None = Field(
+        None, description="OpenAI's tool descriptions, given to the model's chat template (serve/tools.py).")
     tool_choice: Annotated[Any, only(None, "none", "auto")] = Field(
         None, description="auto (the default): the calls the model writes are returned as tool_calls where its "
         "template writes Hermes' <tool_call> tags; none: its text, as written.")

@@ -1,12 +1,17 @@
-"""Tools in `tunelab serve`'s chat endpoint, read as training reads a row's (tasks/sft_tools.py, the same helpers):
-OpenAI's `tools` become `apply_chat_template(tools=...)`, an assistant message's `tool_calls` the calls the template
-writes (their `arguments`, OpenAI's JSON text, parsed) and a `role: tool` message a tool result; the messages must
-come in the order training takes (`link_calls`: a 422 naming the message), and a template that cannot write them is
-a 400 naming the field (`refusal`), never a prompt without them.
+"""Tools in `tunelab serve`'s chat endpoint, read as training reads a row's (tasks/chat_tools.py, the task-neutral
+helpers training's rows are read by too): OpenAI's `tools` become `apply_chat_template(tools=...)`, an assistant
+message's `tool_calls` the calls the template writes (their `arguments`, OpenAI's JSON text, parsed) and a `role:
+tool` message a tool result; the messages must come in the order training takes (`link_calls`: a 422 naming the
+message), each result is paired with its call by `tool_call_id`, and every call is named as training names a row's
+(`call00001`, ...: a client's own ids, OpenAI's `call_...`, never reach the template, so Mistral's takes them and the
+prompt is training's); a template that cannot write them is a 400 naming the field (`refusal`), never a prompt
+without them.
 
 The reply: where the request gave tools (and `tool_choice` is not "none") and the model's template writes calls as
 Hermes / Qwen2.5 do, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the calls the model writes are
-returned as OpenAI's `tool_calls` (`reply_calls`; finish_reason "tool_calls"); any other format is the reply's text."""
+returned as OpenAI's `tool_calls` (`reply_calls`; finish_reason "tool_calls"); any other format is the reply's text.
+The tags are kept in the reply's text where the tokenizer has them as special tokens (`reply_tags`), as vLLM's
+Hermes parser decodes them."""
 
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ from typing import Any
 from fastapi import HTTPException
 
 from tunelab.http_errors import invalid
-from tunelab.tasks.sft_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
-from tunelab.text import rules_version
+from tunelab.tasks.chat_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
+from tunelab.text import json_problem, rules_version
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"  # Hermes' and Qwen2.5's call tags
 _CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)
@@ -38,6 +43,8 @@ def request_messages(body: Any) -> list[dict[str, Any]]:
                 if read is None or not isinstance(read["arguments"], dict):
                     raise invalid(f"messages[{i}].tool_calls[{k}].function", "expected a name and arguments that are "
                                   "a JSON object (or the JSON text of one)")
+                if (problem := json_problem(read["arguments"])) is not None:  # parsed: "\\ud800", NaN in the text
+                    raise invalid(f"messages[{i}].tool_calls[{k}].function.arguments", problem)
                 calls.append({"type": "function", "function": read, **({"id": call.id} if call.id else {})})
             msg.update(tool_calls=calls, **{SAID: msg["content"]})
         if m.tool_call_id:
@@ -71,6 +78,16 @@ def parses_calls(tokenizer: Any, body: Any) -> bool:
     return bool(body.tools) and body.tool_choice != "none" and OPEN in str(tokenizer.chat_template)
 
 
+def reply_tags(tokenizer: Any, body: Any) -> frozenset[int]:
+    """The ids of Hermes' call tags, where the request gives tools and the model's template writes them: kept in the
+    reply's text though the tokenizer has them as special tokens, which a reply's text leaves out (vLLM's Hermes
+    parser decodes so too); none else."""
+    if not body.tools or OPEN not in str(tokenizer.chat_template):
+        return frozenset()
+    found = ((tag, tokenizer.convert_tokens_to_ids(tag)) for tag in (OPEN, CLOSE))  # (an unknown one: unk or None)
+    return frozenset(i for tag, i in found if i is not None and tokenizer.convert_ids_to_tokens(i) == tag)
+
+
 def reply_calls(text: str) -> tuple[str, list[dict[str, Any]]] | None:
     """(the text outside the calls, the calls as OpenAI's `tool_calls`) of a reply that has `<tool_call>` blocks, each
     a call (`function`) whose arguments are an object; None for anything else (an unclosed or malformed call: the
@@ -84,7 +101,7 @@ def reply_calls(text: str) -> tuple[str, list[dict[str, Any]]] | None:
             call = function(json.loads(inside))
         except json.JSONDecodeError:
             return None
-        if call is None or not isinstance(call["arguments"], dict):
+        if call is None or not isinstance(call["arguments"], dict) or json_problem(call["arguments"]) is not None:
             return None
         arguments = json.dumps(call["arguments"], ensure_ascii=False)  # OpenAI's: the JSON text
         calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",

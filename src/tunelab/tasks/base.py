@@ -305,7 +305,7 @@ class Task(ABC):
         return stop_ids_of(tokenizer, None)
 
     def chat_turn(self, line: str, last: bool = True) -> str:
-        """A chat's user turn as the model trained on it (sft: the `last` one fills its prompt_template)."""
+        """A chat turn's text as the model trained on it (sft: cleaned; the `last` user turn fills its template)."""
         return line
 
     def load_tokenizer(self, model_path: str) -> Any:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.errors import ConfigError, DataError
+from tunelab.tasks.chat_tools import SAID, TemplateRefusal, template_form
 from tunelab.tasks.generation import decode_reply
-from tunelab.tasks.sft_tools import TemplateRefusal, template_form
 
 CHATML = (
     "{% for message in messages %}"
@@ -31,7 +31,7 @@ TEMPLATES = {"chatml": (CHATML, ["<|im_start|>", "<|im_end|>"]), "gemma": (GEMMA
 
 def render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False) -> str:
     """The conversation as the template writes it (a turn's `weight`, which says only whether it trains, left out), its
-    tool calls and tools as transformers' templates take them (tasks/sft_tools.py: a `TemplateRefusal` where the
+    tool calls and tools as transformers' templates take them (tasks/chat_tools.py: a `TemplateRefusal` where the
     template would leave them out)."""
     messages, tools = template_form(tokenizer, messages)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
@@ -133,10 +133,11 @@ def split_reply(messages: list[dict[str, Any]], tokenizer: Any = None) -> tuple[
     return before, decode_reply(tokenizer, tokenizer(span, add_special_tokens=False)["input_ids"])
 
 
-def user_turns(task: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """A conversation sent to a model (`tunelab chat`, serve's chat endpoint, the web UI's playground) with its user
-    turns as the model trained on them (`Task.chat_turn`): only the last one fills sft's one-placeholder
-    prompt_template, as training fills it with a row's last user turn (its history turns are plain)."""
+def chat_turns(task: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A conversation sent to a model (`tunelab chat`, serve's chat endpoint, the web UI's playground) with its turns
+    as the model trained on them (`Task.chat_turn`): every turn's text — system, user, assistant, a tool's result —
+    as data.clean cleaned a row's, and only the last user turn filling sft's one-placeholder prompt_template, as
+    training fills it with a row's last user turn (its history turns are plain)."""
     last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
-    return [{**m, "content": task.chat_turn(m["content"], last=i == last)} if m["role"] == "user" else m
-            for i, m in enumerate(messages)]
+    return [{**m, "content": task.chat_turn(m["content"], last=i == last),
+             **({SAID: task.chat_turn(m[SAID], last=False)} if SAID in m else {})} for i, m in enumerate(messages)]

@@ -341,8 +341,9 @@ class Sft(Task):
     baselines = "language_model"
 
     def chat_turn(self, line: str, last: bool = True) -> str:
-        """A chat's user turn as training had it: cleaned by data.clean; the conversation's last one (not a turn before
-        it, as a row's history turns are) filled into a one-placeholder prompt_template."""
+        """A chat turn's text as training had it: cleaned by data.clean (every turn's, a tool's result too); the
+        conversation's last user turn (`last`; not one before it, as a row's history turns are) filled into a
+        one-placeholder prompt_template."""
         template, clean = self.cfg.prompt_template, getattr(self.data, "clean", None)  # as training turns were
         if last and template is not None and len(template_fields(template)) == 1:
             _, msgs = template_messages(Record("<chat>", 0, {template_fields(template)[0]: line}), template,

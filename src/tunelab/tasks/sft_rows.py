@@ -6,9 +6,9 @@ A turn of `messages` or `conversations` may be written either way — `{role, co
 (ShareGPT), with either's role names — as LLaMA-Factory reads a dataset that declares them; LLaMA-Factory's tool
 use (`function_call` / `observation` turns, a `tools` column; OpenAI's `tool` role is an observation) is
 tasks/sft_tools.py; from text rules 5 a tool turn out of order (a result with no call before it, a call with no
-result after it) is one line, and calls and results carry ids (`link_calls`). An assistant turn with Axolotl's
-`"weight": 0` stays in the conversation but is not trained (its message keeps `"weight": 0`; `render` drops the key,
-`assistant_spans` skips the turn).
+result after it, a `tool_call_id` no call has) is one line, and calls and results carry ids (`link_calls`). An
+assistant turn with Axolotl's `"weight": 0` stays in the conversation but is not trained (its message keeps
+`"weight": 0`; `render` drops the key, `assistant_spans` skips the turn).
 
 Rows of a run trained by text rules before 3 (`text.rules_version()`: resume, report, export read its rows again by
 them) are read as that run read them: a template row without its system / history turns, OpenAI's `tool_calls` not
@@ -21,7 +21,8 @@ from typing import Any
 from tunelab.data.prompt_template import template_fields, template_messages
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
-from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, empty, link_calls, parse_calls
+from tunelab.tasks.chat_tools import empty, link_calls
+from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, parse_calls
 from tunelab.text import rules_version
 
 ROLES = ("system", "user", "assistant", "tool")  # OpenAI's (its `tool`: LLaMA-Factory's observation)
@@ -61,6 +62,8 @@ def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": ROLE_NAMES[role], "content": content}
     if role == "function_call":  # the assistant's tool calls: what the template writes (content: the turn as written)
         msg["tool_calls"] = parse_calls(rec, field, i, content)
+    if turn.get("tool_call_id") is not None and rules_version() >= 5:  # the call a result answers (null: none given)
+        msg["tool_call_id"] = _answers(rec, field, i, msg["role"], turn["tool_call_id"])
     if turn.get("weight") is not None:  # Axolotl's per-turn training switch (null: not given, as Arrow writes it)
         weight = turn["weight"]
         if not isinstance(weight, int | float) or weight not in (0, 1):
@@ -72,6 +75,14 @@ def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
         if weight == 0 and msg["role"] == "assistant":
             msg["weight"] = 0
     return msg
+
+
+def _answers(rec: Record, field: str, i: int, role: str, given: Any) -> str:
+    """A turn's `tool_call_id`: a string, on a tool result; one line for anything else."""
+    if role != "tool" or not isinstance(given, str):
+        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: tool_call_id: " + (
+            "only on a tool (observation) turn" if role != "tool" else f"not a string: {type(given).__name__}"))
+    return given
 
 
 def trained(m: dict[str, Any]) -> bool:
@@ -153,7 +164,7 @@ def template_row(rec: Record, template: str, response_field: str, labelled: bool
 
 def _turns(rec: Record, field: str, turns: list[Any]) -> list[dict[str, Any]]:
     """A conversation's turns as messages; from text rules 5 its tool turns in order (one line naming the first out of
-    it), calls and results with their ids (tasks/sft_tools.py `link_calls`)."""
+    it), calls and results with their ids (tasks/chat_tools.py `link_calls`)."""
     msgs = [_message(rec, field, i, t) for i, t in enumerate(turns)]
     if rules_version() >= 5 and (wrong := link_calls(msgs, lambda j: f"turn {j + 1}")) is not None:
         raise DataError(rec.source, rec.line, field, f"turn {wrong[0] + 1}: {wrong[1]}")

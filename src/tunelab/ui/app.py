@@ -259,7 +259,7 @@ class UI:
 
     async def play_chat(self, name: str, request: Request) -> StreamingResponse:
         await asyncio.to_thread(LIBRARY.wait)
-        from tunelab.tasks.chat_template import prompt_ids, user_turns
+        from tunelab.tasks.chat_template import chat_turns, prompt_ids
         from tunelab.tasks.streaming import stream_reply
 
         messages = await self._request(request, "messages", "{role, content}", checks.chat_messages)
@@ -268,7 +268,7 @@ class UI:
             raise HTTPException(400, f"{name} is a {model.task.cfg.name} model, not a chat model: "
                                      f"POST /api/play/{name} predicts with it")
         try:
-            ids = await asyncio.to_thread(prompt_ids, model.tokenizer, user_turns(model.task, messages))
+            ids = await asyncio.to_thread(prompt_ids, model.tokenizer, chat_turns(model.task, messages))
         except (TemplateError, ValueError) as exc:  # a template of the model's own may refuse a conversation
             raise invalid("messages", f"the chat template refused them: {str(exc)[:200]}") from None
         from tunelab.tasks.generation import prompt_limit  # here: importing it loads torch (the model has)
