@@ -70,6 +70,9 @@ def test_clean_text() -> None:
     # markup, a tag as before
     ("Foo<B>; grade <B> in maths, Grade <A>; score: <B>.", "Foo<B>; grade <B> in maths, Grade <A>; score: <B>."),
     ("He got a <B>, she got <A>. 成绩：<B> 很好", "He got a <B>, she got <A>. 成绩:<B> 很好"),
+    # a symbol beside it (`<A>+`, `=`, an emoji) and invisible characters passed over: still a grade
+    ("I got an <A>+ in physics, grade=<A>, got <A>🎉, grade <B>\u200b in maths",
+     "I got an <A>+ in physics, grade=<A>, got <A>🎉, grade <B> in maths"),
     ("x<b>y</b>", "xy"),
     ("grade <B>good</B>, Foo<B>", "grade good, Foo<B>"),
     ('see <b class="k">this', "see this"),

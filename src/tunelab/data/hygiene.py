@@ -73,14 +73,18 @@ def _tag(m: re.Match[str], closed: dict[str, int]) -> str:
 
 def _grade(m: re.Match[str]) -> bool:
     """A tag that reads as a school grade: one uppercase letter of A-F, S or U, nothing inside, with a space, a
-    punctuation mark or the text's start / end on each side (`grade <B> in maths`, `Grade <A>`, `got a <B>,`); kept
-    as text where it is the only kind of tag a text would lose (`<B>Bold`, `<U>title`, `<p>My grade is <B>` stay
-    markup)."""
+    punctuation mark, a symbol (`<A>+`, `grade=<A>`, an emoji) or the text's start / end on each side (`grade <B> in
+    maths`, `Grade <A>`, `got a <B>,`), invisible characters (a zero-width space) passed over; kept as text where it
+    is the only kind of tag a text would lose (`<B>Bold`, `<U>title`, `<p>My grade is <B>` stay markup)."""
     if not _GRADE.fullmatch(m.group(0)):
         return False
-    text, start, end = m.string, m.start(), m.end()
-    return all(i < 0 or i >= len(text) or text[i].isspace() or unicodedata.category(text[i]).startswith("P")
-               for i in (start - 1, end))
+    text, before, after = m.string, m.start() - 1, m.end()
+    while before >= 0 and _INVISIBLE.match(text, before):
+        before -= 1
+    while after < len(text) and _INVISIBLE.match(text, after):
+        after += 1
+    return all(i < 0 or i >= len(text) or text[i].isspace() or unicodedata.category(text[i])[0] in "PS"
+               for i in (before, after))
 
 
 def _drop_blocks(text: str) -> str:
