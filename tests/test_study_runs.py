@@ -186,3 +186,20 @@ def test_overwrite_removes_nothing_when_a_folder_cannot_be_removed(study: str, t
     assert line.startswith(f"error: output_dir: {stuck.parent.parent} cannot be removed (this command would replace "
                            "it): ") and line.endswith("; nothing was removed (make it removable, or choose another "
                                                       "output_dir)"), line
+
+
+def test_a_damaged_study_record_is_said_and_nothing_resumed(tiny_bert: Path, tmp_path: Path) -> None:
+    """A fold's study_started.json that does not read (truncated, or `older` not a list) is said so (it was called
+    missing, or `older: 5` raised a TypeError) and its checkpoints are not resumed."""
+    from tunelab.config.run import build_config
+    from tunelab.studies.cv import STARTED, resume_candidates
+
+    out = tmp_path / "fold-1"
+    (out / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (out / "config.yaml").write_text("task: classification\n")
+    cfg = build_config({"task": "classification", "model": str(tiny_bert)})
+    assert resume_candidates(out, cfg)[1] == f"what its checkpoints trained on is not recorded: no {STARTED}"
+    for damaged in ('{"inputs": {', '{"inputs": {}, "older": 5}'):
+        (out / STARTED).write_text(damaged)
+        assert resume_candidates(out, cfg) == ([], f"what its checkpoints trained on does not read: {STARTED} is "
+                                                   "damaged")

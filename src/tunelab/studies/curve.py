@@ -14,7 +14,8 @@ curve folder (OUTPUT_DIR/curve/.tunelab-study.lock, taken before anything is wri
 finished with the same config on the same rows is kept, one that did not finish goes on from its newest checkpoint
 where that trained on the rows and data files it reads now (else from its start); one of another config, or other
 rows (validation.jsonl too), is refused in one line before anything is written (`overwrite` replaces it, and starts
-an unfinished point over, once all it removes is known removable); rows are read by the first point's text rules.
+an unfinished point over, once all it removes is known removable); rows are read by the text rules of the first
+point kept or resumed (cv.study_rules).
 The `frac-F` folders of fractions not asked for (an earlier curve's) are never read into curve.json / curve.svg, and
 each run says what becomes of them: kept; those of another config or other rows removed under `overwrite` (they are
 the curve it replaces, as is its old curve.json / curve.svg), else kept.

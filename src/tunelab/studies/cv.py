@@ -15,8 +15,8 @@ starts an unfinished fold over, once all it removes is known removable: run_dir.
 begun by an older tunelab) reads its rows by the text rules of its first fold that is kept or resumed (`study_rules`).
 
 The folds are files rather than examples passed in memory: a fold is then an ordinary, reproducible run
-(`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml` repeats it), and the split can be inspected. Sampling,
-augmentation and the loss set-up apply to each fold's training part only. `data.validation` and
+(`tunelab train OUTPUT_DIR/cv/fold-1/config.yaml --set output_dir=NEW_DIR` repeats it), and the split can be
+inspected. Sampling, augmentation and the loss set-up apply to each fold's training part only. `data.validation` and
 `data.validation_split` are not used (each fold validates on its held-out part); `data.test`, when given,
 is scored by every fold.
 """
@@ -129,17 +129,19 @@ def resume_candidates(out: Path, cfg: RunConfig) -> tuple[list[Path], str]:
     if not _unfinished(out):
         return [], ""
     try:
-        started = read_json(out / STARTED)
+        started = read_json(out / STARTED) if (out / STARTED).exists() else None
     except TunelabError:
-        started = None
-    if not isinstance(started, dict) or not isinstance(started.get("inputs"), dict):
-        return [], f"what its checkpoints trained on is not recorded: no {STARTED}"
+        started = False
+    if not (isinstance(started, dict) and isinstance(started.get("inputs"), dict)
+            and isinstance(started.get("older", []), list)):
+        return [], (f"what its checkpoints trained on is not recorded: no {STARTED}" if started is None else
+                    f"what its checkpoints trained on does not read: {STARTED} is damaged")
     now = input_hashes(cfg)
     changed = sorted(k for k in now.keys() | started["inputs"].keys()
                      if k != "test" and now.get(k) != started["inputs"].get(k))
     if changed:
         return [], f"its checkpoints trained on another {', '.join(f'data.{k}' for k in changed)}"
-    older = set(started.get("older") or [])
+    older = {str(i) for i in started.get("older") or []}
     ours = [path for _, path in reversed(_unfinished(out)) if checkpoint_id(path) not in older]
     return ours, "" if ours else "its checkpoints are those of a run it replaces, on other rows or data files"
 
