@@ -548,6 +548,18 @@ def test_tool_call_ids_are_what_mistrals_template_takes(tiny_llama: Path) -> Non
     (own,) = task.parse(_table([{**TOOL_ROW, "conversations": turns}]))
     text = render(tok, own["messages"])
     assert '{"content": "b", "call_id": "call00002"}' in text and '{"content": "nice", "call_id": "call00001"}' in text
+    # dedup compares the pairing: the same results answering the calls the other way round render otherwise (they
+    # were one row, the second dropped); the same pairing under other ids is one row
+    from tunelab.data.dedup import duplicate_keys
+
+    def answered(first: str, second: str, ids: tuple[str, str] = ("abcdefghi", "jklmnopqr")) -> dict:
+        value = OWN.replace("abcdefghi", ids[0]).replace("jklmnopqr", ids[1])
+        return task.parse(_table([{**TOOL_ROW, "conversations": [Q, {**FC, "value": value}, {
+            **OB, "value": "b", "tool_call_id": first}, {**OB, "tool_call_id": second}, R]}]))[0]
+
+    swapped = answered("abcdefghi", "jklmnopqr")
+    assert render(tok, swapped["messages"]) != text and duplicate_keys(swapped) != duplicate_keys(own)
+    assert duplicate_keys(answered("yyy", "xxx", ("xxx", "yyy"))) == duplicate_keys(own)
     # served (serve/tools.py, by the same link_calls): OpenAI's ids, which Mistral's template refused (`call_...`, not
     # 9 letters and digits), pair the results alike and never reach the template: the prompt is training's
     from tunelab.serve.schemas import ChatRequest

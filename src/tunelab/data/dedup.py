@@ -32,7 +32,9 @@ def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     character-level Chinese row without spaces), SFT turns as `role: content` — an assistant turn of `"weight": 0`
     (not trained) as `assistant (weight 0): content`, so that rows that train on different turns are not one row, and
     a row's tools before them; a tool-call turn as its calls' canonical JSON (keys sorted, arguments parsed: compact
-    or spaced JSON, arguments as an object or a JSON string, train the same tokens)."""
+    or spaced JSON, arguments as an object or a JSON string, train the same tokens); from text rules 5 a tool result
+    as `tool (call0000N): content`, the call it answers (its id as `link_calls` renamed it: results paired with other
+    calls render otherwise in a template that writes ids, Mistral's; ids spelled otherwise, pairing alike, do not)."""
     rules = rules_version()  # an older run's rows read again: compared as it compared them
     parts = [v if isinstance(v, str) else " ".join(map(str, v)) if rules < 2 else join_tokens([str(t) for t in v])[0]
              for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
@@ -42,8 +44,14 @@ def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     weights = rules >= 3
     tools = messages[0].get("tools") if weights and messages else None  # a row's tools (tasks/sft_tools.py)
     return parts + ([f"tools: {_canonical(tools)}"] if tools else []) + \
-        [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}: {_turn(m, rules)}"
-         for m in messages]
+        [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}{_answers(m, rules)}: "
+         f"{_turn(m, rules)}" for m in messages]
+
+
+def _answers(message: dict[str, Any], rules: int) -> str:
+    """` (call0000N)`: the call a tool result answers, from text rules 5 (before: results had no ids)."""
+    linked = message.get("tool_call_id")
+    return f" ({linked})" if linked is not None and rules >= 5 else ""
 
 
 def _canonical(value: Any) -> str:
