@@ -489,7 +489,12 @@ def test_tool_turns_in_orders_templates_take_are_read(tmp_path: Path) -> None:
             [Q, {**FC, "value": OWN}, {**OB, "tool_call_id": "jklmnopqr"}, {**OB, "tool_call_id": "abcdefghi"}, R],
             [Q, {**FC, "value": OWN}, {**OB, "tool_call_id": "jklmnopqr"}, OB, R],
             [Q, {**FC, "value": OWN.replace("abcdefghi", "call00002").replace(', "id": "jklmnopqr"', "")},
-             {**OB, "tool_call_id": "call00002"}, OB, R]]
+             {**OB, "tool_call_id": "call00002"}, OB, R],
+            # "" is no id, as null (exports of one schema for every turn write it): refused on a user turn, as none of
+            # the call ids, as two calls' one id
+            [{**t, "tool_call_id": ""} for t in (Q, FC, OB, R)],
+            [Q, {**FC, "value": OWN.replace("abcdefghi", "").replace("jklmnopqr", "")}, {**OB, "tool_call_id": ""},
+             OB, R]]
     path = write_jsonl(tmp_path / "d.jsonl", [{"conversations": t} for t in [*rows, [Q, FC, FC, OB, R]]])
     res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft"])
     assert res.exit_code == 2 and res.output.strip() == f"error: {path}:{len(rows) + 1}: conversations: turn 3: turn " \
@@ -503,6 +508,8 @@ def test_tool_turns_in_orders_templates_take_are_read(tmp_path: Path) -> None:
                    [(A, ["call00001"]), ("tool", "call00001"), (A, ["call00002"]), ("tool", "call00002")],
                    [(A, ["call00001", "call00002"]), ("tool", "call00002"), ("tool", "call00001")],
                    [(A, ["call00001", "call00002"]), ("tool", "call00002"), ("tool", "call00001")],
+                   [(A, ["call00001", "call00002"]), ("tool", "call00001"), ("tool", "call00002")],
+                   [(A, ["call00001"]), ("tool", "call00001")],
                    [(A, ["call00001", "call00002"]), ("tool", "call00001"), ("tool", "call00002")]]
     assert read[2][-1]["tool_calls"][0]["id"] == "call00001"
 

@@ -64,6 +64,12 @@ def call_id(n: int) -> str:
     return f"call{n:05d}"[-9:]
 
 
+def given_id(value: Any) -> Any:
+    """A call's `id` or a result's `tool_call_id` as given; None where none is ("" as null: exports of one schema for
+    every turn fill it in so, and OpenAI's clients send it so)."""
+    return None if value is None or value == "" else value
+
+
 def link_calls(messages: list[dict[str, Any]], name: Callable[[int], str]) -> tuple[int, str] | None:
     """Each tool call named `call_id(n)`, and each tool result's `tool_call_id` the new id of the call it answers: the
     call whose own id it gives (a row's, a client's), else the first of its turn not yet answered; in place. (index,
@@ -71,7 +77,7 @@ def link_calls(messages: list[dict[str, Any]], name: Callable[[int], str]) -> tu
     results in a row than the calls they answer, a `tool_call_id` none of the turn's calls has, a second result for a
     call, two calls of a turn with one id, a call followed by anything but a result (two function_call turns in a
     row). A call may end the conversation (the reply trained), and one result may answer a turn's several calls
-    (LLaMA-Factory's single observation)."""
+    (LLaMA-Factory's single observation). An id "" is none (`given_id`)."""
     new: list[str] = []  # the new ids of the calls of the turn being answered
     own: dict[Any, str] = {}  # their own ids -> their new ones
     done: set[str] = set()  # the new ids answered
@@ -80,7 +86,7 @@ def link_calls(messages: list[dict[str, Any]], name: Callable[[int], str]) -> tu
         if m["role"] == "tool":
             if turn is None:
                 return i, "a tool result (observation) with no tool call (function_call turn) before it"
-            given = m.get("tool_call_id")
+            given = given_id(m.get("tool_call_id"))
             if given is None and len(done) == len(new):
                 return i, (f"{answered + 1} tool results (observations) in a row for the {len(new)} call"
                            f"{'s' if len(new) > 1 else ''} of {name(turn)}")
@@ -100,7 +106,7 @@ def link_calls(messages: list[dict[str, Any]], name: Callable[[int], str]) -> tu
             for call in m["tool_calls"]:
                 made += 1
                 new.append(call_id(made))
-                if (given := call.get("id")) is not None:
+                if (given := given_id(call.get("id"))) is not None:
                     if given in own:
                         return i, f"two tool calls with the id {str(given)[:40]!r}"
                     own[given] = new[-1]

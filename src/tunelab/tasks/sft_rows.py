@@ -21,7 +21,7 @@ from typing import Any
 from tunelab.data.prompt_template import template_fields, template_messages
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
-from tunelab.tasks.chat_tools import empty, link_calls
+from tunelab.tasks.chat_tools import empty, given_id, link_calls
 from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, parse_calls
 from tunelab.text import rules_version
 
@@ -62,7 +62,8 @@ def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": ROLE_NAMES[role], "content": content}
     if role == "function_call":  # the assistant's tool calls: what the template writes (content: the turn as written)
         msg["tool_calls"] = parse_calls(rec, field, i, content)
-    if turn.get("tool_call_id") is not None and rules_version() >= 5:  # the call a result answers (null: none given)
+    if given_id(turn.get("tool_call_id")) is not None and rules_version() >= 5:  # the call a result answers (null,
+        # "": none given, as exports of one schema for every turn write it)
         msg["tool_call_id"] = _answers(rec, field, i, msg["role"], turn["tool_call_id"])
     if turn.get("weight") is not None:  # Axolotl's per-turn training switch (null: not given, as Arrow writes it)
         weight = turn["weight"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from tunelab.data.readers import Record
 from tunelab.errors import DataError
-from tunelab.tasks.chat_tools import TOOLS, function, tool_schemas
+from tunelab.tasks.chat_tools import TOOLS, function, given_id, tool_schemas
 from tunelab.text import json_problem, rules_version
 
 CALL = '{"name": ..., "arguments": {...}}'
@@ -46,7 +46,7 @@ def parse_calls(rec: Record, field: str, i: int, value: str) -> list[dict[str, A
             raise DataError(rec.source, rec.line, field, f"{where}{read['name']}: the arguments are not a JSON object")
         if ids and (problem := json_problem(read["arguments"])) is not None:  # NaN, "\ud800" in a JSON text
             raise DataError(rec.source, rec.line, field, f"{where}{read['name']}: arguments: {problem}")
-        own = call.get("id") if ids else None
+        own = given_id(call.get("id")) if ids else None  # ("": none given)
         if own is not None and not isinstance(own, str):
             raise DataError(rec.source, rec.line, field, f"{where}{read['name']}: id is not a string: "
                             f"{type(own).__name__}")
