@@ -512,6 +512,17 @@ def test_tool_turns_in_orders_templates_take_are_read(tmp_path: Path) -> None:
                    [(A, ["call00001"]), ("tool", "call00001")],
                    [(A, ["call00001", "call00002"]), ("tool", "call00001"), ("tool", "call00002")]]
     assert read[2][-1]["tool_calls"][0]["id"] == "call00001"
+    # a turn of many calls whose results give ids only now and then: each id-less one answers the first call not yet
+    # answered (found by a cursor that only moves on; it was looked for from the turn's first call each time)
+    from tunelab.tasks.chat_tools import call_id, link_calls
+
+    n = 2000
+    many = [{"role": U, "content": "x"}, {"role": A, "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": {}}, "id": f"own{k}"} for k in range(n)]},
+        *({"role": "tool", "content": str(j)} | ({"tool_call_id": f"own{j + 1}"} if j % 2 == 0 else {})
+          for j in range(n))]
+    assert link_calls(many, str) is None
+    assert [m["tool_call_id"] for m in many[2:]] == [call_id(j + 2 if j % 2 == 0 else j) for j in range(n)]
 
 
 MISTRAL_TOOLS = (  # the lines of Mistral v0.3's template that take calls: ids of 9 letters and digits, or it raises

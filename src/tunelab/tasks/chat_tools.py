@@ -81,7 +81,8 @@ def link_calls(messages: list[dict[str, Any]], name: Callable[[int], str]) -> tu
     new: list[str] = []  # the new ids of the calls of the turn being answered
     own: dict[Any, str] = {}  # their own ids -> their new ones
     done: set[str] = set()  # the new ids answered
-    turn, answered, made = None, 0, 0  # its index, the results after it so far, the calls so far
+    turn, answered, made, first = None, 0, 0, 0  # its index, the results after it so far, the calls so far, where
+    # the first call not yet answered may be (it only moves on: a turn of n calls answered without ids is O(n))
     for i, m in enumerate(messages):
         if m["role"] == "tool":
             if turn is None:
@@ -94,7 +95,10 @@ def link_calls(messages: list[dict[str, Any]], name: Callable[[int], str]) -> tu
                 return i, f"tool_call_id {str(given)[:40]!r} is none of the call ids of {name(turn)}"
             if given is not None and own[given] in done:
                 return i, f"a second tool result for the call {str(given)[:40]!r} of {name(turn)}"
-            m["tool_call_id"] = own[given] if given is not None else next(c for c in new if c not in done)
+            if given is None:
+                while new[first] in done:  # (one is not: fewer answered than calls)
+                    first += 1
+            m["tool_call_id"] = own[given] if given is not None else new[first]
             done.add(m["tool_call_id"])
             answered += 1
             continue
@@ -102,16 +106,27 @@ def link_calls(messages: list[dict[str, Any]], name: Callable[[int], str]) -> tu
             return i, f"{name(turn)}'s tool call has no result (an observation / tool turn must come next)"
         turn = None
         if m.get("tool_calls"):
-            new, own, done, turn, answered = [], {}, set(), i, 0
-            for call in m["tool_calls"]:
-                made += 1
-                new.append(call_id(made))
-                if (given := given_id(call.get("id"))) is not None:
-                    if given in own:
-                        return i, f"two tool calls with the id {str(given)[:40]!r}"
-                    own[given] = new[-1]
-                call["id"] = new[-1]
+            done, turn, answered, first = set(), i, 0, 0
+            new, own, twice = _name_calls(m["tool_calls"], made)
+            made += len(new)
+            if twice is not None:
+                return i, f"two tool calls with the id {str(twice)[:40]!r}"
     return None
+
+
+def _name_calls(calls: list[dict[str, Any]], made: int) -> tuple[list[str], dict[Any, str], Any]:
+    """(the calls' new ids, their own ids -> their new ones, an own id two of them have or None); each call named
+    `call_id(n)` from `made + 1`, in place."""
+    new: list[str] = []
+    own: dict[Any, str] = {}
+    for call in calls:
+        new.append(call_id(made + len(new) + 1))
+        if (given := given_id(call.get("id"))) is not None:
+            if given in own:
+                return new, own, given
+            own[given] = new[-1]
+        call["id"] = new[-1]
+    return new, own, None
 
 
 def tool_schemas(value: Any) -> list[dict[str, Any]]:
