@@ -601,6 +601,15 @@ def test_tool_call_ids_are_what_mistrals_template_takes(tiny_llama: Path) -> Non
     read = served(given, [("call00002", "b"), (None, "nice")])
     assert [c["id"] for c in read[2]["tool_calls"]] == ["call00001", "call00002"]
     assert [m["tool_call_id"] for m in read[3:5]] == ["call00001", "call00002"]
+    # a model of text rules before 5 trained on rows without ids: its template is given none (the client's reached it,
+    # which Mistral's refused: training's own refusal, not a prompt it never saw)
+    from tunelab.text import text_rules
+
+    with text_rules(4):
+        old = served(openai, [(openai[1]["id"], "b"), (openai[0]["id"], "nice")])
+    assert [m["role"] for m in old] == [S, U, A, "tool", "tool", A] and old[2]["tool_calls"]
+    assert not any("id" in c for m in old for c in m.get("tool_calls", ()))
+    assert not any("tool_call_id" in m for m in old)
 
 
 def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:

@@ -33,7 +33,7 @@ _CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)
 def request_messages(body: Any) -> list[dict[str, Any]]:
     """A ChatRequest's messages as training has a conversation's (role, content; calls, results and their ids), the
     tools on the first; a 422 naming what is wrong. Read by the text rules in force: the model's (`model_rules`)."""
-    out = []
+    out, ids = [], rules_version() >= 5  # (a model trained by text rules before 5 had no ids: given none)
     for i, m in enumerate(body.messages):
         msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
         if m.tool_calls:
@@ -45,13 +45,13 @@ def request_messages(body: Any) -> list[dict[str, Any]]:
                                   "a JSON object (or the JSON text of one)")
                 if (problem := json_problem(read["arguments"])) is not None:  # parsed: "\\ud800", NaN in the text
                     raise invalid(f"messages[{i}].tool_calls[{k}].function.arguments", problem)
-                calls.append({"type": "function", "function": read, **({"id": call.id} if call.id else {})})
+                calls.append({"type": "function", "function": read, **({"id": call.id} if call.id and ids else {})})
             msg.update(tool_calls=calls, **{SAID: msg["content"]})
-        if m.tool_call_id:
+        if m.tool_call_id and ids:
             msg["tool_call_id"] = m.tool_call_id
         out.append(msg)
     # (a model trained by text rules before 5 read its tool turns without ids and in any order: read so here too)
-    if rules_version() >= 5 and (wrong := link_calls(out, lambda j: f"messages[{j}]")) is not None:
+    if ids and (wrong := link_calls(out, lambda j: f"messages[{j}]")) is not None:
         raise invalid(f"messages[{wrong[0]}]", wrong[1])
     try:
         tools = tool_schemas(body.tools)
