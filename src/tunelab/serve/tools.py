@@ -11,7 +11,7 @@ The reply: where the request gave tools (and `tool_choice` is not "none") and th
 Hermes / Qwen2.5 do, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the calls the model writes are
 returned as OpenAI's `tool_calls` (`reply_calls`; finish_reason "tool_calls"); any other format is the reply's text.
 The tags are kept in the reply's text where the tokenizer has them as special tokens (`reply_tags`), as vLLM's
-Hermes parser decodes them."""
+Hermes parser decodes them, where the calls are read (not with `tool_choice: "none"`: the text without them)."""
 
 from __future__ import annotations
 
@@ -79,10 +79,11 @@ def parses_calls(tokenizer: Any, body: Any) -> bool:
 
 
 def reply_tags(tokenizer: Any, body: Any) -> frozenset[int]:
-    """The ids of Hermes' call tags, where the request gives tools and the model's template writes them: kept in the
-    reply's text though the tokenizer has them as special tokens, which a reply's text leaves out (vLLM's Hermes
-    parser decodes so too); none else."""
-    if not body.tools or OPEN not in str(tokenizer.chat_template):
+    """The ids of Hermes' call tags, where the reply's calls are read (`parses_calls`: tools given, `tool_choice` not
+    "none", a template that writes them): kept in the reply's text though the tokenizer has them as special tokens,
+    which a reply's text leaves out (vLLM keeps special tokens so: only given tools and a tool_choice not "none");
+    none else (a reply with `tool_choice: "none"` is its text without them)."""
+    if not parses_calls(tokenizer, body):
         return frozenset()
     found = ((tag, tokenizer.convert_tokens_to_ids(tag)) for tag in (OPEN, CLOSE))  # (an unknown one: unk or None)
     return frozenset(i for tag, i in found if i is not None and tokenizer.convert_ids_to_tokens(i) == tag)
