@@ -15,7 +15,7 @@ decay as one running factor: applied to a row by a forward pre-hook before a bat
 the gradient is then taken at dense AdamW's weights), and to all of them by `settle()` before anything else reads
 the weights (evaluation, checkpoint, the end of training). The touched rows' weights and
 moments are held side by side in their own buffers (`_Rows`), so a step reads and writes those rows only, not
-gathers and scatters them from three whole tables (MiniLM SST-2: the embedding's optimizer step 14.5 → 2.3 ms),
+gathers and scatters them from three whole tables (MiniLM SST-2: the embedding's optimizer step 16.0 → 2.6 ms),
 and the whole-table moments of dense AdamW are not held at all (Gemma-3: two 671 MB tables). `state_dict()` gives
 AdamW's state (`step`, `exp_avg`, `exp_avg_sq` as whole tables): a checkpoint resumes with or without this.
 
