@@ -203,3 +203,66 @@ def test_a_damaged_study_record_is_said_and_nothing_resumed(tiny_bert: Path, tmp
         (out / STARTED).write_text(damaged)
         assert resume_candidates(out, cfg) == ([], f"what its checkpoints trained on does not read: {STARTED} is "
                                                    "damaged")
+
+
+def _fold(tiny_bert: Path, tmp_path: Path, **data: object) -> tuple[Path, Any, dict[str, str]]:
+    """A fold's folder, its run's config (on its train.jsonl, with `data`) and its rows."""
+    from tunelab.config.run import build_config
+
+    out = tmp_path / "cv" / "fold-2"
+    cfg = build_config({"task": "classification", "model": str(tiny_bert), "output_dir": str(out),
+                        "data": {"train": str(out / "train.jsonl"), **data}})
+    return out, cfg, {"train.jsonl": "".join(json.dumps(row) + "\n" for row in sentiment_rows(8, 0))}
+
+
+def test_a_rerun_stopped_before_its_run_began_keeps_what_the_checkpoints_trained_on(
+        tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold killed at step 2, resumed and killed at step 4; run again on an edited synonyms file (twice) and stopped
+    each time before its run claimed the folder (its checkpoints still there): with the file restored byte for byte,
+    the step-4 checkpoint resumes — it trained on exactly these files (the rewritten study_started.json called every
+    checkpoint there another run's: 'its checkpoints trained on another data.augment.synonyms')."""
+    from tunelab.studies.cv import STARTED, resume_candidates, run_sub
+
+    synonyms = tmp_path / "synonyms.tsv"
+    synonyms.write_bytes(b"good\tfine,great\n")
+    out, cfg, rows = _fold(tiny_bert, tmp_path, augment={"synonyms": str(synonyms)})
+    steps = out / "checkpoints"
+
+    def killed_at(step: int) -> Any:  # its run claims the folder, trains to `step` and is killed
+        def run(config: Any, **kwargs: Any) -> dict:
+            (out / "config.yaml").write_text("task: classification\n")
+            (steps / f"step-{step:08d}").mkdir(parents=True)
+            (steps / f"step-{step:08d}" / "trainer_state.json").write_text(json.dumps({"step": step}))
+            raise KeyboardInterrupt
+        return run
+
+    def stopped(config: Any, **kwargs: Any) -> dict:  # Ctrl-C before its run claimed the folder
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tunelab.studies.cv, "run", killed_at(2))
+        with pytest.raises(KeyboardInterrupt):
+            run_sub(cfg, out, rows)
+        found = resume_candidates(out, cfg)[0]
+        assert found == [steps / "step-00000002"]
+        patched.setattr(tunelab.studies.cv, "run", killed_at(4))
+        with pytest.raises(KeyboardInterrupt):
+            run_sub(cfg, out, rows, tunelab.training.checkpoint.Verified(found[0]))
+        assert resume_candidates(out, cfg)[0] == [steps / "step-00000004", steps / "step-00000002"]
+        patched.setattr(tunelab.studies.cv, "run", stopped)
+        for edited in (b"good\tnice\n", b"good\tswell\n"):
+            synonyms.write_bytes(edited)
+            assert resume_candidates(out, cfg) == ([], "its checkpoints trained on another data.augment.synonyms")
+            before = (out / STARTED).read_bytes()
+            with pytest.raises(KeyboardInterrupt):
+                run_sub(cfg, out, rows)
+            assert (out / STARTED).read_bytes() != before  # (rewritten, as the reviewer's repro waited for)
+            assert resume_candidates(out, cfg) == ([], "its checkpoints are those of a run it replaces, on other "
+                                                       "rows or data files")
+    synonyms.write_bytes(b"good\tfine,great\n")
+    assert resume_candidates(out, cfg) == ([steps / "step-00000004", steps / "step-00000002"], "")
+
+    # a record of an older tunelab ("older": a list of ids) reads as before: those checkpoints are never resumed
+    older = json.loads((out / STARTED).read_text())
+    (out / STARTED).write_text(json.dumps({"inputs": older["inputs"], "older": list(older["older"])}))
+    assert resume_candidates(out, cfg)[0] == []

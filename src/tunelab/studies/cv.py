@@ -46,9 +46,17 @@ from tunelab.pipeline import config_changes, resolved, run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.folds import fold_indices
+from tunelab.studies.records import (
+    INPUTS,
+    STARTED,
+    input_hashes,
+    resume_candidates,
+    started_record,
+    unfinished,
+)
 from tunelab.text import rules_version, text_rules
-from tunelab.training.checkpoint import Verified, read_trainer_state, sha256, verify
-from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK, list_checkpoints
+from tunelab.training.checkpoint import Verified, read_trainer_state, verify
+from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 
@@ -95,63 +103,12 @@ def sub_run_state(out: Path, cfg: RunConfig, files: dict[str, str]) -> str:
     return FINISHED if finished and read_json(out / INPUTS) == input_hashes(cfg) else TO_RUN
 
 
-INPUTS = "study_inputs.json"  # a finished sub-run's data files' sha256, written when its run returned
-
-
-def input_hashes(cfg: RunConfig) -> dict[str, str]:
-    """{key: sha256} of each data file `cfg` reads (`DataConfig.files`: the splits, unlabelled rows, synonyms)."""
-    paths = ((key, Path(value).expanduser()) for key, value in cfg.data.files())
-    return {key: sha256(path) for key, path in paths if path.is_file()}
-
-
-STARTED = "study_started.json"  # written as a sub-run's run starts from step 0: see `resume_candidates`
-
-
-def checkpoint_id(path: Path) -> str | None:
-    """What tells a checkpoint from another run's of the same step: its trainer_state.json's sha256 (it holds its
-    weights' and optimizer state's)."""
-    return sha256(path / "trainer_state.json") if (path / "trainer_state.json").is_file() else None
-
-
-def _unfinished(out: Path) -> list[tuple[int, Path]]:
-    """The checkpoints of the unfinished run `out` holds (a study stopped by Ctrl-C or killed: its config.yaml and
-    checkpoints, no metrics.json), oldest first."""
-    if not (out / "config.yaml").is_file() or (out / "metrics.json").is_file():
-        return []
-    return list_checkpoints(out / "checkpoints")
-
-
-def resume_candidates(out: Path, cfg: RunConfig) -> tuple[list[Path], str]:
-    """The checkpoints (newest first) of the unfinished run in `out` that trained on the rows and data files `cfg`
-    reads now (a sub-run `sub_run_state` found TO_RUN: the rows it writes are those there), as STARTED recorded them
-    when that run started from step 0 — their sha256 ("inputs"; data.test may change, as a resume's may) and the
-    checkpoints already there then ("older": another run's, until the run claims the folder); else none, and why."""
-    if not _unfinished(out):
-        return [], ""
-    try:
-        started = read_json(out / STARTED) if (out / STARTED).exists() else None
-    except TunelabError:
-        started = False
-    if not (isinstance(started, dict) and isinstance(started.get("inputs"), dict)
-            and isinstance(started.get("older", []), list)):
-        return [], (f"what its checkpoints trained on is not recorded: no {STARTED}" if started is None else
-                    f"what its checkpoints trained on does not read: {STARTED} is damaged")
-    now = input_hashes(cfg)
-    changed = sorted(k for k in now.keys() | started["inputs"].keys()
-                     if k != "test" and now.get(k) != started["inputs"].get(k))
-    if changed:
-        return [], f"its checkpoints trained on another {', '.join(f'data.{k}' for k in changed)}"
-    older = {str(i) for i in started.get("older") or []}
-    ours = [path for _, path in reversed(_unfinished(out)) if checkpoint_id(path) not in older]
-    return ours, "" if ours else "its checkpoints are those of a run it replaces, on other rows or data files"
-
-
 def resumable(out: Path, cfg: RunConfig, label: str, overwrite: bool = False) -> Verified | None:
     """The checkpoint (the newest intact one of `resume_candidates`) a sub-run that `sub_run_state` found TO_RUN
     continues from (verified: its run does not hash it again); None: it trains from its start (`label: its unfinished
     run is not resumed (why)` said where it holds one: other rows or data files, no intact checkpoint, or `overwrite`,
     which starts it over as train's does)."""
-    if not _unfinished(out):
+    if not unfinished(out):
         return None
     found, why = ([], overwrite_option()) if overwrite else resume_candidates(out, cfg)
     for path in found:
@@ -173,18 +130,19 @@ def replaced_paths(out: Path, files: dict[str, str]) -> list[Path]:
 def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Verified | None = None, label: str = "",
             ) -> dict[str, Any]:
     """Run a study's sub-run (a cv fold, a curve point) in `out` on its rows `files` ({name: JSONL text}), from the
-    checkpoint `resume` (`resumable`; `label: resumed from step N` said), else from step 0 (STARTED says on what);
-    once it returns, INPUTS records the data files it read (`sub_run_state` keeps it while they stay the same)."""
+    checkpoint `resume` (`resumable`; `label: resumed from step N` said), else from step 0 (STARTED says on what,
+    and what the checkpoints there trained on); once it returns, INPUTS records the data files it read
+    (`sub_run_state` keeps it while they stay the same)."""
     refuse_if_in_use(out)  # (its rows are not rewritten under a run that holds it)
     make_dirs(out, "output_dir")
     (out / INPUTS).unlink(missing_ok=True)
     for name, text in files.items():
         write_text_atomic(out / name, text)
     inputs = input_hashes(config)  # (as they were when it started)
-    if resume is None:  # (the checkpoints there until the run claims the folder are another run's: never resumed)
-        older = [checkpoint_id(path) for _, path in list_checkpoints(out / "checkpoints")]
-        write_json_atomic(out / STARTED, {"inputs": inputs, "older": [i for i in older if i is not None]})
-    else:
+    # the checkpoints there until the run claims the folder: each with what it trained on (a rerun stopped before
+    # then resumes them where that is what it reads); those the run writes trained on `inputs`
+    write_json_atomic(out / STARTED, started_record(out, inputs))
+    if resume is not None:
         step = read_trainer_state(resume.path)["step"]
         _say(f"{label}: resumed from step {step} of its unfinished run ({resume.path})")
     # the study owns its sub-run directories
