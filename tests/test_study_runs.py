@@ -266,3 +266,49 @@ def test_a_rerun_stopped_before_its_run_began_keeps_what_the_checkpoints_trained
     older = json.loads((out / STARTED).read_text())
     (out / STARTED).write_text(json.dumps({"inputs": older["inputs"], "older": list(older["older"])}))
     assert resume_candidates(out, cfg)[0] == []
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
+def test_a_data_file_is_hashed_once_per_command(study: str, tiny_bert: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data file every fold / point reads (data.test, the synonyms) is hashed once per command, not once per fold
+    (and again by each check of it: a 1 GB file 5-7 times a 5-fold rerun); its sha256 as recorded is the same, and a
+    later command sees the file as it is then."""
+    import hashlib
+
+    import tunelab.studies.records
+
+    test = write_jsonl(tmp_path / "test.jsonl", sentiment_rows(10, 3))
+    synonyms = tmp_path / "synonyms.tsv"
+    synonyms.write_text("good\tfine\n")
+    path = _config(tmp_path, tiny_bert)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"].update(test=str(test), augment={"synonyms": str(synonyms)})
+    path.write_text(yaml.safe_dump(cfg))
+    hashed, sha256 = [], tunelab.training.checkpoint.sha256
+
+    def counted(file: Path, *a: Any) -> str:
+        hashed.append(Path(file).resolve())
+        return sha256(file, *a)
+
+    def run(config: Any, **kwargs: Any) -> dict:  # (the study's part alone: its runs' training is not the question)
+        return {"validation": {"accuracy": 0.5, "loss": 1.0}}
+
+    more = ["--folds", "3"] if study == "cv" else ["--fractions", "0.3,0.6,1"]
+    for text in ("good\tfine\n", "good\tnice\n"):  # a second command, the synonyms edited: hashed again
+        synonyms.write_text(text)
+        hashed.clear()
+        with monkeypatch.context() as patched:
+            patched.setattr(tunelab.studies.cv, "run", run)
+            for module in (tunelab.studies.cv, tunelab.studies.records):
+                patched.setattr(module, "sha256", counted, raising=False)
+            res = runner.invoke(app, [study, str(path), *more])
+        assert res.exit_code == 0, res.output
+        assert hashed.count(test.resolve()) == 1 and hashed.count(synonyms.resolve()) == 1
+        subs = sorted(p for p in (tmp_path / "out" / study).iterdir() if p.is_dir())
+        assert len(subs) == 3
+        for sub in subs:
+            inputs = json.loads((sub / "study_inputs.json").read_text())
+            assert inputs["test"] == hashlib.sha256(test.read_bytes()).hexdigest()
+            assert inputs["augment.synonyms"] == hashlib.sha256(text.encode()).hexdigest()
+            assert inputs["train"] == hashlib.sha256((sub / "train.jsonl").read_bytes()).hexdigest()

@@ -54,6 +54,7 @@ from tunelab.studies.cv import (
     sub_run_config,
     sub_run_state,
 )
+from tunelab.studies.records import hashes_cached
 from tunelab.studies.tune import metric_value
 from tunelab.text import text_rules
 from tunelab.training.layout import STUDY_LOCK
@@ -102,7 +103,8 @@ def run_curve(cfg: RunConfig, fractions: list[float], overwrite: bool = False) -
     writes to OUTPUT_DIR/curve/curve.json, with curve.svg) the validation headline metric at each fraction.
     `overwrite`: replace the points (and validation.jsonl) of another curve."""
     root = make_dirs(Path(cfg.output_dir) / "curve", "output_dir")
-    with RunDirLock(root, STUDY_LOCK):  # one curve per folder: a second is refused with the pid before it writes
+    # one curve per folder: a second is refused with the pid before it writes (a data file hashed once in it)
+    with RunDirLock(root, STUDY_LOCK), hashes_cached():
         # a curve continued reads its rows (its validation hold-out too) by the rules its points kept or resumed read
         # them by
         validation = cfg.data.validation or str(root / "validation.jsonl")

@@ -49,6 +49,7 @@ from tunelab.studies.folds import fold_indices
 from tunelab.studies.records import (
     INPUTS,
     STARTED,
+    hashes_cached,
     input_hashes,
     resume_candidates,
     started_record,
@@ -227,7 +228,7 @@ def run_cv(cfg: RunConfig, folds: int, overwrite: bool = False) -> dict[str, Any
     root = make_dirs(Path(cfg.output_dir) / "cv", "output_dir")  # a place that takes no files: said at once
     # one cv per folder: a second is refused with the pid before it writes; then (under the lock) a cv continued reads
     # its rows, and splits them into folds, by the rules its folds kept or resumed read them by
-    with RunDirLock(root, STUDY_LOCK):
+    with RunDirLock(root, STUDY_LOCK), hashes_cached():  # (a data file hashed once)
         folders = [(fold_dir(root, k), fold_config(cfg, root, k)) for k in range(1, folds + 1)]
         rules, plan = study_rules(folders, partial(_plan, cfg, folds, root), _Plan.files, overwrite)
         with text_rules(rules):

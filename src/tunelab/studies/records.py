@@ -12,10 +12,16 @@ unfinished sub-run it may resume.
 A rerun stopped before its run claimed the folder leaves the checkpoints there resumable where they trained on the
 data files there are now (their inputs carried over from the record it replaced); a checkpoint written after the
 record, by the run it started (or resumed), trained on its "inputs".
+
+A data file is hashed once per command (`hashes_cached`: cv, curve), keyed by its resolved path, size, mtime,
+ctime and inode: a study's checks and its sub-runs read a shared file (data.test, synonyms) many times.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +34,37 @@ from tunelab.training.layout import list_checkpoints
 INPUTS = "study_inputs.json"  # a finished sub-run's data files' sha256, written when its run returned
 STARTED = "study_started.json"  # written as a sub-run's run starts: see `resume_candidates`
 
+_cache: dict[tuple[str, int, int, int, int], str] | None = None  # `hashes_cached`'s, while a command holds it
+
+
+@contextmanager
+def hashes_cached() -> Iterator[None]:
+    """Within it (one command: a cv, a curve), a data file is hashed once while it stays the same file (resolved
+    path, size, mtime, ctime, inode: a file rewritten — atomically, a new inode, or in place — is hashed again)."""
+    global _cache
+    held, _cache = _cache, {} if _cache is None else _cache
+    try:
+        yield
+    finally:
+        _cache = held
+
+
+def file_sha256(path: Path) -> str:
+    """`path`'s sha256, from `hashes_cached`'s cache where a command holds one."""
+    if _cache is None:
+        return sha256(path)
+    real = path.resolve()
+    st = os.stat(real)
+    key = (str(real), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _cache:
+        _cache[key] = sha256(real)
+    return _cache[key]
+
+
 def input_hashes(cfg: RunConfig) -> dict[str, str]:
     """{key: sha256} of each data file `cfg` reads (`DataConfig.files`: the splits, unlabelled rows, synonyms)."""
     paths = ((key, Path(value).expanduser()) for key, value in cfg.data.files())
-    return {key: sha256(path) for key, path in paths if path.is_file()}
+    return {key: file_sha256(path) for key, path in paths if path.is_file()}
 
 
 def checkpoint_id(path: Path) -> str | None:
