@@ -3,6 +3,7 @@ rows skipped, and the cases where it must stay dense."""
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 
@@ -202,3 +203,27 @@ def test_state_dict_moments_are_dense_adamws_through_growth_and_reload() -> None
         step(ids)
     opts[1].settle()
     torch.testing.assert_close(models[1].weight, models[0].weight, rtol=1e-5, atol=1e-7)
+
+
+def test_a_state_loaded_without_settling_keeps_the_owed_decay() -> None:
+    """load_state_dict on an optimizer whose never-touched rows still owe weight decay: it is paid into the weights
+    first (it was dropped: 2.5e-2 off dense AdamW), and the saved step is a copy, not the live counter."""
+    torch.manual_seed(0)
+    weights = torch.randn(100, 4)
+    models = [torch.nn.Embedding(100, 4, _weight=weights.clone()) for _ in range(2)]
+    models[1].sparse = True
+    opts = [torch.optim.AdamW(models[0].parameters(), lr=1e-1, weight_decay=0.1, fused=True),
+            RowAdamW(models[1].parameters(), lr=1e-1, weight_decay=0.1, fused=True)]
+    opts[1].read_by(models[1])
+    for i, ids in enumerate(([1, 2], [2, 3], [3, 4], [50, 60], [60, 70])):
+        for model, opt in zip(models, opts, strict=True):
+            model(torch.tensor(ids)).pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        if i == 2:
+            saved = opts[1].state_dict()
+            step = saved["state"][0]["step"].item()
+            opts[1].load_state_dict(copy.deepcopy(saved))
+    assert saved["state"][0]["step"].item() == step  # not moved by the later steps
+    opts[1].settle()
+    torch.testing.assert_close(models[1].weight, models[0].weight, rtol=1e-5, atol=1e-6)

@@ -167,8 +167,6 @@ class Loop:
         self.param_dtype = next(model.parameters()).dtype  # DeepSpeed casts the model: saved weights take this back
         self.embedding = sparse_embedding(model, cfg, acc.num_processes, self.strategy, self.precision, lr)
         optimizer = make_optimizer(model, cfg, lr, row_grads=self.embedding is not None)
-        if self.embedding is not None:  # rows owing weight decay pay it before the forward reads them
-            optimizer.read_by(self.embedding)
         self.scheduler = make_scheduler(cfg, optimizer, self.total)  # not prepared: stepped once per optimizer step
         # (fsdp: accelerate would wrap the FSDP model in DDP: only the optimizer is prepared)
         self.model, self.optimizer = (model, acc.prepare(optimizer)) if self.strategy == "fsdp" else acc.prepare(
@@ -217,6 +215,8 @@ class Loop:
 
     def run(self) -> TrainResult:
         s, acc, cfg = self.s, self.acc, self.cfg
+        if self.embedding is not None:  # rows owing weight decay pay it before the forward reads them (train's
+            self.optimizer.optimizer.read_by(self.embedding)  # finally releases it: a failed __init__ holds none)
         self.loss_sum = torch.tensor(s.log_loss, device=acc.device)
         self.start = self.last_t = time.perf_counter() - s.elapsed
         self.last_real = s.real

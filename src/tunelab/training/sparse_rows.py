@@ -16,8 +16,12 @@ the gradient is then taken at dense AdamW's weights), and to all of them by `set
 the weights (evaluation, checkpoint, the end of training). The touched rows' weights and
 moments are held side by side in their own buffers (`_Rows`), so a step reads and writes those rows only, not
 gathers and scatters them from three whole tables (MiniLM SST-2: the embedding's optimizer step 16.0 → 2.6 ms),
-and the whole-table moments of dense AdamW are not held at all (Gemma-3: two 671 MB tables). `state_dict()` gives
-AdamW's state (`step`, `exp_avg`, `exp_avg_sq` as whole tables): a checkpoint resumes with or without this.
+and dense AdamW's two whole-table moments are not held between checkpoints — the side buffers hold three rows
+(weight, two moments) per touched row, up to twice the rows touched, so they are smaller while fewer than about a
+third of the rows are touched (Gemma-3 Resume NER, 20 steps: peak RSS 5.91 → 5.24 GB). `state_dict()` gives AdamW's
+state (`step`, `exp_avg`, `exp_avg_sq` as whole tables, built for the checkpoint): a checkpoint resumes with or
+without this. The weight must be read through the embedding's forward (where the owed decay is paid), as a module
+whose weight is shared is left dense by `sparse_embedding`.
 
 Used only where that holds: AdamW, one process without FSDP/DeepSpeed, no L1 penalty, no fp16 loss scaling, a
 trainable `nn.Embedding` whose weight no other module shares (a tied LM head gets dense gradients) and that has
@@ -157,6 +161,7 @@ class RowAdamW(torch.optim.AdamW):
         self._hooks.clear()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.settle()  # the decay still owed goes into the weights first: the loaded state knows nothing of it
         super().load_state_dict(state_dict)
         self._rows.clear()  # the touched rows are read back from the moments
 
@@ -164,7 +169,8 @@ class RowAdamW(torch.optim.AdamW):
         """AdamW's: the row params' moments as whole tables (so a checkpoint resumes with or without rows)."""
         held = {p: self.state[p] for p in self._rows}
         for p, rows in self._rows.items():  # (a new dict: the returned state refers to it)
-            self.state[p] = {**held[p], "exp_avg": rows.full(rows.m, p), "exp_avg_sq": rows.full(rows.v, p)}
+            self.state[p] = {**held[p], "step": held[p]["step"].clone(), "exp_avg": rows.full(rows.m, p),
+                             "exp_avg_sq": rows.full(rows.v, p)}
         try:
             return super().state_dict()
         finally:
