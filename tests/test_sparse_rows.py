@@ -168,17 +168,23 @@ def test_eligibility_of_sixteen_bit_weights_and_the_flag_after_an_error(tiny_ber
     assert model.get_input_embeddings().sparse is False  # put back after the error too
 
 
+def _dense_and_rows(rows: int, lr: float) -> tuple[list[torch.nn.Embedding], list[torch.optim.AdamW]]:
+    """Two equal embeddings of `rows` × 4: one under dense fused AdamW, one under RowAdamW with its decay hook."""
+    torch.manual_seed(0)
+    weights = torch.randn(rows, 4)
+    models = [torch.nn.Embedding(rows, 4, _weight=weights.clone()) for _ in range(2)]
+    models[1].sparse = True
+    opts = [torch.optim.AdamW(models[0].parameters(), lr=lr, weight_decay=0.1, fused=True),
+            RowAdamW(models[1].parameters(), lr=lr, weight_decay=0.1, fused=True)]
+    opts[1].read_by(models[1])
+    return models, opts
+
+
 def test_state_dict_moments_are_dense_adamws_through_growth_and_reload() -> None:
     """The touched rows' moments live in growing side buffers; state_dict() gives dense AdamW's whole tables, and
     an optimizer loaded from it goes on as dense AdamW does (here past the buffers' first size of 64 rows). Rows
     first read late owe weight decay: they pay it before the forward reads them, so their gradients are dense's."""
-    torch.manual_seed(0)
-    weights = torch.randn(300, 4)
-    models = [torch.nn.Embedding(300, 4, _weight=weights.clone()) for _ in range(2)]
-    models[1].sparse = True
-    opts = [torch.optim.AdamW(models[0].parameters(), lr=1e-2, weight_decay=0.1, fused=True),
-            RowAdamW(models[1].parameters(), lr=1e-2, weight_decay=0.1, fused=True)]
-    opts[1].read_by(models[1])  # rows first read at step 4 owe 3 steps of decay: paid before the forward reads them
+    models, opts = _dense_and_rows(300, lr=1e-2)  # rows first read at step 4 owe 3 steps of decay: paid first
     batches = [torch.arange(i * 40, i * 40 + 50) % 300 for i in range(6)] + [torch.tensor([7, 7, 299])]
 
     def step(ids: torch.Tensor) -> None:
@@ -208,13 +214,7 @@ def test_state_dict_moments_are_dense_adamws_through_growth_and_reload() -> None
 def test_a_state_loaded_without_settling_keeps_the_owed_decay() -> None:
     """load_state_dict on an optimizer whose never-touched rows still owe weight decay: it is paid into the weights
     first (it was dropped: 2.5e-2 off dense AdamW), and the saved step is a copy, not the live counter."""
-    torch.manual_seed(0)
-    weights = torch.randn(100, 4)
-    models = [torch.nn.Embedding(100, 4, _weight=weights.clone()) for _ in range(2)]
-    models[1].sparse = True
-    opts = [torch.optim.AdamW(models[0].parameters(), lr=1e-1, weight_decay=0.1, fused=True),
-            RowAdamW(models[1].parameters(), lr=1e-1, weight_decay=0.1, fused=True)]
-    opts[1].read_by(models[1])
+    models, opts = _dense_and_rows(100, lr=1e-1)
     for i, ids in enumerate(([1, 2], [2, 3], [3, 4], [50, 60], [60, 70])):
         for model, opt in zip(models, opts, strict=True):
             model(torch.tensor(ids)).pow(2).sum().backward()
