@@ -123,10 +123,11 @@ class _Rows:
             mine[n:n + k] = 0 if full is None else full.index_select(0, rows)
         self.n = n + k
 
-    def full(self, compact: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A whole-table tensor of these rows' values (zero elsewhere): the moments as dense AdamW holds them."""
-        out = torch.zeros_like(like)
-        out.index_copy_(0, self.active[:self.n], compact[:self.n])
+    def moments(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """These rows' moments as whole tables (zero elsewhere), the `exp_avg` / `exp_avg_sq` dense AdamW holds."""
+        out = {"exp_avg": torch.zeros_like(like), "exp_avg_sq": torch.zeros_like(like)}
+        for table, compact in zip(out.values(), (self.m, self.v), strict=True):
+            table.index_copy_(0, self.active[:self.n], compact[:self.n])
         return out
 
 
@@ -169,8 +170,7 @@ class RowAdamW(torch.optim.AdamW):
         """AdamW's: the row params' moments as whole tables (so a checkpoint resumes with or without rows)."""
         held = {p: self.state[p] for p in self._rows}
         for p, rows in self._rows.items():  # (a new dict: the returned state refers to it)
-            self.state[p] = {**held[p], "step": held[p]["step"].clone(), "exp_avg": rows.full(rows.m, p),
-                             "exp_avg_sq": rows.full(rows.v, p)}
+            self.state[p] = {**held[p], "step": held[p]["step"].clone(), **rows.moments(p)}
         try:
             return super().state_dict()
         finally:
@@ -181,7 +181,7 @@ class RowAdamW(torch.optim.AdamW):
         for p in [p for p in self._rows if p.grad is not None and not p.grad.is_sparse]:
             self.settle()  # a dense gradient after row ones: its whole-table moments back, dense from now
             rows = self._rows.pop(p)
-            self.state[p].update(exp_avg=rows.full(rows.m, p), exp_avg_sq=rows.full(rows.v, p))
+            self.state[p].update(rows.moments(p))
         sparse = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None and p.grad.is_sparse]
         held = {p: p.grad for p, _ in sparse}
         for p in held:
