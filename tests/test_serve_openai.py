@@ -401,10 +401,11 @@ def test_a_reply_is_read_as_calls_only_where_it_is_calls() -> None:
     """The text before a call streams as it comes; from `<tool_call>` on it is held to the end and read as calls. A
     call cut off (max_tokens), one that is not a call's JSON, or half a tag at the end is the reply's text, whole."""
     from tunelab.serve.completion import _Stream
+    from tunelab.serve.tool_formats import HERMES
 
     def streamed(text: str, stops: tuple[str, ...] = ()) -> tuple[str, list]:
         out: list[str] = []
-        stream = _Stream(list(stops), trim=True, calls=True)
+        stream = _Stream(list(stops), trim=True, calls=HERMES)
         stream.emit = out.append
         for char in text:  # a piece at a time, as tokens come
             stream.write(char)

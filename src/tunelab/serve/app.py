@@ -38,7 +38,7 @@ from tunelab.serve.chat_batcher import ChatBatcher
 from tunelab.serve.completion import Completion
 from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
-from tunelab.serve.tools import parses_calls, refusal, reply_tags, request_messages
+from tunelab.serve.tools import refusal, reply_format, reply_tags, request_messages
 from tunelab.tasks.chat_template import chat_turns, completion_bos, prompt_ids
 from tunelab.tasks.chat_tools import TemplateRefusal
 from tunelab.tasks.model_rows import model_rules
@@ -205,8 +205,9 @@ class Server:
         except (TemplateError, TypeError) as exc:  # the model's own template refuses them (Gemma's "roles must
             # alternate"; a call's arguments of a type it cannot join)
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
-        return await Completion(self, served, ids, body, chat=True, calls=parses_calls(tokenizer, body),
-                                keep=reply_tags(tokenizer, body)).respond(request)
+        calls = reply_format(tokenizer, body)  # (None: the reply is its text)
+        return await Completion(self, served, ids, body, chat=True, calls=calls,
+                                keep=reply_tags(tokenizer, calls)).respond(request)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)

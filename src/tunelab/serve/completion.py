@@ -13,9 +13,10 @@ as server-sent events.
   (`data: {"error": {"message", "code": 500}}`, the details in the server's log) and `data: [DONE]`.
 - `stream_options: {"include_usage": true}`: the chunks carry `"usage": null` and a last chunk before `[DONE]` has
   empty `choices` and the `usage` counts, as OpenAI sends them; without it the finishing chunk carries `usage`.
-- A reply's tool calls (`calls`: serve/tools.py `parses_calls`): from `<tool_call>` on the text is held to the end and
-  read as calls — the answer's `tool_calls`, a stream's one `delta.tool_calls` chunk, finish_reason "tool_calls" —
-  or, where it is not calls, sent as text.
+- A reply's tool calls (`calls`: the format they are read in, serve/tool_formats.py; serve/tools.py `reply_format`):
+  from where they begin (`<tool_call>`, `[TOOL_CALLS]`, `<|python_tag|>`, a reply that opens with `{` in Llama's
+  format) the text is held to the end and read as calls — the answer's `tool_calls`, a stream's one
+  `delta.tool_calls` chunk, finish_reason "tool_calls" — or, where it is not calls, sent as text.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from fastapi.responses import StreamingResponse
 from tunelab.http_errors import error, invalid
 from tunelab.serve.batcher import QueueFull
 from tunelab.serve.chat_batcher import Job
-from tunelab.serve.tools import OPEN, reply_calls
+from tunelab.serve.tool_formats import CallFormat
 from tunelab.tasks.generation import prompt_limit, with_overrides
 
 log = logging.getLogger("uvicorn.error")  # beside uvicorn's own "Exception in ASGI application"
@@ -47,11 +48,12 @@ class Completion:
     """One chat or text completion: checked against the limits, generated in a worker thread (one reply at a time
     per model), answered as one JSON object or as server-sent events."""
 
-    def __init__(self, server: Any, served: Any, ids: list[int], body: Any, chat: bool, calls: bool = False,
-                 keep: frozenset[int] = frozenset()) -> None:
+    def __init__(self, server: Any, served: Any, ids: list[int], body: Any, chat: bool,
+                 calls: CallFormat | None = None, keep: frozenset[int] = frozenset()) -> None:
         """`server`: app.Server (its settings and metrics), `served`: app.Served (the model); typed Any, as app
-        imports this module. `calls`: the reply's `<tool_call>` blocks returned as `tool_calls` (serve/tools.py);
-        `keep`: special tokens kept in the reply's text (the call tags: serve/tools.py `reply_tags`)."""
+        imports this module. `calls`: the format the reply's calls are read in, returned as `tool_calls`
+        (serve/tool_formats.py; None: none are); `keep`: special tokens kept in the reply's text (the format's tags:
+        serve/tools.py `reply_tags`)."""
         self.server, self.served, self.ids, self.body, self.chat, self.keep = server, served, ids, body, chat, keep
         self.cfg = self._config()
         self.stream = _Stream([body.stop] if isinstance(body.stop, str) else list(body.stop or []), trim=chat,
@@ -178,17 +180,17 @@ class _Stream:
     """The reply's text as it streams, cut at the first `stop` string: text that could still begin a stop string is
     held back until it cannot; once one appears, generation is told to end (`stopped`: the row ends at that token,
     which `usage` counts last). `trim` (a chat reply): the whitespace before the text is left out, and whitespace is
-    held back until text follows it (at the end, what is held is left out). `calls`: the text from the first
-    `<tool_call>` on is held back to the end, then read as calls (`tool_calls`; serve/tools.py `reply_calls`) or,
-    where it is not calls, sent as text."""
+    held back until text follows it (at the end, what is held is left out). `calls` (a call format): the text from
+    where its calls begin (`CallFormat.begins`) is held back to the end, then read as calls (`tool_calls`;
+    `CallFormat.calls`) or, where it is not calls, sent as text."""
 
-    def __init__(self, stops: list[str], trim: bool = False, calls: bool = False) -> None:
+    def __init__(self, stops: list[str], trim: bool = False, calls: CallFormat | None = None) -> None:
         self.stops = [s for s in stops if s]
-        self.marker = OPEN if calls else None
-        self.keep = max([len(s) for s in self.stops] + [len(OPEN) if calls else 1]) - 1
+        self.calls = calls
+        self.keep = max([len(s) for s in self.stops] + [len(calls.tags[0]) if calls else 1]) - 1
         self.buffer, self.hit, self.tail = "", False, None  # tail: the text held from a call's tag on
         self.tool_calls: list[dict[str, Any]] = []
-        self.trim, self.started, self.held = trim, False, ""
+        self.trim, self.started, self.held, self.said = trim, False, "", False  # said: text other than whitespace sent
         self.stopped = threading.Event()
         self.emit: Any = None
 
@@ -206,7 +208,7 @@ class _Stream:
             return
         self.buffer += text
         cut = self._stop_at(self.buffer)
-        at = self.buffer.find(self.marker) if self.marker else -1
+        at = self.calls.begins(self.buffer, self.said) if self.calls else -1
         if at >= 0 and (cut < 0 or at < cut):
             self._send(self.buffer[:at])
             rest, self.buffer, self.tail = self.buffer[at:], "", ""
@@ -228,7 +230,8 @@ class _Stream:
             self._send(self.buffer)
         self.buffer = ""
         if self.tail is not None:
-            read = reply_calls(self.tail)
+            assert self.calls is not None  # (a tail is held only where calls are read)
+            read = self.calls.calls(self.tail)
             if read is not None:
                 self.tool_calls = read[1]
             self._send(self.tail if read is None else read[0])
@@ -244,3 +247,4 @@ class _Stream:
             self.held, text = text[len(body):], body
         if text:
             self.emit(text)
+            self.said = self.said or not text.isspace()

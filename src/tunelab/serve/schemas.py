@@ -190,7 +190,8 @@ class ChatRequest(_Sampling):
         None, description="OpenAI's tool descriptions, given to the model's chat template (serve/tools.py).")
     tool_choice: Annotated[Any, only(None, "none", "auto")] = Field(
         None, description="auto (the default): the calls the model writes are returned as tool_calls where its "
-        "template writes Hermes' <tool_call> tags; none: its text, as written.")
+        "template writes them in a format the server reads (Hermes' <tool_call> tags, Llama 3.1's JSON, Mistral's "
+        "[TOOL_CALLS]); none: its text, as written.")
     parallel_tool_calls: bool | None = None  # (taken: every call the model writes is returned)
     response_format: Annotated[dict[str, Any] | None, only(None, {"type": "text"})] = None
     max_completion_tokens: int | None = Field(None, ge=1, description="The same as `max_tokens` (OpenAI's newer "

@@ -7,27 +7,23 @@ message), each result is paired with its call by `tool_call_id`, and every call 
 prompt is training's); a template that cannot write them is a 400 naming the field (`refusal`), never a prompt
 without them.
 
-The reply: where the request gave tools (and `tool_choice` is not "none") and the model's template writes calls as
-Hermes / Qwen2.5 do, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the calls the model writes are
-returned as OpenAI's `tool_calls` (`reply_calls`; finish_reason "tool_calls"); any other format is the reply's text.
-The tags are kept in the reply's text where the tokenizer has them as special tokens (`reply_tags`), as vLLM's
-Hermes parser decodes them, where the calls are read (not with `tool_choice: "none"`: the text without them)."""
+The reply: where the request gave tools (and `tool_choice` is not "none") and the model's template writes calls in a
+format serve/tool_formats.py reads (Hermes' and Qwen2.5's `<tool_call>` tags, Llama 3.1's JSON, Mistral's
+`[TOOL_CALLS]`), the calls the model writes are returned as OpenAI's `tool_calls` (`reply_format`; finish_reason
+"tool_calls"); any other format is the reply's text. The format's tags are kept in the reply's text where the
+tokenizer has them as special tokens (`reply_tags`), as vLLM's parsers decode them, where the calls are read (not
+with `tool_choice: "none"`: the text without them)."""
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
 from typing import Any
 
 from fastapi import HTTPException
 
 from tunelab.http_errors import invalid
+from tunelab.serve.tool_formats import CallFormat, call_format
 from tunelab.tasks.chat_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
 from tunelab.text import json_problem, rules_version
-
-OPEN, CLOSE = "<tool_call>", "</tool_call>"  # Hermes' and Qwen2.5's call tags
-_CALL = re.compile(re.escape(OPEN) + "(.*?)" + re.escape(CLOSE), re.S)
 
 
 def request_messages(body: Any) -> list[dict[str, Any]]:
@@ -72,39 +68,17 @@ def refusal(exc: TemplateRefusal, messages: list[dict[str, Any]]) -> HTTPExcepti
                                 "msg": f"the model's chat template {what}{said}; this model cannot take them"}])
 
 
-def parses_calls(tokenizer: Any, body: Any) -> bool:
-    """Whether the reply's calls are read back (`reply_calls`): tools given, not `tool_choice: "none"`, and a template
-    that writes calls in Hermes' tags."""
-    return bool(body.tools) and body.tool_choice != "none" and OPEN in str(tokenizer.chat_template)
+def reply_format(tokenizer: Any, body: Any) -> CallFormat | None:
+    """The format the reply's calls are read in: tools given, not `tool_choice: "none"`, and a template that writes
+    calls in one (serve/tool_formats.py); None else (the reply is its text)."""
+    return call_format(tokenizer) if body.tools and body.tool_choice != "none" else None
 
 
-def reply_tags(tokenizer: Any, body: Any) -> frozenset[int]:
-    """The ids of Hermes' call tags, where the reply's calls are read (`parses_calls`: tools given, `tool_choice` not
-    "none", a template that writes them): kept in the reply's text though the tokenizer has them as special tokens,
-    which a reply's text leaves out (vLLM keeps special tokens so: only given tools and a tool_choice not "none");
-    none else (a reply with `tool_choice: "none"` is its text without them)."""
-    if not parses_calls(tokenizer, body):
+def reply_tags(tokenizer: Any, calls: CallFormat | None) -> frozenset[int]:
+    """The ids of the call format's tags (`reply_format`) that the tokenizer has as special tokens: kept in the reply's
+    text, which leaves special tokens out (vLLM keeps special tokens so: only given tools and a tool_choice not
+    "none"); none else (a reply with `tool_choice: "none"` is its text without them)."""
+    if calls is None:
         return frozenset()
-    found = ((tag, tokenizer.convert_tokens_to_ids(tag)) for tag in (OPEN, CLOSE))  # (an unknown one: unk or None)
+    found = ((tag, tokenizer.convert_tokens_to_ids(tag)) for tag in calls.tags)  # (an unknown one: unk or None)
     return frozenset(i for tag, i in found if i is not None and tokenizer.convert_ids_to_tokens(i) == tag)
-
-
-def reply_calls(text: str) -> tuple[str, list[dict[str, Any]]] | None:
-    """(the text outside the calls, the calls as OpenAI's `tool_calls`) of a reply that has `<tool_call>` blocks, each
-    a call (`function`) whose arguments are an object; None for anything else (an unclosed or malformed call: the
-    reply is its text)."""
-    found, rest = _CALL.findall(text), _CALL.sub("", text)
-    if not found or OPEN in rest or CLOSE in rest:
-        return None
-    calls = []
-    for inside in found:
-        try:
-            call = function(json.loads(inside))
-        except json.JSONDecodeError:
-            return None
-        if call is None or not isinstance(call["arguments"], dict) or json_problem(call["arguments"]) is not None:
-            return None
-        arguments = json.dumps(call["arguments"], ensure_ascii=False)  # OpenAI's: the JSON text
-        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                      "function": {"name": call["name"], "arguments": arguments}})
-    return rest.strip(), calls

@@ -155,9 +155,9 @@ def tool_schemas(value: Any) -> list[dict[str, Any]]:
 
 _PROBE_TOOL = {"type": "function", "function": {"name": "tunelab_probe_tool", "description": "d",
                                                 "parameters": {"type": "object", "properties": {}}}}
+PROBE = {"name": "tunelab_probe_call", "arguments": {"tunelab_probe_argument": 1}}  # the call the probes make
 _PROBE_CALL = {"role": "assistant", "content": "", "tool_calls": [  # with an id as `link_calls` gives (Mistral's)
-    {"type": "function", "function": {"name": "tunelab_probe_call", "arguments": {"tunelab_probe_argument": 1}},
-     "id": call_id(1)}]}
+    {"type": "function", "function": PROBE, "id": call_id(1)}]}
 _PROBES = {  # what the template must write of each, given what; tools are given to the first always
     "tools": ([{"role": "user", "content": "x"}], ("tunelab_probe_tool",)),
     "tool_calls": ([{"role": "user", "content": "x"}, _PROBE_CALL], ("tunelab_probe_call", "tunelab_probe_argument")),
@@ -193,6 +193,20 @@ def _probed(tokenizer: Any, with_tools: bool) -> dict[str, str | None]:
             out[part] = None if all(mark in text for mark in marks) else ""
         _SUPPORT[key] = out
     return _SUPPORT[key]
+
+
+def call_turn(tokenizer: Any) -> str:
+    """What the chat template writes for an assistant turn of one call (`PROBE`, given tools, as training renders a
+    function_call turn): the text after the generation prompt, the end of the turn with it (the whole conversation
+    where it does not start with the prompt); "" where the template cannot write it. What a model tuned on tool
+    rows learned to write for a call (serve/tool_formats.py reads its replies by it)."""
+    user, tools = [{"role": "user", "content": "x"}], {"tools": [_PROBE_TOOL]}
+    try:
+        prefix = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, **tools)
+        turn = tokenizer.apply_chat_template([*user, _PROBE_CALL], tokenize=False, **tools)
+    except Exception:  # noqa: BLE001 - a template that cannot write it (tool_support says why, where it matters)
+        return ""
+    return turn[len(prefix):] if turn.startswith(prefix) else turn
 
 
 def tool_support(tokenizer: Any, with_tools: bool = False) -> frozenset[str]:

@@ -1,0 +1,228 @@
+"""Tool calls in `tunelab serve`'s chat replies in each format a chat template writes them in — Llama 3.1's bare JSON,
+Mistral v0.3's `[TOOL_CALLS]` list, newer Mistral's `[TOOL_CALLS]name[ARGS]{...}` — told from the template and read
+back as OpenAI's `tool_calls` (Hermes' `<tool_call>` tags: test_serve_openai.py). The templates are written here,
+each modelled on its family's tool-call part, on copies of the tiny chat run whose replies are forced."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import CALL, TOOL_TEMPLATE, WEATHER, serve_on_loopback
+
+pytest.importorskip("fastapi")
+
+LLAMA31 = (  # Llama 3.1 / 3.2's: the tools in the system turn, a call as the turn's bare JSON ("parameters")
+    "{{ bos_token }}{% if tools %}{{ '<|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ipython\\n' }}"
+    "{% for t in tools %}{{ (t | tojson) + '\\n' }}{% endfor %}{{ '<|eot_id|>' }}{% endif %}"
+    "{% for m in messages %}{% if m['tool_calls'] %}"
+    "{% if m['tool_calls'] | length != 1 %}{{ raise_exception('This model only supports single tool-calls at once!') }}"
+    "{% endif %}{% set call = m['tool_calls'][0]['function'] %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' + '{\"name\": \"' + call['name'] + '\", ' }}"
+    "{{ '\"parameters\": ' + (call['arguments'] | tojson) + '}' + '<|eot_id|>' }}"
+    "{% elif m['role'] == 'tool' %}"
+    "{{ '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' }}"
+    "{% else %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{% endif %}"
+)
+MISTRAL_V03 = (  # Mistral v0.3's / Nemo's: `[TOOL_CALLS] [` a JSON list of the calls with their 9-character ids `]`
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{% if tools and loop.first %}{{ '[AVAILABLE_TOOLS] ' + (tools | tojson) + '[/AVAILABLE_TOOLS]' }}{% endif %}"
+    "{{ '[INST] ' + m['content'] + '[/INST]' }}"
+    "{% elif m['tool_calls'] %}{{ '[TOOL_CALLS] [' }}{% for c in m['tool_calls'] %}"
+    "{% set out = c['function'] | tojson %}{{ out[:-1] }}"
+    "{% if c['id'] is not defined or c['id'] | length != 9 %}"
+    "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}"
+    "{{ ', \"id\": \"' + c['id'] + '\"}' }}{% if not loop.last %}{{ ', ' }}{% else %}{{ ']' + eos_token }}{% endif %}"
+    "{% endfor %}{% elif m['role'] == 'assistant' %}{{ ' ' + m['content'] + eos_token }}"
+    "{% elif m['role'] == 'tool' %}"
+    "{{ '[TOOL_RESULTS] {\"content\": ' + (m['content'] | tojson) + ', \"call_id\": \"' + m['tool_call_id'] + '\"}' }}"
+    "{{ '[/TOOL_RESULTS]' }}{% endif %}{% endfor %}"
+)
+MISTRAL_ARGS = (  # newer Mistral templates' (Mistral Small 3.2, Magistral, Devstral): `[TOOL_CALLS]name[ARGS]{...}`
+    "{{ bos_token }}{% if tools %}{{ '[AVAILABLE_TOOLS]' + (tools | tojson) + '[/AVAILABLE_TOOLS]' }}{% endif %}"
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST]' + m['content'] + '[/INST]' }}"
+    "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{% for c in m['tool_calls'] or [] %}"
+    "{% set arguments = c['function']['arguments'] %}{% if arguments is not string %}"
+    "{% set arguments = arguments | tojson %}{% elif arguments == '' %}{% set arguments = '{}' %}{% endif %}"
+    "{{ '[TOOL_CALLS]' + c['function']['name'] + '[ARGS]' + arguments }}{% endfor %}{{ eos_token }}"
+    "{% elif m['role'] == 'tool' %}{{ '[TOOL_RESULTS]' + m['content'] + '[/TOOL_RESULTS]' }}{% endif %}{% endfor %}"
+)
+CITY = {"name": "get_weather", "arguments": '{"city": "a"}'}, {"name": "get_weather", "arguments": '{"city": "b"}'}
+LLAMA_A, LLAMA_B = (json.dumps({"name": "get_weather", "parameters": {"city": c}}) for c in "ab")
+MISTRAL_LIST = json.dumps([{"name": "get_weather", "arguments": {"city": c}, "id": f"call0000{i}"}
+                           for i, c in enumerate("ab", 1)])
+ARGS_A = json.dumps({"city": "a"})
+MISTRAL_TAGS = ["[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]",
+                "[/TOOL_RESULTS]"]
+# name -> (template, special tokens, other tokens, the reply forced: its tokens, then its content and calls)
+FAMILIES = {
+    "llama": (LLAMA31, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>"],
+              [LLAMA_A, ";", LLAMA_B], ["<|python_tag|>", LLAMA_A, ";", LLAMA_B, "<|eot_id|>"], None, list(CITY)),
+    "mistral": (MISTRAL_V03, MISTRAL_TAGS, [MISTRAL_LIST], ["[TOOL_CALLS]", MISTRAL_LIST, "</s>"], None, list(CITY)),
+    "mistral_args": (MISTRAL_ARGS, [*MISTRAL_TAGS, "[ARGS]"], ["get_weather", ARGS_A],
+                     ["good", "[TOOL_CALLS]", "get_weather", "[ARGS]", ARGS_A, "</s>"], "good", [CITY[0]]),
+}
+TOOLS = [{"type": "function", "function": WEATHER}]
+SAY_GOOD = [{"role": "user", "content": "say good"}]
+
+
+def test_the_call_format_is_told_from_the_chat_template(tiny_llama: Path) -> None:
+    """What the template writes for a call turn is what the model learned to write: Hermes' tags, Llama 3.1's bare
+    JSON, Mistral's `[TOOL_CALLS]` list or `[TOOL_CALLS]name[ARGS]`; a template that writes calls another way (or
+    none) has no format, and its replies stay text."""
+    from transformers import AutoTokenizer
+
+    from tunelab.serve.tool_formats import call_format
+    from tunelab.tasks.chat_template import CHATML
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    listed = TOOL_TEMPLATE.replace("<tool_call>\\n' + (", "' + (").replace("\\n</tool_call>", "")  # bare JSON after
+    # the turn's text: Qwen2.5's without its tags (a ChatML turn that opens with the call: Llama's format)
+    as_list = ("{% for m in messages %}{{ m['content'] }}"  # OpenAI's list written as is: no format
+               "{% if m['tool_calls'] %}{{ m['tool_calls'] | tojson }}{% endif %}{% endfor %}")
+    with_ids = MISTRAL_ARGS.replace("'[ARGS]'", "'[CALL_ID]' + c['id'] + '[ARGS]'")  # (those that write ids)
+    assert listed != TOOL_TEMPLATE and with_ids != MISTRAL_ARGS
+    for template, told in ((TOOL_TEMPLATE, "hermes"), (LLAMA31, "json"), (MISTRAL_V03, "mistral"),
+                           (MISTRAL_ARGS, "mistral_args"), (with_ids, "mistral_args"), (listed, "json"),
+                           (CHATML, None), (as_list, None),
+                           (LLAMA31.replace("\"parameters\"", "\"args\""), None)):
+        tok.chat_template = template
+        found = call_format(tok)
+        assert (found and found.name) == told, template
+
+
+def streamed(fmt: object, text: str, stops: tuple[str, ...] = ()) -> tuple[str, list]:
+    """(the text sent, the calls) of a reply written a character at a time, as tokens come."""
+    from tunelab.serve.completion import _Stream
+
+    out: list[str] = []
+    stream = _Stream(list(stops), trim=True, calls=fmt)  # type: ignore[arg-type]
+    stream.emit = out.append
+    for char in text:
+        stream.write(char)
+    stream.flush()
+    return "".join(out), [c["function"] for c in stream.tool_calls]
+
+
+def test_each_format_is_read_as_calls_only_where_it_is_calls() -> None:
+    """A reply in the format is its calls (the text before a tag its content); one cut off (max_tokens), with text
+    after the calls, JSON that is not a call's, or Llama's JSON after text, is the reply's text, whole."""
+    from tunelab.serve.tool_formats import JSON, MISTRAL, MISTRAL_ARGS
+
+    a, b = list(CITY)
+    args_b = json.dumps({"city": "b"})
+    for fmt, text, told in (
+            (JSON, LLAMA_A, ("", [a])),
+            (JSON, f"<|python_tag|>{LLAMA_A}; {LLAMA_B}", ("", [a, b])),
+            (JSON, f"  {LLAMA_A} ;\n{LLAMA_B};", ("", [a, b])),
+            (JSON, f"Let me look.<|python_tag|>{LLAMA_A}", ("Let me look.", [a])),
+            (JSON, '{"name": "get_weather", "arguments": {"city": "a"}}', ("", [a])),
+            (MISTRAL, f"[TOOL_CALLS] {MISTRAL_LIST}", ("", [a, b])),
+            (MISTRAL, f"Let me look. [TOOL_CALLS][{CALL}]", ("Let me look.", [a])),
+            (MISTRAL_ARGS, f"[TOOL_CALLS]get_weather[ARGS]{ARGS_A}[TOOL_CALLS]get_weather[ARGS]{args_b}",
+             ("", [a, b])),
+            (MISTRAL_ARGS, f"ok [TOOL_CALLS] get_weather [ARGS] {ARGS_A}", ("ok", [a])),
+            (MISTRAL_ARGS, f"[TOOL_CALLS]get_weather[CALL_ID]call00001[ARGS]{ARGS_A}", ("", [a]))):
+        assert streamed(fmt, text) == told, text
+    for fmt, text in (
+            (JSON, LLAMA_A[:-1]), (JSON, f"{LLAMA_A} that is all"), (JSON, f"it is {LLAMA_A}"),
+            (JSON, '{"name": "get_weather"}'), (JSON, '{"name": "f", "parameters": {}, "arguments": {}}'),
+            (JSON, '{"name": "f", "parameters": [1]}'), (JSON, f"{LLAMA_A}, {LLAMA_B}"), (JSON, "{} is empty"),
+            (JSON, '{"name": "f", "parameters": {"a": NaN}}'), (JSON, f"<|python_tag|>{LLAMA_A} <|python_tag|>"),
+            (MISTRAL, f"[TOOL_CALLS] {MISTRAL_LIST[:-2]}"), (MISTRAL, f"[TOOL_CALLS] {CALL}"),
+            (MISTRAL, f"[TOOL_CALLS] {MISTRAL_LIST} done"), (MISTRAL, "[TOOL_CALLS] []"), (MISTRAL, "[TOOL_CA"),
+            (MISTRAL_ARGS, "[TOOL_CALLS]get_weather"), (MISTRAL_ARGS, f"[TOOL_CALLS]get weather[ARGS]{ARGS_A}"),
+            (MISTRAL_ARGS, f"[TOOL_CALLS]get_weather[ARGS]{ARGS_A} done"),
+            (MISTRAL_ARGS, "[TOOL_CALLS]get_weather[ARGS][1]")):
+        assert streamed(fmt, text) == (text.strip(), []), text
+    assert streamed(JSON, LLAMA_A, stops=("city",)) == (LLAMA_A[:LLAMA_A.index("city")], [])  # cut at a stop: text
+
+
+@pytest.fixture(scope="module")
+def family_runs(tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny chat run with each family's template and its tokens (the tags special, as those models have them;
+    a call's JSON one token, so that the model can write it), one run a family."""
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    runs = {}
+    for name, (template, special, plain, *_) in FAMILIES.items():
+        run = runs[name] = tmp_path_factory.mktemp("tool-formats") / name
+        shutil.copytree(tiny_chat_run, run)
+        tok = AutoTokenizer.from_pretrained(run / "model")
+        tok.chat_template = template
+        tok.add_tokens([AddedToken(t, normalized=False, special=True) for t in special]
+                       + [AddedToken(t, normalized=False) for t in plain])
+        tok.save_pretrained(run / "model")
+        model = AutoModelForCausalLM.from_pretrained(run / "model")
+        model.resize_token_embeddings(len(tok))
+        model.save_pretrained(run / "model")
+    return runs
+
+
+@pytest.fixture(scope="module")
+def families(family_runs: dict[str, Path]) -> Iterator[tuple[str, object]]:
+    yield from serve_on_loopback(list(family_runs.values()), max_tokens=16)
+
+
+def events(url: str, body: dict) -> list[dict]:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=60) as res:
+        assert res.status_code == 200
+        return [json.loads(line[6:]) for line in res.iter_lines()
+                if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_calls_in_each_family_s_format_come_back_as_tool_calls(families: tuple[str, object], family: str) -> None:
+    """A model whose template writes calls as Llama 3.1's JSON or Mistral's `[TOOL_CALLS]` had its calls returned as
+    text: they come back as OpenAI's `tool_calls` (finish_reason "tool_calls"), in the JSON answer and the stream,
+    the text before them as `content`, the tags kept though they are special tokens, and go back as the client dumps
+    them; with `tool_choice: "none"` the reply is its text (the special tags left out, as every special token is)."""
+    import torch
+    from openai import OpenAI
+
+    url, server = families
+    served = server.by_name[family]  # type: ignore[attr-defined]
+    tok = served.model.tokenizer
+    *_, forced, content, calls = FAMILIES[family]
+    ids = tok.convert_tokens_to_ids(forced)
+    after = dict(zip(ids, ids[1:], strict=False))  # the model made to write the reply, then end its turn
+
+    def write(module: torch.nn.Module, args: object, kwargs: dict, output: object) -> object:
+        want = [after.get(int(t), ids[0]) for t in kwargs["input_ids"][:, -1]]
+        output.logits[:, -1, :] = -1e4  # type: ignore[attr-defined]
+        output.logits[range(len(want)), -1, want] = 0  # type: ignore[attr-defined]
+        return output
+
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    body = {"model": family, "messages": SAY_GOOD, "tools": TOOLS, "max_tokens": 12, "temperature": 0}
+    hook = served.model.module.register_forward_hook(write, with_kwargs=True)
+    try:
+        reply = client.chat.completions.create(**body).choices[0]  # type: ignore[call-overload]
+        chunks = events(url, body)
+        unread = client.chat.completions.create(**body, tool_choice="none").choices[0]  # type: ignore[call-overload]
+    finally:
+        hook.remove()
+    assert reply.finish_reason == "tool_calls" and reply.message.content == content, reply
+    assert [c.function.model_dump() for c in reply.message.tool_calls] == calls
+    assert all(c.type == "function" and c.id.startswith("call_") for c in reply.message.tool_calls)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert "".join(d.get("content") or "" for d in deltas) == (content or "")
+    assert [[c["function"] for c in d["tool_calls"]] for d in deltas if "tool_calls" in d] == [calls]
+    assert unread.finish_reason == "stop"
+    assert unread.message.content == tok.decode(ids, skip_special_tokens=True).strip()
+
+    made = reply.message.model_dump()  # back with a result for each call (Llama 3.1's template takes one call a turn)
+    made["tool_calls"] = made["tool_calls"][:1] if family == "llama" else made["tool_calls"]
+    results = [{"role": "tool", "tool_call_id": c["id"], "content": "nice"} for c in made["tool_calls"]]
+    back = [*SAY_GOOD, made, *results]
+    res = httpx.post(f"{url}/v1/chat/completions", json={**body, "messages": back, "max_tokens": 1}, timeout=60)
+    assert res.status_code == 200, res.text
