@@ -226,3 +226,30 @@ def test_calls_in_each_family_s_format_come_back_as_tool_calls(families: tuple[s
     back = [*SAY_GOOD, made, *results]
     res = httpx.post(f"{url}/v1/chat/completions", json={**body, "messages": back, "max_tokens": 1}, timeout=60)
     assert res.status_code == 200, res.text
+
+
+def test_a_tool_choice_that_forces_calls_is_a_400_saying_why(families: tuple[str, object]) -> None:
+    """`tool_choice: "required"` and a named function, which OpenAI's clients send (vLLM forces them by constrained
+    decoding), were a 422 in the words of a typo (`not supported by this server (only null / "none" / "auto" is
+    taken)`): they are a 400 naming `tool_choice` and saying why and what to send instead, the stream's too; a
+    value that is not OpenAI's stays a 422 saying what is taken."""
+    import openai
+
+    url, _ = families
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    body = {"model": "mistral", "messages": SAY_GOOD, "tools": TOOLS, "max_tokens": 1}
+    for choice, says in (("required", '"required" is not supported'),
+                         ({"type": "function", "function": {"name": "get_weather"}},
+                          'a named function ("get_weather") is not supported')):
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.chat.completions.create(**body, tool_choice=choice, stream=stream)  # type: ignore[call-overload]
+            err = refused.value.body
+            assert refused.value.status_code == 400 and err["param"] == "tool_choice", err  # type: ignore[index]
+            assert err["message"].startswith(f"tool_choice: {says}: this server cannot make the model call a tool")  # type: ignore[index]
+            assert 'send "auto"' in err["message"]  # type: ignore[index]
+    for wrong in ("sometimes", {"type": "function"}, {"type": "function", "function": {"name": 1}}, ["auto"]):
+        res = httpx.post(f"{url}/v1/chat/completions", json={**body, "tool_choice": wrong}, timeout=60)
+        err = res.json()["error"]
+        assert res.status_code == 422 and err["param"] == "tool_choice" and "expected \"none\", \"auto\"" in err[
+            "message"], (wrong, res.text)

@@ -38,7 +38,7 @@ from tunelab.serve.chat_batcher import ChatBatcher
 from tunelab.serve.completion import Completion
 from tunelab.serve.errors import BodyLimit, install
 from tunelab.serve.schemas import ChatRequest, CompletionRequest, PredictRequest, Settings
-from tunelab.serve.tools import refusal, reply_format, reply_tags, request_messages
+from tunelab.serve.tools import forced_calls, refusal, reply_format, reply_tags, request_messages
 from tunelab.tasks.chat_template import chat_turns, completion_bos, prompt_ids
 from tunelab.tasks.chat_tools import TemplateRefusal
 from tunelab.tasks.model_rows import model_rules
@@ -195,6 +195,8 @@ class Server:
 
     async def chat_completions(self, body: ChatRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
+        if (forced := forced_calls(body)) is not None:  # tool_choice "required" / a named function: cannot be made
+            raise forced
         tokenizer = served.model.tokenizer
         with model_rules(served.model.task):  # tools, calls, cleaning: as its training read them
             messages = chat_turns(served.model.task, request_messages(body))

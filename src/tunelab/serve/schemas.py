@@ -5,8 +5,9 @@ honour them: `max_completion_tokens` (chat: the same as `max_tokens`; both given
 `developer` (as `system`), a message's `content` as a list of text parts (`[{"type": "text", "text": ...}]`, joined
 with newlines, as vLLM joins them), a message's `name` (taken, not used), `presence_penalty` / `frequency_penalty` of
 0 (other values: a 422 saying they are not supported), `stream_options: {"include_usage": true}` (with `stream`), and
-`user`; OpenAI's `tools`, `tool_choice` ("auto" or "none"), `parallel_tool_calls`, an assistant message's `tool_calls`
-and `role: tool` messages (serve/tools.py); and, at a value that changes nothing (what clients send by default),
+`user`; OpenAI's `tools`, `tool_choice` ("auto" or "none"; "required" and a named function are OpenAI's but a 400:
+serve/tools.py `forced_calls`), `parallel_tool_calls`, an assistant message's `tool_calls` and `role: tool` messages
+(serve/tools.py); and, at a value that changes nothing (what clients send by default),
 `logprobs` (null / false), `logit_bias` ({}), `response_format` ({"type": "text"}), `echo` (false), `best_of` (1),
 `suffix` (null), `stream_options.include_obfuscation` and a message's `refusal`, `annotations`, `audio` and
 `function_call` (null: the openai client's `message.model_dump()` writes them). Anything else — other content parts
@@ -147,6 +148,19 @@ class Message(_Body):
         return self
 
 
+def a_tool_choice(value: Any) -> Any:
+    """OpenAI's `tool_choice`: "none", "auto", "required" or a named function, `{"type": "function", "function":
+    {"name": ...}}` (the last two refused with a 400 by serve/tools.py `forced_calls`); anything else a 422 saying
+    what is taken."""
+    function = value.get("function") if isinstance(value, dict) else None
+    named = (isinstance(value, dict) and set(value) == {"type", "function"} and value["type"] == "function"
+             and isinstance(function, dict) and set(function) == {"name"} and isinstance(function["name"], str))
+    if not named and not (value is None or isinstance(value, str) and value in ("none", "auto", "required")):
+        raise PydanticCustomError("tool_choice", 'expected "none", "auto", "required" or {"type": "function", '
+                                  '"function": {"name": ...}}')
+    return value
+
+
 class StreamOptions(_Body):
     include_usage: bool = False
     include_obfuscation: bool | None = None  # padding against length side channels: taken, none sent
@@ -188,10 +202,11 @@ class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     tools: list[Annotated[Any, AfterValidator(utf8)]] | None = Field(
         None, description="OpenAI's tool descriptions, given to the model's chat template (serve/tools.py).")
-    tool_choice: Annotated[Any, only(None, "none", "auto")] = Field(
+    tool_choice: Annotated[Any, AfterValidator(a_tool_choice), AfterValidator(utf8)] = Field(
         None, description="auto (the default): the calls the model writes are returned as tool_calls where its "
         "template writes them in a format the server reads (Hermes' <tool_call> tags, Llama 3.1's JSON, Mistral's "
-        "[TOOL_CALLS]); none: its text, as written.")
+        "[TOOL_CALLS]); none: its text, as written. required, or a named function ({\"type\": \"function\", "
+        "\"function\": {\"name\": ...}}): a 400, as this server cannot make the model call a tool.")
     parallel_tool_calls: bool | None = None  # (taken: every call the model writes is returned)
     response_format: Annotated[dict[str, Any] | None, only(None, {"type": "text"})] = None
     max_completion_tokens: int | None = Field(None, ge=1, description="The same as `max_tokens` (OpenAI's newer "

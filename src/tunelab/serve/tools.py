@@ -16,6 +16,7 @@ with `tool_choice: "none"`: the text without them)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import HTTPException
@@ -66,6 +67,21 @@ def refusal(exc: TemplateRefusal, messages: list[dict[str, Any]]) -> HTTPExcepti
     said = f" (it raised: {exc.why})" if exc.why else ""
     return HTTPException(400, [{"loc": ["body", *loc], "type": "value_error",
                                 "msg": f"the model's chat template {what}{said}; this model cannot take them"}])
+
+
+def forced_calls(body: Any) -> HTTPException | None:
+    """A 400 naming `tool_choice` where it asks for calls the model must make — "required", a named function — which
+    vLLM forces by constrained decoding and this server cannot (it samples the model's own tokens: a call it forced
+    could still come out malformed, and "required" promises one); None for "auto", "none" and none given."""
+    choice = body.tool_choice
+    if not isinstance(choice, dict) and choice != "required":
+        return None
+    what = ('"required" is' if choice == "required"
+            else f"a named function ({json.dumps(choice['function']['name'][:80], ensure_ascii=False)}) is")
+    return HTTPException(400, [{"loc": ["body", "tool_choice"], "type": "value_error",
+                                "msg": f"{what} not supported: this server cannot make the model call a tool (it has "
+                                "no constrained decoding); send \"auto\" (the model's own choice, its calls returned "
+                                "as tool_calls) or leave tool_choice out"}])
 
 
 def reply_format(tokenizer: Any, body: Any) -> CallFormat | None:
