@@ -197,6 +197,64 @@ def test_a_big5_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: s
     assert "iconv -f GB18030 -t UTF-8" in read_error(gbk)
 
 
+# Traditional Chinese as a user in Taiwan writes it, one character a line (a character-level CoNLL file) or short
+# reviews labelled in English; each file's first line reads as Chinese in GBK as well as in Big5, with as many of each
+# one's common characters (國 in Big5 is 0xB0 0xEA, GBK's 瓣; 說 0xBB 0xA1, GBK's 弧)
+TRADITIONAL = {
+    ".conll": [f"{c} {t}" for c, t in zip("國立臺灣大學", ["B-ORG"] + ["I-ORG"] * 5, strict=True)]
+    + ["的 O", "學 O", "生 O", "說 O", "", "謝 O", "謝 O", "你 O", "們 O"],
+    ".jsonl": [json.dumps({"text": t, "label": lab}, ensure_ascii=False) for t, lab in (
+        ("國際", "pos"), ("學習", "pos"), ("這個產品很好用", "pos"), ("說明書看不懂", "neg"), ("謝謝", "pos"))],
+    ".csv": ["text,label", "推薦,pos", "對話,pos", "這個產品很好用,pos", "時間太久,neg", "謝謝你們,pos"],
+    ".json": ["[", *(f'{{"text": "{t}", "label": "pos"}},' for t in ("學習", "臺灣", "們說會時個來")),
+              '{"text": "國", "label": "neg"}]'],
+}
+SIMPLIFIED = {  # the same in Simplified Chinese, saved by a Chinese Windows
+    ".conll": [f"{c} {t}" for c, t in zip("国立台湾大学", ["B-ORG"] + ["I-ORG"] * 5, strict=True)]
+    + ["的 O", "学 O", "生 O", "说 O", "", "谢 O", "谢 O", "你 O", "们 O"],
+    ".jsonl": [json.dumps({"text": t, "label": lab}, ensure_ascii=False) for t, lab in (
+        ("国际", "pos"), ("学会", "pos"), ("这个产品很好用", "pos"), ("说明书看不懂", "neg"), ("谢谢你", "pos"))],
+    ".csv": ["text,label", "推荐,pos", "对话,pos", "这个产品很好用,pos", "时间太久,neg", "谢谢你们,pos"],
+    ".json": ["[", *(f'{{"text": "{t}", "label": "pos"}},' for t in ("学会", "台湾", "们说会时个来")),
+              '{"text": "国", "label": "neg"}]'],
+}
+
+
+@pytest.mark.parametrize("suffix", list(TRADITIONAL))
+def test_big5_and_gbk_are_told_apart_by_the_files_lines(tmp_path: Path, suffix: str) -> None:
+    """A Big5 file whose first bad line reads as Chinese in GBK too, with as many common characters (a character-level
+    CoNLL line `國 B-ORG`, a review `國際`), was said to be GBK, GBK winning the tie: its `iconv -f GB18030` wrote
+    `瓣 B-ORG`. The file's other lines, and which reading is of the characters Chinese is mostly written with,
+    decide; Simplified Chinese in GBK is still GBK."""
+    lines = TRADITIONAL[suffix]
+    big5 = _write(tmp_path / f"tw{suffix}", "\n".join(lines).encode("big5") + b"\n")
+    said = read_error(big5)
+    assert "; the line reads as Chinese in Big5 (Traditional Chinese)" in said, said
+    assert said.endswith(f"iconv -f BIG5 -t UTF-8 {big5} > {tmp_path / ('tw.utf8' + suffix)}"), said
+    gbk = _write(tmp_path / f"cn{suffix}", "\n".join(SIMPLIFIED[suffix]).encode("gbk") + b"\n")
+    said = read_error(gbk)
+    assert said.endswith(f"iconv -f GB18030 -t UTF-8 {gbk} > {tmp_path / ('cn.utf8' + suffix)}"), said
+    # one line alone: the characters Chinese is mostly written with decide it (`說` is Big5's, `弧` GBK's)
+    for text, codec, named in (("說 O", "big5", "BIG5"), ("國 B-LOC", "big5", "BIG5"), ("对 O", "gbk", "GB18030"),
+                               ("国 B-LOC", "gbk", "GB18030"), ("學習,pos", "big5", "BIG5"),
+                               ("学会,pos", "gbk", "GB18030")):
+        one = _write(tmp_path / ("one.conll" if " " in text else "one.csv"),
+                     ("" if " " in text else "text,label\n").encode() + text.encode(codec) + b"\n")
+        assert f"iconv -f {named} -t UTF-8" in read_error(one), text
+
+
+def test_a_big5_character_level_conll_file_through_data_check(tmp_path: Path) -> None:
+    """What the user ran: `tunelab data check` of a Big5 character-level CoNLL file was told to convert it from
+    GB18030."""
+    path = _write(tmp_path / "tw.conll", "\n".join(TRADITIONAL[".conll"]).encode("big5") + b"\n")
+    res = runner.invoke(app, ["data", "check", str(path), "--task", "ner"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr == (f"error: {path}:1: bytes: not valid UTF-8 (byte 0xb0 at column 1); the line reads as "
+                          "Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong: "
+                          f"save the file as UTF-8, or convert it: iconv -f BIG5 -t UTF-8 {path} > "
+                          f"{tmp_path / 'tw.utf8.conll'}\n"), res.stderr
+
+
 @pytest.mark.parametrize(("text", "codec", "named"), [
     ("日本語のテキストです,正面\n", "euc_jp", "EUC-JP"), ("これは日本語です,正面\n", "shift_jis", "SHIFT_JIS"),
     ("영화가 정말 재미있어요,긍정\n", "euc_kr", "EUC-KR"), ("안녕하세요,긍정\n", "cp949", "EUC-KR")])
