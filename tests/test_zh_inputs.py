@@ -163,6 +163,31 @@ def test_a_gbk_line_in_a_utf8_file_of_another_script_is_to_be_fixed_there(tmp_pa
             and "iconv -f GB18030 -t UTF-8" not in said, said
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".conll", ".json", ".yaml"])
+def test_a_gbk_file_whose_later_lines_decode_as_utf8_is_still_converted(tmp_path: Path, suffix: str) -> None:
+    """A GBK line of two-byte UTF-8 characters (`谢谢` is 0xD0 0xBB 0xD0 0xBB, UTF-8's `лл`; `学习` `ѧϰ`) was taken
+    for UTF-8 text: the whole-GBK file was told it was `otherwise UTF-8`, to retype its first bad line alone — which
+    left `лл` to be trained on. A line that reads as Chinese in the bad line's encoding, of the characters Chinese is
+    mostly written with, is not; a UTF-8 Russian word beside one GBK line still is (`мир` reads as `屑懈褉`)."""
+    lines = {".jsonl": [json.dumps({"text": t, "label": "pos"}, ensure_ascii=False) for t in ("这个产品很好用", "谢谢",
+                                                                                             "学习")],
+             ".conll": ["北京 B-LOC", "", "学习 O", "", "谢谢 O"],
+             ".json": ["[", '{"text": "很好用", "label": "pos"},', '{"text": "谢谢", "label": "pos"}]'],
+             ".yaml": ["task: classification  # 情感分类", "# 谢谢", "model: minilm"]}[suffix]
+    path = _write(tmp_path / f"cn{suffix}", "\n".join(lines).encode("gbk") + b"\n")
+    assert "лл" in "\n".join(lines).encode("gbk").decode("utf-8", errors="replace")
+    if suffix == ".yaml":
+        res = runner.invoke(app, ["train", str(path)])
+        assert res.exit_code == 2, res.output
+        said = res.stderr.rstrip("\n")
+    else:
+        said = read_error(path)
+    assert said.endswith(f"iconv -f GB18030 -t UTF-8 {path} > {tmp_path / ('cn.utf8' + suffix)}"), said
+    mixed = _write(tmp_path / "mixed.jsonl", '{"text": "мир", "label": "pos"}\n{"text": "лл", "label": "pos"}\n'
+                   .encode() + '{"text": "这条是GBK", "label": "pos"}\n'.encode("gbk"))
+    assert "in a file otherwise UTF-8: retype" in read_error(mixed)
+
+
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path

@@ -29,14 +29,15 @@ def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", l
         hint = utf16_hint(path)
     else:  # Excel's CSV named, and its "CSV UTF-8" advised, for the files Excel writes only (not JSONL, CoNLL, text)
         hint = encoding_hint(line_bytes, path, Path(path).suffix.lower() in EXCEL_KINDS,
-                             whole if whole is not None else lambda: _whole(path, line),
+                             whole if whole is not None else lambda codec: _whole(path, line, codec),
                              more if more is not None else _from_line(path, line))
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
 
 
-def _whole(path: Path, bad: int) -> bool | None:
-    """Whether the file holds no UTF-8 text besides its line `bad` (`utf8_besides`), its lines numbered as
-    `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known (None)."""
+def _whole(path: Path, bad: int, codec: str) -> bool | None:
+    """Whether the file holds no UTF-8 text besides its line `bad`, which reads as `codec` (`utf8_besides`), its lines
+    numbered as `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known
+    (None)."""
     if not path.is_file():
         return True if bad == 1 else None
 
@@ -45,7 +46,7 @@ def _whole(path: Path, bad: int) -> bool | None:
             yield from byte_lines(f)
 
     try:
-        return not utf8_besides(lines(), bad)
+        return not utf8_besides(lines(), bad, codec)
     except OSError:
         return None
 

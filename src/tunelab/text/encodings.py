@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tunelab.text import HANGUL, ZH_PUNCT
-from tunelab.text.gbk_or_big5 import More, chinese_codec, readings
+from tunelab.text.gbk_or_big5 import More, chinese_codec, readings, written_in
 
 # -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
 # What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
@@ -42,7 +42,7 @@ _NEIGHBOURS = ((_KANA, re.compile(f"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff{ZH_
 
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-Whole = bool | None | Callable[[], bool | None]
+Whole = bool | None | Callable[[str], bool | None]  # (a function: given the encoding the line reads as)
 
 
 def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True, more: More = None) -> str:
@@ -57,7 +57,7 @@ def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whol
     if codec is None:
         return ""
     if callable(whole):
-        whole = whole()
+        whole = whole(codec)
     stdin = str(path) == "<stdin>"
     excel = excel and not stdin and codec != "EUC-JP"
     said = f"; the line reads as {NAMES[codec]}" + (" and of Excel's CSV there" if excel else "")
@@ -94,7 +94,7 @@ def bad_line(raw: bytes, at: int) -> tuple[int, int, bytes, Callable[[], bool], 
     start, end = raw.rfind(b"\n", 0, at) + 1, raw.find(b"\n", at)
     line = raw.count(b"\n", 0, at) + 1
     return (line, at - start + 1, raw[start:end if end != -1 else len(raw)],
-            lambda: not utf8_besides(_lines(raw), line), lambda: _lines(raw, start))
+            lambda codec: not utf8_besides(_lines(raw), line, codec), lambda: _lines(raw, start))
 
 
 def _lines(raw: bytes, start: int = 0) -> Iterator[bytes]:
@@ -106,28 +106,30 @@ def _lines(raw: bytes, start: int = 0) -> Iterator[bytes]:
     yield raw[start:]
 
 
-def utf8_besides(lines: Iterable[bytes], bad: int) -> bool:
-    """Whether lines other than number `bad` (the first that is not UTF-8) hold UTF-8 text (`_utf8_text`), up to
-    _CHECKED_AFTER lines after it."""
+def utf8_besides(lines: Iterable[bytes], bad: int, codec: str = "") -> bool:
+    """Whether lines other than number `bad` (the first that is not UTF-8, reading as `codec`) hold UTF-8 text
+    (`_utf8_text`), up to _CHECKED_AFTER lines after it."""
     for number, raw in enumerate(lines, start=1):
         if number > bad + _CHECKED_AFTER:
             break
-        if number != bad and not raw.isascii() and _utf8_text(raw):
+        if number != bad and not raw.isascii() and _utf8_text(raw, codec):
             return True
     return False
 
 
-def _utf8_text(raw: bytes) -> bool:
+def _utf8_text(raw: bytes, codec: str = "") -> bool:
     """The line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5 line seldom
     decodes so), two or more characters of two bytes (Cyrillic, Greek, Hebrew, Arabic: `мир`; where a GBK or Big5
-    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) or
-    an accented Latin letter next to an ASCII one (`café`)."""
+    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) —
+    but not where the line is Chinese in `codec` (the bad line's GBK or Big5) as it is mostly written (`written_in`):
+    GBK's `谢谢` is UTF-8's `лл`, `学习` `ѧϰ` (where Cyrillic or Greek in UTF-8 reads as rare GBK characters:
+    `мир` as `屑懈褉`) —, or an accented Latin letter next to an ASCII one (`café`)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
     return (_THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
-            or sum(not c.isascii() for c in text) >= 2)
+            or sum(not c.isascii() for c in text) >= 2 and not written_in(raw, codec))
 
 
 def _reads_as(line: bytes, more: More = None) -> str | None:

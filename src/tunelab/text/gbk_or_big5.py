@@ -81,6 +81,15 @@ def chinese_codec(read: dict[str, tuple[str, int]], more: More = None) -> str | 
     return "BIG5" if tally["BIG5"] > tally["GB18030"] else "GB18030"
 
 
+def written_in(line: bytes, name: str) -> bool:
+    """The line reads as Chinese in `name` ("GB18030", "BIG5"; any other: False) with two characters or more of
+    those Chinese is mostly written with (`COMMON`), two in three of its characters or more."""
+    codec = {"GB18030": "gb18030", "BIG5": "big5"}.get(name)
+    text = _chinese(line, codec, _GBK_CHINESE if name == "GB18030" else _BIG5_CHINESE) if codec else ""
+    usual = _usual(text)
+    return usual >= 2 and 3 * usual >= 2 * sum(not c.isascii() for c in text)
+
+
 def _tally(lines: Iterable[bytes]) -> dict[str, list[int]]:
     """For GB18030 and BIG5: [characters among `COMMON`, common characters] of the lines' readings, where they read
     as Chinese in it, over the first _MORE lines that are not UTF-8 among _SCANNED."""
