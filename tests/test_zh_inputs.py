@@ -343,3 +343,35 @@ def test_a_qa_answer_start_counted_in_utf8_bytes_is_said_so(tiny_bert: Path, tmp
     assert res.stderr == (f"error: {path}:1: answers: answer 1 '北京' does not match the context at answer_start 18 "
                           "(the context there: '') (18 is its UTF-8 byte offset; answer_start counts characters: 6); "
                           "fix the offset, or use -1 outside training\n"), res.stderr
+
+
+_QUOTE = "a curly quote (a word processor's or a Chinese input method's): JSON needs '\"'"
+
+
+@pytest.mark.parametrize(("row", "column", "said", "named"), [
+    ('{“text”: “很差”, “label”: “负面”}', 2, "Expecting property name enclosed in double quotes",
+     f"'“' (U+201C) there is {_QUOTE}"),
+    ('{"text"： "很差"， "label"： "负面"}', 8, "Expecting ':' delimiter",
+     "'：' (U+FF1A) there is a full-width colon (a Chinese input method's): JSON needs ':'"),
+    ('{"text": "很差", "label": "负面"，}', 29, "Expecting ',' delimiter",
+     "'，' (U+FF0C) there is a full-width comma (a Chinese input method's): JSON needs ','"),
+    ('{"text": "很差",\u3000"label": "负面"}', 15, "Expecting property name enclosed in double quotes",
+     "'\\u3000' (U+3000) there is a full-width space (a Chinese input method's): JSON needs ' '")])
+def test_a_full_width_mark_in_json_is_named(tmp_path: Path, row: str, column: int, said: str, named: str) -> None:
+    """A JSON row typed with a Chinese input method's marks was `invalid JSON (Expecting ':' delimiter at column 8)`:
+    the colon there looks like the one it wants. The mark is named, in JSONL, a JSON array (read whole or a block at a
+    time) and a JSON config."""
+    from tunelab.data.jsonl import iter_json_array
+
+    jsonl = _write(tmp_path / "zh.jsonl", ('{"text": "很好", "label": "正面"}\n' + row + "\n").encode())
+    assert read_error(jsonl) == f"{jsonl}:2: json: invalid JSON ({said} at column {column}; {named})"
+    array = _write(tmp_path / "zh.json", ('[{"text": "很好", "label": "正面"},\n' + row + "]\n").encode())
+    assert read_error(array) == f"{array}:2: json: invalid JSON ({said}; {named})"
+    with pytest.raises(DataError) as info:
+        list(iter_json_array(array, block=8))
+    assert str(info.value) == f"{array}:2: json: invalid JSON ({said}; {named})"
+    config = _write(tmp_path / "run.json", ("\n" + row.replace("text", "task").replace("label", "model") + "\n")
+                    .encode())
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr == (f"error: {config}:2: invalid JSON: {said} (column {column}); "
+                                                 f"{named}\n"), res.output

@@ -36,6 +36,7 @@ from tunelab.errors import ConfigError
 from tunelab.models.aliases import ALIASES, check_model_name
 from tunelab.models.student import STUDENT_LAYERS, parse_layers
 from tunelab.registry import METHODS, TASKS
+from tunelab.text.full_width import json_mark
 
 _MODEL_HELP = "Alias (see `tunelab models`), a local model directory (e.g. a previous run's model/), or a hub id."
 
@@ -236,7 +237,8 @@ def _json_config(path: Path, text: str) -> Any:
     try:
         loaded = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+                          f"{json_mark(exc.doc, exc.pos)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
     if twice:
