@@ -375,3 +375,40 @@ def test_a_full_width_mark_in_json_is_named(tmp_path: Path, row: str, column: in
     res = runner.invoke(app, ["train", str(config)])
     assert res.exit_code == 2 and res.stderr == (f"error: {config}:2: invalid JSON: {said} (column {column}); "
                                                  f"{named}\n"), res.output
+
+
+def test_a_setting_typed_with_full_width_marks_is_said_so(tiny_bert: Path, tmp_path: Path) -> None:
+    """`--set train.epochs＝3` was only `expected key=value`, `--set train.epochs=３` and `epochs: ３` in a config
+    `unable to parse string as a number (got '３')`: the full-width equals sign and digit look like the ASCII ones."""
+    data = write_jsonl(tmp_path / "zh.jsonl", [{"text": "好", "label": "正面"}, {"text": "差", "label": "负面"}] * 4)
+    base = ["train", "--set", "task=classification", "--set", f"model={tiny_bert}", "--set", f"data.train={data}",
+            "--set", f"output_dir={tmp_path / 'run'}"]
+    for setting, said in (
+            ("train.epochs＝3", "--set 'train.epochs＝3': expected key=value (e.g. train.lr=1e-4); '＝' (U+FF1D) is a "
+                               "full-width equals sign (a Chinese input method's): type '='"),
+            ("train.epochs：3", "--set 'train.epochs：3': expected key=value (e.g. train.lr=1e-4); '：' (U+FF1A) is a "
+                               "full-width colon (a Chinese input method's): type '='"),
+            ("train.lr=１e-5", "--set train.lr: Input should be a valid number, unable to parse string as a number "
+                              "(got '１e-5'); it is written in full-width characters (a Chinese input method's): type "
+                              "'1e-5'")):
+        res = runner.invoke(app, [*base, "--set", setting])
+        assert res.exit_code == 2 and res.stderr == f"error: {said}\n", res.output
+    config = _write(tmp_path / "run.yaml", f"task: classification\nmodel: {tiny_bert}\ndata:\n  train: {data}\n"
+                    f"train:\n  epochs: ３\noutput_dir: {tmp_path / 'run'}\n".encode())
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr == (
+        f"error: {config}:6: train.epochs: Input should be a valid number, unable to parse string as a number (got "
+        "'３'); it is written in full-width characters (a Chinese input method's): type '3'\n"), res.output
+    assert not (tmp_path / "run").exists()
+    # the web UI's more settings, one key=value a line
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(tmp_path / "runs"), base_url=LOCAL)
+    form = {"task": "classification", "model": str(tiny_bert), "method": "full", "train": str(data), "name": "情感",
+            "extra": "train.max_steps=1\ntrain.epochs＝3"}
+    res = client.post("/launch?lang=zh", data=form)
+    assert res.status_code == 422 and "more settings: &#39;train.epochs＝3&#39; is not key=value; &#39;＝&#39; " \
+        "(U+FF1D) is a full-width equals sign (a Chinese input method&#39;s): type &#39;=&#39;" in res.text

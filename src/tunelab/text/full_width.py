@@ -27,3 +27,10 @@ def json_mark(doc: object, pos: object) -> str:
         return ""
     what, ascii_mark = _MARKS[doc[pos]]
     return f"; {doc[pos]!r} (U+{ord(doc[pos]):04X}) there is {what}: JSON needs {ascii_mark!r}"
+
+
+def equals_mark(pair: str) -> str:
+    """`; '＝' (U+FF1D) is a full-width equals sign (a Chinese input method's): type '='` for a `key=value` setting
+    (`--set`, the web UI's more settings) written with one, or with a full-width colon, in place of '=', else ""."""
+    return next((f"; {c!r} (U+{ord(c):04X}) is a full-width {name} ({_IME}): type '='"
+                 for c, name in (("\uff1d", "equals sign"), ("\uff1a", "colon")) if c in pair), "")
