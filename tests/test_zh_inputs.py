@@ -345,6 +345,27 @@ def test_a_qa_answer_start_counted_in_utf8_bytes_is_said_so(tiny_bert: Path, tmp
                           "fix the offset, or use -1 outside training\n"), res.stderr
 
 
+def test_a_qa_answer_start_counted_in_utf16_units_is_said_so(tmp_path: Path) -> None:
+    """answer_start 11, the offset a browser annotation tool (JavaScript: UTF-16 code units) gives 北京 in a review
+    with an emoji and a rare character (😀, 𠮷: two units each; 9 characters): only the mismatch was said."""
+    from tunelab.config.sections import DataConfig
+    from tunelab.data.readers import read_table
+    from tunelab.registry import TASKS
+
+    context = "我喜欢😀和𠮷野家，北京很大。"
+    units = len(context[:context.index("北京")].encode("utf-16-le")) // 2
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"id": "1", "context": context, "question": "哪里很大？",
+                                                "answers": {"text": ["北京"], "answer_start": [units]}}])
+    qa = TASKS.get("qa")
+    task = qa(qa.Config(), DataConfig())
+    with pytest.raises(DataError) as info:
+        task.parse(read_table(path))
+    assert str(info.value) == (f"{path}:1: answers: answer 1 '北京' does not match the context at answer_start 11 "
+                               "(the context there: '很大') (11 is its UTF-16 offset, as JavaScript and Java count, an "
+                               "emoji as two; answer_start counts characters: 9); fix the offset, or use -1 outside "
+                               "training")
+
+
 _QUOTE = "a curly quote (a word processor's or a Chinese input method's): JSON needs '\"'"
 
 
