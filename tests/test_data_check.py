@@ -37,6 +37,17 @@ def test_labels_that_differ_in_spaces_or_width_are_named_as_one_class() -> None:
                     "differently (each is a class of its own)")
 
 
+def test_a_validation_label_with_a_full_width_space_is_shown_as_it_is(tiny_bert: Path, tmp_path: Path) -> None:
+    """`labels absent from train.jsonl: 负面　` (a trailing U+3000, unseen) read as if 负面 were absent, which
+    training has."""
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "好", "label": "正面"}, {"text": "差", "label": "负面"}])
+    rows = [{"text": t, "label": label} for t, label in (("好吗", "正面"), ("差吗", "负面\u3000"), ("一般", "中性"))]
+    val = write_jsonl(tmp_path / "val.jsonl", rows)
+    report = _check(str(train), str(val), "--model", str(tiny_bert))
+    assert report["files"][str(val)]["warnings"][-1] == (
+        f"labels absent from {train}: 中性, '负面\\u3000' (training has 负面)")
+
+
 def test_a_one_class_training_file_is_refused_as_train_refuses_it(tiny_bert: Path, tmp_path: Path) -> None:
     one = write_jsonl(tmp_path / "one.jsonl", [{"text": "good film", "label": "pos"}] * 3)
     res = runner.invoke(app, ["data", "check", str(one), "--model", str(tiny_bert)])

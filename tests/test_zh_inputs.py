@@ -163,6 +163,31 @@ def test_a_gbk_line_in_a_utf8_file_of_another_script_is_to_be_fixed_there(tmp_pa
             and "iconv -f GB18030 -t UTF-8" not in said, said
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".conll", ".json", ".yaml"])
+def test_a_gbk_file_whose_later_lines_decode_as_utf8_is_still_converted(tmp_path: Path, suffix: str) -> None:
+    """A GBK line of two-byte UTF-8 characters (`谢谢` is 0xD0 0xBB 0xD0 0xBB, UTF-8's `лл`; `学习` `ѧϰ`) was taken
+    for UTF-8 text: the whole-GBK file was told it was `otherwise UTF-8`, to retype its first bad line alone — which
+    left `лл` to be trained on. A line that reads as Chinese in the bad line's encoding, of the characters Chinese is
+    mostly written with, is not; a UTF-8 Russian word beside one GBK line still is (`мир` reads as `屑懈褉`)."""
+    lines = {".jsonl": [json.dumps({"text": t, "label": "pos"}, ensure_ascii=False) for t in ("这个产品很好用", "谢谢",
+                                                                                             "学习")],
+             ".conll": ["北京 B-LOC", "", "学习 O", "", "谢谢 O"],
+             ".json": ["[", '{"text": "很好用", "label": "pos"},', '{"text": "谢谢", "label": "pos"}]'],
+             ".yaml": ["task: classification  # 情感分类", "# 谢谢", "model: minilm"]}[suffix]
+    path = _write(tmp_path / f"cn{suffix}", "\n".join(lines).encode("gbk") + b"\n")
+    assert "лл" in "\n".join(lines).encode("gbk").decode("utf-8", errors="replace")
+    if suffix == ".yaml":
+        res = runner.invoke(app, ["train", str(path)])
+        assert res.exit_code == 2, res.output
+        said = res.stderr.rstrip("\n")
+    else:
+        said = read_error(path)
+    assert said.endswith(f"iconv -f GB18030 -t UTF-8 {path} > {tmp_path / ('cn.utf8' + suffix)}"), said
+    mixed = _write(tmp_path / "mixed.jsonl", '{"text": "мир", "label": "pos"}\n{"text": "лл", "label": "pos"}\n'
+                   .encode() + '{"text": "这条是GBK", "label": "pos"}\n'.encode("gbk"))
+    assert "in a file otherwise UTF-8: retype" in read_error(mixed)
+
+
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
@@ -195,6 +220,64 @@ def test_a_big5_file_is_said_so_with_its_iconv_command(tmp_path: Path, suffix: s
     gbk = _write(tmp_path / f"zh_cn{suffix}", text.replace("這部電影", "这部电影").replace("推薦", "推荐")
                  .replace("台灣", "台湾").encode("gbk"))
     assert "iconv -f GB18030 -t UTF-8" in read_error(gbk)
+
+
+# Traditional Chinese as a user in Taiwan writes it, one character a line (a character-level CoNLL file) or short
+# reviews labelled in English; each file's first line reads as Chinese in GBK as well as in Big5, with as many of each
+# one's common characters (國 in Big5 is 0xB0 0xEA, GBK's 瓣; 說 0xBB 0xA1, GBK's 弧)
+TRADITIONAL = {
+    ".conll": [f"{c} {t}" for c, t in zip("國立臺灣大學", ["B-ORG"] + ["I-ORG"] * 5, strict=True)]
+    + ["的 O", "學 O", "生 O", "說 O", "", "謝 O", "謝 O", "你 O", "們 O"],
+    ".jsonl": [json.dumps({"text": t, "label": lab}, ensure_ascii=False) for t, lab in (
+        ("國際", "pos"), ("學習", "pos"), ("這個產品很好用", "pos"), ("說明書看不懂", "neg"), ("謝謝", "pos"))],
+    ".csv": ["text,label", "推薦,pos", "對話,pos", "這個產品很好用,pos", "時間太久,neg", "謝謝你們,pos"],
+    ".json": ["[", *(f'{{"text": "{t}", "label": "pos"}},' for t in ("學習", "臺灣", "們說會時個來")),
+              '{"text": "國", "label": "neg"}]'],
+}
+SIMPLIFIED = {  # the same in Simplified Chinese, saved by a Chinese Windows
+    ".conll": [f"{c} {t}" for c, t in zip("国立台湾大学", ["B-ORG"] + ["I-ORG"] * 5, strict=True)]
+    + ["的 O", "学 O", "生 O", "说 O", "", "谢 O", "谢 O", "你 O", "们 O"],
+    ".jsonl": [json.dumps({"text": t, "label": lab}, ensure_ascii=False) for t, lab in (
+        ("国际", "pos"), ("学会", "pos"), ("这个产品很好用", "pos"), ("说明书看不懂", "neg"), ("谢谢你", "pos"))],
+    ".csv": ["text,label", "推荐,pos", "对话,pos", "这个产品很好用,pos", "时间太久,neg", "谢谢你们,pos"],
+    ".json": ["[", *(f'{{"text": "{t}", "label": "pos"}},' for t in ("学会", "台湾", "们说会时个来")),
+              '{"text": "国", "label": "neg"}]'],
+}
+
+
+@pytest.mark.parametrize("suffix", list(TRADITIONAL))
+def test_big5_and_gbk_are_told_apart_by_the_files_lines(tmp_path: Path, suffix: str) -> None:
+    """A Big5 file whose first bad line reads as Chinese in GBK too, with as many common characters (a character-level
+    CoNLL line `國 B-ORG`, a review `國際`), was said to be GBK, GBK winning the tie: its `iconv -f GB18030` wrote
+    `瓣 B-ORG`. The file's other lines, and which reading is of the characters Chinese is mostly written with,
+    decide; Simplified Chinese in GBK is still GBK."""
+    lines = TRADITIONAL[suffix]
+    big5 = _write(tmp_path / f"tw{suffix}", "\n".join(lines).encode("big5") + b"\n")
+    said = read_error(big5)
+    assert "; the line reads as Chinese in Big5 (Traditional Chinese)" in said, said
+    assert said.endswith(f"iconv -f BIG5 -t UTF-8 {big5} > {tmp_path / ('tw.utf8' + suffix)}"), said
+    gbk = _write(tmp_path / f"cn{suffix}", "\n".join(SIMPLIFIED[suffix]).encode("gbk") + b"\n")
+    said = read_error(gbk)
+    assert said.endswith(f"iconv -f GB18030 -t UTF-8 {gbk} > {tmp_path / ('cn.utf8' + suffix)}"), said
+    # one line alone: the characters Chinese is mostly written with decide it (`說` is Big5's, `弧` GBK's)
+    for text, codec, named in (("說 O", "big5", "BIG5"), ("國 B-LOC", "big5", "BIG5"), ("对 O", "gbk", "GB18030"),
+                               ("国 B-LOC", "gbk", "GB18030"), ("學習,pos", "big5", "BIG5"),
+                               ("学会,pos", "gbk", "GB18030")):
+        one = _write(tmp_path / ("one.conll" if " " in text else "one.csv"),
+                     ("" if " " in text else "text,label\n").encode() + text.encode(codec) + b"\n")
+        assert f"iconv -f {named} -t UTF-8" in read_error(one), text
+
+
+def test_a_big5_character_level_conll_file_through_data_check(tmp_path: Path) -> None:
+    """What the user ran: `tunelab data check` of a Big5 character-level CoNLL file was told to convert it from
+    GB18030."""
+    path = _write(tmp_path / "tw.conll", "\n".join(TRADITIONAL[".conll"]).encode("big5") + b"\n")
+    res = runner.invoke(app, ["data", "check", str(path), "--task", "ner"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr == (f"error: {path}:1: bytes: not valid UTF-8 (byte 0xb0 at column 1); the line reads as "
+                          "Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong: "
+                          f"save the file as UTF-8, or convert it: iconv -f BIG5 -t UTF-8 {path} > "
+                          f"{tmp_path / 'tw.utf8.conll'}\n"), res.stderr
 
 
 @pytest.mark.parametrize(("text", "codec", "named"), [
@@ -260,3 +343,93 @@ def test_a_qa_answer_start_counted_in_utf8_bytes_is_said_so(tiny_bert: Path, tmp
     assert res.stderr == (f"error: {path}:1: answers: answer 1 '北京' does not match the context at answer_start 18 "
                           "(the context there: '') (18 is its UTF-8 byte offset; answer_start counts characters: 6); "
                           "fix the offset, or use -1 outside training\n"), res.stderr
+
+
+def test_a_qa_answer_start_counted_in_utf16_units_is_said_so(tmp_path: Path) -> None:
+    """answer_start 11, the offset a browser annotation tool (JavaScript: UTF-16 code units) gives 北京 in a review
+    with an emoji and a rare character (😀, 𠮷: two units each; 9 characters): only the mismatch was said."""
+    from tunelab.config.sections import DataConfig
+    from tunelab.data.readers import read_table
+    from tunelab.registry import TASKS
+
+    context = "我喜欢😀和𠮷野家，北京很大。"
+    units = len(context[:context.index("北京")].encode("utf-16-le")) // 2
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"id": "1", "context": context, "question": "哪里很大？",
+                                                "answers": {"text": ["北京"], "answer_start": [units]}}])
+    qa = TASKS.get("qa")
+    task = qa(qa.Config(), DataConfig())
+    with pytest.raises(DataError) as info:
+        task.parse(read_table(path))
+    assert str(info.value) == (f"{path}:1: answers: answer 1 '北京' does not match the context at answer_start 11 "
+                               "(the context there: '很大') (11 is its UTF-16 offset, as JavaScript and Java count, an "
+                               "emoji as two; answer_start counts characters: 9); fix the offset, or use -1 outside "
+                               "training")
+
+
+_QUOTE = "a curly quote (a word processor's or a Chinese input method's): JSON needs '\"'"
+
+
+@pytest.mark.parametrize(("row", "column", "said", "named"), [
+    ('{“text”: “很差”, “label”: “负面”}', 2, "Expecting property name enclosed in double quotes",
+     f"'“' (U+201C) there is {_QUOTE}"),
+    ('{"text"： "很差"， "label"： "负面"}', 8, "Expecting ':' delimiter",
+     "'：' (U+FF1A) there is a full-width colon (a Chinese input method's): JSON needs ':'"),
+    ('{"text": "很差", "label": "负面"，}', 29, "Expecting ',' delimiter",
+     "'，' (U+FF0C) there is a full-width comma (a Chinese input method's): JSON needs ','"),
+    ('{"text": "很差",\u3000"label": "负面"}', 15, "Expecting property name enclosed in double quotes",
+     "'\\u3000' (U+3000) there is a full-width space (a Chinese input method's): JSON needs ' '")])
+def test_a_full_width_mark_in_json_is_named(tmp_path: Path, row: str, column: int, said: str, named: str) -> None:
+    """A JSON row typed with a Chinese input method's marks was `invalid JSON (Expecting ':' delimiter at column 8)`:
+    the colon there looks like the one it wants. The mark is named, in JSONL, a JSON array (read whole or a block at a
+    time) and a JSON config."""
+    from tunelab.data.jsonl import iter_json_array
+
+    jsonl = _write(tmp_path / "zh.jsonl", ('{"text": "很好", "label": "正面"}\n' + row + "\n").encode())
+    assert read_error(jsonl) == f"{jsonl}:2: json: invalid JSON ({said} at column {column}; {named})"
+    array = _write(tmp_path / "zh.json", ('[{"text": "很好", "label": "正面"},\n' + row + "]\n").encode())
+    assert read_error(array) == f"{array}:2: json: invalid JSON ({said}; {named})"
+    with pytest.raises(DataError) as info:
+        list(iter_json_array(array, block=8))
+    assert str(info.value) == f"{array}:2: json: invalid JSON ({said}; {named})"
+    config = _write(tmp_path / "run.json", ("\n" + row.replace("text", "task").replace("label", "model") + "\n")
+                    .encode())
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr == (f"error: {config}:2: invalid JSON: {said} (column {column}); "
+                                                 f"{named}\n"), res.output
+
+
+def test_a_setting_typed_with_full_width_marks_is_said_so(tiny_bert: Path, tmp_path: Path) -> None:
+    """`--set train.epochs＝3` was only `expected key=value`, `--set train.epochs=３` and `epochs: ３` in a config
+    `unable to parse string as a number (got '３')`: the full-width equals sign and digit look like the ASCII ones."""
+    data = write_jsonl(tmp_path / "zh.jsonl", [{"text": "好", "label": "正面"}, {"text": "差", "label": "负面"}] * 4)
+    base = ["train", "--set", "task=classification", "--set", f"model={tiny_bert}", "--set", f"data.train={data}",
+            "--set", f"output_dir={tmp_path / 'run'}"]
+    for setting, said in (
+            ("train.epochs＝3", "--set 'train.epochs＝3': expected key=value (e.g. train.lr=1e-4); '＝' (U+FF1D) is a "
+                               "full-width equals sign (a Chinese input method's): type '='"),
+            ("train.epochs：3", "--set 'train.epochs：3': expected key=value (e.g. train.lr=1e-4); '：' (U+FF1A) is a "
+                               "full-width colon (a Chinese input method's): type '='"),
+            ("train.lr=１e-5", "--set train.lr: Input should be a valid number, unable to parse string as a number "
+                              "(got '１e-5'); it is written in full-width characters (a Chinese input method's): type "
+                              "'1e-5'")):
+        res = runner.invoke(app, [*base, "--set", setting])
+        assert res.exit_code == 2 and res.stderr == f"error: {said}\n", res.output
+    config = _write(tmp_path / "run.yaml", f"task: classification\nmodel: {tiny_bert}\ndata:\n  train: {data}\n"
+                    f"train:\n  epochs: ３\noutput_dir: {tmp_path / 'run'}\n".encode())
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr == (
+        f"error: {config}:6: train.epochs: Input should be a valid number, unable to parse string as a number (got "
+        "'３'); it is written in full-width characters (a Chinese input method's): type '3'\n"), res.output
+    assert not (tmp_path / "run").exists()
+    # the web UI's more settings, one key=value a line
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    client = TestClient(create_app(tmp_path / "runs"), base_url=LOCAL)
+    form = {"task": "classification", "model": str(tiny_bert), "method": "full", "train": str(data), "name": "情感",
+            "extra": "train.max_steps=1\ntrain.epochs＝3"}
+    res = client.post("/launch?lang=zh", data=form)
+    assert res.status_code == 422 and "more settings: &#39;train.epochs＝3&#39; is not key=value; &#39;＝&#39; " \
+        "(U+FF1D) is a full-width equals sign (a Chinese input method&#39;s): type &#39;=&#39;" in res.text

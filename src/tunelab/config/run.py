@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import time
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -36,6 +37,7 @@ from tunelab.errors import ConfigError
 from tunelab.models.aliases import ALIASES, check_model_name
 from tunelab.models.student import STUDENT_LAYERS, parse_layers
 from tunelab.registry import METHODS, TASKS
+from tunelab.text.full_width import equals_mark, json_mark
 
 _MODEL_HELP = "Alias (see `tunelab models`), a local model directory (e.g. a previous run's model/), or a hub id."
 
@@ -131,7 +133,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
     out = []
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value (e.g. train.lr=1e-4)")
+            raise ConfigError(f"--set {pair!r}: expected key=value (e.g. train.lr=1e-4){equals_mark(pair)}")
         key, raw = pair.split("=", 1)
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"--set {pair!r}: expected key=value with a dotted key (e.g. train.lr=1e-4)")
@@ -165,6 +167,8 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     msg = e["msg"].replace("Value error, ", "")
     got = e.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    if isinstance(got, str) and (plain := unicodedata.normalize("NFKC", got)) != got and plain.isascii():
+        shown += f"; it is written in full-width characters (a Chinese input method's): type {plain.strip()!r}"
     return f"config: {path}: {msg}{shown}"
 
 
@@ -206,8 +210,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         from tunelab.text.encodings import UTF16_BOMS, bad_line, encoding_hint, utf16_hint
 
-        line, _, bad, whole = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
-        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole)
+        line, _, bad, whole, more = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
+        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole, more)
         raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}){hint}") from None
     if p.suffix.lower() == ".json":
         loaded = _json_config(p, text)
@@ -236,7 +240,8 @@ def _json_config(path: Path, text: str) -> Any:
     try:
         loaded = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+                          f"{json_mark(exc.doc, exc.pos)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
     if twice:

@@ -74,10 +74,20 @@ def _canonical(label: str) -> str:
 
 
 def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) -> str | None:
-    missing = sorted(set(labels) - set(train))
+    """Labels training never saw, each shown so that a space or full-width character in it is seen (`_shown`), with
+    the training label it looks like (`'负面\u3000' (training has 负面)`): a trailing full-width space read as `负面`
+    said that `负面` was absent."""
+    seen = set(train)
+    missing = sorted(set(labels) - seen)
     if not missing:
         return None
-    return f"labels absent from {train_path}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+    alike = {_canonical(label): label for label in sorted(seen)}
+
+    def said(label: str) -> str:
+        near = alike.get(_canonical(label))
+        return _shown(label) + (f" (training has {_shown(near)})" if near is not None else "")
+
+    return f"labels absent from {train_path}: {', '.join(map(said, missing[:5]))}{' ...' if len(missing) > 5 else ''}"
 
 
 def conversation_order(examples: Sequence[dict[str, Any]], path: str, shown: int = 3) -> list[str]:

@@ -13,28 +13,31 @@ from pathlib import Path
 from typing import IO, Any
 
 from tunelab.errors import DataError
-from tunelab.text.encodings import UTF16_BOMS, Whole, bad_line, encoding_hint, utf8_besides, utf16_hint
+from tunelab.text.encodings import UTF16_BOMS, More, Whole, bad_line, encoding_hint, utf8_besides, utf16_hint
 
 EXCEL_KINDS = (".csv", ".tsv", ".tab")  # the data files Excel saves (its Windows-1252 or GBK CSV)
 
 
 def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", line_bytes: bytes = b"",
-             whole: Whole = None) -> DataError:
+             whole: Whole = None, more: More = None) -> DataError:
     """Bytes that are not UTF-8, by line and column; `head`: the text's first bytes (UTF-16's byte order mark says
     what the text is: standard input's, as a file's is read as it says, `decoded_lines`); `line_bytes`: the bad
     line's, text in GBK, Big5, Windows-1252 ... said so (`encoding_hint`); `whole`: whether the text holds no UTF-8
-    text besides (None: the file read again to find out, `_whole`)."""
+    text besides (None: the file read again to find out, `_whole`); `more`: the text's lines from the bad one on,
+    where a line that reads as both GBK and Big5 is to be told which (None: the file's, read again, `_from_line`)."""
     if head[:2] in UTF16_BOMS:
         hint = utf16_hint(path)
     else:  # Excel's CSV named, and its "CSV UTF-8" advised, for the files Excel writes only (not JSONL, CoNLL, text)
         hint = encoding_hint(line_bytes, path, Path(path).suffix.lower() in EXCEL_KINDS,
-                             whole if whole is not None else lambda: _whole(path, line))
+                             whole if whole is not None else lambda codec: _whole(path, line, codec),
+                             more if more is not None else _from_line(path, line))
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
 
 
-def _whole(path: Path, bad: int) -> bool | None:
-    """Whether the file holds no UTF-8 text besides its line `bad` (`utf8_besides`), its lines numbered as
-    `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known (None)."""
+def _whole(path: Path, bad: int, codec: str) -> bool | None:
+    """Whether the file holds no UTF-8 text besides its line `bad`, which reads as `codec` (`utf8_besides`), its lines
+    numbered as `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known
+    (None)."""
     if not path.is_file():
         return True if bad == 1 else None
 
@@ -43,9 +46,24 @@ def _whole(path: Path, bad: int) -> bool | None:
             yield from byte_lines(f)
 
     try:
-        return not utf8_besides(lines(), bad)
+        return not utf8_besides(lines(), bad, codec)
     except OSError:
         return None
+
+
+def _from_line(path: Path, bad: int) -> More:
+    """A function that gives the file's lines from its line `bad` on, numbered as `utf8_lines` numbers them; None for
+    standard input (not read again)."""
+    if not path.is_file():
+        return None
+
+    def lines() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            for number, line in enumerate(byte_lines(f), start=1):
+                if number >= bad:
+                    yield line
+
+    return lines
 
 
 # a byte-order mark → (its codec without one, its name); UTF-32's first, as UTF-32 LE's starts with UTF-16 LE's
@@ -169,8 +187,8 @@ def decode_whole(path: Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line, col, bad, whole = bad_line(raw, exc.start)
-        raise not_utf8(path, line, raw[exc.start], col, raw[:2], bad, whole) from None
+        line, col, bad, whole, more = bad_line(raw, exc.start)
+        raise not_utf8(path, line, raw[exc.start], col, raw[:2], bad, whole, more) from None
     return text.removeprefix("\ufeff")
 
 

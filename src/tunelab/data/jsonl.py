@@ -14,6 +14,7 @@ from tunelab.data.decode import decoded_lines, open_text
 from tunelab.data.json_keys import duplicate_key, inner_keys, near_keys, twice
 from tunelab.data.records import ItemLine, Record
 from tunelab.errors import DataError
+from tunelab.text.full_width import json_mark
 
 SHARED = 10_000  # distinct short strings a JSONL file's rows share (see iter_jsonl)
 
@@ -23,9 +24,10 @@ BAD_JSON = (ValueError, RecursionError)  # json's errors: JSONDecodeError, and f
 
 
 def json_error(exc: Exception, column: bool = True) -> str:
-    """What is wrong, for one of BAD_JSON: the decoder's message (with its column), or the other two's."""
+    """What is wrong, for one of BAD_JSON: the decoder's message (with its column; a full-width mark it stopped at
+    named, `json_mark`), or the other two's."""
     if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at column {exc.colno}" if column else exc.msg
+        return (f"{exc.msg} at column {exc.colno}" if column else exc.msg) + json_mark(exc.doc, exc.pos)
     return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
@@ -131,7 +133,7 @@ class _Blocks:
             except json.JSONDecodeError as exc:
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 9
                 if self.eof or not cut:
-                    raise self.error(exc.msg, exc.lineno) from None
+                    raise self.error(exc.msg + json_mark(exc.doc, exc.pos), exc.lineno) from None
             except BAD_JSON as exc:  # not a decode error: no refill mends it
                 raise self.error(json_error(exc), None) from None
             self.refill()

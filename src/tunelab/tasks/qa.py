@@ -355,9 +355,13 @@ def _strip_space(context: str, start: int, end: int) -> tuple[int, int]:
 
 def _byte_offset(context: str, text: str, start: int) -> str:
     """Where `start` is the answer's offset in the context's UTF-8 bytes (what a byte-counting tool, or Go / Rust
-    string indices, give for Chinese text), not in its characters: said, with the character offset."""
-    raw, answer = context.encode("utf-8"), text.encode("utf-8")
-    if start < 0 or raw[start:start + len(answer)] != answer:
-        return ""
-    chars = len(raw[:start].decode("utf-8", errors="ignore"))
-    return f" ({start} is its UTF-8 byte offset; answer_start counts characters: {chars})"
+    string indices, give for Chinese text), or in its UTF-16 code units (JavaScript's or Java's string indices, what
+    a browser annotation tool exports: an emoji or a rare character such as 𠮷 counts two), not in its characters:
+    said, with the character offset."""
+    for codec, width, what in (("utf-8", 1, "UTF-8 byte offset"),
+                               ("utf-16-le", 2, "UTF-16 offset, as JavaScript and Java count, an emoji as two")):
+        raw, answer = context.encode(codec), text.encode(codec)
+        if start >= 0 and raw[width * start:width * start + len(answer)] == answer:
+            chars = len(raw[:width * start].decode(codec, errors="ignore"))
+            return f" ({start} is its {what}; answer_start counts characters: {chars})"
+    return ""

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tunelab.text import HANGUL, ZH_PUNCT
+from tunelab.text.gbk_or_big5 import More, chinese_codec, readings, written_in
 
 # -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
 # What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
@@ -16,9 +17,6 @@ from tunelab.text import HANGUL, ZH_PUNCT
 # text in Windows-1252 (Excel's CSV on a Windows in Western Europe and the Americas: `café`, `it’s`), or a UTF-16
 # file (Excel's "Unicode text"), with the `iconv` command that converts the file — or, where the file's other lines
 # are UTF-8 text (which converting it whole would garble), that the line itself must be fixed.
-# ideographs (the unified block and extension A), CJK punctuation, full-width forms
-_GBK_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2014-\u201d\u2026\u00b7]")  # and GBK's — ‘’ “” … ·
-_BIG5_CHINESE = re.compile(f"[\u3400-\u4dbf\u4e00-\u9fff{ZH_PUNCT}\u2010-\u203b]")  # and Big5's — … ‧ ※
 _THREE_BYTES = re.compile("[\u0800-\U0010ffff]")  # a character of 3 or more UTF-8 bytes (Chinese, kana, ...)
 _ACCENTED = re.compile("[A-Za-z][\u00c0-\u024f]|[\u00c0-\u024f][A-Za-z]")
 _CHECKED_AFTER = 200_000  # lines after the bad one looked at for UTF-8 text (a larger file: the rest assumed alike)
@@ -44,21 +42,22 @@ _NEIGHBOURS = ((_KANA, re.compile(f"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff{ZH_
 
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-Whole = bool | None | Callable[[], bool | None]
+Whole = bool | None | Callable[[str], bool | None]  # (a function: given the encoding the line reads as)
 
 
-def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True) -> str:
+def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True, more: More = None) -> str:
     """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese, Korean
-    (`_reads_as`) or Western European text in Windows-1252 (`_western`) with what to do, else "". `whole` (or a
+    (`_reads_as`; `more`: the file's lines from this one on, read where it reads as Chinese in both GBK and Big5) or
+    Western European text in Windows-1252 (`_western`) with what to do, else "". `whole` (or a
     function that says it, asked only for such a line): True where the file holds no UTF-8 text but ASCII besides the
     line (`utf8_besides` is False): convert it with iconv
     (for standard input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so
     this line is to be fixed where it is; None: not known (standard input past its first line)."""
-    codec = _reads_as(line) or _western(line)
+    codec = _reads_as(line, more) or _western(line)
     if codec is None:
         return ""
     if callable(whole):
-        whole = whole()
+        whole = whole(codec)
     stdin = str(path) == "<stdin>"
     excel = excel and not stdin and codec != "EUC-JP"
     said = f"; the line reads as {NAMES[codec]}" + (" and of Excel's CSV there" if excel else "")
@@ -88,61 +87,63 @@ def utf16_hint(path: Path | str) -> str:
             + convert("UTF-16", path, excel=False))
 
 
-def bad_line(raw: bytes, at: int) -> tuple[int, int, bytes, Callable[[], bool]]:
+def bad_line(raw: bytes, at: int) -> tuple[int, int, bytes, Callable[[], bool], More]:
     """For a file read whole (`raw`) that is not UTF-8 at byte `at`: (its line number, its column, the line's bytes,
-    a function that says whether the file holds no UTF-8 text besides that line — `encoding_hint`'s `whole`)."""
+    a function that says whether the file holds no UTF-8 text besides that line — `encoding_hint`'s `whole` —, one
+    that gives the file's lines from that one on: its `more`)."""
     start, end = raw.rfind(b"\n", 0, at) + 1, raw.find(b"\n", at)
     line = raw.count(b"\n", 0, at) + 1
-    return line, at - start + 1, raw[start:end if end != -1 else len(raw)], lambda: not utf8_besides(_lines(raw), line)
+    return (line, at - start + 1, raw[start:end if end != -1 else len(raw)],
+            lambda codec: not utf8_besides(_lines(raw), line, codec), lambda: _lines(raw, start))
 
 
-def _lines(raw: bytes) -> Iterator[bytes]:
-    """The lines of `raw`, one at a time (not the whole file split: `utf8_besides` stops after _CHECKED_AFTER)."""
-    start = 0
+def _lines(raw: bytes, start: int = 0) -> Iterator[bytes]:
+    """The lines of `raw` from byte `start` on, one at a time (not the whole file split: `utf8_besides` stops after
+    _CHECKED_AFTER)."""
     while (end := raw.find(b"\n", start)) != -1:
         yield raw[start:end]
         start = end + 1
     yield raw[start:]
 
 
-def utf8_besides(lines: Iterable[bytes], bad: int) -> bool:
-    """Whether lines other than number `bad` (the first that is not UTF-8) hold UTF-8 text (`_utf8_text`), up to
-    _CHECKED_AFTER lines after it."""
+def utf8_besides(lines: Iterable[bytes], bad: int, codec: str = "") -> bool:
+    """Whether lines other than number `bad` (the first that is not UTF-8, reading as `codec`) hold UTF-8 text
+    (`_utf8_text`), up to _CHECKED_AFTER lines after it."""
     for number, raw in enumerate(lines, start=1):
         if number > bad + _CHECKED_AFTER:
             break
-        if number != bad and not raw.isascii() and _utf8_text(raw):
+        if number != bad and not raw.isascii() and _utf8_text(raw, codec):
             return True
     return False
 
 
-def _utf8_text(raw: bytes) -> bool:
+def _utf8_text(raw: bytes, codec: str = "") -> bool:
     """The line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5 line seldom
     decodes so), two or more characters of two bytes (Cyrillic, Greek, Hebrew, Arabic: `мир`; where a GBK or Big5
-    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) or
-    an accented Latin letter next to an ASCII one (`café`)."""
+    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) —
+    but not where the line is Chinese in `codec` (the bad line's GBK or Big5) as it is mostly written (`written_in`):
+    GBK's `谢谢` is UTF-8's `лл`, `学习` `ѧϰ` (where Cyrillic or Greek in UTF-8 reads as rare GBK characters:
+    `мир` as `屑懈褉`) —, or an accented Latin letter next to an ASCII one (`café`)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
     return (_THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
-            or sum(not c.isascii() for c in text) >= 2)
+            or sum(not c.isascii() for c in text) >= 2 and not written_in(raw, codec))
 
 
-def _reads_as(line: bytes) -> str | None:
+def _reads_as(line: bytes, more: More = None) -> str | None:
     """"EUC-JP" / "SHIFT_JIS" / "EUC-KR" (`_japanese_or_korean`), Japanese kanji alone in Shift_JIS (`_kanji`), else
-    "GB18030" or "BIG5" where the line reads as Chinese in it (`_chinese`) with one of its common characters or more
-    (`_common`), else None. Simplified Chinese in GBK often decodes as Big5 too, and Big5 as GBK: where both read so,
-    the one with more of its common characters wins, GBK on a tie. Chinese none of whose characters is a common one is
-    no reading: Windows-1252 text (`_western`: `Zoë’s`, 0xEB 0x92, a rare GBK ideograph) or nothing is said of it."""
+    "GB18030" or "BIG5" where the line reads as Chinese in it (text/gbk_or_big5.py: where it reads so in both, the
+    one whose reading — of the line, or of the file's lines that are not UTF-8 (`more`) — is more of the characters
+    Chinese is mostly written with), else None: Windows-1252 text (`_western`: `Zoë’s`, 0xEB 0x92, a rare GBK
+    ideograph) or nothing is said of it."""
     if (other := _japanese_or_korean(line)) is not None:
         return other
-    gbk, big5 = _chinese(line, "gb18030", _GBK_CHINESE), _chinese(line, "big5", _BIG5_CHINESE)
-    common = {"BIG5": _common(big5, "big5"), "GB18030": _common(gbk, "gb18030")}
-    if (kanji := _kanji(line)) >= 2 and kanji > common["GB18030"]:
+    read = readings(line)
+    if (kanji := _kanji(line)) >= 2 and kanji > read["GB18030"][1]:
         return "SHIFT_JIS"
-    codec = "BIG5" if common["BIG5"] > common["GB18030"] else "GB18030"
-    return codec if common[codec] else None
+    return chinese_codec(read, more)
 
 
 # Windows-1252's Latin letters (not its ª º µ, which a CJK line's bytes read as beside ASCII letters: 和 is 0xBA 0xCD)
@@ -227,58 +228,3 @@ def _japanese_or_korean(line: bytes) -> str | None:
     return None
 
 
-def _common(text: str, codec: str) -> int:
-    """The characters of `text` among `codec`'s common ones: GB2312's punctuation and ideographs (lead byte 0xA1-0xA3
-    or 0xB0-0xF7, trail 0xA1 or more; its rows 0xA4-0xAF hold kana, Greek, Cyrillic and nothing, which Big5's most
-    used ideographs read as), Big5's punctuation and frequent ideographs (lead byte 0xA1-0xC6)."""
-    count = 0
-    for c in text:
-        if c.isascii() or len(b := c.encode(codec)) != 2:
-            continue
-        if codec == "big5":
-            count += 0xA1 <= b[0] <= 0xC6
-        else:
-            count += (0xA1 <= b[0] <= 0xA3 or 0xB0 <= b[0] <= 0xF7) and b[1] >= 0xA1
-    return count
-
-
-def _chinese(line: bytes, codec: str, chinese_class: re.Pattern[str]) -> str:
-    """The line decoded, where it reads as Chinese in `codec`, else "". A Chinese character counts where both its bytes
-    are non-ASCII, as every GB2312 one's are, or (Big5, whose trail byte may be ASCII) where its lead byte is one of
-    its punctuation's or frequent ideographs' (0xA1-0xC6) and no ASCII letter or digit follows it: a Latin-1 accent
-    before an ASCII letter (`naïve`: 0xEF 0x76) also decodes as an ideograph, but never so; one such character is
-    enough (a character-level CoNLL line: `中 B-ORG`). Where two count, one before an ASCII letter or digit is left
-    out of the share wanted (`台北101`: 北 is 0xA5 0x5F)."""
-    try:
-        text = line.decode(codec)
-    except UnicodeDecodeError:
-        return ""
-    wide = [(i, c) for i, c in enumerate(text) if not c.isascii()]
-    inside = [(i, c) for i, c in wide if not _between_letters(text, i, codec)]  # (a Latin-1 accent pair: two)
-    counted = [i for i, c in inside if chinese_class.match(c) and _counts(text, i, codec)]
-    chinese = len(counted)
-    if chinese == 1 and min(text[counted[0]].encode(codec)) < 0x80 and text[counted[0] - 1:counted[0]].isdigit():
-        return ""  # a Latin-1 sign between a number and a letter (`100°C.`, `5µg`: 0xB0 0x43 is one Big5 character)
-    if chinese >= 2:  # Chinese enough: `iPhone和iPad` is no accent pair's, `台北101` no accent's
-        wide = [(i, c) for i, c in inside if _counts(text, i, codec) or not _before_alnum(text, i, codec)]
-    return text if chinese and chinese >= 0.9 * len(wide) else ""
-
-
-def _counts(text: str, i: int, codec: str) -> bool:
-    return min(text[i].encode(codec)) >= 0x80 or (codec == "big5" and 0xA1 <= text[i].encode(codec)[0] <= 0xC6
-                                                   and not _before_alnum(text, i, codec))
-
-
-def _before_alnum(text: str, i: int, codec: str) -> bool:
-    """`text[i]` has an ASCII trail byte and an ASCII letter or digit after it: a Latin-1 accent before two ASCII
-    letters (`Äst`: 0xC4 0x73 in Big5), or Chinese before a digit (`北1`)."""
-    after = text[i + 1:i + 2]
-    return min(text[i].encode(codec)) < 0x80 and after.isascii() and after.isalnum()
-
-
-def _between_letters(text: str, i: int, codec: str) -> bool:
-    """`text[i]` is a Latin-1 / cp1252 accent pair read as GBK or Big5: two accented letters' bytes (0xC0-0xFF each)
-    between two ASCII letters (`informação`'s `çã`, `Größe`'s `öß` each decode as one ideograph) — not `iPhone和iPad`'s
-    和 (0xBA 0xCD), Chinese written as such."""
-    return 0 < i < len(text) - 1 and text[i - 1].isascii() and text[i - 1].isalpha() \
-        and text[i + 1].isascii() and text[i + 1].isalpha() and min(text[i].encode(codec)) >= 0xC0

@@ -33,6 +33,7 @@ from tunelab.config.fields import flat_fields
 from tunelab.errors import TunelabError
 from tunelab.http_errors import install_handlers, invalid
 from tunelab.registry import METHODS, TASKS
+from tunelab.text.full_width import equals_mark
 from tunelab.ui import checks, jobs
 from tunelab.ui.charts import line_chart
 from tunelab.ui.guard import Guard
@@ -192,7 +193,8 @@ class UI:
                 if line.strip():
                     key, sep, value = line.partition("=")
                     if not sep:
-                        raise TunelabError(f"more settings: {line.strip()[:80]!r} is not key=value")
+                        raise TunelabError(f"more settings: {line.strip()[:80]!r} is not key=value"
+                                           f"{equals_mark(line)}")
                     checks.set_field(tree, key.strip(), checks.form_value(key.strip(), value))
             await asyncio.to_thread(jobs.launch, self.runs, form.get("name", ""), tree,
                                     translator(self.language(request)))
