@@ -43,3 +43,16 @@ def is_run_dir(path: Path) -> bool:
         return (path / "config.yaml").is_file() and any((path / m).exists() for m in RUN_MARKERS)
     except OSError:
         return False
+
+
+def owning_run(model_dir: Path) -> Path | None:
+    """The run directory a model directory belongs to: RUN for RUN/model and RUN/merged, and for an export or a
+    compressed model in RUN/exports/NAME; None for a model of no run. As spelled where the path names the run
+    (`runs/a` for `runs/a/model`), else resolved (`.`, `../onnx-int8`, a link to RUN/model)."""
+    here = model_dir.resolve()
+    up = 2 if here.parent.name == "exports" else 1
+    run = here.parents[up - 1] if len(here.parents) >= up else None
+    if run is None or not is_run_dir(run):
+        return None
+    spelled = model_dir.parents[up - 1] if len(model_dir.parts) > up else None
+    return spelled if spelled is not None and is_run_dir(spelled) else run
