@@ -82,6 +82,13 @@ def test_magnitude_pruning_and_the_gate(run: Path) -> None:
     original, pruned = report["rows"]
     assert report["compress"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert pruned["zlib_bytes"] < original["zlib_bytes"] and pruned["parameters"] == original["parameters"]
+    # the recovery is seeded (the run's train.seed): the same command writes the same weights, so the gate decides
+    # the same way each time (unseeded dropout had passed it or refused it by chance)
+    res = _compress(str(run), "--prune", "magnitude:0.5", "--recover-epochs", "0.5", "--force", "--output",
+                    str(run.parent / "again"))
+    assert res.exit_code == 0, res.output
+    weights = "model.safetensors"
+    assert (run.parent / "again" / weights).read_bytes() == (run / "exports" / "magnitude-0.5" / weights).read_bytes()
     # the gate: nearly every weight gone and no recovery is refused, nothing written
     out = run / "exports" / "gone"
     res = _compress(str(run), "--prune", "magnitude:0.99", "--recover-epochs", "0", "--output", str(out),
