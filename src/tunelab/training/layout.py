@@ -12,9 +12,10 @@ STUDY_LOCK = ".tunelab-study.lock"  # a study's folder (tune, cv, curve), held b
 # what a training run writes into its output_dir (and --overwrite removes), with what export / compress make of its
 # model (merged/, exports/): they are that run's, so a new run in the directory moves them aside with the rest (an
 # export left behind would be the old model, and `tunelab serve RUN` prefers an export to RUN/model)
+# (distill.json: what `tunelab distill` writes beside its student run, of that student)
 RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_summary.json", "removed.jsonl",
                        "checkpoints", "model", "adapter", "merged", "exports", "predictions", "report.html",
-                       "tensorboard", "mlflow.db", "wandb"})
+                       "tensorboard", "mlflow.db", "wandb", "distill.json"})
 EXPORTED = frozenset({"merged", "exports"})  # of RUN_FILES, what export / compress made: work of its own
 # what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
 # (eval.json: `tunelab eval RUN/model > RUN/eval.json`, as `make demo` writes it); hidden files (the lock) are skipped
