@@ -98,11 +98,11 @@ def eval_(
 
 def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predictions: Path | None,
                         overwrite: bool, generate: bool | None = None) -> Path | None:
-    """eval's files checked before the model loads: never the data or a file the model (or, for the report, its
-    run) directory holds; an existing one only with --overwrite. Returns the default replies file of a model that
-    generates them (sft) when --predictions is not given: RUN/predictions/eval-<data stem>.generations.jsonl, the
-    run's own, replaced; beside a model directory that is not in a run (no config.yaml next to it), an existing one
-    is refused without --overwrite, as any other file."""
+    """eval's files checked before the model loads: never the data or a file the model directory or its run holds;
+    an existing one only with --overwrite. Returns the default replies file of a model that generates them (sft)
+    when --predictions is not given: RUN/predictions/eval-<data stem>.generations.jsonl (a run's export's:
+    eval-<data stem>.<export>.generations.jsonl), the run's own, replaced; beside a model directory that is not in
+    a run (no config.yaml next to it), an existing one is refused without --overwrite, as any other file."""
     from tunelab.evaluation.generation import default_predictions_path
     from tunelab.export.save import load_task
     from tunelab.io import Read, check_outputs
@@ -120,7 +120,7 @@ def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predic
     if generate is False or not load_task(model_dir).generates_replies:  # (tunelab.json only: no weights)
         return None
     default = default_predictions_path(model_dir, data)
-    in_run = (model_dir.resolve().parent / "config.yaml").is_file()  # (a link to a run's model, or '.', too)
+    in_run = (default.parent.parent / "config.yaml").is_file()  # (a link to a run's model, or '.', too)
     if not (overwrite or in_run) and (default.exists() or default.is_symlink()):
         raise TunelabError(f"eval: {default} exists (the default replies file; {model_dir} is not in a run "
                            "directory): pass --overwrite to replace it, or --predictions FILE to write elsewhere")
