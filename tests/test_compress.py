@@ -139,6 +139,22 @@ def test_bad_input_is_one_line(run: Path, tiny_chat_run: Path, tmp_path: Path) -
         assert not out.exists() and not (tiny_chat_run / "exports").exists(), args
 
 
+def test_an_output_nothing_can_be_made_in_is_refused_before_the_recovery(run: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a file, or in /proc: one line before the pruning and its recovery fine-tune (it came after them, and
+    under a file as `File exists`)."""
+    import tunelab.export.compress as compress
+
+    monkeypatch.setattr(compress.engine, "train", lambda *a, **k: pytest.fail("the recovery ran"))
+    (tmp_path / "afile").write_text("")
+    places = [(tmp_path / "afile" / "out", f"{tmp_path / 'afile'} is a file, not a directory")]
+    places += [(Path("/proc/tunelab-out"), "nothing can be created in /proc: ")] if Path("/proc/self").is_dir() else []
+    for out, said in places:
+        res = _compress(str(run), "--prune", "magnitude:0.5", "--output", str(out))
+        assert res.exit_code == 2 and res.stderr.startswith(f"error: --output: {out} cannot be written: {said}")
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
 @pytest.fixture(scope="module")
 def pruned(run: Path) -> tuple[Path, str]:
     """(a head-pruned model outside RUN/exports, the stderr of compress writing it): 0.3 of the 8 heads asked."""
