@@ -82,6 +82,13 @@ def test_magnitude_pruning_and_the_gate(run: Path) -> None:
     original, pruned = report["rows"]
     assert report["compress"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert pruned["zlib_bytes"] < original["zlib_bytes"] and pruned["parameters"] == original["parameters"]
+    # the recovery is seeded (the run's train.seed): the same command writes the same weights, so the gate decides
+    # the same way each time (unseeded dropout had passed it or refused it by chance)
+    res = _compress(str(run), "--prune", "magnitude:0.5", "--recover-epochs", "0.5", "--force", "--output",
+                    str(run.parent / "again"))
+    assert res.exit_code == 0, res.output
+    weights = "model.safetensors"
+    assert (run.parent / "again" / weights).read_bytes() == (run / "exports" / "magnitude-0.5" / weights).read_bytes()
     # the gate: nearly every weight gone and no recovery is refused, nothing written
     out = run / "exports" / "gone"
     res = _compress(str(run), "--prune", "magnitude:0.99", "--recover-epochs", "0", "--output", str(out),
@@ -130,6 +137,22 @@ def test_bad_input_is_one_line(run: Path, tiny_chat_run: Path, tmp_path: Path) -
         assert res.exit_code == 2, (args, res.output)
         assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
         assert not out.exists() and not (tiny_chat_run / "exports").exists(), args
+
+
+def test_an_output_nothing_can_be_made_in_is_refused_before_the_recovery(run: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a file, or in /proc: one line before the pruning and its recovery fine-tune (it came after them, and
+    under a file as `File exists`)."""
+    import tunelab.export.compress as compress
+
+    monkeypatch.setattr(compress.engine, "train", lambda *a, **k: pytest.fail("the recovery ran"))
+    (tmp_path / "afile").write_text("")
+    places = [(tmp_path / "afile" / "out", f"{tmp_path / 'afile'} is a file, not a directory")]
+    places += [(Path("/proc/tunelab-out"), "nothing can be created in /proc: ")] if Path("/proc/self").is_dir() else []
+    for out, said in places:
+        res = _compress(str(run), "--prune", "magnitude:0.5", "--output", str(out))
+        assert res.exit_code == 2 and res.stderr.startswith(f"error: --output: {out} cannot be written: {said}")
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 @pytest.fixture(scope="module")

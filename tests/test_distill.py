@@ -49,9 +49,15 @@ def test_a_cut_lora_student_merges(teacher: Path, tmp_path: Path, monkeypatch: p
     student trained in, which its relative distill.teacher is relative to."""
     out = teacher.with_name("lora-student")
     monkeypatch.chdir(teacher.parent)
-    res = CliRunner().invoke(app, ["distill", teacher.name, "--student", "layers:1", "--output", str(out), "--set",
-                                   "method=lora", "--set", "method.r=4", "--set", "train.max_steps=3"])
+    args = ["distill", teacher.name, "--student", "layers:1", "--output", str(out), "--set", "method=lora", "--set",
+            "method.r=4", "--set", "train.max_steps=3"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
+    # the same command again replaces the student, as `train` a finished run of its config (it was refused: its
+    # distill.json was "files that no tunelab run wrote")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "distill.json").read_text())["student"] == "layers:1"
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["export", str(out), "--merge", "--output", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output

@@ -82,6 +82,15 @@ def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str | Non
     res = CliRunner().invoke(app, ["eval", str(out), "--data", report["data"], "--no-generate"])
     assert res.exit_code == 0 and "GGUF tensors" not in res.stderr, res.output
     assert json.loads(res.stdout.splitlines()[-1])["loss"] == pytest.approx(gguf_row["metric"], abs=1e-6)
+    # generating, the export's replies go to its run's predictions/, named for the export, and are replaced the next
+    # time (they went to RUN/exports/predictions/, shared by every export, and a second eval was refused)
+    for _ in range(2):
+        res = CliRunner().invoke(app, ["eval", str(out), "--data", report["data"], "--limit", "2", "--max-new-tokens",
+                                       "2"])
+        assert res.exit_code == 0, res.output
+    replies = sft_run / "predictions" / f"eval-{Path(report['data']).stem}.gguf-{quantize}.generations.jsonl"
+    assert f"replies with their scores in {replies}" in res.stderr and replies.is_file()
+    assert not (sft_run / "exports" / "predictions").exists()
 
 
 def test_gguf_refuses_what_it_cannot_hold(tiny_chat_run: Path) -> None:

@@ -64,6 +64,14 @@ def test_inputs_and_directories_are_refused_even_with_overwrite(work: Path, monk
                  "--output: run/report.html is a file of the run directory run; write the output elsewhere")
         _refused(work, ["eval", "run/model", "--data", "val.jsonl", "--report", "run/metrics.json", *overwrite],
                  "--report: run/metrics.json is a file of the run directory run; write the report elsewhere")
+        # the run's own files, whichever of its models is read (its model/, an export): they were replaced
+        _refused(work, ["predict", "run", "--input", "val.jsonl", "--output", "run/metrics.json", *overwrite],
+                 "--output: run/metrics.json is a file of the run directory run; write the output elsewhere")
+        _refused(work, ["predict", "run/exports/onnx-int8", "--input", "val.jsonl", "--output", "run/report.html",
+                        *overwrite],
+                 "--output: run/report.html is a file of the run directory run; write the output elsewhere")
+        _refused(work, ["eval", "run/model", "--data", "val.jsonl", "--predictions", "run/metrics.jsonl", *overwrite],
+                 "--predictions: run/metrics.jsonl is a file of the run directory run; write the predictions elsewhere")
     (work / "same.jsonl").hardlink_to(work / "val.jsonl")  # another name for the same file
     _refused(work, ["predict", "run/model", "--input", "val.jsonl", "--output", "same.jsonl", "--overwrite"],
              "--output: same.jsonl is the --input file; write the output elsewhere")

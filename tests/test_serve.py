@@ -326,6 +326,15 @@ def test_an_encoder_alias_is_refused_before_loading() -> None:
         served_models([Path("minilm")])
 
 
+def test_a_run_given_as_dot_is_served_under_its_name(cls_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tunelab serve .` in a run's model/ (or `..`): the run's name, not "" or ".."; the same run again, numbered."""
+    from tunelab.serve.models import served_models
+
+    monkeypatch.chdir(cls_run / "model")
+    names = [s.name for s in served_models([Path("."), Path(".."), Path("../model")])]
+    assert names == ["sentiment", "sentiment-2", "sentiment-3"]
+
+
 def test_bad_path_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["serve", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no such directory" in res.stderr

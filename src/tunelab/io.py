@@ -150,16 +150,22 @@ def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (),
                 raise UnwritableError(f"{flag}: {path} is a file of {role} {source}; write the {what} elsewhere")
         if path.is_dir():
             raise UnwritableError(f"{flag}: {path} is a directory; name a file to write")
-        parent = next((p for p in path.parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise UnwritableError(f"{flag}: {path} cannot be written: {parent} is a file, not a directory")
-        try:
-            if parent is not None:
-                _probe(parent)  # a read-only or refused folder, said before the work
-        except OSError as e:
-            raise UnwritableError(f"{flag}: {path} cannot be written: {cannot_create(e)}") from None
+        check_creatable(flag, path)
         if not overwrite and (path.exists() or path.is_symlink()):
             raise UnwritableError(f"{flag}: {path} exists; pass {overwrite_option()} to replace it")
+
+
+def check_creatable(flag: str, path: Path) -> None:
+    """Refuse, before any work is done, a file or folder `path` that nothing can create: under a file, or in a folder
+    that takes no new entries (read-only, no permission, /proc); one line naming `flag`. Nothing is made."""
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UnwritableError(f"{flag}: {path} cannot be written: {parent} is a file, not a directory")
+    try:
+        if parent is not None:
+            _probe(parent)  # a read-only or refused folder, said before the work
+    except OSError as e:
+        raise UnwritableError(f"{flag}: {path} cannot be written: {cannot_create(e)}") from None
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:

@@ -120,6 +120,19 @@ def run_dir_read(run_dir: Path) -> Read:
     return Read("the run directory", run_dir, RUN_FILES | STUDY_FILES)
 
 
+def model_reads(model_dir: Path) -> list[Read]:
+    """A model directory a command reads (eval, predict), for `check_outputs`: its files, and the own files of the
+    run it belongs to (RUN/model's, RUN/merged's, RUN/exports/NAME's run: metrics.json, report.html, another
+    export's model.onnx), which an output never replaces, --overwrite or not."""
+    from tunelab.io import Read
+    from tunelab.models.aliases import model_dir_of
+    from tunelab.training.layout import owning_run
+
+    model_dir = model_dir_of(model_dir)  # a run's directory names its model/
+    run = owning_run(model_dir)
+    return [Read("the model directory", model_dir), *([run_dir_read(run)] if run is not None else [])]
+
+
 def check_listen(host: str | None, port: int, flag: str = "--host/--port") -> None:
     """Refuse, as one line, an address the server could not listen on (a name that does not resolve, a port in use,
     no permission) before any model is loaded; uvicorn would log it and exit with a traceback of its own."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from tunelab.cli.common import _fail, app, run_dir_read, user_errors
+from tunelab.cli.common import _fail, app, model_reads, user_errors
 from tunelab.errors import TunelabError
 
 OVERWRITE_HELP = ("Replace an --output folder that holds files tunelab did not write (each named on stderr before "
@@ -98,11 +98,11 @@ def eval_(
 
 def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predictions: Path | None,
                         overwrite: bool, generate: bool | None = None) -> Path | None:
-    """eval's files checked before the model loads: never the data or a file the model (or, for the report, its
-    run) directory holds; an existing one only with --overwrite. Returns the default replies file of a model that
-    generates them (sft) when --predictions is not given: RUN/predictions/eval-<data stem>.generations.jsonl, the
-    run's own, replaced; beside a model directory that is not in a run (no config.yaml next to it), an existing one
-    is refused without --overwrite, as any other file."""
+    """eval's files checked before the model loads: never the data or a file the model directory or its run holds;
+    an existing one only with --overwrite. Returns the default replies file of a model that generates them (sft)
+    when --predictions is not given: RUN/predictions/eval-<data stem>.generations.jsonl (a run's export's:
+    eval-<data stem>.<export>.generations.jsonl), the run's own, replaced; beside a model directory that is not in
+    a run (no config.yaml next to it), an existing one is refused without --overwrite, as any other file."""
     from tunelab.evaluation.generation import default_predictions_path
     from tunelab.export.save import load_task
     from tunelab.io import Read, check_outputs
@@ -110,10 +110,8 @@ def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predic
     from tunelab.report import records_path
 
     model_dir = model_dir_of(model_dir)  # a run's directory names its model/
-    inputs = [Read("the --data file", data), Read("the model directory", model_dir)]
+    inputs = [Read("the --data file", data), *model_reads(model_dir)]  # (the report reads the run's metrics too)
     if report is not None:
-        if (model_dir.parent / "config.yaml").is_file():  # the report reads the run's metrics and curves
-            inputs.append(run_dir_read(model_dir.parent))
         check_outputs("--report", [report, records_path(report)], inputs, overwrite, "report")
         return None
     if predictions is not None:
@@ -122,7 +120,7 @@ def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predic
     if generate is False or not load_task(model_dir).generates_replies:  # (tunelab.json only: no weights)
         return None
     default = default_predictions_path(model_dir, data)
-    in_run = (model_dir.resolve().parent / "config.yaml").is_file()  # (a link to a run's model, or '.', too)
+    in_run = (default.parent.parent / "config.yaml").is_file()  # (a link to a run's model, or '.', too)
     if not (overwrite or in_run) and (default.exists() or default.is_symlink()):
         raise TunelabError(f"eval: {default} exists (the default replies file; {model_dir} is not in a run "
                            "directory): pass --overwrite to replace it, or --predictions FILE to write elsewhere")
@@ -146,7 +144,6 @@ def predict(
     from tunelab.api import load
     from tunelab.data.readers import lines_table, read_rows, stdin_lines
     from tunelab.io import Read, check_outputs, json_line, write_jsonl_atomic
-    from tunelab.models.aliases import model_dir_of
     from tunelab.studies.ensemble import Ensemble
 
     if sets and len(model_dirs) > 1:
@@ -155,7 +152,7 @@ def predict(
         raise TunelabError(f"--output: {output}: predict writes JSON Lines (each input row with its prediction); "
                            f"name it {output.with_suffix('.jsonl').name}")
     if output is not None:
-        inputs = [Read("the model directory", model_dir_of(d)) for d in model_dirs]  # a run's: its model/
+        inputs = [read for d in model_dirs for read in model_reads(d)]  # a run's: its model/, its own files
         inputs += [Read("the --input file", Path(input_))] if input_ != "-" else []
         check_outputs("--output", [output], inputs, overwrite)
     ensemble = Ensemble(model_dirs) if len(model_dirs) > 1 else None  # members checked before weights load

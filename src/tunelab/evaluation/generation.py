@@ -29,6 +29,7 @@ from tunelab.tasks.generation import (
     generate,
     with_overrides,
 )
+from tunelab.training.layout import is_run_dir
 
 
 def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
@@ -86,8 +87,13 @@ def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits:
 
 def default_predictions_path(model_dir: Path, data: Path) -> Path:
     """`tunelab eval`'s replies file: RUN/predictions/eval-<data file stem>.generations.jsonl, RUN being the
-    model directory's parent."""
-    return Path(model_dir).resolve().parent / "predictions" / f"eval-{Path(data).stem}.generations.jsonl"
+    model directory's parent; for a run's export (RUN/exports/NAME) its run's, named for it:
+    RUN/predictions/eval-<data file stem>.NAME.generations.jsonl (not a predictions/ folder among the exports, shared
+    by all of them)."""
+    here = Path(model_dir).resolve()
+    if here.parent.name == "exports" and is_run_dir(here.parent.parent):
+        return here.parent.parent / "predictions" / f"eval-{Path(data).stem}.{here.name}.generations.jsonl"
+    return here.parent / "predictions" / f"eval-{Path(data).stem}.generations.jsonl"
 
 
 def eval_generation_config(task: Task, model_config: Any, *, generate: bool | None = None,

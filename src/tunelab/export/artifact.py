@@ -130,8 +130,10 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     if fmt not in FORMATS:
         raise TunelabError(f"export --format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if quantize not in FORMATS[fmt]:
-        raise TunelabError(f"export --quantize: {fmt} takes {' or '.join(q for q in FORMATS[fmt] if q)}, not "
-                           f"{quantize!r}")
+        takes = " or ".join(q for q in FORMATS[fmt] if q)
+        if quantize is None:  # a format with no unquantised export (torch: torchao int8 only)
+            raise TunelabError(f"export --format {fmt}: needs --quantize {takes} (it has no unquantised export)")
+        raise TunelabError(f"export --quantize: {fmt} takes {takes}, not {quantize!r}")
     gate = gate or Gate()
     if fmt == "gguf":
         quantize = quantize or "f16"  # GGUF's own default type (llama.cpp's converter writes f16 too)

@@ -102,6 +102,7 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
     else:
         masks = magnitude_prune(module, fraction)
     if recover_epochs > 0:
+        engine.seed_everything(cfg.train.seed)  # the run's seed: the same recovery (dropout) each time, as training
         # SIGTERM (a job stopped) mid-recovery: through the way out, so the temp folder goes with it
         with terminated(), tempfile.TemporaryDirectory(prefix="tunelab-recover-") as tmp_dir:
             # no evaluations here: a reduce_on_plateau run recovers at its peak lr after the warmup, as that ran

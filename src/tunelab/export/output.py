@@ -37,6 +37,7 @@ from tunelab.io import (
     atomic_dir,
     below,
     cannot_create,
+    check_creatable,
     commit_dir,
     open_permissions,
     remove_stale_temps,
@@ -260,10 +261,12 @@ def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20)
 
 
 def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> list[str] | None:
-    """`check_output`, and before any work the line on stderr that says what --overwrite replaces there
-    (`replacing`); returns what `commit` takes as `replaced` (None without --overwrite): those entries, and every
-    entry under them (what appears later, a file inside one of the folders too, was not said)."""
+    """`check_output` and a place something can be created in (`check_creatable`), and before any work the line on
+    stderr that says what --overwrite replaces there (`replacing`); returns what `commit` takes as `replaced` (None
+    without --overwrite): those entries, and every entry under them (what appears later, a file inside one of the
+    folders too, was not said)."""
     replaced, under = _checked(output, inputs, overwrite)
+    check_creatable("--output", output)  # under a file, read-only, /proc: said now, not after the work (a recovery)
     if replaced:
         say(replacing(verb, output, replaced))
     elif _trained_model(output):

@@ -4,7 +4,9 @@ shared copy of it (serve/adapters.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from pathlib import Path
 
 from tunelab.api import Model, load
@@ -60,9 +62,13 @@ def served_models(paths: list[Path], prefer_exports: bool = True) -> list[Served
         path = Path(path)
         if not path.exists() and str(path) not in ALIASES:
             raise TunelabError(f"{path}: no such directory (nor an embedded model: {', '.join(ALIASES)})")
-        name = str(path) if not path.exists() else path.name if path.name != "model" else path.parent.name
-        while name in names:
-            name += "-2"
+        named = Path(os.path.abspath(path))  # `.` and `..` by their folders' names
+        name = str(path) if not path.exists() else named.name if named.name != "model" else named.parent.name
+        taken = name
+        for n in itertools.count(2):  # the same name again: NAME-2, NAME-3, ...
+            if name not in names:
+                break
+            name = f"{taken}-{n}"
         names.append(name)
     shared: dict[int, Model] = {}
     for group in adapter_groups([Path(p) for p in paths]):

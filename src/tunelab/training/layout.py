@@ -12,9 +12,10 @@ STUDY_LOCK = ".tunelab-study.lock"  # a study's folder (tune, cv, curve), held b
 # what a training run writes into its output_dir (and --overwrite removes), with what export / compress make of its
 # model (merged/, exports/): they are that run's, so a new run in the directory moves them aside with the rest (an
 # export left behind would be the old model, and `tunelab serve RUN` prefers an export to RUN/model)
+# (distill.json: what `tunelab distill` writes beside its student run, of that student)
 RUN_FILES = frozenset({"config.yaml", "metrics.json", "metrics.jsonl", "data_summary.json", "removed.jsonl",
                        "checkpoints", "model", "adapter", "merged", "exports", "predictions", "report.html",
-                       "tensorboard", "mlflow.db", "wandb"})
+                       "tensorboard", "mlflow.db", "wandb", "distill.json"})
 EXPORTED = frozenset({"merged", "exports"})  # of RUN_FILES, what export / compress made: work of its own
 # what other commands write into a run's output_dir (baseline, curve, tune, cv, eval --report ...): kept
 # (eval.json: `tunelab eval RUN/model > RUN/eval.json`, as `make demo` writes it); hidden files (the lock) are skipped
@@ -43,3 +44,16 @@ def is_run_dir(path: Path) -> bool:
         return (path / "config.yaml").is_file() and any((path / m).exists() for m in RUN_MARKERS)
     except OSError:
         return False
+
+
+def owning_run(model_dir: Path) -> Path | None:
+    """The run directory a model directory belongs to: RUN for RUN/model and RUN/merged, and for an export or a
+    compressed model in RUN/exports/NAME; None for a model of no run. As spelled where the path names the run
+    (`runs/a` for `runs/a/model`), else resolved (`.`, `../onnx-int8`, a link to RUN/model)."""
+    here = model_dir.resolve()
+    up = 2 if here.parent.name == "exports" else 1
+    run = here.parents[up - 1] if len(here.parents) >= up else None
+    if run is None or not is_run_dir(run):
+        return None
+    spelled = model_dir.parents[up - 1] if len(model_dir.parts) > up else None
+    return spelled if spelled is not None and is_run_dir(spelled) else run
