@@ -66,8 +66,8 @@ MISTRAL_TAGS = ["[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", 
                 "[/TOOL_RESULTS]"]
 # name -> (template, special tokens, other tokens, the reply forced: its tokens, then its content and calls)
 FAMILIES = {
-    "llama": (LLAMA31, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>"],
-              [LLAMA_A, ";", LLAMA_B, DEEP, SURROGATE],
+    "llama": (LLAMA31, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>", "<|eom_id|>"],
+              [LLAMA_A, ";", LLAMA_B, DEEP, SURROGATE, "sunny"],
               ["<|python_tag|>", LLAMA_A, ";", LLAMA_B, "<|eot_id|>"], None, list(CITY)),
     "mistral": (MISTRAL_V03, MISTRAL_TAGS, [MISTRAL_LIST], ["[TOOL_CALLS]", MISTRAL_LIST, "</s>"], None, list(CITY)),
     "mistral_args": (MISTRAL_ARGS, [*MISTRAL_TAGS, "[ARGS]"], ["get_weather", ARGS_A],
@@ -183,6 +183,9 @@ def family_runs(tiny_chat_run: Path, tmp_path_factory: pytest.TempPathFactory) -
         tok.save_pretrained(run / "model")
         model = AutoModelForCausalLM.from_pretrained(run / "model")
         model.resize_token_embeddings(len(tok))
+        if name == "llama":  # as Llama 3.1's generation_config: <|eom_id|> (a call's end) among its eos ids
+            model.generation_config.eos_token_id = [tok.eos_token_id,
+                                                    *tok.convert_tokens_to_ids(["<|eom_id|>", "<|eot_id|>"])]
         model.save_pretrained(run / "model")
     return runs
 
@@ -257,6 +260,27 @@ def test_calls_in_each_family_s_format_come_back_as_tool_calls(families: tuple[s
     back = [*SAY_GOOD, made, *results]
     res = httpx.post(f"{url}/v1/chat/completions", json={**body, "messages": back, "max_tokens": 1}, timeout=60)
     assert res.status_code == 200, res.text
+
+
+def test_a_llama_call_ended_by_eom_id_comes_back_as_tool_calls(families: tuple[str, object]) -> None:
+    """Llama 3.1 / 3.2 end a call with <|eom_id|>, which their generation_config lists among its eos ids; serve
+    stopped at the template's end of turn and eos only (generate()'s `eos_token_id` replaces the model's own), so the
+    reply ran on past the call and was text. The model's own eos ids end a reply too — in serve, `tunelab chat` and
+    eval alike (`Task.stop_ids`) — and a model whose generation_config lists only eos stops where it did."""
+    from tunelab.tasks.chat_template import end_of_turn_ids
+
+    url, server = families
+    served = server.by_name["llama"]  # type: ignore[attr-defined]
+    body = {"model": "llama", "messages": SAY_GOOD, "tools": TOOLS, "max_tokens": 8, "temperature": 0}
+    with forcing(served, ["<|python_tag|>", LLAMA_A, "<|eom_id|>", "sunny", "<|eot_id|>"]):
+        res = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
+    assert res["choices"][0]["finish_reason"] == "tool_calls", res
+    assert [c["function"] for c in res["choices"][0]["message"]["tool_calls"]] == [CITY[0]]
+    assert res["usage"]["completion_tokens"] == 3  # ended at <|eom_id|>
+    for name, extra in (("llama", ["<|eom_id|>"]), ("mistral", [])):
+        model = server.by_name[name].model  # type: ignore[attr-defined]
+        tok = model.tokenizer
+        assert model.task.stop_ids(tok, model.module) == end_of_turn_ids(tok) + tok.convert_tokens_to_ids(extra)
 
 
 def test_a_reply_not_read_as_calls_is_text_and_a_failed_read_an_error_never_a_hang(
