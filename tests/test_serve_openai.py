@@ -277,7 +277,7 @@ def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
             ({"messages": [{"role": "user", "content": image}]}, "messages[0].content", "only text parts"),
             ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0]", "a tool result (observation) with no"),
             ({"logprobs": True}, "logprobs", "only null / false is taken"),
-            ({"tool_choice": "sometimes"}, "tool_choice", 'expected "none", "auto", "required" or {"type": '),
+            ({"tool_choice": "sometimes"}, "tool_choice", 'expected "none", "auto", "required", {"type": '),
             ({"response_format": {"type": "json_object"}}, "response_format", "not supported"),
             ({"store": True}, "store", "Extra inputs are not permitted")):
         res = httpx.post(f"{url}/v1/chat/completions", json={"messages": SAY_GOOD, **extra}, timeout=60)

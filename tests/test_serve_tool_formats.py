@@ -320,24 +320,47 @@ def test_a_reply_not_read_as_calls_is_text_and_a_failed_read_an_error_never_a_ha
 def test_a_tool_choice_that_forces_calls_is_a_400_saying_why(families: tuple[str, object]) -> None:
     """`tool_choice: "required"` and a named function, which OpenAI's clients send (vLLM forces them by constrained
     decoding), were a 422 in the words of a typo (`not supported by this server (only null / "none" / "auto" is
-    taken)`): they are a 400 naming `tool_choice` and saying why and what to send instead, the stream's too; a
-    value that is not OpenAI's stays a 422 saying what is taken."""
+    taken)`): they are a 400 naming `tool_choice` and saying why and what to send instead, the stream's too, as are
+    OpenAI's `allowed_tools` in mode "required" and a custom tool (function tools only), which were a 422 saying only
+    the other forms are taken; `allowed_tools` in mode "auto" gives the model the tools it names (the prompt as with
+    those tools alone), one not among `tools` a 422; a value that is not OpenAI's stays a 422 saying what is taken."""
     import openai
 
     url, _ = families
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     body = {"model": "mistral", "messages": SAY_GOOD, "tools": TOOLS, "max_tokens": 1}
+    allowed = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": TOOLS}}
+    custom = {"type": "custom", "custom": {"name": "grammar"}}
     for choice, says in (("required", '"required" is not supported'),
                          ({"type": "function", "function": {"name": "get_weather"}},
-                          'a named function ("get_weather") is not supported')):
+                          'a named function ("get_weather") is not supported'),
+                         (allowed, 'allowed_tools with mode "required" is not supported'),
+                         (custom, 'a custom tool ("grammar") is not supported: this server takes function tools only')):
         for stream in (False, True):
             with pytest.raises(openai.BadRequestError) as refused:
                 client.chat.completions.create(**body, tool_choice=choice, stream=stream)  # type: ignore[call-overload]
             err = refused.value.body
             assert refused.value.status_code == 400 and err["param"] == "tool_choice", err  # type: ignore[index]
-            assert err["message"].startswith(f"tool_choice: {says}: this server cannot make the model call a tool")  # type: ignore[index]
+            assert err["message"].startswith(f"tool_choice: {says}")  # type: ignore[index]
             assert 'send "auto"' in err["message"]  # type: ignore[index]
-    for wrong in ("sometimes", {"type": "function"}, {"type": "function", "function": {"name": 1}}, ["auto"]):
+            assert (choice == custom) != ("this server cannot make the model call a tool" in err["message"])  # type: ignore[index]
+    other = {"type": "function", "function": {**WEATHER, "name": "get_time"}}
+    only = {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}]}}
+    prompt: dict[str, int] = {}
+    for label, extra in (("alone", {}), ("both", {"tools": [*TOOLS, other]}),
+                         ("allowed", {"tools": [*TOOLS, other], "tool_choice": only})):
+        res = httpx.post(f"{url}/v1/chat/completions", json={**body, **extra}, timeout=60)
+        assert res.status_code == 200, res.text
+        prompt[label] = res.json()["usage"]["prompt_tokens"]
+    assert prompt["allowed"] == prompt["alone"] < prompt["both"]
+    unknown = {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [other]}}
+    res = httpx.post(f"{url}/v1/chat/completions", json={**body, "tool_choice": unknown}, timeout=60)
+    err = res.json()["error"]
+    assert res.status_code == 422 and err["param"] == "tool_choice" and '"get_time"' in err["message"], err
+    for wrong in ("sometimes", {"type": "function"}, {"type": "function", "function": {"name": 1}}, ["auto"],
+                  {"type": "custom"}, {**allowed, "allowed_tools": {"mode": "sometimes", "tools": TOOLS}},
+                  {**allowed, "allowed_tools": {"mode": "auto", "tools": [{"name": "get_weather"}]}}):
         res = httpx.post(f"{url}/v1/chat/completions", json={**body, "tool_choice": wrong}, timeout=60)
         err = res.json()["error"]
         assert res.status_code == 422 and err["param"] == "tool_choice" and "expected \"none\", \"auto\"" in err[
