@@ -364,7 +364,7 @@ def test_concurrent_chats_share_generate_calls(served: tuple[str, object], tiny_
 
     model = tunelab.load(tiny_chat_run)
     tok = model.tokenizer
-    batcher = ChatBatcher(model.module, tok, model.task.stop_ids(tok))
+    batcher = ChatBatcher(model.module, tok, model.task.stop_ids(tok, model.module))
     cfg = model.task.cfg.generation.model_copy(update={"max_new_tokens": 6})
     pieces: dict[int, list[str]] = {i: [] for i in range(len(words))}
     jobs = [Job(prompt_ids(tok, [{"role": "user", "content": f"say {w}"}]), cfg, pieces[i].append, threading.Event())

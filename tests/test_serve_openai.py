@@ -277,7 +277,7 @@ def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
             ({"messages": [{"role": "user", "content": image}]}, "messages[0].content", "only text parts"),
             ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0]", "a tool result (observation) with no"),
             ({"logprobs": True}, "logprobs", "only null / false is taken"),
-            ({"tool_choice": "sometimes"}, "tool_choice", 'expected "none", "auto", "required" or {"type": '),
+            ({"tool_choice": "sometimes"}, "tool_choice", 'expected "none", "auto", "required", {"type": '),
             ({"response_format": {"type": "json_object"}}, "response_format", "not supported"),
             ({"store": True}, "store", "Extra inputs are not permitted")):
         res = httpx.post(f"{url}/v1/chat/completions", json={"messages": SAY_GOOD, **extra}, timeout=60)
@@ -533,7 +533,7 @@ def test_lora_sft_runs_that_grew_the_vocabulary_are_each_served_from_their_model
             model = tunelab.load(run)  # its merged model, greedy, as many tokens
             tok = model.tokenizer
             new = generate(model.module, tok, [prompt_ids(tok, SAY_GOOD)], GenerationConfig(max_new_tokens=4), 1,
-                           stop_ids=model.task.stop_ids(tok))[0]
+                           stop_ids=model.task.stop_ids(tok, model.module))[0]
             expected = tok.decode(new, skip_special_tokens=True).strip()
             assert res.status_code == 200 and res.json()["choices"][0]["message"]["content"] == expected, res.text
     base = tmp_path / "base"  # the base as the runs' config sizes it (62 rows), its weights of 60 rows

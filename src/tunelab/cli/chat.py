@@ -79,7 +79,7 @@ def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int 
         able = ", ".join(TASKS.names(lambda cls: cls.generates_replies))
         raise TunelabError(f"{model_dir}: chat needs a model trained with task {able} (this one: {task.cfg.name})")
     cfg = with_overrides(task.cfg.generation, max_new_tokens=max_new_tokens, temperature=temperature)
-    stop = task.stop_ids(tokenizer)
+    stop = task.stop_ids(tokenizer, model)
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and cfg.max_new_tokens > positions // 2:  # keep at least half the context for the conversation
         stderr.write(f"(replies cut at {positions // 2} new tokens: the model has {positions} positions)\n")

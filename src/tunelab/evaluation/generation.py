@@ -48,7 +48,7 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
             raise template_error(ex, e) from None
         prompts.append(before)
         refs.append(ref)
-    replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer))
+    replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer, model))
     preds = [decode_reply(tokenizer, r) for r in replies]
     metrics, samples = score_generations(preds, refs)
     rows = [{"file": ex["source"], "line": ex["line"], "prompt": before[-1]["content"] if before else "",

@@ -100,7 +100,7 @@ class Server:
         for s in self.models:
             if s.chat:
                 tok = s.model.tokenizer
-                s.chat_batcher = ChatBatcher(s.model.module, tok, s.model.task.stop_ids(tok),
+                s.chat_batcher = ChatBatcher(s.model.module, tok, s.model.task.stop_ids(tok, s.model.module),
                                              self.settings.max_chat_batch, max_queue=self.settings.max_queue)
                 s.bos = completion_bos(tok)
             else:

@@ -125,9 +125,11 @@ class Completion:
         start = time.perf_counter()
         try:
             await answered
-        finally:  # the end marker after the held-back text `flush` sends (through the loop, as every `emit`)
-            self.stream.flush()
-            asyncio.get_running_loop().call_soon(self.queue.put_nowait, None)
+        finally:  # the end marker after the held-back text `flush` sends (through the loop, as every `emit`), put
+            try:  # whatever happens: a `flush` that raised (reading the calls) is the reply's error (a 500, the
+                self.stream.flush()  # stream's error event), never a request waiting on the queue for ever
+            finally:
+                asyncio.get_running_loop().call_soon(self.queue.put_nowait, None)
         self.info.update(tokens=len(job.tokens), finish=job.finish)
         metrics = self.server.metrics
         metrics.tokens.labels(self.served.name).inc(len(job.tokens))

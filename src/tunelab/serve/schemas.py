@@ -148,16 +148,32 @@ class Message(_Body):
         return self
 
 
+def _named(value: Any, kind: str, exact: bool = True) -> bool:
+    """`{"type": kind, kind: {"name": ...}}` (`exact`: nothing else in the inner object; else a whole tool's)."""
+    inner = value.get(kind) if isinstance(value, dict) else None
+    return (isinstance(value, dict) and set(value) == {"type", kind} and value["type"] == kind
+            and isinstance(inner, dict) and (set(inner) == {"name"} or not exact)
+            and isinstance(inner.get("name"), str))
+
+
 def a_tool_choice(value: Any) -> Any:
-    """OpenAI's `tool_choice`: "none", "auto", "required" or a named function, `{"type": "function", "function":
-    {"name": ...}}` (the last two refused with a 400 by serve/tools.py `forced_calls`); anything else a 422 saying
-    what is taken."""
-    function = value.get("function") if isinstance(value, dict) else None
-    named = (isinstance(value, dict) and set(value) == {"type", "function"} and value["type"] == "function"
-             and isinstance(function, dict) and set(function) == {"name"} and isinstance(function["name"], str))
-    if not named and not (value is None or isinstance(value, str) and value in ("none", "auto", "required")):
-        raise PydanticCustomError("tool_choice", 'expected "none", "auto", "required" or {"type": "function", '
-                                  '"function": {"name": ...}}')
+    """OpenAI's `tool_choice` (the openai package's `ChatCompletionToolChoiceOptionParam`): "none", "auto",
+    "required", a named function `{"type": "function", "function": {"name": ...}}`, `{"type": "allowed_tools",
+    "allowed_tools": {"mode": "auto" | "required", "tools": [{"type": "function", "function": {"name": ...}}, ...]}}`
+    or a named custom tool `{"type": "custom", "custom": {"name": ...}}` (serve/tools.py: allowed_tools in mode "auto"
+    gives the model those tools only, `offered`; the others but "none" and "auto" are a 400, `forced_calls`);
+    anything else a 422 saying what is taken."""
+    allowed = value.get("allowed_tools") if isinstance(value, dict) else None
+    listed = (isinstance(value, dict) and set(value) == {"type", "allowed_tools"} and value["type"] == "allowed_tools"
+              and isinstance(allowed, dict) and set(allowed) == {"mode", "tools"} and allowed["mode"] in ("auto",
+              "required") and isinstance(allowed["tools"], list)
+              and all(_named(tool, "function", exact=False) for tool in allowed["tools"]))
+    if not (listed or _named(value, "function") or _named(value, "custom")
+            or value is None or isinstance(value, str) and value in ("none", "auto", "required")):
+        raise PydanticCustomError("tool_choice", 'expected "none", "auto", "required", {"type": "function", '
+                                  '"function": {"name": ...}}, {"type": "allowed_tools", "allowed_tools": {"mode": '
+                                  '"auto" or "required", "tools": [{"type": "function", "function": {"name": ...}}, '
+                                  '...]}} or {"type": "custom", "custom": {"name": ...}}')
     return value
 
 
@@ -205,8 +221,11 @@ class ChatRequest(_Sampling):
     tool_choice: Annotated[Any, AfterValidator(a_tool_choice), AfterValidator(utf8)] = Field(
         None, description="auto (the default): the calls the model writes are returned as tool_calls where its "
         "template writes them in a format the server reads (Hermes' <tool_call> tags, Llama 3.1's JSON, Mistral's "
-        "[TOOL_CALLS]); none: its text, as written. required, or a named function ({\"type\": \"function\", "
-        "\"function\": {\"name\": ...}}): a 400, as this server cannot make the model call a tool.")
+        "[TOOL_CALLS]); none: its text, as written; {\"type\": \"allowed_tools\", \"allowed_tools\": {\"mode\": "
+        "\"auto\", \"tools\": [...]}}: as auto, the model given only the tools named. required, a named function "
+        "({\"type\": \"function\", \"function\": {\"name\": ...}}) or allowed_tools in mode required: a 400, as "
+        "this server cannot make the model call a tool; a custom tool ({\"type\": \"custom\", ...}): a 400, as it "
+        "takes function tools only.")
     parallel_tool_calls: bool | None = None  # (taken: every call the model writes is returned)
     response_format: Annotated[dict[str, Any] | None, only(None, {"type": "text"})] = None
     max_completion_tokens: int | None = Field(None, ge=1, description="The same as `max_tokens` (OpenAI's newer "

@@ -17,7 +17,9 @@ A template that writes calls in none of them (or none at all) has no format: its
 begin at its format's tag (`CallFormat.begins`; `json`'s bare `{` only as the reply's first text, as vLLM's stream
 reads it) and run to its end; they are read only where each is a call — a name and arguments that are a JSON object —
 and nothing but whitespace is left over (`hermes`: nothing but text outside the blocks): a call cut off by
-max_tokens, text after the calls, JSON that is not a call's, leave the reply its text, whole. The tags are kept in the
+max_tokens, text after the calls, JSON that is not a call's — or that Python's decoder refuses (nested past ~1000
+levels, an int of 4300+ digits), or a name or arguments with a lone surrogate (`"\\ud83d"`), which no answer can
+carry — leave the reply its text, whole. The tags are kept in the
 reply's text where the tokenizer has them as special tokens (serve/tools.py `reply_tags`), as vLLM keeps them for
 its parsers."""
 
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tunelab.data.jsonl import BAD_JSON
 from tunelab.tasks.chat_tools import PROBE, call_turn, function
 from tunelab.text import json_problem
 
@@ -72,8 +75,9 @@ class CallFormat:
         calls = []
         for written in read[1]:
             call = function(written)
-            if call is None or not isinstance(call["arguments"], dict) or json_problem(call["arguments"]) is not None:
-                return None
+            if call is None or not isinstance(call["arguments"], dict) or any(
+                    json_problem(part) is not None for part in (call["name"], call["arguments"])):
+                return None  # (a lone surrogate, `"\\ud83d"` in the JSON: no answer can carry it; NaN)
             arguments = json.dumps(call["arguments"], ensure_ascii=False)  # OpenAI's: the JSON text
             calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                           "function": {"name": call["name"], "arguments": arguments}})
@@ -88,7 +92,7 @@ def _values(text: str, sep: str = "") -> list[Any] | None:
     while at < len(text):
         try:
             value, at = _JSON.raw_decode(text, at)
-        except json.JSONDecodeError:
+        except BAD_JSON:  # (not JSON; nested past ~1000 levels, an int of 4300+ digits)
             return None
         out.append(value)
         at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
@@ -105,7 +109,7 @@ def _hermes(text: str) -> tuple[str, list[Any]] | None:
         return None
     try:
         return rest, [json.loads(inside) for inside in found]
-    except json.JSONDecodeError:
+    except BAD_JSON:
         return None
 
 
@@ -163,7 +167,7 @@ def _written(text: str) -> Any:
     """The JSON value `text` opens with (what follows it aside), None where it opens with none."""
     try:
         return _JSON.raw_decode(text)[0]
-    except json.JSONDecodeError:
+    except BAD_JSON:
         return None
 
 

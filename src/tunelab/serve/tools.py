@@ -7,6 +7,10 @@ message), each result is paired with its call by `tool_call_id`, and every call 
 prompt is training's); a template that cannot write them is a 400 naming the field (`refusal`), never a prompt
 without them.
 
+`tool_choice` {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [...]}} gives the model only the
+tools it names (`offered`); "required", a named function, allowed_tools in mode "required" and a custom tool are a
+400 saying why (`forced_calls`).
+
 The reply: where the request gave tools (and `tool_choice` is not "none") and the model's template writes calls in a
 format serve/tool_formats.py reads (Hermes' and Qwen2.5's `<tool_call>` tags, Llama 3.1's JSON, Mistral's
 `[TOOL_CALLS]`), the calls the model writes are returned as OpenAI's `tool_calls` (`reply_format`; finish_reason
@@ -50,11 +54,28 @@ def request_messages(body: Any) -> list[dict[str, Any]]:
     # (a model trained by text rules before 5 read its tool turns without ids and in any order: read so here too)
     if ids and (wrong := link_calls(out, lambda j: f"messages[{j}]")) is not None:
         raise invalid(f"messages[{wrong[0]}]", wrong[1])
+    tools = offered(body)
+    return [{**out[0], TOOLS: tools}, *out[1:]] if tools else out
+
+
+def offered(body: Any) -> list[dict[str, Any]]:
+    """The tools the model is given (transformers' tool schemas): the request's `tools`, or with `tool_choice`
+    `{"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [...]}}` those of them it names (what OpenAI
+    means by it: the model may call only those); a 422 naming the field where one is not a tool or a name allowed is
+    not among them."""
     try:
         tools = tool_schemas(body.tools)
     except ValueError as e:
         raise invalid("tools", str(e)) from None
-    return [{**out[0], TOOLS: tools}, *out[1:]] if tools else out
+    choice = body.tool_choice
+    if not isinstance(choice, dict) or choice["type"] != "allowed_tools":
+        return tools
+    names = [tool["function"]["name"] for tool in choice["allowed_tools"]["tools"]]
+    given = {tool["function"]["name"] for tool in tools}
+    if missing := [name for name in names if name not in given]:
+        raise invalid("tool_choice", f"allowed_tools names {json.dumps(missing[0][:80], ensure_ascii=False)}, which "
+                      "is not one of the request's tools")
+    return [tool for tool in tools if tool["function"]["name"] in names]
 
 
 def refusal(exc: TemplateRefusal, messages: list[dict[str, Any]]) -> HTTPException:
@@ -70,24 +91,37 @@ def refusal(exc: TemplateRefusal, messages: list[dict[str, Any]]) -> HTTPExcepti
 
 
 def forced_calls(body: Any) -> HTTPException | None:
-    """A 400 naming `tool_choice` where it asks for calls the model must make — "required", a named function — which
-    vLLM forces by constrained decoding and this server cannot (it samples the model's own tokens: a call it forced
-    could still come out malformed, and "required" promises one); None for "auto", "none" and none given."""
+    """A 400 naming `tool_choice` where it asks for calls the model must make — "required", a named function,
+    allowed_tools in mode "required" — which vLLM forces by constrained decoding and this server cannot (it samples
+    the model's own tokens: a call it forced could still come out malformed, and "required" promises one), or for a
+    custom tool (OpenAI's tools of free-form text: this server takes function tools only); None for "auto", "none",
+    allowed_tools in mode "auto" (`offered`) and none given."""
     choice = body.tool_choice
-    if not isinstance(choice, dict) and choice != "required":
+    kind = choice["type"] if isinstance(choice, dict) else choice
+    name = json.dumps(choice[kind]["name"][:80], ensure_ascii=False) if kind in ("function", "custom") else ""
+    if kind == "custom":
+        return _bad_choice(f"a custom tool ({name}) is not supported: this server takes function tools only "
+                           "({\"type\": \"function\", ...}); send \"auto\" or leave tool_choice out")
+    if kind == "allowed_tools" and choice["allowed_tools"]["mode"] == "required":
+        what = 'allowed_tools with mode "required" is'
+    elif kind in ("required", "function"):
+        what = '"required" is' if kind == "required" else f"a named function ({name}) is"
+    else:
         return None
-    what = ('"required" is' if choice == "required"
-            else f"a named function ({json.dumps(choice['function']['name'][:80], ensure_ascii=False)}) is")
-    return HTTPException(400, [{"loc": ["body", "tool_choice"], "type": "value_error",
-                                "msg": f"{what} not supported: this server cannot make the model call a tool (it has "
-                                "no constrained decoding); send \"auto\" (the model's own choice, its calls returned "
-                                "as tool_calls) or leave tool_choice out"}])
+    return _bad_choice(f"{what} not supported: this server cannot make the model call a tool (it has no constrained "
+                       "decoding); send \"auto\" (the model's own choice, its calls returned as tool_calls) or leave "
+                       "tool_choice out")
+
+
+def _bad_choice(message: str) -> HTTPException:
+    return HTTPException(400, [{"loc": ["body", "tool_choice"], "type": "value_error", "msg": message}])
 
 
 def reply_format(tokenizer: Any, body: Any) -> CallFormat | None:
-    """The format the reply's calls are read in: tools given, not `tool_choice: "none"`, and a template that writes
-    calls in one (serve/tool_formats.py); None else (the reply is its text)."""
-    return call_format(tokenizer) if body.tools and body.tool_choice != "none" else None
+    """The format the reply's calls are read in: tools given (`offered`: allowed_tools may leave none), not
+    `tool_choice: "none"`, and a template that writes calls in one (serve/tool_formats.py); None else (the reply is
+    its text)."""
+    return call_format(tokenizer) if offered(body) and body.tool_choice != "none" else None
 
 
 def reply_tags(tokenizer: Any, calls: CallFormat | None) -> frozenset[int]:

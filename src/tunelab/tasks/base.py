@@ -19,7 +19,7 @@ from tunelab.data.windows import CHARS_PER_TOKEN
 from tunelab.errors import ConfigError
 from tunelab.models.inference import TARGETS, forward_logits
 from tunelab.models.positions import check_positions
-from tunelab.tasks.generation import stop_ids_of
+from tunelab.tasks.generation import model_stop_ids, stop_ids_of
 
 TOKENIZE_CHUNK = 8192  # examples per tokenizer call in `Task.in_chunks`
 R = TypeVar("R")  # what `Task.in_chunks` collects: features, token lengths
@@ -300,9 +300,9 @@ class Task(ABC):
         """Why `other` (a tuned model of this task) cannot join the ensemble of this one (from `first`); or None."""
         return None
 
-    def stop_ids(self, tokenizer: Any) -> list[int]:
-        """Token ids that end a generated reply."""
-        return stop_ids_of(tokenizer, None)
+    def stop_ids(self, tokenizer: Any, model: Any) -> list[int]:
+        """Token ids that end `model`'s generated reply (eval, chat, serve alike): eos, and the model's own."""
+        return model_stop_ids(model, stop_ids_of(tokenizer, None))
 
     def chat_turn(self, line: str, last: bool = True) -> str:
         """A chat turn's text as the model trained on it (sft: cleaned; the `last` user turn fills its template)."""

@@ -20,6 +20,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tunelab.data.jsonl import BAD_JSON
+
 TOOLS = "tools"  # the first message's key for the row's tool descriptions
 SAID = "said"  # an assistant message's own text beside its calls (serve's requests; a row's function_call turn has
 # none: its `content` is the calls as written, which the template does not write again)
@@ -51,7 +53,7 @@ def function(call: Any) -> dict[str, Any] | None:
         return None
     args = call["arguments"]
     if isinstance(args, str):
-        with contextlib.suppress(json.JSONDecodeError):
+        with contextlib.suppress(*BAD_JSON):  # (not JSON; nested past ~1000 levels, an int of 4300+ digits)
             args = json.loads(args)
     return {"name": call["name"], "arguments": args}
 

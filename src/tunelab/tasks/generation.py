@@ -2,7 +2,8 @@
 
 `generate` runs batches of prompts sorted by length, left-padded with an attention mask (positions come
 from the mask, so a padded prompt generates what it would alone), greedy, beam search or sampling
-(`task.generation`), and cuts each reply at the first end-of-turn id (`tasks.chat_template.end_of_turn_ids`).
+(`task.generation`), and cuts each reply at the first stop id (`Task.stop_ids`: the end-of-turn ids,
+`tasks.chat_template.end_of_turn_ids`, and the model's own eos ids, `model_stop_ids`).
 Scoring generated replies against references is evaluation/generation.py.
 """
 
@@ -102,6 +103,17 @@ def generate_kwargs(cfg: GenerationConfig, tokenizer: Any, stop: Sequence[int]) 
     if cfg.do_sample:
         kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
     return kwargs
+
+
+def model_stop_ids(model: Any, stop: Sequence[int]) -> list[int]:
+    """`stop` and after them the ids the model's own generation_config ends a reply at (its `eos_token_id`, one or a
+    list), as vLLM stops at both: Llama 3.1 / 3.2 end a tool call with <|eom_id|>, which their generation_config
+    lists beside <|eot_id|> and the template's turn end (`end_of_turn_ids`) is not. Where it lists only ids `stop`
+    has (eos; Qwen's and Gemma's turn end too), `stop` as it was. `generate_kwargs` passes the whole list as
+    generate()'s `eos_token_id`, which replaces the model's own."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)  # (a peft model: its base's)
+    own = [eos] if isinstance(eos, int) else list(eos) if isinstance(eos, list | tuple) else []
+    return list(dict.fromkeys([*stop, *(i for i in own if isinstance(i, int) and i >= 0)]))
 
 
 def stop_ids_of(tokenizer: Any, stop_ids: Sequence[int] | None) -> list[int]:

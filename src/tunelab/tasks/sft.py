@@ -69,7 +69,7 @@ from tunelab.tasks.chat_template import (
     split_reply,
     template_error,
 )
-from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
+from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, model_stop_ids
 from tunelab.tasks.model_rows import model_rules, with_row
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
@@ -286,8 +286,8 @@ class Sft(Task):
                            tokenizer: Any) -> list[Example]:
         """Unlabelled prompts with the teacher's replies (sequence-level distillation; tasks/sft_distill.py)."""
         prompts = [f["input_ids"] for f in self.encode(examples, tokenizer)]  # unlabelled: the generation prompt
-        return teacher_replies(examples, prompts, teacher, tokenizer, self.cfg.generation, end_of_turn_ids(tokenizer),
-                               self.data.max_length)
+        return teacher_replies(examples, prompts, teacher, tokenizer, self.cfg.generation,
+                               self.stop_ids(tokenizer, teacher), self.data.max_length)
 
     # -- scoring -----------------------------------------------------------------------------
     def logits(self, model: torch.nn.Module, features: Sequence[Features], collate: Callable[..., Any],
@@ -319,7 +319,7 @@ class Sft(Task):
         tok = self._tokenizer
         out = np.empty(len(features), dtype=object)
         replies = generate(model, tok, [f["input_ids"] for f in features], self.cfg.generation, batch_size,
-                           end_of_turn_ids(tok))
+                           self.stop_ids(tok, model))
         for i, reply in enumerate(replies):
             out[i] = reply
         return out
@@ -367,5 +367,7 @@ class Sft(Task):
                        generations: Sequence[dict[str, Any]] | None = None) -> str:
         return sft_report.results(records, metrics, generations)
 
-    def stop_ids(self, tokenizer: Any) -> list[int]:
-        return end_of_turn_ids(tokenizer)
+    def stop_ids(self, tokenizer: Any, model: Any) -> list[int]:
+        """The template's end of turn and eos (`end_of_turn_ids`), and the model's own eos ids (Llama 3.1's <|eom_id|>,
+        which ends a tool call: `model_stop_ids`)."""
+        return model_stop_ids(model, end_of_turn_ids(tokenizer))

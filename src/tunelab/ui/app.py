@@ -294,7 +294,7 @@ class UI:
         def work() -> None:
             try:
                 stream_reply(model.module, model.tokenizer, ids, generation,
-                             model.task.stop_ids(model.tokenizer), Out())  # type: ignore[arg-type]
+                             model.task.stop_ids(model.tokenizer, model.module), Out())  # type: ignore[arg-type]
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
