@@ -94,6 +94,29 @@ def test_a_predict_request_reads_its_rows_once(served: tuple[str, object], monke
     assert reads == [2, 2], reads
 
 
+def test_a_field_of_several_types_is_named_at_its_path(served: tuple[str, object]) -> None:
+    """An input of neither type a predict row takes was named `inputs[0].str` (pydantic's name for the union's first
+    type, a field the body does not have) with one error per type: it is `inputs[0]`, saying what is taken; the
+    other fields of several types alike (`stop.list[function-after[utf8(), str]][1]` is `stop[1]`)."""
+    url, _ = served
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    for path, body, param, says in (
+            ("/v1/predict", {"inputs": [1]}, "inputs[0]", "expected a text, or an object with the task's data"),
+            ("/v1/predict", {"inputs": ["good", None]}, "inputs[1]", "expected a text, or an object"),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": 1}]}, "messages[0].content",
+             "expected a text, or a list of text parts"),
+            ("/v1/chat/completions", {**chat, "stop": 1}, "stop", "expected a text, or a list of texts"),
+            ("/v1/chat/completions", {**chat, "stop": ["end", 1]}, "stop[1]", "Input should be a valid string"),
+            ("/v1/chat/completions", {**chat, "logprobs": "x"}, "logprobs", "expected true / false, or a number"),
+            ("/v1/chat/completions", {"messages": [{"role": "assistant", "content": "x", "tool_calls": [
+                {"function": {"name": "f", "arguments": 1}}]}]}, "messages[0].tool_calls[0].function.arguments",
+             "expected a JSON object, or its JSON text")):
+        res = httpx.post(f"{url}{path}", json=body, headers=AUTH, timeout=30)
+        err = res.json()["error"]
+        assert res.status_code == 422 and err["param"] == param, (body, res.text)
+        assert err["message"].startswith(f"{param}: {says}") and "(and " not in err["message"], (body, err)
+
+
 def test_an_input_whose_outputs_are_nan_answers_its_own_row_only(served: tuple[str, object]) -> None:
     """One input the model gives NaN for (here: its word's embedding row set to NaN) answers its row with `error`;
     the request's other rows, and another request batched with it, are answered (the whole request was a 422)."""
