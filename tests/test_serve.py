@@ -73,8 +73,8 @@ def test_predict_matches_the_library_and_batches(served: tuple[str, object], cls
 
 def test_a_predict_request_reads_its_rows_once(served: tuple[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     """The task reads a request's rows once — the check that a bad row fails its own request only is also the read
-    its batch runs (they were read twice: checked, then again by Model.predict) — and a row it cannot read is still
-    the CLI's one line."""
+    its batch runs (they were read twice: checked, then again by Model.predict) — and a row it cannot read still
+    fails its request, named (`test_a_row_the_task_cannot_read_is_named_by_its_place`)."""
     url, server = served
     task = server.by_name["sentiment"].model.task  # type: ignore[attr-defined]
     real, reads = task.parse, []
@@ -90,8 +90,21 @@ def test_a_predict_request_reads_its_rows_once(served: tuple[str, object], monke
     assert [o["pred_label"] for o in res.json()["outputs"]] == ["positive", "negative"]
     assert res.json()["outputs"][1]["id"] == 7  # the row's own fields come back
     res = httpx.post(f"{url}/v1/predict", json={"inputs": ["good", {"txt": "good"}]}, headers=AUTH, timeout=30)
-    assert res.status_code == 422 and res.json()["error"]["message"] == "inputs: <input>:2: text: missing field"
+    assert res.status_code == 422 and res.json()["error"]["param"] == "inputs[1].text", res.text
     assert reads == [2, 2], reads
+
+
+def test_a_row_the_task_cannot_read_is_named_by_its_place(served: tuple[str, object]) -> None:
+    """A row the task cannot read was a 422 naming `inputs` with the CLI's `<input>:3: text: empty text`: it names the
+    row by its place in the request, and the field where the task names one (`inputs[2].text`), in the task's words
+    (the CLI's line for a file is unchanged)."""
+    url, _ = served
+    for inputs, param, says in ((["good", "film", ""], "inputs[2].text", "empty text"),
+                                ([{"text": "good"}, {"text": "  \n", "id": 1}], "inputs[1].text", "empty text"),
+                                (["good", {"txt": "good"}], "inputs[1].text", "missing field")):
+        res = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH, timeout=30)
+        err = res.json()["error"]
+        assert res.status_code == 422 and err["param"] == param and err["message"] == f"{param}: {says}", res.text
 
 
 def test_a_field_of_several_types_is_named_at_its_path(served: tuple[str, object]) -> None:
