@@ -8,7 +8,7 @@
   `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts (serve/schemas.py lists what
   else is taken; `tools`, calls and tool results: serve/tools.py). Concurrent requests share `generate()` calls
   (serve/chat_batcher.py); one completion is serve/completion.py's. A completion's prompt starts with BOS where the
-  model's does (`completion_bos`).
+  model's does (`completion_bos`); a list of prompts is one choice each.
 - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue,
   rows answered with `error`).
 - A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
@@ -226,15 +226,22 @@ class Server:
             # alternate"; a call's arguments of a type it cannot join)
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
         calls = reply_format(tokenizer, body)  # (None: the reply is its text)
-        return await Completion(self, served, ids, body, chat=True, calls=calls,
+        return await Completion(self, served, [("messages", ids)], body, chat=True, calls=calls,
                                 keep=reply_tags(tokenizer, calls)).respond(request)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
-        ids = served.model.tokenizer(body.prompt, add_special_tokens=False)["input_ids"]
-        if served.bos is not None and ids[:1] != [served.bos]:  # as the model read its text in training (and as
-            ids = [served.bos, *ids]  # vLLM tokenises a prompt); a prompt that starts with it keeps one
-        return await Completion(self, served, ids, body, chat=False).respond(request)
+        listed = isinstance(body.prompt, list)  # (a list: one choice per prompt, each as one prompt alone)
+        texts = body.prompt if listed else [body.prompt]
+        if len(texts) > self.settings.max_inputs:  # each prompt counts as a predict request's input does
+            return error(413, f"prompt: {len(texts)} prompts, at most {self.settings.max_inputs} per request")
+        prompts = []
+        for i, text in enumerate(texts):
+            ids = served.model.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if served.bos is not None and ids[:1] != [served.bos]:  # as the model read its text in training (and
+                ids = [served.bos, *ids]  # as vLLM tokenises a prompt); a prompt that starts with it keeps one
+            prompts.append((f"prompt[{i}]" if listed else "prompt", ids))
+        return await Completion(self, served, prompts, body, chat=False).respond(request)
 
 
 def create_app(models: list[Served], settings: Settings | None = None) -> FastAPI:

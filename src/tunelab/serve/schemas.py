@@ -12,8 +12,8 @@ serve/tools.py `forced_calls`), `parallel_tool_calls`, an assistant message's `t
 `suffix` (null), `stream_options.include_obfuscation` and a message's `refusal`, `annotations`, `audio` and
 `function_call` (null: the openai client's `message.model_dump()` writes them). Anything else — other content parts
 (images), `n` above 1, those fields at other values — is a 422 naming the field.
-A field of several types (`one_of`) is named at its own path in the body, never by the name pydantic gives one of
-its types."""
+A completion's `prompt` is a text or a list of texts (token ids: a 422). A field of several types (`one_of`) is named
+at its own path in the body, never by the name pydantic gives one of its types."""
 
 from __future__ import annotations
 
@@ -69,6 +69,22 @@ def one_of(expected: str) -> WrapValidator:
             {"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"][1:], "input": e["input"]}
             for e in inner])
     return WrapValidator(check)
+
+
+def a_prompt(value: Any) -> Any:
+    """A completion's `prompt`: a text or a non-empty list of texts (OpenAI's legacy API and vLLM take both); token
+    ids (`[1, 2, 3]`, or a list of such lists) are refused, naming the prompt, as this server takes text only."""
+    ids = "token ids are not taken by this server: send the prompt as text"
+    if isinstance(value, list):
+        if not value:
+            raise PydanticCustomError("prompt", "empty list: expected a text or a list of texts")
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise PydanticCustomError("token_ids", ids)
+        for i, v in enumerate(value):
+            if isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+                raise ValidationError.from_exception_data("prompt", [
+                    {"type": PydanticCustomError("token_ids", ids), "loc": (i,), "input": v}])
+    return value
 
 
 @dataclass(frozen=True)
@@ -260,7 +276,8 @@ class ChatRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Text
+    prompt: Annotated[Text | list[Text], one_of("a text, or a list of texts"), BeforeValidator(a_prompt)] = Field(
+        description="A text, or a list of texts: one choice each (its `index` the prompt's place in the list).")
     echo: Annotated[bool | None, only(None, False)] = None
     best_of: Annotated[int | None, only(None, 1)] = None
     suffix: Annotated[str | None, only(None)] = None
