@@ -73,8 +73,8 @@ def test_predict_matches_the_library_and_batches(served: tuple[str, object], cls
 
 def test_a_predict_request_reads_its_rows_once(served: tuple[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     """The task reads a request's rows once — the check that a bad row fails its own request only is also the read
-    its batch runs (they were read twice: checked, then again by Model.predict) — and a row it cannot read is still
-    the CLI's one line."""
+    its batch runs (they were read twice: checked, then again by Model.predict) — and a row it cannot read still
+    fails its request, named (`test_a_row_the_task_cannot_read_is_named_by_its_place`)."""
     url, server = served
     task = server.by_name["sentiment"].model.task  # type: ignore[attr-defined]
     real, reads = task.parse, []
@@ -90,8 +90,44 @@ def test_a_predict_request_reads_its_rows_once(served: tuple[str, object], monke
     assert [o["pred_label"] for o in res.json()["outputs"]] == ["positive", "negative"]
     assert res.json()["outputs"][1]["id"] == 7  # the row's own fields come back
     res = httpx.post(f"{url}/v1/predict", json={"inputs": ["good", {"txt": "good"}]}, headers=AUTH, timeout=30)
-    assert res.status_code == 422 and res.json()["error"]["message"] == "inputs: <input>:2: text: missing field"
+    assert res.status_code == 422 and res.json()["error"]["param"] == "inputs[1].text", res.text
     assert reads == [2, 2], reads
+
+
+def test_a_row_the_task_cannot_read_is_named_by_its_place(served: tuple[str, object]) -> None:
+    """A row the task cannot read was a 422 naming `inputs` with the CLI's `<input>:3: text: empty text`: it names the
+    row by its place in the request, and the field where the task names one (`inputs[2].text`), in the task's words
+    (the CLI's line for a file is unchanged)."""
+    url, _ = served
+    for inputs, param, says in ((["good", "film", ""], "inputs[2].text", "empty text"),
+                                ([{"text": "good"}, {"text": "  \n", "id": 1}], "inputs[1].text", "empty text"),
+                                (["good", {"txt": "good"}], "inputs[1].text", "missing field")):
+        res = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH, timeout=30)
+        err = res.json()["error"]
+        assert res.status_code == 422 and err["param"] == param and err["message"] == f"{param}: {says}", res.text
+
+
+def test_a_field_of_several_types_is_named_at_its_path(served: tuple[str, object]) -> None:
+    """An input of neither type a predict row takes was named `inputs[0].str` (pydantic's name for the union's first
+    type, a field the body does not have) with one error per type: it is `inputs[0]`, saying what is taken; the
+    other fields of several types alike (`stop.list[function-after[utf8(), str]][1]` is `stop[1]`)."""
+    url, _ = served
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    for path, body, param, says in (
+            ("/v1/predict", {"inputs": [1]}, "inputs[0]", "expected a text, or an object with the task's data"),
+            ("/v1/predict", {"inputs": ["good", None]}, "inputs[1]", "expected a text, or an object"),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": 1}]}, "messages[0].content",
+             "expected a text, or a list of text parts"),
+            ("/v1/chat/completions", {**chat, "stop": 1}, "stop", "expected a text, or a list of texts"),
+            ("/v1/chat/completions", {**chat, "stop": ["end", 1]}, "stop[1]", "Input should be a valid string"),
+            ("/v1/chat/completions", {**chat, "logprobs": "x"}, "logprobs", "expected true / false, or a number"),
+            ("/v1/chat/completions", {"messages": [{"role": "assistant", "content": "x", "tool_calls": [
+                {"function": {"name": "f", "arguments": 1}}]}]}, "messages[0].tool_calls[0].function.arguments",
+             "expected a JSON object, or its JSON text")):
+        res = httpx.post(f"{url}{path}", json=body, headers=AUTH, timeout=30)
+        err = res.json()["error"]
+        assert res.status_code == 422 and err["param"] == param, (body, res.text)
+        assert err["message"].startswith(f"{param}: {says}") and "(and " not in err["message"], (body, err)
 
 
 def test_an_input_whose_outputs_are_nan_answers_its_own_row_only(served: tuple[str, object]) -> None:

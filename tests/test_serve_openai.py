@@ -292,6 +292,49 @@ def test_the_common_openai_fields_are_taken(chat: tuple[str, object]) -> None:
         assert res.status_code == 422 and res.json()["error"]["param"] == param, (extra, res.text)
 
 
+def test_a_list_of_prompts_is_one_choice_each(chat: tuple[str, object]) -> None:
+    """`prompt` as a list of texts (OpenAI's legacy completions and vLLM take it) was a 422 `prompt: Input should be a
+    valid string`: one choice per prompt, `index` its place, each the reply the prompt gets alone, `usage` summed, in
+    the JSON answer and the stream (each chunk with its choice's `index`), through the `openai` client. Each prompt
+    is held to the limits one prompt is, named by its place; token ids and an empty list are a 422 naming `prompt`."""
+    from openai import OpenAI
+
+    url, server = chat
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    prompts = ["say good", "the movie plot", "say good"]
+    alone = [client.completions.create(model="run", prompt=p, max_tokens=3, temperature=0) for p in prompts]
+    listed = client.completions.create(model="run", prompt=prompts, max_tokens=3, temperature=0)
+    assert [(c.index, c.text, c.finish_reason) for c in listed.choices] == [
+        (i, a.choices[0].text, a.choices[0].finish_reason) for i, a in enumerate(alone)], listed
+    assert listed.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone) == 3 + 4 + 3  # (BOS each)
+    assert listed.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+    texts, reasons = ["", "", ""], [None, None, None]
+    chunks = list(client.completions.create(model="run", prompt=prompts, max_tokens=3, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    for chunk in chunks:
+        for c in chunk.choices:
+            texts[c.index] += c.text
+            reasons[c.index] = c.finish_reason or reasons[c.index]
+    assert texts == [c.text for c in listed.choices] and reasons == [c.finish_reason for c in listed.choices]
+    assert chunks[-1].choices == [] and chunks[-1].usage == listed.usage, chunks[-1]
+    entry = server.by_name["run"]  # type: ignore[attr-defined]
+    bos, entry.bos = entry.bos, None  # a model whose tokenizer puts no BOS first: "" has no tokens
+    try:
+        empty = httpx.post(f"{url}/v1/completions", json={"prompt": ["say good", ""]}, timeout=60)
+    finally:
+        entry.bos = bos
+    for prompt, param, says in (
+            ([], "prompt", "empty list"), ([1, 2, 3], "prompt", "token ids are not taken"),
+            (["say good", [1, 2]], "prompt[1]", "token ids are not taken"),
+            (["say good", 5], "prompt[1]", "valid string"), (["x"] * 257, "prompt", "257 prompts, at most 256"),
+            (["say good", " ".join(["good"] * 127)], "prompt[1]", "prompt is 128 tokens, at most 127")):
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": prompt, "max_tokens": 1}, timeout=60)
+        err = res.json()["error"]
+        assert res.status_code in (413, 422) and err["message"].startswith(f"{param}: ") and says in err["message"], (
+            prompt[:3], res.text)
+    assert empty.status_code == 422 and empty.json()["error"]["param"] == "prompt[1]", empty.text
+
+
 def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tuple[str, object]) -> None:
     """`tools` was refused unless empty, and `role: tool` and an assistant's `tool_calls` were 422s: a model tuned on
     tool rows was served without its tools. They reach the model's chat template as training gives them (the prompt

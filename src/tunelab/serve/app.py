@@ -3,11 +3,12 @@
 - `POST /v1/predict` — classification / NER / QA models: one output row per input, the rows `tunelab predict` writes,
   except that an input whose outputs are NaN or infinite is answered by its row with `error` (`FailedRow`; a request
   of such rows alone is a 422, each counted in /metrics); concurrent requests share forward passes (serve/batcher.py).
+  A row the task cannot read is a 422 naming it by its place (`inputs[2].text`: `row_error`).
 - `POST /v1/chat/completions`, `POST /v1/completions` — OpenAI-compatible, for chat (sft) models: `max_tokens`,
   `temperature`, `top_p`, `stop`, `seed`, `stream` (server-sent events), usage counts (serve/schemas.py lists what
   else is taken; `tools`, calls and tool results: serve/tools.py). Concurrent requests share `generate()` calls
   (serve/chat_batcher.py); one completion is serve/completion.py's. A completion's prompt starts with BOS where the
-  model's does (`completion_bos`).
+  model's does (`completion_bos`); a list of prompts is one choice each.
 - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text: requests, latency, batch sizes, tokens, queue,
   rows answered with `error`).
 - A bearer token when an API key is set (401 otherwise; /health stays open), 413 for a body over the limit, 422 for a
@@ -30,7 +31,8 @@ from jinja2 import TemplateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tunelab.api import Model
-from tunelab.errors import TunelabError
+from tunelab.data.objects import SOURCE
+from tunelab.errors import DataError, TunelabError
 from tunelab.evaluation.evaluate import FailedRow, not_finite_error
 from tunelab.http_errors import error, invalid
 from tunelab.serve.batcher import MicroBatcher, QueueFull
@@ -85,6 +87,22 @@ def input_tokens(tokenizer: Any, row: Any) -> int:
              if isinstance(w, str)]  # texts, and lists of them (NER's tokens)
     text = " ".join(words)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def row_error(exc: TunelabError, inputs: list[Any], text_field: str) -> HTTPException:
+    """A predict input the task cannot read, as a 422 naming it by its place in the request — `inputs[1]`, or the
+    field the task names, `inputs[1].text` — with the task's words, where the CLI's one line names `<input>:2`
+    (its row number); an error that names no input row: `inputs`, the CLI's line."""
+    if not (isinstance(exc, DataError) and exc.source == SOURCE and isinstance(exc.line, int)
+            and 1 <= exc.line <= len(inputs)):
+        return invalid("inputs", str(exc))
+    where, row = f"inputs[{exc.line - 1}]", inputs[exc.line - 1]
+    field, keys = exc.field, row if isinstance(row, dict) else {text_field: row}
+    if field is None:
+        return invalid(where, exc.problem)
+    if field in keys or field.isidentifier():  # a field of the row (one it lacks, too): its path
+        return invalid(f"{where}.{field}", exc.problem)
+    return invalid(where, f"{field}: {exc.problem}")
 
 
 class Server:
@@ -174,8 +192,8 @@ class Server:
             outputs = await served.batcher.submit(model.parse_inputs(list(body.inputs)), longest)
         except QueueFull as exc:
             return error(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"})
-        except TunelabError as exc:  # a row the task cannot read: the same one line as the CLI's
-            raise invalid("inputs", str(exc)) from None
+        except TunelabError as exc:  # a row the task cannot read: named by its place in the request
+            raise row_error(exc, body.inputs, model.task.data.text_field) from None
         if failed := sum(isinstance(o, FailedRow) for o in outputs):  # outputs NaN or infinite: counted, said once
             self.row_failed(served, failed, len(outputs))
             if failed == len(outputs):  # none answered: the request fails, as eval and predict would
@@ -208,15 +226,22 @@ class Server:
             # alternate"; a call's arguments of a type it cannot join)
             raise invalid("messages", f"the model's chat template refuses them: {exc}") from None
         calls = reply_format(tokenizer, body)  # (None: the reply is its text)
-        return await Completion(self, served, ids, body, chat=True, calls=calls,
+        return await Completion(self, served, [("messages", ids)], body, chat=True, calls=calls,
                                 keep=reply_tags(tokenizer, calls)).respond(request)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         served = self.pick(body.model, chat=True)
-        ids = served.model.tokenizer(body.prompt, add_special_tokens=False)["input_ids"]
-        if served.bos is not None and ids[:1] != [served.bos]:  # as the model read its text in training (and as
-            ids = [served.bos, *ids]  # vLLM tokenises a prompt); a prompt that starts with it keeps one
-        return await Completion(self, served, ids, body, chat=False).respond(request)
+        listed = isinstance(body.prompt, list)  # (a list: one choice per prompt, each as one prompt alone)
+        texts = body.prompt if listed else [body.prompt]
+        if len(texts) > self.settings.max_inputs:  # each prompt counts as a predict request's input does
+            return error(413, f"prompt: {len(texts)} prompts, at most {self.settings.max_inputs} per request")
+        prompts = []
+        for i, text in enumerate(texts):
+            ids = served.model.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if served.bos is not None and ids[:1] != [served.bos]:  # as the model read its text in training (and
+                ids = [served.bos, *ids]  # as vLLM tokenises a prompt); a prompt that starts with it keeps one
+            prompts.append((f"prompt[{i}]" if listed else "prompt", ids))
+        return await Completion(self, served, prompts, body, chat=False).respond(request)
 
 
 def create_app(models: list[Served], settings: Settings | None = None) -> FastAPI:

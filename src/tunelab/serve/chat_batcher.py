@@ -122,19 +122,22 @@ class ChatBatcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-generate")
 
     async def submit(self, job: Job) -> Job:
-        return await self.enqueue(job)
+        return await self.enqueue(job)[0]
 
-    def enqueue(self, job: Job) -> asyncio.Future[Job]:
-        """`job` in the queue now, or QueueFull when `max_queue` jobs are waiting (the check and the place are one
-        step: no burst passes it together); the future is the job, answered."""
-        if len(self.pending) >= self.max_queue:
-            raise QueueFull(f"{len(self.pending)} completions are waiting (at most {self.max_queue})")
-        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
-        self.pending.append((job, future))
+    def enqueue(self, *jobs: Job) -> list[asyncio.Future[Job]]:
+        """`jobs` (a request's: one per prompt) in the queue now, or none of them and QueueFull when they would take
+        it past `max_queue` jobs waiting (the check and the place are one step: no burst passes it together); the
+        futures are the jobs, answered."""
+        if len(self.pending) + len(jobs) > self.max_queue:
+            more = f"; this request's {len(jobs)} prompts would pass that" if len(jobs) > 1 else ""
+            raise QueueFull(f"{len(self.pending)} completions are waiting (at most {self.max_queue}{more})")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Job]] = [loop.create_future() for _ in jobs]
+        self.pending.extend(zip(jobs, futures, strict=True))
         if not self.running:
             self.running = True
             asyncio.create_task(self._drain())
-        return future
+        return futures
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()

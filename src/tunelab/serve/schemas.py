@@ -11,7 +11,9 @@ serve/tools.py `forced_calls`), `parallel_tool_calls`, an assistant message's `t
 `logprobs` (null / false), `logit_bias` ({}), `response_format` ({"type": "text"}), `echo` (false), `best_of` (1),
 `suffix` (null), `stream_options.include_obfuscation` and a message's `refusal`, `annotations`, `audio` and
 `function_call` (null: the openai client's `message.model_dump()` writes them). Anything else — other content parts
-(images), `n` above 1, those fields at other values — is a 422 naming the field."""
+(images), `n` above 1, those fields at other values — is a 422 naming the field.
+A completion's `prompt` is a text or a list of texts (token ids: a 422). A field of several types (`one_of`) is named
+at its own path in the body, never by the name pydantic gives one of its types."""
 
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -44,6 +49,42 @@ def utf8(value: Any) -> Any:
 
 
 Text = Annotated[str, AfterValidator(utf8)]
+
+
+def one_of(expected: str) -> WrapValidator:
+    """A union field's errors at their place in the body: pydantic puts the name of each of the union's types in an
+    error's location (`inputs[0].str`, `stop.list[function-after[utf8(), str]][0]`), which a client reads as a field
+    of its body. Here the type the value has keeps its errors, at the value's own path (`stop[1]`); a value of none of
+    the types is one error saying what is taken (`expected {expected}`)."""
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            errors = exc.errors()
+        # a type the value is not fails at its top, with a type error (string_type, list_type, int_parsing, ...)
+        inner = [e for e in errors if len(e["loc"]) > 1 or not e["type"].endswith(("_type", "_parsing"))]
+        if not inner:
+            raise PydanticCustomError("union_type", f"expected {expected}")
+        raise ValidationError.from_exception_data("one_of", [  # (the location without the type's name)
+            {"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"][1:], "input": e["input"]}
+            for e in inner])
+    return WrapValidator(check)
+
+
+def a_prompt(value: Any) -> Any:
+    """A completion's `prompt`: a text or a non-empty list of texts (OpenAI's legacy API and vLLM take both); token
+    ids (`[1, 2, 3]`, or a list of such lists) are refused, naming the prompt, as this server takes text only."""
+    ids = "token ids are not taken by this server: send the prompt as text"
+    if isinstance(value, list):
+        if not value:
+            raise PydanticCustomError("prompt", "empty list: expected a text or a list of texts")
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise PydanticCustomError("token_ids", ids)
+        for i, v in enumerate(value):
+            if isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+                raise ValidationError.from_exception_data("prompt", [
+                    {"type": PydanticCustomError("token_ids", ids), "loc": (i,), "input": v}])
+    return value
 
 
 @dataclass(frozen=True)
@@ -66,10 +107,14 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+INPUT = ('a text, or an object with the task\'s data fields ({"text": ..., "text_pair": ...}, {"tokens": [...]}, '
+         '{"question": ..., "context": ...})')
+
+
 class PredictRequest(_Body):
     model: str | None = Field(None, description="Which served model (default: the only classifier / tagger / QA "
                               "model).")
-    inputs: Annotated[list[str | dict[str, Any]], AfterValidator(utf8)] = Field(
+    inputs: list[Annotated[str | dict[str, Any], one_of(INPUT), AfterValidator(utf8)]] = Field(
         min_length=1, description="Texts, or rows with the data fields (text, text_pair, question, context).")
 
 
@@ -106,7 +151,8 @@ def text_parts(value: Any) -> Any:
 
 class Function(_Body):
     name: Text
-    arguments: Text | dict[str, Any] = Field(description="A JSON object, or its JSON text (as OpenAI writes it).")
+    arguments: Annotated[Text | dict[str, Any], one_of("a JSON object, or its JSON text")] = Field(
+        description="A JSON object, or its JSON text (as OpenAI writes it).")
 
 
 class ToolCall(_Body):
@@ -119,7 +165,8 @@ class ToolCall(_Body):
 class Message(_Body):
     role: Literal["system", "user", "assistant", "developer", "tool"] = Field(
         description="`developer` is taken as `system`; `tool`: a tool's result, after the assistant's call.")
-    content: Annotated[Text | list[TextPart], BeforeValidator(text_parts)] | None = Field(
+    content: Annotated[Text | list[TextPart], one_of("a text, or a list of text parts"),
+                       BeforeValidator(text_parts)] | None = Field(
         None, description="A text, or a list of text parts (joined with newlines); null only on an assistant "
         "message with tool_calls.")
     name: str | None = Field(None, description="Taken (OpenAI's clients send it), not used.")
@@ -194,7 +241,7 @@ class _Sampling(_Body):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: Text | list[Text] | None = None
+    stop: Annotated[Text | list[Text], one_of("a text, or a list of texts")] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     stream: bool = False
     stream_options: StreamOptions | None = Field(None, description="With `stream`: `include_usage` sends the usage "
@@ -204,7 +251,7 @@ class _Sampling(_Body):
     n: Literal[1] = 1
     user: str | None = None
     logit_bias: Annotated[dict[str, float] | None, only(None, {})] = None
-    logprobs: Annotated[bool | int | None, only(None, False)] = None
+    logprobs: Annotated[Annotated[bool | int, one_of("true / false, or a number")] | None, only(None, False)] = None
 
     @field_validator("stream_options", mode="after")
     @classmethod
@@ -248,7 +295,8 @@ class ChatRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Text
+    prompt: Annotated[Text | list[Text], one_of("a text, or a list of texts"), BeforeValidator(a_prompt)] = Field(
+        description="A text, or a list of texts: one choice each (its `index` the prompt's place in the list).")
     echo: Annotated[bool | None, only(None, False)] = None
     best_of: Annotated[int | None, only(None, 1)] = None
     suffix: Annotated[str | None, only(None)] = None
