@@ -362,13 +362,21 @@ def test_an_encoder_alias_is_refused_before_loading() -> None:
         served_models([Path("minilm")])
 
 
-def test_a_run_given_as_dot_is_served_under_its_name(cls_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`tunelab serve .` in a run's model/ (or `..`): the run's name, not "" or ".."; the same run again, numbered."""
+def test_a_run_given_as_dot_is_served_under_its_name(cls_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """`tunelab serve .` in a run's model/ (or `..`): the run's name, not "" or ".."; the same run again, numbered,
+    never as a name another argument has (`cls-2` answered for `a/cls`, and the folder `cls-2` was `cls-2-2`)."""
     from tunelab.serve.models import served_models
 
     monkeypatch.chdir(cls_run / "model")
     names = [s.name for s in served_models([Path("."), Path(".."), Path("../model")])]
     assert names == ["sentiment", "sentiment-2", "sentiment-3"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    for folder in ("cls", "a/cls", "cls-2"):
+        (tmp_path / folder).symlink_to(cls_run)
+    names = [s.name for s in served_models([Path("cls"), Path("a/cls"), Path("cls-2")])]
+    assert names == ["cls", "cls-3", "cls-2"]
 
 
 def test_bad_path_is_one_line(tmp_path: Path) -> None:

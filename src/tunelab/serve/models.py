@@ -54,22 +54,31 @@ def alias_model(name: str) -> Model:
     return Model(Path(path), task, task.optimize(module.eval()), task.load_tokenizer(path))
 
 
+def served_names(paths: list[Path]) -> list[str]:
+    """The name each path is served under: its run directory's name (the alias for an alias; `.` and `..` by their
+    folders' names). Each name as given is its first path's; a name given again is numbered, NAME-2, NAME-3, ...,
+    skipping every name another path has (`cls`, `a/cls`, `cls-2`: cls, cls-3, cls-2)."""
+    given: list[str] = []
+    for path in map(Path, paths):
+        if not path.exists() and str(path) not in ALIASES:
+            raise TunelabError(f"{path}: no such directory (nor an embedded model: {', '.join(ALIASES)})")
+        named = Path(os.path.abspath(path))
+        given.append(str(path) if not path.exists() else named.name if named.name != "model" else named.parent.name)
+    firsts = {name: i for i, name in reversed(list(enumerate(given)))}  # the names as given first, ...
+    taken = set(given)
+    names = []
+    for i, name in enumerate(given):  # ... then the same name again, numbered
+        if firsts[name] != i:
+            name = next(f"{name}-{n}" for n in itertools.count(2) if f"{name}-{n}" not in taken)
+            taken.add(name)
+        names.append(name)
+    return names
+
+
 def served_models(paths: list[Path], prefer_exports: bool = True) -> list[Served]:
     """Load each path (a run directory, its model/, an export, or an embedded model's alias); names are the run
     directories' names (the alias for an alias). LoRA runs that share a base are loaded over one copy of it."""
-    names: list[str] = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists() and str(path) not in ALIASES:
-            raise TunelabError(f"{path}: no such directory (nor an embedded model: {', '.join(ALIASES)})")
-        named = Path(os.path.abspath(path))  # `.` and `..` by their folders' names
-        name = str(path) if not path.exists() else named.name if named.name != "model" else named.parent.name
-        taken = name
-        for n in itertools.count(2):  # the same name again: NAME-2, NAME-3, ...
-            if name not in names:
-                break
-            name = f"{taken}-{n}"
-        names.append(name)
+    names = served_names(paths)
     shared: dict[int, Model] = {}
     for group in adapter_groups([Path(p) for p in paths]):
         loaded = zip(group, load_group(list(group.values())), strict=True)
