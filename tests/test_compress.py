@@ -141,14 +141,16 @@ def test_bad_input_is_one_line(run: Path, tiny_chat_run: Path, tmp_path: Path) -
 
 def test_an_output_nothing_can_be_made_in_is_refused_before_the_recovery(run: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under a file, or in /proc: one line before the pruning and its recovery fine-tune (it came after them, and
-    under a file as `File exists`)."""
+    """Under a file or a link to a missing folder, or in /proc: one line before the pruning and its recovery
+    fine-tune (it came after them, and under a file as `File exists`)."""
     import tunelab.export.compress as compress
 
     monkeypatch.setattr(compress.engine, "train", lambda *a, **k: pytest.fail("the recovery ran"))
     (tmp_path / "afile").write_text("")
     places = [(tmp_path / "afile" / "out", f"{tmp_path / 'afile'} is a file, not a directory")]
     places += [(Path("/proc/tunelab-out"), "nothing can be created in /proc: ")] if Path("/proc/self").is_dir() else []
+    (tmp_path / "dl").symlink_to(tmp_path / "missing")  # a link to nothing: it ran the recovery, then "File exists"
+    places += [(tmp_path / "dl" / "out", f"{tmp_path / 'dl'} is a link to a missing folder ({tmp_path / 'missing'})")]
     for out, said in places:
         res = _compress(str(run), "--prune", "magnitude:0.5", "--output", str(out))
         assert res.exit_code == 2 and res.stderr.startswith(f"error: --output: {out} cannot be written: {said}")

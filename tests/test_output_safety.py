@@ -72,6 +72,11 @@ def test_inputs_and_directories_are_refused_even_with_overwrite(work: Path, monk
                  "--output: run/report.html is a file of the run directory run; write the output elsewhere")
         _refused(work, ["eval", "run/model", "--data", "val.jsonl", "--predictions", "run/metrics.jsonl", *overwrite],
                  "--predictions: run/metrics.jsonl is a file of the run directory run; write the predictions elsewhere")
+        # a link to a missing folder on the way: said as such (it was "part of dl is a file", or "File exists")
+        if not (work / "dl").is_symlink():
+            (work / "dl").symlink_to(work / "missing")
+        _refused(work, ["predict", "run", "--input", "val.jsonl", "--output", "dl/p.jsonl", *overwrite],
+                 f"--output: dl/p.jsonl cannot be written: dl is a link to a missing folder ({work / 'missing'})")
     (work / "same.jsonl").hardlink_to(work / "val.jsonl")  # another name for the same file
     _refused(work, ["predict", "run/model", "--input", "val.jsonl", "--output", "same.jsonl", "--overwrite"],
              "--output: same.jsonl is the --input file; write the output elsewhere")

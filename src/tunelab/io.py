@@ -156,9 +156,13 @@ def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (),
 
 
 def check_creatable(flag: str, path: Path) -> None:
-    """Refuse, before any work is done, a file or folder `path` that nothing can create: under a file, or in a folder
-    that takes no new entries (read-only, no permission, /proc); one line naming `flag`. Nothing is made."""
-    parent = next((p for p in path.parents if p.exists()), None)
+    """Refuse, before any work is done, a file or folder `path` that nothing can create: under a file or a link to a
+    missing folder, or in a folder that takes no new entries (read-only, no permission, /proc); one line naming
+    `flag`. Nothing is made."""
+    parent = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if parent is not None and not parent.exists():  # a link to nothing: a file would be made through it, or fail
+        raise UnwritableError(f"{flag}: {path} cannot be written: {parent} is a link to a missing folder "
+                              f"({os.readlink(parent)})")
     if parent is not None and not parent.is_dir():
         raise UnwritableError(f"{flag}: {path} cannot be written: {parent} is a file, not a directory")
     try:
