@@ -346,6 +346,31 @@ def test_cli_eval_generates_and_writes_replies(tiny_chat_run: Path, tmp_path: Pa
     assert res.exit_code == 0, res.output
     assert "bleu" not in json.loads(res.stdout.splitlines()[-1])
 
+    # the default replies file, which eval replaces itself, is also --predictions' with --overwrite (it was refused
+    # as a file of the run directory, as all of predictions/); the run's own replies never are
+    args = ["eval", str(model_dir), "--data", str(val), "--limit", "1", "--max-new-tokens", "1", "--overwrite"]
+    res = runner.invoke(app, [*args, "--predictions", str(path)])
+    assert res.exit_code == 0 and len(path.read_text().splitlines()) == 1, res.output
+    own = tiny_chat_run / "predictions" / "validation.generations.jsonl"
+    res = runner.invoke(app, [*args, "--predictions", str(own)])
+    assert res.exit_code == 2 and res.stderr == f"error: --predictions: {own} is a file of the run directory " \
+        f"{tiny_chat_run}; write the predictions elsewhere\n", res.output
+
+
+def test_api_evaluate_never_replaces_a_file_of_the_run(tiny_chat_run: Path, tmp_path: Path) -> None:
+    """`Model.evaluate(predictions=RUN/metrics.json, overwrite=True)`: refused as the CLI refuses it (it was
+    replaced: the API guarded the model directory alone)."""
+    import tunelab
+
+    val = write_jsonl(tmp_path / "val.jsonl", say_rows(WORDS[:1]))
+    before = (tiny_chat_run / "metrics.json").read_bytes()
+    said = f"predictions: {tiny_chat_run / 'metrics.json'} is a file of the run directory {tiny_chat_run}; "
+    with pytest.raises(TunelabError) as caught:
+        tunelab.load(tiny_chat_run).evaluate(val, limit=1, max_new_tokens=1, overwrite=True,
+                                             predictions=tiny_chat_run / "metrics.json")
+    assert str(caught.value).startswith(said)
+    assert (tiny_chat_run / "metrics.json").read_bytes() == before
+
 
 def test_generation_options_need_an_sft_model() -> None:
     from tunelab.registry import TASKS

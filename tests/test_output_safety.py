@@ -72,11 +72,31 @@ def test_inputs_and_directories_are_refused_even_with_overwrite(work: Path, monk
                  "--output: run/report.html is a file of the run directory run; write the output elsewhere")
         _refused(work, ["eval", "run/model", "--data", "val.jsonl", "--predictions", "run/metrics.jsonl", *overwrite],
                  "--predictions: run/metrics.jsonl is a file of the run directory run; write the predictions elsewhere")
+        # of predictions/, the records the run wrote (compare and the report read them): not a file of one's own
+        _refused(work, ["predict", "run", "--input", "val.jsonl", "--output", "run/predictions/validation.jsonl",
+                        *overwrite],
+                 "--output: run/predictions/validation.jsonl is a file of the run directory run; write the output "
+                 "elsewhere")
         # a link to a missing folder on the way: said as such (it was "part of dl is a file", or "File exists")
         if not (work / "dl").is_symlink():
             (work / "dl").symlink_to(work / "missing")
         _refused(work, ["predict", "run", "--input", "val.jsonl", "--output", "dl/p.jsonl", *overwrite],
                  f"--output: dl/p.jsonl cannot be written: dl is a link to a missing folder ({work / 'missing'})")
+    # a run directory named `exports` (its model is not an export of a run above it), and a run whose model/ is a
+    # link to another run's: each run's own files, not only the one the path spells (they were replaced)
+    shutil.copytree(work / "twin", work / "proj" / "exports", ignore=shutil.ignore_patterns("exports"))
+    _refused(work, ["predict", "proj/exports", "--input", "val.jsonl", "--output", "proj/exports/metrics.json",
+                    "--overwrite"],
+             "--output: proj/exports/metrics.json is a file of the run directory proj/exports; write the output "
+             "elsewhere")
+    shutil.copytree(work / "twin", work / "linked", ignore=shutil.ignore_patterns("model", "exports"))
+    (work / "linked" / "model").symlink_to(work / "run" / "model")
+    _refused(work, ["predict", "linked/model", "--input", "val.jsonl", "--output", "run/metrics.json", "--overwrite"],
+             f"--output: run/metrics.json is a file of the run directory {(work / 'run').resolve()}; write the output "
+             "elsewhere")
+    _refused(work, ["predict", "linked/model", "--input", "val.jsonl", "--output", "linked/report.html",
+                    "--overwrite"],
+             "--output: linked/report.html is a file of the run directory linked; write the output elsewhere")
     (work / "same.jsonl").hardlink_to(work / "val.jsonl")  # another name for the same file
     _refused(work, ["predict", "run/model", "--input", "val.jsonl", "--output", "same.jsonl", "--overwrite"],
              "--output: same.jsonl is the --input file; write the output elsewhere")
@@ -127,3 +147,22 @@ def test_overwrite_replaces_a_previous_output(work: Path, monkeypatch: pytest.Mo
     assert (work / "c.html").read_text(encoding="utf-8").lower().startswith("<!doctype html>")
     assert (work / "c.txt").read_text(encoding="utf-8").startswith("tunelab compare: validation split")
     assert not list(work.glob(".*.tmp"))  # written atomically: no temp file left
+    # a file of one's own in the run's predictions/: replaced with --overwrite, again and again (it was refused as
+    # "a file of the run directory", as all of predictions/ and exports/ were)
+    # and beside the run's exports; an export's own files are not
+    (work / "run" / "exports" / "onnx-fp32").mkdir(parents=True)
+    (work / "run" / "exports" / "onnx-fp32" / "model.onnx").write_text("an export\n", encoding="utf-8")
+    _refused(work, ["predict", "run", "--input", "val.jsonl", "--output", "run/exports/onnx-fp32/model.onnx",
+                    "--overwrite"],
+             "--output: run/exports/onnx-fp32/model.onnx is a file of the run directory run; write the output "
+             "elsewhere")
+    for mine in ("run/predictions/my.jsonl", "run/exports/mine.jsonl"):
+        (work / mine).write_text("old\n", encoding="utf-8")
+        _refused(work, ["predict", "run", "--input", "val.jsonl", "--output", mine],
+                 f"--output: {mine} exists; pass --overwrite to replace it")
+        for _ in range(2):
+            res = runner.invoke(app, ["predict", "run", "--input", "val.jsonl", "--output", mine, "--overwrite"])
+            assert res.exit_code == 0, res.output
+            assert len((work / mine).read_text(encoding="utf-8").splitlines()) == 40
+    (work / "run" / "predictions" / "my.jsonl").unlink()  # (the report would read it as a split's records)
+    shutil.rmtree(work / "run" / "exports")

@@ -238,7 +238,8 @@ class Model:
         it and scores it (`exact_match`, `bleu`, `chrf`, `rouge1` / `rouge2` / `rougeL`, `generated`), as `tunelab
         eval` does: `generate=False` for the loss and perplexity only; `max_new_tokens`, `num_beams`, `temperature`,
         `top_p` instead of the model's `task.generation`. `predictions`: a JSONL file to write the replies with their
-        scores to (none is written without it; an existing file only with `overwrite=True`)."""
+        scores to (none is written without it; an existing file only with `overwrite=True`; never the data, a file of
+        the model directory or of its run's own: metrics.json, report.html, ...)."""
         check_count("batch_size", batch_size)
         if limit is not None:
             check_count("limit", limit)
@@ -246,12 +247,13 @@ class Model:
         _check_generation_types(generate, max_new_tokens, num_beams, temperature, top_p, predictions)
         from tunelab.evaluation.generation import eval_generation, eval_generation_config
         from tunelab.io import Read, check_outputs
+        from tunelab.training.layout import model_reads
 
         gen = eval_generation_config(self.task, getattr(self.module, "config", None), generate=generate,
                                      max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature,
                                      top_p=top_p, predictions=predictions)  # checked before the data is read
         if predictions is not None:  # (after the options: a model that writes no replies says so first)
-            reads = [Read("the model directory", self.path)]
+            reads = model_reads(self.path)  # its files, and its run's own (metrics.json, report.html, ...)
             reads += [Read("the data file", Path(data))] if isinstance(data, str | Path) else []
             check_outputs("predictions", [Path(predictions)], reads, overwrite, "predictions")
         table = model_table(data, self.task.data.text_field, files=True, name="data", conll_txt=self.task.txt_as_conll)

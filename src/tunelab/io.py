@@ -89,11 +89,16 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
 
 class Read(NamedTuple):
     """An input of a command, for `check_outputs`: a file, or a directory whose files are read (`names`: only the
-    entries at its top with these names, e.g. a run's own files; None: every file in it)."""
+    entries at these paths below it and what they hold, e.g. a run's own files `metrics.json`, `model`,
+    `predictions/validation.jsonl`; None: every file in it)."""
 
     role: str  # "the --data file", "the model directory"
     path: Path
     names: frozenset[str] | None = None
+
+    def guards(self, inner: tuple[str, ...]) -> bool:
+        """Whether the entry at `inner` (its names below `path`) is one the input reads."""
+        return self.names is None or any("/".join(inner[:n]) in self.names for n in range(1, len(inner) + 1))
 
 
 def exists(path: Path) -> bool:
@@ -142,11 +147,12 @@ def check_outputs(flag: str, paths: Sequence[Path], inputs: Sequence[Read] = (),
     always; a directory, a path under a file, or in a folder that takes no new files (read-only, no permission),
     always; any other existing file unless `overwrite`."""
     for path in map(Path, paths):
-        for role, source, names in inputs:
+        for read in inputs:
+            role, source = read.role, read.path
             inner = below(path, source)
             if inner == ():
                 raise UnwritableError(f"{flag}: {path} is {role}; write the {what} elsewhere")
-            if inner and source.is_dir() and path.exists() and (names is None or inner[0] in names):
+            if inner and source.is_dir() and path.exists() and read.guards(inner):
                 raise UnwritableError(f"{flag}: {path} is a file of {role} {source}; write the {what} elsewhere")
         if path.is_dir():
             raise UnwritableError(f"{flag}: {path} is a directory; name a file to write")

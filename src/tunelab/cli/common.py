@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 import typer.core
@@ -16,9 +16,6 @@ from typer.core import TyperCommand, TyperGroup
 
 from tunelab import __version__
 from tunelab.errors import TunelabError, first_line, os_error_line, surface
-
-if TYPE_CHECKING:
-    from tunelab.io import Read
 
 # transformers imports torchao when it is installed: torchao then logs a warning for every CUDA kernel library it
 # cannot load, and torch one for each of its enums — noise on every command of a CPU machine
@@ -109,28 +106,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(os_error_line(exc))
 
     return wrapper
-
-
-def run_dir_read(run_dir: Path) -> Read:
-    """A run directory read by a command (compare, eval --report), for `check_outputs`: its own files (what training
-    and the studies write there) are never replaced; other files in it are like any other."""
-    from tunelab.io import Read
-    from tunelab.training.layout import RUN_FILES, STUDY_FILES
-
-    return Read("the run directory", run_dir, RUN_FILES | STUDY_FILES)
-
-
-def model_reads(model_dir: Path) -> list[Read]:
-    """A model directory a command reads (eval, predict), for `check_outputs`: its files, and the own files of the
-    run it belongs to (RUN/model's, RUN/merged's, RUN/exports/NAME's run: metrics.json, report.html, another
-    export's model.onnx), which an output never replaces, --overwrite or not."""
-    from tunelab.io import Read
-    from tunelab.models.aliases import model_dir_of
-    from tunelab.training.layout import owning_run
-
-    model_dir = model_dir_of(model_dir)  # a run's directory names its model/
-    run = owning_run(model_dir)
-    return [Read("the model directory", model_dir), *([run_dir_read(run)] if run is not None else [])]
 
 
 def check_listen(host: str | None, port: int, flag: str = "--host/--port") -> None:

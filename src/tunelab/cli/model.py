@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from tunelab.cli.common import _fail, app, model_reads, user_errors
+from tunelab.cli.common import _fail, app, user_errors
 from tunelab.errors import TunelabError
 
 OVERWRITE_HELP = ("Replace an --output folder that holds files tunelab did not write (each named on stderr before "
@@ -108,6 +108,7 @@ def _check_eval_outputs(model_dir: Path, data: Path, report: Path | None, predic
     from tunelab.io import Read, check_outputs
     from tunelab.models.aliases import model_dir_of
     from tunelab.report import records_path
+    from tunelab.training.layout import model_reads
 
     model_dir = model_dir_of(model_dir)  # a run's directory names its model/
     inputs = [Read("the --data file", data), *model_reads(model_dir)]  # (the report reads the run's metrics too)
@@ -145,6 +146,7 @@ def predict(
     from tunelab.data.readers import lines_table, read_rows, stdin_lines
     from tunelab.io import Read, check_outputs, json_line, write_jsonl_atomic
     from tunelab.studies.ensemble import Ensemble
+    from tunelab.training.layout import model_reads
 
     if sets and len(model_dirs) > 1:
         raise TunelabError("predict: --set takes one model directory")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tunelab.cli.common import _OptionalResumeValue, app, run_dir_read, user_errors
+from tunelab.cli.common import _OptionalResumeValue, app, user_errors
 from tunelab.cli.launch import MASTER_PORT, Launch, run_launch, shell_line, torchrun_command
 from tunelab.errors import ConfigError
 
@@ -231,9 +231,10 @@ def compare(
     """Compare runs on the same examples: metric table, significance vs the first run, curves (HTML + text)."""
     from tunelab.io import check_outputs
     from tunelab.studies.compare import check_request, compare_runs, output_paths, print_tables, write_outputs
+    from tunelab.training.layout import run_read
 
     check_request(run_dirs, resamples)
-    check_outputs("--output", output_paths(output), [run_dir_read(d) for d in run_dirs], overwrite)
+    check_outputs("--output", output_paths(output), [run_read(d) for d in run_dirs], overwrite)
     result, runs = compare_runs(run_dirs, split, resamples, seed)
     result["output"] = write_outputs(result, runs, output)
     print_tables(result)
