@@ -16,7 +16,12 @@ from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
 from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import ConfigError, DataError, TunelabError
-from tunelab.evaluation.generation import eval_generation, eval_generation_config, evaluate_generation
+from tunelab.evaluation.generation import (
+    default_predictions_path,
+    eval_generation,
+    eval_generation_config,
+    evaluate_generation,
+)
 from tunelab.metrics.generation import score_generations, segment_zh
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, generate, with_overrides
@@ -355,6 +360,8 @@ def test_cli_eval_generates_and_writes_replies(tiny_chat_run: Path, tmp_path: Pa
     res = runner.invoke(app, [*args, "--predictions", str(own)])
     assert res.exit_code == 2 and res.stderr == f"error: --predictions: {own} is a file of the run directory " \
         f"{tiny_chat_run}; write the predictions elsewhere\n", res.output
+    # RUN/merged's replies are its own, as an export's (they replaced RUN/model's)
+    assert default_predictions_path(tiny_chat_run / "merged", val).name == "eval-val.merged.generations.jsonl"
 
 
 def test_api_evaluate_never_replaces_a_file_of_the_run(tiny_chat_run: Path, tmp_path: Path) -> None:

@@ -87,13 +87,15 @@ def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits:
 
 def default_predictions_path(model_dir: Path, data: Path) -> Path:
     """`tunelab eval`'s replies file: RUN/predictions/eval-<data file stem>.generations.jsonl, RUN being the
-    model directory's parent; for a run's export (RUN/exports/NAME) its run's, named for it:
-    RUN/predictions/eval-<data file stem>.NAME.generations.jsonl (not a predictions/ folder among the exports, shared
-    by all of them)."""
-    here = Path(model_dir).resolve()
+    model directory's parent; for a run's merged model (RUN/merged) or export (RUN/exports/NAME) its run's, named for
+    it: RUN/predictions/eval-<data file stem>.merged.generations.jsonl, eval-<data file stem>.NAME.generations.jsonl
+    (not RUN/model's file, nor a predictions/ folder among the exports, shared by all of them)."""
+    here, stem = Path(model_dir).resolve(), Path(data).stem
     if here.parent.name == "exports" and is_run_dir(here.parent.parent):
-        return here.parent.parent / "predictions" / f"eval-{Path(data).stem}.{here.name}.generations.jsonl"
-    return here.parent / "predictions" / f"eval-{Path(data).stem}.generations.jsonl"
+        return here.parent.parent / "predictions" / f"eval-{stem}.{here.name}.generations.jsonl"
+    if here.name == "merged" and is_run_dir(here.parent):
+        return here.parent / "predictions" / f"eval-{stem}.merged.generations.jsonl"
+    return here.parent / "predictions" / f"eval-{stem}.generations.jsonl"
 
 
 def eval_generation_config(task: Task, model_config: Any, *, generate: bool | None = None,
