@@ -398,6 +398,32 @@ def test_a_full_width_mark_in_json_is_named(tmp_path: Path, row: str, column: in
                                                  f"{named}\n"), res.output
 
 
+@pytest.mark.parametrize(("row", "said"), [
+    ('{"text": "好", "label": 1}，', "Extra data at column 26"),  # a ',' there is wrong too
+    ('{"text": "好", "label": ：1}', "Expecting value at column 24"),  # as a ':' is
+    ('{"text"， "好", "label": 1}', "Expecting ':' delimiter at column 8"),
+    ('{"text": ["好", "差"】, "label": 1}', "Expecting ',' delimiter at column 19"),
+    ('{"text": 【"好"], "label": 1}', "Expecting value at column 10; '【' (U+3010) there is a lenticular bracket (a "
+                                     "Chinese input method's): JSON needs '['"),
+    ('{"text": 「好」, "label": 1}', "Expecting value at column 10; '「' (U+300C) there is a corner bracket (a Chinese "
+                                   "input method's): JSON needs '\"'")])
+def test_a_full_width_mark_in_json_is_named_only_where_its_ascii_mark_is_wanted(tmp_path: Path, row: str,
+                                                                                  said: str) -> None:
+    """`，` after a JSONL row was named to be ',' ("Extra data"), `：` where a value was wanted to be ':': neither
+    mends it. A mark is named where the decoder's message wants its ASCII one there; `，` between a JSON array's
+    items, read a block at a time, was not named."""
+    from tunelab.data.jsonl import iter_json_array
+
+    jsonl = _write(tmp_path / "zh.jsonl", ('{"text": "很好", "label": 1}\n' + row + "\n").encode())
+    assert read_error(jsonl) == f"{jsonl}:2: json: invalid JSON ({said})"
+    array = _write(tmp_path / "zh.json", '[{"text": "很好", "label": 1}，{"text": "差", "label": 0}]'.encode())
+    named = "; '，' (U+FF0C) there is a full-width comma (a Chinese input method's): JSON needs ','"
+    assert read_error(array) == f"{array}:1: json: invalid JSON (Expecting ',' delimiter{named})"
+    with pytest.raises(DataError) as info:
+        list(iter_json_array(array, block=8))
+    assert str(info.value) == f"{array}:1: json: invalid JSON (Expecting ',' delimiter{named})"
+
+
 def test_a_setting_typed_with_full_width_marks_is_said_so(tiny_bert: Path, tmp_path: Path) -> None:
     """`--set train.epochs＝3` was only `expected key=value`, `--set train.epochs=３` and `epochs: ３` in a config
     `unable to parse string as a number (got '３')`: the full-width equals sign and digit look like the ASCII ones."""

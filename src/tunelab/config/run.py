@@ -241,7 +241,7 @@ def _json_config(path: Path, text: str) -> Any:
         loaded = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
-                          f"{json_mark(exc.doc, exc.pos)}") from None
+                          f"{json_mark(exc.doc, exc.pos, exc.msg)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
     if twice:
