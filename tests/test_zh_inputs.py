@@ -459,3 +459,32 @@ def test_a_setting_typed_with_full_width_marks_is_said_so(tiny_bert: Path, tmp_p
     res = client.post("/launch?lang=zh", data=form)
     assert res.status_code == 422 and "more settings: &#39;train.epochs＝3&#39; is not key=value; &#39;＝&#39; " \
         "(U+FF1D) is a full-width equals sign (a Chinese input method&#39;s): type &#39;=&#39;" in res.text
+
+
+def test_a_full_width_value_is_given_its_ascii_form_only_where_that_is_right(tiny_bert: Path, tmp_path: Path) -> None:
+    """`train:` over `  epochs：3` (one text, not a mapping) was told to type 'epochs:3', `--set train.epochs=３，` to
+    type '3,': neither validates. The ASCII form is given where the config validates with it; a full-width colon
+    where a section was wanted is said to want `key: value`; else the full-width characters are named."""
+    data = write_jsonl(tmp_path / "zh.jsonl", [{"text": "好", "label": "正面"}, {"text": "差", "label": "负面"}] * 4)
+    config = _write(tmp_path / "run.yaml", f"task: classification\nmodel: {tiny_bert}\ndata:\n  train: {data}\n"
+                    f"train:\n  epochs：3\noutput_dir: {tmp_path / 'run'}\n".encode())
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr == (
+        f"error: {config}:5: train: Input should be a valid dictionary or instance of TrainConfig (got 'epochs：3'); a "
+        "full-width colon '：' after 'epochs' (a Chinese input method's): YAML needs 'key: value', with an ASCII colon "
+        "and a space\n"), res.output
+    wide = "it is written in full-width characters (a Chinese input method's)"
+    for command, said in (
+            (["train", "--set", "task=classification", "--set", f"model={tiny_bert}", "--set", f"data.train={data}",
+              "--set", f"output_dir={tmp_path / 'run'}", "--set", "train.epochs=３，"],
+             f"--set train.epochs: Input should be a valid number, unable to parse string as a number (got '３，'); "
+             f"{wide}: '３' (U+FF13), '，' (U+FF0C)"),
+            (["data", "check", str(data), "--set", "data.max_length=６４，"],
+             f"config: data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
+             f"'６４，'); {wide}: '６' (U+FF16), '４' (U+FF14), '，' (U+FF0C)"),
+            (["data", "check", str(data), "--set", "data.max_length=６４"],
+             f"config: data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
+             f"'６４'); {wide}: type '64'")):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2 and res.stderr == f"error: {said}\n", res.output
+    assert not (tmp_path / "run").exists()
