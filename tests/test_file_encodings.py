@@ -248,3 +248,21 @@ def test_a_gbk_line_whose_other_lines_read_as_utf8_or_gbk_alike_is_told_both_way
     assert "if only this line" not in said and said.endswith(f"iconv -f GB18030 -t UTF-8 {path} > "
                                                              f"{tmp_path / 'products.utf8.csv'}"), said
 
+
+@pytest.mark.parametrize(("codec", "text", "named"), [("gbk", "这家酒店很好，服务也不错", "GB18030"),
+                                                      ("big5", "這家酒店很好，服務也不錯", "BIG5")])
+def test_a_long_one_line_file_is_told_its_encoding_from_around_its_bad_byte(tmp_path: Path, codec: str, text: str,
+                                                                             named: str) -> None:
+    """A one-line JSON file of 24 MB in GBK was decoded whole for its hint, a character at a time, and twice (46 s,
+    2.8 GB): 64 KB around the bad byte are read. So a file cut inside its last character (a download broken off),
+    whose whole line is no GBK, is told its encoding too; the bad byte far into the line, or a run of Chinese longer
+    than what is read, is read from and to where a character starts."""
+    rows = [{"text": f"review {i}", "label": 0} for i in range(4000)] + [{"text": text, "label": 1}] * 4000
+    array = json.dumps(rows, ensure_ascii=False).encode(codec)
+    for name, body in (("whole", array), ("cut", array[:-2] + text.encode(codec)[:-1]),
+                       ("run", b'{"text":"' + text.encode(codec) * 9000 + b'", "label": 1}')):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(body)
+        said = read_error(path)
+        assert said.startswith(f"{path}:1: bytes: not valid UTF-8"), said
+        assert said.endswith(f"iconv -f {named} -t UTF-8 {path} > {tmp_path / (name + '.utf8.json')}"), (name, said)

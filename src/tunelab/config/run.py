@@ -248,8 +248,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         from tunelab.text.encodings import UTF16_BOMS, bad_line, encoding_hint, utf16_hint
 
-        line, _, bad, whole, more = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
-        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole, more)
+        line, col, bad, whole, more = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
+        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole, more, col - 1)
         raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}){hint}") from None
     if p.suffix.lower() == ".json":
         loaded = _json_config(p, text)

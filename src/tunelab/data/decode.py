@@ -30,7 +30,7 @@ def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", l
     else:  # Excel's CSV named, and its "CSV UTF-8" advised, for the files Excel writes only (not JSONL, CoNLL, text)
         hint = encoding_hint(line_bytes, path, Path(path).suffix.lower() in EXCEL_KINDS,
                              whole if whole is not None else lambda codec: _whole(path, line, codec),
-                             more if more is not None else _from_line(path, line))
+                             more if more is not None else _from_line(path, line), column - 1)
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
 
 

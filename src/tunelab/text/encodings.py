@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tunelab.text import HANGUL, ZH_PUNCT
-from tunelab.text.gbk_or_big5 import More, chinese_codec, readings, written_in
+from tunelab.text.gbk_or_big5 import More, chinese_codec, readings, window, written_in
 
 # -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
 # What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
@@ -49,7 +49,8 @@ UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 Whole = bool | None | Callable[[str], bool | None]  # (a function: given the encoding the line reads as)
 
 
-def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True, more: More = None) -> str:
+def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True, more: More = None,
+                  at: int = 0) -> str:
     """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese, Korean
     (`_reads_as`; `more`: the file's lines from this one on, read where it reads as Chinese in both GBK and Big5) or
     Western European text in Windows-1252 (`_western`) with what to do, else "". `whole` (or a
@@ -57,7 +58,8 @@ def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whol
     ASCII besides the line: convert it with iconv (for standard input, `<stdin>`, the pipe to put before the tunelab
     command); False: its other lines are UTF-8, so this line is to be fixed where it is; None: not known (standard
     input past its first line; a file whose other lines read both as UTF-8 and as the line's encoding): both said,
-    the file's iconv command last."""
+    the file's iconv command last. `at`: the bad byte in `line`, around which WINDOW bytes of a long line are read."""
+    line = window(line, at)
     codec = _reads_as(line, more) or _western(line)
     if codec is None:
         return ""
