@@ -210,3 +210,59 @@ def test_a_utf16_file_trains_and_its_bad_bytes_are_named(tiny_bert: Path, tmp_pa
     cut.write_bytes('{"text": "a", "label": "b"}\n'.encode("utf-16") + b"{")
     assert read_error(cut) == (f"{cut}:2: bytes: not valid UTF-16, the encoding its byte order mark names (truncated "
                            "data at column 1)")
+
+
+def _gbk_besides(tmp_path: Path, utf8: list[str], gbk: list[str]) -> tuple[Path, str]:
+    """A CSV of UTF-8 lines, then GBK ones: the file and what reading it says."""
+    path = tmp_path / "products.csv"
+    path.write_bytes(b"\n".join([b"text,label", *(f"{t},1".encode() for t in utf8),
+                                 *(f"{t},1".encode("gbk") for t in gbk)]) + b"\n")
+    return path, read_error(path)
+
+
+@pytest.mark.parametrize("utf8", ["Kitchen · Dining · Bar stool {i}", "Room {i}:\u00a0clean\u00a0and quiet",
+                                  "Price ¥{i}9 · free"])
+def test_a_gbk_line_among_utf8_lines_of_latin1_signs_is_to_be_fixed_there(tmp_path: Path, utf8: str) -> None:
+    """UTF-8 lines of `·` (0xC2 0xB7, GBK's 路), `¥` or no-break spaces were taken for GBK that decodes as UTF-8 (as
+    `谢谢` is UTF-8's `лл`): a CSV of them and one GBK line was told to convert whole from GB18030, which turns
+    `Kitchen · Dining` into `Kitchen 路 Dining`. A line with a Latin-1 sign or a no-break space is UTF-8 text."""
+    path, said = _gbk_besides(tmp_path, [utf8.format(i=i) for i in range(3)], ["这款凳子很好"])
+    assert said.startswith(f"{path}:5: bytes: not valid UTF-8 (byte 0xd5 at column 1); the line reads as Chinese in "
+                           "GBK (GB18030)"), said
+    assert "in a file otherwise UTF-8: retype" in said and "iconv -f GB18030 -t UTF-8" not in said, said
+
+
+@pytest.mark.parametrize("utf8", [["для", "СССР"], ["λδ"]])
+def test_a_gbk_line_whose_other_lines_read_as_utf8_or_gbk_alike_is_told_both_ways(tmp_path: Path,
+                                                                                   utf8: list[str]) -> None:
+    """UTF-8's `для` and `λδ` read as GBK's common characters, as GBK's `谢谢` reads as UTF-8's `лл`: beside one GBK
+    line the file was told to convert whole from GB18030, which garbles them. Which it is is not known: both ways
+    said, the file's iconv command last; where another line is not UTF-8 either, the file is GBK."""
+    path, said = _gbk_besides(tmp_path, utf8, ["这家酒店很好"])
+    assert said.endswith("(GB18030), the encoding of a Chinese Windows and of Excel's CSV there; the file's other "
+                         "non-ASCII lines read as UTF-8 but may be GB18030 too: if only this line is GB18030, retype "
+                         "or paste it again in a UTF-8 editor; if the whole file is, save the file as UTF-8 (Excel: "
+                         f"\"CSV UTF-8\"), or convert it: iconv -f GB18030 -t UTF-8 {path} > "
+                         f"{tmp_path / 'products.utf8.csv'}"), said
+    path, said = _gbk_besides(tmp_path, utf8, ["这家酒店很好", "服务也不错"])
+    assert "if only this line" not in said and said.endswith(f"iconv -f GB18030 -t UTF-8 {path} > "
+                                                             f"{tmp_path / 'products.utf8.csv'}"), said
+
+
+@pytest.mark.parametrize(("codec", "text", "named"), [("gbk", "这家酒店很好，服务也不错", "GB18030"),
+                                                      ("big5", "這家酒店很好，服務也不錯", "BIG5")])
+def test_a_long_one_line_file_is_told_its_encoding_from_around_its_bad_byte(tmp_path: Path, codec: str, text: str,
+                                                                             named: str) -> None:
+    """A one-line JSON file of 24 MB in GBK was decoded whole for its hint, a character at a time, and twice (46 s,
+    2.8 GB): 64 KB around the bad byte are read. So a file cut inside its last character (a download broken off),
+    whose whole line is no GBK, is told its encoding too; the bad byte far into the line, or a run of Chinese longer
+    than what is read, is read from and to where a character starts."""
+    rows = [{"text": f"review {i}", "label": 0} for i in range(4000)] + [{"text": text, "label": 1}] * 4000
+    array = json.dumps(rows, ensure_ascii=False).encode(codec)
+    for name, body in (("whole", array), ("cut", array[:-2] + text.encode(codec)[:-1]),
+                       ("run", b'{"text":"' + text.encode(codec) * 9000 + b'", "label": 1}')):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(body)
+        said = read_error(path)
+        assert said.startswith(f"{path}:1: bytes: not valid UTF-8"), said
+        assert said.endswith(f"iconv -f {named} -t UTF-8 {path} > {tmp_path / (name + '.utf8.json')}"), (name, said)

@@ -398,6 +398,32 @@ def test_a_full_width_mark_in_json_is_named(tmp_path: Path, row: str, column: in
                                                  f"{named}\n"), res.output
 
 
+@pytest.mark.parametrize(("row", "said"), [
+    ('{"text": "好", "label": 1}，', "Extra data at column 26"),  # a ',' there is wrong too
+    ('{"text": "好", "label": ：1}', "Expecting value at column 24"),  # as a ':' is
+    ('{"text"， "好", "label": 1}', "Expecting ':' delimiter at column 8"),
+    ('{"text": ["好", "差"】, "label": 1}', "Expecting ',' delimiter at column 19"),
+    ('{"text": 【"好"], "label": 1}', "Expecting value at column 10; '【' (U+3010) there is a lenticular bracket (a "
+                                     "Chinese input method's): JSON needs '['"),
+    ('{"text": 「好」, "label": 1}', "Expecting value at column 10; '「' (U+300C) there is a corner bracket (a Chinese "
+                                   "input method's): JSON needs '\"'")])
+def test_a_full_width_mark_in_json_is_named_only_where_its_ascii_mark_is_wanted(tmp_path: Path, row: str,
+                                                                                  said: str) -> None:
+    """`，` after a JSONL row was named to be ',' ("Extra data"), `：` where a value was wanted to be ':': neither
+    mends it. A mark is named where the decoder's message wants its ASCII one there; `，` between a JSON array's
+    items, read a block at a time, was not named."""
+    from tunelab.data.jsonl import iter_json_array
+
+    jsonl = _write(tmp_path / "zh.jsonl", ('{"text": "很好", "label": 1}\n' + row + "\n").encode())
+    assert read_error(jsonl) == f"{jsonl}:2: json: invalid JSON ({said})"
+    array = _write(tmp_path / "zh.json", '[{"text": "很好", "label": 1}，{"text": "差", "label": 0}]'.encode())
+    named = "; '，' (U+FF0C) there is a full-width comma (a Chinese input method's): JSON needs ','"
+    assert read_error(array) == f"{array}:1: json: invalid JSON (Expecting ',' delimiter{named})"
+    with pytest.raises(DataError) as info:
+        list(iter_json_array(array, block=8))
+    assert str(info.value) == f"{array}:1: json: invalid JSON (Expecting ',' delimiter{named})"
+
+
 def test_a_setting_typed_with_full_width_marks_is_said_so(tiny_bert: Path, tmp_path: Path) -> None:
     """`--set train.epochs＝3` was only `expected key=value`, `--set train.epochs=３` and `epochs: ３` in a config
     `unable to parse string as a number (got '３')`: the full-width equals sign and digit look like the ASCII ones."""
@@ -433,3 +459,32 @@ def test_a_setting_typed_with_full_width_marks_is_said_so(tiny_bert: Path, tmp_p
     res = client.post("/launch?lang=zh", data=form)
     assert res.status_code == 422 and "more settings: &#39;train.epochs＝3&#39; is not key=value; &#39;＝&#39; " \
         "(U+FF1D) is a full-width equals sign (a Chinese input method&#39;s): type &#39;=&#39;" in res.text
+
+
+def test_a_full_width_value_is_given_its_ascii_form_only_where_that_is_right(tiny_bert: Path, tmp_path: Path) -> None:
+    """`train:` over `  epochs：3` (one text, not a mapping) was told to type 'epochs:3', `--set train.epochs=３，` to
+    type '3,': neither validates. The ASCII form is given where the config validates with it; a full-width colon
+    where a section was wanted is said to want `key: value`; else the full-width characters are named."""
+    data = write_jsonl(tmp_path / "zh.jsonl", [{"text": "好", "label": "正面"}, {"text": "差", "label": "负面"}] * 4)
+    config = _write(tmp_path / "run.yaml", f"task: classification\nmodel: {tiny_bert}\ndata:\n  train: {data}\n"
+                    f"train:\n  epochs：3\noutput_dir: {tmp_path / 'run'}\n".encode())
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.stderr == (
+        f"error: {config}:5: train: Input should be a valid dictionary or instance of TrainConfig (got 'epochs：3'); a "
+        "full-width colon '：' after 'epochs' (a Chinese input method's): YAML needs 'key: value', with an ASCII colon "
+        "and a space\n"), res.output
+    wide = "it is written in full-width characters (a Chinese input method's)"
+    for command, said in (
+            (["train", "--set", "task=classification", "--set", f"model={tiny_bert}", "--set", f"data.train={data}",
+              "--set", f"output_dir={tmp_path / 'run'}", "--set", "train.epochs=３，"],
+             f"--set train.epochs: Input should be a valid number, unable to parse string as a number (got '３，'); "
+             f"{wide}: '３' (U+FF13), '，' (U+FF0C)"),
+            (["data", "check", str(data), "--set", "data.max_length=６４，"],
+             f"config: data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
+             f"'６４，'); {wide}: '６' (U+FF16), '４' (U+FF14), '，' (U+FF0C)"),
+            (["data", "check", str(data), "--set", "data.max_length=６４"],
+             f"config: data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
+             f"'６４'); {wide}: type '64'")):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2 and res.stderr == f"error: {said}\n", res.output
+    assert not (tmp_path / "run").exists()

@@ -4,6 +4,8 @@ PyYAML: the web UI uses them too, and it must not import torch (tunelab.config.r
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -139,6 +141,24 @@ def apply_override(tree: dict, path: list[str], value: Any) -> None:
 # full-width space (U+3000) in the indentation, a full-width comma in a flow list or mapping (`{a: 1， b: 2}`)
 _WIDE_KEY = re.compile(r"[ \t\u3000]*(?:-[ \t]+)*([\"']?)([\w.-]+)\1[ \t\u3000]*：")
 _WIDE_INDENT = re.compile(r"[ \t]*\u3000")
+_IME = "(a Chinese input method's)"
+
+
+def wide_value(got: str, fits: Callable[[str], bool] | None, mapping: bool = False) -> str:
+    """What to say of a config value that failed and is written in full-width characters, ASCII ones once NFKC makes
+    them so (`３`, `１e-5`): the ASCII form to type, where the config validates with it (`fits`); where a section was
+    wanted (`mapping`: `train:` over `  epochs：3`, read as the text `epochs：3`), that YAML wants `key: value`; else
+    the full-width characters named (`３，` is `3,`, no number either)."""
+    plain = unicodedata.normalize("NFKC", got).strip()
+    if plain == got.strip() or not plain.isascii():
+        return ""
+    if fits is not None and fits(plain):
+        return f"; it is written in full-width characters {_IME}: type {plain!r}"
+    if mapping and (key := _WIDE_KEY.match(got)):
+        return (f"; a full-width colon '：' after {key[2]!r} {_IME}: YAML needs 'key: value', with an ASCII colon and "
+                "a space")
+    wide = dict.fromkeys(c for c in got if unicodedata.normalize("NFKC", c) != c)
+    return f"; it is written in full-width characters {_IME}: " + ", ".join(f"{c!r} (U+{ord(c):04X})" for c in wide)
 _BLOCK = re.compile(r"[^#]*:[ \t]*[|>][-+0-9]*[ \t]*(?:#.*)?$")  # `prompt: |`: a block scalar's lines follow
 
 

@@ -10,11 +10,12 @@ Task and method options are nested sub-configs owned by their registry entries
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
 import time
-import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -27,6 +28,7 @@ from tunelab.config.fields import (
     fullwidth_mark,
     override_name,
     twice_said,
+    wide_value,
     within,
     yaml_text,
     yaml_value,
@@ -147,14 +149,48 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
     return out
 
 
-def format_validation_error(err: ValidationError, names: set[str] | dict[str, set[str]]) -> str:
+Fits = Callable[[tuple[Any, ...], list[Any], Any], bool]  # (pydantic's loc, the keys to it in the config, a value)
+
+
+def fitting(validate: Callable[[dict[str, Any]], object], data: dict[str, Any]) -> Fits:
+    """Whether `data` (a config, a section) validates, by `validate`, with a value put in place of one (its keys; a
+    text as YAML reads it): no error left at that place (pydantic's `loc`)."""
+    def fits(loc: tuple[Any, ...], keys: list[Any], value: Any) -> bool:
+        tree = node = copy.deepcopy(data)
+        try:
+            for key in keys[:-1]:
+                node = node[key]
+            node[keys[-1]] = _typed(value)
+            validate(tree)
+        except ValidationError as again:
+            return all(tuple(e["loc"]) != loc for e in again.errors())
+        except (KeyError, IndexError, TypeError, ValueError, ConfigError):
+            return False
+        return True
+
+    return fits
+
+
+def _typed(value: Any) -> Any:
+    """A value as typed in YAML (a config, --set) reads (`3`: the number 3)."""
+    try:
+        return yaml_value(value) if isinstance(value, str) else value
+    except yaml.YAMLError:
+        return value
+
+
+def format_validation_error(err: ValidationError, names: set[str] | dict[str, set[str]], fits: Fits | None = None
+                            ) -> str:
     """One line naming the full dotted path of the first problem. `names`: the union tags pydantic
-    inserts into paths, per section (`{"method": {...}}`) or one set for both task and method."""
+    inserts into paths, per section (`{"method": {...}}`) or one set for both task and method; `fits`: whether the
+    config validates with another value there (`fitting`), asked of a value written in full-width characters."""
     e = err.errors()[0]
-    loc = [str(p) for p in e["loc"]]
+    keys = list(e["loc"])
+    loc = [str(p) for p in keys]
     tags = names.get(loc[0], set()) if isinstance(names, dict) and loc else names
     if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in tags:
         loc.pop(1)  # drop the union tag pydantic inserts: method.lora.r -> method.r
+        keys.pop(1)
     if e["type"] == "number_not_bool" and e.get("ctx"):  # sections.Section's own check: the field it names
         return f"config: {'.'.join([*loc, e['ctx']['name']])}: expected a number, got {e['ctx']['value']}"
     path = ".".join(loc)
@@ -167,8 +203,9 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     msg = e["msg"].replace("Value error, ", "")
     got = e.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    if isinstance(got, str) and (plain := unicodedata.normalize("NFKC", got)) != got and plain.isascii():
-        shown += f"; it is written in full-width characters (a Chinese input method's): type {plain.strip()!r}"
+    if isinstance(got, str):
+        shown += wide_value(got, fits and (lambda plain: fits(tuple(e["loc"]), keys, plain)),
+                            e["type"] in ("model_type", "dict_type"))
     return f"config: {path}: {msg}{shown}"
 
 
@@ -194,7 +231,8 @@ def build_config(data: dict, saved: bool = False) -> RunConfig:
     try:
         return cls.model_validate(data, context={"saved": saved})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, tags)) from None
+        fits = fitting(lambda tree: cls.model_validate(tree, context={"saved": saved}), data)
+        raise ConfigError(format_validation_error(err, tags, fits)) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -210,8 +248,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         from tunelab.text.encodings import UTF16_BOMS, bad_line, encoding_hint, utf16_hint
 
-        line, _, bad, whole, more = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
-        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole, more)
+        line, col, bad, whole, more = bad_line(raw, exc.start)  # a Chinese Windows editor's GBK / Big5
+        hint = utf16_hint(p) if raw[:2] in UTF16_BOMS else encoding_hint(bad, p, False, whole, more, col - 1)
         raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}){hint}") from None
     if p.suffix.lower() == ".json":
         loaded = _json_config(p, text)
@@ -241,7 +279,7 @@ def _json_config(path: Path, text: str) -> Any:
         loaded = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
-                          f"{json_mark(exc.doc, exc.pos)}") from None
+                          f"{json_mark(exc.doc, exc.pos, exc.msg)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
     if twice:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from transformers.utils import logging as hf_logging
 
-from tunelab.config.run import apply_override, check_label_field, format_validation_error, parse_overrides
+from tunelab.config.run import apply_override, check_label_field, fitting, format_validation_error, parse_overrides
 from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.load import RowTask, parse_file
@@ -54,18 +54,20 @@ def _configs(task_name: str | None, overrides: list[str], command: str = "data c
                           f"config: task: {named}: --task says {task_name}; give the task once")
     name = task_name or named or "classification"
     cls = TASKS.get(name)
-    task_cfg = _section("task", lambda: cls.Config(**{**task_tree, "name": name}))
-    data_cfg = _section("data", lambda: DataConfig(**data_tree))
+    task_cfg = _section("task", lambda tree: cls.Config(**tree), {**task_tree, "name": name})
+    data_cfg = _section("data", lambda tree: DataConfig(**tree), data_tree)
     check_label_field(task_cfg, data_cfg)
     return cls(task_cfg, data_cfg), data_cfg
 
 
-def _section(name: str, build: Callable[[], Any]) -> Any:
-    """A config section from the --set values, its problems named by their full path (`data.max_length`)."""
+def _section(name: str, build: Callable[[dict[str, Any]], Any], tree: dict[str, Any]) -> Any:
+    """A config section built from the --set values (`tree`), its problems named by their full path
+    (`data.max_length`)."""
     try:
-        return build()
+        return build(tree)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, set()).replace("config: ", f"config: {name}.", 1)) from None
+        said = format_validation_error(err, set(), fitting(build, tree))
+        raise ConfigError(said.replace("config: ", f"config: {name}.", 1)) from None
 
 
 def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, tokenizer: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tunelab.errors import DataError
-from tunelab.text.encodings import UTF16_BOMS, More, Whole, bad_line, encoding_hint, utf8_besides, utf16_hint
+from tunelab.text.encodings import UTF16_BOMS, More, Whole, bad_line, encoding_hint, utf16_hint, whole_file
 
 EXCEL_KINDS = (".csv", ".tsv", ".tab")  # the data files Excel saves (its Windows-1252 or GBK CSV)
 
@@ -30,14 +30,14 @@ def not_utf8(path: Path, line: int, byte: int, column: int, head: bytes = b"", l
     else:  # Excel's CSV named, and its "CSV UTF-8" advised, for the files Excel writes only (not JSONL, CoNLL, text)
         hint = encoding_hint(line_bytes, path, Path(path).suffix.lower() in EXCEL_KINDS,
                              whole if whole is not None else lambda codec: _whole(path, line, codec),
-                             more if more is not None else _from_line(path, line))
+                             more if more is not None else _from_line(path, line), column - 1)
     return DataError(str(path), line, "bytes", f"not valid UTF-8 (byte 0x{byte:02x} at column {column}){hint}")
 
 
 def _whole(path: Path, bad: int, codec: str) -> bool | None:
-    """Whether the file holds no UTF-8 text besides its line `bad`, which reads as `codec` (`utf8_besides`), its lines
-    numbered as `utf8_lines` numbers them; standard input (not read again): True for its first line, else not known
-    (None)."""
+    """Whether the file holds no UTF-8 text besides its line `bad`, which reads as `codec` (`whole_file`; None: not
+    known), its lines numbered as `utf8_lines` numbers them; standard input (not read again): True for its first
+    line, else not known (None)."""
     if not path.is_file():
         return True if bad == 1 else None
 
@@ -46,7 +46,7 @@ def _whole(path: Path, bad: int, codec: str) -> bool | None:
             yield from byte_lines(f)
 
     try:
-        return not utf8_besides(lines(), bad, codec)
+        return whole_file(lines(), bad, codec)
     except OSError:
         return None
 

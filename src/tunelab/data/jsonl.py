@@ -27,7 +27,7 @@ def json_error(exc: Exception, column: bool = True) -> str:
     """What is wrong, for one of BAD_JSON: the decoder's message (with its column; a full-width mark it stopped at
     named, `json_mark`), or the other two's."""
     if isinstance(exc, json.JSONDecodeError):
-        return (f"{exc.msg} at column {exc.colno}" if column else exc.msg) + json_mark(exc.doc, exc.pos)
+        return (f"{exc.msg} at column {exc.colno}" if column else exc.msg) + json_mark(exc.doc, exc.pos, exc.msg)
     return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
@@ -133,7 +133,7 @@ class _Blocks:
             except json.JSONDecodeError as exc:
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 9
                 if self.eof or not cut:
-                    raise self.error(exc.msg + json_mark(exc.doc, exc.pos), exc.lineno) from None
+                    raise self.error(exc.msg + json_mark(exc.doc, exc.pos, exc.msg), exc.lineno) from None
             except BAD_JSON as exc:  # not a decode error: no refill mends it
                 raise self.error(json_error(exc), None) from None
             self.refill()
@@ -148,7 +148,7 @@ class _Blocks:
             yield self.value()
             c = self.peek()
             if c not in (",", "]"):
-                raise self.error("Expecting ',' delimiter")
+                raise self.error("Expecting ',' delimiter" + json_mark(self.buf, self.pos, "Expecting ',' delimiter"))
             self.pos += 1
             if c == ",":
                 self.peek()  # raw_decode reads from the value's first character, not from blanks

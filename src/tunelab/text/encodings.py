@@ -1,6 +1,6 @@
 """Bytes that are not UTF-8: what a data or config file's reader says of them (`encoding_hint`, `utf16_hint`) —
 the encoding a bad line reads as (GBK, Big5, Japanese, Korean, Windows-1252) and the `iconv` command that converts
-the file, or, where its other lines are UTF-8, that the line itself must be fixed (`bad_line`, `utf8_besides`)."""
+the file, or, where its other lines are UTF-8, that the line itself must be fixed (`bad_line`, `whole_file`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tunelab.text import HANGUL, ZH_PUNCT
-from tunelab.text.gbk_or_big5 import More, chinese_codec, readings, written_in
+from tunelab.text.gbk_or_big5 import More, chinese_codec, readings, window, written_in
 
 # -- bytes that are not UTF-8 ----------------------------------------------------------------------------------------
 # What to say about bytes that are not UTF-8: a line that reads as Chinese in GBK (GB18030, a Chinese Windows' and its
@@ -19,6 +19,10 @@ from tunelab.text.gbk_or_big5 import More, chinese_codec, readings, written_in
 # are UTF-8 text (which converting it whole would garble), that the line itself must be fixed.
 _THREE_BYTES = re.compile("[\u0800-\U0010ffff]")  # a character of 3 or more UTF-8 bytes (Chinese, kana, ...)
 _ACCENTED = re.compile("[A-Za-z][\u00c0-\u024f]|[\u00c0-\u024f][A-Za-z]")
+_TWO_WIDE = re.compile("[^\x00-\x7f].*?[^\x00-\x7f]", re.S)  # two characters of two bytes or more
+# Latin-1's signs and no-break space (`·`, `¥`, `°`, U+00A0): UTF-8 text, though a GBK line may read as one (路 is
+# 0xC2 0xB7, UTF-8's `·`): where a line holds two non-ASCII characters, one of them such, it is not GBK's
+_SIGN = re.compile("[\u0080-\u00bf]")
 _CHECKED_AFTER = 200_000  # lines after the bad one looked at for UTF-8 text (a larger file: the rest assumed alike)
 NAMES = {"GB18030": "Chinese in GBK (GB18030), the encoding of a Chinese Windows",
          "BIG5": "Chinese in Big5 (Traditional Chinese), the encoding of a Windows in Taiwan or Hong Kong",
@@ -45,14 +49,17 @@ UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 Whole = bool | None | Callable[[str], bool | None]  # (a function: given the encoding the line reads as)
 
 
-def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True, more: More = None) -> str:
+def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whole = True, more: More = None,
+                  at: int = 0) -> str:
     """For a line of bytes that is not UTF-8: a hint where it reads as Chinese (GBK, Big5), Japanese, Korean
     (`_reads_as`; `more`: the file's lines from this one on, read where it reads as Chinese in both GBK and Big5) or
     Western European text in Windows-1252 (`_western`) with what to do, else "". `whole` (or a
-    function that says it, asked only for such a line): True where the file holds no UTF-8 text but ASCII besides the
-    line (`utf8_besides` is False): convert it with iconv
-    (for standard input, `<stdin>`, the pipe to put before the tunelab command); False: its other lines are UTF-8, so
-    this line is to be fixed where it is; None: not known (standard input past its first line)."""
+    function that says it, asked only for such a line, `whole_file`): True where the file holds no UTF-8 text but
+    ASCII besides the line: convert it with iconv (for standard input, `<stdin>`, the pipe to put before the tunelab
+    command); False: its other lines are UTF-8, so this line is to be fixed where it is; None: not known (standard
+    input past its first line; a file whose other lines read both as UTF-8 and as the line's encoding): both said,
+    the file's iconv command last. `at`: the bad byte in `line`, around which WINDOW bytes of a long line are read."""
+    line = window(line, at)
     codec = _reads_as(line, more) or _western(line)
     if codec is None:
         return ""
@@ -64,9 +71,13 @@ def encoding_hint(line: bytes, path: Path | str, excel: bool = True, whole: Whol
     if whole is False:
         return (f"{said}, in a file otherwise UTF-8: retype or paste this line again in a UTF-8 editor (converting the "
                 f"whole file with iconv -f {codec} would garble its UTF-8 lines)")
-    if whole is None:
+    if whole is None and stdin:
         return (f"{said}: if all the input is, convert it on its way in: ... | iconv -f {codec} -t UTF-8 | tunelab "
                 "...; if only this line is, fix the line")
+    if whole is None:
+        return (f"{said}; the file's other non-ASCII lines read as UTF-8 but may be {codec} too: if only this line "
+                f"is {codec}, retype or paste it again in a UTF-8 editor; if the whole file is, "
+                f"{convert(codec, path, excel)}")
     return f"{said}: {convert(codec, path, excel)}"
 
 
@@ -87,18 +98,18 @@ def utf16_hint(path: Path | str) -> str:
             + convert("UTF-16", path, excel=False))
 
 
-def bad_line(raw: bytes, at: int) -> tuple[int, int, bytes, Callable[[], bool], More]:
+def bad_line(raw: bytes, at: int) -> tuple[int, int, bytes, Callable[[str], bool | None], More]:
     """For a file read whole (`raw`) that is not UTF-8 at byte `at`: (its line number, its column, the line's bytes,
-    a function that says whether the file holds no UTF-8 text besides that line — `encoding_hint`'s `whole` —, one
-    that gives the file's lines from that one on: its `more`)."""
+    a function that says whether the file holds no UTF-8 text besides that line — `encoding_hint`'s `whole`,
+    `whole_file` —, one that gives the file's lines from that one on: its `more`)."""
     start, end = raw.rfind(b"\n", 0, at) + 1, raw.find(b"\n", at)
     line = raw.count(b"\n", 0, at) + 1
     return (line, at - start + 1, raw[start:end if end != -1 else len(raw)],
-            lambda codec: not utf8_besides(_lines(raw), line, codec), lambda: _lines(raw, start))
+            lambda codec: whole_file(_lines(raw), line, codec), lambda: _lines(raw, start))
 
 
 def _lines(raw: bytes, start: int = 0) -> Iterator[bytes]:
-    """The lines of `raw` from byte `start` on, one at a time (not the whole file split: `utf8_besides` stops after
+    """The lines of `raw` from byte `start` on, one at a time (not the whole file split: `whole_file` stops after
     _CHECKED_AFTER)."""
     while (end := raw.find(b"\n", start)) != -1:
         yield raw[start:end]
@@ -106,30 +117,42 @@ def _lines(raw: bytes, start: int = 0) -> Iterator[bytes]:
     yield raw[start:]
 
 
-def utf8_besides(lines: Iterable[bytes], bad: int, codec: str = "") -> bool:
-    """Whether lines other than number `bad` (the first that is not UTF-8, reading as `codec`) hold UTF-8 text
-    (`_utf8_text`), up to _CHECKED_AFTER lines after it."""
+def whole_file(lines: Iterable[bytes], bad: int, codec: str = "") -> bool | None:
+    """`encoding_hint`'s `whole` for a file whose line `bad` (the first that is not UTF-8) reads as `codec`, from its
+    lines (`_utf8_text`, up to _CHECKED_AFTER lines after that one): False where another holds UTF-8 text; None (not
+    known) where its other non-ASCII lines all decode as UTF-8, none of them surely text: `лл`, GBK's `谢谢`, and
+    `для` alike read as Chinese in GBK; True where none does, or another line is not UTF-8 either."""
+    unsure = other = False
     for number, raw in enumerate(lines, start=1):
         if number > bad + _CHECKED_AFTER:
             break
-        if number != bad and not raw.isascii() and _utf8_text(raw, codec):
-            return True
-    return False
+        if number == bad or raw.isascii():
+            continue
+        utf8 = _utf8_text(raw, codec)
+        if utf8:
+            return False
+        unsure, other = unsure or utf8 is None, other or utf8 is False
+    return None if unsure and not other else True
 
 
-def _utf8_text(raw: bytes, codec: str = "") -> bool:
-    """The line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5 line seldom
-    decodes so), two or more characters of two bytes (Cyrillic, Greek, Hebrew, Arabic: `мир`; where a GBK or Big5
-    line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8, U+0328) —
-    but not where the line is Chinese in `codec` (the bad line's GBK or Big5) as it is mostly written (`written_in`):
-    GBK's `谢谢` is UTF-8's `лл`, `学习` `ѧϰ` (where Cyrillic or Greek in UTF-8 reads as rare GBK characters:
-    `мир` as `屑懈褉`) —, or an accented Latin letter next to an ASCII one (`café`)."""
+def _utf8_text(raw: bytes, codec: str = "") -> bool | None:
+    """True where the line decodes as UTF-8 with a character of three bytes or more (Chinese, kana; a GBK or Big5
+    line seldom decodes so), two or more characters of two bytes (Cyrillic, Greek, Hebrew, Arabic: `мир`; where a GBK
+    or Big5 line decodes, one of its characters in two bytes 0xC2-0xDF 0x80-0xBF does, alone: `台` is 0xCC 0xA8,
+    U+0328) — but not where the line is Chinese in `codec` (the bad line's GBK or Big5) as it is mostly written
+    (`written_in`): GBK's `谢谢` is UTF-8's `лл`, `学习` `ѧϰ` (where Cyrillic or Greek in UTF-8 reads as rare GBK
+    characters: `мир` as `屑懈褉`), unless one is a Latin-1 sign or a no-break space (`Kitchen · Dining`: `_SIGN`) —,
+    or an accented Latin letter next to an ASCII one (`café`); None where it decodes as UTF-8 but is not said so;
+    False where it does not decode."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return (_THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None
-            or sum(not c.isascii() for c in text) >= 2 and not written_in(raw, codec))
+    if _THREE_BYTES.search(text) is not None or _ACCENTED.search(text) is not None:
+        return True
+    if _TWO_WIDE.search(text) is None:
+        return None
+    return True if _SIGN.search(text) is not None or not written_in(raw, codec) else None
 
 
 def _reads_as(line: bytes, more: More = None) -> str | None:

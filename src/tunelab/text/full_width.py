@@ -5,6 +5,8 @@ wants."""
 
 from __future__ import annotations
 
+import re
+
 _IME = "a Chinese input method's"
 _QUOTE = ("a curly quote (a word processor's or a Chinese input method's)", '"')
 # each mark: (what it is, the ASCII mark JSON wants in its place)
@@ -20,12 +22,32 @@ _MARKS = {
 }
 
 
-def json_mark(doc: object, pos: object) -> str:
+# what a JSON decoder's message wants next (the ASCII marks it says so of: a full-width one in their place is named)
+_WANTS = {"Expecting ':' delimiter": ":", "Expecting ',' delimiter": ",",
+          "Expecting property name enclosed in double quotes": '"', "Expecting value": '"[{'}
+_VALUE_STARTS = '"[{-0123456789tfnNI'  # the first characters of a JSON value
+_BLANK = re.compile("[ \t\n\r\u3000]*")
+
+
+def json_mark(doc: object, pos: object, msg: str) -> str:
     """`; '：' (U+FF1A) there is a full-width colon (a Chinese input method's): JSON needs ':'` where the character a
-    JSON decoder stopped at (`pos` of `doc`, a JSONDecodeError's) is one of `_MARKS`, else ""."""
+    JSON decoder stopped at (`pos` of `doc`, a JSONDecodeError's, whose message is `msg`) is one of `_MARKS` whose
+    ASCII mark is what the message wants there (`_WANTS`: `：` for "Expecting ':' delimiter", not where a value
+    was expected; `，` after a row is "Extra data", which ',' is too) — a full-width space where the next mark is
+    what it wants (an ASCII space is skipped) —, else ""."""
     if not isinstance(doc, str) or not isinstance(pos, int) or not 0 <= pos < len(doc) or doc[pos] not in _MARKS:
         return ""
     what, ascii_mark = _MARKS[doc[pos]]
+    if ascii_mark == " ":
+        after = doc[(end := _BLANK.match(doc, pos).end()):end + 1]  # (the next mark: its ASCII one for a wide one)
+        after = _MARKS.get(after, ("", after))[1]
+        wanted = (after == "" if msg == "Extra data" else
+                  after != "" and after in {"Expecting value": _VALUE_STARTS,
+                                            "Expecting ',' delimiter": ",]}"}.get(msg, _WANTS.get(msg, "")))
+    else:
+        wanted = ascii_mark in _WANTS.get(msg, "")
+    if not wanted:
+        return ""
     return f"; {doc[pos]!r} (U+{ord(doc[pos]):04X}) there is {what}: JSON needs {ascii_mark!r}"
 
 
