@@ -101,10 +101,17 @@ SAMPLED = {"prompt": "the movie plot", "max_tokens": 12, "temperature": 2}
 
 def test_sampling_without_a_seed_draws_a_fresh_one(chat: tuple[str, object]) -> None:
     """No seed: each sampling request draws its own, as OpenAI's API does (the run's fixed task.generation.seed gave
-    every request the same reply; at temperature 2 the tiny model's 30 replies held 27 different ones)."""
-    url, _ = chat
+    every request the same reply; at temperature 2 the tiny model's 30 replies held 27 different ones), and each
+    batch of a request's prompts draws its own (every batch reseeded with the request's one seed)."""
+    url, server = chat
     unseeded = [completion_text(httpx.post(f"{url}/v1/completions", json=SAMPLED, timeout=60)) for _ in range(6)]
     assert len(set(unseeded)) > 1, unseeded
+    # 16 prompts are two batches of 8, which each reseeded with the request's one seed: prompt 9 got prompt 1's reply
+    batcher = server.models[0].chat_batcher  # type: ignore[attr-defined]
+    sizes = len(batcher.sizes)
+    res = httpx.post(f"{url}/v1/completions", json={**SAMPLED, "prompt": [SAMPLED["prompt"]] * 16}, timeout=60)
+    texts = [c["text"] for c in res.json()["choices"]]
+    assert batcher.sizes[sizes:] == [8, 8] and texts[:8] != texts[8:], (batcher.sizes, texts)
 
 
 def test_a_seeded_request_gets_its_reply_whatever_else_is_in_flight(chat: tuple[str, object]) -> None:

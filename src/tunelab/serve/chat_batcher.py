@@ -6,13 +6,15 @@ continuous batching of vLLM / TGI, which would also need paged attention; on a C
 in each forward pass, where LLaMA-Factory's HF engine answers one request at a time.
 
 Two kinds of request never share a batch: a sampling request with its own `seed` runs alone (rows of one batch draw
-from one random stream, so its reply would depend on what else was in flight), and on a model with learned positions
+from one random stream, so its reply would depend on what else was in flight; a batch of unseeded rows draws a fresh
+seed of its own, so no batch replays another's draws), and on a model with learned positions
 (GPT-2, OPT) rows join only while the batch's longest prompt plus its longest reply fits the position table (the
 batch is as wide as both together; past the table the embedding has no row)."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +46,8 @@ class Job:
     text: str = ""
     done: bool = False
     finish: str = "stop"
-    seeded: bool = False  # the request named its seed: sampled, it runs alone (reproducible whatever is in flight)
+    seeded: bool = False  # the request named its seed (`cfg.seed`): sampled, it runs alone (reproducible whatever is
+    # in flight); unseeded, its batch draws a fresh seed
     keep: frozenset[int] = frozenset()  # special tokens its text keeps (a tool call's tags), where it drops the others
 
     def key(self) -> tuple[Any, ...]:
@@ -192,7 +195,8 @@ class ChatBatcher:
         cfg = jobs[0].cfg.model_copy(update={"max_new_tokens": longest, "num_beams": 1})
         rows = _Rows(jobs, self.tokenizer, self.stop)
         with SAMPLING if cfg.do_sample else nullcontext(), torch.no_grad():  # (greedy draws nothing)
-            if cfg.do_sample:
-                torch.manual_seed(cfg.seed)
+            if cfg.do_sample:  # a request's own seed (it runs alone), or a fresh one for this batch: reseeding
+                # every batch with one seed gave a request's 9th prompt the 1st one's reply
+                torch.manual_seed(cfg.seed if jobs[0].seeded else secrets.randbits(63))
             generate_ids(self.model, ids, mask, streamer=rows, stopping_criteria=StoppingCriteriaList([rows]),
                          **generate_kwargs(cfg, self.tokenizer, self.stop))
