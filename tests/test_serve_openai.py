@@ -303,7 +303,8 @@ def test_a_list_of_prompts_is_one_choice_each(chat: tuple[str, object]) -> None:
     """`prompt` as a list of texts (OpenAI's legacy completions and vLLM take it) was a 422 `prompt: Input should be a
     valid string`: one choice per prompt, `index` its place, each the reply the prompt gets alone, `usage` summed, in
     the JSON answer and the stream (each chunk with its choice's `index`), through the `openai` client. Each prompt
-    is held to the limits one prompt is, named by its place; token ids and an empty list are a 422 naming `prompt`."""
+    is held to the limits one prompt is, named by its place; token ids and an empty list are a 422 naming `prompt`.
+    More prompts than --max-queue are taken when nothing waits, as predict takes inputs (they were a 503 for ever)."""
     from openai import OpenAI
 
     url, server = chat
@@ -340,6 +341,13 @@ def test_a_list_of_prompts_is_one_choice_each(chat: tuple[str, object]) -> None:
         assert res.status_code in (413, 422) and err["message"].startswith(f"{param}: ") and says in err["message"], (
             prompt[:3], res.text)
     assert empty.status_code == 422 and empty.json()["error"]["param"] == "prompt[1]", empty.text
+    queue, entry.chat_batcher.max_queue = entry.chat_batcher.max_queue, 2
+    try:  # more prompts than --max-queue, nothing waiting: taken, as predict takes inputs (a 503 for ever)
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": prompts, "max_tokens": 3, "temperature": 0},
+                         timeout=60)
+    finally:
+        entry.chat_batcher.max_queue = queue
+    assert res.status_code == 200 and [c["text"] for c in res.json()["choices"]] == texts, res.text
 
 
 def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tuple[str, object]) -> None:

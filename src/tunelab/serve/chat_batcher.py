@@ -129,9 +129,10 @@ class ChatBatcher:
 
     def enqueue(self, *jobs: Job) -> list[asyncio.Future[Job]]:
         """`jobs` (a request's: one per prompt) in the queue now, or none of them and QueueFull when they would take
-        it past `max_queue` jobs waiting (the check and the place are one step: no burst passes it together); the
-        futures are the jobs, answered."""
-        if len(self.pending) + len(jobs) > self.max_queue:
+        a queue with jobs waiting past `max_queue` (the check and the place are one step: no burst passes it
+        together); the futures are the jobs, answered."""
+        if self.pending and len(self.pending) + len(jobs) > self.max_queue:  # (as predict's: on an empty queue a
+            # request of more prompts than that gets in, or it never would; `max_inputs` bounds it)
             more = f"; this request's {len(jobs)} prompts would pass that" if len(jobs) > 1 else ""
             raise QueueFull(f"{len(self.pending)} completions are waiting (at most {self.max_queue}{more})")
         loop = asyncio.get_running_loop()
