@@ -509,6 +509,37 @@ def test_a_stream_whose_generation_fails_says_so_and_ends(chat: tuple[str, objec
     assert status == 200 and payloads[-1] == "[DONE]" and json.loads(payloads[-2])["choices"][0]["finish_reason"]
 
 
+def test_queued_prompts_nobody_reads_are_not_generated(chat: tuple[str, object]) -> None:
+    """A list of prompts whose request ended (here a stream's client gone) still ran a prefill and a token for each
+    prompt still queued: they are answered without generating. (One prompt a batch, no stop token.)"""
+    url, server = chat
+    entry = server.by_name["run"]  # type: ignore[attr-defined]
+    batcher = entry.chat_batcher
+    calls: list[list[int]] = []
+    release = threading.Event()
+
+    def forward(_: object, __: object, kwargs: dict) -> None:
+        calls.append(kwargs["input_ids"][0].tolist())
+        release.wait(60)  # the first prompt's prefill held until the client has left
+
+    hook = entry.model.module.register_forward_pre_hook(forward, with_kwargs=True)
+    batch, stop = batcher.max_batch, batcher.stop
+    batcher.max_batch, batcher.stop = 1, [10**6]
+    try:
+        body = {"prompt": ["good"] * 4, "max_tokens": 8, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as res:
+            assert res.status_code == 200
+            wait_until(lambda: bool(calls))
+        wait_until(lambda: len(batcher.pending) == 3 and all(j.stopped.is_set() for j, _ in batcher.pending))
+        release.set()
+        wait_until(lambda: not batcher.running)
+    finally:
+        hook.remove()
+        release.set()
+        batcher.max_batch, batcher.stop = batch, stop
+    assert len(calls) == 1, calls  # the first prompt's prefill (its row ends at that token): none for the 3 others
+
+
 def test_json_sent_without_a_json_content_type_is_read_as_json(chat: tuple[str, object]) -> None:
     """`curl -d` sends application/x-www-form-urlencoded unless told otherwise, and a client may send no Content-Type:
     the body is read as JSON either way (it was `422 body: Input should be a valid dictionary`); a body that is not

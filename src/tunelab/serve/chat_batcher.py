@@ -149,6 +149,8 @@ class ChatBatcher:
             while self.pending:
                 if len(self.pending) > 1:  # under load: a moment for more to join
                     await asyncio.sleep(self.max_wait)
+                if not self._settle_stopped():
+                    continue
                 group = self._group()
                 self.pending = [p for p in self.pending if all(p is not g for g in group)]
                 self.sizes.append(len(group))
@@ -164,6 +166,16 @@ class ChatBatcher:
                         future.set_result(job)
         finally:
             self.running = False
+
+    def _settle_stopped(self) -> bool:
+        """The jobs whose requests ended while they waited (the client gone, another of the request's prompts
+        failed) answered as they are, no tokens, and out of the queue: nobody reads their rows, which cost a prefill
+        and a token each. Whether any job is left waiting."""
+        for job, future in self.pending:
+            if job.stopped.is_set() and not future.done():
+                future.set_result(job)
+        self.pending = [p for p in self.pending if not p[0].stopped.is_set()]
+        return bool(self.pending)
 
     def _group(self) -> list[tuple[Job, asyncio.Future[Job]]]:
         """The next batch: the first job waiting and, in order, those that share its key and fit beside it (at most
@@ -185,6 +197,9 @@ class ChatBatcher:
         return max(len(j.ids) for j in jobs) + max(j.cfg.max_new_tokens for j in jobs) <= self.limit
 
     def _generate(self, jobs: list[Job]) -> None:
+        jobs = [j for j in jobs if not j.stopped.is_set()]  # (stopped since `_drain` took them: no row, as queued)
+        if not jobs:
+            return
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop[0]
         width = max(len(j.ids) for j in jobs)
         device = next(self.model.parameters()).device
