@@ -1,8 +1,8 @@
 """`tunelab serve`'s OpenAI-compatible endpoints as OpenAI's clients use them, on a real uvicorn server over the tiny
 chat run: sampling seeds (fresh without one; with one, the same reply whatever else is in flight), the same text in
 the JSON answer and the stream, BOS before a completion's prompt, the common request fields OpenAI's clients send, a
-stream whose generation fails, JSON sent without a JSON Content-Type; batches on a model with learned positions
-(a tiny GPT-2), and LoRA sft runs whose training grew the vocabulary."""
+stream whose generation fails, prompts nobody will read left ungenerated, JSON sent without a JSON Content-Type;
+batches on a model with learned positions (a tiny GPT-2), and LoRA sft runs whose training grew the vocabulary."""
 
 from __future__ import annotations
 
@@ -509,18 +509,23 @@ def test_a_stream_whose_generation_fails_says_so_and_ends(chat: tuple[str, objec
     assert status == 200 and payloads[-1] == "[DONE]" and json.loads(payloads[-2])["choices"][0]["finish_reason"]
 
 
-def test_queued_prompts_nobody_reads_are_not_generated(chat: tuple[str, object]) -> None:
-    """A list of prompts whose request ended (here a stream's client gone) still ran a prefill and a token for each
-    prompt still queued: they are answered without generating. (One prompt a batch, no stop token.)"""
+def test_choices_nobody_reads_are_not_generated(chat: tuple[str, object]) -> None:
+    """A list of prompts whose request ended (the client gone, here from a stream) still ran a prefill and a token for
+    each prompt still queued, and a JSON answer with one prompt's generation failed ran the others to their end
+    before its 500: queued prompts of an ended request are answered without generating, and the answer fails as soon
+    as one prompt does, the others stopped. (One prompt a batch, no stop token: each reply runs to max_tokens.)"""
     url, server = chat
     entry = server.by_name["run"]  # type: ignore[attr-defined]
     batcher = entry.chat_batcher
+    bad = entry.model.tokenizer.convert_tokens_to_ids("bad")
     calls: list[list[int]] = []
     release = threading.Event()
 
     def forward(_: object, __: object, kwargs: dict) -> None:
         calls.append(kwargs["input_ids"][0].tolist())
         release.wait(60)  # the first prompt's prefill held until the client has left
+        if len(calls[-1]) > 1 and bad in calls[-1]:
+            raise RuntimeError("the accelerator fell over")
 
     hook = entry.model.module.register_forward_pre_hook(forward, with_kwargs=True)
     batch, stop = batcher.max_batch, batcher.stop
@@ -533,11 +538,18 @@ def test_queued_prompts_nobody_reads_are_not_generated(chat: tuple[str, object])
         wait_until(lambda: len(batcher.pending) == 3 and all(j.stopped.is_set() for j, _ in batcher.pending))
         release.set()
         wait_until(lambda: not batcher.running)
+        assert len(calls) == 1, calls  # the first prompt's prefill (its row ends at that token): none for the 3 others
+        calls.clear()
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": ["bad film", "good", "the movie"], "max_tokens": 8},
+                         timeout=60)
+        wait_until(lambda: not batcher.running)
     finally:
         hook.remove()
         release.set()
         batcher.max_batch, batcher.stop = batch, stop
-    assert len(calls) == 1, calls  # the first prompt's prefill (its row ends at that token): none for the 3 others
+    assert res.status_code == 500, res.text
+    # the failed prefill; at most one prefill of a prompt the worker took before the 500 (its row ends at that token)
+    assert len(calls) <= 2 and all(len(c) > 1 for c in calls), calls
 
 
 def test_json_sent_without_a_json_content_type_is_read_as_json(chat: tuple[str, object]) -> None:

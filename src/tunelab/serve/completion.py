@@ -128,15 +128,14 @@ class Completion:
             while left:
                 index, piece = await self.queue.get()
                 if piece is None:
+                    if self.choices[index].error is not None:  # the 500 now: the other choices stop (`finally`),
+                        raise self.choices[index].error  # not generated to their end for an answer never sent
                     left -= 1
                 else:
                     parts[index].append(piece)
         finally:  # (cancelled too: the server shutting down)
             watch.cancel()
             self._stop()  # (a finished row: no effect)
-        for c in self.choices:
-            if c.error is not None:
-                raise c.error
         return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.served.name,
                 "choices": [self._choice(c, "".join(p)) for c, p in zip(self.choices, parts, strict=True)],
