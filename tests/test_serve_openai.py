@@ -1,8 +1,8 @@
 """`tunelab serve`'s OpenAI-compatible endpoints as OpenAI's clients use them, on a real uvicorn server over the tiny
 chat run: sampling seeds (fresh without one; with one, the same reply whatever else is in flight), the same text in
 the JSON answer and the stream, BOS before a completion's prompt, the common request fields OpenAI's clients send, a
-stream whose generation fails, JSON sent without a JSON Content-Type; batches on a model with learned positions
-(a tiny GPT-2), and LoRA sft runs whose training grew the vocabulary."""
+stream whose generation fails, prompts nobody will read left ungenerated, JSON sent without a JSON Content-Type;
+batches on a model with learned positions (a tiny GPT-2), and LoRA sft runs whose training grew the vocabulary."""
 
 from __future__ import annotations
 
@@ -101,10 +101,17 @@ SAMPLED = {"prompt": "the movie plot", "max_tokens": 12, "temperature": 2}
 
 def test_sampling_without_a_seed_draws_a_fresh_one(chat: tuple[str, object]) -> None:
     """No seed: each sampling request draws its own, as OpenAI's API does (the run's fixed task.generation.seed gave
-    every request the same reply; at temperature 2 the tiny model's 30 replies held 27 different ones)."""
-    url, _ = chat
+    every request the same reply; at temperature 2 the tiny model's 30 replies held 27 different ones), and each
+    batch of a request's prompts draws its own (every batch reseeded with the request's one seed)."""
+    url, server = chat
     unseeded = [completion_text(httpx.post(f"{url}/v1/completions", json=SAMPLED, timeout=60)) for _ in range(6)]
     assert len(set(unseeded)) > 1, unseeded
+    # 16 prompts are two batches of 8, which each reseeded with the request's one seed: prompt 9 got prompt 1's reply
+    batcher = server.models[0].chat_batcher  # type: ignore[attr-defined]
+    sizes = len(batcher.sizes)
+    res = httpx.post(f"{url}/v1/completions", json={**SAMPLED, "prompt": [SAMPLED["prompt"]] * 16}, timeout=60)
+    texts = [c["text"] for c in res.json()["choices"]]
+    assert batcher.sizes[sizes:] == [8, 8] and texts[:8] != texts[8:], (batcher.sizes, texts)
 
 
 def test_a_seeded_request_gets_its_reply_whatever_else_is_in_flight(chat: tuple[str, object]) -> None:
@@ -296,7 +303,8 @@ def test_a_list_of_prompts_is_one_choice_each(chat: tuple[str, object]) -> None:
     """`prompt` as a list of texts (OpenAI's legacy completions and vLLM take it) was a 422 `prompt: Input should be a
     valid string`: one choice per prompt, `index` its place, each the reply the prompt gets alone, `usage` summed, in
     the JSON answer and the stream (each chunk with its choice's `index`), through the `openai` client. Each prompt
-    is held to the limits one prompt is, named by its place; token ids and an empty list are a 422 naming `prompt`."""
+    is held to the limits one prompt is, named by its place; token ids and an empty list are a 422 naming `prompt`.
+    More prompts than --max-queue are taken when nothing waits, as predict takes inputs (they were a 503 for ever)."""
     from openai import OpenAI
 
     url, server = chat
@@ -333,6 +341,13 @@ def test_a_list_of_prompts_is_one_choice_each(chat: tuple[str, object]) -> None:
         assert res.status_code in (413, 422) and err["message"].startswith(f"{param}: ") and says in err["message"], (
             prompt[:3], res.text)
     assert empty.status_code == 422 and empty.json()["error"]["param"] == "prompt[1]", empty.text
+    queue, entry.chat_batcher.max_queue = entry.chat_batcher.max_queue, 2
+    try:  # more prompts than --max-queue, nothing waiting: taken, as predict takes inputs (a 503 for ever)
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": prompts, "max_tokens": 3, "temperature": 0},
+                         timeout=60)
+    finally:
+        entry.chat_batcher.max_queue = queue
+    assert res.status_code == 200 and [c["text"] for c in res.json()["choices"]] == texts, res.text
 
 
 def test_tools_calls_and_results_reach_the_template_and_calls_come_back(chat: tuple[str, object]) -> None:
@@ -492,6 +507,49 @@ def test_a_stream_whose_generation_fails_says_so_and_ends(chat: tuple[str, objec
     assert any(r.exc_info and "the accelerator fell over" in str(r.exc_info[1]) for r in records), records
     status, payloads = events(url, "/v1/chat/completions", {"messages": SAY_GOOD, "max_tokens": 4})
     assert status == 200 and payloads[-1] == "[DONE]" and json.loads(payloads[-2])["choices"][0]["finish_reason"]
+
+
+def test_choices_nobody_reads_are_not_generated(chat: tuple[str, object]) -> None:
+    """A list of prompts whose request ended (the client gone, here from a stream) still ran a prefill and a token for
+    each prompt still queued, and a JSON answer with one prompt's generation failed ran the others to their end
+    before its 500: queued prompts of an ended request are answered without generating, and the answer fails as soon
+    as one prompt does, the others stopped. (One prompt a batch, no stop token: each reply runs to max_tokens.)"""
+    url, server = chat
+    entry = server.by_name["run"]  # type: ignore[attr-defined]
+    batcher = entry.chat_batcher
+    bad = entry.model.tokenizer.convert_tokens_to_ids("bad")
+    calls: list[list[int]] = []
+    release = threading.Event()
+
+    def forward(_: object, __: object, kwargs: dict) -> None:
+        calls.append(kwargs["input_ids"][0].tolist())
+        release.wait(60)  # the first prompt's prefill held until the client has left
+        if len(calls[-1]) > 1 and bad in calls[-1]:
+            raise RuntimeError("the accelerator fell over")
+
+    hook = entry.model.module.register_forward_pre_hook(forward, with_kwargs=True)
+    batch, stop = batcher.max_batch, batcher.stop
+    batcher.max_batch, batcher.stop = 1, [10**6]
+    try:
+        body = {"prompt": ["good"] * 4, "max_tokens": 8, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as res:
+            assert res.status_code == 200
+            wait_until(lambda: bool(calls))
+        wait_until(lambda: len(batcher.pending) == 3 and all(j.stopped.is_set() for j, _ in batcher.pending))
+        release.set()
+        wait_until(lambda: not batcher.running)
+        assert len(calls) == 1, calls  # the first prompt's prefill (its row ends at that token): none for the 3 others
+        calls.clear()
+        res = httpx.post(f"{url}/v1/completions", json={"prompt": ["bad film", "good", "the movie"], "max_tokens": 8},
+                         timeout=60)
+        wait_until(lambda: not batcher.running)
+    finally:
+        hook.remove()
+        release.set()
+        batcher.max_batch, batcher.stop = batch, stop
+    assert res.status_code == 500, res.text
+    # the failed prefill; at most one prefill of a prompt the worker took before the 500 (its row ends at that token)
+    assert len(calls) <= 2 and all(len(c) > 1 for c in calls), calls
 
 
 def test_json_sent_without_a_json_content_type_is_read_as_json(chat: tuple[str, object]) -> None:

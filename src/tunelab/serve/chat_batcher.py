@@ -6,13 +6,15 @@ continuous batching of vLLM / TGI, which would also need paged attention; on a C
 in each forward pass, where LLaMA-Factory's HF engine answers one request at a time.
 
 Two kinds of request never share a batch: a sampling request with its own `seed` runs alone (rows of one batch draw
-from one random stream, so its reply would depend on what else was in flight), and on a model with learned positions
+from one random stream, so its reply would depend on what else was in flight; a batch of unseeded rows draws a fresh
+seed of its own, so no batch replays another's draws), and on a model with learned positions
 (GPT-2, OPT) rows join only while the batch's longest prompt plus its longest reply fits the position table (the
 batch is as wide as both together; past the table the embedding has no row)."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +46,8 @@ class Job:
     text: str = ""
     done: bool = False
     finish: str = "stop"
-    seeded: bool = False  # the request named its seed: sampled, it runs alone (reproducible whatever is in flight)
+    seeded: bool = False  # the request named its seed (`cfg.seed`): sampled, it runs alone (reproducible whatever is
+    # in flight); unseeded, its batch draws a fresh seed
     keep: frozenset[int] = frozenset()  # special tokens its text keeps (a tool call's tags), where it drops the others
 
     def key(self) -> tuple[Any, ...]:
@@ -126,9 +129,10 @@ class ChatBatcher:
 
     def enqueue(self, *jobs: Job) -> list[asyncio.Future[Job]]:
         """`jobs` (a request's: one per prompt) in the queue now, or none of them and QueueFull when they would take
-        it past `max_queue` jobs waiting (the check and the place are one step: no burst passes it together); the
-        futures are the jobs, answered."""
-        if len(self.pending) + len(jobs) > self.max_queue:
+        a queue with jobs waiting past `max_queue` (the check and the place are one step: no burst passes it
+        together); the futures are the jobs, answered."""
+        if self.pending and len(self.pending) + len(jobs) > self.max_queue:  # (as predict's: on an empty queue a
+            # request of more prompts than that gets in, or it never would; `max_inputs` bounds it)
             more = f"; this request's {len(jobs)} prompts would pass that" if len(jobs) > 1 else ""
             raise QueueFull(f"{len(self.pending)} completions are waiting (at most {self.max_queue}{more})")
         loop = asyncio.get_running_loop()
@@ -145,6 +149,8 @@ class ChatBatcher:
             while self.pending:
                 if len(self.pending) > 1:  # under load: a moment for more to join
                     await asyncio.sleep(self.max_wait)
+                if not self._settle_stopped():
+                    continue
                 group = self._group()
                 self.pending = [p for p in self.pending if all(p is not g for g in group)]
                 self.sizes.append(len(group))
@@ -160,6 +166,16 @@ class ChatBatcher:
                         future.set_result(job)
         finally:
             self.running = False
+
+    def _settle_stopped(self) -> bool:
+        """The jobs whose requests ended while they waited (the client gone, another of the request's prompts
+        failed) answered as they are, no tokens, and out of the queue: nobody reads their rows, which cost a prefill
+        and a token each. Whether any job is left waiting."""
+        for job, future in self.pending:
+            if job.stopped.is_set() and not future.done():
+                future.set_result(job)
+        self.pending = [p for p in self.pending if not p[0].stopped.is_set()]
+        return bool(self.pending)
 
     def _group(self) -> list[tuple[Job, asyncio.Future[Job]]]:
         """The next batch: the first job waiting and, in order, those that share its key and fit beside it (at most
@@ -181,6 +197,9 @@ class ChatBatcher:
         return max(len(j.ids) for j in jobs) + max(j.cfg.max_new_tokens for j in jobs) <= self.limit
 
     def _generate(self, jobs: list[Job]) -> None:
+        jobs = [j for j in jobs if not j.stopped.is_set()]  # (stopped since `_drain` took them: no row, as queued)
+        if not jobs:
+            return
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop[0]
         width = max(len(j.ids) for j in jobs)
         device = next(self.model.parameters()).device
@@ -192,7 +211,8 @@ class ChatBatcher:
         cfg = jobs[0].cfg.model_copy(update={"max_new_tokens": longest, "num_beams": 1})
         rows = _Rows(jobs, self.tokenizer, self.stop)
         with SAMPLING if cfg.do_sample else nullcontext(), torch.no_grad():  # (greedy draws nothing)
-            if cfg.do_sample:
-                torch.manual_seed(cfg.seed)
+            if cfg.do_sample:  # a request's own seed (it runs alone), or a fresh one for this batch: reseeding
+                # every batch with one seed gave a request's 9th prompt the 1st one's reply
+                torch.manual_seed(cfg.seed if jobs[0].seeded else secrets.randbits(63))
             generate_ids(self.model, ids, mask, streamer=rows, stopping_criteria=StoppingCriteriaList([rows]),
                          **generate_kwargs(cfg, self.tokenizer, self.stop))
