@@ -402,7 +402,8 @@ def test_a_full_width_mark_in_json_is_named(tmp_path: Path, row: str, column: in
     ('{"text": "好", "label": 1}，', "Extra data at column 26"),  # a ',' there is wrong too
     ('{"text": "好", "label": ：1}', "Expecting value at column 24"),  # as a ':' is
     ('{"text"， "好", "label": 1}', "Expecting ':' delimiter at column 8"),
-    ('{"text": ["好", "差"】, "label": 1}', "Expecting ',' delimiter at column 19"),
+    ('{"text": ["好", "差"】, "label": 1}', "Expecting ',' delimiter at column 19; '】' (U+3011) there is a lenticular "
+                                         "bracket (a Chinese input method's): JSON needs ']'"),  # (',' or ']' there)
     ('{"text": 【"好"], "label": 1}', "Expecting value at column 10; '【' (U+3010) there is a lenticular bracket (a "
                                      "Chinese input method's): JSON needs '['"),
     ('{"text": 「好」, "label": 1}', "Expecting value at column 10; '「' (U+300C) there is a corner bracket (a Chinese "
@@ -416,6 +417,13 @@ def test_a_full_width_mark_in_json_is_named_only_where_its_ascii_mark_is_wanted(
 
     jsonl = _write(tmp_path / "zh.jsonl", ('{"text": "很好", "label": 1}\n' + row + "\n").encode())
     assert read_error(jsonl) == f"{jsonl}:2: json: invalid JSON ({said})"
+    # the closing brace / bracket typed full-width, the commonest slip at a row's end: JSON wants '}' / ']' there
+    from tunelab.text.full_width import json_mark
+
+    for doc, closer in (('{"a": 1｝', "}"), ('[1, 2］', "]"), ('{"a": [1, 2】}', "]"), ('{｝', "}"), ('[］', "]")):
+        with pytest.raises(json.JSONDecodeError) as bad:
+            json.loads(doc)
+        assert json_mark(bad.value.doc, bad.value.pos, bad.value.msg).endswith(f"JSON needs {closer!r}"), doc
     array = _write(tmp_path / "zh.json", '[{"text": "很好", "label": 1}，{"text": "差", "label": 0}]'.encode())
     named = "; '，' (U+FF0C) there is a full-width comma (a Chinese input method's): JSON needs ','"
     assert read_error(array) == f"{array}:1: json: invalid JSON (Expecting ',' delimiter{named})"

@@ -23,8 +23,10 @@ _MARKS = {
 
 
 # what a JSON decoder's message wants next (the ASCII marks it says so of: a full-width one in their place is named)
-_WANTS = {"Expecting ':' delimiter": ":", "Expecting ',' delimiter": ",",
-          "Expecting property name enclosed in double quotes": '"', "Expecting value": '"[{'}
+# (Python's json says "Expecting ',' delimiter" where a ',' or the closing brace / bracket goes, and "Expecting
+# property name" / "Expecting value" where an object / array may close: `{"a": 1｝`, `{｝`, `[］`)
+_WANTS = {"Expecting ':' delimiter": ":", "Expecting ',' delimiter": ",]}",
+          "Expecting property name enclosed in double quotes": '"}', "Expecting value": '"[{]'}
 _VALUE_STARTS = '"[{-0123456789tfnNI'  # the first characters of a JSON value
 _BLANK = re.compile("[ \t\n\r\u3000]*")
 
