@@ -141,15 +141,15 @@ class UI:
             config = (v.path / "config.yaml").read_text(encoding="utf-8", errors="replace")
         except OSError:
             config = ""
-        return self.page(request, "run.html", status=status, error=error, config=config,
-                         has_report=(v.path / "report.html").is_file(), **self.live(v, request))
+        return self.page(request, "run.html", status=status, error=error or v.error, config=config,
+                         has_report=_is_file(v.path / "report.html"), **self.live(v, request))
 
     async def run_live(self, request: Request, name: str) -> HTMLResponse:
         return self.page(request, "live.html", **self.live(self.run(name), request))
 
     async def report(self, name: str) -> FileResponse:
         path = self.run(name).path / "report.html"
-        if not path.is_file():
+        if not _is_file(path):
             raise HTTPException(404, f"{name} has no report.html yet")
         return FileResponse(path)
 
@@ -306,6 +306,14 @@ class UI:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _is_file(path: Path) -> bool:
+    """A file there (False where its folder may not be read: an unreadable run shows, with its reason)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _yaml(path: Path) -> dict[str, Any]:
