@@ -451,6 +451,35 @@ def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None
     assert LIBRARY.wait(timeout=120)  # the app's warm-up import done before the next test imports in its thread
 
 
+def test_a_run_named_with_url_characters_is_linked_as_itself(tmp_path: Path) -> None:
+    """A run a command line named `exp#2` or `50% ?x` (the launch form takes no such name): the runs list, the
+    report link and the resume form lead to that run, not to `exp` (the `#` read as a fragment) or a 404."""
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    runs = tmp_path / "runs"
+    done, stopped = runs / "exp#2", runs / "50% ?x"
+    for run in (done, stopped, runs / "exp"):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("task: classification\n")
+    (done / "metrics.json").write_text('{"validation": {"accuracy": 0.5}}')
+    (done / "model").mkdir()
+    (done / "report.html").write_text("<p>the report of exp#2</p>")
+    (stopped / "checkpoints" / "step-00000002").mkdir(parents=True)
+    for name in ("trainable.safetensors", "state.pt", "trainer_state.json"):
+        (stopped / "checkpoints" / "step-00000002" / name).write_text("")
+    client = TestClient(create_app(runs), base_url=LOCAL)
+    links = dict(re.findall(r'<tr data-run="([^"]*)"><td><a href="([^"]*)">', client.get("/").text))
+    for run in (done, stopped):
+        page = client.get(links[run.name])
+        assert page.status_code == 200 and f"<h1>{run.name}</h1>" in page.text, links
+    report = re.search(r'id="report" href="([^"]*)"', client.get(links[done.name]).text)
+    assert report and client.get(report.group(1)).text == "<p>the report of exp#2</p>"
+    form = re.search(r'<form method="post" action="([^"]*)"><button id="resume">', client.get(links[stopped.name]).text)
+    assert form and form.group(1) == "/runs/50%25%20%3Fx/resume"
+
+
 def test_the_chinese_pages_name_the_curves_and_the_playground_fields(play_runs: Path) -> None:
     from fastapi.testclient import TestClient
 
