@@ -390,6 +390,10 @@ def test_cv_folds_without_classes_are_plain_kfold() -> None:
     folds, how = fold_indices(rows, single, 3, seed=0)
     assert how == "stratified" and all(12 in train and 12 not in held for train, held in folds)
     assert sorted(i for _, held in folds for i in held) == list(range(12))
+    # more folds than the largest class has rows: said as such, not as a warning then scikit-learn's n_splits error
+    with pytest.raises(ConfigError, match=r"^cv: --folds 7 is more than the rows of the largest class \(a: 6\); "
+                                          r"stratified folds need at most 6$"):
+        fold_indices(rows, single, 7, seed=0)
 
 
 def test_a_study_taken_by_another_tune_or_another_storage_is_refused(tiny_bert: Path,
