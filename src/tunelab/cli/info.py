@@ -37,7 +37,6 @@ def report(run_dir: Path = typer.Argument(..., help="A finished training run (it
     from tunelab.errors import TunelabError
     from tunelab.export.save import load_model
     from tunelab.report import build_report
-
     from tunelab.training.layout import list_checkpoints
 
     if not (run_dir / "config.yaml").is_file():
