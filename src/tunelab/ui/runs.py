@@ -144,6 +144,8 @@ def view(run: Path) -> RunView:
     try:
         return _view(run)
     except OSError as exc:
+        if not os.path.isdir(run):  # not there at all (a name too long for the file system): the caller's to say
+            raise
         return RunView(run.name, run, "unreadable", error=f"{run}: cannot be read ({exc.strerror or exc})")
 
 
