@@ -105,16 +105,20 @@ def test_compare_refuses_different_examples(two_runs: tuple[Path, Path], tmp_pat
 
 
 def test_compare_one_line_errors(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
-    a, _ = two_runs
+    a, b = two_runs
     res = runner.invoke(app, ["compare", str(a)])
     assert res.exit_code == 2 and "at least two run directories" in res.stderr
     res = runner.invoke(app, ["compare", str(a), str(tmp_path)])
     assert res.exit_code == 2 and res.stderr.strip() == f"error: {tmp_path}: not a finished run directory " \
                                                           "(no metrics.json)"
-    res = runner.invoke(app, ["compare", str(a), str(a), "--split", "test"])
+    res = runner.invoke(app, ["compare", str(a), str(b), "--split", "test"])
     assert res.exit_code == 2 and f"{a}: no test split in metrics.json (splits: validation)" in res.stderr
-    res = runner.invoke(app, ["compare", str(a), str(a), "--output", str(tmp_path / "x.txt")])
+    res = runner.invoke(app, ["compare", str(a), str(b), "--output", str(tmp_path / "x.txt")])
     assert res.exit_code == 2 and "expected an .html path" in res.stderr
+    res = runner.invoke(app, ["compare", str(a), str(b), f"{a}/../{a.name}/", "--output", str(tmp_path / "d.html")])
+    # (one run twice: tested against itself, p = 1 said nothing)
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: compare: {a} and {a}/../{a.name} are one run; " \
+                                                          "compare different runs"
     import shutil
 
     for damage, said in ((("config.yaml", "task: [\n"), "config.yaml: not a readable config"),

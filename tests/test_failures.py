@@ -36,7 +36,7 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["chat", str(not_a_run)], "not a tunelab model directory"),
         (["export", str(not_a_run)], "export: say what to export"),
         (["export", str(not_a_run), "--merge"], "no adapter"),
-        (["report", str(not_a_run)], "is not a finished run"),
+        (["report", str(not_a_run)], "is not a run directory (no config.yaml"),
         (["data", "check", str(missing)], f"{missing}: file not found"),
         (["data", "augment", str(missing), "--output", str(tmp / "aug.jsonl")], f"{missing}: file not found"),
         (["env", str(bad_yaml)], "invalid YAML"),

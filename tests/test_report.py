@@ -213,7 +213,20 @@ def _eval_report_cli(out: Path, tmp_path: Path) -> None:
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "tfidf_logreg" in html and "fine-tuned (this run)" in html and "Most confused label pairs" in html
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
-    assert res.exit_code == 2 and "is not a finished run" in res.output
+    assert res.exit_code == 2 and "is not a run directory (no config.yaml" in res.output
+    # a run stopped before its end (a checkpoint, no model/), a run whose model/ was removed: said which
+    half = tmp_path / "half"
+    (half / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (half / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+    res = CliRunner().invoke(app, ["report", str(half)])
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"error: report: {half} has no model/: it has not finished (its newest checkpoint: step 4); finish it with "
+        "tunelab train --resume (its config), which writes the report at its end")
+    shutil.rmtree(half / "checkpoints")
+    res = CliRunner().invoke(app, ["report", str(half)])
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"error: report: {half} has no model/: it did not finish, or model/ was removed; the report scores the run's "
+        "model")
 
 
 # -- pieces ----------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from conftest import sentiment_rows, write_jsonl
 from tunelab.cli import app
 from tunelab.config.run import load_config
+from tunelab.errors import ConfigError
+from tunelab.studies.tune import metric_value
 
 optuna = pytest.importorskip("optuna")
 runner = CliRunner()
@@ -286,10 +288,43 @@ def _line_of(path: Path, key: str) -> int:
     return next(n for n, row in enumerate(path.read_text().splitlines(), 1) if row.strip().startswith(f"{key}:"))
 
 
+def test_each_tasks_metric_names_are_the_numbers_its_metrics_give(tiny_bert: Path) -> None:
+    """tune refuses a search.metric outside `Task.metric_names` before any trial: they must be what `metrics` gives."""
+    import numpy as np
+
+    from tunelab.config.run import build_config
+    from tunelab.metrics import scalars
+    from tunelab.metrics.classification import multi_label, single_label
+    from tunelab.metrics.ner import entity_metrics
+    from tunelab.metrics.qa import qa_metrics
+    from tunelab.registry import TASKS
+
+    def names(task: dict) -> set[str]:
+        cfg = build_config({"task": task, "model": str(tiny_bert), "data": {"train": "t.jsonl"}})
+        return set(TASKS.get(task["name"])(cfg.task, cfg.data).metric_names())
+
+    probs = np.asarray([[0.8, 0.2], [0.3, 0.7]])
+    assert set(scalars(single_label(np.asarray([0, 1]), probs, ["a", "b"]))) == names({"name": "classification"})
+    given = multi_label(np.asarray([[1, 0], [0, 1]]), probs, ["a", "b"], 0.5)
+    assert set(scalars(given)) == names({"name": "classification", "multi_label": True})
+    assert set(scalars(entity_metrics([["B-PER", "O"]], [["B-PER", "O"]]))) == names({"name": "ner"})
+    assert set(scalars(qa_metrics(["x", ""], [["x"], []]))) == names({"name": "qa"})
+
+
 def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: tuple[Path, Path],
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, None)), "--trials", "2"])
     assert res.exit_code == 2 and res.output.startswith("error: config: search: required for tunelab tune")
+    # a metric the task never gives (an HF Trainer user's eval_loss) is refused before a trial trains, not after it
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"metric": "eval_loss", "space": SPACE})
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        "error: config: search.metric: 'eval_loss' is not among the validation metrics of task classification "
+        "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
+        "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], res.output
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"^config: search.metric: 'roc_auc' has no value on this validation split "):
+        metric_value({"accuracy": 0.5, "roc_auc": None, "n": 4}, "roc_auc")  # (a split without one of the classes)
     path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
     res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
@@ -355,6 +390,10 @@ def test_cv_folds_without_classes_are_plain_kfold() -> None:
     folds, how = fold_indices(rows, single, 3, seed=0)
     assert how == "stratified" and all(12 in train and 12 not in held for train, held in folds)
     assert sorted(i for _, held in folds for i in held) == list(range(12))
+    # more folds than the largest class has rows: said as such, not as a warning then scikit-learn's n_splits error
+    with pytest.raises(ConfigError, match=r"^cv: --folds 7 is more than the rows of the largest class \(a: 6\); "
+                                          r"stratified folds need at most 6$"):
+        fold_indices(rows, single, 7, seed=0)
 
 
 def test_a_study_taken_by_another_tune_or_another_storage_is_refused(tiny_bert: Path,

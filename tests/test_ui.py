@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -374,16 +374,54 @@ def test_a_yaml_anchor_bomb_in_a_form_value_is_refused_quickly() -> None:
     assert time.perf_counter() - start < 5
 
 
+def _as_a_user(work: Callable[[], object]) -> object:
+    """`work()` in a thread of its own without root's file access (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH dropped from
+    that thread's effective set: the threads it starts inherit it), so that a folder's mode 000 is refused as it is
+    to any other user; as another user, as it is."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    out: list[object] = []
+
+    def thread() -> None:
+        if os.geteuid() == 0:
+            libc, head, data = ctypes.CDLL(None, use_errno=True), Header(0x20080522, 0), (Data * 2)()  # v3, this thread
+            assert libc.capget(ctypes.byref(head), data) == 0, ctypes.get_errno()
+            data[0].effective &= ~0b110  # bits 1, 2: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+            assert libc.capset(ctypes.byref(head), data) == 0, ctypes.get_errno()
+        try:
+            out.append(work())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's own thread
+            out.append(exc)
+
+    import threading
+
+    runner = threading.Thread(target=thread)
+    runner.start()
+    runner.join()
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
 def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None:
     """A config.yaml that is not UTF-8, a job.json whose pid is a text, a metrics.json whose wall time is not a
-    number, a metrics.jsonl with a null time and a character cut in half: every page still answers."""
+    number, a metrics.jsonl with a null time and a character cut in half, a run folder this server may not read:
+    every page still answers (the unreadable run listed as such, its page saying why)."""
     from fastapi.testclient import TestClient
 
     from tunelab.ui.app import create_app
 
     runs = tmp_path / "runs"
-    for name in ("a", "b"):
+    for name in ("a", "b", "e"):
         (runs / name).mkdir(parents=True)
+    (runs / "e" / "config.yaml").write_text("task: classification\n")
+    (runs / "e").chmod(0)  # (another user's run, a folder whose permissions were changed)
     (runs / "a" / "config.yaml").write_bytes(b"task: classification\nmodel: caf\xe9\n")
     (runs / "a" / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 0.5, "elapsed_s": null}\n{"step": 2, "lo\xe2\x82')
     (runs / "b" / "metrics.json").write_text('{"train": {"wall_s": "x"}, "validation": {"accuracy": 0.5}}')
@@ -393,14 +431,53 @@ def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None
         (runs / ".ui" / name).mkdir(parents=True)
         (runs / ".ui" / name / "job.json").write_text(json.dumps({"pid": pid}))
     client = TestClient(create_app(runs), base_url=LOCAL)
-    for path in ("/", "/api/runs", "/runs/a", "/runs/b", "/compare?a=a&b=b", "/play"):
-        res = client.get(path)
-        assert res.status_code == 200, (path, res.text[:300])
-    assert {r["name"]: r["status"] for r in client.get("/api/runs").json()} == {"a": "failed", "b": "failed",
-                                                                                "c": "failed", "d": "failed"}
+
+    def pages() -> dict[str, httpx.Response]:
+        return {path: client.get(path) for path in ("/", "/api/runs", "/runs/a", "/runs/b", "/compare?a=a&b=b", "/play",
+                                                    "/runs/e", "/runs/e/live", "/compare?a=a&b=e", "/runs/e/report")}
+
+    try:
+        got = _as_a_user(pages)
+    finally:
+        (runs / "e").chmod(0o755)
+    assert isinstance(got, dict)
+    for path, res in got.items():
+        assert res.status_code == (404 if path.endswith("report") else 200), (path, res.text[:300])
+    assert {r["name"]: r["status"] for r in got["/api/runs"].json()} == {
+        "a": "failed", "b": "failed", "c": "failed", "d": "failed", "e": "unreadable"}
+    assert f"{runs / 'e'}: cannot be read (Permission denied)" in got["/runs/e"].text
     from tunelab.ui.app import LIBRARY
 
     assert LIBRARY.wait(timeout=120)  # the app's warm-up import done before the next test imports in its thread
+
+
+def test_a_run_named_with_url_characters_is_linked_as_itself(tmp_path: Path) -> None:
+    """A run a command line named `exp#2` or `50% ?x` (the launch form takes no such name): the runs list, the
+    report link and the resume form lead to that run, not to `exp` (the `#` read as a fragment) or a 404."""
+    from fastapi.testclient import TestClient
+
+    from tunelab.ui.app import create_app
+
+    runs = tmp_path / "runs"
+    done, stopped = runs / "exp#2", runs / "50% ?x"
+    for run in (done, stopped, runs / "exp"):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("task: classification\n")
+    (done / "metrics.json").write_text('{"validation": {"accuracy": 0.5}}')
+    (done / "model").mkdir()
+    (done / "report.html").write_text("<p>the report of exp#2</p>")
+    (stopped / "checkpoints" / "step-00000002").mkdir(parents=True)
+    for name in ("trainable.safetensors", "state.pt", "trainer_state.json"):
+        (stopped / "checkpoints" / "step-00000002" / name).write_text("")
+    client = TestClient(create_app(runs), base_url=LOCAL)
+    links = dict(re.findall(r'<tr data-run="([^"]*)"><td><a href="([^"]*)">', client.get("/").text))
+    for run in (done, stopped):
+        page = client.get(links[run.name])
+        assert page.status_code == 200 and f"<h1>{run.name}</h1>" in page.text, links
+    report = re.search(r'id="report" href="([^"]*)"', client.get(links[done.name]).text)
+    assert report and client.get(report.group(1)).text == "<p>the report of exp#2</p>"
+    form = re.search(r'<form method="post" action="([^"]*)"><button id="resume">', client.get(links[stopped.name]).text)
+    assert form and form.group(1) == "/runs/50%25%20%3Fx/resume"
 
 
 def test_the_chinese_pages_name_the_curves_and_the_playground_fields(play_runs: Path) -> None:

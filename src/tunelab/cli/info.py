@@ -37,9 +37,16 @@ def report(run_dir: Path = typer.Argument(..., help="A finished training run (it
     from tunelab.errors import TunelabError
     from tunelab.export.save import load_model
     from tunelab.report import build_report
+    from tunelab.training.layout import list_checkpoints
 
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "model").is_dir():
-        raise TunelabError(f"report: {run_dir} is not a finished run (config.yaml or model/ missing)")
+    if not (run_dir / "config.yaml").is_file():
+        raise TunelabError(f"report: {run_dir} is not a run directory (no config.yaml; tunelab train writes it)")
+    if not (run_dir / "model").is_dir():  # the report scores the run's model again
+        saved = list_checkpoints(run_dir / "checkpoints")
+        raise TunelabError(f"report: {run_dir} has no model/: " + (
+            f"it has not finished (its newest checkpoint: step {saved[-1][0]}); finish it with tunelab train --resume "
+            "(its config), which writes the report at its end" if saved else
+            "it did not finish, or model/ was removed; the report scores the run's model"))
     cfg = build_config(read_config_file(run_dir / "config.yaml"), saved=True)
     task, model, tokenizer = load_model(run_dir / "model")
     splits = run_splits(run_dir, cfg.data, task, cfg.train.seed, DataReport())  # data paths as the run read them

@@ -183,6 +183,10 @@ def check_request(run_dirs: list[Path], resamples: int) -> None:
     """The arguments of a comparison, before anything is read."""
     if len(run_dirs) < 2:
         raise ConfigError("compare: pass at least two run directories")
+    seen: dict[Path, Path] = {}
+    for path in run_dirs:  # (each run tested against the first: one run twice is no comparison)
+        if (first := seen.setdefault(path.resolve(), path)) is not path:
+            raise ConfigError(f"compare: {first} and {path} are one run; compare different runs")
     if resamples < 100:
         raise ConfigError(f"compare: --resamples must be at least 100, got {resamples}")
 

@@ -75,6 +75,10 @@ def parse_fractions(text: str) -> list[float]:
             raise ConfigError(f"curve: --fractions: {part!r} is not a number") from None
         if not 0 < value <= 1:
             raise ConfigError(f"curve: --fractions: {part} is not in (0, 1]")
+        same = next((f for f in out if f != value and f"{f:g}" == f"{value:g}"), None)
+        if same is not None:  # one folder, frac-F, would hold both points
+            raise ConfigError(f"curve: --fractions: {same!r} and {part} are one fraction to 6 digits (frac-{value:g}); "
+                              "give one of them")
         out.add(value)
     if not out:
         raise ConfigError("curve: --fractions: give at least one fraction, e.g. 0.1,0.3,1")

@@ -37,6 +37,10 @@ def fold_indices(examples: list[dict[str, Any]], task: Task, folds: int, seed: i
         return _labels_in_train(list(KFold(folds, shuffle=True, random_state=seed).split(index)), examples,
                                 task), "random"
     counts = Counter(keys)
+    largest, most = max(counts.items(), key=lambda kv: kv[1])
+    if 1 < most < folds:  # (stratified, no fold could hold a row of every class; one-row classes: below)
+        raise ConfigError(f"cv: --folds {folds} is more than the rows of the largest class ({largest}: {most}); "
+                          f"stratified folds need at most {most}")
     small = {k: n for k, n in counts.items() if 1 < n < folds}
     if small:
         _say(f"cv: classes with fewer rows than folds ({', '.join(f'{k}: {n}' for k, n in small.items())}); "

@@ -95,6 +95,9 @@ def metric_value(metrics: dict[str, Any], metric: str | None, prefix: str = "") 
     """(name, value) of the searched metric in one evaluation; the headline (first float) when not set."""
     values = {k[len(prefix):]: v for k, v in scalars(metrics).items() if k.startswith(prefix)}
     name = metric or next((k for k, v in values.items() if isinstance(v, float)), None)
+    if name is not None and metrics.get(prefix + name, 0) is None:  # e.g. roc_auc of a split that lacks a class
+        raise ConfigError(f"config: search.metric: {name!r} has no value on this validation split (null: undefined "
+                          "there, as roc_auc where a class is missing); choose another search.metric")
     if name is None or name not in values:
         raise ConfigError(f"config: search.metric: {name!r} is not among the validation metrics "
                           f"({', '.join(values)})")
@@ -132,6 +135,10 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
         raise ConfigError("config: data.validation: tune scores trials on validation data; give "
                           "data.validation or keep data.validation_split > 0")
     check_space(cfg, search)
+    known = TASKS.get(cfg.task.name)(cfg.task, cfg.data).metric_names()  # a misspelt metric: before any trial trains
+    if search.metric is not None and known and search.metric not in known:
+        raise ConfigError(f"config: search.metric: {search.metric!r} is not among the validation metrics of task "
+                          f"{cfg.task.name} ({', '.join(known)})")
     optuna = import_optuna()
     from optuna.trial import TrialState
 

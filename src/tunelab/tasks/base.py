@@ -244,6 +244,10 @@ class Task(ABC):
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         """Metrics of one evaluation split; the headline metric first."""
 
+    def metric_names(self) -> tuple[str, ...]:
+        """Every number `metrics` can give (tune checks search.metric against them before a trial); (): not known."""
+        return ()
+
     @abstractmethod
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """One output row per example."""

@@ -283,6 +283,12 @@ class Classification(Task):
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return cm.sigmoid(logits) if self.cfg.multi_label else cm.softmax(logits)
 
+    def metric_names(self) -> tuple[str, ...]:
+        averaged = ("macro", "micro", "weighted", "samples") if self.cfg.multi_label else ("macro", "micro", "weighted")
+        first = ("f1_micro", "subset_accuracy", "hamming_loss") if self.cfg.multi_label else ("accuracy",)
+        return tuple(dict.fromkeys((*first, *(f"{m}_{a}" for a in averaged for m in ("precision", "recall", "f1")),
+                                    "roc_auc", "n")))
+
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         probs = self.probabilities(logits)
         index = {n: i for i, n in enumerate(self.labels)}

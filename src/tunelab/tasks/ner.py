@@ -279,6 +279,9 @@ class Ner(Task):
         path = bio_viterbi(scores, self.labels)
         return [self.labels[k] if w in first else "O" for w, k in enumerate(path)]
 
+    def metric_names(self) -> tuple[str, ...]:
+        return ("f1", "precision", "recall", "token_accuracy", "n")
+
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         pred = [self.word_tags(lg, ex) for lg, ex in zip(logits, examples, strict=True)]
         return entity_metrics([ex["tags"] for ex in examples], pred, strict=self.cfg.strict)

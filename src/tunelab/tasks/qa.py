@@ -245,6 +245,10 @@ class Qa(Task):
         return best_span(windows, context, self.cfg.n_best, self.cfg.max_answer_length,
                          self.cfg.null_threshold if self.unanswerable else None)
 
+    def metric_names(self) -> tuple[str, ...]:  # (has_answer_ / no_answer_: a split with unanswerable questions)
+        kinds = ("has_answer", "no_answer")
+        return ("f1", "exact_match", "n", *(f"{k}_{m}" for k in kinds for m in ("f1", "exact_match", "n")))
+
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         preds = [self.decode(w, ex["context"])["answer"] for w, ex in zip(logits, examples, strict=True)]
         golds = [[t for t, _ in ex["answers"]] for ex in examples]

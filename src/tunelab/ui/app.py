@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import yaml
 from fastapi import FastAPI, HTTPException, Request
@@ -141,15 +142,15 @@ class UI:
             config = (v.path / "config.yaml").read_text(encoding="utf-8", errors="replace")
         except OSError:
             config = ""
-        return self.page(request, "run.html", status=status, error=error, config=config,
-                         has_report=(v.path / "report.html").is_file(), **self.live(v, request))
+        return self.page(request, "run.html", status=status, error=error or v.error, config=config,
+                         has_report=_is_file(v.path / "report.html"), **self.live(v, request))
 
     async def run_live(self, request: Request, name: str) -> HTMLResponse:
         return self.page(request, "live.html", **self.live(self.run(name), request))
 
     async def report(self, name: str) -> FileResponse:
         path = self.run(name).path / "report.html"
-        if not path.is_file():
+        if not _is_file(path):
             raise HTTPException(404, f"{name} has no report.html yet")
         return FileResponse(path)
 
@@ -162,14 +163,14 @@ class UI:
         if (await asyncio.to_thread(jobs.wait_stopped, v.path, self.stop_wait)).status == "running":
             return await self.run_page(request, name, 409, f"{name} did not stop after {self.stop_wait:g} s (it was "
                                                            "sent SIGINT; it may still be saving a checkpoint)")
-        return RedirectResponse(f"/runs/{name}", status_code=303)
+        return RedirectResponse(f"/runs/{quote(name, safe='')}", status_code=303)
 
     async def resume(self, request: Request, name: str) -> Response:
         try:
             await asyncio.to_thread(jobs.resume, self.run(name), self.resume_watch)
         except TunelabError as exc:
             return await self.run_page(request, name, 409, str(exc).splitlines()[0])
-        return RedirectResponse(f"/runs/{name}", status_code=303)
+        return RedirectResponse(f"/runs/{quote(name, safe='')}", status_code=303)
 
     async def launch_form(self, request: Request) -> HTMLResponse:
         await asyncio.to_thread(LIBRARY.wait)
@@ -207,7 +208,7 @@ class UI:
         if error:
             return self.page(request, "launch.html", status=422, error=error, values=form, tasks=TASKS.names(),
                              methods=METHODS.names())
-        return RedirectResponse(f"/runs/{form['name']}", status_code=303)
+        return RedirectResponse(f"/runs/{quote(form['name'], safe='')}", status_code=303)
 
     async def compare(self, request: Request, a: str = "", b: str = "") -> HTMLResponse:
         runs = list_runs(self.runs)
@@ -306,6 +307,14 @@ class UI:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _is_file(path: Path) -> bool:
+    """A file there (False where its folder may not be read: an unreadable run shows, with its reason)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _yaml(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ ZH: dict[str, str] = {
     "name": "名称", "status": "状态", "task": "任务", "model": "模型", "method": "方法", "metrics": "指标",
     "started": "开始时间", "duration": "时长", "step": "步数", "report": "报告", "config": "配置", "log": "日志",
     "curves": "曲线", "running": "运行中", "finished": "已完成", "stopped": "已停止（可继续）", "failed": "失败",
+    "unreadable": "无法读取",
     "empty": "空", "Stop": "停止", "Resume": "继续", "Open report": "打开报告", "No runs yet in": "还没有运行：",
     "Launch a run": "启动一次训练", "Run name": "运行名称", "Training data": "训练数据文件",
     "Validation data (optional)": "验证数据文件（可选）", "Epochs": "轮数", "Learning rate": "学习率",

@@ -94,7 +94,7 @@ class RunView:
 
     name: str
     path: Path
-    status: str  # running | finished | stopped | failed | empty
+    status: str  # running | finished | stopped | failed | empty | unreadable
     task: str = ""
     model: str = ""
     method: str = ""
@@ -105,6 +105,7 @@ class RunView:
     launched: bool = False  # by the UI (it has a job file and a log)
     step: int | None = None
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # metrics.jsonl, read once per view
+    error: str = ""  # why the run's files cannot be read (status "unreadable")
 
     @property
     def job_dir(self) -> Path:
@@ -138,7 +139,17 @@ def holder(run: Path) -> tuple[bool, int | None]:
 
 def view(run: Path) -> RunView:
     """What the pages show of one run, from its files; a damaged file (not UTF-8, not JSON, wrong types) shows as
-    missing, never an error page for the whole runs list."""
+    missing, and a folder this server may not read (its permissions, another user's) as status "unreadable" with
+    the reason — never an error page for the whole runs list."""
+    try:
+        return _view(run)
+    except OSError as exc:
+        if not os.path.isdir(run):  # not there at all (a name too long for the file system): the caller's to say
+            raise
+        return RunView(run.name, run, "unreadable", error=f"{run}: cannot be read ({exc.strerror or exc})")
+
+
+def _view(run: Path) -> RunView:
     name = run.name
     job = read_json(run.parent / UI_DIR / name / "job.json")
     job = job if isinstance(job, dict) else {}
@@ -199,13 +210,20 @@ def list_runs(runs: Path) -> list[RunView]:
     """Every run directory under `runs` (one with a config, metrics or a UI job), newest first."""
     if not runs.is_dir():
         return []
-    names = {p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")
-             and any((p / f).exists() for f in ("config.yaml", "metrics.jsonl", "metrics.json", LOCK))}
+    names = {p.name for p in runs.iterdir() if not p.name.startswith(".") and _is_run(p)}
     ui = runs / UI_DIR
     if ui.is_dir():
         names |= {p.name for p in ui.iterdir() if (p / "job.json").is_file()}
     views = [view(runs / n) for n in names]
     return sorted(views, key=lambda v: -(v.started or 0))
+
+
+def _is_run(p: Path) -> bool:
+    """A folder with a run's files; one this server may not look into is listed too (as unreadable), not left out."""
+    try:
+        return p.is_dir() and any((p / f).exists() for f in ("config.yaml", "metrics.jsonl", "metrics.json", LOCK))
+    except OSError:
+        return True
 
 
 def curves(v: RunView) -> dict[str, list[tuple[float, float]]]:
