@@ -2,8 +2,8 @@
 in-process app) run in a copy of the repository's tracked files only (no runs/, no ../shared beside it, nothing
 untracked), the shipped example config and data, the README's commands in order — version, models, schema,
 data check, train, eval, predict — and the README's Python API snippet (report, baseline and env run in-process
-in their own tests). Shortened only by `--set train.max_steps=3` and a temp output_dir (marked `embedded`: it needs
-the installed MiniLM package)."""
+in their own tests). Shortened only by `--set train.max_steps=3`, a temp output_dir and the first 100 validation
+rows (marked `embedded`: it needs the installed MiniLM package)."""
 
 from __future__ import annotations
 
@@ -61,14 +61,15 @@ def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     assert version.stdout.startswith("tunelab ")
     check = json.loads(check.stdout)
     assert set(check["files"]) == {"examples/data/sms_spam/train.jsonl", VAL} and check["overlap"]
-    _run("train", CONFIG, "--set", "train.max_steps=3", "--set", f"output_dir={run}", cwd=clone)
+    some = clone / "some.jsonl"  # eval reads a whole file: 100 rows of it here (the suite's time), as training does
+    some.write_text("".join((clone / VAL).read_text().splitlines(keepends=True)[:100]))
+    _run("train", CONFIG, "--set", "train.max_steps=3", "--set", f"output_dir={run}", "--set",
+         "data.validation=some.jsonl", cwd=clone)
     for name in ("config.yaml", "metrics.json", "report.html", "model/README.md", "model/tunelab.json"):
         assert (run / name).is_file(), name
     api = (f"import tunelab; m = tunelab.load({str(run)!r}); "
            "print(m.predict(['WINNER!! call now to claim'])[0]['pred_label']); "
            f"print(m.evaluate({VAL!r}, limit=50)['n'])")  # the first 50 rows: the whole file was scored by eval
-    some = clone / "some.jsonl"  # eval reads a whole file: 100 rows of it here (the suite's time)
-    some.write_text("".join((clone / VAL).read_text().splitlines(keepends=True)[:100]))
     with ThreadPoolExecutor(3) as pool:
         evaluated = pool.submit(_run, "eval", str(run / "model"), "--data", str(some), cwd=clone)
         predicted = pool.submit(_run, "predict", str(run / "model"), "--input", "-",
