@@ -539,6 +539,8 @@ def test_choices_nobody_reads_are_not_generated(chat: tuple[str, object]) -> Non
         release.set()
         wait_until(lambda: not batcher.running)
         assert len(calls) == 1, calls  # the first prompt's prefill (its row ends at that token): none for the 3 others
+        rate = [x for x in httpx.get(f"{url}/metrics").text.splitlines() if x.startswith("tunelab_tokens_per_second")]
+        assert all(float(x.split()[-1]) > 0 for x in rate), rate  # (the prompts settled unread set it to 0)
         calls.clear()
         res = httpx.post(f"{url}/v1/completions", json={"prompt": ["bad film", "good", "the movie"], "max_tokens": 8},
                          timeout=60)
@@ -548,6 +550,8 @@ def test_choices_nobody_reads_are_not_generated(chat: tuple[str, object]) -> Non
         release.set()
         batcher.max_batch, batcher.stop = batch, stop
     assert res.status_code == 500, res.text
+    # counted in /metrics as the 500 it is (an exception passed the counting middleware uncounted)
+    assert 'tunelab_requests_total{path="/v1/completions",status="500"}' in httpx.get(f"{url}/metrics").text
     # the failed prefill; at most one prefill of a prompt the worker took before the 500 (its row ends at that token)
     assert len(calls) <= 2 and all(len(c) > 1 for c in calls), calls
 

@@ -139,12 +139,19 @@ class Server:
         if key and path != "/health" and request.headers.get("authorization") != f"Bearer {key}":
             response = error(401, "missing or wrong API key: send Authorization: Bearer <key>")
         else:  # a body over the limit: 413 from BodyLimit, inside
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:  # answered as a 500 by the outermost handler (http_errors): counted here as one
+                self._count(request, path, 500, start)
+                raise
+        self._count(request, path, response.status_code, start)
+        return response
+
+    def _count(self, request: Request, path: str, status: int, start: float) -> None:
         # by route: a label per path any client makes up would grow the metrics without end
         route = path if any(getattr(r, "path", None) == path for r in request.app.routes) else "other"
-        self.metrics.requests.labels(route, str(response.status_code)).inc()
+        self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(time.perf_counter() - start)
-        return response
 
     def pick(self, name: str | None, chat: bool) -> Served:
         if name is not None:

@@ -181,7 +181,8 @@ class Completion:
         choice.tokens, choice.finish = len(job.tokens), job.finish
         metrics = self.server.metrics
         metrics.tokens.labels(self.served.name).inc(len(job.tokens))
-        metrics.token_rate.labels(self.served.name).set(len(job.tokens) / max(time.perf_counter() - start, 1e-9))
+        if job.tokens:  # (a prompt settled unread, its request gone or failed, generated nothing: no rate to say)
+            metrics.token_rate.labels(self.served.name).set(len(job.tokens) / max(time.perf_counter() - start, 1e-9))
 
     def _usage(self) -> dict[str, int]:
         prompt, new = sum(len(c.ids) for c in self.choices), sum(c.tokens for c in self.choices)
