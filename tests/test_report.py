@@ -222,6 +222,12 @@ def _eval_report_cli(out: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and res.stderr.strip() == (
         f"error: report: {half} has no model/: it has not finished (its newest checkpoint: step 4); finish it with "
         "tunelab train --resume (its config), which writes the report at its end")
+    (half / "metrics.json").write_text("{}")  # a finished run (its checkpoints kept, as by default) whose model/ went
+    res = CliRunner().invoke(app, ["report", str(half)])
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"error: report: {half} has no model/: it finished, and model/ was removed since; tunelab train --resume (its "
+        "config) from its newest checkpoint (step 4) writes it again, and the report at its end")
+    (half / "metrics.json").unlink()
     shutil.rmtree(half / "checkpoints")
     res = CliRunner().invoke(app, ["report", str(half)])
     assert res.exit_code == 2 and res.stderr.strip() == (

@@ -602,3 +602,20 @@ def test_ctrl_c_in_a_study_says_what_is_kept(command: str, tiny_bert: Path, sent
         assert res.exit_code == 0 and "cv: fold 1: finished, kept" in res.stderr, res.output
     else:
         assert [t.state.name for t in _study(out).trials] == ["COMPLETE", "FAIL"]
+
+
+def test_a_base_config_its_trials_mend_is_tuned(tiny_bert: Path, tmp_path: Path) -> None:
+    """The check of search.metric built the task from the base config before any trial: a base config each trial's
+    sampled value mends (qa's default doc_stride 128 past data.max_length 48, searched over 8) was refused."""
+    from conftest import write_jsonl
+    from test_qa import _qa_rows
+
+    train, val = write_jsonl(tmp_path / "qa.jsonl", _qa_rows(16, 0)), write_jsonl(tmp_path / "v.jsonl", _qa_rows(6, 1))
+    cfg = {"task": {"name": "qa", "max_question_length": 8}, "model": str(tiny_bert), "output_dir": str(tmp_path / "o"),
+           "data": {"train": str(train), "validation": str(val), "max_length": 48},
+           "train": {"max_steps": 1, "batch_size": 8, "save_steps": 0},
+           "search": {"metric": "f1", "space": {"task.doc_stride": {"type": "categorical", "choices": [8]}}}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = runner.invoke(app, ["tune", str(path), "--trials", "1"])
+    assert res.exit_code == 0 and "trial 0: f1=" in res.output, res.output

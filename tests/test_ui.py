@@ -422,6 +422,8 @@ def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None
         (runs / name).mkdir(parents=True)
     (runs / "e" / "config.yaml").write_text("task: classification\n")
     (runs / "e").chmod(0)  # (another user's run, a folder whose permissions were changed)
+    (runs / ".ui" / "f").mkdir(parents=True)
+    (runs / ".ui" / "f").chmod(0)  # (a job folder of another user's UI)
     (runs / "a" / "config.yaml").write_bytes(b"task: classification\nmodel: caf\xe9\n")
     (runs / "a" / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 0.5, "elapsed_s": null}\n{"step": 2, "lo\xe2\x82')
     (runs / "b" / "metrics.json").write_text('{"train": {"wall_s": "x"}, "validation": {"accuracy": 0.5}}')
@@ -440,11 +442,12 @@ def test_a_damaged_run_folder_shows_as_missing_not_a_500(tmp_path: Path) -> None
         got = _as_a_user(pages)
     finally:
         (runs / "e").chmod(0o755)
+        (runs / ".ui" / "f").chmod(0o755)
     assert isinstance(got, dict)
     for path, res in got.items():
         assert res.status_code == (404 if path.endswith("report") else 200), (path, res.text[:300])
     assert {r["name"]: r["status"] for r in got["/api/runs"].json()} == {
-        "a": "failed", "b": "failed", "c": "failed", "d": "failed", "e": "unreadable"}
+        "a": "failed", "b": "failed", "c": "failed", "d": "failed", "e": "unreadable", "f": "empty"}
     assert f"{runs / 'e'}: cannot be read (Permission denied)" in got["/runs/e"].text
     from tunelab.ui.app import LIBRARY
 

@@ -43,7 +43,10 @@ def report(run_dir: Path = typer.Argument(..., help="A finished training run (it
         raise TunelabError(f"report: {run_dir} is not a run directory (no config.yaml; tunelab train writes it)")
     if not (run_dir / "model").is_dir():  # the report scores the run's model again
         saved = list_checkpoints(run_dir / "checkpoints")
+        again = (f"; tunelab train --resume (its config) from its newest checkpoint (step {saved[-1][0]}) writes it "
+                 "again, and the report at its end" if saved else "")
         raise TunelabError(f"report: {run_dir} has no model/: " + (
+            f"it finished, and model/ was removed since{again}" if (run_dir / "metrics.json").is_file() else
             f"it has not finished (its newest checkpoint: step {saved[-1][0]}); finish it with tunelab train --resume "
             "(its config), which writes the report at its end" if saved else
             "it did not finish, or model/ was removed; the report scores the run's model"))

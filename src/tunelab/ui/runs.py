@@ -4,6 +4,7 @@ log under `RUNS/.ui/NAME/` (ui/jobs.py). Nothing here writes: a run started from
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -212,10 +213,17 @@ def list_runs(runs: Path) -> list[RunView]:
         return []
     names = {p.name for p in runs.iterdir() if not p.name.startswith(".") and _is_run(p)}
     ui = runs / UI_DIR
-    if ui.is_dir():
-        names |= {p.name for p in ui.iterdir() if (p / "job.json").is_file()}
+    with contextlib.suppress(OSError):  # (a .ui this server may not read, another user's: its jobs left out)
+        names |= {p.name for p in ui.iterdir() if _has_job(p)} if ui.is_dir() else set()
     views = [view(runs / n) for n in names]
     return sorted(views, key=lambda v: -(v.started or 0))
+
+
+def _has_job(p: Path) -> bool:
+    try:
+        return (p / "job.json").is_file()
+    except OSError:
+        return True  # (unreadable: listed, its page saying why)
 
 
 def _is_run(p: Path) -> bool:
