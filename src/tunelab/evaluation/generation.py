@@ -29,7 +29,7 @@ from tunelab.tasks.generation import (
     generate,
     with_overrides,
 )
-from tunelab.training.layout import is_run_dir
+from tunelab.training.layout import run_of
 
 
 def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
@@ -90,12 +90,10 @@ def default_predictions_path(model_dir: Path, data: Path) -> Path:
     model directory's parent; for a run's merged model (RUN/merged) or export (RUN/exports/NAME) its run's, named for
     it: RUN/predictions/eval-<data file stem>.merged.generations.jsonl, eval-<data file stem>.NAME.generations.jsonl
     (not RUN/model's file, nor a predictions/ folder among the exports, shared by all of them)."""
-    here, stem = Path(model_dir).resolve(), Path(data).stem
-    if here.parent.name == "exports" and is_run_dir(here.parent.parent):
-        return here.parent.parent / "predictions" / f"eval-{stem}.{here.name}.generations.jsonl"
-    if here.name == "merged" and is_run_dir(here.parent):
-        return here.parent / "predictions" / f"eval-{stem}.merged.generations.jsonl"
-    return here.parent / "predictions" / f"eval-{stem}.generations.jsonl"
+    here = Path(model_dir).resolve()
+    run = run_of(here)  # (RUN of RUN/model, RUN/merged, RUN/exports/NAME)
+    named = f".{here.name}" if run is not None and (run != here.parent or here.name == "merged") else ""
+    return (run or here.parent) / "predictions" / f"eval-{Path(data).stem}{named}.generations.jsonl"
 
 
 def eval_generation_config(task: Task, model_config: Any, *, generate: bool | None = None,

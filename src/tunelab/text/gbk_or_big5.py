@@ -107,8 +107,8 @@ def window(line: bytes, at: int = 0) -> bytes:
 def written_in(line: bytes, name: str) -> bool:
     """The line (its first WINDOW bytes) reads as Chinese in `name` ("GB18030", "BIG5"; any other: False) with two
     characters or more of those Chinese is mostly written with (`COMMON`), two in three of its characters or more."""
-    codec = {"GB18030": "gb18030", "BIG5": "big5"}.get(name)
-    text = _chinese(window(line), codec, _GBK_CHINESE if name == "GB18030" else _BIG5_CHINESE) if codec else ""
+    codec = next(((codec, chinese_class) for n, codec, chinese_class in CODECS if n == name), None)
+    text = _chinese(window(line), *codec) if codec else ""
     usual = _usual(text)
     return usual >= 2 and 3 * usual >= 2 * sum(not c.isascii() for c in text)
 

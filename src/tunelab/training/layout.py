@@ -54,7 +54,7 @@ def is_run_dir(path: Path) -> bool:
         return False
 
 
-def _run_of(path: Path) -> Path | None:
+def run_of(path: Path) -> Path | None:
     """RUN of RUN/model, RUN/merged or RUN/exports/NAME as `path` spells it (None where it does not name it: `model`
     alone, a model of no run). A run directory that is itself named `exports` holds its model/ too."""
     if path.parent.name == "exports" and len(path.parts) > 2 and is_run_dir(path.parents[1]):
@@ -67,7 +67,7 @@ def owning_runs(model_dir: Path) -> list[Path]:
     compressed model in RUN/exports/NAME; [] for a model of no run. As spelled where the path names the run
     (`runs/a` for `runs/a/model`), else resolved (`.`, `../onnx-int8`, a link to RUN/model); both where they are two
     folders (`runB/model` a link to `runA/model`: runB as named, and runA whose model it is)."""
-    resolved, spelled = _run_of(model_dir.resolve()), _run_of(model_dir)
+    resolved, spelled = run_of(model_dir.resolve()), run_of(model_dir)
     if spelled is not None and resolved is not None and spelled.resolve() == resolved:
         return [spelled]
     return [run for run in (spelled, resolved) if run is not None]
