@@ -323,6 +323,14 @@ def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: 
         "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
         "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], res.output
     assert not (tmp_path / "out").exists()
+    # train's own selection metric too: refused before the data is read (it was found at the first evaluation)
+    for key in ("train.best_metric", "train.early_stopping.metric"):
+        res = runner.invoke(app, ["train", str(path), "--set", f"{key}=acuracy"])
+        assert res.exit_code == 2 and res.output.strip().splitlines() == [
+            f"error: config: {key}: 'acuracy' is not among the validation metrics of task classification "
+            "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
+            "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], res.output
+        assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match=r"^config: search.metric: 'roc_auc' has no value on this validation split "):
         metric_value({"accuracy": 0.5, "roc_auc": None, "n": 4}, "roc_auc")  # (a split without one of the classes)
     path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})

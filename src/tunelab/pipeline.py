@@ -19,13 +19,7 @@ from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, check_label_field, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data, run_model
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import (
-    DataReport,
-    check_resumed_rows,
-    read_summary,
-    summary_rules,
-    training_fingerprint,
-)
+from tunelab.data.report import DataReport, check_resumed_rows, read_summary, summary_rules, training_fingerprint
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import evaluate
@@ -63,6 +57,7 @@ from tunelab.training.distill import (
     unlabeled_features,
 )
 from tunelab.training.distributed import check_strategy, launched, on_main, whole_models
+from tunelab.training.early_stopping import tracked_field
 from tunelab.training.optim import check_layer_decay
 from tunelab.training.rdrop import check_rdrop, rdrop_loss
 from tunelab.training.run_dir import (
@@ -128,6 +123,7 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
 
         task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
         task.check_method(cfg.method.name)
+        task.check_metric(*tracked_field(cfg.train))  # a misspelt best_metric: before the data, not at the first eval
         check_rdrop(task, cfg.train.rdrop, cfg.distill is not None)
         report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
         splits = load_splits(cfg.data, task, cfg.train.seed, report)

@@ -248,6 +248,13 @@ class Task(ABC):
         """Every number `metrics` can give (tune checks search.metric against them before a trial); (): not known."""
         return ()
 
+    def check_metric(self, field: str, name: str | None) -> None:
+        """Refuse (ConfigError naming `field`) a metric name `metrics` never gives; any name where not known."""
+        known = self.metric_names()
+        if name is not None and known and name not in known:
+            raise ConfigError(f"config: {field}: {name!r} is not among the validation metrics of task {self.cfg.name} "
+                              f"({', '.join(known)})")
+
     @abstractmethod
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """One output row per example."""

@@ -71,3 +71,12 @@ class MetricTracker:
             return
         self.metric, self.best_step, self.best_value, self.bad = (
             state["metric"], state["best_step"], state["best_value"], state["bad"])
+
+
+def tracked_field(cfg: TrainConfig) -> tuple[str, str | None]:
+    """The setting naming the metric that picks the best checkpoint / stops training, and its value (None: the
+    task's headline metric)."""
+    es = cfg.early_stopping
+    if cfg.best_metric is not None or es is None:
+        return "train.best_metric", cfg.best_metric
+    return "train.early_stopping.metric", es.metric
