@@ -300,7 +300,8 @@ def test_a_run_without_a_model_is_said_not_a_500(play_runs: Path) -> None:
 
 def test_api_errors_have_the_shape_of_tunelab_serve(play_runs: Path) -> None:
     """Every error the UI answers is `{"error": {"message": one line, "code": status}}`, as `tunelab serve`'s are
-    (it was FastAPI's `{"detail": ...}`); a 422 also names the field in `param` and keeps a `detail` list."""
+    (it was FastAPI's `{"detail": ...}`); a 422 also names the field in `param` and keeps a `detail` list. A browser
+    asking a page for HTML gets its refusal as a page (a deleted run: it was that JSON, raw)."""
     from fastapi.testclient import TestClient
 
     from tunelab.ui.app import create_app
@@ -330,6 +331,15 @@ def test_api_errors_have_the_shape_of_tunelab_serve(play_runs: Path) -> None:
             assert res.json()["detail"][0]["loc"] == ["body", param], res.text[:300]
         else:
             assert set(res.json()) == {"error"} and set(res.json()["error"]) == {"message", "code"}, res.text
+    # a browser (Accept: text/html) following a deleted run's link or a mistyped address gets a page saying so
+    for path, said in (("/runs/nope?lang=zh", "no run &#39;nope&#39;"), ("/runs/broken/report", "no report.html"),
+                       ("/nowhere", "Not Found")):
+        res = client.get(path, headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        assert res.status_code == 404 and res.headers["content-type"].startswith("text/html"), res.text[:300]
+        assert said in res.text and '<a href="/" id="back">' in res.text, res.text
+    assert "全部运行" in client.get("/runs/nope?lang=zh", headers={"Accept": "text/html"}).text
+    res = client.get("/api/play/cls", headers={"Accept": "text/html"})  # the JSON routes answer JSON, as before
+    assert res.status_code == 405 and res.json()["error"]["message"] == "Method Not Allowed"
 
 
 def test_the_playground_page_shows_a_refusal_as_its_one_line(play_runs: Path, tmp_path: Path,

@@ -72,7 +72,7 @@ def _problems(status: int, detail: list[Any], headers: dict[str, str] | None = N
                         status_code=status, headers=headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def http_error(_: Request, exc: Exception) -> Response:
     """An HTTPException (the app's own, or routing's 404 / 405) in the one shape."""
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.detail, list):  # invalid(...): field errors
@@ -162,6 +162,6 @@ def install_handlers(app: FastAPI, any_content_type: bool = False) -> None:
     """Every error `app` answers in the one shape; its routes added after this read JSON bodies strictly
     (`StrictJSONRoute`; with `any_content_type`, whatever the Content-Type: `AnyTypeJSONRoute`)."""
     app.router.route_class = AnyTypeJSONRoute if any_content_type else StrictJSONRoute
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)

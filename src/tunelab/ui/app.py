@@ -29,10 +29,11 @@ import yaml
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.config.fields import flat_fields
 from tunelab.errors import TunelabError
-from tunelab.http_errors import install_handlers, invalid
+from tunelab.http_errors import http_error, install_handlers, invalid
 from tunelab.registry import METHODS, TASKS
 from tunelab.text.full_width import equals_mark
 from tunelab.ui import checks, jobs
@@ -309,6 +310,19 @@ class UI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def _error_page(request: Request, exc: Exception) -> Response:
+    """A page's refusal as a page where a browser asks for one (a deleted run's link, a mistyped address: it was the
+    JSON error shown raw); the JSON routes and API clients get the one JSON shape (http_errors)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if (request.url.path.startswith("/api/") or isinstance(exc.detail, list)
+            or "text/html" not in request.headers.get("accept", "")):
+        return await http_error(request, exc)
+    response = request.app.state.ui.page(request, "error.html", status=exc.status_code, code=exc.status_code,
+                                          message=str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
 def _is_file(path: Path) -> bool:
     """A file there (False where its folder may not be read: an unreadable run shows, with its reason)."""
     try:
@@ -363,6 +377,7 @@ def create_app(runs: Path, lang: str = "auto", host: str = "127.0.0.1", allow_ho
     ui = UI(runs, lang)
     app = FastAPI(title="tunelab ui", docs_url=None, redoc_url=None)
     install_handlers(app)  # API errors as `tunelab serve` answers them: {"error": {"message", "code"}}
+    app.add_exception_handler(StarletteHTTPException, _error_page)  # (a browser's: a page)
     for method, path, handler in ROUTES:
         page = {"response_class": HTMLResponse} if method == "GET" and not path.startswith("/api/") else {}
         app.add_api_route(path, getattr(ui, handler), methods=[method], **page)
