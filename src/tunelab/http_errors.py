@@ -5,7 +5,8 @@ and a 422 also names the field (`"param": "inputs[0].score"`) and keeps FastAPI'
 `install_handlers(app)` answers every HTTPException (the app's own, routing's 404 / 405), FastAPI's validation errors
 and any unexpected exception (a 500) in that shape, and has the app's routes read JSON bodies strictly (UTF-8, finite
 numbers, no key twice); `error` builds one answer, `invalid` raises a 422 naming a field.
-Imports FastAPI and the data layer's JSON key check only (never torch: the UI loads it lazily)."""
+Imports FastAPI and the data layer's JSON key check only (never torch: the UI loads it lazily); `row_error` (a predict
+input the task cannot read, named by its place: `inputs[1].text`) reads the data layer's row source when called."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.data.json_keys import duplicate_key, twice
+from tunelab.errors import DataError, TunelabError
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -165,3 +167,22 @@ def install_handlers(app: FastAPI, any_content_type: bool = False) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)
+
+
+def row_error(exc: TunelabError, inputs: list[Any], text_field: str) -> HTTPException:
+    """A predict input the task cannot read, as a 422 naming it by its place in the request — `inputs[1]`, or the
+    field the task names, `inputs[1].text` — with the task's words, where the CLI's one line names `<input>:2`
+    (its row number); an error that names no input row: `inputs`, the CLI's line. (`tunelab serve` and the UI's
+    playground alike.)"""
+    from tunelab.data.objects import SOURCE  # (here: the data readers need not load with the UI's pages)
+
+    if not (isinstance(exc, DataError) and exc.source == SOURCE and isinstance(exc.line, int)
+            and 1 <= exc.line <= len(inputs)):
+        return invalid("inputs", str(exc))
+    where, row = f"inputs[{exc.line - 1}]", inputs[exc.line - 1]
+    field, keys = exc.field, row if isinstance(row, dict) else {text_field: row}
+    if field is None:
+        return invalid(where, exc.problem)
+    if field in keys or field.isidentifier():  # a field of the row (one it lacks, too): its path
+        return invalid(f"{where}.{field}", exc.problem)
+    return invalid(where, f"{field}: {exc.problem}")

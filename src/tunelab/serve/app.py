@@ -31,10 +31,9 @@ from jinja2 import TemplateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tunelab.api import Model
-from tunelab.data.objects import SOURCE
-from tunelab.errors import DataError, TunelabError
+from tunelab.errors import TunelabError
 from tunelab.evaluation.evaluate import FailedRow, not_finite_error
-from tunelab.http_errors import error, invalid
+from tunelab.http_errors import error, invalid, row_error
 from tunelab.serve.batcher import MicroBatcher, QueueFull
 from tunelab.serve.chat_batcher import ChatBatcher
 from tunelab.serve.completion import Completion
@@ -87,22 +86,6 @@ def input_tokens(tokenizer: Any, row: Any) -> int:
              if isinstance(w, str)]  # texts, and lists of them (NER's tokens)
     text = " ".join(words)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def row_error(exc: TunelabError, inputs: list[Any], text_field: str) -> HTTPException:
-    """A predict input the task cannot read, as a 422 naming it by its place in the request — `inputs[1]`, or the
-    field the task names, `inputs[1].text` — with the task's words, where the CLI's one line names `<input>:2`
-    (its row number); an error that names no input row: `inputs`, the CLI's line."""
-    if not (isinstance(exc, DataError) and exc.source == SOURCE and isinstance(exc.line, int)
-            and 1 <= exc.line <= len(inputs)):
-        return invalid("inputs", str(exc))
-    where, row = f"inputs[{exc.line - 1}]", inputs[exc.line - 1]
-    field, keys = exc.field, row if isinstance(row, dict) else {text_field: row}
-    if field is None:
-        return invalid(where, exc.problem)
-    if field in keys or field.isidentifier():  # a field of the row (one it lacks, too): its path
-        return invalid(f"{where}.{field}", exc.problem)
-    return invalid(where, f"{field}: {exc.problem}")
 
 
 class Server:

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.config.fields import flat_fields
 from tunelab.errors import TunelabError
-from tunelab.http_errors import http_error, install_handlers, invalid
+from tunelab.http_errors import http_error, install_handlers, invalid, row_error
 from tunelab.registry import METHODS, TASKS
 from tunelab.text.full_width import equals_mark
 from tunelab.ui import checks, jobs
@@ -258,8 +258,8 @@ class UI:
         model = await self.model(name)
         try:
             return {"outputs": await asyncio.to_thread(model.predict, inputs)}
-        except TunelabError as exc:  # a row the task cannot read: as `tunelab serve` says it
-            raise invalid("inputs", str(exc)) from None
+        except TunelabError as exc:  # a row the task cannot read: as `tunelab serve` says it (`inputs[0].text`)
+            raise row_error(exc, inputs, model.task.data.text_field) from None
 
     async def play_chat(self, name: str, request: Request) -> StreamingResponse:
         await asyncio.to_thread(LIBRARY.wait)
