@@ -80,7 +80,7 @@ def test_a_pair_model_reads_text_pair(tiny_bert: Path, tmp_path: Path) -> None:
                           "data": data, "train": {"max_steps": 1, "save_steps": 0}}).load()
     out = pair.predict({"text": "good film", "text_pair": "a plot"})
     assert out[0]["text_pair"] == "a plot" and "scores" in out[0]
-    with pytest.raises(DataError, match=r"^<input>:1: text_pair: missing field$"):
+    with pytest.raises(DataError, match=r"^<input>:1: text_pair: missing field \(the row has: text\)$"):
         pair.predict("good film")
 
 

@@ -245,7 +245,8 @@ def test_cli_data_augment_names_a_row_without_the_label_the_others_have(tmp_path
     out = tmp_path / "aug.jsonl"
     res = CliRunner().invoke(app, ["data", "augment", str(src), "--output", str(out),
                                    "--set", "data.augment.ops=[delete,swap]"])
-    assert res.exit_code == 2 and res.output == f"error: {src}:4: label: missing field\n", res.output
+    assert res.exit_code == 2, res.output
+    assert res.output == f"error: {src}:4: label: missing field (the row has: text)\n", res.output
     assert not out.exists()
     unlabelled = write_jsonl(tmp_path / "texts.jsonl", [{"text": r["text"]} for r in rows])  # none: no labels asked
     res = CliRunner().invoke(app, ["data", "augment", str(unlabelled), "--output", str(out),

@@ -76,13 +76,13 @@ ERRORS = [
     ("blank-only-file", J, "\n   \n\r\n\t\n", None, None, "empty file"),
     ("truncated-json", J, GOOD + '{"text": "cut off", "lab', 3, "json", "invalid JSON"),
     ("not-an-object", J, GOOD + '["a list", "pos"]\n', 3, "json", "expected a JSON object, got list"),
-    ("missing-label", J, GOOD + '{"text": "no label"}\n', 3, "label", "missing field"),
+    ("missing-label", J, GOOD + '{"text": "no label"}\n', 3, "label", "missing field (the row has: text)"),
     ("null-label", J, GOOD + '{"text": "x", "label": null}\n', 3, "label", "missing label"),
     ("nan-label", J, GOOD + '{"text": "x", "label": NaN}\n', 3, "label", "missing label"),
     # a {label: probability} object is a soft label; its probabilities must be valid
     ("dict-label", J, GOOD + '{"text": "x", "label": {"a": 2}}\n', 3, "label", "probability of 'a' must be in [0, 1]"),
     ("empty-label", J, GOOD + '{"text": "x", "label": " "}\n', 3, "label", "empty label"),
-    ("missing-text", J, GOOD + '{"label": "pos"}\n', 3, "text", "missing field"),
+    ("missing-text", J, GOOD + '{"label": "pos"}\n', 3, "text", "missing field (the row has: label)"),
     ("null-text", J, GOOD + '{"text": null, "label": "pos"}\n', 3, "text", "is null"),
     ("empty-text", J, GOOD + '{"text": "  \\t ", "label": "pos"}\n', 3, "text", "empty text"),
     ("number-text", J, GOOD + '{"text": 42, "label": "pos"}\n', 3, "text", "expected text, got int"),
@@ -189,7 +189,7 @@ def test_data_is_checked_before_the_model_loads(tmp_path: Path) -> None:
     not_a_model.mkdir()
     bad = write(tmp_path / "train.jsonl", GOOD + '{"text": "no label"}\n')
     res = train_cli(not_a_model, tmp_path / "run", bad)
-    assert_one_line_error(res, f"{where(bad, 3, 'label')}missing field")
+    assert_one_line_error(res, f"{where(bad, 3, 'label')}missing field (the row has: text)")
 
 
 def test_single_class(tiny_bert: Path, tmp_path: Path) -> None:

@@ -256,9 +256,12 @@ def test_prompt_template_builds_the_user_turn() -> None:
     rows = task.parse(_table([{"source": "Bye."}, {"text": "Good night."}]), labelled=False)
     assert [r["messages"] for r in rows] == [[{"role": "user", "content": "Translate into Chinese:\nBye."}],
                                              [{"role": "user", "content": "Translate into Chinese:\nGood night."}]]
-    with pytest.raises(DataError, match=r"^d.jsonl:1: source: missing field \(used by task.prompt_template\)$"):
+    with pytest.raises(DataError, match=r"^d.jsonl:1: source: missing field \(used by task.prompt_template; the row "
+                                        r"has: target\)$"):
         task.parse(_table([{"target": "x"}]))
-    with pytest.raises(DataError, match=r"^d.jsonl:1: target: missing field$"):
+    with pytest.raises(DataError, match=r"^d.jsonl:1: source: missing value \(nan\) \(used by task.prompt_template\)$"):
+        task.parse(_table([{"source": float("nan"), "target": "x"}]))
+    with pytest.raises(DataError, match=r"^d.jsonl:1: target: missing field \(the row has: source\)$"):
         task.parse(_table([{"source": "x"}]))
     two = Sft(SftConfig(prompt_template="{a} + {b} = {{sum}}", response_field="c"), DataConfig())
     (ex,) = two.parse(_table([{"a": 1, "b": "two", "c": "3"}]))

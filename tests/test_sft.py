@@ -64,14 +64,15 @@ def test_formats_become_messages() -> None:
         [{"role": U, "content": "say good"}],
     ]
     # a forced format requires its fields
-    with pytest.raises(DataError, match=r"^d.jsonl:1: messages: missing field$"):
+    with pytest.raises(DataError, match=r"^d.jsonl:1: messages: missing field \(the row has: instruction, input, "
+                                        r"output\)$"):
         _task(format="messages").parse(_table([rows[0]]))
 
 
 @pytest.mark.parametrize(
     ("row", "error"),
     [
-        ({"instruction": "x"}, "d.jsonl:1: output: missing field"),
+        ({"instruction": "x"}, "d.jsonl:1: output: missing field (the row has: instruction)"),
         ({"conversations": []}, "d.jsonl:1: conversations: expected a non-empty list of turns"),
         ({"messages": [{"role": "bot", "content": "x"}]},  # every name it takes (it named three)
          "d.jsonl:1: messages: turn 1: unknown role 'bot' (expected system, user, assistant, tool, human, gpt, "

@@ -353,7 +353,7 @@ def test_the_playground_page_shows_a_refusal_as_its_one_line(play_runs: Path, tm
         page.goto(f"{server.url}/play?run=cls")
         page.click("#send")  # the text left empty
         page.wait_for_selector("#result.error")
-        assert page.inner_text("#result") == "inputs: <input>:1: text: empty text"
+        assert page.inner_text("#result") == "inputs[0].text: empty text"  # (as tunelab serve names it)
         page.goto(f"{server.url}/play?run=sft")
         page.fill("#message", "say " + "good " * 5000)
         page.click("#send")

@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any
 
-from tunelab.data.readers import Record
+from tunelab.data.readers import Record, row_has
 from tunelab.errors import ConfigError, DataError
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(\w+)\}")
@@ -43,12 +43,13 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
-def _value(rec: Record, field: str, why: str = " (used by task.prompt_template)") -> str:
+def _value(rec: Record, field: str, why: str = "used by task.prompt_template") -> str:
     value = rec.data.get(field)
     if value is None:
-        raise DataError(rec.source, rec.line, field, "missing field" + why)
+        notes = [n for n in (why, "" if field in rec.data else row_has(rec.data)) if n]
+        raise DataError(rec.source, rec.line, field, "missing field" + (f" ({'; '.join(notes)})" if notes else ""))
     if _missing(value):
-        raise DataError(rec.source, rec.line, field, f"missing value ({value})" + why)
+        raise DataError(rec.source, rec.line, field, f"missing value ({value})" + (f" ({why})" if why else ""))
     if isinstance(value, str):
         return value
     if isinstance(value, bool | int | float):

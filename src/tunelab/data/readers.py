@@ -273,8 +273,18 @@ def require_field(record: Record, name: str, columns: list[str] | None) -> Any:
         if columns is not None:  # (a header split at another mark: said so)
             raise DataError(record.source, 1, name,
                             f"missing column (columns: {', '.join(columns)}){header_hint(columns, record.source)}")
-        raise DataError(record.source, record.line, name, "missing field")
+        raise DataError(record.source, record.line, name, f"missing field ({row_has(record.data)})")
     return record.data[name]
+
+
+def row_has(row: dict[str, Any]) -> str:
+    """What a row missing a field holds instead (`the row has: txt, label`), as a CSV's refusal names its columns:
+    a key spelt another way shows at once. At most 8 names, each cut to 40 characters; one not plain: its repr."""
+    if not row:
+        return "the row has no fields"
+    names = [k if isinstance(k, str) and k.isprintable() and k.strip() == k and k else repr(k) for k in list(row)[:8]]
+    more = f" and {len(row) - 8} more" if len(row) > 8 else ""
+    return "the row has: " + ", ".join(n if len(n) <= 40 else n[:39] + "…" for n in names) + more
 
 
 def require_text(record: Record, name: str, columns: list[str] | None) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.data.prompt_template import template_fields, template_messages
-from tunelab.data.readers import Record
+from tunelab.data.readers import Record, row_has
 from tunelab.errors import DataError
 from tunelab.tasks.chat_tools import empty, given_id, link_calls
 from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, parse_calls
@@ -125,7 +125,8 @@ def _history(rec: Record, labelled: bool) -> list[dict[str, str]]:
 def row_text(rec: Record, field: str, *, required: bool = True) -> str | None:
     if field not in rec.data or rec.data[field] is None:
         if required:
-            raise DataError(rec.source, rec.line, field, "missing field")
+            raise DataError(rec.source, rec.line, field, "missing field" if field in rec.data
+                            else f"missing field ({row_has(rec.data)})")
         return None
     value = rec.data[field]
     if not isinstance(value, str):
@@ -188,7 +189,7 @@ def row_messages(rec: Record, fmt: str, labelled: bool) -> tuple[str, list[dict[
         field = "messages" if fmt == "messages" else "conversations"
         turns = rec.data.get(field)
         if field not in rec.data:
-            raise DataError(rec.source, rec.line, field, "missing field")
+            raise DataError(rec.source, rec.line, field, f"missing field ({row_has(rec.data)})")
         if not isinstance(turns, list) or not turns:
             raise DataError(rec.source, rec.line, field, "expected a non-empty list of turns")
         msgs = _turns(rec, field, turns)
