@@ -101,7 +101,7 @@ def test_a_row_the_task_cannot_read_is_named_by_its_place(served: tuple[str, obj
     url, _ = served
     for inputs, param, says in ((["good", "film", ""], "inputs[2].text", "empty text"),
                                 ([{"text": "good"}, {"text": "  \n", "id": 1}], "inputs[1].text", "empty text"),
-                                (["good", {"txt": "good"}], "inputs[1].text", "missing field")):
+                                (["good", {"txt": "good"}], "inputs[1].text", "missing field (the row has: txt)")):
         res = httpx.post(f"{url}/v1/predict", json={"inputs": inputs}, headers=AUTH, timeout=30)
         err = res.json()["error"]
         assert res.status_code == 422 and err["param"] == param and err["message"] == f"{param}: {says}", res.text
