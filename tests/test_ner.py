@@ -53,6 +53,12 @@ def test_spans_and_offsets() -> None:
     words = split_words(text)
     assert [w for w, _, _ in words] == ["Dr", ".", "Smith", "went", "to", "北", "京", "大", "学", ",", "2024", "!"]
     assert all(text[s:e] == w for w, s, e in words)
+    # a combining mark, a vowel sign, a variation selector, a skin tone, a joined emoji, a flag: in their word
+    text = "Cafe\u0301 in हिन्दी: I ❤️ NY 👍🏽 👨\u200d👩\u200d👧 🇫🇷🇩🇪"
+    words = split_words(text)
+    assert [w for w, _, _ in words] == ["Cafe\u0301", "in", "हिन्दी", ":", "I", "❤️", "NY", "👍🏽",
+                                        "👨\u200d👩\u200d👧", "🇫🇷", "🇩🇪"]
+    assert all(text[s:e] == w for w, s, e in words)
 
 
 def _task(**kw: object) -> Ner:
