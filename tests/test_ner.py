@@ -31,6 +31,7 @@ REC = Record("t.jsonl", 3, {})
         (["I-PER", "I-PER", "B-PER", "O", "I-LOC"], ["B-PER", "I-PER", "B-PER", "O", "B-LOC"]),  # IOB1
         (["S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"], ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC"]),  # BIOES
         (["B-ORG", "M-ORG", "E-ORG", "S-ORG"], ["B-ORG", "I-ORG", "I-ORG", "B-ORG"]),  # BMES
+        (["U-PER", "B-LOC", "I-LOC", "L-LOC", "U-LOC", "L-LOC"], ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC", "B-LOC"]),
     ],
 )
 def test_to_bio(tags: list[str], bio: list[str]) -> None:
@@ -40,6 +41,8 @@ def test_to_bio(tags: list[str], bio: list[str]) -> None:
 def test_invalid_tag_names_line() -> None:
     with pytest.raises(DataError, match=r"t.jsonl:3: tags: invalid tag 'PER' at token 2"):
         to_bio(["O", "PER"], REC, "tags")
+    with pytest.raises(DataError, match=r"t.jsonl:3: tags: tag 2 is not a string: 3 \(a tag id, as HF datasets"):
+        to_bio(["O", 3], REC, "tags")  # (conll2003's ner_tags written out of datasets: ids, not names)
 
 
 def test_spans_and_offsets() -> None:
@@ -120,11 +123,13 @@ def _ner_rows(n: int) -> list[dict]:
 
 def test_conll_reader(tmp_path: Path) -> None:
     p = tmp_path / "x.conll"
-    p.write_text("-DOCSTART- -X- O O\n\nEU NNP B-ORG\nrejects VBZ O\n\n\nPeter NNP B-PER\r\n", encoding="utf-8")
+    p.write_text("-DOCSTART- -X- O O\n\nEU NNP B-ORG\nrejects VBZ O\n\n\nPeter NNP B-PER\r\n"
+                 "-DOCSTART- -X- O O\nParis NNP B-LOC", encoding="utf-8")  # (no blank line around: still two)
     t = read_table(p)
     assert [(r.line, r.data) for r in t.records] == [
         (3, {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}),
         (7, {"tokens": ["Peter"], "tags": ["B-PER"]}),
+        (9, {"tokens": ["Paris"], "tags": ["B-LOC"]}),
     ]
     bad = tmp_path / "bad.conll"  # a tag's error names the tag's own line, not its sentence's first
     bad.write_text("paris B-LOC\nlondon I-LOC\ngood O\nmovie B_LOC\n", encoding="utf-8")

@@ -1,6 +1,6 @@
 """Token classification (NER), English word-level or Chinese character-level.
 
-Rows: `{"tokens": [...], "tags": [...]}` (JSONL) or CoNLL column files. BIO, IOB1 and BIOES/BMES tags
+Rows: `{"tokens": [...], "tags": [...]}` (JSONL) or CoNLL column files. BIO, IOB1, BIOES/BMES and BILOU tags
 are normalised to BIO; the label set comes from train and is saved with the model. Subwords: the first
 subword of a word carries its label, the rest are ignored (`task.label_all_subwords` labels them too).
 A word the tokenizer drops entirely (or cut by max_length) is predicted `O`.
@@ -41,7 +41,7 @@ from tunelab.tasks.model_rows import with_row
 from tunelab.text import CJK, join_tokens
 
 _WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
-_TAG = re.compile(r"^([BIESM])-(.+)$")
+_TAG = re.compile(r"^([BIESMLU])-(.+)$")  # BIO, IOB1, BIOES / BMES, BILOU (L-, U-: E-, S-)
 
 
 class NerConfig(TaskConfig):
@@ -51,7 +51,7 @@ class NerConfig(TaskConfig):
     cuts_at_end: ClassVar[str] = ("cuts a row longer than data.max_length at its end: the words past it are tagged O "
                                   "({truncation} is classification's)")  # data.truncation refused: config/run.py
     tokens_field: str = Field("tokens", description="Column holding the list of tokens.")
-    tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
+    tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1, BIOES/BMES or BILOU).")
     label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")
     strict: bool = Field(False, description="Score with seqeval's strict IOB2 mode.")
     decoding: Literal["bio", "argmax"] = Field(
@@ -96,11 +96,12 @@ _LETTER = re.compile(rf"[^\W{CJK}]")
 
 
 def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
-    """BIOES/BMES/IOB1 → BIO; an I- that does not continue an entity of its type starts one."""
+    """BIOES/BMES/BILOU/IOB1 → BIO; an I- that does not continue an entity of its type starts one."""
     out: list[str] = []
     for i, tag in enumerate(tags):
         if not isinstance(tag, str):
-            raise DataError(record.source, record.item_line(i), field, f"tag {i + 1} is not a string: {tag!r}")
+            ids = " (a tag id, as HF datasets stores ner_tags: write its name, B-PER ...)" if isinstance(tag, int) else ""
+            raise DataError(record.source, record.item_line(i), field, f"tag {i + 1} is not a string: {tag!r}{ids}")
         if tag == "O":
             out.append("O")
             continue
@@ -108,8 +109,8 @@ def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
         if not m:
             raise DataError(record.source, record.item_line(i), field, f"invalid tag {tag!r} at token {i + 1}")
         kind, typ = m.groups()
-        inside = kind in ("I", "E", "M") and out and out[-1] in (f"B-{typ}", f"I-{typ}")
-        if kind in ("E", "M", "I") and inside and not (i > 0 and tags[i - 1].startswith(("S-", "E-"))):
+        inside = kind in ("I", "E", "M", "L") and out and out[-1] in (f"B-{typ}", f"I-{typ}")
+        if inside and not (i > 0 and tags[i - 1].startswith(("S-", "E-", "U-", "L-"))):
             out.append(f"I-{typ}")
         else:
             out.append(f"B-{typ}")
