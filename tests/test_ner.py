@@ -31,7 +31,8 @@ REC = Record("t.jsonl", 3, {})
         (["I-PER", "I-PER", "B-PER", "O", "I-LOC"], ["B-PER", "I-PER", "B-PER", "O", "B-LOC"]),  # IOB1
         (["S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"], ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC"]),  # BIOES
         (["B-ORG", "M-ORG", "E-ORG", "S-ORG"], ["B-ORG", "I-ORG", "I-ORG", "B-ORG"]),  # BMES
-        (["U-PER", "B-LOC", "I-LOC", "L-LOC", "U-LOC", "L-LOC"], ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC", "B-LOC"]),
+        (["U-PER", "B-LOC", "I-LOC", "L-LOC", "U-LOC", "L-LOC"],
+         ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC", "B-LOC"]),  # BILOU
     ],
 )
 def test_to_bio(tags: list[str], bio: list[str]) -> None:
@@ -267,6 +268,11 @@ def test_length_mismatch_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"^d.jsonl:2: tags: 1 tags for 2 tokens$"):
         task.parse(table)
+    for spans_ in ([{"start": 0, "end": 5, "label": "PER"}], [[0, 5, "PER"]]):  # spaCy / Label Studio, doccano
+        row = Record("d.jsonl", 3, {"text": "Angela visited", "entities": spans_})
+        with pytest.raises(DataError, match=r"^d.jsonl:3: tokens: missing field; the row gives entities as character "
+                                            r"spans of its text \(entities\), which ner does not read"):
+            task.parse(Table("d.jsonl", [row]))
 
 
 def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ between — which the output then carries as `text`), `token_start`/`token_end` 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
@@ -38,9 +37,9 @@ from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.tasks.model_rows import with_row
-from tunelab.text import CJK, join_tokens
+from tunelab.text import join_tokens
+from tunelab.text.words import split_words
 
-_WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
 _TAG = re.compile(r"^([BIESMLU])-(.+)$")  # BIO, IOB1, BIOES / BMES, BILOU (L-, U-: E-, S-)
 
 
@@ -65,34 +64,12 @@ class NerConfig(TaskConfig):
     )
 
 
-def split_words(text: str) -> list[tuple[str, int, int]]:
-    """Words, single punctuation marks and single CJK characters, with character offsets. A character that belongs
-    to the one before it stays with it: a combining mark (`Cafe\u0301`, Hindi's vowel signs: `हिन्दी` is one word),
-    a variation selector or skin tone (`❤️`, `👍🏽`), what a zero-width joiner joins (`👨‍👩‍👧`) and a flag's pair."""
-    words: list[tuple[str, int, int]] = []
-    for m in _WORD.finditer(text):
-        w, s, e = m.group(), m.start(), m.end()
-        if words and words[-1][2] == s and _continues(words[-1][0], w):
-            words[-1] = (words[-1][0] + w, words[-1][1], e)
-        else:
-            words.append((w, s, e))
-    return words
-
-
-def _continues(before: str, word: str) -> bool:
-    """Whether `word` goes on the grapheme or word `before` it ends (see split_words)."""
-    if _joins(word[0]) or before[-1] == "\u200d" or len(before) == 1 and _FLAG.match(before + word[0]):
-        return True
-    return _joins(before[-1]) and _LETTER.match(before[0]) is not None and _LETTER.match(word[0]) is not None
-
-
-def _joins(ch: str) -> bool:
-    return unicodedata.category(ch) in ("Mn", "Mc", "Me") or ch in _JOINING
-
-
-_JOINING = {"\u200d", *map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0x1F3FB, 0x1F400))}
-_FLAG = re.compile("[\U0001F1E6-\U0001F1FF]{2}")  # two regional indicators: a flag
-_LETTER = re.compile(rf"[^\W{CJK}]")
+def _char_spans(value: Any) -> bool:
+    """Whether a field holds entities as character spans: `[{"start", "end", "label"}]` (spaCy, Label Studio's
+    `start` / `end`, doccano's `start_offset`) or `[[0, 5, "PER"]]` (doccano's `label`)."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(v, dict) and ({"start", "end"} <= v.keys() or {"start_offset", "end_offset"} <= v.keys())
+        or isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) for x in v[:2]) for v in value)
 
 
 def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
@@ -100,7 +77,7 @@ def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
     out: list[str] = []
     for i, tag in enumerate(tags):
         if not isinstance(tag, str):
-            ids = " (a tag id, as HF datasets stores ner_tags: write its name, B-PER ...)" if isinstance(tag, int) else ""
+            ids = " (a tag id, as HF datasets stores ner_tags: write its name, B-PER ...)" * isinstance(tag, int)
             raise DataError(record.source, record.item_line(i), field, f"tag {i + 1} is not a string: {tag!r}{ids}")
         if tag == "O":
             out.append("O")
@@ -142,6 +119,11 @@ class Ner(Task):
                             "CoNLL's, a token and its tag (`EU B-ORG`, a blank line between sentences); name a CoNLL "
                             "file .conll (a bad line is then named), or write JSONL rows {\"tokens\": [...], "
                             "\"tags\": [...]}")
+        if self.cfg.tokens_field not in rec.data and isinstance(rec.data.get(self.data.text_field), str) and (
+                held := next((k for k, v in rec.data.items() if _char_spans(v)), None)):
+            raise DataError(rec.source, rec.line, self.cfg.tokens_field, f"missing field; the row gives entities as "
+                            f"character spans of its {self.data.text_field} ({held}), which ner does not read: write "
+                            "each sentence as {\"tokens\": [...], \"tags\": [...]} (BIO) or as a CoNLL file")
         tokens = require_field(rec, self.cfg.tokens_field, columns)
         if not isinstance(tokens, list) or not tokens:
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")
