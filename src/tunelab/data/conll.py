@@ -19,8 +19,9 @@ from tunelab.errors import DataError
 def iter_conll(path: Path) -> Iterator[Record]:
     """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
     lines, `-DOCSTART-` lines skipped (each ends a sentence, as a blank line does). Each sentence is a record
-    `{tokens, tags}` at its first line, read one sentence at a time; the sentences share one copy of each of the first SHARED distinct tokens and tags. Of
-    several problems the first in the file is named (a bad byte on a later line no longer comes first).
+    `{tokens, tags}` at its first line, read one sentence at a time; the sentences share one copy of each of the
+    first SHARED distinct tokens and tags. Of several problems the first in the file is named (a bad byte on a later
+    line no longer comes first).
 
     A line holding a tab is cut at its tabs (`New York<TAB>B-LOC`: the token keeps its space); another at spaces,
     where in a file of token + tag lines a line of more columns is refused (`New York B-LOC` among them would lose
