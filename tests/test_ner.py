@@ -31,6 +31,8 @@ REC = Record("t.jsonl", 3, {})
         (["I-PER", "I-PER", "B-PER", "O", "I-LOC"], ["B-PER", "I-PER", "B-PER", "O", "B-LOC"]),  # IOB1
         (["S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"], ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC"]),  # BIOES
         (["B-ORG", "M-ORG", "E-ORG", "S-ORG"], ["B-ORG", "I-ORG", "I-ORG", "B-ORG"]),  # BMES
+        (["U-PER", "B-LOC", "I-LOC", "L-LOC", "U-LOC", "L-LOC"],
+         ["B-PER", "B-LOC", "I-LOC", "I-LOC", "B-LOC", "B-LOC"]),  # BILOU
     ],
 )
 def test_to_bio(tags: list[str], bio: list[str]) -> None:
@@ -40,6 +42,8 @@ def test_to_bio(tags: list[str], bio: list[str]) -> None:
 def test_invalid_tag_names_line() -> None:
     with pytest.raises(DataError, match=r"t.jsonl:3: tags: invalid tag 'PER' at token 2"):
         to_bio(["O", "PER"], REC, "tags")
+    with pytest.raises(DataError, match=r"t.jsonl:3: tags: tag 2 is not a string: 3 \(a tag id, as HF datasets"):
+        to_bio(["O", 3], REC, "tags")  # (conll2003's ner_tags written out of datasets: ids, not names)
 
 
 def test_spans_and_offsets() -> None:
@@ -52,6 +56,12 @@ def test_spans_and_offsets() -> None:
     text = "Dr. Smith went to 北京大学, 2024!"
     words = split_words(text)
     assert [w for w, _, _ in words] == ["Dr", ".", "Smith", "went", "to", "北", "京", "大", "学", ",", "2024", "!"]
+    assert all(text[s:e] == w for w, s, e in words)
+    # a combining mark, a vowel sign, a variation selector, a skin tone, a joined emoji, a flag: in their word
+    text = "Cafe\u0301 in हिन्दी: I ❤️ NY 👍🏽 👨\u200d👩\u200d👧 🇫🇷🇩🇪"
+    words = split_words(text)
+    assert [w for w, _, _ in words] == ["Cafe\u0301", "in", "हिन्दी", ":", "I", "❤️", "NY", "👍🏽",
+                                        "👨\u200d👩\u200d👧", "🇫🇷", "🇩🇪"]
     assert all(text[s:e] == w for w, s, e in words)
 
 
@@ -114,11 +124,13 @@ def _ner_rows(n: int) -> list[dict]:
 
 def test_conll_reader(tmp_path: Path) -> None:
     p = tmp_path / "x.conll"
-    p.write_text("-DOCSTART- -X- O O\n\nEU NNP B-ORG\nrejects VBZ O\n\n\nPeter NNP B-PER\r\n", encoding="utf-8")
+    p.write_text("-DOCSTART- -X- O O\n\nEU NNP B-ORG\nrejects VBZ O\n\n\nPeter NNP B-PER\r\n"
+                 "-DOCSTART- -X- O O\nParis NNP B-LOC", encoding="utf-8")  # (no blank line around: still two)
     t = read_table(p)
     assert [(r.line, r.data) for r in t.records] == [
         (3, {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}),
         (7, {"tokens": ["Peter"], "tags": ["B-PER"]}),
+        (9, {"tokens": ["Paris"], "tags": ["B-LOC"]}),
     ]
     bad = tmp_path / "bad.conll"  # a tag's error names the tag's own line, not its sentence's first
     bad.write_text("paris B-LOC\nlondon I-LOC\ngood O\nmovie B_LOC\n", encoding="utf-8")
@@ -256,6 +268,11 @@ def test_length_mismatch_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"^d.jsonl:2: tags: 1 tags for 2 tokens$"):
         task.parse(table)
+    for spans_ in ([{"start": 0, "end": 5, "label": "PER"}], [[0, 5, "PER"]]):  # spaCy / Label Studio, doccano
+        row = Record("d.jsonl", 3, {"text": "Angela visited", "entities": spans_})
+        with pytest.raises(DataError, match=r"^d.jsonl:3: tokens: missing field; the row gives entities as character "
+                                            r"spans of its text \(entities\), which ner does not read"):
+            task.parse(Table("d.jsonl", [row]))
 
 
 def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:

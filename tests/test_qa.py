@@ -216,7 +216,8 @@ def test_answer_offset_mismatch_names_the_place(tmp_path: Path) -> None:
     table = read_table(_squad(tmp_path, [{"text": "bark", "answer_start": 4}]))
     where = r"squad.json: data\[0\].paragraphs\[1\].qas\[0\]: answers: "
     with pytest.raises(DataError, match=where + r"answer 1 'bark' does not match the context at answer_start 4 "
-                                                r"\(the context there: ' bar'\)"):
+                                                r"\(the context there: ' bar'\) \(the answer is at 5, \+1 from "
+                                                r"answer_start\); fix the offset"):
         _task().parse(table)
     p = write_jsonl(tmp_path / "t.jsonl", [_row(FILL[:5], 1), {**_row(FILL[:5], 2), "answers": {
         "text": ["plot"], "answer_start": [3]}}])

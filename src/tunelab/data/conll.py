@@ -18,9 +18,10 @@ from tunelab.errors import DataError
 
 def iter_conll(path: Path) -> Iterator[Record]:
     """CoNLL columns: one token per line, the tag in the last column, sentences separated by blank
-    lines, `-DOCSTART-` lines skipped. Each sentence is a record `{tokens, tags}` at its first line, read one
-    sentence at a time; the sentences share one copy of each of the first SHARED distinct tokens and tags. Of
-    several problems the first in the file is named (a bad byte on a later line no longer comes first).
+    lines, `-DOCSTART-` lines skipped (each ends a sentence, as a blank line does). Each sentence is a record
+    `{tokens, tags}` at its first line, read one sentence at a time; the sentences share one copy of each of the
+    first SHARED distinct tokens and tags. Of several problems the first in the file is named (a bad byte on a later
+    line no longer comes first).
 
     A line holding a tab is cut at its tabs (`New York<TAB>B-LOC`: the token keeps its space); another at spaces,
     where in a file of token + tag lines a line of more columns is refused (`New York B-LOC` among them would lose
@@ -33,9 +34,7 @@ def iter_conll(path: Path) -> Iterator[Record]:
     width: tuple[int, int] | None = None  # (columns, line) of the file's first line cut at spaces
     for number, line in numbered_lines(path):
         cols, spaced = _columns(line)
-        if cols and cols[0] == "-DOCSTART-":
-            continue
-        if not cols:
+        if not cols or cols[0] == "-DOCSTART-":  # (a document's start ends a sentence, as HF's conll2003 reads it)
             if tokens:
                 yield Record(source, start, {"tokens": tokens, "tags": tags}, start if last == start + len(tokens) - 1
                              else None)  # (its tokens on lines of their own, one after another: each named by line)
@@ -85,8 +84,8 @@ def _odd_space(line: str) -> str:
     return "" if odd is None else f"; U+{ord(odd):04X} {unicodedata.name(odd, 'whitespace')} is not one"
 
 
-# a tag: O, or a prefix and a type holding a letter (B-PER, I-LOC, E-ORG, S-MISC, M-LOC; not `I-95`, `B-12`)
-_TAG = re.compile(r"O|[BIESM]-(?=\S*[^\W\d_])\S+")
+# a tag: O, or a prefix and a type holding a letter (B-PER, I-LOC, E-ORG, S-MISC, M-LOC, L-, U-; not `I-95`, `B-12`)
+_TAG = re.compile(r"O|[BIESMLU]-(?=\S*[^\W\d_])\S+")
 SNIFFED = 50  # lines of a `.txt` looked at by `looks_like_conll`
 _FEW = 3  # lines of text that tell a `.txt` is CoNLL (fewer: a blank line between sentences, or read as text)
 

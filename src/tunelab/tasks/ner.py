@@ -1,6 +1,6 @@
 """Token classification (NER), English word-level or Chinese character-level.
 
-Rows: `{"tokens": [...], "tags": [...]}` (JSONL) or CoNLL column files. BIO, IOB1 and BIOES/BMES tags
+Rows: `{"tokens": [...], "tags": [...]}` (JSONL) or CoNLL column files. BIO, IOB1, BIOES/BMES and BILOU tags
 are normalised to BIO; the label set comes from train and is saved with the model. Subwords: the first
 subword of a word carries its label, the rest are ignored (`task.label_all_subwords` labels them too).
 A word the tokenizer drops entirely (or cut by max_length) is predicted `O`.
@@ -37,10 +37,10 @@ from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.tasks.model_rows import with_row
-from tunelab.text import CJK, join_tokens
+from tunelab.text import join_tokens
+from tunelab.text.words import split_words
 
-_WORD = re.compile(rf"[{CJK}]|[^\s{CJK}\w]|[^\W{CJK}]+", re.UNICODE)
-_TAG = re.compile(r"^([BIESM])-(.+)$")
+_TAG = re.compile(r"^([BIESMLU])-(.+)$")  # BIO, IOB1, BIOES / BMES, BILOU (L-, U-: E-, S-)
 
 
 class NerConfig(TaskConfig):
@@ -50,7 +50,7 @@ class NerConfig(TaskConfig):
     cuts_at_end: ClassVar[str] = ("cuts a row longer than data.max_length at its end: the words past it are tagged O "
                                   "({truncation} is classification's)")  # data.truncation refused: config/run.py
     tokens_field: str = Field("tokens", description="Column holding the list of tokens.")
-    tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1 or BIOES/BMES).")
+    tags_field: str = Field("tags", description="Column holding the list of tags (BIO, IOB1, BIOES/BMES or BILOU).")
     label_all_subwords: bool = Field(False, description="Label every subword, not only the first of a word.")
     strict: bool = Field(False, description="Score with seqeval's strict IOB2 mode.")
     decoding: Literal["bio", "argmax"] = Field(
@@ -64,17 +64,21 @@ class NerConfig(TaskConfig):
     )
 
 
-def split_words(text: str) -> list[tuple[str, int, int]]:
-    """Words, single punctuation marks and single CJK characters, with character offsets."""
-    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+def _char_spans(value: Any) -> bool:
+    """Whether a field holds entities as character spans: `[{"start", "end", "label"}]` (spaCy, Label Studio's
+    `start` / `end`, doccano's `start_offset`) or `[[0, 5, "PER"]]` (doccano's `label`)."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(v, dict) and ({"start", "end"} <= v.keys() or {"start_offset", "end_offset"} <= v.keys())
+        or isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) for x in v[:2]) for v in value)
 
 
 def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
-    """BIOES/BMES/IOB1 → BIO; an I- that does not continue an entity of its type starts one."""
+    """BIOES/BMES/BILOU/IOB1 → BIO; an I- that does not continue an entity of its type starts one."""
     out: list[str] = []
     for i, tag in enumerate(tags):
         if not isinstance(tag, str):
-            raise DataError(record.source, record.item_line(i), field, f"tag {i + 1} is not a string: {tag!r}")
+            ids = " (a tag id, as HF datasets stores ner_tags: write its name, B-PER ...)" * isinstance(tag, int)
+            raise DataError(record.source, record.item_line(i), field, f"tag {i + 1} is not a string: {tag!r}{ids}")
         if tag == "O":
             out.append("O")
             continue
@@ -82,8 +86,8 @@ def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
         if not m:
             raise DataError(record.source, record.item_line(i), field, f"invalid tag {tag!r} at token {i + 1}")
         kind, typ = m.groups()
-        inside = kind in ("I", "E", "M") and out and out[-1] in (f"B-{typ}", f"I-{typ}")
-        if kind in ("E", "M", "I") and inside and not (i > 0 and tags[i - 1].startswith(("S-", "E-"))):
+        inside = kind in ("I", "E", "M", "L") and out and out[-1] in (f"B-{typ}", f"I-{typ}")
+        if inside and not (i > 0 and tags[i - 1].startswith(("S-", "E-", "U-", "L-"))):
             out.append(f"I-{typ}")
         else:
             out.append(f"B-{typ}")
@@ -115,6 +119,11 @@ class Ner(Task):
                             "CoNLL's, a token and its tag (`EU B-ORG`, a blank line between sentences); name a CoNLL "
                             "file .conll (a bad line is then named), or write JSONL rows {\"tokens\": [...], "
                             "\"tags\": [...]}")
+        if self.cfg.tokens_field not in rec.data and isinstance(rec.data.get(self.data.text_field), str) and (
+                held := next((k for k, v in rec.data.items() if _char_spans(v)), None)):
+            raise DataError(rec.source, rec.line, self.cfg.tokens_field, f"missing field; the row gives entities as "
+                            f"character spans of its {self.data.text_field} ({held}), which ner does not read: write "
+                            "each sentence as {\"tokens\": [...], \"tags\": [...]} (BIO) or as a CoNLL file")
         tokens = require_field(rec, self.cfg.tokens_field, columns)
         if not isinstance(tokens, list) or not tokens:
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")
