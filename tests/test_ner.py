@@ -1,5 +1,6 @@
 """NER: tag schemes, subword alignment (incl. Chinese characters, [UNK] and dropped characters), spans
-with character offsets, CoNLL files, errors, and train → eval → predict from the CLI."""
+with character offsets, CoNLL files, rows of a text and its entities as character spans (CLUENER, doccano, spaCy,
+Label Studio), errors, and train → eval → predict from the CLI."""
 
 from __future__ import annotations
 
@@ -268,11 +269,6 @@ def test_length_mismatch_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"^d.jsonl:2: tags: 1 tags for 2 tokens$"):
         task.parse(table)
-    for spans_ in ([{"start": 0, "end": 5, "label": "PER"}], [[0, 5, "PER"]]):  # spaCy / Label Studio, doccano
-        row = Record("d.jsonl", 3, {"text": "Angela visited", "entities": spans_})
-        with pytest.raises(DataError, match=r"^d.jsonl:3: tokens: missing field; the row gives entities as character "
-                                            r"spans of its text \(entities\), which ner does not read"):
-            task.parse(Table("d.jsonl", [row]))
 
 
 def test_cli_train_eval_predict(tiny_bert: Path, tmp_path: Path) -> None:
@@ -564,3 +560,147 @@ def test_continuing_a_tuned_ner_model_keeps_its_tags(tiny_bert: Path, tmp_path: 
     assert np.abs(rows[:5] - old_rows).max() < 1e-5
     res = CliRunner().invoke(app, ["eval", str(tmp_path / "more" / "model"), "--data", str(tmp_path / "more.jsonl")])
     assert res.exit_code == 0, res.output
+
+
+# -- rows of a text and its entities as character spans (tasks/ner_spans.py) -------------------------------------------
+_EN = "Angela Merkel visited Paris."
+_ZH = "浙商银行企业信贷部叶老桂博士则从另一个角度"
+_EN_TAGS = ["B-PER", "I-PER", "O", "B-LOC", "O"]
+_ZH_TAGS = ["B-company", "I-company", "I-company", "I-company"] + ["O"] * 5 + ["B-name", "I-name", "I-name"] + \
+    ["O"] * 9
+
+
+def _ls_task(text: str, spans_: list[tuple[int, int, str]], **extra: object) -> dict:
+    """A task of a Label Studio JSON export (one annotation, one labelled span a result)."""
+    result = [{"value": {"start": s, "end": e, "text": text[s:e], "labels": [t]}, "from_name": "label",
+               "to_name": "text", "type": "labels"} for s, e, t in spans_]
+    return {"id": 1, "data": {"text": text}, "annotations": [{"id": 1, "result": result, **extra}], "predictions": []}
+
+
+@pytest.mark.parametrize(("row", "tags"), [
+    # CLUENER2020 (its first train row's shape): the end is INCLUSIVE, the key the entity's text
+    ({"text": _ZH, "label": {"name": {"叶老桂": [[9, 11]]}, "company": {"浙商银行": [[0, 3]]}}}, _ZH_TAGS),
+    ({"text": _EN, "label": {"PER": {"Angela Merkel": [[0, 12]]}, "LOC": {"Paris": [[22, 26]]}}}, _EN_TAGS),
+    # doccano: [start, end, TYPE], end exclusive; newer doccano's entities; spaCy's; Label Studio's JSON-MIN
+    ({"text": _EN, "label": [[0, 13, "PER"], [22, 27, "LOC"]]}, _EN_TAGS),
+    ({"text": _ZH, "label": [[9, 12, "name"], [0, 4, "company"]]}, _ZH_TAGS),
+    ({"id": 7, "text": _EN, "entities": [{"id": 1, "label": "PER", "start_offset": 0, "end_offset": 13},
+                                         {"id": 2, "label": "LOC", "start_offset": 22, "end_offset": 27}],
+      "relations": []}, _EN_TAGS),
+    ({"text": _ZH, "entities": [[0, 4, "company"], [9, 12, "name"]]}, _ZH_TAGS),
+    ({"text": _EN, "label": [{"start": 0, "end": 14, "text": "Angela Merkel ", "labels": ["PER"]},  # (a space: kept)
+                             {"start": 22, "end": 27, "text": "Paris", "labels": ["LOC"]}]}, _EN_TAGS),
+    # a Label Studio JSON export's task: its cancelled annotation left out
+    ({**_ls_task(_ZH, [(0, 4, "company"), (9, 12, "name")]),
+      "annotations": [{"was_cancelled": True, "result": []},
+                      *_ls_task(_ZH, [(0, 4, "company"), (9, 12, "name")])["annotations"]]}, _ZH_TAGS),
+    (_ls_task(_EN, [(0, 13, "PER"), (22, 27, "LOC")]), _EN_TAGS),
+    ({"text": _EN, "entities": []}, ["O"] * 5),  # a sentence without entities
+])
+def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None:
+    """A text with character spans was refused (`tokens: missing field; ... which ner does not read`): now its words
+    (as predict splits a text, each CJK character one) are tagged B-/I- where a span covers them, O elsewhere."""
+    (ex,) = _task().parse(Table("d.jsonl", [Record("d.jsonl", 1, row)]))
+    text = row["data"]["text"] if "data" in row else row["text"]
+    assert ex["tokens"] == [w for w, _, _ in split_words(text)] and ex["tags"] == tags
+    assert [text[s:e] for s, e in ex["offsets"]] == ex["tokens"]
+
+
+@pytest.mark.parametrize(("row", "error"), [
+    ({"text": "Angela visited", "entities": [[0, 5, "PER"]]},
+     "entities: span 1 [0, 5, \"PER\"]: 'Angel' cuts the word 'Angela' (at 0–6) in two: spans must fall on word "
+     "boundaries (words as predict splits a text: letters and digits together, each CJK character and punctuation "
+     "mark alone)"),
+    ({"text": _EN, "label": [[22, 29, "LOC"]]},
+     "label: span 1 [22, 29, \"LOC\"]: outside the text, whose 28 characters are at 0 to 27 (an end is exclusive: at "
+     "most 28)"),
+    ({"text": _EN, "label": [[5, 5, "PER"]]},
+     "label: span 1 [5, 5, \"PER\"]: an empty span: its start must be before its end (exclusive)"),
+    ({"text": _EN, "label": [[0, 13, "PER"], [7, 13, "PER"]]},
+     "label: span 2 [7, 13, \"PER\"]: overlaps span 1 [0, 13, \"PER\"]: nested or overlapping entities are not "
+     "supported (one type a word)"),
+    # CLUENER: the end is inclusive; an exclusive one is said so, an offset off by one names where the entity is
+    ({"text": _ZH, "label": {"company": {"浙商银行": [[0, 4]]}}},
+     "label: company '浙商银行' [0, 4]: the entity '浙商银行' is not the text at its offsets, which holds "
+     "'浙商银行企'; CLUENER's end is inclusive, and this one looks exclusive"),
+    ({"text": _ZH, "label": {"name": {"叶老桂": [[10, 12]]}}},
+     "label: name '叶老桂' [10, 12]: the entity '叶老桂' is not the text at its offsets, which holds '老桂博' "
+     "(the entity is at 9, -1 from start)"),
+    ({"text": _ZH, "label": {"name": {"叶老桂": [[9, 21]]}}},
+     "label: name '叶老桂' [9, 21]: the entity '叶老桂' is not the text at its offsets, which holds "
+     "'叶老桂博士则从另一个角度' (it ends at 11: the end is off)"),
+    ({"text": _ZH, "label": {"name": {"王五": [[9, 21]]}}},
+     "label: name '王五' [9, 21]: outside the text, whose 21 characters are at 0 to 20 (CLUENER's end is inclusive)"),
+    ({"text": _ZH, "label": {"name": ["叶老桂"]}},
+     "label: 'name': expected {\"ENTITY\": [[start, end], ...]} (CLUENER), got [\"叶老桂\"]"),
+    # Label Studio: its text named, UTF-16 offsets (an emoji counts two in JavaScript) said so
+    ({"data": {"text": "👍 Angela"}, "annotations": [{"result": [
+        {"value": {"start": 3, "end": 9, "text": "Angela", "labels": ["PER"]}, "type": "labels"}]}]},
+     "annotations[0].result[0]: [3, 9) [\"PER\"]: the entity 'Angela' is not the text at its offsets, which holds "
+     "'ngela' (3 is its UTF-16 offset, as JavaScript and Java count, an emoji as two; start counts characters: 2)"),
+    ({**_ls_task(_EN, []), "annotations": []},
+     "annotations: the task has no annotation (none made, or all cancelled): label it, or export only annotated "
+     "tasks"),
+    ({**_ls_task(_EN, []), "annotations": [{"result": []}, {"result": []}]},
+     "annotations: 2 annotations of one task (several annotators): ner reads one a task; keep one"),
+    ({**_ls_task(_EN, []), "annotations": [{"result": [{"type": "relation", "from_id": "a", "to_id": "b"}]}]},
+     "annotations[0].result[0]: expected a labelled span {\"value\": {\"start\", \"end\", \"labels\": [\"TYPE\"]}}, "
+     "got a 'relation' result (ner reads labelled spans only)"),
+    ({"data": {"sentence": _EN}, "annotations": []}, "data.text: missing field (the row has: sentence)"),
+    # shapes that are not spans; a text without its entities (CLUENER's test split) in training
+    ({"id": 1, "text": _EN}, "tokens: missing field (the row has: id, text): a row is tokens + tags, or a text with "
+                             "its entities as character spans under label or entities (CLUENER, doccano, spaCy; "
+                             "docs/tasks.md)"),
+    ({"text": _EN, "label": "PER"},
+     "label: expected CLUENER's {\"TYPE\": {\"ENTITY\": [[start, end], ...]}}, doccano's [[start, end, \"TYPE\"], ...] "
+     "or [{\"start\", \"end\", \"label\"}, ...], got \"PER\""),
+    ({"text": _EN, "label": [[0, 13]]}, "label: span 1 [0, 13]: expected CLUENER's"),
+    ({"text": _EN, "entities": [["0", "13", "PER"]]}, "entities: span 1 [\"0\", \"13\", \"PER\"]: start and end must "
+                                                      "be integers"),
+    ({"text": _EN, "label": [{"start": 0, "end": 13, "labels": ["PER", "NAME"]}]},
+     "label: 2 labels [\"PER\", \"NAME\"] for one span: ner gives a span one type"),
+    ({"text": _EN, "label": [[0, 13, "PER"]], "entities": []},
+     "label: the row has both label and entities: which holds its entities? keep one"),
+])
+def test_span_rows_refused_in_one_line(tmp_path: Path, row: dict, error: str) -> None:
+    """Every bad span is one line naming the file, the row's line and the field, the span as the row writes it."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": _EN, "label": [[0, 13, "PER"]]}, row])
+    with pytest.raises(DataError) as info:
+        _task().parse(read_table(path))
+    assert str(info.value).startswith(f"{path}:2: {error}"), str(info.value)
+
+
+def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path) -> None:
+    """CLUENER rows train; a Label Studio export (a JSON list of tasks) and doccano rows are scored as token rows
+    are; `data check` counts their entities; predict gives the entities' offsets in the row's text."""
+    rows = [{"text": "the actor is good", "label": {"PER": {"actor": [[4, 8]]}}},
+            {"text": "a film story was bad", "label": {"LOC": {"film story": [[2, 11]]}}}] * 4
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps([_ls_task("the actor is good", [(4, 9, "PER")]),
+                               _ls_task("a film story was bad", [(2, 12, "LOC")])], indent=1), encoding="utf-8")
+    out, runner = tmp_path / "run", CliRunner()
+    sets = ["task=ner", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}", f"output_dir={out}",
+            "train.max_steps=2", "train.batch_size=4", "train.save_steps=0", "train.precision=fp32"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())["validation"]
+    assert m["n"] == 2 and set(m["per_type"]) == {"PER", "LOC"}, m
+    doccano = write_jsonl(tmp_path / "dev.jsonl", [{"text": "the actor is good", "label": [[4, 9, "PER"]]},
+                                                   {"text": "a film story was bad", "label": [[2, 12, "LOC"]]}])
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(doccano)])
+    assert res.exit_code == 0 and json.loads(res.stdout.splitlines()[-1])["f1"] == m["f1"], res.output
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(val)])
+    assert res.exit_code == 0, res.output
+    for line in res.stdout.splitlines():
+        row = json.loads(line)
+        assert all(row["data"]["text"][e["start"]:e["end"]] == e["text"] for e in row["entities"])
+    res = runner.invoke(app, ["data", "check", str(train), "--task", "ner", "--model", str(tiny_bert), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][str(train)]["labels"] == {"PER": 4, "LOC": 4}
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*rows[:2], {"text": "the actor", "label": {"PER": {"act": [[4, 6]]}}}])
+    res = runner.invoke(app, ["data", "check", str(bad), "--task", "ner", "--model", str(tiny_bert)])
+    assert res.exit_code == 2 and res.stderr == (f"error: {bad}:3: label: PER 'act' [4, 6]: 'act' cuts the word "
+                                                 "'actor' (at 4–9) in two: spans must fall on word boundaries (words "
+                                                 "as predict splits a text: letters and digits together, each CJK "
+                                                 "character and punctuation mark alone)\n"), res.output

@@ -1,6 +1,7 @@
 """Token classification (NER), English word-level or Chinese character-level.
 
-Rows: `{"tokens": [...], "tags": [...]}` (JSONL) or CoNLL column files. BIO, IOB1, BIOES/BMES and BILOU tags
+Rows: `{"tokens": [...], "tags": [...]}` (JSONL), CoNLL column files, or a text with its entities as character spans
+(CLUENER, doccano, spaCy, Label Studio: tasks/ner_spans.py). BIO, IOB1, BIOES/BMES and BILOU tags
 are normalised to BIO; the label set comes from train and is saved with the model. Subwords: the first
 subword of a word carries its label, the rest are ignored (`task.label_all_subwords` labels them too).
 A word the tokenizer drops entirely (or cut by max_length) is predicted `O`.
@@ -27,7 +28,7 @@ from scipy.special import log_softmax
 from transformers import AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
-from tunelab.data.readers import Record, Table, require_field
+from tunelab.data.readers import Record, Table, require_field, row_has
 from tunelab.errors import DataError
 from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
 from tunelab.models.decoder_heads import load_head, make_bidirectional
@@ -37,6 +38,7 @@ from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.tasks.model_rows import with_row
+from tunelab.tasks.ner_spans import span_example, span_key
 from tunelab.text import join_tokens
 from tunelab.text.words import split_words
 
@@ -62,14 +64,6 @@ class NerConfig(TaskConfig):
         False, description="Decoder models (gemma3-270m, smollm2-135m): attend to later tokens too (non-causal "
         "attention); an error for encoders, which already do."
     )
-
-
-def _char_spans(value: Any) -> bool:
-    """Whether a field holds entities as character spans: `[{"start", "end", "label"}]` (spaCy, Label Studio's
-    `start` / `end`, doccano's `start_offset`) or `[[0, 5, "PER"]]` (doccano's `label`)."""
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(v, dict) and ({"start", "end"} <= v.keys() or {"start_offset", "end_offset"} <= v.keys())
-        or isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) for x in v[:2]) for v in value)
 
 
 def to_bio(tags: list[str], record: Record, field: str) -> list[str]:
@@ -119,11 +113,10 @@ class Ner(Task):
                             "CoNLL's, a token and its tag (`EU B-ORG`, a blank line between sentences); name a CoNLL "
                             "file .conll (a bad line is then named), or write JSONL rows {\"tokens\": [...], "
                             "\"tags\": [...]}")
-        if self.cfg.tokens_field not in rec.data and isinstance(rec.data.get(self.data.text_field), str) and (
-                held := next((k for k, v in rec.data.items() if _char_spans(v)), None)):
-            raise DataError(rec.source, rec.line, self.cfg.tokens_field, f"missing field; the row gives entities as "
-                            f"character spans of its {self.data.text_field} ({held}), which ner does not read: write "
-                            "each sentence as {\"tokens\": [...], \"tags\": [...]} (BIO) or as a CoNLL file")
+        if self.cfg.tokens_field not in rec.data and columns is None and self.data.text_field in rec.data:
+            raise DataError(rec.source, rec.line, self.cfg.tokens_field, f"missing field ({row_has(rec.data)}): a row "
+                            "is tokens + tags, or a text with its entities as character spans under label or entities "
+                            "(CLUENER, doccano, spaCy; docs/tasks.md)")
         tokens = require_field(rec, self.cfg.tokens_field, columns)
         if not isinstance(tokens, list) or not tokens:
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")
@@ -136,6 +129,9 @@ class Ner(Task):
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         out = []
         for rec in table.records:
+            if self.cfg.tokens_field not in rec.data and (key := span_key(rec.data, self.data.text_field)):
+                out.append(span_example(rec, key, self.data.text_field, labelled))  # text + character spans
+                continue
             if not labelled and self.cfg.tokens_field not in rec.data and self.data.text_field in rec.data:
                 text = rec.data[self.data.text_field]
                 if not isinstance(text, str) or not text.strip():
@@ -250,7 +246,8 @@ class Ner(Task):
         for i, tag in enumerate(ex["tags"]):
             if tag not in index:
                 first = ex.get("first_item_line")
-                raise DataError(ex["source"], ex["line"] if first is None else first + i, self.cfg.tags_field,
+                raise DataError(ex["source"], ex["line"] if first is None else first + i,
+                                ex.get("tags_from", self.cfg.tags_field),
                                 f"tag {tag!r} is not among the training tags")
 
     def _align(self, ex: Example, word_ids: list[int | None], index: dict[str, int]) -> list[int]:

@@ -40,6 +40,7 @@ from tunelab.tasks import qa_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch
 from tunelab.tasks.losses import soft_kl
 from tunelab.tasks.model_rows import with_row
+from tunelab.text.offsets import offset_hint
 
 _SHAPE = 'expected {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}'
 
@@ -138,9 +139,9 @@ class Qa(Task):
             if start != -1:
                 found = context[start : start + len(text)] if start >= 0 else ""
                 if found != text:
+                    hint = offset_hint(context, text, start, "answer_start", "answer")
                     raise fail(f"answer {k} {text!r} does not match the context at answer_start {start} "
-                               f"(the context there: {found!r}){_byte_offset(context, text, start)}; fix the offset, "
-                               "or use -1 outside training")
+                               f"(the context there: {found!r}){hint}; fix the offset, or use -1 outside training")
             out.append((text, start))
         return out
 
@@ -355,20 +356,3 @@ def _strip_space(context: str, start: int, end: int) -> tuple[int, int]:
     while start < end and context[start].isspace():
         start += 1
     return start, end
-
-
-def _byte_offset(context: str, text: str, start: int) -> str:
-    """Where `start` is the answer's offset in the context's UTF-8 bytes (what a byte-counting tool, or Go / Rust
-    string indices, give for Chinese text), or in its UTF-16 code units (JavaScript's or Java's string indices, what
-    a browser annotation tool exports: an emoji or a rare character such as 𠮷 counts two), not in its characters:
-    said, with the character offset; else the nearest place the answer is at (an offset off by one, as annotation
-    exports have it) and how far it is."""
-    for codec, width, what in (("utf-8", 1, "UTF-8 byte offset"),
-                               ("utf-16-le", 2, "UTF-16 offset, as JavaScript and Java count, an emoji as two")):
-        raw, answer = context.encode(codec), text.encode(codec)
-        if start >= 0 and raw[width * start:width * start + len(answer)] == answer:
-            chars = len(raw[:width * start].decode(codec, errors="ignore"))
-            return f" ({start} is its {what}; answer_start counts characters: {chars})"
-    found = [i for i in range(len(context)) if context.startswith(text, i)]  # (else the nearest place it is at)
-    near = min(found, key=lambda i: (abs(i - start), i), default=None)
-    return "" if near is None else f" (the answer is at {near}, {near - start:+d} from answer_start)"

@@ -1,0 +1,233 @@
+"""NER rows that give a text and its entities as character spans → the words of the text (`split_words`, as predict
+cuts a raw text: each CJK character a word) and a BIO tag per word: B- on the first word a span covers, I- on the
+rest, O elsewhere.
+
+The format is told by the row's keys (`text` is `data.text_field`):
+- `{"text", "label": {TYPE: {ENTITY: [[start, end], ...]}}}` — CLUENER2020: `end` INCLUSIVE, ENTITY the text there;
+- `{"text", "label": [[start, end, TYPE], ...]}` — doccano; or `[{"start", "end", "text", "labels": [TYPE]}]`,
+  Label Studio's JSON-MIN export;
+- `{"text", "entities": [[start, end, TYPE], ...]}` — spaCy; or `[{"start_offset", "end_offset", "label"}]`, newer
+  doccano; or `[{"start", "end", "label"}]`;
+- `{"data": {"text"}, "annotations": [{"result": [{"value": {"start", "end", "text", "labels": [TYPE]}}]}]}` — a
+  Label Studio JSON export's task (its cancelled annotations left out; one annotation a task).
+Ends are exclusive but CLUENER's. Where a span names its entity text (CLUENER's key, a `text`), the text at its
+offsets must be it. Refused, in one line naming the row and field: a span outside the text or empty, one that cuts a
+word, two that overlap (nested entities), an entity text that is not at its offsets, a label of another shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tunelab.data.readers import Record, check_unicode, require_text, row_has
+from tunelab.errors import DataError
+from tunelab.tasks.base import Example
+from tunelab.text.offsets import offset_hint
+from tunelab.text.words import split_words
+
+SPAN_KEYS = ("label", "entities")
+_SHAPES = ('CLUENER\'s {"TYPE": {"ENTITY": [[start, end], ...]}}, doccano\'s [[start, end, "TYPE"], ...] or '
+           '[{"start", "end", "label"}, ...]')
+_LS_SPAN = '{"value": {"start", "end", "labels": ["TYPE"]}}'
+
+
+def span_key(row: dict[str, Any], text_field: str) -> str | None:
+    """The key that holds a row's entities as character spans (`label`, `entities`, Label Studio's `annotations`),
+    or None for a row that is not such a row."""
+    if isinstance(row.get("data"), dict) and "annotations" in row:
+        return "annotations"
+    if text_field in row:
+        return next((k for k in SPAN_KEYS if k in row), None)
+    return None
+
+
+def span_example(rec: Record, key: str, text_field: str, labelled: bool) -> Example:
+    """The example of a span row (module doc): its words, their offsets in the text, and (labelled) their tags."""
+    if key == "annotations":
+        data = rec.data["data"]
+        text = data.get(text_field)
+        if text is None:
+            raise DataError(rec.source, rec.line, f"data.{text_field}", f"missing field ({row_has(data)})")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(rec.source, rec.line, f"data.{text_field}", f"expected non-empty text, got {_show(text)}")
+        check_unicode(rec, f"data.{text_field}", text)
+    else:
+        text = require_text(rec, text_field, None)
+    words = split_words(text)
+    if not words:
+        raise DataError(rec.source, rec.line, text_field, "the text holds no word")
+    ex: Example = {"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words], "text": text,
+                   "source": rec.source, "line": rec.line, "row": rec.data}
+    if labelled:
+        if len({k for k in SPAN_KEYS if k in rec.data}) > 1:
+            raise DataError(rec.source, rec.line, key, f"the row has both {' and '.join(SPAN_KEYS)}: which holds "
+                            "its entities? keep one")
+        ex["tags"], ex["tags_from"] = _tags(rec, key, text, words, _spans(rec, key)), key
+    return ex
+
+
+# a span: (start, end exclusive, type, its entity text or None, how the row writes it, whether its end is inclusive)
+Span = tuple[int, int, str, str | None, str, bool]
+
+
+def _spans(rec: Record, key: str) -> list[Span]:
+    value = rec.data[key]
+
+    def fail(problem: str) -> DataError:
+        return DataError(rec.source, rec.line, key, problem)
+
+    if key == "annotations":
+        return _label_studio(rec, value)
+    if isinstance(value, dict) and key == "label":
+        return _cluener(value, fail)
+    if not isinstance(value, list):
+        raise fail(f"expected {_SHAPES}, got {_show(value)}")
+    out: list[Span] = []
+    for k, item in enumerate(value, start=1):
+        shown = f"span {k} {_show(item)}"
+        if isinstance(item, list) and len(item) == 3:
+            s, e = _ints(item[0], item[1], shown, fail)
+            out.append((s, e, _type(item[2], fail), None, shown, False))
+        elif isinstance(item, dict) and (("start" in item and "end" in item) or
+                                         ("start_offset" in item and "end_offset" in item)):
+            s, e = _ints(item.get("start", item.get("start_offset")), item.get("end", item.get("end_offset")),
+                         shown, fail)
+            given = item.get("text")
+            if given is not None and not isinstance(given, str):
+                raise fail(f"{shown}: its text is not a string")
+            out.append((s, e, _type(item["label"] if "label" in item else item.get("labels"), fail), given, shown,
+                        False))
+        else:
+            raise fail(f"{shown}: expected {_SHAPES}")
+    return out
+
+
+def _cluener(value: dict[str, Any], fail: Any) -> list[Span]:
+    """CLUENER's `{TYPE: {ENTITY: [[start, end], ...]}}`, its ends inclusive (made exclusive here)."""
+    out: list[Span] = []
+    for typ, ents in value.items():
+        if not isinstance(ents, dict):
+            raise fail(f"{typ!r}: expected {{\"ENTITY\": [[start, end], ...]}} (CLUENER), got {_show(ents)}")
+        for ent, places in ents.items():
+            if not isinstance(places, list) or not places:
+                raise fail(f"{typ} {ent!r}: expected a list of [start, end] pairs, got {_show(places)}")
+            for p in places:
+                if not (isinstance(p, list) and len(p) == 2):
+                    raise fail(f"{typ} {ent!r}: expected [start, end] (end inclusive), got {_show(p)}")
+                s, e = _ints(p[0], p[1], f"{typ} {ent!r} {_show(p)}", fail)
+                out.append((s, e + 1, _type(typ, fail), ent, f"{typ} {ent!r} {_show(p)}", True))
+    return out
+
+
+def _label_studio(rec: Record, value: Any) -> list[Span]:
+    def fail(problem: str, field: str = "annotations") -> DataError:
+        return DataError(rec.source, rec.line, field, problem)
+
+    if not isinstance(value, list) or not all(isinstance(a, dict) for a in value):
+        raise fail(f"expected Label Studio's list of annotations [{{\"result\": [...]}}], got {_show(value)}")
+    kept = [(i, a) for i, a in enumerate(value) if not a.get("was_cancelled")]
+    if not kept:
+        raise fail("the task has no annotation (none made, or all cancelled): label it, or export only annotated "
+                   "tasks")
+    if len(kept) > 1:
+        raise fail(f"{len(kept)} annotations of one task (several annotators): ner reads one a task; keep one")
+    i, ann = kept[0]
+    result = ann.get("result")
+    if not isinstance(result, list):
+        raise fail(f"expected a list of results, got {_show(result)}", f"annotations[{i}].result")
+    out: list[Span] = []
+    for k, item in enumerate(result):
+        field = f"annotations[{i}].result[{k}]"
+        v = item.get("value") if isinstance(item, dict) else None
+        if not isinstance(v, dict) or "start" not in v or "end" not in v or "labels" not in v:
+            what = f"a {item['type']!r} result" if isinstance(item, dict) and "type" in item else _show(item)
+            raise fail(f"expected a labelled span {_LS_SPAN}, got {what} (ner reads labelled spans only)", field)
+
+        def bad(problem: str, field: str = field) -> DataError:
+            return fail(problem, field)
+
+        s, e = _ints(v["start"], v["end"], "the span", bad)
+        given = v.get("text")
+        if given is not None and not isinstance(given, str):
+            raise bad("its text is not a string")
+        out.append((s, e, _type(v["labels"], bad), given, f"{field} [{s}, {e}) {_show(v['labels'])}", False))
+    return out
+
+
+def _ints(s: Any, e: Any, shown: str, fail: Any) -> tuple[int, int]:
+    if any(isinstance(x, bool) or not isinstance(x, int) for x in (s, e)):
+        raise fail(f"{shown}: start and end must be integers")
+    return s, e
+
+
+def _type(label: Any, fail: Any) -> str:
+    """An entity type: a non-empty string without spaces, or a list of one (Label Studio's `labels`)."""
+    if isinstance(label, list) and len(label) == 1:
+        label = label[0]
+    elif isinstance(label, list):
+        raise fail(f"{len(label)} labels {_show(label)} for one span: ner gives a span one type")
+    if not isinstance(label, str) or not label or any(c.isspace() for c in label):
+        raise fail(f"entity type {_show(label)}: expected a name without spaces (PER, LOC ...)")
+    return label
+
+
+def _tags(rec: Record, key: str, text: str, words: list[tuple[str, int, int]], spans: list[Span]) -> list[str]:
+    tags = ["O"] * len(words)
+    owner: dict[int, str] = {}  # word → the span that tags it
+    for s, e, typ, given, shown, inclusive in spans:
+        fail = _failing(rec, key, shown)
+        wrong = given is not None and (s < 0 or text[s:e] != given)  # (an offset's unit said before its range)
+        hint = _where(text, given, s, e, inclusive) if given is not None and wrong else ""
+        if wrong and hint:
+            raise fail(f"the entity {given!r} is not the text at its offsets, which holds {text[max(s, 0):e]!r}{hint}")
+        if s < 0 or e > len(text):
+            raise fail(f"outside the text, whose {len(text)} characters are at 0 to {len(text) - 1}" + (
+                " (CLUENER's end is inclusive)" if inclusive else f" (an end is exclusive: at most {len(text)})"))
+        if s >= e:
+            raise fail("an empty span: its start is after its end (CLUENER's end is inclusive: [5, 5] is one "
+                       "character)" if inclusive else "an empty span: its start must be before its end (exclusive)")
+        if wrong:
+            raise fail(f"the entity {given!r} is not the text at its offsets, which holds {text[s:e]!r}")
+        covered = [i for i, (_, ws, we) in enumerate(words) if ws < e and we > s]
+        if not covered:
+            raise fail(f"covers no word, only {text[s:e]!r}")
+        for i in (covered[0], covered[-1]):
+            w, ws, we = words[i]
+            if ws < s or we > e:
+                raise fail(f"{text[s:e]!r} cuts the word {w!r} (at {ws}–{we}) in two: spans must fall on word "
+                           "boundaries (words as predict splits a text: letters and digits together, each CJK "
+                           "character and punctuation mark alone)")
+        if clash := next((owner[i] for i in covered if i in owner), None):
+            raise fail(f"overlaps {clash}: nested or overlapping entities are not supported (one type a word)")
+        for n, i in enumerate(covered):
+            tags[i], owner[i] = ("B-" if n == 0 else "I-") + typ, shown
+    return tags
+
+
+def _where(text: str, given: str, s: int, e: int, inclusive: bool) -> str:
+    """Where an entity the text does not hold at its span's offsets is: its end off (CLUENER's written exclusive),
+    its start in UTF-8 / UTF-16 units, or the nearest place it is at (`offset_hint`); "" where it is nowhere."""
+    if inclusive and text[s:e - 1] == given:
+        return "; CLUENER's end is inclusive, and this one looks exclusive"
+    if s >= 0 and text.startswith(given, s):
+        return f" (it ends at {s + len(given) - inclusive}: the end is off)"
+    return offset_hint(text, given, s, "start", "entity")
+
+
+def _failing(rec: Record, key: str, shown: str) -> Any:
+    field, _, rest = shown.partition(" ") if shown.startswith("annotations[") else (key, "", shown)
+
+    def fail(problem: str) -> DataError:
+        return DataError(rec.source, rec.line, field, f"{rest}: {problem}")
+
+    return fail
+
+
+def _show(value: Any) -> str:
+    """A value as the row writes it (JSON), cut to 60 characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
