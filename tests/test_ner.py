@@ -658,7 +658,10 @@ def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None
     ({"text": _EN, "entities": [["0", "13", "PER"]]}, "entities: span 1 [\"0\", \"13\", \"PER\"]: start and end must "
                                                       "be integers"),
     ({"text": _EN, "label": [{"start": 0, "end": 13, "labels": ["PER", "NAME"]}]},
-     "label: 2 labels [\"PER\", \"NAME\"] for one span: ner gives a span one type"),
+     "label: span 1 {\"start\": 0, \"end\": 13, \"labels\": [\"PER\", \"NAME\"]}: 2 labels [\"PER\", \"NAME\"] for one "
+     "span: ner gives a span one type"),
+    ({"text": _EN, "entities": [[0, 13, 5]]},
+     "entities: span 1 [0, 13, 5]: entity type 5: expected a name (PER, LOC ...), no space at its ends"),
     ({"text": _EN, "label": [[0, 13, "PER"]], "entities": []},
      "label: the row has both label and entities: which holds its entities? keep one"),
 ])

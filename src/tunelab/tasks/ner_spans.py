@@ -88,7 +88,8 @@ def _spans(rec: Record, key: str) -> list[Span]:
         shown = f"span {k} {_show(item)}"
         if isinstance(item, list) and len(item) == 3:
             s, e = _ints(item[0], item[1], shown, fail)
-            out.append((s, e, _type(item[2], fail), None, shown, False))
+            out.append((s, e, _type(item[2], lambda problem, shown=shown: fail(f"{shown}: {problem}")), None,
+                        shown, False))
         elif isinstance(item, dict) and (("start" in item and "end" in item) or
                                          ("start_offset" in item and "end_offset" in item)):
             s, e = _ints(item.get("start", item.get("start_offset")), item.get("end", item.get("end_offset")),
@@ -96,8 +97,9 @@ def _spans(rec: Record, key: str) -> list[Span]:
             given = item.get("text")
             if given is not None and not isinstance(given, str):
                 raise fail(f"{shown}: its text is not a string")
-            out.append((s, e, _type(item["label"] if "label" in item else item.get("labels"), fail), given, shown,
-                        False))
+            typ = _type(item["label"] if "label" in item else item.get("labels"),
+                        lambda problem, shown=shown: fail(f"{shown}: {problem}"))
+            out.append((s, e, typ, given, shown, False))
         else:
             raise fail(f"{shown}: expected {_SHAPES}")
     return out
@@ -162,13 +164,13 @@ def _ints(s: Any, e: Any, shown: str, fail: Any) -> tuple[int, int]:
 
 
 def _type(label: Any, fail: Any) -> str:
-    """An entity type: a non-empty string without spaces, or a list of one (Label Studio's `labels`)."""
+    """An entity type: a non-empty string without spaces at its ends, or a list of one (Label Studio's `labels`)."""
     if isinstance(label, list) and len(label) == 1:
         label = label[0]
     elif isinstance(label, list):
         raise fail(f"{len(label)} labels {_show(label)} for one span: ner gives a span one type")
-    if not isinstance(label, str) or not label or any(c.isspace() for c in label):
-        raise fail(f"entity type {_show(label)}: expected a name without spaces (PER, LOC ...)")
+    if not isinstance(label, str) or not label or label.strip() != label:
+        raise fail(f"entity type {_show(label)}: expected a name (PER, LOC ...), no space at its ends")
     return label
 
 
@@ -177,6 +179,8 @@ def _tags(rec: Record, key: str, text: str, words: list[tuple[str, int, int]], s
     owner: dict[int, str] = {}  # word → the span that tags it
     for s, e, typ, given, shown, inclusive in spans:
         fail = _failing(rec, key, shown)
+        if given == "":
+            raise fail("its entity text is empty")
         wrong = given is not None and (s < 0 or text[s:e] != given)  # (an offset's unit said before its range)
         hint = _where(text, given, s, e, inclusive) if given is not None and wrong else ""
         if wrong and hint:
@@ -208,7 +212,7 @@ def _tags(rec: Record, key: str, text: str, words: list[tuple[str, int, int]], s
 def _where(text: str, given: str, s: int, e: int, inclusive: bool) -> str:
     """Where an entity the text does not hold at its span's offsets is: its end off (CLUENER's written exclusive),
     its start in UTF-8 / UTF-16 units, or the nearest place it is at (`offset_hint`); "" where it is nowhere."""
-    if inclusive and text[s:e - 1] == given:
+    if inclusive and s >= 0 and text[s:e - 1] == given:
         return "; CLUENER's end is inclusive, and this one looks exclusive"
     if s >= 0 and text.startswith(given, s):
         return f" (it ends at {s + len(given) - inclusive}: the end is off)"
