@@ -89,7 +89,7 @@ def test_data_check_reads_documents(tiny_bert: Path, tmp_path: Path) -> None:
     assert json.loads(res.stdout)["files"][str(tmp_path / "c.txt")]["rows"] == 2
 
 
-def test_objective_auto_and_refused_options(tiny_llama: Path, tiny_bert: Path) -> None:
+def test_objective_auto_and_refused_options(tiny_llama: Path, tiny_bert: Path, tmp_path: Path) -> None:
     assert resolve_objective("auto", str(tiny_llama)) == "clm"
     assert resolve_objective("auto", str(tiny_bert)) == "mlm"
     assert resolve_objective("clm", str(tiny_bert)) == "clm"
@@ -100,6 +100,16 @@ def test_objective_auto_and_refused_options(tiny_llama: Path, tiny_bert: Path) -
         task.build_model(str(tiny_llama), [])
     with pytest.raises(ConfigError, match=r"^config: task.objective: mlm needs a tokenizer with a mask token"):
         Pretrain(PretrainConfig(objective="mlm"), DataConfig()).build_model(str(tiny_llama), [])
+    from transformers import AutoTokenizer  # an encoder whose tokenizer has an eos: its clm would see ahead
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    tok.eos_token = "[SEP]"
+    tok.save_pretrained(tmp_path)
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((tiny_bert / name).read_bytes())
+    with pytest.raises(ConfigError, match=r"^config: model: task.objective clm trains a causal LM, and .* "
+                                          r"\(BertLMHeadModel\) attends to the tokens after each position"):
+        Pretrain(PretrainConfig(objective="clm"), DataConfig(max_length=64)).build_model(str(tmp_path), [])
 
 
 # ------------------------------------------------------------------------------------------- CLM

@@ -927,3 +927,17 @@ def test_packing_is_refused_where_packed_examples_would_see_each_other(tiny_llam
         _task(packing=True).build_model(str(opt), [])
     _task(packing=True).build_model(str(tiny_llama), [])
     _task().build_model(str(opt), [])  # unpacked: rows padded, each its own
+
+
+def test_an_encoder_is_refused_as_it_would_read_the_replies_it_learns(tiny_bert: Path, tmp_path: Path) -> None:
+    """AutoModelForCausalLM gives a BERT a BertLMHeadModel that still attends both ways (no is_decoder): it trained
+    silently on next tokens it could see. Measured on the loaded model, refused in one line; the train command too."""
+    with pytest.raises(ConfigError, match=r"^config: model: task sft trains a causal LM, and .* \(BertLMHeadModel\) "
+                                          r"attends to the tokens after each position"):
+        _task().build_model(str(tiny_bert), [])
+    rows = write_jsonl(tmp_path / "t.jsonl", [{"messages": [{"role": U, "content": w}, {"role": A, "content": w}]}
+                                              for w in WORDS[:4]])
+    res = CliRunner().invoke(app, ["train", "--set", "task=sft", "--set", f"model={tiny_bert}", "--set",
+                                   f"data.train={rows}", "--set", f"output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "task sft trains a causal LM" in res.output

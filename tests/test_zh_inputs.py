@@ -84,6 +84,10 @@ CONFIG = "task: classification\nmodel: minilm\ndata:\n  train: t.jsonl\ntrain:\n
     ("task: classification\nmodel： minilm\ntrain:\n  lr: 1\n", 2, "a full-width colon '：' after 'model'"),
     (CONFIG + "\u3000 epochs: 1\n  seed: 2\n", 7, "a full-width space '\u3000' (U+3000) in the indentation"),
     (CONFIG + "tags: {a: 1， b: 2}\n", 7, "a full-width comma '，' in a flow list or mapping; YAML needs ','"),
+    # valid YAML (the key `epochs： 1`): was `config: train.epochs： 1: unknown key`, no line, the colon unsaid
+    ("task: classification\nmodel: minilm\ntrain: {lr: 1e-5, epochs： 1}\n", 3,
+     "train.epochs： 1: unknown key; a full-width colon '：' after 'epochs' (a Chinese input method's): YAML needs "
+     "'key: value', with an ASCII colon and a space"),
     # a block scalar's '：' is its text: the error named is YAML's own, on its line
     ("task: sft\nprompt: |\n  问题：{q}\n  回答：\nmodel: minilm\ntrain: [\n", 7, "invalid YAML: expected the node"),
 ])

@@ -144,6 +144,14 @@ _WIDE_INDENT = re.compile(r"[ \t]*\u3000")
 _IME = "(a Chinese input method's)"
 
 
+def wide_key(key: str) -> str:
+    """What to say of an unknown key that is a key typed with a full-width colon in a flow mapping (`{epochs： 1}`:
+    YAML reads the key `epochs： 1`): that YAML wants `key: value`; else ""."""
+    found = _WIDE_KEY.match(key)
+    return (f"; a full-width colon '：' after {found[2]!r} {_IME}: YAML needs 'key: value', with an ASCII colon and a "
+            "space") if found else ""
+
+
 def wide_value(got: str, fits: Callable[[str], bool] | None, mapping: bool = False) -> str:
     """What to say of a config value that failed and is written in full-width characters, ASCII ones once NFKC makes
     them so (`３`, `１e-5`): the ASCII form to type, where the config validates with it (`fits`); where a section was

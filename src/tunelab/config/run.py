@@ -28,6 +28,7 @@ from tunelab.config.fields import (
     fullwidth_mark,
     override_name,
     twice_said,
+    wide_key,
     wide_value,
     within,
     yaml_text,
@@ -197,7 +198,7 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     if not path:  # the config as a whole (not a mapping): no key to name
         return f"config: {e['msg'].replace('Value error, ', '')}"
     if e["type"] == "extra_forbidden":
-        return f"config: {path}: unknown key"
+        return f"config: {path}: unknown key{wide_key(loc[-1])}"
     if e["type"] == "missing":
         return f"config: {path}: required key is missing"
     msg = e["msg"].replace("Value error, ", "")
@@ -311,7 +312,7 @@ def configured(data: dict[str, Any], overrides: list[tuple[list[str], Any]], pat
     try:
         return build_config(data)
     except ConfigError as exc:
-        field = re.match(r"config: ([\w.\[\]-]+): ", str(exc))
+        field = re.match(r"config: ([\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (a key with `： 1`)
         if field is None:
             raise
         if any(within(field[1], k) or within(k, field[1]) for k in overridden):

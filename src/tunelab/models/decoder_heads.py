@@ -21,6 +21,7 @@ import transformers
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     Gemma3TextConfig,
     PretrainedConfig,
     PreTrainedModel,
@@ -121,6 +122,32 @@ def make_bidirectional(model: torch.nn.Module) -> torch.nn.Module:
                 cfg.use_bidirectional_attention = True
     for m in layers:
         m.is_causal = False
+    return model
+
+
+def causal_lm(model_path: str, needs: str, instead: str) -> torch.nn.Module:
+    """`AutoModelForCausalLM.from_pretrained(model_path)`, refused in one line where its positions attend to the
+    tokens after them: an encoder (BERT loads as a `BertLMHeadModel` that stays bidirectional without `is_decoder`),
+    or a decoder made bidirectional. Trained on next tokens it would read each token it is taught to predict (the
+    loss falls to ~0 and it generates nothing it learnt). Measured once on the loaded model: two short sequences that
+    differ in their last token only must give the same outputs before it."""
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        vocab = model.get_input_embeddings().num_embeddings
+        ids = torch.randint(0, vocab, (1, 6), generator=torch.Generator().manual_seed(0))
+        other = ids.clone()
+        other[0, -1] = (ids[0, -1] + 1) % vocab
+        with torch.no_grad(), torch.autocast(param.device.type, enabled=False):
+            first, second = (model(input_ids=x.to(param.device), use_cache=False).logits[0, :-1] for x in (ids, other))
+    finally:
+        model.train(was_training)
+    if not torch.allclose(first.float(), second.float(), atol=1e-4 if param.dtype == torch.float32 else 1e-2, rtol=0):
+        raise ConfigError(f"config: model: {needs} trains a causal LM, and {model_path} ({type(model).__name__}) "
+                          "attends to the tokens after each position, so it would read every token it is taught "
+                          f"to predict; {instead}")
     return model
 
 

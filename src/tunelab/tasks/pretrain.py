@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from tunelab.config.sections import TaskConfig
@@ -35,6 +35,7 @@ from tunelab.data.lm import mask_block, pack_stream, token_units, word_units
 from tunelab.data.readers import Table, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
+from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import base
@@ -176,11 +177,10 @@ class Pretrain(Task):
                 raise ConfigError(f"config: model: clm pretraining needs an eos token between documents; the "
                                   f"tokenizer of {model_path} has none")
             try:
-                model = AutoModelForCausalLM.from_pretrained(model_path)
+                model = causal_lm(model_path, "task.objective clm", "use objective mlm for an encoder")
             except ValueError as e:
                 raise ConfigError(f"config: task.objective: clm needs a causal-LM model class: {e}".split("\n")[0]
                                   ) from None
-            self.fresh = []
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
         self.check_positions(getattr(model.config.get_text_config(), "max_position_embeddings", None), True, 0)

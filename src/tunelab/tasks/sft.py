@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from tokenizers import AddedToken
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from tunelab.config.sections import TaskConfig
 from tunelab.data.hygiene import clean_text
@@ -47,6 +47,7 @@ from tunelab.data.prompt_template import check_template, template_fields, templa
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
+from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_report
@@ -191,7 +192,7 @@ class Sft(Task):
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
         tokenizer = self.load_tokenizer(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path)
+        model = causal_lm(model_path, "task sft", "use a causal LM (smollm2-135m, gemma3-270m, a hub decoder)")
         rows = model.get_input_embeddings().num_embeddings
         if len(tokenizer) > rows:  # every row the resize creates is new, not only the template's markers
             model.resize_token_embeddings(len(tokenizer))
