@@ -252,6 +252,43 @@ def test_find_checkpoint_ignores_partial_and_temp_dirs(tmp_path: Path) -> None:
         ckpt.find_checkpoint("auto", tmp_path / "done")
 
 
+def test_a_finished_runs_last_checkpoint_resumes_only_to_train_on(tmp_path: Path) -> None:
+    """A resume of a finished run's last checkpoint that would train no step (at the run's last step, or stopped early
+    as its early_stopping says) is refused: it would only export the same model again. Training longer is not, nor
+    the resume of a run stopped before its export (its metrics.json is of fewer steps, or it has no model/)."""
+    from tunelab.config.sections import TrainConfig
+    from tunelab.errors import TunelabError
+    from tunelab.training.batching import check_steps
+
+    path = _fake_checkpoint(tmp_path / "run" / "checkpoints", 6)
+    state = json.loads((path / "trainer_state.json").read_text())
+    tracker = {"metric": "accuracy", "best_step": 4, "best_value": 0.5, "bad": 1}
+    (path / "trainer_state.json").write_text(json.dumps({**state, "tracker": tracker}))
+    (tmp_path / "run" / "model").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"train": {"steps": 6}}))
+
+    def train(**train: object) -> TrainConfig:
+        return TrainConfig.model_validate({"batch_size": 4, **train})
+
+    with pytest.raises(TunelabError, match=r"^--resume: the run in .*run finished at step 6 \(train.max_steps 6\); "
+                                           r"there is nothing to resume \(to train longer, resume with a larger "
+                                           r"train.max_steps, or start a new run from its model: --set model="):
+        check_steps(path, train(max_steps=6), 20)
+    with pytest.raises(TunelabError, match=r"finished at step 6 \(the 6 steps of train.epochs 2\)"):
+        check_steps(path, train(epochs=2), 12)  # 3 batches an epoch
+    stop = {"early_stopping": {"patience": 1}}
+    with pytest.raises(TunelabError, match=r"finished at step 6 \(stopped early by train.early_stopping\); .* a "
+                                           "larger train.early_stopping.patience"):
+        check_steps(path, train(max_steps=9, **stop), 20)
+    check_steps(path, train(max_steps=9), 20)  # longer
+    check_steps(path, train(max_steps=9, early_stopping={"patience": 2}), 20)  # more patient
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"train": {"steps": 4}}))  # resumed longer, stopped
+    check_steps(path, train(max_steps=6), 20)
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"train": {"steps": 6}}))
+    (tmp_path / "run" / "model").rmdir()  # its model removed: the resume exports it again
+    check_steps(path, train(max_steps=6), 20)
+
+
 def test_truncate_metrics_keeps_up_to_the_checkpoint(tmp_path: Path) -> None:
     log = tmp_path / "metrics.jsonl"
     rows = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}, {"step": 2, "eval/accuracy": 0.5},

@@ -1,6 +1,6 @@
 """A resume trains as its config.yaml says: a checkpoint of another run is checked against that run's settings as
 strictly as a run's own; a longer schedule runs its resumed steps at the lr it gives them; a checkpoint past the
-run's last step is refused."""
+run's last step is refused, and so is a finished run's last one where the resume trains no step."""
 
 from __future__ import annotations
 
@@ -87,6 +87,15 @@ def test_a_checkpoint_past_the_last_step_is_refused(eight_steps: Path, tiny_bert
     _refused([*_args(tiny_bert, tmp_path, "rs3", "train.epochs=1"), "--resume", str(step)],  # 2 steps an epoch
              "config: train.epochs: the checkpoint")
     assert not (tmp_path / "rs3").exists()
+    # the finished run resumed as it ran: nothing to train, so nothing rewritten (its model newer than its exports)
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in eight_steps.rglob("*") if p.is_file()}
+    _refused([*_args(tiny_bert, tmp_path, "rs", "train.max_steps=8"), "--resume"],
+             f"--resume: the run in {eight_steps} finished at step 8 (train.max_steps 8); there is nothing to resume "
+             "(to train longer, resume with a larger train.max_steps, or start a new run from its model: --set "
+             "model=RUN/model)")
+    _refused([*_args(tiny_bert, tmp_path, "rs", "train.epochs=4"), "--resume"],  # (the same 8 steps)
+             "finished at step 8 (the 8 steps of train.epochs 4)")
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in eight_steps.rglob("*") if p.is_file()} == files
     (eight_steps / "metrics.json").unlink()  # its own checkpoint: as an interrupted run leaves it
     before = (eight_steps / "config.yaml").read_text(encoding="utf-8")
     _refused([*_args(tiny_bert, tmp_path, "rs", "train.max_steps=6"), "--resume"], "past train.max_steps 6")

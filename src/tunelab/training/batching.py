@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from tunelab.config.sections import TrainConfig
-from tunelab.errors import ConfigError
-from tunelab.training.checkpoint import read_trainer_state, resume_option
+from tunelab.errors import ConfigError, TunelabError, option
+from tunelab.training.checkpoint import finished_at, read_trainer_state, resume_option
 from tunelab.training.distributed import rank_rows
+from tunelab.training.early_stopping import MetricTracker
 
 
 def batch_order(lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -101,11 +102,33 @@ def plan_steps(cfg: TrainConfig, n_batches: int) -> int:
 def check_steps(path: Path, cfg: Any, rows: int) -> None:
     """Before the run claims its output_dir: the checkpoint at `path` is not past this run's last step (train.max_steps,
     or its epochs' steps over `rows` training features): such a resume trained no step and exported the checkpoint's
-    model under a config.yaml that says fewer steps."""
-    step = read_trainer_state(path).get("step")
+    model under a config.yaml that says fewer steps. Nor is it the last step of a run that finished there
+    (`finished_at`) and would train no step now (at this run's last step, or stopped early as these early_stopping
+    settings say): its resume would only export the same model again, newer than the run's exports."""
+    saved = read_trainer_state(path)
+    step = saved.get("step")
     total = plan_steps(cfg, math.ceil(rows / cfg.batch_size))
-    if isinstance(step, int) and step > total:
-        key, what = (("train.max_steps", f"train.max_steps {total}") if cfg.max_steps else
-                     ("train.epochs", f"the {total} steps of train.epochs {cfg.epochs:g}"))
+    if not isinstance(step, int):
+        return
+    key, what = (("train.max_steps", f"train.max_steps {total}") if cfg.max_steps else
+                 ("train.epochs", f"the {total} steps of train.epochs {cfg.epochs:g}"))
+    if step > total:
         raise ConfigError(f"config: {key}: the checkpoint {path} is at step {step}, past {what}; resume with at "
                           f"least {step} steps, or train without {resume_option()}")
+    stopped = step < total and _stops_early(saved, cfg)
+    if (step == total or stopped) and (run := finished_at(path, step)) is not None:
+        why, more = (("stopped early by train.early_stopping", "train.early_stopping.patience") if stopped else
+                     (what, key))
+        raise TunelabError(f"{resume_option()}: the run in {run} finished at step {step} ({why}); there is nothing to "
+                           f"resume (to train longer, resume with a larger {more}, or start a new run from its model: "
+                           f"{option('--set model=RUN/model', 'model=RUN/model')})")
+
+
+def _stops_early(saved: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a resume from a checkpoint whose trainer state is `saved` stops at once under `cfg`'s early stopping
+    (as the engine's resume decides)."""
+    if cfg.early_stopping is None or not saved.get("tracker"):
+        return False
+    tracker = MetricTracker.from_config(cfg)
+    tracker.load_state_dict(saved["tracker"])
+    return tracker.should_stop

@@ -187,6 +187,21 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     return json.loads((path / "trainer_state.json").read_text())
 
 
+def finished_at(path: Path, step: int) -> Path | None:
+    """The run whose checkpoint `path` is (RUN/checkpoints/step-N), where that run finished at `step`, the
+    checkpoint's: its metrics.json says so and its model/ is there. None otherwise (a run stopped after its last
+    checkpoint, before its export: its resume exports; one resumed to train longer and stopped: its metrics.json is
+    the earlier run's, of fewer steps)."""
+    run = path.parent.parent
+    if path.parent.name != "checkpoints" or not (run / "model").is_dir():
+        return None
+    try:
+        steps = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["train"]["steps"]
+    except (OSError, ValueError, KeyError, TypeError):  # none, or unreadable: not known to have finished
+        return None
+    return run if steps == step else None
+
+
 def load_trainable(path: Path, model: torch.nn.Module) -> None:
     """Copy a checkpoint's trainable weights into `model`."""
     copy_trainable(load_file(str(path / "trainable.safetensors")), model, str(path))
