@@ -131,6 +131,9 @@ def test_bad_input_is_one_line(run: Path, tiny_chat_run: Path, tmp_path: Path) -
         # 0.05 × 8 heads rounds to none: not a plain copy named heads-0.05
         ([str(run), "--prune", "heads:0.05"], "would cut no head (0.05 × the model's 8 heads rounds to 0); "
          "heads:0.0625 or more cuts one"),
+        # a fraction, as other tools take it: read as 0.98 %, the gate was as good as off
+        ([str(run), "--prune", "heads:0.5", "--min-agreement", "0.98"],
+         "error: --min-agreement 0.98: a percentage; write 98 for 98 % (0 turns the check off)"),
     ]
     for args, words in cases:
         res = _compress(*args, "--output", str(out))

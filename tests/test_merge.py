@@ -175,6 +175,7 @@ def test_export_errors(tiny_chat_run: Path, tmp_path: Path) -> None:
           "64"], "export --merge: --quantize, --data, --min-agreement, --force, --batch-size do not apply"),
         (["--format", "gguf", "--tolerance", "1e-3"], "export --format: --tolerance does not apply (it is --merge's); "
          "leave it out"),
+        (["--format", "gguf", "--min-agreement", "1"], "--min-agreement 1: a percentage; write 100 for 100 %"),
     ]:
         res = runner.invoke(app, ["export", str(tiny_chat_run), *args])
         assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output

@@ -210,8 +210,8 @@ def export(
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the export is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float | None = typer.Option(None, "--min-agreement", min=0.0, max=100.0, help="Parity gate: "
-                                               "least % of predictions equal to the original's (default onnx: 99; "
-                                               "gguf: not gated, the loss is)."),
+                                               "least % of predictions equal to the original's, a percentage (98, "
+                                               "not 0.98; default onnx: 99; gguf: not gated, the loss is)."),
     max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
                                    "metric may fall (a loss, gguf: most % it may rise)."),
     force: bool = typer.Option(False, "--force", help="Write the export even when the parity gate refuses it."),
@@ -234,9 +234,18 @@ def export(
         return
     from tunelab.export.artifact import Gate, export_run
 
-    floor = None if min_agreement is None else min_agreement / 100
+    floor = _share("--min-agreement", min_agreement)
     _gated("export", lambda: export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
                                         batch_size, overwrite))
+
+
+def _share(flag: str, percent: float | None) -> float | None:
+    """A percentage option's value as a share (98 → 0.98). One in (0, 1] is refused: written as other tools take
+    it, a fraction (0.98 for 98 %), it was read as 0.98 % and the gate was as good as off."""
+    if percent is not None and 0 < percent <= 1:
+        raise TunelabError(f"{flag} {percent:g}: a percentage; write {percent * 100:g} for {percent * 100:g} % "
+                           f"(0 turns the check off)")
+    return None if percent is None else percent / 100
 
 
 MERGE_ONLY = ("tolerance",)  # export's options that --merge alone reads; the --format ones it ignores:
@@ -300,15 +309,17 @@ def compress(
     data: Path | None = typer.Option(None, "--data", help="Labelled rows the result is checked on (default: the "
                                      "run's validation split)."),
     min_agreement: float = typer.Option(99.0, "--min-agreement", min=0.0, max=100.0, help="Parity gate: least % "
-                                        "of rows predicted as the original predicts them."),
+                                        "of rows predicted as the original predicts them, a percentage (98, not "
+                                        "0.98)."),
     max_drop: float = typer.Option(0.5, "--max-drop", min=0.0, help="Parity gate: most points the headline "
                                    "metric may fall."),
     force: bool = typer.Option(False, "--force", help="Write the result even when the parity gate refuses it."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Prune a run's model, fine-tune it briefly to recover, and write it only past the parity gate."""
+    floor = _share("--min-agreement", min_agreement)
     from tunelab.export.compress import compress_run
     from tunelab.export.parity import Gate
 
-    _gated("compress", lambda: compress_run(path, prune, recover_epochs, output, data,
-                                            Gate(min_agreement / 100, max_drop), force, overwrite=overwrite))
+    _gated("compress", lambda: compress_run(path, prune, recover_epochs, output, data, Gate(floor, max_drop), force,
+                                            overwrite=overwrite))
