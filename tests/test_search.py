@@ -323,21 +323,28 @@ def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: 
         "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
         "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], res.output
     assert not (tmp_path / "out").exists()
-    # train's own selection metric too: refused before the data is read (it was found at the first evaluation)
+    # train's own selection metric too: refused before the data is read (it was found at the first evaluation); by
+    # tune before any trial (each trial refused it, after study.db and a failed trial 0 were made)
+    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
     for key in ("train.best_metric", "train.early_stopping.metric"):
-        res = runner.invoke(app, ["train", str(path), "--set", f"{key}=acuracy"])
-        assert res.exit_code == 2 and res.output.strip().splitlines() == [
-            f"error: config: {key}: 'acuracy' is not among the validation metrics of task classification "
-            "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
-            "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], res.output
-        assert not (tmp_path / "out").exists()
+        for command in (["train", str(path)], ["tune", str(path), "--trials", "2"]):
+            res = runner.invoke(app, [*command, "--set", f"{key}=acuracy"])
+            assert res.exit_code == 2 and res.output.strip().splitlines() == [
+                f"error: config: {key}: 'acuracy' is not among the validation metrics of task classification "
+                "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
+                "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], (command, res.output)
+            assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match=r"^config: search.metric: 'roc_auc' has no value on this validation split "):
         metric_value({"accuracy": 0.5, "roc_auc": None, "n": 4}, "roc_auc")  # (a split without one of the classes)
-    path = _config(tmp_path, tiny_bert, sentiment_files, {"space": SPACE})
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
     res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
     assert res.exit_code == 2
     assert res.output.strip() == "error: tune: optuna is not installed; pip install tunelab[tune]"
+    # a base best_metric the trials' space samples is theirs to set: not refused before them (past it: no optuna)
+    sampled = {"space": {**SPACE, "train.best_metric": {"type": "categorical", "choices": ["accuracy", "f1_macro"]}}}
+    path = _config(tmp_path, tiny_bert, sentiment_files, sampled, best_metric="acuracy")
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 2 and "optuna is not installed" in res.output, res.output
 
 
 def test_cv_three_folds(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ from tunelab.studies.cv import (
     sub_run_state,
 )
 from tunelab.studies.records import hashes_cached
-from tunelab.studies.tune import metric_value
+from tunelab.studies.trials import metric_value
 from tunelab.text import text_rules
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use

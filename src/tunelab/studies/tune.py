@@ -15,7 +15,6 @@ refused. Optuna is an optional extra (`tune`).
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
@@ -28,7 +27,7 @@ from typing import Any
 from rich.table import Table as RichTable
 
 from tunelab.config.fields import yaml_text
-from tunelab.config.run import RunConfig, apply_override, build_config
+from tunelab.config.run import RunConfig
 from tunelab.config.search import SearchConfig
 from tunelab.data.report import read_summary, summary_rules
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, first_line, require
@@ -38,70 +37,14 @@ from tunelab.pipeline import config_changes, resolved, run, run_config
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.cv import STUDY_MAY_CHANGE
+from tunelab.studies.trials import base_tree, check_metrics, check_space, metric_value, trial_config
 from tunelab.text import TEXT_RULES, text_rules
 from tunelab.training.layout import STUDY_LOCK
 from tunelab.training.run_dir import RunDirLock, finish_run_dir
 
 
-# ---------------------------------------------------------------------------- trials' configs
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _override(tree: dict, key: str, value: Any) -> dict:
-    """A copy of `tree` with the dotted `key` set, through load_config's own override rules."""
-    tree = copy.deepcopy(tree)
-    try:
-        apply_override(tree, key.split("."), value)
-    except ConfigError as exc:  # "--set a.b: a is not a section" (the API's words: "config: a.b: ...")
-        raise ConfigError(f"config: search.space.{key}: {str(exc).rsplit(': ', 1)[-1]}") from None
-    return tree
-
-
-def base_tree(cfg: RunConfig) -> dict:
-    """The resolved run config as a plain dict, without the `search` section."""
-    tree = cfg.model_dump(mode="json")
-    tree.pop("search", None)
-    return tree
-
-
-def check_space(cfg: RunConfig, search: SearchConfig) -> None:
-    """Every key must be a real config path and every bound / choice a valid value: checked before any trial,
-    one line naming `search.space.<key>`."""
-    base = base_tree(cfg)
-    for key, spec in search.space.items():
-        for value in spec.values():
-            try:
-                build_config(_override(base, key, value))
-            except ConfigError as exc:
-                msg = str(exc)
-                if msg.startswith("config: search.space."):
-                    raise
-                rest = msg.removeprefix(f"config: {key}: ") if msg.startswith(f"config: {key}: ") else \
-                    msg.removeprefix("config: ")
-                raise ConfigError(f"config: search.space.{key}: {rest}") from None
-
-
-def trial_config(cfg: RunConfig, params: dict[str, Any], output_dir: Path | str, **fixed: Any) -> RunConfig:
-    """The run config of one trial: the base with the sampled keys (and `fixed` dotted keys) set."""
-    tree = base_tree(cfg)
-    for key, value in {**params, **fixed}.items():
-        tree = _override(tree, key, value)
-    tree["output_dir"] = str(output_dir)
-    return build_config(tree)
-
-
-def metric_value(metrics: dict[str, Any], metric: str | None, prefix: str = "") -> tuple[str, float]:
-    """(name, value) of the searched metric in one evaluation; the headline (first float) when not set."""
-    values = {k[len(prefix):]: v for k, v in scalars(metrics).items() if k.startswith(prefix)}
-    name = metric or next((k for k, v in values.items() if isinstance(v, float)), None)
-    if name is not None and metrics.get(prefix + name, 0) is None:  # e.g. roc_auc of a split that lacks a class
-        raise ConfigError(f"config: search.metric: {name!r} has no value on this validation split (null: undefined "
-                          "there, as roc_auc where a class is missing); choose another search.metric")
-    if name is None or name not in values:
-        raise ConfigError(f"config: search.metric: {name!r} is not among the validation metrics "
-                          f"({', '.join(values)})")
-    return name, float(values[name])
 
 
 # ---------------------------------------------------------------------------- the study
@@ -135,12 +78,7 @@ def run_search(cfg: RunConfig, trials: int, storage: str | Path | None = None, s
         raise ConfigError("config: data.validation: tune scores trials on validation data; give "
                           "data.validation or keep data.validation_split > 0")
     check_space(cfg, search)
-    try:  # a misspelt metric: before any trial trains (a base config each trial's values mend, e.g. a doc_stride,
-        task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)  # is the trials' to check)
-    except ConfigError:
-        task = None
-    if task is not None:
-        task.check_metric("search.metric", search.metric)
+    check_metrics(cfg, search)
     optuna = import_optuna()
     from optuna.trial import TrialState
 
