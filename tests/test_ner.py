@@ -596,6 +596,10 @@ def _ls_task(text: str, spans_: list[tuple[int, int, str]], **extra: object) -> 
                       *_ls_task(_ZH, [(0, 4, "company"), (9, 12, "name")])["annotations"]]}, _ZH_TAGS),
     (_ls_task(_EN, [(0, 13, "PER"), (22, 27, "LOC")]), _EN_TAGS),
     ({"text": _EN, "entities": []}, ["O"] * 5),  # a sentence without entities
+    # what ner's predict writes (`type`: read as `entity type null`), read back to correct and train again
+    ({"text": _EN, "pred_tags": _EN_TAGS, "entities": [
+        {"type": "PER", "text": "Angela Merkel", "start": 0, "end": 13, "token_start": 0, "token_end": 2},
+        {"type": "LOC", "text": "Paris", "start": 22, "end": 27, "token_start": 3, "token_end": 4}]}, _EN_TAGS),
 ])
 def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None:
     """A text with character spans was refused (`tokens: missing field; ... which ner does not read`): now its words
@@ -621,16 +625,16 @@ def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None
      "supported (one type a word)"),
     # CLUENER: the end is inclusive; an exclusive one is said so, an offset off by one names where the entity is
     ({"text": _ZH, "label": {"company": {"浙商银行": [[0, 4]]}}},
-     "label: company '浙商银行' [0, 4]: the entity '浙商银行' is not the text at its offsets, which holds "
+     "label: 'company' '浙商银行' [0, 4]: the entity '浙商银行' is not the text at its offsets, which holds "
      "'浙商银行企'; CLUENER's end is inclusive, and this one looks exclusive"),
     ({"text": _ZH, "label": {"name": {"叶老桂": [[10, 12]]}}},
-     "label: name '叶老桂' [10, 12]: the entity '叶老桂' is not the text at its offsets, which holds '老桂博' "
+     "label: 'name' '叶老桂' [10, 12]: the entity '叶老桂' is not the text at its offsets, which holds '老桂博' "
      "(the entity is at 9, -1 from start)"),
     ({"text": _ZH, "label": {"name": {"叶老桂": [[9, 21]]}}},
-     "label: name '叶老桂' [9, 21]: the entity '叶老桂' is not the text at its offsets, which holds "
+     "label: 'name' '叶老桂' [9, 21]: the entity '叶老桂' is not the text at its offsets, which holds "
      "'叶老桂博士则从另一个角度' (it ends at 11: the end is off)"),
     ({"text": _ZH, "label": {"name": {"王五": [[9, 21]]}}},
-     "label: name '王五' [9, 21]: outside the text, whose 21 characters are at 0 to 20 (CLUENER's end is inclusive)"),
+     "label: 'name' '王五' [9, 21]: outside the text, whose 21 characters are at 0 to 20 (CLUENER's end is inclusive)"),
     ({"text": _ZH, "label": {"name": ["叶老桂"]}},
      "label: 'name': expected {\"ENTITY\": [[start, end], ...]} (CLUENER), got [\"叶老桂\"]"),
     # Label Studio: its text named, UTF-16 offsets (an emoji counts two in JavaScript) said so
@@ -662,6 +666,30 @@ def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None
      "span: ner gives a span one type"),
     ({"text": _EN, "entities": [[0, 13, 5]]},
      "entities: span 1 [0, 13, 5]: entity type 5: expected a name (PER, LOC ...), no space at its ends"),
+    # a type that does not print was taken as a tag (CLUENER's printed raw: a two-line error); one that is a tag
+    # became B-B-LOC / B-O
+    ({"text": _EN, "entities": [[0, 13, "PE\nR"]]},
+     "entities: span 1 [0, 13, \"PE\\nR\"]: entity type 'PE\\nR': it holds U+000A, which does not print: a type is a "
+     "name of visible characters (PER, LOC ...)"),
+    ({"text": _EN, "label": [{"start": 0, "end": 13, "labels": ["P\u200bER"]}]},
+     "label: span 1 {\"start\": 0, \"end\": 13, \"labels\": [\"P\\u200bER\"]}: entity type 'P\\u200bER': it holds "
+     "U+200B ZERO WIDTH SPACE, which does not print"),
+    ({"text": _ZH, "label": {"na\tme": {"叶老桂": [[9, 11]]}}},
+     "label: entity type 'na\\tme': it holds U+0009, which does not print"),
+    ({"text": _ZH, "label": {"na\nme": {"叶老桂": [9, 11]}}}, "label: entity type 'na\\nme': it holds U+000A"),
+    ({"text": _EN, "label": [[0, 13, "B-PER"]]},
+     "label: span 1 [0, 13, \"B-PER\"]: entity type 'B-PER' is a tag, not a type: write the type name ('PER'); ner "
+     "writes the B- and I- tags itself"),
+    ({"text": _EN, "label": [[0, 13, "O"]]},
+     "label: span 1 [0, 13, \"O\"]: entity type 'O' is a tag, not a type: write the type name (PER, LOC ...); a word "
+     "outside every entity needs no span"),
+    ({"text": _EN, "entities": [{"start": 0, "end": 13, "label": "PER", "type": "LOC"}]},
+     "entities: span 1 {\"start\": 0, \"end\": 13, \"label\": \"PER\", \"type\": \"LOC\"}: both label and type: which "
+     "is its type? keep one"),
+    ({"text": _EN, "entities": [{"start": 0, "end": 13}]},
+     "entities: span 1 {\"start\": 0, \"end\": 13}: no entity type (label, labels or type)"),
+    ({"text": _EN, "label": [[0, 13, "PER"]], "entities": []},
+     "label: the row has both label and entities: which holds its entities? keep one"),
     ({"text": _EN, "label": [[0, 13, "PER"]], "entities": []},
      "label: the row has both label and entities: which holds its entities? keep one"),
 ])
@@ -703,7 +731,7 @@ def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path)
     assert json.loads(res.stdout)["files"][str(train)]["labels"] == {"PER": 4, "LOC": 4}
     bad = write_jsonl(tmp_path / "bad.jsonl", [*rows[:2], {"text": "the actor", "label": {"PER": {"act": [[4, 6]]}}}])
     res = runner.invoke(app, ["data", "check", str(bad), "--task", "ner", "--model", str(tiny_bert)])
-    assert res.exit_code == 2 and res.stderr == (f"error: {bad}:3: label: PER 'act' [4, 6]: 'act' cuts the word "
+    assert res.exit_code == 2 and res.stderr == (f"error: {bad}:3: label: 'PER' 'act' [4, 6]: 'act' cuts the word "
                                                  "'actor' (at 4–9) in two: spans must fall on word boundaries (words "
                                                  "as predict splits a text: letters and digits together, each CJK "
                                                  "character and punctuation mark alone)\n"), res.output

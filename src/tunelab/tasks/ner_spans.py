@@ -7,17 +7,20 @@ The format is told by the row's keys (`text` is `data.text_field`):
 - `{"text", "label": [[start, end, TYPE], ...]}` — doccano; or `[{"start", "end", "text", "labels": [TYPE]}]`,
   Label Studio's JSON-MIN export;
 - `{"text", "entities": [[start, end, TYPE], ...]}` — spaCy; or `[{"start_offset", "end_offset", "label"}]`, newer
-  doccano; or `[{"start", "end", "label"}]`;
+  doccano; or `[{"start", "end", "label"}]`; or `[{"type", "text", "start", "end", ...}]`, what ner's predict writes;
 - `{"data": {"text"}, "annotations": [{"result": [{"value": {"start", "end", "text", "labels": [TYPE]}}]}]}` — a
   Label Studio JSON export's task (its cancelled annotations left out; one annotation a task).
 Ends are exclusive but CLUENER's. Where a span names its entity text (CLUENER's key, a `text`), the text at its
 offsets must be it. Refused, in one line naming the row and field: a span outside the text or empty, one that cuts a
-word, two that overlap (nested entities), an entity text that is not at its offsets, a label of another shape.
+word, two that overlap (nested entities), an entity text that is not at its offsets, a type that does not print (a
+control character, a zero-width space) or is a tag (`B-LOC`, `O`), a label of another shape.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from typing import Any
 
 from tunelab.data.readers import Record, check_unicode, require_text, row_has
@@ -27,6 +30,9 @@ from tunelab.text.offsets import offset_hint
 from tunelab.text.words import split_words
 
 SPAN_KEYS = ("label", "entities")
+TYPE_KEYS = ("label", "labels", "type")  # a span object's type: doccano's, Label Studio JSON-MIN's, ner predict's
+_BLANK = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}  # letters that print as nothing: Hangul fillers, braille
+_AS_TAG = re.compile(r"^[BI]-(.+)$")
 _SHAPES = ('CLUENER\'s {"TYPE": {"ENTITY": [[start, end], ...]}}, doccano\'s [[start, end, "TYPE"], ...] or '
            '[{"start", "end", "label"}, ...]')
 _LS_SPAN = '{"value": {"start", "end", "labels": ["TYPE"]}}'
@@ -97,8 +103,11 @@ def _spans(rec: Record, key: str) -> list[Span]:
             given = item.get("text")
             if given is not None and not isinstance(given, str):
                 raise fail(f"{shown}: its text is not a string")
-            typ = _type(item["label"] if "label" in item else item.get("labels"),
-                        lambda problem, shown=shown: fail(f"{shown}: {problem}"))
+            named = [k for k in TYPE_KEYS if k in item]
+            if len(named) != 1:
+                raise fail(f"{shown}: " + (f"both {' and '.join(named)}: which is its type? keep one" if named else
+                                           f"no entity type ({', '.join(TYPE_KEYS[:-1])} or {TYPE_KEYS[-1]})"))
+            typ = _type(item[named[0]], lambda problem, shown=shown: fail(f"{shown}: {problem}"))
             out.append((s, e, typ, given, shown, False))
         else:
             raise fail(f"{shown}: expected {_SHAPES}")
@@ -109,16 +118,17 @@ def _cluener(value: dict[str, Any], fail: Any) -> list[Span]:
     """CLUENER's `{TYPE: {ENTITY: [[start, end], ...]}}`, its ends inclusive (made exclusive here)."""
     out: list[Span] = []
     for typ, ents in value.items():
+        _type(typ, fail)
         if not isinstance(ents, dict):
             raise fail(f"{typ!r}: expected {{\"ENTITY\": [[start, end], ...]}} (CLUENER), got {_show(ents)}")
         for ent, places in ents.items():
             if not isinstance(places, list) or not places:
-                raise fail(f"{typ} {ent!r}: expected a list of [start, end] pairs, got {_show(places)}")
+                raise fail(f"{typ!r} {ent!r}: expected a list of [start, end] pairs, got {_show(places)}")
             for p in places:
                 if not (isinstance(p, list) and len(p) == 2):
-                    raise fail(f"{typ} {ent!r}: expected [start, end] (end inclusive), got {_show(p)}")
-                s, e = _ints(p[0], p[1], f"{typ} {ent!r} {_show(p)}", fail)
-                out.append((s, e + 1, _type(typ, fail), ent, f"{typ} {ent!r} {_show(p)}", True))
+                    raise fail(f"{typ!r} {ent!r}: expected [start, end] (end inclusive), got {_show(p)}")
+                s, e = _ints(p[0], p[1], f"{typ!r} {ent!r} {_show(p)}", fail)
+                out.append((s, e + 1, typ, ent, f"{typ!r} {ent!r} {_show(p)}", True))
     return out
 
 
@@ -164,13 +174,23 @@ def _ints(s: Any, e: Any, shown: str, fail: Any) -> tuple[int, int]:
 
 
 def _type(label: Any, fail: Any) -> str:
-    """An entity type: a non-empty string without spaces at its ends, or a list of one (Label Studio's `labels`)."""
+    """An entity type: a non-empty string of characters that print, without spaces at its ends, that is not a tag
+    (`B-LOC`, `O`: ner writes the tags); or a list of one (Label Studio's `labels`). Shown quoted, escapes visible."""
     if isinstance(label, list) and len(label) == 1:
         label = label[0]
     elif isinstance(label, list):
         raise fail(f"{len(label)} labels {_show(label)} for one span: ner gives a span one type")
+    shown = repr(label) if isinstance(label, str) else _show(label)
     if not isinstance(label, str) or not label or label.strip() != label:
-        raise fail(f"entity type {_show(label)}: expected a name (PER, LOC ...), no space at its ends")
+        raise fail(f"entity type {shown}: expected a name (PER, LOC ...), no space at its ends")
+    if bad := next((c for c in label if not c.isprintable() or c in _BLANK), None):
+        name = unicodedata.name(bad, "")
+        raise fail(f"entity type {shown}: it holds U+{ord(bad):04X}{f' {name}' if name else ''}, which does not "
+                   "print: a type is a name of visible characters (PER, LOC ...)")
+    if label == "O" or (tag := _AS_TAG.match(label)):
+        raise fail(f"entity type {shown} is a tag, not a type: write the type name" + (
+            f" ({tag.group(1)!r}); ner writes the B- and I- tags itself" if label != "O" else
+            " (PER, LOC ...); a word outside every entity needs no span"))
     return label
 
 
@@ -229,9 +249,11 @@ def _failing(rec: Record, key: str, shown: str) -> Any:
 
 
 def _show(value: Any) -> str:
-    """A value as the row writes it (JSON), cut to 60 characters."""
+    """A value as the row writes it (JSON; a character that does not print escaped: `\\u200b`), cut to 60
+    characters."""
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     return text if len(text) <= 60 else text[:59] + "…"
