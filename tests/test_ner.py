@@ -610,6 +610,25 @@ def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None
     assert [text[s:e] for s, e in ex["offsets"]] == ex["tokens"]
 
 
+def test_a_span_row_is_read_as_a_token_row() -> None:
+    """A span row is its words and tags, as a token row: data.augment edited its text, its tokens and tags unchanged
+    (copies reported as augmented); dedup / leakage compared its text and tokens, a token row's tokens only (one
+    sentence, two texts); "training data has no entities" named `tags`, a field the rows lack."""
+    from tunelab.config.sections import AugmentConfig
+    from tunelab.data.augment import augment_examples
+    from tunelab.data.dedup import duplicate_keys
+    from tunelab.errors import ConfigError
+
+    task = _task()
+    a, c = task.parse(Table("d.jsonl", [Record("d.jsonl", 1, {"text": "E12 at Big", "label": [[0, 3, "ID"]]}),
+                                        Record("d.jsonl", 2, {"text": "E12 at Big", "label": []})]))
+    with pytest.raises(ConfigError, match="data.augment: this task's rows have no text to augment"):
+        augment_examples([a], AugmentConfig(ops=["delete", "swap"], copies=1), 0, None)
+    assert duplicate_keys(a) == duplicate_keys({"tokens": ["E12", "at", "Big"], "tags": ["O", "O", "O"]})
+    with pytest.raises(DataError, match=r"^d.jsonl: label: training data has no entities$"):
+        task.check_train([c])
+
+
 @pytest.mark.parametrize(("row", "error"), [
     ({"text": "Angela visited", "entities": [[0, 5, "PER"]]},
      "entities: span 1 [0, 5, \"PER\"]: 'Angel' cuts the word 'Angela' (at 0–6) in two: spans must fall on word "

@@ -138,7 +138,7 @@ class Ner(Task):
                     raise DataError(rec.source, rec.line, self.data.text_field, "expected non-empty text")
                 words = split_words(text)
                 out.append({"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words],
-                            "text": text, "source": rec.source, "line": rec.line, "row": rec.data})
+                            "raw_text": text, "source": rec.source, "line": rec.line, "row": rec.data})
                 continue
             ex: Example = {"tokens": self._tokens(rec, table.columns), "source": rec.source, "line": rec.line,
                            "row": rec.data}
@@ -156,8 +156,9 @@ class Ner(Task):
         return out
 
     def check_train(self, examples: list[Example]) -> None:
-        if not any(t != "O" for ex in examples for t in ex["tags"]):
-            raise DataError(examples[0]["source"], None, self.cfg.tags_field, "training data has no entities")
+        if not any(t != "O" for ex in examples for t in ex["tags"]):  # (a span row's field: label, entities ...)
+            raise DataError(examples[0]["source"], None, examples[0].get("tags_from", self.cfg.tags_field),
+                            "training data has no entities")
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
@@ -298,7 +299,7 @@ class Ner(Task):
             tags = self.word_tags(lg, ex)
             joined: dict[str, Any] = {}
             if "offsets" in ex:
-                text, offsets = ex["text"], ex["offsets"]
+                text, offsets = ex["raw_text"], ex["offsets"]
             elif found := _in_text(ex, self.data.text_field):  # pre-tokenised: offsets into the row's own text
                 text, offsets = found
             else:  # else into the tokens joined (text.join_tokens), which the output then carries

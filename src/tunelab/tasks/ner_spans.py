@@ -14,6 +14,9 @@ Ends are exclusive but CLUENER's. Where a span names its entity text (CLUENER's 
 offsets must be it. Refused, in one line naming the row and field: a span outside the text or empty, one that cuts a
 word, two that overlap (nested entities), an entity text that is not at its offsets, a type that does not print (a
 control character, a zero-width space) or is a tag (`B-LOC`, `O`), a label of another shape.
+
+The example is a token row's (tokens, tags) with the words' `offsets` in the `raw_text` they index (not a `text`: not
+cleaned, compared or augmented as one).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def span_example(rec: Record, key: str, text_field: str, labelled: bool) -> Exam
     words = split_words(text)
     if not words:
         raise DataError(rec.source, rec.line, text_field, "the text holds no word")
-    ex: Example = {"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words], "text": text,
+    ex: Example = {"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words], "raw_text": text,
                    "source": rec.source, "line": rec.line, "row": rec.data}
     if labelled:
         if len({k for k in SPAN_KEYS if k in rec.data}) > 1:
