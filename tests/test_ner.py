@@ -600,6 +600,9 @@ def _ls_task(text: str, spans_: list[tuple[int, int, str]], **extra: object) -> 
     ({"text": _EN, "pred_tags": _EN_TAGS, "entities": [
         {"type": "PER", "text": "Angela Merkel", "start": 0, "end": 13, "token_start": 0, "token_end": 2},
         {"type": "LOC", "text": "Paris", "start": 22, "end": 27, "token_start": 3, "token_end": 4}]}, _EN_TAGS),
+    # a span given twice, identically (doccano / Label Studio exports hold these), was refused as overlapping
+    ({"text": _EN, "label": [[0, 13, "PER"], [22, 27, "LOC"], [0, 13, "PER"]]}, _EN_TAGS),
+    ({"text": _ZH, "label": {"name": {"叶老桂": [[9, 11], [9, 11]]}, "company": {"浙商银行": [[0, 3]]}}}, _ZH_TAGS),
 ])
 def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None:
     """A text with character spans was refused (`tokens: missing field; ... which ner does not read`): now its words
@@ -629,11 +632,33 @@ def test_a_span_row_is_read_as_a_token_row() -> None:
         task.check_train([c])
 
 
+def test_a_span_edge_inside_a_word_splits_it_and_is_counted() -> None:
+    """A span whose edge fell inside a word refused the whole file (Weibo NER's `E12` of `E12http`; Korean `삼성전자`
+    of `삼성전자는`, a particle on the word: nearly every Korean file): the word is split there, and the splits and
+    the spans given twice are counted, once for the file (`Task.read_counts`). Duplicates compare the text's words,
+    so a sentence is one key however it is labelled or given."""
+    from tunelab.data.dedup import duplicate_keys
+
+    task = _task()
+    rows = [{"text": "E12http at Bigwok", "label": [[0, 3, "ID"], [11, 14, "LOC"], [11, 14, "LOC"]]},
+            {"text": "삼성전자는 서울에", "entities": [[0, 4, "ORG"], [6, 8, "LOC"]]},
+            {"text": "E12http at Bigwok", "label": []}]
+    a, b, c = task.parse(Table("d.jsonl", [Record("d.jsonl", i + 1, r) for i, r in enumerate(rows)]))
+    assert (a["tokens"], a["tags"]) == (["E12", "http", "at", "Big", "wok"], ["B-ID", "O", "O", "B-LOC", "O"])
+    assert (b["tokens"], b["tags"]) == (["삼성전자", "는", "서울", "에"], ["B-ORG", "O", "B-LOC", "O"])
+    assert [rows[0]["text"][s:e] for s, e in a["offsets"]] == a["tokens"]
+    assert task.read_counts() == {
+        "words_split_at_entity_edge": (4, "4 words split at an entity's edge (e.g. 'E12http' at line 1)"),
+        "duplicate_spans_taken_once": (1, "1 span given twice, identical, taken once (e.g. label span 3 [11, 14, "
+                                          "\"LOC\"] at line 1)")} and task.read_counts() == {}
+    token_row = {"tokens": ["E12http", "at", "Bigwok"], "tags": ["O", "O", "O"]}
+    assert duplicate_keys(a) == duplicate_keys(c) == duplicate_keys(token_row)
+
+
 @pytest.mark.parametrize(("row", "error"), [
-    ({"text": "Angela visited", "entities": [[0, 5, "PER"]]},
-     "entities: span 1 [0, 5, \"PER\"]: 'Angel' cuts the word 'Angela' (at 0–6) in two: spans must fall on word "
-     "boundaries (words as predict splits a text: letters and digits together, each CJK character and punctuation "
-     "mark alone)"),
+    ({"text": "Cafe\u0301 Paris", "entities": [[0, 4, "ORG"]]},  # a cut between a letter and its combining mark
+     "entities: span 1 [0, 4, \"ORG\"]: 'Cafe' ends inside a character of the word 'Cafe\u0301' (at 0–5): 'e' and "
+     "U+0301 print as one; an entity's edge must fall between characters as they print"),
     ({"text": _EN, "label": [[22, 29, "LOC"]]},
      "label: span 1 [22, 29, \"LOC\"]: outside the text, whose 28 characters are at 0 to 27 (an end is exclusive: at "
      "most 28)"),
@@ -709,8 +734,6 @@ def test_a_span_row_is_read_as_a_token_row() -> None:
      "entities: span 1 {\"start\": 0, \"end\": 13}: no entity type (label, labels or type)"),
     ({"text": _EN, "label": [[0, 13, "PER"]], "entities": []},
      "label: the row has both label and entities: which holds its entities? keep one"),
-    ({"text": _EN, "label": [[0, 13, "PER"]], "entities": []},
-     "label: the row has both label and entities: which holds its entities? keep one"),
 ])
 def test_span_rows_refused_in_one_line(tmp_path: Path, row: dict, error: str) -> None:
     """Every bad span is one line naming the file, the row's line and the field, the span as the row writes it."""
@@ -722,10 +745,12 @@ def test_span_rows_refused_in_one_line(tmp_path: Path, row: dict, error: str) ->
 
 def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path) -> None:
     """CLUENER rows train; a Label Studio export (a JSON list of tasks) and doccano rows are scored as token rows
-    are; `data check` counts their entities; predict gives the entities' offsets in the row's text."""
+    are; `data check` counts their entities and finds the token rows of their sentences; predict gives the entities'
+    offsets in the row's text, and its output, corrected, is read back (eval, train). A word split at an entity's
+    edge and a span given twice are said once on stderr, and counted in data_summary.json and data check."""
     rows = [{"text": "the actor is good", "label": {"PER": {"actor": [[4, 8]]}}},
             {"text": "a film story was bad", "label": {"LOC": {"film story": [[2, 11]]}}}] * 4
-    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    train = write_jsonl(tmp_path / "train.jsonl", [*rows, {"text": "the actors", "label": [[4, 9, "PER"]] * 2}])
     val = tmp_path / "val.json"
     val.write_text(json.dumps([_ls_task("the actor is good", [(4, 9, "PER")]),
                                _ls_task("a film story was bad", [(2, 12, "LOC")])], indent=1), encoding="utf-8")
@@ -734,6 +759,11 @@ def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path)
             "train.max_steps=2", "train.batch_size=4", "train.save_steps=0", "train.precision=fp32"]
     res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
+    assert res.stderr.count(f"{train}: 1 word split at an entity's edge (e.g. 'actors' at line 9)\n") == 1
+    assert res.stderr.count(f"{train}: 1 span given twice, identical, taken once (e.g. label span 2 [4, 9, "
+                            "\"PER\"] at line 9)\n") == 1, res.stderr
+    assert json.loads((out / "data_summary.json").read_text())["changed_as_read"] == {
+        "train": {"words_split_at_entity_edge": 1, "duplicate_spans_taken_once": 1}}
     m = json.loads((out / "metrics.json").read_text())["validation"]
     assert m["n"] == 2 and set(m["per_type"]) == {"PER", "LOC"}, m
     doccano = write_jsonl(tmp_path / "dev.jsonl", [{"text": "the actor is good", "label": [[4, 9, "PER"]]},
@@ -745,12 +775,34 @@ def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path)
     for line in res.stdout.splitlines():
         row = json.loads(line)
         assert all(row["data"]["text"][e["start"]:e["end"]] == e["text"] for e in row["entities"])
-    res = runner.invoke(app, ["data", "check", str(train), "--task", "ner", "--model", str(tiny_bert), "--json"])
+    # predict → correct → eval and train again: its entities ({"type", "text", "start", "end", ...}) were refused
+    raw = write_jsonl(tmp_path / "raw.jsonl", [{"text": "the actor is good"}, {"text": "a film story was bad"}])
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(raw)])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["files"][str(train)]["labels"] == {"PER": 4, "LOC": 4}
-    bad = write_jsonl(tmp_path / "bad.jsonl", [*rows[:2], {"text": "the actor", "label": {"PER": {"act": [[4, 6]]}}}])
+    gold = [[("PER", 4, 9, 1, 2)], [("LOC", 2, 12, 1, 3)]]
+    fixed = [{**json.loads(line), "entities": [{"type": t, "text": r["text"][s:e], "start": s, "end": e,
+                                                "token_start": a, "token_end": b} for t, s, e, a, b in g]}
+             for line, r, g in zip(res.stdout.splitlines(), [{"text": "the actor is good"},
+                                                              {"text": "a film story was bad"}], gold, strict=True)]
+    corrected = write_jsonl(tmp_path / "corrected.jsonl", fixed)
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(corrected)])
+    assert res.exit_code == 0 and json.loads(res.stdout.splitlines()[-1])["f1"] == m["f1"], res.output
+    again = [f"data.train={corrected}", f"data.validation={corrected}", f"output_dir={tmp_path / 'again'}"]
+    res = runner.invoke(app, ["train", *[a for s in [*sets[:2], *again, *sets[5:]] for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    tokens = write_jsonl(tmp_path / "tokens.jsonl", [{"tokens": ["the", "actor", "is", "good"],
+                                                      "tags": ["O", "B-PER", "O", "O"]}])
+    res = runner.invoke(app, ["data", "check", str(train), str(tokens), "--task", "ner", "--model", str(tiny_bert),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["files"][str(train)]["labels"] == {"PER": 5, "LOC": 4}
+    assert report["files"][str(train)]["changed_as_read"] == {"words_split_at_entity_edge": 1,
+                                                               "duplicate_spans_taken_once": 1}
+    assert report["overlap"] == [{"a": str(train), "b": str(tokens), "shared_texts": 1}]  # (was 0: text ≠ tokens)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*rows[:2], {"text": "Cafe\u0301", "label": {"PER": {"Cafe": [[0, 3]]}}}])
     res = runner.invoke(app, ["data", "check", str(bad), "--task", "ner", "--model", str(tiny_bert)])
-    assert res.exit_code == 2 and res.stderr == (f"error: {bad}:3: label: 'PER' 'act' [4, 6]: 'act' cuts the word "
-                                                 "'actor' (at 4–9) in two: spans must fall on word boundaries (words "
-                                                 "as predict splits a text: letters and digits together, each CJK "
-                                                 "character and punctuation mark alone)\n"), res.output
+    assert res.exit_code == 2 and res.stderr == (f"error: {bad}:3: label: 'PER' 'Cafe' [0, 3]: 'Cafe' ends inside a "
+                                                 "character of the word 'Cafe\u0301' (at 0–5): 'e' and U+0301 print "
+                                                 "as one; an entity's edge must fall between characters as they "
+                                                 "print\n"), res.output

@@ -71,6 +71,11 @@ class Task(ABC):
     def check_train(self, examples: list[Example]) -> None:  # noqa: B027 - optional hook
         """Whole-split checks on training data (e.g. at least two classes), before the other splits are read."""
 
+    def read_counts(self) -> dict[str, tuple[int, str]]:
+        """What `parse` changed in the rows since last asked, then none: {kind: (count, a line saying it)} (NER: words
+        split at an entity's edge). Said once a file (data/load.py), counted in data_summary.json and data check."""
+        return {}
+
     def stratify_key(self, example: Example) -> Hashable | None:
         return None
 

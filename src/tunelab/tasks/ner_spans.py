@@ -11,12 +11,16 @@ The format is told by the row's keys (`text` is `data.text_field`):
 - `{"data": {"text"}, "annotations": [{"result": [{"value": {"start", "end", "text", "labels": [TYPE]}}]}]}` — a
   Label Studio JSON export's task (its cancelled annotations left out; one annotation a task).
 Ends are exclusive but CLUENER's. Where a span names its entity text (CLUENER's key, a `text`), the text at its
-offsets must be it. Refused, in one line naming the row and field: a span outside the text or empty, one that cuts a
-word, two that overlap (nested entities), an entity text that is not at its offsets, a type that does not print (a
-control character, a zero-width space) or is a tag (`B-LOC`, `O`), a label of another shape.
+offsets must be it. A span whose edge falls inside a word splits it there (`E12` of `E12http`, Korean `삼성전자` of
+`삼성전자는`), and a span given twice, identically, is taken once: both counted (`Changed`, `Task.read_counts`).
+Refused, in one line naming the row and field: a span outside the text or empty, one whose edge falls inside a
+character as it prints (a letter and its combining mark), two that overlap (nested entities), an entity text that is
+not at its offsets, a type that does not print (a control character, a zero-width space) or is a tag (`B-LOC`, `O`),
+a label of another shape.
 
 The example is a token row's (tokens, tags) with the words' `offsets` in the `raw_text` they index (not a `text`: not
-cleaned, compared or augmented as one).
+cleaned, compared or augmented as one) and `continues`, the words that go on the one before them (split at an
+entity's edge): duplicates are compared by the text's words (data/dedup.py).
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from bisect import bisect_right
 from typing import Any
 
 from tunelab.data.readers import Record, check_unicode, require_text, row_has
 from tunelab.errors import DataError
 from tunelab.tasks.base import Example
 from tunelab.text.offsets import offset_hint
-from tunelab.text.words import split_words
+from tunelab.text.words import grapheme_edge, split_words
 
 SPAN_KEYS = ("label", "entities")
 TYPE_KEYS = ("label", "labels", "type")  # a span object's type: doccano's, Label Studio JSON-MIN's, ner predict's
@@ -39,6 +44,32 @@ _AS_TAG = re.compile(r"^[BI]-(.+)$")
 _SHAPES = ('CLUENER\'s {"TYPE": {"ENTITY": [[start, end], ...]}}, doccano\'s [[start, end, "TYPE"], ...] or '
            '[{"start", "end", "label"}, ...]')
 _LS_SPAN = '{"value": {"start", "end", "labels": ["TYPE"]}}'
+
+
+Word = tuple[str, int, int]  # a word, its start and end in the text
+
+
+class Changed:
+    """What reading span rows changed, per kind: how many, and the first, where (`take`: `Task.read_counts`)."""
+
+    SAID = {"words_split_at_entity_edge": "word{s} split at an entity's edge",
+            "duplicate_spans_taken_once": "span{s} given twice, identical, taken once"}
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[Any]] = {}
+        self.source = ""  # the file or folder being read: a first row in it is named by its line
+
+    def add(self, kind: str, n: int, what: str, rec: Record) -> None:
+        if n:
+            where = f"line {rec.line}" if rec.source == self.source else f"{rec.source}:{rec.line}"
+            self.counts.setdefault(kind, [0, f"{what} at {where}"])[0] += n
+
+    def take(self) -> dict[str, tuple[int, str]]:
+        """{kind: (count, `N words split at an entity's edge (e.g. 'E12http' at line 4)`)}, then none."""
+        out = {k: (n, f"{n} {self.SAID[k].format(s='s' * (n > 1))} (e.g. {first})")
+               for k, (n, first) in self.counts.items()}
+        self.counts.clear()
+        return out
 
 
 def span_key(row: dict[str, Any], text_field: str) -> str | None:
@@ -51,8 +82,9 @@ def span_key(row: dict[str, Any], text_field: str) -> str | None:
     return None
 
 
-def span_example(rec: Record, key: str, text_field: str, labelled: bool) -> Example:
-    """The example of a span row (module doc): its words, their offsets in the text, and (labelled) their tags."""
+def span_example(rec: Record, key: str, text_field: str, labelled: bool, changed: Changed | None = None) -> Example:
+    """The example of a span row (module doc): its words, their offsets in the text, and (labelled) their tags;
+    `changed` counts the words split and the spans given twice."""
     if key == "annotations":
         data = rec.data["data"]
         text = data.get(text_field)
@@ -66,13 +98,19 @@ def span_example(rec: Record, key: str, text_field: str, labelled: bool) -> Exam
     words = split_words(text)
     if not words:
         raise DataError(rec.source, rec.line, text_field, "the text holds no word")
-    ex: Example = {"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words], "raw_text": text,
-                   "source": rec.source, "line": rec.line, "row": rec.data}
+    tags: list[str] | None = None
+    continues: list[int] = []
     if labelled:
         if len({k for k in SPAN_KEYS if k in rec.data}) > 1:
             raise DataError(rec.source, rec.line, key, f"the row has both {' and '.join(SPAN_KEYS)}: which holds "
                             "its entities? keep one")
-        ex["tags"], ex["tags_from"] = _tags(rec, key, text, words, _spans(rec, key)), key
+        words, continues, tags = _tags(rec, key, text, words, _spans(rec, key), changed or Changed())
+    ex: Example = {"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words], "raw_text": text,
+                   "source": rec.source, "line": rec.line, "row": rec.data}
+    if continues:
+        ex["continues"] = continues
+    if tags is not None:
+        ex["tags"], ex["tags_from"] = tags, key
     return ex
 
 
@@ -197,39 +235,84 @@ def _type(label: Any, fail: Any) -> str:
     return label
 
 
-def _tags(rec: Record, key: str, text: str, words: list[tuple[str, int, int]], spans: list[Span]) -> list[str]:
+def _tags(rec: Record, key: str, text: str, words: list[Word], spans: list[Span], changed: Changed,
+          ) -> tuple[list[Word], list[int], list[str]]:
+    """The words, split where a span's edge falls inside one; the words that go on the one before them (so split);
+    and each word's tag. A span given twice, identically, is taken once."""
+    for span in spans:
+        _check(rec, key, text, span)
+    words, continues, cut = _split(rec, key, text, words, spans)
+    if cut:
+        changed.add("words_split_at_entity_edge", len(cut), repr(cut[0]), rec)
     tags = ["O"] * len(words)
     owner: dict[int, str] = {}  # word → the span that tags it
-    for s, e, typ, given, shown, inclusive in spans:
+    seen: set[tuple[int, int, str]] = set()
+    for s, e, typ, _, shown, _ in spans:
+        if (s, e, typ) in seen:
+            changed.add("duplicate_spans_taken_once", 1, shown if shown.startswith("annotations[") else
+                        f"{key} {shown}", rec)
+            continue
+        seen.add((s, e, typ))
         fail = _failing(rec, key, shown)
-        if given == "":
-            raise fail("its entity text is empty")
-        wrong = given is not None and (s < 0 or text[s:e] != given)  # (an offset's unit said before its range)
-        hint = _where(text, given, s, e, inclusive) if given is not None and wrong else ""
-        if wrong and hint:
-            raise fail(f"the entity {given!r} is not the text at its offsets, which holds {text[max(s, 0):e]!r}{hint}")
-        if s < 0 or e > len(text):
-            raise fail(f"outside the text, whose {len(text)} characters are at 0 to {len(text) - 1}" + (
-                " (CLUENER's end is inclusive)" if inclusive else f" (an end is exclusive: at most {len(text)})"))
-        if s >= e:
-            raise fail("an empty span: its start is after its end (CLUENER's end is inclusive: [5, 5] is one "
-                       "character)" if inclusive else "an empty span: its start must be before its end (exclusive)")
-        if wrong:
-            raise fail(f"the entity {given!r} is not the text at its offsets, which holds {text[s:e]!r}")
         covered = [i for i, (_, ws, we) in enumerate(words) if ws < e and we > s]
         if not covered:
             raise fail(f"covers no word, only {text[s:e]!r}")
-        for i in (covered[0], covered[-1]):
-            w, ws, we = words[i]
-            if ws < s or we > e:
-                raise fail(f"{text[s:e]!r} cuts the word {w!r} (at {ws}–{we}) in two: spans must fall on word "
-                           "boundaries (words as predict splits a text: letters and digits together, each CJK "
-                           "character and punctuation mark alone)")
         if clash := next((owner[i] for i in covered if i in owner), None):
             raise fail(f"overlaps {clash}: nested or overlapping entities are not supported (one type a word)")
         for n, i in enumerate(covered):
             tags[i], owner[i] = ("B-" if n == 0 else "I-") + typ, shown
-    return tags
+    return words, continues, tags
+
+
+def _check(rec: Record, key: str, text: str, span: Span) -> None:
+    """A span is inside the text, not empty, and its entity text (where given) is the text at its offsets."""
+    s, e, _, given, shown, inclusive = span
+    fail = _failing(rec, key, shown)
+    if given == "":
+        raise fail("its entity text is empty")
+    wrong = given is not None and (s < 0 or text[s:e] != given)  # (an offset's unit said before its range)
+    hint = _where(text, given, s, e, inclusive) if given is not None and wrong else ""
+    if wrong and hint:
+        raise fail(f"the entity {given!r} is not the text at its offsets, which holds {text[max(s, 0):e]!r}{hint}")
+    if s < 0 or e > len(text):
+        raise fail(f"outside the text, whose {len(text)} characters are at 0 to {len(text) - 1}" + (
+            " (CLUENER's end is inclusive)" if inclusive else f" (an end is exclusive: at most {len(text)})"))
+    if s >= e:
+        raise fail("an empty span: its start is after its end (CLUENER's end is inclusive: [5, 5] is one "
+                   "character)" if inclusive else "an empty span: its start must be before its end (exclusive)")
+    if wrong:
+        raise fail(f"the entity {given!r} is not the text at its offsets, which holds {text[s:e]!r}")
+
+
+def _split(rec: Record, key: str, text: str, words: list[Word], spans: list[Span],
+           ) -> tuple[list[Word], list[int], list[str]]:
+    """The words cut where a span's edge falls inside one (refused inside a character as it prints: a letter and its
+    combining mark), the indices of the parts after a cut, and the words cut (in the text's order)."""
+    starts = [ws for _, ws, _ in words]
+    cuts: dict[int, set[int]] = {}  # word → the places it is cut at
+    for s, e, _, _, shown, _ in spans:
+        for at in (s, e):
+            i = bisect_right(starts, at) - 1
+            w, ws, we = words[i] if i >= 0 else ("", 0, 0)
+            if not ws < at < we:
+                continue
+            if not grapheme_edge(text, at):
+                raise _failing(rec, key, shown)(
+                    f"{text[s:e]!r} {'starts' if at == s else 'ends'} inside a character of the word {w!r} (at "
+                    f"{ws}–{we}): {text[at - 1]!r} and U+{ord(text[at]):04X} print as one; an entity's edge must fall "
+                    "between characters as they print")
+            cuts.setdefault(i, set()).add(at)
+    if not cuts:
+        return words, [], []
+    out: list[Word] = []
+    continues: list[int] = []
+    for i, (w, ws, we) in enumerate(words):
+        edges = [ws, *sorted(cuts.get(i, ())), we]
+        for k, (a, b) in enumerate(zip(edges, edges[1:], strict=False)):
+            if k:
+                continues.append(len(out))
+            out.append((w[a - ws:b - ws], a, b))
+    return out, continues, [words[i][0] for i in sorted(cuts)]
 
 
 def _where(text: str, given: str, s: int, e: int, inclusive: bool) -> str:
