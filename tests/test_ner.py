@@ -596,6 +596,13 @@ def _ls_task(text: str, spans_: list[tuple[int, int, str]], **extra: object) -> 
                       *_ls_task(_ZH, [(0, 4, "company"), (9, 12, "name")])["annotations"]]}, _ZH_TAGS),
     (_ls_task(_EN, [(0, 13, "PER"), (22, 27, "LOC")]), _EN_TAGS),
     ({"text": _EN, "entities": []}, ["O"] * 5),  # a sentence without entities
+    # what ner's predict writes (`type`: read as `entity type null`), read back to correct and train again
+    ({"text": _EN, "pred_tags": _EN_TAGS, "entities": [
+        {"type": "PER", "text": "Angela Merkel", "start": 0, "end": 13, "token_start": 0, "token_end": 2},
+        {"type": "LOC", "text": "Paris", "start": 22, "end": 27, "token_start": 3, "token_end": 4}]}, _EN_TAGS),
+    # a span given twice, identically (doccano / Label Studio exports hold these), was refused as overlapping
+    ({"text": _EN, "label": [[0, 13, "PER"], [22, 27, "LOC"], [0, 13, "PER"]]}, _EN_TAGS),
+    ({"text": _ZH, "label": {"name": {"叶老桂": [[9, 11], [9, 11]]}, "company": {"浙商银行": [[0, 3]]}}}, _ZH_TAGS),
 ])
 def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None:
     """A text with character spans was refused (`tokens: missing field; ... which ner does not read`): now its words
@@ -606,11 +613,52 @@ def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None
     assert [text[s:e] for s, e in ex["offsets"]] == ex["tokens"]
 
 
+def test_a_span_row_is_read_as_a_token_row() -> None:
+    """A span row is its words and tags, as a token row: data.augment edited its text, its tokens and tags unchanged
+    (copies reported as augmented); dedup / leakage compared its text and tokens, a token row's tokens only (one
+    sentence, two texts); "training data has no entities" named `tags`, a field the rows lack."""
+    from tunelab.config.sections import AugmentConfig
+    from tunelab.data.augment import augment_examples
+    from tunelab.data.dedup import duplicate_keys
+    from tunelab.errors import ConfigError
+
+    task = _task()
+    a, c = task.parse(Table("d.jsonl", [Record("d.jsonl", 1, {"text": "E12 at Big", "label": [[0, 3, "ID"]]}),
+                                        Record("d.jsonl", 2, {"text": "E12 at Big", "label": []})]))
+    with pytest.raises(ConfigError, match="data.augment: this task's rows have no text to augment"):
+        augment_examples([a], AugmentConfig(ops=["delete", "swap"], copies=1), 0, None)
+    assert duplicate_keys(a) == duplicate_keys({"tokens": ["E12", "at", "Big"], "tags": ["O", "O", "O"]})
+    with pytest.raises(DataError, match=r"^d.jsonl: label: training data has no entities$"):
+        task.check_train([c])
+
+
+def test_a_span_edge_inside_a_word_splits_it_and_is_counted() -> None:
+    """A span whose edge fell inside a word refused the whole file (Weibo NER's `E12` of `E12http`; Korean `삼성전자`
+    of `삼성전자는`, a particle on the word: nearly every Korean file): the word is split there, and the splits and
+    the spans given twice are counted, once for the file (`Task.read_counts`). Duplicates compare the text's words,
+    so a sentence is one key however it is labelled or given."""
+    from tunelab.data.dedup import duplicate_keys
+
+    task = _task()
+    rows = [{"text": "E12http at Bigwok", "label": [[0, 3, "ID"], [11, 14, "LOC"], [11, 14, "LOC"]]},
+            {"text": "삼성전자는 서울에", "entities": [[0, 4, "ORG"], [6, 8, "LOC"]]},
+            {"text": "E12http at Bigwok", "label": []}]
+    a, b, c = task.parse(Table("d.jsonl", [Record("d.jsonl", i + 1, r) for i, r in enumerate(rows)]))
+    assert (a["tokens"], a["tags"]) == (["E12", "http", "at", "Big", "wok"], ["B-ID", "O", "O", "B-LOC", "O"])
+    assert (b["tokens"], b["tags"]) == (["삼성전자", "는", "서울", "에"], ["B-ORG", "O", "B-LOC", "O"])
+    assert [rows[0]["text"][s:e] for s, e in a["offsets"]] == a["tokens"]
+    assert task.read_counts() == {
+        "words_split_at_entity_edge": (4, "4 words split at an entity's edge (e.g. 'E12http' at line 1)"),
+        "duplicate_spans_taken_once": (1, "1 span given twice, identical, taken once (e.g. label span 3 [11, 14, "
+                                          "\"LOC\"] at line 1)")} and task.read_counts() == {}
+    token_row = {"tokens": ["E12http", "at", "Bigwok"], "tags": ["O", "O", "O"]}
+    assert duplicate_keys(a) == duplicate_keys(c) == duplicate_keys(token_row)
+
+
 @pytest.mark.parametrize(("row", "error"), [
-    ({"text": "Angela visited", "entities": [[0, 5, "PER"]]},
-     "entities: span 1 [0, 5, \"PER\"]: 'Angel' cuts the word 'Angela' (at 0–6) in two: spans must fall on word "
-     "boundaries (words as predict splits a text: letters and digits together, each CJK character and punctuation "
-     "mark alone)"),
+    ({"text": "Cafe\u0301 Paris", "entities": [[0, 4, "ORG"]]},  # a cut between a letter and its combining mark
+     "entities: span 1 [0, 4, \"ORG\"]: 'Cafe' ends inside a character of the word 'Cafe\u0301' (at 0–5): 'e' and "
+     "U+0301 print as one; an entity's edge must fall between characters as they print"),
     ({"text": _EN, "label": [[22, 29, "LOC"]]},
      "label: span 1 [22, 29, \"LOC\"]: outside the text, whose 28 characters are at 0 to 27 (an end is exclusive: at "
      "most 28)"),
@@ -621,16 +669,16 @@ def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None
      "supported (one type a word)"),
     # CLUENER: the end is inclusive; an exclusive one is said so, an offset off by one names where the entity is
     ({"text": _ZH, "label": {"company": {"浙商银行": [[0, 4]]}}},
-     "label: company '浙商银行' [0, 4]: the entity '浙商银行' is not the text at its offsets, which holds "
+     "label: 'company' '浙商银行' [0, 4]: the entity '浙商银行' is not the text at its offsets, which holds "
      "'浙商银行企'; CLUENER's end is inclusive, and this one looks exclusive"),
     ({"text": _ZH, "label": {"name": {"叶老桂": [[10, 12]]}}},
-     "label: name '叶老桂' [10, 12]: the entity '叶老桂' is not the text at its offsets, which holds '老桂博' "
+     "label: 'name' '叶老桂' [10, 12]: the entity '叶老桂' is not the text at its offsets, which holds '老桂博' "
      "(the entity is at 9, -1 from start)"),
     ({"text": _ZH, "label": {"name": {"叶老桂": [[9, 21]]}}},
-     "label: name '叶老桂' [9, 21]: the entity '叶老桂' is not the text at its offsets, which holds "
+     "label: 'name' '叶老桂' [9, 21]: the entity '叶老桂' is not the text at its offsets, which holds "
      "'叶老桂博士则从另一个角度' (it ends at 11: the end is off)"),
     ({"text": _ZH, "label": {"name": {"王五": [[9, 21]]}}},
-     "label: name '王五' [9, 21]: outside the text, whose 21 characters are at 0 to 20 (CLUENER's end is inclusive)"),
+     "label: 'name' '王五' [9, 21]: outside the text, whose 21 characters are at 0 to 20 (CLUENER's end is inclusive)"),
     ({"text": _ZH, "label": {"name": ["叶老桂"]}},
      "label: 'name': expected {\"ENTITY\": [[start, end], ...]} (CLUENER), got [\"叶老桂\"]"),
     # Label Studio: its text named, UTF-16 offsets (an emoji counts two in JavaScript) said so
@@ -662,6 +710,28 @@ def test_span_rows_become_words_and_bio_tags(row: dict, tags: list[str]) -> None
      "span: ner gives a span one type"),
     ({"text": _EN, "entities": [[0, 13, 5]]},
      "entities: span 1 [0, 13, 5]: entity type 5: expected a name (PER, LOC ...), no space at its ends"),
+    # a type that does not print was taken as a tag (CLUENER's printed raw: a two-line error); one that is a tag
+    # became B-B-LOC / B-O
+    ({"text": _EN, "entities": [[0, 13, "PE\nR"]]},
+     "entities: span 1 [0, 13, \"PE\\nR\"]: entity type 'PE\\nR': it holds U+000A, which does not print: a type is a "
+     "name of visible characters (PER, LOC ...)"),
+    ({"text": _EN, "label": [{"start": 0, "end": 13, "labels": ["P\u200bER"]}]},
+     "label: span 1 {\"start\": 0, \"end\": 13, \"labels\": [\"P\\u200bER\"]}: entity type 'P\\u200bER': it holds "
+     "U+200B ZERO WIDTH SPACE, which does not print"),
+    ({"text": _ZH, "label": {"na\tme": {"叶老桂": [[9, 11]]}}},
+     "label: entity type 'na\\tme': it holds U+0009, which does not print"),
+    ({"text": _ZH, "label": {"na\nme": {"叶老桂": [9, 11]}}}, "label: entity type 'na\\nme': it holds U+000A"),
+    ({"text": _EN, "label": [[0, 13, "B-PER"]]},
+     "label: span 1 [0, 13, \"B-PER\"]: entity type 'B-PER' is a tag, not a type: write the type name ('PER'); ner "
+     "writes the B- and I- tags itself"),
+    ({"text": _EN, "label": [[0, 13, "O"]]},
+     "label: span 1 [0, 13, \"O\"]: entity type 'O' is a tag, not a type: write the type name (PER, LOC ...); a word "
+     "outside every entity needs no span"),
+    ({"text": _EN, "entities": [{"start": 0, "end": 13, "label": "PER", "type": "LOC"}]},
+     "entities: span 1 {\"start\": 0, \"end\": 13, \"label\": \"PER\", \"type\": \"LOC\"}: both label and type: which "
+     "is its type? keep one"),
+    ({"text": _EN, "entities": [{"start": 0, "end": 13}]},
+     "entities: span 1 {\"start\": 0, \"end\": 13}: no entity type (label, labels or type)"),
     ({"text": _EN, "label": [[0, 13, "PER"]], "entities": []},
      "label: the row has both label and entities: which holds its entities? keep one"),
 ])
@@ -675,10 +745,12 @@ def test_span_rows_refused_in_one_line(tmp_path: Path, row: dict, error: str) ->
 
 def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path) -> None:
     """CLUENER rows train; a Label Studio export (a JSON list of tasks) and doccano rows are scored as token rows
-    are; `data check` counts their entities; predict gives the entities' offsets in the row's text."""
+    are; `data check` counts their entities and finds the token rows of their sentences; predict gives the entities'
+    offsets in the row's text, and its output, corrected, is read back (eval, train). A word split at an entity's
+    edge and a span given twice are said once on stderr, and counted in data_summary.json and data check."""
     rows = [{"text": "the actor is good", "label": {"PER": {"actor": [[4, 8]]}}},
             {"text": "a film story was bad", "label": {"LOC": {"film story": [[2, 11]]}}}] * 4
-    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    train = write_jsonl(tmp_path / "train.jsonl", [*rows, {"text": "the actors", "label": [[4, 9, "PER"]] * 2}])
     val = tmp_path / "val.json"
     val.write_text(json.dumps([_ls_task("the actor is good", [(4, 9, "PER")]),
                                _ls_task("a film story was bad", [(2, 12, "LOC")])], indent=1), encoding="utf-8")
@@ -687,6 +759,11 @@ def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path)
             "train.max_steps=2", "train.batch_size=4", "train.save_steps=0", "train.precision=fp32"]
     res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
+    assert res.stderr.count(f"{train}: 1 word split at an entity's edge (e.g. 'actors' at line 9)\n") == 1
+    assert res.stderr.count(f"{train}: 1 span given twice, identical, taken once (e.g. label span 2 [4, 9, "
+                            "\"PER\"] at line 9)\n") == 1, res.stderr
+    assert json.loads((out / "data_summary.json").read_text())["changed_as_read"] == {
+        "train": {"words_split_at_entity_edge": 1, "duplicate_spans_taken_once": 1}}
     m = json.loads((out / "metrics.json").read_text())["validation"]
     assert m["n"] == 2 and set(m["per_type"]) == {"PER", "LOC"}, m
     doccano = write_jsonl(tmp_path / "dev.jsonl", [{"text": "the actor is good", "label": [[4, 9, "PER"]]},
@@ -698,12 +775,34 @@ def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path)
     for line in res.stdout.splitlines():
         row = json.loads(line)
         assert all(row["data"]["text"][e["start"]:e["end"]] == e["text"] for e in row["entities"])
-    res = runner.invoke(app, ["data", "check", str(train), "--task", "ner", "--model", str(tiny_bert), "--json"])
+    # predict → correct → eval and train again: its entities ({"type", "text", "start", "end", ...}) were refused
+    raw = write_jsonl(tmp_path / "raw.jsonl", [{"text": "the actor is good"}, {"text": "a film story was bad"}])
+    res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(raw)])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["files"][str(train)]["labels"] == {"PER": 4, "LOC": 4}
-    bad = write_jsonl(tmp_path / "bad.jsonl", [*rows[:2], {"text": "the actor", "label": {"PER": {"act": [[4, 6]]}}}])
+    gold = [[("PER", 4, 9, 1, 2)], [("LOC", 2, 12, 1, 3)]]
+    fixed = [{**json.loads(line), "entities": [{"type": t, "text": r["text"][s:e], "start": s, "end": e,
+                                                "token_start": a, "token_end": b} for t, s, e, a, b in g]}
+             for line, r, g in zip(res.stdout.splitlines(), [{"text": "the actor is good"},
+                                                              {"text": "a film story was bad"}], gold, strict=True)]
+    corrected = write_jsonl(tmp_path / "corrected.jsonl", fixed)
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(corrected)])
+    assert res.exit_code == 0 and json.loads(res.stdout.splitlines()[-1])["f1"] == m["f1"], res.output
+    again = [f"data.train={corrected}", f"data.validation={corrected}", f"output_dir={tmp_path / 'again'}"]
+    res = runner.invoke(app, ["train", *[a for s in [*sets[:2], *again, *sets[5:]] for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    tokens = write_jsonl(tmp_path / "tokens.jsonl", [{"tokens": ["the", "actor", "is", "good"],
+                                                      "tags": ["O", "B-PER", "O", "O"]}])
+    res = runner.invoke(app, ["data", "check", str(train), str(tokens), "--task", "ner", "--model", str(tiny_bert),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["files"][str(train)]["labels"] == {"PER": 5, "LOC": 4}
+    assert report["files"][str(train)]["changed_as_read"] == {"words_split_at_entity_edge": 1,
+                                                               "duplicate_spans_taken_once": 1}
+    assert report["overlap"] == [{"a": str(train), "b": str(tokens), "shared_texts": 1}]  # (was 0: text ≠ tokens)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*rows[:2], {"text": "Cafe\u0301", "label": {"PER": {"Cafe": [[0, 3]]}}}])
     res = runner.invoke(app, ["data", "check", str(bad), "--task", "ner", "--model", str(tiny_bert)])
-    assert res.exit_code == 2 and res.stderr == (f"error: {bad}:3: label: PER 'act' [4, 6]: 'act' cuts the word "
-                                                 "'actor' (at 4–9) in two: spans must fall on word boundaries (words "
-                                                 "as predict splits a text: letters and digits together, each CJK "
-                                                 "character and punctuation mark alone)\n"), res.output
+    assert res.exit_code == 2 and res.stderr == (f"error: {bad}:3: label: 'PER' 'Cafe' [0, 3]: 'Cafe' ends inside a "
+                                                 "character of the word 'Cafe\u0301' (at 0–5): 'e' and U+0301 print "
+                                                 "as one; an entity's edge must fall between characters as they "
+                                                 "print\n"), res.output

@@ -130,6 +130,7 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
         for i, path in enumerate(files):
             progress.update(4 * i, now=f"reading {path}")
             examples = parse_file(path, task, stream=True)  # a large JSONL, CSV or Parquet file: spilled as parsed
+            changed = task.read_counts()  # what reading changed (NER: words split at an entity's edge)
             progress.update(4 * i + 1, now=f"token lengths of {len(examples):,} rows")
             if i == 0:  # the first file is the training file: the checks train runs on it
                 task.check_train(examples)
@@ -170,6 +171,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                                        else task.over_length),
                 "duplicates_exact": len(examples) - len(exact),
                 "duplicates_normalised": len(examples) - len(normal),
+                **({"changed_as_read": {k: n for k, (n, _) in changed.items()},
+                    "changed_as_read_notes": [said for _, said in changed.values()]} if changed else {}),
                 **chat,
                 "warnings": warnings,
             }
@@ -206,6 +209,8 @@ def print_report(report: dict[str, Any]) -> None:
                                      f"{r['over_max_length_is']})")
         t.add_row("duplicates",
                   f"{r['duplicates_exact']} exact, {r['duplicates_normalised']} after case/space normalisation")
+        if r.get("changed_as_read_notes"):
+            t.add_row("changed as read", "; ".join(r["changed_as_read_notes"]))
         console.print(t)
         for w in r["warnings"]:
             console.print(Text.assemble(("warning", "yellow"), f": {path}: {w}"), highlight=False)

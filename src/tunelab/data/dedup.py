@@ -2,7 +2,9 @@
 normalisation, within a split and across splits; every dropped row goes to the `DataReport` with the row it repeats.
 
 Works on parsed examples of any task: string fields `text` / `text_pair` are compared; a list field `tokens` (NER)
-as the space-joined sentence; `messages` (SFT) turn by turn, roles included.
+as the space-joined sentence — its words, where `continues` names tokens that go on the one before them (a word split
+at an entity's edge), so that a sentence is one key whether it is read from tokens or from a text with spans, and
+however it is labelled; `messages` (SFT) turn by turn, roles included.
 
 A training file large enough to be spilled as it is parsed (data/load.parse_file: a `RowSequence` on disk) is
 deduplicated without bringing its rows back: `_dedup_spilled` keeps 16 bytes a row (the normalised key's 128-bit
@@ -37,7 +39,7 @@ def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     calls render otherwise in a template that writes ids, Mistral's; ids spelled otherwise, pairing alike, do not)."""
     rules = rules_version()  # an older run's rows read again: compared as it compared them
     parts = [v if isinstance(v, str) else " ".join(map(str, v)) if rules < 2 else join_tokens([str(t) for t in v])[0]
-             for k in TEXT_KEYS if isinstance(v := example.get(k), str | list)]
+             for k in TEXT_KEYS if isinstance(v := _value(example, k), str | list)]
     if not roles:
         return parts + [m["content"] for m in example.get("messages", ())]
     messages = example.get("messages", ())
@@ -46,6 +48,21 @@ def compared_texts(example: dict[str, Any], roles: bool = True) -> list[str]:
     return parts + ([f"tools: {_canonical(tools)}"] if tools else []) + \
         [f"{m['role']}{' (weight 0)' if weights and m.get('weight', 1) == 0 else ''}{_answers(m, rules)}: "
          f"{_turn(m, rules)}" for m in messages]
+
+
+def _value(example: dict[str, Any], key: str) -> Any:
+    """`example[key]`; its `tokens` as the words they are parts of (`continues`: tokens that go on the one before)."""
+    value = example.get(key)
+    joined = set(example.get("continues") or ()) if key == "tokens" and isinstance(value, list) else None
+    if not joined:
+        return value
+    words: list[str] = []
+    for i, token in enumerate(value):
+        if i in joined and words:
+            words[-1] += str(token)
+        else:
+            words.append(str(token))
+    return words
 
 
 def _answers(message: dict[str, Any], rules: int) -> str:

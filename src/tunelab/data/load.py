@@ -15,7 +15,7 @@ from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.dedup import dedup_across, dedup_within, without_digests
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
-from tunelab.data.records import read_again
+from tunelab.data.records import FRESH_READ, read_again
 from tunelab.data.report import DATA_FOLDER, DataReport, read_summary, summary_rules, training_fingerprint
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation, split_validation_legacy
@@ -49,6 +49,8 @@ class RowTask(Protocol):
     def group_key(self, example: dict[str, Any]) -> Hashable | None: ...
 
     def check_train(self, examples: list[dict[str, Any]]) -> None: ...
+
+    def read_counts(self) -> dict[str, tuple[int, str]]: ...
 
     def configure_loss(self, train: Any, examples: list[dict[str, Any]]) -> dict[str, Any]: ...
 
@@ -86,11 +88,13 @@ def parse_file(path: str, task: RowTask, *, stream: bool = False, tidy: Tidy | N
     each parsed part (`data.clean`), a new one for each attempt (a spill that cannot be written starts again in the next
     folder)."""
     hub = path.startswith("hf:")
+    task.read_counts()  # (what an earlier read counted: the caller asks for this file's after it)
     if stream and (hub or Path(path).exists()) and streamable(path) and _large(path):
         parsed = [0]
 
         def attempt() -> Iterator[list[dict[str, Any]]]:
             parsed[0] = 0
+            task.read_counts()  # (an attempt started again counts again)
             return _parts(path, task, tidy() if tidy is not None else None, parsed)
 
         rows = spill_anywhere(attempt, task.data.cache is not False)
@@ -172,6 +176,10 @@ def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataRe
         report.merge(attempts[-1])
     else:
         report.read(split, len(examples))
+    for kind, (n, said) in task.read_counts().items():  # what reading changed (NER: words split): said once a file
+        if FRESH_READ.get():  # (not again where a finished run's rows are read for its report)
+            say(f"{path}: {said}")
+        report.changed[split][kind] += n
     if data.dedup:
         examples = dedup_within(examples, split, report)
     _check_left(examples, path, split, report)

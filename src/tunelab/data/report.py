@@ -39,6 +39,7 @@ class DataReport:
         self.fingerprint: str | None = None  # training_fingerprint of the training rows, where a run checkpoints
         self.added: dict[str, Counter[str]] = defaultdict(Counter)  # rows made, per split and how (oversampled ...)
         self.held_out = 0  # training rows held out as the validation split (data.validation_split)
+        self.changed: dict[str, Counter[str]] = defaultdict(Counter)  # what reading changed: `Task.read_counts`
 
     def read(self, split: str, n: int) -> None:
         self.rows_read[split] = self.rows_read.get(split, 0) + n
@@ -85,6 +86,8 @@ class DataReport:
             out["held_out_for_validation"] = self.held_out
         if self.cleaned:
             out["rows_changed_by_cleaning"] = dict(self.cleaned)
+        if any(self.changed.values()):  # per split, what the task's reading changed (NER: words split)
+            out["changed_as_read"] = {split: dict(c) for split, c in self.changed.items() if c}
         out["applied"] = self.applied
         out["text_rules"] = rules_version()  # how rows were compared and measured (text.TEXT_RULES)
         out["class_distribution"] = self.distribution

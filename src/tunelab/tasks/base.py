@@ -20,6 +20,7 @@ from tunelab.errors import ConfigError
 from tunelab.models.inference import TARGETS, forward_logits
 from tunelab.models.positions import check_positions
 from tunelab.tasks.generation import model_stop_ids, stop_ids_of
+from tunelab.tasks.padding import pad_batch
 
 TOKENIZE_CHUNK = 8192  # examples per tokenizer call in `Task.in_chunks`
 R = TypeVar("R")  # what `Task.in_chunks` collects: features, token lengths
@@ -69,6 +70,11 @@ class Task(ABC):
 
     def check_train(self, examples: list[Example]) -> None:  # noqa: B027 - optional hook
         """Whole-split checks on training data (e.g. at least two classes), before the other splits are read."""
+
+    def read_counts(self) -> dict[str, tuple[int, str]]:
+        """What `parse` changed in the rows since last asked, then none: {kind: (count, a line saying it)} (NER: words
+        split at an entity's edge). Said once a file (data/load.py), counted in data_summary.json and data check."""
+        return {}
 
     def stratify_key(self, example: Example) -> Hashable | None:
         return None
@@ -369,31 +375,3 @@ def head_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | No
             head = len(cut[j]) + (len(cut_pairs[j]) if cut_pairs is not None else 0)
             out.append(len(row) if whole == head else round(len(row) * whole / max(head, 1)))
     return out
-
-
-def pad_batch(features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad `input_ids` (and `token_type_ids`) to the longest row; add the attention mask."""
-    width = max(len(f["input_ids"]) for f in features)
-    n = len(features)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in features[0] else None
-    for i, f in enumerate(features):
-        k = len(f["input_ids"])
-        ids[i, :k] = torch.as_tensor(f["input_ids"])
-        mask[i, :k] = 1
-        if types is not None:
-            types[i, :k] = torch.as_tensor(f["token_type_ids"])
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if types is not None:
-        batch["token_type_ids"] = types
-    if "labels" in features[0]:
-        first = features[0]["labels"]
-        if isinstance(first, list) and first and isinstance(first[0], int):  # token labels (multi-hot are floats)
-            labels = torch.full((n, width), -100, dtype=torch.long)
-            for i, f in enumerate(features):
-                labels[i, : len(f["labels"])] = torch.as_tensor(f["labels"])
-            batch["labels"] = labels
-        else:
-            batch["labels"] = torch.as_tensor(np.asarray([f["labels"] for f in features]))
-    return batch

@@ -38,7 +38,7 @@ from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
 from tunelab.tasks.label_head import continued_head
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.tasks.model_rows import with_row
-from tunelab.tasks.ner_spans import span_example, span_key
+from tunelab.tasks.ner_spans import Changed, span_example, span_key
 from tunelab.text import join_tokens
 from tunelab.text.words import split_words
 
@@ -104,6 +104,7 @@ class Ner(Task):
         self.labels: list[str] = []
         self._loss: LossSpec | None = None
         self._cut = [0, 0]
+        self._changed = Changed()  # what reading span rows changed (`read_counts`)
 
     # -- data --------------------------------------------------------------------------------
     def _tokens(self, rec: Record, columns: list[str] | None) -> list[str]:
@@ -128,9 +129,10 @@ class Ner(Task):
 
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
         out = []
+        self._changed.source = table.source
         for rec in table.records:
             if self.cfg.tokens_field not in rec.data and (key := span_key(rec.data, self.data.text_field)):
-                out.append(span_example(rec, key, self.data.text_field, labelled))  # text + character spans
+                out.append(span_example(rec, key, self.data.text_field, labelled, self._changed))  # text + spans
                 continue
             if not labelled and self.cfg.tokens_field not in rec.data and self.data.text_field in rec.data:
                 text = rec.data[self.data.text_field]
@@ -138,7 +140,7 @@ class Ner(Task):
                     raise DataError(rec.source, rec.line, self.data.text_field, "expected non-empty text")
                 words = split_words(text)
                 out.append({"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words],
-                            "text": text, "source": rec.source, "line": rec.line, "row": rec.data})
+                            "raw_text": text, "source": rec.source, "line": rec.line, "row": rec.data})
                 continue
             ex: Example = {"tokens": self._tokens(rec, table.columns), "source": rec.source, "line": rec.line,
                            "row": rec.data}
@@ -156,8 +158,12 @@ class Ner(Task):
         return out
 
     def check_train(self, examples: list[Example]) -> None:
-        if not any(t != "O" for ex in examples for t in ex["tags"]):
-            raise DataError(examples[0]["source"], None, self.cfg.tags_field, "training data has no entities")
+        if not any(t != "O" for ex in examples for t in ex["tags"]):  # (a span row's field: label, entities ...)
+            raise DataError(examples[0]["source"], None, examples[0].get("tags_from", self.cfg.tags_field),
+                            "training data has no entities")
+
+    def read_counts(self) -> dict[str, tuple[int, str]]:
+        return self._changed.take()
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
@@ -298,7 +304,7 @@ class Ner(Task):
             tags = self.word_tags(lg, ex)
             joined: dict[str, Any] = {}
             if "offsets" in ex:
-                text, offsets = ex["text"], ex["offsets"]
+                text, offsets = ex["raw_text"], ex["offsets"]
             elif found := _in_text(ex, self.data.text_field):  # pre-tokenised: offsets into the row's own text
                 text, offsets = found
             else:  # else into the tokens joined (text.join_tokens), which the output then carries

@@ -25,6 +25,19 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
     return words
 
 
+def grapheme_edge(text: str, at: int) -> bool:
+    """Whether cutting `text` at `at` (0 < at < len) leaves every character as it prints whole: not before a mark that
+    goes on the character before it (a combining mark, a variation selector, a skin tone; Hangul's vowel and final
+    jamo, Thai's and Lao's `am`), not after a zero-width joiner, not between a flag's two halves."""
+    before, ch = text[at - 1], text[at]
+    if _joins(ch) or before == "\u200d" or ch in _SPACING or "\u1160" <= ch <= "\u11ff" or "\ud7b0" <= ch <= "\ud7ff":
+        return False
+    flags = 0  # regional indicators just before the cut: an odd number, and the cut is inside a flag
+    while flags < at and text[at - 1 - flags] in _INDICATORS:
+        flags += 1
+    return not (flags % 2 and ch in _INDICATORS)
+
+
 def _continues(before: str, word: str) -> bool:
     """Whether `word` goes on the grapheme or word `before` it ends (see split_words)."""
     if _joins(word[0]) or before[-1] == "\u200d" or len(before) == 1 and _FLAG.match(before + word[0]):
@@ -37,5 +50,7 @@ def _joins(ch: str) -> bool:
 
 
 _JOINING = {"\u200d", *map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0x1F3FB, 0x1F400))}
+_SPACING = {"\u0e33", "\u0eb3"}  # Thai and Lao `am`: letters (Lo) that print on the character before them
+_INDICATORS = "".join(map(chr, range(0x1F1E6, 0x1F200)))  # a flag is two of them
 _FLAG = re.compile("[\U0001F1E6-\U0001F1FF]{2}")  # two regional indicators: a flag
 _LETTER = re.compile(rf"[^\W{CJK}]")
