@@ -214,7 +214,7 @@ def test_ner_is_told_its_own_cut_not_classifications(tiny_bert: Path, tmp_path: 
     res = runner.invoke(app, ["train", "--set", "task=ner", "--set", f"model={tiny_bert}", "--set",
                               f"data.train={ner}", "--set", f"output_dir={tmp_path / 'run'}", "--set",
                               "data.truncation=head+tail"])
-    assert res.exit_code == 2 and "config: data.truncation: task ner cuts a row" in res.stderr, res.output
+    assert res.exit_code == 2 and "--set data.truncation: task ner cuts a row" in res.stderr, res.output
     assert not (tmp_path / "run").exists()
     ner_cls, cls = TASKS.get("ner"), TASKS.get("classification")
     old = DataConfig(truncation="sliding_window")  # an older run's saved settings

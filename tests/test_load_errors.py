@@ -132,7 +132,7 @@ def test_a_missing_tokenizer_file_is_named(cls_run: Path, tmp_path: Path) -> Non
            "be loaded without it"
     _one_line(["data", "check", rows, "--model", no_vocab / "model"], f"--model: {said}")
     _one_line(["train", "--set", "task=classification", "--set", f"model={no_vocab / 'model'}", "--set",
-               f"data.train={rows}", "--set", f"output_dir={tmp_path / 'again'}"], f"config: model: {said}")
+               f"data.train={rows}", "--set", f"output_dir={tmp_path / 'again'}"], f"--set model: {said}")
 
 
 def test_a_chat_model_without_its_template(tiny_llama: Path, tmp_path: Path) -> None:

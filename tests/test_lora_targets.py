@@ -26,12 +26,12 @@ def _train(tmp_path: Path, model: Path, task: str, targets: str) -> object:
 
 
 @pytest.mark.parametrize(("targets", "said"), [
-    ("[classifier]", "config: method.target_modules: classifier name only the task head (classifier), which trains "
+    ("[classifier]", "--set method.target_modules: classifier name only the task head (classifier), which trains "
                      "whole and is saved with the adapter; name the layers LoRA adapts (its linear layers: dense, "
                      "key, query, value; or all-linear)"),
-    ("[encoder]", "config: method.target_modules: bert.encoder is a BertEncoder, not a layer LoRA adapts (Linear, "
+    ("[encoder]", "--set method.target_modules: bert.encoder is a BertEncoder, not a layer LoRA adapts (Linear, "
                   "Embedding, Conv)"),
-    ("[nothing]", "config: method.target_modules: no module of the model is named nothing"),
+    ("[nothing]", "--set method.target_modules: no module of the model is named nothing"),
     (",", "--set method.target_modules: names no module"),  # was taken, then called a regular expression
     ("[]", "--set method.target_modules: names no module"),
     ("[query, '']", "--set method.target_modules: names no module"),  # '' named the whole model
@@ -50,7 +50,7 @@ def test_sft_targets_where_added_tokens_train(targets: str, tiny_llama: Path, tm
     res = _train(tmp_path, tiny_llama, "sft", targets)
     name = "model.embed_tokens" if "embed" in targets else "lm_head"
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
-    assert f"config: method.target_modules: {name} trains the rows of the tokens the task added" in res.output
+    assert f"--set method.target_modules: {name} trains the rows of the tokens the task added" in res.output
 
 
 @pytest.mark.parametrize(("targets", "names"), [("query", ["query"]), ("query,value", ["query", "value"])])
@@ -77,7 +77,7 @@ def test_a_regular_expression_as_peft_takes_it(tiny_bert: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("targets", "said"), [
-    (r".*\.(nosuch|qq)", r"config: method.target_modules: the regular expression .*\.(nosuch|qq) matches no module's "
+    (r".*\.(nosuch|qq)", r"c.yaml:6: method.target_modules: the regular expression .*\.(nosuch|qq) matches no module's "
                          "full name in full (e.g. bert.encoder.layer.0.attention.self.query; its linear layers: "),
     (r".*\.(query", r"c.yaml:6: method.target_modules: .*\.(query is not a regular expression (missing ), "),
 ])

@@ -336,9 +336,9 @@ def test_rdrop_refusals(tiny_llama: Path, tiny_bert: Path, tmp_path: Path) -> No
     from tunelab.cli import app
 
     data = write_jsonl(tmp_path / "say.jsonl", say_rows(WORDS[:8]))
-    cases = [(["task=sft", f"model={tiny_llama}"], "config: train.rdrop: task sft has no output divergence"),
+    cases = [(["task=sft", f"model={tiny_llama}"], "--set train.rdrop: task sft has no output divergence"),
              (["task=classification", f"model={tiny_bert}", f"distill.teacher={tiny_bert}"],
-              "config: train.rdrop: R-Drop and distill cannot be combined")]
+              "--set train.rdrop: R-Drop and distill cannot be combined")]
     for sets, message in cases:
         args = [*sets, f"data.train={data}", f"output_dir={tmp_path / 'run'}", "train.rdrop=0.5"]
         res = CliRunner().invoke(app, ["train", *[a for s in args for a in ("--set", s)]])

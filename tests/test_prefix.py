@@ -191,10 +191,10 @@ def test_continuing_a_prefix_runs_model_trains_its_adapter(tiny_llama: Path, tmp
     res = run("again", tmp_path / "first" / "model", "train.lr=1e-12")
     assert res.exit_code == 0, res.output
     assert torch.allclose(prefix("again"), prefix("first"), atol=1e-6)
-    for extra, said in ((["method=lora"], "config: method: lora would train"),
+    for extra, said in ((["method=lora"], "--set method: lora would train"),
                         (["method=prompt"], "continue it with method=prefix, or start from the base model it was "
                                             f"tuned from ({tiny_llama})"),
-                        (["method.num_virtual_tokens=8"], "config: method.num_virtual_tokens: 8 where the prefix "
+                        (["method.num_virtual_tokens=8"], "--set method.num_virtual_tokens: 8 where the prefix "
                                                           "adapter it continues")):
         res = run("refused", tmp_path / "first" / "model", *extra)
         assert res.exit_code == 2 and said in res.output and len(res.output.strip().splitlines()) == 1, res.output

@@ -51,14 +51,14 @@ def test_another_runs_checkpoint_is_checked_against_its_settings(eight_steps: Pa
     as for the run's own checkpoint; what a resume may change (its length) is not."""
     step = eight_steps / "checkpoints" / "step-00000008"
     _refused([*_args(tiny_bert, tmp_path, "rsx", "train.max_steps=8", "train.lr=0.5"), "--resume", str(step)],
-             f"config: train.lr: 0.5 where the run being resumed has 0.01 ({eight_steps / 'config.yaml'}); resume "
+             f"--set train.lr: 0.5 where the run being resumed has 0.01 ({eight_steps / 'config.yaml'}); resume "
              "with its settings, or train without --resume")
     assert not (tmp_path / "rsx").exists()
     lora = _args(tiny_bert, tmp_path, "lora", "train.max_steps=4", "method=lora", "method.r=2")
     assert runner.invoke(app, lora).exit_code == 0
     _refused([*_args(tiny_bert, tmp_path, "lorax", "train.max_steps=8", "method=lora", "method.r=2",
                      "method.alpha=64"), "--resume", str(tmp_path / "lora" / "checkpoints" / "step-00000004")],
-             "config: method.alpha: 64.0 where the run being resumed has 32.0")
+             "--set method.alpha: 64.0 where the run being resumed has 32.0")
     res = runner.invoke(app, [*_args(tiny_bert, tmp_path, "longer", "train.max_steps=9"), "--resume", str(step)])
     assert res.exit_code == 0, res.output
 
@@ -82,10 +82,10 @@ def test_a_longer_resume_runs_at_the_new_schedules_lr(eight_steps: Path, tiny_be
 def test_a_checkpoint_past_the_last_step_is_refused(eight_steps: Path, tiny_bert: Path, tmp_path: Path) -> None:
     step = eight_steps / "checkpoints" / "step-00000004"
     _refused([*_args(tiny_bert, tmp_path, "rs3", "train.max_steps=3"), "--resume", str(step)],
-             f"config: train.max_steps: the checkpoint {step} is at step 4, past train.max_steps 3; resume with at "
+             f"--set train.max_steps: the checkpoint {step} is at step 4, past train.max_steps 3; resume with at "
              "least 4 steps, or train without --resume")
     _refused([*_args(tiny_bert, tmp_path, "rs3", "train.epochs=1"), "--resume", str(step)],  # 2 steps an epoch
-             "config: train.epochs: the checkpoint")
+             "--set train.epochs: the checkpoint")
     assert not (tmp_path / "rs3").exists()
     # the finished run resumed as it ran: nothing to train, so nothing rewritten (its model newer than its exports)
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in eight_steps.rglob("*") if p.is_file()}

@@ -121,7 +121,7 @@ def test_max_length_above_the_positions_is_refused_before_writing(tiny_bert: Pat
     train = write_jsonl(tmp_path / "long.jsonl", long)
     out = tmp_path / "run"
     sets = _sets(tiny_bert, tmp_path, out, **{"data.train": str(train), "data.max_length": "512"})
-    _fails(["train", *sets], "config: data.max_length: 512 is above the model's 128 positions")
+    _fails(["train", *sets], "--set data.max_length: 512 is above the model's 128 positions")
     assert not out.exists()
 
 
@@ -188,7 +188,7 @@ def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
     for model, said in ((empty, "no file named model.safetensors"), ("no-such-org/no-such-model", "cannot load")):
         sets = ["--set", "task=classification", "--set", f"model={model}", "--set", f"output_dir={out}",
                 "--set", f"data.train={write_jsonl(tmp_path / 't.jsonl', sentiment_rows(6))}"]
-        line = _fails(["train", *sets], f"config: model: cannot load {model}")
+        line = _fails(["train", *sets], f"--set model: cannot load {model}")
         assert said in line
         assert not out.exists()
 
@@ -348,7 +348,7 @@ def test_a_relative_model_resumed_from_another_folder_names_the_model_it_trained
     assert runner.invoke(app, ["train", *sets]).exit_code == 0
     (out / "metrics.json").unlink()  # interrupted after its checkpoints
     monkeypatch.chdir(tmp_path / "b")
-    _fails(["train", *sets, "--resume"], "config: model: 'base' where the run being resumed has")
+    _fails(["train", *sets, "--resume"], "--set model: 'base' where the run being resumed has")
     monkeypatch.chdir(tmp_path / "a")
     assert runner.invoke(app, ["train", *sets, "--resume"]).exit_code == 0
     from tunelab.data.load import run_model
@@ -393,7 +393,7 @@ def test_a_checkpoint_of_other_shapes_is_one_line(tiny_bert: Path, tmp_path: Pat
     step = sorted((one / "checkpoints").iterdir())[0]
     two = tmp_path / "r2"
     rank_two = ["train", *_sets(tiny_bert, tmp_path, two, method="lora", **{"method.r": "2"}), "--resume", str(step)]
-    _fails(rank_two, "config: method.r: 2 where the run being resumed has 1")  # its run's settings, first
+    _fails(rank_two, "--set method.r: 2 where the run being resumed has 1")  # its run's settings, first
     (one / "config.yaml").unlink()  # a checkpoint without its run's config: its own shapes still checked
     _fails(rank_two, "is [1, 32] there, [2, 32] here")
     assert not two.exists()  # refused before the folder was claimed: the run with the right r starts there as new

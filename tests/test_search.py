@@ -278,9 +278,9 @@ def test_tune_bad_space_is_one_line(space: dict, message: str, tiny_bert: Path,
     path = _config(tmp_path, tiny_bert, sentiment_files, {"space": space})
     res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
     assert res.exit_code == 2, res.output
-    if message.startswith(("config: search.space.train.lr: log", "config: search.space: output_dir")):
-        message = message.replace("config:", f"{path}:{_line_of(path, 'train.lr' if 'lr' in message else 'space')}:")
-    assert res.output.strip().splitlines() == [f"error: {message}"]  # the schema's errors name the file and line
+    key = next(iter(space))  # the schema's errors and the later checks' (they said `config: ...`) name file and line
+    message = message.replace("config:", f"{path}:{_line_of(path, 'space' if key == 'output_dir' else key)}:")
+    assert res.output.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "out" / "tune").exists()  # checked before any study or trial
 
 
@@ -313,13 +313,15 @@ def test_each_tasks_metric_names_are_the_numbers_its_metrics_give(tiny_bert: Pat
 
 def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: tuple[Path, Path],
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    res = runner.invoke(app, ["tune", str(_config(tmp_path, tiny_bert, sentiment_files, None)), "--trials", "2"])
-    assert res.exit_code == 2 and res.output.startswith("error: config: search: required for tunelab tune")
+    path = _config(tmp_path, tiny_bert, sentiment_files, None)
+    res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {path}: search: required for tunelab tune")
     # a metric the task never gives (an HF Trainer user's eval_loss) is refused before a trial trains, not after it
     path = _config(tmp_path, tiny_bert, sentiment_files, {"metric": "eval_loss", "space": SPACE})
     res = runner.invoke(app, ["tune", str(path), "--trials", "2"])
-    assert res.exit_code == 2 and res.output.strip().splitlines() == [
-        "error: config: search.metric: 'eval_loss' is not among the validation metrics of task classification "
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [  # (its line: it said `config: ...`)
+        f"error: {path}:{_line_of(path, 'metric')}: search.metric: 'eval_loss' is not among the validation metrics "
+        "of task classification "
         "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
         "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], res.output
     assert not (tmp_path / "out").exists()
@@ -330,7 +332,7 @@ def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: 
         for command in (["train", str(path)], ["tune", str(path), "--trials", "2"]):
             res = runner.invoke(app, [*command, "--set", f"{key}=acuracy"])
             assert res.exit_code == 2 and res.output.strip().splitlines() == [
-                f"error: config: {key}: 'acuracy' is not among the validation metrics of task classification "
+                f"error: --set {key}: 'acuracy' is not among the validation metrics of task classification "
                 "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
                 "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], (command, res.output)
             assert not (tmp_path / "out").exists()

@@ -207,7 +207,7 @@ def test_cli_refuses_packing_with_prefix_tuning(tiny_llama: Path, tmp_path: Path
             f"data.train={tmp_path / 'absent.jsonl'}", f"output_dir={tmp_path / 'run'}"]
     res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 2, res.output
-    assert "config: task.packing: prefix tuning cannot be packed" in res.output  # before any file is read
+    assert "--set task.packing: prefix tuning cannot be packed" in res.output  # before any file is read
 
 
 def test_cli_train_packed(tiny_llama: Path, tmp_path: Path) -> None:

@@ -336,7 +336,7 @@ def test_resume_after_changing_what_the_optimizer_holds_is_one_line(tiny_bert: P
     assert runner.invoke(app, ["train", *args, "--set", "train.max_steps=1"]).exit_code == 0
     res = runner.invoke(app, ["train", *args, "--resume", "--set", "train.layer_lr_decay=0.5"])
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
-    assert "config: train.layer_lr_decay: 0.5 where the run being resumed has None" in res.stderr, res.stderr
+    assert "--set train.layer_lr_decay: 0.5 where the run being resumed has None" in res.stderr, res.stderr
     saved = (tmp_path / "run" / "config.yaml").read_text(encoding="utf-8")
     (tmp_path / "run" / "config.yaml").unlink()  # a run without its config: the checkpoint's own check still holds
     res = runner.invoke(app, ["train", *args, "--resume", "--set", "train.layer_lr_decay=0.5"])

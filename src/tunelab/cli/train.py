@@ -42,7 +42,7 @@ def train(
 ) -> None:
     """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
     from tunelab import api
-    from tunelab.config.run import load_config
+    from tunelab.config.run import errors_located, load_config
     from tunelab.evaluation.evaluate import print_metrics
 
     cfg = load_config(config, set_)
@@ -58,11 +58,13 @@ def train(
             typer.echo(f"note: train.distributed.strategy {cfg.train.distributed.strategy} applies to a launch "
                        "(--nproc N, or torchrun); this run is one process without it", err=True)
     if nproc is not None or nnodes > 1:
-        _launch(cfg, config, set_, resume, overwrite, Launch(nproc or 1, nnodes, node_rank, master_addr, master_port),
-                dry_run)
+        with errors_located(config, set_):
+            _launch(cfg, config, set_, resume, overwrite,
+                    Launch(nproc or 1, nnodes, node_rank, master_addr, master_port), dry_run)
         return
     try:
-        run = api.train(cfg, resume=resume, overwrite=overwrite)
+        with errors_located(config, set_):  # (a check made once the config is read names the key's line too)
+            run = api.train(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
         from tunelab.progress import speaks
 
@@ -159,12 +161,13 @@ def tune(
     study: str | None = typer.Option(None, "--study", help="Study name in the storage (default: tunelab)."),
 ) -> None:
     """Hyperparameter search with Optuna (TPE, median pruning); resumable; writes OUTPUT_DIR/tune/best.yaml."""
-    from tunelab.config.run import load_config
+    from tunelab.config.run import errors_located, load_config
     from tunelab.studies.tune import run_search
 
     cfg = load_config(config, set_)
     named = [*(["--storage", storage] if storage is not None else []), *(["--study", study] if study else [])]
-    with study_interrupted("tune", config, set_, ["--trials", str(trials), *named], Path(cfg.output_dir)):
+    with study_interrupted("tune", config, set_, ["--trials", str(trials), *named], Path(cfg.output_dir)), \
+            errors_located(config, set_):
         run_search(cfg, trials, storage=storage, study_name=study)
 
 
@@ -179,12 +182,12 @@ def cv(
                                    "this one that finished are kept)."),
 ) -> None:
     """k-fold cross-validation over data.train: OUTPUT_DIR/cv/fold-k runs and cv.json (mean ± std)."""
-    from tunelab.config.run import load_config
+    from tunelab.config.run import errors_located, load_config
     from tunelab.studies.cv import print_cv, run_cv
 
     cfg = load_config(config, set_)
     with study_interrupted("cv", config, set_, ["--folds", str(folds), *(["--overwrite"] if overwrite else [])],
-                           Path(cfg.output_dir)):
+                           Path(cfg.output_dir)), errors_located(config, set_):
         result = run_cv(cfg, folds, overwrite=overwrite)
     print_cv(result)
     typer.echo(f"cv: {result['folds']} folds; results: {Path(cfg.output_dir) / 'cv' / 'cv.json'}", err=True)
@@ -203,12 +206,12 @@ def curve(
                                    "kept, not read)."),
 ) -> None:
     """Learning curve: one run per training fraction in OUTPUT_DIR/curve/frac-F; curve.json and curve.svg."""
-    from tunelab.config.run import load_config
+    from tunelab.config.run import errors_located, load_config
     from tunelab.studies.curve import parse_fractions, print_curve, run_curve
 
     cfg = load_config(config, set_)
     with study_interrupted("curve", config, set_, ["--fractions", fractions, *(["--overwrite"] if overwrite else [])],
-                           Path(cfg.output_dir)):
+                           Path(cfg.output_dir)), errors_located(config, set_):
         result = run_curve(cfg, parse_fractions(fractions), overwrite=overwrite)
     print_curve(result)
     typer.echo(f"curve: {len(result['points'])} runs; results: {Path(cfg.output_dir) / 'curve' / 'curve.json'}",
@@ -262,13 +265,14 @@ def baseline(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Texts per forward pass (zero-shot)."),
 ) -> None:
     """Baselines to beat: TF-IDF + NB / LogReg, zero-shot (embedding, LLM), char n-gram LM; writes baselines.json."""
-    from tunelab.config.run import load_config
+    from tunelab.config.run import errors_located, load_config
     from tunelab.studies.baselines import print_baselines, run_baselines
 
     cfg = load_config(config, set_)
-    result = run_baselines(cfg, zero_shot_model=zero_shot_model, embedding_model=embedding_model,
-                           label_descriptions=label_descriptions, analyzer=analyzer, llm_limit=llm_limit,
-                           ngram_order=ngram_order, batch_size=batch_size)
+    with errors_located(config, set_):
+        result = run_baselines(cfg, zero_shot_model=zero_shot_model, embedding_model=embedding_model,
+                               label_descriptions=label_descriptions, analyzer=analyzer, llm_limit=llm_limit,
+                               ngram_order=ngram_order, batch_size=batch_size)
     print_baselines(result)
     typer.echo(json.dumps(result, ensure_ascii=False))
     typer.echo(f"baseline: wrote {Path(cfg.output_dir) / 'baselines.json'}", err=True)

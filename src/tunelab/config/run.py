@@ -15,7 +15,8 @@ import functools
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -312,17 +313,37 @@ def configured(data: dict[str, Any], overrides: list[tuple[list[str], Any]], pat
     try:
         return build_config(data)
     except ConfigError as exc:
-        field = re.match(r"config: ([\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (a key with `： 1`)
-        if field is None:
+        raise located(exc, path, overridden) from None
+
+
+def located(exc: ConfigError, path: str | Path | None, overridden: list[str]) -> ConfigError:
+    """`config: key: problem` naming where its key came from (`configured`): the override that set it, else the
+    file and the key's line; an error of another shape, or with neither, as it is."""
+    field = re.match(r"config: ([\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (a key with `： 1`)
+    if field is None:
+        return exc
+    if any(within(field[1], k) or within(k, field[1]) for k in overridden):
+        return ConfigError(f"{override_name(field[1])}: {str(exc)[field.end():]}")
+    if path is None:
+        return exc
+    known = _key_lines(Path(path))
+    line = known.get(_longest_known(field[1], known))
+    where = f"{path}:{line}" if line else str(path)
+    return ConfigError(f"{where}: {str(exc).removeprefix('config: ')}")
+
+
+@contextmanager
+def errors_located(path: str | Path | None, overrides: list[str]) -> Iterator[None]:
+    """The checks made once a config is read (a metric the task never gives, tune's search space, a model that does
+    not load, a method the task refuses) name their key as reading it does: the file and the key's line, or the
+    `--set` that gave it (they said `config: key: ...`, no file, no line)."""
+    try:
+        yield
+    except ConfigError as exc:
+        where = located(exc, path, [".".join(keys) for keys, _ in parse_overrides(overrides)])
+        if where is exc:
             raise
-        if any(within(field[1], k) or within(k, field[1]) for k in overridden):
-            raise ConfigError(f"{override_name(field[1])}: {str(exc)[field.end():]}") from None
-        if path is None:
-            raise
-        known = _key_lines(Path(path))
-        line = known.get(_longest_known(field[1], known))
-        where = f"{path}:{line}" if line else str(path)
-        raise ConfigError(f"{where}: {str(exc).removeprefix('config: ')}") from None
+        raise where from None
 
 
 def _key_lines(path: Path) -> dict[str, int]:
