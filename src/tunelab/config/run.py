@@ -185,7 +185,9 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     """One line naming the full dotted path of the first problem. `names`: the union tags pydantic
     inserts into paths, per section (`{"method": {...}}`) or one set for both task and method; `fits`: whether the
     config validates with another value there (`fitting`), asked of a value written in full-width characters."""
-    e = err.errors()[0]
+    errors = err.errors()  # a key indented with a full-width space first: it left its section empty (`train:` null)
+    e = next((x for x in errors if x["type"] == "extra_forbidden" and str(x["loc"][-1]).startswith("\u3000")),
+             errors[0])
     keys = list(e["loc"])
     loc = [str(p) for p in keys]
     tags = names.get(loc[0], set()) if isinstance(names, dict) and loc else names
@@ -312,7 +314,7 @@ def configured(data: dict[str, Any], overrides: list[tuple[list[str], Any]], pat
     try:
         return build_config(data)
     except ConfigError as exc:
-        field = re.match(r"config: ([\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (a key with `： 1`)
+        field = re.match(r"config: (\u3000*[\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (`： 1`, `　seed`)
         if field is None:
             raise
         if any(within(field[1], k) or within(k, field[1]) for k in overridden):
