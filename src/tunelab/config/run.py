@@ -206,7 +206,7 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     msg = e["msg"].replace("Value error, ", "")
     got = e.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    if isinstance(got, str):
+    if isinstance(got, str) and "(a Chinese input method's" not in msg:  # (not said twice)
         shown += wide_value(got, fits and (lambda plain: fits(tuple(e["loc"]), keys, plain)),
                             e["type"] in ("model_type", "dict_type"))
     return f"config: {path}: {msg}{shown}"
