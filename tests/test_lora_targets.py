@@ -35,12 +35,17 @@ def _train(tmp_path: Path, model: Path, task: str, targets: str) -> object:
     (",", "--set method.target_modules: names no module"),  # was taken, then called a regular expression
     ("[]", "--set method.target_modules: names no module"),
     ("[query, '']", "--set method.target_modules: names no module"),  # '' named the whole model
+    # a Chinese input method's comma: valid YAML for one name, refused with the model loaded, the '，' unsaid
+    ("[query，value]", "--set method.target_modules: 'query，value' is one name: names are separated by an ASCII "
+                      "comma, not '，' or '、' (a Chinese input method's; write [query, value], or query,value in "
+                      "--set)"),
+    ("query，value", "--set method.target_modules: 'query，value' is one name"),  # (the hint said once)
 ])
 def test_targets_that_cannot_work_are_one_line(targets: str, said: str, tiny_bert: Path, tmp_path: Path) -> None:
     res = _train(tmp_path, tiny_bert, "classification", targets)
     line = res.output.strip()
     assert res.exit_code == 2 and "\n" not in line and line.startswith(f"error: {said}"), res.output
-    assert not (tmp_path / "run").exists()
+    assert line.count("input method") <= 1 and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("targets", ["[lm_head]", "[embed_tokens]", "[q_proj, lm_head]"])

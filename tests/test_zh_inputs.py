@@ -83,6 +83,13 @@ CONFIG = "task: classification\nmodel: minilm\ndata:\n  train: t.jsonl\ntrain:\n
     (CONFIG + "  epochs：1\n", 7, "a full-width colon '：' after 'epochs'"),  # the last line: YAML said line 8
     ("task: classification\nmodel： minilm\ntrain:\n  lr: 1\n", 2, "a full-width colon '：' after 'model'"),
     (CONFIG + "\u3000 epochs: 1\n  seed: 2\n", 7, "a full-width space '\u3000' (U+3000) in the indentation"),
+    # valid YAML (U+3000 is no indentation: the key `　seed`): was `config: 　seed: unknown key`, no file, no line;
+    # indented so throughout, the section was null and `train: Input should be a valid dictionary` was said
+    (CONFIG + "\u3000seed: 2\n", 7, "\u3000seed: unknown key; a full-width space '\u3000' (U+3000) before 'seed' "
+     "(a Chinese input method's): YAML indents with ASCII spaces"),
+    (CONFIG + "  \u3000seed: 2\n", 7, "train.\u3000seed: unknown key; a full-width space '\u3000' (U+3000) before"),
+    ("task: classification\nmodel: minilm\ntrain:\n\u3000\u3000seed: 2\n", 4, "\u3000\u3000seed: unknown key; a "
+     "full-width space '\u3000' (U+3000) before 'seed'"),
     (CONFIG + "tags: {a: 1， b: 2}\n", 7, "a full-width comma '，' in a flow list or mapping; YAML needs ','"),
     # valid YAML (the key `epochs： 1`): was `config: train.epochs： 1: unknown key`, no line, the colon unsaid
     ("task: classification\nmodel: minilm\ntrain: {lr: 1e-5, epochs： 1}\n", 3,

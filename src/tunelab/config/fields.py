@@ -146,10 +146,16 @@ _IME = "(a Chinese input method's)"
 
 def wide_key(key: str) -> str:
     """What to say of an unknown key that is a key typed with a full-width colon in a flow mapping (`{epochs： 1}`:
-    YAML reads the key `epochs： 1`): that YAML wants `key: value`; else ""."""
-    found = _WIDE_KEY.match(key)
-    return (f"; a full-width colon '：' after {found[2]!r} {_IME}: YAML needs 'key: value', with an ASCII colon and a "
-            "space") if found else ""
+    YAML reads the key `epochs： 1`): that YAML wants `key: value`; of one indented with a full-width space (`　seed`:
+    U+3000 is no indentation to YAML), that YAML indents with ASCII spaces; else ""."""
+    if found := _WIDE_KEY.match(key):
+        return (f"; a full-width colon '：' after {found[2]!r} {_IME}: YAML needs 'key: value', with an ASCII colon "
+                "and a space")
+    if key.startswith("\u3000"):  # `　seed: 2` under `train:` is the key `　seed`, at the top level if the line
+        # starts with it
+        return (f"; a full-width space '\u3000' (U+3000) before {key.lstrip(chr(0x3000))!r} {_IME}: YAML indents "
+                "with ASCII spaces")
+    return ""
 
 
 def wide_value(got: str, fits: Callable[[str], bool] | None, mapping: bool = False) -> str:

@@ -186,7 +186,9 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     """One line naming the full dotted path of the first problem. `names`: the union tags pydantic
     inserts into paths, per section (`{"method": {...}}`) or one set for both task and method; `fits`: whether the
     config validates with another value there (`fitting`), asked of a value written in full-width characters."""
-    e = err.errors()[0]
+    errors = err.errors()  # a key indented with a full-width space first: it left its section empty (`train:` null)
+    e = next((x for x in errors if x["type"] == "extra_forbidden" and str(x["loc"][-1]).startswith("\u3000")),
+             errors[0])
     keys = list(e["loc"])
     loc = [str(p) for p in keys]
     tags = names.get(loc[0], set()) if isinstance(names, dict) and loc else names
@@ -205,7 +207,7 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     msg = e["msg"].replace("Value error, ", "")
     got = e.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    if isinstance(got, str):
+    if isinstance(got, str) and "(a Chinese input method's" not in msg:  # (not said twice)
         shown += wide_value(got, fits and (lambda plain: fits(tuple(e["loc"]), keys, plain)),
                             e["type"] in ("model_type", "dict_type"))
     return f"config: {path}: {msg}{shown}"
@@ -317,9 +319,8 @@ def configured(data: dict[str, Any], overrides: list[tuple[list[str], Any]], pat
 
 
 def located(exc: ConfigError, path: str | Path | None, overridden: list[str]) -> ConfigError:
-    """`config: key: problem` naming where its key came from (`configured`): the override that set it, else the
-    file and the key's line; an error of another shape, or with neither, as it is."""
-    field = re.match(r"config: ([\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (a key with `： 1`)
+    """`config: key: problem` naming where its key came from (`configured`); an error of another shape as it is."""
+    field = re.match(r"config: (\u3000*[\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (`： 1`, `　seed`)
     if field is None:
         return exc
     if any(within(field[1], k) or within(k, field[1]) for k in overridden):
@@ -334,9 +335,8 @@ def located(exc: ConfigError, path: str | Path | None, overridden: list[str]) ->
 
 @contextmanager
 def errors_located(path: str | Path | None, overrides: list[str]) -> Iterator[None]:
-    """The checks made once a config is read (a metric the task never gives, tune's search space, a model that does
-    not load, a method the task refuses) name their key as reading it does: the file and the key's line, or the
-    `--set` that gave it (they said `config: key: ...`, no file, no line)."""
+    """Checks made once a config is read (a metric the task never gives, a model that does not load) name their key
+    as reading it does: the file and the key's line, or the `--set` (they said `config: key: ...`, no file, no line)."""
     try:
         yield
     except ConfigError as exc:

@@ -57,9 +57,15 @@ class LoraConfig(MethodConfig):
     @field_validator("target_modules")
     @classmethod
     def _list(cls, value: list[str] | str) -> list[str] | str:
-        """A list of names, none empty (`''` would name the whole model)."""
+        """A list of names, none empty (`''` would name the whole model), none two run together by a Chinese input
+        method's comma (`[query，value]` is valid YAML for the one name `query，value`)."""
         if isinstance(value, list) and (not value or any(not str(name).strip() for name in value)):
             raise ValueError("names no module (a list of names, all-linear, or a regular expression)")
+        for name in value if isinstance(value, list) else ():
+            parts = [part for part in re.split(r"\s*[，、]\s*", name) if part]
+            if len(parts) > 1:
+                raise ValueError(f"{name!r} is one name: names are separated by an ASCII comma, not '，' or '、' (a "
+                                 f"Chinese input method's; write [{', '.join(parts)}], or {','.join(parts)} in --set)")
         return value
 
     @field_validator("target_modules")
