@@ -630,6 +630,12 @@ def test_a_span_row_is_read_as_a_token_row() -> None:
     assert duplicate_keys(a) == duplicate_keys({"tokens": ["E12", "at", "Big"], "tags": ["O", "O", "O"]})
     with pytest.raises(DataError, match=r"^d.jsonl: label: training data has no entities$"):
         task.check_train([c])
+    # the rows hash as the span rows of the runs made before (their `text`): an unchanged file was "changed data"
+    # to report / export / --resume of such a run
+    from tunelab.data.report import training_fingerprint
+
+    before = {("text" if k == "raw_text" else k): v for k, v in a.items()}
+    assert "raw_text" in a and training_fingerprint([a]) == training_fingerprint([before])
 
 
 def test_a_span_edge_inside_a_word_splits_it_and_is_counted() -> None:

@@ -108,6 +108,11 @@ class DataReport:
 NOT_THE_ROW = ("source", "line", "row", "first_item_line", "generated", "word_ids")
 
 
+# an example's key hashed by its former name, so that the rows of runs made before the rename hash as they did (NER's
+# span rows held their text as `text` until they became token rows that keep it beside them, 2026-12-07)
+KEPT_AS = {"raw_text": "text"}
+
+
 def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
     """SHA-256 of the training examples as prepared (cleaned, sampled, augmented: what the task parsed — text,
     label, tokens, messages ...) as canonical JSON, without the file and line they came from and the raw row (its
@@ -116,7 +121,7 @@ def training_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
     reply, NER's word ids) is not the row either: a report's validation rows hash as the baselines' did."""
     h = hashlib.sha256(str(len(examples)).encode())
     for start in range(0, len(examples), 4096):
-        part = [{k: v for k, v in ex.items() if k not in NOT_THE_ROW}
+        part = [{KEPT_AS.get(k, k): v for k, v in ex.items() if k not in NOT_THE_ROW}
                 for ex in examples[start : start + 4096]]
         h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=repr).encode("utf-8"))
     return h.hexdigest()
