@@ -661,10 +661,43 @@ def test_a_span_edge_inside_a_word_splits_it_and_is_counted() -> None:
     assert duplicate_keys(a) == duplicate_keys(c) == duplicate_keys(token_row)
 
 
+def test_a_span_edge_between_characters_as_they_print_splits_the_word() -> None:
+    """A cut between two conjuncts (Hindi `क्ष` | `त्रि`, Khmer `ក` | `ម្ពុ`), or inside a Tamil word after its pulli
+    (a visible virama: two characters as they print), splits the word; Unicode's extended grapheme clusters decide."""
+    rows = [{"text": "क्षत्रिय राजा", "entities": [[0, 3, "PER"]]}, {"text": "កម្ពុជា", "entities": [[0, 1, "LOC"]]},
+            {"text": "சென்னை", "entities": [[0, 4, "LOC"]]}]
+    a, b, c = _task().parse(Table("d.jsonl", [Record("d.jsonl", i + 1, r) for i, r in enumerate(rows)]))
+    assert (a["tokens"], a["tags"]) == (["क्ष", "त्रिय", "राजा"], ["B-PER", "O", "O"])
+    assert (b["tokens"], b["tags"]) == (["ក", "ម្ពុជា"], ["B-LOC", "O"])
+    assert (c["tokens"], c["tags"]) == (["சென்", "னை"], ["B-LOC", "O"])
+
+
+def test_what_reading_changed_is_said_for_a_models_labelled_file(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`export --data` / `compress --data` (`labelled_rows`) and eval (`model_examples`) read a labelled file without
+    `Task.read_counts`: its words split at an entity's edge and its spans given twice went unsaid."""
+    from tunelab.export.artifact import labelled_rows
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "the actors", "label": [[4, 9, "PER"], [4, 9, "PER"]]}])
+    task = _task()
+    task.parse(Table("other.jsonl", [Record("other.jsonl", 1, {"text": "E12http", "label": [[0, 3, "ID"]]})]))
+    labelled_rows(task, None, path)
+    assert capsys.readouterr().err == (f"{path}: 1 word split at an entity's edge (e.g. 'actors' at line 1)\n"
+                                       f"{path}: 1 span given twice, identical, taken once (e.g. label span 2 [4, 9, "
+                                       "\"PER\"] at line 1)\n")
+
+
 @pytest.mark.parametrize(("row", "error"), [
     ({"text": "Cafe\u0301 Paris", "entities": [[0, 4, "ORG"]]},  # a cut between a letter and its combining mark
      "entities: span 1 [0, 4, \"ORG\"]: 'Cafe' ends inside a character of the word 'Cafe\u0301' (at 0–5): 'e' and "
      "U+0301 print as one; an entity's edge must fall between characters as they print"),
+    # a cut after a virama that joins two consonants into one conjunct (Hindi क्ष, Khmer's coeng): split there
+    ({"text": "क्षत्रिय राजा", "entities": [[0, 2, "PER"]]},
+     "entities: span 1 [0, 2, \"PER\"]: 'क्' ends inside a character of the word 'क्षत्रिय' (at 0–8): '्' and U+0937 "
+     "print as one"),
+    ({"text": "កម្ពុជា", "entities": [[0, 3, "LOC"]]},
+     "entities: span 1 [0, 3, \"LOC\"]: 'កម្' ends inside a character of the word 'កម្ពុជា' (at 0–7): '្' and "
+     "U+1796 print as one"),
     ({"text": _EN, "label": [[22, 29, "LOC"]]},
      "label: span 1 [22, 29, \"LOC\"]: outside the text, whose 28 characters are at 0 to 27 (an end is exclusive: at "
      "most 28)"),
@@ -776,6 +809,9 @@ def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path)
                                                    {"text": "a film story was bad", "label": [[2, 12, "LOC"]]}])
     res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(doccano)])
     assert res.exit_code == 0 and json.loads(res.stdout.splitlines()[-1])["f1"] == m["f1"], res.output
+    res = runner.invoke(app, ["eval", str(out / "model"), "--data", str(train)])  # (said as training says it)
+    assert res.exit_code == 0 and res.stderr.count(f"{train}: 1 word split at an entity's edge (e.g. 'actors' at "
+                                                   "line 9)\n") == 1, res.output
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(val)])
     assert res.exit_code == 0, res.output
     for line in res.stdout.splitlines():
@@ -812,3 +848,27 @@ def test_span_rows_train_eval_predict_and_check(tiny_bert: Path, tmp_path: Path)
                                                  "character of the word 'Cafe\u0301' (at 0–5): 'e' and U+0301 print "
                                                  "as one; an entity's edge must fall between characters as they "
                                                  "print\n"), res.output
+
+
+@pytest.mark.parametrize(("study", "args", "subs"), [("cv", ["--folds", "2"], ["fold-1", "fold-2"]),
+                                                      ("curve", ["--fractions", "1"], ["frac-1"])])
+def test_a_study_says_what_reading_changed_once(tiny_bert: Path, tmp_path: Path, study: str, args: list[str],
+                                                subs: list[str]) -> None:
+    """cv / curve said the words split at an entity's edge again for each sub-run's files (cv/fold-k/train.jsonl:
+    lines of files the user never wrote): the study's own read says them, the sub-runs count them."""
+    import yaml
+
+    rows = [{"text": "the actors", "label": [[4, 9, "PER"]]}, {"text": "a film was bad", "label": [[2, 6, "LOC"]]}]
+    train = write_jsonl(tmp_path / "train.jsonl", rows * 4)
+    cfg = {"task": "ner", "model": str(tiny_bert), "output_dir": str(tmp_path / "out"),
+           "data": {"train": str(train), "validation_split": 0.25},
+           "train": {"max_steps": 1, "batch_size": 4, "save_steps": 0, "precision": "fp32", "report": False}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = CliRunner().invoke(app, [study, str(path), *args])
+    assert res.exit_code == 0, res.output
+    said = [line for line in res.stderr.splitlines() if "split at an entity's edge" in line]
+    assert said == [f"{train}: 4 words split at an entity's edge (e.g. 'actors' at line 1)"], res.stderr
+    for sub in subs:
+        changed = json.loads((tmp_path / "out" / study / sub / "data_summary.json").read_text())["changed_as_read"]
+        assert changed["train"]["words_split_at_entity_edge"] > 0, changed

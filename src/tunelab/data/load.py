@@ -15,7 +15,7 @@ from tunelab.config.sections import CleanConfig, DataConfig, TaskConfig
 from tunelab.data.dedup import dedup_across, dedup_within, without_digests
 from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
-from tunelab.data.records import FRESH_READ, read_again
+from tunelab.data.records import FRESH_READ, SAY_CHANGES, read_again
 from tunelab.data.report import DATA_FOLDER, DataReport, read_summary, summary_rules, training_fingerprint
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation, split_validation_legacy
@@ -177,7 +177,7 @@ def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataRe
     else:
         report.read(split, len(examples))
     for kind, (n, said) in task.read_counts().items():  # what reading changed (NER: words split): said once a file
-        if FRESH_READ.get():  # (not again where a finished run's rows are read for its report)
+        if FRESH_READ.get() and SAY_CHANGES.get():  # (not again for a finished run's report, nor in a study's sub-run)
             say(f"{path}: {said}")
         report.changed[split][kind] += n
     if data.dedup:

@@ -23,6 +23,21 @@ def read_again() -> Iterator[None]:
         FRESH_READ.reset(token)
 
 
+# Whether what reading changed in a file's rows (`Task.read_counts`: NER's words split at an entity's edge) is said on
+# stderr as well as counted: not in a study's sub-runs (cv's folds, curve's points), whose files the study wrote from
+# rows its own first read said it of (`changes_unsaid`).
+SAY_CHANGES: ContextVar[bool] = ContextVar("say_changes", default=True)
+
+
+@contextmanager
+def changes_unsaid() -> Iterator[None]:
+    token = SAY_CHANGES.set(False)
+    try:
+        yield
+    finally:
+        SAY_CHANGES.reset(token)
+
+
 class ItemLine(int):
     """The line a JSON array's item starts on, printed with the item's place in the array, from 1: `1 (row 37)`, so
     an error names `train.json:1 (row 37): label: ...` — an array written on one line (`json.dump` without `indent`)

@@ -38,6 +38,7 @@ from rich.table import Table as RichTable
 
 from tunelab.config.run import RunConfig, build_config
 from tunelab.data.load import load_splits
+from tunelab.data.records import changes_unsaid
 from tunelab.data.report import SUMMARY_FILE, read_summary, summary_rules
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, overwrite_option
 from tunelab.io import json_line, make_dirs, read_json, write_json_atomic, write_text_atomic
@@ -147,7 +148,8 @@ def run_sub(config: RunConfig, out: Path, files: dict[str, str], resume: Verifie
         step = read_trainer_state(resume.path)["step"]
         _say(f"{label}: resumed from step {step} of its unfinished run ({resume.path})")
     # the study owns its sub-run directories
-    metrics = run(config, resume=resume, overwrite=True)
+    with changes_unsaid():  # (the study's own read said what reading its rows changed: counted here, not said again)
+        metrics = run(config, resume=resume, overwrite=True)
     write_json_atomic(out / INPUTS, inputs)
     return metrics
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from tunelab.data.hygiene import clean_inputs
 from tunelab.data.readers import Record, Table
-from tunelab.data.records import FRESH_READ
+from tunelab.data.records import FRESH_READ, SAY_CHANGES
 from tunelab.errors import DataError
+from tunelab.progress import say
 from tunelab.text import text_rules
 
 if TYPE_CHECKING:
@@ -26,7 +27,9 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
     of pairs under other field names reads its own and echoes this one, as any extra field): echoed back beside a
     score of the first text alone, the row would look answered.
     One DataError naming the row, as every other bad field. The texts are then cleaned as the model's training rows
-    were (its saved `data.clean`, by its text rules; none for a model saved without it), every row kept."""
+    were (its saved `data.clean`, by its text rules; none for a model saved without it), every row kept. What reading
+    changed in the rows (`Task.read_counts`: NER's words split at an entity's edge) is said once for the table, as a
+    training read says it of a file (data/load.py)."""
     if len(task.input_fields()) == 1 and PAIR_FIELD not in task.input_fields():
         for rec in table.records:
             if rec.data.get(PAIR_FIELD) not in (None, ""):  # an empty column (a CSV's) carries no second text
@@ -34,8 +37,12 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
                                 f"this model does not read a second text (it reads {', '.join(task.input_fields())}; "
                                 "it was trained without data.text_pair_field); drop the field, or use a model "
                                 "trained on text pairs")
+    task.read_counts()  # (what an earlier read counted)
     with model_rules(task):  # read and cleaned by the text rules the model trained by
         examples = task.parse(table, labelled=labelled)
+        for _, said in task.read_counts().values():  # what reading changed (NER: words split), as training says it
+            if SAY_CHANGES.get():
+                say(f"{table.source}: {said}")
         clean = getattr(task.data, "clean", None)  # the model's data.clean (saved with it): its inputs cleaned alike
         return clean_inputs(examples, clean) if clean is not None else examples
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
+
+import regex
 
 from tunelab.text import CJK
 
@@ -26,16 +29,17 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
 
 
 def grapheme_edge(text: str, at: int) -> bool:
-    """Whether cutting `text` at `at` (0 < at < len) leaves every character as it prints whole: not before a mark that
-    goes on the character before it (a combining mark, a variation selector, a skin tone; Hangul's vowel and final
-    jamo, Thai's and Lao's `am`), not after a zero-width joiner, not between a flag's two halves."""
-    before, ch = text[at - 1], text[at]
-    if _joins(ch) or before == "\u200d" or ch in _SPACING or "\u1160" <= ch <= "\u11ff" or "\ud7b0" <= ch <= "\ud7ff":
-        return False
-    flags = 0  # regional indicators just before the cut: an odd number, and the cut is inside a flag
-    while flags < at and text[at - 1 - flags] in _INDICATORS:
-        flags += 1
-    return not (flags % 2 and ch in _INDICATORS)
+    """Whether cutting `text` at `at` (0 < at < len) leaves every character as it prints whole: `at` starts one of
+    its extended grapheme clusters (`regex`'s `\\X`, Unicode's rules: not before a combining mark, a variation
+    selector or a skin tone, Hangul's vowel and final jamo, Thai's and Lao's `am`; not after a zero-width joiner, nor
+    between a flag's two halves; not after a virama that joins two consonants into a conjunct: Hindi `क्ष`, Khmer's
+    coeng in `ម្ពុ`)."""
+    return at in _cluster_starts(text)
+
+
+@lru_cache(maxsize=8)  # (a row's spans ask of one text in turn)
+def _cluster_starts(text: str) -> frozenset[int]:
+    return frozenset(m.start() for m in _CLUSTER.finditer(text))
 
 
 def _continues(before: str, word: str) -> bool:
@@ -50,7 +54,6 @@ def _joins(ch: str) -> bool:
 
 
 _JOINING = {"\u200d", *map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0x1F3FB, 0x1F400))}
-_SPACING = {"\u0e33", "\u0eb3"}  # Thai and Lao `am`: letters (Lo) that print on the character before them
-_INDICATORS = "".join(map(chr, range(0x1F1E6, 0x1F200)))  # a flag is two of them
 _FLAG = re.compile("[\U0001F1E6-\U0001F1FF]{2}")  # two regional indicators: a flag
 _LETTER = re.compile(rf"[^\W{CJK}]")
+_CLUSTER = regex.compile(r"\X")  # an extended grapheme cluster: a character as it prints
