@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +15,16 @@ FRESH_READ: ContextVar[bool] = ContextVar("fresh_read", default=True)
 
 
 @contextmanager
-def read_again() -> Iterator[None]:
-    token = FRESH_READ.set(False)
+def _off(flag: ContextVar[bool]) -> Iterator[None]:
+    token = flag.set(False)
     try:
         yield
     finally:
-        FRESH_READ.reset(token)
+        flag.reset(token)
+
+
+def read_again() -> AbstractContextManager[None]:
+    return _off(FRESH_READ)
 
 
 # Whether what reading changed in a file's rows (`Task.read_counts`: NER's words split at an entity's edge) is said on
@@ -29,13 +33,8 @@ def read_again() -> Iterator[None]:
 SAY_CHANGES: ContextVar[bool] = ContextVar("say_changes", default=True)
 
 
-@contextmanager
-def changes_unsaid() -> Iterator[None]:
-    token = SAY_CHANGES.set(False)
-    try:
-        yield
-    finally:
-        SAY_CHANGES.reset(token)
+def changes_unsaid() -> AbstractContextManager[None]:
+    return _off(SAY_CHANGES)
 
 
 class ItemLine(int):
