@@ -210,6 +210,12 @@ def test_squad_json_reader(tmp_path: Path) -> None:
     assert table.records[2].source.endswith("squad.json: data[0].paragraphs[1].qas[0]")
     ex = _task().parse(table)
     assert [e["answers"] for e in ex] == [[("The cat", 0)], [], [("bark", 5)]]
+    # the same v2 question flattened to JSONL, `is_impossible` and no answers: unanswerable as the nested form reads
+    # it (it was `answers: missing field`); a row with neither is still refused
+    flat = {"context": "The cat sat on the mat.", "question": "Where?", "is_impossible": True}
+    assert _task().parse(_table([flat]))[0]["answers"] == []
+    with pytest.raises(DataError, match=r"t.jsonl:1: answers: missing field"):
+        _task().parse(_table([{**flat, "is_impossible": False}]))
 
 
 def test_answer_offset_mismatch_names_the_place(tmp_path: Path) -> None:

@@ -105,8 +105,11 @@ class Qa(Task):
             ex: Example = {"context": context,
                            "question": require_text(rec, self.cfg.question_field, table.columns),
                            "source": rec.source, "line": rec.line, "row": rec.data}
+            # (a SQuAD v2 question flattened, `is_impossible` and no answers: unanswerable, as data/jsonl.py reads
+            # the nested form)
+            flat_v2 = self.cfg.answers_field not in rec.data and rec.data.get("is_impossible") is True
             if labelled:
-                ex["answers"] = self._answers(rec, context, table.columns)
+                ex["answers"] = [] if flat_v2 else self._answers(rec, context, table.columns)
             out.append(ex)
         return out
 
