@@ -20,7 +20,8 @@ from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import DataError
 
 run_config_class()
-from tunelab.tasks.ner import Ner, NerConfig, spans, split_words, to_bio  # noqa: E402
+from tunelab.tasks.ner import Ner, NerConfig, spans, to_bio  # noqa: E402
+from tunelab.text.words import split_words  # noqa: E402
 
 REC = Record("t.jsonl", 3, {})
 

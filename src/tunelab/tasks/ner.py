@@ -40,7 +40,6 @@ from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.tasks.model_rows import with_row
 from tunelab.tasks.ner_spans import Changed, span_example, span_key
 from tunelab.text import join_tokens
-from tunelab.text.words import split_words
 
 _TAG = re.compile(r"^([BIESMLU])-(.+)$")  # BIO, IOB1, BIOES / BMES, BILOU (L-, U-: E-, S-)
 
@@ -131,16 +130,10 @@ class Ner(Task):
         out = []
         self._changed.source = table.source
         for rec in table.records:
-            if self.cfg.tokens_field not in rec.data and (key := span_key(rec.data, self.data.text_field)):
-                out.append(span_example(rec, key, self.data.text_field, labelled, self._changed))  # text + spans
-                continue
-            if not labelled and self.cfg.tokens_field not in rec.data and self.data.text_field in rec.data:
-                text = rec.data[self.data.text_field]
-                if not isinstance(text, str) or not text.strip():
-                    raise DataError(rec.source, rec.line, self.data.text_field, "expected non-empty text")
-                words = split_words(text)
-                out.append({"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words],
-                            "raw_text": text, "source": rec.source, "line": rec.line, "row": rec.data})
+            key = span_key(rec.data, self.data.text_field) if self.cfg.tokens_field not in rec.data else None
+            if key or not labelled and self.cfg.tokens_field not in rec.data and self.data.text_field in rec.data:
+                # a text and its entities as spans; or (to predict on) a raw text: its words, as a span row's
+                out.append(span_example(rec, key or "", self.data.text_field, labelled, self._changed))
                 continue
             ex: Example = {"tokens": self._tokens(rec, table.columns), "source": rec.source, "line": rec.line,
                            "row": rec.data}
