@@ -323,7 +323,7 @@ def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: 
         f"error: {path}:{_line_of(path, 'metric')}: search.metric: 'eval_loss' is not among the validation metrics "
         "of task classification "
         "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
-        "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], res.output
+        "precision_weighted, recall_weighted, f1_weighted, roc_auc)"], res.output
     assert not (tmp_path / "out").exists()
     # train's own selection metric too: refused before the data is read (it was found at the first evaluation); by
     # tune before any trial (each trial refused it, after study.db and a failed trial 0 were made)
@@ -334,8 +334,11 @@ def test_tune_needs_search_section_and_optuna(tiny_bert: Path, sentiment_files: 
             assert res.exit_code == 2 and res.output.strip().splitlines() == [
                 f"error: --set {key}: 'acuracy' is not among the validation metrics of task classification "
                 "(accuracy, precision_macro, recall_macro, f1_macro, precision_micro, recall_micro, f1_micro, "
-                "precision_weighted, recall_weighted, f1_weighted, roc_auc, n)"], (command, res.output)
+                "precision_weighted, recall_weighted, f1_weighted, roc_auc)"], (command, res.output)
             assert not (tmp_path / "out").exists()
+    # the count of validation rows is a number `metrics` gives, not one to select a model by (nor listed as one)
+    res = runner.invoke(app, ["train", str(path), "--set", "train.best_metric=n"])
+    assert res.exit_code == 2 and res.output.startswith("error: --set train.best_metric: 'n' is not among"), res.output
     with pytest.raises(ConfigError, match=r"^config: search.metric: 'roc_auc' has no value on this validation split "):
         metric_value({"accuracy": 0.5, "roc_auc": None, "n": 4}, "roc_auc")  # (a split without one of the classes)
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError

@@ -256,7 +256,7 @@ class Task(ABC):
 
     def check_metric(self, field: str, name: str | None) -> None:
         """Refuse (ConfigError naming `field`) a metric name `metrics` never gives; any name where not known."""
-        known = self.metric_names()
+        known = tuple(m for m in self.metric_names() if m != "n" and not m.endswith("_n"))  # (counts: nothing to pick)
         if name is not None and known and name not in known:
             raise ConfigError(f"config: {field}: {name!r} is not among the validation metrics of task {self.cfg.name} "
                               f"({', '.join(known)})")
