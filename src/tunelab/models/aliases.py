@@ -137,6 +137,15 @@ def alias_folder(name: str) -> Path:
     return alias.package_dir() / alias.subdir if alias.subdir else cache_dir() / "models" / name
 
 
+def as_named(model_path: str) -> str:
+    """The alias a user wrote for the folder `resolve_model` turned it into (`minilm`, not its package's model/);
+    any other path or hub id unchanged (for messages about a loaded model)."""
+    for name, alias in ALIASES.items():
+        if alias.installed() and Path(model_path) == alias_folder(name):
+            return name
+    return model_path
+
+
 def resolve_model(name: str) -> str:
     """Turn a config `model` value into a path or hub id for `from_pretrained`."""
     alias = ALIASES.get(name)

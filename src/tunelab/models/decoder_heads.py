@@ -31,6 +31,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, 
 from transformers.models.gemma3.modeling_gemma3 import Gemma3PreTrainedModel
 
 from tunelab.errors import ConfigError
+from tunelab.models.aliases import as_named
 
 _MIXINS: dict[str, tuple[type, str, str]] = {  # mixin, class-name suffix, what it is
     "AutoModelForTokenClassification": (GenericForTokenClassification, "ForTokenClassification",
@@ -145,9 +146,9 @@ def causal_lm(model_path: str, needs: str, instead: str) -> torch.nn.Module:
     finally:
         model.train(was_training)
     if not torch.allclose(first.float(), second.float(), atol=1e-4 if param.dtype == torch.float32 else 1e-2, rtol=0):
-        raise ConfigError(f"config: model: {needs} trains a causal LM, and {model_path} ({type(model).__name__}) "
-                          "attends to the tokens after each position, so it would read every token it is taught "
-                          f"to predict; {instead}")
+        raise ConfigError(f"config: model: {needs} trains a causal LM, and {as_named(model_path)} "
+                          f"({type(model).__name__}) attends to the tokens after each position, so it would read "
+                          f"every token it is taught to predict; {instead}")
     return model
 
 
