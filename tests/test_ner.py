@@ -589,6 +589,7 @@ def _ls_task(text: str, spans_: list[tuple[int, int, str]], **extra: object) -> 
                                          {"id": 2, "label": "LOC", "start_offset": 22, "end_offset": 27}],
       "relations": []}, _EN_TAGS),
     ({"text": _ZH, "entities": [[0, 4, "company"], [9, 12, "name"]]}, _ZH_TAGS),
+    ({"id": 3, "text": _EN, "labels": [[0, 13, "PER"], [22, 27, "LOC"]]}, _EN_TAGS),  # doccano 1.x's export
     ({"text": _EN, "label": [{"start": 0, "end": 14, "text": "Angela Merkel ", "labels": ["PER"]},  # (a space: kept)
                              {"start": 22, "end": 27, "text": "Paris", "labels": ["LOC"]}]}, _EN_TAGS),
     # a Label Studio JSON export's task: its cancelled annotation left out
@@ -737,8 +738,8 @@ def test_what_reading_changed_is_said_for_a_models_labelled_file(tmp_path: Path,
     ({"data": {"sentence": _EN}, "annotations": []}, "data.text: missing field (the row has: sentence)"),
     # shapes that are not spans; a text without its entities (CLUENER's test split) in training
     ({"id": 1, "text": _EN}, "tokens: missing field (the row has: id, text): a row is tokens + tags, or a text with "
-                             "its entities as character spans under label or entities (CLUENER, doccano, spaCy; "
-                             "docs/tasks.md)"),
+                             "its entities as character spans under label, labels or entities (CLUENER, doccano, "
+                             "spaCy; docs/tasks.md)"),
     ({"text": _EN, "label": "PER"},
      "label: expected CLUENER's {\"TYPE\": {\"ENTITY\": [[start, end], ...]}}, doccano's [[start, end, \"TYPE\"], ...] "
      "or [{\"start\", \"end\", \"label\"}, ...], got \"PER\""),

@@ -115,8 +115,8 @@ class Ner(Task):
                             "\"tags\": [...]}")
         if self.cfg.tokens_field not in rec.data and columns is None and self.data.text_field in rec.data:
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, f"missing field ({row_has(rec.data)}): a row "
-                            "is tokens + tags, or a text with its entities as character spans under label or entities "
-                            "(CLUENER, doccano, spaCy; docs/tasks.md)")
+                            "is tokens + tags, or a text with its entities as character spans under label, labels or "
+                            "entities (CLUENER, doccano, spaCy; docs/tasks.md)")
         tokens = require_field(rec, self.cfg.tokens_field, columns)
         if not isinstance(tokens, list) or not tokens:
             raise DataError(rec.source, rec.line, self.cfg.tokens_field, "expected a non-empty list of tokens")

@@ -4,8 +4,8 @@ rest, O elsewhere.
 
 The format is told by the row's keys (`text` is `data.text_field`):
 - `{"text", "label": {TYPE: {ENTITY: [[start, end], ...]}}}` — CLUENER2020: `end` INCLUSIVE, ENTITY the text there;
-- `{"text", "label": [[start, end, TYPE], ...]}` — doccano; or `[{"start", "end", "text", "labels": [TYPE]}]`,
-  Label Studio's JSON-MIN export;
+- `{"text", "label": [[start, end, TYPE], ...]}` — doccano (its 1.x export: `labels`); or
+  `[{"start", "end", "text", "labels": [TYPE]}]`, Label Studio's JSON-MIN export;
 - `{"text", "entities": [[start, end, TYPE], ...]}` — spaCy; or `[{"start_offset", "end_offset", "label"}]`, newer
   doccano; or `[{"start", "end", "label"}]`; or `[{"type", "text", "start", "end", ...}]`, what ner's predict writes;
 - `{"data": {"text"}, "annotations": [{"result": [{"value": {"start", "end", "text", "labels": [TYPE]}}]}]}` — a
@@ -37,7 +37,7 @@ from tunelab.tasks.base import Example
 from tunelab.text.offsets import offset_hint
 from tunelab.text.words import grapheme_edge, split_words
 
-SPAN_KEYS = ("label", "entities")
+SPAN_KEYS = ("label", "entities", "labels")  # (labels: doccano 1.x's export)
 TYPE_KEYS = ("label", "labels", "type")  # a span object's type: doccano's, Label Studio JSON-MIN's, ner predict's
 _BLANK = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}  # letters that print as nothing: Hangul fillers, braille
 _AS_TAG = re.compile(r"^[BI]-(.+)$")
@@ -101,8 +101,8 @@ def span_example(rec: Record, key: str, text_field: str, labelled: bool, changed
     tags: list[str] | None = None
     continues: list[int] = []
     if labelled:
-        if len({k for k in SPAN_KEYS if k in rec.data}) > 1:
-            raise DataError(rec.source, rec.line, key, f"the row has both {' and '.join(SPAN_KEYS)}: which holds "
+        if len(held := [k for k in SPAN_KEYS if k in rec.data]) > 1:
+            raise DataError(rec.source, rec.line, key, f"the row has both {' and '.join(held)}: which holds "
                             "its entities? keep one")
         words, continues, tags = _tags(rec, key, text, words, _spans(rec, key), changed or Changed())
     ex: Example = {"tokens": [w for w, _, _ in words], "offsets": [(s, e) for _, s, e in words], "raw_text": text,
