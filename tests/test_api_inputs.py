@@ -3,6 +3,8 @@ the wrong type or value; its messages name its own arguments (not the CLI's flag
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +216,30 @@ def test_errors_module_and_docstrings() -> None:
             member = getattr(owner, name)
             assert (member.fget if isinstance(member, property) else member).__doc__, f"{owner.__name__}.{name}"
     assert "ONE TEXT" in tunelab.Model.predict.__doc__ and "FILE" in tunelab.Model.evaluate.__doc__
+
+
+@pytest.mark.parametrize(("row", "said"), [
+    ({"text": "good film", "note": "a\ud800"}, r"note: invalid Unicode: unpaired surrogate '\\ud800' at character 2"),
+    ({"text": "good film", "meta": [1, {"by": "\udfff"}]}, r"meta\[1\]\.by: invalid Unicode: unpaired surrogate"),
+    ({"text": "good film", "note": "a\x00b"}, r"note: a NUL character at character 2"),
+], ids=["surrogate", "nested", "nul"])
+def test_a_field_utf8_cannot_carry_is_one_line_on_every_path(model: tunelab.Model, run: tunelab.Run,
+                                                             tmp_path: Path, row: dict, said: str) -> None:
+    """A lone surrogate in a field the model does not read (an id, a note: echoed back) passed the API and made
+    `tunelab predict` a UnicodeEncodeError traceback, exit 1, writing the answer; a NUL there was answered, where
+    `tunelab serve` refuses both (a 422 naming the row): now one line naming the row and the field on each path."""
+    with pytest.raises(DataError, match=rf"^<input>:2: {said}"):
+        model.predict([{"text": "bad plot"}, row])
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "bad plot"}\n' + json.dumps(row) + "\n", encoding="utf-8")  # \ud800: JSON's escape
+    out = tmp_path / "out.jsonl"
+    for args in (["predict", str(run.dir), "--input", str(data)],
+                 ["predict", str(run.dir), "--input", str(data), "--output", str(out)],
+                 ["predict", str(run.dir), "--input", "-"]):  # (stdin: the file's lines, JSON objects)
+        res = runner.invoke(app, args, input=data.read_bytes() if args[-1] == "-" else None)
+        where = "<stdin>" if args[-1] == "-" else str(data)
+        assert res.exit_code == 2 and re.match(rf"^error: {re.escape(where)}:2: {said}", res.stderr), res.output
+        assert len(res.stderr.splitlines()) == 1 and res.stdout == "" and not out.exists()
 
 
 def test_a_numpy_integer_is_a_count(model: tunelab.Model) -> None:

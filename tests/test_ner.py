@@ -5,6 +5,7 @@ Label Studio), errors, and train → eval → predict from the CLI."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -874,3 +875,18 @@ def test_a_study_says_what_reading_changed_once(tiny_bert: Path, tmp_path: Path,
     for sub in subs:
         changed = json.loads((tmp_path / "out" / study / sub / "data_summary.json").read_text())["changed_as_read"]
         assert changed["train"]["words_split_at_entity_edge"] > 0, changed
+
+
+@pytest.mark.parametrize(("tokens", "said"), [
+    (["good", "a\ud800"], "tokens[1]: invalid Unicode: unpaired surrogate '\\ud800' at character 2"),
+    (["a\x00b", "c"], "tokens[0]: a NUL character at character 2"),
+], ids=["surrogate", "nul"])
+def test_a_token_utf8_cannot_carry_is_one_line(tokens: list[str], said: str) -> None:
+    """A token with a lone surrogate given to a model (predict, the API, eval) was a TypeError from the tokenizer
+    (the CLI: a traceback, exit 1), a NUL one was tagged; a text holding either is refused, and `tunelab serve`
+    refused both: now the row and the token are named, as for a text."""
+    from tunelab.tasks.model_rows import model_examples
+
+    table = Table("<input>", [Record("<input>", 1, {"tokens": ["fine"]}), Record("<input>", 2, {"tokens": tokens})])
+    with pytest.raises(DataError, match="^" + re.escape(f"<input>:2: {said}")):
+        model_examples(_task(), table)

@@ -761,6 +761,23 @@ def test_every_error_has_one_shape_naming_the_field(served: tuple[str, object]) 
     assert httpx.get(f"{url}/v1/predict", headers=AUTH).headers["allow"] == "POST"
 
 
+def test_a_text_utf8_cannot_carry_is_said_in_the_words_of_every_path(served: tuple[str, object]) -> None:
+    """A NUL or a lone surrogate in an input was `inputs[0]: Value error, value: a NUL character ...` (pydantic's
+    words around the problem); now the problem, or the path inside the row and the problem, as predict and the API
+    say it of that row (`note: invalid Unicode ...`)."""
+    url, _ = served
+    raw = {**AUTH, "Content-Type": "application/json"}
+    nul = "a NUL character at character 5: a UTF-16 file without its byte-order mark? save it as UTF-8"
+    for path, body, said in (
+            ("/v1/predict", '{"inputs": ["good\\u0000film"]}', f"inputs[0]: {nul}"),
+            ("/v1/predict", '{"inputs": ["good", {"text": "good", "note": "a\\ud800"}]}',
+             "inputs[1]: note: invalid Unicode: unpaired surrogate '\\ud800' at character 2"),
+            ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "good\\u0000film"}]}',
+             f"messages[0].content: {nul}")):
+        res = httpx.post(f"{url}{path}", content=body, headers=raw, timeout=30)
+        assert res.status_code == 422 and res.json()["error"]["message"] == said, res.text
+
+
 def test_an_unexpected_exception_is_a_500_in_the_same_shape() -> None:
     """No endpoint is known to fail (the fuzz test above looks for one), but if one does its 500 keeps the shape."""
     import asyncio

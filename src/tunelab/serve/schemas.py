@@ -36,15 +36,18 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from tunelab.text import json_problem
+from tunelab.text import json_problem, unicode_problem
 
 
 def utf8(value: Any) -> Any:
     """`value` (a string, or the strings and keys inside lists and objects) as UTF-8 can carry it: a lone surrogate
     (JSON's "\\ud800") is refused here, as the data files' reader refuses it, instead of failing in a tokenizer or in
-    the answer that echoes the row; so is nesting deeper than 64 levels."""
-    if (problem := json_problem(value, numbers=False)) is not None:
-        raise ValueError(problem)
+    the answer that echoes the row; so is nesting deeper than 64 levels. Said as the field's own error: the problem
+    (a text: `inputs[0]: a NUL character at ...`), or the path inside the value and the problem (`inputs[0]: note:
+    invalid Unicode ...`), without pydantic's `Value error, ` and `value: `."""
+    problem = unicode_problem(value) if isinstance(value, str) else json_problem(value, numbers=False)
+    if problem is not None:
+        raise PydanticCustomError("invalid_text", "{problem}", {"problem": problem})
     return value
 
 

@@ -13,7 +13,7 @@ from tunelab.data.readers import Record, Table
 from tunelab.data.records import FRESH_READ, SAY_CHANGES
 from tunelab.errors import DataError
 from tunelab.progress import say
-from tunelab.text import text_rules
+from tunelab.text import json_problem, text_rules, unicode_problem
 
 if TYPE_CHECKING:
     from tunelab.config.sections import DataConfig
@@ -37,6 +37,8 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
                                 f"this model does not read a second text (it reads {', '.join(task.input_fields())}; "
                                 "it was trained without data.text_pair_field); drop the field, or use a model "
                                 "trained on text pairs")
+    for rec in table.records:
+        check_row_unicode(rec)
     task.read_counts()  # (what an earlier read counted)
     with model_rules(task):  # read and cleaned by the text rules the model trained by
         examples = task.parse(table, labelled=labelled)
@@ -45,6 +47,24 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
                 say(f"{table.source}: {said}")
         clean = getattr(task.data, "clean", None)  # the model's data.clean (saved with it): its inputs cleaned alike
         return clean_inputs(examples, clean) if clean is not None else examples
+
+
+def check_row_unicode(rec: Record) -> None:
+    """A row given to a model holding, in any field (the text, a NER token, an SFT turn, an id echoed back), a text
+    UTF-8 cannot carry (an unpaired surrogate: JSON's "\\ud800") or a NUL: one DataError naming the row and the
+    field, as `tunelab serve` refuses such a body (a 422 naming it). The text fields were refused so already, but a
+    token or a turn reached the tokenizer (a TypeError, or its own words), and an echoed field the JSON writer (a
+    traceback, no output)."""
+    for key, value in rec.data.items():
+        if not isinstance(key, str):
+            continue
+        if (problem := unicode_problem(key)) is not None:
+            raise DataError(rec.source, rec.line, None, f"the name of a field: {problem}")
+        if isinstance(value, str):
+            if (problem := unicode_problem(value)) is not None:
+                raise DataError(rec.source, rec.line, key, problem)
+        elif isinstance(value, dict | list) and (problem := json_problem(value, key, numbers=False)) is not None:
+            raise DataError(rec.source, rec.line, None, problem)
 
 
 def model_rules(task: Task) -> AbstractContextManager[Any]:
