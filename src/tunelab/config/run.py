@@ -27,6 +27,7 @@ from tunelab.config.fields import (
     apply_override,
     fullwidth_mark,
     twice_said,
+    typed_value,
     wide_key,
     wide_value,
     yaml_text,
@@ -140,7 +141,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"--set {pair!r}: expected key=value with a dotted key (e.g. train.lr=1e-4)")
         try:
-            value = yaml_value(raw) if raw.strip() else ""
+            value = typed_value(raw) if raw.strip() else ""
         except DuplicateKeyError as exc:  # `--set 'data={train: a, train: b}'`: not the text of the value either
             raise ConfigError(f"--set {pair!r}: {exc.problem}") from None
         except yaml.YAMLError:
