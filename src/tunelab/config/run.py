@@ -26,6 +26,7 @@ from tunelab.config.fields import (
     DuplicateKeyError,
     apply_override,
     fullwidth_mark,
+    home_expanded,
     twice_said,
     typed_value,
     wide_key,
@@ -70,7 +71,7 @@ class RunConfig(Section):
     @classmethod
     def _shorthand(cls, values: Any) -> Any:
         if isinstance(values, dict):
-            values = dict(values)
+            values = home_expanded(values)  # (a copy)
             for key in ("task", "method"):
                 if isinstance(values.get(key), str):
                     values[key] = {"name": values[key]}
