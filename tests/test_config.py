@@ -174,6 +174,32 @@ def test_numbers_where_text_is_expected() -> None:
     assert "train.lr" in config_error("train.lr=yes") and "train.seed" in config_error("train.seed=off")
 
 
+def test_a_set_value_keeps_what_yaml_would_drop() -> None:
+    """A path with ` #` (a YAML comment), a leading `#` or `&` (an anchor) is the text given: `--set
+    output_dir=runs/exp #2` trained into runs/exp, `#1` into the default runs/<task>-<time>, `&b c` into c."""
+    from tunelab.ui.checks import form_value
+
+    for text in ("runs/exp #2", "#1", "&b c", "&b", "数据/it's #1 %20 & x.jsonl"):
+        assert cfg_of(f"output_dir={text}").output_dir == text
+        assert form_value("output_dir", text) == text  # the web UI's more settings, alike
+    assert cfg_of("task.labels=[a, b]").task.labels == ["a", "b"] and cfg_of("train.lr=1e-4").train.lr == 1e-4
+    assert "--set train.epochs: " in config_error("train.epochs=3 # three")  # refused, not read as 3
+
+
+def test_a_tilde_is_the_home_folder_in_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`~` in a config's paths is read as the shell reads it: `data.train: ~/t.jsonl` was looked for in a folder
+    named `~` of the current one (`output_dir: ~/runs/a` made it), where `model: ~/m` was read from home."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = write_yaml(tmp_path / "run.yaml", "task: classification\nmodel: minilm\noutput_dir: ~/runs/a\ndata:\n"
+                      "  train: ~/数据/t.jsonl\n  test: ~/x y.jsonl\n  augment: {ops: [swap], synonyms: ~/s.tsv}\n"
+                      "distill: {teacher: ~/runs/t}\n")
+    cfg = load_config(path, ["data.validation=~/v.jsonl"])
+    assert (cfg.output_dir, cfg.data.train, cfg.data.test, cfg.data.validation) == (
+        f"{tmp_path}/runs/a", f"{tmp_path}/数据/t.jsonl", f"{tmp_path}/x y.jsonl", f"{tmp_path}/v.jsonl")
+    assert cfg.data.augment.synonyms == f"{tmp_path}/s.tsv" and cfg.distill.teacher == f"{tmp_path}/runs/t"
+    assert cfg_of("output_dir=a~b").output_dir == "a~b"  # only a leading one
+
+
 def test_yaml_values_read_and_write_back_as_they_were(tmp_path: Path) -> None:
     """YAML 1.2 reading keeps what 1.1 had right: an empty value is null, `!!bool yes` a boolean; what tunelab writes
     (config.yaml, best.yaml, the UI's job file) reads back the same by YAML 1.2 and by PyYAML's 1.1 safe_load."""

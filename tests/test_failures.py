@@ -98,6 +98,30 @@ def test_broken_model_directories_and_output_paths_are_one_line(tiny_bert: Path,
     _one_line(["data", "check", str(rows), "--set", "data.nosuch=1"], "config: data.nosuch: unknown key")
 
 
+def test_a_missing_data_file_names_its_key_and_the_folder_it_is_read_from(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config's relative data path is read from the current folder, not the config file's: run from elsewhere it
+    said `error: 数据/训练 集.jsonl: file not found` (no file, line or key, nor which folder); a missing test file
+    is said before the other files are read, and no run folder is made."""
+    project, elsewhere = tmp_path / "项目 it's", tmp_path / "别处"
+    (project / "数据").mkdir(parents=True)
+    elsewhere.mkdir()
+    (project / "数据" / "训练 集.jsonl").write_text('{"text": "good", "label": "a"}\n{"text": "bad", "label": "b"}\n',
+                                                     encoding="utf-8")
+    config = project / "run #1.yaml"
+    config.write_text("task: classification\nmodel: minilm\ndata:\n  train: 数据/训练 集.jsonl\noutput_dir: 运行/a\n",
+                      encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+    _one_line(["train", str(config)], f"error: {config}:4: data.train: 数据/训练 集.jsonl: file not found (a relative "
+              f"path is read from the current folder, {elsewhere})")
+    monkeypatch.chdir(project)
+    _one_line(["train", str(config), "--set", "data.test=file:///x.jsonl"],
+              "error: --set data.test: file:///x.jsonl: file not found (a file: URL; give its path)")
+    assert not (project / "运行").exists()
+    _one_line(["cv", str(config), "--set", "data.test=/nope/测试.jsonl"],
+              "error: --set data.test: /nope/测试.jsonl: file not found")
+
+
 def test_data_check_refuses_max_length_above_the_positions_as_train_does(tiny_bert: Path, tmp_path: Path) -> None:
     from conftest import WORDS
 

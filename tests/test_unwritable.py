@@ -99,3 +99,22 @@ def test_what_a_refused_file_operation_is_said_of(tmp_path: Path) -> None:
     assert said == [f"{tmp_path / 'a.html'} cannot be replaced: Operation not permitted",
                     f"{tmp_path / 'lock'} cannot be opened for writing: Permission denied",
                     f"nothing can be created in {tmp_path}: Permission denied"]
+
+
+def test_a_name_near_the_255_byte_limit_is_written(work: Path, tmp_path: Path) -> None:
+    """A legal name of 252–254 bytes (84 Chinese characters) was refused: the temp file written beside it, or the
+    temp folder of an export, took the name and more (`.NAME.1234.tmp: File name too long`, a name never given)."""
+    from tunelab.io import atomic_dir, commit_dir, remove_stale_temps
+
+    out = tmp_path / ("预" * 82 + ".jsonl")  # 252 bytes
+    res = runner.invoke(app, ["predict", str(work / "model"), "--input", str(work / "rows.jsonl"), "--output", out])
+    assert res.exit_code == 0 and len(out.read_text(encoding="utf-8").splitlines()) == 12, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp file left
+    final = tmp_path / ("出" * 84)
+    tmp = atomic_dir(final)
+    (tmp / "a.txt").write_text("a", encoding="utf-8")
+    commit_dir(tmp, final)
+    assert (final / "a.txt").read_text(encoding="utf-8") == "a"
+    stale = Path(str(atomic_dir(final)).replace(f"-{os.getpid()}@", "-999999999@"))  # a dead process's temp folder
+    next(tmp_path.glob(".tmp-*")).rename(stale)
+    assert remove_stale_temps(final) == [stale] and not stale.exists()

@@ -64,6 +64,20 @@ def _probe(folder: Path) -> None:
     probe.unlink(missing_ok=True)
 
 
+NAME_MAX = 255  # bytes in one name of a path, on Linux, macOS and Windows file systems alike
+TEMP_ROOM = NAME_MAX - 31  # of an `atomic_dir` name, what the folder's own takes: `.tmp-`, `-<pid>@<host>-<random>`
+
+
+def fitted(name: str, room: int) -> str:
+    """`name` as it is where it fits in `room` bytes, else its start and a digest of the whole: a temp name made of
+    a file's or folder's own name, which may be near the 255-byte limit (`--output` of 84 Chinese characters was
+    refused as `.NAME.1234.tmp: File name too long`, a name the user never gave)."""
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    return raw[:room - 9].decode("utf-8", "ignore") + "~" + hashlib.sha256(raw).hexdigest()[:8]
+
+
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     """Write `data` to a temp file next to `path`, then rename it into place; parents are created."""
     path = Path(path)
@@ -76,7 +90,8 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
             from None
     except OSError as e:  # a parent that cannot be made: no permission, a place that takes no folders (/proc)
         raise UnwritableError(f"{path}: cannot be written ({cannot_create(e)})") from None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tail = f".{os.getpid()}.tmp"
+    tmp = path.with_name(f".{fitted(path.name, NAME_MAX - 1 - len(tail))}{tail}")
     try:
         tmp.write_bytes(data)
         tmp.replace(path)
@@ -281,7 +296,8 @@ def atomic_dir(final: Path) -> Path:
     """A fresh temp dir next to `final`, `.tmp-<name>-<pid>@<host>-<random>` (the pid and this machine's `host_id`:
     `remove_stale_temps` knows a dead process's folder); call `commit_dir(tmp, final)` when it is complete."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}@{host_id()}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{fitted(final.name, TEMP_ROOM)}-{os.getpid()}@{host_id()}-",
+                                dir=final.parent))
     tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the result is an ordinary directory
     return tmp
 
@@ -290,9 +306,10 @@ def remove_stale_temps(final: Path) -> list[Path]:
     """Remove the `atomic_dir` folders of `final` left by a process that is gone (killed before it cleaned up:
     SIGKILL, a power cut); returns them. A folder of a live process, of another user's, or made on another machine
     (a shared filesystem: its processes are not this one's to see) is left alone."""
-    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}-(\d+)@{host_id()}-[a-z0-9_]{{8}}")
+    name = fitted(final.name, TEMP_ROOM)
+    pattern = re.compile(rf"\.tmp-{re.escape(name)}-(\d+)@{host_id()}-[a-z0-9_]{{8}}")
     gone = []
-    for folder in final.parent.glob(f".tmp-{glob.escape(final.name)}-*") if final.parent.is_dir() else ():
+    for folder in final.parent.glob(f".tmp-{glob.escape(name)}-*") if final.parent.is_dir() else ():
         match = pattern.fullmatch(folder.name)
         if match and folder.is_dir() and not folder.is_symlink() and not pid_alive(int(match.group(1))):
             shutil.rmtree(folder, ignore_errors=True)

@@ -3,6 +3,7 @@ PyYAML: the web UI uses them too, and it must not import torch (tunelab.config.r
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Callable
@@ -95,6 +96,43 @@ def yaml_value(text: str) -> Any:
     """The value a YAML (or JSON) text spells, as yaml.safe_load reads it; a key twice in one mapping raises
     DuplicateKeyError (a yaml.YAMLError)."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
+def typed_value(text: str) -> Any:
+    """A value typed on its own (`--set key=TEXT`, a web UI field) as the YAML value it spells (`3`, `[a, b]`), but
+    the text as it is where YAML would drop part of it: a comment (`runs/exp #2` read `runs/exp`, `#1` read null)
+    or a leading anchor (`&a b` read `b`) — a shell argument or a form field holds neither, and a path may hold both."""
+    try:
+        tokens = [t for t in yaml.scan(text, Loader=yaml.SafeLoader)
+                  if not isinstance(t, (yaml.StreamStartToken, yaml.StreamEndToken))]
+    except yaml.YAMLError:
+        return yaml_value(text)  # (its error, for the caller)
+    end = max((t.end_mark.index for t in tokens), default=0)
+    if text[end:].strip() or (tokens and isinstance(tokens[0], yaml.AnchorToken)):  # (`[&a x, *a]` is YAML's)
+        return text
+    return yaml_value(text)
+
+
+# the keys of a config that name a file or folder
+PATH_KEYS = (("model",), ("output_dir",), ("data", "train"), ("data", "validation"), ("data", "test"),
+             ("data", "unlabeled"), ("data", "augment", "synonyms"), ("distill", "teacher"))
+
+
+def home_expanded(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config's mapping with a leading `~` of each path it names (PATH_KEYS) read as your home folder, as a shell
+    reads it: `data.train: ~/data/t.jsonl` was looked for in a folder named `~` (and `output_dir: ~/runs/a` made
+    one), where `model: ~/m` was read from home. `tree` itself is left as it was."""
+    out = dict(tree)
+    for keys in PATH_KEYS:
+        node = out
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                break
+            node[key] = node = dict(node[key])
+        else:
+            if isinstance(value := node.get(keys[-1]), str) and value.startswith("~"):
+                node[keys[-1]] = os.path.expanduser(value)
+    return out
 
 
 def within(inner: str, outer: str) -> bool:

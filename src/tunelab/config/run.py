@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,14 +26,15 @@ from tunelab.config.fields import (
     DuplicateKeyError,
     apply_override,
     fullwidth_mark,
-    override_name,
+    home_expanded,
     twice_said,
+    typed_value,
     wide_key,
     wide_value,
-    within,
     yaml_text,
     yaml_value,
 )
+from tunelab.config.located import located
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
 from tunelab.errors import ConfigError
@@ -71,7 +71,7 @@ class RunConfig(Section):
     @classmethod
     def _shorthand(cls, values: Any) -> Any:
         if isinstance(values, dict):
-            values = dict(values)
+            values = home_expanded(values)  # (a copy)
             for key in ("task", "method"):
                 if isinstance(values.get(key), str):
                     values[key] = {"name": values[key]}
@@ -142,7 +142,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"--set {pair!r}: expected key=value with a dotted key (e.g. train.lr=1e-4)")
         try:
-            value = yaml_value(raw) if raw.strip() else ""
+            value = typed_value(raw) if raw.strip() else ""
         except DuplicateKeyError as exc:  # `--set 'data={train: a, train: b}'`: not the text of the value either
             raise ConfigError(f"--set {pair!r}: {exc.problem}") from None
         except yaml.YAMLError:
@@ -318,21 +318,6 @@ def configured(data: dict[str, Any], overrides: list[tuple[list[str], Any]], pat
         raise located(exc, path, overridden) from None
 
 
-def located(exc: ConfigError, path: str | Path | None, overridden: list[str]) -> ConfigError:
-    """`config: key: problem` naming where its key came from (`configured`); an error of another shape as it is."""
-    field = re.match(r"config: (\u3000*[\w.\[\]-]+(?:[^\x00-\x7f][^:]*?)?): ", str(exc))  # (`： 1`, `　seed`)
-    if field is None:
-        return exc
-    if any(within(field[1], k) or within(k, field[1]) for k in overridden):
-        return ConfigError(f"{override_name(field[1])}: {str(exc)[field.end():]}")
-    if path is None:
-        return exc
-    known = _key_lines(Path(path))
-    line = known.get(_longest_known(field[1], known))
-    where = f"{path}:{line}" if line else str(path)
-    return ConfigError(f"{where}: {str(exc).removeprefix('config: ')}")
-
-
 @contextmanager
 def errors_located(path: str | Path | None, overrides: list[str]) -> Iterator[None]:
     """Checks made once a config is read (a metric the task never gives, a model that does not load) name their key
@@ -344,32 +329,6 @@ def errors_located(path: str | Path | None, overrides: list[str]) -> Iterator[No
         if where is exc:
             raise
         raise where from None
-
-
-def _key_lines(path: Path) -> dict[str, int]:
-    """The line of each key of a config file by its dotted path (`train.lr` -> 12)."""
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                name = f"{prefix}{key.value}"
-                lines[name] = key.start_mark.line + 1
-                walk(value, name + ".")
-
-    try:
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)  # noqa: S506
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return lines
-    if root is not None:
-        walk(root, "")
-    return lines
-
-
-def _longest_known(field: str, known: dict[str, int]) -> str:
-    """The longest dotted prefix of `field` that the file names (`train.lr.x` -> `train.lr`)."""
-    parts = field.split(".")
-    return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in known), field)
 
 
 def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:

@@ -207,6 +207,7 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
         raise ConfigError("config: data.train: required key is missing")
     if data.unlabeled is not None:  # refused before any file is read
         task.check_unlabeled()
+    _check_named(data)
     train = _read(data.train, "train", data, task, report)
     task.check_train(train)
     splits: dict[str, Any] = {}
@@ -237,6 +238,21 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
         if held:
             splits = {"validation": held, **splits}
     return {"train": train, **splits}
+
+
+def _check_named(data: DataConfig) -> None:
+    """Each data file the config names is there, before any is read: one line naming its key (by `located`:
+    `run.yaml:4: data.test: ...`, `--set data.test: ...`) and the folder a relative path is read from (the current
+    one, not the config file's); it named the file alone, and a test file only once the others were read."""
+    for key, path in data.files():
+        try:
+            missing = key != "augment.synonyms" and not path.startswith("hf:") and not Path(path).exists()
+        except (OSError, ValueError):  # not to be asked about (no permission, a name too long): reading says why
+            missing = False
+        if missing:
+            where = (" (a file: URL; give its path)" if path.startswith("file:") else "" if Path(path).is_absolute()
+                     else f" (a relative path is read from the current folder, {Path.cwd()})")
+            raise ConfigError(f"config: data.{key}: {path}: file not found{where}")
 
 
 def load_unlabeled(data: DataConfig, task: RowTask, report: DataReport) -> list[dict[str, Any]]:

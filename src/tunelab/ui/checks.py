@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tunelab.config.fields import apply_override, yaml_value
+from tunelab.config.fields import apply_override, typed_value
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.text import json_problem, unicode_problem
 
@@ -75,7 +75,7 @@ def chat_messages(messages: list[Any]) -> list[dict[str, str]]:
 def form_value(key: str, text: str) -> Any:
     """A form field's text as the YAML value it spells (`3`, `5e-5`, `[a, b]`); an error names the setting."""
     try:
-        value = yaml_value(text)
+        value = typed_value(text)
     except yaml.YAMLError as exc:  # (a key twice in one mapping too)
         problem = str(getattr(exc, "problem", "") or exc).splitlines()[0]
         raise TunelabError(f"{key}: not a YAML value ({problem}): {text[:60]!r}") from None
