@@ -651,6 +651,42 @@ def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
     assert m["perplexity"] == pytest.approx(math.exp(want), rel=rel)
 
 
+# Qwen3's template (cut to what matters here): the reply after the last user turn opens with a `<think>` block, an
+# earlier reply is written without it; Phi-3's writes eos after the last turn only
+QWEN3_LIKE = (
+    "{%- set ns = namespace(last=0) %}{%- for m in messages %}{%- if m.role == 'user' %}"
+    "{%- set ns.last = loop.index0 %}"
+    "{%- endif %}{%- endfor %}{%- for m in messages %}{%- if m.role == 'assistant' and loop.index0 > ns.last %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + m.content + '<|im_end|>\\n' }}{%- else %}"
+    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
+
+
+@pytest.mark.parametrize(("template", "markers", "trained"), [
+    (QWEN3_LIKE, ["<|im_start|>", "<|im_end|>"], ["good", "<|im_end|>", *["<unk>"] * 6, "bad", "<|im_end|>"]),
+    (PHI3, ["<|user|>", "<|assistant|>", "<|end|>"], ["good", "<|end|>", "bad", "<|end|>", "</s>"]),
+])
+def test_a_template_that_writes_earlier_replies_otherwise(template: str, markers: list[str], trained: list[str],
+                                                          tiny_llama: Path) -> None:
+    """Multi-turn rows with a template that writes a reply otherwise once more turns follow (Qwen3 drops its empty
+    think block, Phi-3 writes eos only at the end) train every reply as the whole conversation writes it (were refused:
+    "not prefix-stable")."""
+    from transformers import AddedToken, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in markers], special_tokens=True)
+    tok.chat_template = template
+    msgs = [{"role": U, "content": "say good"}, {"role": A, "content": "good"},
+            {"role": U, "content": "say bad"}, {"role": A, "content": "bad"}]
+    task = _task()
+    task.bind_tokenizer(tok)
+    (f,) = task.encode(task.parse(_table([{"messages": msgs}])), tok)
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    assert [toks[i] for i, v in enumerate(f["labels"]) if v != -100] == trained
+
+
 def test_gemma_turn_markers_select_the_gemma_template(tiny_llama: Path, tmp_path: Path) -> None:
     """A template-less tokenizer whose vocabulary has <start_of_turn>/<end_of_turn> (Gemma base) gets Gemma's turn
     format on its existing ids (no new embeddings); the system message opens the first user turn."""

@@ -56,13 +56,35 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str
             continue
         prefix = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
         upto = render(tokenizer, messages[: i + 1])
-        if not upto.startswith(prefix) or not full.startswith(upto):
-            raise ConfigError("config: task.template: the chat template is not prefix-stable (rendering fewer "
-                              "turns is not a prefix of rendering more); assistant tokens cannot be located")
-        end = len(upto.rstrip())
+        if not upto.startswith(prefix) or not full.startswith(prefix):
+            raise ConfigError(NOT_PREFIX_STABLE)
+        end = len(upto.rstrip()) if full.startswith(upto) else _turn_end(tokenizer, messages, i, full)
         if end > len(prefix):
             spans.append((len(prefix), end))
     return full, spans
+
+
+NOT_PREFIX_STABLE = ("config: task.template: the chat template is not prefix-stable (rendering fewer turns is not a "
+                     "prefix of rendering more); assistant tokens cannot be located")
+MARK = "\u2063TURN-END\u2063"
+
+
+def _turn_end(tokenizer: Any, messages: list[dict[str, Any]], i: int, full: str) -> int:
+    """Where assistant turn `i` (its end-of-turn marker included) ends in `full`, for a template that writes a reply
+    otherwise once more turns follow it: Qwen3's drops an earlier reply's `<think>` block, Phi-3's writes eos only
+    after the last turn. The reply's end is found by rendering the conversation with a mark after its content; the
+    end-of-turn marker is what the turn rendered alone writes after its content, as far as `full` writes it too."""
+    marked = [*messages[:i], {**messages[i], "content": messages[i]["content"] + MARK}]
+    alone = render(tokenizer, marked)
+    whole = render(tokenizer, [*marked, *messages[i + 1:]])
+    at = whole.find(MARK)
+    if alone.count(MARK) != 1 or whole.count(MARK) != 1 or whole[:at] + whole[at + len(MARK):] != full:
+        raise ConfigError(NOT_PREFIX_STABLE)
+    tail, rest = alone.split(MARK, 1)[1].rstrip(), full[at:]
+    same = next((k for k, (a, b) in enumerate(zip(tail, rest, strict=False)) if a != b), min(len(tail), len(rest)))
+    ends = [e for _, e in tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    same = max((e for e in ends if e <= same), default=0)  # whole tokens: `<|end|>\n`, not `<|end|>\n<|`
+    return at + len(rest[:same].rstrip())
 
 
 def builtin_template(tokenizer: Any, setting: str) -> str:

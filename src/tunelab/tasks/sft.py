@@ -16,7 +16,8 @@ tokens are `Task.new_token_ids`: LoRA / DoRA train just their embedding (and unt
 Loss only on assistant tokens, for every assistant turn (not one of `"weight": 0`), end-of-turn marker included.
 The span of turn i in the rendered text is render(messages[:i+1]) minus render(messages[:i], add_generation_prompt=True)
 (trailing whitespace dropped); a token is trained when its character offsets overlap a span. Works for any
-prefix-stable template (no `{% generation %}` markers needed).
+prefix-stable template (no `{% generation %}` markers needed), and for one that writes a reply otherwise once more
+turns follow it (Qwen3's think block, Phi-3's final eos: chat_template._turn_end).
 
 Training loss: cross-entropy over the trained positions only (tasks/causal_loss.py); `task.packing` packs
 several examples per training row (tasks/packing.py).
