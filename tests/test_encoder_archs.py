@@ -103,3 +103,24 @@ def test_a_head_after_a_dense_layer_grows_for_new_labels(tmp_path: Path) -> None
     assert torch.equal(model.pre_classifier.weight, tuned.pre_classifier.weight)
     assert model.classifier.out_features == 3
     assert torch.equal(model.classifier.weight[:2], tuned.classifier.weight)
+
+
+def test_freezing_shared_layers_says_so_where_k_is_set(tmp_path: Path) -> None:
+    """ALBERT runs one layer's weights num_hidden_layers times: freeze's default k=2 is refused naming the config's
+    line and saying the layers share their weights (was `method.k: 2 is more than the model's 1 layers`, no file, no
+    line, though the config says 2 layers); k=1 trains the shared layer, the embeddings stay frozen."""
+    model = tiny_encoder("albert", tmp_path / "albert")
+    train = write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"task: classification\nmodel: {model}\ndata: {{train: {train}, validation_split: 0}}\n"
+                      f"output_dir: {tmp_path / 'run'}\nmethod:\n  name: freeze\n"
+                      "train: {max_steps: 1, batch_size: 8, save_steps: 0, report: false}\n", encoding="utf-8")
+    res = runner.invoke(app, ["train", str(config)])
+    assert res.exit_code == 2 and res.output.strip() == (
+        f"error: {config}:5: method.k: 2 is more than the model's 1 layer of weights: its 2 layers share them "
+        "(AlbertForSequenceClassification), so k=1 trains them all and k=0 the head only"), res.output
+    assert not (tmp_path / "run").exists()
+    res = runner.invoke(app, ["train", str(config), "--set", "method.k=1"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))["train"]["parameters"]
+    assert 0 < summary["trainable"] < summary["total"]
