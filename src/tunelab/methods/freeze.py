@@ -27,8 +27,19 @@ def layer_stack(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
         if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best[1])):
             best = (name, module)
     if best is None:
-        raise ConfigError("method.k: this model has no stack of layers to freeze")
+        raise ConfigError("config: method.k: this model has no stack of layers to freeze")
     return best
+
+
+def shared_layers(model: torch.nn.Module, n: int) -> str:
+    """`the model's N layers`; where its config counts more layers than it holds weights for (ALBERT runs one layer's
+    weights num_hidden_layers times), that they share them and what k then trains."""
+    runs = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    held = f"the model's {n} layer{'s' * (n != 1)}"
+    if not isinstance(runs, int) or runs <= n:
+        return held
+    return (f"{held} of weights: its {runs} layers share them ({type(model).__name__}), so k={n} trains them all and "
+            f"k=0 the head only")
 
 
 @METHODS.register("freeze")
@@ -40,7 +51,7 @@ class Freeze(Method):
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         stack_name, stack = layer_stack(model)
         if self.cfg.k > len(stack):
-            raise ConfigError(f"method.k: {self.cfg.k} is more than the model's {len(stack)} layers")
+            raise ConfigError(f"config: method.k: {self.cfg.k} is more than {shared_layers(model, len(stack))}")
         top = {f"{stack_name}.{i}." for i in range(len(stack) - self.cfg.k, len(stack))}
         # embeddings by module, not by name only: GPT-2's `wte` / `wpe` hold no "embed"
         tables = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}

@@ -33,7 +33,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task
 from tunelab.tasks.class_labels import cell_labels, label_string, label_text, run_together, soft_label
-from tunelab.tasks.label_head import continued_head
+from tunelab.tasks.label_head import continued_head, head_modules
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read, with_row
 from tunelab.tasks.truncation import aggregate_windows, cut_note, cut_tokens, rows_cut
@@ -169,8 +169,7 @@ class Classification(Task):
         return model
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """The new head's modules: `classifier` / `score`, and DistilBERT's `pre_classifier` before it (new too)."""
-        return [n for n, _ in model.named_children() if n in ("pre_classifier", "classifier", "score")]
+        return head_modules(model)
 
     def soft_target_loss(self, student: Any, teacher: Any, batch: dict[str, torch.Tensor], temperature: float,
                          divergence: str = "kl") -> torch.Tensor:

@@ -11,9 +11,22 @@ import re
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import AutoConfig
+from transformers import AutoConfig, PreTrainedModel
 
 LABELLED_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+HEAD_NAMES = ("pre_classifier", "classifier", "score", "qa_outputs")  # (a model that is not transformers')
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """The task head's modules: what the head class adds around its backbone (the child named by transformers'
+    `base_model_prefix`), every module of it with weights — `classifier` / `score` / `qa_outputs`, and DistilBERT's
+    `pre_classifier`, DeBERTa's `pooler` (not in a pretrained checkpoint: new), ModernBERT's `head` before its
+    `classifier` (which is also its QA span head). They train whole and are saved with an adapter: LoRA over a
+    module left out would train a low-rank update of its random weights, which the adapter does not hold."""
+    backbone = getattr(model, "base_model_prefix", "") if isinstance(model, PreTrainedModel) else ""
+    return [name for name, module in model.named_children()
+            if name in HEAD_NAMES or (backbone and hasattr(model, backbone) and name != backbone
+                                      and next(module.parameters(), None) is not None)]
 
 
 def tuned_labels(model_path: str, head: str) -> list[str]:
@@ -62,11 +75,13 @@ def foreign_head(model_path: str, head: str) -> bool:
 
 
 def grow_head(model: torch.nn.Module, heads: list[str], num_labels: int) -> None:
-    """Append rows for new labels to the final Linear of the head; old rows are kept exactly."""
-    for name in heads:
-        module = model.get_submodule(name)
-        parent, attr = (module, None) if isinstance(module, torch.nn.Linear) else (module, "out_proj")
-        old = parent if attr is None else getattr(parent, attr)
+    """Append rows for new labels to the final Linear of the head (the last one of `heads` with a row a label:
+    `classifier` or its `out_proj`, not DistilBERT's `pre_classifier` or DeBERTa's `pooler` before it); old rows are
+    kept exactly."""
+    linears = [(f"{name}.{sub}".rstrip("."), m) for name in heads
+               for sub, m in model.get_submodule(name).named_modules()
+               if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
+    for full, old in linears[-1:]:
         new = torch.nn.Linear(old.in_features, num_labels, bias=old.bias is not None)
         torch.nn.init.normal_(new.weight, std=0.02)
         with torch.no_grad():
@@ -74,9 +89,6 @@ def grow_head(model: torch.nn.Module, heads: list[str], num_labels: int) -> None
             if old.bias is not None:
                 new.bias.zero_()
                 new.bias[: old.out_features] = old.bias
-        if attr is None:
-            model.set_submodule(name, new)
-        else:
-            setattr(parent, attr, new)
+        model.set_submodule(full, new)
     model.config.num_labels = num_labels
     model.num_labels = num_labels

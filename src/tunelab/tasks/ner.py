@@ -35,7 +35,7 @@ from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
-from tunelab.tasks.label_head import continued_head
+from tunelab.tasks.label_head import continued_head, head_modules
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.tasks.model_rows import with_row
 from tunelab.tasks.ner_spans import Changed, span_example, span_key
@@ -203,7 +203,7 @@ class Ner(Task):
         return soft_kl(student.logits, teacher.logits, temperature, batch["labels"] != -100, divergence)
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        return [n for n, _ in model.named_children() if n in ("classifier", "score")]
+        return head_modules(model)
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         self._cut = [0, 0]  # rows cut by max_length, and their words past it (`cut_note`)

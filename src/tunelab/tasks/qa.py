@@ -38,6 +38,7 @@ from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch
+from tunelab.tasks.label_head import head_modules
 from tunelab.tasks.losses import soft_kl
 from tunelab.tasks.model_rows import with_row
 from tunelab.text.offsets import offset_hint
@@ -180,7 +181,7 @@ class Qa(Task):
         return make_bidirectional(model) if self.cfg.bidirectional else model
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        return [n for n, _ in model.named_children() if n == "qa_outputs"]
+        return head_modules(model)
 
     def unlabeled_example(self, example: Example) -> Example:
         return {**example, "answers": []}
