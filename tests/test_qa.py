@@ -53,12 +53,78 @@ def test_squad_normalisation_em_f1() -> None:
 
 
 def test_chinese_character_f1() -> None:
-    assert segments("2018年，北京!") == ["2018", "年", "北", "京"]
-    assert score("北京。", ["北京"], chinese=True) == (1.0, 1.0)  # punctuation dropped
+    assert segments("2018年，北京!") == ["2018", "年", "北", "京", "!"]  # the official script keeps ASCII `!`
+    assert score("北京。", ["北京"], chinese=True) == (1.0, 1.0)  # its marks dropped
     em, f1 = score("北京大学", ["北京", "上海"], chinese=True)  # LCS 2 of 4 predicted, 2 gold
     assert em == 0.0 and f1 == pytest.approx(2 * 0.5 * 1 / 1.5)
     # without the Chinese rule the whole string is one token and scores 0
     assert score("北京大学", ["北京"], chinese=False) == (0.0, 0.0)
+
+
+# the official CMRC 2018 script (ymcui/cmrc2018 baseline/cmrc2018_evaluate.py), its scoring functions as written there
+_SP = ['-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=', '，', '。', '：', '？', '！', '“', '”',
+       '；', '’', '《', '》', '……', '·', '、', '「', '」', '（', '）', '－', '～', '『', '』']
+
+
+def _official_cmrc(answers: list[str], prediction: str) -> tuple[int, float]:
+    import re
+
+    from nltk.tokenize import NLTKWordTokenizer  # nltk.word_tokenize per sentence (an answer is one)
+
+    def mixed_segmentation(in_str: str) -> list[str]:
+        segs_out, temp_str = [], ""
+        for char in in_str.lower().strip():
+            if char in _SP:
+                continue
+            if re.search(r"[\u4e00-\u9fa5]", char):
+                if temp_str != "":
+                    segs_out.extend(NLTKWordTokenizer().tokenize(temp_str))
+                    temp_str = ""
+                segs_out.append(char)
+            else:
+                temp_str += char
+        if temp_str != "":
+            segs_out.extend(NLTKWordTokenizer().tokenize(temp_str))
+        return segs_out
+
+    def remove_punctuation(in_str: str) -> str:
+        return "".join(c for c in in_str.lower().strip() if c not in _SP)
+
+    f1s = []
+    for ans in answers:
+        a, p = mixed_segmentation(ans), mixed_segmentation(prediction)
+        m = [[0] * (len(p) + 1) for _ in range(len(a) + 1)]
+        lcs = 0
+        for i in range(len(a)):
+            for j in range(len(p)):
+                if a[i] == p[j]:
+                    m[i + 1][j + 1] = m[i][j] + 1
+                    lcs = max(lcs, m[i + 1][j + 1])
+        f1s.append(0.0 if lcs == 0 else 2 * (lcs / len(p)) * (lcs / len(a)) / (lcs / len(p) + lcs / len(a)))
+    return int(any(remove_punctuation(a) == remove_punctuation(prediction) for a in answers)), max(f1s)
+
+
+def test_chinese_scores_equal_the_official_cmrc_script() -> None:
+    """tunelab dropped every punctuation mark (Unicode's and ASCII's) where the official script drops only its 32
+    marks and counts the rest (`.`, `"`, `(`, `%`, `…`) as segments, and split non-Chinese text by a regex, not nltk:
+    a span that ended one mark short or long scored higher than the official script, and `北京.` matched `北京`."""
+    rng = random.Random(0)
+    chars = list("北京大学上海年月abXZ019 .,()\"%&<>!?'-:/+…") + list("，。：？！“”；’《》·、「」（）")
+    cases = [("北京.", ["北京"]), ("50", ["50%"]), ("诗人王子\"。1", ["1960年被选为“诗人王子\""]),
+             ("Kids）AMPM", ["ME&CITY（包括ME&CITY Kids）"]), ("don't 北京…", ["do not 北京"]),
+             ("U.S. Army 北", ["the u.s. army"])]
+    cases += [("".join(rng.choice(chars) for _ in range(rng.randint(0, 10))),
+               ["".join(rng.choice(chars) for _ in range(rng.randint(1, 10))) for _ in range(rng.randint(1, 3))])
+              for _ in range(300)]
+    checked = 0
+    for pred, golds in cases:
+        if not all(g.strip() and any(c not in _SP for c in g.strip()) for g in golds):
+            continue  # a gold of marks only: dropped as SQuAD v2 does (the official CMRC script has none)
+        em, f1 = _official_cmrc(golds, pred)
+        assert score(pred, golds, chinese=True) == (em, pytest.approx(f1, abs=1e-9)), (pred, golds)
+        checked += 1
+    assert checked > 200
+    assert score("北京.", ["北京"], chinese=True) == (0.0, pytest.approx(0.8))  # `.` a segment of its own: P 2/3, R 1
 
 
 def test_a_chinese_answer_in_a_mostly_english_context_is_scored_by_character() -> None:

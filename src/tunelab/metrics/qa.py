@@ -1,12 +1,14 @@
 """Extractive QA metrics: exact match and F1, max over the gold answers.
 
 Decided per question (`cmrc_style`): when a gold answer holds a CJK character or the context is Chinese (a third or
-more CJK: an unanswerable question's too), CMRC 2018 style —
-lowercase, drop punctuation, split into single CJK characters and non-CJK words; F1 from the longest common substring
-of those segments, as in the official CMRC 2018 script (which uses nltk for the non-CJK words; a regex does that
-here). Otherwise the official SQuAD v1.1/v2.0 evaluation — lowercase, strip ASCII punctuation, drop the articles
-a/an/the, collapse whitespace; F1 over the bag of words (which would make a whole Chinese answer one word: a
-partly right one scored 0). The prediction does not matter: two models are scored by one rule on one question.
+more CJK: an unanswerable question's too), CMRC 2018 style, as the official `cmrc2018_evaluate.py` scores it:
+lowercase, trim, drop the script's 32 marks (ASCII `- : _ * ^ / \\ ~ ` + =` and
+`，。：？！“”；’《》·、「」（）－～『』`; other marks, ASCII `. , ( ) " %` and `…` among them, stay
+and count), split into single characters of U+4E00–U+9FA5 and the words nltk's word tokenizer makes of the text
+between them; F1 from the longest common substring of those segments. Otherwise the official SQuAD v1.1/v2.0
+evaluation — lowercase, strip ASCII punctuation, drop the articles a/an/the, collapse whitespace; F1 over the bag
+of words (which would make a whole Chinese answer one word: a partly right one scored 0).
+The prediction does not matter: two models are scored by one rule on one question.
 
 An unanswerable question (no gold answers) scores 1 only for the empty prediction. Scores are 0–1.
 """
@@ -15,18 +17,18 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from tunelab.text import CJK_CHAR, CJK_UNIT, is_chinese
+from tunelab.text import CJK_CHAR, is_chinese
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
-# the official CMRC 2018 list (symbols that are not Unicode punctuation are among them)
-_CMRC_EXTRA = set("-:_*^/\\~`+=，。：？！“”；’《》…·、「」（）－～『』")
-_SEGMENT = CJK_UNIT  # a CJK character, a word or a mark
+# the official CMRC 2018 script's `sp_char`, the only marks it removes (its `……` entry is two characters, so it never
+# matches: `…` stays, a segment of its own); ASCII `.,()"%` are kept and counted there, and so here
+_CMRC_PUNCT = frozenset("-:_*^/\\~`+=，。：？！“”；’《》·、「」（）－～『』")
 
 
 # -- SQuAD (English) -----------------------------------------------------------------------------
@@ -54,17 +56,39 @@ def _squad_f1(pred: str, gold: str) -> float:
 
 
 # -- CMRC 2018 (Chinese) -------------------------------------------------------------------------
-def _is_punct(ch: str) -> bool:
-    return ch in _CMRC_EXTRA or ch in _PUNCT or unicodedata.category(ch).startswith("P")
-
-
 def remove_punctuation(text: str) -> str:
-    return "".join(ch for ch in text.lower().strip() if not _is_punct(ch))
+    """The official script's `remove_punctuation` (what EM compares): lowercased, trimmed, its marks dropped."""
+    return "".join(ch for ch in text.lower().strip() if ch not in _CMRC_PUNCT)
+
+
+@cache
+def _word_tokenizer() -> Any:
+    # nltk (imported on the first Chinese question with non-Chinese text in it): the official script's
+    # `nltk.word_tokenize` runs this tokenizer on each sentence; its sentence splitter needs a data download and
+    # an answer span is one sentence
+    from nltk.tokenize import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
 
 
 def segments(text: str) -> list[str]:
-    """Single CJK characters and non-CJK words, lowercased, punctuation dropped."""
-    return _SEGMENT.findall(remove_punctuation(text))
+    """The official script's `mixed_segmentation(text, rm_punc=True)`: each character of U+4E00–U+9FA5 a segment,
+    the text between them nltk's words, the script's marks dropped."""
+    out: list[str] = []
+    run = ""
+    for ch in text.lower().strip():
+        if ch in _CMRC_PUNCT:
+            continue
+        if "\u4e00" <= ch <= "\u9fa5":
+            if run:
+                out += _word_tokenizer().tokenize(run)
+                run = ""
+            out.append(ch)
+        else:
+            run += ch
+    if run:
+        out += _word_tokenizer().tokenize(run)
+    return out
 
 
 def _longest_common_substring(a: Sequence[str], b: Sequence[str]) -> int:
