@@ -421,3 +421,90 @@ def terminated_at(args: list[str], ready: Callable[[], bool], **env: str) -> Non
     finally:
         proc.kill()
         proc.wait()
+
+
+# Qwen3's chat template as it writes conversations without tools: an assistant turn's reasoning is its
+# `reasoning_content` or, without one, what its content writes before `</think>`; the reply after the last user turn
+# (and a later one with reasoning) opens with a `<think>` block, empty where there is none; earlier replies drop it
+QWEN3_TEMPLATE = (
+    "{%- if messages[0].role == 'system' %}{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}"
+    "{%- for message in messages[::-1] %}{%- set index = (messages|length - 1) - loop.index0 %}"
+    "{%- if ns.multi_step_tool and message.role == 'user' %}"
+    "{%- set ns.multi_step_tool = false %}{%- set ns.last_query_index = index %}{%- endif %}{%- endfor %}"
+    "{%- for message in messages %}{%- set content = message.content %}"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'assistant' %}{%- set reasoning_content = '' %}"
+    "{%- if message.reasoning_content is string %}{%- set reasoning_content = message.reasoning_content %}"
+    "{%- elif '</think>' in content %}"
+    "{%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}"
+    "{%- if loop.index0 > ns.last_query_index and (loop.last or reasoning_content) %}"
+    "{{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n'"
+    " + content.lstrip('\\n') }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + content }}{%- endif %}{{- '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}")
+
+
+def make_tiny_qwen3(path: Path, script: list[str] | None = None) -> Path:
+    """A 2-layer Qwen3 model (q_norm / k_norm) with Qwen3's chat template and turn markers (`<|im_start|>`,
+    `<|im_end|>`: special) and its `<think>` / `</think>` (added tokens that are not special: decoding keeps them).
+    `script`: tokens it writes one after another whatever the prompt — the first after a prompt that ends
+    `assistant` (the generation prompt), each later one after the one before (its layers add nothing to a token's
+    embedding, and the output layer maps each scripted token to the next), e.g. `["<think>", "hmm", "</think>",
+    "good", "<|im_end|>"]`; None: random weights."""
+    import torch
+    from tokenizers import AddedToken
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    tok = _tokenizer(WORDS + ["assistant", "user", "system", "hmm"], bert=False)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in ("<|im_start|>", "<|im_end|>")],
+                   special_tokens=True)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>")])
+    tok.chat_template = QWEN3_TEMPLATE
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                      tie_word_embeddings=False, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    model = Qwen3ForCausalLM(cfg)
+    if script:
+        chain = tok.convert_tokens_to_ids(["assistant", *script])
+        with torch.no_grad():
+            for layer in model.model.layers:  # the residual stream is the token's embedding
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+            model.model.embed_tokens.weight.zero_()
+            model.lm_head.weight.zero_()
+            for k, (now, after) in enumerate(zip(chain, chain[1:], strict=False)):
+                model.model.embed_tokens.weight[now, k] = 1.0
+                model.lm_head.weight[after, k] = 10.0
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+THINKS = ["<think>", "hmm", "</think>", "good", "<|im_end|>"]  # what qwen3_think_run writes: reasoning, then `good`
+
+
+@pytest.fixture(scope="session")
+def qwen3_think_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An sft run of a tiny Qwen3 (`make_tiny_qwen3`) that writes `THINKS` whatever it is asked: a think block with
+    `hmm` in it, then `good` (one step at lr 1e-9: the run as `tunelab train` writes it, the script kept)."""
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    tmp = tmp_path_factory.mktemp("qwen3-think")
+    base = make_tiny_qwen3(tmp / "base", THINKS)
+    train = write_jsonl(tmp / "train.jsonl", say_rows(WORDS[:4]))
+    sets = ["task=sft", f"model={base}", f"data.train={train}", f"output_dir={tmp / 'run'}", "train.max_steps=1",
+            "train.lr=1e-9", "train.save_steps=0", "train.precision=fp32"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return tmp / "run"

@@ -477,3 +477,44 @@ def test_a_reply_cut_inside_a_character_ends_at_the_last_whole_one() -> None:
     for text in streamer:
         out.write(text)
     assert out.getvalue() == "北"
+
+
+def test_only_a_thinking_template_has_its_replies_think_block_split_off(tiny_llama: Path, tmp_path: Path) -> None:
+    """A reply that starts with a think block is the text after it, where the model's template writes think blocks
+    (told from the template, as Qwen3's): its reasoning beside it, an empty block gone, a block cut by max_new_tokens
+    all reasoning; streamed in any pieces alike. Another model's reply, or one with `<think>` mid-way, is untouched."""
+    from transformers import AutoTokenizer
+
+    from conftest import make_tiny_qwen3
+    from tunelab.tasks.reasoning import ThinkSplit, reply_of
+
+    qwen3 = AutoTokenizer.from_pretrained(make_tiny_qwen3(tmp_path / "qwen3"))
+    plain = AutoTokenizer.from_pretrained(str(tiny_llama))
+    cases = {"<think>\n\n</think>\n\n你好": ("你好", None), "<think>\nhmm,\nso\n</think>\n\ngood": ("good", "hmm,\nso"),
+             "<think> cut at max_new_tokens": ("", "cut at max_new_tokens"), "good <think> x </think>":
+             ("good <think> x </think>", None), "<thin": ("<thin", None), "": ("", None)}
+    for text, want in cases.items():
+        assert reply_of(qwen3, text) == want and reply_of(plain, text) == (text, None)
+        content: list[str] = []
+        reasoning: list[str] = []
+        split = ThinkSplit(content.append, reasoning.append)
+        for piece in text:  # one character at a time: tags and whitespace split across pieces
+            split.write(piece)
+        split.flush()
+        assert ("".join(content), "".join(reasoning) or None) == want
+
+
+def test_chat_prints_a_qwen3_reply_without_its_think_block(qwen3_think_run: Path) -> None:
+    """`tunelab chat` with a Qwen3 model prints the reply after the think block (it printed the block); on a terminal
+    the reasoning before it, dimmed."""
+    import io
+
+    from tunelab.cli.chat import DIM, PLAIN, run_chat
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for out, shown in ((io.StringIO(), ">>> good\n"), (Terminal(), f">>> {DIM}hmm{PLAIN}\n\ngood\n")):
+        run_chat(qwen3_think_run / "model", stdin=io.StringIO("say good\n"), stdout=out, stderr=io.StringIO())
+        assert out.getvalue().startswith(shown), out.getvalue()

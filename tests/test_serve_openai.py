@@ -690,3 +690,25 @@ def test_serve_and_chat_generate_at_the_precision_eval_and_predict_do(tiny_chat_
     stream_reply(model.module, model.tokenizer, ids, cfg, [], io.StringIO())
     hook.remove()
     assert seen and set(seen) == {torch.bfloat16}, seen
+
+
+def test_a_thinking_models_reasoning_comes_as_reasoning_content(qwen3_think_run: Path, tiny_chat_run: Path) -> None:
+    """A Qwen3 model's reply that opens with a think block, as vLLM's `--reasoning-parser qwen3` answers it: the
+    text after the block in `content`, its reasoning in `message.reasoning_content` and, streamed,
+    `delta.reasoning_content` chunks before the content (the block had been the reply's text); a model whose template
+    has no think block answers as before (no `reasoning_content`)."""
+    for url, server in serve_on_loopback([qwen3_think_run, tiny_chat_run], max_tokens=16):
+        qwen3, plain = server.models  # type: ignore[attr-defined]
+        body = {"model": qwen3.name, "messages": SAY_GOOD, "max_tokens": 8}
+        res = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert res.status_code == 200, res.text
+        assert res.json()["choices"][0]["message"] == {"role": "assistant", "content": "good",
+                                                       "reasoning_content": "hmm"}
+        status, payloads = events(url, "/v1/chat/completions", body)
+        deltas = [json.loads(p)["choices"][0]["delta"] for p in payloads[:-1] if json.loads(p)["choices"]]
+        kinds = [k for d in deltas for k, v in d.items() if k != "role" and v]
+        assert status == 200 and kinds == ["reasoning_content", "content"], deltas
+        assert "".join(d.get("reasoning_content", "") for d in deltas) == "hmm" and streamed_text(payloads, True) == \
+            "good"
+        other = httpx.post(f"{url}/v1/chat/completions", json={**body, "model": plain.name}, timeout=60)
+        assert "reasoning_content" not in other.json()["choices"][0]["message"]

@@ -977,3 +977,61 @@ def test_an_encoder_is_refused_as_it_would_read_the_replies_it_learns(tiny_bert:
                                    f"data.train={rows}", "--set", f"output_dir={tmp_path / 'run'}"])
     assert not (tmp_path / "run").exists()
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "task sft trains a causal LM" in res.output
+
+
+def test_reasoning_content_trains_in_the_think_block(tiny_llama: Path, tmp_path: Path) -> None:
+    """An assistant turn's `reasoning_content` (Qwen3's field) trains inside the think block its template writes, as
+    the reasoning a reply's content writes before `</think>` does (it was dropped: the row trained an empty block);
+    in the duplicate key; one line where it is no string, on another role, or on a template that leaves it out."""
+    from transformers import AutoTokenizer
+
+    from conftest import make_tiny_qwen3
+    from tunelab.data.dedup import compared_texts
+
+    tok = AutoTokenizer.from_pretrained(make_tiny_qwen3(tmp_path / "qwen3"))
+    said = {"role": A, "content": "good", "reasoning_content": "hmm good"}
+    inline = {"role": A, "content": "<think>\nhmm good\n</think>\n\ngood"}
+    task = _task()
+    task.bind_tokenizer(tok)
+    for reply in (said, inline):
+        (f,) = task.encode(task.parse(_table([{"messages": [{"role": U, "content": "say good"}, reply]}])), tok)
+        toks = tok.convert_ids_to_tokens(f["input_ids"])
+        assert [toks[i] for i, v in enumerate(f["labels"]) if v != -100] == ["<think>", "hmm", "good", "</think>",
+                                                                             "good", "<|im_end|>"]
+    rows = task.parse(_table([{"messages": [{"role": U, "content": "say good"}, said]},
+                              {"messages": [{"role": U, "content": "say good"}, {**said, "reasoning_content": "x"}]}]))
+    assert compared_texts(rows[0]) != compared_texts(rows[1])  # two rows, not one row twice
+    for turn, why in (({"role": A, "content": "good", "reasoning_content": 3}, "turn 2: reasoning_content: not a "
+                       "string: int"), ({"role": U, "content": "hi", "reasoning_content": "x"},
+                                        "turn 1: reasoning_content: only on an assistant turn")):
+        msgs = [turn, {"role": A, "content": "x"}] if turn["role"] == U else [{"role": U, "content": "x"}, turn]
+        with pytest.raises(DataError, match=rf"^d.jsonl:1: messages: {why}$"):
+            task.parse(_table([{"messages": msgs}]))
+    chatml = AutoTokenizer.from_pretrained(str(tiny_llama))
+    chatml.chat_template = QWEN3_LIKE  # writes a think block, not the turn's reasoning
+    task.bind_tokenizer(chatml)
+    with pytest.raises(DataError, match=r"^d.jsonl:1: messages: reasoning_content: the model's chat template does "
+                                        r"not write an assistant turn's reasoning"):
+        task.encode(rows[:1], chatml)
+
+
+def test_qwen3_replies_come_without_their_think_block(qwen3_think_run: Path, tmp_path: Path) -> None:
+    """A Qwen3 model's reply that opens with a think block: predict's `response` and eval's scored prediction are
+    the text after it, the reasoning beside them (`reasoning`); eval's reference written with one is scored without
+    it too (the block had been scored against the reference: exact match 0)."""
+    data = write_jsonl(tmp_path / "val.jsonl", [
+        {"messages": [{"role": U, "content": "say good"}, {"role": A, "content": "good"}]},
+        {"messages": [{"role": U, "content": "say good"}, {"role": A, "content": "<think>\nhmm\n</think>\n\ngood"}]}])
+    out = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(app, ["predict", str(qwen3_think_run / "model"), "--input", str(data), "--output",
+                                   str(out)])
+    assert res.exit_code == 0, res.output
+    assert [(r["response"], r["reasoning"]) for r in map(json.loads, out.read_text().splitlines())] == [
+        ("good", "hmm")] * 2
+    gen = tmp_path / "gen.jsonl"
+    res = CliRunner().invoke(app, ["eval", str(qwen3_think_run / "model"), "--data", str(data), "--predictions",
+                                   str(gen)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in gen.read_text().splitlines()]
+    assert [(r["reference"], r["prediction"], r["reasoning"], r["exact_match"]) for r in rows] == [
+        ("good", "good", "hmm", 1.0)] * 2

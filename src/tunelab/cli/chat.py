@@ -2,10 +2,13 @@
 
 The conversation is kept and rendered with the model's saved chat template each turn; the reply streams
 token by token (transformers' TextIteratorStreamer, generation in a thread) and stops at the template's
-end-of-turn token. When the conversation no longer fits the model's context (prompt + max_new_tokens over
-max_position_embeddings) the oldest turns are left out of the prompt (the system message stays), with a
-note on stderr. `exit`, `quit`, end of input (Ctrl-D) or Ctrl-C end it; `/reset` starts over. Input is read as
-UTF-8 whatever the locale; a line that is not UTF-8 text is not sent, with a note naming its line and byte.
+end-of-turn token. A model whose template thinks (Qwen3's) has its reply printed without the think block, the
+reasoning in it dimmed before the reply on a terminal (left out where the output is not one); the conversation keeps
+the reply only, as Qwen3's template writes earlier turns. When the conversation no longer fits the model's context
+(prompt + max_new_tokens over max_position_embeddings) the oldest turns are left out of the prompt (the system
+message stays), with a note on stderr. `exit`, `quit`, end of input (Ctrl-D) or Ctrl-C end it; `/reset` starts
+over. Input is read as UTF-8 whatever the locale;
+a line that is not UTF-8 text is not sent, with a note naming its line and byte.
 """
 
 from __future__ import annotations
@@ -25,6 +28,33 @@ from tunelab.tasks.streaming import fit_prompt, stream_reply
 from tunelab.text import unicode_problem
 
 EXIT_WORDS = ("exit", "quit")
+DIM, PLAIN = "\x1b[2m", "\x1b[0m"
+
+
+class Shown:
+    """A reply as `tunelab chat` prints it: its text to `out`; the reasoning of a model whose template thinks
+    (Qwen3's; tasks/reasoning.py) before it, dimmed, on a terminal only (elsewhere, e.g. piped, left out)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.dim, self.open = out, out.isatty(), False
+
+    def reasoning(self, text: str) -> None:
+        if self.dim:
+            self.out.write(text if self.open else DIM + text)
+            self.open = True
+
+    def write(self, text: str) -> None:
+        self.close()
+        self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def close(self) -> None:
+        """The reasoning ended: plain text again, the reply on a line of its own."""
+        if self.open:
+            self.out.write(PLAIN + "\n\n")
+            self.open = False
 
 
 def read_line(stdin: Any, number: int) -> tuple[str, str | None]:
@@ -118,7 +148,10 @@ def run_chat(model_dir: Path, *, system: str | None = None, max_new_tokens: int 
             if ids is None:
                 messages.pop()
                 continue
-            reply = stream_reply(model, tokenizer, ids, cfg, stop, stdout)
+            shown = Shown(stdout)
+            reply = stream_reply(model, tokenizer, ids, cfg, stop, shown,  # type: ignore[arg-type]
+                                 reasoning=shown.reasoning)
+            shown.close()
             stdout.write("\n")
             messages.append({"role": "assistant", "content": reply})
             replies += 1

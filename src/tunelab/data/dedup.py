@@ -79,6 +79,9 @@ def _turn(message: dict[str, Any], rules: int) -> str:
     """A turn's compared text: its content; a tool-call turn's calls (tasks/sft_tools.parse_calls) as canonical JSON
     from text rules 4 (before: the turn as written)."""
     calls = message.get("tool_calls")
+    if message.get("reasoning_content"):  # (text rules 6: a row's reasoning trains; rows of other reasoning differ)
+        reply = _turn({**message, "reasoning_content": ""}, rules)
+        return f"(reasoning) {message['reasoning_content']} (reply) {reply}"
     return f"(tool calls) {_canonical([c['function'] for c in calls])}" if calls and rules >= 4 else message["content"]
 
 

@@ -192,7 +192,9 @@ def _cleaned(ex: dict[str, Any], cfg: CleanConfig, keys: tuple[str, ...] = TEXT_
 
 
 def _clean_messages(messages: list[dict[str, Any]], cfg: CleanConfig) -> list[dict[str, Any]]:
-    return [{**m, "content": clean_text(m["content"], cfg, layout=True)} for m in messages]
+    return [{**m, "content": clean_text(m["content"], cfg, layout=True),
+             **({"reasoning_content": clean_text(m["reasoning_content"], cfg, layout=True)}
+                if "reasoning_content" in m else {})} for m in messages]
 
 
 def _emptied(cleaned: dict[str, Any], original: dict[str, Any]) -> dict[str, Any] | None:

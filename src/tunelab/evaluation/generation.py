@@ -29,6 +29,7 @@ from tunelab.tasks.generation import (
     generate,
     with_overrides,
 )
+from tunelab.tasks.reasoning import reply_of, thinks
 from tunelab.training.layout import run_of
 
 
@@ -49,11 +50,13 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
         prompts.append(before)
         refs.append(ref)
     replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer, model))
-    preds = [decode_reply(tokenizer, r) for r in replies]
+    think = thinks(tokenizer)  # (Qwen3's): the replies and references scored without their think blocks
+    said = [reply_of(tokenizer, decode_reply(tokenizer, r)) for r in replies]
+    preds, refs = [p for p, _ in said], [reply_of(tokenizer, ref)[0] for ref in refs]
     metrics, samples = score_generations(preds, refs)
     rows = [{"file": ex["source"], "line": ex["line"], "prompt": before[-1]["content"] if before else "",
-             "turns": len(before), "reference": ref, "prediction": pred, **sc}
-            for ex, before, ref, pred, sc in zip(examples, prompts, refs, preds, samples, strict=True)]
+             "turns": len(before), "reference": ref, "prediction": pred, **({"reasoning": why} if think else {}), **sc}
+            for ex, before, ref, (pred, why), sc in zip(examples, prompts, refs, said, samples, strict=True)]
     return metrics, rows
 
 

@@ -19,6 +19,10 @@ each checked and generated as one prompt alone would be, `usage` summed; a strea
   from where they begin (`<tool_call>`, `[TOOL_CALLS]`, `<|python_tag|>`, a reply that opens with `{` in Llama's
   format) the text is held to the end and read as calls — the answer's `tool_calls`, a stream's one
   `delta.tool_calls` chunk, finish_reason "tool_calls" — or, where it is not calls, sent as text.
+- A chat reply of a model whose template thinks (Qwen3's; tasks/reasoning.py): the text after its think block is the
+  `content`, the reasoning in it `message.reasoning_content` (streamed as `delta.reasoning_content` chunks before the
+  content), as vLLM's `--reasoning-parser qwen3` answers; an empty block is gone. Stop strings and tool calls are
+  read in the content only. A text completion is the continuation as generated.
 """
 
 from __future__ import annotations
@@ -40,9 +44,14 @@ from tunelab.serve.batcher import QueueFull
 from tunelab.serve.chat_batcher import Job
 from tunelab.serve.tool_formats import CallFormat
 from tunelab.tasks.generation import prompt_limit, with_overrides
+from tunelab.tasks.reasoning import ThinkSplit, thinks
 
 log = logging.getLogger("uvicorn.error")  # beside uvicorn's own "Exception in ASGI application"
 STREAM_FAILED = "generation failed (the server's log has the details)"
+
+
+class Reasoning(str):
+    """A piece of a chat reply's reasoning on the queue (`message.reasoning_content`), beside its text's pieces."""
 
 
 class _Choice:
@@ -54,6 +63,7 @@ class _Choice:
         self.cfg: Any = None
         self.tokens, self.finish = 0, "stop"
         self.error: Exception | None = None  # its generation failed
+        self.thought: ThinkSplit | None = None  # a chat reply of a model whose template thinks: its reasoning split off
 
     def finish_reason(self) -> str:
         if self.stream.tool_calls:
@@ -81,6 +91,7 @@ class Completion:
         self.ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.usage_chunk = body.stream_options is not None and body.stream_options.include_usage
+        self.think = chat and thinks(served.model.tokenizer)  # (Qwen3's): reasoning_content beside the content
 
     def _configure(self) -> None:
         """Each choice's generation settings, or a 422 naming the field that breaks a limit."""
@@ -111,7 +122,11 @@ class Completion:
         jobs = []
         for c in self.choices:
             c.stream.emit = lambda text, i=c.index: loop.call_soon_threadsafe(self.queue.put_nowait, (i, text))
-            jobs.append(Job(c.ids, c.cfg, c.stream.write, c.stream.stopped, seeded=self.body.seed is not None,
+            if self.think:  # the think block's reasoning past the stop strings and the calls, straight to the queue
+                c.thought = ThinkSplit(c.stream.write, lambda text, i=c.index: loop.call_soon_threadsafe(
+                    self.queue.put_nowait, (i, Reasoning(text))))
+            jobs.append(Job(c.ids, c.cfg, c.stream.write if c.thought is None else c.thought.write, c.stream.stopped,
+                            seeded=self.body.seed is not None,
                             keep=self.keep))
         try:
             answered = self.served.chat_batcher.enqueue(*jobs)
@@ -122,6 +137,7 @@ class Completion:
         if self.body.stream:
             return StreamingResponse(self._events(), media_type="text/event-stream")
         parts: list[list[str]] = [[] for _ in self.choices]
+        thoughts: list[list[str]] = [[] for _ in self.choices]
         watch = asyncio.ensure_future(self._watch(request))
         try:
             left = len(self.choices)
@@ -132,21 +148,24 @@ class Completion:
                         raise self.choices[index].error  # not generated to their end for an answer never sent
                     left -= 1
                 else:
-                    parts[index].append(piece)
+                    (thoughts if isinstance(piece, Reasoning) else parts)[index].append(piece)
         finally:  # (cancelled too: the server shutting down)
             watch.cancel()
             self._stop()  # (a finished row: no effect)
         return {"id": self.ident, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.served.name,
-                "choices": [self._choice(c, "".join(p)) for c, p in zip(self.choices, parts, strict=True)],
+                "choices": [self._choice(c, "".join(p), "".join(t))
+                            for c, p, t in zip(self.choices, parts, thoughts, strict=True)],
                 "usage": self._usage()}
 
-    def _choice(self, c: _Choice, text: str) -> dict[str, Any]:
+    def _choice(self, c: _Choice, text: str, reasoning: str = "") -> dict[str, Any]:
         """A choice of the JSON answer: its text as streamed (a chat reply's whitespace around it left out there
-        already)."""
+        already); a reasoning, where the reply had one, as vLLM's `reasoning_content`."""
         if not self.chat:
             return {"index": c.index, "text": text, "finish_reason": c.finish_reason()}
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        if reasoning:
+            message["reasoning_content"] = reasoning
         if c.stream.tool_calls:  # as OpenAI answers a call: no text is null
             message.update(content=text or None, tool_calls=c.stream.tool_calls)
         return {"index": c.index, "message": message, "finish_reason": c.finish_reason()}
@@ -173,7 +192,9 @@ class Completion:
             return
         finally:  # the end marker after the held-back text `flush` sends (through the loop, as every `emit`), put
             try:  # whatever happens: a `flush` that raised (reading the calls) is the reply's error (a 500, the
-                choice.stream.flush()  # stream's error event), never a request waiting on the queue for ever
+                if choice.thought is not None:  # stream's error event), never a request waiting on the queue for ever
+                    choice.thought.flush()
+                choice.stream.flush()
             except Exception as exc:  # noqa: BLE001
                 choice.error = choice.error or exc
             finally:
@@ -211,7 +232,8 @@ class Completion:
             while left:
                 index, piece = await self.queue.get()
                 if piece is not None:
-                    yield self._chunk(index, {"content": piece} if self.chat else piece, None)
+                    delta = {"reasoning_content" if isinstance(piece, Reasoning) else "content": piece}
+                    yield self._chunk(index, delta if self.chat else piece, None)
                     continue
                 left, c = left - 1, self.choices[index]
                 if c.error is not None:  # the headers (200) are sent: the stream says it, then ends

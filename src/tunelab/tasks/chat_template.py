@@ -8,6 +8,7 @@ from typing import Any
 from tunelab.errors import ConfigError, DataError
 from tunelab.tasks.chat_tools import SAID, TemplateRefusal, template_form
 from tunelab.tasks.generation import decode_reply
+from tunelab.tasks.reasoning import REASONING, writes_reasoning
 
 CHATML = (
     "{% for message in messages %}"
@@ -33,6 +34,10 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bo
     """The conversation as the template writes it (a turn's `weight`, which says only whether it trains, left out), its
     tool calls and tools as transformers' templates take them (tasks/chat_tools.py: a `TemplateRefusal` where the
     template would leave them out)."""
+    if any(REASONING in m for m in messages) and not writes_reasoning(tokenizer):
+        raise TemplateRefusal(None, f"{REASONING}: the model's chat template does not write an assistant turn's "
+                              "reasoning (Qwen3's writes it in a <think> block); use a model whose template does, "
+                              "or leave the field out")
     messages, tools = template_form(tokenizer, messages)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
                                          **({"tools": tools} if tools else {}))

@@ -74,6 +74,7 @@ from tunelab.tasks.chat_template import (
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, model_stop_ids
 from tunelab.tasks.model_rows import model_rules, with_row
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
+from tunelab.tasks.reasoning import reply_of, thinks
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 from tunelab.tasks.sft_tools import with_tools
@@ -330,9 +331,12 @@ class Sft(Task):
         return perplexity_metrics(logits)
 
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        tok = self._tokenizer
-        return [with_row(ex["row"], {"response": decode_reply(tok, ids)})
-                for ids, ex in zip(logits, examples, strict=True)]
+        """Each row with its `response`; a model whose template thinks (Qwen3's) its `reasoning` beside it, the think
+        block out of the response (tasks/reasoning.py; null: none)."""
+        tok, think = self._tokenizer, thinks(self._tokenizer)
+        replies = [reply_of(tok, decode_reply(tok, ids)) for ids in logits]
+        return [with_row(ex["row"], {"response": reply, **({"reasoning": reasoning} if think else {})})
+                for (reply, reasoning), ex in zip(replies, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """Prompt, reference reply and per-example loss (see sft_records)."""

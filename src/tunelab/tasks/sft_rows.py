@@ -8,7 +8,9 @@ use (`function_call` / `observation` turns, a `tools` column; OpenAI's `tool` ro
 tasks/sft_tools.py; from text rules 5 a tool turn out of order (a result with no call before it, a call with no
 result after it, a `tool_call_id` no call has) is one line, and calls and results carry ids (`link_calls`). An
 assistant turn with Axolotl's `"weight": 0` stays in the conversation but is not trained (its message keeps
-`"weight": 0`; `render` drops the key, `assistant_spans` skips the turn).
+`"weight": 0`; `render` drops the key, `assistant_spans` skips the turn). From text rules 6 an assistant turn's
+`reasoning_content` (Qwen3's) is kept, trained in the think block its template writes (refused in one line by a
+template that leaves it out: tasks/reasoning.py).
 
 Rows of a run trained by text rules before 3 (`text.rules_version()`: resume, report, export read its rows again by
 them) are read as that run read them: a template row without its system / history turns, OpenAI's `tool_calls` not
@@ -22,6 +24,7 @@ from tunelab.data.prompt_template import template_fields, template_messages
 from tunelab.data.readers import Record, row_has
 from tunelab.errors import DataError
 from tunelab.tasks.chat_tools import empty, given_id, link_calls
+from tunelab.tasks.reasoning import REASONING
 from tunelab.tasks.sft_tools import CALL, TOOL_ROLES, parse_calls
 from tunelab.text import rules_version
 
@@ -66,16 +69,30 @@ def _message(rec: Record, field: str, i: int, turn: Any) -> dict[str, Any]:
         # "": none given, as exports of one schema for every turn write it)
         msg["tool_call_id"] = _answers(rec, field, i, msg["role"], turn["tool_call_id"])
     if turn.get("weight") is not None:  # Axolotl's per-turn training switch (null: not given, as Arrow writes it)
-        weight = turn["weight"]
-        if not isinstance(weight, int | float) or weight not in (0, 1):
-            raise DataError(rec.source, rec.line, field, f"turn {i + 1}: weight must be 0 (not trained) or 1, not "
-                            f"{weight!r}")
-        if weight == 1 and msg["role"] != "assistant":
-            raise DataError(rec.source, rec.line, field, f"turn {i + 1}: weight 1 on a {msg['role']} turn: only "
-                            "assistant turns are trained (leave the weight out, or 0)")
-        if weight == 0 and msg["role"] == "assistant":
-            msg["weight"] = 0
+        _weight(rec, field, i, msg, turn["weight"])
+    if turn.get(REASONING) is not None and rules_version() >= 6:  # Qwen3's: trained as its template writes it
+        msg[REASONING] = _reasoning(rec, field, i, msg["role"], turn[REASONING])
     return msg
+
+
+def _weight(rec: Record, field: str, i: int, msg: dict[str, Any], weight: Any) -> None:
+    """A turn's `weight`: 0 or 1, 1 on an assistant turn only; an assistant turn of 0 keeps it (not trained)."""
+    if not isinstance(weight, int | float) or weight not in (0, 1):
+        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: weight must be 0 (not trained) or 1, not "
+                        f"{weight!r}")
+    if weight == 1 and msg["role"] != "assistant":
+        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: weight 1 on a {msg['role']} turn: only "
+                        "assistant turns are trained (leave the weight out, or 0)")
+    if weight == 0 and msg["role"] == "assistant":
+        msg["weight"] = 0
+
+
+def _reasoning(rec: Record, field: str, i: int, role: str, given: Any) -> str:
+    """A turn's `reasoning_content`: a string, on an assistant turn; one line for anything else."""
+    if role != "assistant" or not isinstance(given, str):
+        raise DataError(rec.source, rec.line, field, f"turn {i + 1}: {REASONING}: " + (
+            "only on an assistant turn" if role != "assistant" else f"not a string: {type(given).__name__}"))
+    return given
 
 
 def _answers(rec: Record, field: str, i: int, role: str, given: Any) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import torch
@@ -12,6 +13,7 @@ from transformers import StoppingCriteriaList, TextIteratorStreamer
 from tunelab.models.generate import generate_ids
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate_kwargs
+from tunelab.tasks.reasoning import ThinkSplit, reply_of, thinks
 
 
 class _WholeCharacters(TextIteratorStreamer):
@@ -33,10 +35,13 @@ class _Interrupt:
 
 
 def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: GenerationConfig, stop: list[int],
-                 out: TextIO, interrupted: threading.Event | None = None, info: dict[str, Any] | None = None) -> str:
+                 out: TextIO, interrupted: threading.Event | None = None, info: dict[str, Any] | None = None,
+                 reasoning: Callable[[str], None] | None = None) -> str:
     """Generate one reply to the prompt `ids`, writing its text to `out` as it comes; returns the reply
-    (cut at the first end-of-turn id, special tokens left out, stripped). `info` receives `tokens` (generated, the
-    end-of-turn token included) and `finish` (`stop`, or `length` when max_new_tokens ran out)."""
+    (cut at the first end-of-turn id, special tokens left out, stripped). A model whose template thinks (Qwen3's):
+    the reply is what follows its think block, the reasoning in it given to `reasoning` as it comes (None: left out;
+    tasks/reasoning.py). `info` receives `tokens` (generated, the end-of-turn token included) and `finish` (`stop`,
+    or `length` when max_new_tokens ran out)."""
     streamer = _WholeCharacters(tokenizer, skip_prompt=True, skip_special_tokens=True)
     interrupted = interrupted or threading.Event()
     kwargs = {**generate_kwargs(cfg.model_copy(update={"num_beams": 1}), tokenizer, stop), "streamer": streamer,
@@ -55,17 +60,21 @@ def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: Ge
 
     if cfg.do_sample:
         torch.manual_seed(cfg.seed)
+    split = ThinkSplit(out.write, reasoning or (lambda _: None)) if thinks(tokenizer) else None
+    write = split.write if split is not None else out.write
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     try:
         for text in streamer:
-            out.write(text)
+            write(text)
             out.flush()
     except BaseException:  # Ctrl-C (or a broken output): stop generating before leaving
         interrupted.set()
         thread.join()
         raise
     thread.join()
+    if split is not None:
+        split.flush()
     if "error" in result:
         raise result["error"]
     new = result["sequences"][0, len(ids):].tolist()
@@ -74,7 +83,7 @@ def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: Ge
         info.update(tokens=len(new) if end is None else end + 1,
                     finish="length" if end is None and len(new) >= cfg.max_new_tokens else "stop")
     new = new[: end if end is not None else len(new)]
-    return decode_reply(tokenizer, new)
+    return reply_of(tokenizer, decode_reply(tokenizer, new))[0]
 
 
 def fit_prompt(tokenizer: Any, messages: list[dict[str, str]], budget: int | None) -> tuple[list[int], int]:

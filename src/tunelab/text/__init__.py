@@ -32,9 +32,10 @@ _CJK_SPACE = re.compile(f"(?<=[{CJK}]) (?=[{CJK}])")
 # system / history (tasks/sft_rows.py), counting a turn's `weight` 0 and the tools in the duplicate key (data/dedup.py);
 # 4 (2026-12-07) keys a tool call by its parsed JSON; 5 (2026-12-07) keeps a grade (`grade <B>`, `Grade <A>`) as text
 # in data.clean's strip_html where it is the only tag a text would lose, refuses SFT tool turns out of order and
-# gives calls and results ids (tasks/chat_tools.py link_calls), a result keyed by the call it answers; 1 (no record)
+# gives calls and results ids (tasks/chat_tools.py link_calls), a result keyed by the call it answers; 6 (2026-12-08)
+# keeps an SFT assistant turn's `reasoning_content` (trained; in the duplicate key and cleaned); 1 (no record)
 # as before: so that an older run's rows read again (resume, report, export, compress) are those it trained on.
-TEXT_RULES = 5
+TEXT_RULES = 6
 _RULES: ContextVar[int] = ContextVar("tunelab_text_rules", default=TEXT_RULES)
 
 

@@ -1,0 +1,112 @@
+"""Reasoning in generated replies, for models whose chat template writes a think block (Qwen3's `<think>\\n…
+\\n</think>\\n\\n` before a reply, empty where it has no reasoning): a reply that starts with one is the text after it,
+its reasoning returned beside it (an empty block is gone), as vLLM's `--reasoning-parser qwen3` returns `content`
+and `reasoning_content`. Told from the chat template (it writes `<think>` and `</think>`), not the model's name; other
+models' replies are untouched, and so is a reply that does not start with the block (`<think>` mid-way is text).
+
+A reply that opens a block and never closes it (max_new_tokens ran out while it reasoned) is all reasoning: its reply
+is empty, as a stream that sent its reasoning as it came must have it.
+
+Training rows: an assistant turn's `reasoning_content` (the field Qwen3's template reads) is kept and trained as the
+template writes it; `check_reasoning` refuses it on a template that would leave it out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+OPEN, CLOSE = "<think>", "</think>"
+REASONING = "reasoning_content"  # an assistant message's reasoning, as Qwen3's template and vLLM name it
+_PROBE = "tunelab_probe_reasoning"
+_WRITES: dict[str, bool] = {}
+
+
+def thinks(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template writes think blocks (`<think>` … `</think>`)."""
+    template = getattr(tokenizer, "chat_template", None)
+    text = template if isinstance(template, str) else " ".join(map(str, (template or {}).values())) \
+        if isinstance(template, dict) else ""
+    return OPEN in text and CLOSE in text
+
+
+def writes_reasoning(tokenizer: Any) -> bool:
+    """Whether the chat template writes an assistant turn's `reasoning_content` (Qwen3's does, in its think block).
+    Once per template."""
+    key = str(getattr(tokenizer, "chat_template", None))
+    if key not in _WRITES:
+        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", REASONING: _PROBE}]
+        try:
+            _WRITES[key] = _PROBE in tokenizer.apply_chat_template(turns, tokenize=False)
+        except Exception:  # noqa: BLE001 - a template that cannot write the probe does not write it
+            _WRITES[key] = False
+    return _WRITES[key]
+
+
+class ThinkSplit:
+    """A reply's text as it streams (`write` each piece, `flush` at its end), split where it starts with a think
+    block: the reasoning inside it to `reasoning` (the whitespace around it left out), the text after it to `content`
+    (the whitespace before it left out); a reply that does not start with one goes to `content` as it is."""
+
+    def __init__(self, content: Callable[[str], None], reasoning: Callable[[str], None]) -> None:
+        self.content, self.reasoning = content, reasoning
+        self.state, self.buffer, self.said = "start", "", False  # said: reasoning other than whitespace sent
+
+    def write(self, text: str) -> None:
+        self.buffer += text
+        if self.state == "start":
+            head = self.buffer.lstrip()
+            if head.startswith(OPEN):
+                self.state, self.buffer = "reasoning", head[len(OPEN):]
+            elif OPEN.startswith(head):  # (whitespace, or `<thi`: wait for more)
+                return
+            else:
+                self.state = "content"
+        if self.state == "reasoning":
+            at = self.buffer.find(CLOSE)
+            if at < 0:
+                hold = next((k for k in range(len(CLOSE) - 1, 0, -1) if self.buffer.endswith(CLOSE[:k])), 0)
+                body = self.buffer[: len(self.buffer) - hold]
+                sent = body.rstrip()  # trailing whitespace waits: it may end the reasoning
+                self._reason(sent)
+                self.buffer = self.buffer[len(sent):]
+                return
+            self._reason(self.buffer[:at].rstrip())
+            self.state, self.buffer = "after", self.buffer[at + len(CLOSE):]
+        if self.state == "after":
+            self.buffer = self.buffer.lstrip()
+            if not self.buffer:
+                return
+            self.state = "content"
+        if self.buffer:
+            self.content(self.buffer)
+            self.buffer = ""
+
+    def _reason(self, text: str) -> None:
+        if not self.said:
+            text = text.lstrip()
+        if text:
+            self.said = True
+            self.reasoning(text)
+
+    def flush(self) -> None:
+        """The end of the reply: what is held goes out (reasoning without its trailing whitespace)."""
+        if self.state == "start" and self.buffer:
+            self.content(self.buffer)
+        elif self.state == "reasoning":
+            self._reason(self.buffer.rstrip())
+        self.buffer = ""
+
+
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """(the reply, its reasoning: None where it has none) of a whole reply (`ThinkSplit`)."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    split = ThinkSplit(content.append, reasoning.append)
+    split.write(text)
+    split.flush()
+    return "".join(content), "".join(reasoning) or None
+
+
+def reply_of(tokenizer: Any, text: str) -> tuple[str, str | None]:
+    """A generated reply's text and reasoning: split where the model's template thinks (`thinks`), else as it is."""
+    return split_reasoning(text) if thinks(tokenizer) else (text, None)
