@@ -96,7 +96,8 @@ def test_load_evaluate_matches_the_cli(api_run: tunelab.Run) -> None:
 
 
 def test_errors_are_tunelab_errors(api_run: tunelab.Run, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^config: train\.lerning_rate: unknown key$"):
+    with pytest.raises(ConfigError, match=r"^config: train\.lerning_rate: unknown key; did you mean learning_rate\? "
+                                          r"tunelab.s name for it is train\.lr$"):
         tunelab.make_config(api_run.config, **{"train.lerning_rate": 1})
     with pytest.raises(ConfigError, match="config file not found"):
         tunelab.train(tmp_path / "missing.yaml")

@@ -54,19 +54,33 @@ def assert_cli_error(res: Any, *fragments: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ unknown keys
-UNKNOWN = [
-    (["train.lerning_rate=1e-4"], "train.lerning_rate"),
-    (["data.txt_field=review"], "data.txt_field"),
-    (["method=lora", "method.rr=4"], "method.rr"),
-    (["method=full", "method.r=4"], "method.r"),  # r belongs to lora, not full
-    (["foo=1"], "foo"),
-    (["task.lora=1"], "task.lora"),  # a key spelled like a method name is still named in full
+UNKNOWN = [  # (the --set values, the key as named, what is said after `unknown key`)
+    (["train.lerning_rate=1e-4"], "train.lerning_rate",
+     "; did you mean learning_rate? tunelab's name for it is train.lr"),
+    (["data.txt_field=review"], "data.txt_field", "; did you mean data.text_field?"),
+    (["method=lora", "method.rr=4"], "method.rr", "; did you mean method.r?"),
+    (["method=full", "method.r=4"], "method.r", "; r is a key of method dora, lora, qlora"),  # not of full
+    (["foo=1"], "foo", ""),
+    (["task.lora=1"], "task.lora", ""),  # a key spelled like a method name is still named in full
+    # what HF Trainer / PEFT / LLaMA-Factory users write, at any depth: tunelab's key for it
+    (["learning_rate=1e-4"], "learning_rate", "; tunelab's name for it is train.lr"),
+    (["train.per_device_train_batch_size=8"], "train.per_device_train_batch_size",
+     "; tunelab's name for it is train.batch_size"),
+    (["method=lora", "method.lora_alpha=32"], "method.lora_alpha", "; tunelab's name for it is method.alpha"),
+    (["cutoff_len=512"], "cutoff_len", "; tunelab's name for it is data.max_length"),
+    (["train.bf16=true"], "train.bf16", "; tunelab's name for it is train.precision: bf16"),
+    # a near spelling in its section; a key of another section; of one task only
+    (["train.epoch=2"], "train.epoch", "; did you mean train.epochs?"),
+    (["train.max_length=64"], "train.max_length", "; did you mean data.max_length?"),
+    (["seed=3"], "seed", "; did you mean train.seed?"),
+    (["task.packing=true"], "task.packing", "; packing is a key of task sft"),
 ]
 
 
-@pytest.mark.parametrize(("sets", "dotted"), UNKNOWN, ids=[d for _, d in UNKNOWN])
-def test_unknown_key_names_full_path(sets: list[str], dotted: str, tmp_path: Path) -> None:
-    assert config_error(*sets) == f"--set {dotted}: unknown key"  # where the key came from, as the file:line below
+@pytest.mark.parametrize(("sets", "dotted", "hint"), UNKNOWN, ids=[d for _, d, _ in UNKNOWN])
+def test_unknown_key_names_full_path(sets: list[str], dotted: str, hint: str, tmp_path: Path) -> None:
+    """The key named in full, where it came from; and what it likely is (a typo, another tool's name for a key)."""
+    assert config_error(*sets) == f"--set {dotted}: unknown key{hint}"  # where the key came from, as the file:line
 
     # the same key from a YAML file, at its depth
     tree: dict[str, Any] = {"task": "classification", "model": "minilm"}
@@ -81,8 +95,8 @@ def test_unknown_key_names_full_path(sets: list[str], dotted: str, tmp_path: Pat
     text = yaml.safe_dump(tree)
     path = write_yaml(tmp_path / "run.yaml", text)
     line = next(n for n, row in enumerate(text.splitlines(), 1) if row.strip().startswith(dotted.split(".")[-1] + ":"))
-    assert config_error(path=path, base=False) == f"{path}:{line}: {dotted}: unknown key"  # the file and the line
-    assert config_error(f"{dotted}=1", path=path, base=False) == f"--set {dotted}: unknown key"  # --set: no line
+    assert config_error(path=path, base=False) == f"{path}:{line}: {dotted}: unknown key{hint}"  # the file, the line
+    assert config_error(f"{dotted}=1", path=path, base=False) == f"--set {dotted}: unknown key{hint}"  # no line
 
 
 def test_an_unhashable_yaml_key_is_one_line(tmp_path: Path) -> None:
@@ -110,7 +124,8 @@ def test_cli_rejects_unknown_key_before_loading_anything(tmp_path: Path) -> None
             "train.lerning_rate=1e-4",
         ]
     )
-    assert res.stderr == "error: --set train.lerning_rate: unknown key\n"
+    assert res.stderr == ("error: --set train.lerning_rate: unknown key; did you mean learning_rate? tunelab's name "
+                          "for it is train.lr\n")
     assert_cli_error(res)
     assert not out.exists()  # nothing was written: the config failed first
 

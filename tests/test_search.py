@@ -261,8 +261,10 @@ def test_a_pruned_trial_leaves_no_replaced_run_behind(tiny_bert: Path, sentiment
     ("space", "message"),
     [
         ({"train.lerning_rate": {"type": "float", "low": 0.1, "high": 0.2}},
-         "config: search.space.train.lerning_rate: unknown key"),
-        ({"method.r": {"type": "int", "low": 4, "high": 16}}, "config: search.space.method.r: unknown key"),
+         "config: search.space.train.lerning_rate: unknown key; did you mean learning_rate? tunelab's name for it is "
+         "train.lr"),
+        ({"method.r": {"type": "int", "low": 4, "high": 16}},
+         "config: search.space.method.r: unknown key; r is a key of method dora, lora, qlora"),
         ({"train.batch_size": {"type": "categorical", "choices": [8, 0]}},
          "config: search.space.train.batch_size: Input should be greater than or equal to 1 (got 0)"),
         ({"train.lr.x": {"type": "float", "low": 0.1, "high": 0.2}},

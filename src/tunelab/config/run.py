@@ -37,6 +37,7 @@ from tunelab.config.fields import (
 from tunelab.config.located import located
 from tunelab.config.search import SearchConfig
 from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
+from tunelab.config.suggest import unknown_key_hint
 from tunelab.errors import ConfigError
 from tunelab.models.aliases import ALIASES, check_model_name
 from tunelab.models.student import STUDENT_LAYERS, parse_layers
@@ -181,11 +182,13 @@ def _typed(value: Any) -> Any:
         return value
 
 
-def format_validation_error(err: ValidationError, names: set[str] | dict[str, set[str]], fits: Fits | None = None
-                            ) -> str:
+def format_validation_error(err: ValidationError, names: set[str] | dict[str, set[str]], fits: Fits | None = None,
+                            root: type[BaseModel] | None = None, prefix: str = "") -> str:
     """One line naming the full dotted path of the first problem. `names`: the union tags pydantic
     inserts into paths, per section (`{"method": {...}}`) or one set for both task and method; `fits`: whether the
-    config validates with another value there (`fitting`), asked of a value written in full-width characters."""
+    config validates with another value there (`fitting`), asked of a value written in full-width characters;
+    `root`: the config class validated (`prefix`: its path in the whole config), whose keys an unknown key is
+    compared with (`suggest.unknown_key_hint`)."""
     errors = err.errors()  # a key indented with a full-width space first: it left its section empty (`train:` null)
     e = next((x for x in errors if x["type"] == "extra_forbidden" and str(x["loc"][-1]).startswith("\u3000")),
              errors[0])
@@ -201,7 +204,9 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     if not path:  # the config as a whole (not a mapping): no key to name
         return f"config: {e['msg'].replace('Value error, ', '')}"
     if e["type"] == "extra_forbidden":
-        return f"config: {path}: unknown key{wide_key(loc[-1])}"
+        hint = wide_key(loc[-1]) or (root and unknown_key_hint(root, e["loc"], ".".join(filter(None, [prefix, path])),
+                                                               prefix))
+        return f"config: {path}: unknown key{hint or ''}"
     if e["type"] == "missing":
         return f"config: {path}: required key is missing"
     msg = e["msg"].replace("Value error, ", "")
@@ -236,7 +241,7 @@ def build_config(data: dict, saved: bool = False) -> RunConfig:
         return cls.model_validate(data, context={"saved": saved})
     except ValidationError as err:
         fits = fitting(lambda tree: cls.model_validate(tree, context={"saved": saved}), data)
-        raise ConfigError(format_validation_error(err, tags, fits)) from None
+        raise ConfigError(format_validation_error(err, tags, fits, cls)) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.table import Table
 from rich.text import Text
 from transformers.utils import logging as hf_logging
@@ -54,19 +53,22 @@ def _configs(task_name: str | None, overrides: list[str], command: str = "data c
                           f"config: task: {named}: --task says {task_name}; give the task once")
     name = task_name or named or "classification"
     cls = TASKS.get(name)
-    task_cfg = _section("task", lambda tree: cls.Config(**tree), {**task_tree, "name": name})
-    data_cfg = _section("data", lambda tree: DataConfig(**tree), data_tree)
+    task_cfg = _section("task", cls.Config, {**task_tree, "name": name})
+    data_cfg = _section("data", DataConfig, data_tree)
     check_label_field(task_cfg, data_cfg)
     return cls(task_cfg, data_cfg), data_cfg
 
 
-def _section(name: str, build: Callable[[dict[str, Any]], Any], tree: dict[str, Any]) -> Any:
+def _section(name: str, section: type[BaseModel], tree: dict[str, Any]) -> Any:
     """A config section built from the --set values (`tree`), its problems named by their full path
     (`data.max_length`)."""
+    def build(values: dict[str, Any]) -> Any:
+        return section(**values)
+
     try:
         return build(tree)
     except ValidationError as err:
-        said = format_validation_error(err, set(), fitting(build, tree))
+        said = format_validation_error(err, set(), fitting(build, tree), section, name)
         raise ConfigError(said.replace("config: ", f"config: {name}.", 1)) from None
 
 
