@@ -78,6 +78,9 @@ def test_gguf_reads_back_like_the_tuned_model(sft_run: Path, quantize: str | Non
     assert back(text)["input_ids"] == original(text)["input_ids"]
     field = pytest.importorskip("gguf").GGUFReader(str(out / "model.gguf")).fields["tokenizer.chat_template"]
     assert bytes(field.parts[field.data[0]]).decode() == original.chat_template  # what llama.cpp / ollama read
+    # GPT-2's split (ByteLevel alone, as SmolLM2's tokenizer): llama.cpp split by "default" punctuation runs first
+    field = pytest.importorskip("gguf").GGUFReader(str(out / "model.gguf")).fields["tokenizer.ggml.pre"]
+    assert bytes(field.parts[field.data[0]]).decode() == "gpt-2"
     # eval loads the export (transformers dequantises the file)
     res = CliRunner().invoke(app, ["eval", str(out), "--data", report["data"], "--no-generate"])
     assert res.exit_code == 0 and "GGUF tensors" not in res.stderr, res.output
@@ -195,3 +198,162 @@ def test_a_gemma3_llama_cpp_would_run_otherwise_is_refused(tiny_gemma3: Path) ->
     model, tok = Gemma3ForCausalLM.from_pretrained(str(tiny_gemma3)), AutoTokenizer.from_pretrained(str(tiny_gemma3))
     with pytest.raises(TunelabError, match="differs from what llama.cpp assumes for gemma3"):
         check_exportable(model, tok)
+
+
+# Qwen2 / Qwen2.5 / Qwen3 (byte-level BPE split by Qwen2's regex: GGUF's gpt2 model, pre-tokenizer qwen2) and Mistral
+# (SentencePiece-style BPE, `▁` before the first word: GGUF's llama model) with each family's chat template
+QWEN3_TEMPLATE = (  # Qwen3's, cut to what matters here: the reply after the last user turn opens with a think block
+    "{%- set ns = namespace(last=0) %}{%- for m in messages %}{%- if m.role == 'user' %}"
+    "{%- set ns.last = loop.index0 %}{%- endif %}{%- endfor %}"
+    "{%- for m in messages %}{%- if m.role == 'assistant' and loop.index0 > ns.last %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + m.content + '<|im_end|>\\n' }}{%- else %}"
+    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
+                    "{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ m['content'] + eos_token }}{% endif %}"
+                    "{% endfor %}")
+# text whose splitting tells the pre-tokenizers apart: Qwen2's regex keeps "(good" and "'S" whole, splits digits
+SPLIT_TEXT = "say (good) movie, the ACTOR'S 2024 line\n\n  was (awful)"
+FAMILIES = {"qwen2": ("Qwen2", "qwen2"), "qwen3": ("Qwen3", "qwen3"), "mistral": ("Mistral", "llama")}
+
+
+def _family_tokenizer(family: str):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import AddedToken, PreTrainedTokenizerFast
+
+    from conftest import TOOL_TEMPLATE
+    from tunelab.export.gguf_tokenizer import QWEN2_SPLIT
+
+    corpus = [" ".join(WORDS)] * 20 + [f"say {w}" for w in WORDS] + [f"say ({w}) it's {w}'S" for w in WORDS] * 5
+    if family == "mistral":  # Llama-2 / Mistral: Metaspace prepends ▁ to the first word, byte fallback
+        specials = ["<unk>", "<s>", "</s>"]
+        tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+        trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials + [f"<0x{i:02X}>" for i in range(256)],
+                                      initial_alphabet=["▁"], show_progress=False)
+        tk.train_from_iterator(corpus, trainer)
+        tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                        decoders.Strip(" ", 1, 0)])
+        tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                      pad_token="</s>")
+        tok.chat_template = MISTRAL_TEMPLATE
+        return tok
+    tk = Tokenizer(models.BPE())  # Qwen's: NFC, Qwen2's split, then bytes
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+                                                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    if family == "qwen3":  # Qwen3's think tags: added tokens, not special
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>")])
+    tok.chat_template = QWEN3_TEMPLATE if family == "qwen3" else TOOL_TEMPLATE
+    return tok
+
+
+@pytest.fixture(scope="module")
+def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """An SFT run (CLI, 2 steps) of a tiny random model of the family built from its transformers config: Qwen2 and
+    Qwen3 tie their embeddings (as the 0.5B / 0.6B ones), Mistral does not; Qwen3's head size is not 128 (transformers'
+    reader took 128 whatever the file said)."""
+    import torch
+    import transformers
+
+    family = request.param
+    tok = _family_tokenizer(family)
+    prefix, _ = FAMILIES[family]
+    size = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "max_position_embeddings": 128, "vocab_size": len(tok),
+            "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+    extra = {"mistral": {"tie_word_embeddings": False, "sliding_window": None},
+             "qwen3": {"tie_word_embeddings": True, "head_dim": 16}}.get(family, {"tie_word_embeddings": True})
+    torch.manual_seed(0)
+    cfg = getattr(transformers, f"{prefix}Config")(**size, **extra)
+    tmp = tmp_path_factory.mktemp(f"gguf-{family}")
+    model = getattr(transformers, f"{prefix}ForCausalLM")(cfg)
+    with torch.no_grad():  # biases start at 0, norms at 1, attention near uniform after 2 steps: random here, so a
+        for name, param in model.named_parameters():  # file without them, or with q / k laid out otherwise, reads back
+            if name.endswith(".bias") or "norm" in name:  # otherwise
+                param.normal_(1.0 if "norm" in name else 0.0, 0.5)
+            elif name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.normal_(0.0, 0.3)
+    model.save_pretrained(tmp / "model")
+    tok.save_pretrained(tmp / "model")
+    train = write_jsonl(tmp / "train.jsonl", say_rows(WORDS[:12] * 2))
+    val = write_jsonl(tmp / "val.jsonl", say_rows(WORDS[:6]))
+    sets = ["task=sft", f"model={tmp / 'model'}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={tmp / 'run'}", "train.max_steps=2", "train.lr=5e-3", "train.batch_size=8",
+            "train.save_steps=0", "train.precision=fp32"]
+    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return family, tmp / "run"
+
+
+@pytest.mark.parametrize("family_run", list(FAMILIES), indirect=True)
+def test_each_family_goes_to_gguf_as_llama_cpp_writes_it(family_run: tuple[str, Path]) -> None:
+    """Qwen2 / Qwen2.5 (qwen2: q/k/v biases, no rotary permutation), Qwen3 (qwen3: q/k norms) and Mistral (llama:
+    permuted q/k) in f16 and q8_0: read back by transformers each scores like the tuned model; the file holds the
+    architecture, the tensors, the tokenizer with the pre-tokenizer llama.cpp splits it with, and the chat template
+    (were refused: "not supported yet")."""
+    from transformers import AutoTokenizer
+
+    gguf = pytest.importorskip("gguf")
+    family, run = family_run
+    arch = FAMILIES[family][1]
+    original = AutoTokenizer.from_pretrained(str(run / "model"))
+    for quantize, most in (("f16", 0.01), ("q8_0", 0.1)):
+        res = CliRunner().invoke(app, ["export", str(run), "--format", "gguf", "--quantize", quantize])
+        assert res.exit_code == 0, res.output
+        out = run / "exports" / f"gguf-{quantize}"
+        torch_row, gguf_row = json.loads((out / "report.json").read_text())["rows"]
+        assert gguf_row["agreement"] >= 0.99 and gguf_row["positions"] >= 12, gguf_row
+        assert 0 < gguf_row["max_abs_logit_diff"] < most and abs(gguf_row["metric"] - torch_row["metric"]) < 0.01
+    reader = gguf.GGUFReader(str(out / "model.gguf"))
+
+    def text(key: str) -> str:
+        return bytes(reader.fields[key].parts[-1]).decode()
+
+    assert text("general.architecture") == arch
+    assert text("tokenizer.ggml.model") == ("llama" if family == "mistral" else "gpt2")
+    assert text("tokenizer.ggml.pre") == ("default" if family == "mistral" else "qwen2")  # what llama.cpp splits by
+    assert text("tokenizer.chat_template") == original.chat_template
+    names = {t.name for t in reader.tensors}
+    assert ("blk.0.attn_q.bias" in names) == (family == "qwen2")
+    assert ("blk.1.attn_k_norm.weight" in names) == (family == "qwen3")
+    assert ("output.weight" in names) == (family == "mistral")  # Qwen's tied embeddings: llama.cpp reads token_embd
+    back = AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
+    chat = original.apply_chat_template(say_rows(["good"])[0]["messages"], tokenize=False)
+    for sample in (SPLIT_TEXT, chat):
+        assert back(sample)["input_ids"] == original(sample)["input_ids"], sample
+
+
+@pytest.mark.parametrize(("family", "setting", "said"), [
+    ("mistral", {"sliding_window": 64}, "sliding window of 64 tokens within its context of 128"),
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 64, "max_window_layers": 0}, "sliding-window layers"),
+    ("qwen3", {"attention_bias": True}, "attention biases"),
+    ("qwen2", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
+                                   "original_max_position_embeddings": 32}}, "rope scaling 'yarn'"),
+    ("qwen2", {"pre": "ByteLevel"}, "no pre-tokenizer for"),
+])
+def test_what_llama_cpp_would_compute_otherwise_is_refused(family: str, setting: dict, said: str) -> None:
+    """What llama.cpp would run otherwise than transformers is one line before anything is written: Mistral's window
+    shorter than its context (llama.cpp's llama attends over all of it), Qwen's sliding-window layers, Qwen3 with
+    biases, rope scaling, a byte-level tokenizer split before BPE in a way llama.cpp has no pre-tokenizer for."""
+    import transformers
+    from tokenizers import pre_tokenizers
+
+    from tunelab.errors import TunelabError
+    from tunelab.export.gguf import check_exportable
+
+    tok = _family_tokenizer(family)
+    if setting.pop("pre", None):  # GPT-2's regex, then a space before the text: llama.cpp adds none
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    prefix, _ = FAMILIES[family]
+    cfg = getattr(transformers, f"{prefix}Config")(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                   num_attention_heads=4, num_key_value_heads=2,
+                                                   max_position_embeddings=128, vocab_size=len(tok), **setting)
+    with pytest.raises(TunelabError, match=said):
+        check_exportable(getattr(transformers, f"{prefix}ForCausalLM")(cfg), tok)

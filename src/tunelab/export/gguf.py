@@ -1,20 +1,18 @@
-"""A tuned causal LM (Llama architecture: SmolLM2, Llama, TinyLlama; Gemma-3) → one GGUF file for llama.cpp /
-ollama, written with the `gguf` package (llama.cpp's own writer), weights in f16 or q8_0, the tokenizer and the chat
-template in its metadata; then read back by transformers (`gguf_file=`), the reference reader outside llama.cpp, and
-compared with the tuned model.
+"""A tuned causal LM → one GGUF file for llama.cpp / ollama, written with the `gguf` package (llama.cpp's own
+writer), weights in f16 or q8_0, the tokenizer and the chat template in its metadata (`gguf_tokenizer`); then read
+back by transformers (`gguf_file=`), the reference reader outside llama.cpp, and compared with the tuned model.
 
-What is hand-written here is what llama.cpp's `convert_hf_to_gguf.py` does for these architectures (that script is
-not a package): the tensor names (from gguf's own name map), the rotary permutation of Llama's query and key
-projections that llama.cpp's kernels expect, Gemma's RMSNorm weights stored as 1 + w (its kernels multiply by the
-weight as stored), the metadata keys, and the tokenizer: a byte-level BPE (SmolLM2) as GGUF's `gpt2` model with its
-merges; a SentencePiece-style BPE (`▁` for spaces, byte fallback: Gemma) as GGUF's `llama` model, whose merge
-order is the tokens' scores.
+The architectures, as llama.cpp's `convert_hf_to_gguf.py` writes them (that script is not a package): Llama
+(SmolLM2, Llama, TinyLlama) and Mistral as GGUF's `llama`, with the rotary permutation of the query and key
+projections its kernels expect (Mistral's sliding window is not written, as llama.cpp writes none: a window shorter
+than the context is refused); Qwen2 / Qwen2.5 as `qwen2` (query / key / value biases, NEOX rope: no permutation);
+Qwen3 as `qwen3` (per-head query and key RMSNorms, no biases); Gemma-3 as `gemma3`, its RMSNorm weights stored as
+1 + w (its kernels multiply by the weight as stored). Tensor names come from gguf's own name map.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,13 @@ import numpy as np
 import torch
 
 from tunelab.errors import TunelabError
+from tunelab.export.gguf_tokenizer import bpe, pre_tokenizer, tokenizer_kind, tokenizer_metadata
 
 QUANTS = ("f16", "q8_0")
-ARCHITECTURES = {"LlamaForCausalLM": "llama", "Gemma3ForCausalLM": "gemma3"}
-BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+                 "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3"}
+MODEL_ARCHS = {"llama": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3", "gemma3": "GEMMA3"}  # gguf.MODEL_ARCH's names
+SUPPORTED = "Llama (SmolLM2, Llama, TinyLlama), Mistral, Qwen2 / Qwen2.5, Qwen3 and Gemma-3"
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -39,111 +40,53 @@ def _gemma_norm(w: np.ndarray) -> np.ndarray:
 
 
 def check_exportable(model: torch.nn.Module, tokenizer: Any) -> None:
+    """One line (TunelabError) for what the GGUF file would not hold as llama.cpp computes it, before anything is
+    written."""
     arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
     if type(model).__name__ not in ARCHITECTURES:
-        raise TunelabError(f"export --format gguf: {arch} is not supported yet (GGUF export writes the Llama "
-                           "architecture: SmolLM2, Llama, TinyLlama; and Gemma-3)")
-    if _tokenizer_kind(_bpe(tokenizer)) is None:
+        raise TunelabError(f"export --format gguf: {arch} is not supported yet (GGUF export writes {SUPPORTED})")
+    found = bpe(tokenizer)
+    kind = tokenizer_kind(found)
+    if kind is None:
         raise TunelabError("export --format gguf: the tokenizer is neither a byte-level BPE (GGUF's gpt2 tokenizer "
                            "model) nor a SentencePiece-style BPE (GGUF's llama model); llama.cpp would tokenise "
                            "differently")
+    if kind == "gpt2" and found is not None and pre_tokenizer(found[1]) is None:
+        raise TunelabError("export --format gguf: the byte-level tokenizer splits text before BPE in a way llama.cpp "
+                           "has no pre-tokenizer for (it knows GPT-2's, SmolLM's, Qwen2's and Llama-3's); llama.cpp "
+                           "would tokenise differently")
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or {}
     rope = rope.get("full_attention", rope) if isinstance(rope.get("full_attention"), dict) else rope
     if (rope.get("rope_type") or "default") != "default":
         raise TunelabError(f"export --format gguf: rope scaling {rope.get('rope_type')!r} is not written yet")
-    if ARCHITECTURES[type(model).__name__] == "gemma3":  # llama.cpp's gemma3 assumes these (llama-model.cpp)
+    _check_architecture(cfg, ARCHITECTURES[type(model).__name__], arch)
+
+
+def _check_architecture(cfg: Any, arch: str, name: str) -> None:
+    """What llama.cpp's kernels for `arch` assume of the configuration (llama-model.cpp)."""
+    window = getattr(cfg, "sliding_window", None)
+    sliding = [t for t in getattr(cfg, "layer_types", None) or [] if t != "full_attention"]
+    if arch == "llama" and window is not None and window < cfg.max_position_embeddings:
+        raise TunelabError(f"export --format gguf: {name} attends over a sliding window of {window} tokens within "
+                           f"its context of {cfg.max_position_embeddings}; llama.cpp's llama architecture attends "
+                           "over the whole context (convert_hf_to_gguf.py writes no window), so longer inputs would "
+                           "be computed otherwise")
+    if arch in ("qwen2", "qwen3") and (sliding or getattr(cfg, "use_sliding_window", False)):
+        raise TunelabError(f"export --format gguf: {name} has sliding-window layers (use_sliding_window); llama.cpp's "
+                           f"{arch} attends over the whole context in every layer")
+    if arch == "qwen3" and getattr(cfg, "attention_bias", False):
+        raise TunelabError(f"export --format gguf: {name} has attention biases (attention_bias), which llama.cpp's "
+                           "qwen3 does not add")
+    if arch == "llama" and (getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False)):
+        raise TunelabError(f"export --format gguf: {name} has attention / MLP biases (attention_bias, mlp_bias), "
+                           "which are not written yet")
+    if arch == "gemma3":  # llama.cpp's gemma3 assumes these (llama-model.cpp)
         local = [t == "sliding_attention" for t in cfg.layer_types]
         if local != [(i + 1) % 6 != 0 for i in range(len(local))] or _rope_theta(cfg, "sliding_attention") != 1e4 \
                 or cfg.query_pre_attn_scalar != cfg.head_dim:
             raise TunelabError("export --format gguf: this Gemma-3 configuration differs from what llama.cpp assumes "
                                "for gemma3 (every 6th layer global, local rope base 10,000, query scale 1/√head_dim)")
-
-
-def _bpe(tokenizer: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(the BPE model, the whole tokenizer spec) of a fast tokenizer with a BPE model, else None."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    spec = json.loads(backend.to_str())
-    model = spec.get("model") or {}
-    return (model, spec) if model.get("type") == "BPE" else None
-
-
-def _tokenizer_kind(found: tuple[dict[str, Any], dict[str, Any]] | None) -> str | None:
-    """GGUF's tokenizer model for a tokenizer (`_bpe`'s answer): gpt2 (byte-level BPE), llama (SentencePiece BPE),
-    or None."""
-    if found is None:
-        return None
-    model, spec = found
-    text = json.dumps({k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")}, ensure_ascii=False)
-    if "ByteLevel" in text:
-        return "gpt2"
-    if "▁" in text or model.get("byte_fallback"):  # SentencePiece's space mark
-        return "llama"
-    return None
-
-
-def _space_prefix(spec: dict[str, Any]) -> bool:
-    """Whether the tokenizer puts `▁` before the text's first word (Llama-2's Metaspace `prepend_scheme` first /
-    always, or a Prepend normaliser); Gemma's does not."""
-    text = json.dumps({k: spec.get(k) for k in ("normalizer", "pre_tokenizer")}, ensure_ascii=False)
-    return any(mark in text for mark in ('"prepend_scheme": "first"', '"prepend_scheme": "always"', '"Prepend"'))
-
-
-def _tokens(tokenizer: Any, byte_fallback: bool) -> tuple[list[str], list[Any]]:
-    import gguf
-
-    vocab = tokenizer.get_vocab()
-    size = max(vocab.values()) + 1
-    tokens = [f"[PAD{i}]" for i in range(size)]
-    for token, i in vocab.items():
-        tokens[i] = token
-    special = set(tokenizer.all_special_ids)
-    added = tokenizer.added_tokens_decoder
-    types = []
-    for i, token in enumerate(tokens):
-        if i in special or (i in added and added[i].special):
-            types.append(gguf.TokenType.CONTROL)
-        elif i in added:
-            types.append(gguf.TokenType.USER_DEFINED)
-        elif byte_fallback and BYTE_TOKEN.fullmatch(token):
-            types.append(gguf.TokenType.BYTE)
-        else:
-            types.append(gguf.TokenType.NORMAL)
-    return tokens, types
-
-
-def _tokenizer_metadata(writer: Any, tokenizer: Any) -> None:
-    import gguf
-
-    found = _bpe(tokenizer)  # the spec serialised once (Gemma's is 33 MB)
-    kind = _tokenizer_kind(found)
-    assert kind is not None and found is not None
-    tokens, types = _tokens(tokenizer, bool(found[0].get("byte_fallback")))
-    writer.add_tokenizer_model(kind)
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    if kind == "gpt2":
-        writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in found[0].get("merges", [])])
-    else:  # llama.cpp merges the pair whose joined token scores highest: HF's merge order, rank r → score -r
-        rank = {}
-        for r, m in enumerate(found[0].get("merges", [])):
-            a, b = m.split(" ", 1) if isinstance(m, str) else m
-            rank.setdefault(a + b, r)
-        writer.add_token_scores([-1000.0 if t in (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED) else
-                                 0.0 if t == gguf.TokenType.BYTE else -float(rank.get(tok, i))
-                                 for i, (tok, t) in enumerate(zip(tokens, types, strict=True))])
-        ids = tokenizer("a")["input_ids"]  # the post-processor may add <bos> where `add_bos_token` says False
-        writer.add_add_bos_token(bool(ids) and ids[0] == tokenizer.bos_token_id)
-        writer.add_add_space_prefix(_space_prefix(found[1]))
-    for name, value in (("bos", tokenizer.bos_token_id), ("eos", tokenizer.eos_token_id),
-                        ("pad", tokenizer.pad_token_id), ("unk", tokenizer.unk_token_id)):
-        if value is not None:
-            getattr(writer, f"add_{name}_token_id")(int(value))
-    if getattr(tokenizer, "chat_template", None):
-        writer.add_chat_template(tokenizer.chat_template)
 
 
 def _rope_theta(cfg: Any, kind: str = "full_attention") -> float:
@@ -164,9 +107,10 @@ def write_gguf(model: torch.nn.Module, tokenizer: Any, path: Path, quantize: str
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name)
-    if arch == "gemma3":  # llama.cpp's gemma3: every 6th layer global, local rope base 10,000, scale 1/√head_dim
+    if arch == "gemma3" or getattr(cfg, "head_dim", None):  # as convert_hf_to_gguf.py: a head_dim in the config
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    if arch == "gemma3":  # llama.cpp's gemma3: every 6th layer global, local rope base 10,000, scale 1/√head_dim
         writer.add_sliding_window(cfg.sliding_window)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -181,7 +125,7 @@ def write_gguf(model: torch.nn.Module, tokenizer: Any, path: Path, quantize: str
     writer.add_vocab_size(cfg.vocab_size)
     ftype = gguf.LlamaFileType.MOSTLY_Q8_0 if quantize == "q8_0" else gguf.LlamaFileType.MOSTLY_F16
     writer.add_file_type(ftype)
-    _tokenizer_metadata(writer, tokenizer)
+    tokenizer_metadata(writer, tokenizer)
     _tensors(writer, model, arch, quantize, n_head, n_kv)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -194,10 +138,10 @@ def _tensors(writer: Any, model: torch.nn.Module, arch: str, quantize: str, n_he
     import gguf
 
     cfg = model.config
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3 if arch == "gemma3" else gguf.MODEL_ARCH.LLAMA,
-                                     cfg.num_hidden_layers)
+    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, MODEL_ARCHS[arch]), cfg.num_hidden_layers)
     state = model.state_dict()
-    tied = getattr(cfg, "tie_word_embeddings", False)
+    head, embed = state.get("lm_head.weight"), model.get_input_embeddings().weight
+    tied = head is None or torch.equal(head, embed)  # tied: llama.cpp reads the output from token_embd (no output)
     for key, tensor in state.items():
         if tied and key == "lm_head.weight":
             continue
@@ -207,7 +151,7 @@ def _tensors(writer: Any, model: torch.nn.Module, arch: str, quantize: str, n_he
         if target is None:
             raise TunelabError(f"export --format gguf: no GGUF name for tensor {key}")
         data = tensor.detach().float().cpu().numpy()
-        if arch == "llama" and key.endswith("q_proj.weight"):
+        if arch == "llama" and key.endswith("q_proj.weight"):  # qwen2 / qwen3: NEOX rope, as HF's (no permutation)
             data = _permute(data, n_head)
         elif arch == "llama" and key.endswith("k_proj.weight"):
             data = _permute(data, n_kv)
@@ -220,3 +164,22 @@ def _tensors(writer: Any, model: torch.nn.Module, arch: str, quantize: str, n_he
             writer.add_tensor(target, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             writer.add_tensor(target, data.astype(np.float16))
+
+
+def read_back_config(folder: Path, file: str) -> Any | None:
+    """transformers' GGUF reader takes a qwen3 file's head size from Qwen3Config's default (128), not from the file's
+    `qwen3.attention.key_length`, which llama.cpp reads: for a Qwen3 of another head size, the configuration
+    transformers reads from the file with that key's value; None otherwise (the file's own reading stands)."""
+    import gguf
+    import transformers
+
+    meta = folder / "config.json"  # the tuned model's, beside the export: whether the file need be read twice
+    cfg = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    if cfg.get("model_type") != "qwen3" or cfg.get("head_dim") in (None, transformers.Qwen3Config().head_dim):
+        return None
+    field = gguf.GGUFReader(str(folder / file)).fields.get("qwen3.attention.key_length")
+    if field is None:
+        return None
+    config = transformers.AutoConfig.from_pretrained(str(folder), gguf_file=file)
+    config.head_dim = int(field.parts[field.data[0]][0])
+    return config

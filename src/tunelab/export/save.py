@@ -23,6 +23,7 @@ from tunelab.config.run import RunConfig
 from tunelab.config.sections import DataConfig
 from tunelab.data.report import read_summary, summary_rules
 from tunelab.errors import TunelabError, first_line
+from tunelab.export.gguf import read_back_config
 from tunelab.export.prune import apply_pruned_heads
 from tunelab.export.torch_int8 import TORCH_FILE, load_int8
 from tunelab.io import atomic_dir, commit_dir, open_permissions, read_json
@@ -146,7 +147,9 @@ def load_gguf(task: Task, path: Path) -> torch.nn.Module:
     (TunelabError) when the file does not parse (truncated, damaged)."""
     try:
         with _no_gguf_bar():
-            return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE).eval()
+            config = {"config": c} if (c := read_back_config(path, GGUF_FILE)) is not None else {}
+            return getattr(transformers, task.auto_model_class).from_pretrained(str(path), gguf_file=GGUF_FILE,
+                                                                                **config).eval()
     except (struct.error, ValueError, EOFError) as e:  # gguf's reader unpacks past the end of a truncated file
         raise TunelabError(f"{path / GGUF_FILE}: not a readable GGUF file (truncated or damaged?): "
                            f"{first_line(e)}") from None
