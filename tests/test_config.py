@@ -58,7 +58,7 @@ UNKNOWN = [  # (the --set values, the key as named, what is said after `unknown 
     (["train.lerning_rate=1e-4"], "train.lerning_rate",
      "; did you mean learning_rate? tunelab's name for it is train.lr"),
     (["data.txt_field=review"], "data.txt_field", "; did you mean data.text_field?"),
-    (["method=lora", "method.rr=4"], "method.rr", "; did you mean method.r?"),
+    (["method=lora", "method.rr=4"], "method.rr", ""),  # (too far from any key to guess)
     (["method=full", "method.r=4"], "method.r", "; r is a key of method dora, lora, qlora"),  # not of full
     (["foo=1"], "foo", ""),
     (["task.lora=1"], "task.lora", ""),  # a key spelled like a method name is still named in full
@@ -74,6 +74,11 @@ UNKNOWN = [  # (the --set values, the key as named, what is said after `unknown 
     (["train.max_length=64"], "train.max_length", "; did you mean data.max_length?"),
     (["seed=3"], "seed", "; did you mean train.seed?"),
     (["task.packing=true"], "task.packing", "; packing is a key of task sft"),
+    # a method's key under another method: not distill.alpha, the soft-target weight; data.label: not data.unlabeled
+    (["method=full", "method.alpha=16"], "method.alpha", "; alpha is a key of method dora, lora, qlora"),
+    (["data.label=y"], "data.label", "; tunelab's name for it is data.label_field"),
+    (["max_samples=100"], "max_samples",
+     "; max_samples has no tunelab key: every row of the file is trained on (cut the file to train on fewer)"),
 ]
 
 

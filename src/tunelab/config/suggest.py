@@ -35,15 +35,17 @@ PEER_NAMES: dict[str, str] = {
     # LLaMA-Factory
     "cutoff_len": "data.max_length", "dataset": "data.train", "eval_dataset": "data.validation",
     "val_size": "data.validation_split", "finetuning_type": "method.name", "stage": "task",
-    "lora_rank": "method.r", "lora_target": "method.target_modules", "template": "task.template (task sft)",
+    "lora_rank": "method.r", "lora_target": "method.target_modules",
+    "template": "task.template (task sft), whose default is the tokenizer's own chat template",
+    "max_samples": "none: every row of the file is trained on (cut the file to train on fewer)",
     # PEFT's LoraConfig / Axolotl
     "lora_r": "method.r", "lora_alpha": "method.alpha", "lora_dropout": "method.dropout",
     "lora_target_modules": "method.target_modules", "base_model": "model", "sequence_len": "data.max_length",
     "val_set_size": "data.validation_split", "num_epochs": "train.epochs", "micro_batch_size": "train.batch_size",
     "lr_scheduler": "train.scheduler", "sample_packing": "task.packing (task sft)", "adapter": "method.name",
     # HF's example scripts
-    "train_file": "data.train", "validation_file": "data.validation", "test_file": "data.test",
-    "text_column": "data.text_field", "label_column": "data.label_field",
+    "label": "data.label_field", "train_file": "data.train", "validation_file": "data.validation",
+    "test_file": "data.test", "text_column": "data.text_field", "label_column": "data.label_field",
 }
 
 
@@ -108,21 +110,23 @@ def unknown_key_hint(root: type[BaseModel], loc: Sequence[Any], shown: str, pref
     """What to add to `SHOWN: unknown key` for pydantic's location `loc` of it below `root` (`prefix`: the path of
     `root` in the whole config, for a section checked alone); "" when there is nothing likely to say."""
     leaf = str(loc[-1])
-    if (peer := PEER_NAMES.get(leaf.lower())) is not None and not peer.startswith(shown):
+    if (peer := PEER_NAMES.get(leaf.lower())) is not None and peer.partition(" ")[0] != shown:
+        if peer.startswith("none: "):
+            return f"; {leaf} has no tunelab key: {peer.removeprefix('none: ')}"
         return f"; tunelab's name for it is {peer}"
     section = _section(root, [str(p) for p in loc[:-1]])
     where = shown.rpartition(".")[0]
-    if section is not None and (near := difflib.get_close_matches(leaf, list(section.model_fields), 1, 0.6)):
+    if section is not None and (near := difflib.get_close_matches(leaf, list(section.model_fields), 1, 0.7)):
         return f"; did you mean {where + '.' if where else ''}{near[0]}?"
     every = list(_paths(root, prefix + "." if prefix else ""))
+    holders = list(dict.fromkeys(t for p, t in every if p == shown and t is not None))
+    if holders:  # a key of another method / task (`r`, `alpha` of a freeze method: not distill.alpha)
+        return f"; {leaf} is a key of {shown.partition('.')[0]} {', '.join(holders)}"
     same = [(p, t) for p, t in every if p.rpartition(".")[2] == leaf and p != shown]
     if elsewhere := list(dict.fromkeys(p for p, t in same if t is None)):  # (before a key of one task or method)
         return f"; did you mean {' or '.join(elsewhere)}?"
     if elsewhere := list(dict.fromkeys(f"{p} ({p.partition('.')[0]} {t})" for p, t in same)):
         return f"; did you mean {' or '.join(elsewhere)}?"
-    holders = list(dict.fromkeys(t for p, t in every if p == shown and t is not None))
-    if holders:  # a key of another method / task (`r` of a freeze method)
-        return f"; {leaf} is a key of {shown.partition('.')[0]} {', '.join(holders)}"
     leaves = {p.rpartition(".")[2]: p for p, t in every if t is None}
     if near := difflib.get_close_matches(leaf, list(leaves), 1, 0.85):
         return f"; did you mean {leaves[near[0]]}?"
