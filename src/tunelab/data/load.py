@@ -194,14 +194,14 @@ def _check_left(examples: list[dict[str, Any]], path: str, split: str, report: D
 
 
 def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None, *,
-                legacy_split: bool = False, unlabeled: bool = False) -> dict[str, list[dict[str, Any]]]:
+                legacy_split: bool = False, training: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Read and validate every configured file. Without `data.validation`, a stratified, seeded
     `data.validation_split` of train is held out instead, of the rows `data.dedup` leaves (a training row that repeats
     a validation or test row is dropped first, so a class's row kept in train stays there); `applied.validation_split`
     records its size and its rows' `training_fingerprint` (`rows_sha256`), which `run_splits` checks. `legacy_split`:
     the hold-out of an older tunelab (`split_validation_legacy`, made before that dedup), for a run trained then.
-    `data.clean` / `data.dedup` drop rows into `report` (see data/report.py). `unlabeled`: training reads
-    `data.unlabeled` next (`load_unlabeled`), so its file is checked with these; a finished run's re-read does not."""
+    `data.clean` / `data.dedup` drop rows into `report` (see data/report.py). `training`: what training reads
+    next, `data.unlabeled` and augment's synonyms, is checked with these; a finished run's re-read reads neither."""
     report = report if report is not None else DataReport()
     report.applied["clean"] = data.clean.model_dump() if data.clean is not None else None
     report.applied["dedup"] = data.dedup
@@ -209,7 +209,7 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
         raise ConfigError("config: data.train: required key is missing")
     if data.unlabeled is not None:  # refused before any file is read
         task.check_unlabeled()
-    _check_named(data, unlabeled)
+    _check_named(data, training)
     train = _read(data.train, "train", data, task, report)
     task.check_train(train)
     splits: dict[str, Any] = {}
@@ -242,19 +242,20 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
     return {"train": train, **splits}
 
 
-def _check_named(data: DataConfig, unlabeled: bool) -> None:
+def _check_named(data: DataConfig, training: bool) -> None:
     """Each data file the config names is there, before any is read: one line naming its key (by `located`:
     `run.yaml:4: data.test: ...`, `--set data.test: ...`) and the folder a relative path is read from (the current
     one, not the config file's); it named the file alone, and a test file only once the others were read.
-    `data.unlabeled` only where it is read next (`unlabeled`); augment's synonyms where augmenting reads them."""
-    skipped = ("augment.synonyms",) if unlabeled else ("augment.synonyms", "unlabeled")
+    `data.unlabeled` and augment's synonyms only where training reads them next (`training`). A URL is not read."""
     for key, path in data.files():
         try:
-            missing = key not in skipped and not path.startswith("hf:") and not Path(path).exists()
+            missing = ((training or key not in ("unlabeled", "augment.synonyms")) and not path.startswith("hf:")
+                       and not Path(path).exists())
         except (OSError, ValueError):  # not to be asked about (no permission, a name too long): reading says why
             missing = False
         if missing:
-            where = (" (a file: URL; give its path)" if path.startswith("file:") else "" if Path(path).is_absolute()
+            where = (" (a file: URL; give its path)" if path.startswith("file:") else " (a URL is not read; give a "
+                     "local path or hf:org/name)" if "://" in path else "" if Path(path).is_absolute()
                      else f" (a relative path is read from the current folder, {Path.cwd()})")
             raise ConfigError(f"config: data.{key}: {path}: file not found{where}")
 
