@@ -196,12 +196,14 @@ def test_numbers_where_text_is_expected() -> None:
 
 def test_a_set_value_keeps_what_yaml_would_drop() -> None:
     """A path with ` #` (a YAML comment), a leading `#` or `&` (an anchor) is the text given: `--set
-    output_dir=runs/exp #2` trained into runs/exp, `#1` into the default runs/<task>-<time>, `&b c` into c."""
+    output_dir=runs/exp #2` trained into runs/exp, `#1` into the default runs/<task>-<time>, `&b c` into c; and
+    without the spaces around it (`output_dir= #x` trained into ` #x`)."""
     from tunelab.ui.checks import form_value
 
     for text in ("runs/exp #2", "#1", "&b c", "&b", "数据/it's #1 %20 & x.jsonl"):
         assert cfg_of(f"output_dir={text}").output_dir == text
         assert form_value("output_dir", text) == text  # the web UI's more settings, alike
+        assert cfg_of(f"output_dir= {text} ").output_dir == text  # the spaces around it dropped, as YAML drops them
     assert cfg_of("task.labels=[a, b]").task.labels == ["a", "b"] and cfg_of("train.lr=1e-4").train.lr == 1e-4
     assert "--set train.epochs: " in config_error("train.epochs=3 # three")  # refused, not read as 3
 

@@ -138,7 +138,8 @@ ERRORS = [
     ("json-5000-digit-number", J, GOOD + '{"text": "x", "label": ' + "1" * 5000 + "}\n", 3, "json",
      "Exceeds the limit (4300 digits)"),
     # what a UTF-16 file without its byte-order mark reads as in UTF-8
-    ("nul-in-text", "train.csv", "text,label\ngood,pos\nh\x00i\x00,neg\n", 3, "text", "a NUL character at character 2"),
+    ("nul-in-text", "train.csv", "text,label\ngood,pos\nh\x00i\x00,neg\n", 3, "text",
+     "a NUL character at character 2: a UTF-16 file without its byte-order mark?"),
     # a JSON array's item at the line it starts on, as its parse errors are (was its number in the array: 3, 2), and
     # its row (its place in the array) beside it
     ("json-array-item-at-its-line", "train.json", json.dumps([{"text": "a", "label": "x"}, {"text": "b", "label": "y"},

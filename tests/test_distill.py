@@ -255,6 +255,9 @@ def test_a_student_learns_from_unlabelled_rows(teacher: Path, tiny_bert: Path) -
     summary = json.loads((data / "unlabelled-with" / "data_summary.json").read_text())
     assert summary["applied"]["unlabeled"] == {"file": str(texts), "rows": 64, "features": 64}, summary["applied"]
     assert accuracy["with"] > 0.85 and accuracy["without"] < 0.75, accuracy
+    texts.rename(data / "texts.gone")  # the finished run's report reads its splits again, not data.unlabeled
+    res = CliRunner().invoke(app, ["report", str(data / "unlabelled-with")])
+    assert res.exit_code == 0, res.output
 
 
 def test_unlabelled_rows_bad_input_is_one_line(teacher: Path, tiny_chat_run: Path, tmp_path: Path) -> None:

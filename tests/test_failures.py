@@ -102,7 +102,8 @@ def test_a_missing_data_file_names_its_key_and_the_folder_it_is_read_from(tmp_pa
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A config's relative data path is read from the current folder, not the config file's: run from elsewhere it
     said `error: 数据/训练 集.jsonl: file not found` (no file, line or key, nor which folder); a missing test file
-    is said before the other files are read, and no run folder is made."""
+    is said before the other files are read, and no run folder is made; augment's synonyms alike, and a URL is told it
+    is not read."""
     project, elsewhere = tmp_path / "项目 it's", tmp_path / "别处"
     (project / "数据").mkdir(parents=True)
     elsewhere.mkdir()
@@ -117,6 +118,12 @@ def test_a_missing_data_file_names_its_key_and_the_folder_it_is_read_from(tmp_pa
     monkeypatch.chdir(project)
     _one_line(["train", str(config), "--set", "data.test=file:///x.jsonl"],
               "error: --set data.test: file:///x.jsonl: file not found (a file: URL; give its path)")
+    _one_line(["train", str(config), "--set", "data.test=https://x/t.jsonl"],  # (was told a relative path's folder)
+              "error: --set data.test: https://x/t.jsonl: file not found (a URL is not read; give a local path or "
+              "hf:org/name)")
+    _one_line(["train", str(config), "--set", "data.augment.ops=[synonym]", "--set", "data.augment.synonyms=同义.tsv"],
+              f"error: --set data.augment.synonyms: 同义.tsv: file not found (a relative path is read from the current "
+              f"folder, {project})")  # (was said after the data was read and the model loaded, without its key's line)
     assert not (project / "运行").exists()
     _one_line(["cv", str(config), "--set", "data.test=/nope/测试.jsonl"],
               "error: --set data.test: /nope/测试.jsonl: file not found")

@@ -767,15 +767,20 @@ def test_a_text_utf8_cannot_carry_is_said_in_the_words_of_every_path(served: tup
     say it of that row (`note: invalid Unicode ...`)."""
     url, _ = served
     raw = {**AUTH, "Content-Type": "application/json"}
-    nul = "a NUL character at character 5: a UTF-16 file without its byte-order mark? save it as UTF-8"
+    nul = "a NUL character at character 5; remove it"  # (no UTF-16 hint: JSON's \u0000 is no file's bytes)
     for path, body, said in (
             ("/v1/predict", '{"inputs": ["good\\u0000film"]}', f"inputs[0]: {nul}"),
             ("/v1/predict", '{"inputs": ["good", {"text": "good", "note": "a\\ud800"}]}',
              "inputs[1]: note: invalid Unicode: unpaired surrogate '\\ud800' at character 2"),
+            ("/v1/predict", '{"inputs": ["good", {"text": "good\\u0000film"}]}', f"inputs[1].text: {nul}"),
             ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "good\\u0000film"}]}',
              f"messages[0].content: {nul}")):
         res = httpx.post(f"{url}{path}", content=body, headers=raw, timeout=30)
         assert res.status_code == 422 and res.json()["error"]["message"] == said, res.text
+    # a field the model does not read: echoed back as it came (was a 422), as `tunelab predict` and the API echo it
+    res = httpx.post(f"{url}/v1/predict", content='{"inputs": [{"text": "good", "note": "a\\u0000b"}]}', headers=raw,
+                     timeout=30)
+    assert res.status_code == 200 and res.json()["outputs"][0]["note"] == "a\x00b", res.text
 
 
 def test_an_unexpected_exception_is_a_500_in_the_same_shape() -> None:

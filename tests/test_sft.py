@@ -652,39 +652,75 @@ def test_chatml_masks_all_but_assistant_turns(tiny_llama: Path) -> None:
 
 
 # Qwen3's template (cut to what matters here): the reply after the last user turn opens with a `<think>` block, an
-# earlier reply is written without it; Phi-3's writes eos after the last turn only
+# earlier reply is written without it (a tool-call turn too, and then its calls follow a `\n` only after text of its
+# own); Phi-3's writes eos after the last turn only
 QWEN3_LIKE = (
     "{%- set ns = namespace(last=0) %}{%- for m in messages %}{%- if m.role == 'user' %}"
     "{%- set ns.last = loop.index0 %}"
-    "{%- endif %}{%- endfor %}{%- for m in messages %}{%- if m.role == 'assistant' and loop.index0 > ns.last %}"
-    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + m.content + '<|im_end|>\\n' }}{%- else %}"
-    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- endif %}{%- endfor %}{%- for m in messages %}{%- if m.role == 'assistant' %}"
+    "{%- if loop.index0 > ns.last and loop.last %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + m.content }}"
+    "{%- else %}{{- '<|im_start|>assistant\\n' + m.content }}{%- endif %}"
+    "{%- for call in m.tool_calls or [] %}"
+    "{%- if (loop.first and m.content) or not loop.first %}{{- '\\n' }}{%- endif %}"
+    "{{- '<tool_call>\\n' + (call.function | tojson) + '\\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\\n' }}"
+    "{%- elif m.role == 'tool' %}"
+    "{{- '<|im_start|>user\\n<tool_response>\\n' + m.content + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
+TWO_TURNS = {"messages": [{"role": U, "content": "say good"}, {"role": A, "content": "good"},
+                          {"role": U, "content": "say bad"}, {"role": A, "content": "bad"}]}
+THINK = "<think>\n\n</think>\n\n"
 
 
-@pytest.mark.parametrize(("template", "markers", "trained"), [
-    (QWEN3_LIKE, ["<|im_start|>", "<|im_end|>"], ["good", "<|im_end|>", *["<unk>"] * 6, "bad", "<|im_end|>"]),
-    (PHI3, ["<|user|>", "<|assistant|>", "<|end|>"], ["good", "<|end|>", "bad", "<|end|>", "</s>"]),
+@pytest.mark.parametrize(("template", "markers", "row", "spans", "trained"), [
+    (QWEN3_LIKE, ["<|im_start|>", "<|im_end|>"], TWO_TURNS, ["good<|im_end|>", f"{THINK}bad<|im_end|>"],
+     ["good", "<|im_end|>", *["<unk>"] * 6, "bad", "<|im_end|>"]),
+    (PHI3, ["<|user|>", "<|assistant|>", "<|end|>"], TWO_TURNS, ["good<|end|>", "bad<|end|>\n</s>"],
+     ["good", "<|end|>", "bad", "<|end|>", "</s>"]),
+    (QWEN3_LIKE, ["<|im_start|>", "<|im_end|>"], {"conversations": TOOL_ROW["conversations"]},  # human, function_call,
+     [f"<tool_call>\n{CALL}\n</tool_call><|im_end|>", f"{THINK}nice<|im_end|>"],  # observation, gpt
+     [*["<unk>"] * 16, "a", *["<unk>"] * 4, "<|im_end|>", *["<unk>"] * 6, "nice", "<|im_end|>"]),
 ])
-def test_a_template_that_writes_earlier_replies_otherwise(template: str, markers: list[str], trained: list[str],
+def test_a_template_that_writes_earlier_replies_otherwise(template: str, markers: list[str], row: dict,
+                                                          spans: list[str], trained: list[str],
                                                           tiny_llama: Path) -> None:
     """Multi-turn rows with a template that writes a reply otherwise once more turns follow (Qwen3 drops its empty
     think block, Phi-3 writes eos only at the end) train every reply as the whole conversation writes it (were refused:
-    "not prefix-stable")."""
+    "not prefix-stable"); a Qwen3 tool-call turn before a tool's result too (its mark was put in the content the
+    template does not write)."""
     from transformers import AddedToken, AutoTokenizer
+
+    from tunelab.tasks.chat_template import assistant_spans
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in markers], special_tokens=True)
     tok.chat_template = template
-    msgs = [{"role": U, "content": "say good"}, {"role": A, "content": "good"},
-            {"role": U, "content": "say bad"}, {"role": A, "content": "bad"}]
-    task = _task()
+    task = _task(max_length=128)
     task.bind_tokenizer(tok)
-    (f,) = task.encode(task.parse(_table([{"messages": msgs}])), tok)
+    (example,) = task.parse(_table([row]))
+    text, found = assistant_spans(tok, example["messages"])
+    assert [text[a:b] for a, b in found] == spans
+    (f,) = task.encode([example], tok)
     toks = tok.convert_ids_to_tokens(f["input_ids"])
     assert [toks[i] for i, v in enumerate(f["labels"]) if v != -100] == trained
+
+
+def test_a_turn_end_that_runs_into_the_next_header_is_refused(tiny_llama: Path) -> None:
+    """`### end` after the last turn only, `### user:` after the others: the end-of-turn marker matched as far as
+    `\n###`, and the next turn's `###` trained as the first reply's. A match that does not end in a special token
+    or whitespace is refused, as any template whose turns cannot be located."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    tok.chat_template = ("{% for m in messages %}{{ '### ' + m['role'] + ':\\n' + m['content'] + '\\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ '### assistant:\\n' }}{% else %}{{ '### end' }}{% endif %}")
+    task = _task()
+    task.bind_tokenizer(tok)
+    with pytest.raises(ConfigError, match="not prefix-stable"):
+        task.encode(task.parse(_table([TWO_TURNS])), tok)
 
 
 def test_gemma_turn_markers_select_the_gemma_template(tiny_llama: Path, tmp_path: Path) -> None:

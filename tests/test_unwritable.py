@@ -118,3 +118,22 @@ def test_a_name_near_the_255_byte_limit_is_written(work: Path, tmp_path: Path) -
     stale = Path(str(atomic_dir(final)).replace(f"-{os.getpid()}@", "-999999999@"))  # a dead process's temp folder
     next(tmp_path.glob(".tmp-*")).rename(stale)
     assert remove_stale_temps(final) == [stale] and not stale.exists()
+
+
+def test_a_long_name_is_replaced_and_an_older_temp_of_it_removed(tmp_path: Path) -> None:
+    """`export --output <84×出> --overwrite` the second time: `File name too long` (the old folder was moved aside as
+    `.old-NAME-<pid>`); and a dead process's temp folder named the older way (`.tmp-NAME-…` of a 225-byte NAME, the
+    whole name) was no longer removed."""
+    from tunelab.io import atomic_dir, commit_dir, host_id, pid_alive, remove_stale_temps
+
+    final = tmp_path / ("出" * 84)
+    for text in ("a", "b"):
+        tmp = atomic_dir(final)
+        (tmp / "a.txt").write_text(text, encoding="utf-8")
+        commit_dir(tmp, final)
+    assert (final / "a.txt").read_text(encoding="utf-8") == "b" and [p.name for p in tmp_path.iterdir()] == [final.name]
+    assert not pid_alive(999999)
+    older = tmp_path / ("出" * 75)  # 225 bytes: whole in an older tunelab's temp name, cut in today's
+    stale = tmp_path / f".tmp-{older.name}-999999@{host_id()}-abcd_123"
+    stale.mkdir()
+    assert remove_stale_temps(older) == [stale] and not stale.exists()

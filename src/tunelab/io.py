@@ -306,14 +306,14 @@ def remove_stale_temps(final: Path) -> list[Path]:
     """Remove the `atomic_dir` folders of `final` left by a process that is gone (killed before it cleaned up:
     SIGKILL, a power cut); returns them. A folder of a live process, of another user's, or made on another machine
     (a shared filesystem: its processes are not this one's to see) is left alone."""
-    name = fitted(final.name, TEMP_ROOM)
-    pattern = re.compile(rf"\.tmp-{re.escape(name)}-(\d+)@{host_id()}-[a-z0-9_]{{8}}")
     gone = []
-    for folder in final.parent.glob(f".tmp-{glob.escape(name)}-*") if final.parent.is_dir() else ():
-        match = pattern.fullmatch(folder.name)
-        if match and folder.is_dir() and not folder.is_symlink() and not pid_alive(int(match.group(1))):
-            shutil.rmtree(folder, ignore_errors=True)
-            gone.append(folder)
+    for name in dict.fromkeys((fitted(final.name, TEMP_ROOM), final.name)):  # (whole: an older tunelab's, ≤ 227 bytes)
+        pattern = re.compile(rf"\.tmp-{re.escape(name)}-(\d+)@{host_id()}-[a-z0-9_]{{8}}")
+        for folder in final.parent.glob(f".tmp-{glob.escape(name)}-*") if final.parent.is_dir() else ():
+            match = pattern.fullmatch(folder.name)
+            if match and folder.is_dir() and not folder.is_symlink() and not pid_alive(int(match.group(1))):
+                shutil.rmtree(folder, ignore_errors=True)
+                gone.append(folder)
     return gone
 
 
@@ -363,7 +363,8 @@ def commit_dir(tmp: Path, final: Path) -> None:
     """Put the finished temp dir `tmp` in place of `final` (an existing `final` is replaced; a link, not what it
     points to)."""
     if final.exists() or final.is_symlink():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        tail = f"-{os.getpid()}"  # (a name near the 255-byte limit: its start and a digest, as `atomic_dir`'s)
+        old = final.with_name(f".old-{fitted(final.name, NAME_MAX - 5 - len(tail))}{tail}")
         final.rename(old)
         tmp.rename(final)
         if old.is_symlink():

@@ -126,7 +126,7 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
         task.check_metric(*tracked_field(cfg.train))  # a misspelt best_metric: before the data, not at the first eval
         check_rdrop(task, cfg.train.rdrop, cfg.distill is not None)
         report = DataReport()  # data.clean / dedup / sampling / augment and the loss: RUN/data_summary.json
-        splits = load_splits(cfg.data, task, cfg.train.seed, report)
+        splits = load_splits(cfg.data, task, cfg.train.seed, report, training=True)
         unlabeled = load_unlabeled(cfg.data, task, report)  # distillation's rows without labels (data.unlabeled)
         student = (student_from_teacher(cfg.model, teacher_model_dir(cfg.distill.teacher), task.auto_model_class)
                    if cfg.distill is not None and cfg.model.startswith(STUDENT_LAYERS) else None)

@@ -101,7 +101,8 @@ def yaml_value(text: str) -> Any:
 def typed_value(text: str) -> Any:
     """A value typed on its own (`--set key=TEXT`, a web UI field) as the YAML value it spells (`3`, `[a, b]`), but
     the text as it is where YAML would drop part of it: a comment (`runs/exp #2` read `runs/exp`, `#1` read null)
-    or a leading anchor (`&a b` read `b`) — a shell argument or a form field holds neither, and a path may hold both."""
+    or a leading anchor (`&a b` read `b`) — a shell argument or a form field holds neither, and a path may hold both.
+    That text without the spaces around it, as YAML reads a value (`output_dir= #x` trained into a folder ` #x`)."""
     try:
         tokens = [t for t in yaml.scan(text, Loader=yaml.SafeLoader)
                   if not isinstance(t, (yaml.StreamStartToken, yaml.StreamEndToken))]
@@ -109,7 +110,7 @@ def typed_value(text: str) -> Any:
         return yaml_value(text)  # (its error, for the caller)
     end = max((t.end_mark.index for t in tokens), default=0)
     if text[end:].strip() or (tokens and isinstance(tokens[0], yaml.AnchorToken)):  # (`[&a x, *a]` is YAML's)
-        return text
+        return text.strip()
     return yaml_value(text)
 
 

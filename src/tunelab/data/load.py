@@ -17,6 +17,7 @@ from tunelab.data.hygiene import clean_split
 from tunelab.data.readers import Record, Table, hub_dataset, read_table, row_stream, streamable
 from tunelab.data.records import FRESH_READ, SAY_CHANGES, read_again
 from tunelab.data.report import DATA_FOLDER, DataReport, read_summary, summary_rules, training_fingerprint
+from tunelab.data.rerun_checks import changed_why, check_counts, check_found
 from tunelab.data.row_spill import spill_anywhere
 from tunelab.data.splits import split_validation, split_validation_legacy
 from tunelab.data.tabular import folder_files
@@ -193,13 +194,14 @@ def _check_left(examples: list[dict[str, Any]], path: str, split: str, report: D
 
 
 def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport | None = None, *,
-                legacy_split: bool = False) -> dict[str, list[dict[str, Any]]]:
+                legacy_split: bool = False, training: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Read and validate every configured file. Without `data.validation`, a stratified, seeded
     `data.validation_split` of train is held out instead, of the rows `data.dedup` leaves (a training row that repeats
     a validation or test row is dropped first, so a class's row kept in train stays there); `applied.validation_split`
     records its size and its rows' `training_fingerprint` (`rows_sha256`), which `run_splits` checks. `legacy_split`:
     the hold-out of an older tunelab (`split_validation_legacy`, made before that dedup), for a run trained then.
-    `data.clean` / `data.dedup` drop rows into `report` (see data/report.py)."""
+    `data.clean` / `data.dedup` drop rows into `report` (see data/report.py). `training`: what training reads
+    next, `data.unlabeled` and augment's synonyms, is checked with these; a finished run's re-read reads neither."""
     report = report if report is not None else DataReport()
     report.applied["clean"] = data.clean.model_dump() if data.clean is not None else None
     report.applied["dedup"] = data.dedup
@@ -207,7 +209,7 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
         raise ConfigError("config: data.train: required key is missing")
     if data.unlabeled is not None:  # refused before any file is read
         task.check_unlabeled()
-    _check_named(data)
+    _check_named(data, training)
     train = _read(data.train, "train", data, task, report)
     task.check_train(train)
     splits: dict[str, Any] = {}
@@ -240,17 +242,20 @@ def load_splits(data: DataConfig, task: RowTask, seed: int, report: DataReport |
     return {"train": train, **splits}
 
 
-def _check_named(data: DataConfig) -> None:
+def _check_named(data: DataConfig, training: bool) -> None:
     """Each data file the config names is there, before any is read: one line naming its key (by `located`:
     `run.yaml:4: data.test: ...`, `--set data.test: ...`) and the folder a relative path is read from (the current
-    one, not the config file's); it named the file alone, and a test file only once the others were read."""
+    one, not the config file's); it named the file alone, and a test file only once the others were read.
+    `data.unlabeled` and augment's synonyms only where training reads them next (`training`). A URL is not read."""
     for key, path in data.files():
         try:
-            missing = key != "augment.synonyms" and not path.startswith("hf:") and not Path(path).exists()
+            missing = ((training or key not in ("unlabeled", "augment.synonyms")) and not path.startswith("hf:")
+                       and not Path(path).exists())
         except (OSError, ValueError):  # not to be asked about (no permission, a name too long): reading says why
             missing = False
         if missing:
-            where = (" (a file: URL; give its path)" if path.startswith("file:") else "" if Path(path).is_absolute()
+            where = (" (a file: URL; give its path)" if path.startswith("file:") else " (a URL is not read; give a "
+                     "local path or hf:org/name)" if "://" in path else "" if Path(path).is_absolute()
                      else f" (a relative path is read from the current folder, {Path.cwd()})")
             raise ConfigError(f"config: data.{key}: {path}: file not found{where}")
 
@@ -334,14 +339,14 @@ def run_splits(run_dir: Path, data: DataConfig, task: RowTask, seed: int, report
     held_then = applied.get("validation_split") if isinstance(applied, dict) else None
     # a hold-out made by a tunelab before applied.validation_split was recorded: its algorithm, its rows
     legacy = bool(summary) and not data.validation and not isinstance(held_then, dict)
-    _check_found(run_dir, data, ("train", "validation", "test"), hint)
+    check_found(run_dir, data, ("train", "validation", "test"), hint)
     with read_again(), text_rules(summary_rules(summary)):  # trained already: a field its config did not read cannot
         splits = load_splits(data, task, seed, report, legacy_split=legacy)  # be taken up now; its rows its rules
-    _check_counts(run_dir, data, summary, splits, hint)
+    check_counts(run_dir, data, summary, splits, hint)
     sha = held_then.get("rows_sha256") if isinstance(held_then, dict) and not data.validation else None
     if isinstance(sha, str) and sha != training_fingerprint(splits.get("validation", [])):
         raise DataError(data.train, None, "validation", f"the rows held out now are not those the run {run_dir} "
-                        f"validated on: {_changed(data.train)}{hint}")
+                        f"validated on: {changed_why(data.train)}{hint}")
     return splits
 
 
@@ -355,46 +360,12 @@ def run_validation(run_dir: Path, data: DataConfig, task: RowTask, seed: int,
     summary = read_summary(run_dir)
     data = run_data(run_dir, data, summary)
     read = ("validation", "test") if data.dedup else ("validation",)  # test's rows matter only to dedup
-    _check_found(run_dir, data, read, hint)
+    check_found(run_dir, data, read, hint)
     report = DataReport()
     with read_again(), text_rules(summary_rules(summary)):  # as run_splits reads them
         splits = {split: _read(path, split, data, task, report) for split in read if (path := getattr(data, split))}
     if data.dedup and len(splits) > 1:
         splits = dict(dedup_across(splits, report))
         _check_left(splits["validation"], data.validation, "validation", report)
-    _check_counts(run_dir, data, summary, {"validation": splits["validation"]}, hint)
+    check_counts(run_dir, data, summary, {"validation": splits["validation"]}, hint)
     return list(splits["validation"])
-
-
-def _check_found(run_dir: Path, data: DataConfig, splits: Sequence[str], hint: str) -> None:
-    """A run's file that is gone: one line naming it and the run (with the caller's `hint`), before any is read."""
-    for split in splits:
-        path = getattr(data, split)
-        if path and not path.startswith("hf:") and not exists(Path(path)):
-            raise DataError(str(Path(path)), None, f"data.{split}", f"file not found; the run {run_dir} read it: "
-                            f"restore it{hint}")
-
-
-def _check_counts(run_dir: Path, data: DataConfig, summary: dict[str, Any], splits: dict[str, Any],
-                  hint: str) -> None:
-    """Each split's rows now against the count the run used (RUN/data_summary.json's `rows_used`)."""
-    try:
-        used, applied = dict(summary.get("rows_used") or {}), dict(summary.get("applied") or {})
-    except (TypeError, ValueError):  # a damaged summary: nothing to compare
-        return
-    if applied.get("sampling") or applied.get("augment"):  # its training rows were resampled / augmented after this
-        used.pop("train", None)
-    for split, rows in splits.items():
-        n = used.get(split)
-        if isinstance(n, int) and n != len(rows):
-            path = getattr(data, split, None) or data.train
-            raise DataError(str(path), None, split, f"{len(rows):,} rows now, where the run {run_dir} used "
-                            f"{n:,}: {_changed(path)}{hint}")
-
-
-def _changed(path: str) -> str:
-    """Why a run's file read again gives other rows."""
-    if str(path).startswith("hf:") or Path(path).is_absolute():
-        return "the data changed since"
-    return (f"the file changed, or its path (relative to the current folder {Path.cwd()}) names another one; run "
-            "from the folder it trained in")

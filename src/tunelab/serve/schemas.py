@@ -54,6 +54,14 @@ def utf8(value: Any) -> Any:
 Text = Annotated[str, AfterValidator(utf8)]
 
 
+def row_utf8(value: Any) -> Any:
+    """A /v1/predict input as `utf8` takes it, but a NUL in a row's field passes here: the task's reader refuses it
+    in a field the model reads (a 422 naming the row, as `tunelab predict` says it); another is echoed back."""
+    if isinstance(value, str) or (problem := json_problem(value, numbers=False, nul=False)) is None:
+        return utf8(value) if isinstance(value, str) else value
+    raise PydanticCustomError("invalid_text", "{problem}", {"problem": problem})
+
+
 def one_of(expected: str) -> WrapValidator:
     """A union field's errors at their place in the body: pydantic puts the name of each of the union's types in an
     error's location (`inputs[0].str`, `stop.list[function-after[utf8(), str]][0]`), which a client reads as a field
@@ -117,7 +125,7 @@ INPUT = ('a text, or an object with the task\'s data fields ({"text": ..., "text
 class PredictRequest(_Body):
     model: str | None = Field(None, description="Which served model (default: the only classifier / tagger / QA "
                               "model).")
-    inputs: list[Annotated[str | dict[str, Any], one_of(INPUT), AfterValidator(utf8)]] = Field(
+    inputs: list[Annotated[str | dict[str, Any], one_of(INPUT), AfterValidator(row_utf8)]] = Field(
         min_length=1, description="Texts, or rows with the data fields (text, text_pair, question, context).")
 
 

@@ -77,19 +77,29 @@ MARK = "\u2063TURN-END\u2063"
 def _turn_end(tokenizer: Any, messages: list[dict[str, Any]], i: int, full: str) -> int:
     """Where assistant turn `i` (its end-of-turn marker included) ends in `full`, for a template that writes a reply
     otherwise once more turns follow it: Qwen3's drops an earlier reply's `<think>` block, Phi-3's writes eos only
-    after the last turn. The reply's end is found by rendering the conversation with a mark after its content; the
-    end-of-turn marker is what the turn rendered alone writes after its content, as far as `full` writes it too."""
-    marked = [*messages[:i], {**messages[i], "content": messages[i]["content"] + MARK}]
+    after the last turn. The reply's end is found by rendering the conversation with a mark after its content (a
+    tool-call turn's own text, `SAID`: its content is not written; Qwen3 then writes a `\n` before the calls, which
+    `full` has not); the end-of-turn marker is what the turn rendered alone writes after its content, as far as `full`
+    writes it too, in whole tokens, and only where that ends in a special token or whitespace: else the match ran into
+    the next turn's header (`### end` after the last turn only, `### user:` after the others)."""
+    field = SAID if "tool_calls" in messages[i] else "content"
+    marked = [*messages[:i], {**messages[i], field: messages[i].get(field, "") + MARK}]
     alone = render(tokenizer, marked)
     whole = render(tokenizer, [*marked, *messages[i + 1:]])
-    at = whole.find(MARK)
-    if alone.count(MARK) != 1 or whole.count(MARK) != 1 or whole[:at] + whole[at + len(MARK):] != full:
+    at, extra = whole.find(MARK), len(whole) - len(MARK) - len(full)  # extra: what the mark made it write after it
+    rest = whole[at + len(MARK):]
+    if (alone.count(MARK) != 1 or whole.count(MARK) != 1 or extra < 0 or whole[:at] != full[:at]
+            or rest[extra:] != full[at:]):
         raise ConfigError(NOT_PREFIX_STABLE)
-    tail, rest = alone.split(MARK, 1)[1].rstrip(), full[at:]
+    tail = alone.split(MARK, 1)[1].rstrip()
     same = next((k for k, (a, b) in enumerate(zip(tail, rest, strict=False)) if a != b), min(len(tail), len(rest)))
-    ends = [e for _, e in tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
-    same = max((e for e in ends if e <= same), default=0)  # whole tokens: `<|end|>\n`, not `<|end|>\n<|`
-    return at + len(rest[:same].rstrip())
+    tokens = tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)
+    ends = [(e, t) for t, (_, e) in zip(tokens["input_ids"], tokens["offset_mapping"], strict=True) if e <= same]
+    same, last = ends[-1] if ends else (0, None)  # whole tokens: `<|end|>\n`, not `<|end|>\n<|`
+    special = (set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)) - {tokenizer.unk_token_id}
+    if same < extra or (same and last not in special and not tail[same - 1].isspace()):
+        raise ConfigError(NOT_PREFIX_STABLE)
+    return at + len(rest[:same].rstrip()) - extra
 
 
 def builtin_template(tokenizer: Any, setting: str) -> str:

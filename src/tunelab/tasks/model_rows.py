@@ -51,19 +51,21 @@ def model_examples(task: Task, table: Table, *, labelled: bool = False) -> list[
 
 def check_row_unicode(rec: Record) -> None:
     """A row given to a model holding, in any field (the text, a NER token, an SFT turn, an id echoed back), a text
-    UTF-8 cannot carry (an unpaired surrogate: JSON's "\\ud800") or a NUL: one DataError naming the row and the
-    field, as `tunelab serve` refuses such a body (a 422 naming it). The text fields were refused so already, but a
-    token or a turn reached the tokenizer (a TypeError, or its own words), and an echoed field the JSON writer (a
-    traceback, no output)."""
+    UTF-8 cannot carry (an unpaired surrogate: JSON's "\\ud800"): one DataError naming the row and the field, as
+    `tunelab serve` refuses such a body (a 422 naming it). The text fields were refused so already, but a token or a
+    turn reached the tokenizer (a TypeError, or its own words), and an echoed field the JSON writer (a traceback, no
+    output). A NUL is refused only where the model reads it (the reader's text fields), as in training: an echoed
+    field carries it back as JSON's `\\u0000`, as Hugging Face's and vLLM's servers pass fields they do not read."""
     for key, value in rec.data.items():
         if not isinstance(key, str):
             continue
-        if (problem := unicode_problem(key)) is not None:
+        if (problem := unicode_problem(key, nul=False)) is not None:
             raise DataError(rec.source, rec.line, None, f"the name of a field: {problem}")
         if isinstance(value, str):
-            if (problem := unicode_problem(value)) is not None:
+            if (problem := unicode_problem(value, nul=False)) is not None:
                 raise DataError(rec.source, rec.line, key, problem)
-        elif isinstance(value, dict | list) and (problem := json_problem(value, key, numbers=False)) is not None:
+        elif isinstance(value, dict | list) and (problem := json_problem(value, key, numbers=False,
+                                                                          nul=False)) is not None:
             raise DataError(rec.source, rec.line, None, problem)
 
 

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from tunelab.config.sections import TaskConfig
@@ -35,6 +35,7 @@ from tunelab.data.lm import mask_block, pack_stream, token_units, word_units
 from tunelab.data.readers import Table, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
+from tunelab.models.aliases import as_named
 from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
@@ -42,6 +43,7 @@ from tunelab.tasks import base
 from tunelab.tasks.base import Example, Features, Task, pad_batch
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
+from tunelab.tasks.masked_heads import fresh_modules, keep_pooler
 from tunelab.tasks.masked_loss import masked_lm_loss, masked_nll
 from tunelab.tasks.model_rows import with_row
 
@@ -77,39 +79,8 @@ def resolve_objective(objective: str, model_path: str) -> str:
         return "mlm"
     if cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "clm"
-    raise ConfigError(f"config: task.objective: cannot tell whether {model_path} ({cfg.model_type}) is a masked or "
-                      "a causal LM; set task.objective to mlm or clm")
-
-
-def fresh_modules(model: torch.nn.Module, missing: set[str]) -> list[str]:
-    """The outermost modules all of whose parameters were missing from the checkpoint (a new head)."""
-    def fresh(name: str) -> bool:
-        params = list(model.get_submodule(name).named_parameters())
-        return bool(params) and all(f"{name}.{n}" in missing for n, _ in params)
-
-    out = set()
-    for key in missing:
-        parts, best = key.split("."), None
-        for i in range(len(parts) - 1, 0, -1):
-            try:
-                if not fresh(".".join(parts[:i])):
-                    break
-            except AttributeError:
-                break
-            best = ".".join(parts[:i])
-        if best:
-            out.add(best)
-    return sorted(out)
-
-
-def keep_pooler(model: torch.nn.Module, model_path: str, unexpected: set[str]) -> bool:
-    """BERT-family masked LMs have no pooler, so the checkpoint's pooler would be lost on export and a
-    classifier fine-tuned later would start from a random one: attach the base model's (unused, untrained)."""
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if base is None or getattr(base, "pooler", 0) is not None or not any(".pooler." in f".{k}" for k in unexpected):
-        return False
-    base.pooler = AutoModel.from_pretrained(model_path).pooler
-    return True
+    raise ConfigError(f"config: task.objective: cannot tell whether {as_named(model_path)} ({cfg.model_type}) is a "
+                      "masked or a causal LM; set task.objective to mlm or clm")
 
 
 @TASKS.register("pretrain")
@@ -158,8 +129,8 @@ class Pretrain(Task):
         tok = AutoTokenizer.from_pretrained(model_path)
         if self.objective == "mlm":
             if tok.mask_token_id is None:
-                raise ConfigError(f"config: task.objective: mlm needs a tokenizer with a mask token; {model_path} "
-                                  "has none (use clm for causal LMs)")
+                raise ConfigError("config: task.objective: mlm needs a tokenizer with a mask token; "
+                                  f"{as_named(model_path)} has none (use clm for causal LMs)")
             if self.cfg.whole_word_mask and not tok.is_fast:
                 raise ConfigError("config: task.whole_word_mask: needs a fast tokenizer (word ids)")
             try:
@@ -169,13 +140,13 @@ class Pretrain(Task):
                                   ) from None
             self.fresh = fresh_modules(model, set(info["missing_keys"]))
             if self.fresh:
-                print(f"pretrain: {model_path} has no masked-LM head: {', '.join(self.fresh)} start from random "
-                      "weights (the baseline perplexity reflects that)", file=sys.stderr)
+                print(f"pretrain: {as_named(model_path)} has no masked-LM head: {', '.join(self.fresh)} start from "
+                      "random weights (the baseline perplexity reflects that)", file=sys.stderr)
             keep_pooler(model, model_path, set(info["unexpected_keys"]))
         else:
             if tok.eos_token_id is None:
                 raise ConfigError(f"config: model: clm pretraining needs an eos token between documents; the "
-                                  f"tokenizer of {model_path} has none")
+                                  f"tokenizer of {as_named(model_path)} has none")
             try:
                 model = causal_lm(model_path, "task.objective clm", "use objective mlm for an encoder")
             except ValueError as e:

@@ -34,6 +34,7 @@ from tunelab.config.sections import TaskConfig
 from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.qa import cmrc_style, qa_metrics, score
+from tunelab.models.aliases import as_named
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
@@ -170,7 +171,8 @@ class Qa(Task):
         self.unanswerable = any(not ex["answers"] for ex in train)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if not getattr(tokenizer, "is_fast", False):
-            raise ConfigError(f"config: model: task qa needs a fast tokenizer (offset mapping); {model_path} has none")
+            raise ConfigError(f"config: model: task qa needs a fast tokenizer (offset mapping); {as_named(model_path)} "
+                              "has none")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = load_head(self.auto_model_class, model_path)

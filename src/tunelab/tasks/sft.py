@@ -48,6 +48,7 @@ from tunelab.data.prompt_template import check_template, template_fields, templa
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
+from tunelab.models.aliases import as_named
 from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
@@ -208,7 +209,8 @@ class Sft(Task):
         markers are added as special tokens (never split; found by end_of_turn_ids; existing ids are kept)."""
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if not tokenizer.is_fast:
-            raise ConfigError(f"config: model: task sft needs a fast tokenizer (offset mapping); {model_path} has none")
+            raise ConfigError("config: model: task sft needs a fast tokenizer (offset mapping); "
+                              f"{as_named(model_path)} has none")
         if self.cfg.template != "auto" or not tokenizer.chat_template:
             template, specials = TEMPLATES[builtin_template(tokenizer, self.cfg.template)]
             tokenizer.chat_template = ("{{ bos_token }}" if adds_bos(tokenizer) else "") + template

@@ -58,13 +58,15 @@ _TOKEN = re.compile(rf"[{CJK}]|(?:(?![{CJK}])\w)+")
 CJK_UNIT = re.compile(rf"[{CJK}]|[^\W{CJK}]+|[^\w\s]", re.UNICODE)
 
 
-def unicode_problem(text: str) -> str | None:
+def unicode_problem(text: str, nul: bool = True) -> str | None:
     """Why `text` cannot be written as UTF-8 (an unpaired surrogate: a valid JSON escape such as `\\ud800`, invalid
-    Unicode, on which tokenizers and writers fail later with a traceback), or holds a NUL (what a UTF-16 file read
-    as UTF-8 shows: `h\\x00i\\x00`), else None."""
-    if (nul := text.find("\x00")) != -1:
-        return (f"a NUL character at character {nul + 1}: a UTF-16 file without its byte-order mark? "
-                "save it as UTF-8")
+    Unicode, on which tokenizers and writers fail later with a traceback), or, with `nul` (a text the model reads),
+    holds a NUL; else None. The UTF-16 hint only where the text looks like UTF-16 read as UTF-8 (`h\\x00i\\x00`: a
+    NUL after every character), not for one NUL (JSON's `\\u0000`, an API's input)."""
+    if nul and (at := text.find("\x00")) != -1:
+        wide = text.count("\x00") > 1 and not (text[1::2].strip("\x00") and text[::2].strip("\x00"))
+        return f"a NUL character at character {at + 1}" + (
+            ": a UTF-16 file without its byte-order mark? save it as UTF-8" if wide else "; remove it")
     if text.isascii():
         return None
     try:
@@ -75,11 +77,11 @@ def unicode_problem(text: str) -> str | None:
 
 
 def json_problem(value: Any, where: str = "", numbers: bool = True, max_depth: int = 64,
-                 max_items: int = 1_000_000) -> str | None:
+                 max_items: int = 1_000_000, nul: bool = True) -> str | None:
     """`where: problem` for the first thing inside a JSON / YAML value (texts, object keys, lists, objects) that a
     tokenizer or a JSON answer cannot carry: an unpaired surrogate and, with `numbers`, NaN / Infinity; also nesting
-    deeper than `max_depth` or more than `max_items` values (YAML anchors can repeat one list exponentially). Walked
-    without recursion, each list / object once."""
+    deeper than `max_depth` or more than `max_items` values (YAML anchors can repeat one list exponentially); with
+    `nul`, a NUL in a text or key (`unicode_problem`). Walked without recursion, each list / object once."""
     stack, seen, items = [(value, where, 0)], set(), 0
     while stack:
         item, at, depth = stack.pop()
@@ -88,7 +90,7 @@ def json_problem(value: Any, where: str = "", numbers: bool = True, max_depth: i
             return f"{where or 'value'}: nested too deeply or too large (more than {max_depth} levels or " \
                    f"{max_items:,} values)"
         if isinstance(item, str):
-            if (problem := unicode_problem(item)) is not None:
+            if (problem := unicode_problem(item, nul)) is not None:
                 return f"{at or 'value'}: {problem}"
         elif numbers and isinstance(item, float) and not math.isfinite(item):
             return f"{at or 'value'}: {item} is not a finite number"
@@ -96,7 +98,7 @@ def json_problem(value: Any, where: str = "", numbers: bool = True, max_depth: i
             seen.add(id(item))
             if isinstance(item, dict):
                 for key, child in item.items():
-                    if isinstance(key, str) and (problem := unicode_problem(key)) is not None:
+                    if isinstance(key, str) and (problem := unicode_problem(key, nul)) is not None:
                         return f"{at or 'value'} (a key): {problem}"
                     stack.append((child, f"{at}.{key}" if at else str(key), depth + 1))
             else:
