@@ -36,6 +36,8 @@ PEER_NAMES: dict[str, str] = {
     "cutoff_len": "data.max_length", "dataset": "data.train", "eval_dataset": "data.validation",
     "val_size": "data.validation_split", "finetuning_type": "method.name", "stage": "task",
     "lora_rank": "method.r", "lora_target": "method.target_modules", "template": "task.template (task sft)",
+    "freeze_trainable_layers": "method.k", "use_dora": "method.name: dora", "quantization_bit": "method.name: qlora",
+    "packing": "task.packing (task sft)",
     # PEFT's LoraConfig / Axolotl
     "lora_r": "method.r", "lora_alpha": "method.alpha", "lora_dropout": "method.dropout",
     "lora_target_modules": "method.target_modules", "base_model": "model", "sequence_len": "data.max_length",
@@ -44,6 +46,21 @@ PEER_NAMES: dict[str, str] = {
     # HF's example scripts
     "train_file": "data.train", "validation_file": "data.validation", "test_file": "data.test",
     "text_column": "data.text_field", "label_column": "data.label_field",
+}
+
+# other tools' keys that no tunelab setting holds: why (`tunelab config import` says each as not carried)
+NOT_CARRIED: dict[str, str] = {
+    "do_train": "tunelab train trains", "do_eval": "tunelab train scores the validation split as it trains",
+    "do_predict": "tunelab predict does", "plot_loss": "RUN/report.html draws the loss curve",
+    "overwrite_output_dir": "the --overwrite option of tunelab train",
+    "overwrite_cache": "tunelab's feature cache knows the data and settings it was made from",
+    "ddp_timeout": "no tunelab setting", "preprocessing_num_workers": "tunelab reads rows in its own process",
+    "dataloader_num_workers": "no tunelab setting", "save_only_model": "tunelab's checkpoints keep what --resume needs",
+    "trust_remote_code": "tunelab loads a model's own transformers classes only",
+    "flash_attn": "tunelab picks the attention kernel (sdpa)", "max_samples": "tunelab trains on every "
+    "row of data.train: cut the file to train on fewer", "template": "tunelab renders with the model's own chat "
+    "template; task.template chatml or gemma for a model without one", "logging_dir": "tunelab logs into the run "
+    "directory", "run_name": "the run directory names the run", "push_to_hub": "no tunelab setting",
 }
 
 
