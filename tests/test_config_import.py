@@ -25,6 +25,7 @@ REGISTRY = {
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "usr", "assistant_tag": "assistant"}},
     "hub": {"hf_hub_url": "someone/nowhere"},
     "gone": {"file_name": "gone.json"},
+    "alp": {"file_name": "alp.json"},  # (alpaca, LLaMA-Factory's default columns)
 }
 
 
@@ -99,7 +100,7 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
 
 @pytest.mark.parametrize(("change", "error"), [
     ({"dataset": "nosuch"}, "{src}:7: dataset: 'nosuch' is not registered in {info} (it has: qa, chat, usr, hub, "
-     "gone)"),
+     "gone, alp)"),
     ({"dataset": "qa,chat"}, "{src}:7: dataset: 2 datasets (qa, chat): tunelab trains on one file (data.train); join "
      "their rows into one JSONL file (alpaca and sharegpt rows may sit side by side), register it, and import again"),
     ({"dataset": "hub"}, "{info}:40: hub.hf_hub_url: someone/nowhere: offline (HF_HUB_OFFLINE), and datasets' cache "
@@ -139,3 +140,35 @@ def test_not_yaml_and_no_overwrite(lf: Path, tiny_llama: Path) -> None:
     assert out.read_text(encoding="utf-8") == "mine\n"
     assert _import(str(src), "-o", str(out), "--overwrite").exit_code == 0
     assert yaml.safe_load(out.read_text(encoding="utf-8"))["task"]["response_field"] == "answer"
+
+
+def test_eval_dataset_and_hf_trainer_json(lf: Path, tiny_llama: Path) -> None:
+    """eval_dataset → data.validation (rows of another format: each row's format detected); an HF TrainingArguments
+    JSON is read by the same table, LLaMA-Factory's defaults said as taken."""
+    (lf / "data" / "alp.json").write_text(json.dumps([{"instruction": "say a", "output": "a"}]), encoding="utf-8")
+    src = _lf_yaml(lf, tiny_llama, dataset="chat", eval_dataset="alp", finetuning_type="full")
+    res = _import(str(src), "-o", str(lf / "a.yaml"))
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((lf / "a.yaml").read_text(encoding="utf-8"))
+    assert (written["task"], written["method"]) == ({"name": "sft"}, {"name": "full"})  # (task.format auto)
+    assert written["data"]["validation"] == str(lf / "data" / "alp.json")
+    assert "not carried: lora_rank (a LoRA setting; method full)" in res.stderr.splitlines()
+    src = _lf_yaml(lf, tiny_llama, dataset="qa", eval_dataset="chat")  # a prompt template reads no chat rows
+    res = _import(str(src), "-o", str(lf / "b.yaml"))
+    assert (res.exit_code, res.stderr) == (2, f"error: {src}:28: eval_dataset: chat: read with task.format: messages, "
+                                              "the dataset with task.prompt_template: {question}, "
+                                              "task.response_field: answer: tunelab reads data.train and "
+                                              "data.validation alike\n")
+    hf = lf / "args.json"
+    hf.write_text(json.dumps({"model_name_or_path": str(tiny_llama), "train_file": "t.jsonl", "learning_rate": 2e-5,
+                              "fp16": True, "optim": "adamw_torch", "seed": 7, "gradient_checkpointing": True}))
+    res = _import(str(hf))
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((lf / "args.tunelab.yaml").read_text(encoding="utf-8"))
+    assert written["data"] == {"train": "t.jsonl"}
+    assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7}
+    assert res.stderr.splitlines()[:3] == [
+        "not carried: gradient_checkpointing (no tunelab setting: lower train.batch_size or data.max_length to fit "
+        "memory)",
+        "not set: stage (LLaMA-Factory's default, sft, written: task sft)",
+        "not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)"]

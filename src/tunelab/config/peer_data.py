@@ -141,8 +141,11 @@ def read_datasets(p: Any, task: type[Any]) -> None:
         spec, got = _dataset(p, key, names[0], task)
         p.set(target, spec, key)
         if settings is not None and got != settings:
-            raise p.refuse(key, f"{names[0]}: its columns / tags read as {got}, the dataset's as {settings}: "
-                           "tunelab reads data.train and data.validation alike")
+            if set(got) | set(settings) != {"task.format"}:  # (formats alone: each row's is detected)
+                said = [", ".join(f"{k}: {v}" for k, v in s.items()) for s in (got, settings)]
+                raise p.refuse(key, f"{names[0]}: read with {said[0]}, the dataset with {said[1]}: tunelab reads "
+                               "data.train and data.validation alike")
+            got = {}  # (task.format auto)
         settings = got
     for dotted, value in (settings or {}).items():
         p.set(dotted, value, "dataset")

@@ -106,10 +106,12 @@ def _val_size(p: _Peer, key: str, value: Any) -> None:
 
 
 def _strategy(p: _Peer, key: str, value: Any) -> None:
-    """eval_strategy / save_strategy: steps (with eval_steps / save_steps) and epoch are what tunelab does."""
-    if value not in ("steps", "epoch"):
-        p.skip(key, f"{value}: tunelab evaluates and saves once an epoch, or every train.eval_steps / "
-               "train.save_steps; 0 save steps saves only the end")
+    """eval_strategy / save_strategy: steps (with eval_steps / save_steps) and epoch are what tunelab does; a
+    save_strategy of no is train.save_steps: 0 (no checkpoints)."""
+    if key == "save_strategy" and value == "no":
+        p.set("train.save_steps", 0, key)
+    elif value not in ("steps", "epoch"):
+        p.skip(key, f"{value}: tunelab scores the validation split once an epoch, or every train.eval_steps")
 
 
 def _optim(p: _Peer, key: str, value: Any) -> None:
@@ -167,6 +169,8 @@ def _read_keys(p: _Peer) -> None:
 
 def _task(p: _Peer) -> type[Any]:
     stage = p.later.get("stage", "sft")  # (LLaMA-Factory's default)
+    if "stage" not in p.later:
+        p.notes.append("not set: stage (LLaMA-Factory's default, sft, written: task sft)")
     found = [cls for _, cls in TASKS.items() if cls.peer_stage == stage]
     if not found:
         stages = sorted(cls.peer_stage for _, cls in TASKS.items() if cls.peer_stage)
@@ -178,6 +182,8 @@ def _task(p: _Peer) -> type[Any]:
 
 def _method(p: _Peer) -> None:
     kind = p.later.get("finetuning_type", "lora")  # (LLaMA-Factory's default)
+    if "finetuning_type" not in p.later:
+        p.notes.append("not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)")
     if kind not in METHODS:
         raise p.refuse("finetuning_type", f"{kind}: not carried: tunelab imports {', '.join(METHODS)}")
     name = METHODS[kind]

@@ -61,6 +61,7 @@ NOT_CARRIED: dict[str, str] = {
     "row of data.train: cut the file to train on fewer", "template": "tunelab renders with the model's own chat "
     "template; task.template chatml or gemma for a model without one", "logging_dir": "tunelab logs into the run "
     "directory", "run_name": "the run directory names the run", "push_to_hub": "no tunelab setting",
+    "gradient_checkpointing": "no tunelab setting: lower train.batch_size or data.max_length to fit memory",
 }
 
 
