@@ -78,7 +78,7 @@ UNKNOWN = [  # (the --set values, the key as named, what is said after `unknown 
     (["method=full", "method.alpha=16"], "method.alpha", "; alpha is a key of method dora, lora, qlora"),
     (["data.label=y"], "data.label", "; tunelab's name for it is data.label_field"),
     (["max_samples=100"], "max_samples",
-     "; max_samples has no tunelab key: every row of the file is trained on (cut the file to train on fewer)"),
+     "; not a tunelab setting: tunelab trains on every row of data.train: cut the file to train on fewer"),
 ]
 
 

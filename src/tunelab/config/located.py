@@ -21,13 +21,13 @@ def located(exc: ConfigError, path: str | Path | None, overridden: list[str]) ->
         return ConfigError(f"{override_name(field[1])}: {str(exc)[field.end():]}")
     if path is None:
         return exc
-    known = _key_lines(Path(path))
+    known = key_lines(Path(path))
     line = known.get(_longest_known(field[1], known))
     where = f"{path}:{line}" if line else str(path)
     return ConfigError(f"{where}: {str(exc).removeprefix('config: ')}")
 
 
-def _key_lines(path: Path) -> dict[str, int]:
+def key_lines(path: Path) -> dict[str, int]:
     """The line of each key of a config file by its dotted path (`train.lr` -> 12)."""
     lines: dict[str, int] = {}
 

@@ -35,9 +35,9 @@ PEER_NAMES: dict[str, str] = {
     # LLaMA-Factory
     "cutoff_len": "data.max_length", "dataset": "data.train", "eval_dataset": "data.validation",
     "val_size": "data.validation_split", "finetuning_type": "method.name", "stage": "task",
-    "lora_rank": "method.r", "lora_target": "method.target_modules",
-    "template": "task.template (task sft), whose default is the tokenizer's own chat template",
-    "max_samples": "none: every row of the file is trained on (cut the file to train on fewer)",
+    "lora_rank": "method.r", "lora_target": "method.target_modules", "template": "task.template (task sft)",
+    "freeze_trainable_layers": "method.k", "use_dora": "method.name: dora", "quantization_bit": "method.name: qlora",
+    "packing": "task.packing (task sft)",
     # PEFT's LoraConfig / Axolotl
     "lora_r": "method.r", "lora_alpha": "method.alpha", "lora_dropout": "method.dropout",
     "lora_target_modules": "method.target_modules", "base_model": "model", "sequence_len": "data.max_length",
@@ -46,6 +46,22 @@ PEER_NAMES: dict[str, str] = {
     # HF's example scripts
     "label": "data.label_field", "train_file": "data.train", "validation_file": "data.validation",
     "test_file": "data.test", "text_column": "data.text_field", "label_column": "data.label_field",
+}
+
+# other tools' keys that no tunelab setting holds: why (`tunelab config import` says each as not carried)
+NOT_CARRIED: dict[str, str] = {
+    "do_train": "tunelab train trains", "do_eval": "tunelab train scores the validation split as it trains",
+    "do_predict": "tunelab predict does", "plot_loss": "RUN/report.html draws the loss curve",
+    "overwrite_output_dir": "the --overwrite option of tunelab train",
+    "overwrite_cache": "tunelab's feature cache knows the data and settings it was made from",
+    "ddp_timeout": "no tunelab setting", "preprocessing_num_workers": "tunelab reads rows in its own process",
+    "dataloader_num_workers": "no tunelab setting", "save_only_model": "tunelab's checkpoints keep what --resume needs",
+    "trust_remote_code": "tunelab loads a model's own transformers classes only",
+    "flash_attn": "tunelab picks the attention kernel (sdpa)", "max_samples": "tunelab trains on every "
+    "row of data.train: cut the file to train on fewer", "template": "tunelab renders with the model's own chat "
+    "template; task.template chatml or gemma for a model without one", "logging_dir": "tunelab logs into the run "
+    "directory", "run_name": "the run directory names the run", "push_to_hub": "no tunelab setting",
+    "gradient_checkpointing": "no tunelab setting: lower train.batch_size or data.max_length to fit memory",
 }
 
 
@@ -110,9 +126,9 @@ def unknown_key_hint(root: type[BaseModel], loc: Sequence[Any], shown: str, pref
     """What to add to `SHOWN: unknown key` for pydantic's location `loc` of it below `root` (`prefix`: the path of
     `root` in the whole config, for a section checked alone); "" when there is nothing likely to say."""
     leaf = str(loc[-1])
+    if (why := NOT_CARRIED.get(leaf.lower())) is not None:
+        return f"; not a tunelab setting: {why}"
     if (peer := PEER_NAMES.get(leaf.lower())) is not None and peer.partition(" ")[0] != shown:
-        if peer.startswith("none: "):
-            return f"; {leaf} has no tunelab key: {peer.removeprefix('none: ')}"
         return f"; tunelab's name for it is {peer}"
     section = _section(root, [str(p) for p in loc[:-1]])
     where = shown.rpartition(".")[0]

@@ -51,6 +51,10 @@ class Task(ABC):
     compressible: ClassVar[bool] = False  # `tunelab compress` prunes it (its gate compares each row's prediction)
     grouped_by: ClassVar[str] = "group"  # what `group_key` returns, as a hold-out's messages name it (QA: "context")
     txt_as_conll: ClassVar[bool] = False  # a .txt of CoNLL lines (`EU B-ORG`) is read as CoNLL, not text (NER)
+    # `tunelab config import` (config/peers.py): the LLaMA-Factory `stage` this task trains, and its settings for a
+    # dataset_info.json entry (formatting, columns, tags: config/peer_data.py `effective`), or a `PeerRefusal`
+    peer_stage: ClassVar[str | None] = None
+    peer_dataset: ClassVar[Callable[[dict[str, Any]], dict[str, Any]] | None] = None
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg, self.data = cfg, data

@@ -52,7 +52,7 @@ from tunelab.models.aliases import as_named
 from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
-from tunelab.tasks import sft_report
+from tunelab.tasks import sft_peers, sft_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch
 from tunelab.tasks.causal_loss import (
     causal_lm_loss,
@@ -155,6 +155,8 @@ class Sft(Task):
     export_formats = ("gguf",)
     headline = "loss"  # perplexity_metrics: the loss first
     paired_parts = staticmethod(sft_report.paired_parts)  # compare: the token-weighted loss
+    peer_stage = "sft"  # LLaMA-Factory's
+    peer_dataset = staticmethod(sft_peers.dataset_settings)  # its dataset_info.json entries, as task settings
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:

@@ -1,0 +1,41 @@
+"""`tunelab config import`: a LLaMA-Factory training YAML (or HF TrainingArguments JSON / YAML) as a tunelab config
+(config/peers.py); what it does not carry said on stderr, a line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tunelab.cli.common import HELP, app, user_errors
+
+config_app = typer.Typer(no_args_is_help=True, context_settings=HELP, help="Bring configs from other tools.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("import")
+@user_errors
+def config_import(
+    file: Path = typer.Argument(..., help="A LLaMA-Factory training YAML (llamafactory-cli train FILE), or HF "
+                                "TrainingArguments as JSON / YAML; its dataset is looked up in dataset_dir/"
+                                "dataset_info.json."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="The tunelab config to write (default: FILE's "
+                                       "name with .tunelab.yaml, beside it)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Write a tunelab config from another tool's: each key as tunelab's, the datasets resolved to their files;
+    each key not carried is said on stderr with why. Then: tunelab train OUTPUT."""
+    from tunelab.config.peers import import_peer
+    from tunelab.errors import TunelabError
+    from tunelab.io import write_text_atomic
+
+    target = output if output is not None else file.with_name(f"{file.stem}.tunelab.yaml")
+    if target.resolve() == file.resolve():
+        raise TunelabError(f"--output: {target} is the file imported; name another")
+    if target.exists() and not overwrite:
+        raise TunelabError(f"--output: {target} exists; pass --overwrite to replace it, or name another")
+    imported = import_peer(file)  # (validated: nothing is written for a file it refuses)
+    for note in imported.notes:
+        typer.echo(note, err=True)
+    write_text_atomic(target, imported.text)
+    typer.echo(f"config import: wrote {target}; run it with: tunelab train {target}", err=True)

@@ -1,0 +1,242 @@
+"""`tunelab config import`: a LLaMA-Factory training YAML (`llamafactory-cli train x.yaml`), or the keys of HF
+`TrainingArguments` in a JSON / YAML file, as a tunelab config.
+
+Each key is read by the one table of other tools' names (config/suggest.py `PEER_NAMES`: `learning_rate` →
+`train.lr`; a key tunelab's train section names alike, `seed`, `max_steps`, `train.seed`) and written as tunelab's
+key; a key no tunelab setting holds (`do_train`, `plot_loss`) is said as
+`not carried: KEY (why)` (suggest.py `NOT_CARRIED`), and a key neither table knows as one line naming it, never
+dropped silently. `dataset` is looked up in `dataset_dir/dataset_info.json` (LLaMA-Factory's registry): its
+`file_name` becomes `data.train` (`eval_dataset`: `data.validation`), and its `formatting` / `columns` / `tags` the
+settings of the task that reads them (`Task.peer_dataset`, a hook: the sft task's row formats); a registry entry
+the task cannot read as written is refused in one line naming dataset_info.json, the line and the key.
+LLaMA-Factory's own defaults are written where tunelab's differ: no validation hold-out without `val_size`
+(tunelab holds out 0.1), LoRA rank 8, alpha twice the rank, dropout 0, every linear layer.
+
+The config is validated (`build_config`) as it will be read back before it is written; an error of a value is
+said at the peer file's key and line (`x.yaml:14: lr_scheduler_type: ... (tunelab's train.scheduler)`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config.fields import yaml_text, yaml_value
+from tunelab.config.located import key_lines
+from tunelab.config.peer_data import read_datasets
+from tunelab.config.run import build_config, read_config_file
+from tunelab.config.sections import TrainConfig
+from tunelab.config.suggest import NOT_CARRIED, PEER_NAMES
+from tunelab.errors import ConfigError
+from tunelab.registry import TASKS
+
+METHODS = {"lora": "lora", "full": "full", "freeze": "freeze"}  # finetuning_type → method.name
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # report_to values tunelab writes to
+OPTIMIZERS = {"adamw": "adamw", "adafactor": "adafactor", "sgd": "sgd"}  # optim's prefix (adamw_torch) → optimizer
+_KEY = re.compile(r"([a-z_]+(?:\.[a-z_]+)*)(?: \(task \w+\))?")  # a PEER_NAMES value that is a key alone
+
+
+@dataclass
+class Imported:
+    """The tunelab config (as written), the lines said on stderr, and the config's text."""
+
+    tree: dict[str, Any]
+    notes: list[str]
+    text: str
+
+
+@dataclass
+class _Peer:
+    path: Path
+    raw: dict[str, Any]
+    lines: dict[str, int]
+    tree: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)  # tunelab key → the peer key it came from
+    notes: list[str] = field(default_factory=list)
+    later: dict[str, Any] = field(default_factory=dict)  # keys read once all are (stage, dataset, finetuning_type)
+
+    def where(self, key: str, path: Path | None = None, lines: dict[str, int] | None = None) -> str:
+        line = (self.lines if lines is None else lines).get(key)
+        return f"{path or self.path}:{line}" if line else str(path or self.path)
+
+    def refuse(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.where(key)}: {key}: {why}")
+
+    def set(self, dotted: str, value: Any, src: str) -> None:
+        node = self.tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        self.origin[dotted] = src
+
+    def skip(self, key: str, why: str) -> None:
+        self.notes.append(f"not carried: {key} ({why})")
+
+
+def _later(p: _Peer, key: str, value: Any) -> None:
+    p.later[key] = value
+
+
+def _precision(p: _Peer, key: str, value: Any) -> None:
+    if value is True:
+        p.set("train.precision", key, key)
+    else:
+        p.skip(key, f"{value!r}: tunelab's train.precision auto picks")
+
+
+def _report_to(p: _Peer, key: str, value: Any) -> None:
+    names = [value] if isinstance(value, str) else value if isinstance(value, list) else [value]
+    kept = [n for n in names if n in TRACKERS]
+    if kept:
+        p.set("train.report_to", kept, key)
+    for n in names:
+        if n not in TRACKERS and n != "none":
+            p.skip(f"{key}: {n}", f"tunelab writes to {', '.join(TRACKERS)} only")
+
+
+def _val_size(p: _Peer, key: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        raise p.refuse(key, f"{value} rows: tunelab holds out a fraction of data.train (data.validation_split, "
+                       "below 1); write the fraction, or register the rows as eval_dataset")
+    p.set("data.validation_split", value, key)
+
+
+def _strategy(p: _Peer, key: str, value: Any) -> None:
+    """eval_strategy / save_strategy: steps (with eval_steps / save_steps) and epoch are what tunelab does; a
+    save_strategy of no is train.save_steps: 0 (no checkpoints)."""
+    if key == "save_strategy" and value == "no":
+        p.set("train.save_steps", 0, key)
+    elif value not in ("steps", "epoch"):
+        p.skip(key, f"{value}: tunelab scores the validation split once an epoch, or every train.eval_steps")
+
+
+def _optim(p: _Peer, key: str, value: Any) -> None:
+    name = next((v for k, v in OPTIMIZERS.items() if isinstance(value, str) and value.startswith(k)), value)
+    p.set("train.optimizer", name, key)
+
+
+def _distributed(p: _Peer, key: str, value: Any) -> None:
+    """deepspeed (its JSON file: ZeRO stage 2 / 3, offload) or fsdp → train.distributed."""
+    if key == "fsdp":
+        p.set("train.distributed", {"strategy": "fsdp"}, key)
+        return
+    setting: dict[str, Any] = {"strategy": "deepspeed"}
+    try:
+        zero = json.loads(Path(value).read_text(encoding="utf-8")).get("zero_optimization", {})
+    except (OSError, ValueError, AttributeError, TypeError):
+        p.skip(f"{key}: {value}", "not read here: zero_stage and offload left at tunelab's defaults")
+        zero = {}
+    if zero.get("stage") in (2, 3):
+        setting["zero_stage"] = zero["stage"]
+    if any((zero.get(k) or {}).get("device") == "cpu" for k in ("offload_optimizer", "offload_param")):
+        setting["offload"] = True
+    p.set("train.distributed", setting, key)
+
+
+def _lora_target(p: _Peer, key: str, value: Any) -> None:
+    p.set("method.target_modules", "all-linear" if value == "all" else value, key)
+
+
+SPECIAL = {"stage": _later, "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
+           "dataset": _later, "eval_dataset": _later, "dataset_dir": _later, "bf16": _precision, "fp16": _precision,
+           "report_to": _report_to, "val_size": _val_size, "eval_strategy": _strategy,
+           "evaluation_strategy": _strategy, "save_strategy": _strategy, "optim": _optim, "deepspeed": _distributed,
+           "fsdp": _distributed, "lora_target": _lora_target, "output_dir": lambda p, k, v: p.set(k, v, k)}
+
+
+def _read_keys(p: _Peer) -> None:
+    for key, value in p.raw.items():
+        if value is None:  # (`resume_from_checkpoint: null`: not set)
+            continue
+        target = _KEY.fullmatch(PEER_NAMES.get(key, "-"))
+        if key in SPECIAL:
+            SPECIAL[key](p, key, value)
+        elif key in NOT_CARRIED:
+            p.skip(key, NOT_CARRIED[key])
+        elif target is not None:
+            p.set(target[1], value, key)
+        elif key in TrainConfig.model_fields:  # (HF's and tunelab's name alike: seed, max_steps, eval_steps, ...)
+            p.set(f"train.{key}", value, key)
+        elif key in PEER_NAMES:
+            p.skip(key, f"tunelab's {PEER_NAMES[key]}")
+        else:
+            p.notes.append(f"not carried: {key} (not a LLaMA-Factory or HF Trainer key tunelab knows)")
+
+
+def _task(p: _Peer) -> type[Any]:
+    stage = p.later.get("stage", "sft")  # (LLaMA-Factory's default)
+    if "stage" not in p.later:
+        p.notes.append("not set: stage (LLaMA-Factory's default, sft, written: task sft)")
+    found = [cls for _, cls in TASKS.items() if cls.peer_stage == stage]
+    if not found:
+        stages = sorted(cls.peer_stage for _, cls in TASKS.items() if cls.peer_stage)
+        raise p.refuse("stage", f"{stage}: not carried: tunelab imports stage {', '.join(stages)}")
+    p.tree["task"] = {"name": found[0].Config.model_fields["name"].default}
+    p.origin["task"] = "stage"
+    return found[0]
+
+
+def _method(p: _Peer) -> None:
+    kind = p.later.get("finetuning_type", "lora")  # (LLaMA-Factory's default)
+    if "finetuning_type" not in p.later:
+        p.notes.append("not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)")
+    if kind not in METHODS:
+        raise p.refuse("finetuning_type", f"{kind}: not carried: tunelab imports {', '.join(METHODS)}")
+    name = METHODS[kind]
+    if name == "lora" and p.later.get("use_dora"):
+        name = "dora"
+    elif name == "lora" and p.later.get("quantization_bit") is not None:
+        name = "qlora"
+    p.set("method.name", name, "quantization_bit" if name == "qlora" else "finetuning_type")
+    if name != "lora" and "use_dora" in p.later and name != "dora":
+        p.skip("use_dora", f"only with finetuning_type lora (method {name})")
+    method = p.tree["method"]
+    if name in ("lora", "dora", "qlora"):  # LLaMA-Factory's LoRA defaults, where tunelab's differ
+        method.setdefault("r", 8)
+        method.setdefault("alpha", 2 * method["r"] if isinstance(method["r"], int) else 16)
+        method.setdefault("dropout", 0.0)
+        method.setdefault("target_modules", "all-linear")
+    else:
+        for key in [k for k in method if k != "name"]:
+            p.skip(p.origin.pop(f"method.{key}"), f"a LoRA setting; method {name}")
+            del method[key]
+
+
+def import_peer(path: str | Path) -> Imported:
+    """The tunelab config of a LLaMA-Factory / HF Trainer file, validated; the lines to say beside it."""
+    path = Path(path)
+    raw = read_config_file(path)  # (not YAML / JSON, not UTF-8: one line naming the file and line)
+    p = _Peer(path, raw, key_lines(path))
+    _read_keys(p)
+    task = _task(p)
+    _method(p)
+    read_datasets(p, task)
+    if "model" not in p.tree:
+        raise p.refuse("model_name_or_path", "missing: the model to tune (an alias, a local directory, a hub id)")
+    order = ("task", "model", "method", "output_dir", "data", "train")  # (as tunelab's own configs read)
+    p.tree = {k: p.tree[k] for k in sorted(p.tree, key=lambda k: order.index(k) if k in order else len(order))}
+    p.tree["method"] = {"name": p.tree["method"].pop("name"), **p.tree["method"]}
+    text = f"# imported from {path} by tunelab config import\n" + yaml_text(p.tree)
+    try:
+        build_config(yaml_value(text))  # as `tunelab train` will read it
+    except ConfigError as exc:
+        raise _located(p, exc) from None
+    return Imported(p.tree, p.notes, text)
+
+
+def _located(p: _Peer, exc: ConfigError) -> ConfigError:
+    """A config error of a key the peer file gave, at that key of the file (`x.yaml:9: optim: ...`)."""
+    m = re.match(r"config: ([\w.]+): (.*)", str(exc))
+    if m is None:
+        return exc
+    parts = m[1].split(".")
+    dotted = next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in p.origin), None)
+    if dotted is None:
+        return exc
+    src = p.origin[dotted]
+    return ConfigError(f"{p.where(src)}: {src}: {m[2]} (tunelab's {m[1]})")
+

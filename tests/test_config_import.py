@@ -1,0 +1,174 @@
+"""`tunelab config import`: a LLaMA-Factory training YAML and its dataset_info.json registry as a tunelab config that
+`tunelab train` runs; every key carried as tunelab's or said as not carried, bad input one line (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import WORDS, write_jsonl
+from tunelab.cli import app
+
+REGISTRY = {
+    # alpaca rows in other columns than instruction / output: read through a prompt template
+    "qa": {"file_name": "qa.json", "columns": {"prompt": "question", "response": "answer", "system": "system"}},
+    # sharegpt entry of OpenAI-style turns (LLaMA-Factory's own example of custom tags)
+    "chat": {"file_name": "chat.jsonl", "formatting": "sharegpt", "num_samples": 4,
+             "columns": {"messages": "messages", "system": "system"},
+             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                      "system_tag": "system"}},
+    "usr": {"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "usr", "assistant_tag": "assistant"}},
+    "hub": {"hf_hub_url": "someone/nowhere"},
+    "gone": {"file_name": "gone.json"},
+    "alp": {"file_name": "alp.json"},  # (alpaca, LLaMA-Factory's default columns)
+}
+
+
+def _lf_yaml(folder: Path, model: Path, **more: object) -> Path:
+    keys = {"model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+            "lora_rank": 4, "lora_target": "all", "dataset": "qa", "dataset_dir": str(folder / "data"),
+            "template": "qwen", "cutoff_len": 64, "max_samples": 100, "val_size": 0.25,
+            "output_dir": str(folder / "run"), "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+            "learning_rate": 1.0e-3, "num_train_epochs": 1.0, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
+            "logging_steps": 1, "save_steps": 500, "plot_loss": True, "overwrite_output_dir": True,
+            "report_to": "none", "ddp_timeout": 180000000, "resume_from_checkpoint": None, "some_new_key": 1, **more}
+    path = folder / "qwen_lora_sft.yaml"
+    path.write_text(yaml.safe_dump(keys, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def lf(tmp_path: Path) -> Path:
+    """A LLaMA-Factory data folder: dataset_info.json, alpaca rows (JSON array) and sharegpt rows (JSONL)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(json.dumps(REGISTRY, indent=2), encoding="utf-8")
+    rows = [{"question": f"say {w}", "answer": w, "system": "be brief"} for w in WORDS[:8]]
+    (data / "qa.json").write_text(json.dumps(rows), encoding="utf-8")
+    write_jsonl(data / "chat.jsonl", [{"system": "be brief", "messages": [
+        {"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]} for w in WORDS[:8]])
+    return tmp_path
+
+
+def _import(*args: str) -> object:
+    return CliRunner().invoke(app, ["config", "import", *args])
+
+
+@pytest.mark.parametrize(("dataset", "task"), [
+    ("qa", {"name": "sft", "prompt_template": "{question}", "response_field": "answer"}),
+    ("chat", {"name": "sft", "format": "messages"}),
+])
+def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict) -> None:
+    src = _lf_yaml(lf, tiny_llama, dataset=dataset)
+    out = lf / "run.yaml"
+    res = _import(str(src), "--output", str(out))
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert written == {
+        "task": task, "model": str(tiny_llama),
+        "method": {"name": "lora", "r": 4, "target_modules": "all-linear", "alpha": 8, "dropout": 0.0},
+        "output_dir": str(lf / "run"),
+        "data": {"max_length": 64, "validation_split": 0.25,
+                 "train": str(lf / "data" / REGISTRY[dataset]["file_name"])},
+        "train": {"batch_size": 2, "grad_accum": 1, "lr": 1.0e-3, "epochs": 1.0, "scheduler": "cosine",
+                  "warmup": 0.1, "log_steps": 1, "save_steps": 500},
+    }
+    said = res.stderr.splitlines()
+    assert said[:-1] == [
+        "not carried: do_train (tunelab train trains)",
+        "not carried: template (tunelab renders with the model's own chat template; task.template chatml or gemma "
+        "for a model without one)",
+        "not carried: max_samples (tunelab trains on every row of data.train: cut the file to train on fewer)",
+        "not carried: plot_loss (RUN/report.html draws the loss curve)",
+        "not carried: overwrite_output_dir (the --overwrite option of tunelab train)",
+        "not carried: ddp_timeout (no tunelab setting)",
+        "not carried: some_new_key (not a LLaMA-Factory or HF Trainer key tunelab knows)",
+        *(["not carried: chat.num_samples (tunelab trains on every row of the file: cut the file to train on "
+           "fewer)"] if dataset == "chat" else []),
+    ]
+    assert said[-1] == f"config import: wrote {out}; run it with: tunelab train {out}"
+    res = CliRunner().invoke(app, ["train", str(out), "--set", "train.max_steps=2", "--set", "train.precision=fp32",
+                                   "--set", "train.report=false"])
+    assert res.exit_code == 0, res.output
+    assert (lf / "run" / "model").is_dir()
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"dataset": "nosuch"}, "{src}:7: dataset: 'nosuch' is not registered in {info} (it has: qa, chat, usr, hub, "
+     "gone, alp)"),
+    ({"dataset": "qa,chat"}, "{src}:7: dataset: 2 datasets (qa, chat): tunelab trains on one file (data.train); join "
+     "their rows into one JSONL file (alpaca and sharegpt rows may sit side by side), register it, and import again"),
+    ({"dataset": "hub"}, "{info}:40: hub.hf_hub_url: someone/nowhere: offline (HF_HUB_OFFLINE), and datasets' cache "
+     "has no copy: load it once online, or save it as a file and register it as file_name"),
+    ({"dataset": "gone"}, "{info}:43: gone.file_name: {data}/gone.json not found"),
+    ({"dataset": "usr"}, "{info}:35: usr.tags.user_tag: 'usr': tunelab reads a user turn named user or human; rename "
+     "the role in the file"),
+    ({"lr_scheduler_type": "cosine_with_min_lr"}, "{src}:18: lr_scheduler_type: Input should be 'linear', 'cosine', "
+     "'constant', 'constant_with_warmup', 'polynomial' or 'reduce_on_plateau' (got 'cosine_with_min_lr') "
+     "(tunelab's train.scheduler)"),
+    ({"stage": "dpo"}, "{src}:2: stage: dpo: not carried: tunelab imports stage sft"),
+    ({"val_size": 100}, "{src}:12: val_size: 100 rows: tunelab holds out a fraction of data.train "
+     "(data.validation_split, below 1); write the fraction, or register the rows as eval_dataset"),
+])
+def test_bad_input_is_one_line(lf: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, change: dict,
+                               error: str) -> None:
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(lf / "cache"))  # (nothing cached)
+    src = _lf_yaml(lf, tiny_llama, **change)
+    out = lf / "run.yaml"
+    res = _import(str(src), "-o", str(out))
+    info, data = lf / "data" / "dataset_info.json", lf / "data"
+    assert (res.exit_code, res.stderr) == (2, "error: " + error.format(src=src, info=info, data=data) + "\n")
+    assert not out.exists()
+
+
+def test_not_yaml_and_no_overwrite(lf: Path, tiny_llama: Path) -> None:
+    bad = lf / "bad.yaml"
+    bad.write_text("model_name_or_path: x\ndataset: [qa\n", encoding="utf-8")
+    res = _import(str(bad))
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: {bad}:3: invalid YAML: "), res.output
+    src = _lf_yaml(lf, tiny_llama)
+    out = lf / "run.yaml"
+    out.write_text("mine\n", encoding="utf-8")
+    res = _import(str(src), "-o", str(out))
+    assert (res.exit_code, res.stderr) == (2, f"error: --output: {out} exists; pass --overwrite to replace it, or "
+                                              "name another\n")
+    assert out.read_text(encoding="utf-8") == "mine\n"
+    assert _import(str(src), "-o", str(out), "--overwrite").exit_code == 0
+    assert yaml.safe_load(out.read_text(encoding="utf-8"))["task"]["response_field"] == "answer"
+
+
+def test_eval_dataset_and_hf_trainer_json(lf: Path, tiny_llama: Path) -> None:
+    """eval_dataset → data.validation (rows of another format: each row's format detected); an HF TrainingArguments
+    JSON is read by the same table, LLaMA-Factory's defaults said as taken."""
+    (lf / "data" / "alp.json").write_text(json.dumps([{"instruction": "say a", "output": "a"}]), encoding="utf-8")
+    src = _lf_yaml(lf, tiny_llama, dataset="chat", eval_dataset="alp", finetuning_type="full")
+    res = _import(str(src), "-o", str(lf / "a.yaml"))
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((lf / "a.yaml").read_text(encoding="utf-8"))
+    assert (written["task"], written["method"]) == ({"name": "sft"}, {"name": "full"})  # (task.format auto)
+    assert written["data"]["validation"] == str(lf / "data" / "alp.json")
+    assert "not carried: lora_rank (a LoRA setting; method full)" in res.stderr.splitlines()
+    src = _lf_yaml(lf, tiny_llama, dataset="qa", eval_dataset="chat")  # a prompt template reads no chat rows
+    res = _import(str(src), "-o", str(lf / "b.yaml"))
+    assert (res.exit_code, res.stderr) == (2, f"error: {src}:28: eval_dataset: chat: read with task.format: messages, "
+                                              "the dataset with task.prompt_template: {question}, "
+                                              "task.response_field: answer: tunelab reads data.train and "
+                                              "data.validation alike\n")
+    hf = lf / "args.json"
+    hf.write_text(json.dumps({"model_name_or_path": str(tiny_llama), "train_file": "t.jsonl", "learning_rate": 2e-5,
+                              "fp16": True, "optim": "adamw_torch", "seed": 7, "gradient_checkpointing": True}))
+    res = _import(str(hf))
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((lf / "args.tunelab.yaml").read_text(encoding="utf-8"))
+    assert written["data"] == {"train": "t.jsonl"}
+    assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7}
+    assert res.stderr.splitlines()[:3] == [
+        "not carried: gradient_checkpointing (no tunelab setting: lower train.batch_size or data.max_length to fit "
+        "memory)",
+        "not set: stage (LLaMA-Factory's default, sft, written: task sft)",
+        "not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)"]
