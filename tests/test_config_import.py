@@ -101,8 +101,11 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
 @pytest.mark.parametrize(("change", "error"), [
     ({"dataset": "nosuch"}, "{src}:7: dataset: 'nosuch' is not registered in {info} (it has: qa, chat, usr, hub, "
      "gone, alp)"),
-    ({"dataset": "qa,chat"}, "{src}:7: dataset: 2 datasets (qa, chat): tunelab trains on one file (data.train); join "
-     "their rows into one JSONL file (alpaca and sharegpt rows may sit side by side), register it, and import again"),
+    ({"dataset": "qa,chat", "mix_strategy": "interleave_under"}, "{src}:28: mix_strategy: interleave_under: not "
+     "carried: tunelab joins the datasets one after another, every row once (concat, LLaMA-Factory's default), and "
+     "shuffles them as it trains; drop the key, or join the rows yourself and register the file"),
+    ({"dataset": "chat,hub"}, "{info}:40: hub.hf_hub_url: someone/nowhere: offline (HF_HUB_OFFLINE), and datasets' "
+     "cache has no copy: load it once online, or save it as a file and register it as file_name"),
     ({"dataset": "hub"}, "{info}:40: hub.hf_hub_url: someone/nowhere: offline (HF_HUB_OFFLINE), and datasets' cache "
      "has no copy: load it once online, or save it as a file and register it as file_name"),
     ({"dataset": "gone"}, "{info}:43: gone.file_name: {data}/gone.json not found"),
@@ -172,3 +175,57 @@ def test_eval_dataset_and_hf_trainer_json(lf: Path, tiny_llama: Path) -> None:
         "memory)",
         "not set: stage (LLaMA-Factory's default, sft, written: task sft)",
         "not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)"]
+
+
+def test_several_datasets_joined_then_train(lf: Path, tiny_llama: Path) -> None:
+    """`dataset: chat,qa` (LLaMA-Factory's own examples name several): their rows in one JSONL file beside the config,
+    in order, each as a `messages` row read as its dataset's entry says (sharegpt turns as written, with their system
+    column; alpaca rows of custom columns, and history, as the turns tunelab reads), every row counted; then trained.
+    Before, import refused several datasets."""
+    (lf / "data" / "alp.json").write_text(json.dumps([{"instruction": "say a", "input": "now", "output": "a",
+                                                       "history": [["hi", "hello"]]}]), encoding="utf-8")
+    src = _lf_yaml(lf, tiny_llama, dataset="chat,qa", eval_dataset="alp, qa", val_size=None)
+    out = lf / "run.yaml"
+    res = _import(str(src), "-o", str(out))
+    assert res.exit_code == 0, res.output
+    train, val = lf / "run.train.jsonl", lf / "run.validation.jsonl"
+    written = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert written["task"] == {"name": "sft", "format": "messages"}
+    assert written["data"] == {"max_length": 64, "train": str(train), "validation": str(val)}
+    chat = [json.loads(line) for line in (lf / "data" / "chat.jsonl").read_text(encoding="utf-8").splitlines()]
+    qa = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"say {w}"},
+                        {"role": "assistant", "content": w}]} for w in WORDS[:8]]
+    assert [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()] == chat + qa
+    alp = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                        {"role": "user", "content": "say a\n\nnow"}, {"role": "assistant", "content": "a"}]}
+    assert [json.loads(line) for line in val.read_text(encoding="utf-8").splitlines()] == [alp, *qa]
+    assert res.stderr.splitlines()[-3:] == [f"config import: wrote {train}: 16 rows (chat 8, qa 8)",
+                                            f"config import: wrote {val}: 9 rows (alp 1, qa 8)",
+                                            f"config import: wrote {out}; run it with: tunelab train {out}"]
+    res = CliRunner().invoke(app, ["train", str(out), "--set", "train.max_steps=2", "--set", "train.precision=fp32",
+                                   "--set", "train.report=false"])
+    assert res.exit_code == 0, res.output
+    assert (lf / "run" / "model").is_dir()
+
+
+def test_a_bad_row_of_several_writes_nothing(lf: Path, tiny_llama: Path) -> None:
+    """A bad row of one of several datasets: one line naming its own file, row and field; nothing written (no config,
+    no joined file, no temp file); an existing joined file is kept unless --overwrite."""
+    rows = [{"question": "say a", "answer": "a"}, {"question": "say b"}]
+    (lf / "data" / "qa.json").write_text(json.dumps(rows), encoding="utf-8")
+    src = _lf_yaml(lf, tiny_llama, dataset="chat,qa")
+    out = lf / "run.yaml"
+    before = sorted(lf.iterdir())
+    res = _import(str(src), "-o", str(out))
+    assert (res.exit_code, res.stderr) == (2, f"error: {lf / 'data' / 'qa.json'}:1 (row 2): answer: missing field "
+                                              "(the row has: question)\n")
+    assert sorted(lf.iterdir()) == before
+    (lf / "data" / "qa.json").write_text(json.dumps(rows[:1]), encoding="utf-8")
+    (lf / "run.train.jsonl").write_text("mine\n", encoding="utf-8")
+    res = _import(str(src), "-o", str(out))
+    assert (res.exit_code, res.stderr) == (2, f"error: --output: {lf / 'run.train.jsonl'} exists; pass --overwrite to "
+                                              "replace it\n")
+    assert (lf / "run.train.jsonl").read_text(encoding="utf-8") == "mine\n" and not out.exists()
+    res = _import(str(src), "-o", str(out), "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert len((lf / "run.train.jsonl").read_text(encoding="utf-8").splitlines()) == 9

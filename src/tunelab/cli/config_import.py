@@ -18,7 +18,8 @@ app.add_typer(config_app, name="config")
 def config_import(
     file: Path = typer.Argument(..., help="A LLaMA-Factory training YAML (llamafactory-cli train FILE), or HF "
                                 "TrainingArguments as JSON / YAML; its dataset is looked up in dataset_dir/"
-                                "dataset_info.json."),
+                                "dataset_info.json (several, a,b: their rows joined into OUTPUT's name with "
+                                ".train.jsonl / .validation.jsonl, beside it)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="The tunelab config to write (default: FILE's "
                                        "name with .tunelab.yaml, beside it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
@@ -26,6 +27,7 @@ def config_import(
     """Write a tunelab config from another tool's: each key as tunelab's, the datasets resolved to their files;
     each key not carried is said on stderr with why. Then: tunelab train OUTPUT."""
     from tunelab.config.peers import import_peer
+    from tunelab.data.peer_join import check_joins, write_joins
     from tunelab.errors import TunelabError
     from tunelab.io import write_text_atomic
 
@@ -34,8 +36,13 @@ def config_import(
         raise TunelabError(f"--output: {target} is the file imported; name another")
     if target.exists() and not overwrite:
         raise TunelabError(f"--output: {target} exists; pass --overwrite to replace it, or name another")
-    imported = import_peer(file)  # (validated: nothing is written for a file it refuses)
+    joined = {t: target.with_name(f"{target.stem}.{t.split('.')[1]}.jsonl") for t in ("data.train", "data.validation")}
+    imported = import_peer(file, joined)  # (validated: nothing is written for a file it refuses)
+    check_joins(imported.joins, overwrite)
+    wrote = write_joins(imported.joins, imported.task)  # (several datasets: their rows, every one read first)
     for note in imported.notes:
         typer.echo(note, err=True)
     write_text_atomic(target, imported.text)
+    for line in wrote:
+        typer.echo(line, err=True)
     typer.echo(f"config import: wrote {target}; run it with: tunelab train {target}", err=True)

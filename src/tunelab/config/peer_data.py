@@ -5,12 +5,17 @@ beside dataset_info.json) or `hf_hub_url` (`hf:org/name`, refused offline unless
 defaults whole) given to the task's `peer_dataset` hook, which answers with its settings or refuses a key
 (`PeerRefusal`). Anything refused is one line naming dataset_info.json, the key's line and the key.
 
-tunelab trains on one file: several datasets are refused in one line (never one silently left out)."""
+Several datasets (`dataset: identity,alpaca_en_demo`, `eval_dataset` alike) are joined, in LLaMA-Factory's order
+(its `mix_strategy: concat`): each is resolved and refused as one is, and the target (`data.train`) names the file
+the caller writes their rows into (`Joined`: data/peer_join.py reads, converts with the task's `peer_row` hook and
+writes them); the task reads that file with its `peer_joined` settings. `interleave_*` is refused (tunelab cannot
+take fewer rows, or rows twice, as it samples them)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,26 @@ TAGS: dict[str, str | None] = {
     "role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
     "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 HUBS = ("ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")  # sources tunelab does not read
+
+
+@dataclass(frozen=True)
+class Source:
+    """One registered dataset of several: its name, its file or `hf:` dataset, the task settings its rows read by."""
+
+    name: str
+    spec: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The file (`path`) to write the rows of several datasets into, one after another, for a config key (`target`,
+    data.train) and the peer key that named them (`key`, dataset)."""
+
+    target: str
+    key: str
+    path: Path
+    sources: list[Source]
 
 
 class PeerRefusal(Exception):  # noqa: N818 - not tunelab's error: a registry entry a task cannot read as written
@@ -126,25 +151,50 @@ def _dataset(p: Any, key: str, name: str, task: type[Any]) -> tuple[str, dict[st
         raise refuse(e.key, e.why) from None
 
 
-def read_datasets(p: Any, task: type[Any]) -> None:
+def _mix(p: Any, several: bool) -> None:
+    """mix_strategy: concat (LLaMA-Factory's default) is how several datasets are joined; interleave_* is refused
+    where there are several (it takes rows of each in turn, fewer or repeated), said where there is one."""
+    mix = p.later.get("mix_strategy", "concat")
+    if mix == "concat":
+        return
+    if several:
+        raise p.refuse("mix_strategy", f"{mix}: not carried: tunelab joins the datasets one after another, every row "
+                       "once (concat, LLaMA-Factory's default), and shuffles them as it trains; drop the key, or join "
+                       "the rows yourself and register the file")
+    p.skip("mix_strategy", f"{mix}: one dataset, nothing to mix")
+
+
+def read_datasets(p: Any, task: type[Any], join_to: dict[str, Path]) -> list[Joined]:
     """`dataset` → data.train and `eval_dataset` → data.validation, their entries' settings → the task's (the same
-    for both); LLaMA-Factory's default of no hold-out where neither val_size nor eval_dataset is given."""
-    settings: dict[str, Any] | None = None
+    for both); LLaMA-Factory's default of no hold-out where neither val_size nor eval_dataset is given. Several
+    datasets of a key are joined into the file `join_to[target]` (the `Joined` returned, for the caller to write);
+    a single one beside them that needs other settings than the joined file's is converted into its own file too."""
+    found: dict[str, tuple[str, list[Source]]] = {}
     for key, target in (("dataset", "data.train"), ("eval_dataset", "data.validation")):
         names = _names(p.later.get(key))
-        if len(names) > 1:
-            raise p.refuse(key, f"{len(names)} datasets ({', '.join(names)}): tunelab trains on one file "
-                           f"({target}); join their rows into one JSONL file (alpaca and sharegpt rows may sit side "
-                           "by side), register it, and import again")
-        if not names:
-            continue
-        spec, got = _dataset(p, key, names[0], task)
+        if names:
+            found[target] = (key, [Source(n, *_dataset(p, key, n, task)) for n in names])
+    _mix(p, any(len(sources) > 1 for _, sources in found.values()))
+    joined = {t for t, (_, sources) in found.items() if len(sources) > 1}
+    if joined and task.peer_row is None:
+        key = found[next(iter(joined))][0]
+        raise p.refuse(key, f"several datasets: task {p.tree['task']['name']} joins no LLaMA-Factory datasets")
+    if joined:  # (the other key's dataset, read by other settings than the joined file's: converted too)
+        joined |= {t for t, (_, sources) in found.items() if set(sources[0].settings) - {"task.format"}}
+    settings: dict[str, Any] | None = None
+    out: list[Joined] = []
+    for target, (key, sources) in found.items():
+        if target in joined:
+            out.append(Joined(target, key, join_to[target], sources))
+            spec, got = str(join_to[target]), dict(task.peer_joined)
+        else:
+            spec, got = sources[0].spec, sources[0].settings
         p.set(target, spec, key)
         if settings is not None and got != settings:
             if set(got) | set(settings) != {"task.format"}:  # (formats alone: each row's is detected)
                 said = [", ".join(f"{k}: {v}" for k, v in s.items()) for s in (got, settings)]
-                raise p.refuse(key, f"{names[0]}: read with {said[0]}, the dataset with {said[1]}: tunelab reads "
-                               "data.train and data.validation alike")
+                raise p.refuse(key, f"{sources[0].name}: read with {said[0]}, the dataset with {said[1]}: tunelab "
+                               "reads data.train and data.validation alike")
             got = {}  # (task.format auto)
         settings = got
     for dotted, value in (settings or {}).items():
@@ -153,3 +203,4 @@ def read_datasets(p: Any, task: type[Any]) -> None:
         p.set("data.validation_split", 0.0, "val_size")  # (LLaMA-Factory's default: every row trains)
     if "train" not in p.tree.get("data", {}):
         p.notes.append("not set: data.train (the file names no dataset): add it before tunelab train")
+    return out

@@ -6,7 +6,8 @@ Each key is read by the one table of other tools' names (config/suggest.py `PEER
 key; a key no tunelab setting holds (`do_train`, `plot_loss`) is said as
 `not carried: KEY (why)` (suggest.py `NOT_CARRIED`), and a key neither table knows as one line naming it, never
 dropped silently. `dataset` is looked up in `dataset_dir/dataset_info.json` (LLaMA-Factory's registry): its
-`file_name` becomes `data.train` (`eval_dataset`: `data.validation`), and its `formatting` / `columns` / `tags` the
+`file_name` becomes `data.train` (`eval_dataset`: `data.validation`; several, `a,b`: the file their rows are joined
+into, config/peer_data.py), and its `formatting` / `columns` / `tags` the
 settings of the task that reads them (`Task.peer_dataset`, a hook: the sft task's row formats); a registry entry
 the task cannot read as written is refused in one line naming dataset_info.json, the line and the key.
 LLaMA-Factory's own defaults are written where tunelab's differ: no validation hold-out without `val_size`
@@ -26,7 +27,7 @@ from typing import Any
 
 from tunelab.config.fields import yaml_text, yaml_value
 from tunelab.config.located import key_lines
-from tunelab.config.peer_data import read_datasets
+from tunelab.config.peer_data import Joined, read_datasets
 from tunelab.config.run import build_config, read_config_file
 from tunelab.config.sections import TrainConfig
 from tunelab.config.suggest import NOT_CARRIED, PEER_NAMES
@@ -41,11 +42,14 @@ _KEY = re.compile(r"([a-z_]+(?:\.[a-z_]+)*)(?: \(task \w+\))?")  # a PEER_NAMES 
 
 @dataclass
 class Imported:
-    """The tunelab config (as written), the lines said on stderr, and the config's text."""
+    """The tunelab config (as written), the lines said on stderr, and the config's text; the files to write the rows
+    of several datasets into before it (`joins`), and the task whose `peer_row` hook converts them."""
 
     tree: dict[str, Any]
     notes: list[str]
     text: str
+    joins: list[Joined] = field(default_factory=list)
+    task: type[Any] | None = None
 
 
 @dataclass
@@ -142,10 +146,11 @@ def _lora_target(p: _Peer, key: str, value: Any) -> None:
 
 
 SPECIAL = {"stage": _later, "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
-           "dataset": _later, "eval_dataset": _later, "dataset_dir": _later, "bf16": _precision, "fp16": _precision,
-           "report_to": _report_to, "val_size": _val_size, "eval_strategy": _strategy,
-           "evaluation_strategy": _strategy, "save_strategy": _strategy, "optim": _optim, "deepspeed": _distributed,
-           "fsdp": _distributed, "lora_target": _lora_target, "output_dir": lambda p, k, v: p.set(k, v, k)}
+           "dataset": _later, "eval_dataset": _later, "dataset_dir": _later, "mix_strategy": _later,
+           "bf16": _precision, "fp16": _precision, "report_to": _report_to, "val_size": _val_size,
+           "eval_strategy": _strategy, "evaluation_strategy": _strategy, "save_strategy": _strategy, "optim": _optim,
+           "deepspeed": _distributed, "fsdp": _distributed, "lora_target": _lora_target,
+           "output_dir": lambda p, k, v: p.set(k, v, k)}
 
 
 def _read_keys(p: _Peer) -> None:
@@ -206,15 +211,20 @@ def _method(p: _Peer) -> None:
             del method[key]
 
 
-def import_peer(path: str | Path) -> Imported:
-    """The tunelab config of a LLaMA-Factory / HF Trainer file, validated; the lines to say beside it."""
+def import_peer(path: str | Path, join_to: dict[str, Path] | None = None) -> Imported:
+    """The tunelab config of a LLaMA-Factory / HF Trainer file, validated; the lines to say beside it. Several
+    datasets of `dataset` (`eval_dataset`) are to be joined into `join_to["data.train"]` (`["data.validation"]`;
+    default: beside the file, FILE.tunelab.train.jsonl), the `joins` returned."""
     path = Path(path)
+    if join_to is None:
+        join_to = {t: path.with_name(f"{path.stem}.tunelab.{t.split('.')[1]}.jsonl")
+                   for t in ("data.train", "data.validation")}
     raw = read_config_file(path)  # (not YAML / JSON, not UTF-8: one line naming the file and line)
     p = _Peer(path, raw, key_lines(path))
     _read_keys(p)
     task = _task(p)
     _method(p)
-    read_datasets(p, task)
+    joins = read_datasets(p, task, join_to)
     if "model" not in p.tree:
         raise p.refuse("model_name_or_path", "missing: the model to tune (an alias, a local directory, a hub id)")
     order = ("task", "model", "method", "output_dir", "data", "train")  # (as tunelab's own configs read)
@@ -225,7 +235,7 @@ def import_peer(path: str | Path) -> Imported:
         build_config(yaml_value(text))  # as `tunelab train` will read it
     except ConfigError as exc:
         raise _located(p, exc) from None
-    return Imported(p.tree, p.notes, text)
+    return Imported(p.tree, p.notes, text, joins, task)
 
 
 def _located(p: _Peer, exc: ConfigError) -> ConfigError:

@@ -62,6 +62,7 @@ NOT_CARRIED: dict[str, str] = {
     "template; task.template chatml or gemma for a model without one", "logging_dir": "tunelab logs into the run "
     "directory", "run_name": "the run directory names the run", "push_to_hub": "no tunelab setting",
     "gradient_checkpointing": "no tunelab setting: lower train.batch_size or data.max_length to fit memory",
+    "interleave_probs": "read with mix_strategy interleave_* only; tunelab joins datasets one after another",
 }
 
 

@@ -52,9 +52,13 @@ class Task(ABC):
     grouped_by: ClassVar[str] = "group"  # what `group_key` returns, as a hold-out's messages name it (QA: "context")
     txt_as_conll: ClassVar[bool] = False  # a .txt of CoNLL lines (`EU B-ORG`) is read as CoNLL, not text (NER)
     # `tunelab config import` (config/peers.py): the LLaMA-Factory `stage` this task trains, and its settings for a
-    # dataset_info.json entry (formatting, columns, tags: config/peer_data.py `effective`), or a `PeerRefusal`
+    # dataset_info.json entry (formatting, columns, tags: config/peer_data.py `effective`), or a `PeerRefusal`; for
+    # several datasets joined into one file (data/peer_join.py), a row read by its dataset's settings as a row of
+    # that file (a DataError naming the row for a bad one), and the settings the file is read with
     peer_stage: ClassVar[str | None] = None
     peer_dataset: ClassVar[Callable[[dict[str, Any]], dict[str, Any]] | None] = None
+    peer_row: ClassVar[Callable[[dict[str, Any], Any], dict[str, Any]] | None] = None
+    peer_joined: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: TaskConfig, data: DataConfig) -> None:
         self.cfg, self.data = cfg, data

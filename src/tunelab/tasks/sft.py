@@ -157,6 +157,8 @@ class Sft(Task):
     paired_parts = staticmethod(sft_report.paired_parts)  # compare: the token-weighted loss
     peer_stage = "sft"  # LLaMA-Factory's
     peer_dataset = staticmethod(sft_peers.dataset_settings)  # its dataset_info.json entries, as task settings
+    peer_row = staticmethod(sft_peers.joined_row)  # several datasets' rows as messages rows of one file
+    peer_joined = sft_peers.JOINED
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:

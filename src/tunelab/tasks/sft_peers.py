@@ -10,20 +10,28 @@ its `formatting`, `columns` and `tags` say, checked against what the sft task re
 
 Anything else (a renamed system column, images, preference pairs, a user tag tunelab reads as another role) is a
 `PeerRefusal` naming the key: tunelab reads these names only, and would otherwise read the rows differently from
-how they were trained."""
+how they were trained.
+
+Several datasets are joined into one file of `messages` rows (`joined_row`, `Sft.peer_row`): each row read as its
+dataset's settings read it (a bad row is the reader's one line, naming the dataset's file and line), then written as
+a row that reads the same: a conversation's turns as they are (`conversations` or `messages`, either key style), its
+`system` and `tools` columns beside them; an alpaca or template row's turns as tunelab reads them (system, history,
+instruction and input joined by a blank line, the reply), its `tools` column beside them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tunelab.config.peer_data import PeerRefusal
-from tunelab.tasks.sft_rows import ROLE_NAMES
+from tunelab.data.records import Record
+from tunelab.tasks.sft_rows import ROLE_NAMES, row_messages, template_row
 
 MESSAGES = {"conversations": "sharegpt", "messages": "messages"}  # the turns' column → task.format
 SAME = ("system", "tools")  # read under these names only (alpaca's history too)
 ROLE_OF = {"user_tag": "user", "assistant_tag": "assistant", "system_tag": "system", "observation_tag": "tool"}
 TURN_KEYS = {"role_tag": ("from", "role"), "content_tag": ("value", "content")}
 TEXT_ONLY = ("images", "videos", "audios", "chosen", "rejected", "kto_tag")
+JOINED = {"task.format": "messages"}  # how the file of several datasets' rows is read
 
 
 def dataset_settings(entry: dict[str, Any]) -> dict[str, Any]:
@@ -80,3 +88,18 @@ def _sharegpt(cols: dict[str, Any], tags: dict[str, Any]) -> dict[str, Any]:
         raise PeerRefusal("tags.function_tag", f"{tags['function_tag']!r}: tunelab reads a tool call turn named "
                           "'function_call' only; rename the role in the file")
     return {"task.format": MESSAGES[cols["messages"]]}
+
+
+def joined_row(settings: dict[str, Any], rec: Record) -> dict[str, Any]:
+    """A row of a registered dataset read by `settings` (`dataset_settings`'), as a `messages` row that reads the
+    same; a DataError (file:line: field) where the row would be refused read from its own file."""
+    if "task.prompt_template" in settings:
+        _, msgs = template_row(rec, settings["task.prompt_template"], settings["task.response_field"], True)
+        keep: tuple[str, ...] = ("tools",)
+    else:
+        field, msgs = row_messages(rec, settings["task.format"], True)
+        if field in MESSAGES:  # (a conversation: its turns as written)
+            msgs, keep = rec.data[field], ("system", "tools")
+        else:
+            keep = ("tools",)
+    return {"messages": msgs, **{k: rec.data[k] for k in keep if rec.data.get(k) is not None}}
