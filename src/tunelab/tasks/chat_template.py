@@ -164,7 +164,9 @@ def chat_turns(task: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]
     """A conversation sent to a model (`tunelab chat`, serve's chat endpoint, the web UI's playground) with its turns
     as the model trained on them (`Task.chat_turn`): every turn's text — system, user, assistant, a tool's result —
     as data.clean cleaned a row's, and only the last user turn filling sft's one-placeholder prompt_template, as
-    training fills it with a row's last user turn (its history turns are plain)."""
+    training fills it with a row's last user turn (its history turns are plain); an assistant turn's reasoning
+    cleaned as its content."""
     last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     return [{**m, "content": task.chat_turn(m["content"], last=i == last),
-             **({SAID: task.chat_turn(m[SAID], last=False)} if SAID in m else {})} for i, m in enumerate(messages)]
+             **{key: task.chat_turn(m[key], last=False) for key in (SAID, REASONING) if key in m}}
+            for i, m in enumerate(messages)]
