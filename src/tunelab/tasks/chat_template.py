@@ -69,6 +69,18 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str
     return full, spans
 
 
+def unwritten_reasoning(tokenizer: Any, messages: list[dict[str, Any]]) -> bool:
+    """Whether the chat template leaves out an assistant turn's `reasoning_content` that the row gives (Qwen3's writes
+    a think block only after the last user turn: an earlier turn's is not trained), told by rendering the
+    conversation with a mark for each."""
+    turns = [i for i, m in enumerate(messages) if m.get(REASONING)]
+    if not turns:
+        return False
+    marks = {i: f"{MARK}{i}{MARK}" for i in turns}
+    text = render(tokenizer, [{**m, REASONING: marks[i]} if i in marks else m for i, m in enumerate(messages)])
+    return any(mark not in text for mark in marks.values())
+
+
 NOT_PREFIX_STABLE = ("config: task.template: the chat template is not prefix-stable (rendering fewer turns is not a "
                      "prefix of rendering more); assistant tokens cannot be located")
 MARK = "\u2063TURN-END\u2063"

@@ -11,7 +11,8 @@ model write only its end: such a reply starts inside the block (a `<think>` it w
 `deepseek_r1` parser reads it.
 
 Training rows: an assistant turn's `reasoning_content` (the field Qwen3's template reads) is kept and trained as the
-template writes it; `check_reasoning` refuses it on a template that would leave it out."""
+template writes it (chat_template.py `render` refuses it on a template that writes none; an earlier turn's that the
+template leaves out, Qwen3's before the last user turn, is said once a file: `unwritten_reasoning`)."""
 
 from __future__ import annotations
 
