@@ -124,3 +124,32 @@ def test_freezing_shared_layers_says_so_where_k_is_set(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))["train"]["parameters"]
     assert 0 < summary["trainable"] < summary["total"]
+
+
+def test_a_lora_run_of_the_old_head_set_resumes_as_it_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DeBERTa LoRA run checkpointed while the task head was only `classifier` (its `pooler` LoRA-adapted, as
+    tunelab trained it before the head became what the head class adds around its backbone) resumes with that head
+    set, read from the checkpoint: it was refused, `--resume: ... does not match this model and method (not in the
+    model: [...pooler.dense.lora_A...]; not in the checkpoint: [...pooler.modules_to_save...])`."""
+    from safetensors.torch import load_file
+
+    import tunelab.tasks.classification as classification
+
+    model = tiny_encoder("deberta-v2", tmp_path / "deberta-v2")
+    run = tmp_path / "run"
+    rows = write_jsonl(tmp_path / "t.jsonl", sentiment_rows(16))
+    sets = ["task=classification", f"model={model}", f"data.train={rows}", "data.validation_split=0",
+            f"output_dir={run}", "method=lora", "method.r=2", "train.max_steps=2", "train.batch_size=8",
+            "train.save_steps=1", "train.report=false"]
+    with monkeypatch.context() as old:  # the head set of tunelab before (d8625ba): the head class's own names
+        old.setattr(classification, "head_modules", lambda m: [n for n, _ in m.named_children() if n == "classifier"])
+        res = runner.invoke(app, ["train", *(x for s in sets for x in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    step = run / "checkpoints" / "step-00000001"
+    assert any(".pooler.dense.lora_A." in k for k in load_file(step / "trainable.safetensors"))
+    resumed = tmp_path / "resumed"
+    res = runner.invoke(app, ["train", str(run / "config.yaml"), "--resume", str(step), "--set",
+                              f"output_dir={resumed}"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((resumed / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert saved["modules_to_save"] == ["classifier"]

@@ -504,6 +504,52 @@ def test_only_a_thinking_template_has_its_replies_think_block_split_off(tiny_lla
         assert ("".join(content), "".join(reasoning) or None) == want
 
 
+def test_a_template_whose_prompt_opens_the_think_block_has_its_replies_split(tmp_path: Path) -> None:
+    """Qwen3-*-Thinking-2507, QwQ and DeepSeek-R1's distills end their generation prompt in `<think>\\n`: the model
+    writes only `</think>`, and predict / eval / chat / serve returned `reasoning…</think>\\n\\nanswer` as the reply.
+    Such a reply starts inside the block (as vLLM's deepseek_r1 parser reads it), streamed or whole; a reply that
+    writes `<think>` again is read alike, one cut before `</think>` is all reasoning; a row's reference is not."""
+    import io
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import THINKS, make_tiny_qwen3
+    from tunelab.tasks.chat_template import prompt_ids
+    from tunelab.tasks.generation import GenerationConfig
+    from tunelab.tasks.reasoning import ThinkSplit, opens_think, reply_of
+    from tunelab.tasks.streaming import stream_reply
+
+    path = make_tiny_qwen3(tmp_path / "thinking", THINKS)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert not opens_think(tok)
+    tok.chat_template = tok.chat_template.replace("{{- '<|im_start|>assistant\\n' }}",
+                                                  "{{- '<|im_start|>assistant\\n<think>\\n' }}")
+    assert opens_think(tok)
+    cases = {"hmm,\nso\n</think>\n\ngood": ("good", "hmm,\nso"), "<think>\nhmm\n</think>\n\ngood": ("good", "hmm"),
+             "\n</think>\n\ngood": ("good", None), "cut at max_new_tokens": ("", "cut at max_new_tokens"),
+             "": ("", None)}
+    for text, want in cases.items():
+        assert reply_of(tok, text) == want
+        content: list[str] = []
+        reasoning: list[str] = []
+        split = ThinkSplit(content.append, reasoning.append, opened=True)
+        for piece in text:  # one character at a time
+            split.write(piece)
+        split.flush()
+        assert ("".join(content), "".join(reasoning) or None) == want
+    assert reply_of(tok, "good", generated=False) == ("good", None)  # a reference is no reply the prompt opened
+    model = AutoModelForCausalLM.from_pretrained(path)
+    ids = prompt_ids(tok, [{"role": "user", "content": "say good"}])
+    assert tok.convert_ids_to_tokens(ids[-1]) == "<think>"  # the model goes on with `hmm </think> good`
+    out, thought = io.StringIO(), []
+    cfg = GenerationConfig(max_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        reply = stream_reply(model, tok, ids, cfg, [tok.convert_tokens_to_ids("<|im_end|>")], out,
+                             reasoning=thought.append)
+    assert (reply, out.getvalue(), "".join(thought)) == ("good", "good", "hmm")
+
+
 def test_chat_prints_a_qwen3_reply_without_its_think_block(qwen3_think_run: Path) -> None:
     """`tunelab chat` with a Qwen3 model prints the reply after the think block (it printed the block); on a terminal
     the reasoning before it, dimmed."""

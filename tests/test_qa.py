@@ -17,7 +17,7 @@ from tunelab.cli import app
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table, read_table
 from tunelab.errors import ConfigError, DataError
-from tunelab.metrics.qa import cmrc_style, normalize_answer, qa_metrics, score, segments
+from tunelab.metrics.qa import cmrc_style, normalize_answer, qa_metrics, score, segments, style
 from tunelab.registry import TASKS
 from tunelab.tasks.qa import answer_positions, best_span
 
@@ -54,11 +54,11 @@ def test_squad_normalisation_em_f1() -> None:
 
 def test_chinese_character_f1() -> None:
     assert segments("2018年，北京!") == ["2018", "年", "北", "京", "!"]  # the official script keeps ASCII `!`
-    assert score("北京。", ["北京"], chinese=True) == (1.0, 1.0)  # its marks dropped
-    em, f1 = score("北京大学", ["北京", "上海"], chinese=True)  # LCS 2 of 4 predicted, 2 gold
+    assert score("北京。", ["北京"], scoring="cmrc") == (1.0, 1.0)  # its marks dropped
+    em, f1 = score("北京大学", ["北京", "上海"], scoring="cmrc")  # LCS 2 of 4 predicted, 2 gold
     assert em == 0.0 and f1 == pytest.approx(2 * 0.5 * 1 / 1.5)
     # without the Chinese rule the whole string is one token and scores 0
-    assert score("北京大学", ["北京"], chinese=False) == (0.0, 0.0)
+    assert score("北京大学", ["北京"], scoring="squad") == (0.0, 0.0)
 
 
 # the official CMRC 2018 script (ymcui/cmrc2018 baseline/cmrc2018_evaluate.py), its scoring functions as written there
@@ -121,10 +121,10 @@ def test_chinese_scores_equal_the_official_cmrc_script() -> None:
         if not all(g.strip() and any(c not in _SP for c in g.strip()) for g in golds):
             continue  # a gold of marks only: dropped as SQuAD v2 does (the official CMRC script has none)
         em, f1 = _official_cmrc(golds, pred)
-        assert score(pred, golds, chinese=True) == (em, pytest.approx(f1, abs=1e-9)), (pred, golds)
+        assert score(pred, golds, scoring="cmrc") == (em, pytest.approx(f1, abs=1e-9)), (pred, golds)
         checked += 1
     assert checked > 200
-    assert score("北京.", ["北京"], chinese=True) == (0.0, pytest.approx(0.8))  # `.` a segment of its own: P 2/3, R 1
+    assert score("北京.", ["北京"], scoring="cmrc") == (0.0, pytest.approx(0.8))  # `.` a segment of its own: P 2/3, R 1
 
 
 def test_a_chinese_answer_in_a_mostly_english_context_is_scored_by_character() -> None:
@@ -152,20 +152,38 @@ def test_a_chinese_answer_in_a_mostly_english_context_is_scored_by_character() -
     assert cmrc_style(["Tokyo"], "东京是日本的首都，人口约一千四百万。") and not cmrc_style(["Tokyo"], "Tokyo is big.")
 
 
+def test_a_japanese_answer_is_scored_per_character_as_jsquad() -> None:
+    """Any kana answer went to CMRC scoring, which splits only U+4E00–U+9FA5 into characters: a kana run was one nltk
+    word, so a partly right answer scored 0 (`ひらがなです` for `ひらがな`: F1 0.0). Japanese is scored per character as
+    JGLUE's JSQuAD evaluation does (spaces out, a final `。` dropped, F1 over the bag of characters), decided by the
+    golds or a Japanese context; a Chinese one stays CMRC's."""
+    assert style(["ひらがな"]) == "jsquad" and score("ひらがなです", ["ひらがな"]) == (0.0, pytest.approx(2 * 4 / 10))
+    assert score("とうきょう と", ["とうきょう"]) == (0.0, pytest.approx(2 * 5 / 11))
+    assert score("アメリカ合衆国。", ["アメリカ"]) == (0.0, pytest.approx(2 * 4 / 11))  # 7 characters, 4 right
+    assert score("東京タワー。", ["東京 タワー"]) == (1.0, 1.0)
+    context = "東京は日本の首都であり、人口は約千四百万人である。"  # a kanji-only answer in Japanese text
+    assert style(["東京"], context) == "jsquad" and score("東京都", ["東京"], style(["東京"], context))[1] == \
+        pytest.approx(0.8)
+    chinese = "北京是中华人民共和国的首都，也是全国的政治和文化中心，索尼（ソニー）在此设有分公司。"  # kana: a name
+    assert style(["北京"]) == "cmrc" and style(["北京"], chinese) == "cmrc"
+    assert style(["Tokyo"], "Tokyo is big.") == "squad"
+    assert qa_metrics(["ひらがなです"], [["ひらがな"]]) == pytest.approx({"f1": 0.8, "exact_match": 0.0, "n": 1})
+
+
 def test_unanswerable_metrics() -> None:
-    m = qa_metrics(["", "cat", "dog", ""], [[], [], ["dog"], ["a cat"]], [False] * 4)
+    m = qa_metrics(["", "cat", "dog", ""], [[], [], ["dog"], ["a cat"]], ["squad"] * 4)
     assert m["n"] == 4 and m["exact_match"] == pytest.approx(0.5) and m["f1"] == pytest.approx(0.5)
     assert m["no_answer_f1"] == pytest.approx(0.5) and m["has_answer_f1"] == pytest.approx(0.5)
     assert m["no_answer_n"] == 2 and m["has_answer_n"] == 2
-    assert "no_answer_f1" not in qa_metrics(["cat"], [["cat"]], [False])
-    assert list(qa_metrics(["cat"], [["cat"]], [False]))[:3] == ["f1", "exact_match", "n"]
+    assert "no_answer_f1" not in qa_metrics(["cat"], [["cat"]], ["squad"])
+    assert list(qa_metrics(["cat"], [["cat"]], ["squad"]))[:3] == ["f1", "exact_match", "n"]
     # as the official SQuAD v2 script: a gold that normalises to nothing is dropped (an empty answer to an answerable
     # question scores 0), a prediction that normalises to nothing answers an unanswerable one, and a kind of
     # question the set does not hold has no keys
     assert score("", ["Paris", "The"]) == (0.0, 0.0) and score("the", []) == (1.0, 1.0)
-    assert set(qa_metrics(["", "x"], [[], []], [False, False])) == {
+    assert set(qa_metrics(["", "x"], [[], []], ["squad", "squad"])) == {
         "f1", "exact_match", "n", "no_answer_f1", "no_answer_exact_match", "no_answer_n"}
-    assert "no_answer_n" not in qa_metrics(["Paris", "the"], [["Paris"], ["The"]], [False, False])  # answers given
+    assert "no_answer_n" not in qa_metrics(["Paris", "the"], [["Paris"], ["The"]], ["squad", "squad"])  # answers given
 
 
 # -- decoding ------------------------------------------------------------------------------------

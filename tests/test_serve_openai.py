@@ -712,3 +712,31 @@ def test_a_thinking_models_reasoning_comes_as_reasoning_content(qwen3_think_run:
             "good"
         other = httpx.post(f"{url}/v1/chat/completions", json={**body, "model": plain.name}, timeout=60)
         assert "reasoning_content" not in other.json()["choices"][0]["message"]
+
+
+def test_a_thinking_models_reply_sent_back_with_its_reasoning_is_taken(qwen3_think_run: Path,
+                                                                        tiny_chat_run: Path) -> None:
+    """The openai client's loop — its reply's `message.model_dump()` appended to the messages, `reasoning_content`
+    and all — takes a second turn (it was a 422 `messages[1].reasoning_content: Extra inputs are not permitted`); the
+    reasoning reaches the template as a training row's does (Qwen3's writes it after the last user message: the
+    prompt is longer by it), a template without think blocks goes without it, and it is refused off an assistant
+    message."""
+    openai = pytest.importorskip("openai")
+    for url, server in serve_on_loopback([qwen3_think_run, tiny_chat_run], max_tokens=16):
+        qwen3, plain = server.models  # type: ignore[attr-defined]
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x")
+        reply = client.chat.completions.create(model=qwen3.name, messages=SAY_GOOD, max_tokens=8).choices[0].message
+        assert (reply.content, reply.reasoning_content) == ("good", "hmm")  # type: ignore[attr-defined]
+        again = client.chat.completions.create(model=qwen3.name, max_tokens=8,
+                                               messages=[*SAY_GOOD, reply.model_dump(), *SAY_GOOD])
+        assert again.choices[0].message.content == "good"
+        turn = {"role": "assistant", "content": "good"}
+        used = [client.chat.completions.create(model=qwen3.name, max_tokens=1, messages=[*SAY_GOOD, m]).usage
+                for m in (turn, {**turn, "reasoning_content": "hmm hmm"})]
+        assert used[1].prompt_tokens == used[0].prompt_tokens + 2, used  # type: ignore[union-attr]
+        plain_turn = client.chat.completions.create(model=plain.name, max_tokens=8,
+                                                    messages=[*SAY_GOOD, reply.model_dump(), *SAY_GOOD])
+        assert plain_turn.choices[0].message.content is not None
+        res = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            "model": qwen3.name, "messages": [{**SAY_GOOD[0], "reasoning_content": "hmm"}]})
+        assert res.status_code == 422 and "reasoning_content: only on an assistant message" in res.text, res.text

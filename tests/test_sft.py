@@ -1051,6 +1051,33 @@ def test_reasoning_content_trains_in_the_think_block(tiny_llama: Path, tmp_path:
         task.encode(rows[:1], chatml)
 
 
+def test_reasoning_an_earlier_turn_the_template_leaves_out_is_said_once_a_file(tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """Qwen3's template writes a think block only after the last user turn: a 2-exchange row with reasoning on both
+    turns trains the last turn's only, and the first's was dropped without a word (sft.md said it is trained). One note
+    a file names it and the first row; a row whose reasoning is all written says nothing."""
+    from transformers import AutoTokenizer
+
+    from conftest import make_tiny_qwen3
+
+    tok = AutoTokenizer.from_pretrained(make_tiny_qwen3(tmp_path / "qwen3"))
+    one = [{"role": U, "content": "say good"}, {"role": A, "content": "good", "reasoning_content": "hmm good"}]
+    two = [*one, {"role": U, "content": "say bad"}, {"role": A, "content": "bad", "reasoning_content": "hmm bad"}]
+    task = _task(max_length=128)
+    task.bind_tokenizer(tok)
+    task.encode(task.parse(_table([{"messages": one}])), tok)
+    assert "reasoning_content" not in capsys.readouterr().err
+    feats = task.encode(task.parse(_table([{"messages": one}, {"messages": two}, {"messages": two}])), tok)
+    toks = tok.convert_ids_to_tokens(feats[1]["input_ids"])
+    assert [toks[i] for i, v in enumerate(feats[1]["labels"]) if v != -100] == [
+        "good", "<|im_end|>", "<think>", "hmm", "bad", "</think>", "bad", "<|im_end|>"]  # the first's not there
+    task.encode(task.parse(_table([{"messages": two}])), tok)  # the same file again (a part, a later split)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err == ("note: d.jsonl: reasoning_content of an assistant turn the chat template "
+                                            "leaves out (Qwen3's writes it only after the last user turn) is not "
+                                            "trained (e.g. line 2)\n"), err
+
+
 def test_qwen3_replies_come_without_their_think_block(qwen3_think_run: Path, tmp_path: Path) -> None:
     """A Qwen3 model's reply that opens with a think block: predict's `response` and eval's scored prediction are
     the text after it, the reasoning beside them (`reasoning`); eval's reference written with one is scored without

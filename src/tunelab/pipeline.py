@@ -45,7 +45,7 @@ from tunelab.tasks.feature_cache import training_features
 from tunelab.text import rules_version, text_rules
 from tunelab.training import engine
 from tunelab.training.batching import check_steps
-from tunelab.training.checkpoint import Verified, check_fits, check_resumed_best, find_checkpoint
+from tunelab.training.checkpoint import Verified, check_fits, check_resumed_best, find_checkpoint, trained_heads
 from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,
@@ -189,7 +189,7 @@ def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig,
     shapes and step, within the run's steps over its `rows` training features): before the run claims its
     output_dir."""
     cfg.train.check_evaluations(evaluates)
-    model = method.apply(model, task.head_modules(model), task.new_token_ids)
+    model = method.apply(model, trained_heads(resume_from, task.head_modules(model)), task.new_token_ids)
     check_layer_decay(model, cfg.train.layer_lr_decay)
     if resume_from is not None:
         check_fits(resume_from, model)
@@ -243,12 +243,13 @@ def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | N
 
 
 def _unsharded(cfg: RunConfig, task: Task, method: Method, train_rows: list[dict[str, Any]],
-               state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The model built as for training (task head, method), holding the full weights gathered from the shards."""
+               state: dict[str, torch.Tensor], resume_from: Path | None) -> torch.nn.Module:
+    """The model built as for training (task head, method; a resumed run's heads), holding the full weights gathered
+    from the shards."""
     with whole_models():
         model, _ = task.build_model(resolve_model(cfg.model), train_rows)
         model = continued(method, model, None if cfg.model.startswith(STUDENT_LAYERS) else resolve_model(cfg.model))
-        model = method.apply(model, task.head_modules(model), task.new_token_ids)
+        model = method.apply(model, trained_heads(resume_from, task.head_modules(model)), task.new_token_ids)
     own = model.state_dict()
     unexpected = model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()},
                                        strict=False).unexpected_keys
@@ -355,7 +356,7 @@ def _train(cfg: RunConfig, state: PartialState, out: Path, task: Task, method: M
         state.wait_for_everyone()
         return {}
     if result.full_state is not None:  # fsdp / deepspeed: an unsharded model of the same build takes the weights
-        model = _unsharded(cfg, task, method, splits["train"], result.full_state)
+        model = _unsharded(cfg, task, method, splits["train"], result.full_state, resume_from)
     model = save_model(model, tokenizer, task, method, cfg, out)
     # sft with task.generation.eval_generate: replies scored, RUN/predictions/<split>.generations.jsonl
     generated = final_generation(task, model, tokenizer, splits, cfg.train.eval_batch_size, out)

@@ -1,13 +1,17 @@
 """Extractive QA metrics: exact match and F1, max over the gold answers.
 
-Decided per question (`cmrc_style`): when a gold answer holds a CJK character or the context is Chinese (a third or
-more CJK: an unanswerable question's too), CMRC 2018 style, as the official `cmrc2018_evaluate.py` scores it:
-lowercase, trim, drop the script's 32 marks (ASCII `- : _ * ^ / \\ ~ ` + =` and
+Decided per question (`style`): a Japanese question — a gold answer holds kana, or the context is Japanese (its kana
+a tenth or more of its CJK characters) — is scored per character as JGLUE's JSQuAD evaluation scores it: spaces
+removed, a final `。` dropped, each character a word of the SQuAD evaluation below (nltk would make a kana run one
+word: a partly right answer scored 0). A Chinese one — a gold answer holds a CJK ideograph, or the context is
+Chinese (a third or more CJK: an unanswerable question's too) — CMRC 2018 style, as the official
+`cmrc2018_evaluate.py` scores it: lowercase, trim, drop the script's 32 marks (ASCII `- : _ * ^ / \\ ~ ` + =` and
 `，。：？！“”；’《》·、「」（）－～『』`; other marks, ASCII `. , ( ) " %` and `…` among them, stay
 and count), split into single characters of U+4E00–U+9FA5 and the words nltk's word tokenizer makes of the text
-between them; F1 from the longest common substring of those segments. Otherwise the official SQuAD v1.1/v2.0
-evaluation — lowercase, strip ASCII punctuation, drop the articles a/an/the, collapse whitespace; F1 over the bag
-of words (which would make a whole Chinese answer one word: a partly right one scored 0).
+between them (without its sentence split, which needs a data download: `He said. It` gives `said.`, where
+`nltk.word_tokenize` gives `said` `.`); F1 from the longest common substring of those segments. Otherwise the
+official SQuAD v1.1/v2.0 evaluation — lowercase, strip ASCII punctuation, drop the articles a/an/the, collapse
+whitespace; F1 over the bag of words (which would make a whole Chinese answer one word: a partly right one scored 0).
 The prediction does not matter: two models are scored by one rule on one question.
 
 An unanswerable question (no gold answers) scores 1 only for the empty prediction. Scores are 0–1.
@@ -20,7 +24,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from tunelab.text import CJK_CHAR, is_chinese
 
@@ -29,6 +33,8 @@ _PUNCT = set(string.punctuation)
 # the official CMRC 2018 script's `sp_char`, the only marks it removes (its `……` entry is two characters, so it never
 # matches: `…` stays, a segment of its own); ASCII `.,()"%` are kept and counted there, and so here
 _CMRC_PUNCT = frozenset("-:_*^/\\~`+=，。：？！“”；’《》·、「」（）－～『』")
+_KANA = re.compile("[\u3040-\u30ff\uff66-\uff9f]")  # hiragana, katakana (and its half-width forms)
+Style = Literal["squad", "cmrc", "jsquad"]
 
 
 # -- SQuAD (English) -----------------------------------------------------------------------------
@@ -119,11 +125,38 @@ def _cmrc_f1(pred: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+# -- JSQuAD (Japanese) ----------------------------------------------------------------------------
+def _characters(text: str) -> str:
+    """JGLUE's JSQuAD evaluation's text: spaces removed, a final `。` dropped, each character a word."""
+    return " ".join(text.replace(" ", "").rstrip("。"))
+
+
+def _jsquad_em(pred: str, gold: str) -> float:
+    return _squad_em(_characters(pred), _characters(gold))
+
+
+def _jsquad_f1(pred: str, gold: str) -> float:
+    return _squad_f1(_characters(pred), _characters(gold))
+
+
 # -- scoring -------------------------------------------------------------------------------------
+def japanese(golds: Sequence[str], context: str = "") -> bool:
+    """A Japanese question: a gold answer holds kana, or the context's kana are a tenth or more of its CJK
+    characters (a kanji-only answer in Japanese text)."""
+    kana = len(_KANA.findall(context))
+    return any(_KANA.search(t) for t in golds) or kana > 0 and 10 * kana >= len(CJK_CHAR.findall(context))
+
+
 def cmrc_style(golds: Sequence[str], context: str = "") -> bool:
-    """Score this question CMRC 2018 style: a gold answer holds a CJK character (a Chinese answer in a mostly
-    English context too), or the context is Chinese."""
-    return any(CJK_CHAR.search(t) for t in golds) or bool(context) and is_chinese(context)
+    """Score this question CMRC 2018 style: Chinese — a gold answer holds a CJK character (a Chinese answer in a
+    mostly English context too), or the context is Chinese — and not Japanese (`japanese`)."""
+    chinese = any(CJK_CHAR.search(t) for t in golds) or bool(context) and is_chinese(context)
+    return chinese and not japanese(golds, context)
+
+
+def style(golds: Sequence[str], context: str = "") -> Style:
+    """How this question is scored: "jsquad" (Japanese: per character), "cmrc" (Chinese) or "squad"."""
+    return "jsquad" if japanese(golds, context) else "cmrc" if cmrc_style(golds, context) else "squad"
 
 
 def answerable(golds: Sequence[str], chinese: bool = False) -> list[str]:
@@ -133,24 +166,24 @@ def answerable(golds: Sequence[str], chinese: bool = False) -> list[str]:
     return [g for g in golds if norm(g)]
 
 
-def score(pred: str, golds: Sequence[str], chinese: bool | None = None) -> tuple[float, float]:
+def score(pred: str, golds: Sequence[str], scoring: Style | None = None) -> tuple[float, float]:
     """(exact match, F1) of one prediction, max over the gold answers, as the official SQuAD v2 script scores it: golds
     that normalise to nothing are dropped, and a question left without any is unanswerable — the empty gold, which
     a prediction matches when it too normalises to nothing (`the` does; an empty answer to an answerable
-    question scores 0). `chinese`: CMRC 2018 style; None decides by `cmrc_style` of the golds."""
-    if chinese is None:
-        chinese = cmrc_style(golds)
-    em, f1 = (_cmrc_em, _cmrc_f1) if chinese else (_squad_em, _squad_f1)
-    kept = answerable(golds, chinese) or [""]
+    question scores 0). `scoring`: the question's `style`; None decides by the golds."""
+    if scoring is None:
+        scoring = style(golds)
+    em, f1 = {"cmrc": (_cmrc_em, _cmrc_f1), "jsquad": (_jsquad_em, _jsquad_f1)}.get(scoring, (_squad_em, _squad_f1))
+    kept = answerable(golds, scoring == "cmrc") or [""]
     return max(em(pred, g) for g in kept), max(f1(pred, g) for g in kept)
 
 
 def qa_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]],
-               chinese: Sequence[bool | None] | None = None) -> dict[str, Any]:
+               styles: Sequence[Style | None] | None = None) -> dict[str, Any]:
     """`f1` (headline), `exact_match`, `n`; with unanswerable questions in the set also
-    `has_answer_f1` / `has_answer_exact_match` / `has_answer_n` and the same for `no_answer_`. `chinese`: per
-    question, CMRC 2018 style or not; None (or a None in it) decides by `cmrc_style`."""
-    styles = [None] * len(preds) if chinese is None else chinese
+    `has_answer_f1` / `has_answer_exact_match` / `has_answer_n` and the same for `no_answer_`. `styles`: per
+    question, its `style`; None (or a None in it) decides by the golds."""
+    styles = [None] * len(preds) if styles is None else styles
     scores = [score(p, g, c) for p, g, c in zip(preds, golds, styles, strict=True)]
     n = len(scores)
     out: dict[str, Any] = {

@@ -43,6 +43,7 @@ from tunelab.serve.tools import forced_calls, refusal, reply_format, reply_tags,
 from tunelab.tasks.chat_template import chat_turns, completion_bos, prompt_ids
 from tunelab.tasks.chat_tools import TemplateRefusal
 from tunelab.tasks.model_rows import model_rules
+from tunelab.tasks.reasoning import writes_reasoning
 
 log = logging.getLogger("uvicorn.error")  # the server's log, beside uvicorn's own lines
 
@@ -207,7 +208,7 @@ class Server:
             raise forced
         tokenizer = served.model.tokenizer
         with model_rules(served.model.task):  # tools, calls, cleaning: as its training read them
-            messages = chat_turns(served.model.task, request_messages(body))
+            messages = chat_turns(served.model.task, request_messages(body, writes_reasoning(tokenizer)))
         try:
             ids = prompt_ids(tokenizer, messages)
         except TemplateRefusal as exc:  # tools, calls or results the template would leave out: a 400 naming them

@@ -44,7 +44,7 @@ from tunelab.serve.batcher import QueueFull
 from tunelab.serve.chat_batcher import Job
 from tunelab.serve.tool_formats import CallFormat
 from tunelab.tasks.generation import prompt_limit, with_overrides
-from tunelab.tasks.reasoning import ThinkSplit, thinks
+from tunelab.tasks.reasoning import ThinkSplit, opens_think, thinks
 
 log = logging.getLogger("uvicorn.error")  # beside uvicorn's own "Exception in ASGI application"
 STREAM_FAILED = "generation failed (the server's log has the details)"
@@ -124,7 +124,7 @@ class Completion:
             c.stream.emit = lambda text, i=c.index: loop.call_soon_threadsafe(self.queue.put_nowait, (i, text))
             if self.think:  # the think block's reasoning past the stop strings and the calls, straight to the queue
                 c.thought = ThinkSplit(c.stream.write, lambda text, i=c.index: loop.call_soon_threadsafe(
-                    self.queue.put_nowait, (i, Reasoning(text))))
+                    self.queue.put_nowait, (i, Reasoning(text))), opens_think(self.served.model.tokenizer))
             jobs.append(Job(c.ids, c.cfg, c.stream.write if c.thought is None else c.thought.write, c.stream.stopped,
                             seeded=self.body.seed is not None,
                             keep=self.keep))

@@ -183,6 +183,11 @@ class Message(_Body):
     name: str | None = Field(None, description="Taken (OpenAI's clients send it), not used.")
     tool_calls: list[ToolCall] | None = Field(None, description="An assistant message's calls.")
     tool_call_id: Text | None = Field(None, description="A tool message's: the call it answers.")
+    reasoning_content: Text | None = Field(None, description="An assistant message's reasoning (what a reply of a "
+                                           "model that thinks carries, as vLLM takes it back): given to the chat "
+                                           "template as training gives a row's, which writes it where it writes "
+                                           "it (Qwen3's: after the last user message only); left out for a "
+                                           "template that does not write it.")
     # what the openai client's `message.model_dump()` writes on the reply it gives back: taken at null, not used
     refusal: Annotated[Any, only(None)] = None
     annotations: Annotated[Any, only(None, [])] = None
@@ -200,6 +205,8 @@ class Message(_Body):
             raise PydanticCustomError("tool_calls", "tool_calls: only on an assistant message")
         if self.tool_call_id is not None and self.role != "tool":
             raise PydanticCustomError("tool_call_id", "tool_call_id: only on a tool message")
+        if self.reasoning_content is not None and self.role != "assistant":
+            raise PydanticCustomError("reasoning_content", "reasoning_content: only on an assistant message")
         if self.content is None and not self.tool_calls:
             raise PydanticCustomError("content", "content: required (null only on an assistant message with "
                                       "tool_calls)")

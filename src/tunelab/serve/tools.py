@@ -28,13 +28,17 @@ from fastapi import HTTPException
 from tunelab.http_errors import invalid
 from tunelab.serve.tool_formats import CallFormat, call_format
 from tunelab.tasks.chat_tools import SAID, TOOLS, TemplateRefusal, function, link_calls, tool_schemas
+from tunelab.tasks.reasoning import REASONING
 from tunelab.text import json_problem, rules_version
 
 
-def request_messages(body: Any) -> list[dict[str, Any]]:
-    """A ChatRequest's messages as training has a conversation's (role, content; calls, results and their ids), the
-    tools on the first; a 422 naming what is wrong. Read by the text rules in force: the model's (`model_rules`)."""
+def request_messages(body: Any, reasoning: bool = False) -> list[dict[str, Any]]:
+    """A ChatRequest's messages as training has a conversation's (role, content; calls, results and their ids; an
+    assistant message's `reasoning_content` where `reasoning`: the model's template writes it, else left out as it
+    would be), the tools on the first; a 422 naming what is wrong. Read by the text rules in force: the model's
+    (`model_rules`)."""
     out, ids = [], rules_version() >= 5  # (a model trained by text rules before 5 had no ids: given none)
+    reasoning = reasoning and rules_version() >= 6  # (before 6 training dropped a row's reasoning: dropped so here)
     for i, m in enumerate(body.messages):
         msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
         if m.tool_calls:
@@ -50,6 +54,8 @@ def request_messages(body: Any) -> list[dict[str, Any]]:
             msg.update(tool_calls=calls, **{SAID: msg["content"]})
         if m.tool_call_id and ids:
             msg["tool_call_id"] = m.tool_call_id
+        if m.reasoning_content is not None and reasoning:  # (the openai client sends a reply's back with it)
+            msg[REASONING] = m.reasoning_content
         out.append(msg)
     # (a model trained by text rules before 5 read its tool turns without ids and in any order: read so here too)
     if ids and (wrong := link_calls(out, lambda j: f"messages[{j}]")) is not None:

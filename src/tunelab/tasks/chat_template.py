@@ -69,6 +69,18 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str
     return full, spans
 
 
+def unwritten_reasoning(tokenizer: Any, messages: list[dict[str, Any]]) -> bool:
+    """Whether the chat template leaves out an assistant turn's `reasoning_content` that the row gives (Qwen3's writes
+    a think block only after the last user turn: an earlier turn's is not trained), told by rendering the
+    conversation with a mark for each."""
+    turns = [i for i, m in enumerate(messages) if m.get(REASONING)]
+    if not turns:
+        return False
+    marks = {i: f"{MARK}{i}{MARK}" for i in turns}
+    text = render(tokenizer, [{**m, REASONING: marks[i]} if i in marks else m for i, m in enumerate(messages)])
+    return any(mark not in text for mark in marks.values())
+
+
 NOT_PREFIX_STABLE = ("config: task.template: the chat template is not prefix-stable (rendering fewer turns is not a "
                      "prefix of rendering more); assistant tokens cannot be located")
 MARK = "\u2063TURN-END\u2063"
@@ -174,7 +186,9 @@ def chat_turns(task: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]
     """A conversation sent to a model (`tunelab chat`, serve's chat endpoint, the web UI's playground) with its turns
     as the model trained on them (`Task.chat_turn`): every turn's text — system, user, assistant, a tool's result —
     as data.clean cleaned a row's, and only the last user turn filling sft's one-placeholder prompt_template, as
-    training fills it with a row's last user turn (its history turns are plain)."""
+    training fills it with a row's last user turn (its history turns are plain); an assistant turn's reasoning
+    cleaned as its content."""
     last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     return [{**m, "content": task.chat_turn(m["content"], last=i == last),
-             **({SAID: task.chat_turn(m[SAID], last=False)} if SAID in m else {})} for i, m in enumerate(messages)]
+             **{key: task.chat_turn(m[key], last=False) for key in (SAID, REASONING) if key in m}}
+            for i, m in enumerate(messages)]

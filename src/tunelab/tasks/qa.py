@@ -33,7 +33,7 @@ from transformers import AutoTokenizer
 from tunelab.config.sections import TaskConfig
 from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.errors import ConfigError, DataError
-from tunelab.metrics.qa import cmrc_style, qa_metrics, score
+from tunelab.metrics.qa import qa_metrics, score, style
 from tunelab.models.aliases import as_named
 from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
@@ -259,18 +259,18 @@ class Qa(Task):
     def metrics(self, logits: np.ndarray, examples: Sequence[Example]) -> dict[str, Any]:
         preds = [self.decode(w, ex["context"])["answer"] for w, ex in zip(logits, examples, strict=True)]
         golds = [[t for t, _ in ex["answers"]] for ex in examples]
-        return qa_metrics(preds, golds, [cmrc_style(g, ex["context"]) for g, ex in zip(golds, examples, strict=True)])
+        return qa_metrics(preds, golds, [style(g, ex["context"]) for g, ex in zip(golds, examples, strict=True)])
 
     def predictions(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
         return [with_row(ex["row"], self.decode(w, ex["context"])) for w, ex in zip(logits, examples, strict=True)]
 
     def records(self, logits: np.ndarray, examples: Sequence[Example]) -> list[dict[str, Any]]:
-        """Gold answer texts and the predicted answer; score: SQuAD token F1 (CMRC character F1 when a gold answer
-        holds a CJK character or the context is Chinese), max over the golds; correct: exact match."""
+        """Gold answer texts and the predicted answer; score: the question's F1 (metrics/qa.py `style`: SQuAD's,
+        CMRC 2018's for Chinese, per character for Japanese), max over the golds; correct: exact match."""
         out = []
         for w, ex in zip(logits, examples, strict=True):
             pred, golds = self.decode(w, ex["context"])["answer"], [t for t, _ in ex["answers"]]
-            em, f1 = score(pred, golds, cmrc_style(golds, ex["context"]))
+            em, f1 = score(pred, golds, style(golds, ex["context"]))
             out.append({"text": ex["question"] + "\n" + ex["context"], "gold": golds, "prediction": pred,
                         "correct": bool(em), "score": f1, "question": ex["question"]})
         return out

@@ -5,10 +5,14 @@ and `reasoning_content`. Told from the chat template (it writes `<think>` and `<
 models' replies are untouched, and so is a reply that does not start with the block (`<think>` mid-way is text).
 
 A reply that opens a block and never closes it (max_new_tokens ran out while it reasoned) is all reasoning: its reply
-is empty, as a stream that sent its reasoning as it came must have it.
+is empty, as a stream that sent its reasoning as it came must have it. A template whose generation prompt opens the
+block itself (Qwen3-*-Thinking-2507, QwQ, DeepSeek-R1's distills: it ends in `<think>\\n`, `opens_think`) has the
+model write only its end: such a reply starts inside the block (a `<think>` it writes again is dropped), as vLLM's
+`deepseek_r1` parser reads it.
 
 Training rows: an assistant turn's `reasoning_content` (the field Qwen3's template reads) is kept and trained as the
-template writes it; `check_reasoning` refuses it on a template that would leave it out."""
+template writes it (chat_template.py `render` refuses it on a template that writes none; an earlier turn's that the
+template leaves out, Qwen3's before the last user turn, is said once a file: `unwritten_reasoning`)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ OPEN, CLOSE = "<think>", "</think>"
 REASONING = "reasoning_content"  # an assistant message's reasoning, as Qwen3's template and vLLM name it
 _PROBE = "tunelab_probe_reasoning"
 _WRITES: dict[str, bool] = {}
+_OPENS: dict[str, bool] = {}
 
 
 def thinks(tokenizer: Any) -> bool:
@@ -42,13 +47,28 @@ def writes_reasoning(tokenizer: Any) -> bool:
     return _WRITES[key]
 
 
+def opens_think(tokenizer: Any) -> bool:
+    """Whether the chat template's generation prompt opens a think block (ends in `<think>`, whitespace aside): the
+    model writes its reasoning and `</think>` only. Once per template."""
+    key = str(getattr(tokenizer, "chat_template", None))
+    if key not in _OPENS:
+        try:
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                                   add_generation_prompt=True)
+            _OPENS[key] = thinks(tokenizer) and prompt.rstrip().endswith(OPEN)
+        except Exception:  # noqa: BLE001 - a template that cannot render the probe opens nothing
+            _OPENS[key] = False
+    return _OPENS[key]
+
+
 class ThinkSplit:
     """A reply's text as it streams (`write` each piece, `flush` at its end), split where it starts with a think
     block: the reasoning inside it to `reasoning` (the whitespace around it left out), the text after it to `content`
-    (the whitespace before it left out); a reply that does not start with one goes to `content` as it is."""
+    (the whitespace before it left out); a reply that does not start with one goes to `content` as it is. `opened`:
+    the prompt opened the block (`opens_think`), the reply starts inside it."""
 
-    def __init__(self, content: Callable[[str], None], reasoning: Callable[[str], None]) -> None:
-        self.content, self.reasoning = content, reasoning
+    def __init__(self, content: Callable[[str], None], reasoning: Callable[[str], None], opened: bool = False) -> None:
+        self.content, self.reasoning, self.opened = content, reasoning, opened
         self.state, self.buffer, self.said = "start", "", False  # said: reasoning other than whitespace sent
 
     def write(self, text: str) -> None:
@@ -60,7 +80,7 @@ class ThinkSplit:
             elif OPEN.startswith(head):  # (whitespace, or `<thi`: wait for more)
                 return
             else:
-                self.state = "content"
+                self.state = "reasoning" if self.opened else "content"
         if self.state == "reasoning":
             at = self.buffer.find(CLOSE)
             if at < 0:
@@ -91,22 +111,24 @@ class ThinkSplit:
     def flush(self) -> None:
         """The end of the reply: what is held goes out (reasoning without its trailing whitespace)."""
         if self.state == "start" and self.buffer:
-            self.content(self.buffer)
+            (self._reason if self.opened else self.content)(self.buffer.strip() if self.opened else self.buffer)
         elif self.state == "reasoning":
             self._reason(self.buffer.rstrip())
         self.buffer = ""
 
 
-def split_reasoning(text: str) -> tuple[str, str | None]:
+def split_reasoning(text: str, opened: bool = False) -> tuple[str, str | None]:
     """(the reply, its reasoning: None where it has none) of a whole reply (`ThinkSplit`)."""
     content: list[str] = []
     reasoning: list[str] = []
-    split = ThinkSplit(content.append, reasoning.append)
+    split = ThinkSplit(content.append, reasoning.append, opened)
     split.write(text)
     split.flush()
     return "".join(content), "".join(reasoning) or None
 
 
-def reply_of(tokenizer: Any, text: str) -> tuple[str, str | None]:
-    """A generated reply's text and reasoning: split where the model's template thinks (`thinks`), else as it is."""
-    return split_reasoning(text) if thinks(tokenizer) else (text, None)
+def reply_of(tokenizer: Any, text: str, generated: bool = True) -> tuple[str, str | None]:
+    """A generated reply's text and reasoning: split where the model's template thinks (`thinks`; started inside the
+    block where its generation prompt opens it, `opens_think`), else as it is. Not `generated` (a row's reference):
+    split where it starts with a block."""
+    return split_reasoning(text, generated and opens_think(tokenizer)) if thinks(tokenizer) else (text, None)

@@ -51,6 +51,7 @@ from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.aliases import as_named
 from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
+from tunelab.progress import say
 from tunelab.registry import TASKS
 from tunelab.tasks import sft_peers, sft_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch
@@ -71,11 +72,12 @@ from tunelab.tasks.chat_template import (
     reply_index,
     split_reply,
     template_error,
+    unwritten_reasoning,
 )
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, model_stop_ids
 from tunelab.tasks.model_rows import model_rules, with_row
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
-from tunelab.tasks.reasoning import reply_of, thinks
+from tunelab.tasks.reasoning import REASONING, reply_of, thinks
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 from tunelab.tasks.sft_tools import with_tools
@@ -165,6 +167,7 @@ class Sft(Task):
         super().__init__(cfg, data)
         self._tokenizer: Any = None
         self.truncated = 0
+        self._unwritten: set[str] = set()  # files whose earlier turns' reasoning the template leaves out: said once
         self.refuse_row_edits("not supported by task sft (no classes to balance; word edits would corrupt replies)",
                               ("sampling", "augment"))
         if getattr(data, "truncation", "head") != "head":
@@ -243,6 +246,10 @@ class Sft(Task):
                     feats.append({"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]})
                     continue
                 text, spans = assistant_spans(tokenizer, ex["messages"])
+                if ex["source"] not in self._unwritten and unwritten_reasoning(tokenizer, ex["messages"]):
+                    self._unwritten.add(ex["source"])
+                    say(f"note: {ex['source']}: {REASONING} of an assistant turn the chat template leaves out (Qwen3's "
+                        f"writes it only after the last user turn) is not trained (e.g. line {ex['line']})")
                 if ex.get("open_end"):  # a teacher's reply cut at max_new_tokens: its end-of-turn is not trained
                     spans = open_end_spans(text, spans, ex["messages"][-1]["content"])
             except ConfigError:

@@ -13,7 +13,7 @@ from transformers import StoppingCriteriaList, TextIteratorStreamer
 from tunelab.models.generate import generate_ids
 from tunelab.tasks.chat_template import prompt_ids
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate_kwargs
-from tunelab.tasks.reasoning import ThinkSplit, reply_of, thinks
+from tunelab.tasks.reasoning import ThinkSplit, opens_think, reply_of, thinks
 
 
 class _WholeCharacters(TextIteratorStreamer):
@@ -60,7 +60,7 @@ def stream_reply(model: torch.nn.Module, tokenizer: Any, ids: list[int], cfg: Ge
 
     if cfg.do_sample:
         torch.manual_seed(cfg.seed)
-    split = ThinkSplit(out.write, reasoning or (lambda _: None)) if thinks(tokenizer) else None
+    split = ThinkSplit(out.write, reasoning or (lambda _: None), opens_think(tokenizer)) if thinks(tokenizer) else None
     write = split.write if split is not None else out.write
     thread = threading.Thread(target=work, daemon=True)
     thread.start()

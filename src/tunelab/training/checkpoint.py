@@ -240,6 +240,30 @@ def _fits(shapes: dict[str, list[int]], model: torch.nn.Module, source: str) -> 
     return params
 
 
+def trained_heads(path: Path | None, heads: list[str]) -> list[str]:
+    """The task-head modules a run resumed from the checkpoint at `path` trains whole: those an adapter's checkpoint
+    saved whole (peft's `modules_to_save`, read from its weights' names; a sharded one: its run's
+    adapter/adapter_config.json, where the run finished), so a LoRA run of an older tunelab, whose head set was
+    another (DeBERTa's `pooler`, ModernBERT's `head` had LoRA over them), resumes as it trained; `heads` (the task's
+    now) for a new run and a checkpoint that is not an adapter's."""
+    if path is None:
+        return heads
+    file, config = path / "trainable.safetensors", path.parent.parent / "adapter" / "adapter_config.json"
+    if file.is_file():
+        with safe_open(str(file), "pt") as f:
+            names = list(f.keys())
+        if not any(n.startswith(PEFT_PREFIX) for n in names):
+            return heads
+        return list(dict.fromkeys(n[len(PEFT_PREFIX):].split(SAVED)[0] for n in names if SAVED in n))
+    if path.parent.name == "checkpoints" and config.is_file():
+        saved = json.loads(config.read_text()).get("modules_to_save")
+        return list(saved or []) if isinstance(saved, list | type(None)) else heads
+    return heads
+
+
+PEFT_PREFIX, SAVED = "base_model.model.", ".modules_to_save."
+
+
 def resumed_best(path: Path, best: int | None, root: Path | None) -> Path | None:
     """The trainable weights' file of the best step so far of the run resumed from `path` (that checkpoint itself,
     or one beside it), when this run's own checkpoints (`root`; None: it saves none) will not hold it for
