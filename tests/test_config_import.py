@@ -26,6 +26,8 @@ REGISTRY = {
     "hub": {"hf_hub_url": "someone/nowhere"},
     "gone": {"file_name": "gone.json"},
     "alp": {"file_name": "alp.json"},  # (alpaca, LLaMA-Factory's default columns)
+    "dir": {"file_name": "parts"},  # (a folder of JSON files: LLaMA-Factory reads them together)
+    "hubdir": {"hf_hub_url": "someone/nowhere", "folder": "en"},
 }
 
 
@@ -50,6 +52,8 @@ def lf(tmp_path: Path) -> Path:
     (data / "dataset_info.json").write_text(json.dumps(REGISTRY, indent=2), encoding="utf-8")
     rows = [{"question": f"say {w}", "answer": w, "system": "be brief"} for w in WORDS[:8]]
     (data / "qa.json").write_text(json.dumps(rows), encoding="utf-8")
+    (data / "parts").mkdir()
+    (data / "parts" / "a.json").write_text(json.dumps(rows), encoding="utf-8")
     write_jsonl(data / "chat.jsonl", [{"system": "be brief", "messages": [
         {"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]} for w in WORDS[:8]])
     return tmp_path
@@ -100,7 +104,7 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
 
 @pytest.mark.parametrize(("change", "error"), [
     ({"dataset": "nosuch"}, "{src}:7: dataset: 'nosuch' is not registered in {info} (it has: qa, chat, usr, hub, "
-     "gone, alp)"),
+     "gone, alp, dir, hubdir)"),
     ({"dataset": "qa,chat", "mix_strategy": "interleave_under"}, "{src}:28: mix_strategy: interleave_under: not "
      "carried: tunelab joins the datasets one after another, every row once (concat, LLaMA-Factory's default), and "
      "shuffles them as it trains; drop the key, or join the rows yourself and register the file"),
@@ -117,6 +121,23 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
     ({"stage": "dpo"}, "{src}:2: stage: dpo: not carried: tunelab imports stage sft"),
     ({"val_size": 100}, "{src}:12: val_size: 100 rows: tunelab holds out a fraction of data.train "
      "(data.validation_split, below 1); write the fraction, or register the rows as eval_dataset"),
+    # LLaMA-Factory's -1: the FIRST layer trains (before: dropped, tunelab's top 2 trained)
+    ({"finetuning_type": "freeze", "freeze_trainable_layers": -1}, "{src}:28: freeze_trainable_layers: -1: "
+     "LLaMA-Factory trains the first 1 layers (a count below 0); tunelab's freeze trains the top method.k layers (and "
+     "the head) only; write a count above 0"),
+    ({"quantization_bit": 8}, "{src}:28: quantization_bit: 8: tunelab's qlora quantizes to 4 bits (NF4) only; write "
+     "4, or drop it for LoRA on the unquantized model"),
+    ({"finetuning_type": "full", "quantization_bit": 4}, "{src}:28: quantization_bit: 4 with finetuning_type full: "
+     "tunelab quantizes the base model of LoRA only (method qlora); drop quantization_bit, or use finetuning_type "
+     "lora"),
+    ({"use_dora": True, "quantization_bit": 4}, "{src}:28: use_dora: with quantization_bit: tunelab's dora does not "
+     "quantize the base model, and its qlora is LoRA; drop one"),
+    # (before: imported, and tunelab train failed: a folder without data)
+    ({"dataset": "dir"}, "{info}:49: dir.file_name: {data}/parts: a folder of data files, which LLaMA-Factory reads "
+     "together: tunelab reads a folder of .parquet / .arrow files or a datasets save_to_disk folder; join the files "
+     "into one (JSONL) and register it"),
+    ({"dataset": "hubdir"}, "{info}:53: hubdir.folder: not carried: tunelab reads a hub dataset's default "
+     "configuration, whole; save the folder as a file and register it as file_name"),  # (before: silently ignored)
 ])
 def test_bad_input_is_one_line(lf: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, change: dict,
                                error: str) -> None:
@@ -168,8 +189,8 @@ def test_eval_dataset_and_hf_trainer_json(lf: Path, tiny_llama: Path) -> None:
     res = _import(str(hf))
     assert res.exit_code == 0, res.output
     written = yaml.safe_load((lf / "args.tunelab.yaml").read_text(encoding="utf-8"))
-    assert written["data"] == {"train": "t.jsonl"}
-    assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7}
+    assert written["data"] == {"train": "t.jsonl", "max_length": 2048}  # (LLaMA-Factory's defaults)
+    assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7, "batch_size": 8}
     assert res.stderr.splitlines()[:3] == [
         "not carried: gradient_checkpointing (no tunelab setting: lower train.batch_size or data.max_length to fit "
         "memory)",
@@ -229,3 +250,87 @@ def test_a_bad_row_of_several_writes_nothing(lf: Path, tiny_llama: Path) -> None
     res = _import(str(src), "-o", str(out), "--overwrite")
     assert res.exit_code == 0, res.output
     assert len((lf / "run.train.jsonl").read_text(encoding="utf-8").splitlines()) == 9
+
+
+def _written(lf: Path, src: Path, name: str) -> tuple[dict, list[str]]:
+    res = _import(str(src), "-o", str(lf / name))
+    assert res.exit_code == 0, res.output
+    return yaml.safe_load((lf / name).read_text(encoding="utf-8")), res.stderr.splitlines()
+
+
+def test_method_keys_as_llama_factory_reads_them(lf: Path, tiny_llama: Path) -> None:
+    """freeze_trainable_layers → method.k (before: said as a LoRA setting and dropped, k=2 trained); beside LoRA it is
+    said as not carried (before: refused as an unknown key); quantization_bit 4 → qlora on a machine without a GPU
+    (before: refused, naming no line)."""
+    src = _lf_yaml(lf, tiny_llama, finetuning_type="freeze", freeze_trainable_layers=1, freeze_trainable_modules="all")
+    written, said = _written(lf, src, "a.yaml")
+    assert written["method"] == {"name": "freeze", "k": 1}
+    assert "not carried: lora_rank (a LoRA setting; method freeze)" in said
+    assert ("not carried: freeze_trainable_modules (tunelab's freeze trains every module of the top method.k "
+            "layers)") in said
+    written, said = _written(lf, _lf_yaml(lf, tiny_llama, freeze_trainable_layers=1), "b.yaml")
+    assert written["method"]["name"] == "lora" and "k" not in written["method"]
+    assert "not carried: freeze_trainable_layers (a freeze setting; method lora)" in said
+    written, said = _written(lf, _lf_yaml(lf, tiny_llama, quantization_bit=4, quantization_method="bnb"), "c.yaml")
+    assert written["method"]["name"] == "qlora"
+    assert "note: method qlora trains on a CUDA GPU with bitsandbytes only (pip install 'tunelab[qlora]')" in said
+    assert "not carried: quantization_method (tunelab's qlora quantizes with bitsandbytes, 4-bit NF4)" in said
+
+
+def test_train_keys_as_hf_reads_them(lf: Path, tiny_llama: Path) -> None:
+    """HF's rules: warmup_steps above 0 wins over warmup_ratio (before: the last written won, warmup 0); an empty
+    fsdp / deepspeed is not set (before: fsdp turned on); packing kept beside the task (before: dropped); per device
+    batch said where the config is for several GPUs; LLaMA-Factory's defaults written where tunelab's differ."""
+    src = _lf_yaml(lf, tiny_llama, warmup_steps=0, fsdp=[], deepspeed="", packing=True, max_steps=-1)
+    written, said = _written(lf, src, "a.yaml")
+    assert written["train"]["warmup"] == 0.1 and "distributed" not in written["train"]
+    assert "max_steps" not in written["train"]
+    assert written["task"] == {"name": "sft", "prompt_template": "{question}", "response_field": "answer",
+                               "packing": True}
+    src = _lf_yaml(lf, tiny_llama, warmup_steps=5, fsdp="full_shard auto_wrap")
+    written, said = _written(lf, src, "b.yaml")
+    assert written["train"]["warmup"] == 5 and written["train"]["distributed"] == {"strategy": "fsdp"}
+    assert ("note: per_device_train_batch_size 2 is per GPU; tunelab's train.batch_size is over all processes: "
+            "multiply it by the number of GPUs") in said
+    keys = yaml.safe_load(src.read_text(encoding="utf-8"))
+    for key in ("cutoff_len", "learning_rate", "per_device_train_batch_size", "num_train_epochs"):
+        del keys[key]
+    src.write_text(yaml.safe_dump(keys), encoding="utf-8")
+    written, said = _written(lf, src, "c.yaml")
+    assert (written["data"]["max_length"], written["train"]["lr"], written["train"]["batch_size"]) == (2048, 5e-5, 8)
+    assert "epochs" not in written["train"]  # (HF's 3, tunelab's too)
+    assert "not set: cutoff_len (LLaMA-Factory's default, 2048, written: data.max_length 2048)" in said
+
+
+def test_a_real_training_arguments_dump(lf: Path, tiny_llama: Path) -> None:
+    """What the installed transformers writes (`TrainingArguments(...).to_json_string()`), whatever keys it holds:
+    imported, every key carried or said (before: `max_steps: -1`, HF's "not set", was refused)."""
+    from transformers import TrainingArguments
+
+    from tunelab.config.sections import TrainConfig
+    from tunelab.config.suggest import PEER_NAMES
+
+    keys = json.loads(TrainingArguments(output_dir=str(lf / "run")).to_json_string())
+    keys |= {"model_name_or_path": str(tiny_llama), "dataset": "alp", "dataset_dir": str(lf / "data")}
+    (lf / "data" / "alp.json").write_text(json.dumps([{"instruction": "say a", "output": "a"}]), encoding="utf-8")
+    src = lf / "args.json"
+    src.write_text(json.dumps(keys), encoding="utf-8")
+    written, said = _written(lf, src, "a.yaml")
+    assert written["data"]["train"] == str(lf / "data" / "alp.json")
+    assert "max_steps" not in written["train"] and "distributed" not in written["train"]
+    assert written["train"]["lr"] == keys["learning_rate"]
+    for key, value in keys.items():
+        unset = value is None or (key == "max_steps" and value <= 0) or (
+            key in ("warmup_steps", "fsdp", "deepspeed", "report_to") and not value)  # (HF's "not set")
+        if unset:
+            continue
+        carried = key in PEER_NAMES or key in TrainConfig.model_fields or key in ("dataset_dir", "output_dir")
+        assert carried or any(line.startswith(f"not carried: {key} (") for line in said), key
+
+
+def test_data_paths_are_absolute(lf: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dataset_dir relative to where import ran: data.train written absolute (before: relative, so tunelab train run
+    from another folder did not find it)."""
+    monkeypatch.chdir(lf)
+    written, _ = _written(lf, _lf_yaml(lf, tiny_llama, dataset_dir="data"), "a.yaml")
+    assert written["data"]["train"] == str(lf / "data" / "qa.json")

@@ -100,21 +100,32 @@ def _dataset_dir(p: Any) -> Path:
     return path
 
 
+def _readable_folder(path: Path) -> bool:
+    """Whether tunelab reads the folder as data (data/tabular.py `folder_files`: a datasets save_to_disk folder, or
+    .parquet / .arrow files)."""
+    return (path / "state.json").is_file() or any(path.glob("*.parquet")) or any(path.glob("*.arrow"))
+
+
 def _source(entry: dict[str, Any], base: Path, refuse: Callable[[str, str], ConfigError]) -> str:
     """The file (`file_name` beside dataset_info.json) or hub dataset (`hf:org/name[:split]`) of an entry."""
     if "file_name" in entry:
-        file = base / str(entry["file_name"])
+        file = Path(os.path.abspath(base / str(entry["file_name"])))  # (absolute: the config is run from anywhere)
         if not file.exists():
             raise refuse("file_name", f"{file} not found")
+        if file.is_dir() and not _readable_folder(file):
+            raise refuse("file_name", f"{file}: a folder of data files, which LLaMA-Factory reads together: tunelab "
+                         "reads a folder of .parquet / .arrow files or a datasets save_to_disk folder; join the files "
+                         "into one (JSONL) and register it")
         return str(file)
     if "hf_hub_url" in entry:
         hub, split = str(entry["hf_hub_url"]), str(entry.get("split", "train"))
+        for key in ("subset", "folder"):
+            if entry.get(key):
+                raise refuse(key, f"not carried: tunelab reads a hub dataset's default configuration, whole; save "
+                             f"the {key} as a file and register it as file_name")
         if offline() and not _cached(hub):
             raise refuse("hf_hub_url", f"{hub}: offline (HF_HUB_OFFLINE), and datasets' cache has no copy: load it "
                          "once online, or save it as a file and register it as file_name")
-        if entry.get("subset"):
-            raise refuse("subset", "not carried: tunelab reads a hub dataset's default configuration; save the "
-                         "subset as a file and register it as file_name")
         return f"hf:{hub}" + (f":{split}" if split != "train" else "")
     other = next((k for k in HUBS if k in entry), None)
     raise refuse(other or "file_name", "not read by tunelab: register the data as file_name (a local file) or "

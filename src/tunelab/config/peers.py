@@ -11,7 +11,10 @@ into, config/peer_data.py), and its `formatting` / `columns` / `tags` the
 settings of the task that reads them (`Task.peer_dataset`, a hook: the sft task's row formats); a registry entry
 the task cannot read as written is refused in one line naming dataset_info.json, the line and the key.
 LLaMA-Factory's own defaults are written where tunelab's differ: no validation hold-out without `val_size`
-(tunelab holds out 0.1), LoRA rank 8, alpha twice the rank, dropout 0, every linear layer.
+(tunelab holds out 0.1), LoRA rank 8, alpha twice the rank, dropout 0, every linear layer; `cutoff_len` 2048,
+`learning_rate` 5e-5 (HF's), `per_device_train_batch_size` 8 (`DEFAULTS`, each said as `not set: KEY`). HF's
+"not set" values are read as absent (`max_steps: -1`, `fsdp: ""` / `[]`, `deepspeed: ""`, `warmup_steps: 0`
+beside `warmup_ratio`: HF's rule, warmup_steps above 0 wins).
 
 The config is validated (`build_config`) as it will be read back before it is written; an error of a value is
 said at the peer file's key and line (`x.yaml:14: lr_scheduler_type: ... (tunelab's train.scheduler)`).
@@ -37,6 +40,11 @@ from tunelab.registry import TASKS
 METHODS = {"lora": "lora", "full": "full", "freeze": "freeze"}  # finetuning_type → method.name
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # report_to values tunelab writes to
 OPTIMIZERS = {"adamw": "adamw", "adafactor": "adafactor", "sgd": "sgd"}  # optim's prefix (adamw_torch) → optimizer
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
+METHOD_KEYS = {"lora": LORA_KEYS, "dora": LORA_KEYS, "qlora": LORA_KEYS, "freeze": ("k",), "full": ()}
+# LLaMA-Factory's (HF's) defaults where tunelab's differ: the key, tunelab's, the value (num_train_epochs: 3, alike)
+DEFAULTS = (("cutoff_len", "data.max_length", 2048), ("learning_rate", "train.lr", 5e-5),
+            ("per_device_train_batch_size", "train.batch_size", 8))
 _KEY = re.compile(r"([a-z_]+(?:\.[a-z_]+)*)(?: \(task \w+\))?")  # a PEER_NAMES value that is a key alone
 
 
@@ -124,7 +132,10 @@ def _optim(p: _Peer, key: str, value: Any) -> None:
 
 
 def _distributed(p: _Peer, key: str, value: Any) -> None:
-    """deepspeed (its JSON file: ZeRO stage 2 / 3, offload) or fsdp → train.distributed."""
+    """deepspeed (its JSON file: ZeRO stage 2 / 3, offload) or fsdp → train.distributed; an empty one (HF's `fsdp: ""`
+    / `[]`, `deepspeed: ""`) is not set."""
+    if not value:
+        return
     if key == "fsdp":
         p.set("train.distributed", {"strategy": "fsdp"}, key)
         return
@@ -145,7 +156,7 @@ def _lora_target(p: _Peer, key: str, value: Any) -> None:
     p.set("method.target_modules", "all-linear" if value == "all" else value, key)
 
 
-SPECIAL = {"stage": _later, "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
+SPECIAL = {"stage": _later, "warmup_ratio": _later, "warmup_steps": _later, "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
            "dataset": _later, "eval_dataset": _later, "dataset_dir": _later, "mix_strategy": _later,
            "bf16": _precision, "fp16": _precision, "report_to": _report_to, "val_size": _val_size,
            "eval_strategy": _strategy, "evaluation_strategy": _strategy, "save_strategy": _strategy, "optim": _optim,
@@ -155,7 +166,7 @@ SPECIAL = {"stage": _later, "finetuning_type": _later, "use_dora": _later, "quan
 
 def _read_keys(p: _Peer) -> None:
     for key, value in p.raw.items():
-        if value is None:  # (`resume_from_checkpoint: null`: not set)
+        if value is None or (key == "max_steps" and type(value) is int and value <= 0):  # (HF's "not set")
             continue
         target = _KEY.fullmatch(PEER_NAMES.get(key, "-"))
         if key in SPECIAL:
@@ -180,7 +191,7 @@ def _task(p: _Peer) -> type[Any]:
     if not found:
         stages = sorted(cls.peer_stage for _, cls in TASKS.items() if cls.peer_stage)
         raise p.refuse("stage", f"{stage}: not carried: tunelab imports stage {', '.join(stages)}")
-    p.tree["task"] = {"name": found[0].Config.model_fields["name"].default}
+    p.tree["task"] = {"name": found[0].Config.model_fields["name"].default, **p.tree.get("task", {})}  # (packing)
     p.origin["task"] = "stage"
     return found[0]
 
@@ -191,11 +202,21 @@ def _method(p: _Peer) -> None:
         p.notes.append("not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)")
     if kind not in METHODS:
         raise p.refuse("finetuning_type", f"{kind}: not carried: tunelab imports {', '.join(METHODS)}")
-    name = METHODS[kind]
+    name, bits = METHODS[kind], p.later.get("quantization_bit")
+    if bits is not None and name != "lora":  # (LLaMA-Factory refuses it too)
+        raise p.refuse("quantization_bit", f"{bits} with finetuning_type {kind}: tunelab quantizes the base model of "
+                       "LoRA only (method qlora); drop quantization_bit, or use finetuning_type lora")
+    if bits is not None and bits != 4:
+        raise p.refuse("quantization_bit", f"{bits}: tunelab's qlora quantizes to 4 bits (NF4) only; write 4, or "
+                       "drop it for LoRA on the unquantized model")
+    if bits is not None and p.later.get("use_dora"):
+        raise p.refuse("use_dora", "with quantization_bit: tunelab's dora does not quantize the base model, and its "
+                       "qlora is LoRA; drop one")
     if name == "lora" and p.later.get("use_dora"):
         name = "dora"
-    elif name == "lora" and p.later.get("quantization_bit") is not None:
+    elif bits is not None:
         name = "qlora"
+        p.notes.append("note: method qlora trains on a CUDA GPU with bitsandbytes only (pip install 'tunelab[qlora]')")
     p.set("method.name", name, "quantization_bit" if name == "qlora" else "finetuning_type")
     if name != "lora" and "use_dora" in p.later and name != "dora":
         p.skip("use_dora", f"only with finetuning_type lora (method {name})")
@@ -205,10 +226,35 @@ def _method(p: _Peer) -> None:
         method.setdefault("alpha", 2 * method["r"] if isinstance(method["r"], int) else 16)
         method.setdefault("dropout", 0.0)
         method.setdefault("target_modules", "all-linear")
-    else:
-        for key in [k for k in method if k != "name"]:
-            p.skip(p.origin.pop(f"method.{key}"), f"a LoRA setting; method {name}")
-            del method[key]
+    for key in [k for k in method if k != "name" and k not in METHOD_KEYS[name]]:  # (another method's setting)
+        p.skip(p.origin.pop(f"method.{key}"), f"a {'freeze' if key == 'k' else 'LoRA'} setting; method {name}")
+        del method[key]
+    k = method.get("k")
+    if type(k) is int and k < 0:  # (LLaMA-Factory: the first -k layers train)
+        raise p.refuse(p.origin["method.k"], f"{k}: LLaMA-Factory trains the first {-k} layers (a count below 0); "
+                       "tunelab's freeze trains the top method.k layers (and the head) only; write a count above 0")
+
+
+def _warmup(p: _Peer) -> None:
+    """HF's rule: warmup_steps above 0 wins, else warmup_ratio (tunelab's train.warmup reads either: a fraction below
+    1, else steps)."""
+    steps, ratio = p.later.get("warmup_steps"), p.later.get("warmup_ratio")
+    if steps is not None and (not isinstance(steps, int | float) or isinstance(steps, bool) or steps > 0):
+        p.set("train.warmup", steps, "warmup_steps")
+    elif ratio is not None:
+        p.set("train.warmup", ratio, "warmup_ratio")
+
+
+def _defaults(p: _Peer) -> None:
+    """LLaMA-Factory's (HF's) defaults where tunelab's differ, written and said; per_device_train_batch_size said as
+    per device where the config is for several GPUs."""
+    for key, dotted, value in DEFAULTS:
+        if dotted not in p.origin:
+            p.set(dotted, value, key)
+            p.notes.append(f"not set: {key} (LLaMA-Factory's default, {value}, written: {dotted} {value})")
+    if "train.distributed" in p.origin:
+        p.notes.append(f"note: {p.origin['train.batch_size']} {p.tree['train']['batch_size']} is per GPU; tunelab's "
+                       "train.batch_size is over all processes: multiply it by the number of GPUs")
 
 
 def import_peer(path: str | Path, join_to: dict[str, Path] | None = None) -> Imported:
@@ -224,6 +270,8 @@ def import_peer(path: str | Path, join_to: dict[str, Path] | None = None) -> Imp
     _read_keys(p)
     task = _task(p)
     _method(p)
+    _warmup(p)
+    _defaults(p)
     joins = read_datasets(p, task, join_to)
     if "model" not in p.tree:
         raise p.refuse("model_name_or_path", "missing: the model to tune (an alias, a local directory, a hub id)")
@@ -232,7 +280,7 @@ def import_peer(path: str | Path, join_to: dict[str, Path] | None = None) -> Imp
     p.tree["method"] = {"name": p.tree["method"].pop("name"), **p.tree["method"]}
     text = f"# imported from {path} by tunelab config import\n" + yaml_text(p.tree)
     try:
-        build_config(yaml_value(text))  # as `tunelab train` will read it
+        build_config(yaml_value(text), here=False)  # as `tunelab train` will read it (where it trains)
     except ConfigError as exc:
         raise _located(p, exc) from None
     return Imported(p.tree, p.notes, text, joins, task)
@@ -244,7 +292,8 @@ def _located(p: _Peer, exc: ConfigError) -> ConfigError:
     if m is None:
         return exc
     parts = m[1].split(".")
-    dotted = next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in p.origin), None)
+    dotted = next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in p.origin),
+                  f"{m[1]}.name" if f"{m[1]}.name" in p.origin else None)  # (`method: ...`: where its name came from)
     if dotted is None:
         return exc
     src = p.origin[dotted]

@@ -229,18 +229,19 @@ def _check_names(data: dict, registries: dict[str, Any]) -> None:
             raise ConfigError(f"config: {key}: unknown {key} {name!r}; choose one of {', '.join(reg.names())}")
 
 
-def build_config(data: dict, saved: bool = False) -> RunConfig:
+def build_config(data: dict, saved: bool = False, here: bool = True) -> RunConfig:
     """`data` validated; `saved`: a finished run's config.yaml read again (report, export, compress), whose base
-    model need not be there any more."""
+    model need not be there any more; `here=False`: a config for another machine (`config import`), whose hardware
+    (qlora's CUDA GPU) is not looked for here."""
     cls = run_config_class()
     registries = {"task": TASKS, "method": METHODS}
     _check_names(data, registries)
     # a section with one entry is a plain model, not a union: pydantic inserts no tag into its paths
     tags = {key: set(reg.names()) if len(reg.names()) > 1 else set() for key, reg in registries.items()}
     try:
-        return cls.model_validate(data, context={"saved": saved})
+        return cls.model_validate(data, context={"saved": saved, "here": here})
     except ValidationError as err:
-        fits = fitting(lambda tree: cls.model_validate(tree, context={"saved": saved}), data)
+        fits = fitting(lambda tree: cls.model_validate(tree, context={"saved": saved, "here": here}), data)
         raise ConfigError(format_validation_error(err, tags, fits, cls)) from None
 
 

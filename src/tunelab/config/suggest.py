@@ -63,6 +63,24 @@ NOT_CARRIED: dict[str, str] = {
     "directory", "run_name": "the run directory names the run", "push_to_hub": "no tunelab setting",
     "gradient_checkpointing": "no tunelab setting: lower train.batch_size or data.max_length to fit memory",
     "interleave_probs": "read with mix_strategy interleave_* only; tunelab joins datasets one after another",
+    # LLaMA-Factory's (hparams/finetuning_args.py, model_args.py, data_args.py)
+    "quantization_method": "tunelab's qlora quantizes with bitsandbytes, 4-bit NF4",
+    "freeze_trainable_modules": "tunelab's freeze trains every module of the top method.k layers",
+    "freeze_extra_modules": "tunelab's freeze trains the top method.k layers, the head and the final norm only",
+    "pure_bf16": "tunelab's train.precision bf16 is autocast over fp32 weights, not bf16 weights",
+    "use_rslora": "tunelab's LoRA scales by alpha / r (rsLoRA's alpha / sqrt(r) trains differently): set "
+    "method.alpha to carry the scale", "train_on_prompt": "tunelab trains on the replies only (loss on the prompt "
+    "trains differently)", "mask_history": "tunelab trains every reply of a conversation, history's too (LLaMA-"
+    "Factory's mask_history trains the last only)", "additional_target": "no tunelab setting: LoRA adapts "
+    "method.target_modules", "lora_bias": "no tunelab setting: LoRA's bias stays frozen",
+    "pissa_init": "no tunelab setting: LoRA starts from peft's default init",
+    "loraplus_lr_ratio": "no tunelab setting: LoRA's A and B train at train.lr", "use_unsloth": "no tunelab setting",
+    "upcast_layernorm": "no tunelab setting", "neftune_noise_alpha": "no tunelab setting (NEFTune's noise trains "
+    "differently)", "enable_liger_kernel": "no tunelab setting", "use_cache": "no tunelab setting",
+    "neat_packing": "no tunelab setting: task.packing packs rows without it", "tokenized_path": "tunelab's feature "
+    "cache knows the data and settings it was made from", "streaming": "tunelab reads every row of data.train",
+    "cache_dir": "transformers' cache (HF_HOME)", "print_param_status": "tunelab train says the trainable "
+    "parameters", "hub_token": "no tunelab setting", "local_rank": "tunelab train --nproc starts the processes",
 }
 
 
