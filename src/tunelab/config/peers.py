@@ -156,7 +156,8 @@ def _lora_target(p: _Peer, key: str, value: Any) -> None:
     p.set("method.target_modules", "all-linear" if value == "all" else value, key)
 
 
-SPECIAL = {"stage": _later, "warmup_ratio": _later, "warmup_steps": _later, "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
+SPECIAL = {"stage": _later, "warmup_ratio": _later, "warmup_steps": _later,
+           "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
            "dataset": _later, "eval_dataset": _later, "dataset_dir": _later, "mix_strategy": _later,
            "bf16": _precision, "fp16": _precision, "report_to": _report_to, "val_size": _val_size,
            "eval_strategy": _strategy, "evaluation_strategy": _strategy, "save_strategy": _strategy, "optim": _optim,
