@@ -147,10 +147,15 @@ def gemma_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir = tmp / "model"
     Gemma3ForCausalLM(cfg).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
+    return _trained(tmp, model_dir, "train.epochs=10")
+
+
+def _trained(tmp: Path, model_dir: Path, length: str) -> Path:
+    """TMP/run: the model in `model_dir` tuned as sft on "say WORD" rows for `length` (fp32, no checkpoints)."""
     train = write_jsonl(tmp / "train.jsonl", say_rows(WORDS[:12] * 2))
     val = write_jsonl(tmp / "val.jsonl", say_rows(WORDS[:6]))
     sets = ["task=sft", f"model={model_dir}", f"data.train={train}", f"data.validation={val}",
-            f"output_dir={tmp / 'run'}", "train.epochs=10", "train.lr=5e-3", "train.batch_size=8",
+            f"output_dir={tmp / 'run'}", length, "train.lr=5e-3", "train.batch_size=8",
             "train.save_steps=0", "train.precision=fp32"]
     res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
@@ -282,14 +287,7 @@ def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                 param.normal_(0.0, 0.3)
     model.save_pretrained(tmp / "model")
     tok.save_pretrained(tmp / "model")
-    train = write_jsonl(tmp / "train.jsonl", say_rows(WORDS[:12] * 2))
-    val = write_jsonl(tmp / "val.jsonl", say_rows(WORDS[:6]))
-    sets = ["task=sft", f"model={tmp / 'model'}", f"data.train={train}", f"data.validation={val}",
-            f"output_dir={tmp / 'run'}", "train.max_steps=2", "train.lr=5e-3", "train.batch_size=8",
-            "train.save_steps=0", "train.precision=fp32"]
-    res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    return family, tmp / "run"
+    return family, _trained(tmp, tmp / "model", "train.max_steps=2")
 
 
 @pytest.mark.parametrize("family_run", list(FAMILIES), indirect=True)
