@@ -334,3 +334,13 @@ def test_data_paths_are_absolute(lf: Path, tiny_llama: Path, monkeypatch: pytest
     monkeypatch.chdir(lf)
     written, _ = _written(lf, _lf_yaml(lf, tiny_llama, dataset_dir="data"), "a.yaml")
     assert written["data"]["train"] == str(lf / "data" / "qa.json")
+
+
+def test_joined_files_are_named_by_absolute_paths(lf: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o run.yaml`, relative: the joined file's path in the config was `run.train.jsonl`, read from wherever `tunelab
+    train` then runs (its other data paths are absolute); it is absolute too."""
+    src = _lf_yaml(lf, tiny_llama, dataset="chat,qa")
+    monkeypatch.chdir(lf)
+    res = _import(str(src), "-o", "rel.yaml")
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((lf / "rel.yaml").read_text(encoding="utf-8"))["data"]["train"] == str(lf / "rel.train.jsonl")

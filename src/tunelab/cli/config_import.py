@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -36,7 +37,8 @@ def config_import(
         raise TunelabError(f"--output: {target} is the file imported; name another")
     if target.exists() and not overwrite:
         raise TunelabError(f"--output: {target} exists; pass --overwrite to replace it, or name another")
-    joined = {t: target.with_name(f"{target.stem}.{t.split('.')[1]}.jsonl") for t in ("data.train", "data.validation")}
+    beside = Path(os.path.abspath(target))  # (the config names the joined files by absolute paths, as its data files)
+    joined = {t: beside.with_name(f"{beside.stem}.{t.split('.')[1]}.jsonl") for t in ("data.train", "data.validation")}
     imported = import_peer(file, joined)  # (validated: nothing is written for a file it refuses)
     check_joins(imported.joins, overwrite)
     wrote = write_joins(imported.joins, imported.task)  # (several datasets: their rows, every one read first)
