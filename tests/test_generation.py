@@ -517,7 +517,7 @@ def test_a_template_whose_prompt_opens_the_think_block_has_its_replies_split(tmp
     from conftest import THINKS, make_tiny_qwen3
     from tunelab.tasks.chat_template import prompt_ids
     from tunelab.tasks.generation import GenerationConfig
-    from tunelab.tasks.reasoning import ThinkSplit, opens_think, reply_of
+    from tunelab.tasks.reasoning import ThinkSplit, opens_think, reference_of, reply_of
     from tunelab.tasks.streaming import stream_reply
 
     path = make_tiny_qwen3(tmp_path / "thinking", THINKS)
@@ -539,6 +539,8 @@ def test_a_template_whose_prompt_opens_the_think_block_has_its_replies_split(tmp
         split.flush()
         assert ("".join(content), "".join(reasoning) or None) == want
     assert reply_of(tok, "good", generated=False) == ("good", None)  # a reference is no reply the prompt opened
+    # but a tool-call turn's reference, cut after that prompt, starts `</think>`: scored as its split prediction
+    assert reference_of(tok, "good") == "good" and reference_of(tok, "</think>\n\n<tool_call>x") == "<tool_call>x"
     model = AutoModelForCausalLM.from_pretrained(path)
     ids = prompt_ids(tok, [{"role": "user", "content": "say good"}])
     assert tok.convert_ids_to_tokens(ids[-1]) == "<think>"  # the model goes on with `hmm </think> good`

@@ -167,6 +167,10 @@ def test_a_japanese_answer_is_scored_per_character_as_jsquad() -> None:
     chinese = "北京是中华人民共和国的首都，也是全国的政治和文化中心，索尼（ソニー）在此设有分公司。"  # kana: a name
     assert style(["北京"]) == "cmrc" and style(["北京"], chinese) == "cmrc"
     assert style(["Tokyo"], "Tokyo is big.") == "squad"
+    # an English passage naming a Japanese word (SQuAD's Wikipedia passages): scored as SQuAD's script scores it
+    pokemon = "Pokémon (Japanese: ポケモン, Hepburn: Pokemon) is a media franchise managed by the capital company."
+    assert style(["the capital"], pokemon) == "squad"
+    assert score("capital", ["the capital"], style(["the capital"], pokemon)) == (1.0, 1.0)
     assert qa_metrics(["ひらがなです"], [["ひらがな"]]) == pytest.approx({"f1": 0.8, "exact_match": 0.0, "n": 1})
 
 

@@ -29,7 +29,7 @@ from tunelab.tasks.generation import (
     generate,
     with_overrides,
 )
-from tunelab.tasks.reasoning import reply_of, thinks
+from tunelab.tasks.reasoning import reference_of, reply_of, thinks
 from tunelab.training.layout import run_of
 
 
@@ -52,7 +52,7 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
     replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer, model))
     think = thinks(tokenizer)  # (Qwen3's): the replies and references scored without their think blocks
     said = [reply_of(tokenizer, decode_reply(tokenizer, r)) for r in replies]
-    preds, refs = [p for p, _ in said], [reply_of(tokenizer, ref, generated=False)[0] for ref in refs]
+    preds, refs = [p for p, _ in said], [reference_of(tokenizer, ref) for ref in refs]
     metrics, samples = score_generations(preds, refs)
     rows = [{"file": ex["source"], "line": ex["line"], "prompt": before[-1]["content"] if before else "",
              "turns": len(before), "reference": ref, "prediction": pred, **({"reasoning": why} if think else {}), **sc}

@@ -141,10 +141,12 @@ def _jsquad_f1(pred: str, gold: str) -> float:
 
 # -- scoring -------------------------------------------------------------------------------------
 def japanese(golds: Sequence[str], context: str = "") -> bool:
-    """A Japanese question: a gold answer holds kana, or the context's kana are a tenth or more of its CJK
-    characters (a kanji-only answer in Japanese text)."""
+    """A Japanese question: a gold answer holds kana, or the context is CJK text (`is_chinese`: its CJK share) whose
+    kana are a tenth or more of its CJK characters (a kanji-only answer in Japanese text) — not an English passage
+    that names a Japanese word (SQuAD's `Pokémon (Japanese: ポケモン)`: scored as SQuAD's script scores it)."""
     kana = len(_KANA.findall(context))
-    return any(_KANA.search(t) for t in golds) or kana > 0 and 10 * kana >= len(CJK_CHAR.findall(context))
+    return any(_KANA.search(t) for t in golds) or (kana > 0 and is_chinese(context)
+                                                    and 10 * kana >= len(CJK_CHAR.findall(context)))
 
 
 def cmrc_style(golds: Sequence[str], context: str = "") -> bool:

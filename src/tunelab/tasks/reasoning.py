@@ -132,3 +132,10 @@ def reply_of(tokenizer: Any, text: str, generated: bool = True) -> tuple[str, st
     block where its generation prompt opens it, `opens_think`), else as it is. Not `generated` (a row's reference):
     split where it starts with a block."""
     return split_reasoning(text, generated and opens_think(tokenizer)) if thinks(tokenizer) else (text, None)
+
+
+def reference_of(tokenizer: Any, reference: str) -> str:
+    """A row's reference reply as eval scores it: without its think block (`reply_of`, not generated); a tool-call
+    turn's reference, cut after the generation prompt as a reply is, starts `</think>` where that prompt opened the
+    block, and is read as a generated reply (else a right prediction, split, never matched it)."""
+    return reply_of(tokenizer, reference, generated=reference.lstrip().startswith("</think>"))[0]
