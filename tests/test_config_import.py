@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import WORDS, write_jsonl
+from conftest import WORDS, sentiment_rows, write_jsonl
 from tunelab.cli import app
 
 REGISTRY = {
@@ -118,7 +118,7 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
     ({"lr_scheduler_type": "cosine_with_min_lr"}, "{src}:18: lr_scheduler_type: Input should be 'linear', 'cosine', "
      "'constant', 'constant_with_warmup', 'polynomial' or 'reduce_on_plateau' (got 'cosine_with_min_lr') "
      "(tunelab's train.scheduler)"),
-    ({"stage": "dpo"}, "{src}:2: stage: dpo: not carried: tunelab imports stage sft"),
+    ({"stage": "dpo"}, "{src}:2: stage: dpo: not carried: tunelab imports stage pt, sft"),
     ({"val_size": 100}, "{src}:12: val_size: 100 rows: tunelab holds out a fraction of data.train "
      "(data.validation_split, below 1); write the fraction, or register the rows as eval_dataset"),
     # LLaMA-Factory's -1: the FIRST layer trains (before: dropped, tunelab's top 2 trained)
@@ -186,16 +186,16 @@ def test_eval_dataset_and_hf_trainer_json(lf: Path, tiny_llama: Path) -> None:
     hf = lf / "args.json"
     hf.write_text(json.dumps({"model_name_or_path": str(tiny_llama), "train_file": "t.jsonl", "learning_rate": 2e-5,
                               "fp16": True, "optim": "adamw_torch", "seed": 7, "gradient_checkpointing": True}))
-    res = _import(str(hf))
+    res = _import(str(hf), "--task", "sft")
     assert res.exit_code == 0, res.output
     written = yaml.safe_load((lf / "args.tunelab.yaml").read_text(encoding="utf-8"))
-    assert written["data"] == {"train": "t.jsonl", "max_length": 2048}  # (LLaMA-Factory's defaults)
+    assert (written["task"], written["method"]) == ({"name": "sft"}, {"name": "full"})  # (HF's Trainer: every weight)
+    assert written["data"] == {"train": "t.jsonl"}  # (HF's Trainer has no cutoff_len: tunelab's max_length)
     assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7, "batch_size": 8}
-    assert res.stderr.splitlines()[:3] == [
+    assert res.stderr.splitlines()[:2] == [
         "not carried: gradient_checkpointing (no tunelab setting: lower train.batch_size or data.max_length to fit "
         "memory)",
-        "not set: stage (LLaMA-Factory's default, sft, written: task sft)",
-        "not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)"]
+        "not set: method (HF's Trainer trains every weight, written: method full)"]
 
 
 def test_several_datasets_joined_then_train(lf: Path, tiny_llama: Path) -> None:
@@ -344,3 +344,82 @@ def test_joined_files_are_named_by_absolute_paths(lf: Path, tiny_llama: Path, mo
     res = _import(str(src), "-o", "rel.yaml")
     assert res.exit_code == 0, res.output
     assert yaml.safe_load((lf / "rel.yaml").read_text(encoding="utf-8"))["data"]["train"] == str(lf / "rel.train.jsonl")
+
+
+PT_REGISTRY = {"c4": {"file_name": "c4.jsonl", "columns": {"prompt": "content"}},
+               "wiki": {"file_name": "wiki.txt", "columns": {"prompt": "text"}},
+               "qa": {"file_name": "c4.jsonl", "columns": {"prompt": "content", "query": "more"}}}
+
+
+def test_stage_pt_import_then_train(tmp_path: Path, tiny_llama: Path) -> None:
+    """LLaMA-Factory's `stage: pt` (before: refused, tunelab imported stage sft only): task pretrain, objective clm,
+    the entry's text column (columns.prompt) as data.text_field, cutoff_len as data.max_length, packing said (tunelab's
+    pretrain always packs); a .txt file a row a line as LLaMA-Factory reads it, several datasets joined as text rows;
+    then trained."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(json.dumps(PT_REGISTRY, indent=2), encoding="utf-8")
+    write_jsonl(data / "c4.jsonl", [{"content": " ".join(WORDS[i:i + 6])} for i in range(8)])
+    (data / "wiki.txt").write_text("alpha beta gamma\ndelta epsilon\n\nzeta eta\n", encoding="utf-8")
+    keys = {"model_name_or_path": str(tiny_llama), "stage": "pt", "finetuning_type": "lora", "lora_target": "all",
+            "dataset": "c4", "dataset_dir": str(data), "cutoff_len": 16, "output_dir": str(tmp_path / "run"),
+            "per_device_train_batch_size": 2, "learning_rate": 1e-3, "packing": True}
+    src = tmp_path / "pt.yaml"
+    src.write_text(yaml.safe_dump(keys, sort_keys=False), encoding="utf-8")
+    written, said = _written(tmp_path, src, "a.yaml")
+    assert written["task"] == {"name": "pretrain", "objective": "clm"}
+    assert written["data"] == {"max_length": 16, "train": str(data / "c4.jsonl"), "text_field": "content",
+                               "validation_split": 0.0}
+    assert said[0].startswith("not carried: packing (tunelab's pretrain always packs documents")
+    src.write_text(yaml.safe_dump({**keys, "dataset": "wiki"}), encoding="utf-8")  # (a .txt: its lines, written)
+    written, said = _written(tmp_path, src, "b.yaml")
+    assert written["data"]["train"] == str(tmp_path / "b.train.jsonl")
+    assert [json.loads(x) for x in (tmp_path / "b.train.jsonl").read_text(encoding="utf-8").splitlines()] == [
+        {"text": "alpha beta gamma"}, {"text": "delta epsilon"}, {"text": "zeta eta"}]
+    src.write_text(yaml.safe_dump({**keys, "dataset": "c4,wiki"}), encoding="utf-8")
+    out = tmp_path / "c.yaml"
+    written, said = _written(tmp_path, src, "c.yaml")
+    assert (written["data"]["train"], written["data"]["text_field"]) == (str(tmp_path / "c.train.jsonl"), "text")
+    assert f"config import: wrote {tmp_path / 'c.train.jsonl'}: 11 rows (c4 8, wiki 3)" in said
+    res = CliRunner().invoke(app, ["train", str(out), "--set", "train.max_steps=2", "--set", "train.precision=fp32",
+                                   "--set", "train.report=false"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "model").is_dir()
+    src.write_text(yaml.safe_dump({**keys, "dataset": "qa"}), encoding="utf-8")  # (pt joins prompt and query)
+    res = _import(str(src), "-o", str(tmp_path / "d.yaml"))
+    assert res.exit_code == 2 and not (tmp_path / "d.yaml").exists()
+    assert res.stderr == (f"error: {data / 'dataset_info.json'}:18: qa.columns.query: 'more' beside the text column "
+                          "'content': tunelab's pretrain reads one text column (data.text_field); register the text "
+                          "alone, columns: {prompt: content}, or join the columns into one in the file\n")
+
+
+def test_training_arguments_take_task_and_files(tmp_path: Path, tiny_bert: Path) -> None:
+    """An HF TrainingArguments file names no task (before: imported as LLaMA-Factory's default, sft with LoRA, and
+    --task did not exist): without --task one line saying to pass it; with it, the task, --train as data.train (in
+    place of train_file, said), run_ner's text_column_name / label_column_name as data.text_field / label_field, method
+    full (HF's Trainer); a --task that contradicts a LLaMA-Factory stage is one line."""
+    train = write_jsonl(tmp_path / "train.jsonl", [{"sentence": s["text"], "y": s["label"]}
+                                                   for s in sentiment_rows(16)])
+    hf = tmp_path / "args.json"
+    hf.write_text(json.dumps({"model_name_or_path": str(tiny_bert), "train_file": "elsewhere.csv",
+                              "text_column_name": "sentence", "label_column_name": "y", "learning_rate": 1e-3,
+                              "output_dir": str(tmp_path / "run"), "per_device_train_batch_size": 4}), encoding="utf-8")
+    res = _import(str(hf), "-o", str(tmp_path / "a.yaml"))
+    assert (res.exit_code, res.stderr) == (2, f"error: {hf}: names no task (no LLaMA-Factory stage: HF "
+                                              "TrainingArguments?): pass --task classification | ner | pretrain | qa "
+                                              "| sft\n")
+    assert not (tmp_path / "a.yaml").exists()
+    res = _import(str(hf), "-o", str(tmp_path / "a.yaml"), "--task", "classification", "--train", str(train))
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((tmp_path / "a.yaml").read_text(encoding="utf-8"))
+    assert (written["task"], written["method"]) == ({"name": "classification"}, {"name": "full"})
+    assert written["data"] == {"train": str(train), "text_field": "sentence", "label_field": "y"}
+    assert f"not carried: train_file (--train {train} given)" in res.stderr.splitlines()
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "a.yaml"), "--set", "train.max_steps=2", "--set",
+                                   "train.precision=fp32", "--set", "train.report=false"])
+    assert res.exit_code == 0, res.output
+    lf = tmp_path / "lf.yaml"
+    lf.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_bert), "stage": "pt"}), encoding="utf-8")
+    res = _import(str(lf), "--task", "sft")
+    assert (res.exit_code, res.stderr) == (2, f"error: {lf}:2: stage: pt is tunelab's task pretrain, and --task "
+                                              "names sft: drop --task (the file's stage decides), or change stage\n")

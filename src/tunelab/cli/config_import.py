@@ -24,6 +24,12 @@ def config_import(
     output: Path | None = typer.Option(None, "--output", "-o", help="The tunelab config to write (default: FILE's "
                                        "name with .tunelab.yaml, beside it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    task: str | None = typer.Option(None, "--task", help="The task of a file that names none (HF TrainingArguments: "
+                                    "no LLaMA-Factory stage); a LLaMA-Factory file's stage decides its task."),
+    train: Path | None = typer.Option(None, "--train", help="The training data file (data.train), in place of the "
+                                      "file's train_file."),
+    validation: Path | None = typer.Option(None, "--validation", help="The validation data file (data.validation), "
+                                           "in place of the file's validation_file."),
 ) -> None:
     """Write a tunelab config from another tool's: each key as tunelab's, the datasets resolved to their files;
     each key not carried is said on stderr with why. Then: tunelab train OUTPUT."""
@@ -39,7 +45,8 @@ def config_import(
         raise TunelabError(f"--output: {target} exists; pass --overwrite to replace it, or name another")
     beside = Path(os.path.abspath(target))  # (the config names the joined files by absolute paths, as its data files)
     joined = {t: beside.with_name(f"{beside.stem}.{t.split('.')[1]}.jsonl") for t in ("data.train", "data.validation")}
-    imported = import_peer(file, joined)  # (validated: nothing is written for a file it refuses)
+    files = {k: v for k, v in (("data.train", train), ("data.validation", validation)) if v is not None}
+    imported = import_peer(file, joined, task, files)  # (validated: nothing is written for a file it refuses)
     check_joins(imported.joins, overwrite)
     wrote = write_joins(imported.joins, imported.task)  # (several datasets: their rows, every one read first)
     for note in imported.notes:

@@ -8,7 +8,8 @@ defaults whole) given to the task's `peer_dataset` hook, which answers with its 
 Several datasets (`dataset: identity,alpaca_en_demo`, `eval_dataset` alike) are joined, in LLaMA-Factory's order
 (its `mix_strategy: concat`): each is resolved and refused as one is, and the target (`data.train`) names the file
 the caller writes their rows into (`Joined`: data/peer_join.py reads, converts with the task's `peer_row` hook and
-writes them); the task reads that file with its `peer_joined` settings. `interleave_*` is refused (tunelab cannot
+writes them); the task reads that file with its `peer_joined` settings. A `.txt` file, which LLaMA-Factory reads a row a
+line (tunelab: a row a paragraph), is written so too, alone. `interleave_*` is refused (tunelab cannot
 take fewer rows, or rows twice, as it samples them)."""
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class PeerRefusal(Exception):  # noqa: N818 - not tunelab's error: a registry en
     def __init__(self, key: str, why: str) -> None:
         super().__init__(f"{key}: {why}")
         self.key, self.why = key, why
+
+
+def lines(spec: str) -> bool:
+    """Whether LLaMA-Factory reads the file a row a line (a .txt: datasets' text builder), which tunelab reads a row a
+    paragraph: its rows are written into a file of their own as several datasets' are (data/peer_join.py)."""
+    return spec.lower().endswith(".txt") and not spec.startswith("hf:")
 
 
 def offline() -> bool:
@@ -186,10 +193,11 @@ def read_datasets(p: Any, task: type[Any], join_to: dict[str, Path]) -> list[Joi
         if names:
             found[target] = (key, [Source(n, *_dataset(p, key, n, task)) for n in names])
     _mix(p, any(len(sources) > 1 for _, sources in found.values()))
-    joined = {t for t, (_, sources) in found.items() if len(sources) > 1}
+    joined = {t for t, (_, sources) in found.items() if len(sources) > 1 or lines(sources[0].spec)}
     if joined and task.peer_row is None:
         key = found[next(iter(joined))][0]
-        raise p.refuse(key, f"several datasets: task {p.tree['task']['name']} joins no LLaMA-Factory datasets")
+        why = "several datasets" if len(found[next(iter(joined))][1]) > 1 else "a .txt file (a row a line)"
+        raise p.refuse(key, f"{why}: task {p.tree['task']['name']} joins no LLaMA-Factory datasets")
     if joined:  # (the other key's dataset, read by other settings than the joined file's: converted too)
         joined |= {t for t, (_, sources) in found.items() if set(sources[0].settings) - {"task.format"}}
     settings: dict[str, Any] | None = None
@@ -213,5 +221,6 @@ def read_datasets(p: Any, task: type[Any], join_to: dict[str, Path]) -> list[Joi
     if "dataset" in p.later and "eval_dataset" not in p.later and "validation_split" not in p.tree.get("data", {}):
         p.set("data.validation_split", 0.0, "val_size")  # (LLaMA-Factory's default: every row trains)
     if "train" not in p.tree.get("data", {}):
-        p.notes.append("not set: data.train (the file names no dataset): add it before tunelab train")
+        p.notes.append("not set: data.train (the file names no dataset): pass --train FILE, or add it before tunelab "
+                       "train")
     return out

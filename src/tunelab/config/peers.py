@@ -23,6 +23,7 @@ said at the peer file's key and line (`x.yaml:14: lr_scheduler_type: ... (tunela
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,11 @@ METHOD_KEYS = {"lora": LORA_KEYS, "dora": LORA_KEYS, "qlora": LORA_KEYS, "freeze
 # LLaMA-Factory's (HF's) defaults where tunelab's differ: the key, tunelab's, the value (num_train_epochs: 3, alike)
 DEFAULTS = (("cutoff_len", "data.max_length", 2048), ("learning_rate", "train.lr", 5e-5),
             ("per_device_train_batch_size", "train.batch_size", 8))
+# keys of LLaMA-Factory's alone: a file without `stage` that has one is LLaMA-Factory's (stage sft, its default);
+# one with none is HF TrainingArguments, which names no task (--task)
+LF_KEYS = frozenset(("dataset", "eval_dataset", "dataset_dir", "template", "finetuning_type", "cutoff_len",
+                     "lora_target", "lora_rank"))
+FILES = {"data.train": "--train", "data.validation": "--validation"}  # the data files given beside the file
 _KEY = re.compile(r"([a-z_]+(?:\.[a-z_]+)*)(?: \(task \w+\))?")  # a PEER_NAMES value that is a key alone
 
 
@@ -184,23 +190,61 @@ def _read_keys(p: _Peer) -> None:
             p.notes.append(f"not carried: {key} (not a LLaMA-Factory or HF Trainer key tunelab knows)")
 
 
-def _task(p: _Peer) -> type[Any]:
-    stage = p.later.get("stage", "sft")  # (LLaMA-Factory's default)
-    if "stage" not in p.later:
-        p.notes.append("not set: stage (LLaMA-Factory's default, sft, written: task sft)")
-    found = [cls for _, cls in TASKS.items() if cls.peer_stage == stage]
-    if not found:
-        stages = sorted(cls.peer_stage for _, cls in TASKS.items() if cls.peer_stage)
-        raise p.refuse("stage", f"{stage}: not carried: tunelab imports stage {', '.join(stages)}")
-    p.tree["task"] = {"name": found[0].Config.model_fields["name"].default, **p.tree.get("task", {})}  # (packing)
-    p.origin["task"] = "stage"
-    return found[0]
+def _task(p: _Peer, named: str | None) -> type[Any]:
+    """The task: LLaMA-Factory's `stage` (sft where a LLaMA-Factory file has none), else `--task` (`named`); the
+    settings the stage implies (`Task.peer_task`); a setting of another task the file names (packing) said as not
+    carried (`Task.peer_said`)."""
+    if named is not None and named not in TASKS.names():
+        raise ConfigError(f"--task: {named!r} is not a tunelab task; choose one of {', '.join(TASKS.names())}")
+    if "stage" not in p.later and named is None and not LF_KEYS & set(p.raw):
+        raise ConfigError(f"{p.path}: names no task (no LLaMA-Factory stage: HF TrainingArguments?): pass --task "
+                          f"{' | '.join(TASKS.names())}")
+    if "stage" in p.later or named is None:
+        stage = p.later.get("stage", "sft")  # (LLaMA-Factory's default)
+        if "stage" not in p.later:
+            p.notes.append("not set: stage (LLaMA-Factory's default, sft, written: task sft)")
+        found = [cls for _, cls in TASKS.items() if cls.peer_stage == stage]
+        if not found:
+            stages = sorted(cls.peer_stage for _, cls in TASKS.items() if cls.peer_stage)
+            raise p.refuse("stage", f"{stage}: not carried: tunelab imports stage {', '.join(stages)}")
+        task = found[0]
+    else:
+        task = TASKS.get(named)
+    name = task.Config.model_fields["name"].default
+    if named is not None and named != name:
+        raise p.refuse("stage", f"{p.later['stage']} is tunelab's task {name}, and --task names {named}: drop --task "
+                       "(the file's stage decides), or change stage")
+    p.tree["task"] = {"name": name, **p.tree.get("task", {})}
+    p.origin["task"] = "--task" if named and "stage" not in p.later else "stage"
+    for dotted, value in task.peer_task.items():
+        p.set(dotted, value, p.origin["task"])
+    for dotted in [d for d in p.origin if d.startswith("task.") and d[5:] not in task.Config.model_fields]:
+        del p.tree["task"][dotted[5:]]
+        p.skip(p.origin.pop(dotted), task.peer_said.get(dotted, f"tunelab's {dotted} is not a setting of task {name}"))
+    return task
+
+
+def _files(p: _Peer, files: dict[str, Path]) -> None:
+    """--train / --validation: data.train / data.validation (absolute: the config is run from anywhere), in place of
+    the file's train_file / validation_file (said); beside a LLaMA-Factory dataset, refused."""
+    for target, path in files.items():
+        flag = FILES[target]
+        key = "dataset" if target == "data.train" else "eval_dataset"
+        if key in p.later:
+            raise p.refuse(key, f"and {flag} {path} both name the data; drop one")
+        if not path.exists():
+            raise ConfigError(f"{flag}: {path} not found")
+        if target in p.origin:
+            p.skip(p.origin[target], f"{flag} {path} given")
+        p.set(target, str(Path(os.path.abspath(path))), flag)
 
 
 def _method(p: _Peer) -> None:
-    kind = p.later.get("finetuning_type", "lora")  # (LLaMA-Factory's default)
+    lf = bool(LF_KEYS & set(p.raw) or "stage" in p.later)
+    kind = p.later.get("finetuning_type", "lora" if lf else "full")  # (LLaMA-Factory's default; HF's Trainer: full)
     if "finetuning_type" not in p.later:
-        p.notes.append("not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)")
+        p.notes.append("not set: finetuning_type (LLaMA-Factory's default, lora, written: method lora)" if lf else
+                       "not set: method (HF's Trainer trains every weight, written: method full)")
     if kind not in METHODS:
         raise p.refuse("finetuning_type", f"{kind}: not carried: tunelab imports {', '.join(METHODS)}")
     name, bits = METHODS[kind], p.later.get("quantization_bit")
@@ -249,8 +293,9 @@ def _warmup(p: _Peer) -> None:
 def _defaults(p: _Peer) -> None:
     """LLaMA-Factory's (HF's) defaults where tunelab's differ, written and said; per_device_train_batch_size said as
     per device where the config is for several GPUs."""
+    lf = bool(LF_KEYS & set(p.raw) or "stage" in p.later)
     for key, dotted, value in DEFAULTS:
-        if dotted not in p.origin:
+        if dotted not in p.origin and (lf or key != "cutoff_len"):  # (HF's Trainer has no length: tunelab's)
             p.set(dotted, value, key)
             p.notes.append(f"not set: {key} (LLaMA-Factory's default, {value}, written: {dotted} {value})")
     if "train.distributed" in p.origin:
@@ -258,10 +303,12 @@ def _defaults(p: _Peer) -> None:
                        "train.batch_size is over all processes: multiply it by the number of GPUs")
 
 
-def import_peer(path: str | Path, join_to: dict[str, Path] | None = None) -> Imported:
+def import_peer(path: str | Path, join_to: dict[str, Path] | None = None, task: str | None = None,
+                files: dict[str, Path] | None = None) -> Imported:
     """The tunelab config of a LLaMA-Factory / HF Trainer file, validated; the lines to say beside it. Several
     datasets of `dataset` (`eval_dataset`) are to be joined into `join_to["data.train"]` (`["data.validation"]`;
-    default: beside the file, FILE.tunelab.train.jsonl), the `joins` returned."""
+    default: beside the file, FILE.tunelab.train.jsonl), the `joins` returned. `task`: the task of a file without
+    LLaMA-Factory's `stage` (--task); `files`: data.train / data.validation given beside it (--train, --validation)."""
     path = Path(path)
     if join_to is None:
         join_to = {t: path.with_name(f"{path.stem}.tunelab.{t.split('.')[1]}.jsonl")
@@ -269,11 +316,12 @@ def import_peer(path: str | Path, join_to: dict[str, Path] | None = None) -> Imp
     raw = read_config_file(path)  # (not YAML / JSON, not UTF-8: one line naming the file and line)
     p = _Peer(path, raw, key_lines(path))
     _read_keys(p)
-    task = _task(p)
+    found = _task(p, task)
     _method(p)
     _warmup(p)
     _defaults(p)
-    joins = read_datasets(p, task, join_to)
+    _files(p, files or {})
+    joins = read_datasets(p, found, join_to)
     if "model" not in p.tree:
         raise p.refuse("model_name_or_path", "missing: the model to tune (an alias, a local directory, a hub id)")
     order = ("task", "model", "method", "output_dir", "data", "train")  # (as tunelab's own configs read)
@@ -284,7 +332,7 @@ def import_peer(path: str | Path, join_to: dict[str, Path] | None = None) -> Imp
         build_config(yaml_value(text), here=False)  # as `tunelab train` will read it (where it trains)
     except ConfigError as exc:
         raise _located(p, exc) from None
-    return Imported(p.tree, p.notes, text, joins, task)
+    return Imported(p.tree, p.notes, text, joins, found)
 
 
 def _located(p: _Peer, exc: ConfigError) -> ConfigError:

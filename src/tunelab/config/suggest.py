@@ -46,6 +46,7 @@ PEER_NAMES: dict[str, str] = {
     # HF's example scripts
     "label": "data.label_field", "train_file": "data.train", "validation_file": "data.validation",
     "test_file": "data.test", "text_column": "data.text_field", "label_column": "data.label_field",
+    "text_column_name": "data.text_field", "label_column_name": "data.label_field",
 }
 
 # other tools' keys that no tunelab setting holds: why (`tunelab config import` says each as not carried)

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tunelab.config.peer_data import lines
+from tunelab.data.decode import numbered_lines
 from tunelab.data.readers import read_table, row_stream, streamable
 from tunelab.data.records import Record
 from tunelab.errors import DataError
@@ -20,7 +22,10 @@ from tunelab.io import Read, check_outputs, json_line
 
 def _rows(spec: str) -> Iterator[Record]:
     """A dataset's rows (a file, a datasets folder, an `hf:` dataset read through datasets' cache), one at a time
-    where the format allows."""
+    where the format allows; a .txt file's as LLaMA-Factory reads them (datasets' text builder): each line a row's
+    `text` (a blank line is no text: left out, as tunelab's own .txt reading leaves it)."""
+    if lines(spec):
+        return (Record(spec, n, {"text": line}) for n, line in numbered_lines(Path(spec)) if line.strip())
     if streamable(spec):
         return row_stream(spec)[1]
     return iter(read_table(spec).records)

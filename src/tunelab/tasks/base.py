@@ -54,8 +54,11 @@ class Task(ABC):
     # `tunelab config import` (config/peers.py): the LLaMA-Factory `stage` this task trains, and its settings for a
     # dataset_info.json entry (formatting, columns, tags: config/peer_data.py `effective`), or a `PeerRefusal`; for
     # several datasets joined into one file (data/peer_join.py), a row read by its dataset's settings as a row of
-    # that file (a DataError naming the row for a bad one), and the settings the file is read with
+    # that file (a DataError naming the row for a bad one), and the settings the file is read with; the settings the
+    # stage itself implies (dotted: task.objective), and why another task's setting the file names is not carried
     peer_stage: ClassVar[str | None] = None
+    peer_task: ClassVar[dict[str, Any]] = {}
+    peer_said: ClassVar[dict[str, str]] = {}
     peer_dataset: ClassVar[Callable[[dict[str, Any]], dict[str, Any]] | None] = None
     peer_row: ClassVar[Callable[[dict[str, Any], Any], dict[str, Any]] | None] = None
     peer_joined: ClassVar[dict[str, Any]] = {}

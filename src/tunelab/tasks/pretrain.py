@@ -39,7 +39,7 @@ from tunelab.models.aliases import as_named
 from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
-from tunelab.tasks import base
+from tunelab.tasks import base, pretrain_peers
 from tunelab.tasks.base import Example, Features, Task, pad_batch
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
@@ -90,6 +90,10 @@ class Pretrain(Task):
     baseline_eval: ClassVar[bool] = True
     over_length = "packed across blocks, nothing cut"
     headline = "loss"  # perplexity_metrics: the loss first
+    peer_stage = "pt"  # LLaMA-Factory's continued pretraining (causal LM)
+    peer_dataset = staticmethod(pretrain_peers.dataset_settings)  # its dataset_info.json entries: the text column
+    peer_row = staticmethod(pretrain_peers.joined_row)  # several datasets' rows as text rows of one file
+    peer_joined, peer_task, peer_said = pretrain_peers.JOINED, pretrain_peers.TASK, pretrain_peers.SAID
     cfg: PretrainConfig
 
     def __init__(self, cfg: PretrainConfig, data: Any) -> None:
