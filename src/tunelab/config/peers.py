@@ -297,7 +297,8 @@ def _defaults(p: _Peer) -> None:
     for key, dotted, value in DEFAULTS:
         if dotted not in p.origin and (lf or key != "cutoff_len"):  # (HF's Trainer has no length: tunelab's)
             p.set(dotted, value, key)
-            p.notes.append(f"not set: {key} (LLaMA-Factory's default, {value}, written: {dotted} {value})")
+            whose = "LLaMA-Factory's" if lf else "HF Trainer's"
+            p.notes.append(f"not set: {key} ({whose} default, {value}, written: {dotted} {value})")
     if "train.distributed" in p.origin:
         p.notes.append(f"note: {p.origin['train.batch_size']} {p.tree['train']['batch_size']} is per GPU; tunelab's "
                        "train.batch_size is over all processes: multiply it by the number of GPUs")
