@@ -105,6 +105,9 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
 @pytest.mark.parametrize(("change", "error"), [
     ({"dataset": "nosuch"}, "{src}:7: dataset: 'nosuch' is not registered in {info} (it has: qa, chat, usr, hub, "
      "gone, alp, dir, hubdir)"),
+    # a Chinese input method's comma between the names (before: 'qa，chat' is not registered, it has: qa, chat, ...)
+    ({"dataset": "qa，chat"}, "{src}:7: dataset: 'qa，chat': a full-width '，' (a Chinese input method's) between "
+     "dataset names; separate them with ',': qa,chat"),
     ({"dataset": "qa,chat", "mix_strategy": "interleave_under"}, "{src}:28: mix_strategy: interleave_under: not "
      "carried: tunelab joins the datasets one after another, every row once (concat, LLaMA-Factory's default), and "
      "shuffles them as it trains; drop the key, or join the rows yourself and register the file"),
@@ -211,7 +214,7 @@ def test_several_datasets_joined_then_train(lf: Path, tiny_llama: Path) -> None:
     assert res.exit_code == 0, res.output
     train, val = lf / "run.train.jsonl", lf / "run.validation.jsonl"
     written = yaml.safe_load(out.read_text(encoding="utf-8"))
-    assert written["task"] == {"name": "sft", "format": "messages"}
+    assert written["task"] == {"name": "sft"}  # (before: format messages, so eval refused the alpaca file below)
     assert written["data"] == {"max_length": 64, "train": str(train), "validation": str(val)}
     chat = [json.loads(line) for line in (lf / "data" / "chat.jsonl").read_text(encoding="utf-8").splitlines()]
     qa = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"say {w}"},
@@ -227,6 +230,10 @@ def test_several_datasets_joined_then_train(lf: Path, tiny_llama: Path) -> None:
                                    "--set", "train.report=false"])
     assert res.exit_code == 0, res.output
     assert (lf / "run" / "model").is_dir()
+    # a file written as one of the joined datasets is (alpaca): before, `messages: missing field`
+    res = CliRunner().invoke(app, ["eval", str(lf / "run" / "model"), "--data", str(lf / "data" / "alp.json"),
+                                   "--no-generate"])
+    assert res.exit_code == 0, res.output
 
 
 def test_a_bad_row_of_several_writes_nothing(lf: Path, tiny_llama: Path) -> None:

@@ -15,6 +15,7 @@ take fewer rows, or rows twice, as it samples them)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,10 @@ def _dataset(p: Any, key: str, name: str, task: type[Any]) -> tuple[str, dict[st
         raise p.refuse(key, f"{name}: {info_path} not found (dataset_dir: {p.later.get('dataset_dir', 'data')})")
     info = read_config_file(info_path)  # (invalid JSON: its line)
     if name not in info:
+        wide = next((c for c in "，、" if c in name), None)  # (a Chinese input method's comma between names)
+        if wide:
+            raise p.refuse(key, f"{name!r}: a full-width {wide!r} (a Chinese input method's) between dataset names; "
+                           f"separate them with ',': {','.join(n.strip() for n in re.split('[，、]', name))}")
         raise p.refuse(key, f"{name!r} is not registered in {info_path} (it has: {', '.join(list(info)[:10])}"
                        + (f", ... {len(info)} in all)" if len(info) > 10 else ")"))
     lines = key_lines(info_path)

@@ -31,7 +31,8 @@ SAME = ("system", "tools")  # read under these names only (alpaca's history too)
 ROLE_OF = {"user_tag": "user", "assistant_tag": "assistant", "system_tag": "system", "observation_tag": "tool"}
 TURN_KEYS = {"role_tag": ("from", "role"), "content_tag": ("value", "content")}
 TEXT_ONLY = ("images", "videos", "audios", "chosen", "rejected", "kto_tag")
-JOINED = {"task.format": "messages"}  # how the file of several datasets' rows is read
+JOINED: dict[str, str] = {}  # the joined file's rows: messages, detected (task.format auto, so eval / predict
+# of the model read a file in any of the datasets' formats)
 
 
 def dataset_settings(entry: dict[str, Any]) -> dict[str, Any]:
