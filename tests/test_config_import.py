@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -193,7 +194,10 @@ def test_eval_dataset_and_hf_trainer_json(lf: Path, tiny_llama: Path) -> None:
     assert res.exit_code == 0, res.output
     written = yaml.safe_load((lf / "args.tunelab.yaml").read_text(encoding="utf-8"))
     assert (written["task"], written["method"]) == ({"name": "sft"}, {"name": "full"})  # (HF's Trainer: every weight)
-    assert written["data"] == {"train": "t.jsonl"}  # (HF's Trainer has no cutoff_len: tunelab's max_length)
+    # (HF's Trainer has no cutoff_len: tunelab's max_length; the file's train_file named by its absolute path, read
+    # from the folder import ran in; no validation named: every row trains, as HF's Trainer trains them)
+    assert written["data"] == {"train": os.path.abspath("t.jsonl"), "validation_split": 0.0}
+    assert "not set: a validation file (every row trains" in res.stderr
     assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7, "batch_size": 8}
     assert res.stderr.splitlines()[:2] == [
         "not carried: gradient_checkpointing (no tunelab setting: lower train.batch_size or data.max_length to fit "
@@ -420,11 +424,25 @@ def test_training_arguments_take_task_and_files(tmp_path: Path, tiny_bert: Path)
     assert res.exit_code == 0, res.output
     written = yaml.safe_load((tmp_path / "a.yaml").read_text(encoding="utf-8"))
     assert (written["task"], written["method"]) == ({"name": "classification"}, {"name": "full"})
-    assert written["data"] == {"train": str(train), "text_field": "sentence", "label_field": "y"}
+    assert written["data"] == {"train": str(train), "text_field": "sentence", "label_field": "y",
+                               "validation_split": 0.0}
     assert f"not carried: train_file (--train {train} given)" in res.stderr.splitlines()
     res = CliRunner().invoke(app, ["train", str(tmp_path / "a.yaml"), "--set", "train.max_steps=2", "--set",
                                    "train.precision=fp32", "--set", "train.report=false"])
     assert res.exit_code == 0, res.output
+    # run_ner.py's column keys are NER's word and tag lists (they were data.text_field / label_field, which train
+    # refuses for ner); --task pretrain of run_mlm.py's arguments keeps objective auto (it wrote clm: a BERT refused)
+    res = _import(str(hf), "-o", str(tmp_path / "n.yaml"), "--task", "ner", "--train", str(train))
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((tmp_path / "n.yaml").read_text(encoding="utf-8"))
+    assert written["task"] == {"name": "ner", "tokens_field": "sentence", "tags_field": "y"}
+    assert "text_field" not in written["data"] and "label_field" not in written["data"]
+    mlm = tmp_path / "mlm.json"
+    mlm.write_text(json.dumps({"model_name_or_path": str(tiny_bert), "mlm_probability": 0.2}), encoding="utf-8")
+    res = _import(str(mlm), "-o", str(tmp_path / "m.yaml"), "--task", "pretrain", "--train", str(train))
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((tmp_path / "m.yaml").read_text(encoding="utf-8"))["task"] == {"name": "pretrain",
+                                                                                       "mlm_probability": 0.2}
     lf = tmp_path / "lf.yaml"
     lf.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_bert), "stage": "pt"}), encoding="utf-8")
     res = _import(str(lf), "--task", "sft")

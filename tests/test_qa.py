@@ -171,6 +171,10 @@ def test_a_japanese_answer_is_scored_per_character_as_jsquad() -> None:
     pokemon = "Pokémon (Japanese: ポケモン, Hepburn: Pokemon) is a media franchise managed by the capital company."
     assert style(["the capital"], pokemon) == "squad"
     assert score("capital", ["the capital"], style(["the capital"], pokemon)) == (1.0, 1.0)
+    # and Japanese with much Latin (CJK under a third of it) is still Japanese
+    linux = ("Linux（リナックス）は、1991年にLinus Torvaldsが開発したUNIX系OSのカーネル。"
+             "GNU General Public License v2の下で配布。")
+    assert style(["開発"], linux) == "jsquad"
     assert qa_metrics(["ひらがなです"], [["ひらがな"]]) == pytest.approx({"f1": 0.8, "exact_match": 0.0, "n": 1})
 
 

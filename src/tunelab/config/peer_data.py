@@ -187,6 +187,18 @@ def _mix(p: Any, several: bool) -> None:
     p.skip("mix_strategy", f"{mix}: one dataset, nothing to mix")
 
 
+def _no_hold_out(p: Any) -> None:
+    """LLaMA-Factory's and HF's Trainer's default where no validation data is named: every row trains (tunelab's
+    own holds out a tenth) — said where the rows came from --train / train_file rather than `dataset`."""
+    data = p.tree.get("data", {})
+    if "dataset" in p.later and "eval_dataset" not in p.later and "validation_split" not in data:
+        p.set("data.validation_split", 0.0, "val_size")
+    elif "train" in data and "validation" not in data and "validation_split" not in data:  # (--train, train_file)
+        p.set("data.validation_split", 0.0, "val_size")
+        p.notes.append("not set: a validation file (every row trains, as HF's Trainer and LLaMA-Factory train them; "
+                       "written: data.validation_split 0.0)")
+
+
 def read_datasets(p: Any, task: type[Any], join_to: dict[str, Path]) -> list[Joined]:
     """`dataset` → data.train and `eval_dataset` → data.validation, their entries' settings → the task's (the same
     for both); LLaMA-Factory's default of no hold-out where neither val_size nor eval_dataset is given. Several
@@ -223,8 +235,7 @@ def read_datasets(p: Any, task: type[Any], join_to: dict[str, Path]) -> list[Joi
         settings = got
     for dotted, value in (settings or {}).items():
         p.set(dotted, value, "dataset")
-    if "dataset" in p.later and "eval_dataset" not in p.later and "validation_split" not in p.tree.get("data", {}):
-        p.set("data.validation_split", 0.0, "val_size")  # (LLaMA-Factory's default: every row trains)
+    _no_hold_out(p)
     if "train" not in p.tree.get("data", {}):
         p.notes.append("not set: data.train (the file names no dataset): pass --train FILE, or add it before tunelab "
                        "train")

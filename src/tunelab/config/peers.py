@@ -180,8 +180,10 @@ def _read_keys(p: _Peer) -> None:
             SPECIAL[key](p, key, value)
         elif key in NOT_CARRIED:
             p.skip(key, NOT_CARRIED[key])
-        elif target is not None:
-            p.set(target[1], value, key)
+        elif target is not None:  # (a data file named by the file: absolute, as --train's; a hub id as it is)
+            local = target[1] in ("data.train", "data.validation", "data.test") and isinstance(value, str) \
+                and not value.startswith("hf:")
+            p.set(target[1], os.path.abspath(os.path.expanduser(value)) if local else value, key)
         elif key in TrainConfig.model_fields:  # (HF's and tunelab's name alike: seed, max_steps, eval_steps, ...)
             p.set(f"train.{key}", value, key)
         elif key in PEER_NAMES:
@@ -216,8 +218,13 @@ def _task(p: _Peer, named: str | None) -> type[Any]:
                        "(the file's stage decides), or change stage")
     p.tree["task"] = {"name": name, **p.tree.get("task", {})}
     p.origin["task"] = "--task" if named and "stage" not in p.later else "stage"
-    for dotted, value in task.peer_task.items():
-        p.set(dotted, value, p.origin["task"])
+    if p.origin["task"] == "stage":  # (what the stage implies: LLaMA-Factory's pt is clm; --task pretrain: auto)
+        for dotted, value in task.peer_task.items():
+            p.set(dotted, value, p.origin["task"])
+    for was, now in task.peer_renamed.items():  # (the data setting this task reads by another key)
+        if was in p.origin:
+            section, _, leaf = was.partition(".")
+            p.set(now, p.tree[section].pop(leaf), p.origin.pop(was))
     for dotted in [d for d in p.origin if d.startswith("task.") and d[5:] not in task.Config.model_fields]:
         del p.tree["task"][dotted[5:]]
         p.skip(p.origin.pop(dotted), task.peer_said.get(dotted, f"tunelab's {dotted} is not a setting of task {name}"))

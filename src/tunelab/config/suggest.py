@@ -44,6 +44,7 @@ PEER_NAMES: dict[str, str] = {
     "val_set_size": "data.validation_split", "num_epochs": "train.epochs", "micro_batch_size": "train.batch_size",
     "lr_scheduler": "train.scheduler", "sample_packing": "task.packing (task sft)", "adapter": "method.name",
     # HF's example scripts
+    "mlm_probability": "task.mlm_probability (task pretrain)",
     "label": "data.label_field", "train_file": "data.train", "validation_file": "data.validation",
     "test_file": "data.test", "text_column": "data.text_field", "label_column": "data.label_field",
     "text_column_name": "data.text_field", "label_column_name": "data.label_field",

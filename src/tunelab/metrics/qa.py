@@ -141,11 +141,13 @@ def _jsquad_f1(pred: str, gold: str) -> float:
 
 # -- scoring -------------------------------------------------------------------------------------
 def japanese(golds: Sequence[str], context: str = "") -> bool:
-    """A Japanese question: a gold answer holds kana, or the context is CJK text (`is_chinese`: its CJK share) whose
-    kana are a tenth or more of its CJK characters (a kanji-only answer in Japanese text) — not an English passage
-    that names a Japanese word (SQuAD's `Pokémon (Japanese: ポケモン)`: scored as SQuAD's script scores it)."""
+    """A Japanese question: a gold answer holds kana, or the context is CJK text (`is_chinese`: its CJK share) or a
+    tenth kana (Japanese with much Latin: `Linux（リナックス）は…`), its kana a tenth or more of its CJK characters
+    (a kanji-only answer in Japanese text) — not an English passage naming a Japanese word (SQuAD's `Pokémon
+    (Japanese: ポケモン)`: scored as SQuAD's script scores it)."""
     kana = len(_KANA.findall(context))
-    return any(_KANA.search(t) for t in golds) or (kana > 0 and is_chinese(context)
+    letters = sum(not c.isspace() for c in context)
+    return any(_KANA.search(t) for t in golds) or (kana > 0 and (is_chinese(context) or 10 * kana >= letters)
                                                     and 10 * kana >= len(CJK_CHAR.findall(context)))
 
 

@@ -55,9 +55,11 @@ class Task(ABC):
     # dataset_info.json entry (formatting, columns, tags: config/peer_data.py `effective`), or a `PeerRefusal`; for
     # several datasets joined into one file (data/peer_join.py), a row read by its dataset's settings as a row of
     # that file (a DataError naming the row for a bad one), and the settings the file is read with; the settings the
-    # stage itself implies (dotted: task.objective), and why another task's setting the file names is not carried
+    # stage itself implies (dotted: task.objective), why another task's setting the file names is not carried, and
+    # the keys this task reads a data setting by (HF's text_column_name: NER's task.tokens_field)
     peer_stage: ClassVar[str | None] = None
     peer_task: ClassVar[dict[str, Any]] = {}
+    peer_renamed: ClassVar[dict[str, str]] = {}
     peer_said: ClassVar[dict[str, str]] = {}
     peer_dataset: ClassVar[Callable[[dict[str, Any]], dict[str, Any]] | None] = None
     peer_row: ClassVar[Callable[[dict[str, Any], Any], dict[str, Any]] | None] = None

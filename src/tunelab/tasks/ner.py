@@ -96,6 +96,8 @@ class Ner(Task):
     onnx_outputs = ("logits",)
     paired_parts = staticmethod(ner_report.paired_parts)  # compare: the corpus entity F1
     txt_as_conll = True  # a CoNLL file named .txt is read as CoNLL (`data.conll.looks_like_conll`)
+    # HF's run_ner.py text_column_name / label_column_name: the word and tag lists
+    peer_renamed = {"data.text_field": "task.tokens_field", "data.label_field": "task.tags_field"}
     cfg: NerConfig
 
     def __init__(self, cfg: NerConfig, data: Any) -> None:
