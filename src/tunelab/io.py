@@ -78,6 +78,13 @@ def fitted(name: str, room: int) -> str:
     return raw[:room - 9].decode("utf-8", "ignore") + "~" + hashlib.sha256(raw).hexdigest()[:8]
 
 
+def temp_beside(path: Path) -> Path:
+    """This process's temp file beside `path` (`.NAME.PID.tmp`, the name `fitted` where the whole would pass the
+    255-byte limit), written and then renamed into place."""
+    tail = f".{os.getpid()}.tmp"
+    return path.with_name(f".{fitted(path.name, NAME_MAX - 1 - len(tail))}{tail}")
+
+
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     """Write `data` to a temp file next to `path`, then rename it into place; parents are created."""
     path = Path(path)
@@ -90,8 +97,7 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
             from None
     except OSError as e:  # a parent that cannot be made: no permission, a place that takes no folders (/proc)
         raise UnwritableError(f"{path}: cannot be written ({cannot_create(e)})") from None
-    tail = f".{os.getpid()}.tmp"
-    tmp = path.with_name(f".{fitted(path.name, NAME_MAX - 1 - len(tail))}{tail}")
+    tmp = temp_beside(path)
     try:
         tmp.write_bytes(data)
         tmp.replace(path)

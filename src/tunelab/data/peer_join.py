@@ -7,7 +7,6 @@ first, renamed into place once every row of every file is read)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from tunelab.data.decode import numbered_lines
 from tunelab.data.readers import read_table, row_stream, streamable
 from tunelab.data.records import Record
 from tunelab.errors import DataError
-from tunelab.io import Read, check_outputs, json_line
+from tunelab.io import Read, check_outputs, json_line, temp_beside
 
 
 def _rows(spec: str) -> Iterator[Record]:
@@ -48,7 +47,7 @@ def write_joins(joins: Sequence[Any], task: type[Any]) -> list[str]:
     try:
         for join in joins:
             join.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = join.path.with_name(f".{join.path.name}.{os.getpid()}.tmp")
+            tmp = temp_beside(join.path)
             temps.append((tmp, join.path))
             counts: dict[str, int] = {}
             with tmp.open("w", encoding="utf-8") as out:

@@ -22,8 +22,18 @@ from typing import Any
 OPEN, CLOSE = "<think>", "</think>"
 REASONING = "reasoning_content"  # an assistant message's reasoning, as Qwen3's template and vLLM name it
 _PROBE = "tunelab_probe_reasoning"
-_WRITES: dict[str, bool] = {}
-_OPENS: dict[str, bool] = {}
+_PROBED: dict[tuple[str, str], bool] = {}  # (what, the chat template) → what its probe found
+
+
+def _once(tokenizer: Any, what: str, probe: Callable[[], bool]) -> bool:
+    """`probe()` once per chat template; a template that cannot render the probe: False."""
+    key = (what, str(getattr(tokenizer, "chat_template", None)))
+    if key not in _PROBED:
+        try:
+            _PROBED[key] = probe()
+        except Exception:  # noqa: BLE001 - a template that cannot write the probe does not write it
+            _PROBED[key] = False
+    return _PROBED[key]
 
 
 def thinks(tokenizer: Any) -> bool:
@@ -37,28 +47,19 @@ def thinks(tokenizer: Any) -> bool:
 def writes_reasoning(tokenizer: Any) -> bool:
     """Whether the chat template writes an assistant turn's `reasoning_content` (Qwen3's does, in its think block).
     Once per template."""
-    key = str(getattr(tokenizer, "chat_template", None))
-    if key not in _WRITES:
-        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", REASONING: _PROBE}]
-        try:
-            _WRITES[key] = _PROBE in tokenizer.apply_chat_template(turns, tokenize=False)
-        except Exception:  # noqa: BLE001 - a template that cannot write the probe does not write it
-            _WRITES[key] = False
-    return _WRITES[key]
+    turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", REASONING: _PROBE}]
+    return _once(tokenizer, "writes", lambda: _PROBE in tokenizer.apply_chat_template(turns, tokenize=False))
 
 
 def opens_think(tokenizer: Any) -> bool:
     """Whether the chat template's generation prompt opens a think block (ends in `<think>`, whitespace aside): the
     model writes its reasoning and `</think>` only. Once per template."""
-    key = str(getattr(tokenizer, "chat_template", None))
-    if key not in _OPENS:
-        try:
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                                   add_generation_prompt=True)
-            _OPENS[key] = thinks(tokenizer) and prompt.rstrip().endswith(OPEN)
-        except Exception:  # noqa: BLE001 - a template that cannot render the probe opens nothing
-            _OPENS[key] = False
-    return _OPENS[key]
+    def probe() -> bool:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                               add_generation_prompt=True)
+        return thinks(tokenizer) and prompt.rstrip().endswith(OPEN)
+
+    return _once(tokenizer, "opens", probe)
 
 
 class ThinkSplit:
