@@ -390,6 +390,30 @@ def test_generation_options_need_an_sft_model() -> None:
     with pytest.raises(TunelabError, match=r"^eval: --num-beams: generation is for models of task sft"):
         eval_generation_config(task, None, num_beams=2)
     assert eval_generation_config(task, None) is None and eval_generation(task, None, None, [], 8, None) == {}
+    with pytest.raises(TunelabError, match=r"^predict: --max-new-tokens: generation is for models of task sft"):
+        eval_generation_config(task, None, max_new_tokens=1, caller=("predict", "predict"))
+
+
+def test_predict_takes_evals_generation_options(qwen3_think_run: Path) -> None:
+    """`tunelab predict` of an SFT model had no generation options (`--max-new-tokens`: no such option, exit 2):
+    eval's, checked as eval checks them. The tiny Qwen3 writes `<think> hmm </think> good <|im_end|>`: one new token
+    is the open think block alone (no reply, no reasoning), three stop before `good`."""
+    model, runner = str(qwen3_think_run / "model"), CliRunner()
+
+    def said(*options: str) -> tuple[str, str | None]:
+        res = runner.invoke(app, ["predict", model, "--input", "-", *options], input="say nice\n")
+        assert res.exit_code == 0, res.output
+        row = json.loads(res.stdout)
+        return row["response"], row["reasoning"]
+
+    assert said() == ("good", "hmm")
+    assert said("--max-new-tokens", "1") == ("", None)
+    assert said("--max-new-tokens", "3", "--num-beams", "2", "--temperature", "0", "--top-p", "0.9") == ("", "hmm")
+    for options, line in [(["--max-new-tokens", "1000"], "--max-new-tokens: 1000 is more than the model's 128 "
+                                                         "positions leave for a reply (at most 127)"),
+                          (["--top-p", "1.5"], "--top-p: must be in (0, 1], got 1.5")]:
+        res = runner.invoke(app, ["predict", model, "--input", "-", *options], input="say nice\n")
+        assert res.exit_code == 2 and res.stderr.strip() == f"error: {line}", res.output
 
 
 ROOT = Path(__file__).resolve().parents[1]

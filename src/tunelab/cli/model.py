@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -17,6 +17,24 @@ OVERWRITE_HELP = ("Replace an --output folder that holds files tunelab did not w
                   "the run's own files.")
 SET_HELP = ("task.KEY=VALUE: a scoring setting other than the saved one (NER: task.decoding=argmax, "
             "task.strict=true); repeatable.")
+
+# eval's and predict's generation options (SFT models; one definition for both commands)
+MaxNewTokens = Annotated[int | None, typer.Option("--max-new-tokens", min=1, help="SFT: most tokens per reply "
+                                                  "(default: the model's task.generation).")]
+NumBeams = Annotated[int | None, typer.Option("--num-beams", min=1, help="SFT: beam search width (1 to 32; "
+                                              "--batch-size counts prompts × beams).")]
+Temperature = Annotated[float | None, typer.Option("--temperature", help="SFT: 0 = greedy; above 0: sampling.")]
+TopP = Annotated[float | None, typer.Option("--top-p", help="SFT: nucleus sampling mass (with --temperature).")]
+
+
+def _generation_options(max_new_tokens: int | None, num_beams: int | None, temperature: float | None,
+                        top_p: float | None) -> dict[str, Any]:
+    """eval's / predict's generation options, their ranges checked (one line) before anything loads."""
+    from tunelab.tasks.generation import GenerationConfig, with_overrides
+
+    options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "temperature": temperature, "top_p": top_p}
+    with_overrides(GenerationConfig(), **options)
+    return options
 
 
 def _rescore(task: Any, sets: list[str], command: str) -> None:
@@ -44,12 +62,10 @@ def eval_(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows (one model)."),
     generate: bool | None = typer.Option(None, "--generate/--no-generate", help="SFT: also generate each last "
                                          "assistant reply and score it (exact match, BLEU, chrF, ROUGE); default on."),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="SFT: most tokens per reply "
-                                              "(default: the model's task.generation)."),
-    num_beams: int | None = typer.Option(None, "--num-beams", min=1, help="SFT: beam search width (1 to 32; "
-                                         "--batch-size counts prompts × beams)."),
-    temperature: float | None = typer.Option(None, "--temperature", help="SFT: 0 = greedy; above 0: sampling."),
-    top_p: float | None = typer.Option(None, "--top-p", help="SFT: nucleus sampling mass (with --temperature)."),
+    max_new_tokens: MaxNewTokens = None,
+    num_beams: NumBeams = None,
+    temperature: Temperature = None,
+    top_p: TopP = None,
     predictions: Path | None = typer.Option(None, "--predictions", help="SFT: replies file (JSONL; default "
                                             "RUN/predictions/eval-<data stem>.generations.jsonl next to MODEL_DIR)."),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
@@ -61,13 +77,11 @@ def eval_(
     from tunelab.api import load
     from tunelab.data.readers import read_table
     from tunelab.evaluation.evaluate import print_metrics
+    from tunelab.evaluation.generation import eval_generation_config
     from tunelab.report import evaluation_report
     from tunelab.studies.ensemble import Ensemble
-    from tunelab.tasks.generation import GenerationConfig, with_overrides
 
-    gen_options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "temperature": temperature,
-                   "top_p": top_p}
-    with_overrides(GenerationConfig(), **gen_options)  # out of range: one line before anything loads
+    gen_options = _generation_options(max_new_tokens, num_beams, temperature, top_p)  # before anything loads
 
     if report is not None and len(model_dirs) > 1:
         raise TunelabError("eval: --report takes one model directory")
@@ -77,6 +91,7 @@ def eval_(
         if sets:
             raise TunelabError("eval: --set takes one model directory")
         ensemble = Ensemble(model_dirs)
+        eval_generation_config(ensemble.task, None, **gen_options)  # an ensemble's task generates nothing: refused
         metrics = ensemble.evaluate(read_table(data, ensemble.task.txt_as_conll), batch_size)
     else:
         default = _check_eval_outputs(model_dirs[0], data, report, predictions, overwrite, generate)
@@ -138,16 +153,23 @@ def predict(
     output: Path | None = typer.Option(None, "--output", help="Output JSONL (default: stdout); not an existing "
                                        "file (see --overwrite)."),
     batch_size: int = typer.Option(64, min=1, help="Examples per forward pass."),
+    max_new_tokens: MaxNewTokens = None,
+    num_beams: NumBeams = None,
+    temperature: Temperature = None,
+    top_p: TopP = None,
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
 ) -> None:
-    """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...)."""
+    """Label new rows: each output row is the input row plus the prediction (`pred_label` and `scores`, ...; an
+    SFT model's generated `response`)."""
     from tunelab.api import load
     from tunelab.data.readers import lines_table, read_rows, stdin_lines
+    from tunelab.evaluation.generation import eval_generation_config
     from tunelab.io import Read, check_outputs, json_line, write_jsonl_atomic
     from tunelab.studies.ensemble import Ensemble
     from tunelab.training.layout import model_reads
 
+    gen_options = _generation_options(max_new_tokens, num_beams, temperature, top_p)  # before anything loads
     if sets and len(model_dirs) > 1:
         raise TunelabError("predict: --set takes one model directory")
     if output is not None and output.suffix.lower() in (".csv", ".tsv", ".parquet", ".xlsx"):
@@ -162,6 +184,10 @@ def predict(
     if model is not None:
         _rescore(model.task, sets, "predict")
     task = ensemble.task if ensemble is not None else model.task  # type: ignore[union-attr]
+    if any(v is not None for v in gen_options.values()):  # eval's checks: another task refused, the reply's room
+        model_config = getattr(model.module, "config", None) if model is not None else None
+        gen = eval_generation_config(task, model_config, caller=("predict", "predict"), **gen_options)
+        task.cfg = task.cfg.model_copy(update={"generation": gen})  # what the task's predictions generate with
     if input_ == "-":
         table = lines_table(stdin_lines(sys.stdin), "<stdin>", task.data.text_field)
     else:

@@ -102,18 +102,20 @@ def default_predictions_path(model_dir: Path, data: Path) -> Path:
 def eval_generation_config(task: Task, model_config: Any, *, generate: bool | None = None,
                            max_new_tokens: int | None = None, num_beams: int | None = None,
                            temperature: float | None = None, top_p: float | None = None,
-                           predictions: str | Path | None = None) -> GenerationConfig | None:
-    """The settings `tunelab eval` (`Model.evaluate`) generates with (None: it does not generate), checked once the
-    model is loaded and before any data is read: generation options on a model of another task, a beam wider than
-    MAX_NUM_BEAMS, a max_new_tokens past the model's positions, a temperature or top_p out of range — one line
-    each, the options spelled as the caller spells them (`--num-beams`, `num_beams=`)."""
+                           predictions: str | Path | None = None,
+                           caller: tuple[str, str] = ("eval", "evaluate")) -> GenerationConfig | None:
+    """The settings `tunelab eval` (`Model.evaluate`; `caller` ("predict", "predict"): `tunelab predict`) generates
+    with (None: it does not generate), checked once the model is loaded and before any data is read: generation
+    options on a model of another task, a beam wider than MAX_NUM_BEAMS, a max_new_tokens past the model's positions,
+    a temperature or top_p out of range — one line each, the options spelled as the caller spells them
+    (`--num-beams`, `num_beams=`), the message opening with `caller` (the command, the API's method)."""
     given = [name for name, v in (("max_new_tokens", max_new_tokens), ("num_beams", num_beams),
                                   ("temperature", temperature), ("top_p", top_p), ("predictions", predictions))
              if v is not None] + (["generate"] if generate else [])
     if not task.generates_replies:
         if given:
             able = ", ".join(TASKS.names(lambda cls: cls.generates_replies))
-            raise TunelabError(f"{option('eval', 'evaluate')}: {gen_flag(given[0])}: generation is for models of "
+            raise TunelabError(f"{option(*caller)}: {gen_flag(given[0])}: generation is for models of "
                                f"task {able} (this one: {task.cfg.name})")
         return None
     if generate is False:
