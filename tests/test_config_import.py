@@ -269,6 +269,26 @@ def _written(lf: Path, src: Path, name: str) -> tuple[dict, list[str]]:
     return yaml.safe_load((lf / name).read_text(encoding="utf-8")), res.stderr.splitlines()
 
 
+def test_warmup_ratio_of_every_step(lf: Path, tiny_llama: Path) -> None:
+    """warmup_ratio 1.0 (every step warms up) had been written as train.warmup 1.0, which tunelab reads as ONE warmup
+    step: it is max_steps where the file gives it, else refused in one line naming the key's line (a ratio above 1
+    too, as HF refuses it); nothing is written then."""
+    written, said = _written(lf, _lf_yaml(lf, tiny_llama, warmup_ratio=1.0, max_steps=40), "a.yaml")
+    assert written["train"]["warmup"] == 40 and written["train"]["max_steps"] == 40
+    assert ("note: warmup_ratio 1.0 (every step warms up) written as train.warmup 40, max_steps (tunelab reads a "
+            "warmup of 1 and above as a step count)") in said
+    for ratio, why in [(1.0, "every step warms up, and tunelab's train.warmup reads 1 and above as a step count "
+                              "(1.0: one step); the file gives no max_steps to count them by: set max_steps, or "
+                              "write warmup_ratio below 1"),
+                       (1.5, "a fraction of the training steps, 0 to 1 (HF's Trainer refuses it too)")]:
+        src = _lf_yaml(lf, tiny_llama, warmup_ratio=ratio)
+        line = src.read_text(encoding="utf-8").splitlines().index(f"warmup_ratio: {ratio}") + 1
+        res = _import(str(src), "-o", str(lf / "b.yaml"))
+        assert res.exit_code == 2 and res.stderr == f"error: {src}:{line}: warmup_ratio: {ratio}: {why}\n", res.output
+        assert not (lf / "b.yaml").exists()
+    assert _written(lf, _lf_yaml(lf, tiny_llama, warmup_ratio=0.5), "c.yaml")[0]["train"]["warmup"] == 0.5
+
+
 def test_method_keys_as_llama_factory_reads_them(lf: Path, tiny_llama: Path) -> None:
     """freeze_trainable_layers → method.k (before: said as a LoRA setting and dropped, k=2 trained); beside LoRA it is
     said as not carried (before: refused as an unknown key); quantization_bit 4 → qlora on a machine without a GPU

@@ -289,10 +289,23 @@ def _method(p: _Peer) -> None:
 
 def _warmup(p: _Peer) -> None:
     """HF's rule: warmup_steps above 0 wins, else warmup_ratio (tunelab's train.warmup reads either: a fraction below
-    1, else steps)."""
+    1, else steps). A warmup_ratio of 1 (every step warms up), which tunelab would read as one step, is written as the
+    file's max_steps, or refused where the file gives none to count by; one above 1 is refused, as HF refuses it."""
     steps, ratio = p.later.get("warmup_steps"), p.later.get("warmup_ratio")
     if steps is not None and (not isinstance(steps, int | float) or isinstance(steps, bool) or steps > 0):
         p.set("train.warmup", steps, "warmup_steps")
+    elif isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio >= 1:
+        if ratio > 1:
+            raise p.refuse("warmup_ratio", f"{ratio}: a fraction of the training steps, 0 to 1 (HF's Trainer "
+                           "refuses it too)")
+        total = p.tree.get("train", {}).get("max_steps")
+        if type(total) is not int or total < 1:
+            raise p.refuse("warmup_ratio", f"{ratio}: every step warms up, and tunelab's train.warmup reads 1 and "
+                           "above as a step count (1.0: one step); the file gives no max_steps to count them by: "
+                           "set max_steps, or write warmup_ratio below 1")
+        p.set("train.warmup", total, "warmup_ratio")
+        p.notes.append(f"note: warmup_ratio {ratio} (every step warms up) written as train.warmup {total}, max_steps "
+                       "(tunelab reads a warmup of 1 and above as a step count)")
     elif ratio is not None:
         p.set("train.warmup", ratio, "warmup_ratio")
 
