@@ -54,6 +54,21 @@ def _killed(run: Path) -> None:
 
 
 @pytest.mark.parametrize("study", ["cv", "curve"])
+def test_a_missing_unlabeled_file_is_refused_before_any_sub_run(study: str, tiny_bert: Path, tmp_path: Path) -> None:
+    """A distillation config whose data.unlabeled is missing: refused as `tunelab train` refuses it (its config line),
+    before the study writes a fold or point (it had been found by the first sub-run, its folder written)."""
+    path = _config(tmp_path, tiny_bert)
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    cfg["data"]["unlabeled"] = str(tmp_path / "gone.jsonl")
+    cfg["distill"] = {"teacher": str(tiny_bert)}  # (not read: the refusal comes first)
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    line = path.read_text(encoding="utf-8").splitlines().index(f"  unlabeled: {tmp_path / 'gone.jsonl'}") + 1
+    said = _study(study, path, code=2)
+    assert said == f"error: {path}:{line}: data.unlabeled: {tmp_path / 'gone.jsonl'}: file not found\n", said
+    assert not [p for p in (tmp_path / "out" / study).iterdir() if p.name != ".tunelab-study.lock"]
+
+
+@pytest.mark.parametrize("study", ["cv", "curve"])
 def test_an_unfinished_fold_or_point_resumes_from_its_checkpoint(study: str, tiny_bert: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Run again after a kill, the fold / point that was training goes on from its newest checkpoint (it trained

@@ -141,7 +141,7 @@ def _plan(cfg: RunConfig, fractions: list[float], root: Path) -> _Plan:
     """The curve's rows read (by the text rules in force), its validation rows held out, and each fraction's subset
     (`fractions`: those asked for and those of the points not asked for)."""
     task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
-    splits = load_splits(cfg.data, task, cfg.train.seed)  # the hold-out a normal run with this seed makes
+    splits = load_splits(cfg.data, task, cfg.train.seed, training=True)  # a normal run's hold-out, its checks
     if "validation" not in splits:
         raise ConfigError("curve: needs a validation split: set data.validation or data.validation_split > 0")
     validation = cfg.data.validation

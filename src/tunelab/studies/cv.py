@@ -263,7 +263,7 @@ def _plan(cfg: RunConfig, folds: int, root: Path) -> _Plan:
     # the rows a normal run would train on, with nothing held out: read, clean, dedup (also against data.test)
     data = cfg.data.model_copy(update={"validation": None, "validation_split": 0.0})
     task = TASKS.get(cfg.task.name)(cfg.task, data)
-    rows = load_splits(data, task, cfg.train.seed)["train"]
+    rows = load_splits(data, task, cfg.train.seed, training=True)["train"]  # (data.unlabeled checked as train does)
     if folds > len(rows):
         raise ConfigError(f"cv: --folds {folds} is more than the {len(rows)} training rows")
     splits, how = fold_indices(rows, task, folds, cfg.train.seed)
