@@ -392,6 +392,44 @@ def test_an_unfinished_teacher_reply_does_not_teach_to_stop(tiny_chat_run: Path)
     assert trained[0][:-1] == trained[1] and trained[0][-1] in stop and not stop & set(trained[1]), trained
 
 
+def test_a_thinking_teachers_reply_is_split_as_predict_splits_it(qwen3_think_run: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """A teacher that thinks (the tiny Qwen3 writes `<think> hmm </think> good`): its think block had been kept in the
+    reply the student learns (and a reply cut inside it rendered as an empty block, then `<think> hmm` as the reply).
+    Where the chat template writes reasoning_content (Qwen3's), the reasoning is that field, trained in the template's
+    block as a training row's; where it writes none, the block is left out and the reply alone trained; a reply cut
+    while it reasoned trains neither the block's end nor the end of the turn."""
+    from tunelab.data.readers import rows_table
+    from tunelab.export.save import load_model
+    from tunelab.tasks.reasoning import REASONING
+
+    task, teacher, tok = load_model(qwen3_think_run / "model")
+    prompts = task.parse(rows_table([{"messages": say_rows(["nice"])[0]["messages"][:1]}]), labelled=False)
+
+    def taught(generation: dict, template: str | None = None) -> tuple[dict, str]:
+        if template is not None:
+            tok.chat_template = template
+        task.cfg = task.cfg.model_copy(update={"generation": task.cfg.generation.model_copy(update=generation)})
+        [ex] = task.unlabeled_examples(prompts, teacher, tok)
+        [feat] = task.encode([ex], tok)
+        return ex["messages"][-1], tok.decode([t for t in feat["labels"] if t != -100])
+
+    turn, trained = taught({"max_new_tokens": 8})
+    assert turn == {"role": "assistant", "content": "good", REASONING: "hmm"}
+    assert trained.replace(" ", "").replace("\n", "") == "<think>hmm</think>good<|im_end|>", trained
+    said = capsys.readouterr().err
+    assert "1 began with a think block: its reasoning trained as the turn's reasoning_content" in said, said
+    turn, trained = taught({"max_new_tokens": 2})  # cut inside the block
+    assert turn == {"role": "assistant", "content": "", REASONING: "hmm"}
+    assert trained.replace(" ", "").replace("\n", "") == "<think>hmm", trained
+    no_reasoning = tok.chat_template.replace("message.reasoning_content is string", "false").replace(
+        "'</think>' in content", "false")  # (a template that thinks, yet writes no reasoning_content)
+    turn, trained = taught({"max_new_tokens": 8}, no_reasoning)
+    assert turn == {"role": "assistant", "content": "good"}
+    assert trained.replace(" ", "").replace("\n", "") == "<think></think>good<|im_end|>", trained
+    assert "left out (the chat template writes no reasoning_content), the reply alone" in capsys.readouterr().err
+
+
 def test_a_copy_saved_inside_a_process_group_loads_back(tmp_path: Path) -> None:
     """transformers 5 saves a model on rank 0 only once torch.distributed is up, so a student cut from its teacher
     on the other ranks of `--nproc 2` had no weights (found running it); `save_model_here` writes them on any rank.

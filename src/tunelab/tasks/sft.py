@@ -251,7 +251,8 @@ class Sft(Task):
                     say(f"note: {ex['source']}: {REASONING} of an assistant turn the chat template leaves out (Qwen3's "
                         f"writes it only after the last user turn) is not trained (e.g. line {ex['line']})")
                 if ex.get("open_end"):  # a teacher's reply cut at max_new_tokens: its end-of-turn is not trained
-                    spans = open_end_spans(text, spans, ex["messages"][-1]["content"])
+                    last = ex["messages"][-1]
+                    spans = open_end_spans(text, spans, last["content"], last.get(REASONING))
             except ConfigError:
                 raise
             except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row

@@ -10,7 +10,10 @@ teacher's reply under `task.generation` (greedy by default; the same settings `t
 training; the student then learns the teacher's token distributions along that reply — the soft part only, as
 unlabelled rows do in every task: the hard cross-entropy reads the gold rows of the pass alone. A reply that the
 teacher had not finished at `task.generation.max_new_tokens` keeps its end-of-turn token untrained (`open_end`),
-so the student is not taught to stop where the teacher was cut off.
+so the student is not taught to stop where the teacher was cut off. A teacher that thinks (Qwen3's think block
+before its reply, tasks/reasoning.py) has its reply split as predict splits it: the reasoning is the turn's
+`reasoning_content` where the chat template writes one (trained in its think block, as a training row's is), else
+left out, the student trained on the reply alone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tunelab.tasks.base import UNLABELED, Example
 from tunelab.tasks.causal_loss import trained_logits, trained_positions
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.losses import soft_kl
+from tunelab.tasks.reasoning import REASONING, reply_of, writes_reasoning
 
 TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
 PROMPT_FIELD = {"completion": "prompt", "output": "instruction"}  # a row's prompt field, from its reply field
@@ -49,28 +53,37 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         ended = [False] * len(prompts)
         replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop, ended)
-    out, cut = [], 0
+    out, cut, thought, keep = [], 0, 0, writes_reasoning(tokenizer)
     for ex, ids, stopped in zip(examples, replies, ended, strict=True):
         open_end = not stopped  # no stop id reached: cut by max_new_tokens (or by the teacher's positions)
         cut += open_end
-        reply = decode_reply(tokenizer, ids)
-        out.append({**ex, "messages": [*ex["messages"], {"role": "assistant", "content": reply}], "labelled": True,
-                    "open_end": open_end})
+        reply, reasoning = reply_of(tokenizer, decode_reply(tokenizer, ids))  # (a think block split off)
+        turn = {"role": "assistant", "content": reply}
+        if reasoning is not None:
+            thought += 1
+            turn.update({REASONING: reasoning} if keep else {})
+        out.append({**ex, "messages": [*ex["messages"], turn], "labelled": True, "open_end": open_end})
     note = (f"; {cut} ended unfinished, at task.generation.max_new_tokens={cfg.max_new_tokens} or the teacher's "
             "positions (their end is not trained)") if cut else ""
+    if thought:
+        note += (f"; {thought} began with a think block: " + ("its reasoning trained as the turn's reasoning_content"
+                 if keep else "left out (the chat template writes no reasoning_content), the reply alone trained"))
     print(f"distill: the teacher replied to {len(out)} unlabelled prompts in {time.perf_counter() - t0:.1f} s{note}",
           file=sys.stderr)
     return out
 
 
-def open_end_spans(text: str, spans: list[tuple[int, int]], reply: str) -> list[tuple[int, int]]:
-    """The trained character spans of an `open_end` conversation: the last reply without its end-of-turn marker
-    (where the template changed the reply's text so that it is not found, the span stays whole)."""
-    if not spans or not reply:
+def open_end_spans(text: str, spans: list[tuple[int, int]], reply: str,
+                   reasoning: str | None = None) -> list[tuple[int, int]]:
+    """The trained character spans of an `open_end` conversation: the last reply without its end-of-turn marker; a
+    reply cut while it reasoned (no text after its think block: `reasoning` alone), the block's end untrained too.
+    Where the template changed the reply's text so that it is not found, the span stays whole."""
+    last = reply or reasoning
+    if not spans or not last:
         return spans
     start, end = spans[-1]
-    at = text.find(reply, start, end)
-    return spans if at < 0 else [*spans[:-1], (start, at + len(reply))]
+    at = text.rfind(last, start, end)  # (the reply comes last in its turn, after any think block)
+    return spans if at < 0 else [*spans[:-1], (start, at + len(last))]
 
 
 def sft_distill_loss(model: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
