@@ -43,6 +43,17 @@ def _predict(args: list[str], out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
+def test_generation_options_on_an_ensemble_are_one_line(two_models: tuple[Path, Path, Path]) -> None:
+    """eval's generation options on an ensemble (classification) are refused in one line, by eval (it had ignored
+    them) and by predict, before any row is read."""
+    m1, m2, val = two_models
+    for command, data in (("eval", "--data"), ("predict", "--input")):
+        res = runner.invoke(app, [command, str(m1), str(m2), data, str(val), "--num-beams", "2"])
+        assert res.exit_code == 2, res.output
+        assert res.stderr == (f"error: {command}: --num-beams: generation is for models of task sft (this one: "
+                              "classification)\n"), res.stderr
+
+
 def test_ensemble_averages_probabilities(two_models: tuple[Path, Path, Path], tmp_path: Path) -> None:
     m1, m2, val = two_models
     one = _predict([str(m1), "--input", str(val)], tmp_path / "one.jsonl")
