@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -18,8 +19,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from conftest import sentiment_rows, write_jsonl
+from tunelab.cli import app
 from tunelab.config.run import build_config
 from tunelab.data.readers import Record, Table
 from tunelab.registry import METHODS, TASKS
@@ -46,12 +49,15 @@ def _cmd(model: Path, data: tuple[Path, Path], out: Path, extra: list[str]) -> l
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _kill_when(cmd: list[str], pause: str, ready: Callable[[], bool], timeout: float = 180) -> None:
-    """Start the run paused at `pause` (TUNELAB_TEST_PAUSE), wait until `ready()`, then SIGKILL it."""
+def _kill_when(cmd: list[str], pause: str, ready: Callable[[], bool], timeout: float = 180,
+               meanwhile: Callable[[], None] = lambda: None) -> None:
+    """Start the run paused at `pause` (TUNELAB_TEST_PAUSE), run `meanwhile()` here while it starts up and sleeps
+    there, wait until `ready()`, then SIGKILL it."""
     proc = subprocess.Popen(cmd, env={**ENV, "TUNELAB_TEST_PAUSE": pause},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
+        meanwhile()
         while not ready():
             assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before it reached {pause}"
             assert time.monotonic() < deadline, f"the run did not reach {pause} in {timeout} s"
@@ -60,6 +66,17 @@ def _kill_when(cmd: list[str], pause: str, ready: Callable[[], bool], timeout: f
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """A run in this process computes with one thread, as the run started with OMP_NUM_THREADS=1 does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _rows(out: Path) -> dict[tuple[int, str], dict]:
@@ -111,25 +128,32 @@ def test_sigkill_then_resume_equals_uninterrupted(
 ) -> None:
     data = _data(tmp_path)
     ref, run = tmp_path / "ref", tmp_path / "run"
-    # the uninterrupted reference runs beside the killed run (one thread each: the same numbers, half the wait)
-    reference = subprocess.Popen(_cmd(tiny_bert, data, ref, extra), env=ENV, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
     cmd = _cmd(tiny_bert, data, run, extra)
+
+    def reference() -> None:
+        """The uninterrupted reference: the same run through the Python API, in this process (one thread, as the
+        killed run's), while that run starts up — no process of its own to start."""
+        import tunelab
+
+        sets = _cmd(tiny_bert, data, ref, extra)[5::2]  # (the `--set` values)
+        with _one_thread():
+            tunelab.train(None, **dict(a.split("=", 1) for a in sets))
+
     step = int(pause.split(":")[1])
     if pause.startswith("save:"):
-        _kill_when(cmd, pause, lambda: any(run.glob(f"checkpoints/.tmp-step-{step:08d}-*/trainable.safetensors")))
+        _kill_when(cmd, pause, lambda: any(run.glob(f"checkpoints/.tmp-step-{step:08d}-*/trainable.safetensors")),
+                   meanwhile=reference)
         assert list(run.glob("checkpoints/.tmp-step-*")), "the interrupted save left its temp dir"
     else:
         _kill_when(cmd, pause, lambda: (run / "metrics.jsonl").is_file()
-                   and f'{{"step": {step}, "epoch"' in (run / "metrics.jsonl").read_text())
+                   and f'{{"step": {step}, "epoch"' in (run / "metrics.jsonl").read_text(), meanwhile=reference)
     assert [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")] == complete
     assert not (run / "metrics.json").exists()
 
     resume = ["--resume"] + ([str(run / resume_arg)] if resume_arg else [])
-    res = subprocess.run(cmd + resume, env=ENV, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    _, err = reference.communicate(timeout=300)
-    assert reference.returncode == 0, err[-3000:]
+    with _one_thread():  # `tunelab train ... --resume` in this process: what was killed is the other one
+        res = CliRunner().invoke(app, [*cmd[3:], *resume])
+    assert res.exit_code == 0, res.output[-3000:]
 
     want, got = _rows(ref), _rows(run)
     assert sorted(got) == sorted(want)

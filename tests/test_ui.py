@@ -58,6 +58,31 @@ class UIServer:
             self.process.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def ui_on_loopback(runs: Path) -> Iterator[str]:
+    """The page's app (`tunelab ui --runs RUNS`) on uvicorn on a free loopback port, in a thread of this process:
+    for what a browser shows, where the server's own process is not what a test is about. Yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    from tunelab.ui.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 @pytest.fixture
 def browser() -> Iterator[object]:
     if CHROMIUM is None:
@@ -343,18 +368,16 @@ def test_api_errors_have_the_shape_of_tunelab_serve(play_runs: Path) -> None:
     assert res.status_code == 405 and res.json()["error"]["message"] == "Method Not Allowed"
 
 
-def test_the_playground_page_shows_a_refusal_as_its_one_line(play_runs: Path, tmp_path: Path,
-                                                            browser: object) -> None:
+def test_the_playground_page_shows_a_refusal_as_its_one_line(play_runs: Path, browser: object) -> None:
     """In the browser: a row the model cannot read, and a conversation longer than the model's context, each show
     the error's message (read from {"error": {"message"}}) where the answer would be."""
-    server = UIServer(play_runs, tmp_path / "ui.log").start()
-    try:
+    with ui_on_loopback(play_runs) as url:
         page = browser.new_page()  # type: ignore[attr-defined]
-        page.goto(f"{server.url}/play?run=cls")
+        page.goto(f"{url}/play?run=cls")
         page.click("#send")  # the text left empty
         page.wait_for_selector("#result.error")
         assert page.inner_text("#result") == "inputs[0].text: empty text"  # (as tunelab serve names it)
-        page.goto(f"{server.url}/play?run=sft")
+        page.goto(f"{url}/play?run=sft")
         page.fill("#message", "say " + "good " * 5000)
         page.click("#send")
         page.wait_for_selector("#reply.error")
@@ -363,8 +386,6 @@ def test_the_playground_page_shows_a_refusal_as_its_one_line(play_runs: Path, tm
         page.click("#send")
         page.wait_for_function("() => document.getElementById('reply').dataset.done === '1'")
         assert page.inner_text("#reply").strip() == "good" and page.get_attribute("#reply", "class") == ""
-    finally:
-        server.stop()
 
 
 def test_a_yaml_anchor_bomb_in_a_form_value_is_refused_quickly() -> None:
