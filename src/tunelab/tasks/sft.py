@@ -164,6 +164,7 @@ class Sft(Task):
     peer_dataset = staticmethod(sft_peers.dataset_settings)  # its dataset_info.json entries, as task settings
     peer_row = staticmethod(sft_peers.joined_row)  # several datasets' rows as messages rows of one file
     peer_joined = sft_peers.JOINED
+    peer_task = {"data.truncation": "head+tail"}  # LLaMA-Factory cuts the prompt and the reply in proportion
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:
