@@ -78,7 +78,9 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
         "task": task, "model": str(tiny_llama),
         "method": {"name": "lora", "r": 4, "target_modules": "all-linear", "alpha": 8, "dropout": 0.0},
         "output_dir": str(lf / "run"),
-        "data": {"max_length": 64, "validation_split": 0.25,
+        # (LLaMA-Factory cuts the prompt and the reply in proportion: head+tail, which cuts the prompt's middle; before:
+        # not written, and a row whose long prompt pushed the reply past max_length was refused)
+        "data": {"max_length": 64, "validation_split": 0.25, "truncation": "head+tail",
                  "train": str(lf / "data" / REGISTRY[dataset]["file_name"])},
         "train": {"batch_size": 2, "grad_accum": 1, "lr": 1.0e-3, "epochs": 1.0, "scheduler": "cosine",
                   "warmup": 0.1, "log_steps": 1, "save_steps": 500},
@@ -219,7 +221,7 @@ def test_several_datasets_joined_then_train(lf: Path, tiny_llama: Path) -> None:
     train, val = lf / "run.train.jsonl", lf / "run.validation.jsonl"
     written = yaml.safe_load(out.read_text(encoding="utf-8"))
     assert written["task"] == {"name": "sft"}  # (before: format messages, so eval refused the alpaca file below)
-    assert written["data"] == {"max_length": 64, "train": str(train), "validation": str(val)}
+    assert written["data"] == {"max_length": 64, "train": str(train), "validation": str(val), "truncation": "head+tail"}
     chat = [json.loads(line) for line in (lf / "data" / "chat.jsonl").read_text(encoding="utf-8").splitlines()]
     qa = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"say {w}"},
                         {"role": "assistant", "content": w}]} for w in WORDS[:8]]

@@ -113,11 +113,11 @@ class DataConfig(Section):
     label_field: str = Field("label", description="Column holding the label (a list for multi-label).")
     max_length: int = Field(256, ge=8, le=131072, description="Longest input in tokens; longer is truncated.")
     truncation: Literal["head", "tail", "head+tail", "sliding_window"] = Field(
-        "head", description="Classification: how a text over max_length is cut. head: its first tokens; tail: its "
-        "last; head+tail: the first half and the last half of the token budget (max_length minus special "
-        "tokens; the head gets the smaller half); sliding_window: overlapping windows of max_length, each a "
-        "training row with the row's label, whose logits are combined (window_aggregate) in evaluation and "
-        "prediction. With text pairs the longer text is cut first (windows slide over `text` only)."
+        "head", description="A row over max_length. Classification: head keeps a text's first tokens, tail its last, "
+        "head+tail the first and last half of the budget (max_length minus special tokens; the head the smaller half); "
+        "sliding_window: windows of max_length, each a training row, logits combined by window_aggregate; a text pair's"
+        " longer text cut first (windows slide over `text` only). sft: head cuts the row's end; head+tail first cuts "
+        "the middle out of its longest user / system messages (LLaMA-Factory's budget: docs/sft.md), then the end."
     )
     window_stride: int = Field(
         32, ge=0, description="sliding_window: tokens shared by consecutive windows (at most max_length / 2)."

@@ -74,24 +74,29 @@ def _section(name: str, section: type[BaseModel], tree: dict[str, Any]) -> Any:
 
 def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, tokenizer: Any) -> dict[str, Any]:
     """A task that answers conversations: token lengths as its chat template renders them (not cut), assistant
-    tokens, and replies cut. Encoded `CHAT_CHUNK` conversations at a time: their features are lists of Python ints
-    (whole, 200,000 alpaca conversations took 1,054 MB of `data check`'s peak RSS at once)."""
+    tokens, and, of the rows over max_length as the task's encode fits them (`reply_cuts`), replies cut and prompts
+    that lose a middle (data.truncation: head+tail). Encoded `CHAT_CHUNK` conversations at a time: their features are
+    lists of Python ints (whole, 200,000 alpaca conversations took 1,054 MB of `data check`'s peak RSS at once)."""
     uncut = type(task)(task.cfg, task.data.model_copy(update={"max_length": 1 << 30}))
     cap = task.length_cap()  # a turn's head only: beyond it every token is past max_length anyway
     limit = task.data.max_length
     lengths: list[int] = []
     trained: list[int] = []
-    partly, fully = 0, []
+    partly, fully, middles = 0, [], 0
     for start in range(0, len(examples), CHAT_CHUNK):
         part = examples[start : start + CHAT_CHUNK]
         capped = [{**ex, "messages": [{**m, "content": m["content"][:cap]} for m in ex["messages"]]} for ex in part]
-        for ex, f in zip(part, uncut.encode(capped, tokenizer), strict=True):
-            marked = [i for i, t in enumerate(f["labels"]) if t != -100]
-            first, last = (marked[0], marked[-1]) if marked else (len(f["labels"]), -1)
+        feats = uncut.encode(capped, tokenizer)
+        over = [j for j, f in enumerate(feats) if len(f["input_ids"]) > limit]  # fitted as training fits them
+        fitted = dict(zip(over, task.reply_cuts([capped[j] for j in over], tokenizer), strict=True))
+        for j, (ex, f) in enumerate(zip(part, feats, strict=True)):
+            marked = sum(t != -100 for t in f["labels"])
             lengths.append(len(f["input_ids"]))
-            trained.append(len(marked))
-            partly += first < limit <= last
-            if first >= limit:
+            trained.append(marked)
+            kept, middle = fitted.get(j, (marked, False))
+            partly += 0 <= kept < marked
+            middles += middle
+            if kept < 0:
                 fully.append(f"{ex.get('source') or path}:{ex['line']}")
     return {
         "lengths": np.asarray(lengths),
@@ -99,6 +104,7 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
         "assistant_tokens": {"total": sum(trained), "p50": int(np.percentile(trained, 50)), "max": max(trained)},
         "replies_partly_cut": partly,
         "replies_fully_cut": fully,
+        "prompts_middle_cut": middles,  # data.truncation: head+tail
     }
 
 
@@ -123,7 +129,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
     tokenizer, (positions, learned) = load_named("--model", model,
                                                  lambda where: (task.load_tokenizer(where), positions_at(where)))
-    report: dict[str, Any] = {"model": model, "max_length": data.max_length, "length_cap": task.length_cap(),
+    report: dict[str, Any] = {"model": model, "max_length": data.max_length, "truncation": data.truncation,
+                              "length_cap": task.length_cap(),
                               "files": {}, "overlap": []}
     keys: dict[str, np.ndarray] = {}
     train_labels: Counter[str] = Counter()
@@ -202,8 +209,12 @@ def print_report(report: dict[str, Any]) -> None:
             t.add_row("assistant tokens", "  ".join(f"{k} {v}" for k, v in r["assistant_tokens"].items()))
             cut, partly = r["replies_fully_cut"], r["replies_partly_cut"]
             where = ", ".join(cut[:3]) + (" ..." if len(cut) > 3 else "")
-            t.add_row("replies cut", f"{partly} partly; {len(cut)} entirely (training refuses these: {where})" if cut
-                      else f"{partly} partly, none entirely")
+            out = "" if report["truncation"] != "head" else "; data.truncation: head+tail cuts their prompt's middle"
+            t.add_row("replies cut", f"{partly} partly; {len(cut)} entirely (training refuses these: {where}{out})"
+                      if cut else f"{partly} partly, none entirely")
+            if r.get("prompts_middle_cut"):
+                t.add_row("prompts cut", f"{r['prompts_middle_cut']} lose the middle of a prompt message "
+                          f"(data.truncation: {report['truncation']})")
         t.add_row("token length", "  ".join(f"{k} {v}" for k, v in r["token_length"].items()) + (
             f"  ({r['token_length_estimated']} row(s) of over {report['length_cap']:,} characters: estimated from "
             "their head)" if r.get("token_length_estimated") else ""))

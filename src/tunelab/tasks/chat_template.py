@@ -3,6 +3,8 @@ turns in it, the end-of-turn ids generation stops at, and a conversation's gener
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tunelab.errors import ConfigError, DataError
@@ -49,6 +51,17 @@ def template_error(example: dict[str, Any], error: Exception) -> DataError:
     if isinstance(error, TemplateRefusal):
         return DataError(example["source"], example["line"], error.field or example["field"], str(error))
     return DataError(example["source"], example["line"], example["field"], f"chat template: {error}")
+
+
+@contextmanager
+def row_named(example: dict[str, Any]) -> Iterator[None]:
+    """Rendering `example`: an error of the template's raised as `template_error` (a ConfigError as it is)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
+        raise template_error(example, e) from None
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:

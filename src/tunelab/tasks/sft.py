@@ -22,8 +22,10 @@ turns follow it (Qwen3's think block, Phi-3's final eos: chat_template._turn_end
 Training loss: cross-entropy over the trained positions only (tasks/causal_loss.py); `task.packing` packs
 several examples per training row (tasks/packing.py).
 
-Truncation (`data.max_length`): rows are cut at the end; the number cut is reported on stderr. A row whose
-assistant tokens are all cut is a DataError naming file:line (nothing is dropped silently).
+Truncation (`data.max_length`, tasks/sft_truncation.py): rows are cut at the end (`data.truncation: head`), or first
+lose the middle of their longest user / system messages (`head+tail`, LLaMA-Factory's prompt / reply budget); the
+number cut is reported on stderr. A row whose assistant tokens are all cut is a DataError naming file:line (nothing
+is dropped silently).
 
 Evaluation: mean token cross-entropy over assistant tokens (`loss`) and `perplexity` = exp(loss), computed
 per batch. Predict: generation of the next assistant reply (`response`; `task.generation`, greedy by
@@ -70,8 +72,8 @@ from tunelab.tasks.chat_template import (
     end_of_turn_ids,
     render,
     reply_index,
+    row_named,
     split_reply,
-    template_error,
     unwritten_reasoning,
 )
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, model_stop_ids
@@ -81,6 +83,7 @@ from tunelab.tasks.reasoning import REASONING, reply_of, thinks
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 from tunelab.tasks.sft_tools import with_tools
+from tunelab.tasks.sft_truncation import Cuts, reply_cuts
 from tunelab.text import rules_version
 
 
@@ -161,6 +164,7 @@ class Sft(Task):
     peer_dataset = staticmethod(sft_peers.dataset_settings)  # its dataset_info.json entries, as task settings
     peer_row = staticmethod(sft_peers.joined_row)  # several datasets' rows as messages rows of one file
     peer_joined = sft_peers.JOINED
+    peer_task = {"data.truncation": "head+tail"}  # LLaMA-Factory cuts the prompt and the reply in proportion
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:
@@ -170,8 +174,9 @@ class Sft(Task):
         self._unwritten: set[str] = set()  # files whose earlier turns' reasoning the template leaves out: said once
         self.refuse_row_edits("not supported by task sft (no classes to balance; word edits would corrupt replies)",
                               ("sampling", "augment"))
-        if getattr(data, "truncation", "head") != "head":
-            raise ConfigError("config: data.truncation: task sft cuts rows at the end (head) only")
+        if getattr(data, "truncation", "head") not in ("head", "head+tail"):
+            raise ConfigError(f"config: data.truncation: {data.truncation}: task sft cuts a row at its end (head), or "
+                              "first the middle of its prompt (head+tail)")
 
     # -- data --------------------------------------------------------------------------------
     def parse(self, table: Table, *, labelled: bool = True) -> list[Example]:
@@ -237,43 +242,36 @@ class Sft(Task):
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> list[Features]:
         self.bind_tokenizer(tokenizer)
-        feats, cut = [], 0
-        limit = self.data.max_length
+        feats, cuts = [], Cuts(self.data.max_length, self.data.truncation)  # rows over max_length: sft_truncation.py
         for ex in examples:
-            try:
-                if not ex["labelled"]:  # the prompt for generation
+            if not ex["labelled"]:  # the prompt for generation
+                with row_named(ex):
                     text = render(tokenizer, ex["messages"], generation_prompt=True)
-                    feats.append({"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]})
-                    continue
-                text, spans = assistant_spans(tokenizer, ex["messages"])
-                if ex["source"] not in self._unwritten and unwritten_reasoning(tokenizer, ex["messages"]):
-                    self._unwritten.add(ex["source"])
-                    say(f"note: {ex['source']}: {REASONING} of an assistant turn the chat template leaves out (Qwen3's "
-                        f"writes it only after the last user turn) is not trained (e.g. line {ex['line']})")
-                if ex.get("open_end"):  # a teacher's reply cut at max_new_tokens: its end-of-turn is not trained
-                    last = ex["messages"][-1]
-                    spans = open_end_spans(text, spans, last["content"], last.get(REASONING))
-            except ConfigError:
-                raise
-            except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
-                raise template_error(ex, e) from None
-            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids = enc["input_ids"]
-            labels = [t if any(s < e_ and e > s_ for s_, e_ in spans) and e > s else -100
-                      for t, (s, e) in zip(ids, enc["offset_mapping"], strict=True)]
-            if len(ids) > limit:
-                cut += 1
-                ids, labels = ids[:limit], labels[:limit]
-                if all(v == -100 for v in labels):
-                    raise DataError(ex["source"], ex["line"], ex["field"],
-                                    f"the assistant reply starts after data.max_length={limit} tokens; "
-                                    "raise data.max_length or shorten the prompt")
-            feats.append({"input_ids": ids, "labels": labels})
-        self.truncated = cut
-        if cut:
-            print(f"sft: {cut} of {len(examples)} examples cut at data.max_length={limit} tokens "
-                  "(their tail is not trained)", file=sys.stderr)
+                feats.append({"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]})
+                continue
+            feats.append(cuts.fit(tokenizer, ex, lambda msgs, ex=ex: self._rendered(tokenizer, ex, msgs)))
+        self.truncated = cuts.rows
+        if cuts.rows:
+            print(cuts.note(len(examples)), file=sys.stderr)
         return feats
+
+    def _rendered(self, tokenizer: Any, ex: Example, messages: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """The example's `messages` (its own, or with prompt middles cut) rendered, with the spans that train."""
+        with row_named(ex):
+            text, spans = assistant_spans(tokenizer, messages)
+            if ex["source"] not in self._unwritten and unwritten_reasoning(tokenizer, messages):
+                self._unwritten.add(ex["source"])
+                say(f"note: {ex['source']}: {REASONING} of an assistant turn the chat template leaves out (Qwen3's "
+                    f"writes it only after the last user turn) is not trained (e.g. line {ex['line']})")
+            if ex.get("open_end"):  # a teacher's reply cut at max_new_tokens: its end-of-turn is not trained
+                last = messages[-1]
+                spans = open_end_spans(text, spans, last["content"], last.get(REASONING))
+        return text, spans
+
+    def reply_cuts(self, examples: Sequence[Example], tokenizer: Any) -> list[tuple[int, bool]]:
+        """data check: each labelled example as encode fits it into data.max_length (sft_truncation.reply_cuts)."""
+        return reply_cuts(tokenizer, list(examples), self.data.max_length, self.data.truncation,
+                          lambda ex, msgs: self._rendered(tokenizer, ex, msgs))
 
     # -- training: loss on trained positions only, optional packing ----------------------------
     def check_method(self, method: str) -> None:
@@ -381,7 +379,8 @@ class Sft(Task):
             add_special_tokens=False))
 
     def length_note(self) -> str:
-        return "rows are cut at the end"
+        return ("rows first lose the middle of their longest prompt messages, then are cut at the end"
+                if self.data.truncation == "head+tail" else "rows are cut at the end")
 
     def report_results(self, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
                        generations: Sequence[dict[str, Any]] | None = None) -> str:

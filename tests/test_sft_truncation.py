@@ -1,0 +1,107 @@
+"""SFT rows over data.max_length: `data.truncation: head+tail` takes the middle out of the prompt's longest messages
+(LLaMA-Factory's prompt / reply budget) so a row whose long context pushed its reply past max_length trains; `head`
+refuses that row naming head+tail; data check says the same."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_jsonl
+from tunelab.cli import app
+from tunelab.config.run import run_config_class
+from tunelab.config.sections import DataConfig
+from tunelab.data.readers import Record, Table
+from tunelab.errors import ConfigError, DataError
+
+run_config_class()
+from tunelab.tasks.sft import Sft, SftConfig  # noqa: E402
+from tunelab.tasks.sft_truncation import middles_cut, prompt_share  # noqa: E402
+
+U, A, S = "user", "assistant", "system"
+LONG = "this is " + " ".join(["good"] * 20) + " and that"  # its reply starts after 16 tokens
+
+
+def _task(max_length: int, truncation: str = "head") -> Sft:
+    return Sft(SftConfig(), DataConfig(max_length=max_length, truncation=truncation))
+
+
+def _examples(task: Sft, rows: list[dict]) -> list[dict]:
+    return task.parse(Table("d.jsonl", [Record("d.jsonl", i + 1, r) for i, r in enumerate(rows)]))
+
+
+def _trained(tok: object, f: dict) -> list[str]:
+    return [t for t, v in zip(tok.convert_ids_to_tokens(f["input_ids"]), f["labels"], strict=True) if v != -100]
+
+
+def test_head_tail_cuts_the_prompt_middle_so_the_reply_trains(tiny_llama: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    rows = [{"prompt": "say bad", "completion": "bad movie"}, {"prompt": LONG, "completion": "bad movie"}]
+    head = _task(16)
+    examples = _examples(head, rows)
+    tok = head.load_tokenizer(str(tiny_llama))
+    # head (the default) refuses the row as before, and names the way out (before: no mention of head+tail)
+    with pytest.raises(DataError, match=r"^d.jsonl:2: completion: the assistant reply starts after data.max_length=16 "
+                                        r"tokens; raise data.max_length, shorten the prompt, or set data.truncation: "
+                                        r"head\+tail \(cuts the middle of the prompt's longest message instead\)$"):
+        head.encode(examples, tok)
+    task = _task(16, "head+tail")  # (before: refused, "task sft cuts rows at the end (head) only")
+    short, cut = task.encode(examples, tok)
+    assert len(cut["input_ids"]) <= 16 and task.truncated == 1
+    assert _trained(tok, cut) == _trained(tok, short) == ["bad", "movie", "<|im_end|>"]  # the whole reply trains
+    toks = tok.convert_ids_to_tokens(cut["input_ids"])
+    user = toks[3 : toks.index("<|im_end|>")]  # (after <s> <|im_start|> user: a word the tiny vocabulary lacks)
+    assert user[:3] == ["this", "is", "good"] and user[-3:] == ["good", "and", "that"]  # its head and its tail
+    assert user.count("good") < 20  # its middle is gone
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sft: 1 of 2 examples cut at data.max_length=16 tokens: 1 lost the middle of a prompt message "
+        "(data.truncation: head+tail), 0 cut at the end (their tail is not trained)")
+    with pytest.raises(ConfigError, match=r"data.truncation: tail: task sft cuts a row at its end \(head\), or first "
+                                          r"the middle of its prompt \(head\+tail\)"):
+        _task(16, "tail")
+
+
+def test_head_tail_over_several_turns_cuts_prompt_messages_only(tiny_llama: Path) -> None:
+    """Multi-turn: the longest user message loses its middle first, the shorter one only once the longest is down to
+    its length; the system message, the earlier reply and the last reply stay whole. A long reply keeps its share of
+    max_length in proportion (LLaMA-Factory's infer_seqlen), the rest is cut at the end."""
+    long_1, long_2 = " ".join(["good"] * 30), " ".join(["nice"] * 10)
+    msgs = [{"role": S, "content": "quite boring"}, {"role": U, "content": long_1}, {"role": A, "content": "fine"},
+            {"role": U, "content": long_2}, {"role": A, "content": "bad movie"}]
+    task = _task(40, "head+tail")
+    tok = task.load_tokenizer(str(tiny_llama))
+    (f,) = task.encode(_examples(task, [{"messages": msgs}]), tok)
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    assert len(toks) <= 40 and _trained(tok, f) == ["fine", "<|im_end|>", "bad", "movie", "<|im_end|>"]
+    assert toks[3:6] == ["quite", "boring", "<|im_end|>"]  # the system message whole
+    assert 0 < toks.count("nice") <= toks.count("good") < 30  # both cut, the longer first
+    # an assistant turn (its tool calls too) is never cut, whatever its length
+    call = {"role": A, "content": "x" * 50, "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+    assert middles_cut([*msgs, call], 6)[2:] == [msgs[2], {"role": U, "content": "nic" + "ice"}, msgs[4], call]
+    # LLaMA-Factory's infer_seqlen: a short reply whole, a short prompt whole, else in proportion
+    assert [prompt_share(*n, 1024) for n in ((2000, 100), (300, 2000), (900, 900))] == [924, 300, 512]
+    reply = " ".join(["bad"] * 30)
+    (f,) = task.encode(_examples(task, [{"prompt": long_1, "completion": reply}]), tok)
+    assert len(f["input_ids"]) == 40 and 15 <= len(_trained(tok, f)) < 31  # both cut: about half each
+
+
+@pytest.mark.parametrize("truncation", ["head", "head+tail"])
+def test_data_check_says_what_head_tail_keeps(tiny_llama: Path, tmp_path: Path, truncation: str) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "say bad", "completion": "bad movie"},
+                                                 {"prompt": LONG, "completion": "bad movie"}])
+    args = ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--set", "data.max_length=16",
+            "--set", f"data.truncation={truncation}"]
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output  # (before, head+tail: "task sft cuts rows at the end (head) only")
+    r = json.loads(res.stdout)["files"][str(path)]
+    kept = truncation == "head+tail"
+    assert (r["replies_fully_cut"], r["prompts_middle_cut"]) == (([], 1) if kept else ([f"{path}:2"], 0))
+    shown = CliRunner(env={"COLUMNS": "400"}).invoke(app, args).output
+    if kept:
+        assert "none entirely" in shown and "1 lose the middle of a prompt message (data.truncation: head+tail)" in \
+            shown
+    else:
+        assert "1 entirely" in shown and "data.truncation: head+tail cuts their prompt's middle" in shown
