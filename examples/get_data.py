@@ -9,9 +9,10 @@ Each set is read from the public GitHub repository and commit pinned below (`--l
 `--sources` (default `~/.cache/tunelab/sources`, same layout as the URL: a second run downloads nothing), converted
 to tunelab's JSON Lines and written as `OUT/SET/{train,validation}.jsonl`, the files the example configs read. The
 train / validation rows are those the results in docs/results.md were measured on: sets with official splits are
-converted as they are; for sets split at random (AG News, ChnSentiCorp, Alpaca en/zh, CMRC 2018 trial, SQuAD dev)
-`examples/data/splits.json.gz` lists which source records (by position) form each split, in order — only numbers, no
-text. Nothing is redistributed: the text comes from its source, under its licence (`--list`).
+converted as they are; for sets split at random (AG News, ChnSentiCorp, Alpaca en/zh, CMRC 2018 trial, SQuAD dev,
+FastChat's dummy conversations, dolly-15k) `examples/data/splits.json.gz` lists which source records (by position)
+form each split, in order — only numbers, no text. Nothing is redistributed: the text comes from its source, under
+its licence (`--list`).
 
 Standard library only, so it runs before `make install`. A set is written into a temporary folder and renamed
 into place; an existing folder is left alone unless `--force`. Errors are one line and exit code 2.
@@ -37,8 +38,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SPLITS = HERE / "data" / "splits.json.gz"
 RAW = "https://raw.githubusercontent.com"
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # get_data_sets.py, beside this file, however this file is loaded
+from get_data_sets import chat_fastchat_dummy, csl_category, dolly_15k  # noqa: E402
+
 Row = dict
-Read = Callable[[str], str]  # a path inside the set's repository → its text
+Read = Callable[..., str]  # a path inside the set's repository → its text (its bytes with binary=True)
 
 
 class Failure(Exception):
@@ -240,11 +245,16 @@ SOURCES: dict[str, Source] = {
                       "the repository's Apache-2.0; the abstracts are the papers' authors'", scitldr),
     "squad_v1": Source("rajpurkar/SQuAD-explorer", "e0c66cfec263165fb3c15cb76a22175e371b71d7",
                        "SQuAD: CC BY-SA 4.0", squad_v1),
+    "csl_category": Source("ydli-ai/CSL", "0f1ac0626d584cd3c72f8be26d329eb4f967cfd0", "Apache-2.0", csl_category),
+    "chat_fastchat_dummy": Source("lm-sys/FastChat", "0e6d3e4beaab66f4d3f93db72541a4abab8af28d",
+                                  "Apache-2.0 (synthetic conversations)", chat_fastchat_dummy),
+    "dolly_15k": Source("spyysalo/databricks-dolly-translation", "2ee771db87ba66de909ee0506a18d9e6ffb720e9",
+                        "CC BY-SA 3.0 (share-alike)", dolly_15k),
 }
 
 
 def reader(source: Source, cache: Path) -> Read:
-    def read(path: str) -> str:
+    def read(path: str, binary: bool = False) -> str | bytes:
         local = cache / source.repo / source.commit / path
         if not local.is_file():
             url = f"{RAW}/{source.repo}/{source.commit}/{urllib.request.quote(path)}"
@@ -257,8 +267,11 @@ def reader(source: Source, cache: Path) -> Read:
             partial = local.with_name(local.name + f".{os.getpid()}.part")
             partial.write_bytes(body)
             partial.replace(local)
+        body = local.read_bytes()
+        if binary:
+            return body
         try:
-            return local.read_bytes().decode("utf-8-sig")
+            return body.decode("utf-8-sig")
         except UnicodeDecodeError as error:
             raise Failure(f"{local}: not UTF-8 ({error}); delete it and run again") from None
 

@@ -5,9 +5,11 @@ pinned commits (docs/data.md); the tests cannot download them."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,17 +19,21 @@ from conftest import example_data_builder
 get_data = example_data_builder()
 
 
-def files_of(name: str, files: dict[str, str], root: Path) -> Path:
+def files_of(name: str, files: dict[str, str | bytes], root: Path) -> Path:
     """Lay source files out as the script's --sources cache: OWNER/NAME/COMMIT/PATH."""
     source = get_data.SOURCES[name]
     for path, text in files.items():
         local = root / source.repo / source.commit / path
         local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_text(text, encoding="utf-8")
+        if isinstance(text, bytes):
+            local.write_bytes(text)
+        else:
+            local.write_text(text, encoding="utf-8")
     return root
 
 
-def built(name: str, files: dict[str, str], tmp_path: Path, splits: dict | None = None) -> dict[str, list[dict]]:
+def built(name: str, files: dict[str, str | bytes], tmp_path: Path,
+          splits: dict | None = None) -> dict[str, list[dict]]:
     root = files_of(name, files, tmp_path / "sources")
     return get_data.build(name, get_data.reader(get_data.SOURCES[name], root), splits or {})
 
@@ -102,11 +108,74 @@ def test_squad_from_the_explorer_pages(tmp_path: Path) -> None:
                               "answers": {"text": ["1973", '"first"'], "answer_start": [19, 4]}}]
 
 
+def test_csl_category_and_fastchat(tmp_path: Path) -> None:
+    tsv = "to category\t太平天国私人便章“朝勋詹记”考\t历史学\nto category\t网络结构优化设计模型及遗传算法\t理学\n"
+    rows = built("csl_category", {"benchmark/cls_ctg/train.tsv": tsv, "benchmark/cls_ctg/dev.tsv": tsv}, tmp_path)
+    assert rows["validation"] == [{"text": "太平天国私人便章“朝勋詹记”考", "label": "历史学"},
+                                  {"text": "网络结构优化设计模型及遗传算法", "label": "理学"}]
+    conversations = [{"id": "identity_0", "conversations": [{"from": "human", "value": "Who are you?"},
+                                                            {"from": "gpt", "value": "I am Vicuna."}]},
+                     {"id": "identity_1", "conversations": [{"from": "human", "value": "Hi"},
+                                                            {"from": "gpt", "value": "Hello!"},
+                                                            {"from": "human", "value": "Bye"},
+                                                            {"from": "gpt", "value": "You too!"}]}]
+    source = {"data/dummy_conversation.json": json.dumps(conversations, indent=2)}
+    rows = built("chat_fastchat_dummy", source, tmp_path,
+                 {"chat_fastchat_dummy": {"train": [1], "validation": [0]}})
+    assert rows["validation"] == [{"id": "identity_0", "messages": [{"role": "user", "content": "Who are you?"},
+                                                                    {"role": "assistant", "content": "I am Vicuna."}]}]
+    assert [m["role"] for m in rows["train"][0]["messages"]] == ["user", "assistant", "user", "assistant"]
+    conversations[0]["conversations"][0]["from"] = "system"  # a role the converter does not know: refused
+    with pytest.raises(get_data.Failure, match="chat_fastchat_dummy: the source files are not in the expected format"):
+        built("chat_fastchat_dummy", {"data/dummy_conversation.json": json.dumps(conversations)}, tmp_path)
+
+
+def docx(*paragraphs: tuple[bool, str]) -> bytes:
+    """A .docx as python-docx writes it (what the dolly files are): each paragraph one run, bold or not; a line break
+    in the text is <w:br/>, a tab <w:tab/>."""
+    body = []
+    for bold, text in paragraphs:
+        pieces = text.replace("\t", '</w:t><w:tab/><w:t xml:space="preserve">').split("\n")
+        inner = "<w:br/>".join(f'<w:t xml:space="preserve">{piece}</w:t>' for piece in pieces)
+        style = "<w:rPr><w:b/><w:u w:val=\"single\"/></w:rPr>" if bold else ""
+        body.append(f"<w:p><w:r>{style}{inner}</w:r></w:p>" if text or bold else "<w:p/>")
+    xml = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w='
+           '"http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>' + "".join(body) +
+           "</w:body></w:document>")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", xml)
+    return buffer.getvalue()
+
+
+def test_dolly_from_its_docx_files(tmp_path: Path) -> None:
+    first = docx((True, "Document 0"), (True, "Instruction"), (False, "When did it start?"), (True, "Context"),
+                 (False, "Virgin Blue,  in 2000.[3]\nA new line\tand a tab"), (True, "Response"),
+                 (False, "31 August 2000"), (False, ""))
+    second = docx((True, "Document 1"), (True, "Instruction"), (False, "Tope or Rope?"), (True, "Response"),
+                  (False, "Tope"))
+    parts = {f"dolly-doc-in/dolly-{i:05d}.docx": docx() for i in range(2, 14)}  # the 14 files, read in order
+    files = {"dolly-doc-in/dolly-00000.docx": first, "dolly-doc-in/dolly-00001.docx": second, **parts}
+    rows = built("dolly_15k", files, tmp_path, {"dolly_15k": {"train": [1], "validation": [0]}})
+    assert rows == {"train": [{"id": "dolly-1", "instruction": "Tope or Rope?", "input": "", "output": "Tope"}],
+                    "validation": [{"id": "dolly-0", "instruction": "When did it start?",
+                                    "input": "Virgin Blue,  in 2000.[3]\nA new line\tand a tab",
+                                    "output": "31 August 2000"}]}
+    wrong = {"dolly-doc-in/dolly-00000.docx": second}  # Document 1 first: a part missing or out of order
+    with pytest.raises(get_data.Failure, match="dolly-00000.docx: 'Document 1' where Document 0 was expected"):
+        built("dolly_15k", {**files, **wrong}, tmp_path / "wrong")
+    broken = {"dolly-doc-in/dolly-00003.docx": b"<html>not found</html>"}
+    with pytest.raises(get_data.Failure, match="dolly-00003.docx: not a .docx"):
+        built("dolly_15k", {**files, **broken}, tmp_path / "broken")
+
+
 def test_the_shipped_split_lists() -> None:
     """Every set built from records has a train and a validation list of the sizes DATA.md gives, no record twice."""
     splits = get_data.load_splits()
     sizes = {"ag_news": (8980, 1000), "chnsenticorp_htl": (6213, 776), "alpaca_en": (49976, 1000),
-             "alpaca_zh": (49956, 999), "cmrc2018": (900, 102), "squad_v1": (6026, 997)}
+             "alpaca_zh": (49956, 999), "cmrc2018": (900, 102), "squad_v1": (6026, 997),
+             "chat_fastchat_dummy": (450, 25), "dolly_15k": (12011, 1501)}
     assert set(splits) == set(sizes)
     for name, (train, validation) in sizes.items():
         order = splits[name]
