@@ -257,3 +257,21 @@ def test_set_task_names_the_task_and_bad_sections_are_one_line(tiny_bert: Path, 
                             else ["data", *args])
         assert res.exit_code == 2, (res.output, res.exception)  # not 1: a TypeError's traceback
         assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_a_run_config_is_checked_as_train_reads_it(tiny_bert: Path, tmp_path: Path) -> None:
+    """`data check --config RUN.yaml`: its files, task, model and data settings (a renamed text field, its
+    max_length), with --set still on top; neither files nor a config is one line."""
+    rows = [{"review": r["text"], "label": r["label"]} for r in sentiment_rows(12)]
+    train, val = write_jsonl(tmp_path / "t.jsonl", rows), write_jsonl(tmp_path / "v.jsonl", rows[:4])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"task: classification\nmodel: {tiny_bert}\noutput_dir: {tmp_path / 'run'}\n"
+                      f"data: {{train: {train}, validation: {val}, text_field: review, max_length: 8}}\n")
+    report = _check("--config", str(config))
+    assert list(report["files"]) == [str(train), str(val)]
+    assert report["model"] == str(tiny_bert) and report["max_length"] == 8
+    assert report["files"][str(train)]["over_max_length"] > 0
+    again = _check("--config", str(config), "--set", "data.max_length=64", str(val))
+    assert list(again["files"]) == [str(val)] and again["max_length"] == 64
+    res = runner.invoke(app, ["data", "check"])
+    assert res.exit_code == 2 and res.output.startswith("error: data check: give the files")

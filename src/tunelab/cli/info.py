@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from tunelab.cli.common import app, data_app, user_errors
+from tunelab.errors import ConfigError
 
 
 @app.command()
@@ -91,17 +92,26 @@ def schema() -> None:
 @data_app.command("check")
 @user_errors
 def data_check(
-    files: list[Path] = typer.Argument(..., help="One or more files (e.g. train and validation)."),
-    task: str | None = typer.Option(None, help="Task whose format the rows must have (default classification; "
-                                    "--set task=NAME says the same)."),
-    model: str = typer.Option("minilm", help="Model whose tokenizer measures lengths."),
+    files: list[Path] = typer.Argument(None, help="One or more files (e.g. train and validation); with --config: "
+                                       "the config's data.train / validation / test unless given."),
+    config: Path | None = typer.Option(None, "--config", help="A run config (YAML): its task, model and data "
+                                       "settings (max_length, truncation, fields ...), as train reads them; "
+                                       "--task, --model and --set still override."),
+    task: str | None = typer.Option(None, help="Task whose format the rows must have (default classification, or "
+                                    "the config's; --set task=NAME says the same)."),
+    model: str | None = typer.Option(None, help="Model whose tokenizer measures lengths (default minilm, or the "
+                                     "config's)."),
     set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.text_field=review."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Rows, labels, token lengths, truncation at max_length, duplicates and overlap between files."""
-    from tunelab.data.check import check_files, print_report
+    from tunelab.data.check import check_files, config_base, print_report
 
-    report = check_files([str(f) for f in files], task, model, set_)
+    base, named, given = config_base(config) if config is not None else ({}, [], None)
+    if not files and not named:
+        raise ConfigError("data check: give the files to check, or --config RUN.yaml (its data.train / validation "
+                          "/ test)")
+    report = check_files([str(f) for f in files] if files else named, task, model or given or "minilm", set_, base)
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:

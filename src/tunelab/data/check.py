@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,14 @@ from rich.table import Table
 from rich.text import Text
 from transformers.utils import logging as hf_logging
 
-from tunelab.config.run import apply_override, check_label_field, fitting, format_validation_error, parse_overrides
+from tunelab.config.run import (
+    apply_override,
+    check_label_field,
+    fitting,
+    format_validation_error,
+    load_config,
+    parse_overrides,
+)
 from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.load import RowTask, parse_file
@@ -26,12 +35,22 @@ from tunelab.registry import TASKS
 CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
 
 
+def config_base(path: Path) -> tuple[dict[str, Any], list[str], str]:
+    """`data check --config RUN.yaml`: the run config's task and data settings (the tree the --set values go on),
+    its data files (train first, as data check reads its first file as the training file) and its model."""
+    cfg = load_config(path)
+    tree = {"task": {**cfg.task.model_dump(exclude_unset=True), "name": cfg.task.name},
+            "data": cfg.data.model_dump(exclude_unset=True)}
+    return tree, [f for f in (cfg.data.train, cfg.data.validation, cfg.data.test) if f], cfg.model
+
+
 def _configs(task_name: str | None, overrides: list[str], command: str = "data check",
-             fixed: bool = False) -> tuple[RowTask, DataConfig]:
+             fixed: bool = False, base: dict[str, Any] | None = None) -> tuple[RowTask, DataConfig]:
     """The task and data config of `command` from `task_name` (None: `--set task=NAME`, else classification) and the
-    --set values (data.* and task.*). `--set task=NAME` (or task.name=NAME) names the task as it does for train;
-    a name other than an explicit `task_name` is refused (`fixed`: the command reads only that task's rows)."""
-    tree: dict[str, Any] = {}
+    --set values (data.* and task.*) over `base` (a run config's, `config_base`). `--set task=NAME` (or
+    task.name=NAME) names the task as it does for train; a name other than an explicit `task_name` is refused
+    (`fixed`: the command reads only that task's rows)."""
+    tree: dict[str, Any] = copy.deepcopy(base or {})
     for keys, value in parse_overrides(overrides):
         apply_override(tree, keys, value)
     unknown = set(tree) - {"data", "task"}
@@ -121,10 +140,11 @@ def _key_hashes(task: RowTask, examples: list[dict[str, Any]]) -> tuple[np.ndarr
     return np.unique(exact), np.unique(normal)
 
 
-def check_files(files: list[str], task_name: str | None, model: str, overrides: list[str]) -> dict[str, Any]:
+def check_files(files: list[str], task_name: str | None, model: str, overrides: list[str],
+                base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate every file (first error raises) and summarise each, plus pairwise overlap. `task_name`: --task
-    (None: `--set task=NAME`, else classification)."""
-    task, data = _configs(task_name, overrides)
+    (None: `--set task=NAME`, else classification); `base`: a run config's settings under the --set values."""
+    task, data = _configs(task_name, overrides, base=base)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
     tokenizer, (positions, learned) = load_named("--model", model,
