@@ -98,7 +98,8 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
         *(["not carried: chat.num_samples (tunelab trains on every row of the file: cut the file to train on "
            "fewer)"] if dataset == "chat" else []),
     ]
-    assert said[-1] == f"config import: wrote {out}; run it with: tunelab train {out}"
+    assert said[-1] == (f"config import: wrote {out}; check its data with: tunelab data check --config {out}; "
+                        f"run it with: tunelab train {out}")
     res = CliRunner().invoke(app, ["train", str(out), "--set", "train.max_steps=2", "--set", "train.precision=fp32",
                                    "--set", "train.report=false"])
     assert res.exit_code == 0, res.output
@@ -231,7 +232,11 @@ def test_several_datasets_joined_then_train(lf: Path, tiny_llama: Path) -> None:
     assert [json.loads(line) for line in val.read_text(encoding="utf-8").splitlines()] == [alp, *qa]
     assert res.stderr.splitlines()[-3:] == [f"config import: wrote {train}: 16 rows (chat 8, qa 8)",
                                             f"config import: wrote {val}: 9 rows (alp 1, qa 8)",
-                                            f"config import: wrote {out}; run it with: tunelab train {out}"]
+                                            f"config import: wrote {out}; check its data with: tunelab data check "
+                                            f"--config {out}; run it with: tunelab train {out}"]
+    checked = CliRunner().invoke(app, ["data", "check", "--config", str(out), "--json"])  # as the line says
+    assert checked.exit_code == 0, checked.output
+    assert list(json.loads(checked.stdout)["files"]) == [str(train), str(val)]
     res = CliRunner().invoke(app, ["train", str(out), "--set", "train.max_steps=2", "--set", "train.precision=fp32",
                                    "--set", "train.report=false"])
     assert res.exit_code == 0, res.output

@@ -54,4 +54,5 @@ def config_import(
     write_text_atomic(target, imported.text)
     for line in wrote:
         typer.echo(line, err=True)
-    typer.echo(f"config import: wrote {target}; run it with: tunelab train {target}", err=True)
+    typer.echo(f"config import: wrote {target}; check its data with: tunelab data check --config {target}; run it "
+               f"with: tunelab train {target}", err=True)
