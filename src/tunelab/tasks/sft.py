@@ -23,7 +23,8 @@ Training loss: cross-entropy over the trained positions only (tasks/causal_loss.
 several examples per training row (tasks/packing.py).
 
 Truncation (`data.max_length`, tasks/sft_truncation.py): rows are cut at the end (`data.truncation: head`), or first
-lose the middle of their longest user / system messages (`head+tail`, LLaMA-Factory's prompt / reply budget); the
+lose the middle of their longest user / system messages (`head+tail`: LLaMA-Factory's infer_seqlen budget for the last
+reply against the rest, a middle cut of tunelab's own); the
 number cut is reported on stderr. A row whose assistant tokens are all cut is a DataError naming file:line (nothing
 is dropped silently).
 
@@ -164,7 +165,9 @@ class Sft(Task):
     peer_dataset = staticmethod(sft_peers.dataset_settings)  # its dataset_info.json entries, as task settings
     peer_row = staticmethod(sft_peers.joined_row)  # several datasets' rows as messages rows of one file
     peer_joined = sft_peers.JOINED
-    peer_task = {"data.truncation": "head+tail"}  # LLaMA-Factory cuts the prompt and the reply in proportion
+    # LLaMA-Factory's infer_seqlen budget (it applies it per turn and keeps each prompt's head; tunelab once, for the
+    # last reply against the rest, cutting the middle: tasks/sft_truncation.py)
+    peer_task = {"data.truncation": "head+tail"}
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:
@@ -268,7 +271,7 @@ class Sft(Task):
                 spans = open_end_spans(text, spans, last["content"], last.get(REASONING))
         return text, spans
 
-    def reply_cuts(self, examples: Sequence[Example], tokenizer: Any) -> list[tuple[int, bool]]:
+    def reply_cuts(self, examples: Sequence[Example], tokenizer: Any) -> list[tuple[int, bool, bool]]:
         """data check: each labelled example as encode fits it into data.max_length (sft_truncation.reply_cuts)."""
         return reply_cuts(tokenizer, list(examples), self.data.max_length, self.data.truncation,
                           lambda ex, msgs: self._rendered(tokenizer, ex, msgs))
