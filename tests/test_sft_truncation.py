@@ -172,3 +172,24 @@ def test_head_tail_cuts_between_words_and_characters(text: str, keep: int, whole
         assert re.fullmatch(whole, m["content"]) and len(m["content"]) <= k + 1, (k, m["content"])
     chinese = "这是一个很长的中文段落没有空格" * 10
     assert middles_cut([{"role": U, "content": chinese}], 20)[0]["content"] == chinese[:10] + chinese[-10:]
+
+
+def test_head_tail_cuts_a_teachers_prompt_as_a_training_rows(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
+    """Distillation's unlabelled prompt too long for the teacher's reply: under head+tail it loses its middle, as the
+    same row with a reply would (before: refused, "data.max_length=24 leaves no room for the teacher's reply"); the
+    student trains on the prompt the teacher read. head still refuses it."""
+    def distil(truncation: str) -> list[dict]:
+        task = Sft(SftConfig(generation={"max_new_tokens": 2}), DataConfig(max_length=24, truncation=truncation))
+        teacher, tok = task.build_model(str(tiny_llama), [])
+        prompts = task.parse(Table("u.jsonl", [Record("u.jsonl", 1, {"prompt": LONG})]), labelled=False)
+        return task.unlabeled_examples(prompts, teacher, tok)
+
+    [ex] = distil("head+tail")
+    user = ex["messages"][0]["content"]
+    assert user.startswith("this is good") and user.endswith("good and that") and len(user) < len(LONG)
+    assert [m["role"] for m in ex["messages"]] == [U, A]
+    assert ("distill: 1 of 1 unlabelled prompts lost the middle of a prompt message to leave room for the teacher's "
+            "reply (data.truncation: head+tail)") in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"^u.jsonl:1: prompt: the prompt is \d+ tokens: data.max_length=24 leaves no "
+                                        r"room for the teacher's reply$"):
+        distil("head")

@@ -81,7 +81,7 @@ from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, m
 from tunelab.tasks.model_rows import model_rules, with_row
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.reasoning import REASONING, reply_of, thinks
-from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
+from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_prompts, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 from tunelab.tasks.sft_tools import with_tools
 from tunelab.tasks.sft_truncation import Cuts, reply_cuts
@@ -303,6 +303,8 @@ class Sft(Task):
     def unlabeled_examples(self, examples: Sequence[Example], teacher: torch.nn.Module,
                            tokenizer: Any) -> list[Example]:
         """Unlabelled prompts with the teacher's replies (sequence-level distillation; tasks/sft_distill.py)."""
+        if self.data.truncation == "head+tail":  # a prompt too long for a reply loses its middle, as in training
+            examples = teacher_prompts(examples, tokenizer, self.data.max_length, self.cfg.generation.max_new_tokens)
         prompts = [f["input_ids"] for f in self.encode(examples, tokenizer)]  # unlabelled: the generation prompt
         return teacher_replies(examples, prompts, teacher, tokenizer, self.cfg.generation,
                                self.stop_ids(tokenizer, teacher), self.data.max_length)
