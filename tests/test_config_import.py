@@ -296,6 +296,19 @@ def test_warmup_ratio_of_every_step(lf: Path, tiny_llama: Path) -> None:
     assert _written(lf, _lf_yaml(lf, tiny_llama, warmup_ratio=0.5), "c.yaml")[0]["train"]["warmup"] == 0.5
 
 
+def test_warmup_ratio_of_every_step_with_a_float_max_steps(lf: Path, tiny_llama: Path) -> None:
+    """max_steps 10.0 (a whole number written as a float) counts 10 steps, beside warmup_ratio 1.0 too (before: "the
+    file gives no max_steps"); 10.5 is refused at its line as not a whole number."""
+    written, said = _written(lf, _lf_yaml(lf, tiny_llama, warmup_ratio=1.0, max_steps=10.0), "a.yaml")
+    assert written["train"]["warmup"] == 10 and written["train"]["max_steps"] == 10
+    src = _lf_yaml(lf, tiny_llama, warmup_ratio=1.0, max_steps=10.5)
+    line = src.read_text(encoding="utf-8").splitlines().index("max_steps: 10.5") + 1
+    res = _import(str(src), "-o", str(lf / "b.yaml"))
+    assert (res.exit_code, res.stderr) == (2, f"error: {src}:{line}: max_steps: 10.5 is not a whole number (a count of "
+                                              "optimizer steps)\n"), res.output
+    assert not (lf / "b.yaml").exists()
+
+
 def test_method_keys_as_llama_factory_reads_them(lf: Path, tiny_llama: Path) -> None:
     """freeze_trainable_layers → method.k (before: said as a LoRA setting and dropped, k=2 trained); beside LoRA it is
     said as not carried (before: refused as an unknown key); quantization_bit 4 → qlora on a machine without a GPU

@@ -104,4 +104,92 @@ def test_data_check_says_what_head_tail_keeps(tiny_llama: Path, tmp_path: Path, 
         assert "none entirely" in shown and "1 lose the middle of a prompt message (data.truncation: head+tail)" in \
             shown
     else:
-        assert "1 entirely" in shown and "data.truncation: head+tail cuts their prompt's middle" in shown
+        assert "1 entirely" in shown and ("data.truncation: head+tail, which cuts the middle of their prompt, would "
+                                          "keep 1 of them") in shown
+
+
+EARLIER = " ".join(["fine"] * 30)  # an earlier assistant turn longer than the row's prompt share
+
+
+def test_head_tail_never_empties_a_prompt_message(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
+    """A long earlier assistant turn (never cut) fills the row: no cut of the user messages reaches the prompt's share,
+    nor brings the last reply inside max_length. head+tail had cut every user message to "" (and said "1 lost the
+    middle"); now the prompt stays whole and the row is cut at its end, as head cuts it. Where a cut can bring the last
+    reply's first token inside max_length, only that much is cut: the message keeps a head and a tail."""
+    msgs = [{"role": U, "content": LONG}, {"role": A, "content": EARLIER}, {"role": U, "content": "say bad"},
+            {"role": A, "content": "bad movie"}]
+    head, task = _task(32), _task(32, "head+tail")
+    tok = task.load_tokenizer(str(tiny_llama))
+    [whole] = head.encode(_examples(head, [{"messages": msgs}]), tok)
+    capsys.readouterr()
+    [f] = task.encode(_examples(task, [{"messages": msgs}]), tok)
+    assert f == whole and tok.convert_ids_to_tokens(f["input_ids"])[3:5] == ["this", "is"]  # (before: the user's "")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sft: 1 of 1 examples cut at data.max_length=32 tokens: 0 lost the middle of a prompt message "
+        "(data.truncation: head+tail), 1 cut at the end (their tail is not trained)")
+    # its share out of reach (a long reply), the reply's start is not: the message keeps its head and its tail
+    task = _task(16, "head+tail")
+    [f] = task.encode(_examples(task, [{"prompt": LONG, "completion": " ".join(["bad"] * 40)}]), tok)
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    user = toks[3 : toks.index("<|im_end|>")]
+    assert len(toks) == 16 and user[:2] == ["this", "is"] and user[-2:] == ["and", "that"] and "good" in user
+    assert _trained(tok, f) == ["bad"]
+
+
+def test_data_check_counts_prompts_cut_and_suggests_head_tail_where_it_helps(tiny_llama: Path, tmp_path: Path) -> None:
+    """A row that head refuses and head+tail cannot save (an untrained earlier reply fills max_length): data check had
+    counted it among the "prompts cut" under head+tail and suggested head+tail for it under head."""
+    stuck = [{"role": U, "content": LONG}, {"role": A, "content": EARLIER, "weight": 0},
+             {"role": U, "content": "say bad"}, {"role": A, "content": "bad movie"}]
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": LONG, "completion": "bad movie"}, {"messages": stuck}])
+    args = ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--set", "data.max_length=16"]
+    for truncation, refused, cut, saved in (("head", [1, 2], 0, 1), ("head+tail", [2], 1, 0)):
+        res = CliRunner().invoke(app, [*args, "--set", f"data.truncation={truncation}", "--json"])
+        assert res.exit_code == 0, res.output
+        r = json.loads(res.stdout)["files"][str(path)]
+        assert (r["replies_fully_cut"], r["prompts_middle_cut"], r["head_tail_would_keep"]) == (
+            [f"{path}:{n}" for n in refused], cut, saved)
+    with pytest.raises(DataError, match=r"^d.jsonl:1: messages: the assistant reply starts after data.max_length=16 "
+                                        r"tokens; raise data.max_length or shorten the prompt \(data.truncation: "
+                                        r"head\+tail would not save it"):
+        task = _task(16)
+        task.encode(_examples(task, [{"messages": stuck}]), task.load_tokenizer(str(tiny_llama)))
+
+
+@pytest.mark.parametrize(("text", "keep", "whole"), [
+    (" ".join(f"fact{i} is here." for i in range(120)), 40, r"(fact\d+ |is |here\. ?)+"),  # whole words
+    ("😀👨\u200d👩\u200d👧\u200d👦🇫🇷" * 40, 30, "(😀|👨\u200d👩\u200d👧\u200d👦|🇫🇷)+"),  # whole emoji
+    ("cafe\u0301 " * 40, 24, "(cafe\u0301 ?)+"),  # an accent stays on its letter
+])
+def test_head_tail_cuts_between_words_and_characters(text: str, keep: int, whole: str) -> None:
+    """A cut edge moves to a word's end or start within a few characters, and never splits a character from its
+    combining mark or an emoji's zero-width joiner (before: "fact0 … fact119 is here." → "fare.", `👩\u200d\u200d👧`);
+    text without spaces is cut by character."""
+    import re
+
+    for k in range(keep, keep + 12):
+        [m] = middles_cut([{"role": U, "content": text}], k)
+        assert re.fullmatch(whole, m["content"]) and len(m["content"]) <= k + 1, (k, m["content"])
+    chinese = "这是一个很长的中文段落没有空格" * 10
+    assert middles_cut([{"role": U, "content": chinese}], 20)[0]["content"] == chinese[:10] + chinese[-10:]
+
+
+def test_head_tail_cuts_a_teachers_prompt_as_a_training_rows(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
+    """Distillation's unlabelled prompt too long for the teacher's reply: under head+tail it loses its middle, as the
+    same row with a reply would (before: refused, "data.max_length=24 leaves no room for the teacher's reply"); the
+    student trains on the prompt the teacher read. head still refuses it."""
+    def distil(truncation: str) -> list[dict]:
+        task = Sft(SftConfig(generation={"max_new_tokens": 2}), DataConfig(max_length=24, truncation=truncation))
+        teacher, tok = task.build_model(str(tiny_llama), [])
+        prompts = task.parse(Table("u.jsonl", [Record("u.jsonl", 1, {"prompt": LONG})]), labelled=False)
+        return task.unlabeled_examples(prompts, teacher, tok)
+
+    [ex] = distil("head+tail")
+    user = ex["messages"][0]["content"]
+    assert user.startswith("this is good") and user.endswith("good and that") and len(user) < len(LONG)
+    assert [m["role"] for m in ex["messages"]] == [U, A]
+    assert ("distill: 1 of 1 unlabelled prompts lost the middle of a prompt message to leave room for the teacher's "
+            "reply (data.truncation: head+tail)") in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"^u.jsonl:1: prompt: the prompt is \d+ tokens: data.max_length=24 leaves no "
+                                        r"room for the teacher's reply$"):
+        distil("head")

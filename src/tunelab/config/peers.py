@@ -173,6 +173,8 @@ SPECIAL = {"stage": _later, "warmup_ratio": _later, "warmup_steps": _later,
 
 def _read_keys(p: _Peer) -> None:
     for key, value in p.raw.items():
+        if key == "max_steps" and type(value) is float and value.is_integer():  # (10.0: 10 steps, as HF reads it)
+            value = int(value)
         if value is None or (key == "max_steps" and type(value) is int and value <= 0):  # (HF's "not set")
             continue
         target = _KEY.fullmatch(PEER_NAMES.get(key, "-"))
@@ -299,6 +301,8 @@ def _warmup(p: _Peer) -> None:
             raise p.refuse("warmup_ratio", f"{ratio}: a fraction of the training steps, 0 to 1 (HF's Trainer "
                            "refuses it too)")
         total = p.tree.get("train", {}).get("max_steps")
+        if type(total) is float:  # (a whole number was read as an int: _read_keys)
+            raise p.refuse("max_steps", f"{total} is not a whole number (a count of optimizer steps)")
         if type(total) is not int or total < 1:
             raise p.refuse("warmup_ratio", f"{ratio}: every step warms up, and tunelab's train.warmup reads 1 and "
                            "above as a step count (1.0: one step); the file gives no max_steps to count them by: "

@@ -116,8 +116,8 @@ class DataConfig(Section):
         "head", description="A row over max_length. Classification: head keeps a text's first tokens, tail its last, "
         "head+tail the first and last half of the budget (max_length minus special tokens; the head the smaller half); "
         "sliding_window: windows of max_length, each a training row, logits combined by window_aggregate; a text pair's"
-        " longer text cut first (windows slide over `text` only). sft: head cuts the row's end; head+tail first cuts "
-        "the middle out of its longest user / system messages (LLaMA-Factory's budget: docs/sft.md), then the end."
+        " longer text cut first (windows slide over `text` only). sft: head cuts the end; head+tail first the middle "
+        "of the longest user / system messages (tunelab's cut; LLaMA-Factory's infer_seqlen budget: docs/sft.md)."
     )
     window_stride: int = Field(
         32, ge=0, description="sliding_window: tokens shared by consecutive windows (at most max_length / 2)."

@@ -93,15 +93,16 @@ def _section(name: str, section: type[BaseModel], tree: dict[str, Any]) -> Any:
 
 def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, tokenizer: Any) -> dict[str, Any]:
     """A task that answers conversations: token lengths as its chat template renders them (not cut), assistant
-    tokens, and, of the rows over max_length as the task's encode fits them (`reply_cuts`), replies cut and prompts
-    that lose a middle (data.truncation: head+tail). Encoded `CHAT_CHUNK` conversations at a time: their features are
-    lists of Python ints (whole, 200,000 alpaca conversations took 1,054 MB of `data check`'s peak RSS at once)."""
+    tokens, and, of the rows over max_length as the task's encode fits them (`reply_cuts`), replies cut, prompts
+    that lose a middle (data.truncation: head+tail) and refused rows that head+tail would keep (data.truncation: head).
+    Encoded `CHAT_CHUNK` conversations at a time: their features are lists of Python ints (whole, 200,000 alpaca
+    conversations took 1,054 MB of `data check`'s peak RSS at once)."""
     uncut = type(task)(task.cfg, task.data.model_copy(update={"max_length": 1 << 30}))
     cap = task.length_cap()  # a turn's head only: beyond it every token is past max_length anyway
     limit = task.data.max_length
     lengths: list[int] = []
     trained: list[int] = []
-    partly, fully, middles = 0, [], 0
+    partly, fully, middles, saved = 0, [], 0, 0
     for start in range(0, len(examples), CHAT_CHUNK):
         part = examples[start : start + CHAT_CHUNK]
         capped = [{**ex, "messages": [{**m, "content": m["content"][:cap]} for m in ex["messages"]]} for ex in part]
@@ -112,9 +113,10 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
             marked = sum(t != -100 for t in f["labels"])
             lengths.append(len(f["input_ids"]))
             trained.append(marked)
-            kept, middle = fitted.get(j, (marked, False))
+            kept, middle, saves = fitted.get(j, (marked, False, False))
             partly += 0 <= kept < marked
             middles += middle
+            saved += saves
             if kept < 0:
                 fully.append(f"{ex.get('source') or path}:{ex['line']}")
     return {
@@ -124,6 +126,7 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
         "replies_partly_cut": partly,
         "replies_fully_cut": fully,
         "prompts_middle_cut": middles,  # data.truncation: head+tail
+        "head_tail_would_keep": saved,  # of replies_fully_cut (data.truncation: head), the rows head+tail would train
     }
 
 
@@ -229,7 +232,9 @@ def print_report(report: dict[str, Any]) -> None:
             t.add_row("assistant tokens", "  ".join(f"{k} {v}" for k, v in r["assistant_tokens"].items()))
             cut, partly = r["replies_fully_cut"], r["replies_partly_cut"]
             where = ", ".join(cut[:3]) + (" ..." if len(cut) > 3 else "")
-            out = "" if report["truncation"] != "head" else "; data.truncation: head+tail cuts their prompt's middle"
+            saves = r.get("head_tail_would_keep", 0)
+            out = (f"; data.truncation: head+tail, which cuts the middle of their prompt, would keep {saves} of them"
+                   if saves else "")
             t.add_row("replies cut", f"{partly} partly; {len(cut)} entirely (training refuses these: {where}{out})"
                       if cut else f"{partly} partly, none entirely")
             if r.get("prompts_middle_cut"):

@@ -73,8 +73,9 @@ class RowTask(Protocol):
     def length_cap(self) -> int: ...
 
     # a task that `generates_replies`: its labelled rows over data.max_length as its encode fits them (trained tokens,
-    # -1 where refused; whether a prompt message lost its middle)
-    def reply_cuts(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> list[tuple[int, bool]]: ...
+    # -1 where refused; whether a prompt message lost its middle; whether data.truncation head+tail would keep a row
+    # that head refuses)
+    def reply_cuts(self, examples: Sequence[dict[str, Any]], tokenizer: Any) -> list[tuple[int, bool, bool]]: ...
 
 
 Tidy = Callable[[], Callable[[list[dict[str, Any]]], list[dict[str, Any]]]]

@@ -23,7 +23,8 @@ Training loss: cross-entropy over the trained positions only (tasks/causal_loss.
 several examples per training row (tasks/packing.py).
 
 Truncation (`data.max_length`, tasks/sft_truncation.py): rows are cut at the end (`data.truncation: head`), or first
-lose the middle of their longest user / system messages (`head+tail`, LLaMA-Factory's prompt / reply budget); the
+lose the middle of their longest user / system messages (`head+tail`: LLaMA-Factory's infer_seqlen budget for the last
+reply against the rest, a middle cut of tunelab's own); the
 number cut is reported on stderr. A row whose assistant tokens are all cut is a DataError naming file:line (nothing
 is dropped silently).
 
@@ -80,7 +81,7 @@ from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, m
 from tunelab.tasks.model_rows import model_rules, with_row
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.reasoning import REASONING, reply_of, thinks
-from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_replies
+from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_prompts, teacher_replies
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 from tunelab.tasks.sft_tools import with_tools
 from tunelab.tasks.sft_truncation import Cuts, reply_cuts
@@ -164,7 +165,9 @@ class Sft(Task):
     peer_dataset = staticmethod(sft_peers.dataset_settings)  # its dataset_info.json entries, as task settings
     peer_row = staticmethod(sft_peers.joined_row)  # several datasets' rows as messages rows of one file
     peer_joined = sft_peers.JOINED
-    peer_task = {"data.truncation": "head+tail"}  # LLaMA-Factory cuts the prompt and the reply in proportion
+    # LLaMA-Factory's infer_seqlen budget (it applies it per turn and keeps each prompt's head; tunelab once, for the
+    # last reply against the rest, cutting the middle: tasks/sft_truncation.py)
+    peer_task = {"data.truncation": "head+tail"}
     cfg: SftConfig
 
     def __init__(self, cfg: SftConfig, data: Any) -> None:
@@ -268,7 +271,7 @@ class Sft(Task):
                 spans = open_end_spans(text, spans, last["content"], last.get(REASONING))
         return text, spans
 
-    def reply_cuts(self, examples: Sequence[Example], tokenizer: Any) -> list[tuple[int, bool]]:
+    def reply_cuts(self, examples: Sequence[Example], tokenizer: Any) -> list[tuple[int, bool, bool]]:
         """data check: each labelled example as encode fits it into data.max_length (sft_truncation.reply_cuts)."""
         return reply_cuts(tokenizer, list(examples), self.data.max_length, self.data.truncation,
                           lambda ex, msgs: self._rendered(tokenizer, ex, msgs))
@@ -300,6 +303,8 @@ class Sft(Task):
     def unlabeled_examples(self, examples: Sequence[Example], teacher: torch.nn.Module,
                            tokenizer: Any) -> list[Example]:
         """Unlabelled prompts with the teacher's replies (sequence-level distillation; tasks/sft_distill.py)."""
+        if self.data.truncation == "head+tail":  # a prompt too long for a reply loses its middle, as in training
+            examples = teacher_prompts(examples, tokenizer, self.data.max_length, self.cfg.generation.max_new_tokens)
         prompts = [f["input_ids"] for f in self.encode(examples, tokenizer)]  # unlabelled: the generation prompt
         return teacher_replies(examples, prompts, teacher, tokenizer, self.cfg.generation,
                                self.stop_ids(tokenizer, teacher), self.data.max_length)

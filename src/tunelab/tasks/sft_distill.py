@@ -29,12 +29,45 @@ import torch.nn.functional as F
 from tunelab.errors import DataError
 from tunelab.tasks.base import UNLABELED, Example
 from tunelab.tasks.causal_loss import trained_logits, trained_positions
+from tunelab.tasks.chat_template import render, row_named
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.losses import soft_kl
 from tunelab.tasks.reasoning import REASONING, reply_of, writes_reasoning
+from tunelab.tasks.sft_truncation import fit_prompt, prompt_share
 
 TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
 PROMPT_FIELD = {"completion": "prompt", "output": "instruction"}  # a row's prompt field, from its reply field
+
+
+def teacher_prompts(examples: Sequence[Example], tokenizer: Any, max_length: int, reply: int) -> list[Example]:
+    """data.truncation head+tail: each unlabelled prompt of `max_length` tokens or more (no room for the teacher's
+    reply) cut as a training row's prompt is (tasks/sft_truncation.py): to its share beside a reply of `reply` tokens
+    (task.generation.max_new_tokens), else only as much as leaves the reply a token; refused where even that is not
+    possible. The student trains on the prompt the teacher read."""
+    out, cut = [], 0
+    for ex in examples:
+        def tokens(messages: list[dict[str, Any]], ex: Example = ex) -> int:
+            with row_named(ex):
+                text = render(tokenizer, messages, generation_prompt=True)
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        length = tokens(ex["messages"])
+        if length < max_length:
+            out.append(ex)
+            continue
+        share = prompt_share(length, reply, max_length)
+        found = (fit_prompt(ex["messages"], lambda m, share=share: tokens(m) <= share)
+                 or fit_prompt(ex["messages"], lambda m: tokens(m) < max_length))
+        if found is None:
+            raise DataError(ex["source"], ex["line"], PROMPT_FIELD.get(ex["field"], ex["field"]), f"the prompt is "
+                            f"{length} tokens: data.max_length={max_length} leaves no room for the teacher's reply, "
+                            "even with the middle of its user / system messages cut (data.truncation: head+tail)")
+        out.append({**ex, "messages": found})
+        cut += 1
+    if cut:
+        print(f"distill: {cut} of {len(out)} unlabelled prompts lost the middle of a prompt message to leave room for "
+              "the teacher's reply (data.truncation: head+tail)", file=sys.stderr)
+    return out
 
 
 def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], teacher: torch.nn.Module,

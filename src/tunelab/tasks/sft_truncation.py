@@ -2,30 +2,45 @@
 middle out of the prompt's longest messages, then cuts the end as head does: a row whose long context (a dolly
 `input`) would push the reply past max_length then trains instead of being refused.
 
-How much of the prompt goes is LLaMA-Factory's rule (`infer_seqlen`, data/processor/processor_utils.py): of
-max_length, the last trained reply keeps all of its tokens where it has fewer than half of them, else (where the rest
-of the row, the prompt, has at least half too) a share in proportion to its length; the prompt keeps the remainder.
-The prompt is cut in text, not tokens: every user / system message (never an assistant turn, a tool call or a tool's
-result) longer than k characters keeps its first k // 2 and its last k - k // 2, joined with no marker (LLaMA-Factory
-and TRL cut token ids and mark nothing); k is the largest for which the re-rendered row has at most the prompt's share
-plus the reply's tokens (a binary search, tokenising the rendered row at each step: only rows over max_length pay
-it). So the longest message is cut first, and another only once it is down to that one's length."""
+How much of the prompt goes is LLaMA-Factory's budget rule (`infer_seqlen`, data/processor/processor_utils.py),
+applied once, to the last trained reply against everything before it: of max_length, that reply keeps all of its
+tokens where it has fewer than half of them, else (where the prompt has at least half too) a share in proportion to
+its length; the prompt keeps the remainder. (LLaMA-Factory applies the rule to each (prompt, reply) turn in order with
+the budget left, and keeps the HEAD of each prompt.) The middle cut is tunelab's own, so that an instruction at a
+message's head and a question at its tail both stay: the prompt is cut in text, not tokens, every user / system
+message (never an assistant turn, a tool call or a tool's result) longer than k characters keeping its first k // 2
+and its last k - k // 2, each edge moved to a word's end / start within `EDGE` characters and never inside a character
+cluster, joined with no marker (LLaMA-Factory and TRL cut token ids and mark nothing); k is the largest, and at least
+`MIN_KEEP` (no message is cut to nothing), for which the re-rendered row has at most the prompt's share plus the
+reply's tokens (a binary search, tokenising the rendered row at each step: only rows over max_length pay it). So the
+longest message is cut first, and another only once it is down to that one's length. Where no k reaches the share
+(the template, earlier assistant turns or tool results alone fill it), the prompt loses only as much as brings the
+last reply's first token inside max_length, and where even that is out of reach it stays whole: the row is then cut
+at its end, or refused, as head does."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tunelab.errors import DataError
-from tunelab.tasks.chat_template import render
 
 CUT_ROLES = ("user", "system")  # the messages whose middle head+tail may take out
+MIN_KEEP = 16  # characters a cut message keeps at least (its first 8 and last 8): shorter ones stay whole
+EDGE = 10  # characters a cut edge may move to fall between words
+ZWJ = "\u200d"
 Rendered = Callable[[list[dict[str, Any]]], tuple[str, list[tuple[int, int]]]]  # messages → text, trained spans
 
 
 class ReplyCut(DataError):
-    """A row whose assistant tokens are all past data.max_length (training refuses it)."""
+    """A row whose assistant tokens are all past data.max_length (training refuses it); `saved`: data.truncation
+    head+tail would keep it."""
+
+    def __init__(self, *args: Any, saved: bool = False) -> None:
+        super().__init__(*args)
+        self.saved = saved
 
 
 def prompt_share(prompt: int, reply: int, limit: int) -> int:
@@ -43,11 +58,54 @@ def _cuttable(message: dict[str, Any]) -> bool:
     return message["role"] in CUT_ROLES and isinstance(message.get("content"), str) and not message.get("tool_calls")
 
 
+def _attached(ch: str) -> bool:
+    """A character written as part of the one before it: a combining mark, a variation selector, a zero-width joiner,
+    an emoji skin tone or tag."""
+    return (unicodedata.category(ch) in ("Mn", "Mc", "Me") or ch == ZWJ or "\U0001f3fb" <= ch <= "\U0001f3ff"
+            or "\U000e0020" <= ch <= "\U000e007f")
+
+
+def _edge(text: str, at: int, step: int, room: int) -> int:
+    """A cut edge near `at`: at the nearest whitespace boundary within `room` characters (moving by `step`: -1 for a
+    head's end, 1 for a tail's start), else at `at`; then out of any character cluster (`_joined`)."""
+    n = len(text)
+    for p in range(at, at + step * (room + 1), step):
+        if 0 < p < n and (text[p - 1].isspace() or text[p].isspace()):
+            at = p
+            break
+    while 0 < at < n and _joined(text, at):
+        at += step
+    return at
+
+
+def _joined(text: str, at: int) -> bool:
+    """Whether `at` lies inside a character cluster: before an attached character, after a joiner, or between the two
+    regional indicators of a flag."""
+    if _attached(text[at]) or text[at - 1] == ZWJ:
+        return True
+    flags = 0
+    while flags < at and "\U0001f1e6" <= text[at - 1 - flags] <= "\U0001f1ff":
+        flags += 1
+    return flags % 2 == 1 and "\U0001f1e6" <= text[at] <= "\U0001f1ff"
+
+
 def _kept(text: str, keep: int) -> str:
+    """The text's first keep // 2 and last keep - keep // 2 characters, each edge moved to a word's end or start where
+    one lies within `EDGE` characters (and out of a character cluster); joined by the whitespace the cut took out
+    where neither side has one."""
     if len(text) <= keep:
         return text
     head = keep // 2
-    return text[:head] + text[len(text) - (keep - head):]
+    tail = len(text) - (keep - head)
+    end = _edge(text, head, -1, min(EDGE, head // 2))
+    start = max(_edge(text, tail, 1, min(EDGE, (keep - head) // 2)), end)
+    left, right = text[:end], text[start:]
+    if left[-1:].isspace() and right[:1].isspace():  # one run of whitespace where the middle was: the tail's
+        left = left.rstrip()
+    elif left and right and not left[-1].isspace() and not right[0].isspace():
+        gap = [c for c in (text[end], text[start - 1]) if c.isspace()]
+        return left + (gap[0] if gap else "") + right
+    return left + right
 
 
 def middles_cut(messages: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
@@ -55,31 +113,33 @@ def middles_cut(messages: list[dict[str, Any]], keep: int) -> list[dict[str, Any
     return [{**m, "content": _kept(m["content"], keep)} if _cuttable(m) else m for m in messages]
 
 
-def fit_prompt(tokenizer: Any, messages: list[dict[str, Any]], goal: int) -> list[dict[str, Any]] | None:
-    """`middles_cut` at the most characters whose rendering has at most `goal` tokens (none: every such message
-    emptied); None where no message can be cut."""
+def fit_prompt(messages: list[dict[str, Any]], fits: Callable[[list[dict[str, Any]]], bool],
+               ) -> list[dict[str, Any]] | None:
+    """`middles_cut` at the most characters (at least `MIN_KEEP`: no message is cut to nothing) for which `fits`;
+    None where no message is longer than MIN_KEEP or even MIN_KEEP does not fit."""
     longest = max((len(m["content"]) for m in messages if _cuttable(m)), default=0)
-    if not longest:
+    if longest <= MIN_KEEP or not fits(middles_cut(messages, MIN_KEEP)):
         return None
-    low, high = 0, longest - 1
+    low, high = MIN_KEEP, longest - 1
     while low < high:
         mid = (low + high + 1) // 2
-        text = render(tokenizer, middles_cut(messages, mid))
-        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= goal:
+        if fits(middles_cut(messages, mid)):
             low = mid
         else:
             high = mid - 1
     return middles_cut(messages, low)
 
 
-def labelled(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int], int]:
-    """Token ids, labels (-100 outside the trained spans) and the tokens of the last span (the reply)."""
+def labelled(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int], int, int]:
+    """Token ids, labels (-100 outside the trained spans), the tokens of the last span (the reply) and the index of its
+    first token."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
     labels = [t if any(s < e_ and e > s_ for s_, e_ in spans) and e > s else -100
-              for t, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
+              for t, (s, e) in zip(enc["input_ids"], offsets, strict=True)]
     last = spans[-1] if spans else (0, 0)
-    reply = sum(s < last[1] and e > last[0] for s, e in enc["offset_mapping"])
-    return enc["input_ids"], labels, reply
+    inside = [i for i, (s, e) in enumerate(offsets) if s < last[1] and e > last[0]]
+    return enc["input_ids"], labels, len(inside), inside[0] if inside else len(offsets)
 
 
 @dataclass
@@ -93,29 +153,54 @@ class Cuts:
     ends: int = 0  # of those, the ones cut at the end
 
     def fit(self, tokenizer: Any, example: dict[str, Any], rendered: Rendered) -> dict[str, list[int]]:
-        """The example's features within the limit; a `ReplyCut` naming its row where no reply token is left."""
+        """The example's features within the limit; a `ReplyCut` naming its row where no reply token is left (its
+        `saved`: whether head+tail would have kept it)."""
         messages = example["messages"]
-        ids, labels, reply = labelled(tokenizer, *rendered(messages))
+        ids, labels, reply, start = labelled(tokenizer, *rendered(messages))
         if len(ids) <= self.limit:
             return {"input_ids": ids, "labels": labels}
         self.rows += 1
         share = prompt_share(len(ids) - reply, reply, self.limit)
         if self.mode == "head+tail" and reply and share < len(ids) - reply:
-            cut = fit_prompt(tokenizer, messages, share + reply)
+            cut = self._middles(tokenizer, messages, rendered, share + reply, start)
             if cut is not None:
                 self.middles += 1
-                ids, labels, _ = labelled(tokenizer, *rendered(cut))
+                ids, labels, _, _ = labelled(tokenizer, *rendered(cut))
         if len(ids) > self.limit:
             self.ends += 1
             ids, labels = ids[: self.limit], labels[: self.limit]
         if all(v == -100 for v in labels):
+            saved = self.mode == "head" and Cuts(self.limit, "head+tail").saves(tokenizer, example, rendered)
             how = (" even with the middle of its user / system messages cut (data.truncation: head+tail); raise "
                    "data.max_length or shorten the rest of the prompt" if self.mode == "head+tail" else
                    "; raise data.max_length, shorten the prompt, or set data.truncation: head+tail (cuts the middle "
-                   "of the prompt's longest message instead)")
+                   "of the prompt's longest message instead)" if saved else
+                   "; raise data.max_length or shorten the prompt (data.truncation: head+tail would not save it: "
+                   "what it does not cut, the template, earlier replies and tool results, is too long)")
             raise ReplyCut(example["source"], example["line"], example["field"],
-                           f"the assistant reply starts after data.max_length={self.limit} tokens{how}")
+                           f"the assistant reply starts after data.max_length={self.limit} tokens{how}", saved=saved)
         return {"input_ids": ids, "labels": labels}
+
+    def _middles(self, tokenizer: Any, messages: list[dict[str, Any]], rendered: Rendered, goal: int,
+                 start: int) -> list[dict[str, Any]] | None:
+        """The messages cut to `goal` tokens in all (`fit_prompt`); where no cut reaches it, cut only as much as brings
+        the last reply's first token (at `start` uncut) inside the limit; None where that is not needed or not
+        possible (the row is then cut at its end as by head)."""
+        def encoded(cut: list[dict[str, Any]]) -> tuple[list[int], list[int], int, int]:
+            return labelled(tokenizer, *rendered(cut))
+
+        found = fit_prompt(messages, lambda cut: len(encoded(cut)[0]) <= goal)
+        if found is None and start >= self.limit:
+            found = fit_prompt(messages, lambda cut: encoded(cut)[3] < self.limit)
+        return found
+
+    def saves(self, tokenizer: Any, example: dict[str, Any], rendered: Rendered) -> bool:
+        """Whether this fit keeps some of the example's reply (head+tail: whether cutting its prompt saves it)."""
+        try:
+            self.fit(tokenizer, example, rendered)
+        except ReplyCut:
+            return False
+        return True
 
     def note(self, examples: int) -> str:
         """The stderr line on the rows cut (`rows` above 0)."""
@@ -128,15 +213,16 @@ class Cuts:
 
 def reply_cuts(tokenizer: Any, examples: list[dict[str, Any]], limit: int, mode: str,
                rendered: Callable[[dict[str, Any], list[dict[str, Any]]], tuple[str, list[tuple[int, int]]]],
-               ) -> list[tuple[int, bool]]:
+               ) -> list[tuple[int, bool, bool]]:
     """data check: each example as training fits it: (its trained tokens, -1 where training refuses it; whether its
-    prompt lost a middle)."""
+    prompt lost a middle; whether head+tail would keep a row that head refuses)."""
     cuts, out = Cuts(limit, mode), []
     for ex in examples:
         before = cuts.middles
         try:
-            kept = sum(v != -100 for v in cuts.fit(tokenizer, ex, lambda msgs, ex=ex: rendered(ex, msgs))["labels"])
-        except ReplyCut:
-            kept = -1
-        out.append((kept, cuts.middles > before))
+            fitted = cuts.fit(tokenizer, ex, lambda msgs, ex=ex: rendered(ex, msgs))
+        except ReplyCut as e:
+            out.append((-1, False, e.saved))
+            continue
+        out.append((sum(v != -100 for v in fitted["labels"]), cuts.middles > before, False))
     return out
