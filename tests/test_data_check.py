@@ -275,3 +275,22 @@ def test_a_run_config_is_checked_as_train_reads_it(tiny_bert: Path, tmp_path: Pa
     assert list(again["files"]) == [str(val)] and again["max_length"] == 64
     res = runner.invoke(app, ["data", "check"])
     assert res.exit_code == 2 and res.output.startswith("error: data check: give the files")
+
+
+def test_a_run_configs_mistakes_are_named_at_its_lines_and_task_overrides_it(tiny_bert: Path, tmp_path: Path) -> None:
+    """As train says them: a task setting the config's max_length cannot hold, a data file that is not there — each
+    at the config's line; `--task` replaces the config's task (it was refused as given twice)."""
+    qa = write_jsonl(tmp_path / "qa.jsonl", [{"question": "who?", "context": "Ann ran.",
+                                              "answers": {"text": ["Ann"], "answer_start": [0]}}])
+    config = tmp_path / "qa.yaml"
+    config.write_text(f"task: qa\nmodel: {tiny_bert}\noutput_dir: {tmp_path / 'run'}\n"
+                      f"data:\n  train: {qa}\n  max_length: 32\n")
+    res = runner.invoke(app, ["data", "check", "--config", str(config)])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {config}:1: task.doc_stride"), res.output
+    gone = tmp_path / "gone.yaml"
+    gone.write_text(f"task: qa\nmodel: {tiny_bert}\noutput_dir: {tmp_path / 'run'}\ndata:\n  train: nothere.jsonl\n")
+    res = runner.invoke(app, ["data", "check", "--config", str(gone)])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {gone}:5: data.train: nothere.jsonl"), res.output
+    rows = write_jsonl(tmp_path / "c.jsonl", sentiment_rows(6))
+    report = _check("--config", str(config), "--task", "classification", "--set", "data.max_length=64", str(rows))
+    assert list(report["files"]) == [str(rows)]

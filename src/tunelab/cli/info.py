@@ -107,11 +107,17 @@ def data_check(
     """Rows, labels, token lengths, truncation at max_length, duplicates and overlap between files."""
     from tunelab.data.check import check_files, config_base, print_report
 
-    base, named, given = config_base(config) if config is not None else ({}, [], None)
-    if not files and not named:
-        raise ConfigError("data check: give the files to check, or --config RUN.yaml (its data.train / validation "
-                          "/ test)")
-    report = check_files([str(f) for f in files] if files else named, task, model or given or "minilm", set_, base)
+    if config is None:
+        if not files:
+            raise ConfigError("data check: give the files to check, or --config RUN.yaml (its data.train / "
+                              "validation / test)")
+        report = check_files([str(f) for f in files], task, model or "minilm", set_)
+    else:
+        from tunelab.config.run import errors_located
+
+        with errors_located(config, set_):  # what the config's settings make wrong: its file and line, as train says
+            base, named, given = config_base(config, task, bool(files))
+            report = check_files([str(f) for f in files] if files else named, task, model or given, set_, base)
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:

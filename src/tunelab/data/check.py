@@ -24,7 +24,7 @@ from tunelab.config.run import (
 )
 from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
-from tunelab.data.load import RowTask, parse_file
+from tunelab.data.load import RowTask, _check_named, parse_file
 from tunelab.data.windows import check_window_room
 from tunelab.errors import ConfigError
 from tunelab.models import load_named
@@ -35,13 +35,19 @@ from tunelab.registry import TASKS
 CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
 
 
-def config_base(path: Path) -> tuple[dict[str, Any], list[str], str]:
+def config_base(path: Path, task_name: str | None = None, files_given: bool = False,
+                ) -> tuple[dict[str, Any], list[str], str]:
     """`data check --config RUN.yaml`: the run config's task and data settings (the tree the --set values go on),
-    its data files (train first, as data check reads its first file as the training file) and its model."""
+    its data files (train first, as data check reads its first file as the training file; each there, as train
+    checks before reading) and its model. `--task` another than the config's replaces it, with its settings."""
     cfg = load_config(path)
-    tree = {"task": {**cfg.task.model_dump(exclude_unset=True), "name": cfg.task.name},
-            "data": cfg.data.model_dump(exclude_unset=True)}
-    return tree, [f for f in (cfg.data.train, cfg.data.validation, cfg.data.test) if f], cfg.model
+    task = {**cfg.task.model_dump(exclude_unset=True), "name": cfg.task.name}
+    if task_name is not None and task_name != cfg.task.name:
+        task = {}
+    if not files_given:
+        _check_named(cfg.data, training=False)
+    files = [f for f in (cfg.data.train, cfg.data.validation, cfg.data.test) if f]
+    return {"task": task, "data": cfg.data.model_dump(exclude_unset=True)}, files, cfg.model
 
 
 def _configs(task_name: str | None, overrides: list[str], command: str = "data check",
