@@ -176,20 +176,25 @@ def test_head_tail_cuts_between_words_and_characters(text: str, keep: int, whole
 
 def test_head_tail_cuts_a_teachers_prompt_as_a_training_rows(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
     """Distillation's unlabelled prompt too long for the teacher's reply: under head+tail it loses its middle, as the
-    same row with a reply would (before: refused, "data.max_length=24 leaves no room for the teacher's reply"); the
-    student trains on the prompt the teacher read. head still refuses it."""
-    def distil(truncation: str) -> list[dict]:
-        task = Sft(SftConfig(generation={"max_new_tokens": 2}), DataConfig(max_length=24, truncation=truncation))
+    same row with a reply would (before: refused, "data.max_length=30 leaves no room for the teacher's reply"); the
+    student trains on the prompt the teacher read (before: the row with the teacher's reply, its end-of-turn past
+    max_length, lost another "good" from its prompt in training). head still refuses it."""
+    def distil(truncation: str) -> tuple[list[dict], list[dict], object]:
+        task = Sft(SftConfig(generation={"max_new_tokens": 8}), DataConfig(max_length=30, truncation=truncation))
         teacher, tok = task.build_model(str(tiny_llama), [])
         prompts = task.parse(Table("u.jsonl", [Record("u.jsonl", 1, {"prompt": LONG})]), labelled=False)
-        return task.unlabeled_examples(prompts, teacher, tok)
+        out = task.unlabeled_examples(prompts, teacher, tok)
+        return out, task.encode(out, tok), tok
 
-    [ex] = distil("head+tail")
+    [ex], [f], tok = distil("head+tail")
     user = ex["messages"][0]["content"]
     assert user.startswith("this is good") and user.endswith("good and that") and len(user) < len(LONG)
-    assert [m["role"] for m in ex["messages"]] == [U, A]
+    assert [m["role"] for m in ex["messages"]] == [U, A] and ex["open_end"]  # 8 tokens, unfinished
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    assert tok.convert_tokens_to_string(toks[3 : toks.index("<|im_end|>")]).strip() == user  # the teacher's prompt
+    assert len(toks) == 30 and len(_trained(tok, f)) == 8  # the whole reply trains; its untrained end-of-turn goes
     assert ("distill: 1 of 1 unlabelled prompts lost the middle of a prompt message to leave room for the teacher's "
             "reply (data.truncation: head+tail)") in capsys.readouterr().err
-    with pytest.raises(DataError, match=r"^u.jsonl:1: prompt: the prompt is \d+ tokens: data.max_length=24 leaves no "
+    with pytest.raises(DataError, match=r"^u.jsonl:1: prompt: the prompt is \d+ tokens: data.max_length=30 leaves no "
                                         r"room for the teacher's reply$"):
         distil("head")

@@ -16,7 +16,8 @@ reply's tokens (a binary search, tokenising the rendered row at each step: only 
 longest message is cut first, and another only once it is down to that one's length. Where no k reaches the share
 (the template, earlier assistant turns or tool results alone fill it), the prompt loses only as much as brings the
 last reply's first token inside max_length, and where even that is out of reach it stays whole: the row is then cut
-at its end, or refused, as head does."""
+at its end, or refused, as head does. A row with a distillation teacher's reply (`TEACHER_READ`) is only cut at its
+end: its prompt is the one the teacher read (tasks/sft_distill.py `teacher_prompts` cut it already)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ CUT_ROLES = ("user", "system")  # the messages whose middle head+tail may take o
 MIN_KEEP = 16  # characters a cut message keeps at least (its first 8 and last 8): shorter ones stay whole
 EDGE = 10  # characters a cut edge may move to fall between words
 ZWJ = "\u200d"
+TEACHER_READ = "teacher_read"  # an example's key: its prompt is the one a teacher replied to, never cut again
 Rendered = Callable[[list[dict[str, Any]]], tuple[str, list[tuple[int, int]]]]  # messages → text, trained spans
 
 
@@ -161,7 +163,7 @@ class Cuts:
             return {"input_ids": ids, "labels": labels}
         self.rows += 1
         share = prompt_share(len(ids) - reply, reply, self.limit)
-        if self.mode == "head+tail" and reply and share < len(ids) - reply:
+        if self.mode == "head+tail" and reply and share < len(ids) - reply and not example.get(TEACHER_READ):
             cut = self._middles(tokenizer, messages, rendered, share + reply, start)
             if cut is not None:
                 self.middles += 1
