@@ -114,8 +114,10 @@ EARLIER = " ".join(["fine"] * 30)  # an earlier assistant turn longer than the r
 def test_head_tail_never_empties_a_prompt_message(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
     """A long earlier assistant turn (never cut) fills the row: no cut of the user messages reaches the prompt's share,
     nor brings the last reply inside max_length. head+tail had cut every user message to "" (and said "1 lost the
-    middle"); now the prompt stays whole and the row is cut at its end, as head cuts it. Where a cut can bring the last
-    reply's first token inside max_length, only that much is cut: the message keeps a head and a tail."""
+    middle"); now the prompt stays whole and the row is cut at its end, as head cuts it. Where the share is out of
+    reach but a cut brings some of the last reply inside max_length, the cut keeps the most of the reply it can (up to
+    its share): the message down to 16 characters where that keeps more (before: the largest cut that kept the
+    reply's first token, one token trained where MIN_KEEP kept the reply whole or six)."""
     msgs = [{"role": U, "content": LONG}, {"role": A, "content": EARLIER}, {"role": U, "content": "say bad"},
             {"role": A, "content": "bad movie"}]
     head, task = _task(32), _task(32, "head+tail")
@@ -127,13 +129,13 @@ def test_head_tail_never_empties_a_prompt_message(tiny_llama: Path, capsys: pyte
     assert capsys.readouterr().err.splitlines()[-1] == (
         "sft: 1 of 1 examples cut at data.max_length=32 tokens: 0 lost the middle of a prompt message "
         "(data.truncation: head+tail), 1 cut at the end (their tail is not trained)")
-    # its share out of reach (a long reply), the reply's start is not: the message keeps its head and its tail
-    task = _task(16, "head+tail")
-    [f] = task.encode(_examples(task, [{"prompt": LONG, "completion": " ".join(["bad"] * 40)}]), tok)
-    toks = tok.convert_ids_to_tokens(f["input_ids"])
-    user = toks[3 : toks.index("<|im_end|>")]
-    assert len(toks) == 16 and user[:2] == ["this", "is"] and user[-2:] == ["and", "that"] and "good" in user
-    assert _trained(tok, f) == ["bad"]
+    # its share out of reach, the reply's start is not: the message keeps its head and its tail, the reply the most
+    for limit, reply, trained in ((12, "bad movie", ["bad", "movie"]), (16, " ".join(["bad"] * 40), ["bad"] * 6)):
+        task = _task(limit, "head+tail")
+        [f] = task.encode(_examples(task, [{"prompt": LONG, "completion": reply}]), tok)
+        toks = tok.convert_ids_to_tokens(f["input_ids"])
+        assert len(toks) == limit and toks[3 : toks.index("<|im_end|>")] == ["this", "is", "and", "that"]
+        assert _trained(tok, f) == trained  # (before: ["bad"], with a "good" or five kept in the prompt)
 
 
 def test_data_check_counts_prompts_cut_and_suggests_head_tail_where_it_helps(tiny_llama: Path, tmp_path: Path) -> None:

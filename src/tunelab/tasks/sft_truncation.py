@@ -14,9 +14,10 @@ cluster, joined with no marker (LLaMA-Factory and TRL cut token ids and mark not
 `MIN_KEEP` (no message is cut to nothing), for which the re-rendered row has at most the prompt's share plus the
 reply's tokens (a binary search, tokenising the rendered row at each step: only rows over max_length pay it). So the
 longest message is cut first, and another only once it is down to that one's length. Where no k reaches the share
-(the template, earlier assistant turns or tool results alone fill it), the prompt loses only as much as brings the
-last reply's first token inside max_length, and where even that is out of reach it stays whole: the row is then cut
-at its end, or refused, as head does. A row with a distillation teacher's reply (`TEACHER_READ`) is only cut at its
+(the template, earlier assistant turns or tool results alone fill it), the prompt loses only as much as brings as many
+of the last reply's tokens inside max_length as its share allows or as k = MIN_KEEP can (a short reply kept whole as
+far as it can be), and where no cut brings more of it inside than the whole prompt does it stays whole: the row is
+then cut at its end, or refused, as head does. A row with a distillation teacher's reply (`TEACHER_READ`) is only cut at its
 end: its prompt is the one the teacher read (tasks/sft_distill.py `teacher_prompts` cut it already)."""
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class Cuts:
         self.rows += 1
         share = prompt_share(len(ids) - reply, reply, self.limit)
         if self.mode == "head+tail" and reply and share < len(ids) - reply and not example.get(TEACHER_READ):
-            cut = self._middles(tokenizer, messages, rendered, share + reply, start)
+            cut = self._middles(tokenizer, messages, rendered, share, reply, max(min(reply, self.limit - start), 0))
             if cut is not None:
                 self.middles += 1
                 ids, labels, _, _ = labelled(tokenizer, *rendered(cut))
@@ -183,17 +184,20 @@ class Cuts:
                            f"the assistant reply starts after data.max_length={self.limit} tokens{how}", saved=saved)
         return {"input_ids": ids, "labels": labels}
 
-    def _middles(self, tokenizer: Any, messages: list[dict[str, Any]], rendered: Rendered, goal: int,
-                 start: int) -> list[dict[str, Any]] | None:
-        """The messages cut to `goal` tokens in all (`fit_prompt`); where no cut reaches it, cut only as much as brings
-        the last reply's first token (at `start` uncut) inside the limit; None where that is not needed or not
-        possible (the row is then cut at its end as by head)."""
-        def encoded(cut: list[dict[str, Any]]) -> tuple[list[int], list[int], int, int]:
-            return labelled(tokenizer, *rendered(cut))
+    def _middles(self, tokenizer: Any, messages: list[dict[str, Any]], rendered: Rendered, share: int, reply: int,
+                 kept: int) -> list[dict[str, Any]] | None:
+        """The messages cut to the prompt's `share` beside the `reply` (`fit_prompt`); where no cut reaches it, cut to
+        keep as many of the reply's tokens inside the limit as its share allows (the limit less `share`) or as cutting
+        to `MIN_KEEP` can, and no more; None where that keeps no more of it than the uncut row (`kept` tokens) does
+        (the row is then cut at its end as by head)."""
+        def trained(cut: list[dict[str, Any]]) -> int:  # the reply's tokens inside the limit
+            _, _, tokens, first = labelled(tokenizer, *rendered(cut))
+            return max(min(tokens, self.limit - first), 0)
 
-        found = fit_prompt(messages, lambda cut: len(encoded(cut)[0]) <= goal)
-        if found is None and start >= self.limit:
-            found = fit_prompt(messages, lambda cut: encoded(cut)[3] < self.limit)
+        found = fit_prompt(messages, lambda cut: len(labelled(tokenizer, *rendered(cut))[0]) <= share + reply)
+        if found is None:
+            most = min(self.limit - share, trained(middles_cut(messages, MIN_KEEP)))
+            found = fit_prompt(messages, lambda cut: trained(cut) >= most) if most > kept else None
         return found
 
     def saves(self, tokenizer: Any, example: dict[str, Any], rendered: Rendered) -> bool:
