@@ -19,7 +19,7 @@ from tunelab.errors import ConfigError, DataError
 
 run_config_class()
 from tunelab.tasks.sft import Sft, SftConfig  # noqa: E402
-from tunelab.tasks.sft_truncation import middles_cut, prompt_share  # noqa: E402
+from tunelab.tasks.sft_truncation import MIN_KEEP, middles_cut, prompt_share  # noqa: E402
 
 U, A, S = "user", "assistant", "system"
 LONG = "this is " + " ".join(["good"] * 20) + " and that"  # its reply starts after 16 tokens
@@ -174,6 +174,18 @@ def test_head_tail_cuts_between_words_and_characters(text: str, keep: int, whole
         assert re.fullmatch(whole, m["content"]) and len(m["content"]) <= k + 1, (k, m["content"])
     chinese = "这是一个很长的中文段落没有空格" * 10
     assert middles_cut([{"role": U, "content": chinese}], 20)[0]["content"] == chinese[:10] + chinese[-10:]
+
+
+def test_head_tail_cut_message_keeps_min_keep_characters() -> None:
+    """A cut message keeps at least MIN_KEEP (16) characters: where moving its edges inward to a word's end / start or
+    out of an emoji would keep fewer, they move outward (before: "Please point?", 13; "Start end?", 10)."""
+    english = "Please summarise this text. " + " ".join(f"word{i} alpha beta." for i in range(50)) + " Main point?"
+    emoji = "Start " + "👨\u200d👩\u200d👧\u200d👦🇫🇷e\u0301" * 30 + " end?"
+    assert middles_cut([{"role": U, "content": english}], MIN_KEEP)[0]["content"] == "Please summarise Main point?"
+    for text in (english, emoji, "ab " * 40, "a  " * 40, "x\u0301" * 40):
+        for keep in range(MIN_KEEP, MIN_KEEP + 6):
+            [m] = middles_cut([{"role": U, "content": text}], keep)
+            assert len(m["content"]) >= MIN_KEEP, (text[:12], keep, m["content"])
 
 
 def test_head_tail_cuts_a_teachers_prompt_as_a_training_rows(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:

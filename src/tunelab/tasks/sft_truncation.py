@@ -10,15 +10,16 @@ the budget left, and keeps the HEAD of each prompt.) The middle cut is tunelab's
 message's head and a question at its tail both stay: the prompt is cut in text, not tokens, every user / system
 message (never an assistant turn, a tool call or a tool's result) longer than k characters keeping its first k // 2
 and its last k - k // 2, each edge moved to a word's end / start within `EDGE` characters and never inside a character
-cluster, joined with no marker (LLaMA-Factory and TRL cut token ids and mark nothing); k is the largest, and at least
-`MIN_KEEP` (no message is cut to nothing), for which the re-rendered row has at most the prompt's share plus the
+cluster (inward, or outward where inward would keep fewer than `MIN_KEEP` characters), joined with no marker
+(LLaMA-Factory and TRL cut token ids and mark nothing); k is the largest, and at least `MIN_KEEP` (no message is cut
+to nothing), for which the re-rendered row has at most the prompt's share plus the
 reply's tokens (a binary search, tokenising the rendered row at each step: only rows over max_length pay it). So the
 longest message is cut first, and another only once it is down to that one's length. Where no k reaches the share
 (the template, earlier assistant turns or tool results alone fill it), the prompt loses only as much as brings as many
 of the last reply's tokens inside max_length as its share allows or as k = MIN_KEEP can (a short reply kept whole as
 far as it can be), and where no cut brings more of it inside than the whole prompt does it stays whole: the row is
-then cut at its end, or refused, as head does. A row with a distillation teacher's reply (`TEACHER_READ`) is only cut at its
-end: its prompt is the one the teacher read (tasks/sft_distill.py `teacher_prompts` cut it already)."""
+then cut at its end, or refused, as head does. A row with a distillation teacher's reply (`TEACHER_READ`) is only cut
+at its end: its prompt is the one the teacher read (tasks/sft_distill.py `teacher_prompts` cut it already)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any
 from tunelab.errors import DataError
 
 CUT_ROLES = ("user", "system")  # the messages whose middle head+tail may take out
-MIN_KEEP = 16  # characters a cut message keeps at least (its first 8 and last 8): shorter ones stay whole
+MIN_KEEP = 16  # characters a cut message keeps at least (about its first 8 and last 8): shorter ones stay whole
 EDGE = 10  # characters a cut edge may move to fall between words
 ZWJ = "\u200d"
 TEACHER_READ = "teacher_read"  # an example's key: its prompt is the one a teacher replied to, never cut again
@@ -95,15 +96,23 @@ def _joined(text: str, at: int) -> bool:
 def _kept(text: str, keep: int) -> str:
     """The text's first keep // 2 and last keep - keep // 2 characters, each edge moved to a word's end or start where
     one lies within `EDGE` characters (and out of a character cluster); joined by the whitespace the cut took out
-    where neither side has one."""
+    where neither side has one. The edges move inward (the text keeps fewer characters), or outward where inward
+    would leave fewer than `MIN_KEEP`."""
     if len(text) <= keep:
         return text
+    kept = _cut(text, keep, 1)
+    return kept if len(kept) >= MIN_KEEP or keep < MIN_KEEP else _cut(text, keep, -1)
+
+
+def _cut(text: str, keep: int, inward: int) -> str:
+    """`_kept` with its edges moved inward (1: by half an edge's characters at most) or outward (-1: by `EDGE` at
+    most, every character of the plain cut kept, whitespace too)."""
     head = keep // 2
     tail = len(text) - (keep - head)
-    end = _edge(text, head, -1, min(EDGE, head // 2))
-    start = max(_edge(text, tail, 1, min(EDGE, (keep - head) // 2)), end)
+    end = _edge(text, head, -inward, min(EDGE, head // 2) if inward > 0 else EDGE)
+    start = max(_edge(text, tail, inward, min(EDGE, (keep - head) // 2) if inward > 0 else EDGE), end)
     left, right = text[:end], text[start:]
-    if left[-1:].isspace() and right[:1].isspace():  # one run of whitespace where the middle was: the tail's
+    if inward > 0 and left[-1:].isspace() and right[:1].isspace():  # one run of whitespace for the middle: the tail's
         left = left.rstrip()
     elif left and right and not left[-1].isspace() and not right[0].isspace():
         gap = [c for c in (text[end], text[start - 1]) if c.isspace()]
