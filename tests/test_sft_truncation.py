@@ -19,7 +19,7 @@ from tunelab.errors import ConfigError, DataError
 
 run_config_class()
 from tunelab.tasks.sft import Sft, SftConfig  # noqa: E402
-from tunelab.tasks.sft_truncation import middles_cut, prompt_share  # noqa: E402
+from tunelab.tasks.sft_truncation import MIN_KEEP, middles_cut, prompt_share  # noqa: E402
 
 U, A, S = "user", "assistant", "system"
 LONG = "this is " + " ".join(["good"] * 20) + " and that"  # its reply starts after 16 tokens
@@ -114,8 +114,10 @@ EARLIER = " ".join(["fine"] * 30)  # an earlier assistant turn longer than the r
 def test_head_tail_never_empties_a_prompt_message(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
     """A long earlier assistant turn (never cut) fills the row: no cut of the user messages reaches the prompt's share,
     nor brings the last reply inside max_length. head+tail had cut every user message to "" (and said "1 lost the
-    middle"); now the prompt stays whole and the row is cut at its end, as head cuts it. Where a cut can bring the last
-    reply's first token inside max_length, only that much is cut: the message keeps a head and a tail."""
+    middle"); now the prompt stays whole and the row is cut at its end, as head cuts it. Where the share is out of
+    reach but a cut brings some of the last reply inside max_length, the cut keeps the most of the reply it can (up to
+    its share): the message down to 16 characters where that keeps more (before: the largest cut that kept the
+    reply's first token, one token trained where MIN_KEEP kept the reply whole or six)."""
     msgs = [{"role": U, "content": LONG}, {"role": A, "content": EARLIER}, {"role": U, "content": "say bad"},
             {"role": A, "content": "bad movie"}]
     head, task = _task(32), _task(32, "head+tail")
@@ -127,13 +129,13 @@ def test_head_tail_never_empties_a_prompt_message(tiny_llama: Path, capsys: pyte
     assert capsys.readouterr().err.splitlines()[-1] == (
         "sft: 1 of 1 examples cut at data.max_length=32 tokens: 0 lost the middle of a prompt message "
         "(data.truncation: head+tail), 1 cut at the end (their tail is not trained)")
-    # its share out of reach (a long reply), the reply's start is not: the message keeps its head and its tail
-    task = _task(16, "head+tail")
-    [f] = task.encode(_examples(task, [{"prompt": LONG, "completion": " ".join(["bad"] * 40)}]), tok)
-    toks = tok.convert_ids_to_tokens(f["input_ids"])
-    user = toks[3 : toks.index("<|im_end|>")]
-    assert len(toks) == 16 and user[:2] == ["this", "is"] and user[-2:] == ["and", "that"] and "good" in user
-    assert _trained(tok, f) == ["bad"]
+    # its share out of reach, the reply's start is not: the message keeps its head and its tail, the reply the most
+    for limit, reply, trained in ((12, "bad movie", ["bad", "movie"]), (16, " ".join(["bad"] * 40), ["bad"] * 6)):
+        task = _task(limit, "head+tail")
+        [f] = task.encode(_examples(task, [{"prompt": LONG, "completion": reply}]), tok)
+        toks = tok.convert_ids_to_tokens(f["input_ids"])
+        assert len(toks) == limit and toks[3 : toks.index("<|im_end|>")] == ["this", "is", "and", "that"]
+        assert _trained(tok, f) == trained  # (before: ["bad"], with a "good" or five kept in the prompt)
 
 
 def test_data_check_counts_prompts_cut_and_suggests_head_tail_where_it_helps(tiny_llama: Path, tmp_path: Path) -> None:
@@ -174,22 +176,39 @@ def test_head_tail_cuts_between_words_and_characters(text: str, keep: int, whole
     assert middles_cut([{"role": U, "content": chinese}], 20)[0]["content"] == chinese[:10] + chinese[-10:]
 
 
+def test_head_tail_cut_message_keeps_min_keep_characters() -> None:
+    """A cut message keeps at least MIN_KEEP (16) characters: where moving its edges inward to a word's end / start or
+    out of an emoji would keep fewer, they move outward (before: "Please point?", 13; "Start end?", 10)."""
+    english = "Please summarise this text. " + " ".join(f"word{i} alpha beta." for i in range(50)) + " Main point?"
+    emoji = "Start " + "👨\u200d👩\u200d👧\u200d👦🇫🇷e\u0301" * 30 + " end?"
+    assert middles_cut([{"role": U, "content": english}], MIN_KEEP)[0]["content"] == "Please summarise Main point?"
+    for text in (english, emoji, "ab " * 40, "a  " * 40, "x\u0301" * 40):
+        for keep in range(MIN_KEEP, MIN_KEEP + 6):
+            [m] = middles_cut([{"role": U, "content": text}], keep)
+            assert len(m["content"]) >= MIN_KEEP, (text[:12], keep, m["content"])
+
+
 def test_head_tail_cuts_a_teachers_prompt_as_a_training_rows(tiny_llama: Path, capsys: pytest.CaptureFixture) -> None:
     """Distillation's unlabelled prompt too long for the teacher's reply: under head+tail it loses its middle, as the
-    same row with a reply would (before: refused, "data.max_length=24 leaves no room for the teacher's reply"); the
-    student trains on the prompt the teacher read. head still refuses it."""
-    def distil(truncation: str) -> list[dict]:
-        task = Sft(SftConfig(generation={"max_new_tokens": 2}), DataConfig(max_length=24, truncation=truncation))
+    same row with a reply would (before: refused, "data.max_length=30 leaves no room for the teacher's reply"); the
+    student trains on the prompt the teacher read (before: the row with the teacher's reply, its end-of-turn past
+    max_length, lost another "good" from its prompt in training). head still refuses it."""
+    def distil(truncation: str) -> tuple[list[dict], list[dict], object]:
+        task = Sft(SftConfig(generation={"max_new_tokens": 8}), DataConfig(max_length=30, truncation=truncation))
         teacher, tok = task.build_model(str(tiny_llama), [])
         prompts = task.parse(Table("u.jsonl", [Record("u.jsonl", 1, {"prompt": LONG})]), labelled=False)
-        return task.unlabeled_examples(prompts, teacher, tok)
+        out = task.unlabeled_examples(prompts, teacher, tok)
+        return out, task.encode(out, tok), tok
 
-    [ex] = distil("head+tail")
+    [ex], [f], tok = distil("head+tail")
     user = ex["messages"][0]["content"]
     assert user.startswith("this is good") and user.endswith("good and that") and len(user) < len(LONG)
-    assert [m["role"] for m in ex["messages"]] == [U, A]
+    assert [m["role"] for m in ex["messages"]] == [U, A] and ex["open_end"]  # 8 tokens, unfinished
+    toks = tok.convert_ids_to_tokens(f["input_ids"])
+    assert tok.convert_tokens_to_string(toks[3 : toks.index("<|im_end|>")]).strip() == user  # the teacher's prompt
+    assert len(toks) == 30 and len(_trained(tok, f)) == 8  # the whole reply trains; its untrained end-of-turn goes
     assert ("distill: 1 of 1 unlabelled prompts lost the middle of a prompt message to leave room for the teacher's "
             "reply (data.truncation: head+tail)") in capsys.readouterr().err
-    with pytest.raises(DataError, match=r"^u.jsonl:1: prompt: the prompt is \d+ tokens: data.max_length=24 leaves no "
+    with pytest.raises(DataError, match=r"^u.jsonl:1: prompt: the prompt is \d+ tokens: data.max_length=30 leaves no "
                                         r"room for the teacher's reply$"):
         distil("head")

@@ -33,7 +33,7 @@ from tunelab.tasks.chat_template import render, row_named
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.losses import soft_kl
 from tunelab.tasks.reasoning import REASONING, reply_of, writes_reasoning
-from tunelab.tasks.sft_truncation import fit_prompt, prompt_share
+from tunelab.tasks.sft_truncation import TEACHER_READ, fit_prompt, prompt_share
 
 TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
 PROMPT_FIELD = {"completion": "prompt", "output": "instruction"}  # a row's prompt field, from its reply field
@@ -43,7 +43,8 @@ def teacher_prompts(examples: Sequence[Example], tokenizer: Any, max_length: int
     """data.truncation head+tail: each unlabelled prompt of `max_length` tokens or more (no room for the teacher's
     reply) cut as a training row's prompt is (tasks/sft_truncation.py): to its share beside a reply of `reply` tokens
     (task.generation.max_new_tokens), else only as much as leaves the reply a token; refused where even that is not
-    possible. The student trains on the prompt the teacher read."""
+    possible. The student trains on the prompt the teacher read: training cuts the row with the teacher's reply at
+    its end only (`TEACHER_READ`), never its prompt again."""
     out, cut = [], 0
     for ex in examples:
         def tokens(messages: list[dict[str, Any]], ex: Example = ex) -> int:
@@ -95,7 +96,8 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
         if reasoning is not None:
             thought += 1
             turn.update({REASONING: reasoning} if keep else {})
-        out.append({**ex, "messages": [*ex["messages"], turn], "labelled": True, "open_end": open_end})
+        out.append({**ex, "messages": [*ex["messages"], turn], "labelled": True, "open_end": open_end,
+                    TEACHER_READ: True})  # (its prompt is not cut again in training: the student reads it too)
     note = (f"; {cut} ended unfinished, at task.generation.max_new_tokens={cfg.max_new_tokens} or the teacher's "
             "positions (their end is not trained)") if cut else ""
     if thought:

@@ -10,13 +10,16 @@ the budget left, and keeps the HEAD of each prompt.) The middle cut is tunelab's
 message's head and a question at its tail both stay: the prompt is cut in text, not tokens, every user / system
 message (never an assistant turn, a tool call or a tool's result) longer than k characters keeping its first k // 2
 and its last k - k // 2, each edge moved to a word's end / start within `EDGE` characters and never inside a character
-cluster, joined with no marker (LLaMA-Factory and TRL cut token ids and mark nothing); k is the largest, and at least
-`MIN_KEEP` (no message is cut to nothing), for which the re-rendered row has at most the prompt's share plus the
+cluster (inward, or outward where inward would keep fewer than `MIN_KEEP` characters), joined with no marker
+(LLaMA-Factory and TRL cut token ids and mark nothing); k is the largest, and at least `MIN_KEEP` (no message is cut
+to nothing), for which the re-rendered row has at most the prompt's share plus the
 reply's tokens (a binary search, tokenising the rendered row at each step: only rows over max_length pay it). So the
 longest message is cut first, and another only once it is down to that one's length. Where no k reaches the share
-(the template, earlier assistant turns or tool results alone fill it), the prompt loses only as much as brings the
-last reply's first token inside max_length, and where even that is out of reach it stays whole: the row is then cut
-at its end, or refused, as head does."""
+(the template, earlier assistant turns or tool results alone fill it), the prompt loses only as much as brings as many
+of the last reply's tokens inside max_length as its share allows or as k = MIN_KEEP can (a short reply kept whole as
+far as it can be), and where no cut brings more of it inside than the whole prompt does it stays whole: the row is
+then cut at its end, or refused, as head does. A row with a distillation teacher's reply (`TEACHER_READ`) is only cut
+at its end: its prompt is the one the teacher read (tasks/sft_distill.py `teacher_prompts` cut it already)."""
 
 from __future__ import annotations
 
@@ -28,9 +31,10 @@ from typing import Any
 from tunelab.errors import DataError
 
 CUT_ROLES = ("user", "system")  # the messages whose middle head+tail may take out
-MIN_KEEP = 16  # characters a cut message keeps at least (its first 8 and last 8): shorter ones stay whole
+MIN_KEEP = 16  # characters a cut message keeps at least (about its first 8 and last 8): shorter ones stay whole
 EDGE = 10  # characters a cut edge may move to fall between words
 ZWJ = "\u200d"
+TEACHER_READ = "teacher_read"  # an example's key: its prompt is the one a teacher replied to, never cut again
 Rendered = Callable[[list[dict[str, Any]]], tuple[str, list[tuple[int, int]]]]  # messages → text, trained spans
 
 
@@ -92,15 +96,23 @@ def _joined(text: str, at: int) -> bool:
 def _kept(text: str, keep: int) -> str:
     """The text's first keep // 2 and last keep - keep // 2 characters, each edge moved to a word's end or start where
     one lies within `EDGE` characters (and out of a character cluster); joined by the whitespace the cut took out
-    where neither side has one."""
+    where neither side has one. The edges move inward (the text keeps fewer characters), or outward where inward
+    would leave fewer than `MIN_KEEP`."""
     if len(text) <= keep:
         return text
+    kept = _cut(text, keep, 1)
+    return kept if len(kept) >= MIN_KEEP or keep < MIN_KEEP else _cut(text, keep, -1)
+
+
+def _cut(text: str, keep: int, inward: int) -> str:
+    """`_kept` with its edges moved inward (1: by half an edge's characters at most) or outward (-1: by `EDGE` at
+    most, every character of the plain cut kept, whitespace too)."""
     head = keep // 2
     tail = len(text) - (keep - head)
-    end = _edge(text, head, -1, min(EDGE, head // 2))
-    start = max(_edge(text, tail, 1, min(EDGE, (keep - head) // 2)), end)
+    end = _edge(text, head, -inward, min(EDGE, head // 2) if inward > 0 else EDGE)
+    start = max(_edge(text, tail, inward, min(EDGE, (keep - head) // 2) if inward > 0 else EDGE), end)
     left, right = text[:end], text[start:]
-    if left[-1:].isspace() and right[:1].isspace():  # one run of whitespace where the middle was: the tail's
+    if inward > 0 and left[-1:].isspace() and right[:1].isspace():  # one run of whitespace for the middle: the tail's
         left = left.rstrip()
     elif left and right and not left[-1].isspace() and not right[0].isspace():
         gap = [c for c in (text[end], text[start - 1]) if c.isspace()]
@@ -161,8 +173,8 @@ class Cuts:
             return {"input_ids": ids, "labels": labels}
         self.rows += 1
         share = prompt_share(len(ids) - reply, reply, self.limit)
-        if self.mode == "head+tail" and reply and share < len(ids) - reply:
-            cut = self._middles(tokenizer, messages, rendered, share + reply, start)
+        if self.mode == "head+tail" and reply and share < len(ids) - reply and not example.get(TEACHER_READ):
+            cut = self._middles(tokenizer, messages, rendered, share, reply, max(min(reply, self.limit - start), 0))
             if cut is not None:
                 self.middles += 1
                 ids, labels, _, _ = labelled(tokenizer, *rendered(cut))
@@ -181,17 +193,20 @@ class Cuts:
                            f"the assistant reply starts after data.max_length={self.limit} tokens{how}", saved=saved)
         return {"input_ids": ids, "labels": labels}
 
-    def _middles(self, tokenizer: Any, messages: list[dict[str, Any]], rendered: Rendered, goal: int,
-                 start: int) -> list[dict[str, Any]] | None:
-        """The messages cut to `goal` tokens in all (`fit_prompt`); where no cut reaches it, cut only as much as brings
-        the last reply's first token (at `start` uncut) inside the limit; None where that is not needed or not
-        possible (the row is then cut at its end as by head)."""
-        def encoded(cut: list[dict[str, Any]]) -> tuple[list[int], list[int], int, int]:
-            return labelled(tokenizer, *rendered(cut))
+    def _middles(self, tokenizer: Any, messages: list[dict[str, Any]], rendered: Rendered, share: int, reply: int,
+                 kept: int) -> list[dict[str, Any]] | None:
+        """The messages cut to the prompt's `share` beside the `reply` (`fit_prompt`); where no cut reaches it, cut to
+        keep as many of the reply's tokens inside the limit as its share allows (the limit less `share`) or as cutting
+        to `MIN_KEEP` can, and no more; None where that keeps no more of it than the uncut row (`kept` tokens) does
+        (the row is then cut at its end as by head)."""
+        def trained(cut: list[dict[str, Any]]) -> int:  # the reply's tokens inside the limit
+            _, _, tokens, first = labelled(tokenizer, *rendered(cut))
+            return max(min(tokens, self.limit - first), 0)
 
-        found = fit_prompt(messages, lambda cut: len(encoded(cut)[0]) <= goal)
-        if found is None and start >= self.limit:
-            found = fit_prompt(messages, lambda cut: encoded(cut)[3] < self.limit)
+        found = fit_prompt(messages, lambda cut: len(labelled(tokenizer, *rendered(cut))[0]) <= share + reply)
+        if found is None:
+            most = min(self.limit - share, trained(middles_cut(messages, MIN_KEEP)))
+            found = fit_prompt(messages, lambda cut: trained(cut) >= most) if most > kept else None
         return found
 
     def saves(self, tokenizer: Any, example: dict[str, Any], rendered: Rendered) -> bool:
