@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -362,15 +363,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_on_loopback(paths: list[Path], **settings: object) -> Iterator[tuple[str, object]]:
-    """`tunelab serve PATHS` as uvicorn on a free loopback port in a thread: yields (base URL, the Server)."""
+@contextmanager
+def app_on_loopback(application: object) -> Iterator[str]:
+    """An ASGI app on uvicorn on a free loopback port, in a thread of this process: yields its base URL."""
     import uvicorn
 
-    from tunelab.serve.app import create_app
-    from tunelab.serve.models import served_models
-    from tunelab.serve.schemas import Settings
-
-    application = create_app(served_models(paths), Settings(**settings))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -380,10 +377,21 @@ def serve_on_loopback(paths: list[Path], **settings: object) -> Iterator[tuple[s
         time.sleep(0.05)
     assert server.started
     try:
-        yield f"http://127.0.0.1:{port}", application.state.server
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def serve_on_loopback(paths: list[Path], **settings: object) -> Iterator[tuple[str, object]]:
+    """`tunelab serve PATHS` as uvicorn on a free loopback port in a thread: yields (base URL, the Server)."""
+    from tunelab.serve.app import create_app
+    from tunelab.serve.models import served_models
+    from tunelab.serve.schemas import Settings
+
+    application = create_app(served_models(paths), Settings(**settings))
+    with app_on_loopback(application) as url:
+        yield url, application.state.server
 
 
 def example_data_builder():

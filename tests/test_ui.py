@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, sentiment_rows, train_sentiment, write_jsonl
+from conftest import app_on_loopback, free_port, sentiment_rows, train_sentiment, write_jsonl
 
 pytest.importorskip("fastapi")
 LOCAL = "http://127.0.0.1"  # TestClient's Host (its default, `testserver`, is a name ui/guard.py refuses)
@@ -62,25 +62,10 @@ class UIServer:
 def ui_on_loopback(runs: Path) -> Iterator[str]:
     """The page's app (`tunelab ui --runs RUNS`) on uvicorn on a free loopback port, in a thread of this process:
     for what a browser shows, where the server's own process is not what a test is about. Yields its base URL."""
-    import threading
-
-    import uvicorn
-
     from tunelab.ui.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with app_on_loopback(create_app(runs)) as url:
+        yield url
 
 
 @pytest.fixture
