@@ -29,12 +29,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on a 2
 LONGEST = {
     "test_newcomer.py::test_readme_path_from_a_checkout": 81, "test_distributed.py::test_ddp_killed_and_resumed": 48,
     "test_distributed.py::test_fsdp_lora_sft_killed": 40, "test_ui.py::test_launch_watch_restart": 34,
-    "test_embedded.py::test_smollm2_gguf_materialises": 29, "test_resume.py::test_sigkill_then_resume": 21,
+    "test_embedded.py::test_smollm2_gguf_materialises": 29, "test_resume.py::test_sigkill_then_resume": 7,
     "test_ui_safety.py::test_resume_runs_in_the_folder": 21,
     "test_export_onnx.py::test_ner_and_qa_export": 15, "test_export_onnx.py::test_the_gate_refuses": 11,
     "test_resume.py::test_ctrl_c_says": 10, "test_search.py::test_tune_four_trials": 10,
     # (2026-12-07, AMD EPYC: 5:24 for the suite) the next longest, which ran where their file's place put them
-    "test_distributed.py::test_a_user_error_under_the_launcher": 18, "test_ui.py::test_the_playground_page_shows": 10,
+    "test_distributed.py::test_a_user_error_under_the_launcher": 18, "test_ui.py::test_the_playground_page_shows": 2,
+    # (2026-12-07, twenty-seventh session, AMD EPYC: 5:09)
+    "test_export_onnx.py::test_a_validation_file_of_its_own": 10, "test_run_data.py::test_a_run_read_again_from": 9,
+    "test_export_onnx.py::test_a_rotary_decoder": 8, "test_serve.py::test_the_api_fuzzed": 8,
     "test_embedded.py::test_minilm_train_predict": 8, "test_export_output.py::test_a_terminated_export": 8,
     "test_compress.py::test_a_terminated_recovery": 8,
 }
