@@ -328,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the sets, their sources and licences")
     args = parser.parse_args(argv)
     if args.list:
+        width = max(map(len, SOURCES))
         for name, source in SOURCES.items():
-            print(f"{name:18} github.com/{source.repo} @ {source.commit[:12]}  — {source.licence}")
+            print(f"{name:{width}} github.com/{source.repo} @ {source.commit[:12]}  — {source.licence}")
         return 0
     try:
         unknown = [name for name in args.sets if name not in SOURCES]

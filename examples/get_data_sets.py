@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from xml.etree import ElementTree
 
@@ -37,7 +38,8 @@ def _paragraphs(path: str, docx: bytes) -> Iterator[tuple[bool, str]]:
     try:
         with zipfile.ZipFile(io.BytesIO(docx)) as archive:
             root = ElementTree.fromstring(archive.read("word/document.xml"))
-    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError) as error:
+    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError, zlib.error, EOFError, NotImplementedError,
+            ) as error:  # (a damaged member: zlib.error; an unsupported compression: NotImplementedError)
         raise ValueError(f"{path}: not a .docx ({error})") from None
     for paragraph in root.iter(WORD + "p"):
         runs = paragraph.findall(WORD + "r")

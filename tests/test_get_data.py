@@ -168,6 +168,23 @@ def test_dolly_from_its_docx_files(tmp_path: Path) -> None:
     broken = {"dolly-doc-in/dolly-00003.docx": b"<html>not found</html>"}
     with pytest.raises(get_data.Failure, match="dolly-00003.docx: not a .docx"):
         built("dolly_15k", {**files, **broken}, tmp_path / "broken")
+    damaged = bytearray(_deflated(first))  # a damaged compressed member (zlib's error, not the zip's): one line too
+    start = damaged.index(b"word/document.xml") + len("word/document.xml") + 40
+    damaged[start:start + 50] = bytes(b ^ 0x5A for b in damaged[start:start + 50])
+    with pytest.raises(get_data.Failure, match="dolly-00000.docx: not a .docx"):
+        built("dolly_15k", {**files, "dolly-doc-in/dolly-00000.docx": bytes(damaged)}, tmp_path / "damaged")
+
+
+def _deflated(docx_bytes: bytes) -> bytes:
+    """The same .docx with its members deflated (as Word and python-docx write them) and the text long enough that
+    damage lands inside the compressed stream."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(docx_bytes)) as source, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
+        for name in source.namelist():
+            data = source.read(name)
+            out.writestr(name, data.replace(b"</w:body>", b"<w:p/>" * 2000 + b"</w:body>") if name.endswith(
+                "document.xml") else data)
+    return buffer.getvalue()
 
 
 def test_the_shipped_split_lists() -> None:
