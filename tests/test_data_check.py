@@ -294,3 +294,24 @@ def test_a_run_configs_mistakes_are_named_at_its_lines_and_task_overrides_it(tin
     rows = write_jsonl(tmp_path / "c.jsonl", sentiment_rows(6))
     report = _check("--config", str(config), "--task", "classification", "--set", "data.max_length=64", str(rows))
     assert list(report["files"]) == [str(rows)]
+
+
+def test_a_config_with_clean_and_dedup_is_checked_on_the_rows_train_keeps(tiny_bert: Path, tmp_path: Path) -> None:
+    """data.clean / data.dedup drop the rows train drops (data check counted every row read, and passed a config
+    whose training file dedup leaves with one class, which train refuses), by the same reasons."""
+    rows = sentiment_rows(12)
+    train = write_jsonl(tmp_path / "t.jsonl", rows + rows[:2] + [{"text": "ok", "label": "negative"}])
+    val = write_jsonl(tmp_path / "v.jsonl", rows[2:3] + sentiment_rows(4, 1))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"task: classification\nmodel: {tiny_bert}\noutput_dir: {tmp_path / 'run'}\n"
+                      f"data: {{train: {train}, validation: {val}, dedup: true, clean: {{min_chars: 3}}}}\n")
+    t = _check("--config", str(config))["files"][str(train)]
+    assert (t["rows"], t["rows_used"]) == (15, 11)
+    assert t["removed"] == {"too_short": 1, "duplicate": 2, "in_validation": 1}
+    assert sum(t["labels"].values()) == 11
+    one = write_jsonl(tmp_path / "one.jsonl", [r for r in rows if r["label"] == "positive"] + rows[:1])
+    res = runner.invoke(app, ["data", "check", "--config", str(config), str(one), str(write_jsonl(
+        tmp_path / "v1.jsonl", rows[:1] + rows[3:4]))])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == f"error: {one}: label: training data has a single class ('positive'); classification needs " \
+                         "at least two\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import sys
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from tunelab.config.run import (
 )
 from tunelab.config.sections import DataConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
-from tunelab.data.load import RowTask, _check_named, parse_file
+from tunelab.data.dedup import dedup_across, dedup_within, without_digests
+from tunelab.data.load import RowTask, _check_left, _check_named, _cleaner, parse_file
+from tunelab.data.report import DataReport
 from tunelab.data.windows import check_window_room
 from tunelab.errors import ConfigError
 from tunelab.models import load_named
@@ -32,6 +35,7 @@ from tunelab.models.positions import positions_at
 from tunelab.progress import Steps, table_console
 from tunelab.registry import TASKS
 
+SPLITS = ("train", "validation", "test")  # the files' roles, in data check's order, as train's dedup ranks them
 CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
 
 
@@ -163,15 +167,12 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                               "files": {}, "overlap": []}
     keys: dict[str, np.ndarray] = {}
     train_labels: Counter[str] = Counter()
-    # four steps a file (read and validate, token lengths, advice, duplicates), so a large file shows progress
-    with Steps("data check", 4 * len(files), "steps", now=f"reading {files[0]}") as progress:
+    # five steps a file (read and validate, then token lengths, advice, duplicates), so a large file shows progress
+    with Steps("data check", 5 * len(files), "steps", now=f"reading {files[0]}") as progress:
+        read, removed = _read_files(files, task, data, lambda i, path: progress.update(i, now=f"reading {path}"))
         for i, path in enumerate(files):
-            progress.update(4 * i, now=f"reading {path}")
-            examples = parse_file(path, task, stream=True)  # a large JSONL, CSV or Parquet file: spilled as parsed
-            changed = task.read_counts()  # what reading changed (NER: words split at an entity's edge)
-            progress.update(4 * i + 1, now=f"token lengths of {len(examples):,} rows")
-            if i == 0:  # the first file is the training file: the checks train runs on it
-                task.check_train(examples)
+            examples, changed = read[i]
+            progress.update(len(files) + 4 * i + 1, now=f"token lengths of {len(examples):,} rows")
             chat: dict[str, Any] = {}
             if task.generates_replies:  # lengths as the chat template renders them, replies cut
                 chat = _chat_lengths(task, examples, path, tokenizer)
@@ -181,7 +182,7 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                 if data.truncation == "sliding_window" and data.text_pair_field:  # what encoding would refuse
                     check_window_room(tokenizer, examples, data.max_length, data.window_stride, data.text_pair_field)
             task.check_positions(positions, learned, int(lengths.max()))  # as train does
-            progress.update(4 * i + 2, now="tokenizer coverage, labels")
+            progress.update(len(files) + 4 * i + 2, now="tokenizer coverage, labels")
             labels = task.label_counts(examples)
             train_labels = labels if i == 0 else train_labels
             warnings = [w for w in (
@@ -189,11 +190,12 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                 look_alike_labels(labels),
                 unseen_labels(labels, train_labels, files[0]) if i else None,
             ) if w] + (conversation_order(examples, path) if task.generates_replies else [])
-            progress.update(4 * i + 3, now="duplicates")
+            progress.update(len(files) + 4 * i + 3, now="duplicates")
             exact, normal = _key_hashes(task, examples)
             keys[path] = normal
             report["files"][path] = {
-                "rows": len(examples),
+                "rows": removed[i][0],  # as read; what follows is of the rows data.clean / data.dedup leave
+                **({"removed": removed[i][1], "rows_used": len(examples)} if removed[i][1] else {}),
                 "labels": dict(labels.most_common()),
                 # the shares' whole: the rows, or the spans counted (NER: entities, none or several a row)
                 "labels_of": {"unit": task.label_spans or "rows",
@@ -214,12 +216,50 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                 **chat,
                 "warnings": warnings,
             }
-            progress.update(4 * i + 4, now="-")
+            progress.update(len(files) + 4 * i + 4, now="-")
     for i, a in enumerate(files):
         for b in files[i + 1 :]:
             shared = np.intersect1d(keys[a], keys[b], assume_unique=True)
             report["overlap"].append({"a": a, "b": b, "shared_texts": len(shared)})
     return report
+
+
+def _read_files(files: list[str], task: RowTask, data: DataConfig, reading: Callable[[int, str], None],
+                ) -> tuple[list[tuple[Sequence[dict[str, Any]], dict[str, tuple[int, str]]]],
+                           list[tuple[int, dict[str, int]]]]:
+    """Each file's rows (and what reading changed) as train prepares its splits (data/load.py): parsed, cleaned by
+    `data.clean` (length limits on the first file, the training one), deduplicated by `data.dedup` within each
+    file and then across them (the first loses rows a later file has: train, validation, test), the same rows
+    refused (no rows left, the training file's checks again). Also each file's (rows read, {reason: rows removed})."""
+    names = [*SPLITS, *(f"file {n}" for n in range(len(SPLITS) + 1, len(files) + 1))][: len(files)]
+    dropped = DataReport()
+    read: list[tuple[Sequence[dict[str, Any]], dict[str, tuple[int, str]]]] = []
+    for i, (path, split) in enumerate(zip(files, names, strict=True)):
+        reading(i, path)
+        attempts: list[DataReport] = []
+        # a large file is spilled as parsed, as train spills its training file (deduplicated: that one only)
+        examples = parse_file(path, task, stream=i == 0 or not data.dedup,
+                              tidy=_cleaner(data.clean, split, attempts) if data.clean is not None else None)
+        if attempts:  # what cleaning counted, of the last parse attempt (as train's)
+            dropped.merge(attempts[-1])
+        else:
+            dropped.read(split, len(examples))
+        changed = task.read_counts()  # what reading changed (NER: words split at an entity's edge)
+        if data.dedup:
+            examples = dedup_within(examples, split, dropped)
+        _check_left(examples, path, split, dropped)
+        if i == 0:  # the first file is the training file: the checks train runs on it
+            task.check_train(examples)
+        read.append((examples, changed))
+    if data.dedup and len(files) > 1:
+        kept = dedup_across({split: rows for split, (rows, _) in zip(names, read, strict=True)}, dropped)
+        for i, (path, split) in enumerate(zip(files, names, strict=True)):
+            _check_left(kept[split], path, split, dropped)
+            read[i] = (kept[split], read[i][1])
+        task.check_train(read[0][0])
+    read[0] = (without_digests(read[0][0]), read[0][1])
+    counts = dropped.removed_counts()
+    return read, [(dropped.rows_read.get(split, 0), counts.get(split, {})) for split in names]
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -228,6 +268,9 @@ def print_report(report: dict[str, Any]) -> None:
     for path, r in report["files"].items():
         t = Table(title=f"{path}  ({report['model']}, max_length {report['max_length']})", show_header=False)
         t.add_row("rows", str(r["rows"]))
+        if r.get("removed"):
+            t.add_row("removed", f"{sum(r['removed'].values())} by data.clean / data.dedup, as train drops them ("
+                      + ", ".join(f"{k}: {v}" for k, v in r["removed"].items()) + f"); {r['rows_used']} rows left")
         if r["labels"]:
             whole = r["labels_of"]
             of = "" if whole["unit"] == "rows" else f" — % of all {whole['unit']} ({whole['total']})"
