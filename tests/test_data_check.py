@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import say_rows, sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens
+from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 
 runner = CliRunner()
 
@@ -24,11 +25,35 @@ def _check(*args: str) -> dict:
 def test_warnings(tiny_bert: Path, tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(12) + [{"text": "ok", "label": "1"},
                                                                         {"text": "fine", "label": "1.0"}])
-    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(4) + [{"text": "meh", "label": "neutral"}])
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(4))
     report = _check(str(train), str(val), "--model", str(tiny_bert))
     t, v = report["files"][str(train)]["warnings"], report["files"][str(val)]["warnings"]
     assert t == ["labels 1, 1.0 look like one class written differently (each is a class of its own)"]
-    assert v == [f"labels absent from {train}: neutral"]
+    assert v == []
+
+
+def test_a_label_the_model_will_not_have_is_refused_as_train_refuses_it(tiny_bert: Path, tmp_path: Path) -> None:
+    """A validation label the training file lacks, a training label task.labels lacks, a validation entity type:
+    train refuses the row as it encodes it (file:line: field), and data check now says that line (it warned, exit
+    0), before any length is measured."""
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(12))
+    val = write_jsonl(tmp_path / "val.jsonl", sentiment_rows(4) + [{"text": "meh", "label": "neutral"}])
+    res = runner.invoke(app, ["data", "check", str(train), str(val), "--model", str(tiny_bert)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == (f"error: {val}:5: label: label 'neutral' is not among the training labels "
+                          "(negative, positive)\n")
+    res = runner.invoke(app, ["data", "check", str(val), "--model", str(tiny_bert),
+                              "--set", "task.labels=[negative, positive]"])
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: {val}:5: label: label 'neutral' is not among"), \
+        res.output
+    _check(str(val), str(train), "--model", str(tiny_bert))  # a training label validation lacks: fine
+    ner = [{"tokens": ["Ann", "ran"], "tags": ["B-PER", "O"]}]
+    ner_train, ner_val = write_jsonl(tmp_path / "n.jsonl", ner), write_jsonl(
+        tmp_path / "nv.jsonl", ner + [{"tokens": ["in", "Rome"], "tags": ["O", "B-LOC"]}])
+    res = runner.invoke(app, ["data", "check", str(ner_train), str(ner_val), "--task", "ner", "--model",
+                              str(tiny_bert)])
+    assert res.exit_code == 2 and res.stderr == f"error: {ner_val}:2: tags: tag 'B-LOC' is not among the training " \
+                                                "tags\n", res.output
 
 
 def test_labels_that_differ_in_spaces_or_width_are_named_as_one_class() -> None:
@@ -38,14 +63,16 @@ def test_labels_that_differ_in_spaces_or_width_are_named_as_one_class() -> None:
 
 
 def test_a_validation_label_with_a_full_width_space_is_shown_as_it_is(tiny_bert: Path, tmp_path: Path) -> None:
-    """`labels absent from train.jsonl: 负面　` (a trailing U+3000, unseen) read as if 负面 were absent, which
-    training has."""
+    """`负面　` (a trailing U+3000, unseen: train refuses it) is not shown as if 负面 were refused, which training
+    has."""
     train = write_jsonl(tmp_path / "train.jsonl", [{"text": "好", "label": "正面"}, {"text": "差", "label": "负面"}])
     rows = [{"text": t, "label": label} for t, label in (("好吗", "正面"), ("差吗", "负面\u3000"), ("一般", "中性"))]
     val = write_jsonl(tmp_path / "val.jsonl", rows)
-    report = _check(str(train), str(val), "--model", str(tiny_bert))
-    assert report["files"][str(val)]["warnings"][-1] == (
-        f"labels absent from {train}: 中性, '负面\\u3000' (training has 负面)")
+    res = runner.invoke(app, ["data", "check", str(train), str(val), "--model", str(tiny_bert)])
+    assert res.exit_code == 2 and res.stderr == (
+        f"error: {val}:2: label: label '负面\\u3000' is not among the training labels (正面, 负面)\n"), res.output
+    assert unseen_labels(Counter({"中性": 1, "负面\u3000": 1}), Counter({"负面": 1}), "t.jsonl") == (
+        "labels absent from t.jsonl: 中性, '负面\\u3000' (training has 负面)")  # (QA's answerable / unanswerable)
 
 
 def test_a_one_class_training_file_is_refused_as_train_refuses_it(tiny_bert: Path, tmp_path: Path) -> None:

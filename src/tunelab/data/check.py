@@ -160,8 +160,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
     task, data = _configs(task_name, overrides, base=base)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
-    tokenizer, (positions, learned) = load_named("--model", model,
-                                                 lambda where: (task.load_tokenizer(where), positions_at(where)))
+    tokenizer, (positions, learned), where = load_named(
+        "--model", model, lambda where: (task.load_tokenizer(where), positions_at(where), where))
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "truncation": data.truncation,
                               "length_cap": task.length_cap(),
                               "files": {}, "overlap": []}
@@ -172,6 +172,7 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
         read, removed = _read_files(files, task, data, lambda i, path: progress.update(i, now=f"reading {path}"))
         for i, path in enumerate(files):
             examples, changed = read[i]
+            task.check_labels(examples, where)  # a label the model will not have: refused as train encodes the row
             progress.update(len(files) + 4 * i + 1, now=f"token lengths of {len(examples):,} rows")
             chat: dict[str, Any] = {}
             if task.generates_replies:  # lengths as the chat template renders them, replies cut

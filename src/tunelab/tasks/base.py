@@ -84,6 +84,10 @@ class Task(ABC):
     def check_train(self, examples: list[Example]) -> None:  # noqa: B027 - optional hook
         """Whole-split checks on training data (e.g. at least two classes), before the other splits are read."""
 
+    def check_labels(self, examples: Sequence[Example], model_path: str) -> None:  # noqa: B027 - optional hook
+        """After `check_train`: a row whose label the model trained from `model_path` on that split will not have,
+        refused as train refuses it when it encodes the row (`data check` asks before any model is built)."""
+
     def read_counts(self) -> dict[str, tuple[int, str]]:
         """What `parse` changed in the rows since last asked, then none: {kind: (count, a line saying it)} (NER: words
         split at an entity's edge). Said once a file (data/load.py), counted in data_summary.json and data check."""

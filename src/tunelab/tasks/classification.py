@@ -33,7 +33,7 @@ from tunelab.registry import TASKS
 from tunelab.tasks import classification_report
 from tunelab.tasks.base import Example, Features, Task
 from tunelab.tasks.class_labels import cell_labels, label_string, label_text, run_together, soft_label
-from tunelab.tasks.label_head import continued_head, head_modules
+from tunelab.tasks.label_head import continued_head, head_modules, tuned_labels
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_binary_kl, soft_kl
 from tunelab.tasks.model_rows import check_pair_read, with_row
 from tunelab.tasks.truncation import aggregate_windows, cut_note, cut_tokens, rows_cut
@@ -138,6 +138,20 @@ class Classification(Task):
             raise DataError(examples[0]["source"], None, self.data.label_field,
                             f"training data has a single class ({only!r}); classification needs at least two")
         self._trained_on = sorted(seen)
+
+    def check_labels(self, examples: Sequence[Example], model_path: str) -> None:
+        """The labels `build_model` gives the model (a tuned model's, then task.labels or the training split's)."""
+        known = list(dict.fromkeys(tuned_labels(model_path, "ForSequenceClassification")
+                                   + (self.labels or self._trained_on)))
+        for ex in examples:
+            for lab in self._as_list(ex.get("label", [])):
+                if lab not in known:
+                    raise self._not_among(ex, lab, known)
+
+    def _not_among(self, ex: Example, lab: str, labels: list[str]) -> DataError:
+        return DataError(ex["source"], ex["line"], self.data.label_field,
+                         f"label {lab!r} is not among the training labels ({', '.join(labels)})"
+                         + run_together(self.cfg.labels or [], lab))
 
     def stratify_key(self, example: Example) -> Hashable | None:
         lab = example["label"]
@@ -268,9 +282,7 @@ class Classification(Task):
         label = ex["label"]
         for lab in self._as_list(label):
             if lab not in index:
-                raise DataError(ex["source"], ex["line"], self.data.label_field,
-                                f"label {lab!r} is not among the training labels ({', '.join(self.labels)})"
-                                + run_together(self.cfg.labels or [], lab))
+                raise self._not_among(ex, lab, self.labels)
         if not self.cfg.multi_label and not soft:
             return index[max(label, key=label.get) if isinstance(label, dict) else label]
         vec = [0.0] * len(self.labels)

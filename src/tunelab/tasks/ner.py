@@ -35,7 +35,7 @@ from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
-from tunelab.tasks.label_head import continued_head, head_modules
+from tunelab.tasks.label_head import continued_head, head_modules, tuned_labels
 from tunelab.tasks.losses import LossSpec, class_weights, make_loss_fn, soft_kl
 from tunelab.tasks.model_rows import with_row
 from tunelab.tasks.ner_spans import Changed, span_example, span_key
@@ -103,6 +103,7 @@ class Ner(Task):
     def __init__(self, cfg: NerConfig, data: Any) -> None:
         super().__init__(cfg, data)
         self.labels: list[str] = []
+        self._trained_on: list[str] = []  # the training split's entity types (`check_train`)
         self._loss: LossSpec | None = None
         self._cut = [0, 0]
         self._changed = Changed()  # what reading span rows changed (`read_counts`)
@@ -156,6 +157,16 @@ class Ner(Task):
         if not any(t != "O" for ex in examples for t in ex["tags"]):  # (a span row's field: label, entities ...)
             raise DataError(examples[0]["source"], None, examples[0].get("tags_from", self.cfg.tags_field),
                             "training data has no entities")
+        self._trained_on = sorted({t[2:] for ex in examples for t in ex["tags"] if t != "O"})
+
+    def check_labels(self, examples: Sequence[Example], model_path: str) -> None:
+        """The tags `build_model` gives the model: a tuned model's, then O, B- and I- of the training split's types."""
+        known = tuned_labels(model_path, "ForTokenClassification") + ["O"] + [
+            f"{p}-{t}" for t in self._trained_on for p in ("B", "I")]
+        index = {n: i for i, n in enumerate(dict.fromkeys(known))}
+        for ex in examples:
+            if "tags" in ex:
+                self._check_tags(ex, index)
 
     def read_counts(self) -> dict[str, tuple[int, str]]:
         return self._changed.take()
