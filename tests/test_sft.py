@@ -968,7 +968,11 @@ def test_data_check_sft(tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.Mo
     path = write_jsonl(tmp_path / "rows.jsonl", rows)
     res = CliRunner().invoke(app, ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--json",
                                    "--set", "data.max_length=24"])
-    assert res.exit_code == 0, res.output
+    # the report, then the line train refuses the row with (it passed, exit 0, a config train refuses): exit 2
+    assert res.exit_code == 2 and res.stderr == (
+        f"error: {path}:4: messages: the assistant reply starts after data.max_length=24 tokens; raise "
+        "data.max_length, shorten the prompt, or set data.truncation: head+tail (cuts the middle of the prompt's "
+        "longest message instead)\n"), res.output
     r = json.loads(res.stdout)["files"][str(path)]
     assert (r["rows"], r["turns"], r["duplicates_exact"]) == (5, {U: 5, A: 5, S: 1}, 1)
     assert r["replies_fully_cut"] == [f"{path}:4"]  # its reply starts after 24 tokens: training refuses this row
@@ -980,7 +984,7 @@ def test_data_check_sft(tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.Mo
     assert r["assistant_tokens"]["p50"] == sum(t != -100 for t in feats[0]["labels"])
     res = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["data", "check", str(path), "--task", "sft", "--model",
                                                           str(tiny_llama), "--set", "data.max_length=24"])
-    assert res.exit_code == 0 and "1 partly; 1 entirely" in res.output and f"{path.name}:4" in res.output
+    assert res.exit_code == 2 and "1 partly; 1 entirely" in res.stdout and f"{path.name}:4" in res.stdout
 
 
 def test_packing_is_refused_where_packed_examples_would_see_each_other(tiny_llama: Path, tmp_path: Path) -> None:

@@ -95,9 +95,11 @@ def test_data_check_says_what_head_tail_keeps(tiny_llama: Path, tmp_path: Path, 
     args = ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--set", "data.max_length=16",
             "--set", f"data.truncation={truncation}"]
     res = CliRunner().invoke(app, [*args, "--json"])
-    assert res.exit_code == 0, res.output  # (before, head+tail: "task sft cuts rows at the end (head) only")
-    r = json.loads(res.stdout)["files"][str(path)]
     kept = truncation == "head+tail"
+    # (before, head+tail: "task sft cuts rows at the end (head) only"); head: the report, then train's refusal, exit 2
+    assert res.exit_code == (0 if kept else 2), res.output
+    assert kept or res.stderr.startswith(f"error: {path}:2: completion: the assistant reply starts after"), res.stderr
+    r = json.loads(res.stdout)["files"][str(path)]
     assert (r["replies_fully_cut"], r["prompts_middle_cut"]) == (([], 1) if kept else ([f"{path}:2"], 0))
     shown = CliRunner(env={"COLUMNS": "400"}).invoke(app, args).output
     if kept:
@@ -147,7 +149,9 @@ def test_data_check_counts_prompts_cut_and_suggests_head_tail_where_it_helps(tin
     args = ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--set", "data.max_length=16"]
     for truncation, refused, cut, saved in (("head", [1, 2], 0, 1), ("head+tail", [2], 1, 0)):
         res = CliRunner().invoke(app, [*args, "--set", f"data.truncation={truncation}", "--json"])
-        assert res.exit_code == 0, res.output
+        assert res.exit_code == 2 and len(res.stderr.splitlines()) == 1, res.output  # train refuses them too
+        assert res.stderr.startswith(f"error: {path}:{refused[0]}: ") and json.loads(res.stdout)["refused"] in \
+            res.stderr
         r = json.loads(res.stdout)["files"][str(path)]
         assert (r["replies_fully_cut"], r["prompts_middle_cut"], r["head_tail_would_keep"]) == (
             [f"{path}:{n}" for n in refused], cut, saved)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from tunelab.cli.common import app, data_app, user_errors
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, TunelabError
 
 
 @app.command()
@@ -122,6 +122,8 @@ def data_check(
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         print_report(report)
+    if report.get("refused"):  # the report shows every row train refuses; exit 2 with train's line for the first
+        raise TunelabError(report["refused"])
 
 
 @data_app.command("augment")

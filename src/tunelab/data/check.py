@@ -29,7 +29,7 @@ from tunelab.data.dedup import dedup_across, dedup_within, without_digests
 from tunelab.data.load import RowTask, _check_left, _check_named, _cleaner, parse_file
 from tunelab.data.report import DataReport
 from tunelab.data.windows import check_window_room
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, DataError
 from tunelab.models import load_named
 from tunelab.models.positions import positions_at
 from tunelab.progress import Steps, table_console
@@ -112,7 +112,7 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
     limit = task.data.max_length
     lengths: list[int] = []
     trained: list[int] = []
-    partly, fully, middles, saved = 0, [], 0, 0
+    partly, fully, middles, saved, refused = 0, [], 0, 0, ""
     for start in range(0, len(examples), CHAT_CHUNK):
         part = examples[start : start + CHAT_CHUNK]
         capped = [{**ex, "messages": [{**m, "content": m["content"][:cap]} for m in ex["messages"]]} for ex in part]
@@ -129,6 +129,7 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
             saved += saves
             if kept < 0:
                 fully.append(f"{ex.get('source') or path}:{ex['line']}")
+                refused = refused or _refusal(task, ex, tokenizer)
     return {
         "lengths": np.asarray(lengths),
         "turns": dict(Counter(m["role"] for ex in examples for m in ex["messages"]).most_common()),
@@ -137,7 +138,17 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
         "replies_fully_cut": fully,
         "prompts_middle_cut": middles,  # data.truncation: head+tail
         "head_tail_would_keep": saved,  # of replies_fully_cut (data.truncation: head), the rows head+tail would train
+        "refused": refused,  # the first of them as train refuses it (`check_files` moves it to the report's top)
     }
+
+
+def _refusal(task: RowTask, example: dict[str, Any], tokenizer: Any) -> str:
+    """The line train refuses a row with that it cannot fit into data.max_length: its own encode's."""
+    try:
+        task.encode([example], tokenizer)
+    except DataError as e:
+        return str(e)
+    return ""
 
 
 def _key_hashes(task: RowTask, examples: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +189,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
             if task.generates_replies:  # lengths as the chat template renders them, replies cut
                 chat = _chat_lengths(task, examples, path, tokenizer)
                 lengths = chat.pop("lengths")
+                report["refused"] = report.get("refused") or chat.pop("refused")  # the first file's first
+                chat.pop("refused", None)
             else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
                 lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
                 if data.truncation == "sliding_window" and data.text_pair_field:  # what encoding would refuse
