@@ -171,6 +171,21 @@ def test_fsdp_lora_sft_killed_and_resumed_on_one_process(tiny_llama: Path, tmp_p
     assert (out / adapter).stat().st_size == (ref / adapter).stat().st_size
 
 
+def test_launcher_and_schema_import_no_model_code() -> None:
+    """`tunelab train CONFIG --nproc 2 --dry-run` (the launcher, before torchrun) and `tunelab schema` check configs
+    with every task's and method's settings, without transformers' model code, peft, accelerate or scipy (~4 s the
+    launched processes import again themselves)."""
+    heavy = ["transformers.modeling_utils", "peft", "accelerate", "scipy"]
+    config = Path(__file__).parents[1] / "examples" / "configs" / "sms-spam-minilm.yaml"
+    code = ("import sys\nfrom tunelab.cli import app\n"
+            f"app(['train', {str(config)!r}, '--nproc', '2', '--dry-run'], standalone_mode=False)\n"
+            "app(['schema'], standalone_mode=False)\n"
+            f"print('loaded:', *[m for m in {heavy!r} if m in sys.modules], file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert res.returncode == 0 and "torch.distributed.run" in res.stdout, res.stderr
+    assert res.stderr.splitlines()[-1] == "loaded:", res.stderr
+
+
 def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
     sets = ["--set", "task=classification", "--set", f"model={tiny_bert}",

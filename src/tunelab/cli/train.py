@@ -41,9 +41,7 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the torchrun command that --nproc runs; run nothing."),
 ) -> None:
     """Fine-tune a model; writes OUTPUT_DIR with config.yaml, metrics, checkpoints and model/."""
-    from tunelab import api
     from tunelab.config.run import errors_located, load_config
-    from tunelab.evaluation.evaluate import print_metrics
 
     cfg = load_config(config, set_)
     if nproc is None and nnodes == 1:  # one process, no launcher: a launch flag would be silently ignored
@@ -62,6 +60,9 @@ def train(
             _launch(cfg, config, set_, resume, overwrite,
                     Launch(nproc or 1, nnodes, node_rank, master_addr, master_port), dry_run)
         return
+    from tunelab import api  # (not before: a launch's processes import the training stack, its launcher needs none)
+    from tunelab.evaluation.evaluate import print_metrics
+
     try:
         with errors_located(config, set_):  # (a check made once the config is read names the key's line too)
             run = api.train(cfg, resume=resume, overwrite=overwrite)

@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model
 from pydantic import Field, field_validator
-from transformers.pytorch_utils import Conv1D
 
 from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError
@@ -26,9 +23,13 @@ from tunelab.methods.base import Method
 from tunelab.progress import say
 from tunelab.registry import METHODS
 
-# what peft's LoRA adapts (the layer types its `target_modules` may name)
-ADAPTABLE = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, Conv1D,
-             torch.nn.MultiheadAttention)
+
+def adaptable() -> tuple[type[torch.nn.Module], ...]:
+    """What peft's LoRA adapts (the layer types its `target_modules` may name)."""
+    from transformers.pytorch_utils import Conv1D  # (transformers' model code: imported once a model is checked)
+
+    return (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, Conv1D,
+            torch.nn.MultiheadAttention)
 
 
 class LoraConfig(MethodConfig):
@@ -150,7 +151,8 @@ class Lora(Method):
             raise ConfigError(f"config: method.target_modules: {said} name only the task head "
                               f"({', '.join(heads)}), which trains whole and is saved with the adapter; name the "
                               f"layers LoRA adapts ({layers})")
-        odd = next((n for n, m in adapted.items() if not isinstance(m, ADAPTABLE)), None)
+        kinds = adaptable()
+        odd = next((n for n, m in adapted.items() if not isinstance(m, kinds)), None)
         if odd is not None:
             raise ConfigError(f"config: method.target_modules: {odd} is a {type(adapted[odd]).__name__}, not a layer "
                               f"LoRA adapts (Linear, Embedding, Conv); name the layers it adapts ({layers})")
@@ -161,6 +163,9 @@ class Lora(Method):
                               f"leave it out ({layers})")
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+
         peft_cfg = PeftLoraConfig(
             r=self.cfg.r, lora_alpha=self.cfg.alpha, lora_dropout=self.cfg.dropout,
             target_modules=self.cfg.target_modules, modules_to_save=heads or None,

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from peft import PeftModel, prepare_model_for_kbit_training
 from pydantic import ValidationInfo, model_validator
-from transformers import BitsAndBytesConfig
 
 from tunelab.errors import ConfigError
 from tunelab.methods.lora import Lora, LoraConfig
@@ -68,6 +66,9 @@ class Qlora(Lora):
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
         """Reload the task's model (head, resized embeddings and all) in 4-bit NF4 on the GPU, then add LoRA."""
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
         require_qlora()
         self._full = Path(tempfile.mkdtemp(prefix="tunelab-qlora-"))  # the unquantised weights, for export
         model.save_pretrained(self._full)
@@ -79,6 +80,8 @@ class Qlora(Lora):
         return super().apply(model, heads, new_tokens)
 
     def export(self, model: torch.nn.Module, model_dir: Path, adapter_dir: Path) -> torch.nn.Module:
+        from peft import PeftModel
+
         model.save_pretrained(adapter_dir)
         base = type(model.get_base_model()).from_pretrained(self._full)
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

@@ -17,18 +17,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from peft import (
-    PeftConfig,
-    PeftModel,
-    PrefixTuningConfig,
-    PromptTuningConfig,
-    PromptTuningInit,
-    get_peft_model,
-    set_peft_model_state_dict,
-)
-from peft.utils import load_peft_weights
 from pydantic import Field
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from tunelab.config.sections import MethodConfig
 from tunelab.errors import ConfigError, first_line
@@ -49,6 +38,8 @@ class PromptConfig(MethodConfig):
 
 def require_causal_lm(model: torch.nn.Module, method: str) -> None:
     """A one-line ConfigError unless `model` is a transformers causal LM."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
     name = type(model).__name__
     if name not in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
         raise ConfigError(f"config: method: {method} tuning works with causal LMs only (task sft, or pretrain with "
@@ -76,6 +67,9 @@ class _VirtualTokens(Method):
         if saved != self.cfg.num_virtual_tokens:
             raise ConfigError(f"config: method.num_virtual_tokens: {self.cfg.num_virtual_tokens} where the {self.kind} "
                               f"adapter it continues ({adapter}) has {saved}; set method.num_virtual_tokens={saved}")
+        from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
         try:  # (peft loads a prompt-learning adapter for inference only: its settings and weights, trainable)
             config = PeftConfig.from_pretrained(str(adapter))
             config.inference_mode = False
@@ -87,6 +81,8 @@ class _VirtualTokens(Method):
                               f"{first_line(e)}") from None
 
     def apply(self, model: torch.nn.Module, heads: list[str], new_tokens: Sequence[int] = ()) -> torch.nn.Module:
+        from peft import PeftModel, get_peft_model
+
         if isinstance(model, PeftModel):  # its tuned model's adapter, continued (continue_adapter)
             return model
         self.check_model(model)
@@ -107,6 +103,8 @@ class Prefix(_VirtualTokens):
     default_lr = 1e-2
 
     def peft_config(self) -> object:
+        from peft import PrefixTuningConfig
+
         return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.cfg.num_virtual_tokens)
 
 
@@ -117,6 +115,8 @@ class Prompt(_VirtualTokens):
     default_lr = 3e-2
 
     def peft_config(self) -> object:
+        from peft import PromptTuningConfig, PromptTuningInit
+
         # initialised from randomly chosen vocabulary embeddings: the scale of real input embeddings
         return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.cfg.num_virtual_tokens,
                                   prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)

@@ -16,13 +16,14 @@ import types
 from typing import Any
 
 import torch
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 SUPPORTED = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}
 
 
 def _first_token_forward(self: torch.nn.Module, hidden_states: torch.Tensor,
                          attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # (~2 s to import: only once a model runs)
+
     sa = self.attention.self
     b, t, _ = hidden_states.shape
     d = sa.attention_head_size

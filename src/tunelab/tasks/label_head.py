@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import AutoConfig, PreTrainedModel
 
 LABELLED_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 HEAD_NAMES = ("pre_classifier", "classifier", "score", "qa_outputs")  # (a model that is not transformers')
@@ -23,6 +22,8 @@ def head_modules(model: torch.nn.Module) -> list[str]:
     `pre_classifier`, DeBERTa's `pooler` (not in a pretrained checkpoint: new), ModernBERT's `head` before its
     `classifier` (which is also its QA span head). They train whole and are saved with an adapter: LoRA over a
     module left out would train a low-rank update of its random weights, which the adapter does not hold."""
+    from transformers import PreTrainedModel  # (transformers' model code: imported once a model is loaded)
+
     backbone = getattr(model, "base_model_prefix", "") if isinstance(model, PreTrainedModel) else ""
     return [name for name, module in model.named_children()
             if name in HEAD_NAMES or (backbone and hasattr(model, backbone) and name != backbone
@@ -33,6 +34,8 @@ def tuned_labels(model_path: str, head: str) -> list[str]:
     """The labels of the model at `model_path`, in its head's order, where it is a model with this task's head (an
     architecture ending in `head`, e.g. `ForTokenClassification`: a tuned model); else [] (a base model, or a head
     never tuned: transformers' default names `LABEL_0`, `LABEL_1`, ... only)."""
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(model_path)
     archs = getattr(config, "architectures", None) or []
     if not any(a.endswith(head) for a in archs):
@@ -70,6 +73,8 @@ def continued_head(load: Callable[..., torch.nn.Module], model_path: str, head: 
 def foreign_head(model_path: str, head: str) -> bool:
     """The model at `model_path` was tuned with another task's labelled head (its architecture ends in one of
     LABELLED_HEADS, not in `head`): e.g. a sentiment classifier continued for NER."""
+    from transformers import AutoConfig
+
     archs = getattr(AutoConfig.from_pretrained(model_path), "architectures", None) or []
     return not any(a.endswith(head) for a in archs) and any(a.endswith(h) for a in archs for h in LABELLED_HEADS)
 

@@ -24,14 +24,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from scipy.special import log_softmax
 from transformers import AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
 from tunelab.data.readers import Record, Table, require_field, row_has
 from tunelab.errors import DataError
 from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
-from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import ner_report
 from tunelab.tasks.base import CHARS_PER_TOKEN, Example, Features, Task
@@ -175,6 +173,8 @@ class Ner(Task):
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
         """The tags of the training data (O, then B- and I- of each type); continuing a tuned NER model, its own tags
         first, in its order, and the new types' after them (the head grown: tasks/label_head.py)."""
+        from tunelab.models.decoder_heads import load_head  # (transformers' model code: once a model is built)
+
         types = sorted({t[2:] for ex in train for t in ex["tags"] if t != "O"})
         wanted = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
         model, self.labels = continued_head(partial(load_head, self.auto_model_class, model_path), model_path,
@@ -186,6 +186,8 @@ class Ner(Task):
         return self.optimize(model), tokenizer
 
     def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
+        from tunelab.models.decoder_heads import make_bidirectional
+
         return make_bidirectional(model) if self.cfg.bidirectional else model
 
     def configure_loss(self, train: TrainConfig, examples: list[Example]) -> dict[str, Any]:
@@ -293,6 +295,8 @@ class Ner(Task):
         scores[:, self.labels.index("O") if "O" in self.labels else slice(None)] = 0.0  # no subword: O
         if first:
             rows = np.nan_to_num(logits[list(first.values())].astype(np.float64), nan=-1e30, posinf=1e30, neginf=-1e30)
+            from scipy.special import log_softmax
+
             scores[list(first)] = log_softmax(rows, axis=-1)
         path = bio_viterbi(scores, self.labels)
         return [self.labels[k] if w in first else "O" for w, k in enumerate(path)]

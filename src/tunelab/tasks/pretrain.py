@@ -36,7 +36,6 @@ from tunelab.data.readers import Table, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.aliases import as_named
-from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.registry import TASKS
 from tunelab.tasks import base, pretrain_peers
@@ -152,6 +151,8 @@ class Pretrain(Task):
                 raise ConfigError(f"config: model: clm pretraining needs an eos token between documents; the "
                                   f"tokenizer of {as_named(model_path)} has none")
             try:
+                from tunelab.models.decoder_heads import causal_lm  # (transformers' model code)
+
                 model = causal_lm(model_path, "task.objective clm", "use objective mlm for an encoder")
             except ValueError as e:
                 raise ConfigError(f"config: task.objective: clm needs a causal-LM model class: {e}".split("\n")[0]

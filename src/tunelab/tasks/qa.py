@@ -35,7 +35,6 @@ from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.qa import qa_metrics, score, style
 from tunelab.models.aliases import as_named
-from tunelab.models.decoder_heads import load_head, make_bidirectional
 from tunelab.registry import TASKS
 from tunelab.tasks import qa_report
 from tunelab.tasks.base import Example, Features, Task, head_lengths, pad_batch
@@ -175,11 +174,15 @@ class Qa(Task):
                               "has none")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        from tunelab.models.decoder_heads import load_head  # (transformers' model code: once a model is built)
+
         model = load_head(self.auto_model_class, model_path)
         model.config.pad_token_id = tokenizer.pad_token_id
         return self.optimize(model), tokenizer
 
     def optimize(self, model: torch.nn.Module) -> torch.nn.Module:
+        from tunelab.models.decoder_heads import make_bidirectional
+
         return make_bidirectional(model) if self.cfg.bidirectional else model
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:

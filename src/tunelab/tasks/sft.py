@@ -52,7 +52,6 @@ from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.perplexity import perplexity_metrics
 from tunelab.models.aliases import as_named
-from tunelab.models.decoder_heads import causal_lm
 from tunelab.models.precision import autocast_dtype
 from tunelab.progress import say
 from tunelab.registry import TASKS
@@ -209,6 +208,7 @@ class Sft(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, model_path: str, train: list[Example]) -> tuple[torch.nn.Module, Any]:
+        from tunelab.models.decoder_heads import causal_lm  # (transformers' model code: once a model is built)
         tokenizer = self.load_tokenizer(model_path)
         model = causal_lm(model_path, "task sft", "use a causal LM (smollm2-135m, gemma3-270m, a hub decoder)")
         rows = model.get_input_embeddings().num_embeddings
