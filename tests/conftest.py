@@ -166,7 +166,7 @@ def make_tiny_bert(path: Path) -> Path:
     return path
 
 
-def make_tiny_llama(path: Path) -> Path:
+def make_tiny_llama(path: Path, positions: int = 128) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -180,7 +180,7 @@ def make_tiny_llama(path: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=positions,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

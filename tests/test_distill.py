@@ -493,3 +493,25 @@ def test_the_student_never_replaces_what_it_learns_from(teacher: Path, tiny_bert
         assert res.exit_code == 2, res.output
         assert res.stderr.strip() == f"error: {line}", res.stderr
     assert snapshot() == before
+
+
+def test_a_reply_cut_inside_an_unwritten_think_block_is_not_trained(qwen3_think_run: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """A teacher reply cut inside its think block (`<think> hmm` at max_new_tokens=2), under a chat template that writes
+    no reasoning_content: the reply left is empty, and it had trained `<think></think><|im_end|>` (the student taught
+    to stop at once). It is now not trained, and the teacher's line counts it; the other prompts train as before."""
+    from tunelab.data.readers import rows_table
+    from tunelab.export.save import load_model
+
+    task, teacher, tok = load_model(qwen3_think_run / "model")
+    tok.chat_template = tok.chat_template.replace("message.reasoning_content is string", "false").replace(
+        "'</think>' in content", "false")  # (a template that thinks, yet writes no reasoning_content)
+    prompts = task.parse(rows_table([{"messages": r["messages"][:1]} for r in say_rows(["nice", "good"])]),
+                         labelled=False)
+    task.cfg = task.cfg.model_copy(update={"generation": task.cfg.generation.model_copy(update={"max_new_tokens": 2})})
+    made = task.unlabeled_examples(prompts, teacher, tok)
+    trained = [tok.decode([t for t in f["labels"] if t != -100]) for f in task.encode(made, tok)]
+    assert trained == [], trained
+    said = capsys.readouterr().err
+    assert "the teacher replied to 2 unlabelled prompts" in said, said
+    assert "2 empty once their think block is left out (cut inside it): not trained" in said, said

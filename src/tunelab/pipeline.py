@@ -22,7 +22,7 @@ from tunelab.data.prepare import prepare_training
 from tunelab.data.report import DataReport, check_resumed_rows, read_summary, summary_rules, training_fingerprint
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.evaluation.evaluate import evaluate
+from tunelab.evaluation.evaluate import encoded, evaluate
 from tunelab.evaluation.generation import final_generation
 from tunelab.evaluation.records import evaluate_and_record
 from tunelab.export.model_card import model_card
@@ -157,7 +157,7 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
         train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
         if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
             splits["train"] = spill_rows(splits["train"], train.cached)
-        features = {name: task.encode(examples, tokenizer) for name, examples in splits.items() if name != "train"}
+        features = {name: encoded(task, examples, tokenizer) for name, examples in splits.items() if name != "train"}
         teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
         extra = unlabeled_features(task, unlabeled, tokenizer, teacher, state) if teacher is not None else []
         check_positions(learned_position_limit(model), cfg.data.max_length,
@@ -170,7 +170,7 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
         # applied and checked — its settings, what trains, a resumed checkpoint's shapes — before anything is written
         with ExitStack() as held:  # the untrained, validation and final scores at the run's precision (autocast)
             held.enter_context(precision_scope(resolve_precision(cfg.train.precision, state.device)))
-            baseline = _baseline(cfg, task, model, tokenizer, splits, state, out)
+            baseline = _baseline(cfg, task, model, tokenizer, splits, features, state, out)
             model = _applied(method, model, task, cfg, resume_from, "validation" in splits, len(features["train"]))
 
             def claim() -> None:  # the main process: under the lock for the whole run
@@ -202,14 +202,16 @@ Baseline = tuple[dict[str, Any] | None, list[tuple[Path, list[dict[str, Any]]]]]
 
 
 def _baseline(cfg: RunConfig, task: Task, model: torch.nn.Module, tokenizer: Any,
-              splits: dict[str, list[dict[str, Any]]], state: PartialState, out: Path) -> Baseline:
-    """The untrained model on validation (train.baseline_eval; default: the task's own), on the main process: its
-    metrics, and its replies' files (written by `_train` into the claimed output_dir)."""
+              splits: dict[str, list[dict[str, Any]]], features: dict[str, Any], state: PartialState,
+              out: Path) -> Baseline:
+    """The untrained model on validation (train.baseline_eval; default: the task's own; the `features` training scores),
+    on the main process: its metrics, and its replies' files (written by `_train` into the claimed output_dir)."""
     want = task.baseline_eval if cfg.train.baseline_eval is None else cfg.train.baseline_eval
     if not (want and "validation" in splits and state.is_main_process):
         return None, []
     pending: list[tuple[Path, list[dict[str, Any]]]] = []
-    metrics = evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size)
+    metrics = evaluate(task, model.to(state.device), tokenizer, splits["validation"], cfg.train.eval_batch_size,
+                       features["validation"])
     metrics.update(final_generation(task, model, tokenizer, {"validation": splits["validation"]},
                                     cfg.train.eval_batch_size, out, prefix="baseline-", pending=pending
                                     ).get("validation", {}))

@@ -24,11 +24,8 @@ def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: lis
     """One entry of logits per example. A tuned model read from its directory whose outputs hold a NaN or an
     infinity (`not_finite_rows`) is one error for them all, unless `nan_ok` (`predictions_by_row` answers such rows
     one by one)."""
-    feats = features if features is not None else task.encode(examples, tokenizer)
-    # inputs cut at data.max_length (eval, predict, serve; an ensemble's first member only)
-    note = task.cut_note() if features is None and say_cut else None
-    if note:
-        say(note)
+    # inputs cut at data.max_length said (eval, predict, serve; an ensemble's first member only)
+    feats = features if features is not None else encoded(task, examples, tokenizer, say_cut)
     logits = task.logits(model, feats, partial(task.collate, pad_id=tokenizer.pad_token_id), batch_size)
     where = getattr(model, "tunelab_dir", None)  # set by load_model: a tuned model read from its directory
     if where is None or nan_ok:  # a model in training: NaN metrics are the loop's to handle (early stopping, a NaN
@@ -36,6 +33,18 @@ def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: lis
     if bad := sum(not_finite_rows(logits)):
         raise TunelabError(f"{not_finite_error(where, bad, len(logits))}; it cannot be scored")
     return logits
+
+
+def encoded(task: Task, examples: list[dict[str, Any]], tokenizer: Any, say_cut: bool = True,
+            ) -> list[dict[str, Any]]:
+    """`task.encode(examples)`, and the task's line on the inputs it cut at data.max_length (`Task.cut_note`) said once
+    (`say_cut`): where the features are encoded, so that a split scored twice (the untrained model, then the trained:
+    train.baseline_eval) is encoded, and said, once."""
+    feats = task.encode(examples, tokenizer)
+    note = task.cut_note() if say_cut else None
+    if note:
+        say(note)
+    return feats
 
 
 def not_finite_error(where: Any, bad: int, total: int) -> str:

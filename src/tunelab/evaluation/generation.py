@@ -20,7 +20,7 @@ from tunelab.io import write_jsonl_atomic
 from tunelab.metrics.generation import score_generations
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
-from tunelab.tasks.chat_template import prompt_ids, split_reply, template_error
+from tunelab.tasks.chat_template import split_reply, template_error
 from tunelab.tasks.generation import (
     GenerationConfig,
     check_reply_room,
@@ -30,25 +30,30 @@ from tunelab.tasks.generation import (
     with_overrides,
 )
 from tunelab.tasks.reasoning import reference_of, reply_of, thinks
+from tunelab.tasks.sft_prompts import fitted_prompts, prompt_room
 from tunelab.training.layout import run_of
 
 
 def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, examples: Sequence[dict[str, Any]],
-                        batch_size: int, cfg: GenerationConfig | None = None,
+                        batch_size: int, cfg: GenerationConfig | None = None, who: str | None = "eval",
                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate the last trained assistant reply of each labelled SFT example (`chat_template.split_reply`) and score
     it. Returns the corpus metrics and one row per example: file, line, prompt (the last turn before the reply), turns
-    (how many turns precede the reply), reference, prediction and the per-sample scores."""
+    (how many turns precede the reply), reference, prediction and the per-sample scores. The prompts are fitted to
+    data.max_length and the model's room for the reply as predict's are (tasks/sft_prompts.py; `who`: the command its
+    stderr line names, None: not said)."""
     cfg = cfg or task.cfg.generation
-    prompts, refs, ids = [], [], []
+    prompts, refs = [], []
     for ex in examples:
         try:
             before, ref = split_reply(ex["messages"], tokenizer)  # a tool-call turn: the calls as training wrote them
-            ids.append(prompt_ids(tokenizer, before))
         except Exception as e:  # noqa: BLE001 - jinja errors (e.g. roles must alternate) name the row
             raise template_error(ex, e) from None
         prompts.append(before)
         refs.append(ref)
+    limit, why = prompt_room(model, task.data.max_length, cfg.max_new_tokens)
+    ids = fitted_prompts(tokenizer, [(ex, before, None) for ex, before in zip(examples, prompts, strict=True)], limit,
+                         why, who)
     replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer, model))
     think = thinks(tokenizer)  # (Qwen3's): the replies and references scored without their think blocks
     said = [reply_of(tokenizer, decode_reply(tokenizer, r)) for r in replies]
@@ -75,7 +80,9 @@ def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits:
         if name == "train":
             continue
         chosen = examples[: cfg.eval_limit] if cfg.eval_limit else examples
-        metrics, rows = evaluate_generation(task, model, tokenizer, chosen, batch_size, cfg)
+        # (its prompts' cut line said once: by the trained model's, not again by the untrained one's)
+        metrics, rows = evaluate_generation(task, model, tokenizer, chosen, batch_size, cfg,
+                                            None if prefix else "train")
         if not prefix:
             for ex, row in zip(chosen, rows, strict=True):
                 ex["generated"] = row["prediction"]

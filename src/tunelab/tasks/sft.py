@@ -71,9 +71,7 @@ from tunelab.tasks.chat_template import (
     builtin_template,
     end_of_turn_ids,
     render,
-    reply_index,
     row_named,
-    split_reply,
     unwritten_reasoning,
 )
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, model_stop_ids
@@ -81,10 +79,14 @@ from tunelab.tasks.model_rows import model_rules, with_row
 from tunelab.tasks.packing import check_isolated, collate_packed, pack
 from tunelab.tasks.reasoning import REASONING, reply_of, thinks
 from tunelab.tasks.sft_distill import open_end_spans, sft_distill_loss, teacher_prompts, teacher_replies
+from tunelab.tasks.sft_prompts import fitted_prompts, prompt_room
+from tunelab.tasks.sft_report import sft_records
 from tunelab.tasks.sft_rows import DETECT, row_messages, row_text, template_row
 from tunelab.tasks.sft_tools import with_tools
 from tunelab.tasks.sft_truncation import Cuts, reply_cuts
 from tunelab.text import rules_version
+
+PROMPT_OF = "prompt_of"  # an unlabelled feature's example (its messages: the prompt to fit)
 
 
 class SftConfig(TaskConfig):
@@ -130,27 +132,6 @@ class SftConfig(TaskConfig):
     def _check_template(self) -> SftConfig:
         check_template(self.prompt_template, self.response_field)
         return self
-
-
-def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]], tokenizer: Any = None) -> list[dict[str, Any]]:
-    """SFT rows from the per-example [assistant-token NLL sum, token count]: the prompt (the turns before
-    the reply scored — the last trained assistant turn, chat_template.reply_index — as `role: content` lines), that
-    reference reply (`split_reply`'s: a tool-call turn's as the template writes it), no prediction (a generated
-    reply is added as `prediction` when the task generates one: `ex["generated"]`), `loss` (mean NLL per
-    assistant token), score 1 - min(1, loss / 10), correct: score >= 0.5."""
-    out = []
-    for lg, ex in zip(logits, examples, strict=True):
-        msgs = ex["messages"]
-        last = reply_index(msgs)
-        last = len(msgs) if last is None else last
-        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in msgs[:last])
-        tokens = int(lg[1])
-        loss = float(lg[0]) / max(tokens, 1)
-        s = 1.0 - min(1.0, loss / 10.0)
-        out.append({"text": prompt, "gold": split_reply(msgs, tokenizer)[1] if last < len(msgs) else "",
-                    "prediction": ex.get("generated"), "correct": s >= 0.5, "score": s,
-                    "loss": round(loss, 6), "tokens": tokens})
-    return out
 
 
 @TASKS.register("sft")
@@ -250,7 +231,8 @@ class Sft(Task):
             if not ex["labelled"]:  # the prompt for generation
                 with row_named(ex):
                     text = render(tokenizer, ex["messages"], generation_prompt=True)
-                feats.append({"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]})
+                # (the example beside its ids: _generate fits the prompt to the model's room)
+                feats.append({"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"], PROMPT_OF: ex})
                 continue
             feats.append(cuts.fit(tokenizer, ex, lambda msgs, ex=ex: self._rendered(tokenizer, ex, msgs)))
         self.truncated = cuts.rows
@@ -335,11 +317,14 @@ class Sft(Task):
         return out
 
     def _generate(self, model: torch.nn.Module, features: Sequence[Features], batch_size: int) -> np.ndarray:
-        """Replies as `task.generation` says (tasks/generation.py generate: left-padded batches)."""
-        tok = self._tokenizer
+        """Replies as `task.generation` says (tasks/generation.py generate: left-padded batches), to the prompts fitted
+        to data.max_length and the model's room for the reply (tasks/sft_prompts.py)."""
+        tok, gen = self._tokenizer, self.cfg.generation
         out = np.empty(len(features), dtype=object)
-        replies = generate(model, tok, [f["input_ids"] for f in features], self.cfg.generation, batch_size,
-                           self.stop_ids(tok, model))
+        limit, why = prompt_room(model, self.data.max_length, gen.max_new_tokens)
+        prompts = fitted_prompts(tok, [(f[PROMPT_OF], f[PROMPT_OF]["messages"], f["input_ids"]) for f in features],
+                                 limit, why, "predict")
+        replies = generate(model, tok, prompts, gen, batch_size, self.stop_ids(tok, model))
         for i, reply in enumerate(replies):
             out[i] = reply
         return out

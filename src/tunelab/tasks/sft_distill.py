@@ -10,10 +10,11 @@ teacher's reply under `task.generation` (greedy by default; the same settings `t
 training; the student then learns the teacher's token distributions along that reply — the soft part only, as
 unlabelled rows do in every task: the hard cross-entropy reads the gold rows of the pass alone. A reply that the
 teacher had not finished at `task.generation.max_new_tokens` keeps its end-of-turn token untrained (`open_end`),
-so the student is not taught to stop where the teacher was cut off. A teacher that thinks (Qwen3's think block
-before its reply, tasks/reasoning.py) has its reply split as predict splits it: the reasoning is the turn's
-`reasoning_content` where the chat template writes one (trained in its think block, as a training row's is), else
-left out, the student trained on the reply alone.
+so the student is not taught to stop where the teacher was cut off; one cut inside its think block, where the
+chat template writes no reasoning, is empty and not trained at all (counted on stderr). A teacher that thinks
+(Qwen3's think block before its reply, tasks/reasoning.py) has its reply split as predict splits it: the reasoning
+is the turn's `reasoning_content` where the chat template writes one (trained in its think block, as a training row's
+is), else left out, the student trained on the reply alone.
 """
 
 from __future__ import annotations
@@ -75,9 +76,11 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
                     tokenizer: Any, cfg: GenerationConfig, stop: Sequence[int], max_length: int) -> list[Example]:
     """`examples` (parsed without targets: the turns before the reply; `prompts` their token ids with the
     generation prompt) with the teacher's reply appended as the assistant turn, marked `open_end` where the reply
-    reached `cfg.max_new_tokens` without an end-of-turn token. A prompt of `max_length` tokens or more (no room for
-    a reply) is a DataError before anything is generated; sampling (`cfg.do_sample`) draws from its own seed
-    without moving the run's random state."""
+    reached `cfg.max_new_tokens` without an end-of-turn token; such a reply with nothing left to train (cut inside its
+    think block, which a chat template that writes no reasoning_content leaves out) is left out, counted on stderr
+    (trained, it was the template's empty turn and its end: the student taught to stop at once). A prompt of
+    `max_length` tokens or more (no room for a reply) is a DataError before anything is generated; sampling
+    (`cfg.do_sample`) draws from its own seed without moving the run's random state."""
     t0 = time.perf_counter()
     for ex, ids in zip(examples, prompts, strict=True):
         if len(ids) >= max_length:
@@ -87,7 +90,7 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         ended = [False] * len(prompts)
         replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop, ended)
-    out, cut, thought, keep = [], 0, 0, writes_reasoning(tokenizer)
+    out, cut, thought, empty, keep = [], 0, 0, 0, writes_reasoning(tokenizer)
     for ex, ids, stopped in zip(examples, replies, ended, strict=True):
         open_end = not stopped  # no stop id reached: cut by max_new_tokens (or by the teacher's positions)
         cut += open_end
@@ -96,6 +99,9 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
         if reasoning is not None:
             thought += 1
             turn.update({REASONING: reasoning} if keep else {})
+        if open_end and not (reply or turn.get(REASONING)):  # nothing left to learn but the template's empty turn
+            empty += 1
+            continue
         out.append({**ex, "messages": [*ex["messages"], turn], "labelled": True, "open_end": open_end,
                     TEACHER_READ: True})  # (its prompt is not cut again in training: the student reads it too)
     note = (f"; {cut} ended unfinished, at task.generation.max_new_tokens={cfg.max_new_tokens} or the teacher's "
@@ -103,8 +109,10 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
     if thought:
         note += (f"; {thought} began with a think block: " + ("its reasoning trained as the turn's reasoning_content"
                  if keep else "left out (the chat template writes no reasoning_content), the reply alone trained"))
-    print(f"distill: the teacher replied to {len(out)} unlabelled prompts in {time.perf_counter() - t0:.1f} s{note}",
-          file=sys.stderr)
+    if empty:
+        note += f"; {empty} empty once their think block is left out (cut inside it): not trained"
+    took = time.perf_counter() - t0
+    print(f"distill: the teacher replied to {len(examples)} unlabelled prompts in {took:.1f} s{note}", file=sys.stderr)
     return out
 
 

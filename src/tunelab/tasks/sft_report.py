@@ -11,6 +11,7 @@ import numpy as np
 from tunelab import plots
 from tunelab.html import chart, figs, metric_table, note, table
 from tunelab.metrics import scalars
+from tunelab.tasks.chat_template import reply_index, split_reply
 
 SAMPLE_SCORES = ("exact_match", "bleu", "chrf", "rouge_l", "rouge1", "rouge2", "rougeL")
 
@@ -56,3 +57,24 @@ def paired_parts(records: list[dict[str, Any]]) -> tuple[str, np.ndarray, Callab
     tokens, tokens), their sums' ratio over the resampled examples (lower is better)."""
     parts = [(r["loss"] * r["tokens"], r["tokens"]) for r in records]
     return "loss", np.asarray(parts, dtype=float).reshape(-1, 2), _loss
+
+
+def sft_records(logits: np.ndarray, examples: Sequence[dict[str, Any]], tokenizer: Any = None) -> list[dict[str, Any]]:
+    """SFT rows from the per-example [assistant-token NLL sum, token count]: the prompt (the turns before
+    the reply scored — the last trained assistant turn, chat_template.reply_index — as `role: content` lines), that
+    reference reply (`split_reply`'s: a tool-call turn's as the template writes it), no prediction (a generated
+    reply is added as `prediction` when the task generates one: `ex["generated"]`), `loss` (mean NLL per
+    assistant token), score 1 - min(1, loss / 10), correct: score >= 0.5."""
+    out = []
+    for lg, ex in zip(logits, examples, strict=True):
+        msgs = ex["messages"]
+        last = reply_index(msgs)
+        last = len(msgs) if last is None else last
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in msgs[:last])
+        tokens = int(lg[1])
+        loss = float(lg[0]) / max(tokens, 1)
+        s = 1.0 - min(1.0, loss / 10.0)
+        out.append({"text": prompt, "gold": split_reply(msgs, tokenizer)[1] if last < len(msgs) else "",
+                    "prediction": ex.get("generated"), "correct": s >= 0.5, "score": s,
+                    "loss": round(loss, 6), "tokens": tokens})
+    return out

@@ -1,0 +1,68 @@
+"""Generation prompts of `task: sft` fitted to the run's limits (`tunelab predict`, `tunelab eval`'s replies, train's
+eval_generate, serve's /v1/predict), as training fits a row and as LLaMA-Factory's predict cuts a prompt to
+`cutoff_len`.
+
+A prompt (the conversation rendered with the generation prompt: the assistant's turn opened) holds at most
+`data.max_length` tokens, and, where the model's positions (`max_position_embeddings`, less prompt / prefix tuning's
+virtual tokens) are the tighter limit, those positions less `task.generation.max_new_tokens`: room for the reply. A
+longer one loses the middle of its longest user / system messages (tasks/sft_truncation.py `fit_prompt`: each keeps
+its head and its tail, the instruction and the question), under `data.truncation: head` as under `head+tail`: cutting
+a prompt's end, as head cuts a training row, would cut off the assistant header the reply is generated after. A
+prompt that no such cut fits (the template, earlier replies, tool calls and results alone are longer) is one
+DataError naming its row. One stderr line counts the prompts cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tunelab.errors import DataError
+from tunelab.models.generate import virtual_tokens
+from tunelab.progress import say
+from tunelab.tasks.chat_template import prompt_ids, row_named
+from tunelab.tasks.sft_distill import PROMPT_FIELD
+from tunelab.tasks.sft_truncation import fit_prompt
+
+Prompt = tuple[dict[str, Any], list[dict[str, Any]], list[int] | None]  # (example, turns before the reply, their ids)
+
+
+def prompt_room(model: Any, max_length: int, max_new_tokens: int) -> tuple[int, str]:
+    """The most tokens a prompt may hold, and what sets it, as the stderr line says it: data.max_length, or the model's
+    positions less the reply's max_new_tokens (less one, for one new token, where max_new_tokens fills them)."""
+    given = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(given, int) or given <= 0:
+        return max_length, f"data.max_length={max_length} tokens"
+    positions = given - virtual_tokens(model)
+    room = positions - max_new_tokens if positions > max_new_tokens else positions - 1
+    if room >= max_length:
+        return max_length, f"data.max_length={max_length} tokens"
+    return max(room, 1), (f"{max(room, 1)} tokens (the model's {positions} positions less "
+                          f"task.generation.max_new_tokens={max_new_tokens}; data.max_length={max_length})")
+
+
+def fitted_prompts(tokenizer: Any, prompts: Sequence[Prompt], limit: int, why: str, who: str | None,
+                   ) -> list[list[int]]:
+    """The token ids of each prompt (example, messages, their ids or None) within `limit` tokens (`prompt_room`), the
+    over-long ones with the middle of their user / system messages cut; a DataError naming the row of one that no cut
+    fits. `who` (the command): the stderr line on how many were cut; None: not said."""
+    out, cut = [], 0
+    for ex, messages, ids in prompts:
+        def tokens(msgs: list[dict[str, Any]], ex: dict[str, Any] = ex) -> list[int]:
+            with row_named(ex):
+                return prompt_ids(tokenizer, msgs)
+
+        ids = tokens(messages) if ids is None else ids
+        if len(ids) > limit:
+            found = fit_prompt(messages, lambda m: len(tokens(m)) <= limit)
+            if found is None:
+                raise DataError(ex["source"], ex["line"], PROMPT_FIELD.get(ex["field"], ex["field"]),
+                                f"the prompt is {len(ids)} tokens, more than {why.split(' (')[0]} even with the "
+                                "middle of its user / system messages cut (the template, earlier replies and tool "
+                                "turns are longer): shorten the conversation")
+            ids, cut = tokens(found), cut + 1
+        out.append(list(ids))
+    if cut and who:
+        say(f"{who}: {cut} of {len(out)} prompts cut to fit {why}: the middle of their longest user / system "
+            "messages taken out")
+    return out
