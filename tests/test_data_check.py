@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import say_rows, sentiment_rows, write_jsonl
 from tunelab.cli import app
-from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
+from tunelab.data.advice import conversation_order, look_alike_labels, near_label, unknown_tokens, unseen_labels
 
 runner = CliRunner()
 
@@ -64,15 +64,32 @@ def test_labels_that_differ_in_spaces_or_width_are_named_as_one_class() -> None:
 
 def test_a_validation_label_with_a_full_width_space_is_shown_as_it_is(tiny_bert: Path, tmp_path: Path) -> None:
     """`负面　` (a trailing U+3000, unseen: train refuses it) is not shown as if 负面 were refused, which training
-    has."""
+    has: both train and data check name the training label it looks like and how it differs (full-width letters
+    too, and an NER tag in another case)."""
     train = write_jsonl(tmp_path / "train.jsonl", [{"text": "好", "label": "正面"}, {"text": "差", "label": "负面"}])
     rows = [{"text": t, "label": label} for t, label in (("好吗", "正面"), ("差吗", "负面\u3000"), ("一般", "中性"))]
     val = write_jsonl(tmp_path / "val.jsonl", rows)
+    said = (f"error: {val}:2: label: label '负面\\u3000' is not among the training labels (正面, 负面): training has "
+            "负面 (this one ends in a full-width space U+3000)\n")
     res = runner.invoke(app, ["data", "check", str(train), str(val), "--model", str(tiny_bert)])
-    assert res.exit_code == 2 and res.stderr == (
-        f"error: {val}:2: label: label '负面\\u3000' is not among the training labels (正面, 负面)\n"), res.output
+    assert res.exit_code == 2 and res.stderr == said, res.output
+    sets = ["task=classification", f"model={tiny_bert}", f"data.train={train}", f"data.validation={val}",
+            f"output_dir={tmp_path / 'run'}", "train.max_steps=1", "train.save_steps=0", "train.report=false"]
+    res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 2 and res.stderr.endswith(said), res.output
+    assert not (tmp_path / "run" / "model").exists()
     assert unseen_labels(Counter({"中性": 1, "负面\u3000": 1}), Counter({"负面": 1}), "t.jsonl") == (
         "labels absent from t.jsonl: 中性, '负面\\u3000' (training has 负面)")  # (QA's answerable / unanswerable)
+    assert near_label("ｐｏｓｉｔｉｖｅ", ["negative", "positive"]) == (
+        ": training has positive (this one is written in full-width characters)")
+    assert near_label("neutral", ["negative", "positive"]) == ""
+    ner = [{"tokens": ["Ann", "ran"], "tags": ["B-PER", "O"]}]
+    ner_train, ner_val = write_jsonl(tmp_path / "n.jsonl", ner), write_jsonl(
+        tmp_path / "nv.jsonl", ner + [{"tokens": ["Bo", "ran"], "tags": ["B-per", "O"]}])
+    res = runner.invoke(app, ["data", "check", str(ner_train), str(ner_val), "--task", "ner", "--model",
+                              str(tiny_bert)])
+    assert res.exit_code == 2 and res.stderr == (f"error: {ner_val}:2: tags: tag 'B-per' is not among the training "
+                                                 "tags: training has B-PER (the two differ in case)\n"), res.output
 
 
 def test_a_one_class_training_file_is_refused_as_train_refuses_it(tiny_bert: Path, tmp_path: Path) -> None:

@@ -81,13 +81,51 @@ def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) 
     missing = sorted(set(labels) - seen)
     if not missing:
         return None
-    alike = {_canonical(label): label for label in sorted(seen)}
 
     def said(label: str) -> str:
-        near = alike.get(_canonical(label))
+        near = _look_alike(label, seen)
         return _shown(label) + (f" (training has {_shown(near)})" if near is not None else "")
 
     return f"labels absent from {train_path}: {', '.join(map(said, missing[:5]))}{' ...' if len(missing) > 5 else ''}"
+
+
+def near_label(label: str, labels: Iterable[str]) -> str:
+    """What a refusal of `label` (not among `labels`) adds when one of them is the same value written differently
+    (`_canonical`): `: training has 负面 (this one ends in a full-width space U+3000)`; else nothing. Without it,
+    `label 'ｐｏｓｉｔｉｖｅ' is not among the training labels (negative, positive)` read as if `positive` were refused."""
+    near = _look_alike(label, labels)
+    return "" if near is None else f": training has {_shown(near)} ({_how_it_differs(label, near)})"
+
+
+def _look_alike(label: str, labels: Iterable[str]) -> str | None:
+    """The one of `labels` (another than `label`) that means what `label` means (`_canonical`), if any."""
+    want = _canonical(label)
+    return next((other for other in sorted(set(labels)) if other != label and _canonical(other) == want), None)
+
+
+def _how_it_differs(label: str, near: str) -> str:
+    """How `label` is written unlike `near` (the same value): spaces at an edge, full-width characters, case, or
+    another spelling of one number or truth value."""
+    said = [f"{who} {edge} {_chars(chars)}" for text, who in ((label, "this one"), (near, "the training one"))
+            for edge, chars in (("starts with", text[: len(text) - len(text.lstrip())]),
+                                ("ends in", text[len(text.rstrip()):])) if chars]
+    core, other = label.strip(), near.strip()
+    folded = unicodedata.normalize("NFKC", core)
+    if folded != core:
+        said.append("this one is written in full-width characters"
+                    if any(unicodedata.east_asian_width(c) == "F" for c in core) else
+                    f"this one has characters NFKC writes as {folded!r}")
+    if folded != other:
+        said.append("the two differ in case" if folded.lower() == unicodedata.normalize("NFKC", other).lower()
+                    else "the two spell one value differently")
+    return "; ".join(said)
+
+
+def _chars(chars: str) -> str:
+    """Spaces named as a reader would look for them: `a full-width space U+3000`."""
+    names = {" ": "a space", "\u3000": "a full-width space U+3000", "\t": "a tab"}
+    return " and ".join(names.get(c, f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed').lower()})")
+                        for c in dict.fromkeys(chars))
 
 
 def conversation_order(examples: Sequence[dict[str, Any]], path: str, shown: int = 3) -> list[str]:

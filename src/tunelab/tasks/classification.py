@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
+from tunelab.data.advice import near_label
 from tunelab.data.readers import Record, Table, require_field, require_text
 from tunelab.data.sampling import label_counts
 from tunelab.data.windows import check_window_room
@@ -151,7 +152,7 @@ class Classification(Task):
     def _not_among(self, ex: Example, lab: str, labels: list[str]) -> DataError:
         return DataError(ex["source"], ex["line"], self.data.label_field,
                          f"label {lab!r} is not among the training labels ({', '.join(labels)})"
-                         + run_together(self.cfg.labels or [], lab))
+                         + near_label(lab, labels) + run_together(self.cfg.labels or [], lab))
 
     def stratify_key(self, example: Example) -> Hashable | None:
         lab = example["label"]

@@ -27,6 +27,7 @@ from pydantic import Field
 from transformers import AutoTokenizer
 
 from tunelab.config.sections import TaskConfig, TrainConfig
+from tunelab.data.advice import near_label
 from tunelab.data.readers import Record, Table, require_field, row_has
 from tunelab.errors import DataError
 from tunelab.metrics.ner import bio_viterbi, entity_metrics, spans
@@ -262,7 +263,7 @@ class Ner(Task):
                 first = ex.get("first_item_line")
                 raise DataError(ex["source"], ex["line"] if first is None else first + i,
                                 ex.get("tags_from", self.cfg.tags_field),
-                                f"tag {tag!r} is not among the training tags")
+                                f"tag {tag!r} is not among the training tags" + near_label(tag, index))
 
     def _align(self, ex: Example, word_ids: list[int | None], index: dict[str, int]) -> list[int]:
         labels, previous = [], None
