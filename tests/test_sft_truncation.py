@@ -146,7 +146,8 @@ def test_data_check_counts_prompts_cut_and_suggests_head_tail_where_it_helps(tin
     stuck = [{"role": U, "content": LONG}, {"role": A, "content": EARLIER, "weight": 0},
              {"role": U, "content": "say bad"}, {"role": A, "content": "bad movie"}]
     path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": LONG, "completion": "bad movie"}, {"messages": stuck}])
-    args = ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--set", "data.max_length=16"]
+    args = ["data", "check", str(path), "--task", "sft", "--model", str(tiny_llama), "--set", "data.max_length=16",
+            "--set", "data.validation_split=0"]  # (else train holds one of the two out, encoded after the other)
     for truncation, refused, cut, saved in (("head", [1, 2], 0, 1), ("head+tail", [2], 1, 0)):
         res = CliRunner().invoke(app, [*args, "--set", f"data.truncation={truncation}", "--json"])
         assert res.exit_code == 2 and len(res.stderr.splitlines()) == 1, res.output  # train refuses them too
@@ -160,6 +161,24 @@ def test_data_check_counts_prompts_cut_and_suggests_head_tail_where_it_helps(tin
                                         r"head\+tail would not save it"):
         task = _task(16)
         task.encode(_examples(task, [{"messages": stuck}]), task.load_tokenizer(str(tiny_llama)))
+
+
+def test_data_check_names_the_row_train_refuses_first_after_its_hold_out(tiny_llama: Path, tmp_path: Path) -> None:
+    """No data.validation: train holds data.validation_split of the training file out (seeded by train.seed) and
+    encodes the rest first, so it refuses a row of the rest first; data check named the file's first refused row
+    (`t.jsonl:1`, held out) where train named `t.jsonl:3`."""
+    rows = [{"prompt": LONG, "completion": "bad movie"}] * 10  # each refused under head at max_length 16
+    path = write_jsonl(tmp_path / "t.jsonl", [{**r, "prompt": f"{r['prompt']} {i}"} for i, r in enumerate(rows)])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"task: sft\nmodel: {tiny_llama}\noutput_dir: {tmp_path / 'run'}\ndata:\n  train: {path}\n"
+                      "  max_length: 16\n  validation_split: 0.3\ntrain: {max_steps: 1, seed: 2, report: false}\n")
+    check = CliRunner().invoke(app, ["data", "check", "--config", str(config), "--json"])
+    train = CliRunner().invoke(app, ["train", str(config)])
+    assert check.exit_code == train.exit_code == 2, (check.output, train.output)
+    said = check.stderr.splitlines()
+    assert len(said) == 1 and train.stderr.splitlines()[-1] == said[0], (check.stderr, train.stderr)
+    assert said[0].startswith(f"error: {path}:3: completion: "), said  # (train.seed 2 holds out rows 1 and 2)
+    assert json.loads(check.stdout)["refused"] == said[0].removeprefix("error: ")
 
 
 @pytest.mark.parametrize(("text", "keep", "whole"), [

@@ -116,8 +116,9 @@ def data_check(
         from tunelab.config.run import errors_located
 
         with errors_located(config, set_):  # what the config's settings make wrong: its file and line, as train says
-            base, named, given = config_base(config, task, bool(files))
-            report = check_files([str(f) for f in files] if files else named, task, model or given, set_, base)
+            base, named, given, seed = config_base(config, task, bool(files))
+            report = check_files([str(f) for f in files] if files else named, task, model or given, set_, base,
+                                 seed)
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:

@@ -23,11 +23,12 @@ from tunelab.config.run import (
     load_config,
     parse_overrides,
 )
-from tunelab.config.sections import DataConfig
+from tunelab.config.sections import DataConfig, TrainConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.dedup import dedup_across, dedup_within, without_digests
 from tunelab.data.load import RowTask, _check_left, _check_named, _cleaner, parse_file
 from tunelab.data.report import DataReport
+from tunelab.data.splits import split_validation
 from tunelab.data.windows import check_window_room
 from tunelab.errors import ConfigError, DataError
 from tunelab.models import load_named
@@ -36,14 +37,15 @@ from tunelab.progress import Steps, table_console
 from tunelab.registry import TASKS
 
 SPLITS = ("train", "validation", "test")  # the files' roles, in data check's order, as train's dedup ranks them
+SEED = TrainConfig.model_fields["seed"].default  # train.seed, where no run config gives it
 CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
 
 
 def config_base(path: Path, task_name: str | None = None, files_given: bool = False,
-                ) -> tuple[dict[str, Any], list[str], str]:
+                ) -> tuple[dict[str, Any], list[str], str, int]:
     """`data check --config RUN.yaml`: the run config's task and data settings (the tree the --set values go on),
     its data files (train first, as data check reads its first file as the training file; each there, as train
-    checks before reading) and its model. `--task` another than the config's replaces it, with its settings."""
+    checks before reading), its model and its train.seed (the validation hold-out's). `--task` another than the config's replaces it, with its settings."""
     cfg = load_config(path)
     task = {**cfg.task.model_dump(exclude_unset=True), "name": cfg.task.name}
     if task_name is not None and task_name != cfg.task.name:
@@ -51,7 +53,7 @@ def config_base(path: Path, task_name: str | None = None, files_given: bool = Fa
     if not files_given:
         _check_named(cfg.data, training=False)
     files = [f for f in (cfg.data.train, cfg.data.validation, cfg.data.test) if f]
-    return {"task": task, "data": cfg.data.model_dump(exclude_unset=True)}, files, cfg.model
+    return {"task": task, "data": cfg.data.model_dump(exclude_unset=True)}, files, cfg.model, cfg.train.seed
 
 
 def _configs(task_name: str | None, overrides: list[str], command: str = "data check",
@@ -112,7 +114,7 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
     limit = task.data.max_length
     lengths: list[int] = []
     trained: list[int] = []
-    partly, fully, middles, saved, refused = 0, [], 0, 0, ""
+    partly, fully, middles, saved, refused = 0, [], 0, 0, []
     for start in range(0, len(examples), CHAT_CHUNK):
         part = examples[start : start + CHAT_CHUNK]
         capped = [{**ex, "messages": [{**m, "content": m["content"][:cap]} for m in ex["messages"]]} for ex in part]
@@ -129,7 +131,7 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
             saved += saves
             if kept < 0:
                 fully.append(f"{ex.get('source') or path}:{ex['line']}")
-                refused = refused or _refusal(task, ex, tokenizer)
+                refused.append(start + j)
     return {
         "lengths": np.asarray(lengths),
         "turns": dict(Counter(m["role"] for ex in examples for m in ex["messages"]).most_common()),
@@ -138,17 +140,33 @@ def _chat_lengths(task: RowTask, examples: list[dict[str, Any]], path: str, toke
         "replies_fully_cut": fully,
         "prompts_middle_cut": middles,  # data.truncation: head+tail
         "head_tail_would_keep": saved,  # of replies_fully_cut (data.truncation: head), the rows head+tail would train
-        "refused": refused,  # the first of them as train refuses it (`check_files` moves it to the report's top)
+        "refused_at": refused,  # their indices (`check_files` says the first train refuses, with train's line)
     }
 
 
-def _refusal(task: RowTask, example: dict[str, Any], tokenizer: Any) -> str:
-    """The line train refuses a row with that it cannot fit into data.max_length: its own encode's."""
-    try:
-        task.encode([example], tokenizer)
-    except DataError as e:
-        return str(e)
+def _refusal(task: RowTask, examples: Sequence[dict[str, Any]], cut: list[int], held: set[int],
+             tokenizer: Any) -> str:
+    """The line train refuses the first of the rows at `cut` with (those it cannot fit into data.max_length): its own
+    encode's, of the row train encodes first: the training rows left after the validation hold-out (`held`, as
+    `_held_out`) before the held-out ones, each in file order."""
+    for j in sorted(cut, key=lambda j: (j in held, j)):
+        try:
+            task.encode([examples[j]], tokenizer)
+        except DataError as e:
+            return str(e)
     return ""
+
+
+def _held_out(examples: Sequence[dict[str, Any]], path: str, task: RowTask, data: DataConfig, seed: int) -> set[int]:
+    """The indices of the training file's rows train holds out for validation (`data.validation_split` without a
+    `data.validation` file): `load_splits`' `split_validation`, same seed and keys, on the rows' positions."""
+    if not data.validation_split:
+        return set()
+    _, held, _ = split_validation(list(range(len(examples))), data.validation_split, seed,
+                                  lambda j: task.stratify_key(examples[j]), lambda j: task.group_key(examples[j]),
+                                  source=path,
+                                  group_name=task.grouped_by)
+    return set(held)
 
 
 def _key_hashes(task: RowTask, examples: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -165,9 +183,10 @@ def _key_hashes(task: RowTask, examples: list[dict[str, Any]]) -> tuple[np.ndarr
 
 
 def check_files(files: list[str], task_name: str | None, model: str, overrides: list[str],
-                base: dict[str, Any] | None = None) -> dict[str, Any]:
+                base: dict[str, Any] | None = None, seed: int = SEED) -> dict[str, Any]:
     """Validate every file (first error raises) and summarise each, plus pairwise overlap. `task_name`: --task
-    (None: `--set task=NAME`, else classification); `base`: a run config's settings under the --set values."""
+    (None: `--set task=NAME`, else classification); `base`: a run config's settings under the --set values; `seed`:
+    its train.seed. `refused` (only where a row is): train's line for the first row it refuses."""
     task, data = _configs(task_name, overrides, base=base)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
@@ -177,6 +196,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                               "length_cap": task.length_cap(),
                               "files": {}, "overlap": []}
     keys: dict[str, np.ndarray] = {}
+    # train holds rows of the training file out for validation where no file is one (the second is the config's test)
+    holds_out = not data.validation and (len(files) == 1 or files[1] == data.test)
     train_labels: Counter[str] = Counter()
     # five steps a file (read and validate, then token lengths, advice, duplicates), so a large file shows progress
     with Steps("data check", 5 * len(files), "steps", now=f"reading {files[0]}") as progress:
@@ -189,8 +210,11 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
             if task.generates_replies:  # lengths as the chat template renders them, replies cut
                 chat = _chat_lengths(task, examples, path, tokenizer)
                 lengths = chat.pop("lengths")
-                report["refused"] = report.get("refused") or chat.pop("refused")  # the first file's first
-                chat.pop("refused", None)
+                cut = chat.pop("refused_at")
+                # the training file's remainder is encoded before its held-out rows (no data.validation file)
+                held = _held_out(examples, path, task, data, seed) if cut and i == 0 and holds_out else set()
+                if cut and not report.get("refused"):  # the first file's first, as train encodes them
+                    report["refused"] = _refusal(task, examples, cut, held, tokenizer)
             else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
                 lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
                 if data.truncation == "sliding_window" and data.text_pair_field:  # what encoding would refuse
