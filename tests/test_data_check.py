@@ -141,6 +141,16 @@ def test_conversation_order(tiny_llama: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and f"{path}:1: messages: turn 1: an assistant turn first" in res.output
 
 
+def test_json_has_refused_only_where_a_row_is_refused_for_every_task(tiny_bert: Path, tiny_llama: Path,
+                                                                       tmp_path: Path) -> None:
+    """`refused` in `--json` is train's line for the first refused row, and no key at all where none is: an sft
+    report said `"refused": ""` where a classification one had no key."""
+    chat = write_jsonl(tmp_path / "chat.jsonl", say_rows(["good", "bad"]))
+    cls = write_jsonl(tmp_path / "cls.jsonl", sentiment_rows(8))
+    assert "refused" not in _check(str(chat), "--task", "sft", "--model", str(tiny_llama))
+    assert "refused" not in _check(str(cls), "--model", str(tiny_bert))
+
+
 def test_a_huge_line_is_counted_from_its_head(tiny_bert: Path, tmp_path: Path) -> None:
     """A multi-megabyte text costs what a 16 x max_length one does: its head is tokenised, its count scaled."""
     from conftest import WORDS

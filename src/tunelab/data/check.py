@@ -213,8 +213,9 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                 cut = chat.pop("refused_at")
                 # the training file's remainder is encoded before its held-out rows (no data.validation file)
                 held = _held_out(examples, path, task, data, seed) if cut and i == 0 and holds_out else set()
-                if cut and not report.get("refused"):  # the first file's first, as train encodes them
-                    report["refused"] = _refusal(task, examples, cut, held, tokenizer)
+                # the first file's first, as train encodes them; no key where none is refused (as for every task)
+                if cut and not report.get("refused") and (line := _refusal(task, examples, cut, held, tokenizer)):
+                    report["refused"] = line
             else:  # untruncated model-input lengths (QA: over max_length = the context needs several windows)
                 lengths = np.asarray(task.token_lengths(tokenizer, examples) or [0])
                 if data.truncation == "sliding_window" and data.text_pair_field:  # what encoding would refuse
