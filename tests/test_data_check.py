@@ -92,6 +92,34 @@ def test_a_validation_label_with_a_full_width_space_is_shown_as_it_is(tiny_bert:
                                                  "tags: training has B-PER (the two differ in case)\n"), res.output
 
 
+def test_a_label_a_tuned_model_has_is_taken_as_train_takes_it(tiny_bert: Path, tmp_path: Path) -> None:
+    """Continuing a tuned run (`model: RUN/model`) whose labels include one the new training file lacks
+    (classification: neutral; NER: LOC): train keeps the model's labels and takes a validation row of it, and so does
+    data check (warning that the training file lacks it), as its check_labels reads the tuned model's labels."""
+    three = ["negative", "positive", "neutral"] * 2
+    cls = [{"text": r["text"], "label": lab} for r, lab in zip(sentiment_rows(6), three, strict=True)]
+    ner = [{"tokens": ["Ann", "ran"], "tags": ["B-PER", "O"]}, {"tokens": ["in", "Rome"], "tags": ["O", "B-LOC"]}]
+    for task, first, new, val, absent in (
+            ("classification", cls, [r for r in cls if r["label"] != "neutral"], cls, "neutral"),
+            ("ner", ner * 2, ner[:1] * 2, ner, "LOC")):
+        old = write_jsonl(tmp_path / f"{task}-old.jsonl", first)
+        sets = [f"task={task}", f"model={tiny_bert}", f"data.train={old}", f"data.validation={old}",
+                f"output_dir={tmp_path / task / 'old'}", "train.max_steps=1", "train.save_steps=0",
+                "train.report=false"]
+        res = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        train, check = write_jsonl(tmp_path / f"{task}-t.jsonl", new), write_jsonl(tmp_path / f"{task}-v.jsonl", val)
+        config = tmp_path / f"{task}.yaml"
+        config.write_text(f"task: {task}\nmodel: {tmp_path / task / 'old' / 'model'}\n"
+                          f"output_dir: {tmp_path / task / 'new'}\ndata: {{train: {train}, validation: {check}}}\n"
+                          "train: {max_steps: 1, save_steps: 0, report: false}\n")
+        res = runner.invoke(app, ["data", "check", "--config", str(config), "--json"])
+        assert res.exit_code == 0, res.output
+        assert f"labels absent from {train}: {absent}" in json.loads(res.stdout)["files"][str(check)]["warnings"]
+        res = runner.invoke(app, ["train", str(config)])
+        assert res.exit_code == 0, res.output
+
+
 def test_a_one_class_training_file_is_refused_as_train_refuses_it(tiny_bert: Path, tmp_path: Path) -> None:
     one = write_jsonl(tmp_path / "one.jsonl", [{"text": "good film", "label": "pos"}] * 3)
     res = runner.invoke(app, ["data", "check", str(one), "--model", str(tiny_bert)])
