@@ -92,7 +92,8 @@ def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) 
 def near_label(label: str, labels: Iterable[str]) -> str:
     """What a refusal of `label` (not among `labels`) adds when one of them is the same value written differently
     (`_canonical`): `: training has 负面 (this one ends in a full-width space U+3000)`; else nothing. Without it,
-    `label 'ｐｏｓｉｔｉｖｅ' is not among the training labels (negative, positive)` read as if `positive` were refused."""
+    `label 'ｐｏｓｉｔｉｖｅ' is not among the training labels (negative, positive)` read as if `positive` were
+    refused."""
     near = _look_alike(label, labels)
     return "" if near is None else f": training has {_shown(near)} ({_how_it_differs(label, near)})"
 

@@ -45,7 +45,8 @@ def config_base(path: Path, task_name: str | None = None, files_given: bool = Fa
                 ) -> tuple[dict[str, Any], list[str], str, int]:
     """`data check --config RUN.yaml`: the run config's task and data settings (the tree the --set values go on),
     its data files (train first, as data check reads its first file as the training file; each there, as train
-    checks before reading), its model and its train.seed (the validation hold-out's). `--task` another than the config's replaces it, with its settings."""
+    checks before reading), its model and its train.seed (the validation hold-out's). `--task` another than the
+    config's replaces it, with its settings."""
     cfg = load_config(path)
     task = {**cfg.task.model_dump(exclude_unset=True), "name": cfg.task.name}
     if task_name is not None and task_name != cfg.task.name:
