@@ -51,9 +51,9 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
             raise template_error(ex, e) from None
         prompts.append(before)
         refs.append(ref)
-    limit, why = prompt_room(model, task.data.max_length, cfg.max_new_tokens)
-    ids = fitted_prompts(tokenizer, [(ex, before, None) for ex, before in zip(examples, prompts, strict=True)], limit,
-                         why, who)
+    room = prompt_room(model, task.data.max_length, cfg.max_new_tokens)
+    ids = fitted_prompts(tokenizer, [(ex, before, None) for ex, before in zip(examples, prompts, strict=True)], room,
+                         who)
     replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer, model))
     think = thinks(tokenizer)  # (Qwen3's): the replies and references scored without their think blocks
     said = [reply_of(tokenizer, decode_reply(tokenizer, r)) for r in replies]

@@ -321,9 +321,9 @@ class Sft(Task):
         to data.max_length and the model's room for the reply (tasks/sft_prompts.py)."""
         tok, gen = self._tokenizer, self.cfg.generation
         out = np.empty(len(features), dtype=object)
-        limit, why = prompt_room(model, self.data.max_length, gen.max_new_tokens)
+        room = prompt_room(model, self.data.max_length, gen.max_new_tokens)
         prompts = fitted_prompts(tok, [(f[PROMPT_OF], f[PROMPT_OF]["messages"], f["input_ids"]) for f in features],
-                                 limit, why, "predict")
+                                 room, "predict")
         replies = generate(model, tok, prompts, gen, batch_size, self.stop_ids(tok, model))
         for i, reply in enumerate(replies):
             out[i] = reply
