@@ -1,6 +1,8 @@
 """Generation prompts of `task: sft` fitted to the run's limits (`tunelab predict`, `tunelab eval`'s replies, train's
-eval_generate, serve's /v1/predict), as training fits a row and as LLaMA-Factory's predict cuts a prompt to
-`cutoff_len`.
+eval_generate, `Model.predict`), as training fits a row and as LLaMA-Factory's predict cuts a prompt to `cutoff_len`.
+Not a live conversation's: serve's chat and completions routes check a prompt against the model's positions and refuse
+one too long (422) without cutting it (serve/completion.py), and `tunelab chat` leaves its oldest exchanges out
+(cli/chat.py).
 
 A prompt (the conversation rendered with the generation prompt: the assistant's turn opened) holds at most
 `data.max_length` tokens, and, where the model's positions (`max_position_embeddings`, less prompt / prefix tuning's
