@@ -80,9 +80,9 @@ def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits:
         if name == "train":
             continue
         chosen = examples[: cfg.eval_limit] if cfg.eval_limit else examples
-        # (its prompts' cut line said once: by the trained model's, not again by the untrained one's)
+        # (its prompts' cut line said once a split, naming it: by the trained model's, not again by the untrained one's)
         metrics, rows = evaluate_generation(task, model, tokenizer, chosen, batch_size, cfg,
-                                            None if prefix else "train")
+                                            None if prefix else f"train ({name})")
         if not prefix:
             for ex, row in zip(chosen, rows, strict=True):
                 ex["generated"] = row["prediction"]

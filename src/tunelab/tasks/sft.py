@@ -237,7 +237,7 @@ class Sft(Task):
             feats.append(cuts.fit(tokenizer, ex, lambda msgs, ex=ex: self._rendered(tokenizer, ex, msgs)))
         self.truncated = cuts.rows
         if cuts.rows:
-            print(cuts.note(len(examples)), file=sys.stderr)
+            print(cuts.note(len(examples), self.cut_split), file=sys.stderr)
         return feats
 
     def _rendered(self, tokenizer: Any, ex: Example, messages: list[dict[str, Any]]) -> tuple[str, list[Any]]:
