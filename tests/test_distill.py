@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import WORDS, say_rows, sentiment_rows, train_sentiment, write_jsonl
+from conftest import THINKS, WORDS, say_rows, sentiment_rows, train_sentiment, write_jsonl
 from tunelab.cli import app
 
 
@@ -499,8 +499,12 @@ def test_a_reply_cut_inside_an_unwritten_think_block_is_not_trained(qwen3_think_
                                                                      capsys: pytest.CaptureFixture) -> None:
     """A teacher reply cut inside its think block (`<think> hmm` at max_new_tokens=2), under a chat template that writes
     no reasoning_content: the reply left is empty, and it had trained `<think></think><|im_end|>` (the student taught
-    to stop at once). It is now not trained, and the teacher's line counts it; the other prompts train as before."""
+    to stop at once). It is not trained; where no reply is left at all, distill had trained the gold rows alone, exit
+    0, its line saying the same replies were both "the reply alone trained" and not trained: it is one line, naming
+    task.generation.max_new_tokens to raise. Each empty reply is said by what happened to it (a reply cut before any
+    text, with no think block, had been called "cut inside it"), and the trained count leaves them out."""
     from tunelab.data.readers import rows_table
+    from tunelab.errors import DataError
     from tunelab.export.save import load_model
 
     task, teacher, tok = load_model(qwen3_think_run / "model")
@@ -508,10 +512,25 @@ def test_a_reply_cut_inside_an_unwritten_think_block_is_not_trained(qwen3_think_
         "'</think>' in content", "false")  # (a template that thinks, yet writes no reasoning_content)
     prompts = task.parse(rows_table([{"messages": r["messages"][:1]} for r in say_rows(["nice", "good"])]),
                          labelled=False)
-    task.cfg = task.cfg.model_copy(update={"generation": task.cfg.generation.model_copy(update={"max_new_tokens": 2})})
-    made = task.unlabeled_examples(prompts, teacher, tok)
-    trained = [tok.decode([t for t in f["labels"] if t != -100]) for f in task.encode(made, tok)]
-    assert trained == [], trained
-    said = capsys.readouterr().err
-    assert "the teacher replied to 2 unlabelled prompts" in said, said
-    assert "2 empty once their think block is left out (cut inside it): not trained" in said, said
+    for new, said in [(2, "2 cut inside their think block, which the chat template leaves out"),
+                      (3, "2 cut right after their think block, before any reply")]:
+        task.cfg = task.cfg.model_copy(update={"generation": task.cfg.generation.model_copy(
+            update={"max_new_tokens": new})})
+        with pytest.raises(DataError) as err:
+            task.unlabeled_examples(prompts, teacher, tok)
+        assert str(err.value).endswith(
+            f"none of the teacher's 2 replies has anything to train: all were cut at task.generation.max_new_tokens="
+            f"{new} ({said}); raise task.generation.max_new_tokens so that the teacher gets past its think block to "
+            "its reply"), err.value
+    assert "began with a think block" not in capsys.readouterr().err
+    from tunelab.tasks.sft_distill import teacher_note, teacher_turn
+    ids = [tok.convert_tokens_to_ids(t) for t in THINKS]  # `<think> hmm </think> good <|im_end|>`
+    kinds = [teacher_turn(tok, reply, open_end, False)[1]
+             for reply, open_end in [(ids, False), (ids[:2], True), (ids[:3], True), ([], True), (ids[-1:], True)]]
+    assert kinds == ["thought", "think_open", "think_after", "blank", "blank"], kinds
+    counts = {"cut": 4, "thought": 1, "think_open": 1, "think_after": 1, "blank": 2}
+    assert teacher_note(counts, 2, False) == (
+        "; 4 ended unfinished, at task.generation.max_new_tokens=2 or the teacher's positions (their end is not "
+        "trained); 1 began with a think block: left out (the chat template writes no reasoning_content), the reply "
+        "alone trained; 2 cut before any text; 1 cut inside their think block, which the chat template leaves out; 1 "
+        "cut right after their think block, before any reply: nothing to train, left out")

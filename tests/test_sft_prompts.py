@@ -50,11 +50,11 @@ def test_fitted_prompts_keep_the_assistant_header(run64: Path) -> None:
     """Under data.truncation head (the run's), too: the prompt's end, where the reply is generated, stays."""
     import tunelab
     from tunelab.tasks.chat_template import prompt_ids
-    from tunelab.tasks.sft_prompts import fitted_prompts
+    from tunelab.tasks.sft_prompts import fitted_prompts, max_length_room
 
     model = tunelab.load(run64)
     [ex] = model.parse_inputs([{"prompt": LONG}])
-    [ids] = fitted_prompts(model.tokenizer, [(ex, ex["messages"], None)], 32, "data.max_length=32 tokens", None)
+    [ids] = fitted_prompts(model.tokenizer, [(ex, ex["messages"], None)], max_length_room(32), None)
     whole = prompt_ids(model.tokenizer, ex["messages"])
     assert len(ids) <= 32 < len(whole) and ids[-4:] == whole[-4:] and ids[:4] == whole[:4], (ids, whole)
 
@@ -68,6 +68,21 @@ def test_a_prompt_that_cannot_fit_is_one_line(run64: Path, tmp_path: Path) -> No
     assert res.stderr.strip() == (f"error: {data}:2: messages: the prompt is 76 tokens, more than data.max_length=32 "
                                   "tokens even with the middle of its user / system messages cut (the template, "
                                   "earlier replies and tool turns are longer): shorten the conversation"), res.stderr
+    assert not out.exists()
+
+
+def test_a_prompt_refused_for_the_positions_says_so(run64: Path, tmp_path: Path) -> None:
+    """A prompt that no cut fits in the room the model's positions leave beside max_new_tokens had been refused as
+    `more than 1 tokens`: neither the positions nor max_new_tokens said, and what to lower not named."""
+    data, out = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "say good"}]), tmp_path / "o.jsonl"
+    res = CliRunner().invoke(app, ["predict", str(run64), "--input", str(data), "--output", str(out),
+                                   "--max-new-tokens", "63"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().startswith(
+        f"error: {data}:1: prompt: the prompt is 8 tokens, more than the 1 token that the model's 64 positions leave "
+        "beside task.generation.max_new_tokens=63 even with the middle of its user / system messages cut"), res.stderr
+    assert res.stderr.strip().endswith(
+        ": shorten the conversation or lower --max-new-tokens / task.generation.max_new_tokens"), res.stderr
     assert not out.exists()
 
 

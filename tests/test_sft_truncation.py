@@ -241,21 +241,28 @@ def test_head_tail_cuts_a_teachers_prompt_as_a_training_rows(tiny_llama: Path, c
 def test_baseline_eval_encodes_validation_once(task: str, tiny_llama: Path, tiny_bert: Path, tmp_path: Path) -> None:
     """train.baseline_eval scored the untrained model on validation rows it encoded again: sft said its cut line twice
     (`sft: 1 of 3 examples cut ...`), classification said its note for the baseline alone. Now the split is encoded
-    once, and each task says its line once per split: validation and test."""
+    once, and each task says its line once per split, naming it (the two lines had read as one said twice); so
+    does eval_generate's line on the prompts it cut."""
     from conftest import WORDS, say_rows, sentiment_rows
 
     if task == "sft":
         long = {"messages": [{"role": U, "content": "say good"}, {"role": A, "content": " ".join(["good"] * 40)}]}
-        rows, val, model, line = say_rows(WORDS[:4]), [*say_rows(WORDS[:2]), long], tiny_llama, "sft: 1 of 3 examples"
+        wordy = {"messages": [{"role": U, "content": "say " + " ".join(["fine"] * 40)}, {"role": A, "content": "fine"}]}
+        rows, val, model = say_rows(WORDS[:4]), [*say_rows(WORDS[:2]), long, wordy], tiny_llama
+        line, extra = "sft ({}): 2 of 4 examples", ["task.generation.eval_generate=true", "data.truncation=head+tail",
+                                                     "task.generation.max_new_tokens=4"]
     else:
         rows, val, model = sentiment_rows(8), sentiment_rows(2, 1), tiny_bert
         val.append({"text": " ".join([WORDS[15]] * 40), "label": "positive"})
-        line = "classification: 1 row longer than data.max_length"
+        line, extra = "classification ({}): 1 row longer than data.max_length", []
     train, valf = write_jsonl(tmp_path / "t.jsonl", rows), write_jsonl(tmp_path / "v.jsonl", val)
     sets = [f"task={task}", f"model={model}", f"data.train={train}", f"data.validation={valf}", f"data.test={valf}",
             f"output_dir={tmp_path / 'run'}", "train.max_steps=1", "train.save_steps=0", "train.precision=fp32",
-            "train.baseline_eval=true", "data.max_length=24", "train.report=false"]
+            "train.baseline_eval=true", "data.max_length=24", "train.report=false", *extra]
     res = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
-    assert res.stderr.count(line) == 2, res.stderr  # validation's, test's
+    assert [res.stderr.count(line.format(split)) for split in ("validation", "test")] == [1, 1], res.stderr
+    if task == "sft":  # eval_generate's line on the prompts it cut: once a split, by the trained model's replies
+        assert [res.stderr.count(f"train ({split}): 1 of 4 prompts cut to fit") for split in ("validation", "test")
+                ] == [1, 1], res.stderr
     assert "baseline" in json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -157,7 +157,7 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
         train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
         if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
             splits["train"] = spill_rows(splits["train"], train.cached)
-        features = {name: encoded(task, examples, tokenizer) for name, examples in splits.items() if name != "train"}
+        features = {n: encoded(task, rows, tokenizer, split=n) for n, rows in splits.items() if n != "train"}
         teacher = distill.teacher.to(state.device) if distill is not None and unlabeled else None
         extra = unlabeled_features(task, unlabeled, tokenizer, teacher, state) if teacher is not None else []
         check_positions(learned_position_limit(model), cfg.data.max_length,

@@ -36,14 +36,20 @@ def logits_for(task: Task, model: torch.nn.Module, tokenizer: Any, examples: lis
 
 
 def encoded(task: Task, examples: list[dict[str, Any]], tokenizer: Any, say_cut: bool = True,
-            ) -> list[dict[str, Any]]:
+            split: str | None = None) -> list[dict[str, Any]]:
     """`task.encode(examples)`, and the task's line on the inputs it cut at data.max_length (`Task.cut_note`) said once
     (`say_cut`): where the features are encoded, so that a split scored twice (the untrained model, then the trained:
-    train.baseline_eval) is encoded, and said, once."""
-    feats = task.encode(examples, tokenizer)
+    train.baseline_eval) is encoded, and said, once. `split`: the split it is, named in the line after the task's
+    name (`classification (validation): ...`): train says one line per split."""
+    task.cut_split = split  # (a task that says its line as it encodes: sft)
+    try:
+        feats = task.encode(examples, tokenizer)
+    finally:
+        task.cut_split = None
     note = task.cut_note() if say_cut else None
     if note:
-        say(note)
+        head, colon, rest = note.partition(": ")  # (`classification: ...`: the split after the task's name)
+        say(f"{head} ({split}): {rest}" if split and colon else note)
     return feats
 
 

@@ -51,9 +51,9 @@ def evaluate_generation(task: Task, model: torch.nn.Module, tokenizer: Any, exam
             raise template_error(ex, e) from None
         prompts.append(before)
         refs.append(ref)
-    limit, why = prompt_room(model, task.data.max_length, cfg.max_new_tokens)
-    ids = fitted_prompts(tokenizer, [(ex, before, None) for ex, before in zip(examples, prompts, strict=True)], limit,
-                         why, who)
+    room = prompt_room(model, task.data.max_length, cfg.max_new_tokens)
+    ids = fitted_prompts(tokenizer, [(ex, before, None) for ex, before in zip(examples, prompts, strict=True)], room,
+                         who)
     replies = generate(model, tokenizer, ids, cfg, batch_size, task.stop_ids(tokenizer, model))
     think = thinks(tokenizer)  # (Qwen3's): the replies and references scored without their think blocks
     said = [reply_of(tokenizer, decode_reply(tokenizer, r)) for r in replies]
@@ -80,9 +80,9 @@ def final_generation(task: Task, model: torch.nn.Module, tokenizer: Any, splits:
         if name == "train":
             continue
         chosen = examples[: cfg.eval_limit] if cfg.eval_limit else examples
-        # (its prompts' cut line said once: by the trained model's, not again by the untrained one's)
+        # (its prompts' cut line said once a split, naming it: by the trained model's, not again by the untrained one's)
         metrics, rows = evaluate_generation(task, model, tokenizer, chosen, batch_size, cfg,
-                                            None if prefix else "train")
+                                            None if prefix else f"train ({name})")
         if not prefix:
             for ex, row in zip(chosen, rows, strict=True):
                 ex["generated"] = row["prediction"]

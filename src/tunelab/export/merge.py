@@ -217,6 +217,9 @@ def load_adapter_model(adapter: Path, model_dir: Path, base: str | None = None) 
     vocab = getattr(saved, "vocab_size", None)
     if vocab and vocab != model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab, mean_resizing=False)  # the adapter holds the resized embeddings
+    # the task's switches as training set them (a bidirectional NER / QA decoder's attention: a base rebuilt causal
+    # differed from RUN/model and the merged model was saved causal)
+    model = load_task(model_dir).optimize(model)
     with warnings.catch_warnings(), reading_weights(checked.weights):  # peft calls a transformers method
         warnings.simplefilter("ignore", FutureWarning)  # deprecated for v6
         try:

@@ -237,7 +237,7 @@ class Sft(Task):
             feats.append(cuts.fit(tokenizer, ex, lambda msgs, ex=ex: self._rendered(tokenizer, ex, msgs)))
         self.truncated = cuts.rows
         if cuts.rows:
-            print(cuts.note(len(examples)), file=sys.stderr)
+            print(cuts.note(len(examples), self.cut_split), file=sys.stderr)
         return feats
 
     def _rendered(self, tokenizer: Any, ex: Example, messages: list[dict[str, Any]]) -> tuple[str, list[Any]]:
@@ -321,9 +321,9 @@ class Sft(Task):
         to data.max_length and the model's room for the reply (tasks/sft_prompts.py)."""
         tok, gen = self._tokenizer, self.cfg.generation
         out = np.empty(len(features), dtype=object)
-        limit, why = prompt_room(model, self.data.max_length, gen.max_new_tokens)
+        room = prompt_room(model, self.data.max_length, gen.max_new_tokens)
         prompts = fitted_prompts(tok, [(f[PROMPT_OF], f[PROMPT_OF]["messages"], f["input_ids"]) for f in features],
-                                 limit, why, "predict")
+                                 room, "predict")
         replies = generate(model, tok, prompts, gen, batch_size, self.stop_ids(tok, model))
         for i, reply in enumerate(replies):
             out[i] = reply

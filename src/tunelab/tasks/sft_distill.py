@@ -10,11 +10,12 @@ teacher's reply under `task.generation` (greedy by default; the same settings `t
 training; the student then learns the teacher's token distributions along that reply — the soft part only, as
 unlabelled rows do in every task: the hard cross-entropy reads the gold rows of the pass alone. A reply that the
 teacher had not finished at `task.generation.max_new_tokens` keeps its end-of-turn token untrained (`open_end`),
-so the student is not taught to stop where the teacher was cut off; one cut inside its think block, where the
-chat template writes no reasoning, is empty and not trained at all (counted on stderr). A teacher that thinks
-(Qwen3's think block before its reply, tasks/reasoning.py) has its reply split as predict splits it: the reasoning
-is the turn's `reasoning_content` where the chat template writes one (trained in its think block, as a training row's
-is), else left out, the student trained on the reply alone.
+so the student is not taught to stop where the teacher was cut off; one cut with nothing left to train (inside or
+right after its think block, where the chat template writes no reasoning; before any text) is not trained at all
+(counted on stderr by what happened to it), and where no reply is left, distill is refused (raise max_new_tokens).
+A teacher that thinks (Qwen3's think block before its reply, tasks/reasoning.py) has its reply split as predict
+splits it: the reasoning is the turn's `reasoning_content` where the chat template writes one (trained in its think
+block, as a training row's is), else left out, the student trained on the reply alone.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tunelab.tasks.causal_loss import trained_logits, trained_positions
 from tunelab.tasks.chat_template import render, row_named
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.losses import soft_kl
-from tunelab.tasks.reasoning import REASONING, reply_of, writes_reasoning
+from tunelab.tasks.reasoning import CLOSE, REASONING, reply_of, writes_reasoning
 from tunelab.tasks.sft_truncation import TEACHER_READ, fit_prompt, prompt_share
 
 TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
@@ -76,9 +77,9 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
                     tokenizer: Any, cfg: GenerationConfig, stop: Sequence[int], max_length: int) -> list[Example]:
     """`examples` (parsed without targets: the turns before the reply; `prompts` their token ids with the
     generation prompt) with the teacher's reply appended as the assistant turn, marked `open_end` where the reply
-    reached `cfg.max_new_tokens` without an end-of-turn token; such a reply with nothing left to train (cut inside its
-    think block, which a chat template that writes no reasoning_content leaves out) is left out, counted on stderr
-    (trained, it was the template's empty turn and its end: the student taught to stop at once). A prompt of
+    reached `cfg.max_new_tokens` without an end-of-turn token; such a reply with nothing left to train
+    (`teacher_turn`) is left out, counted on stderr (trained, it was the template's empty turn and its end: the
+    student taught to stop at once), and a DataError where none is left. A prompt of
     `max_length` tokens or more (no room for a reply) is a DataError before anything is generated; sampling
     (`cfg.do_sample`) draws from its own seed without moving the run's random state."""
     t0 = time.perf_counter()
@@ -90,30 +91,66 @@ def teacher_replies(examples: Sequence[Example], prompts: Sequence[list[int]], t
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         ended = [False] * len(prompts)
         replies = generate(teacher, tokenizer, prompts, cfg, TEACHER_BATCH, stop, ended)
-    out, cut, thought, empty, keep = [], 0, 0, 0, writes_reasoning(tokenizer)
+    out, counts, keep = [], dict.fromkeys(("cut", "thought", *EMPTY), 0), writes_reasoning(tokenizer)
     for ex, ids, stopped in zip(examples, replies, ended, strict=True):
         open_end = not stopped  # no stop id reached: cut by max_new_tokens (or by the teacher's positions)
-        cut += open_end
-        reply, reasoning = reply_of(tokenizer, decode_reply(tokenizer, ids))  # (a think block split off)
-        turn = {"role": "assistant", "content": reply}
-        if reasoning is not None:
-            thought += 1
-            turn.update({REASONING: reasoning} if keep else {})
-        if open_end and not (reply or turn.get(REASONING)):  # nothing left to learn but the template's empty turn
-            empty += 1
+        counts["cut"] += open_end
+        turn, kind = teacher_turn(tokenizer, ids, open_end, keep)
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind in EMPTY:
             continue
         out.append({**ex, "messages": [*ex["messages"], turn], "labelled": True, "open_end": open_end,
                     TEACHER_READ: True})  # (its prompt is not cut again in training: the student reads it too)
-    note = (f"; {cut} ended unfinished, at task.generation.max_new_tokens={cfg.max_new_tokens} or the teacher's "
-            "positions (their end is not trained)") if cut else ""
-    if thought:
-        note += (f"; {thought} began with a think block: " + ("its reasoning trained as the turn's reasoning_content"
-                 if keep else "left out (the chat template writes no reasoning_content), the reply alone trained"))
-    if empty:
-        note += f"; {empty} empty once their think block is left out (cut inside it): not trained"
+    note = teacher_note(counts, cfg.max_new_tokens, keep)
+    if examples and not out:  # only the gold rows would train: the unlabelled prompts taught nothing
+        raise DataError(examples[0]["source"], None, None, f"none of the teacher's {len(examples)} replies has "
+                        f"anything to train: all were cut at task.generation.max_new_tokens={cfg.max_new_tokens} "
+                        f"({empty_note(counts, keep)}); raise task.generation.max_new_tokens so that the teacher "
+                        + ("gets past its think block to its reply" if counts["think_open"] + counts["think_after"]
+                           else "writes its reply"))
     took = time.perf_counter() - t0
     print(f"distill: the teacher replied to {len(examples)} unlabelled prompts in {took:.1f} s{note}", file=sys.stderr)
     return out
+
+
+EMPTY = ("blank", "think_open", "think_after")  # teacher replies cut before anything trainable (`teacher_turn`)
+
+
+def teacher_turn(tokenizer: Any, ids: Sequence[int], open_end: bool, keep: bool) -> tuple[dict[str, Any], str]:
+    """The assistant turn of the teacher's reply `ids`, and what it is: "reply" (no think block), "thought" (a think
+    block split off: its reasoning the turn's reasoning_content where the template writes one, `keep`, else left
+    out), or, cut (`open_end`) before anything the student could learn but the template's empty turn: "blank" (no
+    text at all), "think_open" (cut inside its think block: nothing outside it, and its reasoning empty or left out
+    where the template writes none) or "think_after" (cut right after the block, before a word of reply)."""
+    text = decode_reply(tokenizer, ids)
+    reply, reasoning = reply_of(tokenizer, text)  # (a think block split off)
+    turn: dict[str, Any] = {"role": "assistant", "content": reply}
+    if reasoning is not None and keep:
+        turn[REASONING] = reasoning
+    if not open_end or reply or turn.get(REASONING):
+        return turn, "reply" if reasoning is None else "thought"
+    return turn, "blank" if reasoning is None else "think_after" if CLOSE in text else "think_open"
+
+
+def empty_note(counts: dict[str, int], keep: bool) -> str:
+    """The replies `teacher_turn` found empty, each kind said by what happened to it ("" where none)."""
+    said = {"blank": "cut before any text", "think_after": "cut right after their think block, before any reply",
+            "think_open": "cut inside their think block" + (" before any reasoning" if keep else
+                                                             ", which the chat template leaves out")}
+    return "; ".join(f"{counts[kind]} {said[kind]}" for kind in EMPTY if counts[kind])
+
+
+def teacher_note(counts: dict[str, int], max_new_tokens: int, keep: bool) -> str:
+    """The teacher's stderr line past its first clause, from `teacher_turn`'s counts (and "cut": the replies that
+    ended unfinished)."""
+    note = (f"; {counts['cut']} ended unfinished, at task.generation.max_new_tokens={max_new_tokens} or the "
+            "teacher's positions (their end is not trained)") if counts["cut"] else ""
+    if counts["thought"]:
+        note += (f"; {counts['thought']} began with a think block: " + (
+            "its reasoning trained as the turn's reasoning_content" if keep
+            else "left out (the chat template writes no reasoning_content), the reply alone trained"))
+    empty = empty_note(counts, keep)
+    return note + (f"; {empty}: nothing to train, left out" if empty else "")
 
 
 def open_end_spans(text: str, spans: list[tuple[int, int]], reply: str,
