@@ -222,7 +222,8 @@ SPLIT_TEXT = "say (good) movie, the ACTOR'S 2024 line\n\n  was (awful)"
 FAMILIES = {"qwen2": ("Qwen2", "qwen2"), "qwen3": ("Qwen3", "qwen3"), "mistral": ("Mistral", "llama")}
 
 
-def _family_tokenizer(family: str):
+def _family_tokenizer(family: str, first_only: bool = False):
+    """The family's tokenizer; `first_only`: Mistral's with Metaspace `prepend_scheme` first (`legacy` false)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import AddedToken, PreTrainedTokenizerFast
 
@@ -230,13 +231,15 @@ def _family_tokenizer(family: str):
     from tunelab.export.gguf_tokenizer import QWEN2_SPLIT
 
     corpus = [" ".join(WORDS)] * 20 + [f"say {w}" for w in WORDS] + [f"say ({w}) it's {w}'S" for w in WORDS] * 5
-    if family == "mistral":  # Llama-2 / Mistral: Metaspace prepends ▁ to the first word, byte fallback
+    if family == "mistral":  # Llama-2 / Mistral (legacy): ▁ before each piece of text, byte fallback
         specials = ["<unk>", "<s>", "</s>"]
         tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
         tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
         trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials + [f"<0x{i:02X}>" for i in range(256)],
                                       initial_alphabet=["▁"], show_progress=False)
         tk.train_from_iterator(corpus, trainer)
+        if not first_only:  # ▁ before each piece of text, also after <s>, as sentencepiece and llama.cpp
+            tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
         tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
         tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                         decoders.Strip(" ", 1, 0)])
@@ -287,7 +290,7 @@ def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                 param.normal_(0.0, 0.3)
     model.save_pretrained(tmp / "model")
     tok.save_pretrained(tmp / "model")
-    return family, _trained(tmp, tmp / "model", "train.max_steps=2")
+    return family, _trained(tmp, tmp / "model", f"train.max_steps={6 if family == 'mistral' else 2}")
 
 
 @pytest.mark.parametrize("family_run", list(FAMILIES), indirect=True)
@@ -335,19 +338,23 @@ def test_each_family_goes_to_gguf_as_llama_cpp_writes_it(family_run: tuple[str, 
     ("qwen2", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
                                    "original_max_position_embeddings": 32}}, "rope scaling 'yarn'"),
     ("qwen2", {"pre": "ByteLevel"}, "no pre-tokenizer for"),
+    ("mistral", {"pre": "first"}, "prepend_scheme 'first'"),
 ])
 def test_what_llama_cpp_would_compute_otherwise_is_refused(family: str, setting: dict, said: str) -> None:
     """What llama.cpp would run otherwise than transformers is one line before anything is written: Mistral's window
     shorter than its context (llama.cpp's llama attends over all of it), Qwen's sliding-window layers, Qwen3 with
-    biases, rope scaling, a byte-level tokenizer split before BPE in a way llama.cpp has no pre-tokenizer for."""
+    biases, rope scaling, a byte-level tokenizer split before BPE in a way llama.cpp has no pre-tokenizer for, a
+    SentencePiece-style one that puts ▁ before the first word only (llama.cpp also puts it after <s>: found running
+    the Mistral file in llama.cpp, 2026-12-07)."""
     import transformers
     from tokenizers import pre_tokenizers
 
     from tunelab.errors import TunelabError
     from tunelab.export.gguf import check_exportable
 
-    tok = _family_tokenizer(family)
-    if setting.pop("pre", None):  # GPT-2's regex, then a space before the text: llama.cpp adds none
+    pre = setting.pop("pre", None)
+    tok = _family_tokenizer(family, first_only=pre == "first")  # ▁ before the first word only, not after <s>
+    if pre == "ByteLevel":  # GPT-2's regex, then a space before the text: llama.cpp adds none
         tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     prefix, _ = FAMILIES[family]
     cfg = getattr(transformers, f"{prefix}Config")(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -355,3 +362,72 @@ def test_what_llama_cpp_would_compute_otherwise_is_refused(family: str, setting:
                                                    max_position_embeddings=128, vocab_size=len(tok), **setting)
     with pytest.raises(TunelabError, match=said):
         check_exportable(getattr(transformers, f"{prefix}ForCausalLM")(cfg), tok)
+
+
+# What llama.cpp itself reads from each family's files (llama-cpp-python, not a tunelab dependency)
+LLAMA_CPP_TEXTS = (SPLIT_TEXT, "你好，世界！今天天气很好。", "call 0123456789 or 3.14159 at 10:30",
+                   "a   b\n\n\n  c \n d    e\n", "great movie 🎬🙂 👍🏽")
+# against transformers fp32, (greedy agreement, max |Δlogit|): seen 2026-12-07 with llama-cpp-python 0.3.36, f16
+# 100 % and 0.0003–0.0018, q8_0 99.29–100 % and 0.007–0.037 (its matrix products round activations to 8 bits too)
+LLAMA_CPP_MOST = {"f16": (0.99, 0.02), "q8_0": (0.97, 0.2)}
+
+
+def _read_by_llama_cpp(run: Path) -> None:
+    """Both files of `run` (f16, q8_0) in llama.cpp: it tokenises the texts and the chat-templated rows as the tuned
+    model's tokenizer does (BOS as the tokenizer adds it), its logits over those rows follow transformers' fp32
+    ones (greedy agreement and max |Δlogit| as LLAMA_CPP_MOST) and it reads the chat template."""
+    import numpy as np
+    import torch
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from tunelab.export.save import load_model
+
+    _, model, tok = load_model(run / "model")
+    model = model.float().eval()
+    chats = [tok.apply_chat_template(r["messages"], tokenize=False) for r in say_rows(WORDS[:6])]
+    rows = [tok(c, add_special_tokens=False)["input_ids"] for c in chats]
+    with torch.inference_mode():
+        reference = [model(input_ids=torch.tensor([ids])).logits[0].float().numpy() for ids in rows]
+    for quantize in ("f16", "q8_0"):
+        out = run / "exports" / f"llama-cpp-{quantize}"
+        res = CliRunner().invoke(app, ["export", str(run), "--format", "gguf", "--quantize", quantize, "--output",
+                                       str(out)])
+        assert res.exit_code == 0, res.output
+        llm = llama_cpp.Llama(model_path=str(out / "model.gguf"), n_ctx=128, n_threads=2, n_threads_batch=2,
+                              logits_all=True, verbose=False)
+        try:
+            assert llm.metadata["tokenizer.chat_template"] == tok.chat_template
+            for text in LLAMA_CPP_TEXTS:
+                assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok(text)["input_ids"], text
+            for chat, ids in zip(chats, rows, strict=True):
+                assert llm.tokenize(chat.encode(), add_bos=False, special=True) == ids, chat
+            same = total = 0
+            worst = 0.0
+            for ids, want in zip(rows, reference, strict=True):
+                llm.reset()
+                llm.eval(ids)
+                got = np.array(llm.scores[: len(ids)], dtype=np.float32)
+                same += int((got.argmax(-1) == want.argmax(-1)).sum())
+                total += len(ids)
+                worst = max(worst, float(np.abs(got - want).max()))
+            print(f"{run.parent.name} {quantize}: agreement {same / total:.4f} of {total}, max |dlogit| {worst:.4f}")
+            least, most = LLAMA_CPP_MOST[quantize]
+            assert same / total >= least and worst < most, (quantize, same / total, worst)
+        finally:
+            llm.close()
+
+
+@pytest.mark.parametrize("family_run", list(FAMILIES), indirect=True)
+def test_each_family_reads_in_llama_cpp_as_tuned(family_run: tuple[str, Path]) -> None:
+    """Qwen2, Qwen3 and Mistral files (f16, q8_0) loaded in llama.cpp (llama-cpp-python): its tokenisation, logits
+    and chat template are the tuned model's. Skipped where llama_cpp is not installed (CI: PyPI has its source only;
+    docs/compress.md says how it was built and what it gave)."""
+    _read_by_llama_cpp(family_run[1])
+
+
+@pytest.mark.parametrize("fixture", ["sft_run", "gemma_run"])
+def test_llama_and_gemma3_read_in_llama_cpp_as_tuned(fixture: str, request: pytest.FixtureRequest) -> None:
+    """The same for a Llama / SmolLM2-style run (byte-level BPE, pre-tokenizer gpt-2) and Gemma-3 (SentencePiece-style
+    BPE, <bos> added). Skipped where llama_cpp is not installed (CI)."""
+    pytest.importorskip("llama_cpp")
+    _read_by_llama_cpp(request.getfixturevalue(fixture))

@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from tunelab.errors import TunelabError
-from tunelab.export.gguf_tokenizer import bpe, pre_tokenizer, tokenizer_kind, tokenizer_metadata
+from tunelab.export.gguf_tokenizer import (
+    bpe,
+    pre_tokenizer,
+    prefix_after_specials_differs,
+    tokenizer_kind,
+    tokenizer_metadata,
+)
 
 QUANTS = ("f16", "q8_0")
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
@@ -55,6 +61,10 @@ def check_exportable(model: torch.nn.Module, tokenizer: Any) -> None:
         raise TunelabError("export --format gguf: the byte-level tokenizer splits text before BPE in a way llama.cpp "
                            "has no pre-tokenizer for (it knows GPT-2's, SmolLM's, Qwen2's and Llama-3's); llama.cpp "
                            "would tokenise differently")
+    if kind == "llama" and found is not None and prefix_after_specials_differs(found[1]):
+        raise TunelabError("export --format gguf: the tokenizer puts '▁' before the text's first word only "
+                           "(Metaspace prepend_scheme 'first', legacy false); llama.cpp puts it after every special "
+                           "token too, so chat-templated text (<s>[INST]…) would tokenise differently")
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or {}
     rope = rope.get("full_attention", rope) if isinstance(rope.get("full_attention"), dict) else rope

@@ -65,6 +65,14 @@ def pre_tokenizer(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def prefix_after_specials_differs(spec: dict[str, Any]) -> bool:
+    """Whether the tokenizer puts `▁` before the text's first word only (Metaspace `prepend_scheme` first: a Llama-2 /
+    Mistral tokenizer converted with `legacy` false), not before text that follows a special token; llama.cpp's
+    SentencePiece tokenizer puts it there too (`add_space_prefix` holds for every piece of text, as sentencepiece's
+    own and the legacy tokenizers' Prepend normaliser do), so a chat-templated row would tokenise otherwise."""
+    return '"prepend_scheme": "first"' in json.dumps(spec.get("pre_tokenizer"), ensure_ascii=False)
+
+
 def _space_prefix(spec: dict[str, Any]) -> bool:
     """Whether the tokenizer puts `▁` before the text's first word (Llama-2's Metaspace `prepend_scheme` first /
     always, or a Prepend normaliser); Gemma's does not."""
