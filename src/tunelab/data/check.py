@@ -208,7 +208,8 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                 base: dict[str, Any] | None = None, seed: int = SEED) -> dict[str, Any]:
     """Validate every file (first error raises) and summarise each, plus pairwise overlap. `task_name`: --task
     (None: `--set task=NAME`, else classification); `base`: a run config's settings under the --set values; `seed`:
-    its train.seed (`--set train.seed=N` overrides it, `train_seed`). `refused` (only where a row is): train's line for the first row it refuses."""
+    its train.seed (`--set train.seed=N` overrides it, `train_seed`). `refused` (only where a row is): train's line
+    for the first row it refuses."""
     overrides, seed = train_seed(overrides, seed)
     task, data = _configs(task_name, overrides, base=base)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
