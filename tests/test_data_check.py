@@ -92,6 +92,32 @@ def test_a_validation_label_with_a_full_width_space_is_shown_as_it_is(tiny_bert:
                                                  "tags: training has B-PER (the two differ in case)\n"), res.output
 
 
+def test_a_training_label_in_full_width_is_said_to_be_so(tiny_bert: Path, tmp_path: Path) -> None:
+    """Where the training label is the full-width one, the refusal said `(the two differ in case)` (`positive`
+    vs `ｐｏｓｉｔｉｖｅ`, `正面!` vs `正面！`) and `POSITIVE` vs `ｐｏｓｉｔｉｖｅ` never said width: both sides are
+    NFKC-folded, the side with full-width characters is named (the character itself where a few are), case only
+    where the folded forms differ in case alone, and every training label it looks like is named."""
+    assert near_label("positive", ["negative", "ｐｏｓｉｔｉｖｅ"]) == (
+        ": training has 'ｐｏｓｉｔｉｖｅ' (the training one is written in full-width characters)")
+    assert near_label("正面!", ["正面！", "负面"]) == (
+        ": training has '正面！' (the training one has U+FF01 (fullwidth exclamation mark) for '!')")
+    assert near_label("正面！", ["正面!", "负面"]) == (
+        ": training has 正面! (this one has U+FF01 (fullwidth exclamation mark) for '!')")
+    assert near_label("POSITIVE", ["ｐｏｓｉｔｉｖｅ", "neg"]) == (
+        ": training has 'ｐｏｓｉｔｉｖｅ' (the training one is written in full-width characters; the two differ in "
+        "case)")
+    assert near_label("true", ["0", "1", "1.0"]) == (
+        ": training has 1 (the two spell one value differently), 1.0 (the two spell one value differently)")
+    assert unseen_labels(Counter({"1": 1}), Counter({"01": 1, "1.0": 1}), "t.jsonl") == (
+        "labels absent from t.jsonl: 1 (training has 01, 1.0)")
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "好", "label": "正面！"}, {"text": "差", "label": "负面"}])
+    val = write_jsonl(tmp_path / "val.jsonl", [{"text": "好吗", "label": "正面!"}])
+    res = runner.invoke(app, ["data", "check", str(train), str(val), "--model", str(tiny_bert)])
+    assert res.exit_code == 2 and res.stderr == (
+        f"error: {val}:1: label: label '正面!' is not among the training labels (正面！, 负面): training has "
+        "'正面！' (the training one has U+FF01 (fullwidth exclamation mark) for '!')\n"), res.output
+
+
 def test_a_label_a_tuned_model_has_is_taken_as_train_takes_it(tiny_bert: Path, tmp_path: Path) -> None:
     """Continuing a tuned run (`model: RUN/model`) whose labels include one the new training file lacks
     (classification: neutral; NER: LOC): train keeps the model's labels and takes a validation row of it, and so does

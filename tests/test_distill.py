@@ -526,8 +526,14 @@ def test_a_reply_cut_inside_an_unwritten_think_block_is_not_trained(qwen3_think_
     from tunelab.tasks.sft_distill import teacher_note, teacher_turn
     ids = [tok.convert_tokens_to_ids(t) for t in THINKS]  # `<think> hmm </think> good <|im_end|>`
     kinds = [teacher_turn(tok, reply, open_end, False)[1]
-             for reply, open_end in [(ids, False), (ids[:2], True), (ids[:3], True), ([], True), (ids[-1:], True)]]
-    assert kinds == ["thought", "think_open", "think_after", "blank", "blank"], kinds
+             for reply, open_end in [(ids, False), (ids[:2], True), (ids[:3], True), ([], True), (ids[-1:], True),
+                                     (ids[:1], True), ([ids[0], ids[2]], True)]]  # `<think>`; `<think></think>`
+    assert kinds == ["thought", "think_open", "think_after", "blank", "blank", "think_open", "think_after"], kinds
+    # (those two were "cut before any text": the empty block has no reasoning, and the kind was read from that)
+    tok.chat_template = tok.chat_template.replace("'<|im_start|>assistant\\n' }}{%- if enable_thinking",
+                                                  "'<|im_start|>assistant\\n<think>\\n' }}{%- if enable_thinking")
+    kinds = [teacher_turn(tok, reply, True, False)[1] for reply in ([], ids[2:3])]  # the prompt opened the block
+    assert kinds == ["think_open", "think_after"], kinds
     counts = {"cut": 4, "thought": 1, "think_open": 1, "think_after": 1, "blank": 2}
     assert teacher_note(counts, 2, False) == (
         "; 4 ended unfinished, at task.generation.max_new_tokens=2 or the teacher's positions (their end is not "

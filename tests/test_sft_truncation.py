@@ -179,6 +179,19 @@ def test_data_check_names_the_row_train_refuses_first_after_its_hold_out(tiny_ll
     assert len(said) == 1 and train.stderr.splitlines()[-1] == said[0], (check.stderr, train.stderr)
     assert said[0].startswith(f"error: {path}:3: completion: "), said  # (train.seed 2 holds out rows 1 and 2)
     assert json.loads(check.stdout)["refused"] == said[0].removeprefix("error: ")
+    # `train --set train.seed=0` holds out other rows (1, 7, 10): data check takes that seed too (it refused every
+    # train.* key, so it could not be told the seed train used), and no other train key
+    sets = ["--set", "train.seed=0"]
+    check = CliRunner().invoke(app, ["data", "check", "--config", str(config), *sets])
+    train = CliRunner().invoke(app, ["train", str(config), "--overwrite", *sets])
+    assert check.exit_code == train.exit_code == 2, (check.output, train.output)
+    said = check.stderr.splitlines()
+    assert len(said) == 1 and train.stderr.splitlines()[-1] == said[0], (check.stderr, train.stderr)
+    assert said[0].startswith(f"error: {path}:2: completion: "), said
+    check = CliRunner().invoke(app, ["data", "check", "--config", str(config), "--set", "train.lr=1"])
+    assert check.exit_code == 2 and check.stderr == (
+        "error: --set train.lr: data check takes only data.* and task.* keys, and train.seed (the seed of its "
+        "validation hold-out)\n"), check.output
 
 
 @pytest.mark.parametrize(("text", "keep", "whole"), [

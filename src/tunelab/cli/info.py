@@ -101,7 +101,9 @@ def data_check(
                                     "the config's; --set task=NAME says the same)."),
     model: str | None = typer.Option(None, help="Model whose tokenizer measures lengths (default minilm, or the "
                                      "config's)."),
-    set_: list[str] = typer.Option([], "--set", help="data.* overrides, e.g. --set data.text_field=review."),
+    set_: list[str] = typer.Option([], "--set", help="data.* and task.* overrides, e.g. --set "
+                                   "data.text_field=review; train.seed=N: the seed train holds validation rows out "
+                                   "with."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Rows, labels, token lengths, truncation at max_length, duplicates and overlap between files."""

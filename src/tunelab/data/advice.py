@@ -83,43 +83,56 @@ def unseen_labels(labels: Iterable[str], train: Iterable[str], train_path: str) 
         return None
 
     def said(label: str) -> str:
-        near = _look_alike(label, seen)
-        return _shown(label) + (f" (training has {_shown(near)})" if near is not None else "")
+        near = _look_alikes(label, seen)
+        return _shown(label) + (f" (training has {', '.join(map(_shown, near))})" if near else "")
 
     return f"labels absent from {train_path}: {', '.join(map(said, missing[:5]))}{' ...' if len(missing) > 5 else ''}"
 
 
 def near_label(label: str, labels: Iterable[str]) -> str:
-    """What a refusal of `label` (not among `labels`) adds when one of them is the same value written differently
-    (`_canonical`): `: training has 负面 (this one ends in a full-width space U+3000)`; else nothing. Without it,
-    `label 'ｐｏｓｉｔｉｖｅ' is not among the training labels (negative, positive)` read as if `positive` were
-    refused."""
-    near = _look_alike(label, labels)
-    return "" if near is None else f": training has {_shown(near)} ({_how_it_differs(label, near)})"
+    """What a refusal of `label` (not among `labels`) adds when some of them are the same value written differently
+    (`_canonical`), each named with how it differs: `: training has 负面 (this one ends in a full-width space
+    U+3000)`; else nothing. Without it, `label 'ｐｏｓｉｔｉｖｅ' is not among the training labels (negative, positive)`
+    read as if `positive` were refused."""
+    near = _look_alikes(label, labels)
+    return "" if not near else ": training has " + ", ".join(f"{_shown(n)} ({_how_it_differs(label, n)})"
+                                                             for n in near)
 
 
-def _look_alike(label: str, labels: Iterable[str]) -> str | None:
-    """The one of `labels` (another than `label`) that means what `label` means (`_canonical`), if any."""
+def _look_alikes(label: str, labels: Iterable[str]) -> list[str]:
+    """Those of `labels` (other than `label`) that mean what `label` means (`_canonical`), sorted."""
     want = _canonical(label)
-    return next((other for other in sorted(set(labels)) if other != label and _canonical(other) == want), None)
+    return [other for other in sorted(set(labels)) if other != label and _canonical(other) == want]
 
 
 def _how_it_differs(label: str, near: str) -> str:
-    """How `label` is written unlike `near` (the same value): spaces at an edge, full-width characters, case, or
-    another spelling of one number or truth value."""
+    """How `label` is written unlike `near` (the same value): spaces at an edge, full-width (NFKC-folded) characters
+    on either side, case (only where the NFKC forms differ in case alone), or another spelling of one number or
+    truth value."""
     said = [f"{who} {edge} {_chars(chars)}" for text, who in ((label, "this one"), (near, "the training one"))
             for edge, chars in (("starts with", text[: len(text) - len(text.lstrip())]),
                                 ("ends in", text[len(text.rstrip()):])) if chars]
     core, other = label.strip(), near.strip()
-    folded = unicodedata.normalize("NFKC", core)
-    if folded != core:
-        said.append("this one is written in full-width characters"
-                    if any(unicodedata.east_asian_width(c) == "F" for c in core) else
-                    f"this one has characters NFKC writes as {folded!r}")
-    if folded != other:
-        said.append("the two differ in case" if folded.lower() == unicodedata.normalize("NFKC", other).lower()
+    said += [_width(text, who) for text, who in ((core, "this one"), (other, "the training one"))
+             if unicodedata.normalize("NFKC", text) != text]
+    folded, folded_near = unicodedata.normalize("NFKC", core), unicodedata.normalize("NFKC", other)
+    if folded != folded_near:
+        said.append("the two differ in case" if folded.lower() == folded_near.lower()
                     else "the two spell one value differently")
     return "; ".join(said)
+
+
+def _width(text: str, who: str, named: int = 3) -> str:
+    """The characters of `text` that NFKC writes otherwise, said for `who`: each named where a few are among
+    others (`has U+FF01 (fullwidth exclamation mark) for '!'`), else the whole as full-width (`ｐｏｓｉｔｉｖｅ`)."""
+    changed = list(dict.fromkeys(c for c in text if unicodedata.normalize("NFKC", c) != c))
+    if len(changed) <= named and any(unicodedata.normalize("NFKC", c) == c for c in text):
+        return f"{who} has " + " and ".join(
+            f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed').lower()}) for {unicodedata.normalize('NFKC', c)!r}"
+            for c in changed)
+    if any(unicodedata.east_asian_width(c) == "F" for c in changed):
+        return f"{who} is written in full-width characters"
+    return f"{who} has characters NFKC writes as {unicodedata.normalize('NFKC', text)!r}"
 
 
 def _chars(chars: str) -> str:

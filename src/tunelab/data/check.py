@@ -57,6 +57,27 @@ def config_base(path: Path, task_name: str | None = None, files_given: bool = Fa
     return {"task": task, "data": cfg.data.model_dump(exclude_unset=True)}, files, cfg.model, cfg.train.seed
 
 
+def train_seed(overrides: list[str], seed: int = SEED) -> tuple[list[str], int]:
+    """`data check`'s `--set train.seed=N` (or `train={seed: N}`): the seed train holds validation rows out with, so
+    that the check names the rows `train --set train.seed=N` holds out; the other --set values returned as given. A
+    train key other than the seed is refused, naming the one data check takes."""
+    rest, tree = [], {}
+    for pair in overrides:
+        [(keys, value)] = parse_overrides([pair])
+        if keys[0] != "train":
+            rest.append(pair)
+            continue
+        apply_override(tree, keys, value)
+        train = tree["train"]
+        other = sorted(set(train) - {"seed"}) if isinstance(train, dict) else [""]
+        if other:
+            raise ConfigError(f"config: {'.'.join(filter(None, ('train', str(other[0]))))}: data check takes only "
+                              "data.* and task.* keys, and train.seed (the seed of its validation hold-out)")
+    if "train" in tree:
+        seed = _section("train", TrainConfig, tree["train"]).seed
+    return rest, seed
+
+
 def _configs(task_name: str | None, overrides: list[str], command: str = "data check",
              fixed: bool = False, base: dict[str, Any] | None = None) -> tuple[RowTask, DataConfig]:
     """The task and data config of `command` from `task_name` (None: `--set task=NAME`, else classification) and the
@@ -187,7 +208,9 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
                 base: dict[str, Any] | None = None, seed: int = SEED) -> dict[str, Any]:
     """Validate every file (first error raises) and summarise each, plus pairwise overlap. `task_name`: --task
     (None: `--set task=NAME`, else classification); `base`: a run config's settings under the --set values; `seed`:
-    its train.seed. `refused` (only where a row is): train's line for the first row it refuses."""
+    its train.seed (`--set train.seed=N` overrides it, `train_seed`). `refused` (only where a row is): train's line
+    for the first row it refuses."""
+    overrides, seed = train_seed(overrides, seed)
     task, data = _configs(task_name, overrides, base=base)
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)

@@ -34,7 +34,7 @@ from tunelab.tasks.causal_loss import trained_logits, trained_positions
 from tunelab.tasks.chat_template import render, row_named
 from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
 from tunelab.tasks.losses import soft_kl
-from tunelab.tasks.reasoning import CLOSE, REASONING, reply_of, writes_reasoning
+from tunelab.tasks.reasoning import CLOSE, OPEN, REASONING, opens_think, reply_of, writes_reasoning
 from tunelab.tasks.sft_truncation import TEACHER_READ, fit_prompt, prompt_share
 
 TEACHER_BATCH = 16  # prompts per teacher generate() call (left-padded batches)
@@ -129,7 +129,9 @@ def teacher_turn(tokenizer: Any, ids: Sequence[int], open_end: bool, keep: bool)
         turn[REASONING] = reasoning
     if not open_end or reply or turn.get(REASONING):
         return turn, "reply" if reasoning is None else "thought"
-    return turn, "blank" if reasoning is None else "think_after" if CLOSE in text else "think_open"
+    if not (text.lstrip().startswith(OPEN) or opens_think(tokenizer)):  # (an empty block has no reasoning: the
+        return turn, "blank"  # text tells whether one was opened, by the reply or by the generation prompt)
+    return turn, "think_after" if CLOSE in text else "think_open"
 
 
 def empty_note(counts: dict[str, int], keep: bool) -> str:
