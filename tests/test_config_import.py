@@ -488,3 +488,46 @@ def test_training_arguments_take_task_and_files(tmp_path: Path, tiny_bert: Path)
     res = _import(str(lf), "--task", "sft")
     assert (res.exit_code, res.stderr) == (2, f"error: {lf}:2: stage: pt is tunelab's task pretrain, and --task "
                                               "names sft: drop --task (the file's stage decides), or change stage\n")
+
+
+TRAINS = "tunelab config import reads training configs (llamafactory-cli train FILE, or HF TrainingArguments)"
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    # examples/accelerate/*.yaml (before: "names no task (HF TrainingArguments?): pass --task ...")
+    ("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 2\n", "{src}:2: distributed_type: "
+     "FSDP: an accelerate config (accelerate launch --config_file FILE), not a training config: tunelab "
+     "train --nproc N starts the processes itself, with train.distributed: {{strategy: ddp | fsdp | deepspeed}} in "
+     "the run config; import the training YAML it launches"),
+    # examples/inference/*.yaml (before: imported as an sft run with no data, exit 0)
+    ("model_name_or_path: org/name\ntemplate: qwen3\ninfer_backend: huggingface\n", "{src}:3: infer_backend: "
+     "huggingface: a chat config (llamafactory-cli chat / api / webchat), not a training config; " + TRAINS
+     + "; tunelab chat RUN, tunelab serve RUN talk to a tuned model"),
+    # examples/merge_lora/*.yaml (before: imported as an sft run with no data, exit 0)
+    ("model_name_or_path: org/name\nadapter_name_or_path: saves/lora\ntemplate: qwen3\nexport_dir: merged\n",
+     "{src}:4: export_dir: an export config (llamafactory-cli export: merges an adapter or quantizes the model), not "
+     "a training config; " + TRAINS + "; tunelab export RUN --merge merges a tunelab run's adapter"),
+    # examples/extras/nlg_eval/*_predict.yaml (before: imported as an sft run whose eval_dataset was its only data)
+    ("model_name_or_path: org/name\nstage: sft\ndo_predict: true\neval_dataset: qa\n", "{src}:3: do_predict: true "
+     "without do_train: a prediction config (LLaMA-Factory predicts eval_dataset and trains nothing), not a training "
+     "config; " + TRAINS + "; tunelab predict RUN FILE generates a tuned model's replies, tunelab eval RUN FILE "
+     "scores them"),
+    # examples/v1/**.yaml (before: "model_name_or_path: missing", a key the file never names)
+    ("model: org/name\nmodel_class: llm\npeft_config: {name: lora, r: 16}\ntrain_dataset: data/v1_sft_demo.yaml\n",
+     "{src}:1: model: with train_dataset, peft_config, model_class: a LLaMA-Factory v1 config (USE_V1=1), which import "
+     "does not read: it reads LLaMA-Factory's training YAMLs as llamafactory-cli train reads them without USE_V1 "
+     "(model_name_or_path, stage, dataset of dataset_info.json, finetuning_type, ...)"),
+    # examples/extras/multi_tokens/tokens_cfg.yaml (before: "names no task ... pass --task")
+    ('"<|a|>": first\n"<|b|>": second\n', "{src}: none of its keys is a training setting (it has: <|a|>, <|b|>): not "
+     "a training config; " + TRAINS + ": model_name_or_path, stage, dataset, learning_rate, ..."),
+])
+def test_a_file_that_trains_nothing_is_one_line(lf: Path, text: str, error: str) -> None:
+    """LLaMA-Factory's examples/ holds accelerate, chat, export, prediction, v1 and token files beside its training
+    YAMLs: each is one line naming the key that tells what it is and the tunelab command that does its work; nothing
+    written."""
+    src = lf / "other.yaml"
+    src.write_text(text, encoding="utf-8")
+    out = lf / "run.yaml"
+    res = _import(str(src), "-o", str(out))
+    assert (res.exit_code, res.stderr) == (2, "error: " + error.format(src=src) + "\n")
+    assert not out.exists() and not (lf / "run.validation.jsonl").exists()

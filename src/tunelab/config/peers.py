@@ -32,6 +32,7 @@ from typing import Any
 from tunelab.config.fields import yaml_text, yaml_value
 from tunelab.config.located import key_lines
 from tunelab.config.peer_data import Joined, read_datasets
+from tunelab.config.peer_kinds import refuse_other_kind
 from tunelab.config.run import build_config, read_config_file
 from tunelab.config.sections import TrainConfig
 from tunelab.config.suggest import NOT_CARRIED, PEER_NAMES
@@ -194,6 +195,11 @@ def _read_keys(p: _Peer) -> None:
             p.notes.append(f"not carried: {key} (not a LLaMA-Factory or HF Trainer key tunelab knows)")
 
 
+def _known(key: str) -> bool:
+    """Whether import reads or says `key` (a LLaMA-Factory / HF Trainer key of its tables)."""
+    return key in SPECIAL or key in NOT_CARRIED or key in PEER_NAMES or key in TrainConfig.model_fields
+
+
 def _task(p: _Peer, named: str | None) -> type[Any]:
     """The task: LLaMA-Factory's `stage` (sft where a LLaMA-Factory file has none), else `--task` (`named`); the
     settings the stage implies (`Task.peer_task`); a setting of another task the file names (packing) said as not
@@ -340,6 +346,7 @@ def import_peer(path: str | Path, join_to: dict[str, Path] | None = None, task: 
                    for t in ("data.train", "data.validation")}
     raw = read_config_file(path)  # (not YAML / JSON, not UTF-8: one line naming the file and line)
     p = _Peer(path, raw, key_lines(path))
+    refuse_other_kind(path, raw, p.lines, _known, LF_KEYS)  # (an accelerate / chat / export config: one line)
     _read_keys(p)
     found = _task(p, task)
     _method(p)
