@@ -245,7 +245,7 @@ def test_over_max_length_says_what_becomes_of_those_rows(tiny_bert: Path, tmp_pa
     res = runner.invoke(app, ["data", "check", str(_ner_file(tmp_path)), "--task", "ner", "--model", str(tiny_bert),
                               "--set", "data.label_field=ner_tags"])
     assert res.exit_code == 2 and res.stderr == (
-        "error: config: data.label_field: task ner does not read it (its labels are in task.tags_field, default "
+        "error: --set data.label_field: task ner does not read it (its labels are in task.tags_field, default "
         "'tags'); leave data.label_field out and set task.tags_field=ner_tags\n"), res.output
     res = runner.invoke(app, ["train", "--set", "task=ner", "--set", f"model={tiny_bert}", "--set",
                               f"data.train={_ner_file(tmp_path)}", "--set", "data.label_field=ner_tags", "--set",
@@ -317,7 +317,7 @@ def test_ner_is_told_its_own_cut_not_classifications(tiny_bert: Path, tmp_path: 
                                   "data.max_length=16", "--set", f"data.truncation={mode}", "--set",
                                   "data.window_stride=4"])
         assert res.exit_code == 2 and res.stderr == (
-            "error: config: data.truncation: task ner cuts a row longer than data.max_length at its end: the words "
+            "error: --set data.truncation: task ner cuts a row longer than data.max_length at its end: the words "
             f"past it are tagged O ({mode} is classification's); leave data.truncation out\n"), res.output
     res = runner.invoke(app, ["train", "--set", "task=ner", "--set", f"model={tiny_bert}", "--set",
                               f"data.train={ner}", "--set", f"output_dir={tmp_path / 'run'}", "--set",
@@ -351,11 +351,11 @@ def test_set_task_names_the_task_and_bad_sections_are_one_line(tiny_bert: Path, 
             "PER": 3, "LOC": 1}
     cls = write_jsonl(tmp_path / "c.jsonl", sentiment_rows(4))
     for args, said in (
-            (["check", str(ner), "--set", "data=x"], "config: data: expected data.* keys (e.g. --set "
+            (["check", str(ner), "--set", "data=x"], "--set data: expected data.* keys (e.g. --set "
              "data.text_field=review), got 'x'"),
-            (["check", str(ner), "--set", "task=[1]"], "config: task: expected a task name (--set task=NAME) or "
+            (["check", str(ner), "--set", "task=[1]"], "--set task: expected a task name (--set task=NAME) or "
              "task.* keys, got [1]"),
-            (["check", str(ner), "--task", "qa", "--set", "task=ner"], "config: task: ner: --task says qa; give the "
+            (["check", str(ner), "--task", "qa", "--set", "task=ner"], "--set task: ner: --task says qa; give the "
              "task once"),
             (["augment", str(cls), "--output", str(tmp_path / "o.jsonl"), "--set", "task=ner"],
              "config: task: ner: data augment reads classification rows"),
@@ -423,3 +423,14 @@ def test_a_config_with_clean_and_dedup_is_checked_on_the_rows_train_keeps(tiny_b
     assert res.exit_code == 2, res.output
     assert res.stderr == f"error: {one}: label: training data has a single class ('positive'); classification needs " \
                          "at least two\n"
+
+
+def test_a_bad_set_value_is_named_by_its_set_as_train_names_it(tiny_bert: Path, tmp_path: Path) -> None:
+    """`data check FILE --set data.max_lenght=12` said `config: data.max_lenght: ...` where train says the --set."""
+    cls = write_jsonl(tmp_path / "c.jsonl", sentiment_rows(4))
+    for how, said in (
+            ("data.max_lenght=12", "error: --set data.max_lenght: unknown key; did you mean data.max_length?"),
+            ("data.max_length=abc", "error: --set data.max_length: Input should be a valid integer")):
+        res = runner.invoke(app, ["data", "check", str(cls), "--model", str(tiny_bert), "--set", how])
+        assert res.exit_code == 2, (res.output, res.exception)
+        assert res.stderr.startswith(said) and len(res.stderr.strip().splitlines()) == 1, res.stderr

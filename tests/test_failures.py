@@ -95,7 +95,7 @@ def test_broken_model_directories_and_output_paths_are_one_line(tiny_bert: Path,
     _one_line(["data", "check", str(rows), "--model", str(tmp_path / "afile")], "--model: cannot load")
     _one_line(["data", "check", str(rows), "--model", "nosuchmodel"], "--model: cannot load nosuchmodel: not a known "
               "alias")  # at once: no hub lookup (and its retries) for a name that cannot be a hub id
-    _one_line(["data", "check", str(rows), "--set", "data.nosuch=1"], "config: data.nosuch: unknown key")
+    _one_line(["data", "check", str(rows), "--set", "data.nosuch=1"], "--set data.nosuch: unknown key")
 
 
 def test_a_missing_data_file_names_its_key_and_the_folder_it_is_read_from(tmp_path: Path,

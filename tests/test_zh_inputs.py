@@ -499,10 +499,10 @@ def test_a_full_width_value_is_given_its_ascii_form_only_where_that_is_right(tin
              f"--set train.epochs: Input should be a valid number, unable to parse string as a number (got '３，'); "
              f"{wide}: '３' (U+FF13), '，' (U+FF0C)"),
             (["data", "check", str(data), "--set", "data.max_length=６４，"],
-             f"config: data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
+             f"--set data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
              f"'６４，'); {wide}: '６' (U+FF16), '４' (U+FF14), '，' (U+FF0C)"),
             (["data", "check", str(data), "--set", "data.max_length=６４"],
-             f"config: data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
+             f"--set data.max_length: Input should be a valid integer, unable to parse string as an integer (got "
              f"'６４'); {wide}: type '64'")):
         res = runner.invoke(app, command)
         assert res.exit_code == 2 and res.stderr == f"error: {said}\n", res.output

@@ -107,17 +107,16 @@ def data_check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Rows, labels, token lengths, truncation at max_length, duplicates and overlap between files."""
+    from tunelab.config.run import errors_located
     from tunelab.data.check import check_files, config_base, print_report
 
-    if config is None:
-        if not files:
-            raise ConfigError("data check: give the files to check, or --config RUN.yaml (its data.train / "
-                              "validation / test)")
-        report = check_files([str(f) for f in files], task, model or "minilm", set_)
-    else:
-        from tunelab.config.run import errors_located
-
-        with errors_located(config, set_):  # what the config's settings make wrong: its file and line, as train says
+    if config is None and not files:
+        raise ConfigError("data check: give the files to check, or --config RUN.yaml (its data.train / "
+                          "validation / test)")
+    with errors_located(config, set_):  # a bad setting named where it came from (its --set, the config's line), as
+        if config is None:              # train names it
+            report = check_files([str(f) for f in files], task, model or "minilm", set_)
+        else:
             base, named, given, seed = config_base(config, task, bool(files))
             report = check_files([str(f) for f in files] if files else named, task, model or given, set_, base,
                                  seed)
