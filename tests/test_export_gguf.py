@@ -417,9 +417,9 @@ def _read_by_llama_cpp(run: Path) -> None:
             llm.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # (pytest builds wider-scoped fixtures first: a module's run would come before it)
 def llama_cpp_installed() -> None:
-    """Skip before the fixtures listed after it are built (a run trained for nothing) where llama_cpp is missing."""
+    """Skip before the runs a test takes are trained (for nothing) where llama_cpp is missing: list it first."""
     pytest.importorskip("llama_cpp")
 
 
@@ -440,16 +440,14 @@ def test_llama_and_gemma3_read_in_llama_cpp_as_tuned(llama_cpp_installed: None, 
 
 
 @pytest.fixture(scope="module")
-def llama_legacy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(base, run): a tiny Llama whose tokenizer is a Llama-2 one as transformers 5 reads it (`LlamaTokenizer`,
-    `legacy: true`: ▁ before each piece of text, also after <s>; tokenizer.json's Prepend + Replace normaliser, no
-    pre-tokenizer), tuned as sft for 2 steps through the CLI."""
+def llama_legacy_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama whose tokenizer is a Llama-2 one as transformers 5 reads it (`LlamaTokenizer`, `legacy: true`: ▁
+    before each piece of text, also after <s>; tokenizer.json's Prepend + Replace normaliser, no pre-tokenizer)."""
     import torch
     from tokenizers import normalizers
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tmp = tmp_path_factory.mktemp("gguf-llama-legacy")
-    base = tmp / "model"
+    base = tmp_path_factory.mktemp("gguf-llama-legacy") / "model"
     tok = _family_tokenizer("mistral")
     tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     tok.backend_tokenizer.pre_tokenizer = None
@@ -465,7 +463,28 @@ def llama_legacy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
                       tie_word_embeddings=False)
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(base)
-    return base, _trained(tmp, base, "train.max_steps=2")
+    return base
+
+
+@pytest.fixture(scope="module")
+def llama_legacy_run(llama_legacy_base: Path) -> tuple[Path, Path]:
+    """(base, run): that Llama tuned as sft for 2 steps through the CLI."""
+    return llama_legacy_base, _trained(llama_legacy_base.parent, llama_legacy_base, "train.max_steps=2")
+
+
+def test_a_tokenizer_saved_otherwise_than_in_use_is_caught(llama_legacy_base: Path, tmp_path: Path) -> None:
+    """The round-trip guard every tokenizer tunelab writes goes through: a LlamaTokenizer saved as transformers writes
+    it (no `legacy`) reads `<s>[INST]` otherwise on reload, an error naming the text; save_tokenizer's copy does not."""
+    from transformers import AutoTokenizer
+
+    from tunelab.models.tokenizer_save import TokenizerRoundTripError, check_round_trip, save_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_legacy_base)
+    tok.save_pretrained(tmp_path / "plain")
+    with pytest.raises(TokenizerRoundTripError, match=r"reads '<s>say good'"):
+        check_round_trip(tok, tmp_path / "plain")
+    save_tokenizer(tok, tmp_path / "carried")
+    assert json.loads((tmp_path / "carried" / "tokenizer_config.json").read_text())["legacy"] is True
 
 
 def test_a_legacy_llama_tokenizer_reloads_from_the_run_as_trained(llama_legacy_run: tuple[Path, Path]) -> None:
