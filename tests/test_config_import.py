@@ -493,6 +493,26 @@ def test_training_arguments_take_task_and_files(tmp_path: Path, tiny_bert: Path)
 TRAINS = "tunelab config import reads training configs (llamafactory-cli train FILE, or HF TrainingArguments)"
 
 
+def test_training_arguments_with_do_predict_import(tmp_path: Path, tiny_bert: Path) -> None:
+    """`do_predict: true` in an HF TrainingArguments dump is a flag for HF's example scripts: the file imports (was
+    refused as a LLaMA-Factory prediction config); in a LLaMA-Factory file without `stage` it is still refused."""
+    from transformers import TrainingArguments
+
+    train = write_jsonl(tmp_path / "t.jsonl", sentiment_rows(8))
+    keys = json.loads(TrainingArguments(output_dir=str(tmp_path / "run"), do_predict=True).to_json_string())
+    hf = tmp_path / "args.json"
+    hf.write_text(json.dumps({**keys, "model_name_or_path": str(tiny_bert)}), encoding="utf-8")
+    res = _import(str(hf), "-o", str(tmp_path / "a.yaml"), "--task", "classification", "--train", str(train))
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((tmp_path / "a.yaml").read_text(encoding="utf-8"))["task"] == {"name": "classification"}
+    lf = tmp_path / "predict.yaml"
+    lf.write_text(f"model_name_or_path: {tiny_bert}\ntemplate: qwen3\ndo_predict: true\n", encoding="utf-8")
+    res = _import(str(lf), "-o", str(tmp_path / "b.yaml"))
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: {lf}:3: do_predict: true without do_train: a "
+                                                        "prediction config (LLaMA-Factory predicts"), res.stderr
+    assert not (tmp_path / "b.yaml").exists()
+
+
 @pytest.mark.parametrize(("text", "error"), [
     # examples/accelerate/*.yaml (before: "names no task (HF TrainingArguments?): pass --task ...")
     ("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 2\n", "{src}:2: distributed_type: "

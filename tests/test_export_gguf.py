@@ -417,8 +417,14 @@ def _read_by_llama_cpp(run: Path) -> None:
             llm.close()
 
 
+@pytest.fixture(scope="session")  # (pytest builds wider-scoped fixtures first: a module's run would come before it)
+def llama_cpp_installed() -> None:
+    """Skip before the runs a test takes are trained (for nothing) where llama_cpp is missing: list it first."""
+    pytest.importorskip("llama_cpp")
+
+
 @pytest.mark.parametrize("family_run", list(FAMILIES), indirect=True)
-def test_each_family_reads_in_llama_cpp_as_tuned(family_run: tuple[str, Path]) -> None:
+def test_each_family_reads_in_llama_cpp_as_tuned(llama_cpp_installed: None, family_run: tuple[str, Path]) -> None:
     """Qwen2, Qwen3 and Mistral files (f16, q8_0) loaded in llama.cpp (llama-cpp-python): its tokenisation, logits
     and chat template are the tuned model's. Skipped where llama_cpp is not installed (CI: PyPI has its source only;
     docs/compress.md says how it was built and what it gave)."""
@@ -426,8 +432,79 @@ def test_each_family_reads_in_llama_cpp_as_tuned(family_run: tuple[str, Path]) -
 
 
 @pytest.mark.parametrize("fixture", ["sft_run", "gemma_run"])
-def test_llama_and_gemma3_read_in_llama_cpp_as_tuned(fixture: str, request: pytest.FixtureRequest) -> None:
+def test_llama_and_gemma3_read_in_llama_cpp_as_tuned(llama_cpp_installed: None, fixture: str,
+                                                     request: pytest.FixtureRequest) -> None:
     """The same for a Llama / SmolLM2-style run (byte-level BPE, pre-tokenizer gpt-2) and Gemma-3 (SentencePiece-style
     BPE, <bos> added). Skipped where llama_cpp is not installed (CI)."""
-    pytest.importorskip("llama_cpp")
     _read_by_llama_cpp(request.getfixturevalue(fixture))
+
+
+@pytest.fixture(scope="module")
+def llama_legacy_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama whose tokenizer is a Llama-2 one as transformers 5 reads it (`LlamaTokenizer`, `legacy: true`: ▁
+    before each piece of text, also after <s>; tokenizer.json's Prepend + Replace normaliser, no pre-tokenizer)."""
+    import torch
+    from tokenizers import normalizers
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    base = tmp_path_factory.mktemp("gguf-llama-legacy") / "model"
+    tok = _family_tokenizer("mistral")
+    tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.backend_tokenizer.pre_tokenizer = None
+    tok.save_pretrained(base)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.update({"tokenizer_class": "LlamaTokenizer", "legacy": True})
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    tok = AutoTokenizer.from_pretrained(base)
+    assert type(tok).__name__ == "LlamaTokenizer"
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, vocab_size=len(tok),
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def llama_legacy_run(llama_legacy_base: Path) -> tuple[Path, Path]:
+    """(base, run): that Llama tuned as sft for 2 steps through the CLI."""
+    return llama_legacy_base, _trained(llama_legacy_base.parent, llama_legacy_base, "train.max_steps=2")
+
+
+def test_a_tokenizer_saved_otherwise_than_in_use_is_caught(llama_legacy_base: Path, tmp_path: Path) -> None:
+    """The round-trip guard every tokenizer tunelab writes goes through: a LlamaTokenizer saved as transformers writes
+    it (no `legacy`) reads `<s>[INST]` otherwise on reload, an error naming the text; save_tokenizer's copy does not."""
+    from transformers import AutoTokenizer
+
+    from tunelab.models.tokenizer_save import TokenizerRoundTripError, check_round_trip, save_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_legacy_base)
+    tok.save_pretrained(tmp_path / "plain")
+    with pytest.raises(TokenizerRoundTripError, match=r"reads '<s>say good'"):
+        check_round_trip(tok, tmp_path / "plain")
+    save_tokenizer(tok, tmp_path / "carried")
+    assert json.loads((tmp_path / "carried" / "tokenizer_config.json").read_text())["legacy"] is True
+
+
+def test_a_legacy_llama_tokenizer_reloads_from_the_run_as_trained(llama_legacy_run: tuple[Path, Path]) -> None:
+    """RUN/model's tokenizer (what predict, chat, serve and export load) tokenises as the one the run trained with:
+    transformers 5 rebuilds a LlamaTokenizer from `legacy` (default false: ▁ before the first word only) and did not
+    save it, so RUN/model read `<s>[INST]` without the ▁ training saw. It then goes to GGUF (was refused)."""
+    from transformers import AutoTokenizer
+
+    base, run = llama_legacy_run
+    trained, saved = AutoTokenizer.from_pretrained(base), AutoTokenizer.from_pretrained(run / "model")
+    chat = trained.apply_chat_template(say_rows(["good"])[0]["messages"], tokenize=False)
+    for text, special in ((chat, False), (SPLIT_TEXT, True), ("  two leading spaces", True)):
+        want = trained(text, add_special_tokens=special)["input_ids"]
+        assert saved(text, add_special_tokens=special)["input_ids"] == want, text
+    assert trained.convert_ids_to_tokens(trained(chat, add_special_tokens=False)["input_ids"])[:2] == ["<s>", "▁"]
+    res = CliRunner().invoke(app, ["export", str(run), "--format", "gguf"])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_legacy_llama_run_reads_in_llama_cpp_as_tuned(llama_cpp_installed: None,
+                                                        llama_legacy_run: tuple[Path, Path]) -> None:
+    """The same run's GGUF files in llama.cpp: its tokens, logits and chat template. Skipped without llama_cpp."""
+    _read_by_llama_cpp(llama_legacy_run[1])

@@ -7,7 +7,9 @@ sft run with no data (a chat or export config), or told to pass --task (an accel
 - a LLaMA-Factory v1 config (`model:` with `train_dataset` / `peft_config` / `model_class` ...: `USE_V1=1`), whose
   keys and dataset files are not the v0 training YAML's that import reads;
 - an export config (`export_dir`: `llamafactory-cli export`, merges or quantizes a model);
-- a prediction config (`do_predict: true` without `do_train`: LLaMA-Factory predicts and trains nothing);
+- a prediction config (a LLaMA-Factory file, one with `stage` or a key of its alone, with `do_predict: true`
+  without `do_train`: LLaMA-Factory predicts and trains nothing; an HF TrainingArguments dump's `do_predict` is
+  a flag for HF's example scripts, and the file imports);
 - a chat config (`infer_backend` without `do_train` / `dataset`: `llamafactory-cli chat / api / webchat`);
 - a file none of whose keys is a training setting (a tokens map, ...)."""
 
@@ -28,7 +30,7 @@ TRAINS = "tunelab config import reads training configs (llamafactory-cli train F
 def refuse_other_kind(path: Path, raw: dict[str, Any], lines: dict[str, int], known: Callable[[str], bool],
                       lf_keys: Collection[str]) -> None:
     """A ConfigError (file:line: key: what the file is) where `raw` is not a training config; `known`: whether a key
-    is one import reads or says (a LLaMA-Factory / HF Trainer key)."""
+    is one import reads or says (a LLaMA-Factory / HF Trainer key); `lf_keys`: the keys of LLaMA-Factory's alone."""
 
     def refuse(key: str, why: str) -> ConfigError:
         line = lines.get(key)
@@ -49,7 +51,9 @@ def refuse_other_kind(path: Path, raw: dict[str, Any], lines: dict[str, int], kn
         raise refuse("export_dir", "an export config (llamafactory-cli export: merges an adapter or quantizes the "
                      f"model), not a training config; {TRAINS}; tunelab export RUN --merge merges a tunelab run's "
                      "adapter")
-    if raw.get("do_predict") is True and raw.get("do_train") is not True:
+    # (HF TrainingArguments has do_predict too: a flag for the example scripts, which Trainer itself never reads)
+    llama_factory = "stage" in raw or any(k in raw for k in lf_keys)
+    if llama_factory and raw.get("do_predict") is True and raw.get("do_train") is not True:
         raise refuse("do_predict", "true without do_train: a prediction config (LLaMA-Factory predicts "
                      f"eval_dataset and trains nothing), not a training config; {TRAINS}; tunelab predict RUN FILE "
                      "generates a tuned model's replies, tunelab eval RUN FILE scores them")

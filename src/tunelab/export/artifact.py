@@ -43,6 +43,7 @@ from tunelab.io import Read, read_json, write_json_atomic
 from tunelab.methods.base import count_parameters
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule, require_onnxruntime
 from tunelab.models.precision import precision_scope
+from tunelab.models.tokenizer_save import save_tokenizer
 from tunelab.tasks.base import Task
 from tunelab.tasks.model_rows import model_examples
 
@@ -154,7 +155,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     features = task.encode(examples, tokenizer)
     build = {"onnx": _onnx, "gguf": _gguf, "torch": _torch}[fmt]
     with staged(output) as tmp:
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         shutil.copy2(model_dir / "config.json", tmp / "config.json")
         meta = read_json(model_dir / META_FILE)
         meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)

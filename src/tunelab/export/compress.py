@@ -47,6 +47,7 @@ from tunelab.export.prune import (
 )
 from tunelab.export.save import META_FILE, load_model, load_task, saved_rules
 from tunelab.io import read_json, write_json_atomic
+from tunelab.models.tokenizer_save import save_tokenizer
 from tunelab.progress import say
 from tunelab.registry import TASKS
 from tunelab.training import engine
@@ -136,7 +137,7 @@ def _save(module: torch.nn.Module, tokenizer: Any, model_dir: Path, out: Path, r
     """config.json as the run's (the full-size shapes), the pruned weights, tokenizer, tunelab.json + `compressed`."""
     shutil.copy2(model_dir / "config.json", out / "config.json")
     save_model(module, str(out / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     meta = read_json(model_dir / META_FILE)
     meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)
     meta["compressed"] = record

@@ -40,6 +40,7 @@ from tunelab.models import resolve_model
 from tunelab.models.aliases import check_model_name, model_dir_of
 from tunelab.models.segments import reseed_as_trained
 from tunelab.models.student import STUDENT_LAYERS
+from tunelab.models.tokenizer_save import save_tokenizer
 from tunelab.training.distill import student_from_teacher
 
 SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Fine-tuning changes a few weights; merging keeps "
@@ -290,7 +291,7 @@ def _merge(peft_model: Any, auto: Any, base: str, tokenizer: Any, adapter: Path,
     with staged(output) as tmp:
         merged.save_pretrained(tmp)
         del merged, peft_model
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
         meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)
         meta["merged_from"] = {"adapter": str(adapter.resolve()), "base": base}

@@ -33,6 +33,7 @@ from tunelab.models.decoder_heads import load_head
 from tunelab.models.onnx_module import ONNX_FILE, OnnxModule
 from tunelab.models.positions import cut_to_positions
 from tunelab.models.precision import keep_trained_precision, resolve_precision
+from tunelab.models.tokenizer_save import save_tokenizer
 from tunelab.registry import TASKS
 from tunelab.tasks.base import Task
 from tunelab.text import rules_version
@@ -48,7 +49,7 @@ def save_model(
     model_tmp, adapter_tmp = atomic_dir(run_dir / "model"), atomic_dir(run_dir / "adapter")
     try:
         saved = method.export(model, model_tmp, adapter_tmp)
-        tokenizer.save_pretrained(model_tmp)
+        save_tokenizer(tokenizer, model_tmp)  # with the init kwargs it is rebuilt from; reloads the same
         meta = {"tunelab_version": __version__, "task": cfg.task.model_dump(mode="json"),
                 "data": cfg.data.model_dump(mode="json", include={"text_field", "text_pair_field", "label_field",
                                                                   "max_length", "truncation", "window_stride",

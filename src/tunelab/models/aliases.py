@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tunelab.errors import ConfigError, first_line
 from tunelab.io import atomic_dir, commit_dir, open_permissions, read_json
 from tunelab.models.local_save import save_model_here
+from tunelab.models.tokenizer_save import save_tokenizer
 
 T = TypeVar("T")
 
@@ -208,7 +209,7 @@ def materialise_gguf(gguf_path: Path, target: Path) -> None:
         del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    _write_once(target, lambda tmp: (save_model_here(model, tmp), tokenizer.save_pretrained(tmp)))
+    _write_once(target, lambda tmp: (save_model_here(model, tmp), save_tokenizer(tokenizer, tmp)))
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from tunelab.models.aliases import model_dir_of
 from tunelab.models.decoder_heads import load_head
 from tunelab.models.local_save import save_model_here
 from tunelab.models.student import keep_layers, parse_layers
+from tunelab.models.tokenizer_save import save_tokenizer
 from tunelab.tasks.base import UNLABELED, Example, Features, Task
 
 
@@ -100,7 +101,7 @@ def student_from_teacher(spec: str, teacher_dir: Path, auto_class: str) -> tempf
     tmp = tempfile.TemporaryDirectory(prefix="tunelab-student-")
     try:
         save_model_here(model, tmp.name)  # every process of a launched run builds its own copy
-        AutoTokenizer.from_pretrained(str(teacher_dir)).save_pretrained(tmp.name)
+        save_tokenizer(AutoTokenizer.from_pretrained(str(teacher_dir)), tmp.name)
     except BaseException:
         shutil.rmtree(tmp.name, ignore_errors=True)
         raise
