@@ -487,6 +487,22 @@ def test_a_tokenizer_saved_otherwise_than_in_use_is_caught(llama_legacy_base: Pa
     assert json.loads((tmp_path / "carried" / "tokenizer_config.json").read_text())["legacy"] is True
 
 
+def test_a_tokenizer_that_reloads_otherwise_is_saved_with_a_warning(llama_legacy_base: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the round trip still differs (here: the kwarg carry switched off), the save is not refused — the model
+    beside it is the user's trained work — but said on stderr, naming the text."""
+    from transformers import AutoTokenizer
+
+    from tunelab.models import tokenizer_save
+
+    monkeypatch.setattr(tokenizer_save, "REBUILT_FROM", ())
+    tokenizer_save.save_tokenizer(AutoTokenizer.from_pretrained(llama_legacy_base), tmp_path / "kept")
+    assert (tmp_path / "kept" / "tokenizer_config.json").is_file()
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "reads '<s>say good'" in err and "a tunelab bug" in err
+
+
 def test_a_legacy_llama_tokenizer_reloads_from_the_run_as_trained(llama_legacy_run: tuple[Path, Path]) -> None:
     """RUN/model's tokenizer (what predict, chat, serve and export load) tokenises as the one the run trained with:
     transformers 5 rebuilds a LlamaTokenizer from `legacy` (default false: ▁ before the first word only) and did not
