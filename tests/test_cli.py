@@ -198,7 +198,7 @@ def test_progress_lines_in_a_log(tiny_bert: Path, sentiment_files: tuple[Path, P
     assert any(x.startswith("report: 7/7 sections") for x in lines), res.output
     res = runner.invoke(app, ["data", "check", str(train), "--model", str(tiny_bert)])  # a step at a time
     assert [x.split(",")[0] for x in res.stderr.splitlines() if x.startswith("data check: ")] == [
-        f"data check: {k}/4 steps ({25 * k} %)" for k in range(5)], res.stderr
+        f"data check: {k}/5 steps ({20 * k} %)" for k in range(6)], res.stderr
     res = runner.invoke(app, ["predict", str(out / "model"), "--input", str(val), "--output",
                               str(tmp_path / "p.jsonl")])
     assert res.exit_code == 0 and "score: 16/16 rows (100 %)" in res.stderr, res.stderr
