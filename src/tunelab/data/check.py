@@ -223,7 +223,7 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
     # train holds rows of the training file out for validation where no file is one (the second is the config's test)
     holds_out = not data.validation and (len(files) == 1 or files[1] == data.test)
     train_labels: Counter[str] = Counter()
-    # five steps a file (read and validate, then labels and token lengths, advice, duplicates): a large file shows progress
+    # five steps a file (read, then labels and token lengths, advice, duplicates): a large file shows progress
     with Steps("data check", 5 * len(files), "steps", now=f"reading {files[0]}") as progress:
         read, removed = _read_files(files, task, data, lambda i, path: progress.update(i, now=f"reading {path}"))
         progress.update(len(files), now="labels")  # every file read (and cleaned / deduplicated as train does)
