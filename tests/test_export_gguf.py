@@ -518,6 +518,32 @@ def test_a_legacy_llama_tokenizer_reloads_from_the_run_as_trained(llama_legacy_r
     assert trained.convert_ids_to_tokens(trained(chat, add_special_tokens=False)["input_ids"])[:2] == ["<s>", "▁"]
     res = CliRunner().invoke(app, ["export", str(run), "--format", "gguf"])
     assert res.exit_code == 0, res.output
+    assert "warning" not in res.stderr, res.stderr
+    exported = AutoTokenizer.from_pretrained(run / "exports" / "gguf-f16")  # what predict on the export reads
+    assert exported(chat, add_special_tokens=False)["input_ids"] == trained(chat, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("make", ["make_tiny_bert", "make_tiny_llama", "make_tiny_gemma3", "make_tiny_qwen3"])
+def test_the_tokenizers_tunelab_builds_on_save_without_a_warning(make: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Every tokenizer kind of the suite, plain and with tokens added (as SFT adds a pad token, think tags), is saved
+    by save_tokenizer with no round-trip warning and reloads to the same tokens (the guard must not cry wolf)."""
+    from transformers import AddedToken, AutoTokenizer
+
+    import conftest
+    from tunelab.models.tokenizer_save import probes, save_tokenizer
+
+    base = getattr(conftest, make)(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    for added in ([], [AddedToken("<pad2>", special=True), AddedToken("<think>", special=False)]):
+        tok.add_tokens(added)
+        out = tmp_path / f"saved-{len(added)}"
+        save_tokenizer(tok, out)
+        assert capsys.readouterr().err == "", make
+        back = AutoTokenizer.from_pretrained(out)
+        for text, special in probes(tok):
+            assert back(text, add_special_tokens=special)["input_ids"] == tok(text, add_special_tokens=special)[
+                "input_ids"], (make, text)
 
 
 def test_a_legacy_llama_run_reads_in_llama_cpp_as_tuned(llama_cpp_installed: None,

@@ -155,7 +155,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     features = task.encode(examples, tokenizer)
     build = {"onnx": _onnx, "gguf": _gguf, "torch": _torch}[fmt]
     with staged(output) as tmp:
-        save_tokenizer(tokenizer, tmp)
+        save_tokenizer(tokenizer, tmp, output)
         shutil.copy2(model_dir / "config.json", tmp / "config.json")
         meta = read_json(model_dir / META_FILE)
         meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)

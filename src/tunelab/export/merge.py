@@ -291,7 +291,7 @@ def _merge(peft_model: Any, auto: Any, base: str, tokenizer: Any, adapter: Path,
     with staged(output) as tmp:
         merged.save_pretrained(tmp)
         del merged, peft_model
-        save_tokenizer(tokenizer, tmp)
+        save_tokenizer(tokenizer, tmp, output)
         meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
         meta.setdefault("text_rules", saved_rules(model_dir, meta))  # (a model saved before they were recorded)
         meta["merged_from"] = {"adapter": str(adapter.resolve()), "base": base}

@@ -49,7 +49,7 @@ def save_model(
     model_tmp, adapter_tmp = atomic_dir(run_dir / "model"), atomic_dir(run_dir / "adapter")
     try:
         saved = method.export(model, model_tmp, adapter_tmp)
-        save_tokenizer(tokenizer, model_tmp)  # with the init kwargs it is rebuilt from; reloads the same
+        save_tokenizer(tokenizer, model_tmp, run_dir / "model")  # rebuilt-from kwargs kept; checked
         meta = {"tunelab_version": __version__, "task": cfg.task.model_dump(mode="json"),
                 "data": cfg.data.model_dump(mode="json", include={"text_field", "text_pair_field", "label_field",
                                                                   "max_length", "truncation", "window_stride",

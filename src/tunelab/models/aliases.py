@@ -209,7 +209,7 @@ def materialise_gguf(gguf_path: Path, target: Path) -> None:
         del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    _write_once(target, lambda tmp: (save_model_here(model, tmp), save_tokenizer(tokenizer, tmp)))
+    _write_once(target, lambda tmp: (save_model_here(model, tmp), save_tokenizer(tokenizer, tmp, target)))
 
 
 @contextmanager

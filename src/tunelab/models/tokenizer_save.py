@@ -28,14 +28,15 @@ class TokenizerRoundTripError(RuntimeError):
     """The saved tokenizer reads text otherwise than the one saved: a bug in tunelab, not in the user's input."""
 
 
-def save_tokenizer(tokenizer: Any, directory: str | Path) -> None:
+def save_tokenizer(tokenizer: Any, directory: str | Path, shown_as: str | Path | None = None) -> None:
     """`tokenizer.save_pretrained(directory)` with the init kwargs it rebuilds from, checked to load back the same
-    (a difference is warned about on stderr, not raised: the save goes on)."""
+    (a difference is warned about on stderr, not raised: the save goes on). `shown_as`: the folder the warning names
+    where `directory` is a staging folder renamed into place afterwards."""
     directory = Path(directory)
     tokenizer.save_pretrained(str(directory))
     carry_init_kwargs(tokenizer, directory)
     try:
-        check_round_trip(tokenizer, directory)
+        check_round_trip(tokenizer, directory, shown_as)
     except TokenizerRoundTripError as err:  # said, and the save (the trained model beside it) kept
         print(f"warning: {err}", file=sys.stderr)
 
@@ -66,8 +67,9 @@ def probes(tokenizer: Any) -> list[tuple[str, bool]]:
     return out
 
 
-def check_round_trip(tokenizer: Any, directory: Path) -> None:
-    """Raise TokenizerRoundTripError where DIRECTORY's tokenizer tokenises a probe otherwise than `tokenizer`."""
+def check_round_trip(tokenizer: Any, directory: Path, shown_as: str | Path | None = None) -> None:
+    """Raise TokenizerRoundTripError where DIRECTORY's tokenizer tokenises a probe otherwise than `tokenizer` (the
+    message names `shown_as`, else DIRECTORY)."""
     from transformers import AutoTokenizer
 
     back = AutoTokenizer.from_pretrained(str(directory))
@@ -76,6 +78,6 @@ def check_round_trip(tokenizer: Any, directory: Path) -> None:
         got = back(text, add_special_tokens=special)["input_ids"]
         if got != want:
             raise TokenizerRoundTripError(
-                f"{directory}: the saved tokenizer ({type(back).__name__}) reads {text!r} as "
+                f"{shown_as or directory}: the saved tokenizer ({type(back).__name__}) reads {text!r} as "
                 f"{back.convert_ids_to_tokens(got)}, the tokenizer in use as {tokenizer.convert_ids_to_tokens(want)}: "
                 "a tunelab bug, please report it")
