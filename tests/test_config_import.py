@@ -94,7 +94,7 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
         "not carried: plot_loss (RUN/report.html draws the loss curve)",
         "not carried: overwrite_output_dir (the --overwrite option of tunelab train)",
         "not carried: ddp_timeout (no tunelab setting)",
-        "not carried: some_new_key (not a LLaMA-Factory or HF Trainer key tunelab knows)",
+        "not carried: some_new_key (a key tunelab does not read: the run trains without it)",
         *(["not carried: chat.num_samples (tunelab trains on every row of the file: cut the file to train on "
            "fewer)"] if dataset == "chat" else []),
     ]
@@ -351,6 +351,12 @@ def test_train_keys_as_hf_reads_them(lf: Path, tiny_llama: Path) -> None:
     assert (written["data"]["max_length"], written["train"]["lr"], written["train"]["batch_size"]) == (2048, 5e-5, 8)
     assert "epochs" not in written["train"]  # (HF's 3, tunelab's too)
     assert "not set: cutoff_len (LLaMA-Factory's default, 2048, written: data.max_length 2048)" in said
+    # an HF Trainer argument with no tunelab setting is said as one (was: "not a LLaMA-Factory or HF Trainer key
+    # tunelab knows", false of adam_beta1, which changes training)
+    src = _lf_yaml(lf, tiny_llama, adam_beta1=0.8)
+    written, said = _written(lf, src, "d.yaml")
+    assert "not carried: adam_beta1 (an HF Trainer argument tunelab has no setting for: the run trains without it)" \
+        in said
 
 
 def test_a_real_training_arguments_dump(lf: Path, tiny_llama: Path) -> None:

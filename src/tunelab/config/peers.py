@@ -192,7 +192,17 @@ def _read_keys(p: _Peer) -> None:
         elif key in PEER_NAMES:
             p.skip(key, f"tunelab's {PEER_NAMES[key]}")
         else:
-            p.notes.append(f"not carried: {key} (not a LLaMA-Factory or HF Trainer key tunelab knows)")
+            p.notes.append(f"not carried: {key} ({_unread(key)})")
+
+
+def _unread(key: str) -> str:
+    """Why a key of no table is not carried: an HF Trainer argument tunelab has no setting for (adam_beta1, ...), or a
+    key it does not know — a LLaMA-Factory one among them (use_galore, ...): either may change training."""
+    from transformers import Seq2SeqTrainingArguments
+
+    if key in Seq2SeqTrainingArguments.__dataclass_fields__:
+        return "an HF Trainer argument tunelab has no setting for: the run trains without it"
+    return "a key tunelab does not read: the run trains without it"
 
 
 def _known(key: str) -> bool:
