@@ -25,8 +25,8 @@ from tunelab.config.run import (
 )
 from tunelab.config.sections import DataConfig, TrainConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
-from tunelab.data.dedup import dedup_across, dedup_within, without_digests
-from tunelab.data.load import RowTask, _check_left, _check_named, _cleaner, parse_file
+from tunelab.data.dedup import dedup_across, without_digests
+from tunelab.data.load import RowTask, _check_left, _check_named, deduplicated, parse_cleaned
 from tunelab.data.report import DataReport
 from tunelab.data.splits import split_validation
 from tunelab.data.windows import check_window_room
@@ -300,18 +300,9 @@ def _read_files(files: list[str], task: RowTask, data: DataConfig, reading: Call
     read: list[tuple[Sequence[dict[str, Any]], dict[str, tuple[int, str]]]] = []
     for i, (path, split) in enumerate(zip(files, names, strict=True)):
         reading(i, path)
-        attempts: list[DataReport] = []
         # a large file is spilled as parsed, as train spills its training file (deduplicated: that one only)
-        examples = parse_file(path, task, stream=i == 0 or not data.dedup,
-                              tidy=_cleaner(data.clean, split, attempts) if data.clean is not None else None)
-        if attempts:  # what cleaning counted, of the last parse attempt (as train's)
-            dropped.merge(attempts[-1])
-        else:
-            dropped.read(split, len(examples))
-        changed = task.read_counts()  # what reading changed (NER: words split at an entity's edge)
-        if data.dedup:
-            examples = dedup_within(examples, split, dropped)
-        _check_left(examples, path, split, dropped)
+        examples, changed = parse_cleaned(path, split, data, task, dropped, stream=i == 0 or not data.dedup)
+        examples = deduplicated(examples, path, split, data, dropped)
         if i == 0:  # the first file is the training file: the checks train runs on it
             task.check_train(examples)
         read.append((examples, changed))

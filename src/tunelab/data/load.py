@@ -177,17 +177,32 @@ def _read(path: str, split: str, data: DataConfig, task: RowTask, report: DataRe
     file is spilled as it is parsed (`parse_file`), cleaned a part at a time and deduplicated from the spill
     (data/dedup.py); the other splits, and rows held out of it for validation, stay in memory (evaluation writes
     into their rows: NER's word ids)."""
+    examples, changed = parse_cleaned(path, split, data, task, report, stream=split == "train")
+    for kind, (n, said) in changed.items():  # what reading changed (NER: words split): said once a file
+        if FRESH_READ.get() and SAY_CHANGES.get():  # (not again for a finished run's report, nor in a study's sub-run)
+            say(f"{path}: {said}")
+        report.changed[split][kind] += n
+    return deduplicated(examples, path, split, data, report)
+
+
+def parse_cleaned(path: str, split: str, data: DataConfig, task: RowTask, report: DataReport, stream: bool,
+                  ) -> tuple[Sequence[dict[str, Any]], dict[str, tuple[int, str]]]:
+    """One file parsed (spilled as parsed where `stream`) and cleaned by `data.clean` a part at a time, what it
+    read and dropped counted into `report`; with what reading changed (`Task.read_counts`). Train's and data
+    check's reading alike."""
     attempts: list[DataReport] = []  # what cleaning counted, per parse attempt: the last one is kept
-    examples = parse_file(path, task, stream=split == "train",
+    examples = parse_file(path, task, stream=stream,
                           tidy=_cleaner(data.clean, split, attempts) if data.clean is not None else None)
     if attempts:
         report.merge(attempts[-1])
     else:
         report.read(split, len(examples))
-    for kind, (n, said) in task.read_counts().items():  # what reading changed (NER: words split): said once a file
-        if FRESH_READ.get() and SAY_CHANGES.get():  # (not again for a finished run's report, nor in a study's sub-run)
-            say(f"{path}: {said}")
-        report.changed[split][kind] += n
+    return examples, task.read_counts()
+
+
+def deduplicated(examples: Sequence[dict[str, Any]], path: str, split: str, data: DataConfig, report: DataReport,
+                 ) -> Sequence[dict[str, Any]]:
+    """`data.dedup` within the file, then refused where no row is left."""
     if data.dedup:
         examples = dedup_within(examples, split, report)
     _check_left(examples, path, split, report)
