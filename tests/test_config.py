@@ -289,6 +289,18 @@ def test_unknown_model_alias_lists_aliases(tmp_path: Path) -> None:
     for alias in ("minilm", "smollm2-135m", "gemma3-270m"):
         assert alias in message
     assert_cli_error(train_cli(sets=["task=classification", "model=minlm"]), "'minlm'", "smollm2-135m")
+    assert message.endswith("; did you mean minilm?")  # a near miss of an alias is named
+    assert "did you mean" not in config_error("model=nosuch")
+
+
+def test_the_hubs_ids_without_an_org_pass() -> None:
+    """`model: bert-base-uncased` (what HF Trainer recipes write) was refused as "not a hub id of the form org/name",
+    though the hub still resolves its first models' ids without an org; other names without a `/` stay refused."""
+    for name in ("bert-base-uncased", "bert-base-chinese", "gpt2", "gpt2-medium", "distilbert-base-uncased",
+                 "roberta-base", "xlm-roberta-large", "t5-small", "albert-base-v2", "distilroberta-base"):
+        assert cfg_of(f"model={name}").model == name
+    for name in ("bert", "gpt3", "bert-base-uncased-x", "roberta"):
+        assert config_error(f"model={name}").startswith(f"--set model: '{name}' is not a known alias"), name
 
 
 def test_model_names_that_pass(tmp_path: Path) -> None:

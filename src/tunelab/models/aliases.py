@@ -7,6 +7,7 @@ safetensors models, or a once-materialised plain-safetensors copy for GGUF model
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -30,6 +31,22 @@ from tunelab.models.tokenizer_save import save_tokenizer
 T = TypeVar("T")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# The hub's first models have ids without an org (`bert-base-uncased`, `gpt2`, …): moved under orgs in 2024
+# (google-bert/, openai-community/, FacebookAI/, …), they still resolve by the old names, which HF Trainer users and
+# countless recipes write. Any other name without a `/` cannot be a hub id, so it is refused before a lookup.
+_LEGACY_HUB = re.compile(
+    r"^(?:albert-(?:base|large|xlarge|xxlarge)-v[12]|bert-(?:base|large)-(?:un)?cased(?:-whole-word-masking"
+    r"(?:-finetuned-squad)?)?|bert-base-(?:chinese|german-cased|german-dbmdz-(?:un)?cased|multilingual-(?:un)?cased"
+    r"|cased-finetuned-mrpc)|camembert-base|ctrl|distilbert-base-(?:un)?cased(?:-distilled-squad)?"
+    r"|distilbert-base-(?:multilingual-cased|german-cased|uncased-finetuned-sst-2-english)|distilgpt2"
+    r"|distilroberta-base|gpt2(?:-medium|-large|-xl)?|openai-gpt|roberta-(?:base|large)(?:-mnli|-openai-detector)?"
+    r"|t5-(?:small|base|large|3b|11b)|transfo-xl-wt103|xlm-(?:clm|mlm)-[\w-]+|xlm-roberta-(?:base|large)"
+    r"(?:-finetuned-conll0[23]-(?:english|german|dutch|spanish))?|xlnet-(?:base|large)-cased)$")
+
+
+def hub_id(name: str) -> bool:
+    """`name` can be a hub model id: org/name, or one of the hub's older ids without an org."""
+    return bool(_HUB_ID.match(name) or _LEGACY_HUB.match(name))
 
 
 @dataclass(frozen=True)
@@ -75,12 +92,16 @@ ALIASES: dict[str, Alias] = {
 
 def check_model_name(name: str) -> None:
     """Fail fast (before anything is loaded) on a name that cannot be a model."""
-    if name in ALIASES or Path(name).expanduser().is_dir() or _HUB_ID.match(name):
+    if name in ALIASES or Path(name).expanduser().is_dir() or hub_id(name):
         return
-    raise ConfigError(
-        f"config: model: {name!r} is not a known alias ({', '.join(ALIASES)}), an existing local "
-        "directory, or a hub id of the form org/name"
-    )
+    raise ConfigError(f"config: model: {name!r} is {_not_a_model(name)}")
+
+
+def _not_a_model(name: str) -> str:
+    near = difflib.get_close_matches(name, ALIASES, n=1, cutoff=0.7)
+    return (f"not a known alias ({', '.join(ALIASES)}), an existing local directory, or a hub id of the form org/name "
+            "(or one of its older ids without an org, e.g. bert-base-uncased)"
+            + (f"; did you mean {near[0]}?" if near else ""))
 
 
 META_FILE = "tunelab.json"  # what a tuned model's directory holds beside its weights (export/save.py writes it)
@@ -122,9 +143,8 @@ def cache_dir() -> Path:
 def load_named(option: str, name: str, load: Callable[[str], T]) -> T:
     """`load(resolve_model(name))` for a model a command names (`--model`), or one line (ConfigError) when it cannot
     be loaded (a hub id offline, a directory without the files)."""
-    if not (name in ALIASES or Path(name).expanduser().exists() or _HUB_ID.match(name)):  # never a hub lookup
-        raise ConfigError(f"{option}: cannot load {name}: not a known alias ({', '.join(ALIASES)}), an existing "
-                          "local directory, or a hub id of the form org/name")
+    if not (name in ALIASES or Path(name).expanduser().exists() or hub_id(name)):  # never a hub lookup
+        raise ConfigError(f"{option}: cannot load {name}: {_not_a_model(name)}")
     try:
         return load(resolve_model(name))
     except (OSError, ValueError) as e:
