@@ -12,7 +12,6 @@ import functools
 import importlib
 import importlib.util
 import os
-import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -25,29 +24,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.errors import ConfigError, first_line
 from tunelab.io import atomic_dir, commit_dir, open_permissions, read_json
+from tunelab.models.hub import hub_id, reach_hub
 from tunelab.models.local_save import save_model_here
 from tunelab.models.tokenizer_save import save_tokenizer
 
 T = TypeVar("T")
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# The hub's first models have ids without an org (`bert-base-uncased`, `gpt2`, …): moved under orgs in 2024
-# (google-bert/, openai-community/, FacebookAI/, …), they still resolve by the old names, which HF Trainer users and
-# countless recipes write. Any other name without a `/` cannot be a hub id, so it is refused before a lookup.
-_LEGACY_HUB = re.compile(
-    r"^(?:albert-(?:base|large|xlarge|xxlarge)-v[12]|bert-(?:base|large)-(?:un)?cased(?:-whole-word-masking"
-    r"(?:-finetuned-squad)?)?|bert-base-(?:chinese|german-cased|german-dbmdz-(?:un)?cased|multilingual-(?:un)?cased"
-    r"|cased-finetuned-mrpc)|camembert-base|ctrl|distilbert-base-(?:un)?cased(?:-distilled-squad)?"
-    r"|distilbert-base-(?:multilingual-cased|german-cased|uncased-finetuned-sst-2-english)|distilgpt2"
-    r"|distilroberta-base|gpt2(?:-medium|-large|-xl)?|openai-gpt|roberta-(?:base|large)(?:-mnli|-openai-detector)?"
-    r"|t5-(?:small|base|large|3b|11b)|transfo-xl-wt103|xlm-(?:clm|mlm)-[\w-]+|xlm-roberta-(?:base|large)"
-    r"(?:-finetuned-conll0[23]-(?:english|german|dutch|spanish))?|xlnet-(?:base|large)-cased)$")
-
-
-def hub_id(name: str) -> bool:
-    """`name` can be a hub model id: org/name, or one of the hub's older ids without an org."""
-    return bool(_HUB_ID.match(name) or _LEGACY_HUB.match(name))
-
 
 @dataclass(frozen=True)
 class Alias:
@@ -171,7 +152,11 @@ def resolve_model(name: str) -> str:
     """Turn a config `model` value into a path or hub id for `from_pretrained`."""
     alias = ALIASES.get(name)
     if alias is None:
-        return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+        if Path(name).expanduser().is_dir():
+            return str(Path(name).expanduser())
+        if hub_id(name):
+            reach_hub(name)
+        return name
     pkg = alias.package_dir()
     if pkg is None:
         raise ConfigError(
