@@ -56,6 +56,27 @@ def test_a_label_the_model_will_not_have_is_refused_as_train_refuses_it(tiny_ber
                                                 "tags\n", res.output
 
 
+def test_a_refused_training_label_is_named_at_the_row_train_encodes_first(tiny_bert: Path, tmp_path: Path) -> None:
+    """data.validation_split holds line 4 (a 'c') out of the training file: train encodes the rows left for training
+    first, so it refuses line 10 (a 'd'); data check named line 4, the first in file order."""
+    rows = [{"text": f"{w} {n}", "label": "ab"[i % 2]} for i, (n, w) in enumerate(
+        (n, w) for n in ("movie", "film") for w in ("good", "bad", "fine", "great", "awful", "nice", "poor", "sad",
+                                                    "very", "boring"))]
+    rows[3]["label"], rows[9]["label"], rows[15]["label"] = "c", "d", "c"
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    sets = ["task.labels=[a, b]", "data.validation_split=0.3", "train.seed=2"]
+    line = f"error: {path}:10: label: label 'd' is not among the training labels (a, b)\n"
+    run = ["task=classification", f"model={tiny_bert}", f"data.train={path}", f"output_dir={tmp_path / 'run'}", *sets]
+    res = runner.invoke(app, ["train", *[a for s in run for a in ("--set", s)]])
+    assert (res.exit_code, res.stderr) == (2, line), res.output
+    res = runner.invoke(app, ["data", "check", str(path), "--model", str(tiny_bert),
+                              *[a for s in sets for a in ("--set", s)]])
+    assert (res.exit_code, res.stderr) == (2, line), res.output  # (before: line 4)
+    res = runner.invoke(app, ["data", "check", str(path), "--model", str(tiny_bert),
+                              *[a for s in sets[:2] for a in ("--set", s)], "--set", "data.validation_split=0"])
+    assert res.stderr.startswith(f"error: {path}:4: label: label 'c'"), res.output  # nothing held out: file order
+
+
 def test_labels_that_differ_in_spaces_or_width_are_named_as_one_class() -> None:
     said = look_alike_labels(["positive", "positive ", "正面", "正面\u3000", "ＰＯＳ", "POS", "neg"])
     assert said == ("labels positive, 'positive '; 正面, '正面\\u3000'; 'ＰＯＳ', POS look like one class written "

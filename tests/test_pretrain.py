@@ -293,6 +293,37 @@ def test_clm_run_before_after_perplexity_and_predict(tiny_llama: Path, tmp_path:
     assert row["text"] == "the movie is" and row["continuation"].startswith("very good")
 
 
+def test_clm_predict_of_a_text_that_fills_a_learned_position_table_names_its_line(tmp_path: Path) -> None:
+    """GPT-2 (learned positions, 16) trained at data.max_length=16: a text of 16 tokens passes data.max_length but
+    leaves no position for the continuation. It was refused as `generate: prompt 1 of 1 is 16 tokens; ...` (no file,
+    no line); now the input's file:line: field, as a text over data.max_length is; one token fewer is continued."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from conftest import _tokenizer
+
+    torch.manual_seed(0)
+    tok, model = _tokenizer(WORDS, bert=False), tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)).save_pretrained(model)
+    tok.save_pretrained(model)
+    train = tmp_path / "train.txt"
+    train.write_text("the movie is very good\n\nthe plot is very good\n")
+    _train(["task=pretrain", f"model={model}", f"data.train={train}", "data.validation_split=0",
+            f"output_dir={tmp_path / 'run'}", "data.max_length=16", "train.max_steps=1", "train.save_steps=0",
+            "task.max_new_tokens=2"])
+    fifteen = " ".join(WORDS[14:29])  # 15 words, 16 tokens with <s>
+    texts = tmp_path / "in.txt"
+    texts.write_text(f"the movie\n{fifteen}\n")
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run" / "model"), "--input", str(texts)])
+    assert (res.exit_code, res.stdout) == (2, ""), res.output
+    assert res.stderr == (f"error: {texts}:2: text: 16 tokens; the model has 16 positions and the continuation "
+                          "needs one at least: at most 15\n")
+    texts.write_text(f"{fifteen.rsplit(' ', 1)[0]}\n")  # 15 tokens: continued, within the positions
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run" / "model"), "--input", str(texts)])
+    assert res.exit_code == 0 and "continuation" in json.loads(res.stdout), res.output
+
+
 def test_mlm_run_then_classification_on_top(tiny_bert: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, BertModel
 

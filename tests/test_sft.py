@@ -761,7 +761,7 @@ def test_truncation_counted_and_fully_cut_is_an_error(tiny_llama: Path, capsys: 
     _, tok = task.build_model(str(tiny_llama), examples)
     feats = task.encode(examples, tok)
     assert [len(f["input_ids"]) for f in feats] == [12, 12] and task.truncated == 1
-    assert "sft: 1 of 2 examples cut at data.max_length=12 tokens" in capsys.readouterr().err
+    assert "sft: 1 of 2 examples cut at data.max_length=12 tokens" in task.cut_note()
     bad = task.parse(_table([rows[0], {"prompt": long_user, "completion": "bad"}]))
     with pytest.raises(DataError, match=r"^d.jsonl:2: completion: the assistant reply starts after "
                                         r"data.max_length=12 tokens"):

@@ -16,6 +16,10 @@ from tunelab.config.run import run_config_class
 from tunelab.config.sections import DataConfig
 from tunelab.data.readers import Record, Table
 from tunelab.errors import ConfigError, DataError
+from tunelab.evaluation.evaluate import encoded
+from tunelab.tasks import base
+from tunelab.tasks.base import Task
+from tunelab.tasks.feature_cache import training_features
 
 run_config_class()
 from tunelab.tasks.sft import Sft, SftConfig  # noqa: E402
@@ -56,7 +60,7 @@ def test_head_tail_cuts_the_prompt_middle_so_the_reply_trains(tiny_llama: Path,
     user = toks[3 : toks.index("<|im_end|>")]  # (after <s> <|im_start|> user: a word the tiny vocabulary lacks)
     assert user[:3] == ["this", "is", "good"] and user[-3:] == ["good", "and", "that"]  # its head and its tail
     assert user.count("good") < 20  # its middle is gone
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    assert task.cut_note() == (
         "sft: 1 of 2 examples cut at data.max_length=16 tokens: 1 lost the middle of a prompt message "
         "(data.truncation: head+tail), 0 cut at the end (their tail is not trained)")
     with pytest.raises(ConfigError, match=r"data.truncation: tail: task sft cuts a row at its end \(head\), or first "
@@ -128,7 +132,7 @@ def test_head_tail_never_empties_a_prompt_message(tiny_llama: Path, capsys: pyte
     capsys.readouterr()
     [f] = task.encode(_examples(task, [{"messages": msgs}]), tok)
     assert f == whole and tok.convert_ids_to_tokens(f["input_ids"])[3:5] == ["this", "is"]  # (before: the user's "")
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    assert task.cut_note() == (
         "sft: 1 of 1 examples cut at data.max_length=32 tokens: 0 lost the middle of a prompt message "
         "(data.truncation: head+tail), 1 cut at the end (their tail is not trained)")
     # its share out of reach, the reply's start is not: the message keeps its head and its tail, the reply the most
@@ -279,3 +283,26 @@ def test_baseline_eval_encodes_validation_once(task: str, tiny_llama: Path, tiny
         assert [res.stderr.count(f"train ({split}): 1 of 4 prompts cut to fit") for split in ("validation", "test")
                 ] == [1, 1], res.stderr
     assert "baseline" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_a_training_split_encoded_in_parts_says_one_cut_line(tiny_llama: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """The training split tokenised a chunk at a time (the feature cache) says one line for the whole split, as in
+    memory, and again on a cache hit; eval names its split. Before: one line per chunk (`sft: 1 of 3 ...` four times
+    for ten rows in chunks of three), from inside `encode`, and the split reached it through `Task.cut_split`."""
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(base, "TOKENIZE_CHUNK", 3)
+    task = _task(12)
+    rows = [{"prompt": "say bad", "completion": "bad movie plot story" if i % 2 else "bad"} for i in range(10)]
+    examples = _examples(task, rows)
+    tok = task.load_tokenizer(str(tiny_llama))
+    line = "sft: 5 of 10 examples cut at data.max_length=12 tokens (their tail is not trained)"
+    for cache in (False, True, True):  # in memory; parts written to the cache; read back
+        capsys.readouterr()
+        assert len(training_features(task, examples, tok, use_cache=cache).features) == 10
+        assert [s for s in capsys.readouterr().err.splitlines() if s.startswith("sft")] == [line], cache
+    assert not hasattr(Task, "cut_split")
+    encoded(task, examples[:4], tok, split="validation")
+    assert capsys.readouterr().err.splitlines() == [
+        "sft (validation): 2 of 4 examples cut at data.max_length=12 tokens (their tail is not trained)"]

@@ -26,6 +26,7 @@ from tunelab.config.run import (
 from tunelab.config.sections import DataConfig, TrainConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
 from tunelab.data.dedup import dedup_across, without_digests
+from tunelab.data.feature_store import RowSequence
 from tunelab.data.load import RowTask, _check_left, _check_named, deduplicated, parse_cleaned
 from tunelab.data.report import DataReport
 from tunelab.data.splits import split_validation
@@ -179,6 +180,31 @@ def _refusal(task: RowTask, examples: Sequence[dict[str, Any]], cut: list[int], 
     return ""
 
 
+def _check_labels(task: RowTask, examples: Sequence[dict[str, Any]], where: str, path: str, data: DataConfig,
+                  seed: int, holds_out: bool) -> None:
+    """A label the model will not have (`Task.check_labels`): refused as train refuses it, naming the row train
+    encodes first: of a training file it holds rows out of (`holds_out`), the rows left for training before the
+    held-out ones (it had named the first in file order, a held-out row where one came first)."""
+    try:
+        task.check_labels(examples, where)
+    except DataError:
+        if not holds_out:
+            raise
+        task.check_labels(_in_train_order(examples, _held_out(examples, path, task, data, seed)), where)
+        raise
+
+
+def _in_train_order(examples: Sequence[dict[str, Any]], held: set[int]) -> Sequence[dict[str, Any]]:
+    """The rows in the order train encodes them: those left after the validation hold-out (`held`, as
+    `_held_out`), then the held-out ones, each in file order (a view of a spilled file's rows: nothing copied)."""
+    if not held:
+        return examples
+    out = np.zeros(len(examples), dtype=bool)
+    out[list(held)] = True
+    order = np.concatenate([np.flatnonzero(~out), np.flatnonzero(out)])
+    return examples.take(order) if isinstance(examples, RowSequence) else [examples[int(j)] for j in order]
+
+
 def _held_out(examples: Sequence[dict[str, Any]], path: str, task: RowTask, data: DataConfig, seed: int) -> set[int]:
     """The indices of the training file's rows train holds out for validation (`data.validation_split` without a
     `data.validation` file): `load_splits`' `split_validation`, same seed and keys, on the rows' positions."""
@@ -229,7 +255,7 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
         progress.update(len(files), now="labels")  # every file read (and cleaned / deduplicated as train does)
         for i, path in enumerate(files):
             examples, changed = read[i]
-            task.check_labels(examples, where)  # a label the model will not have: refused as train encodes the row
+            _check_labels(task, examples, where, path, data, seed, i == 0 and holds_out)
             progress.update(len(files) + 4 * i + 1, now=f"token lengths of {len(examples):,} rows")
             chat: dict[str, Any] = {}
             if task.generates_replies:  # lengths as the chat template renders them, replies cut

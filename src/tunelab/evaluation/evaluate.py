@@ -41,11 +41,7 @@ def encoded(task: Task, examples: list[dict[str, Any]], tokenizer: Any, say_cut:
     (`say_cut`): where the features are encoded, so that a split scored twice (the untrained model, then the trained:
     train.baseline_eval) is encoded, and said, once. `split`: the split it is, named in the line after the task's
     name (`classification (validation): ...`): train says one line per split."""
-    task.cut_split = split  # (a task that says its line as it encodes: sft)
-    try:
-        feats = task.encode(examples, tokenizer)
-    finally:
-        task.cut_split = None
+    feats = task.encode(examples, tokenizer)
     note = task.cut_note() if say_cut else None
     if note:
         head, colon, rest = note.partition(": ")  # (`classification: ...`: the split after the task's name)

@@ -45,7 +45,7 @@ class Task(ABC):
     count_kind: ClassVar[str] = "label"  # what `label_counts` counts, as the report names it
     label_spans: ClassVar[str | None] = None  # `label_counts` counts spans, 0+ a row (NER: "entities"): data check %
     over_length: ClassVar[str] = "truncated"  # what becomes of a row over data.max_length, as data check says it
-    cut_split: str | None = None  # the split `encode` encodes, where a caller names it: its cut line names it too
+    training_cuts_said: ClassVar[bool] = False  # `cut_note` said of the training split too, once (sft: cut rows train)
     paired_parts: ClassVar[Callable[..., Any] | None] = None  # compare's bootstrap statistic (studies/compare.py)
     export_formats: ClassVar[tuple[str, ...]] = ()  # what `tunelab export --format` makes of this task's models
     onnx_outputs: ClassVar[tuple[str, ...]] = ()  # the model outputs an ONNX export keeps (and eval reads)
@@ -130,7 +130,8 @@ class Task(ABC):
         state the task keeps from the tokenizer is set by `bind_tokenizer`, which encode calls."""
 
     def cut_note(self) -> str | None:
-        """One line on what the last `encode` cut at data.max_length (eval and predict say it on stderr), or None."""
+        """One line on what the last `encode` cut at data.max_length (eval and predict say it on stderr), or None;
+        after `training_parts`, what all its parts cut."""
         return None
 
     def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: B027 - optional hook

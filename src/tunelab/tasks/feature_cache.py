@@ -111,7 +111,15 @@ def _keep_within_limit(limit_gb: float | None, keep: Path) -> None:
 
 def _in_memory(task: Task, examples: Sequence[Example], tokenizer: Any) -> TrainFeatures:
     feats = task.encode(examples, tokenizer)
+    say_training_cuts(task)
     return TrainFeatures(task.train_features(feats), _longest(feats))
+
+
+def say_training_cuts(task: Task) -> None:
+    """The task's `cut_note` on the rows it just encoded to train on, where it says one (`Task.training_cuts_said`):
+    once for the split, after all its parts."""
+    if task.training_cuts_said and (note := task.cut_note()):
+        say(note)
 
 
 def _open(directory: Path, hit: bool) -> TrainFeatures:
@@ -135,6 +143,8 @@ def _built(task: Task, examples: Sequence[Example], tokenizer: Any, meta: dict[s
         with _tee_stderr(said):  # only the task's own output: not what the store's writer says between parts
             part = next(parts, None)
         if part is None:
+            with _tee_stderr(said):  # (kept with the entry: a hit says it again)
+                say_training_cuts(task)
             break
         feats, part_longest = part
         longest = max(longest, part_longest)

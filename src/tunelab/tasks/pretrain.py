@@ -41,13 +41,14 @@ from tunelab.registry import TASKS
 from tunelab.tasks import base, pretrain_peers
 from tunelab.tasks.base import Example, Features, Task, pad_batch
 from tunelab.tasks.causal_loss import eval_batches, example_nll, trained_count
-from tunelab.tasks.generation import GenerationConfig, decode_reply, generate
+from tunelab.tasks.generation import GenerationConfig, decode_reply, generate, position_limit
 from tunelab.tasks.masked_heads import fresh_modules, keep_pooler
 from tunelab.tasks.masked_loss import masked_lm_loss, masked_nll
 from tunelab.tasks.model_rows import with_row
 
 EVAL_MASK_SEED = 1234
 MASK_LITERAL = "[MASK]"
+PROMPT_AT = "prompt_at"  # a text to continue: its (file, line), for a refusal naming it
 
 
 class PretrainConfig(TaskConfig):
@@ -248,7 +249,7 @@ class Pretrain(Task):
             if len(ids) > self.data.max_length:
                 raise DataError(ex["source"], ex["line"], self.data.text_field,
                                 f"{len(ids)} tokens, more than data.max_length={self.data.max_length}")
-            feats.append({"input_ids": ids})
+            feats.append({"input_ids": ids, PROMPT_AT: (ex["source"], ex["line"])})
         return feats
 
     def _masking(self) -> tuple[int, np.ndarray]:
@@ -315,6 +316,12 @@ class Pretrain(Task):
         return out
 
     def _generate(self, model: torch.nn.Module, features: Sequence[Features], batch_size: int) -> np.ndarray:
+        limit = position_limit(model)  # a learned position table (GPT-2): a text that fills it leaves no room
+        for f in features:
+            if limit and len(f["input_ids"]) >= limit:
+                raise DataError(*f[PROMPT_AT], self.data.text_field,
+                                f"{len(f['input_ids'])} tokens; the model has {limit} positions and the continuation "
+                                f"needs one at least: at most {limit - 1}")
         gen = generate(model, self._tok, [f["input_ids"] for f in features],
                        GenerationConfig(max_new_tokens=self.cfg.max_new_tokens), batch_size,
                        stop_ids=[self._tok.eos_token_id])

@@ -35,8 +35,7 @@ default), stopped at the template's end-of-turn token or eos. Generation metrics
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -139,6 +138,7 @@ class Sft(Task):
     Config = SftConfig
     auto_model_class = "AutoModelForCausalLM"
     export_formats = ("gguf",)
+    training_cuts_said = True  # a row cut at data.max_length still trains, less its tail: train says how many
     headline = "loss"  # perplexity_metrics: the loss first
     paired_parts = staticmethod(sft_report.paired_parts)  # compare: the token-weighted loss
     peer_stage = "sft"  # LLaMA-Factory's
@@ -154,6 +154,7 @@ class Sft(Task):
         super().__init__(cfg, data)
         self._tokenizer: Any = None
         self.truncated = 0
+        self._cuts = (Cuts(0, "head"), 0)  # the last `encode`'s, and its examples (`cut_note`)
         self._unwritten: set[str] = set()  # files whose earlier turns' reasoning the template leaves out: said once
         self.refuse_row_edits("not supported by task sft (no classes to balance; word edits would corrupt replies)",
                               ("sampling", "augment"))
@@ -235,10 +236,19 @@ class Sft(Task):
                 feats.append({"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"], PROMPT_OF: ex})
                 continue
             feats.append(cuts.fit(tokenizer, ex, lambda msgs, ex=ex: self._rendered(tokenizer, ex, msgs)))
-        self.truncated = cuts.rows
-        if cuts.rows:
-            print(cuts.note(len(examples), self.cut_split), file=sys.stderr)
+        self.truncated, self._cuts = cuts.rows, (cuts, len(examples))
         return feats
+
+    def cut_note(self) -> str | None:
+        cuts, examples = self._cuts
+        return cuts.note(examples) if cuts.rows else None
+
+    def training_parts(self, examples: Sequence[Example], tokenizer: Any) -> Iterator[tuple[list[Features], int]]:
+        total = Cuts(self.data.max_length, self.data.truncation)  # encoded part by part: `cut_note` of them all
+        for part in super().training_parts(examples, tokenizer):
+            total.add(self._cuts[0])
+            yield part
+        self.truncated, self._cuts = total.rows, (total, len(examples))
 
     def _rendered(self, tokenizer: Any, ex: Example, messages: list[dict[str, Any]]) -> tuple[str, list[Any]]:
         """The example's `messages` (its own, or with prompt middles cut) rendered, with the spans that train."""

@@ -217,11 +217,14 @@ class Cuts:
             return False
         return True
 
-    def note(self, examples: int, split: str | None = None) -> str:
-        """The stderr line on the rows cut (`rows` above 0); `split`: the split they are in, named after the task's
-        name (`sft (validation): ...`: train says one line per split)."""
-        said = (f"sft{f' ({split})' if split else ''}: {self.rows} of {examples} examples cut at "
-                f"data.max_length={self.limit} tokens")
+    def add(self, other: Cuts) -> None:
+        """Count `other`'s rows too (the training split encoded part by part: one line for them all)."""
+        self.rows, self.middles, self.ends = (self.rows + other.rows, self.middles + other.middles,
+                                              self.ends + other.ends)
+
+    def note(self, examples: int) -> str:
+        """The stderr line on the rows cut (`rows` above 0): `Sft.cut_note` (evaluation names the split after `sft`)."""
+        said = f"sft: {self.rows} of {examples} examples cut at data.max_length={self.limit} tokens"
         if self.mode != "head+tail":
             return said + " (their tail is not trained)"
         return (f"{said}: {self.middles} lost the middle of a prompt message (data.truncation: head+tail), "

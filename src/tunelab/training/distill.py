@@ -20,6 +20,7 @@ from tunelab.models.local_save import save_model_here
 from tunelab.models.student import keep_layers, parse_layers
 from tunelab.models.tokenizer_save import save_tokenizer
 from tunelab.tasks.base import UNLABELED, Example, Features, Task
+from tunelab.tasks.feature_cache import say_training_cuts
 
 
 class DistillLoss:
@@ -66,7 +67,9 @@ def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any, teac
     made = [task.unlabeled_examples(examples, teacher, tokenizer) if state is None or state.is_main_process else None]
     if state is not None and state.num_processes > 1:
         made = broadcast_object_list(made, from_process=0)
-    return task.encode(made[0], tokenizer)
+    features = task.encode(made[0], tokenizer)
+    say_training_cuts(task)
+    return features
 
 
 def marked(features: Sequence[Features]) -> list[Features]:
