@@ -211,9 +211,16 @@ class TrainConfig(Section):
         "learning rate for all."
     )
     optimizer: Literal["adamw", "adafactor", "sgd"] = Field(
-        "adamw", description="adamw (fused), adafactor (lr as the absolute step size) or sgd (see momentum)."
+        "adamw", description="adamw (fused; see adam_beta1, adam_beta2, adam_epsilon), adafactor (lr as the absolute "
+        "step size) or sgd (see momentum)."
     )
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (optimizer: sgd only).")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW's beta1, the decay of its running mean of the "
+                              "gradient (optimizer: adamw only; HF's adam_beta1).")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW's beta2, the decay of its running mean of the "
+                              "squared gradient (optimizer: adamw only; HF's adam_beta2; many LLM recipes: 0.95).")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW's epsilon, added to the root of the squared-gradient "
+                                "mean (optimizer: adamw only; HF's adam_epsilon).")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (not on biases and norms).")
     l1: float = Field(
         0.0, ge=0, description="L1 penalty: this times the sum of absolute trainable weights is added to the loss."
