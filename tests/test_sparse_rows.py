@@ -34,7 +34,11 @@ def _train(model_path: Path, sparse: bool, method: str = "full", **train: object
     return model, (result, feats)
 
 
-@pytest.mark.parametrize("extra", [{}, {"grad_accum": 2, "micro_batch_tokens": 24}], ids=["plain", "accumulated"])
+BETAS = {"adam_beta1": 0.8, "adam_beta2": 0.95, "adam_epsilon": 1e-6}  # train's AdamW settings, not torch's defaults
+
+
+@pytest.mark.parametrize("extra", [{}, {"grad_accum": 2, "micro_batch_tokens": 24}, BETAS],
+                         ids=["plain", "accumulated", "betas"])
 def test_row_gradients_give_dense_adamw_weights(extra: dict, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dense, _ = _train(tiny_bert, sparse=False, **extra)
     row_steps = []
@@ -127,14 +131,15 @@ def test_stays_dense_where_rows_are_not_exact(case: str, tiny_bert: Path, tiny_l
     assert model.get_input_embeddings().sparse is False
 
 
-def test_sixteen_bit_weights_match_dense_adamw_bit_for_bit() -> None:
+@pytest.mark.parametrize("adam", [{}, {"betas": (0.8, 0.95), "eps": 1e-6}], ids=["defaults", "betas"])
+def test_sixteen_bit_weights_match_dense_adamw_bit_for_bit(adam: dict) -> None:
     """bf16 weights: dense AdamW rounds an untouched row's p·(1 − lr·wd) back to p; the row path leaves it."""
     torch.manual_seed(0)
     weights = torch.randn(50, 8).to(torch.bfloat16)
     models = [torch.nn.Embedding(50, 8, _weight=weights.clone()) for _ in range(2)]
     models[1].sparse = True
-    opts = [torch.optim.AdamW(models[0].parameters(), lr=1e-3, weight_decay=0.01, fused=True),
-            RowAdamW(models[1].parameters(), lr=1e-3, weight_decay=0.01, fused=True)]
+    opts = [torch.optim.AdamW(models[0].parameters(), lr=1e-3, weight_decay=0.01, fused=True, **adam),
+            RowAdamW(models[1].parameters(), lr=1e-3, weight_decay=0.01, fused=True, **adam)]
     for ids in ([3, 4], [4, 9], [17]):
         for model, opt in zip(models, opts, strict=True):
             model(torch.tensor(ids)).float().pow(2).sum().backward()

@@ -283,6 +283,36 @@ def test_optimizers_train(train: dict, tiny_bert: Path) -> None:
     assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
 
 
+@pytest.mark.parametrize(("method", "train"), [("full", {}), ("full", {"sparse_embeddings": False}),
+                                               ("lora", {"layer_lr_decay": 0.5})], ids=["rows", "dense", "lora-decay"])
+def test_adamw_trains_with_the_configured_betas_and_epsilon(method: str, train: dict, tiny_bert: Path,
+                                                            tmp_path: Path) -> None:
+    """train.adam_beta1 / adam_beta2 / adam_epsilon (before: no such settings; AdamW always ran at 0.9, 0.999, 1e-8,
+    and `config import` said HF's adam_* as not carried): every parameter group of the optimizer the run stepped
+    with holds them — the word embedding's row path (sparse_rows.RowAdamW), dense AdamW, the groups of
+    layer_lr_decay — read back from the checkpoint the run wrote."""
+    cfg, model, feats, collate = _setup(tiny_bert, method, max_steps=2, save_steps=2, adam_beta1=0.8, adam_beta2=0.95,
+                                        adam_epsilon=1e-6, **train)
+    engine.train(model, feats, collate, cfg.train, cfg.train.lr, tmp_path)
+    [(_, path)] = ckpt.list_checkpoints(tmp_path / "checkpoints")
+    groups = torch.load(path / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert len(groups) > 1 and {(tuple(g["betas"]), g["eps"]) for g in groups} == {((0.8, 0.95), 1e-6)}
+
+
+def test_an_adamw_setting_out_of_range_is_one_line(tmp_path: Path) -> None:
+    """A beta of 1 or more (or below 0), an epsilon of 0: one line naming the file, line and key; nothing written."""
+    run = tmp_path / "run"
+    for key, value, said in (("adam_beta2", 1.0, "Input should be less than 1 (got 1.0)"),
+                             ("adam_beta1", -0.1, "Input should be greater than or equal to 0 (got -0.1)"),
+                             ("adam_epsilon", 0, "Input should be greater than 0 (got 0)")):
+        path = tmp_path / "run.yaml"
+        path.write_text(f"task: classification\nmodel: minilm\noutput_dir: {run}\ntrain:\n  {key}: {value}\n",
+                        encoding="utf-8")
+        res = runner.invoke(app, ["train", str(path)])
+        assert (res.exit_code, res.stderr) == (2, f"error: {path}:5: train.{key}: {said}\n"), res.output
+        assert not run.exists()
+
+
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_layer_lr_decay_steps_each_depth_at_its_rate(method: str, tiny_bert: Path) -> None:
     """AdamW's first step moves a weight by about its group's lr whatever the gradient: with decay 0.5 on the

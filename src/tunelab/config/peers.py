@@ -9,7 +9,8 @@ dropped silently. `dataset` is looked up in `dataset_dir/dataset_info.json` (LLa
 `file_name` becomes `data.train` (`eval_dataset`: `data.validation`; several, `a,b`: the file their rows are joined
 into, config/peer_data.py), and its `formatting` / `columns` / `tags` the
 settings of the task that reads them (`Task.peer_dataset`, a hook: the sft task's row formats); a registry entry
-the task cannot read as written is refused in one line naming dataset_info.json, the line and the key.
+the task cannot read as written is refused in one line naming dataset_info.json, the line and the key. `optim` and
+AdamW's `adam_*` keys are read by config/peer_optim.py's tables (8-bit / paged AdamW: adamw, said).
 LLaMA-Factory's own defaults are written where tunelab's differ: no validation hold-out without `val_size`
 (tunelab holds out 0.1), LoRA rank 8, alpha twice the rank, dropout 0, every linear layer; `cutoff_len` 2048,
 `learning_rate` 5e-5 (HF's), `per_device_train_batch_size` 8 (`DEFAULTS`, each said as `not set: KEY`). HF's
@@ -33,6 +34,7 @@ from tunelab.config.fields import yaml_text, yaml_value
 from tunelab.config.located import key_lines
 from tunelab.config.peer_data import Joined, read_datasets
 from tunelab.config.peer_kinds import refuse_other_kind
+from tunelab.config.peer_optim import ADAM, carry_adam, read_optim
 from tunelab.config.run import build_config, read_config_file
 from tunelab.config.sections import TrainConfig
 from tunelab.config.suggest import NOT_CARRIED, PEER_NAMES
@@ -41,7 +43,6 @@ from tunelab.registry import TASKS
 
 METHODS = {"lora": "lora", "full": "full", "freeze": "freeze"}  # finetuning_type → method.name
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # report_to values tunelab writes to
-OPTIMIZERS = {"adamw": "adamw", "adafactor": "adafactor", "sgd": "sgd"}  # optim's prefix (adamw_torch) → optimizer
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 METHOD_KEYS = {"lora": LORA_KEYS, "dora": LORA_KEYS, "qlora": LORA_KEYS, "freeze": ("k",), "full": ()}
 # LLaMA-Factory's (HF's) defaults where tunelab's differ: the key, tunelab's, the value (num_train_epochs: 3, alike)
@@ -133,11 +134,6 @@ def _strategy(p: _Peer, key: str, value: Any) -> None:
         p.skip(key, f"{value}: tunelab scores the validation split once an epoch, or every train.eval_steps")
 
 
-def _optim(p: _Peer, key: str, value: Any) -> None:
-    name = next((v for k, v in OPTIMIZERS.items() if isinstance(value, str) and value.startswith(k)), value)
-    p.set("train.optimizer", name, key)
-
-
 def _distributed(p: _Peer, key: str, value: Any) -> None:
     """deepspeed (its JSON file: ZeRO stage 2 / 3, offload) or fsdp → train.distributed; an empty one (HF's `fsdp: ""`
     / `[]`, `deepspeed: ""`) is not set."""
@@ -167,9 +163,9 @@ SPECIAL = {"stage": _later, "warmup_ratio": _later, "warmup_steps": _later,
            "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
            "dataset": _later, "eval_dataset": _later, "dataset_dir": _later, "mix_strategy": _later,
            "bf16": _precision, "fp16": _precision, "report_to": _report_to, "val_size": _val_size,
-           "eval_strategy": _strategy, "evaluation_strategy": _strategy, "save_strategy": _strategy, "optim": _optim,
-           "deepspeed": _distributed, "fsdp": _distributed, "lora_target": _lora_target,
-           "output_dir": lambda p, k, v: p.set(k, v, k)}
+           "eval_strategy": _strategy, "evaluation_strategy": _strategy, "save_strategy": _strategy,
+           "optim": read_optim, "deepspeed": _distributed, "fsdp": _distributed, "lora_target": _lora_target,
+           "output_dir": lambda p, k, v: p.set(k, v, k), **dict.fromkeys(ADAM, _later)}
 
 
 def _read_keys(p: _Peer) -> None:
@@ -196,8 +192,8 @@ def _read_keys(p: _Peer) -> None:
 
 
 def _unread(key: str) -> str:
-    """Why a key of no table is not carried: an HF Trainer argument tunelab has no setting for (adam_beta1, ...), or a
-    key it does not know — a LLaMA-Factory one among them (use_galore, ...): either may change training."""
+    """Why a key of no table is not carried: an HF Trainer argument tunelab has no setting for (torch_compile, ...), or
+    a key it does not know — a LLaMA-Factory one among them (use_galore, ...): either may change training."""
     from transformers import Seq2SeqTrainingArguments
 
     if key in Seq2SeqTrainingArguments.__dataclass_fields__:
@@ -358,6 +354,7 @@ def import_peer(path: str | Path, join_to: dict[str, Path] | None = None, task: 
     p = _Peer(path, raw, key_lines(path))
     refuse_other_kind(path, raw, p.lines, _known, LF_KEYS)  # (an accelerate / chat / export config: one line)
     _read_keys(p)
+    carry_adam(p)  # (once optim is read: AdamW's betas and epsilon beside AdamW only)
     found = _task(p, task)
     _method(p)
     _warmup(p)

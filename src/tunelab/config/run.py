@@ -22,6 +22,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_model, model_validator
 
+from tunelab.config.base import Section
 from tunelab.config.fields import (
     DuplicateKeyError,
     apply_override,
@@ -36,7 +37,7 @@ from tunelab.config.fields import (
 )
 from tunelab.config.located import located
 from tunelab.config.search import SearchConfig
-from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, Section, TaskConfig, TrainConfig
+from tunelab.config.sections import DataConfig, DistillConfig, MethodConfig, TaskConfig, TrainConfig
 from tunelab.config.suggest import unknown_key_hint
 from tunelab.errors import ConfigError
 from tunelab.models.aliases import ALIASES, check_model_name
@@ -198,7 +199,7 @@ def format_validation_error(err: ValidationError, names: set[str] | dict[str, se
     if len(loc) >= 2 and loc[0] in ("task", "method") and loc[1] in tags:
         loc.pop(1)  # drop the union tag pydantic inserts: method.lora.r -> method.r
         keys.pop(1)
-    if e["type"] == "number_not_bool" and e.get("ctx"):  # sections.Section's own check: the field it names
+    if e["type"] == "number_not_bool" and e.get("ctx"):  # base.Section's own check: the field it names
         return f"config: {'.'.join([*loc, e['ctx']['name']])}: expected a number, got {e['ctx']['value']}"
     path = ".".join(loc)
     if not path:  # the config as a whole (not a mapping): no key to name

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunelab.config.sections import Section, metric_mode
+from tunelab.config.base import Section
+from tunelab.config.sections import metric_mode
 
 
 class ParamSpec(Section):

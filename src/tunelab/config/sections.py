@@ -1,52 +1,19 @@
 """The config sections: the typed schema of each part of a run (`data`, `train`, and the bases of the
-task and method sub-configs). `config/run.py` assembles them into `RunConfig` and loads YAML + overrides;
-every field's description is the generated reference in docs/config.md."""
+task and method sub-configs; the base of them all, `Section`, is config/base.py's). `config/run.py` assembles them
+into `RunConfig` and loads YAML + overrides; every field's description is the generated reference in docs/config.md."""
 
 from __future__ import annotations
 
 import importlib.util
-from types import UnionType
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from tunelab.config.base import Section
 from tunelab.errors import ConfigError
 
 # train.report_to: tracker name -> the package it needs
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
-
-
-class Section(BaseModel):
-    """Base of every config section: immutable, unknown keys are errors."""
-
-    # coerce_numbers_to_str: `--set output_dir=2024` and `labels: [0, 1]` arrive from YAML as numbers
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_bool_for_a_number(cls, data: Any) -> Any:
-        """`lr: true` is a mistake, not 1.0 (pydantic's lax mode reads a bool as a number): one error naming it.
-        Only fields that hold numbers (a nested section's `clean: true` means its defaults: its own validator)."""
-        if isinstance(data, dict):
-            for name, value in data.items():
-                field = cls.model_fields.get(name) if isinstance(name, str) else None
-                if isinstance(value, bool) and field is not None and _a_number(field.annotation):
-                    raise PydanticCustomError("number_not_bool", "{name}: expected a number, got {value}",  # run.py
-                                              {"name": name, "value": str(value).lower()})
-        return data
-
-
-def _a_number(annotation: Any) -> bool:
-    """A field of numbers: int or float, or a union of them with None or Literal texts (`"auto"`)."""
-    if annotation in (int, float):
-        return True
-    if get_origin(annotation) not in (Union, UnionType):
-        return False
-    members = get_args(annotation)
-    others = [a for a in members if a not in (int, float, type(None))]
-    texts = all(get_origin(a) is Literal and all(isinstance(v, str) for v in get_args(a)) for a in others)
-    return texts and any(a in (int, float) for a in members)
 
 
 def metric_mode(metric: str, mode: str = "auto") -> str:
@@ -244,9 +211,16 @@ class TrainConfig(Section):
         "learning rate for all."
     )
     optimizer: Literal["adamw", "adafactor", "sgd"] = Field(
-        "adamw", description="adamw (fused), adafactor (lr as the absolute step size) or sgd (see momentum)."
+        "adamw", description="adamw (fused; see adam_beta1, adam_beta2, adam_epsilon), adafactor (lr as the absolute "
+        "step size) or sgd (see momentum)."
     )
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (optimizer: sgd only).")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW's beta1, the decay of its running mean of the "
+                              "gradient (optimizer: adamw only; HF's adam_beta1).")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW's beta2, the decay of its running mean of the "
+                              "squared gradient (optimizer: adamw only; HF's adam_beta2; many LLM recipes: 0.95).")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW's epsilon, added to the root of the squared-gradient "
+                                "mean (optimizer: adamw only; HF's adam_epsilon).")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (not on biases and norms).")
     l1: float = Field(
         0.0, ge=0, description="L1 penalty: this times the sum of absolute trainable weights is added to the loss."

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from tunelab.config.sections import Section
+from tunelab.config.base import Section
 from tunelab.errors import ConfigError, TunelabError, option
 from tunelab.models.generate import generate_ids, virtual_tokens
 from tunelab.models.positions import learned_position_limit

@@ -76,7 +76,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float, row_grad
     if cfg.optimizer == "adafactor":  # lr as an absolute step size, as HF Trainer's `adafactor`
 
         return Adafactor(groups, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
-    return (RowAdamW if row_grads else torch.optim.AdamW)(groups, lr=lr, fused=True)  # one fused kernel for all
+    return (RowAdamW if row_grads else torch.optim.AdamW)(groups, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                                          eps=cfg.adam_epsilon, fused=True)  # one kernel for all
 
 
 def warmup_steps(cfg: TrainConfig, total: int) -> int:
