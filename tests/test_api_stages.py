@@ -70,6 +70,8 @@ def test_check_data_mistakes_are_the_cli_lines(tiny_bert: Path, tiny_llama: Path
         tunelab.check_data(rows, model=str(tiny_bert), **{"data.max_lenght": 12})
     with pytest.raises(ArgumentError, match=r"^files: expected a data file \(a str or Path\), got int$"):
         tunelab.check_data(5)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match=r"^files: expected data files \(each a str or Path\), got a list; pass "):
+        tunelab.check_data([rows, rows])  # type: ignore[arg-type]
     with pytest.raises(ArgumentError, match=r"^model: expected a name \(a str\), got PosixPath$"):
         tunelab.check_data(rows, model=tiny_bert)  # type: ignore[arg-type]
     # a row train refuses: train's line, as the CLI exits 2 with it after its report; the report comes with it
@@ -152,6 +154,8 @@ def test_export_model_mistakes_are_the_cli_lines(run: tunelab.Run, tmp_path: Pat
                          ({"merge": "yes"}, "merge: expected True or False, got 'yes'")]:
         with pytest.raises(ArgumentError, match=f"^{re.escape(said)}"):
             tunelab.export_model(run.dir, **kwargs)
+    with pytest.raises(TunelabError, match=r": no adapter "):  # force=False is no --force: not refused as given
+        tunelab.export_model(run.dir, merge=True, force=False)
     with pytest.raises(ArgumentError, match=r"^path: expected a run or model directory \(a str or Path\), got int$"):
         tunelab.export_model(5, "onnx")  # type: ignore[arg-type]
     with pytest.raises(TunelabError, match=rf"^{tmp_path / 'nowhere'}: no such directory$"):

@@ -272,6 +272,9 @@ def check_data(*files: str | Path, config: ConfigSource = None, task: str | None
     them; `task`, `model`: the rows' task and the model whose tokenizer measures them (default classification and
     minilm, or the config's); `overrides`: data.* and task.* keys and train.seed (`**{"data.text_field": "review"}`).
     Rows train refuses raise `tunelab.errors.DataRefused`: train's line for the first, the report as its `report`."""
+    if len(files) == 1 and isinstance(files[0], list | tuple):
+        raise ArgumentError(f"files: expected data files (each a str or Path), got a {type(files[0]).__name__}; "
+                            "pass several as check_data(a, b)")
     paths = [str(check_path("files", f, "a data file")) for f in files]
     for name, value in (("task", task), ("model", model)):
         if value is not None and not isinstance(value, str):
@@ -291,7 +294,7 @@ def check_data(*files: str | Path, config: ConfigSource = None, task: str | None
 @_entry()
 def export_model(path: str | Path, format: str | None = None, *, merge: bool = False, quantize: str | None = None,
                  output: str | Path | None = None, data: str | Path | None = None, min_agreement: float | None = None,
-                 max_drop: float | None = None, force: bool | None = None, batch_size: int | None = None,
+                 max_drop: float | None = None, force: bool = False, batch_size: int | None = None,
                  tolerance: float | None = None, overwrite: bool = False) -> Path:
     """`tunelab export`: a run's model (a run directory, its model/ or a compressed model's folder) exported to
     `format` "onnx", "gguf" or "torch", loaded back, scored beside the original and written only past the parity
@@ -305,7 +308,7 @@ def export_model(path: str | Path, format: str | None = None, *, merge: bool = F
     nothing written."""
     _check_export_types(format, quantize, merge, force, overwrite)
     options = {"quantize": quantize, "data": data, "min_agreement": min_agreement, "max_drop": max_drop,
-               "force": force, "batch_size": batch_size, "tolerance": tolerance}
+               "force": force or None, "batch_size": batch_size, "tolerance": tolerance}  # (force: a switch)
     _check_gate(min_agreement, 0.0 if max_drop is None else max_drop)
     if batch_size is not None:
         check_count("batch_size", batch_size)
@@ -317,7 +320,7 @@ def export_model(path: str | Path, format: str | None = None, *, merge: bool = F
     return run_export(check_path("path", path, "a run or model directory"), format, merge, quantize=quantize,
                       output=check_path("output", output, "a folder", True),
                       data=check_path("data", data, "a file of labelled rows", True), min_agreement=min_agreement,
-                      max_drop=MAX_DROP if max_drop is None else max_drop, force=bool(force),
+                      max_drop=MAX_DROP if max_drop is None else max_drop, force=force,
                       batch_size=batch_size or BATCH_SIZE, tolerance=TOLERANCE if tolerance is None else tolerance,
                       overwrite=overwrite, given=[name for name, value in options.items() if value is not None]).output
 
@@ -326,7 +329,7 @@ def _check_export_types(fmt: Any, quantize: Any, merge: Any, force: Any, overwri
     for name, value in (("format", fmt), ("quantize", quantize)):
         if value is not None and not isinstance(value, str):
             raise ArgumentError(f"{name}: expected a name (a str), got {type(value).__name__}")
-    for name, value in (("merge", merge), ("overwrite", overwrite), *([("force", force)] if force is not None else [])):
+    for name, value in (("merge", merge), ("force", force), ("overwrite", overwrite)):
         check_flag(name, value)
 
 
