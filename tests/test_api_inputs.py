@@ -272,7 +272,7 @@ def test_overlapping_quiet_calls_put_the_callers_settings_back() -> None:
     it back for good (review, 2026-12-06)."""
     from transformers.utils import logging as hf_logging
 
-    from tunelab.api import _quiet_transformers
+    from tunelab.progress import quiet_transformers as _quiet_transformers
 
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_warning()

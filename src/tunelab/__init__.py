@@ -5,6 +5,9 @@
     model = tunelab.load(run.dir)                            # any task
     model.predict(["great film", "dull"])                   # -> the rows of `tunelab predict`
     model.evaluate("validation.jsonl")                      # -> metrics dict
+    tunelab.check_data("train.jsonl", task="ner")           # -> the report of `tunelab data check --json`
+    tunelab.export_model(run.dir, "onnx", quantize="int8")  # -> the folder written (`tunelab export`)
+    tunelab.compress_model(run.dir, "heads:0.3")            # -> the folder written (`tunelab compress`)
 
 The names load on first use (PEP 562), so `import tunelab` stays light until a model is needed.
 """
@@ -27,12 +30,14 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
 logging.getLogger("torchao").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
-_API = {"train": "tunelab.api", "load": "tunelab.api", "make_config": "tunelab.api", "Run": "tunelab.api",
-        "Model": "tunelab.api", "RunConfig": "tunelab.config.run"}
-__all__ = ["Model", "Run", "RunConfig", "__version__", "errors", "load", "make_config", "train"]
+# (`export_model`, not `export`: importing the subpackage tunelab.export sets `tunelab.export` to it)
+_API = {name: "tunelab.api" for name in ("train", "load", "make_config", "Run", "Model", "check_data", "export_model",
+                                         "compress_model")} | {"RunConfig": "tunelab.config.run"}
+__all__ = ["Model", "Run", "RunConfig", "__version__", "check_data", "compress_model", "errors", "export_model", "load",
+           "make_config", "train"]
 
 if TYPE_CHECKING:
-    from tunelab.api import Model, Run, load, make_config, train
+    from tunelab.api import Model, Run, check_data, compress_model, export_model, load, make_config, train
     from tunelab.config.run import RunConfig
 
 

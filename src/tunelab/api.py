@@ -15,12 +15,8 @@ Every mistake in a call is one `tunelab.errors.TunelabError` (an argument of the
 from __future__ import annotations
 
 import functools
-import importlib
 import numbers
-import threading
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,12 +24,13 @@ from typing import Any, TypeVar
 import torch
 
 from tunelab.config.run import RunConfig, configured, read_config_file
-from tunelab.data.objects import check_count, check_flag, model_table
+from tunelab.data.objects import check_count, check_flag, check_number, check_path, model_table
 from tunelab.data.readers import Table
-from tunelab.errors import ArgumentError, ConfigError, surface
+from tunelab.errors import ArgumentError, ConfigError, DataRefused, surface
 from tunelab.evaluation.evaluate import evaluate, logits_for, predictions_by_row
 from tunelab.export.save import load_model
 from tunelab.models.aliases import model_dir_of
+from tunelab.progress import quiet_transformers
 from tunelab.tasks.base import Example, Task
 from tunelab.tasks.model_rows import model_examples
 
@@ -53,50 +50,12 @@ def _entry(*, quiet: bool = True) -> Callable[[F], F]:
             with surface("api"):
                 if not quiet:
                     return fn(*args, **kwargs)
-                with _quiet_transformers():
+                with quiet_transformers():
                     return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return wrap
-
-
-_QUIET_LOCK = threading.Lock()
-_quiet_depth = 0  # API calls inside _quiet_transformers now (threads of a user's server overlap them)
-_loud_state: tuple[Any, ...] = ()  # what the first of them found, put back by the last
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers' verbosity at error and its progress bars (with huggingface_hub's) off for the block, as the CLI
-    sets them for a whole command; what they were is put back when the last overlapping call ends (a count under a
-    lock: calls from several threads would otherwise put back each other's quiet state for good)."""
-    global _quiet_depth, _loud_state
-    from transformers.utils import logging as hf_logging
-
-    hub = importlib.import_module("huggingface_hub.utils.tqdm")  # (the package exports a `tqdm` class by that name)
-    with _QUIET_LOCK:
-        if _quiet_depth == 0:
-            _loud_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(),
-                           dict(hub.progress_bar_states))
-            hf_logging.set_verbosity_error()
-            with warnings.catch_warnings():  # (HF_HUB_DISABLE_PROGRESS_BARS set: a warning that it wins, as it does)
-                warnings.simplefilter("ignore")
-                hf_logging.disable_progress_bar()
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _QUIET_LOCK:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                verbosity, bars, hub_states = _loud_state
-                hf_logging.set_verbosity(verbosity)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
-                hub.progress_bar_states.clear()
-                hub.progress_bar_states.update(hub_states)
 
 
 @_entry(quiet=False)
@@ -115,10 +74,15 @@ def make_config(config: ConfigSource = None, **overrides: Any) -> RunConfig:
         tree, path = read_config_file(config), config
     else:
         raise ConfigError(f"config: expected a YAML path, a mapping or a RunConfig, got {type(config).__name__}")
+    return configured(tree, _overrides(overrides), path)
+
+
+def _overrides(overrides: Mapping[str, Any]) -> list[tuple[list[str], Any]]:
+    """Dotted-key overrides (`{"train.lr": 1e-4}`) as the config reads `--set` values: (keys, plain value) pairs."""
     for key in overrides:
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"config: {key!r}: expected a dotted key such as train.lr")
-    return configured(tree, [(key.split("."), _plain(value)) for key, value in overrides.items()], path)
+    return [(key.split("."), _plain(value)) for key, value in overrides.items()]
 
 
 def _plain(value: Any) -> Any:
@@ -155,6 +119,15 @@ class Run:
     def load(self) -> Model:
         """The run's tuned model, loaded: `tunelab.load(run.model_dir)`."""
         return load(self.model_dir)
+
+    def export(self, format: str | None = None, **options: Any) -> Path:
+        """The run's model exported (or its adapter merged: `merge=True`): `tunelab.export_model(run.dir, format,
+        **options)`; returns the folder written."""
+        return export_model(self.dir, format, **options)
+
+    def compress(self, prune: str, **options: Any) -> Path:
+        """The run's model pruned: `tunelab.compress_model(run.dir, prune, **options)`; returns the folder written."""
+        return compress_model(self.dir, prune, **options)
 
 
 @_entry()
@@ -283,10 +256,109 @@ def _check_generation_types(generate: Any, max_new_tokens: Any, num_beams: Any, 
 @_entry()
 def load(path: str | Path) -> Model:
     """A tuned model from a run directory or its model/ directory (any task)."""
-    if not isinstance(path, str | Path):
-        raise ArgumentError(f"path: expected a run directory or its model/ (a str or Path), got {type(path).__name__}")
-    if not str(path).strip():
-        raise ArgumentError("path: empty; expected a run directory or its model/")
-    model_dir = model_dir_of(path)  # else load_model says why
+    model_dir = model_dir_of(check_path("path", path, "a run directory or its model/"))  # else load_model says why
     task, module, tokenizer = load_model(model_dir)
     return Model(model_dir, task, module, tokenizer)
+
+
+@_entry()
+def check_data(*files: str | Path, config: ConfigSource = None, task: str | None = None, model: str | None = None,
+               **overrides: Any) -> dict[str, Any]:
+    """What `tunelab data check` finds in data files before you train on them: the report its `--json` prints (per
+    file: rows, labels, token lengths, rows over max_length, duplicates, warnings; the overlap between the files).
+
+    `files`: the files, the training file first (none: the config's data.train / validation / test); `config` (a
+    YAML path, a mapping or a RunConfig): a run config whose task, model and data settings are read as train reads
+    them; `task`, `model`: the rows' task and the model whose tokenizer measures them (default classification and
+    minilm, or the config's); `overrides`: data.* and task.* keys and train.seed (`**{"data.text_field": "review"}`).
+    Rows train refuses raise `tunelab.errors.DataRefused`: train's line for the first, the report as its `report`."""
+    if len(files) == 1 and isinstance(files[0], list | tuple):
+        raise ArgumentError(f"files: expected data files (each a str or Path), got a {type(files[0]).__name__}; "
+                            "pass several as check_data(a, b)")
+    paths = [str(check_path("files", f, "a data file")) for f in files]
+    for name, value in (("task", task), ("model", model)):
+        if value is not None and not isinstance(value, str):
+            raise ArgumentError(f"{name}: expected a name (a str), got {type(value).__name__}")
+    from tunelab.config.located import located
+    from tunelab.data.check import run_check
+
+    try:  # a bad setting named as train names it: an override's key, a key of the config file by its line
+        report = run_check(paths, None if config is None else make_config(config), task, model, _overrides(overrides))
+    except ConfigError as exc:
+        raise located(exc, config if isinstance(config, str | Path) else None, list(overrides)) from None
+    if report.get("refused"):
+        raise DataRefused(report["refused"], report)
+    return report
+
+
+@_entry()
+def export_model(path: str | Path, format: str | None = None, *, merge: bool = False, quantize: str | None = None,
+                 output: str | Path | None = None, data: str | Path | None = None, min_agreement: float | None = None,
+                 max_drop: float | None = None, force: bool = False, batch_size: int | None = None,
+                 tolerance: float | None = None, overwrite: bool = False) -> Path:
+    """`tunelab export`: a run's model (a run directory, its model/ or a compressed model's folder) exported to
+    `format` "onnx", "gguf" or "torch", loaded back, scored beside the original and written only past the parity
+    gate; or, with `merge=True`, the run's LoRA / DoRA adapter merged into its base weights. Returns the folder
+    written (default RUN/exports/<format>-<quantize or fp32>; a merge: RUN/merged).
+
+    The options are the CLI's: `quantize`; `data` (labelled rows to check on; default the run's validation split);
+    `min_agreement` (a percentage: 98, not 0.98), `max_drop` (default 0.5), `force`, `batch_size` (default 64) for
+    a format; `tolerance` (default 1e-4) for a merge — one the kind of export does not read is refused. `output`
+    takes a folder of others' files only with `overwrite=True`. Refused by its check: `tunelab.errors.ParityError`,
+    nothing written."""
+    _check_export_types(format, quantize, merge, force, overwrite)
+    options = {"quantize": quantize, "data": data, "min_agreement": min_agreement, "max_drop": max_drop,
+               "force": force or None, "batch_size": batch_size, "tolerance": tolerance}  # (force: a switch)
+    _check_gate(min_agreement, 0.0 if max_drop is None else max_drop)
+    if batch_size is not None:
+        check_count("batch_size", batch_size)
+    if tolerance is not None:
+        check_number("tolerance", tolerance)
+    from tunelab.export.request import BATCH_SIZE, MAX_DROP, TOLERANCE
+    from tunelab.export.request import export_model as run_export
+
+    return run_export(check_path("path", path, "a run or model directory"), format, merge, quantize=quantize,
+                      output=check_path("output", output, "a folder", True),
+                      data=check_path("data", data, "a file of labelled rows", True), min_agreement=min_agreement,
+                      max_drop=MAX_DROP if max_drop is None else max_drop, force=force,
+                      batch_size=batch_size or BATCH_SIZE, tolerance=TOLERANCE if tolerance is None else tolerance,
+                      overwrite=overwrite, given=[name for name, value in options.items() if value is not None]).output
+
+
+def _check_export_types(fmt: Any, quantize: Any, merge: Any, force: Any, overwrite: Any) -> None:
+    for name, value in (("format", fmt), ("quantize", quantize)):
+        if value is not None and not isinstance(value, str):
+            raise ArgumentError(f"{name}: expected a name (a str), got {type(value).__name__}")
+    for name, value in (("merge", merge), ("force", force), ("overwrite", overwrite)):
+        check_flag(name, value)
+
+
+def _check_gate(min_agreement: Any, max_drop: Any) -> None:
+    """The parity gate's options, as the CLI's ranges take them: a percentage, and points of at least 0."""
+    if min_agreement is not None:
+        check_number("min_agreement", min_agreement, 0, 100)
+    check_number("max_drop", max_drop)
+
+
+@_entry()
+def compress_model(path: str | Path, prune: str, *, recover_epochs: float = 1.0, output: str | Path | None = None,
+                   data: str | Path | None = None, min_agreement: float = 99.0, max_drop: float = 0.5,
+                   force: bool = False, overwrite: bool = False) -> Path:
+    """`tunelab compress`: a run's model (classification, ner, qa on a BERT-family encoder) pruned — `prune`
+    "heads:0.3" (the least important 30 % of attention heads removed) or "magnitude:0.5" (the smallest 50 % of the
+    encoder's weights zeroed) —, fine-tuned `recover_epochs` on the run's training data (0: not), and written only
+    past the parity gate (`data`, `min_agreement` a percentage, `max_drop`, `force`: as `export_model`'s). Returns
+    the folder written (default RUN/exports/<kind>-<fraction>), a model directory `tunelab.load` takes."""
+    if not isinstance(prune, str):
+        raise ArgumentError(f"prune: expected \"heads:<fraction>\" or \"magnitude:<fraction>\", got {prune!r}")
+    check_number("recover_epochs", recover_epochs)
+    _check_gate(min_agreement, max_drop)
+    check_flag("force", force)
+    check_flag("overwrite", overwrite)
+    from tunelab.export.compress import compress_run
+    from tunelab.export.parity import gate_of
+
+    return compress_run(check_path("path", path, "a run directory"), prune, float(recover_epochs),
+                        check_path("output", output, "a folder", True),
+                        check_path("data", data, "a file of labelled rows", True), gate_of(min_agreement, max_drop),
+                        force, overwrite=overwrite).output

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 # Who is calling: the command line or the Python API. A message that names an option spells it as that caller does
 # (`option`): `pass --overwrite` to a shell, `pass overwrite=True` to a notebook. None: neither said (the CLI's words).
@@ -34,6 +34,20 @@ class DataError(TunelabError):
 class ArgumentError(TunelabError):
     """A Python API call given an argument of the wrong type or value (`predict(None)`, `batch_size=0`,
     `tunelab.load(5)`): one line naming the argument and what it takes."""
+
+
+class DataRefused(TunelabError):
+    """`tunelab.check_data` found rows `tunelab train` refuses: the message is train's line for the first (the line
+    `tunelab data check` exits 2 with); `report` is the whole report, as `tunelab data check --json` prints it."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ParityError(TunelabError):
+    """An export, merge or compressed model that disagrees with the original beyond its check (the parity gate, a
+    merge's tolerance): nothing written; exit code 1 on the command line (the input was fine)."""
 
 
 class BrokenFileError(TunelabError, ValueError):
@@ -71,6 +85,17 @@ def option(cli: str, api: str) -> str:
     """An option as the caller names it in a message: `cli` on the command line (`--overwrite`, `--set train.lr`),
     `api` under the Python API (`overwrite=True`, `config: train.lr`). The message around it is the same."""
     return api if _SURFACE.get() == "api" else cli
+
+
+def flag(name: str, value: Any = None) -> str:
+    """An option as the caller spells it in a message: `--max-drop` on the command line, `max_drop` under the API;
+    with a value, `--max-drop 0.5` / `max_drop=0.5` (a str quoted under the API: `format='onnx'`); True: a switch
+    (`--force` / `force=True`)."""
+    cli = "--" + name.replace("_", "-")
+    if value is None or value is True:
+        return option(cli, name if value is None else f"{name}=True")
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return option(f"{cli} {text}", f"{name}={value!r}" if isinstance(value, str) else f"{name}={text}")
 
 
 def overwrite_option() -> str:

@@ -4,13 +4,19 @@ seconds (`TUNELAB_PROGRESS_EVERY`, default 10) and the last count, so a log show
 `TUNELAB_NO_PROGRESS=1` turns both off.
 
 One bar at a time: work nested inside another's progress (an evaluation during training) reports nothing of its own.
+`quiet_transformers`: transformers' own bars and load reports kept off the terminal for a Python API call.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+import threading
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -108,3 +114,42 @@ class Steps:
         extra = "".join(f", {k} {v}" for k, v in self.fields.items() if v != "-")
         print(f"{self.label}: {self.done:,}/{self.total:,}{' ' + self.unit if self.unit else ''}{share}{extra}, "
               f"{self._last - self._t0:.0f} s", file=sys.stderr, flush=True)
+
+
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0  # API calls inside quiet_transformers now (threads of a user's server overlap them)
+_loud_state: tuple[Any, ...] = ()  # what the first of them found, put back by the last
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' verbosity at error and its progress bars (with huggingface_hub's) off for the block (a Python
+    API call: its weight-loading bars and load reports), as the CLI sets them for a whole command; what they were is
+    put back when the last overlapping call ends (a count under a lock: calls from several threads would otherwise
+    put back each other's quiet state for good)."""
+    global _quiet_depth, _loud_state
+    from transformers.utils import logging as hf_logging
+
+    hub = importlib.import_module("huggingface_hub.utils.tqdm")  # (the package exports a `tqdm` class by that name)
+    with _QUIET_LOCK:
+        if _quiet_depth == 0:
+            _loud_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(),
+                           dict(hub.progress_bar_states))
+            hf_logging.set_verbosity_error()
+            with warnings.catch_warnings():  # (HF_HUB_DISABLE_PROGRESS_BARS set: a warning that it wins, as it does)
+                warnings.simplefilter("ignore")
+                hf_logging.disable_progress_bar()
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                verbosity, bars, hub_states = _loud_state
+                hf_logging.set_verbosity(verbosity)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+                hub.progress_bar_states.clear()
+                hub.progress_bar_states.update(hub_states)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from tunelab.cli.common import app, data_app, user_errors
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import TunelabError
 
 
 @app.command()
@@ -107,19 +107,13 @@ def data_check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Rows, labels, token lengths, truncation at max_length, duplicates and overlap between files."""
-    from tunelab.config.run import errors_located
-    from tunelab.data.check import check_files, config_base, print_report
+    from tunelab.config.run import errors_located, load_config, parse_overrides
+    from tunelab.data.check import print_report, run_check
 
-    if config is None and not files:
-        raise ConfigError("data check: give the files to check, or --config RUN.yaml (its data.train / "
-                          "validation / test)")
-    with errors_located(config, set_):  # a bad setting named where it came from (its --set, the config's line), as
-        if config is None:              # train names it
-            report = check_files([str(f) for f in files], task, model or "minilm", set_)
-        else:
-            base, named, given, seed = config_base(config, task, bool(files))
-            report = check_files([str(f) for f in files] if files else named, task, model or given, set_, base,
-                                 seed)
+    # a bad setting named where it came from (its --set, the config's line), as train names it
+    with errors_located(config, set_):
+        cfg = load_config(config) if config is not None else None
+        report = run_check([str(f) for f in files or []], cfg, task, model, parse_overrides(set_))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:

@@ -247,54 +247,22 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Merge an adapter (--merge) or export to onnx / torch int8 / gguf, checked before it is written."""
-    if merge and format_ is not None:
-        raise TunelabError(f"export: --merge and --format {format_} exclude each other: --merge writes the run's "
-                           "adapter merged into the base weights, --format exports the run's model (RUN/model, merged "
-                           "already); give one")
-    if not merge and format_ is None:
-        raise TunelabError("export: say what to export: --merge (merge the adapter into the base weights) or "
-                           "--format onnx|gguf|torch")
-    _check_export_options(ctx, merge)
-    if format_ is None:
-        _merge(path, output, tolerance, overwrite)
-        return
-    from tunelab.export.artifact import Gate, export_run
+    from tunelab.export.request import FORMAT_ONLY, MERGE_ONLY, export_model
 
-    floor = _share("--min-agreement", min_agreement)
-    _gated("export", lambda: export_run(path, format_, quantize, output, data, Gate(floor, max_drop), force,
-                                        batch_size, overwrite))
-
-
-def _share(flag: str, percent: float | None) -> float | None:
-    """A percentage option's value as a share (98 → 0.98). One in (0, 1] is refused: written as other tools take
-    it, a fraction (0.98 for 98 %), it was read as 0.98 % and the gate was as good as off."""
-    if percent is not None and 0 < percent <= 1:
-        raise TunelabError(f"{flag} {percent:g}: a percentage; write {percent * 100:g} for {percent * 100:g} % "
-                           f"(0 turns the check off)")
-    return None if percent is None else percent / 100
-
-
-MERGE_ONLY = ("tolerance",)  # export's options that --merge alone reads; the --format ones it ignores:
-FORMAT_ONLY = ("quantize", "data", "min_agreement", "max_drop", "force", "batch_size")
-
-
-def _check_export_options(ctx: typer.Context, merge: bool) -> None:
-    """One line for an option given (on the command line, even at its default value) that this kind of export does
-    not read: --merge checks no rows, --format merges nothing."""
-    unused = FORMAT_ONLY if merge else MERGE_ONLY  # (typer's click, not necessarily `click`: the source by name)
-    given = [name for name in unused if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        why = ("a merge is checked by its logits against the adapter model's, within --tolerance: no rows, no "
-               "parity gate, no quantisation" if merge else "it is --merge's")
-        raise TunelabError(f"export {'--merge' if merge else '--format'}: {flags} "
-                           f"{'does' if len(given) == 1 else 'do'} not apply ({why}); leave "
-                           f"{'it' if len(given) == 1 else 'them'} out")
+    # an option given (on the command line, even at its default value) that this kind of export does not read is
+    # refused (typer's click, not necessarily `click`: the source by name)
+    given = [name for name in (*MERGE_ONLY, *FORMAT_ONLY)
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"]
+    _gated("export", lambda: export_model(path, format_, merge, quantize=quantize, output=output, data=data,
+                                          min_agreement=min_agreement, max_drop=max_drop, force=force,
+                                          batch_size=batch_size, tolerance=tolerance, overwrite=overwrite,
+                                          given=given))
 
 
 def _gated(verb: str, make: Any) -> None:
-    """Run an export-like command: exit 1 with its one line when the parity gate refuses, else the table and where
-    the result went."""
+    """Run an export-like command: exit 1 with its one line when the check refuses the result, else the table (a
+    merge: its logit differences) and where the result went."""
+    from tunelab.export.merge import MergeReport
     from tunelab.export.parity import ParityError, print_rows
 
     try:
@@ -302,22 +270,14 @@ def _gated(verb: str, make: Any) -> None:
     except ParityError as exc:
         _fail(str(exc), code=1)
         return
+    if isinstance(r, MergeReport):
+        typer.echo(f"export: merged {r.adapter} into {r.base}; max |Δlogit| on {r.samples} samples: "
+                   f"{r.max_diff_adapter:.3g} vs the adapter model, {r.max_diff_saved:.3g} vs "
+                   f"{r.adapter.parent / 'model'} (tolerance {r.tolerance:g}); wrote {r.output}", err=True)
+        return
     print_rows(r.rows, f"{verb} on {r.data}")
     note = f" although the gate refused it (--force): {r.refused}" if r.refused else ""
     typer.echo(f"{verb}: wrote {r.output}{note}", err=True)
-
-
-def _merge(path: Path, output: Path | None, tolerance: float, overwrite: bool) -> None:
-    from tunelab.export.merge import ParityError, merge_run
-
-    try:
-        r = merge_run(path, output, tolerance, overwrite)
-    except ParityError as exc:
-        _fail(str(exc), code=1)
-        return
-    typer.echo(f"export: merged {r.adapter} into {r.base}; max |Δlogit| on {r.samples} samples: "
-               f"{r.max_diff_adapter:.3g} vs the adapter model, {r.max_diff_saved:.3g} vs "
-               f"{r.adapter.parent / 'model'} (tolerance {tolerance:g}); wrote {r.output}", err=True)
 
 
 @app.command()
@@ -343,9 +303,10 @@ def compress(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Prune a run's model, fine-tune it briefly to recover, and write it only past the parity gate."""
-    floor = _share("--min-agreement", min_agreement)
-    from tunelab.export.compress import compress_run
-    from tunelab.export.parity import Gate
+    from tunelab.export.parity import gate_of
 
-    _gated("compress", lambda: compress_run(path, prune, recover_epochs, output, data, Gate(floor, max_drop), force,
+    gate = gate_of(min_agreement, max_drop)  # (before the library loads)
+    from tunelab.export.compress import compress_run
+
+    _gated("compress", lambda: compress_run(path, prune, recover_epochs, output, data, gate, force,
                                             overwrite=overwrite))

@@ -22,6 +22,7 @@ from typing import Any
 
 from transformers import AutoModel, AutoTokenizer
 
+from tunelab.config.run import parse_overrides
 from tunelab.config.sections import AugmentConfig
 from tunelab.data.check import _configs
 from tunelab.data.feature_store import RowSequence
@@ -249,7 +250,7 @@ def augment_file(path: str, output: str, overrides: list[str], model: str | None
     `--output` is never the input (or a file of an input folder); an existing file only with `overwrite`."""
     check_outputs("--output", [Path(output)], [Read("the input file", Path(path))], overwrite,
                   "rows and their copies")
-    task, data = _configs("classification", overrides, "data augment", fixed=True)
+    task, data = _configs("classification", parse_overrides(overrides), "data augment", fixed=True)
     cfg = data.augment or AugmentConfig()
     table = read_table(path)
     sources, labelled = set(), False

@@ -6,7 +6,6 @@ import copy
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,12 +15,11 @@ from rich.text import Text
 from transformers.utils import logging as hf_logging
 
 from tunelab.config.run import (
+    RunConfig,
     apply_override,
     check_label_field,
     fitting,
     format_validation_error,
-    load_config,
-    parse_overrides,
 )
 from tunelab.config.sections import DataConfig, TrainConfig
 from tunelab.data.advice import conversation_order, look_alike_labels, unknown_tokens, unseen_labels
@@ -31,24 +29,24 @@ from tunelab.data.load import RowTask, _check_left, _check_named, deduplicated, 
 from tunelab.data.report import DataReport
 from tunelab.data.splits import split_validation
 from tunelab.data.windows import check_window_room
-from tunelab.errors import ConfigError, DataError
+from tunelab.errors import ConfigError, DataError, flag, option
 from tunelab.models import load_named
 from tunelab.models.positions import positions_at
 from tunelab.progress import Steps, table_console
 from tunelab.registry import TASKS
 
+Overrides = list[tuple[list[str], Any]]  # --set values, parsed (`config.run.parse_overrides`): (keys, value)
 SPLITS = ("train", "validation", "test")  # the files' roles, in data check's order, as train's dedup ranks them
 SEED = TrainConfig.model_fields["seed"].default  # train.seed, where no run config gives it
 CHAT_CHUNK = 8192  # conversations encoded at once by data check (as Task.in_chunks does for training)
 
 
-def config_base(path: Path, task_name: str | None = None, files_given: bool = False,
+def config_base(cfg: RunConfig, task_name: str | None = None, files_given: bool = False,
                 ) -> tuple[dict[str, Any], list[str], str, int]:
     """`data check --config RUN.yaml`: the run config's task and data settings (the tree the --set values go on),
     its data files (train first, as data check reads its first file as the training file; each there, as train
     checks before reading), its model and its train.seed (the validation hold-out's). `--task` another than the
     config's replaces it, with its settings."""
-    cfg = load_config(path)
     task = {**cfg.task.model_dump(exclude_unset=True), "name": cfg.task.name}
     if task_name is not None and task_name != cfg.task.name:
         task = {}
@@ -58,15 +56,14 @@ def config_base(path: Path, task_name: str | None = None, files_given: bool = Fa
     return {"task": task, "data": cfg.data.model_dump(exclude_unset=True)}, files, cfg.model, cfg.train.seed
 
 
-def train_seed(overrides: list[str], seed: int = SEED) -> tuple[list[str], int]:
+def train_seed(overrides: Overrides, seed: int = SEED) -> tuple[Overrides, int]:
     """`data check`'s `--set train.seed=N` (or `train={seed: N}`): the seed train holds validation rows out with, so
     that the check names the rows `train --set train.seed=N` holds out; the other --set values returned as given. A
     train key other than the seed is refused, naming the one data check takes."""
     rest, tree = [], {}
-    for pair in overrides:
-        [(keys, value)] = parse_overrides([pair])
+    for keys, value in overrides:
         if keys[0] != "train":
-            rest.append(pair)
+            rest.append((keys, value))
             continue
         apply_override(tree, keys, value)
         train = tree["train"]
@@ -79,14 +76,14 @@ def train_seed(overrides: list[str], seed: int = SEED) -> tuple[list[str], int]:
     return rest, seed
 
 
-def _configs(task_name: str | None, overrides: list[str], command: str = "data check",
+def _configs(task_name: str | None, overrides: Overrides, command: str = "data check",
              fixed: bool = False, base: dict[str, Any] | None = None) -> tuple[RowTask, DataConfig]:
     """The task and data config of `command` from `task_name` (None: `--set task=NAME`, else classification) and the
     --set values (data.* and task.*) over `base` (a run config's, `config_base`). `--set task=NAME` (or
     task.name=NAME) names the task as it does for train; a name other than an explicit `task_name` is refused
     (`fixed`: the command reads only that task's rows)."""
     tree: dict[str, Any] = copy.deepcopy(base or {})
-    for keys, value in parse_overrides(overrides):
+    for keys, value in overrides:
         apply_override(tree, keys, value)
     unknown = set(tree) - {"data", "task"}
     if unknown:
@@ -230,7 +227,20 @@ def _key_hashes(task: RowTask, examples: list[dict[str, Any]]) -> tuple[np.ndarr
     return np.unique(exact), np.unique(normal)
 
 
-def check_files(files: list[str], task_name: str | None, model: str, overrides: list[str],
+def run_check(files: list[str], cfg: RunConfig | None, task_name: str | None, model: str | None,
+              overrides: Overrides) -> dict[str, Any]:
+    """`tunelab data check` / `tunelab.check_data`: the files (none: the run config's data files) checked as train
+    reads them under the run config `cfg` (None: the --set values alone), `check_files`' report."""
+    if cfg is None and not files:
+        raise ConfigError(f"data check: give the files to check, or {option('--config RUN.yaml', 'config=RUN.yaml')}"
+                          " (its data.train / validation / test)")
+    if cfg is None:
+        return check_files(files, task_name, model or "minilm", overrides)
+    base, named, given, seed = config_base(cfg, task_name, bool(files))
+    return check_files(files or named, task_name, model or given, overrides, base, seed)
+
+
+def check_files(files: list[str], task_name: str | None, model: str, overrides: Overrides,
                 base: dict[str, Any] | None = None, seed: int = SEED) -> dict[str, Any]:
     """Validate every file (first error raises) and summarise each, plus pairwise overlap. `task_name`: --task
     (None: `--set task=NAME`, else classification); `base`: a run config's settings under the --set values; `seed`:
@@ -241,7 +251,7 @@ def check_files(files: list[str], task_name: str | None, model: str, overrides: 
     hf_logging.set_verbosity_error()  # "sequence longer than the model" is what we measure, not a warning
     # the tokenizer the task encodes with (sft: its chat template), and the model's positions (train's check)
     tokenizer, (positions, learned), where = load_named(
-        "--model", model, lambda where: (task.load_tokenizer(where), positions_at(where), where))
+        flag("model"), model, lambda where: (task.load_tokenizer(where), positions_at(where), where))
     report: dict[str, Any] = {"model": model, "max_length": data.max_length, "truncation": data.truncation,
                               "length_cap": task.length_cap(),
                               "files": {}, "overlap": []}

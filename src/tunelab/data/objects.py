@@ -29,6 +29,27 @@ def check_flag(name: str, value: Any) -> None:
         raise ArgumentError(f"{name}: expected True or False, got {value!r}")
 
 
+def check_number(name: str, value: Any, least: float = 0.0, most: float | None = None) -> None:
+    """`max_drop`, `min_agreement` and the like: a real number from `least` (to `most`), as the CLI's `min=` /
+    `max=` option ranges (ArgumentError)."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and least <= value
+    if not ok or (most is not None and value > most):
+        span = f"from {least:g} to {most:g}" if most is not None else f"of at least {least:g}"
+        raise ArgumentError(f"{name}: expected a number {span}, got {value!r}")
+
+
+def check_path(name: str, value: Any, what: str, optional: bool = False) -> Path | None:
+    """A path argument (`what` it names, e.g. "a run directory") as a Path: a str or Path, not empty; None where
+    `optional` (ArgumentError)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str | Path):
+        raise ArgumentError(f"{name}: expected {what} (a str or Path), got {type(value).__name__}")
+    if not str(value).strip():
+        raise ArgumentError(f"{name}: empty; expected {what}")
+    return Path(value)
+
+
 def model_table(inputs: Any, text_field: str, *, files: bool, name: str = "inputs", conll_txt: bool = False) -> Table:
     """`inputs` as rows: a Table as it is; a Path a file (read as `tunelab predict --input` reads it); a str a file
     when `files` (evaluate), else one text (`{text_field: str}`, predict); a mapping one row; a data frame its

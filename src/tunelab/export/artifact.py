@@ -22,7 +22,7 @@ from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import run_data, run_validation
 from tunelab.data.readers import read_table
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, flag, option
 from tunelab.evaluation.evaluate import logits_for
 from tunelab.export.gguf import check_exportable, write_gguf
 from tunelab.export.onnx import export_onnx
@@ -92,14 +92,15 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
     if data is not None:
         return model_examples(task, read_table(data, task.txt_as_conll), labelled=True), str(data)
     if run is None:
-        raise TunelabError(f"{verb}: no run config.yaml next to the model to find its validation split; pass --data "
-                           "FILE (labelled rows)")
+        raise TunelabError(f"{verb}: no run config.yaml next to the model to find its validation split; pass "
+                           f"{option('--data FILE', 'data=FILE')} (labelled rows)")
     cfg = build_config(read_config_file(run / "config.yaml"), saved=True)
     # a validation file of its own is read alone: the training file may have changed or gone since
     rows = splits.get("validation") if splits is not None else run_validation(
-        run, cfg.data, task, cfg.train.seed, hint=", or pass --data FILE (labelled rows)")
+        run, cfg.data, task, cfg.train.seed, hint=f", or pass {option('--data FILE', 'data=FILE')} (labelled rows)")
     if rows is None:
-        raise TunelabError(f"{verb}: the run {run} has no validation split; pass --data FILE (labelled rows)")
+        raise TunelabError(f"{verb}: the run {run} has no validation split; pass "
+                           f"{option('--data FILE', 'data=FILE')} (labelled rows)")
     data_cfg = run_data(run, cfg.data)  # the files as training read them
     return rows, data_cfg.validation or f"{data_cfg.train} (held-out validation split)"
 
@@ -129,12 +130,13 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     """Export, measure and gate; raises ParityError (nothing written) when the gate refuses and not `force`.
     `overwrite`: replace an --output folder that holds other files, or is a link (`check_output`), said first."""
     if fmt not in FORMATS:
-        raise TunelabError(f"export --format: {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise TunelabError(f"export {flag('format')}: {fmt!r} is not one of {', '.join(FORMATS)}")
     if quantize not in FORMATS[fmt]:
         takes = " or ".join(q for q in FORMATS[fmt] if q)
         if quantize is None:  # a format with no unquantised export (torch: torchao int8 only)
-            raise TunelabError(f"export --format {fmt}: needs --quantize {takes} (it has no unquantised export)")
-        raise TunelabError(f"export --quantize: {fmt} takes {takes}, not {quantize!r}")
+            raise TunelabError(f"export {flag('format', fmt)}: needs {flag('quantize', takes)} (it has no "
+                               "unquantised export)")
+        raise TunelabError(f"export {flag('quantize')}: {fmt} takes {takes}, not {quantize!r}")
     gate = gate or Gate()
     if fmt == "gguf":
         quantize = quantize or "f16"  # GGUF's own default type (llama.cpp's converter writes f16 too)
@@ -145,7 +147,7 @@ def export_run(path: Path, fmt: str, quantize: str | None = None, output: Path |
     model_dir, run = locate_model(path)
     task, module, tokenizer = load_model(model_dir)
     if fmt not in task.export_formats:
-        raise TunelabError(f"export --format {fmt}: task {task.cfg.name} does not export to {fmt} "
+        raise TunelabError(f"export {flag('format', fmt)}: task {task.cfg.name} does not export to {fmt} "
                            f"({', '.join(task.export_formats) or 'no format yet'})")
     output = Path(output) if output is not None else default_output(model_dir, run, f"{fmt}-{quantize or 'fp32'}")
     replaced = claim("export", output, inputs_of(model_dir, run, data), overwrite)
@@ -179,7 +181,7 @@ def gate_and_commit(verb: str, tmp: Path, output: Path, rows: list[dict[str, Any
                                           "max_drop_points": gate.max_drop}, "refused": refused,
                                           "forced": bool(refused and force), **extra, "rows": rows})
     if refused and not force:
-        raise ParityError(f"{verb}: refused, nothing written: {refused}; --force writes it anyway")
+        raise ParityError(f"{verb}: refused, nothing written: {refused}; {flag('force', True)} writes it anyway")
     commit(tmp, output, replaced)
     return refused
 

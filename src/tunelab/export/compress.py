@@ -21,7 +21,7 @@ from safetensors.torch import save_model
 from tunelab import __version__
 from tunelab.config.run import build_config, read_config_file
 from tunelab.data.load import run_splits
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, flag
 from tunelab.export.artifact import (
     ExportResult,
     default_output,
@@ -60,8 +60,8 @@ def compress_run(path: Path, prune: str, recover_epochs: float = 1.0, output: Pa
                  batch_size: int = 64, overwrite: bool = False) -> ExportResult:
     kind, fraction = parse_prune(prune)
     if not (math.isfinite(recover_epochs) and recover_epochs >= 0):
-        raise TunelabError(f"--recover-epochs: {recover_epochs:g} is not a number of epochs (a finite number, 0 or "
-                           "more; 0: no recovery)")
+        raise TunelabError(f"{flag('recover_epochs')}: {recover_epochs:g} is not a number of epochs (a finite number, "
+                           "0 or more; 0: no recovery)")
     gate = gate or Gate()
     model_dir, run = locate_model(path)
     check_compressible(path, load_task(model_dir))

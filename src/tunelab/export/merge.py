@@ -31,7 +31,7 @@ from transformers import AutoConfig
 from tunelab.config.run import read_config_file
 from tunelab.data.load import from_run_folder, run_model
 from tunelab.data.report import DATA_FOLDER, read_summary
-from tunelab.errors import ConfigError, TunelabError, first_line
+from tunelab.errors import ConfigError, TunelabError, first_line, flag
 from tunelab.export.output import claim, commit, run_reads, staged, terminated
 from tunelab.export.parity import ParityError
 from tunelab.export.save import META_FILE, load_task, load_tokenizer, saved_rules
@@ -57,6 +57,7 @@ class MergeReport:
     max_diff_adapter: float
     max_diff_saved: float | None  # vs RUN/model, when it exists
     samples: int
+    tolerance: float  # the most either may be
 
 
 def locate(path: Path) -> tuple[Path, Path]:
@@ -69,8 +70,9 @@ def locate(path: Path) -> tuple[Path, Path]:
     run = path.parent if (path / META_FILE).is_file() or (path / "adapter_config.json").is_file() else path
     adapter, model = run / "adapter", run / "model"
     if not (adapter / "adapter_config.json").is_file():
-        raise TunelabError(f"{path}: no adapter ({adapter}/adapter_config.json); export --merge needs the run of a "
-                           "LoRA or DoRA model (method full / freeze: RUN/model already holds plain weights)")
+        raise TunelabError(f"{path}: no adapter ({adapter}/adapter_config.json); export {flag('merge', True)} needs "
+                           "the run of a LoRA or DoRA model (method full / freeze: RUN/model already holds plain "
+                           "weights)")
     if not (model / META_FILE).is_file():
         raise TunelabError(f"{path}: no tunelab model next to the adapter ({model}/{META_FILE})")
     return adapter, model
@@ -299,10 +301,11 @@ def _merge(peft_model: Any, auto: Any, base: str, tokenizer: Any, adapter: Path,
         diff = max_diff(want, logits_of(auto.from_pretrained(str(tmp)), inputs))
         saved = max_diff(want, logits_of(auto.from_pretrained(str(model_dir)), inputs))
         if diff > tolerance:
-            raise ParityError(f"export --merge: merged model differs from the adapter model by {diff:.3g} "
-                              f"(max |Δlogit|) > tolerance {tolerance:g}; nothing written")
+            raise ParityError(f"export {flag('merge', True)}: merged model differs from the adapter model by "
+                              f"{diff:.3g} (max |Δlogit|) > tolerance {tolerance:g}; nothing written")
         if saved > tolerance:
-            raise ParityError(f"export --merge: {model_dir} differs from base + adapter by {saved:.3g} (max "
-                              f"|Δlogit|) > tolerance {tolerance:g} (base {base} changed?); nothing written")
+            raise ParityError(f"export {flag('merge', True)}: {model_dir} differs from base + adapter by "
+                              f"{saved:.3g} (max |Δlogit|) > tolerance {tolerance:g} (base {base} changed?); nothing "
+                              "written")
         commit(tmp, output, replaced)
-    return MergeReport(output, adapter, base, diff, saved, len(inputs))
+    return MergeReport(output, adapter, base, diff, saved, len(inputs), tolerance)

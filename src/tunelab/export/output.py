@@ -31,7 +31,7 @@ from tunelab import __version__
 from tunelab.config.run import read_config_file
 from tunelab.data.load import run_data_section, run_model
 from tunelab.data.report import read_summary
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, flag, overwrite_option
 from tunelab.io import (
     Read,
     atomic_dir,
@@ -51,7 +51,6 @@ from tunelab.training.layout import EXPORTED, LOCK, REPLACED, RUN_FILES, STUDY_F
 MANIFEST = "tunelab-files.json"
 IGNORED = frozenset({".DS_Store"})  # what a file browser drops into any folder it shows: nobody's work
 RUN_ROLE = "the run directory"  # run_reads' Read of the run exported: where --output may go inside a run
-RUN_NEVER = "a run's files are never replaced, --overwrite or not; choose another --output"
 RECORDS = ("export", "compressed", "merged_from")  # tunelab.json keys of an export, a compressed or a merged model
 # what save_pretrained writes for a model and its tokenizer, and tunelab.json
 MODEL_FILES = (r"tunelab\.json|config\.json|generation_config\.json|model(-\d+-of-\d+)?\.safetensors"
@@ -69,7 +68,8 @@ ADAPTER_FILES = re.compile(r"adapter_config\.json|adapter_model\.(safetensors|bi
 def _entries(folder: Path) -> list[str]:
     """Every file, folder and link under `folder`, relative, sorted (links not followed)."""
     def unreadable(e: OSError) -> None:
-        raise TunelabError(f"--output: cannot read {e.filename}: {e.strerror or e}; choose an empty or new folder")
+        raise TunelabError(f"{flag('output')}: cannot read {e.filename}: {e.strerror or e}; choose an empty or new "
+                           "folder")
 
     out = []
     for root, dirs, files in os.walk(folder, onerror=unreadable):
@@ -183,28 +183,30 @@ def _checked(output: Path, inputs: Sequence[Read] = (), overwrite: bool = False,
     not: a run that appeared meanwhile is new entries there)."""
     for role, path, names in inputs:  # by the file system's identity (io.below), not the spelling
         if below(path, output) is not None:
-            raise TunelabError(f"--output: {output} would replace {role}; choose another --output")
+            raise TunelabError(f"{flag('output')}: {output} would replace {role}; choose another {flag('output')}")
         inner = below(output, path)
         if inner and (names is None or inner[0] in names):
-            raise TunelabError(f"--output: {output} is inside {role} {path}; choose another --output")
+            raise TunelabError(f"{flag('output')}: {output} is inside {role} {path}; choose another "
+                               f"{flag('output')}")
     if runs:
         _around_runs(output, [path for role, path, _ in inputs if role == RUN_ROLE])
     if output.exists() and not output.is_dir() and not output.is_symlink():
-        raise TunelabError(f"--output: {output} is a file, not a folder; choose an empty or new folder")
+        raise TunelabError(f"{flag('output')}: {output} is a file, not a folder; choose an empty or new folder")
     if output.is_symlink():
         if not overwrite:
-            raise TunelabError(f"--output: {output} is a link (to {os.readlink(output)}); name the folder itself, or "
-                               "pass --overwrite to replace the link (not what it points to) with a new folder")
+            raise TunelabError(f"{flag('output')}: {output} is a link (to {os.readlink(output)}); name the folder "
+                               f"itself, or pass {overwrite_option()} to replace the link (not what it points to) "
+                               "with a new folder")
         return [f"the link to {os.readlink(output)}"], []
     if not output.is_dir():
         return [], []
     foreign = _foreign(output)
     if foreign and not overwrite:
-        raise TunelabError(f"--output: {output} holds files tunelab did not write ({foreign[0]}); choose an empty "
-                           "or new folder, or pass --overwrite to replace it with them")
+        raise TunelabError(f"{flag('output')}: {output} holds files tunelab did not write ({foreign[0]}); choose an "
+                           f"empty or new folder, or pass {overwrite_option()} to replace it with them")
     if not foreign and not overwrite and _trained_model(output):  # a deployed copy is work of its own: never unasked
-        raise TunelabError(f"--output: {output} holds a tunelab model (a run's model/, copied out of its run); choose "
-                           "an empty or new folder, or pass --overwrite to replace it")
+        raise TunelabError(f"{flag('output')}: {output} holds a tunelab model (a run's model/, copied out of its "
+                           f"run); choose an empty or new folder, or pass {overwrite_option()} to replace it")
     top = {e.split("/")[0] for e in foreign}
     return sorted(f"{e}/" if (output / e).is_dir() and not (output / e).is_symlink() else e for e in top), foreign
 
@@ -220,16 +222,20 @@ def _around_runs(output: Path, own: Sequence[Path]) -> None:
         if not is_run_dir(folder):
             continue
         if folder == full:
-            raise TunelabError(f"--output: {output} is a run's folder; {RUN_NEVER}")
+            raise TunelabError(f"{flag('output')}: {output} is a run's folder; {_run_never()}")
         if any(below(folder, run) == () for run in own):
             break  # inside the run exported (a cv fold, a trial: the runs around it are its study's, not in the way)
-        raise TunelabError(f"--output: {output} is inside the run's folder {folder}; {RUN_NEVER}")
+        raise TunelabError(f"{flag('output')}: {output} is inside the run's folder {folder}; {_run_never()}")
     if link or not output.is_dir():
         return
     held = sorted(e[: -len("/config.yaml")] for e in _entries(output) if e.endswith("/config.yaml")
                   and is_run_dir(output / e[: -len("/config.yaml")]))
     if held:
-        raise TunelabError(f"--output: {output} holds the run's folder {output / held[0]}; {RUN_NEVER}")
+        raise TunelabError(f"{flag('output')}: {output} holds the run's folder {output / held[0]}; {_run_never()}")
+
+
+def _run_never() -> str:
+    return f"a run's files are never replaced, {overwrite_option()} or not; choose another {flag('output')}"
 
 
 def _foreign(folder: Path) -> list[str]:
@@ -245,8 +251,8 @@ def _foreign(folder: Path) -> list[str]:
 def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20) -> str:
     """The line that says, before any work, what --overwrite will replace of someone else's at `output`."""
     if replaced and replaced[0].startswith("the link to "):
-        return (f"{verb}: --overwrite: {output} is {replaced[0]}; the link will be replaced by the new folder (what "
-                "it points to is left as it is)")
+        return (f"{verb}: {overwrite_option()}: {output} is {replaced[0]}; the link will be replaced by the new "
+                "folder (what it points to is left as it is)")
     def files(entry: str) -> int:
         return sum(len(names) for _, _, names in os.walk(output / entry)) if entry.endswith("/") else 1
 
@@ -256,8 +262,8 @@ def replacing(verb: str, output: Path, replaced: Sequence[str], limit: int = 20)
     if len(replaced) > limit:
         named += f" and {len(replaced) - limit} more"
     total = sum(counts.values())
-    return (f"{verb}: --overwrite: {output} will be replaced whole, with what tunelab did not write in it: {named}; "
-            f"{total} file{'s' * (total != 1)} in all")
+    return (f"{verb}: {overwrite_option()}: {output} will be replaced whole, with what tunelab did not write in it: "
+            f"{named}; {total} file{'s' * (total != 1)} in all")
 
 
 def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> list[str] | None:
@@ -266,12 +272,12 @@ def claim(verb: str, output: Path, inputs: Sequence[Read], overwrite: bool) -> l
     without --overwrite): those entries, and every entry under them (what appears later, a file inside one of the
     folders too, was not said)."""
     replaced, under = _checked(output, inputs, overwrite)
-    check_creatable("--output", output)  # under a file, read-only, /proc: said now, not after the work (a recovery)
+    check_creatable(flag("output"), output)  # under a file, read-only, /proc: said now, not after the work (a recovery)
     if replaced:
         say(replacing(verb, output, replaced))
     elif _trained_model(output):
-        say(f"{verb}: --overwrite: {output} holds a tunelab model (a run's model/, copied out of its run); it will "
-            "be replaced whole")
+        say(f"{verb}: {overwrite_option()}: {output} holds a tunelab model (a run's model/, copied out of its run); "
+            "it will be replaced whole")
     return [*replaced, *under] if overwrite else None
 
 
@@ -286,7 +292,7 @@ def staged(output: Path) -> Iterator[Path]:
     try:
         tmp = atomic_dir(output)
     except OSError as e:
-        raise TunelabError(f"--output: cannot write {output}: {cannot_create(e)}") from None
+        raise TunelabError(f"{flag('output')}: cannot write {output}: {cannot_create(e)}") from None
     try:
         with terminated():
             yield tmp
@@ -331,8 +337,8 @@ def commit(tmp: Path, output: Path, replaced: Sequence[str] | None = None) -> No
     said = set(replaced or ())
     new = [e for e in (*top, *under) if e not in said]
     if new:
-        raise TunelabError(f"--output: {output} changed while the result was built: it now holds {new[0]} too; "
-                           "nothing written, run it again")
+        raise TunelabError(f"{flag('output')}: {output} changed while the result was built: it now holds {new[0]} "
+                           "too; nothing written, run it again")
     open_permissions(tmp)  # safetensors writes 0600: the folder is put in place readable as a run's model/ is
     with _held():  # the swap is not cut between its two renames (`terminated` raises after it)
         commit_dir(tmp, output)

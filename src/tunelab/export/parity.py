@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.errors import ParityError, TunelabError, flag  # noqa: F401 - ParityError re-exported (its old home)
 from tunelab.methods.base import count_parameters
 from tunelab.models.inference import TARGETS
 from tunelab.models.precision import autocast_dtype, precision_scope
@@ -25,14 +25,20 @@ LATENCY_ROWS = 64  # batch-1 calls timed (the first rows of the split)
 LATENCY_BATCHES = 8  # batch-32 calls timed
 
 
-class ParityError(TunelabError):
-    """The artifact disagrees with the original model beyond the gate; exit code 1 (the input was fine)."""
-
-
 @dataclass(frozen=True)
 class Gate:
     min_agreement: float | None = None  # share of predictions equal to the original's; None: the format's default
     max_drop: float = 0.5  # points (0-100 scale) an accuracy-like metric may fall; % a loss may rise
+
+
+def gate_of(min_agreement: float | None, max_drop: float) -> Gate:
+    """The gate of `--min-agreement` (a percentage: 98 → 0.98; None: the format's default) and `--max-drop`. A
+    percentage in (0, 1] is refused: written as other tools take it, a fraction (0.98 for 98 %), it was read as
+    0.98 % and the gate was as good as off."""
+    if min_agreement is not None and 0 < min_agreement <= 1:
+        raise TunelabError(f"{flag('min_agreement', float(min_agreement))}: a percentage; write "
+                           f"{min_agreement * 100:g} for {min_agreement * 100:g} % (0 turns the check off)")
+    return Gate(None if min_agreement is None else min_agreement / 100, max_drop)
 
 
 def timed_calls(module: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]], precision: str) -> list[float]:
@@ -102,17 +108,17 @@ def check(original: dict[str, Any], artifact: dict[str, Any], gate: Gate, loss: 
     least = least_agreement(gate, loss)
     if least is not None and artifact["agreement"] < least:
         return (f"label agreement with the original {100 * artifact['agreement']:.2f}% < {100 * least:g}% "
-                "(--min-agreement)")
+                f"({flag('min_agreement')})")
     if loss:
         rise = 100 * (artifact["metric"] - original["metric"]) / max(abs(original["metric"]), 1e-12)
         if rise > gate.max_drop:
             return (f"{name} {artifact['metric']:.4f} is {rise:.2f}% over the original's {original['metric']:.4f} "
-                    f"(--max-drop {gate.max_drop:g})")
+                    f"({flag('max_drop', float(gate.max_drop))})")
         return None
     drop = 100 * (original["metric"] - artifact["metric"])
     if drop > gate.max_drop:
         return (f"{name} {artifact['metric']:.4f} is {drop:.2f} points under the original's {original['metric']:.4f} "
-                f"(--max-drop {gate.max_drop:g})")
+                f"({flag('max_drop', float(gate.max_drop))})")
     return None
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.utils.prune
 from transformers.pytorch_utils import prune_linear_layer
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, flag
 from tunelab.models.student import layer_list
 
 
@@ -37,9 +37,9 @@ def attentions(model: torch.nn.Module) -> list[Any]:
         sa = getattr(att, "self", None)
         if sa is None or not all(hasattr(sa, n) for n in ("query", "key", "value")) or not hasattr(att.output,
                                                                                                    "dense"):
-            raise TunelabError(f"compress --prune heads: {type(model).__name__} is not a BERT-family encoder "
-                               "(attention.self.query/key/value); head pruning supports BERT, RoBERTa, MiniLM, "
-                               "XLM-R, ELECTRA")
+            raise TunelabError(f"compress {flag('prune', 'heads')}: {type(model).__name__} is not a BERT-family "
+                               "encoder (attention.self.query/key/value); head pruning supports BERT, RoBERTa, "
+                               "MiniLM, XLM-R, ELECTRA")
         out.append(att)
     return out
 
@@ -86,11 +86,11 @@ def heads_to_cut(fraction: float, counts: list[int]) -> int:
     n = min(math.floor(fraction * total + 0.5), total - len(counts))
     if n < 1:
         if total == len(counts):
-            raise TunelabError(f"compress --prune heads:{fraction:g}: every layer of the model has one head left; "
-                               "no head can be cut")
+            raise TunelabError(f"compress {flag('prune', f'heads:{fraction:g}')}: every layer of the model has one "
+                               "head left; no head can be cut")
         least = math.ceil(0.5 / total * 1e4) / 1e4  # (rounded up: heads:least cuts one)
-        raise TunelabError(f"compress --prune heads:{fraction:g}: would cut no head ({fraction:g} × the model's "
-                           f"{total} heads rounds to 0); heads:{least:g} or more cuts one")
+        raise TunelabError(f"compress {flag('prune', f'heads:{fraction:g}')}: would cut no head ({fraction:g} × the "
+                           f"model's {total} heads rounds to 0); heads:{least:g} or more cuts one")
     return n
 
 
@@ -176,6 +176,6 @@ def parse_prune(spec: str) -> tuple[str, float]:
     except ValueError:
         fraction = -1.0
     if kind not in ("heads", "magnitude") or not 0 < fraction < 1:
-        raise TunelabError(f"compress --prune: {spec!r}: expected heads:<fraction> or magnitude:<fraction>, a "
+        raise TunelabError(f"compress {flag('prune')}: {spec!r}: expected heads:<fraction> or magnitude:<fraction>, a "
                            "fraction between 0 and 1 (e.g. heads:0.3)")
     return kind, fraction
