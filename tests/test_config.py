@@ -299,7 +299,7 @@ def test_the_hubs_ids_without_an_org_pass() -> None:
     for name in ("bert-base-uncased", "bert-base-chinese", "gpt2", "gpt2-medium", "distilbert-base-uncased",
                  "roberta-base", "xlm-roberta-large", "t5-small", "albert-base-v2", "distilroberta-base"):
         assert cfg_of(f"model={name}").model == name
-    for name in ("bert", "gpt3", "bert-base-uncased-x", "roberta"):
+    for name in ("bert", "gpt3", "bert-base-uncased-x", "roberta", "roberta-base-mnli", "xlm-mlm-anything"):
         assert config_error(f"model={name}").startswith(f"--set model: '{name}' is not a known alias"), name
 
 

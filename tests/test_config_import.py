@@ -412,6 +412,23 @@ def test_every_optim_of_hf_is_carried_or_refused(lf: Path, tiny_llama: Path) -> 
         assert not (lf / "b.yaml").exists()
 
 
+def test_llama_factorys_optimizer_switches_are_refused_when_on(lf: Path, tiny_llama: Path) -> None:
+    """`use_galore: true` (LLaMA-Factory then trains with GaLore whatever `optim` says; use_apollo, use_badam,
+    use_muon, use_adam_mini alike) imported as AdamW with only "a key tunelab does not read"; now refused as `optim:
+    galore_adamw` is; false (LLaMA-Factory's default) imports."""
+    for key, what in (("use_galore", "GaLore (gradients projected to a low rank)"), ("use_muon", "Muon"),
+                      ("use_adam_mini", "Adam-mini")):
+        src = _lf_yaml(lf, tiny_llama, optim="adamw_torch", **{key: True})
+        line = src.read_text(encoding="utf-8").splitlines().index(f"{key}: true") + 1
+        res = _import(str(src), "-o", str(lf / "b.yaml"))
+        assert (res.exit_code, res.stderr) == (
+            2, f"error: {src}:{line}: {key}: true: not carried: LLaMA-Factory then trains with {what} in place of "
+            "AdamW, not one of tunelab's optimizers (train.optimizer adamw, adafactor or sgd); drop it (AdamW)\n"), key
+        assert not (lf / "b.yaml").exists()
+    written, said = _written(lf, _lf_yaml(lf, tiny_llama, use_galore=False, use_badam=False), "off.yaml")
+    assert written["train"].get("optimizer", "adamw") == "adamw" and not [x for x in said if "use_" in x], said
+
+
 def test_a_real_training_arguments_dump(lf: Path, tiny_llama: Path) -> None:
     """What the installed transformers writes (`TrainingArguments(...).to_json_string()`), whatever keys it holds:
     imported, every key carried or said (before: `max_steps: -1`, HF's "not set", was refused)."""

@@ -349,6 +349,23 @@ def test_an_sft_student_learns_from_the_teachers_replies(tiny_chat_run: Path, tm
     assert max(loss["with"], loss["packed"]) < 0.25 * loss["without"], loss  # measured: 0.25 against 2.08
 
 
+def test_the_teachers_replies_cut_at_max_length_are_said_as_their_own_split(tiny_chat_run: Path,
+                                                                             tmp_path: Path) -> None:
+    """The rows made of the teacher's replies to data.unlabeled, cut at data.max_length, are said as
+    `sft (unlabeled): ...`: they read as a second line on the training split (`sft: ...`)."""
+    few = write_jsonl(tmp_path / "few.jsonl", say_rows(["good", "bad"]))
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"messages": r["messages"][:1]} for r in say_rows(WORDS[:4])])
+    res = CliRunner().invoke(app, ["distill", str(tiny_chat_run), "--student", "layers:1", "--output",
+                                   str(tmp_path / "out"), "--unlabeled", str(prompts), "--set", f"data.train={few}",
+                                   "--set", "train.max_steps=1", "--set", "task.generation.max_new_tokens=30",
+                                   "--set", "task.generation.eval_generate=false", "--set", "train.baseline_eval=false",
+                                   "--set", "data.max_length=9"])
+    assert res.exit_code == 0, res.output
+    lines = [x for x in res.stderr.splitlines() if " examples cut at data.max_length=9 " in x]
+    unlabeled = [x for x in lines if x.startswith("sft (unlabeled): ")]
+    assert len(unlabeled) == 1 and not [x for x in lines if x.startswith("sft: ") and "of 4 examples" in x], lines
+
+
 def test_sft_teacher_replies_count_in_the_soft_part_only(tiny_chat_run: Path) -> None:
     """The hard cross-entropy of an sft distillation pass reads its gold rows alone: the loss of a model against
     itself (soft part 0) is (1 - alpha) times the cross-entropy of the unflagged rows."""

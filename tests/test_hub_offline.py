@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import make_tiny_bert
 
 
@@ -44,3 +46,44 @@ def test_a_cached_hub_model_loads_at_once_when_the_hub_cannot_be_reached(tmp_pat
                       "(as with HF_HUB_OFFLINE=1)"), res.stderr
     assert "Retrying" not in res.stderr and "Traceback" not in res.stderr
     assert err[-1].startswith("error: --model: cannot load someorg/not-cached: "), res.stderr
+
+
+def test_offline_mode_is_left_to_a_proxy_and_turned_off_when_the_hub_answers(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A proxy carries huggingface_hub's requests where this machine has no route (a cluster node behind one): the
+    probe, a direct connection, would have turned offline mode on and refused downloads the proxy allows. And offline
+    mode tunelab turned on is turned off when the host answers again (a long-lived process: the API, a server)."""
+    from huggingface_hub import constants
+
+    from tunelab.models import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_turned_offline", False)
+    monkeypatch.setattr(hub, "_probed", {})
+    port = _closed_port()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    hub.reach_hub("someorg/m")
+    assert constants.HF_HUB_OFFLINE is False and not hub._probed  # not probed: the proxy's to reach
+    monkeypatch.delenv("http_proxy")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    hub.reach_hub("someorg/m")
+    hub.reach_hub("someorg/m")  # said once
+    assert constants.HF_HUB_OFFLINE is True
+    assert capsys.readouterr().err.count("note: 127.0.0.1 cannot be reached: someorg/m is read from the Hugging Face "
+                                         "cache only") == 1
+    with socket.socket() as listening:  # the host answers again, a minute later
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        hub.reach_hub("someorg/m")
+    assert constants.HF_HUB_OFFLINE is False
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the user's HF_HUB_OFFLINE: never turned off
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        hub.reach_hub("someorg/m")
+    assert constants.HF_HUB_OFFLINE is True

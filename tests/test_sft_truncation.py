@@ -62,7 +62,7 @@ def test_head_tail_cuts_the_prompt_middle_so_the_reply_trains(tiny_llama: Path,
     assert user.count("good") < 20  # its middle is gone
     assert task.cut_note() == (
         "sft: 1 of 2 examples cut at data.max_length=16 tokens: 1 lost the middle of a prompt message "
-        "(data.truncation: head+tail), 0 cut at the end (their tail is not trained)")
+        "(data.truncation: head+tail), 0 cut at the end (their tail is left out of the loss)")
     with pytest.raises(ConfigError, match=r"data.truncation: tail: task sft cuts a row at its end \(head\), or first "
                                           r"the middle of its prompt \(head\+tail\)"):
         _task(16, "tail")
@@ -134,7 +134,7 @@ def test_head_tail_never_empties_a_prompt_message(tiny_llama: Path, capsys: pyte
     assert f == whole and tok.convert_ids_to_tokens(f["input_ids"])[3:5] == ["this", "is"]  # (before: the user's "")
     assert task.cut_note() == (
         "sft: 1 of 1 examples cut at data.max_length=32 tokens: 0 lost the middle of a prompt message "
-        "(data.truncation: head+tail), 1 cut at the end (their tail is not trained)")
+        "(data.truncation: head+tail), 1 cut at the end (their tail is left out of the loss)")
     # its share out of reach, the reply's start is not: the message keeps its head and its tail, the reply the most
     for limit, reply, trained in ((12, "bad movie", ["bad", "movie"]), (16, " ".join(["bad"] * 40), ["bad"] * 6)):
         task = _task(limit, "head+tail")
@@ -297,7 +297,7 @@ def test_a_training_split_encoded_in_parts_says_one_cut_line(tiny_llama: Path, t
     rows = [{"prompt": "say bad", "completion": "bad movie plot story" if i % 2 else "bad"} for i in range(10)]
     examples = _examples(task, rows)
     tok = task.load_tokenizer(str(tiny_llama))
-    line = "sft: 5 of 10 examples cut at data.max_length=12 tokens (their tail is not trained)"
+    line = "sft: 5 of 10 examples cut at data.max_length=12 tokens (their tail is left out of the loss)"
     for cache in (False, True, True):  # in memory; parts written to the cache; read back
         capsys.readouterr()
         assert len(training_features(task, examples, tok, use_cache=cache).features) == 10
@@ -305,4 +305,4 @@ def test_a_training_split_encoded_in_parts_says_one_cut_line(tiny_llama: Path, t
     assert not hasattr(Task, "cut_split")
     encoded(task, examples[:4], tok, split="validation")
     assert capsys.readouterr().err.splitlines() == [
-        "sft (validation): 2 of 4 examples cut at data.max_length=12 tokens (their tail is not trained)"]
+        "sft (validation): 2 of 4 examples cut at data.max_length=12 tokens (their tail is left out of the loss)"]

@@ -32,6 +32,19 @@ OTHER = {"ademamix": "AdEMAMix", "paged_ademamix": "AdEMAMix", "lion": "Lion", "
          "apollo_": "APOLLO", "lomo": "LOMO", "adalomo": "AdaLomo", "grokadamw": "GrokAdamW",
          "schedule_free_": "a schedule-free optimizer", "stable_adamw": "StableAdamW (AdamW with update clipping)"}
 ADAM = ("adam_beta1", "adam_beta2", "adam_epsilon")
+# LLaMA-Factory's switches that train with another optimizer whatever `optim` says
+SWITCHES = {"use_galore": "GaLore (gradients projected to a low rank)", "use_apollo": "APOLLO",
+            "use_badam": "BAdam (block-coordinate Adam)", "use_muon": "Muon", "use_adam_mini": "Adam-mini"}
+
+
+def read_switch(p: Any, key: str, value: Any) -> None:
+    """`use_galore: true` (and the other SWITCHES): refused as another optimizer is; false (LLaMA-Factory's default)
+    changes nothing."""
+    if value is True:
+        raise p.refuse(key, f"true: not carried: LLaMA-Factory then trains with {SWITCHES[key]} in place of AdamW, not "
+                       "one of tunelab's optimizers (train.optimizer adamw, adafactor or sgd); drop it (AdamW)")
+    if value is not False:
+        raise p.refuse(key, f"{value!r}: expected true or false")
 
 
 def other(name: str) -> str | None:

@@ -34,7 +34,7 @@ from tunelab.config.fields import yaml_text, yaml_value
 from tunelab.config.located import key_lines
 from tunelab.config.peer_data import Joined, read_datasets
 from tunelab.config.peer_kinds import refuse_other_kind
-from tunelab.config.peer_optim import ADAM, carry_adam, read_optim
+from tunelab.config.peer_optim import ADAM, SWITCHES, carry_adam, read_optim, read_switch
 from tunelab.config.run import build_config, read_config_file
 from tunelab.config.sections import TrainConfig
 from tunelab.config.suggest import NOT_CARRIED, PEER_NAMES
@@ -165,7 +165,8 @@ SPECIAL = {"stage": _later, "warmup_ratio": _later, "warmup_steps": _later,
            "bf16": _precision, "fp16": _precision, "report_to": _report_to, "val_size": _val_size,
            "eval_strategy": _strategy, "evaluation_strategy": _strategy, "save_strategy": _strategy,
            "optim": read_optim, "deepspeed": _distributed, "fsdp": _distributed, "lora_target": _lora_target,
-           "output_dir": lambda p, k, v: p.set(k, v, k), **dict.fromkeys(ADAM, _later)}
+           "output_dir": lambda p, k, v: p.set(k, v, k), **dict.fromkeys(ADAM, _later),
+           **dict.fromkeys(SWITCHES, read_switch)}
 
 
 def _read_keys(p: _Peer) -> None:

@@ -115,11 +115,13 @@ def _in_memory(task: Task, examples: Sequence[Example], tokenizer: Any) -> Train
     return TrainFeatures(task.train_features(feats), _longest(feats))
 
 
-def say_training_cuts(task: Task) -> None:
+def say_training_cuts(task: Task, split: str | None = None) -> None:
     """The task's `cut_note` on the rows it just encoded to train on, where it says one (`Task.training_cuts_said`):
-    once for the split, after all its parts."""
+    once for the split, after all its parts; `split` named after the task's name (`sft (unlabeled): ...`) where the
+    rows are not the training split's."""
     if task.training_cuts_said and (note := task.cut_note()):
-        say(note)
+        head, colon, rest = note.partition(": ")
+        say(f"{head} ({split}): {rest}" if split and colon else note)
 
 
 def _open(directory: Path, hit: bool) -> TrainFeatures:

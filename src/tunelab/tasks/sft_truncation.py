@@ -226,9 +226,9 @@ class Cuts:
         """The stderr line on the rows cut (`rows` above 0): `Sft.cut_note` (evaluation names the split after `sft`)."""
         said = f"sft: {self.rows} of {examples} examples cut at data.max_length={self.limit} tokens"
         if self.mode != "head+tail":
-            return said + " (their tail is not trained)"
+            return said + " (their tail is left out of the loss)"
         return (f"{said}: {self.middles} lost the middle of a prompt message (data.truncation: head+tail), "
-                f"{self.ends} cut at the end (their tail is not trained)")
+                f"{self.ends} cut at the end (their tail is left out of the loss)")
 
 
 def reply_cuts(tokenizer: Any, examples: list[dict[str, Any]], limit: int, mode: str,

@@ -68,7 +68,7 @@ def unlabeled_features(task: Task, examples: list[Example], tokenizer: Any, teac
     if state is not None and state.num_processes > 1:
         made = broadcast_object_list(made, from_process=0)
     features = task.encode(made[0], tokenizer)
-    say_training_cuts(task)
+    say_training_cuts(task, "unlabeled")  # the teacher's replies to data.unlabeled's prompts
     return features
 
 
