@@ -1,6 +1,7 @@
 """A hub model on a machine that cannot reach the hub: read from the Hugging Face cache at once, not after minutes of
 huggingface_hub's retries (1 + 2 + 4 + 8 + 8 s for each of a dozen files: a tiny cached BERT took 3 min 18 s to start
-training, with 40 "Retrying" lines); one not in the cache fails at once, in one line."""
+training, with 40 "Retrying" lines); one not in the cache fails at once, in one line; a hub data set (`hf:org/name`)
+alike (it took 24 s of retries to fail)."""
 
 from __future__ import annotations
 
@@ -33,19 +34,23 @@ def test_a_cached_hub_model_loads_at_once_when_the_hub_cannot_be_reached(tmp_pat
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{port}", TUNELAB_NO_PROGRESS="1",
                OMP_NUM_THREADS="1")
-    script = ("from tunelab.cli import app\nimport sys\n"  # both commands in one process: one start-up
-              "for model in ('someorg/tiny-bert', 'someorg/not-cached'):\n"
+    script = ("from tunelab.cli import app\n"  # the three commands in one process: one start-up
+              "for args in (['hf:someorg/some-data'], *([str(ROWS), '--model', m, '--json'] for m in MODELS)):\n"
               "    try:\n"
-              f"        app(['data', 'check', {str(rows)!r}, '--model', model, '--json'])\n"
+              "        app(['data', 'check', *args])\n"
               "    except SystemExit as e:\n"
-              "        print('exit', e.code, flush=True)\n")
+              "        print('exit', e.code, flush=True)\n"
+              ).replace("ROWS", repr(str(rows))).replace("MODELS", "('someorg/tiny-bert', 'someorg/not-cached')")
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     out, err = res.stdout.split("exit "), res.stderr.strip().splitlines()
-    assert json.loads(out[0])["files"] and out[1].strip() == "0" and out[2].strip() == "2", res.stderr
-    assert err[0] == ("note: 127.0.0.1 cannot be reached: someorg/tiny-bert is read from the Hugging Face cache only "
-                      "(as with HF_HUB_OFFLINE=1)"), res.stderr
-    assert "Retrying" not in res.stderr and "Traceback" not in res.stderr
-    assert err[-1].startswith("error: --model: cannot load someorg/not-cached: "), res.stderr
+    assert "Retrying" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    # a hub data set first (datasets keeps an offline flag of its own; it took 24 s of retries to fail)
+    assert err[0] == ("note: 127.0.0.1 cannot be reached: hf:someorg/some-data is read from the Hugging Face cache "
+                      "only (as with HF_HUB_OFFLINE=1)"), res.stderr
+    assert err[1].startswith("error: hf:someorg/some-data: cannot load the hub dataset: "), res.stderr
+    code, report = out[1].split("\n", 1)
+    assert code == "2" and json.loads(report)["files"] and out[2].strip() == "0", res.stdout
+    assert out[3].strip() == "2" and err[-1].startswith("error: --model: cannot load someorg/not-cached: "), res.stderr
 
 
 def test_offline_mode_is_left_to_a_proxy_and_turned_off_when_the_hub_answers(

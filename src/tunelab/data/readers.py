@@ -105,6 +105,11 @@ def hub_dataset(spec: str) -> Any:
     except ImportError:
         raise DataError(spec, None, None, "reading a hub dataset needs the datasets package: pip install datasets") \
             from None
+    from tunelab.models import hub
+
+    hub.reach_hub(f"hf:{name}")  # no route to the hub: its cache only, at once (not 25 s of retries a file)
+    if hub.turned_offline():
+        datasets.config.HF_HUB_OFFLINE = True
     try:
         return datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, unknown split: datasets' own error types

@@ -61,6 +61,11 @@ def _reachable(host: str, port: int) -> bool:
     return reachable
 
 
+def turned_offline() -> bool:
+    """Whether `reach_hub` turned offline mode on (the datasets library keeps a flag of its own to follow it)."""
+    return _turned_offline
+
+
 def reach_hub(name: str) -> None:
     """Before a hub id is loaded: offline mode on, with one note, when the hub's host takes no connection (not where
     the user set HF_HUB_OFFLINE, nor where a proxy carries huggingface_hub's requests: the proxy may reach what this
