@@ -120,8 +120,10 @@ def _strip(row: dict) -> dict:
         # `--resume PATH` to the older checkpoint 4 replaces the later history (checkpoint 6 is discarded)
         (["method.name=lora", "method.r=4", "train.best_metric=accuracy"], "step:7", "checkpoints/step-00000004",
          [4, 6]),
+        # NEFTune's noise on: a resume draws what the uninterrupted run drew (the generators' states restored)
+        (["method=full", "train.neftune_alpha=5"], "step:7", None, [4]),
     ],
-    ids=["full-killed-mid-save", "lora-killed-between"],
+    ids=["full-killed-mid-save", "lora-killed-between", "neftune-killed-between"],
 )
 def test_sigkill_then_resume_equals_uninterrupted(
     extra: list[str], pause: str, resume_arg: str | None, complete: list[int], tiny_bert: Path, tmp_path: Path

@@ -230,6 +230,12 @@ class TrainConfig(Section):
         "weight (alpha; 0.1-1 in the paper) times the symmetric KL divergence of the two outputs joins the loss; "
         "steps cost ~2x. classification, ner, qa. 0: off."
     )
+    neftune_alpha: float | None = Field(
+        None, ge=0, description="NEFTune (Jain et al. 2023), as HF's neftune_noise_alpha (TRL, LLaMA-Factory): while "
+        "training, uniform noise in ±alpha/sqrt(L·d) joins the input embeddings (L: the batch's padded length, a "
+        "packed row's with task.packing; d: the hidden size); none in evaluation or generation. Meant for instruction "
+        "tuning (sft; the paper: 5-15); every task takes it. null or 0: off."
+    )
     dropout: float | None = Field(
         None, ge=0, lt=1, description="Set every dropout probability of the model (and its config) to this; "
         "null keeps the model's own."

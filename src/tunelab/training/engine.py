@@ -39,6 +39,7 @@ from tunelab.training.dropout import use_fast_dropout
 from tunelab.training.early_stopping import MetricTracker
 from tunelab.training.lora_forward import restore_lora, use_fast_lora
 from tunelab.training.memory import keep_freed_memory
+from tunelab.training.neftune import noisy_embeddings
 from tunelab.training.optim import check_finite, l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.training.progress import TrainProgress
 from tunelab.training.sparse_rows import clip_grad_norm, sparse_embedding
@@ -224,7 +225,7 @@ class Loop:
         self.model.train()
         if self.rng is not None:
             ckpt.set_rng_state(self.rng)  # last: nothing may draw from the RNGs before the next step
-        with bar, closing(self.log):  # closed on an exception too (on_eval's optuna.TrialPruned)
+        with bar, closing(self.log), noisy_embeddings(self.unwrapped, cfg.neftune_alpha):  # undone on errors too
             bar.update(s.step)
             while s.step < self.total and not s.stopped:
                 order = batch_order(self.lengths, cfg.batch_size, cfg.seed + s.epoch, cfg.group_by_length)[s.batch :]
