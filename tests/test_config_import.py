@@ -429,6 +429,24 @@ def test_llama_factorys_optimizer_switches_are_refused_when_on(lf: Path, tiny_ll
     assert written["train"].get("optimizer", "adamw") == "adamw" and not [x for x in said if "use_" in x], said
 
 
+def test_neftune_noise_alpha_is_carried(lf: Path, tiny_llama: Path) -> None:
+    """LLaMA-Factory's and HF's `neftune_noise_alpha` → train.neftune_alpha (before: `not carried: neftune_noise_alpha
+    (no tunelab setting ...)`, the run trained without the noise); a value below 0 is one line at the file's key."""
+    written, said = _written(lf, _lf_yaml(lf, tiny_llama, neftune_noise_alpha=5), "a.yaml")
+    assert written["train"]["neftune_alpha"] == 5 and not [x for x in said if x.startswith("not carried: neftune")]
+    hf = lf / "args.json"
+    hf.write_text(json.dumps({"model_name_or_path": str(tiny_llama), "neftune_noise_alpha": 10.0}), encoding="utf-8")
+    res = _import(str(hf), "-o", str(lf / "b.yaml"), "--task", "sft", "--train", str(lf / "data" / "chat.jsonl"))
+    assert res.exit_code == 0 and "not carried: neftune" not in res.stderr, res.output
+    assert yaml.safe_load((lf / "b.yaml").read_text(encoding="utf-8"))["train"]["neftune_alpha"] == 10.0
+    src = _lf_yaml(lf, tiny_llama, neftune_noise_alpha=-1)
+    line = src.read_text(encoding="utf-8").splitlines().index("neftune_noise_alpha: -1") + 1
+    res = _import(str(src), "-o", str(lf / "c.yaml"))
+    assert (res.exit_code, res.stderr) == (2, f"error: {src}:{line}: neftune_noise_alpha: Input should be greater than "
+                                              "or equal to 0 (got -1) (tunelab's train.neftune_alpha)\n")
+    assert not (lf / "c.yaml").exists()
+
+
 def test_a_real_training_arguments_dump(lf: Path, tiny_llama: Path) -> None:
     """What the installed transformers writes (`TrainingArguments(...).to_json_string()`), whatever keys it holds:
     imported, every key carried or said (before: `max_steps: -1`, HF's "not set", was refused)."""

@@ -31,7 +31,7 @@ PEER_NAMES: dict[str, str] = {
     "save_strategy": "train.save_steps (default: once an epoch)", "max_seq_length": "data.max_length",
     "dataset_text_field": "data.text_field", "resume_from_checkpoint": "the --resume option of tunelab train",
     "deepspeed": "train.distributed: {strategy: deepspeed}", "fsdp": "train.distributed: {strategy: fsdp}",
-    "model_name_or_path": "model",
+    "model_name_or_path": "model", "neftune_noise_alpha": "train.neftune_alpha",
     # LLaMA-Factory
     "cutoff_len": "data.max_length", "dataset": "data.train", "eval_dataset": "data.validation",
     "val_size": "data.validation_split", "finetuning_type": "method.name", "stage": "task",
@@ -77,8 +77,8 @@ NOT_CARRIED: dict[str, str] = {
     "method.target_modules", "lora_bias": "no tunelab setting: LoRA's bias stays frozen",
     "pissa_init": "no tunelab setting: LoRA starts from peft's default init",
     "loraplus_lr_ratio": "no tunelab setting: LoRA's A and B train at train.lr", "use_unsloth": "no tunelab setting",
-    "upcast_layernorm": "no tunelab setting", "neftune_noise_alpha": "no tunelab setting (NEFTune's noise trains "
-    "differently)", "enable_liger_kernel": "no tunelab setting", "use_cache": "no tunelab setting",
+    "upcast_layernorm": "no tunelab setting",
+    "enable_liger_kernel": "no tunelab setting", "use_cache": "no tunelab setting",
     "neat_packing": "no tunelab setting: task.packing packs rows without it", "tokenized_path": "tunelab's feature "
     "cache knows the data and settings it was made from", "streaming": "tunelab reads every row of data.train",
     "cache_dir": "transformers' cache (HF_HOME)", "print_param_status": "tunelab train says the trainable "
