@@ -19,7 +19,7 @@ from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, check_label_field, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data, run_model
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import DataReport, check_resumed_rows, read_summary, summary_rules, training_fingerprint
+from tunelab.data.report import DataReport, read_summary, summary_rules
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import encoded, evaluate
@@ -152,7 +152,7 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
         splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report,
                                            {name: rows for name, rows in splits.items() if name != "train"})
         # (the one process that writes data_summary.json and checks it)
-        on_main(partial(_fingerprint, report, splits["train"], cfg.train.save_steps, resume_from))
+        on_main(partial(report.take_fingerprint, splits["train"], cfg.train.save_steps, resume_from))
         # the training split from the feature cache where it is on (data.cache): one process per node tokenises
         train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
         if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
@@ -216,16 +216,6 @@ def _baseline(cfg: RunConfig, task: Task, model: torch.nn.Module, tokenizer: Any
                                     cfg.train.eval_batch_size, out, prefix="baseline-", pending=pending
                                     ).get("validation", {}))
     return metrics, pending
-
-
-def _fingerprint(report: DataReport, train: Sequence[dict[str, Any]], save_steps: int | None,
-                 resume_from: Path | None) -> None:
-    """The training rows' fingerprint in data_summary.json where the run checkpoints (a resume checks its rows are
-    these), checked against the resumed run's (`resume_from`) before anything is written."""
-    if save_steps != 0 or resume_from is not None:  # (None: a checkpoint each epoch)
-        report.fingerprint = training_fingerprint(train)
-    if resume_from is not None and resume_from.parent.name == "checkpoints":
-        check_resumed_rows(resume_from.parent.parent, report.fingerprint)
 
 
 def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | None:
