@@ -60,6 +60,7 @@ from tunelab.training.distributed import check_strategy, launched, on_main, whol
 from tunelab.training.early_stopping import tracked_field
 from tunelab.training.optim import check_layer_decay
 from tunelab.training.rdrop import check_rdrop, rdrop_loss
+from tunelab.training.recompute import check_recompute
 from tunelab.training.run_dir import (
     RunDirLock,
     check_inputs_apart,
@@ -185,12 +186,14 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
 
 def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig, resume_from: Path | None,
              evaluates: bool, rows: int) -> torch.nn.Module:
-    """`model` with the method applied, what trains checked (layer-wise lr decay; a resumed checkpoint's names,
-    shapes and step, within the run's steps over its `rows` training features): before the run claims its
-    output_dir."""
+    """`model` with the method applied, what trains checked (layer-wise lr decay, gradient checkpointing; a resumed
+    checkpoint's names, shapes and step, within the run's steps over its `rows` training features): before the run
+    claims its output_dir."""
     cfg.train.check_evaluations(evaluates)
     model = method.apply(model, trained_heads(resume_from, task.head_modules(model)), task.new_token_ids)
     check_layer_decay(model, cfg.train.layer_lr_decay)
+    if cfg.train.gradient_checkpointing:  # (a model class, or an adapter, whose layers cannot be recomputed)
+        check_recompute(model)
     if resume_from is not None:
         check_fits(resume_from, model)
         check_steps(resume_from, cfg.train, rows)
@@ -260,12 +263,13 @@ def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
 
 
 # what a resumed run may change: how long it trains, how often it saves, logs and evaluates (and on what batch size
-# and test file), which checkpoint it keeps as best, where it reports, its feature cache and passes' size (memory)
+# and test file), which checkpoint it keeps as best, where it reports, its feature cache, passes' size and
+# recomputed layers (memory: the same weights)
 RESUME_MAY_CHANGE = ("output_dir", "search", "data.test", "data.cache", "data.cache_limit_gb", "train.epochs",
                      "train.max_steps", "train.save_steps", "train.save_total_limit", "train.log_steps",
                      "train.eval_steps", "train.eval_batch_size", "train.micro_batch_tokens", "train.report",
                      "train.report_to", "train.baseline_eval", "train.early_stopping", "train.best_metric",
-                     "train.select_best")
+                     "train.select_best", "train.gradient_checkpointing")
 
 
 def _check_resumed_settings(out: Path, cfg: RunConfig, resume_from: Path | None, own: bool) -> None:

@@ -41,6 +41,7 @@ from tunelab.training.lora_forward import restore_lora, use_fast_lora
 from tunelab.training.memory import keep_freed_memory
 from tunelab.training.optim import check_finite, l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.training.progress import TrainProgress
+from tunelab.training.recompute import restore_recompute, use_recompute
 from tunelab.training.sparse_rows import clip_grad_norm, sparse_embedding
 from tunelab.training.tracking import MetricsLog
 
@@ -112,8 +113,9 @@ def train(model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: C
         if resume_from is not None:
             loop.resume(resume_from)
         return loop.run()
-    finally:  # the word embedding back to dense gradients, peft's LoRA forward back: after an error too
+    finally:  # the word embedding back to dense gradients, peft's LoRA forward, plain layers: after an error too
         restore_lora(loop.lora)
+        restore_recompute(loop.recompute)
         if loop.embedding is not None:
             loop.embedding.sparse = False
             loop.optimizer.optimizer.release()
@@ -131,6 +133,7 @@ class Loop:
             set_dropout(model, cfg.dropout)
         if cfg.fast_dropout:
             use_fast_dropout(model)
+        self.recompute = use_recompute(model) if cfg.gradient_checkpointing else None  # (before DDP / FSDP wrap it)
         # the device from PartialState: an Accelerator probe would fix the process's mixed precision to "no"
         self.precision = resolve_precision(cfg.precision, PartialState(cpu=not torch.cuda.is_available()).device)
         mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision]
@@ -149,8 +152,7 @@ class Loop:
         self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
         self.lora = use_fast_lora(model) if cfg.fast_lora and self.strategy == "ddp" else []
         self.features, self.collate, self.cfg = features, collate, cfg
-        self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
-        self.loss_units = loss_units or rows
+        self.evaluate, self.loss_fn, self.on_eval, self.loss_units = evaluate, loss_fn, on_eval, loss_units or rows
         # DeepSpeed's engine counts its own micro-steps: one backward per batch there
         self.pass_tokens = None if self.strategy == "deepspeed" else micro_batch_tokens(
             cfg.micro_batch_tokens, acc.device, getattr(loss_fn, "copies", 1))
