@@ -83,7 +83,7 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
         "data": {"max_length": 64, "validation_split": 0.25, "truncation": "head+tail",
                  "train": str(lf / "data" / REGISTRY[dataset]["file_name"])},
         "train": {"batch_size": 2, "grad_accum": 1, "lr": 1.0e-3, "epochs": 1.0, "scheduler": "cosine",
-                  "warmup": 0.1, "log_steps": 1, "save_steps": 500},
+                  "warmup": 0.1, "log_steps": 1, "save_steps": 500, "gradient_checkpointing": True},
     }
     said = res.stderr.splitlines()
     assert said[:-1] == [
@@ -95,6 +95,9 @@ def test_import_then_train(lf: Path, tiny_llama: Path, dataset: str, task: dict)
         "not carried: overwrite_output_dir (the --overwrite option of tunelab train)",
         "not carried: ddp_timeout (no tunelab setting)",
         "not carried: some_new_key (a key tunelab does not read: the run trains without it)",
+        # (LLaMA-Factory checkpoints unless told not to; before: not carried, "no tunelab setting")
+        "not set: disable_gradient_checkpointing (LLaMA-Factory's default, false: it checkpoints; written: "
+        "train.gradient_checkpointing true)",
         *(["not carried: chat.num_samples (tunelab trains on every row of the file: cut the file to train on "
            "fewer)"] if dataset == "chat" else []),
     ]
@@ -201,11 +204,9 @@ def test_eval_dataset_and_hf_trainer_json(lf: Path, tiny_llama: Path) -> None:
     # from the folder import ran in; no validation named: every row trains, as HF's Trainer trains them)
     assert written["data"] == {"train": os.path.abspath("t.jsonl"), "validation_split": 0.0}
     assert "not set: a validation file (every row trains" in res.stderr
-    assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7, "batch_size": 8}
-    assert res.stderr.splitlines()[:2] == [
-        "not carried: gradient_checkpointing (no tunelab setting: lower train.batch_size or data.max_length to fit "
-        "memory)",
-        "not set: method (HF's Trainer trains every weight, written: method full)"]
+    assert written["train"] == {"lr": 2e-5, "precision": "fp16", "optimizer": "adamw", "seed": 7,
+                                "gradient_checkpointing": True, "batch_size": 8}  # (before: not carried)
+    assert res.stderr.splitlines()[0] == "not set: method (HF's Trainer trains every weight, written: method full)"
 
 
 def test_several_datasets_joined_then_train(lf: Path, tiny_llama: Path) -> None:
@@ -357,6 +358,40 @@ def test_train_keys_as_hf_reads_them(lf: Path, tiny_llama: Path) -> None:
     written, said = _written(lf, src, "d.yaml")
     assert "not carried: torch_compile (an HF Trainer argument tunelab has no setting for: the run trains without " \
         "it)" in said
+
+
+def test_gradient_checkpointing_as_each_tool_reads_it(lf: Path, tiny_llama: Path) -> None:
+    """LLaMA-Factory checkpoints unless `disable_gradient_checkpointing: true` (written as the opposite; absent: its
+    default, said), and HF's `gradient_checkpointing: true` turns it on under it all the same; an HF Trainer file
+    carries `gradient_checkpointing` as it is. Before: `not carried: gradient_checkpointing (no tunelab setting)`,
+    and a LLaMA-Factory run trained without it. A value that is not true / false: one line at its key."""
+    note = ("not set: disable_gradient_checkpointing (LLaMA-Factory's default, false: it checkpoints{}; written: "
+            "train.gradient_checkpointing true)")
+    for more, on, said_too in (
+            ({}, True, note.format("")),
+            ({"disable_gradient_checkpointing": False}, True, None),
+            ({"disable_gradient_checkpointing": True}, False, None),
+            ({"gradient_checkpointing": False}, True, note.format(" whatever gradient_checkpointing: false says")),
+            ({"disable_gradient_checkpointing": True, "gradient_checkpointing": True}, True,
+             "not carried: disable_gradient_checkpointing (gradient_checkpointing: true turns checkpointing on in "
+             "HF's Trainer under LLaMA-Factory)")):
+        written, said = _written(lf, _lf_yaml(lf, tiny_llama, **more), f"a{len(said_too or '')}{on}.yaml")
+        assert written["train"]["gradient_checkpointing"] is on, more
+        assert [x for x in said[:-1] if "gradient_checkpointing" in x] == ([said_too] if said_too else []), more
+    for value in (True, False):  # (an HF Trainer file: no LLaMA-Factory key)
+        src = lf / "args.yaml"
+        src.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_llama), "gradient_checkpointing": value}),
+                       encoding="utf-8")
+        res = _import(str(src), "--task", "sft", "-o", str(lf / f"b{value}.yaml"))
+        assert res.exit_code == 0, res.output
+        written = yaml.safe_load((lf / f"b{value}.yaml").read_text(encoding="utf-8"))
+        assert written["train"]["gradient_checkpointing"] is value
+        assert not [x for x in res.stderr.splitlines()[:-1] if "gradient_checkpointing" in x]
+    src = _lf_yaml(lf, tiny_llama, disable_gradient_checkpointing="yes")
+    res = _import(str(src), "-o", str(lf / "c.yaml"))
+    assert (res.exit_code, res.stderr) == (2, f"error: {src}:28: disable_gradient_checkpointing: 'yes': true or "
+                                              "false\n")
+    assert not (lf / "c.yaml").exists()
 
 
 def test_adamw_betas_and_epsilon_are_carried(lf: Path, tiny_llama: Path) -> None:

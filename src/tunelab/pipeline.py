@@ -19,7 +19,7 @@ from tunelab.config.fields import flat_fields, within
 from tunelab.config.run import RunConfig, build_config, check_label_field, config_to_yaml
 from tunelab.data.load import load_splits, load_unlabeled, run_data, run_model
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import DataReport, check_resumed_rows, read_summary, summary_rules, training_fingerprint
+from tunelab.data.report import DataReport, read_summary, summary_rules
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import encoded, evaluate
@@ -60,6 +60,7 @@ from tunelab.training.distributed import check_strategy, launched, on_main, whol
 from tunelab.training.early_stopping import tracked_field
 from tunelab.training.optim import check_layer_decay
 from tunelab.training.rdrop import check_rdrop, rdrop_loss
+from tunelab.training.recompute import check_recompute
 from tunelab.training.run_dir import (
     RunDirLock,
     check_inputs_apart,
@@ -152,7 +153,7 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
         splits["train"] = prepare_training(splits["train"], cfg, task, tokenizer, model, report,
                                            {name: rows for name, rows in splits.items() if name != "train"})
         # (the one process that writes data_summary.json and checks it)
-        on_main(partial(_fingerprint, report, splits["train"], cfg.train.save_steps, resume_from))
+        on_main(partial(report.take_fingerprint, splits["train"], cfg.train.save_steps, resume_from))
         # the training split from the feature cache where it is on (data.cache): one process per node tokenises
         train = training_features(task, splits["train"], tokenizer, cfg.data.cache, state.local_main_process_first())
         if train.cached is not None:  # its features on disk, the training split's rows go beside them (off the heap)
@@ -185,12 +186,14 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
 
 def _applied(method: Method, model: torch.nn.Module, task: Task, cfg: RunConfig, resume_from: Path | None,
              evaluates: bool, rows: int) -> torch.nn.Module:
-    """`model` with the method applied, what trains checked (layer-wise lr decay; a resumed checkpoint's names,
-    shapes and step, within the run's steps over its `rows` training features): before the run claims its
-    output_dir."""
+    """`model` with the method applied, what trains checked (layer-wise lr decay, gradient checkpointing; a resumed
+    checkpoint's names, shapes and step, within the run's steps over its `rows` training features): before the run
+    claims its output_dir."""
     cfg.train.check_evaluations(evaluates)
     model = method.apply(model, trained_heads(resume_from, task.head_modules(model)), task.new_token_ids)
     check_layer_decay(model, cfg.train.layer_lr_decay)
+    if cfg.train.gradient_checkpointing:  # (a model class, or an adapter, whose layers cannot be recomputed)
+        check_recompute(model)
     if resume_from is not None:
         check_fits(resume_from, model)
         check_steps(resume_from, cfg.train, rows)
@@ -216,16 +219,6 @@ def _baseline(cfg: RunConfig, task: Task, model: torch.nn.Module, tokenizer: Any
                                     cfg.train.eval_batch_size, out, prefix="baseline-", pending=pending
                                     ).get("validation", {}))
     return metrics, pending
-
-
-def _fingerprint(report: DataReport, train: Sequence[dict[str, Any]], save_steps: int | None,
-                 resume_from: Path | None) -> None:
-    """The training rows' fingerprint in data_summary.json where the run checkpoints (a resume checks its rows are
-    these), checked against the resumed run's (`resume_from`) before anything is written."""
-    if save_steps != 0 or resume_from is not None:  # (None: a checkpoint each epoch)
-        report.fingerprint = training_fingerprint(train)
-    if resume_from is not None and resume_from.parent.name == "checkpoints":
-        check_resumed_rows(resume_from.parent.parent, report.fingerprint)
 
 
 def _distill_loss(cfg: RunConfig, task: Task, tokenizer: Any) -> DistillLoss | None:
@@ -270,12 +263,13 @@ def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
 
 
 # what a resumed run may change: how long it trains, how often it saves, logs and evaluates (and on what batch size
-# and test file), which checkpoint it keeps as best, where it reports, its feature cache and passes' size (memory)
+# and test file), which checkpoint it keeps as best, where it reports, its feature cache, passes' size and
+# recomputed layers (memory: the same weights)
 RESUME_MAY_CHANGE = ("output_dir", "search", "data.test", "data.cache", "data.cache_limit_gb", "train.epochs",
                      "train.max_steps", "train.save_steps", "train.save_total_limit", "train.log_steps",
                      "train.eval_steps", "train.eval_batch_size", "train.micro_batch_tokens", "train.report",
                      "train.report_to", "train.baseline_eval", "train.early_stopping", "train.best_metric",
-                     "train.select_best")
+                     "train.select_best", "train.gradient_checkpointing")
 
 
 def _check_resumed_settings(out: Path, cfg: RunConfig, resume_from: Path | None, own: bool) -> None:

@@ -10,7 +10,8 @@ dropped silently. `dataset` is looked up in `dataset_dir/dataset_info.json` (LLa
 into, config/peer_data.py), and its `formatting` / `columns` / `tags` the
 settings of the task that reads them (`Task.peer_dataset`, a hook: the sft task's row formats); a registry entry
 the task cannot read as written is refused in one line naming dataset_info.json, the line and the key. `optim` and
-AdamW's `adam_*` keys are read by config/peer_optim.py's tables (8-bit / paged AdamW: adamw, said).
+AdamW's `adam_*` keys are read by config/peer_optim.py's tables (8-bit / paged AdamW: adamw, said);
+`gradient_checkpointing` / `disable_gradient_checkpointing` by config/peer_recompute.py (LLaMA-Factory's default: on).
 LLaMA-Factory's own defaults are written where tunelab's differ: no validation hold-out without `val_size`
 (tunelab holds out 0.1), LoRA rank 8, alpha twice the rank, dropout 0, every linear layer; `cutoff_len` 2048,
 `learning_rate` 5e-5 (HF's), `per_device_train_batch_size` 8 (`DEFAULTS`, each said as `not set: KEY`). HF's
@@ -35,6 +36,7 @@ from tunelab.config.located import key_lines
 from tunelab.config.peer_data import Joined, read_datasets
 from tunelab.config.peer_kinds import refuse_other_kind
 from tunelab.config.peer_optim import ADAM, SWITCHES, carry_adam, read_optim, read_switch
+from tunelab.config.peer_recompute import read_recompute
 from tunelab.config.run import build_config, read_config_file
 from tunelab.config.sections import TrainConfig
 from tunelab.config.suggest import NOT_CARRIED, PEER_NAMES
@@ -51,7 +53,7 @@ DEFAULTS = (("cutoff_len", "data.max_length", 2048), ("learning_rate", "train.lr
 # keys of LLaMA-Factory's alone: a file without `stage` that has one is LLaMA-Factory's (stage sft, its default);
 # one with none is HF TrainingArguments, which names no task (--task)
 LF_KEYS = frozenset(("dataset", "eval_dataset", "dataset_dir", "template", "finetuning_type", "cutoff_len",
-                     "lora_target", "lora_rank"))
+                     "lora_target", "lora_rank", "disable_gradient_checkpointing"))
 FILES = {"data.train": "--train", "data.validation": "--validation"}  # the data files given beside the file
 _KEY = re.compile(r"([a-z_]+(?:\.[a-z_]+)*)(?: \(task \w+\))?")  # a PEER_NAMES value that is a key alone
 
@@ -161,6 +163,7 @@ def _lora_target(p: _Peer, key: str, value: Any) -> None:
 
 SPECIAL = {"stage": _later, "warmup_ratio": _later, "warmup_steps": _later,
            "finetuning_type": _later, "use_dora": _later, "quantization_bit": _later,
+           "gradient_checkpointing": _later, "disable_gradient_checkpointing": _later,
            "dataset": _later, "eval_dataset": _later, "dataset_dir": _later, "mix_strategy": _later,
            "bf16": _precision, "fp16": _precision, "report_to": _report_to, "val_size": _val_size,
            "eval_strategy": _strategy, "evaluation_strategy": _strategy, "save_strategy": _strategy,
@@ -336,6 +339,7 @@ def _defaults(p: _Peer) -> None:
             p.set(dotted, value, key)
             whose = "LLaMA-Factory's" if lf else "HF Trainer's"
             p.notes.append(f"not set: {key} ({whose} default, {value}, written: {dotted} {value})")
+    read_recompute(p, lf)  # (LLaMA-Factory's default: on)
     if "train.distributed" in p.origin:
         p.notes.append(f"note: {p.origin['train.batch_size']} {p.tree['train']['batch_size']} is per GPU; tunelab's "
                        "train.batch_size is over all processes: multiply it by the number of GPUs")

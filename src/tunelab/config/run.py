@@ -99,6 +99,10 @@ class RunConfig(Section):
             why = "add a distill section (tunelab distill)" if self.distill is None else "distill.alpha is 0"
             raise ConfigError(f"config: data.unlabeled: unlabelled rows train only the soft-target part of "
                               f"distillation; {why}")
+        if self.train.gradient_checkpointing and self.method.name == "prefix":  # (training/recompute.py)
+            raise ConfigError("config: train.gradient_checkpointing: method prefix gives every layer its learnt keys "
+                              "and values as a cache, which a recomputed layer is not given (peft refuses the pair "
+                              "too); use method prompt or lora, or set it to false")
         return self
 
 

@@ -259,6 +259,13 @@ class TrainConfig(Section):
         "only the rows the batches have touched are clipped and stepped (tunelab.training.sparse_rows): the same "
         "weights as dense AdamW, less time and memory per step; a tied output layer keeps it dense."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Keep only each transformer layer's input during the forward pass and recompute the "
+        "layer in backward (HF's gradient_checkpointing, non-reentrant): the same losses and weights (dropout masks "
+        "replay) for one more forward a step. SmolLM2-135M LoRA on alpaca, 2-core CPU: peak RSS 4.4 -> 2.5 GB, steps "
+        "1.4-1.55x slower (full fine-tuning: ~1.33x; docs/benchmarks.md). Needs a model class that supports it; not "
+        "with method prefix."
+    )
     warmup: float = Field(
         0.0, ge=0, description="Warmup: a fraction of all steps if < 1 (rounded up, as HF's warmup_ratio), "
         "else a step count."

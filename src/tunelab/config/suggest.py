@@ -32,6 +32,8 @@ PEER_NAMES: dict[str, str] = {
     "dataset_text_field": "data.text_field", "resume_from_checkpoint": "the --resume option of tunelab train",
     "deepspeed": "train.distributed: {strategy: deepspeed}", "fsdp": "train.distributed: {strategy: fsdp}",
     "model_name_or_path": "model", "neftune_noise_alpha": "train.neftune_alpha",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+    "disable_gradient_checkpointing": "train.gradient_checkpointing: false",
     # LLaMA-Factory
     "cutoff_len": "data.max_length", "dataset": "data.train", "eval_dataset": "data.validation",
     "val_size": "data.validation_split", "finetuning_type": "method.name", "stage": "task",
@@ -63,7 +65,9 @@ NOT_CARRIED: dict[str, str] = {
     "row of data.train: cut the file to train on fewer", "template": "tunelab renders with the model's own chat "
     "template; task.template chatml or gemma for a model without one", "logging_dir": "tunelab logs into the run "
     "directory", "run_name": "the run directory names the run", "push_to_hub": "no tunelab setting",
-    "gradient_checkpointing": "no tunelab setting: lower train.batch_size or data.max_length to fit memory",
+    "gradient_checkpointing_kwargs": "tunelab checkpoints non-reentrant (use_reentrant: false): the same gradients",
+    "use_reentrant_gc": "tunelab checkpoints non-reentrant (use_reentrant: false): the same gradients",
+    "use_unsloth_gc": "no tunelab setting: train.gradient_checkpointing keeps layer inputs where the model is",
     "interleave_probs": "read with mix_strategy interleave_* only; tunelab joins datasets one after another",
     # LLaMA-Factory's (hparams/finetuning_args.py, model_args.py, data_args.py)
     "quantization_method": "tunelab's qlora quantizes with bitsandbytes, 4-bit NF4",

@@ -95,6 +95,15 @@ class DataReport:
             out[FINGERPRINT] = self.fingerprint
         return out
 
+    def take_fingerprint(self, train: Sequence[dict[str, Any]], save_steps: int | None,
+                         resume_from: Path | None) -> None:
+        """The training rows' fingerprint where the run checkpoints (a resume checks its rows are these), checked
+        against the resumed run's (`resume_from`, RUN/checkpoints/step-N) before anything is written."""
+        if save_steps != 0 or resume_from is not None:  # (None: a checkpoint each epoch)
+            self.fingerprint = training_fingerprint(train)
+        if resume_from is not None and resume_from.parent.name == "checkpoints":
+            check_resumed_rows(resume_from.parent.parent, self.fingerprint)
+
     def write(self, out_dir: Path, splits: dict[str, list[Any]] | None = None) -> dict[str, Any]:
         """Write removed.jsonl (always, empty when nothing was removed) and data_summary.json (with the folder its
         relative data paths were read from)."""

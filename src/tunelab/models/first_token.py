@@ -6,13 +6,17 @@ feed-forward run for one token instead of all of them: the same logits and gradi
 10/12 of the last layer's matmuls skipped (MiniLM-L6: ~14 % of all training FLOPs).
 
 Applied by replacing that one layer's `forward` (parameter names and saved weights are unchanged),
-and only after a probe shows identical logits; otherwise the model is left as it was.
+and only after a probe shows identical logits; otherwise the model is left as it was. Under gradient checkpointing
+(`train.gradient_checkpointing`) the replaced forward checkpoints itself, as the class's does: transformers wraps the
+class's `forward` (`GradientCheckpointingLayer`), which the replacement would otherwise step around, keeping that
+layer's activations.
 """
 
 from __future__ import annotations
 
 import sys
 import types
+from functools import partial
 from typing import Any
 
 import torch
@@ -22,6 +26,22 @@ SUPPORTED = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}
 
 def _first_token_forward(self: torch.nn.Module, hidden_states: torch.Tensor,
                          attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+    if getattr(self, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled() \
+            and not _checkpointed_by_call():
+        return self._gradient_checkpointing_func(partial(_first_token, self), hidden_states, attention_mask)
+    return _first_token(self, hidden_states, attention_mask)
+
+
+def _checkpointed_by_call() -> bool:
+    """Whether transformers checkpoints a layer in its `__call__` (before 5.x moved it into the class's `forward`),
+    which then covers a replaced forward too."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return "__call__" in vars(GradientCheckpointingLayer)
+
+
+def _first_token(self: torch.nn.Module, hidden_states: torch.Tensor,
+                 attention_mask: torch.Tensor | None) -> torch.Tensor:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # (~2 s to import: only once a model runs)
 
     sa = self.attention.self

@@ -75,11 +75,11 @@ FINISHED, TO_RUN = "finished", "to run"
 
 
 # what a study's runs (tune's trials, cv's folds, curve's points) may change when it is continued (beside the keys a
-# search space varies): how they report, the feature cache, the size of their passes (memory), checkpoints: not
-# what a run computes
+# search space varies): how they report, the feature cache, the size of their passes and recomputed layers (memory),
+# checkpoints: not what a run computes
 STUDY_MAY_CHANGE = ("output_dir", "search", "data.cache", "data.cache_limit_gb", "train.save_steps",
                     "train.save_total_limit", "train.log_steps", "train.eval_batch_size", "train.micro_batch_tokens",
-                    "train.report", "train.report_to")
+                    "train.gradient_checkpointing", "train.report", "train.report_to")
 
 
 def sub_run_state(out: Path, cfg: RunConfig, files: dict[str, str]) -> str:

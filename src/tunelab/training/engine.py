@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,51 +42,10 @@ from tunelab.training.memory import keep_freed_memory
 from tunelab.training.neftune import noisy_embeddings
 from tunelab.training.optim import check_finite, l1_penalty, make_optimizer, make_scheduler, set_dropout
 from tunelab.training.progress import TrainProgress
+from tunelab.training.recompute import restore_recompute, use_recompute
 from tunelab.training.sparse_rows import clip_grad_norm, sparse_embedding
+from tunelab.training.state import LoopState, TrainResult
 from tunelab.training.tracking import MetricsLog
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    epochs: float
-    wall_s: float
-    train_loss: float
-    real_tokens: int
-    padded_tokens: int
-    precision: str
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    best_metric: str | None = None  # the tracked eval metric, its best value and step
-    best_value: float | None = None
-    best_step: int | None = None
-    selected_step: int | None = None  # select_best: the step whose weights the model holds now
-    stopped_early: bool = False
-    resumed_from: str | None = None
-    # fsdp / deepspeed: the full trained state (main process), to load into an unsharded model of the same build
-    full_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-
-    @property
-    def real_tokens_per_s(self) -> float:
-        return self.real_tokens / max(self.wall_s, 1e-9)
-
-
-@dataclass
-class LoopState:
-    """Where training stands; saved in every checkpoint so that a resume continues exactly there."""
-
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0  # batches of this epoch already consumed (by this process)
-    real: int = 0
-    padded: int = 0
-    log_loss: float = 0.0  # loss summed over the batches since the last log line, and their count
-    log_n: int = 0
-    all_loss: float = 0.0  # over all log lines: the run's mean training loss
-    all_n: int = 0
-    elapsed: float = 0.0
-    lr: float = 0.0  # the learning rate the last optimizer step ran with (logged, as HF Trainer logs it)
-    stopped: bool = False  # early stopping has ended the run
-    evals: list[dict[str, Any]] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
@@ -113,8 +72,9 @@ def train(model: torch.nn.Module, features: Sequence[dict[str, Any]], collate: C
         if resume_from is not None:
             loop.resume(resume_from)
         return loop.run()
-    finally:  # the word embedding back to dense gradients, peft's LoRA forward back: after an error too
+    finally:  # the word embedding back to dense gradients, peft's LoRA forward, plain layers: after an error too
         restore_lora(loop.lora)
+        restore_recompute(loop.recompute)
         if loop.embedding is not None:
             loop.embedding.sparse = False
             loop.optimizer.optimizer.release()
@@ -132,6 +92,7 @@ class Loop:
             set_dropout(model, cfg.dropout)
         if cfg.fast_dropout:
             use_fast_dropout(model)
+        self.recompute = use_recompute(model) if cfg.gradient_checkpointing else None  # (before DDP / FSDP wrap it)
         # the device from PartialState: an Accelerator probe would fix the process's mixed precision to "no"
         self.precision = resolve_precision(cfg.precision, PartialState(cpu=not torch.cuda.is_available()).device)
         mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision]
@@ -150,8 +111,7 @@ class Loop:
         self.attention = use_short_row_attention(model, acc.device) if cfg.short_row_attention else None
         self.lora = use_fast_lora(model) if cfg.fast_lora and self.strategy == "ddp" else []
         self.features, self.collate, self.cfg = features, collate, cfg
-        self.evaluate, self.loss_fn, self.on_eval = evaluate, loss_fn, on_eval
-        self.loss_units = loss_units or rows
+        self.evaluate, self.loss_fn, self.on_eval, self.loss_units = evaluate, loss_fn, on_eval, loss_units or rows
         # DeepSpeed's engine counts its own micro-steps: one backward per batch there
         self.pass_tokens = None if self.strategy == "deepspeed" else micro_batch_tokens(
             cfg.micro_batch_tokens, acc.device, getattr(loss_fn, "copies", 1))
