@@ -40,6 +40,8 @@ LONGEST = {
     "test_export_onnx.py::test_a_rotary_decoder": 8, "test_serve.py::test_the_api_fuzzed": 8,
     "test_embedded.py::test_minilm_train_predict": 8, "test_export_output.py::test_a_terminated_export": 8,
     "test_compress.py::test_a_terminated_recovery": 8,
+    # (2026-12-07, twenty-ninth session)
+    "test_hub_offline.py::test_a_cached_hub_model": 9, "test_api_stages.py::test_export_model_writes_an_onnx": 7,
 }
 
 
