@@ -68,6 +68,11 @@ def test_check_data_mistakes_are_the_cli_lines(tiny_bert: Path, tiny_llama: Path
     assert res.stderr.startswith("error: data check: give the files to check, or --config RUN.yaml (its ")
     with pytest.raises(ConfigError, match=r"^config: data\.max_lenght: unknown key; did you mean data\.max_length\?"):
         tunelab.check_data(rows, model=str(tiny_bert), **{"data.max_lenght": 12})
+    with pytest.raises(ConfigError, match=r"^config: task: ner: task says classification; give the task once$"):
+        tunelab.check_data(rows, model=str(tiny_bert), task="classification", **{"task.name": "ner"})  # (review12b)
+    res = runner.invoke(app, ["data", "check", str(rows), "--model", str(tiny_bert), "--task", "classification",
+                              "--set", "task.name=ner"])
+    assert res.stderr.endswith("task: ner: --task says classification; give the task once\n"), res.stderr
     with pytest.raises(ArgumentError, match=r"^files: expected a data file \(a str or Path\), got int$"):
         tunelab.check_data(5)  # type: ignore[arg-type]
     with pytest.raises(ArgumentError, match=r"^files: expected data files \(each a str or Path\), got a list; pass "):
@@ -102,6 +107,15 @@ def test_export_model_writes_an_onnx_graph_onnxruntime_runs(run: tunelab.Run) ->
     assert [r["pred_label"] for r in model.predict(texts)] == [r["pred_label"] for r in run.load().predict(texts)]
     # the name is not `export`: importing tunelab.export (as every export does) sets tunelab.export to the package
     assert callable(tunelab.export_model) and not callable(tunelab.export)
+
+
+def test_a_refused_gguf_export_names_the_option_as_python_spells_it(tiny_chat_run: Path) -> None:
+    """GGUF's and ONNX's own refusals said `export --format gguf: ...` to an API caller (review12b)."""
+    with pytest.raises(TunelabError, match=r"^export format='gguf': the tokenizer is neither a byte-level BPE "):
+        tunelab.export_model(tiny_chat_run, "gguf")  # (the tiny tokenizer: word level)
+    res = runner.invoke(app, ["export", str(tiny_chat_run), "--format", "gguf"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: export --format gguf: the tokenizer is neither "), \
+        res.stderr
 
 
 def test_export_model_merges_an_adapter(tiny_bert: Path, tmp_path: Path) -> None:

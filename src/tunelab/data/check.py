@@ -92,16 +92,18 @@ def _configs(task_name: str | None, overrides: Overrides, command: str = "data c
     if isinstance(task_tree, str):  # --set task=ner: the task's name, as for train
         task_tree = {"name": task_tree}
     elif not isinstance(task_tree, dict):
-        raise ConfigError(f"config: task: expected a task name (--set task=NAME) or task.* keys, got {task_tree!r}")
+        raise ConfigError(f"config: task: expected a task name ({option('--set task=NAME', 'task=NAME')}) or "
+                          f"task.* keys, got {task_tree!r}")
     data_tree = tree.get("data", {})
     if not isinstance(data_tree, dict):
-        raise ConfigError(f"config: data: expected data.* keys (e.g. --set data.text_field=review), got {data_tree!r}")
+        example = option("--set data.text_field=review", "**{'data.text_field': 'review'}")
+        raise ConfigError(f"config: data: expected data.* keys (e.g. {example}), got {data_tree!r}")
     named = task_tree.pop("name", None)
     if named is not None and not isinstance(named, str):
         raise ConfigError(f"config: task.name: expected a task name, got {named!r}")
     if named is not None and task_name is not None and named != task_name:
         raise ConfigError(f"config: task: {named}: {command} reads {task_name} rows" if fixed else
-                          f"config: task: {named}: --task says {task_name}; give the task once")
+                          f"config: task: {named}: {flag('task')} says {task_name}; give the task once")
     name = task_name or named or "classification"
     cls = TASKS.get(name)
     task_cfg = _section("task", cls.Config, {**task_tree, "name": name})

@@ -108,7 +108,7 @@ def labelled_rows(task: Task, run: Path | None, data: Path | None,
 def inputs_of(model_dir: Path, run: Path | None, data: Path | None, role: str = "the model it exports") -> list[Read]:
     """What an export or compress reads, which its --output never replaces: the model, the --data file, the run
     (`run_reads`: its own files and the data files its config names)."""
-    return [Read(role, model_dir), *([Read("the --data file", Path(data))] if data is not None else []),
+    return [Read(role, model_dir), *([Read(f"the {flag('data')} file", Path(data))] if data is not None else []),
             *run_reads(run)]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, flag
 from tunelab.export.gguf_tokenizer import (
     bpe,
     pre_tokenizer,
@@ -33,6 +33,11 @@ ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qw
                  "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3"}
 MODEL_ARCHS = {"llama": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3", "gemma3": "GEMMA3"}  # gguf.MODEL_ARCH's names
 SUPPORTED = "Llama (SmolLM2, Llama, TinyLlama), Mistral, Qwen2 / Qwen2.5, Qwen3 and Gemma-3"
+
+
+def _refused(why: str) -> TunelabError:
+    """A GGUF export refused: the option named as the caller spells it (`--format gguf`, or `format='gguf'`)."""
+    return TunelabError(f"export {flag('format', 'gguf')}: {why}")
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -50,26 +55,26 @@ def check_exportable(model: torch.nn.Module, tokenizer: Any) -> None:
     written."""
     arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
     if type(model).__name__ not in ARCHITECTURES:
-        raise TunelabError(f"export --format gguf: {arch} is not supported yet (GGUF export writes {SUPPORTED})")
+        raise _refused(f"{arch} is not supported yet (GGUF export writes {SUPPORTED})")
     found = bpe(tokenizer)
     kind = tokenizer_kind(found)
     if kind is None:
-        raise TunelabError("export --format gguf: the tokenizer is neither a byte-level BPE (GGUF's gpt2 tokenizer "
-                           "model) nor a SentencePiece-style BPE (GGUF's llama model); llama.cpp would tokenise "
-                           "differently")
+        raise _refused("the tokenizer is neither a byte-level BPE (GGUF's gpt2 tokenizer "
+                       "model) nor a SentencePiece-style BPE (GGUF's llama model); llama.cpp would tokenise "
+                       "differently")
     if kind == "gpt2" and found is not None and pre_tokenizer(found[1]) is None:
-        raise TunelabError("export --format gguf: the byte-level tokenizer splits text before BPE in a way llama.cpp "
-                           "has no pre-tokenizer for (it knows GPT-2's, SmolLM's, Qwen2's and Llama-3's); llama.cpp "
-                           "would tokenise differently")
+        raise _refused("the byte-level tokenizer splits text before BPE in a way llama.cpp "
+                       "has no pre-tokenizer for (it knows GPT-2's, SmolLM's, Qwen2's and Llama-3's); llama.cpp "
+                       "would tokenise differently")
     if kind == "llama" and found is not None and prefix_after_specials_differs(found[1]):
-        raise TunelabError("export --format gguf: the tokenizer puts '▁' before the text's first word only "
-                           "(Metaspace prepend_scheme 'first', legacy false); llama.cpp puts it after every special "
-                           "token too, so chat-templated text (<s>[INST]…) would tokenise differently")
+        raise _refused("the tokenizer puts '▁' before the text's first word only "
+                       "(Metaspace prepend_scheme 'first', legacy false); llama.cpp puts it after every special "
+                       "token too, so chat-templated text (<s>[INST]…) would tokenise differently")
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or {}
     rope = rope.get("full_attention", rope) if isinstance(rope.get("full_attention"), dict) else rope
     if (rope.get("rope_type") or "default") != "default":
-        raise TunelabError(f"export --format gguf: rope scaling {rope.get('rope_type')!r} is not written yet")
+        raise _refused(f"rope scaling {rope.get('rope_type')!r} is not written yet")
     _check_architecture(cfg, ARCHITECTURES[type(model).__name__], arch)
 
 
@@ -78,25 +83,25 @@ def _check_architecture(cfg: Any, arch: str, name: str) -> None:
     window = getattr(cfg, "sliding_window", None)
     sliding = [t for t in getattr(cfg, "layer_types", None) or [] if t != "full_attention"]
     if arch == "llama" and window is not None and window < cfg.max_position_embeddings:
-        raise TunelabError(f"export --format gguf: {name} attends over a sliding window of {window} tokens within "
-                           f"its context of {cfg.max_position_embeddings}; llama.cpp's llama architecture attends "
-                           "over the whole context (convert_hf_to_gguf.py writes no window), so longer inputs would "
-                           "be computed otherwise")
+        raise _refused(f"{name} attends over a sliding window of {window} tokens within "
+                       f"its context of {cfg.max_position_embeddings}; llama.cpp's llama architecture attends "
+                       "over the whole context (convert_hf_to_gguf.py writes no window), so longer inputs would "
+                       "be computed otherwise")
     if arch in ("qwen2", "qwen3") and (sliding or getattr(cfg, "use_sliding_window", False)):
-        raise TunelabError(f"export --format gguf: {name} has sliding-window layers (use_sliding_window); llama.cpp's "
-                           f"{arch} attends over the whole context in every layer")
+        raise _refused(f"{name} has sliding-window layers (use_sliding_window); llama.cpp's "
+                       f"{arch} attends over the whole context in every layer")
     if arch == "qwen3" and getattr(cfg, "attention_bias", False):
-        raise TunelabError(f"export --format gguf: {name} has attention biases (attention_bias), which llama.cpp's "
-                           "qwen3 does not add")
+        raise _refused(f"{name} has attention biases (attention_bias), which llama.cpp's "
+                       "qwen3 does not add")
     if arch == "llama" and (getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False)):
-        raise TunelabError(f"export --format gguf: {name} has attention / MLP biases (attention_bias, mlp_bias), "
-                           "which are not written yet")
+        raise _refused(f"{name} has attention / MLP biases (attention_bias, mlp_bias), "
+                       "which are not written yet")
     if arch == "gemma3":  # llama.cpp's gemma3 assumes these (llama-model.cpp)
         local = [t == "sliding_attention" for t in cfg.layer_types]
         if local != [(i + 1) % 6 != 0 for i in range(len(local))] or _rope_theta(cfg, "sliding_attention") != 1e4 \
                 or cfg.query_pre_attn_scalar != cfg.head_dim:
-            raise TunelabError("export --format gguf: this Gemma-3 configuration differs from what llama.cpp assumes "
-                               "for gemma3 (every 6th layer global, local rope base 10,000, query scale 1/√head_dim)")
+            raise _refused("this Gemma-3 configuration differs from what llama.cpp assumes "
+                           "for gemma3 (every 6th layer global, local rope base 10,000, query scale 1/√head_dim)")
 
 
 def _rope_theta(cfg: Any, kind: str = "full_attention") -> float:
@@ -110,7 +115,7 @@ def write_gguf(model: torch.nn.Module, tokenizer: Any, path: Path, quantize: str
     import gguf
 
     if quantize not in QUANTS:
-        raise TunelabError(f"export --quantize: {quantize!r} is not a GGUF type ({', '.join(QUANTS)})")
+        raise TunelabError(f"export {flag('quantize')}: {quantize!r} is not a GGUF type ({', '.join(QUANTS)})")
     cfg = model.config
     arch = ARCHITECTURES[type(model).__name__]
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
@@ -159,7 +164,7 @@ def _tensors(writer: Any, model: torch.nn.Module, arch: str, quantize: str, n_he
             continue
         target = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if target is None:
-            raise TunelabError(f"export --format gguf: no GGUF name for tensor {key}")
+            raise _refused(f"no GGUF name for tensor {key}")
         data = tensor.detach().float().cpu().numpy()
         if arch == "llama" and key.endswith("q_proj.weight"):  # qwen2 / qwen3: NEOX rope, as HF's (no permutation)
             data = _permute(data, n_head)

@@ -23,13 +23,18 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import TunelabError, require
+from tunelab.errors import TunelabError, flag, require
 from tunelab.models.onnx_module import ONNX_FILE, require_onnxruntime
 from tunelab.tasks.base import Task
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_ATTENTION = "tunelab_onnx_attention"
 SAMPLE = ("A first sample sentence, longer than the second.", "Short one.")
+
+
+def _refused(why: str) -> TunelabError:
+    """An ONNX export refused: the option named as the caller spells it (`--format onnx`, or `format='onnx'`)."""
+    return TunelabError(f"export {flag('format', 'onnx')}: {why}")
 
 
 class _Logits(torch.nn.Module):
@@ -56,10 +61,11 @@ def export_onnx(task: Task, model: torch.nn.Module, tokenizer: Any, out_dir: Pat
     """Write OUT_DIR/model.onnx (fp32, or int8 weights with `quantize="int8"`); return its path."""
     require_onnxruntime()
     for package in ("onnx", "onnxscript"):  # the exporter's own requirements, checked here for a clear message
-        require(package, "export --format onnx needs the onnx and onnxscript packages: pip install 'tunelab[onnx]'")
+        require(package, f"export {flag('format', 'onnx')} needs the onnx and onnxscript packages: "
+                "pip install 'tunelab[onnx]'")
     if not task.onnx_outputs:
-        raise TunelabError(f"export --format onnx: task {task.cfg.name} has no ONNX export (classification, ner, qa "
-                           "have); causal LMs export with --format gguf")
+        raise _refused(f"task {task.cfg.name} has no ONNX export (classification, ner, qa "
+                       f"have); causal LMs export with {flag('format', 'gguf')}")
     model = model.float().eval()
     batch = sample_batch(tokenizer)
     names = tuple(batch)
@@ -71,7 +77,7 @@ def export_onnx(task: Task, model: torch.nn.Module, tokenizer: Any, out_dir: Pat
                               output_names=list(task.onnx_outputs), dynamic_shapes=dims, dynamo=True,
                               external_data=False, verbose=False, opset_version=opset)
     except Exception as exc:  # the exporter's many error types; its summary says what it could not trace
-        raise TunelabError(f"export --format onnx: torch.onnx could not export this model: {_summary(exc)}") from None
+        raise _refused(f"torch.onnx could not export this model: {_summary(exc)}") from None
     if quantize is None:
         return fp32
     import onnx
