@@ -6,10 +6,7 @@ alike (it took 24 s of retries to fail)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,34 +20,42 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_cached_hub_model_loads_at_once_when_the_hub_cannot_be_reached(tmp_path: Path) -> None:
-    repo = tmp_path / "hf" / "hub" / "models--someorg--tiny-bert"
+def test_a_cached_hub_model_loads_at_once_when_the_hub_cannot_be_reached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+    from huggingface_hub import constants
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+    from tunelab.models import hub
+
+    repo = tmp_path / "hub" / "models--someorg--tiny-bert"
     make_tiny_bert(repo / "snapshots" / "abc123")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"text": "good film", "label": "pos"}\n{"text": "bad film", "label": "neg"}\n')
-    port = _closed_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{port}", TUNELAB_NO_PROGRESS="1",
-               OMP_NUM_THREADS="1")
-    script = ("from tunelab.cli import app\n"  # the three commands in one process: one start-up
-              "for args in (['hf:someorg/some-data'], *([str(ROWS), '--model', m, '--json'] for m in MODELS)):\n"
-              "    try:\n"
-              "        app(['data', 'check', *args])\n"
-              "    except SystemExit as e:\n"
-              "        print('exit', e.code, flush=True)\n"
-              ).replace("ROWS", repr(str(rows))).replace("MODELS", "('someorg/tiny-bert', 'someorg/not-cached')")
-    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    out, err = res.stdout.split("exit "), res.stderr.strip().splitlines()
-    assert "Retrying" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    # what a machine without a route to the hub has (the suite runs offline: HF_HUB_OFFLINE, tests/conftest.py)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(hub, "_turned_offline", False)
+    monkeypatch.setattr(hub, "_probed", {})
+    said = []
+    for args in (["hf:someorg/some-data"], *([str(rows), "--model", m, "--json"]
+                                             for m in ("someorg/tiny-bert", "someorg/not-cached"))):
+        res = CliRunner().invoke(app, ["data", "check", *args])
+        said.append((res.exit_code, res.stdout, res.stderr.strip().splitlines()))
     # a hub data set first (datasets keeps an offline flag of its own; it took 24 s of retries to fail)
-    assert err[0] == ("note: 127.0.0.1 cannot be reached: hf:someorg/some-data is read from the Hugging Face cache "
-                      "only (as with HF_HUB_OFFLINE=1)"), res.stderr
-    assert err[1].startswith("error: hf:someorg/some-data: cannot load the hub dataset: "), res.stderr
-    code, report = out[1].split("\n", 1)
-    assert code == "2" and json.loads(report)["files"] and out[2].strip() == "0", res.stdout
-    assert out[3].strip() == "2" and err[-1].startswith("error: --model: cannot load someorg/not-cached: "), res.stderr
+    assert said[0][0] == 2 and said[0][2] == [
+        "note: 127.0.0.1 cannot be reached: hf:someorg/some-data is read from the Hugging Face cache only (as with "
+        "HF_HUB_OFFLINE=1)", *[x for x in said[0][2][1:] if x.startswith("error: hf:someorg/some-data: cannot load the "
+                                                                        "hub dataset: ")]], said[0]
+    assert said[1][0] == 0 and json.loads(said[1][1])["files"][str(rows)]["rows"] == 2, said[1]
+    assert said[2][0] == 2 and said[2][2][-1].startswith("error: --model: cannot load someorg/not-cached: "), said[2]
+    assert constants.HF_HUB_OFFLINE is True and datasets.config.HF_HUB_OFFLINE is True
+    assert not [x for _, _, err in said for x in err if "Retrying" in x or "Traceback" in x]
 
 
 def test_offline_mode_is_left_to_a_proxy_and_turned_off_when_the_hub_answers(
