@@ -45,6 +45,15 @@ def _lf_yaml(folder: Path, model: Path, **more: object) -> Path:
     return path
 
 
+def _refused_at_its_line(lf: Path, model: Path, key: str, value: object, why: str, **more: object) -> None:
+    """A LLaMA-Factory file with `key: value` imported: exit 2 and one line at that key's line, nothing written."""
+    src = _lf_yaml(lf, model, **{key: value}, **more)
+    line = src.read_text(encoding="utf-8").splitlines().index(f"{key}: {yaml.safe_dump(value).split(chr(10))[0]}") + 1
+    res = _import(str(src), "-o", str(lf / "refused.yaml"))
+    assert (res.exit_code, res.stderr) == (2, f"error: {src}:{line}: {key}: {why}\n"), key
+    assert not (lf / "refused.yaml").exists()
+
+
 @pytest.fixture()
 def lf(tmp_path: Path) -> Path:
     """A LLaMA-Factory data folder: dataset_info.json, alpaca rows (JSON array) and sharegpt rows (JSONL)."""
@@ -406,12 +415,8 @@ def test_adamw_betas_and_epsilon_are_carried(lf: Path, tiny_llama: Path) -> None
     assert written["train"]["optimizer"] == "sgd" and "adam_beta1" not in written["train"]
     assert "not carried: adam_beta1 (AdamW's: optim sgd is tunelab's train.optimizer sgd, which does not read it, " \
         "nor does HF's Trainer)" in said
-    src = _lf_yaml(lf, tiny_llama, adam_beta2=1.0)
-    line = src.read_text(encoding="utf-8").splitlines().index("adam_beta2: 1.0") + 1
-    res = _import(str(src), "-o", str(lf / "c.yaml"))
-    assert (res.exit_code, res.stderr) == (2, f"error: {src}:{line}: adam_beta2: Input should be less than 1 (got "
-                                              "1.0) (tunelab's train.adam_beta2)\n")
-    assert not (lf / "c.yaml").exists()
+    _refused_at_its_line(lf, tiny_llama, "adam_beta2", 1.0,
+                         "Input should be less than 1 (got 1.0) (tunelab's train.adam_beta2)")
 
 
 def test_every_optim_of_hf_is_carried_or_refused(lf: Path, tiny_llama: Path) -> None:
@@ -453,13 +458,9 @@ def test_llama_factorys_optimizer_switches_are_refused_when_on(lf: Path, tiny_ll
     galore_adamw` is; false (LLaMA-Factory's default) imports."""
     for key, what in (("use_galore", "GaLore (gradients projected to a low rank)"), ("use_muon", "Muon"),
                       ("use_adam_mini", "Adam-mini")):
-        src = _lf_yaml(lf, tiny_llama, optim="adamw_torch", **{key: True})
-        line = src.read_text(encoding="utf-8").splitlines().index(f"{key}: true") + 1
-        res = _import(str(src), "-o", str(lf / "b.yaml"))
-        assert (res.exit_code, res.stderr) == (
-            2, f"error: {src}:{line}: {key}: true: not carried: LLaMA-Factory then trains with {what} in place of "
-            "AdamW, not one of tunelab's optimizers (train.optimizer adamw, adafactor or sgd); drop it (AdamW)\n"), key
-        assert not (lf / "b.yaml").exists()
+        _refused_at_its_line(lf, tiny_llama, key, True, f"true: not carried: LLaMA-Factory then trains with {what} "
+                             "in place of AdamW, not one of tunelab's optimizers (train.optimizer adamw, adafactor or "
+                             "sgd); drop it (AdamW)", optim="adamw_torch")
     written, said = _written(lf, _lf_yaml(lf, tiny_llama, use_galore=False, use_badam=False), "off.yaml")
     assert written["train"].get("optimizer", "adamw") == "adamw" and not [x for x in said if "use_" in x], said
 
@@ -474,12 +475,8 @@ def test_neftune_noise_alpha_is_carried(lf: Path, tiny_llama: Path) -> None:
     res = _import(str(hf), "-o", str(lf / "b.yaml"), "--task", "sft", "--train", str(lf / "data" / "chat.jsonl"))
     assert res.exit_code == 0 and "not carried: neftune" not in res.stderr, res.output
     assert yaml.safe_load((lf / "b.yaml").read_text(encoding="utf-8"))["train"]["neftune_alpha"] == 10.0
-    src = _lf_yaml(lf, tiny_llama, neftune_noise_alpha=-1)
-    line = src.read_text(encoding="utf-8").splitlines().index("neftune_noise_alpha: -1") + 1
-    res = _import(str(src), "-o", str(lf / "c.yaml"))
-    assert (res.exit_code, res.stderr) == (2, f"error: {src}:{line}: neftune_noise_alpha: Input should be greater than "
-                                              "or equal to 0 (got -1) (tunelab's train.neftune_alpha)\n")
-    assert not (lf / "c.yaml").exists()
+    _refused_at_its_line(lf, tiny_llama, "neftune_noise_alpha", -1,
+                         "Input should be greater than or equal to 0 (got -1) (tunelab's train.neftune_alpha)")
 
 
 def test_a_real_training_arguments_dump(lf: Path, tiny_llama: Path) -> None:
