@@ -1,10 +1,12 @@
-"""The newcomer's path, as a user runs it in a fresh clone after `make demo`: the console command (not the
-in-process app) run in a copy of the repository's tracked files only (no runs/, no ../shared beside it, nothing
-untracked), the shipped example config and data, the README's commands in order — version, models, schema,
-data check, train, eval, predict — and the README's Python API snippet (in this process, in the clone's folder: it
-is about the API, not a process; report, baseline and env run in-process in their own tests). Shortened only by
-`--set train.max_steps=1`, a temp output_dir and the first 40 validation rows (5 of them spam: the report explains 5
-mistakes, not 10) (marked `embedded`: it needs the installed MiniLM package)."""
+"""The newcomer's path, as a user runs it in a fresh clone after `make demo`, in a copy of the repository's tracked
+files only (no runs/, no ../shared beside it, nothing untracked), the shipped example config and data, the README's
+commands in order — version, models, schema, data check, train, eval, predict — and the README's Python API snippet.
+version, train, eval and predict run as the console command (not the in-process app); data check and the snippet run
+in this process, in the clone's folder (the console script is `tunelab.cli:app` itself, whose start-up the other four
+pay; `tunelab models` and `schema` are read in-process by tests/test_cli.py and test_config.py; report, baseline and
+env in their own tests). Shortened only by `--set train.max_steps=1`, a temp output_dir and the first 40 validation
+rows (5 of them spam: the report explains 5 mistakes, not 10) (marked `embedded`: it needs the installed MiniLM
+package)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from tunelab.cli import app
 from tunelab.models import ALIASES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +57,12 @@ def _run(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.C
 def test_readme_path_from_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "demo"
     clone = fresh_clone(tmp_path / "clone")
-    # the commands that do not depend on each other run side by side (each is mostly its own start-up)
-    # (`tunelab models` and `schema` are read in-process by tests/test_cli.py and test_config.py)
-    with ThreadPoolExecutor(2) as pool:
-        version, check = pool.map(lambda a: _run(*a, cwd=clone), [
-            ("--version",),
-            ("data", "check", "examples/data/sms_spam/train.jsonl", VAL, "--model", "minilm", "--json")])
-    assert version.stdout.startswith("tunelab ")
-    check = json.loads(check.stdout)
+    assert _run("--version", cwd=clone).stdout.startswith("tunelab ")
+    monkeypatch.chdir(clone)
+    res = CliRunner().invoke(app, ["data", "check", "examples/data/sms_spam/train.jsonl", VAL, "--model", "minilm",
+                                   "--json"])
+    assert res.exit_code == 0, res.output[-2000:]
+    check = json.loads(res.stdout)
     assert set(check["files"]) == {"examples/data/sms_spam/train.jsonl", VAL} and check["overlap"]
     some = clone / "some.jsonl"  # eval reads a whole file: 40 rows of it here (the suite's time), as training does
     some.write_text("".join((clone / VAL).read_text().splitlines(keepends=True)[:40]))
@@ -75,7 +77,6 @@ def test_readme_path_from_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyP
         # meanwhile the README's API snippet, here (in the clone's folder: VAL is relative to it)
         import tunelab
 
-        monkeypatch.chdir(clone)
         model = tunelab.load(str(run))
         label = model.predict(["WINNER!! call now to claim"])[0]["pred_label"]
         n = model.evaluate(VAL, limit=50)["n"]  # the first 50 rows: the whole file was scored by eval
