@@ -27,8 +27,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on a 2
 # other's queue, so neither runs a long test alone at the end while the other waits. Measured on a fresh clone of the
 # same commit, 2-core Intel Xeon: 4:09 (default `--dist load`, which hands out fixed chunks: 5:18).
 LONGEST = {
-    "test_newcomer.py::test_readme_path_from_a_checkout": 81, "test_distributed.py::test_ddp_killed_and_resumed": 48,
-    "test_distributed.py::test_fsdp_lora_sft_killed": 40, "test_ui.py::test_launch_watch_restart": 34,
+    "test_distributed.py::test_ddp_killed_and_resumed": 48, "test_ui.py::test_launch_watch_restart": 42,
+    "test_newcomer.py::test_readme_path_from_a_checkout": 41, "test_distributed.py::test_fsdp_lora_sft_killed": 40,
     "test_embedded.py::test_smollm2_gguf_materialises": 29, "test_resume.py::test_sigkill_then_resume": 7,
     "test_ui_safety.py::test_resume_runs_in_the_folder": 21,
     "test_export_onnx.py::test_ner_and_qa_export": 15, "test_export_onnx.py::test_the_gate_refuses": 11,
