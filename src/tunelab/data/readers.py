@@ -107,9 +107,10 @@ def hub_dataset(spec: str) -> Any:
             from None
     from tunelab.models import hub
 
+    ours = hub.turned_offline()
     hub.reach_hub(f"hf:{name}")  # no route to the hub: its cache only, at once (not 25 s of retries a file)
-    if hub.turned_offline():
-        datasets.config.HF_HUB_OFFLINE = True
+    if ours or hub.turned_offline():  # datasets' own flag follows the offline mode tunelab turned on (or off again)
+        datasets.config.HF_HUB_OFFLINE = hub.turned_offline()
     try:
         return datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, unknown split: datasets' own error types
