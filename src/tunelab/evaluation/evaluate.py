@@ -13,8 +13,9 @@ from rich.table import Table as RichTable
 
 from tunelab.errors import TunelabError
 from tunelab.metrics import scalars
-from tunelab.progress import say, table_console
+from tunelab.progress import table_console
 from tunelab.tasks.base import Task
+from tunelab.tasks.feature_cache import say_cut_note
 from tunelab.tasks.model_rows import with_row
 
 
@@ -42,10 +43,8 @@ def encoded(task: Task, examples: list[dict[str, Any]], tokenizer: Any, say_cut:
     train.baseline_eval) is encoded, and said, once. `split`: the split it is, named in the line after the task's
     name (`classification (validation): ...`): train says one line per split."""
     feats = task.encode(examples, tokenizer)
-    note = task.cut_note() if say_cut else None
-    if note:
-        head, colon, rest = note.partition(": ")  # (`classification: ...`: the split after the task's name)
-        say(f"{head} ({split}): {rest}" if split and colon else note)
+    if say_cut:
+        say_cut_note(task.cut_note(), split)
     return feats
 
 

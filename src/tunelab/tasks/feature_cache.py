@@ -119,7 +119,14 @@ def say_training_cuts(task: Task, split: str | None = None) -> None:
     """The task's `cut_note` on the rows it just encoded to train on, where it says one (`Task.training_cuts_said`):
     once for the split, after all its parts; `split` named after the task's name (`sft (unlabeled): ...`) where the
     rows are not the training split's."""
-    if task.training_cuts_said and (note := task.cut_note()):
+    if task.training_cuts_said:
+        say_cut_note(task.cut_note(), split)
+
+
+def say_cut_note(note: str | None, split: str | None) -> None:
+    """A task's `cut_note` on stderr (nothing for None), `split` named after the task's name (`sft (validation):
+    ...`, `classification (unlabeled): ...`)."""
+    if note:
         head, colon, rest = note.partition(": ")
         say(f"{head} ({split}): {rest}" if split and colon else note)
 
