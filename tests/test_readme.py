@@ -79,6 +79,51 @@ def test_relative_links_exist(readme: Path) -> None:
     assert not dead, f"{readme.name}: links to missing files: {dead}"
 
 
+def _anchors(path: Path) -> set[str]:
+    """The `#fragment` GitHub gives each heading of a Markdown file: its text lower-cased, links reduced to their
+    text, every character but letters, digits, `_`, `-` and spaces dropped, spaces as `-`; a repeat gets `-1`, `-2`."""
+    prose, _ = _split(path.read_text(encoding="utf-8"))
+    seen: dict[str, int] = {}
+    anchors: set[str] = set()
+    for line in prose:
+        if not (m := re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)):
+            continue
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1)).strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(f"{slug}-{n}" if n else slug)
+    return anchors
+
+
+MARKDOWN = [README, README_ZH, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", MARKDOWN, ids=[p.name for p in MARKDOWN])
+def test_relative_links_and_their_anchors_resolve(page: Path) -> None:
+    """Every relative link of the READMEs and docs/ names a file that is there and, with `#fragment` into a Markdown
+    page, a heading of it: moving a README section into docs/ must not leave a link behind (docs/data.md pointed at
+    the README's `#data-and-licences`; docs/benchmarks.md's `results/gpu_check.json` was never there)."""
+    dead = []
+    for target in _relative_links(page):
+        name, _, fragment = target.partition("#")
+        file = (page.parent / name).resolve() if name else page
+        if not file.exists() or (fragment and file.suffix == ".md" and fragment not in _anchors(file)):
+            dead.append(target)
+    assert not dead, f"{page.name}: links to missing files or headings: {dead}"
+
+
+def test_readmes_are_entry_pages() -> None:
+    """The project's rule: a README holds install, quickstart, a short tour and links; details live in docs/. So each
+    README stays short and links every page of docs/ (the Chinese one its Chinese pages too)."""
+    pages = sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))
+    for readme in (README, README_ZH):
+        lines = readme.read_text(encoding="utf-8").splitlines()
+        assert len(lines) <= 200, f"{readme.name}: {len(lines)} lines; move details into docs/"
+        linked = {t.partition("#")[0] for t in _relative_links(readme)}
+        assert not [p for p in pages if p not in linked], f"{readme.name} does not link {set(pages) - linked}"
+
+
 def test_readmes_link_each_other() -> None:
     assert README_ZH.name in _relative_links(README)
     assert README.name in _relative_links(README_ZH)
