@@ -313,7 +313,8 @@ class TrainConfig(Section):
         "with generation.eval_generate also generates with it); default: true for pretrain, else false."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = bf16 autocast where the CPU/GPU runs bf16 natively, else fp32. Training, "
+        "auto", description="auto = bf16 autocast where the CPU/GPU runs bf16 natively, else fp32 (bf16 / fp16 set "
+        "on a CPU without them is warned about: an AVX2-only CPU multiplies them 30-100x slower than fp32). Training, "
         "validation and the final scores run at it; a run at fp32 records it (model/tunelab.json `precision`) and "
         "eval / predict / serve score its model at fp32 too (TUNELAB_PRECISION=bf16 overrides)."
     )

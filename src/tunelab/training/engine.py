@@ -29,7 +29,7 @@ from accelerate.state import AcceleratorState
 from tunelab.config.sections import TrainConfig
 from tunelab.metrics import scalars
 from tunelab.models.inference import Collate
-from tunelab.models.precision import resolve_precision
+from tunelab.models.precision import resolve_precision, slow_precision_note
 from tunelab.progress import say
 from tunelab.training import checkpoint as ckpt
 from tunelab.training import distributed as dist
@@ -96,6 +96,8 @@ class Loop:
         # the device from PartialState: an Accelerator probe would fix the process's mixed precision to "no"
         self.precision = resolve_precision(cfg.precision, PartialState(cpu=not torch.cuda.is_available()).device)
         mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision]
+        if note := slow_precision_note(self.precision, PartialState().device):
+            say(note)
         if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
             AcceleratorState._reset_state()  # an earlier run in this process (tests, tune trials) chose another
         # a strategy applies under a launcher (torchrun, --nproc), even with one process
