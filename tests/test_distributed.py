@@ -178,19 +178,28 @@ def test_fsdp_lora_sft_killed_and_resumed_on_one_process(tiny_llama: Path, tmp_p
     assert (out / adapter).stat().st_size == (ref / adapter).stat().st_size
 
 
-def test_launcher_and_schema_import_no_model_code() -> None:
+def test_launcher_and_schema_import_no_model_code(tiny_bert: Path, tmp_path: Path) -> None:
     """`tunelab train CONFIG --nproc 2 --dry-run` (the launcher, before torchrun) and `tunelab schema` check configs
     with every task's and method's settings, without transformers' model code, peft, accelerate or scipy (~4 s the
-    launched processes import again themselves)."""
+    launched processes import again themselves); and `tunelab train` refuses an output_dir that holds a run of
+    another config without them (it imported the training stack first: ~7 s for the line instead of ~3 s)."""
     heavy = ["transformers.modeling_utils", "peft", "accelerate", "scipy"]
     config = Path(__file__).parents[1] / "examples" / "configs" / "sms-spam-minilm.yaml"
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("task: {name: classification}\nmodel: other\n")
+    (out / "metrics.json").write_text("{}")
+    refused = _sets(tiny_bert, tmp_path, out)
     code = ("import sys\nfrom tunelab.cli import app\n"
             f"app(['train', {str(config)!r}, '--nproc', '2', '--dry-run'], standalone_mode=False)\n"
             "app(['schema'], standalone_mode=False)\n"
+            f"print('refused:', app(['train', *{refused!r}], standalone_mode=False), file=sys.stderr)\n"
             f"print('loaded:', *[m for m in {heavy!r} if m in sys.modules], file=sys.stderr)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     assert res.returncode == 0 and "torch.distributed.run" in res.stdout, res.stderr
-    assert res.stderr.splitlines()[-1] == "loaded:", res.stderr
+    said = [line for line in res.stderr.splitlines() if line.startswith(("error:", "refused:", "loaded:"))]
+    assert said[0].startswith("error: output_dir: ") and "holds a run of another config" in said[0], res.stderr
+    assert said[1:] == ["refused: 2", "loaded:"], res.stderr
 
 
 def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
