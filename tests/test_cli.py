@@ -225,3 +225,19 @@ def test_train_without_evaluation_prints_no_empty_table(tiny_bert: Path, sentime
                  "train.report=false")
     assert res.exit_code == 0, res.output
     assert "metric" not in res.output and "trained 2 steps in " in res.output, res.output
+
+
+def test_a_commands_process_exits_without_its_last_garbage_collections() -> None:
+    """The console command freezes the garbage collector as its process exits: the collections Python runs while it
+    takes torch's and transformers' modules apart cost 1-2.5 s at the end of every command (and of every process of
+    a `--nproc` launch, which torchrun waits for)."""
+    import subprocess
+    import sys
+
+    from tunelab import __version__
+
+    code = ("import atexit, gc\n"
+            "atexit.register(lambda: print('frozen:', gc.get_freeze_count() > 0))\n"  # (runs after the app's: LIFO)
+            "from tunelab.cli import app\napp(['--version'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.splitlines() == [f"tunelab {__version__}", "frozen: True"], res

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -37,25 +38,32 @@ def _sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
     return [x for s in sets for x in ("--set", s)]
 
 
-def _train(args: list[str], *launch: str, pause: str | None = None, ready: Path | None = None,
-           env: dict[str, str] | None = None) -> str:
-    """`tunelab train ARGS LAUNCH` as a user runs it, returning its output; with `pause`, SIGKILL the whole process
-    group once the run sleeps at `pause` (TUNELAB_TEST_PAUSE) and `ready` exists."""
+def _train(args: list[str], *launch: str, pause: str | None = None, paused: Path | None = None, processes: int = 0,
+           env: dict[str, str] | None = None, meanwhile: Callable[[], None] = lambda: None) -> str:
+    """`tunelab train ARGS LAUNCH` as a user runs it, returning its output, `meanwhile()` run here while it starts;
+    with `pause`, SIGKILL the whole process group once each of its `processes` sleeps at `pause` (TUNELAB_TEST_PAUSE;
+    each touches `paused`.RANK then)."""
     cmd = [sys.executable, "-m", "tunelab", "train", *args, *launch]
-    env = {**ENV, **(env or {}), **({"TUNELAB_TEST_PAUSE": pause} if pause else {})}
+    env = {**ENV, **(env or {}), **({"TUNELAB_TEST_PAUSE": pause, "TUNELAB_TEST_PAUSED": str(paused)} if pause else {})}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     if pause is None:
-        out, _ = proc.communicate(timeout=300)
+        try:
+            meanwhile()
+            out, _ = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
         assert proc.returncode == 0, out[-3000:]
         return out
+    assert paused is not None and processes > 0
     deadline = time.monotonic() + 180
     try:
-        while not (ready is not None and ready.is_dir()):
+        meanwhile()
+        while not all(Path(f"{paused}.{rank}").exists() for rank in range(processes)):  # each asleep in the pause
             assert proc.poll() is None, f"ended (rc {proc.returncode}) before {pause}: {proc.stdout.read()[-3000:]}"
             assert time.monotonic() < deadline, f"the run did not reach {pause}"
-            time.sleep(0.1)
-        time.sleep(1.0)  # every process is past the checkpoint and asleep in the pause
+            time.sleep(0.05)
     finally:  # the launcher, torchrun and every worker (torchrun starts each in its own session), as a lost node
         for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
             p.send_signal(signal.SIGKILL)
@@ -83,14 +91,6 @@ def _same_curve(got: dict[int, float], want: dict[int, float], steps: list[int])
     assert worst <= REL, f"loss curves differ by {worst:.2e} (relative)"
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one-process run (no launcher)."""
-    tmp = tmp_path_factory.mktemp("one-process")
-    _in_process(_sets(tiny_bert, tmp, tmp / "run", "train.precision=fp32"))
-    return tmp / "run"
-
-
 def _same_model(got: Path, want: Path) -> None:
     a, b = load_file(str(got / "model" / "model.safetensors")), load_file(str(want / "model" / "model.safetensors"))
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
@@ -115,13 +115,18 @@ def _two_nodes(args: list[str], env: dict[str, str]) -> str:
     return first + log
 
 
-def test_ddp_killed_and_resumed_equals_one_process(reference: Path, tiny_bert: Path, tmp_path: Path) -> None:
+def test_ddp_killed_and_resumed_equals_one_process(tiny_bert: Path, tmp_path: Path) -> None:
     """With the feature cache on (the reference tokenises in memory): the first process of the node tokenises and
     writes the cache, the other maps it. The resume runs as two nodes of one process each (`--nnodes 2`, over
-    loopback); both map the cache."""
+    loopback); both map the cache. The one-process reference runs here while the launch starts."""
     out, cache = tmp_path / "run", {"TUNELAB_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "one").mkdir()
+    reference, one = tmp_path / "one" / "run", _sets(tiny_bert, tmp_path / "one", tmp_path / "one" / "run",
+                                                     "train.precision=fp32")
     args = _sets(tiny_bert, tmp_path, out, "train.precision=fp32", "data.cache=true")
-    log = _train(args, "--nproc", "2", pause="step:6", ready=out / "checkpoints" / "step-00000004", env=cache)
+    log = _train(args, "--nproc", "2", pause="step:6", paused=tmp_path / "paused", processes=2, env=cache,
+                 meanwhile=lambda: _in_process(one))
+    assert (out / "checkpoints" / "step-00000004").is_dir()
     assert log.count("58 tokenised training rows cached in") == 1  # (the first process says so; the other maps it)
     assert max(_losses(out)) == 6  # steps 5 and 6 were logged after checkpoint 4: the resume replaces them
     assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
@@ -155,9 +160,11 @@ def _sft_sets(model: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
 
 def test_fsdp_lora_sft_killed_and_resumed_on_one_process(tiny_llama: Path, tmp_path: Path) -> None:
     ref, out = tmp_path / "one", tmp_path / "fsdp"
-    _in_process(_sft_sets(tiny_llama, tmp_path, ref))
+    one = _sft_sets(tiny_llama, tmp_path, ref)
     args = _sft_sets(tiny_llama, tmp_path, out, "train.distributed.strategy=fsdp")
-    _train(args, "--nproc", "2", pause="step:5", ready=out / "checkpoints" / "step-00000004")
+    # the one-process reference runs here while the launch starts
+    _train(args, "--nproc", "2", pause="step:5", paused=tmp_path / "paused", processes=2,
+           meanwhile=lambda: _in_process(one))
     # the LoRA tensors of the checkpoint are whole (gathered from the two shards), as the one-process run's
     got = load_file(str(out / "checkpoints" / "step-00000004" / "trainable.safetensors"))
     want = load_file(str(ref / "checkpoints" / "step-00000004" / "trainable.safetensors"))
@@ -171,19 +178,28 @@ def test_fsdp_lora_sft_killed_and_resumed_on_one_process(tiny_llama: Path, tmp_p
     assert (out / adapter).stat().st_size == (ref / adapter).stat().st_size
 
 
-def test_launcher_and_schema_import_no_model_code() -> None:
+def test_launcher_and_schema_import_no_model_code(tiny_bert: Path, tmp_path: Path) -> None:
     """`tunelab train CONFIG --nproc 2 --dry-run` (the launcher, before torchrun) and `tunelab schema` check configs
     with every task's and method's settings, without transformers' model code, peft, accelerate or scipy (~4 s the
-    launched processes import again themselves)."""
+    launched processes import again themselves); and `tunelab train` refuses an output_dir that holds a run of
+    another config without them (it imported the training stack first: ~7 s for the line instead of ~3 s)."""
     heavy = ["transformers.modeling_utils", "peft", "accelerate", "scipy"]
     config = Path(__file__).parents[1] / "examples" / "configs" / "sms-spam-minilm.yaml"
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("task: {name: classification}\nmodel: other\n")
+    (out / "metrics.json").write_text("{}")
+    refused = _sets(tiny_bert, tmp_path, out)
     code = ("import sys\nfrom tunelab.cli import app\n"
             f"app(['train', {str(config)!r}, '--nproc', '2', '--dry-run'], standalone_mode=False)\n"
             "app(['schema'], standalone_mode=False)\n"
+            f"print('refused:', app(['train', *{refused!r}], standalone_mode=False), file=sys.stderr)\n"
             f"print('loaded:', *[m for m in {heavy!r} if m in sys.modules], file=sys.stderr)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     assert res.returncode == 0 and "torch.distributed.run" in res.stdout, res.stderr
-    assert res.stderr.splitlines()[-1] == "loaded:", res.stderr
+    said = [line for line in res.stderr.splitlines() if line.startswith(("error:", "refused:", "loaded:"))]
+    assert said[0].startswith("error: output_dir: ") and "holds a run of another config" in said[0], res.stderr
+    assert said[1:] == ["refused: 2", "loaded:"], res.stderr
 
 
 def test_launcher_dry_run_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,6 +51,24 @@ def run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def lora_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA run (its tests take a copy: `_copied`)."""
+    return train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora") / "lora",
+                           sets=("method=lora", "method.r=4", "train.epochs=1"))
+
+
+def _copied(run: Path, folder: Path) -> Path:
+    """A copy of `run` (train_sentiment's: its data beside it) in `folder`, with its data: its config names the
+    copies, and the copy as its output_dir — as if it had been trained there. Its exports are not copied."""
+    out = folder / run.name
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("exports", ".tunelab.lock"))
+    for name in ("train.jsonl", "val.jsonl"):
+        shutil.copy2(run.parent / name, folder / name)
+    (out / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(run.parent), str(folder)))
+    return out
+
+
 def test_a_user_folder_is_left_as_it_was(run: Path, tmp_path: Path) -> None:
     proj = tmp_path / "proj"
     (proj / "src").mkdir(parents=True)
@@ -93,8 +111,8 @@ def test_an_export_with_the_users_files_in_it_is_kept(run: Path) -> None:
     assert (out / "notes.txt").read_text() == "mine\n"
 
 
-def test_a_rerun_merge_keeps_what_the_user_added(tiny_bert: Path, tmp_path: Path) -> None:
-    lora = train_sentiment(tiny_bert, tmp_path / "lora", sets=("method=lora", "method.r=4", "train.epochs=1"))
+def test_a_rerun_merge_keeps_what_the_user_added(lora_run: Path, tmp_path: Path) -> None:
+    lora = _copied(lora_run, tmp_path)
     res = _cli("export", str(lora), "--merge")
     assert res.exit_code == 0, res.output
     merged = lora / "merged"
@@ -167,12 +185,12 @@ def test_overwrite_replaces_a_folder_or_a_link_and_says_what_first(run: Path, tm
     assert {**_snapshot(tmp_path), **_snapshot(run)} == before
 
 
-def test_another_runs_folder_is_never_replaced(run: Path, tiny_bert: Path, tmp_path: Path) -> None:
+def test_another_runs_folder_is_never_replaced(run: Path, lora_run: Path, tmp_path: Path) -> None:
     """An --output that is another run's folder (a copy of a run, its lock gone), inside one (its model/, its
     exports) or holding one: refused in one line naming the run's folder, --overwrite or not, nothing of it touched.
     --overwrite replaced the other run whole (its config, metrics, adapter, model), and without it the refusal said
     that a run's saved model held `files tunelab did not write`."""
-    lora = train_sentiment(tiny_bert, tmp_path / "lora", sets=("method=lora", "method.r=4", "train.epochs=1"))
+    lora = _copied(lora_run, tmp_path)
     other = tmp_path / "runs" / "copy"
     shutil.copytree(run, other, ignore=shutil.ignore_patterns(".tunelab.lock"))
     before = _snapshot(tmp_path / "runs")
@@ -348,12 +366,13 @@ def test_what_check_output_replaces(tmp_path: Path) -> None:
                                      "replace the link (not what it points to) with a new folder"
 
 
-def test_a_new_run_takes_the_old_runs_exports_away(tiny_bert: Path, tmp_path: Path) -> None:
-    """Train, export, train again with the labels flipped: serve (and predict) answer with the new model."""
+def test_a_new_run_takes_the_old_runs_exports_away(run: Path, tmp_path: Path) -> None:
+    """Train (the module's run, copied with its data: its config names them here), export, train again with the
+    labels flipped: serve (and predict) answer with the new model."""
     from tunelab import load
     from tunelab.serve.models import fastest_artifact
 
-    out = train_sentiment(tiny_bert, tmp_path / "flip")
+    out = _copied(run, tmp_path)
     assert _cli("export", str(out), "--format", "onnx").exit_code == 0
     export = out / "exports" / "onnx-fp32"
     assert fastest_artifact(out) == export

@@ -113,9 +113,9 @@ def test_stop_says_when_the_run_did_not_stop(holder_process: tuple[Path, subproc
 
     run, child = holder_process
     app = create_app(run.parent)
-    app.state.ui.stop_wait = 1.0
+    app.state.ui.stop_wait = 0.5
     res = TestClient(app, base_url=LOCAL).post("/runs/busy/stop", follow_redirects=False)
-    assert res.status_code == 409 and "busy did not stop after 1 s" in res.text, res.text[:500]
+    assert res.status_code == 409 and "busy did not stop after 0.5 s" in res.text, res.text[:500]
     assert 'id="error"' in res.text and 'id="stop"' in res.text  # the page, still running, says why
     assert child.poll() is None
 
@@ -209,7 +209,7 @@ def _job_ends(runs: Path, name: str, timeout: float = 180) -> None:
                 return
         except (OSError, IndexError, ValueError):
             return
-        time.sleep(0.3)
+        time.sleep(0.05)
 
 
 def test_resume_runs_in_the_folder_the_run_was_launched_from(tiny_bert: Path, tmp_path: Path,

@@ -145,8 +145,9 @@ def train(config: ConfigSource = None, *, resume: str | Path | bool | None = Non
         raise ArgumentError(f"resume: expected \"auto\" (or True), a checkpoint path or None, got "
                             f"{type(resume).__name__}")
     check_flag("overwrite", overwrite)
-    from tunelab.pipeline import resolved  # the training stack (accelerate, peft, the loop): ~1 s predict never needs
+    # the training stack (accelerate, peft, the loop): ~1 s predict never needs
     from tunelab.pipeline import run as run_pipeline
+    from tunelab.training.run_checks import resolved
 
     cfg = resolved(make_config(config, **overrides))
     metrics = run_pipeline(cfg, resume=None if resume is None else str(resume), overwrite=overwrite)

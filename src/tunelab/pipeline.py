@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import PartialState
 
-from tunelab.config.fields import flat_fields, within
-from tunelab.config.run import RunConfig, build_config, check_label_field, config_to_yaml
-from tunelab.data.load import load_splits, load_unlabeled, run_data, run_model
+from tunelab.config.run import RunConfig
+from tunelab.data.load import load_splits, load_unlabeled
 from tunelab.data.prepare import prepare_training
-from tunelab.data.report import DataReport, read_summary, summary_rules
+from tunelab.data.report import DataReport
 from tunelab.data.row_spill import spill_rows
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.evaluation.evaluate import encoded, evaluate
@@ -38,14 +36,14 @@ from tunelab.models.precision import precision_scope, resolve_precision
 from tunelab.models.segments import seed_untrained_segments
 from tunelab.models.student import STUDENT_LAYERS
 from tunelab.progress import say
-from tunelab.registry import METHODS, TASKS
+from tunelab.registry import TASKS
 from tunelab.report import write_run_report
 from tunelab.tasks.base import Task
 from tunelab.tasks.feature_cache import training_features
-from tunelab.text import rules_version, text_rules
+from tunelab.text import text_rules
 from tunelab.training import engine
 from tunelab.training.batching import check_steps
-from tunelab.training.checkpoint import Verified, check_fits, check_resumed_best, find_checkpoint, trained_heads
+from tunelab.training.checkpoint import Verified, check_fits, check_resumed_best, trained_heads
 from tunelab.training.distill import (
     DistillLoss,
     WithUnlabeled,
@@ -56,28 +54,16 @@ from tunelab.training.distill import (
     teacher_model_dir,
     unlabeled_features,
 )
-from tunelab.training.distributed import check_strategy, launched, on_main, whole_models
+from tunelab.training.distributed import on_main, whole_models
 from tunelab.training.early_stopping import tracked_field
 from tunelab.training.optim import check_layer_decay
 from tunelab.training.rdrop import check_rdrop, rdrop_loss
 from tunelab.training.recompute import check_recompute
-from tunelab.training.run_dir import (
-    RunDirLock,
-    check_inputs_apart,
-    check_output_dir,
-    finish_run_dir,
-    run_inputs,
-    start_run_dir,
-)
+from tunelab.training.run_checks import check_resumed_config as _check_resumed_config
+from tunelab.training.run_checks import open_run, run_config
+from tunelab.training.run_dir import RunDirLock, finish_run_dir, start_run_dir
 
-
-def resolved(cfg: RunConfig) -> RunConfig:
-    """`cfg` with the values the run will use where the config left them to tunelab (`train.lr`: the method's
-    default), so that RUN/config.yaml says what ran."""
-    if cfg.train.lr is None:
-        lr = METHODS.get(cfg.method.name).default_lr
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": lr})})
-    return cfg
+__all__ = ["_check_resumed_config", "_same_file", "run", "run_config"]  # (the names the tests read them by)
 
 
 def run(cfg: RunConfig, resume: str | Verified | None = None,
@@ -91,35 +77,10 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
     Nothing is written into output_dir until the config, the data, the model and the method have all been checked
     (a failure before that leaves the directory exactly as it was), and then only under its lock."""
     t0 = time.perf_counter()
-    cfg = resolved(cfg)
-    config_yaml = config_to_yaml(cfg)
-    method = METHODS.get(cfg.method.name)(cfg.method)
-    if launched():  # train.distributed applies to launched runs (tunelab train --nproc, torchrun)
-        check_strategy(cfg.train, cfg.method.name, cfg.distill is not None)
-    # under `accelerate launch` / torchrun this is one of several processes
-    state = PartialState(cpu=not torch.cuda.is_available())
-    out = Path(cfg.output_dir)
-    resume_from = resume.path if isinstance(resume, Verified) else find_checkpoint(resume, out) if resume else None
-    # resuming this directory's own checkpoint (OUTPUT_DIR/checkpoints/step-N) is the one way past its checks; a
-    # checkpoint of another run starts this one from it, into an output_dir checked as for a new run
-    own = resume_from is not None and resume_from.resolve().parent == (out / "checkpoints").resolve()
-    # rows compared and measured as the resumed run did (text.TEXT_RULES: an older run's by its rules; a trial of a
-    # study begun by older rules, by the study's: `rules_version()` where its caller set them)
-    rules = summary_rules(read_summary(resume_from.parent.parent)) \
-        if resume_from is not None and resume_from.parent.name == "checkpoints" else rules_version()
-    with text_rules(rules):
-
-        def check_out(locked: bool) -> None:
-            check_output_dir(out, partial(_same_config, config_yaml), resume=own, overwrite=overwrite, locked=locked)
-            _check_resumed_settings(out, cfg, resume_from, own)
-
-        def first_checks() -> None:  # (on the main process; a refusal ends every process, one line, exit code 2)
-            if not own:  # (a run of an older tunelab resumes as it was)
-                check_label_field(cfg.task, cfg.data)
-            check_inputs_apart(out, run_inputs(cfg))
-            check_out(locked=False)
-
-        on_main(first_checks)
+    opened = open_run(cfg, resume, overwrite)  # (`tunelab train` made these checks before it imported this module)
+    cfg, method, out, resume_from, own = opened.cfg, opened.method, opened.out, opened.resume_from, opened.own
+    state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch` / torchrun: one of several
+    with text_rules(opened.rules):
         engine.seed_everything(cfg.train.seed)
 
         task = TASKS.get(cfg.task.name)(cfg.task, cfg.data)
@@ -176,8 +137,8 @@ def run(cfg: RunConfig, resume: str | Verified | None = None,
 
             def claim() -> None:  # the main process: under the lock for the whole run
                 held.enter_context(RunDirLock(out))
-                check_out(locked=True)  # again, now that no other run can write it: one may have since the first check
-                start_run_dir(out, config_yaml, resume_from if own else None)
+                opened.check_out(locked=True)  # again, now that no other run can write it: one may have since then
+                start_run_dir(out, opened.config_yaml, resume_from if own else None)
 
             on_main(claim)
             return _train(cfg, state, out, task, method, model, tokenizer, splits, features, report, resume_from,
@@ -251,71 +212,6 @@ def _unsharded(cfg: RunConfig, task: Task, method: Method, train_rows: list[dict
     if unexpected:
         raise TunelabError(f"train: the gathered weights do not fit the model ({unexpected[:3]})")
     return model
-
-
-def _same_config(config_yaml: str, saved: dict[str, Any]) -> bool:
-    """Whether a saved config.yaml describes this run, read through today's schema (fields added since then take
-    their defaults; a saved `lr: null` is the method's default)."""
-    try:
-        return config_to_yaml(resolved(build_config(saved))) == config_yaml
-    except TunelabError:
-        return False
-
-
-# what a resumed run may change: how long it trains, how often it saves, logs and evaluates (and on what batch size
-# and test file), which checkpoint it keeps as best, where it reports, its feature cache, passes' size and
-# recomputed layers (memory: the same weights)
-RESUME_MAY_CHANGE = ("output_dir", "search", "data.test", "data.cache", "data.cache_limit_gb", "train.epochs",
-                     "train.max_steps", "train.save_steps", "train.save_total_limit", "train.log_steps",
-                     "train.eval_steps", "train.eval_batch_size", "train.micro_batch_tokens", "train.report",
-                     "train.report_to", "train.baseline_eval", "train.early_stopping", "train.best_metric",
-                     "train.select_best", "train.gradient_checkpointing")
-
-
-def _check_resumed_settings(out: Path, cfg: RunConfig, resume_from: Path | None, own: bool) -> None:
-    """A resume's settings are those of the run it continues: this output_dir's (`own`; --overwrite too: a resumed run
-    continues the one it resumes), or those of the run whose checkpoint (RUN/checkpoints/step-N) starts this one."""
-    if own:
-        _check_resumed_config(out, cfg)
-    elif resume_from is not None and resume_from.parent.name == "checkpoints":
-        _check_resumed_config(resume_from.parent.parent, cfg, "train without --resume")
-
-
-def _check_resumed_config(out: Path, cfg: RunConfig, otherwise: str = "start a new output_dir") -> None:
-    """`--resume` continues the run in `out` (this output_dir, or the run whose checkpoint starts this one) with its
-    config: a changed setting other than RESUME_MAY_CHANGE (the learning rate, the data, the model, LoRA's alpha...)
-    is refused in one line naming it (`otherwise`: the way out it offers), instead of a config.yaml that says what the
-    checkpoint's weights were not trained with (the optimizer state restores the old lr and weight decay)."""
-    for key, new, old in (config_changes(out, cfg, RESUME_MAY_CHANGE) or [])[:1]:
-        raise ConfigError(f"config: {key}: {new!r} where the run being resumed has {old!r} "
-                          f"({out / 'config.yaml'}); resume with its settings, or {otherwise}")
-
-
-def config_changes(out: Path, cfg: RunConfig, may_change: Sequence[str] = ()) -> list[tuple[str, Any, Any]] | None:
-    """(key, cfg's value, the run's) of each setting but `may_change` where `cfg` (resolved) and the run in `out`
-    differ (as resumes, and the studies' trials, folds and points, compare); None without a readable config.yaml."""
-    saved = run_config(out)
-    if saved is None:
-        return None  # (a run of an older tunelab: the checkpoint's own checks still apply)
-    old, new = flat_fields(resolved(saved).model_dump(mode="json")), flat_fields(cfg.model_dump(mode="json"))
-    return [(k, new.get(k), old.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
-            and not (k in (*DATA_FILES, "data.augment.synonyms", "model") and _same_file(old.get(k), new.get(k)))
-            and not any(within(k, m) for m in may_change)]
-
-
-def run_config(out: Path) -> RunConfig | None:
-    """The config the run in `out` trained with (config.yaml; relative data paths and the model as it read them, from
-    its folder: from elsewhere `train.jsonl` may name another file); None without a readable config.yaml."""
-    try:
-        saved = build_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {})
-    except (OSError, ValueError, yaml.YAMLError, TunelabError):  # (ValueError: bytes that are not UTF-8)
-        return None
-    summary = read_summary(out)
-    return saved.model_copy(update={"data": run_data(out, saved.data, summary),
-                                    "model": run_model(summary, saved.model)})
-
-
-DATA_FILES = ("data.train", "data.validation", "data.test", "data.unlabeled")
 
 
 def longest_input(features: dict[str, Sequence[dict[str, Any]]], longest_train: int = 0) -> int:

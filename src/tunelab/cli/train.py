@@ -60,11 +60,15 @@ def train(
             _launch(cfg, config, set_, resume, overwrite,
                     Launch(nproc or 1, nnodes, node_rank, master_addr, master_port), dry_run)
         return
-    from tunelab import api  # (not before: a launch's processes import the training stack, its launcher needs none)
-    from tunelab.evaluation.evaluate import print_metrics
-
     try:
         with errors_located(config, set_):  # (a check made once the config is read names the key's line too)
+            if resume is None:  # the run's first checks before the training stack loads: a refused output_dir
+                # in ~3 s, not ~7 s (a resume's are the run's own: its checkpoint's files are hashed once)
+                from tunelab.training.run_checks import open_run
+
+                open_run(cfg, None, overwrite)
+            from tunelab import api  # (not before: a launch's processes import the training stack; its launcher none)
+
             run = api.train(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
         from tunelab.progress import speaks
@@ -77,6 +81,8 @@ def train(
         return
     evaluated = {k: v for k, v in metrics.items() if k != "train"}
     if evaluated:  # no validation and no test split: nothing evaluated, no empty table
+        from tunelab.evaluation.evaluate import print_metrics
+
         print_metrics(evaluated)
     t = metrics["train"]
     typer.echo(f"trained {t['steps']} steps in {t['wall_s']} s ({t['real_tokens_per_s']} real tok/s, "

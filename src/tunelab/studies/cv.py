@@ -43,7 +43,7 @@ from tunelab.data.report import SUMMARY_FILE, read_summary, summary_rules
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, overwrite_option
 from tunelab.io import json_line, make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
-from tunelab.pipeline import config_changes, resolved, run
+from tunelab.pipeline import run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.folds import fold_indices
@@ -59,6 +59,7 @@ from tunelab.studies.records import (
 from tunelab.text import rules_version, text_rules
 from tunelab.training.checkpoint import Verified, read_trainer_state, verify
 from tunelab.training.layout import REPLACED, RUN_FILES, STUDY_LOCK
+from tunelab.training.run_checks import config_changes, resolved
 from tunelab.training.run_dir import RunDirLock, check_removable, refuse_if_in_use
 
 

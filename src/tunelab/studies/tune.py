@@ -33,13 +33,14 @@ from tunelab.data.report import read_summary, summary_rules
 from tunelab.errors import ConfigError, StudyInterrupted, TunelabError, first_line, require
 from tunelab.io import make_dirs, read_json, write_json_atomic, write_text_atomic
 from tunelab.metrics import scalars
-from tunelab.pipeline import config_changes, resolved, run, run_config
+from tunelab.pipeline import run
 from tunelab.progress import table_console
 from tunelab.registry import TASKS
 from tunelab.studies.cv import STUDY_MAY_CHANGE
 from tunelab.studies.trials import base_tree, check_metrics, check_space, metric_value, trial_config
 from tunelab.text import TEXT_RULES, text_rules
 from tunelab.training.layout import STUDY_LOCK
+from tunelab.training.run_checks import config_changes, resolved, run_config
 from tunelab.training.run_dir import RunDirLock, finish_run_dir
 
 

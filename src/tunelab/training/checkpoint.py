@@ -33,10 +33,12 @@ from tunelab.training.layout import FILES, STEP_DIR, list_checkpoints
 
 def pause_for_tests(where: str, step: int) -> None:
     """Test hook: with TUNELAB_TEST_PAUSE=`where:step` (e.g. `save:8`, `step:5`) the run sleeps there,
-    so a test can SIGKILL it at a known point; TUNELAB_TEST_PAUSED names a file created once it sleeps."""
+    so a test can SIGKILL it at a known point; TUNELAB_TEST_PAUSED names a file created once it sleeps (under a
+    launch, one for each process: the name with `.RANK` added)."""
     if os.environ.get("TUNELAB_TEST_PAUSE") == f"{where}:{step}":
         if os.environ.get("TUNELAB_TEST_PAUSED"):
-            Path(os.environ["TUNELAB_TEST_PAUSED"]).touch()
+            rank = f".{os.environ['RANK']}" if "RANK" in os.environ else ""
+            Path(os.environ["TUNELAB_TEST_PAUSED"] + rank).touch()
         time.sleep(3600)
 
 
