@@ -35,8 +35,8 @@ def _config(tmp_path: Path, tiny_bert: Path, sentiment_files: tuple[Path, Path],
     cfg = {
         "task": "classification", "model": str(tiny_bert), "output_dir": str(tmp_path / "out"),
         "data": {"train": str(tr), "validation": str(val)},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 5e-3, "log_steps": 2, **train},
-    }
+        "train": {"epochs": 1, "batch_size": 8, "lr": 5e-3, "log_steps": 2, "report": False, **train},
+    }  # (report: false, as the docs advise for a study's many small runs: no test here reads a trial's report.html)
     if search is not None:
         cfg["search"] = search
     path = tmp_path / "run.yaml"
@@ -149,7 +149,7 @@ def test_a_continued_sft_study_of_a_score_goes_on_without_search_metric(tiny_lla
     cfg = {"task": {"name": "sft", "generation": {"eval_generate": True, "max_new_tokens": 2}},
            "model": str(tiny_llama), "output_dir": str(tmp_path / "out"),
            "data": {"train": str(rows), "validation": str(rows)},
-           "train": {"max_steps": 1, "batch_size": 8, "save_steps": 0},
+           "train": {"max_steps": 1, "batch_size": 8, "save_steps": 0, "report": False},
            "search": {"metric": "exact_match", "space": {"train.lr": SPACE["train.lr"]}}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -635,7 +635,7 @@ def test_a_base_config_its_trials_mend_is_tuned(tiny_bert: Path, tmp_path: Path)
     train, val = write_jsonl(tmp_path / "qa.jsonl", _qa_rows(16, 0)), write_jsonl(tmp_path / "v.jsonl", _qa_rows(6, 1))
     cfg = {"task": {"name": "qa", "max_question_length": 8}, "model": str(tiny_bert), "output_dir": str(tmp_path / "o"),
            "data": {"train": str(train), "validation": str(val), "max_length": 48},
-           "train": {"max_steps": 1, "batch_size": 8, "save_steps": 0},
+           "train": {"max_steps": 1, "batch_size": 8, "save_steps": 0, "report": False},
            "search": {"metric": "f1", "space": {"task.doc_stride": {"type": "categorical", "choices": [8]}}}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")

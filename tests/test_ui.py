@@ -391,6 +391,31 @@ def test_a_yaml_anchor_bomb_in_a_form_value_is_refused_quickly() -> None:
     assert time.perf_counter() - start < 5
 
 
+def test_a_form_value_nested_past_the_limit_is_refused_before_yaml_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Brackets nested deeper than MAX_DEPTH are refused by their count alone: YAML's scanner took 5 s over 5,000
+    levels in a 10 kB field (it looks over one possible key per open bracket at every token), the server's thread
+    held all that time. Within the limit, brackets in quoted texts included, the value is what YAML reads."""
+    import yaml
+
+    from tunelab.errors import TunelabError
+    from tunelab.ui.checks import MAX_DEPTH, form_value
+
+    deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    with monkeypatch.context() as patched:
+        read: list[object] = []
+        patched.setattr(yaml, "scan", lambda *args, **kwargs: read.append(args) or [])
+        patched.setattr(yaml, "load", lambda *args, **kwargs: read.append(args))
+        for text in (deep, "[" * 5000 + "]" * 5000, "{a: " * 100 + "1" + "}" * 100):
+            with pytest.raises(TunelabError, match=rf"^train\.lr: nested too deeply \(more than {MAX_DEPTH} levels\)$"):
+                form_value("train.lr", text)
+        assert read == []
+    value = form_value("train.x", "[" * MAX_DEPTH + "]" * MAX_DEPTH)
+    for _ in range(MAX_DEPTH - 1):
+        value = value[0]
+    assert value == []
+    assert form_value("train.x", "[[1, '[[it''s'], {a: \"]]\\\"{\"}]") == [[1, "[[it's"], {"a": ']]"{'}]
+
+
 def _as_a_user(work: Callable[[], object]) -> object:
     """`work()` in a thread of its own without root's file access (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH dropped from
     that thread's effective set: the threads it starts inherit it), so that a folder's mode 000 is refused as it is

@@ -72,8 +72,37 @@ def chat_messages(messages: list[Any]) -> list[dict[str, str]]:
     return out
 
 
+def flow_depth(text: str) -> int:
+    """How deep `[` and `{` nest in a YAML text outside its quoted scalars (a quote inside a plain word such as `it's`
+    is read as one too: the count is then lower, never higher, than YAML's)."""
+    depth = deepest = i = 0
+    quote = ""
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 1  # (an escaped character of a double-quoted scalar)
+            elif c == quote == "'" and text.startswith("''", i):
+                i += 1  # ('' in a single-quoted scalar: one quote)
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    return deepest
+
+
 def form_value(key: str, text: str) -> Any:
-    """A form field's text as the YAML value it spells (`3`, `5e-5`, `[a, b]`); an error names the setting."""
+    """A form field's text as the YAML value it spells (`3`, `5e-5`, `[a, b]`); an error names the setting. Nesting
+    deeper than MAX_DEPTH is refused before YAML reads it: PyYAML's scanner looks over one possible key per open
+    bracket at every token (5 s for 5,000 levels in a 10 kB field, the server's thread held all that time)."""
+    if flow_depth(text) > MAX_DEPTH:
+        raise TunelabError(f"{key}: nested too deeply (more than {MAX_DEPTH} levels)")
     try:
         value = typed_value(text)
     except yaml.YAMLError as exc:  # (a key twice in one mapping too)
