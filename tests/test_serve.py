@@ -25,7 +25,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def cls_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_sentiment(tiny_bert, tmp_path_factory.mktemp("serve") / "sentiment", validation=False)
+    return train_sentiment(tiny_bert, tmp_path_factory.mktemp("serve") / "sentiment", validation=False,
+                           sets=("train.report=false",))  # (no test here reads a report.html)
 
 
 @pytest.fixture(scope="module")
@@ -468,7 +469,7 @@ def test_lora_runs_share_one_base_and_the_model_name_picks_the_adapter(
     request's `model` switches adapter, and each answers as its own merged model does (`tunelab.load`)."""
     import tunelab
 
-    lora = ("method=lora", "method.r=4", "train.epochs=10", "train.lr=2e-2")
+    lora = ("method=lora", "method.r=4", "train.epochs=10", "train.lr=2e-2", "train.report=false")
     # run folders named with a "." (peft refuses one in an adapter's name: tunelab names them inside)
     a = train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora-a") / "plain", sets=lora)
     b = train_sentiment(tiny_bert, tmp_path_factory.mktemp("lora-b") / "flipped-v1.1", sets=lora,

@@ -68,8 +68,9 @@ def ui_on_loopback(runs: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Headless Chromium, launched once for the module's tests (each opens its own context and pages)."""
     if CHROMIUM is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("chromium is not installed (apt-get install chromium); CI must run the UI test")
@@ -371,6 +372,7 @@ def test_the_playground_page_shows_a_refusal_as_its_one_line(play_runs: Path, br
         page.click("#send")
         page.wait_for_function("() => document.getElementById('reply').dataset.done === '1'")
         assert page.inner_text("#reply").strip() == "good" and page.get_attribute("#reply", "class") == ""
+        page.close()  # (the browser is the module's)
 
 
 def test_a_yaml_anchor_bomb_in_a_form_value_is_refused_quickly() -> None:
