@@ -37,7 +37,6 @@ LONGEST = {
     # (2026-12-07, AMD EPYC: 5:24 for the suite) the next longest, which ran where their file's place put them
     "test_distributed.py::test_a_user_error_under_the_launcher": 18, "test_ui.py::test_the_playground_page_shows": 2,
     # (2026-12-07, twenty-seventh session, AMD EPYC: 5:09)
-    "test_export_onnx.py::test_a_validation_file_of_its_own": 10, "test_run_data.py::test_a_run_read_again_from": 9,
     "test_export_onnx.py::test_a_rotary_decoder": 8, "test_serve.py::test_the_api_fuzzed": 8,
     "test_embedded.py::test_minilm_train_predict": 8, "test_export_output.py::test_a_terminated_export": 8,
     "test_compress.py::test_a_terminated_recovery": 8,
